@@ -1,0 +1,492 @@
+/**
+ * The wire contract between Parley clients and the relay (docs/PROTOCOL.md §4–§7).
+ *
+ * Every WebSocket frame is one JSON text message `{ v: 1, t: <type>, ... }`. Each type has a
+ * strict runtime schema (valibot): unknown keys, missing keys, wrong types, non-canonical base64url
+ * and oversize fields are all rejected. `parseClientFrame` / `parseServerFrame` are the only way
+ * bytes from a socket become typed frames; nothing else in the code base calls JSON.parse on
+ * socket data.
+ */
+import * as v from "valibot";
+import { EncodingError, fromB64u } from "./encoding";
+
+export const PROTOCOL_VERSION = 1 as const;
+
+/** One table for every size and rate limit (PROTOCOL.md §7). */
+export const LIMITS = {
+  /** Largest frame either side accepts, in UTF-8 bytes; a 1000-member commit fits. */
+  maxFrameBytes: 512 * 1024,
+  /** Largest opaque body (base64url characters) of a direct or group message. */
+  maxBodyChars: 96 * 1024,
+  /** Largest opaque commit core (base64url characters). */
+  maxCommitCoreChars: 160 * 1024,
+  /** Largest wrapped epoch secret (base64url characters): HPKE enc 32 + secret 32 + tag 16. */
+  maxWrapChars: 256,
+  maxNameLength: 32,
+  maxHubLength: 32,
+  maxClientIdLength: 64,
+  maxGroupSize: 1000,
+  maxGroupsPerHub: 256,
+  maxGroupsPerUser: 64,
+  maxUsersPerHub: 10_000,
+  maxMailboxPerRecipient: 2000,
+  mailboxTtlMs: 7 * 24 * 60 * 60 * 1000,
+  maxOneTimePrekeysPerUpload: 100,
+  maxOneTimePrekeysStored: 200,
+  oneTimePrekeysLowWatermark: 20,
+  maxAckIds: 256,
+  /** Token bucket per connection: sustained frames per second and burst size. */
+  connRatePerSec: 40,
+  connBurst: 120,
+  /** Token bucket per identity (all of its connections together). */
+  identityRatePerSec: 60,
+  identityBurst: 180,
+  /** Frames refused for rate in one connection before the relay closes it as abusive. */
+  maxRateViolations: 50,
+  /** Frames refused as malformed in one connection before the relay closes it as abusive. */
+  maxMalformed: 100,
+  /** Seconds a client has to authenticate after `hello`. */
+  authTimeoutSec: 20,
+} as const;
+
+/** Error codes with their fixed wire text: text never carries internal detail (PROTOCOL.md §6). */
+export const ERRORS = {
+  bad_frame: "Frame is not valid JSON or does not match its schema.",
+  unknown_type: "Unknown frame type.",
+  unsupported_version: "Unsupported protocol version.",
+  too_large: "Frame exceeds the size limit.",
+  not_authenticated: "Authenticate first.",
+  already_authenticated: "Already authenticated.",
+  auth_failed: "Authentication failed.",
+  bad_signature: "Signature does not verify.",
+  name_taken: "That username belongs to another identity in this hub.",
+  unknown_user: "No such user in this hub.",
+  rate_limited: "Too many frames; slow down.",
+  mailbox_full: "Recipient mailbox is full.",
+  not_member: "Not a member of that group.",
+  stale_epoch: "Epoch is not the group's current epoch.",
+  roster_mismatch: "Member list does not match the roster after pending changes.",
+  removal_pending: "A member removal is pending; commit it first.",
+  group_full: "Group is full.",
+  limit_reached: "A relay limit was reached.",
+  replaced: "Another connection of this identity took over.",
+  internal: "Internal relay error.",
+} as const;
+export type ErrorCode = keyof typeof ERRORS;
+export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
+
+/** WebSocket close codes the relay uses (4000–4999 are application codes, RFC 6455 §7.4.2). */
+export const CLOSE = {
+  normal: 1000,
+  policy: 1008,
+  tooBig: 1009,
+  authTimeout: 4001,
+  authFailed: 4002,
+  replaced: 4003,
+  abusive: 4008,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Field schemas
+
+export const NAME_RE = /^[a-z0-9][a-z0-9_-]*$/;
+
+/** Usernames, group names and hub names: lower-case ASCII, so one name has one spelling. */
+export const Name = v.pipe(
+  v.string(),
+  v.minLength(1),
+  v.maxLength(LIMITS.maxNameLength),
+  v.regex(NAME_RE),
+);
+export const HubName = v.pipe(
+  v.string(),
+  v.minLength(1),
+  v.maxLength(LIMITS.maxHubLength),
+  v.regex(NAME_RE),
+);
+
+function isCanonicalB64u(s: string, bytes?: number): boolean {
+  try {
+    const b = fromB64u(s);
+    return bytes === undefined || b.length === bytes;
+  } catch (e) {
+    if (e instanceof EncodingError) return false;
+    throw e;
+  }
+}
+
+/** Canonical base64url of exactly `bytes` bytes. */
+export function b64Bytes(bytes: number) {
+  const chars = Math.ceil((bytes * 4) / 3);
+  return v.pipe(
+    v.string(),
+    v.length(chars),
+    v.check((s) => isCanonicalB64u(s, bytes), "non-canonical base64url"),
+  );
+}
+
+/** Canonical base64url of at most `maxChars` characters (at least one byte). */
+export function b64Max(maxChars: number) {
+  return v.pipe(
+    v.string(),
+    v.minLength(2),
+    v.maxLength(maxChars),
+    v.check((s) => isCanonicalB64u(s), "non-canonical base64url"),
+  );
+}
+
+export const PUBLIC_KEY_BYTES = 32;
+export const SIGNATURE_BYTES = 64;
+export const CHALLENGE_BYTES = 32;
+
+export const PublicKey = b64Bytes(PUBLIC_KEY_BYTES);
+export const Signature = b64Bytes(SIGNATURE_BYTES);
+export const Challenge = b64Bytes(CHALLENGE_BYTES);
+export const Body = b64Max(LIMITS.maxBodyChars);
+const U32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff));
+/** Epochs are JSON numbers; 2^53 is far beyond any group's life. */
+const Epoch = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER));
+const Millis = v.pipe(v.number(), v.integer(), v.minValue(0));
+const ClientId = v.pipe(v.string(), v.minLength(1), v.maxLength(LIMITS.maxClientIdLength));
+/** Relay-assigned message id: decimal sequence number as a string. */
+const Mid = v.pipe(v.string(), v.regex(/^[0-9]{1,16}$/));
+const V = v.literal(PROTOCOL_VERSION);
+
+/** Signed X25519 prekey: sig = Ed25519(identity, lp("parley/v1/spk", id, key)) — §3.2. */
+export const SignedPrekey = v.strictObject({ id: U32, key: PublicKey, sig: Signature });
+export type SignedPrekey = v.InferOutput<typeof SignedPrekey>;
+export const OneTimePrekey = v.strictObject({ id: U32, key: PublicKey });
+export type OneTimePrekey = v.InferOutput<typeof OneTimePrekey>;
+
+export const Member = v.strictObject({
+  username: Name,
+  identityKey: PublicKey,
+  signedPrekey: SignedPrekey,
+});
+export type Member = v.InferOutput<typeof Member>;
+
+export const PresenceUser = v.strictObject({ username: Name, identityKey: PublicKey });
+export type PresenceUser = v.InferOutput<typeof PresenceUser>;
+
+/** The relay's view of one group: committed roster and the changes waiting for a commit. */
+export const GroupState = v.strictObject({
+  group: Name,
+  epoch: Epoch,
+  members: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
+  pendingJoins: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
+  pendingLeaves: v.pipe(v.array(Name), v.maxLength(LIMITS.maxGroupSize)),
+});
+export type GroupState = v.InferOutput<typeof GroupState>;
+
+// ---------------------------------------------------------------------------------------------
+// Client → relay frames (PROTOCOL.md §5)
+
+export const AuthFrame = v.strictObject({
+  v: V,
+  t: v.literal("auth"),
+  username: Name,
+  identityKey: PublicKey,
+  signedPrekey: SignedPrekey,
+  /** Ed25519 over lp("parley/v1/auth", hub, origin, challenge, username, identityKey, spk.id, spk.key, spk.sig). */
+  sig: Signature,
+});
+
+export const UploadPrekeysFrame = v.strictObject({
+  v: V,
+  t: v.literal("upload_prekeys"),
+  id: ClientId,
+  signedPrekey: v.optional(SignedPrekey),
+  oneTimePrekeys: v.pipe(v.array(OneTimePrekey), v.maxLength(LIMITS.maxOneTimePrekeysPerUpload)),
+});
+
+export const FetchBundleFrame = v.strictObject({
+  v: V,
+  t: v.literal("fetch_bundle"),
+  id: ClientId,
+  username: Name,
+});
+
+export const SendFrame = v.strictObject({
+  v: V,
+  t: v.literal("send"),
+  id: ClientId,
+  to: Name,
+  body: Body,
+});
+
+export const AckFrame = v.strictObject({
+  v: V,
+  t: v.literal("ack"),
+  mids: v.pipe(v.array(Mid), v.minLength(1), v.maxLength(LIMITS.maxAckIds)),
+});
+
+export const JoinFrame = v.strictObject({ v: V, t: v.literal("join"), id: ClientId, group: Name });
+export const LeaveFrame = v.strictObject({
+  v: V,
+  t: v.literal("leave"),
+  id: ClientId,
+  group: Name,
+});
+
+export const Wrap = v.strictObject({ to: Name, wrap: b64Max(LIMITS.maxWrapChars) });
+
+export const CommitFrame = v.strictObject({
+  v: V,
+  t: v.literal("commit"),
+  id: ClientId,
+  group: Name,
+  parentEpoch: Epoch,
+  /** The new roster, exactly: the relay checks it against committed + pending changes. */
+  members: v.pipe(v.array(Name), v.minLength(1), v.maxLength(LIMITS.maxGroupSize)),
+  /** Opaque signed commit core (PROTOCOL.md §9.2); the relay never looks inside. */
+  core: b64Max(LIMITS.maxCommitCoreChars),
+  /** One HPKE-wrapped epoch secret per new member; each member receives only its own. */
+  wraps: v.pipe(v.array(Wrap), v.minLength(1), v.maxLength(LIMITS.maxGroupSize)),
+});
+
+export const GroupSendFrame = v.strictObject({
+  v: V,
+  t: v.literal("group_send"),
+  id: ClientId,
+  group: Name,
+  epoch: Epoch,
+  body: Body,
+});
+
+export const PingFrame = v.strictObject({ v: V, t: v.literal("ping") });
+
+export const ClientFrame = v.variant("t", [
+  AuthFrame,
+  UploadPrekeysFrame,
+  FetchBundleFrame,
+  SendFrame,
+  AckFrame,
+  JoinFrame,
+  LeaveFrame,
+  CommitFrame,
+  GroupSendFrame,
+  PingFrame,
+]);
+export type ClientFrame = v.InferOutput<typeof ClientFrame>;
+export type ClientFrameType = ClientFrame["t"];
+export const CLIENT_FRAME_TYPES = ClientFrame.options.map((o) => o.entries.t.literal);
+
+// ---------------------------------------------------------------------------------------------
+// Relay → client frames (PROTOCOL.md §6)
+
+export const HelloFrame = v.strictObject({
+  v: V,
+  t: v.literal("hello"),
+  hub: HubName,
+  challenge: Challenge,
+  time: Millis,
+});
+
+export const WelcomeFrame = v.strictObject({
+  v: V,
+  t: v.literal("welcome"),
+  username: Name,
+  identityKey: PublicKey,
+  oneTimePrekeysRemaining: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  groups: v.pipe(v.array(GroupState), v.maxLength(LIMITS.maxGroupsPerUser)),
+});
+
+export const PresenceFrame = v.strictObject({
+  v: V,
+  t: v.literal("presence"),
+  users: v.pipe(v.array(PresenceUser), v.maxLength(LIMITS.maxUsersPerHub)),
+});
+
+export const BundleFrame = v.strictObject({
+  v: V,
+  t: v.literal("bundle"),
+  id: ClientId,
+  username: Name,
+  identityKey: PublicKey,
+  signedPrekey: SignedPrekey,
+  oneTimePrekey: v.nullable(OneTimePrekey),
+});
+
+export const AcceptedFrame = v.strictObject({
+  v: V,
+  t: v.literal("accepted"),
+  id: ClientId,
+  mid: v.optional(Mid),
+});
+
+export const DirectItem = v.strictObject({ kind: v.literal("direct"), body: Body });
+export const GroupItem = v.strictObject({
+  kind: v.literal("group"),
+  group: Name,
+  epoch: Epoch,
+  body: Body,
+});
+export const CommitItem = v.strictObject({
+  kind: v.literal("commit"),
+  group: Name,
+  epoch: Epoch,
+  core: b64Max(LIMITS.maxCommitCoreChars),
+  wrap: b64Max(LIMITS.maxWrapChars),
+});
+export const DeliverItem = v.variant("kind", [DirectItem, GroupItem, CommitItem]);
+export type DeliverItem = v.InferOutput<typeof DeliverItem>;
+
+export const DeliverFrame = v.strictObject({
+  v: V,
+  t: v.literal("deliver"),
+  mid: Mid,
+  /** Sender as authenticated by the relay: a hint only, clients verify inner signatures. */
+  from: Name,
+  fromKey: PublicKey,
+  ts: Millis,
+  item: DeliverItem,
+});
+
+export const ReceiptFrame = v.strictObject({
+  v: V,
+  t: v.literal("receipt"),
+  mid: Mid,
+  by: Name,
+});
+
+export const GroupFrame = v.strictObject({ v: V, t: v.literal("group"), state: GroupState });
+export const LeftFrame = v.strictObject({ v: V, t: v.literal("left"), group: Name });
+
+export const PrekeysLowFrame = v.strictObject({
+  v: V,
+  t: v.literal("prekeys_low"),
+  remaining: v.pipe(v.number(), v.integer(), v.minValue(0)),
+});
+
+export const ErrorFrame = v.strictObject({
+  v: V,
+  t: v.literal("error"),
+  id: v.optional(ClientId),
+  code: v.picklist(ERROR_CODES),
+  message: v.pipe(v.string(), v.maxLength(200)),
+});
+
+export const PongFrame = v.strictObject({ v: V, t: v.literal("pong") });
+
+export const ServerFrame = v.variant("t", [
+  HelloFrame,
+  WelcomeFrame,
+  PresenceFrame,
+  BundleFrame,
+  AcceptedFrame,
+  DeliverFrame,
+  ReceiptFrame,
+  GroupFrame,
+  LeftFrame,
+  PrekeysLowFrame,
+  ErrorFrame,
+  PongFrame,
+]);
+export type ServerFrame = v.InferOutput<typeof ServerFrame>;
+export type ServerFrameType = ServerFrame["t"];
+
+export type FrameOf<U extends { t: string }, T extends U["t"]> = Extract<U, { t: T }>;
+
+// ---------------------------------------------------------------------------------------------
+// The one boundary parser
+
+export type ParseResult<F> =
+  | { ok: true; frame: F }
+  | { ok: false; code: ErrorCode; id?: string | undefined };
+
+const utf8Encoder = new TextEncoder();
+
+function rawToText(raw: unknown): string | null {
+  if (typeof raw === "string") return raw;
+  if (raw instanceof ArrayBuffer || ArrayBuffer.isView(raw)) {
+    const bytes =
+      raw instanceof ArrayBuffer
+        ? new Uint8Array(raw)
+        : new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+function byteLength(raw: unknown): number {
+  if (typeof raw === "string") {
+    // Cheap upper bound first: a UTF-16 unit never encodes to more than 3 UTF-8 bytes.
+    if (raw.length * 3 <= LIMITS.maxFrameBytes) return raw.length;
+    return utf8Encoder.encode(raw).length;
+  }
+  if (raw instanceof ArrayBuffer) return raw.byteLength;
+  if (ArrayBuffer.isView(raw)) return raw.byteLength;
+  return 0;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Best-effort id of a rejected frame so the error can be correlated; never trusted otherwise. */
+function salvageId(obj: unknown): string | undefined {
+  if (typeof obj !== "object" || obj === null) return undefined;
+  const id = (obj as Record<string, unknown>).id;
+  return typeof id === "string" && id.length > 0 && id.length <= LIMITS.maxClientIdLength
+    ? id
+    : undefined;
+}
+
+function parseWith<F>(
+  raw: unknown,
+  schema: v.GenericSchema<unknown, F>,
+  knownTypes: readonly string[],
+): ParseResult<F> {
+  if (byteLength(raw) > LIMITS.maxFrameBytes) return { ok: false, code: "too_large" };
+  const text = rawToText(raw);
+  if (text === null) return { ok: false, code: "bad_frame" };
+  const obj = safeJson(text);
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) {
+    return { ok: false, code: "bad_frame" };
+  }
+  const id = salvageId(obj);
+  const rec = obj as Record<string, unknown>;
+  if (rec.v !== PROTOCOL_VERSION) return { ok: false, code: "unsupported_version", id };
+  if (typeof rec.t !== "string" || !knownTypes.includes(rec.t)) {
+    return { ok: false, code: "unknown_type", id };
+  }
+  const result = v.safeParse(schema, obj);
+  if (!result.success) return { ok: false, code: "bad_frame", id };
+  return { ok: true, frame: result.output };
+}
+
+const SERVER_FRAME_TYPES = ServerFrame.options.map((o) => o.entries.t.literal);
+
+/** Parse a frame a client sent (relay side). Accepts a socket message: string or bytes. */
+export function parseClientFrame(raw: unknown): ParseResult<ClientFrame> {
+  return parseWith(raw, ClientFrame, CLIENT_FRAME_TYPES);
+}
+
+/** Parse a frame the relay sent (client side). The relay is untrusted: same rigour. */
+export function parseServerFrame(raw: unknown): ParseResult<ServerFrame> {
+  return parseWith(raw, ServerFrame, SERVER_FRAME_TYPES);
+}
+
+/** Build the error frame for a code: fixed text, optional correlation id. */
+export function errorFrame(code: ErrorCode, id?: string): FrameOf<ServerFrame, "error"> {
+  return id === undefined
+    ? { v: PROTOCOL_VERSION, t: "error", code, message: ERRORS[code] }
+    : { v: PROTOCOL_VERSION, t: "error", id, code, message: ERRORS[code] };
+}
+
+/** Parse any value against a schema once, at a trust boundary (IndexedDB, attachments). */
+export function parseUnknown<T>(
+  schema: v.GenericSchema<unknown, T>,
+  value: unknown,
+): { ok: true; value: T } | { ok: false } {
+  const r = v.safeParse(schema, value);
+  return r.success ? { ok: true, value: r.output } : { ok: false };
+}
