@@ -1,8 +1,72 @@
+/**
+ * Builds the Solid PWA into dist/pwa, which the Worker serves as static assets (wrangler.toml).
+ * vite-plugin-pwa generates the service worker (precached app shell, offline navigation fallback)
+ * and the web manifest; the page registers the worker from its own module — no inline script, as
+ * the Worker's CSP is `script-src 'self'`.
+ */
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vite";
+import { VitePWA } from "vite-plugin-pwa";
 import solid from "vite-plugin-solid";
+
+/**
+ * PARLEY_FAKE_ENGINE=1 swaps the engine for test/e2e/fake-engine.ts — for UI work and screenshots
+ * only; `npm run build` (and therefore `npm start`, the e2e suite and CI) never sets it.
+ */
+const fakeEngine = process.env.PARLEY_FAKE_ENGINE === "1";
 
 export default defineConfig({
   root: "pwa",
-  plugins: [solid()],
+  resolve: {
+    alias: fakeEngine
+      ? [
+          {
+            find: /^\.\.\/engine\/create$/,
+            replacement: fileURLToPath(new URL("./test/e2e/fake-engine.ts", import.meta.url)),
+          },
+        ]
+      : [],
+  },
+  plugins: [
+    solid(),
+    VitePWA({
+      // "prompt": a new worker waits until the user accepts the "new version — reload" toast,
+      // so an open conversation is never reloaded under the user's fingers.
+      registerType: "prompt",
+      injectRegister: null,
+      strategies: "generateSW",
+      includeAssets: ["icons/favicon-32.png", "icons/apple-touch-icon.png"],
+      manifest: {
+        id: "/",
+        name: "Parley — end-to-end encrypted chat",
+        short_name: "Parley",
+        description: "Chat through a relay that cannot read your messages.",
+        start_url: "/",
+        scope: "/",
+        display: "standalone",
+        orientation: "any",
+        background_color: "#0f1020",
+        theme_color: "#4f46e5",
+        categories: ["social", "communication"],
+        icons: [
+          { src: "icons/icon-192.png", sizes: "192x192", type: "image/png", purpose: "any" },
+          { src: "icons/icon-512.png", sizes: "512x512", type: "image/png", purpose: "any" },
+          {
+            src: "icons/maskable-512.png",
+            sizes: "512x512",
+            type: "image/png",
+            purpose: "maskable",
+          },
+        ],
+      },
+      workbox: {
+        globPatterns: ["**/*.{js,css,html,png,svg,webmanifest}"],
+        navigateFallback: "index.html",
+        // The relay endpoints are never served from cache.
+        navigateFallbackDenylist: [/^\/ws/, /^\/health/],
+        cleanupOutdatedCaches: true,
+      },
+    }),
+  ],
   build: { outDir: "../dist/pwa", emptyOutDir: true, target: "es2022" },
 });

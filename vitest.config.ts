@@ -1,7 +1,7 @@
 /**
- * Two test projects: `node` (crypto, protocol core, wire contract, integration against a real
- * `wrangler dev`) and `workers` (the same crypto plus the relay, inside workerd via Miniflare).
- * Browser end-to-end tests have their own config (vitest.e2e.config.ts).
+ * Three test projects: `node` (crypto, protocol core, wire contract, integration against a real
+ * `wrangler dev`), `workers` (the same crypto plus the relay, inside workerd via Miniflare) and
+ * `e2e` (the built PWA in Chromium against a real `wrangler dev`; needs `npm run build` first).
  */
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
@@ -23,6 +23,17 @@ export default defineConfig({
           name: "workers",
           include: ["test/workers/**/*.test.ts", "test/shared/**/*.test.ts"],
           testTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          environment: "node",
+          // One story per file, each with three browsers and a relay: run them one at a time.
+          fileParallelism: false,
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
         },
       },
     ],

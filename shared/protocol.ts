@@ -30,6 +30,15 @@ export const LIMITS = {
   maxGroupsPerUser: 64,
   maxUsersPerHub: 10_000,
   maxMailboxPerRecipient: 2000,
+  /**
+   * Commit items (the epoch secret a member needs to keep reading) may fill a mailbox past
+   * maxMailboxPerRecipient up to this hard bound; direct and group items may not.
+   */
+  maxMailboxHardPerRecipient: 4000,
+  /** Deliveries sent on one connection and not yet acknowledged; ack to receive more. */
+  deliverWindow: 64,
+  /** Authenticated connections per hub; keeps a full `presence` frame under maxFrameBytes. */
+  maxOnlinePerHub: 4000,
   mailboxTtlMs: 7 * 24 * 60 * 60 * 1000,
   maxOneTimePrekeysPerUpload: 100,
   maxOneTimePrekeysStored: 200,
@@ -47,6 +56,10 @@ export const LIMITS = {
   maxMalformed: 100,
   /** Seconds a client has to authenticate after `hello`. */
   authTimeoutSec: 20,
+  /** Clients send `ping` at least this often; the relay answers without waking (auto-response). */
+  pingIntervalSec: 30,
+  /** A connection silent (no frame, no ping) this long is closed and leaves presence. */
+  presenceTimeoutSec: 90,
 } as const;
 
 /** Error codes with their fixed wire text: text never carries internal detail (PROTOCOL.md §6). */
@@ -60,6 +73,7 @@ export const ERRORS = {
   auth_failed: "Authentication failed.",
   bad_signature: "Signature does not verify.",
   name_taken: "That username belongs to another identity in this hub.",
+  identity_bound: "This identity already holds another username in this hub.",
   unknown_user: "No such user in this hub.",
   rate_limited: "Too many frames; slow down.",
   mailbox_full: "Recipient mailbox is full.",
@@ -83,6 +97,7 @@ export const CLOSE = {
   authTimeout: 4001,
   authFailed: 4002,
   replaced: 4003,
+  idle: 4004,
   abusive: 4008,
 } as const;
 
@@ -254,6 +269,13 @@ export const GroupSendFrame = v.strictObject({
 });
 
 export const PingFrame = v.strictObject({ v: V, t: v.literal("ping") });
+/**
+ * The exact text of a keep-alive ping and its answer. The relay answers this byte string without
+ * waking its Durable Object (WebSocket auto-response); clients should send exactly PING_TEXT every
+ * LIMITS.pingIntervalSec. Any other spelling of a ping frame is still answered, but wakes the relay.
+ */
+export const PING_TEXT = '{"v":1,"t":"ping"}';
+export const PONG_TEXT = '{"v":1,"t":"pong"}';
 
 export const ClientFrame = v.variant("t", [
   AuthFrame,

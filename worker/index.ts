@@ -1,26 +1,61 @@
-/** Parley Worker entry: Hono routes /health and /ws; everything else is the PWA's static assets. */
+/**
+ * Parley Worker entry: Hono routes /health and /ws (to the hub's Durable Object); everything else
+ * is the PWA's static assets with an SPA fallback. Every response carries the security headers.
+ */
 import { Hono } from "hono";
+import * as v from "valibot";
+import { HubName } from "../shared/protocol";
+import { isAllowedOrigin, parseAllowedOrigins, securityHeaders } from "./http";
 
 export { Relay } from "./relay";
 
 export interface Env {
   RELAY: DurableObjectNamespace;
   ASSETS: Fetcher;
+  /** Optional extra origins allowed to open /ws (comma-separated), e.g. a LAN address. */
+  ALLOWED_ORIGINS?: string;
 }
 
+export const DEFAULT_HUB = "main";
+
 const app = new Hono<{ Bindings: Env }>();
+
+app.use("*", async (c, next) => {
+  await next();
+  const headers = securityHeaders(new URL(c.req.url));
+  const res = c.res;
+  if (res.status === 101) return; // a WebSocket handshake: the socket is the body, no document
+  // Responses from fetch()/ASSETS have immutable headers: copy once, then set.
+  const out = new Response(res.body, res);
+  for (const [k, val] of Object.entries(headers)) out.headers.set(k, val);
+  c.res = out;
+});
 
 app.get("/health", (c) => c.json({ ok: true }));
 
 app.get("/ws", async (c) => {
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
-    return c.text("Upgrade Required", 426);
+    return c.text("Upgrade Required", 426, { Upgrade: "websocket" });
   }
-  const hub = c.req.query("hub") ?? "main";
-  const stub = c.env.RELAY.get(c.env.RELAY.idFromName(hub));
-  return stub.fetch(c.req.raw);
+  const url = new URL(c.req.url);
+  const hub = v.safeParse(HubName, url.searchParams.get("hub") ?? DEFAULT_HUB);
+  if (!hub.success) return c.text("Bad hub name", 400);
+  if (!isAllowedOrigin(c.req.header("Origin"), url, parseAllowedOrigins(c.env.ALLOWED_ORIGINS))) {
+    return c.text("Forbidden origin", 403);
+  }
+  // Forward with the hub made explicit, so the object never falls back to a default itself.
+  const forward = new URL(url);
+  forward.search = `?hub=${hub.output}`;
+  const stub = c.env.RELAY.get(c.env.RELAY.idFromName(hub.output));
+  return stub.fetch(new Request(forward, c.req.raw));
 });
 
 app.all("*", (c) => c.env.ASSETS.fetch(c.req.raw));
+
+app.onError((err, c) => {
+  // Log the kind of failure for the operator; the client gets a bare 500 and nothing internal.
+  console.error("worker: unhandled", err.name);
+  return c.text("Internal Server Error", 500);
+});
 
 export default app;

@@ -1,0 +1,87 @@
+/**
+ * Benchmark harness: every figure that matters is a ratio against a baseline measured in the same
+ * run (issue 6), because absolute timings drift on a shared 2-core machine. No timed assertions.
+ */
+
+export interface Measurement {
+  name: string;
+  iterations: number;
+  /** Operations per second over the measured window. */
+  opsPerSec: number;
+  /** Mean microseconds per operation. */
+  meanUs: number;
+}
+
+export interface MeasureOptions {
+  /** Minimum wall time of the measured window, ms. */
+  minMs?: number;
+  minIterations?: number;
+  maxIterations?: number;
+  warmup?: number;
+}
+
+/** Runs `fn` repeatedly (after a warm-up) until both minimums are met; returns its rate. */
+export async function measure(
+  name: string,
+  fn: (i: number) => unknown,
+  options: MeasureOptions = {},
+): Promise<Measurement> {
+  const minMs = options.minMs ?? Number(process.env.BENCH_MIN_MS ?? 1000);
+  const minIterations = options.minIterations ?? 10;
+  const maxIterations = options.maxIterations ?? 1_000_000;
+  const warmup = options.warmup ?? 5;
+  for (let i = 0; i < warmup; i++) await fn(i);
+  let iterations = 0;
+  const start = performance.now();
+  let elapsed = 0;
+  while ((elapsed < minMs || iterations < minIterations) && iterations < maxIterations) {
+    await fn(iterations + warmup);
+    iterations++;
+    elapsed = performance.now() - start;
+  }
+  return {
+    name,
+    iterations,
+    opsPerSec: (iterations * 1000) / elapsed,
+    meanUs: (elapsed * 1000) / iterations,
+  };
+}
+
+export interface Row {
+  [column: string]: string | number;
+}
+
+function fmt(v: string | number): string {
+  if (typeof v === "string") return v;
+  if (!Number.isFinite(v)) return String(v);
+  if (Math.abs(v) >= 100) return Math.round(v).toLocaleString("en-US");
+  if (Math.abs(v) >= 10) return v.toFixed(1);
+  return v.toFixed(2);
+}
+
+/** A GitHub-flavoured Markdown table: readable in a terminal and pasteable into PERFORMANCE.md. */
+export function table(title: string, rows: Row[]): string {
+  if (rows.length === 0) return `### ${title}\n\n(no rows)\n`;
+  const cols = Object.keys(rows[0] ?? {});
+  const cells = rows.map((r) => cols.map((c) => fmt(r[c] ?? "")));
+  const widths = cols.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i]?.length ?? 0)));
+  const line = (vals: string[]) => `| ${vals.map((v, i) => v.padEnd(widths[i] ?? 0)).join(" | ")} |`;
+  return [
+    `### ${title}`,
+    "",
+    line(cols),
+    `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`,
+    ...cells.map(line),
+    "",
+  ].join("\n");
+}
+
+export function ratio(a: number, b: number): string {
+  return `${(a / b).toFixed(2)}×`;
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx] ?? Number.NaN;
+}

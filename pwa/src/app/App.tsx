@@ -1,0 +1,92 @@
+/** Top-level routing on the app phase; the messenger layout once an identity exists. */
+import { createMemo, createSignal, Match, onCleanup, onMount, Show, Switch } from "solid-js";
+import { Conversation, EmptyPane } from "../ui/Conversation";
+import { MembersDialog, VerifyDialog } from "../ui/Dialogs";
+import { Creating, Onboarding } from "../ui/Onboarding";
+import { BootScreen, FatalScreen, OtherTabScreen } from "../ui/Screens";
+import { Sidebar } from "../ui/Sidebar";
+import { Toasts } from "../ui/Toasts";
+import { TopBar } from "../ui/TopBar";
+import { ParleyContext, useParley } from "./context";
+import type { Parley } from "./controller";
+
+function Messenger() {
+  const { state } = useParley();
+  const [verifyFor, setVerifyFor] = createSignal<string | null>(null);
+  const [membersOpen, setMembersOpen] = createSignal(false);
+  const selected = createMemo(() => (state.selected ? state.convs[state.selected] : undefined));
+  return (
+    <div class="app" classList={{ "has-selection": !!selected() }}>
+      <TopBar />
+      <div class="panes">
+        <Sidebar />
+        <Show when={selected()} keyed={false} fallback={<EmptyPane />}>
+          {(c) => (
+            <Conversation
+              conv={c()}
+              onVerify={(u) => setVerifyFor(u)}
+              onMembers={() => setMembersOpen(true)}
+            />
+          )}
+        </Show>
+      </div>
+      <Show when={verifyFor()}>
+        {(u) => <VerifyDialog username={u()} onClose={() => setVerifyFor(null)} />}
+      </Show>
+      <Show when={membersOpen() && selected()?.kind === "group" && selected()}>
+        {(c) => (
+          <MembersDialog
+            conv={c()}
+            onClose={() => setMembersOpen(false)}
+            onVerify={(u) => {
+              setMembersOpen(false);
+              setVerifyFor(u);
+            }}
+          />
+        )}
+      </Show>
+    </div>
+  );
+}
+
+export function App(props: { parley: Parley }) {
+  const p = props.parley;
+  onMount(() => {
+    const onVis = () => p.actions.setVisible(document.visibilityState === "visible");
+    document.addEventListener("visibilitychange", onVis);
+    const onOnline = () => p.actions.retryNow();
+    window.addEventListener("online", onOnline);
+    onCleanup(() => {
+      document.removeEventListener("visibilitychange", onVis);
+      window.removeEventListener("online", onOnline);
+    });
+  });
+  return (
+    <ParleyContext.Provider value={p}>
+      <Switch>
+        <Match when={p.phase().p === "boot"}>
+          <BootScreen />
+        </Match>
+        <Match when={p.phase().p === "blocked"}>
+          <OtherTabScreen lost={false} />
+        </Match>
+        <Match when={p.phase().p === "lost"}>
+          <OtherTabScreen lost />
+        </Match>
+        <Match when={(() => { const ph = p.phase(); return ph.p === "fatal" ? ph : undefined; })()}>
+          {(ph) => <FatalScreen message={ph().message} />}
+        </Match>
+        <Match when={(() => { const ph = p.phase(); return ph.p === "onboarding" ? ph : undefined; })()}>
+          {(ph) => <Onboarding error={ph().error} />}
+        </Match>
+        <Match when={(() => { const ph = p.phase(); return ph.p === "creating" ? ph : undefined; })()}>
+          {(ph) => <Creating username={ph().username} step={ph().step} />}
+        </Match>
+        <Match when={p.phase().p === "ready"}>
+          <Messenger />
+        </Match>
+      </Switch>
+      <Toasts store={p.toasts} />
+    </ParleyContext.Provider>
+  );
+}

@@ -1,0 +1,222 @@
+/**
+ * The one module that owns the relay WebSocket. It connects, hands every frame to the engine
+ * only after `parseServerFrame` accepted it (the relay is untrusted), keeps the link alive with
+ * `ping`, and reconnects with jittered backoff (backoff.ts). The engine itself authenticates
+ * (it answers `hello` with `auth`), resyncs on `welcome` and acks deliveries; this module only
+ * sequences the socket:
+ *
+ *   idle → connecting → open (hello/auth in flight) → online (welcome seen)
+ *        ↘ waiting (backoff, retryAt) ↗           ↘ stopped (replaced by another connection)
+ *
+ * Frames other than `auth` that the engine sends before `welcome` are held and flushed right
+ * after it (the relay refuses them unauthenticated, PROTOCOL.md §5.1). The engine's Transport
+ * contract is "send only while connected", so anything still held when the socket closes is
+ * dropped: after `onDisconnected` the engine owns resending.
+ */
+import {
+  CLOSE,
+  type ClientFrame,
+  type ErrorCode,
+  PROTOCOL_VERSION,
+  parseServerFrame,
+  type ServerFrame,
+} from "../../../shared/protocol";
+import { backoffDelay } from "./backoff";
+
+export type ConnState =
+  | { s: "idle" }
+  | { s: "connecting"; attempt: number }
+  | { s: "open" }
+  | { s: "online" }
+  | { s: "waiting"; attempt: number; retryAt: number }
+  | { s: "stopped"; reason: "replaced" | "auth_failed" | "closed" };
+
+export interface ConnectionOptions {
+  url: string;
+  onOpen(): void;
+  onFrame(frame: ServerFrame): void;
+  onClose(): void;
+  onState(state: ConnState): void;
+  /** A frame from the relay failed parsing: never reaches the engine. */
+  onBadFrame?(code: ErrorCode): void;
+  now?: () => number;
+  random?: () => number;
+  /** Send `ping` this often while open (ms). */
+  pingEveryMs?: number;
+  /** Close and reconnect when nothing arrived for this long (ms). */
+  deadAfterMs?: number;
+  /** Most frames held before `welcome`; beyond that the oldest are dropped. */
+  maxHeld?: number;
+  createSocket?: (url: string) => WebSocket;
+}
+
+export class Connection {
+  private ws: WebSocket | null = null;
+  private state: ConnState = { s: "idle" };
+  private attempt = 0;
+  private held: string[] = [];
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private pingTimer: ReturnType<typeof setInterval> | null = null;
+  private lastRx = 0;
+  private readonly now: () => number;
+  private readonly random: () => number;
+
+  constructor(private readonly opts: ConnectionOptions) {
+    this.now = opts.now ?? Date.now;
+    this.random = opts.random ?? Math.random;
+  }
+
+  get current(): ConnState {
+    return this.state;
+  }
+
+  start(): void {
+    if (this.state.s === "idle" || this.state.s === "stopped") this.connect();
+  }
+
+  /** Skip the rest of a backoff wait (network came back, user pressed "retry now"). */
+  retryNow(): void {
+    if (this.state.s === "waiting") {
+      this.clearRetry();
+      this.connect();
+    }
+  }
+
+  /** Close for good (tab lost ownership, user locked the app). */
+  stop(): void {
+    this.clearRetry();
+    this.setState({ s: "stopped", reason: "closed" });
+    this.teardown(CLOSE.normal);
+  }
+
+  send(frame: ClientFrame): void {
+    const text = JSON.stringify(frame);
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return; // engine resends after reconnect
+    if (this.state.s === "online" || frame.t === "auth" || frame.t === "ping") {
+      ws.send(text);
+      return;
+    }
+    this.held.push(text);
+    const max = this.opts.maxHeld ?? 1000;
+    if (this.held.length > max) this.held.splice(0, this.held.length - max);
+  }
+
+  private connect(): void {
+    this.teardown(CLOSE.normal);
+    this.setState({ s: "connecting", attempt: this.attempt });
+    let ws: WebSocket;
+    try {
+      ws = this.opts.createSocket ? this.opts.createSocket(this.opts.url) : new WebSocket(this.opts.url);
+    } catch {
+      this.scheduleRetry();
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      if (this.ws !== ws) return;
+      this.lastRx = this.now();
+      this.setState({ s: "open" });
+      this.startPing();
+      this.opts.onOpen();
+    };
+    ws.onmessage = (e: MessageEvent) => {
+      if (this.ws !== ws) return;
+      this.lastRx = this.now();
+      const r = parseServerFrame(e.data);
+      if (!r.ok) {
+        this.opts.onBadFrame?.(r.code);
+        return;
+      }
+      if (r.frame.t === "pong") return;
+      if (r.frame.t === "welcome") {
+        this.attempt = 0;
+        this.setState({ s: "online" });
+        // The engine sees welcome first, then everything held behind the handshake goes out.
+        this.opts.onFrame(r.frame);
+        const held = this.held;
+        this.held = [];
+        for (const t of held) ws.send(t);
+        return;
+      }
+      this.opts.onFrame(r.frame);
+    };
+    ws.onclose = (e: CloseEvent) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.held = [];
+      this.stopPing();
+      this.opts.onClose();
+      if (e.code === CLOSE.replaced) {
+        // Another connection of this identity took over (another device or a taken-over tab):
+        // reconnecting would just steal it back.
+        this.setState({ s: "stopped", reason: "replaced" });
+        return;
+      }
+      if (e.code === CLOSE.authFailed) this.attempt = Math.max(this.attempt, 4);
+      if (this.state.s !== "stopped") this.scheduleRetry();
+    };
+    // onerror is always followed by onclose, which does the work.
+    ws.onerror = () => {};
+  }
+
+  private scheduleRetry(): void {
+    const delay = backoffDelay(this.attempt, this.random());
+    const retryAt = this.now() + delay;
+    this.setState({ s: "waiting", attempt: this.attempt, retryAt });
+    this.attempt++;
+    this.clearRetry();
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private startPing(): void {
+    this.stopPing();
+    const every = this.opts.pingEveryMs ?? 20_000;
+    const dead = this.opts.deadAfterMs ?? 50_000;
+    this.pingTimer = setInterval(() => {
+      const ws = this.ws;
+      if (!ws) return;
+      if (this.now() - this.lastRx > dead) {
+        // Half-open TCP (laptop lid, lost Wi-Fi): no close event will come, so force one.
+        ws.close(CLOSE.normal);
+        ws.onclose?.(new CloseEvent("close", { code: 1006 }));
+        return;
+      }
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ v: PROTOCOL_VERSION, t: "ping" }));
+    }, every);
+  }
+
+  private stopPing(): void {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.pingTimer = null;
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
+  private teardown(code: number): void {
+    const ws = this.ws;
+    this.ws = null;
+    this.held = [];
+    this.stopPing();
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(code);
+      } catch {
+        // already closed
+      }
+      this.opts.onClose();
+    }
+  }
+
+  private setState(s: ConnState): void {
+    this.state = s;
+    this.opts.onState(s);
+  }
+}

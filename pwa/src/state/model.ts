@@ -1,0 +1,247 @@
+/**
+ * The UI's view of conversations, as plain data plus pure transitions. The store (store.ts)
+ * applies these to a Solid `createStore` through `produce`; the node unit tests apply them to
+ * plain objects. Engine events (shared/core/client-api.ts) are the only input besides history.
+ */
+import type {
+  ChatMessage,
+  ContactInfo,
+  ConversationId,
+  ConversationStatus,
+  ConversationSummary,
+  DeliveryState,
+  SystemLine,
+} from "../../../shared/core/client-api";
+import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/schemas";
+
+export const BROADCAST = "broadcast";
+
+export interface ConvView {
+  id: ConversationId;
+  kind: "direct" | "group";
+  name: string;
+  status: ConversationStatus;
+  members: ContactInfo[];
+  /** Groups: our epoch, -1 when not a member. */
+  epoch: number;
+  removalPending: boolean;
+  joining: boolean;
+  entries: HistoryEntry[];
+  unread: number;
+  lastReadAt: number;
+}
+
+export type ConnView =
+  | { kind: "idle" }
+  | { kind: "connecting" }
+  | { kind: "authenticating" }
+  | { kind: "online" }
+  | { kind: "waiting"; retryAt: number }
+  | { kind: "replaced" }
+  | { kind: "stopped" };
+
+export interface Me {
+  username: string;
+  fingerprint: string;
+  identityKey: string;
+}
+
+export interface ChatState {
+  me: Me | null;
+  conn: ConnView;
+  presence: ContactInfo[];
+  convs: Record<string, ConvView>;
+  selected: ConversationId | null;
+}
+
+export function initialChatState(): ChatState {
+  return { me: null, conn: { kind: "idle" }, presence: [], convs: {}, selected: null };
+}
+
+export function convIdOf(kind: "direct" | "group", name: string): ConversationId {
+  return kind === "direct" ? `dm:${name}` : `group:${name}`;
+}
+
+export function parseConvId(id: string): { kind: "direct" | "group"; name: string } | null {
+  if (id.startsWith("dm:")) return { kind: "direct", name: id.slice(3) };
+  if (id.startsWith("group:")) return { kind: "group", name: id.slice(6) };
+  return null;
+}
+
+export function emptyConv(id: ConversationId): ConvView {
+  const p = parseConvId(id);
+  return {
+    id,
+    kind: p?.kind ?? "direct",
+    name: p?.name ?? id,
+    status: "offline",
+    members: [],
+    epoch: -1,
+    removalPending: false,
+    joining: false,
+    entries: [],
+    unread: 0,
+    lastReadAt: 0,
+  };
+}
+
+function ensure(s: ChatState, id: ConversationId): ConvView {
+  let c = s.convs[id];
+  if (!c) {
+    c = emptyConv(id);
+    s.convs[id] = c;
+  }
+  return c;
+}
+
+/** Merge an engine summary into the view (mutates the draft). */
+export function applySummary(s: ChatState, sum: ConversationSummary): void {
+  const c = ensure(s, sum.id);
+  c.kind = sum.kind;
+  c.name = sum.name;
+  c.status = sum.status;
+  c.members = sum.members;
+  c.epoch = sum.epoch ?? (sum.kind === "direct" ? 0 : -1);
+  c.removalPending = sum.removalPending ?? false;
+  c.joining = sum.joining ?? false;
+}
+
+export function messageEntry(m: ChatMessage): HistoryMessage {
+  const e: HistoryMessage = {
+    kind: "msg",
+    id: m.id,
+    conversationId: m.conversationId,
+    from: m.from,
+    direction: m.direction,
+    text: m.text,
+    sentAt: m.sentAt,
+    at: m.at,
+  };
+  if (m.delivery) e.delivery = m.delivery;
+  return e;
+}
+
+let sysSeq = 0;
+export function systemEntry(l: SystemLine): HistorySystem {
+  sysSeq = (sysSeq + 1) % 1_000_000;
+  const e: HistorySystem = {
+    kind: "sys",
+    id: `sys-${l.at.toString(36)}-${sysSeq.toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+    conversationId: l.conversationId,
+    sysKind: l.kind,
+    text: l.text,
+    at: l.at,
+  };
+  if (l.username !== undefined) e.username = l.username;
+  if (l.epoch !== undefined) e.epoch = l.epoch;
+  return e;
+}
+
+/**
+ * Insert or replace an entry (by id), keeping time order. Returns false when it was a duplicate
+ * with nothing new (the relay delivers at least once; the engine dedupes, we double-check).
+ */
+export function upsertEntry(
+  s: ChatState,
+  entry: HistoryEntry,
+  opts: { countUnread: boolean },
+): boolean {
+  const c = ensure(s, entry.conversationId);
+  const i = c.entries.findIndex((e) => e.id === entry.id);
+  if (i >= 0) {
+    c.entries[i] = entry;
+    return false;
+  }
+  let at = c.entries.length;
+  while (at > 0 && (c.entries[at - 1]?.at ?? 0) > entry.at) at--;
+  c.entries.splice(at, 0, entry);
+  if (opts.countUnread && entry.kind === "msg" && entry.direction === "in") c.unread++;
+  return true;
+}
+
+const DELIVERY_RANK: Record<DeliveryState, number> = {
+  failed: -1,
+  sending: 0,
+  sent: 1,
+  delivered: 2,
+};
+
+/** Delivery only moves forward (a late "sent" never undoes "delivered"); failed is terminal-ish. */
+export function applyDelivery(
+  s: ChatState,
+  conv: ConversationId,
+  messageId: string,
+  state: DeliveryState,
+): HistoryMessage | null {
+  const c = s.convs[conv];
+  if (!c) return null;
+  const e = c.entries.find((x) => x.kind === "msg" && x.id === messageId);
+  if (!e || e.kind !== "msg") return null;
+  const cur = e.delivery ?? "sending";
+  if (state !== "failed" && DELIVERY_RANK[state] <= DELIVERY_RANK[cur]) return null;
+  e.delivery = state;
+  return { ...e };
+}
+
+export function markRead(s: ChatState, conv: ConversationId, now: number): void {
+  const c = s.convs[conv];
+  if (!c) return;
+  c.unread = 0;
+  c.lastReadAt = now;
+}
+
+/** Rebuild views from stored history (on boot), unread counted against lastReadAt. */
+export function loadHistory(
+  s: ChatState,
+  history: Map<string, HistoryEntry[]>,
+  meta: Map<string, { lastReadAt: number }>,
+): void {
+  for (const [id, entries] of history) {
+    const p = parseConvId(id);
+    if (!p) continue;
+    const c = ensure(s, id as ConversationId);
+    c.entries = entries;
+    c.lastReadAt = meta.get(id)?.lastReadAt ?? 0;
+    c.unread = entries.filter(
+      (e) => e.kind === "msg" && e.direction === "in" && e.at > c.lastReadAt,
+    ).length;
+  }
+  for (const [id, m] of meta) {
+    const c = s.convs[id];
+    if (c) c.lastReadAt = m.lastReadAt;
+  }
+}
+
+export function lastMessage(c: ConvView): HistoryMessage | undefined {
+  for (let i = c.entries.length - 1; i >= 0; i--) {
+    const e = c.entries[i];
+    if (e?.kind === "msg") return e;
+  }
+  return undefined;
+}
+
+/** Sidebar order: broadcast first, then groups by name; direct chats by latest activity. */
+export function sortedConvs(s: ChatState): { groups: ConvView[]; directs: ConvView[] } {
+  const all = Object.values(s.convs);
+  const groups = all
+    .filter((c) => c.kind === "group")
+    .sort((a, b) =>
+      a.name === BROADCAST ? -1 : b.name === BROADCAST ? 1 : a.name.localeCompare(b.name),
+    );
+  const activity = (c: ConvView) => c.entries[c.entries.length - 1]?.at ?? 0;
+  const directs = all
+    .filter((c) => c.kind === "direct")
+    .sort((a, b) => activity(b) - activity(a) || a.name.localeCompare(b.name));
+  return { groups, directs };
+}
+
+/** Can the user type into this conversation right now? A reason string when not. */
+export function sendBlockedReason(c: ConvView): string | null {
+  if (c.status === "key_changed") return "Accept or verify the new safety number first.";
+  if (c.kind === "group") {
+    if (c.epoch < 0 && !c.joining) return "Join this group to send messages.";
+    if (c.joining) return "Joining — waiting for the group key…";
+    if (c.removalPending) return "A member left — waiting for the new group key…";
+  }
+  return null;
+}

@@ -1,0 +1,89 @@
+/**
+ * Message history at rest: one row per message or system line, the entry JSON sealed under the
+ * device key with the row key bound as AAD (device-key.ts). Rows are keyed `<conv>|<entry id>`
+ * so a delivery-state update rewrites the same row. Read back: decrypt, JSON.parse, valibot —
+ * a row failing any step is skipped and counted, never shown.
+ */
+import * as v from "valibot";
+import { fromUtf8, utf8 } from "../../../shared/encoding";
+import type { Db } from "./db";
+import { open, seal } from "./device-key";
+import { ConvMeta, type HistoryEntry, HistoryEntry as HistoryEntrySchema, HistoryRow } from "./schemas";
+
+const PURPOSE = "history";
+
+export function rowKey(entry: Pick<HistoryEntry, "conversationId" | "id">): string {
+  return `${entry.conversationId}|${entry.id}`;
+}
+
+export class HistoryStore {
+  /** Rows that failed to decrypt or parse on the last load (tampered or from another device key). */
+  rejected = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly key: CryptoKey,
+  ) {}
+
+  async put(entry: HistoryEntry): Promise<void> {
+    const key = rowKey(entry);
+    const box = await seal(this.key, PURPOSE, key, utf8(JSON.stringify(entry)));
+    const row: HistoryRow = { key, conv: entry.conversationId, box };
+    await this.db.put("history", row);
+  }
+
+  /** Every readable entry, grouped by conversation, in time order. */
+  async loadAll(): Promise<Map<string, HistoryEntry[]>> {
+    this.rejected = 0;
+    const rows = await this.db.getAll("history");
+    const out = new Map<string, HistoryEntry[]>();
+    for (const raw of rows) {
+      const entry = await this.decode(raw);
+      if (!entry) {
+        this.rejected++;
+        continue;
+      }
+      const list = out.get(entry.conversationId) ?? [];
+      list.push(entry);
+      out.set(entry.conversationId, list);
+    }
+    for (const list of out.values()) list.sort((a, b) => a.at - b.at);
+    return out;
+  }
+
+  private async decode(raw: unknown): Promise<HistoryEntry | null> {
+    const row = v.safeParse(HistoryRow, raw);
+    if (!row.success) return null;
+    try {
+      const pt = await open(this.key, PURPOSE, row.output.key, row.output.box);
+      const entry = v.safeParse(HistoryEntrySchema, JSON.parse(fromUtf8(pt)));
+      // The row key is authenticated (AAD); the entry inside must agree with it.
+      if (!entry.success || rowKey(entry.output) !== row.output.key) return null;
+      return entry.output;
+    } catch {
+      return null;
+    }
+  }
+
+  async deleteConversation(conv: string): Promise<void> {
+    const tx = this.db.transaction("history", "readwrite");
+    const keys = await tx.store.index("byConv").getAllKeys(conv);
+    for (const k of keys) void tx.store.delete(k);
+    await tx.done;
+  }
+
+  async convMeta(): Promise<Map<string, ConvMeta>> {
+    const tx = this.db.transaction("convs", "readonly");
+    const out = new Map<string, ConvMeta>();
+    for (let cur = await tx.store.openCursor(); cur; cur = await cur.continue()) {
+      const m = v.safeParse(ConvMeta, cur.value);
+      if (m.success) out.set(String(cur.key), m.output);
+    }
+    await tx.done;
+    return out;
+  }
+
+  async putConvMeta(conv: string, meta: ConvMeta): Promise<void> {
+    await this.db.put("convs", meta, conv);
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * Schemas for everything the PWA reads back from IndexedDB. Storage is a trust boundary like the
+ * socket: a record that does not parse is ignored (and reported), never cast.
+ */
+import * as v from "valibot";
+import { Name } from "../../../shared/protocol";
+
+const bytesOf = (n: number) =>
+  v.pipe(
+    v.instance(Uint8Array),
+    v.check((b) => b.length === n, `expected ${n} bytes`),
+  );
+const bytesMin = (n: number) =>
+  v.pipe(
+    v.instance(Uint8Array),
+    v.check((b) => b.length >= n, `expected at least ${n} bytes`),
+  );
+
+/** A CryptoKey of the given algorithm and type that JavaScript can never read out. */
+const nonExtractableKey = (algorithm: string, type: KeyType) =>
+  v.custom<CryptoKey>(
+    (k) =>
+      typeof CryptoKey !== "undefined" &&
+      k instanceof CryptoKey &&
+      k.algorithm.name === algorithm &&
+      k.type === type &&
+      !k.extractable,
+    `expected a non-extractable ${algorithm} ${type} key`,
+  );
+
+export const DeviceKeyRecord = v.strictObject({
+  v: v.literal(1),
+  key: nonExtractableKey("AES-GCM", "secret"),
+});
+export type DeviceKeyRecord = v.InferOutput<typeof DeviceKeyRecord>;
+
+/** AES-256-GCM box: 12-byte nonce, ciphertext with its 16-byte tag. */
+export const Sealed = v.strictObject({ iv: bytesOf(12), ct: bytesMin(16) });
+export type Sealed = v.InferOutput<typeof Sealed>;
+
+export const ProfileRecord = v.strictObject({
+  v: v.literal(1),
+  username: Name,
+  hub: Name,
+  createdAt: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  identityPublicKey: bytesOf(32),
+  identityPrivateKey: nonExtractableKey("Ed25519", "private"),
+  /** The 32-byte identity seed sealed under the device key: only for passphrase export (§ backup). */
+  sealedSeed: Sealed,
+});
+export type ProfileRecord = v.InferOutput<typeof ProfileRecord>;
+
+export const HistoryRow = v.strictObject({
+  key: v.pipe(v.string(), v.maxLength(200)),
+  conv: v.pipe(v.string(), v.maxLength(80)),
+  box: Sealed,
+});
+export type HistoryRow = v.InferOutput<typeof HistoryRow>;
+
+const ConversationId = v.custom<`dm:${string}` | `group:${string}`>(
+  (s) => typeof s === "string" && /^(dm|group):[a-z0-9][a-z0-9_-]{0,31}$/.test(s),
+  "expected a conversation id",
+);
+export { ConversationId };
+
+const Ms = v.pipe(v.number(), v.integer(), v.minValue(0));
+
+export const HistoryMessage = v.strictObject({
+  kind: v.literal("msg"),
+  id: v.pipe(v.string(), v.minLength(1), v.maxLength(100)),
+  conversationId: ConversationId,
+  from: Name,
+  direction: v.picklist(["in", "out"]),
+  text: v.pipe(v.string(), v.maxLength(100_000)),
+  sentAt: Ms,
+  at: Ms,
+  delivery: v.optional(v.picklist(["sending", "sent", "delivered", "failed"])),
+});
+export type HistoryMessage = v.InferOutput<typeof HistoryMessage>;
+
+export const HistorySystem = v.strictObject({
+  kind: v.literal("sys"),
+  id: v.pipe(v.string(), v.minLength(1), v.maxLength(100)),
+  conversationId: ConversationId,
+  sysKind: v.picklist([
+    "joined",
+    "left",
+    "epoch",
+    "key_changed",
+    "key_accepted",
+    "verified",
+    "session_started",
+    "decrypt_failed",
+  ]),
+  text: v.pipe(v.string(), v.maxLength(1000)),
+  username: v.optional(Name),
+  epoch: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  at: Ms,
+});
+export type HistorySystem = v.InferOutput<typeof HistorySystem>;
+
+export const HistoryEntry = v.variant("kind", [HistoryMessage, HistorySystem]);
+export type HistoryEntry = v.InferOutput<typeof HistoryEntry>;
+
+/** Per-conversation UI bookkeeping: when the user last looked at it. */
+export const ConvMeta = v.strictObject({ lastReadAt: Ms, hidden: v.optional(v.boolean()) });
+export type ConvMeta = v.InferOutput<typeof ConvMeta>;

@@ -1,0 +1,73 @@
+/** Small display helpers shared by the views. */
+import type { ConversationStatus } from "../../../shared/core/client-api";
+import type { ConnView } from "../state/model";
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short" });
+
+export function formatTime(ms: number): string {
+  return timeFmt.format(ms);
+}
+
+export function formatDay(ms: number, now = Date.now()): string {
+  const d = new Date(ms);
+  const t = new Date(now);
+  if (d.toDateString() === t.toDateString()) return "Today";
+  t.setDate(t.getDate() - 1);
+  if (d.toDateString() === t.toDateString()) return "Yesterday";
+  return dayFmt.format(ms);
+}
+
+export const STATUS_LABEL: Record<ConversationStatus, string> = {
+  offline: "Offline",
+  connecting: "Connecting",
+  handshaking: "Handshaking",
+  secure: "Secure",
+  verified: "Verified",
+  key_changed: "Key changed",
+};
+
+/** The chat status the top bar shows: the socket's state wins while it is not online. */
+export function chatStatusLabel(
+  conn: ConnView,
+  status: ConversationStatus | null,
+  now: number,
+): { label: string; tone: "ok" | "good" | "warn" | "bad" | "muted" } {
+  switch (conn.kind) {
+    case "waiting": {
+      const s = Math.max(0, Math.ceil((conn.retryAt - now) / 1000));
+      return { label: `Offline — reconnecting in ${s} s`, tone: "bad" };
+    }
+    case "replaced":
+      return { label: "Offline — signed in elsewhere", tone: "bad" };
+    case "stopped":
+    case "idle":
+      return { label: "Offline", tone: "bad" };
+    case "connecting":
+    case "authenticating":
+      return { label: "Connecting", tone: "muted" };
+    case "online":
+      break;
+  }
+  if (status === null) return { label: "Online", tone: "ok" };
+  const label = STATUS_LABEL[status];
+  if (status === "verified") return { label, tone: "good" };
+  if (status === "secure") return { label, tone: "ok" };
+  if (status === "key_changed") return { label, tone: "bad" };
+  if (status === "offline") return { label, tone: "bad" };
+  return { label, tone: "warn" };
+}
+
+/** A stable hue per name so each person keeps one avatar colour. */
+export function hueOf(name: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < name.length; i++) {
+    h ^= name.charCodeAt(i);
+    h = Math.imul(h, 16777619);
+  }
+  return (h >>> 0) % 360;
+}
+
+export function avatarClass(name: string): string {
+  return `avatar hue-${hueOf(name) % 12}`;
+}

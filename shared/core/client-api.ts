@@ -1,0 +1,251 @@
+/**
+ * The public surface of the Parley protocol engine (docs/PROTOCOL.md §8–§10): what the PWA codes
+ * against. Runtime-neutral: no DOM, no node:*. The engine never touches a socket or IndexedDB
+ * itself — the caller injects a transport (one function), a `ClientStore` and a clock.
+ *
+ * Lifecycle, as the PWA's network module drives it:
+ *   const client = await ParleyClient.create({ hub, origin, username, identity, store, transport, now });
+ *   socket.onopen    = () => client.onConnected();
+ *   socket.onmessage = (e) => { const r = parseServerFrame(e.data); if (r.ok) void client.onServerFrame(r.frame); };
+ *   socket.onclose   = () => client.onDisconnected();
+ *   client.subscribe((event) => ...);
+ * The engine answers `hello` with `auth` by itself, uploads prekeys, acks deliveries, runs
+ * handshakes and group commits; the UI only calls the verbs below and renders events.
+ */
+import type { IdentityKeyPair } from "../crypto";
+import type { ClientFrame, ServerFrame } from "../protocol";
+
+// ---------------------------------------------------------------------------------------------
+// Storage
+
+/** One write in an atomic batch. Values are JSON-able records, except identity CryptoKeys. */
+export type StoreOp = { op: "put"; key: string; value: unknown } | { op: "delete"; key: string };
+
+/**
+ * Async key/value storage the engine persists everything in (the PWA: one IndexedDB object
+ * store; tests: `MemoryStore`). Keys are '/'-separated paths (e.g. "session/bob"). Values are
+ * plain JSON-able objects (bytes already base64url) — except the identity record, whose
+ * `privateKey` is a non-extractable CryptoKey that IndexedDB structured-clones as is.
+ * The engine parses every value it reads back with a valibot schema; it never trusts storage.
+ * `batch` must be atomic (one IndexedDB transaction): the engine relies on it for write-ahead
+ * persistence of ratchet state before a ciphertext leaves (PROTOCOL.md §10).
+ */
+export interface ClientStore {
+  get(key: string): Promise<unknown>;
+  /** Entries whose key starts with `prefix`, in ascending key order. */
+  list(prefix: string): Promise<Array<{ key: string; value: unknown }>>;
+  batch(ops: readonly StoreOp[]): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Construction
+
+export interface Transport {
+  /** Hand one frame to the socket. Called only while connected (between onConnected/onDisconnected). */
+  send(frame: ClientFrame): void;
+}
+
+export interface ParleyClientOptions {
+  /** Hub name (the `?hub=` of /ws); must equal the relay's `hello.hub` or auth is refused. */
+  hub: string;
+  /** The page origin, e.g. "https://parley.example" — bound into the auth signature. */
+  origin: string;
+  username: string;
+  /** Ed25519 identity (non-extractable private key), created once and kept by the caller's store. */
+  identity: IdentityKeyPair;
+  store: ClientStore;
+  transport: Transport;
+  /** Milliseconds since the epoch. Injected so tests control prekey rotation and timers. */
+  now(): number;
+  /** Optional randomness source (defaults to shared/crypto randomBytes). */
+  random?: (n: number) => Uint8Array;
+  /**
+   * Optional timer (defaults to setTimeout) used for the fallback group committer and
+   * handshake retries; returns a cancel function.
+   */
+  schedule?: (ms: number, fn: () => void) => () => void;
+  /** Tuning knobs, mostly for tests; defaults are documented in PROTOCOL.md §9.6. */
+  tuning?: Partial<Tuning>;
+}
+
+export interface Tuning {
+  /** Commit a periodic update after this many messages sent by us in one epoch (default 100). */
+  groupUpdateAfterMessages: number;
+  /** Commit a periodic update when the epoch is this old, ms (default 24 h). */
+  groupUpdateAfterMs: number;
+  /** Delay per rank for fallback committers of a pending leave, ms (default 5000). */
+  fallbackCommitDelayMs: number;
+  /** Rotate the signed prekey when older than this, ms (default 7 days). */
+  signedPrekeyRotateMs: number;
+  /** Keep a replaced signed prekey's secret for this long, ms (default 14 days). */
+  signedPrekeyGraceMs: number;
+  /** One-time prekeys uploaded per batch (default 100 = LIMITS.maxOneTimePrekeysPerUpload). */
+  oneTimePrekeyBatch: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversations and events
+
+/** "dm:<username>" for 1:1 chats, "group:<name>" for groups. */
+export type ConversationId = `dm:${string}` | `group:${string}`;
+
+export type ConversationStatus =
+  /** Not connected to the relay (or not yet authenticated). */
+  | "offline"
+  /** Connected, waiting for the peer's bundle / the group's first commit. */
+  | "connecting"
+  /** Handshake messages in flight (online handshake, or prekey message not yet answered). */
+  | "handshaking"
+  /** Keys agreed and confirmed (or async start: first message can go out). */
+  | "secure"
+  /** Secure and the user compared safety numbers. */
+  | "verified"
+  /** The peer's identity key differs from the pinned one: sending is blocked until accepted. */
+  | "key_changed";
+
+export interface ContactInfo {
+  username: string;
+  /** base64url Ed25519 public key as pinned (TOFU). */
+  identityKey: string;
+  /** Short fingerprint shown under the name (shared/crypto identityFingerprint). */
+  fingerprint: string;
+  verified: boolean;
+}
+
+export interface ConversationSummary {
+  id: ConversationId;
+  kind: "direct" | "group";
+  /** Peer username (direct) or group name (group). */
+  name: string;
+  status: ConversationStatus;
+  /** Direct chats: the peer. Groups: the committed roster at `epoch`. */
+  members: ContactInfo[];
+  /** Groups only: our current epoch; -1 while we have not joined yet. */
+  epoch?: number;
+  /** Groups only: a removal is pending, sending is blocked until the next commit. */
+  removalPending?: boolean;
+  /** Groups only: we asked to join and wait for the commit. */
+  joining?: boolean;
+}
+
+export type DeliveryState = "sending" | "sent" | "delivered" | "failed";
+
+export interface ChatMessage {
+  /** Client message id (random, inside the encrypted content; used for dedupe and receipts). */
+  id: string;
+  conversationId: ConversationId;
+  /** Sender username (authenticated by the session / the group message signature). */
+  from: string;
+  direction: "in" | "out";
+  text: string;
+  /** Sender's clock (inside the encrypted content), ms. */
+  sentAt: number;
+  /** Our clock when received (in) or created (out), ms. */
+  at: number;
+  /** Outgoing only. */
+  delivery?: DeliveryState;
+}
+
+export type SystemLineKind =
+  | "joined"
+  | "left"
+  | "epoch"
+  | "key_changed"
+  | "key_accepted"
+  | "verified"
+  | "session_started"
+  | "decrypt_failed";
+
+export interface SystemLine {
+  conversationId: ConversationId;
+  kind: SystemLineKind;
+  /** Human-readable line, already worded for display. */
+  text: string;
+  /** Subject user, when there is one. */
+  username?: string;
+  epoch?: number;
+  at: number;
+}
+
+/** Typed engine errors (PROTOCOL.md §11); `code` is stable, `message` is for display/logs. */
+export type CoreErrorCode =
+  | "malformed"
+  | "bad_signature"
+  | "identity_mismatch"
+  | "key_changed"
+  | "replay"
+  | "too_far"
+  | "decrypt_failed"
+  | "unknown_session"
+  | "stale_state"
+  | "stale_epoch"
+  | "not_member"
+  | "roster_mismatch"
+  | "removal_pending"
+  | "no_prekey"
+  | "not_connected"
+  | "relay_error";
+
+export type ParleyEvent =
+  /** Authenticated with the relay (welcome received). */
+  | { type: "ready"; username: string; fingerprint: string }
+  | { type: "connection"; state: "offline" | "connecting" | "online" }
+  /** Full list of online users (excluding nobody: includes ourselves). */
+  | { type: "presence"; users: ContactInfo[] }
+  /** A conversation was created or changed (status, roster, epoch, flags). */
+  | { type: "conversation"; conversation: ConversationSummary }
+  /** A new incoming or outgoing message. */
+  | { type: "message"; message: ChatMessage }
+  /** Delivery state of an outgoing message changed. */
+  | {
+      type: "delivery";
+      conversationId: ConversationId;
+      messageId: string;
+      state: DeliveryState;
+      /** Groups: who has received it (relay receipts), when known. */
+      by?: string;
+    }
+  | { type: "system"; line: SystemLine }
+  | {
+      type: "error";
+      code: CoreErrorCode;
+      message: string;
+      conversationId?: ConversationId;
+    };
+
+export type Listener = (event: ParleyEvent) => void;
+
+/** What the PWA calls. Implemented by `ParleyClient` in shared/core/client.ts. */
+export interface ParleyClientApi {
+  readonly username: string;
+  readonly hub: string;
+  /** base64url of our Ed25519 public key. */
+  readonly identityKey: string;
+  readonly fingerprint: string;
+
+  /** The socket opened (before `hello`). */
+  onConnected(): void;
+  /** Feed one parsed relay frame. Never throws; failures become `error` events. */
+  onServerFrame(frame: ServerFrame): Promise<void>;
+  /** The socket closed: conversations go `offline`; state stays persisted. */
+  onDisconnected(): void;
+
+  /** Open (or return) the 1:1 conversation with `username`, starting a handshake if needed. */
+  startChat(username: string): Promise<ConversationId>;
+  /** Forget the 1:1 session (the pinned key stays); the next message starts a fresh handshake. */
+  endChat(username: string): Promise<void>;
+  /** Encrypt and send; resolves with the client message id once persisted and handed over. */
+  sendText(conversationId: ConversationId, text: string): Promise<string>;
+  joinGroup(name: string): Promise<void>;
+  leaveGroup(name: string): Promise<void>;
+  /** Accept a changed identity key for `username` (re-pins it; verification is cleared). */
+  acceptKeyChange(username: string): Promise<void>;
+  markVerified(username: string): Promise<void>;
+  /** 60-digit safety number for us and `username` (pinned key). */
+  safetyNumber(username: string): Promise<string>;
+
+  conversations(): ConversationSummary[];
+  presence(): ContactInfo[];
+  contact(username: string): ContactInfo | undefined;
+  subscribe(listener: Listener): () => void;
+}

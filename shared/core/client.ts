@@ -1,0 +1,1124 @@
+/**
+ * ParleyClient: the runtime-neutral protocol engine (PROTOCOL.md §8–§10). It owns no socket and
+ * no database: it reacts to relay frames and user verbs, runs the pure transitions of dm.ts,
+ * group.ts and prekeys.ts, persists their results through the injected ClientStore BEFORE any
+ * ciphertext leaves (write-ahead), and reports to the UI through typed events.
+ *
+ * All inputs are serialised through one promise chain, so two frames never interleave inside a
+ * read-transition-write cycle.
+ */
+import * as v from "valibot";
+import { ed25519Sign, identityFingerprint, randomBytes, safetyNumber } from "../crypto";
+import { fromB64u, lp, toB64u } from "../encoding";
+import {
+  type ClientFrame,
+  type FrameOf,
+  type GroupState,
+  LIMITS,
+  PROTOCOL_VERSION,
+  type ServerFrame,
+} from "../protocol";
+import type {
+  ChatMessage,
+  ClientStore,
+  ContactInfo,
+  ConversationId,
+  ConversationStatus,
+  ConversationSummary,
+  CoreErrorCode,
+  DeliveryState,
+  Listener,
+  ParleyClientApi,
+  ParleyClientOptions,
+  ParleyEvent,
+  StoreOp,
+  SystemLine,
+  SystemLineKind,
+  Tuning,
+} from "./client-api";
+import { b64 } from "./codec";
+import type { Content } from "./content";
+import {
+  canSendNow,
+  type DmCtx,
+  type DmNote,
+  type DmRecord,
+  type DmResult,
+  emptyDm,
+  encryptDm,
+  enqueue,
+  parseDmRecord,
+  receiveDm,
+  startFetching,
+  startFromBundle,
+  startOnline,
+} from "./dm";
+import { CoreError, isCoreError } from "./errors";
+import {
+  applyOwnCommit,
+  buildCommit,
+  decryptGroup,
+  emptyGroup,
+  encryptGroup,
+  type GroupRecord,
+  nextRoster,
+  parseGroupRecord,
+  receiveCommit,
+  verifyRosterPrekeys,
+} from "./group";
+import {
+  addOneTimePrekeys,
+  DAY,
+  initialPrekeys,
+  maintainSpk,
+  type PrekeyState,
+  PrekeyStateSchema,
+  publicSpk,
+} from "./prekeys";
+import { KEYS, OutboxEntrySchema, OwnerSchema } from "./store";
+import { acceptChange, type Contact, ContactSchema, checkKey, markVerified } from "./trust";
+
+export const DEFAULT_TUNING: Tuning = {
+  groupUpdateAfterMessages: 100,
+  groupUpdateAfterMs: DAY,
+  fallbackCommitDelayMs: 5000,
+  signedPrekeyRotateMs: 7 * DAY,
+  signedPrekeyGraceMs: 14 * DAY,
+  oneTimePrekeyBatch: LIMITS.maxOneTimePrekeysPerUpload,
+};
+/** Our own one-time prekey secrets kept at most (the relay stores up to 200 public halves). */
+const MAX_OPK_SECRETS = 2 * LIMITS.maxOneTimePrekeysStored;
+
+const dmId = (peer: string): ConversationId => `dm:${peer}`;
+const groupId = (name: string): ConversationId => `group:${name}`;
+
+function parseWith<T>(schema: v.GenericSchema<unknown, T>, x: unknown, what: string): T {
+  const r = v.safeParse(schema, x);
+  if (!r.success) throw new CoreError("malformed", `stored ${what}`);
+  return r.output;
+}
+
+export class ParleyClient implements ParleyClientApi {
+  readonly username: string;
+  readonly hub: string;
+  readonly identityKey: string;
+  readonly fingerprint: string;
+
+  private readonly o: ParleyClientOptions;
+  private readonly tuning: Tuning;
+  private readonly random: (n: number) => Uint8Array;
+  private readonly schedule: (ms: number, fn: () => void) => () => void;
+  private readonly store: ClientStore;
+  private gen = 0;
+  private seq = 0;
+  private connected = false;
+  private authed = false;
+  /** Another engine instance took over the store: refuse to send anything (§10.2). */
+  private stale = false;
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly listeners = new Set<Listener>();
+  private readonly online = new Map<string, string>();
+  private readonly relayGroups = new Map<string, GroupState>();
+  private readonly contacts = new Map<string, Contact>();
+  private readonly summaries = new Map<ConversationId, ConversationSummary>();
+  /** Frame ids awaiting `accepted`/`error` that are not in the outbox. */
+  private readonly inflight = new Map<string, { kind: "fetch" | "upload" | "join" | "leave" | "commit"; name: string }>();
+  /** Relay mid → our outgoing message, for receipts. */
+  private readonly mids = new Map<string, { conversationId: ConversationId; messageId: string }>();
+  private readonly timers = new Map<string, () => void>();
+  private uploading = false;
+
+  private constructor(o: ParleyClientOptions) {
+    this.o = o;
+    this.username = o.username;
+    this.hub = o.hub;
+    this.store = o.store;
+    this.identityKey = toB64u(o.identity.publicKey);
+    this.fingerprint = identityFingerprint(o.identity.publicKey);
+    this.tuning = { ...DEFAULT_TUNING, ...o.tuning };
+    this.random = o.random ?? randomBytes;
+    this.schedule =
+      o.schedule ??
+      ((ms, fn) => {
+        const t = setTimeout(fn, ms);
+        return () => clearTimeout(t);
+      });
+  }
+
+  /**
+   * Load (or initialise) persisted state and take ownership of the store: the owner generation
+   * is bumped, so any older engine instance on the same store stops sending (§10.2).
+   */
+  static async create(o: ParleyClientOptions): Promise<ParleyClient> {
+    const c = new ParleyClient(o);
+    const owner = await o.store.get(KEYS.owner);
+    c.gen = (owner === undefined ? 0 : parseWith(OwnerSchema, owner, "owner").gen) + 1;
+    const ops: StoreOp[] = [{ op: "put", key: KEYS.owner, value: { gen: c.gen } }];
+    if ((await o.store.get(KEYS.prekeys)) === undefined) {
+      ops.push({ op: "put", key: KEYS.prekeys, value: await initialPrekeys(o.identity, o.now(), c.random) });
+    }
+    await o.store.batch(ops);
+    for (const { value } of await o.store.list("contact/")) {
+      const ct = parseWith(ContactSchema, value, "contact");
+      c.contacts.set(ct.username, ct);
+    }
+    for (const { key } of await o.store.list("outbox/")) {
+      c.seq = Math.max(c.seq, Number(key.slice("outbox/".length)));
+    }
+    for (const { value } of await o.store.list("dm/")) c.summarizeDm(parseDmRecord(value));
+    for (const { value } of await o.store.list("group/")) c.summarizeGroup(parseGroupRecord(value));
+    return c;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Plumbing
+
+  subscribe(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(e: ParleyEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(e);
+      } catch {
+        // A UI listener's bug must not break the protocol engine.
+      }
+    }
+  }
+
+  private emitError(code: CoreErrorCode, message: string, conversationId?: ConversationId): void {
+    this.emit(conversationId ? { type: "error", code, message, conversationId } : { type: "error", code, message });
+  }
+
+  private system(conversationId: ConversationId, kind: SystemLineKind, text: string, extra: Partial<SystemLine> = {}) {
+    this.emit({ type: "system", line: { conversationId, kind, text, at: this.o.now(), ...extra } });
+  }
+
+  /** Serialise every input (§10.1): one read-transition-write cycle at a time. */
+  private run<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn, fn);
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Atomic write, refused when another instance owns the store (stale state, §10.2). */
+  private async commit(ops: StoreOp[]): Promise<void> {
+    if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
+    const owner = await this.store.get(KEYS.owner);
+    const gen = owner === undefined ? -1 : parseWith(OwnerSchema, owner, "owner").gen;
+    if (gen !== this.gen) {
+      this.stale = true;
+      throw new CoreError("stale_state", "another instance owns this state");
+    }
+    if (ops.length > 0) await this.store.batch(ops);
+  }
+
+  private send(frame: ClientFrame): void {
+    if (this.connected) this.o.transport.send(frame);
+  }
+
+  private nextId(prefix: string): string {
+    this.seq++;
+    return `${prefix}${this.seq}`;
+  }
+
+  /** Persist-then-send frames go through the outbox (write-ahead, §10.1). */
+  private outbox(
+    frame: FrameOf<ClientFrame, "send" | "group_send">,
+    seq: number,
+    meta: { conversationId?: ConversationId; messageId?: string } = {},
+  ): StoreOp {
+    return { op: "put", key: KEYS.outbox(seq), value: { frame, ...meta } };
+  }
+
+  private newOutId(): { id: string; seq: number } {
+    const id = this.nextId("o");
+    return { id, seq: this.seq };
+  }
+
+  private ctx(): DmCtx {
+    return {
+      hub: this.hub,
+      me: { name: this.username, identityKey: this.o.identity.publicKey },
+      sign: (m) => ed25519Sign(this.o.identity.privateKey, m),
+      random: this.random,
+      now: this.o.now(),
+    };
+  }
+
+  private me() {
+    return { name: this.username, identityKey: this.o.identity.publicKey };
+  }
+
+  private async loadPrekeys(): Promise<PrekeyState> {
+    return parseWith(PrekeyStateSchema, await this.store.get(KEYS.prekeys), "prekeys");
+  }
+
+  private async loadDm(peer: string): Promise<DmRecord> {
+    const x = await this.store.get(KEYS.dm(peer));
+    return x === undefined ? emptyDm(peer) : parseDmRecord(x);
+  }
+
+  private async loadGroup(name: string): Promise<GroupRecord> {
+    const x = await this.store.get(KEYS.group(name));
+    return x === undefined ? emptyGroup(name) : parseGroupRecord(x);
+  }
+
+  private contactOps(before: Contact | undefined, after: Contact): StoreOp[] {
+    return before !== undefined && JSON.stringify(before) === JSON.stringify(after)
+      ? []
+      : [{ op: "put", key: KEYS.contact(after.username), value: after }];
+  }
+
+  private contactInfo(username: string, identityKey: string): ContactInfo {
+    const c = this.contacts.get(username);
+    return {
+      username,
+      identityKey,
+      fingerprint: identityFingerprint(fromB64u(identityKey)),
+      verified: c !== undefined && c.identityKey === identityKey && c.verified,
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Summaries (what the UI lists)
+
+  conversations(): ConversationSummary[] {
+    return [...this.summaries.values()];
+  }
+
+  presence(): ContactInfo[] {
+    return [...this.online.entries()].map(([u, k]) => this.contactInfo(u, k));
+  }
+
+  contact(username: string): ContactInfo | undefined {
+    const c = this.contacts.get(username);
+    return c ? this.contactInfo(username, c.identityKey) : undefined;
+  }
+
+  private dmStatus(rec: DmRecord): ConversationStatus {
+    const c = this.contacts.get(rec.peer);
+    if (c?.changedKey) return "key_changed";
+    if (!this.authed) return "offline";
+    if (canSendNow(rec) || rec.current !== null) return c?.verified ? "verified" : "secure";
+    if (rec.pending?.kind === "fetching") return "connecting";
+    if (rec.pending !== null) return "handshaking";
+    return "connecting";
+  }
+
+  private summarizeDm(rec: DmRecord): void {
+    const c = this.contacts.get(rec.peer);
+    const s: ConversationSummary = {
+      id: dmId(rec.peer),
+      kind: "direct",
+      name: rec.peer,
+      status: this.dmStatus(rec),
+      members: c ? [this.contactInfo(rec.peer, c.identityKey)] : [],
+    };
+    this.summaries.set(s.id, s);
+    this.emit({ type: "conversation", conversation: s });
+  }
+
+  private summarizeGroup(rec: GroupRecord): void {
+    const state = this.relayGroups.get(rec.group);
+    const roster = rec.current?.roster ?? [];
+    const changed = roster.some((m) => this.contacts.get(m.name)?.changedKey);
+    let status: ConversationStatus;
+    if (changed) status = "key_changed";
+    else if (!this.authed) status = "offline";
+    else if (rec.status === "member" && rec.current) status = "secure";
+    else if (rec.status === "joining") status = "connecting";
+    else status = "offline";
+    const s: ConversationSummary = {
+      id: groupId(rec.group),
+      kind: "group",
+      name: rec.group,
+      status,
+      members: roster.map((m) => this.contactInfo(m.name, m.ik)),
+      epoch: rec.status === "member" && rec.current ? rec.current.epoch : -1,
+      removalPending: (state?.pendingLeaves.length ?? 0) > 0,
+      joining: rec.status === "joining",
+    };
+    this.summaries.set(s.id, s);
+    this.emit({ type: "conversation", conversation: s });
+  }
+
+  private resummarize(): void {
+    for (const s of [...this.summaries.values()]) {
+      if (s.kind === "direct") void this.loadDm(s.name).then((r) => this.summarizeDm(r), () => undefined);
+      else void this.loadGroup(s.name).then((r) => this.summarizeGroup(r), () => undefined);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Connection lifecycle
+
+  onConnected(): void {
+    this.connected = true;
+    this.emit({ type: "connection", state: "connecting" });
+  }
+
+  onDisconnected(): void {
+    this.connected = false;
+    this.authed = false;
+    this.online.clear();
+    this.inflight.clear();
+    this.uploading = false;
+    for (const cancel of this.timers.values()) cancel();
+    this.timers.clear();
+    this.emit({ type: "connection", state: "offline" });
+    this.resummarize();
+  }
+
+  onServerFrame(frame: ServerFrame): Promise<void> {
+    return this.run(async () => {
+      try {
+        await this.handle(frame);
+      } catch (e) {
+        if (isCoreError(e)) this.emitError(e.code, e.message);
+        else this.emitError("malformed", e instanceof Error ? e.message : "engine failure");
+      }
+    });
+  }
+
+  private async handle(f: ServerFrame): Promise<void> {
+    switch (f.t) {
+      case "hello":
+        return this.onHello(f);
+      case "welcome":
+        return this.onWelcome(f);
+      case "presence":
+        return this.onPresence(f);
+      case "bundle":
+        return this.onBundle(f);
+      case "accepted":
+        return this.onAccepted(f);
+      case "deliver":
+        return this.onDeliver(f);
+      case "receipt":
+        return this.onReceipt(f);
+      case "group":
+        this.relayGroups.set(f.state.group, f.state);
+        return this.evaluateGroup(f.state.group);
+      case "left":
+        return this.onLeft(f.group);
+      case "prekeys_low":
+        return this.replenish();
+      case "error":
+        return this.onRelayError(f);
+      case "pong":
+        return;
+    }
+  }
+
+  private async onHello(f: FrameOf<ServerFrame, "hello">): Promise<void> {
+    if (f.hub !== this.hub) {
+      this.emitError("relay_error", "relay announced a different hub");
+      return;
+    }
+    const now = this.o.now();
+    const m = await maintainSpk(
+      await this.loadPrekeys(),
+      this.o.identity,
+      now,
+      this.random,
+      this.tuning.signedPrekeyRotateMs,
+      this.tuning.signedPrekeyGraceMs,
+    );
+    await this.commit([{ op: "put", key: KEYS.prekeys, value: m.state }]);
+    const spk = publicSpk(m.state);
+    // The exact auth transcript the relay verifies (protocol.ts AuthFrame).
+    const sig = await ed25519Sign(
+      this.o.identity.privateKey,
+      lp(
+        "parley/v1/auth",
+        this.hub,
+        this.o.origin,
+        fromB64u(f.challenge),
+        this.username,
+        this.o.identity.publicKey,
+        spk.id,
+        fromB64u(spk.key),
+        fromB64u(spk.sig),
+      ),
+    );
+    this.send({
+      v: PROTOCOL_VERSION,
+      t: "auth",
+      username: this.username,
+      identityKey: this.identityKey,
+      signedPrekey: spk,
+      sig: toB64u(sig),
+    });
+  }
+
+  private async onWelcome(f: FrameOf<ServerFrame, "welcome">): Promise<void> {
+    if (f.username !== this.username || f.identityKey !== this.identityKey) {
+      this.emitError("relay_error", "relay welcomed a different identity");
+      return;
+    }
+    this.authed = true;
+    this.emit({ type: "ready", username: this.username, fingerprint: this.fingerprint });
+    this.emit({ type: "connection", state: "online" });
+    if (f.oneTimePrekeysRemaining < LIMITS.oneTimePrekeysLowWatermark) await this.replenish();
+    // Resend everything persisted but not yet accepted (same bytes: no nonce is reused).
+    for (const { value } of await this.store.list("outbox/")) {
+      this.send(parseWith(OutboxEntrySchema, value, "outbox").frame);
+    }
+    for (const { value } of await this.store.list("dm/")) {
+      const rec = parseDmRecord(value);
+      if (rec.queue.length > 0 || rec.pending?.kind === "fetching") {
+        await this.ensureSession({ ...rec, pending: rec.pending?.kind === "fetching" ? null : rec.pending });
+      } else this.summarizeDm(rec);
+    }
+    // Our own commits come back through the mailbox (self-wrap), so nothing in flight survives.
+    for (const { value } of await this.store.list("group/")) {
+      const rec = parseGroupRecord(value);
+      if (rec.pendingCommit !== null) {
+        await this.commit([{ op: "put", key: KEYS.group(rec.group), value: { ...rec, pendingCommit: null } }]);
+      }
+    }
+    for (const g of f.groups) this.relayGroups.set(g.group, g);
+    for (const g of f.groups) await this.evaluateGroup(g.group);
+    this.resummarize();
+  }
+
+  private async onPresence(f: FrameOf<ServerFrame, "presence">): Promise<void> {
+    this.online.clear();
+    const ops: StoreOp[] = [];
+    for (const u of f.users) {
+      this.online.set(u.username, u.identityKey);
+      const c = this.contacts.get(u.username);
+      // Presence is relay-asserted: it never pins, but a key different from the pin is shown.
+      if (c && c.identityKey !== u.identityKey && c.changedKey !== u.identityKey) {
+        const next = { ...c, changedKey: u.identityKey };
+        ops.push({ op: "put", key: KEYS.contact(u.username), value: next });
+        this.contacts.set(u.username, next);
+        this.system(dmId(u.username), "key_changed", `${u.username}'s safety number changed`, { username: u.username });
+      }
+    }
+    if (ops.length > 0) await this.commit(ops);
+    this.emit({ type: "presence", users: this.presence() });
+    for (const name of this.relayGroups.keys()) await this.evaluateGroup(name);
+    if (ops.length > 0) this.resummarize();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Prekeys
+
+  private async replenish(): Promise<void> {
+    if (this.uploading || !this.authed) return;
+    const r = await addOneTimePrekeys(await this.loadPrekeys(), this.tuning.oneTimePrekeyBatch, this.random);
+    const opks = r.state.opks.slice(-MAX_OPK_SECRETS);
+    await this.commit([{ op: "put", key: KEYS.prekeys, value: { ...r.state, opks } }]);
+    const id = this.nextId("u");
+    this.uploading = true;
+    this.inflight.set(id, { kind: "upload", name: "" });
+    this.send({ v: PROTOCOL_VERSION, t: "upload_prekeys", id, oneTimePrekeys: r.upload });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // 1:1 conversations
+
+  startChat(username: string): Promise<ConversationId> {
+    return this.run(async () => {
+      if (username === this.username) throw new CoreError("malformed", "cannot chat with yourself");
+      const rec = await this.loadDm(username);
+      await this.ensureSession(rec);
+      return dmId(username);
+    });
+  }
+
+  endChat(username: string): Promise<void> {
+    return this.run(async () => {
+      await this.commit([{ op: "delete", key: KEYS.dm(username) }]);
+      this.summaries.delete(dmId(username));
+    });
+  }
+
+  /** Start a handshake if there is no usable session and none under way; persists `rec`. */
+  private async ensureSession(rec: DmRecord): Promise<void> {
+    const peer = rec.peer;
+    const contact = this.contacts.get(peer);
+    if (rec.current !== null || rec.pending !== null || !this.authed || contact?.changedKey) {
+      await this.commit([{ op: "put", key: KEYS.dm(peer), value: rec }]);
+      this.summarizeDm(rec);
+      return;
+    }
+    const presenceKey = this.online.get(peer);
+    if (presenceKey !== undefined) {
+      // Online: the identity key comes from the pin or, first time, from presence (TOFU, §8.7).
+      const check = checkKey(contact ?? null, peer, presenceKey, this.o.now());
+      if (check.result === "changed") {
+        await this.commit([{ op: "put", key: KEYS.dm(peer), value: rec }, ...this.contactOps(contact, check.contact)]);
+        this.contacts.set(peer, check.contact);
+        this.summarizeDm(rec);
+        return;
+      }
+      const r = await startOnline(rec, check.contact, this.ctx());
+      await this.applyDm(contact, r);
+      return;
+    }
+    const id = this.nextId("b");
+    const next = startFetching(rec, this.o.now());
+    await this.commit([{ op: "put", key: KEYS.dm(peer), value: next }]);
+    this.inflight.set(id, { kind: "fetch", name: peer });
+    this.send({ v: PROTOCOL_VERSION, t: "fetch_bundle", id, username: peer });
+    this.summarizeDm(next);
+  }
+
+  private async onBundle(f: FrameOf<ServerFrame, "bundle">): Promise<void> {
+    const fl = this.inflight.get(f.id);
+    if (fl?.kind !== "fetch" || fl.name !== f.username) return;
+    this.inflight.delete(f.id);
+    const rec = await this.loadDm(f.username);
+    if (rec.pending?.kind !== "fetching") return;
+    const before = this.contacts.get(f.username);
+    const r = await startFromBundle(rec, before ?? null, f, this.ctx());
+    await this.applyDm(before, r);
+  }
+
+  /**
+   * Persist a dm transition (record, contact, prekeys, outgoing bodies, flushed queue) in ONE
+   * batch, then hand the frames to the transport and tell the UI (write-ahead, §10.1).
+   */
+  private async applyDm(before: Contact | undefined, r: DmResult, extraOps: StoreOp[] = []): Promise<void> {
+    const peer = r.record.peer;
+    let rec = r.record;
+    const ops: StoreOp[] = [...extraOps, ...this.contactOps(before, r.contact)];
+    if (r.prekeys) ops.push({ op: "put", key: KEYS.prekeys, value: r.prekeys });
+    const frames: FrameOf<ClientFrame, "send">[] = [];
+    for (const body of r.send) {
+      const { id, seq } = this.newOutId();
+      const frame = { v: PROTOCOL_VERSION, t: "send", id, to: peer, body: toB64u(body) } as const;
+      ops.push(this.outbox(frame, seq));
+      frames.push(frame);
+    }
+    const flushed: Array<{ id: string }> = [];
+    if (canSendNow(rec) && rec.queue.length > 0 && r.contact.changedKey === null) {
+      for (const q of rec.queue) {
+        const enc = await encryptDm(rec, r.contact, { t: "text", id: q.id, ts: q.ts, text: q.text }, this.ctx());
+        rec = enc.record;
+        const { id, seq } = this.newOutId();
+        const frame = { v: PROTOCOL_VERSION, t: "send", id, to: peer, body: toB64u(enc.body) } as const;
+        ops.push(this.outbox(frame, seq, { conversationId: dmId(peer), messageId: q.id }));
+        frames.push(frame);
+        flushed.push(q);
+      }
+      rec = { ...rec, queue: [] };
+    }
+    ops.push({ op: "put", key: KEYS.dm(peer), value: rec });
+    await this.commit(ops);
+    this.contacts.set(peer, r.contact);
+    for (const f of frames) this.send(f);
+    this.dmNotes(peer, r.notes);
+    for (const c of r.received) this.emitReceived(dmId(peer), peer, c);
+    this.summarizeDm(rec);
+  }
+
+  private dmNotes(peer: string, notes: DmNote[]): void {
+    const id = dmId(peer);
+    for (const n of notes) {
+      if (n.kind === "session_started") {
+        this.system(id, "session_started", `Secure session with ${peer} established (${n.mode})`, { username: peer });
+      } else if (n.kind === "key_changed") {
+        this.system(id, "key_changed", `${peer}'s safety number changed; sending is blocked until you accept`, {
+          username: peer,
+        });
+      }
+    }
+  }
+
+  private emitReceived(conversationId: ConversationId, from: string, c: Content): void {
+    const message: ChatMessage = {
+      id: c.id,
+      conversationId,
+      from,
+      direction: "in",
+      text: c.text,
+      sentAt: c.ts,
+      at: this.o.now(),
+    };
+    this.emit({ type: "message", message });
+  }
+
+  sendText(conversationId: ConversationId, text: string): Promise<string> {
+    return this.run(async () => {
+      if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
+      const content: Content = { t: "text", id: toB64u(this.random(12)), ts: this.o.now(), text };
+      if (conversationId.startsWith("dm:")) await this.sendDm(conversationId.slice(3), content);
+      else await this.sendGroup(conversationId.slice(6), content);
+      return content.id;
+    });
+  }
+
+  private outgoing(conversationId: ConversationId, c: Content): void {
+    this.emit({
+      type: "message",
+      message: {
+        id: c.id,
+        conversationId,
+        from: this.username,
+        direction: "out",
+        text: c.text,
+        sentAt: c.ts,
+        at: c.ts,
+        delivery: "sending",
+      },
+    });
+  }
+
+  private async sendDm(peer: string, content: Content): Promise<void> {
+    const contact = this.contacts.get(peer);
+    if (contact?.changedKey) throw new CoreError("key_changed", `${peer}'s key changed; accept it first`);
+    const rec = await this.loadDm(peer);
+    if (contact && canSendNow(rec)) {
+      const enc = await encryptDm(rec, contact, content, this.ctx());
+      const { id, seq } = this.newOutId();
+      const frame = { v: PROTOCOL_VERSION, t: "send", id, to: peer, body: toB64u(enc.body) } as const;
+      await this.commit([
+        { op: "put", key: KEYS.dm(peer), value: enc.record },
+        this.outbox(frame, seq, { conversationId: dmId(peer), messageId: content.id }),
+      ]);
+      this.outgoing(dmId(peer), content);
+      this.send(frame);
+      return;
+    }
+    const queued = enqueue(rec, { id: content.id, ts: content.ts, text: content.text });
+    this.outgoing(dmId(peer), content);
+    await this.ensureSession(queued);
+  }
+
+  private async onDeliver(f: FrameOf<ServerFrame, "deliver">): Promise<void> {
+    let ack = true;
+    try {
+      const item = f.item;
+      if (item.kind === "direct") await this.onDirect(f.from, b64(item.body, "body"));
+      else if (item.kind === "commit") await this.onCommit(item.group, item.epoch, item.core, item.wrap);
+      else await this.onGroupMessage(f.from, item.group, item.epoch, b64(item.body, "body"));
+    } catch (e) {
+      // The relay delivers at least once: a message we already processed comes back as a
+      // replay after a lost ack — acknowledge it silently.
+      if (isCoreError(e, "replay")) return;
+      if (isCoreError(e, "stale_state")) {
+        ack = false;
+        throw e;
+      }
+      const conv = f.item.kind === "direct" ? dmId(f.from) : groupId(f.item.group);
+      const code = isCoreError(e) ? e.code : "malformed";
+      this.emitError(code, e instanceof Error ? e.message : "bad message", conv);
+      this.system(conv, "decrypt_failed", `A message from ${f.from} could not be read (${code})`, { username: f.from });
+    } finally {
+      if (ack) this.send({ v: PROTOCOL_VERSION, t: "ack", mids: [f.mid] });
+    }
+  }
+
+  private async onDirect(from: string, body: Uint8Array): Promise<void> {
+    if (from === this.username) throw new CoreError("malformed", "direct message from ourselves");
+    const rec = await this.loadDm(from);
+    const before = this.contacts.get(from);
+    const r = await receiveDm(rec, before ?? null, await this.loadPrekeys(), body, this.ctx());
+    await this.applyDm(before, r);
+  }
+
+  private async onReceipt(f: FrameOf<ServerFrame, "receipt">): Promise<void> {
+    const m = this.mids.get(f.mid);
+    if (!m) return;
+    this.mids.delete(f.mid);
+    this.emit({ type: "delivery", conversationId: m.conversationId, messageId: m.messageId, state: "delivered", by: f.by });
+  }
+
+  private async onAccepted(f: FrameOf<ServerFrame, "accepted">): Promise<void> {
+    const seq = Number(f.id.slice(1));
+    if (f.id.startsWith("o") && Number.isSafeInteger(seq)) {
+      const key = KEYS.outbox(seq);
+      const x = await this.store.get(key);
+      if (x === undefined) return;
+      const entry = parseWith(OutboxEntrySchema, x, "outbox");
+      await this.commit([{ op: "delete", key }]);
+      if (entry.conversationId && entry.messageId) {
+        const conversationId = entry.conversationId as ConversationId;
+        if (f.mid) this.mids.set(f.mid, { conversationId, messageId: entry.messageId });
+        this.delivery(conversationId, entry.messageId, "sent");
+      }
+      return;
+    }
+    const fl = this.inflight.get(f.id);
+    if (!fl) return;
+    if (fl.kind === "upload") {
+      this.inflight.delete(f.id);
+      this.uploading = false;
+    } else if (fl.kind === "commit") {
+      this.inflight.delete(f.id);
+      const rec = await this.loadGroup(fl.name);
+      if (rec.pendingCommit?.id !== f.id) return;
+      const p = rec.pendingCommit;
+      const next = applyOwnCommit(rec, this.hub, this.me(), this.o.now());
+      await this.commit([{ op: "put", key: KEYS.group(fl.name), value: next }]);
+      this.commitLines(fl.name, next, p.added, p.removed, this.username);
+      this.summarizeGroup(next);
+      await this.evaluateGroup(fl.name);
+    } else if (fl.kind !== "fetch") this.inflight.delete(f.id);
+  }
+
+  private delivery(conversationId: ConversationId, messageId: string, state: DeliveryState): void {
+    this.emit({ type: "delivery", conversationId, messageId, state });
+  }
+
+  private async onRelayError(f: FrameOf<ServerFrame, "error">): Promise<void> {
+    const id = f.id;
+    if (id?.startsWith("o")) {
+      const key = KEYS.outbox(Number(id.slice(1)));
+      const x = await this.store.get(key);
+      if (x !== undefined) {
+        const entry = parseWith(OutboxEntrySchema, x, "outbox");
+        // rate_limited is transient: keep the entry, it is resent on the next connection.
+        if (f.code !== "rate_limited" && f.code !== "internal") {
+          await this.commit([{ op: "delete", key }]);
+          if (entry.conversationId && entry.messageId) {
+            this.delivery(entry.conversationId as ConversationId, entry.messageId, "failed");
+          }
+        }
+        const conv = entry.conversationId as ConversationId | undefined;
+        this.emitError("relay_error", `${f.code}: ${f.message}`, conv);
+        return;
+      }
+    }
+    const fl = id ? this.inflight.get(id) : undefined;
+    if (id && fl) {
+      this.inflight.delete(id);
+      if (fl.kind === "upload") this.uploading = false;
+      if (fl.kind === "fetch") {
+        const rec = await this.loadDm(fl.name);
+        const next = { ...rec, pending: null };
+        await this.commit([{ op: "put", key: KEYS.dm(fl.name), value: next }]);
+        this.summarizeDm(next);
+        this.emitError("relay_error", `${f.code}: ${f.message}`, dmId(fl.name));
+        return;
+      }
+      if (fl.kind === "commit") {
+        // Lost a race (stale_epoch / roster_mismatch): rebuild on the relay's new state (§9.2.4).
+        const rec = await this.loadGroup(fl.name);
+        if (rec.pendingCommit?.id === id) {
+          await this.commit([{ op: "put", key: KEYS.group(fl.name), value: { ...rec, pendingCommit: null } }]);
+        }
+        await this.evaluateGroup(fl.name);
+        return;
+      }
+      if (fl.kind === "join") {
+        const rec = await this.loadGroup(fl.name);
+        if (rec.status === "joining") {
+          const next = { ...rec, status: "none" as const };
+          await this.commit([{ op: "put", key: KEYS.group(fl.name), value: next }]);
+          this.summarizeGroup(next);
+        }
+      }
+      this.emitError("relay_error", `${f.code}: ${f.message}`, fl.kind === "upload" ? undefined : groupId(fl.name));
+      return;
+    }
+    this.emitError("relay_error", `${f.code}: ${f.message}`);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Trust
+
+  acceptKeyChange(username: string): Promise<void> {
+    return this.run(async () => {
+      const c = this.contacts.get(username);
+      if (!c?.changedKey) return;
+      const next = acceptChange(c, this.o.now());
+      const rec = await this.loadDm(username);
+      // Sessions made with the old key are dropped; the held envelopes (made for the new key) are
+      // processed now, and queued texts go out under a fresh handshake.
+      const fresh: DmRecord = { ...rec, current: null, previous: [], pending: null, held: [] };
+      await this.commit([
+        { op: "put", key: KEYS.contact(username), value: next },
+        { op: "put", key: KEYS.dm(username), value: fresh },
+      ]);
+      this.contacts.set(username, next);
+      this.system(dmId(username), "key_accepted", `You accepted ${username}'s new key`, { username });
+      let cur = fresh;
+      for (const body of rec.held) {
+        try {
+          const r = await receiveDm(cur, next, await this.loadPrekeys(), b64(body, "held"), this.ctx());
+          await this.applyDm(next, r);
+          cur = await this.loadDm(username);
+        } catch (e) {
+          if (isCoreError(e)) this.emitError(e.code, e.message, dmId(username));
+        }
+      }
+      await this.ensureSession(await this.loadDm(username));
+      for (const name of this.relayGroups.keys()) {
+        const g = await this.loadGroup(name);
+        this.summarizeGroup(g);
+      }
+    });
+  }
+
+  markVerified(username: string): Promise<void> {
+    return this.run(async () => {
+      const c = this.contacts.get(username);
+      if (!c) throw new CoreError("unknown_session", "no pinned key for that user");
+      if (c.changedKey) throw new CoreError("key_changed", "accept the key change first");
+      const next = markVerified(c);
+      await this.commit([{ op: "put", key: KEYS.contact(username), value: next }]);
+      this.contacts.set(username, next);
+      this.system(dmId(username), "verified", `You marked ${username} as verified`, { username });
+      this.summarizeDm(await this.loadDm(username));
+    });
+  }
+
+  async safetyNumber(username: string): Promise<string> {
+    const c = this.contacts.get(username);
+    if (!c) throw new CoreError("unknown_session", "no pinned key for that user");
+    return safetyNumber(
+      { username: this.username, identityKey: this.o.identity.publicKey },
+      { username, identityKey: fromB64u(c.identityKey) },
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Groups
+
+  joinGroup(name: string): Promise<void> {
+    return this.run(async () => {
+      const rec = await this.loadGroup(name);
+      const next: GroupRecord = rec.status === "member" ? rec : { ...rec, status: "joining" };
+      await this.commit([{ op: "put", key: KEYS.group(name), value: next }]);
+      const id = this.nextId("j");
+      this.inflight.set(id, { kind: "join", name });
+      this.send({ v: PROTOCOL_VERSION, t: "join", id, group: name });
+      this.summarizeGroup(next);
+    });
+  }
+
+  leaveGroup(name: string): Promise<void> {
+    return this.run(async () => {
+      const id = this.nextId("l");
+      this.inflight.set(id, { kind: "leave", name });
+      this.send({ v: PROTOCOL_VERSION, t: "leave", id, group: name });
+    });
+  }
+
+  private async onLeft(name: string): Promise<void> {
+    const rec = await this.loadGroup(name);
+    // Forget every key of the group: a departed member must not read later epochs (§9.4).
+    const next: GroupRecord = { group: name, status: "left", current: null, previous: null, pendingCommit: null };
+    await this.commit([{ op: "put", key: KEYS.group(name), value: next }]);
+    if (rec.status !== "left") this.system(groupId(name), "left", `You left ${name}`, { username: this.username });
+    this.summarizeGroup(next);
+  }
+
+  private commitLines(name: string, rec: GroupRecord, added: string[], removed: string[], by: string): void {
+    const id = groupId(name);
+    for (const n of removed) if (!added.includes(n)) this.system(id, "left", `${n} left`, { username: n });
+    for (const n of added) this.system(id, "joined", `${n} joined`, { username: n });
+    const epoch = rec.current?.epoch ?? 0;
+    this.system(id, "epoch", `New group key (epoch ${epoch}) from ${by}`, { epoch, username: by });
+  }
+
+  private async onCommit(name: string, epoch: number, core: string, wrap: string): Promise<void> {
+    const rec = await this.loadGroup(name);
+    // Our own commit echoed back (self-wrap), or an old duplicate: nothing to do.
+    if (rec.status === "member" && rec.current && epoch <= rec.current.epoch) return;
+    const prekeys = await this.loadPrekeys();
+    const spkSecret = (id: number) => {
+      const k = prekeys.spk.id === id ? prekeys.spk : prekeys.oldSpks.find((o) => o.id === id);
+      return k ? fromB64u(k.priv) : null;
+    };
+    const r = await receiveCommit({
+      record: rec,
+      hub: this.hub,
+      me: this.me(),
+      itemEpoch: epoch,
+      core: b64(core, "core"),
+      wrap: b64(wrap, "wrap"),
+      spkSecret,
+      now: this.o.now(),
+    });
+    // Pin roster keys we do not know yet; flag (never silently re-pin) keys that differ (§8.7).
+    const ops: StoreOp[] = [{ op: "put", key: KEYS.group(name), value: r.record }];
+    for (const m of r.view.core.roster) {
+      if (m.name === this.username) continue;
+      const c = this.contacts.get(m.name);
+      const check = checkKey(c ?? null, m.name, m.ik, this.o.now());
+      if (check.result === "match") continue;
+      if (check.result === "changed" && c?.changedKey === m.ik) continue;
+      ops.push({ op: "put", key: KEYS.contact(m.name), value: check.contact });
+      this.contacts.set(m.name, check.contact);
+      if (check.result === "changed") {
+        this.system(groupId(name), "key_changed", `${m.name}'s safety number changed`, { username: m.name });
+      }
+    }
+    await this.commit(ops);
+    this.commitLines(name, r.record, r.view.core.added, r.view.core.removed, r.view.core.committer);
+    this.summarizeGroup(r.record);
+    await this.evaluateGroup(name);
+  }
+
+  private async onGroupMessage(from: string, name: string, epoch: number, body: Uint8Array): Promise<void> {
+    const rec = await this.loadGroup(name);
+    const r = await decryptGroup({ record: rec, hub: this.hub, sender: from, epoch, body });
+    await this.commit([{ op: "put", key: KEYS.group(name), value: r.record }]);
+    this.emitReceived(groupId(name), from, r.content);
+  }
+
+  private async sendGroup(name: string, content: Content): Promise<void> {
+    const rec = await this.loadGroup(name);
+    const state = this.relayGroups.get(name);
+    if (rec.status !== "member" || rec.current === null) throw new CoreError("not_member", `not a member of ${name}`);
+    // Nothing may be sent under an epoch a leaver still knows (§9.4).
+    if (state && state.pendingLeaves.length > 0) throw new CoreError("removal_pending", "a removal is pending");
+    if (state && state.epoch !== rec.current.epoch) throw new CoreError("stale_epoch", "waiting for the new epoch");
+    if (rec.current.roster.some((m) => this.contacts.get(m.name)?.changedKey)) {
+      throw new CoreError("key_changed", "a member's key changed; accept it first");
+    }
+    const enc = await encryptGroup({
+      record: rec,
+      hub: this.hub,
+      me: this.me(),
+      sign: (m) => ed25519Sign(this.o.identity.privateKey, m),
+      content,
+    });
+    const { id, seq } = this.newOutId();
+    const frame = {
+      v: PROTOCOL_VERSION,
+      t: "group_send",
+      id,
+      group: name,
+      epoch: enc.epoch,
+      body: toB64u(enc.body),
+    } as const;
+    await this.commit([
+      { op: "put", key: KEYS.group(name), value: enc.record },
+      this.outbox(frame, seq, { conversationId: groupId(name), messageId: content.id }),
+    ]);
+    this.outgoing(groupId(name), content);
+    this.send(frame);
+    await this.evaluateGroup(name);
+  }
+
+  /**
+   * Decide whether we must commit now (§9.2.4): as a pending joiner; as the chosen remaining
+   * member for a pending leave (lowest online name first, others after rank × delay); or for a
+   * periodic update (§9.6).
+   */
+  private async evaluateGroup(name: string): Promise<void> {
+    const state = this.relayGroups.get(name);
+    if (!state || !this.authed || this.stale) return;
+    let rec = await this.loadGroup(name);
+    const me = this.username;
+    const isMember = state.members.some((m) => m.username === me);
+    const joining = state.pendingJoins.some((m) => m.username === me);
+    if (rec.status === "member" && !isMember && !joining) {
+      // The relay no longer lists us (we left from elsewhere): forget the keys.
+      return this.onLeft(name);
+    }
+    if (rec.pendingCommit !== null) return;
+    if (joining) {
+      if (rec.status !== "joining" && rec.status !== "member") {
+        rec = { ...rec, status: "joining" };
+      }
+      return this.makeCommit(name, state, rec);
+    }
+    if (!isMember || rec.status !== "member" || rec.current === null) return;
+    if (rec.current.epoch !== state.epoch) return; // a commit is on its way through the mailbox
+    const leaving = new Set(state.pendingLeaves);
+    if (leaving.has(me)) return;
+    const candidates = state.members
+      .map((m) => m.username)
+      .filter((u) => !leaving.has(u) && (u === me || this.online.has(u)))
+      .sort();
+    const rank = candidates.indexOf(me);
+    if (state.pendingLeaves.length > 0) {
+      if (rank === 0) return this.makeCommit(name, state, rec);
+      this.later(`${name}:${state.epoch}`, rank * this.tuning.fallbackCommitDelayMs, () => this.evaluateFallback(name, state.epoch));
+      return;
+    }
+    if (state.pendingJoins.length > 0) return;
+    const cur = rec.current;
+    const dueByCount = cur.sent >= this.tuning.groupUpdateAfterMessages;
+    const dueByTime = rank === 0 && this.o.now() - cur.startedAt >= this.tuning.groupUpdateAfterMs;
+    if (dueByCount || dueByTime) return this.makeCommit(name, state, rec);
+  }
+
+  private later(key: string, ms: number, fn: () => Promise<void>): void {
+    if (this.timers.has(key)) return;
+    const cancel = this.schedule(ms, () => {
+      this.timers.delete(key);
+      void this.run(fn).catch(() => undefined);
+    });
+    this.timers.set(key, cancel);
+  }
+
+  /** A fallback committer's turn came: commit if the leave is still pending at that epoch. */
+  private async evaluateFallback(name: string, epoch: number): Promise<void> {
+    const state = this.relayGroups.get(name);
+    const rec = await this.loadGroup(name);
+    if (!state || state.epoch !== epoch || state.pendingLeaves.length === 0) return;
+    if (rec.pendingCommit !== null || rec.current?.epoch !== epoch) return;
+    await this.makeCommit(name, state, rec);
+  }
+
+  private async makeCommit(name: string, state: GroupState, rec: GroupRecord): Promise<void> {
+    const { roster, added, removed } = nextRoster(state);
+    if (!roster.some((m) => m.username === this.username || m.name === this.username)) return;
+    // Never wrap the epoch secret to a key that contradicts a pin (relay MITM, §8.7).
+    const ops: StoreOp[] = [];
+    for (const m of roster) {
+      if (m.name === this.username) {
+        if (m.ik !== this.identityKey) throw new CoreError("identity_mismatch", "relay lists us with another key");
+        continue;
+      }
+      const c = this.contacts.get(m.name);
+      const check = checkKey(c ?? null, m.name, m.ik, this.o.now());
+      if (check.result === "changed") {
+        if (c?.changedKey !== m.ik) {
+          this.contacts.set(m.name, check.contact);
+          await this.commit([{ op: "put", key: KEYS.contact(m.name), value: check.contact }]);
+          this.system(groupId(name), "key_changed", `${m.name}'s safety number changed`, { username: m.name });
+        }
+        this.emitError("key_changed", `${m.name}'s key changed; not committing`, groupId(name));
+        this.summarizeGroup(rec);
+        return;
+      }
+      if (check.result === "pinned") {
+        ops.push({ op: "put", key: KEYS.contact(m.name), value: check.contact });
+        this.contacts.set(m.name, check.contact);
+      }
+    }
+    await verifyRosterPrekeys(roster);
+    const built = await buildCommit({
+      hub: this.hub,
+      group: name,
+      parentEpoch: state.epoch,
+      committer: this.username,
+      committerIk: this.o.identity.publicKey,
+      sign: (m) => ed25519Sign(this.o.identity.privateKey, m),
+      roster,
+      added,
+      removed,
+      random: this.random,
+    });
+    const id = this.nextId("c");
+    const next: GroupRecord = {
+      ...rec,
+      pendingCommit: { id, parentEpoch: state.epoch, secret: toB64u(built.secret), roster, added, removed, at: this.o.now() },
+    };
+    ops.push({ op: "put", key: KEYS.group(name), value: next });
+    await this.commit(ops);
+    this.inflight.set(id, { kind: "commit", name });
+    this.send({
+      v: PROTOCOL_VERSION,
+      t: "commit",
+      id,
+      group: name,
+      parentEpoch: state.epoch,
+      members: roster.map((m) => m.name),
+      core: toB64u(built.core),
+      wraps: built.wraps.map((w) => ({ to: w.to, wrap: toB64u(w.wrap) })),
+    });
+  }
+}

@@ -1,0 +1,613 @@
+/**
+ * The 1:1 conversation state machine (PROTOCOL.md §8): handshakes, session selection,
+ * encryption and decryption, as pure async transitions `(record, input, ctx) → result`.
+ * Inputs are never mutated; a transition that throws leaves the caller's record valid, so the
+ * engine persists only returned records (decrypt-on-a-copy, commit on success).
+ */
+import * as v from "valibot";
+import { constantTimeEqual } from "../crypto";
+import type { SignedPrekey } from "../protocol";
+import { B64, b64, enc, Key32, Uint } from "./codec";
+import { type Content, decodeContent, encodeContent } from "./content";
+import {
+  decodeEnvelope,
+  type Envelope,
+  encodeHsConfirm,
+  encodeHsInit,
+  encodeHsResp,
+  messagePrefix,
+  prekeyPrefix,
+} from "./envelope";
+import { CoreError } from "./errors";
+import {
+  confirmMac,
+  dh,
+  handshakeHash,
+  handshakeKeys,
+  initTranscript,
+  type Party,
+  respTranscript,
+  sessionAd,
+  sessionId,
+  verifyOrThrow,
+  x3dhHash,
+  x3dhRoot,
+  x3dhTranscript,
+} from "./handshake";
+import { consumePrekeys, findPrekeys, type PrekeyState, spkMessage } from "./prekeys";
+import {
+  canSend,
+  initInitiator,
+  initResponder,
+  newX25519,
+  type Random,
+  RatchetStateSchema,
+  ratchetDecrypt,
+  ratchetEncrypt,
+} from "./ratchet";
+import { type Contact, checkKey } from "./trust";
+
+/** Receive-only sessions kept after a newer one took over (simultaneous starts, resets). */
+export const MAX_PREVIOUS_SESSIONS = 3;
+/** Texts queued while no session can send yet. */
+export const MAX_QUEUE = 200;
+/** Envelopes held while the peer's key change is not accepted, replayed after acceptance. */
+export const MAX_HELD = 50;
+
+const KeyPair = v.strictObject({ pub: Key32, priv: Key32 });
+
+export const SessionSchema = v.strictObject({
+  sid: v.pipe(B64, v.length(22)),
+  role: v.picklist(["initiator", "responder"]),
+  peerIdentityKey: Key32,
+  /** The peer has proven it holds this session (a message or confirmation decrypted/verified). */
+  confirmed: v.boolean(),
+  /** Async initiator: the X3DH fields repeated in every message until the first reply. */
+  prekey: v.nullable(
+    v.strictObject({ spkId: Uint, opkId: v.nullable(Uint), ekA: Key32, sigA: B64, ikB: Key32 }),
+  ),
+  ratchet: RatchetStateSchema,
+});
+export type Session = v.InferOutput<typeof SessionSchema>;
+
+const PendingSchema = v.variant("kind", [
+  v.strictObject({ kind: v.literal("fetching"), at: Uint }),
+  v.strictObject({
+    kind: v.literal("initiating"),
+    at: Uint,
+    eph: KeyPair,
+    sigA: B64,
+    peerIdentityKey: Key32,
+  }),
+  v.strictObject({
+    kind: v.literal("responding"),
+    at: Uint,
+    confirmKey: Key32,
+    th: Key32,
+    session: SessionSchema,
+  }),
+]);
+export type Pending = v.InferOutput<typeof PendingSchema>;
+
+export const QueuedSchema = v.strictObject({ id: v.string(), ts: Uint, text: v.string() });
+export type Queued = v.InferOutput<typeof QueuedSchema>;
+
+export const DmRecordSchema = v.strictObject({
+  peer: v.string(),
+  current: v.nullable(SessionSchema),
+  previous: v.array(SessionSchema),
+  pending: v.nullable(PendingSchema),
+  queue: v.array(QueuedSchema),
+  /** Bodies (base64url) received while the peer's key change awaits acceptance. */
+  held: v.array(v.string()),
+});
+export type DmRecord = v.InferOutput<typeof DmRecordSchema>;
+
+export function emptyDm(peer: string): DmRecord {
+  return { peer, current: null, previous: [], pending: null, queue: [], held: [] };
+}
+
+export interface DmCtx {
+  hub: string;
+  me: Party;
+  sign(message: Uint8Array): Promise<Uint8Array>;
+  random: Random;
+  now: number;
+}
+
+export type DmNote =
+  | { kind: "session_started"; role: "initiator" | "responder"; mode: "online" | "async" }
+  | { kind: "key_changed"; newKey: string }
+  | { kind: "pinned" };
+
+export interface DmResult {
+  record: DmRecord;
+  contact: Contact;
+  /** Bodies to send to the peer, in order. */
+  send: Uint8Array[];
+  /** Decrypted contents, in order. */
+  received: Content[];
+  notes: DmNote[];
+  prekeys?: PrekeyState;
+}
+
+const result = (record: DmRecord, contact: Contact, extra: Partial<DmResult> = {}): DmResult => ({
+  record,
+  contact,
+  send: [],
+  received: [],
+  notes: [],
+  ...extra,
+});
+
+/** Deterministic tie-break for simultaneous starts (§8.2.4): the smaller username's handshake wins. */
+export function weWin(me: string, peer: string): boolean {
+  return me < peer;
+}
+
+function party(name: string, ik: string | Uint8Array): Party {
+  return { name, identityKey: typeof ik === "string" ? b64(ik, "identity key") : ik };
+}
+
+function promote(record: DmRecord, session: Session): DmRecord {
+  const previous = record.current ? [record.current, ...record.previous] : [...record.previous];
+  return { ...record, current: session, previous: previous.slice(0, MAX_PREVIOUS_SESSIONS) };
+}
+
+function keepAside(record: DmRecord, session: Session): DmRecord {
+  return { ...record, previous: [session, ...record.previous].slice(0, MAX_PREVIOUS_SESSIONS) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starting
+
+/** Online start (§8.2.1): send hs_init signed with our identity to a peer we see online. */
+export async function startOnline(
+  record: DmRecord,
+  contact: Contact,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  if (contact.changedKey !== null)
+    throw new CoreError("key_changed", "accept the key change first");
+  const peer = party(record.peer, contact.identityKey);
+  const eph = await newX25519(ctx.random);
+  const ephA = b64(eph.pub, "eph");
+  const sigA = await ctx.sign(initTranscript(ctx.hub, ctx.me, peer, ephA));
+  const body = encodeHsInit({ ikA: ctx.me.identityKey, ikB: peer.identityKey, ephA, sigA });
+  const pending: Pending = {
+    kind: "initiating",
+    at: ctx.now,
+    eph,
+    sigA: enc(sigA),
+    peerIdentityKey: contact.identityKey,
+  };
+  return result({ ...record, pending }, contact, { send: [body] });
+}
+
+export function startFetching(record: DmRecord, now: number): DmRecord {
+  return { ...record, pending: { kind: "fetching", at: now } };
+}
+
+export interface Bundle {
+  identityKey: string;
+  signedPrekey: SignedPrekey;
+  oneTimePrekey: { id: number; key: string } | null;
+}
+
+/**
+ * Asynchronous start (§8.3.2) from a bundle the relay returned. The bundle's identity key must
+ * match the pin and its signed prekey must verify under it: a relay substituting either is
+ * caught here (key change, or bad_signature) — never a silent new session.
+ */
+export async function startFromBundle(
+  record: DmRecord,
+  contact: Contact | null,
+  bundle: Bundle,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  const check = checkKey(contact, record.peer, bundle.identityKey, ctx.now);
+  if (check.result === "changed") {
+    return result({ ...record, pending: null }, check.contact, {
+      notes: [{ kind: "key_changed", newKey: bundle.identityKey }],
+    });
+  }
+  const peer = party(record.peer, bundle.identityKey);
+  const spk = b64(bundle.signedPrekey.key, "spk");
+  await verifyOrThrow(
+    peer.identityKey,
+    spkMessage(bundle.signedPrekey.id, spk),
+    b64(bundle.signedPrekey.sig, "spk sig"),
+    "signed prekey",
+  );
+  const opk = bundle.oneTimePrekey
+    ? { id: bundle.oneTimePrekey.id, key: b64(bundle.oneTimePrekey.key, "opk") }
+    : null;
+  const ek = await newX25519(ctx.random);
+  const ekA = b64(ek.pub, "ek");
+  const transcript = x3dhTranscript(
+    ctx.hub,
+    ctx.me,
+    peer,
+    { spkId: bundle.signedPrekey.id, spk, opk },
+    ekA,
+  );
+  const sigA = await ctx.sign(transcript);
+  const ekPriv = b64(ek.priv, "ek");
+  const dh1 = await dh(ekPriv, spk);
+  const dh2 = opk ? await dh(ekPriv, opk.key) : null;
+  const root = x3dhRoot(dh1, dh2, transcript, sigA);
+  const sid = sessionId(x3dhHash(transcript, sigA));
+  const ratchet = await initInitiator({
+    rootKey: root,
+    ad: sessionAd(ctx.hub, ctx.me, peer),
+    peerRatchetKey: spk,
+    receiveChain: null,
+    random: ctx.random,
+  });
+  const session: Session = {
+    sid: enc(sid),
+    role: "initiator",
+    peerIdentityKey: bundle.identityKey,
+    confirmed: false,
+    prekey: {
+      spkId: bundle.signedPrekey.id,
+      opkId: opk?.id ?? null,
+      ekA: ek.pub,
+      sigA: enc(sigA),
+      ikB: bundle.identityKey,
+    },
+    ratchet,
+  };
+  const notes: DmNote[] = [{ kind: "session_started", role: "initiator", mode: "async" }];
+  if (check.result === "pinned") notes.unshift({ kind: "pinned" });
+  return result({ ...promote(record, session), pending: null }, check.contact, { notes });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+
+export function canSendNow(record: DmRecord): boolean {
+  return record.current !== null && canSend(record.current.ratchet);
+}
+
+/** Encrypt one content with the current session (prekey envelope until the peer replied). */
+export async function encryptDm(
+  record: DmRecord,
+  contact: Contact,
+  content: Content,
+  ctx: DmCtx,
+): Promise<{ record: DmRecord; body: Uint8Array }> {
+  if (contact.changedKey !== null)
+    throw new CoreError("key_changed", "accept the key change first");
+  const s = record.current;
+  if (s === null || !canSend(s.ratchet))
+    throw new CoreError("unknown_session", "no session to send on");
+  const sid = b64(s.sid, "sid");
+  const prefix = s.prekey
+    ? prekeyPrefix({
+        ikA: ctx.me.identityKey,
+        ikB: b64(s.prekey.ikB, "ik"),
+        spkId: s.prekey.spkId,
+        opkId: s.prekey.opkId,
+        ekA: b64(s.prekey.ekA, "ek"),
+        sigA: b64(s.prekey.sigA, "sig"),
+        sid,
+      })
+    : messagePrefix(sid);
+  const out = await ratchetEncrypt(s.ratchet, encodeContent(content), prefix);
+  const body = new Uint8Array(prefix.length + out.header.length + out.ciphertext.length);
+  body.set(prefix, 0);
+  body.set(out.header, prefix.length);
+  body.set(out.ciphertext, prefix.length + out.header.length);
+  return { record: { ...record, current: { ...s, ratchet: out.state } }, body };
+}
+
+export function enqueue(record: DmRecord, q: Queued): DmRecord {
+  if (record.queue.length >= MAX_QUEUE)
+    throw new CoreError("relay_error", "too many queued messages");
+  return { ...record, queue: [...record.queue, q] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+/**
+ * Process one body from the peer. `fromKey` is the relay's claim of the sender's identity key:
+ * a hint only — every handshake message carries the key inside, checked against the pin and
+ * proven by a signature.
+ */
+export async function receiveDm(
+  record: DmRecord,
+  contact: Contact | null,
+  prekeys: PrekeyState,
+  body: Uint8Array,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  const env = decodeEnvelope(body);
+  switch (env.type) {
+    case "hs_init":
+      return onInit(record, contact, env, body, ctx);
+    case "hs_resp":
+      return onResp(record, need(contact), env, ctx);
+    case "hs_confirm":
+      return onConfirm(record, need(contact), env);
+    case "prekey":
+      return onPrekey(record, contact, prekeys, env, body, ctx);
+    case "message":
+      return onMessage(record, need(contact), env, ctx);
+  }
+}
+
+function need(contact: Contact | null): Contact {
+  if (contact === null) throw new CoreError("unknown_session", "no session with this sender");
+  return contact;
+}
+
+/** Pin check for a key carried inside a handshake message; a change holds the body. */
+function pinOrHold(
+  record: DmRecord,
+  contact: Contact | null,
+  ik: Uint8Array,
+  body: Uint8Array,
+  now: number,
+): { ok: true; contact: Contact; pinned: boolean } | { ok: false; result: DmResult } {
+  const check = checkKey(contact, record.peer, enc(ik), now);
+  if (check.result === "changed") {
+    const held = [...record.held, enc(body)].slice(-MAX_HELD);
+    return {
+      ok: false,
+      result: result({ ...record, held }, check.contact, {
+        notes: contact?.changedKey === enc(ik) ? [] : [{ kind: "key_changed", newKey: enc(ik) }],
+      }),
+    };
+  }
+  return { ok: true, contact: check.contact, pinned: check.result === "pinned" };
+}
+
+function checkOurs(ik: Uint8Array, ctx: DmCtx): void {
+  if (!constantTimeEqual(ik, ctx.me.identityKey)) {
+    throw new CoreError("identity_mismatch", "message addressed to a different identity key");
+  }
+}
+
+async function onInit(
+  record: DmRecord,
+  contact: Contact | null,
+  env: Extract<Envelope, { type: "hs_init" }>,
+  body: Uint8Array,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  checkOurs(env.ikB, ctx);
+  const pin = pinOrHold(record, contact, env.ikA, body, ctx.now);
+  if (!pin.ok) return pin.result;
+  const peer = party(record.peer, env.ikA);
+  await verifyOrThrow(
+    env.ikA,
+    initTranscript(ctx.hub, peer, ctx.me, env.ephA),
+    env.sigA,
+    "handshake init",
+  );
+  // Both started at once: the smaller username's init wins; the loser answers it (§8.2.4).
+  if (record.pending?.kind === "initiating" && weWin(ctx.me.name, record.peer)) {
+    return result(record, pin.contact);
+  }
+  const eph = await newX25519(ctx.random);
+  const ephB = b64(eph.pub, "eph");
+  const sigB = await ctx.sign(respTranscript(ctx.hub, peer, ctx.me, env.ephA, ephB));
+  const th = handshakeHash(ctx.hub, peer, ctx.me, env.ephA, ephB, env.sigA, sigB);
+  const keys = handshakeKeys(await dh(b64(eph.priv, "eph"), env.ephA), th);
+  const session: Session = {
+    sid: enc(sessionId(th)),
+    role: "responder",
+    peerIdentityKey: enc(env.ikA),
+    confirmed: false,
+    prekey: null,
+    ratchet: initResponder({
+      rootKey: keys.rootKey,
+      ad: sessionAd(ctx.hub, peer, ctx.me),
+      ratchetKeyPair: eph,
+      sendChain: keys.chainR2I,
+    }),
+  };
+  const confirmB = confirmMac(keys.confirmR2I, "responder", th);
+  // The current session (if any) keeps working until the initiator confirms this one, so a
+  // replayed hs_init cannot knock out a live session.
+  const pending: Pending = {
+    kind: "responding",
+    at: ctx.now,
+    confirmKey: enc(keys.confirmI2R),
+    th: enc(th),
+    session,
+  };
+  return result({ ...record, pending }, pin.contact, {
+    send: [encodeHsResp({ ephA: env.ephA, ephB, sigB, confirmB })],
+    notes: pin.pinned ? [{ kind: "pinned" }] : [],
+  });
+}
+
+async function onResp(
+  record: DmRecord,
+  contact: Contact,
+  env: Extract<Envelope, { type: "hs_resp" }>,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  const p = record.pending;
+  if (p?.kind !== "initiating" || p.eph.pub !== enc(env.ephA)) {
+    throw new CoreError("unknown_session", "handshake response to no pending init");
+  }
+  const peer = party(record.peer, p.peerIdentityKey);
+  await verifyOrThrow(
+    peer.identityKey,
+    respTranscript(ctx.hub, ctx.me, peer, env.ephA, env.ephB),
+    env.sigB,
+    "handshake response",
+  );
+  const th = handshakeHash(ctx.hub, ctx.me, peer, env.ephA, env.ephB, b64(p.sigA, "sig"), env.sigB);
+  const keys = handshakeKeys(await dh(b64(p.eph.priv, "eph"), env.ephB), th);
+  if (!constantTimeEqual(confirmMac(keys.confirmR2I, "responder", th), env.confirmB)) {
+    throw new CoreError("bad_signature", "handshake key confirmation failed");
+  }
+  const sid = sessionId(th);
+  const session: Session = {
+    sid: enc(sid),
+    role: "initiator",
+    peerIdentityKey: p.peerIdentityKey,
+    confirmed: true,
+    prekey: null,
+    ratchet: await initInitiator({
+      rootKey: keys.rootKey,
+      ad: sessionAd(ctx.hub, ctx.me, peer),
+      peerRatchetKey: env.ephB,
+      receiveChain: keys.chainR2I,
+      random: ctx.random,
+    }),
+  };
+  return result({ ...promote(record, session), pending: null }, contact, {
+    send: [encodeHsConfirm({ sid, confirmA: confirmMac(keys.confirmI2R, "initiator", th) })],
+    notes: [{ kind: "session_started", role: "initiator", mode: "online" }],
+  });
+}
+
+function onConfirm(
+  record: DmRecord,
+  contact: Contact,
+  env: Extract<Envelope, { type: "hs_confirm" }>,
+): DmResult {
+  const p = record.pending;
+  if (p?.kind !== "responding" || p.session.sid !== enc(env.sid)) {
+    throw new CoreError("unknown_session", "confirmation for no pending handshake");
+  }
+  const expected = confirmMac(b64(p.confirmKey, "key"), "initiator", b64(p.th, "th"));
+  if (!constantTimeEqual(expected, env.confirmA)) {
+    throw new CoreError("bad_signature", "handshake key confirmation failed");
+  }
+  return result({ ...promote(record, { ...p.session, confirmed: true }), pending: null }, contact, {
+    notes: [{ kind: "session_started", role: "responder", mode: "online" }],
+  });
+}
+
+function findSession(
+  record: DmRecord,
+  sid: string,
+): { where: "current" | "pending" | number; session: Session } | null {
+  if (record.current?.sid === sid) return { where: "current", session: record.current };
+  if (record.pending?.kind === "responding" && record.pending.session.sid === sid) {
+    return { where: "pending", session: record.pending.session };
+  }
+  const i = record.previous.findIndex((s) => s.sid === sid);
+  return i >= 0 ? { where: i, session: record.previous[i] as Session } : null;
+}
+
+/** Decrypt with a known session and put the advanced session back where it was. */
+async function decryptWith(
+  record: DmRecord,
+  contact: Contact,
+  found: { where: "current" | "pending" | number; session: Session },
+  prefix: Uint8Array,
+  header: Uint8Array,
+  ciphertext: Uint8Array,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  if (found.where === "pending") {
+    // Data on a session whose confirmation we have not seen: the initiator only sends after
+    // hs_confirm and the relay keeps per-sender order, so this is out of protocol.
+    throw new CoreError("unknown_session", "message before handshake confirmation");
+  }
+  const out = await ratchetDecrypt(found.session.ratchet, header, ciphertext, prefix, ctx.random);
+  const content = decodeContent(out.plaintext);
+  // A reply proves the peer holds the session: stop repeating the prekey fields (§8.3.2).
+  const session: Session = { ...found.session, ratchet: out.state, confirmed: true, prekey: null };
+  let next: DmRecord;
+  if (found.where === "current") next = { ...record, current: session };
+  else {
+    const previous = [...record.previous];
+    previous[found.where] = session;
+    next = { ...record, previous };
+  }
+  return result(next, contact, { received: [content] });
+}
+
+async function onMessage(
+  record: DmRecord,
+  contact: Contact,
+  env: Extract<Envelope, { type: "message" }>,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  if (contact.changedKey !== null)
+    throw new CoreError("key_changed", "peer key changed; accept first");
+  const found = findSession(record, enc(env.sid));
+  if (found === null) throw new CoreError("unknown_session", "no session with that id");
+  return decryptWith(record, contact, found, env.prefix, env.header, env.ciphertext, ctx);
+}
+
+async function onPrekey(
+  record: DmRecord,
+  contact: Contact | null,
+  prekeys: PrekeyState,
+  env: Extract<Envelope, { type: "prekey" }>,
+  body: Uint8Array,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  checkOurs(env.ikB, ctx);
+  const pin = pinOrHold(record, contact, env.ikA, body, ctx.now);
+  if (!pin.ok) return pin.result;
+  // Later messages of an async start repeat the prekey fields: same session id, normal decrypt.
+  const known = findSession(record, enc(env.sid));
+  if (known !== null) {
+    if (known.session.peerIdentityKey !== enc(env.ikA))
+      throw new CoreError("identity_mismatch", "session key differs");
+    return decryptWith(record, pin.contact, known, env.prefix, env.header, env.ciphertext, ctx);
+  }
+  const used = findPrekeys(prekeys, env.spkId, env.opkId, env.ekA);
+  const peer = party(record.peer, env.ikA);
+  const spk = b64(used.spk.pub, "spk");
+  const opk =
+    used.opk && env.opkId !== null ? { id: env.opkId, key: b64(used.opk.pub, "opk") } : null;
+  const transcript = x3dhTranscript(ctx.hub, peer, ctx.me, { spkId: env.spkId, spk, opk }, env.ekA);
+  await verifyOrThrow(env.ikA, transcript, env.sigA, "prekey message");
+  if (!constantTimeEqual(sessionId(x3dhHash(transcript, env.sigA)), env.sid)) {
+    throw new CoreError("malformed", "session id does not match the transcript");
+  }
+  const dh1 = await dh(b64(used.spk.priv, "spk"), env.ekA);
+  const dh2 = used.opk ? await dh(b64(used.opk.priv, "opk"), env.ekA) : null;
+  const ratchet = initResponder({
+    rootKey: x3dhRoot(dh1, dh2, transcript, env.sigA),
+    ad: sessionAd(ctx.hub, peer, ctx.me),
+    ratchetKeyPair: { pub: used.spk.pub, priv: used.spk.priv },
+    sendChain: null,
+  });
+  const out = await ratchetDecrypt(ratchet, env.header, env.ciphertext, env.prefix, ctx.random);
+  const content = decodeContent(out.plaintext);
+  const session: Session = {
+    sid: enc(env.sid),
+    role: "responder",
+    peerIdentityKey: enc(env.ikA),
+    confirmed: true,
+    prekey: null,
+    ratchet: out.state,
+  };
+  // Simultaneous starts (§8.2.4): if we also started and win the tie-break, keep ours as the
+  // sending session and keep theirs receive-only; otherwise theirs becomes current.
+  const ourStartPending =
+    (record.current !== null && !record.current.confirmed) || record.pending?.kind === "initiating";
+  let next: DmRecord;
+  if (ourStartPending && weWin(ctx.me.name, record.peer)) next = keepAside(record, session);
+  else
+    next = {
+      ...promote(record, session),
+      pending: record.pending?.kind === "initiating" ? null : record.pending,
+    };
+  const notes: DmNote[] = [{ kind: "session_started", role: "responder", mode: "async" }];
+  if (pin.pinned) notes.unshift({ kind: "pinned" });
+  return result(next, pin.contact, {
+    received: [content],
+    notes,
+    prekeys: consumePrekeys(prekeys, env.spkId, env.opkId, env.ekA),
+  });
+}
+
+export function parseDmRecord(x: unknown): DmRecord {
+  const r = v.safeParse(DmRecordSchema, x);
+  if (!r.success) throw new CoreError("malformed", "stored conversation state");
+  return r.output;
+}

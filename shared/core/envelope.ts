@@ -1,0 +1,165 @@
+/**
+ * Binary layout of a direct (1:1) message body — the opaque `body` of `send` / `deliver`
+ * (PROTOCOL.md §8.1). Byte 0 is the envelope version (0x01), byte 1 the type:
+ *
+ *   0x01 hs_init    ik_a(32) ik_b(32) eph_a(32) sig_a(64)
+ *   0x02 hs_resp    eph_a(32) eph_b(32) sig_b(64) confirm_b(32)
+ *   0x03 hs_confirm sid(16) confirm_a(32)
+ *   0x04 prekey     ik_a(32) ik_b(32) spk_id(u32) opk_flag(u8: 0|1) [opk_id(u32)] ek_a(32)
+ *                   sig_a(64) sid(16) header(40) ciphertext(≥16)
+ *   0x05 message    sid(16) header(40) ciphertext(≥16)
+ *
+ * For 0x04/0x05 everything before the header is the ratchet "prefix" authenticated as AAD.
+ */
+import { concatBytes, u32be } from "../encoding";
+import { Reader } from "./codec";
+import { malformed } from "./errors";
+import { HEADER_BYTES } from "./ratchet";
+
+export const ENVELOPE_VERSION = 0x01;
+export const ENV = {
+  hsInit: 0x01,
+  hsResp: 0x02,
+  hsConfirm: 0x03,
+  prekey: 0x04,
+  message: 0x05,
+} as const;
+const MIN_CT = 16;
+
+export type Envelope =
+  | { type: "hs_init"; ikA: Uint8Array; ikB: Uint8Array; ephA: Uint8Array; sigA: Uint8Array }
+  | { type: "hs_resp"; ephA: Uint8Array; ephB: Uint8Array; sigB: Uint8Array; confirmB: Uint8Array }
+  | { type: "hs_confirm"; sid: Uint8Array; confirmA: Uint8Array }
+  | {
+      type: "prekey";
+      ikA: Uint8Array;
+      ikB: Uint8Array;
+      spkId: number;
+      opkId: number | null;
+      ekA: Uint8Array;
+      sigA: Uint8Array;
+      sid: Uint8Array;
+      /** Bytes from offset 0 to the header: the ratchet AAD prefix. */
+      prefix: Uint8Array;
+      header: Uint8Array;
+      ciphertext: Uint8Array;
+    }
+  | {
+      type: "message";
+      sid: Uint8Array;
+      prefix: Uint8Array;
+      header: Uint8Array;
+      ciphertext: Uint8Array;
+    };
+
+const head = (t: number) => new Uint8Array([ENVELOPE_VERSION, t]);
+
+export function encodeHsInit(e: {
+  ikA: Uint8Array;
+  ikB: Uint8Array;
+  ephA: Uint8Array;
+  sigA: Uint8Array;
+}) {
+  return concatBytes(head(ENV.hsInit), e.ikA, e.ikB, e.ephA, e.sigA);
+}
+export function encodeHsResp(e: {
+  ephA: Uint8Array;
+  ephB: Uint8Array;
+  sigB: Uint8Array;
+  confirmB: Uint8Array;
+}) {
+  return concatBytes(head(ENV.hsResp), e.ephA, e.ephB, e.sigB, e.confirmB);
+}
+export function encodeHsConfirm(e: { sid: Uint8Array; confirmA: Uint8Array }) {
+  return concatBytes(head(ENV.hsConfirm), e.sid, e.confirmA);
+}
+
+/** The part of a prekey message before the ratchet header (also its AAD prefix). */
+export function prekeyPrefix(e: {
+  ikA: Uint8Array;
+  ikB: Uint8Array;
+  spkId: number;
+  opkId: number | null;
+  ekA: Uint8Array;
+  sigA: Uint8Array;
+  sid: Uint8Array;
+}): Uint8Array {
+  const opk =
+    e.opkId === null ? new Uint8Array([0]) : concatBytes(new Uint8Array([1]), u32be(e.opkId));
+  return concatBytes(head(ENV.prekey), e.ikA, e.ikB, u32be(e.spkId), opk, e.ekA, e.sigA, e.sid);
+}
+
+export function messagePrefix(sid: Uint8Array): Uint8Array {
+  return concatBytes(head(ENV.message), sid);
+}
+
+export function decodeEnvelope(body: Uint8Array): Envelope {
+  const r = new Reader(body, "direct envelope");
+  if (r.u8() !== ENVELOPE_VERSION) throw malformed("envelope version");
+  const t = r.u8();
+  switch (t) {
+    case ENV.hsInit: {
+      const e = {
+        type: "hs_init" as const,
+        ikA: r.bytes(32),
+        ikB: r.bytes(32),
+        ephA: r.bytes(32),
+        sigA: r.bytes(64),
+      };
+      r.end();
+      return e;
+    }
+    case ENV.hsResp: {
+      const e = {
+        type: "hs_resp" as const,
+        ephA: r.bytes(32),
+        ephB: r.bytes(32),
+        sigB: r.bytes(64),
+        confirmB: r.bytes(32),
+      };
+      r.end();
+      return e;
+    }
+    case ENV.hsConfirm: {
+      const e = { type: "hs_confirm" as const, sid: r.bytes(16), confirmA: r.bytes(32) };
+      r.end();
+      return e;
+    }
+    case ENV.prekey: {
+      const ikA = r.bytes(32);
+      const ikB = r.bytes(32);
+      const spkId = r.u32();
+      const flag = r.u8();
+      if (flag !== 0 && flag !== 1) throw malformed("prekey flag");
+      const opkId = flag === 1 ? r.u32() : null;
+      const ekA = r.bytes(32);
+      const sigA = r.bytes(64);
+      const sid = r.bytes(16);
+      const prefix = body.slice(0, body.length - r.remaining());
+      const header = r.bytes(HEADER_BYTES);
+      if (r.remaining() < MIN_CT) throw malformed("ciphertext");
+      return {
+        type: "prekey",
+        ikA,
+        ikB,
+        spkId,
+        opkId,
+        ekA,
+        sigA,
+        sid,
+        prefix,
+        header,
+        ciphertext: r.rest(),
+      };
+    }
+    case ENV.message: {
+      const sid = r.bytes(16);
+      const prefix = body.slice(0, 18);
+      const header = r.bytes(HEADER_BYTES);
+      if (r.remaining() < MIN_CT) throw malformed("ciphertext");
+      return { type: "message", sid, prefix, header, ciphertext: r.rest() };
+    }
+    default:
+      throw malformed("envelope type");
+  }
+}

@@ -1,0 +1,538 @@
+/**
+ * Broadcast groups (PROTOCOL.md §9): signed epoch commits with HPKE-wrapped epoch secrets,
+ * per-sender ratcheted chains, and per-message Ed25519 signatures. Pure functions over a
+ * serialisable GroupRecord; the engine (client.ts) decides when to commit and does the I/O.
+ *
+ *   core      = u32be(len(body)) || body || tag(32) || sig(64)
+ *   body      = lp("parley/v1/commit", hub, group, u64(parent), u64(epoch), committer, committer_ik,
+ *                  roster, added, removed)
+ *   roster    = lp(lp(name, ik, u32(spk_id), spk_key, spk_sig) for each member, sorted by name)
+ *   added/removed = lp(name, …) sorted
+ *   tag       = HMAC-SHA256(HKDF(secret, "", lp("parley/v1/group-confirm", hub, group, u64(epoch)), 32), body)
+ *   sig       = Ed25519(committer, lp("parley/v1/commit-sig", body, tag))
+ *   wrap      = enc(32) || HPKE-Seal(spk, secret, info = lp("parley/v1/group-wrap", hub, group,
+ *                  u64(epoch), name, ik, u32(spk_id)), aad = SHA-256(body))
+ *   message   = 0x01 0x10 u32be(n) || AES-256-GCM(mk_n, nonce(n), pad(content), aad) || sig(64)
+ */
+import * as v from "valibot";
+import {
+  aesGcmDecrypt,
+  aesGcmEncrypt,
+  constantTimeEqual,
+  ed25519Verify,
+  hkdfSha256,
+  hmacSha256,
+  hpkeOpen,
+  hpkeSeal,
+  sha256,
+} from "../crypto";
+import { concatBytes, lp, u32be } from "../encoding";
+import type { GroupState, Member } from "../protocol";
+import { b64, enc, Key32, Reader, Uint, u64be } from "./codec";
+import { type Content, decodeContent, encodeContent } from "./content";
+import { CoreError, malformed } from "./errors";
+import { verifyOrThrow } from "./handshake";
+import { spkMessage } from "./prekeys";
+import { counterNonce, kdfCk, MAX_SKIP, type Random } from "./ratchet";
+
+export const GROUP_MSG_TYPE = 0x10;
+/** Skipped group message keys kept per group (all senders), oldest evicted first. */
+export const MAX_GROUP_SKIPPED = 2000;
+const SIG = 64;
+
+export const RosterEntrySchema = v.strictObject({
+  name: v.string(),
+  ik: Key32,
+  spkId: Uint,
+  spkKey: Key32,
+  spkSig: v.string(),
+});
+export type RosterEntry = v.InferOutput<typeof RosterEntrySchema>;
+
+const ReceiverSchema = v.strictObject({
+  name: v.string(),
+  ck: Key32,
+  n: Uint,
+  skipped: v.array(v.strictObject({ n: Uint, mk: Key32 })),
+});
+type Receiver = v.InferOutput<typeof ReceiverSchema>;
+
+export const EpochSchema = v.strictObject({
+  epoch: Uint,
+  secret: Key32,
+  roster: v.array(RosterEntrySchema),
+  startedAt: Uint,
+  /** Our own sending chain in this epoch. */
+  send: v.strictObject({ ck: Key32, n: Uint }),
+  receivers: v.array(ReceiverSchema),
+  /** Messages we sent in this epoch (drives periodic updates, §9.6). */
+  sent: Uint,
+});
+export type EpochState = v.InferOutput<typeof EpochSchema>;
+
+export const PendingCommitSchema = v.strictObject({
+  id: v.string(),
+  parentEpoch: Uint,
+  secret: Key32,
+  roster: v.array(RosterEntrySchema),
+  added: v.array(v.string()),
+  removed: v.array(v.string()),
+  at: Uint,
+});
+export type PendingCommit = v.InferOutput<typeof PendingCommitSchema>;
+
+export const GroupRecordSchema = v.strictObject({
+  group: v.string(),
+  /** none: not joined; joining: join sent, waiting to be committed; member; left. */
+  status: v.picklist(["none", "joining", "member", "left"]),
+  current: v.nullable(EpochSchema),
+  /** The previous epoch, kept receive-only for messages sent just before a commit. */
+  previous: v.nullable(EpochSchema),
+  pendingCommit: v.nullable(PendingCommitSchema),
+});
+export type GroupRecord = v.InferOutput<typeof GroupRecordSchema>;
+
+export function emptyGroup(group: string): GroupRecord {
+  return { group, status: "none", current: null, previous: null, pendingCommit: null };
+}
+
+export function parseGroupRecord(x: unknown): GroupRecord {
+  const r = v.safeParse(GroupRecordSchema, x);
+  if (!r.success) throw new CoreError("malformed", "stored group state");
+  return r.output;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key schedule (§9.3, §9.5)
+
+export function confirmKey(secret: Uint8Array, hub: string, group: string, epoch: number): Uint8Array {
+  return hkdfSha256(secret, new Uint8Array(0), lp("parley/v1/group-confirm", hub, group, u64be(epoch)), 32);
+}
+
+export function senderChainKey(
+  secret: Uint8Array,
+  hub: string,
+  group: string,
+  epoch: number,
+  name: string,
+  ik: Uint8Array,
+): Uint8Array {
+  return hkdfSha256(
+    secret,
+    new Uint8Array(0),
+    lp("parley/v1/group-sender", hub, group, u64be(epoch), name, ik),
+    32,
+  );
+}
+
+export function wrapInfo(hub: string, group: string, epoch: number, m: RosterEntry): Uint8Array {
+  return lp("parley/v1/group-wrap", hub, group, u64be(epoch), m.name, b64(m.ik, "ik"), m.spkId);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commit core codec (§9.2)
+
+export interface CommitCore {
+  hub: string;
+  group: string;
+  parentEpoch: number;
+  epoch: number;
+  committer: string;
+  committerIk: Uint8Array;
+  roster: RosterEntry[];
+  added: string[];
+  removed: string[];
+}
+
+const sortNames = (xs: readonly string[]) => [...xs].sort();
+const byName = (a: RosterEntry, b: RosterEntry) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+export function encodeCommitBody(c: CommitCore): Uint8Array {
+  const roster = lp(
+    ...[...c.roster]
+      .sort(byName)
+      .map((m) => lp(m.name, b64(m.ik, "ik"), m.spkId, b64(m.spkKey, "spk"), b64(m.spkSig, "sig"))),
+  );
+  return lp(
+    "parley/v1/commit",
+    c.hub,
+    c.group,
+    u64be(c.parentEpoch),
+    u64be(c.epoch),
+    c.committer,
+    c.committerIk,
+    roster,
+    lp(...sortNames(c.added)),
+    lp(...sortNames(c.removed)),
+  );
+}
+
+const text = new TextDecoder("utf-8", { fatal: true });
+function str(r: Reader): string {
+  try {
+    return text.decode(r.field(256));
+  } catch (e) {
+    if (e instanceof CoreError) throw e;
+    throw malformed("commit string");
+  }
+}
+function list<T>(bytes: Uint8Array, item: (r: Reader) => T): T[] {
+  const r = new Reader(bytes, "commit list");
+  const out: T[] = [];
+  while (r.remaining() > 0) out.push(item(new Reader(r.field(), "commit list item")));
+  return out;
+}
+
+export function decodeCommitBody(body: Uint8Array): CommitCore {
+  const r = new Reader(body, "commit body");
+  if (str(r) !== "parley/v1/commit") throw malformed("commit label");
+  const hub = str(r);
+  const group = str(r);
+  const parentEpoch = new Reader(r.field(8), "epoch").u64();
+  const epoch = new Reader(r.field(8), "epoch").u64();
+  const committer = str(r);
+  const committerIk = r.field(32);
+  const roster = list(r.field(), (x) => {
+    const e = {
+      name: str(x),
+      ik: enc(x.field(32)),
+      spkId: new Reader(x.field(4), "spk id").u32(),
+      spkKey: enc(x.field(32)),
+      spkSig: enc(x.field(64)),
+    };
+    x.end();
+    return e;
+  });
+  const added = list(r.field(), (x) => text.decode(x.rest()));
+  const removed = list(r.field(), (x) => text.decode(x.rest()));
+  r.end();
+  if (committerIk.length !== 32) throw malformed("committer key");
+  return { hub, group, parentEpoch, epoch, committer, committerIk, roster, added, removed };
+}
+
+export function splitCore(core: Uint8Array): { body: Uint8Array; tag: Uint8Array; sig: Uint8Array } {
+  const r = new Reader(core, "commit core");
+  const body = r.field();
+  const tag = r.bytes(32);
+  const sig = r.bytes(SIG);
+  r.end();
+  return { body, tag, sig };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building a commit (§9.2)
+
+export function rosterFromMembers(members: readonly Member[]): RosterEntry[] {
+  return members
+    .map((m) => ({
+      name: m.username,
+      ik: m.identityKey,
+      spkId: m.signedPrekey.id,
+      spkKey: m.signedPrekey.key,
+      spkSig: m.signedPrekey.sig,
+    }))
+    .sort(byName);
+}
+
+/** The roster the relay will require: (committed − pendingLeaves) ∪ pendingJoins (§9.1). */
+export function nextRoster(state: GroupState): { roster: RosterEntry[]; added: string[]; removed: string[] } {
+  const leaving = new Set(state.pendingLeaves);
+  const byUser = new Map<string, Member>();
+  for (const m of state.members) if (!leaving.has(m.username)) byUser.set(m.username, m);
+  const committed = new Set(state.members.map((m) => m.username));
+  const added: string[] = [];
+  for (const m of state.pendingJoins) {
+    // A leaver who asked to join again stays in: removed and added in the same commit.
+    if (!byUser.has(m.username)) added.push(m.username);
+    byUser.set(m.username, m);
+  }
+  return {
+    roster: rosterFromMembers([...byUser.values()]),
+    added: sortNames(added),
+    removed: sortNames(state.pendingLeaves.filter((n) => committed.has(n))),
+  };
+}
+
+/** Every roster entry's signed prekey must verify under its identity key before we wrap to it. */
+export async function verifyRosterPrekeys(roster: readonly RosterEntry[]): Promise<void> {
+  for (const m of roster) {
+    await verifyOrThrow(
+      b64(m.ik, "ik"),
+      spkMessage(m.spkId, b64(m.spkKey, "spk")),
+      b64(m.spkSig, "spk sig"),
+      `signed prekey of ${m.name}`,
+    );
+  }
+}
+
+export async function buildCommit(params: {
+  hub: string;
+  group: string;
+  parentEpoch: number;
+  committer: string;
+  committerIk: Uint8Array;
+  sign(message: Uint8Array): Promise<Uint8Array>;
+  roster: RosterEntry[];
+  added: string[];
+  removed: string[];
+  random: Random;
+}): Promise<{ core: Uint8Array; wraps: { to: string; wrap: Uint8Array }[]; secret: Uint8Array }> {
+  const epoch = params.parentEpoch + 1;
+  const secret = params.random(32);
+  const body = encodeCommitBody({ ...params, epoch });
+  const tag = hmacSha256(confirmKey(secret, params.hub, params.group, epoch), body);
+  const sig = await params.sign(lp("parley/v1/commit-sig", body, tag));
+  const aad = sha256(body);
+  const wraps: { to: string; wrap: Uint8Array }[] = [];
+  // Every member gets a wrap, the committer included: the relay then mails the commit back to
+  // its author too, so a committer that loses its connection before `accepted` still learns
+  // the outcome from its mailbox (§9.2.3).
+  for (const m of params.roster) {
+    const sealed = await hpkeSeal(
+      b64(m.spkKey, "spk"),
+      secret,
+      wrapInfo(params.hub, params.group, epoch, m),
+      aad,
+    );
+    wraps.push({ to: m.name, wrap: concatBytes(sealed.enc, sealed.ciphertext) });
+  }
+  return { core: concatBytes(u32be(body.length), body, tag, sig), wraps, secret };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entering an epoch
+
+export function enterEpoch(
+  hub: string,
+  group: string,
+  epoch: number,
+  secret: Uint8Array,
+  roster: RosterEntry[],
+  me: { name: string; identityKey: Uint8Array },
+  now: number,
+): EpochState {
+  const chain = (m: { name: string; ik: Uint8Array }) => senderChainKey(secret, hub, group, epoch, m.name, m.ik);
+  return {
+    epoch,
+    secret: enc(secret),
+    roster,
+    startedAt: now,
+    send: { ck: enc(chain({ name: me.name, ik: me.identityKey })), n: 0 },
+    receivers: roster
+      .filter((m) => m.name !== me.name)
+      .map((m) => ({ name: m.name, ck: enc(chain({ name: m.name, ik: b64(m.ik, "ik") })), n: 0, skipped: [] })),
+    sent: 0,
+  };
+}
+
+/** Our own commit was accepted by the relay: move to its epoch. */
+export function applyOwnCommit(
+  record: GroupRecord,
+  hub: string,
+  me: { name: string; identityKey: Uint8Array },
+  now: number,
+): GroupRecord {
+  const p = record.pendingCommit;
+  if (p === null) return record;
+  const next = enterEpoch(hub, record.group, p.parentEpoch + 1, b64(p.secret, "secret"), p.roster, me, now);
+  return { ...record, status: "member", previous: record.current, current: next, pendingCommit: null };
+}
+
+export interface CommitView {
+  core: CommitCore;
+  /** Roster members whose identity key differs from the one we had for them. */
+  changed: string[];
+}
+
+/**
+ * Verify and apply a commit delivered to us (§9.4): committer signature, committer membership
+ * (or the joiner itself), parent epoch, exact roster change, our own entry, prekey signatures,
+ * the wrapped secret and its confirmation tag. Throws CoreError; the input is never changed.
+ */
+export async function receiveCommit(params: {
+  record: GroupRecord;
+  hub: string;
+  me: { name: string; identityKey: Uint8Array };
+  itemEpoch: number;
+  core: Uint8Array;
+  wrap: Uint8Array;
+  /** Our X25519 prekey secrets by signed-prekey id (current and within grace). */
+  spkSecret(id: number): Uint8Array | null;
+  now: number;
+}): Promise<{ record: GroupRecord; view: CommitView }> {
+  const { record, hub, me } = params;
+  const { body, tag, sig } = splitCore(params.core);
+  const c = decodeCommitBody(body);
+  if (c.hub !== hub || c.group !== record.group) throw malformed("commit for another group");
+  if (c.epoch !== params.itemEpoch || c.epoch !== c.parentEpoch + 1) throw new CoreError("stale_epoch", "epoch numbers");
+  const names = c.roster.map((m) => m.name);
+  if (new Set(names).size !== names.length) throw new CoreError("roster_mismatch", "duplicate roster names");
+  const inRoster = new Set(names);
+  const mine = c.roster.find((m) => m.name === me.name);
+  if (!mine || !constantTimeEqual(b64(mine.ik, "ik"), me.identityKey)) {
+    throw new CoreError("not_member", "we are not in this commit's roster");
+  }
+  const cur = record.current;
+  const changed: string[] = [];
+  if (cur !== null && record.status === "member") {
+    if (c.parentEpoch !== cur.epoch) throw new CoreError("stale_epoch", "commit does not extend our epoch");
+    // The roster change must be exactly the announced one (§9.4).
+    const old = new Map(cur.roster.map((m) => [m.name, m]));
+    const expected = new Set([...old.keys()].filter((n) => !c.removed.includes(n)));
+    for (const n of c.added) {
+      // A member who left and re-joined is both removed and added (fresh secret either way).
+      if (expected.has(n)) throw new CoreError("roster_mismatch", "added member already present");
+      expected.add(n);
+    }
+    for (const n of c.removed) if (!old.has(n)) throw new CoreError("roster_mismatch", "removed unknown member");
+    if (expected.size !== inRoster.size || [...expected].some((n) => !inRoster.has(n))) {
+      throw new CoreError("roster_mismatch", "roster is not old roster + added − removed");
+    }
+    if (!old.has(c.committer) && !c.added.includes(c.committer)) {
+      throw new CoreError("not_member", "committer is neither a member nor a joiner");
+    }
+    if (c.removed.includes(c.committer) && !c.added.includes(c.committer)) {
+      throw new CoreError("not_member", "committer removes itself");
+    }
+    for (const m of c.roster) {
+      const o = old.get(m.name);
+      if (o && o.ik !== m.ik) changed.push(m.name);
+    }
+  } else {
+    // We are joining: we must be among the added, the committer a member of the new roster.
+    if (!c.added.includes(me.name)) throw new CoreError("not_member", "commit does not add us");
+    if (cur !== null && c.parentEpoch < cur.epoch) throw new CoreError("stale_epoch", "old commit");
+  }
+  if (!inRoster.has(c.committer)) throw new CoreError("not_member", "committer not in roster");
+  for (const n of c.added) if (!inRoster.has(n)) throw new CoreError("roster_mismatch", "added not in roster");
+  const committer = c.roster.find((m) => m.name === c.committer);
+  if (!committer || !constantTimeEqual(b64(committer.ik, "ik"), c.committerIk)) {
+    throw new CoreError("bad_signature", "committer key is not its roster key");
+  }
+  if (!(await ed25519Verify(c.committerIk, lp("parley/v1/commit-sig", body, tag), sig))) {
+    throw new CoreError("bad_signature", "commit signature does not verify");
+  }
+  await verifyRosterPrekeys(c.roster);
+  const spkSecret = params.spkSecret(mine.spkId);
+  if (spkSecret === null) throw new CoreError("no_prekey", "wrap is for a prekey we do not hold");
+  if (params.wrap.length < 32 + 16) throw malformed("wrap");
+  let secret: Uint8Array;
+  try {
+    secret = await hpkeOpen(
+      spkSecret,
+      params.wrap.slice(0, 32),
+      params.wrap.slice(32),
+      wrapInfo(hub, record.group, c.epoch, mine),
+      sha256(body),
+    );
+  } catch {
+    throw new CoreError("decrypt_failed", "cannot open the wrapped epoch secret");
+  }
+  if (secret.length !== 32) throw malformed("epoch secret");
+  // A relay (or committer) handing us a different secret than the one the tag was made with is
+  // caught here: the tag binds the secret to the signed body (§9.2).
+  if (!constantTimeEqual(hmacSha256(confirmKey(secret, hub, record.group, c.epoch), body), tag)) {
+    throw new CoreError("bad_signature", "commit confirmation tag mismatch");
+  }
+  const next = enterEpoch(hub, record.group, c.epoch, secret, c.roster, me, params.now);
+  return {
+    record: { group: record.group, status: "member", previous: cur, current: next, pendingCommit: null },
+    view: { core: c, changed },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group messages (§9.5)
+
+function msgAad(hub: string, group: string, epoch: number, sender: string, ik: Uint8Array, n: number) {
+  return lp("parley/v1/group-msg", hub, group, u64be(epoch), sender, ik, n);
+}
+function sigInput(hub: string, group: string, epoch: number, sender: string, n: number, ct: Uint8Array) {
+  return lp("parley/v1/group-sig", hub, group, u64be(epoch), sender, n, ct);
+}
+
+export async function encryptGroup(params: {
+  record: GroupRecord;
+  hub: string;
+  me: { name: string; identityKey: Uint8Array };
+  sign(message: Uint8Array): Promise<Uint8Array>;
+  content: Content;
+}): Promise<{ record: GroupRecord; body: Uint8Array; epoch: number }> {
+  const cur = params.record.current;
+  if (params.record.status !== "member" || cur === null) throw new CoreError("not_member", "not a member");
+  const { ck, mk } = kdfCk(b64(cur.send.ck, "ck"));
+  const n = cur.send.n;
+  const g = params.record.group;
+  const ct = await aesGcmEncrypt(
+    mk,
+    counterNonce(n),
+    encodeContent(params.content),
+    msgAad(params.hub, g, cur.epoch, params.me.name, params.me.identityKey, n),
+  );
+  const sig = await params.sign(sigInput(params.hub, g, cur.epoch, params.me.name, n, ct));
+  const body = concatBytes(new Uint8Array([0x01, GROUP_MSG_TYPE]), u32be(n), ct, sig);
+  const next: EpochState = { ...cur, send: { ck: enc(ck), n: n + 1 }, sent: cur.sent + 1 };
+  return { record: { ...params.record, current: next }, body, epoch: cur.epoch };
+}
+
+/** Decrypt a group message from `sender`; signature first, so forgeries never touch state. */
+export async function decryptGroup(params: {
+  record: GroupRecord;
+  hub: string;
+  sender: string;
+  epoch: number;
+  body: Uint8Array;
+}): Promise<{ record: GroupRecord; content: Content }> {
+  const { record, hub, sender, epoch } = params;
+  const which = record.current?.epoch === epoch ? "current" : record.previous?.epoch === epoch ? "previous" : null;
+  const ep = which === null ? null : record[which];
+  if (ep === null || record.status !== "member") throw new CoreError("stale_epoch", "no keys for that epoch");
+  const r = new Reader(params.body, "group message");
+  if (r.u8() !== 0x01 || r.u8() !== GROUP_MSG_TYPE) throw malformed("group message header");
+  const n = r.u32();
+  if (r.remaining() < 16 + SIG) throw malformed("group message");
+  const ct = r.bytes(r.remaining() - SIG);
+  const sig = r.bytes(SIG);
+  const member = ep.roster.find((m) => m.name === sender);
+  const rx = ep.receivers.find((x) => x.name === sender);
+  if (!member || !rx) throw new CoreError("not_member", "sender is not in the epoch's roster");
+  const ik = b64(member.ik, "ik");
+  if (!(await ed25519Verify(ik, sigInput(hub, record.group, epoch, sender, n, ct), sig))) {
+    throw new CoreError("bad_signature", "group message signature does not verify");
+  }
+  const aad = msgAad(hub, record.group, epoch, sender, ik, n);
+  let next: Receiver;
+  let mk: Uint8Array;
+  const skippedIdx = rx.skipped.findIndex((s) => s.n === n);
+  if (skippedIdx >= 0) {
+    mk = b64((rx.skipped[skippedIdx] as { mk: string }).mk, "mk");
+    next = { ...rx, skipped: rx.skipped.filter((_, i) => i !== skippedIdx) };
+  } else {
+    if (n < rx.n) throw new CoreError("replay", "group message counter already used");
+    if (n - rx.n > MAX_SKIP) throw new CoreError("too_far", "group message too far ahead");
+    let ck = b64(rx.ck, "ck");
+    const skipped = [...rx.skipped];
+    for (let i = rx.n; i < n; i++) {
+      const s = kdfCk(ck);
+      skipped.push({ n: i, mk: enc(s.mk) });
+      ck = s.ck;
+    }
+    const s = kdfCk(ck);
+    mk = s.mk;
+    next = { ...rx, ck: enc(s.ck), n: n + 1, skipped };
+  }
+  let pt: Uint8Array;
+  try {
+    pt = await aesGcmDecrypt(mk, counterNonce(n), ct, aad);
+  } catch {
+    throw new CoreError("decrypt_failed", "group message does not authenticate");
+  }
+  const content = decodeContent(pt);
+  let receivers = ep.receivers.map((x) => (x.name === sender ? next : x));
+  // Bound the skipped keys across all senders of the epoch: evict the oldest-numbered first.
+  const total = receivers.reduce((a, x) => a + x.skipped.length, 0);
+  if (total > MAX_GROUP_SKIPPED) {
+    receivers = receivers.map((x) => ({ ...x, skipped: x.skipped.slice(-Math.floor(MAX_GROUP_SKIPPED / receivers.length)) }));
+  }
+  return { record: { ...record, [which as string]: { ...ep, receivers } }, content };
+}

@@ -1,0 +1,159 @@
+/**
+ * Session establishment (PROTOCOL.md §8.2–§8.3): the online signed-ephemeral handshake and the
+ * asynchronous X3DH-style start from a prekey bundle. Small pure functions: bytes and keys in,
+ * transcripts, signatures and key material out. Who stores what is decided in dm.ts.
+ */
+import { ed25519Sign, ed25519Verify, hkdfSha256, hmacSha256, sha256, x25519 } from "../crypto";
+import { concatBytes, lp } from "../encoding";
+import { CoreError } from "./errors";
+
+export interface Party {
+  name: string;
+  identityKey: Uint8Array;
+}
+
+/** Associated data of every ratchet message of a session: both identities, initiator first. */
+export function sessionAd(hub: string, initiator: Party, responder: Party): Uint8Array {
+  return lp(
+    "parley/v1/dm-ad",
+    hub,
+    initiator.name,
+    initiator.identityKey,
+    responder.name,
+    responder.identityKey,
+  );
+}
+
+/** 16-byte session id: names the session in every message so old sessions can still decrypt. */
+export function sessionId(transcriptHash: Uint8Array): Uint8Array {
+  return sha256(lp("parley/v1/sid", transcriptHash)).slice(0, 16);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Online handshake (§8.2)
+
+export function initTranscript(hub: string, a: Party, b: Party, ephA: Uint8Array): Uint8Array {
+  return lp("parley/v1/hs-init", hub, a.name, a.identityKey, b.name, b.identityKey, ephA);
+}
+
+export function respTranscript(
+  hub: string,
+  a: Party,
+  b: Party,
+  ephA: Uint8Array,
+  ephB: Uint8Array,
+): Uint8Array {
+  return lp("parley/v1/hs-resp", hub, a.name, a.identityKey, b.name, b.identityKey, ephA, ephB);
+}
+
+export function handshakeHash(
+  hub: string,
+  a: Party,
+  b: Party,
+  ephA: Uint8Array,
+  ephB: Uint8Array,
+  sigA: Uint8Array,
+  sigB: Uint8Array,
+): Uint8Array {
+  return sha256(
+    lp("parley/v1/hs", hub, a.name, a.identityKey, b.name, b.identityKey, ephA, ephB, sigA, sigB),
+  );
+}
+
+export interface HandshakeKeys {
+  /** Root key the Double Ratchet starts from. */
+  rootKey: Uint8Array;
+  /** Responder → initiator initial chain key (the responder may speak first). */
+  chainR2I: Uint8Array;
+  /** Key-confirmation MAC keys, one per direction. */
+  confirmI2R: Uint8Array;
+  confirmR2I: Uint8Array;
+}
+
+/** HKDF-SHA256(ikm = X25519(ephA, ephB), salt = transcript hash, info = label per key). */
+export function handshakeKeys(dh: Uint8Array, th: Uint8Array): HandshakeKeys {
+  const k = (label: string) => hkdfSha256(dh, th, lp(label), 32);
+  return {
+    rootKey: k("parley/v1/hs-root"),
+    chainR2I: k("parley/v1/hs-chain-r2i"),
+    confirmI2R: k("parley/v1/hs-confirm-i2r"),
+    confirmR2I: k("parley/v1/hs-confirm-r2i"),
+  };
+}
+
+export function confirmMac(
+  key: Uint8Array,
+  role: "initiator" | "responder",
+  th: Uint8Array,
+): Uint8Array {
+  return hmacSha256(key, lp("parley/v1/hs-confirm", role, th));
+}
+
+export async function verifyOrThrow(
+  key: Uint8Array,
+  message: Uint8Array,
+  sig: Uint8Array,
+  what: string,
+): Promise<void> {
+  if (!(await ed25519Verify(key, message, sig))) {
+    throw new CoreError("bad_signature", `${what} signature does not verify`);
+  }
+}
+
+export async function dh(priv: Uint8Array, pub: Uint8Array): Promise<Uint8Array> {
+  try {
+    return await x25519(priv, pub);
+  } catch {
+    throw new CoreError("malformed", "invalid X25519 public key");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asynchronous start (§8.3)
+
+export interface PrekeyRef {
+  spkId: number;
+  spk: Uint8Array;
+  opk: { id: number; key: Uint8Array } | null;
+}
+
+/** The initiator signs this; both sides derive the root key with its hash as salt. */
+export function x3dhTranscript(
+  hub: string,
+  a: Party,
+  b: Party,
+  pre: PrekeyRef,
+  ekA: Uint8Array,
+): Uint8Array {
+  const none = new Uint8Array(0);
+  return lp(
+    "parley/v1/x3dh",
+    hub,
+    a.name,
+    a.identityKey,
+    b.name,
+    b.identityKey,
+    pre.spkId,
+    pre.spk,
+    pre.opk ? lp(pre.opk.id) : none,
+    pre.opk ? pre.opk.key : none,
+    ekA,
+  );
+}
+
+/** SK = HKDF(DH(EK_A, SPK_B) || DH(EK_A, OPK_B)?, salt = SHA-256(transcript || sig), info). */
+export function x3dhRoot(
+  dh1: Uint8Array,
+  dh2: Uint8Array | null,
+  transcript: Uint8Array,
+  sig: Uint8Array,
+): Uint8Array {
+  const ikm = dh2 ? concatBytes(dh1, dh2) : dh1;
+  return hkdfSha256(ikm, x3dhHash(transcript, sig), lp("parley/v1/x3dh-root"), 32);
+}
+
+export function x3dhHash(transcript: Uint8Array, sig: Uint8Array): Uint8Array {
+  return sha256(lp(transcript, sig));
+}
+
+export { ed25519Sign };

@@ -1,0 +1,149 @@
+/**
+ * Our signed prekey and one-time prekeys (PROTOCOL.md §8.3.1): generation, rotation on a schedule
+ * with a grace period for the old secret, replenishment, and one-shot consumption with a replay
+ * cache of initiator ephemerals. Pure transitions over a serialisable record.
+ */
+import * as v from "valibot";
+import type { IdentityKeyPair } from "../crypto";
+import { ed25519Sign } from "../crypto";
+import { lp } from "../encoding";
+import type { OneTimePrekey, SignedPrekey } from "../protocol";
+import { b64, enc, Key32, Uint } from "./codec";
+import { CoreError } from "./errors";
+import { newX25519, type Random } from "./ratchet";
+
+export const DAY = 24 * 60 * 60 * 1000;
+/** Initiator ephemerals remembered per signed prekey (replay cache for OPK-less starts). */
+export const MAX_SEEN_EPHEMERALS = 5000;
+
+const SpkSchema = v.strictObject({
+  id: Uint,
+  pub: Key32,
+  priv: Key32,
+  sig: v.string(),
+  createdAt: Uint,
+});
+export const PrekeyStateSchema = v.strictObject({
+  spk: SpkSchema,
+  /** Replaced signed prekeys still accepted until `retiredAt + grace`. */
+  oldSpks: v.array(v.strictObject({ id: Uint, pub: Key32, priv: Key32, retiredAt: Uint })),
+  opks: v.array(v.strictObject({ id: Uint, pub: Key32, priv: Key32 })),
+  nextOpkId: Uint,
+  /** base64url of ek_a values already used with each signed prekey id ("spkId:ek"). */
+  seen: v.array(v.string()),
+});
+export type PrekeyState = v.InferOutput<typeof PrekeyStateSchema>;
+
+/** The signed-prekey signature: Ed25519(IK, lp("parley/v1/spk", id, key)) (protocol.ts §3.2). */
+export function spkMessage(id: number, key: Uint8Array): Uint8Array {
+  return lp("parley/v1/spk", id, key);
+}
+
+async function makeSpk(identity: IdentityKeyPair, id: number, now: number, random: Random) {
+  const kp = await newX25519(random);
+  const sig = await ed25519Sign(identity.privateKey, spkMessage(id, b64(kp.pub, "spk")));
+  return { id, pub: kp.pub, priv: kp.priv, sig: enc(sig), createdAt: now };
+}
+
+export async function initialPrekeys(
+  identity: IdentityKeyPair,
+  now: number,
+  random: Random,
+): Promise<PrekeyState> {
+  return {
+    spk: await makeSpk(identity, 1, now, random),
+    oldSpks: [],
+    opks: [],
+    nextOpkId: 1,
+    seen: [],
+  };
+}
+
+export function publicSpk(s: PrekeyState): SignedPrekey {
+  return { id: s.spk.id, key: s.spk.pub, sig: s.spk.sig };
+}
+
+/** Rotate when due; drop old secrets past the grace period. Returns `rotated` to trigger upload. */
+export async function maintainSpk(
+  s: PrekeyState,
+  identity: IdentityKeyPair,
+  now: number,
+  random: Random,
+  rotateMs: number,
+  graceMs: number,
+): Promise<{ state: PrekeyState; rotated: boolean }> {
+  const oldSpks = s.oldSpks.filter((o) => now - o.retiredAt < graceMs);
+  if (now - s.spk.createdAt < rotateMs) {
+    return { state: { ...s, oldSpks, seen: pruneSeen(s.seen, s.spk.id, oldSpks) }, rotated: false };
+  }
+  const id = (s.spk.id + 1) >>> 0 || 1;
+  const retired = { id: s.spk.id, pub: s.spk.pub, priv: s.spk.priv, retiredAt: now };
+  const next = [...oldSpks, retired];
+  return {
+    state: {
+      ...s,
+      spk: await makeSpk(identity, id, now, random),
+      oldSpks: next,
+      seen: pruneSeen(s.seen, id, next),
+    },
+    rotated: true,
+  };
+}
+
+function pruneSeen(seen: string[], spkId: number, old: { id: number }[]): string[] {
+  const live = new Set([spkId, ...old.map((o) => o.id)]);
+  return seen.filter((e) => live.has(Number(e.split(":")[0])));
+}
+
+/** Make `count` new one-time prekeys; returns the public halves to upload. */
+export async function addOneTimePrekeys(
+  s: PrekeyState,
+  count: number,
+  random: Random,
+): Promise<{ state: PrekeyState; upload: OneTimePrekey[] }> {
+  const opks = [...s.opks];
+  const upload: OneTimePrekey[] = [];
+  let id = s.nextOpkId;
+  for (let i = 0; i < count; i++) {
+    const kp = await newX25519(random);
+    opks.push({ id, ...kp });
+    upload.push({ id, key: kp.pub });
+    id = (id + 1) >>> 0 || 1;
+  }
+  return { state: { ...s, opks, nextOpkId: id }, upload };
+}
+
+export interface UsedPrekeys {
+  spk: { pub: string; priv: string };
+  opk: { pub: string; priv: string } | null;
+}
+
+/** Look up the secrets a prekey message names; throws no_prekey / replay. Does not consume. */
+export function findPrekeys(
+  s: PrekeyState,
+  spkId: number,
+  opkId: number | null,
+  ekA: Uint8Array,
+): UsedPrekeys {
+  const spk = s.spk.id === spkId ? s.spk : s.oldSpks.find((o) => o.id === spkId);
+  if (!spk) throw new CoreError("no_prekey", "unknown or expired signed prekey");
+  if (s.seen.includes(`${spkId}:${enc(ekA)}`))
+    throw new CoreError("replay", "prekey message already used");
+  if (opkId === null) return { spk, opk: null };
+  const opk = s.opks.find((o) => o.id === opkId);
+  // A used one-time prekey is deleted, so a replayed prekey message lands here.
+  if (!opk) throw new CoreError("replay", "one-time prekey already used or unknown");
+  return { spk, opk };
+}
+
+/** After a successful first decryption: delete the OPK, remember the ephemeral (§8.3.3). */
+export function consumePrekeys(
+  s: PrekeyState,
+  spkId: number,
+  opkId: number | null,
+  ekA: Uint8Array,
+): PrekeyState {
+  const seen = [...s.seen, `${spkId}:${enc(ekA)}`];
+  if (seen.length > MAX_SEEN_EPHEMERALS) seen.splice(0, seen.length - MAX_SEEN_EPHEMERALS);
+  return { ...s, opks: opkId === null ? s.opks : s.opks.filter((o) => o.id !== opkId), seen };
+}

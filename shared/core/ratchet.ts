@@ -1,0 +1,281 @@
+/**
+ * Double Ratchet (Signal's specification, revision 4) as pure transitions over a serialisable
+ * state (PROTOCOL.md §8.4). Every function returns a NEW state and never mutates its input, so a
+ * failed decryption (tamper, replay, too far) leaves the caller's state untouched: the caller
+ * commits the returned state only on success.
+ *
+ *   KDF_RK(rk, dh)  = HKDF-SHA256(ikm = dh, salt = rk, info = "parley/v1/dr-rk", 64) → rk' || ck
+ *   KDF_CK(ck)      = ck' = HMAC-SHA256(ck, 0x02), mk = HMAC-SHA256(ck, 0x01)
+ *   AES-256-GCM key = mk, nonce = 0x00000000 || u64be(n), AAD = lp("parley/v1/dr-msg", ad, prefix, header)
+ *   header          = dh (32) || u32be(pn) || u32be(n)  (40 bytes)
+ */
+import * as v from "valibot";
+import {
+  aesGcmDecrypt,
+  aesGcmEncrypt,
+  hkdfSha256,
+  hmacSha256,
+  x25519,
+  x25519PublicKey,
+} from "../crypto";
+import { concatBytes, lp, u32be } from "../encoding";
+import { B64, b64, enc, Key32, Reader, Uint, u64be } from "./codec";
+import { CoreError } from "./errors";
+
+/** Furthest a message number may jump ahead within one chain (Signal's MAX_SKIP). */
+export const MAX_SKIP = 1000;
+/** Skipped message keys kept in total per session; the oldest are evicted first. */
+export const MAX_SKIPPED_TOTAL = 2000;
+/** Previous receiving ratchet keys remembered, so replays on old chains are named as such. */
+const MAX_OLD_DHR = 16;
+export const HEADER_BYTES = 40;
+
+const KeyPairSchema = v.strictObject({ pub: Key32, priv: Key32 });
+const SkippedSchema = v.strictObject({ dh: Key32, n: Uint, mk: Key32 });
+
+export const RatchetStateSchema = v.strictObject({
+  /** Associated data bound into every message: both identities (see handshake.ts `sessionAd`). */
+  ad: B64,
+  dhs: KeyPairSchema,
+  dhr: v.nullable(Key32),
+  rk: Key32,
+  cks: v.nullable(Key32),
+  ckr: v.nullable(Key32),
+  ns: Uint,
+  nr: Uint,
+  pn: Uint,
+  skipped: v.array(SkippedSchema),
+  oldDhr: v.array(Key32),
+});
+export type RatchetState = v.InferOutput<typeof RatchetStateSchema>;
+
+export interface Header {
+  dh: Uint8Array;
+  pn: number;
+  n: number;
+}
+
+export function encodeHeader(h: Header): Uint8Array {
+  return concatBytes(h.dh, u32be(h.pn), u32be(h.n));
+}
+
+export function decodeHeader(bytes: Uint8Array): Header {
+  const r = new Reader(bytes, "ratchet header");
+  const h = { dh: r.bytes(32), pn: r.u32(), n: r.u32() };
+  r.end();
+  return h;
+}
+
+export type Random = (n: number) => Uint8Array;
+
+export async function newX25519(random: Random): Promise<{ pub: string; priv: string }> {
+  const priv = random(32);
+  return { pub: enc(await x25519PublicKey(priv)), priv: enc(priv) };
+}
+
+export function kdfRk(rk: Uint8Array, dhOut: Uint8Array): { rk: Uint8Array; ck: Uint8Array } {
+  const out = hkdfSha256(dhOut, rk, lp("parley/v1/dr-rk"), 64);
+  return { rk: out.slice(0, 32), ck: out.slice(32) };
+}
+
+const ONE = new Uint8Array([1]);
+const TWO = new Uint8Array([2]);
+export function kdfCk(ck: Uint8Array): { ck: Uint8Array; mk: Uint8Array } {
+  return { ck: hmacSha256(ck, TWO), mk: hmacSha256(ck, ONE) };
+}
+
+export function counterNonce(n: number): Uint8Array {
+  return concatBytes(new Uint8Array(4), u64be(n));
+}
+
+function aad(state: RatchetState, prefix: Uint8Array, header: Uint8Array): Uint8Array {
+  return lp("parley/v1/dr-msg", b64(state.ad, "ad"), prefix, header);
+}
+
+/** Initial state of the party that sends first (Signal's RatchetInitAlice). */
+export async function initInitiator(params: {
+  rootKey: Uint8Array;
+  ad: Uint8Array;
+  peerRatchetKey: Uint8Array;
+  /** Initial receiving chain for `peerRatchetKey` (online handshake), or null (async start). */
+  receiveChain: Uint8Array | null;
+  random: Random;
+}): Promise<RatchetState> {
+  const dhs = await newX25519(params.random);
+  const dh = await x25519(b64(dhs.priv, "key"), params.peerRatchetKey);
+  const { rk, ck } = kdfRk(params.rootKey, dh);
+  return {
+    ad: enc(params.ad),
+    dhs,
+    dhr: enc(params.peerRatchetKey),
+    rk: enc(rk),
+    cks: enc(ck),
+    ckr: params.receiveChain ? enc(params.receiveChain) : null,
+    ns: 0,
+    nr: 0,
+    pn: 0,
+    skipped: [],
+    oldDhr: [],
+  };
+}
+
+/** Initial state of the responder (Signal's RatchetInitBob): our ratchet key is eph/SPK. */
+export function initResponder(params: {
+  rootKey: Uint8Array;
+  ad: Uint8Array;
+  ratchetKeyPair: { pub: string; priv: string };
+  /** Initial sending chain (online handshake), or null (async start: wait for a message). */
+  sendChain: Uint8Array | null;
+}): RatchetState {
+  return {
+    ad: enc(params.ad),
+    dhs: { ...params.ratchetKeyPair },
+    dhr: null,
+    rk: enc(params.rootKey),
+    cks: params.sendChain ? enc(params.sendChain) : null,
+    ckr: null,
+    ns: 0,
+    nr: 0,
+    pn: 0,
+    skipped: [],
+    oldDhr: [],
+  };
+}
+
+export function canSend(state: RatchetState): boolean {
+  return state.cks !== null;
+}
+
+/** Encrypt one padded plaintext. `prefix` = envelope bytes before the header (authenticated). */
+export async function ratchetEncrypt(
+  state: RatchetState,
+  plaintext: Uint8Array,
+  prefix: Uint8Array,
+): Promise<{ state: RatchetState; header: Uint8Array; ciphertext: Uint8Array }> {
+  if (state.cks === null) throw new CoreError("unknown_session", "no sending chain yet");
+  const { ck, mk } = kdfCk(b64(state.cks, "cks"));
+  const header = encodeHeader({ dh: b64(state.dhs.pub, "dh"), pn: state.pn, n: state.ns });
+  const ciphertext = await aesGcmEncrypt(
+    mk,
+    counterNonce(state.ns),
+    plaintext,
+    aad(state, prefix, header),
+  );
+  return {
+    state: { ...cloneState(state), cks: enc(ck), ns: state.ns + 1 },
+    header,
+    ciphertext,
+  };
+}
+
+function cloneState(s: RatchetState): RatchetState {
+  return {
+    ...s,
+    dhs: { ...s.dhs },
+    skipped: s.skipped.map((k) => ({ ...k })),
+    oldDhr: [...s.oldDhr],
+  };
+}
+
+/** Store skipped keys of the current receiving chain up to (not including) `until`. */
+function skipTo(s: RatchetState, until: number): void {
+  if (s.ckr === null || s.dhr === null) return;
+  if (until - s.nr > MAX_SKIP) throw new CoreError("too_far", "message too far ahead");
+  let ck = b64(s.ckr, "ckr");
+  while (s.nr < until) {
+    const step = kdfCk(ck);
+    s.skipped.push({ dh: s.dhr, n: s.nr, mk: enc(step.mk) });
+    ck = step.ck;
+    s.nr++;
+  }
+  s.ckr = enc(ck);
+  // Bounded store: evict the oldest keys (those messages are then lost, never mis-decrypted).
+  if (s.skipped.length > MAX_SKIPPED_TOTAL)
+    s.skipped.splice(0, s.skipped.length - MAX_SKIPPED_TOTAL);
+}
+
+/**
+ * Decrypt one message. Throws CoreError (replay | too_far | decrypt_failed | malformed) and then
+ * the input state is still valid and unchanged; on success returns the advanced state.
+ */
+export async function ratchetDecrypt(
+  state: RatchetState,
+  headerBytes: Uint8Array,
+  ciphertext: Uint8Array,
+  prefix: Uint8Array,
+  random: Random,
+): Promise<{ state: RatchetState; plaintext: Uint8Array }> {
+  const header = decodeHeader(headerBytes);
+  const ad = aad(state, prefix, headerBytes);
+  const dhB64 = enc(header.dh);
+  const s = cloneState(state);
+
+  const idx = s.skipped.findIndex((k) => k.dh === dhB64 && k.n === header.n);
+  if (idx >= 0) {
+    const mk = b64((s.skipped[idx] as { mk: string }).mk, "mk");
+    const plaintext = await open(mk, header.n, ciphertext, ad);
+    s.skipped.splice(idx, 1);
+    return { state: s, plaintext };
+  }
+
+  if (dhB64 !== s.dhr) {
+    if (s.oldDhr.includes(dhB64)) {
+      throw new CoreError("replay", "message from a finished chain (replayed or evicted)");
+    }
+    if (header.pn - s.nr > MAX_SKIP && s.ckr !== null)
+      throw new CoreError("too_far", "too many skipped");
+    skipTo(s, header.pn);
+    // DH ratchet step (Signal §3.5 DHRatchet).
+    if (s.dhr !== null) {
+      s.oldDhr.push(s.dhr);
+      if (s.oldDhr.length > MAX_OLD_DHR) s.oldDhr.shift();
+    }
+    s.pn = s.ns;
+    s.ns = 0;
+    s.nr = 0;
+    s.dhr = dhB64;
+    const recv = kdfRk(b64(s.rk, "rk"), await dhOrFail(b64(s.dhs.priv, "dhs"), header.dh));
+    s.ckr = enc(recv.ck);
+    s.dhs = await newX25519(random);
+    const send = kdfRk(recv.rk, await dhOrFail(b64(s.dhs.priv, "dhs"), header.dh));
+    s.rk = enc(send.rk);
+    s.cks = enc(send.ck);
+  } else if (header.n < s.nr) {
+    throw new CoreError("replay", "message number already received");
+  }
+  if (s.ckr === null) throw new CoreError("unknown_session", "no receiving chain");
+  skipTo(s, header.n);
+  const { ck, mk } = kdfCk(b64(s.ckr, "ckr"));
+  const plaintext = await open(mk, header.n, ciphertext, ad);
+  s.ckr = enc(ck);
+  s.nr = header.n + 1;
+  return { state: s, plaintext };
+}
+
+/** A low-order or invalid peer ratchet key is an undecryptable message, not a crash. */
+async function dhOrFail(priv: Uint8Array, pub: Uint8Array): Promise<Uint8Array> {
+  try {
+    return await x25519(priv, pub);
+  } catch {
+    throw new CoreError("decrypt_failed", "invalid ratchet key");
+  }
+}
+
+async function open(
+  mk: Uint8Array,
+  n: number,
+  ciphertext: Uint8Array,
+  ad: Uint8Array,
+): Promise<Uint8Array> {
+  try {
+    return await aesGcmDecrypt(mk, counterNonce(n), ciphertext, ad);
+  } catch {
+    throw new CoreError("decrypt_failed", "message does not authenticate");
+  }
+}
+
+export function parseRatchetState(x: unknown): RatchetState {
+  const r = v.safeParse(RatchetStateSchema, x);
+  if (!r.success) throw new CoreError("malformed", "stored ratchet state");
+  return r.output;
+}

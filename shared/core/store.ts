@@ -1,0 +1,75 @@
+/**
+ * Storage helpers (PROTOCOL.md §10): the key layout the engine uses inside a `ClientStore`, and
+ * `MemoryStore`, the in-memory implementation used by tests (the PWA implements the same
+ * interface with IndexedDB).
+ *
+ *   meta/owner        { gen }            owner generation (nonce safety, §10.2)
+ *   prekeys           PrekeyState
+ *   contact/<name>    Contact
+ *   dm/<name>         DmRecord
+ *   group/<name>      GroupRecord
+ *   outbox/<seq>      OutboxEntry        frames persisted before they are sent (write-ahead)
+ */
+import * as v from "valibot";
+import { ClientFrame } from "../protocol";
+import type { ClientStore, StoreOp } from "./client-api";
+
+export const KEYS = {
+  owner: "meta/owner",
+  prekeys: "prekeys",
+  contact: (n: string) => `contact/${n}`,
+  dm: (n: string) => `dm/${n}`,
+  group: (n: string) => `group/${n}`,
+  outbox: (seq: number) => `outbox/${String(seq).padStart(15, "0")}`,
+} as const;
+
+export const OwnerSchema = v.strictObject({
+  gen: v.pipe(v.number(), v.integer(), v.minValue(0)),
+});
+
+export const OutboxEntrySchema = v.strictObject({
+  frame: ClientFrame,
+  conversationId: v.optional(v.string()),
+  messageId: v.optional(v.string()),
+});
+export type OutboxEntry = v.InferOutput<typeof OutboxEntrySchema>;
+
+/** In-memory ClientStore. Values are deep-copied in and out, like IndexedDB's structured clone. */
+export class MemoryStore implements ClientStore {
+  private readonly data = new Map<string, unknown>();
+  /** Number of `batch` calls so far (tests assert write-ahead ordering with it). */
+  batches = 0;
+
+  async get(key: string): Promise<unknown> {
+    const v = this.data.get(key);
+    return v === undefined ? undefined : structuredClone(v);
+  }
+
+  async list(prefix: string): Promise<Array<{ key: string; value: unknown }>> {
+    return [...this.data.keys()]
+      .filter((k) => k.startsWith(prefix))
+      .sort()
+      .map((key) => ({ key, value: structuredClone(this.data.get(key)) }));
+  }
+
+  async batch(ops: readonly StoreOp[]): Promise<void> {
+    this.batches++;
+    // Apply all or nothing: clone first, so a value that cannot be cloned aborts the batch.
+    const staged = ops.map((o) => (o.op === "put" ? { ...o, value: structuredClone(o.value) } : o));
+    for (const o of staged) {
+      if (o.op === "put") this.data.set(o.key, o.value);
+      else this.data.delete(o.key);
+    }
+  }
+
+  /** JSON snapshot of everything (state serialise/restore tests, backups of test users). */
+  dump(): string {
+    return JSON.stringify([...this.data.entries()]);
+  }
+
+  static load(json: string): MemoryStore {
+    const s = new MemoryStore();
+    for (const [k, val] of JSON.parse(json) as [string, unknown][]) s.data.set(k, val);
+    return s;
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * AES-256-GCM with a 96-bit nonce and 128-bit tag (NIST SP 800-38D) on WebCrypto
+ * (PROTOCOL.md §3.5). Output is ciphertext || tag. Nonce uniqueness is the caller's duty:
+ * the message layer derives nonces from counters under per-direction keys.
+ */
+
+import { assertBytes, buf } from "./bytes";
+import { AES256_KEY_BYTES, GCM_NONCE_BYTES, GCM_TAG_BYTES } from "./constants";
+import { DecryptError, InvalidKeyError } from "./errors";
+
+async function importAesKey(key: Uint8Array, usage: "encrypt" | "decrypt"): Promise<CryptoKey> {
+  assertBytes("key", key, AES256_KEY_BYTES);
+  try {
+    return await crypto.subtle.importKey("raw", buf(key), { name: "AES-GCM" }, false, [usage]);
+  } catch (e) {
+    throw new InvalidKeyError("key: rejected by the runtime", { cause: e });
+  }
+}
+
+export async function aesGcmEncrypt(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Promise<Uint8Array> {
+  assertBytes("nonce", nonce, GCM_NONCE_BYTES);
+  assertBytes("plaintext", plaintext);
+  assertBytes("aad", aad);
+  const k = await importAesKey(key, "encrypt");
+  const params = { name: "AES-GCM", iv: buf(nonce), additionalData: buf(aad), tagLength: 128 };
+  return new Uint8Array(await crypto.subtle.encrypt(params, k, buf(plaintext)));
+}
+
+/** Throws DecryptError on any authentication failure; never returns unauthenticated bytes. */
+export async function aesGcmDecrypt(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ciphertext: Uint8Array,
+  aad: Uint8Array,
+): Promise<Uint8Array> {
+  assertBytes("nonce", nonce, GCM_NONCE_BYTES);
+  assertBytes("ciphertext", ciphertext);
+  assertBytes("aad", aad);
+  if (ciphertext.length < GCM_TAG_BYTES) {
+    throw new DecryptError(`ciphertext: shorter than the ${GCM_TAG_BYTES}-byte tag`);
+  }
+  const k = await importAesKey(key, "decrypt");
+  const params = { name: "AES-GCM", iv: buf(nonce), additionalData: buf(aad), tagLength: 128 };
+  try {
+    return new Uint8Array(await crypto.subtle.decrypt(params, k, buf(ciphertext)));
+  } catch (e) {
+    throw new DecryptError("aes-gcm: authentication failed", { cause: e });
+  }
+}

@@ -1,0 +1,32 @@
+/** The Parley crypto core: small byte-in/byte-out primitives (PROTOCOL.md §3). */
+
+export { aesGcmDecrypt, aesGcmEncrypt } from "./aead";
+export { constantTimeEqual, wipe } from "./compare";
+export * from "./constants";
+export {
+  ed25519KeyPairFromSeed,
+  ed25519Sign,
+  ed25519Verify,
+  generateIdentityKeyPair,
+  type IdentityKeyPair,
+} from "./ed25519";
+export {
+  CryptoError,
+  DecryptError,
+  HpkeOpenError,
+  HpkeSealError,
+  InvalidKeyError,
+  InvalidLengthError,
+  LowOrderError,
+} from "./errors";
+export {
+  FINGERPRINT_LABEL,
+  identityFingerprint,
+  type SafetyNumberParty,
+  safetyNumber,
+  safetyNumberGroups,
+} from "./fingerprint";
+export { HPKE_AEAD_ID, HPKE_ENC_BYTES, HPKE_KDF_ID, HPKE_KEM_ID, hpkeOpen, hpkeSeal } from "./hpke";
+export { hkdfSha256, hmacSha256, sha256, sha512 } from "./kdf";
+export { randomBytes } from "./random";
+export { type X25519KeyPair, x25519, x25519GenerateKeyPair, x25519PublicKey } from "./x25519";

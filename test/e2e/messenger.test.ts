@@ -1,0 +1,258 @@
+/**
+ * The PWA end to end (issue 5): three persistent Chromium profiles (alice, bob, carol) against a
+ * real `wrangler dev` serving the built app and the relay on 127.0.0.1:8792. One story, in order:
+ * onboarding → presence → 1:1 both ways → equal safety numbers → broadcast to all → carol leaves
+ * and sees nothing after → reload keeps everything → offline reload serves the app → bob offline,
+ * alice sends, bob returns and receives → installable → no plaintext on the wire.
+ * Screenshots (desktop and 390 px, light and dark) go to test-results/screenshots/.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
+import {
+  onboard,
+  openChat,
+  openGroup,
+  seesMessage,
+  seesOnline,
+  send,
+  shot,
+  statusText,
+} from "./ui";
+import { startWranglerDev, type WranglerDev } from "./wrangler";
+
+const PORT = 8792;
+let relay: WranglerDev;
+const users: Record<string, BrowserUser> = {};
+/** Every plaintext typed in any browser: none of it may appear in any frame sent. */
+const plaintexts: string[] = [];
+
+function u(name: "alice" | "bob" | "carol"): BrowserUser {
+  const x = users[name];
+  if (!x) throw new Error(`${name} not launched`);
+  return x;
+}
+
+async function say(name: "alice" | "bob" | "carol", text: string) {
+  plaintexts.push(text);
+  await send(u(name).page, text);
+}
+
+beforeAll(async () => {
+  relay = await startWranglerDev({ port: PORT });
+  for (const name of ["alice", "bob", "carol"] as const) {
+    users[name] = await launchUser(name, `${relay.url}/`);
+  }
+});
+
+afterAll(async () => {
+  for (const x of Object.values(users)) {
+    await x.close();
+    removeProfile(x.dir);
+  }
+  await relay?.stop();
+});
+
+describe("Parley PWA end to end", () => {
+  test("onboarding: each user picks a name and gets an identity", async () => {
+    await shot(u("alice").page, "desktop-onboarding");
+    for (const name of ["alice", "bob", "carol"] as const) await onboard(u(name).page, name);
+    const fp = await u("alice").page.getByTestId("my-fingerprint").innerText();
+    expect(fp).toMatch(/^[A-Z2-7]{4} [A-Z2-7]{4} [A-Z2-7]{4} [A-Z2-7]{4}$/);
+  });
+
+  test("each sees the others online", async () => {
+    const names = ["alice", "bob", "carol"] as const;
+    for (const me of names) {
+      for (const other of names) if (other !== me) await seesOnline(u(me).page, other);
+    }
+  });
+
+  test("alice and bob chat 1:1 both ways", async () => {
+    const a = u("alice").page;
+    const b = u("bob").page;
+    await openChat(a, "bob");
+    await say("alice", "Hi bob, this is alice on a secure line");
+    // bob gets an unread badge before opening the chat
+    await b.getByLabel("1 unread from alice").waitFor({ timeout: 30_000 });
+    await openChat(b, "alice");
+    await seesMessage(b, "Hi bob, this is alice on a secure line");
+    await say("bob", "Hello alice! Reading you loud and clear");
+    await seesMessage(a, "Hello alice! Reading you loud and clear");
+    // alice's message reaches "delivered" once bob's client acked it
+    await a
+      .locator('[data-testid="message"][data-from="alice"] [data-delivery="delivered"]')
+      .first()
+      .waitFor({ timeout: 30_000 });
+    expect(await statusText(a)).toMatch(/Secure|Verified/);
+    await shot(a, "desktop-direct-chat");
+  });
+
+  test("the safety numbers on both screens are equal", async () => {
+    const read = async (user: BrowserUser) => {
+      await user.page.getByTestId("open-verify").click();
+      const el = user.page.getByTestId("safety-number");
+      await el.waitFor();
+      return el.getAttribute("data-digits");
+    };
+    const na = await read(u("alice"));
+    const nb = await read(u("bob"));
+    expect(na).toMatch(/^\d{60}$/);
+    expect(nb).toBe(na);
+    await shot(u("alice").page, "desktop-verify");
+    await u("alice").page.getByTestId("mark-verified").click();
+    await u("alice").page.getByTestId("verified-note").waitFor();
+    for (const user of [u("alice"), u("bob")]) await user.page.keyboard.press("Escape");
+    await u("alice").page.getByTestId("chat-status").filter({ hasText: "Verified" }).waitFor();
+  });
+
+  test("all three join the broadcast group and every message reaches every member", async () => {
+    for (const name of ["alice", "bob", "carol"] as const) {
+      const p = u(name).page;
+      await openGroup(p, "broadcast");
+      await p.getByTestId("conv-join").click();
+      await p.getByTestId("conv-leave").waitFor({ timeout: 30_000 });
+    }
+    // Wait until everyone holds the epoch with all three members before talking.
+    for (const name of ["alice", "bob", "carol"] as const) {
+      await u(name)
+        .page.locator(".conv-sub", { hasText: "3 members" })
+        .waitFor({ timeout: 60_000 });
+    }
+    const lines = {
+      alice: "Broadcast from alice: hello everyone",
+      bob: "Broadcast from bob: hi all",
+      carol: "Broadcast from carol: good morning",
+    } as const;
+    for (const name of ["alice", "bob", "carol"] as const) await say(name, lines[name]);
+    for (const reader of ["alice", "bob", "carol"] as const) {
+      for (const line of Object.values(lines)) await seesMessage(u(reader).page, line);
+    }
+    await shot(u("bob").page, "desktop-broadcast");
+  });
+
+  test("carol leaves: the next messages reach alice and bob, carol's screen shows none", async () => {
+    const c = u("carol").page;
+    await c.getByTestId("conv-leave").click();
+    await c.getByTestId("conv-join").waitFor({ timeout: 30_000 });
+    // alice and bob see the new epoch with two members before sending
+    for (const name of ["alice", "bob"] as const) {
+      await u(name)
+        .page.locator(".conv-sub", { hasText: "2 members" })
+        .waitFor({ timeout: 60_000 });
+    }
+    const after = ["After carol left, alice says: secret plan", "After carol left, bob agrees"];
+    await say("alice", after[0] as string);
+    await say("bob", after[1] as string);
+    for (const reader of ["alice", "bob"] as const) {
+      for (const line of after) await seesMessage(u(reader).page, line);
+    }
+    // Give any stray delivery time to arrive, then prove carol shows none of it.
+    await c.waitForTimeout(2000);
+    const text = await c.locator("body").innerText();
+    for (const line of after) expect(text).not.toContain(line);
+  });
+
+  test("a reload keeps identity, contacts and history", async () => {
+    const b = u("bob").page;
+    const fpBefore = await b.getByTestId("my-fingerprint").innerText();
+    await b.reload();
+    await b.getByTestId("my-username").filter({ hasText: "bob" }).waitFor({ timeout: 30_000 });
+    expect(await b.getByTestId("my-fingerprint").innerText()).toBe(fpBefore);
+    await b.getByTestId("user-alice").waitFor();
+    await openChat(b, "alice");
+    await seesMessage(b, "Hi bob, this is alice on a secure line");
+    await seesMessage(b, "Hello alice! Reading you loud and clear");
+    await openGroup(b, "broadcast");
+    await seesMessage(b, "Broadcast from carol: good morning");
+  });
+
+  test("an offline reload serves the app from the service worker", async () => {
+    const a = u("alice");
+    await a.page.waitForFunction(() => navigator.serviceWorker.controller !== null, undefined, {
+      timeout: 30_000,
+    });
+    await a.context.setOffline(true);
+    try {
+      await a.page.reload();
+      await a.page.getByTestId("my-username").filter({ hasText: "alice" }).waitFor();
+      await seesMessage(a.page, "Hello alice! Reading you loud and clear").catch(async () => {
+        await openChat(a.page, "bob");
+        await seesMessage(a.page, "Hello alice! Reading you loud and clear");
+      });
+      await a.page.getByTestId("chat-status").filter({ hasText: "Offline" }).waitFor();
+      await shot(a.page, "desktop-offline");
+    } finally {
+      await a.context.setOffline(false);
+    }
+    await a.page.getByTestId("chat-status").filter({ hasNotText: "Offline" }).waitFor({
+      timeout: 60_000,
+    });
+  });
+
+  test("bob offline → alice sends → bob comes back and receives it", async () => {
+    const dir = u("bob").dir;
+    await u("bob").close();
+    const a = u("alice").page;
+    await seesOnline(a, "bob", false);
+    await openChat(a, "bob");
+    await say("alice", "Message for bob while he is away");
+    await a
+      .locator('[data-testid="message"]', { hasText: "Message for bob while he is away" })
+      .locator('[data-delivery="sent"]')
+      .waitFor({ timeout: 30_000 });
+    const framesBefore = u("bob").framesSent;
+    users.bob = await launchUser("bob", `${relay.url}/`, { dir });
+    u("bob").framesSent.unshift(...framesBefore);
+    const b = u("bob").page;
+    await b.getByTestId("my-username").filter({ hasText: "bob" }).waitFor({ timeout: 30_000 });
+    await openChat(b, "alice");
+    await seesMessage(b, "Message for bob while he is away");
+    await a
+      .locator('[data-testid="message"]', { hasText: "Message for bob while he is away" })
+      .locator('[data-delivery="delivered"]')
+      .waitFor({ timeout: 30_000 });
+  });
+
+  test("Chromium reports the PWA installable (Page.getInstallabilityErrors)", async () => {
+    const a = u("alice");
+    const r = (await a.cdp.send("Page.getInstallabilityErrors")) as {
+      installabilityErrors: { errorId: string }[];
+    };
+    expect(r.installabilityErrors).toEqual([]);
+  });
+
+  test("no frame sent to the relay contains any plaintext", async () => {
+    expect(plaintexts.length).toBeGreaterThanOrEqual(8);
+    let frames = 0;
+    for (const user of Object.values(users)) {
+      frames += user.framesSent.length;
+      for (const f of user.framesSent) {
+        for (const p of plaintexts) {
+          expect(f, `${user.name} sent plaintext`).not.toContain(p);
+          // Also not any distinctive word of it (e.g. a plain JSON field with part of a text).
+          expect(f).not.toContain("secret plan");
+        }
+      }
+    }
+    expect(frames).toBeGreaterThan(20);
+  });
+
+  test("screenshots: phone (390 px) and dark theme", async () => {
+    const a = u("alice").page;
+    await a.setViewportSize({ width: 390, height: 844 });
+    await openGroup(a, "broadcast");
+    await shot(a, "phone-broadcast");
+    await a.getByRole("button", { name: "Back to conversations" }).click();
+    await shot(a, "phone-list");
+    await openChat(a, "bob");
+    await shot(a, "phone-direct-chat");
+    await a.getByTestId("open-verify").click();
+    await shot(a, "phone-verify");
+    await a.keyboard.press("Escape");
+    await a.emulateMedia({ colorScheme: "dark" });
+    await shot(a, "phone-direct-chat-dark");
+    await a.setViewportSize({ width: 1280, height: 800 });
+    await shot(a, "desktop-direct-chat-dark");
+    await a.emulateMedia({ colorScheme: "light" });
+  });
+});

@@ -1,0 +1,65 @@
+/** Page-level steps the e2e stories share: onboarding, opening chats, sending, reading the log. */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Page } from "playwright-core";
+
+export const SHOTS = join(process.cwd(), "test-results", "screenshots");
+
+export async function shot(page: Page, name: string): Promise<void> {
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+}
+
+export async function onboard(page: Page, username: string): Promise<void> {
+  await page.locator("#username").waitFor({ timeout: 30_000 });
+  await page.fill("#username", username);
+  await page.getByRole("button", { name: "Create my identity" }).click();
+  await page.getByTestId("my-username").filter({ hasText: username }).waitFor({ timeout: 30_000 });
+}
+
+/** Waits until the sidebar lists `who` as online. */
+export async function seesOnline(page: Page, who: string, online = true): Promise<void> {
+  await page
+    .locator(`[data-testid="user-${who}"][data-online="${online ? "true" : "false"}"]`)
+    .waitFor({ timeout: 30_000 });
+}
+
+export async function openChat(page: Page, who: string): Promise<void> {
+  await page.getByTestId(`user-${who}`).click();
+  await page.getByTestId("conv-title").filter({ hasText: who }).waitFor();
+}
+
+export async function openGroup(page: Page, group: string): Promise<void> {
+  await page.getByTestId(`group-${group}`).click();
+  await page.getByTestId("conv-title").filter({ hasText: `#${group}` }).waitFor();
+}
+
+export async function send(page: Page, text: string): Promise<void> {
+  const box = page.getByTestId("composer");
+  await box.waitFor();
+  // Wait for the composer to accept input (session secure / group key received).
+  await page.waitForFunction(
+    () => !(document.querySelector('[data-testid="composer"]') as HTMLTextAreaElement).disabled,
+    undefined,
+    { timeout: 30_000 },
+  );
+  await box.fill(text);
+  await box.press("Enter");
+  await page
+    .locator('[data-testid="message"]')
+    .filter({ hasText: text })
+    .first()
+    .waitFor({ timeout: 30_000 });
+}
+
+export async function seesMessage(page: Page, text: string, timeout = 30_000): Promise<void> {
+  await page.locator('[data-testid="message-text"]', { hasText: text }).first().waitFor({ timeout });
+}
+
+export async function messageTexts(page: Page): Promise<string[]> {
+  return page.locator('[data-testid="message-text"]').allInnerTexts();
+}
+
+export async function statusText(page: Page): Promise<string> {
+  return (await page.getByTestId("chat-status").innerText()).trim();
+}

@@ -1,0 +1,128 @@
+/** Pure 1:1 transitions (dm.ts): online handshake, async start, tie-break, tamper, replay. */
+import { describe, expect, it } from "vitest";
+import { ed25519Sign, generateIdentityKeyPair, randomBytes } from "../../shared/crypto";
+import type { Content } from "../../shared/core/content";
+import {
+  type DmCtx,
+  type DmRecord,
+  emptyDm,
+  encryptDm,
+  receiveDm,
+  startFromBundle,
+  startOnline,
+} from "../../shared/core/dm";
+import { isCoreError } from "../../shared/core/errors";
+import { addOneTimePrekeys, initialPrekeys, type PrekeyState, publicSpk } from "../../shared/core/prekeys";
+import type { Contact } from "../../shared/core/trust";
+import { toB64u } from "../../shared/encoding";
+
+interface Side {
+  name: string;
+  ctx: DmCtx;
+  ik: string;
+  prekeys: PrekeyState;
+  rec: DmRecord;
+  contact: Contact | null;
+}
+
+async function side(name: string, peer: string): Promise<Side> {
+  const id = await generateIdentityKeyPair();
+  const now = 1_000;
+  const prekeys = (await addOneTimePrekeys(await initialPrekeys(id, now, randomBytes), 5, randomBytes)).state;
+  return {
+    name,
+    ik: toB64u(id.publicKey),
+    prekeys,
+    rec: emptyDm(peer),
+    contact: null,
+    ctx: {
+      hub: "main",
+      me: { name, identityKey: id.publicKey },
+      sign: (m) => ed25519Sign(id.privateKey, m),
+      random: randomBytes,
+      now,
+    },
+  };
+}
+
+const text = (t: string): Content => ({ t: "text", id: toB64u(randomBytes(9)), ts: 5, text: t });
+
+async function deliver(to: Side, body: Uint8Array) {
+  const r = await receiveDm(to.rec, to.contact, to.prekeys, body, to.ctx);
+  to.rec = r.record;
+  to.contact = r.contact;
+  if (r.prekeys) to.prekeys = r.prekeys;
+  return r;
+}
+
+async function send(from: Side, t: string) {
+  if (!from.contact) throw new Error("no contact");
+  const r = await encryptDm(from.rec, from.contact, text(t), from.ctx);
+  from.rec = r.record;
+  return r.body;
+}
+
+function pin(s: Side, other: Side) {
+  s.contact = { username: other.name, identityKey: other.ik, verified: false, changedKey: null, pinnedAt: 0 };
+}
+
+describe("dm online handshake", () => {
+  it("agrees keys, confirms both ways, and chats both ways", async () => {
+    const a = await side("alice", "bob");
+    const b = await side("bob", "alice");
+    pin(a, b);
+    const init = await startOnline(a.rec, a.contact as Contact, a.ctx);
+    a.rec = init.record;
+    const resp = await deliver(b, init.send[0] as Uint8Array);
+    expect(b.contact?.identityKey).toBe(a.ik);
+    const conf = await deliver(a, resp.send[0] as Uint8Array);
+    expect(a.rec.current?.confirmed).toBe(true);
+    const done = await deliver(b, conf.send[0] as Uint8Array);
+    expect(done.notes[0]).toMatchObject({ kind: "session_started", role: "responder" });
+    // bob speaks first on the handshake's responder chain, then alice, then both several times
+    const m1 = await send(b, "hi alice");
+    expect((await deliver(a, m1)).received[0]?.text).toBe("hi alice");
+    for (let i = 0; i < 3; i++) {
+      const x = await send(a, `a${i}`);
+      expect((await deliver(b, x)).received[0]?.text).toBe(`a${i}`);
+      const y = await send(b, `b${i}`);
+      expect((await deliver(a, y)).received[0]?.text).toBe(`b${i}`);
+    }
+  });
+});
+
+describe("dm async start", () => {
+  it("starts from a bundle; replay and tamper are rejected without state change", async () => {
+    const a = await side("alice", "bob");
+    const b = await side("bob", "alice");
+    const opk = b.prekeys.opks[0];
+    const bundle = {
+      identityKey: b.ik,
+      signedPrekey: publicSpk(b.prekeys),
+      oneTimePrekey: opk ? { id: opk.id, key: opk.pub } : null,
+    };
+    const st = await startFromBundle(a.rec, null, bundle, a.ctx);
+    a.rec = st.record;
+    a.contact = st.contact;
+    const first = await send(a, "first");
+    const second = await send(a, "second");
+    // deliver second first (out of order), both prekey envelopes
+    expect((await deliver(b, second)).received[0]?.text).toBe("second");
+    expect((await deliver(b, first)).received[0]?.text).toBe("first");
+    expect(b.prekeys.opks.find((o) => o.id === opk?.id)).toBeUndefined();
+    const before = structuredClone(b.rec);
+    await expect(deliver(b, first)).rejects.toSatisfy((e) => isCoreError(e, "replay"));
+    expect(b.rec).toEqual(before);
+    const reply = await send(b, "reply");
+    expect((await deliver(a, reply)).received[0]?.text).toBe("reply");
+    expect(a.rec.current?.prekey).toBeNull();
+    const m = await send(a, "after");
+    for (const i of [3, 20, m.length - 20, m.length - 1]) {
+      const t = m.slice();
+      t[i] = (t[i] as number) ^ 1;
+      await expect(deliver(b, t)).rejects.toSatisfy((e) => isCoreError(e));
+      expect(b.rec).toEqual(b.rec);
+    }
+    expect((await deliver(b, m)).received[0]?.text).toBe("after");
+  });
+});

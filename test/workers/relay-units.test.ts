@@ -1,0 +1,270 @@
+/** Unit tests of the relay's pure modules (no sockets, no storage). */
+import { describe, expect, it } from "vitest";
+import { LIMITS } from "../../shared/protocol";
+import { contentSecurityPolicy, isAllowedOrigin, parseAllowedOrigins } from "../../worker/http";
+import { parseAttachment } from "../../worker/relay/attachment";
+import { authTranscript, signedPrekeyTranscript } from "../../worker/relay/auth";
+import { checkUpload, prekeysLow } from "../../worker/relay/directory";
+import * as groups from "../../worker/relay/groups";
+import { deliverFrame, mailboxHasRoom, parseMids, windowRoom } from "../../worker/relay/mailbox";
+import { BucketMap, newBucket, take } from "../../worker/relay/ratelimit";
+
+const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+
+describe("auth transcripts (PROTOCOL.md §4.2)", () => {
+  it("spk transcript: lp('parley/v1/spk', u32 id, key)", () => {
+    const key = new Uint8Array(32).fill(0xab);
+    const t = signedPrekeyTranscript(0x01020304, key);
+    expect(hex(t)).toBe(
+      `0000000d${hex(new TextEncoder().encode("parley/v1/spk"))}` +
+        `00000004` +
+        `01020304` +
+        `00000020${"ab".repeat(32)}`,
+    );
+  });
+
+  it("auth transcript: every field length-prefixed, in order", () => {
+    const t = authTranscript(
+      { hub: "main", origin: "https://p.test", challenge: new Uint8Array(32).fill(1) },
+      "alice",
+      new Uint8Array(32).fill(2),
+      { id: 7, key: new Uint8Array(32).fill(3), sig: new Uint8Array(64).fill(4) },
+    );
+    const s = (x: string) => hex(new TextEncoder().encode(x));
+    expect(hex(t)).toBe(
+      [
+        `0000000e${s("parley/v1/auth")}`,
+        `00000004${s("main")}`,
+        `0000000e${s("https://p.test")}`,
+        `00000020${"01".repeat(32)}`,
+        `00000005${s("alice")}`,
+        `00000020${"02".repeat(32)}`,
+        "0000000400000007",
+        `00000020${"03".repeat(32)}`,
+        `00000040${"04".repeat(64)}`,
+      ].join(""),
+    );
+  });
+});
+
+describe("group state machine (PROTOCOL.md §8)", () => {
+  const base: groups.GroupRecord = {
+    name: "g",
+    epoch: 3,
+    members: ["alice", "bob"],
+    pendingJoins: ["carol"],
+    pendingLeaves: ["bob"],
+  };
+  const frozen = JSON.stringify(base);
+
+  it("next roster is (committed − leaves) ∪ joins", () => {
+    expect(groups.expectedRoster(base)).toEqual(["alice", "carol"]);
+    expect(groups.activeMembers(base)).toEqual(["alice"]);
+  });
+
+  it("join adds a pending join once, is idempotent, and respects the size bound", () => {
+    const r = groups.join(base, "dave", 10);
+    expect(r.ok && r.group.pendingJoins).toEqual(["carol", "dave"]);
+    const again = groups.join(base, "carol", 10);
+    expect(again.ok && again.changed).toBe(false);
+    expect(groups.join(base, "dave", 3)).toEqual({ ok: false, code: "group_full" });
+    expect(JSON.stringify(base)).toBe(frozen);
+  });
+
+  it("a leaver who asks to join again stays in the next roster", () => {
+    const r = groups.join(base, "bob", 10);
+    expect(r.ok && groups.expectedRoster(r.group)).toEqual(["alice", "bob", "carol"]);
+  });
+
+  it("leave: joiner drops its request; member becomes pending leave; stranger not_member", () => {
+    const j = groups.leave(base, "carol");
+    expect(j.ok && j.group.pendingJoins).toEqual([]);
+    const m = groups.leave(base, "alice");
+    expect(m.ok && m.group.pendingLeaves).toEqual(["alice", "bob"]);
+    expect(groups.leave(base, "zed")).toEqual({ ok: false, code: "not_member" });
+    expect(JSON.stringify(base)).toBe(frozen);
+  });
+
+  it("commit: checks committer, epoch, roster and wraps, in that order", () => {
+    const req = {
+      committer: "alice",
+      parentEpoch: 3,
+      members: ["carol", "alice"],
+      wrapsTo: ["carol"],
+    };
+    const ok = groups.commit(base, req);
+    expect(ok).toEqual({
+      ok: true,
+      changed: true,
+      group: {
+        name: "g",
+        epoch: 4,
+        members: ["alice", "carol"],
+        pendingJoins: [],
+        pendingLeaves: [],
+      },
+    });
+    expect(groups.commit(base, { ...req, committer: "bob" })).toEqual({
+      ok: false,
+      code: "not_member",
+    });
+    expect(groups.commit(base, { ...req, parentEpoch: 2 })).toEqual({
+      ok: false,
+      code: "stale_epoch",
+    });
+    expect(groups.commit(base, { ...req, members: ["alice"] })).toEqual({
+      ok: false,
+      code: "roster_mismatch",
+    });
+    expect(groups.commit(base, { ...req, members: ["alice", "alice", "carol"] })).toEqual({
+      ok: false,
+      code: "roster_mismatch",
+    });
+    expect(groups.commit(base, { ...req, wrapsTo: [] })).toEqual({ ok: false, code: "bad_frame" });
+    expect(groups.commit(base, { ...req, wrapsTo: ["carol", "carol"] })).toEqual({
+      ok: false,
+      code: "bad_frame",
+    });
+    expect(groups.commit(base, { ...req, wrapsTo: ["carol", "bob"] })).toEqual({
+      ok: false,
+      code: "bad_frame",
+    });
+    expect(JSON.stringify(base)).toBe(frozen);
+  });
+
+  it("group send: members only, current epoch only, not while a removal is pending", () => {
+    expect(groups.checkGroupSend(base, "carol", 3)).toEqual({ ok: false, code: "not_member" });
+    expect(groups.checkGroupSend(base, "bob", 3)).toEqual({ ok: false, code: "not_member" });
+    expect(groups.checkGroupSend(base, "alice", 2)).toEqual({ ok: false, code: "stale_epoch" });
+    expect(groups.checkGroupSend(base, "alice", 3)).toEqual({ ok: false, code: "removal_pending" });
+    const calm = { ...base, pendingLeaves: [], members: ["alice", "bob", "dan"] };
+    expect(groups.checkGroupSend(calm, "alice", 3)).toEqual({
+      ok: true,
+      recipients: ["bob", "dan"],
+    });
+  });
+});
+
+describe("token bucket (PROTOCOL.md §7.2)", () => {
+  const cfg = { ratePerSec: 10, burst: 3 };
+  it("allows a burst, then refills at the rate", () => {
+    let b = newBucket(cfg, 0);
+    const results: boolean[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = take(b, cfg, 0);
+      b = r.bucket;
+      results.push(r.ok);
+    }
+    expect(results).toEqual([true, true, true, false]);
+    expect(take(b, cfg, 50).ok).toBe(false); // half a token
+    expect(take(b, cfg, 100).ok).toBe(true); // one token after 100 ms at 10/s
+  });
+
+  it("a clock going backwards neither refills nor breaks the bucket", () => {
+    const r = take({ tokens: 0, at: 1000 }, cfg, 0);
+    expect(r.ok).toBe(false);
+    expect(r.bucket).toEqual({ tokens: 0, at: 1000 });
+  });
+
+  it("BucketMap keys are independent and bounded", () => {
+    const m = new BucketMap(cfg, 2);
+    for (let i = 0; i < 3; i++) m.take("a", 0);
+    expect(m.take("a", 0)).toBe(false);
+    expect(m.take("b", 0)).toBe(true);
+    m.take("c", 0);
+    m.take("d", 0);
+    expect(m.size).toBeLessThanOrEqual(2);
+  });
+});
+
+describe("directory and mailbox rules", () => {
+  const k = (id: number) => ({ id, key: "A".repeat(43) });
+  it("upload checks: duplicates, per-upload and stored bounds", () => {
+    expect(checkUpload([k(1), k(1)], 0, 1)).toEqual({ ok: false, code: "bad_frame" });
+    expect(checkUpload([k(1)], LIMITS.maxOneTimePrekeysStored, 1)).toEqual({
+      ok: false,
+      code: "limit_reached",
+    });
+    expect(checkUpload([k(1)], LIMITS.maxOneTimePrekeysStored, 0)).toEqual({ ok: true });
+    expect(prekeysLow(LIMITS.oneTimePrekeysLowWatermark - 1)).toBe(true);
+    expect(prekeysLow(LIMITS.oneTimePrekeysLowWatermark)).toBe(false);
+  });
+
+  it("mailbox bounds: chat items stop at the soft bound, commits at the hard bound", () => {
+    expect(mailboxHasRoom("direct", LIMITS.maxMailboxPerRecipient - 1)).toBe(true);
+    expect(mailboxHasRoom("direct", LIMITS.maxMailboxPerRecipient)).toBe(false);
+    expect(mailboxHasRoom("group", LIMITS.maxMailboxPerRecipient)).toBe(false);
+    expect(mailboxHasRoom("commit", LIMITS.maxMailboxPerRecipient)).toBe(true);
+    expect(mailboxHasRoom("commit", LIMITS.maxMailboxHardPerRecipient)).toBe(false);
+    expect(windowRoom(LIMITS.deliverWindow + 5)).toBe(0);
+    expect(windowRoom(1)).toBe(LIMITS.deliverWindow - 1);
+  });
+
+  it("parseMids drops duplicates and zero", () => {
+    expect(parseMids(["3", "3", "0", "12"])).toEqual([3, 12]);
+  });
+
+  it("deliverFrame builds each item kind and refuses inconsistent rows", () => {
+    const row = {
+      mid: 9,
+      sender: "alice",
+      senderKey: "K",
+      ts: 5,
+      kind: "commit" as const,
+      group: "g",
+      epoch: 2,
+      data: "CORE",
+      wrap: "WRAP",
+    };
+    expect(deliverFrame(row).item).toEqual({
+      kind: "commit",
+      group: "g",
+      epoch: 2,
+      core: "CORE",
+      wrap: "WRAP",
+    });
+    expect(deliverFrame(row).mid).toBe("9");
+    expect(() => deliverFrame({ ...row, wrap: null })).toThrow(TypeError);
+    expect(deliverFrame({ ...row, kind: "direct" }).item).toEqual({ kind: "direct", body: "CORE" });
+  });
+});
+
+describe("http policy", () => {
+  const url = new URL("https://chat.example:8443/ws");
+  it("Origin must be our own or explicitly allowed, in bare form", () => {
+    const allowed = parseAllowedOrigins("http://phone.lan:8787, not a url,ftp://x");
+    expect([...allowed]).toEqual(["http://phone.lan:8787"]);
+    expect(isAllowedOrigin("https://chat.example:8443", url, allowed)).toBe(true);
+    expect(isAllowedOrigin("http://phone.lan:8787", url, allowed)).toBe(true);
+    expect(isAllowedOrigin("https://chat.example", url, allowed)).toBe(false);
+    expect(isAllowedOrigin("https://chat.example:8443/", url, allowed)).toBe(false);
+    expect(isAllowedOrigin(undefined, url, allowed)).toBe(false);
+    expect(isAllowedOrigin("null", url, allowed)).toBe(false);
+  });
+
+  it("CSP allows sockets to our own host only, wss only on https", () => {
+    expect(contentSecurityPolicy(url)).toContain("connect-src 'self' wss://chat.example:8443;");
+    expect(contentSecurityPolicy(new URL("http://localhost:8787/"))).toContain(
+      "connect-src 'self' ws://localhost:8787 wss://localhost:8787;",
+    );
+  });
+});
+
+describe("attachment (re-validated on wake-up)", () => {
+  const good = {
+    v: 1,
+    state: "pending",
+    hub: "main",
+    origin: "http://localhost:8787",
+    challenge: "A".repeat(43),
+    connectedAt: 1,
+  };
+  it("accepts a well-formed attachment and rejects anything else", () => {
+    expect(parseAttachment(good)).toEqual(good);
+    expect(parseAttachment({ ...good, extra: 1 })).toBeNull();
+    expect(parseAttachment({ ...good, origin: "http://x/path" })).toBeNull();
+    expect(parseAttachment({ ...good, state: "authed" })).toBeNull();
+    expect(parseAttachment(null)).toBeNull();
+    expect(parseAttachment("str")).toBeNull();
+  });
+});

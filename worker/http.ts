@@ -1,0 +1,82 @@
+/**
+ * HTTP policy for every response the Worker gives (PROTOCOL.md §4.1, docs/ARCHITECTURE.md):
+ * security headers and the WebSocket Origin check, as pure functions of the request URL.
+ */
+
+/**
+ * Content-Security-Policy for the PWA: scripts, styles, the service worker and the manifest only
+ * from our own origin (no inline script), images also from data:/blob: (QR codes), and sockets
+ * only to our own host. Everything else is denied.
+ */
+export function contentSecurityPolicy(url: URL): string {
+  const ws = url.protocol === "https:" ? `wss://${url.host}` : `ws://${url.host} wss://${url.host}`;
+  return [
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data: blob:",
+    "font-src 'self'",
+    `connect-src 'self' ${ws}`,
+    "worker-src 'self'",
+    "manifest-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+    "object-src 'none'",
+  ].join("; ");
+}
+
+export function securityHeaders(url: URL): Record<string, string> {
+  const h: Record<string, string> = {
+    "Content-Security-Policy": contentSecurityPolicy(url),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy":
+      "camera=(self), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+  };
+  // HSTS only means something over TLS (RFC 6797 §7.2: ignored on plain http anyway).
+  if (url.protocol === "https:") {
+    h["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains";
+  }
+  return h;
+}
+
+/** Parse the ALLOWED_ORIGINS var: comma- or space-separated origins; anything malformed is dropped. */
+export function parseAllowedOrigins(raw: string | undefined): Set<string> {
+  const out = new Set<string>();
+  for (const part of (raw ?? "").split(/[\s,]+/)) {
+    if (part === "") continue;
+    try {
+      const u = new URL(part);
+      if (u.protocol === "http:" || u.protocol === "https:") out.add(u.origin);
+    } catch {
+      // Not a URL: ignore rather than allow something unintended.
+    }
+  }
+  return out;
+}
+
+/**
+ * Cross-site WebSocket hijacking defence: the upgrade must come from a page of our own origin or
+ * one explicitly allowed. Browsers always send Origin on a WebSocket handshake; its absence means
+ * a non-browser client, which must then send one deliberately (it is also bound into the auth
+ * signature, PROTOCOL.md §4.2).
+ */
+export function isAllowedOrigin(
+  origin: string | undefined,
+  requestUrl: URL,
+  allowed: Set<string>,
+): boolean {
+  if (origin === undefined || origin === "null") return false;
+  let o: string;
+  try {
+    o = new URL(origin).origin;
+  } catch {
+    return false;
+  }
+  if (o !== origin) return false; // only the bare scheme://host[:port] form
+  return o === requestUrl.origin || allowed.has(o);
+}

@@ -1,0 +1,44 @@
+/**
+ * The per-socket state that survives hibernation (PROTOCOL.md §4.1). workerd keeps it with the
+ * socket while the object sleeps; after wake-up it is re-validated like any other input, and a
+ * socket whose attachment does not parse is closed rather than trusted.
+ */
+import * as v from "valibot";
+import { Challenge, HubName, Name, PublicKey, parseUnknown } from "../../shared/protocol";
+
+const Millis = v.pipe(v.number(), v.integer(), v.minValue(0));
+/** Highest mailbox id already sent on this connection (0 = nothing yet). */
+const Cursor = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER));
+/** The page origin as the browser sent it: scheme://host[:port], nothing else. */
+export const Origin = v.pipe(v.string(), v.maxLength(256), v.regex(/^https?:\/\/[^/\s?#]+$/));
+
+export const PendingAttachment = v.strictObject({
+  v: v.literal(1),
+  state: v.literal("pending"),
+  hub: HubName,
+  origin: Origin,
+  challenge: Challenge,
+  connectedAt: Millis,
+});
+export type PendingAttachment = v.InferOutput<typeof PendingAttachment>;
+
+export const AuthedAttachment = v.strictObject({
+  v: v.literal(1),
+  state: v.literal("authed"),
+  hub: HubName,
+  origin: Origin,
+  username: Name,
+  identityKey: PublicKey,
+  connectedAt: Millis,
+  lastSeen: Millis,
+  cursor: Cursor,
+});
+export type AuthedAttachment = v.InferOutput<typeof AuthedAttachment>;
+
+export const Attachment = v.variant("state", [PendingAttachment, AuthedAttachment]);
+export type Attachment = v.InferOutput<typeof Attachment>;
+
+export function parseAttachment(value: unknown): Attachment | null {
+  const r = parseUnknown(Attachment, value);
+  return r.ok ? r.value : null;
+}

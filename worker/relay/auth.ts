@@ -1,0 +1,86 @@
+/**
+ * Authentication transcripts and checks (PROTOCOL.md §4.2–§4.3).
+ *
+ * Every signed input is an `lp()` transcript (PROTOCOL.md §2.2) that starts with a fixed label, so a
+ * signature made for one purpose can never be replayed for another. The auth signature binds the
+ * relay's fresh challenge, the hub and the page origin (so a signature a malicious page obtained
+ * cannot be used against another hub, origin or connection) and every key the client publishes.
+ */
+import { ed25519Verify } from "../../shared/crypto/ed25519";
+import { fromB64u, lp } from "../../shared/encoding";
+import type { ClientFrame, ErrorCode, FrameOf, SignedPrekey } from "../../shared/protocol";
+
+export const AUTH_LABEL = "parley/v1/auth";
+export const SPK_LABEL = "parley/v1/spk";
+
+/** lp("parley/v1/spk", u32 id, key bytes): what the identity key signs for a signed prekey. */
+export function signedPrekeyTranscript(id: number, key: Uint8Array): Uint8Array {
+  return lp(SPK_LABEL, id, key);
+}
+
+export interface AuthContext {
+  hub: string;
+  origin: string;
+  challenge: Uint8Array;
+}
+
+/**
+ * lp("parley/v1/auth", hub, origin, challenge, username, identityKey, u32 spk.id, spk.key, spk.sig).
+ * Strings are UTF-8, keys and signatures raw bytes, the prekey id a 4-byte big-endian integer.
+ */
+export function authTranscript(
+  ctx: AuthContext,
+  username: string,
+  identityKey: Uint8Array,
+  spk: { id: number; key: Uint8Array; sig: Uint8Array },
+): Uint8Array {
+  return lp(
+    AUTH_LABEL,
+    ctx.hub,
+    ctx.origin,
+    ctx.challenge,
+    username,
+    identityKey,
+    spk.id,
+    spk.key,
+    spk.sig,
+  );
+}
+
+/** Verify a signed prekey against the identity key that claims it. */
+export async function verifySignedPrekey(
+  identityKey: Uint8Array,
+  spk: SignedPrekey,
+): Promise<boolean> {
+  return ed25519Verify(
+    identityKey,
+    signedPrekeyTranscript(spk.id, fromB64u(spk.key)),
+    fromB64u(spk.sig),
+  );
+}
+
+/**
+ * Check an `auth` frame's signatures. The schema already guaranteed canonical base64url of the
+ * right lengths, so decoding cannot fail here. The prekey is checked first: a client that
+ * publishes a prekey its identity did not sign gets `bad_signature`, any other failure
+ * `auth_failed` (PROTOCOL.md §4.3).
+ */
+export async function verifyAuthFrame(
+  ctx: AuthContext,
+  frame: FrameOf<ClientFrame, "auth">,
+): Promise<{ ok: true } | { ok: false; code: ErrorCode }> {
+  const identityKey = fromB64u(frame.identityKey);
+  if (!(await verifySignedPrekey(identityKey, frame.signedPrekey))) {
+    return { ok: false, code: "bad_signature" };
+  }
+  const spk = {
+    id: frame.signedPrekey.id,
+    key: fromB64u(frame.signedPrekey.key),
+    sig: fromB64u(frame.signedPrekey.sig),
+  };
+  const message = authTranscript(ctx, frame.username, identityKey, spk);
+  if (!(await ed25519Verify(identityKey, message, fromB64u(frame.sig)))) {
+    return { ok: false, code: "auth_failed" };
+  }
+  return { ok: true };
+}

@@ -1,0 +1,28 @@
+/**
+ * Key directory rules (PROTOCOL.md §5.2): checks on a one-time prekey upload that need no crypto
+ * and no storage, so they are unit-tested alone. The signed prekey's signature is checked in
+ * auth.ts; storage in store.ts.
+ */
+import { type ErrorCode, LIMITS, type OneTimePrekey } from "../../shared/protocol";
+
+/**
+ * Validate an upload of one-time prekeys given how many the owner has stored and how many of the
+ * uploaded ids are new. Duplicate ids inside one upload are a client bug (`bad_frame`); going over
+ * the stored bound refuses the whole upload (`limit_reached`) so the result is all-or-nothing.
+ */
+export function checkUpload(
+  keys: readonly OneTimePrekey[],
+  stored: number,
+  newIds: number,
+): { ok: true } | { ok: false; code: ErrorCode } {
+  const ids = new Set(keys.map((k) => k.id));
+  if (ids.size !== keys.length) return { ok: false, code: "bad_frame" };
+  if (keys.length > LIMITS.maxOneTimePrekeysPerUpload) return { ok: false, code: "bad_frame" };
+  if (stored + newIds > LIMITS.maxOneTimePrekeysStored) return { ok: false, code: "limit_reached" };
+  return { ok: true };
+}
+
+/** Should the owner be told to upload more? */
+export function prekeysLow(remaining: number): boolean {
+  return remaining < LIMITS.oneTimePrekeysLowWatermark;
+}

@@ -1,0 +1,628 @@
+/**
+ * The relay's protocol logic for one hub (PROTOCOL.md §4–§8), independent of the Durable Object
+ * lifecycle: the object hands it sessions and raw frames, it answers through `Session.send`.
+ *
+ * Rules that make it safe against hostile clients:
+ * - every frame goes through a rate check and `parseClientFrame` before anything else;
+ * - the only `await` is signature verification; every storage read/modify/write after it is
+ *   synchronous, so handlers never interleave inside a decision (a Durable Object runs one event
+ *   at a time between awaits);
+ * - no handler throws: failures become typed error frames (`errorFrame`).
+ */
+import { fromB64u } from "../../shared/encoding";
+import {
+  CLOSE,
+  type ClientFrame,
+  type ErrorCode,
+  errorFrame,
+  type FrameOf,
+  type GroupState,
+  LIMITS,
+  PROTOCOL_VERSION,
+  parseClientFrame,
+  type ServerFrame,
+} from "../../shared/protocol";
+import type { AuthedAttachment, PendingAttachment } from "./attachment";
+import { verifyAuthFrame, verifySignedPrekey } from "./auth";
+import { checkUpload, prekeysLow } from "./directory";
+import * as groups from "./groups";
+import { deliverFrame, expiryOf, mailboxHasRoom, parseMids, windowRoom } from "./mailbox";
+import { BucketMap } from "./ratelimit";
+import type { Session, SessionRegistry } from "./session";
+import type { ItemKind, Store, UserRow } from "./store";
+
+/** Groups every hub has from the start (PROTOCOL.md §8.1). */
+export const DEFAULT_GROUPS = ["broadcast"] as const;
+
+type Frame<T extends ClientFrame["t"]> = FrameOf<ClientFrame, T>;
+
+export interface HubDeps {
+  store: Store;
+  sessions: SessionRegistry;
+  /** Monotonic milliseconds (the object guarantees it never goes backwards). */
+  now(): number;
+  /** Ask for the alarm to run no later than `at` (ms). */
+  wakeAt(at: number): void;
+  /** Last time the runtime auto-answered a ping on this socket, if ever (ms). */
+  lastAutoPong(s: Session): number | null;
+}
+
+export class Hub {
+  readonly #d: HubDeps;
+  readonly #identityBuckets = new BucketMap(
+    { ratePerSec: LIMITS.identityRatePerSec, burst: LIMITS.identityBurst },
+    LIMITS.maxOnlinePerHub * 2,
+  );
+  /** Last presence list pushed, to push only on change. */
+  #lastPresence = "";
+
+  constructor(deps: HubDeps) {
+    this.#d = deps;
+  }
+
+  // -- lifecycle ------------------------------------------------------------------------------
+
+  /** A socket was accepted: the attachment to store and the `hello` to send (PROTOCOL.md §4.1). */
+  hello(
+    hub: string,
+    origin: string,
+    challenge: string,
+  ): {
+    att: PendingAttachment;
+    frame: FrameOf<ServerFrame, "hello">;
+  } {
+    const now = this.#d.now();
+    this.#d.wakeAt(now + LIMITS.authTimeoutSec * 1000);
+    return {
+      att: { v: 1, state: "pending", hub, origin, challenge, connectedAt: now },
+      frame: { v: PROTOCOL_VERSION, t: "hello", hub, challenge, time: now },
+    };
+  }
+
+  /** One message from a socket. Never throws. */
+  async message(s: Session, raw: unknown): Promise<void> {
+    if (s.closed) return;
+    let id: string | undefined;
+    try {
+      const now = this.#d.now();
+      if (!this.#admit(s, now)) return;
+      const parsed = parseClientFrame(raw);
+      if (!parsed.ok) {
+        s.malformed++;
+        s.send(errorFrame(parsed.code, parsed.id));
+        if (s.malformed > LIMITS.maxMalformed) s.close(CLOSE.abusive, "malformed frames");
+        return;
+      }
+      const frame = parsed.frame;
+      id = "id" in frame ? frame.id : undefined;
+      await this.#dispatch(s, frame, now);
+    } catch (e) {
+      // A bug, not bad input (bad input is answered above). The client learns nothing internal.
+      console.error("relay: handler failed", e instanceof Error ? e.name : typeof e);
+      s.send(errorFrame("internal", id));
+    }
+  }
+
+  /** The socket closed (or errored). */
+  closed(s: Session): void {
+    s.closed = true;
+    this.#d.sessions.remove(s);
+    this.#pushPresence();
+  }
+
+  /**
+   * Periodic duties (PROTOCOL.md §7.3–§7.4): purge expired mail, close connections that never
+   * authenticated or went silent (so presence has no ghosts when a close never arrives). Returns
+   * when the alarm should run next, or null.
+   */
+  alarm(): number | null {
+    const now = this.#d.now();
+    this.#d.store.purgeExpired(now);
+    let next = this.#d.store.nextExpiry();
+    const earliest = (t: number) => {
+      next = next === null ? t : Math.min(next, t);
+    };
+    for (const s of this.#d.sessions.all()) {
+      if (s.closed) continue;
+      const a = s.att;
+      if (a.state === "pending") {
+        const deadline = a.connectedAt + LIMITS.authTimeoutSec * 1000;
+        if (now >= deadline) s.close(CLOSE.authTimeout, "auth timeout");
+        else earliest(deadline);
+      } else {
+        const deadline = this.#lastActive(s) + LIMITS.presenceTimeoutSec * 1000;
+        if (now >= deadline) {
+          s.close(CLOSE.idle, "idle");
+          this.#d.sessions.retire(s);
+        } else earliest(deadline);
+      }
+    }
+    this.#pushPresence();
+    return next;
+  }
+
+  // -- admission ------------------------------------------------------------------------------
+
+  /** Rate limits (PROTOCOL.md §7.2): per connection, then per identity once authenticated. */
+  #admit(s: Session, now: number): boolean {
+    const a = s.authed;
+    const ok = s.takeToken(now) && (a === null || this.#identityBuckets.take(a.identityKey, now));
+    if (ok) {
+      if (a !== null) s.save({ ...a, lastSeen: Math.max(a.lastSeen, now) });
+      return true;
+    }
+    s.rateViolations++;
+    if (s.rateViolations > LIMITS.maxRateViolations) {
+      s.close(CLOSE.abusive, "rate");
+      this.#d.sessions.retire(s);
+      this.#pushPresence();
+    } else {
+      s.send(errorFrame("rate_limited"));
+    }
+    return false;
+  }
+
+  async #dispatch(s: Session, frame: ClientFrame, now: number): Promise<void> {
+    if (frame.t === "ping") {
+      s.send({ v: PROTOCOL_VERSION, t: "pong" });
+      return;
+    }
+    const a = s.att;
+    if (a.state === "pending") {
+      if (frame.t !== "auth") {
+        s.send(errorFrame("not_authenticated", "id" in frame ? frame.id : undefined));
+        return;
+      }
+      await this.#auth(s, a, frame);
+      return;
+    }
+    switch (frame.t) {
+      case "auth":
+        s.send(errorFrame("already_authenticated"));
+        return;
+      case "upload_prekeys":
+        await this.#uploadPrekeys(s, a, frame, now);
+        return;
+      case "fetch_bundle":
+        this.#fetchBundle(s, frame);
+        return;
+      case "send":
+        this.#send(s, a, frame, now);
+        return;
+      case "ack":
+        this.#ack(s, a, frame);
+        return;
+      case "join":
+        this.#join(s, a, frame, now);
+        return;
+      case "leave":
+        this.#leave(s, a, frame, now);
+        return;
+      case "commit":
+        this.#commit(s, a, frame, now);
+        return;
+      case "group_send":
+        this.#groupSend(s, a, frame, now);
+        return;
+    }
+  }
+
+  // -- authentication (PROTOCOL.md §4) --------------------------------------------------------
+
+  async #auth(s: Session, a: PendingAttachment, frame: Frame<"auth">): Promise<void> {
+    if (s.authInFlight) {
+      s.send(errorFrame("already_authenticated"));
+      return;
+    }
+    s.authInFlight = true;
+    const challenge = a.challenge;
+    const verified = await verifyAuthFrame(
+      { hub: a.hub, origin: a.origin, challenge: fromB64u(challenge) },
+      frame,
+    );
+    // Everything below is synchronous: no other event can interleave with the name claim.
+    if (s.closed) return;
+    if (!verified.ok) return this.#authFail(s, verified.code);
+    const now = this.#d.now();
+    const { store, sessions } = this.#d;
+    const owner = store.getUser(frame.username);
+    if (owner !== null && owner.identityKey !== frame.identityKey) {
+      return this.#authFail(s, "name_taken");
+    }
+    const heldName = store.usernameOfKey(frame.identityKey);
+    if (heldName !== null && heldName !== frame.username) {
+      return this.#authFail(s, "identity_bound");
+    }
+    const previous = sessions.online(frame.username);
+    if (previous === undefined && sessions.onlineCount() >= LIMITS.maxOnlinePerHub) {
+      return this.#authFail(s, "limit_reached");
+    }
+    let spkChanged = false;
+    if (owner === null) {
+      if (store.countUsers() >= LIMITS.maxUsersPerHub) return this.#authFail(s, "limit_reached");
+      store.insertUser(frame.username, frame.identityKey, frame.signedPrekey, now);
+    } else {
+      spkChanged = !sameSpk(owner, frame.signedPrekey);
+      store.setSignedPrekey(frame.username, frame.signedPrekey, now);
+    }
+    // One live connection per identity (PROTOCOL.md §4.4): the newest wins.
+    if (previous !== undefined && previous !== s) {
+      previous.send(errorFrame("replaced"));
+      previous.close(CLOSE.replaced, "replaced");
+      sessions.retire(previous);
+    }
+    const att: AuthedAttachment = {
+      v: 1,
+      state: "authed",
+      hub: a.hub,
+      origin: a.origin,
+      username: frame.username,
+      identityKey: frame.identityKey,
+      connectedAt: a.connectedAt,
+      lastSeen: now,
+      cursor: 0,
+    };
+    s.save(att);
+    sessions.bind(s);
+    s.authInFlight = false;
+    this.#welcome(s, att);
+    this.#pushPresence(s);
+    if (spkChanged) this.#pushGroupsOf(frame.username);
+    this.#drain(s);
+    this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
+  }
+
+  #authFail(s: Session, code: ErrorCode): void {
+    // The challenge was single-use: a failed attempt ends the connection (PROTOCOL.md §4.3).
+    s.send(errorFrame(code));
+    s.close(CLOSE.authFailed, code);
+  }
+
+  #welcome(s: Session, a: AuthedAttachment): void {
+    const { store } = this.#d;
+    const remaining = store.countOneTimePrekeys(a.username);
+    // Group states can be large (up to maxGroupSize members each): the welcome carries as many
+    // as fit in half a frame and the rest follow as `group` frames (PROTOCOL.md §6.2).
+    const inWelcome: GroupState[] = [];
+    const after: GroupState[] = [];
+    let budget = LIMITS.maxFrameBytes / 2;
+    for (const name of store.groupsOf(a.username).slice(0, LIMITS.maxGroupsPerUser)) {
+      const g = store.getGroup(name);
+      if (g === null) continue;
+      const state = this.#groupState(g);
+      const size = JSON.stringify(state).length;
+      if (after.length === 0 && size <= budget) {
+        inWelcome.push(state);
+        budget -= size;
+      } else after.push(state);
+    }
+    s.send({
+      v: PROTOCOL_VERSION,
+      t: "welcome",
+      username: a.username,
+      identityKey: a.identityKey,
+      oneTimePrekeysRemaining: remaining,
+      groups: inWelcome,
+    });
+    for (const state of after) s.send({ v: PROTOCOL_VERSION, t: "group", state });
+    if (prekeysLow(remaining)) s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
+  }
+
+  // -- presence (PROTOCOL.md §6.3) ------------------------------------------------------------
+
+  /** Push the online list to everyone if it changed; a newcomer always gets it. */
+  #pushPresence(newcomer?: Session): void {
+    const sessions = this.#d.sessions.authedSessions();
+    const users = sessions
+      .flatMap((x) => {
+        const a = x.authed;
+        return a === null || x.closed ? [] : [{ username: a.username, identityKey: a.identityKey }];
+      })
+      .sort((p, q) => (p.username < q.username ? -1 : p.username > q.username ? 1 : 0));
+    const key = JSON.stringify(users);
+    const frame: ServerFrame = { v: PROTOCOL_VERSION, t: "presence", users };
+    if (key === this.#lastPresence) {
+      newcomer?.send(frame);
+      return;
+    }
+    this.#lastPresence = key;
+    for (const x of sessions) x.send(frame);
+  }
+
+  #lastActive(s: Session): number {
+    const a = s.att;
+    const seen = a.state === "authed" ? a.lastSeen : a.connectedAt;
+    return Math.max(seen, this.#d.lastAutoPong(s) ?? 0);
+  }
+
+  // -- key directory (PROTOCOL.md §5.2) -------------------------------------------------------
+
+  async #uploadPrekeys(
+    s: Session,
+    a: AuthedAttachment,
+    frame: Frame<"upload_prekeys">,
+    now: number,
+  ): Promise<void> {
+    const { store } = this.#d;
+    if (frame.signedPrekey !== undefined) {
+      const ok = await verifySignedPrekey(fromB64u(a.identityKey), frame.signedPrekey);
+      if (s.closed) return;
+      if (!ok) {
+        s.send(errorFrame("bad_signature", frame.id));
+        return;
+      }
+    }
+    const check = checkUpload(
+      frame.oneTimePrekeys,
+      store.countOneTimePrekeys(a.username),
+      store.countNewOneTimePrekeyIds(a.username, frame.oneTimePrekeys),
+    );
+    if (!check.ok) {
+      s.send(errorFrame(check.code, frame.id));
+      return;
+    }
+    let spkChanged = false;
+    if (frame.signedPrekey !== undefined) {
+      const current = store.getUser(a.username);
+      spkChanged = current === null || !sameSpk(current, frame.signedPrekey);
+      store.setSignedPrekey(a.username, frame.signedPrekey, now);
+    }
+    store.putOneTimePrekeys(a.username, frame.oneTimePrekeys);
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    // Members wrap epoch secrets to the signed prekey in the group state: keep it current.
+    if (spkChanged) this.#pushGroupsOf(a.username);
+  }
+
+  #fetchBundle(s: Session, frame: Frame<"fetch_bundle">): void {
+    const { store, sessions } = this.#d;
+    const user = store.getUser(frame.username);
+    if (user === null) {
+      s.send(errorFrame("unknown_user", frame.id));
+      return;
+    }
+    const oneTimePrekey = store.takeOneTimePrekey(frame.username);
+    s.send({
+      v: PROTOCOL_VERSION,
+      t: "bundle",
+      id: frame.id,
+      username: user.username,
+      identityKey: user.identityKey,
+      signedPrekey: user.signedPrekey,
+      oneTimePrekey,
+    });
+    if (oneTimePrekey !== null) {
+      const remaining = store.countOneTimePrekeys(frame.username);
+      const owner = sessions.online(frame.username);
+      if (owner !== undefined && prekeysLow(remaining)) {
+        owner.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
+      }
+    }
+  }
+
+  // -- 1:1 routing and the mailbox (PROTOCOL.md §7.3) -----------------------------------------
+
+  #send(s: Session, a: AuthedAttachment, frame: Frame<"send">, now: number): void {
+    const { store } = this.#d;
+    if (store.getUser(frame.to) === null) {
+      s.send(errorFrame("unknown_user", frame.id));
+      return;
+    }
+    if (!mailboxHasRoom("direct", store.countMailbox(frame.to, now))) {
+      s.send(errorFrame("mailbox_full", frame.id));
+      return;
+    }
+    const payload = store.putPayload(frame.body);
+    const mid = this.#enqueue(a, frame.to, "direct", payload, null, null, null, now);
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
+    this.#deliverTo(frame.to);
+  }
+
+  #enqueue(
+    from: AuthedAttachment,
+    recipient: string,
+    kind: ItemKind,
+    payload: number,
+    group: string | null,
+    epoch: number | null,
+    wrap: string | null,
+    now: number,
+  ): number {
+    const mid = this.#d.store.putItem({
+      recipient,
+      sender: from.username,
+      senderKey: from.identityKey,
+      ts: now,
+      expiresAt: expiryOf(now),
+      kind,
+      group,
+      epoch,
+      payload,
+      wrap,
+    });
+    this.#d.wakeAt(expiryOf(now));
+    return mid;
+  }
+
+  #ack(s: Session, a: AuthedAttachment, frame: Frame<"ack">): void {
+    const { store, sessions } = this.#d;
+    const removed = store.ack(a.username, parseMids(frame.mids));
+    for (const r of removed) {
+      // Receipts are best effort: only to a sender online now, only for direct messages.
+      if (r.kind !== "direct") continue;
+      sessions
+        .online(r.sender)
+        ?.send({ v: PROTOCOL_VERSION, t: "receipt", mid: String(r.mid), by: a.username });
+    }
+    this.#drain(s);
+  }
+
+  #deliverTo(username: string): void {
+    const s = this.#d.sessions.online(username);
+    if (s !== undefined) this.#drain(s);
+  }
+
+  /** Send the recipient's next items in mid order, within the delivery window. */
+  #drain(s: Session): void {
+    const a = s.authed;
+    if (a === null || s.closed) return;
+    const { store } = this.#d;
+    const now = this.#d.now();
+    const room = windowRoom(store.countInFlight(a.username, a.cursor, now));
+    if (room === 0) return;
+    let cursor = a.cursor;
+    for (const row of store.itemsAfter(a.username, a.cursor, now, room)) {
+      if (!s.send(deliverFrame(row))) break;
+      cursor = row.mid;
+    }
+    if (cursor !== a.cursor) s.save({ ...a, cursor });
+  }
+
+  // -- groups (PROTOCOL.md §8) ----------------------------------------------------------------
+
+  #groupState(g: groups.GroupRecord): GroupState {
+    const users = new Map(
+      this.#d.store.getUsers([...g.members, ...g.pendingJoins]).map((u) => [u.username, u]),
+    );
+    const member = (name: string) => {
+      const u = users.get(name);
+      return u === undefined
+        ? []
+        : [{ username: u.username, identityKey: u.identityKey, signedPrekey: u.signedPrekey }];
+    };
+    return {
+      group: g.name,
+      epoch: g.epoch,
+      members: g.members.flatMap(member),
+      pendingJoins: g.pendingJoins.flatMap(member),
+      pendingLeaves: [...g.pendingLeaves],
+    };
+  }
+
+  #pushGroup(g: groups.GroupRecord): void {
+    const state = this.#groupState(g);
+    const frame: ServerFrame = { v: PROTOCOL_VERSION, t: "group", state };
+    for (const u of groups.audience(g)) this.#d.sessions.online(u)?.send(frame);
+  }
+
+  /** Re-push every group `username` is in (its signed prekey changed). */
+  #pushGroupsOf(username: string): void {
+    for (const name of this.#d.store.groupsOf(username)) {
+      const g = this.#d.store.getGroup(name);
+      if (g !== null) this.#pushGroup(g);
+    }
+  }
+
+  #join(s: Session, a: AuthedAttachment, frame: Frame<"join">, now: number): void {
+    const { store } = this.#d;
+    let g = store.getGroup(frame.group);
+    const existed = g !== null;
+    if (g === null) {
+      if (store.countGroups() >= LIMITS.maxGroupsPerHub) {
+        s.send(errorFrame("limit_reached", frame.id));
+        return;
+      }
+      g = groups.emptyGroup(frame.group);
+    }
+    if (
+      !groups.isInvolved(g, a.username) &&
+      store.groupsOf(a.username).length >= LIMITS.maxGroupsPerUser
+    ) {
+      s.send(errorFrame("limit_reached", frame.id));
+      return;
+    }
+    const r = groups.join(g, a.username, LIMITS.maxGroupSize);
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
+      return;
+    }
+    if (r.changed || !existed) store.saveGroup(existed ? g : null, r.group, now);
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    // Always tell the joiner the state (also when it was already in), so it can commit.
+    if (r.changed) this.#pushGroup(r.group);
+    else s.send({ v: PROTOCOL_VERSION, t: "group", state: this.#groupState(r.group) });
+  }
+
+  #leave(s: Session, a: AuthedAttachment, frame: Frame<"leave">, now: number): void {
+    const { store } = this.#d;
+    const g = store.getGroup(frame.group);
+    if (g === null) {
+      s.send(errorFrame("not_member", frame.id));
+      return;
+    }
+    const r = groups.leave(g, a.username);
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
+      return;
+    }
+    if (r.changed) store.saveGroup(g, r.group, now);
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    s.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
+    if (r.changed) this.#pushGroup(r.group);
+  }
+
+  #commit(s: Session, a: AuthedAttachment, frame: Frame<"commit">, now: number): void {
+    const { store } = this.#d;
+    const g = store.getGroup(frame.group);
+    if (g === null) {
+      s.send(errorFrame("not_member", frame.id));
+      return;
+    }
+    const r = groups.commit(g, {
+      committer: a.username,
+      parentEpoch: frame.parentEpoch,
+      members: frame.members,
+      wrapsTo: frame.wraps.map((w) => w.to),
+    });
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
+      return;
+    }
+    // All-or-nothing: a member who could not receive its wrap would be locked out of the epoch.
+    for (const w of frame.wraps) {
+      if (!mailboxHasRoom("commit", store.countMailbox(w.to, now))) {
+        s.send(errorFrame("mailbox_full", frame.id));
+        return;
+      }
+    }
+    store.saveGroup(g, r.group, now);
+    const payload = store.putPayload(frame.core);
+    for (const w of frame.wraps) {
+      this.#enqueue(a, w.to, "commit", payload, g.name, r.group.epoch, w.wrap, now);
+    }
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    this.#pushGroup(r.group);
+    for (const w of frame.wraps) this.#deliverTo(w.to);
+  }
+
+  #groupSend(s: Session, a: AuthedAttachment, frame: Frame<"group_send">, now: number): void {
+    const { store } = this.#d;
+    const g = store.getGroup(frame.group);
+    if (g === null) {
+      s.send(errorFrame("not_member", frame.id));
+      return;
+    }
+    const r = groups.checkGroupSend(g, a.username, frame.epoch);
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
+      return;
+    }
+    const payload = store.putPayload(frame.body);
+    const delivered: string[] = [];
+    for (const to of r.recipients) {
+      // A full mailbox drops this one copy (the member sees a gap in the sender's counter);
+      // refusing the whole send would let one absent member silence the group.
+      if (!mailboxHasRoom("group", store.countMailbox(to, now))) continue;
+      this.#enqueue(a, to, "group", payload, g.name, g.epoch, null, now);
+      delivered.push(to);
+    }
+    store.gcPayloads([payload]);
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    for (const to of delivered) this.#deliverTo(to);
+  }
+}
+
+function sameSpk(u: UserRow, spk: { id: number; key: string; sig: string }): boolean {
+  return (
+    u.signedPrekey.id === spk.id && u.signedPrekey.key === spk.key && u.signedPrekey.sig === spk.sig
+  );
+}

@@ -1,0 +1,74 @@
+/**
+ * Mailbox rules (PROTOCOL.md §7.3): what an item looks like on the wire, when a mailbox is full,
+ * and how many deliveries may be outstanding on one connection.
+ *
+ * Every routed item is stored before anything is sent (at-least-once): the relay pushes it when
+ * the recipient is online and keeps it until the recipient acknowledges its mid. Deliveries on a
+ * connection are strictly in mid order, and at most LIMITS.deliverWindow of them are unacknowledged
+ * at any time, so a reconnect after a week offline never loads the whole mailbox into memory.
+ */
+import {
+  type DeliverItem,
+  type FrameOf,
+  LIMITS,
+  PROTOCOL_VERSION,
+  type ServerFrame,
+} from "../../shared/protocol";
+import type { ItemKind, MailboxRow } from "./store";
+
+/** May one more item of `kind` go into a mailbox that holds `count` live items? */
+export function mailboxHasRoom(kind: ItemKind, count: number): boolean {
+  // Commits carry the epoch secret a member needs to read anything at all in that group, so
+  // they may use the headroom up to the hard bound; chat items stop at the soft bound.
+  const bound =
+    kind === "commit" ? LIMITS.maxMailboxHardPerRecipient : LIMITS.maxMailboxPerRecipient;
+  return count < bound;
+}
+
+/** How many more items may be sent on a connection that has `inFlight` unacknowledged ones. */
+export function windowRoom(inFlight: number): number {
+  return Math.max(0, LIMITS.deliverWindow - inFlight);
+}
+
+export function expiryOf(ts: number): number {
+  return ts + LIMITS.mailboxTtlMs;
+}
+
+/** The `deliver` frame for one stored row; throws on a row the store should never hold. */
+export function deliverFrame(row: MailboxRow): FrameOf<ServerFrame, "deliver"> {
+  let item: DeliverItem;
+  switch (row.kind) {
+    case "direct":
+      item = { kind: "direct", body: row.data };
+      break;
+    case "group":
+      if (row.group === null || row.epoch === null) throw new TypeError("mailbox: group row");
+      item = { kind: "group", group: row.group, epoch: row.epoch, body: row.data };
+      break;
+    case "commit":
+      if (row.group === null || row.epoch === null || row.wrap === null) {
+        throw new TypeError("mailbox: commit row");
+      }
+      item = { kind: "commit", group: row.group, epoch: row.epoch, core: row.data, wrap: row.wrap };
+      break;
+  }
+  return {
+    v: PROTOCOL_VERSION,
+    t: "deliver",
+    mid: String(row.mid),
+    from: row.sender,
+    fromKey: row.senderKey,
+    ts: row.ts,
+    item,
+  };
+}
+
+/** Parse acknowledged mids (schema: 1–16 decimal digits) to integers, dropping duplicates. */
+export function parseMids(mids: readonly string[]): number[] {
+  const out = new Set<number>();
+  for (const m of mids) {
+    const n = Number(m);
+    if (Number.isSafeInteger(n) && n > 0) out.add(n);
+  }
+  return [...out];
+}

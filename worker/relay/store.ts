@@ -1,0 +1,450 @@
+/**
+ * The relay's SQLite schema and every query it runs (PROTOCOL.md §7.3). All statements are fixed
+ * strings with `?` bindings; variable-length id lists travel as one JSON array bound to
+ * `json_each(?)`, so no SQL is ever built from input. Bytes are stored as canonical base64url
+ * text, exactly as they travel, so nothing is re-encoded between wire and disk.
+ */
+import type { OneTimePrekey, SignedPrekey } from "../../shared/protocol";
+import type { GroupRecord } from "./groups";
+
+const SCHEMA = [
+  `CREATE TABLE IF NOT EXISTS users (
+     username TEXT PRIMARY KEY,
+     identity_key TEXT NOT NULL UNIQUE,
+     spk_id INTEGER NOT NULL,
+     spk_key TEXT NOT NULL,
+     spk_sig TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     seen_at INTEGER NOT NULL
+   )`,
+  `CREATE TABLE IF NOT EXISTS one_time_prekeys (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     username TEXT NOT NULL,
+     id INTEGER NOT NULL,
+     key TEXT NOT NULL,
+     UNIQUE (username, id)
+   )`,
+  `CREATE TABLE IF NOT EXISTS groups (
+     name TEXT PRIMARY KEY,
+     epoch INTEGER NOT NULL,
+     created_at INTEGER NOT NULL
+   )`,
+  `CREATE TABLE IF NOT EXISTS group_members (
+     grp TEXT NOT NULL,
+     username TEXT NOT NULL,
+     committed INTEGER NOT NULL,
+     joining INTEGER NOT NULL,
+     leaving INTEGER NOT NULL,
+     PRIMARY KEY (grp, username)
+   )`,
+  "CREATE INDEX IF NOT EXISTS group_members_user ON group_members (username)",
+  // Bodies and commit cores are stored once and shared by every recipient's mailbox row.
+  `CREATE TABLE IF NOT EXISTS payloads (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     data TEXT NOT NULL
+   )`,
+  // AUTOINCREMENT: a mid is never reused, even after deletion, so clients can dedupe on it.
+  `CREATE TABLE IF NOT EXISTS mailbox (
+     mid INTEGER PRIMARY KEY AUTOINCREMENT,
+     recipient TEXT NOT NULL,
+     sender TEXT NOT NULL,
+     sender_key TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     kind TEXT NOT NULL,
+     grp TEXT,
+     epoch INTEGER,
+     payload INTEGER NOT NULL,
+     wrap TEXT
+   )`,
+  "CREATE INDEX IF NOT EXISTS mailbox_recipient ON mailbox (recipient, mid)",
+  "CREATE INDEX IF NOT EXISTS mailbox_expiry ON mailbox (expires_at)",
+  "CREATE INDEX IF NOT EXISTS mailbox_payload ON mailbox (payload)",
+];
+
+export interface UserRow {
+  username: string;
+  identityKey: string;
+  signedPrekey: SignedPrekey;
+}
+
+export type ItemKind = "direct" | "group" | "commit";
+
+export interface NewMailboxItem {
+  recipient: string;
+  sender: string;
+  senderKey: string;
+  ts: number;
+  expiresAt: number;
+  kind: ItemKind;
+  group: string | null;
+  epoch: number | null;
+  payload: number;
+  wrap: string | null;
+}
+
+export interface MailboxRow {
+  mid: number;
+  sender: string;
+  senderKey: string;
+  ts: number;
+  kind: ItemKind;
+  group: string | null;
+  epoch: number | null;
+  data: string;
+  wrap: string | null;
+}
+
+function str(v: SqlStorageValue | undefined): string {
+  if (typeof v !== "string") throw new TypeError("store: expected a text column");
+  return v;
+}
+function num(v: SqlStorageValue | undefined): number {
+  if (typeof v !== "number") throw new TypeError("store: expected an integer column");
+  return v;
+}
+function strOrNull(v: SqlStorageValue | undefined): string | null {
+  return v === null || v === undefined ? null : str(v);
+}
+function numOrNull(v: SqlStorageValue | undefined): number | null {
+  return v === null || v === undefined ? null : num(v);
+}
+function kind(v: SqlStorageValue | undefined): ItemKind {
+  const k = str(v);
+  if (k === "direct" || k === "group" || k === "commit") return k;
+  throw new TypeError("store: bad item kind");
+}
+
+export class Store {
+  constructor(private readonly sql: SqlStorage) {}
+
+  /** Idempotent: run on every object start. */
+  migrate(defaultGroups: readonly string[], now: number): void {
+    for (const stmt of SCHEMA) this.sql.exec(stmt);
+    for (const g of defaultGroups) {
+      this.sql.exec(
+        "INSERT INTO groups (name, epoch, created_at) VALUES (?, 0, ?) ON CONFLICT (name) DO NOTHING",
+        g,
+        now,
+      );
+    }
+  }
+
+  // -- users / directory ----------------------------------------------------------------------
+
+  getUser(username: string): UserRow | null {
+    const rows = this.sql
+      .exec(
+        "SELECT username, identity_key, spk_id, spk_key, spk_sig FROM users WHERE username = ?",
+        username,
+      )
+      .toArray();
+    const r = rows[0];
+    if (r === undefined) return null;
+    return {
+      username: str(r.username),
+      identityKey: str(r.identity_key),
+      signedPrekey: { id: num(r.spk_id), key: str(r.spk_key), sig: str(r.spk_sig) },
+    };
+  }
+
+  /** Directory entries for a list of names, sorted by username; unknown names are skipped. */
+  getUsers(usernames: readonly string[]): UserRow[] {
+    if (usernames.length === 0) return [];
+    return this.sql
+      .exec(
+        `SELECT username, identity_key, spk_id, spk_key, spk_sig FROM users
+         WHERE username IN (SELECT value FROM json_each(?)) ORDER BY username`,
+        JSON.stringify(usernames),
+      )
+      .toArray()
+      .map((r) => ({
+        username: str(r.username),
+        identityKey: str(r.identity_key),
+        signedPrekey: { id: num(r.spk_id), key: str(r.spk_key), sig: str(r.spk_sig) },
+      }));
+  }
+
+  usernameOfKey(identityKey: string): string | null {
+    const r = this.sql
+      .exec("SELECT username FROM users WHERE identity_key = ?", identityKey)
+      .toArray()[0];
+    return r === undefined ? null : str(r.username);
+  }
+
+  countUsers(): number {
+    return num(this.sql.exec("SELECT COUNT(*) AS n FROM users").one().n);
+  }
+
+  insertUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
+    this.sql.exec(
+      `INSERT INTO users (username, identity_key, spk_id, spk_key, spk_sig, created_at, seen_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      username,
+      identityKey,
+      spk.id,
+      spk.key,
+      spk.sig,
+      now,
+      now,
+    );
+  }
+
+  setSignedPrekey(username: string, spk: SignedPrekey, now: number): void {
+    this.sql.exec(
+      "UPDATE users SET spk_id = ?, spk_key = ?, spk_sig = ?, seen_at = ? WHERE username = ?",
+      spk.id,
+      spk.key,
+      spk.sig,
+      now,
+      username,
+    );
+  }
+
+  countOneTimePrekeys(username: string): number {
+    return num(
+      this.sql.exec("SELECT COUNT(*) AS n FROM one_time_prekeys WHERE username = ?", username).one()
+        .n,
+    );
+  }
+
+  /** Store new one-time prekeys; an id the owner reuses replaces its earlier key. */
+  putOneTimePrekeys(username: string, keys: readonly OneTimePrekey[]): void {
+    for (const k of keys) {
+      this.sql.exec(
+        `INSERT INTO one_time_prekeys (username, id, key) VALUES (?, ?, ?)
+         ON CONFLICT (username, id) DO UPDATE SET key = excluded.key`,
+        username,
+        k.id,
+        k.key,
+      );
+    }
+  }
+
+  countNewOneTimePrekeyIds(username: string, keys: readonly OneTimePrekey[]): number {
+    const ids = JSON.stringify(keys.map((k) => k.id));
+    const existing = num(
+      this.sql
+        .exec(
+          "SELECT COUNT(*) AS n FROM one_time_prekeys WHERE username = ? AND id IN (SELECT value FROM json_each(?))",
+          username,
+          ids,
+        )
+        .one().n,
+    );
+    return keys.length - existing;
+  }
+
+  /** Hand out the oldest one-time prekey and delete it in the same statement: at most once. */
+  takeOneTimePrekey(username: string): OneTimePrekey | null {
+    const r = this.sql
+      .exec(
+        `DELETE FROM one_time_prekeys WHERE seq =
+           (SELECT seq FROM one_time_prekeys WHERE username = ? ORDER BY seq LIMIT 1)
+         RETURNING id, key`,
+        username,
+      )
+      .toArray()[0];
+    return r === undefined ? null : { id: num(r.id), key: str(r.key) };
+  }
+
+  // -- groups ---------------------------------------------------------------------------------
+
+  getGroup(name: string): GroupRecord | null {
+    const g = this.sql.exec("SELECT epoch FROM groups WHERE name = ?", name).toArray()[0];
+    if (g === undefined) return null;
+    const members: string[] = [];
+    const pendingJoins: string[] = [];
+    const pendingLeaves: string[] = [];
+    for (const r of this.sql.exec(
+      "SELECT username, committed, joining, leaving FROM group_members WHERE grp = ? ORDER BY username",
+      name,
+    )) {
+      const u = str(r.username);
+      if (r.committed === 1) members.push(u);
+      if (r.joining === 1) pendingJoins.push(u);
+      if (r.leaving === 1) pendingLeaves.push(u);
+    }
+    return { name, epoch: num(g.epoch), members, pendingJoins, pendingLeaves };
+  }
+
+  countGroups(): number {
+    return num(this.sql.exec("SELECT COUNT(*) AS n FROM groups").one().n);
+  }
+
+  /** Groups the user is an active member of or has asked to join. */
+  groupsOf(username: string): string[] {
+    return this.sql
+      .exec(
+        `SELECT grp FROM group_members
+         WHERE username = ? AND ((committed = 1 AND leaving = 0) OR joining = 1) ORDER BY grp`,
+        username,
+      )
+      .toArray()
+      .map((r) => str(r.grp));
+  }
+
+  /** Write the difference between two records of one group (only changed rows are touched). */
+  saveGroup(before: GroupRecord | null, after: GroupRecord, now: number): void {
+    this.sql.exec(
+      `INSERT INTO groups (name, epoch, created_at) VALUES (?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET epoch = excluded.epoch`,
+      after.name,
+      after.epoch,
+      now,
+    );
+    const flags = (g: GroupRecord | null, u: string): string =>
+      g === null
+        ? "000"
+        : `${g.members.includes(u) ? 1 : 0}${g.pendingJoins.includes(u) ? 1 : 0}${g.pendingLeaves.includes(u) ? 1 : 0}`;
+    const users = new Set<string>([
+      ...(before?.members ?? []),
+      ...(before?.pendingJoins ?? []),
+      ...(before?.pendingLeaves ?? []),
+      ...after.members,
+      ...after.pendingJoins,
+      ...after.pendingLeaves,
+    ]);
+    for (const u of users) {
+      const was = flags(before, u);
+      const now_ = flags(after, u);
+      if (was === now_) continue;
+      if (now_ === "000") {
+        this.sql.exec("DELETE FROM group_members WHERE grp = ? AND username = ?", after.name, u);
+      } else {
+        this.sql.exec(
+          `INSERT INTO group_members (grp, username, committed, joining, leaving) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (grp, username) DO UPDATE SET
+             committed = excluded.committed, joining = excluded.joining, leaving = excluded.leaving`,
+          after.name,
+          u,
+          Number(now_[0]),
+          Number(now_[1]),
+          Number(now_[2]),
+        );
+      }
+    }
+  }
+
+  // -- mailbox --------------------------------------------------------------------------------
+
+  putPayload(data: string): number {
+    return num(this.sql.exec("INSERT INTO payloads (data) VALUES (?) RETURNING id", data).one().id);
+  }
+
+  putItem(item: NewMailboxItem): number {
+    return num(
+      this.sql
+        .exec(
+          `INSERT INTO mailbox (recipient, sender, sender_key, ts, expires_at, kind, grp, epoch, payload, wrap)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING mid`,
+          item.recipient,
+          item.sender,
+          item.senderKey,
+          item.ts,
+          item.expiresAt,
+          item.kind,
+          item.group,
+          item.epoch,
+          item.payload,
+          item.wrap,
+        )
+        .one().mid,
+    );
+  }
+
+  /** Live (unexpired) items waiting for `recipient`. */
+  countMailbox(recipient: string, now: number): number {
+    return num(
+      this.sql
+        .exec(
+          "SELECT COUNT(*) AS n FROM mailbox WHERE recipient = ? AND expires_at > ?",
+          recipient,
+          now,
+        )
+        .one().n,
+    );
+  }
+
+  /** Items already sent on a connection (mid ≤ cursor) and not yet acknowledged. */
+  countInFlight(recipient: string, cursor: number, now: number): number {
+    return num(
+      this.sql
+        .exec(
+          "SELECT COUNT(*) AS n FROM mailbox WHERE recipient = ? AND mid <= ? AND expires_at > ?",
+          recipient,
+          cursor,
+          now,
+        )
+        .one().n,
+    );
+  }
+
+  /** The next items for `recipient` after `cursor`, oldest first. */
+  itemsAfter(recipient: string, cursor: number, now: number, limit: number): MailboxRow[] {
+    return this.sql
+      .exec(
+        `SELECT m.mid, m.sender, m.sender_key, m.ts, m.kind, m.grp, m.epoch, m.wrap, p.data
+         FROM mailbox m JOIN payloads p ON p.id = m.payload
+         WHERE m.recipient = ? AND m.mid > ? AND m.expires_at > ?
+         ORDER BY m.mid LIMIT ?`,
+        recipient,
+        cursor,
+        now,
+        limit,
+      )
+      .toArray()
+      .map((r) => ({
+        mid: num(r.mid),
+        sender: str(r.sender),
+        senderKey: str(r.sender_key),
+        ts: num(r.ts),
+        kind: kind(r.kind),
+        group: strOrNull(r.grp),
+        epoch: numOrNull(r.epoch),
+        wrap: strOrNull(r.wrap),
+        data: str(r.data),
+      }));
+  }
+
+  /** Delete acknowledged items; only the recipient's own ids match. */
+  ack(
+    recipient: string,
+    mids: readonly number[],
+  ): Array<{ mid: number; sender: string; kind: ItemKind }> {
+    const rows = this.sql
+      .exec(
+        `DELETE FROM mailbox WHERE recipient = ? AND mid IN (SELECT value FROM json_each(?))
+         RETURNING mid, sender, kind, payload`,
+        recipient,
+        JSON.stringify(mids),
+      )
+      .toArray();
+    this.gcPayloads(rows.map((r) => num(r.payload)));
+    return rows.map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }));
+  }
+
+  /** Drop expired items (PROTOCOL.md §7.3: TTL); returns how many went. */
+  purgeExpired(now: number): number {
+    const rows = this.sql
+      .exec("DELETE FROM mailbox WHERE expires_at <= ? RETURNING payload", now)
+      .toArray();
+    this.gcPayloads(rows.map((r) => num(r.payload)));
+    return rows.length;
+  }
+
+  nextExpiry(): number | null {
+    const r = this.sql.exec("SELECT MIN(expires_at) AS t FROM mailbox").one();
+    return numOrNull(r.t);
+  }
+
+  /** Delete payloads no mailbox row refers to any more. */
+  gcPayloads(ids: readonly number[]): void {
+    if (ids.length === 0) return;
+    this.sql.exec(
+      `DELETE FROM payloads WHERE id IN (SELECT value FROM json_each(?))
+       AND NOT EXISTS (SELECT 1 FROM mailbox WHERE mailbox.payload = payloads.id)`,
+      JSON.stringify([...new Set(ids)]),
+    );
+  }
+}
