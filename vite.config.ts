@@ -65,6 +65,9 @@ export default defineConfig({
         // The relay endpoints are never served from cache.
         navigateFallbackDenylist: [/^\/ws/, /^\/health/],
         cleanupOutdatedCaches: true,
+        // The first worker takes control of the open page at once (so the app works offline
+        // from the first visit); later versions still wait for the user's "reload" (prompt).
+        clientsClaim: true,
       },
     }),
   ],

@@ -3,6 +3,9 @@
  * security headers and the WebSocket Origin check, as pure functions of the request URL.
  */
 
+/** Hub used when /ws has no `?hub=` (PROTOCOL.md §4.1). */
+export const DEFAULT_HUB = "main";
+
 /**
  * Content-Security-Policy for the PWA: scripts, styles, the service worker and the manifest only
  * from our own origin (no inline script), images also from data:/blob: (QR codes), and sockets
@@ -32,7 +35,7 @@ export function securityHeaders(url: URL): Record<string, string> {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Permissions-Policy":
-      "camera=(self), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+      "camera=(self), microphone=(), geolocation=(), payment=(), usb=()",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",

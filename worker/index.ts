@@ -5,8 +5,9 @@
 import { Hono } from "hono";
 import * as v from "valibot";
 import { HubName } from "../shared/protocol";
-import { isAllowedOrigin, parseAllowedOrigins, securityHeaders } from "./http";
+import { DEFAULT_HUB, isAllowedOrigin, parseAllowedOrigins, securityHeaders } from "./http";
 
+// Only handlers and Durable Object classes may be exported from the entry module (workerd).
 export { Relay } from "./relay";
 
 export interface Env {
@@ -16,17 +17,18 @@ export interface Env {
   ALLOWED_ORIGINS?: string;
 }
 
-export const DEFAULT_HUB = "main";
-
 const app = new Hono<{ Bindings: Env }>();
 
 app.use("*", async (c, next) => {
   await next();
   const headers = securityHeaders(new URL(c.req.url));
   const res = c.res;
-  if (res.status === 101) return; // a WebSocket handshake: the socket is the body, no document
-  // Responses from fetch()/ASSETS have immutable headers: copy once, then set.
-  const out = new Response(res.body, res);
+  // Responses from fetch()/ASSETS have immutable headers: copy once, then set. A 101 carries
+  // its socket, which must be handed over explicitly.
+  const out =
+    res.status === 101
+      ? new Response(null, { status: 101, webSocket: res.webSocket, headers: res.headers })
+      : new Response(res.body, res);
   for (const [k, val] of Object.entries(headers)) out.headers.set(k, val);
   c.res = out;
 });

@@ -8,6 +8,7 @@ import * as v from "valibot";
 import { randomBytes } from "../shared/crypto/random";
 import { toB64u } from "../shared/encoding";
 import { CHALLENGE_BYTES, CLOSE, HubName, PING_TEXT, PONG_TEXT } from "../shared/protocol";
+import { DEFAULT_HUB } from "./http";
 import { Origin, parseAttachment } from "./relay/attachment";
 import { DEFAULT_GROUPS, Hub } from "./relay/hub";
 import { Session, SessionRegistry } from "./relay/session";
@@ -27,7 +28,7 @@ export class Relay extends DurableObject {
       this.#store.migrate(DEFAULT_GROUPS, this.#now());
       this.#alarmAt = await ctx.storage.getAlarm();
     });
-    // Keep-alives are answered by the runtime without waking the object (PROTOCOL.md §7.4).
+    // Keep-alives are answered by the runtime without waking the object (PROTOCOL.md §4.5).
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_TEXT, PONG_TEXT));
     this.#hub = new Hub({
       store: this.#store,
@@ -45,10 +46,11 @@ export class Relay extends DurableObject {
       return new Response("Upgrade Required", { status: 426 });
     }
     // The Worker validated both already; the object checks again rather than trust a caller.
-    const hub = v.safeParse(HubName, new URL(request.url).searchParams.get("hub") ?? "main");
+    const hub = v.safeParse(HubName, new URL(request.url).searchParams.get("hub") ?? DEFAULT_HUB);
     const origin = v.safeParse(Origin, request.headers.get("Origin"));
     if (!hub.success) return new Response("Bad hub name", { status: 400 });
     if (!origin.success) return new Response("Forbidden", { status: 403 });
+    if (!this.#hub.canAccept()) return new Response("Busy", { status: 503 });
 
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];

@@ -1,7 +1,8 @@
 /** Parley PWA entry: create the controller, register the service worker, render. */
+
+import { useRegisterSW } from "virtual:pwa-register/solid";
 import { createEffect } from "solid-js";
 import { render } from "solid-js/web";
-import { useRegisterSW } from "virtual:pwa-register/solid";
 import { App } from "./app/App";
 import { createParley } from "./app/controller";
 import "./styles.css";

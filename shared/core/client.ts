@@ -86,6 +86,8 @@ export const DEFAULT_TUNING: Tuning = {
   signedPrekeyGraceMs: 14 * DAY,
   oneTimePrekeyBatch: LIMITS.maxOneTimePrekeysPerUpload,
 };
+/** A handshake not completed after this long is restarted with an asynchronous start (§8.2.5). */
+export const HANDSHAKE_RETRY_MS = 30_000;
 /** Our own one-time prekey secrets kept at most (the relay stores up to 200 public halves). */
 const MAX_OPK_SECRETS = 2 * LIMITS.maxOneTimePrekeysStored;
 
@@ -122,7 +124,10 @@ export class ParleyClient implements ParleyClientApi {
   private readonly contacts = new Map<string, Contact>();
   private readonly summaries = new Map<ConversationId, ConversationSummary>();
   /** Frame ids awaiting `accepted`/`error` that are not in the outbox. */
-  private readonly inflight = new Map<string, { kind: "fetch" | "upload" | "join" | "leave" | "commit"; name: string }>();
+  private readonly inflight = new Map<
+    string,
+    { kind: "fetch" | "upload" | "join" | "leave" | "commit"; name: string }
+  >();
   /** Relay mid → our outgoing message, for receipts. */
   private readonly mids = new Map<string, { conversationId: ConversationId; messageId: string }>();
   private readonly timers = new Map<string, () => void>();
@@ -155,7 +160,11 @@ export class ParleyClient implements ParleyClientApi {
     c.gen = (owner === undefined ? 0 : parseWith(OwnerSchema, owner, "owner").gen) + 1;
     const ops: StoreOp[] = [{ op: "put", key: KEYS.owner, value: { gen: c.gen } }];
     if ((await o.store.get(KEYS.prekeys)) === undefined) {
-      ops.push({ op: "put", key: KEYS.prekeys, value: await initialPrekeys(o.identity, o.now(), c.random) });
+      ops.push({
+        op: "put",
+        key: KEYS.prekeys,
+        value: await initialPrekeys(o.identity, o.now(), c.random),
+      });
     }
     await o.store.batch(ops);
     for (const { value } of await o.store.list("contact/")) {
@@ -189,10 +198,19 @@ export class ParleyClient implements ParleyClientApi {
   }
 
   private emitError(code: CoreErrorCode, message: string, conversationId?: ConversationId): void {
-    this.emit(conversationId ? { type: "error", code, message, conversationId } : { type: "error", code, message });
+    this.emit(
+      conversationId
+        ? { type: "error", code, message, conversationId }
+        : { type: "error", code, message },
+    );
   }
 
-  private system(conversationId: ConversationId, kind: SystemLineKind, text: string, extra: Partial<SystemLine> = {}) {
+  private system(
+    conversationId: ConversationId,
+    kind: SystemLineKind,
+    text: string,
+    extra: Partial<SystemLine> = {},
+  ) {
     this.emit({ type: "system", line: { conversationId, kind, text, at: this.o.now(), ...extra } });
   }
 
@@ -201,6 +219,15 @@ export class ParleyClient implements ParleyClientApi {
     const p = this.chain.then(fn, fn);
     this.chain = p.catch(() => undefined);
     return p;
+  }
+
+  /** Resolves when every input queued so far has been processed (tests, orderly shutdown). */
+  async whenIdle(): Promise<void> {
+    let seen: Promise<unknown> | null = null;
+    while (seen !== this.chain) {
+      seen = this.chain;
+      await seen;
+    }
   }
 
   /** Atomic write, refused when another instance owns the store (stale state, §10.2). */
@@ -347,8 +374,16 @@ export class ParleyClient implements ParleyClientApi {
 
   private resummarize(): void {
     for (const s of [...this.summaries.values()]) {
-      if (s.kind === "direct") void this.loadDm(s.name).then((r) => this.summarizeDm(r), () => undefined);
-      else void this.loadGroup(s.name).then((r) => this.summarizeGroup(r), () => undefined);
+      if (s.kind === "direct")
+        void this.loadDm(s.name).then(
+          (r) => this.summarizeDm(r),
+          () => undefined,
+        );
+      else
+        void this.loadGroup(s.name).then(
+          (r) => this.summarizeGroup(r),
+          () => undefined,
+        );
     }
   }
 
@@ -399,9 +434,15 @@ export class ParleyClient implements ParleyClientApi {
         return this.onDeliver(f);
       case "receipt":
         return this.onReceipt(f);
-      case "group":
+      case "group": {
         this.relayGroups.set(f.state.group, f.state);
-        return this.evaluateGroup(f.state.group);
+        await this.evaluateGroup(f.state.group);
+        // `removalPending` comes from the relay's state: a committer whose `accepted` arrived
+        // before this frame would otherwise keep showing the pending removal (PWA e2e).
+        const id = groupId(f.state.group);
+        if (this.summaries.has(id)) this.summarizeGroup(await this.loadGroup(f.state.group));
+        return;
+      }
       case "left":
         return this.onLeft(f.group);
       case "prekeys_low":
@@ -470,14 +511,19 @@ export class ParleyClient implements ParleyClientApi {
     for (const { value } of await this.store.list("dm/")) {
       const rec = parseDmRecord(value);
       if (rec.queue.length > 0 || rec.pending?.kind === "fetching") {
-        await this.ensureSession({ ...rec, pending: rec.pending?.kind === "fetching" ? null : rec.pending });
+        await this.ensureSession({
+          ...rec,
+          pending: rec.pending?.kind === "fetching" ? null : rec.pending,
+        });
       } else this.summarizeDm(rec);
     }
     // Our own commits come back through the mailbox (self-wrap), so nothing in flight survives.
     for (const { value } of await this.store.list("group/")) {
       const rec = parseGroupRecord(value);
       if (rec.pendingCommit !== null) {
-        await this.commit([{ op: "put", key: KEYS.group(rec.group), value: { ...rec, pendingCommit: null } }]);
+        await this.commit([
+          { op: "put", key: KEYS.group(rec.group), value: { ...rec, pendingCommit: null } },
+        ]);
       }
     }
     for (const g of f.groups) this.relayGroups.set(g.group, g);
@@ -493,10 +539,12 @@ export class ParleyClient implements ParleyClientApi {
       const c = this.contacts.get(u.username);
       // Presence is relay-asserted: it never pins, but a key different from the pin is shown.
       if (c && c.identityKey !== u.identityKey && c.changedKey !== u.identityKey) {
-        const next = { ...c, changedKey: u.identityKey };
+        const next = { ...c, changedKey: u.identityKey, verified: false };
         ops.push({ op: "put", key: KEYS.contact(u.username), value: next });
         this.contacts.set(u.username, next);
-        this.system(dmId(u.username), "key_changed", `${u.username}'s safety number changed`, { username: u.username });
+        this.system(dmId(u.username), "key_changed", `${u.username}'s safety number changed`, {
+          username: u.username,
+        });
       }
     }
     if (ops.length > 0) await this.commit(ops);
@@ -510,7 +558,11 @@ export class ParleyClient implements ParleyClientApi {
 
   private async replenish(): Promise<void> {
     if (this.uploading || !this.authed) return;
-    const r = await addOneTimePrekeys(await this.loadPrekeys(), this.tuning.oneTimePrekeyBatch, this.random);
+    const r = await addOneTimePrekeys(
+      await this.loadPrekeys(),
+      this.tuning.oneTimePrekeyBatch,
+      this.random,
+    );
     const opks = r.state.opks.slice(-MAX_OPK_SECRETS);
     await this.commit([{ op: "put", key: KEYS.prekeys, value: { ...r.state, opks } }]);
     const id = this.nextId("u");
@@ -542,17 +594,27 @@ export class ParleyClient implements ParleyClientApi {
   private async ensureSession(rec: DmRecord): Promise<void> {
     const peer = rec.peer;
     const contact = this.contacts.get(peer);
+    // An online handshake the peer never answered (it went away, or its engine refused it):
+    // fall back to an asynchronous start, which needs nothing from the peer (§8.2.5).
+    const stuck =
+      rec.current === null &&
+      (rec.pending?.kind === "initiating" || rec.pending?.kind === "fetching") &&
+      this.o.now() - rec.pending.at > HANDSHAKE_RETRY_MS;
+    if (stuck) rec = { ...rec, pending: null };
     if (rec.current !== null || rec.pending !== null || !this.authed || contact?.changedKey) {
       await this.commit([{ op: "put", key: KEYS.dm(peer), value: rec }]);
       this.summarizeDm(rec);
       return;
     }
-    const presenceKey = this.online.get(peer);
+    const presenceKey = stuck ? undefined : this.online.get(peer);
     if (presenceKey !== undefined) {
       // Online: the identity key comes from the pin or, first time, from presence (TOFU, §8.7).
       const check = checkKey(contact ?? null, peer, presenceKey, this.o.now());
       if (check.result === "changed") {
-        await this.commit([{ op: "put", key: KEYS.dm(peer), value: rec }, ...this.contactOps(contact, check.contact)]);
+        await this.commit([
+          { op: "put", key: KEYS.dm(peer), value: rec },
+          ...this.contactOps(contact, check.contact),
+        ]);
         this.contacts.set(peer, check.contact);
         this.summarizeDm(rec);
         return;
@@ -584,7 +646,11 @@ export class ParleyClient implements ParleyClientApi {
    * Persist a dm transition (record, contact, prekeys, outgoing bodies, flushed queue) in ONE
    * batch, then hand the frames to the transport and tell the UI (write-ahead, §10.1).
    */
-  private async applyDm(before: Contact | undefined, r: DmResult, extraOps: StoreOp[] = []): Promise<void> {
+  private async applyDm(
+    before: Contact | undefined,
+    r: DmResult,
+    extraOps: StoreOp[] = [],
+  ): Promise<void> {
     const peer = r.record.peer;
     let rec = r.record;
     const ops: StoreOp[] = [...extraOps, ...this.contactOps(before, r.contact)];
@@ -599,10 +665,21 @@ export class ParleyClient implements ParleyClientApi {
     const flushed: Array<{ id: string }> = [];
     if (canSendNow(rec) && rec.queue.length > 0 && r.contact.changedKey === null) {
       for (const q of rec.queue) {
-        const enc = await encryptDm(rec, r.contact, { t: "text", id: q.id, ts: q.ts, text: q.text }, this.ctx());
+        const enc = await encryptDm(
+          rec,
+          r.contact,
+          { t: "text", id: q.id, ts: q.ts, text: q.text },
+          this.ctx(),
+        );
         rec = enc.record;
         const { id, seq } = this.newOutId();
-        const frame = { v: PROTOCOL_VERSION, t: "send", id, to: peer, body: toB64u(enc.body) } as const;
+        const frame = {
+          v: PROTOCOL_VERSION,
+          t: "send",
+          id,
+          to: peer,
+          body: toB64u(enc.body),
+        } as const;
         ops.push(this.outbox(frame, seq, { conversationId: dmId(peer), messageId: q.id }));
         frames.push(frame);
         flushed.push(q);
@@ -622,11 +699,18 @@ export class ParleyClient implements ParleyClientApi {
     const id = dmId(peer);
     for (const n of notes) {
       if (n.kind === "session_started") {
-        this.system(id, "session_started", `Secure session with ${peer} established (${n.mode})`, { username: peer });
-      } else if (n.kind === "key_changed") {
-        this.system(id, "key_changed", `${peer}'s safety number changed; sending is blocked until you accept`, {
+        this.system(id, "session_started", `Secure session with ${peer} established (${n.mode})`, {
           username: peer,
         });
+      } else if (n.kind === "key_changed") {
+        this.system(
+          id,
+          "key_changed",
+          `${peer}'s safety number changed; sending is blocked until you accept`,
+          {
+            username: peer,
+          },
+        );
       }
     }
   }
@@ -672,12 +756,19 @@ export class ParleyClient implements ParleyClientApi {
 
   private async sendDm(peer: string, content: Content): Promise<void> {
     const contact = this.contacts.get(peer);
-    if (contact?.changedKey) throw new CoreError("key_changed", `${peer}'s key changed; accept it first`);
+    if (contact?.changedKey)
+      throw new CoreError("key_changed", `${peer}'s key changed; accept it first`);
     const rec = await this.loadDm(peer);
     if (contact && canSendNow(rec)) {
       const enc = await encryptDm(rec, contact, content, this.ctx());
       const { id, seq } = this.newOutId();
-      const frame = { v: PROTOCOL_VERSION, t: "send", id, to: peer, body: toB64u(enc.body) } as const;
+      const frame = {
+        v: PROTOCOL_VERSION,
+        t: "send",
+        id,
+        to: peer,
+        body: toB64u(enc.body),
+      } as const;
       await this.commit([
         { op: "put", key: KEYS.dm(peer), value: enc.record },
         this.outbox(frame, seq, { conversationId: dmId(peer), messageId: content.id }),
@@ -696,7 +787,8 @@ export class ParleyClient implements ParleyClientApi {
     try {
       const item = f.item;
       if (item.kind === "direct") await this.onDirect(f.from, b64(item.body, "body"));
-      else if (item.kind === "commit") await this.onCommit(item.group, item.epoch, item.core, item.wrap);
+      else if (item.kind === "commit")
+        await this.onCommit(item.group, item.epoch, item.core, item.wrap);
       else await this.onGroupMessage(f.from, item.group, item.epoch, b64(item.body, "body"));
     } catch (e) {
       // The relay delivers at least once: a message we already processed comes back as a
@@ -709,7 +801,15 @@ export class ParleyClient implements ParleyClientApi {
       const conv = f.item.kind === "direct" ? dmId(f.from) : groupId(f.item.group);
       const code = isCoreError(e) ? e.code : "malformed";
       this.emitError(code, e instanceof Error ? e.message : "bad message", conv);
-      this.system(conv, "decrypt_failed", `A message from ${f.from} could not be read (${code})`, { username: f.from });
+      this.system(conv, "decrypt_failed", `A message from ${f.from} could not be read (${code})`, {
+        username: f.from,
+      });
+      // We hold no session at all with a peer who writes on one (our state was lost, e.g. an
+      // identity imported on a new device): start a fresh one so the conversation heals (§8.2.5).
+      if (code === "unknown_session" && f.item.kind === "direct" && f.from !== this.username) {
+        const rec = await this.loadDm(f.from);
+        if (rec.current === null && rec.pending === null) await this.ensureSession(rec);
+      }
     } finally {
       if (ack) this.send({ v: PROTOCOL_VERSION, t: "ack", mids: [f.mid] });
     }
@@ -727,7 +827,13 @@ export class ParleyClient implements ParleyClientApi {
     const m = this.mids.get(f.mid);
     if (!m) return;
     this.mids.delete(f.mid);
-    this.emit({ type: "delivery", conversationId: m.conversationId, messageId: m.messageId, state: "delivered", by: f.by });
+    this.emit({
+      type: "delivery",
+      conversationId: m.conversationId,
+      messageId: m.messageId,
+      state: "delivered",
+      by: f.by,
+    });
   }
 
   private async onAccepted(f: FrameOf<ServerFrame, "accepted">): Promise<void> {
@@ -802,7 +908,9 @@ export class ParleyClient implements ParleyClientApi {
         // Lost a race (stale_epoch / roster_mismatch): rebuild on the relay's new state (§9.2.4).
         const rec = await this.loadGroup(fl.name);
         if (rec.pendingCommit?.id === id) {
-          await this.commit([{ op: "put", key: KEYS.group(fl.name), value: { ...rec, pendingCommit: null } }]);
+          await this.commit([
+            { op: "put", key: KEYS.group(fl.name), value: { ...rec, pendingCommit: null } },
+          ]);
         }
         await this.evaluateGroup(fl.name);
         return;
@@ -815,7 +923,11 @@ export class ParleyClient implements ParleyClientApi {
           this.summarizeGroup(next);
         }
       }
-      this.emitError("relay_error", `${f.code}: ${f.message}`, fl.kind === "upload" ? undefined : groupId(fl.name));
+      this.emitError(
+        "relay_error",
+        `${f.code}: ${f.message}`,
+        fl.kind === "upload" ? undefined : groupId(fl.name),
+      );
       return;
     }
     this.emitError("relay_error", `${f.code}: ${f.message}`);
@@ -832,17 +944,32 @@ export class ParleyClient implements ParleyClientApi {
       const rec = await this.loadDm(username);
       // Sessions made with the old key are dropped; the held envelopes (made for the new key) are
       // processed now, and queued texts go out under a fresh handshake.
-      const fresh: DmRecord = { ...rec, current: null, previous: [], pending: null, held: [] };
+      const fresh: DmRecord = {
+        ...rec,
+        current: null,
+        previous: [],
+        pending: null,
+        held: [],
+        seenInits: [],
+      };
       await this.commit([
         { op: "put", key: KEYS.contact(username), value: next },
         { op: "put", key: KEYS.dm(username), value: fresh },
       ]);
       this.contacts.set(username, next);
-      this.system(dmId(username), "key_accepted", `You accepted ${username}'s new key`, { username });
+      this.system(dmId(username), "key_accepted", `You accepted ${username}'s new key`, {
+        username,
+      });
       let cur = fresh;
       for (const body of rec.held) {
         try {
-          const r = await receiveDm(cur, next, await this.loadPrekeys(), b64(body, "held"), this.ctx());
+          const r = await receiveDm(
+            cur,
+            next,
+            await this.loadPrekeys(),
+            b64(body, "held"),
+            this.ctx(),
+          );
           await this.applyDm(next, r);
           cur = await this.loadDm(username);
         } catch (e) {
@@ -904,16 +1031,32 @@ export class ParleyClient implements ParleyClientApi {
 
   private async onLeft(name: string): Promise<void> {
     const rec = await this.loadGroup(name);
+    // `left` answering the leave half of a rejoin (§9.4): we hold no keys and wait for our join.
+    if (rec.status === "joining" && rec.current === null) return;
     // Forget every key of the group: a departed member must not read later epochs (§9.4).
-    const next: GroupRecord = { group: name, status: "left", current: null, previous: null, pendingCommit: null };
+    const next: GroupRecord = {
+      group: name,
+      status: "left",
+      current: null,
+      previous: null,
+      pendingCommit: null,
+    };
     await this.commit([{ op: "put", key: KEYS.group(name), value: next }]);
-    if (rec.status !== "left") this.system(groupId(name), "left", `You left ${name}`, { username: this.username });
+    if (rec.status !== "left")
+      this.system(groupId(name), "left", `You left ${name}`, { username: this.username });
     this.summarizeGroup(next);
   }
 
-  private commitLines(name: string, rec: GroupRecord, added: string[], removed: string[], by: string): void {
+  private commitLines(
+    name: string,
+    rec: GroupRecord,
+    added: string[],
+    removed: string[],
+    by: string,
+  ): void {
     const id = groupId(name);
-    for (const n of removed) if (!added.includes(n)) this.system(id, "left", `${n} left`, { username: n });
+    for (const n of removed)
+      if (!added.includes(n)) this.system(id, "left", `${n} left`, { username: n });
     for (const n of added) this.system(id, "joined", `${n} joined`, { username: n });
     const epoch = rec.current?.epoch ?? 0;
     this.system(id, "epoch", `New group key (epoch ${epoch}) from ${by}`, { epoch, username: by });
@@ -949,7 +1092,9 @@ export class ParleyClient implements ParleyClientApi {
       ops.push({ op: "put", key: KEYS.contact(m.name), value: check.contact });
       this.contacts.set(m.name, check.contact);
       if (check.result === "changed") {
-        this.system(groupId(name), "key_changed", `${m.name}'s safety number changed`, { username: m.name });
+        this.system(groupId(name), "key_changed", `${m.name}'s safety number changed`, {
+          username: m.name,
+        });
       }
     }
     await this.commit(ops);
@@ -958,7 +1103,12 @@ export class ParleyClient implements ParleyClientApi {
     await this.evaluateGroup(name);
   }
 
-  private async onGroupMessage(from: string, name: string, epoch: number, body: Uint8Array): Promise<void> {
+  private async onGroupMessage(
+    from: string,
+    name: string,
+    epoch: number,
+    body: Uint8Array,
+  ): Promise<void> {
     const rec = await this.loadGroup(name);
     const r = await decryptGroup({ record: rec, hub: this.hub, sender: from, epoch, body });
     await this.commit([{ op: "put", key: KEYS.group(name), value: r.record }]);
@@ -968,10 +1118,13 @@ export class ParleyClient implements ParleyClientApi {
   private async sendGroup(name: string, content: Content): Promise<void> {
     const rec = await this.loadGroup(name);
     const state = this.relayGroups.get(name);
-    if (rec.status !== "member" || rec.current === null) throw new CoreError("not_member", `not a member of ${name}`);
+    if (rec.status !== "member" || rec.current === null)
+      throw new CoreError("not_member", `not a member of ${name}`);
     // Nothing may be sent under an epoch a leaver still knows (§9.4).
-    if (state && state.pendingLeaves.length > 0) throw new CoreError("removal_pending", "a removal is pending");
-    if (state && state.epoch !== rec.current.epoch) throw new CoreError("stale_epoch", "waiting for the new epoch");
+    if (state && state.pendingLeaves.length > 0)
+      throw new CoreError("removal_pending", "a removal is pending");
+    if (state && state.epoch !== rec.current.epoch)
+      throw new CoreError("stale_epoch", "waiting for the new epoch");
     if (rec.current.roster.some((m) => this.contacts.get(m.name)?.changedKey)) {
       throw new CoreError("key_changed", "a member's key changed; accept it first");
     }
@@ -1023,9 +1176,14 @@ export class ParleyClient implements ParleyClientApi {
       }
       return this.makeCommit(name, state, rec);
     }
+    const leaving = new Set(state.pendingLeaves);
+    if (isMember && !leaving.has(me) && rec.status === "none") {
+      // The relay lists us as a member but we hold no keys and none are coming (state lost,
+      // e.g. identity imported on a new device): leave and join again to get a fresh epoch.
+      return this.rejoin(name, rec);
+    }
     if (!isMember || rec.status !== "member" || rec.current === null) return;
     if (rec.current.epoch !== state.epoch) return; // a commit is on its way through the mailbox
-    const leaving = new Set(state.pendingLeaves);
     if (leaving.has(me)) return;
     const candidates = state.members
       .map((m) => m.username)
@@ -1034,7 +1192,9 @@ export class ParleyClient implements ParleyClientApi {
     const rank = candidates.indexOf(me);
     if (state.pendingLeaves.length > 0) {
       if (rank === 0) return this.makeCommit(name, state, rec);
-      this.later(`${name}:${state.epoch}`, rank * this.tuning.fallbackCommitDelayMs, () => this.evaluateFallback(name, state.epoch));
+      this.later(`${name}:${state.epoch}`, rank * this.tuning.fallbackCommitDelayMs, () =>
+        this.evaluateFallback(name, state.epoch),
+      );
       return;
     }
     if (state.pendingJoins.length > 0) return;
@@ -1042,6 +1202,18 @@ export class ParleyClient implements ParleyClientApi {
     const dueByCount = cur.sent >= this.tuning.groupUpdateAfterMessages;
     const dueByTime = rank === 0 && this.o.now() - cur.startedAt >= this.tuning.groupUpdateAfterMs;
     if (dueByCount || dueByTime) return this.makeCommit(name, state, rec);
+  }
+
+  private async rejoin(name: string, rec: GroupRecord): Promise<void> {
+    const next: GroupRecord = { ...rec, status: "joining" };
+    await this.commit([{ op: "put", key: KEYS.group(name), value: next }]);
+    const l = this.nextId("l");
+    const j = this.nextId("j");
+    this.inflight.set(l, { kind: "leave", name });
+    this.inflight.set(j, { kind: "join", name });
+    this.send({ v: PROTOCOL_VERSION, t: "leave", id: l, group: name });
+    this.send({ v: PROTOCOL_VERSION, t: "join", id: j, group: name });
+    this.summarizeGroup(next);
   }
 
   private later(key: string, ms: number, fn: () => Promise<void>): void {
@@ -1064,12 +1236,13 @@ export class ParleyClient implements ParleyClientApi {
 
   private async makeCommit(name: string, state: GroupState, rec: GroupRecord): Promise<void> {
     const { roster, added, removed } = nextRoster(state);
-    if (!roster.some((m) => m.username === this.username || m.name === this.username)) return;
+    if (!roster.some((m) => m.name === this.username)) return;
     // Never wrap the epoch secret to a key that contradicts a pin (relay MITM, §8.7).
     const ops: StoreOp[] = [];
     for (const m of roster) {
       if (m.name === this.username) {
-        if (m.ik !== this.identityKey) throw new CoreError("identity_mismatch", "relay lists us with another key");
+        if (m.ik !== this.identityKey)
+          throw new CoreError("identity_mismatch", "relay lists us with another key");
         continue;
       }
       const c = this.contacts.get(m.name);
@@ -1078,7 +1251,9 @@ export class ParleyClient implements ParleyClientApi {
         if (c?.changedKey !== m.ik) {
           this.contacts.set(m.name, check.contact);
           await this.commit([{ op: "put", key: KEYS.contact(m.name), value: check.contact }]);
-          this.system(groupId(name), "key_changed", `${m.name}'s safety number changed`, { username: m.name });
+          this.system(groupId(name), "key_changed", `${m.name}'s safety number changed`, {
+            username: m.name,
+          });
         }
         this.emitError("key_changed", `${m.name}'s key changed; not committing`, groupId(name));
         this.summarizeGroup(rec);
@@ -1105,7 +1280,15 @@ export class ParleyClient implements ParleyClientApi {
     const id = this.nextId("c");
     const next: GroupRecord = {
       ...rec,
-      pendingCommit: { id, parentEpoch: state.epoch, secret: toB64u(built.secret), roster, added, removed, at: this.o.now() },
+      pendingCommit: {
+        id,
+        parentEpoch: state.epoch,
+        secret: toB64u(built.secret),
+        roster,
+        added,
+        removed,
+        at: this.o.now(),
+      },
     };
     ops.push({ op: "put", key: KEYS.group(name), value: next });
     await this.commit(ops);

@@ -53,6 +53,8 @@ export const MAX_PREVIOUS_SESSIONS = 3;
 export const MAX_QUEUE = 200;
 /** Envelopes held while the peer's key change is not accepted, replayed after acceptance. */
 export const MAX_HELD = 50;
+/** hs_init ephemerals remembered per peer. */
+export const MAX_SEEN_INITS = 16;
 
 const KeyPair = v.strictObject({ pub: Key32, priv: Key32 });
 
@@ -100,11 +102,13 @@ export const DmRecordSchema = v.strictObject({
   queue: v.array(QueuedSchema),
   /** Bodies (base64url) received while the peer's key change awaits acceptance. */
   held: v.array(v.string()),
+  /** Ephemerals of hs_init messages already answered (a redelivered init is not re-answered). */
+  seenInits: v.array(Key32),
 });
 export type DmRecord = v.InferOutput<typeof DmRecordSchema>;
 
 export function emptyDm(peer: string): DmRecord {
-  return { peer, current: null, previous: [], pending: null, queue: [], held: [] };
+  return { peer, current: null, previous: [], pending: null, queue: [], held: [], seenInits: [] };
 }
 
 export interface DmCtx {
@@ -378,6 +382,11 @@ async function onInit(
   ctx: DmCtx,
 ): Promise<DmResult> {
   checkOurs(env.ikB, ctx);
+  // At-least-once delivery can hand us the same init twice: answering again would replace the
+  // pending handshake the initiator is completing (§8.2.3).
+  if (record.seenInits.includes(enc(env.ephA))) {
+    throw new CoreError("replay", "handshake init already answered");
+  }
   const pin = pinOrHold(record, contact, env.ikA, body, ctx.now);
   if (!pin.ok) return pin.result;
   const peer = party(record.peer, env.ikA);
@@ -419,7 +428,8 @@ async function onInit(
     th: enc(th),
     session,
   };
-  return result({ ...record, pending }, pin.contact, {
+  const seenInits = [...record.seenInits, enc(env.ephA)].slice(-MAX_SEEN_INITS);
+  return result({ ...record, pending, seenInits }, pin.contact, {
     send: [encodeHsResp({ ephA: env.ephA, ephB, sigB, confirmB })],
     notes: pin.pinned ? [{ kind: "pinned" }] : [],
   });
@@ -433,7 +443,8 @@ async function onResp(
 ): Promise<DmResult> {
   const p = record.pending;
   if (p?.kind !== "initiating" || p.eph.pub !== enc(env.ephA)) {
-    throw new CoreError("unknown_session", "handshake response to no pending init");
+    // An answer to an init we abandoned (tie-break, retry) or a redelivery: stale, ignore.
+    throw new CoreError("replay", "handshake response to no pending init");
   }
   const peer = party(record.peer, p.peerIdentityKey);
   await verifyOrThrow(
@@ -475,6 +486,8 @@ function onConfirm(
 ): DmResult {
   const p = record.pending;
   if (p?.kind !== "responding" || p.session.sid !== enc(env.sid)) {
+    if (findSession(record, enc(env.sid)) !== null)
+      throw new CoreError("replay", "handshake already confirmed");
     throw new CoreError("unknown_session", "confirmation for no pending handshake");
   }
   const expected = confirmMac(b64(p.confirmKey, "key"), "initiator", b64(p.th, "th"));

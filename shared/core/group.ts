@@ -105,8 +105,18 @@ export function parseGroupRecord(x: unknown): GroupRecord {
 // ---------------------------------------------------------------------------------------------
 // Key schedule (§9.3, §9.5)
 
-export function confirmKey(secret: Uint8Array, hub: string, group: string, epoch: number): Uint8Array {
-  return hkdfSha256(secret, new Uint8Array(0), lp("parley/v1/group-confirm", hub, group, u64be(epoch)), 32);
+export function confirmKey(
+  secret: Uint8Array,
+  hub: string,
+  group: string,
+  epoch: number,
+): Uint8Array {
+  return hkdfSha256(
+    secret,
+    new Uint8Array(0),
+    lp("parley/v1/group-confirm", hub, group, u64be(epoch)),
+    32,
+  );
 }
 
 export function senderChainKey(
@@ -210,7 +220,11 @@ export function decodeCommitBody(body: Uint8Array): CommitCore {
   return { hub, group, parentEpoch, epoch, committer, committerIk, roster, added, removed };
 }
 
-export function splitCore(core: Uint8Array): { body: Uint8Array; tag: Uint8Array; sig: Uint8Array } {
+export function splitCore(core: Uint8Array): {
+  body: Uint8Array;
+  tag: Uint8Array;
+  sig: Uint8Array;
+} {
   const r = new Reader(core, "commit core");
   const body = r.field();
   const tag = r.bytes(32);
@@ -235,7 +249,11 @@ export function rosterFromMembers(members: readonly Member[]): RosterEntry[] {
 }
 
 /** The roster the relay will require: (committed − pendingLeaves) ∪ pendingJoins (§9.1). */
-export function nextRoster(state: GroupState): { roster: RosterEntry[]; added: string[]; removed: string[] } {
+export function nextRoster(state: GroupState): {
+  roster: RosterEntry[];
+  added: string[];
+  removed: string[];
+} {
   const leaving = new Set(state.pendingLeaves);
   const byUser = new Map<string, Member>();
   for (const m of state.members) if (!leaving.has(m.username)) byUser.set(m.username, m);
@@ -311,7 +329,8 @@ export function enterEpoch(
   me: { name: string; identityKey: Uint8Array },
   now: number,
 ): EpochState {
-  const chain = (m: { name: string; ik: Uint8Array }) => senderChainKey(secret, hub, group, epoch, m.name, m.ik);
+  const chain = (m: { name: string; ik: Uint8Array }) =>
+    senderChainKey(secret, hub, group, epoch, m.name, m.ik);
   return {
     epoch,
     secret: enc(secret),
@@ -320,7 +339,12 @@ export function enterEpoch(
     send: { ck: enc(chain({ name: me.name, ik: me.identityKey })), n: 0 },
     receivers: roster
       .filter((m) => m.name !== me.name)
-      .map((m) => ({ name: m.name, ck: enc(chain({ name: m.name, ik: b64(m.ik, "ik") })), n: 0, skipped: [] })),
+      .map((m) => ({
+        name: m.name,
+        ck: enc(chain({ name: m.name, ik: b64(m.ik, "ik") })),
+        n: 0,
+        skipped: [],
+      })),
     sent: 0,
   };
 }
@@ -334,8 +358,22 @@ export function applyOwnCommit(
 ): GroupRecord {
   const p = record.pendingCommit;
   if (p === null) return record;
-  const next = enterEpoch(hub, record.group, p.parentEpoch + 1, b64(p.secret, "secret"), p.roster, me, now);
-  return { ...record, status: "member", previous: record.current, current: next, pendingCommit: null };
+  const next = enterEpoch(
+    hub,
+    record.group,
+    p.parentEpoch + 1,
+    b64(p.secret, "secret"),
+    p.roster,
+    me,
+    now,
+  );
+  return {
+    ...record,
+    status: "member",
+    previous: record.current,
+    current: next,
+    pendingCommit: null,
+  };
 }
 
 export interface CommitView {
@@ -364,9 +402,11 @@ export async function receiveCommit(params: {
   const { body, tag, sig } = splitCore(params.core);
   const c = decodeCommitBody(body);
   if (c.hub !== hub || c.group !== record.group) throw malformed("commit for another group");
-  if (c.epoch !== params.itemEpoch || c.epoch !== c.parentEpoch + 1) throw new CoreError("stale_epoch", "epoch numbers");
+  if (c.epoch !== params.itemEpoch || c.epoch !== c.parentEpoch + 1)
+    throw new CoreError("stale_epoch", "epoch numbers");
   const names = c.roster.map((m) => m.name);
-  if (new Set(names).size !== names.length) throw new CoreError("roster_mismatch", "duplicate roster names");
+  if (new Set(names).size !== names.length)
+    throw new CoreError("roster_mismatch", "duplicate roster names");
   const inRoster = new Set(names);
   const mine = c.roster.find((m) => m.name === me.name);
   if (!mine || !constantTimeEqual(b64(mine.ik, "ik"), me.identityKey)) {
@@ -375,7 +415,8 @@ export async function receiveCommit(params: {
   const cur = record.current;
   const changed: string[] = [];
   if (cur !== null && record.status === "member") {
-    if (c.parentEpoch !== cur.epoch) throw new CoreError("stale_epoch", "commit does not extend our epoch");
+    if (c.parentEpoch !== cur.epoch)
+      throw new CoreError("stale_epoch", "commit does not extend our epoch");
     // The roster change must be exactly the announced one (§9.4).
     const old = new Map(cur.roster.map((m) => [m.name, m]));
     const expected = new Set([...old.keys()].filter((n) => !c.removed.includes(n)));
@@ -384,7 +425,8 @@ export async function receiveCommit(params: {
       if (expected.has(n)) throw new CoreError("roster_mismatch", "added member already present");
       expected.add(n);
     }
-    for (const n of c.removed) if (!old.has(n)) throw new CoreError("roster_mismatch", "removed unknown member");
+    for (const n of c.removed)
+      if (!old.has(n)) throw new CoreError("roster_mismatch", "removed unknown member");
     if (expected.size !== inRoster.size || [...expected].some((n) => !inRoster.has(n))) {
       throw new CoreError("roster_mismatch", "roster is not old roster + added − removed");
     }
@@ -404,7 +446,8 @@ export async function receiveCommit(params: {
     if (cur !== null && c.parentEpoch < cur.epoch) throw new CoreError("stale_epoch", "old commit");
   }
   if (!inRoster.has(c.committer)) throw new CoreError("not_member", "committer not in roster");
-  for (const n of c.added) if (!inRoster.has(n)) throw new CoreError("roster_mismatch", "added not in roster");
+  for (const n of c.added)
+    if (!inRoster.has(n)) throw new CoreError("roster_mismatch", "added not in roster");
   const committer = c.roster.find((m) => m.name === c.committer);
   if (!committer || !constantTimeEqual(b64(committer.ik, "ik"), c.committerIk)) {
     throw new CoreError("bad_signature", "committer key is not its roster key");
@@ -436,7 +479,13 @@ export async function receiveCommit(params: {
   }
   const next = enterEpoch(hub, record.group, c.epoch, secret, c.roster, me, params.now);
   return {
-    record: { group: record.group, status: "member", previous: cur, current: next, pendingCommit: null },
+    record: {
+      group: record.group,
+      status: "member",
+      previous: cur,
+      current: next,
+      pendingCommit: null,
+    },
     view: { core: c, changed },
   };
 }
@@ -444,10 +493,24 @@ export async function receiveCommit(params: {
 // ---------------------------------------------------------------------------------------------
 // Group messages (§9.5)
 
-function msgAad(hub: string, group: string, epoch: number, sender: string, ik: Uint8Array, n: number) {
+function msgAad(
+  hub: string,
+  group: string,
+  epoch: number,
+  sender: string,
+  ik: Uint8Array,
+  n: number,
+) {
   return lp("parley/v1/group-msg", hub, group, u64be(epoch), sender, ik, n);
 }
-function sigInput(hub: string, group: string, epoch: number, sender: string, n: number, ct: Uint8Array) {
+function sigInput(
+  hub: string,
+  group: string,
+  epoch: number,
+  sender: string,
+  n: number,
+  ct: Uint8Array,
+) {
   return lp("parley/v1/group-sig", hub, group, u64be(epoch), sender, n, ct);
 }
 
@@ -459,7 +522,8 @@ export async function encryptGroup(params: {
   content: Content;
 }): Promise<{ record: GroupRecord; body: Uint8Array; epoch: number }> {
   const cur = params.record.current;
-  if (params.record.status !== "member" || cur === null) throw new CoreError("not_member", "not a member");
+  if (params.record.status !== "member" || cur === null)
+    throw new CoreError("not_member", "not a member");
   const { ck, mk } = kdfCk(b64(cur.send.ck, "ck"));
   const n = cur.send.n;
   const g = params.record.group;
@@ -484,9 +548,15 @@ export async function decryptGroup(params: {
   body: Uint8Array;
 }): Promise<{ record: GroupRecord; content: Content }> {
   const { record, hub, sender, epoch } = params;
-  const which = record.current?.epoch === epoch ? "current" : record.previous?.epoch === epoch ? "previous" : null;
+  const which =
+    record.current?.epoch === epoch
+      ? "current"
+      : record.previous?.epoch === epoch
+        ? "previous"
+        : null;
   const ep = which === null ? null : record[which];
-  if (ep === null || record.status !== "member") throw new CoreError("stale_epoch", "no keys for that epoch");
+  if (ep === null || record.status !== "member")
+    throw new CoreError("stale_epoch", "no keys for that epoch");
   const r = new Reader(params.body, "group message");
   if (r.u8() !== 0x01 || r.u8() !== GROUP_MSG_TYPE) throw malformed("group message header");
   const n = r.u32();
@@ -532,7 +602,10 @@ export async function decryptGroup(params: {
   // Bound the skipped keys across all senders of the epoch: evict the oldest-numbered first.
   const total = receivers.reduce((a, x) => a + x.skipped.length, 0);
   if (total > MAX_GROUP_SKIPPED) {
-    receivers = receivers.map((x) => ({ ...x, skipped: x.skipped.slice(-Math.floor(MAX_GROUP_SKIPPED / receivers.length)) }));
+    receivers = receivers.map((x) => ({
+      ...x,
+      skipped: x.skipped.slice(-Math.floor(MAX_GROUP_SKIPPED / receivers.length)),
+    }));
   }
   return { record: { ...record, [which as string]: { ...ep, receivers } }, content };
 }

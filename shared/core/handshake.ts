@@ -4,7 +4,7 @@
  * transcripts, signatures and key material out. Who stores what is decided in dm.ts.
  */
 import { ed25519Sign, ed25519Verify, hkdfSha256, hmacSha256, sha256, x25519 } from "../crypto";
-import { concatBytes, lp } from "../encoding";
+import { concatBytes, lp, u32be } from "../encoding";
 import { CoreError } from "./errors";
 
 export interface Party {
@@ -135,7 +135,7 @@ export function x3dhTranscript(
     b.identityKey,
     pre.spkId,
     pre.spk,
-    pre.opk ? lp(pre.opk.id) : none,
+    pre.opk ? u32be(pre.opk.id) : none,
     pre.opk ? pre.opk.key : none,
     ekA,
   );

@@ -45,16 +45,32 @@ async function makeSpk(identity: IdentityKeyPair, id: number, now: number, rando
   return { id, pub: kp.pub, priv: kp.priv, sig: enc(sig), createdAt: now };
 }
 
+/** A random non-zero u32: where a new device's id sequences start (§8.3.1). */
+function randomId(random: Random): number {
+  const b = random(4);
+  const n =
+    ((b[0] as number) << 24) |
+    ((b[1] as number) << 16) |
+    ((b[2] as number) << 8) |
+    (b[3] as number);
+  return n >>> 0 || 1;
+}
+
+/**
+ * Fresh prekey state. Ids start at random points: after an identity is imported on a new device
+ * the relay may still hold public prekeys of the old one under small ids, and a bundle must never
+ * pair an id with a key whose secret we do not hold.
+ */
 export async function initialPrekeys(
   identity: IdentityKeyPair,
   now: number,
   random: Random,
 ): Promise<PrekeyState> {
   return {
-    spk: await makeSpk(identity, 1, now, random),
+    spk: await makeSpk(identity, randomId(random), now, random),
     oldSpks: [],
     opks: [],
-    nextOpkId: 1,
+    nextOpkId: randomId(random),
     seen: [],
   };
 }
@@ -131,8 +147,9 @@ export function findPrekeys(
     throw new CoreError("replay", "prekey message already used");
   if (opkId === null) return { spk, opk: null };
   const opk = s.opks.find((o) => o.id === opkId);
-  // A used one-time prekey is deleted, so a replayed prekey message lands here.
-  if (!opk) throw new CoreError("replay", "one-time prekey already used or unknown");
+  // A replayed prekey message was caught by `seen` above; an OPK we do not hold is an error the
+  // user must see (e.g. a key of a previous device the relay still handed out).
+  if (!opk) throw new CoreError("no_prekey", "one-time prekey unknown or already used");
   return { spk, opk };
 }
 

@@ -35,7 +35,8 @@ export function checkKey(
     };
   }
   if (contact.identityKey === identityKey) return { result: "match", contact };
-  return { result: "changed", contact: { ...contact, changedKey: identityKey } };
+  // Verification was of the old key: it resets as soon as a different key shows up (§8.7).
+  return { result: "changed", contact: { ...contact, changedKey: identityKey, verified: false } };
 }
 
 /** The user accepted the new key: re-pin, verification resets (§8.7). */

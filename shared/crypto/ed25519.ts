@@ -110,8 +110,26 @@ export function isSmallOrderEd25519PublicKey(publicKey: Uint8Array): boolean {
 }
 
 /**
- * Parley's one Ed25519 verification rule (PROTOCOL.md §3.2): the public key must not be of
- * small order, then RFC 8032 §5.1.7 as implemented by WebCrypto in workerd, Chromium
+ * True iff y (the encoding with bit 255 cleared, little-endian) is >= p = 2^255 - 19, i.e. not a
+ * canonical field element (RFC 8032 §5.1.3 step 1). Libraries differ on whether they reduce such
+ * a y or reject it, so Parley rejects it before any library sees it.
+ */
+export function isNonCanonicalEd25519Encoding(encoding: Uint8Array): boolean {
+  if (encoding.length !== ED25519_PUBLIC_KEY_BYTES || ((encoding[31] ?? 0) & 0x7f) !== 0x7f) {
+    return false;
+  }
+  for (let i = 1; i < 31; i++) if (encoding[i] !== 0xff) return false;
+  return (encoding[0] ?? 0) >= 0xed;
+}
+
+/** Public keys no Parley verifier accepts, whatever the signature (PROTOCOL.md §3.2 step 2). */
+export function isRefusedEd25519PublicKey(publicKey: Uint8Array): boolean {
+  return isSmallOrderEd25519PublicKey(publicKey) || isNonCanonicalEd25519Encoding(publicKey);
+}
+
+/**
+ * Parley's one Ed25519 verification rule (PROTOCOL.md §3.2): the public key must be canonical
+ * and not of small order, then RFC 8032 §5.1.7 as implemented by WebCrypto in workerd, Chromium
  * (BoringSSL) and Node (OpenSSL): S < L, the cofactorless equation, R compared by its
  * encoding. Never throws: a malformed key, a wrong-length signature or a non-Uint8Array
  * argument is simply "not a valid signature", so callers cannot forget a catch.
@@ -127,7 +145,7 @@ export async function ed25519Verify(
     !(signature instanceof Uint8Array) ||
     publicKey.length !== ED25519_PUBLIC_KEY_BYTES ||
     signature.length !== ED25519_SIGNATURE_BYTES ||
-    isSmallOrderEd25519PublicKey(publicKey)
+    isRefusedEd25519PublicKey(publicKey)
   ) {
     return false;
   }

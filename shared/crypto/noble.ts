@@ -16,7 +16,7 @@ import {
   ED25519_SIGNATURE_BYTES,
   X25519_KEY_BYTES,
 } from "./constants";
-import { isSmallOrderEd25519PublicKey } from "./ed25519";
+import { isRefusedEd25519PublicKey } from "./ed25519";
 import { LowOrderError } from "./errors";
 
 export {
@@ -65,10 +65,9 @@ export function nobleEd25519Verify(
 /**
  * Parley's verification rule (PROTOCOL.md §3.2) rebuilt on noble's group arithmetic, for
  * runtimes without WebCrypto Ed25519 and to pin the rule: it mirrors what BoringSSL/OpenSSL
- * `ED25519_verify` do (top 3 bits of S clear and S < L; A decoded leniently, y taken mod p and
- * x = 0 with the sign bit allowed; k = SHA-512(R || A || M) over the bytes as given;
+ * `ED25519_verify` do (S < L; k = SHA-512(R || A || M) over the bytes as given;
  * R' = [S]B - [k]A encoded and compared byte for byte with R, so a non-canonical R fails),
- * plus the small-order A refusal of ed25519Verify. Tests prove it equals ed25519Verify on every
+ * after the refusal of small-order and non-canonical public keys that ed25519Verify applies. Tests prove it equals ed25519Verify on every
  * vector, including the edge cases where noble's own strict mode differs. Never throws.
  */
 export function nobleEd25519VerifyParley(
@@ -82,7 +81,7 @@ export function nobleEd25519VerifyParley(
     !(signature instanceof Uint8Array) ||
     publicKey.length !== ED25519_PUBLIC_KEY_BYTES ||
     signature.length !== ED25519_SIGNATURE_BYTES ||
-    isSmallOrderEd25519PublicKey(publicKey)
+    isRefusedEd25519PublicKey(publicKey)
   ) {
     return false;
   }
@@ -92,7 +91,7 @@ export function nobleEd25519VerifyParley(
   if (s >= Point.Fn.ORDER) return false;
   let a: ReturnType<typeof Point.fromBytes>;
   try {
-    a = Point.fromBytes(publicKey, true);
+    a = Point.fromBytes(publicKey, false); // strict RFC 8032 §5.1.3 decoding
   } catch {
     return false;
   }

@@ -38,6 +38,8 @@ async function importSecret(secretKey: Uint8Array): Promise<CryptoKey> {
   }
 }
 
+const LOW_ORDER = "publicKey: low-order point, shared secret is all-zero (RFC 7748 §6.1)";
+
 async function derive(secretKey: Uint8Array, publicKey: Uint8Array): Promise<Uint8Array> {
   const priv = await importSecret(secretKey);
   let pub: CryptoKey;
@@ -56,17 +58,10 @@ async function derive(secretKey: Uint8Array, publicKey: Uint8Array): Promise<Uin
     // BoringSSL (Node, workerd, Chromium) is the all-zero result: WebCrypto §X25519 "deriveBits"
     // step "If secret is the all-zero value, then throw an OperationError". Pinned by the
     // Wycheproof low-order vectors in test/shared/crypto-x25519.test.ts.
-    throw new LowOrderError(
-      "publicKey: low-order point, shared secret is all-zero (RFC 7748 §6.1)",
-      {
-        cause: e,
-      },
-    );
+    throw new LowOrderError(LOW_ORDER, { cause: e });
   }
   if (isZero(out)) {
-    throw new LowOrderError(
-      "publicKey: low-order point, shared secret is all-zero (RFC 7748 §6.1)",
-    );
+    throw new LowOrderError(LOW_ORDER);
   }
   return out;
 }

@@ -18,7 +18,12 @@ import { toB64u } from "../../shared/encoding";
 
 function contact(username: string): ContactInfo {
   const key = randomBytes(32);
-  return { username, identityKey: toB64u(key), fingerprint: identityFingerprint(key), verified: false };
+  return {
+    username,
+    identityKey: toB64u(key),
+    fingerprint: identityFingerprint(key),
+    verified: false,
+  };
 }
 
 export async function createEngine(opts: ParleyClientOptions): Promise<ParleyClientApi> {
@@ -49,7 +54,14 @@ export async function createEngine(opts: ParleyClientOptions): Promise<ParleyCli
       later(300, () => {
         emit({ type: "ready", username: opts.username, fingerprint: me.fingerprint });
         emit({ type: "presence", users: [me, ...peers] });
-        put({ id: "group:broadcast", kind: "group", name: "broadcast", status: "secure", members: [], epoch: -1 });
+        put({
+          id: "group:broadcast",
+          kind: "group",
+          name: "broadcast",
+          status: "secure",
+          members: [],
+          epoch: -1,
+        });
       });
     },
     async onServerFrame() {},
@@ -60,8 +72,22 @@ export async function createEngine(opts: ParleyClientOptions): Promise<ParleyCli
       if (!convs.has(id)) {
         put({ id, kind: "direct", name: username, status: "handshaking", members: [peer] });
         later(600, () => {
-          put({ id, kind: "direct", name: username, status: username === "dave" ? "key_changed" : "secure", members: [peer] });
-          emit({ type: "system", line: { conversationId: id, kind: "session_started", text: `Secure session with ${username} established`, at: Date.now() } });
+          put({
+            id,
+            kind: "direct",
+            name: username,
+            status: username === "dave" ? "key_changed" : "secure",
+            members: [peer],
+          });
+          emit({
+            type: "system",
+            line: {
+              conversationId: id,
+              kind: "session_started",
+              text: `Secure session with ${username} established`,
+              at: Date.now(),
+            },
+          });
         });
       }
       return id;
@@ -69,13 +95,35 @@ export async function createEngine(opts: ParleyClientOptions): Promise<ParleyCli
     async endChat() {},
     async sendText(conversationId, text) {
       const id = `m${++n}`;
-      const m: ChatMessage = { id, conversationId, from: opts.username, direction: "out", text, sentAt: Date.now(), at: Date.now(), delivery: "sending" };
+      const m: ChatMessage = {
+        id,
+        conversationId,
+        from: opts.username,
+        direction: "out",
+        text,
+        sentAt: Date.now(),
+        at: Date.now(),
+        delivery: "sending",
+      };
       emit({ type: "message", message: m });
       later(200, () => emit({ type: "delivery", conversationId, messageId: id, state: "sent" }));
-      later(700, () => emit({ type: "delivery", conversationId, messageId: id, state: "delivered" }));
+      later(700, () =>
+        emit({ type: "delivery", conversationId, messageId: id, state: "delivered" }),
+      );
       const from = conversationId.startsWith("dm:") ? conversationId.slice(3) : "carol";
       later(1000, () =>
-        emit({ type: "message", message: { id: `r${++n}`, conversationId, from, direction: "in", text: `Re: ${text}`, sentAt: Date.now(), at: Date.now() } }),
+        emit({
+          type: "message",
+          message: {
+            id: `r${++n}`,
+            conversationId,
+            from,
+            direction: "in",
+            text: `Re: ${text}`,
+            sentAt: Date.now(),
+            at: Date.now(),
+          },
+        }),
       );
       return id;
     },
@@ -83,8 +131,24 @@ export async function createEngine(opts: ParleyClientOptions): Promise<ParleyCli
       const id: ConversationId = `group:${name}`;
       put({ id, kind: "group", name, status: "connecting", members: [], epoch: -1, joining: true });
       later(500, () => {
-        put({ id, kind: "group", name, status: "secure", members: [me, ...peers.slice(0, 2)], epoch: 3 });
-        emit({ type: "system", line: { conversationId: id, kind: "joined", text: `${opts.username} joined · epoch 3`, at: Date.now(), epoch: 3 } });
+        put({
+          id,
+          kind: "group",
+          name,
+          status: "secure",
+          members: [me, ...peers.slice(0, 2)],
+          epoch: 3,
+        });
+        emit({
+          type: "system",
+          line: {
+            conversationId: id,
+            kind: "joined",
+            text: `${opts.username} joined · epoch 3`,
+            at: Date.now(),
+            epoch: 3,
+          },
+        });
       });
     },
     async leaveGroup(name) {
@@ -96,7 +160,12 @@ export async function createEngine(opts: ParleyClientOptions): Promise<ParleyCli
     },
     async markVerified(username) {
       const c = convs.get(`dm:${username}`);
-      if (c) put({ ...c, status: "verified", members: c.members.map((m) => ({ ...m, verified: true })) });
+      if (c)
+        put({
+          ...c,
+          status: "verified",
+          members: c.members.map((m) => ({ ...m, verified: true })),
+        });
     },
     async safetyNumber() {
       return "052180317642293811047335126094880137325590462217839041166273".slice(0, 60);

@@ -31,7 +31,10 @@ export async function openChat(page: Page, who: string): Promise<void> {
 
 export async function openGroup(page: Page, group: string): Promise<void> {
   await page.getByTestId(`group-${group}`).click();
-  await page.getByTestId("conv-title").filter({ hasText: `#${group}` }).waitFor();
+  await page
+    .getByTestId("conv-title")
+    .filter({ hasText: `#${group}` })
+    .waitFor();
 }
 
 export async function send(page: Page, text: string): Promise<void> {
@@ -53,7 +56,10 @@ export async function send(page: Page, text: string): Promise<void> {
 }
 
 export async function seesMessage(page: Page, text: string, timeout = 30_000): Promise<void> {
-  await page.locator('[data-testid="message-text"]', { hasText: text }).first().waitFor({ timeout });
+  await page
+    .locator('[data-testid="message-text"]', { hasText: text })
+    .first()
+    .waitFor({ timeout });
 }
 
 export async function messageTexts(page: Page): Promise<string[]> {
@@ -61,5 +67,5 @@ export async function messageTexts(page: Page): Promise<string[]> {
 }
 
 export async function statusText(page: Page): Promise<string> {
-  return (await page.getByTestId("chat-status").innerText()).trim();
+  return ((await page.getByTestId("chat-status").textContent()) ?? "").trim();
 }

@@ -1,6 +1,5 @@
 /** Pure 1:1 transitions (dm.ts): online handshake, async start, tie-break, tamper, replay. */
 import { describe, expect, it } from "vitest";
-import { ed25519Sign, generateIdentityKeyPair, randomBytes } from "../../shared/crypto";
 import type { Content } from "../../shared/core/content";
 import {
   type DmCtx,
@@ -12,8 +11,14 @@ import {
   startOnline,
 } from "../../shared/core/dm";
 import { isCoreError } from "../../shared/core/errors";
-import { addOneTimePrekeys, initialPrekeys, type PrekeyState, publicSpk } from "../../shared/core/prekeys";
+import {
+  addOneTimePrekeys,
+  initialPrekeys,
+  type PrekeyState,
+  publicSpk,
+} from "../../shared/core/prekeys";
 import type { Contact } from "../../shared/core/trust";
+import { ed25519Sign, generateIdentityKeyPair, randomBytes } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 
 interface Side {
@@ -28,7 +33,9 @@ interface Side {
 async function side(name: string, peer: string): Promise<Side> {
   const id = await generateIdentityKeyPair();
   const now = 1_000;
-  const prekeys = (await addOneTimePrekeys(await initialPrekeys(id, now, randomBytes), 5, randomBytes)).state;
+  const prekeys = (
+    await addOneTimePrekeys(await initialPrekeys(id, now, randomBytes), 5, randomBytes)
+  ).state;
   return {
     name,
     ik: toB64u(id.publicKey),
@@ -47,23 +54,49 @@ async function side(name: string, peer: string): Promise<Side> {
 
 const text = (t: string): Content => ({ t: "text", id: toB64u(randomBytes(9)), ts: 5, text: t });
 
+function deepFreeze<T>(x: T): T {
+  if (x !== null && typeof x === "object" && !Object.isFrozen(x)) {
+    Object.freeze(x);
+    for (const v of Object.values(x as object)) deepFreeze(v);
+  }
+  return x;
+}
+
+/**
+ * Every transition in this file runs on deep-frozen inputs (a mutation would throw) and the
+ * inputs are compared with copies afterwards — also when the transition fails.
+ */
 async function deliver(to: Side, body: Uint8Array) {
-  const r = await receiveDm(to.rec, to.contact, to.prekeys, body, to.ctx);
-  to.rec = r.record;
-  to.contact = r.contact;
-  if (r.prekeys) to.prekeys = r.prekeys;
-  return r;
+  const before = structuredClone({ rec: to.rec, contact: to.contact, prekeys: to.prekeys });
+  const rec = deepFreeze(to.rec);
+  const contact = deepFreeze(to.contact);
+  const prekeys = deepFreeze(to.prekeys);
+  try {
+    const r = await receiveDm(rec, contact, prekeys, body, to.ctx);
+    to.rec = r.record;
+    to.contact = r.contact;
+    if (r.prekeys) to.prekeys = r.prekeys;
+    return r;
+  } finally {
+    expect({ rec, contact, prekeys }).toEqual(before);
+  }
 }
 
 async function send(from: Side, t: string) {
   if (!from.contact) throw new Error("no contact");
-  const r = await encryptDm(from.rec, from.contact, text(t), from.ctx);
+  const r = await encryptDm(deepFreeze(from.rec), deepFreeze(from.contact), text(t), from.ctx);
   from.rec = r.record;
   return r.body;
 }
 
 function pin(s: Side, other: Side) {
-  s.contact = { username: other.name, identityKey: other.ik, verified: false, changedKey: null, pinnedAt: 0 };
+  s.contact = {
+    username: other.name,
+    identityKey: other.ik,
+    verified: false,
+    changedKey: null,
+    pinnedAt: 0,
+  };
 }
 
 describe("dm online handshake", () => {
@@ -120,8 +153,9 @@ describe("dm async start", () => {
     for (const i of [3, 20, m.length - 20, m.length - 1]) {
       const t = m.slice();
       t[i] = (t[i] as number) ^ 1;
+      const before = structuredClone(b.rec);
       await expect(deliver(b, t)).rejects.toSatisfy((e) => isCoreError(e));
-      expect(b.rec).toEqual(b.rec);
+      expect(b.rec).toEqual(before);
     }
     expect((await deliver(b, m)).received[0]?.text).toBe("after");
   });

@@ -29,8 +29,11 @@ import {
   x25519GenerateKeyPair,
   x25519PublicKey,
 } from "../../shared/crypto";
+import { safetyNumberHalf } from "../../shared/crypto/fingerprint";
 import { nobleEd25519PublicKey, nobleEd25519Verify, nobleX25519 } from "../../shared/crypto/noble";
 import { lp, utf8 } from "../../shared/encoding";
+import identityVectors from "../vectors/parley_identity_vectors.json";
+import { fromHex } from "./crypto-util";
 
 /** Asserts that `p` rejects with exactly class `cls` and a message mentioning `mention`. */
 async function rejectsWith(
@@ -346,6 +349,22 @@ describe("identity fingerprint", () => {
   it("rejects a key that is not 32 bytes", () => {
     expect(() => identityFingerprint(new Uint8Array(31))).toThrow(InvalidLengthError);
     expect(() => identityFingerprint(new Uint8Array(31))).toThrow(/identityKey/);
+  });
+});
+
+describe("identity known answers (test/vectors/parley_identity_vectors.json, independent Python)", () => {
+  it.each(identityVectors.fingerprint)("fingerprint of $identityKey", (v) => {
+    expect(identityFingerprint(fromHex(v.identityKey))).toBe(v.fingerprint);
+  });
+  it.each(identityVectors.safetyNumber)("safety number of $a.username and $b.username", (v) => {
+    const a = { username: v.a.username, identityKey: fromHex(v.a.identityKey) };
+    const b = { username: v.b.username, identityKey: fromHex(v.b.identityKey) };
+    expect({
+      halfA: safetyNumberHalf(a.identityKey, utf8(a.username)),
+      halfB: safetyNumberHalf(b.identityKey, utf8(b.username)),
+      ab: safetyNumber(a, b),
+      ba: safetyNumber(b, a),
+    }).toEqual({ halfA: v.halfA, halfB: v.halfB, ab: v.safetyNumber, ba: v.safetyNumber });
   });
 });
 

@@ -13,7 +13,11 @@ import {
   ed25519Verify,
   randomBytes,
 } from "../../shared/crypto";
-import { isSmallOrderEd25519PublicKey } from "../../shared/crypto/ed25519";
+import {
+  isNonCanonicalEd25519Encoding,
+  isRefusedEd25519PublicKey,
+  isSmallOrderEd25519PublicKey,
+} from "../../shared/crypto/ed25519";
 import {
   nobleEd25519PublicKey,
   nobleEd25519Sign,
@@ -188,7 +192,7 @@ describe('ZIP-215 vectors (message "Zcash", all small-order A/R combinations)', 
   });
 });
 
-describe("small-order public keys", () => {
+describe("refused public keys: small order or non-canonical (PROTOCOL.md §3.2 step 2)", () => {
   it("refuses every encoding of the 8 torsion points, with either sign bit", () => {
     expect(ED25519_TORSION_SUBGROUP).toHaveLength(8);
     for (const h of ED25519_TORSION_SUBGROUP) {
@@ -205,10 +209,34 @@ describe("small-order public keys", () => {
       expect(isSmallOrderEd25519PublicKey(fromHex(h)), h).toBe(true);
     }
   });
+  it("refuses every non-canonical encoding y >= p, with either sign bit, and nothing below p", async () => {
+    const pair = await ed25519KeyPairFromSeed(randomBytes(32));
+    const msg = utf8("m");
+    const sig = await ed25519Sign(pair.privateKey, msg);
+    for (let low = 0xea; low <= 0xff; low++) {
+      for (const top of [0x7f, 0xff]) {
+        const enc = new Uint8Array(32).fill(0xff);
+        enc[0] = low;
+        enc[31] = top;
+        const y = low - 0xed; // y - p
+        expect(
+          {
+            nonCanonical: isNonCanonicalEd25519Encoding(enc),
+            refused: isRefusedEd25519PublicKey(enc),
+          },
+          `y = p + ${y}, top byte ${top.toString(16)}`,
+        ).toEqual({ nonCanonical: y >= 0, refused: y >= -1 }); // y = p - 1 is canonical but order 2
+        if (y >= 0) {
+          expect(await ed25519Verify(enc, msg, sig)).toBe(false);
+          expect(nobleEd25519VerifyParley(enc, msg, sig)).toBe(false);
+        }
+      }
+    }
+  });
   it("accepts ordinary keys", () => {
     for (let i = 0; i < 200; i++) {
       const pk = nobleEd25519PublicKey(randomBytes(32));
-      expect(isSmallOrderEd25519PublicKey(pk)).toBe(false);
+      expect(isRefusedEd25519PublicKey(pk)).toBe(false);
     }
   });
 });

@@ -1,6 +1,7 @@
 /** Relay authentication, name binding and connection rules (PROTOCOL.md §4). */
+import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { CLOSE } from "../../shared/protocol";
+import { CLOSE, LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, signedPrekey, TestClient } from "./support/client";
 
 describe("relay auth", () => {
@@ -128,5 +129,45 @@ describe("relay auth", () => {
     const after = await a.c.next("presence", (f) => f.users.length === 1);
     expect(after.users.map((u) => u.username)).toEqual(["alice"]);
     a.c.close();
+  });
+
+  it("two identities racing for a new name: exactly one wins", async () => {
+    const hub = freshHub();
+    const [x, y] = await Promise.all([TestClient.open(hub), TestClient.open(hub)]);
+    const [fx, fy] = await Promise.all([
+      x.authFrame("alice", await newKeys()),
+      y.authFrame("alice", await newKeys()),
+    ]);
+    x.send(fx);
+    y.send(fy);
+    const outcome = (c: TestClient) =>
+      Promise.race([c.next("welcome").then(() => "welcome"), c.error().then((e) => e.code)]);
+    const results = await Promise.all([outcome(x), outcome(y)]);
+    expect(results.sort()).toEqual(["name_taken", "welcome"]);
+    x.close();
+    y.close();
+  });
+
+  it("a full hub refuses new names with limit_reached but still admits known users", async () => {
+    const hub = freshHub();
+    const keys = await newKeys();
+    const known = await TestClient.connect(hub, "known", keys);
+    known.c.close();
+    await known.c.waitClosed();
+    await runInDurableObject(env.RELAY.get(env.RELAY.idFromName(hub)), (_i, state) => {
+      for (let i = 1; i < LIMITS.maxUsersPerHub; i++) {
+        state.storage.sql.exec(
+          "INSERT INTO users (username, identity_key, spk_id, spk_key, spk_sig, created_at, seen_at) VALUES (?, ?, 1, 'k', 's', 0, 0)",
+          `filler-${i}`,
+          `key-${i}`,
+        );
+      }
+    });
+    const late = await TestClient.open(hub);
+    late.send(await late.authFrame("newcomer", await newKeys()));
+    expect((await late.error()).code).toBe("limit_reached");
+    const again = await TestClient.connect(hub, "known", keys);
+    expect(again.welcome.username).toBe("known");
+    again.c.close();
   });
 });

@@ -1,7 +1,7 @@
 /** Hostile input at the socket boundary (PROTOCOL.md §6.4, §7.2): typed errors, never a crash. */
 import { describe, expect, it } from "vitest";
 import { CLOSE, LIMITS } from "../../shared/protocol";
-import { freshHub, TestClient } from "./support/client";
+import { freshHub, newKeys, TestClient } from "./support/client";
 
 async function authed(name = "alice") {
   const { c } = await TestClient.connect(freshHub(), name);
@@ -115,6 +115,22 @@ describe("relay bad input", () => {
     expect(c.queue.filter((f) => f.t === "pong").length).toBeGreaterThanOrEqual(
       LIMITS.connBurst - 5,
     );
+  });
+
+  it("the per-identity bucket is shared across reconnects", async () => {
+    const hub = freshHub();
+    const keys = await newKeys();
+    const first = await TestClient.connect(hub, "alice", keys);
+    // Just under the connection burst on each connection, but over the identity burst in total.
+    const n = LIMITS.connBurst - 5;
+    expect(2 * n).toBeGreaterThan(LIMITS.identityBurst + 30);
+    for (let i = 0; i < n; i++) first.c.send({ t: "ping", v: 1 });
+    await first.c.next("pong", () => first.c.queue.filter((f) => f.t === "pong").length >= n - 1);
+    const second = await TestClient.connect(hub, "alice", keys);
+    for (let i = 0; i < n; i++) second.c.send({ t: "ping", v: 1 });
+    const e = await second.c.next("error", (f) => f.code === "rate_limited");
+    expect(e.code).toBe("rate_limited");
+    second.c.close();
   });
 
   it("too many malformed frames close the connection as abusive", async () => {

@@ -110,4 +110,24 @@ describe("relay key directory", () => {
     expect((await c.error("many")).code).toBe("bad_frame");
     c.close();
   });
+
+  it("a rotated signed prekey is pushed to the user's groups", async () => {
+    const hub = freshHub();
+    const bobKeys = await newKeys();
+    const a = (await TestClient.connect(hub, "alice")).c;
+    const b = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    for (const c of [a, b]) {
+      c.send({ v: 1, t: "join", id: "j", group: "g" });
+      await c.next("accepted", (f) => f.id === "j");
+    }
+    const spk = await signedPrekey(bobKeys, 42);
+    b.send({ v: 1, t: "upload_prekeys", id: "rot", signedPrekey: spk, oneTimePrekeys: [] });
+    await b.next("accepted", (f) => f.id === "rot");
+    const st = await a.next("group", (f) =>
+      f.state.pendingJoins.some((m) => m.username === "bob" && m.signedPrekey.id === 42),
+    );
+    expect(st.state.pendingJoins.find((m) => m.username === "bob")?.signedPrekey).toEqual(spk);
+    a.close();
+    b.close();
+  });
 });

@@ -2,7 +2,7 @@
 import { env, evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { LIMITS } from "../../shared/protocol";
-import { freshHub, newKeys, TestClient } from "./support/client";
+import { freshHub, newKeys, signedPrekey, TestClient } from "./support/client";
 
 const CORE = "Q09SRQ";
 const wrapFor = (name: string) =>
@@ -247,5 +247,47 @@ describe("relay groups", () => {
     expect(g?.epoch).toBe(1);
     expect(g?.members.map((m) => m.username)).toEqual(["alice"]);
     back.c.close();
+  });
+});
+
+describe("relay groups housekeeping", () => {
+  it("an abandoned group is deleted and its name can start over", async () => {
+    const { c } = await TestClient.connect(freshHub(), "alice");
+    await found(c, "tmp");
+    c.send({ v: 1, t: "leave", id: "l", group: "tmp" });
+    await c.next("left");
+    c.send({ v: 1, t: "join", id: "j2", group: "tmp" });
+    await c.next("accepted", (f) => f.id === "j2");
+    const st = await c.next("group", (f) => f.state.group === "tmp");
+    expect(st.state.epoch).toBe(0);
+    expect(st.state.members).toEqual([]);
+    c.close();
+  });
+
+  it("the broadcast group is never deleted", async () => {
+    const { c } = await TestClient.connect(freshHub(), "alice");
+    await found(c, "broadcast");
+    c.send({ v: 1, t: "leave", id: "l", group: "broadcast" });
+    await c.next("left");
+    c.send({ v: 1, t: "join", id: "j2", group: "broadcast" });
+    const st = await c.next(
+      "group",
+      (f) => f.state.pendingJoins.length === 1 && f.state.epoch === 1,
+    );
+    expect(st.state.pendingLeaves).toEqual(["alice"]);
+    c.close();
+  });
+
+  it("frames of one connection are handled in order even across a signature check", async () => {
+    const { c } = await TestClient.connect(freshHub(), "alice");
+    const spk = await signedPrekey(c.keys ?? (await newKeys()), 2);
+    // The upload awaits a signature check; the fetch right behind it must still see its result.
+    c.send({ v: 1, t: "upload_prekeys", id: "first", signedPrekey: spk, oneTimePrekeys: [] });
+    c.send({ v: 1, t: "fetch_bundle", id: "second", username: "alice" });
+    await c.sync();
+    const ids = c.queue.flatMap((f) => (f.t === "accepted" || f.t === "bundle" ? [f.id] : []));
+    expect(ids).toEqual(["first", "second"]);
+    expect((await c.next("bundle")).signedPrekey).toEqual(spk);
+    c.close();
   });
 });

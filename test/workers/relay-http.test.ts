@@ -59,6 +59,7 @@ describe("worker http", () => {
     expect(refused.status).toBe(403);
     const ok = await app.fetch(req(), { ...env, ALLOWED_ORIGINS: "https://phone.lan:8787" });
     expect(ok.status).toBe(101);
+    expect(ok.headers.get("X-Content-Type-Options")).toBe("nosniff");
     ok.webSocket?.accept();
     ok.webSocket?.close(1000);
   });

@@ -147,6 +147,10 @@ describe("relay mailbox", () => {
           pid,
         );
       }
+      sql.exec(
+        "INSERT INTO mailbox_counts (recipient, n) VALUES ('bob', ?)",
+        LIMITS.maxMailboxPerRecipient,
+      );
     });
     const a = await TestClient.connect(hub, "alice");
     a.c.send({ v: 1, t: "send", id: "full", to: "bob", body: "AAAA" });
@@ -183,6 +187,15 @@ describe("relay mailbox", () => {
       state.storage.sql.exec("SELECT COUNT(*) AS n FROM payloads").one(),
     );
     expect(payloads.n).toBe(1);
+    // The per-recipient counter followed the purge; after the ack it is gone.
+    const count = () =>
+      runInDurableObject(stub, (_i, state) =>
+        state.storage.sql.exec("SELECT recipient, n FROM mailbox_counts").toArray(),
+      );
+    expect(await count()).toEqual([{ recipient: "bob", n: 1 }]);
+    b.c.send({ v: 1, t: "ack", mids: [d.mid] });
+    await b.c.sync();
+    expect(await count()).toEqual([]);
     a.c.close();
     b.c.close();
   });

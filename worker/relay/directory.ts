@@ -1,5 +1,5 @@
 /**
- * Key directory rules (PROTOCOL.md §5.2): checks on a one-time prekey upload that need no crypto
+ * Key directory rules (PROTOCOL.md §7.4): checks on a one-time prekey upload that need no crypto
  * and no storage, so they are unit-tested alone. The signed prekey's signature is checked in
  * auth.ts; storage in store.ts.
  */

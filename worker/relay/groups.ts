@@ -1,5 +1,5 @@
 /**
- * Group rosters and commit sequencing as a pure state machine (PROTOCOL.md §5.6, §8).
+ * Group rosters and commit sequencing as a pure state machine (PROTOCOL.md §7.5).
  *
  * The relay cannot read group traffic, but it is the one place that can order commits: it keeps,
  * per group, the committed roster at the current epoch and the joins/leaves waiting for a commit,
@@ -41,7 +41,7 @@ export function activeMembers(g: GroupRecord): string[] {
 /**
  * The roster the next commit must name: (committed − pending leaves) ∪ pending joins. Leaves are
  * removed first so that a member who left and asked to join again stays in, under a new epoch
- * secret (PROTOCOL.md §8.2).
+ * secret (PROTOCOL.md §7.5).
  */
 export function expectedRoster(g: GroupRecord): string[] {
   return sorted([...activeMembers(g), ...g.pendingJoins]);
@@ -50,6 +50,11 @@ export function expectedRoster(g: GroupRecord): string[] {
 /** Who is told about roster changes (`group` frames): active members and pending joiners. */
 export function audience(g: GroupRecord): string[] {
   return expectedRoster(g);
+}
+
+/** No active member and no joiner: nobody can ever commit to this group again. */
+export function isAbandoned(g: GroupRecord): boolean {
+  return expectedRoster(g).length === 0;
 }
 
 /** True if `user` is involved with the group (welcome lists these groups). */
@@ -102,7 +107,7 @@ export interface CommitRequest {
 }
 
 /**
- * Sequence one commit (PROTOCOL.md §8.3). Checks, in order: the committer belongs to the next
+ * Sequence one commit (PROTOCOL.md §7.5). Checks, in order: the committer belongs to the next
  * roster (`not_member`), the commit builds on the current epoch (`stale_epoch`), the member list
  * equals the next roster as a set (`roster_mismatch`), and there is exactly one wrap for every
  * new member except possibly the committer itself (`bad_frame`: a client bug, not a race).
@@ -129,7 +134,7 @@ export function commit(g: GroupRecord, req: CommitRequest): GroupOutcome {
   };
 }
 
-/** May `sender` post to the group at `epoch` right now? (PROTOCOL.md §8.4) */
+/** May `sender` post to the group at `epoch` right now? (PROTOCOL.md §7.5) */
 export function checkGroupSend(
   g: GroupRecord,
   sender: string,

@@ -1,5 +1,5 @@
 /**
- * The relay's protocol logic for one hub (PROTOCOL.md §4–§8), independent of the Durable Object
+ * The relay's protocol logic for one hub (PROTOCOL.md §4–§7), independent of the Durable Object
  * lifecycle: the object hands it sessions and raw frames, it answers through `Session.send`.
  *
  * Rules that make it safe against hostile clients:
@@ -26,12 +26,16 @@ import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { checkUpload, prekeysLow } from "./directory";
 import * as groups from "./groups";
+import type { ItemKind } from "./mailbox";
 import { deliverFrame, expiryOf, mailboxHasRoom, parseMids, windowRoom } from "./mailbox";
 import { BucketMap } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { ItemKind, Store, UserRow } from "./store";
+import type { Store, UserRow } from "./store";
 
-/** Groups every hub has from the start (PROTOCOL.md §8.1). */
+/** Sockets that have not authenticated yet, per hub; more are refused with HTTP 503. */
+export const MAX_PENDING_SOCKETS = 1000;
+
+/** Groups every hub has from the start (PROTOCOL.md §7.5). */
 export const DEFAULT_GROUPS = ["broadcast"] as const;
 
 type Frame<T extends ClientFrame["t"]> = FrameOf<ClientFrame, T>;
@@ -79,28 +83,57 @@ export class Hub {
     };
   }
 
-  /** One message from a socket. Never throws. */
-  async message(s: Session, raw: unknown): Promise<void> {
+  /**
+   * One message from a socket. Never rejects. The rate check happens on arrival; handling is
+   * chained per connection so frames are answered strictly in the order they were sent, even
+   * when one of them awaits a signature check (PROTOCOL.md §6.1).
+   */
+  message(s: Session, raw: unknown): Promise<void> {
+    if (s.closed) return Promise.resolve();
+    try {
+      if (!this.#admit(s, this.#d.now())) return Promise.resolve();
+    } catch (e) {
+      return Promise.resolve(this.#internal(s, e, undefined));
+    }
+    const run = s.tail.then(() => this.#handle(s, raw));
+    s.tail = run;
+    return run;
+  }
+
+  async #handle(s: Session, raw: unknown): Promise<void> {
     if (s.closed) return;
     let id: string | undefined;
     try {
-      const now = this.#d.now();
-      if (!this.#admit(s, now)) return;
       const parsed = parseClientFrame(raw);
       if (!parsed.ok) {
         s.malformed++;
         s.send(errorFrame(parsed.code, parsed.id));
-        if (s.malformed > LIMITS.maxMalformed) s.close(CLOSE.abusive, "malformed frames");
+        if (s.malformed > LIMITS.maxMalformed) this.#closeAbusive(s, "malformed frames");
         return;
       }
       const frame = parsed.frame;
       id = "id" in frame ? frame.id : undefined;
-      await this.#dispatch(s, frame, now);
+      await this.#dispatch(s, frame, this.#d.now());
     } catch (e) {
-      // A bug, not bad input (bad input is answered above). The client learns nothing internal.
-      console.error("relay: handler failed", e instanceof Error ? e.name : typeof e);
-      s.send(errorFrame("internal", id));
+      this.#internal(s, e, id);
     }
+  }
+
+  #internal(s: Session, e: unknown, id: string | undefined): void {
+    // A bug, not bad input (bad input is answered with its own code). Log the kind of failure
+    // for the operator; the client learns nothing internal.
+    console.error("relay: handler failed", e instanceof Error ? e.name : typeof e);
+    s.send(errorFrame("internal", id));
+  }
+
+  /**
+   * May the object accept one more socket? Unauthenticated sockets are bounded so a flood of
+   * idle handshakes cannot use up the object's socket budget (PROTOCOL.md §7.2).
+   */
+  canAccept(): boolean {
+    let pending = 0;
+    for (const s of this.#d.sessions.all()) if (!s.closed && s.att.state === "pending") pending++;
+    return pending < MAX_PENDING_SOCKETS;
   }
 
   /** The socket closed (or errored). */
@@ -111,7 +144,7 @@ export class Hub {
   }
 
   /**
-   * Periodic duties (PROTOCOL.md §7.3–§7.4): purge expired mail, close connections that never
+   * Periodic duties (PROTOCOL.md §4.5, §7.3): purge expired mail, close connections that never
    * authenticated or went silent (so presence has no ghosts when a close never arrives). Returns
    * when the alarm should run next, or null.
    */
@@ -152,14 +185,16 @@ export class Hub {
       return true;
     }
     s.rateViolations++;
-    if (s.rateViolations > LIMITS.maxRateViolations) {
-      s.close(CLOSE.abusive, "rate");
-      this.#d.sessions.retire(s);
-      this.#pushPresence();
-    } else {
-      s.send(errorFrame("rate_limited"));
-    }
+    if (s.rateViolations > LIMITS.maxRateViolations) this.#closeAbusive(s, "rate");
+    else s.send(errorFrame("rate_limited"));
     return false;
+  }
+
+  /** Close an abusive connection (PROTOCOL.md §7.2) and take it out of routing and presence now. */
+  #closeAbusive(s: Session, reason: string): void {
+    s.close(CLOSE.abusive, reason);
+    this.#d.sessions.retire(s);
+    this.#pushPresence();
   }
 
   async #dispatch(s: Session, frame: ClientFrame, now: number): Promise<void> {
@@ -335,7 +370,7 @@ export class Hub {
     return Math.max(seen, this.#d.lastAutoPong(s) ?? 0);
   }
 
-  // -- key directory (PROTOCOL.md §5.2) -------------------------------------------------------
+  // -- key directory (PROTOCOL.md §7.4) -------------------------------------------------------
 
   async #uploadPrekeys(
     s: Session,
@@ -407,7 +442,7 @@ export class Hub {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
-    if (!mailboxHasRoom("direct", store.countMailbox(frame.to, now))) {
+    if (!mailboxHasRoom("direct", store.countMailbox(frame.to))) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
     }
@@ -477,7 +512,7 @@ export class Hub {
     if (cursor !== a.cursor) s.save({ ...a, cursor });
   }
 
-  // -- groups (PROTOCOL.md §8) ----------------------------------------------------------------
+  // -- groups (PROTOCOL.md §7.5) ----------------------------------------------------------------
 
   #groupState(g: groups.GroupRecord): GroupState {
     const users = new Map(
@@ -554,10 +589,14 @@ export class Hub {
       s.send(errorFrame(r.code, frame.id));
       return;
     }
-    if (r.changed) store.saveGroup(g, r.group, now);
+    const abandoned =
+      groups.isAbandoned(r.group) && !(DEFAULT_GROUPS as readonly string[]).includes(g.name);
+    // A group nobody is in or joining can never commit again: free its slot (maxGroupsPerHub).
+    if (abandoned) store.deleteGroup(g.name);
+    else if (r.changed) store.saveGroup(g, r.group, now);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     s.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
-    if (r.changed) this.#pushGroup(r.group);
+    if (r.changed && !abandoned) this.#pushGroup(r.group);
   }
 
   #commit(s: Session, a: AuthedAttachment, frame: Frame<"commit">, now: number): void {
@@ -579,7 +618,7 @@ export class Hub {
     }
     // All-or-nothing: a member who could not receive its wrap would be locked out of the epoch.
     for (const w of frame.wraps) {
-      if (!mailboxHasRoom("commit", store.countMailbox(w.to, now))) {
+      if (!mailboxHasRoom("commit", store.countMailbox(w.to))) {
         s.send(errorFrame("mailbox_full", frame.id));
         return;
       }
@@ -611,7 +650,7 @@ export class Hub {
     for (const to of r.recipients) {
       // A full mailbox drops this one copy (the member sees a gap in the sender's counter);
       // refusing the whole send would let one absent member silence the group.
-      if (!mailboxHasRoom("group", store.countMailbox(to, now))) continue;
+      if (!mailboxHasRoom("group", store.countMailbox(to))) continue;
       this.#enqueue(a, to, "group", payload, g.name, g.epoch, null, now);
       delivered.push(to);
     }

@@ -14,9 +14,24 @@ import {
   PROTOCOL_VERSION,
   type ServerFrame,
 } from "../../shared/protocol";
-import type { ItemKind, MailboxRow } from "./store";
 
-/** May one more item of `kind` go into a mailbox that holds `count` live items? */
+/** The three kinds of routed item (PROTOCOL.md §6.5). */
+export type ItemKind = "direct" | "group" | "commit";
+
+/** One stored item joined with its payload, as the store returns it. */
+export interface MailboxRow {
+  mid: number;
+  sender: string;
+  senderKey: string;
+  ts: number;
+  kind: ItemKind;
+  group: string | null;
+  epoch: number | null;
+  data: string;
+  wrap: string | null;
+}
+
+/** May one more item of `kind` go into a mailbox that holds `count` stored items? */
 export function mailboxHasRoom(kind: ItemKind, count: number): boolean {
   // Commits carry the epoch secret a member needs to read anything at all in that group, so
   // they may use the headroom up to the hard bound; chat items stop at the soft bound.

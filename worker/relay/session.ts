@@ -21,6 +21,8 @@ export class Session {
   closed = false;
   /** An auth frame is being verified (an await): a second one must not race it. */
   authInFlight = false;
+  /** Handling of this connection's frames, chained so they run in arrival order. */
+  tail: Promise<void> = Promise.resolve();
 
   constructor(
     readonly ws: WebSocket,

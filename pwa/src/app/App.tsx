@@ -4,6 +4,7 @@ import { Conversation, EmptyPane } from "../ui/Conversation";
 import { MembersDialog, VerifyDialog } from "../ui/Dialogs";
 import { Creating, Onboarding } from "../ui/Onboarding";
 import { BootScreen, FatalScreen, OtherTabScreen } from "../ui/Screens";
+import { SettingsDialog } from "../ui/Settings";
 import { Sidebar } from "../ui/Sidebar";
 import { Toasts } from "../ui/Toasts";
 import { TopBar } from "../ui/TopBar";
@@ -14,10 +15,11 @@ function Messenger() {
   const { state } = useParley();
   const [verifyFor, setVerifyFor] = createSignal<string | null>(null);
   const [membersOpen, setMembersOpen] = createSignal(false);
+  const [settingsOpen, setSettingsOpen] = createSignal(false);
   const selected = createMemo(() => (state.selected ? state.convs[state.selected] : undefined));
   return (
     <div class="app" classList={{ "has-selection": !!selected() }}>
-      <TopBar />
+      <TopBar onSettings={() => setSettingsOpen(true)} />
       <div class="panes">
         <Sidebar />
         <Show when={selected()} keyed={false} fallback={<EmptyPane />}>
@@ -30,6 +32,9 @@ function Messenger() {
           )}
         </Show>
       </div>
+      <Show when={settingsOpen()}>
+        <SettingsDialog onClose={() => setSettingsOpen(false)} />
+      </Show>
       <Show when={verifyFor()}>
         {(u) => <VerifyDialog username={u()} onClose={() => setVerifyFor(null)} />}
       </Show>
@@ -73,13 +78,28 @@ export function App(props: { parley: Parley }) {
         <Match when={p.phase().p === "lost"}>
           <OtherTabScreen lost />
         </Match>
-        <Match when={(() => { const ph = p.phase(); return ph.p === "fatal" ? ph : undefined; })()}>
+        <Match
+          when={(() => {
+            const ph = p.phase();
+            return ph.p === "fatal" ? ph : undefined;
+          })()}
+        >
           {(ph) => <FatalScreen message={ph().message} />}
         </Match>
-        <Match when={(() => { const ph = p.phase(); return ph.p === "onboarding" ? ph : undefined; })()}>
+        <Match
+          when={(() => {
+            const ph = p.phase();
+            return ph.p === "onboarding" ? ph : undefined;
+          })()}
+        >
           {(ph) => <Onboarding error={ph().error} />}
         </Match>
-        <Match when={(() => { const ph = p.phase(); return ph.p === "creating" ? ph : undefined; })()}>
+        <Match
+          when={(() => {
+            const ph = p.phase();
+            return ph.p === "creating" ? ph : undefined;
+          })()}
+        >
           {(ph) => <Creating username={ph().username} step={ph().step} />}
         </Match>
         <Match when={p.phase().p === "ready"}>

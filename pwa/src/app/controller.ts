@@ -4,22 +4,12 @@
  */
 import { batch, createSignal } from "solid-js";
 import { createStore, produce } from "solid-js/store";
-import type {
-  ConversationId,
-  ParleyClientApi,
-  ParleyEvent,
-} from "../../../shared/core/client-api";
+import type { ConversationId, ParleyClientApi, ParleyEvent } from "../../../shared/core/client-api";
 import { NAME_RE } from "../../../shared/protocol";
 import { createEngine } from "../engine/create";
-import { type ConnState, Connection } from "../net/connection";
-import { notifyHidden, notificationPermission, requestNotifications } from "../platform/notify";
+import { Connection, type ConnState } from "../net/connection";
+import { notificationPermission, notifyHidden, requestNotifications } from "../platform/notify";
 import { createTabLock, type Ownership } from "../platform/tab-lock";
-import { IdbClientStore } from "../storage/client-store";
-import { type Db, openParleyDb } from "../storage/db";
-import { loadOrCreateDeviceKey } from "../storage/device-key";
-import { HistoryStore } from "../storage/history";
-import { createProfile, loadProfile, type Profile } from "../storage/profile";
-import type { HistoryMessage } from "../storage/schemas";
 import {
   applyDelivery,
   applySummary,
@@ -36,6 +26,13 @@ import {
   systemEntry,
   upsertEntry,
 } from "../state/model";
+import { BackupError, exportIdentity, importIdentity } from "../storage/backup";
+import { IdbClientStore } from "../storage/client-store";
+import { type Db, openParleyDb } from "../storage/db";
+import { loadOrCreateDeviceKey } from "../storage/device-key";
+import { HistoryStore } from "../storage/history";
+import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
+import type { HistoryMessage } from "../storage/schemas";
 import { createToasts } from "./toasts";
 
 export const HUB = "main";
@@ -79,8 +76,6 @@ function connView(s: ConnState): ConnView {
   }
 }
 
-const QUEUED = "queued-";
-
 export function createParley() {
   const [state, setState] = createStore<ChatState>(initialChatState());
   const [phase, setPhase] = createSignal<Phase>({ p: "boot" });
@@ -90,13 +85,13 @@ export function createParley() {
   const mutate = (fn: (s: ChatState) => void) => setState(produce(fn));
 
   let db: Db | null = null;
+  let deviceKey: CryptoKey | null = null;
+  let profile: Profile | null = null;
   let history: HistoryStore | null = null;
   let engine: ParleyClientApi | null = null;
   let conn: Connection | null = null;
   let unsubscribe: (() => void) | null = null;
   let everReady = false;
-  /** Texts typed while offline, sent in order after the next `ready`. */
-  const outbox: HistoryMessage[] = [];
 
   const lock = createTabLock(onOwnership);
 
@@ -116,17 +111,17 @@ export function createParley() {
     try {
       setPhase({ p: "boot" });
       db ??= await openParleyDb();
-      const deviceKey = await loadOrCreateDeviceKey(db);
+      deviceKey = await loadOrCreateDeviceKey(db);
       history = new HistoryStore(db, deviceKey);
-      const profile = await loadProfile(db);
-      if (!profile) {
+      const stored = await loadProfile(db);
+      if (!stored) {
         setPhase({ p: "onboarding" });
         return;
       }
       await loadLocal();
       everReady = true;
       setPhase({ p: "ready" });
-      await start(profile);
+      await start(stored);
     } catch (e) {
       setPhase({ p: "fatal", message: e instanceof Error ? e.message : String(e) });
     }
@@ -140,16 +135,15 @@ export function createParley() {
       loadHistory(s, entries, meta);
       s.convs[convIdOf("group", BROADCAST)] ??= emptyConv(convIdOf("group", BROADCAST));
     });
-    outbox.length = 0;
-    for (const list of entries.values()) {
-      for (const e of list) if (e.kind === "msg" && e.id.startsWith(QUEUED)) outbox.push(e);
-    }
     if (history.rejected > 0) {
-      toasts.show({ kind: "error", text: `${history.rejected} stored messages could not be read.` });
+      toasts.show({
+        kind: "error",
+        text: `${history.rejected} stored message${history.rejected === 1 ? "" : "s"} could not be read (altered or damaged).`,
+      });
     }
   }
 
-  async function onboard(rawName: string) {
+  async function onboard(rawName: string, restore?: { seed: Uint8Array; hub: string }) {
     const username = rawName.trim().toLowerCase();
     if (!NAME_RE.test(username) || username.length > 32) {
       setPhase({
@@ -158,13 +152,19 @@ export function createParley() {
       });
       return;
     }
-    if (!db || !history) return;
+    if (!db || !history || !deviceKey) return;
     setPhase({ p: "creating", username, step: 0 });
     try {
       // A fresh identity starts from a clean engine store (an earlier attempt may have left one).
       await db.clear("engine");
-      const deviceKey = await loadOrCreateDeviceKey(db);
-      const profile = await createProfile(db, deviceKey, username, HUB, Date.now());
+      const profile = await createProfile(
+        db,
+        deviceKey,
+        username,
+        restore?.hub ?? HUB,
+        Date.now(),
+        restore?.seed,
+      );
       setPhase({ p: "creating", username, step: 1 });
       await loadLocal();
       setPhase({ p: "creating", username, step: 2 });
@@ -184,11 +184,12 @@ export function createParley() {
     setPhase({ p: "onboarding", error: message });
   }
 
-  async function start(profile: Profile) {
-    if (!db) return;
-    const store = new IdbClientStore(db);
+  async function start(p: Profile) {
+    if (!db || !deviceKey) return;
+    profile = p;
+    const store = new IdbClientStore(db, deviceKey);
     const c = new Connection({
-      url: relayUrl(location),
+      url: relayUrl(location, p.hub),
       onOpen: () => engine?.onConnected(),
       onFrame: (f) => void engine?.onServerFrame(f),
       onClose: () => engine?.onDisconnected(),
@@ -201,16 +202,20 @@ export function createParley() {
     });
     conn = c;
     engine = await createEngine({
-      hub: profile.hub,
+      hub: p.hub,
       origin: location.origin,
-      username: profile.username,
-      identity: profile.identity,
+      username: p.username,
+      identity: p.identity,
       store,
       transport: { send: (f) => c.send(f) },
       now: Date.now,
     });
     const e = engine;
-    setState("me", { username: e.username, fingerprint: e.fingerprint, identityKey: e.identityKey });
+    setState("me", {
+      username: e.username,
+      fingerprint: e.fingerprint,
+      identityKey: e.identityKey,
+    });
     mutate((s) => {
       for (const sum of e.conversations()) applySummary(s, sum);
       s.presence = e.presence();
@@ -235,9 +240,12 @@ export function createParley() {
     switch (ev.type) {
       case "ready": {
         everReady = true;
-        setState("me", { username: ev.username, fingerprint: ev.fingerprint, identityKey: engine?.identityKey ?? "" });
+        setState("me", {
+          username: ev.username,
+          fingerprint: ev.fingerprint,
+          identityKey: engine?.identityKey ?? "",
+        });
         if (phase().p === "creating") setPhase({ p: "ready" });
-        void flushOutbox();
         return;
       }
       case "connection":
@@ -255,8 +263,9 @@ export function createParley() {
         let fresh = false;
         mutate((s) => {
           fresh = upsertEntry(s, entry, { countUnread: !looking });
-          if (looking) markRead(s, id, Date.now());
         });
+        // Read while looking at it: persist the read mark too, or a reload shows it unread.
+        if (looking) readConv(id);
         await history?.put(entry);
         if (fresh && entry.direction === "in") {
           const conv = parseConvId(id);
@@ -292,35 +301,41 @@ export function createParley() {
     }
   }
 
-  async function flushOutbox() {
-    const e = engine;
-    while (e && outbox.length > 0 && state.conn.kind === "online") {
-      const q = outbox[0];
-      if (!q) break;
-      try {
-        await e.sendText(q.conversationId, q.text);
-      } catch (err) {
-        toasts.show({ kind: "error", text: `Could not send a queued message: ${String(err)}` });
-        break;
-      }
-      outbox.shift();
-      removeEntry(q.conversationId, q.id);
-    }
-  }
-
-  function removeEntry(conv: ConversationId, id: string) {
-    mutate((s) => {
-      const c = s.convs[conv];
-      if (c) c.entries = c.entries.filter((x) => x.id !== id);
-    });
-    void db?.delete("history", `${conv}|${id}`);
-  }
-
   const report = (err: unknown) =>
     toasts.show({ kind: "error", text: err instanceof Error ? err.message : String(err) });
 
   const actions = {
-    onboard,
+    onboard: (name: string) => onboard(name),
+    /** Restore an identity from a passphrase-encrypted backup file (storage/backup.ts). */
+    async restore(fileText: string, passphrase: string): Promise<string | null> {
+      try {
+        const r = await importIdentity(fileText, passphrase);
+        await onboard(r.username, { seed: r.seed, hub: r.hub });
+        return null;
+      } catch (e) {
+        return e instanceof BackupError ? e.message : `Could not restore: ${String(e)}`;
+      }
+    },
+    /** The identity as a passphrase-encrypted file's text (the caller offers it as a download). */
+    async exportIdentity(passphrase: string): Promise<{ filename: string; text: string }> {
+      if (!db || !deviceKey || !profile) throw new BackupError("Parley is not ready yet.");
+      const seed = await readSeed(db, deviceKey);
+      try {
+        const file = await exportIdentity(
+          seed,
+          profile.username,
+          profile.hub,
+          profile.identity.publicKey,
+          passphrase,
+        );
+        return {
+          filename: `parley-identity-${profile.username}.json`,
+          text: `${JSON.stringify(file, null, 2)}\n`,
+        };
+      } finally {
+        seed.fill(0);
+      }
+    },
     takeOver: () => lock.acquire(true),
     retryNow: () => conn?.retryNow(),
     setVisible(v: boolean) {
@@ -333,11 +348,10 @@ export function createParley() {
       if (!id) return;
       readConv(id);
       const p = parseConvId(id);
-      const c = state.convs[id];
       // Selecting a person starts (or resumes) the 1:1 chat: the engine fetches the bundle and
-      // handshakes only if there is no session yet.
-      if (p?.kind === "direct" && engine && (!c || c.status === "offline" || c.status === "connecting")) {
-        if (state.conn.kind === "online") engine.startChat(p.name).catch(report);
+      // handshakes only if there is no session yet (idempotent otherwise).
+      if (p?.kind === "direct" && engine && state.conn.kind === "online") {
+        engine.startChat(p.name).catch(report);
       }
     },
     openChat(username: string) {
@@ -352,33 +366,32 @@ export function createParley() {
         await engine?.endChat(username);
       } catch (e) {
         report(e);
+        return;
       }
+      // The engine forgets the session without an event; say so in the conversation. The next
+      // message (or reopening the chat) runs a fresh handshake.
+      const id = convIdOf("direct", username);
+      const line = systemEntry({
+        conversationId: id,
+        kind: "session_started",
+        text: "You ended the secure session. The next message starts a new one.",
+        username,
+        at: Date.now(),
+      });
+      mutate((s) => {
+        upsertEntry(s, line, { countUnread: false });
+        const c = s.convs[id];
+        if (c && c.status !== "key_changed") c.status = "connecting";
+      });
+      await history?.put(line);
     },
     async send(text: string): Promise<boolean> {
       const id = state.selected;
       const trimmed = text.replace(/\s+$/, "");
       if (!id || trimmed.trim().length === 0) return false;
-      if (!engine || state.conn.kind !== "online") {
-        // Offline: keep it (sealed in history) and send it after the next welcome.
-        const now = Date.now();
-        const q: HistoryMessage = {
-          kind: "msg",
-          id: `${QUEUED}${now.toString(36)}-${Math.random().toString(36).slice(2, 10)}`,
-          conversationId: id,
-          from: state.me?.username ?? "me",
-          direction: "out",
-          text: trimmed,
-          sentAt: now,
-          at: now,
-          delivery: "sending",
-        };
-        outbox.push(q);
-        mutate((s) => {
-          upsertEntry(s, q, { countUnread: false });
-        });
-        await history?.put(q);
-        return true;
-      }
+      // Offline is fine: the engine encrypts now, keeps the frame in its write-ahead outbox and
+      // sends it after the next welcome (PROTOCOL.md §10.1).
+      if (!engine) return false;
       try {
         await engine.sendText(id, trimmed);
         return true;
@@ -390,7 +403,10 @@ export function createParley() {
     async joinGroup(rawName: string) {
       const name = rawName.trim().toLowerCase();
       if (!NAME_RE.test(name) || name.length > 32) {
-        toasts.show({ kind: "error", text: "Group names use lower-case letters, digits, - and _." });
+        toasts.show({
+          kind: "error",
+          text: "Group names use lower-case letters, digits, - and _.",
+        });
         return;
       }
       const id = convIdOf("group", name);

@@ -47,11 +47,25 @@ export interface ConnectionOptions {
   deadAfterMs?: number;
   /** Most frames held before `welcome`; beyond that the oldest are dropped. */
   maxHeld?: number;
-  createSocket?: (url: string) => WebSocket;
+  createSocket?: (url: string) => SocketLike;
+}
+
+/** WebSocket.readyState OPEN (RFC 6455 API): a constant, so tests can inject a fake socket. */
+const OPEN = 1;
+
+/** The parts of a WebSocket this module uses (the browser's, or a test double). */
+export interface SocketLike {
+  readyState: number;
+  onopen: ((ev: Event) => unknown) | null;
+  onmessage: ((ev: MessageEvent) => unknown) | null;
+  onclose: ((ev: CloseEvent) => unknown) | null;
+  onerror: ((ev: Event) => unknown) | null;
+  send(data: string): void;
+  close(code?: number): void;
 }
 
 export class Connection {
-  private ws: WebSocket | null = null;
+  private ws: SocketLike | null = null;
   private state: ConnState = { s: "idle" };
   private attempt = 0;
   private held: string[] = [];
@@ -92,7 +106,7 @@ export class Connection {
   send(frame: ClientFrame): void {
     const text = JSON.stringify(frame);
     const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return; // engine resends after reconnect
+    if (!ws || ws.readyState !== OPEN) return; // engine resends after reconnect
     if (this.state.s === "online" || frame.t === "auth" || frame.t === "ping") {
       ws.send(text);
       return;
@@ -105,9 +119,11 @@ export class Connection {
   private connect(): void {
     this.teardown(CLOSE.normal);
     this.setState({ s: "connecting", attempt: this.attempt });
-    let ws: WebSocket;
+    let ws: SocketLike;
     try {
-      ws = this.opts.createSocket ? this.opts.createSocket(this.opts.url) : new WebSocket(this.opts.url);
+      ws = this.opts.createSocket
+        ? this.opts.createSocket(this.opts.url)
+        : new WebSocket(this.opts.url);
     } catch {
       this.scheduleRetry();
       return;
@@ -120,7 +136,7 @@ export class Connection {
       this.startPing();
       this.opts.onOpen();
     };
-    ws.onmessage = (e: MessageEvent) => {
+    ws.onmessage = (e) => {
       if (this.ws !== ws) return;
       this.lastRx = this.now();
       const r = parseServerFrame(e.data);
@@ -141,23 +157,26 @@ export class Connection {
       }
       this.opts.onFrame(r.frame);
     };
-    ws.onclose = (e: CloseEvent) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.held = [];
-      this.stopPing();
-      this.opts.onClose();
-      if (e.code === CLOSE.replaced) {
-        // Another connection of this identity took over (another device or a taken-over tab):
-        // reconnecting would just steal it back.
-        this.setState({ s: "stopped", reason: "replaced" });
-        return;
-      }
-      if (e.code === CLOSE.authFailed) this.attempt = Math.max(this.attempt, 4);
-      if (this.state.s !== "stopped") this.scheduleRetry();
-    };
+    ws.onclose = (e) => this.closed(ws, e.code);
     // onerror is always followed by onclose, which does the work.
     ws.onerror = () => {};
+  }
+
+  private closed(ws: SocketLike, code: number): void {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    this.held = [];
+    this.stopPing();
+    this.opts.onClose();
+    if (code === CLOSE.replaced) {
+      // Another connection of this identity took over (another device or a taken-over tab):
+      // reconnecting would just steal it back.
+      this.setState({ s: "stopped", reason: "replaced" });
+      return;
+    }
+    // A refused authentication will not fix itself quickly: start further up the backoff.
+    if (code === CLOSE.authFailed) this.attempt = Math.max(this.attempt, 4);
+    if (this.state.s !== "stopped") this.scheduleRetry();
   }
 
   private scheduleRetry(): void {
@@ -180,12 +199,14 @@ export class Connection {
       const ws = this.ws;
       if (!ws) return;
       if (this.now() - this.lastRx > dead) {
-        // Half-open TCP (laptop lid, lost Wi-Fi): no close event will come, so force one.
+        // Half-open TCP (laptop lid, lost Wi-Fi): no close event may ever come, so treat the
+        // socket as closed now (1006 = abnormal closure, RFC 6455 §7.4.1) and reconnect.
+        ws.onclose = null;
         ws.close(CLOSE.normal);
-        ws.onclose?.(new CloseEvent("close", { code: 1006 }));
+        this.closed(ws, 1006);
         return;
       }
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ v: PROTOCOL_VERSION, t: "ping" }));
+      if (ws.readyState === OPEN) ws.send(JSON.stringify({ v: PROTOCOL_VERSION, t: "ping" }));
     }, every);
   }
 

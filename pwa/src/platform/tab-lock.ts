@@ -23,7 +23,11 @@ export function createTabLock(onChange: (o: Ownership) => void): TabLock {
     controller?.abort();
     const ac = new AbortController();
     controller = ac;
-    const options: LockOptions = steal ? { steal: true } : ifAvailable ? { ifAvailable: true } : { signal: ac.signal };
+    const options: LockOptions = steal
+      ? { steal: true }
+      : ifAvailable
+        ? { ifAvailable: true }
+        : { signal: ac.signal };
     navigator.locks
       .request(LOCK_NAME, options, (lock) => {
         if (!lock) {

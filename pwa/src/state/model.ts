@@ -176,7 +176,7 @@ export function applyDelivery(
   const c = s.convs[conv];
   if (!c) return null;
   const e = c.entries.find((x) => x.kind === "msg" && x.id === messageId);
-  if (!e || e.kind !== "msg") return null;
+  if (e?.kind !== "msg") return null;
   const cur = e.delivery ?? "sending";
   if (state !== "failed" && DELIVERY_RANK[state] <= DELIVERY_RANK[cur]) return null;
   e.delivery = state;

@@ -1,38 +1,74 @@
 /**
- * The engine's `ClientStore` (shared/core/client-api.ts) on IndexedDB: one object store, keys are
- * '/'-paths, `batch` is one readwrite transaction so the engine's write-ahead persistence of
- * ratchet state (PROTOCOL.md §10) is atomic. The engine parses everything it reads back.
+ * The engine's `ClientStore` (shared/core/client-api.ts) on IndexedDB, sealed at rest: each value
+ * is JSON, encrypted under the device key with its store key bound as AAD (device-key.ts, purpose
+ * "engine"), so ratchet state, pins and queued texts are ciphertext on disk like the history.
+ * `batch` seals everything first and then writes in ONE readwrite transaction (an IndexedDB
+ * transaction commits as soon as it waits on anything else), so the engine's write-ahead
+ * persistence of ratchet state (PROTOCOL.md §10) stays atomic. A value that fails to open or
+ * parse reads back as a `StorageError`; the engine then parses what it gets with its own schemas.
  */
+import * as v from "valibot";
 import type { ClientStore, StoreOp } from "../../../shared/core/client-api";
+import { fromUtf8, utf8 } from "../../../shared/encoding";
 import type { Db } from "./db";
+import { open, StorageError, seal } from "./device-key";
+import { Sealed } from "./schemas";
 
 /** Highest BMP code point: every key that starts with `prefix` sorts below prefix + this. */
 const PREFIX_END = "\uffff";
+const PURPOSE = "engine";
 
 export class IdbClientStore implements ClientStore {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly key: CryptoKey,
+  ) {}
 
-  get(key: string): Promise<unknown> {
-    return this.db.get("engine", key);
+  private async unseal(storeKey: string, raw: unknown): Promise<unknown> {
+    const box = v.safeParse(Sealed, raw);
+    if (!box.success) throw new StorageError(`engine record ${storeKey} is not a sealed box`);
+    const pt = await open(this.key, PURPOSE, storeKey, box.output);
+    try {
+      return JSON.parse(fromUtf8(pt));
+    } catch {
+      throw new StorageError(`engine record ${storeKey} is not JSON`);
+    }
+  }
+
+  async get(key: string): Promise<unknown> {
+    const raw = await this.db.get("engine", key);
+    return raw === undefined ? undefined : this.unseal(key, raw);
   }
 
   async list(prefix: string): Promise<Array<{ key: string; value: unknown }>> {
     const range = IDBKeyRange.bound(prefix, prefix + PREFIX_END, false, false);
     const tx = this.db.transaction("engine", "readonly");
-    const out: Array<{ key: string; value: unknown }> = [];
+    const rows: Array<{ key: string; value: unknown }> = [];
     for (let cur = await tx.store.openCursor(range); cur; cur = await cur.continue()) {
-      out.push({ key: cur.key, value: cur.value });
+      rows.push({ key: cur.key, value: cur.value });
     }
     await tx.done;
-    return out;
+    return Promise.all(
+      rows.map(async (r) => ({ key: r.key, value: await this.unseal(r.key, r.value) })),
+    );
   }
 
   async batch(ops: readonly StoreOp[]): Promise<void> {
     if (ops.length === 0) return;
+    const sealed = await Promise.all(
+      ops.map(async (op) =>
+        op.op === "put"
+          ? {
+              key: op.key,
+              box: await seal(this.key, PURPOSE, op.key, utf8(JSON.stringify(op.value))),
+            }
+          : { key: op.key, box: null },
+      ),
+    );
     const tx = this.db.transaction("engine", "readwrite");
-    for (const op of ops) {
-      if (op.op === "put") void tx.store.put(op.value, op.key);
-      else void tx.store.delete(op.key);
+    for (const s of sealed) {
+      if (s.box) void tx.store.put(s.box, s.key);
+      else void tx.store.delete(s.key);
     }
     // Resolves only when the whole transaction committed; any failed request aborts all of it.
     await tx.done;

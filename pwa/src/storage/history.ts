@@ -8,7 +8,12 @@ import * as v from "valibot";
 import { fromUtf8, utf8 } from "../../../shared/encoding";
 import type { Db } from "./db";
 import { open, seal } from "./device-key";
-import { ConvMeta, type HistoryEntry, HistoryEntry as HistoryEntrySchema, HistoryRow } from "./schemas";
+import {
+  ConvMeta,
+  type HistoryEntry,
+  HistoryEntry as HistoryEntrySchema,
+  HistoryRow,
+} from "./schemas";
 
 const PURPOSE = "history";
 

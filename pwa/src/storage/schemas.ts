@@ -61,6 +61,7 @@ const ConversationId = v.custom<`dm:${string}` | `group:${string}`>(
   (s) => typeof s === "string" && /^(dm|group):[a-z0-9][a-z0-9_-]{0,31}$/.test(s),
   "expected a conversation id",
 );
+
 export { ConversationId };
 
 const Ms = v.pipe(v.number(), v.integer(), v.minValue(0));

@@ -48,7 +48,8 @@ function DeliveryIcon(props: { state: DeliveryState }) {
 
 function Entry(props: { entry: HistoryEntry; conv: ConvView; prev: HistoryEntry | undefined }) {
   const newDay = () =>
-    !props.prev || new Date(props.prev.at).toDateString() !== new Date(props.entry.at).toDateString();
+    !props.prev ||
+    new Date(props.prev.at).toDateString() !== new Date(props.entry.at).toDateString();
   const e = () => props.entry;
   const sys = (): HistorySystem | undefined => {
     const x = e();
@@ -61,7 +62,7 @@ function Entry(props: { entry: HistoryEntry; conv: ConvView; prev: HistoryEntry 
   return (
     <>
       <Show when={newDay()}>
-        <li class="day" role="separator">
+        <li class="day">
           <span>{formatDay(e().at)}</span>
         </li>
       </Show>
@@ -118,7 +119,8 @@ export function Conversation(props: {
   let input: HTMLTextAreaElement | undefined;
 
   const blocked = createMemo(() => sendBlockedReason(props.conv));
-  const isMember = () => props.conv.kind === "direct" || props.conv.epoch >= 0 || props.conv.joining;
+  const isMember = () =>
+    props.conv.kind === "direct" || props.conv.epoch >= 0 || props.conv.joining;
   const subtitle = createMemo(() => {
     const c = props.conv;
     if (c.kind === "group") {
@@ -144,7 +146,12 @@ export function Conversation(props: {
       },
     ),
   );
-  createEffect(on(() => props.conv.id, () => input?.focus({ preventScroll: true })));
+  createEffect(
+    on(
+      () => props.conv.id,
+      () => input?.focus({ preventScroll: true }),
+    ),
+  );
 
   const submit = async () => {
     const text = draft();
@@ -237,14 +244,20 @@ export function Conversation(props: {
       <Show when={props.conv.status === "key_changed"}>
         <div class="banner danger" role="alert" data-testid="key-change-banner">
           <p>
-            <strong>{props.conv.kind === "direct" ? props.conv.name : "A member"}’s safety number
-            has changed.</strong>{" "}
+            <strong>
+              {props.conv.kind === "direct" ? props.conv.name : "A member"}’s safety number has
+              changed.
+            </strong>{" "}
             They may have reinstalled Parley — or someone may be intercepting. Compare safety
             numbers before you continue. Sending is paused.
           </p>
           <div class="banner-actions">
             <Show when={props.conv.kind === "direct"}>
-              <button type="button" class="secondary" onClick={() => props.onVerify(props.conv.name)}>
+              <button
+                type="button"
+                class="secondary"
+                onClick={() => props.onVerify(props.conv.name)}
+              >
                 Compare
               </button>
               <button
@@ -260,7 +273,14 @@ export function Conversation(props: {
         </div>
       </Show>
 
-      <ol class="log" ref={log} role="log" aria-live="polite" aria-label="Messages" data-testid="log">
+      <ol
+        class="log"
+        ref={log}
+        role="log"
+        aria-live="polite"
+        aria-label="Messages"
+        data-testid="log"
+      >
         <Show when={props.conv.entries.length === 0}>
           <li class="empty-log">
             <Show
@@ -273,7 +293,9 @@ export function Conversation(props: {
           </li>
         </Show>
         <For each={props.conv.entries}>
-          {(entry, i) => <Entry entry={entry} conv={props.conv} prev={props.conv.entries[i() - 1]} />}
+          {(entry, i) => (
+            <Entry entry={entry} conv={props.conv} prev={props.conv.entries[i() - 1]} />
+          )}
         </For>
       </ol>
 

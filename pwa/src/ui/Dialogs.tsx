@@ -10,7 +10,12 @@ import type { ConvView } from "../state/model";
 import { avatarClass } from "./format";
 import { Qr } from "./Qr";
 
-function Modal(props: { title: string; onClose: () => void; children: JSX.Element; testid: string }) {
+export function Modal(props: {
+  title: string;
+  onClose: () => void;
+  children: JSX.Element;
+  testid: string;
+}) {
   let dlg: HTMLDialogElement | undefined;
   onMount(() => dlg?.showModal());
   return (
@@ -20,20 +25,11 @@ function Modal(props: { title: string; onClose: () => void; children: JSX.Elemen
       aria-labelledby="modal-title"
       data-testid={props.testid}
       onClose={() => props.onClose()}
-      onClick={(e) => {
-        // A click on the backdrop (the dialog element itself) closes it.
-        if (e.target === dlg) dlg?.close();
-      }}
     >
       <div class="modal-body">
         <header class="modal-header">
           <h2 id="modal-title">{props.title}</h2>
-          <button
-            type="button"
-            class="icon-button"
-            aria-label="Close"
-            onClick={() => dlg?.close()}
-          >
+          <button type="button" class="icon-button" aria-label="Close" onClick={() => dlg?.close()}>
             <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
               <path class="icon-stroke" d="M6 6l12 12M18 6L6 18" />
             </svg>
@@ -57,8 +53,8 @@ export function VerifyDialog(props: { username: string; onClose: () => void }) {
   return (
     <Modal title={`Verify ${props.username}`} onClose={props.onClose} testid="verify-dialog">
       <p class="muted">
-        Compare these numbers with {props.username} in person or over a call you trust, or scan
-        the code on their screen. If they match, nobody is in the middle.
+        Compare these numbers with {props.username} in person or over a call you trust, or scan the
+        code on their screen. If they match, nobody is in the middle.
       </p>
       <Show when={conv()?.status === "key_changed"}>
         <p class="banner danger" role="alert">

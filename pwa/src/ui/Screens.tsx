@@ -29,8 +29,8 @@ export function OtherTabScreen(props: { lost: boolean }) {
       <Logo size={56} />
       <h1>{props.lost ? "Parley moved to another tab" : "Parley is open in another tab"}</h1>
       <p class="muted">
-        Only one tab at a time can hold your keys and connection, so two tabs never encrypt with
-        the same message key.
+        Only one tab at a time can hold your keys and connection, so two tabs never encrypt with the
+        same message key.
       </p>
       <button type="button" class="primary" onClick={() => actions.takeOver()}>
         Use Parley in this tab

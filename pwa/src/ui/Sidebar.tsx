@@ -32,8 +32,11 @@ function Preview(props: { conv: ConvView | undefined; fallback: string }) {
 function Badge(props: { n: number; name: string }) {
   return (
     <Show when={props.n > 0}>
-      <span class="badge" aria-label={`${props.n} unread from ${props.name}`}>
-        {props.n > 99 ? "99+" : props.n}
+      <span class="badge" data-testid="unread">
+        <span aria-hidden="true">{props.n > 99 ? "99+" : props.n}</span>
+        <span class="visually-hidden">
+          {props.n} unread from {props.name}
+        </span>
       </span>
     </Show>
   );

@@ -3,7 +3,11 @@ import type { ConversationStatus } from "../../../shared/core/client-api";
 import type { ConnView } from "../state/model";
 
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short" });
+const dayFmt = new Intl.DateTimeFormat(undefined, {
+  weekday: "short",
+  day: "numeric",
+  month: "short",
+});
 
 export function formatTime(ms: number): string {
   return timeFmt.format(ms);

@@ -1,0 +1,137 @@
+/**
+ * Settings: this device's identity (name, fingerprint, full public key), identity export as a
+ * passphrase-encrypted file (storage/backup.ts) and notifications.
+ */
+import { createSignal, Show } from "solid-js";
+import { useParley } from "../app/context";
+import { MIN_PASSPHRASE_LENGTH } from "../storage/backup";
+import { Modal } from "./Dialogs";
+
+/** Offer text as a file download (an object URL on a temporary link; no inline script). */
+export function download(filename: string, text: string): void {
+  const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+export function SettingsDialog(props: { onClose: () => void }) {
+  const { state, actions, notifyPerm } = useParley();
+  const [pass, setPass] = createSignal("");
+  const [pass2, setPass2] = createSignal("");
+  const [busy, setBusy] = createSignal(false);
+  const [msg, setMsg] = createSignal<{ ok: boolean; text: string } | null>(null);
+
+  const exportNow = async () => {
+    setMsg(null);
+    if (pass().length < MIN_PASSPHRASE_LENGTH) {
+      setMsg({ ok: false, text: `Use at least ${MIN_PASSPHRASE_LENGTH} characters.` });
+      return;
+    }
+    if (pass() !== pass2()) {
+      setMsg({ ok: false, text: "The two passphrases differ." });
+      return;
+    }
+    setBusy(true);
+    try {
+      const f = await actions.exportIdentity(pass());
+      download(f.filename, f.text);
+      setPass("");
+      setPass2("");
+      setMsg({ ok: true, text: `Saved ${f.filename}. Keep it and the passphrase safe.` });
+    } catch (e) {
+      setMsg({ ok: false, text: e instanceof Error ? e.message : String(e) });
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <Modal title="Settings" onClose={props.onClose} testid="settings-dialog">
+      <section class="settings-section" aria-labelledby="settings-identity">
+        <h3 id="settings-identity">Your identity</h3>
+        <dl class="keys">
+          <dt>Username</dt>
+          <dd>{state.me?.username}</dd>
+          <dt>Fingerprint</dt>
+          <dd class="fingerprint">{state.me?.fingerprint}</dd>
+          <dt>Public key</dt>
+          <dd class="fingerprint break">{state.me?.identityKey}</dd>
+        </dl>
+        <p class="help">
+          Your private key never leaves this browser unencrypted: it is stored as a key the page
+          itself cannot read out.
+        </p>
+      </section>
+      <section class="settings-section" aria-labelledby="settings-export">
+        <h3 id="settings-export">Move to another device</h3>
+        <p class="help">
+          Export your identity as a file locked with a passphrase (PBKDF2-SHA256, 600,000 rounds).
+          On the new device choose “Restore from a backup file”. Message history stays here.
+        </p>
+        <form
+          class="stack"
+          onSubmit={(e) => {
+            e.preventDefault();
+            void exportNow();
+          }}
+        >
+          <label for="export-pass">Passphrase</label>
+          <input
+            id="export-pass"
+            type="password"
+            autocomplete="new-password"
+            minLength={MIN_PASSPHRASE_LENGTH}
+            value={pass()}
+            onInput={(e) => setPass(e.currentTarget.value)}
+          />
+          <label for="export-pass2">Repeat passphrase</label>
+          <input
+            id="export-pass2"
+            type="password"
+            autocomplete="new-password"
+            value={pass2()}
+            onInput={(e) => setPass2(e.currentTarget.value)}
+          />
+          <Show when={msg()}>
+            {(m) => (
+              <p class={m().ok ? "ok-note" : "error"} role={m().ok ? "status" : "alert"}>
+                {m().text}
+              </p>
+            )}
+          </Show>
+          <button type="submit" class="primary" disabled={busy()} data-testid="export-identity">
+            {busy() ? "Encrypting…" : "Export identity file"}
+          </button>
+        </form>
+      </section>
+      <section class="settings-section" aria-labelledby="settings-notify">
+        <h3 id="settings-notify">Notifications</h3>
+        <Show
+          when={notifyPerm() === "default"}
+          fallback={
+            <p class="help">
+              {notifyPerm() === "granted"
+                ? "On: you are told about new messages while Parley is in the background (never their text)."
+                : notifyPerm() === "denied"
+                  ? "Blocked in your browser settings."
+                  : "Not supported by this browser."}
+            </p>
+          }
+        >
+          <button
+            type="button"
+            class="secondary"
+            onClick={() => void actions.enableNotifications()}
+          >
+            Enable notifications
+          </button>
+        </Show>
+      </section>
+    </Modal>
+  );
+}

@@ -1,0 +1,232 @@
+/**
+ * The device side of the PWA (issue 5, storage): keys at rest are non-extractable, history is
+ * ciphertext in IndexedDB and a tampered row is refused, only one tab owns the keys (Web Locks
+ * take-over), and an identity moves to a new profile through a passphrase-encrypted file.
+ * Users dave and erin in their own `wrangler dev` on 127.0.0.1:8792.
+ */
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
+import { startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
+import { onboard, openChat, seesMessage, send, shot } from "./ui";
+
+const PORT = 8792;
+let relay: WranglerDev;
+const users: BrowserUser[] = [];
+let dave: BrowserUser;
+let erin: BrowserUser;
+const CANARY = "at-rest canary 4711: meet at the old mill";
+
+beforeAll(async () => {
+  relay = await startWranglerDev({ port: PORT });
+  dave = await launchUser("dave", `${relay.url}/`);
+  erin = await launchUser("erin", `${relay.url}/`);
+  users.push(dave, erin);
+  await onboard(dave.page, "dave");
+  await onboard(erin.page, "erin");
+});
+
+afterAll(async () => {
+  for (const x of users) {
+    await x.close();
+    removeProfile(x.dir);
+  }
+  await relay?.stop();
+});
+
+/** Read one IndexedDB store of the page's "parley" database (runs in the page). */
+function readStore(user: BrowserUser, store: string) {
+  return user.page.evaluate(
+    (name) =>
+      new Promise<Array<{ key: IDBValidKey; value: unknown }>>((resolve, reject) => {
+        const open = indexedDB.open("parley");
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const tx = open.result.transaction(name, "readonly");
+          const out: Array<{ key: IDBValidKey; value: unknown }> = [];
+          const cur = tx.objectStore(name).openCursor();
+          cur.onsuccess = () => {
+            const c = cur.result;
+            if (!c) {
+              open.result.close();
+              resolve(out);
+              return;
+            }
+            out.push({ key: c.key, value: c.value });
+            c.continue();
+          };
+        };
+      }),
+    store,
+  );
+}
+
+describe("Parley PWA on the device", () => {
+  test("identity and device keys are non-extractable CryptoKeys", async () => {
+    const r = await dave.page.evaluate(
+      () =>
+        new Promise<Record<string, unknown>>((resolve) => {
+          const open = indexedDB.open("parley");
+          open.onsuccess = () => {
+            const tx = open.result.transaction("meta", "readonly");
+            const meta = tx.objectStore("meta");
+            const p = meta.get("profile");
+            const d = meta.get("deviceKey");
+            tx.oncomplete = async () => {
+              const id = p.result.identityPrivateKey as CryptoKey;
+              const dk = d.result.key as CryptoKey;
+              let exported = "refused";
+              try {
+                await crypto.subtle.exportKey("pkcs8", id);
+                exported = "EXPORTED";
+              } catch {
+                // expected: non-extractable
+              }
+              resolve({
+                idType: id.type,
+                idAlg: id.algorithm.name,
+                idExtractable: id.extractable,
+                dkAlg: dk.algorithm.name,
+                dkExtractable: dk.extractable,
+                exported,
+              });
+            };
+          };
+        }),
+    );
+    expect(r).toEqual({
+      idType: "private",
+      idAlg: "Ed25519",
+      idExtractable: false,
+      dkAlg: "AES-GCM",
+      dkExtractable: false,
+      exported: "refused",
+    });
+  });
+
+  test("message history is stored as ciphertext only", async () => {
+    await openChat(dave.page, "erin");
+    await send(dave.page, CANARY);
+    await openChat(erin.page, "dave");
+    await seesMessage(erin.page, CANARY);
+    for (const user of [dave, erin]) {
+      const rows = await readStore(user, "history");
+      expect(rows.length).toBeGreaterThan(0);
+      // Decode every ciphertext in the page (bytes stay bytes) and look for the plaintext.
+      const r = await user.page.evaluate((needle) => {
+        return new Promise<{ ctBytes: number; hits: number }>((resolve) => {
+          const open = indexedDB.open("parley");
+          open.onsuccess = () => {
+            const req = open.result.transaction("history").objectStore("history").getAll();
+            req.onsuccess = () => {
+              let ctBytes = 0;
+              let hits = 0;
+              for (const row of req.result as { key: string; box: { ct: Uint8Array } }[]) {
+                ctBytes += row.box.ct.length;
+                const latin1 = String.fromCharCode(...row.box.ct);
+                const asUtf8 = new TextDecoder().decode(row.box.ct);
+                if (latin1.includes(needle) || asUtf8.includes(needle)) hits++;
+                if (JSON.stringify(row).includes(needle)) hits++;
+              }
+              resolve({ ctBytes, hits });
+            };
+          };
+        });
+      }, "canary");
+      expect(r.ctBytes).toBeGreaterThan(CANARY.length);
+      expect(r.hits).toBe(0);
+    }
+  });
+
+  test("a tampered history row is refused, not shown", async () => {
+    await dave.page.evaluate(
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const open = indexedDB.open("parley");
+          open.onsuccess = () => {
+            const tx = open.result.transaction("history", "readwrite");
+            const store = tx.objectStore("history");
+            const cur = store.openCursor();
+            cur.onsuccess = () => {
+              const c = cur.result;
+              if (!c) return;
+              const row = c.value as { key: string; box: { ct: Uint8Array } };
+              // Flip one bit of the first outgoing-message row's ciphertext.
+              if (row.key.startsWith("dm:erin|") && !row.key.includes("|sys-")) {
+                const ct = new Uint8Array(row.box.ct);
+                ct[0] = (ct[0] ?? 0) ^ 1;
+                c.update({ ...row, box: { ...row.box, ct } });
+                return;
+              }
+              c.continue();
+            };
+            tx.oncomplete = () => resolve();
+            tx.onerror = () => reject(tx.error);
+          };
+        }),
+    );
+    await dave.page.reload();
+    await dave.page.getByText(/1 stored message could not be read/).waitFor({ timeout: 30_000 });
+    await openChat(dave.page, "erin");
+    expect(await dave.page.locator(".log").textContent()).not.toContain(CANARY);
+  });
+
+  test("a second tab waits; take-over moves the keys and connection to it", async () => {
+    const second = await dave.context.newPage();
+    await second.goto(`${relay.url}/`);
+    await second.getByText("Parley is open in another tab").waitFor({ timeout: 30_000 });
+    await shot(second, "desktop-other-tab");
+    await second.getByRole("button", { name: "Use Parley in this tab" }).click();
+    await second.getByTestId("my-username").filter({ hasText: "dave" }).waitFor();
+    await dave.page.getByText("Parley moved to another tab").waitFor({ timeout: 30_000 });
+    // The new owner works: it sends, erin receives.
+    await openChat(second, "erin");
+    await send(second, "sent from the second tab");
+    await seesMessage(erin.page, "sent from the second tab");
+    await second.close();
+    // With the owner gone, the first tab may take back over and continue.
+    await dave.page.getByRole("button", { name: "Use Parley in this tab" }).click();
+    await dave.page.getByTestId("my-username").filter({ hasText: "dave" }).waitFor();
+    await openChat(dave.page, "erin");
+    await seesMessage(dave.page, "sent from the second tab");
+  });
+
+  test("identity export → restore on a fresh profile keeps the same identity", async () => {
+    const p = dave.page;
+    const fingerprint = await p.getByTestId("my-fingerprint").textContent();
+    await p.getByTestId("open-settings").click();
+    await p.fill("#export-pass", "correct horse battery staple");
+    await p.fill("#export-pass2", "correct horse battery staple");
+    const [download] = await Promise.all([
+      p.waitForEvent("download"),
+      p.getByTestId("export-identity").click(),
+    ]);
+    const file = await download.path();
+    const backup = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+    expect(backup.format).toBe("parley-identity");
+    expect(backup.username).toBe("dave");
+    expect(JSON.stringify(backup)).not.toMatch(/correct horse/);
+    await shot(p, "desktop-settings");
+    await p.keyboard.press("Escape");
+
+    const fresh = await launchUser("dave2", `${relay.url}/`);
+    users.push(fresh);
+    const q = fresh.page;
+    await q.getByText("Restore from a backup file").click();
+    await q.getByTestId("restore-file").setInputFiles(file);
+    await q.fill("#restore-pass", "wrong passphrase!!");
+    await q.getByTestId("restore-submit").click();
+    await q.getByText("Wrong passphrase, or the file was altered.").waitFor({ timeout: 30_000 });
+    await q.fill("#restore-pass", "correct horse battery staple");
+    await q.getByTestId("restore-submit").click();
+    await q.getByTestId("my-username").filter({ hasText: "dave" }).waitFor({ timeout: 30_000 });
+    expect(await q.getByTestId("my-fingerprint").textContent()).toBe(fingerprint);
+  });
+
+  test("no Content-Security-Policy violation or page error in any browser", () => {
+    for (const user of users) {
+      const bad = user.errors.filter((e) => /Content Security Policy|Refused to|Uncaught/i.test(e));
+      expect(bad, user.name).toEqual([]);
+    }
+  });
+});

@@ -1,0 +1,154 @@
+/** Pure parts of the PWA: conversation view transitions, reconnect backoff, status labels. */
+import { describe, expect, test } from "vitest";
+import { backoffDelay, DEFAULT_BACKOFF } from "../../pwa/src/net/backoff";
+import {
+  applyDelivery,
+  applySummary,
+  convIdOf,
+  initialChatState,
+  loadHistory,
+  markRead,
+  parseConvId,
+  sendBlockedReason,
+  sortedConvs,
+  upsertEntry,
+} from "../../pwa/src/state/model";
+import type { HistoryEntry, HistoryMessage } from "../../pwa/src/storage/schemas";
+import { chatStatusLabel } from "../../pwa/src/ui/format";
+import type { ConversationSummary } from "../../shared/core/client-api";
+
+function msg(id: string, at: number, over: Partial<HistoryMessage> = {}): HistoryMessage {
+  return {
+    kind: "msg",
+    id,
+    conversationId: "dm:bob",
+    from: "bob",
+    direction: "in",
+    text: `text ${id}`,
+    sentAt: at,
+    at,
+    ...over,
+  };
+}
+
+describe("backoff", () => {
+  test("grows exponentially, is capped, and jitter spans [floor, upper]", () => {
+    expect(backoffDelay(0, 0)).toBe(DEFAULT_BACKOFF.floorMs);
+    expect(backoffDelay(0, 1)).toBe(1000);
+    expect(backoffDelay(3, 1)).toBe(8000);
+    expect(backoffDelay(10, 1)).toBe(30_000);
+    expect(backoffDelay(1000, 1)).toBe(30_000);
+    for (let a = 0; a < 12; a++) {
+      for (const r of [0, 0.25, 0.5, 0.999]) {
+        const d = backoffDelay(a, r);
+        expect(d).toBeGreaterThanOrEqual(DEFAULT_BACKOFF.floorMs);
+        expect(d).toBeLessThanOrEqual(DEFAULT_BACKOFF.capMs);
+      }
+    }
+    // out-of-range randomness is clamped, never negative or beyond the cap
+    expect(backoffDelay(2, -5)).toBe(DEFAULT_BACKOFF.floorMs);
+    expect(backoffDelay(2, 7)).toBe(4000);
+  });
+});
+
+describe("conversation model", () => {
+  test("conversation ids round-trip", () => {
+    expect(parseConvId(convIdOf("direct", "bob"))).toEqual({ kind: "direct", name: "bob" });
+    expect(parseConvId(convIdOf("group", "broadcast"))).toEqual({
+      kind: "group",
+      name: "broadcast",
+    });
+    expect(parseConvId("weird:x")).toBeNull();
+  });
+
+  test("entries stay in time order, duplicates replace instead of doubling", () => {
+    const s = initialChatState();
+    expect(upsertEntry(s, msg("b", 20), { countUnread: true })).toBe(true);
+    expect(upsertEntry(s, msg("a", 10), { countUnread: true })).toBe(true);
+    expect(upsertEntry(s, msg("c", 30), { countUnread: true })).toBe(true);
+    expect(upsertEntry(s, msg("b", 20, { text: "edited" }), { countUnread: true })).toBe(false);
+    const c = s.convs["dm:bob"];
+    expect(c?.entries.map((e) => e.id)).toEqual(["a", "b", "c"]);
+    expect(c?.entries[1]?.kind === "msg" && c.entries[1].text).toBe("edited");
+    expect(c?.unread).toBe(3);
+    markRead(s, "dm:bob", 99);
+    expect(s.convs["dm:bob"]?.unread).toBe(0);
+    expect(s.convs["dm:bob"]?.lastReadAt).toBe(99);
+  });
+
+  test("outgoing messages never count as unread", () => {
+    const s = initialChatState();
+    upsertEntry(s, msg("o", 1, { direction: "out", from: "alice" }), { countUnread: true });
+    expect(s.convs["dm:bob"]?.unread).toBe(0);
+  });
+
+  test("delivery state only moves forward", () => {
+    const s = initialChatState();
+    upsertEntry(s, msg("m", 1, { direction: "out", delivery: "sending" }), { countUnread: false });
+    expect(applyDelivery(s, "dm:bob", "m", "delivered")?.delivery).toBe("delivered");
+    expect(applyDelivery(s, "dm:bob", "m", "sent")).toBeNull();
+    const e = s.convs["dm:bob"]?.entries[0];
+    expect(e?.kind === "msg" && e.delivery).toBe("delivered");
+    expect(applyDelivery(s, "dm:bob", "missing", "sent")).toBeNull();
+    expect(applyDelivery(s, "dm:nobody", "m", "sent")).toBeNull();
+  });
+
+  test("history load counts unread against lastReadAt", () => {
+    const s = initialChatState();
+    const entries: HistoryEntry[] = [msg("a", 10), msg("b", 20), msg("c", 30)];
+    loadHistory(s, new Map([["dm:bob", entries]]), new Map([["dm:bob", { lastReadAt: 15 }]]));
+    expect(s.convs["dm:bob"]?.unread).toBe(2);
+  });
+
+  test("summaries merge; broadcast sorts first; sending is blocked when it must be", () => {
+    const s = initialChatState();
+    const g = (name: string, extra: Partial<ConversationSummary> = {}): ConversationSummary => ({
+      id: convIdOf("group", name),
+      kind: "group",
+      name,
+      status: "secure",
+      members: [],
+      epoch: 1,
+      ...extra,
+    });
+    applySummary(s, g("alpha"));
+    applySummary(s, g("broadcast", { epoch: -1 }));
+    applySummary(s, g("zeta", { removalPending: true }));
+    expect(sortedConvs(s).groups.map((c) => c.name)).toEqual(["broadcast", "alpha", "zeta"]);
+    const conv = (id: string) => {
+      const c = s.convs[id];
+      if (!c) throw new Error(id);
+      return c;
+    };
+    expect(sendBlockedReason(conv("group:alpha"))).toBeNull();
+    expect(sendBlockedReason(conv("group:broadcast"))).toMatch(/Join/);
+    expect(sendBlockedReason(conv("group:zeta"))).toMatch(/left/);
+    applySummary(s, {
+      id: "dm:eve",
+      kind: "direct",
+      name: "eve",
+      status: "key_changed",
+      members: [],
+    });
+    expect(sendBlockedReason(conv("dm:eve"))).toMatch(/safety number/);
+  });
+});
+
+describe("top bar status", () => {
+  test("socket state wins while not online, then the chat's own status", () => {
+    expect(chatStatusLabel({ kind: "waiting", retryAt: 10_500 }, "secure", 7_000).label).toBe(
+      "Offline — reconnecting in 4 s",
+    );
+    expect(chatStatusLabel({ kind: "connecting" }, "secure", 0).label).toBe("Connecting");
+    expect(chatStatusLabel({ kind: "online" }, "handshaking", 0)).toEqual({
+      label: "Handshaking",
+      tone: "warn",
+    });
+    expect(chatStatusLabel({ kind: "online" }, "verified", 0).tone).toBe("good");
+    expect(chatStatusLabel({ kind: "online" }, "key_changed", 0)).toEqual({
+      label: "Key changed",
+      tone: "bad",
+    });
+    expect(chatStatusLabel({ kind: "online" }, null, 0).label).toBe("Online");
+  });
+});

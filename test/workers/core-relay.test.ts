@@ -1,0 +1,224 @@
+/**
+ * The main protocol-core stories through the REAL relay (worker/relay, hibernating Durable
+ * Object) inside workerd: ParleyClient engines talk over WebSockets opened with SELF.fetch.
+ * Same stories as test/node/scenario-*.test.ts, minus the hostile-relay ones (those need a relay
+ * that lies, which only the in-memory relay can play).
+ */
+import { SELF } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { ParleyClient } from "../../shared/core/client";
+import type { ChatMessage, ConversationId, ParleyEvent } from "../../shared/core/client-api";
+import {
+  decryptGroup,
+  enterEpoch,
+  type GroupRecord,
+  parseGroupRecord,
+} from "../../shared/core/group";
+import { MemoryStore } from "../../shared/core/store";
+import { generateIdentityKeyPair, type IdentityKeyPair } from "../../shared/crypto";
+import { fromB64u } from "../../shared/encoding";
+import { parseServerFrame, type ServerFrame } from "../../shared/protocol";
+
+const ORIGIN = "http://relay.test";
+let hubs = 0;
+const freshHub = () => `core-${Date.now().toString(36)}-${++hubs}`;
+
+interface User {
+  name: string;
+  identity: IdentityKeyPair;
+  store: MemoryStore;
+  client: ParleyClient;
+  events: ParleyEvent[];
+  received: ServerFrame[];
+  ws: WebSocket | null;
+}
+
+async function newUser(hub: string, name: string): Promise<User> {
+  const u: Partial<User> = {
+    name,
+    identity: await generateIdentityKeyPair(),
+    store: new MemoryStore(),
+    events: [],
+    received: [],
+    ws: null,
+  };
+  return boot(hub, u as User);
+}
+
+async function boot(hub: string, u: User): Promise<User> {
+  u.client = await ParleyClient.create({
+    hub,
+    origin: ORIGIN,
+    username: u.name,
+    identity: u.identity,
+    store: u.store,
+    transport: { send: (f) => u.ws?.send(JSON.stringify(f)) },
+    now: () => Date.now(),
+  });
+  u.client.subscribe((e) => u.events.push(e));
+  return u;
+}
+
+async function connect(hub: string, u: User): Promise<void> {
+  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${hub}`, {
+    headers: { Upgrade: "websocket", Origin: ORIGIN },
+  });
+  const ws = res.webSocket;
+  if (res.status !== 101 || ws === null) throw new Error(`upgrade failed: ${res.status}`);
+  ws.accept();
+  u.ws = ws;
+  u.client.onConnected();
+  ws.addEventListener("message", (e) => {
+    const r = parseServerFrame(e.data);
+    if (!r.ok) throw new Error(`relay sent an invalid frame: ${r.code}`);
+    u.received.push(r.frame);
+    void u.client.onServerFrame(r.frame);
+  });
+  ws.addEventListener("close", () => u.client.onDisconnected());
+  await until(() => u.events.some((e) => e.type === "ready"), `${u.name} ready`);
+}
+
+async function disconnect(u: User): Promise<void> {
+  u.ws?.close(1000, "bye");
+  u.ws = null;
+  u.client.onDisconnected();
+  await sleep(50);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(pred: () => boolean, what: string, ms = 8000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timeout: ${what}`);
+    await sleep(10);
+  }
+}
+
+function texts(u: User, id: ConversationId): string[] {
+  return u.events
+    .filter((e): e is { type: "message"; message: ChatMessage } => e.type === "message")
+    .map((e) => e.message)
+    .filter((m) => m.conversationId === id && m.direction === "in")
+    .map((m) => m.text);
+}
+
+const status = (u: User, id: ConversationId) =>
+  u.client.conversations().find((c) => c.id === id)?.status;
+const epochOf = (u: User, id: ConversationId) =>
+  u.client.conversations().find((c) => c.id === id)?.epoch;
+const errorsOf = (u: User) => u.events.filter((e) => e.type === "error");
+
+describe("protocol core through the real relay", () => {
+  it("online handshake and chat both ways, delivery receipts", async () => {
+    const hub = freshHub();
+    const alice = await newUser(hub, "alice");
+    const bob = await newUser(hub, "bob");
+    await connect(hub, alice);
+    await connect(hub, bob);
+    await until(() => alice.client.presence().length === 2, "presence");
+    await alice.client.startChat("bob");
+    await until(
+      () => status(alice, "dm:bob") === "secure" && status(bob, "dm:alice") === "secure",
+      "secure",
+    );
+    await alice.client.sendText("dm:bob", "hello bob");
+    await until(() => texts(bob, "dm:alice").length === 1, "bob reads");
+    await bob.client.sendText("dm:alice", "hi alice");
+    await until(() => texts(alice, "dm:bob").length === 1, "alice reads");
+    await until(
+      () => alice.events.some((e) => e.type === "delivery" && e.state === "delivered"),
+      "receipt",
+    );
+    expect(texts(bob, "dm:alice")).toEqual(["hello bob"]);
+    expect(texts(alice, "dm:bob")).toEqual(["hi alice"]);
+    expect(await alice.client.safetyNumber("bob")).toBe(await bob.client.safetyNumber("alice"));
+    // the relay only ever carried ciphertext
+    for (const f of bob.received) expect(JSON.stringify(f)).not.toContain("hello bob");
+    expect(errorsOf(alice)).toEqual([]);
+    expect(errorsOf(bob)).toEqual([]);
+    await disconnect(alice);
+    await disconnect(bob);
+  });
+
+  it("offline start via prekeys: the message waits in the mailbox", async () => {
+    const hub = freshHub();
+    const alice = await newUser(hub, "alice");
+    const bob = await newUser(hub, "bob");
+    await connect(hub, bob);
+    await until(() => bob.received.some((f) => f.t === "accepted"), "bob uploaded prekeys");
+    await disconnect(bob);
+    await connect(hub, alice);
+    await alice.client.sendText("dm:bob", "waiting for you");
+    await until(
+      () => alice.events.some((e) => e.type === "delivery" && e.state === "sent"),
+      "accepted",
+    );
+    // bob comes back with a fresh engine on his persisted store (as after a page reload)
+    await boot(hub, bob);
+    await connect(hub, bob);
+    await until(() => texts(bob, "dm:alice").length === 1, "bob reads the mailbox");
+    expect(texts(bob, "dm:alice")).toEqual(["waiting for you"]);
+    await bob.client.sendText("dm:alice", "got it");
+    await until(() => texts(alice, "dm:bob").length === 1, "reply");
+    expect(errorsOf(bob)).toEqual([]);
+    await disconnect(alice);
+    await disconnect(bob);
+  });
+
+  it("broadcast group: everyone reads everyone; after carol leaves she cannot read the next epoch", async () => {
+    const hub = freshHub();
+    const G = "group:broadcast" as const;
+    const users = [
+      await newUser(hub, "alice"),
+      await newUser(hub, "bob"),
+      await newUser(hub, "carol"),
+    ];
+    const [alice, bob, carol] = users as [User, User, User];
+    for (const u of users) await connect(hub, u);
+    for (const [i, u] of users.entries()) {
+      await u.client.joinGroup("broadcast");
+      await until(
+        () => users.slice(0, i + 1).every((x) => epochOf(x, G) === i + 1),
+        `epoch ${i + 1}`,
+      );
+    }
+    await alice.client.sendText(G, "hello all");
+    await until(() => texts(bob, G).length === 1 && texts(carol, G).length === 1, "fan-out");
+    await carol.client.sendText(G, "carol here");
+    await until(() => texts(bob, G).length === 2 && texts(alice, G).length === 1, "fan-out 2");
+    const carolKeys = parseGroupRecord(await carol.store.get("group/broadcast"));
+    await carol.client.leaveGroup("broadcast");
+    await until(() => epochOf(alice, G) === 4 && epochOf(bob, G) === 4, "epoch 4 without carol");
+    await alice.client.sendText(G, "after carol left");
+    await until(() => texts(bob, G).length === 3, "bob reads epoch 4");
+    await sleep(100);
+    expect(texts(carol, G)).toEqual(["hello all"]);
+    // take the real ciphertext bob received and try carol's last epoch secret on it
+    const d = bob.received.filter((f) => f.t === "deliver" && f.item.kind === "group").at(-1);
+    if (d?.t !== "deliver" || d.item.kind !== "group") throw new Error("no group delivery");
+    expect(d.item.epoch).toBe(4);
+    const old = carolKeys.current;
+    if (!old) throw new Error("carol had keys");
+    const guess: GroupRecord = {
+      ...carolKeys,
+      current: enterEpoch(
+        hub,
+        "broadcast",
+        4,
+        fromB64u(old.secret),
+        old.roster,
+        {
+          name: "carol",
+          identityKey: carol.identity.publicKey,
+        },
+        0,
+      ),
+    };
+    await expect(
+      decryptGroup({ record: guess, hub, sender: "alice", epoch: 4, body: fromB64u(d.item.body) }),
+    ).rejects.toMatchObject({ code: "decrypt_failed" });
+    for (const u of users) expect(errorsOf(u)).toEqual([]);
+    for (const u of users) await disconnect(u);
+  });
+});
