@@ -41,7 +41,7 @@ const PRODUCT_PATH: Record<string, "webcrypto" | "noble"> = {
   "Ed25519 sign": "webcrypto",
   "Ed25519 verify": "webcrypto",
   "HKDF-SHA256 (32 B out)": "noble",
-  "AES-256-GCM 100 B enc+dec": "webcrypto",
+  "AES-256-GCM 100 B enc+dec": "noble",
   "AES-256-GCM 64 KiB enc+dec": "webcrypto",
 };
 

@@ -135,6 +135,12 @@ describe("Parley PWA on the device", () => {
       }, "canary");
       expect(r.ctBytes).toBeGreaterThan(CANARY.length);
       expect(r.hits).toBe(0);
+      // The engine's state (ratchets, pins, outbox) is sealed the same way: boxes only.
+      const engine = await readStore(user, "engine");
+      expect(engine.length).toBeGreaterThan(3);
+      for (const row of engine) {
+        expect(Object.keys(row.value as object).sort(), String(row.key)).toEqual(["ct", "iv"]);
+      }
     }
   });
 

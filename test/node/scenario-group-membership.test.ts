@@ -2,6 +2,7 @@
 import { expect, it } from "vitest";
 import {
   connect,
+  disconnect,
   errors,
   messages,
   newUser,
@@ -145,7 +146,11 @@ it("a member whose state was lost (identity imported on a new device) rejoins by
   const bob2 = await newUser(relay, "bob", { identity: bob.identity });
   await connect(bob2);
   await relay.settle();
-  expect(relay.groups.get("broadcast")).toMatchObject({ members: ["alice", "bob"], pendingJoins: [], pendingLeaves: [] });
+  expect(relay.groups.get("broadcast")).toMatchObject({
+    members: ["alice", "bob"],
+    pendingJoins: [],
+    pendingLeaves: [],
+  });
   expect(epochOf(bob2)).toBe(epochOf(alice));
   await say(alice, G, "hello new bob");
   expect(messages(bob2, G)).toEqual(["hello new bob"]);

@@ -1,4 +1,5 @@
 /** Hostile input at the socket boundary (PROTOCOL.md §6.4, §7.2): typed errors, never a crash. */
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CLOSE, LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, TestClient } from "./support/client";
@@ -106,8 +107,15 @@ describe("relay bad input", () => {
 
   it("a flood is rate limited, then closed as abusive", async () => {
     const c = await authed();
-    const n = LIMITS.connBurst + LIMITS.maxRateViolations + 20;
-    for (let i = 0; i < n; i++) c.send({ t: "ping", v: 1 });
+    // Far more than burst + violations, so refill during a slow run (shared CPU) cannot save it.
+    const n = LIMITS.connBurst + LIMITS.maxRateViolations + 400;
+    for (let i = 0; i < n && c.closed === null; i++) {
+      try {
+        c.send({ t: "ping", v: 1 });
+      } catch {
+        break; // the relay closed the socket under us
+      }
+    }
     const closed = await c.waitClosed(10_000);
     expect(closed.code).toBe(CLOSE.abusive);
     expect(c.queue.some((f) => f.t === "error" && f.code === "rate_limited")).toBe(true);
@@ -142,5 +150,45 @@ describe("relay bad input", () => {
     }
     const closed = await c.waitClosed(10_000);
     expect(closed.code).toBe(CLOSE.abusive);
+  });
+
+  it("random and mutated frames never crash a handler (property test)", async () => {
+    const c = await authed("fuzz");
+    const valid: Record<string, unknown>[] = [
+      { v: 1, t: "send", id: "a", to: "fuzz", body: "AAAA" },
+      { v: 1, t: "join", id: "b", group: "g" },
+      {
+        v: 1,
+        t: "commit",
+        id: "c",
+        group: "g",
+        parentEpoch: 0,
+        members: ["fuzz"],
+        core: "AA",
+        wraps: [{ to: "fuzz", wrap: "AA" }],
+      },
+      { v: 1, t: "group_send", id: "d", group: "g", epoch: 0, body: "AAAA" },
+      { v: 1, t: "ack", mids: ["1"] },
+      { v: 1, t: "fetch_bundle", id: "e", username: "fuzz" },
+      { v: 1, t: "upload_prekeys", id: "f", oneTimePrekeys: [] },
+    ];
+    const mutated = fc
+      .tuple(fc.constantFrom(...valid), fc.string({ maxLength: 12 }), fc.jsonValue({ maxDepth: 2 }))
+      .map(([f, k, val]) =>
+        JSON.stringify({ ...f, [k in f ? k : (Object.keys(f)[2] ?? "t")]: val }),
+      );
+    const frames = fc.oneof(
+      mutated,
+      fc.jsonValue({ maxDepth: 3 }).map((x) => JSON.stringify(x)),
+      fc.string({ maxLength: 64 }),
+    );
+    const sample = fc.sample(frames, { numRuns: 60, seed: 20261125 });
+    for (const raw of sample) c.sendRaw(raw);
+    await c.sync();
+    expect(c.closed).toBeNull();
+    const codes = c.queue.flatMap((f) => (f.t === "error" ? [f.code] : []));
+    expect(codes).not.toContain("internal");
+    expect(c.invalid).toEqual([]);
+    c.close();
   });
 });
