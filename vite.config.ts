@@ -4,29 +4,12 @@
  * and the web manifest; the page registers the worker from its own module — no inline script, as
  * the Worker's CSP is `script-src 'self'`.
  */
-import { fileURLToPath } from "node:url";
 import { defineConfig } from "vite";
 import { VitePWA } from "vite-plugin-pwa";
 import solid from "vite-plugin-solid";
 
-/**
- * PARLEY_FAKE_ENGINE=1 swaps the engine for test/e2e/fake-engine.ts — for UI work and screenshots
- * only; `npm run build` (and therefore `npm start`, the e2e suite and CI) never sets it.
- */
-const fakeEngine = process.env.PARLEY_FAKE_ENGINE === "1";
-
 export default defineConfig({
   root: "pwa",
-  resolve: {
-    alias: fakeEngine
-      ? [
-          {
-            find: /^\.\.\/engine\/create$/,
-            replacement: fileURLToPath(new URL("./test/e2e/fake-engine.ts", import.meta.url)),
-          },
-        ]
-      : [],
-  },
   plugins: [
     solid(),
     VitePWA({

@@ -6,9 +6,9 @@
  * Run as a child process (`node bare-server.mjs PORT`) so it has its own event loop and core,
  * like workerd does.
  */
-import { WebSocketServer, type WebSocket } from "ws";
+import { type WebSocket, WebSocketServer } from "ws";
 
-const port = Number(process.argv[2] ?? 8799);
+const port = Number(process.argv[2] ?? 8796);
 const wss = new WebSocketServer({ host: "127.0.0.1", port, perMessageDeflate: false });
 const byName = new Map<string, WebSocket>();
 const group = new Set<WebSocket>();

@@ -65,7 +65,8 @@ export function table(title: string, rows: Row[]): string {
   const cols = Object.keys(rows[0] ?? {});
   const cells = rows.map((r) => cols.map((c) => fmt(r[c] ?? "")));
   const widths = cols.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i]?.length ?? 0)));
-  const line = (vals: string[]) => `| ${vals.map((v, i) => v.padEnd(widths[i] ?? 0)).join(" | ")} |`;
+  const line = (vals: string[]) =>
+    `| ${vals.map((v, i) => v.padEnd(widths[i] ?? 0)).join(" | ")} |`;
   return [
     `### ${title}`,
     "",

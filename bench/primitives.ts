@@ -16,15 +16,19 @@ import {
   x25519GenerateKeyPair,
 } from "../shared/crypto";
 import {
+  nobleEd25519PublicKey,
   nobleEd25519Sign,
   nobleEd25519VerifyParley,
-  nobleEd25519PublicKey,
   nobleX25519,
 } from "../shared/crypto/noble";
 import { subtleHkdfSha256 } from "../shared/crypto/subtle";
 import type { Measurement, MeasureOptions } from "./lib";
 
-type Measure = (name: string, fn: (i: number) => unknown, o?: MeasureOptions) => Promise<Measurement>;
+type Measure = (
+  name: string,
+  fn: (i: number) => unknown,
+  o?: MeasureOptions,
+) => Promise<Measurement>;
 
 export interface PrimitiveRow {
   [column: string]: string | number;

@@ -50,6 +50,8 @@ export const LIMITS = {
   /** Token bucket per identity (all of its connections together). */
   identityRatePerSec: 60,
   identityBurst: 180,
+  /** A group message or commit costs one extra identity token per this many recipients. */
+  fanoutRecipientsPerToken: 100,
   /** Frames refused for rate in one connection before the relay closes it as abusive. */
   maxRateViolations: 50,
   /** Frames refused as malformed in one connection before the relay closes it as abusive. */

@@ -47,6 +47,7 @@ import {
   emptyDm,
   encryptDm,
   enqueue,
+  needsPrekeys,
   parseDmRecord,
   receiveDm,
   startFetching,
@@ -88,6 +89,8 @@ export const DEFAULT_TUNING: Tuning = {
 };
 /** A handshake not completed after this long is restarted with an asynchronous start (§8.2.5). */
 export const HANDSHAKE_RETRY_MS = 30_000;
+/** Outgoing relay mids remembered for delivery receipts. */
+const MAX_TRACKED_MIDS = 5000;
 /** Our own one-time prekey secrets kept at most (the relay stores up to 200 public halves). */
 const MAX_OPK_SECRETS = 2 * LIMITS.maxOneTimePrekeysStored;
 
@@ -132,6 +135,8 @@ export class ParleyClient implements ParleyClientApi {
   private readonly mids = new Map<string, { conversationId: ConversationId; messageId: string }>();
   private readonly timers = new Map<string, () => void>();
   private uploading = false;
+  /** Groups we are leaving only to join again (state lost, §9.4): their `left` is expected. */
+  private readonly rejoining = new Set<string>();
 
   private constructor(o: ParleyClientOptions) {
     this.o = o;
@@ -401,6 +406,7 @@ export class ParleyClient implements ParleyClientApi {
     this.online.clear();
     this.inflight.clear();
     this.uploading = false;
+    this.rejoining.clear();
     for (const cancel of this.timers.values()) cancel();
     this.timers.clear();
     this.emit({ type: "connection", state: "offline" });
@@ -819,7 +825,9 @@ export class ParleyClient implements ParleyClientApi {
     if (from === this.username) throw new CoreError("malformed", "direct message from ourselves");
     const rec = await this.loadDm(from);
     const before = this.contacts.get(from);
-    const r = await receiveDm(rec, before ?? null, await this.loadPrekeys(), body, this.ctx());
+    // The prekey state (hundreds of keys) is parsed only for the message that needs it.
+    const prekeys = needsPrekeys(body) ? await this.loadPrekeys() : null;
+    const r = await receiveDm(rec, before ?? null, prekeys, body, this.ctx());
     await this.applyDm(before, r);
   }
 
@@ -846,7 +854,14 @@ export class ParleyClient implements ParleyClientApi {
       await this.commit([{ op: "delete", key }]);
       if (entry.conversationId && entry.messageId) {
         const conversationId = entry.conversationId as ConversationId;
-        if (f.mid) this.mids.set(f.mid, { conversationId, messageId: entry.messageId });
+        if (f.mid) {
+          this.mids.set(f.mid, { conversationId, messageId: entry.messageId });
+          // Receipts are best effort (§7.3): forget the oldest mids rather than grow forever.
+          if (this.mids.size > MAX_TRACKED_MIDS) {
+            const oldest = this.mids.keys().next().value;
+            if (oldest !== undefined) this.mids.delete(oldest);
+          }
+        }
         this.delivery(conversationId, entry.messageId, "sent");
       }
       return;
@@ -1032,7 +1047,7 @@ export class ParleyClient implements ParleyClientApi {
   private async onLeft(name: string): Promise<void> {
     const rec = await this.loadGroup(name);
     // `left` answering the leave half of a rejoin (§9.4): we hold no keys and wait for our join.
-    if (rec.status === "joining" && rec.current === null) return;
+    if (this.rejoining.delete(name)) return;
     // Forget every key of the group: a departed member must not read later epochs (§9.4).
     const next: GroupRecord = {
       group: name,
@@ -1206,6 +1221,7 @@ export class ParleyClient implements ParleyClientApi {
 
   private async rejoin(name: string, rec: GroupRecord): Promise<void> {
     const next: GroupRecord = { ...rec, status: "joining" };
+    this.rejoining.add(name);
     await this.commit([{ op: "put", key: KEYS.group(name), value: next }]);
     const l = this.nextId("l");
     const j = this.nextId("j");
@@ -1254,8 +1270,8 @@ export class ParleyClient implements ParleyClientApi {
           this.system(groupId(name), "key_changed", `${m.name}'s safety number changed`, {
             username: m.name,
           });
+          this.emitError("key_changed", `${m.name}'s key changed; not committing`, groupId(name));
         }
-        this.emitError("key_changed", `${m.name}'s key changed; not committing`, groupId(name));
         this.summarizeGroup(rec);
         return;
       }

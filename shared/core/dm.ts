@@ -11,6 +11,7 @@ import { B64, b64, enc, Key32, Uint } from "./codec";
 import { type Content, decodeContent, encodeContent } from "./content";
 import {
   decodeEnvelope,
+  ENV,
   type Envelope,
   encodeHsConfirm,
   encodeHsInit,
@@ -323,7 +324,8 @@ export function enqueue(record: DmRecord, q: Queued): DmRecord {
 export async function receiveDm(
   record: DmRecord,
   contact: Contact | null,
-  prekeys: PrekeyState,
+  /** Our prekeys; only needed for a `prekey` envelope (null otherwise, see `needsPrekeys`). */
+  prekeys: PrekeyState | null,
   body: Uint8Array,
   ctx: DmCtx,
 ): Promise<DmResult> {
@@ -336,6 +338,7 @@ export async function receiveDm(
     case "hs_confirm":
       return onConfirm(record, need(contact), env);
     case "prekey":
+      if (prekeys === null) throw new CoreError("no_prekey", "prekey state not supplied");
       return onPrekey(record, contact, prekeys, env, body, ctx);
     case "message":
       return onMessage(record, need(contact), env, ctx);
@@ -617,6 +620,11 @@ async function onPrekey(
     notes,
     prekeys: consumePrekeys(prekeys, env.spkId, env.opkId, env.ekA),
   });
+}
+
+/** Whether `receiveDm` needs the prekey state for this body (a `prekey` envelope). */
+export function needsPrekeys(body: Uint8Array): boolean {
+  return body.length > 1 && body[1] === ENV.prekey;
 }
 
 export function parseDmRecord(x: unknown): DmRecord {

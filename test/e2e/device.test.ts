@@ -4,7 +4,8 @@
  * take-over), and an identity moves to a new profile through a passphrase-encrypted file.
  * Users dave and erin in their own `wrangler dev` on 127.0.0.1:8792.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
 import { startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
@@ -227,6 +228,75 @@ describe("Parley PWA on the device", () => {
     await q.getByTestId("restore-submit").click();
     await q.getByTestId("my-username").filter({ hasText: "dave" }).waitFor({ timeout: 30_000 });
     expect(await q.getByTestId("my-fingerprint").textContent()).toBe(fingerprint);
+  });
+
+  test("passphrase lock: seals keys and history, asks at every start, and turns off again", async () => {
+    const p = erin.page;
+    await p.getByTestId("open-settings").click();
+    await p.fill("#lock-pass", "erin's long passphrase");
+    await p.fill("#lock-pass2", "erin's long passphrase");
+    await p.getByTestId("lock-on").click();
+    await p.getByText("Lock is on.").waitFor({ timeout: 30_000 });
+    // On disk: no usable key left — the device key is sealed, the identity CryptoKey is gone.
+    const meta = await readStore(erin, "meta");
+    const keys = meta.map((m) => String(m.key)).sort();
+    expect(keys).toEqual(["lock", "profile"]);
+    const profile = meta.find((m) => m.key === "profile")?.value as Record<string, unknown>;
+    expect("identityPrivateKey" in profile).toBe(false);
+    // Still working while unlocked: the engine restarted on the new key.
+    await p.keyboard.press("Escape");
+    await openChat(p, "dave");
+    await send(p, "written after locking");
+    await p.getByTestId("open-settings").click();
+    await p.getByTestId("lock-now").click();
+    await p.getByText("Parley is locked").waitFor({ timeout: 30_000 });
+    await shot(p, "desktop-locked");
+    await p.fill("#unlock-pass", "not the passphrase");
+    await p.getByTestId("unlock").click();
+    await p.getByText("Wrong passphrase.").waitFor({ timeout: 30_000 });
+    await p.fill("#unlock-pass", "erin's long passphrase");
+    await p.getByTestId("unlock").click();
+    await p.getByTestId("my-username").filter({ hasText: "erin" }).waitFor({ timeout: 30_000 });
+    await openChat(p, "dave");
+    await seesMessage(p, CANARY);
+    await seesMessage(p, "written after locking");
+    // Turn it off: opens without a passphrase again, history intact.
+    await p.getByTestId("open-settings").click();
+    await p.getByTestId("lock-off").click();
+    await p.getByText("Lock is off.").waitFor({ timeout: 30_000 });
+    await p.reload();
+    await p.getByTestId("my-username").filter({ hasText: "erin" }).waitFor({ timeout: 30_000 });
+    await openChat(p, "dave");
+    await seesMessage(p, "written after locking");
+  });
+
+  test("a new service worker version shows the reload toast; Reload switches to it", async () => {
+    const p = erin.page;
+    await p.waitForFunction(() => navigator.serviceWorker.controller !== null, undefined, {
+      timeout: 30_000,
+    });
+    // Deploy a new version: wrangler dev serves dist/pwa live, so change sw.js on disk (restored
+    // below) and ask the browser to check for updates, as it does on every navigation.
+    const swPath = join(process.cwd(), "dist", "pwa", "sw.js");
+    const original = readFileSync(swPath, "utf8");
+    writeFileSync(swPath, `${original}\n// next version ${Date.now()}\n`);
+    try {
+      await p.evaluate(async () => {
+        const reg = await navigator.serviceWorker.getRegistration();
+        await reg?.update();
+      });
+      const toast = p.getByText("A new version of Parley is available.");
+      await toast.waitFor({ timeout: 30_000 });
+      await shot(p, "desktop-update-toast");
+      await Promise.all([
+        p.waitForEvent("framenavigated", { timeout: 30_000 }),
+        p.getByRole("button", { name: "Reload" }).click(),
+      ]);
+      await p.getByTestId("my-username").filter({ hasText: "erin" }).waitFor({ timeout: 30_000 });
+      expect(await toast.count()).toBe(0);
+    } finally {
+      writeFileSync(swPath, original);
+    }
   });
 
   test("no Content-Security-Policy violation or page error in any browser", () => {

@@ -216,6 +216,51 @@ describe("Parley PWA end to end", () => {
       .waitFor({ timeout: 30_000 });
   });
 
+  test("keyboard only: Tab to a person, Enter opens, Enter sends, Shift+Enter is a newline", async () => {
+    const a = u("alice").page;
+    const carolRow = a.getByTestId("user-carol");
+    // Walk the focus order from the top of the page until the carol row is focused.
+    await a.locator("body").focus();
+    let found = false;
+    for (let i = 0; i < 30 && !found; i++) {
+      await a.keyboard.press("Tab");
+      found = await carolRow.evaluate((el) => el === document.activeElement);
+    }
+    expect(found).toBe(true);
+    await a.keyboard.press("Enter");
+    await a.getByTestId("conv-title").filter({ hasText: "carol" }).waitFor();
+    // Opening a chat puts the focus in the composer.
+    await a.waitForFunction(() => document.activeElement?.id === "composer-input", undefined, {
+      timeout: 30_000,
+    });
+    await a.waitForFunction(
+      () => !(document.querySelector('[data-testid="composer"]') as HTMLTextAreaElement).disabled,
+      undefined,
+      { timeout: 30_000 },
+    );
+    plaintexts.push("Typed with the keyboard only", "second line");
+    await a.keyboard.type("Typed with the keyboard only");
+    await a.keyboard.press("Shift+Enter");
+    await a.keyboard.type("second line");
+    await a.keyboard.press("Enter");
+    const c = u("carol").page;
+    await openChat(c, "alice");
+    await seesMessage(c, "second line");
+    const text = await c
+      .locator('[data-testid="message-text"]', { hasText: "Typed with the keyboard only" })
+      .textContent();
+    expect(text).toBe("Typed with the keyboard only\nsecond line");
+  });
+
+  test("end chat: the session is forgotten and the next message starts a fresh one", async () => {
+    const a = u("alice").page;
+    await openChat(a, "carol");
+    await a.getByTestId("end-chat").click();
+    await a.getByText("You ended the secure session").waitFor();
+    await say("alice", "After ending the chat, a new session");
+    await seesMessage(u("carol").page, "After ending the chat, a new session");
+  });
+
   test("Chromium reports the PWA installable (Page.getInstallabilityErrors)", async () => {
     const a = u("alice");
     const r = (await a.cdp.send("Page.getInstallabilityErrors")) as {
@@ -240,6 +285,13 @@ describe("Parley PWA end to end", () => {
     expect(frames).toBeGreaterThan(20);
   });
 
+  test("no Content-Security-Policy violation or page error in any browser", () => {
+    for (const user of Object.values(users)) {
+      const bad = user.errors.filter((e) => /Content Security Policy|Refused to|Uncaught/i.test(e));
+      expect(bad, user.name).toEqual([]);
+    }
+  });
+
   test("screenshots: phone (390 px) and dark theme", async () => {
     const a = u("alice").page;
     await a.setViewportSize({ width: 390, height: 844 });
@@ -247,6 +299,10 @@ describe("Parley PWA end to end", () => {
     await a.getByRole("button", { name: "Back to conversations" }).click();
     await openGroup(a, "broadcast");
     await shot(a, "phone-broadcast");
+    await a.getByRole("button", { name: "Members" }).click();
+    await a.getByTestId("members-dialog").waitFor();
+    await shot(a, "phone-group-members");
+    await a.keyboard.press("Escape");
     await a.getByRole("button", { name: "Back to conversations" }).click();
     await shot(a, "phone-list");
     await openChat(a, "bob");

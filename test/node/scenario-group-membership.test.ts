@@ -156,3 +156,21 @@ it("a member whose state was lost (identity imported on a new device) rejoins by
   expect(messages(bob2, G)).toEqual(["hello new bob"]);
   expect(errors(bob2)).toEqual([]);
 });
+
+it("leaving while the join is still pending cancels it", async () => {
+  const relay = new MemoryRelay();
+  const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+  await joinAll(relay, alice);
+  relay.intercept = (to, f) => (to === "bob" && f.t === "group" ? null : f); // bob cannot commit yet
+  await bob.client.joinGroup("broadcast");
+  await relay.settle();
+  expect(bob.client.conversations().find((c) => c.id === G)?.joining).toBe(true);
+  await bob.client.leaveGroup("broadcast");
+  await relay.settle();
+  relay.intercept = null;
+  expect(relay.groups.get("broadcast")).toMatchObject({ members: ["alice"], pendingJoins: [] });
+  expect(bob.client.conversations().find((c) => c.id === G)).toMatchObject({
+    joining: false,
+    epoch: -1,
+  });
+});

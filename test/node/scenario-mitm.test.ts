@@ -168,3 +168,44 @@ it("legitimate key change (re-installed device): accept, fresh session, verifica
   expect(messages(bob2, "dm:alice")).toEqual(["welcome back"]);
   expect(await alice.client.safetyNumber("bob")).toBe(await bob2.client.safetyNumber("alice"));
 });
+
+it("relay substitutes a member's key in the group roster → the committer refuses to wrap to it", async () => {
+  const relay = new MemoryRelay();
+  const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
+    TestUser,
+    TestUser,
+    TestUser,
+  ];
+  for (const u of [alice, bob, carol]) {
+    await u.client.joinGroup("broadcast");
+    await relay.settle();
+  }
+  const mallory = await generateIdentityKeyPair();
+  const spk = await mallorySpk(mallory.privateKey);
+  relay.intercept = (to, f) =>
+    to === "alice" && f.t === "group"
+      ? {
+          ...f,
+          state: {
+            ...f.state,
+            members: f.state.members.map((m) =>
+              m.username === "bob"
+                ? { ...m, identityKey: toB64u(mallory.publicKey), signedPrekey: spk }
+                : m,
+            ),
+          },
+        }
+      : f;
+  const commitsBefore = relay.clientLog.filter(
+    (x) => x.from === "alice" && x.frame.t === "commit",
+  ).length;
+  await carol.client.leaveGroup("broadcast");
+  await relay.settle();
+  // alice (rank 0) noticed bob's "new" key and made no commit
+  expect(relay.clientLog.filter((x) => x.from === "alice" && x.frame.t === "commit").length).toBe(
+    commitsBefore,
+  );
+  expect(errors(alice).map((e) => e.code)).toContain("key_changed");
+  expect(status(alice, "group:broadcast")).toBe("key_changed");
+  expect(relay.groups.get("broadcast")?.pendingLeaves).toEqual(["carol"]);
+});

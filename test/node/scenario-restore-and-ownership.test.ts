@@ -48,7 +48,8 @@ it("write-ahead: the outgoing frame is in the store before the transport sees it
   const orig = conn.fromClient.bind(conn);
   conn.fromClient = (f) => {
     if (f.t === "send") {
-      // synchronously check the store holds the frame and the advanced ratchet already
+      // MemoryStore.list snapshots synchronously (no await before it reads): this is the store
+      // content at the moment the transport is handed the frame
       void alice.store
         .list("outbox/")
         .then((xs) => seen.push(xs.some((x) => JSON.stringify(x.value).includes(f.body))));

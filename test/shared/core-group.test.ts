@@ -163,7 +163,7 @@ describe("group commits", () => {
   });
 
   it("members verify the committer: a non-member cannot commit", async () => {
-    const { alice, bob, carol, receive } = await setup();
+    const { alice, carol, receive } = await setup();
     const dave = await member("dave");
     const joining: GroupRecord = { ...emptyGroup("g"), status: "joining" };
     const start = (await receive(carol, joining)).record;
@@ -184,7 +184,6 @@ describe("group commits", () => {
     await expect(receive(carol, start, forged.core, w, 2)).rejects.toMatchObject({
       code: "not_member",
     });
-    void bob;
   });
 
   it("nextRoster follows the relay: (members − leaves) ∪ joins, rejoin = removed and added", async () => {

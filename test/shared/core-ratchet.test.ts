@@ -116,6 +116,62 @@ describe("double ratchet", () => {
     );
   });
 
+  it("random interleavings of both parties sending and out-of-order delivery: each message read once", async () => {
+    // Online-handshake initialisation: both sides can send from the start (§8.2).
+    const root = randomBytes(32);
+    const ad = randomBytes(40);
+    const chain = randomBytes(32);
+    const bobKey = await newX25519(randomBytes);
+    const init = {
+      a: await initInitiator({
+        rootKey: root,
+        ad,
+        peerRatchetKey: fromB64u(bobKey.pub),
+        receiveChain: chain,
+        random: randomBytes,
+      }),
+      b: initResponder({ rootKey: root, ad, ratchetKeyPair: bobKey, sendChain: chain }),
+    };
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 3 }), fc.nat()), { maxLength: 40 }),
+        async (ops) => {
+          const st = { a: init.a, b: init.b };
+          const inFlight = { a: [] as Msg[], b: [] as Msg[] }; // messages travelling TO a / TO b
+          const sent = { a: [] as string[], b: [] as string[] };
+          const got = { a: [] as string[], b: [] as string[] };
+          let k = 0;
+          const deliver = async (to: "a" | "b", pick: number) => {
+            const q = inFlight[to];
+            if (q.length === 0) return;
+            const [m] = q.splice(pick % q.length, 1) as [Msg];
+            const out = await ratchetDecrypt(st[to], m.header, m.ct, PREFIX, randomBytes);
+            st[to] = out.state;
+            got[to].push(new TextDecoder().decode(out.plaintext));
+          };
+          for (const [op, pick] of ops) {
+            if (op === 0 || op === 1) {
+              const from = op === 0 ? "a" : "b";
+              const text = `${from}${k++}`;
+              const r = await ratchetEncrypt(st[from], new TextEncoder().encode(text), PREFIX);
+              st[from] = r.state;
+              inFlight[from === "a" ? "b" : "a"].push({ header: r.header, ct: r.ciphertext, text });
+              sent[from].push(text);
+            } else await deliver(op === 2 ? "b" : "a", pick);
+          }
+          // drain the rest in a scrambled order
+          while (inFlight.a.length + inFlight.b.length > 0) {
+            if (inFlight.a.length > 0) await deliver("a", 7);
+            if (inFlight.b.length > 0) await deliver("b", 3);
+          }
+          expect([...got.b].sort()).toEqual([...sent.a].sort());
+          expect([...got.a].sort()).toEqual([...sent.b].sort());
+        },
+      ),
+      { numRuns: 30 },
+    );
+  });
+
   it("a message more than MAX_SKIP ahead is refused (too_far) and the state is unchanged", async () => {
     let { a, b } = await pair();
     const open = await ratchetEncrypt(a, new Uint8Array([1]), PREFIX);

@@ -11,7 +11,6 @@
 import { randomBytes } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import {
-  CLOSE,
   type ClientFrame,
   type DeliverItem,
   type ErrorCode,
@@ -267,7 +266,6 @@ export class MemoryRelay {
     if (older) {
       this.push(older, errorFrame("replaced"));
       this.disconnect(older);
-      void CLOSE.replaced;
     }
     c.username = f.username;
     const involved = [...this.groups.values()].filter((g) => groups.isInvolved(g, f.username));

@@ -11,6 +11,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -69,6 +70,17 @@ export function httpGet(url: string, headers: Record<string, string> = {}): Prom
   });
 }
 
+function portInUse(port: number): Promise<boolean> {
+  return new Promise((resolveP) => {
+    const sock = net.connect({ host: "127.0.0.1", port });
+    sock.once("connect", () => {
+      sock.destroy();
+      resolveP(true);
+    });
+    sock.once("error", () => resolveP(false));
+  });
+}
+
 function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined) return;
   try {
@@ -80,6 +92,8 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
 
 export async function startWranglerDev(opts: StartOptions): Promise<WranglerDev> {
   const scheme = opts.https === true ? "https" : "http";
+  // Refuse a port something else already listens on: polling /health would otherwise "find" it.
+  if (await portInUse(opts.port)) throw new Error(`port ${opts.port} is already in use`);
   const persist = mkdtempSync(join(tmpdir(), "parley-wrangler-"));
   const args = [
     "wrangler",

@@ -170,4 +170,15 @@ describe("relay auth", () => {
     expect(again.welcome.username).toBe("known");
     again.c.close();
   });
+
+  it("two auth frames back to back: the first wins, the second is already_authenticated", async () => {
+    const c = await TestClient.open(freshHub());
+    const frame = await c.authFrame("alice", await newKeys());
+    c.send(frame);
+    c.send(frame);
+    await c.next("welcome");
+    expect((await c.error()).code).toBe("already_authenticated");
+    expect(c.closed).toBeNull();
+    c.close();
+  });
 });

@@ -128,17 +128,22 @@ describe("relay bad input", () => {
   it("the per-identity bucket is shared across reconnects", async () => {
     const hub = freshHub();
     const keys = await newKeys();
-    const first = await TestClient.connect(hub, "alice", keys);
-    // Just under the connection burst on each connection, but over the identity burst in total.
+    // Each connection stays under its own burst; together they exceed the identity's burst.
+    // Up to six reconnects, so refill during a slow run cannot hide the shared bucket.
     const n = LIMITS.connBurst - 5;
-    expect(2 * n).toBeGreaterThan(LIMITS.identityBurst + 30);
-    for (let i = 0; i < n; i++) first.c.send({ t: "ping", v: 1 });
-    await first.c.next("pong", () => first.c.queue.filter((f) => f.t === "pong").length >= n - 1);
-    const second = await TestClient.connect(hub, "alice", keys);
-    for (let i = 0; i < n; i++) second.c.send({ t: "ping", v: 1 });
-    const e = await second.c.next("error", (f) => f.code === "rate_limited");
-    expect(e.code).toBe("rate_limited");
-    second.c.close();
+    let limited = false;
+    for (let k = 0; k < 6 && !limited; k++) {
+      const { c } = await TestClient.connect(hub, "alice", keys);
+      for (let i = 0; i < n; i++) c.send({ t: "ping", v: 1 });
+      const answered = () =>
+        c.queue.filter((f) => f.t === "pong" || (f.t === "error" && f.code === "rate_limited"))
+          .length;
+      const deadline = Date.now() + 5000;
+      while (answered() < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      limited = c.queue.some((f) => f.t === "error" && f.code === "rate_limited");
+      c.close();
+    }
+    expect(limited).toBe(true);
   });
 
   it("too many malformed frames close the connection as abusive", async () => {

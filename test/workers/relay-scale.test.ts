@@ -60,4 +60,49 @@ describe("relay scale", () => {
     expect(fanoutMs).toBeLessThan(10_000);
     c.close();
   });
+
+  it("fanout costs identity tokens: a big group is rate limited sooner than a direct chat", async () => {
+    const hub = freshHub();
+    const aliceKeys = await newKeys();
+    const first = await TestClient.connect(hub, "alice", aliceKeys);
+    first.c.close();
+    await first.c.waitClosed();
+    const stub = env.RELAY.get(env.RELAY.idFromName(hub));
+    await runInDurableObject(stub, (_i, state) => {
+      const sql = state.storage.sql;
+      sql.exec("INSERT INTO groups (name, epoch, created_at) VALUES ('big', 1, 0)");
+      sql.exec(
+        "INSERT INTO group_members (grp, username, committed, joining, leaving) VALUES ('big', 'alice', 1, 0, 0)",
+      );
+      for (let i = 1; i < LIMITS.maxGroupSize; i++) {
+        sql.exec(
+          "INSERT INTO group_members (grp, username, committed, joining, leaving) VALUES ('big', ?, 1, 0, 0)",
+          `member-${i}`,
+        );
+      }
+    });
+    const { c } = await TestClient.connect(hub, "alice", aliceKeys);
+    const perSend = 1 + Math.floor((LIMITS.maxGroupSize - 1) / LIMITS.fanoutRecipientsPerToken);
+    // Under the connection burst in frames, but several identity bursts' worth of tokens (each
+    // accepted fanout also takes tens of ms, during which the bucket refills a little).
+    const n = 60;
+    expect(n).toBeLessThan(LIMITS.connBurst);
+    expect(n * perSend).toBeGreaterThan(3 * LIMITS.identityBurst);
+    for (let i = 0; i < n; i++) {
+      c.send({ v: 1, t: "group_send", id: `g${i}`, group: "big", epoch: 1, body: "AAAA" });
+    }
+    // Once fanout charges empty the identity bucket, plain admission refuses too (without id):
+    // every frame is answered either way.
+    const refused = () => c.queue.filter((f) => f.t === "error" && f.code === "rate_limited");
+    const accepted = () => c.queue.filter((f) => f.t === "accepted");
+    const deadline = Date.now() + 20_000;
+    while (accepted().length + refused().length < n && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(accepted().length + refused().length).toBe(n);
+    expect(refused().length).toBeGreaterThan(0);
+    // The same number of direct sends would all have passed: the limit is the fanout charge.
+    expect(n).toBeLessThan(LIMITS.identityBurst);
+    c.close();
+  });
 });

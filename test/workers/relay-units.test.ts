@@ -6,8 +6,11 @@ import { parseAttachment } from "../../worker/relay/attachment";
 import { authTranscript, signedPrekeyTranscript } from "../../worker/relay/auth";
 import { checkUpload, prekeysLow } from "../../worker/relay/directory";
 import * as groups from "../../worker/relay/groups";
+import { Hub, MAX_PENDING_SOCKETS } from "../../worker/relay/hub";
 import { deliverFrame, mailboxHasRoom, parseMids, windowRoom } from "../../worker/relay/mailbox";
-import { BucketMap, newBucket, take } from "../../worker/relay/ratelimit";
+import { BucketMap, fanoutCost, newBucket, take } from "../../worker/relay/ratelimit";
+import { Session, SessionRegistry } from "../../worker/relay/session";
+import type { Store } from "../../worker/relay/store";
 
 const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
 
@@ -166,6 +169,16 @@ describe("token bucket (PROTOCOL.md §7.2)", () => {
     expect(r.bucket).toEqual({ tokens: 0, at: 1000 });
   });
 
+  it("fanout costs one extra token per fanoutRecipientsPerToken recipients", () => {
+    expect(fanoutCost(0, 100)).toBe(0);
+    expect(fanoutCost(99, 100)).toBe(0);
+    expect(fanoutCost(100, 100)).toBe(1);
+    expect(fanoutCost(999, 100)).toBe(9);
+    const m = new BucketMap(cfg, 10);
+    expect(m.take("a", 0, 3)).toBe(true);
+    expect(m.take("a", 0, 1)).toBe(false);
+  });
+
   it("BucketMap keys are independent and bounded", () => {
     const m = new BucketMap(cfg, 2);
     for (let i = 0; i < 3; i++) m.take("a", 0);
@@ -266,5 +279,60 @@ describe("attachment (re-validated on wake-up)", () => {
     expect(parseAttachment({ ...good, state: "authed" })).toBeNull();
     expect(parseAttachment(null)).toBeNull();
     expect(parseAttachment("str")).toBeNull();
+  });
+});
+
+describe("admission of unauthenticated sockets", () => {
+  it(`refuses new sockets while ${MAX_PENDING_SOCKETS} are waiting to authenticate`, () => {
+    const sessions = new SessionRegistry();
+    const hub = new Hub({
+      store: {} as Store, // canAccept never touches storage
+      sessions,
+      now: () => 1,
+      wakeAt: () => undefined,
+      lastAutoPong: () => null,
+    });
+    const att = {
+      v: 1 as const,
+      state: "pending" as const,
+      hub: "main",
+      origin: "http://localhost:8787",
+      challenge: "A".repeat(43),
+      connectedAt: 1,
+    };
+    const made: Session[] = [];
+    for (let i = 0; i < MAX_PENDING_SOCKETS; i++) {
+      const s = new Session(new WebSocketPair()[1], att, 1);
+      sessions.add(s);
+      made.push(s);
+    }
+    expect(hub.canAccept()).toBe(false);
+    const first = made[0];
+    if (first === undefined) throw new Error("setup");
+    sessions.remove(first);
+    expect(hub.canAccept()).toBe(true);
+  });
+
+  it("a Session never throws on send or close, whatever the socket's state", () => {
+    const pair = new WebSocketPair();
+    const s = new Session(
+      pair[1],
+      {
+        v: 1,
+        state: "pending",
+        hub: "main",
+        origin: "http://x",
+        challenge: "A".repeat(43),
+        connectedAt: 1,
+      },
+      1,
+    );
+    // Not accepted: the runtime throws on send; the Session reports false instead.
+    expect(s.send({ v: 1, t: "pong" })).toBe(false);
+    pair[1].accept();
+    expect(s.send({ v: 1, t: "pong" })).toBe(true);
+    s.close(1000, "bye");
+    expect(() => s.close(1000, "again")).not.toThrow();
+    expect(s.send({ v: 1, t: "pong" })).toBe(false);
   });
 });

@@ -28,7 +28,7 @@ import { checkUpload, prekeysLow } from "./directory";
 import * as groups from "./groups";
 import type { ItemKind } from "./mailbox";
 import { deliverFrame, expiryOf, mailboxHasRoom, parseMids, windowRoom } from "./mailbox";
-import { BucketMap } from "./ratelimit";
+import { BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
 import type { Store, UserRow } from "./store";
 
@@ -190,6 +190,12 @@ export class Hub {
     return false;
   }
 
+  /** Take the extra identity tokens a fanout costs (PROTOCOL.md §7.2); false if they are not there. */
+  #chargeFanout(a: AuthedAttachment, recipients: number, now: number): boolean {
+    const cost = fanoutCost(recipients, LIMITS.fanoutRecipientsPerToken);
+    return cost === 0 || this.#identityBuckets.take(a.identityKey, now, cost);
+  }
+
   /** Close an abusive connection (PROTOCOL.md §7.2) and take it out of routing and presence now. */
   #closeAbusive(s: Session, reason: string): void {
     s.close(CLOSE.abusive, reason);
@@ -245,14 +251,10 @@ export class Hub {
   // -- authentication (PROTOCOL.md §4) --------------------------------------------------------
 
   async #auth(s: Session, a: PendingAttachment, frame: Frame<"auth">): Promise<void> {
-    if (s.authInFlight) {
-      s.send(errorFrame("already_authenticated"));
-      return;
-    }
-    s.authInFlight = true;
-    const challenge = a.challenge;
+    // Frames of one connection are handled one at a time (see `message`), so a second `auth`
+    // cannot race this one; it will find the session authenticated.
     const verified = await verifyAuthFrame(
-      { hub: a.hub, origin: a.origin, challenge: fromB64u(challenge) },
+      { hub: a.hub, origin: a.origin, challenge: fromB64u(a.challenge) },
       frame,
     );
     // Everything below is synchronous: no other event can interleave with the name claim.
@@ -299,7 +301,6 @@ export class Hub {
     };
     s.save(att);
     sessions.bind(s);
-    s.authInFlight = false;
     this.#welcome(s, att);
     this.#pushPresence(s);
     if (spkChanged) this.#pushGroupsOf(frame.username);
@@ -623,6 +624,10 @@ export class Hub {
         return;
       }
     }
+    if (!this.#chargeFanout(a, frame.wraps.length, now)) {
+      s.send(errorFrame("rate_limited", frame.id));
+      return;
+    }
     store.saveGroup(g, r.group, now);
     const payload = store.putPayload(frame.core);
     for (const w of frame.wraps) {
@@ -643,6 +648,10 @@ export class Hub {
     const r = groups.checkGroupSend(g, a.username, frame.epoch);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
+      return;
+    }
+    if (!this.#chargeFanout(a, r.recipients.length, now)) {
+      s.send(errorFrame("rate_limited", frame.id));
       return;
     }
     const payload = store.putPayload(frame.body);

@@ -37,6 +37,15 @@ export function take(
 }
 
 /**
+ * Extra tokens a frame that fans out to `recipients` costs beyond the one every frame pays: one
+ * per LIMITS.fanoutRecipientsPerToken recipients, so a member of a large group cannot spend the
+ * whole object's time on fanout at the plain frame rate (PROTOCOL.md §7.2).
+ */
+export function fanoutCost(recipients: number, perToken: number): number {
+  return Math.floor(Math.max(0, recipients) / perToken);
+}
+
+/**
  * Several named buckets (one per identity) with a bound on how many are remembered: an idle
  * bucket that has refilled completely carries no information and is dropped first.
  */
@@ -48,9 +57,9 @@ export class BucketMap {
     readonly maxEntries: number,
   ) {}
 
-  take(key: string, now: number): boolean {
+  take(key: string, now: number, cost = 1): boolean {
     const current = this.#buckets.get(key) ?? newBucket(this.config, now);
-    const r = take(current, this.config, now);
+    const r = take(current, this.config, now, cost);
     // Re-insert so Map iteration order is least-recently-used first.
     this.#buckets.delete(key);
     this.#buckets.set(key, r.bucket);

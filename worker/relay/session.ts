@@ -19,8 +19,6 @@ export class Session {
   malformed = 0;
   /** Set when the relay closes the socket or the close arrives: no more traffic either way. */
   closed = false;
-  /** An auth frame is being verified (an await): a second one must not race it. */
-  authInFlight = false;
   /** Handling of this connection's frames, chained so they run in arrival order. */
   tail: Promise<void> = Promise.resolve();
 

@@ -3,7 +3,7 @@ import { createMemo, createSignal, Match, onCleanup, onMount, Show, Switch } fro
 import { Conversation, EmptyPane } from "../ui/Conversation";
 import { MembersDialog, VerifyDialog } from "../ui/Dialogs";
 import { Creating, Onboarding } from "../ui/Onboarding";
-import { BootScreen, FatalScreen, OtherTabScreen } from "../ui/Screens";
+import { BootScreen, FatalScreen, LockScreen, OtherTabScreen } from "../ui/Screens";
 import { SettingsDialog } from "../ui/Settings";
 import { Sidebar } from "../ui/Sidebar";
 import { Toasts } from "../ui/Toasts";
@@ -85,6 +85,14 @@ export function App(props: { parley: Parley }) {
           })()}
         >
           {(ph) => <FatalScreen message={ph().message} />}
+        </Match>
+        <Match
+          when={(() => {
+            const ph = p.phase();
+            return ph.p === "locked" ? ph : undefined;
+          })()}
+        >
+          {(ph) => <LockScreen error={ph().error} />}
         </Match>
         <Match
           when={(() => {

@@ -31,6 +31,7 @@ import { IdbClientStore } from "../storage/client-store";
 import { type Db, openParleyDb } from "../storage/db";
 import { loadOrCreateDeviceKey } from "../storage/device-key";
 import { HistoryStore } from "../storage/history";
+import { disableLock, enableLock, LockError, readLock, unlock } from "../storage/lock";
 import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
 import type { HistoryMessage } from "../storage/schemas";
 import { createToasts } from "./toasts";
@@ -41,6 +42,7 @@ export type Phase =
   | { p: "boot" }
   | { p: "blocked" }
   | { p: "lost" }
+  | { p: "locked"; error?: string }
   | { p: "onboarding"; error?: string }
   | { p: "creating"; username: string; step: number }
   | { p: "ready" }
@@ -81,6 +83,7 @@ export function createParley() {
   const [phase, setPhase] = createSignal<Phase>({ p: "boot" });
   const [visible, setVisible] = createSignal(document.visibilityState === "visible");
   const [notifyPerm, setNotifyPerm] = createSignal(notificationPermission());
+  const [lockOn, setLockOn] = createSignal(false);
   const toasts = createToasts();
   const mutate = (fn: (s: ChatState) => void) => setState(produce(fn));
 
@@ -111,20 +114,31 @@ export function createParley() {
     try {
       setPhase({ p: "boot" });
       db ??= await openParleyDb();
-      deviceKey = await loadOrCreateDeviceKey(db);
-      history = new HistoryStore(db, deviceKey);
-      const stored = await loadProfile(db);
-      if (!stored) {
-        setPhase({ p: "onboarding" });
+      if (await readLock(db)) {
+        setLockOn(true);
+        setPhase({ p: "locked" });
         return;
       }
-      await loadLocal();
-      everReady = true;
-      setPhase({ p: "ready" });
-      await start(stored);
+      await openWith(await loadOrCreateDeviceKey(db));
     } catch (e) {
       setPhase({ p: "fatal", message: e instanceof Error ? e.message : String(e) });
     }
+  }
+
+  /** Everything after the device key is known (stored, or unlocked with the passphrase). */
+  async function openWith(key: CryptoKey) {
+    if (!db) return;
+    deviceKey = key;
+    history = new HistoryStore(db, deviceKey);
+    const stored = await loadProfile(db, deviceKey);
+    if (!stored) {
+      setPhase({ p: "onboarding" });
+      return;
+    }
+    await loadLocal();
+    everReady = true;
+    setPhase({ p: "ready" });
+    await start(stored);
   }
 
   async function loadLocal() {
@@ -304,8 +318,61 @@ export function createParley() {
   const report = (err: unknown) =>
     toasts.show({ kind: "error", text: err instanceof Error ? err.message : String(err) });
 
+  /** Stop the engine, switch the device key (lock on/off), start again with the new key. */
+  async function switchKey(make: (current: CryptoKey) => Promise<CryptoKey>) {
+    if (!db || !deviceKey || !profile) throw new LockError("Parley is not ready yet.");
+    const p = profile;
+    shutdown();
+    try {
+      const key = await make(deviceKey);
+      deviceKey = key;
+      history = new HistoryStore(db, key);
+    } finally {
+      await start(p);
+    }
+  }
+
   const actions = {
     onboard: (name: string) => onboard(name),
+    async unlock(passphrase: string) {
+      if (!db) return;
+      try {
+        const key = await unlock(db, passphrase);
+        setPhase({ p: "boot" });
+        await openWith(key);
+      } catch (e) {
+        setPhase({
+          p: "locked",
+          error: e instanceof LockError ? e.message : `Could not unlock: ${String(e)}`,
+        });
+      }
+    },
+    /** Turn the passphrase lock on; returns an error text or null. */
+    async enableLock(passphrase: string): Promise<string | null> {
+      try {
+        await switchKey((cur) => enableLock(db as Db, cur, passphrase));
+        setLockOn(true);
+        return null;
+      } catch (e) {
+        return e instanceof Error ? e.message : String(e);
+      }
+    },
+    async disableLock(): Promise<string | null> {
+      const p = profile;
+      if (!p) return "Parley is not ready yet.";
+      try {
+        await switchKey((cur) => disableLock(db as Db, cur, p.identity.privateKey));
+        setLockOn(false);
+        return null;
+      } catch (e) {
+        return e instanceof Error ? e.message : String(e);
+      }
+    },
+    /** Drop every key from memory: a reload starts at the lock screen. */
+    lockNow() {
+      shutdown();
+      location.reload();
+    },
     /** Restore an identity from a passphrase-encrypted backup file (storage/backup.ts). */
     async restore(fileText: string, passphrase: string): Promise<string | null> {
       try {
@@ -461,6 +528,7 @@ export function createParley() {
     phase,
     toasts,
     notifyPerm,
+    lockOn,
     actions,
     /** Start: ask for tab ownership; everything else follows from it. */
     init: () => lock.acquire(false),

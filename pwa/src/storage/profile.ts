@@ -1,8 +1,9 @@
 /**
  * The local profile: username, hub and the Ed25519 identity. The identity is created from a
  * random 32-byte seed into a NON-extractable CryptoKey (signing works, reading the key does not);
- * the seed itself is kept only sealed under the device key so the user can later export the
- * identity in a passphrase-encrypted file (backup.ts) to move to a new device.
+ * the seed itself is kept only sealed under the device key so the user can export the identity in
+ * a passphrase-encrypted file (backup.ts), and so a passphrase lock (lock.ts) can drop the
+ * CryptoKey from storage and re-derive it at unlock (PROTOCOL.md §12.3–§12.4).
  */
 import * as v from "valibot";
 import { ed25519KeyPairFromSeed, type IdentityKeyPair, randomBytes } from "../../../shared/crypto";
@@ -17,19 +18,35 @@ export interface Profile {
   identity: IdentityKeyPair;
 }
 
-const SEED_PURPOSE = "identity-seed";
+export const SEED_PURPOSE = "identity-seed";
 
-export async function loadProfile(db: Db): Promise<Profile | null> {
+async function readRecord(db: Db): Promise<ProfileRecord | null> {
   const raw = await db.get("meta", "profile");
   if (raw === undefined) return null;
   const parsed = v.safeParse(ProfileRecord, raw);
   if (!parsed.success) throw new StorageError("stored profile does not match its schema");
-  const p = parsed.output;
+  return parsed.output;
+}
+
+/** Load the profile; with a lock on (no stored private key) the identity comes from the seed. */
+export async function loadProfile(db: Db, deviceKey: CryptoKey): Promise<Profile | null> {
+  const p = await readRecord(db);
+  if (!p) return null;
+  let privateKey = p.identityPrivateKey;
+  if (!privateKey) {
+    const seed = await open(deviceKey, SEED_PURPOSE, p.username, p.sealedSeed);
+    try {
+      const pair = await ed25519KeyPairFromSeed(seed, false);
+      privateKey = pair.privateKey;
+    } finally {
+      seed.fill(0);
+    }
+  }
   return {
     username: p.username,
     hub: p.hub,
     createdAt: p.createdAt,
-    identity: { publicKey: p.identityPublicKey, privateKey: p.identityPrivateKey },
+    identity: { publicKey: p.identityPublicKey, privateKey },
   };
 }
 
@@ -60,8 +77,7 @@ export async function createProfile(
 
 /** The identity seed, for export only; the caller wipes it after use. */
 export async function readSeed(db: Db, deviceKey: CryptoKey): Promise<Uint8Array> {
-  const raw = await db.get("meta", "profile");
-  const parsed = v.safeParse(ProfileRecord, raw);
-  if (!parsed.success) throw new StorageError("no stored profile");
-  return open(deviceKey, SEED_PURPOSE, parsed.output.username, parsed.output.sealedSeed);
+  const p = await readRecord(db);
+  if (!p) throw new StorageError("no stored profile");
+  return open(deviceKey, SEED_PURPOSE, p.username, p.sealedSeed);
 }

@@ -38,13 +38,26 @@ export type DeviceKeyRecord = v.InferOutput<typeof DeviceKeyRecord>;
 export const Sealed = v.strictObject({ iv: bytesOf(12), ct: bytesMin(16) });
 export type Sealed = v.InferOutput<typeof Sealed>;
 
+export const LockRecord = v.strictObject({
+  v: v.literal(1),
+  kdf: v.strictObject({
+    name: v.literal("PBKDF2-SHA256"),
+    iterations: v.pipe(v.number(), v.integer(), v.minValue(600_000), v.maxValue(10_000_000)),
+    salt: bytesOf(16),
+  }),
+  /** The 32 raw bytes of the device key, sealed under the passphrase key. */
+  box: Sealed,
+});
+export type LockRecord = v.InferOutput<typeof LockRecord>;
+
 export const ProfileRecord = v.strictObject({
   v: v.literal(1),
   username: Name,
   hub: Name,
   createdAt: v.pipe(v.number(), v.integer(), v.minValue(0)),
   identityPublicKey: bytesOf(32),
-  identityPrivateKey: nonExtractableKey("Ed25519", "private"),
+  /** Absent while a passphrase lock is on: the key is re-derived from the seed at unlock. */
+  identityPrivateKey: v.optional(nonExtractableKey("Ed25519", "private")),
   /** The 32-byte identity seed sealed under the device key: only for passphrase export (§ backup). */
   sealedSeed: Sealed,
 });

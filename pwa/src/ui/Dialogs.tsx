@@ -4,7 +4,8 @@
  * member's fingerprint.
  */
 import { createResource, For, type JSX, onMount, Show } from "solid-js";
-import { safetyNumberGroups } from "../../../shared/crypto";
+import { safetyNumber, safetyNumberGroups } from "../../../shared/crypto";
+import { fromB64u } from "../../../shared/encoding";
 import { useParley } from "../app/context";
 import type { ConvView } from "../state/model";
 import { avatarClass } from "./format";
@@ -44,10 +45,36 @@ export function Modal(props: {
 export function VerifyDialog(props: { username: string; onClose: () => void }) {
   const { state, actions } = useParley();
   const conv = () => state.convs[`dm:${props.username}`];
-  const contact = () => conv()?.members.find((m) => m.username === props.username);
+  /** The peer as the engine knows it: from the 1:1 chat, else from a group roster or presence. */
+  const contact = () =>
+    conv()?.members.find((m) => m.username === props.username) ??
+    Object.values(state.convs)
+      .flatMap((c) => c.members)
+      .find((m) => m.username === props.username) ??
+    state.presence.find((m) => m.username === props.username);
+  /**
+   * After a key change the engine's number is still for the pinned key. What the user must
+   * compare is the number for the key now being announced (presence), so compute that one here
+   * (same algorithm, PROTOCOL.md §3); when the peer is offline the new key is unknown.
+   */
+  const announcedKey = () => {
+    if (conv()?.status !== "key_changed") return undefined;
+    const now = state.presence.find((m) => m.username === props.username)?.identityKey;
+    return now !== undefined && now !== contact()?.identityKey ? now : undefined;
+  };
+  const announcedFingerprint = () =>
+    state.presence.find((m) => m.username === props.username)?.fingerprint;
   const [number] = createResource(
-    () => `${props.username}:${contact()?.identityKey ?? ""}`,
-    () => actions.safetyNumber(props.username),
+    () => `${props.username}:${contact()?.identityKey ?? ""}:${announcedKey() ?? ""}`,
+    async () => {
+      const fresh = announcedKey();
+      const me = state.me;
+      if (fresh === undefined || !me) return actions.safetyNumber(props.username);
+      return safetyNumber(
+        { username: me.username, identityKey: fromB64u(me.identityKey) },
+        { username: props.username, identityKey: fromB64u(fresh) },
+      );
+    },
   );
   const verified = () => conv()?.status === "verified" || contact()?.verified === true;
   return (
@@ -58,7 +85,10 @@ export function VerifyDialog(props: { username: string; onClose: () => void }) {
       </p>
       <Show when={conv()?.status === "key_changed"}>
         <p class="banner danger" role="alert">
-          {props.username}’s key changed since you last talked. The number below is for the new key.
+          {props.username}’s key changed since you last talked.{" "}
+          {announcedKey()
+            ? "The number below is for the new key: it matches theirs only if nobody is in between."
+            : "They are offline, so the new key is not known yet; the number below is for the old one."}
         </p>
       </Show>
       <Show
@@ -83,6 +113,10 @@ export function VerifyDialog(props: { username: string; onClose: () => void }) {
         <dd class="fingerprint">{state.me?.fingerprint}</dd>
         <dt>{props.username}</dt>
         <dd class="fingerprint">{contact()?.fingerprint ?? "—"}</dd>
+        <Show when={announcedKey()}>
+          <dt>{props.username} (new key)</dt>
+          <dd class="fingerprint bad-text">{announcedFingerprint()}</dd>
+        </Show>
       </dl>
       <div class="modal-actions">
         <Show when={conv()?.status === "key_changed"}>

@@ -1,5 +1,5 @@
 /** Full-page states before the messenger: boot, another tab owns Parley, fatal storage error. */
-import type { JSX } from "solid-js";
+import { createSignal, type JSX, Show } from "solid-js";
 import { useParley } from "../app/context";
 import { Logo } from "./Logo";
 
@@ -48,6 +48,48 @@ export function FatalScreen(props: { message: string }) {
       <button type="button" class="primary" onClick={() => location.reload()}>
         Try again
       </button>
+    </Centered>
+  );
+}
+
+export function LockScreen(props: { error?: string }) {
+  const { actions } = useParley();
+  const [pass, setPass] = createSignal("");
+  const [busy, setBusy] = createSignal(false);
+  return (
+    <Centered>
+      <Logo size={56} />
+      <h1>Parley is locked</h1>
+      <p class="muted">Your keys and messages on this device are sealed with your passphrase.</p>
+      <form
+        class="stack"
+        onSubmit={async (e) => {
+          e.preventDefault();
+          setBusy(true);
+          await actions.unlock(pass());
+          setBusy(false);
+          setPass("");
+        }}
+      >
+        <label for="unlock-pass">Passphrase</label>
+        <input
+          id="unlock-pass"
+          type="password"
+          autocomplete="current-password"
+          required
+          aria-invalid={props.error ? "true" : undefined}
+          value={pass()}
+          onInput={(e) => setPass(e.currentTarget.value)}
+        />
+        <Show when={props.error}>
+          <p class="error" role="alert">
+            {props.error}
+          </p>
+        </Show>
+        <button type="submit" class="primary" disabled={busy()} data-testid="unlock">
+          {busy() ? "Unlocking…" : "Unlock"}
+        </button>
+      </form>
     </Centered>
   );
 }

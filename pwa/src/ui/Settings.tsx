@@ -5,6 +5,7 @@
 import { createSignal, Show } from "solid-js";
 import { useParley } from "../app/context";
 import { MIN_PASSPHRASE_LENGTH } from "../storage/backup";
+import { MIN_LOCK_PASSPHRASE } from "../storage/lock";
 import { Modal } from "./Dialogs";
 
 /** Offer text as a file download (an object URL on a temporary link; no inline script). */
@@ -17,6 +18,105 @@ export function download(filename: string, text: string): void {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function LockSection() {
+  const { actions, lockOn } = useParley();
+  const [pass, setPass] = createSignal("");
+  const [pass2, setPass2] = createSignal("");
+  const [busy, setBusy] = createSignal(false);
+  const [msg, setMsg] = createSignal<{ ok: boolean; text: string } | null>(null);
+  const turnOn = async () => {
+    setMsg(null);
+    if (pass().length < MIN_LOCK_PASSPHRASE) {
+      setMsg({ ok: false, text: `Use at least ${MIN_LOCK_PASSPHRASE} characters.` });
+      return;
+    }
+    if (pass() !== pass2()) {
+      setMsg({ ok: false, text: "The two passphrases differ." });
+      return;
+    }
+    setBusy(true);
+    const err = await actions.enableLock(pass());
+    setBusy(false);
+    setPass("");
+    setPass2("");
+    setMsg(err ? { ok: false, text: err } : { ok: true, text: "Lock is on." });
+  };
+  return (
+    <section class="settings-section" aria-labelledby="settings-lock">
+      <h3 id="settings-lock">Passphrase lock</h3>
+      <Show
+        when={lockOn()}
+        fallback={
+          <form
+            class="stack"
+            onSubmit={(e) => {
+              e.preventDefault();
+              void turnOn();
+            }}
+          >
+            <p class="help">
+              Seal this device’s keys and history with a passphrase, asked every time Parley opens.
+              There is no recovery: forget it and only an exported identity file helps.
+            </p>
+            <label for="lock-pass">New passphrase</label>
+            <input
+              id="lock-pass"
+              type="password"
+              autocomplete="new-password"
+              value={pass()}
+              onInput={(e) => setPass(e.currentTarget.value)}
+            />
+            <label for="lock-pass2">Repeat passphrase</label>
+            <input
+              id="lock-pass2"
+              type="password"
+              autocomplete="new-password"
+              value={pass2()}
+              onInput={(e) => setPass2(e.currentTarget.value)}
+            />
+            <button type="submit" class="secondary" disabled={busy()} data-testid="lock-on">
+              {busy() ? "Sealing…" : "Turn on lock"}
+            </button>
+          </form>
+        }
+      >
+        <p class="help">On: Parley asks for your passphrase every time it opens.</p>
+        <div class="modal-actions">
+          <button
+            type="button"
+            class="secondary"
+            disabled={busy()}
+            data-testid="lock-off"
+            onClick={async () => {
+              setBusy(true);
+              const err = await actions.disableLock();
+              setBusy(false);
+              setMsg(err ? { ok: false, text: err } : { ok: true, text: "Lock is off." });
+            }}
+          >
+            Turn off lock
+          </button>
+          <button
+            type="button"
+            class="primary"
+            data-testid="lock-now"
+            onClick={() => actions.lockNow()}
+          >
+            Lock now
+          </button>
+        </div>
+      </Show>
+      <Show when={msg()}>
+        {(m) => (
+          <p class={m().ok ? "ok-note" : "error"} role={m().ok ? "status" : "alert"}>
+            {m().text}
+          </p>
+        )}
+      </Show>
+    </section>
+  );
 }
 
 export function SettingsDialog(props: { onClose: () => void }) {
@@ -109,6 +209,7 @@ export function SettingsDialog(props: { onClose: () => void }) {
           </button>
         </form>
       </section>
+      <LockSection />
       <section class="settings-section" aria-labelledby="settings-notify">
         <h3 id="settings-notify">Notifications</h3>
         <Show

@@ -1,0 +1,325 @@
+/**
+ * Relay load driver (issue 6): N WebSocket clients on 127.0.0.1 send 1:1 or group traffic at a
+ * bounded, fixed offered rate for a bounded time, against Parley's relay (`wrangler dev`, full
+ * protocol: authenticated, mailbox with acks, group epochs) and against the bare `ws` fan-out
+ * server. Each body carries its send time, so every delivery yields a latency sample.
+ */
+import WebSocket from "ws";
+import {
+  ed25519Sign,
+  generateIdentityKeyPair,
+  randomBytes,
+  x25519GenerateKeyPair,
+} from "../shared/crypto";
+import { fromB64u, lp, toB64u } from "../shared/encoding";
+import { type ClientFrame, parseServerFrame, type ServerFrame } from "../shared/protocol";
+
+export interface Delivery {
+  from: string;
+  body: string;
+}
+
+export interface LoadClient {
+  name: string;
+  sendDirect(to: string, body: string): void;
+  sendGroup(body: string): void;
+  onDeliver(cb: (d: Delivery) => void): void;
+  close(): void;
+}
+
+export interface Target {
+  label: string;
+  connect(name: string): Promise<LoadClient>;
+  /** Make all clients members of one group (bare server: everyone is). */
+  formGroup(clients: LoadClient[]): Promise<void>;
+}
+
+function opened(ws: WebSocket): Promise<void> {
+  return new Promise((res, rej) => {
+    ws.once("open", () => res());
+    ws.once("error", rej);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bare server
+
+export function bareTarget(port: number): Target {
+  return {
+    label: "bare ws",
+    async connect(name) {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
+      await opened(ws);
+      const ready = new Promise<void>((res) => ws.once("message", () => res()));
+      ws.send(JSON.stringify({ t: "hello", name }));
+      await ready;
+      let cb: (d: Delivery) => void = () => {};
+      ws.on("message", (data) => {
+        const f = JSON.parse(String(data)) as { from: string; body: string };
+        cb({ from: f.from, body: f.body });
+      });
+      return {
+        name,
+        sendDirect: (to, body) => ws.send(JSON.stringify({ t: "send", to, body })),
+        sendGroup: (body) => ws.send(JSON.stringify({ t: "group_send", body })),
+        onDeliver: (c) => {
+          cb = c;
+        },
+        close: () => ws.close(),
+      };
+    },
+    async formGroup() {},
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parley relay (real protocol frames; group commits carry random bytes in place of HPKE wraps —
+// the relay never looks inside them, so its cost is the same)
+
+interface ParleyConn extends LoadClient {
+  frames: ServerFrame[];
+  waitFor<T extends ServerFrame["t"]>(
+    t: T,
+    pred?: (f: Extract<ServerFrame, { t: T }>) => boolean,
+  ): Promise<Extract<ServerFrame, { t: T }>>;
+  raw(f: ClientFrame): void;
+  groupEpoch: number;
+}
+
+export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Target {
+  const origin = baseUrl;
+  const wsUrl = `${baseUrl.replace(/^http/, "ws")}/ws?hub=${hub}`;
+  let nextId = 0;
+  return {
+    label: "parley relay",
+    async connect(name) {
+      const identity = await generateIdentityKeyPair();
+      const spk = await x25519GenerateKeyPair();
+      const spkSig = await ed25519Sign(identity.privateKey, lp("parley/v1/spk", 1, spk.publicKey));
+      const ws = new WebSocket(wsUrl, { headers: { Origin: origin }, perMessageDeflate: false });
+      const waiters: Array<{ t: string; pred: (f: never) => boolean; res: (f: never) => void }> =
+        [];
+      let cb: (d: Delivery) => void = () => {};
+      const pendingAcks: string[] = [];
+      let ackTimer: NodeJS.Timeout | undefined;
+      const flushAcks = () => {
+        ackTimer = undefined;
+        while (pendingAcks.length > 0) {
+          const mids = pendingAcks.splice(0, 256);
+          ws.send(JSON.stringify({ v: 1, t: "ack", mids }));
+        }
+      };
+      const conn: ParleyConn = {
+        name,
+        frames: [],
+        groupEpoch: 0,
+        raw: (f) => ws.send(JSON.stringify(f)),
+        sendDirect: (to, body) =>
+          ws.send(JSON.stringify({ v: 1, t: "send", id: String(++nextId), to, body })),
+        sendGroup: (body) =>
+          ws.send(
+            JSON.stringify({
+              v: 1,
+              t: "group_send",
+              id: String(++nextId),
+              group,
+              epoch: conn.groupEpoch,
+              body,
+            }),
+          ),
+        onDeliver: (c) => {
+          cb = c;
+        },
+        close: () => ws.close(),
+        waitFor(t, pred = () => true) {
+          return new Promise((res) => waiters.push({ t, pred: pred as never, res: res as never }));
+        },
+      };
+      ws.on("message", async (data) => {
+        const r = parseServerFrame(String(data));
+        if (!r.ok) throw new Error(`relay sent a bad frame: ${r.code}`);
+        const f = r.frame;
+        if (f.t === "hello") {
+          const sig = await ed25519Sign(
+            identity.privateKey,
+            lp(
+              "parley/v1/auth",
+              f.hub,
+              origin,
+              fromB64u(f.challenge),
+              name,
+              identity.publicKey,
+              1,
+              spk.publicKey,
+              spkSig,
+            ),
+          );
+          conn.raw({
+            v: 1,
+            t: "auth",
+            username: name,
+            identityKey: toB64u(identity.publicKey),
+            signedPrekey: { id: 1, key: toB64u(spk.publicKey), sig: toB64u(spkSig) },
+            sig: toB64u(sig),
+          });
+        } else if (f.t === "deliver") {
+          pendingAcks.push(f.mid);
+          if (pendingAcks.length >= 256) flushAcks();
+          else ackTimer ??= setTimeout(flushAcks, 25);
+          if (f.item.kind !== "commit") cb({ from: f.from, body: f.item.body });
+        } else if (f.t === "group" && f.state.group === group) {
+          conn.groupEpoch = f.state.epoch;
+        } else if (f.t === "error" && f.code !== "stale_epoch") {
+          process.stderr.write(`relay error for ${name}: ${f.code}\n`);
+        }
+        for (let i = 0; i < waiters.length; i++) {
+          const w = waiters[i];
+          if (w && w.t === f.t && w.pred(f as never)) {
+            waiters.splice(i, 1);
+            w.res(f as never);
+            break;
+          }
+        }
+      });
+      const welcome = conn.waitFor("welcome");
+      await opened(ws);
+      await welcome;
+      return conn;
+    },
+    async formGroup(clients) {
+      // Joiners commit one at a time (the relay sequences commits; §9): roster grows by one each.
+      const roster: string[] = [];
+      for (const c of clients as ParleyConn[]) {
+        const state = c.waitFor("group", (f) =>
+          f.state.pendingJoins.some((m) => m.username === c.name),
+        );
+        c.raw({ v: 1, t: "join", id: String(++nextId), group });
+        const g = (await state).state;
+        roster.push(c.name);
+        const accepted = c.waitFor("accepted");
+        c.raw({
+          v: 1,
+          t: "commit",
+          id: String(++nextId),
+          group,
+          parentEpoch: g.epoch,
+          members: [...roster],
+          core: toB64u(randomBytes(200 + 40 * roster.length)),
+          wraps: roster.map((to) => ({ to, wrap: toB64u(randomBytes(80)) })),
+        });
+        await accepted;
+      }
+      // Let every member learn the final epoch.
+      await new Promise((r) => setTimeout(r, 300));
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run
+
+export interface LoadResult {
+  target: string;
+  mode: "direct" | "group";
+  clients: number;
+  /** Messages sent per second, all clients together (offered). */
+  offeredMsgsPerSec: number;
+  expected: number;
+  delivered: number;
+  deliveriesPerSec: number;
+  p50ms: number;
+  p99ms: number;
+}
+
+function makeBody(seq: number): string {
+  const b = new Uint8Array(100);
+  const dv = new DataView(b.buffer);
+  dv.setFloat64(0, performance.now());
+  dv.setUint32(8, seq);
+  return toB64u(b);
+}
+
+function sentAt(body: string): number {
+  const b = fromB64u(body);
+  return new DataView(b.buffer, b.byteOffset).getFloat64(0);
+}
+
+/**
+ * Each client sends `perClientRate` messages/s for `seconds` (1:1: to its partner in a ring;
+ * group: to the group), then the driver waits up to `drainMs` for stragglers.
+ */
+export async function runLoad(
+  target: Target,
+  opts: {
+    clients: number;
+    mode: "direct" | "group";
+    perClientRate: number;
+    seconds: number;
+    drainMs?: number;
+  },
+): Promise<LoadResult> {
+  const clients: LoadClient[] = [];
+  for (let i = 0; i < opts.clients; i++)
+    clients.push(await target.connect(`c${i}-${Date.now() % 100000}`));
+  if (opts.mode === "group") await target.formGroup(clients);
+  const latencies: number[] = [];
+  let delivered = 0;
+  let lastDeliveryAt = 0;
+  let measuring = true;
+  for (const c of clients) {
+    c.onDeliver((d) => {
+      if (!measuring) return;
+      delivered++;
+      lastDeliveryAt = performance.now();
+      latencies.push(performance.now() - sentAt(d.body));
+    });
+  }
+  let sent = 0;
+  const tickMs = 20;
+  const perTick = (opts.perClientRate * tickMs) / 1000;
+  const start = performance.now();
+  let carry = 0;
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      if (performance.now() - start >= opts.seconds * 1000) {
+        clearInterval(timer);
+        resolve();
+        return;
+      }
+      carry += perTick;
+      const n = Math.floor(carry);
+      carry -= n;
+      for (let k = 0; k < n; k++) {
+        clients.forEach((c, i) => {
+          const body = makeBody(sent++);
+          if (opts.mode === "group") c.sendGroup(body);
+          else c.sendDirect(clients[(i + 1) % clients.length]?.name ?? c.name, body);
+        });
+      }
+    }, tickMs);
+  });
+  const fanout = opts.mode === "group" ? opts.clients - 1 : 1;
+  const expected = sent * fanout;
+  const drainEnd = performance.now() + (opts.drainMs ?? 5000);
+  while (delivered < expected && performance.now() < drainEnd) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  measuring = false;
+  const elapsed = (Math.max(lastDeliveryAt, start + opts.seconds * 1000) - start) / 1000;
+  for (const c of clients) c.close();
+  latencies.sort((a, b) => a - b);
+  const pct = (p: number) =>
+    latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ??
+    Number.NaN;
+  return {
+    target: target.label,
+    mode: opts.mode,
+    clients: opts.clients,
+    offeredMsgsPerSec: opts.perClientRate * opts.clients,
+    expected,
+    delivered,
+    deliveriesPerSec: delivered / elapsed,
+    p50ms: pct(50),
+    p99ms: pct(99),
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * A lying relay, seen from the PWA (issue 5, verification): after frank and gina have talked, the
+ * relay starts announcing another identity key for gina (Playwright routes frank's WebSocket
+ * through a rewriting proxy). Frank's screen must show the key-change banner, block sending, and
+ * show a safety number that no longer matches gina's — never a silent new session.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { randomBytes } from "../../shared/crypto";
+import { toB64u } from "../../shared/encoding";
+import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
+import { startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
+import { onboard, openChat, seesMessage, send, shot } from "./ui";
+
+const PORT = 8792;
+let relay: WranglerDev;
+let frank: BrowserUser;
+let gina: BrowserUser;
+/** While true, the proxy replaces gina's key in every presence frame sent to frank. */
+let lying = false;
+const FAKE_KEY = toB64u(randomBytes(32));
+
+beforeAll(async () => {
+  relay = await startWranglerDev({ port: PORT });
+  frank = await launchUser("frank", `${relay.url}/`);
+  gina = await launchUser("gina", `${relay.url}/`);
+  await onboard(frank.page, "frank");
+  await onboard(gina.page, "gina");
+});
+
+afterAll(async () => {
+  for (const x of [frank, gina]) {
+    await x?.close();
+    if (x) removeProfile(x.dir);
+  }
+  await relay?.stop();
+});
+
+async function safetyNumber(user: BrowserUser, peer: string): Promise<string | null> {
+  await openChat(user.page, peer);
+  await user.page.getByTestId("open-verify").click();
+  const el = user.page.getByTestId("safety-number");
+  await el.waitFor();
+  const n = await el.getAttribute("data-digits");
+  await user.page.keyboard.press("Escape");
+  return n;
+}
+
+describe("relay substitutes an identity key", () => {
+  test("before: frank and gina talk and see the same safety number", async () => {
+    await openChat(frank.page, "gina");
+    await send(frank.page, "hello gina");
+    await openChat(gina.page, "frank");
+    await seesMessage(gina.page, "hello gina");
+    expect(await safetyNumber(frank, "gina")).toBe(await safetyNumber(gina, "frank"));
+  });
+
+  test("after: key-change banner, sending blocked, safety numbers differ", async () => {
+    // Every socket frank opens from now on goes through the proxy.
+    await frank.context.routeWebSocket(/\/ws/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        if (!lying || typeof m !== "string") return ws.send(m);
+        const frame = JSON.parse(m) as {
+          t: string;
+          users?: { username: string; identityKey: string }[];
+        };
+        if (frame.t === "presence" && frame.users) {
+          for (const u of frame.users) if (u.username === "gina") u.identityKey = FAKE_KEY;
+        }
+        ws.send(JSON.stringify(frame));
+      });
+    });
+    lying = true;
+    await frank.page.reload();
+    const p = frank.page;
+    await p.getByTestId("my-username").filter({ hasText: "frank" }).waitFor({ timeout: 30_000 });
+    await openChat(p, "gina");
+    await p.getByTestId("key-change-banner").waitFor({ timeout: 30_000 });
+    await p.getByTestId("chat-status").filter({ hasText: "Key changed" }).waitFor();
+    expect(await p.getByTestId("composer").isDisabled()).toBe(true);
+    expect(await p.getByTestId("send").isDisabled()).toBe(true);
+    await p.getByText("gina's safety number changed").first().waitFor();
+    await shot(p, "desktop-key-changed");
+    const seenByFrank = await safetyNumber(frank, "gina");
+    const seenByGina = await safetyNumber(gina, "frank");
+    expect(seenByFrank).toMatch(/^\d{60}$/);
+    expect(seenByFrank).not.toBe(seenByGina);
+  });
+});

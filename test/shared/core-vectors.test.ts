@@ -1,0 +1,229 @@
+/**
+ * Interoperability vectors for the client protocol (PROTOCOL.md §8.9): every value below is
+ * computed from fixed inputs with the production functions and pinned, so a change to any label,
+ * layout or KDF shows up here, and another implementation can check itself against the same
+ * numbers (they are printed in the spec). Inputs: identity seeds and X25519 secrets are
+ * SHA-256 of an ASCII label; "randomness" is the listed sequence of such values.
+ */
+import { expect, it } from "vitest";
+import { encodeContent } from "../../shared/core/content";
+import { encodeHsInit, messagePrefix, prekeyPrefix } from "../../shared/core/envelope";
+import {
+  buildCommit,
+  emptyGroup,
+  encryptGroup,
+  enterEpoch,
+  splitCore,
+} from "../../shared/core/group";
+import {
+  confirmMac,
+  handshakeHash,
+  handshakeKeys,
+  initTranscript,
+  respTranscript,
+  sessionAd,
+  sessionId,
+  x3dhHash,
+  x3dhRoot,
+  x3dhTranscript,
+} from "../../shared/core/handshake";
+import { spkMessage } from "../../shared/core/prekeys";
+import { initInitiator, ratchetEncrypt } from "../../shared/core/ratchet";
+import {
+  ed25519KeyPairFromSeed,
+  ed25519Sign,
+  sha256,
+  x25519,
+  x25519PublicKey,
+} from "../../shared/crypto";
+import { concatBytes, fromB64u, toB64u, utf8 } from "../../shared/encoding";
+
+const L = (label: string) => sha256(utf8(label));
+const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+/** A "random" source that returns the listed values in order (then fails). */
+function seq(...labels: string[]) {
+  const q = labels.map(L);
+  return (n: number) => {
+    const v = q.shift();
+    if (!v || v.length !== n) throw new Error("vector rng exhausted");
+    return v;
+  };
+}
+
+async function compute() {
+  const hub = "main";
+  const alice = await ed25519KeyPairFromSeed(L("alice-seed"));
+  const bob = await ed25519KeyPairFromSeed(L("bob-seed"));
+  const A = { name: "alice", identityKey: alice.publicKey };
+  const B = { name: "bob", identityKey: bob.publicKey };
+  const out: Record<string, string> = { IK_A: hex(A.identityKey), IK_B: hex(B.identityKey) };
+
+  // §8.2 online handshake
+  const ephA = await x25519PublicKey(L("eph_a"));
+  const ephB = await x25519PublicKey(L("eph_b"));
+  const sigA = await ed25519Sign(alice.privateKey, initTranscript(hub, A, B, ephA));
+  const sigB = await ed25519Sign(bob.privateKey, respTranscript(hub, A, B, ephA, ephB));
+  const th = handshakeHash(hub, A, B, ephA, ephB, sigA, sigB);
+  const k = handshakeKeys(await x25519(L("eph_a"), ephB), th);
+  const sid = sessionId(th);
+  Object.assign(out, {
+    hs_eph_a: hex(ephA),
+    hs_eph_b: hex(ephB),
+    hs_sig_a: hex(sigA),
+    hs_sig_b: hex(sigB),
+    hs_th: hex(th),
+    hs_root: hex(k.rootKey),
+    hs_chain_r2i: hex(k.chainR2I),
+    hs_confirm_a: hex(confirmMac(k.confirmI2R, "initiator", th)),
+    hs_confirm_b: hex(confirmMac(k.confirmR2I, "responder", th)),
+    hs_sid: hex(sid),
+    hs_init_sha256: hex(
+      sha256(encodeHsInit({ ikA: A.identityKey, ikB: B.identityKey, ephA, sigA })),
+    ),
+  });
+  // §8.4 alice's first ratchet message on that session
+  const ad = sessionAd(hub, A, B);
+  const ra = await initInitiator({
+    rootKey: k.rootKey,
+    ad,
+    peerRatchetKey: ephB,
+    receiveChain: k.chainR2I,
+    random: seq("dr_a_1"),
+  });
+  const text = { t: "text" as const, id: "vector1", ts: 1700000000000, text: "hello bob" };
+  const content = encodeContent(text);
+  const prefix = messagePrefix(sid);
+  const m1 = await ratchetEncrypt(ra, content, prefix);
+  out.dr_padded_content = hex(content);
+  out.dr_msg1 = hex(concatBytes(prefix, m1.header, m1.ciphertext));
+
+  // §8.3 asynchronous start (SPK id 7, OPK id 9)
+  const spk = await x25519PublicKey(L("spk_b"));
+  const opk = await x25519PublicKey(L("opk_b"));
+  const ekA = await x25519PublicKey(L("ek_a"));
+  const spkSig = await ed25519Sign(bob.privateKey, spkMessage(7, spk));
+  const T = x3dhTranscript(hub, A, B, { spkId: 7, spk, opk: { id: 9, key: opk } }, ekA);
+  const xs = await ed25519Sign(alice.privateKey, T);
+  const root = x3dhRoot(await x25519(L("ek_a"), spk), await x25519(L("ek_a"), opk), T, xs);
+  const xsid = sessionId(x3dhHash(T, xs));
+  const rx = await initInitiator({
+    rootKey: root,
+    ad,
+    peerRatchetKey: spk,
+    receiveChain: null,
+    random: seq("dr_a_2"),
+  });
+  const pp = prekeyPrefix({
+    ikA: A.identityKey,
+    ikB: B.identityKey,
+    spkId: 7,
+    opkId: 9,
+    ekA,
+    sigA: xs,
+    sid: xsid,
+  });
+  const pm = await ratchetEncrypt(rx, content, pp);
+  Object.assign(out, {
+    x3dh_spk_sig: hex(spkSig),
+    x3dh_transcript_sha256: hex(sha256(T)),
+    x3dh_sig_a: hex(xs),
+    x3dh_root: hex(root),
+    x3dh_sid: hex(xsid),
+    x3dh_prekey_msg_sha256: hex(sha256(concatBytes(pp, pm.header, pm.ciphertext))),
+  });
+
+  // §9 group commit (alice commits epoch 1 of "broadcast" adding alice and bob) and a message
+  const spkA = await x25519PublicKey(L("spk_a"));
+  const rosterA = {
+    name: "alice",
+    ik: toB64u(A.identityKey),
+    spkId: 3,
+    spkKey: toB64u(spkA),
+    spkSig: toB64u(await ed25519Sign(alice.privateKey, spkMessage(3, spkA))),
+  };
+  const rosterB = {
+    name: "bob",
+    ik: toB64u(B.identityKey),
+    spkId: 7,
+    spkKey: toB64u(spk),
+    spkSig: toB64u(spkSig),
+  };
+  const built = await buildCommit({
+    hub,
+    group: "broadcast",
+    parentEpoch: 0,
+    committer: "alice",
+    committerIk: A.identityKey,
+    sign: (m) => ed25519Sign(alice.privateKey, m),
+    roster: [rosterA, rosterB],
+    added: ["alice", "bob"],
+    removed: [],
+    random: seq("epoch-secret"),
+  });
+  const parts = splitCore(built.core);
+  const ep = enterEpoch(
+    hub,
+    "broadcast",
+    1,
+    L("epoch-secret"),
+    [rosterA, rosterB],
+    { name: "alice", identityKey: A.identityKey },
+    0,
+  );
+  const gm = await encryptGroup({
+    record: { ...emptyGroup("broadcast"), status: "member", current: ep },
+    hub,
+    me: { name: "alice", identityKey: A.identityKey },
+    sign: (m) => ed25519Sign(alice.privateKey, m),
+    content: text,
+  });
+  Object.assign(out, {
+    group_body_sha256: hex(sha256(parts.body)),
+    group_tag: hex(parts.tag),
+    group_sig: hex(parts.sig),
+    group_ck0_alice: hex(fromB64u(ep.send.ck)),
+    group_msg_sha256: hex(sha256(gm.body)),
+  });
+  return out;
+}
+
+const EXPECTED: Record<string, string> = {
+  IK_A: "b4bf3ee819c42353b65affc5656c291ce0d1fa6a66ca507d76a664adbff723b9",
+  IK_B: "855ca7aac17542f5f33367d1845764c040e5b0df6161fe00595f42099c0c80f0",
+  hs_eph_a: "83b1ac35046c27908a8b6943534c294ee42a02363664724e11d9528f1a78be22",
+  hs_eph_b: "8c72ec25a61f11e9035da697158b0d129e6d71f355bbbacb7433fd3b3309b823",
+  hs_sig_a:
+    "c2562bfcba1f081124f0f291531c4859449b2f1e9ba528e63a47c7bd926f584ddd7a6b6edf74e8156da9c1c9f852b1f3949a82f60bdd446988ee370c90cc3c0c",
+  hs_sig_b:
+    "77c4208abf57cb03f1fb2d0bab9ff7a8ecf3c41d1aa89612573e08ff751b8b6db9b78906ffa3dcdb9fa2b42cc2a1fea4c430dd62b0ea687135f44b0f8ffbe804",
+  hs_th: "be2a1eb67aaf12b2d113e043fc04db407e443644dba5a143dd3b95ebd1340176",
+  hs_root: "4f98a40214560dc132370a596ba3132f41e39af0eaf9ea6f7e770e0f07e583d7",
+  hs_chain_r2i: "01d835e28cc3b2487b0452cc4fdec75bdb9dd8550c759d5ab19400154ff576e4",
+  hs_confirm_a: "6c756d2c2377af350ff3f3779515f85383ccc12fe154031f77957d92e0ebf597",
+  hs_confirm_b: "f63a877f8a3a67431a7e12f0fcb6006753d6dd4f99bbbe098bbaac75cbdb2f38",
+  hs_sid: "f0682bfa60d9db36bb3fc6eb32fe5478",
+  hs_init_sha256: "15d104c10a58c01387e30156f6e18ec5cd860346c12e9dcfff0790c927e1687a",
+  dr_padded_content:
+    "7b2274223a2274657874222c226964223a22766563746f7231222c227473223a313730303030303030303030302c2274657874223a2268656c6c6f20626f62227d800000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+  dr_msg1:
+    "0105f0682bfa60d9db36bb3fc6eb32fe5478ffaede6b54224eedaec600efe26286de6e2cd52fbf872ce7ad1ef366167f971e0000000000000000d461c7cb48c01b83e14ec5060de560b61d4351fd9aac1c099c381aa7d92c59a88fe5889a172ff8067b8cefcdd793b35c5f06abe490cfbe8beafc969f1803308dbccacebeb04fc55e3017333a2be3b44b73cf71d2ec854a6b3625b83f83e2e64fcd272742cdbe194ed448890c10632c6e34067968e67d5dbd3f55434800b3b684a3f3863f54a7a26a7ba9a65bb98d9c41",
+  x3dh_spk_sig:
+    "db58d9b8ca7aeae94b5fafb33359c7fb3c3d0f296ad448b94a5ee5741dfc2ff8488333114186c745e170a34262c60aa514ff6749cd4a5658213cf56ea2364003",
+  x3dh_transcript_sha256: "3f79e3845088f2ed54ed01d271d93ec33562963ab2b171adcd35651ada62707f",
+  x3dh_sig_a:
+    "ae5866ee43dd4001602b05c3be92712a31ff76fba663df2482012f549dd3d09753db3e8e30d08b38d1a76d65544aed8e5cebb31968c68ac2d7d361138762560f",
+  x3dh_root: "2357482d5678b94c4713b2089a55c52d8275c61a5a4ef83adb60530771822211",
+  x3dh_sid: "b9d34194243845774c0e401dd4ffb605",
+  x3dh_prekey_msg_sha256: "591ff88b50b68618e538ed5f1c605a837a98617617d4c49e8fb6338179693791",
+  group_body_sha256: "a7321388b10e3beaf5e4f821eea6b5f2f99f9b05fafd9da2d1df72d116b7787d",
+  group_tag: "13d353837e424094cc0736e43af707e3ea88d7915d8cf10f9c7d4e11b56fd117",
+  group_sig:
+    "93617ce0e1bcc04a71a351dfdbaa370ca720ae06ecc28ca9dc93780bfe501be5183fcfca3fc562d05a51add607f5584b3d31e21d8c4bf92cf0f80ef24fe38408",
+  group_ck0_alice: "cb79ef6cba2696b174bb17aceea2254d3fd142b4310e0d1914b244f48224b1a5",
+  group_msg_sha256: "bc5fc3af9fd1d3268fc4c80a175864347ea033104f04de8cba2eb84390f73787",
+};
+
+it("protocol vectors are stable", async () => {
+  const got = await compute();
+  expect(got).toEqual(EXPECTED);
+});
