@@ -1,4 +1,4 @@
-/** Group rosters, commit sequencing and fanout through the relay (PROTOCOL.md §8). */
+/** Group rosters, commit sequencing and fanout through the relay (PROTOCOL.md §7.5). */
 import { env, evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { LIMITS } from "../../shared/protocol";

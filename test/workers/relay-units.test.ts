@@ -50,7 +50,7 @@ describe("auth transcripts (PROTOCOL.md §4.2)", () => {
   });
 });
 
-describe("group state machine (PROTOCOL.md §8)", () => {
+describe("group state machine (PROTOCOL.md §7.5)", () => {
   const base: groups.GroupRecord = {
     name: "g",
     epoch: 3,

@@ -15,7 +15,7 @@ import {
   type ServerFrame,
 } from "../../shared/protocol";
 
-/** The three kinds of routed item (PROTOCOL.md §6.5). */
+/** The three kinds of routed item (PROTOCOL.md §6). */
 export type ItemKind = "direct" | "group" | "commit";
 
 /** One stored item joined with its payload, as the store returns it. */
