@@ -86,3 +86,61 @@ export function percentile(sorted: number[], p: number): number {
   const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[idx] ?? Number.NaN;
 }
+
+export interface PairResult {
+  a: Measurement;
+  b: Measurement;
+  /** a's rate over b's rate. */
+  ratio: number;
+}
+
+/**
+ * Measures two competitors in alternating short slices (a b b a a b …) and sums each side's
+ * iterations and time, so load from other processes on this shared machine lands on both
+ * sides alike and the ratio stays meaningful even when absolute rates drift.
+ */
+export async function comparePair(
+  name: string,
+  a: (i: number) => unknown,
+  b: (i: number) => unknown,
+  options: { slices?: number; sliceMs?: number; warmup?: number } = {},
+): Promise<PairResult> {
+  const slices = options.slices ?? Number(process.env.BENCH_SLICES ?? 8);
+  const sliceMs = options.sliceMs ?? Number(process.env.BENCH_SLICE_MS ?? 150);
+  const warmup = options.warmup ?? 3;
+  for (let i = 0; i < warmup; i++) {
+    await a(i);
+    await b(i);
+  }
+  const acc = { a: { n: 0, ms: 0 }, b: { n: 0, ms: 0 } };
+  const run = async (fn: (i: number) => unknown, slot: { n: number; ms: number }) => {
+    const start = performance.now();
+    let elapsed = 0;
+    let n = 0;
+    while (elapsed < sliceMs || n < 1) {
+      await fn(slot.n + n);
+      n++;
+      elapsed = performance.now() - start;
+    }
+    slot.n += n;
+    slot.ms += elapsed;
+  };
+  for (let s = 0; s < slices; s++) {
+    if (s % 2 === 0) {
+      await run(a, acc.a);
+      await run(b, acc.b);
+    } else {
+      await run(b, acc.b);
+      await run(a, acc.a);
+    }
+  }
+  const m = (label: string, x: { n: number; ms: number }): Measurement => ({
+    name: `${name} ${label}`,
+    iterations: x.n,
+    opsPerSec: (x.n * 1000) / x.ms,
+    meanUs: (x.ms * 1000) / x.n,
+  });
+  const ma = m("a", acc.a);
+  const mb = m("b", acc.b);
+  return { a: ma, b: mb, ratio: ma.opsPerSec / mb.opsPerSec };
+}

@@ -12,7 +12,15 @@ import {
   x25519GenerateKeyPair,
 } from "../shared/crypto";
 import { fromB64u, lp, toB64u } from "../shared/encoding";
-import { type ClientFrame, parseServerFrame, type ServerFrame } from "../shared/protocol";
+import { type ClientFrame, LIMITS, type ServerFrame } from "../shared/protocol";
+
+/**
+ * Acknowledge once this many deliveries are pending (or after ACK_DELAY_MS): well inside the
+ * relay's unacknowledged-delivery window (LIMITS.deliverWindow), and few enough ack frames that
+ * they do not eat the per-connection frame budget (LIMITS.connRatePerSec).
+ */
+const ACK_BATCH = Math.floor(LIMITS.deliverWindow / 2);
+const ACK_DELAY_MS = 10;
 
 export interface Delivery {
   from: string;
@@ -86,6 +94,9 @@ interface ParleyConn extends LoadClient {
   groupEpoch: number;
 }
 
+/** Relay `error` frames seen by the Parley load clients, by code (reported with each run). */
+export const errors = new Map<string, number>();
+
 export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Target {
   const origin = baseUrl;
   const wsUrl = `${baseUrl.replace(/^http/, "ws")}/ws?hub=${hub}`;
@@ -103,10 +114,11 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
       const pendingAcks: string[] = [];
       let ackTimer: NodeJS.Timeout | undefined;
       const flushAcks = () => {
+        if (ackTimer !== undefined) clearTimeout(ackTimer);
         ackTimer = undefined;
         while (pendingAcks.length > 0) {
-          const mids = pendingAcks.splice(0, 256);
-          ws.send(JSON.stringify({ v: 1, t: "ack", mids }));
+          const mids = pendingAcks.splice(0, LIMITS.maxAckIds);
+          if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ v: 1, t: "ack", mids }));
         }
       };
       const conn: ParleyConn = {
@@ -130,15 +142,18 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
         onDeliver: (c) => {
           cb = c;
         },
-        close: () => ws.close(),
+        close: () => {
+          flushAcks();
+          ws.close();
+        },
         waitFor(t, pred = () => true) {
           return new Promise((res) => waiters.push({ t, pred: pred as never, res: res as never }));
         },
       };
       ws.on("message", async (data) => {
-        const r = parseServerFrame(String(data));
-        if (!r.ok) throw new Error(`relay sent a bad frame: ${r.code}`);
-        const f = r.frame;
+        // The driver trusts the relay it measures: plain JSON.parse, the same per-frame work as
+        // for the bare server (schema validation is the product client's job, not the load's).
+        const f = JSON.parse(String(data)) as ServerFrame;
         if (f.t === "hello") {
           const sig = await ed25519Sign(
             identity.privateKey,
@@ -164,13 +179,13 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
           });
         } else if (f.t === "deliver") {
           pendingAcks.push(f.mid);
-          if (pendingAcks.length >= 256) flushAcks();
-          else ackTimer ??= setTimeout(flushAcks, 25);
+          if (pendingAcks.length >= ACK_BATCH) flushAcks();
+          else ackTimer ??= setTimeout(flushAcks, ACK_DELAY_MS);
           if (f.item.kind !== "commit") cb({ from: f.from, body: f.item.body });
         } else if (f.t === "group" && f.state.group === group) {
           conn.groupEpoch = f.state.epoch;
-        } else if (f.t === "error" && f.code !== "stale_epoch") {
-          process.stderr.write(`relay error for ${name}: ${f.code}\n`);
+        } else if (f.t === "error") {
+          errors.set(f.code, (errors.get(f.code) ?? 0) + 1);
         }
         for (let i = 0; i < waiters.length; i++) {
           const w = waiters[i];
@@ -229,6 +244,8 @@ export interface LoadResult {
   deliveriesPerSec: number;
   p50ms: number;
   p99ms: number;
+  /** Relay error frames by code during the run (e.g. rate_limited). */
+  errors: Record<string, number>;
 }
 
 function makeBody(seq: number): string {
@@ -256,6 +273,9 @@ export async function runLoad(
     perClientRate: number;
     seconds: number;
     drainMs?: number;
+    /** Called right before the first message and right after the drain (CPU sampling). */
+    onStart?: () => void;
+    onEnd?: () => void;
   },
 ): Promise<LoadResult> {
   const clients: LoadClient[] = [];
@@ -274,6 +294,10 @@ export async function runLoad(
       latencies.push(performance.now() - sentAt(d.body));
     });
   }
+  errors.clear();
+  // Let connection set-up traffic (presence, commits, acks) settle before measuring.
+  await new Promise((r) => setTimeout(r, 300));
+  opts.onStart?.();
   let sent = 0;
   const tickMs = 20;
   const perTick = (opts.perClientRate * tickMs) / 1000;
@@ -305,6 +329,7 @@ export async function runLoad(
     await new Promise((r) => setTimeout(r, 50));
   }
   measuring = false;
+  opts.onEnd?.();
   const elapsed = (Math.max(lastDeliveryAt, start + opts.seconds * 1000) - start) / 1000;
   for (const c of clients) c.close();
   latencies.sort((a, b) => a - b);
@@ -321,5 +346,6 @@ export async function runLoad(
     deliveriesPerSec: delivered / elapsed,
     p50ms: pct(50),
     p99ms: pct(99),
+    errors: Object.fromEntries(errors),
   };
 }

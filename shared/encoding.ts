@@ -11,15 +11,42 @@ export function fromUtf8(b: Uint8Array): string {
   return textDecoder.decode(b);
 }
 
-const B64URL = /^[A-Za-z0-9_-]*$/;
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/** Character code → 6-bit value, or -1 outside the base64url alphabet. */
+const DECODE = new Int8Array(128).fill(-1);
+for (let i = 0; i < ALPHABET.length; i++) DECODE[ALPHABET.charCodeAt(i)] = i;
+/** Two characters per 12 bits: encoding is the hot path of every stored key and frame. */
+const PAIRS: string[] = [];
+for (let i = 0; i < 4096; i++) PAIRS.push((ALPHABET[i >> 6] ?? "") + (ALPHABET[i & 63] ?? ""));
+/** Above this size btoa's native loop wins over building the string in JS. */
+const TABLE_MAX_BYTES = 1024;
 
 /** RFC 4648 §5 base64url without padding: the only binary-to-text encoding on the wire. */
 export function toB64u(bytes: Uint8Array): string {
-  let bin = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  if (bytes.length > TABLE_MAX_BYTES) {
+    let bin = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   }
-  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  let out = "";
+  const full = bytes.length - (bytes.length % 3);
+  let i = 0;
+  for (; i < full; i += 3) {
+    const n =
+      ((bytes[i] as number) << 16) | ((bytes[i + 1] as number) << 8) | (bytes[i + 2] as number);
+    out += (PAIRS[n >> 12] as string) + (PAIRS[n & 4095] as string);
+  }
+  const rest = bytes.length - full;
+  if (rest === 1) {
+    const n = (bytes[i] as number) << 4;
+    out += PAIRS[n] as string;
+  } else if (rest === 2) {
+    const n = ((bytes[i] as number) << 10) | ((bytes[i + 1] as number) << 2);
+    out += (PAIRS[n >> 6] as string) + (ALPHABET[n & 63] as string);
+  }
+  return out;
 }
 
 export class EncodingError extends TypeError {
@@ -28,13 +55,26 @@ export class EncodingError extends TypeError {
 
 /** Strict decoder: rejects padding, non-alphabet characters and non-canonical trailing bits. */
 export function fromB64u(s: string): Uint8Array {
-  if (!B64URL.test(s) || s.length % 4 === 1) throw new EncodingError("invalid base64url");
-  const b64 = s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4);
-  const bin = atob(b64);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  // Canonical form only, so one byte string has exactly one wire spelling.
-  if (toB64u(out) !== s) throw new EncodingError("non-canonical base64url");
+  const len = s.length;
+  if (len % 4 === 1) throw new EncodingError("invalid base64url");
+  const out = new Uint8Array(Math.floor((len * 3) / 4));
+  let o = 0;
+  let acc = 0;
+  let bits = 0;
+  for (let i = 0; i < len; i++) {
+    const c = s.charCodeAt(i);
+    const v = c < 128 ? (DECODE[c] as number) : -1;
+    if (v < 0) throw new EncodingError("invalid base64url");
+    acc = ((acc << 6) | v) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (acc >> bits) & 0xff;
+    }
+  }
+  // Canonical form only, so one byte string has exactly one wire spelling: the bits left over
+  // after the last whole byte (2 or 4 of them) must be zero.
+  if ((acc & ((1 << bits) - 1)) !== 0) throw new EncodingError("non-canonical base64url");
   return out;
 }
 

@@ -271,16 +271,47 @@ export function nextRoster(state: GroupState): {
   };
 }
 
+/**
+ * Signed prekeys already verified, by hash of (identity key, id, key, signature). Why: every
+ * commit re-checks the whole roster (§9.4), and in a steady group the entries are the same ones
+ * commit after commit; Ed25519 verification is deterministic, so a positive result can be reused.
+ * Bounded (oldest evicted); only successes are remembered.
+ */
+const VERIFIED_MAX = 8192;
+const verifiedPrekeys = new Set<string>();
+
+/** Drop the cache (benchmarks measure the cold path with it; nothing else needs to). */
+export function forgetVerifiedPrekeys(): void {
+  verifiedPrekeys.clear();
+}
+
 /** Every roster entry's signed prekey must verify under its identity key before we wrap to it. */
 export async function verifyRosterPrekeys(roster: readonly RosterEntry[]): Promise<void> {
-  for (const m of roster) {
-    await verifyOrThrow(
-      b64(m.ik, "ik"),
-      spkMessage(m.spkId, b64(m.spkKey, "spk")),
-      b64(m.spkSig, "spk sig"),
-      `signed prekey of ${m.name}`,
-    );
-  }
+  // All verifications are independent WebCrypto calls: issue them together so the runtime can
+  // spread them over its threads, then report the first failure in roster order.
+  const results = await Promise.all(
+    roster.map(async (m) => {
+      const id = enc(sha256(lp(m.ik, m.spkId, m.spkKey, m.spkSig)));
+      if (verifiedPrekeys.has(id)) return null;
+      try {
+        await verifyOrThrow(
+          b64(m.ik, "ik"),
+          spkMessage(m.spkId, b64(m.spkKey, "spk")),
+          b64(m.spkSig, "spk sig"),
+          `signed prekey of ${m.name}`,
+        );
+      } catch (e) {
+        return e;
+      }
+      verifiedPrekeys.add(id);
+      if (verifiedPrekeys.size > VERIFIED_MAX) {
+        const oldest = verifiedPrekeys.values().next().value;
+        if (oldest !== undefined) verifiedPrekeys.delete(oldest);
+      }
+      return null;
+    }),
+  );
+  for (const e of results) if (e !== null) throw e;
 }
 
 export async function buildCommit(params: {
@@ -305,15 +336,17 @@ export async function buildCommit(params: {
   // Every member gets a wrap, the committer included: the relay then mails the commit back to
   // its author too, so a committer that loses its connection before `accepted` still learns
   // the outcome from its mailbox (§9.2.3).
-  for (const m of params.roster) {
-    const sealed = await hpkeSeal(
-      b64(m.spkKey, "spk"),
-      secret,
-      wrapInfo(params.hub, params.group, epoch, m),
-      aad,
-    );
-    wraps.push({ to: m.name, wrap: concatBytes(sealed.enc, sealed.ciphertext) });
-  }
+  // The seals are independent: run them concurrently (WebCrypto spreads them over its
+  // threads); the wraps keep roster order.
+  const sealed = await Promise.all(
+    params.roster.map((m) =>
+      hpkeSeal(b64(m.spkKey, "spk"), secret, wrapInfo(params.hub, params.group, epoch, m), aad),
+    ),
+  );
+  params.roster.forEach((m, i) => {
+    const w = sealed[i] as { enc: Uint8Array; ciphertext: Uint8Array };
+    wraps.push({ to: m.name, wrap: concatBytes(w.enc, w.ciphertext) });
+  });
   return { core: concatBytes(u32be(body.length), body, tag, sig), wraps, secret };
 }
 

@@ -234,9 +234,16 @@ export async function ratchetDecrypt(
     s.ns = 0;
     s.nr = 0;
     s.dhr = dhB64;
-    const recv = kdfRk(b64(s.rk, "rk"), await dhOrFail(b64(s.dhs.priv, "dhs"), header.dh));
+    // The receiving DH and our next ratchet key are independent: run them concurrently (the
+    // DH is a WebCrypto round trip, the key generation runs here). Randomness is still drawn
+    // exactly once, as before.
+    const [recvDh, nextDhs] = await Promise.all([
+      dhOrFail(b64(s.dhs.priv, "dhs"), header.dh),
+      newX25519(random),
+    ]);
+    const recv = kdfRk(b64(s.rk, "rk"), recvDh);
     s.ckr = enc(recv.ck);
-    s.dhs = await newX25519(random);
+    s.dhs = nextDhs;
     const send = kdfRk(recv.rk, await dhOrFail(b64(s.dhs.priv, "dhs"), header.dh));
     s.rk = enc(send.rk);
     s.cks = enc(send.ck);

@@ -4,7 +4,7 @@
  * signatures. Private keys are non-extractable CryptoKeys unless a caller explicitly asks otherwise.
  */
 
-import { fromB64u } from "../encoding";
+import { fromB64u, toB64u } from "../encoding";
 import { assertBytes, buf, hexConst } from "./bytes";
 import { ED25519_PUBLIC_KEY_BYTES, ED25519_SEED_BYTES, ED25519_SIGNATURE_BYTES } from "./constants";
 import { CryptoError, InvalidKeyError } from "./errors";
@@ -128,6 +128,31 @@ export function isRefusedEd25519PublicKey(publicKey: Uint8Array): boolean {
 }
 
 /**
+ * Imported public keys by their encoding. Why: the same few keys (contacts, group members,
+ * committers) verify message after message — every group message is signed (§9.5) — and the
+ * import is a separate runtime round trip. Public data only; a small LRU.
+ */
+const VERIFY_KEYS_MAX = 1024;
+const verifyKeys = new Map<string, CryptoKey>();
+
+async function verifyKey(publicKey: Uint8Array): Promise<CryptoKey> {
+  const id = toB64u(publicKey);
+  const hit = verifyKeys.get(id);
+  if (hit) {
+    verifyKeys.delete(id);
+    verifyKeys.set(id, hit);
+    return hit;
+  }
+  const key = await crypto.subtle.importKey("raw", buf(publicKey), ED25519, false, ["verify"]);
+  verifyKeys.set(id, key);
+  if (verifyKeys.size > VERIFY_KEYS_MAX) {
+    const oldest = verifyKeys.keys().next().value;
+    if (oldest !== undefined) verifyKeys.delete(oldest);
+  }
+  return key;
+}
+
+/**
  * Parley's one Ed25519 verification rule (PROTOCOL.md §3.2): the public key must be canonical
  * and not of small order, then RFC 8032 §5.1.7 as implemented by WebCrypto in workerd, Chromium
  * (BoringSSL) and Node (OpenSSL): S < L, the cofactorless equation, R compared by its
@@ -150,8 +175,12 @@ export async function ed25519Verify(
     return false;
   }
   try {
-    const key = await crypto.subtle.importKey("raw", buf(publicKey), ED25519, false, ["verify"]);
-    return await crypto.subtle.verify(ED25519, key, buf(signature), buf(message));
+    return await crypto.subtle.verify(
+      ED25519,
+      await verifyKey(publicKey),
+      buf(signature),
+      buf(message),
+    );
   } catch {
     return false;
   }

@@ -3,9 +3,13 @@
  * prekey state can be serialised (PROTOCOL.md §3.3). The all-zero output is rejected (§6.1).
  */
 
+import { ed25519 } from "@noble/curves/ed25519.js";
+import { bytesToNumberLE } from "@noble/curves/utils.js";
+import { toB64u } from "../encoding";
 import { assertBytes, buf } from "./bytes";
 import { X25519_KEY_BYTES } from "./constants";
 import { InvalidKeyError, LowOrderError } from "./errors";
+import { sha256 } from "./kdf";
 import { randomBytes } from "./random";
 
 export interface X25519KeyPair {
@@ -38,10 +42,67 @@ async function importSecret(secretKey: Uint8Array): Promise<CryptoKey> {
   }
 }
 
+/**
+ * Imported private keys and their public keys, by SHA-256 of the secret (the map never holds
+ * the secret itself).
+ *
+ * Why (docs/PERFORMANCE.md): a Double Ratchet secret is used three times — its public key at
+ * generation, then one DH on each side of the next ratchet step — and a PKCS#8 import goes
+ * through OpenSSL 3's generic DER decoder in Node, which alone costs more than the X25519. So the
+ * public key comes from a fixed-base multiplication (below), the private key is imported as a
+ * JWK {d, x} (no DER decoding), and the CryptoKey is kept for the next DH with the same secret.
+ * Small LRU: CryptoKeys are non-extractable, the ratchet state holds the raw secret anyway, and
+ * the bound keeps retired ratchet secrets from accumulating in memory.
+ */
+const CACHE_MAX = 64;
+interface Cached {
+  pub: Uint8Array;
+  key: CryptoKey | null;
+}
+const cache = new Map<string, Cached>();
+
+function cacheId(secretKey: Uint8Array): string {
+  return toB64u(sha256(secretKey));
+}
+
+function remember(id: string, entry: Cached): void {
+  cache.delete(id);
+  cache.set(id, entry);
+  if (cache.size > CACHE_MAX) {
+    const oldest = cache.keys().next().value;
+    if (oldest !== undefined) cache.delete(oldest);
+  }
+}
+
+async function privateKeyFor(secretKey: Uint8Array): Promise<CryptoKey> {
+  const id = cacheId(secretKey);
+  const hit = cache.get(id);
+  if (hit?.key) {
+    remember(id, hit);
+    return hit.key;
+  }
+  const pub = hit?.pub ?? edwardsBasePublicKey(secretKey);
+  if (pub === null) return importSecret(secretKey);
+  let key: CryptoKey;
+  try {
+    key = await crypto.subtle.importKey(
+      "jwk",
+      { kty: "OKP", crv: "X25519", d: toB64u(secretKey), x: toB64u(pub) },
+      X25519,
+      false,
+      ["deriveBits"],
+    );
+  } catch (e) {
+    throw new InvalidKeyError("secretKey: rejected by the runtime", { cause: e });
+  }
+  remember(id, { pub, key });
+  return key;
+}
+
 const LOW_ORDER = "publicKey: low-order point, shared secret is all-zero (RFC 7748 §6.1)";
 
 async function derive(secretKey: Uint8Array, publicKey: Uint8Array): Promise<Uint8Array> {
-  const priv = await importSecret(secretKey);
+  const priv = await privateKeyFor(secretKey);
   let pub: CryptoKey;
   try {
     pub = await crypto.subtle.importKey("raw", buf(publicKey), X25519, false, []);
@@ -77,9 +138,37 @@ export async function x25519GenerateKeyPair(): Promise<X25519KeyPair> {
   return { publicKey: await x25519PublicKey(secretKey), secretKey };
 }
 
+/**
+ * X25519(k, 9), computed as the Montgomery u-coordinate of [k]B on the birationally equivalent
+ * Edwards curve (RFC 7748 §4.1: u = (1 + y) / (1 − y)), where noble's fixed-base
+ * multiplication with precomputed tables beats both the Montgomery ladder and a WebCrypto
+ * key import (docs/PERFORMANCE.md). The scalar is clamped as X25519 clamps it (§5); [k]B only
+ * depends on k mod L since B has order L. Known-answer tests pin this to RFC 7748 §6.1.
+ */
 export async function x25519PublicKey(secretKey: Uint8Array): Promise<Uint8Array> {
   assertBytes("secretKey", secretKey, X25519_KEY_BYTES);
-  return derive(secretKey, BASE_POINT);
+  const id = cacheId(secretKey);
+  const hit = cache.get(id);
+  if (hit) return hit.pub.slice();
+  let pub = edwardsBasePublicKey(secretKey);
+  // [k]B is the identity only if L divides k: never for a clamped k, but stay exact anyway.
+  if (pub === null) pub = await derive(secretKey, BASE_POINT);
+  remember(id, { pub, key: null });
+  return pub.slice();
+}
+
+function edwardsBasePublicKey(secretKey: Uint8Array): Uint8Array | null {
+  const k = Uint8Array.from(secretKey);
+  k[0] = (k[0] as number) & 248;
+  k[31] = ((k[31] as number) & 127) | 64;
+  const scalar = bytesToNumberLE(k) % ed25519.Point.Fn.ORDER;
+  k.fill(0);
+  if (scalar === 0n) return null;
+  const p = ed25519.Point.BASE.multiply(scalar);
+  const Fp = ed25519.Point.Fp;
+  const den = Fp.sub(p.Z, p.Y);
+  if (Fp.is0(den)) return null;
+  return Fp.toBytes(Fp.mul(Fp.add(p.Z, p.Y), Fp.inv(den)));
 }
 
 /**

@@ -105,6 +105,22 @@ describe("Parley PWA on the device", () => {
     });
   });
 
+  test("a username bound to another identity is refused; the user picks another", async () => {
+    const other = await launchUser("imposter", `${relay.url}/`);
+    users.push(other);
+    const p = other.page;
+    await p.locator("#username").waitFor({ timeout: 30_000 });
+    await p.fill("#username", "dave");
+    await p.getByRole("button", { name: "Create my identity" }).click();
+    await p.getByText("That username is taken in this hub. Pick another one.").waitFor({
+      timeout: 30_000,
+    });
+    await onboard(p, "not-dave");
+    // The real dave is untouched: still online under his own key.
+    await p.getByTestId("user-dave").waitFor({ timeout: 30_000 });
+    await other.close();
+  });
+
   test("message history is stored as ciphertext only", async () => {
     await openChat(dave.page, "erin");
     await send(dave.page, CANARY);

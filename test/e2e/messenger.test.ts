@@ -55,7 +55,14 @@ afterAll(async () => {
 describe("Parley PWA end to end", () => {
   test("onboarding: each user picks a name and gets an identity", async () => {
     await shot(u("alice").page, "desktop-onboarding");
-    for (const name of ["alice", "bob", "carol"] as const) await onboard(u(name).page, name);
+    // The setup progress is visible (a progress bar and named steps) while it runs.
+    const a = u("alice").page;
+    await a.fill("#username", "alice");
+    await a.getByRole("button", { name: "Create my identity" }).click();
+    await a.getByRole("progressbar", { name: "Identity setup progress" }).waitFor();
+    await shot(a, "desktop-creating");
+    await a.getByTestId("my-username").filter({ hasText: "alice" }).waitFor({ timeout: 30_000 });
+    for (const name of ["bob", "carol"] as const) await onboard(u(name).page, name);
     const fp = await u("alice").page.getByTestId("my-fingerprint").textContent();
     expect(fp).toMatch(/^[A-Z2-7]{4} [A-Z2-7]{4} [A-Z2-7]{4} [A-Z2-7]{4}$/);
   });
@@ -166,11 +173,16 @@ describe("Parley PWA end to end", () => {
     await openChat(b, "alice");
     await seesMessage(b, "Hi bob, this is alice on a secure line");
     await seesMessage(b, "Hello alice! Reading you loud and clear");
+    // Delivery state is history too: still "delivered" after the reload, not back to "sending".
+    await b
+      .locator('[data-testid="message"]', { hasText: "Hello alice! Reading you loud and clear" })
+      .locator('[data-delivery="delivered"]')
+      .waitFor({ timeout: 5000 });
     await openGroup(b, "broadcast");
     await seesMessage(b, "Broadcast from carol: good morning");
   });
 
-  test("an offline reload serves the app from the service worker", async () => {
+  test("an offline reload serves the app; a message typed offline goes out when back", async () => {
     const a = u("alice");
     await a.page.waitForFunction(() => navigator.serviceWorker.controller !== null, undefined, {
       timeout: 30_000,
@@ -183,6 +195,12 @@ describe("Parley PWA end to end", () => {
       await openChat(a.page, "bob");
       await seesMessage(a.page, "Hello alice! Reading you loud and clear");
       await a.page.getByTestId("chat-status").filter({ hasText: "Offline" }).waitFor();
+      // Typing while offline: encrypted now, kept in the write-ahead outbox, shown as sending.
+      await say("alice", "Typed while offline, sent when back");
+      await a.page
+        .locator('[data-testid="message"]', { hasText: "Typed while offline, sent when back" })
+        .locator('[data-delivery="sending"]')
+        .waitFor();
       await shot(a.page, "desktop-offline");
     } finally {
       await a.context.setOffline(false);
@@ -190,6 +208,13 @@ describe("Parley PWA end to end", () => {
     await a.page.getByTestId("chat-status").filter({ hasNotText: "Offline" }).waitFor({
       timeout: 60_000,
     });
+    // Back online: the queued message goes out by itself and reaches bob.
+    await openChat(u("bob").page, "alice");
+    await seesMessage(u("bob").page, "Typed while offline, sent when back");
+    await a.page
+      .locator('[data-testid="message"]', { hasText: "Typed while offline, sent when back" })
+      .locator('[data-delivery="delivered"]')
+      .waitFor({ timeout: 30_000 });
   });
 
   test("bob offline → alice sends → bob comes back and receives it", async () => {
@@ -292,6 +317,34 @@ describe("Parley PWA end to end", () => {
     }
   });
 
+  test("every control has an accessible name; images have text alternatives", async () => {
+    const a = u("alice").page;
+    await openChat(a, "bob");
+    await a.getByTestId("open-verify").click();
+    await a.getByTestId("safety-number").waitFor();
+    const unnamed = await a.evaluate(() => {
+      const out: string[] = [];
+      const named = (el: Element) => {
+        const aria = el.getAttribute("aria-label") ?? el.getAttribute("aria-labelledby");
+        if (aria?.trim()) return true;
+        if ((el as HTMLInputElement).labels?.length) return true;
+        if (el.textContent?.trim()) return true;
+        return !!el.getAttribute("title")?.trim();
+      };
+      for (const el of Array.from(
+        document.querySelectorAll("button, input, textarea, select, a[href]"),
+      )) {
+        if (!named(el)) out.push(el.outerHTML.slice(0, 120));
+      }
+      for (const el of Array.from(document.querySelectorAll("svg[role=img]"))) {
+        if (!el.getAttribute("aria-label")) out.push(el.outerHTML.slice(0, 120));
+      }
+      return out;
+    });
+    expect(unnamed).toEqual([]);
+    await a.keyboard.press("Escape");
+  });
+
   test("screenshots: phone (390 px) and dark theme", async () => {
     const a = u("alice").page;
     await a.setViewportSize({ width: 390, height: 844 });
@@ -305,8 +358,11 @@ describe("Parley PWA end to end", () => {
     await a.keyboard.press("Escape");
     await a.getByRole("button", { name: "Back to conversations" }).click();
     await shot(a, "phone-list");
+    // Nothing wider than the phone: no sideways scrolling.
+    expect(await a.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await openChat(a, "bob");
     await shot(a, "phone-direct-chat");
+    expect(await a.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await a.getByTestId("open-verify").click();
     await shot(a, "phone-verify");
     await a.keyboard.press("Escape");

@@ -54,6 +54,34 @@ describe("relay substitutes an identity key", () => {
     expect(await safetyNumber(frank, "gina")).toBe(await safetyNumber(gina, "frank"));
   });
 
+  test("while hidden, a message raises a notification that carries no text", async () => {
+    await gina.context.grantPermissions(["notifications"], { origin: relay.url });
+    const g = gina.page;
+    // Headless pages are always "visible": make gina's look hidden, and record notifications.
+    await g.evaluate(() => {
+      Object.defineProperty(document, "visibilityState", {
+        configurable: true,
+        get: () => "hidden",
+      });
+      const seen: { title: string; body: string }[] = [];
+      (window as unknown as { seenNotes: typeof seen }).seenNotes = seen;
+      ServiceWorkerRegistration.prototype.showNotification = async (title, options) => {
+        seen.push({ title, body: options?.body ?? "" });
+      };
+    });
+    await g.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
+    await send(frank.page, "notification canary: the key is under the mat");
+    await g.waitForFunction(
+      () => (window as unknown as { seenNotes: unknown[] }).seenNotes.length > 0,
+      undefined,
+      { timeout: 30_000 },
+    );
+    const notes = await g.evaluate(() => (window as unknown as { seenNotes: unknown[] }).seenNotes);
+    expect(notes).toEqual([{ title: "Parley", body: "New message from frank" }]);
+    // Hidden means unread: the badge counts it even though the chat is open.
+    await g.getByTestId("user-frank").getByTestId("unread").waitFor();
+  });
+
   test("after: key-change banner, sending blocked, safety numbers differ", async () => {
     // Every socket frank opens from now on goes through the proxy.
     await frank.context.routeWebSocket(/\/ws/, (ws) => {
@@ -86,5 +114,18 @@ describe("relay substitutes an identity key", () => {
     const seenByGina = await safetyNumber(gina, "frank");
     expect(seenByFrank).toMatch(/^\d{60}$/);
     expect(seenByFrank).not.toBe(seenByGina);
+  });
+
+  test("accepting the new key is an explicit act: the banner goes, sending is allowed again", async () => {
+    const p = frank.page;
+    await openChat(p, "gina");
+    await p.getByTestId("accept-key").click();
+    await p.getByTestId("key-change-banner").waitFor({ state: "detached", timeout: 30_000 });
+    await p.waitForFunction(
+      () => !(document.querySelector('[data-testid="composer"]') as HTMLTextAreaElement).disabled,
+      undefined,
+      { timeout: 30_000 },
+    );
+    await p.getByTestId("chat-status").filter({ hasNotText: "Key changed" }).waitFor();
   });
 });

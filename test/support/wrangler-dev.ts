@@ -8,7 +8,7 @@
  *   ...; await dev.stop();
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
@@ -33,9 +33,26 @@ export interface StartOptions {
   timeoutMs?: number;
   /** Extra `--var KEY:VALUE` pairs. */
   vars?: Record<string, string>;
+  /**
+   * Persist to this directory instead of a fresh temp one, and keep it on stop (the caller owns
+   * it): a relay restarted with the same directory keeps its mailboxes (soak test, issue 6).
+   */
+  persistTo?: string;
+  /** Repository root to run wrangler in (default: derived from this file, else the cwd). */
+  root?: string;
 }
 
-const ROOT = resolve(import.meta.dirname, "../..");
+/**
+ * The repository root. `import.meta.dirname` is undefined or points elsewhere when this file is
+ * bundled (bench/soak scripts run from dist/): those pass `root`, or run from the repo root.
+ */
+function repoRoot(): string {
+  const here = import.meta.dirname;
+  if (here !== undefined && existsSync(resolve(here, "../../wrangler.toml"))) {
+    return resolve(here, "../..");
+  }
+  return process.cwd();
+}
 
 export interface HttpResult {
   status: number;
@@ -94,7 +111,7 @@ export async function startWranglerDev(opts: StartOptions): Promise<WranglerDev>
   const scheme = opts.https === true ? "https" : "http";
   // Refuse a port something else already listens on: polling /health would otherwise "find" it.
   if (await portInUse(opts.port)) throw new Error(`port ${opts.port} is already in use`);
-  const persist = mkdtempSync(join(tmpdir(), "parley-wrangler-"));
+  const persist = opts.persistTo ?? mkdtempSync(join(tmpdir(), "parley-wrangler-"));
   const args = [
     "wrangler",
     "dev",
@@ -114,7 +131,7 @@ export async function startWranglerDev(opts: StartOptions): Promise<WranglerDev>
   ];
   for (const [k, v] of Object.entries(opts.vars ?? {})) args.push("--var", `${k}:${v}`);
   const child = spawn("npx", args, {
-    cwd: ROOT,
+    cwd: opts.root ?? repoRoot(),
     detached: true, // own process group, so stop() can end wrangler and workerd together
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, CI: "1", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" },
@@ -138,7 +155,7 @@ export async function startWranglerDev(opts: StartOptions): Promise<WranglerDev>
       while (!exited && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       if (!exited) killGroup(child, "SIGKILL");
     }
-    rmSync(persist, { recursive: true, force: true });
+    if (opts.persistTo === undefined) rmSync(persist, { recursive: true, force: true });
   };
   const deadline = Date.now() + (opts.timeoutMs ?? 90_000);
   for (;;) {

@@ -33,7 +33,7 @@ import { loadOrCreateDeviceKey } from "../storage/device-key";
 import { HistoryStore } from "../storage/history";
 import { disableLock, enableLock, LockError, readLock, unlock } from "../storage/lock";
 import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
-import type { HistoryMessage } from "../storage/schemas";
+import type { HistoryEntry, HistoryMessage } from "../storage/schemas";
 import { createToasts } from "./toasts";
 
 export const HUB = "main";
@@ -280,7 +280,7 @@ export function createParley() {
         });
         // Read while looking at it: persist the read mark too, or a reload shows it unread.
         if (looking) readConv(id);
-        await history?.put(entry);
+        persist(entry);
         if (fresh && entry.direction === "in") {
           const conv = parseConvId(id);
           const where = conv?.kind === "group" ? ` in #${conv.name}` : "";
@@ -293,7 +293,7 @@ export function createParley() {
         mutate((s) => {
           updated = applyDelivery(s, ev.conversationId, ev.messageId, ev.state);
         });
-        if (updated) await history?.put(updated);
+        if (updated) persist(updated);
         return;
       }
       case "system": {
@@ -301,7 +301,7 @@ export function createParley() {
         mutate((s) => {
           upsertEntry(s, entry, { countUnread: false });
         });
-        await history?.put(entry);
+        persist(entry);
         return;
       }
       case "error": {
@@ -313,6 +313,19 @@ export function createParley() {
         return;
       }
     }
+  }
+
+  /**
+   * History writes in event order: a message and its later delivery update seal asynchronously,
+   * and the older write must never land last (a reload would show "sending" again).
+   */
+  let writes: Promise<void> = Promise.resolve();
+  function persist(entry: HistoryEntry) {
+    const h = history;
+    if (!h) return;
+    writes = writes
+      .then(() => h.put(entry))
+      .catch((e: unknown) => console.warn("could not store history entry", e));
   }
 
   const report = (err: unknown) =>
@@ -407,8 +420,11 @@ export function createParley() {
     retryNow: () => conn?.retryNow(),
     setVisible(v: boolean) {
       setVisible(v);
+      if (!v) return;
       const sel = state.selected;
-      if (v && sel) readConv(sel);
+      if (sel) readConv(sel);
+      // Back in front (phones freeze background tabs): do not sit out the rest of a backoff.
+      conn?.retryNow();
     },
     select(id: ConversationId | null) {
       setState("selected", id);
@@ -450,7 +466,7 @@ export function createParley() {
         const c = s.convs[id];
         if (c && c.status !== "key_changed") c.status = "connecting";
       });
-      await history?.put(line);
+      persist(line);
     },
     async send(text: string): Promise<boolean> {
       const id = state.selected;

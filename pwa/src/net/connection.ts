@@ -9,7 +9,7 @@
  *        ↘ waiting (backoff, retryAt) ↗           ↘ stopped (replaced by another connection)
  *
  * Frames other than `auth` that the engine sends before `welcome` are held and flushed right
- * after it (the relay refuses them unauthenticated, PROTOCOL.md §5.1). The engine's Transport
+ * after it (the relay refuses them unauthenticated, PROTOCOL.md §4–§5). The engine's Transport
  * contract is "send only while connected", so anything still held when the socket closes is
  * dropped: after `onDisconnected` the engine owns resending.
  */

@@ -108,6 +108,9 @@ function Entry(props: { entry: HistoryEntry; conv: ConvView; prev: HistoryEntry 
   );
 }
 
+/** Unsent text per conversation id (memory only: drafts are plaintext, never stored). */
+const drafts = new Map<string, string>();
+
 export function Conversation(props: {
   conv: ConvView;
   onVerify: (username: string) => void;
@@ -119,6 +122,15 @@ export function Conversation(props: {
   let input: HTMLTextAreaElement | undefined;
 
   const blocked = createMemo(() => sendBlockedReason(props.conv));
+  /** Whose key changed: the peer, or in a group the member named by the latest key-change line. */
+  const changedWho = createMemo(() => {
+    if (props.conv.kind === "direct") return props.conv.name;
+    for (let i = props.conv.entries.length - 1; i >= 0; i--) {
+      const e = props.conv.entries[i];
+      if (e?.kind === "sys" && e.sysKind === "key_changed" && e.username) return e.username;
+    }
+    return undefined;
+  });
   const isMember = () =>
     props.conv.kind === "direct" || props.conv.epoch >= 0 || props.conv.joining;
   const subtitle = createMemo(() => {
@@ -146,10 +158,15 @@ export function Conversation(props: {
       },
     ),
   );
+  // One draft per conversation: switching chats keeps what was typed where it was typed.
   createEffect(
     on(
       () => props.conv.id,
-      () => input?.focus({ preventScroll: true }),
+      (id, prev) => {
+        if (prev !== undefined) drafts.set(prev, draft());
+        setDraft(drafts.get(id) ?? "");
+        input?.focus({ preventScroll: true });
+      },
     ),
   );
 
@@ -244,30 +261,27 @@ export function Conversation(props: {
       <Show when={props.conv.status === "key_changed"}>
         <div class="banner danger" role="alert" data-testid="key-change-banner">
           <p>
-            <strong>
-              {props.conv.kind === "direct" ? props.conv.name : "A member"}’s safety number has
-              changed.
-            </strong>{" "}
-            They may have reinstalled Parley — or someone may be intercepting. Compare safety
-            numbers before you continue. Sending is paused.
+            <strong>{changedWho() ?? "A member"}’s safety number has changed.</strong> They may have
+            reinstalled Parley — or someone may be intercepting. Compare safety numbers before you
+            continue. Sending is paused.
           </p>
           <div class="banner-actions">
-            <Show when={props.conv.kind === "direct"}>
-              <button
-                type="button"
-                class="secondary"
-                onClick={() => props.onVerify(props.conv.name)}
-              >
-                Compare
-              </button>
-              <button
-                type="button"
-                class="primary"
-                data-testid="accept-key"
-                onClick={() => void actions.acceptKeyChange(props.conv.name)}
-              >
-                Accept new key
-              </button>
+            <Show when={changedWho()}>
+              {(who) => (
+                <>
+                  <button type="button" class="secondary" onClick={() => props.onVerify(who())}>
+                    Compare
+                  </button>
+                  <button
+                    type="button"
+                    class="primary"
+                    data-testid="accept-key"
+                    onClick={() => void actions.acceptKeyChange(who())}
+                  >
+                    Accept new key
+                  </button>
+                </>
+              )}
             </Show>
           </div>
         </div>

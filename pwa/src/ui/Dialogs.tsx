@@ -55,7 +55,7 @@ export function VerifyDialog(props: { username: string; onClose: () => void }) {
   /**
    * After a key change the engine's number is still for the pinned key. What the user must
    * compare is the number for the key now being announced (presence), so compute that one here
-   * (same algorithm, PROTOCOL.md §3); when the peer is offline the new key is unknown.
+   * (same algorithm, PROTOCOL.md §3.7); when the peer is offline the new key is unknown.
    */
   const announcedKey = () => {
     if (conv()?.status !== "key_changed") return undefined;

@@ -52,12 +52,18 @@ export function Sidebar() {
     const me = state.me?.username;
     const online = new Map<string, ContactInfo>();
     for (const u of state.presence) if (u.username !== me) online.set(u.username, u);
-    const rows: { name: string; online: boolean; conv: ConvView | undefined }[] = [];
+    const rows: { name: string; online: boolean; verified: boolean; conv: ConvView | undefined }[] =
+      [];
+    const isVerified = (c: ConvView | undefined) =>
+      c?.status === "verified" || (c?.members[0]?.verified ?? false);
     for (const name of [...online.keys()].sort()) {
-      rows.push({ name, online: true, conv: state.convs[convIdOf("direct", name)] });
+      const conv = state.convs[convIdOf("direct", name)];
+      rows.push({ name, online: true, verified: isVerified(conv), conv });
     }
     for (const c of lists().directs) {
-      if (!online.has(c.name) && c.name !== me) rows.push({ name: c.name, online: false, conv: c });
+      if (!online.has(c.name) && c.name !== me) {
+        rows.push({ name: c.name, online: false, verified: isVerified(c), conv: c });
+      }
     }
     return rows;
   });
@@ -173,7 +179,15 @@ export function Sidebar() {
                   </span>
                   <span class="row-main">
                     <span class="row-top">
-                      <span class="row-name">{p.name}</span>
+                      <span class="row-name">
+                        {p.name}
+                        <Show when={p.verified}>
+                          <span class="verified-mark" title="Safety number verified">
+                            {" "}
+                            ✓<span class="visually-hidden"> verified</span>
+                          </span>
+                        </Show>
+                      </span>
                       <span class="row-time">{lastAt(p.conv)}</span>
                     </span>
                     <Preview conv={p.conv} fallback={p.online ? "Online" : "Offline"} />

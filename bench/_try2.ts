@@ -1,0 +1,3 @@
+import { runPrimitives } from "./primitives";
+import { measure, table } from "./lib";
+console.log(table("prims", await runPrimitives(measure)));

@@ -1,0 +1,2 @@
+import { checkHpkeKnownAnswers } from "./hpke-kat";
+console.log("checked", await checkHpkeKnownAnswers());

@@ -1,0 +1,210 @@
+/**
+ * Group costs (issue 6) through the core's pure functions (shared/core/group.ts), exactly the
+ * calls the engine makes: creating a commit = verify every roster prekey + build (one HPKE wrap
+ * per member, signature, confirmation tag); processing a commit = receiveCommit (signature,
+ * roster checks, every roster prekey, our wrap, the tag, the new epoch's chains); and per-message
+ * send (encryptGroup) and receive (decryptGroup) at the same roster sizes.
+ *
+ * Baselines: the 2-member figure of the same operation, measured in the same run.
+ */
+import {
+  buildCommit,
+  decryptGroup,
+  encryptGroup,
+  enterEpoch,
+  forgetVerifiedPrekeys,
+  type GroupRecord,
+  type RosterEntry,
+  receiveCommit,
+  verifyRosterPrekeys,
+} from "../shared/core/group";
+import { spkMessage } from "../shared/core/prekeys";
+import {
+  ed25519Sign,
+  generateIdentityKeyPair,
+  type IdentityKeyPair,
+  randomBytes,
+  x25519GenerateKeyPair,
+} from "../shared/crypto";
+import { toB64u } from "../shared/encoding";
+import { measure, type Row } from "./lib";
+
+interface Member {
+  entry: RosterEntry;
+  identity: IdentityKeyPair;
+  spkSecret: Uint8Array;
+}
+
+async function makeMember(i: number): Promise<Member> {
+  const identity = await generateIdentityKeyPair();
+  const spk = await x25519GenerateKeyPair();
+  const spkId = 1 + i;
+  const sig = await ed25519Sign(identity.privateKey, spkMessage(spkId, spk.publicKey));
+  return {
+    identity,
+    spkSecret: spk.secretKey,
+    entry: {
+      name: `m${String(i).padStart(4, "0")}`,
+      ik: toB64u(identity.publicKey),
+      spkId,
+      spkKey: toB64u(spk.publicKey),
+      spkSig: toB64u(sig),
+    },
+  };
+}
+
+const HUB = "bench";
+const GROUP = "g";
+
+function recordFor(m: Member, roster: RosterEntry[], epoch: number, secret: Uint8Array): GroupRecord {
+  const me = { name: m.entry.name, identityKey: m.identity.publicKey };
+  return {
+    group: GROUP,
+    status: "member",
+    current: enterEpoch(HUB, GROUP, epoch, secret, roster, me, 0),
+    previous: null,
+    pendingCommit: null,
+  };
+}
+
+export interface GroupFigures {
+  rows: Row[];
+  /** size → ms per commit create / process, µs per send / receive. */
+  bySize: Array<{
+    size: number;
+    coldMs: number;
+    commitMs: number;
+    processMs: number;
+    sendUs: number;
+    recvUs: number;
+  }>;
+}
+
+export async function runGroups(log: (s: string) => void = () => {}): Promise<GroupFigures> {
+  const sizes = (process.env.BENCH_GROUP_SIZES ?? "2,10,100,1000").split(",").map(Number);
+  const maxSize = Math.max(...sizes);
+  const pool: Member[] = [];
+  for (let i = 0; i < maxSize; i++) pool.push(await makeMember(i));
+  log(`  made ${pool.length} members`);
+  const bySize: GroupFigures["bySize"] = [];
+  for (const size of sizes) {
+    const members = pool.slice(0, size);
+    const roster = members.map((m) => m.entry).sort((a, b) => (a.name < b.name ? -1 : 1));
+    const committer = members[0] as Member;
+    const receiver = members[size - 1] as Member;
+    const epoch = 7;
+    const secret = randomBytes(32);
+    const committerRec = recordFor(committer, roster, epoch, secret);
+    const receiverRec = recordFor(receiver, roster, epoch, secret);
+    const sign = (msg: Uint8Array) => ed25519Sign(committer.identity.privateKey, msg);
+
+    // Create: what the engine does for a periodic update commit (no roster change).
+    const build = async () => {
+      await verifyRosterPrekeys(roster);
+      return buildCommit({
+        hub: HUB,
+        group: GROUP,
+        parentEpoch: epoch,
+        committer: committer.entry.name,
+        committerIk: committer.identity.publicKey,
+        sign,
+        roster,
+        added: [],
+        removed: [],
+        random: randomBytes,
+      });
+    };
+    const slow = size >= 100;
+    const opts = { minMs: slow ? 1500 : 800, minIterations: 3, warmup: 1 };
+    // Cold: the roster's signed prekeys were never verified in this process (first commit after
+    // a restart, or a group whose members we have not seen before).
+    const cold = await measure(
+      `commit create cold ${size}`,
+      () => {
+        forgetVerifiedPrekeys();
+        return build();
+      },
+      opts,
+    );
+    // Warm: the same roster was verified before (every later commit in a steady group).
+    const create = await measure(`commit create ${size}`, build, opts);
+
+    // Process: the receiving member's side of the same commit.
+    const built = await build();
+    const wrap = built.wraps.find((w) => w.to === receiver.entry.name)?.wrap;
+    if (!wrap) throw new Error("no wrap for the receiver");
+    const process_ = await measure(
+      `commit process ${size}`,
+      async () => {
+        forgetVerifiedPrekeys();
+        const r = await receiveCommit({
+          record: receiverRec,
+          hub: HUB,
+          me: { name: receiver.entry.name, identityKey: receiver.identity.publicKey },
+          itemEpoch: epoch + 1,
+          core: built.core,
+          wrap,
+          spkSecret: (id) => (id === receiver.entry.spkId ? receiver.spkSecret : null),
+          now: 0,
+        });
+        if (r.record.current?.epoch !== epoch + 1) throw new Error("commit not applied");
+      },
+      opts,
+    );
+
+    // Per message: the committer sends, the receiver decrypts (state carried forward).
+    let sRec = committerRec;
+    let rRec = receiverRec;
+    const me = { name: committer.entry.name, identityKey: committer.identity.publicKey };
+    const content = { t: "text" as const, id: "bench", ts: 1, text: "x".repeat(100) };
+    const bodies: Uint8Array[] = [];
+    const send = await measure(`group send ${size}`, async () => {
+      const r = await encryptGroup({ record: sRec, hub: HUB, me, sign, content });
+      sRec = r.record;
+      bodies.push(r.body);
+    });
+    let k = 0;
+    const recv = await measure(
+      `group receive ${size}`,
+      async () => {
+        const body = bodies[k++];
+        if (!body) throw new Error("ran out of bodies");
+        const r = await decryptGroup({
+          record: rRec,
+          hub: HUB,
+          sender: committer.entry.name,
+          epoch,
+          body,
+        });
+        rRec = r.record;
+      },
+      { maxIterations: bodies.length - 5 },
+    );
+    bySize.push({
+      size,
+      coldMs: cold.meanUs / 1000,
+      commitMs: create.meanUs / 1000,
+      processMs: process_.meanUs / 1000,
+      sendUs: send.meanUs,
+      recvUs: recv.meanUs,
+    });
+    log(
+      `  size ${size}: commit cold ${(cold.meanUs / 1000).toFixed(1)} ms, warm ${(create.meanUs / 1000).toFixed(1)} ms, process ${(process_.meanUs / 1000).toFixed(1)} ms, send ${send.meanUs.toFixed(0)} µs, recv ${recv.meanUs.toFixed(0)} µs`,
+    );
+  }
+  const base = bySize[0];
+  const rows: Row[] = bySize.map((b) => ({
+    members: b.size,
+    "commit create cold ms": b.coldMs,
+    "cold × vs 2": base ? `${(b.coldMs / base.coldMs).toFixed(1)}×` : "",
+    "commit create warm ms": b.commitMs,
+    "warm × vs 2": base ? `${(b.commitMs / base.commitMs).toFixed(1)}×` : "",
+    "commit process (cold) ms": b.processMs,
+    "process × vs 2": base ? `${(b.processMs / base.processMs).toFixed(1)}×` : "",
+    "send µs/msg": b.sendUs,
+    "send × vs 2": base ? `${(b.sendUs / base.sendUs).toFixed(2)}×` : "",
+    "receive µs/msg": b.recvUs,
+    "receive × vs 2": base ? `${(b.recvUs / base.recvUs).toFixed(2)}×` : "",
+  }));
+  return { rows, bySize };
+}
