@@ -13,8 +13,9 @@
  */
 import * as v from "valibot";
 import { ed25519KeyPairFromSeed, randomBytes } from "../../../shared/crypto";
-import { fromB64u, lp, toB64u, utf8 } from "../../../shared/encoding";
+import { fromB64u, lp, toB64u } from "../../../shared/encoding";
 import { HubName, Name, PublicKey } from "../../../shared/protocol";
+import { buf, passphraseKey } from "./passphrase";
 
 export const BACKUP_FORMAT = "parley-identity";
 export const PBKDF2_ITERATIONS = 600_000;
@@ -60,25 +61,6 @@ export class BackupError extends Error {
   override name = "BackupError";
 }
 
-const buf = (b: Uint8Array) => b as Uint8Array<ArrayBuffer>;
-
-async function deriveKey(passphrase: string, salt: Uint8Array, iterations: number) {
-  const base = await crypto.subtle.importKey(
-    "raw",
-    buf(utf8(passphrase.normalize("NFC"))),
-    "PBKDF2",
-    false,
-    ["deriveKey"],
-  );
-  return crypto.subtle.deriveKey(
-    { name: "PBKDF2", hash: "SHA-256", salt: buf(salt), iterations },
-    base,
-    { name: "AES-GCM", length: 256 },
-    false,
-    ["encrypt", "decrypt"],
-  );
-}
-
 function aad(username: string, hub: string, identityKey: string): Uint8Array<ArrayBuffer> {
   return buf(lp("parley/v1/identity-backup", username, hub, fromB64u(identityKey)));
 }
@@ -96,7 +78,7 @@ export async function exportIdentity(
   }
   const salt = randomBytes(16);
   const nonce = randomBytes(12);
-  const key = await deriveKey(passphrase, salt, iterations);
+  const key = await passphraseKey(passphrase, salt, iterations);
   const ik = toB64u(identityKey);
   const ct = await crypto.subtle.encrypt(
     { name: "AES-GCM", iv: buf(nonce), additionalData: aad(username, hub, ik) },
@@ -130,7 +112,7 @@ export async function importIdentity(
   if (!parsed.success)
     throw new BackupError("This is not a Parley identity file (or a newer one).");
   const f = parsed.output;
-  const key = await deriveKey(passphrase, fromB64u(f.kdf.salt), f.kdf.iterations);
+  const key = await passphraseKey(passphrase, fromB64u(f.kdf.salt), f.kdf.iterations);
   let seed: Uint8Array;
   try {
     seed = new Uint8Array(

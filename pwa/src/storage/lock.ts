@@ -11,9 +11,9 @@
  */
 import * as v from "valibot";
 import { randomBytes } from "../../../shared/crypto";
-import { utf8 } from "../../../shared/encoding";
 import type { Db } from "./db";
 import { open, StorageError, seal } from "./device-key";
+import { buf, passphraseKey } from "./passphrase";
 import { SEED_PURPOSE } from "./profile";
 import { type DeviceKeyRecord, HistoryRow, LockRecord, ProfileRecord, Sealed } from "./schemas";
 
@@ -22,25 +22,6 @@ export const MIN_LOCK_PASSPHRASE = 8;
 
 export class LockError extends Error {
   override name = "LockError";
-}
-
-const buf = (b: Uint8Array) => b as Uint8Array<ArrayBuffer>;
-
-async function passphraseKey(passphrase: string, salt: Uint8Array, iterations: number) {
-  const base = await crypto.subtle.importKey(
-    "raw",
-    buf(utf8(passphrase.normalize("NFC"))),
-    "PBKDF2",
-    false,
-    ["deriveKey"],
-  );
-  return crypto.subtle.deriveKey(
-    { name: "PBKDF2", hash: "SHA-256", salt: buf(salt), iterations },
-    base,
-    { name: "AES-GCM", length: 256 },
-    false,
-    ["encrypt", "decrypt"],
-  );
 }
 
 function importDeviceKey(raw: Uint8Array): Promise<CryptoKey> {
