@@ -16,13 +16,18 @@ import {
   startOnline,
 } from "../shared/core/dm";
 import { messagePrefix } from "../shared/core/envelope";
-import { addOneTimePrekeys, initialPrekeys, type PrekeyState, publicSpk } from "../shared/core/prekeys";
+import {
+  addOneTimePrekeys,
+  initialPrekeys,
+  type PrekeyState,
+  publicSpk,
+} from "../shared/core/prekeys";
 import { ratchetDecrypt, ratchetEncrypt } from "../shared/core/ratchet";
 import type { Contact } from "../shared/core/trust";
 import { ed25519Sign, generateIdentityKeyPair, randomBytes } from "../shared/crypto";
 import { toB64u } from "../shared/encoding";
 import { comparePair, type Row } from "./lib";
-import { makeSignalParty, type SignalParty, signalDecrypt, signalEncrypt, signalSetup } from "./libsignal";
+import { makeSignalParty, signalDecrypt, signalEncrypt, signalSetup } from "./libsignal";
 
 export interface Side {
   name: string;
@@ -184,7 +189,13 @@ export async function runCrypto(log: (s: string) => void = () => {}): Promise<Cr
         if (!sa0 || !sb0) throw new Error("no session");
         const prefix = messagePrefix(new Uint8Array(16));
         const out = await ratchetEncrypt(sa0.ratchet, bytes64k, prefix);
-        const back = await ratchetDecrypt(sb0.ratchet, out.header, out.ciphertext, prefix, randomBytes);
+        const back = await ratchetDecrypt(
+          sb0.ratchet,
+          out.header,
+          out.ciphertext,
+          prefix,
+          randomBytes,
+        );
         if (back.plaintext.length !== bytes64k.length) throw new Error("64k mismatch");
         pm.a.rec = { ...pm.a.rec, current: { ...sa0, ratchet: out.state } };
         pm.b.rec = { ...pm.b.rec, current: { ...sb0, ratchet: back.state } };

@@ -56,7 +56,12 @@ async function makeMember(i: number): Promise<Member> {
 const HUB = "bench";
 const GROUP = "g";
 
-function recordFor(m: Member, roster: RosterEntry[], epoch: number, secret: Uint8Array): GroupRecord {
+function recordFor(
+  m: Member,
+  roster: RosterEntry[],
+  epoch: number,
+  secret: Uint8Array,
+): GroupRecord {
   const me = { name: m.entry.name, identityKey: m.identity.publicKey };
   return {
     group: GROUP,

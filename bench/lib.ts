@@ -3,6 +3,14 @@
  * run (issue 6), because absolute timings drift on a shared 2-core machine. No timed assertions.
  */
 
+/** A numeric setting from the environment (Node) or its default (browser: no `process`). */
+export function envNum(name: string, fallback: number): number {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+    ?.env;
+  const v = env?.[name];
+  return v === undefined || v === "" ? fallback : Number(v);
+}
+
 export interface Measurement {
   name: string;
   iterations: number;
@@ -26,7 +34,7 @@ export async function measure(
   fn: (i: number) => unknown,
   options: MeasureOptions = {},
 ): Promise<Measurement> {
-  const minMs = options.minMs ?? Number(process.env.BENCH_MIN_MS ?? 1000);
+  const minMs = options.minMs ?? envNum("BENCH_MIN_MS", 1000);
   const minIterations = options.minIterations ?? 10;
   const maxIterations = options.maxIterations ?? 1_000_000;
   const warmup = options.warmup ?? 5;
@@ -105,8 +113,8 @@ export async function comparePair(
   b: (i: number) => unknown,
   options: { slices?: number; sliceMs?: number; warmup?: number } = {},
 ): Promise<PairResult> {
-  const slices = options.slices ?? Number(process.env.BENCH_SLICES ?? 8);
-  const sliceMs = options.sliceMs ?? Number(process.env.BENCH_SLICE_MS ?? 150);
+  const slices = options.slices ?? envNum("BENCH_SLICES", 8);
+  const sliceMs = options.sliceMs ?? envNum("BENCH_SLICE_MS", 150);
   const warmup = options.warmup ?? 3;
   for (let i = 0; i < warmup; i++) {
     await a(i);

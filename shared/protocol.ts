@@ -14,12 +14,21 @@ export const PROTOCOL_VERSION = 1 as const;
 
 /** One table for every size and rate limit (PROTOCOL.md §7). */
 export const LIMITS = {
-  /** Largest frame either side accepts, in UTF-8 bytes; a 1000-member commit fits. */
-  maxFrameBytes: 512 * 1024,
+  /**
+   * Largest frame either side accepts, in UTF-8 bytes. Sized for the worst-case commit frame
+   * (§7.1): maxGroupSize members with 32-character names, all leaving and re-joining at once
+   * (347 067-character core + 35 KB members + 159 KB wraps ≈ 541 KB); under the 1 MiB WebSocket
+   * message limit of Workers. test/shared/core-commit-size.test.ts builds that commit.
+   */
+  maxFrameBytes: 768 * 1024,
   /** Largest opaque body (base64url characters) of a direct or group message. */
   maxBodyChars: 96 * 1024,
-  /** Largest opaque commit core (base64url characters). */
-  maxCommitCoreChars: 160 * 1024,
+  /**
+   * Largest opaque commit core (base64url characters). The worst case (§7.1) is 347 067
+   * characters: 1000 roster entries of 188 bytes, 2000 names in added/removed, header and
+   * tag/signature. Stored as one SQLite value by the relay, far below the 2 MB row limit.
+   */
+  maxCommitCoreChars: 352 * 1024,
   /** Largest wrapped epoch secret (base64url characters): HPKE enc 32 + secret 32 + tag 16. */
   maxWrapChars: 256,
   maxNameLength: 32,
@@ -62,6 +71,19 @@ export const LIMITS = {
   pingIntervalSec: 30,
   /** A connection silent (no frame, no ping) this long is closed and leaves presence. */
   presenceTimeoutSec: 90,
+  /**
+   * Direct and group items one sender may have stored for one recipient (of that recipient's
+   * maxMailboxPerRecipient), so one sender cannot fill a victim's mailbox (PROTOCOL.md §7.3).
+   */
+  maxMailboxPerSenderPerRecipient: 500,
+  /** Direct and group items one sender may have stored across all recipients (§7.3). */
+  maxMailboxPerSender: 5000,
+  /** Groups that exist and were created (first `join` of a new name) by one identity (§7.5). */
+  maxGroupsCreatedPerIdentity: 8,
+  /** Sockets waiting to authenticate from one client address (§4.1, §7.2). */
+  maxPendingSocketsPerIp: 16,
+  /** A username whose identity has not authenticated for this long may be reclaimed (§4.3). */
+  usernameIdleReclaimMs: 180 * 24 * 60 * 60 * 1000,
 } as const;
 
 /** Error codes with their fixed wire text: text never carries internal detail (PROTOCOL.md §6). */

@@ -9,6 +9,7 @@ import { randomBytes } from "../shared/crypto/random";
 import { toB64u } from "../shared/encoding";
 import { CHALLENGE_BYTES, CLOSE, HubName, PING_TEXT, PONG_TEXT } from "../shared/protocol";
 import { DEFAULT_HUB } from "./http";
+import { addressBucket } from "./relay/admission";
 import { Origin, parseAttachment } from "./relay/attachment";
 import { DEFAULT_GROUPS, Hub } from "./relay/hub";
 import { Session, SessionRegistry } from "./relay/session";
@@ -50,7 +51,8 @@ export class Relay extends DurableObject {
     const origin = v.safeParse(Origin, request.headers.get("Origin"));
     if (!hub.success) return new Response("Bad hub name", { status: 400 });
     if (!origin.success) return new Response("Forbidden", { status: 403 });
-    if (!this.#hub.canAccept()) return new Response("Busy", { status: 503 });
+    const ip = addressBucket(request.headers.get("CF-Connecting-IP"));
+    if (!this.#hub.canAccept(ip)) return new Response("Busy", { status: 503 });
 
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
@@ -59,6 +61,7 @@ export class Relay extends DurableObject {
       hub.output,
       origin.output,
       toB64u(randomBytes(CHALLENGE_BYTES)),
+      ip,
     );
     const s = new Session(server, att, this.#now());
     s.save(att);

@@ -137,6 +137,14 @@ export class ParleyClient implements ParleyClientApi {
   private uploading = false;
   /** Groups we are leaving only to join again (state lost, §9.4): their `left` is expected. */
   private readonly rejoining = new Set<string>();
+  /** Per group, the latest epoch whose delivered commit we refused (§9.4, healing). */
+  private readonly refusedEpochs = new Map<string, number>();
+  /**
+   * Per group, the parent epoch of our own commit the relay refused as `bad_frame`/`too_large`
+   * (§9.2.4): rebuilding it on the same state gives the same refusal, so we do not commit again
+   * on that epoch (no tight sign-and-seal loop); a new epoch from another committer clears it.
+   */
+  private readonly unsendableCommits = new Map<string, number>();
 
   private constructor(o: ParleyClientOptions) {
     this.o = o;
@@ -794,7 +802,7 @@ export class ParleyClient implements ParleyClientApi {
       const item = f.item;
       if (item.kind === "direct") await this.onDirect(f.from, b64(item.body, "body"));
       else if (item.kind === "commit")
-        await this.onCommit(item.group, item.epoch, item.core, item.wrap);
+        await this.onCommit(item.group, item.epoch, item.core, item.wrap, f.from, f.fromKey);
       else await this.onGroupMessage(f.from, item.group, item.epoch, b64(item.body, "body"));
     } catch (e) {
       // The relay delivers at least once: a message we already processed comes back as a
@@ -804,8 +812,20 @@ export class ParleyClient implements ParleyClientApi {
         ack = false;
         throw e;
       }
+      // Only a typed failure of the item itself (CoreError) is final. Anything else is local —
+      // storage refused the write (IndexedDB, quota) or the engine hit a bug — and the item was
+      // not stored: leave it un-acknowledged so the relay delivers it again on the next
+      // connection instead of it being lost (§10.1).
+      if (!isCoreError(e)) {
+        ack = false;
+        throw e;
+      }
       const conv = f.item.kind === "direct" ? dmId(f.from) : groupId(f.item.group);
       const code = isCoreError(e) ? e.code : "malformed";
+      if (f.item.kind === "commit") {
+        const prev = this.refusedEpochs.get(f.item.group) ?? -1;
+        this.refusedEpochs.set(f.item.group, Math.max(prev, f.item.epoch));
+      }
       this.emitError(code, e instanceof Error ? e.message : "bad message", conv);
       this.system(conv, "decrypt_failed", `A message from ${f.from} could not be read (${code})`, {
         username: f.from,
@@ -816,6 +836,7 @@ export class ParleyClient implements ParleyClientApi {
         const rec = await this.loadDm(f.from);
         if (rec.current === null && rec.pending === null) await this.ensureSession(rec);
       }
+      if (f.item.kind === "commit") await this.evaluateGroup(f.item.group);
     } finally {
       if (ack) this.send({ v: PROTOCOL_VERSION, t: "ack", mids: [f.mid] });
     }
@@ -923,6 +944,12 @@ export class ParleyClient implements ParleyClientApi {
         // Lost a race (stale_epoch / roster_mismatch): rebuild on the relay's new state (§9.2.4).
         const rec = await this.loadGroup(fl.name);
         if (rec.pendingCommit?.id === id) {
+          if (f.code === "bad_frame" || f.code === "too_large") {
+            // Not a race: the same state would build the same refused frame. Give up on this
+            // epoch instead of rebuilding at once (§9.2.4).
+            this.unsendableCommits.set(fl.name, rec.pendingCommit.parentEpoch);
+            this.emitError("relay_error", `${f.code}: ${f.message}`, groupId(fl.name));
+          }
           await this.commit([
             { op: "put", key: KEYS.group(fl.name), value: { ...rec, pendingCommit: null } },
           ]);
@@ -1077,7 +1104,14 @@ export class ParleyClient implements ParleyClientApi {
     this.system(id, "epoch", `New group key (epoch ${epoch}) from ${by}`, { epoch, username: by });
   }
 
-  private async onCommit(name: string, epoch: number, core: string, wrap: string): Promise<void> {
+  private async onCommit(
+    name: string,
+    epoch: number,
+    core: string,
+    wrap: string,
+    from: string,
+    fromKey: string,
+  ): Promise<void> {
     const rec = await this.loadGroup(name);
     // Our own commit echoed back (self-wrap), or an old duplicate: nothing to do.
     if (rec.status === "member" && rec.current && epoch <= rec.current.epoch) return;
@@ -1095,24 +1129,42 @@ export class ParleyClient implements ParleyClientApi {
       wrap: b64(wrap, "wrap"),
       spkSecret,
       now: this.o.now(),
+      from: { name: from, identityKey: fromKey },
     });
-    // Pin roster keys we do not know yet; flag (never silently re-pin) keys that differ (§8.7).
+    // A roster key that contradicts a pin, or the relay's own record of that name, refuses the
+    // whole commit (§8.7, §9.4 step 5): applying it would switch the group to a key someone
+    // else holds. Nothing is re-pinned or flagged, so a forged commit cannot poison contacts;
+    // only names we have no pin for are pinned (TOFU), once the commit is otherwise valid.
+    const state = this.relayGroups.get(name);
+    const relayKeys = new Map(
+      [...(state?.members ?? []), ...(state?.pendingJoins ?? [])].map((m) => [
+        m.username,
+        m.identityKey,
+      ]),
+    );
     const ops: StoreOp[] = [{ op: "put", key: KEYS.group(name), value: r.record }];
+    const pins: Contact[] = [];
     for (const m of r.view.core.roster) {
       if (m.name === this.username) continue;
+      const known = relayKeys.get(m.name);
+      if (known !== undefined && known !== m.ik) {
+        throw new CoreError("key_changed", `commit gives ${m.name} a key the relay does not list`);
+      }
       const c = this.contacts.get(m.name);
       const check = checkKey(c ?? null, m.name, m.ik, this.o.now());
-      if (check.result === "match") continue;
-      if (check.result === "changed" && c?.changedKey === m.ik) continue;
-      ops.push({ op: "put", key: KEYS.contact(m.name), value: check.contact });
-      this.contacts.set(m.name, check.contact);
       if (check.result === "changed") {
-        this.system(groupId(name), "key_changed", `${m.name}'s safety number changed`, {
-          username: m.name,
-        });
+        throw new CoreError(
+          "key_changed",
+          `commit gives ${m.name} a key other than the pinned one`,
+        );
+      }
+      if (check.result === "pinned") {
+        ops.push({ op: "put", key: KEYS.contact(m.name), value: check.contact });
+        pins.push(check.contact);
       }
     }
     await this.commit(ops);
+    for (const c of pins) this.contacts.set(c.username, c);
     this.commitLines(name, r.record, r.view.core.added, r.view.core.removed, r.view.core.committer);
     this.summarizeGroup(r.record);
     await this.evaluateGroup(name);
@@ -1192,6 +1244,27 @@ export class ParleyClient implements ParleyClientApi {
       return this.makeCommit(name, state, rec);
     }
     const leaving = new Set(state.pendingLeaves);
+    const refused = this.refusedEpochs.get(name);
+    if (
+      isMember &&
+      !leaving.has(me) &&
+      // A re-joiner whose join a concurrent commit folded in without adding it (§9.4) is stuck
+      // the same way: listed as a member, holding no keys, its commit refused.
+      (rec.status === "member" || rec.status === "joining") &&
+      (rec.current?.epoch ?? -1) < state.epoch &&
+      refused !== undefined &&
+      refused >= state.epoch
+    ) {
+      // The relay moved the group to an epoch whose commit we refused (forged by a joiner or
+      // member, or one we can never open): no valid commit for it will ever reach us, and
+      // waiting would freeze the group for every honest member. Drop our keys and re-join,
+      // exactly like a member whose state was lost (§9.4); our own commit re-keys the group.
+      this.refusedEpochs.delete(name);
+      const none = emptyGroup(name);
+      await this.commit([{ op: "put", key: KEYS.group(name), value: none }]);
+      this.summarizeGroup(none);
+      return this.rejoin(name, none);
+    }
     if (isMember && !leaving.has(me) && rec.status === "none") {
       // The relay lists us as a member but we hold no keys and none are coming (state lost,
       // e.g. identity imported on a new device): leave and join again to get a fresh epoch.
@@ -1251,6 +1324,9 @@ export class ParleyClient implements ParleyClientApi {
   }
 
   private async makeCommit(name: string, state: GroupState, rec: GroupRecord): Promise<void> {
+    const unsendable = this.unsendableCommits.get(name);
+    if (unsendable === state.epoch) return;
+    if (unsendable !== undefined) this.unsendableCommits.delete(name);
     const { roster, added, removed } = nextRoster(state);
     if (!roster.some((m) => m.name === this.username)) return;
     // Never wrap the epoch secret to a key that contradicts a pin (relay MITM, §8.7).

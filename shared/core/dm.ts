@@ -54,8 +54,13 @@ export const MAX_PREVIOUS_SESSIONS = 3;
 export const MAX_QUEUE = 200;
 /** Envelopes held while the peer's key change is not accepted, replayed after acceptance. */
 export const MAX_HELD = 50;
-/** hs_init ephemerals remembered per peer. */
-export const MAX_SEEN_INITS = 16;
+/**
+ * hs_init ephemerals remembered per peer (§8.2.3). Only the peer can make a valid init, one per
+ * handshake it starts, so 128 covers far more handshakes than a peer makes with us while its key
+ * stays pinned (acceptKeyChange clears it); 16 let a relay replay an old init after a few
+ * resets and knock out a handshake in progress (review L2). ~5.6 KB of base64 per peer.
+ */
+export const MAX_SEEN_INITS = 128;
 
 const KeyPair = v.strictObject({ pub: Key32, priv: Key32 });
 
@@ -549,10 +554,14 @@ async function onMessage(
   env: Extract<Envelope, { type: "message" }>,
   ctx: DmCtx,
 ): Promise<DmResult> {
-  if (contact.changedKey !== null)
-    throw new CoreError("key_changed", "peer key changed; accept first");
   const found = findSession(record, enc(env.sid));
   if (found === null) throw new CoreError("unknown_session", "no session with that id");
+  // While a key change waits for the user (§8.7), only sending is blocked: a session made with
+  // the still-pinned key keeps decrypting, so a relay (or anyone) that merely *claims* a new key
+  // cannot make the real peer's messages vanish (§10.1). A session bound to any other key
+  // cannot exist before acceptance, but is refused rather than trusted.
+  if (contact.changedKey !== null && found.session.peerIdentityKey !== contact.identityKey)
+    throw new CoreError("key_changed", "peer key changed; accept first");
   return decryptWith(record, contact, found, env.prefix, env.header, env.ciphertext, ctx);
 }
 

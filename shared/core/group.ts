@@ -186,6 +186,14 @@ function str(r: Reader): string {
     throw malformed("commit string");
   }
 }
+/** Bad UTF-8 is a typed error like every other malformed input (never a bare TypeError). */
+function utf8(bytes: Uint8Array): string {
+  try {
+    return text.decode(bytes);
+  } catch {
+    throw malformed("commit string");
+  }
+}
 function list<T>(bytes: Uint8Array, item: (r: Reader) => T): T[] {
   const r = new Reader(bytes, "commit list");
   const out: T[] = [];
@@ -213,8 +221,8 @@ export function decodeCommitBody(body: Uint8Array): CommitCore {
     x.end();
     return e;
   });
-  const added = list(r.field(), (x) => text.decode(x.rest()));
-  const removed = list(r.field(), (x) => text.decode(x.rest()));
+  const added = list(r.field(), (x) => utf8(x.rest()));
+  const removed = list(r.field(), (x) => utf8(x.rest()));
   r.end();
   if (committerIk.length !== 32) throw malformed("committer key");
   return { hub, group, parentEpoch, epoch, committer, committerIk, roster, added, removed };
@@ -411,8 +419,6 @@ export function applyOwnCommit(
 
 export interface CommitView {
   core: CommitCore;
-  /** Roster members whose identity key differs from the one we had for them. */
-  changed: string[];
 }
 
 /**
@@ -430,11 +436,23 @@ export async function receiveCommit(params: {
   /** Our X25519 prekey secrets by signed-prekey id (current and within grace). */
   spkSecret(id: number): Uint8Array | null;
   now: number;
+  /**
+   * The relay-authenticated sender of the delivery (`deliver.from` / `fromKey`). The engine
+   * always passes it: the committer named inside the opaque core must be the account that
+   * actually sent the commit (§9.4 step 2), otherwise any joiner could commit "as" a member.
+   */
+  from?: { name: string; identityKey: string };
 }): Promise<{ record: GroupRecord; view: CommitView }> {
   const { record, hub, me } = params;
   const { body, tag, sig } = splitCore(params.core);
   const c = decodeCommitBody(body);
   if (c.hub !== hub || c.group !== record.group) throw malformed("commit for another group");
+  if (
+    params.from !== undefined &&
+    (params.from.name !== c.committer || params.from.identityKey !== enc(c.committerIk))
+  ) {
+    throw new CoreError("not_member", "commit was not sent by its committer");
+  }
   if (c.epoch !== params.itemEpoch || c.epoch !== c.parentEpoch + 1)
     throw new CoreError("stale_epoch", "epoch numbers");
   const names = c.roster.map((m) => m.name);
@@ -446,7 +464,6 @@ export async function receiveCommit(params: {
     throw new CoreError("not_member", "we are not in this commit's roster");
   }
   const cur = record.current;
-  const changed: string[] = [];
   if (cur !== null && record.status === "member") {
     if (c.parentEpoch !== cur.epoch)
       throw new CoreError("stale_epoch", "commit does not extend our epoch");
@@ -469,9 +486,18 @@ export async function receiveCommit(params: {
     if (c.removed.includes(c.committer) && !c.added.includes(c.committer)) {
       throw new CoreError("not_member", "committer removes itself");
     }
-    for (const m of c.roster) {
-      const o = old.get(m.name);
-      if (o && o.ik !== m.ik) changed.push(m.name);
+    // A name keeps its identity key for ever (the relay binds a username to its first key,
+    // §4.3), so a commit that gives any surviving name (the committer included) another key is
+    // a key substitution and is refused outright, never applied (§9.4 step 5). Names listed in
+    // both `removed` and `added` are not exempt: those lists are chosen by the committer.
+    const changed = c.roster
+      .filter((m) => {
+        const o = old.get(m.name);
+        return o !== undefined && o.ik !== m.ik;
+      })
+      .map((m) => m.name);
+    if (changed.length > 0) {
+      throw new CoreError("roster_mismatch", `identity key changed for ${changed.join(", ")}`);
     }
   } else {
     // We are joining: we must be among the added, the committer a member of the new roster.
@@ -519,7 +545,7 @@ export async function receiveCommit(params: {
       current: next,
       pendingCommit: null,
     },
-    view: { core: c, changed },
+    view: { core: c },
   };
 }
 
@@ -599,6 +625,12 @@ export async function decryptGroup(params: {
   const member = ep.roster.find((m) => m.name === sender);
   const rx = ep.receivers.find((x) => x.name === sender);
   if (!member || !rx) throw new CoreError("not_member", "sender is not in the epoch's roster");
+  // The previous epoch stays readable only for members who are still in the group (§9.5): the
+  // relay delivers in order, so a departed member's last messages arrive before the commit
+  // that removed it; anything later under its name is injection after removal.
+  if (which === "previous" && !record.current?.roster.some((m) => m.name === sender)) {
+    throw new CoreError("not_member", "sender left the group; its old epoch is closed");
+  }
   const ik = b64(member.ik, "ik");
   if (!(await ed25519Verify(ik, sigInput(hub, record.group, epoch, sender, n, ct), sig))) {
     throw new CoreError("bad_signature", "group message signature does not verify");

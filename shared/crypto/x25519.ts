@@ -81,8 +81,17 @@ async function privateKeyFor(secretKey: Uint8Array): Promise<CryptoKey> {
     remember(id, hit);
     return hit.key;
   }
-  const pub = hit?.pub ?? edwardsBasePublicKey(secretKey);
-  if (pub === null) return importSecret(secretKey);
+  if (hit === undefined) {
+    // A secret we have not seen (e.g. a stored prekey): derive its public key the chosen way,
+    // which also yields the imported key when that way is WebCrypto.
+    const entry = await publicFromSecret(secretKey);
+    if (entry.key !== null) {
+      remember(id, entry);
+      return entry.key;
+    }
+    remember(id, entry);
+  }
+  const pub = (cache.get(id) as Cached).pub;
   let key: CryptoKey;
   try {
     key = await crypto.subtle.importKey(
@@ -102,7 +111,10 @@ async function privateKeyFor(secretKey: Uint8Array): Promise<CryptoKey> {
 const LOW_ORDER = "publicKey: low-order point, shared secret is all-zero (RFC 7748 §6.1)";
 
 async function derive(secretKey: Uint8Array, publicKey: Uint8Array): Promise<Uint8Array> {
-  const priv = await privateKeyFor(secretKey);
+  return deriveWith(await privateKeyFor(secretKey), publicKey);
+}
+
+async function deriveWith(priv: CryptoKey, publicKey: Uint8Array): Promise<Uint8Array> {
   let pub: CryptoKey;
   try {
     pub = await crypto.subtle.importKey("raw", buf(publicKey), X25519, false, []);
@@ -150,11 +162,59 @@ export async function x25519PublicKey(secretKey: Uint8Array): Promise<Uint8Array
   const id = cacheId(secretKey);
   const hit = cache.get(id);
   if (hit) return hit.pub.slice();
-  let pub = edwardsBasePublicKey(secretKey);
-  // [k]B is the identity only if L divides k: never for a clamped k, but stay exact anyway.
-  if (pub === null) pub = await derive(secretKey, BASE_POINT);
-  remember(id, { pub, key: null });
-  return pub.slice();
+  const entry = await publicFromSecret(secretKey);
+  remember(id, entry);
+  return entry.pub.slice();
+}
+
+/**
+ * Two exact ways to X25519(k, 9), and the runtime decides which is faster (docs/PERFORMANCE.md):
+ * in Node a PKCS#8 import costs more than noble's fixed-base multiplication, in Chromium
+ * (BoringSSL) the import plus a base-point DH is ~1.5× faster than noble. The first calls
+ * alternate between the two and time them; from then on the faster one is used. Both give the
+ * same bytes (the known-answer tests pin both), so the choice only changes speed.
+ */
+type Way = "edwards" | "webcrypto";
+const TRIALS = 4;
+const trials: Record<Way, number[]> = { edwards: [], webcrypto: [] };
+let chosen: Way | null = null;
+
+/** The chosen way, once calibration has ended (for the benchmark's report). */
+export function x25519PublicKeyPath(): Way | null {
+  return chosen;
+}
+
+async function publicFromSecret(secretKey: Uint8Array): Promise<Cached> {
+  const way: Way =
+    chosen ?? (trials.edwards.length <= trials.webcrypto.length ? "edwards" : "webcrypto");
+  const t0 = performance.now();
+  let entry: Cached;
+  if (way === "edwards") {
+    const pub = edwardsBasePublicKey(secretKey);
+    // [k]B is the identity only if L divides k: never for a clamped k, but stay exact anyway.
+    entry = pub === null ? await viaWebCrypto(secretKey) : { pub, key: null };
+  } else entry = await viaWebCrypto(secretKey);
+  if (chosen === null) {
+    trials[way].push(performance.now() - t0);
+    // The first sample of each way pays one-time set-up (noble's precomputed table): skip it.
+    if (trials.edwards.length > TRIALS && trials.webcrypto.length > TRIALS) {
+      chosen =
+        median(trials.edwards.slice(1)) <= median(trials.webcrypto.slice(1))
+          ? "edwards"
+          : "webcrypto";
+    }
+  }
+  return entry;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? 0;
+}
+
+async function viaWebCrypto(secretKey: Uint8Array): Promise<Cached> {
+  const key = await importSecret(secretKey);
+  return { pub: await deriveWith(key, BASE_POINT), key };
 }
 
 function edwardsBasePublicKey(secretKey: Uint8Array): Uint8Array | null {

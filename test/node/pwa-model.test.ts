@@ -61,7 +61,7 @@ describe("conversation model", () => {
     expect(parseConvId("weird:x")).toBeNull();
   });
 
-  test("entries stay in time order, duplicates replace instead of doubling", () => {
+  test("entries stay in time order, duplicates are ignored instead of doubling", () => {
     const s = initialChatState();
     expect(upsertEntry(s, msg("b", 20), { countUnread: true })).toBe(true);
     expect(upsertEntry(s, msg("a", 10), { countUnread: true })).toBe(true);
@@ -69,7 +69,8 @@ describe("conversation model", () => {
     expect(upsertEntry(s, msg("b", 20, { text: "edited" }), { countUnread: true })).toBe(false);
     const c = s.convs["dm:bob"];
     expect(c?.entries.map((e) => e.id)).toEqual(["a", "b", "c"]);
-    expect(c?.entries[1]?.kind === "msg" && c.entries[1].text).toBe("edited");
+    // a sender cannot rewrite a message it already sent (review M1)
+    expect(c?.entries[1]?.kind === "msg" && c.entries[1].text).toBe("text b");
     expect(c?.unread).toBe(3);
     markRead(s, "dm:bob", 99);
     expect(s.convs["dm:bob"]?.unread).toBe(0);

@@ -258,13 +258,18 @@ describe.sequential("security: what the wire reveals (capture)", () => {
     if (!sample) throw new Error("no deliver frame captured");
     const probe = JSON.parse(sample.text) as { item: { body?: string } };
     const probeBytes = fromB64u(probe.item.body ?? "").slice(5, 37);
-    expect(findLeaks([{ label: "probe", bytes: probeBytes }], [sample], null).length).toBeGreaterThan(0);
+    expect(
+      findLeaks([{ label: "probe", bytes: probeBytes }], [sample], null).length,
+    ).toBeGreaterThan(0);
 
     // Secrets: ≥ 3 identities + prekeys + ratchet and group keys.
     const all = [...secrets.values()];
     expect(all.length).toBeGreaterThan(100);
     for (const l of ["identity seed", "spk", "rk", "epoch 4 confirm key", "secret"]) {
-      expect(all.some((s) => s.label.includes(l)), l).toBe(true);
+      expect(
+        all.some((s) => s.label.includes(l)),
+        l,
+      ).toBe(true);
     }
     const plain = plaintexts.map((p) => ({ label: `plaintext "${p}"`, bytes: utf8(p) }));
     expect(findLeaks([...all, ...plain], tap.frames, packets)).toEqual([]);
@@ -292,7 +297,13 @@ describe.sequential("security: what the wire reveals (capture)", () => {
     }
     const lines: string[] = [];
     lines.push(`# Capture report (${new Date().toISOString()})`, "");
-    lines.push(`Hub ${HUB}; ${frames.length} frames; packets: ${rows ? rows.length : "no tshark"}.`);
+    lines.push(
+      `Hub ${HUB}; ${frames.length} frames; packets: ${rows ? rows.length : "no tshark"}.`,
+    );
+    lines.push(
+      "",
+      `Secrets searched for: ${secrets.size} keys and ${plaintexts.length} plaintexts.`,
+    );
     lines.push("", "## Frames by type (bytes on the WebSocket)", "", "| frame | count | bytes |");
     lines.push("|---|---|---|");
     for (const [k, fs] of [...byType.entries()].sort()) {
@@ -302,7 +313,8 @@ describe.sequential("security: what the wire reveals (capture)", () => {
     lines.push("| text chars | send bytes |", "|---|---|");
     for (const d of dmSizes) lines.push(`| ${d.chars} | ${d.bytes} |`);
     lines.push("", "## Commits", "", "| epoch | roster | wraps | bytes |", "|---|---|---|---|");
-    for (const c of commitSizes) lines.push(`| ${c.epoch} | ${c.members} | ${c.wraps} | ${c.bytes} |`);
+    for (const c of commitSizes)
+      lines.push(`| ${c.epoch} | ${c.members} | ${c.wraps} | ${c.bytes} |`);
     // Timing: send → deliver latency at the relay boundary (what links sender and recipient).
     const lat: number[] = [];
     for (const [i, f] of frames.entries()) {
@@ -314,6 +326,25 @@ describe.sequential("security: what the wire reveals (capture)", () => {
     for (const f of frames.filter((x) => x.t === "error")) lines.push(`- ${f.user}: ${f.text}`);
     lines.push("", `WebSocket extensions negotiated: ${JSON.stringify([...extensions])}.`);
     lines.push("", `Median send → deliver: ${median(lat).toFixed(1)} ms (n=${lat.length}).`);
+    // Who talks to whom from timing alone: for each 1:1 send, guess that the recipient is the
+    // first other connection receiving a deliver within 50 ms; compare with the real `to`.
+    let linked = 0;
+    let sends = 0;
+    for (const [i, f] of frames.entries()) {
+      if (f.dir !== "up" || f.t !== "send") continue;
+      sends++;
+      const to = (JSON.parse(f.text) as { to: string }).to;
+      const d = frames
+        .slice(i + 1)
+        .find(
+          (x) => x.dir === "down" && x.t === "deliver" && x.user !== f.user && x.at - f.at < 50,
+        );
+      if (d?.user === to) linked++;
+    }
+    lines.push(
+      "",
+      `Timing linkage: the first other connection to get a deliver within 50 ms is the real recipient for ${linked} of ${sends} 1:1 sends.`,
+    );
     if (rows) {
       const who = (p: number) => localPort.get(p) ?? (p === PORT ? "relay" : `:${p}`);
       const data = rows.filter((r) => r.len > 0);

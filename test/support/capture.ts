@@ -172,7 +172,7 @@ export async function detach(u: WireUser): Promise<void> {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function until(pred: () => boolean, what: string, ms = 15_000): Promise<void> {
+export async function until(pred: () => boolean, what: string, ms = 25_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!pred()) {
     if (Date.now() > deadline) throw new Error(`timeout: ${what}`);
@@ -211,7 +211,7 @@ export async function storeSecrets(owner: string, store: MemoryStore): Promise<S
   const out: Secret[] = [];
   const walk = (v: unknown, path: string) => {
     if (Array.isArray(v)) {
-      v.forEach((x, i) => walk(x, `${path}[${i}]`));
+      for (const [i, x] of v.entries()) walk(x, `${path}[${i}]`);
       return;
     }
     if (typeof v !== "object" || v === null) return;
@@ -289,8 +289,11 @@ function decodedStrings(text: string): Uint8Array[] {
       } catch {
         // not base64url
       }
-    } else if (Array.isArray(v)) v.forEach(visit);
-    else if (typeof v === "object" && v !== null) Object.values(v).forEach(visit);
+    } else if (Array.isArray(v)) {
+      for (const x of v) visit(x);
+    } else if (typeof v === "object" && v !== null) {
+      for (const x of Object.values(v)) visit(x);
+    }
   };
   try {
     visit(JSON.parse(text));
@@ -349,7 +352,9 @@ export function findLeaks(
 // ---------------------------------------------------------------------------------------------
 // Loopback packet capture (tshark)
 
+/** tshark on PATH (PARLEY_NO_TSHARK=1 forces the frame-only path, to test it). */
 export function tsharkAvailable(): boolean {
+  if (process.env.PARLEY_NO_TSHARK === "1") return false;
   const r = spawnSync("tshark", ["-v"], { stdio: "ignore" });
   return r.status === 0;
 }

@@ -9,7 +9,7 @@
  *   proxy.down = ({ user, frame, text }) => (frame?.t === "bundle" ? [forged] : [text]);
  *   ...; await proxy.stop();
  */
-import { type IncomingMessage, createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server } from "node:http";
 import WebSocket, { WebSocketServer } from "ws";
 import { parseClientFrame, parseServerFrame, type ServerFrame } from "../../shared/protocol";
 

@@ -5,6 +5,7 @@
  */
 import * as v from "valibot";
 import { Challenge, HubName, Name, PublicKey, parseUnknown } from "../../shared/protocol";
+import { AddressBucket } from "./admission";
 
 const Millis = v.pipe(v.number(), v.integer(), v.minValue(0));
 /** Highest mailbox id already sent on this connection (0 = nothing yet). */
@@ -19,6 +20,11 @@ export const PendingAttachment = v.strictObject({
   origin: Origin,
   challenge: Challenge,
   connectedAt: Millis,
+  /**
+   * Client address bucket (admission.ts), for the per-address bound on pending sockets. Optional
+   * so sockets accepted before it existed still restore; those count only toward the global bound.
+   */
+  ip: v.optional(AddressBucket),
 });
 export type PendingAttachment = v.InferOutput<typeof PendingAttachment>;
 

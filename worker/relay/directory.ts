@@ -26,3 +26,21 @@ export function checkUpload(
 export function prekeysLow(remaining: number): boolean {
   return remaining < LIMITS.oneTimePrekeysLowWatermark;
 }
+
+/**
+ * May a new identity take over a username another identity holds (PROTOCOL.md §4.3)? Only when
+ * the holder is offline, has not authenticated for LIMITS.usernameIdleReclaimMs and has no
+ * undelivered mail (which would otherwise be handed to the new identity). Without this a script
+ * could squat names forever. Peers see the new key as a key change, never a silent re-bind.
+ */
+export function usernameReclaimable(
+  holder: { online: boolean; seenAt: number | null; undelivered: number },
+  now: number,
+): boolean {
+  return (
+    !holder.online &&
+    holder.seenAt !== null &&
+    now - holder.seenAt >= LIMITS.usernameIdleReclaimMs &&
+    holder.undelivered === 0
+  );
+}

@@ -3,7 +3,8 @@
  * lifecycle: the object hands it sessions and raw frames, it answers through `Session.send`.
  *
  * Rules that make it safe against hostile clients:
- * - every frame goes through a rate check and `parseClientFrame` before anything else;
+ * - every frame goes through a rate check and `parseClientFrame` before anything else (an `ack`
+ *   that frees deliveries is the one frame exempt from the rate check, see `message`);
  * - the only `await` is signature verification; every storage read/modify/write after it is
  *   synchronous, so handlers never interleave inside a decision (a Durable Object runs one event
  *   at a time between awaits);
@@ -22,12 +23,20 @@ import {
   parseClientFrame,
   type ServerFrame,
 } from "../../shared/protocol";
+import { UNKNOWN_ADDRESS } from "./admission";
 import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
-import { checkUpload, prekeysLow } from "./directory";
+import { checkUpload, prekeysLow, usernameReclaimable } from "./directory";
 import * as groups from "./groups";
 import type { ItemKind } from "./mailbox";
-import { deliverFrame, expiryOf, mailboxHasRoom, parseMids, windowRoom } from "./mailbox";
+import {
+  deliverFrame,
+  expiryOf,
+  mailboxHasRoom,
+  parseMids,
+  senderRoom,
+  windowRoom,
+} from "./mailbox";
 import { BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
 import type { Store, UserRow } from "./store";
@@ -71,14 +80,16 @@ export class Hub {
     hub: string,
     origin: string,
     challenge: string,
+    ip: string,
   ): {
     att: PendingAttachment;
     frame: FrameOf<ServerFrame, "hello">;
   } {
     const now = this.#d.now();
+    // The alarm closes it with 4001 if it has not authenticated by then (see `alarm`).
     this.#d.wakeAt(now + LIMITS.authTimeoutSec * 1000);
     return {
-      att: { v: 1, state: "pending", hub, origin, challenge, connectedAt: now },
+      att: { v: 1, state: "pending", hub, origin, challenge, connectedAt: now, ip },
       frame: { v: PROTOCOL_VERSION, t: "hello", hub, challenge, time: now },
     };
   }
@@ -91,7 +102,12 @@ export class Hub {
   message(s: Session, raw: unknown): Promise<void> {
     if (s.closed) return Promise.resolve();
     try {
-      if (!this.#admit(s, this.#d.now())) return Promise.resolve();
+      // An ack is flow control for the relay's own deliveries, not traffic: it is charged only
+      // if it acknowledges nothing (#ack). Charging every ack let the relay's delivery rate push
+      // a client draining a full mailbox over its bucket and get it closed as abusive (§7.2).
+      if (!(s.authed !== null && isAckFrame(raw)) && !this.#admit(s, this.#d.now())) {
+        return Promise.resolve();
+      }
     } catch (e) {
       return Promise.resolve(this.#internal(s, e, undefined));
     }
@@ -127,13 +143,21 @@ export class Hub {
   }
 
   /**
-   * May the object accept one more socket? Unauthenticated sockets are bounded so a flood of
-   * idle handshakes cannot use up the object's socket budget (PROTOCOL.md §7.2).
+   * May the object accept one more socket from client address bucket `ip` (admission.ts)?
+   * Unauthenticated sockets are bounded so a flood of idle handshakes cannot use up the object's
+   * socket budget, and per address so one source cannot take that whole budget and get everyone
+   * else refused (PROTOCOL.md §4.1, §7.2).
    */
-  canAccept(): boolean {
+  canAccept(ip: string = UNKNOWN_ADDRESS): boolean {
     let pending = 0;
-    for (const s of this.#d.sessions.all()) if (!s.closed && s.att.state === "pending") pending++;
-    return pending < MAX_PENDING_SOCKETS;
+    let fromIp = 0;
+    for (const s of this.#d.sessions.all()) {
+      const a = s.att;
+      if (s.closed || a.state !== "pending") continue;
+      pending++;
+      if (a.ip === ip) fromIp++;
+    }
+    return pending < MAX_PENDING_SOCKETS && fromIp < LIMITS.maxPendingSocketsPerIp;
   }
 
   /** The socket closed (or errored). */
@@ -263,7 +287,19 @@ export class Hub {
     const now = this.#d.now();
     const { store, sessions } = this.#d;
     const owner = store.getUser(frame.username);
-    if (owner !== null && owner.identityKey !== frame.identityKey) {
+    // Another identity holds the name: refused, unless that identity abandoned it (§4.3).
+    const reclaim = owner !== null && owner.identityKey !== frame.identityKey;
+    if (
+      reclaim &&
+      !usernameReclaimable(
+        {
+          online: sessions.online(frame.username) !== undefined,
+          seenAt: store.userSeenAt(frame.username),
+          undelivered: store.countMailbox(frame.username),
+        },
+        now,
+      )
+    ) {
       return this.#authFail(s, "name_taken");
     }
     const heldName = store.usernameOfKey(frame.identityKey);
@@ -278,6 +314,11 @@ export class Hub {
     if (owner === null) {
       if (store.countUsers() >= LIMITS.maxUsersPerHub) return this.#authFail(s, "limit_reached");
       store.insertUser(frame.username, frame.identityKey, frame.signedPrekey, now);
+    } else if (reclaim) {
+      // The old identity leaves every group first, so no roster silently carries the name
+      // over to the new key; members see the change as a leave plus a key change (§4.3).
+      this.#leaveAll(frame.username, now);
+      store.reclaimUser(frame.username, frame.identityKey, frame.signedPrekey, now);
     } else {
       spkChanged = !sameSpk(owner, frame.signedPrekey);
       store.setSignedPrekey(frame.username, frame.signedPrekey, now);
@@ -306,6 +347,16 @@ export class Hub {
     if (spkChanged) this.#pushGroupsOf(frame.username);
     this.#drain(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
+  }
+
+  /** `leave` every group `username` is active in or joining, pushing each change. */
+  #leaveAll(username: string, now: number): void {
+    for (const name of this.#d.store.groupsOf(username)) {
+      const g = this.#d.store.getGroup(name);
+      if (g === null) continue;
+      const r = this.#applyLeave(g, username, now);
+      if (r.ok && r.push !== null) this.#pushGroup(r.push);
+    }
   }
 
   #authFail(s: Session, code: ErrorCode): void {
@@ -447,6 +498,12 @@ export class Hub {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
     }
+    // Per-sender quotas (§7.3): refused to this sender only; nothing stored is ever dropped.
+    const quota = senderRoom("direct", store.senderHoldings(a.username), [frame.to]);
+    if (quota.fits.length === 0 || !quota.totalOk) {
+      s.send(errorFrame("mailbox_full", frame.id));
+      return;
+    }
     const payload = store.putPayload(frame.body);
     const mid = this.#enqueue(a, frame.to, "direct", payload, null, null, null, now);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
@@ -482,6 +539,8 @@ export class Hub {
   #ack(s: Session, a: AuthedAttachment, frame: Frame<"ack">): void {
     const { store, sessions } = this.#d;
     const removed = store.ack(a.username, parseMids(frame.mids));
+    // Acks skip admission (message()); one that frees nothing pays like any other frame.
+    if (removed.length === 0 && !this.#admit(s, this.#d.now())) return;
     for (const r of removed) {
       // Receipts are best effort: only to a sender online now, only for direct messages.
       if (r.kind !== "direct") continue;
@@ -553,7 +612,12 @@ export class Hub {
     let g = store.getGroup(frame.group);
     const existed = g !== null;
     if (g === null) {
-      if (store.countGroups() >= LIMITS.maxGroupsPerHub) {
+      // Creating a group takes a hub-wide slot: bound them per identity too, so a few
+      // identities cannot hold every slot of maxGroupsPerHub (§7.5).
+      if (
+        store.countGroups() >= LIMITS.maxGroupsPerHub ||
+        store.countGroupsCreatedBy(a.identityKey) >= LIMITS.maxGroupsCreatedPerIdentity
+      ) {
         s.send(errorFrame("limit_reached", frame.id));
         return;
       }
@@ -572,6 +636,7 @@ export class Hub {
       return;
     }
     if (r.changed || !existed) store.saveGroup(existed ? g : null, r.group, now);
+    if (!existed) store.setGroupCreator(r.group.name, a.identityKey);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // Always tell the joiner the state (also when it was already in), so it can commit.
     if (r.changed) this.#pushGroup(r.group);
@@ -585,19 +650,31 @@ export class Hub {
       s.send(errorFrame("not_member", frame.id));
       return;
     }
-    const r = groups.leave(g, a.username);
+    const r = this.#applyLeave(g, a.username, now);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
       return;
     }
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    s.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
+    if (r.push !== null) this.#pushGroup(r.push);
+  }
+
+  /** Take `user` out of `g` as its `leave` would and store the result; returns what to push. */
+  #applyLeave(
+    g: groups.GroupRecord,
+    user: string,
+    now: number,
+  ): { ok: true; push: groups.GroupRecord | null } | { ok: false; code: ErrorCode } {
+    const { store } = this.#d;
+    const r = groups.leave(g, user);
+    if (!r.ok) return r;
     const abandoned =
       groups.isAbandoned(r.group) && !(DEFAULT_GROUPS as readonly string[]).includes(g.name);
     // A group nobody is in or joining can never commit again: free its slot (maxGroupsPerHub).
     if (abandoned) store.deleteGroup(g.name);
     else if (r.changed) store.saveGroup(g, r.group, now);
-    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
-    s.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
-    if (r.changed && !abandoned) this.#pushGroup(r.group);
+    return { ok: true, push: r.changed && !abandoned ? r.group : null };
   }
 
   #commit(s: Session, a: AuthedAttachment, frame: Frame<"commit">, now: number): void {
@@ -654,19 +731,50 @@ export class Hub {
       s.send(errorFrame("rate_limited", frame.id));
       return;
     }
-    const payload = store.putPayload(frame.body);
-    const delivered: string[] = [];
-    for (const to of r.recipients) {
-      // A full mailbox drops this one copy (the member sees a gap in the sender's counter);
-      // refusing the whole send would let one absent member silence the group.
-      if (!mailboxHasRoom("group", store.countMailbox(to))) continue;
-      this.#enqueue(a, to, "group", payload, g.name, g.epoch, null, now);
-      delivered.push(to);
+    // A full mailbox drops this one copy (the member sees a gap in the sender's counter);
+    // refusing the whole send would let one absent member silence the group. So does a member
+    // already holding maxMailboxPerSenderPerRecipient items from this sender (§7.3).
+    const counts = store.countMailboxes(r.recipients);
+    const quota = senderRoom(
+      "group",
+      store.senderHoldings(a.username),
+      r.recipients.filter((to) => mailboxHasRoom("group", counts.get(to) ?? 0)),
+    );
+    // The sender's total is all or nothing: partial fanout in some arbitrary order would be
+    // worse for members than a refusal the sender can retry after mail drains (§7.3).
+    if (!quota.totalOk) {
+      s.send(errorFrame("mailbox_full", frame.id));
+      return;
     }
+    const delivered = quota.fits;
+    const payload = store.putPayload(frame.body);
+    // One batched insert for the whole fan-out (docs/PERFORMANCE.md); same rows as #enqueue.
+    store.putItemForEach(delivered, {
+      sender: a.username,
+      senderKey: a.identityKey,
+      ts: now,
+      expiresAt: expiryOf(now),
+      kind: "group",
+      group: g.name,
+      epoch: g.epoch,
+      payload,
+      wrap: null,
+    });
+    if (delivered.length > 0) this.#d.wakeAt(expiryOf(now));
     store.gcPayloads([payload]);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     for (const to of delivered) this.#deliverTo(to);
   }
+}
+
+/** Longest text the cheap pre-admission ack check parses (256 mids fit in ~5 KB). */
+const MAX_ACK_TEXT = 8192;
+
+/** Is this raw socket message an `ack` frame? Bounded work, so it is safe before admission. */
+function isAckFrame(raw: unknown): boolean {
+  if (typeof raw !== "string" || raw.length > MAX_ACK_TEXT || !raw.includes('"ack"')) return false;
+  const r = parseClientFrame(raw);
+  return r.ok && r.frame.t === "ack";
 }
 
 function sameSpk(u: UserRow, spk: { id: number; key: string; sig: string }): boolean {

@@ -40,6 +40,34 @@ export function mailboxHasRoom(kind: ItemKind, count: number): boolean {
   return count < bound;
 }
 
+/** What one sender already has stored (direct and group items only, see `senderRoom`). */
+export interface SenderHoldings {
+  /** Across all recipients. */
+  total: number;
+  /** Per recipient; a recipient not listed holds nothing from this sender. */
+  perRecipient: ReadonlyMap<string, number>;
+}
+
+/**
+ * Per-sender quotas (PROTOCOL.md §7.3): which of `recipients` may receive one more item of
+ * `kind` from a sender holding `h`, and whether the sender's total allows all of those copies.
+ * Without them one identity could fill any mailbox to maxMailboxPerRecipient (refusing everyone
+ * else for up to a TTL) or the object's storage. Commits are exempt: they carry the epoch secret
+ * members need, a refused commit stalls the whole group, and they are already bounded by one
+ * accepted commit per epoch and by maxMailboxHardPerRecipient.
+ */
+export function senderRoom(
+  kind: ItemKind,
+  h: SenderHoldings,
+  recipients: readonly string[],
+): { fits: string[]; totalOk: boolean } {
+  if (kind === "commit") return { fits: [...recipients], totalOk: true };
+  const fits = recipients.filter(
+    (r) => (h.perRecipient.get(r) ?? 0) < LIMITS.maxMailboxPerSenderPerRecipient,
+  );
+  return { fits, totalOk: h.total + fits.length <= LIMITS.maxMailboxPerSender };
+}
+
 /** How many more items may be sent on a connection that has `inFlight` unacknowledged ones. */
 export function windowRoom(inFlight: number): number {
   return Math.max(0, LIMITS.deliverWindow - inFlight);

@@ -6,7 +6,7 @@
  */
 import type { OneTimePrekey, SignedPrekey } from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
-import type { ItemKind, MailboxRow } from "./mailbox";
+import type { ItemKind, MailboxRow, SenderHoldings } from "./mailbox";
 
 const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS users (
@@ -61,12 +61,21 @@ const SCHEMA = [
   "CREATE INDEX IF NOT EXISTS mailbox_recipient ON mailbox (recipient, mid)",
   "CREATE INDEX IF NOT EXISTS mailbox_expiry ON mailbox (expires_at)",
   "CREATE INDEX IF NOT EXISTS mailbox_payload ON mailbox (payload)",
+  // Per-sender quotas (PROTOCOL.md §7.3) count a sender's rows; covering, so no table reads.
+  "CREATE INDEX IF NOT EXISTS mailbox_sender ON mailbox (sender, recipient, kind)",
   // Items stored per recipient, kept in step with `mailbox` by every insert and delete, so the
   // bound check of a 1,000-member fanout reads 1,000 rows, not up to 1,000 × 2,000.
   `CREATE TABLE IF NOT EXISTS mailbox_counts (
      recipient TEXT PRIMARY KEY,
      n INTEGER NOT NULL
    )`,
+  // Who created each group (identity key), for maxGroupsCreatedPerIdentity (PROTOCOL.md §7.5).
+  // A table of its own so existing hubs need no ALTER; rows go with their group.
+  `CREATE TABLE IF NOT EXISTS group_creators (
+     grp TEXT PRIMARY KEY,
+     creator_key TEXT NOT NULL
+   )`,
+  "CREATE INDEX IF NOT EXISTS group_creators_key ON group_creators (creator_key)",
 ];
 
 export interface UserRow {
@@ -109,10 +118,21 @@ function kind(v: SqlStorageValue | undefined): ItemKind {
 }
 
 export class Store {
+  /**
+   * Group records read through to SQLite once, then served from memory until this Store writes
+   * that group again (saveGroup / deleteGroup / migrate are the only writers of the two group
+   * tables). Why: every group_send reads its group, and the two queries were the largest single
+   * cost of a fan-out after the mailbox itself (docs/PERFORMANCE.md). Unknown names are not
+   * cached, so client-chosen names cannot grow the map; existing groups are bounded by
+   * LIMITS.maxGroupsPerHub.
+   */
+  readonly #groups = new Map<string, GroupRecord>();
+
   constructor(private readonly sql: SqlStorage) {}
 
   /** Idempotent: run on every object start. */
   migrate(defaultGroups: readonly string[], now: number): void {
+    this.#groups.clear();
     for (const stmt of SCHEMA) this.sql.exec(stmt);
     for (const g of defaultGroups) {
       this.sql.exec(
@@ -244,6 +264,9 @@ export class Store {
   // -- groups ---------------------------------------------------------------------------------
 
   getGroup(name: string): GroupRecord | null {
+    // Records are readonly all the way down: the cached object can be handed out as is.
+    const hit = this.#groups.get(name);
+    if (hit !== undefined) return hit;
     const g = this.sql.exec("SELECT epoch FROM groups WHERE name = ?", name).toArray()[0];
     if (g === undefined) return null;
     const members: string[] = [];
@@ -258,7 +281,9 @@ export class Store {
       if (r.joining === 1) pendingJoins.push(u);
       if (r.leaving === 1) pendingLeaves.push(u);
     }
-    return { name, epoch: num(g.epoch), members, pendingJoins, pendingLeaves };
+    const record = { name, epoch: num(g.epoch), members, pendingJoins, pendingLeaves };
+    this.#groups.set(name, record);
+    return record;
   }
 
   countGroups(): number {
@@ -278,12 +303,15 @@ export class Store {
   }
 
   deleteGroup(name: string): void {
+    this.#groups.delete(name);
+    this.sql.exec("DELETE FROM group_creators WHERE grp = ?", name);
     this.sql.exec("DELETE FROM group_members WHERE grp = ?", name);
     this.sql.exec("DELETE FROM groups WHERE name = ?", name);
   }
 
   /** Write the difference between two records of one group (only changed rows are touched). */
   saveGroup(before: GroupRecord | null, after: GroupRecord, now: number): void {
+    this.#groups.delete(after.name);
     this.sql.exec(
       `INSERT INTO groups (name, epoch, created_at) VALUES (?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET epoch = excluded.epoch`,
@@ -355,6 +383,48 @@ export class Store {
       item.recipient,
     );
     return mid;
+  }
+
+  /**
+   * The same item for several recipients (a group fan-out), inserted in recipient order — so
+   * mids ascend in that order, as with one putItem per recipient — in two statements instead of
+   * two per recipient.
+   */
+  putItemForEach(recipients: readonly string[], item: Omit<NewMailboxItem, "recipient">): void {
+    if (recipients.length === 0) return;
+    const list = JSON.stringify(recipients);
+    this.sql.exec(
+      `INSERT INTO mailbox (recipient, sender, sender_key, ts, expires_at, kind, grp, epoch, payload, wrap)
+       SELECT value, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM json_each(?) ORDER BY key`,
+      item.sender,
+      item.senderKey,
+      item.ts,
+      item.expiresAt,
+      item.kind,
+      item.group,
+      item.epoch,
+      item.payload,
+      item.wrap,
+      list,
+    );
+    this.sql.exec(
+      `INSERT INTO mailbox_counts (recipient, n) SELECT value, 1 FROM json_each(?) WHERE true
+       ON CONFLICT (recipient) DO UPDATE SET n = n + 1`,
+      list,
+    );
+  }
+
+  /** countMailbox for several recipients in one query. */
+  countMailboxes(recipients: readonly string[]): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const r of recipients) out.set(r, 0);
+    for (const r of this.sql.exec(
+      "SELECT recipient, n FROM mailbox_counts WHERE recipient IN (SELECT value FROM json_each(?))",
+      JSON.stringify(recipients),
+    )) {
+      out.set(str(r.recipient), num(r.n));
+    }
+    return out;
   }
 
   #uncount(recipients: readonly string[]): void {
@@ -458,6 +528,73 @@ export class Store {
       `DELETE FROM payloads WHERE id IN (SELECT value FROM json_each(?))
        AND NOT EXISTS (SELECT 1 FROM mailbox WHERE mailbox.payload = payloads.id)`,
       JSON.stringify([...new Set(ids)]),
+    );
+  }
+
+  // -- quotas (PROTOCOL.md §4.3, §7.3, §7.5) --------------------------------------------------
+
+  /**
+   * Direct and group items `sender` has stored, in total and per recipient (commits are exempt
+   * from sender quotas, mailbox.ts `senderRoom`). Counted from the rows themselves through the
+   * covering `mailbox_sender` index, so the figure cannot drift from what is stored; the total is
+   * bounded by maxMailboxPerSender, so this reads at most that many index entries plus commits.
+   */
+  senderHoldings(sender: string): SenderHoldings {
+    const perRecipient = new Map<string, number>();
+    let total = 0;
+    for (const r of this.sql.exec(
+      `SELECT recipient, COUNT(*) AS n FROM mailbox
+       WHERE sender = ? AND kind IN ('direct', 'group') GROUP BY recipient`,
+      sender,
+    )) {
+      const n = num(r.n);
+      perRecipient.set(str(r.recipient), n);
+      total += n;
+    }
+    return { total, perRecipient };
+  }
+
+  /** Existing groups the identity created (maxGroupsCreatedPerIdentity). */
+  countGroupsCreatedBy(identityKey: string): number {
+    return num(
+      this.sql
+        .exec("SELECT COUNT(*) AS n FROM group_creators WHERE creator_key = ?", identityKey)
+        .one().n,
+    );
+  }
+
+  /** Record who created a group (call right after the group's first saveGroup). */
+  setGroupCreator(name: string, identityKey: string): void {
+    this.sql.exec(
+      "INSERT INTO group_creators (grp, creator_key) VALUES (?, ?) ON CONFLICT (grp) DO NOTHING",
+      name,
+      identityKey,
+    );
+  }
+
+  /** When the user last authenticated (or uploaded a signed prekey); null if unknown. */
+  userSeenAt(username: string): number | null {
+    const r = this.sql.exec("SELECT seen_at FROM users WHERE username = ?", username).toArray()[0];
+    return r === undefined ? null : num(r.seen_at);
+  }
+
+  /**
+   * Give an idle username to a new identity (PROTOCOL.md §4.3): the old identity's one-time
+   * prekeys go (they were signed by nobody but handed out for it), the row takes the new keys.
+   * Group memberships are the caller's business (they need pushes).
+   */
+  reclaimUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
+    this.sql.exec("DELETE FROM one_time_prekeys WHERE username = ?", username);
+    this.sql.exec(
+      `UPDATE users SET identity_key = ?, spk_id = ?, spk_key = ?, spk_sig = ?, created_at = ?,
+       seen_at = ? WHERE username = ?`,
+      identityKey,
+      spk.id,
+      spk.key,
+      spk.sig,
+      now,
+      now,
+      username,
     );
   }
 }

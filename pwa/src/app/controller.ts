@@ -280,7 +280,8 @@ export function createParley() {
         });
         // Read while looking at it: persist the read mark too, or a reload shows it unread.
         if (looking) readConv(id);
-        persist(entry);
+        // An incoming duplicate was ignored: its stored row stays as first received (M1).
+        if (fresh || entry.direction === "out") persist(entry);
         if (fresh && entry.direction === "in") {
           const conv = parseConvId(id);
           const where = conv?.kind === "group" ? ` in #${conv.name}` : "";

@@ -138,8 +138,21 @@ export function systemEntry(l: SystemLine): HistorySystem {
 }
 
 /**
- * Insert or replace an entry (by id), keeping time order. Returns false when it was a duplicate
- * with nothing new (the relay delivers at least once; the engine dedupes, we double-check).
+ * The same entry? Message ids are chosen by their sender (§8.6) and seen by every recipient, so
+ * a message is identified by (sender, direction, id): another participant re-using an id we saw
+ * names a different message and must never replace ours or a third party's (review M1).
+ */
+export function sameEntry(a: HistoryEntry, b: HistoryEntry): boolean {
+  if (a.id !== b.id || a.kind !== b.kind) return false;
+  if (a.kind === "sys" || b.kind === "sys") return true;
+  return a.from === b.from && a.direction === b.direction;
+}
+
+/**
+ * Insert an entry, keeping time order. Returns false when it was already there: our own
+ * outgoing message is updated in place (the engine is its only source); an incoming message
+ * already seen from that sender is ignored, never replaced (the relay delivers at least once;
+ * the engine dedupes, we double-check — and a sender cannot rewrite what it said).
  */
 export function upsertEntry(
   s: ChatState,
@@ -147,9 +160,9 @@ export function upsertEntry(
   opts: { countUnread: boolean },
 ): boolean {
   const c = ensure(s, entry.conversationId);
-  const i = c.entries.findIndex((e) => e.id === entry.id);
+  const i = c.entries.findIndex((e) => sameEntry(e, entry));
   if (i >= 0) {
-    c.entries[i] = entry;
+    if (entry.kind === "sys" || entry.direction === "out") c.entries[i] = entry;
     return false;
   }
   let at = c.entries.length;
@@ -175,7 +188,8 @@ export function applyDelivery(
 ): HistoryMessage | null {
   const c = s.convs[conv];
   if (!c) return null;
-  const e = c.entries.find((x) => x.kind === "msg" && x.id === messageId);
+  // Delivery states are about our own messages only: never touch a peer's with the same id.
+  const e = c.entries.find((x) => x.kind === "msg" && x.direction === "out" && x.id === messageId);
   if (e?.kind !== "msg") return null;
   const cur = e.delivery ?? "sending";
   if (state !== "failed" && DELIVERY_RANK[state] <= DELIVERY_RANK[cur]) return null;

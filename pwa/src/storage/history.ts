@@ -1,7 +1,8 @@
 /**
  * Message history at rest: one row per message or system line, the entry JSON sealed under the
- * device key with the row key bound as AAD (device-key.ts). Rows are keyed `<conv>|<entry id>`
- * so a delivery-state update rewrites the same row. Read back: decrypt, JSON.parse, valibot —
+ * device key with the row key bound as AAD (device-key.ts). Rows are keyed by conversation,
+ * sender, direction and id (see rowKey), so a delivery-state update rewrites the same row and
+ * nobody else's message can. Read back: decrypt, JSON.parse, valibot —
  * a row failing any step is skipped and counted, never shown.
  */
 import * as v from "valibot";
@@ -17,7 +18,20 @@ import {
 
 const PURPOSE = "history";
 
-export function rowKey(entry: Pick<HistoryEntry, "conversationId" | "id">): string {
+/**
+ * Messages are keyed by conversation, sender, direction and id (`<conv>|<from>|<in/out>|<id>`):
+ * the id is sender-chosen, so another participant re-using it must land in its own row, never
+ * overwrite ours (review M1). Names and conversation ids cannot contain `|`. System lines keep
+ * `<conv>|<id>` (their ids are local).
+ */
+export function rowKey(entry: HistoryEntry): string {
+  return entry.kind === "msg"
+    ? `${entry.conversationId}|${entry.from}|${entry.direction}|${entry.id}`
+    : `${entry.conversationId}|${entry.id}`;
+}
+
+/** Rows written before messages were keyed by sender: still readable (same sealed AAD). */
+function legacyRowKey(entry: HistoryEntry): string {
   return `${entry.conversationId}|${entry.id}`;
 }
 
@@ -42,12 +56,20 @@ export class HistoryStore {
     this.rejected = 0;
     const rows = await this.db.getAll("history");
     const out = new Map<string, HistoryEntry[]>();
+    // One entry per current row key: a legacy row and its newer rewrite are the same message,
+    // and the rewrite (current key format) wins.
+    const seen = new Map<string, { entry: HistoryEntry; current: boolean }>();
     for (const raw of rows) {
-      const entry = await this.decode(raw);
-      if (!entry) {
+      const d = await this.decode(raw);
+      if (!d) {
         this.rejected++;
         continue;
       }
+      const k = rowKey(d.entry);
+      const prev = seen.get(k);
+      if (!prev || (!prev.current && d.current)) seen.set(k, d);
+    }
+    for (const { entry } of seen.values()) {
       const list = out.get(entry.conversationId) ?? [];
       list.push(entry);
       out.set(entry.conversationId, list);
@@ -56,15 +78,18 @@ export class HistoryStore {
     return out;
   }
 
-  private async decode(raw: unknown): Promise<HistoryEntry | null> {
+  private async decode(raw: unknown): Promise<{ entry: HistoryEntry; current: boolean } | null> {
     const row = v.safeParse(HistoryRow, raw);
     if (!row.success) return null;
     try {
       const pt = await open(this.key, PURPOSE, row.output.key, row.output.box);
       const entry = v.safeParse(HistoryEntrySchema, JSON.parse(fromUtf8(pt)));
       // The row key is authenticated (AAD); the entry inside must agree with it.
-      if (!entry.success || rowKey(entry.output) !== row.output.key) return null;
-      return entry.output;
+      if (!entry.success) return null;
+      if (rowKey(entry.output) === row.output.key) return { entry: entry.output, current: true };
+      if (legacyRowKey(entry.output) === row.output.key)
+        return { entry: entry.output, current: false };
+      return null;
     } catch {
       return null;
     }

@@ -1,2 +1,0 @@
-import { checkHpkeKnownAnswers } from "./hpke-kat";
-console.log("checked", await checkHpkeKnownAnswers());

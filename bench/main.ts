@@ -1,0 +1,297 @@
+/**
+ * `npm run bench` (issue 6): every section, every figure with the baseline it is compared with
+ * (measured in the same run), the targets and whether each is met. Prints Markdown tables and
+ * writes bench/results/last-run.{md,json} plus two hand-written SVG plots.
+ *
+ * Environment: BENCH_SECTIONS (crypto,groups,primitives,chromium,relay,pwa), BENCH_SLICES /
+ * BENCH_SLICE_MS (paired measurements), BENCH_MIN_MS, BENCH_GROUP_SIZES, BENCH_RELAY_SECONDS,
+ * BENCH_IDLE_CONNECTIONS, BENCH_PWA_RELOADS.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromiumPrimitives } from "./chromium";
+import { type CryptoFigures, runCrypto } from "./crypto";
+import { type GroupFigures, runGroups } from "./groups";
+import { checkHpkeKnownAnswers } from "./hpke-kat";
+import { type Row, table } from "./lib";
+import { type PrimitiveRow, runPrimitives } from "./primitives";
+import { type PwaFigures, runPwa } from "./pwa";
+import { type RelayFigures, runRelay, WRANGLER_PORT } from "./relay";
+import { lineChart } from "./svg";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const sections = new Set(
+  (process.env.BENCH_SECTIONS ?? "crypto,groups,primitives,chromium,relay,pwa").split(","),
+);
+const out: string[] = [];
+const emit = (s: string) => {
+  process.stdout.write(`${s}\n`);
+  out.push(s);
+};
+const log = (s: string) => process.stderr.write(`${s}\n`);
+const fmtX = (x: number) => `${x.toFixed(2)}×`;
+
+const started = new Date();
+const machine = {
+  cpu: os.cpus()[0]?.model ?? "?",
+  cores: os.cpus().length,
+  memGiB: Math.round(os.totalmem() / 2 ** 30),
+  node: process.version,
+  platform: `${os.type()} ${os.release()}`,
+  loadAtStart: os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" "),
+};
+emit(`# Parley benchmark run — ${started.toISOString()}`);
+emit("");
+emit(
+  `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memGiB} GiB, ${machine.platform}, Node ${machine.node}; ` +
+    `load average at start ${machine.loadAtStart} (the machine is shared: ratios, not absolute rates, are the figures).`,
+);
+emit("");
+
+const results: {
+  crypto?: CryptoFigures;
+  groups?: GroupFigures;
+  primitives?: PrimitiveRow[];
+  chromium?: PrimitiveRow[];
+  relay?: RelayFigures;
+  pwa?: PwaFigures;
+} = {};
+const targets: Row[] = [];
+const target = (name: string, figure: string, goal: string, met: boolean | null) =>
+  targets.push({ target: name, figure, goal, met: met === null ? "n/a" : met ? "yes" : "NO" });
+
+async function section(name: string, fn: () => Promise<void>): Promise<void> {
+  if (!sections.has(name)) return;
+  const t0 = performance.now();
+  log(`== ${name}`);
+  try {
+    await fn();
+  } catch (e) {
+    emit(`### ${name}: FAILED\n\n\`\`\`\n${e instanceof Error ? e.stack : String(e)}\n\`\`\`\n`);
+    process.exitCode = 1;
+  }
+  log(`== ${name} done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+await section("crypto", async () => {
+  const r = await runCrypto(log);
+  results.crypto = r;
+  emit(table("1:1 crypto in Node: Parley core vs libsignal-client (paired, same run)", r.rows));
+  for (const [name, p] of Object.entries(r.pairs)) {
+    if (p.target)
+      target(
+        `1:1 ${name}`,
+        fmtX(p.parley / p.libsignal),
+        `≥ ${p.target}× libsignal`,
+        p.parley / p.libsignal >= p.target,
+      );
+  }
+});
+
+await section("groups", async () => {
+  const r = await runGroups(log);
+  results.groups = r;
+  emit(
+    table(
+      "Groups: commit and per-message cost by roster size (baseline: 2 members, same run)",
+      r.rows,
+    ),
+  );
+  const two = r.bySize.find((b) => b.size === 2);
+  const k = r.bySize.find((b) => b.size === 1000);
+  if (k) {
+    target(
+      "group commit (create), 1000 members, warm",
+      `${k.commitMs.toFixed(0)} ms`,
+      "< 200 ms",
+      k.commitMs < 200,
+    );
+    target(
+      "group commit (create), 1000 members, cold",
+      `${k.coldMs.toFixed(0)} ms`,
+      "< 200 ms",
+      k.coldMs < 200,
+    );
+  }
+  if (k && two) {
+    target(
+      "group send cost 1000 vs 2 members",
+      fmtX(k.sendUs / two.sendUs),
+      "≤ 1.2×",
+      k.sendUs / two.sendUs <= 1.2,
+    );
+    target(
+      "group receive cost 1000 vs 2 members",
+      fmtX(k.recvUs / two.recvUs),
+      "flat (≤ 1.2×)",
+      k.recvUs / two.recvUs <= 1.2,
+    );
+  }
+});
+
+await section("primitives", async () => {
+  // The hand-written HPKE seal is timed below: prove it is RFC 9180 first.
+  const n = await checkHpkeKnownAnswers();
+  log(`  HPKE seal: RFC 9180 Appendix A + ${n - 1} round trips through @hpke/core OK`);
+  results.primitives = await runPrimitives(log);
+  emit(table("Primitives in Node: WebCrypto vs noble (paired, same run)", results.primitives));
+});
+
+await section("chromium", async () => {
+  results.chromium = await chromiumPrimitives(join(here, "browser-primitives.js"));
+  emit(table("Primitives in headless Chromium (the PWA's runtime)", results.chromium));
+  if (results.primitives) {
+    const rows: Row[] = results.chromium.map((c) => {
+      const n = results.primitives?.find((p) => p.primitive === c.primitive);
+      return {
+        primitive: c.primitive,
+        "Node webcrypto/noble": n?.["webcrypto/noble"] ?? "",
+        "Chromium webcrypto/noble": c["webcrypto/noble"],
+        "product uses": c["product uses"],
+      };
+    });
+    emit(table("Node and Chromium side by side", rows));
+  }
+});
+
+await section("relay", async () => {
+  const r = await runRelay(log);
+  results.relay = r;
+  emit(
+    table(
+      "Relay: Parley (wrangler dev) vs bare ws fan-out server, same offered load, same run",
+      r.matrix,
+    ),
+  );
+  emit(
+    table(
+      "Relay latency vs load (group fan-out, 20 clients)",
+      r.series.map((s) => ({
+        target: s.target,
+        "offered deliveries/s": s.offered,
+        "delivered/s": s.delivered,
+        "p50 ms": s.p50,
+        "p99 ms": s.p99,
+      })),
+    ),
+  );
+  emit(table("Relay memory: idle authenticated connections", r.rss));
+  const s = r.summary;
+  if (s.fanout50) {
+    const x = s.fanout50.parley / s.fanout50.bare;
+    target("relay group fan-out, 50 clients (deliveries/s)", fmtX(x), "≥ 0.7× bare", x >= 0.7);
+  }
+  if (s.p99at2000) {
+    const x = s.p99at2000.parley / s.p99at2000.bare;
+    target(
+      "relay p99 at 2,000 deliveries/s",
+      `${s.p99at2000.parley.toFixed(1)} vs ${s.p99at2000.bare.toFixed(1)} ms = ${fmtX(x)}`,
+      "≤ 2× bare",
+      x <= 2,
+    );
+  }
+  if (s.cpu) {
+    target(
+      "relay CPU per delivery (50-client fan-out)",
+      `${s.cpu.parley.toFixed(0)} vs ${s.cpu.bare.toFixed(0)} µs = ${fmtX(s.cpu.parley / s.cpu.bare)}`,
+      "(reported)",
+      null,
+    );
+  }
+});
+
+await section("pwa", async () => {
+  const r = await runPwa(WRANGLER_PORT, log);
+  results.pwa = r;
+  emit(table("PWA bundle (vite build output, gzip -9)", r.size));
+  emit(table("PWA load in headless Chromium (same page load baselines)", r.load));
+  target(
+    "PWA initial JS gzipped",
+    `${r.summary.initialJsGzKiB.toFixed(1)} KiB`,
+    "(reported)",
+    null,
+  );
+  target(
+    "PWA load → connected and ready",
+    `${r.summary.readyMs.toFixed(0)} ms = ${fmtX(r.summary.readyMs / r.summary.dclMs)} DOMContentLoaded`,
+    "(reported)",
+    null,
+  );
+});
+
+emit(table("Targets", targets));
+emit(
+  `Finished ${new Date().toISOString()} (${((Date.now() - started.getTime()) / 60000).toFixed(1)} min); ` +
+    `load average at end ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}.`,
+);
+
+// Files: the Markdown as printed, the raw figures, and the plots.
+const dir = join(process.cwd(), "bench", "results");
+mkdirSync(dir, { recursive: true });
+writeFileSync(join(dir, "last-run.md"), `${out.join("\n")}\n`);
+writeFileSync(
+  join(dir, "last-run.json"),
+  `${JSON.stringify({ machine, started, results }, null, 1)}\n`,
+);
+if (results.groups) {
+  const g = results.groups.bySize;
+  writeFileSync(
+    join(dir, "groups.svg"),
+    lineChart({
+      title: "Group commit cost vs roster size",
+      xLabel: "members (log)",
+      yLabel: "ms per commit (log)",
+      xLog: true,
+      yLog: true,
+      series: [
+        { name: "create, cold", color: "#dc2626", points: g.map((b) => [b.size, b.coldMs]) },
+        { name: "create, warm", color: "#2563eb", points: g.map((b) => [b.size, b.commitMs]) },
+        {
+          name: "process (receiver)",
+          color: "#059669",
+          points: g.map((b) => [b.size, b.processMs]),
+        },
+        {
+          name: "send 1 msg",
+          color: "#9333ea",
+          dashed: true,
+          points: g.map((b) => [b.size, b.sendUs / 1000]),
+        },
+      ],
+      hlines: [{ y: 200, label: "target: 200 ms at 1000", color: "#f59e0b" }],
+    }),
+  );
+}
+if (results.relay && results.relay.series.length > 0) {
+  const s = results.relay.series;
+  const pick = (t: string, k: "p50" | "p99") =>
+    s
+      .filter((x) => (t === "bare" ? x.target === "bare ws" : x.target !== "bare ws"))
+      .map((x) => [x.offered, x[k]] as [number, number]);
+  writeFileSync(
+    join(dir, "relay.svg"),
+    lineChart({
+      title: "Relay latency vs offered load (group fan-out, 20 clients)",
+      xLabel: "offered deliveries/s (log)",
+      yLabel: "latency ms (log)",
+      xLog: true,
+      yLog: true,
+      series: [
+        { name: "Parley p99", color: "#dc2626", points: pick("parley", "p99") },
+        { name: "Parley p50", color: "#dc2626", dashed: true, points: pick("parley", "p50") },
+        { name: "bare ws p99", color: "#2563eb", points: pick("bare", "p99") },
+        { name: "bare ws p50", color: "#2563eb", dashed: true, points: pick("bare", "p50") },
+      ],
+    }),
+  );
+}
+log(`wrote ${dir}/last-run.md, last-run.json, groups.svg, relay.svg`);
+process.exit(process.exitCode ?? 0);

@@ -1,0 +1,231 @@
+/**
+ * Relay throughput, latency, CPU and memory (issue 6): the Parley relay under `wrangler dev`
+ * (port 8793) and the bare `ws` fan-out server (port 8796, bench/bare-server.ts) side by side,
+ * each configuration run against both back to back (alternating which goes first). Loopback
+ * only, bounded durations; both servers are stopped by PID (process group) at the end.
+ */
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { LIMITS } from "../shared/protocol";
+import { startWranglerDev, type WranglerDev } from "../test/support/wrangler-dev";
+import type { Row } from "./lib";
+import { cpuSeconds, descendantsNamed, rssMiB, startNodeChild } from "./procs";
+import {
+  bareTarget,
+  type LoadClient,
+  type LoadResult,
+  parleyTarget,
+  runLoad,
+  type Target,
+} from "./relay-load";
+
+export const WRANGLER_PORT = 8793;
+export const BARE_PORT = 8796;
+
+export interface RelayRun extends LoadResult {
+  /** Server CPU µs per delivery (workerd, or the bare server's node process). */
+  cpuUsPerDelivery: number;
+}
+
+export interface RelayFigures {
+  matrix: Row[];
+  series: Array<{ target: string; offered: number; delivered: number; p50: number; p99: number }>;
+  rss: Row[];
+  runs: RelayRun[];
+  summary: {
+    fanout50: { parley: number; bare: number } | null;
+    p99at2000: { parley: number; bare: number } | null;
+    cpu: { parley: number; bare: number } | null;
+  };
+}
+
+/**
+ * Per-client message rate for a configuration, inside the relay's per-connection frame budget:
+ * each client sends `r` frames and acks (n − 1)·r / ACK_BATCH deliveries (group) or r (direct),
+ * and must stay below LIMITS.connRatePerSec with some headroom.
+ */
+export function perClientRate(mode: "direct" | "group", clients: number): number {
+  const budget = LIMITS.connRatePerSec * 0.85;
+  const ackBatch = Math.floor(LIMITS.deliverWindow / 2);
+  const received = mode === "group" ? clients - 1 : 1;
+  return Math.floor(budget / (1 + received / ackBatch));
+}
+
+async function measured(
+  target: Target,
+  pid: number,
+  opts: Parameters<typeof runLoad>[1],
+): Promise<RelayRun> {
+  let cpu0 = 0;
+  let cpu1 = 0;
+  const r = await runLoad(target, {
+    ...opts,
+    onStart: () => {
+      cpu0 = cpuSeconds(pid);
+    },
+    onEnd: () => {
+      cpu1 = cpuSeconds(pid);
+    },
+  });
+  const run = { ...r, cpuUsPerDelivery: ((cpu1 - cpu0) * 1e6) / Math.max(1, r.delivered) };
+  await settle(pid);
+  return run;
+}
+
+/**
+ * Wait until the server is idle again (< 5% of a core over 500 ms, at most 90 s): a run the
+ * relay could not keep up with leaves frames it already received still to process, and that
+ * work must not land on the next run's figures.
+ */
+async function settle(pid: number): Promise<void> {
+  const deadline = Date.now() + 90_000;
+  let last = cpuSeconds(pid);
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    const now = cpuSeconds(pid);
+    if (now - last < 0.025) return;
+    last = now;
+  }
+}
+
+function findWorkerd(dev: WranglerDev): number {
+  const pids = descendantsNamed(dev.pid, "workerd");
+  if (pids.length === 0) throw new Error("no workerd process under wrangler dev");
+  // One workerd serves the Worker and its Durable Objects; take the largest if several.
+  return pids.sort((a, b) => rssMiB(b) - rssMiB(a))[0] as number;
+}
+
+export async function runRelay(log: (s: string) => void = () => {}): Promise<RelayFigures> {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const seconds = Number(process.env.BENCH_RELAY_SECONDS ?? 4);
+  const bare = await startNodeChild(
+    join(here, "bare-server.mjs"),
+    [String(BARE_PORT)],
+    /listening/,
+  );
+  let dev: WranglerDev | null = null;
+  try {
+    dev = await startWranglerDev({ port: WRANGLER_PORT, root: process.cwd() });
+    const workerd = findWorkerd(dev);
+    log(`  wrangler dev pid ${dev.pid}, workerd pid ${workerd}, bare server pid ${bare.pid}`);
+    const url = dev.url;
+    let hubN = 0;
+    const parley = () => parleyTarget(url, `bench${Date.now() % 100000}x${hubN++}`);
+    const bareT = bareTarget(BARE_PORT);
+    const pidOf = (t: Target) => (t.label === "bare ws" ? bare.pid : workerd);
+
+    // Warm-up: the first Durable Object request compiles and starts things.
+    await measured(parley(), workerd, { clients: 2, mode: "direct", perClientRate: 5, seconds: 1 });
+
+    const runs: RelayRun[] = [];
+    const pair = async (mode: "direct" | "group", clients: number, rate: number, i: number) => {
+      const targets = i % 2 === 0 ? [parley(), bareT] : [bareT, parley()];
+      const out: RelayRun[] = [];
+      for (const t of targets) {
+        const r = await measured(t, pidOf(t), { clients, mode, perClientRate: rate, seconds });
+        log(
+          `  ${t.label.padEnd(12)} ${mode.padEnd(6)} ${String(clients).padStart(2)} clients × ${rate}/s: ` +
+            `${Math.round(r.deliveriesPerSec)} deliveries/s (${r.delivered}/${r.expected}), ` +
+            `p50 ${r.p50ms.toFixed(1)} ms, p99 ${r.p99ms.toFixed(1)} ms, ` +
+            `cpu ${r.cpuUsPerDelivery.toFixed(0)} µs/delivery${Object.keys(r.errors).length ? ` errors ${JSON.stringify(r.errors)}` : ""}`,
+        );
+        out.push(r);
+        runs.push(r);
+      }
+      return out;
+    };
+
+    const matrix: Row[] = [];
+    let i = 0;
+    let fanout50: RelayFigures["summary"]["fanout50"] = null;
+    for (const mode of ["direct", "group"] as const) {
+      for (const clients of [2, 10, 50]) {
+        const rate = perClientRate(mode, clients);
+        const [a, b] = await pair(mode, clients, rate, i++);
+        const p = [a, b].find((r) => r?.target !== "bare ws") as RelayRun;
+        const q = [a, b].find((r) => r?.target === "bare ws") as RelayRun;
+        if (mode === "group" && clients === 50)
+          fanout50 = { parley: p.deliveriesPerSec, bare: q.deliveriesPerSec };
+        matrix.push({
+          mode,
+          clients,
+          "offered msgs/s": p.offeredMsgsPerSec,
+          "offered deliveries/s": p.offeredMsgsPerSec * (mode === "group" ? clients - 1 : 1),
+          "parley deliveries/s": p.deliveriesPerSec,
+          "bare deliveries/s": q.deliveriesPerSec,
+          "parley/bare": `${(p.deliveriesPerSec / q.deliveriesPerSec).toFixed(2)}×`,
+          "parley p50/p99 ms": `${p.p50ms.toFixed(1)} / ${p.p99ms.toFixed(1)}`,
+          "bare p50/p99 ms": `${q.p50ms.toFixed(1)} / ${q.p99ms.toFixed(1)}`,
+          "p99 parley/bare": `${(p.p99ms / q.p99ms).toFixed(2)}×`,
+          "undelivered at end of drain (parley/bare)": `${p.expected - p.delivered} / ${q.expected - q.delivered}`,
+        });
+      }
+    }
+
+    // Latency vs load: group fanout, 20 clients, offered deliveries/s stepped up.
+    const series: RelayFigures["series"] = [];
+    let p99at2000: RelayFigures["summary"]["p99at2000"] = null;
+    const seriesClients = 20;
+    for (const offered of [500, 1000, 2000, 4000, 8000]) {
+      const rate = offered / (seriesClients * (seriesClients - 1));
+      if (rate > perClientRate("group", seriesClients)) continue;
+      const rs = await pair("group", seriesClients, rate, i++);
+      for (const r of rs) {
+        series.push({
+          target: r.target,
+          offered,
+          delivered: r.deliveriesPerSec,
+          p50: r.p50ms,
+          p99: r.p99ms,
+        });
+      }
+      if (offered === 2000) {
+        const p = rs.find((r) => r.target !== "bare ws");
+        const q = rs.find((r) => r.target === "bare ws");
+        if (p && q) p99at2000 = { parley: p.p99ms, bare: q.p99ms };
+      }
+    }
+
+    // CPU per delivery: the 50-client group runs (the heaviest, most deliveries).
+    const g50 = runs.filter((r) => r.mode === "group" && r.clients === 50);
+    const pc = g50.find((r) => r.target !== "bare ws");
+    const bc = g50.find((r) => r.target === "bare ws");
+    const cpu = pc && bc ? { parley: pc.cpuUsPerDelivery, bare: bc.cpuUsPerDelivery } : null;
+
+    // Memory: 500 idle authenticated connections.
+    const idle = Number(process.env.BENCH_IDLE_CONNECTIONS ?? 500);
+    const rss: Row[] = [];
+    for (const [t, pid] of [
+      [parley(), workerd],
+      [bareT, bare.pid],
+    ] as const) {
+      const before = rssMiB(pid);
+      const conns: LoadClient[] = [];
+      const batch = 25;
+      for (let k = 0; k < idle; k += batch) {
+        const made = await Promise.all(
+          Array.from({ length: Math.min(batch, idle - k) }, (_, j) => t.connect(`i${k + j}`)),
+        );
+        conns.push(...made);
+      }
+      await new Promise((r) => setTimeout(r, 1500));
+      const after = rssMiB(pid);
+      for (const c of conns) c.close();
+      await new Promise((r) => setTimeout(r, 500));
+      rss.push({
+        server: t.label === "bare ws" ? "bare ws (node)" : "parley (workerd)",
+        connections: idle,
+        "RSS before MiB": before,
+        "RSS with connections MiB": after,
+        "KiB per connection": ((after - before) * 1024) / idle,
+      });
+      log(
+        `  ${t.label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${idle} idle connections`,
+      );
+    }
+    return { matrix, series, rss, runs, summary: { fanout50, p99at2000, cpu } };
+  } finally {
+    await dev?.stop();
+    await bare.stop();
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * Story (review C1): mallory, any registered user, joins `broadcast` and — as a pending joiner
+ * allowed to commit — sends a forged commit instead of her honest one: alice named as the
+ * committer, or alice's identity key replaced by one mallory holds. Members must refuse the
+ * commit outright (§9.4 steps 2 and 5): no epoch switch to mallory's key, no "key changed" flag
+ * on the global contact, and alice's 1:1 messages keep arriving.
+ */
+import { expect, it } from "vitest";
+import {
+  buildCommit,
+  nextRoster,
+  parseGroupRecord,
+  type RosterEntry,
+} from "../../shared/core/group";
+import { spkMessage } from "../../shared/core/prekeys";
+import { ed25519Sign, generateIdentityKeyPair, type IdentityKeyPair } from "../../shared/crypto";
+import { fromB64u, toB64u } from "../../shared/encoding";
+import type { ClientFrame } from "../../shared/protocol";
+import { errors, messages, online, say, type TestUser } from "../support/clients";
+import { MemoryRelay } from "../support/memory-relay";
+
+const G = "group:broadcast" as const;
+
+async function setup() {
+  const relay = new MemoryRelay();
+  const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
+    TestUser,
+    TestUser,
+    TestUser,
+  ];
+  for (const u of [alice, bob, carol]) {
+    await u.client.joinGroup("broadcast");
+    await relay.settle();
+  }
+  await alice.client.startChat("bob");
+  await relay.settle();
+  await say(alice, "dm:bob", "hi bob");
+  const [mallory] = (await online(relay, "mallory")) as [TestUser];
+  return { relay, alice, bob, carol, mallory, fake: await generateIdentityKeyPair() };
+}
+
+/** alice's roster entry re-signed under `fake` (her real SPK, a key mallory holds). */
+async function substitute(roster: RosterEntry[], fake: IdentityKeyPair): Promise<RosterEntry[]> {
+  return Promise.all(
+    roster.map(async (m) =>
+      m.name !== "alice"
+        ? m
+        : {
+            ...m,
+            ik: toB64u(fake.publicKey),
+            spkSig: toB64u(
+              await ed25519Sign(fake.privateKey, spkMessage(m.spkId, fromB64u(m.spkKey))),
+            ),
+          },
+    ),
+  );
+}
+
+/** Replace mallory's outgoing commit with `forge(...)`'s; resolves once it was sent. */
+function forgeCommits(
+  relay: MemoryRelay,
+  mallory: TestUser,
+  forge: (roster: RosterEntry[]) => Promise<{
+    roster: RosterEntry[];
+    committer: string;
+    key: IdentityKeyPair;
+  }>,
+): () => Promise<void> {
+  const conn = mallory.conn;
+  if (!conn) throw new Error("mallory is online");
+  const orig = conn.fromClient.bind(conn);
+  let done: Promise<void> = Promise.resolve();
+  conn.fromClient = (f: ClientFrame) => {
+    if (f.t !== "commit") return orig(f);
+    done = (async () => {
+      const g = relay.groups.get("broadcast");
+      if (!g) throw new Error("group exists");
+      const st = relay.groupState(g);
+      const { roster, added, removed } = nextRoster(st);
+      const forged = await forge(roster);
+      const built = await buildCommit({
+        hub: relay.hub,
+        group: "broadcast",
+        parentEpoch: st.epoch,
+        committer: forged.committer,
+        committerIk: forged.key.publicKey,
+        sign: (m) => ed25519Sign(forged.key.privateKey, m),
+        roster: forged.roster,
+        added,
+        removed,
+        random: (n) => crypto.getRandomValues(new Uint8Array(n)),
+      });
+      orig({
+        ...f,
+        core: toB64u(built.core),
+        wraps: built.wraps.map((w) => ({ to: w.to, wrap: toB64u(w.wrap) })),
+      });
+    })();
+  };
+  return () => done;
+}
+
+async function epochOf(u: TestUser): Promise<number | undefined> {
+  return parseGroupRecord(await u.store.get("group/broadcast")).current?.epoch;
+}
+
+async function rosterKey(u: TestUser, name: string): Promise<string | undefined> {
+  const rec = parseGroupRecord(await u.store.get("group/broadcast"));
+  return rec.current?.roster.find((m) => m.name === name)?.ik;
+}
+
+async function expectRefused(
+  { relay, alice, bob, carol }: Awaited<ReturnType<typeof setup>>,
+  fake: IdentityKeyPair,
+  epochBefore: number,
+  code: string,
+) {
+  const fakeKey = toB64u(fake.publicKey);
+  const aliceKey = toB64u(alice.identity.publicKey);
+  for (const u of [bob, carol]) {
+    // the forged commit is the first thing refused, for the expected reason
+    expect(errors(u)[0]?.code).toBe(code);
+    // never applied: no member switched to an epoch whose roster carries mallory's key for alice
+    expect(await rosterKey(u, "alice")).not.toBe(fakeKey);
+    // and the global contact is not poisoned: alice's pin is intact, nothing to "accept"
+    expect(u.client.contact("alice")?.identityKey).toBe(aliceKey);
+  }
+  const stored = (await bob.store.get("contact/alice")) as { changedKey: string | null };
+  expect(stored.changedKey).toBeNull();
+  expect(
+    lines(bob).some((l) => /from alice/.test(l) && l.includes(`epoch ${epochBefore + 1}`)),
+  ).toBe(false);
+  // honest 1:1 traffic from alice still arrives at bob
+  await say(alice, "dm:bob", "after the attack");
+  expect(messages(bob, "dm:alice")).toEqual(["hi bob", "after the attack"]);
+  await relay.settle();
+}
+
+function lines(u: TestUser): string[] {
+  return u.events.flatMap((e) =>
+    e.type === "system" && e.line.conversationId === G ? [e.line.text] : [],
+  );
+}
+
+/** Honest group traffic continues once the group healed (refusers re-join, §9.4). */
+async function expectGroupHeals(s: Awaited<ReturnType<typeof setup>>) {
+  const { relay, alice, bob, carol } = s;
+  await relay.settle();
+  const e = await epochOf(bob);
+  expect(e).toBe(await epochOf(carol));
+  expect(e).toBe(await epochOf(alice));
+  await say(carol, G, "carol still talks");
+  expect(messages(bob, G)).toContain("carol still talks");
+  expect(messages(alice, G)).toContain("carol still talks");
+}
+
+it("spoofed committer: a joiner's commit naming alice (with mallory's key for her) is refused", async () => {
+  const s = await setup();
+  const { relay, bob, mallory, fake } = s;
+  const before = (await epochOf(bob)) ?? -1;
+  const sent = forgeCommits(relay, mallory, async (roster) => ({
+    roster: await substitute(roster, fake),
+    committer: "alice",
+    key: fake,
+  }));
+  await mallory.client.joinGroup("broadcast");
+  await relay.settle();
+  await sent();
+  await relay.settle();
+  await expectRefused(s, fake, before, "not_member");
+  await expectGroupHeals(s);
+});
+
+it("spoofed committer through a colluding relay (deliver.from rewritten) is refused by the roster-key check", async () => {
+  const s = await setup();
+  const { relay, bob, mallory, fake } = s;
+  const before = (await epochOf(bob)) ?? -1;
+  // the relay also claims the commit came from alice with mallory's key
+  relay.intercept = (_to, f) =>
+    f.t === "deliver" && f.item.kind === "commit" && f.from === "mallory"
+      ? { ...f, from: "alice", fromKey: toB64u(fake.publicKey) }
+      : f;
+  const sent = forgeCommits(relay, mallory, async (roster) => ({
+    roster: await substitute(roster, fake),
+    committer: "alice",
+    key: fake,
+  }));
+  await mallory.client.joinGroup("broadcast");
+  await relay.settle();
+  await sent();
+  await relay.settle();
+  relay.intercept = null;
+  await expectRefused(s, fake, before, "roster_mismatch");
+});
+
+it("surviving member key substitution by an honest-looking committer is refused", async () => {
+  const s = await setup();
+  const { relay, bob, mallory, fake } = s;
+  const before = (await epochOf(bob)) ?? -1;
+  // mallory commits as herself (deliver.from matches), but swaps alice's roster key
+  const sent = forgeCommits(relay, mallory, async (roster) => ({
+    roster: await substitute(roster, fake),
+    committer: "mallory",
+    key: mallory.identity,
+  }));
+  await mallory.client.joinGroup("broadcast");
+  await relay.settle();
+  await sent();
+  await relay.settle();
+  await expectRefused(s, fake, before, "roster_mismatch");
+  await expectGroupHeals(s);
+});
+
+it("an honest joiner's commit is still applied by every member", async () => {
+  const s = await setup();
+  const { relay, alice, bob, carol, mallory } = s;
+  const before = (await epochOf(bob)) ?? -1;
+  await mallory.client.joinGroup("broadcast");
+  await relay.settle();
+  for (const u of [alice, bob, carol, mallory]) expect(await epochOf(u)).toBe(before + 1);
+  expect(errors(bob)).toEqual([]);
+  await say(mallory, G, "hello all");
+  expect(messages(alice, G)).toEqual(["hello all"]);
+  expect(messages(bob, G)).toEqual(["hello all"]);
+});

@@ -1,0 +1,375 @@
+/**
+ * Resource quotas that keep a few hostile identities from exhausting a hub (PROTOCOL.md §4.1,
+ * §4.3, §7.2, §7.3, §7.5; review finding M5): per-sender mailbox shares and totals, groups
+ * created per identity, unauthenticated sockets per client address, and reclaiming idle names.
+ */
+import {
+  env,
+  evictDurableObject,
+  runDurableObjectAlarm,
+  runInDurableObject,
+  SELF,
+} from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { CLOSE, LIMITS } from "../../shared/protocol";
+import { addressBucket } from "../../worker/relay/admission";
+import { freshHub, newKeys, ORIGIN, TestClient } from "./support/client";
+
+const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
+
+const CORE = "Q09SRQ";
+const wrapFor = (name: string) =>
+  btoa(`wrap:${name}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+function commitFrame(id: string, group: string, parentEpoch: number, members: string[]) {
+  return {
+    v: 1,
+    t: "commit",
+    id,
+    group,
+    parentEpoch,
+    members,
+    core: CORE,
+    wraps: members.map((to) => ({ to, wrap: wrapFor(to) })),
+  };
+}
+
+/**
+ * Store `n` direct items from `sender` for each of `recipients` as if they had been sent (sending
+ * thousands of frames for real would only exercise the rate limiter), keeping the per-recipient
+ * counters in step as the relay does.
+ */
+async function prefill(
+  hub: string,
+  sender: string,
+  senderKey: string,
+  recipients: readonly string[],
+  n: number,
+) {
+  await runInDurableObject(stubFor(hub), (_i, state) => {
+    const sql = state.storage.sql;
+    const pid = sql.exec("INSERT INTO payloads (data) VALUES ('AAAA') RETURNING id").one().id;
+    for (const to of recipients) {
+      for (let i = 0; i < n; i++) {
+        sql.exec(
+          "INSERT INTO mailbox (recipient, sender, sender_key, ts, expires_at, kind, payload) VALUES (?, ?, ?, ?, ?, 'direct', ?)",
+          to,
+          sender,
+          senderKey,
+          Date.now(),
+          Date.now() + 600_000,
+          pid,
+        );
+      }
+      sql.exec(
+        "INSERT INTO mailbox_counts (recipient, n) VALUES (?, ?) ON CONFLICT (recipient) DO UPDATE SET n = n + excluded.n",
+        to,
+        n,
+      );
+    }
+  });
+}
+
+async function countRows(hub: string, where: string, ...args: string[]): Promise<number> {
+  return runInDurableObject(stubFor(hub), (_i, state) =>
+    Number(
+      state.storage.sql.exec(`SELECT COUNT(*) AS n FROM mailbox WHERE ${where}`, ...args).one().n,
+    ),
+  );
+}
+
+/** Register `name` and go offline, so its mail stays in the mailbox. */
+async function registerOffline(hub: string, name: string) {
+  const keys = await newKeys();
+  const { c } = await TestClient.connect(hub, name, keys);
+  c.close();
+  await c.waitClosed();
+  return keys;
+}
+
+describe("per-sender mailbox quotas (§7.3)", () => {
+  it("one sender holds at most maxMailboxPerSenderPerRecipient of a mailbox; others still get in", async () => {
+    const hub = freshHub("q");
+    await registerOffline(hub, "bob");
+    const mk = await newKeys();
+    const m = (await TestClient.connect(hub, "mallory", mk)).c;
+    await prefill(hub, "mallory", mk.identityKey, ["bob"], LIMITS.maxMailboxPerSenderPerRecipient);
+    expect(LIMITS.maxMailboxPerSenderPerRecipient).toBeLessThan(LIMITS.maxMailboxPerRecipient);
+    m.send({ v: 1, t: "send", id: "more", to: "bob", body: "AAAA" });
+    expect((await m.error("more")).code).toBe("mailbox_full");
+    expect(m.closed).toBeNull();
+    // Refused to mallory only: alice still reaches bob.
+    const a = (await TestClient.connect(hub, "alice")).c;
+    a.send({ v: 1, t: "send", id: "hi", to: "bob", body: "SGk" });
+    expect((await a.next("accepted", (f) => f.id === "hi")).mid).toBeDefined();
+    // Nothing accepted earlier was dropped.
+    expect(await countRows(hub, "sender = ?", "mallory")).toBe(
+      LIMITS.maxMailboxPerSenderPerRecipient,
+    );
+    // mallory may still write to someone else.
+    m.send({ v: 1, t: "send", id: "other", to: "alice", body: "AAAA" });
+    await m.next("accepted", (f) => f.id === "other");
+    a.close();
+    m.close();
+  });
+
+  it("a sender's items across all recipients are bounded by maxMailboxPerSender", async () => {
+    const hub = freshHub("q");
+    await registerOffline(hub, "bob");
+    const mk = await newKeys();
+    const m = (await TestClient.connect(hub, "mallory", mk)).c;
+    // Spread over many (fake) recipients so no per-recipient share is full.
+    const per = LIMITS.maxMailboxPerSenderPerRecipient / 2;
+    const victims = Array.from({ length: LIMITS.maxMailboxPerSender / per }, (_, i) => `v${i}`);
+    await prefill(hub, "mallory", mk.identityKey, victims, per);
+    m.send({ v: 1, t: "send", id: "over", to: "bob", body: "AAAA" });
+    expect((await m.error("over")).code).toBe("mailbox_full");
+    expect(await countRows(hub, "recipient = 'bob'")).toBe(0);
+    expect(await countRows(hub, "sender = 'mallory'")).toBe(LIMITS.maxMailboxPerSender);
+    // Once recipients drain (here: items expire and the alarm purges them) mallory may send again.
+    await runInDurableObject(stubFor(hub), (_i, state) => {
+      state.storage.sql.exec("UPDATE mailbox SET expires_at = 1 WHERE recipient = 'v0'");
+    });
+    await runDurableObjectAlarm(stubFor(hub));
+    m.send({ v: 1, t: "send", id: "later", to: "bob", body: "AAAA" });
+    await m.next("accepted", (f) => f.id === "later");
+    m.close();
+  });
+
+  it("group fanout counts per recipient: a member at the share is skipped, the total refuses all; commits are exempt", async () => {
+    const hub = freshHub("q");
+    const mk = await newKeys();
+    const m = (await TestClient.connect(hub, "mallory", mk)).c;
+    const bobKeys = await newKeys();
+    const b = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    const c = (await TestClient.connect(hub, "carol")).c;
+    m.send({ v: 1, t: "join", id: "j", group: "g" });
+    await m.next("accepted", (f) => f.id === "j");
+    m.send(commitFrame("c0", "g", 0, ["mallory"]));
+    await m.next("accepted", (f) => f.id === "c0");
+    for (const x of [b, c]) {
+      x.send({ v: 1, t: "join", id: "j", group: "g" });
+      await x.next("accepted", (f) => f.id === "j");
+    }
+    await m.next("group", (f) => f.state.pendingJoins.length === 2);
+    m.send(commitFrame("c1", "g", 1, ["bob", "carol", "mallory"]));
+    await m.next("accepted", (f) => f.id === "c1");
+    await c.next("deliver", (f) => f.item.kind === "commit");
+    await b.next("deliver", (f) => f.item.kind === "commit");
+    b.close();
+    await b.waitClosed();
+
+    // bob holds a full share from mallory: his copy is skipped, carol's is delivered.
+    await prefill(hub, "mallory", mk.identityKey, ["bob"], LIMITS.maxMailboxPerSenderPerRecipient);
+    m.send({ v: 1, t: "group_send", id: "g1", group: "g", epoch: 2, body: "R1JQ" });
+    await m.next("accepted", (f) => f.id === "g1");
+    const d = await c.next("deliver", (f) => f.item.kind === "group");
+    expect(d.from).toBe("mallory");
+    expect(await countRows(hub, "recipient = 'bob' AND kind = 'group'")).toBe(0);
+
+    // At the total, the whole group_send is refused and nothing is stored.
+    const have = await countRows(hub, "sender = 'mallory' AND kind != 'commit'");
+    const rest = LIMITS.maxMailboxPerSender - have;
+    const per = LIMITS.maxMailboxPerSenderPerRecipient / 2;
+    const victims = Array.from({ length: Math.ceil(rest / per) }, (_, i) => `v${i}`);
+    await prefill(hub, "mallory", mk.identityKey, victims, per);
+    m.send({ v: 1, t: "group_send", id: "g2", group: "g", epoch: 2, body: "R1JQ" });
+    expect((await m.error("g2")).code).toBe("mailbox_full");
+    await c.none("deliver", 200, (f) => f.item.kind === "group");
+    expect(await countRows(hub, "kind = 'group' AND recipient = 'carol'")).toBe(1);
+
+    // Commits are not charged to the sender: mallory can still admit a joiner.
+    const dave = (await TestClient.connect(hub, "dave")).c;
+    dave.send({ v: 1, t: "join", id: "j", group: "g" });
+    await dave.next("accepted", (f) => f.id === "j");
+    await m.next("group", (f) => f.state.pendingJoins.some((p) => p.username === "dave"));
+    m.send(commitFrame("c2", "g", 2, ["bob", "carol", "dave", "mallory"]));
+    await m.next("accepted", (f) => f.id === "c2");
+    await dave.next("deliver", (f) => f.item.kind === "commit");
+    c.close();
+    dave.close();
+    m.close();
+  });
+});
+
+describe("groups created per identity (§7.5)", () => {
+  it(`an identity may hold at most ${LIMITS.maxGroupsCreatedPerIdentity} groups it created`, async () => {
+    const hub = freshHub("q");
+    const a = (await TestClient.connect(hub, "alice")).c;
+    const b = (await TestClient.connect(hub, "bob")).c;
+    for (let i = 0; i < LIMITS.maxGroupsCreatedPerIdentity; i++) {
+      a.send({ v: 1, t: "join", id: `j${i}`, group: `a${i}` });
+      await a.next("accepted", (f) => f.id === `j${i}`);
+    }
+    a.send({ v: 1, t: "join", id: "over", group: "one-more" });
+    expect((await a.error("over")).code).toBe("limit_reached");
+    // Joining a group someone else created is not creating one.
+    b.send({ v: 1, t: "join", id: "jb", group: "bobs" });
+    await b.next("accepted", (f) => f.id === "jb");
+    a.send({ v: 1, t: "join", id: "jbobs", group: "bobs" });
+    await a.next("accepted", (f) => f.id === "jbobs");
+    // A created group that is deleted (abandoned) gives its creator the slot back.
+    a.send({ v: 1, t: "leave", id: "l", group: "a0" });
+    await a.next("left", (f) => f.group === "a0");
+    a.send({ v: 1, t: "join", id: "again", group: "one-more" });
+    await a.next("accepted", (f) => f.id === "again");
+    // A group that still exists stays charged to its creator, whoever is in it now.
+    b.send({ v: 1, t: "join", id: "jb1", group: "a1" });
+    await b.next("accepted", (f) => f.id === "jb1");
+    a.send({ v: 1, t: "leave", id: "l1", group: "a1" });
+    await a.next("left", (f) => f.group === "a1");
+    a.send({ v: 1, t: "join", id: "over2", group: "yet-another" });
+    expect((await a.error("over2")).code).toBe("limit_reached");
+    a.close();
+    b.close();
+  });
+});
+
+/** Open /ws with a given CF-Connecting-IP (null: no header); the HTTP status and the socket. */
+async function openFrom(hub: string, ip: string | null) {
+  const headers: Record<string, string> = { Upgrade: "websocket", Origin: ORIGIN };
+  if (ip !== null) headers["CF-Connecting-IP"] = ip;
+  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${hub}`, { headers });
+  const ws = res.webSocket;
+  if (ws === null) {
+    // Drain the refusal: an unread body keeps the request open inside the object.
+    await res.text();
+    return { status: res.status, closed: Promise.resolve(-1) };
+  }
+  ws.accept();
+  const closed = new Promise<number>((resolve) =>
+    ws.addEventListener("close", (e) => resolve(e.code)),
+  );
+  return { status: res.status, closed };
+}
+
+describe("unauthenticated sockets per client address (§4.1, §7.2)", () => {
+  it("buckets addresses: IPv4 as is, IPv6 by /64, anything else as unknown", () => {
+    expect(addressBucket("203.0.113.9")).toBe("203.0.113.9");
+    expect(addressBucket(" 203.0.113.9 ")).toBe("203.0.113.9");
+    expect(addressBucket("2001:DB8:0:1:aaaa::1")).toBe("2001:db8:0:1::/64");
+    expect(addressBucket("2001:db8:0:1:ffff:ffff:ffff:ffff")).toBe("2001:db8:0:1::/64");
+    expect(addressBucket("2001:0db8::")).toBe("2001:db8:0:0::/64");
+    expect(addressBucket("::ffff:192.0.2.1")).toBe("0:0:0:0::/64");
+    expect(addressBucket(null)).toBe("unknown");
+    for (const bad of [
+      "",
+      "x",
+      "1.2.3",
+      "256.1.1.1",
+      "1:2:3",
+      "1::2::3",
+      "g::1",
+      "1:2:3:4:5:6:7:8:9",
+    ]) {
+      expect(addressBucket(bad)).toBe("unknown");
+    }
+  });
+
+  it(`refuses only the address holding ${LIMITS.maxPendingSocketsPerIp} pending sockets; the auth timeout frees them`, async () => {
+    const hub = freshHub("q");
+    const flood = [];
+    for (let i = 0; i < LIMITS.maxPendingSocketsPerIp; i++) {
+      const r = await openFrom(hub, "203.0.113.9");
+      expect(r.status).toBe(101);
+      flood.push(r);
+    }
+    expect((await openFrom(hub, "203.0.113.9")).status).toBe(503);
+    // Everyone else is still admitted, and can authenticate.
+    const other = await openFrom(hub, "198.51.100.4");
+    expect(other.status).toBe(101);
+    const { welcome } = await TestClient.connect(hub, "alice");
+    expect(welcome.username).toBe("alice");
+    // The 20 s auth timeout (simulated: connectedAt moved into the past) closes the flood.
+    await runInDurableObject(stubFor(hub), (_i, state) => {
+      for (const ws of state.getWebSockets()) {
+        const att = ws.deserializeAttachment() as Record<string, unknown>;
+        if (att.state === "pending") ws.serializeAttachment({ ...att, connectedAt: 1 });
+      }
+    });
+    // Evict (sockets stay open) so the sessions are restored from the edited attachments.
+    await evictDurableObject(stubFor(hub));
+    expect(await runDurableObjectAlarm(stubFor(hub))).toBe(true);
+    const codes = await Promise.all(flood.map((r) => r.closed));
+    expect(codes).toEqual(flood.map(() => CLOSE.authTimeout));
+    expect((await openFrom(hub, "203.0.113.9")).status).toBe(101);
+  });
+
+  it("without CF-Connecting-IP all sockets share the bucket 'unknown'", async () => {
+    const hub = freshHub("q");
+    for (let i = 0; i < LIMITS.maxPendingSocketsPerIp; i++) {
+      expect((await openFrom(hub, null)).status).toBe(101);
+    }
+    expect((await openFrom(hub, null)).status).toBe(503);
+    expect((await openFrom(hub, "192.0.2.1")).status).toBe(101);
+  });
+});
+
+describe("reclaiming an idle username (§4.3)", () => {
+  const idle = async (hub: string, name: string) =>
+    runInDurableObject(stubFor(hub), (_i, state) => {
+      state.storage.sql.exec(
+        "UPDATE users SET seen_at = ? WHERE username = ?",
+        Date.now() - LIMITS.usernameIdleReclaimMs - 1000,
+        name,
+      );
+    });
+
+  it("a name idle for usernameIdleReclaimMs with no undelivered mail goes to a new identity", async () => {
+    const hub = freshHub("q");
+    const oldKeys = await newKeys();
+    const o = (await TestClient.connect(hub, "alice", oldKeys)).c;
+    const b = (await TestClient.connect(hub, "bob")).c;
+    // alice founds a group with bob in it, then vanishes.
+    o.send({ v: 1, t: "join", id: "j", group: "team" });
+    await o.next("accepted", (f) => f.id === "j");
+    o.send(commitFrame("c0", "team", 0, ["alice"]));
+    await o.next("accepted", (f) => f.id === "c0");
+    b.send({ v: 1, t: "join", id: "j", group: "team" });
+    await o.next("group", (f) => f.state.pendingJoins.length === 1);
+    o.send(commitFrame("c1", "team", 1, ["alice", "bob"]));
+    await o.next("accepted", (f) => f.id === "c1");
+    // Acknowledge her own commits: a name with undelivered mail is not reclaimable.
+    for (let i = 0; i < 2; i++) {
+      const d = await o.next("deliver", (f) => f.item.kind === "commit");
+      o.send({ v: 1, t: "ack", mids: [d.mid] });
+    }
+    await o.sync();
+    o.close();
+    await o.waitClosed();
+
+    // Recently seen: still hers.
+    const newKeys_ = await newKeys();
+    const early = await TestClient.open(hub);
+    early.send(await early.authFrame("alice", newKeys_));
+    expect((await early.error()).code).toBe("name_taken");
+
+    await idle(hub, "alice");
+    const n = await TestClient.open(hub);
+    const w = await n.auth("alice", newKeys_);
+    expect(w.identityKey).toBe(newKeys_.identityKey);
+    // Peers see the new key (a key change for clients), and the old identity left the group.
+    b.send({ v: 1, t: "fetch_bundle", id: "fb", username: "alice" });
+    expect((await b.next("bundle", (f) => f.id === "fb")).identityKey).toBe(newKeys_.identityKey);
+    const st = await b.next("group", (f) => f.state.pendingLeaves.includes("alice"));
+    expect(st.state.group).toBe("team");
+    // The old identity cannot take the name back while the new one is active.
+    const back = await TestClient.open(hub);
+    back.send(await back.authFrame("alice", oldKeys));
+    expect((await back.error()).code).toBe("name_taken");
+    n.close();
+    b.close();
+  });
+
+  it("a name with undelivered mail is never reclaimed, however idle", async () => {
+    const hub = freshHub("q");
+    await registerOffline(hub, "alice");
+    const b = (await TestClient.connect(hub, "bob")).c;
+    b.send({ v: 1, t: "send", id: "m", to: "alice", body: "AAAA" });
+    await b.next("accepted", (f) => f.id === "m");
+    await idle(hub, "alice");
+    const n = await TestClient.open(hub);
+    n.send(await n.authFrame("alice", await newKeys()));
+    expect((await n.error()).code).toBe("name_taken");
+    b.close();
+  });
+});

@@ -1,0 +1,52 @@
+/**
+ * Which client a socket comes from, for the per-address bound on unauthenticated sockets
+ * (PROTOCOL.md §4.1, §7.2). Cloudflare sets `CF-Connecting-IP` on every request it forwards and
+ * overwrites any value a client sent, so it cannot be forged in production. Under `wrangler dev`
+ * and in tests it may be absent: every such socket then shares the one bucket "unknown".
+ */
+import * as v from "valibot";
+
+export const UNKNOWN_ADDRESS = "unknown";
+
+/** The bucket as stored in a pending socket's attachment. */
+export const AddressBucket = v.pipe(v.string(), v.minLength(1), v.maxLength(64));
+
+const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+const HEXTET = /^[0-9a-f]{1,4}$/;
+
+/**
+ * The bucket for a `CF-Connecting-IP` value: an IPv4 address as is; an IPv6 address by its /64
+ * prefix (one subscriber usually holds a whole /64, so per-address would be no bound at all);
+ * anything else, or nothing, "unknown".
+ */
+export function addressBucket(header: string | null): string {
+  if (header === null) return UNKNOWN_ADDRESS;
+  const h = header.trim().toLowerCase();
+  if (IPV4.test(h)) return h;
+  const groups = ipv6Groups(h);
+  return groups === null ? UNKNOWN_ADDRESS : `${groups.slice(0, 4).join(":")}::/64`;
+}
+
+/** The eight hextets of an IPv6 address (leading zeros dropped), or null if it is not one. */
+function ipv6Groups(h: string): string[] | null {
+  if (h.length > 45 || !h.includes(":")) return null;
+  const halves = h.split("::");
+  if (halves.length > 2) return null;
+  const part = (x: string | undefined) => (x === undefined || x === "" ? [] : x.split(":"));
+  const head = part(halves[0]);
+  const tail = part(halves[1]);
+  // An embedded IPv4 tail (::ffff:1.2.3.4) stands for two hextets.
+  const last = tail.length > 0 ? tail[tail.length - 1] : head[head.length - 1];
+  let v4: string[] = [];
+  if (last !== undefined && IPV4.test(last)) {
+    const [a = 0, b = 0, c = 0, d = 0] = last.split(".").map(Number);
+    v4 = [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
+    if (tail.length > 0) tail.pop();
+    else head.pop();
+  }
+  const given = head.length + tail.length + v4.length;
+  if (halves.length === 1 ? given !== 8 : given > 7) return null;
+  const all = [...head, ...Array<string>(8 - given).fill("0"), ...tail, ...v4];
+  if (!all.every((x) => HEXTET.test(x))) return null;
+  return all.map((x) => x.replace(/^0+(?=.)/, ""));
+}
