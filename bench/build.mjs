@@ -13,6 +13,7 @@ await build({
     main: "bench/main.ts",
     "bare-server": "bench/bare-server.ts",
     soak: "scripts/soak.ts",
+    "profile-relay": "bench/profile-relay.ts",
   },
   outdir: "dist/bench",
   outExtension: { ".js": ".mjs" },

@@ -1370,6 +1370,28 @@ export class ParleyClient implements ParleyClientApi {
       random: this.random,
     });
     const id = this.nextId("c");
+    const frame = {
+      v: PROTOCOL_VERSION,
+      t: "commit",
+      id,
+      group: name,
+      parentEpoch: state.epoch,
+      members: roster.map((m) => m.name),
+      core: toB64u(built.core),
+      wraps: built.wraps.map((w) => ({ to: w.to, wrap: toB64u(w.wrap) })),
+    } as const;
+    // The limits are sized for the largest legal commit (§7.1), so this never trips with a
+    // conforming relay; but a frame over them would be refused as `too_large` without an `id`
+    // (we could not tell it was our commit) — never send it, and do not retry this epoch.
+    if (
+      frame.core.length > LIMITS.maxCommitCoreChars ||
+      JSON.stringify(frame).length > LIMITS.maxFrameBytes
+    ) {
+      this.unsendableCommits.set(name, state.epoch);
+      if (ops.length > 0) await this.commit(ops);
+      this.emitError("relay_error", "too_large: the commit exceeds the frame limit", groupId(name));
+      return;
+    }
     const next: GroupRecord = {
       ...rec,
       pendingCommit: {
@@ -1385,15 +1407,6 @@ export class ParleyClient implements ParleyClientApi {
     ops.push({ op: "put", key: KEYS.group(name), value: next });
     await this.commit(ops);
     this.inflight.set(id, { kind: "commit", name });
-    this.send({
-      v: PROTOCOL_VERSION,
-      t: "commit",
-      id,
-      group: name,
-      parentEpoch: state.epoch,
-      members: roster.map((m) => m.name),
-      core: toB64u(built.core),
-      wraps: built.wraps.map((w) => ({ to: w.to, wrap: toB64u(w.wrap) })),
-    });
+    this.send(frame);
   }
 }

@@ -3,11 +3,10 @@
  * is ciphertext || tag. Nonce uniqueness is the caller's duty: the message layer derives nonces
  * from counters under per-direction keys.
  *
- * Two paths, one result: WebCrypto for large inputs (native AES-NI, ~10× noble at 64 KiB) and,
- * for inputs up to 256 B, whichever of WebCrypto and @noble/ciphers is faster in this runtime:
- * in Node a WebCrypto round trip (importKey + encrypt promise) costs more than the cipher itself
- * (noble ~5× faster at 100 B), in Chromium it does not (WebCrypto ~3× faster) — see
- * `aesGcmSmallPath` and docs/PERFORMANCE.md. Known-answer tests run both paths on every vector.
+ * Two paths, one result: WebCrypto for large inputs (native AES-NI, ~10× noble at 64 KiB) and
+ * @noble/ciphers for small ones, where a WebCrypto round trip (importKey + encrypt promise) costs
+ * more than the cipher itself (noble ~2× faster at 100 B; crossover measured by `npm run bench`
+ * between 256 B and 512 B). Known-answer tests run both paths on every vector.
  */
 
 import { gcm } from "@noble/ciphers/aes.js";
@@ -97,56 +96,15 @@ export function aesGcmDecryptNoble(
   }
 }
 
-/**
- * Which path small inputs (≤ AEAD_NOBLE_MAX_BYTES) take. The crossover depends on the runtime:
- * in Node noble wins ~5× at 100 B, in Chromium (the PWA) WebCrypto wins ~3× (`npm run bench`,
- * docs/PERFORMANCE.md). So the first small calls alternate between the two and time them, and
- * from then on the faster is used. Arguments are checked in noble's order on both paths and both
- * throw the same DecryptError, so the choice never changes a result, only the speed.
- */
-type SmallPath = "noble" | "subtle";
-const TRIALS = 5;
-const trials: Record<SmallPath, number[]> = { noble: [], subtle: [] };
-let smallPath: SmallPath | null = null;
-
-/** The path chosen for small inputs once calibration has ended (for the benchmark's report). */
-export function aesGcmSmallPath(): SmallPath | null {
-  return smallPath;
-}
-
-function nextSmallPath(): SmallPath {
-  return smallPath ?? (trials.noble.length <= trials.subtle.length ? "noble" : "subtle");
-}
-
-function recordSmall(path: SmallPath, t0: number): void {
-  if (smallPath !== null) return;
-  trials[path].push(performance.now() - t0);
-  // The first sample of each path pays one-time set-up (JIT, key tables): skip it.
-  if (trials.noble.length > TRIALS && trials.subtle.length > TRIALS) {
-    const med = (xs: number[]) =>
-      [...xs.slice(1)].sort((a, b) => a - b)[Math.floor(TRIALS / 2)] ?? 0;
-    smallPath = med(trials.noble) <= med(trials.subtle) ? "noble" : "subtle";
-  }
-}
-
 export async function aesGcmEncrypt(
   key: Uint8Array,
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad: Uint8Array,
 ): Promise<Uint8Array> {
-  if (plaintext.length > AEAD_NOBLE_MAX_BYTES)
-    return aesGcmEncryptSubtle(key, nonce, plaintext, aad);
-  const path = nextSmallPath();
-  const t0 = performance.now();
-  let out: Uint8Array;
-  if (path === "noble") out = aesGcmEncryptNoble(key, nonce, plaintext, aad);
-  else {
-    checkArgs(key, nonce, plaintext, aad);
-    out = await aesGcmEncryptSubtle(key, nonce, plaintext, aad);
-  }
-  recordSmall(path, t0);
-  return out;
+  return plaintext.length <= AEAD_NOBLE_MAX_BYTES
+    ? aesGcmEncryptNoble(key, nonce, plaintext, aad)
+    : aesGcmEncryptSubtle(key, nonce, plaintext, aad);
 }
 
 /** Throws DecryptError on any authentication failure; never returns unauthenticated bytes. */
@@ -156,20 +114,7 @@ export async function aesGcmDecrypt(
   ciphertext: Uint8Array,
   aad: Uint8Array,
 ): Promise<Uint8Array> {
-  if (ciphertext.length > AEAD_NOBLE_MAX_BYTES + GCM_TAG_BYTES) {
-    return aesGcmDecryptSubtle(key, nonce, ciphertext, aad);
-  }
-  const path = nextSmallPath();
-  const t0 = performance.now();
-  let out: Uint8Array;
-  if (path === "noble") out = aesGcmDecryptNoble(key, nonce, ciphertext, aad);
-  else {
-    checkArgs(key, nonce, ciphertext, aad);
-    if (ciphertext.length < GCM_TAG_BYTES) {
-      throw new DecryptError(`ciphertext: shorter than the ${GCM_TAG_BYTES}-byte tag`);
-    }
-    out = await aesGcmDecryptSubtle(key, nonce, ciphertext, aad);
-  }
-  recordSmall(path, t0);
-  return out;
+  return ciphertext.length <= AEAD_NOBLE_MAX_BYTES + GCM_TAG_BYTES
+    ? aesGcmDecryptNoble(key, nonce, ciphertext, aad)
+    : aesGcmDecryptSubtle(key, nonce, ciphertext, aad);
 }

@@ -175,7 +175,9 @@ export async function x25519PublicKey(secretKey: Uint8Array): Promise<Uint8Array
  * same bytes (the known-answer tests pin both), so the choice only changes speed.
  */
 type Way = "edwards" | "webcrypto";
-const TRIALS = 4;
+/** Calls per way not timed (warm-up: noble's table, JIT), then calls timed per way. */
+const WARMUP = 3;
+const TRIALS = 8;
 const trials: Record<Way, number[]> = { edwards: [], webcrypto: [] };
 let chosen: Way | null = null;
 
@@ -196,20 +198,12 @@ async function publicFromSecret(secretKey: Uint8Array): Promise<Cached> {
   } else entry = await viaWebCrypto(secretKey);
   if (chosen === null) {
     trials[way].push(performance.now() - t0);
-    // The first sample of each way pays one-time set-up (noble's precomputed table): skip it.
-    if (trials.edwards.length > TRIALS && trials.webcrypto.length > TRIALS) {
-      chosen =
-        median(trials.edwards.slice(1)) <= median(trials.webcrypto.slice(1))
-          ? "edwards"
-          : "webcrypto";
+    if (trials.edwards.length >= WARMUP + TRIALS && trials.webcrypto.length >= WARMUP + TRIALS) {
+      const sum = (xs: number[]) => xs.slice(WARMUP).reduce((a, b) => a + b, 0);
+      chosen = sum(trials.edwards) <= sum(trials.webcrypto) ? "edwards" : "webcrypto";
     }
   }
   return entry;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? 0;
 }
 
 async function viaWebCrypto(secretKey: Uint8Array): Promise<Cached> {

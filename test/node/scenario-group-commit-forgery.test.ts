@@ -92,6 +92,7 @@ function forgeCommits(
       });
       orig({
         ...f,
+        members: forged.roster.map((m) => m.name),
         core: toB64u(built.core),
         wraps: built.wraps.map((w) => ({ to: w.to, wrap: toB64u(w.wrap) })),
       });
@@ -222,4 +223,45 @@ it("an honest joiner's commit is still applied by every member", async () => {
   await say(mallory, G, "hello all");
   expect(messages(alice, G)).toEqual(["hello all"]);
   expect(messages(bob, G)).toEqual(["hello all"]);
+});
+
+it("a member's commit adding dave with another key for alice is refused by dave, the joiner", async () => {
+  const s = await setup();
+  const { relay, alice, bob, mallory, fake } = s;
+  await mallory.client.joinGroup("broadcast");
+  await relay.settle();
+  const [dave] = (await online(relay, "dave")) as [TestUser];
+  // dave's own commit never reaches the relay: mallory's forged one adds him instead
+  const daveConn = dave.conn;
+  if (!daveConn) throw new Error("dave is online");
+  const daveSend = daveConn.fromClient.bind(daveConn);
+  daveConn.fromClient = (f: ClientFrame) => (f.t === "commit" ? undefined : daveSend(f));
+  await dave.client.joinGroup("broadcast");
+  await relay.settle();
+  const sent = forgeCommits(relay, mallory, async (roster) => ({
+    roster: await substitute(roster, fake),
+    committer: "mallory",
+    key: mallory.identity,
+  }));
+  const g = relay.groups.get("broadcast");
+  mallory.conn?.fromClient({
+    v: 1,
+    t: "commit",
+    id: "forged",
+    group: "broadcast",
+    parentEpoch: g?.epoch ?? 0,
+    members: [],
+    core: "",
+    wraps: [],
+  });
+  await sent();
+  await relay.settle();
+  expect(relay.groups.get("broadcast")?.members).toContain("dave");
+  // dave has no old roster to compare with; the keys he took from the relay's group state (and
+  // pinned) when preparing his own commit expose the swap, and nothing is re-pinned
+  expect(errors(dave)[0]?.code).toBe("key_changed");
+  expect(dave.client.contact("alice")?.identityKey).not.toBe(toB64u(fake.publicKey));
+  // the members refuse it as a key substitution
+  expect(errors(bob)[0]?.code).toBe("roster_mismatch");
+  expect(await rosterKey(alice, "alice")).toBe(toB64u(alice.identity.publicKey));
 });

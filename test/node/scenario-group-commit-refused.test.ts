@@ -5,7 +5,7 @@
  * commit) lets it commit again.
  */
 import { expect, it } from "vitest";
-import { type ClientFrame, errorFrame } from "../../shared/protocol";
+import { type ClientFrame, errorFrame, LIMITS } from "../../shared/protocol";
 import { errors, messages, online, say, type TestUser, timers } from "../support/clients";
 import { MemoryRelay } from "../support/memory-relay";
 
@@ -54,3 +54,39 @@ for (const code of ["bad_frame", "too_large"] as const) {
     expect(refused).toBe(1);
   });
 }
+
+it("a commit over the frame limits is never sent (the relay's too_large would carry no id)", async () => {
+  const relay = new MemoryRelay();
+  const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
+    TestUser,
+    TestUser,
+    TestUser,
+  ];
+  for (const u of [alice, bob, carol]) {
+    await u.client.joinGroup("broadcast");
+    await relay.settle();
+  }
+  const commits = () =>
+    relay.clientLog.filter((x) => x.from === "alice" && x.frame.t === "commit").length;
+  const before = commits();
+  // Shrink the limit for this engine only while alice decides (LIMITS is read at call time).
+  const limits = LIMITS as { maxCommitCoreChars: number };
+  const real = limits.maxCommitCoreChars;
+  limits.maxCommitCoreChars = 100;
+  try {
+    await carol.client.leaveGroup("broadcast");
+    await relay.settle();
+    await alice.client.whenIdle();
+  } finally {
+    limits.maxCommitCoreChars = real;
+  }
+  expect(commits()).toBe(before);
+  const tooLarge = errors(alice).filter((e) => e.message.startsWith("too_large"));
+  expect(tooLarge).toHaveLength(1);
+  // bob's fallback turn commits the removal; alice follows the new epoch
+  timers.fire();
+  await relay.settle();
+  expect(relay.groups.get("broadcast")?.pendingLeaves).toEqual([]);
+  await say(alice, "group:broadcast", "after");
+  expect(messages(bob, "group:broadcast")).toEqual(["after"]);
+});

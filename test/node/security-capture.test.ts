@@ -8,10 +8,21 @@
  * Asserted: no plaintext, no private key (identity seeds exported from extractable test keys;
  * X25519 prekeys, ratchet keys and group secrets read from the engines' stores during the story),
  * no epoch secret and no derived key (root/chain/message keys, group confirm and sender keys)
- * appears in any frame or packet, raw or as base64url/base64/hex. What an observer does see is
- * measured and written to test-results/security-capture.md (the table in SECURITY.md §3).
+ * appears in any frame or packet, raw or as base64url/base64/hex — nor in the WebSocket messages
+ * of the capture decrypted with the clients' TLS session keys (the relay operator's view, checked
+ * to equal the tapped frames). What an observer does see is measured and written to
+ * test-results/security-capture.md (the table in SECURITY.md §3).
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -35,6 +46,7 @@ import {
   type PacketCapture,
   type PacketRow,
   readPackets,
+  readWebSocketTexts,
   type Secret,
   startPacketCapture,
   storeSecrets,
@@ -43,8 +55,12 @@ import {
   tsharkAvailable,
   until,
   type WireUser,
+  type WsMessage,
 } from "../support/capture";
 import { startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
+
+// `wrangler dev` serves dist/pwa: like relay-wrangler.test.ts, run once `npm run build` has.
+const built = existsSync(resolve(import.meta.dirname, "../../dist/pwa/index.html"));
 
 const PORT = 8795;
 const HUB = `cap-${Date.now().toString(36)}`;
@@ -61,6 +77,16 @@ const plaintexts: string[] = [];
 const localPort = new Map<number, string>();
 /** WebSocket extensions the relay accepted per client (permessage-deflate changes sizes). */
 const extensions = new Map<string, string>();
+/**
+ * TLS session keys of every client connection (SSLKEYLOGFILE format), so the capture can also be
+ * read the way the relay operator (or anyone holding TLS keys) reads it.
+ */
+let keylog = "";
+const tlsAgent = new https.Agent({ rejectUnauthorized: false, maxCachedSessions: 0 });
+tlsAgent.on("keylog", (line: Buffer) => {
+  if (keylog !== "") appendFileSync(keylog, line);
+});
+let wsTexts: WsMessage[] = [];
 
 function key(b: Uint8Array): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
@@ -104,6 +130,7 @@ async function connect(u: WireUser): Promise<void> {
   if (dev === undefined) throw new Error("relay not started");
   const origin = new URL(dev.url).origin;
   const ws = new WebSocket(`${dev.wsUrl}?hub=${HUB}`, {
+    agent: tlsAgent,
     headers: { Origin: origin },
     rejectUnauthorized: false,
   });
@@ -135,9 +162,11 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)] ?? 0;
 }
 
-describe.sequential("security: what the wire reveals (capture)", () => {
+describe.skipIf(!built).sequential("security: what the wire reveals (capture)", () => {
   beforeAll(async () => {
     tmp = mkdtempSync(join(tmpdir(), "parley-capture-"));
+    keylog = join(tmp, "tls-keys.log");
+    writeFileSync(keylog, "");
     dev = await startWranglerDev({ port: PORT, https: true });
     if (tsharkAvailable()) {
       pcap = await startPacketCapture({
@@ -280,8 +309,26 @@ describe.sequential("security: what the wire reveals (capture)", () => {
       // Keep the capture next to the report: open it in Wireshark (decode port 8795 as TLS).
       mkdirSync(join(ROOT, "test-results"), { recursive: true });
       copyFileSync(pcapFile, join(ROOT, "test-results/security-capture.pcap"));
+      // The TLS keys of this test run only: Wireshark decrypts the capture with them.
+      copyFileSync(keylog, join(ROOT, "test-results/security-capture.keys"));
       expect(rows.filter((r) => r.len > 0).length).toBeGreaterThan(tap.frames.length / 4);
       expect(rows.some((r) => r.tlsTypes.includes("23"))).toBe(true);
+      // With the TLS keys: every WebSocket message decrypts to exactly a frame the taps saw, and
+      // the same secret search over those texts finds nothing.
+      wsTexts = readWebSocketTexts(pcapFile, PORT, keylog);
+      const tapped = new Set(tap.frames.map((f) => f.text));
+      const data = wsTexts.filter((m) => m.text.startsWith("{"));
+      expect(data.length).toBeGreaterThan(tap.frames.length / 2);
+      expect(data.filter((m) => !tapped.has(m.text))).toEqual([]);
+      const asFrames: TappedFrame[] = data.map((m, k) => ({
+        at: k,
+        user: "tls",
+        dir: m.srcPort === PORT ? "down" : "up",
+        t: "?",
+        bytes: m.text.length,
+        text: m.text,
+      }));
+      expect(findLeaks([...all, ...plain], asFrames, null)).toEqual([]);
       writeReport(rows);
     } else {
       writeReport(null);
@@ -365,6 +412,11 @@ describe.sequential("security: what the wire reveals (capture)", () => {
       for (const [k, ls] of [...recs.entries()].sort()) {
         lines.push(`| ${k} | ${ls.length} | ${stats(ls)} |`);
       }
+      const compressed = wsTexts.filter((m) => m.compressed).length;
+      lines.push(
+        "",
+        `Decrypted with the TLS keys: ${wsTexts.length} WebSocket text messages, ${compressed} of them permessage-deflate compressed; every one equals a tapped frame.`,
+      );
       const tlsTypes = new Set(rows.flatMap((r) => r.tlsTypes.split(",")).filter(Boolean));
       lines.push("", `TLS record content types seen: ${[...tlsTypes].sort().join(", ")}.`);
     }

@@ -485,3 +485,65 @@ export function readPackets(file: string, tlsPort: number): PacketRow[] {
       };
     });
 }
+
+export interface WsMessage {
+  srcPort: number;
+  dstPort: number;
+  /** The frame was sent permessage-deflate compressed (RSV1). */
+  compressed: boolean;
+  /** The WebSocket text after TLS decryption, unmasking and decompression. */
+  text: string;
+}
+
+/**
+ * Decrypt a pcap with the TLS session keys (SSLKEYLOGFILE format) and read back every WebSocket
+ * text message: the view of whoever holds the TLS keys (the relay operator, a TLS-terminating
+ * proxy, or an attacker who broke TLS).
+ */
+export function readWebSocketTexts(file: string, tlsPort: number, keylog: string): WsMessage[] {
+  const SEP = "\u001e";
+  const r = spawnSync(
+    "tshark",
+    [
+      "-r",
+      file,
+      "-o",
+      `tls.keylog_file:${keylog}`,
+      "-d",
+      `tcp.port==${tlsPort},tls`,
+      "-Y",
+      "websocket.payload.text",
+      "-T",
+      "fields",
+      "-E",
+      "separator=\t",
+      "-E",
+      `aggregator=${SEP}`,
+      "-e",
+      "tcp.srcport",
+      "-e",
+      "tcp.dstport",
+      "-e",
+      "websocket.pmc",
+      "-e",
+      "websocket.payload.text",
+    ],
+    { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 },
+  );
+  if (r.status !== 0) throw new Error(`tshark -r failed: ${r.stderr}`);
+  const out: WsMessage[] = [];
+  for (const line of r.stdout.split("\n")) {
+    if (line.trim() === "") continue;
+    const [src, dst, pmc, texts] = line.split("\t");
+    const flags = (pmc ?? "").split(SEP);
+    for (const [i, text] of (texts ?? "").split(SEP).entries()) {
+      out.push({
+        srcPort: Number(src),
+        dstPort: Number(dst),
+        compressed: flags[i] === "True" || flags[i] === "1",
+        text,
+      });
+    }
+  }
+  return out;
+}

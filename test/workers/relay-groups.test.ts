@@ -1,5 +1,5 @@
 /** Group rosters, commit sequencing and fanout through the relay (PROTOCOL.md §7.5). */
-import { env, evictDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, signedPrekey, TestClient } from "./support/client";
@@ -216,7 +216,18 @@ describe("relay groups", () => {
   });
 
   it("limits: groups per user", async () => {
-    const { c } = await TestClient.connect(freshHub(), "alice");
+    const hub = freshHub();
+    // The groups exist already: one identity may create only maxGroupsCreatedPerIdentity
+    // (relay-quotas.test.ts), and this test is about joining.
+    await runInDurableObject(env.RELAY.get(env.RELAY.idFromName(hub)), (_i, state) => {
+      for (let i = 0; i < LIMITS.maxGroupsPerUser; i++) {
+        state.storage.sql.exec(
+          "INSERT INTO groups (name, epoch, created_at) VALUES (?, 0, 0)",
+          `g${i}`,
+        );
+      }
+    });
+    const { c } = await TestClient.connect(hub, "alice");
     for (let i = 0; i < LIMITS.maxGroupsPerUser; i++) {
       c.send({ v: 1, t: "join", id: `j${i}`, group: `g${i}` });
       if (i % 30 === 29) await c.next("accepted", (f) => f.id === `j${i}`);

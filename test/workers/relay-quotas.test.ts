@@ -13,6 +13,8 @@ import {
 import { describe, expect, it } from "vitest";
 import { CLOSE, LIMITS } from "../../shared/protocol";
 import { addressBucket } from "../../worker/relay/admission";
+import { usernameReclaimable } from "../../worker/relay/directory";
+import { senderRoom } from "../../worker/relay/mailbox";
 import { freshHub, newKeys, ORIGIN, TestClient } from "./support/client";
 
 const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
@@ -166,12 +168,14 @@ describe("per-sender mailbox quotas (§7.3)", () => {
     expect(d.from).toBe("mallory");
     expect(await countRows(hub, "recipient = 'bob' AND kind = 'group'")).toBe(0);
 
-    // At the total, the whole group_send is refused and nothing is stored.
-    const have = await countRows(hub, "sender = 'mallory' AND kind != 'commit'");
+    // The total counts stored messages: bob's direct items, and g1 once. Fill it exactly.
+    const have = LIMITS.maxMailboxPerSenderPerRecipient + 1;
     const rest = LIMITS.maxMailboxPerSender - have;
     const per = LIMITS.maxMailboxPerSenderPerRecipient / 2;
-    const victims = Array.from({ length: Math.ceil(rest / per) }, (_, i) => `v${i}`);
+    const victims = Array.from({ length: Math.floor(rest / per) }, (_, i) => `v${i}`);
     await prefill(hub, "mallory", mk.identityKey, victims, per);
+    await prefill(hub, "mallory", mk.identityKey, ["last"], rest % per);
+    // At the total the whole group_send is refused and nothing is stored.
     m.send({ v: 1, t: "group_send", id: "g2", group: "g", epoch: 2, body: "R1JQ" });
     expect((await m.error("g2")).code).toBe("mailbox_full");
     await c.none("deliver", 200, (f) => f.item.kind === "group");
@@ -344,20 +348,51 @@ describe("reclaiming an idle username (§4.3)", () => {
     expect((await early.error()).code).toBe("name_taken");
 
     await idle(hub, "alice");
+    // First attempt: the abandoned identity is made to leave, but the name is not handed over
+    // while bob's roster still lists it (bob's client must commit the removal under the old key).
+    const first = await TestClient.open(hub);
+    first.send(await first.authFrame("alice", newKeys_));
+    expect((await first.error()).code).toBe("name_taken");
+    const st = await b.next("group", (f) => f.state.pendingLeaves.includes("alice"));
+    expect(st.state.group).toBe("team");
+    expect(st.state.members.find((m) => m.username === "alice")?.identityKey).toBe(
+      oldKeys.identityKey,
+    );
+    b.send(commitFrame("c2", "team", 2, ["bob"]));
+    await b.next("accepted", (f) => f.id === "c2");
+    // Now the name goes to the new identity.
     const n = await TestClient.open(hub);
     const w = await n.auth("alice", newKeys_);
     expect(w.identityKey).toBe(newKeys_.identityKey);
-    // Peers see the new key (a key change for clients), and the old identity left the group.
+    expect(w.groups).toEqual([]);
+    // Peers see the new key: a key change for any client that pinned the old one.
     b.send({ v: 1, t: "fetch_bundle", id: "fb", username: "alice" });
     expect((await b.next("bundle", (f) => f.id === "fb")).identityKey).toBe(newKeys_.identityKey);
-    const st = await b.next("group", (f) => f.state.pendingLeaves.includes("alice"));
-    expect(st.state.group).toBe("team");
     // The old identity cannot take the name back while the new one is active.
     const back = await TestClient.open(hub);
     back.send(await back.authFrame("alice", oldKeys));
     expect((await back.error()).code).toBe("name_taken");
     n.close();
     b.close();
+  });
+
+  it("a group nobody else can commit in does not hold the name (here: sole member of broadcast)", async () => {
+    const hub = freshHub("q");
+    const o = (await TestClient.connect(hub, "alice")).c;
+    o.send({ v: 1, t: "join", id: "j", group: "broadcast" });
+    await o.next("accepted", (f) => f.id === "j");
+    o.send(commitFrame("c0", "broadcast", 0, ["alice"]));
+    await o.next("accepted", (f) => f.id === "c0");
+    const d = await o.next("deliver", (f) => f.item.kind === "commit");
+    o.send({ v: 1, t: "ack", mids: [d.mid] });
+    await o.sync();
+    o.close();
+    await o.waitClosed();
+    await idle(hub, "alice");
+    const keys = await newKeys();
+    const n = await TestClient.open(hub);
+    expect((await n.auth("alice", keys)).identityKey).toBe(keys.identityKey);
+    n.close();
   });
 
   it("a name with undelivered mail is never reclaimed, however idle", async () => {
@@ -371,5 +406,46 @@ describe("reclaiming an idle username (§4.3)", () => {
     n.send(await n.authFrame("alice", await newKeys()));
     expect((await n.error()).code).toBe("name_taken");
     b.close();
+  });
+});
+
+describe("quota rules as pure functions", () => {
+  const holdings = (messages: number, shares: Record<string, number>) => ({
+    messages,
+    perRecipient: new Map(Object.entries(shares)),
+  });
+  const share = LIMITS.maxMailboxPerSenderPerRecipient;
+  const total = LIMITS.maxMailboxPerSender;
+
+  it("senderRoom: shares per copy, the total per stored message, commits exempt", () => {
+    const full = holdings(10, { bob: share, carol: share - 1 });
+    expect(senderRoom("direct", full, ["bob"])).toEqual({ fits: [], totalOk: true });
+    expect(senderRoom("direct", full, ["carol"])).toEqual({ fits: ["carol"], totalOk: true });
+    expect(senderRoom("group", full, ["bob", "carol", "dave"])).toEqual({
+      fits: ["carol", "dave"],
+      totalOk: true,
+    });
+    // A group message adds one to the total however many copies it has.
+    const nearly = holdings(total - 1, {});
+    expect(senderRoom("group", nearly, ["a", "b", "c"]).totalOk).toBe(true);
+    expect(senderRoom("direct", nearly, ["a"]).totalOk).toBe(true);
+    const at = holdings(total, {});
+    expect(senderRoom("group", at, ["a", "b"]).totalOk).toBe(false);
+    expect(senderRoom("direct", at, ["a"]).totalOk).toBe(false);
+    expect(senderRoom("commit", holdings(total * 2, { a: share * 2 }), ["a"])).toEqual({
+      fits: ["a"],
+      totalOk: true,
+    });
+  });
+
+  it("usernameReclaimable: offline, idle long enough, and no undelivered mail", () => {
+    const now = LIMITS.usernameIdleReclaimMs * 2;
+    const idle = now - LIMITS.usernameIdleReclaimMs;
+    const ok = { online: false, seenAt: idle, undelivered: 0 };
+    expect(usernameReclaimable(ok, now)).toBe(true);
+    expect(usernameReclaimable({ ...ok, seenAt: idle + 1 }, now)).toBe(false);
+    expect(usernameReclaimable({ ...ok, online: true }, now)).toBe(false);
+    expect(usernameReclaimable({ ...ok, undelivered: 1 }, now)).toBe(false);
+    expect(usernameReclaimable({ ...ok, seenAt: null }, now)).toBe(false);
   });
 });

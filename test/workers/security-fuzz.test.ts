@@ -1,5 +1,5 @@
 /**
- * A bounded random-frame fuzz against the real Durable Object (docs/SECURITY.md §6): three
+ * A bounded random-frame fuzz against the real Durable Object (docs/SECURITY.md §6): six
  * authenticated clients send a fixed-seed mix of schema-valid frames with random content (joins,
  * commits, group sends, sends, acks, prekey uploads, bundle fetches for random names), one-field
  * mutations of them, and junk. Afterwards: the relay never answered `internal`, never sent a frame
@@ -20,7 +20,7 @@ import { freshHub, ORIGIN, oneTimePrekeys, signedPrekey, TestClient } from "./su
 const unhandled: unknown[] = [];
 const onUnhandled = (e: PromiseRejectionEvent) => unhandled.push(e.reason);
 
-const names = ["alice", "bob", "f0", "f1", "f2", "zed", "g", "broadcast"];
+const names = ["alice", "bob", "f0", "f1", "f2", "f3", "zed", "g", "broadcast"];
 const name = fc.constantFrom(...names);
 const b64 = (max: number) => fc.uint8Array({ minLength: 1, maxLength: max }).map(toB64u);
 const id = fc.string({ minLength: 1, maxLength: 8 });
@@ -141,10 +141,11 @@ describe("security: random-frame fuzz against the Durable Object", () => {
     globalThis.removeEventListener?.("unhandledrejection", onUnhandled);
   });
 
-  it("285 random frames from three clients: no crash, no internal error, honest users served", async () => {
+  it("570 random frames from six clients: no crash, no internal error, honest users served", async () => {
     const hub = freshHub("fuzz");
     const fuzzers: TestClient[] = [];
-    for (const [i, n] of ["f0", "f1", "f2"].entries()) {
+    // Six identities, each with its own buckets and malformed counter.
+    for (const [i, n] of ["f0", "f1", "f2", "f3", "f4", "f5"].entries()) {
       const { c } = await TestClient.connect(hub, n);
       const keys = c.keys;
       if (keys === null) throw new Error("keys");

@@ -315,9 +315,12 @@ export class Hub {
       if (store.countUsers() >= LIMITS.maxUsersPerHub) return this.#authFail(s, "limit_reached");
       store.insertUser(frame.username, frame.identityKey, frame.signedPrekey, now);
     } else if (reclaim) {
-      // The old identity leaves every group first, so no roster silently carries the name
-      // over to the new key; members see the change as a leave plus a key change (§4.3).
+      // The abandoned identity leaves every group first, so no roster carries the name over to
+      // the new key. While a committed roster still lists it the name is not handed over: the
+      // group state would show the leaver under the new key, and members' clients refuse to
+      // commit past a changed key, so the removal could never be committed (§4.3, §8.7).
       this.#leaveAll(frame.username, now);
+      if (store.onCommittedRoster(frame.username)) return this.#authFail(s, "name_taken");
       store.reclaimUser(frame.username, frame.identityKey, frame.signedPrekey, now);
     } else {
       spkChanged = !sameSpk(owner, frame.signedPrekey);
@@ -499,7 +502,7 @@ export class Hub {
       return;
     }
     // Per-sender quotas (§7.3): refused to this sender only; nothing stored is ever dropped.
-    const quota = senderRoom("direct", store.senderHoldings(a.username), [frame.to]);
+    const quota = senderRoom("direct", store.senderHoldings(a.username, [frame.to]), [frame.to]);
     if (quota.fits.length === 0 || !quota.totalOk) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
@@ -737,11 +740,10 @@ export class Hub {
     const counts = store.countMailboxes(r.recipients);
     const quota = senderRoom(
       "group",
-      store.senderHoldings(a.username),
+      store.senderHoldings(a.username, r.recipients),
       r.recipients.filter((to) => mailboxHasRoom("group", counts.get(to) ?? 0)),
     );
-    // The sender's total is all or nothing: partial fanout in some arbitrary order would be
-    // worse for members than a refusal the sender can retry after mail drains (§7.3).
+    // At the sender's total the message is refused for everyone: it is one stored message.
     if (!quota.totalOk) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
@@ -760,7 +762,11 @@ export class Hub {
       payload,
       wrap: null,
     });
-    if (delivered.length > 0) this.#d.wakeAt(expiryOf(now));
+    if (delivered.length > 0) {
+      this.#d.wakeAt(expiryOf(now));
+      // One message towards the sender's total, however many copies (§7.3).
+      store.setGroupPayloadSender(payload, a.username);
+    }
     store.gcPayloads([payload]);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     for (const to of delivered) this.#deliverTo(to);

@@ -42,19 +42,25 @@ export function mailboxHasRoom(kind: ItemKind, count: number): boolean {
 
 /** What one sender already has stored (direct and group items only, see `senderRoom`). */
 export interface SenderHoldings {
-  /** Across all recipients. */
-  total: number;
-  /** Per recipient; a recipient not listed holds nothing from this sender. */
+  /**
+   * Messages stored: each direct item counts one, each group message one however many members
+   * hold a copy of it (they share one payload). This is what the sender's storage costs.
+   */
+  messages: number;
+  /** Items (copies) per recipient among `recipients` asked for; absent means none. */
   perRecipient: ReadonlyMap<string, number>;
 }
 
 /**
- * Per-sender quotas (PROTOCOL.md §7.3): which of `recipients` may receive one more item of
- * `kind` from a sender holding `h`, and whether the sender's total allows all of those copies.
+ * Per-sender quotas (PROTOCOL.md §7.3): which of `recipients` may get one more item of `kind`
+ * from a sender holding `h`, and whether the sender's message total has room for one more.
  * Without them one identity could fill any mailbox to maxMailboxPerRecipient (refusing everyone
- * else for up to a TTL) or the object's storage. Commits are exempt: they carry the epoch secret
- * members need, a refused commit stalls the whole group, and they are already bounded by one
- * accepted commit per epoch and by maxMailboxHardPerRecipient.
+ * else for up to a TTL) or the object's storage. A recipient's share counts copies, so a group
+ * message counts for every member it is stored for; the total counts stored messages, so a big
+ * group is not silenced after a few messages to offline members (the shares bound its rows).
+ * Commits are exempt: they carry the epoch secret members need, a refused commit stalls the
+ * whole group, and they are already bounded by one accepted commit per epoch and by
+ * maxMailboxHardPerRecipient.
  */
 export function senderRoom(
   kind: ItemKind,
@@ -65,7 +71,8 @@ export function senderRoom(
   const fits = recipients.filter(
     (r) => (h.perRecipient.get(r) ?? 0) < LIMITS.maxMailboxPerSenderPerRecipient,
   );
-  return { fits, totalOk: h.total + fits.length <= LIMITS.maxMailboxPerSender };
+  // Either kind is one new message, stored once (a group message however many copies it has).
+  return { fits, totalOk: h.messages < LIMITS.maxMailboxPerSender };
 }
 
 /** How many more items may be sent on a connection that has `inFlight` unacknowledged ones. */

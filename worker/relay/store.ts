@@ -62,7 +62,7 @@ const SCHEMA = [
   "CREATE INDEX IF NOT EXISTS mailbox_expiry ON mailbox (expires_at)",
   "CREATE INDEX IF NOT EXISTS mailbox_payload ON mailbox (payload)",
   // Per-sender quotas (PROTOCOL.md §7.3) count a sender's rows; covering, so no table reads.
-  "CREATE INDEX IF NOT EXISTS mailbox_sender ON mailbox (sender, recipient, kind)",
+  "CREATE INDEX IF NOT EXISTS mailbox_sender ON mailbox (sender, kind, recipient)",
   // Items stored per recipient, kept in step with `mailbox` by every insert and delete, so the
   // bound check of a 1,000-member fanout reads 1,000 rows, not up to 1,000 × 2,000.
   `CREATE TABLE IF NOT EXISTS mailbox_counts (
@@ -76,6 +76,13 @@ const SCHEMA = [
      creator_key TEXT NOT NULL
    )`,
   "CREATE INDEX IF NOT EXISTS group_creators_key ON group_creators (creator_key)",
+  // The sender of each stored group message (one row per payload, however many copies), so the
+  // per-sender total (§7.3) counts messages without reading every copy; deleted with the payload.
+  `CREATE TABLE IF NOT EXISTS group_payload_senders (
+     payload INTEGER PRIMARY KEY,
+     sender TEXT NOT NULL
+   )`,
+  "CREATE INDEX IF NOT EXISTS group_payload_senders_sender ON group_payload_senders (sender)",
 ];
 
 export interface UserRow {
@@ -524,34 +531,61 @@ export class Store {
   /** Delete payloads no mailbox row refers to any more. */
   gcPayloads(ids: readonly number[]): void {
     if (ids.length === 0) return;
+    const list = JSON.stringify([...new Set(ids)]);
     this.sql.exec(
       `DELETE FROM payloads WHERE id IN (SELECT value FROM json_each(?))
        AND NOT EXISTS (SELECT 1 FROM mailbox WHERE mailbox.payload = payloads.id)`,
-      JSON.stringify([...new Set(ids)]),
+      list,
+    );
+    this.sql.exec(
+      `DELETE FROM group_payload_senders WHERE payload IN (SELECT value FROM json_each(?))
+       AND NOT EXISTS (SELECT 1 FROM mailbox WHERE mailbox.payload = group_payload_senders.payload)`,
+      list,
     );
   }
 
   // -- quotas (PROTOCOL.md §4.3, §7.3, §7.5) --------------------------------------------------
 
   /**
-   * Direct and group items `sender` has stored, in total and per recipient (commits are exempt
-   * from sender quotas, mailbox.ts `senderRoom`). Counted from the rows themselves through the
-   * covering `mailbox_sender` index, so the figure cannot drift from what is stored; the total is
-   * bounded by maxMailboxPerSender, so this reads at most that many index entries plus commits.
+   * What `sender` has stored (mailbox.ts `SenderHoldings`), with shares for `recipients` only.
+   * Shares and direct items are counted from the rows themselves through the covering
+   * `mailbox_sender` index, so they cannot drift from what is stored: a share is a seek of at
+   * most maxMailboxPerSenderPerRecipient entries per recipient, the direct count at most
+   * maxMailboxPerSender. Group messages are counted in `group_payload_senders` (one row per
+   * message, not per copy), which is also bounded by maxMailboxPerSender.
    */
-  senderHoldings(sender: string): SenderHoldings {
+  senderHoldings(sender: string, recipients: readonly string[]): SenderHoldings {
     const perRecipient = new Map<string, number>();
-    let total = 0;
     for (const r of this.sql.exec(
       `SELECT recipient, COUNT(*) AS n FROM mailbox
-       WHERE sender = ? AND kind IN ('direct', 'group') GROUP BY recipient`,
+       WHERE sender = ? AND kind IN ('direct', 'group')
+         AND recipient IN (SELECT value FROM json_each(?))
+       GROUP BY recipient`,
       sender,
+      JSON.stringify(recipients),
     )) {
-      const n = num(r.n);
-      perRecipient.set(str(r.recipient), n);
-      total += n;
+      perRecipient.set(str(r.recipient), num(r.n));
     }
-    return { total, perRecipient };
+    const direct = num(
+      this.sql
+        .exec("SELECT COUNT(*) AS n FROM mailbox WHERE sender = ? AND kind = 'direct'", sender)
+        .one().n,
+    );
+    const group = num(
+      this.sql
+        .exec("SELECT COUNT(*) AS n FROM group_payload_senders WHERE sender = ?", sender)
+        .one().n,
+    );
+    return { messages: direct + group, perRecipient };
+  }
+
+  /** Record the sender of a group message's payload (after its copies are stored). */
+  setGroupPayloadSender(payload: number, sender: string): void {
+    this.sql.exec(
+      "INSERT INTO group_payload_senders (payload, sender) VALUES (?, ?) ON CONFLICT (payload) DO NOTHING",
+      payload,
+      sender,
+    );
   }
 
   /** Existing groups the identity created (maxGroupsCreatedPerIdentity). */
@@ -576,6 +610,23 @@ export class Store {
   userSeenAt(username: string): number | null {
     const r = this.sql.exec("SELECT seen_at FROM users WHERE username = ?", username).toArray()[0];
     return r === undefined ? null : num(r.seen_at);
+  }
+
+  /**
+   * Is the user on the committed roster (a member, leaving or not) of a group in which someone
+   * else is an active member or a pending joiner, i.e. someone who can still commit?
+   */
+  onCommittedRoster(username: string): boolean {
+    return (
+      this.sql
+        .exec(
+          `SELECT 1 FROM group_members m WHERE m.username = ? AND m.committed = 1 AND EXISTS (
+             SELECT 1 FROM group_members o WHERE o.grp = m.grp AND o.username != m.username
+               AND ((o.committed = 1 AND o.leaving = 0) OR o.joining = 1)) LIMIT 1`,
+          username,
+        )
+        .toArray().length > 0
+    );
   }
 
   /**
