@@ -53,23 +53,34 @@ export function perClientRate(mode: "direct" | "group", clients: number): number
 
 async function measured(
   target: Target,
-  pid: number,
+  pidOf: () => number,
   opts: Parameters<typeof runLoad>[1],
 ): Promise<RelayRun> {
-  let cpu0 = 0;
-  let cpu1 = 0;
+  let pid = pidOf();
+  let cpu0 = Number.NaN;
+  let cpu1 = Number.NaN;
   const r = await runLoad(target, {
     ...opts,
     onStart: () => {
-      cpu0 = cpuSeconds(pid);
+      pid = pidOf();
+      cpu0 = cpuOrNaN(pid);
     },
     onEnd: () => {
-      cpu1 = cpuSeconds(pid);
+      cpu1 = cpuOrNaN(pid);
     },
   });
   const run = { ...r, cpuUsPerDelivery: ((cpu1 - cpu0) * 1e6) / Math.max(1, r.delivered) };
-  await settle(pid);
+  await settle(pidOf());
   return run;
+}
+
+/** CPU seconds, or NaN when the process is gone (wrangler restarted workerd mid-run). */
+function cpuOrNaN(pid: number): number {
+  try {
+    return cpuSeconds(pid);
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /**
@@ -79,11 +90,11 @@ async function measured(
  */
 async function settle(pid: number): Promise<void> {
   const deadline = Date.now() + 90_000;
-  let last = cpuSeconds(pid);
+  let last = cpuOrNaN(pid);
   while (Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 500));
-    const now = cpuSeconds(pid);
-    if (now - last < 0.025) return;
+    const now = cpuOrNaN(pid);
+    if (!(now - last >= 0.025)) return;
     last = now;
   }
 }
@@ -106,13 +117,16 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
   let dev: WranglerDev | null = null;
   try {
     dev = await startWranglerDev({ port: WRANGLER_PORT, root: process.cwd() });
-    const workerd = findWorkerd(dev);
-    log(`  wrangler dev pid ${dev.pid}, workerd pid ${workerd}, bare server pid ${bare.pid}`);
+    const devNow = dev;
+    // wrangler dev restarts workerd when watched sources change (other people edit the tree
+    // while this runs): look the process up again for every run rather than once.
+    const workerd = () => findWorkerd(devNow);
+    log(`  wrangler dev pid ${dev.pid}, workerd pid ${workerd()}, bare server pid ${bare.pid}`);
     const url = dev.url;
     let hubN = 0;
     const parley = () => parleyTarget(url, `bench${Date.now() % 100000}x${hubN++}`);
     const bareT = bareTarget(BARE_PORT);
-    const pidOf = (t: Target) => (t.label === "bare ws" ? bare.pid : workerd);
+    const pidOf = (t: Target) => (t.label === "bare ws" ? () => bare.pid : workerd);
 
     // Warm-up: the first Durable Object request compiles and starts things.
     await measured(parley(), workerd, { clients: 2, mode: "direct", perClientRate: 5, seconds: 1 });
@@ -196,7 +210,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     const idle = Number(process.env.BENCH_IDLE_CONNECTIONS ?? 500);
     const rss: Row[] = [];
     for (const [t, pid] of [
-      [parley(), workerd],
+      [parley(), workerd()],
       [bareT, bare.pid],
     ] as const) {
       const before = rssMiB(pid);

@@ -183,6 +183,8 @@ export type CoreErrorCode =
   | "roster_mismatch"
   | "removal_pending"
   | "no_prekey"
+  /** A signed prekey's replay cache is full: no new prekey sessions on it until rotation (§8.3.3). */
+  | "prekey_limit"
   | "not_connected"
   | "relay_error";
 

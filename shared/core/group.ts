@@ -25,6 +25,7 @@ import {
   hpkeOpen,
   hpkeSeal,
   sha256,
+  wipe,
 } from "../crypto";
 import { concatBytes, lp, u32be } from "../encoding";
 import type { GroupState, Member } from "../protocol";
@@ -57,9 +58,15 @@ const ReceiverSchema = v.strictObject({
 });
 type Receiver = v.InferOutput<typeof ReceiverSchema>;
 
+/**
+ * One epoch as stored (§9.3, §10.1). The epoch secret itself is NOT part of it: on entering an
+ * epoch the client derives every roster member's initial sender chain key (§9.5) and forgets the
+ * secret, then ratchets each chain forward and deletes used message keys. A snapshot of this
+ * record taken after message n of a sender cannot decrypt that sender's messages < n (forward
+ * secrecy inside the epoch, §9.5).
+ */
 export const EpochSchema = v.strictObject({
   epoch: Uint,
-  secret: Key32,
   roster: v.array(RosterEntrySchema),
   startedAt: Uint,
   /** Our own sending chain in this epoch. */
@@ -96,8 +103,27 @@ export function emptyGroup(group: string): GroupRecord {
   return { group, status: "none", current: null, previous: null, pendingCommit: null };
 }
 
+/**
+ * Records written before epoch secrets stopped being stored carry `secret` in `current` and
+ * `previous`. They are migrated, not reset: the chains derived from that secret are already in
+ * the record, so dropping the field loses nothing, and the next write persists the record
+ * without it (§10.1).
+ */
+function dropLegacyEpochSecret(x: unknown): unknown {
+  if (x === null || typeof x !== "object") return x;
+  const r = { ...(x as Record<string, unknown>) };
+  for (const k of ["current", "previous"]) {
+    const ep = r[k];
+    if (ep !== null && typeof ep === "object" && "secret" in ep) {
+      const { secret: _dropped, ...rest } = ep as Record<string, unknown>;
+      r[k] = rest;
+    }
+  }
+  return r;
+}
+
 export function parseGroupRecord(x: unknown): GroupRecord {
-  const r = v.safeParse(GroupRecordSchema, x);
+  const r = v.safeParse(GroupRecordSchema, dropLegacyEpochSecret(x));
   if (!r.success) throw new CoreError("malformed", "stored group state");
   return r.output;
 }
@@ -372,9 +398,10 @@ export function enterEpoch(
 ): EpochState {
   const chain = (m: { name: string; ik: Uint8Array }) =>
     senderChainKey(secret, hub, group, epoch, m.name, m.ik);
+  // The secret is used here and nowhere else: the caller drops it, only the derived chains are
+  // returned (and stored), so no stored record contains the epoch secret (§9.5).
   return {
     epoch,
-    secret: enc(secret),
     roster,
     startedAt: now,
     send: { ck: enc(chain({ name: me.name, ik: me.identityKey })), n: 0 },
@@ -399,15 +426,9 @@ export function applyOwnCommit(
 ): GroupRecord {
   const p = record.pendingCommit;
   if (p === null) return record;
-  const next = enterEpoch(
-    hub,
-    record.group,
-    p.parentEpoch + 1,
-    b64(p.secret, "secret"),
-    p.roster,
-    me,
-    now,
-  );
+  const secret = b64(p.secret, "secret");
+  const next = enterEpoch(hub, record.group, p.parentEpoch + 1, secret, p.roster, me, now);
+  wipe(secret);
   return {
     ...record,
     status: "member",
@@ -537,6 +558,8 @@ export async function receiveCommit(params: {
     throw new CoreError("bad_signature", "commit confirmation tag mismatch");
   }
   const next = enterEpoch(hub, record.group, c.epoch, secret, c.roster, me, params.now);
+  // Best effort in JS (copies may linger in the GC heap), but never kept or persisted (§9.5).
+  wipe(secret);
   return {
     record: {
       group: record.group,

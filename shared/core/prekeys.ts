@@ -13,7 +13,13 @@ import { CoreError } from "./errors";
 import { newX25519, type Random } from "./ratchet";
 
 export const DAY = 24 * 60 * 60 * 1000;
-/** Initiator ephemerals remembered per signed prekey (replay cache for OPK-less starts). */
+/**
+ * Initiator ephemerals remembered per signed prekey (replay cache, §8.3.3). Entries of a live SPK
+ * are never evicted (an evicted entry would let a relay replay that first message as a new
+ * session); instead, once an SPK has this many, further prekey messages on it are refused with
+ * `prekey_limit` and the SPK is rotated at the next maintenance. The cache of an SPK is dropped
+ * together with its secret after the grace period, when its messages cannot be opened at all.
+ */
 export const MAX_SEEN_EPHEMERALS = 5000;
 
 const SpkSchema = v.strictObject({
@@ -29,7 +35,10 @@ export const PrekeyStateSchema = v.strictObject({
   oldSpks: v.array(v.strictObject({ id: Uint, pub: Key32, priv: Key32, retiredAt: Uint })),
   opks: v.array(v.strictObject({ id: Uint, pub: Key32, priv: Key32 })),
   nextOpkId: Uint,
-  /** base64url of ek_a values already used with each signed prekey id ("spkId:ek"). */
+  /**
+   * base64url of ek_a values already used with each signed prekey id ("spkId:ek"), at most
+   * MAX_SEEN_EPHEMERALS per live SPK, pruned when that SPK's secret is deleted.
+   */
   seen: v.array(v.string()),
 });
 export type PrekeyState = v.InferOutput<typeof PrekeyStateSchema>;
@@ -79,7 +88,16 @@ export function publicSpk(s: PrekeyState): SignedPrekey {
   return { id: s.spk.id, key: s.spk.pub, sig: s.spk.sig };
 }
 
-/** Rotate when due; drop old secrets past the grace period. Returns `rotated` to trigger upload. */
+/** Replay-cache entries recorded for signed prekey `spkId`. */
+export function seenCount(s: PrekeyState, spkId: number): number {
+  const p = `${spkId}:`;
+  return s.seen.reduce((a, e) => (e.startsWith(p) ? a + 1 : a), 0);
+}
+
+/**
+ * Rotate when due, or early when the current SPK's replay cache is full (§8.3.3); drop old
+ * secrets past the grace period, with their replay caches. Returns `rotated` to trigger upload.
+ */
 export async function maintainSpk(
   s: PrekeyState,
   identity: IdentityKeyPair,
@@ -89,7 +107,7 @@ export async function maintainSpk(
   graceMs: number,
 ): Promise<{ state: PrekeyState; rotated: boolean }> {
   const oldSpks = s.oldSpks.filter((o) => now - o.retiredAt < graceMs);
-  if (now - s.spk.createdAt < rotateMs) {
+  if (now - s.spk.createdAt < rotateMs && seenCount(s, s.spk.id) < MAX_SEEN_EPHEMERALS) {
     return { state: { ...s, oldSpks, seen: pruneSeen(s.seen, s.spk.id, oldSpks) }, rotated: false };
   }
   const id = (s.spk.id + 1) >>> 0 || 1;
@@ -134,7 +152,10 @@ export interface UsedPrekeys {
   opk: { pub: string; priv: string } | null;
 }
 
-/** Look up the secrets a prekey message names; throws no_prekey / replay. Does not consume. */
+/**
+ * Look up the secrets a prekey message names; throws no_prekey / replay / prekey_limit. Does not
+ * consume.
+ */
 export function findPrekeys(
   s: PrekeyState,
   spkId: number,
@@ -145,6 +166,8 @@ export function findPrekeys(
   if (!spk) throw new CoreError("no_prekey", "unknown or expired signed prekey");
   if (s.seen.includes(`${spkId}:${enc(ekA)}`))
     throw new CoreError("replay", "prekey message already used");
+  if (seenCount(s, spkId) >= MAX_SEEN_EPHEMERALS)
+    throw new CoreError("prekey_limit", "too many new sessions on this signed prekey");
   if (opkId === null) return { spk, opk: null };
   const opk = s.opks.find((o) => o.id === opkId);
   // A replayed prekey message was caught by `seen` above; an OPK we do not hold is an error the
@@ -160,7 +183,9 @@ export function consumePrekeys(
   opkId: number | null,
   ekA: Uint8Array,
 ): PrekeyState {
+  // Never evict (see MAX_SEEN_EPHEMERALS); findPrekeys refused this message if the cache is full.
+  if (seenCount(s, spkId) >= MAX_SEEN_EPHEMERALS)
+    throw new CoreError("prekey_limit", "too many new sessions on this signed prekey");
   const seen = [...s.seen, `${spkId}:${enc(ekA)}`];
-  if (seen.length > MAX_SEEN_EPHEMERALS) seen.splice(0, seen.length - MAX_SEEN_EPHEMERALS);
   return { ...s, opks: opkId === null ? s.opks : s.opks.filter((o) => o.id !== opkId), seen };
 }

@@ -9,6 +9,7 @@ import { b64 } from "../../shared/core/codec";
 import { isCoreError } from "../../shared/core/errors";
 import {
   buildCommit,
+  confirmKey,
   decodeCommitBody,
   decryptGroup,
   emptyGroup,
@@ -16,6 +17,7 @@ import {
   encryptGroup,
   type GroupRecord,
   nextRoster,
+  parseGroupRecord,
   type RosterEntry,
   receiveCommit,
   splitCore,
@@ -99,7 +101,8 @@ describe("group commits", () => {
     const r = await receive(bob, rec);
     expect(r.record.status).toBe("member");
     expect(r.record.current?.epoch).toBe(1);
-    expect(r.record.current?.secret).toBe(toB64u(built.secret));
+    expect(r.record.current).not.toHaveProperty("secret");
+    expect(JSON.stringify(r.record)).not.toContain(toB64u(built.secret));
     expect(rec.status).toBe("joining");
   });
 
@@ -257,6 +260,73 @@ describe("group messages", () => {
       ),
       { numRuns: 25 },
     );
+  });
+
+  it("forward secrecy inside an epoch: a mid-epoch snapshot opens later messages, never earlier ones (§9.5)", async () => {
+    const { alice, bob, built, receive } = await setup();
+    const joining: GroupRecord = { ...emptyGroup("g"), status: "joining" };
+    const a = (await receive(alice, joining)).record;
+    let b = (await receive(bob, joining)).record;
+    // No stored record holds the epoch secret (nor its confirmation key), in any encoding.
+    const secret = toB64u(built.secret);
+    const confirm = toB64u(confirmKey(built.secret, "main", "g", 1));
+    for (const rec of [a, b]) {
+      const json = JSON.stringify(rec);
+      expect(json).not.toContain(secret);
+      expect(json).not.toContain(confirm);
+    }
+    let sender = a;
+    const bodies: Uint8Array[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await encryptGroup({
+        record: sender,
+        hub: "main",
+        me: { name: "alice", identityKey: alice.ik },
+        sign: alice.sign,
+        content: { t: "text", id: `m${i}`, ts: 1, text: `t${i}` },
+      });
+      sender = r.record;
+      bodies.push(r.body);
+    }
+    // bob reads messages 0..2, then his stored state is snapshotted (as a device dump would).
+    for (const body of bodies.slice(0, 3)) {
+      b = (await decryptGroup({ record: b, hub: "main", sender: "alice", epoch: 1, body })).record;
+    }
+    const snap = parseGroupRecord(JSON.parse(JSON.stringify(b)));
+    expect(JSON.stringify(snap)).not.toContain(secret);
+    // Later messages open from the snapshot...
+    let later = snap;
+    for (const [i, body] of bodies.slice(3).entries()) {
+      const r = await decryptGroup({ record: later, hub: "main", sender: "alice", epoch: 1, body });
+      expect(r.content.text).toBe(`t${i + 3}`);
+      later = r.record;
+    }
+    // ...earlier ones do not: refused by the counter, and with the counter rewound (an attacker
+    // editing the snapshot) the stored chain key yields the wrong message keys.
+    const cur = snap.current;
+    if (cur === null) throw new Error("bob has an epoch");
+    const rewound: GroupRecord = {
+      ...snap,
+      current: { ...cur, receivers: cur.receivers.map((x) => ({ ...x, n: 0, skipped: [] })) },
+    };
+    for (const body of bodies.slice(0, 3)) {
+      await expect(
+        decryptGroup({ record: snap, hub: "main", sender: "alice", epoch: 1, body }),
+      ).rejects.toMatchObject({ code: "replay" });
+      await expect(
+        decryptGroup({ record: rewound, hub: "main", sender: "alice", epoch: 1, body }),
+      ).rejects.toMatchObject({ code: "decrypt_failed" });
+    }
+  });
+
+  it("a stored record of the old format (epoch secret included) is migrated: the secret is dropped", async () => {
+    const { bob, built, receive } = await setup();
+    const rec = (await receive(bob, { ...emptyGroup("g"), status: "joining" })).record;
+    const legacy = JSON.parse(JSON.stringify(rec)) as { current: Record<string, unknown> };
+    legacy.current.secret = toB64u(built.secret);
+    const migrated = parseGroupRecord(legacy);
+    expect(migrated).toEqual(rec);
+    expect(JSON.stringify(migrated)).not.toContain(toB64u(built.secret));
   });
 
   it("a bit flip anywhere is rejected with a typed error and no state change", async () => {

@@ -87,8 +87,12 @@ export async function startHostileProxy(opts: {
         l.client.terminate();
         l.upstream.terminate();
       }
-      await new Promise<void>((res) => wss.close(() => res()));
-      await new Promise<void>((res) => server.close(() => res()));
+      // Never hang a test run on a lingering socket: force-close and bound the wait.
+      const bounded = (p: Promise<void>) =>
+        Promise.race([p, new Promise<void>((res) => setTimeout(res, 3000))]);
+      await bounded(new Promise<void>((res) => wss.close(() => res())));
+      server.closeAllConnections();
+      await bounded(new Promise<void>((res) => server.close(() => res())));
     },
   };
 

@@ -195,6 +195,60 @@ describe("per-sender mailbox quotas (§7.3)", () => {
   });
 });
 
+describe("per-sender total counts group messages once (§7.3)", () => {
+  it("a group message counts one however many copies, and is released with its last copy", async () => {
+    const hub = freshHub("q");
+    const mk = await newKeys();
+    const m = (await TestClient.connect(hub, "mallory", mk)).c;
+    const b = (await TestClient.connect(hub, "bob")).c;
+    const c = (await TestClient.connect(hub, "carol")).c;
+    m.send({ v: 1, t: "join", id: "j", group: "g" });
+    await m.next("accepted", (f) => f.id === "j");
+    m.send(commitFrame("c0", "g", 0, ["mallory"]));
+    await m.next("accepted", (f) => f.id === "c0");
+    for (const x of [b, c]) {
+      x.send({ v: 1, t: "join", id: "j", group: "g" });
+      await x.next("accepted", (f) => f.id === "j");
+    }
+    await m.next("group", (f) => f.state.pendingJoins.length === 2);
+    m.send(commitFrame("c1", "g", 1, ["bob", "carol", "mallory"]));
+    await m.next("accepted", (f) => f.id === "c1");
+    // Two below the total: two group messages of two copies each both fit.
+    const per = LIMITS.maxMailboxPerSenderPerRecipient / 2;
+    const fill = LIMITS.maxMailboxPerSender - 2;
+    const victims = Array.from({ length: Math.floor(fill / per) }, (_, i) => `v${i}`);
+    await prefill(hub, "mallory", mk.identityKey, victims, per);
+    await prefill(hub, "mallory", mk.identityKey, ["last"], fill % per);
+    for (const id of ["g1", "g2"]) {
+      m.send({ v: 1, t: "group_send", id, group: "g", epoch: 2, body: "R1JQ" });
+      await m.next("accepted", (f) => f.id === id);
+    }
+    expect(await countRows(hub, "sender = 'mallory' AND kind = 'group'")).toBe(4);
+    m.send({ v: 1, t: "group_send", id: "g3", group: "g", epoch: 2, body: "R1JQ" });
+    expect((await m.error("g3")).code).toBe("mailbox_full");
+    // A message stops counting when its last copy is acknowledged.
+    const groupItems = async (x: TestClient) => {
+      const out: string[] = [];
+      for (let i = 0; i < 2; i++)
+        out.push((await x.next("deliver", (f) => f.item.kind === "group")).mid);
+      return out;
+    };
+    const bobMids = await groupItems(b);
+    const carolMids = await groupItems(c);
+    b.send({ v: 1, t: "ack", mids: [bobMids[0] ?? ""] });
+    await b.sync();
+    m.send({ v: 1, t: "group_send", id: "g4", group: "g", epoch: 2, body: "R1JQ" });
+    expect((await m.error("g4")).code).toBe("mailbox_full");
+    c.send({ v: 1, t: "ack", mids: [carolMids[0] ?? ""] });
+    await c.sync();
+    m.send({ v: 1, t: "group_send", id: "g5", group: "g", epoch: 2, body: "R1JQ" });
+    await m.next("accepted", (f) => f.id === "g5");
+    b.close();
+    c.close();
+    m.close();
+  });
+});
+
 describe("groups created per identity (§7.5)", () => {
   it(`an identity may hold at most ${LIMITS.maxGroupsCreatedPerIdentity} groups it created`, async () => {
     const hub = freshHub("q");
@@ -253,7 +307,9 @@ describe("unauthenticated sockets per client address (§4.1, §7.2)", () => {
     expect(addressBucket("2001:DB8:0:1:aaaa::1")).toBe("2001:db8:0:1::/64");
     expect(addressBucket("2001:db8:0:1:ffff:ffff:ffff:ffff")).toBe("2001:db8:0:1::/64");
     expect(addressBucket("2001:0db8::")).toBe("2001:db8:0:0::/64");
-    expect(addressBucket("::ffff:192.0.2.1")).toBe("0:0:0:0::/64");
+    expect(addressBucket("::ffff:192.0.2.1")).toBe("192.0.2.1");
+    expect(addressBucket("::ffff:c000:201")).toBe("192.0.2.1");
+    expect(addressBucket("::1")).toBe("0:0:0:0::/64");
     expect(addressBucket(null)).toBe("unknown");
     for (const bad of [
       "",

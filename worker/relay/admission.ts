@@ -15,16 +15,22 @@ const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1
 const HEXTET = /^[0-9a-f]{1,4}$/;
 
 /**
- * The bucket for a `CF-Connecting-IP` value: an IPv4 address as is; an IPv6 address by its /64
- * prefix (one subscriber usually holds a whole /64, so per-address would be no bound at all);
- * anything else, or nothing, "unknown".
+ * The bucket for a `CF-Connecting-IP` value: an IPv4 address as is (also when IPv4-mapped); an
+ * IPv6 address by its /64 prefix (one subscriber usually holds a whole /64, so per-address would
+ * be no bound at all); anything else, or nothing, "unknown".
  */
 export function addressBucket(header: string | null): string {
   if (header === null) return UNKNOWN_ADDRESS;
   const h = header.trim().toLowerCase();
   if (IPV4.test(h)) return h;
   const groups = ipv6Groups(h);
-  return groups === null ? UNKNOWN_ADDRESS : `${groups.slice(0, 4).join(":")}::/64`;
+  if (groups === null) return UNKNOWN_ADDRESS;
+  // An IPv4-mapped address (::ffff:a.b.c.d) is that IPv4 client, not one shared /64.
+  if (groups.slice(0, 6).join(":") === "0:0:0:0:0:ffff") {
+    const [hi = 0, lo = 0] = groups.slice(6).map((x) => Number.parseInt(x, 16));
+    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join(".");
+  }
+  return `${groups.slice(0, 4).join(":")}::/64`;
 }
 
 /** The eight hextets of an IPv6 address (leading zeros dropped), or null if it is not one. */
