@@ -18,8 +18,25 @@ import type { ClientFrame, ServerFrame } from "../protocol";
 // ---------------------------------------------------------------------------------------------
 // Storage
 
-/** One write in an atomic batch. Values are JSON-able records, except identity CryptoKeys. */
-export type StoreOp = { op: "put"; key: string; value: unknown } | { op: "delete"; key: string };
+/**
+ * One step of an atomic batch. Values are JSON-able records, except identity CryptoKeys.
+ * `expect` is a precondition: the whole batch is aborted, nothing written, and `batch` rejects
+ * with `StorePreconditionError` unless the stored value of `key` equals `value` (JSON-equal;
+ * `undefined` = absent) at the moment the writes are applied — checked inside the same atomic
+ * step (PROTOCOL.md §10.2: the owner-generation check and the write-ahead state write).
+ */
+export type StoreOp =
+  | { op: "put"; key: string; value: unknown }
+  | { op: "delete"; key: string }
+  | { op: "expect"; key: string; value: unknown };
+
+/** A `batch` precondition (`expect` op) did not hold; the batch wrote nothing. */
+export class StorePreconditionError extends Error {
+  override name = "StorePreconditionError";
+  constructor(readonly key: string) {
+    super(`store precondition failed for ${key}`);
+  }
+}
 
 /**
  * Async key/value storage the engine persists everything in (the PWA: one IndexedDB object
@@ -27,8 +44,9 @@ export type StoreOp = { op: "put"; key: string; value: unknown } | { op: "delete
  * plain JSON-able objects (bytes already base64url) — except the identity record, whose
  * `privateKey` is a non-extractable CryptoKey that IndexedDB structured-clones as is.
  * The engine parses every value it reads back with a valibot schema; it never trusts storage.
- * `batch` must be atomic (one IndexedDB transaction): the engine relies on it for write-ahead
- * persistence of ratchet state before a ciphertext leaves (PROTOCOL.md §10).
+ * `batch` must be atomic (one IndexedDB transaction), its `expect` preconditions included: the
+ * engine relies on it for write-ahead persistence of ratchet state before a ciphertext leaves,
+ * under the owner generation it holds (PROTOCOL.md §10.1–§10.2).
  */
 export interface ClientStore {
   get(key: string): Promise<unknown>;

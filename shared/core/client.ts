@@ -36,6 +36,7 @@ import type {
   SystemLineKind,
   Tuning,
 } from "./client-api";
+import { StorePreconditionError } from "./client-api";
 import { b64 } from "./codec";
 import type { Content } from "./content";
 import {
@@ -243,16 +244,30 @@ export class ParleyClient implements ParleyClientApi {
     }
   }
 
-  /** Atomic write, refused when another instance owns the store (stale state, §10.2). */
+  /**
+   * Atomic write, refused when another instance owns the store (stale state, §10.2). The owner
+   * generation is checked inside the same atomic batch as the writes (an `expect` op), so a
+   * takeover can never slip in between the check and a write-ahead ratchet state write.
+   */
   private async commit(ops: StoreOp[]): Promise<void> {
     if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
-    const owner = await this.store.get(KEYS.owner);
-    const gen = owner === undefined ? -1 : parseWith(OwnerSchema, owner, "owner").gen;
-    if (gen !== this.gen) {
-      this.stale = true;
-      throw new CoreError("stale_state", "another instance owns this state");
+    if (ops.length === 0) {
+      const owner = await this.store.get(KEYS.owner);
+      const gen = owner === undefined ? -1 : parseWith(OwnerSchema, owner, "owner").gen;
+      if (gen === this.gen) return;
+    } else {
+      try {
+        await this.store.batch([
+          { op: "expect", key: KEYS.owner, value: { gen: this.gen } },
+          ...ops,
+        ]);
+        return;
+      } catch (e) {
+        if (!(e instanceof StorePreconditionError)) throw e;
+      }
     }
-    if (ops.length > 0) await this.store.batch(ops);
+    this.stale = true;
+    throw new CoreError("stale_state", "another instance owns this state");
   }
 
   private send(frame: ClientFrame): void {

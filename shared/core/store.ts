@@ -12,7 +12,7 @@
  */
 import * as v from "valibot";
 import { ClientFrame } from "../protocol";
-import type { ClientStore, StoreOp } from "./client-api";
+import { type ClientStore, type StoreOp, StorePreconditionError } from "./client-api";
 
 export const KEYS = {
   owner: "meta/owner",
@@ -34,6 +34,12 @@ export const OutboxEntrySchema = v.strictObject({
 });
 export type OutboxEntry = v.InferOutput<typeof OutboxEntrySchema>;
 
+/** Equality of JSON-able values for `expect` preconditions (`undefined` = absent). */
+export function jsonEqual(a: unknown, b: unknown): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
 /** In-memory ClientStore. Values are deep-copied in and out, like IndexedDB's structured clone. */
 export class MemoryStore implements ClientStore {
   private readonly data = new Map<string, unknown>();
@@ -54,11 +60,17 @@ export class MemoryStore implements ClientStore {
 
   async batch(ops: readonly StoreOp[]): Promise<void> {
     this.batches++;
-    // Apply all or nothing: clone first, so a value that cannot be cloned aborts the batch.
+    // Apply all or nothing: check every precondition and clone first (a value that cannot be
+    // cloned aborts the batch), all synchronously, so no other batch can interleave (§10.2).
+    for (const o of ops) {
+      if (o.op === "expect" && !jsonEqual(this.data.get(o.key), o.value)) {
+        throw new StorePreconditionError(o.key);
+      }
+    }
     const staged = ops.map((o) => (o.op === "put" ? { ...o, value: structuredClone(o.value) } : o));
     for (const o of staged) {
       if (o.op === "put") this.data.set(o.key, o.value);
-      else this.data.delete(o.key);
+      else if (o.op === "delete") this.data.delete(o.key);
     }
   }
 

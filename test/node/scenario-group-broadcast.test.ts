@@ -4,12 +4,7 @@
  * and bob only, and the real ciphertext of those messages is undecryptable with carol's keys.
  */
 import { expect, it } from "vitest";
-import {
-  decryptGroup,
-  enterEpoch,
-  type GroupRecord,
-  parseGroupRecord,
-} from "../../shared/core/group";
+import { decryptGroup, type GroupRecord, parseGroupRecord } from "../../shared/core/group";
 import type { FrameOf, ServerFrame } from "../../shared/protocol";
 import { errors, lines, messages, online, say, type TestUser } from "../support/clients";
 import { MemoryRelay } from "../support/memory-relay";

@@ -8,12 +8,7 @@ import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { ParleyClient } from "../../shared/core/client";
 import type { ChatMessage, ConversationId, ParleyEvent } from "../../shared/core/client-api";
-import {
-  decryptGroup,
-  enterEpoch,
-  type GroupRecord,
-  parseGroupRecord,
-} from "../../shared/core/group";
+import { decryptGroup, type GroupRecord, parseGroupRecord } from "../../shared/core/group";
 import { MemoryStore } from "../../shared/core/store";
 import { generateIdentityKeyPair, type IdentityKeyPair } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";

@@ -6,9 +6,15 @@
  * transaction commits as soon as it waits on anything else), so the engine's write-ahead
  * persistence of ratchet state (PROTOCOL.md §10) stays atomic. A value that fails to open or
  * parse reads back as a `StorageError`; the engine then parses what it gets with its own schemas.
+ * An `expect` precondition is checked inside that same transaction (see `batch`).
  */
 import * as v from "valibot";
-import type { ClientStore, StoreOp } from "../../../shared/core/client-api";
+import {
+  type ClientStore,
+  type StoreOp,
+  StorePreconditionError,
+} from "../../../shared/core/client-api";
+import { jsonEqual } from "../../../shared/core/store";
 import { fromUtf8, utf8 } from "../../../shared/encoding";
 import type { Db } from "./db";
 import { open, StorageError, seal } from "./device-key";
@@ -55,8 +61,21 @@ export class IdbClientStore implements ClientStore {
 
   async batch(ops: readonly StoreOp[]): Promise<void> {
     if (ops.length === 0) return;
+    // Preconditions (`expect`): values are sealed, and opening a box (WebCrypto) cannot happen
+    // inside the transaction (it would commit while waiting). So open and compare the stored box
+    // first, then, inside the readwrite transaction, require the very same box to still be
+    // there: every write seals with a fresh IV, so an unchanged box means an unchanged value.
+    const expected: Array<{ key: string; raw: unknown }> = [];
+    for (const op of ops) {
+      if (op.op !== "expect") continue;
+      const raw = await this.db.get("engine", op.key);
+      const value = raw === undefined ? undefined : await this.unseal(op.key, raw);
+      if (!jsonEqual(value, op.value)) throw new StorePreconditionError(op.key);
+      expected.push({ key: op.key, raw });
+    }
+    const writes = ops.filter((op) => op.op !== "expect");
     const sealed = await Promise.all(
-      ops.map(async (op) =>
+      writes.map(async (op) =>
         op.op === "put"
           ? {
               key: op.key,
@@ -66,6 +85,15 @@ export class IdbClientStore implements ClientStore {
       ),
     );
     const tx = this.db.transaction("engine", "readwrite");
+    // Read + compare + write in ONE transaction (§10.2): a concurrent batch either committed
+    // before (we see its new box and abort) or waits for ours.
+    for (const e of expected) {
+      if (!sameBox(await tx.store.get(e.key), e.raw)) {
+        tx.abort();
+        await tx.done.catch(() => undefined);
+        throw new StorePreconditionError(e.key);
+      }
+    }
     for (const s of sealed) {
       if (s.box) void tx.store.put(s.box, s.key);
       else void tx.store.delete(s.key);
@@ -73,4 +101,21 @@ export class IdbClientStore implements ClientStore {
     // Resolves only when the whole transaction committed; any failed request aborts all of it.
     await tx.done;
   }
+}
+
+/** Byte-identical sealed boxes (or both absent). */
+function sameBox(a: unknown, b: unknown): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  const x = v.safeParse(Sealed, a);
+  const y = v.safeParse(Sealed, b);
+  return (
+    x.success &&
+    y.success &&
+    bytesEqual(x.output.iv, y.output.iv) &&
+    bytesEqual(x.output.ct, y.output.ct)
+  );
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
