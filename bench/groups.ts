@@ -27,7 +27,7 @@ import {
   x25519GenerateKeyPair,
 } from "../shared/crypto";
 import { toB64u } from "../shared/encoding";
-import { measure, type Row } from "./lib";
+import { comparePair, measure, type Row } from "./lib";
 
 interface Member {
   entry: RosterEntry;
@@ -72,6 +72,62 @@ function recordFor(
   };
 }
 
+interface Messaging {
+  prepare(): Promise<void>;
+  send(): Promise<void>;
+  receive(): Promise<void>;
+}
+
+const BODIES = 3000;
+
+/**
+ * One sender and one receiver of a group at some size. `send` advances the sender's chain;
+ * `receive` decrypts pre-made bodies in order and, when it runs out, starts again from the
+ * receiver's original state (decryption never mutates its input, so that is a fresh receiver).
+ */
+function messaging(
+  committer: Member,
+  committerRec: GroupRecord,
+  receiverRec: GroupRecord,
+  sign: (m: Uint8Array) => Promise<Uint8Array>,
+  epoch: number,
+): Messaging {
+  const me = { name: committer.entry.name, identityKey: committer.identity.publicKey };
+  const content = { t: "text" as const, id: "bench", ts: 1, text: "x".repeat(100) };
+  let sRec = committerRec;
+  let rRec = receiverRec;
+  const bodies: Uint8Array[] = [];
+  let k = 0;
+  const send = async () => {
+    const r = await encryptGroup({ record: sRec, hub: HUB, me, sign, content });
+    sRec = r.record;
+    return r.body;
+  };
+  return {
+    async prepare() {
+      for (let i = 0; i < BODIES; i++) bodies.push(await send());
+    },
+    async send() {
+      await send();
+    },
+    async receive() {
+      if (k === bodies.length) {
+        k = 0;
+        rRec = receiverRec;
+      }
+      const body = bodies[k++] as Uint8Array;
+      const r = await decryptGroup({
+        record: rRec,
+        hub: HUB,
+        sender: committer.entry.name,
+        epoch,
+        body,
+      });
+      rRec = r.record;
+    },
+  };
+}
+
 export interface GroupFigures {
   rows: Row[];
   /** size → ms per commit create / process, µs per send / receive. */
@@ -82,6 +138,9 @@ export interface GroupFigures {
     processMs: number;
     sendUs: number;
     recvUs: number;
+    /** Cost per message relative to the 2-member group, from the paired run (1 = flat). */
+    sendVs2: number;
+    recvVs2: number;
   }>;
 }
 
@@ -92,6 +151,7 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
   for (let i = 0; i < maxSize; i++) pool.push(await makeMember(i));
   log(`  made ${pool.length} members`);
   const bySize: GroupFigures["bySize"] = [];
+  let baseline: Messaging | null = null;
   for (const size of sizes) {
     const members = pool.slice(0, size);
     const roster = members.map((m) => m.entry).sort((a, b) => (a.name < b.name ? -1 : 1));
@@ -157,34 +217,15 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
       opts,
     );
 
-    // Per message: the committer sends, the receiver decrypts (state carried forward).
-    let sRec = committerRec;
-    let rRec = receiverRec;
-    const me = { name: committer.entry.name, identityKey: committer.identity.publicKey };
-    const content = { t: "text" as const, id: "bench", ts: 1, text: "x".repeat(100) };
-    const bodies: Uint8Array[] = [];
-    const send = await measure(`group send ${size}`, async () => {
-      const r = await encryptGroup({ record: sRec, hub: HUB, me, sign, content });
-      sRec = r.record;
-      bodies.push(r.body);
-    });
-    let k = 0;
-    const recv = await measure(
-      `group receive ${size}`,
-      async () => {
-        const body = bodies[k++];
-        if (!body) throw new Error("ran out of bodies");
-        const r = await decryptGroup({
-          record: rRec,
-          hub: HUB,
-          sender: committer.entry.name,
-          epoch,
-          body,
-        });
-        rRec = r.record;
-      },
-      { maxIterations: bodies.length - 5 },
-    );
+    // Per message, paired with the 2-member group in alternating slices (same load on both).
+    const here = messaging(committer, committerRec, receiverRec, sign, epoch);
+    const two = baseline ?? here;
+    baseline ??= here;
+    await here.prepare();
+    const sendPair = await comparePair(`group send ${size}`, here.send, two.send);
+    const recvPair = await comparePair(`group receive ${size}`, here.receive, two.receive);
+    const send = sendPair.a;
+    const recv = recvPair.a;
     bySize.push({
       size,
       coldMs: cold.meanUs / 1000,
@@ -192,6 +233,8 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
       processMs: process_.meanUs / 1000,
       sendUs: send.meanUs,
       recvUs: recv.meanUs,
+      sendVs2: sendPair.ratio === 0 ? Number.NaN : 1 / sendPair.ratio,
+      recvVs2: recvPair.ratio === 0 ? Number.NaN : 1 / recvPair.ratio,
     });
     log(
       `  size ${size}: commit cold ${(cold.meanUs / 1000).toFixed(1)} ms, warm ${(create.meanUs / 1000).toFixed(1)} ms, process ${(process_.meanUs / 1000).toFixed(1)} ms, send ${send.meanUs.toFixed(0)} µs, recv ${recv.meanUs.toFixed(0)} µs`,
@@ -207,9 +250,9 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
     "commit process (cold) ms": b.processMs,
     "process × vs 2": base ? `${(b.processMs / base.processMs).toFixed(1)}×` : "",
     "send µs/msg": b.sendUs,
-    "send × vs 2": base ? `${(b.sendUs / base.sendUs).toFixed(2)}×` : "",
+    "send cost × vs 2 (paired)": `${b.sendVs2.toFixed(2)}×`,
     "receive µs/msg": b.recvUs,
-    "receive × vs 2": base ? `${(b.recvUs / base.recvUs).toFixed(2)}×` : "",
+    "receive cost × vs 2 (paired)": `${b.recvVs2.toFixed(2)}×`,
   }));
   return { rows, bySize };
 }

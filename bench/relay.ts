@@ -215,7 +215,8 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     ] as const) {
       const before = rssMiB(pid);
       const conns: LoadClient[] = [];
-      const batch = 25;
+      // Small batches: the relay refuses an address holding too many unauthenticated sockets.
+      const batch = 8;
       for (let k = 0; k < idle; k += batch) {
         const made = await Promise.all(
           Array.from({ length: Math.min(batch, idle - k) }, (_, j) => t.connect(`i${k + j}`)),

@@ -172,7 +172,9 @@ export type SystemLineKind =
   | "key_accepted"
   | "verified"
   | "session_started"
-  | "decrypt_failed";
+  | "decrypt_failed"
+  /** Messages from `username` the counters show were sent but never arrived (§8.8, §9.5). */
+  | "missing";
 
 export interface SystemLine {
   conversationId: ConversationId;
@@ -222,7 +224,7 @@ export type ParleyEvent =
       conversationId: ConversationId;
       messageId: string;
       state: DeliveryState;
-      /** Groups: who has received it (relay receipts), when known. */
+      /** Unused since relay receipts carry no delivery state (§6); kept for compatibility. */
       by?: string;
     }
   | { type: "system"; line: SystemLine }

@@ -38,7 +38,7 @@ import type {
 } from "./client-api";
 import { StorePreconditionError } from "./client-api";
 import { b64 } from "./codec";
-import type { Content } from "./content";
+import { type DmContent, MAX_RECEIPT_IDS, type TextContent } from "./content";
 import {
   canSendNow,
   type DmCtx,
@@ -90,8 +90,11 @@ export const DEFAULT_TUNING: Tuning = {
 };
 /** A handshake not completed after this long is restarted with an asynchronous start (§8.2.5). */
 export const HANDSHAKE_RETRY_MS = 30_000;
-/** Outgoing relay mids remembered for delivery receipts. */
-const MAX_TRACKED_MIDS = 5000;
+/**
+ * A skipped message key (1:1 ratchet or group sender chain) still unused this long after the
+ * later message that revealed the gap is reported as a `missing` system line (§8.8, §9.5).
+ */
+export const GAP_GRACE_MS = 30_000;
 /** Our own one-time prekey secrets kept at most (the relay stores up to 200 public halves). */
 const MAX_OPK_SECRETS = 2 * LIMITS.maxOneTimePrekeysStored;
 
@@ -132,8 +135,17 @@ export class ParleyClient implements ParleyClientApi {
     string,
     { kind: "fetch" | "upload" | "join" | "leave" | "commit"; name: string }
   >();
-  /** Relay mid → our outgoing message, for receipts. */
-  private readonly mids = new Map<string, { conversationId: ConversationId; messageId: string }>();
+  /** Inputs queued on `chain` and not finished: receipts are flushed when it drops to 0. */
+  private queued = 0;
+  /** Peer → ids of its text messages we decrypted and have not receipted yet (§8.6). */
+  private readonly receiptsDue = new Map<string, string[]>();
+  /**
+   * Open gaps (§8.8, §9.5): a skipped message key we hold but have not used, keyed
+   * "dm:<peer>|<dh>|<n>" or "group:<name>|<epoch>|<sender>|<n>". In memory only.
+   */
+  private readonly gaps = new Map<string, { conversationId: ConversationId; from: string }>();
+  /** Gaps already reported (or being waited on): each is reported at most once. */
+  private readonly seenGaps = new Set<string>();
   private readonly timers = new Map<string, () => void>();
   private uploading = false;
   /** Groups we are leaving only to join again (state lost, §9.4): their `left` is expected. */
@@ -170,17 +182,32 @@ export class ParleyClient implements ParleyClientApi {
    */
   static async create(o: ParleyClientOptions): Promise<ParleyClient> {
     const c = new ParleyClient(o);
-    const owner = await o.store.get(KEYS.owner);
-    c.gen = (owner === undefined ? 0 : parseWith(OwnerSchema, owner, "owner").gen) + 1;
-    const ops: StoreOp[] = [{ op: "put", key: KEYS.owner, value: { gen: c.gen } }];
-    if ((await o.store.get(KEYS.prekeys)) === undefined) {
-      ops.push({
-        op: "put",
-        key: KEYS.prekeys,
-        value: await initialPrekeys(o.identity, o.now(), c.random),
-      });
+    // Take ownership atomically (§10.2): the generation we bump must still be the one we read,
+    // else another instance started meanwhile — read again and take over from it.
+    for (let attempt = 0; ; attempt++) {
+      const owner = await o.store.get(KEYS.owner);
+      c.gen = (owner === undefined ? 0 : parseWith(OwnerSchema, owner, "owner").gen) + 1;
+      const ops: StoreOp[] = [
+        { op: "expect", key: KEYS.owner, value: owner },
+        { op: "put", key: KEYS.owner, value: { gen: c.gen } },
+      ];
+      if ((await o.store.get(KEYS.prekeys)) === undefined) {
+        ops.push(
+          { op: "expect", key: KEYS.prekeys, value: undefined },
+          {
+            op: "put",
+            key: KEYS.prekeys,
+            value: await initialPrekeys(o.identity, o.now(), c.random),
+          },
+        );
+      }
+      try {
+        await o.store.batch(ops);
+        break;
+      } catch (e) {
+        if (!(e instanceof StorePreconditionError) || attempt >= 2) throw e;
+      }
     }
-    await o.store.batch(ops);
     for (const { value } of await o.store.list("contact/")) {
       const ct = parseWith(ContactSchema, value, "contact");
       c.contacts.set(ct.username, ct);
@@ -230,7 +257,20 @@ export class ParleyClient implements ParleyClientApi {
 
   /** Serialise every input (§10.1): one read-transition-write cycle at a time. */
   private run<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.chain.then(fn, fn);
+    this.queued++;
+    const task = async () => {
+      try {
+        return await fn();
+      } finally {
+        this.queued--;
+        // Receipts go out once the inputs queued so far are done, so a mailbox drain of many
+        // messages from one peer is answered by one receipt (§8.6).
+        if (this.queued === 0 && this.receiptsDue.size > 0 && this.authed) {
+          void this.run(() => this.flushReceipts()).catch(() => undefined);
+        }
+      }
+    };
+    const p = this.chain.then(task, task);
     this.chain = p.catch(() => undefined);
     return p;
   }
@@ -558,6 +598,9 @@ export class ParleyClient implements ParleyClientApi {
     for (const g of f.groups) this.relayGroups.set(g.group, g);
     for (const g of f.groups) await this.evaluateGroup(g.group);
     this.resummarize();
+    // Gaps whose grace ran out while we were offline: decide after this connection's mailbox
+    // drain, one grace from now (§8.8).
+    if (this.gaps.size > 0) this.scheduleGapCheck([...this.gaps.keys()]);
   }
 
   private async onPresence(f: FrameOf<ServerFrame, "presence">): Promise<void> {
@@ -720,8 +763,140 @@ export class ParleyClient implements ParleyClientApi {
     this.contacts.set(peer, r.contact);
     for (const f of frames) this.send(f);
     this.dmNotes(peer, r.notes);
-    for (const c of r.received) this.emitReceived(dmId(peer), peer, c);
+    for (const c of r.received) {
+      if (c.t === "text") {
+        this.emitReceived(dmId(peer), peer, c);
+        // Acknowledge end to end (§8.6); a receipt is never receipted itself.
+        this.receiptsDue.set(peer, [...(this.receiptsDue.get(peer) ?? []), c.id]);
+      } else {
+        // Authenticated by the session: the only source of "delivered" (§6, §8.6).
+        for (const id of c.ids) this.delivery(dmId(peer), id, "delivered");
+      }
+    }
+    if (r.received.length > 0) this.trackDmGaps(rec);
     this.summarizeDm(rec);
+  }
+
+  /**
+   * Send the due end-to-end receipts (§8.6): one `receipt` content per peer (chunked at
+   * MAX_RECEIPT_IDS), through the ratchet and the outbox like any message, with no delivery
+   * state of its own. Best effort: without a usable session the ids are dropped (the sender
+   * then keeps showing "sent", never a false "delivered").
+   */
+  private async flushReceipts(): Promise<void> {
+    const due = [...this.receiptsDue.entries()];
+    this.receiptsDue.clear();
+    for (const [peer, ids] of due) {
+      const contact = this.contacts.get(peer);
+      let rec = await this.loadDm(peer);
+      if (!contact || contact.changedKey || !canSendNow(rec)) continue;
+      const ops: StoreOp[] = [];
+      const frames: FrameOf<ClientFrame, "send">[] = [];
+      for (let i = 0; i < ids.length; i += MAX_RECEIPT_IDS) {
+        const content: DmContent = { t: "receipt", ids: ids.slice(i, i + MAX_RECEIPT_IDS) };
+        const enc = await encryptDm(rec, contact, content, this.ctx());
+        rec = enc.record;
+        const { id, seq } = this.newOutId();
+        const frame = {
+          v: PROTOCOL_VERSION,
+          t: "send",
+          id,
+          to: peer,
+          body: toB64u(enc.body),
+        } as const;
+        ops.push(this.outbox(frame, seq));
+        frames.push(frame);
+      }
+      ops.push({ op: "put", key: KEYS.dm(peer), value: rec });
+      await this.commit(ops);
+      for (const f of frames) this.send(f);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Gap detection (§8.8, §9.5): a message key skipped over and still unused after a grace
+
+  /** Note the skipped keys of a 1:1 record's sessions; a key gone from the record was used. */
+  private trackDmGaps(rec: DmRecord): void {
+    const conversationId = dmId(rec.peer);
+    const now = new Set<string>();
+    for (const s of [rec.current, ...rec.previous]) {
+      for (const k of s?.ratchet.skipped ?? []) now.add(`${conversationId}|${k.dh}|${k.n}`);
+    }
+    this.trackGaps(conversationId, now, () => true);
+  }
+
+  /**
+   * Same for a group's sender chains. A gap whose epoch the record no longer holds (a second
+   * commit dropped it) can never be filled: it is reported at once.
+   */
+  private trackGroupGaps(rec: GroupRecord): void {
+    const conversationId = groupId(rec.group);
+    const now = new Set<string>();
+    const epochs = new Set<number>();
+    for (const ep of [rec.current, rec.previous]) {
+      if (ep === null) continue;
+      epochs.add(ep.epoch);
+      for (const rx of ep.receivers)
+        for (const k of rx.skipped) now.add(`${conversationId}|${ep.epoch}|${rx.name}|${k.n}`);
+    }
+    this.trackGaps(conversationId, now, (key) => epochs.has(Number(key.split("|")[1])));
+  }
+
+  private trackGaps(
+    conversationId: ConversationId,
+    skipped: Set<string>,
+    fillable: (key: string) => boolean,
+  ): void {
+    const lost: string[] = [];
+    for (const key of [...this.gaps.keys()]) {
+      if (!key.startsWith(`${conversationId}|`) || skipped.has(key)) continue;
+      if (!fillable(key)) lost.push(key);
+      else this.gaps.delete(key); // its message arrived late (or its key was evicted)
+    }
+    const fresh: string[] = [];
+    for (const key of skipped) {
+      if (this.seenGaps.has(key)) continue;
+      this.seenGaps.add(key);
+      // The sender of a skipped key: the peer (1:1) or the chain's owner (group).
+      const from = conversationId.startsWith("dm:")
+        ? conversationId.slice(3)
+        : (key.split("|")[2] ?? "");
+      this.gaps.set(key, { conversationId, from });
+      fresh.push(key);
+    }
+    if (lost.length > 0) this.reportGaps(lost);
+    if (fresh.length > 0) this.scheduleGapCheck(fresh);
+  }
+
+  private scheduleGapCheck(keys: string[]): void {
+    this.schedule(GAP_GRACE_MS, () => {
+      void this.run(async () => {
+        // Offline, the missing message may still sit in our mailbox: decide after the next
+        // connection's drain (onWelcome schedules a fresh check).
+        if (this.authed) this.reportGaps(keys);
+      }).catch(() => undefined);
+    });
+  }
+
+  /** One `missing` line per conversation and sender for the keys still open. */
+  private reportGaps(keys: string[]): void {
+    const counts = new Map<string, { conversationId: ConversationId; from: string; n: number }>();
+    for (const key of keys) {
+      const g = this.gaps.get(key);
+      if (!g) continue;
+      this.gaps.delete(key);
+      const k = `${g.conversationId}|${g.from}`;
+      const c = counts.get(k) ?? { ...g, n: 0 };
+      c.n++;
+      counts.set(k, c);
+    }
+    for (const c of counts.values()) {
+      const what = c.n === 1 ? "1 message" : `${c.n} messages`;
+      this.system(c.conversationId, "missing", `${what} from ${c.from} did not arrive`, {
+        username: c.from,
+      });
+    }
   }
 
   private dmNotes(peer: string, notes: DmNote[]): void {
@@ -744,7 +919,7 @@ export class ParleyClient implements ParleyClientApi {
     }
   }
 
-  private emitReceived(conversationId: ConversationId, from: string, c: Content): void {
+  private emitReceived(conversationId: ConversationId, from: string, c: TextContent): void {
     const message: ChatMessage = {
       id: c.id,
       conversationId,
@@ -760,14 +935,19 @@ export class ParleyClient implements ParleyClientApi {
   sendText(conversationId: ConversationId, text: string): Promise<string> {
     return this.run(async () => {
       if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
-      const content: Content = { t: "text", id: toB64u(this.random(12)), ts: this.o.now(), text };
+      const content: TextContent = {
+        t: "text",
+        id: toB64u(this.random(12)),
+        ts: this.o.now(),
+        text,
+      };
       if (conversationId.startsWith("dm:")) await this.sendDm(conversationId.slice(3), content);
       else await this.sendGroup(conversationId.slice(6), content);
       return content.id;
     });
   }
 
-  private outgoing(conversationId: ConversationId, c: Content): void {
+  private outgoing(conversationId: ConversationId, c: TextContent): void {
     this.emit({
       type: "message",
       message: {
@@ -783,7 +963,7 @@ export class ParleyClient implements ParleyClientApi {
     });
   }
 
-  private async sendDm(peer: string, content: Content): Promise<void> {
+  private async sendDm(peer: string, content: TextContent): Promise<void> {
     const contact = this.contacts.get(peer);
     if (contact?.changedKey)
       throw new CoreError("key_changed", `${peer}'s key changed; accept it first`);
@@ -867,18 +1047,12 @@ export class ParleyClient implements ParleyClientApi {
     await this.applyDm(before, r);
   }
 
-  private async onReceipt(f: FrameOf<ServerFrame, "receipt">): Promise<void> {
-    const m = this.mids.get(f.mid);
-    if (!m) return;
-    this.mids.delete(f.mid);
-    this.emit({
-      type: "delivery",
-      conversationId: m.conversationId,
-      messageId: m.messageId,
-      state: "delivered",
-      by: f.by,
-    });
-  }
+  /**
+   * The relay's `receipt` only claims the recipient acknowledged the item: a lying relay can
+   * forge it for a message it dropped (SECURITY.md L3). It changes no state (§6): "sent" comes
+   * from `accepted`, "delivered" only from the recipient's end-to-end receipt (§8.6).
+   */
+  private async onReceipt(_f: FrameOf<ServerFrame, "receipt">): Promise<void> {}
 
   private async onAccepted(f: FrameOf<ServerFrame, "accepted">): Promise<void> {
     const seq = Number(f.id.slice(1));
@@ -889,16 +1063,7 @@ export class ParleyClient implements ParleyClientApi {
       const entry = parseWith(OutboxEntrySchema, x, "outbox");
       await this.commit([{ op: "delete", key }]);
       if (entry.conversationId && entry.messageId) {
-        const conversationId = entry.conversationId as ConversationId;
-        if (f.mid) {
-          this.mids.set(f.mid, { conversationId, messageId: entry.messageId });
-          // Receipts are best effort (§7.3): forget the oldest mids rather than grow forever.
-          if (this.mids.size > MAX_TRACKED_MIDS) {
-            const oldest = this.mids.keys().next().value;
-            if (oldest !== undefined) this.mids.delete(oldest);
-          }
-        }
-        this.delivery(conversationId, entry.messageId, "sent");
+        this.delivery(entry.conversationId as ConversationId, entry.messageId, "sent");
       }
       return;
     }
@@ -914,6 +1079,7 @@ export class ParleyClient implements ParleyClientApi {
       const p = rec.pendingCommit;
       const next = applyOwnCommit(rec, this.hub, this.me(), this.o.now());
       await this.commit([{ op: "put", key: KEYS.group(fl.name), value: next }]);
+      this.trackGroupGaps(next);
       this.commitLines(fl.name, next, p.added, p.removed, this.username);
       this.summarizeGroup(next);
       await this.evaluateGroup(fl.name);
@@ -1180,6 +1346,7 @@ export class ParleyClient implements ParleyClientApi {
     }
     await this.commit(ops);
     for (const c of pins) this.contacts.set(c.username, c);
+    this.trackGroupGaps(r.record);
     this.commitLines(name, r.record, r.view.core.added, r.view.core.removed, r.view.core.committer);
     this.summarizeGroup(r.record);
     await this.evaluateGroup(name);
@@ -1194,10 +1361,11 @@ export class ParleyClient implements ParleyClientApi {
     const rec = await this.loadGroup(name);
     const r = await decryptGroup({ record: rec, hub: this.hub, sender: from, epoch, body });
     await this.commit([{ op: "put", key: KEYS.group(name), value: r.record }]);
+    this.trackGroupGaps(r.record);
     this.emitReceived(groupId(name), from, r.content);
   }
 
-  private async sendGroup(name: string, content: Content): Promise<void> {
+  private async sendGroup(name: string, content: TextContent): Promise<void> {
     const rec = await this.loadGroup(name);
     const state = this.relayGroups.get(name);
     if (rec.status !== "member" || rec.current === null)
@@ -1244,6 +1412,11 @@ export class ParleyClient implements ParleyClientApi {
     const state = this.relayGroups.get(name);
     if (!state || !this.authed || this.stale) return;
     let rec = await this.loadGroup(name);
+    // Our own commit was accepted (we hold its epoch) but the relay's `group` frame for it has
+    // not arrived yet: `state` still lists us as a pending joiner (or the leaver as pending), and
+    // acting on it would build a second commit on the old epoch that the relay refuses as
+    // `stale_epoch` (SECURITY.md L13). The frame is on its way; decide then (§9.2.4).
+    if (rec.current !== null && rec.current.epoch > state.epoch) return;
     const me = this.username;
     const isMember = state.members.some((m) => m.username === me);
     const joining = state.pendingJoins.some((m) => m.username === me);

@@ -9,31 +9,61 @@ import { malformed } from "./errors";
 import { pad, unpad } from "./padding";
 
 export const MAX_TEXT_CHARS = 16_000;
+/** Message ids acknowledged by one receipt content at most (§8.6); more go in several receipts. */
+export const MAX_RECEIPT_IDS = 100;
 
-export const Content = v.variant("t", [
+const ContentId = v.pipe(v.string(), v.minLength(1), v.maxLength(64), v.regex(/^[A-Za-z0-9_-]+$/));
+
+const TextSchema = v.strictObject({
+  t: v.literal("text"),
+  /** Client message id: random, base64url, for dedupe and receipts. */
+  id: ContentId,
+  /** Sender's clock, ms since the epoch. */
+  ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  text: v.pipe(v.string(), v.maxLength(MAX_TEXT_CHARS)),
+});
+
+/** What a group message carries (§9.5): text only. */
+export const Content = v.variant("t", [TextSchema]);
+export type Content = v.InferOutput<typeof Content>;
+export type TextContent = Content;
+
+/**
+ * What a 1:1 message carries (§8.6): text, or an end-to-end delivery receipt — the ids of `text`
+ * contents the receipt's sender decrypted, authenticated by the Double Ratchet unlike the relay's
+ * `receipt` frame (§6). A receipt is never receipted, and is `malformed` inside a group message.
+ */
+export const DmContent = v.variant("t", [
+  TextSchema,
   v.strictObject({
-    t: v.literal("text"),
-    /** Client message id: random, base64url, for dedupe and receipts. */
-    id: v.pipe(v.string(), v.minLength(1), v.maxLength(64), v.regex(/^[A-Za-z0-9_-]+$/)),
-    /** Sender's clock, ms since the epoch. */
-    ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
-    text: v.pipe(v.string(), v.maxLength(MAX_TEXT_CHARS)),
+    t: v.literal("receipt"),
+    ids: v.pipe(v.array(ContentId), v.minLength(1), v.maxLength(MAX_RECEIPT_IDS)),
   }),
 ]);
-export type Content = v.InferOutput<typeof Content>;
+export type DmContent = v.InferOutput<typeof DmContent>;
 
-export function encodeContent(c: Content): Uint8Array {
+export function encodeContent(c: DmContent): Uint8Array {
   return pad(utf8(JSON.stringify(c)));
 }
 
-export function decodeContent(padded: Uint8Array): Content {
+function parseContent<T>(schema: v.GenericSchema<unknown, T>, padded: Uint8Array): T {
   let obj: unknown;
   try {
     obj = JSON.parse(fromUtf8(unpad(padded)));
   } catch {
     throw malformed("content");
   }
-  const r = v.safeParse(Content, obj);
+  const r = v.safeParse(schema, obj);
   if (!r.success) throw malformed("content");
   return r.output;
+}
+
+/** Group message content (text only). */
+export function decodeContent(padded: Uint8Array): Content {
+  return parseContent(Content, padded);
+}
+
+/** 1:1 message content (text or receipt). */
+export function decodeDmContent(padded: Uint8Array): DmContent {
+  return parseContent(DmContent, padded);
 }

@@ -8,7 +8,7 @@ import * as v from "valibot";
 import { constantTimeEqual } from "../crypto";
 import type { SignedPrekey } from "../protocol";
 import { B64, b64, enc, Key32, Uint } from "./codec";
-import { type Content, decodeContent, encodeContent } from "./content";
+import { type DmContent, decodeDmContent, encodeContent } from "./content";
 import {
   decodeEnvelope,
   ENV,
@@ -136,7 +136,8 @@ export interface DmResult {
   /** Bodies to send to the peer, in order. */
   send: Uint8Array[];
   /** Decrypted contents, in order. */
-  received: Content[];
+  /** Decrypted contents: texts and end-to-end receipts (§8.6). */
+  received: DmContent[];
   notes: DmNote[];
   prekeys?: PrekeyState;
 }
@@ -284,7 +285,7 @@ export function canSendNow(record: DmRecord): boolean {
 export async function encryptDm(
   record: DmRecord,
   contact: Contact,
-  content: Content,
+  content: DmContent,
   ctx: DmCtx,
 ): Promise<{ record: DmRecord; body: Uint8Array }> {
   if (contact.changedKey !== null)
@@ -535,7 +536,7 @@ async function decryptWith(
     throw new CoreError("unknown_session", "message before handshake confirmation");
   }
   const out = await ratchetDecrypt(found.session.ratchet, header, ciphertext, prefix, ctx.random);
-  const content = decodeContent(out.plaintext);
+  const content = decodeDmContent(out.plaintext);
   // A reply proves the peer holds the session: stop repeating the prekey fields (§8.3.2).
   const session: Session = { ...found.session, ratchet: out.state, confirmed: true, prekey: null };
   let next: DmRecord;
@@ -602,7 +603,7 @@ async function onPrekey(
     sendChain: null,
   });
   const out = await ratchetDecrypt(ratchet, env.header, env.ciphertext, env.prefix, ctx.random);
-  const content = decodeContent(out.plaintext);
+  const content = decodeDmContent(out.plaintext);
   const session: Session = {
     sid: enc(env.sid),
     role: "responder",

@@ -387,7 +387,7 @@ describe.skipIf(!built).sequential(
       await until(() => inbox(bob, G).includes("the real alice"), "bob reads alice");
     });
 
-    it("a dropped delivery with a forged receipt: shown as delivered (receipts are relay claims), redelivered on reconnect", async () => {
+    it("a dropped delivery with a forged receipt: never shown as delivered (only bob's end-to-end receipt counts), redelivered on reconnect", async () => {
       const [alice, bob] = (await users("alice", "bob")) as [WireUser, WireUser];
       await secure(alice, bob);
       let dropped: string | null = null;
@@ -401,23 +401,24 @@ describe.skipIf(!built).sequential(
         return [text];
       };
       const id = await alice.client.sendText("dm:bob", "swallowed by the relay");
-      await until(
-        () =>
-          alice.events.some(
-            (e) => e.type === "delivery" && e.messageId === id && e.state === "delivered",
-          ),
-        "forged receipt accepted",
-      );
+      const deliveredTo = () =>
+        alice.events.some(
+          (e) => e.type === "delivery" && e.messageId === id && e.state === "delivered",
+        );
+      await until(() => dropped !== null, "relay dropped the delivery");
       await sleep(200);
-      expect(dropped).not.toBeNull();
       expect(inbox(bob, "dm:alice")).toEqual([]);
-      // Known limitation (SECURITY.md §8 L3): the receipt is the relay's word, not bob's.
-      // The real relay still holds the unacknowledged item: on reconnect bob gets it, once.
+      // SECURITY.md §8 L3 (fixed): the relay's receipt changes no delivery state; "delivered"
+      // comes only from bob's receipt inside the Double Ratchet (PROTOCOL.md §6, §8.6).
+      expect(deliveredTo()).toBe(false);
+      // The real relay still holds the unacknowledged item: on reconnect bob gets it, once,
+      // and only then does his end-to-end receipt mark it delivered.
       p().reset();
       await detach(bob);
       await connect(bob);
       await until(() => inbox(bob, "dm:alice").length === 1, "redelivered");
       expect(inbox(bob, "dm:alice")).toEqual(["swallowed by the relay"]);
+      await until(deliveredTo, "bob's end-to-end receipt");
       await chat(alice, bob, "and on we go");
     });
 

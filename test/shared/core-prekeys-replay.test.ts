@@ -60,7 +60,7 @@ describe("prekey replay cache (§8.3.3)", () => {
       )
     ).body;
     const got = await receiveDm(emptyDm("alice"), null, prekeys, first, b.ctx);
-    expect(got.received[0]?.text).toBe("first");
+    expect(got.received[0]).toMatchObject({ t: "text", text: "first" });
     if (!got.prekeys) throw new Error("prekeys consumed");
     prekeys = got.prekeys;
     expect(seenCount(prekeys, spkId)).toBe(1);

@@ -105,6 +105,7 @@ export const HistorySystem = v.strictObject({
     "verified",
     "session_started",
     "decrypt_failed",
+    "missing",
   ]),
   text: v.pipe(v.string(), v.maxLength(1000)),
   username: v.optional(Name),
