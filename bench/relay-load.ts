@@ -21,6 +21,8 @@ import { type ClientFrame, LIMITS, type ServerFrame } from "../shared/protocol";
  */
 const ACK_BATCH = Math.floor(LIMITS.deliverWindow / 2);
 const ACK_DELAY_MS = 10;
+/** Longest wait for an expected frame (welcome, group state, accepted) before a run fails. */
+const WAIT_MS = 60_000;
 
 export interface Delivery {
   from: string;
@@ -147,13 +149,29 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
           ws.close();
         },
         waitFor(t, pred = () => true) {
-          return new Promise((res) => waiters.push({ t, pred: pred as never, res: res as never }));
+          // Bounded: a relay that stops answering fails the run instead of hanging the bench.
+          return new Promise((res, rej) => {
+            const timer = setTimeout(
+              () => rej(new Error(`${name}: no ${t} frame within ${WAIT_MS} ms`)),
+              WAIT_MS,
+            );
+            waiters.push({
+              t,
+              pred: pred as never,
+              res: ((f: never) => {
+                clearTimeout(timer);
+                res(f);
+              }) as never,
+            });
+          });
         },
       };
       ws.on("message", async (data) => {
         // The driver trusts the relay it measures: plain JSON.parse, the same per-frame work as
         // for the bare server (schema validation is the product client's job, not the load's).
         const f = JSON.parse(String(data)) as ServerFrame;
+        if (process.env.BENCH_DEBUG_FRAMES)
+          process.stderr.write(`${name} <- ${String(data).slice(0, 160)}\n`);
         if (f.t === "hello") {
           const sig = await ed25519Sign(
             identity.privateKey,

@@ -8,6 +8,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LIMITS } from "../shared/protocol";
 import { startWranglerDev, type WranglerDev } from "../test/support/wrangler-dev";
+import { freezeWorker } from "./frozen-worker";
 import type { Row } from "./lib";
 import { cpuSeconds, descendantsNamed, rssMiB, startNodeChild } from "./procs";
 import {
@@ -116,7 +117,8 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
   );
   let dev: WranglerDev | null = null;
   try {
-    dev = await startWranglerDev({ port: WRANGLER_PORT, root: process.cwd() });
+    const config = freezeWorker(process.cwd(), "dist/bench/worker");
+    dev = await startWranglerDev({ port: WRANGLER_PORT, root: process.cwd(), config });
     const devNow = dev;
     // wrangler dev restarts workerd when watched sources change (other people edit the tree
     // while this runs): look the process up again for every run rather than once.

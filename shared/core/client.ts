@@ -1415,7 +1415,7 @@ export class ParleyClient implements ParleyClientApi {
     // Our own commit was accepted (we hold its epoch) but the relay's `group` frame for it has
     // not arrived yet: `state` still lists us as a pending joiner (or the leaver as pending), and
     // acting on it would build a second commit on the old epoch that the relay refuses as
-    // `stale_epoch` (SECURITY.md L13). The frame is on its way; decide then (§9.2.4).
+    // `stale_epoch` (SECURITY.md L13). The frame is on its way; decide then (§9.2.1).
     if (rec.current !== null && rec.current.epoch > state.epoch) return;
     const me = this.username;
     const isMember = state.members.some((m) => m.username === me);

@@ -89,7 +89,7 @@ describe("Parley PWA end to end", () => {
     await seesMessage(b, "Hi bob, this is alice on a secure line");
     await say("bob", "Hello alice! Reading you loud and clear");
     await seesMessage(a, "Hello alice! Reading you loud and clear");
-    // alice's message reaches "delivered" once bob's client acked it
+    // alice's message reaches "delivered" once bob's end-to-end receipt arrives (PROTOCOL.md §8.6)
     await a
       .locator('[data-testid="message"][data-from="alice"] [data-delivery="delivered"]')
       .first()

@@ -8,7 +8,17 @@
 import { expect, it } from "vitest";
 import type { DeliveryState } from "../../shared/core/client-api";
 import type { ServerFrame } from "../../shared/protocol";
-import { errors, lines, messages, online, say, type TestUser, timers } from "../support/clients";
+import {
+  connect,
+  disconnect,
+  errors,
+  lines,
+  messages,
+  online,
+  say,
+  type TestUser,
+  timers,
+} from "../support/clients";
 import { type MemoryRelay, MemoryRelay as Relay } from "../support/memory-relay";
 
 const G = "group:broadcast" as const;
@@ -200,4 +210,37 @@ it("a joiner commits once per join: no second commit refused as stale_epoch (SEC
   const refused = relay.log.filter((x) => x.frame.t === "error");
   expect(refused).toEqual([]);
   expect(relay.groups.get("broadcast")?.epoch).toBe(3);
+});
+
+it("offline when the grace runs out: decided after the next connection's mailbox drain", async () => {
+  const { relay, alice, bob } = await chatting();
+  // Two messages withheld from bob's live connection; the relay keeps both in its mailbox but
+  // really loses the first one before bob reconnects.
+  const held: ServerFrame[] = [];
+  relay.intercept = (who, frame) => {
+    if (who === "bob" && frame.t === "deliver" && frame.item.kind === "direct" && held.length < 2) {
+      held.push(frame);
+      return null;
+    }
+    return frame;
+  };
+  await say(alice, "dm:bob", "lost for good");
+  await say(alice, "dm:bob", "held back");
+  relay.intercept = null;
+  await say(alice, "dm:bob", "reveals both gaps");
+  expect(messages(bob, "dm:alice")).toEqual(["reveals both gaps"]);
+  await disconnect(bob);
+  await graceElapses(relay); // bob is offline: nothing is decided yet
+  expect(missing(bob, "dm:alice")).toEqual([]);
+  const lostMid = held[0]?.t === "deliver" ? held[0].mid : "";
+  const at = relay.mailbox.findIndex((x) => String(x.mid) === lostMid);
+  expect(at).toBeGreaterThanOrEqual(0);
+  relay.mailbox.splice(at, 1);
+  await connect(bob); // the drain brings "held back"; "lost for good" never comes
+  expect(messages(bob, "dm:alice")).toEqual(["reveals both gaps", "held back"]);
+  expect(missing(bob, "dm:alice")).toEqual([]);
+  await graceElapses(relay);
+  expect(missing(bob, "dm:alice").map((l) => l.text)).toEqual([
+    "1 message from alice did not arrive",
+  ]);
 });

@@ -99,9 +99,16 @@ async function secure(a: WireUser, b: WireUser): Promise<void> {
 
 async function chat(a: WireUser, b: WireUser, text: string): Promise<void> {
   const before = inbox(b, `dm:${a.name}`).length;
-  await a.client.sendText(`dm:${b.name}`, text);
+  const id = await a.client.sendText(`dm:${b.name}`, text);
   await until(() => inbox(b, `dm:${a.name}`).length > before, `${b.name} reads "${text}"`);
   expect(inbox(b, `dm:${a.name}`).at(-1)).toBe(text);
+  // ...and b's end-to-end receipt (PROTOCOL.md §8.6) is back, so no frame of this exchange is
+  // still in flight when the test changes what the relay does next.
+  await until(
+    () =>
+      a.events.some((e) => e.type === "delivery" && e.messageId === id && e.state === "delivered"),
+    `${a.name} sees "${text}" delivered`,
+  );
 }
 
 const G = "group:broadcast" as const;

@@ -40,6 +40,8 @@ export interface StartOptions {
   persistTo?: string;
   /** Repository root to run wrangler in (default: derived from this file, else the cwd). */
   root?: string;
+  /** Another wrangler config file (default: the root's wrangler.toml). */
+  config?: string;
 }
 
 /**
@@ -130,6 +132,7 @@ export async function startWranglerDev(opts: StartOptions): Promise<WranglerDev>
     "warn",
   ];
   for (const [k, v] of Object.entries(opts.vars ?? {})) args.push("--var", `${k}:${v}`);
+  if (opts.config !== undefined) args.push("--config", opts.config);
   const child = spawn("npx", args, {
     cwd: opts.root ?? repoRoot(),
     detached: true, // own process group, so stop() can end wrangler and workerd together
