@@ -328,6 +328,20 @@ export class ParleyClient implements ParleyClientApi {
     return { op: "put", key: KEYS.outbox(seq), value: { frame, ...meta } };
   }
 
+  /**
+   * A `send` frame for `body` and the write-ahead outbox op that must be committed before the
+   * frame reaches the socket (§10.1).
+   */
+  private directFrame(
+    peer: string,
+    body: Uint8Array,
+    meta: { conversationId?: ConversationId; messageId?: string } = {},
+  ): { frame: FrameOf<ClientFrame, "send">; op: StoreOp } {
+    const { id, seq } = this.newOutId();
+    const frame = { v: PROTOCOL_VERSION, t: "send", id, to: peer, body: toB64u(body) } as const;
+    return { frame, op: this.outbox(frame, seq, meta) };
+  }
+
   private newOutId(): { id: string; seq: number } {
     const id = this.nextId("o");
     return { id, seq: this.seq };
@@ -729,9 +743,8 @@ export class ParleyClient implements ParleyClientApi {
     if (r.prekeys) ops.push({ op: "put", key: KEYS.prekeys, value: r.prekeys });
     const frames: FrameOf<ClientFrame, "send">[] = [];
     for (const body of r.send) {
-      const { id, seq } = this.newOutId();
-      const frame = { v: PROTOCOL_VERSION, t: "send", id, to: peer, body: toB64u(body) } as const;
-      ops.push(this.outbox(frame, seq));
+      const { frame, op } = this.directFrame(peer, body);
+      ops.push(op);
       frames.push(frame);
     }
     const flushed: Array<{ id: string }> = [];
@@ -744,15 +757,11 @@ export class ParleyClient implements ParleyClientApi {
           this.ctx(),
         );
         rec = enc.record;
-        const { id, seq } = this.newOutId();
-        const frame = {
-          v: PROTOCOL_VERSION,
-          t: "send",
-          id,
-          to: peer,
-          body: toB64u(enc.body),
-        } as const;
-        ops.push(this.outbox(frame, seq, { conversationId: dmId(peer), messageId: q.id }));
+        const { frame, op } = this.directFrame(peer, enc.body, {
+          conversationId: dmId(peer),
+          messageId: q.id,
+        });
+        ops.push(op);
         frames.push(frame);
         flushed.push(q);
       }
@@ -796,15 +805,8 @@ export class ParleyClient implements ParleyClientApi {
         const content: DmContent = { t: "receipt", ids: ids.slice(i, i + MAX_RECEIPT_IDS) };
         const enc = await encryptDm(rec, contact, content, this.ctx());
         rec = enc.record;
-        const { id, seq } = this.newOutId();
-        const frame = {
-          v: PROTOCOL_VERSION,
-          t: "send",
-          id,
-          to: peer,
-          body: toB64u(enc.body),
-        } as const;
-        ops.push(this.outbox(frame, seq));
+        const { frame, op } = this.directFrame(peer, enc.body);
+        ops.push(op);
         frames.push(frame);
       }
       ops.push({ op: "put", key: KEYS.dm(peer), value: rec });
@@ -970,18 +972,11 @@ export class ParleyClient implements ParleyClientApi {
     const rec = await this.loadDm(peer);
     if (contact && canSendNow(rec)) {
       const enc = await encryptDm(rec, contact, content, this.ctx());
-      const { id, seq } = this.newOutId();
-      const frame = {
-        v: PROTOCOL_VERSION,
-        t: "send",
-        id,
-        to: peer,
-        body: toB64u(enc.body),
-      } as const;
-      await this.commit([
-        { op: "put", key: KEYS.dm(peer), value: enc.record },
-        this.outbox(frame, seq, { conversationId: dmId(peer), messageId: content.id }),
-      ]);
+      const { frame, op } = this.directFrame(peer, enc.body, {
+        conversationId: dmId(peer),
+        messageId: content.id,
+      });
+      await this.commit([{ op: "put", key: KEYS.dm(peer), value: enc.record }, op]);
       this.outgoing(dmId(peer), content);
       this.send(frame);
       return;
