@@ -20,6 +20,13 @@ export function download(filename: string, text: string): void {
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
+/** Why a new passphrase (typed twice) is refused, or null: one rule for the lock and backups. */
+function newPassphraseProblem(pass: string, again: string, min: number): string | null {
+  if (pass.length < min) return `Use at least ${min} characters.`;
+  if (pass !== again) return "The two passphrases differ.";
+  return null;
+}
+
 function LockSection() {
   const { actions, lockOn } = useParley();
   const [pass, setPass] = createSignal("");
@@ -28,12 +35,9 @@ function LockSection() {
   const [msg, setMsg] = createSignal<{ ok: boolean; text: string } | null>(null);
   const turnOn = async () => {
     setMsg(null);
-    if (pass().length < MIN_LOCK_PASSPHRASE) {
-      setMsg({ ok: false, text: `Use at least ${MIN_LOCK_PASSPHRASE} characters.` });
-      return;
-    }
-    if (pass() !== pass2()) {
-      setMsg({ ok: false, text: "The two passphrases differ." });
+    const problem = newPassphraseProblem(pass(), pass2(), MIN_LOCK_PASSPHRASE);
+    if (problem !== null) {
+      setMsg({ ok: false, text: problem });
       return;
     }
     setBusy(true);
@@ -128,12 +132,9 @@ export function SettingsDialog(props: { onClose: () => void }) {
 
   const exportNow = async () => {
     setMsg(null);
-    if (pass().length < MIN_PASSPHRASE_LENGTH) {
-      setMsg({ ok: false, text: `Use at least ${MIN_PASSPHRASE_LENGTH} characters.` });
-      return;
-    }
-    if (pass() !== pass2()) {
-      setMsg({ ok: false, text: "The two passphrases differ." });
+    const problem = newPassphraseProblem(pass(), pass2(), MIN_PASSPHRASE_LENGTH);
+    if (problem !== null) {
+      setMsg({ ok: false, text: problem });
       return;
     }
     setBusy(true);
