@@ -14,6 +14,9 @@ export default defineConfig({
           name: "node",
           include: ["test/node/**/*.test.ts", "test/shared/**/*.test.ts"],
           environment: "node",
+          // Node clients run shared/crypto on node:crypto (node/crypto-backend.ts); the workers
+          // project keeps the default WebCrypto/noble backend, so the shared vectors cover both.
+          setupFiles: ["test/support/node-crypto-backend.ts"],
           testTimeout: 30_000,
         },
       },

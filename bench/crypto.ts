@@ -38,7 +38,7 @@ export interface Side {
   contact: Contact | null;
 }
 
-async function side(name: string, peer: string): Promise<Side> {
+export async function side(name: string, peer: string): Promise<Side> {
   const id = await generateIdentityKeyPair();
   const now = 1_000;
   return {

@@ -6,6 +6,7 @@
  * send (encryptGroup) and receive (decryptGroup) at the same roster sizes.
  *
  * Baselines: the 2-member figure of the same operation, measured in the same run.
+ * The log names the HPKE suite instance hpkeSeal settled on (shared/crypto/hpke.ts).
  */
 import {
   buildCommit,
@@ -26,6 +27,7 @@ import {
   randomBytes,
   x25519GenerateKeyPair,
 } from "../shared/crypto";
+import { hpkeSealSuite } from "../shared/crypto/hpke";
 import { toB64u } from "../shared/encoding";
 import { comparePair, measure, type Row } from "./lib";
 
@@ -237,7 +239,7 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
       recvVs2: recvPair.ratio === 0 ? Number.NaN : 1 / recvPair.ratio,
     });
     log(
-      `  size ${size}: commit cold ${(cold.meanUs / 1000).toFixed(1)} ms, warm ${(create.meanUs / 1000).toFixed(1)} ms, process ${(process_.meanUs / 1000).toFixed(1)} ms, send ${send.meanUs.toFixed(0)} µs, recv ${recv.meanUs.toFixed(0)} µs`,
+      `  size ${size} (HPKE suite: ${hpkeSealSuite() ?? "still measuring"}): commit cold ${(cold.meanUs / 1000).toFixed(1)} ms, warm ${(create.meanUs / 1000).toFixed(1)} ms, process ${(process_.meanUs / 1000).toFixed(1)} ms, send ${send.meanUs.toFixed(0)} µs, recv ${recv.meanUs.toFixed(0)} µs`,
     );
   }
   const base = bySize[0];

@@ -1,7 +1,10 @@
 /**
- * Per-primitive speed, WebCrypto vs noble (issue 6). Runtime-neutral: the same module runs in Node
- * and, bundled (bench/browser-primitives.ts), inside headless Chromium — the PWA's runtime — so
- * the product's choice of path per primitive and size is checked where it runs.
+ * Per-primitive speed, WebCrypto vs noble (issue 6), and in Node also the Node backend
+ * (node/crypto-backend.ts on node:crypto) against the faster of those two. Runtime-neutral: the
+ * same module runs in Node and, bundled (bench/browser-primitives.ts), inside headless Chromium —
+ * the PWA's runtime — so the product's choice of path per primitive and size is checked where it
+ * runs. In Chromium no backend is installed (the default WebCrypto/noble dispatch is the product);
+ * in Node the bench installs the Node backend, which is then the product for every row it has.
  *
  * Each row runs both paths in alternating slices (lib.ts comparePair) and names the path
  * shared/crypto takes. Rows marked † are composite: the product path is a mix (see the note).
@@ -12,11 +15,15 @@ import { ed25519 as nobleEd, x25519 as nobleX } from "@noble/curves/ed25519.js";
 import {
   aesGcmDecrypt,
   aesGcmEncrypt,
+  type CryptoBackend,
+  cryptoBackendName,
   ed25519KeyPairFromSeed,
   ed25519Sign,
   ed25519Verify,
   hkdfSha256,
+  hmacSha256,
   hpkeSeal,
+  installCryptoBackend,
   randomBytes,
   x25519,
   x25519GenerateKeyPair,
@@ -29,7 +36,7 @@ import {
   nobleEd25519VerifyParley,
   nobleX25519,
 } from "../shared/crypto/noble";
-import { subtleHkdfSha256 } from "../shared/crypto/subtle";
+import { subtleHkdfSha256, subtleHmacSha256 } from "../shared/crypto/subtle";
 import { x25519PublicKeyPath } from "../shared/crypto/x25519";
 import { comparePair } from "./lib";
 
@@ -59,23 +66,57 @@ async function plainSubtleX25519(secret: Uint8Array, pub: Uint8Array): Promise<U
   return new Uint8Array(await crypto.subtle.deriveBits({ name: "X25519", public: p }, priv, 256));
 }
 
-export async function runPrimitives(log: (s: string) => void = () => {}): Promise<PrimitiveRow[]> {
+/**
+ * `node`: the Node backend, given by the Node entry point (bench/main.ts); absent in Chromium.
+ * The default paths are timed with no backend installed; the one installed on entry is restored.
+ */
+export async function runPrimitives(
+  log: (s: string) => void = () => {},
+  node?: CryptoBackend,
+): Promise<PrimitiveRow[]> {
+  const installedOnEntry = cryptoBackendName();
+  installCryptoBackend(null);
+  try {
+    return await measureAll(log, node);
+  } finally {
+    if (node && installedOnEntry === node.name) installCryptoBackend(node);
+  }
+}
+
+async function measureAll(log: (s: string) => void, node?: CryptoBackend): Promise<PrimitiveRow[]> {
   const rows: PrimitiveRow[] = [];
   const add = async (
     primitive: string,
     product: string,
     webcrypto: () => unknown,
     noble: () => unknown,
+    /** The Node backend's twin, raced against the faster of the two columns above. */
+    nodeFn?: () => unknown,
   ) => {
     const r = await comparePair(primitive, webcrypto, noble);
-    rows.push({
+    const row: PrimitiveRow = {
       primitive,
       "webcrypto ops/s": r.a.opsPerSec,
       "noble ops/s": r.b.opsPerSec,
       "webcrypto/noble": `${r.ratio.toFixed(2)}×`,
       "product uses": product,
-    });
-    log(`  ${primitive}: ${r.a.opsPerSec.toFixed(0)} vs ${r.b.opsPerSec.toFixed(0)} ops/s`);
+    };
+    let extra = "";
+    if (node) {
+      if (nodeFn) {
+        const best = r.ratio >= 1 ? webcrypto : noble;
+        const n = await comparePair(`${primitive} (node:crypto)`, nodeFn, best);
+        row["node:crypto ops/s"] = n.a.opsPerSec;
+        row["node:crypto / faster of the two"] = `${n.ratio.toFixed(2)}×`;
+        row["product uses"] = "node:crypto";
+        extra = `; node:crypto ${n.a.opsPerSec.toFixed(0)} (${n.ratio.toFixed(2)}× the faster)`;
+      } else {
+        row["node:crypto ops/s"] = "";
+        row["node:crypto / faster of the two"] = "";
+      }
+    }
+    rows.push(row);
+    log(`  ${primitive}: ${r.a.opsPerSec.toFixed(0)} vs ${r.b.opsPerSec.toFixed(0)} ops/s${extra}`);
   };
 
   const a = await x25519GenerateKeyPair();
@@ -85,12 +126,15 @@ export async function runPrimitives(log: (s: string) => void = () => {}): Promis
     "webcrypto (cached key)",
     () => x25519(a.secretKey, b.publicKey),
     () => nobleX25519(a.secretKey, b.publicKey),
+    node && (() => node.x25519(a.secretKey, b.publicKey)),
   );
   await add(
     "X25519 DH, new secret, plain PKCS#8 import",
     "—",
     () => plainSubtleX25519(randomBytes(32), b.publicKey),
     () => nobleX25519(randomBytes(32), b.publicKey),
+    // The product's cost for a secret it has not seen: JWK import (+ its public key), then DH.
+    node && (() => node.x25519(randomBytes(32), b.publicKey)),
   );
   // Let the product's one-time calibration (x25519.ts) finish before timing its choice.
   for (let i = 0; i < 30; i++) await x25519PublicKey(randomBytes(32));
@@ -100,12 +144,14 @@ export async function runPrimitives(log: (s: string) => void = () => {}): Promis
     keyPath,
     () => plainSubtleX25519(randomBytes(32), BASE),
     () => x25519PublicKey(randomBytes(32)),
+    node && (() => node.x25519PublicKey(randomBytes(32))),
   );
   await add(
     "X25519 public key: noble ladder vs product",
     keyPath,
     () => nobleX.getPublicKey(randomBytes(32)),
     () => x25519PublicKey(randomBytes(32)),
+    node && (() => node.x25519PublicKey(randomBytes(32))),
   );
 
   const seed = randomBytes(32);
@@ -119,12 +165,14 @@ export async function runPrimitives(log: (s: string) => void = () => {}): Promis
     "webcrypto",
     () => ed25519Sign(id.privateKey, msg),
     () => nobleEd25519Sign(seed, msg),
+    node && (() => node.ed25519Sign(id.privateKey, msg)),
   );
   await add(
     "Ed25519 verify",
     "webcrypto (cached key)",
     () => ed25519Verify(id.publicKey, msg, sig),
     () => nobleEd25519VerifyParley(id.publicKey, msg, sig),
+    node && (() => node.ed25519Verify(id.publicKey, msg, sig)),
   );
 
   const ikm = randomBytes(32);
@@ -135,6 +183,14 @@ export async function runPrimitives(log: (s: string) => void = () => {}): Promis
     "noble",
     () => subtleHkdfSha256(ikm, salt, info, 32),
     () => hkdfSha256(ikm, salt, info, 32),
+    node && (() => node.hkdfSha256(ikm, salt, info, 32)),
+  );
+  await add(
+    "HMAC-SHA256 (32 B key, 40 B message)",
+    "noble",
+    () => subtleHmacSha256(ikm, info),
+    () => hmacSha256(ikm, info),
+    node && (() => node.hmacSha256(ikm, info)),
   );
 
   const key = randomBytes(32);
@@ -158,6 +214,9 @@ export async function runPrimitives(log: (s: string) => void = () => {}): Promis
         const ct = gcm(key, nonce, aad).encrypt(pt);
         gcm(key, nonce, aad).decrypt(ct);
       },
+      node &&
+        (async () =>
+          node.aesGcmDecrypt(key, nonce, await node.aesGcmEncrypt(key, nonce, pt, aad), aad)),
     );
   }
   // The product's dispatching entry points, for completeness (should track the faster column).

@@ -10,7 +10,7 @@ import WebSocket from "ws";
 import { httpGet, startWranglerDev } from "../test/support/wrangler-dev";
 import { parleyTarget, runLoad } from "./relay-load";
 
-const port = 8793;
+const port = Number(process.env.BENCH_RELAY_PORT ?? 8793);
 const clients = Number(process.argv[2] ?? 20);
 const rate = Number(process.argv[3] ?? 10);
 const mode = (process.argv[4] ?? "group") as "group" | "direct";

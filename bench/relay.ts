@@ -20,8 +20,9 @@ import {
   type Target,
 } from "./relay-load";
 
-export const WRANGLER_PORT = 8793;
-export const BARE_PORT = 8796;
+/** Ports (overridable, e.g. to run beside the test suite, whose wrangler ports are 8790–8798). */
+export const WRANGLER_PORT = Number(process.env.BENCH_RELAY_PORT ?? 8793);
+export const BARE_PORT = Number(process.env.BENCH_BARE_PORT ?? 8796);
 
 export interface RelayRun extends LoadResult {
   /** Server CPU µs per delivery (workerd, or the bare server's node process). */

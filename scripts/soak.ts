@@ -6,7 +6,11 @@
  * Environment: SOAK_CLIENTS (50), SOAK_SECONDS (60), SOAK_GROUP_SIZE (10), SOAK_INTERVAL_MS (1000),
  * SOAK_PORT (8797).
  */
+import { installNodeCryptoBackend } from "../node/crypto-backend";
 import { runSoak, type SoakCounts } from "./soak-lib";
+
+// Protocol clients in Node run shared/crypto on node:crypto (node/crypto-backend.ts).
+installNodeCryptoBackend();
 
 const env = (k: string, d: number) => Number(process.env[k] ?? d);
 const base = {

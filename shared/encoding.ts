@@ -85,9 +85,7 @@ export function b64uDecodedLength(chars: number): number {
 
 export function u32be(n: number): Uint8Array {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new RangeError("u32 out of range");
-  const out = new Uint8Array(4);
-  new DataView(out.buffer).setUint32(0, n, false);
-  return out;
+  return new Uint8Array([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
 }
 
 export function concatBytes(...parts: Uint8Array[]): Uint8Array {
@@ -108,10 +106,24 @@ export function concatBytes(...parts: Uint8Array[]): Uint8Array {
  * different field lists can produce the same bytes.
  */
 export function lp(...fields: (Uint8Array | string | number)[]): Uint8Array {
-  const parts: Uint8Array[] = [];
+  // One allocation for the result (every transcript, AAD and KDF label goes through here).
+  const bytes: Uint8Array[] = [];
+  let len = 0;
   for (const f of fields) {
     const b = typeof f === "string" ? utf8(f) : typeof f === "number" ? u32be(f) : f;
-    parts.push(u32be(b.length), b);
+    bytes.push(b);
+    len += 4 + b.length;
   }
-  return concatBytes(...parts);
+  const out = new Uint8Array(len);
+  let off = 0;
+  for (const b of bytes) {
+    const n = b.length;
+    out[off] = n >>> 24;
+    out[off + 1] = (n >>> 16) & 0xff;
+    out[off + 2] = (n >>> 8) & 0xff;
+    out[off + 3] = n & 0xff;
+    out.set(b, off + 4);
+    off += 4 + n;
+  }
+  return out;
 }

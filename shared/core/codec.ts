@@ -6,11 +6,18 @@ import { malformed } from "./errors";
 /** Epochs can exceed 2^32 in principle: 8-byte big-endian, safe-integer range only. */
 export function u64be(n: number): Uint8Array {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("u64 out of range");
-  const out = new Uint8Array(8);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(0, Math.floor(n / 2 ** 32), false);
-  dv.setUint32(4, n >>> 0, false);
-  return out;
+  const hi = Math.floor(n / 2 ** 32);
+  const lo = n >>> 0;
+  return new Uint8Array([
+    hi >>> 24,
+    (hi >>> 16) & 0xff,
+    (hi >>> 8) & 0xff,
+    hi & 0xff,
+    lo >>> 24,
+    (lo >>> 16) & 0xff,
+    (lo >>> 8) & 0xff,
+    lo & 0xff,
+  ]);
 }
 
 /** Sequential reader over a byte string; every overrun is a typed `malformed` error. */
@@ -26,17 +33,23 @@ export class Reader {
     this.off += n;
     return out;
   }
+  /** Big-endian unsigned integer of `n` ≤ 4 bytes, read in place (no copy: every header has some). */
+  private uint(n: number): number {
+    if (this.off + n > this.buf.length) throw malformed(this.what);
+    let v = 0;
+    for (let i = 0; i < n; i++) v = v * 256 + (this.buf[this.off + i] as number);
+    this.off += n;
+    return v;
+  }
   u8(): number {
-    return this.bytes(1)[0] as number;
+    return this.uint(1);
   }
   u32(): number {
-    const b = this.bytes(4);
-    return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, false);
+    return this.uint(4);
   }
   u64(): number {
-    const b = this.bytes(8);
-    const dv = new DataView(b.buffer, b.byteOffset, 8);
-    const n = dv.getUint32(0, false) * 2 ** 32 + dv.getUint32(4, false);
+    if (this.off + 8 > this.buf.length) throw malformed(this.what);
+    const n = this.uint(4) * 2 ** 32 + this.uint(4);
     if (!Number.isSafeInteger(n)) throw malformed(this.what);
     return n;
   }

@@ -21,9 +21,11 @@ import {
   constantTimeEqual,
   ed25519Verify,
   hkdfSha256,
+  hkdfSha256Expand,
+  hkdfSha256Extract,
   hmacSha256,
   hpkeOpen,
-  hpkeSeal,
+  hpkeSealMany,
   sha256,
   wipe,
 } from "../crypto";
@@ -161,8 +163,45 @@ export function senderChainKey(
   );
 }
 
+/**
+ * senderChainKey for every member of one epoch, same bytes (test/shared/core-group-perf.test.ts).
+ * HKDF is Expand(Extract(salt, secret), info, L) (RFC 5869 §2.2–2.3) and the PRK depends only on
+ * the epoch secret, so it is extracted once per epoch instead of once per member; the lp() prefix
+ * shared by every member's info is encoded once (§2.2: lp is a concatenation).
+ */
+export function senderChainKeys(
+  secret: Uint8Array,
+  hub: string,
+  group: string,
+  epoch: number,
+  members: ReadonlyArray<{ name: string; ik: Uint8Array }>,
+): Uint8Array[] {
+  const prk = hkdfSha256Extract(secret, new Uint8Array(0));
+  const prefix = lp("parley/v1/group-sender", hub, group, u64be(epoch));
+  try {
+    return members.map((m) => hkdfSha256Expand(prk, concatBytes(prefix, lp(m.name, m.ik)), 32));
+  } finally {
+    wipe(prk);
+  }
+}
+
 export function wrapInfo(hub: string, group: string, epoch: number, m: RosterEntry): Uint8Array {
   return lp("parley/v1/group-wrap", hub, group, u64be(epoch), m.name, b64(m.ik, "ik"), m.spkId);
+}
+
+/**
+ * `wrapInfo` for many members of one epoch. lp() is a plain concatenation of length-prefixed
+ * fields (§2.2), so lp(a, b, c, d, e, f, g) = lp(a, b, c, d) || lp(e, f, g): the part shared by
+ * every member is encoded once per commit instead of once per member. Same bytes as wrapInfo
+ * (test/shared/core-group-perf.test.ts).
+ */
+export function wrapInfoFor(
+  hub: string,
+  group: string,
+  epoch: number,
+): (name: string, ik: Uint8Array, spkId: number) => Uint8Array {
+  const prefix = lp("parley/v1/group-wrap", hub, group, u64be(epoch));
+  return (name, ik, spkId) => concatBytes(prefix, lp(name, ik, spkId));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -306,13 +345,19 @@ export function nextRoster(state: GroupState): {
 }
 
 /**
- * Signed prekeys already verified, by hash of (identity key, id, key, signature). Why: every
- * commit re-checks the whole roster (§9.4), and in a steady group the entries are the same ones
- * commit after commit; Ed25519 verification is deterministic, so a positive result can be reused.
- * Bounded (oldest evicted); only successes are remembered.
+ * Signed prekeys already verified, keyed by the exact strings that were verified (identity key,
+ * id, prekey, signature; "." is outside the base64url alphabet, so the key is unambiguous, and
+ * decoding is deterministic, so one key always means the same bytes). Why: every commit re-checks
+ * the whole roster (§9.4), and in a steady group the entries are the same ones commit after
+ * commit; Ed25519 verification is deterministic, so a positive result can be reused. Keyed by the
+ * strings rather than a hash of them because a 1000-member roster is looked up on every commit
+ * and a SHA-256 per entry was most of the warm check. Bounded (oldest evicted, ~200 B per entry);
+ * only successes are remembered.
  */
 const VERIFIED_MAX = 8192;
 const verifiedPrekeys = new Set<string>();
+
+const prekeyId = (m: RosterEntry) => `${m.ik}.${m.spkId}.${m.spkKey}.${m.spkSig}`;
 
 /** Drop the cache (benchmarks measure the cold path with it; nothing else needs to). */
 export function forgetVerifiedPrekeys(): void {
@@ -321,31 +366,34 @@ export function forgetVerifiedPrekeys(): void {
 
 /** Every roster entry's signed prekey must verify under its identity key before we wrap to it. */
 export async function verifyRosterPrekeys(roster: readonly RosterEntry[]): Promise<void> {
-  // All verifications are independent WebCrypto calls: issue them together so the runtime can
-  // spread them over its threads, then report the first failure in roster order.
-  const results = await Promise.all(
-    roster.map(async (m) => {
-      const id = enc(sha256(lp(m.ik, m.spkId, m.spkKey, m.spkSig)));
-      if (verifiedPrekeys.has(id)) return null;
-      try {
-        await verifyOrThrow(
-          b64(m.ik, "ik"),
-          spkMessage(m.spkId, b64(m.spkKey, "spk")),
-          b64(m.spkSig, "spk sig"),
-          `signed prekey of ${m.name}`,
-        );
-      } catch (e) {
-        return e;
-      }
-      verifiedPrekeys.add(id);
-      if (verifiedPrekeys.size > VERIFIED_MAX) {
-        const oldest = verifiedPrekeys.values().next().value;
-        if (oldest !== undefined) verifiedPrekeys.delete(oldest);
-      }
-      return null;
-    }),
-  );
-  for (const e of results) if (e !== null) throw e;
+  // All verifications are independent calls: issue them together so a runtime whose Ed25519
+  // is asynchronous (WebCrypto) can spread them over its threads, then report the first
+  // failure in roster order. Entries already verified cost one Set lookup.
+  const pending: Array<Promise<unknown>> = [];
+  for (const m of roster) {
+    const id = prekeyId(m);
+    if (verifiedPrekeys.has(id)) continue;
+    pending.push(
+      verifyOrThrow(
+        b64(m.ik, "ik"),
+        spkMessage(m.spkId, b64(m.spkKey, "spk")),
+        b64(m.spkSig, "spk sig"),
+        `signed prekey of ${m.name}`,
+      ).then(
+        () => {
+          verifiedPrekeys.add(id);
+          if (verifiedPrekeys.size > VERIFIED_MAX) {
+            const oldest = verifiedPrekeys.values().next().value;
+            if (oldest !== undefined) verifiedPrekeys.delete(oldest);
+          }
+          return null;
+        },
+        (e: unknown) => e ?? new Error("verification failed"),
+      ),
+    );
+  }
+  if (pending.length === 0) return;
+  for (const e of await Promise.all(pending)) if (e !== null) throw e;
 }
 
 export async function buildCommit(params: {
@@ -366,20 +414,23 @@ export async function buildCommit(params: {
   const tag = hmacSha256(confirmKey(secret, params.hub, params.group, epoch), body);
   const sig = await params.sign(lp("parley/v1/commit-sig", body, tag));
   const aad = sha256(body);
-  const wraps: { to: string; wrap: Uint8Array }[] = [];
+  const info = wrapInfoFor(params.hub, params.group, epoch);
   // Every member gets a wrap, the committer included: the relay then mails the commit back to
   // its author too, so a committer that loses its connection before `accepted` still learns
   // the outcome from its mailbox (§9.2.3).
-  // The seals are independent: run them concurrently (WebCrypto spreads them over its
-  // threads); the wraps keep roster order.
-  const sealed = await Promise.all(
-    params.roster.map((m) =>
-      hpkeSeal(b64(m.spkKey, "spk"), secret, wrapInfo(params.hub, params.group, epoch, m), aad),
-    ),
+  // The seals are independent; hpkeSealMany runs them with the concurrency that suits the
+  // runtime's primitives.
+  const sealed = await hpkeSealMany(
+    params.roster.map((m) => ({
+      recipientPublicKey: b64(m.spkKey, "spk"),
+      info: info(m.name, b64(m.ik, "ik"), m.spkId),
+    })),
+    secret,
+    aad,
   );
-  params.roster.forEach((m, i) => {
+  const wraps = params.roster.map((m, i) => {
     const w = sealed[i] as { enc: Uint8Array; ciphertext: Uint8Array };
-    wraps.push({ to: m.name, wrap: concatBytes(w.enc, w.ciphertext) });
+    return { to: m.name, wrap: concatBytes(w.enc, w.ciphertext) };
   });
   return { core: concatBytes(u32be(body.length), body, tag, sig), wraps, secret };
 }
@@ -396,23 +447,24 @@ export function enterEpoch(
   me: { name: string; identityKey: Uint8Array },
   now: number,
 ): EpochState {
-  const chain = (m: { name: string; ik: Uint8Array }) =>
-    senderChainKey(secret, hub, group, epoch, m.name, m.ik);
   // The secret is used here and nowhere else: the caller drops it, only the derived chains are
   // returned (and stored), so no stored record contains the epoch secret (§9.5).
+  const others = roster.filter((m) => m.name !== me.name);
+  const [mine, ...theirs] = senderChainKeys(secret, hub, group, epoch, [
+    { name: me.name, ik: me.identityKey },
+    ...others.map((m) => ({ name: m.name, ik: b64(m.ik, "ik") })),
+  ]);
   return {
     epoch,
     roster,
     startedAt: now,
-    send: { ck: enc(chain({ name: me.name, ik: me.identityKey })), n: 0 },
-    receivers: roster
-      .filter((m) => m.name !== me.name)
-      .map((m) => ({
-        name: m.name,
-        ck: enc(chain({ name: m.name, ik: b64(m.ik, "ik") })),
-        n: 0,
-        skipped: [],
-      })),
+    send: { ck: enc(mine as Uint8Array), n: 0 },
+    receivers: others.map((m, i) => ({
+      name: m.name,
+      ck: enc(theirs[i] as Uint8Array),
+      n: 0,
+      skipped: [],
+    })),
     sent: 0,
   };
 }
@@ -645,13 +697,14 @@ export async function decryptGroup(params: {
   if (r.remaining() < 16 + SIG) throw malformed("group message");
   const ct = r.bytes(r.remaining() - SIG);
   const sig = r.bytes(SIG);
-  const member = ep.roster.find((m) => m.name === sender);
-  const rx = ep.receivers.find((x) => x.name === sender);
+  const member = findByName(ep.roster, sender);
+  const rxAt = indexByName(ep.receivers, sender);
+  const rx = ep.receivers[rxAt];
   if (!member || !rx) throw new CoreError("not_member", "sender is not in the epoch's roster");
   // The previous epoch stays readable only for members who are still in the group (§9.5): the
   // relay delivers in order, so a departed member's last messages arrive before the commit
   // that removed it; anything later under its name is injection after removal.
-  if (which === "previous" && !record.current?.roster.some((m) => m.name === sender)) {
+  if (which === "previous" && (!record.current || !findByName(record.current.roster, sender))) {
     throw new CoreError("not_member", "sender left the group; its old epoch is closed");
   }
   const ik = b64(member.ik, "ik");
@@ -686,14 +739,46 @@ export async function decryptGroup(params: {
     throw new CoreError("decrypt_failed", "group message does not authenticate");
   }
   const content = decodeContent(pt);
-  let receivers = ep.receivers.map((x) => (x.name === sender ? next : x));
+  let receivers = ep.receivers.slice();
+  receivers[rxAt] = next;
   // Bound the skipped keys across all senders of the epoch: evict the oldest-numbered first.
-  const total = receivers.reduce((a, x) => a + x.skipped.length, 0);
+  let total = 0;
+  for (const x of receivers) total += x.skipped.length;
   if (total > MAX_GROUP_SKIPPED) {
     receivers = receivers.map((x) => ({
       ...x,
       skipped: x.skipped.slice(-Math.floor(MAX_GROUP_SKIPPED / receivers.length)),
     }));
+  } else {
+    // Same names at the same positions: the new array inherits the old one's index.
+    const idx = nameIndexes.get(ep.receivers);
+    if (idx !== undefined) nameIndexes.set(receivers, idx);
   }
   return { record: { ...record, [which as string]: { ...ep, receivers } }, content };
+}
+
+// Per-message lookups in a large group (§9.5). A group message names its sender; finding that
+// sender's roster entry and chain by linear scans (and rebuilding the chains with a closure per
+// entry) made the cost of receiving one message grow with the roster (issue 6 wants it flat).
+// Stored epochs are never mutated (every update returns new arrays), so an index built once per
+// array stays valid; each hit is still checked against the entry itself, and a miss falls back
+// to the scan, so a stale or absent index can only cost time, never pick the wrong member.
+
+const nameIndexes = new WeakMap<readonly { name: string }[], Map<string, number>>();
+
+function indexByName(xs: readonly { name: string }[], name: string): number {
+  let idx = nameIndexes.get(xs);
+  if (idx === undefined) {
+    idx = new Map();
+    // First occurrence wins, as with Array.prototype.find.
+    for (let i = xs.length - 1; i >= 0; i--) idx.set((xs[i] as { name: string }).name, i);
+    nameIndexes.set(xs, idx);
+  }
+  const i = idx.get(name);
+  if (i !== undefined && xs[i]?.name === name) return i;
+  return xs.findIndex((x) => x.name === name);
+}
+
+function findByName<T extends { name: string }>(xs: readonly T[], name: string): T | undefined {
+  return xs[indexByName(xs, name)];
 }

@@ -3,7 +3,16 @@
  * asynchronous X3DH-style start from a prekey bundle. Small pure functions: bytes and keys in,
  * transcripts, signatures and key material out. Who stores what is decided in dm.ts.
  */
-import { ed25519Sign, ed25519Verify, hkdfSha256, hmacSha256, sha256, x25519 } from "../crypto";
+import {
+  ed25519Sign,
+  ed25519Verify,
+  hkdfSha256,
+  hkdfSha256Expand,
+  hkdfSha256Extract,
+  hmacSha256,
+  sha256,
+  x25519,
+} from "../crypto";
 import { concatBytes, lp, u32be } from "../encoding";
 import { CoreError } from "./errors";
 
@@ -72,13 +81,18 @@ export interface HandshakeKeys {
 
 /** HKDF-SHA256(ikm = X25519(ephA, ephB), salt = transcript hash, info = label per key). */
 export function handshakeKeys(dh: Uint8Array, th: Uint8Array): HandshakeKeys {
-  const k = (label: string) => hkdfSha256(dh, th, lp(label), 32);
-  return {
+  // Four HKDFs over the same ikm and salt: one RFC 5869 Extract, four Expands (same bytes as
+  // four full HKDF calls, fewer HMACs).
+  const prk = hkdfSha256Extract(dh, th);
+  const k = (label: string) => hkdfSha256Expand(prk, lp(label), 32);
+  const keys = {
     rootKey: k("parley/v1/hs-root"),
     chainR2I: k("parley/v1/hs-chain-r2i"),
     confirmI2R: k("parley/v1/hs-confirm-i2r"),
     confirmR2I: k("parley/v1/hs-confirm-r2i"),
   };
+  prk.fill(0);
+  return keys;
 }
 
 export function confirmMac(

@@ -18,7 +18,7 @@ import {
   x25519,
   x25519PublicKey,
 } from "../crypto";
-import { concatBytes, lp, u32be } from "../encoding";
+import { lp, u32be, utf8 } from "../encoding";
 import { B64, b64, enc, Key32, Reader, Uint, u64be } from "./codec";
 import { CoreError } from "./errors";
 
@@ -56,7 +56,11 @@ export interface Header {
 }
 
 export function encodeHeader(h: Header): Uint8Array {
-  return concatBytes(h.dh, u32be(h.pn), u32be(h.n));
+  const out = new Uint8Array(HEADER_BYTES);
+  out.set(h.dh, 0);
+  out.set(u32be(h.pn), 32);
+  out.set(u32be(h.n), 36);
+  return out;
 }
 
 export function decodeHeader(bytes: Uint8Array): Header {
@@ -73,8 +77,12 @@ export async function newX25519(random: Random): Promise<{ pub: string; priv: st
   return { pub: enc(await x25519PublicKey(priv)), priv: enc(priv) };
 }
 
+/** Constant KDF inputs, encoded once (lp() of a string is lp() of its UTF-8 bytes). */
+const DR_RK_INFO = lp("parley/v1/dr-rk");
+const DR_MSG_LABEL = utf8("parley/v1/dr-msg");
+
 export function kdfRk(rk: Uint8Array, dhOut: Uint8Array): { rk: Uint8Array; ck: Uint8Array } {
-  const out = hkdfSha256(dhOut, rk, lp("parley/v1/dr-rk"), 64);
+  const out = hkdfSha256(dhOut, rk, DR_RK_INFO, 64);
   return { rk: out.slice(0, 32), ck: out.slice(32) };
 }
 
@@ -85,11 +93,22 @@ export function kdfCk(ck: Uint8Array): { ck: Uint8Array; mk: Uint8Array } {
 }
 
 export function counterNonce(n: number): Uint8Array {
-  return concatBytes(new Uint8Array(4), u64be(n));
+  const out = new Uint8Array(12);
+  out.set(u64be(n), 4);
+  return out;
 }
 
+/**
+ * The last decoded `ad` (both identities, fixed for a session's life): every message of a
+ * session binds it into its AAD, so it is decoded once, not per message. Public data.
+ */
+let adMemo: { text: string; bytes: Uint8Array } | null = null;
+
 function aad(state: RatchetState, prefix: Uint8Array, header: Uint8Array): Uint8Array {
-  return lp("parley/v1/dr-msg", b64(state.ad, "ad"), prefix, header);
+  if (adMemo === null || adMemo.text !== state.ad) {
+    adMemo = { text: state.ad, bytes: b64(state.ad, "ad") };
+  }
+  return lp(DR_MSG_LABEL, adMemo.bytes, prefix, header);
 }
 
 /** Initial state of the party that sends first (Signal's RatchetInitAlice). */
@@ -168,19 +187,20 @@ export async function ratchetEncrypt(
   };
 }
 
+/**
+ * A copy whose arrays the caller may push to and splice. Entries are shared: no transition
+ * mutates a skipped-key entry or a key pair in place, they are only added, removed or replaced.
+ */
 function cloneState(s: RatchetState): RatchetState {
-  return {
-    ...s,
-    dhs: { ...s.dhs },
-    skipped: s.skipped.map((k) => ({ ...k })),
-    oldDhr: [...s.oldDhr],
-  };
+  return { ...s, skipped: [...s.skipped], oldDhr: [...s.oldDhr] };
 }
 
 /** Store skipped keys of the current receiving chain up to (not including) `until`. */
 function skipTo(s: RatchetState, until: number): void {
   if (s.ckr === null || s.dhr === null) return;
   if (until - s.nr > MAX_SKIP) throw new CoreError("too_far", "message too far ahead");
+  // Nothing to skip (the in-order case): leave the chain key as it is, no decode/encode.
+  if (s.nr >= until) return;
   let ck = b64(s.ckr, "ckr");
   while (s.nr < until) {
     const step = kdfCk(ck);
@@ -234,9 +254,9 @@ export async function ratchetDecrypt(
     s.ns = 0;
     s.nr = 0;
     s.dhr = dhB64;
-    // The receiving DH and our next ratchet key are independent: run them concurrently (the
-    // DH is a WebCrypto round trip, the key generation runs here). Randomness is still drawn
-    // exactly once, as before.
+    // The receiving DH and our next ratchet key are independent: run them concurrently (with
+    // the default backend the DH is a WebCrypto round trip and the key generation runs here).
+    // Randomness is still drawn exactly once.
     const [recvDh, nextDhs] = await Promise.all([
       dhOrFail(b64(s.dhs.priv, "dhs"), header.dh),
       newX25519(random),

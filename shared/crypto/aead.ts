@@ -7,9 +7,12 @@
  * @noble/ciphers for small ones, where a WebCrypto round trip (importKey + encrypt promise) costs
  * more than the cipher itself (noble ~2× faster at 100 B; crossover measured by `npm run bench`
  * between 256 B and 512 B). Known-answer tests run both paths on every vector.
+ * That dispatch is the default backend; an installed backend (backend.ts) takes over after the
+ * same argument checks (in Node: node:crypto for every size, faster than both paths here).
  */
 
 import { gcm } from "@noble/ciphers/aes.js";
+import { backend } from "./backend";
 import { assertBytes, buf } from "./bytes";
 import { AES256_KEY_BYTES, GCM_NONCE_BYTES, GCM_TAG_BYTES } from "./constants";
 import { DecryptError, InvalidKeyError } from "./errors";
@@ -102,6 +105,11 @@ export async function aesGcmEncrypt(
   plaintext: Uint8Array,
   aad: Uint8Array,
 ): Promise<Uint8Array> {
+  const installed = backend().aesGcmEncrypt;
+  if (installed) {
+    checkArgs(key, nonce, plaintext, aad);
+    return installed(key, nonce, plaintext, aad);
+  }
   return plaintext.length <= AEAD_NOBLE_MAX_BYTES
     ? aesGcmEncryptNoble(key, nonce, plaintext, aad)
     : aesGcmEncryptSubtle(key, nonce, plaintext, aad);
@@ -114,6 +122,14 @@ export async function aesGcmDecrypt(
   ciphertext: Uint8Array,
   aad: Uint8Array,
 ): Promise<Uint8Array> {
+  const installed = backend().aesGcmDecrypt;
+  if (installed) {
+    checkArgs(key, nonce, ciphertext, aad);
+    if (ciphertext.length < GCM_TAG_BYTES) {
+      throw new DecryptError(`ciphertext: shorter than the ${GCM_TAG_BYTES}-byte tag`);
+    }
+    return installed(key, nonce, ciphertext, aad);
+  }
   return ciphertext.length <= AEAD_NOBLE_MAX_BYTES + GCM_TAG_BYTES
     ? aesGcmDecryptNoble(key, nonce, ciphertext, aad)
     : aesGcmDecryptSubtle(key, nonce, ciphertext, aad);

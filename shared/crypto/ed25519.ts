@@ -5,6 +5,7 @@
  */
 
 import { fromB64u, toB64u } from "../encoding";
+import { backend } from "./backend";
 import { assertBytes, buf, hexConst } from "./bytes";
 import { ED25519_PUBLIC_KEY_BYTES, ED25519_SEED_BYTES, ED25519_SIGNATURE_BYTES } from "./constants";
 import { CryptoError, InvalidKeyError } from "./errors";
@@ -74,6 +75,8 @@ export async function ed25519Sign(privateKey: CryptoKey, message: Uint8Array): P
     throw new InvalidKeyError("privateKey: expected an Ed25519 private CryptoKey");
   }
   assertBytes("message", message);
+  const installed = backend().ed25519Sign;
+  if (installed) return installed(privateKey, message);
   try {
     return new Uint8Array(await crypto.subtle.sign(ED25519, privateKey, buf(message)));
   } catch (e) {
@@ -174,6 +177,8 @@ export async function ed25519Verify(
   ) {
     return false;
   }
+  const installed = backend().ed25519Verify;
+  if (installed) return installed(publicKey, message, signature);
   try {
     return await crypto.subtle.verify(
       ED25519,

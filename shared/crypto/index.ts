@@ -1,6 +1,7 @@
 /** The Parley crypto core: small byte-in/byte-out primitives (PROTOCOL.md §3). */
 
 export { aesGcmDecrypt, aesGcmEncrypt } from "./aead";
+export { type CryptoBackend, cryptoBackendName, installCryptoBackend } from "./backend";
 export { constantTimeEqual, wipe } from "./compare";
 export * from "./constants";
 export {
@@ -26,7 +27,22 @@ export {
   safetyNumber,
   safetyNumberGroups,
 } from "./fingerprint";
-export { HPKE_AEAD_ID, HPKE_ENC_BYTES, HPKE_KDF_ID, HPKE_KEM_ID, hpkeOpen, hpkeSeal } from "./hpke";
-export { hkdfSha256, hmacSha256, sha256, sha512 } from "./kdf";
+export {
+  HPKE_AEAD_ID,
+  HPKE_ENC_BYTES,
+  HPKE_KDF_ID,
+  HPKE_KEM_ID,
+  hpkeOpen,
+  hpkeSeal,
+  hpkeSealMany,
+} from "./hpke";
+export {
+  hkdfSha256,
+  hkdfSha256Expand,
+  hkdfSha256Extract,
+  hmacSha256,
+  sha256,
+  sha512,
+} from "./kdf";
 export { randomBytes } from "./random";
 export { type X25519KeyPair, x25519, x25519GenerateKeyPair, x25519PublicKey } from "./x25519";

@@ -1,11 +1,14 @@
 /**
  * X25519 key agreement (RFC 7748) on WebCrypto with raw 32-byte secret keys, so ratchet and
  * prekey state can be serialised (PROTOCOL.md §3.3). The all-zero output is rejected (§6.1).
+ * This file is the default backend; an installed backend (backend.ts, e.g. node/crypto-backend.ts
+ * in Node) takes over after the argument checks of the public functions.
  */
 
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { bytesToNumberLE } from "@noble/curves/utils.js";
 import { toB64u } from "../encoding";
+import { backend } from "./backend";
 import { assertBytes, buf } from "./bytes";
 import { X25519_KEY_BYTES } from "./constants";
 import { InvalidKeyError, LowOrderError } from "./errors";
@@ -146,6 +149,8 @@ function isZero(b: Uint8Array): boolean {
 }
 
 export async function x25519GenerateKeyPair(): Promise<X25519KeyPair> {
+  const installed = backend().x25519GenerateKeyPair;
+  if (installed) return installed();
   const secretKey = randomBytes(X25519_KEY_BYTES);
   return { publicKey: await x25519PublicKey(secretKey), secretKey };
 }
@@ -159,6 +164,8 @@ export async function x25519GenerateKeyPair(): Promise<X25519KeyPair> {
  */
 export async function x25519PublicKey(secretKey: Uint8Array): Promise<Uint8Array> {
   assertBytes("secretKey", secretKey, X25519_KEY_BYTES);
+  const installed = backend().x25519PublicKey;
+  if (installed) return installed(secretKey);
   const id = cacheId(secretKey);
   const hit = cache.get(id);
   if (hit) return hit.pub.slice();
@@ -233,5 +240,6 @@ function edwardsBasePublicKey(secretKey: Uint8Array): Uint8Array | null {
 export async function x25519(secretKey: Uint8Array, publicKey: Uint8Array): Promise<Uint8Array> {
   assertBytes("secretKey", secretKey, X25519_KEY_BYTES);
   assertBytes("publicKey", publicKey, X25519_KEY_BYTES);
-  return derive(secretKey, publicKey);
+  const installed = backend().x25519;
+  return installed ? installed(secretKey, publicKey) : derive(secretKey, publicKey);
 }

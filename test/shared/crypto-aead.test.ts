@@ -3,6 +3,9 @@
  * for other key or IV sizes are outside Parley's API and must be refused with InvalidLengthError.
  * The product dispatches by size between WebCrypto and @noble/ciphers (shared/crypto/aead.ts);
  * both paths run on every vector, so neither can drift.
+ * The product functions (x25519, aesGcm*, ed25519Sign/Verify, hkdf/hmac/sha256) run on the
+ * installed crypto backend: node:crypto in the `node` project, the default WebCrypto/noble paths
+ * in the `workers` project (PROTOCOL.md §3.1) — so every vector here checks both backends.
  */
 
 import { describe, expect, it } from "vitest";

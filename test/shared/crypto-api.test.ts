@@ -1,4 +1,7 @@
-/** Behaviour of the crypto core beyond the published vectors: round trips, typed errors, fingerprints. */
+/** Behaviour of the crypto core beyond the published vectors: round trips, typed errors, fingerprints. * The product functions (x25519, aesGcm*, ed25519Sign/Verify, hkdf/hmac/sha256) run on the
+ * installed crypto backend: node:crypto in the `node` project, the default WebCrypto/noble paths
+ * in the `workers` project (PROTOCOL.md §3.1) — so every vector here checks both backends.
+ */
 
 import { describe, expect, it } from "vitest";
 import {

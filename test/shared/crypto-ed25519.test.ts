@@ -3,6 +3,9 @@
  * Wycheproof eddsa, "Taming the many EdDSAs" edge cases and the ZIP-215 set. ed25519Verify
  * (WebCrypto) and nobleEd25519VerifyParley must agree on every vector; noble's own modes are
  * run beside them to pin exactly where other verifiers would differ.
+ * The product functions (x25519, aesGcm*, ed25519Sign/Verify, hkdf/hmac/sha256) run on the
+ * installed crypto backend: node:crypto in the `node` project, the default WebCrypto/noble paths
+ * in the `workers` project (PROTOCOL.md §3.1) — so every vector here checks both backends.
  */
 
 import { ED25519_TORSION_SUBGROUP, ed25519 } from "@noble/curves/ed25519.js";

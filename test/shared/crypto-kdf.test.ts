@@ -2,6 +2,9 @@
  * HKDF-SHA256 / HMAC-SHA256 known answers: RFC 5869 Appendix A (cases 1–3) and Wycheproof
  * hkdf_sha256. The noble path (kdf.ts, used by the protocol) and the WebCrypto path (subtle.ts)
  * must give the same bytes on every vector.
+ * The product functions (x25519, aesGcm*, ed25519Sign/Verify, hkdf/hmac/sha256) run on the
+ * installed crypto backend: node:crypto in the `node` project, the default WebCrypto/noble paths
+ * in the `workers` project (PROTOCOL.md §3.1) — so every vector here checks both backends.
  */
 
 import { describe, expect, it } from "vitest";

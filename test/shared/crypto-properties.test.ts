@@ -1,6 +1,9 @@
 /**
  * Property tests (fast-check): on arbitrary inputs, not just published vectors, the WebCrypto and
  * noble paths of each primitive give the same result or the same typed error (PROTOCOL.md §3.1).
+ * The product functions (x25519, aesGcm*, ed25519Sign/Verify, hkdf/hmac/sha256) run on the
+ * installed crypto backend: node:crypto in the `node` project, the default WebCrypto/noble paths
+ * in the `workers` project (PROTOCOL.md §3.1) — so every vector here checks both backends.
  */
 
 import fc from "fast-check";

@@ -1,6 +1,9 @@
 /**
  * X25519 known answers (RFC 7748 §5.2 and §6.1 via circl, Wycheproof xdh), WebCrypto path and
  * noble path side by side. Deliberate strictness: all-zero shared secrets are LowOrderError.
+ * The product functions (x25519, aesGcm*, ed25519Sign/Verify, hkdf/hmac/sha256) run on the
+ * installed crypto backend: node:crypto in the `node` project, the default WebCrypto/noble paths
+ * in the `workers` project (PROTOCOL.md §3.1) — so every vector here checks both backends.
  */
 
 import { describe, expect, it } from "vitest";

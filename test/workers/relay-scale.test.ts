@@ -8,6 +8,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, TestClient } from "./support/client";
+import { countTable, groupCopies } from "./support/relay-store";
 
 const KEY = "A".repeat(43);
 const SIG = "A".repeat(86);
@@ -50,14 +51,22 @@ describe("relay scale", () => {
     c.send({ v: 1, t: "group_send", id: "g1", group: "big", epoch: 5, body });
     await c.next("accepted", (f) => f.id === "g1", 20_000);
     const fanoutMs = Date.now() - t0;
-    const rows = await runInDurableObject(stub, (_i, state) => ({
-      items: state.storage.sql.exec("SELECT COUNT(*) AS n FROM mailbox").one().n,
-      payloads: state.storage.sql.exec("SELECT COUNT(*) AS n FROM payloads").one().n,
-    }));
-    // One row per other member, one shared payload.
-    expect(rows).toEqual({ items: LIMITS.maxGroupSize - 1, payloads: 1 });
+    // Stored once (PROTOCOL.md §7.3): one log row and one roster snapshot, no mailbox rows,
+    // and a copy held for every other member.
+    expect(await countTable(hub, "group_log")).toBe(1);
+    expect(await countTable(hub, "group_rosters")).toBe(1);
+    expect(await countTable(hub, "mailbox")).toBe(0);
+    expect(await groupCopies(hub)).toBe(LIMITS.maxGroupSize - 1);
     console.log(`fanout to ${LIMITS.maxGroupSize - 1} offline members: ${fanoutMs} ms`);
     expect(fanoutMs).toBeLessThan(10_000);
+    // The next message under the same roster reuses its snapshot: one row, counters in memory.
+    const t1 = Date.now();
+    c.send({ v: 1, t: "group_send", id: "g2", group: "big", epoch: 5, body });
+    await c.next("accepted", (f) => f.id === "g2", 20_000);
+    console.log(`next message to the same ${LIMITS.maxGroupSize - 1}: ${Date.now() - t1} ms`);
+    expect(await countTable(hub, "group_log")).toBe(2);
+    expect(await countTable(hub, "group_rosters")).toBe(1);
+    expect(await groupCopies(hub)).toBe(2 * (LIMITS.maxGroupSize - 1));
     c.close();
   });
 

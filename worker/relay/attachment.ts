@@ -7,6 +7,14 @@ import * as v from "valibot";
 import { Challenge, HubName, Name, PublicKey, parseUnknown } from "../../shared/protocol";
 import { AddressBucket } from "./admission";
 
+/**
+ * Bound on group items remembered as acknowledged ahead of an older one still in flight, per
+ * connection: they travel in the attachment, whose serialised size workerd caps at 2 KiB.
+ * Past it the oldest are forgotten; such an item then counts as in flight again after the
+ * object hibernates (until the client reconnects), and may be delivered again then (§7.3).
+ */
+export const MAX_ACKED_AHEAD = 64;
+
 const Millis = v.pipe(v.number(), v.integer(), v.minValue(0));
 /** Highest mailbox id already sent on this connection (0 = nothing yet). */
 const Cursor = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER));
@@ -38,6 +46,12 @@ export const AuthedAttachment = v.strictObject({
   connectedAt: Millis,
   lastSeen: Millis,
   cursor: Cursor,
+  /**
+   * Group mids acknowledged on this connection above the user's group cursor (an older one is
+   * still unacknowledged), so a connection restored after hibernation does not count them as
+   * in flight again (delivery.ts). Optional: absent means none, as for older attachments.
+   */
+  ahead: v.optional(v.pipe(v.array(Cursor), v.maxLength(MAX_ACKED_AHEAD))),
 });
 export type AuthedAttachment = v.InferOutput<typeof AuthedAttachment>;
 

@@ -14,6 +14,7 @@ import { fromB64u } from "../../shared/encoding";
 import {
   CLOSE,
   type ClientFrame,
+  type DeliverItem,
   type ErrorCode,
   errorFrame,
   type FrameOf,
@@ -26,17 +27,12 @@ import {
 import { UNKNOWN_ADDRESS } from "./admission";
 import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
+import { Deliveries, groupDeliverText } from "./delivery";
 import { checkUpload, prekeysLow, usernameReclaimable } from "./directory";
+import { fastClientFrame } from "./fastframe";
 import * as groups from "./groups";
-import type { ItemKind } from "./mailbox";
-import {
-  deliverFrame,
-  expiryOf,
-  mailboxHasRoom,
-  parseMids,
-  senderRoom,
-  windowRoom,
-} from "./mailbox";
+import type { ItemKind, SenderHoldings } from "./mailbox";
+import { expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./mailbox";
 import { BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
 import type { Store, UserRow } from "./store";
@@ -68,9 +64,16 @@ export class Hub {
   );
   /** Last presence list pushed, to push only on change. */
   #lastPresence = "";
+  /** What is in flight where, and group acknowledgement cursors (delivery.ts). */
+  readonly deliveries: Deliveries;
 
   constructor(deps: HubDeps) {
     this.#d = deps;
+    this.deliveries = new Deliveries({
+      store: deps.store,
+      sessions: deps.sessions,
+      now: () => deps.now(),
+    });
   }
 
   // -- lifecycle ------------------------------------------------------------------------------
@@ -101,26 +104,29 @@ export class Hub {
    */
   message(s: Session, raw: unknown): Promise<void> {
     if (s.closed) return Promise.resolve();
+    let ack: Frame<"ack"> | null = null;
     try {
       // An ack is flow control for the relay's own deliveries, not traffic: it is charged only
       // if it acknowledges nothing (#ack). Charging every ack let the relay's delivery rate push
       // a client draining a full mailbox over its bucket and get it closed as abusive (§7.2).
-      if (!(s.authed !== null && isAckFrame(raw)) && !this.#admit(s, this.#d.now())) {
-        return Promise.resolve();
-      }
+      ack = s.authed !== null ? ackFrame(raw) : null;
+      if (ack === null && !this.#admit(s, this.#d.now())) return Promise.resolve();
     } catch (e) {
       return Promise.resolve(this.#internal(s, e, undefined));
     }
-    const run = s.tail.then(() => this.#handle(s, raw));
+    const run = s.tail.then(() => this.#handle(s, raw, ack));
     s.tail = run;
     return run;
   }
 
-  async #handle(s: Session, raw: unknown): Promise<void> {
+  async #handle(s: Session, raw: unknown, ack: Frame<"ack"> | null): Promise<void> {
     if (s.closed) return;
     let id: string | undefined;
     try {
-      const parsed = parseClientFrame(raw);
+      // An ack was parsed already (before admission): it is not parsed twice. The two hot frame
+      // types take a fast path that accepts exactly what the reference accepts (fastframe.ts).
+      const fast = ack ?? fastClientFrame(raw);
+      const parsed = fast !== null ? { ok: true as const, frame: fast } : parseClientFrame(raw);
       if (!parsed.ok) {
         s.malformed++;
         s.send(errorFrame(parsed.code, parsed.id));
@@ -163,6 +169,7 @@ export class Hub {
   /** The socket closed (or errored). */
   closed(s: Session): void {
     s.closed = true;
+    this.deliveries.closed(s);
     this.#d.sessions.remove(s);
     this.#pushPresence();
   }
@@ -174,8 +181,18 @@ export class Hub {
    */
   alarm(): number | null {
     const now = this.#d.now();
-    this.#d.store.purgeExpired(now);
-    let next = this.#d.store.nextExpiry();
+    const { store } = this.#d;
+    store.purgeExpired(now);
+    if (store.purgeExpiredGroupLog(now) > 0) {
+      // The per-user group counters included what just expired: recount on next use.
+      this.deliveries.invalidatePending();
+      // And a full collection pass: a message whose last acknowledgement was not seen as such
+      // (an out-of-order acknowledgement forgotten past MAX_ACKED_AHEAD) goes here at the latest.
+      store.gcGroupLog(null);
+    }
+    // Snapshots of rosters no stored message refers to any more.
+    store.gcRosters();
+    let next = store.nextExpiry();
     const earliest = (t: number) => {
       next = next === null ? t : Math.min(next, t);
     };
@@ -205,7 +222,12 @@ export class Hub {
     const a = s.authed;
     const ok = s.takeToken(now) && (a === null || this.#identityBuckets.take(a.identityKey, now));
     if (ok) {
-      if (a !== null) s.save({ ...a, lastSeen: Math.max(a.lastSeen, now) });
+      // In memory, persisted by the next flush (Session.update): the idle check reads memory. To
+      // the second: the idle bound is presenceTimeoutSec, and this runs for every frame.
+      if (a !== null && now >= a.lastSeen + 1000) {
+        s.update({ ...a, lastSeen: now });
+        this.deliveries.touch(s);
+      }
       return true;
     }
     s.rateViolations++;
@@ -295,7 +317,7 @@ export class Hub {
         {
           online: sessions.online(frame.username) !== undefined,
           seenAt: store.userSeenAt(frame.username),
-          undelivered: store.countMailbox(frame.username),
+          undelivered: this.#stored(frame.username),
         },
         now,
       )
@@ -348,7 +370,7 @@ export class Hub {
     this.#welcome(s, att);
     this.#pushPresence(s);
     if (spkChanged) this.#pushGroupsOf(frame.username);
-    this.#drain(s);
+    this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
   }
 
@@ -497,12 +519,12 @@ export class Hub {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
-    if (!mailboxHasRoom("direct", store.countMailbox(frame.to))) {
+    if (!mailboxHasRoom("direct", this.#stored(frame.to))) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
     }
     // Per-sender quotas (§7.3): refused to this sender only; nothing stored is ever dropped.
-    const quota = senderRoom("direct", store.senderHoldings(a.username, [frame.to]), [frame.to]);
+    const quota = senderRoom("direct", this.#holdings(a.username, [frame.to]), [frame.to]);
     if (quota.fits.length === 0 || !quota.totalOk) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
@@ -510,7 +532,37 @@ export class Hub {
     const payload = store.putPayload(frame.body);
     const mid = this.#enqueue(a, frame.to, "direct", payload, null, null, null, now);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
-    this.#deliverTo(frame.to);
+    this.#offer(a, frame.to, mid, now, { kind: "direct", body: frame.body });
+  }
+
+  /** Items stored for `username`: mailbox rows plus unacknowledged group messages (§7.3). */
+  #stored(username: string): number {
+    return this.#d.store.countMailbox(username) + this.deliveries.groupPending(username).total;
+  }
+
+  /** The sender's holdings (store.ts, from memory) with its unacknowledged group copies added. */
+  #holdings(sender: string, recipients: readonly string[]): SenderHoldings {
+    const h = this.#d.store.fanoutHoldings(sender, recipients).holdings;
+    const perRecipient = new Map(h.perRecipient);
+    for (const to of recipients) {
+      const n = this.deliveries.groupPending(to).bySender.get(sender) ?? 0;
+      if (n > 0) perRecipient.set(to, (perRecipient.get(to) ?? 0) + n);
+    }
+    return { messages: h.messages - this.deliveries.deleting(sender), perRecipient };
+  }
+
+  /** Hand a just-stored mailbox row to the recipient's connection (built, not read back). */
+  #offer(from: AuthedAttachment, to: string, mid: number, now: number, item: DeliverItem): void {
+    const frame: FrameOf<ServerFrame, "deliver"> = {
+      v: PROTOCOL_VERSION,
+      t: "deliver",
+      mid: String(mid),
+      from: from.username,
+      fromKey: from.identityKey,
+      ts: now,
+      item,
+    };
+    this.deliveries.offer(to, { mid, group: false, sender: from.username }, JSON.stringify(frame));
   }
 
   #enqueue(
@@ -540,39 +592,18 @@ export class Hub {
   }
 
   #ack(s: Session, a: AuthedAttachment, frame: Frame<"ack">): void {
-    const { store, sessions } = this.#d;
-    const removed = store.ack(a.username, parseMids(frame.mids));
+    const { sessions } = this.#d;
+    const done = this.deliveries.ack(s, parseMids(frame.mids));
     // Acks skip admission (message()); one that frees nothing pays like any other frame.
-    if (removed.length === 0 && !this.#admit(s, this.#d.now())) return;
-    for (const r of removed) {
+    if (!done.any && !this.#admit(s, this.#d.now())) return;
+    for (const r of done.rows) {
       // Receipts are best effort: only to a sender online now, only for direct messages.
       if (r.kind !== "direct") continue;
       sessions
         .online(r.sender)
         ?.send({ v: PROTOCOL_VERSION, t: "receipt", mid: String(r.mid), by: a.username });
     }
-    this.#drain(s);
-  }
-
-  #deliverTo(username: string): void {
-    const s = this.#d.sessions.online(username);
-    if (s !== undefined) this.#drain(s);
-  }
-
-  /** Send the recipient's next items in mid order, within the delivery window. */
-  #drain(s: Session): void {
-    const a = s.authed;
-    if (a === null || s.closed) return;
-    const { store } = this.#d;
-    const now = this.#d.now();
-    const room = windowRoom(store.countInFlight(a.username, a.cursor, now));
-    if (room === 0) return;
-    let cursor = a.cursor;
-    for (const row of store.itemsAfter(a.username, a.cursor, now, room)) {
-      if (!s.send(deliverFrame(row))) break;
-      cursor = row.mid;
-    }
-    if (cursor !== a.cursor) s.save({ ...a, cursor });
+    this.deliveries.drain(s);
   }
 
   // -- groups (PROTOCOL.md §7.5) ----------------------------------------------------------------
@@ -699,7 +730,7 @@ export class Hub {
     }
     // All-or-nothing: a member who could not receive its wrap would be locked out of the epoch.
     for (const w of frame.wraps) {
-      if (!mailboxHasRoom("commit", store.countMailbox(w.to))) {
+      if (!mailboxHasRoom("commit", this.#stored(w.to))) {
         s.send(errorFrame("mailbox_full", frame.id));
         return;
       }
@@ -710,12 +741,21 @@ export class Hub {
     }
     store.saveGroup(g, r.group, now);
     const payload = store.putPayload(frame.core);
-    for (const w of frame.wraps) {
-      this.#enqueue(a, w.to, "commit", payload, g.name, r.group.epoch, w.wrap, now);
-    }
+    const mids = frame.wraps.map((w) =>
+      this.#enqueue(a, w.to, "commit", payload, g.name, r.group.epoch, w.wrap, now),
+    );
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     this.#pushGroup(r.group);
-    for (const w of frame.wraps) this.#deliverTo(w.to);
+    frame.wraps.forEach((w, i) => {
+      const item: DeliverItem = {
+        kind: "commit",
+        group: g.name,
+        epoch: r.group.epoch,
+        core: frame.core,
+        wrap: w.wrap,
+      };
+      this.#offer(a, w.to, mids[i] as number, now, item);
+    });
   }
 
   #groupSend(s: Session, a: AuthedAttachment, frame: Frame<"group_send">, now: number): void {
@@ -737,50 +777,63 @@ export class Hub {
     // A full mailbox drops this one copy (the member sees a gap in the sender's counter);
     // refusing the whole send would let one absent member silence the group. So does a member
     // already holding maxMailboxPerSenderPerRecipient items from this sender (§7.3).
-    const counts = store.countMailboxes(r.recipients);
-    const quota = senderRoom(
-      "group",
-      store.senderHoldings(a.username, r.recipients),
-      r.recipients.filter((to) => mailboxHasRoom("group", counts.get(to) ?? 0)),
-    );
+    // One statement for the stored rows and shares (most recipients have none), the group
+    // copies from memory (delivery.ts).
+    const { stored, holdings } = store.fanoutHoldings(a.username, r.recipients);
+    this.deliveries.preload(r.recipients);
+    const perRecipient = new Map(holdings.perRecipient);
+    const withRoom: string[] = [];
+    for (const to of r.recipients) {
+      const copies = this.deliveries.groupPending(to);
+      const share = copies.bySender.get(a.username) ?? 0;
+      if (share > 0) perRecipient.set(to, (perRecipient.get(to) ?? 0) + share);
+      if (mailboxHasRoom("group", (stored.get(to) ?? 0) + copies.total)) withRoom.push(to);
+    }
+    const messages = holdings.messages - this.deliveries.deleting(a.username);
+    const quota = senderRoom("group", { messages, perRecipient }, withRoom);
     // At the sender's total the message is refused for everyone: it is one stored message.
     if (!quota.totalOk) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
     }
     const delivered = quota.fits;
-    const payload = store.putPayload(frame.body);
-    // One batched insert for the whole fan-out (docs/PERFORMANCE.md); same rows as #enqueue.
-    store.putItemForEach(delivered, {
+    if (delivered.length === 0) {
+      // Nobody to store it for: nothing is stored and it counts toward nothing (§7.3).
+      s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+      return;
+    }
+    // Stored once, with the roster snapshot it fans out to (PROTOCOL.md §7.3 "Group messages");
+    // no leave is pending here (checkGroupSend), so the active members are the whole roster.
+    const fits = new Set(delivered);
+    const row = {
+      group: g.name,
+      epoch: g.epoch,
+      roster: store.rosterOf(g, groups.activeMembers(g)),
       sender: a.username,
       senderKey: a.identityKey,
       ts: now,
       expiresAt: expiryOf(now),
-      kind: "group",
-      group: g.name,
-      epoch: g.epoch,
-      payload,
-      wrap: null,
-    });
-    if (delivered.length > 0) {
-      this.#d.wakeAt(expiryOf(now));
-      // One message towards the sender's total, however many copies (§7.3).
-      store.setGroupPayloadSender(payload, a.username);
-    }
-    store.gcPayloads([payload]);
+      data: frame.body,
+      skipped: r.recipients.filter((to) => !fits.has(to)),
+    };
+    const mid = store.putGroupMessage(row);
+    this.#d.wakeAt(row.expiresAt);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
-    for (const to of delivered) this.#deliverTo(to);
+    // One frame for every recipient: serialised once, sent to each caught-up connection.
+    this.deliveries.fanout(delivered, mid, a.username, groupDeliverText({ ...row, mid }));
   }
 }
 
 /** Longest text the cheap pre-admission ack check parses (256 mids fit in ~5 KB). */
 const MAX_ACK_TEXT = 8192;
 
-/** Is this raw socket message an `ack` frame? Bounded work, so it is safe before admission. */
-function isAckFrame(raw: unknown): boolean {
-  if (typeof raw !== "string" || raw.length > MAX_ACK_TEXT || !raw.includes('"ack"')) return false;
+/** The `ack` frame this raw socket message is, if it is one. Bounded work: safe before admission. */
+function ackFrame(raw: unknown): Frame<"ack"> | null {
+  if (typeof raw !== "string" || raw.length > MAX_ACK_TEXT || !raw.includes('"ack"')) return null;
+  const fast = fastClientFrame(raw);
+  if (fast !== null) return fast.t === "ack" ? fast : null;
   const r = parseClientFrame(raw);
-  return r.ok && r.frame.t === "ack";
+  return r.ok && r.frame.t === "ack" ? r.frame : null;
 }
 
 function sameSpk(u: UserRow, spk: { id: number; key: string; sig: string }): boolean {

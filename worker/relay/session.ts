@@ -10,6 +10,14 @@ import { LIMITS, type ServerFrame } from "../../shared/protocol";
 import type { Attachment, AuthedAttachment } from "./attachment";
 import { type Bucket, newBucket, take } from "./ratelimit";
 
+/** One delivery sent on a connection and not yet acknowledged. */
+export interface InflightItem {
+  mid: number;
+  /** A group-log message (acknowledged through the user's cursor), else a mailbox row. */
+  group: boolean;
+  sender: string;
+}
+
 export const CONNECTION_BUCKET = { ratePerSec: LIMITS.connRatePerSec, burst: LIMITS.connBurst };
 
 export class Session {
@@ -21,6 +29,23 @@ export class Session {
   closed = false;
   /** Handling of this connection's frames, chained so they run in arrival order. */
   tail: Promise<void> = Promise.resolve();
+  /**
+   * Delivery state of an authenticated connection (delivery.ts), memory only. `inflight` holds
+   * the items sent on this connection and not yet acknowledged, in send (= mid) order; null
+   * until known (a session restored after hibernation rebuilds it from storage on first use).
+   * `sent` is the highest mid sent on this connection (the attachment's `cursor`, written through
+   * lazily); `caughtUp` means every item stored for the user so far has been sent, so a new one
+   * may be sent at once without reading storage.
+   */
+  inflight: Map<number, InflightItem> | null = null;
+  sent: number;
+  caughtUp = false;
+  /** Group items acknowledged ahead of an older unacknowledged one, not yet under `through`. */
+  ackedAhead: InflightItem[] = [];
+  /** Items stored while the window was full and the connection caught up (delivery.ts). */
+  queue: Array<{ item: InflightItem; text: string; cost: number }> = [];
+  /** The attachment in memory is newer than the one persisted with the socket. */
+  dirty = false;
 
   constructor(
     readonly ws: WebSocket,
@@ -29,6 +54,7 @@ export class Session {
   ) {
     this.#att = att;
     this.bucket = newBucket(CONNECTION_BUCKET, now);
+    this.sent = att.state === "authed" ? att.cursor : 0;
   }
 
   get att(): Attachment {
@@ -42,11 +68,41 @@ export class Session {
   /** Replace the attachment and persist it with the socket. */
   save(att: Attachment): void {
     this.#att = att;
+    this.dirty = false;
     try {
       this.ws.serializeAttachment(att);
     } catch {
       // The socket is already closed; there is nothing left to persist for.
     }
+  }
+
+  /**
+   * Replace the attachment in memory only; `flush` persists it. For fields that change with
+   * every frame or delivery (last activity, cursor): writing the attachment each time was a
+   * visible share of the relay's CPU (docs/PERFORMANCE.md). The owner flushes within a short
+   * timer, and a pending timer keeps the object from hibernating (Cloudflare docs, "Lifecycle of
+   * a Durable Object": hibernation requires no scheduled setTimeout/setInterval callback), so
+   * the attachment is current before the object can sleep (PROTOCOL.md §4.1, §7.8).
+   */
+  update(att: Attachment): void {
+    this.#att = att;
+    this.dirty = true;
+  }
+
+  /** Persist the attachment if `update` changed it since the last write. */
+  flush(): void {
+    const a = this.#att;
+    if (a.state === "authed") {
+      const ahead = this.ackedAhead.map((it) => it.mid);
+      const had = a.ahead ?? [];
+      const same = ahead.length === had.length && ahead.every((m, i) => m === had[i]);
+      if (a.cursor !== this.sent || !same) {
+        const { ahead: _old, ...rest } = a;
+        this.#att =
+          ahead.length > 0 ? { ...rest, cursor: this.sent, ahead } : { ...rest, cursor: this.sent };
+      }
+    }
+    if (this.dirty || this.#att !== a) this.save(this.#att);
   }
 
   takeToken(now: number): boolean {
@@ -56,9 +112,14 @@ export class Session {
   }
 
   send(frame: ServerFrame): boolean {
+    return this.sendText(JSON.stringify(frame));
+  }
+
+  /** Send an already serialised frame (a fan-out serialises a `deliver` once for everyone). */
+  sendText(text: string): boolean {
     if (this.closed) return false;
     try {
-      this.ws.send(JSON.stringify(frame));
+      this.ws.send(text);
       return true;
     } catch {
       // A send on a socket that closed under us; its close event cleans up.

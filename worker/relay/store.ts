@@ -83,6 +83,51 @@ const SCHEMA = [
      sender TEXT NOT NULL
    )`,
   "CREATE INDEX IF NOT EXISTS group_payload_senders_sender ON group_payload_senders (sender)",
+  // The hub's mid high-water mark (one row). Direct/commit rows and group messages draw their
+  // mids from it, so mids stay unique across both tables and are never reused (§6.1, §7.3).
+  `CREATE TABLE IF NOT EXISTS mid_counter (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     last INTEGER NOT NULL
+   )`,
+  // Group messages are stored once (PROTOCOL.md §7.3, "Group messages"): one row per message
+  // with the roster snapshot it fans out to and the members it skipped (JSON array or NULL),
+  // instead of one mailbox row per member. Each member's progress is its `group_acks` cursor.
+  `CREATE TABLE IF NOT EXISTS group_log (
+     mid INTEGER PRIMARY KEY,
+     grp TEXT NOT NULL,
+     epoch INTEGER NOT NULL,
+     roster INTEGER NOT NULL,
+     sender TEXT NOT NULL,
+     sender_key TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     data TEXT NOT NULL,
+     skipped TEXT
+   )`,
+  // The one secondary index: every B-tree a message row touches is written out with the event's
+  // commit, which was the largest share of a fan-out's cost after the mailbox rows themselves
+  // (docs/PERFORMANCE.md). Expiry needs none (expires_at grows with mid: the oldest row expires
+  // first), per-sender totals are counted once per object start (store.ts #sender).
+  "CREATE INDEX IF NOT EXISTS group_log_roster ON group_log (roster, mid)",
+  // Who a group message is for: the group's active members when it was sent. One snapshot per
+  // roster (a commit makes a new one), shared by every message sent under it.
+  `CREATE TABLE IF NOT EXISTS group_rosters (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     grp TEXT NOT NULL,
+     members TEXT NOT NULL
+   )`,
+  "CREATE INDEX IF NOT EXISTS group_rosters_grp ON group_rosters (grp)",
+  `CREATE TABLE IF NOT EXISTS roster_members (
+     roster INTEGER NOT NULL,
+     username TEXT NOT NULL,
+     PRIMARY KEY (roster, username)
+   )`,
+  "CREATE INDEX IF NOT EXISTS roster_members_user ON roster_members (username, roster)",
+  // Per user: every group message for them with mid <= through is acknowledged (cumulative).
+  `CREATE TABLE IF NOT EXISTS group_acks (
+     username TEXT PRIMARY KEY,
+     through INTEGER NOT NULL
+   )`,
 ];
 
 export interface UserRow {
@@ -102,6 +147,39 @@ export interface NewMailboxItem {
   epoch: number | null;
   payload: number;
   wrap: string | null;
+}
+
+/** A sender's stored items as the quotas count them (PROTOCOL.md §7.3). */
+interface SenderTotals {
+  /** Direct items (and group copies of an earlier version of the relay) per recipient. */
+  shares: Map<string, number>;
+  direct: number;
+  /** Group payloads stored as per-recipient rows by an earlier version of the relay. */
+  legacy: number;
+}
+
+export interface NewGroupMessage {
+  group: string;
+  epoch: number;
+  roster: number;
+  sender: string;
+  senderKey: string;
+  ts: number;
+  expiresAt: number;
+  data: string;
+  /** Roster members left out (full mailbox or sender share, §7.3). */
+  skipped: readonly string[];
+}
+
+/** One stored group message as a recipient's drain reads it. */
+export interface GroupLogRow {
+  mid: number;
+  group: string;
+  epoch: number;
+  sender: string;
+  senderKey: string;
+  ts: number;
+  data: string;
 }
 
 function str(v: SqlStorageValue | undefined): string {
@@ -134,13 +212,59 @@ export class Store {
    * LIMITS.maxGroupsPerHub.
    */
   readonly #groups = new Map<string, GroupRecord>();
+  /**
+   * Roster snapshot id per cached group record (records are immutable and replaced on every
+   * write, so a record maps to exactly one active-member list). Cleared when rosters are deleted.
+   */
+  #rosters = new WeakMap<GroupRecord, number>();
+  /** The highest mid handed out (mid_counter, kept in memory; see nextMid). */
+  #lastMid = 0;
+  /**
+   * `mailbox_counts` mirrored in memory (null until first use), and per sender what the quota
+   * checks need (loaded per sender on first use). Both are kept in step by every write below,
+   * which is every write there is: the object is the only writer of its storage. Why: a group
+   * fan-out checks the bounds of every recipient, and reading them was a fifth of the relay's
+   * CPU per message (docs/PERFORMANCE.md). Storage stays the truth: both start empty on every
+   * object start and are rebuilt from it.
+   */
+  #counts: Map<string, number> | null = null;
+  readonly #senders = new Map<string, SenderTotals>();
+  /** Group messages per sender as counted at the first #sender load (then kept in #senders). */
+  #logBySender: Map<string, number> | null = null;
 
   constructor(private readonly sql: SqlStorage) {}
 
   /** Idempotent: run on every object start. */
   migrate(defaultGroups: readonly string[], now: number): void {
     this.#groups.clear();
+    this.#rosters = new WeakMap();
+    this.#counts = null;
+    this.#senders.clear();
+    this.#logBySender = null;
     for (const stmt of SCHEMA) this.sql.exec(stmt);
+    // Start the mid counter above every mid ever handed out: the AUTOINCREMENT high-water mark
+    // of the mailbox (which includes deleted rows), or at least its largest stored mid.
+    let floor = num(this.sql.exec("SELECT COALESCE(MAX(mid), 0) AS n FROM mailbox").one().n);
+    try {
+      const seq = this.sql
+        .exec("SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'")
+        .toArray()[0]?.seq;
+      if (typeof seq === "number") floor = Math.max(floor, seq);
+    } catch {
+      // sqlite_sequence not readable here: the stored maximum is the best bound there is.
+    }
+    this.sql.exec(
+      "INSERT INTO mid_counter (id, last) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+      floor,
+    );
+    this.#lastMid = num(
+      this.sql
+        .exec(
+          `SELECT MAX(last, COALESCE((SELECT MAX(mid) FROM group_log), 0),
+             COALESCE((SELECT MAX(mid) FROM mailbox), 0)) AS n FROM mid_counter WHERE id = 1`,
+        )
+        .one().n,
+    );
     for (const g of defaultGroups) {
       this.sql.exec(
         "INSERT INTO groups (name, epoch, created_at) VALUES (?, 0, ?) ON CONFLICT (name) DO NOTHING",
@@ -365,12 +489,30 @@ export class Store {
     return num(this.sql.exec("INSERT INTO payloads (data) VALUES (?) RETURNING id", data).one().id);
   }
 
+  /**
+   * The next mid (never reused, unique across `mailbox` and `group_log`). Also above the
+   * mailbox's own maximum, so a row inserted by AUTOINCREMENT elsewhere cannot collide.
+   */
+  nextMid(): number {
+    this.#lastMid = num(
+      this.sql
+        .exec(
+          `UPDATE mid_counter SET last = MAX(last, ?, COALESCE((SELECT MAX(mid) FROM mailbox), 0)) + 1
+           WHERE id = 1 RETURNING last`,
+          this.#lastMid,
+        )
+        .one().last,
+    );
+    return this.#lastMid;
+  }
+
   putItem(item: NewMailboxItem): number {
     const mid = num(
       this.sql
         .exec(
-          `INSERT INTO mailbox (recipient, sender, sender_key, ts, expires_at, kind, grp, epoch, payload, wrap)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING mid`,
+          `INSERT INTO mailbox (mid, recipient, sender, sender_key, ts, expires_at, kind, grp, epoch, payload, wrap)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING mid`,
+          this.nextMid(),
           item.recipient,
           item.sender,
           item.senderKey,
@@ -389,36 +531,69 @@ export class Store {
        ON CONFLICT (recipient) DO UPDATE SET n = n + 1`,
       item.recipient,
     );
+    if (this.#counts !== null) {
+      this.#counts.set(item.recipient, (this.#counts.get(item.recipient) ?? 0) + 1);
+    }
+    const t = this.#senders.get(item.sender);
+    if (t !== undefined && item.kind === "direct") {
+      t.shares.set(item.recipient, (t.shares.get(item.recipient) ?? 0) + 1);
+      t.direct++;
+    }
     return mid;
   }
 
-  /**
-   * The same item for several recipients (a group fan-out), inserted in recipient order — so
-   * mids ascend in that order, as with one putItem per recipient — in two statements instead of
-   * two per recipient.
-   */
-  putItemForEach(recipients: readonly string[], item: Omit<NewMailboxItem, "recipient">): void {
-    if (recipients.length === 0) return;
-    const list = JSON.stringify(recipients);
-    this.sql.exec(
-      `INSERT INTO mailbox (recipient, sender, sender_key, ts, expires_at, kind, grp, epoch, payload, wrap)
-       SELECT value, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM json_each(?) ORDER BY key`,
-      item.sender,
-      item.senderKey,
-      item.ts,
-      item.expiresAt,
-      item.kind,
-      item.group,
-      item.epoch,
-      item.payload,
-      item.wrap,
-      list,
+  #sender(sender: string): SenderTotals {
+    let t = this.#senders.get(sender);
+    if (t !== undefined) return t;
+    t = { shares: new Map(), direct: 0, legacy: 0 };
+    for (const r of this.sql.exec(
+      `SELECT recipient, kind, COUNT(*) AS n FROM mailbox
+       WHERE sender = ? AND kind IN ('direct', 'group') GROUP BY recipient, kind`,
+      sender,
+    )) {
+      const n = num(r.n);
+      const to = str(r.recipient);
+      t.shares.set(to, (t.shares.get(to) ?? 0) + n);
+      if (r.kind === "direct") t.direct += n;
+    }
+    t.legacy = num(
+      this.sql
+        .exec("SELECT COUNT(*) AS n FROM group_payload_senders WHERE sender = ?", sender)
+        .one().n,
     );
-    this.sql.exec(
-      `INSERT INTO mailbox_counts (recipient, n) SELECT value, 1 FROM json_each(?) WHERE true
-       ON CONFLICT (recipient) DO UPDATE SET n = n + 1`,
-      list,
-    );
+
+    this.#senders.set(sender, t);
+    return t;
+  }
+
+  /** Persist the mid high-water mark (before deleting rows that may hold the highest mid). */
+  #keepMidFloor(): void {
+    this.sql.exec("UPDATE mid_counter SET last = MAX(last, ?) WHERE id = 1", this.#lastMid);
+  }
+
+  /** Group messages per sender, counted in one scan at first use, then kept in step. */
+  #logCounts(): Map<string, number> {
+    if (this.#logBySender === null) {
+      // group_log has no sender index (see SCHEMA): one scan for every sender at once.
+      this.#logBySender = new Map();
+      for (const r of this.sql.exec(
+        "SELECT sender, COUNT(*) AS n FROM group_log GROUP BY sender",
+      )) {
+        this.#logBySender.set(str(r.sender), num(r.n));
+      }
+    }
+    return this.#logBySender;
+  }
+
+  #logRemoved(senders: Iterable<SqlStorageValue | undefined>): void {
+    const m = this.#logBySender;
+    if (m === null) return;
+    for (const x of senders) {
+      if (typeof x !== "string") continue;
+      const left = (m.get(x) ?? 0) - 1;
+      if (left > 0) m.set(x, left);
+      else m.delete(x);
+    }
   }
 
   /** countMailbox for several recipients in one query. */
@@ -438,6 +613,11 @@ export class Store {
     const per = new Map<string, number>();
     for (const r of recipients) per.set(r, (per.get(r) ?? 0) + 1);
     for (const [recipient, k] of per) {
+      if (this.#counts !== null) {
+        const left = (this.#counts.get(recipient) ?? 0) - k;
+        if (left > 0) this.#counts.set(recipient, left);
+        else this.#counts.delete(recipient);
+      }
       this.sql.exec("UPDATE mailbox_counts SET n = n - ? WHERE recipient = ?", k, recipient);
       this.sql.exec("DELETE FROM mailbox_counts WHERE recipient = ? AND n <= 0", recipient);
     }
@@ -452,20 +632,6 @@ export class Store {
       .exec("SELECT n FROM mailbox_counts WHERE recipient = ?", recipient)
       .toArray()[0];
     return r === undefined ? 0 : num(r.n);
-  }
-
-  /** Items already sent on a connection (mid ≤ cursor) and not yet acknowledged. */
-  countInFlight(recipient: string, cursor: number, now: number): number {
-    return num(
-      this.sql
-        .exec(
-          "SELECT COUNT(*) AS n FROM mailbox WHERE recipient = ? AND mid <= ? AND expires_at > ?",
-          recipient,
-          cursor,
-          now,
-        )
-        .one().n,
-    );
   }
 
   /** The next items for `recipient` after `cursor`, oldest first. */
@@ -510,6 +676,19 @@ export class Store {
       .toArray();
     this.#uncount(rows.map(() => recipient));
     this.gcPayloads(rows.map((r) => num(r.payload)));
+    for (const r of rows) {
+      const sender = str(r.sender);
+      const t = this.#senders.get(sender);
+      if (t === undefined) continue;
+      if (r.kind === "group")
+        this.#senders.delete(sender); // legacy rows: count again
+      else if (r.kind === "direct") {
+        const left = (t.shares.get(recipient) ?? 0) - 1;
+        if (left > 0) t.shares.set(recipient, left);
+        else t.shares.delete(recipient);
+        t.direct = Math.max(0, t.direct - 1);
+      }
+    }
     return rows.map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }));
   }
 
@@ -520,12 +699,284 @@ export class Store {
       .toArray();
     this.#uncount(rows.map((r) => str(r.recipient)));
     this.gcPayloads(rows.map((r) => num(r.payload)));
+    if (rows.length > 0) this.#senders.clear();
     return rows.length;
   }
 
   nextExpiry(): number | null {
-    const r = this.sql.exec("SELECT MIN(expires_at) AS t FROM mailbox").one();
+    const r = this.sql
+      .exec(
+        `SELECT MIN(t) AS t FROM (SELECT MIN(expires_at) AS t FROM mailbox
+         UNION ALL SELECT expires_at FROM (SELECT expires_at FROM group_log ORDER BY mid LIMIT 1))`,
+      )
+      .one();
     return numOrNull(r.t);
+  }
+
+  /** Items of `recipient` already sent on a connection (mid <= cursor) and still stored. */
+  itemsThrough(
+    recipient: string,
+    cursor: number,
+    now: number,
+    limit: number,
+  ): Array<{ mid: number; sender: string; kind: ItemKind }> {
+    return this.sql
+      .exec(
+        `SELECT mid, sender, kind FROM mailbox WHERE recipient = ? AND mid <= ? AND expires_at > ?
+         ORDER BY mid LIMIT ?`,
+        recipient,
+        cursor,
+        now,
+        limit,
+      )
+      .toArray()
+      .map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }));
+  }
+
+  // -- group log (PROTOCOL.md §7.3, "Group messages") -----------------------------------------
+
+  /**
+   * The roster snapshot for the active members of `g` (sorted, as in the record): reused while
+   * the record is unchanged, found again by content after a restart, created otherwise.
+   */
+  rosterOf(g: GroupRecord, active: readonly string[]): number {
+    const hit = this.#rosters.get(g);
+    if (hit !== undefined) return hit;
+    const members = JSON.stringify(active);
+    const found = this.sql
+      .exec("SELECT id FROM group_rosters WHERE grp = ? AND members = ?", g.name, members)
+      .toArray()[0];
+    let id: number;
+    if (found !== undefined) id = num(found.id);
+    else {
+      id = num(
+        this.sql
+          .exec(
+            "INSERT INTO group_rosters (grp, members) VALUES (?, ?) RETURNING id",
+            g.name,
+            members,
+          )
+          .one().id,
+      );
+      this.sql.exec(
+        "INSERT INTO roster_members (roster, username) SELECT ?, value FROM json_each(?)",
+        id,
+        members,
+      );
+    }
+    this.#rosters.set(g, id);
+    return id;
+  }
+
+  /** Store one group message (once, for all its recipients); returns its mid. */
+  putGroupMessage(m: NewGroupMessage): number {
+    // The counter is this object's alone (every insert goes through this Store), so the next
+    // mid comes from memory. The stored row itself records it; the high-water mark is written
+    // before any group message is deleted (#keepMidFloor), so a mid is never handed out twice.
+    const mid = ++this.#lastMid;
+    this.sql.exec(
+      `INSERT INTO group_log (mid, grp, epoch, roster, sender, sender_key, ts, expires_at, data, skipped)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      mid,
+      m.group,
+      m.epoch,
+      m.roster,
+      m.sender,
+      m.senderKey,
+      m.ts,
+      m.expiresAt,
+      m.data,
+      m.skipped.length === 0 ? null : JSON.stringify(m.skipped),
+    );
+    const counts = this.#logBySender;
+    if (counts !== null) counts.set(m.sender, (counts.get(m.sender) ?? 0) + 1);
+    return mid;
+  }
+
+  /**
+   * Unexpired group messages for `user` with after < mid <= upTo, oldest first: those whose
+   * roster snapshot lists the user, not sent by the user, and not skipped for the user.
+   */
+  groupItemsFor(
+    user: string,
+    after: number,
+    upTo: number,
+    now: number,
+    limit: number,
+  ): GroupLogRow[] {
+    return this.sql
+      .exec(
+        `SELECT g.mid, g.grp, g.epoch, g.sender, g.sender_key, g.ts, g.data
+         FROM roster_members r JOIN group_log g ON g.roster = r.roster
+         WHERE r.username = ? AND g.mid > ? AND g.mid <= ? AND g.expires_at > ? AND g.sender != ?
+           AND (g.skipped IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(g.skipped) WHERE value = ?))
+         ORDER BY g.mid LIMIT ?`,
+        user,
+        after,
+        upTo,
+        now,
+        user,
+        user,
+        limit,
+      )
+      .toArray()
+      .map((r) => ({
+        mid: num(r.mid),
+        group: str(r.grp),
+        epoch: num(r.epoch),
+        sender: str(r.sender),
+        senderKey: str(r.sender_key),
+        ts: num(r.ts),
+        data: str(r.data),
+      }));
+  }
+
+  /**
+   * Group messages stored for `user` and not acknowledged (mid > through), by sender. Expired
+   * ones count until the alarm purges them, as mailbox items do (§7.3).
+   */
+  groupPendingBySender(user: string, through: number): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const r of this.sql.exec(
+      `SELECT g.sender, COUNT(*) AS n FROM roster_members r JOIN group_log g ON g.roster = r.roster
+       WHERE r.username = ? AND g.mid > ? AND g.sender != ?
+         AND (g.skipped IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(g.skipped) WHERE value = ?))
+       GROUP BY g.sender`,
+      user,
+      through,
+      user,
+      user,
+    )) {
+      out.set(str(r.sender), num(r.n));
+    }
+    return out;
+  }
+
+  /**
+   * `groupPendingBySender` for many users at once (a fan-out's recipients after a wake-up), each
+   * from its own cursor: one statement instead of one per user.
+   */
+  groupPendingBySenderFor(
+    users: ReadonlyArray<readonly [string, number]>,
+  ): Map<string, Map<string, number>> {
+    const out = new Map<string, Map<string, number>>();
+    for (const [u] of users) out.set(u, new Map());
+    if (users.length === 0) return out;
+    for (const r of this.sql.exec(
+      `WITH who(u, through) AS (
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))
+       SELECT who.u AS u, g.sender AS sender, COUNT(*) AS n
+       FROM who JOIN roster_members r ON r.username = who.u
+       JOIN group_log g ON g.roster = r.roster AND g.mid > who.through
+       WHERE g.sender != who.u
+         AND (g.skipped IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(g.skipped) WHERE value = who.u))
+       GROUP BY who.u, g.sender`,
+      JSON.stringify(users),
+    )) {
+      out.get(str(r.u))?.set(str(r.sender), num(r.n));
+    }
+    return out;
+  }
+
+  /** Persisted group acknowledgement cursors of `users` (absent: 0). */
+  groupThroughs(users: readonly string[]): Map<string, number> {
+    const out = new Map<string, number>();
+    if (users.length === 0) return out;
+    for (const r of this.sql.exec(
+      "SELECT username, through FROM group_acks WHERE username IN (SELECT value FROM json_each(?))",
+      JSON.stringify(users),
+    )) {
+      out.set(str(r.username), num(r.through));
+    }
+    return out;
+  }
+
+  /** The persisted group acknowledgement cursor of `user` (0 if none). */
+  groupThrough(user: string): number {
+    const r = this.sql.exec("SELECT through FROM group_acks WHERE username = ?", user).toArray()[0];
+    return r === undefined ? 0 : num(r.through);
+  }
+
+  /** Persist group acknowledgement cursors (they only ever move forward). */
+  saveGroupThroughs(cursors: ReadonlyArray<readonly [string, number]>): void {
+    if (cursors.length === 0) return;
+    this.sql.exec(
+      `INSERT INTO group_acks (username, through)
+       SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) WHERE true
+       ON CONFLICT (username) DO UPDATE SET through = MAX(through, excluded.through)`,
+      JSON.stringify(cursors),
+    );
+  }
+
+  /**
+   * Delete group messages every recipient has acknowledged (persisted cursors only), among
+   * `mids`, or among all stored ones when `mids` is null. Exact: a message stays while any
+   * member of its roster other than the sender and not skipped has a cursor below it.
+   */
+  gcGroupLog(mids: readonly number[] | null): number {
+    if (mids !== null && mids.length === 0) return 0;
+    this.#keepMidFloor();
+    const done = `NOT EXISTS (
+         SELECT 1 FROM roster_members r LEFT JOIN group_acks a ON a.username = r.username
+         WHERE r.roster = group_log.roster AND r.username != group_log.sender
+           AND COALESCE(a.through, 0) < group_log.mid
+           AND (group_log.skipped IS NULL
+                OR NOT EXISTS (SELECT 1 FROM json_each(group_log.skipped) WHERE value = r.username)))`;
+    const rows =
+      mids === null
+        ? this.sql.exec(`DELETE FROM group_log WHERE ${done} RETURNING sender`).toArray()
+        : this.sql
+            .exec(
+              `DELETE FROM group_log WHERE mid IN (SELECT value FROM json_each(?)) AND ${done} RETURNING sender`,
+              JSON.stringify(mids),
+            )
+            .toArray();
+    this.#logRemoved(rows.map((r) => r.sender));
+    return rows.length;
+  }
+
+  /** Delete group messages known to be acknowledged by every recipient. */
+  deleteGroupMessages(mids: readonly number[]): void {
+    if (mids.length === 0) return;
+    this.#keepMidFloor();
+    const rows = this.sql
+      .exec(
+        "DELETE FROM group_log WHERE mid IN (SELECT value FROM json_each(?)) RETURNING sender",
+        JSON.stringify(mids),
+      )
+      .toArray();
+    this.#logRemoved(rows.map((r) => r.sender));
+  }
+
+  /**
+   * Delete roster snapshots no stored message refers to, except those of the current records
+   * (kept in memory); returns how many went. Forgets the in-memory ids if any went.
+   */
+  gcRosters(): number {
+    const gone = this.sql
+      .exec(
+        `DELETE FROM group_rosters WHERE NOT EXISTS
+           (SELECT 1 FROM group_log WHERE group_log.roster = group_rosters.id) RETURNING id`,
+      )
+      .toArray();
+    if (gone.length > 0) {
+      this.sql.exec(
+        `DELETE FROM roster_members WHERE roster IN (SELECT value FROM json_each(?))`,
+        JSON.stringify(gone.map((r) => num(r.id))),
+      );
+      this.#rosters = new WeakMap();
+    }
+    return gone.length;
+  }
+
+  /** Drop expired group messages (§7.3: TTL); returns how many went. */
+  purgeExpiredGroupLog(now: number): number {
+    this.#keepMidFloor();
+    const rows = this.sql
+      .exec("DELETE FROM group_log WHERE expires_at <= ? RETURNING sender", now)
+      .toArray();
+    this.#logRemoved(rows.map((r) => r.sender));
+    return rows.length;
   }
 
   /** Delete payloads no mailbox row refers to any more. */
@@ -547,12 +998,15 @@ export class Store {
   // -- quotas (PROTOCOL.md §4.3, §7.3, §7.5) --------------------------------------------------
 
   /**
-   * What `sender` has stored (mailbox.ts `SenderHoldings`), with shares for `recipients` only.
+   * What `sender` has stored (mailbox.ts `SenderHoldings`), with shares for `recipients` only,
+   * recounted in SQL: the reference the in-memory `fanoutHoldings` the relay uses is tested
+   * against (test/workers/relay-store-mirror.test.ts).
    * Shares and direct items are counted from the rows themselves through the covering
    * `mailbox_sender` index, so they cannot drift from what is stored: a share is a seek of at
    * most maxMailboxPerSenderPerRecipient entries per recipient, the direct count at most
-   * maxMailboxPerSender. Group messages are counted in `group_payload_senders` (one row per
-   * message, not per copy), which is also bounded by maxMailboxPerSender.
+   * maxMailboxPerSender. Group messages are counted once each, however many copies: those of
+   * the group log (counted in memory, #logCounts) and those an earlier version of the relay
+   * stored as per-recipient rows (`group_payload_senders`, one row per message).
    */
   senderHoldings(sender: string, recipients: readonly string[]): SenderHoldings {
     const perRecipient = new Map<string, number>();
@@ -571,21 +1025,43 @@ export class Store {
         .exec("SELECT COUNT(*) AS n FROM mailbox WHERE sender = ? AND kind = 'direct'", sender)
         .one().n,
     );
-    const group = num(
+    // Group messages: those of the group log, plus any stored as per-recipient mailbox rows by
+    // an earlier version of the relay (counted in group_payload_senders until delivered).
+    const legacy = num(
       this.sql
         .exec("SELECT COUNT(*) AS n FROM group_payload_senders WHERE sender = ?", sender)
         .one().n,
     );
-    return { messages: direct + group, perRecipient };
+    const logged = this.#logCounts().get(sender) ?? 0;
+    return { messages: direct + legacy + logged, perRecipient };
   }
 
-  /** Record the sender of a group message's payload (after its copies are stored). */
-  setGroupPayloadSender(payload: number, sender: string): void {
-    this.sql.exec(
-      "INSERT INTO group_payload_senders (payload, sender) VALUES (?, ?) ON CONFLICT (payload) DO NOTHING",
-      payload,
-      sender,
-    );
+  /**
+   * Everything a group fan-out's bounds need (PROTOCOL.md §7.3), from memory: each recipient's
+   * stored mailbox rows (absent: none), the sender's direct items per recipient, and the sender's
+   * stored messages. Group copies are counted in delivery.ts and added by the caller.
+   */
+  fanoutHoldings(
+    sender: string,
+    recipients: readonly string[],
+  ): { stored: Map<string, number>; holdings: SenderHoldings } {
+    if (this.#counts === null) {
+      this.#counts = new Map();
+      for (const r of this.sql.exec("SELECT recipient, n FROM mailbox_counts WHERE n > 0")) {
+        this.#counts.set(str(r.recipient), num(r.n));
+      }
+    }
+    const t = this.#sender(sender);
+    const stored = new Map<string, number>();
+    const perRecipient = new Map<string, number>();
+    for (const to of recipients) {
+      const n = this.#counts.get(to);
+      if (n !== undefined) stored.set(to, n);
+      const share = t.shares.get(to);
+      if (share !== undefined) perRecipient.set(to, share);
+    }
+    const messages = t.direct + t.legacy + (this.#logCounts().get(sender) ?? 0);
+    return { stored, holdings: { messages, perRecipient } };
   }
 
   /** Existing groups the identity created (maxGroupsCreatedPerIdentity). */

@@ -1,0 +1,333 @@
+/**
+ * Node backend of the crypto seam (shared/crypto/backend.ts, PROTOCOL.md §3.1): the same
+ * primitives on node:crypto's synchronous one-shot API. Why: in Node every WebCrypto call is a
+ * libuv thread-pool round trip plus a key import, and an X25519 PKCS#8 import alone goes through
+ * OpenSSL 3's generic DER decoder (~10× the DH itself); noble's pure-JS curves are slower still.
+ * Synchronous OpenSSL calls with cached KeyObjects remove all of that (docs/PERFORMANCE.md).
+ *
+ * Same OpenSSL as Node's WebCrypto, so the same results and the same acceptance rules; the
+ * cross-backend test (test/node/crypto-backend.test.ts) and every known-answer vector check it.
+ *
+ * Installed explicitly by Node entry points (bench, soak, the vitest `node` project); browsers
+ * and workerd keep the default. Not under shared/: it imports node:*.
+ */
+import {
+  type CipherGCM,
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  type DecipherGCM,
+  diffieHellman,
+  KeyObject,
+  sign,
+  verify,
+} from "node:crypto";
+import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
+import {
+  type CryptoBackend,
+  CryptoError,
+  DecryptError,
+  InvalidKeyError,
+  installCryptoBackend,
+  LowOrderError,
+  randomBytes,
+  type X25519KeyPair,
+} from "../shared/crypto";
+
+const LOW_ORDER = "publicKey: low-order point, shared secret is all-zero (RFC 7748 §6.1)";
+
+/** A copy of Node's output as a plain Uint8Array: Buffers of < 4 KiB are views of a shared pool. */
+function own(b: Buffer): Uint8Array {
+  return new Uint8Array(b);
+}
+
+function b64u(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("base64url");
+}
+
+/** Insertion-ordered Map used as an LRU: a hit moves to the end, the oldest entry is evicted. */
+class Lru<V> {
+  private readonly map = new Map<string, V>();
+  constructor(private readonly max: number) {}
+  get(id: string): V | undefined {
+    const v = this.map.get(id);
+    if (v !== undefined) {
+      this.map.delete(id);
+      this.map.set(id, v);
+    }
+    return v;
+  }
+  set(id: string, v: V): void {
+    this.map.delete(id);
+    this.map.set(id, v);
+    if (this.map.size > this.max) {
+      const oldest = this.map.keys().next().value;
+      if (oldest !== undefined) this.map.delete(oldest);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// X25519
+
+interface X25519Private {
+  key: KeyObject;
+  pub: Uint8Array;
+}
+
+/**
+ * Private KeyObjects (and their public keys) by SHA-256 of the secret: the map never holds the
+ * secret as a string. Why a cache: a ratchet secret is used three times (its public key when
+ * made, then one DH on each side of the next DH ratchet step, §8.4) and a signed prekey for
+ * every session started on it; the import is as costly as the DH. Bounded, like the default
+ * backend's, so retired ratchet secrets do not accumulate.
+ */
+const privates = new Lru<X25519Private>(64);
+/** Peer public KeyObjects by their encoding (public data). */
+const publics = new Lru<KeyObject>(256);
+
+function secretId(secretKey: Uint8Array): string {
+  // noble's SHA-256 beats createHash on one block (no native object per call).
+  return b64u(nobleSha256(secretKey));
+}
+
+/**
+ * Import a raw X25519 secret. JWK, not PKCS#8: Node's JWK import hands the 32 raw bytes to
+ * OpenSSL (EVP_PKEY_new_raw_private_key), which also computes the public key; a PKCS#8 import
+ * goes through the DER decoder (~8× slower). Node's JWK reader requires an `x` member but
+ * ignores it for a private key (it imports `d` alone), so `x` is left empty here and the public
+ * key is read back from OpenSSL — never trusted from the caller. If a Node version insisted on a
+ * matching `x`, the import would fail and the PKCS#8 path below takes over (same key, slower).
+ */
+function importPrivate(secretKey: Uint8Array): X25519Private {
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({
+      key: { kty: "OKP", crv: "X25519", d: b64u(secretKey), x: "" },
+      format: "jwk",
+    });
+  } catch {
+    key = importPrivatePkcs8(secretKey);
+  }
+  // OpenSSL's public key, read from the private JWK export: no second (public) KeyObject per
+  // key, which the GC would have to finalize. The export's `d` is as transient as the one this
+  // import was given (the ratchet state holds the secret as base64url anyway, §8.4).
+  const x = key.export({ format: "jwk" }).x;
+  if (typeof x !== "string") throw new InvalidKeyError("secretKey: rejected by the runtime");
+  return { key, pub: own(Buffer.from(x, "base64url")) };
+}
+
+/** RFC 8410 PrivateKeyInfo header for an X25519 private key (AlgId 1.3.101.110). */
+const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
+
+function importPrivatePkcs8(secretKey: Uint8Array): KeyObject {
+  const der = Buffer.concat([X25519_PKCS8_PREFIX, secretKey]);
+  try {
+    return createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+  } catch (e) {
+    throw new InvalidKeyError("secretKey: rejected by the runtime", { cause: e });
+  } finally {
+    der.fill(0);
+  }
+}
+
+function privateFor(secretKey: Uint8Array): X25519Private {
+  const id = secretId(secretKey);
+  const hit = privates.get(id);
+  if (hit) return hit;
+  const entry = importPrivate(secretKey);
+  privates.set(id, entry);
+  return entry;
+}
+
+function publicFor(publicKey: Uint8Array): KeyObject {
+  const id = b64u(publicKey);
+  const hit = publics.get(id);
+  if (hit) return hit;
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: { kty: "OKP", crv: "X25519", x: id }, format: "jwk" });
+  } catch (e) {
+    throw new InvalidKeyError("publicKey: rejected by the runtime", { cause: e });
+  }
+  publics.set(id, key);
+  return key;
+}
+
+function x25519(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+  const priv = privateFor(secretKey).key;
+  const pub = publicFor(publicKey);
+  let out: Buffer;
+  try {
+    out = diffieHellman({ privateKey: priv, publicKey: pub });
+  } catch (e) {
+    // Both keys are imported: OpenSSL's X25519 derive fails only on the all-zero result
+    // (ossl_x25519 returns 0 for it), the low-order case — as in the default backend.
+    throw new LowOrderError(LOW_ORDER, { cause: e });
+  }
+  let acc = 0;
+  for (const x of out) acc |= x;
+  if (acc === 0) throw new LowOrderError(LOW_ORDER);
+  return own(out);
+}
+
+function x25519PublicKey(secretKey: Uint8Array): Uint8Array {
+  return privateFor(secretKey).pub.slice();
+}
+
+function x25519GenerateKeyPair(): X25519KeyPair {
+  const secretKey = randomBytes(32);
+  return { publicKey: x25519PublicKey(secretKey), secretKey };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ed25519
+
+/** KeyObject twins of WebCrypto private keys (identity keys live as CryptoKeys everywhere). */
+const signers = new WeakMap<CryptoKey, KeyObject>();
+/** Verification keys by encoding (contacts, group members): public data. */
+const verifiers = new Lru<KeyObject>(1024);
+
+function ed25519Sign(privateKey: CryptoKey, message: Uint8Array): Uint8Array {
+  try {
+    let key = signers.get(privateKey);
+    if (key === undefined) {
+      key = KeyObject.from(privateKey);
+      signers.set(privateKey, key);
+    }
+    return own(sign(null, message, key));
+  } catch (e) {
+    throw new CryptoError("ed25519 sign failed", { cause: e });
+  }
+}
+
+function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  try {
+    const id = b64u(publicKey);
+    let key = verifiers.get(id);
+    if (key === undefined) {
+      key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: id }, format: "jwk" });
+      verifiers.set(id, key);
+    }
+    return verify(null, message, key, signature);
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AES-256-GCM, HMAC, HKDF, SHA-256
+
+function aesGcmEncrypt(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  let c: CipherGCM;
+  try {
+    c = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: 16 });
+  } catch (e) {
+    throw new InvalidKeyError("key: rejected by the runtime", { cause: e });
+  }
+  c.setAAD(aad);
+  const out = new Uint8Array(plaintext.length + 16);
+  out.set(c.update(plaintext), 0);
+  const fin = c.final();
+  if (fin.length !== 0) out.set(fin, plaintext.length);
+  out.set(c.getAuthTag(), plaintext.length);
+  return out;
+}
+
+function aesGcmDecrypt(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ciphertext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  const n = ciphertext.length - 16;
+  let d: DecipherGCM;
+  try {
+    d = createDecipheriv("aes-256-gcm", key, nonce, { authTagLength: 16 });
+  } catch (e) {
+    throw new InvalidKeyError("key: rejected by the runtime", { cause: e });
+  }
+  try {
+    d.setAAD(aad);
+    d.setAuthTag(ciphertext.subarray(n));
+    const body = d.update(ciphertext.subarray(0, n));
+    // final() throws unless the tag authenticates; nothing is returned before that.
+    const fin = d.final();
+    const out = new Uint8Array(n);
+    out.set(body, 0);
+    if (fin.length !== 0) out.set(fin, body.length);
+    return out;
+  } catch (e) {
+    throw new DecryptError("aes-gcm: authentication failed", { cause: e });
+  }
+}
+
+function hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array {
+  return own(createHmac("sha256", key).update(message).digest());
+}
+
+const ZERO_SALT = new Uint8Array(32);
+
+/**
+ * RFC 5869 on createHmac rather than crypto.hkdfSync: hkdfSync refuses `info` longer than
+ * 1024 bytes, which RFC 5869 (and the default backend) allow.
+ */
+function hkdfSha256(
+  ikm: Uint8Array,
+  salt: Uint8Array,
+  info: Uint8Array,
+  length: number,
+): Uint8Array {
+  // RFC 5869 §2.2: an absent salt is HashLen zero bytes.
+  const prk = createHmac("sha256", salt.length === 0 ? ZERO_SALT : salt)
+    .update(ikm)
+    .digest();
+  const out = new Uint8Array(length);
+  let t: Buffer | null = null;
+  const counter = new Uint8Array(1);
+  for (let i = 0, off = 0; off < length; i++) {
+    counter[0] = i + 1;
+    const h = createHmac("sha256", prk);
+    if (t !== null) h.update(t);
+    t = h.update(info).update(counter).digest();
+    out.set(t.subarray(0, Math.min(32, length - off)), off);
+    off += 32;
+  }
+  prk.fill(0);
+  return out;
+}
+
+/** Below this size noble's SHA-256 is faster than a native Hash object (measured in Node 20). */
+const NATIVE_SHA256_MIN_BYTES = 256;
+
+function sha256(message: Uint8Array): Uint8Array {
+  if (message.length < NATIVE_SHA256_MIN_BYTES) return nobleSha256(message);
+  return own(createHash("sha256").update(message).digest());
+}
+
+export const nodeCryptoBackend: CryptoBackend = {
+  name: "node:crypto (sync, cached KeyObjects)",
+  x25519,
+  x25519PublicKey,
+  x25519GenerateKeyPair,
+  ed25519Sign,
+  ed25519Verify,
+  aesGcmEncrypt,
+  aesGcmDecrypt,
+  hmacSha256,
+  hkdfSha256,
+  sha256,
+};
+
+/** Make every shared/crypto primitive in this process run on node:crypto. */
+export function installNodeCryptoBackend(): void {
+  installCryptoBackend(nodeCryptoBackend);
+}

@@ -1,0 +1,80 @@
+/**
+ * The crypto backend seam (PROTOCOL.md §3.1): the public primitives of shared/crypto check their
+ * arguments, then run on the installed backend. The default (nothing installed) is the
+ * runtime-neutral WebCrypto/noble code of this folder, which is what browsers and workerd use.
+ * A runtime where another implementation of the SAME primitives is faster installs it once at
+ * start-up — Node entry points install node/crypto-backend.ts (node:crypto's synchronous API:
+ * in Node every WebCrypto call is a thread-pool round trip plus a key import).
+ *
+ * A backend changes speed only, never results: same bytes for the same inputs, the same typed
+ * errors (InvalidKeyError, LowOrderError, DecryptError, CryptoError), and `ed25519Verify` never
+ * throws. The known-answer vectors run through every backend (test/shared/crypto-*.test.ts run
+ * once per vitest project, test/node/crypto-backend.test.ts compares backends output for output).
+ *
+ * Contract of each member: arguments are already checked by the public function (types and
+ * fixed lengths, the HKDF length range, Parley's refused Ed25519 public keys, the GCM tag
+ * minimum), so a backend only computes and maps its runtime's failures to the typed errors.
+ */
+import type { X25519KeyPair } from "./x25519";
+
+export interface CryptoBackend {
+  /** Shown by the benchmark ("product uses"). */
+  readonly name: string;
+  /** RFC 7748 X25519; InvalidKeyError if a key is rejected, LowOrderError on an all-zero result. */
+  x25519(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  /** X25519(secretKey, 9). */
+  x25519PublicKey(secretKey: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  /** A fresh key pair from the runtime's CSPRNG. */
+  x25519GenerateKeyPair(): X25519KeyPair | Promise<X25519KeyPair>;
+  /** RFC 8032 Ed25519 with a private CryptoKey (already checked); CryptoError on failure. */
+  ed25519Sign(privateKey: CryptoKey, message: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  /** RFC 8032 §5.1.7 as OpenSSL/BoringSSL implement it (§3.2); never throws. */
+  ed25519Verify(
+    publicKey: Uint8Array,
+    message: Uint8Array,
+    signature: Uint8Array,
+  ): boolean | Promise<boolean>;
+  /** AES-256-GCM, 96-bit nonce, ciphertext || 128-bit tag. */
+  aesGcmEncrypt(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    plaintext: Uint8Array,
+    aad: Uint8Array,
+  ): Uint8Array | Promise<Uint8Array>;
+  /** DecryptError on any authentication failure. */
+  aesGcmDecrypt(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    ciphertext: Uint8Array,
+    aad: Uint8Array,
+  ): Uint8Array | Promise<Uint8Array>;
+  hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array;
+  hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array;
+  sha256(message: Uint8Array): Uint8Array;
+}
+
+const DEFAULT_NAME = "default (WebCrypto + noble)";
+const state: { members: Partial<CryptoBackend>; name: string } = {
+  members: {},
+  name: DEFAULT_NAME,
+};
+
+/** Members of the installed backend; a missing member means the default implementation. */
+export function backend(): Partial<CryptoBackend> {
+  return state.members;
+}
+
+/**
+ * Install `backend` for every later call of the public primitives (the members it lacks keep
+ * the default), or restore the default with `null`. Call it at start-up, before keys exist:
+ * caches are per backend.
+ */
+export function installCryptoBackend(members: Partial<CryptoBackend> | null): void {
+  state.members = members === null ? {} : { ...members };
+  state.name = members?.name ?? DEFAULT_NAME;
+}
+
+/** Name of the installed backend (for reports and tests). */
+export function cryptoBackendName(): string {
+  return state.name;
+}

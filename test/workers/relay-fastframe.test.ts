@@ -1,0 +1,176 @@
+/**
+ * The relay's fast path for `group_send` and `ack` frames (worker/relay/fastframe.ts) against the
+ * reference parser `parseClientFrame` (shared/protocol.ts, PROTOCOL.md §5): whatever the fast
+ * path accepts, the reference accepts with an equal frame; and every well-formed frame of those
+ * two types is taken by the fast path (else it would be dead code, not a fast path).
+ */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { toB64u } from "../../shared/encoding";
+import { LIMITS, parseClientFrame } from "../../shared/protocol";
+import { fastClientFrame } from "../../worker/relay/fastframe";
+
+/** The fast path's verdict must agree with the reference whenever it gives one. */
+function agrees(raw: unknown): boolean {
+  const fast = fastClientFrame(raw);
+  if (fast === null) return true;
+  const ref = parseClientFrame(raw);
+  expect(ref.ok).toBe(true);
+  if (ref.ok) expect(fast).toEqual(ref.frame);
+  return true;
+}
+
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const name = fc.stringMatching(/^[a-z0-9][a-z0-9_-]{0,31}$/);
+const body = fc.uint8Array({ minLength: 1, maxLength: 300 }).map((b) => toB64u(b));
+const mid = fc.stringMatching(/^[0-9]{1,16}$/);
+const id = fc.string({ minLength: 1, maxLength: LIMITS.maxClientIdLength, unit: "grapheme" });
+
+const groupSend = fc.record({
+  v: fc.constant(1),
+  t: fc.constant("group_send"),
+  id,
+  group: name,
+  epoch: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
+  body,
+});
+const ack = fc.record({
+  v: fc.constant(1),
+  t: fc.constant("ack"),
+  mids: fc.array(mid, { minLength: 1, maxLength: LIMITS.maxAckIds }),
+});
+
+/** Near misses: one field or the shape changed in a way the schema may or may not accept. */
+const mutation = fc.oneof(
+  fc.record({ kind: fc.constant("extraKey" as const), key: fc.string(), value: fc.jsonValue() }),
+  fc.record({ kind: fc.constant("dropKey" as const), index: fc.nat() }),
+  fc.record({ kind: fc.constant("replace" as const), index: fc.nat(), value: fc.jsonValue() }),
+  fc.record({
+    kind: fc.constant("bodyChar" as const),
+    at: fc.nat(),
+    c: fc.constantFrom(...`${B64}=+/. é`.split("")),
+  }),
+  fc.record({ kind: fc.constant("bodyAppend" as const), c: fc.constantFrom(...B64.split("")) }),
+  fc.record({ kind: fc.constant("epoch" as const), value: fc.oneof(fc.double(), fc.integer()) }),
+  fc.record({ kind: fc.constant("proto" as const) }),
+  fc.record({ kind: fc.constant("shuffle" as const), seed: fc.nat() }),
+);
+
+type Mutation = typeof mutation extends fc.Arbitrary<infer M> ? M : never;
+
+function mutate(frame: Record<string, unknown>, m: Mutation): string {
+  const f: Record<string, unknown> = { ...frame };
+  const keys = Object.keys(f);
+  switch (m.kind) {
+    case "extraKey":
+      f[m.key] = m.value;
+      break;
+    case "dropKey":
+      delete f[keys[m.index % keys.length] as string];
+      break;
+    case "replace":
+      f[keys[m.index % keys.length] as string] = m.value;
+      break;
+    case "bodyChar":
+      if (typeof f.body === "string" && f.body.length > 0) {
+        const at = m.at % f.body.length;
+        f.body = f.body.slice(0, at) + m.c + f.body.slice(at + 1);
+      }
+      break;
+    case "bodyAppend":
+      if (typeof f.body === "string") f.body += m.c;
+      break;
+    case "epoch":
+      f.epoch = m.value;
+      break;
+    case "proto":
+      return JSON.stringify(f).replace(/^\{/, '{"__proto__":{"x":1},');
+    case "shuffle": {
+      const order = [...keys].sort(
+        (a, b) => ((a.charCodeAt(0) * (m.seed + 1)) % 7) - ((b.charCodeAt(0) * (m.seed + 1)) % 7),
+      );
+      const g: Record<string, unknown> = {};
+      for (const k of order) g[k] = f[k];
+      return JSON.stringify(g);
+    }
+  }
+  return JSON.stringify(f);
+}
+
+describe("relay fast frame parser", () => {
+  it("takes every well-formed group_send and ack, with the reference's result", () => {
+    fc.assert(
+      fc.property(fc.oneof(groupSend, ack), (frame) => {
+        const raw = JSON.stringify(frame);
+        const fast = fastClientFrame(raw);
+        const ref = parseClientFrame(raw);
+        expect(ref.ok).toBe(true);
+        expect(fast).not.toBeNull();
+        if (ref.ok) expect(fast).toEqual(ref.frame);
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it("never accepts what the reference refuses (near misses of both frames)", () => {
+    fc.assert(
+      fc.property(fc.oneof(groupSend, ack), mutation, (frame, m) => agrees(mutate(frame, m))),
+      { numRuns: 1500 },
+    );
+  });
+
+  it("never accepts what the reference refuses (arbitrary JSON and text)", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.jsonValue().map((j) => JSON.stringify(j)),
+          fc.string(),
+          fc
+            .record({
+              v: fc.jsonValue(),
+              t: fc.constantFrom("ack", "group_send", "send"),
+              mids: fc.jsonValue(),
+            })
+            .map((j) => JSON.stringify(j)),
+        ),
+        agrees,
+      ),
+      { numRuns: 800 },
+    );
+  });
+
+  it("known cases at the bounds", () => {
+    const gs = (over: Record<string, unknown>) =>
+      JSON.stringify({ v: 1, t: "group_send", id: "x", group: "g", epoch: 0, body: "AA", ...over });
+    // Canonical base64url only: "AB" leaves non-zero bits, "A" is not a length at all.
+    expect(fastClientFrame(gs({}))).not.toBeNull();
+    for (const bad of ["AB", "A", "AA=", "A+", "", "AAAAA"]) {
+      expect(fastClientFrame(gs({ body: bad }))).toBeNull();
+      expect(parseClientFrame(gs({ body: bad })).ok).toBe(false);
+    }
+    expect(fastClientFrame(gs({ body: "A".repeat(LIMITS.maxBodyChars) }))).not.toBeNull();
+    expect(fastClientFrame(gs({ body: "A".repeat(LIMITS.maxBodyChars + 4) }))).toBeNull();
+    expect(fastClientFrame(gs({ epoch: Number.MAX_SAFE_INTEGER }))).not.toBeNull();
+    for (const e of [-1, 1.5, Number.MAX_SAFE_INTEGER + 1, "1"]) {
+      expect(fastClientFrame(gs({ epoch: e }))).toBeNull();
+      expect(parseClientFrame(gs({ epoch: e })).ok).toBe(false);
+    }
+    expect(fastClientFrame(gs({ group: "G" }))).toBeNull();
+    expect(fastClientFrame(gs({ id: "" }))).toBeNull();
+    expect(fastClientFrame(gs({ id: "x".repeat(65) }))).toBeNull();
+    const acks = (mids: unknown) => JSON.stringify({ v: 1, t: "ack", mids });
+    expect(fastClientFrame(acks(["1", "0000000000000001"]))).toEqual({
+      v: 1,
+      t: "ack",
+      mids: ["1", "0000000000000001"],
+    });
+    for (const bad of [[], ["a"], ["12345678901234567"], [1], Array(257).fill("1")]) {
+      expect(fastClientFrame(acks(bad))).toBeNull();
+      expect(parseClientFrame(acks(bad)).ok).toBe(false);
+    }
+    // Bytes, other types and other versions go to the reference.
+    expect(fastClientFrame(new TextEncoder().encode(gs({})))).toBeNull();
+    expect(fastClientFrame(JSON.stringify({ v: 1, t: "ping" }))).toBeNull();
+    expect(fastClientFrame(gs({ v: 2 }))).toBeNull();
+  });
+});

@@ -1,0 +1,124 @@
+/**
+ * The counters the relay's Store mirrors in memory (worker/relay/store.ts: stored rows per
+ * recipient, per-sender shares and totals; PROTOCOL.md §7.3) against the reference, a recount in
+ * SQL (`countMailboxes`, `senderHoldings`), after every step of random sequences of the writes
+ * that change them: direct items and commits stored, acknowledged, expired; group messages
+ * stored and deleted.
+ */
+import { runInDurableObject } from "cloudflare:test";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { emptyGroup } from "../../worker/relay/groups";
+import { Store } from "../../worker/relay/store";
+import { freshHub } from "./support/client";
+import { stubFor } from "./support/relay-store";
+
+const USERS = ["ann", "ben", "cat", "dan"] as const;
+const user = fc.constantFrom(...USERS);
+
+const op = fc.oneof(
+  fc.record({
+    t: fc.constant("put" as const),
+    from: user,
+    to: user,
+    kind: fc.constantFrom("direct" as const, "commit" as const),
+    expired: fc.boolean(),
+  }),
+  fc.record({ t: fc.constant("ack" as const), who: user, pick: fc.nat() }),
+  fc.record({ t: fc.constant("group" as const), from: user, expired: fc.boolean() }),
+  fc.record({ t: fc.constant("delgroup" as const), pick: fc.nat() }),
+  fc.record({ t: fc.constant("purge" as const) }),
+);
+
+describe("relay store: in-memory counters equal a recount in SQL", () => {
+  it("after every write, for every sender and recipient", async () => {
+    const hub = freshHub("mirror");
+    // Wake the hub's object once so its schema exists; the test then drives its own Store.
+    await runInDurableObject(stubFor(hub), () => {});
+    let round = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
+        round++;
+        await runInDurableObject(stubFor(hub), (_i, state) => {
+          const sql = state.storage.sql;
+          for (const t of [
+            "mailbox",
+            "mailbox_counts",
+            "payloads",
+            "group_log",
+            "group_rosters",
+            "roster_members",
+          ]) {
+            sql.exec(`DELETE FROM ${t}`);
+          }
+          const store = new Store(sql);
+          store.migrate([], 1);
+          const now = 1_000_000;
+          const g = { ...emptyGroup(`g${round}`), epoch: 1, members: [...USERS] };
+          const roster = store.rosterOf(g, [...USERS]);
+          const mids: Array<{ mid: number; to: string }> = [];
+          const logged: number[] = [];
+          const check = () => {
+            for (const sender of USERS) {
+              const fast = store.fanoutHoldings(sender, USERS);
+              const ref = store.senderHoldings(sender, USERS);
+              expect(fast.holdings.messages).toBe(ref.messages);
+              for (const to of USERS) {
+                expect(fast.holdings.perRecipient.get(to) ?? 0).toBe(ref.perRecipient.get(to) ?? 0);
+              }
+              const counts = store.countMailboxes(USERS);
+              for (const to of USERS) expect(fast.stored.get(to) ?? 0).toBe(counts.get(to) ?? 0);
+            }
+          };
+          check();
+          for (const o of ops) {
+            if (o.t === "put") {
+              const payload = store.putPayload("QUJD");
+              const ts = o.expired ? 1 : now;
+              const mid = store.putItem({
+                recipient: o.to,
+                sender: o.from,
+                senderKey: "k",
+                ts,
+                expiresAt: ts + 10,
+                kind: o.kind,
+                group: o.kind === "commit" ? g.name : null,
+                epoch: o.kind === "commit" ? 2 : null,
+                payload,
+                wrap: o.kind === "commit" ? "d3JhcA" : null,
+              });
+              mids.push({ mid, to: o.to });
+            } else if (o.t === "ack") {
+              const mine = mids.filter((m) => m.to === o.who);
+              const m = mine[o.pick % Math.max(1, mine.length)];
+              store.ack(o.who, m === undefined ? [123456789] : [m.mid]);
+            } else if (o.t === "group") {
+              const ts = o.expired ? 1 : now;
+              logged.push(
+                store.putGroupMessage({
+                  group: g.name,
+                  epoch: 1,
+                  roster,
+                  sender: o.from,
+                  senderKey: "k",
+                  ts,
+                  expiresAt: ts + 10,
+                  data: "QUJD",
+                  skipped: [],
+                }),
+              );
+            } else if (o.t === "delgroup") {
+              const m = logged.splice(o.pick % Math.max(1, logged.length), 1);
+              store.deleteGroupMessages(m);
+            } else {
+              store.purgeExpired(now);
+              store.purgeExpiredGroupLog(now);
+            }
+            check();
+          }
+        });
+      }),
+      { numRuns: 40 },
+    );
+  });
+});

@@ -1,0 +1,32 @@
+/**
+ * Reads of the relay's storage for tests (PROTOCOL.md §7.3, §7.8). Group messages are stored once
+ * in `group_log` with a roster snapshot; a *copy* is one (message, recipient) pair the relay
+ * still holds for delivery: the recipient is on the snapshot, is not the sender, was not skipped,
+ * and its group acknowledgement cursor is below the message.
+ */
+import { env, runInDurableObject } from "cloudflare:test";
+
+export const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
+
+const COPIES = `SELECT g.mid AS mid, g.sender AS sender, r.username AS recipient
+  FROM group_log g JOIN roster_members r ON r.roster = g.roster
+  LEFT JOIN group_acks a ON a.username = r.username
+  WHERE r.username != g.sender AND COALESCE(a.through, 0) < g.mid
+    AND (g.skipped IS NULL OR r.username NOT IN (SELECT value FROM json_each(g.skipped)))`;
+
+/** Group copies still held, filtered by `where` over the columns mid, sender, recipient. */
+export function groupCopies(hub: string, where = "1", ...args: string[]): Promise<number> {
+  return runInDurableObject(stubFor(hub), (_i, state) =>
+    Number(
+      state.storage.sql.exec(`SELECT COUNT(*) AS n FROM (${COPIES}) WHERE ${where}`, ...args).one()
+        .n,
+    ),
+  );
+}
+
+/** Rows of a table (or any `SELECT COUNT(*)`-able expression). */
+export function countTable(hub: string, table: string): Promise<number> {
+  return runInDurableObject(stubFor(hub), (_i, state) =>
+    Number(state.storage.sql.exec(`SELECT COUNT(*) AS n FROM ${table}`).one().n),
+  );
+}

@@ -1,0 +1,91 @@
+/**
+ * A fast path for parsing the two frames that dominate a busy hub, `group_send` and `ack`
+ * (PROTOCOL.md §5): plain checks instead of the generic schema walk of `parseClientFrame`,
+ * which was the largest remaining share of the relay's CPU per group message once storage
+ * was out of the delivery path (docs/PERFORMANCE.md).
+ *
+ * It only ever *accepts*: for anything it is not sure of (another type, an extra key, a bound
+ * crossed, bytes instead of text, …) it returns null and the caller uses `parseClientFrame`, the
+ * reference, which also produces the right error. What it accepts, the reference accepts too,
+ * with an equal result: test/workers/relay-fastframe.test.ts checks both on known cases and on
+ * generated frames (valid ones and near misses).
+ */
+import { type ClientFrame, type FrameOf, LIMITS, NAME_RE } from "../../shared/protocol";
+
+const MID_RE = /^[0-9]{1,16}$/;
+const B64U_RE = /^[A-Za-z0-9_-]*$/;
+
+function b64uValue(c: number): number {
+  if (c >= 65 && c <= 90) return c - 65; // A-Z
+  if (c >= 97 && c <= 122) return c - 71; // a-z
+  if (c >= 48 && c <= 57) return c + 4; // 0-9
+  return c === 45 ? 62 : 63; // - or _ (the regex admitted nothing else)
+}
+
+/** Canonical base64url (encoding.ts fromB64u accepts it), without decoding it. */
+function isCanonicalB64u(s: string): boolean {
+  const rem = s.length % 4;
+  if (rem === 1 || !B64U_RE.test(s)) return false;
+  if (rem === 0) return true;
+  // The bits after the last whole byte (4 for 2 trailing characters, 2 for 3) must be zero.
+  const last = b64uValue(s.charCodeAt(s.length - 1));
+  return (last & (rem === 2 ? 0x0f : 0x03)) === 0;
+}
+
+function isName(x: unknown): x is string {
+  return (
+    typeof x === "string" && x.length >= 1 && x.length <= LIMITS.maxNameLength && NAME_RE.test(x)
+  );
+}
+
+/** Exactly these own keys, no others (a strict object). */
+function hasExactKeys(o: object, keys: readonly string[]): boolean {
+  const own = Object.keys(o);
+  if (own.length !== keys.length) return false;
+  for (const k of keys) if (!Object.hasOwn(o, k)) return false;
+  return true;
+}
+
+const GROUP_SEND_KEYS = ["v", "t", "id", "group", "epoch", "body"] as const;
+const ACK_KEYS = ["v", "t", "mids"] as const;
+
+/**
+ * The frame if `raw` is a well-formed `group_send` or `ack`, else null (use parseClientFrame).
+ */
+export function fastClientFrame(
+  raw: unknown,
+): FrameOf<ClientFrame, "group_send"> | FrameOf<ClientFrame, "ack"> | null {
+  // Text only, and short enough that its UTF-8 size is certainly within maxFrameBytes.
+  if (typeof raw !== "string" || raw.length * 3 > LIMITS.maxFrameBytes) return null;
+  let o: unknown;
+  try {
+    o = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  if (typeof o !== "object" || o === null || Array.isArray(o)) return null;
+  const r = o as Record<string, unknown>;
+  if (r.v !== 1) return null;
+  if (r.t === "group_send") {
+    if (!hasExactKeys(r, GROUP_SEND_KEYS)) return null;
+    const { id, group, epoch, body } = r;
+    if (typeof id !== "string" || id.length < 1 || id.length > LIMITS.maxClientIdLength) {
+      return null;
+    }
+    if (!isName(group)) return null;
+    if (typeof epoch !== "number" || !Number.isSafeInteger(epoch) || epoch < 0) return null;
+    if (typeof body !== "string" || body.length < 2 || body.length > LIMITS.maxBodyChars) {
+      return null;
+    }
+    if (!isCanonicalB64u(body)) return null;
+    return { v: 1, t: "group_send", id, group, epoch, body };
+  }
+  if (r.t === "ack") {
+    if (!hasExactKeys(r, ACK_KEYS)) return null;
+    const mids = r.mids;
+    if (!Array.isArray(mids) || mids.length < 1 || mids.length > LIMITS.maxAckIds) return null;
+    for (const m of mids) if (typeof m !== "string" || !MID_RE.test(m)) return null;
+    return { v: 1, t: "ack", mids: [...(mids as string[])] };
+  }
+  return null;
+}
