@@ -49,6 +49,7 @@ import { assertBytes } from "./bytes";
 import { AES256_KEY_BYTES, SHA256_BYTES, X25519_KEY_BYTES } from "./constants";
 import { HpkeOpenError, HpkeSealError } from "./errors";
 import { hkdfSha256, hkdfSha256Expand, hkdfSha256Extract } from "./kdf";
+import { race } from "./race";
 import { x25519, x25519GenerateKeyPair, x25519PublicKey } from "./x25519";
 
 export const HPKE_KEM_ID = 0x0020;
@@ -298,14 +299,11 @@ export function hpkeSuite(name: HpkeSuiteName = "parley"): CipherSuite {
  * commit makes a thousand seals in one go, so this settles within the first commit. Where the
  * clock does not advance during a computation (workerd) the tie goes to "parley".
  */
-const SEAL_WARMUP = 3;
-const SEAL_TRIALS = 8;
-const sealTrials: Record<HpkeSuiteName, number[]> = { parley: [], webcrypto: [] };
-let sealChosen: HpkeSuiteName | null = null;
+const sealRace = race<HpkeSuiteName>("parley", "webcrypto");
 
 /** The suite hpkeSeal settled on, or null while it is still measuring (for the bench's report). */
 export function hpkeSealSuite(): HpkeSuiteName | null {
-  return sealChosen;
+  return sealRace.chosen();
 }
 
 export async function hpkeSeal(
@@ -318,9 +316,7 @@ export async function hpkeSeal(
   assertBytes("plaintext", plaintext);
   assertBytes("info", info);
   assertBytes("aad", aad);
-  const name: HpkeSuiteName =
-    sealChosen ??
-    (sealTrials.parley.length <= sealTrials.webcrypto.length ? "parley" : "webcrypto");
+  const name = sealRace.next();
   const s = hpkeSuite(name);
   const t0 = performance.now();
   let out: { enc: Uint8Array; ciphertext: Uint8Array };
@@ -332,17 +328,7 @@ export async function hpkeSeal(
     // Includes a low-order recipient key (RFC 9180 §7.1.4: DH output all-zero).
     throw new HpkeSealError("hpke: seal failed", { cause: e });
   }
-  if (sealChosen === null) {
-    sealTrials[name].push(performance.now() - t0);
-    const { parley, webcrypto } = sealTrials;
-    if (
-      parley.length >= SEAL_WARMUP + SEAL_TRIALS &&
-      webcrypto.length >= SEAL_WARMUP + SEAL_TRIALS
-    ) {
-      const sum = (xs: number[]) => xs.slice(SEAL_WARMUP).reduce((a, b) => a + b, 0);
-      sealChosen = sum(parley) <= sum(webcrypto) ? "parley" : "webcrypto";
-    }
-  }
+  sealRace.record(name, performance.now() - t0);
   return out;
 }
 
@@ -362,7 +348,7 @@ export async function hpkeSealMany(
 ): Promise<Array<{ enc: Uint8Array; ciphertext: Uint8Array }>> {
   const seal = (r: { recipientPublicKey: Uint8Array; info: Uint8Array }) =>
     hpkeSeal(r.recipientPublicKey, plaintext, r.info, aad);
-  if (sealChosen === "webcrypto") return Promise.all(recipients.map(seal));
+  if (sealRace.chosen() === "webcrypto") return Promise.all(recipients.map(seal));
   return mapWindowed(recipients, SEAL_WINDOW, seal);
 }
 
@@ -407,7 +393,7 @@ export async function hpkeOpen(
   assertBytes("info", info);
   assertBytes("aad", aad);
   // One open per commit received: the suite that seals fastest here opens too.
-  const s = hpkeSuite(sealChosen ?? "parley");
+  const s = hpkeSuite(sealRace.chosen() ?? "parley");
   try {
     const sk = await s.kem.deserializePrivateKey(recipientSecretKey);
     const pt = await s.open({ recipientKey: sk, enc, info }, ciphertext, aad);

@@ -13,6 +13,7 @@ import { assertBytes, buf } from "./bytes";
 import { X25519_KEY_BYTES } from "./constants";
 import { InvalidKeyError, LowOrderError } from "./errors";
 import { sha256 } from "./kdf";
+import { race } from "./race";
 import { randomBytes } from "./random";
 
 export interface X25519KeyPair {
@@ -182,20 +183,16 @@ export async function x25519PublicKey(secretKey: Uint8Array): Promise<Uint8Array
  * same bytes (the known-answer tests pin both), so the choice only changes speed.
  */
 type Way = "edwards" | "webcrypto";
-/** Calls per way not timed (warm-up: noble's table, JIT), then calls timed per way. */
-const WARMUP = 3;
-const TRIALS = 8;
-const trials: Record<Way, number[]> = { edwards: [], webcrypto: [] };
-let chosen: Way | null = null;
+/** 3 untimed calls per way (warm-up: noble's table, JIT), then 8 timed calls per way. */
+const publicKeyRace = race<Way>("edwards", "webcrypto");
 
 /** The chosen way, once calibration has ended (for the benchmark's report). */
 export function x25519PublicKeyPath(): Way | null {
-  return chosen;
+  return publicKeyRace.chosen();
 }
 
 async function publicFromSecret(secretKey: Uint8Array): Promise<Cached> {
-  const way: Way =
-    chosen ?? (trials.edwards.length <= trials.webcrypto.length ? "edwards" : "webcrypto");
+  const way = publicKeyRace.next();
   const t0 = performance.now();
   let entry: Cached;
   if (way === "edwards") {
@@ -203,13 +200,7 @@ async function publicFromSecret(secretKey: Uint8Array): Promise<Cached> {
     // [k]B is the identity only if L divides k: never for a clamped k, but stay exact anyway.
     entry = pub === null ? await viaWebCrypto(secretKey) : { pub, key: null };
   } else entry = await viaWebCrypto(secretKey);
-  if (chosen === null) {
-    trials[way].push(performance.now() - t0);
-    if (trials.edwards.length >= WARMUP + TRIALS && trials.webcrypto.length >= WARMUP + TRIALS) {
-      const sum = (xs: number[]) => xs.slice(WARMUP).reduce((a, b) => a + b, 0);
-      chosen = sum(trials.edwards) <= sum(trials.webcrypto) ? "edwards" : "webcrypto";
-    }
-  }
+  publicKeyRace.record(way, performance.now() - t0);
   return entry;
 }
 
