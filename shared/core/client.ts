@@ -58,7 +58,7 @@ import {
 import { CoreError, isCoreError } from "./errors";
 import {
   applyOwnCommit,
-  buildCommit,
+  createCommit,
   decryptGroup,
   emptyGroup,
   encryptGroup,
@@ -66,7 +66,6 @@ import {
   nextRoster,
   parseGroupRecord,
   receiveCommit,
-  verifyRosterPrekeys,
 } from "./group";
 import {
   addOneTimePrekeys,
@@ -1539,8 +1538,7 @@ export class ParleyClient implements ParleyClientApi {
         this.contacts.set(m.name, check.contact);
       }
     }
-    await verifyRosterPrekeys(roster);
-    const built = await buildCommit({
+    const built = await createCommit({
       hub: this.hub,
       group: name,
       parentEpoch: state.epoch,

@@ -20,6 +20,7 @@ import {
   aesGcmEncrypt,
   constantTimeEqual,
   ed25519Verify,
+  ed25519VerifyMany,
   hkdfSha256,
   hkdfSha256Expand,
   hkdfSha256Extract,
@@ -34,7 +35,6 @@ import type { GroupState, Member } from "../protocol";
 import { b64, enc, Key32, Reader, Uint, u64be } from "./codec";
 import { type Content, decodeContent, encodeContent } from "./content";
 import { CoreError, malformed } from "./errors";
-import { verifyOrThrow } from "./handshake";
 import { spkMessage } from "./prekeys";
 import { counterNonce, kdfCk, MAX_SKIP, type Random } from "./ratchet";
 
@@ -366,36 +366,46 @@ export function forgetVerifiedPrekeys(): void {
 
 /** Every roster entry's signed prekey must verify under its identity key before we wrap to it. */
 export async function verifyRosterPrekeys(roster: readonly RosterEntry[]): Promise<void> {
-  // All verifications are independent calls: issue them together so a runtime whose Ed25519
-  // is asynchronous (WebCrypto) can spread them over its threads, then report the first
-  // failure in roster order. Entries already verified cost one Set lookup.
-  const pending: Array<Promise<unknown>> = [];
-  for (const m of roster) {
-    const id = prekeyId(m);
-    if (verifiedPrekeys.has(id)) continue;
-    pending.push(
-      verifyOrThrow(
-        b64(m.ik, "ik"),
-        spkMessage(m.spkId, b64(m.spkKey, "spk")),
-        b64(m.spkSig, "spk sig"),
-        `signed prekey of ${m.name}`,
-      ).then(
-        () => {
-          verifiedPrekeys.add(id);
-          if (verifiedPrekeys.size > VERIFIED_MAX) {
-            const oldest = verifiedPrekeys.values().next().value;
-            if (oldest !== undefined) verifiedPrekeys.delete(oldest);
-          }
-          return null;
-        },
-        (e: unknown) => e ?? new Error("verification failed"),
-      ),
-    );
+  // One batch of independent checks (entries already verified cost one Set lookup): the crypto
+  // seam spreads it over the runtime's threads (ed25519VerifyMany, §3.2); the first failure is
+  // reported in roster order.
+  const todo = roster.filter((m) => !verifiedPrekeys.has(prekeyId(m)));
+  if (todo.length === 0) return;
+  const ok = await ed25519VerifyMany(
+    todo.map((m) => ({
+      publicKey: b64(m.ik, "ik"),
+      message: spkMessage(m.spkId, b64(m.spkKey, "spk")),
+      signature: b64(m.spkSig, "spk sig"),
+    })),
+  );
+  for (const [i, m] of todo.entries()) {
+    if (!ok[i])
+      throw new CoreError("bad_signature", `signed prekey of ${m.name} signature does not verify`);
+    verifiedPrekeys.add(prekeyId(m));
+    if (verifiedPrekeys.size > VERIFIED_MAX) {
+      const oldest = verifiedPrekeys.values().next().value;
+      if (oldest !== undefined) verifiedPrekeys.delete(oldest);
+    }
   }
-  if (pending.length === 0) return;
-  for (const e of await Promise.all(pending)) if (e !== null) throw e;
 }
 
+/**
+ * What a committer does (§9.4): check every roster entry's signed prekey and build the commit,
+ * the two at once — the checks can run on other threads (ed25519VerifyMany) while the seals run
+ * here. Nothing is returned unless every check passed: a wrap to a prekey that does not verify
+ * never leaves this function (a failed check rejects; the sealed wraps are dropped).
+ */
+export async function createCommit(
+  params: Parameters<typeof buildCommit>[0],
+): ReturnType<typeof buildCommit> {
+  const [, built] = await Promise.all([verifyRosterPrekeys(params.roster), buildCommit(params)]);
+  return built;
+}
+
+/**
+ * The commit construction alone (§9.2.3), for a roster already checked (or, in tests, one a
+ * forger would use): epoch secret, signed core, one HPKE wrap per member.
+ */
 export async function buildCommit(params: {
   hub: string;
   group: string;

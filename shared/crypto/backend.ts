@@ -17,6 +17,13 @@
  */
 import type { X25519KeyPair } from "./x25519";
 
+/** One signature to check: ed25519Verify's three arguments. */
+export interface Ed25519VerifyItem {
+  publicKey: Uint8Array;
+  message: Uint8Array;
+  signature: Uint8Array;
+}
+
 export interface CryptoBackend {
   /** Shown by the benchmark ("product uses"). */
   readonly name: string;
@@ -34,6 +41,13 @@ export interface CryptoBackend {
     message: Uint8Array,
     signature: Uint8Array,
   ): boolean | Promise<boolean>;
+  /**
+   * ed25519Verify of many independent signatures (already checked as ed25519Verify checks
+   * them), answers in input order. Optional: a backend whose single verify is synchronous can
+   * spread a batch over threads (a roster's signed prekeys, §9.2.3); without it each item goes
+   * through ed25519Verify.
+   */
+  ed25519VerifyMany?(items: ReadonlyArray<Ed25519VerifyItem>): Promise<boolean[]>;
   /** AES-256-GCM, 96-bit nonce, ciphertext || 128-bit tag. */
   aesGcmEncrypt(
     key: Uint8Array,

@@ -5,7 +5,7 @@
  */
 
 import { fromB64u, toB64u } from "../encoding";
-import { backend } from "./backend";
+import { backend, type Ed25519VerifyItem } from "./backend";
 import { assertBytes, buf, hexConst } from "./bytes";
 import { ED25519_PUBLIC_KEY_BYTES, ED25519_SEED_BYTES, ED25519_SIGNATURE_BYTES } from "./constants";
 import { CryptoError, InvalidKeyError } from "./errors";
@@ -167,16 +167,7 @@ export async function ed25519Verify(
   message: Uint8Array,
   signature: Uint8Array,
 ): Promise<boolean> {
-  if (
-    !(publicKey instanceof Uint8Array) ||
-    !(message instanceof Uint8Array) ||
-    !(signature instanceof Uint8Array) ||
-    publicKey.length !== ED25519_PUBLIC_KEY_BYTES ||
-    signature.length !== ED25519_SIGNATURE_BYTES ||
-    isRefusedEd25519PublicKey(publicKey)
-  ) {
-    return false;
-  }
+  if (!wellFormed(publicKey, message, signature)) return false;
   const installed = backend().ed25519Verify;
   if (installed) return installed(publicKey, message, signature);
   try {
@@ -189,4 +180,35 @@ export async function ed25519Verify(
   } catch {
     return false;
   }
+}
+
+/** The argument checks of §3.2 that come before any curve arithmetic. */
+function wellFormed(publicKey: unknown, message: unknown, signature: unknown): boolean {
+  return (
+    publicKey instanceof Uint8Array &&
+    message instanceof Uint8Array &&
+    signature instanceof Uint8Array &&
+    publicKey.length === ED25519_PUBLIC_KEY_BYTES &&
+    signature.length === ED25519_SIGNATURE_BYTES &&
+    !isRefusedEd25519PublicKey(publicKey)
+  );
+}
+
+/**
+ * ed25519Verify of many independent signatures, answers in input order; same rule, same
+ * answers (never throws). Why a batch call: a group commit checks every member's signed prekey
+ * (§9.2.3), and a backend whose verify is synchronous (Node's) runs a batch on its thread pool
+ * instead of one after another on the main thread.
+ */
+export async function ed25519VerifyMany(
+  items: ReadonlyArray<Ed25519VerifyItem>,
+): Promise<boolean[]> {
+  const out = items.map((x) => wellFormed(x.publicKey, x.message, x.signature));
+  const todo = items.filter((_, i) => out[i]);
+  const many = backend().ed25519VerifyMany;
+  const answers = many
+    ? await many(todo)
+    : await Promise.all(todo.map((x) => ed25519Verify(x.publicKey, x.message, x.signature)));
+  let k = 0;
+  return out.map((ok) => ok && answers[k++] === true);
 }

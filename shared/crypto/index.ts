@@ -1,13 +1,19 @@
 /** The Parley crypto core: small byte-in/byte-out primitives (PROTOCOL.md §3). */
 
 export { aesGcmDecrypt, aesGcmEncrypt } from "./aead";
-export { type CryptoBackend, cryptoBackendName, installCryptoBackend } from "./backend";
+export {
+  type CryptoBackend,
+  cryptoBackendName,
+  type Ed25519VerifyItem,
+  installCryptoBackend,
+} from "./backend";
 export { constantTimeEqual, wipe } from "./compare";
 export * from "./constants";
 export {
   ed25519KeyPairFromSeed,
   ed25519Sign,
   ed25519Verify,
+  ed25519VerifyMany,
   generateIdentityKeyPair,
   type IdentityKeyPair,
 } from "./ed25519";

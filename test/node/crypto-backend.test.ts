@@ -17,6 +17,7 @@ import {
   ed25519KeyPairFromSeed,
   ed25519Sign,
   ed25519Verify,
+  ed25519VerifyMany,
   generateIdentityKeyPair,
   hkdfSha256,
   hkdfSha256Expand,
@@ -253,6 +254,43 @@ describe("Ed25519: Node backend = default backend", () => {
     ];
     for (const [pk, m, sg] of cases) {
       expect(await both(() => ed25519Verify(pk, m, sg))).toEqual({ default: false, node: false });
+    }
+  });
+
+  it("ed25519VerifyMany = ed25519Verify item by item, in order, below and above the pool batch size", async () => {
+    const ids = await Promise.all([0, 1, 2].map(() => generateIdentityKeyPair()));
+    const one = async (i: number) => {
+      const id = ids[i % 3] as (typeof ids)[number];
+      const message = randomBytes(i % 50);
+      const signature = await ed25519Sign(id.privateKey, message);
+      // Every fifth item is bad in a different way: altered, foreign key, refused key, short.
+      switch (i % 10) {
+        case 1:
+          return { publicKey: id.publicKey, message, signature: flip(signature, i % 64) };
+        case 3:
+          return {
+            publicKey: (ids[(i + 1) % 3] as (typeof ids)[number]).publicKey,
+            message,
+            signature,
+          };
+        case 5:
+          return { publicKey: new Uint8Array(32), message, signature };
+        case 7:
+          return { publicKey: id.publicKey, message, signature: signature.subarray(1) };
+        default:
+          return { publicKey: id.publicKey, message, signature };
+      }
+    };
+    for (const n of [0, 1, 7, 8, 9, 64, 257]) {
+      const items = await Promise.all(Array.from({ length: n }, (_, i) => one(i)));
+      const expected = await Promise.all(
+        items.map((x) => ed25519Verify(x.publicKey, x.message, x.signature)),
+      );
+      const got = await both(() => ed25519VerifyMany(items));
+      expect(got, `${n} items`).toEqual({ default: expected, node: expected });
+      expect(expected.filter((x) => !x).length).toBe(
+        Array.from({ length: n }, (_, i) => i % 10).filter((k) => [1, 3, 5, 7].includes(k)).length,
+      );
     }
   });
 

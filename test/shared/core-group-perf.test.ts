@@ -11,7 +11,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { b64 } from "../../shared/core/codec";
 import {
-  buildCommit,
+  createCommit,
   decryptGroup,
   encryptGroup,
   enterEpoch,
@@ -148,13 +148,47 @@ describe("the verified-prekey cache", () => {
 });
 
 describe("a large commit", () => {
+  it("createCommit refuses a roster with a bad signed prekey, naming the first in roster order", async () => {
+    const members = [];
+    for (let i = 0; i < 24; i++) members.push(await entry(i));
+    const roster = members.map((m) => m.e);
+    const committer = members[0] as (typeof members)[number];
+    const params = {
+      hub: "main",
+      group: "big",
+      parentEpoch: 4,
+      committer: committer.e.name,
+      committerIk: committer.id.publicKey,
+      sign: (m: Uint8Array) => ed25519Sign(committer.id.privateKey, m),
+      added: [],
+      removed: [],
+      random: randomBytes,
+    };
+    const bad = roster.map((m, i) =>
+      i === 17 || i === 21 ? { ...m, spkSig: (roster[i - 1] as RosterEntry).spkSig } : m,
+    );
+    for (const warm of [false, true]) {
+      if (!warm) forgetVerifiedPrekeys();
+      else await verifyRosterPrekeys(roster.filter((_, i) => i !== 17 && i !== 21));
+      await expect(createCommit({ ...params, roster: bad })).rejects.toMatchObject({
+        code: "bad_signature",
+        message: expect.stringContaining("m017"),
+      });
+    }
+    const ok = await createCommit({ ...params, roster });
+    expect(ok.wraps.map((w) => w.to)).toEqual(roster.map((m) => m.name));
+  });
+
   it("wraps every member in roster order; each opens only for its member with the reference info", async () => {
     const size = 40;
     const members = [];
     for (let i = 0; i < size; i++) members.push(await entry(i));
     const roster = members.map((m) => m.e);
     const committer = members[0] as (typeof members)[number];
-    const built = await buildCommit({
+    forgetVerifiedPrekeys();
+    // createCommit: the roster's prekeys are checked (one batch, above the Node backend's pool
+    // threshold) while the wraps are sealed.
+    const built = await createCommit({
       hub: "main",
       group: "big",
       parentEpoch: 4,
