@@ -231,8 +231,9 @@ async function measureAll(log: (s: string) => void, node?: CryptoBackend): Promi
   const r = await x25519GenerateKeyPair();
   const secret = randomBytes(32);
   const hinfo = randomBytes(60);
-  // The product is @hpke/core with its key-schedule HKDF on noble (shared/crypto/hpke.ts); the
-  // baseline is the library's default suite, every HKDF step a WebCrypto round trip.
+  // The product is @hpke/core's construction on whichever primitives hpkeSeal's race picked for
+  // this runtime (shared/crypto/hpke.ts: Parley's, i.e. the Node backend, or the library's
+  // WebCrypto ones); the baseline is the library's default suite, every step a WebCrypto call.
   const stock = new CipherSuite({
     kem: new DhkemX25519HkdfSha256(),
     kdf: new HkdfSha256(),
@@ -240,7 +241,7 @@ async function measureAll(log: (s: string) => void, node?: CryptoBackend): Promi
   });
   await add(
     "HPKE seal 32 B: stock @hpke/core vs product †",
-    "@hpke/core + noble HKDF",
+    "@hpke/core, raced primitives",
     async () => {
       const pk = await stock.kem.deserializePublicKey(r.publicKey as Uint8Array<ArrayBuffer>);
       await stock.seal({ recipientPublicKey: pk, info: hinfo }, secret, aad);
