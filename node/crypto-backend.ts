@@ -1,11 +1,13 @@
 /**
  * Node backend of the crypto seam (shared/crypto/backend.ts, PROTOCOL.md §3.1): the same
- * primitives on node:crypto's synchronous one-shot API. Why: in Node every WebCrypto call is a
- * libuv thread-pool round trip plus a key import, and an X25519 PKCS#8 import alone goes through
- * OpenSSL 3's generic DER decoder (~10× the DH itself); noble's pure-JS curves are slower still.
- * Synchronous OpenSSL calls with cached KeyObjects remove all of that (docs/PERFORMANCE.md).
+ * primitives on synchronous native code. Why: in Node every WebCrypto call is a libuv thread-pool
+ * round trip plus a key import, and an X25519 PKCS#8 import alone goes through OpenSSL 3's
+ * generic DER decoder (~10× the DH itself); noble's pure-JS curves are slower still.
  *
- * Same OpenSSL as Node's WebCrypto, so the same results and the same acceptance rules; the
+ * X25519 runs on libsodium (sodium-native: raw 32-byte keys, no imports, ~2× OpenSSL 3.0 here);
+ * Ed25519, AES-GCM, HMAC and HKDF on node:crypto's one-shot API with cached KeyObjects — the same
+ * OpenSSL as Node's WebCrypto, so the same results and acceptance rules (Ed25519 stays on OpenSSL
+ * because §3.2's rule is OpenSSL's/BoringSSL's; libsodium refuses more signatures). The
  * cross-backend test (test/node/crypto-backend.test.ts) and every known-answer vector check it.
  *
  * Installed explicitly by Node entry points (bench, soak, the vitest `node` project); browsers
@@ -17,15 +19,14 @@ import {
   createDecipheriv,
   createHash,
   createHmac,
-  createPrivateKey,
   createPublicKey,
   type DecipherGCM,
-  diffieHellman,
   KeyObject,
   sign,
   verify,
 } from "node:crypto";
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
+import sodium from "sodium-native";
 import {
   type CryptoBackend,
   CryptoError,
@@ -35,6 +36,7 @@ import {
   installCryptoBackend,
   LowOrderError,
   randomBytes,
+  X25519_KEY_BYTES,
   type X25519KeyPair,
 } from "../shared/crypto";
 
@@ -72,119 +74,44 @@ class Lru<V> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// X25519
-
-interface X25519Private {
-  key: KeyObject;
-  pub: Uint8Array;
-}
+// X25519 on libsodium (sodium-native's prebuilt binding)
 
 /**
- * Private KeyObjects (and their public keys) by SHA-256 of the secret: the map never holds the
- * secret as a string. Why a cache: a ratchet secret is used three times (its public key when
- * made, then one DH on each side of the next DH ratchet step, §8.4) and a signed prekey for
- * every session started on it; the import is as costly as the DH. Bounded, like the default
- * backend's, so retired ratchet secrets do not accumulate.
+ * Why libsodium and not node:crypto for X25519: OpenSSL 3.0 has no raw-key API in Node, so every
+ * new secret is a JWK import (~40 µs, it derives the public key with the generic ladder) and every
+ * peer key another import, cached in LRUs; libsodium takes the 32 raw bytes, and measured on this
+ * machine does the fixed-base multiplication in ~16 µs and a DH in ~30 µs (OpenSSL: 40 and
+ * 35–47 µs plus the imports). X25519 is the bulk of a session start (§8.2), of a DH ratchet step
+ * (§8.4) and of each HPKE wrap of a group commit (§9.2.3). Same function (RFC 7748 §5: clamped
+ * scalar, bit 255 of u masked, u reduced mod p) and the same refusals: libsodium refuses the
+ * small-order u values and any all-zero result, exactly the inputs whose shared secret is
+ * all-zero, which Parley refuses on every backend (§3.3) — the RFC 7748 and Wycheproof vectors
+ * and the cross-backend tests run through this path.
  */
-const privates = new Lru<X25519Private>(64);
-/**
- * Peer public KeyObjects by their encoding (public data). Sized for the largest group (1000
- * members, PROTOCOL.md §9) with room to spare: a commit seals to every member's signed prekey,
- * and a cache smaller than the roster misses on every one of them, every commit.
- */
-const publics = new Lru<KeyObject>(4096);
-
-function secretId(secretKey: Uint8Array): string {
-  // noble's SHA-256 beats createHash on one block (no native object per call).
-  return b64u(nobleSha256(secretKey));
-}
-
-/**
- * Import a raw X25519 secret. JWK, not PKCS#8: Node's JWK import hands the 32 raw bytes to
- * OpenSSL (EVP_PKEY_new_raw_private_key), which also computes the public key; a PKCS#8 import
- * goes through the DER decoder (~8× slower). Node's JWK reader requires an `x` member but
- * ignores it for a private key (it imports `d` alone), so `x` is left empty here and the public
- * key is read back from OpenSSL — never trusted from the caller. If a Node version insisted on a
- * matching `x`, the import would fail and the PKCS#8 path below takes over (same key, slower).
- */
-function importPrivate(secretKey: Uint8Array): X25519Private {
-  let key: KeyObject;
-  try {
-    key = createPrivateKey({
-      key: { kty: "OKP", crv: "X25519", d: b64u(secretKey), x: "" },
-      format: "jwk",
-    });
-  } catch {
-    key = importPrivatePkcs8(secretKey);
-  }
-  // OpenSSL's public key, read from the private JWK export: no second (public) KeyObject per
-  // key, which the GC would have to finalize. The export's `d` is as transient as the one this
-  // import was given (the ratchet state holds the secret as base64url anyway, §8.4).
-  const x = key.export({ format: "jwk" }).x;
-  if (typeof x !== "string") throw new InvalidKeyError("secretKey: rejected by the runtime");
-  return { key, pub: own(Buffer.from(x, "base64url")) };
-}
-
-/** RFC 8410 PrivateKeyInfo header for an X25519 private key (AlgId 1.3.101.110). */
-const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
-
-function importPrivatePkcs8(secretKey: Uint8Array): KeyObject {
-  const der = Buffer.concat([X25519_PKCS8_PREFIX, secretKey]);
-  try {
-    return createPrivateKey({ key: der, format: "der", type: "pkcs8" });
-  } catch (e) {
-    throw new InvalidKeyError("secretKey: rejected by the runtime", { cause: e });
-  } finally {
-    der.fill(0);
-  }
-}
-
-function privateFor(secretKey: Uint8Array): X25519Private {
-  const id = secretId(secretKey);
-  const hit = privates.get(id);
-  if (hit) return hit;
-  const entry = importPrivate(secretKey);
-  privates.set(id, entry);
-  return entry;
-}
-
-function publicFor(publicKey: Uint8Array): KeyObject {
-  const id = b64u(publicKey);
-  const hit = publics.get(id);
-  if (hit) return hit;
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: { kty: "OKP", crv: "X25519", x: id }, format: "jwk" });
-  } catch (e) {
-    throw new InvalidKeyError("publicKey: rejected by the runtime", { cause: e });
-  }
-  publics.set(id, key);
-  return key;
-}
-
 function x25519(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
-  const priv = privateFor(secretKey).key;
-  const pub = publicFor(publicKey);
-  let out: Buffer;
+  const out = new Uint8Array(X25519_KEY_BYTES);
   try {
-    out = diffieHellman({ privateKey: priv, publicKey: pub });
+    sodium.crypto_scalarmult(out, secretKey, publicKey);
   } catch (e) {
-    // Both keys are imported: OpenSSL's X25519 derive fails only on the all-zero result
-    // (ossl_x25519 returns 0 for it), the low-order case — as in the default backend.
+    // Arguments are checked before any backend runs (lengths, types), so a refusal here is the
+    // low-order case: libsodium's small-order list or an all-zero result.
     throw new LowOrderError(LOW_ORDER, { cause: e });
   }
   let acc = 0;
   for (const x of out) acc |= x;
   if (acc === 0) throw new LowOrderError(LOW_ORDER);
-  return own(out);
+  return out;
 }
 
 function x25519PublicKey(secretKey: Uint8Array): Uint8Array {
-  return privateFor(secretKey).pub.slice();
+  const out = new Uint8Array(X25519_KEY_BYTES);
+  sodium.crypto_scalarmult_base(out, secretKey);
+  return out;
 }
 
 function x25519GenerateKeyPair(): X25519KeyPair {
-  const secretKey = randomBytes(32);
+  // The secret from the same CSPRNG as every other backend (crypto.getRandomValues).
+  const secretKey = randomBytes(X25519_KEY_BYTES);
   return { publicKey: x25519PublicKey(secretKey), secretKey };
 }
 
@@ -356,7 +283,7 @@ function sha256(message: Uint8Array): Uint8Array {
 }
 
 export const nodeCryptoBackend: CryptoBackend = {
-  name: "node:crypto (sync, cached KeyObjects)",
+  name: "Node backend (X25519: libsodium; Ed25519, AES-GCM, HMAC, HKDF: node:crypto)",
   x25519,
   x25519PublicKey,
   x25519GenerateKeyPair,
