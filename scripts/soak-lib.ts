@@ -54,6 +54,8 @@ export interface SoakCounts {
   reconnects: number;
   /** Engine `error` events by code. */
   errors: Record<string, number>;
+  /** The first lost (receiver|sender|conversation|seq) keys, to find where one went. */
+  lostKeys: string[];
 }
 
 const HUB = "soak";
@@ -165,6 +167,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakCounts> {
       refusedSends: 0,
       reconnects: 0,
       errors: {},
+      lostKeys: [],
     };
     // receiver|sender|conversation|seq → times seen
     const seen = new Map<string, number>();
@@ -330,8 +333,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakCounts> {
     counts.expected = expected.size;
     for (const k of expected) {
       const n = seen.get(k) ?? 0;
-      if (n === 0) counts.lost++;
-      else {
+      if (n === 0) {
+        counts.lost++;
+        if (counts.lostKeys.length < 20) counts.lostKeys.push(k);
+      } else {
         counts.received++;
         counts.duplicated += n - 1;
       }

@@ -32,6 +32,9 @@ function print(title: string, c: SoakCounts): boolean {
       `deliveries expected ${c.expected}, received ${c.received}`,
       `LOST ${c.lost}   DUPLICATED ${c.duplicated}   DECRYPT FAILURES ${c.decryptFailures}   MISATTRIBUTED ${c.misattributed}`,
       `engine error events: ${JSON.stringify(c.errors)}`,
+      ...(c.lostKeys.length > 0
+        ? [`lost (receiver|sender|conversation|seq): ${c.lostKeys.join(", ")}`]
+        : []),
       ok ? "result: OK" : "result: FAILED",
       "",
     ].join("\n"),

@@ -310,7 +310,12 @@ export class ParleyClient implements ParleyClientApi {
   }
 
   private send(frame: ClientFrame): void {
-    if (this.connected) this.o.transport.send(frame);
+    if (!this.connected) return;
+    // A message written while the socket is open but before `welcome` would reach a relay that
+    // answers everything but `auth` with not_authenticated (§4.3). `send` and `group_send` are
+    // in the outbox (§10.1) and onWelcome resends the outbox, so they wait for it here.
+    if (!this.authed && (frame.t === "send" || frame.t === "group_send")) return;
+    this.o.transport.send(frame);
   }
 
   private nextId(prefix: string): string {
@@ -1091,8 +1096,9 @@ export class ParleyClient implements ParleyClientApi {
       const x = await this.store.get(key);
       if (x !== undefined) {
         const entry = parseWith(OutboxEntrySchema, x, "outbox");
-        // rate_limited is transient: keep the entry, it is resent on the next connection.
-        if (f.code !== "rate_limited" && f.code !== "internal") {
+        // Transient refusals keep the entry: it is resent on the next connection (§10.1).
+        // not_authenticated: the frame overtook our auth (e.g. across a relay restart).
+        if (f.code !== "rate_limited" && f.code !== "internal" && f.code !== "not_authenticated") {
           await this.commit([{ op: "delete", key }]);
           if (entry.conversationId && entry.messageId) {
             this.delivery(entry.conversationId as ConversationId, entry.messageId, "failed");

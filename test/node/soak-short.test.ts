@@ -25,12 +25,15 @@ describe("soak (short)", () => {
     expect(c.sentGroup).toBeGreaterThan(0);
     expect(c.expected).toBe(c.sentDirect + c.sentGroup * 4);
     // The properties.
-    expect({
-      lost: c.lost,
-      duplicated: c.duplicated,
-      decryptFailures: c.decryptFailures,
-      misattributed: c.misattributed,
-    }).toEqual({ lost: 0, duplicated: 0, decryptFailures: 0, misattributed: 0 });
+    expect(
+      {
+        lost: c.lost,
+        duplicated: c.duplicated,
+        decryptFailures: c.decryptFailures,
+        misattributed: c.misattributed,
+      },
+      `lost (receiver|sender|conversation|seq): ${c.lostKeys.join(", ")}; engine errors: ${JSON.stringify(c.errors)}`,
+    ).toEqual({ lost: 0, duplicated: 0, decryptFailures: 0, misattributed: 0 });
     expect(c.received).toBe(c.expected);
   }, 240_000);
 });
