@@ -145,7 +145,7 @@ await section("primitives", async () => {
   results.primitives = await runPrimitives(log, nodeCryptoBackend);
   emit(
     table(
-      "Primitives in Node: WebCrypto vs noble, and node:crypto (the product in Node) vs the faster (paired, same run)",
+      "Primitives in Node: WebCrypto vs noble, and the Node backend (the product in Node) vs the faster (paired, same run)",
       results.primitives,
     ),
   );
