@@ -97,10 +97,7 @@ function x25519(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
     // low-order case: libsodium's small-order list or an all-zero result.
     throw new LowOrderError(LOW_ORDER, { cause: e });
   }
-  let acc = 0;
-  for (const x of out) acc |= x;
-  if (acc === 0) throw new LowOrderError(LOW_ORDER);
-  return out;
+  return out; // an all-zero result is refused by the public x25519 (shared/crypto/x25519.ts)
 }
 
 function x25519PublicKey(secretKey: Uint8Array): Uint8Array {
@@ -120,7 +117,10 @@ function x25519GenerateKeyPair(): X25519KeyPair {
 
 /** KeyObject twins of WebCrypto private keys (identity keys live as CryptoKeys everywhere). */
 const signers = new WeakMap<CryptoKey, KeyObject>();
-/** Verification keys by encoding (contacts, group members): public data; sized as `publics`. */
+/**
+ * Verification keys by encoding (contacts, group members): public data. Sized for the largest
+ * group (1000 members, §9) with room: a roster's check must not evict its own keys.
+ */
 const verifiers = new Lru<KeyObject>(4096);
 
 function ed25519Sign(privateKey: CryptoKey, message: Uint8Array): Uint8Array {

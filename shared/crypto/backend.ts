@@ -27,7 +27,10 @@ export interface Ed25519VerifyItem {
 export interface CryptoBackend {
   /** Shown by the benchmark ("product uses"). */
   readonly name: string;
-  /** RFC 7748 X25519; InvalidKeyError if a key is rejected, LowOrderError on an all-zero result. */
+  /**
+   * RFC 7748 X25519; InvalidKeyError if a key is rejected, LowOrderError if the runtime refuses
+   * a low-order point. An all-zero result is refused by the public x25519 for every backend.
+   */
   x25519(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array | Promise<Uint8Array>;
   /** X25519(secretKey, 9). */
   x25519PublicKey(secretKey: Uint8Array): Uint8Array | Promise<Uint8Array>;

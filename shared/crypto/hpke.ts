@@ -128,6 +128,15 @@ function rawKey(key: CryptoKey, type: "public" | "private"): Uint8Array {
   return key.key;
 }
 
+/** The key's raw bytes as a fresh buffer; SerializeError (the library's type) if it is not one. */
+function serialize(key: CryptoKey, type: "public" | "private"): ArrayBuffer {
+  try {
+    return rawKey(key, type).slice().buffer;
+  } catch (e) {
+    throw new SerializeError(e);
+  }
+}
+
 const publicKey = (raw: Uint8Array) => new XCryptoKey(X25519_ALG, raw, "public");
 const privateKey = (raw: Uint8Array) => new XCryptoKey(X25519_ALG, raw, "private", KEM_USAGES);
 
@@ -135,11 +144,7 @@ class ParleyX25519Primitives implements DhkemPrimitives {
   constructor(private readonly hkdf: HkdfSha256Native) {}
 
   async serializePublicKey(key: CryptoKey): Promise<ArrayBuffer> {
-    try {
-      return rawKey(key, "public").slice().buffer;
-    } catch (e) {
-      throw new SerializeError(e);
-    }
+    return serialize(key, "public");
   }
 
   async deserializePublicKey(key: Bytesish): Promise<CryptoKey> {
@@ -147,11 +152,7 @@ class ParleyX25519Primitives implements DhkemPrimitives {
   }
 
   async serializePrivateKey(key: CryptoKey): Promise<ArrayBuffer> {
-    try {
-      return rawKey(key, "private").slice().buffer;
-    } catch (e) {
-      throw new SerializeError(e);
-    }
+    return serialize(key, "private");
   }
 
   async deserializePrivateKey(key: Bytesish): Promise<CryptoKey> {

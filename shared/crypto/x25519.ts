@@ -137,9 +137,6 @@ async function deriveWith(priv: CryptoKey, publicKey: Uint8Array): Promise<Uint8
     // Wycheproof low-order vectors in test/shared/crypto-x25519.test.ts.
     throw new LowOrderError(LOW_ORDER, { cause: e });
   }
-  if (isZero(out)) {
-    throw new LowOrderError(LOW_ORDER);
-  }
   return out;
 }
 
@@ -232,5 +229,9 @@ export async function x25519(secretKey: Uint8Array, publicKey: Uint8Array): Prom
   assertBytes("secretKey", secretKey, X25519_KEY_BYTES);
   assertBytes("publicKey", publicKey, X25519_KEY_BYTES);
   const installed = backend().x25519;
-  return installed ? installed(secretKey, publicKey) : derive(secretKey, publicKey);
+  const out = await (installed ? installed(secretKey, publicKey) : derive(secretKey, publicKey));
+  // §3.3 / RFC 7748 §6.1: an all-zero shared secret (a low-order public key) is refused here,
+  // once, whichever backend computed it.
+  if (isZero(out)) throw new LowOrderError(LOW_ORDER);
+  return out;
 }
