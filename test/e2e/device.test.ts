@@ -8,10 +8,10 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
-import { startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
+import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 import { onboard, openChat, seesMessage, send, shot } from "./ui";
 
-const PORT = 8792;
+const PORT = testPort(8792);
 let relay: WranglerDev;
 const users: BrowserUser[] = [];
 let dave: BrowserUser;

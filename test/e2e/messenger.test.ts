@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
-import { startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
+import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 import {
   onboard,
   openChat,
@@ -20,7 +20,7 @@ import {
   statusText,
 } from "./ui";
 
-const PORT = 8792;
+const PORT = testPort(8792);
 let relay: WranglerDev;
 const users: Record<string, BrowserUser> = {};
 /** Every plaintext typed in any browser: none of it may appear in any frame sent. */

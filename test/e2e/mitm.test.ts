@@ -8,10 +8,10 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { randomBytes } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
-import { startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
+import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 import { onboard, openChat, seesMessage, send, shot } from "./ui";
 
-const PORT = 8792;
+const PORT = testPort(8792);
 let relay: WranglerDev;
 let frank: BrowserUser;
 let gina: BrowserUser;

@@ -13,7 +13,7 @@ import { randomBytes } from "../../shared/crypto/random";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import { parseServerFrame, type ServerFrame } from "../../shared/protocol";
 import { authTranscript, signedPrekeyTranscript } from "../../worker/relay/auth";
-import { httpGet, startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
+import { httpGet, startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 
 type S<T extends ServerFrame["t"]> = Extract<ServerFrame, { t: T }>;
 
@@ -118,8 +118,8 @@ function expectHeaders(h: Record<string, unknown>, isHttps: boolean) {
 describe.skipIf(!built)("relay under wrangler dev", () => {
   beforeAll(async () => {
     // One after the other: both bundle the Worker and the CPU is shared.
-    http = await startWranglerDev({ port: 8790 });
-    tls = await startWranglerDev({ port: 8791, https: true });
+    http = await startWranglerDev({ port: testPort(8790) });
+    tls = await startWranglerDev({ port: testPort(8791), https: true });
   }, 240_000);
 
   afterAll(async () => {

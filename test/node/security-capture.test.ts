@@ -58,12 +58,12 @@ import {
   type WireUser,
   type WsMessage,
 } from "../support/capture";
-import { startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
+import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 
 // `wrangler dev` serves dist/pwa: like relay-wrangler.test.ts, run once `npm run build` has.
 const built = existsSync(resolve(import.meta.dirname, "../../dist/pwa/index.html"));
 
-const PORT = 8795;
+const PORT = testPort(8795);
 const HUB = `cap-${Date.now().toString(36)}`;
 const G = "group:broadcast" as const;
 const ROOT = resolve(import.meta.dirname, "../..");

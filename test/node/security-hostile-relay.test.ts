@@ -33,7 +33,7 @@ import {
   type WireUser,
 } from "../support/capture";
 import { type HostileProxy, startHostileProxy } from "../support/hostile-proxy";
-import { startWranglerDev, type WranglerDev } from "../support/wrangler-dev";
+import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 
 // `wrangler dev` serves dist/pwa: like relay-wrangler.test.ts, run once `npm run build` has.
 const built = existsSync(resolve(import.meta.dirname, "../../dist/pwa/index.html"));
@@ -154,8 +154,8 @@ describe.skipIf(!built).sequential(
   },
   () => {
     beforeAll(async () => {
-      dev = await startWranglerDev({ port: 8794 });
-      proxy = await startHostileProxy({ port: 8789, target: dev.wsUrl });
+      dev = await startWranglerDev({ port: testPort(8794) });
+      proxy = await startHostileProxy({ port: testPort(8789), target: dev.wsUrl });
     }, 180_000);
 
     afterAll(async () => {

@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { runSoak } from "../../scripts/soak-lib";
+import { testPort } from "../support/wrangler-dev";
 
 describe("soak (short)", () => {
   it("10 clients, 1:1 + group, relay killed and restarted: zero lost / duplicated / failed", async () => {
@@ -16,7 +17,7 @@ describe("soak (short)", () => {
       groupSize: 5,
       intervalMs: 500,
       restart: true,
-      port: 8798,
+      port: testPort(8798),
     });
     // The run really exercised what it claims to.
     expect(c.restarts).toBe(1);

@@ -109,6 +109,15 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
+/**
+ * A test's fixed port, shifted by `PARLEY_PORT_OFFSET` so that two checkouts can run their
+ * suites side by side on one machine without their relays colliding.
+ */
+export function testPort(base: number): number {
+  const offset = Number(process.env.PARLEY_PORT_OFFSET ?? 0);
+  return base + (Number.isSafeInteger(offset) ? offset : 0);
+}
+
 export async function startWranglerDev(opts: StartOptions): Promise<WranglerDev> {
   const scheme = opts.https === true ? "https" : "http";
   // Refuse a port something else already listens on: polling /health would otherwise "find" it.
