@@ -5,13 +5,14 @@
  * server. Each body carries its send time, so every delivery yields a latency sample.
  */
 import WebSocket from "ws";
+import { authTranscript, signedPrekeyTranscript } from "../shared/auth";
 import {
   ed25519Sign,
   generateIdentityKeyPair,
   randomBytes,
   x25519GenerateKeyPair,
 } from "../shared/crypto";
-import { fromB64u, lp, toB64u } from "../shared/encoding";
+import { fromB64u, toB64u } from "../shared/encoding";
 import { type ClientFrame, LIMITS, type ServerFrame } from "../shared/protocol";
 
 /**
@@ -108,7 +109,10 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
     async connect(name) {
       const identity = await generateIdentityKeyPair();
       const spk = await x25519GenerateKeyPair();
-      const spkSig = await ed25519Sign(identity.privateKey, lp("parley/v1/spk", 1, spk.publicKey));
+      const spkSig = await ed25519Sign(
+        identity.privateKey,
+        signedPrekeyTranscript(1, spk.publicKey),
+      );
       const ws = new WebSocket(wsUrl, { headers: { Origin: origin }, perMessageDeflate: false });
       const waiters: Array<{ t: string; pred: (f: never) => boolean; res: (f: never) => void }> =
         [];
@@ -173,18 +177,15 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
         if (process.env.BENCH_DEBUG_FRAMES)
           process.stderr.write(`${name} <- ${String(data).slice(0, 160)}\n`);
         if (f.t === "hello") {
+          const device = identity.publicKey.slice(0, 16);
           const sig = await ed25519Sign(
             identity.privateKey,
-            lp(
-              "parley/v1/auth",
-              f.hub,
-              origin,
-              fromB64u(f.challenge),
+            authTranscript(
+              { hub: f.hub, origin, challenge: fromB64u(f.challenge) },
               name,
               identity.publicKey,
-              1,
-              spk.publicKey,
-              spkSig,
+              { id: 1, key: spk.publicKey, sig: spkSig },
+              { id: device, claim: false },
             ),
           );
           conn.raw({
@@ -193,6 +194,8 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
             username: name,
             identityKey: toB64u(identity.publicKey),
             signedPrekey: { id: 1, key: toB64u(spk.publicKey), sig: toB64u(spkSig) },
+            device: toB64u(device),
+            claim: false,
             sig: toB64u(sig),
           });
         } else if (f.t === "deliver") {

@@ -108,6 +108,7 @@ export const ERRORS = {
   group_full: "Group is full.",
   limit_reached: "A relay limit was reached.",
   replaced: "Another connection of this identity took over.",
+  device_replaced: "This identity was restored on another device, which now receives its messages.",
   internal: "Internal relay error.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
@@ -121,6 +122,7 @@ export const CLOSE = {
   authTimeout: 4001,
   authFailed: 4002,
   replaced: 4003,
+  deviceReplaced: 4005,
   idle: 4004,
   abusive: 4008,
 } as const;
@@ -180,6 +182,8 @@ export const CHALLENGE_BYTES = 32;
 
 export const PublicKey = b64Bytes(PUBLIC_KEY_BYTES);
 export const Signature = b64Bytes(SIGNATURE_BYTES);
+/** A device (installation) id: random, not secret (§4.3). */
+export const DEVICE_ID_BYTES = 16;
 export const Challenge = b64Bytes(CHALLENGE_BYTES);
 export const Body = b64Max(LIMITS.maxBodyChars);
 const U32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff));
@@ -226,7 +230,18 @@ export const AuthFrame = v.strictObject({
   username: Name,
   identityKey: PublicKey,
   signedPrekey: SignedPrekey,
-  /** Ed25519 over lp("parley/v1/auth", hub, origin, challenge, username, identityKey, spk.id, spk.key, spk.sig). */
+  /**
+   * The installation's random 16-byte id (§4.3): an identity has one current device on the
+   * relay; another device's auth is refused with `device_replaced` unless it `claim`s the
+   * identity (a restore from backup), which makes it current and drops the old device's
+   * one-time prekeys.
+   */
+  device: b64Bytes(DEVICE_ID_BYTES),
+  claim: v.boolean(),
+  /**
+   * Ed25519 over lp("parley/v1/auth", hub, origin, challenge, username, identityKey, spk.id,
+   * spk.key, spk.sig, device, u32 claim) — see shared/auth.ts.
+   */
   sig: Signature,
 });
 

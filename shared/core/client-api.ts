@@ -174,7 +174,11 @@ export type SystemLineKind =
   | "session_started"
   | "decrypt_failed"
   /** Messages from `username` the counters show were sent but never arrived (§8.8, §9.5). */
-  | "missing";
+  | "missing"
+  /** A message from `username` could not be decrypted: a new session is being made (§8.9). */
+  | "repairing"
+  /** `username` could not read `count` of our messages: they are sent again (§8.9). */
+  | "resending";
 
 export interface SystemLine {
   conversationId: ConversationId;
@@ -184,6 +188,8 @@ export interface SystemLine {
   /** Subject user, when there is one. */
   username?: string;
   epoch?: number;
+  /** "resending": how many messages go out again. */
+  count?: number;
   at: number;
 }
 
@@ -206,12 +212,20 @@ export type CoreErrorCode =
   /** A signed prekey's replay cache is full: no new prekey sessions on it until rotation (§8.3.3). */
   | "prekey_limit"
   | "not_connected"
+  /** A text over MAX_TEXT_CHARS (or too large once encoded): refused before encryption (§8.6). */
+  | "too_long"
+  /** A stored outbox entry that no longer parses: set aside, reported, never blocking (§10.1). */
+  | "outbox_entry_invalid"
   | "relay_error";
 
 export type ParleyEvent =
   /** Authenticated with the relay (welcome received). */
   | { type: "ready"; username: string; fingerprint: string }
-  | { type: "connection"; state: "offline" | "connecting" | "online" }
+  /**
+   * `retired`: the relay refused this device (`device_replaced`, §4.3): the identity was restored
+   * on another device. Nothing is sent until `reclaimDevice`.
+   */
+  | { type: "connection"; state: "offline" | "connecting" | "online" | "retired" }
   /** Full list of online users (excluding nobody: includes ourselves). */
   | { type: "presence"; users: ContactInfo[] }
   /** A conversation was created or changed (status, roster, epoch, flags). */
@@ -256,6 +270,11 @@ export interface ParleyClientApi {
   startChat(username: string): Promise<ConversationId>;
   /** Forget the 1:1 session (the pinned key stays); the next message starts a fresh handshake. */
   endChat(username: string): Promise<void>;
+  /**
+   * Make this device the identity's current one again (§4.3): the next auth claims it, and the
+   * other device is retired in turn.
+   */
+  reclaimDevice(): Promise<void>;
   /** Encrypt and send; resolves with the client message id once persisted and handed over. */
   sendText(conversationId: ConversationId, text: string): Promise<string>;
   joinGroup(name: string): Promise<void>;

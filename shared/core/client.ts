@@ -8,8 +8,9 @@
  * read-transition-write cycle.
  */
 import * as v from "valibot";
+import { authTranscript } from "../auth";
 import { ed25519Sign, identityFingerprint, randomBytes, safetyNumber } from "../crypto";
-import { fromB64u, lp, toB64u } from "../encoding";
+import { fromB64u, toB64u } from "../encoding";
 import {
   type ClientFrame,
   type FrameOf,
@@ -38,8 +39,9 @@ import type {
 } from "./client-api";
 import { StorePreconditionError } from "./client-api";
 import { b64 } from "./codec";
-import { type DmContent, MAX_RECEIPT_IDS, type TextContent } from "./content";
+import { checkTextFits, type DmContent, MAX_RECEIPT_IDS, type TextContent } from "./content";
 import {
+  beginRepair,
   canSendNow,
   type DmCtx,
   type DmNote,
@@ -48,8 +50,10 @@ import {
   emptyDm,
   encryptDm,
   enqueue,
+  MAX_QUEUE,
   needsPrekeys,
   parseDmRecord,
+  REPAIRABLE,
   receiveDm,
   startFetching,
   startFromBundle,
@@ -76,7 +80,16 @@ import {
   PrekeyStateSchema,
   publicSpk,
 } from "./prekeys";
-import { KEYS, OutboxEntrySchema, OwnerSchema } from "./store";
+import {
+  type Device,
+  DeviceSchema,
+  KEYS,
+  type OutboxEntry,
+  OutboxEntrySchema,
+  OwnerSchema,
+  type SentText,
+  SentTextSchema,
+} from "./store";
 import { acceptChange, type Contact, ContactSchema, checkKey, markVerified } from "./trust";
 
 export const DEFAULT_TUNING: Tuning = {
@@ -94,6 +107,8 @@ export const HANDSHAKE_RETRY_MS = 30_000;
  * later message that revealed the gap is reported as a `missing` system line (§8.8, §9.5).
  */
 export const GAP_GRACE_MS = 30_000;
+/** A sent text the peer never receipted is kept this long for a repair to send again (§8.9). */
+export const SENT_KEEP_MS = 30 * DAY;
 /** Our own one-time prekey secrets kept at most (the relay stores up to 200 public halves). */
 const MAX_OPK_SECRETS = 2 * LIMITS.maxOneTimePrekeysStored;
 
@@ -123,6 +138,10 @@ export class ParleyClient implements ParleyClientApi {
   private authed = false;
   /** Another engine instance took over the store: refuse to send anything (§10.2). */
   private stale = false;
+  /** This installation (§4.3); `claim` until the relay has welcomed it once. */
+  private device: Device = { id: "", claim: true };
+  /** The relay refused this device as replaced by another (§4.3): it does not reconnect. */
+  private retired = false;
   private chain: Promise<unknown> = Promise.resolve();
   private readonly listeners = new Set<Listener>();
   private readonly online = new Map<string, string>();
@@ -190,6 +209,16 @@ export class ParleyClient implements ParleyClientApi {
         { op: "expect", key: KEYS.owner, value: owner },
         { op: "put", key: KEYS.owner, value: { gen: c.gen } },
       ];
+      const device = await o.store.get(KEYS.device);
+      if (device === undefined) {
+        // A new store: a fresh identity, or one restored from backup on a new device, which
+        // must become the identity's current device on the relay (§4.3).
+        c.device = { id: toB64u(c.random(16)), claim: true };
+        ops.push(
+          { op: "expect", key: KEYS.device, value: undefined },
+          { op: "put", key: KEYS.device, value: c.device },
+        );
+      } else c.device = parseWith(DeviceSchema, device, "device");
       if ((await o.store.get(KEYS.prekeys)) === undefined) {
         ops.push(
           { op: "expect", key: KEYS.prekeys, value: undefined },
@@ -490,7 +519,7 @@ export class ParleyClient implements ParleyClientApi {
     this.rejoining.clear();
     for (const cancel of this.timers.values()) cancel();
     this.timers.clear();
-    this.emit({ type: "connection", state: "offline" });
+    this.emit({ type: "connection", state: this.retired ? "retired" : "offline" });
     this.resummarize();
   }
 
@@ -557,19 +586,15 @@ export class ParleyClient implements ParleyClientApi {
     );
     await this.commit([{ op: "put", key: KEYS.prekeys, value: m.state }]);
     const spk = publicSpk(m.state);
-    // The exact auth transcript the relay verifies (protocol.ts AuthFrame).
+    if (this.retired) return;
     const sig = await ed25519Sign(
       this.o.identity.privateKey,
-      lp(
-        "parley/v1/auth",
-        this.hub,
-        this.o.origin,
-        fromB64u(f.challenge),
+      authTranscript(
+        { hub: this.hub, origin: this.o.origin, challenge: fromB64u(f.challenge) },
         this.username,
         this.o.identity.publicKey,
-        spk.id,
-        fromB64u(spk.key),
-        fromB64u(spk.sig),
+        { id: spk.id, key: fromB64u(spk.key), sig: fromB64u(spk.sig) },
+        { id: fromB64u(this.device.id), claim: this.device.claim },
       ),
     );
     this.send({
@@ -578,6 +603,8 @@ export class ParleyClient implements ParleyClientApi {
       username: this.username,
       identityKey: this.identityKey,
       signedPrekey: spk,
+      device: this.device.id,
+      claim: this.device.claim,
       sig: toB64u(sig),
     });
   }
@@ -588,12 +615,20 @@ export class ParleyClient implements ParleyClientApi {
       return;
     }
     this.authed = true;
+    if (this.device.claim) {
+      // The relay made us the current device; later connections need not claim again (§4.3).
+      const device = { ...this.device, claim: false };
+      await this.commit([{ op: "put", key: KEYS.device, value: device }]);
+      this.device = device;
+    }
     this.emit({ type: "ready", username: this.username, fingerprint: this.fingerprint });
     this.emit({ type: "connection", state: "online" });
     if (f.oneTimePrekeysRemaining < LIMITS.oneTimePrekeysLowWatermark) await this.replenish();
-    // Resend everything persisted but not yet accepted (same bytes: no nonce is reused).
-    for (const { value } of await this.store.list("outbox/")) {
-      this.send(parseWith(OutboxEntrySchema, value, "outbox").frame);
+    // Resend everything persisted but not yet accepted (same bytes: no nonce is reused). Each
+    // entry stands alone: one that no longer parses is set aside, never blocking the rest.
+    for (const { key, value } of await this.store.list("outbox/")) {
+      const entry = await this.outboxEntry(key, value);
+      if (entry !== null) this.send(entry.frame);
     }
     for (const { value } of await this.store.list("dm/")) {
       const rec = parseDmRecord(value);
@@ -619,6 +654,45 @@ export class ParleyClient implements ParleyClientApi {
     // Gaps whose grace ran out while we were offline: decide after this connection's mailbox
     // drain, one grace from now (§8.8).
     if (this.gaps.size > 0) this.scheduleGapCheck([...this.gaps.keys()]);
+  }
+
+  /**
+   * A stored outbox entry, or null when it is gone or no longer parses (§10.1): a bad entry is
+   * deleted and reported — its message shown as failed — so it can never block the entries
+   * behind it on every later connection.
+   */
+  private async outboxEntry(key: string, value: unknown): Promise<OutboxEntry | null> {
+    if (value === undefined) return null;
+    const r = v.safeParse(OutboxEntrySchema, value);
+    if (r.success) return r.output;
+    await this.commit([{ op: "delete", key }]);
+    const raw = (typeof value === "object" && value !== null ? value : {}) as Record<
+      string,
+      unknown
+    >;
+    const conv = typeof raw.conversationId === "string" ? raw.conversationId : undefined;
+    const conversationId =
+      conv !== undefined && (conv.startsWith("dm:") || conv.startsWith("group:"))
+        ? (conv as ConversationId)
+        : undefined;
+    if (conversationId !== undefined && typeof raw.messageId === "string") {
+      this.delivery(conversationId, raw.messageId, "failed");
+    }
+    this.emitError(
+      "outbox_entry_invalid",
+      "a stored message could not be sent and was set aside",
+      conversationId,
+    );
+    return null;
+  }
+
+  reclaimDevice(): Promise<void> {
+    return this.run(async () => {
+      const device = { ...this.device, claim: true };
+      await this.commit([{ op: "put", key: KEYS.device, value: device }]);
+      this.device = device;
+      this.retired = false;
+    });
   }
 
   private async onPresence(f: FrameOf<ServerFrame, "presence">): Promise<void> {
@@ -751,24 +825,49 @@ export class ParleyClient implements ParleyClientApi {
       ops.push(op);
       frames.push(frame);
     }
-    const flushed: Array<{ id: string }> = [];
-    if (canSendNow(rec) && rec.queue.length > 0 && r.contact.changedKey === null) {
-      for (const q of rec.queue) {
-        const enc = await encryptDm(
-          rec,
-          r.contact,
-          { t: "text", id: q.id, ts: q.ts, text: q.text },
-          this.ctx(),
-        );
+    // The peer receipted these: nothing to send again on a repair (§8.9).
+    for (const c of r.received) {
+      if (c.t === "receipt")
+        for (const id of c.ids) ops.push({ op: "delete", key: KEYS.sent(peer, id) });
+    }
+    // The peer repaired its side onto a new session and could not read some of ours (§8.9):
+    // every text it has not receipted goes again, same id and time, on the session it holds.
+    const retried = r.received.some((c) => c.t === "retry");
+    const resend: SentText[] = retried ? await this.unreceipted(peer, ops) : [];
+    let resent = 0;
+    const sendable = canSendNow(rec) && r.contact.changedKey === null;
+    if (sendable && rec.repair !== null && !rec.repair.asked) {
+      // Our repair's new session can send: ask the peer to send again, first of all (§8.9).
+      const enc = await encryptDm(rec, r.contact, { t: "retry" }, this.ctx());
+      rec = { ...enc.record, repair: { ...rec.repair, asked: true } };
+      const { frame, op } = this.directFrame(peer, enc.body);
+      ops.push(op);
+      frames.push(frame);
+    }
+    if (!sendable && resend.length > 0) {
+      // Sending is blocked (a key change awaits the user): they wait in the queue (§8.7).
+      const queued = new Set(rec.queue.map((q) => q.id));
+      for (const t of resend) {
+        if (queued.has(t.id) || rec.queue.length >= MAX_QUEUE) continue;
+        rec = enqueue(rec, t);
+        resent++;
+      }
+    }
+    if (sendable && (rec.queue.length > 0 || resend.length > 0)) {
+      const queued = new Set(rec.queue.map((q) => q.id));
+      const texts = [...resend.filter((t) => !queued.has(t.id)), ...rec.queue];
+      for (const q of texts) {
+        const content: TextContent = { t: "text", id: q.id, ts: q.ts, text: q.text };
+        const enc = await encryptDm(rec, r.contact, content, this.ctx());
         rec = enc.record;
         const { frame, op } = this.directFrame(peer, enc.body, {
           conversationId: dmId(peer),
           messageId: q.id,
         });
-        ops.push(op);
+        ops.push(op, this.sentOp(peer, q));
         frames.push(frame);
-        flushed.push(q);
       }
+      resent = resend.length;
       rec = { ...rec, queue: [] };
     }
     ops.push({ op: "put", key: KEYS.dm(peer), value: rec });
@@ -776,7 +875,18 @@ export class ParleyClient implements ParleyClientApi {
     this.contacts.set(peer, r.contact);
     for (const f of frames) this.send(f);
     this.dmNotes(peer, r.notes);
+    if (resent > 0) {
+      const what = resent === 1 ? "1 message" : `${resent} messages`;
+      this.system(
+        dmId(peer),
+        "resending",
+        `${peer} could not read ${what} (a new or restored device); sending again`,
+        { username: peer, count: resent },
+      );
+      for (const t of resend) this.delivery(dmId(peer), t.id, "sending");
+    }
     for (const c of r.received) {
+      if (c.t === "retry") continue;
       if (c.t === "text") {
         this.emitReceived(dmId(peer), peer, c);
         // Acknowledge end to end (§8.6); a receipt is never receipted itself.
@@ -788,6 +898,21 @@ export class ParleyClient implements ParleyClientApi {
     }
     if (r.received.length > 0) this.trackDmGaps(rec);
     this.summarizeDm(rec);
+  }
+
+  /**
+   * The texts `peer` has not receipted, oldest first, for a repair to send again (§8.9); those
+   * older than SENT_KEEP_MS are dropped (delete ops added to `ops`) instead of sent.
+   */
+  private async unreceipted(peer: string, ops: StoreOp[]): Promise<SentText[]> {
+    const out: SentText[] = [];
+    const cutoff = this.o.now() - SENT_KEEP_MS;
+    for (const { key, value } of await this.store.list(KEYS.sentOf(peer))) {
+      const r = v.safeParse(SentTextSchema, value);
+      if (r.success && r.output.ts >= cutoff) out.push(r.output);
+      else ops.push({ op: "delete", key });
+    }
+    return out.sort((a, b) => a.ts - b.ts || (a.id < b.id ? -1 : 1));
   }
 
   /**
@@ -947,6 +1072,9 @@ export class ParleyClient implements ParleyClientApi {
         ts: this.o.now(),
         text,
       };
+      // Before anything is encrypted or queued: an entry the wire cannot carry must never reach
+      // the outbox (§8.6, §10.1). The caller keeps the text and can split it.
+      checkTextFits(content, LIMITS.maxBodyChars);
       if (conversationId.startsWith("dm:")) await this.sendDm(conversationId.slice(3), content);
       else await this.sendGroup(conversationId.slice(6), content);
       return content.id;
@@ -980,7 +1108,11 @@ export class ParleyClient implements ParleyClientApi {
         conversationId: dmId(peer),
         messageId: content.id,
       });
-      await this.commit([{ op: "put", key: KEYS.dm(peer), value: enc.record }, op]);
+      await this.commit([
+        { op: "put", key: KEYS.dm(peer), value: enc.record },
+        op,
+        this.sentOp(peer, content),
+      ]);
       this.outgoing(dmId(peer), content);
       this.send(frame);
       return;
@@ -988,6 +1120,12 @@ export class ParleyClient implements ParleyClientApi {
     const queued = enqueue(rec, { id: content.id, ts: content.ts, text: content.text });
     this.outgoing(dmId(peer), content);
     await this.ensureSession(queued);
+  }
+
+  /** Keep a sent text until the peer receipts it, for a repair to send again (§8.9). */
+  private sentOp(peer: string, c: { id: string; ts: number; text: string }): StoreOp {
+    const value: SentText = { id: c.id, ts: c.ts, text: c.text };
+    return { op: "put", key: KEYS.sent(peer, c.id), value };
   }
 
   private async onDeliver(f: FrameOf<ServerFrame, "deliver">): Promise<void> {
@@ -1020,20 +1158,39 @@ export class ParleyClient implements ParleyClientApi {
         const prev = this.refusedEpochs.get(f.item.group) ?? -1;
         this.refusedEpochs.set(f.item.group, Math.max(prev, f.item.epoch));
       }
-      this.emitError(code, e instanceof Error ? e.message : "bad message", conv);
-      this.system(conv, "decrypt_failed", `A message from ${f.from} could not be read (${code})`, {
-        username: f.from,
-      });
-      // We hold no session at all with a peer who writes on one (our state was lost, e.g. an
-      // identity imported on a new device): start a fresh one so the conversation heals (§8.2.5).
-      if (code === "unknown_session" && f.item.kind === "direct" && f.from !== this.username) {
-        const rec = await this.loadDm(f.from);
-        if (rec.current === null && rec.pending === null) await this.ensureSession(rec);
+      if (f.item.kind === "direct" && REPAIRABLE.has(code) && f.from !== this.username) {
+        await this.repair(f.from, code);
+      } else {
+        this.emitError(code, e instanceof Error ? e.message : "bad message", conv);
+        this.system(
+          conv,
+          "decrypt_failed",
+          `A message from ${f.from} could not be read (${code})`,
+          { username: f.from },
+        );
       }
       if (f.item.kind === "commit") await this.evaluateGroup(f.item.group);
     } finally {
       if (ack) this.send({ v: PROTOCOL_VERSION, t: "ack", mids: [f.mid] });
     }
+  }
+
+  /**
+   * A direct body from `peer` we cannot decrypt for want of the session it was made on (§8.9):
+   * our state was lost or replaced (a restore on a new device) or is older than the peer's.
+   * Make a new session and, on it, ask the peer to send again what we have not receipted — at
+   * most once per REPAIR_INTERVAL_MS; a failure inside that window is covered by the same ask.
+   */
+  private async repair(peer: string, code: CoreErrorCode): Promise<void> {
+    const next = beginRepair(await this.loadDm(peer), this.o.now());
+    if (next === null) return;
+    this.system(
+      dmId(peer),
+      "repairing",
+      `A message from ${peer} could not be read (${code}); making a new secure session and asking ${peer} to send it again`,
+      { username: peer },
+    );
+    await this.ensureSession(next);
   }
 
   private async onDirect(from: string, body: Uint8Array): Promise<void> {
@@ -1057,9 +1214,8 @@ export class ParleyClient implements ParleyClientApi {
     const seq = Number(f.id.slice(1));
     if (f.id.startsWith("o") && Number.isSafeInteger(seq)) {
       const key = KEYS.outbox(seq);
-      const x = await this.store.get(key);
-      if (x === undefined) return;
-      const entry = parseWith(OutboxEntrySchema, x, "outbox");
+      const entry = await this.outboxEntry(key, await this.store.get(key));
+      if (entry === null) return;
       await this.commit([{ op: "delete", key }]);
       if (entry.conversationId && entry.messageId) {
         this.delivery(entry.conversationId as ConversationId, entry.messageId, "sent");
@@ -1091,11 +1247,17 @@ export class ParleyClient implements ParleyClientApi {
 
   private async onRelayError(f: FrameOf<ServerFrame, "error">): Promise<void> {
     const id = f.id;
+    if (f.code === "device_replaced") {
+      // Another device claimed the identity (a restore from backup, §4.3). Reconnecting would
+      // only be refused again; the user may take it back (reclaimDevice).
+      this.retired = true;
+      this.emit({ type: "connection", state: "retired" });
+      return;
+    }
     if (id?.startsWith("o")) {
       const key = KEYS.outbox(Number(id.slice(1)));
-      const x = await this.store.get(key);
-      if (x !== undefined) {
-        const entry = parseWith(OutboxEntrySchema, x, "outbox");
+      const entry = await this.outboxEntry(key, await this.store.get(key));
+      if (entry !== null) {
         // Transient refusals keep the entry: it is resent on the next connection (§10.1).
         // not_authenticated: the frame overtook our auth (e.g. across a relay restart).
         if (f.code !== "rate_limited" && f.code !== "internal" && f.code !== "not_authenticated") {

@@ -5,7 +5,7 @@
  */
 import * as v from "valibot";
 import { fromUtf8, utf8 } from "../encoding";
-import { malformed } from "./errors";
+import { CoreError, malformed } from "./errors";
 import { pad, unpad } from "./padding";
 
 export const MAX_TEXT_CHARS = 16_000;
@@ -39,11 +39,41 @@ export const DmContent = v.variant("t", [
     t: v.literal("receipt"),
     ids: v.pipe(v.array(ContentId), v.minLength(1), v.maxLength(MAX_RECEIPT_IDS)),
   }),
+  /**
+   * Session repair (§8.9): "I could not decrypt some of your messages; this session is new —
+   * send again, on it, every text I have not receipted". Never receipted itself.
+   */
+  v.strictObject({ t: v.literal("retry") }),
 ]);
 export type DmContent = v.InferOutput<typeof DmContent>;
 
 export function encodeContent(c: DmContent): Uint8Array {
   return pad(utf8(JSON.stringify(c)));
+}
+
+/**
+ * Room for everything a body adds around the padded content: the largest envelope prefix (a
+ * prekey message, §8.4), the ratchet header or group sender fields, the signature and the tag.
+ */
+const BODY_OVERHEAD_BYTES = 512;
+
+/**
+ * Refuse, before anything is encrypted, a text the wire could not carry (§8.6): longer than
+ * MAX_TEXT_CHARS (UTF-16 units, as the schema counts), or one whose encoding (JSON escapes of
+ * control characters grow 6×) would make a body over `maxBodyChars`. Nothing over the limit may
+ * reach the outbox, where it would be refused by the relay or by our own frame parser.
+ */
+export function checkTextFits(c: TextContent, maxBodyChars: number): void {
+  if (c.text.length > MAX_TEXT_CHARS) {
+    throw new CoreError(
+      "too_long",
+      `message is ${c.text.length} characters; the limit is ${MAX_TEXT_CHARS}`,
+    );
+  }
+  const bytes = encodeContent(c).length + BODY_OVERHEAD_BYTES;
+  if (Math.ceil(bytes / 3) * 4 > maxBodyChars) {
+    throw new CoreError("too_long", "message is too large once encoded; split it");
+  }
 }
 
 function parseContent<T>(schema: v.GenericSchema<unknown, T>, padded: Uint8Array): T {

@@ -8,7 +8,9 @@
  *   contact/<name>    Contact
  *   dm/<name>         DmRecord
  *   group/<name>      GroupRecord
+ *   meta/device       Device             this installation's id, and whether it claims the identity
  *   outbox/<seq>      OutboxEntry        frames persisted before they are sent (write-ahead)
+ *   sent/<peer>/<id>  SentText           1:1 texts the peer has not receipted (resent on repair)
  */
 import * as v from "valibot";
 import { ClientFrame } from "../protocol";
@@ -20,8 +22,29 @@ export const KEYS = {
   contact: (n: string) => `contact/${n}`,
   dm: (n: string) => `dm/${n}`,
   group: (n: string) => `group/${n}`,
+  device: "meta/device",
   outbox: (seq: number) => `outbox/${String(seq).padStart(15, "0")}`,
+  sent: (peer: string, id: string) => `sent/${peer}/${id}`,
+  sentOf: (peer: string) => `sent/${peer}/`,
 } as const;
+
+/**
+ * This installation (PROTOCOL.md §4.3): a random id, and `claim` — set on a new store (a fresh
+ * identity or a restore from backup) and by `reclaimDevice`, cleared at the first welcome.
+ */
+export const DeviceSchema = v.strictObject({
+  id: v.pipe(v.string(), v.length(22)),
+  claim: v.boolean(),
+});
+export type Device = v.InferOutput<typeof DeviceSchema>;
+
+/** A 1:1 text sent and not yet receipted by the peer, kept to send again on repair (§8.9). */
+export const SentTextSchema = v.strictObject({
+  id: v.string(),
+  ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  text: v.string(),
+});
+export type SentText = v.InferOutput<typeof SentTextSchema>;
 
 export const OwnerSchema = v.strictObject({
   gen: v.pipe(v.number(), v.integer(), v.minValue(0)),

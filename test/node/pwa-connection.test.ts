@@ -56,6 +56,8 @@ const AUTH = {
   username: "alice",
   identityKey: KEY,
   signedPrekey: { id: 1, key: KEY, sig: "A".repeat(86) },
+  device: "A".repeat(22),
+  claim: false,
   sig: "A".repeat(86),
 } as ClientFrame;
 const SEND = { v: 1, t: "send", id: "o1", to: "bob", body: "AAAA" } as ClientFrame;

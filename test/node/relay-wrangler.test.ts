@@ -63,6 +63,7 @@ class NodeClient {
         username,
         id.publicKey,
         { id: 1, key: spkKey, sig: spkSig },
+        { id: id.publicKey.slice(0, 16), claim: false },
       ),
     );
     this.send({
@@ -71,6 +72,8 @@ class NodeClient {
       username,
       identityKey: toB64u(id.publicKey),
       signedPrekey: { id: 1, key: toB64u(spkKey), sig: toB64u(spkSig) },
+      device: toB64u(id.publicKey.slice(0, 16)),
+      claim: false,
       sig: toB64u(sig),
     });
     return this.next("welcome");

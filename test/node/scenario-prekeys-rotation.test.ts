@@ -10,6 +10,7 @@ import {
   connect,
   disconnect,
   errors,
+  lines,
   messages,
   newUser,
   online,
@@ -107,7 +108,7 @@ it("a redelivered handshake init is not answered twice", async () => {
   expect(errors(bob)).toEqual([]);
 });
 
-it("identity imported on a new device: the first message on the lost session fails, then it heals", async () => {
+it("identity restored on a new device: a message on the lost session is repaired and sent again, none lost", async () => {
   const relay = new MemoryRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
@@ -118,11 +119,16 @@ it("identity imported on a new device: the first message on the lost session fai
   const bob2 = await newUser(relay, "bob", { identity: bob.identity });
   await connect(bob2);
   await say(alice, "dm:bob", "lost on the way");
-  expect(errors(bob2).map((e) => e.code)).toEqual(["unknown_session"]);
-  // bob2 started a fresh session by itself; alice answered it
+  // bob2 cannot read it: it makes a new session and asks alice to send again (§8.9) …
+  expect(lines(bob2, "dm:alice").map((l) => l.kind)).toContain("repairing");
+  // … and alice, told so on the new session, sends it again and says so.
+  const resending = lines(alice, "dm:bob").filter((l) => l.kind === "resending");
+  expect(resending.map((l) => l.count)).toEqual([1]);
   await say(alice, "dm:bob", "after healing");
   await say(bob2, "dm:alice", "new device here");
-  expect(messages(bob2, "dm:alice")).toEqual(["after healing"]);
+  expect(messages(bob2, "dm:alice")).toEqual(["lost on the way", "after healing"]);
   expect(messages(alice, "dm:bob")).toEqual(["new device here"]);
   expect(status(alice, "dm:bob")).toBe("secure");
+  // Everything alice sent is receipted end to end: nothing left to send again.
+  expect(await alice.store.list("sent/bob/")).toEqual([]);
 });

@@ -94,6 +94,8 @@ const validClient = fc.oneof(
     username: name,
     identityKey: key,
     signedPrekey: spk,
+    device: bytes(16, 16),
+    claim: fc.boolean(),
     sig,
   }),
 );

@@ -19,7 +19,16 @@ const SPK = { id: 1, key: KEY, sig: SIG };
 const MEMBER = { username: "bob", identityKey: KEY, signedPrekey: SPK };
 
 const validClient: Record<string, Record<string, unknown>> = {
-  auth: { v: 1, t: "auth", username: "alice", identityKey: KEY, signedPrekey: SPK, sig: SIG },
+  auth: {
+    v: 1,
+    t: "auth",
+    username: "alice",
+    identityKey: KEY,
+    signedPrekey: SPK,
+    device: "A".repeat(22),
+    claim: false,
+    sig: SIG,
+  },
   upload_prekeys: { v: 1, t: "upload_prekeys", id: "1", oneTimePrekeys: [{ id: 2, key: KEY }] },
   fetch_bundle: { v: 1, t: "fetch_bundle", id: "1", username: "bob" },
   send: { v: 1, t: "send", id: "1", to: "bob", body: "AAAA" },

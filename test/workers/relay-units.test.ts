@@ -32,6 +32,7 @@ describe("auth transcripts (PROTOCOL.md §4.2)", () => {
       "alice",
       new Uint8Array(32).fill(2),
       { id: 7, key: new Uint8Array(32).fill(3), sig: new Uint8Array(64).fill(4) },
+      { id: new Uint8Array(16).fill(5), claim: true },
     );
     const s = (x: string) => hex(new TextEncoder().encode(x));
     expect(hex(t)).toBe(
@@ -45,6 +46,8 @@ describe("auth transcripts (PROTOCOL.md §4.2)", () => {
         "0000000400000007",
         `00000020${"03".repeat(32)}`,
         `00000040${"04".repeat(64)}`,
+        `00000010${"05".repeat(16)}`,
+        "0000000400000001",
       ].join(""),
     );
   });

@@ -227,8 +227,13 @@ describe("security: hostile clients through the real relay", () => {
     mallory.ws?.send(
       JSON.stringify({ v: 1, t: "send", id: "replay1", to: "bob", body: d.item.body }),
     );
-    await until(() => codes(bob).length > 0, "bob rejects");
-    expect(codes(bob)[0]).toBe("unknown_session");
+    // No session with mallory has that id: bob treats it as a session he lost and starts a
+    // repair with mallory (§8.9) — which gives mallory a session of her own, never alice's text.
+    const repairing = () =>
+      bob.events.some(
+        (e) => e.type === "system" && e.line.kind === "repairing" && e.line.username === "mallory",
+      );
+    await until(repairing, "bob rejects and repairs");
     expect(inbox(bob, "dm:mallory")).toEqual([]);
     expect(inbox(bob, "dm:alice")).toEqual(["for bob's eyes"]);
     expect(mallory.closed).toBeNull();

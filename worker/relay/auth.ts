@@ -6,46 +6,18 @@
  * relay's fresh challenge, the hub and the page origin (so a signature a malicious page obtained
  * cannot be used against another hub, origin or connection) and every key the client publishes.
  */
+import { type AuthContext, authTranscript, signedPrekeyTranscript } from "../../shared/auth";
 import { ed25519Verify } from "../../shared/crypto/ed25519";
-import { fromB64u, lp } from "../../shared/encoding";
+import { fromB64u } from "../../shared/encoding";
 import type { ClientFrame, ErrorCode, FrameOf, SignedPrekey } from "../../shared/protocol";
 
-export const AUTH_LABEL = "parley/v1/auth";
-export const SPK_LABEL = "parley/v1/spk";
-
-/** lp("parley/v1/spk", u32 id, key bytes): what the identity key signs for a signed prekey. */
-export function signedPrekeyTranscript(id: number, key: Uint8Array): Uint8Array {
-  return lp(SPK_LABEL, id, key);
-}
-
-export interface AuthContext {
-  hub: string;
-  origin: string;
-  challenge: Uint8Array;
-}
-
-/**
- * lp("parley/v1/auth", hub, origin, challenge, username, identityKey, u32 spk.id, spk.key, spk.sig).
- * Strings are UTF-8, keys and signatures raw bytes, the prekey id a 4-byte big-endian integer.
- */
-export function authTranscript(
-  ctx: AuthContext,
-  username: string,
-  identityKey: Uint8Array,
-  spk: { id: number; key: Uint8Array; sig: Uint8Array },
-): Uint8Array {
-  return lp(
-    AUTH_LABEL,
-    ctx.hub,
-    ctx.origin,
-    ctx.challenge,
-    username,
-    identityKey,
-    spk.id,
-    spk.key,
-    spk.sig,
-  );
-}
+export {
+  AUTH_LABEL,
+  type AuthContext,
+  authTranscript,
+  SPK_LABEL,
+  signedPrekeyTranscript,
+} from "../../shared/auth";
 
 /** Verify a signed prekey against the identity key that claims it. */
 export async function verifySignedPrekey(
@@ -78,7 +50,10 @@ export async function verifyAuthFrame(
     key: fromB64u(frame.signedPrekey.key),
     sig: fromB64u(frame.signedPrekey.sig),
   };
-  const message = authTranscript(ctx, frame.username, identityKey, spk);
+  const message = authTranscript(ctx, frame.username, identityKey, spk, {
+    id: fromB64u(frame.device),
+    claim: frame.claim,
+  });
   if (!(await ed25519Verify(identityKey, message, fromB64u(frame.sig)))) {
     return { ok: false, code: "auth_failed" };
   }

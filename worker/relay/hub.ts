@@ -328,6 +328,11 @@ export class Hub {
     if (heldName !== null && heldName !== frame.username) {
       return this.#authFail(s, "identity_bound");
     }
+    // One current device per identity (§4.3): another device gets in only by claiming it.
+    const device = owner === null || reclaim ? null : store.getDevice(frame.username);
+    if (device !== null && device !== frame.device && !frame.claim) {
+      return this.#authFail(s, "device_replaced", CLOSE.deviceReplaced);
+    }
     const previous = sessions.online(frame.username);
     if (previous === undefined && sessions.onlineCount() >= LIMITS.maxOnlinePerHub) {
       return this.#authFail(s, "limit_reached");
@@ -348,10 +353,19 @@ export class Hub {
       spkChanged = !sameSpk(owner, frame.signedPrekey);
       store.setSignedPrekey(frame.username, frame.signedPrekey, now);
     }
-    // One live connection per identity (PROTOCOL.md §4.4): the newest wins.
+    const takeover = device !== null && device !== frame.device;
+    if (device !== frame.device) {
+      // The old device's one-time prekeys: their secrets stay on that device, so a first message
+      // made with one could never be opened here (§4.3). The welcome's count of 0 asks for more.
+      if (takeover) store.deleteOneTimePrekeys(frame.username);
+      store.setDevice(frame.username, frame.device);
+    }
+    // One live connection per identity (PROTOCOL.md §4.4): the newest wins. A connection of the
+    // device just replaced is told so: it must not reconnect and take the identity back.
     if (previous !== undefined && previous !== s) {
-      previous.send(errorFrame("replaced"));
-      previous.close(CLOSE.replaced, "replaced");
+      const code = takeover ? "device_replaced" : "replaced";
+      previous.send(errorFrame(code));
+      previous.close(takeover ? CLOSE.deviceReplaced : CLOSE.replaced, code);
       sessions.retire(previous);
     }
     const att: AuthedAttachment = {
@@ -384,10 +398,10 @@ export class Hub {
     }
   }
 
-  #authFail(s: Session, code: ErrorCode): void {
+  #authFail(s: Session, code: ErrorCode, close: number = CLOSE.authFailed): void {
     // The challenge was single-use: a failed attempt ends the connection (PROTOCOL.md §4.3).
     s.send(errorFrame(code));
-    s.close(CLOSE.authFailed, code);
+    s.close(close, code);
   }
 
   #welcome(s: Session, a: AuthedAttachment): void {

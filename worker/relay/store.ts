@@ -18,6 +18,10 @@ const SCHEMA = [
      created_at INTEGER NOT NULL,
      seen_at INTEGER NOT NULL
    )`,
+  `CREATE TABLE IF NOT EXISTS user_devices (
+     username TEXT PRIMARY KEY,
+     device TEXT NOT NULL
+   )`,
   `CREATE TABLE IF NOT EXISTS one_time_prekeys (
      seq INTEGER PRIMARY KEY AUTOINCREMENT,
      username TEXT NOT NULL,
@@ -343,6 +347,28 @@ export class Store {
       now,
       username,
     );
+  }
+
+  /** The identity's current device id (PROTOCOL.md §4.3), or null before its first auth. */
+  getDevice(username: string): string | null {
+    const r = this.sql
+      .exec("SELECT device FROM user_devices WHERE username = ?", username)
+      .toArray()[0];
+    return r === undefined ? null : str(r.device);
+  }
+
+  setDevice(username: string, device: string): void {
+    this.sql.exec(
+      `INSERT INTO user_devices (username, device) VALUES (?, ?)
+       ON CONFLICT (username) DO UPDATE SET device = excluded.device`,
+      username,
+      device,
+    );
+  }
+
+  /** A device took the identity over: the one-time prekeys it cannot open must not be handed out. */
+  deleteOneTimePrekeys(username: string): void {
+    this.sql.exec("DELETE FROM one_time_prekeys WHERE username = ?", username);
   }
 
   countOneTimePrekeys(username: string): number {
@@ -1111,7 +1137,7 @@ export class Store {
    * Group memberships are the caller's business (they need pushes).
    */
   reclaimUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
-    this.sql.exec("DELETE FROM one_time_prekeys WHERE username = ?", username);
+    this.deleteOneTimePrekeys(username);
     this.sql.exec(
       `UPDATE users SET identity_key = ?, spk_id = ?, spk_key = ?, spk_sig = ?, created_at = ?,
        seen_at = ? WHERE username = ?`,

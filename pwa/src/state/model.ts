@@ -134,6 +134,7 @@ export function systemEntry(l: SystemLine): HistorySystem {
   };
   if (l.username !== undefined) e.username = l.username;
   if (l.epoch !== undefined) e.epoch = l.epoch;
+  if (l.count !== undefined) e.count = l.count;
   return e;
 }
 

@@ -106,10 +106,13 @@ export const HistorySystem = v.strictObject({
     "session_started",
     "decrypt_failed",
     "missing",
+    "repairing",
+    "resending",
   ]),
   text: v.pipe(v.string(), v.maxLength(1000)),
   username: v.optional(Name),
   epoch: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  count: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   at: Ms,
 });
 export type HistorySystem = v.InferOutput<typeof HistorySystem>;

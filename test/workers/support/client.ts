@@ -100,10 +100,19 @@ export class TestClient {
   async authFrame(
     username: string,
     keys: Keys,
-    opts: { origin?: string; hub?: string; spk?: Awaited<ReturnType<typeof signedPrekey>> } = {},
+    opts: {
+      origin?: string;
+      hub?: string;
+      spk?: Awaited<ReturnType<typeof signedPrekey>>;
+      /** Device id (default: derived from the identity key, so one device per identity). */
+      device?: string;
+      claim?: boolean;
+    } = {},
   ): Promise<FrameOf<ClientFrame, "auth">> {
     if (this.hello === null) throw new Error("no hello");
     const spk = opts.spk ?? (await signedPrekey(keys));
+    const device = opts.device ?? toB64u(keys.identity.publicKey.slice(0, 16));
+    const claim = opts.claim ?? false;
     const msg = authTranscript(
       {
         hub: opts.hub ?? this.hello.hub,
@@ -113,6 +122,7 @@ export class TestClient {
       username,
       keys.identity.publicKey,
       { id: spk.id, key: fromB64u(spk.key), sig: fromB64u(spk.sig) },
+      { id: fromB64u(device), claim },
     );
     const sig = await ed25519Sign(keys.identity.privateKey, msg);
     return {
@@ -121,6 +131,8 @@ export class TestClient {
       username,
       identityKey: keys.identityKey,
       signedPrekey: spk,
+      device,
+      claim,
       sig: toB64u(sig),
     };
   }
