@@ -77,6 +77,23 @@ describe("conversation model", () => {
     expect(s.convs["dm:bob"]?.lastReadAt).toBe(99);
   });
 
+  test("a message sent again after a repair takes its place among its sender's messages", () => {
+    const s = initialChatState();
+    // bob wrote m1 then m2; m1 was sent again after a session repair and arrived last.
+    upsertEntry(s, msg("mine", 5, { direction: "out", from: "alice" }), { countUnread: false });
+    upsertEntry(s, msg("m2", 40, { sentAt: 20 }), { countUnread: true });
+    upsertEntry(s, msg("m1", 50, { sentAt: 10 }), { countUnread: true });
+    expect(s.convs["dm:bob"]?.entries.map((e) => e.id)).toEqual(["mine", "m1", "m2"]);
+    // Another sender's later message is not reordered by bob's clock.
+    upsertEntry(s, msg("c1", 60, { from: "carol", sentAt: 1 }), { countUnread: true });
+    expect(s.convs["dm:bob"]?.entries.map((e) => e.id)).toEqual(["mine", "m1", "m2", "c1"]);
+    // A reload (history stored in arrival order) shows the same order.
+    const stored = [...(s.convs["dm:bob"]?.entries ?? [])].sort((a, b) => a.at - b.at);
+    const again = initialChatState();
+    loadHistory(again, new Map([["dm:bob", stored]]), new Map());
+    expect(again.convs["dm:bob"]?.entries.map((e) => e.id)).toEqual(["mine", "m1", "m2", "c1"]);
+  });
+
   test("outgoing messages never count as unread", () => {
     const s = initialChatState();
     upsertEntry(s, msg("o", 1, { direction: "out", from: "alice" }), { countUnread: true });

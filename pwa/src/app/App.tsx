@@ -3,6 +3,7 @@ import { createMemo, createSignal, Match, onCleanup, onMount, Show, Switch } fro
 import { Conversation, EmptyPane } from "../ui/Conversation";
 import { MembersDialog, VerifyDialog } from "../ui/Dialogs";
 import { Creating, Onboarding } from "../ui/Onboarding";
+import { RetiredBanner } from "../ui/Retired";
 import { BootScreen, FatalScreen, LockScreen, OtherTabScreen } from "../ui/Screens";
 import { SettingsDialog } from "../ui/Settings";
 import { Sidebar } from "../ui/Sidebar";
@@ -20,6 +21,7 @@ function Messenger() {
   return (
     <div class="app" classList={{ "has-selection": !!selected() }}>
       <TopBar onSettings={() => setSettingsOpen(true)} />
+      <RetiredBanner />
       <div class="panes">
         <Sidebar />
         <Show when={selected()} keyed={false} fallback={<EmptyPane />}>

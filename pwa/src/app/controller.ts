@@ -74,7 +74,8 @@ function connView(s: ConnState): ConnView {
     case "waiting":
       return { kind: "waiting", retryAt: s.retryAt };
     case "stopped":
-      return s.reason === "replaced" ? { kind: "replaced" } : { kind: "stopped" };
+      if (s.reason === "replaced") return { kind: "replaced" };
+      return s.reason === "retired" ? { kind: "retired" } : { kind: "stopped" };
   }
 }
 
@@ -418,6 +419,18 @@ export function createParley() {
       }
     },
     takeOver: () => lock.acquire(true),
+    /**
+     * Use this browser for the identity again after it was restored elsewhere (§4.3): the next
+     * auth claims it, and the other device is the one told it was replaced.
+     */
+    async reclaimDevice() {
+      try {
+        await engine?.reclaimDevice();
+        conn?.start();
+      } catch (e) {
+        report(e);
+      }
+    },
     retryNow: () => conn?.retryNow(),
     setVisible(v: boolean) {
       setVisible(v);

@@ -29,7 +29,7 @@ export type ConnState =
   | { s: "open" }
   | { s: "online" }
   | { s: "waiting"; attempt: number; retryAt: number }
-  | { s: "stopped"; reason: "replaced" | "auth_failed" | "closed" };
+  | { s: "stopped"; reason: "replaced" | "retired" | "auth_failed" | "closed" };
 
 export interface ConnectionOptions {
   url: string;
@@ -172,6 +172,12 @@ export class Connection {
       // Another connection of this identity took over (another device or a taken-over tab):
       // reconnecting would just steal it back.
       this.setState({ s: "stopped", reason: "replaced" });
+      return;
+    }
+    if (code === CLOSE.deviceReplaced) {
+      // The identity was restored on another device (PROTOCOL.md §4.3): the relay refuses this
+      // one until the user claims it back here (`start` after the engine's reclaimDevice).
+      this.setState({ s: "stopped", reason: "retired" });
       return;
     }
     // A refused authentication will not fix itself quickly: start further up the backoff.

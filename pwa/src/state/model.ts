@@ -38,6 +38,8 @@ export type ConnView =
   | { kind: "online" }
   | { kind: "waiting"; retryAt: number }
   | { kind: "replaced" }
+  /** The identity was restored on another device; this one receives nothing (§4.3). */
+  | { kind: "retired" }
   | { kind: "stopped" };
 
 export interface Me {
@@ -155,6 +157,23 @@ export function sameEntry(a: HistoryEntry, b: HistoryEntry): boolean {
  * already seen from that sender is ignored, never replaced (the relay delivers at least once;
  * the engine dedupes, we double-check — and a sender cannot rewrite what it said).
  */
+/**
+ * Where a new entry goes: after everything received earlier (local time `at`), except that a
+ * message its sender wrote earlier but that arrived later (sent again after a session repair,
+ * §8.9) goes before that sender's later ones, so one sender's messages read in the order written.
+ */
+function placeOf(entries: readonly HistoryEntry[], entry: HistoryEntry): number {
+  let at = entries.length;
+  while (at > 0 && (entries[at - 1]?.at ?? 0) > entry.at) at--;
+  if (entry.kind !== "msg" || entry.direction !== "in") return at;
+  for (;;) {
+    const prev = entries[at - 1];
+    if (prev?.kind !== "msg" || prev.direction !== "in" || prev.from !== entry.from) return at;
+    if (prev.sentAt <= entry.sentAt) return at;
+    at--;
+  }
+}
+
 export function upsertEntry(
   s: ChatState,
   entry: HistoryEntry,
@@ -166,9 +185,7 @@ export function upsertEntry(
     if (entry.kind === "sys" || entry.direction === "out") c.entries[i] = entry;
     return false;
   }
-  let at = c.entries.length;
-  while (at > 0 && (c.entries[at - 1]?.at ?? 0) > entry.at) at--;
-  c.entries.splice(at, 0, entry);
+  c.entries.splice(placeOf(c.entries, entry), 0, entry);
   if (opts.countUnread && entry.kind === "msg" && entry.direction === "in") c.unread++;
   return true;
 }
@@ -215,7 +232,10 @@ export function loadHistory(
     const p = parseConvId(id);
     if (!p) continue;
     const c = ensure(s, id as ConversationId);
-    c.entries = entries;
+    // Stored in arrival order; placed exactly as they were when they arrived.
+    const placed: HistoryEntry[] = [];
+    for (const e of entries) placed.splice(placeOf(placed, e), 0, e);
+    c.entries = placed;
     c.lastReadAt = meta.get(id)?.lastReadAt ?? 0;
     c.unread = entries.filter(
       (e) => e.kind === "msg" && e.direction === "in" && e.at > c.lastReadAt,

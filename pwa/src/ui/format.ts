@@ -44,6 +44,8 @@ export function chatStatusLabel(
     }
     case "replaced":
       return { label: "Offline — signed in elsewhere", tone: "bad" };
+    case "retired":
+      return { label: "Offline — moved to another device", tone: "bad" };
     case "stopped":
     case "idle":
       return { label: "Offline", tone: "bad" };
