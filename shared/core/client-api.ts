@@ -175,9 +175,9 @@ export type SystemLineKind =
   | "decrypt_failed"
   /** Messages from `username` the counters show were sent but never arrived (§8.8, §9.5). */
   | "missing"
-  /** A message from `username` could not be decrypted: a new session is being made (§8.9). */
+  /** A message from `username` could not be decrypted: a new session is being made (§8.10). */
   | "repairing"
-  /** `username` could not read `count` of our messages: they are sent again (§8.9). */
+  /** `username` could not read `count` of our messages: they are sent again (§8.10). */
   | "resending";
 
 export interface SystemLine {

@@ -107,7 +107,7 @@ export const HANDSHAKE_RETRY_MS = 30_000;
  * later message that revealed the gap is reported as a `missing` system line (§8.8, §9.5).
  */
 export const GAP_GRACE_MS = 30_000;
-/** A sent text the peer never receipted is kept this long for a repair to send again (§8.9). */
+/** A sent text the peer never receipted is kept this long for a repair to send again (§8.10). */
 export const SENT_KEEP_MS = 30 * DAY;
 /** Our own one-time prekey secrets kept at most (the relay stores up to 200 public halves). */
 const MAX_OPK_SECRETS = 2 * LIMITS.maxOneTimePrekeysStored;
@@ -825,19 +825,19 @@ export class ParleyClient implements ParleyClientApi {
       ops.push(op);
       frames.push(frame);
     }
-    // The peer receipted these: nothing to send again on a repair (§8.9).
+    // The peer receipted these: nothing to send again on a repair (§8.10).
     for (const c of r.received) {
       if (c.t === "receipt")
         for (const id of c.ids) ops.push({ op: "delete", key: KEYS.sent(peer, id) });
     }
-    // The peer repaired its side onto a new session and could not read some of ours (§8.9):
+    // The peer repaired its side onto a new session and could not read some of ours (§8.10):
     // every text it has not receipted goes again, same id and time, on the session it holds.
     const retried = r.received.some((c) => c.t === "retry");
     const resend: SentText[] = retried ? await this.unreceipted(peer, ops) : [];
     let resent = 0;
     const sendable = canSendNow(rec) && r.contact.changedKey === null;
     if (sendable && rec.repair !== null && !rec.repair.asked) {
-      // Our repair's new session can send: ask the peer to send again, first of all (§8.9).
+      // Our repair's new session can send: ask the peer to send again, first of all (§8.10).
       const enc = await encryptDm(rec, r.contact, { t: "retry" }, this.ctx());
       rec = { ...enc.record, repair: { ...rec.repair, asked: true } };
       const { frame, op } = this.directFrame(peer, enc.body);
@@ -901,7 +901,7 @@ export class ParleyClient implements ParleyClientApi {
   }
 
   /**
-   * The texts `peer` has not receipted, oldest first, for a repair to send again (§8.9); those
+   * The texts `peer` has not receipted, oldest first, for a repair to send again (§8.10); those
    * older than SENT_KEEP_MS are dropped (delete ops added to `ops`) instead of sent.
    */
   private async unreceipted(peer: string, ops: StoreOp[]): Promise<SentText[]> {
@@ -1122,7 +1122,7 @@ export class ParleyClient implements ParleyClientApi {
     await this.ensureSession(queued);
   }
 
-  /** Keep a sent text until the peer receipts it, for a repair to send again (§8.9). */
+  /** Keep a sent text until the peer receipts it, for a repair to send again (§8.10). */
   private sentOp(peer: string, c: { id: string; ts: number; text: string }): StoreOp {
     const value: SentText = { id: c.id, ts: c.ts, text: c.text };
     return { op: "put", key: KEYS.sent(peer, c.id), value };
@@ -1176,7 +1176,7 @@ export class ParleyClient implements ParleyClientApi {
   }
 
   /**
-   * A direct body from `peer` we cannot decrypt for want of the session it was made on (§8.9):
+   * A direct body from `peer` we cannot decrypt for want of the session it was made on (§8.10):
    * our state was lost or replaced (a restore on a new device) or is older than the peer's.
    * Make a new session and, on it, ask the peer to send again what we have not receipted — at
    * most once per REPAIR_INTERVAL_MS; a failure inside that window is covered by the same ask.

@@ -40,7 +40,7 @@ export const DmContent = v.variant("t", [
     ids: v.pipe(v.array(ContentId), v.minLength(1), v.maxLength(MAX_RECEIPT_IDS)),
   }),
   /**
-   * Session repair (§8.9): "I could not decrypt some of your messages; this session is new —
+   * Session repair (§8.10): "I could not decrypt some of your messages; this session is new —
    * send again, on it, every text I have not receipted". Never receipted itself.
    */
   v.strictObject({ t: v.literal("retry") }),

@@ -111,7 +111,7 @@ export const DmRecordSchema = v.strictObject({
   /** Ephemerals of hs_init messages already answered (a redelivered init is not re-answered). */
   seenInits: v.array(Key32),
   /**
-   * Session repair under way (§8.9): a message from the peer could not be decrypted, so a new
+   * Session repair under way (§8.10): a message from the peer could not be decrypted, so a new
    * session is being made; `asked` once the `retry` content went out on it.
    */
   repair: v.nullable(v.strictObject({ at: Uint, asked: v.boolean() })),
@@ -131,11 +131,11 @@ export function emptyDm(peer: string): DmRecord {
   };
 }
 
-/** At most one session repair per peer in this long (§8.9): a flood of bad bodies costs one. */
+/** At most one session repair per peer in this long (§8.10): a flood of bad bodies costs one. */
 export const REPAIR_INTERVAL_MS = 60_000;
 
 /**
- * Failures that mean "we do not hold the session or prekey this peer wrote with" (§8.9): our
+ * Failures that mean "we do not hold the session or prekey this peer wrote with" (§8.10): our
  * state was lost or replaced (a restore on a new device). Repaired, not just dropped. A body that
  * fails to authenticate on a session we hold (`decrypt_failed`) is altered, not a lost state: it
  * is dropped with no state change.
@@ -143,7 +143,7 @@ export const REPAIR_INTERVAL_MS = 60_000;
 export const REPAIRABLE: ReadonlySet<string> = new Set(["unknown_session", "no_prekey"]);
 
 /**
- * Begin a session repair (§8.9), or null while one began less than REPAIR_INTERVAL_MS ago. The
+ * Begin a session repair (§8.10), or null while one began less than REPAIR_INTERVAL_MS ago. The
  * current session stops being used for sending (kept receive-only among `previous`): the peer
  * cannot read it, or it would not be sending on another. A handshake in progress for the peer's
  * side (`responding`) is kept; our own half-done starts are dropped and begun again.
@@ -585,7 +585,7 @@ async function decryptWith(
   let next: DmRecord;
   if (found.where === "current") next = { ...record, current: session };
   else if (content.t === "retry") {
-    // The peer repaired onto this session and asks us to send again (§8.9): it is the one the
+    // The peer repaired onto this session and asks us to send again (§8.10): it is the one the
     // peer holds, so it becomes ours for sending too.
     const where = found.where;
     next = promote({ ...record, previous: record.previous.filter((_, i) => i !== where) }, session);
@@ -665,7 +665,7 @@ async function onPrekey(
   const ourStartPending =
     (record.current !== null && !record.current.confirmed) || record.pending?.kind === "initiating";
   let next: DmRecord;
-  // A repair's retry (§8.9) names the session the peer holds: it wins any tie-break.
+  // A repair's retry (§8.10) names the session the peer holds: it wins any tie-break.
   if (ourStartPending && weWin(ctx.me.name, record.peer) && content.t !== "retry")
     next = keepAside(record, session);
   else

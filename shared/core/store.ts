@@ -38,7 +38,7 @@ export const DeviceSchema = v.strictObject({
 });
 export type Device = v.InferOutput<typeof DeviceSchema>;
 
-/** A 1:1 text sent and not yet receipted by the peer, kept to send again on repair (§8.9). */
+/** A 1:1 text sent and not yet receipted by the peer, kept to send again on repair (§8.10). */
 export const SentTextSchema = v.strictObject({
   id: v.string(),
   ts: v.pipe(v.number(), v.integer(), v.minValue(0)),

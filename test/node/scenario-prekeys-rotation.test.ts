@@ -119,7 +119,7 @@ it("identity restored on a new device: a message on the lost session is repaired
   const bob2 = await newUser(relay, "bob", { identity: bob.identity });
   await connect(bob2);
   await say(alice, "dm:bob", "lost on the way");
-  // bob2 cannot read it: it makes a new session and asks alice to send again (§8.9) …
+  // bob2 cannot read it: it makes a new session and asks alice to send again (§8.10) …
   expect(lines(bob2, "dm:alice").map((l) => l.kind)).toContain("repairing");
   // … and alice, told so on the new session, sends it again and says so.
   const resending = lines(alice, "dm:bob").filter((l) => l.kind === "resending");

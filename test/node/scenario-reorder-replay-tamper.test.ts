@@ -124,7 +124,7 @@ it("a body naming a session bob does not hold starts one repair; the text arrive
   release();
   const f = held[0] as Deliver;
   if (f.item.kind !== "direct") throw new Error("direct expected");
-  // Indistinguishable from a message on a session bob lost (a restore): repaired (§8.9).
+  // Indistinguishable from a message on a session bob lost (a restore): repaired (§8.10).
   for (const [i, at] of [5, 9, 13].entries()) {
     const t = Buffer.from(f.item.body, "base64url");
     t[at] = (t[at] as number) ^ 0x01;

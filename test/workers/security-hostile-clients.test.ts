@@ -228,7 +228,7 @@ describe("security: hostile clients through the real relay", () => {
       JSON.stringify({ v: 1, t: "send", id: "replay1", to: "bob", body: d.item.body }),
     );
     // No session with mallory has that id: bob treats it as a session he lost and starts a
-    // repair with mallory (§8.9) — which gives mallory a session of her own, never alice's text.
+    // repair with mallory (§8.10) — which gives mallory a session of her own, never alice's text.
     const repairing = () =>
       bob.events.some(
         (e) => e.type === "system" && e.line.kind === "repairing" && e.line.username === "mallory",

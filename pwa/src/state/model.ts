@@ -160,7 +160,7 @@ export function sameEntry(a: HistoryEntry, b: HistoryEntry): boolean {
 /**
  * Where a new entry goes: after everything received earlier (local time `at`), except that a
  * message its sender wrote earlier but that arrived later (sent again after a session repair,
- * §8.9) goes before that sender's later ones, so one sender's messages read in the order written.
+ * §8.10) goes before that sender's later ones, so one sender's messages read in the order written.
  */
 function placeOf(entries: readonly HistoryEntry[], entry: HistoryEntry): number {
   let at = entries.length;
