@@ -291,4 +291,89 @@ describe("protocol core through the real relay", () => {
     for (const u of users) expect(errorsOf(u)).toEqual([]);
     for (const u of users) await disconnect(u);
   });
+  it("a restore claims the identity: the old engine is retired, can take it back, and 1:1 and groups heal", async () => {
+    const hub = freshHub();
+    const alice = await newUser(hub, "alice");
+    const bob = await newUser(hub, "bob");
+    await connect(hub, alice);
+    await connect(hub, bob);
+    const D = "dm:bob" as ConversationId;
+    const G = "group:broadcast" as ConversationId;
+    await alice.client.startChat("bob");
+    await alice.client.joinGroup("broadcast");
+    await bob.client.joinGroup("broadcast");
+    await until(
+      () => epochOf(alice, G) === epochOf(bob, G) && (epochOf(bob, G) ?? 0) >= 1,
+      "group",
+    );
+    await alice.client.sendText(D, "from the laptop");
+    await until(() => texts(bob, "dm:alice").includes("from the laptop"), "first");
+    // The first welcome cleared the claim: a reload of the same store does not claim again.
+    expect(await alice.store.get("meta/device")).toMatchObject({ claim: false });
+
+    // Restored on a new device: same identity, fresh store (which claims).
+    const restored = await boot(hub, {
+      name: "alice",
+      identity: alice.identity,
+      store: new MemoryStore(),
+      events: [],
+      received: [],
+      ws: null,
+    } as unknown as Parameters<typeof boot>[1]);
+    await connect(hub, restored);
+    await until(
+      () => alice.events.some((e) => e.type === "connection" && e.state === "retired"),
+      "old engine retired",
+    );
+    await bob.client.sendText("dm:alice", "to wherever alice is");
+    await until(() => texts(restored, D).includes("to wherever alice is"), "repaired");
+    // The restored device lost the group's state: it rejoins and reads the group again.
+    await until(
+      () => (epochOf(restored, G) ?? 0) > 0 && epochOf(restored, G) === epochOf(bob, G),
+      "rejoined",
+    );
+    await bob.client.sendText(G, "group after restore");
+    await until(() => texts(restored, G).includes("group after restore"), "group read");
+
+    // The old browser reloads (a new engine on its store) and connects: refused, never welcomed.
+    const readyBefore = alice.events.filter((e) => e.type === "ready").length;
+    alice.ws?.close(1000, "bye");
+    alice.client.onDisconnected();
+    await boot(hub, alice);
+    const res = await SELF.fetch(`${ORIGIN}/ws?hub=${hub}`, {
+      headers: { Upgrade: "websocket", Origin: ORIGIN },
+    });
+    const ws = res.webSocket;
+    if (ws === null) throw new Error("upgrade failed");
+    ws.accept();
+    alice.ws = ws;
+    alice.client.onConnected();
+    let closed = 0;
+    ws.addEventListener("message", (e) => {
+      const r = parseServerFrame(e.data);
+      if (r.ok) void alice.client.onServerFrame(r.frame);
+    });
+    ws.addEventListener("close", (e) => {
+      closed = e.code;
+      alice.client.onDisconnected();
+    });
+    await until(() => closed === 4005, "refused with 4005");
+    expect(alice.events.filter((e) => e.type === "ready").length).toBe(readyBefore);
+    const states = alice.events.flatMap((e) => (e.type === "connection" ? [e.state] : []));
+    expect(states.at(-1)).toBe("retired");
+
+    // Taking it back: the old engine claims, the restored one is retired in turn.
+    await alice.client.reclaimDevice();
+    await connect(hub, alice);
+    await until(
+      () => restored.events.some((e) => e.type === "connection" && e.state === "retired"),
+      "restored engine retired",
+    );
+    await bob.client.sendText("dm:alice", "back on the laptop");
+    await until(() => texts(alice, D).includes("back on the laptop"), "repaired again");
+    await alice.client.sendText(D, "laptop reply");
+    await until(() => texts(bob, "dm:alice").includes("laptop reply"), "reply");
+    await disconnect(alice);
+    await disconnect(bob);
+  });
 });
