@@ -80,8 +80,12 @@ export const LIMITS = {
   maxMailboxPerSender: 5000,
   /** Groups that exist and were created (first `join` of a new name) by one identity (§7.5). */
   maxGroupsCreatedPerIdentity: 8,
-  /** Sockets waiting to authenticate from one client address (§4.1, §7.2). */
+  /** Sockets waiting to authenticate from one client address: IPv4, or an IPv6 /64 (§4.1, §7.2). */
   maxPendingSocketsPerIp: 16,
+  /** … from one IPv6 /56 (a subscriber's usual delegation), whatever its /64s (§7.2). */
+  maxPendingSocketsPer56: 32,
+  /** … from one IPv6 /48 (a site, or a free tunnel-broker allocation), whatever its /56s (§7.2). */
+  maxPendingSocketsPer48: 64,
   /** A username whose identity has not authenticated for this long may be reclaimed (§4.3). */
   usernameIdleReclaimMs: 180 * 24 * 60 * 60 * 1000,
 } as const;
@@ -186,11 +190,26 @@ export const Signature = b64Bytes(SIGNATURE_BYTES);
 export const DEVICE_ID_BYTES = 16;
 export const Challenge = b64Bytes(CHALLENGE_BYTES);
 export const Body = b64Max(LIMITS.maxBodyChars);
-const U32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff));
+/** `-0` is an integer ≥ 0 to JavaScript but not a natural number on the wire: refused (§2.3). */
+const notNegativeZero = v.check<number, string>((n) => !Object.is(n, -0), "negative zero");
+const U32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff), notNegativeZero);
 /** Epochs are JSON numbers; 2^53 is far beyond any group's life. */
-const Epoch = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER));
-const Millis = v.pipe(v.number(), v.integer(), v.minValue(0));
-const ClientId = v.pipe(v.string(), v.minLength(1), v.maxLength(LIMITS.maxClientIdLength));
+const Epoch = v.pipe(
+  v.number(),
+  v.integer(),
+  v.minValue(0),
+  v.maxValue(Number.MAX_SAFE_INTEGER),
+  notNegativeZero,
+);
+const Millis = v.pipe(v.number(), v.integer(), v.minValue(0), notNegativeZero);
+/** Frame ids are printable ASCII (0x21–0x7e): one character is one byte, no lone surrogates. */
+export const CLIENT_ID_RE = /^[\x21-\x7e]+$/;
+const ClientId = v.pipe(
+  v.string(),
+  v.minLength(1),
+  v.maxLength(LIMITS.maxClientIdLength),
+  v.regex(CLIENT_ID_RE),
+);
 /** Relay-assigned message id: decimal sequence number as a string. */
 const Mid = v.pipe(v.string(), v.regex(/^[0-9]{1,16}$/));
 const V = v.literal(PROTOCOL_VERSION);
@@ -457,20 +476,54 @@ export type ParseResult<F> =
 
 const utf8Encoder = new TextEncoder();
 
+/** Frames are WebSocket *text* messages (§4): a binary message is refused, whatever it holds. */
 function rawToText(raw: unknown): string | null {
-  if (typeof raw === "string") return raw;
-  if (raw instanceof ArrayBuffer || ArrayBuffer.isView(raw)) {
-    const bytes =
-      raw instanceof ArrayBuffer
-        ? new Uint8Array(raw)
-        : new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
-    try {
-      return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-    } catch {
-      return null;
+  return typeof raw === "string" ? raw : null;
+}
+
+/**
+ * Whether some object in `text` — JSON that already parsed — has the same key twice (after
+ * unescaping). `JSON.parse` keeps the last one silently, so a frame could mean one thing to this
+ * parser and another to a different one; a frame must have exactly one meaning (§5).
+ */
+export function hasDuplicateKeys(text: string): boolean {
+  // One entry per open container: the keys seen so far (object) or null (array).
+  const stack: Array<Set<string> | null> = [];
+  let keyNext = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      let escaped = false;
+      for (;;) {
+        const d = text.charCodeAt(j);
+        if (d === 0x5c) {
+          escaped = true;
+          j += 2;
+        } else if (d === 0x22) break;
+        else j++;
+      }
+      const keys = stack[stack.length - 1];
+      if (keyNext && keys) {
+        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+        if (keys.has(key)) return true;
+        keys.add(key);
+        keyNext = false;
+      }
+      i = j;
+    } else if (c === 0x7b) {
+      stack.push(new Set());
+      keyNext = true;
+    } else if (c === 0x5b) {
+      stack.push(null);
+      keyNext = false;
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+    } else if (c === 0x2c) {
+      keyNext = stack[stack.length - 1] != null;
     }
   }
-  return null;
+  return false;
 }
 
 function byteLength(raw: unknown): number {
@@ -496,7 +549,8 @@ function safeJson(text: string): unknown {
 function salvageId(obj: unknown): string | undefined {
   if (typeof obj !== "object" || obj === null) return undefined;
   const id = (obj as Record<string, unknown>).id;
-  return typeof id === "string" && id.length > 0 && id.length <= LIMITS.maxClientIdLength
+  // Echoed only if it is a valid id itself: the error frame must pass the client's parser too.
+  return typeof id === "string" && id.length <= LIMITS.maxClientIdLength && CLIENT_ID_RE.test(id)
     ? id
     : undefined;
 }
@@ -510,7 +564,7 @@ function parseWith<F>(
   const text = rawToText(raw);
   if (text === null) return { ok: false, code: "bad_frame" };
   const obj = safeJson(text);
-  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) {
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj) || hasDuplicateKeys(text)) {
     return { ok: false, code: "bad_frame" };
   }
   const id = salvageId(obj);

@@ -52,7 +52,10 @@ export class Relay extends DurableObject {
     if (!hub.success) return new Response("Bad hub name", { status: 400 });
     if (!origin.success) return new Response("Forbidden", { status: 403 });
     const ip = addressBucket(request.headers.get("CF-Connecting-IP"));
-    if (!this.#hub.canAccept(ip)) return new Response("Busy", { status: 503 });
+    const admitted = this.#hub.admit(ip);
+    if (!admitted.ok) return new Response("Busy", { status: 503 });
+    // The pending budget is full of other sources' sockets: the one waiting longest makes room.
+    admitted.evict?.close(CLOSE.authTimeout, "auth timeout");
 
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];

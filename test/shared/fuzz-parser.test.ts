@@ -51,7 +51,7 @@ function check(parse: Parser, schema: v.GenericSchema, raw: unknown): void {
 // --- valid frame generators ------------------------------------------------------------------
 
 const name = fc.stringMatching(/^[a-z0-9][a-z0-9_-]{0,31}$/);
-const id = fc.string({ minLength: 1, maxLength: LIMITS.maxClientIdLength });
+const id = fc.stringMatching(/^[\x21-\x7e]{1,64}$/);
 const bytes = (min: number, max: number) =>
   fc.uint8Array({ minLength: min, maxLength: max }).map(toB64u);
 const key = bytes(32, 32);

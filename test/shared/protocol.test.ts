@@ -6,6 +6,7 @@ import {
   ERROR_CODES,
   ERRORS,
   errorFrame,
+  hasDuplicateKeys,
   LIMITS,
   PING_TEXT,
   PONG_TEXT,
@@ -152,8 +153,45 @@ describe("wire contract", () => {
       ok: false,
       code: "bad_frame",
     });
-    expect(parseClientFrame(new TextEncoder().encode('{"v":1,"t":"ping"}')).ok).toBe(true);
+    // Frames are text messages: the same JSON as a binary message is refused.
+    expect(parseClientFrame(new TextEncoder().encode('{"v":1,"t":"ping"}'))).toEqual({
+      ok: false,
+      code: "bad_frame",
+    });
     expect(parseClientFrame(42)).toEqual({ ok: false, code: "bad_frame" });
+  });
+
+  it("a frame has exactly one meaning: duplicate keys are refused, at any depth, escaped or not", () => {
+    const send = '{"v":1,"t":"send","id":"a","to":"bob","body":"AAAA"}';
+    expect(parseClientFrame(send).ok).toBe(true);
+    for (const dup of [
+      '{"v":1,"t":"send","id":"a","to":"bob","to":"eve","body":"AAAA"}',
+      '{"v":1,"t":"send","id":"a","to":"bob","body":"AAAA","\\u0074o":"eve"}',
+      '{"v":1,"t":"upload_prekeys","id":"u","oneTimePrekeys":[{"id":1,"id":2,"key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}',
+      '{"v":1,"v":1,"t":"ping"}',
+    ]) {
+      expect(parseClientFrame(dup)).toMatchObject({ ok: false, code: "bad_frame" });
+    }
+    // The same key in sibling objects, and a key-like string as a value, are fine.
+    expect(hasDuplicateKeys('{"a":{"x":1},"b":{"x":2},"c":["x","x"],"d":"a"}')).toBe(false);
+    expect(hasDuplicateKeys('{"a":"\\"a\\"","a":1}')).toBe(true);
+    expect(hasDuplicateKeys('{"a":1,"\\u0061":2}')).toBe(true);
+  });
+
+  it("ids are printable ASCII; -0 is not a natural number", () => {
+    const fetch = (id: string) =>
+      `{"v":1,"t":"fetch_bundle","id":${JSON.stringify(id)},"username":"bob"}`;
+    expect(parseClientFrame(fetch("f-1_~!")).ok).toBe(true);
+    for (const bad of ["a b", "é", "\ud800", "😀", "a\u0000"]) {
+      expect(parseClientFrame(fetch(bad))).toMatchObject({
+        ok: false,
+        code: "bad_frame",
+      });
+    }
+    const gs = (epoch: string) =>
+      `{"v":1,"t":"group_send","id":"g","group":"team","epoch":${epoch},"body":"AAAA"}`;
+    expect(parseClientFrame(gs("0")).ok).toBe(true);
+    expect(parseClientFrame(gs("-0"))).toMatchObject({ ok: false, code: "bad_frame" });
   });
 
   it("counts the frame limit in UTF-8 bytes, not UTF-16 units", () => {

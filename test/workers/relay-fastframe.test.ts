@@ -24,7 +24,7 @@ const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const name = fc.stringMatching(/^[a-z0-9][a-z0-9_-]{0,31}$/);
 const body = fc.uint8Array({ minLength: 1, maxLength: 300 }).map((b) => toB64u(b));
 const mid = fc.stringMatching(/^[0-9]{1,16}$/);
-const id = fc.string({ minLength: 1, maxLength: LIMITS.maxClientIdLength, unit: "grapheme" });
+const id = fc.stringMatching(/^[\x21-\x7e]{1,64}$/);
 
 const groupSend = fc.record({
   v: fc.constant(1),
@@ -54,6 +54,8 @@ const mutation = fc.oneof(
   fc.record({ kind: fc.constant("epoch" as const), value: fc.oneof(fc.double(), fc.integer()) }),
   fc.record({ kind: fc.constant("proto" as const) }),
   fc.record({ kind: fc.constant("shuffle" as const), seed: fc.nat() }),
+  fc.record({ kind: fc.constant("duplicate" as const), index: fc.nat(), value: fc.jsonValue() }),
+  fc.record({ kind: fc.constant("id" as const), value: fc.string({ minLength: 1, maxLength: 8 }) }),
 );
 
 type Mutation = typeof mutation extends fc.Arbitrary<infer M> ? M : never;
@@ -85,6 +87,14 @@ function mutate(frame: Record<string, unknown>, m: Mutation): string {
       break;
     case "proto":
       return JSON.stringify(f).replace(/^\{/, '{"__proto__":{"x":1},');
+    case "duplicate": {
+      // The same key twice: JSON.parse keeps the last, the wire contract refuses the frame.
+      const k = keys[m.index % keys.length] as string;
+      return JSON.stringify(f).replace(/^\{/, `{${JSON.stringify(k)}:${JSON.stringify(m.value)},`);
+    }
+    case "id":
+      f.id = m.value;
+      break;
     case "shuffle": {
       const order = [...keys].sort(
         (a, b) => ((a.charCodeAt(0) * (m.seed + 1)) % 7) - ((b.charCodeAt(0) * (m.seed + 1)) % 7),

@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { LIMITS } from "../../shared/protocol";
 import { contentSecurityPolicy, isAllowedOrigin, parseAllowedOrigins } from "../../worker/http";
+import { admissionBuckets } from "../../worker/relay/admission";
 import { parseAttachment } from "../../worker/relay/attachment";
 import { authTranscript, signedPrekeyTranscript } from "../../worker/relay/auth";
 import { checkUpload, prekeysLow } from "../../worker/relay/directory";
@@ -286,34 +287,74 @@ describe("attachment (re-validated on wake-up)", () => {
 });
 
 describe("admission of unauthenticated sockets", () => {
-  it(`refuses new sockets while ${MAX_PENDING_SOCKETS} are waiting to authenticate`, () => {
+  function admissionHub() {
     const sessions = new SessionRegistry();
     const hub = new Hub({
-      store: {} as Store, // canAccept never touches storage
+      store: {} as Store, // admit never touches storage
       sessions,
       now: () => 1,
       wakeAt: () => undefined,
       lastAutoPong: () => null,
     });
-    const att = {
-      v: 1 as const,
-      state: "pending" as const,
-      hub: "main",
-      origin: "http://localhost:8787",
-      challenge: "A".repeat(43),
-      connectedAt: 1,
-    };
-    const made: Session[] = [];
-    for (let i = 0; i < MAX_PENDING_SOCKETS; i++) {
-      const s = new Session(new WebSocketPair()[1], att, 1);
+    const pending = (ip: string, connectedAt: number) => {
+      const att = {
+        v: 1 as const,
+        state: "pending" as const,
+        hub: "main",
+        origin: "http://localhost:8787",
+        challenge: "A".repeat(43),
+        connectedAt,
+        ip,
+      };
+      const s = new Session(new WebSocketPair()[1], att, connectedAt);
       sessions.add(s);
-      made.push(s);
-    }
-    expect(hub.canAccept()).toBe(false);
-    const first = made[0];
-    if (first === undefined) throw new Error("setup");
-    sessions.remove(first);
-    expect(hub.canAccept()).toBe(true);
+      return s;
+    };
+    return { hub, sessions, pending };
+  }
+
+  it(`with ${MAX_PENDING_SOCKETS} waiting to authenticate, a newcomer still gets in: the oldest makes room`, () => {
+    const { hub, sessions, pending } = admissionHub();
+    const made: Session[] = [];
+    // Many sources, each under its own bounds, fill the whole budget.
+    for (let i = 0; i < MAX_PENDING_SOCKETS; i++)
+      made.push(pending(`10.0.${i >> 8}.${i & 255}`, 100 + i));
+    const r = hub.admit("192.0.2.7");
+    expect(r.ok).toBe(true);
+    if (!r.ok) throw new Error("refused");
+    expect(r.evict).toBe(made[0]);
+    // Below the budget nobody is evicted.
+    sessions.remove(made[0] as Session);
+    expect(hub.admit("192.0.2.7")).toEqual({ ok: true, evict: null });
+  });
+
+  it("IPv6: the /64, its /56 and its /48 are each bounded, so many /64s are still one source", () => {
+    const { hub, pending } = admissionHub();
+    // 16 per /64 (the address bound) …
+    for (let i = 0; i < LIMITS.maxPendingSocketsPerIp; i++) pending("2001:db8:1:100::/64", i);
+    expect(hub.admit("2001:db8:1:100::/64")).toEqual({ ok: false });
+    // … 32 per /56: a second /64 of the same /56 fills it, a third /64 there is refused …
+    for (let i = 0; i < LIMITS.maxPendingSocketsPer56 - LIMITS.maxPendingSocketsPerIp; i++)
+      pending("2001:db8:1:1ff::/64", i);
+    expect(hub.admit("2001:db8:1:1aa::/64")).toEqual({ ok: false });
+    // … while another /56 of the same /48 still gets in, up to 64 per /48.
+    expect(hub.admit("2001:db8:1:200::/64")).toEqual({ ok: true, evict: null });
+    for (let i = 0; i < LIMITS.maxPendingSocketsPer48 - LIMITS.maxPendingSocketsPer56; i++)
+      pending(`2001:db8:1:${(0x300 + (i >> 4) * 0x100).toString(16)}::/64`, i);
+    expect(hub.admit("2001:db8:1:f00::/64")).toEqual({ ok: false });
+    // Other sources are unaffected.
+    expect(hub.admit("2001:db8:2:100::/64")).toEqual({ ok: true, evict: null });
+    expect(hub.admit("198.51.100.1")).toEqual({ ok: true, evict: null });
+  });
+
+  it("admission buckets: an IPv6 /64 counts toward its /56 and /48; IPv4 toward itself only", () => {
+    expect(admissionBuckets("2001:db8:a:12ff::/64").map((b) => b.key)).toEqual([
+      "2001:db8:a:12ff::/64",
+      "2001:db8:a:12::/56",
+      "2001:db8:a::/48",
+    ]);
+    expect(admissionBuckets("198.51.100.1").map((b) => b.key)).toEqual(["198.51.100.1"]);
+    expect(admissionBuckets("unknown").map((b) => b.key)).toEqual(["unknown"]);
   });
 
   it("a Session never throws on send or close, whatever the socket's state", () => {

@@ -5,6 +5,7 @@
  * and in tests it may be absent: every such socket then shares the one bucket "unknown".
  */
 import * as v from "valibot";
+import { LIMITS } from "../../shared/protocol";
 
 export const UNKNOWN_ADDRESS = "unknown";
 
@@ -31,6 +32,25 @@ export function addressBucket(header: string | null): string {
     return [hi >> 8, hi & 255, lo >> 8, lo & 255].join(".");
   }
   return `${groups.slice(0, 4).join(":")}::/64`;
+}
+
+/**
+ * The buckets a socket from `bucket` counts toward, each with its bound (PROTOCOL.md §7.2): the
+ * address (IPv4, or an IPv6 /64), and for IPv6 also its /56 and /48 — so a source holding many
+ * /64s (a /48 has 65,536) is still one source.
+ */
+export function admissionBuckets(bucket: string): Array<{ key: string; max: number }> {
+  const out: Array<{ key: string; max: number }> = [
+    { key: bucket, max: LIMITS.maxPendingSocketsPerIp },
+  ];
+  if (!bucket.endsWith("::/64")) return out;
+  const [a = "0", b = "0", c = "0", d = "0"] = bucket.slice(0, -"::/64".length).split(":");
+  const p56 = (Number.parseInt(d, 16) >> 8).toString(16);
+  out.push(
+    { key: `${a}:${b}:${c}:${p56}::/56`, max: LIMITS.maxPendingSocketsPer56 },
+    { key: `${a}:${b}:${c}::/48`, max: LIMITS.maxPendingSocketsPer48 },
+  );
+  return out;
 }
 
 /** The eight hextets of an IPv6 address (leading zeros dropped), or null if it is not one. */

@@ -10,7 +10,14 @@
  * with an equal result: test/workers/relay-fastframe.test.ts checks both on known cases and on
  * generated frames (valid ones and near misses).
  */
-import { type ClientFrame, type FrameOf, LIMITS, NAME_RE } from "../../shared/protocol";
+import {
+  CLIENT_ID_RE,
+  type ClientFrame,
+  type FrameOf,
+  hasDuplicateKeys,
+  LIMITS,
+  NAME_RE,
+} from "../../shared/protocol";
 
 const MID_RE = /^[0-9]{1,16}$/;
 const B64U_RE = /^[A-Za-z0-9_-]*$/;
@@ -63,17 +70,23 @@ export function fastClientFrame(
   } catch {
     return null;
   }
-  if (typeof o !== "object" || o === null || Array.isArray(o)) return null;
+  if (typeof o !== "object" || o === null || Array.isArray(o) || hasDuplicateKeys(raw)) return null;
   const r = o as Record<string, unknown>;
   if (r.v !== 1) return null;
   if (r.t === "group_send") {
     if (!hasExactKeys(r, GROUP_SEND_KEYS)) return null;
     const { id, group, epoch, body } = r;
-    if (typeof id !== "string" || id.length < 1 || id.length > LIMITS.maxClientIdLength) {
+    if (
+      typeof id !== "string" ||
+      id.length < 1 ||
+      id.length > LIMITS.maxClientIdLength ||
+      !CLIENT_ID_RE.test(id)
+    ) {
       return null;
     }
     if (!isName(group)) return null;
     if (typeof epoch !== "number" || !Number.isSafeInteger(epoch) || epoch < 0) return null;
+    if (Object.is(epoch, -0)) return null;
     if (typeof body !== "string" || body.length < 2 || body.length > LIMITS.maxBodyChars) {
       return null;
     }

@@ -24,7 +24,7 @@ import {
   parseClientFrame,
   type ServerFrame,
 } from "../../shared/protocol";
-import { UNKNOWN_ADDRESS } from "./admission";
+import { admissionBuckets, UNKNOWN_ADDRESS } from "./admission";
 import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
@@ -150,20 +150,32 @@ export class Hub {
 
   /**
    * May the object accept one more socket from client address bucket `ip` (admission.ts)?
-   * Unauthenticated sockets are bounded so a flood of idle handshakes cannot use up the object's
-   * socket budget, and per address so one source cannot take that whole budget and get everyone
-   * else refused (PROTOCOL.md §4.1, §7.2).
+   * Unauthenticated sockets are bounded per source — the address, and for IPv6 also its /56 and
+   * /48 — so no source takes the whole budget (refused: `ok: false`, HTTP 503). When the budget
+   * of MAX_PENDING_SOCKETS is full anyway (many sources), the newcomer still gets in and the
+   * longest-waiting unauthenticated socket is closed instead (`evict`): an honest client
+   * authenticates within a round trip or two, so a flood of idle handshakes can slow newcomers
+   * down but never lock out everyone, registered users reconnecting included (PROTOCOL.md §4.1,
+   * §7.2).
    */
-  canAccept(ip: string = UNKNOWN_ADDRESS): boolean {
+  admit(ip: string = UNKNOWN_ADDRESS): { ok: true; evict: Session | null } | { ok: false } {
+    const buckets = admissionBuckets(ip);
+    const counts = buckets.map(() => 0);
     let pending = 0;
-    let fromIp = 0;
+    let oldest: Session | null = null;
     for (const s of this.#d.sessions.all()) {
       const a = s.att;
       if (s.closed || a.state !== "pending") continue;
       pending++;
-      if (a.ip === ip) fromIp++;
+      if (oldest === null || a.connectedAt < oldest.att.connectedAt) oldest = s;
+      if (a.ip === undefined) continue;
+      const theirs = a.ip === ip ? buckets : admissionBuckets(a.ip);
+      for (const [i, b] of buckets.entries()) {
+        if (theirs.some((t) => t.key === b.key)) counts[i] = (counts[i] ?? 0) + 1;
+      }
     }
-    return pending < MAX_PENDING_SOCKETS && fromIp < LIMITS.maxPendingSocketsPerIp;
+    if (buckets.some((b, i) => (counts[i] ?? 0) >= b.max)) return { ok: false };
+    return { ok: true, evict: pending >= MAX_PENDING_SOCKETS ? oldest : null };
   }
 
   /** The socket closed (or errored). */
