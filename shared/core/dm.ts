@@ -439,15 +439,17 @@ async function onInit(
   if (record.seenInits.includes(enc(env.ephA))) {
     throw new CoreError("replay", "handshake init already answered");
   }
-  const pin = pinOrHold(record, contact, env.ikA, body, ctx.now);
-  if (!pin.ok) return pin.result;
   const peer = party(record.peer, env.ikA);
+  // The signature first: an unsigned or forged init must not flip the contact to "key changed"
+  // (clearing "verified") — only a key that signed this handshake may be shown as new (§8.7).
   await verifyOrThrow(
     env.ikA,
     initTranscript(ctx.hub, peer, ctx.me, env.ephA),
     env.sigA,
     "handshake init",
   );
+  const pin = pinOrHold(record, contact, env.ikA, body, ctx.now);
+  if (!pin.ok) return pin.result;
   // Both started at once: the smaller username's init wins; the loser answers it (§8.2.4).
   if (record.pending?.kind === "initiating" && weWin(ctx.me.name, record.peer)) {
     return result(record, pin.contact);
@@ -623,14 +625,15 @@ async function onPrekey(
   ctx: DmCtx,
 ): Promise<DmResult> {
   checkOurs(env.ikB, ctx);
-  const pin = pinOrHold(record, contact, env.ikA, body, ctx.now);
-  if (!pin.ok) return pin.result;
-  // Later messages of an async start repeat the prekey fields: same session id, normal decrypt.
+  // Later messages of an async start repeat the prekey fields: same session id, normal decrypt
+  // (the session authenticates them; its key was pinned when it was made).
   const known = findSession(record, enc(env.sid));
   if (known !== null) {
     if (known.session.peerIdentityKey !== enc(env.ikA))
       throw new CoreError("identity_mismatch", "session key differs");
-    return decryptWith(record, pin.contact, known, env.prefix, env.header, env.ciphertext, ctx);
+    const pinned = pinOrHold(record, contact, env.ikA, body, ctx.now);
+    if (!pinned.ok) return pinned.result;
+    return decryptWith(record, pinned.contact, known, env.prefix, env.header, env.ciphertext, ctx);
   }
   const used = findPrekeys(prekeys, env.spkId, env.opkId, env.ekA);
   const peer = party(record.peer, env.ikA);
@@ -638,7 +641,10 @@ async function onPrekey(
   const opk =
     used.opk && env.opkId !== null ? { id: env.opkId, key: b64(used.opk.pub, "opk") } : null;
   const transcript = x3dhTranscript(ctx.hub, peer, ctx.me, { spkId: env.spkId, spk, opk }, env.ekA);
+  // The signature before the pin, as for an init: a forged body cannot flip "key changed".
   await verifyOrThrow(env.ikA, transcript, env.sigA, "prekey message");
+  const pin = pinOrHold(record, contact, env.ikA, body, ctx.now);
+  if (!pin.ok) return pin.result;
   if (!constantTimeEqual(sessionId(x3dhHash(transcript, env.sigA)), env.sid)) {
     throw new CoreError("malformed", "session id does not match the transcript");
   }
