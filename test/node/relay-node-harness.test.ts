@@ -73,8 +73,9 @@ it("the alarm closes a socket that never authenticates, and purges mail past its
   await relay.advance(LIMITS.authTimeoutSec * 1000);
   expect(disconnected).toBe(true);
   expect(mute.closing?.code).toBe(CLOSE.authTimeout);
-  // A week later the message has expired and the alarm deletes it.
+  // A week in silence: alice's connection went idle (§4.5), the message expired (§7.3).
   await relay.advance(LIMITS.mailboxTtlMs);
+  expect(alice.conn?.closing?.code).toBe(CLOSE.idle);
   expect(relay.stored("bob")).toBe(0);
   await connect(bob);
   expect(messages(bob, "dm:alice")).toEqual([]);
