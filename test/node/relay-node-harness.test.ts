@@ -81,6 +81,22 @@ it("the alarm closes a socket that never authenticates, and purges mail past its
   expect(messages(bob, "dm:alice")).toEqual([]);
 });
 
+it("presence: the alarm closes a silent connection, not one whose pings the runtime answered", async () => {
+  const relay = new NodeRelay();
+  const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+  const step = (LIMITS.presenceTimeoutSec * 1000 * 2) / 3;
+  await relay.advance(step);
+  bob.conn?.fromClient({ v: 1, t: "ping" });
+  await relay.settle();
+  await relay.advance(step);
+  expect(alice.conn?.closing?.code).toBe(CLOSE.idle);
+  expect(bob.conn?.closing).toBeNull();
+  const toBob = relay.log.filter((x) => x.to === "bob").map((x) => x.frame);
+  expect(toBob.filter((f) => f.t === "pong")).toHaveLength(1);
+  const presence = toBob.filter((f) => f.t === "presence").at(-1);
+  expect(presence?.t === "presence" && presence.users.map((u) => u.username)).toEqual(["bob"]);
+});
+
 it("hibernation: the object forgets everything in memory and carries on from the attachments", async () => {
   const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];

@@ -16,7 +16,13 @@
  * and `clientLog` record every frame each way; `clock` is the relay's (and the clients') time.
  */
 import { deserialize, serialize } from "node:v8";
-import { type ClientFrame, parseServerFrame, type ServerFrame } from "../../shared/protocol";
+import {
+  type ClientFrame,
+  PING_TEXT,
+  PONG_TEXT,
+  parseServerFrame,
+  type ServerFrame,
+} from "../../shared/protocol";
 import type { GroupRecord } from "../../worker/relay/groups";
 import { RelayLifecycle, type RelayState } from "../../worker/relay/lifecycle";
 import type { UserRow } from "../../worker/relay/store";
@@ -89,6 +95,12 @@ class NodeObjectState implements RelayState {
   readonly sockets = new Set<RelaySocket>();
   /** Events wait for the latest `blockConcurrencyWhile`. */
   ready: Promise<unknown> = Promise.resolve();
+  /**
+   * The runtime's answer to one fixed message, sent without waking the object: worker/relay.ts
+   * sets it (with workerd's own class) to answer PING_TEXT with PONG_TEXT, and so does NodeRelay.
+   */
+  autoResponse: { request: string; response: string } | null = null;
+  readonly #autoResponded = new WeakMap<RelaySocket, number>();
 
   constructor() {
     this.storage = {
@@ -114,10 +126,18 @@ class NodeObjectState implements RelayState {
     return [...this.sockets].map(asWebSocket);
   }
 
-  getWebSocketAutoResponseTimestamp(_ws: WebSocket): Date | null {
-    // The ping auto-response is configured by the workerd class (worker/relay.ts); here a
-    // `ping` reaches the Hub, which answers it itself.
-    return null;
+  getWebSocketAutoResponseTimestamp(ws: WebSocket): Date | null {
+    const at = this.#autoResponded.get(asRelaySocket(ws));
+    return at === undefined ? null : new Date(at);
+  }
+
+  /** Answer `text` on `s` as the runtime would, if it is the auto-response's request. */
+  autoRespond(s: RelaySocket, text: string, now: number): boolean {
+    const auto = this.autoResponse;
+    if (auto === null || text !== auto.request || !this.sockets.has(s) || s.closed) return false;
+    this.#autoResponded.set(s, now);
+    s.send(auto.response);
+    return true;
   }
 }
 
@@ -175,6 +195,7 @@ export class NodeRelay {
     readonly hub = "main",
     readonly origin = "https://parley.test",
   ) {
+    this.#state.autoResponse = { request: PING_TEXT, response: PONG_TEXT };
     this.#life = new RelayLifecycle(this.#state, () => this.clock);
   }
 
@@ -326,6 +347,7 @@ export class NodeRelay {
   fromClient(c: Conn, frame: ClientFrame): void {
     this.clientLog.push({ from: c.username, frame });
     const text = JSON.stringify(frame);
+    if (this.#state.autoRespond(c.socket, text, this.clock)) return;
     const ws = asWebSocket(c.socket);
     this.#event(() => this.#life.message(ws, text));
   }
