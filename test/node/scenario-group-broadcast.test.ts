@@ -7,12 +7,12 @@ import { expect, it } from "vitest";
 import { decryptGroup, type GroupRecord, parseGroupRecord } from "../../shared/core/group";
 import type { FrameOf, ServerFrame } from "../../shared/protocol";
 import { errors, lines, messages, online, say, type TestUser } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 const G = "group:broadcast" as const;
 
 it("join, fan-out to all, leave, next epoch unreadable for the departed member", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
     TestUser,
     TestUser,
@@ -24,7 +24,7 @@ it("join, fan-out to all, leave, next epoch unreadable for the departed member",
   }
   const epochOf = (u: TestUser) => u.client.conversations().find((c) => c.id === G)?.epoch;
   expect([epochOf(alice), epochOf(bob), epochOf(carol)]).toEqual([3, 3, 3]);
-  expect(relay.groups.get("broadcast")?.members).toEqual(["alice", "bob", "carol"]);
+  expect(relay.group("broadcast")?.members).toEqual(["alice", "bob", "carol"]);
   await say(alice, G, "hello all");
   await say(bob, G, "hi from bob");
   await say(carol, G, "carol here");
@@ -42,7 +42,7 @@ it("join, fan-out to all, leave, next epoch unreadable for the departed member",
   await carol.client.leaveGroup("broadcast");
   await relay.settle();
   // alice (lowest online name) committed epoch 4 without carol
-  expect(relay.groups.get("broadcast")).toMatchObject({
+  expect(relay.group("broadcast")).toMatchObject({
     epoch: 4,
     members: ["alice", "bob"],
     pendingLeaves: [],

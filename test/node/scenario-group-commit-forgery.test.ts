@@ -17,12 +17,12 @@ import { ed25519Sign, generateIdentityKeyPair, type IdentityKeyPair } from "../.
 import { fromB64u, toB64u } from "../../shared/encoding";
 import type { ClientFrame } from "../../shared/protocol";
 import { errors, messages, online, say, type TestUser } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 const G = "group:broadcast" as const;
 
 async function setup() {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
     TestUser,
     TestUser,
@@ -58,7 +58,7 @@ async function substitute(roster: RosterEntry[], fake: IdentityKeyPair): Promise
 
 /** Replace mallory's outgoing commit with `forge(...)`'s; resolves once it was sent. */
 function forgeCommits(
-  relay: MemoryRelay,
+  relay: NodeRelay,
   mallory: TestUser,
   forge: (roster: RosterEntry[]) => Promise<{
     roster: RosterEntry[];
@@ -73,15 +73,19 @@ function forgeCommits(
   conn.fromClient = (f: ClientFrame) => {
     if (f.t !== "commit") return orig(f);
     done = (async () => {
-      const g = relay.groups.get("broadcast");
-      if (!g) throw new Error("group exists");
-      const st = relay.groupState(g);
-      const { roster, added, removed } = nextRoster(st);
+      // The group state mallory's engine built its commit on: the last one the relay sent her.
+      const st = relay.log
+        .filter(
+          (x) => x.to === "mallory" && x.frame.t === "group" && x.frame.state.group === "broadcast",
+        )
+        .at(-1)?.frame;
+      if (st?.t !== "group") throw new Error("mallory has the group state");
+      const { roster, added, removed } = nextRoster(st.state);
       const forged = await forge(roster);
       const built = await buildCommit({
         hub: relay.hub,
         group: "broadcast",
-        parentEpoch: st.epoch,
+        parentEpoch: st.state.epoch,
         committer: forged.committer,
         committerIk: forged.key.publicKey,
         sign: (m) => ed25519Sign(forged.key.privateKey, m),
@@ -243,7 +247,7 @@ it("a member's commit adding dave with another key for alice is refused by dave,
     committer: "mallory",
     key: mallory.identity,
   }));
-  const g = relay.groups.get("broadcast");
+  const g = relay.group("broadcast");
   mallory.conn?.fromClient({
     v: 1,
     t: "commit",
@@ -256,7 +260,7 @@ it("a member's commit adding dave with another key for alice is refused by dave,
   });
   await sent();
   await relay.settle();
-  expect(relay.groups.get("broadcast")?.members).toContain("dave");
+  expect(relay.group("broadcast")?.members).toContain("dave");
   // dave has no old roster to compare with; the keys he took from the relay's group state (and
   // pinned) when preparing his own commit expose the swap, and nothing is re-pinned
   expect(errors(dave)[0]?.code).toBe("key_changed");

@@ -7,11 +7,11 @@
 import { expect, it } from "vitest";
 import { type ClientFrame, errorFrame, LIMITS } from "../../shared/protocol";
 import { errors, messages, online, say, type TestUser, timers } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 for (const code of ["bad_frame", "too_large"] as const) {
   it(`a commit refused as ${code} is not rebuilt on the same epoch`, async () => {
-    const relay = new MemoryRelay();
+    const relay = new NodeRelay();
     const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
       TestUser,
       TestUser,
@@ -46,7 +46,7 @@ for (const code of ["bad_frame", "too_large"] as const) {
     conn.fromClient = orig;
     timers.fire();
     await relay.settle();
-    expect(relay.groups.get("broadcast")?.pendingLeaves).toEqual([]);
+    expect(relay.group("broadcast")?.pendingLeaves).toEqual([]);
     await say(bob, "group:broadcast", "moving on");
     await say(alice, "group:broadcast", "me too");
     expect(messages(alice, "group:broadcast")).toEqual(["moving on"]);
@@ -56,7 +56,7 @@ for (const code of ["bad_frame", "too_large"] as const) {
 }
 
 it("a commit over the frame limits is never sent (the relay's too_large would carry no id)", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
     TestUser,
     TestUser,
@@ -86,7 +86,7 @@ it("a commit over the frame limits is never sent (the relay's too_large would ca
   // bob's fallback turn commits the removal; alice follows the new epoch
   timers.fire();
   await relay.settle();
-  expect(relay.groups.get("broadcast")?.pendingLeaves).toEqual([]);
+  expect(relay.group("broadcast")?.pendingLeaves).toEqual([]);
   await say(alice, "group:broadcast", "after");
   expect(messages(bob, "group:broadcast")).toEqual(["after"]);
 });

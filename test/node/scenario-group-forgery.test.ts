@@ -8,12 +8,12 @@ import { encryptGroup, parseGroupRecord } from "../../shared/core/group";
 import { ed25519Sign } from "../../shared/crypto";
 import type { FrameOf, ServerFrame } from "../../shared/protocol";
 import { errors, messages, online, say, type TestUser } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 const G = "group:broadcast" as const;
 
 it("a member cannot forge another member's group message", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
     TestUser,
     TestUser,

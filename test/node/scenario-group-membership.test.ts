@@ -11,12 +11,12 @@ import {
   type TestUser,
   timers,
 } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 const G = "group:broadcast" as const;
 const epochOf = (u: TestUser) => u.client.conversations().find((c) => c.id === G)?.epoch;
 
-async function joinAll(relay: MemoryRelay, ...users: TestUser[]) {
+async function joinAll(relay: NodeRelay, ...users: TestUser[]) {
   for (const u of users) {
     await u.client.joinGroup("broadcast");
     await relay.settle();
@@ -24,7 +24,7 @@ async function joinAll(relay: MemoryRelay, ...users: TestUser[]) {
 }
 
 it("concurrent joins: relay order wins, the loser is added by the winner's commit", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob, carol, dave] = (await online(
     relay,
     "alice",
@@ -37,7 +37,7 @@ it("concurrent joins: relay order wins, the loser is added by the winner's commi
   // carol and dave join at the same moment: both try to commit on epoch 2
   await Promise.all([carol.client.joinGroup("broadcast"), dave.client.joinGroup("broadcast")]);
   await relay.settle();
-  const g = relay.groups.get("broadcast");
+  const g = relay.group("broadcast");
   expect(g?.members).toEqual(["alice", "bob", "carol", "dave"]);
   expect(g?.pendingJoins).toEqual([]);
   const epochs = [alice, bob, carol, dave].map(epochOf);
@@ -59,7 +59,7 @@ it("concurrent joins: relay order wins, the loser is added by the winner's commi
 });
 
 it("rejoin: a member who left joins again and reads the new epoch only", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
     TestUser,
     TestUser,
@@ -71,7 +71,7 @@ it("rejoin: a member who left joins again and reads the new epoch only", async (
   await say(alice, G, "while carol is away");
   await carol.client.joinGroup("broadcast");
   await relay.settle();
-  expect(relay.groups.get("broadcast")?.members).toEqual(["alice", "bob", "carol"]);
+  expect(relay.group("broadcast")?.members).toEqual(["alice", "bob", "carol"]);
   expect(epochOf(carol)).toBe(epochOf(alice));
   await say(bob, G, "welcome back");
   expect(messages(carol, G)).toEqual(["welcome back"]);
@@ -79,7 +79,7 @@ it("rejoin: a member who left joins again and reads the new epoch only", async (
 });
 
 it("leave while the lowest member does not act: the next member commits after its delay", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
     TestUser,
     TestUser,
@@ -91,14 +91,14 @@ it("leave while the lowest member does not act: the next member commits after it
   timers.pending.splice(0);
   await carol.client.leaveGroup("broadcast");
   await relay.settle();
-  expect(relay.groups.get("broadcast")?.pendingLeaves).toEqual(["carol"]);
+  expect(relay.group("broadcast")?.pendingLeaves).toEqual(["carol"]);
   // bob (rank 1) waits; sending is blocked meanwhile
   await expect(bob.client.sendText(G, "too early")).rejects.toMatchObject({
     code: "removal_pending",
   });
   expect(timers.fire()).toBeGreaterThan(0);
   await relay.settle();
-  expect(relay.groups.get("broadcast")).toMatchObject({
+  expect(relay.group("broadcast")).toMatchObject({
     members: ["alice", "bob"],
     pendingLeaves: [],
   });
@@ -109,7 +109,7 @@ it("leave while the lowest member does not act: the next member commits after it
 });
 
 it("periodic update: after N messages the sender commits a fresh epoch", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const alice = await newUser(relay, "alice", { tuning: { groupUpdateAfterMessages: 3 } });
   const bob = await newUser(relay, "bob");
   await connect(alice, bob);
@@ -123,11 +123,11 @@ it("periodic update: after N messages the sender commits a fresh epoch", async (
   expect(messages(bob, G)).toEqual(["m0", "m1", "m2", "new epoch"]);
   expect(messages(alice, G)).toEqual(["ack"]);
   // the update was an empty roster change: same members
-  expect(relay.groups.get("broadcast")?.members).toEqual(["alice", "bob"]);
+  expect(relay.group("broadcast")?.members).toEqual(["alice", "bob"]);
 });
 
 it("periodic update by time: the lowest online member commits when the epoch is old", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await joinAll(relay, alice, bob);
   const start = epochOf(alice) as number;
@@ -139,14 +139,14 @@ it("periodic update by time: the lowest online member commits when the epoch is 
 });
 
 it("a member whose state was lost (identity imported on a new device) rejoins by itself", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await joinAll(relay, alice, bob);
   await disconnect(bob);
   const bob2 = await newUser(relay, "bob", { identity: bob.identity });
   await connect(bob2);
   await relay.settle();
-  expect(relay.groups.get("broadcast")).toMatchObject({
+  expect(relay.group("broadcast")).toMatchObject({
     members: ["alice", "bob"],
     pendingJoins: [],
     pendingLeaves: [],
@@ -158,7 +158,7 @@ it("a member whose state was lost (identity imported on a new device) rejoins by
 });
 
 it("leaving while the join is still pending cancels it", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await joinAll(relay, alice);
   relay.intercept = (to, f) => (to === "bob" && f.t === "group" ? null : f); // bob cannot commit yet
@@ -168,7 +168,7 @@ it("leaving while the join is still pending cancels it", async () => {
   await bob.client.leaveGroup("broadcast");
   await relay.settle();
   relay.intercept = null;
-  expect(relay.groups.get("broadcast")).toMatchObject({ members: ["alice"], pendingJoins: [] });
+  expect(relay.group("broadcast")).toMatchObject({ members: ["alice"], pendingJoins: [] });
   expect(bob.client.conversations().find((c) => c.id === G)).toMatchObject({
     joining: false,
     epoch: -1,

@@ -6,12 +6,12 @@
 import { expect, it } from "vitest";
 import type { FrameOf, ServerFrame } from "../../shared/protocol";
 import { errors, messages, online, say, type TestUser } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 const G = "group:broadcast" as const;
 
 it("after carol's removal, her held-back previous-epoch message is refused; bob's is read", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
     TestUser,
     TestUser,
@@ -36,7 +36,7 @@ it("after carol's removal, her held-back previous-epoch message is refused; bob'
   expect(held.map((f) => f.from)).toEqual(["carol", "bob"]);
   await carol.client.leaveGroup("broadcast");
   await relay.settle();
-  expect(relay.groups.get("broadcast")?.members).toEqual(["alice", "bob"]);
+  expect(relay.group("broadcast")?.members).toEqual(["alice", "bob"]);
   // ... and hands them over after the commit that removed carol
   for (const f of held) await alice.client.onServerFrame(f);
   await relay.settle();

@@ -28,7 +28,7 @@ import {
   status,
   type TestUser,
 } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 async function mallorySpk(signer: CryptoKey | null) {
   const key = await x25519PublicKey(randomBytes(32));
@@ -37,7 +37,7 @@ async function mallorySpk(signer: CryptoKey | null) {
 }
 
 async function pinnedPair() {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
   await relay.settle();
@@ -61,7 +61,7 @@ it("relay substitutes the identity key in a bundle → key change, sending block
   expect(status(alice, "dm:bob")).toBe("key_changed");
   expect(lines(alice, "dm:bob").some((l) => l.kind === "key_changed")).toBe(true);
   // nothing went to bob: the queued text stays queued, no session was made with mallory's key
-  expect(relay.mailbox.filter((i) => i.to === "bob").length).toBe(0);
+  expect(relay.stored("bob")).toBe(0);
   await expect(alice.client.sendText("dm:bob", "again")).rejects.toMatchObject({
     code: "key_changed",
   });
@@ -76,7 +76,7 @@ it("relay substitutes only the signed prekey → signature failure, no session",
   await alice.client.sendText("dm:bob", "secret");
   await relay.settle();
   expect(errors(alice).map((e) => e.code)).toContain("bad_signature");
-  expect(relay.mailbox.filter((i) => i.to === "bob").length).toBe(0);
+  expect(relay.stored("bob")).toBe(0);
   expect(status(alice, "dm:bob")).not.toBe("secure");
 });
 
@@ -114,7 +114,7 @@ it("relay injects a handshake in alice's name with its own key → bob sees a ke
 });
 
 it("first contact through a lying relay: safety numbers disagree", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const mallory = await generateIdentityKeyPair();
   relay.intercept = (to, f) =>
     to === "alice" && f.t === "presence"
@@ -140,7 +140,7 @@ it("first contact through a lying relay: safety numbers disagree", async () => {
 });
 
 it("legitimate key change (re-installed device): accept, fresh session, verification reset", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
   await relay.settle();
@@ -149,7 +149,7 @@ it("legitimate key change (re-installed device): accept, fresh session, verifica
   expect(status(alice, "dm:bob")).toBe("verified");
   await disconnect(bob);
   // bob re-installs: new identity; the relay operator released his name
-  relay.users.delete("bob");
+  relay.releaseName("bob");
   const bob2 = await newUser(relay, "bob");
   await connect(bob2);
   expect(status(alice, "dm:bob")).toBe("key_changed");
@@ -170,7 +170,7 @@ it("legitimate key change (re-installed device): accept, fresh session, verifica
 });
 
 it("relay substitutes a member's key in the group roster → the committer refuses to wrap to it", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob, carol] = (await online(relay, "alice", "bob", "carol")) as [
     TestUser,
     TestUser,
@@ -207,5 +207,5 @@ it("relay substitutes a member's key in the group roster → the committer refus
   );
   expect(errors(alice).map((e) => e.code)).toContain("key_changed");
   expect(status(alice, "group:broadcast")).toBe("key_changed");
-  expect(relay.groups.get("broadcast")?.pendingLeaves).toEqual(["carol"]);
+  expect(relay.group("broadcast")?.pendingLeaves).toEqual(["carol"]);
 });

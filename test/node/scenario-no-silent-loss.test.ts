@@ -18,10 +18,10 @@ import {
   status,
   type TestUser,
 } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 async function chatting() {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
   await relay.settle();
@@ -52,7 +52,7 @@ it("a key change claimed in presence blocks sending but not alice's real message
   await say(alice, "dm:bob", "still me");
   expect(messages(bob, "dm:alice")).toEqual(["first", "still me"]);
   expect(errors(bob).map((e) => e.code)).not.toContain("key_changed");
-  expect(relay.mailbox.filter((i) => i.to === "bob").length).toBe(0);
+  expect(relay.stored("bob")).toBe(0);
 });
 
 it("a message whose processing hits a storage failure is not acknowledged and comes back", async () => {
@@ -67,12 +67,12 @@ it("a message whose processing hits a storage failure is not acknowledged and co
   expect(messages(bob, "dm:alice")).toEqual(["first"]);
   expect(errors(bob).length).toBeGreaterThan(0);
   // the relay still holds it: it was never acknowledged
-  expect(relay.mailbox.filter((i) => i.to === "bob").length).toBe(1);
+  expect(relay.stored("bob")).toBe(1);
   failing = false;
   await disconnect(bob);
   await connect(bob);
   expect(messages(bob, "dm:alice")).toEqual(["first", "during the outage"]);
-  expect(relay.mailbox.filter((i) => i.to === "bob").length).toBe(0);
+  expect(relay.stored("bob")).toBe(0);
   // the session kept its place: the next message decrypts too
   await say(alice, "dm:bob", "after");
   expect(messages(bob, "dm:alice")).toEqual(["first", "during the outage", "after"]);

@@ -1,26 +1,26 @@
 /** Story: bob registered once and went offline; alice writes to him; he reads it when back. */
 import { expect, it } from "vitest";
 import { connect, disconnect, errors, messages, newUser, say, status } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 it("async start via prekeys: first message waits in the mailbox, one-time prekey used once", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const alice = await newUser(relay, "alice");
   const bob = await newUser(relay, "bob");
   await connect(bob);
   // bob uploaded a batch of one-time prekeys on his first connection (welcome said 0 < 20)
-  expect(relay.users.get("bob")?.opks.length).toBe(100);
+  expect(relay.oneTimePrekeys("bob")).toBe(100);
   await disconnect(bob);
   await connect(alice);
   await say(alice, "dm:bob", "are you there?");
   await say(alice, "dm:bob", "second");
   expect(status(alice, "dm:bob")).toBe("secure");
-  expect(relay.users.get("bob")?.opks.length).toBe(99);
-  expect(relay.mailbox.filter((i) => i.to === "bob").length).toBe(2);
+  expect(relay.oneTimePrekeys("bob")).toBe(99);
+  expect(relay.stored("bob")).toBe(2);
   expect(messages(bob, "dm:alice")).toEqual([]);
   await connect(bob);
   expect(messages(bob, "dm:alice")).toEqual(["are you there?", "second"]);
-  expect(relay.mailbox.filter((i) => i.to === "bob").length).toBe(0);
+  expect(relay.stored("bob")).toBe(0);
   // bob's one-time prekey secret is gone after use (§8.3.3)
   const pre = (await bob.store.get("prekeys")) as { opks: { id: number }[] };
   expect(pre.opks.length).toBe(99);
@@ -38,12 +38,12 @@ it("async start via prekeys: first message waits in the mailbox, one-time prekey
 });
 
 it("without one-time prekeys left the start still works (signed prekey only)", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const alice = await newUser(relay, "alice");
   const bob = await newUser(relay, "bob");
   await connect(bob);
   await disconnect(bob);
-  relay.users.get("bob")?.opks.splice(0);
+  relay.takeOneTimePrekeys("bob");
   await connect(alice);
   await say(alice, "dm:bob", "no opk");
   await connect(bob);

@@ -1,10 +1,10 @@
 /** Story: alice and bob are both online; alice opens a chat; they talk both ways. */
 import { expect, it } from "vitest";
 import { errors, lines, messages, online, say, status } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 it("online handshake, secure status, chat both ways, delivery receipts", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = await online(relay, "alice", "bob");
   if (!alice || !bob) throw new Error("setup");
   await alice.client.startChat("bob");

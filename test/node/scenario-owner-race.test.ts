@@ -11,7 +11,7 @@ import type { StoreOp } from "../../shared/core/client-api";
 import { StorePreconditionError } from "../../shared/core/client-api";
 import { MemoryStore } from "../../shared/core/store";
 import { connect, messages, online, restart, say, type TestUser } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 /** A MemoryStore that runs `race` (once) in the middle of the next owner check or batch. */
 class RacingStore extends MemoryStore {
@@ -66,7 +66,7 @@ describe("owner generation and write in one atomic step (§10.2)", () => {
   });
 
   it("a takeover between the older engine's check and its write: the write is refused", async () => {
-    const relay = new MemoryRelay();
+    const relay = new NodeRelay();
     const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
     await alice.client.startChat("bob");
     await relay.settle();
@@ -100,7 +100,7 @@ describe("owner generation and write in one atomic step (§10.2)", () => {
   });
 
   it("two engines starting at once: exactly one owns the store (the later one)", async () => {
-    const relay = new MemoryRelay();
+    const relay = new NodeRelay();
     const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
     await alice.client.startChat("bob");
     await relay.settle();

@@ -18,7 +18,7 @@ import {
   status,
   type TestUser,
 } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 const spkOf = async (u: TestUser) =>
   (await u.store.get("prekeys")) as {
@@ -28,20 +28,23 @@ const spkOf = async (u: TestUser) =>
   };
 
 it("signed prekey rotates weekly; a start made with the old one works within the grace period", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const alice = await newUser(relay, "alice");
   const bob = await newUser(relay, "bob");
   await connect(bob);
   await disconnect(bob);
   const first = (await spkOf(bob)).spk.id;
-  // alice fetches bob's bundle now (SPK 1) and writes while bob is away
+  // six days later alice fetches bob's bundle (still SPK 1) and writes while bob is away; the
+  // relay keeps mail for LIMITS.mailboxTtlMs (7 days), so bob must be back within that
+  relay.clock += 6 * DAY;
   await connect(alice);
   await say(alice, "dm:bob", "made with spk 1");
-  relay.clock += 8 * DAY;
+  // bob's SPK is 8 days old when he returns: it rotates, and SPK 1 still opens alice's start
+  relay.clock += 2 * DAY;
   await connect(bob);
   expect((await spkOf(bob)).spk.id).toBe(first + 1);
   expect((await spkOf(bob)).oldSpks.map((o) => o.id)).toEqual([first]);
-  expect(relay.users.get("bob")?.signedPrekey.id).toBe(first + 1);
+  expect(relay.user("bob")?.signedPrekey.id).toBe(first + 1);
   expect(messages(bob, "dm:alice")).toEqual(["made with spk 1"]);
   // beyond the grace period the old secret is gone
   relay.clock += 15 * DAY;
@@ -52,20 +55,20 @@ it("signed prekey rotates weekly; a start made with the old one works within the
 });
 
 it("one-time prekeys are replenished when the relay reports them low", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
-  expect(relay.users.get("bob")?.opks.length).toBe(100);
-  relay.users.get("bob")?.opks.splice(0, 90);
+  expect(relay.oneTimePrekeys("bob")).toBe(100);
+  relay.takeOneTimePrekeys("bob", 90);
   await disconnect(bob);
   await connect(bob);
   // welcome said 10 (< 20): one batch of 100 uploaded, the relay keeps at most 200
-  expect(relay.users.get("bob")?.opks.length).toBe(110);
+  expect(relay.oneTimePrekeys("bob")).toBe(110);
   expect((await spkOf(bob)).opks.length).toBe(200);
   expect(errors(bob)).toEqual([]);
 });
 
 it("an online handshake nobody answers falls back to an async start", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   // bob's engine never sees alice's init (a relay dropping it, or a crashed tab)
   relay.intercept = (to, f) => (to === "bob" && f.t === "deliver" ? null : f);
@@ -86,7 +89,7 @@ it("an online handshake nobody answers falls back to an async start", async () =
 });
 
 it("a redelivered handshake init is not answered twice", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   const inits: unknown[] = [];
   relay.intercept = (to, f) => {
@@ -109,7 +112,7 @@ it("a redelivered handshake init is not answered twice", async () => {
 });
 
 it("identity restored on a new device: a message on the lost session is repaired and sent again, none lost", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
   await relay.settle();

@@ -7,12 +7,12 @@
 import { expect, it } from "vitest";
 import type { FrameOf, ServerFrame } from "../../shared/protocol";
 import { errors, lines, messages, online, say, type TestUser } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 type Deliver = FrameOf<ServerFrame, "deliver">;
 
 async function setup() {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
   await relay.settle();

@@ -7,10 +7,10 @@
 import { expect, it } from "vitest";
 import { MemoryStore } from "../../shared/core/store";
 import { connect, errors, messages, online, restart, say, type TestUser } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 it("serialise / restore mid-conversation (1:1 and group)", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
   await relay.settle();
@@ -38,7 +38,7 @@ it("serialise / restore mid-conversation (1:1 and group)", async () => {
 });
 
 it("write-ahead: the outgoing frame is in the store before the transport sees it", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
   await relay.settle();
@@ -64,7 +64,7 @@ it("write-ahead: the outgoing frame is in the store before the transport sees it
 });
 
 it("a crash after persisting but before sending: the same bytes are resent on reconnect", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
   await relay.settle();
@@ -81,7 +81,7 @@ it("a crash after persisting but before sending: the same bytes are resent on re
 });
 
 it("two engines on one store: the newer owns it, the older refuses to send (stale_state)", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await alice.client.startChat("bob");
   await relay.settle();

@@ -8,10 +8,10 @@
  */
 import { expect, it } from "vitest";
 import { connect, disconnect, errors, messages, newUser, say } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 it("a message written before welcome is sent after it, once, and delivered", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const alice = await newUser(relay, "alice");
   const bob = await newUser(relay, "bob");
   await connect(alice, bob);
@@ -48,7 +48,7 @@ it("a message written before welcome is sent after it, once, and delivered", asy
 });
 
 it("a not_authenticated refusal of an outbox frame keeps it for the next connection", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const alice = await newUser(relay, "alice");
   const bob = await newUser(relay, "bob");
   await connect(alice, bob);

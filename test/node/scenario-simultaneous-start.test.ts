@@ -11,10 +11,10 @@ import {
   status,
   type TestUser,
 } from "../support/clients";
-import { MemoryRelay } from "../support/memory-relay";
+import { NodeRelay } from "../support/node-relay";
 
 it("simultaneous online init: the smaller name's handshake wins, one session both ways", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await Promise.all([alice.client.startChat("bob"), bob.client.startChat("alice")]);
   await relay.settle();
@@ -33,7 +33,7 @@ it("simultaneous online init: the smaller name's handshake wins, one session bot
 });
 
 it("crossing prekey messages: each side's first message decrypts, both converge on one session", async () => {
-  const relay = new MemoryRelay();
+  const relay = new NodeRelay();
   const alice = await newUser(relay, "alice");
   const bob = await newUser(relay, "bob");
   await connect(alice, bob);

@@ -1,6 +1,6 @@
 /**
- * Test users (alice, bob, carol, dave) wired to a MemoryRelay: each has a real identity, a
- * MemoryStore, a ParleyClient and a log of the events it emitted. Helpers read the log the way
+ * Test users (alice, bob, carol, dave) wired to a NodeRelay (the real relay in Node): each has a
+ * real identity, a MemoryStore, a ParleyClient and a log of the events it emitted. Helpers read the log the way
  * the UI would (messages per conversation, system lines, statuses).
  */
 
@@ -15,7 +15,7 @@ import type {
 import { MemoryStore } from "../../shared/core/store";
 import { generateIdentityKeyPair, type IdentityKeyPair } from "../../shared/crypto";
 import type { ClientFrame } from "../../shared/protocol";
-import type { Conn, MemoryRelay } from "./memory-relay";
+import type { Conn, NodeRelay } from "./node-relay";
 
 export interface TestUser {
   name: string;
@@ -24,7 +24,7 @@ export interface TestUser {
   client: ParleyClient;
   events: ParleyEvent[];
   conn: Conn | null;
-  relay: MemoryRelay;
+  relay: NodeRelay;
   tuning: Partial<Tuning>;
 }
 
@@ -64,7 +64,7 @@ async function makeClient(u: Omit<TestUser, "client">): Promise<ParleyClient> {
 }
 
 export async function newUser(
-  relay: MemoryRelay,
+  relay: NodeRelay,
   name: string,
   opts: { tuning?: Partial<Tuning>; identity?: IdentityKeyPair; store?: MemoryStore } = {},
 ): Promise<TestUser> {
@@ -105,7 +105,7 @@ export async function restart(u: TestUser, store?: MemoryStore): Promise<void> {
   u.client = await makeClient(u);
 }
 
-export async function online(relay: MemoryRelay, ...names: string[]): Promise<TestUser[]> {
+export async function online(relay: NodeRelay, ...names: string[]): Promise<TestUser[]> {
   const users: TestUser[] = [];
   for (const n of names) users.push(await newUser(relay, n));
   await connect(...users);

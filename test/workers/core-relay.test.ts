@@ -2,7 +2,7 @@
  * The main protocol-core stories through the REAL relay (worker/relay, hibernating Durable
  * Object) inside workerd: ParleyClient engines talk over WebSockets opened with SELF.fetch.
  * Same stories as test/node/scenario-*.test.ts, minus the hostile-relay ones (those need a relay
- * that lies, which only the in-memory relay can play).
+ * that lies: the Node harness, test/support/node-relay.ts, runs this relay with hooks for that).
  */
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";

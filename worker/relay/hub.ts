@@ -31,7 +31,7 @@ import { Deliveries, groupDeliverText } from "./delivery";
 import { checkUpload, prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
 import * as groups from "./groups";
-import type { ItemKind, SenderHoldings } from "./mailbox";
+import type { MailboxKind, SenderHoldings } from "./mailbox";
 import { expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./mailbox";
 import { BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
@@ -594,7 +594,7 @@ export class Hub {
   #enqueue(
     from: AuthedAttachment,
     recipient: string,
-    kind: ItemKind,
+    kind: MailboxKind,
     payload: number,
     group: string | null,
     epoch: number | null,

@@ -15,8 +15,14 @@ import {
   type ServerFrame,
 } from "../../shared/protocol";
 
-/** The three kinds of routed item (PROTOCOL.md §6). */
+/** The three kinds of routed item (PROTOCOL.md §6), as the mailbox bounds tell them apart. */
 export type ItemKind = "direct" | "group" | "commit";
+
+/**
+ * What a `mailbox` row holds: direct items and commits, one row per recipient. Group messages
+ * are stored once, in the group log, not here (store.ts).
+ */
+export type MailboxKind = Exclude<ItemKind, "group">;
 
 /** One stored item joined with its payload, as the store returns it. */
 export interface MailboxRow {
@@ -24,7 +30,7 @@ export interface MailboxRow {
   sender: string;
   senderKey: string;
   ts: number;
-  kind: ItemKind;
+  kind: MailboxKind;
   group: string | null;
   epoch: number | null;
   data: string;
@@ -90,10 +96,6 @@ export function deliverFrame(row: MailboxRow): FrameOf<ServerFrame, "deliver"> {
   switch (row.kind) {
     case "direct":
       item = { kind: "direct", body: row.data };
-      break;
-    case "group":
-      if (row.group === null || row.epoch === null) throw new TypeError("mailbox: group row");
-      item = { kind: "group", group: row.group, epoch: row.epoch, body: row.data };
       break;
     case "commit":
       if (row.group === null || row.epoch === null || row.wrap === null) {

@@ -6,7 +6,7 @@
  */
 import type { OneTimePrekey, SignedPrekey } from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
-import type { ItemKind, MailboxRow, SenderHoldings } from "./mailbox";
+import type { MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
 
 const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS users (
@@ -80,13 +80,6 @@ const SCHEMA = [
      creator_key TEXT NOT NULL
    )`,
   "CREATE INDEX IF NOT EXISTS group_creators_key ON group_creators (creator_key)",
-  // The sender of each stored group message (one row per payload, however many copies), so the
-  // per-sender total (§7.3) counts messages without reading every copy; deleted with the payload.
-  `CREATE TABLE IF NOT EXISTS group_payload_senders (
-     payload INTEGER PRIMARY KEY,
-     sender TEXT NOT NULL
-   )`,
-  "CREATE INDEX IF NOT EXISTS group_payload_senders_sender ON group_payload_senders (sender)",
   // The hub's mid high-water mark (one row). Direct/commit rows and group messages draw their
   // mids from it, so mids stay unique across both tables and are never reused (§6.1, §7.3).
   `CREATE TABLE IF NOT EXISTS mid_counter (
@@ -146,7 +139,7 @@ export interface NewMailboxItem {
   senderKey: string;
   ts: number;
   expiresAt: number;
-  kind: ItemKind;
+  kind: MailboxKind;
   group: string | null;
   epoch: number | null;
   payload: number;
@@ -155,11 +148,9 @@ export interface NewMailboxItem {
 
 /** A sender's stored items as the quotas count them (PROTOCOL.md §7.3). */
 interface SenderTotals {
-  /** Direct items (and group copies of an earlier version of the relay) per recipient. */
+  /** Direct items per recipient. */
   shares: Map<string, number>;
   direct: number;
-  /** Group payloads stored as per-recipient rows by an earlier version of the relay. */
-  legacy: number;
 }
 
 export interface NewGroupMessage {
@@ -200,9 +191,9 @@ function strOrNull(v: SqlStorageValue | undefined): string | null {
 function numOrNull(v: SqlStorageValue | undefined): number | null {
   return v === null || v === undefined ? null : num(v);
 }
-function kind(v: SqlStorageValue | undefined): ItemKind {
+function kind(v: SqlStorageValue | undefined): MailboxKind {
   const k = str(v);
-  if (k === "direct" || k === "group" || k === "commit") return k;
+  if (k === "direct" || k === "commit") return k;
   throw new TypeError("store: bad item kind");
 }
 
@@ -236,7 +227,8 @@ export class Store {
   /** Group messages per sender as counted at the first #sender load (then kept in #senders). */
   #logBySender: Map<string, number> | null = null;
 
-  constructor(private readonly sql: SqlStorage) {}
+  /** Only `exec` is used: the Node tests' SQLite (test/support/node-sql.ts) provides just that. */
+  constructor(private readonly sql: Pick<SqlStorage, "exec">) {}
 
   /** Idempotent: run on every object start. */
   migrate(defaultGroups: readonly string[], now: number): void {
@@ -571,23 +563,16 @@ export class Store {
   #sender(sender: string): SenderTotals {
     let t = this.#senders.get(sender);
     if (t !== undefined) return t;
-    t = { shares: new Map(), direct: 0, legacy: 0 };
+    t = { shares: new Map(), direct: 0 };
     for (const r of this.sql.exec(
-      `SELECT recipient, kind, COUNT(*) AS n FROM mailbox
-       WHERE sender = ? AND kind IN ('direct', 'group') GROUP BY recipient, kind`,
+      `SELECT recipient, COUNT(*) AS n FROM mailbox
+       WHERE sender = ? AND kind = 'direct' GROUP BY recipient`,
       sender,
     )) {
       const n = num(r.n);
-      const to = str(r.recipient);
-      t.shares.set(to, (t.shares.get(to) ?? 0) + n);
-      if (r.kind === "direct") t.direct += n;
+      t.shares.set(str(r.recipient), n);
+      t.direct += n;
     }
-    t.legacy = num(
-      this.sql
-        .exec("SELECT COUNT(*) AS n FROM group_payload_senders WHERE sender = ?", sender)
-        .one().n,
-    );
-
     this.#senders.set(sender, t);
     return t;
   }
@@ -691,7 +676,7 @@ export class Store {
   ack(
     recipient: string,
     mids: readonly number[],
-  ): Array<{ mid: number; sender: string; kind: ItemKind }> {
+  ): Array<{ mid: number; sender: string; kind: MailboxKind }> {
     const rows = this.sql
       .exec(
         `DELETE FROM mailbox WHERE recipient = ? AND mid IN (SELECT value FROM json_each(?))
@@ -706,9 +691,7 @@ export class Store {
       const sender = str(r.sender);
       const t = this.#senders.get(sender);
       if (t === undefined) continue;
-      if (r.kind === "group")
-        this.#senders.delete(sender); // legacy rows: count again
-      else if (r.kind === "direct") {
+      if (r.kind === "direct") {
         const left = (t.shares.get(recipient) ?? 0) - 1;
         if (left > 0) t.shares.set(recipient, left);
         else t.shares.delete(recipient);
@@ -745,7 +728,7 @@ export class Store {
     cursor: number,
     now: number,
     limit: number,
-  ): Array<{ mid: number; sender: string; kind: ItemKind }> {
+  ): Array<{ mid: number; sender: string; kind: MailboxKind }> {
     return this.sql
       .exec(
         `SELECT mid, sender, kind FROM mailbox WHERE recipient = ? AND mid <= ? AND expires_at > ?
@@ -1014,11 +997,6 @@ export class Store {
        AND NOT EXISTS (SELECT 1 FROM mailbox WHERE mailbox.payload = payloads.id)`,
       list,
     );
-    this.sql.exec(
-      `DELETE FROM group_payload_senders WHERE payload IN (SELECT value FROM json_each(?))
-       AND NOT EXISTS (SELECT 1 FROM mailbox WHERE mailbox.payload = group_payload_senders.payload)`,
-      list,
-    );
   }
 
   // -- quotas (PROTOCOL.md §4.3, §7.3, §7.5) --------------------------------------------------
@@ -1030,15 +1008,14 @@ export class Store {
    * Shares and direct items are counted from the rows themselves through the covering
    * `mailbox_sender` index, so they cannot drift from what is stored: a share is a seek of at
    * most maxMailboxPerSenderPerRecipient entries per recipient, the direct count at most
-   * maxMailboxPerSender. Group messages are counted once each, however many copies: those of
-   * the group log (counted in memory, #logCounts) and those an earlier version of the relay
-   * stored as per-recipient rows (`group_payload_senders`, one row per message).
+   * maxMailboxPerSender. Group messages are counted once each, however many copies (the group
+   * log's, counted in memory: #logCounts).
    */
   senderHoldings(sender: string, recipients: readonly string[]): SenderHoldings {
     const perRecipient = new Map<string, number>();
     for (const r of this.sql.exec(
       `SELECT recipient, COUNT(*) AS n FROM mailbox
-       WHERE sender = ? AND kind IN ('direct', 'group')
+       WHERE sender = ? AND kind = 'direct'
          AND recipient IN (SELECT value FROM json_each(?))
        GROUP BY recipient`,
       sender,
@@ -1051,15 +1028,8 @@ export class Store {
         .exec("SELECT COUNT(*) AS n FROM mailbox WHERE sender = ? AND kind = 'direct'", sender)
         .one().n,
     );
-    // Group messages: those of the group log, plus any stored as per-recipient mailbox rows by
-    // an earlier version of the relay (counted in group_payload_senders until delivered).
-    const legacy = num(
-      this.sql
-        .exec("SELECT COUNT(*) AS n FROM group_payload_senders WHERE sender = ?", sender)
-        .one().n,
-    );
     const logged = this.#logCounts().get(sender) ?? 0;
-    return { messages: direct + legacy + logged, perRecipient };
+    return { messages: direct + logged, perRecipient };
   }
 
   /**
@@ -1086,7 +1056,7 @@ export class Store {
       const share = t.shares.get(to);
       if (share !== undefined) perRecipient.set(to, share);
     }
-    const messages = t.direct + t.legacy + (this.#logCounts().get(sender) ?? 0);
+    const messages = t.direct + (this.#logCounts().get(sender) ?? 0);
     return { stored, holdings: { messages, perRecipient } };
   }
 

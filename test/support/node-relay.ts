@@ -1,0 +1,468 @@
+/**
+ * The real relay in Node, for protocol-core scenario tests: the production lifecycle
+ * (worker/relay/lifecycle.ts) with its `Hub` and `Store`, over SQLite in wasm (node-sql.ts), with
+ * in-process sockets standing in for workerd's hibernatable WebSockets. Only the runtime is fake
+ * (`NodeObjectState`, `RelaySocket`); every protocol rule is the product's own.
+ *
+ * Frames cross each socket as text both ways: the relay's go through `parseServerFrame`, the
+ * clients' through the relay's own parsers, exactly as over a WebSocket.
+ *
+ * Like a Durable Object, the relay handles one event at a time (connect, message, close, alarm)
+ * in arrival order, each in its own turn of the event loop, interleaving only where a handler
+ * awaits; nothing runs before `blockConcurrencyWhile` in its constructor has finished.
+ *
+ * Test hooks: `intercept(to, frame)` plays the malicious relay (rewrite a bundle, a presence
+ * list, a delivered body; return null to drop); `push` sends a frame the relay never made; `log`
+ * and `clientLog` record every frame each way; `clock` is the relay's (and the clients') time.
+ */
+import { deserialize, serialize } from "node:v8";
+import {
+  type ClientFrame,
+  PING_TEXT,
+  PONG_TEXT,
+  parseServerFrame,
+  type ServerFrame,
+} from "../../shared/protocol";
+import type { GroupRecord } from "../../worker/relay/groups";
+import { RelayLifecycle, type RelayState } from "../../worker/relay/lifecycle";
+import type { UserRow } from "../../worker/relay/store";
+import { NodeSql } from "./node-sql";
+
+export interface ClientEnd {
+  onConnected(): void;
+  onServerFrame(frame: ServerFrame): Promise<void>;
+  onDisconnected(): void;
+  whenIdle?(): Promise<void>;
+}
+
+/** workerd's bound on a socket's serialised attachment (worker/relay/attachment.ts). */
+const MAX_ATTACHMENT_BYTES = 2048;
+
+/**
+ * The relay's end of one connection. The relay uses only `send`, `close` and the attachment
+ * (session.ts, lifecycle.ts), and these behave as workerd's do: `send` and `close` throw once
+ * the relay has closed the socket, and the attachment is a structured-clone copy, size-bounded.
+ */
+class RelaySocket {
+  #attachment: Buffer | null = null;
+  /** The relay closed it, or answered the client's close. */
+  closed = false;
+
+  constructor(
+    readonly relay: NodeRelay,
+    readonly conn: Conn,
+  ) {}
+
+  send(text: string): void {
+    if (this.closed) throw new TypeError("WebSocket send() after close()");
+    this.relay.fromRelay(this.conn, text);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) throw new TypeError("WebSocket close() after close()");
+    this.closed = true;
+    this.relay.closedByRelay(this.conn, code, reason);
+  }
+
+  serializeAttachment(value: unknown): void {
+    const bytes = serialize(value);
+    if (bytes.length > MAX_ATTACHMENT_BYTES) throw new RangeError("attachment too large");
+    this.#attachment = bytes;
+  }
+
+  deserializeAttachment(): unknown {
+    return this.#attachment === null ? null : deserialize(this.#attachment);
+  }
+}
+
+/** The relay code holds sockets as workerd's `WebSocket`; see RelaySocket for what it uses. */
+function asWebSocket(s: RelaySocket): WebSocket {
+  return s as unknown as WebSocket;
+}
+
+function asRelaySocket(ws: WebSocket): RelaySocket {
+  const s: unknown = ws;
+  if (!(s instanceof RelaySocket)) throw new TypeError("not a test socket");
+  return s;
+}
+
+/** The `DurableObjectState` the relay uses (RelayState): storage, alarm and accepted sockets. */
+class NodeObjectState implements RelayState {
+  readonly storage: RelayState["storage"] & { readonly sql: NodeSql };
+  /** When the alarm is set for (ms), or null; it survives the object, as in workerd. */
+  alarmAt: number | null = null;
+  /** Accepted sockets whose close the object has not handled yet. */
+  readonly sockets = new Set<RelaySocket>();
+  /** Events wait for the latest `blockConcurrencyWhile`. */
+  ready: Promise<unknown> = Promise.resolve();
+  /**
+   * The runtime's answer to one fixed message, sent without waking the object: worker/relay.ts
+   * sets it (with workerd's own class) to answer PING_TEXT with PONG_TEXT, and so does NodeRelay.
+   */
+  autoResponse: { request: string; response: string } | null = null;
+  readonly #autoResponded = new WeakMap<RelaySocket, number>();
+
+  constructor() {
+    this.storage = {
+      sql: new NodeSql(),
+      getAlarm: async () => this.alarmAt,
+      setAlarm: async (at: number) => {
+        this.alarmAt = at;
+      },
+    };
+  }
+
+  blockConcurrencyWhile<T>(callback: () => Promise<T>): Promise<T> {
+    const run = callback();
+    this.ready = run;
+    return run;
+  }
+
+  acceptWebSocket(ws: WebSocket): void {
+    this.sockets.add(asRelaySocket(ws));
+  }
+
+  getWebSockets(): WebSocket[] {
+    return [...this.sockets].map(asWebSocket);
+  }
+
+  getWebSocketAutoResponseTimestamp(ws: WebSocket): Date | null {
+    const at = this.#autoResponded.get(asRelaySocket(ws));
+    return at === undefined ? null : new Date(at);
+  }
+
+  /** Answer `text` on `s` as the runtime would, if it is the auto-response's request. */
+  autoRespond(s: RelaySocket, text: string, now: number): boolean {
+    const auto = this.autoResponse;
+    if (auto === null || text !== auto.request || !this.sockets.has(s) || s.closed) return false;
+    this.#autoResponded.set(s, now);
+    s.send(auto.response);
+    return true;
+  }
+}
+
+export class Conn {
+  /** Who the relay authenticated on this connection (from its `welcome`); null before. */
+  username: string | null = null;
+  closed = false;
+  /** Frames waiting to be handed to the client, in order. */
+  readonly out: ServerFrame[] = [];
+  /** The relay closed the socket: the client learns it after the frames sent before. */
+  closing: { code: number; reason: string } | null = null;
+  pumping: Promise<void> | null = null;
+  readonly socket: RelaySocket;
+
+  constructor(
+    readonly relay: NodeRelay,
+    readonly end: ClientEnd,
+  ) {
+    this.socket = new RelaySocket(relay, this);
+  }
+
+  /** What the engine's transport calls. */
+  fromClient(frame: ClientFrame): void {
+    if (this.closed) return;
+    this.relay.fromClient(this, frame);
+  }
+}
+
+type RelayEvent = () => void | Promise<void>;
+
+export class NodeRelay {
+  readonly conns = new Set<Conn>();
+  /** Every frame handed to a client (after `intercept`), and who the relay had it for. */
+  readonly log: Array<{ to: string | null; frame: ServerFrame }> = [];
+  readonly clientLog: Array<{ from: string | null; frame: ClientFrame }> = [];
+  intercept: ((to: string | null, frame: ServerFrame) => ServerFrame | null) | null = null;
+  /** Relay bugs (an `internal` error, an invalid frame, a handler that threw); settle throws. */
+  readonly failures: string[] = [];
+  /** Engines that are not connected but may still be working (timers): awaited by settle. */
+  readonly engines = new Set<ClientEnd>();
+  /**
+   * The relay's wall clock (ms), which the test clients share. Moving it runs no alarm: a real
+   * client pings all along, so only `advance` models time passing in silence.
+   */
+  clock = 1_700_000_000_000;
+
+  readonly #state = new NodeObjectState();
+  #life: RelayLifecycle;
+  readonly #events: RelayEvent[] = [];
+  readonly #running = new Set<Promise<void>>();
+  /** The dispatch loop while it runs (it ends when no event is queued). */
+  #dispatching: Promise<void> | null = null;
+
+  constructor(
+    readonly hub = "main",
+    readonly origin = "https://parley.test",
+  ) {
+    this.#state.autoResponse = { request: PING_TEXT, response: PONG_TEXT };
+    this.#life = new RelayLifecycle(this.#state, () => this.clock);
+  }
+
+  now(): number {
+    return this.clock;
+  }
+
+  // -- connections ------------------------------------------------------------------------------
+
+  /** Open a socket to the relay (as `/ws?hub=` with the relay's origin). */
+  connect(end: ClientEnd): Conn {
+    const c = new Conn(this, end);
+    this.conns.add(c);
+    this.engines.add(end);
+    end.onConnected();
+    const request = new Request(`https://relay.test/ws?hub=${this.hub}`, {
+      headers: { Upgrade: "websocket", Origin: this.origin },
+    });
+    this.#event(() => {
+      const admitted = this.#life.admit(request);
+      if (admitted instanceof Response) {
+        // Refused upgrade: the client sees the connection fail.
+        c.closing = { code: 1006, reason: `HTTP ${admitted.status}` };
+        this.#wake(c);
+        return;
+      }
+      this.#life.accept(asWebSocket(c.socket), admitted);
+    });
+    return c;
+  }
+
+  /** The client closes its socket; the relay gets the close as its next event. */
+  disconnect(c: Conn): void {
+    if (c.closed) return;
+    this.#clientGone(c, 1000, "bye");
+  }
+
+  /** The newest open connection the relay authenticated as `username`. */
+  online(username: string): Conn | undefined {
+    let found: Conn | undefined;
+    for (const c of this.conns) if (c.username === username && !c.closed) found = c;
+    return found;
+  }
+
+  /** Send `frame` to the client as if the relay had (it still passes `intercept` and the log). */
+  push(c: Conn, frame: ServerFrame): void {
+    if (c.closed) return;
+    const parsed = parseServerFrame(JSON.stringify(frame));
+    if (!parsed.ok) throw new Error(`push: not a valid server frame (${parsed.code})`);
+    this.#toClient(c, parsed.frame);
+  }
+
+  /** Wait until no frame is in flight either way, the relay is idle and every engine is. */
+  async settle(): Promise<void> {
+    for (let i = 0; i < 10_000; i++) {
+      await this.#state.ready;
+      await this.#dispatching;
+      await Promise.all(this.#running);
+      for (const e of [...this.engines, ...[...this.conns].map((c) => c.end)]) await e.whenIdle?.();
+      await Promise.all(this.#pumps());
+      if (!this.#idle()) continue; // each wait above takes a turn of the event loop or more
+      // One more turn: whatever is due right now (an event just queued, a timer) runs first.
+      await new Promise((r) => setTimeout(r, 0));
+      if (this.#idle()) {
+        if (this.failures.length > 0) throw new Error(`relay failed: ${this.failures.join("; ")}`);
+        return;
+      }
+    }
+    throw new Error("node relay did not settle");
+  }
+
+  // -- the object's runtime ---------------------------------------------------------------------
+
+  /**
+   * Let `ms` pass with no client sending anything: the alarm runs at each time it is set for on
+   * the way (the clock reads that time while it runs), as often as it is set again.
+   */
+  async advance(ms: number): Promise<void> {
+    const until = this.clock + ms;
+    for (let runs = 0; ; runs++) {
+      const at = this.#state.alarmAt;
+      if (at === null || at > until) break;
+      if (runs === 10_000) throw new Error("the alarm keeps setting itself");
+      this.clock = Math.max(this.clock, at);
+      // workerd clears a firing alarm before calling the handler, which may set the next one.
+      this.#state.alarmAt = null;
+      this.#event(() => this.#life.alarm());
+      await this.settle();
+    }
+    this.clock = until;
+    await this.settle();
+  }
+
+  /**
+   * The object hibernates and wakes again: its memory (sessions, rate buckets, delivery state,
+   * caches) is gone, its sockets stay open with their attachments, and a new lifecycle restores
+   * them as a woken object does. workerd hibernates an object only once no timer is pending, so
+   * the delivery flush runs first.
+   */
+  async hibernate(): Promise<void> {
+    await this.settle();
+    this.#life.hub.deliveries.flush();
+    this.#life = new RelayLifecycle(this.#state, () => this.clock);
+    await this.settle();
+  }
+
+  // -- what the relay stores (read through its own Store) ----------------------------------------
+
+  group(name: string): GroupRecord | null {
+    return this.#life.store.getGroup(name);
+  }
+
+  user(username: string): UserRow | null {
+    return this.#life.store.getUser(username);
+  }
+
+  oneTimePrekeys(username: string): number {
+    return this.#life.store.countOneTimePrekeys(username);
+  }
+
+  /** Hand out up to `n` of the user's one-time prekeys, oldest first, as bundle fetches do. */
+  takeOneTimePrekeys(username: string, n = Number.POSITIVE_INFINITY): number {
+    let taken = 0;
+    while (taken < n && this.#life.store.takeOneTimePrekey(username) !== null) taken++;
+    return taken;
+  }
+
+  /** Items stored for `username` and not yet acknowledged, as the relay counts them (§7.3). */
+  stored(username: string): number {
+    const { store, hub } = this.#life;
+    return store.countMailbox(username) + hub.deliveries.groupPending(username).total;
+  }
+
+  /** The relay loses a stored direct item or commit (it fails, or lies); true if it was there. */
+  lose(recipient: string, mid: string): boolean {
+    return this.#life.store.ack(recipient, [Number(mid)]).length === 1;
+  }
+
+  /** The operator releases a username: its directory entry and one-time prekeys are deleted. */
+  releaseName(username: string): void {
+    const { sql } = this.#state.storage;
+    sql.exec("DELETE FROM one_time_prekeys WHERE username = ?", username);
+    sql.exec("DELETE FROM users WHERE username = ?", username);
+  }
+
+  // -- plumbing (called by Conn and RelaySocket) -----------------------------------------------
+
+  /** A frame the client sent: logged, then the object's next socket message event. */
+  fromClient(c: Conn, frame: ClientFrame): void {
+    this.clientLog.push({ from: c.username, frame });
+    const text = JSON.stringify(frame);
+    if (this.#state.autoRespond(c.socket, text, this.clock)) return;
+    const ws = asWebSocket(c.socket);
+    this.#event(() => this.#life.message(ws, text));
+  }
+
+  /** A frame the relay sent on `c`: parsed at the client's boundary, then handed to it. */
+  fromRelay(c: Conn, text: string): void {
+    if (c.closed) return; // the client is gone: lost on the wire
+    const parsed = parseServerFrame(text);
+    if (!parsed.ok) {
+      this.failures.push(`relay sent an invalid frame (${parsed.code})`);
+      return;
+    }
+    const f = parsed.frame;
+    if (f.t === "welcome") c.username = f.username;
+    if (f.t === "error" && f.code === "internal") this.failures.push("relay answered `internal`");
+    try {
+      this.#toClient(c, f);
+    } catch (e) {
+      // The relay's send swallows exceptions (session.ts): record a broken test hook instead.
+      this.failures.push(String(e));
+    }
+  }
+
+  /** The relay closed `c`'s socket: the client sees it after the frames sent before. */
+  closedByRelay(c: Conn, code: number, reason: string): void {
+    if (c.closed) return;
+    c.closing = { code, reason };
+    this.#wake(c);
+  }
+
+  #toClient(c: Conn, frame: ServerFrame): void {
+    let f: ServerFrame | null = frame;
+    if (this.intercept !== null) {
+      f = this.intercept(c.username, frame);
+      if (f === null) return;
+      if (f !== frame) {
+        // A rewritten frame crosses the wire as text too.
+        const again = parseServerFrame(JSON.stringify(f));
+        if (!again.ok) throw new Error(`intercept produced an invalid frame (${again.code})`);
+        f = again.frame;
+      }
+    }
+    this.log.push({ to: c.username, frame: f });
+    c.out.push(f);
+    this.#wake(c);
+  }
+
+  #wake(c: Conn): void {
+    if (c.pumping === null) c.pumping = this.#pump(c);
+  }
+
+  async #pump(c: Conn): Promise<void> {
+    await Promise.resolve();
+    while (c.out.length > 0 && !c.closed) {
+      const f = c.out.shift() as ServerFrame;
+      await c.end.onServerFrame(f);
+    }
+    c.pumping = null;
+    // The client answers the relay's close (RFC 6455 §5.5.1); the object gets that as an event.
+    if (c.closing !== null && !c.closed) this.#clientGone(c, c.closing.code, c.closing.reason);
+  }
+
+  #clientGone(c: Conn, code: number, reason: string): void {
+    c.closed = true;
+    c.out.length = 0;
+    this.conns.delete(c);
+    c.end.onDisconnected();
+    const s = c.socket;
+    if (!this.#state.sockets.has(s)) return; // never accepted
+    this.#event(() => {
+      this.#state.sockets.delete(s);
+      this.#life.closed(asWebSocket(s), code, reason);
+    });
+  }
+
+  /** Queue an event for the object: handled after those before it, one per event-loop turn. */
+  #event(event: RelayEvent): void {
+    this.#events.push(event);
+    this.#dispatching ??= this.#dispatch();
+  }
+
+  async #dispatch(): Promise<void> {
+    for (;;) {
+      await this.#state.ready;
+      const event = this.#events.shift();
+      if (event === undefined) break;
+      let run: Promise<void>;
+      try {
+        run = Promise.resolve(event());
+      } catch (e) {
+        run = Promise.reject(e);
+      }
+      const tracked: Promise<void> = run
+        .catch((e: unknown) => {
+          this.failures.push(`relay event threw: ${String(e)}`);
+        })
+        .finally(() => this.#running.delete(tracked));
+      this.#running.add(tracked);
+      // The next event in a later turn: what this one queued as microtasks runs first, as in
+      // workerd, where each event is a task of its own.
+      await new Promise((r) => setImmediate(r));
+    }
+    this.#dispatching = null;
+  }
+
+  #pumps(): Promise<void>[] {
+    return [...this.conns].flatMap((c) => (c.pumping === null ? [] : [c.pumping]));
+  }
+
+  #idle(): boolean {
+    return (
+      this.#dispatching === null &&
+      this.#events.length === 0 &&
+      this.#running.size === 0 &&
+      this.#pumps().length === 0
+    );
+  }
+}
