@@ -108,6 +108,12 @@ export function createParley() {
   /** Unsent text per conversation; persisted sealed (history.ts) a moment after each change. */
   const drafts = new Map<string, string>();
   const draftTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /**
+   * Conversations the user closed while they were empty (a mistyped name): the engine keeps its
+   * record and reports it again on every reconnect, so they stay out of the list until reopened
+   * (ConvMeta.hidden, stored with the read mark).
+   */
+  const closed = new Set<string>();
 
   const lock = createTabLock(onOwnership);
 
@@ -163,6 +169,8 @@ export function createParley() {
     ]);
     drafts.clear();
     for (const [id, text] of storedDrafts) drafts.set(id, text);
+    closed.clear();
+    for (const [id, m] of meta) if (m.hidden === true) closed.add(id);
     mutate((s) => {
       s.convs = {};
       loadHistory(s, entries, meta);
@@ -256,7 +264,7 @@ export function createParley() {
       identityKey: e.identityKey,
     });
     mutate((s) => {
-      for (const sum of e.conversations()) applySummary(s, sum);
+      for (const sum of e.conversations()) if (shown(sum.id)) applySummary(s, sum);
       s.presence = e.presence();
     });
     unsubscribe = e.subscribe((ev) => void onEvent(ev));
@@ -293,11 +301,13 @@ export function createParley() {
         setState("presence", ev.users);
         return;
       case "conversation":
+        if (!shown(ev.conversation.id)) return;
         mutate((s) => applySummary(s, ev.conversation));
         return;
       case "message": {
         const entry = messageEntry(ev.message);
         const id = entry.conversationId;
+        reopen(id);
         const looking = state.selected === id && visible();
         let fresh = false;
         mutate((s) => {
@@ -362,6 +372,16 @@ export function createParley() {
     writes = writes
       .then(() => h.put(entry))
       .catch((e: unknown) => console.warn("could not store history entry", e));
+  }
+
+  /** Is this conversation in the list (not closed by the user, or it has something in it)? */
+  function shown(id: string): boolean {
+    return !closed.has(id) || (state.convs[id]?.entries.length ?? 0) > 0;
+  }
+
+  function reopen(id: ConversationId) {
+    if (!closed.delete(id)) return;
+    void history?.putConvMeta(id, { lastReadAt: state.convs[id]?.lastReadAt ?? 0 });
   }
 
   function showError(w: Worded) {
@@ -522,6 +542,7 @@ export function createParley() {
     },
     openChat(username: string) {
       const id = convIdOf("direct", username);
+      reopen(id);
       mutate((s) => {
         s.convs[id] ??= emptyConv(id);
       });
@@ -531,6 +552,8 @@ export function createParley() {
     closeChat(id: ConversationId) {
       const c = state.convs[id];
       if (!c || c.entries.length > 0) return;
+      closed.add(id);
+      void history?.putConvMeta(id, { lastReadAt: c.lastReadAt, hidden: true });
       mutate((s) => {
         delete s.convs[id];
         if (s.selected === id) s.selected = null;

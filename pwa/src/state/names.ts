@@ -9,9 +9,12 @@ export const MAX_NAME = LIMITS.maxNameLength;
 
 export const NAME_RULE = `Use 1–${MAX_NAME} lower-case letters, digits, “-” or “_”, starting with a letter or digit.`;
 
-/** Why `raw` is not a valid name (one sentence listing every problem), or null when it is. */
+/**
+ * Why `raw` is not a valid name (one sentence naming every problem), or null when it is. The
+ * rule itself (NAME_RULE) is not repeated: the caller shows it where it is not already on screen.
+ */
 export function nameProblem(raw: string): string | null {
-  if (raw.length === 0) return `Type a name. ${NAME_RULE}`;
+  if (raw.length === 0) return "Type a name.";
   if (raw.length <= MAX_NAME && NAME_RE.test(raw)) return null;
   const problems: string[] = [];
   if (/\s/.test(raw)) problems.push("no spaces");
@@ -26,7 +29,7 @@ export function nameProblem(raw: string): string | null {
   if (raw.length > MAX_NAME)
     problems.push(`at most ${MAX_NAME} characters (this is ${raw.length})`);
   const list = problems.length > 0 ? problems.join(", ") : "not a valid name";
-  return `${list.charAt(0).toUpperCase()}${list.slice(1)}. ${NAME_RULE}`;
+  return `${list.charAt(0).toUpperCase()}${list.slice(1)}.`;
 }
 
 /**

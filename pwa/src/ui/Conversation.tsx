@@ -73,7 +73,9 @@ function MessageText(props: { text: string }) {
 function SystemEntry(props: { entry: HistorySystem; worded: Worded }) {
   return (
     <li class={`system sys-${props.entry.sysKind}`} data-testid="system-line">
-      <span dir="auto">{props.worded.text}</span>
+      <span class="sys-text" dir="auto">
+        {props.worded.text}
+      </span>
       <Show when={props.worded.details}>
         {(d) => (
           <details class="sys-details">

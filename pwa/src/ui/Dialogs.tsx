@@ -338,17 +338,17 @@ export function VerifyDialog(props: { username: string; onClose: () => void }) {
         )}
       </Show>
       <dl class="keys">
-        <dt class="ellipsis" title={state.me?.username}>
-          {state.me?.username} (you)
+        <dt title={state.me?.username}>
+          <span class="ellipsis">{state.me?.username}</span>&nbsp;(you)
         </dt>
         <dd class="fingerprint">{state.me?.fingerprint}</dd>
-        <dt class="ellipsis" title={props.username}>
-          {props.username}
+        <dt title={props.username}>
+          <span class="ellipsis">{props.username}</span>
         </dt>
         <dd class="fingerprint">{contact()?.fingerprint ?? "—"}</dd>
         <Show when={announcedKey()}>
-          <dt class="ellipsis" title={props.username}>
-            {props.username} (new key)
+          <dt title={props.username}>
+            <span class="ellipsis">{props.username}</span>&nbsp;(new key)
           </dt>
           <dd class="fingerprint bad-text">{announcedFingerprint()}</dd>
         </Show>

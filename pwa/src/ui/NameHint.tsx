@@ -3,7 +3,7 @@
  * spelling. Used by onboarding, "New chat" and "Join a group": one rule, one wording.
  */
 import { createMemo, Show } from "solid-js";
-import { nameProblem, suggestName } from "../state/names";
+import { NAME_RULE, nameProblem, suggestName } from "../state/names";
 
 export function NameHint(props: {
   /** The id the input's aria-describedby points at. */
@@ -13,12 +13,15 @@ export function NameHint(props: {
   extra?: string | null;
   /** Show the empty-name problem too (after a submit attempt), not only typed mistakes. */
   showEmpty?: boolean;
+  /** The rule is already on screen next to the field: do not repeat it. */
+  ruleShown?: boolean;
   onAccept: (name: string) => void;
 }) {
   const problem = createMemo(() => {
     if (props.extra) return props.extra;
     if (props.value.length === 0 && !props.showEmpty) return null;
-    return nameProblem(props.value);
+    const p = nameProblem(props.value);
+    return p === null || props.ruleShown ? p : `${p} ${NAME_RULE}`;
   });
   const suggestion = createMemo(() => {
     if (!problem() || props.extra) return null;

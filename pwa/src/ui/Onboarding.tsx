@@ -73,6 +73,8 @@ export function Onboarding(props: { error?: string; taken?: string | undefined }
   const [name, setName] = createSignal("");
   const [tried, setTried] = createSignal(false);
   const [restoreOpen, setRestoreOpen] = createSignal(false);
+  /** The relay's refusal is about the name that was sent: once another is typed, it is stale. */
+  const [edited, setEdited] = createSignal(false);
   let input: HTMLInputElement | undefined;
   let restoreFile: HTMLInputElement | undefined;
   const invalid = () => nameProblem(name()) !== null;
@@ -111,9 +113,12 @@ export function Onboarding(props: { error?: string; taken?: string | undefined }
           spellcheck={false}
           maxLength={64}
           aria-describedby="username-help username-problem"
-          aria-invalid={props.error || (tried() && invalid()) ? "true" : undefined}
+          aria-invalid={(props.error && !edited()) || (tried() && invalid()) ? "true" : undefined}
           value={name()}
-          onInput={(e) => setName(e.currentTarget.value)}
+          onInput={(e) => {
+            setName(e.currentTarget.value);
+            setEdited(true);
+          }}
         />
         <p id="username-help" class="help">
           1–32 lower-case letters, digits, “-” or “_”, starting with a letter or digit. Others see
@@ -123,12 +128,14 @@ export function Onboarding(props: { error?: string; taken?: string | undefined }
           id="username-problem"
           value={name()}
           showEmpty={tried()}
+          ruleShown
           onAccept={(n) => {
             setName(n);
+            setEdited(true);
             input?.focus();
           }}
         />
-        <Show when={props.error}>
+        <Show when={!edited() && props.error}>
           <div class="onboard-error" role="alert" data-testid="onboard-error">
             <p class="error">{props.error}</p>
             <Show when={props.taken}>
