@@ -409,9 +409,11 @@ export function MembersDialog(props: {
                 {m.username.slice(0, 1).toUpperCase()}
               </span>
               <span class="roster-main">
-                <span class="row-name" title={m.username}>
-                  {m.username}
-                  {m.username === state.me?.username ? " (you)" : ""}
+                <span class="row-name-line" title={m.username}>
+                  <span class="row-name">{m.username}</span>
+                  <Show when={m.username === state.me?.username}>
+                    <span class="no-shrink">(you)</span>
+                  </Show>
                   <Show when={m.verified}>
                     <span class="pill tone-good small-pill">verified</span>
                   </Show>
