@@ -40,6 +40,7 @@ import {
   describeError,
   describeThrown,
   isUnknownUser,
+  relayCodeOf,
   unknownUserText,
   type Worded,
 } from "../ui/wording";
@@ -241,6 +242,8 @@ export function createParley() {
       onClose: () => engine?.onDisconnected(),
       onState: (s) => {
         setState("conn", connView(s));
+        // Who is online is only known while we are: offline, nobody is shown as online.
+        if (s.s !== "online" && s.s !== "open") setState("presence", []);
         const ph = phase();
         if (s.s === "open" && ph.p === "creating") setPhase({ ...ph, step: 3 });
       },
@@ -345,6 +348,8 @@ export function createParley() {
           await abandonOnboarding("That username is taken in this hub. Pick another one.");
           return;
         }
+        // Taken over by another connection: the notice under the top bar says so, with "Use here".
+        if (ev.code === "relay_error" && relayCodeOf(ev.message) === "replaced") return;
         const conv = ev.conversationId ? parseConvId(ev.conversationId) : null;
         if (conv?.kind === "direct" && ev.conversationId && isUnknownUser(ev.code, ev.message)) {
           const id = ev.conversationId;

@@ -26,6 +26,12 @@ function reasonOf(text: string): string | null {
   return /\(([a-z_]+)\)\s*$/.exec(text)?.[1] ?? null;
 }
 
+/** The PWA writes this line itself (the engine has none), so there is nothing technical behind it. */
+const ended = (who: string): Worded => ({
+  text: `You ended the secure session with ${who}. The next message starts a new one.`,
+  details: null,
+});
+
 /** "bob's" — names are lower-case ASCII (shared/protocol.ts Name), so no other rule is needed. */
 const possessive = (name: string) => `${name}'s`;
 
@@ -60,16 +66,10 @@ export function describeSystem(e: HistorySystem, me: string | null): Worded {
     case "verified":
       return withDetails(`You marked ${who} as verified`);
     case "session_ended":
-      return withDetails(
-        `You ended the secure session with ${who}. The next message starts a new one.`,
-      );
+      return ended(who);
     case "session_started":
       // Lines written before "session_ended" existed used this kind for the same event.
-      if (e.text.startsWith("You ended")) {
-        return withDetails(
-          `You ended the secure session with ${who}. The next message starts a new one.`,
-        );
-      }
+      if (e.text.startsWith("You ended")) return ended(who);
       return withDetails(`Messages with ${who} are end-to-end encrypted`);
     case "decrypt_failed": {
       const healing = reasonOf(e.text) === "unknown_session" && e.conversationId.startsWith("dm:");
