@@ -262,8 +262,9 @@ describe("Parley in everyday use", () => {
       expect(await pill(d)).toBe("Offline");
       if (round === 0) await shot(d, "everyday-reconnecting");
       // Watch a few cycles while the relay is down: the wait never exceeds 15 s (page visible).
+      // (Ten seconds of failures also make the next waits long enough to click into.)
       const seen: number[] = [];
-      for (let i = 0; i < 12; i++) {
+      for (let i = 0; i < 20; i++) {
         const s = await notice.getAttribute("data-seconds").catch(() => null);
         if (s) seen.push(Number(s));
         await d.waitForTimeout(500);
@@ -277,9 +278,12 @@ describe("Parley in everyday use", () => {
       const clickable = await d
         .waitForFunction(
           () => {
+            // Not yet online while the pill says so (between waits it shows "Connecting").
+            const pillText =
+              document.querySelector('[data-testid="chat-status"] .pill')?.textContent ?? "";
+            if (!/Offline|Connecting/.test(pillText)) return "online";
             const n = document.querySelector('[data-testid="conn-notice"]');
-            if (!n) return "online";
-            const s = Number(n.getAttribute("data-seconds") ?? "0");
+            const s = Number(n?.getAttribute("data-seconds") ?? "0");
             return s >= 4 ? "wait" : false;
           },
           undefined,

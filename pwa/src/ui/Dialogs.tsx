@@ -34,6 +34,8 @@ export function Modal(props: {
   testid: string;
   /** What gets the focus when the dialog opens (default: the first focusable control). */
   initialFocus?: () => HTMLElement | undefined;
+  /** The id of the text that explains the dialog (read out with its title). */
+  describedBy?: string;
 }) {
   let dlg: HTMLDialogElement | undefined;
   const titleId = `modal-title-${++modalSeq}`;
@@ -51,6 +53,7 @@ export function Modal(props: {
       ref={dlg}
       class="modal"
       aria-labelledby={titleId}
+      aria-describedby={props.describedBy}
       data-testid={props.testid}
       onClose={() => props.onClose()}
     >
@@ -82,6 +85,7 @@ export function ConfirmDialog(props: {
   let cancel: HTMLButtonElement | undefined;
   let dlg: HTMLDivElement | undefined;
   const close = () => dlg?.closest("dialog")?.close();
+  const textId = `confirm-text-${++modalSeq}`;
   return (
     <Modal
       title={props.title}
@@ -89,8 +93,9 @@ export function ConfirmDialog(props: {
       testid="confirm-dialog"
       // The safe choice has the focus: Enter on an unexpected dialog does no harm.
       initialFocus={() => cancel}
+      describedBy={textId}
     >
-      <div ref={dlg} class="confirm-text">
+      <div ref={dlg} id={textId} class="confirm-text wrap-anywhere">
         {props.children}
       </div>
       <div class="modal-actions">
