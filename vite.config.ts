@@ -45,8 +45,9 @@ export default defineConfig({
       workbox: {
         globPatterns: ["**/*.{js,css,html,png,svg,webmanifest}"],
         navigateFallback: "index.html",
-        // The relay endpoints are never served from cache.
-        navigateFallbackDenylist: [/^\/ws/, /^\/health/],
+        // The relay endpoints are never served from cache, and a file that is not there
+        // (robots.txt, a stale /assets/ name) is the network's 404, not the app (worker/http.ts).
+        navigateFallbackDenylist: [/^\/ws/, /^\/health/, /^\/assets\//, /\/[^/]+\.[A-Za-z0-9]+$/],
         cleanupOutdatedCaches: true,
         // The first worker takes control of the open page at once (so the app works offline
         // from the first visit); later versions still wait for the user's "reload" (prompt).

@@ -46,6 +46,19 @@ export function securityHeaders(url: URL): Record<string, string> {
   return h;
 }
 
+/**
+ * Is a path the assets do not hold one of the app's own routes (answered with the app, which
+ * routes on the client) rather than a missing file (answered 404)? Files have an extension in
+ * their last segment, and everything under /assets/ is a build output: a stale or mistyped one
+ * must fail loudly, not come back as HTML with status 200 (a script or image that is HTML breaks
+ * in confusing ways, and crawlers index it as a page).
+ */
+export function isAppRoute(pathname: string): boolean {
+  if (pathname === "/assets" || pathname.startsWith("/assets/")) return false;
+  const last = pathname.slice(pathname.lastIndexOf("/") + 1);
+  return !/\.[A-Za-z0-9]+$/.test(last);
+}
+
 /** Parse the ALLOWED_ORIGINS var: comma- or space-separated origins; anything malformed is dropped. */
 export function parseAllowedOrigins(raw: string | undefined): Set<string> {
   const out = new Set<string>();

@@ -1,11 +1,18 @@
 /**
  * Parley Worker entry: Hono routes /health and /ws (to the hub's Durable Object); everything else
- * is the PWA's static assets with an SPA fallback. Every response carries the security headers.
+ * is the PWA's static assets. A path the assets lack is the app (SPA fallback) when it names an app
+ * route, and 404 when it names a file (isAppRoute). Every response carries the security headers.
  */
 import { Hono } from "hono";
 import * as v from "valibot";
 import { HubName } from "../shared/protocol";
-import { DEFAULT_HUB, isAllowedOrigin, parseAllowedOrigins, securityHeaders } from "./http";
+import {
+  DEFAULT_HUB,
+  isAllowedOrigin,
+  isAppRoute,
+  parseAllowedOrigins,
+  securityHeaders,
+} from "./http";
 
 // Only handlers and Durable Object classes may be exported from the entry module (workerd).
 export { Relay } from "./relay";
@@ -52,7 +59,18 @@ app.get("/ws", async (c) => {
   return stub.fetch(new Request(forward, c.req.raw));
 });
 
-app.all("*", (c) => c.env.ASSETS.fetch(c.req.raw));
+app.all("*", async (c) => {
+  // wrangler.toml sets `not_found_handling = "none"`: the assets answer 404 for what they lack,
+  // and the fallback to the app is decided here, where a missing file can stay a 404.
+  const res = await c.env.ASSETS.fetch(c.req.raw);
+  if (res.status !== 404) return res;
+  const url = new URL(c.req.url);
+  const method = c.req.method;
+  if ((method !== "GET" && method !== "HEAD") || !isAppRoute(url.pathname)) {
+    return c.text("Not Found", 404);
+  }
+  return c.env.ASSETS.fetch(new Request(new URL("/", url), c.req.raw));
+});
 
 app.onError((err, c) => {
   // Log the kind of failure for the operator; the client gets a bare 500 and nothing internal.

@@ -144,6 +144,7 @@ describe("Parley PWA end to end", () => {
   test("carol leaves: the next messages reach alice and bob, carol's screen shows none", async () => {
     const c = u("carol").page;
     await c.getByTestId("conv-leave").click();
+    await c.getByTestId("confirm-ok").click();
     await c.getByTestId("conv-join").waitFor({ timeout: 30_000 });
     // alice and bob see the new epoch with two members before sending
     for (const name of ["alice", "bob"] as const) {
@@ -281,6 +282,7 @@ describe("Parley PWA end to end", () => {
     const a = u("alice").page;
     await openChat(a, "carol");
     await a.getByTestId("end-chat").click();
+    await a.getByTestId("confirm-ok").click();
     await a.getByText("You ended the secure session").waitFor();
     await say("alice", "After ending the chat, a new session");
     await seesMessage(u("carol").page, "After ending the chat, a new session");

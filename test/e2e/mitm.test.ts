@@ -109,6 +109,10 @@ describe("relay substitutes an identity key", () => {
     expect(await p.getByTestId("composer").isDisabled()).toBe(true);
     expect(await p.getByTestId("send").isDisabled()).toBe(true);
     await p.getByText("gina's safety number changed").first().waitFor();
+    // The sidebar marks gina too, for anyone not looking at this chat.
+    const mark = p.getByTestId("user-gina").getByTestId("key-changed-mark");
+    await mark.waitFor();
+    expect(await mark.getAttribute("aria-label")).toBe("safety number changed");
     await shot(p, "desktop-key-changed");
     const seenByFrank = await safetyNumber(frank, "gina");
     const seenByGina = await safetyNumber(gina, "frank");

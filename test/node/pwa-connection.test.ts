@@ -4,7 +4,7 @@
  * reconnect when replaced, dead-link detection, and stop().
  */
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
-import { backoffDelay } from "../../pwa/src/net/backoff";
+import { type BackoffPolicy, backoffDelay, VISIBLE_BACKOFF } from "../../pwa/src/net/backoff";
 import { Connection, type ConnState, type SocketLike } from "../../pwa/src/net/connection";
 import { CLOSE, type ClientFrame, type ServerFrame } from "../../shared/protocol";
 
@@ -62,7 +62,7 @@ const AUTH = {
 } as ClientFrame;
 const SEND = { v: 1, t: "send", id: "o1", to: "bob", body: "AAAA" } as ClientFrame;
 
-function setup(rand = 0.5) {
+function setup(rand = 0.5, backoff?: () => BackoffPolicy) {
   const sockets: FakeSocket[] = [];
   const states: ConnState[] = [];
   const frames: ServerFrame[] = [];
@@ -85,6 +85,7 @@ function setup(rand = 0.5) {
     random: () => rand,
     pingEveryMs: 1000,
     deadAfterMs: 2500,
+    ...(backoff ? { backoff } : {}),
   });
   const last = () => {
     const s = sockets[sockets.length - 1];
@@ -226,5 +227,37 @@ describe("Connection", () => {
     expect(t.sockets).toHaveLength(1);
     t.conn.send(SEND);
     expect(t.sockets[0]?.sent).toEqual([]);
+  });
+
+  test("while visible the wait is capped at 15 s; the policy is asked at every wait", () => {
+    let visible = true;
+    const t = setup(1, () => (visible ? VISIBLE_BACKOFF : { ...VISIBLE_BACKOFF, capMs: 30_000 }));
+    t.conn.start();
+    for (let i = 0; i < 8; i++) {
+      t.last().drop(1006);
+      const w = t.conn.current;
+      if (w.s !== "waiting") throw new Error("not waiting");
+      expect(w.retryAt - Date.now()).toBeLessThanOrEqual(15_000);
+      vi.advanceTimersByTime(w.retryAt - Date.now());
+    }
+    expect(VISIBLE_BACKOFF.capMs).toBe(15_000);
+    visible = false;
+    t.last().drop(1006);
+    const w = t.conn.current;
+    if (w.s === "waiting") expect(w.retryAt - Date.now()).toBe(30_000);
+  });
+
+  test("after being replaced, start() takes the connection back (the user chose 'Use here')", () => {
+    const t = setup();
+    t.conn.start();
+    t.last().open();
+    t.last().receive(WELCOME);
+    t.last().drop(CLOSE.replaced);
+    expect(t.conn.current).toEqual({ s: "stopped", reason: "replaced" });
+    t.conn.start();
+    expect(t.sockets).toHaveLength(2);
+    t.last().open();
+    t.last().receive(WELCOME);
+    expect(t.conn.current.s).toBe("online");
   });
 });

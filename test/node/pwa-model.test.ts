@@ -15,6 +15,7 @@ import {
 } from "../../pwa/src/state/model";
 import type { HistoryEntry, HistoryMessage } from "../../pwa/src/storage/schemas";
 import { chatStatusLabel } from "../../pwa/src/ui/format";
+import { connectionNotice } from "../../pwa/src/ui/wording";
 import type { ConversationSummary } from "../../shared/core/client-api";
 
 function msg(id: string, at: number, over: Partial<HistoryMessage> = {}): HistoryMessage {
@@ -155,7 +156,11 @@ describe("conversation model", () => {
 describe("top bar status", () => {
   test("socket state wins while not online, then the chat's own status", () => {
     expect(chatStatusLabel({ kind: "waiting", retryAt: 10_500 }, "secure", 7_000).label).toBe(
-      "Offline — reconnecting in 4 s",
+      "Offline",
+    );
+    // The countdown moved from the pill to the connection notice under the top bar.
+    expect(connectionNotice({ kind: "waiting", retryAt: 10_500 }, 7_000)?.text).toBe(
+      "Reconnecting in 4 s…",
     );
     expect(chatStatusLabel({ kind: "connecting" }, "secure", 0).label).toBe("Connecting");
     expect(chatStatusLabel({ kind: "online" }, "handshaking", 0)).toEqual({

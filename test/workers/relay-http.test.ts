@@ -1,6 +1,7 @@
 /** The Worker's HTTP surface: routes, security headers, Origin check, error handler. */
 import { env, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { isAppRoute } from "../../worker/http";
 import app from "../../worker/index";
 
 const WS = { Upgrade: "websocket" };
@@ -82,6 +83,60 @@ describe("worker http", () => {
     expect(res.status).toBe(200);
     expect(await res.text()).toContain("<html");
     expectSecurityHeaders(res);
+  });
+
+  it("serves a real robots.txt that keeps crawlers out", async () => {
+    const res = await SELF.fetch("http://relay.test/robots.txt");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("Content-Type")).toContain("text/plain");
+    const text = await res.text();
+    expect(text).toMatch(/^User-agent: \*$/m);
+    expect(text).toMatch(/^Disallow: \/$/m);
+    expect(text).not.toContain("<html");
+    expectSecurityHeaders(res);
+  });
+
+  it("a missing file is 404, never the app's HTML; app routes still get the app", async () => {
+    for (const path of [
+      "/assets/index-missing.js",
+      "/assets/gone",
+      "/favicon.ico",
+      "/icons/nope.png",
+      "/wp-login.php",
+      "/deep/path/file.txt",
+    ]) {
+      const res = await SELF.fetch(`http://relay.test${path}`, {
+        headers: { Accept: "text/html" },
+      });
+      expect(res.status, path).toBe(404);
+      expect(await res.text(), path).not.toContain("<html");
+      expectSecurityHeaders(res);
+    }
+    for (const path of ["/", "/chat", "/settings/", "/a.b/c"]) {
+      const res = await SELF.fetch(`http://relay.test${path}`, {
+        headers: { Accept: "text/html" },
+      });
+      expect(res.status, path).toBe(200);
+      expect(await res.text(), path).toContain("<html");
+    }
+    // Files that exist are served as themselves.
+    const icon = await SELF.fetch("http://relay.test/icons/favicon-32.png");
+    expect(icon.status).toBe(200);
+    expect(icon.headers.get("Content-Type")).toContain("image/png");
+    await icon.arrayBuffer();
+    // Only reads fall back to the app.
+    const post = await SELF.fetch("http://relay.test/chat/bob", { method: "POST" });
+    expect(post.status).toBe(404);
+  });
+
+  it("isAppRoute: extension-less paths outside /assets/ are the app's", () => {
+    expect(isAppRoute("/")).toBe(true);
+    expect(isAppRoute("/chat/bob")).toBe(true);
+    expect(isAppRoute("/v1.2/thing")).toBe(true);
+    expect(isAppRoute("/robots.txt")).toBe(false);
+    expect(isAppRoute("/assets/x")).toBe(false);
+    expect(isAppRoute("/assets")).toBe(false);
+    expect(isAppRoute("/a/b.webmanifest")).toBe(false);
   });
 
   it("an internal failure is a bare 500 without detail", async () => {

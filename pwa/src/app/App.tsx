@@ -1,5 +1,15 @@
 /** Top-level routing on the app phase; the messenger layout once an identity exists. */
-import { createMemo, createSignal, Match, onCleanup, onMount, Show, Switch } from "solid-js";
+import {
+  createEffect,
+  createMemo,
+  createSignal,
+  Match,
+  onCleanup,
+  onMount,
+  Show,
+  Switch,
+} from "solid-js";
+import { unreadTotal } from "../state/model";
 import { Conversation, EmptyPane } from "../ui/Conversation";
 import { MembersDialog, VerifyDialog } from "../ui/Dialogs";
 import { Creating, Onboarding } from "../ui/Onboarding";
@@ -8,7 +18,8 @@ import { BootScreen, FatalScreen, LockScreen, OtherTabScreen } from "../ui/Scree
 import { SettingsDialog } from "../ui/Settings";
 import { Sidebar } from "../ui/Sidebar";
 import { Toasts } from "../ui/Toasts";
-import { TopBar } from "../ui/TopBar";
+import { ConnectionNotice, TopBar } from "../ui/TopBar";
+import { tabTitle } from "../ui/wording";
 import { ParleyContext, useParley } from "./context";
 import type { Parley } from "./controller";
 
@@ -18,9 +29,17 @@ function Messenger() {
   const [membersOpen, setMembersOpen] = createSignal(false);
   const [settingsOpen, setSettingsOpen] = createSignal(false);
   const selected = createMemo(() => (state.selected ? state.convs[state.selected] : undefined));
+  // "(3) Parley": unread messages show in the tab strip and the task switcher.
+  createEffect(() => {
+    document.title = tabTitle(unreadTotal(state));
+  });
+  onCleanup(() => {
+    document.title = tabTitle(0);
+  });
   return (
     <div class="app" classList={{ "has-selection": !!selected() }}>
       <TopBar onSettings={() => setSettingsOpen(true)} />
+      <ConnectionNotice />
       <RetiredBanner />
       <div class="panes">
         <Sidebar />
@@ -59,13 +78,21 @@ function Messenger() {
 export function App(props: { parley: Parley }) {
   const p = props.parley;
   onMount(() => {
-    const onVis = () => p.actions.setVisible(document.visibilityState === "visible");
+    const onVis = () => {
+      const visible = document.visibilityState === "visible";
+      // Hidden may be the last moment this page runs (phones discard background tabs).
+      if (!visible) p.actions.flushDrafts();
+      p.actions.setVisible(visible);
+    };
     document.addEventListener("visibilitychange", onVis);
     const onOnline = () => p.actions.retryNow();
     window.addEventListener("online", onOnline);
+    const onHide = () => p.actions.flushDrafts();
+    window.addEventListener("pagehide", onHide);
     onCleanup(() => {
       document.removeEventListener("visibilitychange", onVis);
       window.removeEventListener("online", onOnline);
+      window.removeEventListener("pagehide", onHide);
     });
   });
   return (
@@ -102,7 +129,7 @@ export function App(props: { parley: Parley }) {
             return ph.p === "onboarding" ? ph : undefined;
           })()}
         >
-          {(ph) => <Onboarding error={ph().error} />}
+          {(ph) => <Onboarding error={ph().error} taken={ph().taken} />}
         </Match>
         <Match
           when={(() => {

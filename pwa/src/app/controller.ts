@@ -7,6 +7,7 @@ import { createStore, produce } from "solid-js/store";
 import type { ConversationId, ParleyClientApi, ParleyEvent } from "../../../shared/core/client-api";
 import { NAME_RE } from "../../../shared/protocol";
 import { createEngine } from "../engine/create";
+import { DEFAULT_BACKOFF, VISIBLE_BACKOFF } from "../net/backoff";
 import { Connection, type ConnState } from "../net/connection";
 import { notificationPermission, notifyHidden, requestNotifications } from "../platform/notify";
 import { createTabLock, type Ownership } from "../platform/tab-lock";
@@ -26,6 +27,7 @@ import {
   systemEntry,
   upsertEntry,
 } from "../state/model";
+import { MAX_TEXT_CHARS, outgoingText } from "../state/split";
 import { BackupError, exportIdentity, importIdentity } from "../storage/backup";
 import { IdbClientStore } from "../storage/client-store";
 import { type Db, openParleyDb } from "../storage/db";
@@ -34,6 +36,14 @@ import { HistoryStore } from "../storage/history";
 import { disableLock, enableLock, LockError, readLock, unlock } from "../storage/lock";
 import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
 import type { HistoryEntry, HistoryMessage } from "../storage/schemas";
+import {
+  describeError,
+  describeThrown,
+  isUnknownUser,
+  relayCodeOf,
+  unknownUserText,
+  type Worded,
+} from "../ui/wording";
 import { createToasts } from "./toasts";
 
 export const HUB = "main";
@@ -43,7 +53,8 @@ export type Phase =
   | { p: "blocked" }
   | { p: "lost" }
   | { p: "locked"; error?: string }
-  | { p: "onboarding"; error?: string }
+  /** `taken`: the name the relay refused as someone else's (it may be ours, from a backup). */
+  | { p: "onboarding"; error?: string; taken?: string }
   | { p: "creating"; username: string; step: number }
   | { p: "ready" }
   | { p: "fatal"; message: string };
@@ -96,6 +107,15 @@ export function createParley() {
   let conn: Connection | null = null;
   let unsubscribe: (() => void) | null = null;
   let everReady = false;
+  /** Unsent text per conversation; persisted sealed (history.ts) a moment after each change. */
+  const drafts = new Map<string, string>();
+  const draftTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /**
+   * Conversations the user closed while they were empty (a mistyped name): the engine keeps its
+   * record and reports it again on every reconnect, so they stay out of the list until reopened
+   * (ConvMeta.hidden, stored with the read mark).
+   */
+  const closed = new Set<string>();
 
   const lock = createTabLock(onOwnership);
 
@@ -144,7 +164,15 @@ export function createParley() {
 
   async function loadLocal() {
     if (!history) return;
-    const [entries, meta] = await Promise.all([history.loadAll(), history.convMeta()]);
+    const [entries, meta, storedDrafts] = await Promise.all([
+      history.loadAll(),
+      history.convMeta(),
+      history.loadDrafts(),
+    ]);
+    drafts.clear();
+    for (const [id, text] of storedDrafts) drafts.set(id, text);
+    closed.clear();
+    for (const [id, m] of meta) if (m.hidden === true) closed.add(id);
     mutate((s) => {
       s.convs = {};
       loadHistory(s, entries, meta);
@@ -191,12 +219,17 @@ export function createParley() {
 
   /** Name taken before the first welcome: forget this identity and ask again. */
   async function abandonOnboarding(message: string) {
+    const name = profile?.username;
     shutdown();
     if (db) {
       await db.delete("meta", "profile");
       await db.clear("engine");
     }
-    setPhase({ p: "onboarding", error: message });
+    setPhase(
+      name !== undefined
+        ? { p: "onboarding", error: message, taken: name }
+        : { p: "onboarding", error: message },
+    );
   }
 
   async function start(p: Profile) {
@@ -210,10 +243,13 @@ export function createParley() {
       onClose: () => engine?.onDisconnected(),
       onState: (s) => {
         setState("conn", connView(s));
+        // Who is online is only known while we are: offline, nobody is shown as online.
+        if (s.s !== "online" && s.s !== "open") setState("presence", []);
         const ph = phase();
         if (s.s === "open" && ph.p === "creating") setPhase({ ...ph, step: 3 });
       },
       onBadFrame: (code) => console.warn("relay sent a frame that failed parsing:", code),
+      backoff: () => (visible() ? VISIBLE_BACKOFF : DEFAULT_BACKOFF),
     });
     conn = c;
     engine = await createEngine({
@@ -232,7 +268,7 @@ export function createParley() {
       identityKey: e.identityKey,
     });
     mutate((s) => {
-      for (const sum of e.conversations()) applySummary(s, sum);
+      for (const sum of e.conversations()) if (shown(sum.id)) applySummary(s, sum);
       s.presence = e.presence();
     });
     unsubscribe = e.subscribe((ev) => void onEvent(ev));
@@ -269,11 +305,13 @@ export function createParley() {
         setState("presence", ev.users);
         return;
       case "conversation":
+        if (!shown(ev.conversation.id)) return;
         mutate((s) => applySummary(s, ev.conversation));
         return;
       case "message": {
         const entry = messageEntry(ev.message);
         const id = entry.conversationId;
+        reopen(id);
         const looking = state.selected === id && visible();
         let fresh = false;
         mutate((s) => {
@@ -311,7 +349,19 @@ export function createParley() {
           await abandonOnboarding("That username is taken in this hub. Pick another one.");
           return;
         }
-        toasts.show({ kind: "error", text: ev.message });
+        // Taken over by another connection: the notice under the top bar says so, with "Use here".
+        if (ev.code === "relay_error" && relayCodeOf(ev.message) === "replaced") return;
+        const conv = ev.conversationId ? parseConvId(ev.conversationId) : null;
+        if (conv?.kind === "direct" && ev.conversationId && isUnknownUser(ev.code, ev.message)) {
+          const id = ev.conversationId;
+          mutate((s) => {
+            const c = s.convs[id];
+            if (c) c.missingUser = true;
+          });
+          showError({ text: unknownUserText(conv.name), details: `${ev.code}: ${ev.message}` });
+          return;
+        }
+        showError(describeError(ev.code, ev.message));
         return;
       }
     }
@@ -330,8 +380,38 @@ export function createParley() {
       .catch((e: unknown) => console.warn("could not store history entry", e));
   }
 
-  const report = (err: unknown) =>
-    toasts.show({ kind: "error", text: err instanceof Error ? err.message : String(err) });
+  /** Is this conversation in the list (not closed by the user, or it has something in it)? */
+  function shown(id: string): boolean {
+    return !closed.has(id) || (state.convs[id]?.entries.length ?? 0) > 0;
+  }
+
+  function reopen(id: ConversationId) {
+    if (!closed.delete(id)) return;
+    void history?.putConvMeta(id, { lastReadAt: state.convs[id]?.lastReadAt ?? 0 });
+  }
+
+  function showError(w: Worded) {
+    toasts.show(
+      w.details !== null
+        ? { kind: "error", text: w.text, details: w.details }
+        : { kind: "error", text: w.text },
+    );
+  }
+
+  const report = (err: unknown) => showError(describeThrown(err));
+
+  /** Write a conversation's draft now (cancelling a pending delayed write). */
+  function persistDraft(id: string) {
+    const t = draftTimers.get(id);
+    if (t !== undefined) clearTimeout(t);
+    draftTimers.delete(id);
+    const h = history;
+    if (!h) return;
+    const text = drafts.get(id) ?? "";
+    writes = writes
+      .then(() => h.putDraft(id, text, Date.now()))
+      .catch((e: unknown) => console.warn("could not store draft", e));
+  }
 
   /** Stop the engine, switch the device key (lock on/off), start again with the new key. */
   async function switchKey(make: (current: CryptoKey) => Promise<CryptoKey>) {
@@ -432,6 +512,26 @@ export function createParley() {
       }
     },
     retryNow: () => conn?.retryNow(),
+    /** "Signed in elsewhere": take the relay connection back (the newest connection wins). */
+    useHere: () => conn?.start(),
+    /** The saved draft of a conversation ("" when none). */
+    draftOf: (id: string): string => drafts.get(id) ?? "",
+    /** Remember what is typed; it is sealed to disk shortly after typing pauses. */
+    keepDraft(id: string, text: string) {
+      if ((drafts.get(id) ?? "") === text) return;
+      if (text.length === 0) drafts.delete(id);
+      else drafts.set(id, text);
+      const t = draftTimers.get(id);
+      if (t !== undefined) clearTimeout(t);
+      draftTimers.set(
+        id,
+        setTimeout(() => persistDraft(id), 300),
+      );
+    },
+    /** Write every pending draft now (the page is being hidden or closed). */
+    flushDrafts() {
+      for (const id of [...draftTimers.keys()]) persistDraft(id);
+    },
     setVisible(v: boolean) {
       setVisible(v);
       if (!v) return;
@@ -445,6 +545,13 @@ export function createParley() {
       if (!id) return;
       readConv(id);
       const p = parseConvId(id);
+      // Asking again: the name may have been registered since the relay last said "unknown".
+      if (p?.kind === "direct" && state.conn.kind === "online") {
+        mutate((s) => {
+          const c = s.convs[id];
+          if (c) c.missingUser = false;
+        });
+      }
       // Selecting a person starts (or resumes) the 1:1 chat: the engine fetches the bundle and
       // handshakes only if there is no session yet (idempotent otherwise).
       if (p?.kind === "direct" && engine && state.conn.kind === "online") {
@@ -453,10 +560,22 @@ export function createParley() {
     },
     openChat(username: string) {
       const id = convIdOf("direct", username);
+      reopen(id);
       mutate((s) => {
         s.convs[id] ??= emptyConv(id);
       });
       actions.select(id);
+    },
+    /** Drop a conversation that never held anything (e.g. a mistyped name) from the list. */
+    closeChat(id: ConversationId) {
+      const c = state.convs[id];
+      if (!c || c.entries.length > 0) return;
+      closed.add(id);
+      void history?.putConvMeta(id, { lastReadAt: c.lastReadAt, hidden: true });
+      mutate((s) => {
+        delete s.convs[id];
+        if (s.selected === id) s.selected = null;
+      });
     },
     async endChat(username: string) {
       try {
@@ -470,7 +589,7 @@ export function createParley() {
       const id = convIdOf("direct", username);
       const line = systemEntry({
         conversationId: id,
-        kind: "session_started",
+        kind: "session_ended",
         text: "You ended the secure session. The next message starts a new one.",
         username,
         at: Date.now(),
@@ -482,10 +601,15 @@ export function createParley() {
       });
       persist(line);
     },
-    async send(text: string): Promise<boolean> {
-      const id = state.selected;
-      const trimmed = text.replace(/\s+$/, "");
+    /**
+     * Hand one message to the engine; true once it accepted it (encrypted and stored in its
+     * write-ahead outbox). The caller keeps the text until then, so a refusal loses nothing.
+     */
+    async send(text: string, id: ConversationId | null = state.selected): Promise<boolean> {
+      const trimmed = outgoingText(text);
       if (!id || trimmed.trim().length === 0) return false;
+      // The engine refuses longer text; the composer offers to split it instead (split.ts).
+      if (trimmed.length > MAX_TEXT_CHARS) return false;
       // Offline is fine: the engine encrypts now, keeps the frame in its write-ahead outbox and
       // sends it after the next welcome (PROTOCOL.md §10.1).
       if (!engine) return false;

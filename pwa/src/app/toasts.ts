@@ -5,6 +5,8 @@ export interface Toast {
   id: number;
   kind: "info" | "error" | "update";
   text: string;
+  /** Technical text (error code, engine message) behind a "Details" disclosure. */
+  details?: string;
   action?: { label: string; run: () => void };
   /** Sticky toasts stay until acted on or dismissed. */
   sticky?: boolean;
@@ -12,16 +14,33 @@ export interface Toast {
 
 export function createToasts() {
   const [toasts, setToasts] = createStore<Toast[]>([]);
+  const timers = new Map<number, ReturnType<typeof setTimeout>>();
   let next = 1;
-  const dismiss = (id: number) => setToasts((list) => list.filter((t) => t.id !== id));
+  const dismiss = (id: number) => {
+    const t = timers.get(id);
+    if (t !== undefined) clearTimeout(t);
+    timers.delete(id);
+    setToasts((list) => list.filter((x) => x.id !== id));
+  };
   const show = (t: Omit<Toast, "id">): number => {
     const id = next++;
     // The same text twice in a row is one notice (e.g. repeated relay errors).
     if (toasts.some((x) => x.text === t.text)) return id;
     setToasts((list) => [...list.slice(-3), { ...t, id }]);
-    if (!t.sticky) setTimeout(() => dismiss(id), 6000);
+    // Errors stay longer than other notices: they may carry details worth opening.
+    if (!t.sticky)
+      timers.set(
+        id,
+        setTimeout(() => dismiss(id), t.kind === "error" ? 10_000 : 6000),
+      );
     return id;
   };
-  return { toasts, show, dismiss };
+  /** Keep a toast until dismissed (the user opened its details and is reading them). */
+  const pin = (id: number) => {
+    const t = timers.get(id);
+    if (t !== undefined) clearTimeout(t);
+    timers.delete(id);
+  };
+  return { toasts, show, dismiss, pin };
 }
 export type Toasts = ReturnType<typeof createToasts>;

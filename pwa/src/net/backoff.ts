@@ -11,6 +11,13 @@ export interface BackoffPolicy {
 
 export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 1000, capMs: 30_000, floorMs: 500 };
 
+/**
+ * While the page is visible someone is looking at "Reconnecting in N s…": waiting longer than
+ * 15 s feels broken, and one visible client retrying every 15 s costs the relay nothing.
+ * Hidden pages keep the longer cap (and retry at once when they come back to the front).
+ */
+export const VISIBLE_BACKOFF: BackoffPolicy = { ...DEFAULT_BACKOFF, capMs: 15_000 };
+
 /** `attempt` counts failed connects since the last success, from 0; `rand` is in [0, 1). */
 export function backoffDelay(
   attempt: number,

@@ -21,7 +21,7 @@ import {
   parseServerFrame,
   type ServerFrame,
 } from "../../../shared/protocol";
-import { backoffDelay } from "./backoff";
+import { type BackoffPolicy, backoffDelay } from "./backoff";
 
 export type ConnState =
   | { s: "idle" }
@@ -41,6 +41,8 @@ export interface ConnectionOptions {
   onBadFrame?(code: ErrorCode): void;
   now?: () => number;
   random?: () => number;
+  /** The backoff policy for the next wait, asked each time (it may depend on visibility). */
+  backoff?: () => BackoffPolicy;
   /** Send `ping` this often while open (ms). */
   pingEveryMs?: number;
   /** Close and reconnect when nothing arrived for this long (ms). */
@@ -84,6 +86,10 @@ export class Connection {
     return this.state;
   }
 
+  /**
+   * Connect: the first time, or again after a stop. After "replaced" this takes the connection
+   * back (the user chose "Use here"): the relay keeps the newest connection of an identity.
+   */
   start(): void {
     if (this.state.s === "idle" || this.state.s === "stopped") this.connect();
   }
@@ -186,7 +192,7 @@ export class Connection {
   }
 
   private scheduleRetry(): void {
-    const delay = backoffDelay(this.attempt, this.random());
+    const delay = backoffDelay(this.attempt, this.random(), this.opts.backoff?.());
     const retryAt = this.now() + delay;
     this.setState({ s: "waiting", attempt: this.attempt, retryAt });
     this.attempt++;

@@ -29,6 +29,8 @@ export interface ConvView {
   entries: HistoryEntry[];
   unread: number;
   lastReadAt: number;
+  /** Direct chats: the relay has no user by this name (a `fetch_bundle` was refused). */
+  missingUser: boolean;
 }
 
 export type ConnView =
@@ -84,6 +86,7 @@ export function emptyConv(id: ConversationId): ConvView {
     entries: [],
     unread: 0,
     lastReadAt: 0,
+    missingUser: false,
   };
 }
 
@@ -124,7 +127,10 @@ export function messageEntry(m: ChatMessage): HistoryMessage {
 }
 
 let sysSeq = 0;
-export function systemEntry(l: SystemLine): HistorySystem {
+/** A system line to store and show: the engine's, or one the PWA writes (e.g. session_ended). */
+export function systemEntry(
+  l: Omit<SystemLine, "kind"> & { kind: HistorySystem["sysKind"] },
+): HistorySystem {
   sysSeq = (sysSeq + 1) % 1_000_000;
   const e: HistorySystem = {
     kind: "sys",
@@ -270,8 +276,14 @@ export function sortedConvs(s: ChatState): { groups: ConvView[]; directs: ConvVi
   return { groups, directs };
 }
 
+/** Groups: are we in it (or on our way in)? Direct chats always count as joined. */
+export function isMember(c: Pick<ConvView, "kind" | "epoch" | "joining">): boolean {
+  return c.kind === "direct" || c.epoch >= 0 || c.joining;
+}
+
 /** Can the user type into this conversation right now? A reason string when not. */
 export function sendBlockedReason(c: ConvView): string | null {
+  if (c.kind === "direct" && c.missingUser) return `There is no one called “${c.name}” here.`;
   if (c.status === "key_changed") return "Accept or verify the new safety number first.";
   if (c.kind === "group") {
     if (c.epoch < 0 && !c.joining) return "Join this group to send messages.";
@@ -279,4 +291,39 @@ export function sendBlockedReason(c: ConvView): string | null {
     if (c.removalPending) return "A member left — waiting for the new group key…";
   }
   return null;
+}
+
+export interface PersonRow {
+  name: string;
+  online: boolean;
+  verified: boolean;
+  /** The pinned key differs from the one now announced: shown with a warning mark. */
+  keyChanged: boolean;
+  conv: ConvView | undefined;
+}
+
+/** The sidebar's people: online people first (alphabetical), then earlier chats, never us. */
+export function peopleRows(s: ChatState): PersonRow[] {
+  const me = s.me?.username;
+  const online = new Set<string>();
+  for (const u of s.presence) if (u.username !== me) online.add(u.username);
+  const row = (name: string, isOnline: boolean, conv: ConvView | undefined): PersonRow => ({
+    name,
+    online: isOnline,
+    verified: conv?.status === "verified" || (conv?.members[0]?.verified ?? false),
+    keyChanged: conv?.status === "key_changed",
+    conv,
+  });
+  const rows = [...online].sort().map((n) => row(n, true, s.convs[convIdOf("direct", n)]));
+  for (const c of sortedConvs(s).directs) {
+    if (!online.has(c.name) && c.name !== me) rows.push(row(c.name, false, c));
+  }
+  return rows;
+}
+
+/** Unread messages over every conversation (the tab title shows it). */
+export function unreadTotal(s: ChatState): number {
+  let n = 0;
+  for (const c of Object.values(s.convs)) n += c.unread;
+  return n;
 }

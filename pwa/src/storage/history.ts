@@ -4,6 +4,10 @@
  * sender, direction and id (see rowKey), so a delivery-state update rewrites the same row and
  * nobody else's message can. Read back: decrypt, JSON.parse, valibot —
  * a row failing any step is skipped and counted, never shown.
+ *
+ * Unsent drafts live in the same store, one row per conversation keyed `draft|<conv>`: sealed the
+ * same way (never plaintext at rest, and re-sealed with everything else when the passphrase lock
+ * changes the device key, lock.ts), deleted with their conversation, and never read as history.
  */
 import * as v from "valibot";
 import { fromUtf8, utf8 } from "../../../shared/encoding";
@@ -11,12 +15,20 @@ import type { Db } from "./db";
 import { open, seal } from "./device-key";
 import {
   ConvMeta,
+  Draft,
   type HistoryEntry,
   HistoryEntry as HistoryEntrySchema,
   HistoryRow,
 } from "./schemas";
 
 const PURPOSE = "history";
+
+/** Draft rows: a prefix no message or system row has (those start with the conversation id). */
+const DRAFT_PREFIX = "draft|";
+
+export function draftKey(conv: string): string {
+  return `${DRAFT_PREFIX}${conv}`;
+}
 
 /**
  * Messages are keyed by conversation, sender, direction and id (`<conv>|<from>|<in/out>|<id>`):
@@ -60,6 +72,7 @@ export class HistoryStore {
     // and the rewrite (current key format) wins.
     const seen = new Map<string, { entry: HistoryEntry; current: boolean }>();
     for (const raw of rows) {
+      if (isDraftRow(raw)) continue;
       const d = await this.decode(raw);
       if (!d) {
         this.rejected++;
@@ -102,6 +115,47 @@ export class HistoryStore {
     await tx.done;
   }
 
+  /** Keep `text` as the draft of `conv`; an empty draft deletes the row. */
+  async putDraft(conv: string, text: string, now: number): Promise<void> {
+    const key = draftKey(conv);
+    if (text.length === 0) {
+      await this.db.delete("history", key);
+      return;
+    }
+    const draft: Draft = {
+      kind: "draft",
+      conversationId: conv as Draft["conversationId"],
+      text,
+      at: now,
+    };
+    const box = await seal(this.key, PURPOSE, key, utf8(JSON.stringify(draft)));
+    const row: HistoryRow = { key, conv, box };
+    await this.db.put("history", row);
+  }
+
+  /** Every readable draft by conversation id; unreadable ones are skipped (a draft is no record). */
+  async loadDrafts(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const rows = await this.db.getAll(
+      "history",
+      IDBKeyRange.bound(DRAFT_PREFIX, `${DRAFT_PREFIX}\uffff`),
+    );
+    for (const raw of rows) {
+      const row = v.safeParse(HistoryRow, raw);
+      if (!row.success) continue;
+      try {
+        const pt = await open(this.key, PURPOSE, row.output.key, row.output.box);
+        const d = v.safeParse(Draft, JSON.parse(fromUtf8(pt)));
+        if (d.success && draftKey(d.output.conversationId) === row.output.key) {
+          out.set(d.output.conversationId, d.output.text);
+        }
+      } catch {
+        // Sealed under another key or altered: drop it silently rather than show it.
+      }
+    }
+    return out;
+  }
+
   async convMeta(): Promise<Map<string, ConvMeta>> {
     const tx = this.db.transaction("convs", "readonly");
     const out = new Map<string, ConvMeta>();
@@ -116,4 +170,14 @@ export class HistoryStore {
   async putConvMeta(conv: string, meta: ConvMeta): Promise<void> {
     await this.db.put("convs", meta, conv);
   }
+}
+
+function isDraftRow(raw: unknown): boolean {
+  return (
+    typeof raw === "object" &&
+    raw !== null &&
+    "key" in raw &&
+    typeof raw.key === "string" &&
+    raw.key.startsWith(DRAFT_PREFIX)
+  );
 }

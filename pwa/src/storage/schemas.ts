@@ -104,6 +104,8 @@ export const HistorySystem = v.strictObject({
     "key_accepted",
     "verified",
     "session_started",
+    /** Written by the PWA itself when the user ends a 1:1 session (the engine has no line). */
+    "session_ended",
     "decrypt_failed",
     "missing",
     "repairing",
@@ -119,6 +121,15 @@ export type HistorySystem = v.InferOutput<typeof HistorySystem>;
 
 export const HistoryEntry = v.variant("kind", [HistoryMessage, HistorySystem]);
 export type HistoryEntry = v.InferOutput<typeof HistoryEntry>;
+
+/** An unsent draft (history.ts keeps it sealed in the history store). */
+export const Draft = v.strictObject({
+  kind: v.literal("draft"),
+  conversationId: ConversationId,
+  text: v.pipe(v.string(), v.maxLength(1_000_000)),
+  at: Ms,
+});
+export type Draft = v.InferOutput<typeof Draft>;
 
 /** Per-conversation UI bookkeeping: when the user last looked at it. */
 export const ConvMeta = v.strictObject({ lastReadAt: Ms, hidden: v.optional(v.boolean()) });

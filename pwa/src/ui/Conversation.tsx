@@ -1,14 +1,19 @@
 /**
- * Right pane: the selected conversation — header with actions, key-change banner, the message
- * log (own bubbles right, others left, sender names in groups, time, delivery state, system
- * lines) and the composer (Enter sends, Shift+Enter is a newline).
+ * Right pane: the selected conversation — header with actions (leaving and ending ask first),
+ * key-change and unknown-user banners, the message log (own bubbles right, others left, sender
+ * names in groups, time, delivery state, system lines in plain words with the engine's text
+ * behind "Details", http(s) links clickable) and the composer (Composer.tsx).
  */
 import { createEffect, createMemo, createSignal, For, Match, on, Show, Switch } from "solid-js";
 import type { DeliveryState } from "../../../shared/core/client-api";
 import { useParley } from "../app/context";
-import { type ConvView, sendBlockedReason } from "../state/model";
+import { type ConvView, isMember } from "../state/model";
 import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/schemas";
+import { Composer } from "./Composer";
+import { ConfirmDialog } from "./Dialogs";
 import { avatarClass, formatDay, formatTime, hueOf } from "./format";
+import { linkify } from "./linkify";
+import { describeLog, unknownUserText, type Worded } from "./wording";
 
 const DELIVERY_LABEL: Record<DeliveryState, string> = {
   sending: "Sending",
@@ -46,7 +51,49 @@ function DeliveryIcon(props: { state: DeliveryState }) {
   );
 }
 
-function Entry(props: { entry: HistoryEntry; conv: ConvView; prev: HistoryEntry | undefined }) {
+/** Message text as DOM nodes: text runs, and http(s) links that open in a new tab. */
+function MessageText(props: { text: string }) {
+  return (
+    <span class="text" dir="auto" data-testid="message-text">
+      <For each={linkify(props.text)}>
+        {(run) =>
+          run.kind === "link" ? (
+            <a href={run.href} target="_blank" rel="noopener noreferrer">
+              {run.text}
+            </a>
+          ) : (
+            run.text
+          )
+        }
+      </For>
+    </span>
+  );
+}
+
+function SystemEntry(props: { entry: HistorySystem; worded: Worded }) {
+  return (
+    <li class={`system sys-${props.entry.sysKind}`} data-testid="system-line">
+      <span class="sys-text" dir="auto">
+        {props.worded.text}
+      </span>
+      <Show when={props.worded.details}>
+        {(d) => (
+          <details class="sys-details">
+            <summary>Details</summary>
+            <span class="sys-raw">{d()}</span>
+          </details>
+        )}
+      </Show>
+    </li>
+  );
+}
+
+function Entry(props: {
+  entry: HistoryEntry;
+  conv: ConvView;
+  prev: HistoryEntry | undefined;
+  worded: Worded | null | undefined;
+}) {
   const newDay = () =>
     !props.prev ||
     new Date(props.prev.at).toDateString() !== new Date(props.entry.at).toDateString();
@@ -67,11 +114,7 @@ function Entry(props: { entry: HistoryEntry; conv: ConvView; prev: HistoryEntry 
         </li>
       </Show>
       <Show when={sys()}>
-        {(s) => (
-          <li class={`system sys-${s().sysKind}`} data-testid="system-line">
-            <span>{s().text}</span>
-          </li>
-        )}
+        {(s) => <Show when={props.worded}>{(w) => <SystemEntry entry={s()} worded={w()} />}</Show>}
       </Show>
       <Show when={msg()}>
         {(m) => {
@@ -88,11 +131,11 @@ function Entry(props: { entry: HistoryEntry; conv: ConvView; prev: HistoryEntry 
             >
               <div class="bubble">
                 <Show when={showName()}>
-                  <span class={`sender hue-text-${hueOf(m().from) % 12}`}>{m().from}</span>
+                  <span class={`sender hue-text-${hueOf(m().from) % 12}`} title={m().from}>
+                    {m().from}
+                  </span>
                 </Show>
-                <span class="text" data-testid="message-text">
-                  {m().text}
-                </span>
+                <MessageText text={m().text} />
                 <span class="meta">
                   <time dateTime={new Date(m().at).toISOString()}>{formatTime(m().at)}</time>
                   <Show when={m().direction === "out"}>
@@ -108,20 +151,15 @@ function Entry(props: { entry: HistoryEntry; conv: ConvView; prev: HistoryEntry 
   );
 }
 
-/** Unsent text per conversation id (memory only: drafts are plaintext, never stored). */
-const drafts = new Map<string, string>();
-
 export function Conversation(props: {
   conv: ConvView;
   onVerify: (username: string) => void;
   onMembers: () => void;
 }) {
   const { state, actions } = useParley();
-  const [draft, setDraft] = createSignal("");
+  const [confirm, setConfirm] = createSignal<"leave" | "end" | null>(null);
   let log: HTMLOListElement | undefined;
-  let input: HTMLTextAreaElement | undefined;
 
-  const blocked = createMemo(() => sendBlockedReason(props.conv));
   /** Whose key changed: the peer, or in a group the member named by the latest key-change line. */
   const changedWho = createMemo(() => {
     if (props.conv.kind === "direct") return props.conv.name;
@@ -131,16 +169,18 @@ export function Conversation(props: {
     }
     return undefined;
   });
-  const isMember = () =>
-    props.conv.kind === "direct" || props.conv.epoch >= 0 || props.conv.joining;
+  const member = () => isMember(props.conv);
   const subtitle = createMemo(() => {
     const c = props.conv;
     if (c.kind === "group") {
-      if (!isMember()) return "You are not a member";
-      return `${c.members.length} member${c.members.length === 1 ? "" : "s"} · epoch ${Math.max(c.epoch, 0)}`;
+      if (!member()) return "You are not a member";
+      return `${c.members.length} member${c.members.length === 1 ? "" : "s"}`;
     }
     return c.members[0]?.fingerprint ?? "";
   });
+  const title = () => `${props.conv.kind === "group" ? "#" : ""}${props.conv.name}`;
+  /** System lines in plain words (null: folded into a neighbour, not shown on its own). */
+  const worded = createMemo(() => describeLog(props.conv.entries, state.me?.username ?? null));
 
   // Follow the conversation: stick to the bottom when a message arrives, unless the user scrolled up.
   createEffect(
@@ -158,25 +198,6 @@ export function Conversation(props: {
       },
     ),
   );
-  // One draft per conversation: switching chats keeps what was typed where it was typed.
-  createEffect(
-    on(
-      () => props.conv.id,
-      (id, prev) => {
-        if (prev !== undefined) drafts.set(prev, draft());
-        setDraft(drafts.get(id) ?? "");
-        input?.focus({ preventScroll: true });
-      },
-    ),
-  );
-
-  const submit = async () => {
-    const text = draft();
-    if (!text.trim() || blocked()) return;
-    setDraft("");
-    const ok = await actions.send(text);
-    if (!ok) setDraft(text);
-  };
 
   return (
     <section class="conversation" aria-label={`Conversation with ${props.conv.name}`}>
@@ -198,9 +219,8 @@ export function Conversation(props: {
           {props.conv.kind === "group" ? "#" : props.conv.name.slice(0, 1).toUpperCase()}
         </span>
         <div class="conv-title">
-          <h2 data-testid="conv-title">
-            {props.conv.kind === "group" ? "#" : ""}
-            {props.conv.name}
+          <h2 data-testid="conv-title" title={title()}>
+            {title()}
           </h2>
           <span class="conv-sub">{subtitle()}</span>
         </div>
@@ -213,7 +233,7 @@ export function Conversation(props: {
                   Members
                 </button>
                 <Show
-                  when={isMember()}
+                  when={member()}
                   fallback={
                     <button
                       type="button"
@@ -229,7 +249,7 @@ export function Conversation(props: {
                     type="button"
                     class="secondary danger"
                     data-testid="conv-leave"
-                    onClick={() => void actions.leaveGroup(props.conv.name)}
+                    onClick={() => setConfirm("leave")}
                   >
                     Leave
                   </button>
@@ -250,7 +270,7 @@ export function Conversation(props: {
               class="secondary"
               data-testid="end-chat"
               title="Forget this session; the next message starts a fresh handshake"
-              onClick={() => void actions.endChat(props.conv.name)}
+              onClick={() => setConfirm("end")}
             >
               End chat
             </button>
@@ -258,9 +278,27 @@ export function Conversation(props: {
         </div>
       </header>
 
+      <Show when={props.conv.kind === "direct" && props.conv.missingUser}>
+        <div class="banner danger" role="alert" data-testid="unknown-user-banner">
+          <p class="wrap-anywhere">{unknownUserText(props.conv.name)}</p>
+          <Show when={props.conv.entries.length === 0}>
+            <div class="banner-actions">
+              <button
+                type="button"
+                class="secondary"
+                data-testid="close-chat"
+                onClick={() => actions.closeChat(props.conv.id)}
+              >
+                Close this chat
+              </button>
+            </div>
+          </Show>
+        </div>
+      </Show>
+
       <Show when={props.conv.status === "key_changed"}>
         <div class="banner danger" role="alert" data-testid="key-change-banner">
-          <p>
+          <p class="wrap-anywhere">
             <strong>{changedWho() ?? "A member"}’s safety number has changed.</strong> They may have
             reinstalled Parley — or someone may be intercepting. Compare safety numbers before you
             continue. Sending is paused.
@@ -296,7 +334,7 @@ export function Conversation(props: {
         data-testid="log"
       >
         <Show when={props.conv.entries.length === 0}>
-          <li class="empty-log">
+          <li class="empty-log wrap-anywhere">
             <Show
               when={props.conv.kind === "direct"}
               fallback={<>No messages in #{props.conv.name} yet.</>}
@@ -308,66 +346,45 @@ export function Conversation(props: {
         </Show>
         <For each={props.conv.entries}>
           {(entry, i) => (
-            <Entry entry={entry} conv={props.conv} prev={props.conv.entries[i() - 1]} />
+            <Entry
+              entry={entry}
+              conv={props.conv}
+              prev={props.conv.entries[i() - 1]}
+              worded={worded().get(entry.id)}
+            />
           )}
         </For>
       </ol>
 
-      <Show when={blocked()}>
-        {(why) => (
-          <p class="composer-note" data-testid="composer-blocked">
-            {why()}
-          </p>
-        )}
-      </Show>
-      <form
-        class="composer"
-        onSubmit={(e) => {
-          e.preventDefault();
-          void submit();
-        }}
-      >
-        <label for="composer-input" class="visually-hidden">
-          Message {props.conv.name}
-        </label>
-        <textarea
-          id="composer-input"
-          ref={input}
-          rows={Math.min(6, Math.max(1, draft().split("\n").length))}
-          data-testid="composer"
-          placeholder={
-            blocked() !== null
-              ? "Sending paused"
-              : state.conn.kind === "online"
-                ? "Message"
-                : "Message — sent when back online"
-          }
-          disabled={blocked() !== null}
-          aria-describedby="composer-help"
-          value={draft()}
-          onInput={(e) => setDraft(e.currentTarget.value)}
-          onKeyDown={(e) => {
-            if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-              e.preventDefault();
-              void submit();
-            }
-          }}
-        />
-        <span id="composer-help" class="visually-hidden">
-          Enter sends, Shift+Enter starts a new line.
-        </span>
-        <button
-          type="submit"
-          class="primary send"
-          data-testid="send"
-          disabled={blocked() !== null || draft().trim().length === 0}
-          aria-label="Send"
+      <Composer conv={props.conv} />
+
+      <Show when={confirm() === "leave"}>
+        <ConfirmDialog
+          title={`Leave #${props.conv.name}?`}
+          confirmLabel="Leave group"
+          onConfirm={() => void actions.leaveGroup(props.conv.name)}
+          onClose={() => setConfirm(null)}
         >
-          <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
-            <path class="icon-fill" d="M3 20.5l18-8.5L3 3.5l2.5 7L15 12l-9.5 1.5z" />
-          </svg>
-        </button>
-      </form>
+          <p>
+            You will stop receiving its messages, and the group key is renewed so you cannot read
+            what is said after you leave. You can join again later.
+          </p>
+        </ConfirmDialog>
+      </Show>
+      <Show when={confirm() === "end"}>
+        <ConfirmDialog
+          title={`End the chat with ${props.conv.name}?`}
+          confirmLabel="End chat"
+          onConfirm={() => void actions.endChat(props.conv.name)}
+          onClose={() => setConfirm(null)}
+        >
+          <p>
+            This device forgets the secure session with{" "}
+            <span class="name-text">{props.conv.name}</span>. Your messages stay here; the next
+            message starts a new session.
+          </p>
+        </ConfirmDialog>
+      </Show>
     </section>
   );
 }

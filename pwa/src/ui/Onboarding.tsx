@@ -1,11 +1,18 @@
-/** First launch: pick a username; the identity is generated with visible progress. */
+/**
+ * First launch: pick a username (checked as it is typed, with a valid spelling offered) or
+ * restore an identity from a backup file; the identity is generated with visible progress. A name
+ * the relay refuses as taken may be the user's own from another browser or lost browser data, so
+ * the refusal offers the restore right there.
+ */
 import { createSignal, For, Show } from "solid-js";
 import { useParley } from "../app/context";
 import { CREATE_STEPS } from "../app/controller";
+import { nameProblem } from "../state/names";
 import { Logo } from "./Logo";
+import { NameHint } from "./NameHint";
 import { Centered } from "./Screens";
 
-function Restore() {
+function Restore(props: { fileRef?: (el: HTMLInputElement) => void }) {
   const { actions } = useParley();
   const [file, setFile] = createSignal<File | null>(null);
   const [pass, setPass] = createSignal("");
@@ -35,6 +42,7 @@ function Restore() {
       <label for="restore-file">Identity file</label>
       <input
         id="restore-file"
+        ref={props.fileRef}
         type="file"
         accept="application/json,.json"
         data-testid="restore-file"
@@ -60,9 +68,20 @@ function Restore() {
   );
 }
 
-export function Onboarding(props: { error?: string }) {
+export function Onboarding(props: { error?: string; taken?: string | undefined }) {
   const { actions } = useParley();
   const [name, setName] = createSignal("");
+  const [tried, setTried] = createSignal(false);
+  const [restoreOpen, setRestoreOpen] = createSignal(false);
+  /** The relay's refusal is about the name that was sent: once another is typed, it is stale. */
+  const [edited, setEdited] = createSignal(false);
+  let input: HTMLInputElement | undefined;
+  let restoreFile: HTMLInputElement | undefined;
+  const invalid = () => nameProblem(name()) !== null;
+  const openRestore = () => {
+    setRestoreOpen(true);
+    queueMicrotask(() => restoreFile?.focus());
+  };
   return (
     <Centered>
       <Logo size={64} />
@@ -73,41 +92,88 @@ export function Onboarding(props: { error?: string }) {
       </p>
       <form
         class="stack"
+        noValidate
         onSubmit={(e) => {
           e.preventDefault();
+          if (invalid()) {
+            setTried(true);
+            input?.focus();
+            return;
+          }
           void actions.onboard(name());
         }}
       >
         <label for="username">Choose a username</label>
         <input
           id="username"
+          ref={input}
           name="username"
           autocomplete="username"
           autocapitalize="none"
           spellcheck={false}
-          maxLength={32}
-          required
-          pattern="[a-z0-9][a-z0-9_\-]*"
-          aria-describedby="username-help"
-          aria-invalid={props.error ? "true" : undefined}
+          maxLength={64}
+          aria-describedby="username-help username-problem"
+          aria-invalid={(props.error && !edited()) || (tried() && invalid()) ? "true" : undefined}
           value={name()}
-          onInput={(e) => setName(e.currentTarget.value.toLowerCase())}
+          onInput={(e) => {
+            setName(e.currentTarget.value);
+            setEdited(true);
+          }}
         />
         <p id="username-help" class="help">
-          Lower-case letters, digits, “-” and “_”. Others see it next to your key fingerprint.
+          1–32 lower-case letters, digits, “-” or “_”, starting with a letter or digit. Others see
+          it next to your key fingerprint.
         </p>
-        <Show when={props.error}>
-          <p class="error" role="alert">
-            {props.error}
-          </p>
+        <NameHint
+          id="username-problem"
+          value={name()}
+          showEmpty={tried()}
+          ruleShown
+          onAccept={(n) => {
+            setName(n);
+            setEdited(true);
+            input?.focus();
+          }}
+        />
+        <Show when={!edited() && props.error}>
+          <div class="onboard-error" role="alert" data-testid="onboard-error">
+            <p class="error">{props.error}</p>
+            <Show when={props.taken}>
+              {(t) => (
+                <>
+                  <p class="help">
+                    If “<span class="name-text">{t()}</span>” is yours — you used Parley in another
+                    browser, or this browser’s data was cleared — restore it from the backup file
+                    you exported in Settings.
+                  </p>
+                  <button
+                    type="button"
+                    class="secondary"
+                    data-testid="taken-restore"
+                    onClick={openRestore}
+                  >
+                    Restore from a backup file
+                  </button>
+                </>
+              )}
+            </Show>
+          </div>
         </Show>
         <button type="submit" class="primary">
           Create my identity
         </button>
       </form>
-      <details class="restore-box">
+      <details
+        class="restore-box"
+        open={restoreOpen()}
+        onToggle={(e) => setRestoreOpen(e.currentTarget.open)}
+      >
         <summary>Restore from a backup file</summary>
-        <Restore />
+        <Restore
+          fileRef={(el) => {
+            restoreFile = el;
+          }}
+        />
       </details>
     </Centered>
   );
@@ -117,7 +183,9 @@ export function Creating(props: { username: string; step: number }) {
   return (
     <Centered>
       <Logo size={64} />
-      <h1>Setting up {props.username}</h1>
+      <h1 class="ellipsis" title={props.username}>
+        Setting up {props.username}
+      </h1>
       <progress max={CREATE_STEPS.length} value={props.step} aria-label="Identity setup progress" />
       <ol class="steps" aria-live="polite">
         <For each={CREATE_STEPS}>

@@ -1,9 +1,11 @@
 /**
  * Settings: this device's identity (name, fingerprint, full public key), identity export as a
- * passphrase-encrypted file (storage/backup.ts) and notifications.
+ * passphrase-encrypted file (storage/backup.ts), the passphrase lock, the colour theme and
+ * notifications.
  */
-import { createSignal, Show } from "solid-js";
+import { createSignal, For, Show } from "solid-js";
 import { useParley } from "../app/context";
+import { applyTheme, readTheme, THEME_CHOICES, type ThemeChoice } from "../platform/theme";
 import { MIN_PASSPHRASE_LENGTH } from "../storage/backup";
 import { MIN_LOCK_PASSPHRASE } from "../storage/lock";
 import { Modal } from "./Dialogs";
@@ -123,6 +125,42 @@ function LockSection() {
   );
 }
 
+const THEME_LABEL: Record<ThemeChoice, string> = {
+  system: "System",
+  light: "Light",
+  dark: "Dark",
+};
+
+function ThemeSection() {
+  const [theme, setTheme] = createSignal(readTheme());
+  return (
+    <section class="settings-section" aria-labelledby="settings-theme">
+      <h3 id="settings-theme">Appearance</h3>
+      <div class="segmented" role="radiogroup" aria-labelledby="settings-theme">
+        <For each={THEME_CHOICES}>
+          {(choice) => (
+            <label class="segment">
+              <input
+                type="radio"
+                name="theme"
+                value={choice}
+                data-testid={`theme-${choice}`}
+                checked={theme() === choice}
+                onChange={() => {
+                  setTheme(choice);
+                  applyTheme(choice);
+                }}
+              />
+              <span>{THEME_LABEL[choice]}</span>
+            </label>
+          )}
+        </For>
+      </div>
+      <p class="help">“System” follows your device’s light or dark setting.</p>
+    </section>
+  );
+}
+
 export function SettingsDialog(props: { onClose: () => void }) {
   const { state, actions, notifyPerm } = useParley();
   const [pass, setPass] = createSignal("");
@@ -157,7 +195,9 @@ export function SettingsDialog(props: { onClose: () => void }) {
         <h3 id="settings-identity">Your identity</h3>
         <dl class="keys">
           <dt>Username</dt>
-          <dd>{state.me?.username}</dd>
+          <dd class="ellipsis" title={state.me?.username}>
+            {state.me?.username}
+          </dd>
           <dt>Fingerprint</dt>
           <dd class="fingerprint">{state.me?.fingerprint}</dd>
           <dt>Public key</dt>
@@ -211,6 +251,7 @@ export function SettingsDialog(props: { onClose: () => void }) {
         </form>
       </section>
       <LockSection />
+      <ThemeSection />
       <section class="settings-section" aria-labelledby="settings-notify">
         <h3 id="settings-notify">Notifications</h3>
         <Show

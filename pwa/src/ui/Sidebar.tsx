@@ -1,17 +1,27 @@
 /**
  * Left pane: groups (broadcast first; join any other by name) and people (everyone online plus
- * past 1:1 chats), each with unread badge and last-message preview.
+ * past 1:1 chats, or anyone by username through "New chat"), each with unread badge, last-message
+ * preview, and a warning mark when a contact's safety number changed.
  */
 import { createMemo, createSignal, For, Show } from "solid-js";
-import type { ContactInfo } from "../../../shared/core/client-api";
 import { useParley } from "../app/context";
-import { type ConvView, convIdOf, lastMessage, sortedConvs } from "../state/model";
+import {
+  type ConvView,
+  convIdOf,
+  isMember,
+  lastMessage,
+  peopleRows,
+  sortedConvs,
+} from "../state/model";
+import { nameProblem } from "../state/names";
+import { NewChatDialog } from "./Dialogs";
 import { avatarClass, formatTime } from "./format";
+import { NameHint } from "./NameHint";
 
 function Preview(props: { conv: ConvView | undefined; fallback: string }) {
   const last = createMemo(() => (props.conv ? lastMessage(props.conv) : undefined));
   return (
-    <span class="row-preview">
+    <span class="row-preview" dir="auto">
       <Show when={last()} fallback={props.fallback}>
         {(m) => (
           <>
@@ -21,7 +31,7 @@ function Preview(props: { conv: ConvView | undefined; fallback: string }) {
             <Show when={m().direction === "in" && props.conv?.kind === "group"}>
               <span class="muted">{m().from}: </span>
             </Show>
-            {m().text}
+            {m().text.slice(0, 200)}
           </>
         )}
       </Show>
@@ -45,28 +55,11 @@ function Badge(props: { n: number; name: string }) {
 export function Sidebar() {
   const { state, actions } = useParley();
   const [groupName, setGroupName] = createSignal("");
+  const [groupTried, setGroupTried] = createSignal(false);
+  const [newChat, setNewChat] = createSignal(false);
   const lists = createMemo(() => sortedConvs(state));
-
-  /** Online people first (alphabetical), then earlier chats with people now offline. */
-  const people = createMemo(() => {
-    const me = state.me?.username;
-    const online = new Map<string, ContactInfo>();
-    for (const u of state.presence) if (u.username !== me) online.set(u.username, u);
-    const rows: { name: string; online: boolean; verified: boolean; conv: ConvView | undefined }[] =
-      [];
-    const isVerified = (c: ConvView | undefined) =>
-      c?.status === "verified" || (c?.members[0]?.verified ?? false);
-    for (const name of [...online.keys()].sort()) {
-      const conv = state.convs[convIdOf("direct", name)];
-      rows.push({ name, online: true, verified: isVerified(conv), conv });
-    }
-    for (const c of lists().directs) {
-      if (!online.has(c.name) && c.name !== me) {
-        rows.push({ name: c.name, online: false, verified: isVerified(c), conv: c });
-      }
-    }
-    return rows;
-  });
+  const people = createMemo(() => peopleRows(state));
+  let groupInput: HTMLInputElement | undefined;
 
   const lastAt = (c: ConvView | undefined) => {
     const m = c ? lastMessage(c) : undefined;
@@ -82,7 +75,7 @@ export function Sidebar() {
         <ul class="rows">
           <For each={lists().groups}>
             {(g) => {
-              const member = () => g.epoch >= 0 || g.joining;
+              const member = () => isMember(g);
               return (
                 <li class="row-wrap">
                   <button
@@ -98,7 +91,9 @@ export function Sidebar() {
                     </span>
                     <span class="row-main">
                       <span class="row-top">
-                        <span class="row-name">#{g.name}</span>
+                        <span class="row-name" title={`#${g.name}`}>
+                          #{g.name}
+                        </span>
                         <span class="row-time">{lastAt(g)}</span>
                       </span>
                       <Preview
@@ -130,37 +125,72 @@ export function Sidebar() {
         </ul>
         <form
           class="join-form"
+          noValidate
           onSubmit={(e) => {
             e.preventDefault();
-            if (groupName().trim()) void actions.joinGroup(groupName());
+            if (nameProblem(groupName()) !== null) {
+              setGroupTried(true);
+              groupInput?.focus();
+              return;
+            }
+            void actions.joinGroup(groupName());
             setGroupName("");
+            setGroupTried(false);
           }}
         >
-          <label for="join-group" class="visually-hidden">
-            Join a group by name
-          </label>
-          <input
-            id="join-group"
-            placeholder="Join a group by name"
-            maxLength={32}
-            autocapitalize="none"
-            spellcheck={false}
+          <div class="join-row">
+            <label for="join-group" class="visually-hidden">
+              Join a group by name
+            </label>
+            <input
+              id="join-group"
+              ref={groupInput}
+              placeholder="Join a group by name"
+              maxLength={64}
+              autocapitalize="none"
+              spellcheck={false}
+              aria-describedby="join-group-problem"
+              value={groupName()}
+              onInput={(e) => setGroupName(e.currentTarget.value)}
+            />
+            <button type="submit" class="small">
+              Join
+            </button>
+          </div>
+          <NameHint
+            id="join-group-problem"
             value={groupName()}
-            onInput={(e) => setGroupName(e.currentTarget.value.toLowerCase())}
+            showEmpty={groupTried()}
+            onAccept={(n) => {
+              setGroupName(n);
+              groupInput?.focus();
+            }}
           />
-          <button type="submit" class="small">
-            Join
-          </button>
         </form>
       </section>
       <section aria-labelledby="people-heading">
-        <h2 id="people-heading" class="section-title">
-          People <span class="count">{people().filter((p) => p.online).length} online</span>
-        </h2>
+        <div class="section-head">
+          <h2 id="people-heading" class="section-title">
+            People <span class="count">{people().filter((p) => p.online).length} online</span>
+          </h2>
+          <button
+            type="button"
+            class="small"
+            data-testid="new-chat"
+            title="Write to anyone on this relay by username"
+            onClick={() => setNewChat(true)}
+          >
+            New chat
+          </button>
+        </div>
         <ul class="rows">
           <For
             each={people()}
-            fallback={<li class="empty">Nobody else is online yet. Share this address!</li>}
+            fallback={
+              <li class="empty">
+                Nobody else is online yet. Share this address, or start a New chat by username.
+              </li>
+            }
           >
             {(p) => (
               <li class="row-wrap">
@@ -179,11 +209,23 @@ export function Sidebar() {
                   </span>
                   <span class="row-main">
                     <span class="row-top">
-                      <span class="row-name">
-                        {p.name}
-                        <Show when={p.verified}>
+                      <span class="row-name-line">
+                        <span class="row-name" title={p.name}>
+                          {p.name}
+                        </span>
+                        <Show when={p.keyChanged}>
+                          <span
+                            class="key-changed-mark"
+                            role="img"
+                            aria-label="safety number changed"
+                            title="Safety number changed: compare it before you continue"
+                            data-testid="key-changed-mark"
+                          >
+                            ⚠
+                          </span>
+                        </Show>
+                        <Show when={p.verified && !p.keyChanged}>
                           <span class="verified-mark" title="Safety number verified">
-                            {" "}
                             ✓<span class="visually-hidden"> verified</span>
                           </span>
                         </Show>
@@ -200,6 +242,9 @@ export function Sidebar() {
           </For>
         </ul>
       </section>
+      <Show when={newChat()}>
+        <NewChatDialog onClose={() => setNewChat(false)} />
+      </Show>
     </nav>
   );
 }

@@ -7,8 +7,22 @@ export function Toasts(props: { store: ToastStore }) {
     <div class="toasts" aria-live="polite">
       <For each={props.store.toasts}>
         {(t) => (
-          <div class={`toast toast-${t.kind}`} role={t.kind === "error" ? "alert" : "status"}>
-            <span>{t.text}</span>
+          <div
+            class={`toast toast-${t.kind}`}
+            role={t.kind === "error" ? "alert" : "status"}
+            data-testid="toast"
+          >
+            <div class="toast-main">
+              <span class="toast-text">{t.text}</span>
+              <Show when={t.details}>
+                {(d) => (
+                  <details class="toast-details" onToggle={() => props.store.pin(t.id)}>
+                    <summary>Details</summary>
+                    <code>{d()}</code>
+                  </details>
+                )}
+              </Show>
+            </div>
             <Show when={t.action}>
               {(a) => (
                 <button

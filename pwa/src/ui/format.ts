@@ -1,6 +1,6 @@
 /** Small display helpers shared by the views. */
 import type { ConversationStatus } from "../../../shared/core/client-api";
-import type { ConnView } from "../state/model";
+import { type ConnView, type ConvView, isMember } from "../state/model";
 
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const dayFmt = new Intl.DateTimeFormat(undefined, {
@@ -31,21 +31,25 @@ export const STATUS_LABEL: Record<ConversationStatus, string> = {
   key_changed: "Key changed",
 };
 
-/** The chat status the top bar shows: the socket's state wins while it is not online. */
+/**
+ * The chat status the top bar shows: the socket's state wins while it is not online (the
+ * countdown to the next attempt is the connection notice's, see wording.ts). `conv` refines the
+ * engine's status where it cannot tell the difference: a group we never joined is "offline" to
+ * the engine but not a connection problem, nor is a name the relay does not know.
+ */
 export function chatStatusLabel(
   conn: ConnView,
   status: ConversationStatus | null,
-  now: number,
+  _now: number,
+  conv?: Pick<ConvView, "kind" | "epoch" | "joining" | "missingUser">,
 ): { label: string; tone: "ok" | "good" | "warn" | "bad" | "muted" } {
   switch (conn.kind) {
-    case "waiting": {
-      const s = Math.max(0, Math.ceil((conn.retryAt - now) / 1000));
-      return { label: `Offline — reconnecting in ${s} s`, tone: "bad" };
-    }
+    case "waiting":
+      return { label: "Offline", tone: "bad" };
     case "replaced":
-      return { label: "Offline — signed in elsewhere", tone: "bad" };
+      return { label: "Signed in elsewhere", tone: "bad" };
     case "retired":
-      return { label: "Offline — moved to another device", tone: "bad" };
+      return { label: "Moved to another device", tone: "bad" };
     case "stopped":
     case "idle":
       return { label: "Offline", tone: "bad" };
@@ -54,6 +58,11 @@ export function chatStatusLabel(
       return { label: "Connecting", tone: "muted" };
     case "online":
       break;
+  }
+  if (conv?.kind === "direct" && conv.missingUser) return { label: "No such user", tone: "bad" };
+  if (conv?.kind === "group" && status !== "key_changed") {
+    if (conv.joining) return { label: "Joining", tone: "warn" };
+    if (!isMember(conv)) return { label: "Not joined", tone: "muted" };
   }
   if (status === null) return { label: "Online", tone: "ok" };
   const label = STATUS_LABEL[status];

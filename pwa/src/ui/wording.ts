@@ -1,0 +1,233 @@
+/**
+ * The words the user reads. The engine and the relay speak in typed events and error codes
+ * (shared/core/client-api.ts `SystemLine.kind`, `CoreErrorCode`; shared/protocol.ts `ERRORS`);
+ * their own texts are written for engineers ("New group key (epoch 4) from bob",
+ * "unknown_user: No such user in this hub."). Here each kind and code becomes a plain sentence,
+ * and the technical text stays available behind a "Details" disclosure. Pure, unit-tested.
+ */
+import type { ConnView } from "../state/model";
+import type { HistoryEntry, HistorySystem } from "../storage/schemas";
+
+export interface Worded {
+  /** What the user reads. */
+  text: string;
+  /** The technical text, shown only on request; null when there is nothing more to say. */
+  details: string | null;
+}
+
+/** The code in an engine message of the form "<relay code>: <wire text>", if there is one. */
+export function relayCodeOf(message: string): string | null {
+  const m = /^([a-z_]+): /.exec(message);
+  return m?.[1] ?? null;
+}
+
+/** The engine's reason in parentheses at the end of a line ("… could not be read (replay)"). */
+function reasonOf(text: string): string | null {
+  return /\(([a-z_]+)\)\s*$/.exec(text)?.[1] ?? null;
+}
+
+/** The PWA writes this line itself (the engine has none), so there is nothing technical behind it. */
+const ended = (who: string): Worded => ({
+  text: `You ended the secure session with ${who}. The next message starts a new one.`,
+  details: null,
+});
+
+/** "bob's" — names are lower-case ASCII (shared/protocol.ts Name), so no other rule is needed. */
+const possessive = (name: string) => `${name}'s`;
+
+/**
+ * One system line in plain words. `me` is our username (lines about ourselves say "You").
+ * The engine's own text becomes the details when it says more than the plain sentence.
+ */
+export function describeSystem(e: HistorySystem, me: string | null): Worded {
+  const who = e.username ?? "Someone";
+  const isMe = e.username !== undefined && e.username === me;
+  const withDetails = (text: string): Worded => ({
+    text,
+    details: e.text.trim() === text ? null : e.text,
+  });
+  switch (e.sysKind) {
+    case "joined":
+      return withDetails(isMe ? "You joined" : `${who} joined`);
+    case "left":
+      return withDetails(isMe ? "You left" : `${who} left`);
+    case "epoch":
+      return withDetails(
+        isMe
+          ? "You renewed the group's encryption key"
+          : `${who} renewed the group's encryption key`,
+      );
+    case "key_changed":
+      return withDetails(
+        `${possessive(who)} safety number changed. Compare it with them before you continue.`,
+      );
+    case "key_accepted":
+      return withDetails(`You accepted ${possessive(who)} new safety number`);
+    case "verified":
+      return withDetails(`You marked ${who} as verified`);
+    case "session_ended":
+      return ended(who);
+    case "session_started":
+      return withDetails(`Messages with ${who} are end-to-end encrypted`);
+    case "decrypt_failed": {
+      const healing = reasonOf(e.text) === "unknown_session" && e.conversationId.startsWith("dm:");
+      return withDetails(
+        healing
+          ? `A message from ${who} could not be decrypted — Parley is repairing the session`
+          : `A message from ${who} could not be decrypted`,
+      );
+    }
+    case "repairing":
+      return withDetails(
+        `A message from ${who} could not be decrypted on this device — Parley is setting up a new secure session and asking ${who} to send it again`,
+      );
+    case "resending": {
+      const n = e.count ?? 0;
+      const what = n === 1 ? "1 message" : `${n} messages`;
+      return withDetails(
+        `${who} could not read ${what} (a new or restored device) — sending ${n === 1 ? "it" : "them"} again`,
+      );
+    }
+    case "missing": {
+      const n = Number(/^(\d+) message/.exec(e.text)?.[1] ?? "0");
+      const what = n === 1 ? "A message" : n > 1 ? `${n} messages` : "Some messages";
+      return withDetails(`${what} from ${who} never arrived`);
+    }
+  }
+}
+
+/**
+ * Plain words for every system line of a conversation, in one pass. A membership change is one
+ * commit that the engine reports as "X joined" + "New group key (epoch N) from Y": the key line
+ * is folded into the membership line's details (null in the map = not shown on its own).
+ */
+export function describeLog(entries: readonly HistoryEntry[], me: string | null) {
+  const out = new Map<string, Worded | null>();
+  let host: { id: string; at: number } | null = null;
+  for (const e of entries) {
+    if (e.kind !== "sys") {
+      host = null;
+      continue;
+    }
+    if (e.sysKind === "epoch" && host && e.at - host.at < 5_000) {
+      const h = out.get(host.id);
+      if (h) out.set(host.id, { ...h, details: [h.details, e.text].filter(Boolean).join("\n") });
+      out.set(e.id, null);
+      continue;
+    }
+    out.set(e.id, describeSystem(e, me));
+    host = e.sysKind === "joined" || e.sysKind === "left" ? { id: e.id, at: e.at } : null;
+  }
+  return out;
+}
+
+/** Wire error codes (shared/protocol.ts ERRORS) in plain words. */
+const RELAY_ERRORS: Readonly<Record<string, string>> = {
+  bad_frame: "The relay did not understand a request from this app. Reloading Parley may help.",
+  unknown_type: "The relay did not understand a request from this app. Reloading Parley may help.",
+  unsupported_version: "This version of Parley does not match the relay. Reload to update.",
+  too_large: "That was too large for the relay to carry.",
+  not_authenticated: "Not signed in to the relay yet. Parley will try again.",
+  already_authenticated: "Parley was already signed in to the relay.",
+  auth_failed: "The relay could not confirm your identity.",
+  bad_signature: "The relay could not confirm your identity.",
+  name_taken: "That username belongs to someone else on this relay.",
+  identity_bound: "Your identity already uses another username on this relay.",
+  unknown_user: "There is no one with that username on this relay. Check the spelling.",
+  rate_limited: "You are sending very fast. Wait a moment and try again.",
+  mailbox_full:
+    "Their mailbox on the relay is full. They need to come online before more can reach them.",
+  not_member: "You are not a member of that group.",
+  stale_epoch: "The group changed just now. Parley is catching up; try again in a moment.",
+  roster_mismatch: "The group changed just now. Parley is catching up; try again in a moment.",
+  removal_pending: "Someone left the group. Parley is waiting for the new group key.",
+  group_full: "That group is full.",
+  limit_reached: "A relay limit was reached (for example, how many groups one person may create).",
+  replaced: "Parley was opened in another tab or on another device.",
+  device_replaced:
+    "Your identity was restored on another device, which now receives your messages.",
+  internal: "The relay had a problem. Try again.",
+};
+
+/** Engine error codes (CoreErrorCode) in plain words. */
+const CORE_ERRORS: Readonly<Record<string, string>> = {
+  malformed: "Parley received something it could not understand, and ignored it.",
+  bad_signature: "A message failed its authenticity check and was not shown.",
+  identity_mismatch: "A message was meant for a different key than yours and was not shown.",
+  key_changed: "A safety number changed. Compare it before you continue.",
+  replay: "A message arrived twice; the copy was ignored.",
+  too_far: "A message arrived too far out of order to be decrypted.",
+  decrypt_failed: "A message could not be decrypted.",
+  unknown_session:
+    "A message arrived for a secure session this device does not have. Parley is repairing it.",
+  stale_state: "Parley is active in another tab, so this one stopped.",
+  stale_epoch: "The group key is being renewed. Try again in a moment.",
+  not_member: "You are not a member of this group.",
+  roster_mismatch: "The group's member list did not match. Parley is catching up.",
+  removal_pending: "Someone left the group. Parley is waiting for the new group key.",
+  no_prekey: "A message used a key this device no longer has, so it could not be read.",
+  prekey_limit: "Too many new conversations started at once. Try again later.",
+  not_connected: "Not connected to the relay. Parley will try again.",
+  too_long: "That message is too long to send in one piece. Split it into several messages.",
+  outbox_entry_invalid:
+    "A message saved for sending was damaged and could not be sent. It is marked as not sent.",
+};
+
+/** A typed error (engine code + message) as a plain sentence, the raw text as details. */
+export function describeError(code: string, message: string): Worded {
+  const details = `${code}: ${message}`;
+  if (code === "relay_error") {
+    const relay = relayCodeOf(message);
+    const text = relay !== null ? RELAY_ERRORS[relay] : undefined;
+    return { text: text ?? "The relay refused a request.", details };
+  }
+  return { text: CORE_ERRORS[code] ?? "Something went wrong.", details };
+}
+
+/** Whatever an action threw, worded: typed errors by code, anything else generically. */
+export function describeThrown(err: unknown): Worded {
+  if (err instanceof Error && "code" in err && typeof err.code === "string") {
+    return describeError(err.code, err.message);
+  }
+  return {
+    text: "Something went wrong.",
+    details: err instanceof Error ? `${err.name}: ${err.message}` : String(err),
+  };
+}
+
+/** The relay has no user by the name we asked for (the engine's failed `fetch_bundle`). */
+export function isUnknownUser(code: string, message: string): boolean {
+  return code === "relay_error" && relayCodeOf(message) === "unknown_user";
+}
+
+export function unknownUserText(name: string): string {
+  return `There is no one called “${name}” on this relay. Check the spelling.`;
+}
+
+/** The notice under the top bar while the connection needs the user's attention. */
+export function connectionNotice(
+  conn: ConnView,
+  now: number,
+): { text: string; action: "retry" | "use_here"; seconds: number | null } | null {
+  if (conn.kind === "waiting") {
+    const s = Math.max(0, Math.ceil((conn.retryAt - now) / 1000));
+    return {
+      text: s > 0 ? `Reconnecting in ${s} s…` : "Reconnecting…",
+      action: "retry",
+      seconds: s,
+    };
+  }
+  if (conn.kind === "replaced") {
+    return {
+      text: "Signed in elsewhere: Parley was opened in another tab or on another device, and messages go there now.",
+      action: "use_here",
+      seconds: null,
+    };
+  }
+  return null;
+}
+
+/** The tab title, with the unread count first so it shows in a narrow tab: "(3) Parley". */
+export function tabTitle(unread: number): string {
+  return unread > 0 ? `(${unread > 999 ? "999+" : unread}) Parley` : "Parley";
+}
