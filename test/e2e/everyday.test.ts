@@ -679,7 +679,7 @@ describe("Parley in everyday use", () => {
     await a.setViewportSize({ width: 1280, height: 800 });
   });
 
-  test("signed in elsewhere: 'Use here' takes the connection back", async () => {
+  test("restored elsewhere: this browser says so, and 'Use Parley here instead' takes it back", async () => {
     const a = u("l1").page;
     await a.getByTestId("open-settings").click();
     await a.fill("#export-pass", "a long export passphrase");
@@ -701,14 +701,14 @@ describe("Parley in everyday use", () => {
     await other.getByTestId("restore-submit").click();
     await other.getByTestId("my-username").waitFor({ timeout: 30_000 });
 
-    await a.getByTestId("use-here").waitFor({ timeout: 30_000 });
-    expect(await a.getByTestId("conn-notice").textContent()).toMatch(/Signed in elsewhere/);
-    expect(await pill(a)).toBe("Signed in elsewhere");
-    await shot(a, "everyday-signed-in-elsewhere");
-    await a.getByTestId("use-here").click();
-    await a.getByTestId("conn-notice").waitFor({ state: "detached", timeout: 30_000 });
-    // The newest connection wins: now the other browser is the one signed in elsewhere.
-    await other.getByTestId("use-here").waitFor({ timeout: 30_000 });
+    // The restore claimed the identity (PROTOCOL §4.3): this browser is told, not left "Secure".
+    await a.getByTestId("retired-banner").waitFor({ timeout: 30_000 });
+    expect(await pill(a)).toBe("Moved to another device");
+    await shot(a, "everyday-restored-elsewhere");
+    await a.getByTestId("reclaim-device").click();
+    await a.getByTestId("retired-banner").waitFor({ state: "detached", timeout: 30_000 });
+    // Taking it back retires the other browser in turn.
+    await other.getByTestId("retired-banner").waitFor({ timeout: 30_000 });
     await openChat(a, "bartholomew-fitzgerald-lancaster");
     await openChat(u("l2").page, "alexandra-montgomery-whitfield-1");
     await send(a, "Sent after taking the connection back");
