@@ -518,7 +518,8 @@ describe("Parley in everyday use", () => {
     expect(await bg()).toBe("rgb(13, 14, 28)");
     await d.getByTestId("open-settings").click();
     await d.getByTestId("theme-system").check();
-    await d.waitForFunction(() => document.documentElement.dataset.theme === undefined);
+    // "System": the system's theme (light in this headless browser), nothing stored.
+    await d.waitForFunction(() => document.documentElement.dataset.theme === "light");
     expect(await d.evaluate(() => localStorage.getItem("parley-theme"))).toBeNull();
     expect(await bg()).toBe("rgb(244, 245, 250)");
     await d.keyboard.press("Escape");

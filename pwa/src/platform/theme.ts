@@ -2,7 +2,8 @@
  * The colour theme the user picked in Settings: follow the system, or always light or dark.
  * Kept in localStorage (a display preference, nothing private) so that pwa/public/theme.js can
  * apply it synchronously from <head>, before the first paint: no flash of the other theme.
- * The styles read `data-theme` on <html> (styles.css); "system" leaves it unset.
+ * The styles read `data-theme` on <html>, always "light" or "dark": for "system" it is the
+ * system's current choice, which theme.js also follows when it changes.
  */
 export type ThemeChoice = "system" | "light" | "dark";
 
@@ -25,9 +26,8 @@ export function readTheme(): ThemeChoice {
 }
 
 export function applyTheme(choice: ThemeChoice): void {
-  const root = document.documentElement;
-  if (choice === "system") delete root.dataset.theme;
-  else root.dataset.theme = choice;
+  const dark = window.matchMedia("(prefers-color-scheme: dark)").matches;
+  document.documentElement.dataset.theme = choice === "system" ? (dark ? "dark" : "light") : choice;
   try {
     if (choice === "system") localStorage.removeItem(THEME_KEY);
     else localStorage.setItem(THEME_KEY, choice);
