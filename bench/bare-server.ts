@@ -1,5 +1,5 @@
 /**
- * The baseline relay for issue 6: a bare Node `ws` fan-out server with no authentication, storage
+ * The baseline relay for the relay benchmarks: a bare Node `ws` fan-out server with no authentication, storage
  * or validation beyond JSON.parse. It marks the practical ceiling of this machine, so Parley's relay
  * figures can be given as a ratio against it, measured in the same run.
  *

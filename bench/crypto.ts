@@ -1,5 +1,5 @@
 /**
- * 1:1 crypto in Node (issue 6): Parley's pure core (shared/core dm.ts / ratchet.ts / prekeys.ts)
+ * 1:1 crypto in Node: Parley's pure core (shared/core dm.ts / ratchet.ts / prekeys.ts)
  * against Signal's own library, interleaved round by round so machine drift hits both alike.
  *
  * Parley is driven through the same transitions the engine uses — envelope, content encoding,

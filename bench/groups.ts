@@ -1,5 +1,5 @@
 /**
- * Group costs (issue 6) through the core's pure functions (shared/core/group.ts), exactly the
+ * Group costs through the core's pure functions (shared/core/group.ts), exactly the
  * calls the engine makes: creating a commit = createCommit (every roster prekey verified while
  * the commit is built: one HPKE wrap per member, signature, confirmation tag); processing a
  * commit = receiveCommit (signature, roster checks, every roster prekey, our wrap, the tag, the

@@ -1,6 +1,6 @@
 /**
  * Benchmark harness: every figure that matters is a ratio against a baseline measured in the same
- * run (issue 6), because absolute timings drift on a shared 2-core machine. No timed assertions.
+ * run, because absolute timings drift on a shared 2-core machine. No timed assertions.
  */
 
 /** A numeric setting from the environment (Node) or its default (browser: no `process`). */

@@ -1,6 +1,6 @@
 /**
  * Baseline: Signal's own library (`@signalapp/libsignal-client`, Rust via N-API) driven through
- * in-memory stores, so Parley's 1:1 figures can be stated as ratios against it (issue 6).
+ * in-memory stores, so Parley's 1:1 figures can be stated as ratios against it.
  */
 import * as S from "@signalapp/libsignal-client";
 

@@ -1,5 +1,5 @@
 /**
- * `npm run bench` (issue 6): every section, every figure with the baseline it is compared with
+ * `npm run bench`: every section, every figure with the baseline it is compared with
  * (measured in the same run), the targets and whether each is met. Prints Markdown tables and
  * writes bench/results/last-run.{md,json} plus two hand-written SVG plots.
  *

@@ -1,5 +1,5 @@
 /**
- * Per-primitive speed, WebCrypto vs noble (issue 6), and in Node also the Node backend
+ * Per-primitive speed, WebCrypto vs noble, and in Node also the Node backend
  * (node/crypto-backend.ts: libsodium for X25519, node:crypto for the rest) against the faster of those two. Runtime-neutral: the
  * same module runs in Node and, bundled (bench/browser-primitives.ts), inside headless Chromium —
  * the PWA's runtime — so the product's choice of path per primitive and size is checked where it

@@ -1,5 +1,5 @@
 /**
- * Profiling aid for the relay (issue 6: "if missed, profile"): starts `wrangler dev`, attaches to
+ * Profiling aid for the relay ("if missed, profile"): starts `wrangler dev`, attaches to
  * its inspector (port + 1000), records a V8 CPU profile of the Worker/Durable Object while the
  * load driver runs group fan-out, and writes it to bench/results/relay.cpuprofile (open it in
  * Chrome DevTools). Usage: node dist/bench/profile-relay.mjs [clients] [perClientRate] [mode]

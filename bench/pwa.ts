@@ -1,5 +1,5 @@
 /**
- * PWA figures (issue 6): initial JavaScript gzipped, from the vite build output (dist/pwa), and
+ * PWA figures: initial JavaScript gzipped, from the vite build output (dist/pwa), and
  * the time from navigation start to "connected and ready" in headless Chromium against a real
  * `wrangler dev`: the top bar's status pill turns to tone "ok" ("Online") once the relay has
  * welcomed the engine (pwa/src/ui/TopBar.tsx, format.ts chatStatusLabel).

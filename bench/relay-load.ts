@@ -1,5 +1,5 @@
 /**
- * Relay load driver (issue 6): N WebSocket clients on 127.0.0.1 send 1:1 or group traffic at a
+ * Relay load driver: N WebSocket clients on 127.0.0.1 send 1:1 or group traffic at a
  * bounded, fixed offered rate for a bounded time, against Parley's relay (`wrangler dev`, full
  * protocol: authenticated, mailbox with acks, group epochs) and against the bare `ws` fan-out
  * server. Each body carries its send time, so every delivery yields a latency sample.

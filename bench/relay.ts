@@ -1,5 +1,5 @@
 /**
- * Relay throughput, latency, CPU and memory (issue 6): the Parley relay under `wrangler dev`
+ * Relay throughput, latency, CPU and memory: the Parley relay under `wrangler dev`
  * (port 8793) and the bare `ws` fan-out server (port 8796, bench/bare-server.ts) side by side,
  * each configuration run against both back to back (alternating which goes first). Loopback
  * only, bounded durations; both servers are stopped by PID (process group) at the end.

@@ -1,5 +1,5 @@
 /**
- * Hand-written SVG line charts for the bench (issue 6: no plotting dependency). Log or linear
+ * Hand-written SVG line charts for the bench (no plotting dependency). Log or linear
  * axes, one polyline with markers per series, optional horizontal target lines, a legend.
  */
 export interface Series {

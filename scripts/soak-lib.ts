@@ -1,5 +1,5 @@
 /**
- * Soak (issue 6): real `ParleyClient` engines (MemoryStore) in this Node process, connected over
+ * Soak: real `ParleyClient` engines (MemoryStore) in this Node process, connected over
  * `ws` to a real `wrangler dev` relay on 127.0.0.1, exchanging 1:1 and group traffic at a bounded
  * rate. Every message text carries (sender, conversation, sequence number), so at the end we can
  * count, per receiver, what was lost, what surfaced twice (after the engine's dedupe) and what

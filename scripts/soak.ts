@@ -1,5 +1,5 @@
 /**
- * `npm run soak` (issue 6): 50 protocol clients for 60 s of 1:1 and group traffic against a real
+ * `npm run soak`: 50 protocol clients for 60 s of 1:1 and group traffic against a real
  * `wrangler dev` on 127.0.0.1:8797, then the same again with the relay killed and restarted mid-run.
  * Prints the counts; exits non-zero unless lost, duplicated and failed are all zero.
  *

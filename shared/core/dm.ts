@@ -58,7 +58,7 @@ export const MAX_HELD = 50;
  * hs_init ephemerals remembered per peer (§8.2.3). Only the peer can make a valid init, one per
  * handshake it starts, so 128 covers far more handshakes than a peer makes with us while its key
  * stays pinned (acceptKeyChange clears it); 16 let a relay replay an old init after a few
- * resets and knock out a handshake in progress (review L2). ~5.6 KB of base64 per peer.
+ * resets and knock out a handshake in progress. ~5.6 KB of base64 per peer.
  */
 export const MAX_SEEN_INITS = 128;
 

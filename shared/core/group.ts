@@ -769,7 +769,7 @@ export async function decryptGroup(params: {
 
 // Per-message lookups in a large group (§9.5). A group message names its sender; finding that
 // sender's roster entry and chain by linear scans (and rebuilding the chains with a closure per
-// entry) made the cost of receiving one message grow with the roster (issue 6 wants it flat).
+// entry) made the cost of receiving one message grow with the roster (it must stay flat, docs/PERFORMANCE.md).
 // Stored epochs are never mutated (every update returns new arrays), so an index built once per
 // array stays valid; each hit is still checked against the entry itself, and a miss falls back
 // to the scan, so a stale or absent index can only cost time, never pick the wrong member.

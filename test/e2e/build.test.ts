@@ -1,6 +1,6 @@
 /**
  * The production build (`npm run build` → dist/pwa) as shipped: the initial JavaScript budget
- * (≤ 150 KB gzipped, issue 5), no inline script (the Worker's CSP is `script-src 'self'`), and a
+ * (≤ 150 KB gzipped), no inline script (the Worker's CSP is `script-src 'self'`), and a
  * manifest that makes the app installable (name, short name, icons incl. maskable, standalone).
  */
 import { readFileSync } from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * The device side of the PWA (issue 5, storage): keys at rest are non-extractable, history is
+ * The device side of the PWA (storage): keys at rest are non-extractable, history is
  * ciphertext in IndexedDB and a tampered row is refused, only one tab owns the keys (Web Locks
  * take-over), and an identity moves to a new profile through a passphrase-encrypted file.
  * Users dave and erin in their own `wrangler dev` on 127.0.0.1:8792.

@@ -1,5 +1,5 @@
 /**
- * The PWA end to end (issue 5): three persistent Chromium profiles (alice, bob, carol) against a
+ * The PWA end to end: three persistent Chromium profiles (alice, bob, carol) against a
  * real `wrangler dev` serving the built app and the relay on 127.0.0.1:8792. One story, in order:
  * onboarding → presence → 1:1 both ways → equal safety numbers → broadcast to all → carol leaves
  * and sees nothing after → reload keeps everything → offline reload serves the app → bob offline,

@@ -1,5 +1,5 @@
 /**
- * A lying relay, seen from the PWA (issue 5, verification): after frank and gina have talked, the
+ * A lying relay, seen from the PWA (verification): after frank and gina have talked, the
  * relay starts announcing another identity key for gina (Playwright routes frank's WebSocket
  * through a rewriting proxy). Frank's screen must show the key-change banner, block sending, and
  * show a safety number that no longer matches gina's — never a silent new session.

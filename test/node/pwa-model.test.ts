@@ -70,7 +70,7 @@ describe("conversation model", () => {
     expect(upsertEntry(s, msg("b", 20, { text: "edited" }), { countUnread: true })).toBe(false);
     const c = s.convs["dm:bob"];
     expect(c?.entries.map((e) => e.id)).toEqual(["a", "b", "c"]);
-    // a sender cannot rewrite a message it already sent (review M1)
+    // a sender cannot rewrite a message it already sent
     expect(c?.entries[1]?.kind === "msg" && c.entries[1].text).toBe("text b");
     expect(c?.unread).toBe(3);
     markRead(s, "dm:bob", 99);

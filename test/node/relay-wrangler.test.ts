@@ -1,5 +1,5 @@
 /**
- * Black-box integration against a real `wrangler dev` (issue 3, "Done when"): /health, the 426 on
+ * Black-box integration against a real `wrangler dev` ("Done when"): /health, the 426 on
  * a plain /ws, the app at / with security headers, and several authenticated WebSocket clients over
  * ws and over the self-signed wss — including malformed, unknown and 2 MiB frames, after which the
  * relay still serves. Needs `npm run build` first (dist/pwa); `npm test` does that.

@@ -1,5 +1,5 @@
 /**
- * Story (review L4, §9.5): the previous epoch stays receive-only after a commit, for messages
+ * Story (§9.5): the previous epoch stays receive-only after a commit, for messages
  * sent just before it. A member removed by that commit (colluding with the relay) must not keep
  * injecting messages under its name into that epoch; a remaining member still can be read there.
  */

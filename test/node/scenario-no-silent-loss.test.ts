@@ -1,5 +1,5 @@
 /**
- * Story (review M4, §10.1): a genuine message is never acknowledged and then dropped.
+ * Story (§10.1): a genuine message is never acknowledged and then dropped.
  * - The relay merely *claims* a new key for alice in presence: bob's sending to alice is blocked
  *   (key_changed), but alice's messages on the session made with her pinned key keep arriving.
  * - Bob's storage fails while a message is processed: it is left un-acknowledged, the relay

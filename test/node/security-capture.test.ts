@@ -1,5 +1,5 @@
 /**
- * What the wire reveals (issue 7; docs/SECURITY.md §3): the original design's Wireshark analysis
+ * What the wire reveals (docs/SECURITY.md §3): the original design's Wireshark analysis
  * (origin report §5.3), automated. A real `wrangler dev` in https/wss mode, three ParleyClient
  * engines (alice, bob, carol) doing the whole story — connect and authenticate, 1:1 both ways,
  * group joins, group messages, a leave and the new epoch — with a tap on every frame at the relay

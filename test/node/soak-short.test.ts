@@ -1,5 +1,5 @@
 /**
- * The CI-sized soak (issue 6): 10 real ParleyClient engines over `ws` against a real `wrangler dev`,
+ * The CI-sized soak: 10 real ParleyClient engines over `ws` against a real `wrangler dev`,
  * 10 s of 1:1 and group traffic with every message sequence-numbered end to end, and the relay's
  * whole process group SIGKILLed at half time and restarted on the same --persist-to directory.
  * Asserts counts, never timings: nothing lost, nothing surfaced twice, nothing failed to decrypt.

@@ -1,5 +1,5 @@
 /**
- * The fast paths of group commits (shared/core/group.ts, issue 6) against their reference
+ * The fast paths of group commits (shared/core/group.ts) against their reference
  * definitions: wrap info and sender chain keys encoded once per epoch give the same bytes as the
  * per-member lp()/HKDF of §9.2.3 and §9.5 (property tests); the verified-prekey cache never lets
  * a changed or unverified roster entry through; a large commit's wraps are in roster order and

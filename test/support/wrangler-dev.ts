@@ -35,7 +35,7 @@ export interface StartOptions {
   vars?: Record<string, string>;
   /**
    * Persist to this directory instead of a fresh temp one, and keep it on stop (the caller owns
-   * it): a relay restarted with the same directory keeps its mailboxes (soak test, issue 6).
+   * it): a relay restarted with the same directory keeps its mailboxes (soak test).
    */
   persistTo?: string;
   /** Repository root to run wrangler in (default: derived from this file, else the cwd). */

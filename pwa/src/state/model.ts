@@ -149,7 +149,7 @@ export function systemEntry(
 /**
  * The same entry? Message ids are chosen by their sender (§8.6) and seen by every recipient, so
  * a message is identified by (sender, direction, id): another participant re-using an id we saw
- * names a different message and must never replace ours or a third party's (review M1).
+ * names a different message and must never replace ours or a third party's.
  */
 export function sameEntry(a: HistoryEntry, b: HistoryEntry): boolean {
   if (a.id !== b.id || a.kind !== b.kind) return false;

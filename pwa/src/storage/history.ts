@@ -33,7 +33,7 @@ export function draftKey(conv: string): string {
 /**
  * Messages are keyed by conversation, sender, direction and id (`<conv>|<from>|<in/out>|<id>`):
  * the id is sender-chosen, so another participant re-using it must land in its own row, never
- * overwrite ours (review M1). Names and conversation ids cannot contain `|`. System lines keep
+ * overwrite ours. Names and conversation ids cannot contain `|`. System lines keep
  * `<conv>|<id>` (their ids are local).
  */
 export function rowKey(entry: HistoryEntry): string {
