@@ -211,6 +211,7 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
           wrap,
           spkSecret: (id) => (id === receiver.entry.spkId ? receiver.spkSecret : null),
           now: 0,
+          from: { name: committer.entry.name, identityKey: toB64u(committer.identity.publicKey) },
         });
         if (r.record.current?.epoch !== epoch + 1) throw new Error("commit not applied");
       },

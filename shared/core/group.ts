@@ -56,7 +56,11 @@ const ReceiverSchema = v.strictObject({
   name: v.string(),
   ck: Key32,
   n: Uint,
-  skipped: v.array(v.strictObject({ n: Uint, mk: Key32 })),
+  /**
+   * `seq` orders skipped keys across every sender of the epoch, so the bound evicts the oldest
+   * first (§9.5). Keys stored before it existed have none and count as older than any that do.
+   */
+  skipped: v.array(v.strictObject({ n: Uint, mk: Key32, seq: v.optional(Uint) })),
 });
 type Receiver = v.InferOutput<typeof ReceiverSchema>;
 
@@ -76,6 +80,8 @@ export const EpochSchema = v.strictObject({
   receivers: v.array(ReceiverSchema),
   /** Messages we sent in this epoch (drives periodic updates, §9.6). */
   sent: Uint,
+  /** Next `seq` for a skipped key of this epoch (absent: none stored with one yet). */
+  skipSeq: v.optional(Uint),
 });
 export type EpochState = v.InferOutput<typeof EpochSchema>;
 
@@ -520,20 +526,17 @@ export async function receiveCommit(params: {
   spkSecret(id: number): Uint8Array | null;
   now: number;
   /**
-   * The relay-authenticated sender of the delivery (`deliver.from` / `fromKey`). The engine
-   * always passes it: the committer named inside the opaque core must be the account that
-   * actually sent the commit (§9.4 step 2), otherwise any joiner could commit "as" a member.
+   * The relay-authenticated sender of the delivery (`deliver.from` / `fromKey`). Required: the
+   * committer named inside the opaque core must be the account that actually sent the commit
+   * (§9.4 step 2), otherwise any joiner could commit "as" a member.
    */
-  from?: { name: string; identityKey: string };
+  from: { name: string; identityKey: string };
 }): Promise<{ record: GroupRecord; view: CommitView }> {
   const { record, hub, me } = params;
   const { body, tag, sig } = splitCore(params.core);
   const c = decodeCommitBody(body);
   if (c.hub !== hub || c.group !== record.group) throw malformed("commit for another group");
-  if (
-    params.from !== undefined &&
-    (params.from.name !== c.committer || params.from.identityKey !== enc(c.committerIk))
-  ) {
+  if (params.from.name !== c.committer || params.from.identityKey !== enc(c.committerIk)) {
     throw new CoreError("not_member", "commit was not sent by its committer");
   }
   if (c.epoch !== params.itemEpoch || c.epoch !== c.parentEpoch + 1)
@@ -724,6 +727,7 @@ export async function decryptGroup(params: {
   const aad = msgAad(hub, record.group, epoch, sender, ik, n);
   let next: Receiver;
   let mk: Uint8Array;
+  let skipSeq = ep.skipSeq ?? 0;
   const skippedIdx = rx.skipped.findIndex((s) => s.n === n);
   if (skippedIdx >= 0) {
     mk = b64((rx.skipped[skippedIdx] as { mk: string }).mk, "mk");
@@ -735,7 +739,7 @@ export async function decryptGroup(params: {
     const skipped = [...rx.skipped];
     for (let i = rx.n; i < n; i++) {
       const s = kdfCk(ck);
-      skipped.push({ n: i, mk: enc(s.mk) });
+      skipped.push({ n: i, mk: enc(s.mk), seq: skipSeq++ });
       ck = s.ck;
     }
     const s = kdfCk(ck);
@@ -751,20 +755,39 @@ export async function decryptGroup(params: {
   const content = decodeContent(pt);
   let receivers = ep.receivers.slice();
   receivers[rxAt] = next;
-  // Bound the skipped keys across all senders of the epoch: evict the oldest-numbered first.
+  // Bound the skipped keys across all senders of the epoch, the oldest evicted first (§9.5): a
+  // per-receiver share would let one sender's burst of losses evict another's recent keys, and
+  // in a large group leave each sender only a couple of keys.
   let total = 0;
   for (const x of receivers) total += x.skipped.length;
   if (total > MAX_GROUP_SKIPPED) {
-    receivers = receivers.map((x) => ({
-      ...x,
-      skipped: x.skipped.slice(-Math.floor(MAX_GROUP_SKIPPED / receivers.length)),
-    }));
+    receivers = evictOldestSkipped(receivers, total - MAX_GROUP_SKIPPED);
   } else {
     // Same names at the same positions: the new array inherits the old one's index.
     const idx = nameIndexes.get(ep.receivers);
     if (idx !== undefined) nameIndexes.set(receivers, idx);
   }
-  return { record: { ...record, [which as string]: { ...ep, receivers } }, content };
+  const epoch2: EpochState = { ...ep, receivers, ...(skipSeq > 0 ? { skipSeq } : {}) };
+  return { record: { ...record, [which as string]: epoch2 }, content };
+}
+
+/** Drop the `count` skipped keys with the lowest `seq` (no seq: oldest of all), §9.5. */
+function evictOldestSkipped(receivers: Receiver[], count: number): Receiver[] {
+  const all: { r: number; seq: number; n: number }[] = [];
+  receivers.forEach((x, r) => {
+    for (const s of x.skipped) all.push({ r, seq: s.seq ?? -1, n: s.n });
+  });
+  all.sort((a, b) => a.seq - b.seq || a.n - b.n);
+  const drop = new Map<number, Set<number>>();
+  for (const e of all.slice(0, count)) {
+    const set = drop.get(e.r) ?? new Set<number>();
+    set.add(e.n);
+    drop.set(e.r, set);
+  }
+  return receivers.map((x, r) => {
+    const set = drop.get(r);
+    return set === undefined ? x : { ...x, skipped: x.skipped.filter((s) => !set.has(s.n)) };
+  });
 }
 
 // Per-message lookups in a large group (§9.5). A group message names its sender; finding that

@@ -5,7 +5,7 @@
  */
 import * as v from "valibot";
 import type { IdentityKeyPair } from "../crypto";
-import { ed25519Sign } from "../crypto";
+import { ed25519Sign, x25519Forget } from "../crypto";
 import { lp } from "../encoding";
 import type { OneTimePrekey, SignedPrekey } from "../protocol";
 import { b64, enc, Key32, Uint } from "./codec";
@@ -107,6 +107,8 @@ export async function maintainSpk(
   graceMs: number,
 ): Promise<{ state: PrekeyState; rotated: boolean }> {
   const oldSpks = s.oldSpks.filter((o) => now - o.retiredAt < graceMs);
+  // Secrets past their grace period are deleted: drop what the DH cache derived from them too.
+  for (const o of s.oldSpks) if (!oldSpks.includes(o)) x25519Forget(b64(o.priv, "spk"));
   if (now - s.spk.createdAt < rotateMs && seenCount(s, s.spk.id) < MAX_SEEN_EPHEMERALS) {
     return { state: { ...s, oldSpks, seen: pruneSeen(s.seen, s.spk.id, oldSpks) }, rotated: false };
   }
@@ -187,5 +189,7 @@ export function consumePrekeys(
   if (seenCount(s, spkId) >= MAX_SEEN_EPHEMERALS)
     throw new CoreError("prekey_limit", "too many new sessions on this signed prekey");
   const seen = [...s.seen, `${spkId}:${enc(ekA)}`];
+  const used = opkId === null ? undefined : s.opks.find((o) => o.id === opkId);
+  if (used !== undefined) x25519Forget(b64(used.priv, "opk"));
   return { ...s, opks: opkId === null ? s.opks : s.opks.filter((o) => o.id !== opkId), seen };
 }

@@ -16,6 +16,7 @@ import {
   hkdfSha256,
   hmacSha256,
   x25519,
+  x25519Forget,
   x25519PublicKey,
 } from "../crypto";
 import { lp, u32be, utf8 } from "../encoding";
@@ -263,10 +264,13 @@ export async function ratchetDecrypt(
     ]);
     const recv = kdfRk(b64(s.rk, "rk"), recvDh);
     s.ckr = enc(recv.ck);
+    const retired = s.dhs.priv;
     s.dhs = nextDhs;
     const send = kdfRk(recv.rk, await dhOrFail(b64(s.dhs.priv, "dhs"), header.dh));
     s.rk = enc(send.rk);
     s.cks = enc(send.ck);
+    // The old ratchet key is gone from the state; it must not stay usable in the DH cache.
+    x25519Forget(b64(retired, "dhs"));
   } else if (header.n < s.nr) {
     throw new CoreError("replay", "message number already received");
   }

@@ -51,4 +51,11 @@ export {
   sha512,
 } from "./kdf";
 export { randomBytes } from "./random";
-export { type X25519KeyPair, x25519, x25519GenerateKeyPair, x25519PublicKey } from "./x25519";
+export {
+  type X25519KeyPair,
+  x25519,
+  x25519Cached,
+  x25519Forget,
+  x25519GenerateKeyPair,
+  x25519PublicKey,
+} from "./x25519";

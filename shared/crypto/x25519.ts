@@ -78,6 +78,21 @@ function remember(id: string, entry: Cached): void {
   }
 }
 
+/**
+ * Drop what the cache derived from a secret its owner has just retired (a used one-time prekey,
+ * a signed prekey past its grace period, a ratchet key after the DH step): a private key the
+ * protocol deletes must not stay usable in memory as a cached CryptoKey (PROTOCOL.md §3.3).
+ * The cache only saves time, so forgetting a key that is still needed costs one re-import.
+ */
+export function x25519Forget(secretKey: Uint8Array): void {
+  if (secretKey.length === X25519_KEY_BYTES) cache.delete(cacheId(secretKey));
+}
+
+/** Whether the cache holds anything derived from `secretKey` (tests of x25519Forget's callers). */
+export function x25519Cached(secretKey: Uint8Array): boolean {
+  return secretKey.length === X25519_KEY_BYTES && cache.has(cacheId(secretKey));
+}
+
 async function privateKeyFor(secretKey: Uint8Array): Promise<CryptoKey> {
   const id = cacheId(secretKey);
   const hit = cache.get(id);

@@ -362,7 +362,34 @@ describe("receiving in a large group", () => {
     }
     expect(totals[0]).toBe(899);
     expect(totals[1]).toBe(1798);
-    expect(totals[2]).toBeLessThanOrEqual(MAX_GROUP_SKIPPED);
-    expect(totals[2]).toBeGreaterThan(0);
+    // Exactly the bound is kept, and what goes is the oldest stored: the first sender's first
+    // 697 keys, not a share of every sender's.
+    expect(totals[2]).toBe(MAX_GROUP_SKIPPED);
+    const rx = (k: number) =>
+      (rec.current?.receivers ?? []).find((x) => x.name === (people[k] as { name: string }).name)
+        ?.skipped ?? [];
+    expect(rx(0).map((s) => s.n)).toEqual(Array.from({ length: 202 }, (_, i) => 697 + i));
+    expect(rx(1)).toHaveLength(899);
+    expect(rx(2)).toHaveLength(899);
+    // The oldest key of the first sender is gone for good; a kept one still decrypts.
+    const s0 = await sent(0, 900);
+    const name0 = (people[0] as { name: string }).name;
+    await expect(
+      decryptGroup({
+        record: rec,
+        hub: "main",
+        sender: name0,
+        epoch: 3,
+        body: s0[0] as Uint8Array,
+      }),
+    ).rejects.toMatchObject({ code: "replay" });
+    const kept = await decryptGroup({
+      record: rec,
+      hub: "main",
+      sender: name0,
+      epoch: 3,
+      body: s0[800] as Uint8Array,
+    });
+    expect(kept.content).toMatchObject({ text: `s0 800` });
   }, 60_000);
 });

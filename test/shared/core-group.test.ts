@@ -80,7 +80,14 @@ async function setup() {
     random: randomBytes,
   });
   const wrapFor = (n: string) => built.wraps.find((w) => w.to === n)?.wrap as Uint8Array;
-  const receive = (m: M, rec: GroupRecord, core = built.core, wrap = wrapFor(m.name), epoch = 1) =>
+  const receive = (
+    m: M,
+    rec: GroupRecord,
+    core = built.core,
+    wrap = wrapFor(m.name),
+    epoch = 1,
+    by: M = alice,
+  ) =>
     receiveCommit({
       record: rec,
       hub: "main",
@@ -90,6 +97,7 @@ async function setup() {
       wrap,
       spkSecret: (id) => (id === m.pre.spk.id ? b64(m.pre.spk.priv, "k") : null),
       now: 0,
+      from: { name: by.name, identityKey: by.entry.ik },
     });
   return { alice, bob, carol, roster, built, wrapFor, receive };
 }
@@ -160,7 +168,7 @@ describe("group commits", () => {
       random: randomBytes,
     });
     const w = again.wraps.find((x) => x.to === "carol")?.wrap as Uint8Array;
-    await expect(receive(carol, member, again.core, w, 2)).rejects.toMatchObject({
+    await expect(receive(carol, member, again.core, w, 2, bob)).rejects.toMatchObject({
       code: "roster_mismatch",
     });
   });
@@ -184,7 +192,7 @@ describe("group commits", () => {
       random: randomBytes,
     });
     const w = forged.wraps.find((x) => x.to === "carol")?.wrap as Uint8Array;
-    await expect(receive(carol, start, forged.core, w, 2)).rejects.toMatchObject({
+    await expect(receive(carol, start, forged.core, w, 2, dave)).rejects.toMatchObject({
       code: "not_member",
     });
   });

@@ -253,6 +253,7 @@ describe("group messages, commit cores and content", () => {
               wrap,
               spkSecret: () => randomBytes(32),
               now: 0,
+              from: { name: "alice", identityKey: toB64u(randomBytes(32)) },
             }),
           );
         },
