@@ -78,6 +78,14 @@ export const LIMITS = {
   maxMailboxPerSenderPerRecipient: 500,
   /** Direct and group items one sender may have stored across all recipients (§7.3). */
   maxMailboxPerSender: 5000,
+  /**
+   * Commits one sender may have stored for one recipient (§7.3). Commits are not refused by the
+   * message shares above (a member must get every epoch secret), so they get a share of their
+   * own: with it no single sender can fill a mailbox, commits included.
+   */
+  maxCommitsPerSenderPerRecipient: 64,
+  /** Bytes of commit cores one sender may have stored, each core counted once (§7.3). */
+  maxCommitBytesPerSender: 32 * 1024 * 1024,
   /** Groups that exist and were created (first `join` of a new name) by one identity (§7.5). */
   maxGroupsCreatedPerIdentity: 8,
   /** Sockets waiting to authenticate from one client address: IPv4, or an IPv6 /64 (§4.1, §7.2). */

@@ -511,3 +511,108 @@ describe("quota rules as pure functions", () => {
     expect(usernameReclaimable({ ...ok, seenAt: null }, now)).toBe(false);
   });
 });
+
+describe("commits have bounds of their own (§7.3)", () => {
+  /** mallory commits g's epochs with bob (offline) and herself as members. */
+  async function groupWithOfflineBob(hub: string) {
+    const mk = await newKeys();
+    const bobKeys = await newKeys();
+    const m = (await TestClient.connect(hub, "mallory", mk)).c;
+    const b = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    m.send({ v: 1, t: "join", id: "j", group: "g" });
+    await m.next("accepted", (f) => f.id === "j");
+    m.send(commitFrame("c0", "g", 0, ["mallory"]));
+    await m.next("accepted", (f) => f.id === "c0");
+    b.send({ v: 1, t: "join", id: "j", group: "g" });
+    await b.next("accepted", (f) => f.id === "j");
+    await m.next("group", (f) => f.state.pendingJoins.length === 1);
+    m.send(commitFrame("c1", "g", 1, ["bob", "mallory"]));
+    await m.next("accepted", (f) => f.id === "c1");
+    const first = await b.next("deliver", (f) => f.item.kind === "commit");
+    b.send({ v: 1, t: "ack", mids: [first.mid] });
+    // mallory acknowledges her own copies as she gets them, so only bob's share is at stake.
+    for (const id of ["c0", "c1"]) {
+      const d = await m.next("deliver", (f) => f.item.kind === "commit");
+      expect(d.item).toMatchObject({ epoch: id === "c0" ? 1 : 2 });
+      m.send({ v: 1, t: "ack", mids: [d.mid] });
+    }
+    b.close();
+    await b.waitClosed();
+    return { m, mk, bobKeys };
+  }
+
+  it("one sender's commits alone cannot fill a mailbox: a share per recipient, freed by acks", async () => {
+    const hub = freshHub("q");
+    const { m, bobKeys } = await groupWithOfflineBob(hub);
+    for (let e = 2; e < 2 + LIMITS.maxCommitsPerSenderPerRecipient; e++) {
+      m.send(commitFrame(`u${e}`, "g", e, ["bob", "mallory"]));
+      await m.next("accepted", (f) => f.id === `u${e}`);
+      const d = await m.next("deliver", (f) => f.item.kind === "commit");
+      m.send({ v: 1, t: "ack", mids: [d.mid] });
+    }
+    const last = 2 + LIMITS.maxCommitsPerSenderPerRecipient;
+    expect(await countRows(hub, "recipient = 'bob' AND kind = 'commit'")).toBe(
+      LIMITS.maxCommitsPerSenderPerRecipient,
+    );
+    // The next one would make bob hold more than the share from mallory: refused whole.
+    m.send(commitFrame("over", "g", last, ["bob", "mallory"]));
+    expect((await m.error("over")).code).toBe("mailbox_full");
+    expect(await countRows(hub, "recipient = 'bob' AND kind = 'commit'")).toBe(
+      LIMITS.maxCommitsPerSenderPerRecipient,
+    );
+    // bob's mailbox still takes everyone else's messages.
+    const carol = (await TestClient.connect(hub, "carol")).c;
+    carol.send({ v: 1, t: "send", id: "d1", to: "bob", body: "SEk" });
+    await carol.next("accepted", (f) => f.id === "d1");
+    // Once bob reads his commits, mallory's share has room again.
+    const b = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    const mids: string[] = [];
+    for (let i = 0; i < LIMITS.maxCommitsPerSenderPerRecipient; i++) {
+      mids.push((await b.next("deliver", (f) => f.item.kind === "commit")).mid);
+    }
+    b.send({ v: 1, t: "ack", mids });
+    await b.next("deliver", (f) => f.item.kind === "direct");
+    m.send(commitFrame("again", "g", last, ["bob", "mallory"]));
+    await m.next("accepted", (f) => f.id === "again");
+    for (const x of [m, b, carol]) x.close();
+  });
+
+  it("a sender's stored commit cores are bounded in bytes, each core counted once", async () => {
+    const hub = freshHub("q");
+    const { m, mk } = await groupWithOfflineBob(hub);
+    // Stored commits of mallory's, 2 rows per core (a core is stored once for all recipients):
+    // 16 cores of 2,000,000 characters and one of `tail`.
+    const fill = async (tail: number) =>
+      runInDurableObject(stubFor(hub), (_i, state) => {
+        const sql = state.storage.sql;
+        // Only these rows: mallory's real commits so far (and their copies) are taken out.
+        sql.exec("DELETE FROM mailbox WHERE sender = 'mallory' AND kind = 'commit'");
+        const sizes = [...Array.from({ length: 16 }, () => 2_000_000), tail];
+        for (const [i, size] of sizes.entries()) {
+          const pid = sql
+            .exec("INSERT INTO payloads (data) VALUES (?) RETURNING id", "A".repeat(size))
+            .one().id;
+          for (const to of [`x${i}a`, `x${i}b`]) {
+            sql.exec(
+              "INSERT INTO mailbox (recipient, sender, sender_key, ts, expires_at, kind, grp, epoch, payload, wrap) VALUES (?, 'mallory', ?, ?, ?, 'commit', 'other', 1, ?, 'd3JhcA')",
+              to,
+              mk.identityKey,
+              Date.now(),
+              Date.now() + 600_000,
+              pid,
+            );
+          }
+        }
+      });
+    const room = LIMITS.maxCommitBytesPerSender - 16 * 2_000_000;
+    // Exactly at the bound with this core (CORE is 6 characters): accepted.
+    await fill(room - CORE.length);
+    m.send(commitFrame("fits", "g", 2, ["bob", "mallory"]));
+    await m.next("accepted", (f) => f.id === "fits");
+    // One character more stored: the next commit no longer fits.
+    await fill(room - CORE.length + 1);
+    m.send(commitFrame("over", "g", 3, ["bob", "mallory"]));
+    expect((await m.error("over")).code).toBe("mailbox_full");
+    m.close();
+  });
+});

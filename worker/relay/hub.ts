@@ -32,7 +32,7 @@ import { checkUpload, prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
 import * as groups from "./groups";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
-import { expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./mailbox";
+import { commitRoom, expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./mailbox";
 import { BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
 import type { Store, UserRow } from "./store";
@@ -760,6 +760,12 @@ export class Hub {
         s.send(errorFrame("mailbox_full", frame.id));
         return;
       }
+    }
+    // The sender's own commit bounds (§7.3): a share per recipient and a storage total.
+    const to = frame.wraps.map((w) => w.to);
+    if (!commitRoom(store.commitHoldings(a.username, to), to, frame.core.length)) {
+      s.send(errorFrame("mailbox_full", frame.id));
+      return;
     }
     if (!this.#chargeFanout(a, frame.wraps.length, now)) {
       s.send(errorFrame("rate_limited", frame.id));

@@ -64,9 +64,8 @@ export interface SenderHoldings {
  * else for up to a TTL) or the object's storage. A recipient's share counts copies, so a group
  * message counts for every member it is stored for; the total counts stored messages, so a big
  * group is not silenced after a few messages to offline members (the shares bound its rows).
- * Commits are exempt: they carry the epoch secret members need, a refused commit stalls the
- * whole group, and they are already bounded by one accepted commit per epoch and by
- * maxMailboxHardPerRecipient.
+ * Commits are exempt: they carry the epoch secret members need, so they are not cut to the
+ * members with room; they have all-or-nothing bounds of their own (`commitRoom`).
  */
 export function senderRoom(
   kind: ItemKind,
@@ -79,6 +78,32 @@ export function senderRoom(
   );
   // Either kind is one new message, stored once (a group message however many copies it has).
   return { fits, totalOk: h.messages < LIMITS.maxMailboxPerSender };
+}
+
+/** What one sender already has stored of commits (PROTOCOL.md §7.3). */
+export interface CommitHoldings {
+  /** Characters of the distinct commit cores still referenced by a mailbox row of the sender. */
+  bytes: number;
+  /** Commit rows per recipient among those asked for; absent means none. */
+  perRecipient: ReadonlyMap<string, number>;
+}
+
+/**
+ * May a sender holding `h` store one more commit of `coreChars` for every one of `recipients`?
+ * All or nothing, as commits are (a member left without its wrap would be locked out of the
+ * epoch). Commits are exempt from the message shares (`senderRoom`) but not from bounds: without
+ * these one identity committing epoch after epoch into a group its victim is in fills the
+ * victim's mailbox with commits alone, and the object's storage with maximal cores.
+ */
+export function commitRoom(
+  h: CommitHoldings,
+  recipients: readonly string[],
+  coreChars: number,
+): boolean {
+  if (h.bytes + coreChars > LIMITS.maxCommitBytesPerSender) return false;
+  return recipients.every(
+    (r) => (h.perRecipient.get(r) ?? 0) < LIMITS.maxCommitsPerSenderPerRecipient,
+  );
 }
 
 /** How many more items may be sent on a connection that has `inFlight` unacknowledged ones. */

@@ -6,7 +6,7 @@
  */
 import type { OneTimePrekey, SignedPrekey } from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
-import type { MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
+import type { CommitHoldings, MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
 
 const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS users (
@@ -1030,6 +1030,35 @@ export class Store {
     );
     const logged = this.#logCounts().get(sender) ?? 0;
     return { messages: direct + logged, perRecipient };
+  }
+
+  /**
+   * What `sender` has stored of commits (mailbox.ts `CommitHoldings`), for `recipients`. Read from
+   * SQL: commits are rare (one per epoch per group), and the per-recipient count is a seek of the
+   * covering `mailbox_sender` index.
+   */
+  commitHoldings(sender: string, recipients: readonly string[]): CommitHoldings {
+    const perRecipient = new Map<string, number>();
+    for (const r of this.sql.exec(
+      `SELECT recipient, COUNT(*) AS n FROM mailbox
+       WHERE sender = ? AND kind = 'commit'
+         AND recipient IN (SELECT value FROM json_each(?))
+       GROUP BY recipient`,
+      sender,
+      JSON.stringify(recipients),
+    )) {
+      perRecipient.set(str(r.recipient), num(r.n));
+    }
+    const bytes = num(
+      this.sql
+        .exec(
+          `SELECT COALESCE(SUM(LENGTH(data)), 0) AS n FROM payloads WHERE id IN
+             (SELECT DISTINCT payload FROM mailbox WHERE sender = ? AND kind = 'commit')`,
+          sender,
+        )
+        .one().n,
+    );
+    return { bytes, perRecipient };
   }
 
   /**
