@@ -94,6 +94,14 @@ export const LIMITS = {
   maxPendingSocketsPer56: 32,
   /** … from one IPv6 /48 (a site, or a free tunnel-broker allocation), whatever its /56s (§7.2). */
   maxPendingSocketsPer48: 64,
+  /**
+   * New usernames (first registration, or a reclaim) per client address in one day (§4.3): an
+   * IPv4 address or IPv6 /64, and for IPv6 its /56 and /48. Without it one address could take
+   * every name slot of a hub (maxUsersPerHub) in under a minute.
+   */
+  maxRegistrationsPerIpPerDay: 40,
+  maxRegistrationsPer56PerDay: 80,
+  maxRegistrationsPer48PerDay: 160,
   /** A username whose identity has not authenticated for this long may be reclaimed (§4.3). */
   usernameIdleReclaimMs: 180 * 24 * 60 * 60 * 1000,
 } as const;
@@ -119,6 +127,7 @@ export const ERRORS = {
   removal_pending: "A member removal is pending; commit it first.",
   group_full: "Group is full.",
   limit_reached: "A relay limit was reached.",
+  registration_limited: "Too many new usernames from this network today.",
   replaced: "Another connection of this identity took over.",
   device_replaced: "This identity was restored on another device, which now receives its messages.",
   internal: "Internal relay error.",

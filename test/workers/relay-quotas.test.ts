@@ -15,7 +15,7 @@ import { CLOSE, LIMITS } from "../../shared/protocol";
 import { addressBucket } from "../../worker/relay/admission";
 import { usernameReclaimable } from "../../worker/relay/directory";
 import { senderRoom } from "../../worker/relay/mailbox";
-import { freshHub, newKeys, ORIGIN, TestClient } from "./support/client";
+import { freshHub, type Keys, newKeys, ORIGIN, TestClient } from "./support/client";
 import { countTable, groupCopies } from "./support/relay-store";
 
 const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
@@ -614,5 +614,86 @@ describe("commits have bounds of their own (§7.3)", () => {
     m.send(commitFrame("over", "g", 3, ["bob", "mallory"]));
     expect((await m.error("over")).code).toBe("mailbox_full");
     m.close();
+  });
+});
+
+describe("new usernames per client address and day (§4.3)", () => {
+  const DAY = 24 * 60 * 60 * 1000;
+
+  /** Register `name` from `ip`: the welcome, or the error code the relay refused it with. */
+  async function register(hub: string, name: string, ip: string, keys?: Keys) {
+    const c = await TestClient.open(hub, ORIGIN, ip);
+    c.send(await c.authFrame(name, keys ?? (await newKeys())));
+    const r = await Promise.race([c.next("welcome"), c.error()]);
+    c.close();
+    return r.t === "welcome" ? "ok" : r.code;
+  }
+
+  it("an IPv4 address registers at most maxRegistrationsPerIpPerDay names; known names and other addresses are unaffected", async () => {
+    const hub = freshHub("reg");
+    const first = await newKeys();
+    expect(await register(hub, "n0", "198.51.100.7", first)).toBe("ok");
+    for (let i = 1; i < LIMITS.maxRegistrationsPerIpPerDay; i++) {
+      expect(await register(hub, `n${i}`, "198.51.100.7")).toBe("ok");
+    }
+    expect(await register(hub, "one-more", "198.51.100.7")).toBe("registration_limited");
+    // Nothing was taken by the refusal: the name is still free, for another address.
+    expect(await register(hub, "one-more", "198.51.100.8")).toBe("ok");
+    // Signing in again with a name one already holds is not a registration.
+    expect(await register(hub, "n0", "198.51.100.7", first)).toBe("ok");
+    // Still refused after the object is evicted: the count is in storage.
+    await evictDurableObject(stubFor(hub));
+    expect(await register(hub, "later", "198.51.100.7")).toBe("registration_limited");
+  });
+
+  it("IPv6: the /56 and the /48 bound a source whatever its /64s", async () => {
+    const hub = freshHub("reg");
+    // 80 names from 80 different /64s of one /56: then that /56 is done, its /48 is not.
+    for (let i = 0; i < LIMITS.maxRegistrationsPer56PerDay; i++) {
+      expect(await register(hub, `a${i}`, `2001:db8:0:${i.toString(16)}::1`)).toBe("ok");
+    }
+    expect(await register(hub, "a-more", "2001:db8:0:ff::1")).toBe("registration_limited");
+    // Other /56s of the same /48 fill the /48's 160.
+    for (
+      let i = 0;
+      i < LIMITS.maxRegistrationsPer48PerDay - LIMITS.maxRegistrationsPer56PerDay;
+      i++
+    ) {
+      const net = (0x100 * (1 + Math.floor(i / 16)) + (i % 16)).toString(16);
+      expect(await register(hub, `b${i}`, `2001:db8:0:${net}::1`)).toBe("ok");
+    }
+    expect(await register(hub, "b-more", "2001:db8:0:ff00::1")).toBe("registration_limited");
+    expect(await register(hub, "elsewhere", "2001:db8:1::1")).toBe("ok");
+  });
+
+  it("registrations older than a day no longer count", async () => {
+    const hub = freshHub("reg");
+    // Seed the object, then age the address's registrations to just over / under a day.
+    expect(await register(hub, "seed", "192.0.2.1")).toBe("ok");
+    const age = async (ms: number) =>
+      runInDurableObject(stubFor(hub), (_i, state) => {
+        const sql = state.storage.sql;
+        sql.exec("DELETE FROM registrations WHERE bucket = '203.0.113.5'");
+        for (let i = 0; i < LIMITS.maxRegistrationsPerIpPerDay; i++) {
+          sql.exec(
+            "INSERT INTO registrations (bucket, at) VALUES ('203.0.113.5', ?)",
+            Date.now() - ms,
+          );
+        }
+      });
+    await age(DAY - 60_000);
+    expect(await register(hub, "fresh1", "203.0.113.5")).toBe("registration_limited");
+    await age(DAY + 60_000);
+    expect(await register(hub, "fresh1", "203.0.113.5")).toBe("ok");
+    // The alarm purges what no longer counts.
+    await runDurableObjectAlarm(stubFor(hub));
+    const left = await runInDurableObject(stubFor(hub), (_i, state) =>
+      Number(
+        state.storage.sql
+          .exec("SELECT COUNT(*) AS n FROM registrations WHERE bucket = '203.0.113.5'")
+          .one().n,
+      ),
+    );
+    expect(left).toBe(1);
   });
 });

@@ -53,6 +53,22 @@ export function admissionBuckets(bucket: string): Array<{ key: string; max: numb
   return out;
 }
 
+/**
+ * The buckets a new username from `bucket` counts toward, each with its daily bound (§4.3): the
+ * same address and prefixes as admission, with the registration maxima. Empty for "unknown": a
+ * request without `CF-Connecting-IP` never reaches a deployed Worker (Cloudflare always sets
+ * it), only `wrangler dev` and tests, where one shared bucket would bound the whole hub.
+ */
+export function registrationBuckets(bucket: string): Array<{ key: string; max: number }> {
+  if (bucket === UNKNOWN_ADDRESS) return [];
+  const max = [
+    LIMITS.maxRegistrationsPerIpPerDay,
+    LIMITS.maxRegistrationsPer56PerDay,
+    LIMITS.maxRegistrationsPer48PerDay,
+  ];
+  return admissionBuckets(bucket).map((b, i) => ({ key: b.key, max: max[i] as number }));
+}
+
 /** The eight hextets of an IPv6 address (leading zeros dropped), or null if it is not one. */
 function ipv6Groups(h: string): string[] | null {
   if (h.length > 45 || !h.includes(":")) return null;

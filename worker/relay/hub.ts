@@ -24,7 +24,8 @@ import {
   parseClientFrame,
   type ServerFrame,
 } from "../../shared/protocol";
-import { admissionBuckets, UNKNOWN_ADDRESS } from "./admission";
+import { admissionBuckets, registrationBuckets, UNKNOWN_ADDRESS } from "./admission";
+
 import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
@@ -36,6 +37,9 @@ import { commitRoom, expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./m
 import { BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
 import type { Store, UserRow } from "./store";
+
+/** The window of the daily registration bound (§4.3). */
+const DAY_MS = 24 * 60 * 60 * 1000;
 
 /** Sockets that have not authenticated yet, per hub; more are refused with HTTP 503. */
 export const MAX_PENDING_SOCKETS = 1000;
@@ -195,6 +199,7 @@ export class Hub {
     const now = this.#d.now();
     const { store } = this.#d;
     store.purgeExpired(now);
+    store.purgeRegistrations(now - DAY_MS);
     if (store.purgeExpiredGroupLog(now) > 0) {
       // The per-user group counters included what just expired: recount on next use.
       this.deliveries.invalidatePending();
@@ -349,6 +354,13 @@ export class Hub {
     if (previous === undefined && sessions.onlineCount() >= LIMITS.maxOnlinePerHub) {
       return this.#authFail(s, "limit_reached");
     }
+    // A new name for this identity (a first registration or a reclaim) counts toward the daily
+    // bound of the address it comes from (§4.3).
+    const registers = owner === null || reclaim;
+    const regBuckets = registers ? registrationBuckets(a.ip ?? UNKNOWN_ADDRESS) : [];
+    if (regBuckets.some((b) => store.registrationsSince(b.key, now - DAY_MS) >= b.max)) {
+      return this.#authFail(s, "registration_limited");
+    }
     let spkChanged = false;
     if (owner === null) {
       if (store.countUsers() >= LIMITS.maxUsersPerHub) return this.#authFail(s, "limit_reached");
@@ -365,6 +377,11 @@ export class Hub {
       spkChanged = !sameSpk(owner, frame.signedPrekey);
       store.setSignedPrekey(frame.username, frame.signedPrekey, now);
     }
+    if (registers)
+      store.recordRegistration(
+        regBuckets.map((b) => b.key),
+        now,
+      );
     const takeover = device !== null && device !== frame.device;
     if (device !== frame.device) {
       // The old device's one-time prekeys: their secrets stay on that device, so a first message

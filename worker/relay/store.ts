@@ -120,6 +120,13 @@ const SCHEMA = [
      PRIMARY KEY (roster, username)
    )`,
   "CREATE INDEX IF NOT EXISTS roster_members_user ON roster_members (username, roster)",
+  // New usernames per client address bucket (§4.3), for the daily registration bound; rows
+  // older than a day are purged by the alarm. In storage, so an evicted object still counts them.
+  `CREATE TABLE IF NOT EXISTS registrations (
+     bucket TEXT NOT NULL,
+     at INTEGER NOT NULL
+   )`,
+  "CREATE INDEX IF NOT EXISTS registrations_bucket ON registrations (bucket, at)",
   // Per user: every group message for them with mid <= through is acknowledged (cumulative).
   `CREATE TABLE IF NOT EXISTS group_acks (
      username TEXT PRIMARY KEY,
@@ -328,6 +335,25 @@ export class Store {
       now,
       now,
     );
+  }
+
+  /** New usernames registered from `bucket` at or after `since` (§4.3). */
+  registrationsSince(bucket: string, since: number): number {
+    return num(
+      this.sql
+        .exec("SELECT COUNT(*) AS n FROM registrations WHERE bucket = ? AND at >= ?", bucket, since)
+        .one().n,
+    );
+  }
+
+  recordRegistration(buckets: readonly string[], now: number): void {
+    for (const b of buckets)
+      this.sql.exec("INSERT INTO registrations (bucket, at) VALUES (?, ?)", b, now);
+  }
+
+  /** Forget registrations before `before`: they no longer count toward any bound. */
+  purgeRegistrations(before: number): void {
+    this.sql.exec("DELETE FROM registrations WHERE at < ?", before);
   }
 
   setSignedPrekey(username: string, spk: SignedPrekey, now: number): void {

@@ -143,6 +143,8 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   removal_pending: "Someone left the group. Parley is waiting for the new group key.",
   group_full: "That group is full.",
   limit_reached: "A relay limit was reached (for example, how many groups one person may create).",
+  registration_limited:
+    "Too many new usernames were made from your network today. Try again tomorrow, or from another network.",
   replaced: "Parley was opened in another tab or on another device.",
   device_replaced:
     "Your identity was restored on another device, which now receives your messages.",

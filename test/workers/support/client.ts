@@ -74,10 +74,11 @@ export class TestClient {
     });
   }
 
-  static async open(hub: string, origin = ORIGIN): Promise<TestClient> {
-    const res = await SELF.fetch(`${BASE}/ws?hub=${hub}`, {
-      headers: { Upgrade: "websocket", Origin: origin },
-    });
+  /** `ip`: the CF-Connecting-IP the edge would set (absent: none, as under `wrangler dev`). */
+  static async open(hub: string, origin = ORIGIN, ip?: string): Promise<TestClient> {
+    const headers: Record<string, string> = { Upgrade: "websocket", Origin: origin };
+    if (ip !== undefined) headers["CF-Connecting-IP"] = ip;
+    const res = await SELF.fetch(`${BASE}/ws?hub=${hub}`, { headers });
     const ws = res.webSocket;
     if (res.status !== 101 || ws === null) throw new Error(`upgrade failed: ${res.status}`);
     ws.accept();
