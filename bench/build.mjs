@@ -24,6 +24,21 @@ await build({
   target: "node20",
   logLevel: "warning",
 });
+// ts-mls, the group bench's RFC 9420 baseline, lives in its own package (bench/mls): it pins other
+// @noble/* versions than Parley's. Installed from its lock file on first use, bundled whole.
+if (!existsSync("bench/mls/node_modules/ts-mls")) {
+  execSync("npm ci --prefix bench/mls --no-audit --no-fund", { stdio: "inherit" });
+}
+await build({
+  entryPoints: { "ts-mls": "bench/mls/ts-mls.ts" },
+  outdir: "dist/bench",
+  outExtension: { ".js": ".mjs" },
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  logLevel: "warning",
+});
 await build({
   entryPoints: { "browser-primitives": "bench/browser-primitives.ts" },
   outdir: "dist/bench",

@@ -7,6 +7,7 @@
  * BENCH_SLICE_MS (paired measurements), BENCH_MIN_MS, BENCH_GROUP_SIZES, BENCH_RELAY_SECONDS,
  * BENCH_IDLE_CONNECTIONS, BENCH_PWA_RELOADS.
  */
+import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
@@ -65,7 +66,24 @@ const results: {
   chromium?: PrimitiveRow[];
   relay?: RelayFigures;
   pwa?: PwaFigures;
+  mls?: MlsFigure[];
 } = {};
+
+interface MlsFigure {
+  size: number;
+  createMs: number;
+  processMs: number;
+}
+
+/** Run the ts-mls baseline (dist/bench/ts-mls.mjs, built by bench/build.mjs) at `sizes`. */
+function tsMls(sizes: number[]): MlsFigure[] {
+  const stdout = execFileSync(process.execPath, [join(here, "ts-mls.mjs"), sizes.join(",")], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    maxBuffer: 1 << 20,
+  });
+  return JSON.parse(stdout.trim().split("\n").at(-1) ?? "[]") as MlsFigure[];
+}
 const targets: Row[] = [];
 const target = (name: string, figure: string, goal: string, met: boolean | null) =>
   targets.push({ target: name, figure, goal, met: met === null ? "n/a" : met ? "yes" : "NO" });
@@ -121,6 +139,34 @@ await section("groups", async () => {
       "< 200 ms",
       k.coldMs < 200,
     );
+  }
+  // RFC 9420 baseline, same run: ts-mls in its own process (bench/mls/ts-mls.ts).
+  const mlsSizes = r.bySize.map((b) => b.size).filter((n) => n >= 10);
+  if (mlsSizes.length > 0) {
+    const mls = tsMls(mlsSizes);
+    results.mls = mls;
+    emit(
+      table(
+        "Groups vs ts-mls (RFC 9420 MLS, X25519/AES-128-GCM/Ed25519), same run: commit create by the creator after one add-everyone commit, and processing it by a member",
+        mls.map((m) => {
+          const p = r.bySize.find((b) => b.size === m.size);
+          return {
+            members: String(m.size),
+            "Parley create (warm) ms": p?.commitMs ?? Number.NaN,
+            "ts-mls create ms": m.createMs,
+            "ts-mls ÷ Parley (create)": p ? fmtX(m.createMs / p.commitMs) : "",
+            "Parley process ms": p?.processMs ?? Number.NaN,
+            "ts-mls process ms": m.processMs,
+            "ts-mls ÷ Parley (process)": p ? fmtX(m.processMs / p.processMs) : "",
+          };
+        }),
+      ),
+    );
+    const m1000 = mls.find((m) => m.size === 1000);
+    if (k && m1000) {
+      const x = m1000.createMs / k.commitMs;
+      target("group commit (create), 1000 members, vs ts-mls", `${fmtX(x)} faster`, "≥ 5×", x >= 5);
+    }
   }
   if (k) {
     target(
