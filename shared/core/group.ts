@@ -12,7 +12,8 @@
  *   sig       = Ed25519(committer, lp("parley/v1/commit-sig", body, tag))
  *   wrap      = enc(32) || HPKE-Seal(spk, secret, info = lp("parley/v1/group-wrap", hub, group,
  *                  u64(epoch), name, ik, u32(spk_id)), aad = SHA-256(body))
- *   message   = 0x01 0x10 u32be(n) || AES-256-GCM(mk_n, nonce(n), pad(content), aad) || sig(64)
+ *   message   = 0x01 0x11 u32be(n) || nonce(12) || AES-256-GCM(mk_n, nonce, pad(content), aad) || sig(64)
+ *               (nonce random per message; 0x10, with nonce(n) and no nonce field, is still read)
  */
 import * as v from "valibot";
 import {
@@ -27,6 +28,7 @@ import {
   hmacSha256,
   hpkeOpen,
   hpkeSealMany,
+  randomBytes,
   sha256,
   wipe,
 } from "../crypto";
@@ -38,7 +40,17 @@ import { CoreError, malformed } from "./errors";
 import { spkMessage } from "./prekeys";
 import { counterNonce, kdfCk, MAX_SKIP, type Random } from "./ratchet";
 
-export const GROUP_MSG_TYPE = 0x10;
+/**
+ * Group message type (§9.5). 0x11 carries a random 96-bit AES-GCM nonce per message: two devices
+ * that came to hold the same sending chain (an identity restored elsewhere, a relay listing the
+ * other device's prekey for our name) derive the same message key for the same counter, and a
+ * counter-derived nonce would then repeat under it (plaintexts recovered by XOR). With a random
+ * nonce they never share a (key, nonce) pair (RFC 9420 §6.3.1's reuse guard, widened to the whole
+ * nonce). 0x10 — nonce derived from the counter, no nonce field — is still read, never written.
+ */
+export const GROUP_MSG_TYPE = 0x11;
+const GROUP_MSG_TYPE_COUNTER_NONCE = 0x10;
+const NONCE = 12;
 /** Skipped group message keys kept per group (all senders), oldest evicted first. */
 export const MAX_GROUP_SKIPPED = 2000;
 const SIG = 64;
@@ -404,6 +416,12 @@ export async function verifyRosterPrekeys(roster: readonly RosterEntry[]): Promi
 export async function createCommit(
   params: Parameters<typeof buildCommit>[0],
 ): ReturnType<typeof buildCommit> {
+  // Our own entry must carry our own identity key (§9.4): a roster from the relay that lists
+  // another key under our name would hand the epoch secret, and our sending chain, to its holder.
+  const own = params.roster.find((m) => m.name === params.committer);
+  if (own === undefined || !constantTimeEqual(b64(own.ik, "ik"), params.committerIk)) {
+    throw new CoreError("roster_mismatch", "our own roster entry does not carry our identity key");
+  }
   const [, built] = await Promise.all([verifyRosterPrekeys(params.roster), buildCommit(params)]);
   return built;
 }
@@ -640,6 +658,7 @@ export async function receiveCommit(params: {
 // ---------------------------------------------------------------------------------------------
 // Group messages (§9.5)
 
+/** `nonce` is null for the legacy 0x10 type, which binds none. */
 function msgAad(
   hub: string,
   group: string,
@@ -647,8 +666,11 @@ function msgAad(
   sender: string,
   ik: Uint8Array,
   n: number,
+  nonce: Uint8Array | null,
 ) {
-  return lp("parley/v1/group-msg", hub, group, u64be(epoch), sender, ik, n);
+  return nonce === null
+    ? lp("parley/v1/group-msg", hub, group, u64be(epoch), sender, ik, n)
+    : lp("parley/v1/group-msg", hub, group, u64be(epoch), sender, ik, n, nonce);
 }
 function sigInput(
   hub: string,
@@ -656,9 +678,12 @@ function sigInput(
   epoch: number,
   sender: string,
   n: number,
+  nonce: Uint8Array | null,
   ct: Uint8Array,
 ) {
-  return lp("parley/v1/group-sig", hub, group, u64be(epoch), sender, n, ct);
+  return nonce === null
+    ? lp("parley/v1/group-sig", hub, group, u64be(epoch), sender, n, ct)
+    : lp("parley/v1/group-sig", hub, group, u64be(epoch), sender, n, nonce, ct);
 }
 
 export async function encryptGroup(params: {
@@ -667,6 +692,8 @@ export async function encryptGroup(params: {
   me: { name: string; identityKey: Uint8Array };
   sign(message: Uint8Array): Promise<Uint8Array>;
   content: Content;
+  /** Source of the per-message nonce (default: the CSPRNG). */
+  random?: Random;
 }): Promise<{ record: GroupRecord; body: Uint8Array; epoch: number }> {
   const cur = params.record.current;
   if (params.record.status !== "member" || cur === null)
@@ -674,14 +701,15 @@ export async function encryptGroup(params: {
   const { ck, mk } = kdfCk(b64(cur.send.ck, "ck"));
   const n = cur.send.n;
   const g = params.record.group;
+  const nonce = (params.random ?? randomBytes)(NONCE);
   const ct = await aesGcmEncrypt(
     mk,
-    counterNonce(n),
+    nonce,
     encodeContent(params.content),
-    msgAad(params.hub, g, cur.epoch, params.me.name, params.me.identityKey, n),
+    msgAad(params.hub, g, cur.epoch, params.me.name, params.me.identityKey, n, nonce),
   );
-  const sig = await params.sign(sigInput(params.hub, g, cur.epoch, params.me.name, n, ct));
-  const body = concatBytes(new Uint8Array([0x01, GROUP_MSG_TYPE]), u32be(n), ct, sig);
+  const sig = await params.sign(sigInput(params.hub, g, cur.epoch, params.me.name, n, nonce, ct));
+  const body = concatBytes(new Uint8Array([0x01, GROUP_MSG_TYPE]), u32be(n), nonce, ct, sig);
   const next: EpochState = { ...cur, send: { ck: enc(ck), n: n + 1 }, sent: cur.sent + 1 };
   return { record: { ...params.record, current: next }, body, epoch: cur.epoch };
 }
@@ -705,9 +733,14 @@ export async function decryptGroup(params: {
   if (ep === null || record.status !== "member")
     throw new CoreError("stale_epoch", "no keys for that epoch");
   const r = new Reader(params.body, "group message");
-  if (r.u8() !== 0x01 || r.u8() !== GROUP_MSG_TYPE) throw malformed("group message header");
+  if (r.u8() !== 0x01) throw malformed("group message header");
+  const type = r.u8();
+  if (type !== GROUP_MSG_TYPE && type !== GROUP_MSG_TYPE_COUNTER_NONCE)
+    throw malformed("group message header");
   const n = r.u32();
-  if (r.remaining() < 16 + SIG) throw malformed("group message");
+  const nonce = type === GROUP_MSG_TYPE ? (r.remaining() >= NONCE ? r.bytes(NONCE) : null) : null;
+  if ((type === GROUP_MSG_TYPE && nonce === null) || r.remaining() < 16 + SIG)
+    throw malformed("group message");
   const ct = r.bytes(r.remaining() - SIG);
   const sig = r.bytes(SIG);
   const member = findByName(ep.roster, sender);
@@ -721,10 +754,10 @@ export async function decryptGroup(params: {
     throw new CoreError("not_member", "sender left the group; its old epoch is closed");
   }
   const ik = b64(member.ik, "ik");
-  if (!(await ed25519Verify(ik, sigInput(hub, record.group, epoch, sender, n, ct), sig))) {
+  if (!(await ed25519Verify(ik, sigInput(hub, record.group, epoch, sender, n, nonce, ct), sig))) {
     throw new CoreError("bad_signature", "group message signature does not verify");
   }
-  const aad = msgAad(hub, record.group, epoch, sender, ik, n);
+  const aad = msgAad(hub, record.group, epoch, sender, ik, n, nonce);
   let next: Receiver;
   let mk: Uint8Array;
   let skipSeq = ep.skipSeq ?? 0;
@@ -748,7 +781,7 @@ export async function decryptGroup(params: {
   }
   let pt: Uint8Array;
   try {
-    pt = await aesGcmDecrypt(mk, counterNonce(n), ct, aad);
+    pt = await aesGcmDecrypt(mk, nonce ?? counterNonce(n), ct, aad);
   } catch {
     throw new CoreError("decrypt_failed", "group message does not authenticate");
   }
