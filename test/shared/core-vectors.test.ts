@@ -176,6 +176,8 @@ async function compute() {
     me: { name: "alice", identityKey: A.identityKey },
     sign: (m) => ed25519Sign(alice.privateKey, m),
     content: text,
+    // The per-message nonce (§9.5): the first 12 bytes of L("group-nonce").
+    random: (n) => L("group-nonce").slice(0, n),
   });
   Object.assign(out, {
     group_body_sha256: hex(sha256(parts.body)),
@@ -220,7 +222,7 @@ const EXPECTED: Record<string, string> = {
   group_sig:
     "93617ce0e1bcc04a71a351dfdbaa370ca720ae06ecc28ca9dc93780bfe501be5183fcfca3fc562d05a51add607f5584b3d31e21d8c4bf92cf0f80ef24fe38408",
   group_ck0_alice: "cb79ef6cba2696b174bb17aceea2254d3fd142b4310e0d1914b244f48224b1a5",
-  group_msg_sha256: "bc5fc3af9fd1d3268fc4c80a175864347ea033104f04de8cba2eb84390f73787",
+  group_msg_sha256: "811e1921e97b0641ca38c9ef0d3389ef94e250efe7cd715e33471292a85fe414",
 };
 
 it("protocol vectors are stable", async () => {
