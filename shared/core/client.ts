@@ -51,10 +51,11 @@ export const DEFAULT_TUNING: Tuning = {
 };
 
 /**
- * Called by the runner between committing a step's batch and carrying out its effects — the
- * window a crash can hit. Tests use it to kill the runner there (engine-crash-safety.test.ts).
+ * Called by the runner after a step's batch is committed, before it carries out effect `index`
+ * of `all` — every window a crash can hit. Tests throw from it to kill the runner there
+ * (test/node/engine-crash-safety.test.ts); the PWA never sets it.
  */
-export type EffectBoundary = (effects: readonly Effect[]) => void;
+export type EffectBoundary = (effect: Effect, index: number, all: readonly Effect[]) => void;
 
 export class ParleyClient implements ParleyClientApi {
   readonly username: string;
@@ -80,7 +81,7 @@ export class ParleyClient implements ParleyClientApi {
   private readonly timers = new Map<string, { cancel: () => void; untilDisconnect: boolean }>();
   private timerSeq = 0;
   /** Test hook: see EffectBoundary. */
-  afterCommit: EffectBoundary | null = null;
+  beforeEffect: EffectBoundary | null = null;
 
   private constructor(o: ParleyClientOptions, env: Env, gen: number, state: EngineState) {
     this.o = o;
@@ -177,8 +178,8 @@ export class ParleyClient implements ParleyClientApi {
       }
     }
     this.state = r.state;
-    this.afterCommit?.(r.effects);
-    for (const e of r.effects) {
+    for (const [i, e] of r.effects.entries()) {
+      this.beforeEffect?.(e, i, r.effects);
       if (e.t === "send") {
         if (this.socketOpen && mayCarry(r.state.link, this.socket, e.frame.t))
           this.o.transport.send(e.frame);
