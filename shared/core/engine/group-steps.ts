@@ -109,8 +109,10 @@ export async function onLeaveRefused(tx: Tx, id: string, name: string, code: Err
   const f = tx.state.flights.get(id);
   endFlight(tx, id);
   // not_member: the relay holds no membership to end — we are out already; keep no keys.
-  if (code === "not_member" && f?.kind === "leave" && !f.rejoin) await forget(tx, name);
-  else summarizeGroup(tx, await loadGroup(tx, name));
+  const rec = await loadGroup(tx, name);
+  const held = rec.status === "member" || rec.status === "joining";
+  if (code === "not_member" && f?.kind === "leave" && !f.rejoin && held) await forget(tx, name);
+  else summarizeGroup(tx, rec);
 }
 
 // ---------------------------------------------------------------------------------------------
