@@ -159,7 +159,15 @@ export class ParleyClient implements ParleyClientApi {
   }
 
   private async apply(input: Input): Promise<StepResult> {
-    const r = await step(this.env, this.store, this.state, input);
+    let r: StepResult;
+    try {
+      r = await step(this.env, this.store, this.state, input);
+    } catch (e) {
+      // A step fails as a whole (e.g. the store could not be read): nothing of it happened.
+      if (input.t !== "verb")
+        this.emit({ type: "error", code: "malformed", message: errorText(e) });
+      throw e;
+    }
     const writes: StoreOp[] = [];
     let sends = false;
     for (const e of r.effects) {
