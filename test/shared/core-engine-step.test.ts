@@ -7,9 +7,10 @@
  */
 import { describe, expect, it } from "vitest";
 import { DEFAULT_TUNING } from "../../shared/core/client";
-import type { Effect } from "../../shared/core/engine/effects";
+import { type Effect, Tx } from "../../shared/core/engine/effects";
 import { loadEngine } from "../../shared/core/engine/load";
 import type { EngineState, Env } from "../../shared/core/engine/state";
+import { draft } from "../../shared/core/engine/state";
 import { type Input, step } from "../../shared/core/engine/step";
 import { MemoryStore } from "../../shared/core/store";
 import { generateIdentityKeyPair, identityFingerprint, randomBytes } from "../../shared/crypto";
@@ -225,5 +226,31 @@ describe("step", () => {
         }),
       }),
     ]);
+  });
+});
+
+describe("Tx.attempt", () => {
+  it("a failed unit leaves no effect and no state change; reads saw its writes meanwhile", async () => {
+    const { env, store, state } = await fresh();
+    const tx = new Tx(env, draft(state), store);
+    tx.put("dm/carol", { kept: true });
+    await expect(
+      tx.attempt(async () => {
+        tx.put("dm/bob", { half: true });
+        tx.state.seq += 5;
+        tx.state.receiptsDue.set("bob", ["m1"]);
+        tx.send({ v: PROTOCOL_VERSION, t: "ping" });
+        tx.emit({ type: "connection", state: "online" });
+        expect(await tx.get("dm/bob")).toEqual({ half: true });
+        throw new Error("the ratchet step failed after staging");
+      }),
+    ).rejects.toThrow("after staging");
+    expect(tx.effects).toEqual([
+      { t: "write", op: { op: "put", key: "dm/carol", value: { kept: true } } },
+    ]);
+    expect(await tx.get("dm/bob")).toBeUndefined();
+    expect(tx.state.seq).toBe(state.seq);
+    expect(tx.state.receiptsDue.size).toBe(0);
+    expect(await tx.list("dm/")).toEqual([{ key: "dm/carol", value: { kept: true } }]);
   });
 });
