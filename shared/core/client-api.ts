@@ -13,7 +13,7 @@
  * handshakes and group commits; the UI only calls the verbs below and renders events.
  */
 import type { IdentityKeyPair } from "../crypto";
-import type { ClientFrame, ServerFrame } from "../protocol";
+import type { ClientFrame, ErrorCode, ServerFrame } from "../protocol";
 
 // ---------------------------------------------------------------------------------------------
 // Storage
@@ -144,6 +144,11 @@ export interface ConversationSummary {
   removalPending?: boolean;
   /** Groups only: we asked to join and wait for the commit. */
   joining?: boolean;
+  /**
+   * Groups only: we asked to leave (perhaps while offline) and wait for the relay's `left`;
+   * nothing can be sent meanwhile (§9.4, §10.1).
+   */
+  leaving?: boolean;
 }
 
 export type DeliveryState = "sending" | "sent" | "delivered" | "failed";
@@ -247,6 +252,8 @@ export type ParleyEvent =
       code: CoreErrorCode;
       message: string;
       conversationId?: ConversationId;
+      /** `relay_error` only: the relay's error code (PROTOCOL.md §6), typed. */
+      relayCode?: ErrorCode;
     };
 
 export type Listener = (event: ParleyEvent) => void;

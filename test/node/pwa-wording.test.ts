@@ -261,6 +261,9 @@ describe("status pill and sidebar", () => {
     expect(chatStatusLabel({ kind: "online" }, "secure", 0, { ...g, epoch: 2 }).label).toBe(
       "Secure",
     );
+    expect(
+      chatStatusLabel({ kind: "online" }, "offline", 0, { ...g, epoch: 2, leaving: true }).label,
+    ).toBe("Leaving");
     // Really offline is still said first.
     expect(chatStatusLabel({ kind: "waiting", retryAt: 0 }, g.status, 0, g).label).toBe("Offline");
     expect(chatStatusLabel({ kind: "replaced" }, "secure", 0).label).toBe("Signed in elsewhere");

@@ -36,14 +36,7 @@ import { HistoryStore } from "../storage/history";
 import { disableLock, enableLock, LockError, readLock, unlock } from "../storage/lock";
 import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
 import type { HistoryEntry, HistoryMessage } from "../storage/schemas";
-import {
-  describeError,
-  describeThrown,
-  isUnknownUser,
-  relayCodeOf,
-  unknownUserText,
-  type Worded,
-} from "../ui/wording";
+import { describeError, describeThrown, unknownUserText, type Worded } from "../ui/wording";
 import { createToasts } from "./toasts";
 
 export const HUB = "main";
@@ -283,10 +276,6 @@ export function createParley() {
     engine = null;
   }
 
-  function isRelayNameTaken(message: string) {
-    return /name_taken|belongs to another identity/i.test(message);
-  }
-
   async function onEvent(ev: ParleyEvent) {
     switch (ev.type) {
       case "ready": {
@@ -345,14 +334,15 @@ export function createParley() {
         return;
       }
       case "error": {
-        if (!everReady && isRelayNameTaken(ev.message)) {
+        // The relay's code, typed on the event (PROTOCOL.md §11.1): no matching on its text.
+        if (!everReady && ev.relayCode === "name_taken") {
           await abandonOnboarding("That username is taken in this hub. Pick another one.");
           return;
         }
         // Taken over by another connection: the notice under the top bar says so, with "Use here".
-        if (ev.code === "relay_error" && relayCodeOf(ev.message) === "replaced") return;
+        if (ev.relayCode === "replaced") return;
         const conv = ev.conversationId ? parseConvId(ev.conversationId) : null;
-        if (conv?.kind === "direct" && ev.conversationId && isUnknownUser(ev.code, ev.message)) {
+        if (conv?.kind === "direct" && ev.conversationId && ev.relayCode === "unknown_user") {
           const id = ev.conversationId;
           mutate((s) => {
             const c = s.convs[id];

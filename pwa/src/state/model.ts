@@ -26,6 +26,8 @@ export interface ConvView {
   epoch: number;
   removalPending: boolean;
   joining: boolean;
+  /** Groups: a leave was pressed (perhaps offline) and waits for the relay (PROTOCOL.md §10.1). */
+  leaving: boolean;
   entries: HistoryEntry[];
   unread: number;
   lastReadAt: number;
@@ -83,6 +85,7 @@ export function emptyConv(id: ConversationId): ConvView {
     epoch: -1,
     removalPending: false,
     joining: false,
+    leaving: false,
     entries: [],
     unread: 0,
     lastReadAt: 0,
@@ -109,6 +112,7 @@ export function applySummary(s: ChatState, sum: ConversationSummary): void {
   c.epoch = sum.epoch ?? (sum.kind === "direct" ? 0 : -1);
   c.removalPending = sum.removalPending ?? false;
   c.joining = sum.joining ?? false;
+  c.leaving = sum.leaving ?? false;
 }
 
 export function messageEntry(m: ChatMessage): HistoryMessage {

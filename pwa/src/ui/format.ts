@@ -41,7 +41,7 @@ export function chatStatusLabel(
   conn: ConnView,
   status: ConversationStatus | null,
   _now: number,
-  conv?: Pick<ConvView, "kind" | "epoch" | "joining" | "missingUser">,
+  conv?: Pick<ConvView, "kind" | "epoch" | "joining" | "missingUser"> & { leaving?: boolean },
 ): { label: string; tone: "ok" | "good" | "warn" | "bad" | "muted" } {
   switch (conn.kind) {
     case "waiting":
@@ -62,6 +62,7 @@ export function chatStatusLabel(
   if (conv?.kind === "direct" && conv.missingUser) return { label: "No such user", tone: "bad" };
   if (conv?.kind === "group" && status !== "key_changed") {
     if (conv.joining) return { label: "Joining", tone: "warn" };
+    if (conv.leaving) return { label: "Leaving", tone: "warn" };
     if (!isMember(conv)) return { label: "Not joined", tone: "muted" };
   }
   if (status === null) return { label: "Online", tone: "ok" };

@@ -1,0 +1,133 @@
+/**
+ * Relay answers (PROTOCOL.md §6, §10.1): `accepted` and `error` routed through the in-flight
+ * registry (inflight.ts) to what they answer — a message in the outbox, a join, a leave, a
+ * commit, a bundle request, a prekey upload — with the relay's error code kept typed
+ * (`relayCode` on the error event, §11.1). Transient refusals keep the entry for the next
+ * connection; final ones end it.
+ */
+import * as v from "valibot";
+import type { ErrorCode, FrameOf, ServerFrame } from "../../protocol";
+import type { ConversationId } from "../client-api";
+import { type OutboxEntry, OutboxEntrySchema } from "../store";
+import * as direct from "./direct";
+import { delivery, error, type Tx } from "./effects";
+import * as groups from "./group-steps";
+
+/**
+ * A stored outbox entry, or null when it is gone or no longer parses (§10.1): a bad entry is
+ * deleted and reported — its message shown as failed — so it can never block the entries
+ * behind it on every later connection.
+ */
+export function outboxEntry(tx: Tx, key: string, value: unknown): OutboxEntry | null {
+  if (value === undefined) return null;
+  const r = v.safeParse(OutboxEntrySchema, value);
+  if (r.success) return r.output;
+  tx.del(key);
+  const raw = (typeof value === "object" && value !== null ? value : {}) as Record<string, unknown>;
+  const conversationId = asConversationId(raw.conversationId);
+  if (conversationId !== undefined && typeof raw.messageId === "string") {
+    delivery(tx, conversationId, raw.messageId, "failed");
+  }
+  error(
+    tx,
+    "outbox_entry_invalid",
+    "a stored message could not be sent and was set aside",
+    conversationId,
+  );
+  return null;
+}
+
+export function asConversationId(x: unknown): ConversationId | undefined {
+  return typeof x === "string" && (x.startsWith("dm:") || x.startsWith("group:"))
+    ? (x as ConversationId)
+    : undefined;
+}
+
+export async function onAccepted(tx: Tx, f: FrameOf<ServerFrame, "accepted">): Promise<void> {
+  const s = tx.state;
+  const fl = s.flights.get(f.id);
+  if (fl === undefined) return;
+  switch (fl.kind) {
+    case "send": {
+      const entry = outboxEntry(tx, fl.key, await tx.get(fl.key));
+      s.flights.delete(f.id);
+      if (entry === null) return;
+      tx.del(fl.key);
+      const conv = asConversationId(entry.conversationId);
+      if (conv && entry.messageId) delivery(tx, conv, entry.messageId, "sent");
+      return;
+    }
+    case "upload":
+      s.flights.delete(f.id);
+      if (s.link.t === "online") s.link = { ...s.link, uploading: false };
+      return;
+    case "commit":
+      return groups.onCommitAccepted(tx, f.id, fl.group);
+    case "join":
+      return groups.onJoinAccepted(tx, f.id);
+    case "leave":
+      return groups.onLeaveAccepted(tx, f.id);
+    case "fetch":
+      return; // the `bundle` answers it
+  }
+}
+
+/** A relay error (§6): routed to what it answers through the registry, its code kept typed. */
+export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Promise<void> {
+  const s = tx.state;
+  const text = `${f.code}: ${f.message}`;
+  const code: ErrorCode = f.code;
+  if (code === "device_replaced") {
+    // Another device claimed the identity (a restore from backup, §4.3). Reconnecting would
+    // only be refused again; the user may take it back (reclaimDevice).
+    s.retired = true;
+    tx.emit({ type: "connection", state: "retired" });
+    return;
+  }
+  const id = f.id;
+  const fl = id === undefined ? undefined : s.flights.get(id);
+  if (id === undefined || fl === undefined) {
+    error(tx, "relay_error", text, undefined, code);
+    return;
+  }
+  switch (fl.kind) {
+    case "send": {
+      const entry = outboxEntry(tx, fl.key, await tx.get(fl.key));
+      if (entry === null) {
+        s.flights.delete(id);
+        error(tx, "relay_error", text, undefined, code);
+        return;
+      }
+      const conv = asConversationId(entry.conversationId);
+      // Transient refusals keep the entry: it is sent again on the next connection (§10.1).
+      // not_authenticated: the frame overtook our auth (e.g. across a relay restart).
+      if (!groups.TRANSIENT.has(code)) {
+        tx.del(fl.key);
+        s.flights.delete(id);
+        if (conv && entry.messageId) delivery(tx, conv, entry.messageId, "failed");
+      }
+      error(tx, "relay_error", text, conv, code);
+      return;
+    }
+    case "upload":
+      s.flights.delete(id);
+      if (s.link.t === "online") s.link = { ...s.link, uploading: false };
+      error(tx, "relay_error", text, undefined, code);
+      return;
+    case "fetch":
+      s.flights.delete(id);
+      await direct.onFetchRefused(tx, fl.peer);
+      error(tx, "relay_error", text, direct.dmId(fl.peer), code);
+      return;
+    case "commit":
+      return groups.onCommitRefused(tx, id, fl.group, code, f.message);
+    case "join":
+      await groups.onJoinRefused(tx, id, fl.group, code);
+      error(tx, "relay_error", text, groups.groupId(fl.group), code);
+      return;
+    case "leave":
+      await groups.onLeaveRefused(tx, id, fl.group, code);
+      error(tx, "relay_error", text, groups.groupId(fl.group), code);
+      return;
+  }
+}

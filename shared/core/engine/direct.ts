@@ -1,0 +1,417 @@
+/**
+ * 1:1 conversations as steps (PROTOCOL.md §8): starting sessions, sending, receiving, receipts,
+ * repair and trust decisions. The crypto is dm.ts's pure transitions; here they are run against
+ * the engine state and turned into effects (writes, frames, events) on the step's `Tx`.
+ */
+import * as v from "valibot";
+import { toB64u } from "../../encoding";
+import { type ClientFrame, type FrameOf, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
+import type { ChatMessage, ConversationId, CoreErrorCode } from "../client-api";
+import { b64 } from "../codec";
+import { type DmContent, MAX_RECEIPT_IDS, type TextContent } from "../content";
+import {
+  beginRepair,
+  canSendNow,
+  type DmNote,
+  type DmRecord,
+  type DmResult,
+  encryptDm,
+  enqueue,
+  MAX_QUEUE,
+  needsPrekeys,
+  receiveDm,
+  startFetching,
+  startFromBundle,
+  startOnline,
+} from "../dm";
+import { CoreError, isCoreError } from "../errors";
+import { DAY } from "../prekeys";
+import { KEYS, type OutboxEntry, type SentText, SentTextSchema } from "../store";
+import { acceptChange, type Contact, checkKey, markVerified } from "../trust";
+import { delivery, error, system, type Tx } from "./effects";
+import { trackDmGaps } from "./gaps";
+import { nextId } from "./inflight";
+import { isOnline } from "./link";
+import { dmCtx, loadDm, loadPrekeys, putContact } from "./load";
+import { summarizeDm } from "./summaries";
+
+/** A handshake not completed after this long is restarted with an asynchronous start (§8.2.5). */
+export const HANDSHAKE_RETRY_MS = 30_000;
+/** A sent text the peer never receipted is kept this long for a repair to send again (§8.10). */
+export const SENT_KEEP_MS = 30 * DAY;
+
+export const dmId = (peer: string): ConversationId => `dm:${peer}`;
+
+/**
+ * Persist-then-send (§10.1): the frame goes into the outbox — the `send` kind of the in-flight
+ * registry — in the same batch as the state that made it, and is sent after that batch.
+ */
+export function outboxSend(
+  tx: Tx,
+  frame: FrameOf<ClientFrame, "send" | "group_send">,
+  seq: number,
+  meta: { conversationId?: ConversationId; messageId?: string } = {},
+): void {
+  const key = KEYS.outbox(seq);
+  const entry: OutboxEntry = { frame, ...meta };
+  tx.put(key, entry);
+  tx.state.flights.set(frame.id, { kind: "send", key, ...meta });
+  tx.send(frame);
+}
+
+/** A `send` of `body` to `peer` through the outbox. */
+function sendBody(
+  tx: Tx,
+  peer: string,
+  body: Uint8Array,
+  meta: { conversationId?: ConversationId; messageId?: string } = {},
+): void {
+  const { id, seq } = nextId(tx);
+  const frame = { v: PROTOCOL_VERSION, t: "send", id, to: peer, body: toB64u(body) } as const;
+  outboxSend(tx, frame, seq, meta);
+}
+
+/** Keep a sent text until the peer receipts it, for a repair to send again (§8.10). */
+function keepSent(tx: Tx, peer: string, c: { id: string; ts: number; text: string }): void {
+  const value: SentText = { id: c.id, ts: c.ts, text: c.text };
+  tx.put(KEYS.sent(peer, c.id), value);
+}
+
+export function announceOutgoing(tx: Tx, conversationId: ConversationId, c: TextContent): void {
+  tx.emit({
+    type: "message",
+    message: {
+      id: c.id,
+      conversationId,
+      from: tx.env.username,
+      direction: "out",
+      text: c.text,
+      sentAt: c.ts,
+      at: c.ts,
+      delivery: "sending",
+    },
+  });
+}
+
+export function announceReceived(
+  tx: Tx,
+  conversationId: ConversationId,
+  from: string,
+  c: TextContent,
+): void {
+  const message: ChatMessage = {
+    id: c.id,
+    conversationId,
+    from,
+    direction: "in",
+    text: c.text,
+    sentAt: c.ts,
+    at: tx.now,
+  };
+  tx.emit({ type: "message", message });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+export async function startChat(tx: Tx, username: string): Promise<ConversationId> {
+  if (username === tx.env.username) throw new CoreError("malformed", "cannot chat with yourself");
+  await ensureSession(tx, await loadDm(tx, username));
+  return dmId(username);
+}
+
+export function endChat(tx: Tx, username: string): void {
+  tx.del(KEYS.dm(username));
+  tx.state.summaries.delete(dmId(username));
+}
+
+/** Start a handshake if there is no usable session and none under way; persists `rec`. */
+export async function ensureSession(tx: Tx, rec: DmRecord): Promise<void> {
+  const peer = rec.peer;
+  const s = tx.state;
+  const contact = s.contacts.get(peer);
+  // An online handshake the peer never answered (it went away, or its engine refused it):
+  // fall back to an asynchronous start, which needs nothing from the peer (§8.2.5).
+  const stuck =
+    rec.current === null &&
+    (rec.pending?.kind === "initiating" || rec.pending?.kind === "fetching") &&
+    tx.now - rec.pending.at > HANDSHAKE_RETRY_MS;
+  if (stuck) rec = { ...rec, pending: null };
+  if (rec.current !== null || rec.pending !== null || !isOnline(s.link) || contact?.changedKey) {
+    tx.put(KEYS.dm(peer), rec);
+    summarizeDm(tx, rec);
+    return;
+  }
+  const presenceKey = stuck ? undefined : s.online.get(peer);
+  if (presenceKey !== undefined) {
+    // Online: the identity key comes from the pin or, first time, from presence (TOFU, §8.7).
+    const check = checkKey(contact ?? null, peer, presenceKey, tx.now);
+    if (check.result === "changed") {
+      tx.put(KEYS.dm(peer), rec);
+      putContact(tx, contact, check.contact);
+      s.contacts.set(peer, check.contact);
+      summarizeDm(tx, rec);
+      return;
+    }
+    const r = await startOnline(rec, check.contact, dmCtx(tx));
+    await applyDm(tx, contact, r);
+    return;
+  }
+  const { id } = nextId(tx);
+  const next = startFetching(rec, tx.now);
+  tx.put(KEYS.dm(peer), next);
+  s.flights.set(id, { kind: "fetch", peer });
+  tx.send({ v: PROTOCOL_VERSION, t: "fetch_bundle", id, username: peer });
+  summarizeDm(tx, next);
+}
+
+export async function onBundle(tx: Tx, f: FrameOf<ServerFrame, "bundle">): Promise<void> {
+  const fl = tx.state.flights.get(f.id);
+  if (fl?.kind !== "fetch" || fl.peer !== f.username) return;
+  tx.state.flights.delete(f.id);
+  const rec = await loadDm(tx, f.username);
+  if (rec.pending?.kind !== "fetching") return;
+  const before = tx.state.contacts.get(f.username);
+  const r = await startFromBundle(rec, before ?? null, f, dmCtx(tx));
+  await applyDm(tx, before, r);
+}
+
+/** The bundle request was refused (e.g. unknown_user): the record stops waiting for it. */
+export async function onFetchRefused(tx: Tx, peer: string): Promise<void> {
+  const rec = await loadDm(tx, peer);
+  const next = { ...rec, pending: null };
+  tx.put(KEYS.dm(peer), next);
+  summarizeDm(tx, next);
+}
+
+/**
+ * A dm transition (record, contact, prekeys, outgoing bodies, flushed queue) as one set of
+ * effects: the writes land in the step's batch, the frames and events follow it (§10.1).
+ */
+export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult): Promise<void> {
+  const peer = r.record.peer;
+  let rec = r.record;
+  putContact(tx, before, r.contact);
+  if (r.prekeys) tx.put(KEYS.prekeys, r.prekeys);
+  for (const body of r.send) sendBody(tx, peer, body);
+  // The peer receipted these: nothing to send again on a repair (§8.10).
+  for (const c of r.received) {
+    if (c.t === "receipt") for (const id of c.ids) tx.del(KEYS.sent(peer, id));
+  }
+  // The peer repaired its side onto a new session and could not read some of ours (§8.10):
+  // every text it has not receipted goes again, same id and time, on the session it holds.
+  const retried = r.received.some((c) => c.t === "retry");
+  const resend: SentText[] = retried ? await unreceipted(tx, peer) : [];
+  let resent = 0;
+  const sendable = canSendNow(rec) && r.contact.changedKey === null;
+  if (sendable && rec.repair !== null && !rec.repair.asked) {
+    // Our repair's new session can send: ask the peer to send again, first of all (§8.10).
+    const enc = await encryptDm(rec, r.contact, { t: "retry" }, dmCtx(tx));
+    rec = { ...enc.record, repair: { ...rec.repair, asked: true } };
+    sendBody(tx, peer, enc.body);
+  }
+  if (!sendable && resend.length > 0) {
+    // Sending is blocked (a key change awaits the user): they wait in the queue (§8.7).
+    const queued = new Set(rec.queue.map((q) => q.id));
+    for (const t of resend) {
+      if (queued.has(t.id) || rec.queue.length >= MAX_QUEUE) continue;
+      rec = enqueue(rec, t);
+      resent++;
+    }
+  }
+  if (sendable && (rec.queue.length > 0 || resend.length > 0)) {
+    const queued = new Set(rec.queue.map((q) => q.id));
+    const texts = [...resend.filter((t) => !queued.has(t.id)), ...rec.queue];
+    for (const q of texts) {
+      const content: TextContent = { t: "text", id: q.id, ts: q.ts, text: q.text };
+      const enc = await encryptDm(rec, r.contact, content, dmCtx(tx));
+      rec = enc.record;
+      sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: q.id });
+      keepSent(tx, peer, q);
+    }
+    resent = resend.length;
+    rec = { ...rec, queue: [] };
+  }
+  tx.put(KEYS.dm(peer), rec);
+  tx.state.contacts.set(peer, r.contact);
+  dmNotes(tx, peer, r.notes);
+  if (resent > 0) {
+    const what = resent === 1 ? "1 message" : `${resent} messages`;
+    system(
+      tx,
+      dmId(peer),
+      "resending",
+      `${peer} could not read ${what} (a new or restored device); sending again`,
+      { username: peer, count: resent },
+    );
+    for (const t of resend) delivery(tx, dmId(peer), t.id, "sending");
+  }
+  for (const c of r.received) {
+    if (c.t === "retry") continue;
+    if (c.t === "text") {
+      announceReceived(tx, dmId(peer), peer, c);
+      // Acknowledge end to end (§8.6); a receipt is never receipted itself.
+      const due = tx.state.receiptsDue;
+      due.set(peer, [...(due.get(peer) ?? []), c.id]);
+    } else {
+      // Authenticated by the session: the only source of "delivered" (§6, §8.6).
+      for (const id of c.ids) delivery(tx, dmId(peer), id, "delivered");
+    }
+  }
+  if (r.received.length > 0) trackDmGaps(tx, rec);
+  summarizeDm(tx, rec);
+}
+
+/**
+ * The texts `peer` has not receipted, oldest first, for a repair to send again (§8.10); those
+ * older than SENT_KEEP_MS are deleted instead of sent.
+ */
+async function unreceipted(tx: Tx, peer: string): Promise<SentText[]> {
+  const out: SentText[] = [];
+  const cutoff = tx.now - SENT_KEEP_MS;
+  for (const { key, value } of await tx.list(KEYS.sentOf(peer))) {
+    const r = v.safeParse(SentTextSchema, value);
+    if (r.success && r.output.ts >= cutoff) out.push(r.output);
+    else tx.del(key);
+  }
+  return out.sort((a, b) => a.ts - b.ts || (a.id < b.id ? -1 : 1));
+}
+
+function dmNotes(tx: Tx, peer: string, notes: DmNote[]): void {
+  const id = dmId(peer);
+  for (const n of notes) {
+    if (n.kind === "session_started") {
+      system(tx, id, "session_started", `Secure session with ${peer} established (${n.mode})`, {
+        username: peer,
+      });
+    } else if (n.kind === "key_changed") {
+      system(
+        tx,
+        id,
+        "key_changed",
+        `${peer}'s safety number changed; sending is blocked until you accept`,
+        { username: peer },
+      );
+    }
+  }
+}
+
+/**
+ * Send the due end-to-end receipts (§8.6): one `receipt` content per peer (chunked at
+ * MAX_RECEIPT_IDS), through the ratchet and the outbox like any message, with no delivery
+ * state of its own. Best effort: without a usable session the ids are dropped (the sender then
+ * keeps showing "sent", never a false "delivered").
+ */
+export async function flushReceipts(tx: Tx): Promise<void> {
+  const due = [...tx.state.receiptsDue.entries()];
+  tx.state.receiptsDue.clear();
+  for (const [peer, ids] of due) {
+    const contact = tx.state.contacts.get(peer);
+    let rec = await loadDm(tx, peer);
+    if (!contact || contact.changedKey || !canSendNow(rec)) continue;
+    for (let i = 0; i < ids.length; i += MAX_RECEIPT_IDS) {
+      const content: DmContent = { t: "receipt", ids: ids.slice(i, i + MAX_RECEIPT_IDS) };
+      const enc = await encryptDm(rec, contact, content, dmCtx(tx));
+      rec = enc.record;
+      sendBody(tx, peer, enc.body);
+    }
+    tx.put(KEYS.dm(peer), rec);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending and receiving
+
+export async function sendDm(tx: Tx, peer: string, content: TextContent): Promise<void> {
+  const contact = tx.state.contacts.get(peer);
+  if (contact?.changedKey)
+    throw new CoreError("key_changed", `${peer}'s key changed; accept it first`);
+  const rec = await loadDm(tx, peer);
+  if (contact && canSendNow(rec)) {
+    const enc = await encryptDm(rec, contact, content, dmCtx(tx));
+    tx.put(KEYS.dm(peer), enc.record);
+    announceOutgoing(tx, dmId(peer), content);
+    sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: content.id });
+    keepSent(tx, peer, content);
+    return;
+  }
+  const queued = enqueue(rec, { id: content.id, ts: content.ts, text: content.text });
+  announceOutgoing(tx, dmId(peer), content);
+  await ensureSession(tx, queued);
+}
+
+export async function onDirect(tx: Tx, from: string, body: Uint8Array): Promise<void> {
+  if (from === tx.env.username) throw new CoreError("malformed", "direct message from ourselves");
+  const rec = await loadDm(tx, from);
+  const before = tx.state.contacts.get(from);
+  // The prekey state (hundreds of keys) is parsed only for the message that needs it.
+  const prekeys = needsPrekeys(body) ? await loadPrekeys(tx) : null;
+  const r = await receiveDm(rec, before ?? null, prekeys, body, dmCtx(tx));
+  await applyDm(tx, before, r);
+}
+
+/**
+ * A direct body from `peer` we cannot decrypt for want of the session it was made on (§8.10):
+ * our state was lost or replaced (a restore on a new device) or is older than the peer's.
+ * Make a new session and, on it, ask the peer to send again what we have not receipted — at
+ * most once per REPAIR_INTERVAL_MS; a failure inside that window is covered by the same ask.
+ */
+export async function repair(tx: Tx, peer: string, code: CoreErrorCode): Promise<void> {
+  const next = beginRepair(await loadDm(tx, peer), tx.now);
+  if (next === null) return;
+  system(
+    tx,
+    dmId(peer),
+    "repairing",
+    `A message from ${peer} could not be read (${code}); making a new secure session and asking ${peer} to send it again`,
+    { username: peer },
+  );
+  await ensureSession(tx, next);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trust (§8.7)
+
+export async function acceptKeyChange(tx: Tx, username: string): Promise<boolean> {
+  const c = tx.state.contacts.get(username);
+  if (!c?.changedKey) return false;
+  const next = acceptChange(c, tx.now);
+  const rec = await loadDm(tx, username);
+  // Sessions made with the old key are dropped; the held envelopes (made for the new key) are
+  // processed now, and queued texts go out under a fresh handshake.
+  const fresh: DmRecord = {
+    ...rec,
+    current: null,
+    previous: [],
+    pending: null,
+    held: [],
+    seenInits: [],
+  };
+  tx.put(KEYS.contact(username), next);
+  tx.put(KEYS.dm(username), fresh);
+  tx.state.contacts.set(username, next);
+  system(tx, dmId(username), "key_accepted", `You accepted ${username}'s new key`, { username });
+  let cur = fresh;
+  for (const body of rec.held) {
+    try {
+      const r = await receiveDm(cur, next, await loadPrekeys(tx), b64(body, "held"), dmCtx(tx));
+      await applyDm(tx, next, r);
+      cur = await loadDm(tx, username);
+    } catch (e) {
+      if (isCoreError(e)) error(tx, e.code, e.message, dmId(username));
+    }
+  }
+  await ensureSession(tx, await loadDm(tx, username));
+  return true;
+}
+
+export async function markContactVerified(tx: Tx, username: string): Promise<void> {
+  const c = tx.state.contacts.get(username);
+  if (!c) throw new CoreError("unknown_session", "no pinned key for that user");
+  if (c.changedKey) throw new CoreError("key_changed", "accept the key change first");
+  const next = markVerified(c);
+  tx.put(KEYS.contact(username), next);
+  tx.state.contacts.set(username, next);
+  system(tx, dmId(username), "verified", `You marked ${username} as verified`, { username });
+  summarizeDm(tx, await loadDm(tx, username));
+}

@@ -1,0 +1,103 @@
+/**
+ * Who commits a group, and when (PROTOCOL.md §9.2.4, §9.4, §9.6) — pure decisions over the
+ * relay's group state and our record, with no I/O, so each rule has a unit test
+ * (test/shared/core-group-policy.test.ts). group-steps.ts carries the decision out.
+ */
+import type { GroupState } from "../../protocol";
+import type { Tuning } from "../client-api";
+import type { GroupRecord } from "../group";
+import { phaseOf } from "../group-record";
+
+export type CommitDecision =
+  /** Nothing to do now (a commit is on its way, someone else's turn, or nothing is due). */
+  | { t: "wait" }
+  /** The relay no longer lists us (we left from elsewhere): forget every key (§9.4). */
+  | { t: "forget" }
+  /** Commit now: as a pending joiner (`joiner`), the first committer of a leave, or an update. */
+  | { t: "commit"; joiner: boolean }
+  /** A pending leave, and `rank` others come first: commit after `delayMs` if still pending. */
+  | { t: "fallback"; rank: number; delayMs: number }
+  /**
+   * Leave and join again for a fresh epoch (§9.4): we are listed as a member but hold no keys
+   * and none are coming (`dropKeys` false: state lost), or the relay moved to an epoch whose
+   * commit we refused (`dropKeys` true: forged, or one we can never open).
+   */
+  | { t: "rejoin"; dropKeys: boolean };
+
+export interface CommitInputs {
+  me: string;
+  /** The relay's latest state of the group. */
+  state: GroupState;
+  record: GroupRecord;
+  /** Users online now (presence), for the committer order. */
+  online: ReadonlySet<string> | ReadonlyMap<string, unknown>;
+  /** The latest epoch whose delivered commit we refused, if any. */
+  refusedEpoch: number | undefined;
+  /** We asked to leave (not as half of a rejoin) and wait for `left`. */
+  leaving: boolean;
+  /** A rejoin is already under way (its join is in flight). */
+  rejoining: boolean;
+  tuning: Pick<Tuning, "groupUpdateAfterMessages" | "groupUpdateAfterMs" | "fallbackCommitDelayMs">;
+  now: number;
+}
+
+export function decideCommit(i: CommitInputs): CommitDecision {
+  const { me, state, record: rec } = i;
+  const WAIT = { t: "wait" } as const;
+  // We are on our way out: the leave's `left` decides, and nothing is committed meanwhile.
+  if (i.leaving) return WAIT;
+  // Our own commit was accepted (we hold its epoch) but the relay's `group` frame for it has
+  // not arrived yet: acting on the older state would build a second commit on the old epoch
+  // that the relay refuses as `stale_epoch` (SECURITY.md L13). Decide when it comes (§9.2.1).
+  if (rec.current !== null && rec.current.epoch > state.epoch) return WAIT;
+  const p = phaseOf(rec);
+  const isMember = state.members.some((m) => m.username === me);
+  const joining = state.pendingJoins.some((m) => m.username === me);
+  if (rec.status === "member" && !isMember && !joining) return { t: "forget" };
+  if (rec.pendingCommit !== null) return WAIT;
+  if (joining) return { t: "commit", joiner: true };
+  const leavers = new Set(state.pendingLeaves);
+  const stays = isMember && !leavers.has(me);
+  if (
+    stays &&
+    // A re-joiner whose join a concurrent commit folded in without adding it (§9.4) is stuck
+    // the same way: listed as a member, holding no keys, its commit refused.
+    (p.t === "member" || p.t === "joining") &&
+    (rec.current?.epoch ?? -1) < state.epoch &&
+    i.refusedEpoch !== undefined &&
+    i.refusedEpoch >= state.epoch
+  ) {
+    // No valid commit for that epoch will ever reach us, and waiting would freeze the group
+    // for every honest member: drop our keys and re-join; our own commit re-keys the group.
+    return { t: "rejoin", dropKeys: true };
+  }
+  if (stays && rec.status === "none" && !i.rejoining) return { t: "rejoin", dropKeys: false };
+  if (!stays || p.t !== "member") return WAIT;
+  if (p.current.epoch !== state.epoch) return WAIT; // a commit is on its way through the mailbox
+  const candidates = state.members
+    .map((m) => m.username)
+    .filter((u) => !leavers.has(u) && (u === me || i.online.has(u)))
+    .sort();
+  const rank = candidates.indexOf(me);
+  if (state.pendingLeaves.length > 0) {
+    // The lowest online name commits the removal; the others follow, one delay per rank,
+    // in case it does not (§9.2.4).
+    if (rank === 0) return { t: "commit", joiner: false };
+    return { t: "fallback", rank, delayMs: rank * i.tuning.fallbackCommitDelayMs };
+  }
+  if (state.pendingJoins.length > 0) return WAIT;
+  // Periodic update (§9.6): after N of our messages in the epoch, or (lowest name) when old.
+  const dueByCount = p.current.sent >= i.tuning.groupUpdateAfterMessages;
+  const dueByTime = rank === 0 && i.now - p.current.startedAt >= i.tuning.groupUpdateAfterMs;
+  return dueByCount || dueByTime ? { t: "commit", joiner: false } : WAIT;
+}
+
+/** A fallback committer's turn came: commit only if the leave is still pending at `epoch`. */
+export function fallbackStillDue(
+  state: GroupState | undefined,
+  record: GroupRecord,
+  epoch: number,
+): state is GroupState {
+  if (!state || state.epoch !== epoch || state.pendingLeaves.length === 0) return false;
+  return record.pendingCommit === null && record.current?.epoch === epoch;
+}

@@ -1,0 +1,95 @@
+/**
+ * The in-flight registry (PROTOCOL.md §10.1): every frame that waits for the relay's `accepted`
+ * or `error` is registered under its frame id with what it is, so answers are routed by a typed
+ * lookup and never by the shape of the id. The kinds that must survive a reload or a lost
+ * connection are persisted before their frame leaves (write-ahead):
+ *   send    outbox/<seq>   the encrypted `send`/`group_send` frame itself (texts and receipts)
+ *   join    flight/<seq>   a `join` pressed, offline or not: sent again at every welcome until answered
+ *   leave   flight/<seq>   a `leave` likewise (`rejoin`: the leave half of a rejoin, §9.4)
+ *   commit  group/<name>   the record's `pendingCommit` (its secret is applied on `accepted`)
+ * `fetch` (a bundle request) and `upload` (one-time prekeys) are asked again on every
+ * connection anyway, so they live in memory only.
+ */
+import * as v from "valibot";
+import { PROTOCOL_VERSION } from "../../protocol";
+import type { ConversationId } from "../client-api";
+import type { Tx } from "./effects";
+
+export type Flight =
+  | { kind: "send"; key: string; conversationId?: ConversationId; messageId?: string }
+  | { kind: "join"; key: string; group: string }
+  | { kind: "leave"; key: string; group: string; rejoin: boolean }
+  | { kind: "commit"; group: string }
+  | { kind: "fetch"; peer: string }
+  | { kind: "upload" };
+
+export const FLIGHT_PREFIX = "flight/";
+export const flightKey = (seq: number) => `${FLIGHT_PREFIX}${String(seq).padStart(15, "0")}`;
+
+/** A persisted join or leave (`flight/<seq>`). */
+export const FlightRecordSchema = v.variant("kind", [
+  v.strictObject({ kind: v.literal("join"), id: v.string(), group: v.string() }),
+  v.strictObject({
+    kind: v.literal("leave"),
+    id: v.string(),
+    group: v.string(),
+    rejoin: v.boolean(),
+  }),
+]);
+export type FlightRecord = v.InferOutput<typeof FlightRecordSchema>;
+
+/** The next frame id and its sequence number (unique per store: `seq` is loaded from it). */
+export function nextId(tx: Tx): { id: string; seq: number } {
+  tx.state.seq++;
+  return { id: String(tx.state.seq), seq: tx.state.seq };
+}
+
+/** The frame of a persisted join or leave (same id every time it is sent). */
+export function flightFrame(r: FlightRecord) {
+  return r.kind === "join"
+    ? ({ v: PROTOCOL_VERSION, t: "join", id: r.id, group: r.group } as const)
+    : ({ v: PROTOCOL_VERSION, t: "leave", id: r.id, group: r.group } as const);
+}
+
+/** Register and persist a join or leave, and send it if the link is up. */
+export function startFlight(
+  tx: Tx,
+  r: { kind: "join"; group: string } | { kind: "leave"; group: string; rejoin: boolean },
+): void {
+  const { id, seq } = nextId(tx);
+  const key = flightKey(seq);
+  const rec: FlightRecord = { ...r, id };
+  tx.put(key, rec);
+  tx.state.flights.set(id, { ...r, key });
+  tx.send(flightFrame(rec));
+}
+
+/** Done with a flight: forget it, and its persisted record if it has one. */
+export function endFlight(tx: Tx, id: string): void {
+  const f = tx.state.flights.get(id);
+  if (f === undefined) return;
+  tx.state.flights.delete(id);
+  if (f.kind === "join" || f.kind === "leave") tx.del(f.key);
+}
+
+/** The pending leave of `group`, if any (the summary shows it as `leaving`). */
+export function leaveOf(
+  flights: ReadonlyMap<string, Flight>,
+  group: string,
+): { id: string; flight: Extract<Flight, { kind: "leave" }> } | null {
+  for (const [id, f] of flights)
+    if (f.kind === "leave" && f.group === group) return { id, flight: f };
+  return null;
+}
+
+export function joinOf(flights: ReadonlyMap<string, Flight>, group: string): string | null {
+  for (const [id, f] of flights) if (f.kind === "join" && f.group === group) return id;
+  return null;
+}
+
+/** Drop the in-memory-only kinds: their frames died with the socket. */
+export function dropTransient(flights: Map<string, Flight>): void {
+  for (const [id, f] of [...flights]) {
+    if (f.kind === "fetch" || f.kind === "upload" || f.kind === "commit") flights.delete(id);
+  }
+}

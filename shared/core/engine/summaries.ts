@@ -1,0 +1,106 @@
+/**
+ * What the UI lists (PROTOCOL.md §11.1): conversation summaries and contact info, derived from
+ * the records and the engine state, and emitted as `conversation` events whenever they change.
+ */
+
+import { identityFingerprint } from "../../crypto";
+import { fromB64u } from "../../encoding";
+import type { ContactInfo, ConversationStatus, ConversationSummary } from "../client-api";
+import { canSendNow, type DmRecord, emptyDm, parseDmRecord } from "../dm";
+import { emptyGroup, type GroupRecord, parseGroupRecord } from "../group";
+import { phaseOf } from "../group-record";
+import { KEYS } from "../store";
+import type { Tx } from "./effects";
+import { leaveOf } from "./inflight";
+import { isOnline } from "./link";
+import type { EngineState } from "./state";
+
+export function contactInfo(s: EngineState, username: string, identityKey: string): ContactInfo {
+  const c = s.contacts.get(username);
+  return {
+    username,
+    identityKey,
+    fingerprint: identityFingerprint(fromB64u(identityKey)),
+    verified: c !== undefined && c.identityKey === identityKey && c.verified,
+  };
+}
+
+export function presenceList(s: EngineState): ContactInfo[] {
+  return [...s.online.entries()].map(([u, k]) => contactInfo(s, u, k));
+}
+
+function dmStatus(s: EngineState, rec: DmRecord): ConversationStatus {
+  const c = s.contacts.get(rec.peer);
+  if (c?.changedKey) return "key_changed";
+  if (!isOnline(s.link)) return "offline";
+  if (canSendNow(rec) || rec.current !== null) return c?.verified ? "verified" : "secure";
+  if (rec.pending?.kind === "fetching") return "connecting";
+  if (rec.pending !== null) return "handshaking";
+  return "connecting";
+}
+
+export function dmSummary(s: EngineState, rec: DmRecord): ConversationSummary {
+  const c = s.contacts.get(rec.peer);
+  return {
+    id: `dm:${rec.peer}`,
+    kind: "direct",
+    name: rec.peer,
+    status: dmStatus(s, rec),
+    members: c ? [contactInfo(s, rec.peer, c.identityKey)] : [],
+  };
+}
+
+export function groupSummary(s: EngineState, rec: GroupRecord): ConversationSummary {
+  const state = s.relayGroups.get(rec.group);
+  const p = phaseOf(rec);
+  const roster = rec.current?.roster ?? [];
+  const changed = roster.some((m) => s.contacts.get(m.name)?.changedKey);
+  const leave = leaveOf(s.flights, rec.group);
+  const leaving = leave !== null && !leave.flight.rejoin;
+  let status: ConversationStatus;
+  if (changed) status = "key_changed";
+  else if (!isOnline(s.link)) status = "offline";
+  else if (p.t === "member" && !leaving) status = "secure";
+  else if (p.t === "joining") status = "connecting";
+  else status = "offline";
+  return {
+    id: `group:${rec.group}`,
+    kind: "group",
+    name: rec.group,
+    status,
+    members: roster.map((m) => contactInfo(s, m.name, m.ik)),
+    epoch: p.t === "member" ? p.current.epoch : -1,
+    removalPending: (state?.pendingLeaves.length ?? 0) > 0,
+    joining: p.t === "joining",
+    leaving,
+  };
+}
+
+export function summarizeDm(tx: Tx, rec: DmRecord): void {
+  const sum = dmSummary(tx.state, rec);
+  tx.state.summaries.set(sum.id, sum);
+  tx.emit({ type: "conversation", conversation: sum });
+}
+
+export function summarizeGroup(tx: Tx, rec: GroupRecord): void {
+  const sum = groupSummary(tx.state, rec);
+  tx.state.summaries.set(sum.id, sum);
+  tx.emit({ type: "conversation", conversation: sum });
+}
+
+/** Summarise every listed conversation again (the link or a pin changed). */
+export async function resummarize(tx: Tx): Promise<void> {
+  for (const sum of [...tx.state.summaries.values()]) {
+    try {
+      if (sum.kind === "direct") {
+        const x = await tx.get(KEYS.dm(sum.name));
+        summarizeDm(tx, x === undefined ? emptyDm(sum.name) : parseDmRecord(x));
+      } else {
+        const x = await tx.get(KEYS.group(sum.name));
+        summarizeGroup(tx, x === undefined ? emptyGroup(sum.name) : parseGroupRecord(x));
+      }
+    } catch {
+      // A record that no longer parses keeps its last summary; its own input reports it.
+    }
+  }
+}
