@@ -195,6 +195,16 @@ describe("notifications while Parley is closed", () => {
     expect(await notifications()).toEqual([]);
   });
 
+  test("a notification's click target opens its conversation (the app was closed)", async () => {
+    // notificationclick opens `/?open=<conversation>` when no window of the app is open.
+    await bob.page.goto(`${relay.url}/?open=${encodeURIComponent("dm:alice")}`);
+    await bob.page
+      .getByTestId("conv-title")
+      .filter({ hasText: "alice" })
+      .waitFor({ timeout: 30_000 });
+    expect(new URL(bob.page.url()).search).toBe("");
+  });
+
   test('with the passphrase lock on, the worker cannot open the keys: "New message" only', async () => {
     await chooseContent("full");
     const p = bob.page;

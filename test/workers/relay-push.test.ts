@@ -6,8 +6,9 @@
  */
 import { env, runDurableObjectAlarm, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { toB64u } from "../../shared/encoding";
 import { PUSH_PAYLOAD } from "../../worker/relay/push";
-import { freshHub, TestClient } from "./support/client";
+import { freshHub, newKeys, TestClient } from "./support/client";
 import { countTable, stubFor } from "./support/relay-store";
 
 interface Received {
@@ -123,6 +124,50 @@ describe("relay Web Push (workerd)", () => {
     await until(hub, async () => (await received(sub.id)).received.length > 0, "the retry");
     expect((await received(sub.id)).attempts.map((a) => a.status)).toEqual([500, 201]);
     alice.close();
+  });
+
+  it("a restore that claims the identity on another device ends the old device's subscription", async () => {
+    const hub = freshHub("push");
+    const keys = await newKeys();
+    const device = (n: number) => toB64u(new Uint8Array(16).fill(n));
+    const laptop = await TestClient.open(hub);
+    laptop.send(await laptop.authFrame("bob", keys, { device: device(1), claim: true }));
+    await laptop.next("welcome");
+    const sub = await newSubscription();
+    laptop.send({
+      v: 1,
+      t: "push_subscribe",
+      id: "p1",
+      endpoint: sub.endpoint,
+      keys: sub.keys,
+      vapidKey: env.VAPID_PUBLIC_KEY,
+    });
+    await laptop.next("accepted");
+    expect(await countTable(hub, "push_subs")).toBe(1);
+    const phone = await TestClient.open(hub);
+    phone.send(await phone.authFrame("bob", keys, { device: device(2), claim: true }));
+    await phone.next("welcome");
+    expect(await countTable(hub, "push_subs")).toBe(0);
+    phone.close();
+  });
+
+  it("push_unsubscribe deletes the device's subscription", async () => {
+    const hub = freshHub("push");
+    const bob = await TestClient.connect(hub, "bob");
+    const sub = await newSubscription();
+    bob.c.send({
+      v: 1,
+      t: "push_subscribe",
+      id: "p1",
+      endpoint: sub.endpoint,
+      keys: sub.keys,
+      vapidKey: env.VAPID_PUBLIC_KEY,
+    });
+    await bob.c.next("accepted");
+    bob.c.send({ v: 1, t: "push_unsubscribe", id: "p2" });
+    expect(await bob.c.next("accepted")).toMatchObject({ id: "p2" });
+    expect(await countTable(hub, "push_subs")).toBe(0);
+    bob.c.close();
   });
 
   it("refuses a private endpoint", async () => {
