@@ -101,6 +101,8 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
     let lastEvent = Date.now();
     let ready = false;
     let stopped = false;
+    /** Frames the engine is still working on: the lock is released only after them. */
+    const working = new Set<Promise<void>>();
     const conn: Connection = new Connection({
       url: relayUrl(deps.location, profile.hub),
       onOpen: () => engine.onConnected(),
@@ -108,7 +110,9 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
         // Our own subscription frames are the page's business (push.ts).
         if ((f.t === "accepted" || f.t === "error") && f.id?.startsWith(PUSH_FRAME_PREFIX)) return;
         lastEvent = Date.now();
-        void engine.onServerFrame(f);
+        const p = engine.onServerFrame(f);
+        working.add(p);
+        void p.finally(() => working.delete(p));
       },
       onClose: () => engine.onDisconnected(),
       onState: (s) => {
@@ -138,11 +142,13 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
     const started = Date.now();
     conn.start();
     while (!stopped && Date.now() - started < MAX_CONNECTED_MS) {
-      if (ready && Date.now() - lastEvent >= QUIET_MS) break;
+      if (ready && working.size === 0 && Date.now() - lastEvent >= QUIET_MS) break;
       await new Promise((r) => setTimeout(r, 200));
     }
-    unsubscribe();
     conn.stop();
+    // Every frame handled and its state written before another writer may take the lock.
+    await Promise.allSettled([...working]);
+    unsubscribe();
     await writes;
     if (deliveries.length > 0) await saveDeliveries(history, deliveries);
     const shown = notificationsFor(received, content);
