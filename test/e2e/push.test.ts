@@ -6,10 +6,13 @@
  * test/node/relay-push.test.ts). The worker takes the Web Lock, fetches and decrypts alice's
  * message itself and shows it as bob's setting says; the notification is read back through
  * `registration.getNotifications()` from a page of the same origin that is not the app
- * (`/robots.txt`).
+ * (`/robots.txt`). Last, the page's own subscription (made with a PushManager that hands out a
+ * subscription of a local push service) is registered with the relay, whose real push then
+ * reaches that service, VAPID-verified and decrypted.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
+import { PushService, type TestSubscription, testVapidKeys } from "../support/push-service";
 import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 import { onboard, openChat, seesMessage, send, shot } from "./ui";
 
@@ -18,6 +21,10 @@ let relay: WranglerDev;
 let alice: BrowserUser;
 let bob: BrowserUser;
 let registrationId = "";
+/** A local push service: the relay's real pushes for bob's page-registered subscription. */
+let service: PushService;
+let pushSub: TestSubscription;
+const vapid = testVapidKeys();
 
 interface Shown {
   title: string;
@@ -26,7 +33,17 @@ interface Shown {
 }
 
 beforeAll(async () => {
-  relay = await startWranglerDev({ port: PORT });
+  service = await PushService.start();
+  pushSub = service.subscribe();
+  relay = await startWranglerDev({
+    port: PORT,
+    vars: {
+      VAPID_PUBLIC_KEY: vapid.publicKey,
+      VAPID_PRIVATE_KEY: vapid.privateKey,
+      VAPID_SUBJECT: "mailto:ops@parley.test",
+      PUSH_ALLOW_LOOPBACK: "1",
+    },
+  });
   alice = await launchUser("alice", `${relay.url}/`);
   bob = await launchUser("bob", `${relay.url}/`);
   await onboard(alice.page, "alice");
@@ -53,6 +70,7 @@ afterAll(async () => {
     if (x) removeProfile(x.dir);
   }
   await relay?.stop();
+  await service?.stop();
 });
 
 /** A same-origin page that is not the app, to read the worker's notifications from. */
@@ -226,5 +244,65 @@ describe("notifications while Parley is closed", () => {
     await p.getByTestId("unlock").click();
     await openChat(p, "alice");
     await seesMessage(p, "push canary three: sealed");
+  });
+});
+
+describe("the page keeps its push subscription registered", () => {
+  test("with permission, bob's page subscribes with the relay's key and the relay's pushes reach the push service", async () => {
+    // Headless Chromium cannot reach a browser push service offline: bob's PushManager hands out
+    // a subscription of the local push service instead (endpoint and keys made in Node).
+    await bob.context.addInitScript(
+      (sub: { endpoint: string; p256dh: string; auth: string }) => {
+        let current: unknown = null;
+        PushManager.prototype.getSubscription = async () => current as PushSubscription | null;
+        PushManager.prototype.subscribe = async (opts?: PushSubscriptionOptionsInit) => {
+          const key = opts?.applicationServerKey as Uint8Array;
+          current = {
+            endpoint: sub.endpoint,
+            options: { applicationServerKey: key.slice().buffer },
+            toJSON: () => ({
+              endpoint: sub.endpoint,
+              keys: { p256dh: sub.p256dh, auth: sub.auth },
+            }),
+            unsubscribe: async () => {
+              current = null;
+              return true;
+            },
+          };
+          return current as PushSubscription;
+        };
+      },
+      { endpoint: pushSub.endpoint, p256dh: pushSub.keys.p256dh, auth: pushSub.keys.auth },
+    );
+    // The passphrase lock is still on from the test before: unlock, as the user would.
+    await bob.page.goto(`${relay.url}/`);
+    await bob.page.fill("#unlock-pass", "bob's long passphrase");
+    await bob.page.getByTestId("unlock").click();
+    await bob.page
+      .getByTestId("my-username")
+      .filter({ hasText: "bob" })
+      .waitFor({ timeout: 30_000 });
+    // After `welcome` the page registers the subscription on its socket (sent before it closes).
+    for (let i = 0; i < 120 && !bob.framesSent.some((f) => f.includes('"push_subscribe"')); i++) {
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const frame = bob.framesSent.find((f) => f.includes('"push_subscribe"')) ?? "";
+    expect(JSON.parse(frame)).toMatchObject({
+      t: "push_subscribe",
+      endpoint: pushSub.endpoint,
+      keys: pushSub.keys,
+      vapidKey: vapid.publicKey,
+    });
+    await closeApp();
+    await aliceSends("push canary four: through the push service");
+    for (let i = 0; i < 120 && service.pushesTo(pushSub).length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const got = service.pushesTo(pushSub);
+    expect(service.failures).toEqual([]);
+    expect(got.length).toBeGreaterThanOrEqual(1);
+    expect(got[0]?.vapidKey).toBe(vapid.publicKey);
+    expect(got[0]?.plaintext).toBe('{"v":1,"t":"wake"}');
+    expect(got[0]?.plaintext).not.toMatch(/alice|canary/);
   });
 });

@@ -145,8 +145,6 @@ export class Pushes {
   #subs: Map<string, PushSubRow> | null = null;
   /** Users whose push request is out now: not sent twice by overlapping alarms. */
   readonly #inflight = new Set<string>();
-  /** Requests sent since the object started (for tests and the operator's logs). */
-  sent = 0;
 
   constructor(deps: PushesDeps) {
     this.#d = deps;
@@ -256,7 +254,6 @@ export class Pushes {
     this.#inflight.add(sub.username);
     const outcome = await sendPush(sub, config, sentAt);
     this.#inflight.delete(sub.username);
-    this.sent++;
     // Re-read: the subscription may have been replaced or removed while the request was out.
     const current = this.#all().get(sub.username);
     if (current === undefined || current.endpoint !== sub.endpoint) return;
