@@ -872,7 +872,7 @@ export class Hub {
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // One frame for every recipient: serialised once, sent to each caught-up connection.
     this.deliveries.fanout(delivered, mid, a.username, groupDeliverText({ ...row, mid }));
-    // Commits wake nobody: they carry no message to show (§7.9).
+    // Members with no connection are woken by a push (§7.9); commits wake nobody (no message).
     this.pushes.queued(delivered, now);
   }
 
