@@ -1,8 +1,8 @@
 /**
  * Builds the Solid PWA into dist/pwa, which the Worker serves as static assets (wrangler.toml).
- * vite-plugin-pwa generates the service worker (precached app shell, offline navigation fallback)
- * and the web manifest; the page registers the worker from its own module — no inline script, as
- * the Worker's CSP is `script-src 'self'`.
+ * vite-plugin-pwa builds the service worker from pwa/src/sw.ts (injectManifest: precached app shell,
+ * offline navigation fallback, Web Push notifications) and the web manifest; the page registers the
+ * worker from its own module — no inline script, as the Worker's CSP is `script-src 'self'`.
  */
 import { defineConfig } from "vite";
 import { VitePWA } from "vite-plugin-pwa";
@@ -17,7 +17,11 @@ export default defineConfig({
       // so an open conversation is never reloaded under the user's fingers.
       registerType: "prompt",
       injectRegister: null,
-      strategies: "generateSW",
+      // Our own worker source (pwa/src/sw.ts): the precache and navigation fallback as before,
+      // plus the `push` and `notificationclick` handlers (PROTOCOL.md §12.7).
+      strategies: "injectManifest",
+      srcDir: "src",
+      filename: "sw.ts",
       includeAssets: ["icons/favicon-32.png", "icons/apple-touch-icon.png"],
       manifest: {
         id: "/",
@@ -42,16 +46,12 @@ export default defineConfig({
           },
         ],
       },
-      workbox: {
+      injectManifest: {
         globPatterns: ["**/*.{js,css,html,png,svg,webmanifest}"],
-        navigateFallback: "index.html",
-        // The relay endpoints are never served from cache, and a file that is not there
-        // (robots.txt, a stale /assets/ name) is the network's 404, not the app (worker/http.ts).
-        navigateFallbackDenylist: [/^\/ws/, /^\/health/, /^\/assets\//, /\/[^/]+\.[A-Za-z0-9]+$/],
-        cleanupOutdatedCaches: true,
-        // The first worker takes control of the open page at once (so the app works offline
-        // from the first visit); later versions still wait for the user's "reload" (prompt).
-        clientsClaim: true,
+        // One classic script: the worker is registered without `type: "module"`.
+        rollupFormat: "iife",
+        // The worker runs the protocol engine (platform/push-receive.ts); allow its size.
+        maximumFileSizeToCacheInBytes: 4 * 1024 * 1024,
       },
     }),
   ],

@@ -3,8 +3,24 @@
  * `wrangler dev`), `workers` (the same crypto plus the relay, inside workerd via Miniflare) and
  * `e2e` (the built PWA in Chromium against a real `wrangler dev`; needs `npm run build` first).
  */
+
+import { generateKeyPairSync } from "node:crypto";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+
+/** A VAPID key pair for this run, as base64url raw point and scalar (PROTOCOL.md §7.9). */
+function testVapid(): { publicKey: string; privateKey: string } {
+  const jwk = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({
+    format: "jwk",
+  });
+  const point = Buffer.concat([
+    Buffer.from([4]),
+    Buffer.from(jwk.x ?? "", "base64url"),
+    Buffer.from(jwk.y ?? "", "base64url"),
+  ]);
+  return { publicKey: point.toString("base64url"), privateKey: jwk.d ?? "" };
+}
+const TEST_VAPID = testVapid();
 
 export default defineConfig({
   test: {
@@ -21,10 +37,26 @@ export default defineConfig({
         },
       },
       {
-        plugins: [cloudflareTest({ wrangler: { configPath: "./wrangler.toml" } })],
+        plugins: [
+          cloudflareTest(({ inject }) => ({
+            wrangler: { configPath: "./wrangler.toml" },
+            // Web Push against the local push service of test/support/push-service-global.ts:
+            // fresh VAPID keys per run, loopback endpoints admitted (PROTOCOL.md §7.9).
+            miniflare: {
+              bindings: {
+                VAPID_PUBLIC_KEY: TEST_VAPID.publicKey,
+                VAPID_PRIVATE_KEY: TEST_VAPID.privateKey,
+                VAPID_SUBJECT: "mailto:ops@parley.test",
+                PUSH_ALLOW_LOOPBACK: "1",
+                PUSH_SERVICE: inject("pushServiceOrigin"),
+              },
+            },
+          })),
+        ],
         test: {
           name: "workers",
           include: ["test/workers/**/*.test.ts", "test/shared/**/*.test.ts"],
+          globalSetup: ["test/support/push-service-global.ts"],
           testTimeout: 30_000,
         },
       },

@@ -104,6 +104,14 @@ export const LIMITS = {
   maxRegistrationsPer48PerDay: 160,
   /** A username whose identity has not authenticated for this long may be reclaimed (§4.3). */
   usernameIdleReclaimMs: 180 * 24 * 60 * 60 * 1000,
+  /** Longest Web Push endpoint URL a `push_subscribe` may register (§7.9). */
+  maxPushEndpointChars: 1024,
+  /** At most one push per device per this many milliseconds; a burst collapses (§7.9). */
+  pushMinIntervalMs: 5000,
+  /** RFC 8030 §5.2 TTL of a push: how long the push service keeps it for an offline device. */
+  pushTtlSec: 24 * 60 * 60,
+  /** Send attempts of one push (429, 5xx, network failure) before the relay gives it up (§7.9). */
+  pushMaxAttempts: 5,
 } as const;
 
 /** Error codes with their fixed wire text: text never carries internal detail (PROTOCOL.md §6). */
@@ -131,6 +139,9 @@ export const ERRORS = {
   replaced: "Another connection of this identity took over.",
   device_replaced: "This identity was restored on another device, which now receives its messages.",
   internal: "Internal relay error.",
+  push_unavailable: "This relay does not send push notifications.",
+  push_endpoint: "That push endpoint is not allowed.",
+  push_key_changed: "The relay's push key changed; subscribe again with the current key.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
@@ -343,6 +354,35 @@ export const GroupSendFrame = v.strictObject({
   body: Body,
 });
 
+/** Uncompressed P-256 point (SEC 1 §2.3.3): the VAPID key and a subscription's p256dh. */
+export const P256_PUBLIC_KEY_BYTES = 65;
+/** RFC 8291 §3.2 authentication secret of a push subscription. */
+export const PUSH_AUTH_BYTES = 16;
+
+/**
+ * Register this device's Web Push subscription (PROTOCOL.md §7.9): the fields of the browser's
+ * `PushSubscription.toJSON()`, plus the VAPID key it was made with, so a subscription made
+ * under a rotated key is refused (`push_key_changed`) instead of failing at every push.
+ */
+export const PushSubscribeFrame = v.strictObject({
+  v: V,
+  t: v.literal("push_subscribe"),
+  id: ClientId,
+  endpoint: v.pipe(v.string(), v.minLength(1), v.maxLength(LIMITS.maxPushEndpointChars)),
+  keys: v.strictObject({
+    p256dh: b64Bytes(P256_PUBLIC_KEY_BYTES),
+    auth: b64Bytes(PUSH_AUTH_BYTES),
+  }),
+  vapidKey: b64Bytes(P256_PUBLIC_KEY_BYTES),
+});
+
+/** Forget this device's push subscription (§7.9). */
+export const PushUnsubscribeFrame = v.strictObject({
+  v: V,
+  t: v.literal("push_unsubscribe"),
+  id: ClientId,
+});
+
 export const PingFrame = v.strictObject({ v: V, t: v.literal("ping") });
 /**
  * The exact text of a keep-alive ping and its answer. The relay answers this byte string without
@@ -362,6 +402,8 @@ export const ClientFrame = v.variant("t", [
   LeaveFrame,
   CommitFrame,
   GroupSendFrame,
+  PushSubscribeFrame,
+  PushUnsubscribeFrame,
   PingFrame,
 ]);
 export type ClientFrame = v.InferOutput<typeof ClientFrame>;

@@ -13,11 +13,12 @@ import {
   parseAllowedOrigins,
   securityHeaders,
 } from "./http";
+import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
 
 // Only handlers and Durable Object classes may be exported from the entry module (workerd).
 export { Relay } from "./relay";
 
-export interface Env {
+export interface Env extends PushEnv {
   RELAY: DurableObjectNamespace;
   ASSETS: Fetcher;
   /** Optional extra origins allowed to open /ws (comma-separated), e.g. a LAN address. */
@@ -41,6 +42,15 @@ app.use("*", async (c, next) => {
 });
 
 app.get("/health", (c) => c.json({ ok: true }));
+
+// The relay's VAPID public key, the `applicationServerKey` a client subscribes with (PROTOCOL.md
+// §7.9); 404 when this deployment sends no push. Not cached: a rotated key must be seen at once.
+app.get("/push/vapid", (c) => {
+  const push = pushConfigFromEnv(c.env);
+  if (push === null)
+    return c.json({ error: "push_unavailable" }, 404, { "Cache-Control": "no-store" });
+  return c.json({ key: push.publicKey }, 200, { "Cache-Control": "no-store" });
+});
 
 app.get("/ws", async (c) => {
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {

@@ -7,6 +7,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { PING_TEXT, PONG_TEXT } from "../shared/protocol";
 import { RelayLifecycle } from "./relay/lifecycle";
+import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
 
 export class Relay extends DurableObject {
   readonly #life: RelayLifecycle;
@@ -15,7 +16,7 @@ export class Relay extends DurableObject {
     super(ctx, env as never);
     // Keep-alives are answered by the runtime without waking the object (PROTOCOL.md §4.5).
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_TEXT, PONG_TEXT));
-    this.#life = new RelayLifecycle(ctx, () => Date.now());
+    this.#life = new RelayLifecycle(ctx, () => Date.now(), pushConfigFromEnv(env as PushEnv));
   }
 
   override async fetch(request: Request): Promise<Response> {
@@ -39,6 +40,6 @@ export class Relay extends DurableObject {
   }
 
   override async alarm(): Promise<void> {
-    this.#life.alarm();
+    await this.#life.alarm();
   }
 }

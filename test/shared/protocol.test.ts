@@ -47,6 +47,15 @@ const validClient: Record<string, Record<string, unknown>> = {
     wraps: [{ to: "alice", wrap: "AAAA" }],
   },
   group_send: { v: 1, t: "group_send", id: "1", group: "g", epoch: 3, body: "AAAA" },
+  push_subscribe: {
+    v: 1,
+    t: "push_subscribe",
+    id: "1",
+    endpoint: "https://push.example.org/s/1",
+    keys: { p256dh: `B${"A".repeat(86)}`, auth: "A".repeat(22) },
+    vapidKey: `B${"A".repeat(86)}`,
+  },
+  push_unsubscribe: { v: 1, t: "push_unsubscribe", id: "1" },
   ping: { v: 1, t: "ping" },
 };
 

@@ -25,6 +25,7 @@ import {
 } from "../../shared/protocol";
 import type { GroupRecord } from "../../worker/relay/groups";
 import { RelayLifecycle, type RelayState } from "../../worker/relay/lifecycle";
+import type { PushConfig } from "../../worker/relay/push-send";
 import type { UserRow } from "../../worker/relay/store";
 import { NodeSql } from "./node-sql";
 
@@ -194,9 +195,11 @@ export class NodeRelay {
   constructor(
     readonly hub = "main",
     readonly origin = "https://parley.test",
+    /** Web Push settings (worker/relay/push-send.ts); null: push is off, as without VAPID keys. */
+    readonly pushConfig: PushConfig | null = null,
   ) {
     this.#state.autoResponse = { request: PING_TEXT, response: PONG_TEXT };
-    this.#life = new RelayLifecycle(this.#state, () => this.clock);
+    this.#life = new RelayLifecycle(this.#state, () => this.clock, pushConfig);
   }
 
   now(): number {
@@ -298,7 +301,7 @@ export class NodeRelay {
   async hibernate(): Promise<void> {
     await this.settle();
     this.#life.hub.deliveries.flush();
-    this.#life = new RelayLifecycle(this.#state, () => this.clock);
+    this.#life = new RelayLifecycle(this.#state, () => this.clock, this.pushConfig);
     await this.settle();
   }
 
@@ -310,6 +313,12 @@ export class NodeRelay {
 
   user(username: string): UserRow | null {
     return this.#life.store.getUser(username);
+  }
+
+  /** The Web Push subscription the relay holds for `username`'s device, if any (§7.9). */
+  pushSubscription(username: string): { endpoint: string; pending: boolean } | null {
+    const sub = this.#life.hub.pushes.subscription(username);
+    return sub === null ? null : { endpoint: sub.endpoint, pending: sub.state.pending };
   }
 
   oneTimePrekeys(username: string): number {

@@ -4,5 +4,11 @@ declare namespace Cloudflare {
     RELAY: DurableObjectNamespace<import("../../worker/relay").Relay>;
     ASSETS: Fetcher;
     ALLOWED_ORIGINS?: string;
+    VAPID_PUBLIC_KEY?: string;
+    VAPID_PRIVATE_KEY?: string;
+    VAPID_SUBJECT?: string;
+    PUSH_ALLOW_LOOPBACK?: string;
+    /** Origin of the tests' local Web Push service (vitest.config.ts). */
+    PUSH_SERVICE: string;
   }
 }

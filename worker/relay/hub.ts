@@ -34,6 +34,7 @@ import { fastClientFrame } from "./fastframe";
 import * as groups from "./groups";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
 import { commitRoom, expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./mailbox";
+import { type PushConfig, Pushes } from "./push-send";
 import { BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
 import type { Store, UserRow } from "./store";
@@ -58,6 +59,8 @@ export interface HubDeps {
   wakeAt(at: number): void;
   /** Last time the runtime auto-answered a ping on this socket, if ever (ms). */
   lastAutoPong(s: Session): number | null;
+  /** The relay's Web Push settings (PROTOCOL.md §7.9); absent or null: push is off. */
+  push?: PushConfig | null;
 }
 
 export class Hub {
@@ -70,9 +73,18 @@ export class Hub {
   #lastPresence = "";
   /** What is in flight where, and group acknowledgement cursors (delivery.ts). */
   readonly deliveries: Deliveries;
+  /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
+  readonly pushes: Pushes;
 
   constructor(deps: HubDeps) {
     this.#d = deps;
+    this.pushes = new Pushes({
+      store: deps.store,
+      sessions: deps.sessions,
+      now: () => deps.now(),
+      wakeAt: (at) => deps.wakeAt(at),
+      config: deps.push ?? null,
+    });
     this.deliveries = new Deliveries({
       store: deps.store,
       sessions: deps.sessions,
@@ -213,6 +225,9 @@ export class Hub {
     const earliest = (t: number) => {
       next = next === null ? t : Math.min(next, t);
     };
+    // Pushes due now are sent by the caller after this (sendPushes); later ones wake it again.
+    const push = this.pushes.nextDue();
+    if (push !== null && push > now) earliest(push);
     for (const s of this.#d.sessions.all()) {
       if (s.closed) continue;
       const a = s.att;
@@ -308,6 +323,10 @@ export class Hub {
       case "group_send":
         this.#groupSend(s, a, frame, now);
         return;
+      case "push_subscribe":
+      case "push_unsubscribe":
+        this.#pushSubscription(s, a, frame);
+        return;
     }
   }
 
@@ -389,6 +408,10 @@ export class Hub {
       if (takeover) store.deleteOneTimePrekeys(frame.username);
       store.setDevice(frame.username, frame.device);
     }
+    // A push subscription belongs to a device of an identity (§7.9): another identity taking the
+    // name, or another device taking the identity, ends the old one's notifications.
+    if (reclaim) this.pushes.forget(frame.username);
+    else this.pushes.deviceChanged(frame.username, frame.device);
     // One live connection per identity (PROTOCOL.md §4.4): the newest wins. A connection of the
     // device just replaced is told so: it must not reconnect and take the identity back.
     if (previous !== undefined && previous !== s) {
@@ -413,6 +436,7 @@ export class Hub {
     this.#welcome(s, att);
     this.#pushPresence(s);
     if (spkChanged) this.#pushGroupsOf(frame.username);
+    this.pushes.connected(frame.username);
     this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
   }
@@ -576,6 +600,7 @@ export class Hub {
     const mid = this.#enqueue(a, frame.to, "direct", payload, null, null, null, now);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
     this.#offer(a, frame.to, mid, now, { kind: "direct", body: frame.body });
+    this.pushes.queued([frame.to], now);
   }
 
   /** Items stored for `username`: mailbox rows plus unacknowledged group messages (§7.3). */
@@ -870,6 +895,37 @@ export class Hub {
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // One frame for every recipient: serialised once, sent to each caught-up connection.
     this.deliveries.fanout(delivered, mid, a.username, groupDeliverText({ ...row, mid }));
+    // Members with no connection are woken by a push (§7.9); commits wake nobody (no message).
+    this.pushes.queued(delivered, now);
+  }
+
+  // -- Web Push subscriptions (PROTOCOL.md §7.9) -----------------------------------------------
+
+  /** Sends due Web Pushes; the lifecycle calls it after `alarm`. Never rejects. */
+  sendPushes(): Promise<void> {
+    return this.pushes.sendDue().catch((e: unknown) => {
+      console.error("relay: push round failed", e instanceof Error ? e.name : typeof e);
+    });
+  }
+
+  #pushSubscription(
+    s: Session,
+    a: AuthedAttachment,
+    frame: Frame<"push_subscribe"> | Frame<"push_unsubscribe">,
+  ): void {
+    if (frame.t === "push_unsubscribe") {
+      this.pushes.forget(a.username);
+    } else {
+      // The authenticated socket is the identity's current device (§4.3, §4.4).
+      const device = this.#d.store.getDevice(a.username);
+      const refused =
+        device === null ? "internal" : this.pushes.subscribe(a.username, device, frame);
+      if (refused !== null) {
+        s.send(errorFrame(refused, frame.id));
+        return;
+      }
+    }
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
 }
 

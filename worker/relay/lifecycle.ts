@@ -13,6 +13,7 @@ import { DEFAULT_HUB } from "../http";
 import { addressBucket } from "./admission";
 import { Origin, parseAttachment } from "./attachment";
 import { DEFAULT_GROUPS, Hub } from "./hub";
+import type { PushConfig } from "./push-send";
 import { Session, SessionRegistry } from "./session";
 import { Store } from "./store";
 
@@ -47,8 +48,11 @@ export class RelayLifecycle {
   #alarmAt: number | null = null;
   #lastNow = 0;
 
-  /** `clock` is wall-clock milliseconds (`Date.now` in production). */
-  constructor(ctx: RelayState, clock: () => number) {
+  /**
+   * `clock` is wall-clock milliseconds (`Date.now` in production); `push` the Web Push settings
+   * (push-send.ts pushConfigFromEnv), null when push is off.
+   */
+  constructor(ctx: RelayState, clock: () => number, push: PushConfig | null = null) {
     this.#ctx = ctx;
     this.#clock = clock;
     this.store = new Store(ctx.storage.sql);
@@ -62,6 +66,7 @@ export class RelayLifecycle {
       now: () => this.#now(),
       wakeAt: (at) => this.#wakeAt(at),
       lastAutoPong: (s) => ctx.getWebSocketAutoResponseTimestamp(s.ws)?.getTime() ?? null,
+      push,
     });
     // After hibernation the sockets are still there; their state comes back from attachments.
     for (const ws of ctx.getWebSockets()) this.#restore(ws);
@@ -122,10 +127,12 @@ export class RelayLifecycle {
     this.#gone(ws);
   }
 
-  alarm(): void {
+  /** The alarm: periodic duties, then the Web Pushes that are due (PROTOCOL.md §7.9). */
+  async alarm(): Promise<void> {
     this.#alarmAt = null;
     const next = this.hub.alarm();
     if (next !== null) this.#wakeAt(next);
+    await this.hub.sendPushes();
   }
 
   #gone(ws: WebSocket): void {

@@ -7,6 +7,7 @@
 import type { OneTimePrekey, SignedPrekey } from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
 import type { CommitHoldings, MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
+import type { PushState } from "./push";
 
 const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS users (
@@ -132,7 +133,32 @@ const SCHEMA = [
      username TEXT PRIMARY KEY,
      through INTEGER NOT NULL
    )`,
+  // Web Push subscriptions, one per device of a user (PROTOCOL.md §7.9), with the push state
+  // (push.ts PushState) so a pending push survives the object's restart.
+  `CREATE TABLE IF NOT EXISTS push_subs (
+     username TEXT NOT NULL,
+     device TEXT NOT NULL,
+     endpoint TEXT NOT NULL,
+     p256dh TEXT NOT NULL,
+     auth TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     pending INTEGER NOT NULL,
+     due_at INTEGER NOT NULL,
+     last_sent_at INTEGER NOT NULL,
+     attempts INTEGER NOT NULL,
+     PRIMARY KEY (username, device)
+   )`,
 ];
+
+/** One device's Web Push subscription and its push state (PROTOCOL.md §7.9). */
+export interface PushSubRow {
+  username: string;
+  device: string;
+  endpoint: string;
+  p256dh: string;
+  auth: string;
+  state: PushState;
+}
 
 export interface UserRow {
   username: string;
@@ -1174,5 +1200,73 @@ export class Store {
       now,
       username,
     );
+  }
+
+  // -- Web Push subscriptions (PROTOCOL.md §7.9) ----------------------------------------------
+
+  pushSubs(): PushSubRow[] {
+    return this.sql
+      .exec(
+        `SELECT username, device, endpoint, p256dh, auth, pending, due_at, last_sent_at, attempts
+         FROM push_subs`,
+      )
+      .toArray()
+      .map((r) => ({
+        username: str(r.username),
+        device: str(r.device),
+        endpoint: str(r.endpoint),
+        p256dh: str(r.p256dh),
+        auth: str(r.auth),
+        state: {
+          pending: num(r.pending) === 1,
+          dueAt: num(r.due_at),
+          lastSentAt: num(r.last_sent_at),
+          attempts: num(r.attempts),
+        },
+      }));
+  }
+
+  /** Insert or replace `row.device`'s subscription and drop the user's other devices' ones. */
+  putPushSub(row: PushSubRow, now: number): void {
+    this.sql.exec(
+      "DELETE FROM push_subs WHERE username = ? AND device <> ?",
+      row.username,
+      row.device,
+    );
+    this.sql.exec(
+      `INSERT INTO push_subs (username, device, endpoint, p256dh, auth, created_at, pending, due_at,
+         last_sent_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (username, device) DO UPDATE SET endpoint = excluded.endpoint,
+         p256dh = excluded.p256dh, auth = excluded.auth, created_at = excluded.created_at`,
+      row.username,
+      row.device,
+      row.endpoint,
+      row.p256dh,
+      row.auth,
+      now,
+      row.state.pending ? 1 : 0,
+      row.state.dueAt,
+      row.state.lastSentAt,
+      row.state.attempts,
+    );
+  }
+
+  savePushState(username: string, device: string, st: PushState): void {
+    this.sql.exec(
+      `UPDATE push_subs SET pending = ?, due_at = ?, last_sent_at = ?, attempts = ?
+       WHERE username = ? AND device = ?`,
+      st.pending ? 1 : 0,
+      st.dueAt,
+      st.lastSentAt,
+      st.attempts,
+      username,
+      device,
+    );
+  }
+
+  /** Delete one device's subscription, or (device null) every subscription of the user. */
+  deletePushSub(username: string, device: string | null): void {
+    if (device === null) this.sql.exec("DELETE FROM push_subs WHERE username = ?", username);
+    else this.sql.exec("DELETE FROM push_subs WHERE username = ? AND device = ?", username, device);
   }
 }

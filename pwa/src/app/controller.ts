@@ -9,7 +9,17 @@ import { NAME_RE } from "../../../shared/protocol";
 import { createEngine } from "../engine/create";
 import { DEFAULT_BACKOFF, VISIBLE_BACKOFF } from "../net/backoff";
 import { Connection, type ConnState } from "../net/connection";
+import { relayUrl as relayUrlOf } from "../net/relay-url";
 import { notificationPermission, notifyHidden, requestNotifications } from "../platform/notify";
+import {
+  DEFAULT_NOTIFY_CONTENT,
+  type NotifyContent,
+  notificationsFor,
+  PUSH_FRAME_PREFIX,
+  readNotifyContent,
+  syncPushSubscription,
+  writeNotifyContent,
+} from "../platform/push";
 import { createTabLock, type Ownership } from "../platform/tab-lock";
 import {
   applyDelivery,
@@ -61,8 +71,7 @@ export const CREATE_STEPS = [
 
 /** ws: or wss: to match the page, same host: the relay serves the app (PROTOCOL.md §4). */
 export function relayUrl(loc: Location, hub = HUB): string {
-  const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${loc.host}/ws?hub=${encodeURIComponent(hub)}`;
+  return relayUrlOf(loc, hub);
 }
 
 function connView(s: ConnState): ConnView {
@@ -89,6 +98,8 @@ export function createParley() {
   const [visible, setVisible] = createSignal(document.visibilityState === "visible");
   const [notifyPerm, setNotifyPerm] = createSignal(notificationPermission());
   const [lockOn, setLockOn] = createSignal(false);
+  /** What notifications show while Parley is closed (platform/push.ts, PROTOCOL.md §12.7). */
+  const [notifyContent, setNotifyContent] = createSignal<NotifyContent>(DEFAULT_NOTIFY_CONTENT);
   const toasts = createToasts();
   const mutate = (fn: (s: ChatState) => void) => setState(produce(fn));
 
@@ -151,8 +162,10 @@ export function createParley() {
     }
     await loadLocal();
     everReady = true;
+    setNotifyContent(await readNotifyContent(db));
     setPhase({ p: "ready" });
     await start(stored);
+    openFromUrl();
   }
 
   async function loadLocal() {
@@ -232,7 +245,14 @@ export function createParley() {
     const c = new Connection({
       url: relayUrl(location, p.hub),
       onOpen: () => engine?.onConnected(),
-      onFrame: (f) => void engine?.onServerFrame(f),
+      onFrame: (f) => {
+        // Answers to this page's push subscription frames are handled here, not by the engine.
+        if ((f.t === "accepted" || f.t === "error") && f.id?.startsWith(PUSH_FRAME_PREFIX)) {
+          onPushAnswer(f.t === "error" ? f.code : null);
+          return;
+        }
+        void engine?.onServerFrame(f);
+      },
       onClose: () => engine?.onDisconnected(),
       onState: (s) => {
         setState("conn", connView(s));
@@ -240,6 +260,11 @@ export function createParley() {
         if (s.s !== "online" && s.s !== "open") setState("presence", []);
         const ph = phase();
         if (s.s === "open" && ph.p === "creating") setPhase({ ...ph, step: 3 });
+        // Each authenticated connection re-registers this device's push subscription (§7.9).
+        if (s.s === "online") {
+          pushRetried = false;
+          void syncPush();
+        }
       },
       onBadFrame: (code) => console.warn("relay sent a frame that failed parsing:", code),
       backoff: () => (visible() ? VISIBLE_BACKOFF : DEFAULT_BACKOFF),
@@ -266,6 +291,64 @@ export function createParley() {
     });
     unsubscribe = e.subscribe((ev) => void onEvent(ev));
     c.start();
+  }
+
+  /** Whether this connection already re-subscribed after `push_key_changed` (no loops). */
+  let pushRetried = false;
+
+  function syncPush(opts: { resubscribe?: boolean } = {}) {
+    const c = conn;
+    if (!c) return Promise.resolve();
+    return syncPushSubscription((f) => c.send(f), opts).then(() => undefined);
+  }
+
+  /** The relay's answer to a push frame: a rotated VAPID key means subscribing again (§7.9). */
+  function onPushAnswer(code: string | null) {
+    if (code === "push_key_changed" && !pushRetried) {
+      pushRetried = true;
+      void syncPush({ resubscribe: true });
+    } else if (code !== null) {
+      console.warn("relay refused the push subscription:", code);
+    }
+  }
+
+  /** The service worker's messages: a push arrived, or a notification was clicked. */
+  function onWorkerMessage(e: MessageEvent) {
+    const d = e.data as { type?: unknown; conversationId?: unknown } | null;
+    if (d?.type === "parley-push") {
+      // Something is waiting on the relay: a socket that went quiet reconnects at once.
+      conn?.retryNow();
+    } else if (d?.type === "parley-open" && typeof d.conversationId === "string") {
+      openFromNotification(d.conversationId);
+    }
+  }
+  navigator.serviceWorker?.addEventListener("message", onWorkerMessage);
+  // Permission changed in the browser's settings: subscribe or unsubscribe to match.
+  void navigator.permissions
+    ?.query({ name: "notifications" })
+    .then((st) => {
+      st.onchange = () => {
+        setNotifyPerm(notificationPermission());
+        void syncPush();
+      };
+    })
+    .catch(() => undefined);
+
+  function openFromNotification(id: string) {
+    const p = parseConvId(id);
+    if (p === null) return;
+    actions.openChat(p.name);
+    if (p.kind === "group") actions.select(convIdOf("group", p.name));
+  }
+
+  /** A notification clicked while the app was closed opened `/?open=<conversation>`. */
+  function openFromUrl() {
+    const url = new URL(location.href);
+    const id = url.searchParams.get("open");
+    if (id === null) return;
+    url.searchParams.delete("open");
+    window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+    openFromNotification(id);
   }
 
   function shutdown() {
@@ -311,9 +394,10 @@ export function createParley() {
         // An incoming duplicate was ignored: its stored row stays as first received (M1).
         if (fresh || entry.direction === "out") persist(entry);
         if (fresh && entry.direction === "in") {
-          const conv = parseConvId(id);
-          const where = conv?.kind === "group" ? ` in #${conv.name}` : "";
-          void notifyHidden("Parley", `New message from ${entry.from}${where}`, id);
+          // Worded as the service worker words them, per the user's choice (platform/push.ts).
+          for (const n of notificationsFor([ev.message], notifyContent())) {
+            void notifyHidden(n.title, n.body, n.tag);
+          }
         }
         return;
       }
@@ -658,6 +742,12 @@ export function createParley() {
     },
     async enableNotifications() {
       setNotifyPerm(await requestNotifications());
+      await syncPush();
+    },
+    /** Choose what notifications show while Parley is closed (name and text / name / nothing). */
+    async setNotifyContent(c: NotifyContent) {
+      setNotifyContent(c);
+      if (db) await writeNotifyContent(db, c);
     },
   };
 
@@ -672,6 +762,7 @@ export function createParley() {
     phase,
     toasts,
     notifyPerm,
+    notifyContent,
     lockOn,
     actions,
     /** Start: ask for tab ownership; everything else follows from it. */

@@ -5,6 +5,7 @@
  */
 import { createSignal, For, Show } from "solid-js";
 import { useParley } from "../app/context";
+import { NOTIFY_CONTENTS, type NotifyContent } from "../platform/push";
 import { applyTheme, readTheme, THEME_CHOICES, type ThemeChoice } from "../platform/theme";
 import { MIN_PASSPHRASE_LENGTH } from "../storage/backup";
 import { MIN_LOCK_PASSPHRASE } from "../storage/lock";
@@ -131,6 +132,12 @@ const THEME_LABEL: Record<ThemeChoice, string> = {
   dark: "Dark",
 };
 
+const NOTIFY_LABEL: Record<NotifyContent, string> = {
+  full: "Name and text",
+  name: "Name only",
+  none: "Nothing",
+};
+
 function ThemeSection() {
   const [theme, setTheme] = createSignal(readTheme());
   return (
@@ -162,7 +169,7 @@ function ThemeSection() {
 }
 
 export function SettingsDialog(props: { onClose: () => void }) {
-  const { state, actions, notifyPerm } = useParley();
+  const { state, actions, notifyPerm, notifyContent } = useParley();
   const [pass, setPass] = createSignal("");
   const [pass2, setPass2] = createSignal("");
   const [busy, setBusy] = createSignal(false);
@@ -259,7 +266,7 @@ export function SettingsDialog(props: { onClose: () => void }) {
           fallback={
             <p class="help">
               {notifyPerm() === "granted"
-                ? "On: you are told about new messages while Parley is in the background (never their text)."
+                ? "On: Parley tells you about new messages, also while it is closed."
                 : notifyPerm() === "denied"
                   ? "Blocked in your browser settings."
                   : "Not supported by this browser."}
@@ -269,11 +276,33 @@ export function SettingsDialog(props: { onClose: () => void }) {
           <button
             type="button"
             class="secondary"
+            data-testid="settings-enable-notifications"
             onClick={() => void actions.enableNotifications()}
           >
             Enable notifications
           </button>
         </Show>
+        <p class="help" id="settings-notify-content">
+          What a notification shows on this device. Others can read your lock screen; the service
+          that delivers the wake-up (your browser’s vendor) never sees any of it.
+        </p>
+        <div class="segmented" role="radiogroup" aria-labelledby="settings-notify-content">
+          <For each={NOTIFY_CONTENTS}>
+            {(choice) => (
+              <label class="segment">
+                <input
+                  type="radio"
+                  name="notify-content"
+                  value={choice}
+                  data-testid={`notify-${choice}`}
+                  checked={notifyContent() === choice}
+                  onChange={() => void actions.setNotifyContent(choice)}
+                />
+                <span>{NOTIFY_LABEL[choice]}</span>
+              </label>
+            )}
+          </For>
+        </div>
       </section>
     </Modal>
   );

@@ -149,6 +149,10 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   device_replaced:
     "Your identity was restored on another device, which now receives your messages.",
   internal: "The relay had a problem. Try again.",
+  push_unavailable: "This relay does not send notifications while Parley is closed.",
+  push_endpoint: "This browser's notification service is not one the relay will contact.",
+  push_key_changed:
+    "The relay's notification key changed. Parley is setting notifications up again.",
 };
 
 /** Engine error codes (CoreErrorCode) in plain words. */

@@ -1,0 +1,173 @@
+/**
+ * What the service worker does with a push (PROTOCOL.md §7.9, §12.7): the push only says that
+ * something arrived, so the worker fetches and decrypts it itself, as a tab would, and then shows
+ * what the user's setting allows (push.ts `notificationsFor`).
+ *
+ * One writer of the ratchet (§10.2, §12.2): the worker takes the same Web Lock a tab takes
+ * (`LOCK_NAME`), and only if nobody holds it. A tab that holds it is running the engine already:
+ * it is told (a `parley-push` message, so a tab whose socket went quiet reconnects at once) and the
+ * worker stops there. A focused window means the user is looking at Parley: no notification.
+ * Under the lock the worker opens the same sealed IndexedDB stores, connects, lets the engine
+ * receive, decrypt, store and acknowledge until the connection has been quiet for a moment, writes
+ * what arrived to the history (so the app shows each message once when it opens), disconnects and
+ * releases the lock. With the passphrase lock on the keys cannot be unsealed without the user: the
+ * notification says "New message" and nothing is fetched.
+ */
+import type { ChatMessage, ConversationId, DeliveryState } from "../../../shared/core/client-api";
+import { createEngine } from "../engine/create";
+import { Connection } from "../net/connection";
+import { relayUrl } from "../net/relay-url";
+import {
+  applyDelivery,
+  initialChatState,
+  loadHistory,
+  messageEntry,
+  systemEntry,
+} from "../state/model";
+import { IdbClientStore } from "../storage/client-store";
+import { openParleyDb } from "../storage/db";
+import { loadOrCreateDeviceKey } from "../storage/device-key";
+import { HistoryStore } from "../storage/history";
+import { readLock } from "../storage/lock";
+import { loadProfile } from "../storage/profile";
+import type { HistoryEntry } from "../storage/schemas";
+import {
+  GENERIC_NOTIFICATION,
+  type NotificationSpec,
+  notificationsFor,
+  PUSH_FRAME_PREFIX,
+  readNotifyContent,
+} from "./push";
+import { LOCK_NAME } from "./tab-lock";
+
+/** The connection counts as drained after this long without an engine event (ms). */
+export const QUIET_MS = 1500;
+/** The longest a push keeps the worker connected (browsers stop a worker after ~30 s). */
+export const MAX_CONNECTED_MS = 20_000;
+
+export type PushOutcome =
+  | "focused"
+  | "tab"
+  | "locked"
+  | "shown"
+  | "nothing"
+  | "no-profile"
+  | "failed";
+
+export interface PushDeps {
+  /** The app's open windows. */
+  windows(): Promise<ReadonlyArray<{ focused: boolean; postMessage(m: unknown): void }>>;
+  show(n: NotificationSpec): Promise<void>;
+  location: { protocol: string; host: string; origin: string };
+}
+
+/** Handle one push event. Never rejects. */
+export async function handlePush(deps: PushDeps): Promise<PushOutcome> {
+  try {
+    const windows = await deps.windows();
+    for (const w of windows) w.postMessage({ type: "parley-push" });
+    if (windows.some((w) => w.focused)) return "focused";
+    const outcome = await navigator.locks.request(
+      LOCK_NAME,
+      { ifAvailable: true },
+      async (lock): Promise<PushOutcome> => (lock === null ? "tab" : receive(deps)),
+    );
+    return outcome;
+  } catch (e) {
+    console.warn("push: could not fetch messages", e instanceof Error ? e.name : e);
+    return "failed";
+  }
+}
+
+async function receive(deps: PushDeps): Promise<PushOutcome> {
+  const db = await openParleyDb();
+  try {
+    if ((await db.get("meta", "profile")) === undefined) return "no-profile";
+    if ((await readLock(db)) !== null) {
+      await deps.show(GENERIC_NOTIFICATION);
+      return "locked";
+    }
+    const key = await loadOrCreateDeviceKey(db);
+    const profile = await loadProfile(db, key);
+    if (profile === null) return "no-profile";
+    const content = await readNotifyContent(db);
+    const history = new HistoryStore(db, key);
+    const received: ChatMessage[] = [];
+    const deliveries: Array<{ conv: ConversationId; id: string; state: DeliveryState }> = [];
+    let writes: Promise<void> = Promise.resolve();
+    const persist = (entry: HistoryEntry) => {
+      writes = writes.then(() => history.put(entry));
+    };
+    let lastEvent = Date.now();
+    let ready = false;
+    let stopped = false;
+    /** Frames the engine is still working on: the lock is released only after them. */
+    const working = new Set<Promise<void>>();
+    const conn: Connection = new Connection({
+      url: relayUrl(deps.location, profile.hub),
+      onOpen: () => engine.onConnected(),
+      onFrame: (f) => {
+        // Our own subscription frames are the page's business (push.ts).
+        if ((f.t === "accepted" || f.t === "error") && f.id?.startsWith(PUSH_FRAME_PREFIX)) return;
+        lastEvent = Date.now();
+        const p = engine.onServerFrame(f);
+        working.add(p);
+        void p.finally(() => working.delete(p));
+      },
+      onClose: () => engine.onDisconnected(),
+      onState: (s) => {
+        if (s.s === "stopped" || s.s === "waiting") stopped = true;
+      },
+    });
+    const engine = await createEngine({
+      hub: profile.hub,
+      origin: deps.location.origin,
+      username: profile.username,
+      identity: profile.identity,
+      store: new IdbClientStore(db, key),
+      transport: { send: (f) => conn.send(f) },
+      now: Date.now,
+    });
+    const unsubscribe = engine.subscribe((ev) => {
+      lastEvent = Date.now();
+      if (ev.type === "ready") ready = true;
+      else if (ev.type === "message") {
+        if (ev.message.direction === "in") received.push(ev.message);
+        persist(messageEntry(ev.message));
+      } else if (ev.type === "system") persist(systemEntry(ev.line));
+      else if (ev.type === "delivery") {
+        deliveries.push({ conv: ev.conversationId, id: ev.messageId, state: ev.state });
+      }
+    });
+    const started = Date.now();
+    conn.start();
+    while (!stopped && Date.now() - started < MAX_CONNECTED_MS) {
+      if (ready && working.size === 0 && Date.now() - lastEvent >= QUIET_MS) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    conn.stop();
+    // Every frame handled and its state written before another writer may take the lock.
+    await Promise.allSettled([...working]);
+    unsubscribe();
+    await writes;
+    if (deliveries.length > 0) await saveDeliveries(history, deliveries);
+    const shown = notificationsFor(received, content);
+    for (const n of shown) await deps.show(n);
+    return shown.length > 0 ? "shown" : "nothing";
+  } finally {
+    db.close();
+  }
+}
+
+/** Delivery states that changed while the app was closed, applied as the app's model does. */
+async function saveDeliveries(
+  history: HistoryStore,
+  deliveries: ReadonlyArray<{ conv: ConversationId; id: string; state: DeliveryState }>,
+): Promise<void> {
+  const s = initialChatState();
+  loadHistory(s, await history.loadAll(), await history.convMeta());
+  for (const d of deliveries) {
+    const updated = applyDelivery(s, d.conv, d.id, d.state);
+    if (updated !== null) await history.put(updated);
+  }
+}

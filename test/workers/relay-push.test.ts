@@ -1,0 +1,188 @@
+/**
+ * Web Push from the relay inside workerd (PROTOCOL.md §7.9): the Worker's /push/vapid route, the
+ * `push_subscribe` frame, and the Durable Object's alarm sending to the tests' local push service
+ * (test/support/push-service.ts, started by the project's global setup), which verifies every
+ * request's VAPID JWT and decrypts its RFC 8291 payload.
+ */
+import { env, runDurableObjectAlarm, SELF } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { toB64u } from "../../shared/encoding";
+import { PUSH_PAYLOAD } from "../../worker/relay/push";
+import { freshHub, newKeys, TestClient } from "./support/client";
+import { countTable, stubFor } from "./support/relay-store";
+
+interface Received {
+  received: Array<{
+    plaintext: string;
+    vapidKey: string;
+    topic: string | null;
+    ttl: string | null;
+  }>;
+  attempts: Array<{ status: number }>;
+  failures: string[];
+}
+
+async function control<T>(path: string, body?: unknown): Promise<T> {
+  const res = await fetch(`${env.PUSH_SERVICE}/control/${path}`, {
+    method: body === undefined && path.startsWith("received") ? "GET" : "POST",
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return (await res.json()) as T;
+}
+
+const newSubscription = () =>
+  control<{ id: string; endpoint: string; keys: { p256dh: string; auth: string } }>("subscribe");
+const received = (id: string) => control<Received>(`received/${id}`);
+
+/** Poll `cond`, running the hub's alarm between tries (a push is sent from the alarm). */
+async function until(hub: string, cond: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (await cond()) return;
+    await runDurableObjectAlarm(stubFor(hub));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function setup() {
+  const hub = freshHub("push");
+  const alice = await TestClient.connect(hub, "alice");
+  const bob = await TestClient.connect(hub, "bob");
+  const sub = await newSubscription();
+  bob.c.send({
+    v: 1,
+    t: "push_subscribe",
+    id: "p1",
+    endpoint: sub.endpoint,
+    keys: sub.keys,
+    vapidKey: env.VAPID_PUBLIC_KEY,
+  });
+  expect(await bob.c.next("accepted")).toMatchObject({ id: "p1" });
+  bob.c.close();
+  await alice.c.sync();
+  return { hub, alice: alice.c, sub };
+}
+
+let n = 0;
+function sendToBob(c: TestClient): void {
+  c.send({ v: 1, t: "send", id: `m${++n}`, to: "bob", body: "AAAA" });
+}
+
+describe("relay Web Push (workerd)", () => {
+  it("GET /push/vapid returns the relay's VAPID public key, uncached", async () => {
+    const res = await SELF.fetch("http://relay.test/push/vapid");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("cache-control")).toBe("no-store");
+    expect(await res.json()).toEqual({ key: env.VAPID_PUBLIC_KEY });
+  });
+
+  it("an item for an offline device sends one verified, encrypted push with nothing readable", async () => {
+    const { hub, alice, sub } = await setup();
+    sendToBob(alice);
+    await alice.next("accepted");
+    await until(hub, async () => (await received(sub.id)).received.length > 0, "the push");
+    const r = await received(sub.id);
+    expect(r.failures).toEqual([]);
+    expect(r.received).toHaveLength(1);
+    expect(r.received[0]).toMatchObject({
+      plaintext: PUSH_PAYLOAD,
+      vapidKey: env.VAPID_PUBLIC_KEY,
+      topic: "parley",
+      ttl: "86400",
+    });
+    expect(r.received[0]?.plaintext).not.toMatch(/alice|bob/);
+    alice.close();
+  });
+
+  it("coalesces 100 messages into a handful of pushes", async () => {
+    const { hub, alice, sub } = await setup();
+    for (let i = 0; i < 100; i++) sendToBob(alice);
+    for (let i = 0; i < 100; i++) await alice.next("accepted");
+    await until(hub, async () => (await received(sub.id)).received.length > 0, "the push");
+    const count = (await received(sub.id)).received.length;
+    expect(count).toBeGreaterThanOrEqual(1);
+    expect(count).toBeLessThanOrEqual(3);
+    alice.close();
+  });
+
+  it("410 from the push service deletes the subscription", async () => {
+    const { hub, alice, sub } = await setup();
+    expect(await countTable(hub, "push_subs")).toBe(1);
+    await control(`expire/${sub.id}`, {});
+    sendToBob(alice);
+    await alice.next("accepted");
+    await until(hub, async () => (await countTable(hub, "push_subs")) === 0, "the deletion");
+    expect((await received(sub.id)).attempts.map((a) => a.status)).toEqual([410]);
+    alice.close();
+  });
+
+  it("5xx is retried until the push service accepts", async () => {
+    const { hub, alice, sub } = await setup();
+    await control(`respond/${sub.id}`, [{ status: 500 }]);
+    sendToBob(alice);
+    await alice.next("accepted");
+    await until(hub, async () => (await received(sub.id)).received.length > 0, "the retry");
+    expect((await received(sub.id)).attempts.map((a) => a.status)).toEqual([500, 201]);
+    alice.close();
+  });
+
+  it("a restore that claims the identity on another device ends the old device's subscription", async () => {
+    const hub = freshHub("push");
+    const keys = await newKeys();
+    const device = (n: number) => toB64u(new Uint8Array(16).fill(n));
+    const laptop = await TestClient.open(hub);
+    laptop.send(await laptop.authFrame("bob", keys, { device: device(1), claim: true }));
+    await laptop.next("welcome");
+    const sub = await newSubscription();
+    laptop.send({
+      v: 1,
+      t: "push_subscribe",
+      id: "p1",
+      endpoint: sub.endpoint,
+      keys: sub.keys,
+      vapidKey: env.VAPID_PUBLIC_KEY,
+    });
+    await laptop.next("accepted");
+    expect(await countTable(hub, "push_subs")).toBe(1);
+    const phone = await TestClient.open(hub);
+    phone.send(await phone.authFrame("bob", keys, { device: device(2), claim: true }));
+    await phone.next("welcome");
+    expect(await countTable(hub, "push_subs")).toBe(0);
+    phone.close();
+  });
+
+  it("push_unsubscribe deletes the device's subscription", async () => {
+    const hub = freshHub("push");
+    const bob = await TestClient.connect(hub, "bob");
+    const sub = await newSubscription();
+    bob.c.send({
+      v: 1,
+      t: "push_subscribe",
+      id: "p1",
+      endpoint: sub.endpoint,
+      keys: sub.keys,
+      vapidKey: env.VAPID_PUBLIC_KEY,
+    });
+    await bob.c.next("accepted");
+    bob.c.send({ v: 1, t: "push_unsubscribe", id: "p2" });
+    expect(await bob.c.next("accepted")).toMatchObject({ id: "p2" });
+    expect(await countTable(hub, "push_subs")).toBe(0);
+    bob.c.close();
+  });
+
+  it("refuses a private endpoint", async () => {
+    const hub = freshHub("push");
+    const bob = await TestClient.connect(hub, "bob");
+    const sub = await newSubscription();
+    bob.c.send({
+      v: 1,
+      t: "push_subscribe",
+      id: "p1",
+      endpoint: "https://192.168.1.1/push",
+      keys: sub.keys,
+      vapidKey: env.VAPID_PUBLIC_KEY,
+    });
+    expect(await bob.c.next("error")).toMatchObject({ id: "p1", code: "push_endpoint" });
+    bob.c.close();
+  });
+});
