@@ -72,12 +72,14 @@ import {
   receiveCommit,
 } from "./group";
 import {
+  addOneTimeKemPrekeys,
   addOneTimePrekeys,
   DAY,
   initialPrekeys,
   maintainSpk,
   type PrekeyState,
   PrekeyStateSchema,
+  publicPq,
   publicSpk,
 } from "./prekeys";
 import {
@@ -586,6 +588,7 @@ export class ParleyClient implements ParleyClientApi {
     );
     await this.commit([{ op: "put", key: KEYS.prekeys, value: m.state }]);
     const spk = publicSpk(m.state);
+    const pq = publicPq(m.state);
     if (this.retired) return;
     const sig = await ed25519Sign(
       this.o.identity.privateKey,
@@ -605,6 +608,7 @@ export class ParleyClient implements ParleyClientApi {
       signedPrekey: spk,
       device: this.device.id,
       claim: this.device.claim,
+      ...(pq === null ? {} : { pqPrekey: pq }),
       sig: toB64u(sig),
     });
   }
@@ -727,12 +731,25 @@ export class ParleyClient implements ParleyClientApi {
       this.tuning.oneTimePrekeyBatch,
       this.random,
     );
-    const opks = r.state.opks.slice(-MAX_OPK_SECRETS);
-    await this.commit([{ op: "put", key: KEYS.prekeys, value: { ...r.state, opks } }]);
+    // One-time KEM prekeys go with them (§8.3.5): handed out together, they run low together.
+    const k = await addOneTimeKemPrekeys(
+      r.state,
+      Math.min(this.tuning.oneTimePrekeyBatch, LIMITS.maxOneTimeKemPrekeysPerUpload),
+      this.o.identity,
+      this.random,
+    );
+    const opks = k.state.opks.slice(-MAX_OPK_SECRETS);
+    await this.commit([{ op: "put", key: KEYS.prekeys, value: { ...k.state, opks } }]);
     const id = this.nextId("u");
     this.uploading = true;
     this.inflight.set(id, { kind: "upload", name: "" });
-    this.send({ v: PROTOCOL_VERSION, t: "upload_prekeys", id, oneTimePrekeys: r.upload });
+    this.send({
+      v: PROTOCOL_VERSION,
+      t: "upload_prekeys",
+      id,
+      oneTimePrekeys: r.upload,
+      ...(k.upload.length > 0 ? { oneTimeKemPrekeys: k.upload } : {}),
+    });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -802,7 +819,7 @@ export class ParleyClient implements ParleyClientApi {
     const rec = await this.loadDm(f.username);
     if (rec.pending?.kind !== "fetching") return;
     const before = this.contacts.get(f.username);
-    const r = await startFromBundle(rec, before ?? null, f, this.ctx());
+    const r = await startFromBundle(rec, before ?? null, f, this.ctx(), await this.loadPrekeys());
     await this.applyDm(before, r);
   }
 
@@ -1037,6 +1054,14 @@ export class ParleyClient implements ParleyClientApi {
         this.system(id, "session_started", `Secure session with ${peer} established (${n.mode})`, {
           username: peer,
         });
+        if (!n.pq) {
+          this.system(
+            id,
+            "not_post_quantum",
+            `This session with ${peer} is not post-quantum: ${peer}'s app publishes no post-quantum keys`,
+            { username: peer },
+          );
+        }
       } else if (n.kind === "key_changed") {
         this.system(
           id,

@@ -5,8 +5,14 @@
  * engine persists only returned records (decrypt-on-a-copy, commit on success).
  */
 import * as v from "valibot";
-import { constantTimeEqual } from "../crypto";
-import type { SignedPrekey } from "../protocol";
+import { signedPrekeyVersion } from "../auth";
+import {
+  constantTimeEqual,
+  mlkemDecapsulateSeed,
+  mlkemEncapsulate,
+  mlkemPublicKey,
+} from "../crypto";
+import type { OneTimeKemPrekey, PqPrekey, SignedPrekey } from "../protocol";
 import { B64, b64, enc, Key32, Uint } from "./codec";
 import { type DmContent, decodeDmContent, encodeContent } from "./content";
 import {
@@ -16,7 +22,9 @@ import {
   encodeHsConfirm,
   encodeHsInit,
   encodeHsResp,
+  KEM_CT_BYTES,
   messagePrefix,
+  type PqFields,
   prekeyPrefix,
 } from "./envelope";
 import { CoreError } from "./errors";
@@ -27,6 +35,9 @@ import {
   handshakeKeys,
   initTranscript,
   type Party,
+  type PqPrekeyRef,
+  pqxdhRoot,
+  pqxdhTranscript,
   respTranscript,
   sessionAd,
   sessionId,
@@ -35,7 +46,14 @@ import {
   x3dhRoot,
   x3dhTranscript,
 } from "./handshake";
-import { consumePrekeys, findPrekeys, type PrekeyState, spkMessage } from "./prekeys";
+import {
+  consumePrekeys,
+  findPqPrekeys,
+  findPrekeys,
+  kemOpkMessage,
+  type PrekeyState,
+  pqSpkMessage,
+} from "./prekeys";
 import {
   canSend,
   initInitiator,
@@ -72,8 +90,28 @@ export const SessionSchema = v.strictObject({
   confirmed: v.boolean(),
   /** Async initiator: the X3DH fields repeated in every message until the first reply. */
   prekey: v.nullable(
-    v.strictObject({ spkId: Uint, opkId: v.nullable(Uint), ekA: Key32, sigA: B64, ikB: Key32 }),
+    v.strictObject({
+      spkId: Uint,
+      opkId: v.nullable(Uint),
+      ekA: Key32,
+      sigA: B64,
+      ikB: Key32,
+      /** PQXDH start (§8.3.5): the fields a `prekey_pq` envelope adds. */
+      pq: v.optional(
+        v.strictObject({
+          idhA: Key32,
+          kemOpkId: v.nullable(Uint),
+          kemCt: v.pipe(B64, v.length(Math.ceil((KEM_CT_BYTES * 4) / 3))),
+        }),
+      ),
+    }),
   ),
+  /**
+   * Whether the session's key agreement included an ML-KEM-768 secret (§8.3.5). false: a
+   * classical session with a peer that publishes no post-quantum keys, shown as such. Absent on
+   * sessions stored before this field existed (classical).
+   */
+  pq: v.optional(v.boolean()),
   ratchet: RatchetStateSchema,
 });
 export type Session = v.InferOutput<typeof SessionSchema>;
@@ -169,7 +207,13 @@ export interface DmCtx {
 }
 
 export type DmNote =
-  | { kind: "session_started"; role: "initiator" | "responder"; mode: "online" | "async" }
+  | {
+      kind: "session_started";
+      role: "initiator" | "responder";
+      mode: "online" | "async";
+      /** false: classical only (the peer publishes no post-quantum keys), shown (§8.3.5). */
+      pq: boolean;
+    }
   | { kind: "key_changed"; newKey: string }
   | { kind: "pinned" };
 
@@ -246,6 +290,8 @@ export interface Bundle {
   identityKey: string;
   signedPrekey: SignedPrekey;
   oneTimePrekey: { id: number; key: string } | null;
+  pqPrekey?: PqPrekey | null | undefined;
+  oneTimeKemPrekey?: OneTimeKemPrekey | null | undefined;
 }
 
 /**
@@ -258,6 +304,8 @@ export async function startFromBundle(
   contact: Contact | null,
   bundle: Bundle,
   ctx: DmCtx,
+  /** Our prekeys: the identity-DH key a post-quantum start needs (§8.3.5). */
+  ours: PrekeyState | null = null,
 ): Promise<DmResult> {
   const check = checkKey(contact, record.peer, bundle.identityKey, ctx.now);
   if (check.result === "changed") {
@@ -267,15 +315,13 @@ export async function startFromBundle(
   }
   const peer = party(record.peer, bundle.identityKey);
   const spk = b64(bundle.signedPrekey.key, "spk");
-  await verifyOrThrow(
-    peer.identityKey,
-    spkMessage(bundle.signedPrekey.id, spk),
-    b64(bundle.signedPrekey.sig, "spk sig"),
-    "signed prekey",
-  );
+  const version = await signedPrekeyVersion(peer.identityKey, bundle.signedPrekey);
+  if (version === null)
+    throw new CoreError("bad_signature", "signed prekey signature does not verify");
   const opk = bundle.oneTimePrekey
     ? { id: bundle.oneTimePrekey.id, key: b64(bundle.oneTimePrekey.key, "opk") }
     : null;
+  if (version === 2) return startPq(record, check, peer, spk, opk, bundle, ctx, ours);
   const ek = await newX25519(ctx.random);
   const ekA = b64(ek.pub, "ek");
   const transcript = x3dhTranscript(
@@ -310,11 +356,116 @@ export async function startFromBundle(
       sigA: enc(sigA),
       ikB: bundle.identityKey,
     },
+    pq: false,
     ratchet,
   };
-  const notes: DmNote[] = [{ kind: "session_started", role: "initiator", mode: "async" }];
+  const notes: DmNote[] = [
+    { kind: "session_started", role: "initiator", mode: "async", pq: false },
+  ];
   if (check.result === "pinned") notes.unshift({ kind: "pinned" });
   return result({ ...promote(record, session), pending: null }, check.contact, { notes });
+}
+
+/**
+ * PQXDH start (§8.3.5) from a bundle whose signed prekey is signed as v2: its PQ prekey must be
+ * there and signed, or the start is refused (`downgrade`) — a relay that strips it is caught,
+ * never answered with a weaker session.
+ */
+async function startPq(
+  record: DmRecord,
+  check: ReturnType<typeof checkKey>,
+  peer: Party,
+  spk: Uint8Array,
+  opk: { id: number; key: Uint8Array } | null,
+  bundle: Bundle,
+  ctx: DmCtx,
+  ours: PrekeyState | null,
+): Promise<DmResult> {
+  const pq = bundle.pqPrekey;
+  if (pq === undefined || pq === null || pq.spkId !== bundle.signedPrekey.id) {
+    throw new CoreError(
+      "downgrade",
+      `${record.peer}'s post-quantum prekey is missing from the bundle: not starting without it`,
+    );
+  }
+  const idhB = b64(pq.idh, "idh");
+  const lastResort = b64(pq.kem, "kem");
+  await verifyOrThrow(
+    peer.identityKey,
+    pqSpkMessage(pq.spkId, spk, idhB, lastResort),
+    b64(pq.sig, "pq sig"),
+    "post-quantum prekey",
+  );
+  let kem: PqPrekeyRef["kem"] = { oneTimeId: null, key: lastResort };
+  const otk = bundle.oneTimeKemPrekey;
+  if (otk !== undefined && otk !== null) {
+    const key = b64(otk.key, "kem opk");
+    await verifyOrThrow(
+      peer.identityKey,
+      kemOpkMessage(otk.id, key),
+      b64(otk.sig, "kem opk sig"),
+      "one-time KEM prekey",
+    );
+    kem = { oneTimeId: otk.id, key };
+  }
+  if (ours?.idh === undefined)
+    throw new CoreError("no_prekey", "our identity-DH key is missing (prekeys not yet upgraded)");
+  const idhA = ours.idh;
+  const ek = await newX25519(ctx.random);
+  const ekA = b64(ek.pub, "ek");
+  const encap = encapsulate(kem.key);
+  const pre: PqPrekeyRef = { spkId: bundle.signedPrekey.id, spk, opk, idh: idhB, kem };
+  const idhAPub = b64(idhA.pub, "idh");
+  const transcript = pqxdhTranscript(ctx.hub, ctx.me, idhAPub, peer, pre, ekA, encap.ciphertext);
+  const sigA = await ctx.sign(transcript);
+  const ekPriv = b64(ek.priv, "ek");
+  const root = pqxdhRoot(
+    {
+      dh1: await dh(b64(idhA.priv, "idh"), spk),
+      dh2: await dh(ekPriv, idhB),
+      dh3: await dh(ekPriv, spk),
+      dh4: opk ? await dh(ekPriv, opk.key) : null,
+    },
+    encap.sharedSecret,
+    transcript,
+    sigA,
+  );
+  const sid = sessionId(x3dhHash(transcript, sigA));
+  const ratchet = await initInitiator({
+    rootKey: root,
+    ad: sessionAd(ctx.hub, ctx.me, peer),
+    peerRatchetKey: spk,
+    receiveChain: null,
+    random: ctx.random,
+  });
+  const session: Session = {
+    sid: enc(sid),
+    role: "initiator",
+    peerIdentityKey: bundle.identityKey,
+    confirmed: false,
+    prekey: {
+      spkId: bundle.signedPrekey.id,
+      opkId: opk?.id ?? null,
+      ekA: ek.pub,
+      sigA: enc(sigA),
+      ikB: bundle.identityKey,
+      pq: { idhA: idhA.pub, kemOpkId: kem.oneTimeId, kemCt: enc(encap.ciphertext) },
+    },
+    pq: true,
+    ratchet,
+  };
+  const notes: DmNote[] = [{ kind: "session_started", role: "initiator", mode: "async", pq: true }];
+  if (check.result === "pinned") notes.unshift({ kind: "pinned" });
+  return result({ ...promote(record, session), pending: null }, check.contact, { notes });
+}
+
+function encapsulate(key: Uint8Array): { ciphertext: Uint8Array; sharedSecret: Uint8Array } {
+  try {
+    return mlkemEncapsulate(key);
+  } catch {
+    // A signed key that is not a valid encapsulation key (§3.11): the peer's bug, no session.
+    throw new CoreError("malformed", "invalid ML-KEM public key in bundle");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,6 +497,13 @@ export async function encryptDm(
         ekA: b64(s.prekey.ekA, "ek"),
         sigA: b64(s.prekey.sigA, "sig"),
         sid,
+        pq: s.prekey.pq
+          ? {
+              idhA: b64(s.prekey.pq.idhA, "idh"),
+              kemOpkId: s.prekey.pq.kemOpkId,
+              kemCt: b64(s.prekey.pq.kemCt, "kem ct"),
+            }
+          : null,
       })
     : messagePrefix(sid);
   const out = await ratchetEncrypt(s.ratchet, encodeContent(content), prefix);
@@ -529,7 +687,9 @@ async function onResp(
   };
   return result({ ...promote(record, session), pending: null }, contact, {
     send: [encodeHsConfirm({ sid, confirmA: confirmMac(keys.confirmI2R, "initiator", th) })],
-    notes: [{ kind: "session_started", role: "initiator", mode: "online" }],
+    notes: [
+      { kind: "session_started", role: "initiator", mode: "online", pq: session.pq ?? false },
+    ],
   });
 }
 
@@ -549,7 +709,9 @@ function onConfirm(
     throw new CoreError("bad_signature", "handshake key confirmation failed");
   }
   return result({ ...promote(record, { ...p.session, confirmed: true }), pending: null }, contact, {
-    notes: [{ kind: "session_started", role: "responder", mode: "online" }],
+    notes: [
+      { kind: "session_started", role: "responder", mode: "online", pq: p.session.pq ?? false },
+    ],
   });
 }
 
@@ -635,6 +797,7 @@ async function onPrekey(
     if (!pinned.ok) return pinned.result;
     return decryptWith(record, pinned.contact, known, env.prefix, env.header, env.ciphertext, ctx);
   }
+  if (env.pq !== null) return onPrekeyPq(record, contact, prekeys, env, env.pq, body, ctx);
   const used = findPrekeys(prekeys, env.spkId, env.opkId, env.ekA);
   const peer = party(record.peer, env.ikA);
   const spk = b64(used.spk.pub, "spk");
@@ -657,6 +820,73 @@ async function onPrekey(
     sendChain: null,
   });
   const out = await ratchetDecrypt(ratchet, env.header, env.ciphertext, env.prefix, ctx.random);
+  return acceptPrekeySession(record, pin, prekeys, env, out, false, null, ctx);
+}
+
+/** The responder side of a PQXDH start (§8.3.5). */
+async function onPrekeyPq(
+  record: DmRecord,
+  contact: Contact | null,
+  prekeys: PrekeyState,
+  env: Extract<Envelope, { type: "prekey" }>,
+  pq: PqFields,
+  body: Uint8Array,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  const used = findPqPrekeys(prekeys, env.spkId, env.opkId, pq.kemOpkId, env.ekA);
+  const peer = party(record.peer, env.ikA);
+  const spk = b64(used.spk.pub, "spk");
+  const opk =
+    used.opk && env.opkId !== null ? { id: env.opkId, key: b64(used.opk.pub, "opk") } : null;
+  const kemSeed = b64(used.kemSeed, "kem seed");
+  const pre: PqPrekeyRef = {
+    spkId: env.spkId,
+    spk,
+    opk,
+    idh: b64(used.idh.pub, "idh"),
+    kem: { oneTimeId: pq.kemOpkId, key: mlkemPublicKey(kemSeed) },
+  };
+  const transcript = pqxdhTranscript(ctx.hub, peer, pq.idhA, ctx.me, pre, env.ekA, pq.kemCt);
+  // The signature before the pin, as for an init: a forged body cannot flip "key changed".
+  await verifyOrThrow(env.ikA, transcript, env.sigA, "prekey message");
+  const pin = pinOrHold(record, contact, env.ikA, body, ctx.now);
+  if (!pin.ok) return pin.result;
+  if (!constantTimeEqual(sessionId(x3dhHash(transcript, env.sigA)), env.sid)) {
+    throw new CoreError("malformed", "session id does not match the transcript");
+  }
+  const spkPriv = b64(used.spk.priv, "spk");
+  const root = pqxdhRoot(
+    {
+      dh1: await dh(spkPriv, pq.idhA),
+      dh2: await dh(b64(used.idh.priv, "idh"), env.ekA),
+      dh3: await dh(spkPriv, env.ekA),
+      dh4: used.opk ? await dh(b64(used.opk.priv, "opk"), env.ekA) : null,
+    },
+    mlkemDecapsulateSeed(pq.kemCt, kemSeed),
+    transcript,
+    env.sigA,
+  );
+  const ratchet = initResponder({
+    rootKey: root,
+    ad: sessionAd(ctx.hub, peer, ctx.me),
+    ratchetKeyPair: { pub: used.spk.pub, priv: used.spk.priv },
+    sendChain: null,
+  });
+  const out = await ratchetDecrypt(ratchet, env.header, env.ciphertext, env.prefix, ctx.random);
+  return acceptPrekeySession(record, pin, prekeys, env, out, true, pq.kemOpkId, ctx);
+}
+
+/** A prekey message decrypted: keep the new session, consume the prekeys (§8.3.3). */
+function acceptPrekeySession(
+  record: DmRecord,
+  pin: { contact: Contact; pinned: boolean },
+  prekeys: PrekeyState,
+  env: Extract<Envelope, { type: "prekey" }>,
+  out: { state: Session["ratchet"]; plaintext: Uint8Array },
+  pq: boolean,
+  kemOpkId: number | null,
+  ctx: DmCtx,
+): DmResult {
   const content = decodeDmContent(out.plaintext);
   const session: Session = {
     sid: enc(env.sid),
@@ -664,6 +894,7 @@ async function onPrekey(
     peerIdentityKey: enc(env.ikA),
     confirmed: true,
     prekey: null,
+    pq,
     ratchet: out.state,
   };
   // Simultaneous starts (§8.2.4): if we also started and win the tie-break, keep ours as the
@@ -679,18 +910,18 @@ async function onPrekey(
       ...promote(record, session),
       pending: record.pending?.kind === "initiating" ? null : record.pending,
     };
-  const notes: DmNote[] = [{ kind: "session_started", role: "responder", mode: "async" }];
+  const notes: DmNote[] = [{ kind: "session_started", role: "responder", mode: "async", pq }];
   if (pin.pinned) notes.unshift({ kind: "pinned" });
   return result(next, pin.contact, {
     received: [content],
     notes,
-    prekeys: consumePrekeys(prekeys, env.spkId, env.opkId, env.ekA),
+    prekeys: consumePrekeys(prekeys, env.spkId, env.opkId, env.ekA, kemOpkId),
   });
 }
 
 /** Whether `receiveDm` needs the prekey state for this body (a `prekey` envelope). */
 export function needsPrekeys(body: Uint8Array): boolean {
-  return body.length > 1 && body[1] === ENV.prekey;
+  return body.length > 1 && (body[1] === ENV.prekey || body[1] === ENV.prekeyPq);
 }
 
 export function parseDmRecord(x: unknown): DmRecord {

@@ -8,13 +8,18 @@
  *   0x04 prekey     ik_a(32) ik_b(32) spk_id(u32) opk_flag(u8: 0|1) [opk_id(u32)] ek_a(32)
  *                   sig_a(64) sid(16) header(40) ciphertext(≥16)
  *   0x05 message    sid(16) header(40) ciphertext(≥16)
+ *   0x06 prekey_pq  ik_a(32) ik_b(32) idh_a(32) spk_id(u32) opk_flag(u8) [opk_id(u32)]
+ *                   kem_flag(u8: 0 last-resort | 1 one-time) [kem_id(u32)] ek_a(32) kem_ct(1088)
+ *                   sig_a(64) sid(16) header(40) ciphertext(≥16)
  *
- * For 0x04/0x05 everything before the header is the ratchet "prefix" authenticated as AAD.
+ * For 0x04/0x05/0x06 everything before the header is the ratchet "prefix" authenticated as AAD.
  */
 import { concatBytes, u32be } from "../encoding";
 import { Reader } from "./codec";
 import { malformed } from "./errors";
 import { HEADER_BYTES } from "./ratchet";
+
+export const KEM_CT_BYTES = 1088;
 
 export const ENVELOPE_VERSION = 0x01;
 export const ENV = {
@@ -23,7 +28,16 @@ export const ENV = {
   hsConfirm: 0x03,
   prekey: 0x04,
   message: 0x05,
+  prekeyPq: 0x06,
 } as const;
+
+/** The post-quantum fields of a `prekey_pq` envelope (§8.3.5). */
+export interface PqFields {
+  idhA: Uint8Array;
+  /** null: the responder's last-resort KEM prekey (that of `spk_id`). */
+  kemOpkId: number | null;
+  kemCt: Uint8Array;
+}
 const MIN_CT = 16;
 
 export type Envelope =
@@ -39,6 +53,8 @@ export type Envelope =
       ekA: Uint8Array;
       sigA: Uint8Array;
       sid: Uint8Array;
+      /** null for a classical (0x04) prekey message. */
+      pq: PqFields | null;
       /** Bytes from offset 0 to the header: the ratchet AAD prefix. */
       prefix: Uint8Array;
       header: Uint8Array;
@@ -83,10 +99,35 @@ export function prekeyPrefix(e: {
   ekA: Uint8Array;
   sigA: Uint8Array;
   sid: Uint8Array;
+  pq?: PqFields | null;
 }): Uint8Array {
-  const opk =
-    e.opkId === null ? new Uint8Array([0]) : concatBytes(new Uint8Array([1]), u32be(e.opkId));
+  const opk = optionalId(e.opkId);
+  if (e.pq) {
+    return concatBytes(
+      head(ENV.prekeyPq),
+      e.ikA,
+      e.ikB,
+      e.pq.idhA,
+      u32be(e.spkId),
+      opk,
+      optionalId(e.pq.kemOpkId),
+      e.ekA,
+      e.pq.kemCt,
+      e.sigA,
+      e.sid,
+    );
+  }
   return concatBytes(head(ENV.prekey), e.ikA, e.ikB, u32be(e.spkId), opk, e.ekA, e.sigA, e.sid);
+}
+
+function optionalId(id: number | null): Uint8Array {
+  return id === null ? new Uint8Array([0]) : concatBytes(new Uint8Array([1]), u32be(id));
+}
+
+function readOptionalId(r: Reader, what: string): number | null {
+  const flag = r.u8();
+  if (flag !== 0 && flag !== 1) throw malformed(what);
+  return flag === 1 ? r.u32() : null;
 }
 
 export function messagePrefix(sid: Uint8Array): Uint8Array {
@@ -125,14 +166,16 @@ export function decodeEnvelope(body: Uint8Array): Envelope {
       r.end();
       return e;
     }
-    case ENV.prekey: {
+    case ENV.prekey:
+    case ENV.prekeyPq: {
       const ikA = r.bytes(32);
       const ikB = r.bytes(32);
+      const idhA = t === ENV.prekeyPq ? r.bytes(32) : null;
       const spkId = r.u32();
-      const flag = r.u8();
-      if (flag !== 0 && flag !== 1) throw malformed("prekey flag");
-      const opkId = flag === 1 ? r.u32() : null;
+      const opkId = readOptionalId(r, "prekey flag");
+      const kemOpkId = idhA === null ? null : readOptionalId(r, "kem flag");
       const ekA = r.bytes(32);
+      const pq = idhA === null ? null : { idhA, kemOpkId, kemCt: r.bytes(KEM_CT_BYTES) };
       const sigA = r.bytes(64);
       const sid = r.bytes(16);
       const prefix = body.slice(0, body.length - r.remaining());
@@ -147,6 +190,7 @@ export function decodeEnvelope(body: Uint8Array): Envelope {
         ekA,
         sigA,
         sid,
+        pq,
         prefix,
         header,
         ciphertext: r.rest(),

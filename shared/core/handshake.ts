@@ -170,4 +170,65 @@ export function x3dhHash(transcript: Uint8Array, sig: Uint8Array): Uint8Array {
   return sha256(lp(transcript, sig));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Post-quantum asynchronous start (§8.3.5): PQXDH with identity-DH keys
+
+export interface PqPrekeyRef extends PrekeyRef {
+  /** The responder's identity-DH key (X25519, signed in its PQ prekey). */
+  idh: Uint8Array;
+  /** The KEM prekey encapsulated to: a one-time one (with its id) or the last-resort one. */
+  kem: { oneTimeId: number | null; key: Uint8Array };
+}
+
+/** T = lp("parley/v2/pqxdh", …): signed by the initiator, hashed into the salt of the root. */
+export function pqxdhTranscript(
+  hub: string,
+  a: Party,
+  idhA: Uint8Array,
+  b: Party,
+  pre: PqPrekeyRef,
+  ekA: Uint8Array,
+  kemCt: Uint8Array,
+): Uint8Array {
+  const none = new Uint8Array(0);
+  return lp(
+    "parley/v2/pqxdh",
+    hub,
+    a.name,
+    a.identityKey,
+    idhA,
+    b.name,
+    b.identityKey,
+    pre.idh,
+    pre.spkId,
+    pre.spk,
+    pre.opk ? u32be(pre.opk.id) : none,
+    pre.opk ? pre.opk.key : none,
+    pre.kem.oneTimeId === null ? none : u32be(pre.kem.oneTimeId),
+    pre.kem.key,
+    ekA,
+    kemCt,
+  );
+}
+
+/**
+ * SK = HKDF(DH1 || DH2 || DH3 || DH4? || SS, salt = SHA-256(lp(T, sig)), lp("parley/v2/pqxdh-root"))
+ * with DH1 = DH(IDH_A, SPK_B), DH2 = DH(EK_A, IDH_B), DH3 = DH(EK_A, SPK_B), DH4 = DH(EK_A, OPK_B)
+ * and SS the ML-KEM-768 shared secret — Signal's PQXDH order (§8.3.5).
+ */
+export function pqxdhRoot(
+  dhs: { dh1: Uint8Array; dh2: Uint8Array; dh3: Uint8Array; dh4: Uint8Array | null },
+  ss: Uint8Array,
+  transcript: Uint8Array,
+  sig: Uint8Array,
+): Uint8Array {
+  const parts = [dhs.dh1, dhs.dh2, dhs.dh3, ...(dhs.dh4 ? [dhs.dh4] : []), ss];
+  return hkdfSha256(
+    concatBytes(...parts),
+    x3dhHash(transcript, sig),
+    lp("parley/v2/pqxdh-root"),
+    32,
+  );
+}
+
 export { ed25519Sign };

@@ -69,6 +69,10 @@ export function describeSystem(e: HistorySystem, me: string | null): Worded {
       return ended(who);
     case "session_started":
       return withDetails(`Messages with ${who} are end-to-end encrypted`);
+    case "not_post_quantum":
+      return withDetails(
+        `This chat with ${who} is not protected against future quantum computers: ${possessive(who)} app is out of date`,
+      );
     case "decrypt_failed": {
       const healing = reasonOf(e.text) === "unknown_session" && e.conversationId.startsWith("dm:");
       return withDetails(
