@@ -12,6 +12,7 @@ import {
   mlkemEncapsulate,
   mlkemPublicKey,
 } from "../crypto";
+import { concatBytes } from "../encoding";
 import type { OneTimeKemPrekey, PqPrekey, SignedPrekey } from "../protocol";
 import { B64, b64, enc, Key32, Uint } from "./codec";
 import { type DmContent, decodeDmContent, encodeContent } from "./content";
@@ -122,6 +123,8 @@ const PendingSchema = v.variant("kind", [
     kind: v.literal("initiating"),
     at: Uint,
     eph: KeyPair,
+    /** Seed of the ephemeral ML-KEM key of a hybrid hs_init (§8.2.6); absent: classical init. */
+    kem: v.optional(v.pipe(B64, v.length(86))),
     sigA: B64,
     peerIdentityKey: Key32,
   }),
@@ -270,12 +273,16 @@ export async function startOnline(
   const peer = party(record.peer, contact.identityKey);
   const eph = await newX25519(ctx.random);
   const ephA = b64(eph.pub, "eph");
-  const sigA = await ctx.sign(initTranscript(ctx.hub, ctx.me, peer, ephA));
-  const body = encodeHsInit({ ikA: ctx.me.identityKey, ikB: peer.identityKey, ephA, sigA });
+  // Hybrid (§8.2.6): an ephemeral ML-KEM key the responder encapsulates to.
+  const kemSeed = ctx.random(64);
+  const kemPk = mlkemPublicKey(kemSeed);
+  const sigA = await ctx.sign(initTranscript(ctx.hub, ctx.me, peer, ephA, kemPk));
+  const body = encodeHsInit({ ikA: ctx.me.identityKey, ikB: peer.identityKey, ephA, kemPk, sigA });
   const pending: Pending = {
     kind: "initiating",
     at: ctx.now,
     eph,
+    kem: enc(kemSeed),
     sigA: enc(sigA),
     peerIdentityKey: contact.identityKey,
   };
@@ -602,7 +609,7 @@ async function onInit(
   // (clearing "verified") — only a key that signed this handshake may be shown as new (§8.7).
   await verifyOrThrow(
     env.ikA,
-    initTranscript(ctx.hub, peer, ctx.me, env.ephA),
+    initTranscript(ctx.hub, peer, ctx.me, env.ephA, env.kemPk),
     env.sigA,
     "handshake init",
   );
@@ -614,15 +621,22 @@ async function onInit(
   }
   const eph = await newX25519(ctx.random);
   const ephB = b64(eph.pub, "eph");
-  const sigB = await ctx.sign(respTranscript(ctx.hub, peer, ctx.me, env.ephA, ephB));
-  const th = handshakeHash(ctx.hub, peer, ctx.me, env.ephA, ephB, env.sigA, sigB);
-  const keys = handshakeKeys(await dh(b64(eph.priv, "eph"), env.ephA), th);
+  // A hybrid init (§8.2.6) is answered hybrid; a classical one (an older peer) classically,
+  // and the session is shown as not post-quantum. A relay cannot turn one into the other: the
+  // init is signed by the initiator.
+  const encap = env.kemPk === null ? null : encapsulate(env.kemPk);
+  const kem = env.kemPk && encap ? { pk: env.kemPk, ct: encap.ciphertext } : null;
+  const sigB = await ctx.sign(respTranscript(ctx.hub, peer, ctx.me, env.ephA, ephB, kem));
+  const th = handshakeHash(ctx.hub, peer, ctx.me, env.ephA, ephB, env.sigA, sigB, kem);
+  const dhOut = await dh(b64(eph.priv, "eph"), env.ephA);
+  const keys = handshakeKeys(encap ? concatBytes(dhOut, encap.sharedSecret) : dhOut, th);
   const session: Session = {
     sid: enc(sessionId(th)),
     role: "responder",
     peerIdentityKey: enc(env.ikA),
     confirmed: false,
     prekey: null,
+    pq: kem !== null,
     ratchet: initResponder({
       rootKey: keys.rootKey,
       ad: sessionAd(ctx.hub, peer, ctx.me),
@@ -642,7 +656,7 @@ async function onInit(
   };
   const seenInits = [...record.seenInits, enc(env.ephA)].slice(-MAX_SEEN_INITS);
   return result({ ...record, pending, seenInits }, pin.contact, {
-    send: [encodeHsResp({ ephA: env.ephA, ephB, sigB, confirmB })],
+    send: [encodeHsResp({ ephA: env.ephA, ephB, kemCt: kem?.ct ?? null, sigB, confirmB })],
     notes: pin.pinned ? [{ kind: "pinned" }] : [],
   });
 }
@@ -659,14 +673,33 @@ async function onResp(
     throw new CoreError("replay", "handshake response to no pending init");
   }
   const peer = party(record.peer, p.peerIdentityKey);
+  // We sent a hybrid init: only a hybrid response answers it (§8.2.6).
+  if ((p.kem === undefined) !== (env.kemCt === null))
+    throw new CoreError("malformed", "handshake response of the wrong kind");
+  const kemSeed = p.kem === undefined ? null : b64(p.kem, "kem seed");
+  const kem =
+    kemSeed !== null && env.kemCt !== null ? { pk: mlkemPublicKey(kemSeed), ct: env.kemCt } : null;
   await verifyOrThrow(
     peer.identityKey,
-    respTranscript(ctx.hub, ctx.me, peer, env.ephA, env.ephB),
+    respTranscript(ctx.hub, ctx.me, peer, env.ephA, env.ephB, kem),
     env.sigB,
     "handshake response",
   );
-  const th = handshakeHash(ctx.hub, ctx.me, peer, env.ephA, env.ephB, b64(p.sigA, "sig"), env.sigB);
-  const keys = handshakeKeys(await dh(b64(p.eph.priv, "eph"), env.ephB), th);
+  const th = handshakeHash(
+    ctx.hub,
+    ctx.me,
+    peer,
+    env.ephA,
+    env.ephB,
+    b64(p.sigA, "sig"),
+    env.sigB,
+    kem,
+  );
+  const dhOut = await dh(b64(p.eph.priv, "eph"), env.ephB);
+  const keys = handshakeKeys(
+    kem && kemSeed ? concatBytes(dhOut, mlkemDecapsulateSeed(kem.ct, kemSeed)) : dhOut,
+    th,
+  );
   if (!constantTimeEqual(confirmMac(keys.confirmR2I, "responder", th), env.confirmB)) {
     throw new CoreError("bad_signature", "handshake key confirmation failed");
   }
@@ -677,6 +710,7 @@ async function onResp(
     peerIdentityKey: p.peerIdentityKey,
     confirmed: true,
     prekey: null,
+    pq: kem !== null,
     ratchet: await initInitiator({
       rootKey: keys.rootKey,
       ad: sessionAd(ctx.hub, ctx.me, peer),

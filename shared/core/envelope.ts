@@ -11,6 +11,8 @@
  *   0x06 prekey_pq  ik_a(32) ik_b(32) idh_a(32) spk_id(u32) opk_flag(u8) [opk_id(u32)]
  *                   kem_flag(u8: 0 last-resort | 1 one-time) [kem_id(u32)] ek_a(32) kem_ct(1088)
  *                   sig_a(64) sid(16) header(40) ciphertext(≥16)
+ *   0x07 hs_init_pq ik_a(32) ik_b(32) eph_a(32) kem_pk_a(1184) sig_a(64)
+ *   0x08 hs_resp_pq eph_a(32) eph_b(32) kem_ct(1088) sig_b(64) confirm_b(32)
  *
  * For 0x04/0x05/0x06 everything before the header is the ratchet "prefix" authenticated as AAD.
  */
@@ -29,7 +31,10 @@ export const ENV = {
   prekey: 0x04,
   message: 0x05,
   prekeyPq: 0x06,
+  hsInitPq: 0x07,
+  hsRespPq: 0x08,
 } as const;
+export const KEM_PK_BYTES = 1184;
 
 /** The post-quantum fields of a `prekey_pq` envelope (§8.3.5). */
 export interface PqFields {
@@ -41,8 +46,24 @@ export interface PqFields {
 const MIN_CT = 16;
 
 export type Envelope =
-  | { type: "hs_init"; ikA: Uint8Array; ikB: Uint8Array; ephA: Uint8Array; sigA: Uint8Array }
-  | { type: "hs_resp"; ephA: Uint8Array; ephB: Uint8Array; sigB: Uint8Array; confirmB: Uint8Array }
+  | {
+      type: "hs_init";
+      ikA: Uint8Array;
+      ikB: Uint8Array;
+      ephA: Uint8Array;
+      /** The initiator's ephemeral ML-KEM key (hs_init_pq, §8.2.6), or null (classical). */
+      kemPk: Uint8Array | null;
+      sigA: Uint8Array;
+    }
+  | {
+      type: "hs_resp";
+      ephA: Uint8Array;
+      ephB: Uint8Array;
+      /** The encapsulation to kemPk (hs_resp_pq, §8.2.6), or null (classical). */
+      kemCt: Uint8Array | null;
+      sigB: Uint8Array;
+      confirmB: Uint8Array;
+    }
   | { type: "hs_confirm"; sid: Uint8Array; confirmA: Uint8Array }
   | {
       type: "prekey";
@@ -74,16 +95,20 @@ export function encodeHsInit(e: {
   ikA: Uint8Array;
   ikB: Uint8Array;
   ephA: Uint8Array;
+  kemPk?: Uint8Array | null;
   sigA: Uint8Array;
 }) {
+  if (e.kemPk) return concatBytes(head(ENV.hsInitPq), e.ikA, e.ikB, e.ephA, e.kemPk, e.sigA);
   return concatBytes(head(ENV.hsInit), e.ikA, e.ikB, e.ephA, e.sigA);
 }
 export function encodeHsResp(e: {
   ephA: Uint8Array;
   ephB: Uint8Array;
+  kemCt?: Uint8Array | null;
   sigB: Uint8Array;
   confirmB: Uint8Array;
 }) {
+  if (e.kemCt) return concatBytes(head(ENV.hsRespPq), e.ephA, e.ephB, e.kemCt, e.sigB, e.confirmB);
   return concatBytes(head(ENV.hsResp), e.ephA, e.ephB, e.sigB, e.confirmB);
 }
 export function encodeHsConfirm(e: { sid: Uint8Array; confirmA: Uint8Array }) {
@@ -139,22 +164,26 @@ export function decodeEnvelope(body: Uint8Array): Envelope {
   if (r.u8() !== ENVELOPE_VERSION) throw malformed("envelope version");
   const t = r.u8();
   switch (t) {
-    case ENV.hsInit: {
+    case ENV.hsInit:
+    case ENV.hsInitPq: {
       const e = {
         type: "hs_init" as const,
         ikA: r.bytes(32),
         ikB: r.bytes(32),
         ephA: r.bytes(32),
+        kemPk: t === ENV.hsInitPq ? r.bytes(KEM_PK_BYTES) : null,
         sigA: r.bytes(64),
       };
       r.end();
       return e;
     }
-    case ENV.hsResp: {
+    case ENV.hsResp:
+    case ENV.hsRespPq: {
       const e = {
         type: "hs_resp" as const,
         ephA: r.bytes(32),
         ephB: r.bytes(32),
+        kemCt: t === ENV.hsRespPq ? r.bytes(KEM_CT_BYTES) : null,
         sigB: r.bytes(64),
         confirmB: r.bytes(32),
       };

@@ -41,8 +41,26 @@ export function sessionId(transcriptHash: Uint8Array): Uint8Array {
 // ---------------------------------------------------------------------------------------------
 // Online handshake (§8.2)
 
-export function initTranscript(hub: string, a: Party, b: Party, ephA: Uint8Array): Uint8Array {
+/**
+ * The hybrid handshake (§8.2.6) adds an ML-KEM-768 encapsulation: the initiator's ephemeral KEM
+ * key `kemPk` in hs_init, the responder's ciphertext `kemCt` in hs_resp. With them every
+ * transcript is under a v2 label and binds them; without them it is the classical v1 one.
+ */
+export function initTranscript(
+  hub: string,
+  a: Party,
+  b: Party,
+  ephA: Uint8Array,
+  kemPk: Uint8Array | null = null,
+): Uint8Array {
+  if (kemPk !== null)
+    return lp("parley/v2/hs-init", hub, a.name, a.identityKey, b.name, b.identityKey, ephA, kemPk);
   return lp("parley/v1/hs-init", hub, a.name, a.identityKey, b.name, b.identityKey, ephA);
+}
+
+export interface HandshakeKem {
+  pk: Uint8Array;
+  ct: Uint8Array;
 }
 
 export function respTranscript(
@@ -51,7 +69,22 @@ export function respTranscript(
   b: Party,
   ephA: Uint8Array,
   ephB: Uint8Array,
+  kem: HandshakeKem | null = null,
 ): Uint8Array {
+  if (kem !== null) {
+    return lp(
+      "parley/v2/hs-resp",
+      hub,
+      a.name,
+      a.identityKey,
+      b.name,
+      b.identityKey,
+      ephA,
+      kem.pk,
+      ephB,
+      kem.ct,
+    );
+  }
   return lp("parley/v1/hs-resp", hub, a.name, a.identityKey, b.name, b.identityKey, ephA, ephB);
 }
 
@@ -63,7 +96,26 @@ export function handshakeHash(
   ephB: Uint8Array,
   sigA: Uint8Array,
   sigB: Uint8Array,
+  kem: HandshakeKem | null = null,
 ): Uint8Array {
+  if (kem !== null) {
+    return sha256(
+      lp(
+        "parley/v2/hs",
+        hub,
+        a.name,
+        a.identityKey,
+        b.name,
+        b.identityKey,
+        ephA,
+        kem.pk,
+        ephB,
+        kem.ct,
+        sigA,
+        sigB,
+      ),
+    );
+  }
   return sha256(
     lp("parley/v1/hs", hub, a.name, a.identityKey, b.name, b.identityKey, ephA, ephB, sigA, sigB),
   );
@@ -79,7 +131,10 @@ export interface HandshakeKeys {
   confirmR2I: Uint8Array;
 }
 
-/** HKDF-SHA256(ikm = X25519(ephA, ephB), salt = transcript hash, info = label per key). */
+/**
+ * HKDF-SHA256(ikm = X25519(ephA, ephB) [|| ML-KEM shared secret], salt = transcript hash,
+ * info = label per key). The hybrid handshake passes `dh || ss` (§8.2.6).
+ */
 export function handshakeKeys(dh: Uint8Array, th: Uint8Array): HandshakeKeys {
   // Four HKDFs over the same ikm and salt: one RFC 5869 Extract, four Expands (same bytes as
   // four full HKDF calls, fewer HMACs).

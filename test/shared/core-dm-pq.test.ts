@@ -13,10 +13,11 @@ import {
   encryptDm,
   receiveDm,
   startFromBundle,
+  startOnline,
 } from "../../shared/core/dm";
-import { decodeEnvelope } from "../../shared/core/envelope";
+import { decodeEnvelope, ENV, encodeHsInit } from "../../shared/core/envelope";
 import { isCoreError } from "../../shared/core/errors";
-import { pqxdhRoot, pqxdhTranscript, sessionAd } from "../../shared/core/handshake";
+import { initTranscript, pqxdhRoot, pqxdhTranscript, sessionAd } from "../../shared/core/handshake";
 import {
   addOneTimeKemPrekeys,
   addOneTimePrekeys,
@@ -296,5 +297,78 @@ describe("versions and downgrade (§8.3.5)", () => {
       mode: "async",
       pq: false,
     });
+  });
+});
+
+describe("hybrid online handshake (§8.2.6)", () => {
+  const contactOf = (s: Side, name: string): Contact => ({
+    username: name,
+    identityKey: s.ik,
+    verified: false,
+    changedKey: null,
+    pinnedAt: 0,
+  });
+
+  it("carries an ML-KEM encapsulation: both sides post-quantum; the ciphertext is signed", async () => {
+    const a = await side("alice");
+    const b = await side("bob");
+    const init = await startOnline(emptyDm("bob"), contactOf(b, "bob"), a.ctx);
+    const initBody = init.send[0] as Uint8Array;
+    expect(initBody[1]).toBe(ENV.hsInitPq);
+    const resp = await receiveDm(emptyDm("alice"), null, null, initBody, b.ctx);
+    const respBody = resp.send[0] as Uint8Array;
+    expect(respBody[1]).toBe(ENV.hsRespPq);
+    // A relay altering the KEM ciphertext breaks the responder's signature over it.
+    const bad = respBody.slice();
+    bad[2 + 64 + 10] = (bad[2 + 64 + 10] as number) ^ 1;
+    await expect(receiveDm(init.record, init.contact, null, bad, a.ctx)).rejects.toSatisfy((e) =>
+      isCoreError(e, "bad_signature"),
+    );
+    const conf = await receiveDm(init.record, init.contact, null, respBody, a.ctx);
+    expect(conf.record.current?.pq).toBe(true);
+    expect(conf.notes).toContainEqual({
+      kind: "session_started",
+      role: "initiator",
+      mode: "online",
+      pq: true,
+    });
+    const done = await receiveDm(
+      resp.record,
+      resp.contact,
+      null,
+      conf.send[0] as Uint8Array,
+      b.ctx,
+    );
+    expect(done.record.current?.pq).toBe(true);
+    const m = await encryptDm(done.record, done.contact, text("hybrid"), b.ctx);
+    expect(textOf(await receiveDm(conf.record, conf.contact, null, m.body, a.ctx))).toBe("hybrid");
+  });
+
+  it("a classical init (older peer) is answered classically and marked not post-quantum", async () => {
+    const a = await side("alice");
+    const b = await side("bob");
+    const ephA = await newX25519(randomBytes);
+    const eph = fromB64u(ephA.pub);
+    const peerB = { name: "bob", identityKey: b.id.publicKey };
+    const sigA = await a.ctx.sign(initTranscript("main", a.ctx.me, peerB, eph));
+    const body = encodeHsInit({ ikA: a.id.publicKey, ikB: b.id.publicKey, ephA: eph, sigA });
+    const resp = await receiveDm(emptyDm("alice"), null, null, body, b.ctx);
+    expect((resp.send[0] as Uint8Array)[1]).toBe(ENV.hsResp);
+    const p = resp.record.pending;
+    expect(p?.kind === "responding" && p.session.pq).toBe(false);
+    // ...and a classical response to our hybrid init is refused, never accepted as classical.
+    const init = await startOnline(emptyDm("bob"), contactOf(b, "bob"), a.ctx);
+    const hybrid = init.send[0] as Uint8Array;
+    const env = decodeEnvelope(hybrid);
+    if (env.type !== "hs_init") throw new Error("an init");
+    const classical = await receiveDm(
+      emptyDm("alice"),
+      null,
+      null,
+      encodeHsInit({ ...env, kemPk: null }),
+      b.ctx,
+    ).catch((e) => e);
+    // Stripping the KEM key from the init breaks alice's signature: bob answers nothing.
+    expect(isCoreError(classical, "bad_signature")).toBe(true);
   });
 });
