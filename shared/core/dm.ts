@@ -59,6 +59,7 @@ import {
   canSend,
   initInitiator,
   initResponder,
+  kemOut,
   newX25519,
   type Random,
   RatchetStateSchema,
@@ -444,6 +445,7 @@ async function startPq(
     peerRatchetKey: spk,
     receiveChain: null,
     random: ctx.random,
+    kemStep: true,
   });
   const session: Session = {
     sid: enc(sid),
@@ -512,7 +514,7 @@ export async function encryptDm(
             }
           : null,
       })
-    : messagePrefix(sid);
+    : messagePrefix(sid, kemOut(s.ratchet));
   const out = await ratchetEncrypt(s.ratchet, encodeContent(content), prefix);
   const body = new Uint8Array(prefix.length + out.header.length + out.ciphertext.length);
   body.set(prefix, 0);
@@ -642,6 +644,7 @@ async function onInit(
       ad: sessionAd(ctx.hub, peer, ctx.me),
       ratchetKeyPair: eph,
       sendChain: keys.chainR2I,
+      kemStep: kem !== null,
     }),
   };
   const confirmB = confirmMac(keys.confirmR2I, "responder", th);
@@ -717,6 +720,7 @@ async function onResp(
       peerRatchetKey: env.ephB,
       receiveChain: keys.chainR2I,
       random: ctx.random,
+      kemStep: kem !== null,
     }),
   };
   return result({ ...promote(record, session), pending: null }, contact, {
@@ -770,13 +774,21 @@ async function decryptWith(
   header: Uint8Array,
   ciphertext: Uint8Array,
   ctx: DmCtx,
+  kem: { pk: Uint8Array | null; ct: Uint8Array | null } | null = null,
 ): Promise<DmResult> {
   if (found.where === "pending") {
     // Data on a session whose confirmation we have not seen: the initiator only sends after
     // hs_confirm and the relay keeps per-sender order, so this is out of protocol.
     throw new CoreError("unknown_session", "message before handshake confirmation");
   }
-  const out = await ratchetDecrypt(found.session.ratchet, header, ciphertext, prefix, ctx.random);
+  const out = await ratchetDecrypt(
+    found.session.ratchet,
+    header,
+    ciphertext,
+    prefix,
+    ctx.random,
+    kem,
+  );
   const content = decodeDmContent(out.plaintext);
   // A reply proves the peer holds the session: stop repeating the prekey fields (§8.3.2).
   const session: Session = { ...found.session, ratchet: out.state, confirmed: true, prekey: null };
@@ -809,7 +821,7 @@ async function onMessage(
   // cannot exist before acceptance, but is refused rather than trusted.
   if (contact.changedKey !== null && found.session.peerIdentityKey !== contact.identityKey)
     throw new CoreError("key_changed", "peer key changed; accept first");
-  return decryptWith(record, contact, found, env.prefix, env.header, env.ciphertext, ctx);
+  return decryptWith(record, contact, found, env.prefix, env.header, env.ciphertext, ctx, env.kem);
 }
 
 async function onPrekey(
@@ -905,6 +917,7 @@ async function onPrekeyPq(
     ad: sessionAd(ctx.hub, peer, ctx.me),
     ratchetKeyPair: { pub: used.spk.pub, priv: used.spk.priv },
     sendChain: null,
+    kemStep: true,
   });
   const out = await ratchetDecrypt(ratchet, env.header, env.ciphertext, env.prefix, ctx.random);
   return acceptPrekeySession(record, pin, prekeys, env, out, true, pq.kemOpkId, ctx);

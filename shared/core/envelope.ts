@@ -13,8 +13,10 @@
  *                   sig_a(64) sid(16) header(40) ciphertext(≥16)
  *   0x07 hs_init_pq ik_a(32) ik_b(32) eph_a(32) kem_pk_a(1184) sig_a(64)
  *   0x08 hs_resp_pq eph_a(32) eph_b(32) kem_ct(1088) sig_b(64) confirm_b(32)
+ *   0x09 message_kem sid(16) kem_flags(u8: 1 pk | 2 ct | 3 both) [kem_pk(1184)] [kem_ct(1088)]
+ *                   header(40) ciphertext(≥16) — a message whose chain carries a KEM step (§8.4.1)
  *
- * For 0x04/0x05/0x06 everything before the header is the ratchet "prefix" authenticated as AAD.
+ * For 0x04/0x05/0x06/0x09 everything before the header is the ratchet "prefix" authenticated as AAD.
  */
 import { concatBytes, u32be } from "../encoding";
 import { Reader } from "./codec";
@@ -33,6 +35,7 @@ export const ENV = {
   prekeyPq: 0x06,
   hsInitPq: 0x07,
   hsRespPq: 0x08,
+  messageKem: 0x09,
 } as const;
 export const KEM_PK_BYTES = 1184;
 
@@ -84,6 +87,8 @@ export type Envelope =
   | {
       type: "message";
       sid: Uint8Array;
+      /** The KEM step fields of a `message_kem` (§8.4.1), or null. */
+      kem: { pk: Uint8Array | null; ct: Uint8Array | null } | null;
       prefix: Uint8Array;
       header: Uint8Array;
       ciphertext: Uint8Array;
@@ -155,8 +160,20 @@ function readOptionalId(r: Reader, what: string): number | null {
   return flag === 1 ? r.u32() : null;
 }
 
-export function messagePrefix(sid: Uint8Array): Uint8Array {
-  return concatBytes(head(ENV.message), sid);
+export function messagePrefix(
+  sid: Uint8Array,
+  kem: { pk: Uint8Array | null; ct: Uint8Array | null } | null = null,
+): Uint8Array {
+  if (kem === null || (kem.pk === null && kem.ct === null))
+    return concatBytes(head(ENV.message), sid);
+  const flags = (kem.pk ? 1 : 0) | (kem.ct ? 2 : 0);
+  return concatBytes(
+    head(ENV.messageKem),
+    sid,
+    new Uint8Array([flags]),
+    kem.pk ?? new Uint8Array(0),
+    kem.ct ?? new Uint8Array(0),
+  );
 }
 
 export function decodeEnvelope(body: Uint8Array): Envelope {
@@ -230,7 +247,20 @@ export function decodeEnvelope(body: Uint8Array): Envelope {
       const prefix = body.slice(0, 18);
       const header = r.bytes(HEADER_BYTES);
       if (r.remaining() < MIN_CT) throw malformed("ciphertext");
-      return { type: "message", sid, prefix, header, ciphertext: r.rest() };
+      return { type: "message", sid, kem: null, prefix, header, ciphertext: r.rest() };
+    }
+    case ENV.messageKem: {
+      const sid = r.bytes(16);
+      const flags = r.u8();
+      if (flags < 1 || flags > 3) throw malformed("kem flags");
+      const kem = {
+        pk: flags & 1 ? r.bytes(KEM_PK_BYTES) : null,
+        ct: flags & 2 ? r.bytes(KEM_CT_BYTES) : null,
+      };
+      const prefix = body.slice(0, body.length - r.remaining());
+      const header = r.bytes(HEADER_BYTES);
+      if (r.remaining() < MIN_CT) throw malformed("ciphertext");
+      return { type: "message", sid, kem, prefix, header, ciphertext: r.rest() };
     }
     default:
       throw malformed("envelope type");

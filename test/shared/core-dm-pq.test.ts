@@ -28,7 +28,12 @@ import {
   publicSpk,
   spkMessage,
 } from "../../shared/core/prekeys";
-import { initResponder, newX25519, ratchetDecrypt } from "../../shared/core/ratchet";
+import {
+  initResponder,
+  KEM_STEP_EVERY,
+  newX25519,
+  ratchetDecrypt,
+} from "../../shared/core/ratchet";
 import type { Contact } from "../../shared/core/trust";
 import {
   ed25519Sign,
@@ -370,5 +375,72 @@ describe("hybrid online handshake (§8.2.6)", () => {
     ).catch((e) => e);
     // Stripping the KEM key from the init breaks alice's signature: bob answers nothing.
     expect(isCoreError(classical, "bad_signature")).toBe(true);
+  });
+});
+
+describe("sparse KEM step in the Double Ratchet (§8.4.1)", () => {
+  it("every KEM_STEP_EVERY-th chain sends a KEM key, answered on the next; healing needs that secret", async () => {
+    const a = await side("alice");
+    const b = await side("bob");
+    const f = await firstFlight(a, await bundleOf(b, { opk: true, kemOpk: true }));
+    const got = await open(b, b.prekeys, f.body);
+    let ra = { record: f.record, contact: f.contact };
+    let rb = { record: got.record, contact: got.contact };
+    const types: number[] = [];
+    let healed = false;
+    for (let i = 0; i < 3 * KEM_STEP_EVERY && !healed; i++) {
+      // bob → alice, then alice → bob: one round trip, two new sending chains.
+      const mb = await encryptDm(rb.record, rb.contact, text(`b${i}`), b.ctx);
+      rb = { ...rb, record: mb.record };
+      types.push(mb.body[1] as number);
+      const env = decodeEnvelope(mb.body);
+      if (env.type === "message" && env.kem?.ct && ra.record.current) {
+        // A quantum thief holds alice's whole state now — root key, every X25519 secret — but
+        // not the KEM seed alice made after the theft. It cannot open bob's answer to it.
+        const r = ra.record.current.ratchet;
+        const stolen = { ...r, kem: r.kem ? { ...r.kem, own: toB64u(randomBytes(64)) } : r.kem };
+        await expect(
+          ratchetDecrypt(stolen, env.header, env.ciphertext, env.prefix, randomBytes, env.kem),
+        ).rejects.toSatisfy((e) => isCoreError(e, "decrypt_failed"));
+        healed = true;
+      }
+      const da = await receiveDm(ra.record, ra.contact, null, mb.body, a.ctx);
+      expect(textOf(da)).toBe(`b${i}`);
+      ra = { record: da.record, contact: da.contact };
+      const ma = await encryptDm(ra.record, ra.contact, text(`a${i}`), a.ctx);
+      ra = { ...ra, record: ma.record };
+      types.push(ma.body[1] as number);
+      const db = await receiveDm(rb.record, rb.contact, null, ma.body, b.ctx);
+      expect(textOf(db)).toBe(`a${i}`);
+      rb = { record: db.record, contact: db.contact };
+    }
+    expect(healed).toBe(true);
+    // Sparse: most messages are plain `message` envelopes.
+    expect(types.filter((t) => t === ENV.messageKem).length).toBeLessThan(types.length / 2);
+    expect(types).toContain(ENV.message);
+  });
+
+  it("classical contrast: without the KEM step the same thief follows the conversation", async () => {
+    const a = await side("alice");
+    const b = await side("bob");
+    const spkKey = fromB64u(b.prekeys.spk.pub);
+    const v1: Bundle = {
+      identityKey: b.ik,
+      signedPrekey: {
+        id: b.prekeys.spk.id,
+        key: b.prekeys.spk.pub,
+        sig: toB64u(await ed25519Sign(b.id.privateKey, spkMessage(b.prekeys.spk.id, spkKey))),
+      },
+      oneTimePrekey: null,
+    };
+    const f = await firstFlight(a, v1);
+    const got = await open(b, b.prekeys, f.body);
+    const mb = await encryptDm(got.record, got.contact, text("reply"), b.ctx);
+    const env = decodeEnvelope(mb.body);
+    const r = f.record.current?.ratchet;
+    if (env.type !== "message" || !r) throw new Error("a message");
+    expect(r.kem).toBeUndefined();
+    const out = await ratchetDecrypt(r, env.header, env.ciphertext, env.prefix, randomBytes);
+    expect(out.plaintext.length).toBeGreaterThan(0);
   });
 });
