@@ -23,11 +23,11 @@ import {
   publicPq,
   publicSpk,
 } from "../shared/core/prekeys";
-import type { PqPrekey } from "../shared/protocol";
 import { ratchetDecrypt, ratchetEncrypt } from "../shared/core/ratchet";
 import type { Contact } from "../shared/core/trust";
 import { ed25519Sign, generateIdentityKeyPair, randomBytes } from "../shared/crypto";
 import { toB64u } from "../shared/encoding";
+import type { PqPrekey } from "../shared/protocol";
 import { comparePair, type Row } from "./lib";
 import { makeSignalParty, signalDecrypt, signalEncrypt, signalSetup } from "./libsignal";
 
