@@ -171,6 +171,8 @@ const CORE_ERRORS: Readonly<Record<string, string>> = {
   removal_pending: "Someone left the group. Parley is waiting for the new group key.",
   no_prekey: "A message used a key this device no longer has, so it could not be read.",
   prekey_limit: "Too many new conversations started at once. Try again later.",
+  downgrade:
+    "The relay left out this contact's post-quantum keys, so no weaker chat was started. Parley will try again.",
   not_connected: "Not connected to the relay. Parley will try again.",
   too_long: "That message is too long to send in one piece. Split it into several messages.",
   outbox_entry_invalid:
