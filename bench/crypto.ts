@@ -20,12 +20,14 @@ import {
   addOneTimePrekeys,
   initialPrekeys,
   type PrekeyState,
+  publicPq,
   publicSpk,
 } from "../shared/core/prekeys";
 import { ratchetDecrypt, ratchetEncrypt } from "../shared/core/ratchet";
 import type { Contact } from "../shared/core/trust";
 import { ed25519Sign, generateIdentityKeyPair, randomBytes } from "../shared/crypto";
 import { toB64u } from "../shared/encoding";
+import type { PqPrekey } from "../shared/protocol";
 import { comparePair, type Row } from "./lib";
 import { makeSignalParty, signalDecrypt, signalEncrypt, signalSetup } from "./libsignal";
 
@@ -103,8 +105,21 @@ export async function parleyOnlineSetup(a: Side, b: Side, first: string): Promis
   expectText(await deliver(b, await send(a, first)), first);
 }
 
-/** Async start: Bob makes a one-time prekey (as libsignal's harness does per bundle), Alice
- * verifies the bundle, derives the root, sends a prekey message, Bob decrypts it. */
+/** Bob's published PQ prekey (PROTOCOL.md §8.3.5), made once per signed prekey: like
+ * libsignal's last-resort Kyber key in its bundle, it is published, not made per start. */
+const pqCache = new WeakMap<Side, { spkId: number; pq: PqPrekey | null }>();
+function publishedPq(b: Side): PqPrekey | null {
+  const hit = pqCache.get(b);
+  if (hit && hit.spkId === b.prekeys.spk.id) return hit.pq;
+  const pq = publicPq(b.prekeys);
+  pqCache.set(b, { spkId: b.prekeys.spk.id, pq });
+  return pq;
+}
+
+/** Async start, post-quantum on both sides (PQXDH): Bob makes a one-time prekey (as libsignal's
+ * harness does per bundle; the KEM key is the last-resort one in both), Alice verifies the bundle
+ * and its PQ prekey, encapsulates, derives the root from four DHs and the KEM secret, sends a
+ * prekey message, Bob decapsulates and decrypts it. */
 export async function parleyAsyncSetup(a: Side, b: Side, first: string): Promise<void> {
   a.rec = emptyDm(b.name);
   b.rec = emptyDm(a.name);
@@ -115,8 +130,14 @@ export async function parleyAsyncSetup(a: Side, b: Side, first: string): Promise
   const started = await startFromBundle(
     a.rec,
     null,
-    { identityKey: b.ik, signedPrekey: publicSpk(b.prekeys), oneTimePrekey: opk },
+    {
+      identityKey: b.ik,
+      signedPrekey: publicSpk(b.prekeys),
+      oneTimePrekey: opk,
+      pqPrekey: publishedPq(b),
+    },
     a.ctx,
+    a.prekeys,
   );
   a.rec = started.record;
   a.contact = started.contact;
@@ -156,14 +177,16 @@ export async function runCrypto(log: (s: string) => void = () => {}): Promise<Cr
   };
   const cases: Case[] = [
     {
-      name: "setup: online handshake + 1st msg",
-      target: 2,
+      // Both post-quantum: Parley's hybrid handshake (X25519 + ML-KEM-768, §8.2.6) against
+      // libsignal's PQXDH (its only session setup).
+      name: "setup PQ: hybrid online handshake + 1st msg",
+      target: 1.5,
       parley: () => parleyOnlineSetup(pa, pb, msg100),
       libsignal: () => signalSetup(sa, sb, bytes100),
     },
     {
-      name: "setup: async prekey start + 1st msg",
-      target: 2,
+      name: "setup PQ: PQXDH async start + 1st msg",
+      target: 1.5,
       parley: () => parleyAsyncSetup(pa, pb, msg100),
       libsignal: () => signalSetup(sa, sb, bytes100),
     },

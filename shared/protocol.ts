@@ -51,6 +51,13 @@ export const LIMITS = {
   mailboxTtlMs: 7 * 24 * 60 * 60 * 1000,
   maxOneTimePrekeysPerUpload: 100,
   maxOneTimePrekeysStored: 200,
+  /**
+   * One-time ML-KEM-768 prekeys (§8.3.1): 50 per upload (~84 KB of frame) and 100 stored per
+   * identity (~170 KB of relay storage), fewer than the 32-byte X25519 ones because each is 1184
+   * bytes. Once they run out the last-resort KEM prekey is used (§8.3.5).
+   */
+  maxOneTimeKemPrekeysPerUpload: 50,
+  maxOneTimeKemPrekeysStored: 100,
   oneTimePrekeysLowWatermark: 20,
   maxAckIds: 256,
   /** Token bucket per connection: sustained frames per second and burst size. */
@@ -247,6 +254,24 @@ export const SignedPrekey = v.strictObject({ id: U32, key: PublicKey, sig: Signa
 export type SignedPrekey = v.InferOutput<typeof SignedPrekey>;
 export const OneTimePrekey = v.strictObject({ id: U32, key: PublicKey });
 export type OneTimePrekey = v.InferOutput<typeof OneTimePrekey>;
+/** An ML-KEM-768 encapsulation key (FIPS 203 ek, §3.11). */
+export const KEM_PUBLIC_KEY_BYTES = 1184;
+export const KemPublicKey = b64Bytes(KEM_PUBLIC_KEY_BYTES);
+/**
+ * The post-quantum half of a signed prekey (§8.3.5): the identity-DH key and the last-resort
+ * ML-KEM-768 prekey, for signed prekey `spkId`. sig = Ed25519(identity,
+ * lp("parley/v2/pq-spk", spkId, spkKey, idh, kem)). Only with a signed prekey signed as v2.
+ */
+export const PqPrekey = v.strictObject({
+  spkId: U32,
+  idh: PublicKey,
+  kem: KemPublicKey,
+  sig: Signature,
+});
+export type PqPrekey = v.InferOutput<typeof PqPrekey>;
+/** One-time ML-KEM-768 prekey: sig = Ed25519(identity, lp("parley/v2/kem-opk", id, key)). */
+export const OneTimeKemPrekey = v.strictObject({ id: U32, key: KemPublicKey, sig: Signature });
+export type OneTimeKemPrekey = v.InferOutput<typeof OneTimeKemPrekey>;
 
 export const Member = v.strictObject({
   username: Name,
@@ -286,6 +311,11 @@ export const AuthFrame = v.strictObject({
   device: b64Bytes(DEVICE_ID_BYTES),
   claim: v.boolean(),
   /**
+   * The post-quantum prekey for `signedPrekey` (§8.3.5); a client whose signed prekey is signed
+   * as v2 sends it in every auth. Not part of the auth transcript: it carries its own signature.
+   */
+  pqPrekey: v.optional(PqPrekey),
+  /**
    * Ed25519 over lp("parley/v1/auth", hub, origin, challenge, username, identityKey, spk.id,
    * spk.key, spk.sig, device, u32 claim) — see shared/auth.ts.
    */
@@ -298,6 +328,10 @@ export const UploadPrekeysFrame = v.strictObject({
   id: ClientId,
   signedPrekey: v.optional(SignedPrekey),
   oneTimePrekeys: v.pipe(v.array(OneTimePrekey), v.maxLength(LIMITS.maxOneTimePrekeysPerUpload)),
+  /** Post-quantum one-time prekeys (§8.3.5). */
+  oneTimeKemPrekeys: v.optional(
+    v.pipe(v.array(OneTimeKemPrekey), v.maxLength(LIMITS.maxOneTimeKemPrekeysPerUpload)),
+  ),
 });
 
 export const FetchBundleFrame = v.strictObject({
@@ -444,6 +478,10 @@ export const BundleFrame = v.strictObject({
   identityKey: PublicKey,
   signedPrekey: SignedPrekey,
   oneTimePrekey: v.nullable(OneTimePrekey),
+  /** The stored post-quantum prekey of this signed prekey, if any (§8.3.5). */
+  pqPrekey: v.optional(v.nullable(PqPrekey)),
+  /** A one-time KEM prekey, handed out once, while any are left (§8.3.5). */
+  oneTimeKemPrekey: v.optional(v.nullable(OneTimeKemPrekey)),
 });
 
 export const AcceptedFrame = v.strictObject({

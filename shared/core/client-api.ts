@@ -183,7 +183,13 @@ export type SystemLineKind =
   /** A message from `username` could not be decrypted: a new session is being made (§8.10). */
   | "repairing"
   /** `username` could not read `count` of our messages: they are sent again (§8.10). */
-  | "resending";
+  | "resending"
+  /**
+   * The session just started with `username` is classical only: the peer publishes no
+   * post-quantum keys (an older app), so it is not protected against a future quantum computer
+   * (§8.3.5).
+   */
+  | "not_post_quantum";
 
 export interface SystemLine {
   conversationId: ConversationId;
@@ -214,6 +220,11 @@ export type CoreErrorCode =
   | "roster_mismatch"
   | "removal_pending"
   | "no_prekey"
+  /**
+   * A peer that publishes post-quantum prekeys was offered without them (a relay stripped them):
+   * no session is started rather than a weaker one (§8.3.5).
+   */
+  | "downgrade"
   /** A signed prekey's replay cache is full: no new prekey sessions on it until rotation (§8.3.3). */
   | "prekey_limit"
   | "not_connected"

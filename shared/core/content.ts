@@ -53,9 +53,10 @@ export function encodeContent(c: DmContent): Uint8Array {
 
 /**
  * Room for everything a body adds around the padded content: the largest envelope prefix (a
- * prekey message, §8.4), the ratchet header or group sender fields, the signature and the tag.
+ * `message_kem` carrying an ML-KEM key and ciphertext, 2291 bytes, §8.1), the ratchet header or
+ * group sender fields, the signature and the tag (PROTOCOL.md §7.1).
  */
-const BODY_OVERHEAD_BYTES = 512;
+const BODY_OVERHEAD_BYTES = 2560;
 
 /**
  * Refuse, before anything is encrypted, a text the wire could not carry (§8.6): longer than

@@ -5,8 +5,16 @@
  * engine persists only returned records (decrypt-on-a-copy, commit on success).
  */
 import * as v from "valibot";
-import { constantTimeEqual } from "../crypto";
-import type { SignedPrekey } from "../protocol";
+import { signedPrekeyVersion } from "../auth";
+import {
+  constantTimeEqual,
+  mlkemDecapsulate,
+  mlkemEncapsulate,
+  mlkemKeyPairFromSeed,
+  mlkemPublicKey,
+} from "../crypto";
+import { concatBytes } from "../encoding";
+import type { OneTimeKemPrekey, PqPrekey, SignedPrekey } from "../protocol";
 import { B64, b64, enc, Key32, Uint } from "./codec";
 import { type DmContent, decodeDmContent, encodeContent } from "./content";
 import {
@@ -16,7 +24,9 @@ import {
   encodeHsConfirm,
   encodeHsInit,
   encodeHsResp,
+  KEM_CT_BYTES,
   messagePrefix,
+  type PqFields,
   prekeyPrefix,
 } from "./envelope";
 import { CoreError } from "./errors";
@@ -27,6 +37,9 @@ import {
   handshakeKeys,
   initTranscript,
   type Party,
+  type PqPrekeyRef,
+  pqxdhRoot,
+  pqxdhTranscript,
   respTranscript,
   sessionAd,
   sessionId,
@@ -35,11 +48,19 @@ import {
   x3dhRoot,
   x3dhTranscript,
 } from "./handshake";
-import { consumePrekeys, findPrekeys, type PrekeyState, spkMessage } from "./prekeys";
+import {
+  consumePrekeys,
+  findPqPrekeys,
+  findPrekeys,
+  kemOpkMessage,
+  type PrekeyState,
+  pqSpkMessage,
+} from "./prekeys";
 import {
   canSend,
   initInitiator,
   initResponder,
+  kemOut,
   newX25519,
   type Random,
   RatchetStateSchema,
@@ -72,8 +93,28 @@ export const SessionSchema = v.strictObject({
   confirmed: v.boolean(),
   /** Async initiator: the X3DH fields repeated in every message until the first reply. */
   prekey: v.nullable(
-    v.strictObject({ spkId: Uint, opkId: v.nullable(Uint), ekA: Key32, sigA: B64, ikB: Key32 }),
+    v.strictObject({
+      spkId: Uint,
+      opkId: v.nullable(Uint),
+      ekA: Key32,
+      sigA: B64,
+      ikB: Key32,
+      /** PQXDH start (§8.3.5): the fields a `prekey_pq` envelope adds. */
+      pq: v.optional(
+        v.strictObject({
+          idhA: Key32,
+          kemOpkId: v.nullable(Uint),
+          kemCt: v.pipe(B64, v.length(Math.ceil((KEM_CT_BYTES * 4) / 3))),
+        }),
+      ),
+    }),
   ),
+  /**
+   * Whether the session's key agreement included an ML-KEM-768 secret (§8.3.5). false: a
+   * classical session with a peer that publishes no post-quantum keys, shown as such. Absent on
+   * sessions stored before this field existed (classical).
+   */
+  pq: v.optional(v.boolean()),
   ratchet: RatchetStateSchema,
 });
 export type Session = v.InferOutput<typeof SessionSchema>;
@@ -84,6 +125,8 @@ const PendingSchema = v.variant("kind", [
     kind: v.literal("initiating"),
     at: Uint,
     eph: KeyPair,
+    /** Seed of the ephemeral ML-KEM key of a hybrid hs_init (§8.2.6); absent: classical init. */
+    kem: v.optional(v.pipe(B64, v.length(86))),
     sigA: B64,
     peerIdentityKey: Key32,
   }),
@@ -169,7 +212,13 @@ export interface DmCtx {
 }
 
 export type DmNote =
-  | { kind: "session_started"; role: "initiator" | "responder"; mode: "online" | "async" }
+  | {
+      kind: "session_started";
+      role: "initiator" | "responder";
+      mode: "online" | "async";
+      /** false: classical only (the peer publishes no post-quantum keys), shown (§8.3.5). */
+      pq: boolean;
+    }
   | { kind: "key_changed"; newKey: string }
   | { kind: "pinned" };
 
@@ -226,12 +275,16 @@ export async function startOnline(
   const peer = party(record.peer, contact.identityKey);
   const eph = await newX25519(ctx.random);
   const ephA = b64(eph.pub, "eph");
-  const sigA = await ctx.sign(initTranscript(ctx.hub, ctx.me, peer, ephA));
-  const body = encodeHsInit({ ikA: ctx.me.identityKey, ikB: peer.identityKey, ephA, sigA });
+  // Hybrid (§8.2.6): an ephemeral ML-KEM key the responder encapsulates to.
+  const kemSeed = ctx.random(64);
+  const kemPk = mlkemPublicKey(kemSeed);
+  const sigA = await ctx.sign(initTranscript(ctx.hub, ctx.me, peer, ephA, kemPk));
+  const body = encodeHsInit({ ikA: ctx.me.identityKey, ikB: peer.identityKey, ephA, kemPk, sigA });
   const pending: Pending = {
     kind: "initiating",
     at: ctx.now,
     eph,
+    kem: enc(kemSeed),
     sigA: enc(sigA),
     peerIdentityKey: contact.identityKey,
   };
@@ -246,6 +299,8 @@ export interface Bundle {
   identityKey: string;
   signedPrekey: SignedPrekey;
   oneTimePrekey: { id: number; key: string } | null;
+  pqPrekey?: PqPrekey | null | undefined;
+  oneTimeKemPrekey?: OneTimeKemPrekey | null | undefined;
 }
 
 /**
@@ -258,6 +313,8 @@ export async function startFromBundle(
   contact: Contact | null,
   bundle: Bundle,
   ctx: DmCtx,
+  /** Our prekeys: the identity-DH key a post-quantum start needs (§8.3.5). */
+  ours: PrekeyState | null = null,
 ): Promise<DmResult> {
   const check = checkKey(contact, record.peer, bundle.identityKey, ctx.now);
   if (check.result === "changed") {
@@ -267,15 +324,13 @@ export async function startFromBundle(
   }
   const peer = party(record.peer, bundle.identityKey);
   const spk = b64(bundle.signedPrekey.key, "spk");
-  await verifyOrThrow(
-    peer.identityKey,
-    spkMessage(bundle.signedPrekey.id, spk),
-    b64(bundle.signedPrekey.sig, "spk sig"),
-    "signed prekey",
-  );
+  const version = await signedPrekeyVersion(peer.identityKey, bundle.signedPrekey);
+  if (version === null)
+    throw new CoreError("bad_signature", "signed prekey signature does not verify");
   const opk = bundle.oneTimePrekey
     ? { id: bundle.oneTimePrekey.id, key: b64(bundle.oneTimePrekey.key, "opk") }
     : null;
+  if (version === 2) return startPq(record, check, peer, spk, opk, bundle, ctx, ours);
   const ek = await newX25519(ctx.random);
   const ekA = b64(ek.pub, "ek");
   const transcript = x3dhTranscript(
@@ -310,11 +365,117 @@ export async function startFromBundle(
       sigA: enc(sigA),
       ikB: bundle.identityKey,
     },
+    pq: false,
     ratchet,
   };
-  const notes: DmNote[] = [{ kind: "session_started", role: "initiator", mode: "async" }];
+  const notes: DmNote[] = [
+    { kind: "session_started", role: "initiator", mode: "async", pq: false },
+  ];
   if (check.result === "pinned") notes.unshift({ kind: "pinned" });
   return result({ ...promote(record, session), pending: null }, check.contact, { notes });
+}
+
+/**
+ * PQXDH start (§8.3.5) from a bundle whose signed prekey is signed as v2: its PQ prekey must be
+ * there and signed, or the start is refused (`downgrade`) — a relay that strips it is caught,
+ * never answered with a weaker session.
+ */
+async function startPq(
+  record: DmRecord,
+  check: ReturnType<typeof checkKey>,
+  peer: Party,
+  spk: Uint8Array,
+  opk: { id: number; key: Uint8Array } | null,
+  bundle: Bundle,
+  ctx: DmCtx,
+  ours: PrekeyState | null,
+): Promise<DmResult> {
+  const pq = bundle.pqPrekey;
+  if (pq === undefined || pq === null || pq.spkId !== bundle.signedPrekey.id) {
+    throw new CoreError(
+      "downgrade",
+      `${record.peer}'s post-quantum prekey is missing from the bundle: not starting without it`,
+    );
+  }
+  const idhB = b64(pq.idh, "idh");
+  const lastResort = b64(pq.kem, "kem");
+  await verifyOrThrow(
+    peer.identityKey,
+    pqSpkMessage(pq.spkId, spk, idhB, lastResort),
+    b64(pq.sig, "pq sig"),
+    "post-quantum prekey",
+  );
+  let kem: PqPrekeyRef["kem"] = { oneTimeId: null, key: lastResort };
+  const otk = bundle.oneTimeKemPrekey;
+  if (otk !== undefined && otk !== null) {
+    const key = b64(otk.key, "kem opk");
+    await verifyOrThrow(
+      peer.identityKey,
+      kemOpkMessage(otk.id, key),
+      b64(otk.sig, "kem opk sig"),
+      "one-time KEM prekey",
+    );
+    kem = { oneTimeId: otk.id, key };
+  }
+  if (ours?.idh === undefined)
+    throw new CoreError("no_prekey", "our identity-DH key is missing (prekeys not yet upgraded)");
+  const idhA = ours.idh;
+  const ek = await newX25519(ctx.random);
+  const ekA = b64(ek.pub, "ek");
+  const encap = encapsulate(kem.key);
+  const pre: PqPrekeyRef = { spkId: bundle.signedPrekey.id, spk, opk, idh: idhB, kem };
+  const idhAPub = b64(idhA.pub, "idh");
+  const transcript = pqxdhTranscript(ctx.hub, ctx.me, idhAPub, peer, pre, ekA, encap.ciphertext);
+  const sigA = await ctx.sign(transcript);
+  const ekPriv = b64(ek.priv, "ek");
+  const root = pqxdhRoot(
+    {
+      dh1: await dh(b64(idhA.priv, "idh"), spk),
+      dh2: await dh(ekPriv, idhB),
+      dh3: await dh(ekPriv, spk),
+      dh4: opk ? await dh(ekPriv, opk.key) : null,
+    },
+    encap.sharedSecret,
+    transcript,
+    sigA,
+  );
+  const sid = sessionId(x3dhHash(transcript, sigA));
+  const ratchet = await initInitiator({
+    rootKey: root,
+    ad: sessionAd(ctx.hub, ctx.me, peer),
+    peerRatchetKey: spk,
+    receiveChain: null,
+    random: ctx.random,
+    kemStep: true,
+  });
+  const session: Session = {
+    sid: enc(sid),
+    role: "initiator",
+    peerIdentityKey: bundle.identityKey,
+    confirmed: false,
+    prekey: {
+      spkId: bundle.signedPrekey.id,
+      opkId: opk?.id ?? null,
+      ekA: ek.pub,
+      sigA: enc(sigA),
+      ikB: bundle.identityKey,
+      pq: { idhA: idhA.pub, kemOpkId: kem.oneTimeId, kemCt: enc(encap.ciphertext) },
+    },
+    pq: true,
+    ratchet,
+  };
+  const notes: DmNote[] = [{ kind: "session_started", role: "initiator", mode: "async", pq: true }];
+  if (check.result === "pinned") notes.unshift({ kind: "pinned" });
+  return result({ ...promote(record, session), pending: null }, check.contact, { notes });
+}
+
+function encapsulate(key: Uint8Array): { ciphertext: Uint8Array; sharedSecret: Uint8Array } {
+  try {
+    return mlkemEncapsulate(key);
+  } catch {
+    // A signed key that is not a valid encapsulation key (§3.11): the peer's bug, no session.
+    throw new CoreError("malformed", "invalid ML-KEM public key in bundle");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,8 +507,15 @@ export async function encryptDm(
         ekA: b64(s.prekey.ekA, "ek"),
         sigA: b64(s.prekey.sigA, "sig"),
         sid,
+        pq: s.prekey.pq
+          ? {
+              idhA: b64(s.prekey.pq.idhA, "idh"),
+              kemOpkId: s.prekey.pq.kemOpkId,
+              kemCt: b64(s.prekey.pq.kemCt, "kem ct"),
+            }
+          : null,
       })
-    : messagePrefix(sid);
+    : messagePrefix(sid, kemOut(s.ratchet));
   const out = await ratchetEncrypt(s.ratchet, encodeContent(content), prefix);
   const body = new Uint8Array(prefix.length + out.header.length + out.ciphertext.length);
   body.set(prefix, 0);
@@ -444,7 +612,7 @@ async function onInit(
   // (clearing "verified") — only a key that signed this handshake may be shown as new (§8.7).
   await verifyOrThrow(
     env.ikA,
-    initTranscript(ctx.hub, peer, ctx.me, env.ephA),
+    initTranscript(ctx.hub, peer, ctx.me, env.ephA, env.kemPk),
     env.sigA,
     "handshake init",
   );
@@ -456,20 +624,28 @@ async function onInit(
   }
   const eph = await newX25519(ctx.random);
   const ephB = b64(eph.pub, "eph");
-  const sigB = await ctx.sign(respTranscript(ctx.hub, peer, ctx.me, env.ephA, ephB));
-  const th = handshakeHash(ctx.hub, peer, ctx.me, env.ephA, ephB, env.sigA, sigB);
-  const keys = handshakeKeys(await dh(b64(eph.priv, "eph"), env.ephA), th);
+  // A hybrid init (§8.2.6) is answered hybrid; a classical one (an older peer) classically,
+  // and the session is shown as not post-quantum. A relay cannot turn one into the other: the
+  // init is signed by the initiator.
+  const encap = env.kemPk === null ? null : encapsulate(env.kemPk);
+  const kem = env.kemPk && encap ? { pk: env.kemPk, ct: encap.ciphertext } : null;
+  const sigB = await ctx.sign(respTranscript(ctx.hub, peer, ctx.me, env.ephA, ephB, kem));
+  const th = handshakeHash(ctx.hub, peer, ctx.me, env.ephA, ephB, env.sigA, sigB, kem);
+  const dhOut = await dh(b64(eph.priv, "eph"), env.ephA);
+  const keys = handshakeKeys(encap ? concatBytes(dhOut, encap.sharedSecret) : dhOut, th);
   const session: Session = {
     sid: enc(sessionId(th)),
     role: "responder",
     peerIdentityKey: enc(env.ikA),
     confirmed: false,
     prekey: null,
+    pq: kem !== null,
     ratchet: initResponder({
       rootKey: keys.rootKey,
       ad: sessionAd(ctx.hub, peer, ctx.me),
       ratchetKeyPair: eph,
       sendChain: keys.chainR2I,
+      kemStep: kem !== null,
     }),
   };
   const confirmB = confirmMac(keys.confirmR2I, "responder", th);
@@ -484,7 +660,7 @@ async function onInit(
   };
   const seenInits = [...record.seenInits, enc(env.ephA)].slice(-MAX_SEEN_INITS);
   return result({ ...record, pending, seenInits }, pin.contact, {
-    send: [encodeHsResp({ ephA: env.ephA, ephB, sigB, confirmB })],
+    send: [encodeHsResp({ ephA: env.ephA, ephB, kemCt: kem?.ct ?? null, sigB, confirmB })],
     notes: pin.pinned ? [{ kind: "pinned" }] : [],
   });
 }
@@ -501,14 +677,33 @@ async function onResp(
     throw new CoreError("replay", "handshake response to no pending init");
   }
   const peer = party(record.peer, p.peerIdentityKey);
+  // We sent a hybrid init: only a hybrid response answers it (§8.2.6).
+  if ((p.kem === undefined) !== (env.kemCt === null))
+    throw new CoreError("malformed", "handshake response of the wrong kind");
+  const kemKeys = p.kem === undefined ? null : mlkemKeyPairFromSeed(b64(p.kem, "kem seed"));
+  const kem =
+    kemKeys !== null && env.kemCt !== null ? { pk: kemKeys.publicKey, ct: env.kemCt } : null;
   await verifyOrThrow(
     peer.identityKey,
-    respTranscript(ctx.hub, ctx.me, peer, env.ephA, env.ephB),
+    respTranscript(ctx.hub, ctx.me, peer, env.ephA, env.ephB, kem),
     env.sigB,
     "handshake response",
   );
-  const th = handshakeHash(ctx.hub, ctx.me, peer, env.ephA, env.ephB, b64(p.sigA, "sig"), env.sigB);
-  const keys = handshakeKeys(await dh(b64(p.eph.priv, "eph"), env.ephB), th);
+  const th = handshakeHash(
+    ctx.hub,
+    ctx.me,
+    peer,
+    env.ephA,
+    env.ephB,
+    b64(p.sigA, "sig"),
+    env.sigB,
+    kem,
+  );
+  const dhOut = await dh(b64(p.eph.priv, "eph"), env.ephB);
+  const keys = handshakeKeys(
+    kem && kemKeys ? concatBytes(dhOut, mlkemDecapsulate(kem.ct, kemKeys.secretKey)) : dhOut,
+    th,
+  );
   if (!constantTimeEqual(confirmMac(keys.confirmR2I, "responder", th), env.confirmB)) {
     throw new CoreError("bad_signature", "handshake key confirmation failed");
   }
@@ -519,17 +714,21 @@ async function onResp(
     peerIdentityKey: p.peerIdentityKey,
     confirmed: true,
     prekey: null,
+    pq: kem !== null,
     ratchet: await initInitiator({
       rootKey: keys.rootKey,
       ad: sessionAd(ctx.hub, ctx.me, peer),
       peerRatchetKey: env.ephB,
       receiveChain: keys.chainR2I,
       random: ctx.random,
+      kemStep: kem !== null,
     }),
   };
   return result({ ...promote(record, session), pending: null }, contact, {
     send: [encodeHsConfirm({ sid, confirmA: confirmMac(keys.confirmI2R, "initiator", th) })],
-    notes: [{ kind: "session_started", role: "initiator", mode: "online" }],
+    notes: [
+      { kind: "session_started", role: "initiator", mode: "online", pq: session.pq ?? false },
+    ],
   });
 }
 
@@ -549,7 +748,9 @@ function onConfirm(
     throw new CoreError("bad_signature", "handshake key confirmation failed");
   }
   return result({ ...promote(record, { ...p.session, confirmed: true }), pending: null }, contact, {
-    notes: [{ kind: "session_started", role: "responder", mode: "online" }],
+    notes: [
+      { kind: "session_started", role: "responder", mode: "online", pq: p.session.pq ?? false },
+    ],
   });
 }
 
@@ -574,13 +775,21 @@ async function decryptWith(
   header: Uint8Array,
   ciphertext: Uint8Array,
   ctx: DmCtx,
+  kem: { pk: Uint8Array | null; ct: Uint8Array | null } | null = null,
 ): Promise<DmResult> {
   if (found.where === "pending") {
     // Data on a session whose confirmation we have not seen: the initiator only sends after
     // hs_confirm and the relay keeps per-sender order, so this is out of protocol.
     throw new CoreError("unknown_session", "message before handshake confirmation");
   }
-  const out = await ratchetDecrypt(found.session.ratchet, header, ciphertext, prefix, ctx.random);
+  const out = await ratchetDecrypt(
+    found.session.ratchet,
+    header,
+    ciphertext,
+    prefix,
+    ctx.random,
+    kem,
+  );
   const content = decodeDmContent(out.plaintext);
   // A reply proves the peer holds the session: stop repeating the prekey fields (§8.3.2).
   const session: Session = { ...found.session, ratchet: out.state, confirmed: true, prekey: null };
@@ -613,7 +822,7 @@ async function onMessage(
   // cannot exist before acceptance, but is refused rather than trusted.
   if (contact.changedKey !== null && found.session.peerIdentityKey !== contact.identityKey)
     throw new CoreError("key_changed", "peer key changed; accept first");
-  return decryptWith(record, contact, found, env.prefix, env.header, env.ciphertext, ctx);
+  return decryptWith(record, contact, found, env.prefix, env.header, env.ciphertext, ctx, env.kem);
 }
 
 async function onPrekey(
@@ -635,6 +844,7 @@ async function onPrekey(
     if (!pinned.ok) return pinned.result;
     return decryptWith(record, pinned.contact, known, env.prefix, env.header, env.ciphertext, ctx);
   }
+  if (env.pq !== null) return onPrekeyPq(record, contact, prekeys, env, env.pq, body, ctx);
   const used = findPrekeys(prekeys, env.spkId, env.opkId, env.ekA);
   const peer = party(record.peer, env.ikA);
   const spk = b64(used.spk.pub, "spk");
@@ -657,6 +867,75 @@ async function onPrekey(
     sendChain: null,
   });
   const out = await ratchetDecrypt(ratchet, env.header, env.ciphertext, env.prefix, ctx.random);
+  return acceptPrekeySession(record, pin, prekeys, env, out, false, null, ctx);
+}
+
+/** The responder side of a PQXDH start (§8.3.5). */
+async function onPrekeyPq(
+  record: DmRecord,
+  contact: Contact | null,
+  prekeys: PrekeyState,
+  env: Extract<Envelope, { type: "prekey" }>,
+  pq: PqFields,
+  body: Uint8Array,
+  ctx: DmCtx,
+): Promise<DmResult> {
+  const used = findPqPrekeys(prekeys, env.spkId, env.opkId, pq.kemOpkId, env.ekA);
+  const peer = party(record.peer, env.ikA);
+  const spk = b64(used.spk.pub, "spk");
+  const opk =
+    used.opk && env.opkId !== null ? { id: env.opkId, key: b64(used.opk.pub, "opk") } : null;
+  // One expansion of the seed serves the transcript (public key) and the decapsulation.
+  const kemKeys = mlkemKeyPairFromSeed(b64(used.kemSeed, "kem seed"));
+  const pre: PqPrekeyRef = {
+    spkId: env.spkId,
+    spk,
+    opk,
+    idh: b64(used.idh.pub, "idh"),
+    kem: { oneTimeId: pq.kemOpkId, key: kemKeys.publicKey },
+  };
+  const transcript = pqxdhTranscript(ctx.hub, peer, pq.idhA, ctx.me, pre, env.ekA, pq.kemCt);
+  // The signature before the pin, as for an init: a forged body cannot flip "key changed".
+  await verifyOrThrow(env.ikA, transcript, env.sigA, "prekey message");
+  const pin = pinOrHold(record, contact, env.ikA, body, ctx.now);
+  if (!pin.ok) return pin.result;
+  if (!constantTimeEqual(sessionId(x3dhHash(transcript, env.sigA)), env.sid)) {
+    throw new CoreError("malformed", "session id does not match the transcript");
+  }
+  const spkPriv = b64(used.spk.priv, "spk");
+  const root = pqxdhRoot(
+    {
+      dh1: await dh(spkPriv, pq.idhA),
+      dh2: await dh(b64(used.idh.priv, "idh"), env.ekA),
+      dh3: await dh(spkPriv, env.ekA),
+      dh4: used.opk ? await dh(b64(used.opk.priv, "opk"), env.ekA) : null,
+    },
+    mlkemDecapsulate(pq.kemCt, kemKeys.secretKey),
+    transcript,
+    env.sigA,
+  );
+  const ratchet = initResponder({
+    rootKey: root,
+    ad: sessionAd(ctx.hub, peer, ctx.me),
+    ratchetKeyPair: { pub: used.spk.pub, priv: used.spk.priv },
+    sendChain: null,
+    kemStep: true,
+  });
+  const out = await ratchetDecrypt(ratchet, env.header, env.ciphertext, env.prefix, ctx.random);
+  return acceptPrekeySession(record, pin, prekeys, env, out, true, pq.kemOpkId, ctx);
+}
+
+/** A prekey message decrypted: keep the new session, consume the prekeys (§8.3.3). */
+function acceptPrekeySession(
+  record: DmRecord,
+  pin: { contact: Contact; pinned: boolean },
+  prekeys: PrekeyState,
+  env: Extract<Envelope, { type: "prekey" }>,
+  out: { state: Session["ratchet"]; plaintext: Uint8Array },
+  pq: boolean,
+  kemOpkId: number | null,
+  ctx: DmCtx,
+): DmResult {
   const content = decodeDmContent(out.plaintext);
   const session: Session = {
     sid: enc(env.sid),
@@ -664,6 +943,7 @@ async function onPrekey(
     peerIdentityKey: enc(env.ikA),
     confirmed: true,
     prekey: null,
+    pq,
     ratchet: out.state,
   };
   // Simultaneous starts (§8.2.4): if we also started and win the tie-break, keep ours as the
@@ -679,18 +959,18 @@ async function onPrekey(
       ...promote(record, session),
       pending: record.pending?.kind === "initiating" ? null : record.pending,
     };
-  const notes: DmNote[] = [{ kind: "session_started", role: "responder", mode: "async" }];
+  const notes: DmNote[] = [{ kind: "session_started", role: "responder", mode: "async", pq }];
   if (pin.pinned) notes.unshift({ kind: "pinned" });
   return result(next, pin.contact, {
     received: [content],
     notes,
-    prekeys: consumePrekeys(prekeys, env.spkId, env.opkId, env.ekA),
+    prekeys: consumePrekeys(prekeys, env.spkId, env.opkId, env.ekA, kemOpkId),
   });
 }
 
 /** Whether `receiveDm` needs the prekey state for this body (a `prekey` envelope). */
 export function needsPrekeys(body: Uint8Array): boolean {
-  return body.length > 1 && body[1] === ENV.prekey;
+  return body.length > 1 && (body[1] === ENV.prekey || body[1] === ENV.prekeyPq);
 }
 
 export function parseDmRecord(x: unknown): DmRecord {

@@ -16,6 +16,7 @@
  *               (nonce random per message; 0x10, with nonce(n) and no nonce field, is still read)
  */
 import * as v from "valibot";
+import { signedPrekeyTranscriptV2 } from "../auth";
 import {
   aesGcmDecrypt,
   aesGcmEncrypt,
@@ -389,13 +390,23 @@ export async function verifyRosterPrekeys(roster: readonly RosterEntry[]): Promi
   // reported in roster order.
   const todo = roster.filter((m) => !verifiedPrekeys.has(prekeyId(m)));
   if (todo.length === 0) return;
-  const ok = await ed25519VerifyMany(
-    todo.map((m) => ({
-      publicKey: b64(m.ik, "ik"),
-      message: spkMessage(m.spkId, b64(m.spkKey, "spk")),
-      signature: b64(m.spkSig, "spk sig"),
-    })),
-  );
+  // A signed prekey is signed under the v2 label by post-quantum clients, v1 by older ones
+  // (§8.3.5): either is the member's key. The v1 check runs only for entries the v2 one refused.
+  const check = (label: (id: number, key: Uint8Array) => Uint8Array, ms: readonly RosterEntry[]) =>
+    ed25519VerifyMany(
+      ms.map((m) => ({
+        publicKey: b64(m.ik, "ik"),
+        message: label(m.spkId, b64(m.spkKey, "spk")),
+        signature: b64(m.spkSig, "spk sig"),
+      })),
+    );
+  const ok = await check(signedPrekeyTranscriptV2, todo);
+  const retry = todo.filter((_, i) => !ok[i]);
+  if (retry.length > 0) {
+    const ok1 = await check(spkMessage, retry);
+    let j = 0;
+    for (const [i, v2] of ok.entries()) if (!v2) ok[i] = ok1[j++] ?? false;
+  }
   for (const [i, m] of todo.entries()) {
     if (!ok[i])
       throw new CoreError("bad_signature", `signed prekey of ${m.name} signature does not verify`);

@@ -41,8 +41,26 @@ export function sessionId(transcriptHash: Uint8Array): Uint8Array {
 // ---------------------------------------------------------------------------------------------
 // Online handshake (§8.2)
 
-export function initTranscript(hub: string, a: Party, b: Party, ephA: Uint8Array): Uint8Array {
+/**
+ * The hybrid handshake (§8.2.6) adds an ML-KEM-768 encapsulation: the initiator's ephemeral KEM
+ * key `kemPk` in hs_init, the responder's ciphertext `kemCt` in hs_resp. With them every
+ * transcript is under a v2 label and binds them; without them it is the classical v1 one.
+ */
+export function initTranscript(
+  hub: string,
+  a: Party,
+  b: Party,
+  ephA: Uint8Array,
+  kemPk: Uint8Array | null = null,
+): Uint8Array {
+  if (kemPk !== null)
+    return lp("parley/v2/hs-init", hub, a.name, a.identityKey, b.name, b.identityKey, ephA, kemPk);
   return lp("parley/v1/hs-init", hub, a.name, a.identityKey, b.name, b.identityKey, ephA);
+}
+
+export interface HandshakeKem {
+  pk: Uint8Array;
+  ct: Uint8Array;
 }
 
 export function respTranscript(
@@ -51,7 +69,22 @@ export function respTranscript(
   b: Party,
   ephA: Uint8Array,
   ephB: Uint8Array,
+  kem: HandshakeKem | null = null,
 ): Uint8Array {
+  if (kem !== null) {
+    return lp(
+      "parley/v2/hs-resp",
+      hub,
+      a.name,
+      a.identityKey,
+      b.name,
+      b.identityKey,
+      ephA,
+      kem.pk,
+      ephB,
+      kem.ct,
+    );
+  }
   return lp("parley/v1/hs-resp", hub, a.name, a.identityKey, b.name, b.identityKey, ephA, ephB);
 }
 
@@ -63,7 +96,26 @@ export function handshakeHash(
   ephB: Uint8Array,
   sigA: Uint8Array,
   sigB: Uint8Array,
+  kem: HandshakeKem | null = null,
 ): Uint8Array {
+  if (kem !== null) {
+    return sha256(
+      lp(
+        "parley/v2/hs",
+        hub,
+        a.name,
+        a.identityKey,
+        b.name,
+        b.identityKey,
+        ephA,
+        kem.pk,
+        ephB,
+        kem.ct,
+        sigA,
+        sigB,
+      ),
+    );
+  }
   return sha256(
     lp("parley/v1/hs", hub, a.name, a.identityKey, b.name, b.identityKey, ephA, ephB, sigA, sigB),
   );
@@ -79,7 +131,10 @@ export interface HandshakeKeys {
   confirmR2I: Uint8Array;
 }
 
-/** HKDF-SHA256(ikm = X25519(ephA, ephB), salt = transcript hash, info = label per key). */
+/**
+ * HKDF-SHA256(ikm = X25519(ephA, ephB) [|| ML-KEM shared secret], salt = transcript hash,
+ * info = label per key). The hybrid handshake passes `dh || ss` (§8.2.6).
+ */
 export function handshakeKeys(dh: Uint8Array, th: Uint8Array): HandshakeKeys {
   // Four HKDFs over the same ikm and salt: one RFC 5869 Extract, four Expands (same bytes as
   // four full HKDF calls, fewer HMACs).
@@ -168,6 +223,67 @@ export function x3dhRoot(
 
 export function x3dhHash(transcript: Uint8Array, sig: Uint8Array): Uint8Array {
   return sha256(lp(transcript, sig));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Post-quantum asynchronous start (§8.3.5): PQXDH with identity-DH keys
+
+export interface PqPrekeyRef extends PrekeyRef {
+  /** The responder's identity-DH key (X25519, signed in its PQ prekey). */
+  idh: Uint8Array;
+  /** The KEM prekey encapsulated to: a one-time one (with its id) or the last-resort one. */
+  kem: { oneTimeId: number | null; key: Uint8Array };
+}
+
+/** T = lp("parley/v2/pqxdh", …): signed by the initiator, hashed into the salt of the root. */
+export function pqxdhTranscript(
+  hub: string,
+  a: Party,
+  idhA: Uint8Array,
+  b: Party,
+  pre: PqPrekeyRef,
+  ekA: Uint8Array,
+  kemCt: Uint8Array,
+): Uint8Array {
+  const none = new Uint8Array(0);
+  return lp(
+    "parley/v2/pqxdh",
+    hub,
+    a.name,
+    a.identityKey,
+    idhA,
+    b.name,
+    b.identityKey,
+    pre.idh,
+    pre.spkId,
+    pre.spk,
+    pre.opk ? u32be(pre.opk.id) : none,
+    pre.opk ? pre.opk.key : none,
+    pre.kem.oneTimeId === null ? none : u32be(pre.kem.oneTimeId),
+    pre.kem.key,
+    ekA,
+    kemCt,
+  );
+}
+
+/**
+ * SK = HKDF(DH1 || DH2 || DH3 || DH4? || SS, salt = SHA-256(lp(T, sig)), lp("parley/v2/pqxdh-root"))
+ * with DH1 = DH(IDH_A, SPK_B), DH2 = DH(EK_A, IDH_B), DH3 = DH(EK_A, SPK_B), DH4 = DH(EK_A, OPK_B)
+ * and SS the ML-KEM-768 shared secret — Signal's PQXDH order (§8.3.5).
+ */
+export function pqxdhRoot(
+  dhs: { dh1: Uint8Array; dh2: Uint8Array; dh3: Uint8Array; dh4: Uint8Array | null },
+  ss: Uint8Array,
+  transcript: Uint8Array,
+  sig: Uint8Array,
+): Uint8Array {
+  const parts = [dhs.dh1, dhs.dh2, dhs.dh3, ...(dhs.dh4 ? [dhs.dh4] : []), ss];
+  return hkdfSha256(
+    concatBytes(...parts),
+    x3dhHash(transcript, sig),
+    lp("parley/v2/pqxdh-root"),
+    32,
+  );
 }
 
 export { ed25519Sign };

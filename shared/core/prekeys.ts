@@ -4,11 +4,12 @@
  * cache of initiator ephemerals. Pure transitions over a serialisable record.
  */
 import * as v from "valibot";
+import { signedPrekeyTranscriptV2 } from "../auth";
 import type { IdentityKeyPair } from "../crypto";
-import { ed25519Sign, x25519Forget } from "../crypto";
+import { ed25519Sign, mlkemPublicKey, x25519Forget } from "../crypto";
 import { lp } from "../encoding";
-import type { OneTimePrekey, SignedPrekey } from "../protocol";
-import { b64, enc, Key32, Uint } from "./codec";
+import type { OneTimeKemPrekey, OneTimePrekey, PqPrekey, SignedPrekey } from "../protocol";
+import { B64, b64, enc, Key32, Uint } from "./codec";
 import { CoreError } from "./errors";
 import { newX25519, type Random } from "./ratchet";
 
@@ -22,19 +23,44 @@ export const DAY = 24 * 60 * 60 * 1000;
  */
 export const MAX_SEEN_EPHEMERALS = 5000;
 
+/** A 64-byte ML-KEM-768 seed d‖z (§3.11), base64url. */
+const Seed64 = v.pipe(B64, v.length(86));
+/** One-time KEM prekey secrets kept (oldest dropped), as for X25519 OPKs (§8.3.1). */
+export const MAX_KEM_OPK_SECRETS = 200;
+
 const SpkSchema = v.strictObject({
   id: Uint,
   pub: Key32,
   priv: Key32,
   sig: v.string(),
   createdAt: Uint,
+  /**
+   * Post-quantum signed prekey (§8.3.5): the last-resort ML-KEM seed and the signature of the PQ
+   * prekey. Present exactly when `sig` is under the v2 label; absent on records made before.
+   */
+  kem: v.optional(Seed64),
+  pqSig: v.optional(v.string()),
 });
+const KeyPairSchema = v.strictObject({ pub: Key32, priv: Key32 });
 export const PrekeyStateSchema = v.strictObject({
   spk: SpkSchema,
   /** Replaced signed prekeys still accepted until `retiredAt + grace`. */
-  oldSpks: v.array(v.strictObject({ id: Uint, pub: Key32, priv: Key32, retiredAt: Uint })),
+  oldSpks: v.array(
+    v.strictObject({
+      id: Uint,
+      pub: Key32,
+      priv: Key32,
+      retiredAt: Uint,
+      kem: v.optional(Seed64),
+    }),
+  ),
   opks: v.array(v.strictObject({ id: Uint, pub: Key32, priv: Key32 })),
   nextOpkId: Uint,
+  /** The identity-DH key (§8.3.5): long-lived X25519, published signed in the PQ prekey. */
+  idh: v.optional(KeyPairSchema),
+  /** One-time ML-KEM prekey seeds (§8.3.5). */
+  kopks: v.optional(v.array(v.strictObject({ id: Uint, seed: Seed64 }))),
+  nextKopkId: v.optional(Uint),
   /**
    * base64url of ek_a values already used with each signed prekey id ("spkId:ek"), at most
    * MAX_SEEN_EPHEMERALS per live SPK, pruned when that SPK's secret is deleted.
@@ -48,10 +74,48 @@ export function spkMessage(id: number, key: Uint8Array): Uint8Array {
   return lp("parley/v1/spk", id, key);
 }
 
-async function makeSpk(identity: IdentityKeyPair, id: number, now: number, random: Random) {
+/** What the PQ prekey signature covers (§8.3.5). */
+export function pqSpkMessage(
+  spkId: number,
+  spk: Uint8Array,
+  idh: Uint8Array,
+  kem: Uint8Array,
+): Uint8Array {
+  return lp("parley/v2/pq-spk", spkId, spk, idh, kem);
+}
+
+/** What a one-time KEM prekey's signature covers (§8.3.5). */
+export function kemOpkMessage(id: number, key: Uint8Array): Uint8Array {
+  return lp("parley/v2/kem-opk", id, key);
+}
+
+/** A v2 signed prekey (§8.3.5): X25519 signed under the v2 label, plus its last-resort KEM key. */
+async function makeSpk(
+  identity: IdentityKeyPair,
+  idhPub: string,
+  id: number,
+  now: number,
+  random: Random,
+) {
   const kp = await newX25519(random);
-  const sig = await ed25519Sign(identity.privateKey, spkMessage(id, b64(kp.pub, "spk")));
-  return { id, pub: kp.pub, priv: kp.priv, sig: enc(sig), createdAt: now };
+  const spk = b64(kp.pub, "spk");
+  const kem = random(64);
+  const [sig, pqSig] = await Promise.all([
+    ed25519Sign(identity.privateKey, signedPrekeyTranscriptV2(id, spk)),
+    ed25519Sign(
+      identity.privateKey,
+      pqSpkMessage(id, spk, b64(idhPub, "idh"), mlkemPublicKey(kem)),
+    ),
+  ]);
+  return {
+    id,
+    pub: kp.pub,
+    priv: kp.priv,
+    sig: enc(sig),
+    createdAt: now,
+    kem: enc(kem),
+    pqSig: enc(pqSig),
+  };
 }
 
 /** A random non-zero u32: where a new device's id sequences start (§8.3.1). */
@@ -75,17 +139,32 @@ export async function initialPrekeys(
   now: number,
   random: Random,
 ): Promise<PrekeyState> {
+  const idh = await newX25519(random);
   return {
-    spk: await makeSpk(identity, randomId(random), now, random),
+    spk: await makeSpk(identity, idh.pub, randomId(random), now, random),
     oldSpks: [],
     opks: [],
     nextOpkId: randomId(random),
+    idh,
+    kopks: [],
+    nextKopkId: randomId(random),
     seen: [],
   };
 }
 
 export function publicSpk(s: PrekeyState): SignedPrekey {
   return { id: s.spk.id, key: s.spk.pub, sig: s.spk.sig };
+}
+
+/** The PQ prekey to publish with the signed prekey (§8.3.5); null for a v1 record. */
+export function publicPq(s: PrekeyState): PqPrekey | null {
+  if (s.spk.kem === undefined || s.spk.pqSig === undefined || s.idh === undefined) return null;
+  return {
+    spkId: s.spk.id,
+    idh: s.idh.pub,
+    kem: enc(mlkemPublicKey(b64(s.spk.kem, "kem seed"))),
+    sig: s.spk.pqSig,
+  };
 }
 
 /** Replay-cache entries recorded for signed prekey `spkId`. */
@@ -109,16 +188,28 @@ export async function maintainSpk(
   const oldSpks = s.oldSpks.filter((o) => now - o.retiredAt < graceMs);
   // Secrets past their grace period are deleted: drop what the DH cache derived from them too.
   for (const o of s.oldSpks) if (!oldSpks.includes(o)) x25519Forget(b64(o.priv, "spk"));
-  if (now - s.spk.createdAt < rotateMs && seenCount(s, s.spk.id) < MAX_SEEN_EPHEMERALS) {
+  // A record made before post-quantum prekeys (§8.3.5) rotates at once into a v2 signed prekey.
+  const pq = s.spk.kem !== undefined && s.idh !== undefined;
+  if (pq && now - s.spk.createdAt < rotateMs && seenCount(s, s.spk.id) < MAX_SEEN_EPHEMERALS) {
     return { state: { ...s, oldSpks, seen: pruneSeen(s.seen, s.spk.id, oldSpks) }, rotated: false };
   }
+  const idh = s.idh ?? (await newX25519(random));
   const id = (s.spk.id + 1) >>> 0 || 1;
-  const retired = { id: s.spk.id, pub: s.spk.pub, priv: s.spk.priv, retiredAt: now };
+  const retired = {
+    id: s.spk.id,
+    pub: s.spk.pub,
+    priv: s.spk.priv,
+    retiredAt: now,
+    ...(s.spk.kem === undefined ? {} : { kem: s.spk.kem }),
+  };
   const next = [...oldSpks, retired];
   return {
     state: {
       ...s,
-      spk: await makeSpk(identity, id, now, random),
+      idh,
+      kopks: s.kopks ?? [],
+      nextKopkId: s.nextKopkId ?? randomId(random),
+      spk: await makeSpk(identity, idh.pub, id, now, random),
       oldSpks: next,
       seen: pruneSeen(s.seen, id, next),
     },
@@ -147,6 +238,40 @@ export async function addOneTimePrekeys(
     id = (id + 1) >>> 0 || 1;
   }
   return { state: { ...s, opks, nextOpkId: id }, upload };
+}
+
+/**
+ * Make `count` one-time ML-KEM prekeys (§8.3.5), each signed; returns the public halves to
+ * upload. Keeps at most MAX_KEM_OPK_SECRETS secrets (oldest dropped). Needs a v2 record.
+ */
+export async function addOneTimeKemPrekeys(
+  s: PrekeyState,
+  count: number,
+  identity: IdentityKeyPair,
+  random: Random,
+): Promise<{ state: PrekeyState; upload: OneTimeKemPrekey[] }> {
+  if (s.kopks === undefined || s.nextKopkId === undefined) return { state: s, upload: [] };
+  const kopks = [...s.kopks];
+  const made: { id: number; seed: Uint8Array; key: Uint8Array }[] = [];
+  let id = s.nextKopkId;
+  for (let i = 0; i < count; i++) {
+    const seed = random(64);
+    made.push({ id, seed, key: mlkemPublicKey(seed) });
+    kopks.push({ id, seed: enc(seed) });
+    id = (id + 1) >>> 0 || 1;
+  }
+  const sigs = await Promise.all(
+    made.map((k) => ed25519Sign(identity.privateKey, kemOpkMessage(k.id, k.key))),
+  );
+  const upload = made.map((k, i) => ({
+    id: k.id,
+    key: enc(k.key),
+    sig: enc(sigs[i] as Uint8Array),
+  }));
+  return {
+    state: { ...s, kopks: kopks.slice(-MAX_KEM_OPK_SECRETS), nextKopkId: id },
+    upload,
+  };
 }
 
 export interface UsedPrekeys {
@@ -178,12 +303,47 @@ export function findPrekeys(
   return { spk, opk };
 }
 
-/** After a successful first decryption: delete the OPK, remember the ephemeral (§8.3.3). */
+export interface UsedPqPrekeys extends UsedPrekeys {
+  idh: { pub: string; priv: string };
+  /** The KEM seed to decapsulate with: the one-time key's, or the SPK's last-resort one. */
+  kemSeed: string;
+}
+
+/**
+ * The secrets a post-quantum prekey message names (§8.3.5): those of findPrekeys, the identity-DH
+ * key, and the one-time KEM prekey `kemOpkId` or else the SPK's last-resort KEM key. Throws
+ * no_prekey when any is missing. Does not consume.
+ */
+export function findPqPrekeys(
+  s: PrekeyState,
+  spkId: number,
+  opkId: number | null,
+  kemOpkId: number | null,
+  ekA: Uint8Array,
+): UsedPqPrekeys {
+  const used = findPrekeys(s, spkId, opkId, ekA);
+  const spk = s.spk.id === spkId ? s.spk : s.oldSpks.find((o) => o.id === spkId);
+  if (s.idh === undefined || spk?.kem === undefined)
+    throw new CoreError("no_prekey", "signed prekey has no post-quantum part");
+  let kemSeed = spk.kem;
+  if (kemOpkId !== null) {
+    const k = s.kopks?.find((o) => o.id === kemOpkId);
+    if (!k) throw new CoreError("no_prekey", "one-time KEM prekey unknown or already used");
+    kemSeed = k.seed;
+  }
+  return { ...used, idh: s.idh, kemSeed };
+}
+
+/**
+ * After a successful first decryption: delete the OPK (and one-time KEM prekey), remember the
+ * ephemeral (§8.3.3).
+ */
 export function consumePrekeys(
   s: PrekeyState,
   spkId: number,
   opkId: number | null,
   ekA: Uint8Array,
+  kemOpkId: number | null = null,
 ): PrekeyState {
   // Never evict (see MAX_SEEN_EPHEMERALS); findPrekeys refused this message if the cache is full.
   if (seenCount(s, spkId) >= MAX_SEEN_EPHEMERALS)
@@ -191,5 +351,8 @@ export function consumePrekeys(
   const seen = [...s.seen, `${spkId}:${enc(ekA)}`];
   const used = opkId === null ? undefined : s.opks.find((o) => o.id === opkId);
   if (used !== undefined) x25519Forget(b64(used.priv, "opk"));
-  return { ...s, opks: opkId === null ? s.opks : s.opks.filter((o) => o.id !== opkId), seen };
+  const next = { ...s, opks: opkId === null ? s.opks : s.opks.filter((o) => o.id !== opkId), seen };
+  if (kemOpkId !== null && s.kopks !== undefined)
+    next.kopks = s.kopks.filter((o) => o.id !== kemOpkId);
+  return next;
 }

@@ -8,6 +8,11 @@
  *   KDF_CK(ck)      = ck' = HMAC-SHA256(ck, 0x02), mk = HMAC-SHA256(ck, 0x01)
  *   AES-256-GCM key = mk, nonce = 0x00000000 || u64be(n), AAD = lp("parley/v1/dr-msg", ad, prefix, header)
  *   header          = dh (32) || u32be(pn) || u32be(n)  (40 bytes)
+ *
+ * Sparse KEM step (§8.4.1) on post-quantum sessions: every KEM_STEP_EVERY-th new sending chain
+ * carries a fresh ML-KEM-768 public key of ours; the peer's next sending chain carries an
+ * encapsulation to it, and the shared secret joins the DH output of that chain's KDF_RK:
+ *   KDF_RK(rk, dh || ss). Both ride along in the `message_kem` envelope prefix (authenticated).
  */
 import * as v from "valibot";
 import {
@@ -15,11 +20,14 @@ import {
   aesGcmEncrypt,
   hkdfSha256,
   hmacSha256,
+  mlkemDecapsulateSeed,
+  mlkemEncapsulate,
+  mlkemPublicKey,
   x25519,
   x25519Forget,
   x25519PublicKey,
 } from "../crypto";
-import { lp, u32be, utf8 } from "../encoding";
+import { concatBytes, lp, u32be, utf8 } from "../encoding";
 import { B64, b64, enc, Key32, Reader, Uint, u64be } from "./codec";
 import { CoreError } from "./errors";
 
@@ -30,6 +38,14 @@ export const MAX_SKIPPED_TOTAL = 2000;
 /** Previous receiving ratchet keys remembered, so replays on old chains are named as such. */
 const MAX_OLD_DHR = 16;
 export const HEADER_BYTES = 40;
+/** A fresh KEM key of ours goes out with every this-many-th new sending chain (§8.4.1). */
+export const KEM_STEP_EVERY = 4;
+
+/** What a sending chain carries for the KEM step (§8.4.1); base64url in the state. */
+export interface KemAttachment {
+  pk: Uint8Array | null;
+  ct: Uint8Array | null;
+}
 
 const KeyPairSchema = v.strictObject({ pub: Key32, priv: Key32 });
 const SkippedSchema = v.strictObject({ dh: Key32, n: Uint, mk: Key32 });
@@ -47,6 +63,20 @@ export const RatchetStateSchema = v.strictObject({
   pn: Uint,
   skipped: v.array(SkippedSchema),
   oldDhr: v.array(Key32),
+  /**
+   * The sparse KEM step (§8.4.1), present on post-quantum sessions only: our outstanding KEM
+   * seed (its public key was sent, no ciphertext for it received yet), the peer's key we will
+   * encapsulate to at our next DH step, what the current sending chain carries, and how many
+   * sending chains we made.
+   */
+  kem: v.optional(
+    v.strictObject({
+      own: v.nullable(v.pipe(B64, v.length(86))),
+      peer: v.nullable(B64),
+      out: v.strictObject({ pk: v.nullable(B64), ct: v.nullable(B64) }),
+      steps: Uint,
+    }),
+  ),
 });
 export type RatchetState = v.InferOutput<typeof RatchetStateSchema>;
 
@@ -82,6 +112,7 @@ export async function newX25519(random: Random): Promise<{ pub: string; priv: st
 const DR_RK_INFO = lp("parley/v1/dr-rk");
 const DR_MSG_LABEL = utf8("parley/v1/dr-msg");
 
+/** KDF_RK; `dhOut` is DH output, or DH output || ML-KEM secret on a KEM step (§8.4.1). */
 export function kdfRk(rk: Uint8Array, dhOut: Uint8Array): { rk: Uint8Array; ck: Uint8Array } {
   const out = hkdfSha256(dhOut, rk, DR_RK_INFO, 64);
   return { rk: out.slice(0, 32), ck: out.slice(32) };
@@ -120,6 +151,8 @@ export async function initInitiator(params: {
   /** Initial receiving chain for `peerRatchetKey` (online handshake), or null (async start). */
   receiveChain: Uint8Array | null;
   random: Random;
+  /** A post-quantum session: run the sparse KEM step (§8.4.1). */
+  kemStep?: boolean;
 }): Promise<RatchetState> {
   const dhs = await newX25519(params.random);
   const dh = await x25519(b64(dhs.priv, "key"), params.peerRatchetKey);
@@ -136,6 +169,21 @@ export async function initInitiator(params: {
     pn: 0,
     skipped: [],
     oldDhr: [],
+    ...(params.kemStep ? { kem: freshKem() } : {}),
+  };
+}
+
+function freshKem(): NonNullable<RatchetState["kem"]> {
+  return { own: null, peer: null, out: { pk: null, ct: null }, steps: 0 };
+}
+
+/** The KEM fields the current sending chain must carry (§8.4.1), or null when none. */
+export function kemOut(state: RatchetState): KemAttachment | null {
+  const o = state.kem?.out;
+  if (!o || (o.pk === null && o.ct === null)) return null;
+  return {
+    pk: o.pk === null ? null : b64(o.pk, "kem pk"),
+    ct: o.ct === null ? null : b64(o.ct, "kem ct"),
   };
 }
 
@@ -146,6 +194,8 @@ export function initResponder(params: {
   ratchetKeyPair: { pub: string; priv: string };
   /** Initial sending chain (online handshake), or null (async start: wait for a message). */
   sendChain: Uint8Array | null;
+  /** A post-quantum session: run the sparse KEM step (§8.4.1). */
+  kemStep?: boolean;
 }): RatchetState {
   return {
     ad: enc(params.ad),
@@ -159,6 +209,7 @@ export function initResponder(params: {
     pn: 0,
     skipped: [],
     oldDhr: [],
+    ...(params.kemStep ? { kem: freshKem() } : {}),
   };
 }
 
@@ -225,6 +276,8 @@ export async function ratchetDecrypt(
   ciphertext: Uint8Array,
   prefix: Uint8Array,
   random: Random,
+  /** The KEM fields the message's envelope carried (§8.4.1); they are part of `prefix`. */
+  kemIn: KemAttachment | null = null,
 ): Promise<{ state: RatchetState; plaintext: Uint8Array }> {
   const header = decodeHeader(headerBytes);
   const ad = aad(state, prefix, headerBytes);
@@ -262,13 +315,16 @@ export async function ratchetDecrypt(
       dhOrFail(b64(s.dhs.priv, "dhs"), header.dh),
       newX25519(random),
     ]);
-    const recv = kdfRk(b64(s.rk, "rk"), recvDh);
+    const step = s.kem ? kemStep(s.kem, kemIn, random) : null;
+    const recv = kdfRk(b64(s.rk, "rk"), step?.ssIn ? concatBytes(recvDh, step.ssIn) : recvDh);
     s.ckr = enc(recv.ck);
     const retired = s.dhs.priv;
     s.dhs = nextDhs;
-    const send = kdfRk(recv.rk, await dhOrFail(b64(s.dhs.priv, "dhs"), header.dh));
+    const sendDh = await dhOrFail(b64(s.dhs.priv, "dhs"), header.dh);
+    const send = kdfRk(recv.rk, step?.ssOut ? concatBytes(sendDh, step.ssOut) : sendDh);
     s.rk = enc(send.rk);
     s.cks = enc(send.ck);
+    if (step) s.kem = step.kem;
     // The old ratchet key is gone from the state; it must not stay usable in the DH cache.
     x25519Forget(b64(retired, "dhs"));
   } else if (header.n < s.nr) {
@@ -281,6 +337,54 @@ export async function ratchetDecrypt(
   s.ckr = enc(ck);
   s.nr = header.n + 1;
   return { state: s, plaintext };
+}
+
+/**
+ * The KEM half of a DH ratchet step (§8.4.1). In: a ciphertext on the peer's new chain answers
+ * our outstanding key (decapsulated, mixed into the receiving chain); a public key on it is kept.
+ * Out: if we hold a peer key, our new sending chain encapsulates to it (mixed into the sending
+ * chain, ciphertext carried); every KEM_STEP_EVERY-th chain with no key of ours outstanding also
+ * carries a fresh public key of ours.
+ */
+function kemStep(
+  kem: NonNullable<RatchetState["kem"]>,
+  kemIn: KemAttachment | null,
+  random: Random,
+): { ssIn: Uint8Array | null; ssOut: Uint8Array | null; kem: NonNullable<RatchetState["kem"]> } {
+  let own = kem.own;
+  let ssIn: Uint8Array | null = null;
+  if (kemIn?.ct) {
+    // A ciphertext we did not ask for is out of protocol: the message cannot be ours to open.
+    if (own === null) throw new CoreError("decrypt_failed", "unexpected KEM ciphertext");
+    try {
+      ssIn = mlkemDecapsulateSeed(kemIn.ct, b64(own, "kem seed"));
+    } catch {
+      throw new CoreError("decrypt_failed", "malformed KEM ciphertext");
+    }
+    own = null;
+  }
+  let peer = kemIn?.pk ? enc(kemIn.pk) : kem.peer;
+  let ssOut: Uint8Array | null = null;
+  let ct: string | null = null;
+  if (peer !== null) {
+    let e: { ciphertext: Uint8Array; sharedSecret: Uint8Array };
+    try {
+      e = mlkemEncapsulate(b64(peer, "kem pk"));
+    } catch {
+      throw new CoreError("decrypt_failed", "invalid KEM public key");
+    }
+    ssOut = e.sharedSecret;
+    ct = enc(e.ciphertext);
+    peer = null;
+  }
+  const steps = kem.steps + 1;
+  let pk: string | null = null;
+  if (own === null && steps % KEM_STEP_EVERY === 0) {
+    const seed = random(64);
+    own = enc(seed);
+    pk = enc(mlkemPublicKey(seed));
+  }
+  return { ssIn, ssOut, kem: { own, peer, out: { pk, ct }, steps } };
 }
 
 /** A low-order or invalid peer ratchet key is an undecryptable message, not a crash. */

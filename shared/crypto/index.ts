@@ -50,6 +50,19 @@ export {
   sha256,
   sha512,
 } from "./kdf";
+export {
+  MLKEM768_CIPHERTEXT_BYTES,
+  MLKEM768_PUBLIC_KEY_BYTES,
+  MLKEM768_SECRET_KEY_BYTES,
+  MLKEM768_SEED_BYTES,
+  MLKEM768_SHARED_SECRET_BYTES,
+  type MlKemKeyPair,
+  mlkemDecapsulate,
+  mlkemDecapsulateSeed,
+  mlkemEncapsulate,
+  mlkemKeyPairFromSeed,
+  mlkemPublicKey,
+} from "./mlkem";
 export { randomBytes } from "./random";
 export {
   type X25519KeyPair,

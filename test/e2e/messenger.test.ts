@@ -95,6 +95,15 @@ describe("Parley PWA end to end", () => {
       .first()
       .waitFor({ timeout: 30_000 });
     expect(await statusText(a)).toMatch(/Secure|Verified/);
+    // The session is post-quantum (PROTOCOL.md §8.2.6): alice's handshake went out as hs_init_pq
+    // (envelope type 0x07, from the PWA's own engine in Chromium), and neither screen says the
+    // chat is not protected against future quantum computers.
+    const types = u("alice")
+      .framesSent.map((f) => JSON.parse(f) as { t?: string; body?: string })
+      .filter((f) => f.t === "send" && typeof f.body === "string")
+      .map((f) => Buffer.from(f.body as string, "base64url")[1]);
+    expect(types).toContain(0x07);
+    for (const p of [a, b]) expect(await p.getByText(/quantum/i).count()).toBe(0);
     await shot(a, "desktop-direct-chat");
   });
 

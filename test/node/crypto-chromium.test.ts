@@ -15,17 +15,24 @@ import type * as Noble from "../../shared/crypto/noble";
 import { nobleEd25519VerifyParley } from "../../shared/crypto/noble";
 import type * as Util from "../shared/crypto-util";
 import { fromHex, outcome, toHex } from "../shared/crypto-util";
+import type * as MlKemKat from "../shared/mlkem-kat";
+import { runMlKemKats } from "../shared/mlkem-kat";
 import { CHROMIUM, CHROMIUM_ARGS } from "../support/browser";
+import unlucky from "../vectors/cctv_mlkem_768_unluckysample.json";
 import taming from "../vectors/ed25519_edge_cases_taming_noble.json";
 import zip215 from "../vectors/ed25519_zip215_noble.json";
 import hpkeVectors from "../vectors/hpke_rfc9180_x25519_sha256_aes256gcm.json";
 import identity from "../vectors/parley_identity_vectors.json";
 import aesVectors from "../vectors/wycheproof_aes_gcm_test.json";
 import edVectors from "../vectors/wycheproof_ed25519_test.json";
+import mlkemEncaps from "../vectors/wycheproof_mlkem_768_encaps_test.json";
+import mlkemKeygen from "../vectors/wycheproof_mlkem_768_keygen_seed_test.json";
+import mlkemDecaps from "../vectors/wycheproof_mlkem_768_semi_expanded_decaps_test.json";
+import mlkemCombined from "../vectors/wycheproof_mlkem_768_test.json";
 import xVectors from "../vectors/wycheproof_x25519_test.json";
 
 /** What the bundle puts on globalThis.Parley. */
-type Bundle = typeof Crypto & typeof Noble & typeof Util;
+type Bundle = typeof Crypto & typeof Noble & typeof Util & typeof MlKemKat;
 declare global {
   var Parley: Bundle;
 }
@@ -43,6 +50,7 @@ beforeAll(async () => {
         'export * from "./shared/crypto";',
         'export * from "./shared/crypto/noble";',
         'export * from "./test/shared/crypto-util";',
+        'export * from "./test/shared/mlkem-kat";',
       ].join("\n"),
       resolveDir: ROOT,
       loader: "ts",
@@ -272,5 +280,20 @@ describe("AES-256-GCM, HPKE, fingerprints in Chromium", () => {
       fingerprints: identity.fingerprint.map((f) => f.fingerprint),
       safetyNumbers: identity.safetyNumber.map((s) => s.safetyNumber),
     });
+  });
+});
+
+describe("ML-KEM-768 in Chromium", () => {
+  it("Wycheproof and CCTV: the same report as in Node (no failures, every case read)", async () => {
+    const files = {
+      combined: mlkemCombined,
+      encaps: mlkemEncaps,
+      keygen: mlkemKeygen,
+      decaps: mlkemDecaps,
+      unlucky,
+    };
+    const got = await page.evaluate((f) => globalThis.Parley.runMlKemKats(f), files);
+    expect(got.failures).toEqual([]);
+    expect(got).toEqual(runMlKemKats(files));
   });
 });

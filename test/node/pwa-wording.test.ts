@@ -70,6 +70,14 @@ describe("system lines in plain words", () => {
         "Messages with bob are end-to-end encrypted",
       ],
       [
+        sys(
+          "not_post_quantum",
+          "This session with bob is not post-quantum: bob's app publishes no post-quantum keys",
+          { conversationId: "dm:bob", username: "bob" },
+        ),
+        "This chat with bob is not protected against future quantum computers: bob's app is out of date",
+      ],
+      [
         sys("decrypt_failed", "A message from bob could not be read (unknown_session)", {
           conversationId: "dm:bob",
           username: "bob",
@@ -184,6 +192,11 @@ describe("errors in plain words", () => {
     expect(w.text).toMatch(/repairing/);
     expect(w.text).not.toContain("unknown_session");
     expect(w.details).toBe("unknown_session: no session with this sender");
+    // A stripped post-quantum prekey (PROTOCOL.md §8.3.5) says what happened and that no weaker
+    // chat was made.
+    expect(describeError("downgrade", "bob's post-quantum prekey is missing").text).toMatch(
+      /post-quantum keys.*no weaker chat/,
+    );
     const future = describeError("text_too_long", "over 16000");
     expect(future.text).toBe("Something went wrong.");
     expect(future.details).toBe("text_too_long: over 16000");

@@ -1,6 +1,15 @@
 /** Story: bob registered once and went offline; alice writes to him; he reads it when back. */
 import { expect, it } from "vitest";
-import { connect, disconnect, errors, messages, newUser, say, status } from "../support/clients";
+import {
+  connect,
+  disconnect,
+  errors,
+  lines,
+  messages,
+  newUser,
+  say,
+  status,
+} from "../support/clients";
 import { NodeRelay } from "../support/node-relay";
 
 it("async start via prekeys: first message waits in the mailbox, one-time prekey used once", async () => {
@@ -48,5 +57,32 @@ it("without one-time prekeys left the start still works (signed prekey only)", a
   await say(alice, "dm:bob", "no opk");
   await connect(bob);
   expect(messages(bob, "dm:alice")).toEqual(["no opk"]);
+  expect(errors(bob)).toEqual([]);
+});
+
+it("the start is post-quantum (PROTOCOL.md §8.3.5): a one-time KEM prekey used once, no 'not post-quantum' line", async () => {
+  const relay = new NodeRelay();
+  const alice = await newUser(relay, "alice");
+  const bob = await newUser(relay, "bob");
+  await connect(bob);
+  // bob's first upload carried 50 one-time ML-KEM prekeys with the 100 X25519 ones.
+  expect(relay.oneTimeKemPrekeys("bob")).toBe(50);
+  await disconnect(bob);
+  await connect(alice);
+  await say(alice, "dm:bob", "post-quantum hello");
+  expect(relay.oneTimeKemPrekeys("bob")).toBe(49);
+  const first = relay.clientLog.find((x) => x.from === "alice" && x.frame.t === "send");
+  if (first?.frame.t !== "send") throw new Error("no send");
+  expect(Buffer.from(first.frame.body, "base64url")[1]).toBe(0x06); // prekey_pq
+  await connect(bob);
+  expect(messages(bob, "dm:alice")).toEqual(["post-quantum hello"]);
+  const pre = (await bob.store.get("prekeys")) as { kopks: { id: number }[] };
+  expect(pre.kopks.length).toBe(49);
+  for (const u of [alice, bob]) {
+    const id = u === alice ? "dm:bob" : "dm:alice";
+    expect(lines(u, id).some((l) => l.kind === "session_started")).toBe(true);
+    expect(lines(u, id).some((l) => l.kind === "not_post_quantum")).toBe(false);
+  }
+  expect(errors(alice)).toEqual([]);
   expect(errors(bob)).toEqual([]);
 });

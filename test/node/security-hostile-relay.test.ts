@@ -266,6 +266,54 @@ describe.skipIf(!built).sequential(
       await chat(bob, alice, "back to normal");
     });
 
+    it("stripped post-quantum prekey (downgrade) → refused, nothing sent; honest retry is post-quantum", async () => {
+      const [alice, bob] = (await users("alice", "bob")) as [WireUser, WireUser];
+      await secure(alice, bob);
+      await chat(alice, bob, "pinned");
+      await alice.client.endChat("bob");
+      // bob publishes a PQ prekey (his signed prekey is signed as v2, PROTOCOL.md §8.3.5); the
+      // relay hands out his bundle without it, as if bob were a classical client.
+      p().down = ({ frame, text }) =>
+        frame?.t === "bundle"
+          ? [JSON.stringify({ ...frame, pqPrekey: null, oneTimeKemPrekey: null })]
+          : [text];
+      await detach(bob);
+      await until(() => alice.client.presence().length === 1, "bob offline");
+      const mark = p().log.length;
+      await alice.client.sendText("dm:bob", "must not go out without post-quantum keys");
+      await until(() => errorCodes(alice).includes("downgrade"), "downgrade");
+      await sleep(200);
+      expect(
+        p()
+          .log.slice(mark)
+          .filter((x) => x.dir === "up" && x.text.includes('"t":"send"')),
+      ).toEqual([]);
+      expect(statusOf(alice, "dm:bob")).not.toBe("secure");
+      // The relay honest again: the retried start (§8.2.5) is post-quantum, and no side shows
+      // a "not post-quantum" line.
+      p().reset();
+      clockSkew += 31_000;
+      await alice.client.sendText("dm:bob", "after the retry");
+      await until(
+        () =>
+          p()
+            .log.slice(mark)
+            .some((x) => x.dir === "up" && x.text.includes('"t":"send"')),
+        "sent",
+      );
+      await connect(bob);
+      await until(() => inbox(bob, "dm:alice").length === 3, "bob reads the queue");
+      expect(inbox(bob, "dm:alice")).toEqual([
+        "pinned",
+        "must not go out without post-quantum keys",
+        "after the retry",
+      ]);
+      const notPq = (u: WireUser) =>
+        u.events.some((e) => e.type === "system" && e.line.kind === "not_post_quantum");
+      expect(notPq(alice) || notPq(bob)).toBe(false);
+      await chat(bob, alice, "back to normal");
+    });
+
     it("reordering: held deliveries released in reverse each decrypt exactly once", async () => {
       const [alice, bob] = (await users("alice", "bob")) as [WireUser, WireUser];
       await secure(alice, bob);

@@ -15,6 +15,7 @@ import {
   addOneTimePrekeys,
   initialPrekeys,
   type PrekeyState,
+  publicPq,
   publicSpk,
 } from "../../shared/core/prekeys";
 import type { Contact } from "../../shared/core/trust";
@@ -139,8 +140,10 @@ describe("dm async start", () => {
       identityKey: b.ik,
       signedPrekey: publicSpk(b.prekeys),
       oneTimePrekey: opk ? { id: opk.id, key: opk.pub } : null,
+      pqPrekey: publicPq(b.prekeys),
     };
-    const st = await startFromBundle(a.rec, null, bundle, a.ctx);
+    const st = await startFromBundle(a.rec, null, bundle, a.ctx, a.prekeys);
+    expect(st.record.current?.pq).toBe(true);
     a.rec = st.record;
     a.contact = st.contact;
     const first = await send(a, "first");

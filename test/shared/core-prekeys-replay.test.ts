@@ -15,6 +15,7 @@ import {
   MAX_SEEN_EPHEMERALS,
   maintainSpk,
   type PrekeyState,
+  publicPq,
   publicSpk,
   seenCount,
 } from "../../shared/core/prekeys";
@@ -47,8 +48,10 @@ describe("prekey replay cache (§8.3.3)", () => {
         identityKey: toB64u(b.id.publicKey),
         signedPrekey: publicSpk(prekeys),
         oneTimePrekey: null,
+        pqPrekey: publicPq(prekeys),
       },
       a.ctx,
+      await initialPrekeys(a.id, 1_000, randomBytes),
     );
     if (!bundleStart.contact) throw new Error("alice pinned bob");
     const first = (

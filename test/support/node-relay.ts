@@ -325,6 +325,11 @@ export class NodeRelay {
     return this.#life.store.countOneTimePrekeys(username);
   }
 
+  /** One-time ML-KEM prekeys stored for `username` (PROTOCOL.md §8.3.5). */
+  oneTimeKemPrekeys(username: string): number {
+    return this.#life.store.countOneTimeKemPrekeys(username);
+  }
+
   /** Hand out up to `n` of the user's one-time prekeys, oldest first, as bundle fetches do. */
   takeOneTimePrekeys(username: string, n = Number.POSITIVE_INFINITY): number {
     let taken = 0;

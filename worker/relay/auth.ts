@@ -6,7 +6,7 @@
  * relay's fresh challenge, the hub and the page origin (so a signature a malicious page obtained
  * cannot be used against another hub, origin or connection) and every key the client publishes.
  */
-import { type AuthContext, authTranscript, signedPrekeyTranscript } from "../../shared/auth";
+import { type AuthContext, authTranscript, signedPrekeyVersion } from "../../shared/auth";
 import { ed25519Verify } from "../../shared/crypto/ed25519";
 import { fromB64u } from "../../shared/encoding";
 import type { ClientFrame, ErrorCode, FrameOf, SignedPrekey } from "../../shared/protocol";
@@ -19,16 +19,12 @@ export {
   signedPrekeyTranscript,
 } from "../../shared/auth";
 
-/** Verify a signed prekey against the identity key that claims it. */
+/** Verify a signed prekey (v1 or v2 label, PROTOCOL.md §8.3.5) against the identity claiming it. */
 export async function verifySignedPrekey(
   identityKey: Uint8Array,
   spk: SignedPrekey,
 ): Promise<boolean> {
-  return ed25519Verify(
-    identityKey,
-    signedPrekeyTranscript(spk.id, fromB64u(spk.key)),
-    fromB64u(spk.sig),
-  );
+  return (await signedPrekeyVersion(identityKey, spk)) !== null;
 }
 
 /**

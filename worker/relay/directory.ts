@@ -3,7 +3,12 @@
  * and no storage, so they are unit-tested alone. The signed prekey's signature is checked in
  * auth.ts; storage in store.ts.
  */
-import { type ErrorCode, LIMITS, type OneTimePrekey } from "../../shared/protocol";
+import {
+  type ErrorCode,
+  LIMITS,
+  type OneTimeKemPrekey,
+  type OneTimePrekey,
+} from "../../shared/protocol";
 
 /**
  * Validate an upload of one-time prekeys given how many the owner has stored and how many of the
@@ -19,6 +24,20 @@ export function checkUpload(
   if (ids.size !== keys.length) return { ok: false, code: "bad_frame" };
   if (keys.length > LIMITS.maxOneTimePrekeysPerUpload) return { ok: false, code: "bad_frame" };
   if (stored + newIds > LIMITS.maxOneTimePrekeysStored) return { ok: false, code: "limit_reached" };
+  return { ok: true };
+}
+
+/** The same checks for one-time KEM prekeys (§8.3.5), with their own bounds. */
+export function checkKemUpload(
+  keys: readonly OneTimeKemPrekey[],
+  stored: number,
+  newIds: number,
+): { ok: true } | { ok: false; code: ErrorCode } {
+  const ids = new Set(keys.map((k) => k.id));
+  if (ids.size !== keys.length) return { ok: false, code: "bad_frame" };
+  if (keys.length > LIMITS.maxOneTimeKemPrekeysPerUpload) return { ok: false, code: "bad_frame" };
+  if (stored + newIds > LIMITS.maxOneTimeKemPrekeysStored)
+    return { ok: false, code: "limit_reached" };
   return { ok: true };
 }
 

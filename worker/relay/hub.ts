@@ -29,7 +29,7 @@ import { admissionBuckets, registrationBuckets, UNKNOWN_ADDRESS } from "./admiss
 import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
-import { checkUpload, prekeysLow, usernameReclaimable } from "./directory";
+import { checkKemUpload, checkUpload, prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
 import * as groups from "./groups";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
@@ -342,6 +342,11 @@ export class Hub {
     // Everything below is synchronous: no other event can interleave with the name claim.
     if (s.closed) return;
     if (!verified.ok) return this.#authFail(s, verified.code);
+    // The PQ prekey belongs to the signed prekey it names (§8.3.5); its signature is the
+    // initiator's to check, as the relay could strip or swap it anyway.
+    if (frame.pqPrekey !== undefined && frame.pqPrekey.spkId !== frame.signedPrekey.id) {
+      return this.#authFail(s, "bad_frame");
+    }
     const now = this.#d.now();
     const { store, sessions } = this.#d;
     const owner = store.getUser(frame.username);
@@ -401,11 +406,15 @@ export class Hub {
         regBuckets.map((b) => b.key),
         now,
       );
+    store.setPqPrekey(frame.username, frame.pqPrekey ?? null);
     const takeover = device !== null && device !== frame.device;
     if (device !== frame.device) {
       // The old device's one-time prekeys: their secrets stay on that device, so a first message
       // made with one could never be opened here (§4.3). The welcome's count of 0 asks for more.
-      if (takeover) store.deleteOneTimePrekeys(frame.username);
+      if (takeover) {
+        store.deleteOneTimePrekeys(frame.username);
+        store.deleteOneTimeKemPrekeys(frame.username);
+      }
       store.setDevice(frame.username, frame.device);
     }
     // A push subscription belongs to a device of an identity (§7.9): another identity taking the
@@ -540,6 +549,16 @@ export class Hub {
       s.send(errorFrame(check.code, frame.id));
       return;
     }
+    const kem = frame.oneTimeKemPrekeys ?? [];
+    const kemCheck = checkKemUpload(
+      kem,
+      store.countOneTimeKemPrekeys(a.username),
+      store.countNewOneTimeKemPrekeyIds(a.username, kem),
+    );
+    if (!kemCheck.ok) {
+      s.send(errorFrame(kemCheck.code, frame.id));
+      return;
+    }
     let spkChanged = false;
     if (frame.signedPrekey !== undefined) {
       const current = store.getUser(a.username);
@@ -547,6 +566,7 @@ export class Hub {
       store.setSignedPrekey(a.username, frame.signedPrekey, now);
     }
     store.putOneTimePrekeys(a.username, frame.oneTimePrekeys);
+    store.putOneTimeKemPrekeys(a.username, kem);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // Members wrap epoch secrets to the signed prekey in the group state: keep it current.
     if (spkChanged) this.#pushGroupsOf(a.username);
@@ -560,6 +580,9 @@ export class Hub {
       return;
     }
     const oneTimePrekey = store.takeOneTimePrekey(frame.username);
+    const pqPrekey = store.getPqPrekey(frame.username, user.signedPrekey.id);
+    // One-time KEM prekeys are handed out only with the PQ prekey they go with (§8.3.5).
+    const oneTimeKemPrekey = pqPrekey === null ? null : store.takeOneTimeKemPrekey(frame.username);
     s.send({
       v: PROTOCOL_VERSION,
       t: "bundle",
@@ -568,6 +591,8 @@ export class Hub {
       identityKey: user.identityKey,
       signedPrekey: user.signedPrekey,
       oneTimePrekey,
+      pqPrekey,
+      oneTimeKemPrekey,
     });
     if (oneTimePrekey !== null) {
       const remaining = store.countOneTimePrekeys(frame.username);

@@ -4,7 +4,12 @@
  * `json_each(?)`, so no SQL is ever built from input. Bytes are stored as canonical base64url
  * text, exactly as they travel, so nothing is re-encoded between wire and disk.
  */
-import type { OneTimePrekey, SignedPrekey } from "../../shared/protocol";
+import type {
+  OneTimeKemPrekey,
+  OneTimePrekey,
+  PqPrekey,
+  SignedPrekey,
+} from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
 import type { CommitHoldings, MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
 import type { PushState } from "./push";
@@ -28,6 +33,22 @@ const SCHEMA = [
      username TEXT NOT NULL,
      id INTEGER NOT NULL,
      key TEXT NOT NULL,
+     UNIQUE (username, id)
+   )`,
+  // Post-quantum prekeys (PROTOCOL.md §8.3.5), tables of their own so existing hubs need no ALTER:
+  // the PQ half of each user's current signed prekey (JSON of PqPrekey), and the one-time
+  // ML-KEM-768 prekeys, handed out once like one_time_prekeys.
+  `CREATE TABLE IF NOT EXISTS pq_prekeys (
+     username TEXT PRIMARY KEY,
+     spk_id INTEGER NOT NULL,
+     data TEXT NOT NULL
+   )`,
+  `CREATE TABLE IF NOT EXISTS one_time_kem_prekeys (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     username TEXT NOT NULL,
+     id INTEGER NOT NULL,
+     key TEXT NOT NULL,
+     sig TEXT NOT NULL,
      UNIQUE (username, id)
    )`,
   `CREATE TABLE IF NOT EXISTS groups (
@@ -460,6 +481,84 @@ export class Store {
       )
       .toArray()[0];
     return r === undefined ? null : { id: num(r.id), key: str(r.key) };
+  }
+
+  // -- post-quantum prekeys (PROTOCOL.md §8.3.5) ---------------------------------------------
+
+  /** Replace (or, with null, drop) the PQ half of the user's signed prekey. */
+  setPqPrekey(username: string, pq: PqPrekey | null): void {
+    if (pq === null) {
+      this.sql.exec("DELETE FROM pq_prekeys WHERE username = ?", username);
+      return;
+    }
+    this.sql.exec(
+      `INSERT INTO pq_prekeys (username, spk_id, data) VALUES (?, ?, ?)
+       ON CONFLICT (username) DO UPDATE SET spk_id = excluded.spk_id, data = excluded.data`,
+      username,
+      pq.spkId,
+      JSON.stringify(pq),
+    );
+  }
+
+  /** The PQ prekey stored for signed prekey `spkId`, or null (none, or for another SPK). */
+  getPqPrekey(username: string, spkId: number): PqPrekey | null {
+    const r = this.sql
+      .exec("SELECT spk_id, data FROM pq_prekeys WHERE username = ?", username)
+      .toArray()[0];
+    if (r === undefined || num(r.spk_id) !== spkId) return null;
+    return JSON.parse(str(r.data)) as PqPrekey;
+  }
+
+  deleteOneTimeKemPrekeys(username: string): void {
+    this.sql.exec("DELETE FROM one_time_kem_prekeys WHERE username = ?", username);
+  }
+
+  countOneTimeKemPrekeys(username: string): number {
+    return num(
+      this.sql
+        .exec("SELECT COUNT(*) AS n FROM one_time_kem_prekeys WHERE username = ?", username)
+        .one().n,
+    );
+  }
+
+  countNewOneTimeKemPrekeyIds(username: string, keys: readonly OneTimeKemPrekey[]): number {
+    const existing = num(
+      this.sql
+        .exec(
+          "SELECT COUNT(*) AS n FROM one_time_kem_prekeys WHERE username = ? AND id IN (SELECT value FROM json_each(?))",
+          username,
+          JSON.stringify(keys.map((k) => k.id)),
+        )
+        .one().n,
+    );
+    return keys.length - existing;
+  }
+
+  /** Store new one-time KEM prekeys; an id the owner reuses replaces its earlier key. */
+  putOneTimeKemPrekeys(username: string, keys: readonly OneTimeKemPrekey[]): void {
+    for (const k of keys) {
+      this.sql.exec(
+        `INSERT INTO one_time_kem_prekeys (username, id, key, sig) VALUES (?, ?, ?, ?)
+         ON CONFLICT (username, id) DO UPDATE SET key = excluded.key, sig = excluded.sig`,
+        username,
+        k.id,
+        k.key,
+        k.sig,
+      );
+    }
+  }
+
+  /** Hand out the oldest one-time KEM prekey and delete it in the same statement: at most once. */
+  takeOneTimeKemPrekey(username: string): OneTimeKemPrekey | null {
+    const r = this.sql
+      .exec(
+        `DELETE FROM one_time_kem_prekeys WHERE seq =
+           (SELECT seq FROM one_time_kem_prekeys WHERE username = ? ORDER BY seq LIMIT 1)
+         RETURNING id, key, sig`,
+        username,
+      )
+      .toArray()[0];
+    return r === undefined ? null : { id: num(r.id), key: str(r.key), sig: str(r.sig) };
   }
 
   // -- groups ---------------------------------------------------------------------------------
@@ -1189,6 +1288,7 @@ export class Store {
    */
   reclaimUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
     this.deleteOneTimePrekeys(username);
+    this.deleteOneTimeKemPrekeys(username);
     this.sql.exec(
       `UPDATE users SET identity_key = ?, spk_id = ?, spk_key = ?, spk_sig = ?, created_at = ?,
        seen_at = ? WHERE username = ?`,

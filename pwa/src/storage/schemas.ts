@@ -110,6 +110,7 @@ export const HistorySystem = v.strictObject({
     "missing",
     "repairing",
     "resending",
+    "not_post_quantum",
   ]),
   text: v.pipe(v.string(), v.maxLength(1000)),
   username: v.optional(Name),

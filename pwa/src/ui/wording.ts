@@ -69,6 +69,10 @@ export function describeSystem(e: HistorySystem, me: string | null): Worded {
       return ended(who);
     case "session_started":
       return withDetails(`Messages with ${who} are end-to-end encrypted`);
+    case "not_post_quantum":
+      return withDetails(
+        `This chat with ${who} is not protected against future quantum computers: ${possessive(who)} app is out of date`,
+      );
     case "decrypt_failed": {
       const healing = reasonOf(e.text) === "unknown_session" && e.conversationId.startsWith("dm:");
       return withDetails(
@@ -173,6 +177,8 @@ const CORE_ERRORS: Readonly<Record<string, string>> = {
   removal_pending: "Someone left the group. Parley is waiting for the new group key.",
   no_prekey: "A message used a key this device no longer has, so it could not be read.",
   prekey_limit: "Too many new conversations started at once. Try again later.",
+  downgrade:
+    "The relay left out this contact's post-quantum keys, so no weaker chat was started. Parley will try again.",
   not_connected: "Not connected to the relay. Parley will try again.",
   too_long: "That message is too long to send in one piece. Split it into several messages.",
   outbox_entry_invalid:

@@ -172,7 +172,7 @@ export async function onBundle(tx: Tx, f: FrameOf<ServerFrame, "bundle">): Promi
   const rec = await loadDm(tx, f.username);
   if (rec.pending?.kind !== "fetching") return;
   const before = tx.state.contacts.get(f.username);
-  const r = await startFromBundle(rec, before ?? null, f, dmCtx(tx));
+  const r = await startFromBundle(rec, before ?? null, f, dmCtx(tx), await loadPrekeys(tx));
   await applyDm(tx, before, r);
 }
 
@@ -284,6 +284,15 @@ function dmNotes(tx: Tx, peer: string, notes: DmNote[]): void {
       system(tx, id, "session_started", `Secure session with ${peer} established (${n.mode})`, {
         username: peer,
       });
+      if (!n.pq) {
+        system(
+          tx,
+          id,
+          "not_post_quantum",
+          `This session with ${peer} is not post-quantum: ${peer}'s app publishes no post-quantum keys`,
+          { username: peer },
+        );
+      }
     } else if (n.kind === "key_changed") {
       system(
         tx,

@@ -16,7 +16,13 @@ import { b64 } from "../codec";
 import { checkTextFits, type TextContent } from "../content";
 import { parseDmRecord, REPAIRABLE } from "../dm";
 import { CoreError, isCoreError } from "../errors";
-import { addOneTimePrekeys, maintainSpk, publicSpk } from "../prekeys";
+import {
+  addOneTimeKemPrekeys,
+  addOneTimePrekeys,
+  maintainSpk,
+  publicPq,
+  publicSpk,
+} from "../prekeys";
 import { KEYS } from "../store";
 import { onAccepted, onRelayError, outboxEntry } from "./answers";
 import * as direct from "./direct";
@@ -148,6 +154,7 @@ async function onHello(tx: Tx, f: FrameOf<ServerFrame, "hello">): Promise<void> 
   );
   tx.put(KEYS.prekeys, m.state);
   const spk = publicSpk(m.state);
+  const pq = publicPq(m.state);
   if (tx.state.retired) return;
   const device = tx.state.device;
   const sig = await ed25519Sign(
@@ -168,6 +175,7 @@ async function onHello(tx: Tx, f: FrameOf<ServerFrame, "hello">): Promise<void> 
     signedPrekey: spk,
     device: device.id,
     claim: device.claim,
+    ...(pq === null ? {} : { pqPrekey: pq }),
     sig: toB64u(sig),
   });
 }
@@ -290,13 +298,26 @@ async function replenish(tx: Tx): Promise<void> {
     tx.env.tuning.oneTimePrekeyBatch,
     tx.env.random,
   );
-  const opks = r.state.opks.slice(-MAX_OPK_SECRETS);
-  tx.put(KEYS.prekeys, { ...r.state, opks });
+  // One-time KEM prekeys go with them (§8.3.5): handed out together, they run low together.
+  const k = await addOneTimeKemPrekeys(
+    r.state,
+    Math.min(tx.env.tuning.oneTimePrekeyBatch, LIMITS.maxOneTimeKemPrekeysPerUpload),
+    tx.env.identity,
+    tx.env.random,
+  );
+  const opks = k.state.opks.slice(-MAX_OPK_SECRETS);
+  tx.put(KEYS.prekeys, { ...k.state, opks });
   tx.state.seq++;
   const id = String(tx.state.seq);
   tx.state.link = { ...l, uploading: true };
   tx.state.flights.set(id, { kind: "upload" });
-  tx.send({ v: PROTOCOL_VERSION, t: "upload_prekeys", id, oneTimePrekeys: r.upload });
+  tx.send({
+    v: PROTOCOL_VERSION,
+    t: "upload_prekeys",
+    id,
+    oneTimePrekeys: r.upload,
+    ...(k.upload.length > 0 ? { oneTimeKemPrekeys: k.upload } : {}),
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
