@@ -666,6 +666,15 @@ describe("new usernames per client address and day (§4.3)", () => {
     expect(await register(hub, "elsewhere", "2001:db8:1::1")).toBe("ok");
   });
 
+  it("loopback (wrangler dev on this machine) is not bounded", async () => {
+    const hub = freshHub("reg");
+    for (const ip of ["127.0.0.1", "::1"]) {
+      for (let i = 0; i <= LIMITS.maxRegistrationsPerIpPerDay; i++) {
+        expect(await register(hub, `l${ip.length}-${i}`, ip)).toBe("ok");
+      }
+    }
+  });
+
   it("registrations older than a day no longer count", async () => {
     const hub = freshHub("reg");
     // Seed the object, then age the address's registrations to just over / under a day.

@@ -55,18 +55,24 @@ export function admissionBuckets(bucket: string): Array<{ key: string; max: numb
 
 /**
  * The buckets a new username from `bucket` counts toward, each with its daily bound (§4.3): the
- * same address and prefixes as admission, with the registration maxima. Empty for "unknown": a
- * request without `CF-Connecting-IP` never reaches a deployed Worker (Cloudflare always sets
- * it), only `wrangler dev` and tests, where one shared bucket would bound the whole hub.
+ * same address and prefixes as admission, with the registration maxima. Empty for "unknown" and
+ * for loopback: Cloudflare sets `CF-Connecting-IP` on every request to a deployed Worker, and
+ * never to a loopback address, so these come only from `wrangler dev` on this machine (which
+ * sets 127.0.0.1) and tests, where one shared bucket would bound the whole local hub.
  */
 export function registrationBuckets(bucket: string): Array<{ key: string; max: number }> {
-  if (bucket === UNKNOWN_ADDRESS) return [];
+  if (bucket === UNKNOWN_ADDRESS || isLoopback(bucket)) return [];
   const max = [
     LIMITS.maxRegistrationsPerIpPerDay,
     LIMITS.maxRegistrationsPer56PerDay,
     LIMITS.maxRegistrationsPer48PerDay,
   ];
   return admissionBuckets(bucket).map((b, i) => ({ key: b.key, max: max[i] as number }));
+}
+
+/** 127.0.0.0/8, or the IPv6 /64 holding ::1. */
+function isLoopback(bucket: string): boolean {
+  return bucket.startsWith("127.") || bucket === "0:0:0:0::/64";
 }
 
 /** The eight hextets of an IPv6 address (leading zeros dropped), or null if it is not one. */
