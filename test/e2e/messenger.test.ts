@@ -58,10 +58,24 @@ describe("Parley PWA end to end", () => {
     // The setup progress is visible (a progress bar and named steps) while it runs.
     const a = u("alice").page;
     await a.fill("#username", "alice");
+    // Setup can finish faster than a poll sees it, so a page-side observer records whether the
+    // progress bar was ever shown, from before the click.
+    await a.evaluate(() => {
+      const w = window as unknown as { sawProgress: boolean };
+      w.sawProgress = false;
+      const seen = () => {
+        if (document.querySelector('progress[aria-label="Identity setup progress"]'))
+          w.sawProgress = true;
+      };
+      new MutationObserver(seen).observe(document.body, { subtree: true, childList: true });
+    });
     await a.getByRole("button", { name: "Create my identity" }).click();
-    await a.getByRole("progressbar", { name: "Identity setup progress" }).waitFor();
-    await shot(a, "desktop-creating");
+    const bar = a.getByRole("progressbar", { name: "Identity setup progress" });
+    if (await bar.isVisible()) await shot(a, "desktop-creating");
     await a.getByTestId("my-username").filter({ hasText: "alice" }).waitFor({ timeout: 30_000 });
+    expect(
+      await a.evaluate(() => (window as unknown as { sawProgress: boolean }).sawProgress),
+    ).toBe(true);
     for (const name of ["bob", "carol"] as const) await onboard(u(name).page, name);
     const fp = await u("alice").page.getByTestId("my-fingerprint").textContent();
     expect(fp).toMatch(/^[A-Z2-7]{4} [A-Z2-7]{4} [A-Z2-7]{4} [A-Z2-7]{4}$/);
