@@ -118,7 +118,41 @@ export function MessageMenu(props: { m: HistoryMessage; conv: ConvView }) {
   const { messaging } = useParley();
   const [open, setOpen] = createSignal(false);
   const [confirmDelete, setConfirmDelete] = createSignal(false);
+  /** Where the menu goes: fixed to the window, so the log's scrolling and header never clip it. */
+  const [place, setPlace] = createSignal<Record<string, string>>({});
   let root: HTMLDivElement | undefined;
+  let button: HTMLButtonElement | undefined;
+  const MENU_W = 240;
+  const MENU_H = 260;
+  const toggle = () => {
+    if (open()) {
+      setOpen(false);
+      return;
+    }
+    const r = button?.getBoundingClientRect();
+    if (r) {
+      const w = Math.min(MENU_W, window.innerWidth - 16);
+      const left =
+        props.m.direction === "out"
+          ? r.right - w
+          : Math.max(8, Math.min(r.left, window.innerWidth));
+      const x = Math.max(8, Math.min(left, window.innerWidth - w - 8));
+      const below = window.innerHeight - r.bottom > MENU_H;
+      setPlace({
+        left: `${x}px`,
+        width: `${w}px`,
+        ...(below
+          ? { top: `${r.bottom + 4}px` }
+          : { bottom: `${window.innerHeight - r.top + 4}px` }),
+      });
+    }
+    setOpen(true);
+  };
+  const onKey = (e: KeyboardEvent) => {
+    if (e.key === "Escape") setOpen(false);
+  };
+  onMount(() => document.addEventListener("keydown", onKey));
+  onCleanup(() => document.removeEventListener("keydown", onKey));
   const close = () => setOpen(false);
   const onDoc = (e: MouseEvent) => {
     if (root && e.target instanceof Node && !root.contains(e.target)) close();
@@ -137,7 +171,8 @@ export function MessageMenu(props: { m: HistoryMessage; conv: ConvView }) {
         aria-haspopup="menu"
         aria-expanded={open()}
         data-testid="message-actions"
-        onClick={() => setOpen(!open())}
+        ref={button}
+        onClick={toggle}
       >
         <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
           <circle cx="5" cy="12" r="1.8" fill="currentColor" />
@@ -146,7 +181,7 @@ export function MessageMenu(props: { m: HistoryMessage; conv: ConvView }) {
         </svg>
       </button>
       <Show when={open()}>
-        <div class="msg-menu-list" role="menu" data-testid="message-menu">
+        <div class="msg-menu-list" role="menu" data-testid="message-menu" style={place()}>
           <Show when={usable()}>
             <div class="react-row">
               <For each={REACTIONS}>

@@ -284,9 +284,21 @@ export function Sidebar() {
                     }
                   >
                     <span class="row-main">
-                      <span class="row-name">
-                        {c.kind === "group" ? "#" : ""}
-                        {c.name}
+                      <span class="row-name-line">
+                        <span class="row-name">
+                          {c.kind === "group" ? "#" : ""}
+                          {c.name}
+                        </span>
+                        <Show when={c.muted}>
+                          <span
+                            class="muted-mark"
+                            role="img"
+                            aria-label="muted"
+                            data-testid="muted-mark"
+                          >
+                            🔕
+                          </span>
+                        </Show>
                       </span>
                       <Preview conv={c} fallback="" />
                     </span>
