@@ -107,19 +107,12 @@ export interface Tuning {
 /** "dm:<username>" for 1:1 chats, "group:<name>" for groups. */
 export type ConversationId = `dm:${string}` | `group:${string}`;
 
-export type ConversationStatus =
-  /** Not connected to the relay (or not yet authenticated). */
-  | "offline"
-  /** Connected, waiting for the peer's bundle / the group's first commit. */
-  | "connecting"
-  /** Handshake messages in flight (online handshake, or prekey message not yet answered). */
-  | "handshaking"
-  /** Keys agreed and confirmed (or async start: first message can go out). */
-  | "secure"
-  /** Secure and the user compared safety numbers. */
-  | "verified"
-  /** The peer's identity key differs from the pinned one: sending is blocked until accepted. */
-  | "key_changed";
+/**
+ * How far a direct conversation's keys are (§8.2, §8.3): no session yet, waiting for the peer's
+ * bundle, handshake messages in flight, or a session that can send. What the UI shows for it
+ * (with the link state and the pins) is the PWA view model's decision (pwa/src/state/status.ts).
+ */
+export type SessionPhase = "none" | "fetching" | "handshaking" | "ready";
 
 export interface ContactInfo {
   username: string;
@@ -135,7 +128,13 @@ export interface ConversationSummary {
   kind: "direct" | "group";
   /** Peer username (direct) or group name (group). */
   name: string;
-  status: ConversationStatus;
+  /**
+   * A member's (direct: the peer's) announced identity key differs from the pinned one: sending
+   * is blocked until the user accepts it (§8.7).
+   */
+  keyChanged: boolean;
+  /** Direct chats only: how far the session is. */
+  session?: SessionPhase;
   /** Direct chats: the peer. Groups: the committed roster at `epoch`. */
   members: ContactInfo[];
   /** Groups only: our current epoch; -1 while we have not joined yet. */
