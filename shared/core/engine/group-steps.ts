@@ -352,6 +352,9 @@ async function makeCommit(
   const s = tx.state;
   const unsendable = s.unsendableCommits.get(name);
   if (unsendable === state.epoch) return;
+  const hold = s.commitHolds.get(name);
+  if (hold !== undefined && hold.epoch !== state.epoch) s.commitHolds.delete(name);
+  else if (hold?.held) return;
   if (unsendable !== undefined) s.unsendableCommits.delete(name);
   const { roster, added, removed } = nextRoster(state);
   if (!roster.some((m) => m.name === env.username)) return;
@@ -445,6 +448,7 @@ export async function onCommitAccepted(tx: Tx, id: string, name: string): Promis
   tx.state.flights.delete(id);
   const rec = await loadGroup(tx, name);
   if (rec.pendingCommit?.id !== id) return;
+  tx.state.commitHolds.delete(name);
   const p = rec.pendingCommit;
   const next = applyOwnCommit(rec, tx.env.hub, me(tx.env), tx.now);
   tx.put(KEYS.group(name), next);
@@ -470,10 +474,37 @@ export async function onCommitRefused(
       // instead of rebuilding at once (§9.2.4).
       tx.state.unsendableCommits.set(name, rec.pendingCommit.parentEpoch);
       error(tx, "relay_error", `${code}: ${message}`, groupId(name), code);
+    } else if (code === "mailbox_full" || code === "rate_limited") {
+      // Transient but not a race: rebuilding now would be refused the same way and, repeated,
+      // would spend the relay's budget for nothing. Wait, doubling each time (§9.2.4).
+      const epoch = rec.pendingCommit.parentEpoch;
+      const prev = tx.state.commitHolds.get(name);
+      const attempt = prev !== undefined && prev.epoch === epoch ? prev.attempt + 1 : 0;
+      tx.state.commitHolds.set(name, { epoch, attempt, held: true });
+      tx.timer(
+        `commit-retry/${name}`,
+        commitRetryDelay(attempt),
+        { t: "commit_retry", group: name },
+        false,
+      );
+      if (attempt === 0) error(tx, "relay_error", `${code}: ${message}`, groupId(name), code);
     }
     tx.put(KEYS.group(name), { ...rec, pendingCommit: null });
   }
   await evaluateGroup(tx, name);
+}
+
+/** First retry after 5 s, doubling to at most 5 minutes. */
+export function commitRetryDelay(attempt: number): number {
+  return Math.min(5_000 * 2 ** attempt, 300_000);
+}
+
+/** A held commit's wait is over: decide again (offline, the next welcome will). */
+export async function onCommitRetry(tx: Tx, name: string): Promise<void> {
+  const hold = tx.state.commitHolds.get(name);
+  if (hold === undefined) return;
+  tx.state.commitHolds.set(name, { ...hold, held: false });
+  if (isOnline(tx.state.link)) await evaluateGroup(tx, name);
 }
 
 /** At welcome: our commits come back through the mailbox (self-wrap), so none is in flight. */

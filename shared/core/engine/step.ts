@@ -42,7 +42,9 @@ export type TimerInput =
   /** A grace ran out for these delivery gaps (gaps.ts). */
   | { t: "gap_check"; keys: string[] }
   /** A fallback committer's turn for a pending leave (group-policy.ts). */
-  | { t: "fallback"; group: string; epoch: number };
+  | { t: "fallback"; group: string; epoch: number }
+  /** The wait after a commit refused for want of room is over (group-steps.ts). */
+  | { t: "commit_retry"; group: string };
 
 export type Verb =
   | { t: "start_chat"; username: string }
@@ -409,6 +411,7 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
 
 async function onTimer(tx: Tx, t: TimerInput): Promise<void> {
   if (t.t === "fallback") return groups.onFallback(tx, t.group, t.epoch);
+  if (t.t === "commit_retry") return groups.onCommitRetry(tx, t.group);
   // Offline, the missing message may still sit in our mailbox: decide after the next
   // connection's drain (onWelcome schedules a fresh check).
   if (isOnline(tx.state.link)) reportGaps(tx, t.keys);
