@@ -7,6 +7,18 @@ export {
   type Ed25519VerifyItem,
   installCryptoBackend,
 } from "./backend";
+export {
+  CHUNK_BYTES,
+  CHUNKED_HEADER_BYTES,
+  ChunkCipher,
+  chunkedCiphertextLength,
+  chunkedDecrypt,
+  chunkedDecryptStream,
+  chunkedEncrypt,
+  chunkedEncryptStream,
+  chunkedPlaintextLength,
+  SEALED_CHUNK_BYTES,
+} from "./chunked";
 export { constantTimeEqual, wipe } from "./compare";
 export * from "./constants";
 export {
