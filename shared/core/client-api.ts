@@ -14,6 +14,8 @@
  */
 import type { IdentityKeyPair } from "../crypto";
 import type { ClientFrame, ErrorCode, ServerFrame } from "../protocol";
+import type { ReceivedDmContent } from "./content";
+import type { MessageRef } from "./message-content";
 
 // ---------------------------------------------------------------------------------------------
 // Storage
@@ -150,7 +152,8 @@ export interface ConversationSummary {
   leaving?: boolean;
 }
 
-export type DeliveryState = "sending" | "sent" | "delivered" | "failed";
+/** `read`: the peer's `read` content named it (1:1 only, when read receipts are on, §8.6.1). */
+export type DeliveryState = "sending" | "sent" | "delivered" | "read" | "failed";
 
 export interface ChatMessage {
   /** Client message id (random, inside the encrypted content; used for dedupe and receipts). */
@@ -166,6 +169,30 @@ export interface ChatMessage {
   at: number;
   /** Outgoing only. */
   delivery?: DeliveryState;
+  /** The message this one replies to (§8.6.1). */
+  reply?: MessageRef;
+  /** Disappearing timer, ms: removed this long after `at` on every device (§8.6.1). */
+  exp?: number;
+}
+
+/**
+ * A content that is not a text (§8.6.1): what it does to history is decided by the caller with
+ * shared/core/messages.ts (edit, delete, react, timer), or shown (typing, read, unsupported).
+ */
+export type MessageAction = Exclude<ReceivedDmContent, { t: "text" | "receipt" | "retry" }>;
+
+/** What the UI may send besides a text (§8.6.1); the engine adds `id` and `ts`. */
+export type OutgoingAction =
+  | { t: "react"; target: MessageRef; emoji: string }
+  | { t: "edit"; target: string; text: string }
+  | { t: "delete"; target: string }
+  | { t: "timer"; ms: number }
+  | { t: "typing"; on: boolean }
+  | { t: "read"; ids: string[] };
+
+export interface SendTextOptions {
+  reply?: MessageRef;
+  exp?: number;
 }
 
 export type SystemLineKind =
@@ -257,6 +284,18 @@ export type ParleyEvent =
       by?: string;
     }
   | { type: "system"; line: SystemLine }
+  /**
+   * A non-text content sent by `from` (`direction: "in"`, authenticated by the session or the
+   * group signature) or by us (`"out"`, once encrypted and stored for sending).
+   */
+  | {
+      type: "content";
+      conversationId: ConversationId;
+      from: string;
+      direction: "in" | "out";
+      content: MessageAction;
+      at: number;
+    }
   | {
       type: "error";
       code: CoreErrorCode;
@@ -293,7 +332,13 @@ export interface ParleyClientApi {
    */
   reclaimDevice(): Promise<void>;
   /** Encrypt and send; resolves with the client message id once persisted and handed over. */
-  sendText(conversationId: ConversationId, text: string): Promise<string>;
+  sendText(conversationId: ConversationId, text: string, opts?: SendTextOptions): Promise<string>;
+  /**
+   * Encrypt and send a reaction, edit, delete, timer change, typing state or read receipt
+   * (§8.6.1); resolves with its content id. Typing and read go only over a usable session
+   * (dropped otherwise, id ""); the others wait in the 1:1 queue like texts.
+   */
+  sendAction(conversationId: ConversationId, action: OutgoingAction): Promise<string>;
   joinGroup(name: string): Promise<void>;
   leaveGroup(name: string): Promise<void>;
   /** Accept a changed identity key for `username` (re-pins it; verification is cleared). */

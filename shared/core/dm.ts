@@ -16,7 +16,7 @@ import {
 import { concatBytes } from "../encoding";
 import type { OneTimeKemPrekey, PqPrekey, SignedPrekey } from "../protocol";
 import { B64, b64, enc, Key32, Uint } from "./codec";
-import { type DmContent, decodeDmContent, encodeContent } from "./content";
+import { DmContent, decodeDmContent, encodeContent, type ReceivedDmContent } from "./content";
 import {
   decodeEnvelope,
   ENV,
@@ -48,6 +48,7 @@ import {
   x3dhRoot,
   x3dhTranscript,
 } from "./handshake";
+import { DisappearMs, MessageRef } from "./message-content";
 import {
   consumePrekeys,
   findPqPrekeys,
@@ -140,7 +141,18 @@ const PendingSchema = v.variant("kind", [
 ]);
 export type Pending = v.InferOutput<typeof PendingSchema>;
 
-export const QueuedSchema = v.strictObject({ id: v.string(), ts: Uint, text: v.string() });
+/**
+ * Something to send once a session can: a text (`text`, with its reply and timer), or another
+ * content of §8.6.1 kept whole in `content` (its `text` is then "").
+ */
+export const QueuedSchema = v.strictObject({
+  id: v.string(),
+  ts: Uint,
+  text: v.string(),
+  reply: v.optional(MessageRef),
+  exp: v.optional(DisappearMs),
+  content: v.optional(DmContent),
+});
 export type Queued = v.InferOutput<typeof QueuedSchema>;
 
 export const DmRecordSchema = v.strictObject({
@@ -228,8 +240,8 @@ export interface DmResult {
   /** Bodies to send to the peer, in order. */
   send: Uint8Array[];
   /** Decrypted contents, in order. */
-  /** Decrypted contents: texts and end-to-end receipts (§8.6). */
-  received: DmContent[];
+  /** Decrypted contents: texts, end-to-end receipts, §8.6.1 contents, unsupported ones. */
+  received: ReceivedDmContent[];
   notes: DmNote[];
   prekeys?: PrekeyState;
 }

@@ -15,6 +15,7 @@
 import * as v from "valibot";
 import { ClientFrame } from "../protocol";
 import { type ClientStore, type StoreOp, StorePreconditionError } from "./client-api";
+import { DisappearMs, MessageRef } from "./message-content";
 
 export const KEYS = {
   owner: "meta/owner",
@@ -43,6 +44,9 @@ export const SentTextSchema = v.strictObject({
   id: v.string(),
   ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
   text: v.string(),
+  reply: v.optional(MessageRef),
+  /** Disappearing timer: past `ts + exp` it is dropped, never sent again (§8.6.1). */
+  exp: v.optional(DisappearMs),
 });
 export type SentText = v.InferOutput<typeof SentTextSchema>;
 

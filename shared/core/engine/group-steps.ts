@@ -8,7 +8,7 @@ import { fromB64u, toB64u } from "../../encoding";
 import { type ErrorCode, type GroupState, LIMITS, PROTOCOL_VERSION } from "../../protocol";
 import type { ConversationId } from "../client-api";
 import { b64 } from "../codec";
-import type { TextContent } from "../content";
+import type { Content } from "../content";
 import { CoreError } from "../errors";
 import {
   applyOwnCommit,
@@ -24,7 +24,7 @@ import {
 import { leftGroup, phaseOf } from "../group-record";
 import { KEYS } from "../store";
 import { type Contact, checkKey } from "../trust";
-import { announceOutgoing, announceReceived, outboxSend } from "./direct";
+import { announceContent, announceOutgoing, announceReceived, outboxSend } from "./direct";
 import { error, system, type Tx } from "./effects";
 import { trackGroupGaps } from "./gaps";
 import { decideCommit, fallbackStillDue } from "./group-policy";
@@ -227,13 +227,15 @@ export async function onGroupMessage(
   const r = await decryptGroup({ record: rec, hub: tx.env.hub, sender: from, epoch, body });
   tx.put(KEYS.group(name), r.record);
   trackGroupGaps(tx, r.record);
-  announceReceived(tx, groupId(name), from, r.content);
+  // A text is a message; anything else (§8.6.1) goes to the UI to apply or show.
+  if (r.content.t === "text") announceReceived(tx, groupId(name), from, r.content);
+  else announceContent(tx, groupId(name), from, "in", r.content);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sending
 
-export async function sendGroup(tx: Tx, name: string, content: TextContent): Promise<void> {
+export async function sendGroup(tx: Tx, name: string, content: Content): Promise<void> {
   const { env } = tx;
   const rec = await loadGroup(tx, name);
   const p = phaseOf(rec);
@@ -266,8 +268,13 @@ export async function sendGroup(tx: Tx, name: string, content: TextContent): Pro
     body: toB64u(enc.body),
   } as const;
   tx.put(KEYS.group(name), enc.record);
-  announceOutgoing(tx, groupId(name), content);
-  outboxSend(tx, frame, seq, { conversationId: groupId(name), messageId: content.id });
+  if (content.t === "text") {
+    announceOutgoing(tx, groupId(name), content);
+    outboxSend(tx, frame, seq, { conversationId: groupId(name), messageId: content.id });
+  } else {
+    announceContent(tx, groupId(name), env.username, "out", content);
+    outboxSend(tx, frame, seq);
+  }
   await evaluateGroup(tx, name);
 }
 
