@@ -122,34 +122,15 @@ export async function startFromBundle(
   const dh1 = await dh(ekPriv, spk);
   const dh2 = opk ? await dh(ekPriv, opk.key) : null;
   const root = x3dhRoot(dh1, dh2, transcript, sigA);
-  const sid = sessionId(x3dhHash(transcript, sigA));
-  const ratchet = await initInitiator({
-    rootKey: root,
-    ad: sessionAd(ctx.hub, ctx.me, peer),
-    peerRatchetKey: spk,
-    receiveChain: null,
-    random: ctx.random,
+  return initiatorSession(record, check, bundle, ctx, {
+    peer,
+    spk,
+    opk,
+    ek,
+    transcript,
+    sigA,
+    root,
   });
-  const session: Session = {
-    sid: enc(sid),
-    role: "initiator",
-    peerIdentityKey: bundle.identityKey,
-    confirmed: false,
-    prekey: {
-      spkId: bundle.signedPrekey.id,
-      opkId: opk?.id ?? null,
-      ekA: ek.pub,
-      sigA: enc(sigA),
-      ikB: bundle.identityKey,
-    },
-    pq: false,
-    ratchet,
-  };
-  const notes: DmNote[] = [
-    { kind: "session_started", role: "initiator", mode: "async", pq: false },
-  ];
-  if (check.result === "pinned") notes.unshift({ kind: "pinned" });
-  return result({ ...promote(record, session), pending: null }, check.contact, { notes });
 }
 
 /**
@@ -216,32 +197,65 @@ async function startPq(
     transcript,
     sigA,
   );
-  const sid = sessionId(x3dhHash(transcript, sigA));
+  return initiatorSession(record, check, bundle, ctx, {
+    peer,
+    spk,
+    opk,
+    ek,
+    transcript,
+    sigA,
+    root,
+    pq: { idhA: idhA.pub, kemOpkId: kem.oneTimeId, kemCt: enc(encap.ciphertext) },
+  });
+}
+
+/** What an asynchronous start agreed, classical (§8.3.2) or post-quantum (§8.3.5). */
+interface Agreed {
+  peer: Party;
+  spk: Uint8Array;
+  opk: { id: number; key: Uint8Array } | null;
+  ek: { pub: string; priv: string };
+  transcript: Uint8Array;
+  sigA: Uint8Array;
+  root: Uint8Array;
+  /** The post-quantum fields the first prekey message carries; absent: a classical start. */
+  pq?: { idhA: string; kemOpkId: number | null; kemCt: string };
+}
+
+/** The initiator's new session from an agreed start: promoted, the pending fetch cleared. */
+async function initiatorSession(
+  record: DmRecord,
+  check: ReturnType<typeof checkKey>,
+  bundle: Bundle,
+  ctx: DmCtx,
+  a: Agreed,
+): Promise<DmResult> {
+  const pq = a.pq !== undefined;
   const ratchet = await initInitiator({
-    rootKey: root,
-    ad: sessionAd(ctx.hub, ctx.me, peer),
-    peerRatchetKey: spk,
+    rootKey: a.root,
+    ad: sessionAd(ctx.hub, ctx.me, a.peer),
+    peerRatchetKey: a.spk,
     receiveChain: null,
     random: ctx.random,
-    kemStep: true,
+    ...(pq ? { kemStep: true } : {}),
   });
   const session: Session = {
-    sid: enc(sid),
+    sid: enc(sessionId(x3dhHash(a.transcript, a.sigA))),
     role: "initiator",
     peerIdentityKey: bundle.identityKey,
     confirmed: false,
     prekey: {
       spkId: bundle.signedPrekey.id,
-      opkId: opk?.id ?? null,
-      ekA: ek.pub,
-      sigA: enc(sigA),
+      opkId: a.opk?.id ?? null,
+      ekA: a.ek.pub,
+      sigA: enc(a.sigA),
       ikB: bundle.identityKey,
-      pq: { idhA: idhA.pub, kemOpkId: kem.oneTimeId, kemCt: enc(encap.ciphertext) },
+      ...(a.pq !== undefined ? { pq: a.pq } : {}),
     },
-    pq: true,
+    pq,
     ratchet,
   };
-  const notes: DmNote[] = [{ kind: "session_started", role: "initiator", mode: "async", pq: true }];
+  const notes: DmNote[] = [{ kind: "session_started", role: "initiator", mode: "async", pq }];
   if (check.result === "pinned") notes.unshift({ kind: "pinned" });
   return result({ ...promote(record, session), pending: null }, check.contact, { notes });
 }
