@@ -5,7 +5,7 @@
  * a transition that throws leaves the caller's record valid, so the engine persists only returned
  * records (decrypt-on-a-copy, commit on success).
  */
-import { constantTimeEqual, mlkemDecapsulate, mlkemKeyPairFromSeed } from "../crypto";
+import { constantTimeEqual, mlkemDecapsulateSeed, mlkemForget, mlkemPublicKey } from "../crypto";
 import { concatBytes } from "../encoding";
 import { b64, enc } from "./codec";
 import { type DmContent, decodeDmContent, encodeContent } from "./content";
@@ -273,9 +273,10 @@ async function onResp(
   // We sent a hybrid init: only a hybrid response answers it (§8.2.6).
   if ((p.kem === undefined) !== (env.kemCt === null))
     throw new CoreError("malformed", "handshake response of the wrong kind");
-  const kemKeys = p.kem === undefined ? null : mlkemKeyPairFromSeed(b64(p.kem, "kem seed"));
+  // The seed was expanded for hs_init: mlkemPublicKey and mlkemDecapsulateSeed reuse that.
+  const kemSeed = p.kem === undefined ? null : b64(p.kem, "kem seed");
   const kem =
-    kemKeys !== null && env.kemCt !== null ? { pk: kemKeys.publicKey, ct: env.kemCt } : null;
+    kemSeed !== null && env.kemCt !== null ? { pk: mlkemPublicKey(kemSeed), ct: env.kemCt } : null;
   await verifyOrThrow(
     peer.identityKey,
     respTranscript(ctx.hub, ctx.me, peer, env.ephA, env.ephB, kem),
@@ -294,12 +295,14 @@ async function onResp(
   );
   const dhOut = await dh(b64(p.eph.priv, "eph"), env.ephB);
   const keys = handshakeKeys(
-    kem && kemKeys ? concatBytes(dhOut, mlkemDecapsulate(kem.ct, kemKeys.secretKey)) : dhOut,
+    kem && kemSeed ? concatBytes(dhOut, mlkemDecapsulateSeed(kem.ct, kemSeed)) : dhOut,
     th,
   );
   if (!constantTimeEqual(confirmMac(keys.confirmR2I, "responder", th), env.confirmB)) {
     throw new CoreError("bad_signature", "handshake key confirmation failed");
   }
+  // The handshake's KEM key is done with: its expansion must not outlive the pending state.
+  if (kemSeed !== null) mlkemForget(kemSeed);
   const sid = sessionId(th);
   const session: Session = {
     sid: enc(sid),
@@ -478,14 +481,15 @@ async function onPrekeyPq(
   const spk = b64(used.spk.pub, "spk");
   const opk =
     used.opk && env.opkId !== null ? { id: env.opkId, key: b64(used.opk.pub, "opk") } : null;
-  // One expansion of the seed serves the transcript (public key) and the decapsulation.
-  const kemKeys = mlkemKeyPairFromSeed(b64(used.kemSeed, "kem seed"));
+  // One expansion of the seed (cached by shared/crypto) serves the transcript's public key and
+  // the decapsulation, and for the last-resort key the next starts too.
+  const kemSeed = b64(used.kemSeed, "kem seed");
   const pre: PqPrekeyRef = {
     spkId: env.spkId,
     spk,
     opk,
     idh: b64(used.idh.pub, "idh"),
-    kem: { oneTimeId: pq.kemOpkId, key: kemKeys.publicKey },
+    kem: { oneTimeId: pq.kemOpkId, key: mlkemPublicKey(kemSeed) },
   };
   const transcript = pqxdhTranscript(ctx.hub, peer, pq.idhA, ctx.me, pre, env.ekA, pq.kemCt);
   // The signature before the pin, as for an init: a forged body cannot flip "key changed".
@@ -503,7 +507,7 @@ async function onPrekeyPq(
       dh3: await dh(spkPriv, env.ekA),
       dh4: used.opk ? await dh(b64(used.opk.priv, "opk"), env.ekA) : null,
     },
-    mlkemDecapsulate(pq.kemCt, kemKeys.secretKey),
+    mlkemDecapsulateSeed(pq.kemCt, kemSeed),
     transcript,
     env.sigA,
   );

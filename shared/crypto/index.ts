@@ -69,9 +69,12 @@ export {
   MLKEM768_SEED_BYTES,
   MLKEM768_SHARED_SECRET_BYTES,
   type MlKemKeyPair,
+  mlkemCached,
   mlkemDecapsulate,
   mlkemDecapsulateSeed,
   mlkemEncapsulate,
+  mlkemEncapsulationKeyReduced,
+  mlkemForget,
   mlkemKeyPairFromSeed,
   mlkemPublicKey,
 } from "./mlkem";
