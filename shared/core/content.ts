@@ -14,6 +14,19 @@ export const MAX_RECEIPT_IDS = 100;
 
 const ContentId = v.pipe(v.string(), v.minLength(1), v.maxLength(64), v.regex(/^[A-Za-z0-9_-]+$/));
 
+/**
+ * An invitation to a closed group (§9.7.3), attached to a 1:1 text whose `text` says it in words
+ * (what an app that does not know invitations shows): the group, its title when invited, and the
+ * inviter's signed add (base64url) that the invitee's `join` carries.
+ */
+export const InviteSchema = v.strictObject({
+  group: v.pipe(v.string(), v.minLength(1), v.maxLength(32), v.regex(/^[a-z0-9][a-z0-9_-]*$/)),
+  title: v.pipe(v.string(), v.maxLength(128)),
+  auth: v.pipe(v.string(), v.minLength(2), v.maxLength(256), v.regex(/^[A-Za-z0-9_-]+$/)),
+  expiry: v.pipe(v.number(), v.integer(), v.minValue(0)),
+});
+export type Invite = v.InferOutput<typeof InviteSchema>;
+
 const TextSchema = v.strictObject({
   t: v.literal("text"),
   /** Client message id: random, base64url, for dedupe and receipts. */
@@ -21,6 +34,8 @@ const TextSchema = v.strictObject({
   /** Sender's clock, ms since the epoch. */
   ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
   text: v.pipe(v.string(), v.maxLength(MAX_TEXT_CHARS)),
+  /** 1:1 only: a closed-group invitation (§9.7.3); `malformed` inside a group message. */
+  invite: v.optional(InviteSchema),
 });
 
 /** What a group message carries (§9.5): text only. */
@@ -91,7 +106,9 @@ function parseContent<T>(schema: v.GenericSchema<unknown, T>, padded: Uint8Array
 
 /** Group message content (text only). */
 export function decodeContent(padded: Uint8Array): Content {
-  return parseContent(Content, padded);
+  const c = parseContent(Content, padded);
+  if (c.invite !== undefined) throw malformed("content");
+  return c;
 }
 
 /** 1:1 message content (text or receipt). */

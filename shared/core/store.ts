@@ -15,6 +15,7 @@
 import * as v from "valibot";
 import { ClientFrame } from "../protocol";
 import { type ClientStore, type StoreOp, StorePreconditionError } from "./client-api";
+import { InviteSchema } from "./content";
 
 export const KEYS = {
   owner: "meta/owner",
@@ -43,6 +44,8 @@ export const SentTextSchema = v.strictObject({
   id: v.string(),
   ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
   text: v.string(),
+  /** A closed-group invitation the text carries (§9.7.3). */
+  invite: v.optional(InviteSchema),
 });
 export type SentText = v.InferOutput<typeof SentTextSchema>;
 

@@ -111,6 +111,7 @@ export const HistorySystem = v.strictObject({
     "repairing",
     "resending",
     "not_post_quantum",
+    "refused",
   ]),
   text: v.pipe(v.string(), v.maxLength(1000)),
   username: v.optional(Name),

@@ -8,7 +8,7 @@ import { toB64u } from "../../encoding";
 import { type ClientFrame, type FrameOf, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
 import type { ChatMessage, ConversationId, CoreErrorCode } from "../client-api";
 import { b64 } from "../codec";
-import { type DmContent, MAX_RECEIPT_IDS, type TextContent } from "../content";
+import { type DmContent, type Invite, MAX_RECEIPT_IDS, type TextContent } from "../content";
 import {
   beginRepair,
   canSendNow,
@@ -72,8 +72,8 @@ function sendBody(
 }
 
 /** Keep a sent text until the peer receipts it, for a repair to send again (§8.10). */
-function keepSent(tx: Tx, peer: string, c: { id: string; ts: number; text: string }): void {
-  const value: SentText = { id: c.id, ts: c.ts, text: c.text };
+function keepSent(tx: Tx, peer: string, c: SentText): void {
+  const value: SentText = { id: c.id, ts: c.ts, text: c.text, ...withInvite(c) };
   tx.put(KEYS.sent(peer, c.id), value);
 }
 
@@ -89,8 +89,14 @@ export function announceOutgoing(tx: Tx, conversationId: ConversationId, c: Text
       sentAt: c.ts,
       at: c.ts,
       delivery: "sending",
+      ...withInvite(c),
     },
   });
+}
+
+/** The invitation a text carries, as an optional field to spread (§9.7.3). */
+export function withInvite(c: { invite?: Invite | undefined }): { invite?: Invite } {
+  return c.invite === undefined ? {} : { invite: c.invite };
 }
 
 export function announceReceived(
@@ -107,6 +113,7 @@ export function announceReceived(
     text: c.text,
     sentAt: c.ts,
     at: tx.now,
+    ...withInvite(c),
   };
   tx.emit({ type: "message", message });
 }
@@ -223,7 +230,13 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
     const queued = new Set(rec.queue.map((q) => q.id));
     const texts = [...resend.filter((t) => !queued.has(t.id)), ...rec.queue];
     for (const q of texts) {
-      const content: TextContent = { t: "text", id: q.id, ts: q.ts, text: q.text };
+      const content: TextContent = {
+        t: "text",
+        id: q.id,
+        ts: q.ts,
+        text: q.text,
+        ...withInvite(q),
+      };
       const enc = await encryptDm(rec, r.contact, content, dmCtx(tx));
       rec = enc.record;
       sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: q.id });
@@ -344,7 +357,12 @@ export async function sendDm(tx: Tx, peer: string, content: TextContent): Promis
     keepSent(tx, peer, content);
     return;
   }
-  const queued = enqueue(rec, { id: content.id, ts: content.ts, text: content.text });
+  const queued = enqueue(rec, {
+    id: content.id,
+    ts: content.ts,
+    text: content.text,
+    ...withInvite(content),
+  });
   announceOutgoing(tx, dmId(peer), content);
   await ensureSession(tx, queued);
 }

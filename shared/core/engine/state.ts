@@ -56,6 +56,8 @@ export interface EngineState {
    */
   readonly unsendableCommits: Map<string, number>;
   readonly summaries: Map<ConversationId, ConversationSummary>;
+  /** Closed-group notices already shown (§9.7.5), so a repeated relay state shows one line. */
+  readonly accessNotices: Set<string>;
 }
 
 export function initialState(device: Device, seq: number): EngineState {
@@ -74,6 +76,7 @@ export function initialState(device: Device, seq: number): EngineState {
     refusedEpochs: new Map(),
     unsendableCommits: new Map(),
     summaries: new Map(),
+    accessNotices: new Set(),
   };
 }
 
@@ -94,6 +97,7 @@ export function draft(s: EngineState): Draft {
     refusedEpochs: new Map(s.refusedEpochs),
     unsendableCommits: new Map(s.unsendableCommits),
     summaries: new Map(s.summaries),
+    accessNotices: new Set(s.accessNotices),
   };
 }
 
