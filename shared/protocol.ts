@@ -29,6 +29,17 @@ export const LIMITS = {
    * tag/signature. Stored as one SQLite value by the relay, far below the 2 MB row limit.
    */
   maxCommitCoreChars: 352 * 1024,
+  /**
+   * Largest closed-group authorization (base64url characters, §9.7): a member's signed add is
+   * 159 bytes with a 32-character inviter name, a link join 111, a leave 92, a removal 128.
+   */
+  maxGroupAuthChars: 256,
+  /**
+   * Largest signed group state (base64url characters, §9.7.1): title ≤ 128 and description
+   * ≤ 1024 UTF-8 bytes, ≤ 32 admins and ≤ 16 link keys, labels, signer and signature: 3 094
+   * bytes at most.
+   */
+  maxGroupInfoChars: 4128,
   /** Largest wrapped epoch secret (base64url characters): HPKE enc 32 + secret 32 + tag 16. */
   maxWrapChars: 256,
   maxNameLength: 32,
@@ -167,6 +178,7 @@ export const ERRORS = {
   blob_unavailable: "This relay does not store attachments.",
   blob_too_large: "The attachment exceeds the size limit.",
   blob_quota: "Attachment storage quota reached; wait for older attachments to expire.",
+  invite_required: "This group is invite-only: joining needs an invitation.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
@@ -301,6 +313,13 @@ export type Member = v.InferOutput<typeof Member>;
 export const PresenceUser = v.strictObject({ username: Name, identityKey: PublicKey });
 export type PresenceUser = v.InferOutput<typeof PresenceUser>;
 
+/** An opaque closed-group authorization (§9.7): the relay stores and forwards it unread. */
+export const GroupAuth = b64Max(LIMITS.maxGroupAuthChars);
+/** The signed group state (§9.7.1): opaque to the relay except for its policy. */
+export const GroupInfoBlob = b64Max(LIMITS.maxGroupInfoChars);
+/** A pending join's or leave's authorization, by user (§9.7). */
+export const PendingAuth = v.strictObject({ username: Name, auth: GroupAuth });
+
 /** The relay's view of one group: committed roster and the changes waiting for a commit. */
 export const GroupState = v.strictObject({
   group: Name,
@@ -308,6 +327,12 @@ export const GroupState = v.strictObject({
   members: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
   pendingJoins: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
   pendingLeaves: v.pipe(v.array(Name), v.maxLength(LIMITS.maxGroupSize)),
+  /** Closed groups (§9.7): the latest signed group state a commit carried. */
+  info: v.optional(GroupInfoBlob),
+  /** Closed groups (§9.7.3): the authorization each pending joiner sent with its `join`. */
+  joinAuths: v.optional(v.pipe(v.array(PendingAuth), v.maxLength(LIMITS.maxGroupSize))),
+  /** Closed groups (§9.7.4): the signed leave or admin removal of each pending leave. */
+  leaveAuths: v.optional(v.pipe(v.array(PendingAuth), v.maxLength(LIMITS.maxGroupSize))),
 });
 export type GroupState = v.InferOutput<typeof GroupState>;
 
@@ -373,12 +398,36 @@ export const AckFrame = v.strictObject({
   mids: v.pipe(v.array(Mid), v.minLength(1), v.maxLength(LIMITS.maxAckIds)),
 });
 
-export const JoinFrame = v.strictObject({ v: V, t: v.literal("join"), id: ClientId, group: Name });
+export const JoinFrame = v.strictObject({
+  v: V,
+  t: v.literal("join"),
+  id: ClientId,
+  group: Name,
+  /**
+   * Closed groups (§9.7.3): a member's signed add or an invite-link join, passed unread to the
+   * committer. An invite-only group's join without one is refused (`invite_required`).
+   */
+  auth: v.optional(GroupAuth),
+});
 export const LeaveFrame = v.strictObject({
   v: V,
   t: v.literal("leave"),
   id: ClientId,
   group: Name,
+  /** Closed groups (§9.7.4): the leaver's signed leave, passed unread to the committer. */
+  auth: v.optional(GroupAuth),
+});
+/**
+ * An admin removes a member (§9.7.4): the relay takes `user` out as its own `leave` would, with
+ * `auth` (the admin's signed removal) as the leave's authorization. Members check it.
+ */
+export const RemoveFrame = v.strictObject({
+  v: V,
+  t: v.literal("remove"),
+  id: ClientId,
+  group: Name,
+  user: Name,
+  auth: GroupAuth,
 });
 
 export const Wrap = v.strictObject({ to: Name, wrap: b64Max(LIMITS.maxWrapChars) });
@@ -395,6 +444,16 @@ export const CommitFrame = v.strictObject({
   core: b64Max(LIMITS.maxCommitCoreChars),
   /** One HPKE-wrapped epoch secret per new member; each member receives only its own. */
   wraps: v.pipe(v.array(Wrap), v.minLength(1), v.maxLength(LIMITS.maxGroupSize)),
+  /**
+   * Closed groups (§9.7.1): the signed group state the core carries, for the relay to keep (it
+   * reads the policy) and hand to joiners. Members trust only the copy inside the core.
+   */
+  info: v.optional(GroupInfoBlob),
+  /**
+   * Closed groups (§9.7.3): pending joiners this commit leaves out because their invitation does
+   * not check out; the relay drops their joins (and tells them `left`).
+   */
+  refused: v.optional(v.pipe(v.array(Name), v.minLength(1), v.maxLength(LIMITS.maxGroupSize))),
 });
 
 export const GroupSendFrame = v.strictObject({
@@ -463,6 +522,7 @@ export const ClientFrame = v.variant("t", [
   AckFrame,
   JoinFrame,
   LeaveFrame,
+  RemoveFrame,
   CommitFrame,
   GroupSendFrame,
   PushSubscribeFrame,
@@ -557,7 +617,13 @@ export const ReceiptFrame = v.strictObject({
 });
 
 export const GroupFrame = v.strictObject({ v: V, t: v.literal("group"), state: GroupState });
-export const LeftFrame = v.strictObject({ v: V, t: v.literal("left"), group: Name });
+export const LeftFrame = v.strictObject({
+  v: V,
+  t: v.literal("left"),
+  group: Name,
+  /** Closed groups (§9.7.4): an admin removed us; its signed removal, for us to check and show. */
+  auth: v.optional(GroupAuth),
+});
 
 export const PrekeysLowFrame = v.strictObject({
   v: V,

@@ -5,7 +5,7 @@
  */
 import * as v from "valibot";
 import { B64, b64, Key32, Uint } from "./codec";
-import { DmContent, type ReceivedDmContent } from "./content";
+import { DmContent, InviteSchema, type ReceivedDmContent } from "./content";
 import { KEM_CT_BYTES } from "./envelope";
 import { CoreError } from "./errors";
 import type { Party } from "./handshake";
@@ -96,6 +96,8 @@ export const QueuedSchema = v.strictObject({
   reply: v.optional(MessageRef),
   exp: v.optional(DisappearMs),
   content: v.optional(DmContent),
+  /** A closed-group invitation the text carries (§9.7.3). */
+  invite: v.optional(InviteSchema),
 });
 export type Queued = v.InferOutput<typeof QueuedSchema>;
 

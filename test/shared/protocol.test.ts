@@ -36,6 +36,7 @@ const validClient: Record<string, Record<string, unknown>> = {
   ack: { v: 1, t: "ack", mids: ["1", "22"] },
   join: { v: 1, t: "join", id: "1", group: "broadcast" },
   leave: { v: 1, t: "leave", id: "1", group: "broadcast" },
+  remove: { v: 1, t: "remove", id: "1", group: "broadcast", user: "bob", auth: "AAAA" },
   commit: {
     v: 1,
     t: "commit",

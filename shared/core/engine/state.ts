@@ -62,6 +62,8 @@ export interface EngineState {
    */
   readonly commitHolds: Map<string, CommitHold>;
   readonly summaries: Map<ConversationId, ConversationSummary>;
+  /** Closed-group notices already shown (§9.7.5), so a repeated relay state shows one line. */
+  readonly accessNotices: Set<string>;
 }
 
 export interface CommitHold {
@@ -89,6 +91,7 @@ export function initialState(device: Device, seq: number): EngineState {
     unsendableCommits: new Map(),
     commitHolds: new Map(),
     summaries: new Map(),
+    accessNotices: new Set(),
   };
 }
 
@@ -110,6 +113,7 @@ export function draft(s: EngineState): Draft {
     unsendableCommits: new Map(s.unsendableCommits),
     commitHolds: new Map(s.commitHolds),
     summaries: new Map(s.summaries),
+    accessNotices: new Set(s.accessNotices),
   };
 }
 

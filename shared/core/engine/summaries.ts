@@ -7,14 +7,20 @@
 
 import { identityFingerprint } from "../../crypto";
 import { fromB64u } from "../../encoding";
-import type { ContactInfo, ConversationSummary, SessionPhase } from "../client-api";
+import type {
+  ContactInfo,
+  ConversationSummary,
+  GroupAccessSummary,
+  SessionPhase,
+} from "../client-api";
 import { canSendNow, type DmRecord, emptyDm, parseDmRecord } from "../dm";
 import { emptyGroup, type GroupRecord, parseGroupRecord } from "../group";
+import { decodeGroupInfo, type GroupInfo } from "../group-access";
 import { phaseOf } from "../group-record";
 import { KEYS } from "../store";
 import type { Tx } from "./effects";
 import { leaveOf } from "./inflight";
-import type { EngineState } from "./state";
+import type { EngineState, Env } from "./state";
 
 export function contactInfo(s: EngineState, username: string, identityKey: string): ContactInfo {
   const c = s.contacts.get(username);
@@ -49,7 +55,11 @@ export function dmSummary(s: EngineState, rec: DmRecord): ConversationSummary {
   };
 }
 
-export function groupSummary(s: EngineState, rec: GroupRecord): ConversationSummary {
+export function groupSummary(
+  s: EngineState,
+  rec: GroupRecord,
+  env: Pick<Env, "hub" | "identityKey">,
+): ConversationSummary {
   const state = s.relayGroups.get(rec.group);
   const p = phaseOf(rec);
   const roster = rec.current?.roster ?? [];
@@ -66,6 +76,40 @@ export function groupSummary(s: EngineState, rec: GroupRecord): ConversationSumm
     removalPending: (state?.pendingLeaves.length ?? 0) > 0,
     joining: p.t === "joining",
     leaving,
+    ...accessSummary(env, rec),
+  };
+}
+
+/** The signed state as the UI shows it (§9.7.1); a stored state that no longer parses: none. */
+function accessSummary(
+  env: Pick<Env, "hub" | "identityKey">,
+  rec: GroupRecord,
+): { access?: GroupAccessSummary } {
+  const blob = rec.info ?? rec.draftInfo;
+  if (blob === undefined) return {};
+  let info: GroupInfo;
+  try {
+    info = decodeGroupInfo(fromB64u(blob), env.hub, rec.group).info;
+  } catch {
+    return {};
+  }
+  const roster = rec.current?.roster ?? [];
+  const byKey = new Map(roster.map((m) => [m.ik, m.name]));
+  const admins = info.admins.flatMap((k) => {
+    const n = byKey.get(k);
+    return n === undefined ? [] : [n];
+  });
+  return {
+    access: {
+      title: info.title,
+      description: info.description,
+      policy: info.policy,
+      version: info.version,
+      admins,
+      isAdmin: info.admins.includes(env.identityKey),
+      links: info.links.length,
+      ...(rec.refused === undefined ? {} : { refused: rec.refused.text }),
+    },
   };
 }
 
@@ -76,7 +120,7 @@ export function summarizeDm(tx: Tx, rec: DmRecord): void {
 }
 
 export function summarizeGroup(tx: Tx, rec: GroupRecord): void {
-  const sum = groupSummary(tx.state, rec);
+  const sum = groupSummary(tx.state, rec, tx.env);
   tx.state.summaries.set(sum.id, sum);
   tx.emit({ type: "conversation", conversation: sum });
 }
