@@ -29,6 +29,17 @@ export const LIMITS = {
    * tag/signature. Stored as one SQLite value by the relay, far below the 2 MB row limit.
    */
   maxCommitCoreChars: 352 * 1024,
+  /**
+   * Largest closed-group authorization (base64url characters, §9.7): a member's signed add is
+   * 159 bytes with a 32-character inviter name, a link join 111, a leave 92, a removal 128.
+   */
+  maxGroupAuthChars: 256,
+  /**
+   * Largest signed group state (base64url characters, §9.7.1): title ≤ 128 and description
+   * ≤ 1024 UTF-8 bytes, ≤ 32 admins and ≤ 16 link keys, labels, signer and signature: 3 094
+   * bytes at most.
+   */
+  maxGroupInfoChars: 4128,
   /** Largest wrapped epoch secret (base64url characters): HPKE enc 32 + secret 32 + tag 16. */
   maxWrapChars: 256,
   maxNameLength: 32,
@@ -119,6 +130,21 @@ export const LIMITS = {
   pushTtlSec: 24 * 60 * 60,
   /** Send attempts of one push (429, 5xx, network failure) before the relay gives it up (§7.9). */
   pushMaxAttempts: 5,
+  /**
+   * Largest attachment ciphertext (§7.10): a 100 MiB file once chunk-encrypted (§3.10, 56 header
+   * bytes and a 16-byte tag per 16 KiB chunk).
+   */
+  maxBlobBytes: 104_857_600 + 56 + 16 * 6401,
+  /** Default per-identity blob quota, reserved at ticket time (§7.10); BLOB_QUOTA_BYTES sets it. */
+  blobQuotaBytes: 500 * 1024 * 1024,
+  /** Blobs (stored, or reserved by a live ticket) one identity may hold at once (§7.10). */
+  maxBlobsPerIdentity: 500,
+  /** How long a stored blob is kept before the relay deletes it (§7.10); BLOB_TTL_SEC sets it. */
+  blobTtlSec: 30 * 24 * 60 * 60,
+  /** An upload ticket must be used within this time (§7.10). */
+  blobTicketTtlSec: 10 * 60,
+  /** A started upload must finish within this time, else it is deleted (§7.10). */
+  blobUploadWindowSec: 60 * 60,
 } as const;
 
 /** Error codes with their fixed wire text: text never carries internal detail (PROTOCOL.md §6). */
@@ -149,6 +175,10 @@ export const ERRORS = {
   push_unavailable: "This relay does not send push notifications.",
   push_endpoint: "That push endpoint is not allowed.",
   push_key_changed: "The relay's push key changed; subscribe again with the current key.",
+  blob_unavailable: "This relay does not store attachments.",
+  blob_too_large: "The attachment exceeds the size limit.",
+  blob_quota: "Attachment storage quota reached; wait for older attachments to expire.",
+  invite_required: "This group is invite-only: joining needs an invitation.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
@@ -283,6 +313,13 @@ export type Member = v.InferOutput<typeof Member>;
 export const PresenceUser = v.strictObject({ username: Name, identityKey: PublicKey });
 export type PresenceUser = v.InferOutput<typeof PresenceUser>;
 
+/** An opaque closed-group authorization (§9.7): the relay stores and forwards it unread. */
+export const GroupAuth = b64Max(LIMITS.maxGroupAuthChars);
+/** The signed group state (§9.7.1): opaque to the relay except for its policy. */
+export const GroupInfoBlob = b64Max(LIMITS.maxGroupInfoChars);
+/** A pending join's or leave's authorization, by user (§9.7). */
+export const PendingAuth = v.strictObject({ username: Name, auth: GroupAuth });
+
 /** The relay's view of one group: committed roster and the changes waiting for a commit. */
 export const GroupState = v.strictObject({
   group: Name,
@@ -290,6 +327,12 @@ export const GroupState = v.strictObject({
   members: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
   pendingJoins: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
   pendingLeaves: v.pipe(v.array(Name), v.maxLength(LIMITS.maxGroupSize)),
+  /** Closed groups (§9.7): the latest signed group state a commit carried. */
+  info: v.optional(GroupInfoBlob),
+  /** Closed groups (§9.7.3): the authorization each pending joiner sent with its `join`. */
+  joinAuths: v.optional(v.pipe(v.array(PendingAuth), v.maxLength(LIMITS.maxGroupSize))),
+  /** Closed groups (§9.7.4): the signed leave or admin removal of each pending leave. */
+  leaveAuths: v.optional(v.pipe(v.array(PendingAuth), v.maxLength(LIMITS.maxGroupSize))),
 });
 export type GroupState = v.InferOutput<typeof GroupState>;
 
@@ -355,12 +398,36 @@ export const AckFrame = v.strictObject({
   mids: v.pipe(v.array(Mid), v.minLength(1), v.maxLength(LIMITS.maxAckIds)),
 });
 
-export const JoinFrame = v.strictObject({ v: V, t: v.literal("join"), id: ClientId, group: Name });
+export const JoinFrame = v.strictObject({
+  v: V,
+  t: v.literal("join"),
+  id: ClientId,
+  group: Name,
+  /**
+   * Closed groups (§9.7.3): a member's signed add or an invite-link join, passed unread to the
+   * committer. An invite-only group's join without one is refused (`invite_required`).
+   */
+  auth: v.optional(GroupAuth),
+});
 export const LeaveFrame = v.strictObject({
   v: V,
   t: v.literal("leave"),
   id: ClientId,
   group: Name,
+  /** Closed groups (§9.7.4): the leaver's signed leave, passed unread to the committer. */
+  auth: v.optional(GroupAuth),
+});
+/**
+ * An admin removes a member (§9.7.4): the relay takes `user` out as its own `leave` would, with
+ * `auth` (the admin's signed removal) as the leave's authorization. Members check it.
+ */
+export const RemoveFrame = v.strictObject({
+  v: V,
+  t: v.literal("remove"),
+  id: ClientId,
+  group: Name,
+  user: Name,
+  auth: GroupAuth,
 });
 
 export const Wrap = v.strictObject({ to: Name, wrap: b64Max(LIMITS.maxWrapChars) });
@@ -377,6 +444,16 @@ export const CommitFrame = v.strictObject({
   core: b64Max(LIMITS.maxCommitCoreChars),
   /** One HPKE-wrapped epoch secret per new member; each member receives only its own. */
   wraps: v.pipe(v.array(Wrap), v.minLength(1), v.maxLength(LIMITS.maxGroupSize)),
+  /**
+   * Closed groups (§9.7.1): the signed group state the core carries, for the relay to keep (it
+   * reads the policy) and hand to joiners. Members trust only the copy inside the core.
+   */
+  info: v.optional(GroupInfoBlob),
+  /**
+   * Closed groups (§9.7.3): pending joiners this commit leaves out because their invitation does
+   * not check out; the relay drops their joins (and tells them `left`).
+   */
+  refused: v.optional(v.pipe(v.array(Name), v.minLength(1), v.maxLength(LIMITS.maxGroupSize))),
 });
 
 export const GroupSendFrame = v.strictObject({
@@ -417,6 +494,17 @@ export const PushUnsubscribeFrame = v.strictObject({
   id: ClientId,
 });
 
+/**
+ * Ask for an upload ticket (PROTOCOL.md §7.10): the right to PUT one blob of exactly `size`
+ * ciphertext bytes. Charged to this identity's quota until the blob expires.
+ */
+export const BlobUploadFrame = v.strictObject({
+  v: V,
+  t: v.literal("blob_upload"),
+  id: ClientId,
+  size: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER)),
+});
+
 export const PingFrame = v.strictObject({ v: V, t: v.literal("ping") });
 /**
  * The exact text of a keep-alive ping and its answer. The relay answers this byte string without
@@ -434,10 +522,12 @@ export const ClientFrame = v.variant("t", [
   AckFrame,
   JoinFrame,
   LeaveFrame,
+  RemoveFrame,
   CommitFrame,
   GroupSendFrame,
   PushSubscribeFrame,
   PushUnsubscribeFrame,
+  BlobUploadFrame,
   PingFrame,
 ]);
 export type ClientFrame = v.InferOutput<typeof ClientFrame>;
@@ -527,7 +617,13 @@ export const ReceiptFrame = v.strictObject({
 });
 
 export const GroupFrame = v.strictObject({ v: V, t: v.literal("group"), state: GroupState });
-export const LeftFrame = v.strictObject({ v: V, t: v.literal("left"), group: Name });
+export const LeftFrame = v.strictObject({
+  v: V,
+  t: v.literal("left"),
+  group: Name,
+  /** Closed groups (§9.7.4): an admin removed us; its signed removal, for us to check and show. */
+  auth: v.optional(GroupAuth),
+});
 
 export const PrekeysLowFrame = v.strictObject({
   v: V,
@@ -545,6 +641,39 @@ export const ErrorFrame = v.strictObject({
 
 export const PongFrame = v.strictObject({ v: V, t: v.literal("pong") });
 
+/** A blob id (§7.10): 32 random bytes, base64url. It is the download capability. */
+export const BlobId = b64Bytes(32);
+/** An upload ticket (§7.10): the owner object's id (64 hex) "." 32 random bytes, base64url. */
+export const BLOB_TICKET_RE = /^[0-9a-f]{64}\.[A-Za-z0-9_-]{43}$/;
+export const BlobTicket = v.pipe(v.string(), v.regex(BLOB_TICKET_RE));
+
+/**
+ * Errors of the blob routes (PUT/GET /blob/{id}, §7.10): HTTP status and fixed text, answered
+ * as JSON `{ "error": code, "message": text }`. Text never carries internal detail.
+ */
+export const BLOB_HTTP_ERRORS = {
+  bad_request: [400, "Malformed blob id, ticket or length."],
+  ticket_invalid: [403, "The upload ticket is not valid for this blob (or was used already)."],
+  ticket_expired: [403, "The upload ticket has expired; ask for a new one."],
+  not_found: [404, "No such blob; it may have expired."],
+  length_required: [411, "Content-Length is required."],
+  size_mismatch: [400, "The body's length is not the size the ticket was issued for."],
+  blob_too_large: [413, "The attachment exceeds the size limit."],
+  range_not_satisfiable: [416, "The requested range is outside the blob."],
+  blob_unavailable: [503, "This relay does not store attachments."],
+} as const satisfies Record<string, readonly [number, string]>;
+export type BlobHttpError = keyof typeof BLOB_HTTP_ERRORS;
+
+/** Answer to `blob_upload` (§7.10): PUT /blob/{blob} with this ticket before `expires`. */
+export const BlobTicketFrame = v.strictObject({
+  v: V,
+  t: v.literal("blob_ticket"),
+  id: ClientId,
+  blob: BlobId,
+  ticket: BlobTicket,
+  expires: Millis,
+});
+
 export const ServerFrame = v.variant("t", [
   HelloFrame,
   WelcomeFrame,
@@ -558,6 +687,7 @@ export const ServerFrame = v.variant("t", [
   PrekeysLowFrame,
   ErrorFrame,
   PongFrame,
+  BlobTicketFrame,
 ]);
 export type ServerFrame = v.InferOutput<typeof ServerFrame>;
 export type ServerFrameType = ServerFrame["t"];

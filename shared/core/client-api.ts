@@ -14,7 +14,8 @@
  */
 import type { IdentityKeyPair } from "../crypto";
 import type { ClientFrame, ErrorCode, ServerFrame } from "../protocol";
-import type { ReceivedDmContent } from "./content";
+import type { Invite, ReceivedDmContent } from "./content";
+import type { GroupPolicy } from "./group-access";
 import type { MessageRef } from "./message-content";
 
 // ---------------------------------------------------------------------------------------------
@@ -109,19 +110,12 @@ export interface Tuning {
 /** "dm:<username>" for 1:1 chats, "group:<name>" for groups. */
 export type ConversationId = `dm:${string}` | `group:${string}`;
 
-export type ConversationStatus =
-  /** Not connected to the relay (or not yet authenticated). */
-  | "offline"
-  /** Connected, waiting for the peer's bundle / the group's first commit. */
-  | "connecting"
-  /** Handshake messages in flight (online handshake, or prekey message not yet answered). */
-  | "handshaking"
-  /** Keys agreed and confirmed (or async start: first message can go out). */
-  | "secure"
-  /** Secure and the user compared safety numbers. */
-  | "verified"
-  /** The peer's identity key differs from the pinned one: sending is blocked until accepted. */
-  | "key_changed";
+/**
+ * How far a direct conversation's keys are (§8.2, §8.3): no session yet, waiting for the peer's
+ * bundle, handshake messages in flight, or a session that can send. What the UI shows for it
+ * (with the link state and the pins) is the PWA view model's decision (pwa/src/state/status.ts).
+ */
+export type SessionPhase = "none" | "fetching" | "handshaking" | "ready";
 
 export interface ContactInfo {
   username: string;
@@ -137,7 +131,13 @@ export interface ConversationSummary {
   kind: "direct" | "group";
   /** Peer username (direct) or group name (group). */
   name: string;
-  status: ConversationStatus;
+  /**
+   * A member's (direct: the peer's) announced identity key differs from the pinned one: sending
+   * is blocked until the user accepts it (§8.7).
+   */
+  keyChanged: boolean;
+  /** Direct chats only: how far the session is. */
+  session?: SessionPhase;
   /** Direct chats: the peer. Groups: the committed roster at `epoch`. */
   members: ContactInfo[];
   /** Groups only: our current epoch; -1 while we have not joined yet. */
@@ -147,10 +147,30 @@ export interface ConversationSummary {
   /** Groups only: we asked to join and wait for the commit. */
   joining?: boolean;
   /**
+   * Groups only: the signed group state (§9.7.1); absent for a group without one (anyone on the
+   * hub can join, as before closed groups).
+   */
+  access?: GroupAccessSummary;
+  /**
    * Groups only: we asked to leave (perhaps while offline) and wait for the relay's `left`;
    * nothing can be sent meanwhile (§9.4, §10.1).
    */
   leaving?: boolean;
+}
+
+export interface GroupAccessSummary {
+  title: string;
+  description: string;
+  policy: GroupPolicy;
+  version: number;
+  /** Usernames of the admins among the members (the creator first). */
+  admins: string[];
+  /** Whether we are an admin. */
+  isAdmin: boolean;
+  /** Invite links currently valid. */
+  links: number;
+  /** The last refused commit or relay change (§9.7.5), as shown. */
+  refused?: string;
 }
 
 /** `read`: the peer's `read` content named it (1:1 only, when read receipts are on, §8.6.1). */
@@ -174,6 +194,8 @@ export interface ChatMessage {
   reply?: MessageRef;
   /** Disappearing timer, ms: removed this long after `at` on every device (§8.6.1). */
   exp?: number;
+  /** 1:1 only: a closed-group invitation this text carries (§9.7.3). */
+  invite?: Invite;
 }
 
 /**
@@ -216,7 +238,13 @@ export type SystemLineKind =
    * post-quantum keys (an older app), so it is not protected against a future quantum computer
    * (§8.3.5).
    */
-  | "not_post_quantum";
+  | "not_post_quantum"
+  /**
+   * Closed groups (§9.7.5): a commit or relay change refused for want of authorization (a member
+   * added without an invitation, removed without its leave or an admin's removal, a forged
+   * state), or the relay taking us out without either.
+   */
+  | "refused";
 
 export interface SystemLine {
   conversationId: ConversationId;
@@ -259,7 +287,13 @@ export type CoreErrorCode =
   | "too_long"
   /** A stored outbox entry that no longer parses: set aside, reported, never blocking (§10.1). */
   | "outbox_entry_invalid"
-  | "relay_error";
+  | "relay_error"
+  /**
+   * A closed group's commit or pending change lacks a valid authorization (§9.7): a member added
+   * without an invitation, removed without its leave or an admin's removal, or a forged or
+   * rolled-back group state. Refused, never applied.
+   */
+  | "not_authorized";
 
 export type ParleyEvent =
   /** Authenticated with the relay (welcome received). */
@@ -342,6 +376,33 @@ export interface ParleyClientApi {
   sendAction(conversationId: ConversationId, action: OutgoingAction): Promise<string>;
   joinGroup(name: string): Promise<void>;
   leaveGroup(name: string): Promise<void>;
+  /**
+   * Create a closed group (§9.7.1): we are its first admin. `invite` (the default in the app):
+   * only members' invitations and invite links let anyone in; `open`: anyone on the hub.
+   */
+  createGroup(
+    name: string,
+    opts: { title: string; description?: string; policy: GroupPolicy },
+  ): Promise<void>;
+  /** Send `username` an invitation: our signed add, in an end-to-end 1:1 text (§9.7.3). */
+  inviteToGroup(group: string, username: string): Promise<void>;
+  /** Join with an invitation received in a 1:1 text (§9.7.3). */
+  acceptInvite(invite: Invite): Promise<void>;
+  /** Join with an invite link's secret (the link's fragment, §9.7.3). */
+  joinWithLink(group: string, secret: string): Promise<void>;
+  /** Admins: a new invite link's secret (base64url), valid once our next commit lands. */
+  createInviteLink(group: string): Promise<string>;
+  /** Admins: every invite link stops working with our next commit. */
+  revokeInviteLinks(group: string): Promise<void>;
+  /** Admins: rename, describe or set the policy (§9.7.1). */
+  setGroupInfo(
+    group: string,
+    change: { title?: string; description?: string; policy?: GroupPolicy },
+  ): Promise<void>;
+  /** Admins: make a member an admin too. */
+  promoteMember(group: string, username: string): Promise<void>;
+  /** Admins: remove a member (§9.7.4). */
+  removeMember(group: string, username: string): Promise<void>;
   /** Accept a changed identity key for `username` (re-pins it; verification is cleared). */
   acceptKeyChange(username: string): Promise<void>;
   markVerified(username: string): Promise<void>;

@@ -30,6 +30,7 @@ import type {
   Tuning,
 } from "./client-api";
 import { StorePreconditionError } from "./client-api";
+import type { Invite } from "./content";
 import type { Effect } from "./engine/effects";
 import { mayCarry } from "./engine/link";
 import { loadEngine, parseWith } from "./engine/load";
@@ -37,6 +38,7 @@ import type { EngineState, Env } from "./engine/state";
 import { type Input, type StepResult, step, type Verb } from "./engine/step";
 import { contactInfo, presenceList } from "./engine/summaries";
 import { CoreError, isCoreError } from "./errors";
+import type { GroupPolicy } from "./group-access";
 import { DAY } from "./prekeys";
 import { KEYS, OwnerSchema } from "./store";
 
@@ -313,6 +315,56 @@ export class ParleyClient implements ParleyClientApi {
 
   async leaveGroup(name: string): Promise<void> {
     await this.verb({ t: "leave_group", name });
+  }
+
+  async createGroup(
+    name: string,
+    opts: { title: string; description?: string; policy: GroupPolicy },
+  ): Promise<void> {
+    await this.verb({
+      t: "create_group",
+      name,
+      title: opts.title,
+      description: opts.description ?? "",
+      policy: opts.policy,
+    });
+  }
+
+  async inviteToGroup(group: string, username: string): Promise<void> {
+    await this.verb({ t: "invite", group, username });
+  }
+
+  async acceptInvite(invite: Invite): Promise<void> {
+    await this.verb({ t: "accept_invite", invite });
+  }
+
+  async joinWithLink(group: string, secret: string): Promise<void> {
+    await this.verb({ t: "join_with_link", group, secret });
+  }
+
+  async createInviteLink(group: string): Promise<string> {
+    const secret = await this.verb({ t: "create_invite_link", group });
+    if (secret === undefined) throw new CoreError("malformed", "no link secret");
+    return secret;
+  }
+
+  async revokeInviteLinks(group: string): Promise<void> {
+    await this.verb({ t: "revoke_invite_links", group });
+  }
+
+  async setGroupInfo(
+    group: string,
+    change: { title?: string; description?: string; policy?: GroupPolicy },
+  ): Promise<void> {
+    await this.verb({ t: "set_group_info", group, ...change });
+  }
+
+  async promoteMember(group: string, username: string): Promise<void> {
+    await this.verb({ t: "promote", group, username });
+  }
+
+  async removeMember(group: string, username: string): Promise<void> {
+    await this.verb({ t: "remove_member", group, username });
   }
 
   async acceptKeyChange(username: string): Promise<void> {

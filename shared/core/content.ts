@@ -24,6 +24,19 @@ export const MAX_TEXT_CHARS = 16_000;
 /** Message ids acknowledged by one receipt content at most (§8.6); more go in several receipts. */
 export const MAX_RECEIPT_IDS = 100;
 
+/**
+ * An invitation to a closed group (§9.7.3), attached to a 1:1 text whose `text` says it in words
+ * (what an app that does not know invitations shows): the group, its title when invited, and the
+ * inviter's signed add (base64url) that the invitee's `join` carries.
+ */
+export const InviteSchema = v.strictObject({
+  group: v.pipe(v.string(), v.minLength(1), v.maxLength(32), v.regex(/^[a-z0-9][a-z0-9_-]*$/)),
+  title: v.pipe(v.string(), v.maxLength(128)),
+  auth: v.pipe(v.string(), v.minLength(2), v.maxLength(256), v.regex(/^[A-Za-z0-9_-]+$/)),
+  expiry: v.pipe(v.number(), v.integer(), v.minValue(0)),
+});
+export type Invite = v.InferOutput<typeof InviteSchema>;
+
 const TextSchema = v.strictObject({
   t: v.literal("text"),
   /** Client message id: random, base64url, for dedupe and receipts. */
@@ -32,6 +45,8 @@ const TextSchema = v.strictObject({
   ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
   text: v.pipe(v.string(), v.maxLength(MAX_TEXT_CHARS)),
   ...TEXT_EXTRAS,
+  /** 1:1 only: a closed-group invitation (§9.7.3); `malformed` inside a group message. */
+  invite: v.optional(InviteSchema),
 });
 
 /** Everyday-messaging contents, in 1:1 and group messages alike (§8.6.1, message-content.ts). */
@@ -127,9 +142,11 @@ function parseContent<T>(
   throw malformed("content");
 }
 
-/** Group message content (§9.5). */
+/** Group message content (§9.5): an invitation only ever travels 1:1 (§9.7.3). */
 export function decodeContent(padded: Uint8Array): ReceivedContent {
-  return parseContent(Content, padded);
+  const c = parseContent(Content, padded);
+  if (c.t === "text" && c.invite !== undefined) throw malformed("content");
+  return c;
 }
 
 /** 1:1 message content (§8.6). */

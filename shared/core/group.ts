@@ -6,7 +6,10 @@
  *   core      = u32be(len(body)) || body || tag(32) || sig(64)
  *   body      = lp("parley/v1/commit", hub, group, u64(parent), u64(epoch), committer, committer_ik,
  *                  roster, added, removed)
+ *                  [, access]  (closed groups only, §9.7.2)
  *   roster    = lp(lp(name, ik, u32(spk_id), spk_key, spk_sig) for each member, sorted by name)
+ *   access    = lp("parley/v1/group-access", signed_info, lp(lp(name, auth) for each authorized add),
+ *                  lp(lp(name, auth) for each removal)), entries sorted by name
  *   added/removed = lp(name, …) sorted
  *   tag       = HMAC-SHA256(HKDF(secret, "", lp("parley/v1/group-confirm", hub, group, u64(epoch)), 32), body)
  *   sig       = Ed25519(committer, lp("parley/v1/commit-sig", body, tag))
@@ -106,6 +109,8 @@ export const PendingCommitSchema = v.strictObject({
   added: v.array(v.string()),
   removed: v.array(v.string()),
   at: Uint,
+  /** Closed groups (§9.7.1): the signed group state this commit carries (base64url). */
+  info: v.optional(v.string()),
 });
 export type PendingCommit = v.InferOutput<typeof PendingCommitSchema>;
 
@@ -117,6 +122,20 @@ export const GroupRecordSchema = v.strictObject({
   /** The previous epoch, kept receive-only for messages sent just before a commit. */
   previous: v.nullable(EpochSchema),
   pendingCommit: v.nullable(PendingCommitSchema),
+  /**
+   * Closed groups (§9.7): the signed group state of the current epoch (base64url), absent for a
+   * group without one (open to anyone on the hub, as before closed groups existed).
+   */
+  info: v.optional(v.string()),
+  /** Closed groups (§9.7.4): per member, the epoch of the last commit we saw add it. */
+  since: v.optional(v.record(v.string(), Uint)),
+  /**
+   * Closed groups (§9.7.1): a signed group state we (an admin) want our next commit to carry —
+   * the creator's first state, or a rename, promotion, policy or link change.
+   */
+  draftInfo: v.optional(v.string()),
+  /** Closed groups (§9.7.5): the last refused commit or relay change, as shown to the user. */
+  refused: v.optional(v.strictObject({ epoch: Uint, text: v.string() })),
 });
 export type GroupRecord = v.InferOutput<typeof GroupRecordSchema>;
 
@@ -236,6 +255,43 @@ export interface CommitCore {
   roster: RosterEntry[];
   added: string[];
   removed: string[];
+  /** Closed groups (§9.7.2): absent for a group without a signed state. */
+  access?: CommitAccess | undefined;
+}
+
+/** What a closed group's commit carries for every member to check (§9.7.2). */
+export interface CommitAccess {
+  /** The signed group state of the new epoch. */
+  info: Uint8Array;
+  /** The authorization of each added member that needs one (by name). */
+  adds: { name: string; auth: Uint8Array }[];
+  /** The authorization of each removed member (its signed leave or an admin's removal). */
+  removals: { name: string; auth: Uint8Array }[];
+}
+
+const byEntryName = (a: { name: string }, b: { name: string }) =>
+  a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+
+function encodeAccess(a: CommitAccess): Uint8Array {
+  const entries = (xs: { name: string; auth: Uint8Array }[]) =>
+    lp(...[...xs].sort(byEntryName).map((x) => lp(x.name, x.auth)));
+  return lp("parley/v1/group-access", a.info, entries(a.adds), entries(a.removals));
+}
+
+function decodeAccess(bytes: Uint8Array): CommitAccess {
+  const r = new Reader(bytes, "commit access");
+  if (utf8(r.field(64)) !== "parley/v1/group-access") throw malformed("commit access label");
+  const info = r.field(8192);
+  const entries = (b: Uint8Array) =>
+    list(b, (x) => {
+      const e = { name: utf8(x.field(64)), auth: x.field(512) };
+      x.end();
+      return e;
+    });
+  const adds = entries(r.field());
+  const removals = entries(r.field());
+  r.end();
+  return { info, adds, removals };
 }
 
 const sortNames = (xs: readonly string[]) => [...xs].sort();
@@ -258,6 +314,7 @@ export function encodeCommitBody(c: CommitCore): Uint8Array {
     roster,
     lp(...sortNames(c.added)),
     lp(...sortNames(c.removed)),
+    ...(c.access === undefined ? [] : [encodeAccess(c.access)]),
   );
 }
 
@@ -307,9 +364,10 @@ export function decodeCommitBody(body: Uint8Array): CommitCore {
   });
   const added = list(r.field(), (x) => utf8(x.rest()));
   const removed = list(r.field(), (x) => utf8(x.rest()));
+  const access = r.remaining() > 0 ? decodeAccess(r.field()) : undefined;
   r.end();
   if (committerIk.length !== 32) throw malformed("committer key");
-  return { hub, group, parentEpoch, epoch, committer, committerIk, roster, added, removed };
+  return { hub, group, parentEpoch, epoch, committer, committerIk, roster, added, removed, access };
 }
 
 export function splitCore(core: Uint8Array): {
@@ -451,6 +509,7 @@ export async function buildCommit(params: {
   roster: RosterEntry[];
   added: string[];
   removed: string[];
+  access?: CommitAccess | undefined;
   random: Random;
 }): Promise<{ core: Uint8Array; wraps: { to: string; wrap: Uint8Array }[]; secret: Uint8Array }> {
   const epoch = params.parentEpoch + 1;

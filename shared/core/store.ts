@@ -15,6 +15,7 @@
 import * as v from "valibot";
 import { ClientFrame } from "../protocol";
 import { type ClientStore, type StoreOp, StorePreconditionError } from "./client-api";
+import { InviteSchema } from "./content";
 import { DisappearMs, MessageRef } from "./message-content";
 
 export const KEYS = {
@@ -47,6 +48,8 @@ export const SentTextSchema = v.strictObject({
   reply: v.optional(MessageRef),
   /** Disappearing timer: past `ts + exp` it is dropped, never sent again (§8.6.1). */
   exp: v.optional(DisappearMs),
+  /** A closed-group invitation the text carries (§9.7.3). */
+  invite: v.optional(InviteSchema),
 });
 export type SentText = v.InferOutput<typeof SentTextSchema>;
 

@@ -103,6 +103,7 @@ describe("group state machine (PROTOCOL.md §7.5)", () => {
     expect(ok).toEqual({
       ok: true,
       changed: true,
+      dropped: [],
       group: {
         name: "g",
         epoch: 4,
@@ -123,6 +124,41 @@ describe("group state machine (PROTOCOL.md §7.5)", () => {
       ok: false,
       code: "roster_mismatch",
     });
+    // Refusing a pending joiner drops its join (closed groups, PROTOCOL.md §9.7.3)…
+    expect(
+      groups.commit(base, { ...req, members: ["alice"], wrapsTo: [], refused: ["carol"] }),
+    ).toMatchObject({
+      ok: true,
+      dropped: ["carol"],
+      group: { epoch: 4, members: ["alice"], pendingJoins: [] },
+    });
+    // …but a committed member who stays must be there, and a leaver must not.
+    expect(groups.commit(base, { ...req, members: ["carol"], committer: "carol" })).toEqual({
+      ok: false,
+      code: "roster_mismatch",
+    });
+    expect(groups.commit(base, { ...req, members: ["alice", "bob", "carol"] })).toEqual({
+      ok: false,
+      code: "roster_mismatch",
+    });
+    // Invite-only: a joiner does not commit (a member adds it), unless nobody is committed yet.
+    expect(groups.commit(base, { ...req, committer: "carol", inviteOnly: true })).toEqual({
+      ok: false,
+      code: "not_member",
+    });
+    expect(
+      groups.commit(
+        { ...base, members: [], pendingLeaves: [] },
+        {
+          ...req,
+          committer: "carol",
+          members: ["carol"],
+          wrapsTo: [],
+          parentEpoch: 3,
+          inviteOnly: true,
+        },
+      ),
+    ).toMatchObject({ ok: true, group: { members: ["carol"] } });
     expect(groups.commit(base, { ...req, members: ["alice", "alice", "carol"] })).toEqual({
       ok: false,
       code: "roster_mismatch",

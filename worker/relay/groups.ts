@@ -104,6 +104,13 @@ export interface CommitRequest {
   members: readonly string[];
   /** Recipients of the wrapped epoch secrets, in frame order. */
   wrapsTo: readonly string[];
+  /**
+   * The group is invite-only (its signed state says so, §9.7): only a committed member commits
+   * (a joiner is added by a member, who checks its invitation), unless nobody is committed yet.
+   */
+  inviteOnly?: boolean;
+  /** Pending joiners the commit leaves out (closed groups, §9.7.3): their joins are dropped. */
+  refused?: readonly string[];
 }
 
 /**
@@ -112,14 +119,25 @@ export interface CommitRequest {
  * equals the next roster as a set (`roster_mismatch`), and there is exactly one wrap for every
  * new member except possibly the committer itself (`bad_frame`: a client bug, not a race).
  */
-export function commit(g: GroupRecord, req: CommitRequest): GroupOutcome {
-  const next = expectedRoster(g);
-  if (!next.includes(req.committer)) return { ok: false, code: "not_member" };
+export function commit(
+  g: GroupRecord,
+  req: CommitRequest,
+):
+  | (GroupOutcome & { ok: false })
+  | { ok: true; group: GroupRecord; changed: true; dropped: string[] } {
+  const full = expectedRoster(g);
+  if (!full.includes(req.committer)) return { ok: false, code: "not_member" };
+  if (req.inviteOnly && g.members.length > 0 && !activeMembers(g).includes(req.committer))
+    return { ok: false, code: "not_member" };
   if (req.parentEpoch !== g.epoch) return { ok: false, code: "stale_epoch" };
   const proposed = new Set(req.members);
-  if (proposed.size !== req.members.length || proposed.size !== next.length) {
-    return { ok: false, code: "roster_mismatch" };
-  }
+  if (proposed.size !== req.members.length) return { ok: false, code: "roster_mismatch" };
+  // A committer may refuse pending joiners (closed groups, §9.7.3: their invitation does not
+  // check out); they are dropped. Everyone else of the next roster must be there, nobody more.
+  const refused = new Set(req.refused ?? []);
+  const dropped = g.pendingJoins.filter((u) => refused.has(u) && u !== req.committer);
+  const next = full.filter((u) => !dropped.includes(u));
+  if (proposed.size !== next.length) return { ok: false, code: "roster_mismatch" };
   for (const m of next) if (!proposed.has(m)) return { ok: false, code: "roster_mismatch" };
   const wrapped = new Set(req.wrapsTo);
   if (wrapped.size !== req.wrapsTo.length) return { ok: false, code: "bad_frame" };
@@ -131,6 +149,7 @@ export function commit(g: GroupRecord, req: CommitRequest): GroupOutcome {
     ok: true,
     group: { name: g.name, epoch: g.epoch + 1, members: next, pendingJoins: [], pendingLeaves: [] },
     changed: true,
+    dropped,
   };
 }
 

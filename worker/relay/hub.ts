@@ -10,6 +10,8 @@
  *   at a time between awaits);
  * - no handler throws: failures become typed error frames (`errorFrame`).
  */
+
+import { policyOf } from "../../shared/core/group-access";
 import { fromB64u } from "../../shared/encoding";
 import {
   CLOSE,
@@ -25,7 +27,6 @@ import {
   type ServerFrame,
 } from "../../shared/protocol";
 import { admissionBuckets, registrationBuckets, UNKNOWN_ADDRESS } from "./admission";
-
 import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
@@ -61,6 +62,22 @@ export interface HubDeps {
   lastAutoPong(s: Session): number | null;
   /** The relay's Web Push settings (PROTOCOL.md §7.9); absent or null: push is off. */
   push?: PushConfig | null;
+  /** Where upload tickets come from (PROTOCOL.md §7.10); absent or null: no attachments. */
+  blobs?: BlobGateway | null;
+}
+
+/**
+ * The per-identity blob ledgers, seen from a hub (worker/blobs.ts): `owner` names the identity
+ * (hub and identity key), so its quota follows the device key, not the username.
+ */
+export interface BlobGateway {
+  mint(
+    owner: string,
+    size: number,
+  ): Promise<
+    | { ok: true; owner: string; blob: string; token: string; expires: number }
+    | { ok: false; code: "blob_too_large" | "blob_quota" }
+  >;
 }
 
 export class Hub {
@@ -317,6 +334,9 @@ export class Hub {
       case "leave":
         this.#leave(s, a, frame, now);
         return;
+      case "remove":
+        this.#remove(s, a, frame, now);
+        return;
       case "commit":
         this.#commit(s, a, frame, now);
         return;
@@ -327,7 +347,49 @@ export class Hub {
       case "push_unsubscribe":
         this.#pushSubscription(s, a, frame);
         return;
+      case "blob_upload":
+        await this.#blobUpload(s, a, frame);
+        return;
     }
+  }
+
+  // -- attachments (PROTOCOL.md §7.10) -------------------------------------------------------
+
+  /**
+   * An upload ticket from the sender's own blob ledger. Nothing of the hub's storage is read or
+   * written here, so the await (a call to another object) cannot split a decision.
+   */
+  async #blobUpload(s: Session, a: AuthedAttachment, frame: Frame<"blob_upload">): Promise<void> {
+    const gateway = this.#d.blobs;
+    if (gateway === undefined || gateway === null) {
+      s.send(errorFrame("blob_unavailable", frame.id));
+      return;
+    }
+    if (frame.size > LIMITS.maxBlobBytes) {
+      s.send(errorFrame("blob_too_large", frame.id));
+      return;
+    }
+    let r: Awaited<ReturnType<BlobGateway["mint"]>>;
+    try {
+      r = await gateway.mint(`${a.hub}/${a.identityKey}`, frame.size);
+    } catch (e) {
+      console.error("relay: blob ledger unreachable", e instanceof Error ? e.name : typeof e);
+      s.send(errorFrame("blob_unavailable", frame.id));
+      return;
+    }
+    if (s.closed) return;
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
+      return;
+    }
+    s.send({
+      v: PROTOCOL_VERSION,
+      t: "blob_ticket",
+      id: frame.id,
+      blob: r.blob,
+      ticket: `${r.owner}.${r.token}`,
+      expires: r.expires,
+    });
   }
 
   // -- authentication (PROTOCOL.md §4) --------------------------------------------------------
@@ -711,13 +773,30 @@ export class Hub {
         ? []
         : [{ username: u.username, identityKey: u.identityKey, signedPrekey: u.signedPrekey }];
     };
+    // Closed groups (§9.7): the state and the pending authorizations, passed on unread.
+    const info = this.#d.store.getGroupInfo(g.name);
+    const auths = this.#d.store.groupAuths(g.name);
+    const pick = (kind: "join" | "leave", names: readonly string[]) =>
+      auths
+        .filter((x) => x.kind === kind && names.includes(x.username))
+        .map((x) => ({ username: x.username, auth: x.auth }));
+    const joinAuths = pick("join", g.pendingJoins);
+    const leaveAuths = pick("leave", g.pendingLeaves);
     return {
       group: g.name,
       epoch: g.epoch,
       members: g.members.flatMap(member),
       pendingJoins: g.pendingJoins.flatMap(member),
       pendingLeaves: [...g.pendingLeaves],
+      ...(info === undefined ? {} : { info }),
+      ...(joinAuths.length === 0 ? {} : { joinAuths }),
+      ...(leaveAuths.length === 0 ? {} : { leaveAuths }),
     };
+  }
+
+  /** Is `g` invite-only? Read from the signed state its last commit carried (§9.7.1). */
+  #inviteOnly(hub: string, name: string): boolean {
+    return policyOf(this.#d.store.getGroupInfo(name), hub, name) === "invite";
   }
 
   #pushGroup(g: groups.GroupRecord): void {
@@ -757,12 +836,25 @@ export class Hub {
       s.send(errorFrame("limit_reached", frame.id));
       return;
     }
+    // Invite-only (§9.7.3): a join needs an invitation, which members check; the relay only
+    // refuses the join without one early. A committed member (a rejoin) needs none.
+    if (
+      existed &&
+      frame.auth === undefined &&
+      !g.members.includes(a.username) &&
+      this.#inviteOnly(a.hub, g.name)
+    ) {
+      s.send(errorFrame("invite_required", frame.id));
+      return;
+    }
     const r = groups.join(g, a.username, LIMITS.maxGroupSize);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
       return;
     }
     if (r.changed || !existed) store.saveGroup(existed ? g : null, r.group, now);
+    if (r.group.pendingJoins.includes(a.username))
+      store.setGroupAuth(r.group.name, a.username, "join", frame.auth ?? null);
     if (!existed) store.setGroupCreator(r.group.name, a.identityKey);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // Always tell the joiner the state (also when it was already in), so it can commit.
@@ -777,7 +869,7 @@ export class Hub {
       s.send(errorFrame("not_member", frame.id));
       return;
     }
-    const r = this.#applyLeave(g, a.username, now);
+    const r = this.#applyLeave(g, a.username, now, frame.auth);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
       return;
@@ -787,15 +879,47 @@ export class Hub {
     if (r.push !== null) this.#pushGroup(r.push);
   }
 
+  /**
+   * An admin removes a member (§9.7.4): taken out as its own `leave` would, the admin's signed
+   * removal kept as the leave's authorization. The relay cannot tell an admin; members check.
+   */
+  #remove(s: Session, a: AuthedAttachment, frame: Frame<"remove">, now: number): void {
+    const g = this.#d.store.getGroup(frame.group);
+    const active = g === null ? [] : groups.activeMembers(g);
+    if (g === null || !active.includes(a.username) || frame.user === a.username) {
+      s.send(errorFrame("not_member", frame.id));
+      return;
+    }
+    if (!active.includes(frame.user)) {
+      s.send(errorFrame("unknown_user", frame.id));
+      return;
+    }
+    const r = this.#applyLeave(g, frame.user, now, frame.auth);
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
+      return;
+    }
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    this.#d.sessions
+      .online(frame.user)
+      ?.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group, auth: frame.auth });
+    if (r.push !== null) this.#pushGroup(r.push);
+  }
+
   /** Take `user` out of `g` as its `leave` would and store the result; returns what to push. */
   #applyLeave(
     g: groups.GroupRecord,
     user: string,
     now: number,
+    auth?: string,
   ): { ok: true; push: groups.GroupRecord | null } | { ok: false; code: ErrorCode } {
     const { store } = this.#d;
     const r = groups.leave(g, user);
     if (!r.ok) return r;
+    // A dropped join takes its invitation along; a leave keeps its authorization (§9.7.4).
+    store.setGroupAuth(g.name, user, "join", null);
+    if (r.group.pendingLeaves.includes(user) && !g.pendingLeaves.includes(user))
+      store.setGroupAuth(g.name, user, "leave", auth ?? null);
     const abandoned =
       groups.isAbandoned(r.group) && !(DEFAULT_GROUPS as readonly string[]).includes(g.name);
     // A group nobody is in or joining can never commit again: free its slot (maxGroupsPerHub).
@@ -816,6 +940,8 @@ export class Hub {
       parentEpoch: frame.parentEpoch,
       members: frame.members,
       wrapsTo: frame.wraps.map((w) => w.to),
+      inviteOnly: this.#inviteOnly(a.hub, g.name),
+      refused: frame.refused ?? [],
     });
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
@@ -839,12 +965,18 @@ export class Hub {
       return;
     }
     store.saveGroup(g, r.group, now);
+    // Closed groups (§9.7): the commit took every pending change; its state is the group's now.
+    store.clearGroupAuths(g.name);
+    if (frame.info !== undefined) store.setGroupInfo(g.name, frame.info);
     const payload = store.putPayload(frame.core);
     const mids = frame.wraps.map((w) =>
       this.#enqueue(a, w.to, "commit", payload, g.name, r.group.epoch, w.wrap, now),
     );
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     this.#pushGroup(r.group);
+    // Joiners the committer left out (their invitation did not check out, §9.7.3) are dropped.
+    for (const u of r.dropped)
+      this.#d.sessions.online(u)?.send({ v: PROTOCOL_VERSION, t: "left", group: g.name });
     frame.wraps.forEach((w, i) => {
       const item: DeliverItem = {
         kind: "commit",

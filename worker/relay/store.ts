@@ -102,6 +102,20 @@ const SCHEMA = [
      creator_key TEXT NOT NULL
    )`,
   "CREATE INDEX IF NOT EXISTS group_creators_key ON group_creators (creator_key)",
+  // Closed groups (PROTOCOL.md §9.7), per group: the latest signed group state a commit carried
+  // (opaque but for its policy), and the authorization of each pending join and leave, passed
+  // unread to committers. Tables of their own so existing hubs need no ALTER.
+  `CREATE TABLE IF NOT EXISTS group_info (
+     grp TEXT PRIMARY KEY,
+     info TEXT NOT NULL
+   )`,
+  `CREATE TABLE IF NOT EXISTS group_auth (
+     grp TEXT NOT NULL,
+     username TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     auth TEXT NOT NULL,
+     PRIMARY KEY (grp, username, kind)
+   )`,
   // The hub's mid high-water mark (one row). Direct/commit rows and group messages draw their
   // mids from it, so mids stay unique across both tables and are never reused (§6.1, §7.3).
   `CREATE TABLE IF NOT EXISTS mid_counter (
@@ -602,8 +616,61 @@ export class Store {
       .map((r) => str(r.grp));
   }
 
+  /** The signed group state the last commit carried (§9.7.1), if any. */
+  getGroupInfo(name: string): string | undefined {
+    const r = this.sql.exec("SELECT info FROM group_info WHERE grp = ?", name).toArray()[0];
+    return r === undefined ? undefined : str(r.info);
+  }
+
+  setGroupInfo(name: string, info: string): void {
+    this.sql.exec(
+      "INSERT INTO group_info (grp, info) VALUES (?, ?) ON CONFLICT (grp) DO UPDATE SET info = excluded.info",
+      name,
+      info,
+    );
+  }
+
+  /** Pending joins' and leaves' authorizations of a group (§9.7.3, §9.7.4). */
+  groupAuths(name: string): { username: string; kind: "join" | "leave"; auth: string }[] {
+    return this.sql
+      .exec("SELECT username, kind, auth FROM group_auth WHERE grp = ? ORDER BY username", name)
+      .toArray()
+      .map((r) => ({
+        username: str(r.username),
+        kind: str(r.kind) === "join" ? ("join" as const) : ("leave" as const),
+        auth: str(r.auth),
+      }));
+  }
+
+  /** Set (or with null, clear) one pending join's or leave's authorization. */
+  setGroupAuth(name: string, username: string, kind: "join" | "leave", auth: string | null): void {
+    if (auth === null)
+      this.sql.exec(
+        "DELETE FROM group_auth WHERE grp = ? AND username = ? AND kind = ?",
+        name,
+        username,
+        kind,
+      );
+    else
+      this.sql.exec(
+        `INSERT INTO group_auth (grp, username, kind, auth) VALUES (?, ?, ?, ?)
+         ON CONFLICT (grp, username, kind) DO UPDATE SET auth = excluded.auth`,
+        name,
+        username,
+        kind,
+        auth,
+      );
+  }
+
+  /** A commit took every pending change: their authorizations go. */
+  clearGroupAuths(name: string): void {
+    this.sql.exec("DELETE FROM group_auth WHERE grp = ?", name);
+  }
+
   deleteGroup(name: string): void {
     this.#groups.delete(name);
+    this.sql.exec("DELETE FROM group_info WHERE grp = ?", name);
+    this.sql.exec("DELETE FROM group_auth WHERE grp = ?", name);
     this.sql.exec("DELETE FROM group_creators WHERE grp = ?", name);
     this.sql.exec("DELETE FROM group_members WHERE grp = ?", name);
     this.sql.exec("DELETE FROM groups WHERE name = ?", name);

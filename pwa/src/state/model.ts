@@ -7,10 +7,10 @@ import type {
   ChatMessage,
   ContactInfo,
   ConversationId,
-  ConversationStatus,
   ConversationSummary,
   DeliveryState,
   ParleyEvent,
+  SessionPhase,
   SystemLine,
 } from "../../../shared/core/client-api";
 import {
@@ -25,6 +25,7 @@ import {
   timerLineText,
 } from "../../../shared/core/messages";
 import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/schemas";
+import { type ConversationStatus, conversationStatus } from "./status";
 
 export const BROADCAST = "broadcast";
 
@@ -32,7 +33,11 @@ export interface ConvView {
   id: ConversationId;
   kind: "direct" | "group";
   name: string;
+  /** Derived from the facts below and the engine's link state (status.ts). */
   status: ConversationStatus;
+  keyChanged: boolean;
+  /** Direct chats: how far the session is. */
+  session: SessionPhase;
   members: ContactInfo[];
   /** Groups: our epoch, -1 when not a member. */
   epoch: number;
@@ -73,13 +78,22 @@ export interface Me {
 export interface ChatState {
   me: Me | null;
   conn: ConnView;
+  /** The engine is authenticated with the relay (its last `connection` event was "online"). */
+  linkOnline: boolean;
   presence: ContactInfo[];
   convs: Record<string, ConvView>;
   selected: ConversationId | null;
 }
 
 export function initialChatState(): ChatState {
-  return { me: null, conn: { kind: "idle" }, presence: [], convs: {}, selected: null };
+  return {
+    me: null,
+    conn: { kind: "idle" },
+    linkOnline: false,
+    presence: [],
+    convs: {},
+    selected: null,
+  };
 }
 
 export function convIdOf(kind: "direct" | "group", name: string): ConversationId {
@@ -99,6 +113,8 @@ export function emptyConv(id: ConversationId): ConvView {
     kind: p?.kind ?? "direct",
     name: p?.name ?? id,
     status: "offline",
+    keyChanged: false,
+    session: "none",
     members: [],
     epoch: -1,
     removalPending: false,
@@ -128,12 +144,31 @@ export function applySummary(s: ChatState, sum: ConversationSummary): void {
   const c = ensure(s, sum.id);
   c.kind = sum.kind;
   c.name = sum.name;
-  c.status = sum.status;
+  c.keyChanged = sum.keyChanged;
+  c.session = sum.session ?? "none";
   c.members = sum.members;
   c.epoch = sum.epoch ?? (sum.kind === "direct" ? 0 : -1);
   c.removalPending = sum.removalPending ?? false;
   c.joining = sum.joining ?? false;
   c.leaving = sum.leaving ?? false;
+  c.status = conversationStatus(c, s.linkOnline);
+}
+
+/** The engine's link went up or down: every conversation's status is read again. */
+export function applyLink(s: ChatState, online: boolean): void {
+  s.linkOnline = online;
+  for (const c of Object.values(s.convs)) c.status = conversationStatus(c, online);
+}
+
+/**
+ * The user ended a direct chat's session: the engine forgets it without an event, so the view
+ * drops to "no session" itself (the next message starts a new one).
+ */
+export function applySessionEnded(s: ChatState, id: ConversationId): void {
+  const c = s.convs[id];
+  if (!c) return;
+  c.session = "none";
+  c.status = conversationStatus(c, s.linkOnline);
 }
 
 export function messageEntry(m: ChatMessage): HistoryMessage {

@@ -144,6 +144,7 @@ export const HistorySystem = v.strictObject({
     "not_post_quantum",
     /** The disappearing timer changed (§8.6.1); `ms` is the new timer, 0 = off. */
     "timer",
+    "refused",
   ]),
   text: v.pipe(v.string(), v.maxLength(1000)),
   username: v.optional(Name),

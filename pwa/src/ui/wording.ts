@@ -74,6 +74,9 @@ export function describeSystem(e: HistorySystem, me: string | null): Worded {
       return withDetails(
         `This chat with ${who} is not protected against future quantum computers: ${possessive(who)} app is out of date`,
       );
+    case "refused":
+      // The engine's sentence names what was refused and why (PROTOCOL.md §9.7.5).
+      return { text: e.text, details: null };
     case "decrypt_failed": {
       const healing = reasonOf(e.text) === "unknown_session" && e.conversationId.startsWith("dm:");
       return withDetails(

@@ -67,6 +67,9 @@ export async function onAccepted(tx: Tx, f: FrameOf<ServerFrame, "accepted">): P
       return groups.onJoinAccepted(tx, f.id);
     case "leave":
       return groups.onLeaveAccepted(tx, f.id);
+    case "remove":
+      s.flights.delete(f.id);
+      return;
     case "fetch":
       return; // the `bundle` answers it
   }
@@ -127,6 +130,10 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
       return;
     case "leave":
       await groups.onLeaveRefused(tx, id, fl.group, code);
+      error(tx, "relay_error", text, groups.groupId(fl.group), code);
+      return;
+    case "remove":
+      s.flights.delete(id);
       error(tx, "relay_error", text, groups.groupId(fl.group), code);
       return;
   }

@@ -8,7 +8,7 @@ import { toB64u } from "../../encoding";
 import { type ClientFrame, type FrameOf, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
 import type { ChatMessage, ConversationId, CoreErrorCode, MessageAction } from "../client-api";
 import { b64 } from "../codec";
-import { type DmContent, MAX_RECEIPT_IDS, type TextContent } from "../content";
+import { type DmContent, type Invite, MAX_RECEIPT_IDS, type TextContent } from "../content";
 import {
   beginRepair,
   canSendNow,
@@ -72,14 +72,19 @@ function sendBody(
   outboxSend(tx, frame, seq, meta);
 }
 
-/** The optional fields of a text (§8.6.1), copied only when present (strict schemas). */
-export function textExtras(c: { reply?: TextContent["reply"]; exp?: number }): {
+/**
+ * The optional fields of a text (§8.6.1: reply, disappearing timer; §9.7.3: a closed-group
+ * invitation), copied only when present (strict schemas).
+ */
+export function textExtras(c: {
   reply?: TextContent["reply"];
   exp?: number;
-} {
+  invite?: Invite | undefined;
+}): { reply?: TextContent["reply"]; exp?: number; invite?: Invite } {
   return {
     ...(c.reply !== undefined ? { reply: c.reply } : {}),
     ...(c.exp !== undefined ? { exp: c.exp } : {}),
+    ...(c.invite !== undefined ? { invite: c.invite } : {}),
   };
 }
 

@@ -39,6 +39,15 @@ export interface CommitInputs {
   rejoining: boolean;
   tuning: Pick<Tuning, "groupUpdateAfterMessages" | "groupUpdateAfterMs" | "fallbackCommitDelayMs">;
   now: number;
+  /**
+   * Closed groups (§9.7): the policy in force (ours, or for a joiner the relay's copy). In an
+   * invite-only group members commit the adds (each checks the invitation); joiners wait.
+   */
+  policy?: "open" | "invite";
+  /** We refused a commit of the relay's current epoch for want of authorization (§9.7.5). */
+  blocked?: boolean;
+  /** We hold a signed state change of our own (an admin's) for our next commit (§9.7.1). */
+  draftDue?: boolean;
 }
 
 export function decideCommit(i: CommitInputs): CommitDecision {
@@ -55,7 +64,12 @@ export function decideCommit(i: CommitInputs): CommitDecision {
   const joining = state.pendingJoins.some((m) => m.username === me);
   if (rec.status === "member" && !isMember && !joining) return { t: "forget" };
   if (rec.pendingCommit !== null) return WAIT;
-  if (joining) return { t: "commit", joiner: true };
+  // Nothing is built on an epoch we refused; we do not rejoin into it either (§9.7.5).
+  if (i.blocked) return WAIT;
+  const invite = i.policy === "invite";
+  // An invite-only group's joiner is added by a member, unless it creates the group (§9.7.3).
+  if (joining && !(invite && state.members.length > 0)) return { t: "commit", joiner: true };
+  if (joining) return WAIT;
   const leavers = new Set(state.pendingLeaves);
   const stays = isMember && !leavers.has(me);
   if (
@@ -85,7 +99,13 @@ export function decideCommit(i: CommitInputs): CommitDecision {
     if (rank === 0) return { t: "commit", joiner: false };
     return { t: "fallback", rank, delayMs: rank * i.tuning.fallbackCommitDelayMs };
   }
-  if (state.pendingJoins.length > 0) return WAIT;
+  if (state.pendingJoins.length > 0) {
+    // Open groups: joiners commit themselves. Invite-only: the lowest online member adds them.
+    if (!invite) return WAIT;
+    if (rank === 0) return { t: "commit", joiner: false };
+    return { t: "fallback", rank, delayMs: rank * i.tuning.fallbackCommitDelayMs };
+  }
+  if (i.draftDue) return { t: "commit", joiner: false };
   // Periodic update (§9.6): after N of our messages in the epoch, or (lowest name) when old.
   const dueByCount = p.current.sent >= i.tuning.groupUpdateAfterMessages;
   const dueByTime = rank === 0 && i.now - p.current.startedAt >= i.tuning.groupUpdateAfterMs;
@@ -98,6 +118,7 @@ export function fallbackStillDue(
   record: GroupRecord,
   epoch: number,
 ): state is GroupState {
-  if (!state || state.epoch !== epoch || state.pendingLeaves.length === 0) return false;
+  if (!state || state.epoch !== epoch) return false;
+  if (state.pendingLeaves.length === 0 && state.pendingJoins.length === 0) return false;
   return record.pendingCommit === null && record.current?.epoch === epoch;
 }

@@ -17,8 +17,10 @@ import type { Tx } from "./effects";
 
 export type Flight =
   | { kind: "send"; key: string; conversationId?: ConversationId; messageId?: string }
-  | { kind: "join"; key: string; group: string }
-  | { kind: "leave"; key: string; group: string; rejoin: boolean }
+  | { kind: "join"; key: string; group: string; auth?: string }
+  | { kind: "leave"; key: string; group: string; rejoin: boolean; auth?: string }
+  /** An admin's removal of a member (§9.7.4): asked once, answered or lost with the socket. */
+  | { kind: "remove"; group: string; user: string }
   | { kind: "commit"; group: string }
   | { kind: "fetch"; peer: string }
   | { kind: "upload" };
@@ -28,12 +30,20 @@ export const flightKey = (seq: number) => `${FLIGHT_PREFIX}${String(seq).padStar
 
 /** A persisted join or leave (`flight/<seq>`). */
 export const FlightRecordSchema = v.variant("kind", [
-  v.strictObject({ kind: v.literal("join"), id: v.string(), group: v.string() }),
+  v.strictObject({
+    kind: v.literal("join"),
+    id: v.string(),
+    group: v.string(),
+    /** Closed groups (§9.7.3): the invitation the join carries. */
+    auth: v.optional(v.string()),
+  }),
   v.strictObject({
     kind: v.literal("leave"),
     id: v.string(),
     group: v.string(),
     rejoin: v.boolean(),
+    /** Closed groups (§9.7.4): our signed leave. */
+    auth: v.optional(v.string()),
   }),
 ]);
 export type FlightRecord = v.InferOutput<typeof FlightRecordSchema>;
@@ -46,15 +56,18 @@ export function nextId(tx: Tx): { id: string; seq: number } {
 
 /** The frame of a persisted join or leave (same id every time it is sent). */
 export function flightFrame(r: FlightRecord) {
+  const auth = r.auth === undefined ? {} : { auth: r.auth };
   return r.kind === "join"
-    ? ({ v: PROTOCOL_VERSION, t: "join", id: r.id, group: r.group } as const)
-    : ({ v: PROTOCOL_VERSION, t: "leave", id: r.id, group: r.group } as const);
+    ? ({ v: PROTOCOL_VERSION, t: "join", id: r.id, group: r.group, ...auth } as const)
+    : ({ v: PROTOCOL_VERSION, t: "leave", id: r.id, group: r.group, ...auth } as const);
 }
 
 /** Register and persist a join or leave, and send it if the link is up. */
 export function startFlight(
   tx: Tx,
-  r: { kind: "join"; group: string } | { kind: "leave"; group: string; rejoin: boolean },
+  r:
+    | { kind: "join"; group: string; auth?: string }
+    | { kind: "leave"; group: string; rejoin: boolean; auth?: string },
 ): void {
   const { id, seq } = nextId(tx);
   const key = flightKey(seq);
@@ -90,6 +103,7 @@ export function joinOf(flights: ReadonlyMap<string, Flight>, group: string): str
 /** Drop the in-memory-only kinds: their frames died with the socket. */
 export function dropTransient(flights: Map<string, Flight>): void {
   for (const [id, f] of [...flights]) {
-    if (f.kind === "fetch" || f.kind === "upload" || f.kind === "commit") flights.delete(id);
+    if (f.kind === "fetch" || f.kind === "upload" || f.kind === "commit" || f.kind === "remove")
+      flights.delete(id);
   }
 }

@@ -148,7 +148,7 @@ export async function loadEngine(
     state.summaries.set(sum.id, sum);
   }
   for (const { value } of await store.list("group/")) {
-    const sum = groupSummary(state, parseGroupRecord(value));
+    const sum = groupSummary(state, parseGroupRecord(value), env);
     state.summaries.set(sum.id, sum);
   }
   return { gen, state };

@@ -13,9 +13,10 @@ import { fromB64u, toB64u } from "../../encoding";
 import { type FrameOf, LIMITS, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
 import type { ConversationId, OutgoingAction, SendTextOptions } from "../client-api";
 import { b64 } from "../codec";
-import { Content, checkTextFits, DmContent, type TextContent } from "../content";
+import { Content, checkTextFits, DmContent, type Invite, type TextContent } from "../content";
 import { parseDmRecord, REPAIRABLE } from "../dm";
 import { CoreError, isCoreError } from "../errors";
+import { AccessError, type GroupPolicy } from "../group-access";
 import {
   addOneTimeKemPrekeys,
   addOneTimePrekeys,
@@ -42,7 +43,9 @@ export type TimerInput =
   /** A grace ran out for these delivery gaps (gaps.ts). */
   | { t: "gap_check"; keys: string[] }
   /** A fallback committer's turn for a pending leave (group-policy.ts). */
-  | { t: "fallback"; group: string; epoch: number };
+  | { t: "fallback"; group: string; epoch: number }
+  /** The wait after a commit refused for want of room is over (group-steps.ts). */
+  | { t: "commit_retry"; group: string };
 
 export type Verb =
   | { t: "start_chat"; username: string }
@@ -51,6 +54,21 @@ export type Verb =
   | { t: "send_text"; conversationId: ConversationId; text: string; opts?: SendTextOptions }
   | { t: "send_action"; conversationId: ConversationId; action: OutgoingAction }
   | { t: "join_group"; name: string }
+  | { t: "create_group"; name: string; title: string; description: string; policy: GroupPolicy }
+  | { t: "invite"; group: string; username: string }
+  | { t: "accept_invite"; invite: Invite }
+  | { t: "join_with_link"; group: string; secret: string }
+  | { t: "create_invite_link"; group: string }
+  | { t: "revoke_invite_links"; group: string }
+  | {
+      t: "set_group_info";
+      group: string;
+      title?: string;
+      description?: string;
+      policy?: GroupPolicy;
+    }
+  | { t: "promote"; group: string; username: string }
+  | { t: "remove_member"; group: string; username: string }
   | { t: "leave_group"; name: string }
   | { t: "accept_key_change"; username: string }
   | { t: "mark_verified"; username: string };
@@ -346,7 +364,7 @@ async function onFrame(tx: Tx, f: ServerFrame): Promise<void> {
     case "group":
       return groups.onGroupState(tx, f.state);
     case "left":
-      return groups.onLeft(tx, f.group);
+      return groups.onLeft(tx, f.group, f.auth);
     case "prekeys_low":
       return replenish(tx);
     case "error":
@@ -379,6 +397,12 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
     const conv = item.kind === "direct" ? direct.dmId(f.from) : groups.groupId(item.group);
     const code = e.code;
     if (item.kind === "commit") groups.noteRefusedCommit(tx, item.group, item.epoch);
+    if (item.kind === "commit" && e instanceof AccessError) {
+      // Refused for want of authorization (§9.7.5): shown, kept, never healed by rejoining.
+      await guarded(tx, () => groups.onAccessRefused(tx, item.group, item.epoch, e), conv);
+      error(tx, code, e.message, conv);
+      return;
+    }
     await guarded(
       tx,
       async () => {
@@ -410,6 +434,7 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
 
 async function onTimer(tx: Tx, t: TimerInput): Promise<void> {
   if (t.t === "fallback") return groups.onFallback(tx, t.group, t.epoch);
+  if (t.t === "commit_retry") return groups.onCommitRetry(tx, t.group);
   // Offline, the missing message may still sit in our mailbox: decide after the next
   // connection's drain (onWelcome schedules a fresh check).
   if (isOnline(tx.state.link)) reportGaps(tx, t.keys);
@@ -436,6 +461,36 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       return;
     case "leave_group":
       await groups.leaveGroup(tx, verb.name);
+      return;
+    case "create_group":
+      await groups.createGroup(tx, verb.name, verb);
+      return;
+    case "invite":
+      return groups.inviteToGroup(tx, verb.group, verb.username);
+    case "accept_invite":
+      await groups.acceptInvite(tx, verb.invite);
+      return;
+    case "join_with_link":
+      await groups.joinWithLink(tx, verb.group, verb.secret);
+      return;
+    case "create_invite_link":
+      return groups.createInviteLink(tx, verb.group);
+    case "revoke_invite_links":
+      await groups.changeGroupInfo(tx, verb.group, (i) => ({ ...i, links: [] }));
+      return;
+    case "set_group_info":
+      await groups.changeGroupInfo(tx, verb.group, (i) => ({
+        ...i,
+        ...(verb.title === undefined ? {} : { title: verb.title }),
+        ...(verb.description === undefined ? {} : { description: verb.description }),
+        ...(verb.policy === undefined ? {} : { policy: verb.policy }),
+      }));
+      return;
+    case "promote":
+      await groups.promoteMember(tx, verb.group, verb.username);
+      return;
+    case "remove_member":
+      await groups.removeMember(tx, verb.group, verb.username);
       return;
     case "accept_key_change":
       if (await direct.acceptKeyChange(tx, verb.username)) {

@@ -1,19 +1,26 @@
 /**
- * What the UI lists (PROTOCOL.md §11.1): conversation summaries and contact info, derived from
- * the records and the engine state, and emitted as `conversation` events whenever they change.
+ * What the engine tells the UI about each conversation (PROTOCOL.md §11.1): facts derived from
+ * the records (session phase, pins, membership), emitted as `conversation` events whenever they
+ * change. How those facts read to a person (a status word, a tone, whether sending is blocked) is
+ * the PWA view model's decision, not the engine's.
  */
 
 import { identityFingerprint } from "../../crypto";
 import { fromB64u } from "../../encoding";
-import type { ContactInfo, ConversationStatus, ConversationSummary } from "../client-api";
+import type {
+  ContactInfo,
+  ConversationSummary,
+  GroupAccessSummary,
+  SessionPhase,
+} from "../client-api";
 import { canSendNow, type DmRecord, emptyDm, parseDmRecord } from "../dm";
 import { emptyGroup, type GroupRecord, parseGroupRecord } from "../group";
+import { decodeGroupInfo, type GroupInfo } from "../group-access";
 import { phaseOf } from "../group-record";
 import { KEYS } from "../store";
 import type { Tx } from "./effects";
 import { leaveOf } from "./inflight";
-import { isOnline } from "./link";
-import type { EngineState } from "./state";
+import type { EngineState, Env } from "./state";
 
 export function contactInfo(s: EngineState, username: string, identityKey: string): ContactInfo {
   const c = s.contacts.get(username);
@@ -29,14 +36,11 @@ export function presenceList(s: EngineState): ContactInfo[] {
   return [...s.online.entries()].map(([u, k]) => contactInfo(s, u, k));
 }
 
-function dmStatus(s: EngineState, rec: DmRecord): ConversationStatus {
-  const c = s.contacts.get(rec.peer);
-  if (c?.changedKey) return "key_changed";
-  if (!isOnline(s.link)) return "offline";
-  if (canSendNow(rec) || rec.current !== null) return c?.verified ? "verified" : "secure";
-  if (rec.pending?.kind === "fetching") return "connecting";
+function sessionPhase(rec: DmRecord): SessionPhase {
+  if (canSendNow(rec) || rec.current !== null) return "ready";
+  if (rec.pending?.kind === "fetching") return "fetching";
   if (rec.pending !== null) return "handshaking";
-  return "connecting";
+  return "none";
 }
 
 export function dmSummary(s: EngineState, rec: DmRecord): ConversationSummary {
@@ -45,34 +49,67 @@ export function dmSummary(s: EngineState, rec: DmRecord): ConversationSummary {
     id: `dm:${rec.peer}`,
     kind: "direct",
     name: rec.peer,
-    status: dmStatus(s, rec),
+    keyChanged: (c?.changedKey ?? null) !== null,
+    session: sessionPhase(rec),
     members: c ? [contactInfo(s, rec.peer, c.identityKey)] : [],
   };
 }
 
-export function groupSummary(s: EngineState, rec: GroupRecord): ConversationSummary {
+export function groupSummary(
+  s: EngineState,
+  rec: GroupRecord,
+  env: Pick<Env, "hub" | "identityKey">,
+): ConversationSummary {
   const state = s.relayGroups.get(rec.group);
   const p = phaseOf(rec);
   const roster = rec.current?.roster ?? [];
-  const changed = roster.some((m) => s.contacts.get(m.name)?.changedKey);
+  const changed = roster.some((m) => (s.contacts.get(m.name)?.changedKey ?? null) !== null);
   const leave = leaveOf(s.flights, rec.group);
   const leaving = leave !== null && !leave.flight.rejoin;
-  let status: ConversationStatus;
-  if (changed) status = "key_changed";
-  else if (!isOnline(s.link)) status = "offline";
-  else if (p.t === "member" && !leaving) status = "secure";
-  else if (p.t === "joining") status = "connecting";
-  else status = "offline";
   return {
     id: `group:${rec.group}`,
     kind: "group",
     name: rec.group,
-    status,
+    keyChanged: changed,
     members: roster.map((m) => contactInfo(s, m.name, m.ik)),
     epoch: p.t === "member" ? p.current.epoch : -1,
     removalPending: (state?.pendingLeaves.length ?? 0) > 0,
     joining: p.t === "joining",
     leaving,
+    ...accessSummary(env, rec),
+  };
+}
+
+/** The signed state as the UI shows it (§9.7.1); a stored state that no longer parses: none. */
+function accessSummary(
+  env: Pick<Env, "hub" | "identityKey">,
+  rec: GroupRecord,
+): { access?: GroupAccessSummary } {
+  const blob = rec.info ?? rec.draftInfo;
+  if (blob === undefined) return {};
+  let info: GroupInfo;
+  try {
+    info = decodeGroupInfo(fromB64u(blob), env.hub, rec.group).info;
+  } catch {
+    return {};
+  }
+  const roster = rec.current?.roster ?? [];
+  const byKey = new Map(roster.map((m) => [m.ik, m.name]));
+  const admins = info.admins.flatMap((k) => {
+    const n = byKey.get(k);
+    return n === undefined ? [] : [n];
+  });
+  return {
+    access: {
+      title: info.title,
+      description: info.description,
+      policy: info.policy,
+      version: info.version,
+      admins,
+      isAdmin: info.admins.includes(env.identityKey),
+      links: info.links.length,
+      ...(rec.refused === undefined ? {} : { refused: rec.refused.text }),
+    },
   };
 }
 
@@ -83,7 +120,7 @@ export function summarizeDm(tx: Tx, rec: DmRecord): void {
 }
 
 export function summarizeGroup(tx: Tx, rec: GroupRecord): void {
-  const sum = groupSummary(tx.state, rec);
+  const sum = groupSummary(tx.state, rec, tx.env);
   tx.state.summaries.set(sum.id, sum);
   tx.emit({ type: "conversation", conversation: sum });
 }
