@@ -5,7 +5,7 @@
  * Parley is driven through the same transitions the engine uses — envelope, content encoding,
  * padding, valibot-checked records — minus storage, just as libsignal runs on in-memory stores.
  */
-import type { Content, DmContent } from "../shared/core/content";
+import type { Content, ReceivedDmContent } from "../shared/core/content";
 import {
   type DmCtx,
   type DmRecord,
@@ -86,7 +86,7 @@ async function send(from: Side, t: string): Promise<Uint8Array> {
   return r.body;
 }
 
-function expectText(r: { received: DmContent[] }, t: string): void {
+function expectText(r: { received: ReceivedDmContent[] }, t: string): void {
   const c = r.received[0];
   if (c?.t !== "text" || c.text !== t) throw new Error("bench: decrypted text differs");
 }

@@ -39,6 +39,7 @@ import {
   X25519_KEY_BYTES,
   type X25519KeyPair,
 } from "../shared/crypto";
+import { mlkemDecapsulate, mlkemEncapsulate, mlkemKeyPairFromSeed } from "./mlkem-pqclean";
 
 const LOW_ORDER = "publicKey: low-order point, shared secret is all-zero (RFC 7748 §6.1)";
 
@@ -283,7 +284,7 @@ function sha256(message: Uint8Array): Uint8Array {
 }
 
 export const nodeCryptoBackend: CryptoBackend = {
-  name: "Node backend (X25519: libsodium; Ed25519, AES-GCM, HMAC, HKDF: node:crypto)",
+  name: "Node backend (X25519: libsodium; ML-KEM-768: PQClean wasm; Ed25519, AES-GCM, HMAC, HKDF: node:crypto)",
   x25519,
   x25519PublicKey,
   x25519GenerateKeyPair,
@@ -295,6 +296,9 @@ export const nodeCryptoBackend: CryptoBackend = {
   hmacSha256,
   hkdfSha256,
   sha256,
+  mlkemKeyPairFromSeed,
+  mlkemEncapsulate,
+  mlkemDecapsulate,
 };
 
 /** Make every shared/crypto primitive in this process run on node:crypto. */

@@ -242,8 +242,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakCounts> {
       "1:1 sessions secure",
       () =>
         clients.every((c, i) => {
-          const s = summary(c, `dm:${peerOf(i).name}`)?.status;
-          return s === "secure" || s === "verified";
+          return summary(c, `dm:${peerOf(i).name}`)?.session === "ready";
         }),
       60_000,
     );

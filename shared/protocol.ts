@@ -135,6 +135,21 @@ export const LIMITS = {
   pushTtlSec: 24 * 60 * 60,
   /** Send attempts of one push (429, 5xx, network failure) before the relay gives it up (§7.9). */
   pushMaxAttempts: 5,
+  /**
+   * Largest attachment ciphertext (§7.10): a 100 MiB file once chunk-encrypted (§3.10, 56 header
+   * bytes and a 16-byte tag per 16 KiB chunk).
+   */
+  maxBlobBytes: 104_857_600 + 56 + 16 * 6401,
+  /** Default per-identity blob quota, reserved at ticket time (§7.10); BLOB_QUOTA_BYTES sets it. */
+  blobQuotaBytes: 500 * 1024 * 1024,
+  /** Blobs (stored, or reserved by a live ticket) one identity may hold at once (§7.10). */
+  maxBlobsPerIdentity: 500,
+  /** How long a stored blob is kept before the relay deletes it (§7.10); BLOB_TTL_SEC sets it. */
+  blobTtlSec: 30 * 24 * 60 * 60,
+  /** An upload ticket must be used within this time (§7.10). */
+  blobTicketTtlSec: 10 * 60,
+  /** A started upload must finish within this time, else it is deleted (§7.10). */
+  blobUploadWindowSec: 60 * 60,
 } as const;
 
 /** Error codes with their fixed wire text: text never carries internal detail (PROTOCOL.md §6). */
@@ -166,6 +181,9 @@ export const ERRORS = {
   push_endpoint: "That push endpoint is not allowed.",
   push_key_changed: "The relay's push key changed; subscribe again with the current key.",
   invite_required: "This group is invite-only: joining needs an invitation.",
+  blob_unavailable: "This relay does not store attachments.",
+  blob_too_large: "The attachment exceeds the size limit.",
+  blob_quota: "Attachment storage quota reached; wait for older attachments to expire.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
@@ -481,6 +499,17 @@ export const PushUnsubscribeFrame = v.strictObject({
   id: ClientId,
 });
 
+/**
+ * Ask for an upload ticket (PROTOCOL.md §7.10): the right to PUT one blob of exactly `size`
+ * ciphertext bytes. Charged to this identity's quota until the blob expires.
+ */
+export const BlobUploadFrame = v.strictObject({
+  v: V,
+  t: v.literal("blob_upload"),
+  id: ClientId,
+  size: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER)),
+});
+
 export const PingFrame = v.strictObject({ v: V, t: v.literal("ping") });
 /**
  * The exact text of a keep-alive ping and its answer. The relay answers this byte string without
@@ -503,6 +532,7 @@ export const ClientFrame = v.variant("t", [
   GroupSendFrame,
   PushSubscribeFrame,
   PushUnsubscribeFrame,
+  BlobUploadFrame,
   PingFrame,
 ]);
 export type ClientFrame = v.InferOutput<typeof ClientFrame>;
@@ -616,6 +646,39 @@ export const ErrorFrame = v.strictObject({
 
 export const PongFrame = v.strictObject({ v: V, t: v.literal("pong") });
 
+/** A blob id (§7.10): 32 random bytes, base64url. It is the download capability. */
+export const BlobId = b64Bytes(32);
+/** An upload ticket (§7.10): the owner object's id (64 hex) "." 32 random bytes, base64url. */
+export const BLOB_TICKET_RE = /^[0-9a-f]{64}\.[A-Za-z0-9_-]{43}$/;
+export const BlobTicket = v.pipe(v.string(), v.regex(BLOB_TICKET_RE));
+
+/**
+ * Errors of the blob routes (PUT/GET /blob/{id}, §7.10): HTTP status and fixed text, answered
+ * as JSON `{ "error": code, "message": text }`. Text never carries internal detail.
+ */
+export const BLOB_HTTP_ERRORS = {
+  bad_request: [400, "Malformed blob id, ticket or length."],
+  ticket_invalid: [403, "The upload ticket is not valid for this blob (or was used already)."],
+  ticket_expired: [403, "The upload ticket has expired; ask for a new one."],
+  not_found: [404, "No such blob; it may have expired."],
+  length_required: [411, "Content-Length is required."],
+  size_mismatch: [400, "The body's length is not the size the ticket was issued for."],
+  blob_too_large: [413, "The attachment exceeds the size limit."],
+  range_not_satisfiable: [416, "The requested range is outside the blob."],
+  blob_unavailable: [503, "This relay does not store attachments."],
+} as const satisfies Record<string, readonly [number, string]>;
+export type BlobHttpError = keyof typeof BLOB_HTTP_ERRORS;
+
+/** Answer to `blob_upload` (§7.10): PUT /blob/{blob} with this ticket before `expires`. */
+export const BlobTicketFrame = v.strictObject({
+  v: V,
+  t: v.literal("blob_ticket"),
+  id: ClientId,
+  blob: BlobId,
+  ticket: BlobTicket,
+  expires: Millis,
+});
+
 export const ServerFrame = v.variant("t", [
   HelloFrame,
   WelcomeFrame,
@@ -629,6 +692,7 @@ export const ServerFrame = v.variant("t", [
   PrekeysLowFrame,
   ErrorFrame,
   PongFrame,
+  BlobTicketFrame,
 ]);
 export type ServerFrame = v.InferOutput<typeof ServerFrame>;
 export type ServerFrameType = ServerFrame["t"];

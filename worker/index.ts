@@ -6,6 +6,7 @@
 import { Hono } from "hono";
 import * as v from "valibot";
 import { HubName } from "../shared/protocol";
+import { type BlobRouteEnv, getBlob, putBlob } from "./blob-routes";
 import {
   DEFAULT_HUB,
   isAllowedOrigin,
@@ -16,9 +17,10 @@ import {
 import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
 
 // Only handlers and Durable Object classes may be exported from the entry module (workerd).
+export { BlobOwner } from "./blobs";
 export { Relay } from "./relay";
 
-export interface Env extends PushEnv {
+export interface Env extends PushEnv, BlobRouteEnv {
   RELAY: DurableObjectNamespace;
   ASSETS: Fetcher;
   /** Optional extra origins allowed to open /ws (comma-separated), e.g. a LAN address. */
@@ -51,6 +53,10 @@ app.get("/push/vapid", (c) => {
     return c.json({ error: "push_unavailable" }, 404, { "Cache-Control": "no-store" });
   return c.json({ key: push.publicKey }, 200, { "Cache-Control": "no-store" });
 });
+
+// Attachments (PROTOCOL.md §7.10): upload under a ticket, download by unguessable id.
+app.put("/blob/:id", putBlob);
+app.get("/blob/:id", getBlob);
 
 app.get("/ws", async (c) => {
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {

@@ -6,6 +6,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { PING_TEXT, PONG_TEXT } from "../shared/protocol";
+import type { BlobRouteEnv } from "./blob-routes";
 import { RelayLifecycle } from "./relay/lifecycle";
 import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
 
@@ -16,7 +17,16 @@ export class Relay extends DurableObject {
     super(ctx, env as never);
     // Keep-alives are answered by the runtime without waking the object (PROTOCOL.md §4.5).
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_TEXT, PONG_TEXT));
-    this.#life = new RelayLifecycle(ctx, () => Date.now(), pushConfigFromEnv(env as PushEnv));
+    const e = env as PushEnv & BlobRouteEnv;
+    const owners = e.BLOB_OWNER;
+    // Each identity's blob ledger is its own object (worker/blobs.ts, PROTOCOL.md §7.10).
+    const blobs =
+      owners === undefined
+        ? null
+        : {
+            mint: (owner: string, size: number) => owners.get(owners.idFromName(owner)).mint(size),
+          };
+    this.#life = new RelayLifecycle(ctx, () => Date.now(), pushConfigFromEnv(e), blobs);
   }
 
   override async fetch(request: Request): Promise<Response> {

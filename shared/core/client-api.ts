@@ -14,8 +14,9 @@
  */
 import type { IdentityKeyPair } from "../crypto";
 import type { ClientFrame, ErrorCode, ServerFrame } from "../protocol";
-import type { Invite } from "./content";
+import type { Invite, ReceivedDmContent } from "./content";
 import type { GroupPolicy } from "./group-access";
+import type { MessageRef } from "./message-content";
 
 // ---------------------------------------------------------------------------------------------
 // Storage
@@ -109,19 +110,12 @@ export interface Tuning {
 /** "dm:<username>" for 1:1 chats, "group:<name>" for groups. */
 export type ConversationId = `dm:${string}` | `group:${string}`;
 
-export type ConversationStatus =
-  /** Not connected to the relay (or not yet authenticated). */
-  | "offline"
-  /** Connected, waiting for the peer's bundle / the group's first commit. */
-  | "connecting"
-  /** Handshake messages in flight (online handshake, or prekey message not yet answered). */
-  | "handshaking"
-  /** Keys agreed and confirmed (or async start: first message can go out). */
-  | "secure"
-  /** Secure and the user compared safety numbers. */
-  | "verified"
-  /** The peer's identity key differs from the pinned one: sending is blocked until accepted. */
-  | "key_changed";
+/**
+ * How far a direct conversation's keys are (§8.2, §8.3): no session yet, waiting for the peer's
+ * bundle, handshake messages in flight, or a session that can send. What the UI shows for it
+ * (with the link state and the pins) is the PWA view model's decision (pwa/src/state/status.ts).
+ */
+export type SessionPhase = "none" | "fetching" | "handshaking" | "ready";
 
 export interface ContactInfo {
   username: string;
@@ -137,7 +131,13 @@ export interface ConversationSummary {
   kind: "direct" | "group";
   /** Peer username (direct) or group name (group). */
   name: string;
-  status: ConversationStatus;
+  /**
+   * A member's (direct: the peer's) announced identity key differs from the pinned one: sending
+   * is blocked until the user accepts it (§8.7).
+   */
+  keyChanged: boolean;
+  /** Direct chats only: how far the session is. */
+  session?: SessionPhase;
   /** Direct chats: the peer. Groups: the committed roster at `epoch`. */
   members: ContactInfo[];
   /** Groups only: our current epoch; -1 while we have not joined yet. */
@@ -173,7 +173,8 @@ export interface GroupAccessSummary {
   refused?: string;
 }
 
-export type DeliveryState = "sending" | "sent" | "delivered" | "failed";
+/** `read`: the peer's `read` content named it (1:1 only, when read receipts are on, §8.6.1). */
+export type DeliveryState = "sending" | "sent" | "delivered" | "read" | "failed";
 
 export interface ChatMessage {
   /** Client message id (random, inside the encrypted content; used for dedupe and receipts). */
@@ -191,6 +192,30 @@ export interface ChatMessage {
   delivery?: DeliveryState;
   /** 1:1 only: a closed-group invitation this text carries (§9.7.3). */
   invite?: Invite;
+  /** The message this one replies to (§8.6.1). */
+  reply?: MessageRef;
+  /** Disappearing timer, ms: removed this long after `at` on every device (§8.6.1). */
+  exp?: number;
+}
+
+/**
+ * A content that is not a text (§8.6.1): what it does to history is decided by the caller with
+ * shared/core/messages.ts (edit, delete, react, timer), or shown (typing, read, unsupported).
+ */
+export type MessageAction = Exclude<ReceivedDmContent, { t: "text" | "receipt" | "retry" }>;
+
+/** What the UI may send besides a text (§8.6.1); the engine adds `id` and `ts`. */
+export type OutgoingAction =
+  | { t: "react"; target: MessageRef; emoji: string }
+  | { t: "edit"; target: string; text: string }
+  | { t: "delete"; target: string }
+  | { t: "timer"; ms: number }
+  | { t: "typing"; on: boolean }
+  | { t: "read"; ids: string[] };
+
+export interface SendTextOptions {
+  reply?: MessageRef;
+  exp?: number;
 }
 
 export type SystemLineKind =
@@ -294,6 +319,18 @@ export type ParleyEvent =
       by?: string;
     }
   | { type: "system"; line: SystemLine }
+  /**
+   * A non-text content sent by `from` (`direction: "in"`, authenticated by the session or the
+   * group signature) or by us (`"out"`, once encrypted and stored for sending).
+   */
+  | {
+      type: "content";
+      conversationId: ConversationId;
+      from: string;
+      direction: "in" | "out";
+      content: MessageAction;
+      at: number;
+    }
   | {
       type: "error";
       code: CoreErrorCode;
@@ -330,7 +367,13 @@ export interface ParleyClientApi {
    */
   reclaimDevice(): Promise<void>;
   /** Encrypt and send; resolves with the client message id once persisted and handed over. */
-  sendText(conversationId: ConversationId, text: string): Promise<string>;
+  sendText(conversationId: ConversationId, text: string, opts?: SendTextOptions): Promise<string>;
+  /**
+   * Encrypt and send a reaction, edit, delete, timer change, typing state or read receipt
+   * (§8.6.1); resolves with its content id. Typing and read go only over a usable session
+   * (dropped otherwise, id ""); the others wait in the 1:1 queue like texts.
+   */
+  sendAction(conversationId: ConversationId, action: OutgoingAction): Promise<string>;
   joinGroup(name: string): Promise<void>;
   leaveGroup(name: string): Promise<void>;
   /**

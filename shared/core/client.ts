@@ -21,9 +21,11 @@ import type {
   ConversationId,
   ConversationSummary,
   Listener,
+  OutgoingAction,
   ParleyClientApi,
   ParleyClientOptions,
   ParleyEvent,
+  SendTextOptions,
   StoreOp,
   Tuning,
 } from "./client-api";
@@ -286,11 +288,25 @@ export class ParleyClient implements ParleyClientApi {
     await this.verb({ t: "reclaim_device" });
   }
 
-  async sendText(conversationId: ConversationId, text: string): Promise<string> {
+  async sendText(
+    conversationId: ConversationId,
+    text: string,
+    opts?: SendTextOptions,
+  ): Promise<string> {
     if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
-    const id = await this.verb({ t: "send_text", conversationId, text });
+    const id = await this.verb({
+      t: "send_text",
+      conversationId,
+      text,
+      ...(opts !== undefined ? { opts } : {}),
+    });
     if (id === undefined) throw new CoreError("malformed", "no message id");
     return id;
+  }
+
+  async sendAction(conversationId: ConversationId, action: OutgoingAction): Promise<string> {
+    if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
+    return (await this.verb({ t: "send_action", conversationId, action })) ?? "";
   }
 
   async joinGroup(name: string): Promise<void> {

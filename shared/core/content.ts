@@ -6,13 +6,23 @@
 import * as v from "valibot";
 import { fromUtf8, utf8 } from "../encoding";
 import { CoreError, malformed } from "./errors";
+import {
+  ContentId,
+  DeleteSchema,
+  EditSchema,
+  ReactSchema,
+  ReadSchema,
+  TEXT_EXTRAS,
+  TimerSchema,
+  TypingSchema,
+  type UnsupportedContent,
+  unsupportedOf,
+} from "./message-content";
 import { pad, unpad } from "./padding";
 
 export const MAX_TEXT_CHARS = 16_000;
 /** Message ids acknowledged by one receipt content at most (§8.6); more go in several receipts. */
 export const MAX_RECEIPT_IDS = 100;
-
-const ContentId = v.pipe(v.string(), v.minLength(1), v.maxLength(64), v.regex(/^[A-Za-z0-9_-]+$/));
 
 /**
  * An invitation to a closed group (§9.7.3), attached to a 1:1 text whose `text` says it in words
@@ -34,14 +44,24 @@ const TextSchema = v.strictObject({
   /** Sender's clock, ms since the epoch. */
   ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
   text: v.pipe(v.string(), v.maxLength(MAX_TEXT_CHARS)),
+  ...TEXT_EXTRAS,
   /** 1:1 only: a closed-group invitation (§9.7.3); `malformed` inside a group message. */
   invite: v.optional(InviteSchema),
 });
 
-/** What a group message carries (§9.5): text only. */
-export const Content = v.variant("t", [TextSchema]);
+/** Everyday-messaging contents, in 1:1 and group messages alike (§8.6.1, message-content.ts). */
+const MESSAGE_CONTENTS = [
+  ReactSchema,
+  EditSchema(MAX_TEXT_CHARS),
+  DeleteSchema,
+  TimerSchema,
+  TypingSchema,
+] as const;
+
+/** What a group message carries (§9.5): text and the contents of §8.6.1 but `read`. */
+export const Content = v.variant("t", [TextSchema, ...MESSAGE_CONTENTS]);
 export type Content = v.InferOutput<typeof Content>;
-export type TextContent = Content;
+export type TextContent = Extract<Content, { t: "text" }>;
 
 /**
  * What a 1:1 message carries (§8.6): text, or an end-to-end delivery receipt — the ids of `text`
@@ -50,6 +70,8 @@ export type TextContent = Content;
  */
 export const DmContent = v.variant("t", [
   TextSchema,
+  ...MESSAGE_CONTENTS,
+  ReadSchema,
   v.strictObject({
     t: v.literal("receipt"),
     ids: v.pipe(v.array(ContentId), v.minLength(1), v.maxLength(MAX_RECEIPT_IDS)),
@@ -61,6 +83,9 @@ export const DmContent = v.variant("t", [
   v.strictObject({ t: v.literal("retry") }),
 ]);
 export type DmContent = v.InferOutput<typeof DmContent>;
+/** What decrypting yields: a content of ours, or one of a newer client's types (§8.6.1). */
+export type ReceivedContent = Content | UnsupportedContent;
+export type ReceivedDmContent = DmContent | UnsupportedContent;
 
 export function encodeContent(c: DmContent): Uint8Array {
   return pad(utf8(JSON.stringify(c)));
@@ -79,7 +104,10 @@ const BODY_OVERHEAD_BYTES = 2560;
  * control characters grow 6×) would make a body over `maxBodyChars`. Nothing over the limit may
  * reach the outbox, where it would be refused by the relay or by our own frame parser.
  */
-export function checkTextFits(c: TextContent, maxBodyChars: number): void {
+export function checkTextFits(
+  c: TextContent | Extract<Content, { t: "edit" }>,
+  maxBodyChars: number,
+): void {
   if (c.text.length > MAX_TEXT_CHARS) {
     throw new CoreError(
       "too_long",
@@ -92,7 +120,15 @@ export function checkTextFits(c: TextContent, maxBodyChars: number): void {
   }
 }
 
-function parseContent<T>(schema: v.GenericSchema<unknown, T>, padded: Uint8Array): T {
+/**
+ * The one parse of decrypted content. A value failing the schema is `malformed` unless it is an
+ * object whose `t` this client does not know: a newer client's content, returned as
+ * `unsupported` so it shows as "unsupported message" instead of failing (§8.6.1).
+ */
+function parseContent<T>(
+  schema: v.GenericSchema<unknown, T>,
+  padded: Uint8Array,
+): T | UnsupportedContent {
   let obj: unknown;
   try {
     obj = JSON.parse(fromUtf8(unpad(padded)));
@@ -100,18 +136,20 @@ function parseContent<T>(schema: v.GenericSchema<unknown, T>, padded: Uint8Array
     throw malformed("content");
   }
   const r = v.safeParse(schema, obj);
-  if (!r.success) throw malformed("content");
-  return r.output;
+  if (r.success) return r.output;
+  const unknown = unsupportedOf(obj);
+  if (unknown !== null) return unknown;
+  throw malformed("content");
 }
 
-/** Group message content (text only). */
-export function decodeContent(padded: Uint8Array): Content {
+/** Group message content (§9.5); a text carrying an invitation is 1:1 only (§9.7.3). */
+export function decodeContent(padded: Uint8Array): ReceivedContent {
   const c = parseContent(Content, padded);
-  if (c.invite !== undefined) throw malformed("content");
+  if (c.t === "text" && c.invite !== undefined) throw malformed("content");
   return c;
 }
 
-/** 1:1 message content (text or receipt). */
-export function decodeDmContent(padded: Uint8Array): DmContent {
+/** 1:1 message content (§8.6). */
+export function decodeDmContent(padded: Uint8Array): ReceivedDmContent {
   return parseContent(DmContent, padded);
 }

@@ -1,30 +1,38 @@
 /**
- * The 1:1 conversation state machine (PROTOCOL.md §8): handshakes, session selection,
- * encryption and decryption, as pure async transitions `(record, input, ctx) → result`.
- * Inputs are never mutated; a transition that throws leaves the caller's record valid, so the
- * engine persists only returned records (decrypt-on-a-copy, commit on success).
+ * The 1:1 conversation state machine (PROTOCOL.md §8): answering handshakes, session selection,
+ * encryption and decryption, as pure async transitions `(record, input, ctx) → result`; starting
+ * a session is in dm-start.ts and the record's schema in dm-record.ts. Inputs are never mutated;
+ * a transition that throws leaves the caller's record valid, so the engine persists only returned
+ * records (decrypt-on-a-copy, commit on success).
  */
-import * as v from "valibot";
-import { signedPrekeyVersion } from "../auth";
-import {
-  constantTimeEqual,
-  mlkemDecapsulate,
-  mlkemEncapsulate,
-  mlkemKeyPairFromSeed,
-  mlkemPublicKey,
-} from "../crypto";
+import { constantTimeEqual, mlkemDecapsulateSeed, mlkemForget, mlkemPublicKey } from "../crypto";
 import { concatBytes } from "../encoding";
-import type { OneTimeKemPrekey, PqPrekey, SignedPrekey } from "../protocol";
-import { B64, b64, enc, Key32, Uint } from "./codec";
-import { type DmContent, decodeDmContent, encodeContent, InviteSchema } from "./content";
+import { b64, enc } from "./codec";
+import { type DmContent, decodeDmContent, encodeContent } from "./content";
+import {
+  type DmCtx,
+  type DmNote,
+  type DmRecord,
+  type DmResult,
+  keepAside,
+  MAX_HELD,
+  MAX_QUEUE,
+  MAX_SEEN_INITS,
+  type Pending,
+  party,
+  promote,
+  type Queued,
+  result,
+  type Session,
+  weWin,
+} from "./dm-record";
+import { encapsulate } from "./dm-start";
 import {
   decodeEnvelope,
   ENV,
   type Envelope,
   encodeHsConfirm,
-  encodeHsInit,
   encodeHsResp,
-  KEM_CT_BYTES,
   messagePrefix,
   type PqFields,
   prekeyPrefix,
@@ -36,7 +44,6 @@ import {
   handshakeHash,
   handshakeKeys,
   initTranscript,
-  type Party,
   type PqPrekeyRef,
   pqxdhRoot,
   pqxdhTranscript,
@@ -48,441 +55,21 @@ import {
   x3dhRoot,
   x3dhTranscript,
 } from "./handshake";
-import {
-  consumePrekeys,
-  findPqPrekeys,
-  findPrekeys,
-  kemOpkMessage,
-  type PrekeyState,
-  pqSpkMessage,
-} from "./prekeys";
+import { consumePrekeys, findPqPrekeys, findPrekeys, type PrekeyState } from "./prekeys";
 import {
   canSend,
   initInitiator,
   initResponder,
   kemOut,
   newX25519,
-  type Random,
-  RatchetStateSchema,
   ratchetDecrypt,
   ratchetEncrypt,
 } from "./ratchet";
 import { type Contact, checkKey } from "./trust";
 
-/** Receive-only sessions kept after a newer one took over (simultaneous starts, resets). */
-export const MAX_PREVIOUS_SESSIONS = 3;
-/** Texts queued while no session can send yet. */
-export const MAX_QUEUE = 200;
-/** Envelopes held while the peer's key change is not accepted, replayed after acceptance. */
-export const MAX_HELD = 50;
-/**
- * hs_init ephemerals remembered per peer (§8.2.3). Only the peer can make a valid init, one per
- * handshake it starts, so 128 covers far more handshakes than a peer makes with us while its key
- * stays pinned (acceptKeyChange clears it); 16 let a relay replay an old init after a few
- * resets and knock out a handshake in progress. ~5.6 KB of base64 per peer.
- */
-export const MAX_SEEN_INITS = 128;
-
-const KeyPair = v.strictObject({ pub: Key32, priv: Key32 });
-
-export const SessionSchema = v.strictObject({
-  sid: v.pipe(B64, v.length(22)),
-  role: v.picklist(["initiator", "responder"]),
-  peerIdentityKey: Key32,
-  /** The peer has proven it holds this session (a message or confirmation decrypted/verified). */
-  confirmed: v.boolean(),
-  /** Async initiator: the X3DH fields repeated in every message until the first reply. */
-  prekey: v.nullable(
-    v.strictObject({
-      spkId: Uint,
-      opkId: v.nullable(Uint),
-      ekA: Key32,
-      sigA: B64,
-      ikB: Key32,
-      /** PQXDH start (§8.3.5): the fields a `prekey_pq` envelope adds. */
-      pq: v.optional(
-        v.strictObject({
-          idhA: Key32,
-          kemOpkId: v.nullable(Uint),
-          kemCt: v.pipe(B64, v.length(Math.ceil((KEM_CT_BYTES * 4) / 3))),
-        }),
-      ),
-    }),
-  ),
-  /**
-   * Whether the session's key agreement included an ML-KEM-768 secret (§8.3.5). false: a
-   * classical session with a peer that publishes no post-quantum keys, shown as such. Absent on
-   * sessions stored before this field existed (classical).
-   */
-  pq: v.optional(v.boolean()),
-  ratchet: RatchetStateSchema,
-});
-export type Session = v.InferOutput<typeof SessionSchema>;
-
-const PendingSchema = v.variant("kind", [
-  v.strictObject({ kind: v.literal("fetching"), at: Uint }),
-  v.strictObject({
-    kind: v.literal("initiating"),
-    at: Uint,
-    eph: KeyPair,
-    /** Seed of the ephemeral ML-KEM key of a hybrid hs_init (§8.2.6); absent: classical init. */
-    kem: v.optional(v.pipe(B64, v.length(86))),
-    sigA: B64,
-    peerIdentityKey: Key32,
-  }),
-  v.strictObject({
-    kind: v.literal("responding"),
-    at: Uint,
-    confirmKey: Key32,
-    th: Key32,
-    session: SessionSchema,
-  }),
-]);
-export type Pending = v.InferOutput<typeof PendingSchema>;
-
-export const QueuedSchema = v.strictObject({
-  id: v.string(),
-  ts: Uint,
-  text: v.string(),
-  /** A closed-group invitation the text carries (§9.7.3). */
-  invite: v.optional(InviteSchema),
-});
-export type Queued = v.InferOutput<typeof QueuedSchema>;
-
-export const DmRecordSchema = v.strictObject({
-  peer: v.string(),
-  current: v.nullable(SessionSchema),
-  previous: v.array(SessionSchema),
-  pending: v.nullable(PendingSchema),
-  queue: v.array(QueuedSchema),
-  /** Bodies (base64url) received while the peer's key change awaits acceptance. */
-  held: v.array(v.string()),
-  /** Ephemerals of hs_init messages already answered (a redelivered init is not re-answered). */
-  seenInits: v.array(Key32),
-  /**
-   * Session repair under way (§8.10): a message from the peer could not be decrypted, so a new
-   * session is being made; `asked` once the `retry` content went out on it.
-   */
-  repair: v.nullable(v.strictObject({ at: Uint, asked: v.boolean() })),
-});
-export type DmRecord = v.InferOutput<typeof DmRecordSchema>;
-
-export function emptyDm(peer: string): DmRecord {
-  return {
-    peer,
-    current: null,
-    previous: [],
-    pending: null,
-    queue: [],
-    held: [],
-    seenInits: [],
-    repair: null,
-  };
-}
-
-/** At most one session repair per peer in this long (§8.10): a flood of bad bodies costs one. */
-export const REPAIR_INTERVAL_MS = 60_000;
-
-/**
- * Failures that mean "we do not hold the session or prekey this peer wrote with" (§8.10): our
- * state was lost or replaced (a restore on a new device). Repaired, not just dropped. A body that
- * fails to authenticate on a session we hold (`decrypt_failed`) is altered, not a lost state: it
- * is dropped with no state change.
- */
-export const REPAIRABLE: ReadonlySet<string> = new Set(["unknown_session", "no_prekey"]);
-
-/**
- * Begin a session repair (§8.10), or null while one began less than REPAIR_INTERVAL_MS ago. The
- * current session stops being used for sending (kept receive-only among `previous`): the peer
- * cannot read it, or it would not be sending on another. A handshake in progress for the peer's
- * side (`responding`) is kept; our own half-done starts are dropped and begun again.
- */
-export function beginRepair(record: DmRecord, now: number): DmRecord | null {
-  if (record.repair !== null && now - record.repair.at < REPAIR_INTERVAL_MS) return null;
-  const previous = record.current ? [record.current, ...record.previous] : [...record.previous];
-  return {
-    ...record,
-    current: null,
-    previous: previous.slice(0, MAX_PREVIOUS_SESSIONS),
-    pending: record.pending?.kind === "responding" ? record.pending : null,
-    repair: { at: now, asked: false },
-  };
-}
-
-export interface DmCtx {
-  hub: string;
-  me: Party;
-  sign(message: Uint8Array): Promise<Uint8Array>;
-  random: Random;
-  now: number;
-}
-
-export type DmNote =
-  | {
-      kind: "session_started";
-      role: "initiator" | "responder";
-      mode: "online" | "async";
-      /** false: classical only (the peer publishes no post-quantum keys), shown (§8.3.5). */
-      pq: boolean;
-    }
-  | { kind: "key_changed"; newKey: string }
-  | { kind: "pinned" };
-
-export interface DmResult {
-  record: DmRecord;
-  contact: Contact;
-  /** Bodies to send to the peer, in order. */
-  send: Uint8Array[];
-  /** Decrypted contents, in order. */
-  /** Decrypted contents: texts and end-to-end receipts (§8.6). */
-  received: DmContent[];
-  notes: DmNote[];
-  prekeys?: PrekeyState;
-}
-
-const result = (record: DmRecord, contact: Contact, extra: Partial<DmResult> = {}): DmResult => ({
-  record,
-  contact,
-  send: [],
-  received: [],
-  notes: [],
-  ...extra,
-});
-
-/** Deterministic tie-break for simultaneous starts (§8.2.4): the smaller username's handshake wins. */
-export function weWin(me: string, peer: string): boolean {
-  return me < peer;
-}
-
-function party(name: string, ik: string | Uint8Array): Party {
-  return { name, identityKey: typeof ik === "string" ? b64(ik, "identity key") : ik };
-}
-
-function promote(record: DmRecord, session: Session): DmRecord {
-  const previous = record.current ? [record.current, ...record.previous] : [...record.previous];
-  return { ...record, current: session, previous: previous.slice(0, MAX_PREVIOUS_SESSIONS) };
-}
-
-function keepAside(record: DmRecord, session: Session): DmRecord {
-  return { ...record, previous: [session, ...record.previous].slice(0, MAX_PREVIOUS_SESSIONS) };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Starting
-
-/** Online start (§8.2.1): send hs_init signed with our identity to a peer we see online. */
-export async function startOnline(
-  record: DmRecord,
-  contact: Contact,
-  ctx: DmCtx,
-): Promise<DmResult> {
-  if (contact.changedKey !== null)
-    throw new CoreError("key_changed", "accept the key change first");
-  const peer = party(record.peer, contact.identityKey);
-  const eph = await newX25519(ctx.random);
-  const ephA = b64(eph.pub, "eph");
-  // Hybrid (§8.2.6): an ephemeral ML-KEM key the responder encapsulates to.
-  const kemSeed = ctx.random(64);
-  const kemPk = mlkemPublicKey(kemSeed);
-  const sigA = await ctx.sign(initTranscript(ctx.hub, ctx.me, peer, ephA, kemPk));
-  const body = encodeHsInit({ ikA: ctx.me.identityKey, ikB: peer.identityKey, ephA, kemPk, sigA });
-  const pending: Pending = {
-    kind: "initiating",
-    at: ctx.now,
-    eph,
-    kem: enc(kemSeed),
-    sigA: enc(sigA),
-    peerIdentityKey: contact.identityKey,
-  };
-  return result({ ...record, pending }, contact, { send: [body] });
-}
-
-export function startFetching(record: DmRecord, now: number): DmRecord {
-  return { ...record, pending: { kind: "fetching", at: now } };
-}
-
-export interface Bundle {
-  identityKey: string;
-  signedPrekey: SignedPrekey;
-  oneTimePrekey: { id: number; key: string } | null;
-  pqPrekey?: PqPrekey | null | undefined;
-  oneTimeKemPrekey?: OneTimeKemPrekey | null | undefined;
-}
-
-/**
- * Asynchronous start (§8.3.2) from a bundle the relay returned. The bundle's identity key must
- * match the pin and its signed prekey must verify under it: a relay substituting either is
- * caught here (key change, or bad_signature) — never a silent new session.
- */
-export async function startFromBundle(
-  record: DmRecord,
-  contact: Contact | null,
-  bundle: Bundle,
-  ctx: DmCtx,
-  /** Our prekeys: the identity-DH key a post-quantum start needs (§8.3.5). */
-  ours: PrekeyState | null = null,
-): Promise<DmResult> {
-  const check = checkKey(contact, record.peer, bundle.identityKey, ctx.now);
-  if (check.result === "changed") {
-    return result({ ...record, pending: null }, check.contact, {
-      notes: [{ kind: "key_changed", newKey: bundle.identityKey }],
-    });
-  }
-  const peer = party(record.peer, bundle.identityKey);
-  const spk = b64(bundle.signedPrekey.key, "spk");
-  const version = await signedPrekeyVersion(peer.identityKey, bundle.signedPrekey);
-  if (version === null)
-    throw new CoreError("bad_signature", "signed prekey signature does not verify");
-  const opk = bundle.oneTimePrekey
-    ? { id: bundle.oneTimePrekey.id, key: b64(bundle.oneTimePrekey.key, "opk") }
-    : null;
-  if (version === 2) return startPq(record, check, peer, spk, opk, bundle, ctx, ours);
-  const ek = await newX25519(ctx.random);
-  const ekA = b64(ek.pub, "ek");
-  const transcript = x3dhTranscript(
-    ctx.hub,
-    ctx.me,
-    peer,
-    { spkId: bundle.signedPrekey.id, spk, opk },
-    ekA,
-  );
-  const sigA = await ctx.sign(transcript);
-  const ekPriv = b64(ek.priv, "ek");
-  const dh1 = await dh(ekPriv, spk);
-  const dh2 = opk ? await dh(ekPriv, opk.key) : null;
-  const root = x3dhRoot(dh1, dh2, transcript, sigA);
-  const sid = sessionId(x3dhHash(transcript, sigA));
-  const ratchet = await initInitiator({
-    rootKey: root,
-    ad: sessionAd(ctx.hub, ctx.me, peer),
-    peerRatchetKey: spk,
-    receiveChain: null,
-    random: ctx.random,
-  });
-  const session: Session = {
-    sid: enc(sid),
-    role: "initiator",
-    peerIdentityKey: bundle.identityKey,
-    confirmed: false,
-    prekey: {
-      spkId: bundle.signedPrekey.id,
-      opkId: opk?.id ?? null,
-      ekA: ek.pub,
-      sigA: enc(sigA),
-      ikB: bundle.identityKey,
-    },
-    pq: false,
-    ratchet,
-  };
-  const notes: DmNote[] = [
-    { kind: "session_started", role: "initiator", mode: "async", pq: false },
-  ];
-  if (check.result === "pinned") notes.unshift({ kind: "pinned" });
-  return result({ ...promote(record, session), pending: null }, check.contact, { notes });
-}
-
-/**
- * PQXDH start (§8.3.5) from a bundle whose signed prekey is signed as v2: its PQ prekey must be
- * there and signed, or the start is refused (`downgrade`) — a relay that strips it is caught,
- * never answered with a weaker session.
- */
-async function startPq(
-  record: DmRecord,
-  check: ReturnType<typeof checkKey>,
-  peer: Party,
-  spk: Uint8Array,
-  opk: { id: number; key: Uint8Array } | null,
-  bundle: Bundle,
-  ctx: DmCtx,
-  ours: PrekeyState | null,
-): Promise<DmResult> {
-  const pq = bundle.pqPrekey;
-  if (pq === undefined || pq === null || pq.spkId !== bundle.signedPrekey.id) {
-    throw new CoreError(
-      "downgrade",
-      `${record.peer}'s post-quantum prekey is missing from the bundle: not starting without it`,
-    );
-  }
-  const idhB = b64(pq.idh, "idh");
-  const lastResort = b64(pq.kem, "kem");
-  await verifyOrThrow(
-    peer.identityKey,
-    pqSpkMessage(pq.spkId, spk, idhB, lastResort),
-    b64(pq.sig, "pq sig"),
-    "post-quantum prekey",
-  );
-  let kem: PqPrekeyRef["kem"] = { oneTimeId: null, key: lastResort };
-  const otk = bundle.oneTimeKemPrekey;
-  if (otk !== undefined && otk !== null) {
-    const key = b64(otk.key, "kem opk");
-    await verifyOrThrow(
-      peer.identityKey,
-      kemOpkMessage(otk.id, key),
-      b64(otk.sig, "kem opk sig"),
-      "one-time KEM prekey",
-    );
-    kem = { oneTimeId: otk.id, key };
-  }
-  if (ours?.idh === undefined)
-    throw new CoreError("no_prekey", "our identity-DH key is missing (prekeys not yet upgraded)");
-  const idhA = ours.idh;
-  const ek = await newX25519(ctx.random);
-  const ekA = b64(ek.pub, "ek");
-  const encap = encapsulate(kem.key);
-  const pre: PqPrekeyRef = { spkId: bundle.signedPrekey.id, spk, opk, idh: idhB, kem };
-  const idhAPub = b64(idhA.pub, "idh");
-  const transcript = pqxdhTranscript(ctx.hub, ctx.me, idhAPub, peer, pre, ekA, encap.ciphertext);
-  const sigA = await ctx.sign(transcript);
-  const ekPriv = b64(ek.priv, "ek");
-  const root = pqxdhRoot(
-    {
-      dh1: await dh(b64(idhA.priv, "idh"), spk),
-      dh2: await dh(ekPriv, idhB),
-      dh3: await dh(ekPriv, spk),
-      dh4: opk ? await dh(ekPriv, opk.key) : null,
-    },
-    encap.sharedSecret,
-    transcript,
-    sigA,
-  );
-  const sid = sessionId(x3dhHash(transcript, sigA));
-  const ratchet = await initInitiator({
-    rootKey: root,
-    ad: sessionAd(ctx.hub, ctx.me, peer),
-    peerRatchetKey: spk,
-    receiveChain: null,
-    random: ctx.random,
-    kemStep: true,
-  });
-  const session: Session = {
-    sid: enc(sid),
-    role: "initiator",
-    peerIdentityKey: bundle.identityKey,
-    confirmed: false,
-    prekey: {
-      spkId: bundle.signedPrekey.id,
-      opkId: opk?.id ?? null,
-      ekA: ek.pub,
-      sigA: enc(sigA),
-      ikB: bundle.identityKey,
-      pq: { idhA: idhA.pub, kemOpkId: kem.oneTimeId, kemCt: enc(encap.ciphertext) },
-    },
-    pq: true,
-    ratchet,
-  };
-  const notes: DmNote[] = [{ kind: "session_started", role: "initiator", mode: "async", pq: true }];
-  if (check.result === "pinned") notes.unshift({ kind: "pinned" });
-  return result({ ...promote(record, session), pending: null }, check.contact, { notes });
-}
-
-function encapsulate(key: Uint8Array): { ciphertext: Uint8Array; sharedSecret: Uint8Array } {
-  try {
-    return mlkemEncapsulate(key);
-  } catch {
-    // A signed key that is not a valid encapsulation key (§3.11): the peer's bug, no session.
-    throw new CoreError("malformed", "invalid ML-KEM public key in bundle");
-  }
-}
+// The 1:1 API in one place for the engine: the record (dm-record.ts) and starting (dm-start.ts).
+export * from "./dm-record";
+export { type Bundle, startFetching, startFromBundle, startOnline } from "./dm-start";
 
 // ---------------------------------------------------------------------------------------------
 // Sending
@@ -686,9 +273,10 @@ async function onResp(
   // We sent a hybrid init: only a hybrid response answers it (§8.2.6).
   if ((p.kem === undefined) !== (env.kemCt === null))
     throw new CoreError("malformed", "handshake response of the wrong kind");
-  const kemKeys = p.kem === undefined ? null : mlkemKeyPairFromSeed(b64(p.kem, "kem seed"));
+  // The seed was expanded for hs_init: mlkemPublicKey and mlkemDecapsulateSeed reuse that.
+  const kemSeed = p.kem === undefined ? null : b64(p.kem, "kem seed");
   const kem =
-    kemKeys !== null && env.kemCt !== null ? { pk: kemKeys.publicKey, ct: env.kemCt } : null;
+    kemSeed !== null && env.kemCt !== null ? { pk: mlkemPublicKey(kemSeed), ct: env.kemCt } : null;
   await verifyOrThrow(
     peer.identityKey,
     respTranscript(ctx.hub, ctx.me, peer, env.ephA, env.ephB, kem),
@@ -707,12 +295,14 @@ async function onResp(
   );
   const dhOut = await dh(b64(p.eph.priv, "eph"), env.ephB);
   const keys = handshakeKeys(
-    kem && kemKeys ? concatBytes(dhOut, mlkemDecapsulate(kem.ct, kemKeys.secretKey)) : dhOut,
+    kem && kemSeed ? concatBytes(dhOut, mlkemDecapsulateSeed(kem.ct, kemSeed)) : dhOut,
     th,
   );
   if (!constantTimeEqual(confirmMac(keys.confirmR2I, "responder", th), env.confirmB)) {
     throw new CoreError("bad_signature", "handshake key confirmation failed");
   }
+  // The handshake's KEM key is done with: its expansion must not outlive the pending state.
+  if (kemSeed !== null) mlkemForget(kemSeed);
   const sid = sessionId(th);
   const session: Session = {
     sid: enc(sid),
@@ -891,14 +481,15 @@ async function onPrekeyPq(
   const spk = b64(used.spk.pub, "spk");
   const opk =
     used.opk && env.opkId !== null ? { id: env.opkId, key: b64(used.opk.pub, "opk") } : null;
-  // One expansion of the seed serves the transcript (public key) and the decapsulation.
-  const kemKeys = mlkemKeyPairFromSeed(b64(used.kemSeed, "kem seed"));
+  // One expansion of the seed (cached by shared/crypto) serves the transcript's public key and
+  // the decapsulation, and for the last-resort key the next starts too.
+  const kemSeed = b64(used.kemSeed, "kem seed");
   const pre: PqPrekeyRef = {
     spkId: env.spkId,
     spk,
     opk,
     idh: b64(used.idh.pub, "idh"),
-    kem: { oneTimeId: pq.kemOpkId, key: kemKeys.publicKey },
+    kem: { oneTimeId: pq.kemOpkId, key: mlkemPublicKey(kemSeed) },
   };
   const transcript = pqxdhTranscript(ctx.hub, peer, pq.idhA, ctx.me, pre, env.ekA, pq.kemCt);
   // The signature before the pin, as for an init: a forged body cannot flip "key changed".
@@ -916,7 +507,7 @@ async function onPrekeyPq(
       dh3: await dh(spkPriv, env.ekA),
       dh4: used.opk ? await dh(b64(used.opk.priv, "opk"), env.ekA) : null,
     },
-    mlkemDecapsulate(pq.kemCt, kemKeys.secretKey),
+    mlkemDecapsulateSeed(pq.kemCt, kemSeed),
     transcript,
     env.sigA,
   );
@@ -977,10 +568,4 @@ function acceptPrekeySession(
 /** Whether `receiveDm` needs the prekey state for this body (a `prekey` envelope). */
 export function needsPrekeys(body: Uint8Array): boolean {
   return body.length > 1 && (body[1] === ENV.prekey || body[1] === ENV.prekeyPq);
-}
-
-export function parseDmRecord(x: unknown): DmRecord {
-  const r = v.safeParse(DmRecordSchema, x);
-  if (!r.success) throw new CoreError("malformed", "stored conversation state");
-  return r.output;
 }

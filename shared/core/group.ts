@@ -39,7 +39,7 @@ import {
 import { concatBytes, lp, u32be } from "../encoding";
 import type { GroupState, Member } from "../protocol";
 import { b64, enc, Key32, Reader, Uint, u64be } from "./codec";
-import { type Content, decodeContent, encodeContent } from "./content";
+import { type Content, decodeContent, encodeContent, type ReceivedContent } from "./content";
 import { CoreError, malformed } from "./errors";
 import { spkMessage } from "./prekeys";
 import { counterNonce, kdfCk, MAX_SKIP, type Random } from "./ratchet";
@@ -791,7 +791,7 @@ export async function decryptGroup(params: {
   sender: string;
   epoch: number;
   body: Uint8Array;
-}): Promise<{ record: GroupRecord; content: Content }> {
+}): Promise<{ record: GroupRecord; content: ReceivedContent }> {
   const { record, hub, sender, epoch } = params;
   const which =
     record.current?.epoch === epoch

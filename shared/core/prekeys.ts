@@ -6,7 +6,7 @@
 import * as v from "valibot";
 import { signedPrekeyTranscriptV2 } from "../auth";
 import type { IdentityKeyPair } from "../crypto";
-import { ed25519Sign, mlkemPublicKey, x25519Forget } from "../crypto";
+import { ed25519Sign, mlkemForget, mlkemPublicKey, x25519Forget } from "../crypto";
 import { lp } from "../encoding";
 import type { OneTimeKemPrekey, OneTimePrekey, PqPrekey, SignedPrekey } from "../protocol";
 import { B64, b64, enc, Key32, Uint } from "./codec";
@@ -187,7 +187,11 @@ export async function maintainSpk(
 ): Promise<{ state: PrekeyState; rotated: boolean }> {
   const oldSpks = s.oldSpks.filter((o) => now - o.retiredAt < graceMs);
   // Secrets past their grace period are deleted: drop what the DH cache derived from them too.
-  for (const o of s.oldSpks) if (!oldSpks.includes(o)) x25519Forget(b64(o.priv, "spk"));
+  for (const o of s.oldSpks) {
+    if (oldSpks.includes(o)) continue;
+    x25519Forget(b64(o.priv, "spk"));
+    if (o.kem !== undefined) mlkemForget(b64(o.kem, "kem seed"));
+  }
   // A record made before post-quantum prekeys (§8.3.5) rotates at once into a v2 signed prekey.
   const pq = s.spk.kem !== undefined && s.idh !== undefined;
   if (pq && now - s.spk.createdAt < rotateMs && seenCount(s, s.spk.id) < MAX_SEEN_EPHEMERALS) {
@@ -352,7 +356,10 @@ export function consumePrekeys(
   const used = opkId === null ? undefined : s.opks.find((o) => o.id === opkId);
   if (used !== undefined) x25519Forget(b64(used.priv, "opk"));
   const next = { ...s, opks: opkId === null ? s.opks : s.opks.filter((o) => o.id !== opkId), seen };
-  if (kemOpkId !== null && s.kopks !== undefined)
+  if (kemOpkId !== null && s.kopks !== undefined) {
+    const usedKem = s.kopks.find((o) => o.id === kemOpkId);
+    if (usedKem !== undefined) mlkemForget(b64(usedKem.seed, "kem seed"));
     next.kopks = s.kopks.filter((o) => o.id !== kemOpkId);
+  }
   return next;
 }

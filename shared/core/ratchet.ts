@@ -22,6 +22,7 @@ import {
   hmacSha256,
   mlkemDecapsulateSeed,
   mlkemEncapsulate,
+  mlkemForget,
   mlkemPublicKey,
   x25519,
   x25519Forget,
@@ -356,11 +357,15 @@ function kemStep(
   if (kemIn?.ct) {
     // A ciphertext we did not ask for is out of protocol: the message cannot be ours to open.
     if (own === null) throw new CoreError("decrypt_failed", "unexpected KEM ciphertext");
+    const seed = b64(own, "kem seed");
     try {
-      ssIn = mlkemDecapsulateSeed(kemIn.ct, b64(own, "kem seed"));
+      ssIn = mlkemDecapsulateSeed(kemIn.ct, seed);
     } catch {
       throw new CoreError("decrypt_failed", "malformed KEM ciphertext");
     }
+    // Answered: the key leaves the state, and its expansion the cache (§8.4.1). (If this message
+    // then fails to authenticate, the caller keeps the old state and a retry re-expands.)
+    mlkemForget(seed);
     own = null;
   }
   let peer = kemIn?.pk ? enc(kemIn.pk) : kem.peer;

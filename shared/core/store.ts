@@ -16,6 +16,7 @@ import * as v from "valibot";
 import { ClientFrame } from "../protocol";
 import { type ClientStore, type StoreOp, StorePreconditionError } from "./client-api";
 import { InviteSchema } from "./content";
+import { DisappearMs, MessageRef } from "./message-content";
 
 export const KEYS = {
   owner: "meta/owner",
@@ -46,6 +47,9 @@ export const SentTextSchema = v.strictObject({
   text: v.string(),
   /** A closed-group invitation the text carries (§9.7.3). */
   invite: v.optional(InviteSchema),
+  reply: v.optional(MessageRef),
+  /** Disappearing timer: past `ts + exp` it is dropped, never sent again (§8.6.1). */
+  exp: v.optional(DisappearMs),
 });
 export type SentText = v.InferOutput<typeof SentTextSchema>;
 

@@ -68,6 +68,24 @@ export interface CryptoBackend {
   hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array;
   hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array;
   sha256(message: Uint8Array): Uint8Array;
+  /**
+   * FIPS 203 ML-KEM-768 (§3.11), optional: KeyGen_internal(d, z) from the 64-byte seed d‖z
+   * (already length-checked) → the 1184-byte ek and the 2400-byte dk.
+   */
+  mlkemKeyPairFromSeed?(seed: Uint8Array): { publicKey: Uint8Array; secretKey: Uint8Array };
+  /**
+   * Encaps_internal(ek, m): lengths checked, `m` drawn by the caller; the backend runs the §7.2
+   * modulus check (InvalidKeyError).
+   */
+  mlkemEncapsulate?(
+    publicKey: Uint8Array,
+    m: Uint8Array,
+  ): { ciphertext: Uint8Array; sharedSecret: Uint8Array };
+  /**
+   * Decaps_internal(dk, c) with implicit rejection: lengths checked; the backend runs the §7.3
+   * hash check (InvalidKeyError).
+   */
+  mlkemDecapsulate?(ciphertext: Uint8Array, secretKey: Uint8Array): Uint8Array;
 }
 
 const DEFAULT_NAME = "default (WebCrypto + noble)";

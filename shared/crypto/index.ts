@@ -7,6 +7,18 @@ export {
   type Ed25519VerifyItem,
   installCryptoBackend,
 } from "./backend";
+export {
+  CHUNK_BYTES,
+  CHUNKED_HEADER_BYTES,
+  ChunkCipher,
+  chunkedCiphertextLength,
+  chunkedDecrypt,
+  chunkedDecryptStream,
+  chunkedEncrypt,
+  chunkedEncryptStream,
+  chunkedPlaintextLength,
+  SEALED_CHUNK_BYTES,
+} from "./chunked";
 export { constantTimeEqual, wipe } from "./compare";
 export * from "./constants";
 export {
@@ -57,9 +69,12 @@ export {
   MLKEM768_SEED_BYTES,
   MLKEM768_SHARED_SECRET_BYTES,
   type MlKemKeyPair,
+  mlkemCached,
   mlkemDecapsulate,
   mlkemDecapsulateSeed,
   mlkemEncapsulate,
+  mlkemEncapsulationKeyReduced,
+  mlkemForget,
   mlkemKeyPairFromSeed,
   mlkemPublicKey,
 } from "./mlkem";

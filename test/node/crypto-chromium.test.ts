@@ -13,6 +13,8 @@ import type * as Crypto from "../../shared/crypto";
 import { ed25519Verify, x25519 } from "../../shared/crypto";
 import type * as Noble from "../../shared/crypto/noble";
 import { nobleEd25519VerifyParley } from "../../shared/crypto/noble";
+import type * as ChunkedKat from "../shared/chunked-kat";
+import { runChunkedKats } from "../shared/chunked-kat";
 import type * as Util from "../shared/crypto-util";
 import { fromHex, outcome, toHex } from "../shared/crypto-util";
 import type * as MlKemKat from "../shared/mlkem-kat";
@@ -24,6 +26,7 @@ import zip215 from "../vectors/ed25519_zip215_noble.json";
 import hpkeVectors from "../vectors/hpke_rfc9180_x25519_sha256_aes256gcm.json";
 import identity from "../vectors/parley_identity_vectors.json";
 import aesVectors from "../vectors/wycheproof_aes_gcm_test.json";
+import chunkedVectors from "../vectors/wycheproof_c2sp_chunked_encryption_aes_256_gcm_test.json";
 import edVectors from "../vectors/wycheproof_ed25519_test.json";
 import mlkemEncaps from "../vectors/wycheproof_mlkem_768_encaps_test.json";
 import mlkemKeygen from "../vectors/wycheproof_mlkem_768_keygen_seed_test.json";
@@ -32,7 +35,7 @@ import mlkemCombined from "../vectors/wycheproof_mlkem_768_test.json";
 import xVectors from "../vectors/wycheproof_x25519_test.json";
 
 /** What the bundle puts on globalThis.Parley. */
-type Bundle = typeof Crypto & typeof Noble & typeof Util & typeof MlKemKat;
+type Bundle = typeof Crypto & typeof Noble & typeof Util & typeof MlKemKat & typeof ChunkedKat;
 declare global {
   var Parley: Bundle;
 }
@@ -51,6 +54,7 @@ beforeAll(async () => {
         'export * from "./shared/crypto/noble";',
         'export * from "./test/shared/crypto-util";',
         'export * from "./test/shared/mlkem-kat";',
+        'export * from "./test/shared/chunked-kat";',
       ].join("\n"),
       resolveDir: ROOT,
       loader: "ts",
@@ -295,5 +299,13 @@ describe("ML-KEM-768 in Chromium", () => {
     const got = await page.evaluate((f) => globalThis.Parley.runMlKemKats(f), files);
     expect(got.failures).toEqual([]);
     expect(got).toEqual(runMlKemKats(files));
+  });
+});
+
+describe("Cobblestone-256 chunked encryption in Chromium (PROTOCOL.md §3.10)", () => {
+  it("gives the verdicts Node and workerd give on every Wycheproof vector", async () => {
+    const got = await page.evaluate((f) => globalThis.Parley.runChunkedKats(f), chunkedVectors);
+    expect(got.failures).toEqual([]);
+    expect(got).toEqual(await runChunkedKats(chunkedVectors));
   });
 });

@@ -9,7 +9,17 @@ import { expect, it } from "vitest";
 import { generateIdentityKeyPair } from "../../shared/crypto";
 import type { ServerFrame } from "../../shared/protocol";
 import { ERRORS } from "../../shared/protocol";
-import { connect, disconnect, errors, newUser, online, type TestUser } from "../support/clients";
+import {
+  connect,
+  disconnect,
+  errors,
+  messages,
+  newUser,
+  online,
+  say,
+  type TestUser,
+  timers,
+} from "../support/clients";
 import { NodeRelay } from "../support/node-relay";
 
 function deliveries(u: TestUser, messageId: string): string[] {
@@ -95,4 +105,60 @@ it("a refused join: relayCode on the group, which is no longer shown joining", a
     joining: false,
   });
   expect(await alice.store.list("flight/")).toEqual([]);
+});
+
+it("a commit refused for want of room is not rebuilt at once: it waits for a doubling retry timer", async () => {
+  const relay = new NodeRelay();
+  const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+  await alice.client.joinGroup("broadcast");
+  await relay.settle();
+  timers.fire();
+  await relay.settle();
+  // The relay answers the next two commits `mailbox_full` without taking them (a full mailbox).
+  let refusals = 0;
+  const refuseCommits = () => {
+    for (const u of [alice, bob]) {
+      const conn = u.conn;
+      if (conn === null) throw new Error(`${u.name} offline`);
+      const forward = conn.fromClient.bind(conn);
+      conn.fromClient = (f) => {
+        if (f.t !== "commit" || refusals >= 2) return forward(f);
+        refusals++;
+        relay.push(conn, {
+          v: 1,
+          t: "error",
+          id: f.id,
+          code: "mailbox_full",
+          message: ERRORS.mailbox_full,
+        });
+      };
+    }
+  };
+  refuseCommits();
+  const reported = () =>
+    [...errors(alice), ...errors(bob)].filter((e) => e.relayCode === "mailbox_full");
+  const waits = () => timers.pending.filter((t) => !t.cancelled).map((t) => t.ms);
+  await bob.client.joinGroup("broadcast");
+  await relay.settle();
+  expect(refusals).toBe(1);
+  expect(reported()).toHaveLength(1);
+  expect(waits()).toContain(5_000);
+  // More inputs (a message, a reconnect) do not rebuild it before the timer.
+  await say(alice, "group:broadcast", "while held");
+  await disconnect(alice, bob);
+  await connect(alice, bob);
+  refuseCommits();
+  await relay.settle();
+  expect(refusals).toBe(1);
+  timers.fire();
+  await relay.settle();
+  // The second refusal doubles the wait and is not reported again.
+  expect(refusals).toBe(2);
+  expect(waits()).toContain(10_000);
+  expect(reported()).toHaveLength(1);
+  timers.fire();
+  await relay.settle();
+  expect(relay.group("broadcast")?.members).toEqual(["alice", "bob"]);
+  await say(alice, "group:broadcast", "room again");
+  expect(messages(bob, "group:broadcast")).toContain("room again");
 });

@@ -3,6 +3,8 @@ import { describe, expect, test } from "vitest";
 import { backoffDelay, DEFAULT_BACKOFF } from "../../pwa/src/net/backoff";
 import {
   applyDelivery,
+  applyLink,
+  applySessionEnded,
   applySummary,
   convIdOf,
   initialChatState,
@@ -13,6 +15,7 @@ import {
   sortedConvs,
   upsertEntry,
 } from "../../pwa/src/state/model";
+import { conversationStatus } from "../../pwa/src/state/status";
 import type { HistoryEntry, HistoryMessage } from "../../pwa/src/storage/schemas";
 import { chatStatusLabel } from "../../pwa/src/ui/format";
 import { connectionNotice } from "../../pwa/src/ui/wording";
@@ -125,7 +128,7 @@ describe("conversation model", () => {
       id: convIdOf("group", name),
       kind: "group",
       name,
-      status: "secure",
+      keyChanged: false,
       members: [],
       epoch: 1,
       ...extra,
@@ -146,7 +149,7 @@ describe("conversation model", () => {
       id: "dm:eve",
       kind: "direct",
       name: "eve",
-      status: "key_changed",
+      keyChanged: true,
       members: [],
     });
     expect(sendBlockedReason(conv("dm:eve"))).toMatch(/safety number/);
@@ -173,5 +176,59 @@ describe("top bar status", () => {
       tone: "bad",
     });
     expect(chatStatusLabel({ kind: "online" }, null, 0).label).toBe("Online");
+  });
+});
+
+describe("conversation status (the view's reading of the engine's facts)", () => {
+  const bob = { username: "bob", identityKey: "k", fingerprint: "f", verified: false };
+  const dm = (extra: Partial<ConversationSummary>): ConversationSummary => ({
+    id: "dm:bob",
+    kind: "direct",
+    name: "bob",
+    keyChanged: false,
+    session: "none",
+    members: [bob],
+    ...extra,
+  });
+  test("direct: the pin wins, then the link, then the session phase", () => {
+    expect(conversationStatus(dm({ keyChanged: true, session: "ready" }), true)).toBe(
+      "key_changed",
+    );
+    expect(conversationStatus(dm({ keyChanged: true }), false)).toBe("key_changed");
+    expect(conversationStatus(dm({ session: "ready" }), false)).toBe("offline");
+    expect(conversationStatus(dm({ session: "none" }), true)).toBe("connecting");
+    expect(conversationStatus(dm({ session: "fetching" }), true)).toBe("connecting");
+    expect(conversationStatus(dm({ session: "handshaking" }), true)).toBe("handshaking");
+    expect(conversationStatus(dm({ session: "ready" }), true)).toBe("secure");
+    const verified = dm({ session: "ready", members: [{ ...bob, verified: true }] });
+    expect(conversationStatus(verified, true)).toBe("verified");
+  });
+  test("groups: member and not leaving is secure; joining is connecting", () => {
+    const g = (extra: Partial<ConversationSummary>): ConversationSummary => ({
+      id: "group:g",
+      kind: "group",
+      name: "g",
+      keyChanged: false,
+      members: [],
+      epoch: -1,
+      ...extra,
+    });
+    expect(conversationStatus(g({ epoch: 3 }), true)).toBe("secure");
+    expect(conversationStatus(g({ epoch: 3, leaving: true }), true)).toBe("offline");
+    expect(conversationStatus(g({ joining: true }), true)).toBe("connecting");
+    expect(conversationStatus(g({}), true)).toBe("offline");
+    expect(conversationStatus(g({ epoch: 3 }), false)).toBe("offline");
+    expect(conversationStatus(g({ epoch: 3, keyChanged: true }), true)).toBe("key_changed");
+  });
+  test("a link change re-reads every conversation's status", () => {
+    const s = initialChatState();
+    applySummary(s, dm({ session: "ready" }));
+    expect(s.convs["dm:bob"]?.status).toBe("offline");
+    applyLink(s, true);
+    expect(s.convs["dm:bob"]?.status).toBe("secure");
+    applySessionEnded(s, "dm:bob");
+    expect(s.convs["dm:bob"]?.status).toBe("connecting");
+    applyLink(s, false);
+    expect(s.convs["dm:bob"]?.status).toBe("offline");
   });
 });

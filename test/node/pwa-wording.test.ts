@@ -305,10 +305,17 @@ describe("status pill and sidebar", () => {
       id: "dm:gina",
       kind: "direct",
       name: "gina",
-      status: "key_changed",
+      keyChanged: true,
       members: [],
     });
-    applySummary(s, { id: "dm:bob", kind: "direct", name: "bob", status: "verified", members: [] });
+    applySummary(s, {
+      id: "dm:bob",
+      kind: "direct",
+      name: "bob",
+      keyChanged: false,
+      session: "ready",
+      members: [{ username: "bob", identityKey: "k", fingerprint: "f", verified: true }],
+    });
     const rows = peopleRows(s);
     expect(rows.map((r) => [r.name, r.online, r.keyChanged, r.verified])).toEqual([
       ["bob", true, false, true],

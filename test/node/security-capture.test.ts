@@ -243,8 +243,8 @@ describe.skipIf(!built).sequential("security: what the wire reveals (capture)", 
     await alice.client.startChat("bob");
     await until(
       () =>
-        alice.client.conversations().find((c) => c.id === "dm:bob")?.status === "secure" &&
-        bob.client.conversations().find((c) => c.id === "dm:alice")?.status === "secure",
+        alice.client.conversations().find((c) => c.id === "dm:bob")?.session === "ready" &&
+        bob.client.conversations().find((c) => c.id === "dm:alice")?.session === "ready",
       "alice–bob secure",
     );
     await snapshot();

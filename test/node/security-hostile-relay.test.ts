@@ -32,6 +32,7 @@ import {
   until,
   type WireUser,
 } from "../support/capture";
+import { status as statusWord } from "../support/clients";
 import { type HostileProxy, startHostileProxy } from "../support/hostile-proxy";
 import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 
@@ -86,8 +87,7 @@ async function users(...names: string[]): Promise<WireUser[]> {
   return out;
 }
 
-const statusOf = (u: WireUser, id: ConversationId) =>
-  u.client.conversations().find((c) => c.id === id)?.status;
+const statusOf = (u: WireUser, id: ConversationId) => statusWord(u, id);
 
 async function secure(a: WireUser, b: WireUser): Promise<void> {
   await a.client.startChat(b.name);

@@ -4,7 +4,7 @@
  * and cannot do. Pure transitions (dm.ts), no relay.
  */
 import { describe, expect, it } from "vitest";
-import type { Content, DmContent } from "../../shared/core/content";
+import type { Content, ReceivedDmContent } from "../../shared/core/content";
 import {
   type Bundle,
   type DmCtx,
@@ -74,7 +74,7 @@ async function side(name: string): Promise<Side> {
 }
 
 const text = (t: string): Content => ({ t: "text", id: toB64u(randomBytes(9)), ts: 5, text: t });
-const textOf = (r: { received: DmContent[] }) => {
+const textOf = (r: { received: ReceivedDmContent[] }) => {
   const c = r.received[0];
   return c?.t === "text" ? c.text : undefined;
 };

@@ -1,6 +1,6 @@
 /** Pure 1:1 transitions (dm.ts): online handshake, async start, tie-break, tamper, replay. */
 import { describe, expect, it } from "vitest";
-import type { Content, DmContent } from "../../shared/core/content";
+import type { Content, ReceivedDmContent } from "../../shared/core/content";
 import {
   type DmCtx,
   type DmRecord,
@@ -23,7 +23,7 @@ import { ed25519Sign, generateIdentityKeyPair, randomBytes } from "../../shared/
 import { toB64u } from "../../shared/encoding";
 
 /** The text of the first decrypted content (receipts, §8.6, have none). */
-function textOf(r: { received: DmContent[] }): string | undefined {
+function textOf(r: { received: ReceivedDmContent[] }): string | undefined {
   const c = r.received[0];
   return c?.t === "text" ? c.text : undefined;
 }

@@ -232,7 +232,7 @@ describe("group messages, commit cores and content", () => {
       ),
     ).toBe("stale_epoch");
     const ok = await decryptGroup({ record: bob, hub: HUB, sender: "alice", epoch: 3, body });
-    expect(ok.content.text).toBe("to the group");
+    expect(ok.content.t === "text" && ok.content.text).toBe("to the group");
   });
 
   it("receiveCommit: arbitrary cores and wraps → typed error, record unchanged", async () => {

@@ -57,6 +57,7 @@ const validClient: Record<string, Record<string, unknown>> = {
     vapidKey: `B${"A".repeat(86)}`,
   },
   push_unsubscribe: { v: 1, t: "push_unsubscribe", id: "1" },
+  blob_upload: { v: 1, t: "blob_upload", id: "1", size: 1000 },
   ping: { v: 1, t: "ping" },
 };
 
@@ -100,6 +101,14 @@ const validServer: Record<string, Record<string, unknown>> = {
   prekeys_low: { v: 1, t: "prekeys_low", remaining: 3 },
   error: errorFrame("stale_epoch", "1"),
   pong: { v: 1, t: "pong" },
+  blob_ticket: {
+    v: 1,
+    t: "blob_ticket",
+    id: "1",
+    blob: KEY,
+    ticket: `${"ab".repeat(32)}.${KEY.slice(0, 43)}`,
+    expires: 1,
+  },
 };
 
 describe("wire contract", () => {

@@ -135,9 +135,7 @@ export function errors(u: TestUser): Array<Extract<ParleyEvent, { type: "error" 
   return u.events.filter((e): e is Extract<ParleyEvent, { type: "error" }> => e.type === "error");
 }
 
-export function status(u: TestUser, id: ConversationId): string | undefined {
-  return u.client.conversations().find((c) => c.id === id)?.status;
-}
+export { statusOf as status } from "./status";
 
 export async function say(u: TestUser, id: ConversationId, text: string): Promise<string> {
   const mid = await u.client.sendText(id, text);

@@ -13,6 +13,7 @@ import { MemoryStore } from "../../shared/core/store";
 import { generateIdentityKeyPair, type IdentityKeyPair } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import { parseServerFrame, type ServerFrame } from "../../shared/protocol";
+import { statusOf } from "../support/status";
 
 const ORIGIN = "http://relay.test";
 let hubs = 0;
@@ -98,8 +99,7 @@ function texts(u: User, id: ConversationId): string[] {
     .map((m) => m.text);
 }
 
-const status = (u: User, id: ConversationId) =>
-  u.client.conversations().find((c) => c.id === id)?.status;
+const status = (u: User, id: ConversationId) => statusOf(u, id);
 const epochOf = (u: User, id: ConversationId) =>
   u.client.conversations().find((c) => c.id === id)?.epoch;
 const errorsOf = (u: User) => u.events.filter((e) => e.type === "error");

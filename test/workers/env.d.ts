@@ -3,6 +3,8 @@ declare namespace Cloudflare {
   interface Env {
     RELAY: DurableObjectNamespace<import("../../worker/relay").Relay>;
     ASSETS: Fetcher;
+    BLOB_OWNER: DurableObjectNamespace<import("../../worker/blobs").BlobOwner>;
+    BLOBS: R2Bucket;
     ALLOWED_ORIGINS?: string;
     VAPID_PUBLIC_KEY?: string;
     VAPID_PRIVATE_KEY?: string;

@@ -176,7 +176,7 @@ describe("security: random-frame fuzz against the Durable Object", () => {
     const bob = await honest(hub, "bob");
     await alice.client.startChat("bob");
     await until(
-      () => alice.client.conversations().find((c) => c.id === "dm:bob")?.status === "secure",
+      () => alice.client.conversations().find((c) => c.id === "dm:bob")?.session === "ready",
       "secure",
     );
     await alice.client.sendText("dm:bob", "after the fuzz");

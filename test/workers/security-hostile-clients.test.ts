@@ -22,6 +22,7 @@ import {
 } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 import { CLOSE, LIMITS, parseServerFrame, type ServerFrame } from "../../shared/protocol";
+import { statusOf } from "../support/status";
 import { freshHub, newKeys, ORIGIN, TestClient } from "./support/client";
 
 interface User {
@@ -108,8 +109,6 @@ const inbox = (u: User, id: ConversationId) =>
       : [],
   );
 const codes = (u: User) => u.events.flatMap((e) => (e.type === "error" ? [e.code] : []));
-const statusOf = (u: User, id: ConversationId) =>
-  u.client.conversations().find((c) => c.id === id)?.status;
 const G = "group:broadcast" as const;
 const epochOf = (u: User) => u.client.conversations().find((c) => c.id === G)?.epoch;
 

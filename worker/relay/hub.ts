@@ -62,6 +62,22 @@ export interface HubDeps {
   lastAutoPong(s: Session): number | null;
   /** The relay's Web Push settings (PROTOCOL.md §7.9); absent or null: push is off. */
   push?: PushConfig | null;
+  /** Where upload tickets come from (PROTOCOL.md §7.10); absent or null: no attachments. */
+  blobs?: BlobGateway | null;
+}
+
+/**
+ * The per-identity blob ledgers, seen from a hub (worker/blobs.ts): `owner` names the identity
+ * (hub and identity key), so its quota follows the device key, not the username.
+ */
+export interface BlobGateway {
+  mint(
+    owner: string,
+    size: number,
+  ): Promise<
+    | { ok: true; owner: string; blob: string; token: string; expires: number }
+    | { ok: false; code: "blob_too_large" | "blob_quota" }
+  >;
 }
 
 export class Hub {
@@ -331,7 +347,49 @@ export class Hub {
       case "push_unsubscribe":
         this.#pushSubscription(s, a, frame);
         return;
+      case "blob_upload":
+        await this.#blobUpload(s, a, frame);
+        return;
     }
+  }
+
+  // -- attachments (PROTOCOL.md §7.10) -------------------------------------------------------
+
+  /**
+   * An upload ticket from the sender's own blob ledger. Nothing of the hub's storage is read or
+   * written here, so the await (a call to another object) cannot split a decision.
+   */
+  async #blobUpload(s: Session, a: AuthedAttachment, frame: Frame<"blob_upload">): Promise<void> {
+    const gateway = this.#d.blobs;
+    if (gateway === undefined || gateway === null) {
+      s.send(errorFrame("blob_unavailable", frame.id));
+      return;
+    }
+    if (frame.size > LIMITS.maxBlobBytes) {
+      s.send(errorFrame("blob_too_large", frame.id));
+      return;
+    }
+    let r: Awaited<ReturnType<BlobGateway["mint"]>>;
+    try {
+      r = await gateway.mint(`${a.hub}/${a.identityKey}`, frame.size);
+    } catch (e) {
+      console.error("relay: blob ledger unreachable", e instanceof Error ? e.name : typeof e);
+      s.send(errorFrame("blob_unavailable", frame.id));
+      return;
+    }
+    if (s.closed) return;
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
+      return;
+    }
+    s.send({
+      v: PROTOCOL_VERSION,
+      t: "blob_ticket",
+      id: frame.id,
+      blob: r.blob,
+      ticket: `${r.owner}.${r.token}`,
+      expires: r.expires,
+    });
   }
 
   // -- authentication (PROTOCOL.md §4) --------------------------------------------------------

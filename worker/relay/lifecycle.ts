@@ -12,7 +12,7 @@ import { CHALLENGE_BYTES, CLOSE, HubName } from "../../shared/protocol";
 import { DEFAULT_HUB } from "../http";
 import { addressBucket } from "./admission";
 import { Origin, parseAttachment } from "./attachment";
-import { DEFAULT_GROUPS, Hub } from "./hub";
+import { type BlobGateway, DEFAULT_GROUPS, Hub } from "./hub";
 import type { PushConfig } from "./push-send";
 import { Session, SessionRegistry } from "./session";
 import { Store } from "./store";
@@ -52,7 +52,12 @@ export class RelayLifecycle {
    * `clock` is wall-clock milliseconds (`Date.now` in production); `push` the Web Push settings
    * (push-send.ts pushConfigFromEnv), null when push is off.
    */
-  constructor(ctx: RelayState, clock: () => number, push: PushConfig | null = null) {
+  constructor(
+    ctx: RelayState,
+    clock: () => number,
+    push: PushConfig | null = null,
+    blobs: BlobGateway | null = null,
+  ) {
     this.#ctx = ctx;
     this.#clock = clock;
     this.store = new Store(ctx.storage.sql);
@@ -67,6 +72,7 @@ export class RelayLifecycle {
       wakeAt: (at) => this.#wakeAt(at),
       lastAutoPong: (s) => ctx.getWebSocketAutoResponseTimestamp(s.ws)?.getTime() ?? null,
       push,
+      blobs,
     });
     // After hibernation the sockets are still there; their state comes back from attachments.
     for (const ws of ctx.getWebSockets()) this.#restore(ws);

@@ -23,6 +23,8 @@ import {
 import { createTabLock, type Ownership } from "../platform/tab-lock";
 import {
   applyDelivery,
+  applyLink,
+  applySessionEnded,
   applySummary,
   BROADCAST,
   type ChatState,
@@ -372,6 +374,7 @@ export function createParley() {
         return;
       }
       case "connection":
+        mutate((s) => applyLink(s, ev.state === "online"));
         return;
       case "presence":
         setState("presence", ev.users);
@@ -670,8 +673,7 @@ export function createParley() {
       });
       mutate((s) => {
         upsertEntry(s, line, { countUnread: false });
-        const c = s.convs[id];
-        if (c && c.status !== "key_changed") c.status = "connecting";
+        applySessionEnded(s, id);
       });
       persist(line);
     },

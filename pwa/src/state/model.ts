@@ -7,12 +7,25 @@ import type {
   ChatMessage,
   ContactInfo,
   ConversationId,
-  ConversationStatus,
   ConversationSummary,
   DeliveryState,
+  ParleyEvent,
+  SessionPhase,
   SystemLine,
 } from "../../../shared/core/client-api";
+import {
+  type Applied,
+  applyDelete,
+  applyEdit,
+  applyReaction,
+  currentTimer,
+  nextExpiry,
+  type Refusal,
+  sweepExpired,
+  timerLineText,
+} from "../../../shared/core/messages";
 import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/schemas";
+import { type ConversationStatus, conversationStatus } from "./status";
 
 export const BROADCAST = "broadcast";
 
@@ -20,7 +33,11 @@ export interface ConvView {
   id: ConversationId;
   kind: "direct" | "group";
   name: string;
+  /** Derived from the facts below and the engine's link state (status.ts). */
   status: ConversationStatus;
+  keyChanged: boolean;
+  /** Direct chats: how far the session is. */
+  session: SessionPhase;
   members: ContactInfo[];
   /** Groups: our epoch, -1 when not a member. */
   epoch: number;
@@ -33,6 +50,12 @@ export interface ConvView {
   lastReadAt: number;
   /** Direct chats: the relay has no user by this name (a `fetch_bundle` was refused). */
   missingUser: boolean;
+  /** Who is typing, until when (our clock, ms): shown while in the future (§8.6.1). */
+  typing: Record<string, number>;
+  /** No notifications (local only). */
+  muted: boolean;
+  /** Listed under "Archived" (local only). */
+  archived: boolean;
 }
 
 export type ConnView =
@@ -55,13 +78,22 @@ export interface Me {
 export interface ChatState {
   me: Me | null;
   conn: ConnView;
+  /** The engine is authenticated with the relay (its last `connection` event was "online"). */
+  linkOnline: boolean;
   presence: ContactInfo[];
   convs: Record<string, ConvView>;
   selected: ConversationId | null;
 }
 
 export function initialChatState(): ChatState {
-  return { me: null, conn: { kind: "idle" }, presence: [], convs: {}, selected: null };
+  return {
+    me: null,
+    conn: { kind: "idle" },
+    linkOnline: false,
+    presence: [],
+    convs: {},
+    selected: null,
+  };
 }
 
 export function convIdOf(kind: "direct" | "group", name: string): ConversationId {
@@ -81,6 +113,8 @@ export function emptyConv(id: ConversationId): ConvView {
     kind: p?.kind ?? "direct",
     name: p?.name ?? id,
     status: "offline",
+    keyChanged: false,
+    session: "none",
     members: [],
     epoch: -1,
     removalPending: false,
@@ -90,6 +124,9 @@ export function emptyConv(id: ConversationId): ConvView {
     unread: 0,
     lastReadAt: 0,
     missingUser: false,
+    typing: {},
+    muted: false,
+    archived: false,
   };
 }
 
@@ -107,12 +144,31 @@ export function applySummary(s: ChatState, sum: ConversationSummary): void {
   const c = ensure(s, sum.id);
   c.kind = sum.kind;
   c.name = sum.name;
-  c.status = sum.status;
+  c.keyChanged = sum.keyChanged;
+  c.session = sum.session ?? "none";
   c.members = sum.members;
   c.epoch = sum.epoch ?? (sum.kind === "direct" ? 0 : -1);
   c.removalPending = sum.removalPending ?? false;
   c.joining = sum.joining ?? false;
   c.leaving = sum.leaving ?? false;
+  c.status = conversationStatus(c, s.linkOnline);
+}
+
+/** The engine's link went up or down: every conversation's status is read again. */
+export function applyLink(s: ChatState, online: boolean): void {
+  s.linkOnline = online;
+  for (const c of Object.values(s.convs)) c.status = conversationStatus(c, online);
+}
+
+/**
+ * The user ended a direct chat's session: the engine forgets it without an event, so the view
+ * drops to "no session" itself (the next message starts a new one).
+ */
+export function applySessionEnded(s: ChatState, id: ConversationId): void {
+  const c = s.convs[id];
+  if (!c) return;
+  c.session = "none";
+  c.status = conversationStatus(c, s.linkOnline);
 }
 
 export function messageEntry(m: ChatMessage): HistoryMessage {
@@ -127,7 +183,140 @@ export function messageEntry(m: ChatMessage): HistoryMessage {
     at: m.at,
   };
   if (m.delivery) e.delivery = m.delivery;
+  if (m.reply) e.reply = m.reply;
+  if (m.exp !== undefined) e.exp = m.exp;
   return e;
+}
+
+/** A typing indicator is shown this long after the last `typing: on` (§8.6.1). */
+export const TYPING_SHOW_MS = 6_000;
+
+export type ContentEvent = Extract<ParleyEvent, { type: "content" }>;
+
+/** What applying a content changed: entries to store again, entries to delete, a refusal. */
+export interface ContentOutcome {
+  put: HistoryEntry[];
+  refused?: Refusal;
+}
+
+/**
+ * Apply a non-text content (§8.6.1) to the conversation: the decisions are
+ * shared/core/messages.ts's (author only, delete window, one reaction per person); this only
+ * puts the result in place. Read receipts count only when `readReceipts` is on (they are
+ * reciprocal: off means neither sent nor shown).
+ */
+export function applyContent(
+  s: ChatState,
+  ev: ContentEvent,
+  opts: { me: string; readReceipts: boolean },
+): ContentOutcome {
+  const c = ensure(s, ev.conversationId);
+  const k = ev.content;
+  const replace = (r: Applied<HistoryMessage>): ContentOutcome => {
+    if (!r.ok) return { put: [], refused: r.reason };
+    c.entries[r.index] = r.entry;
+    return { put: [r.entry] };
+  };
+  switch (k.t) {
+    case "edit":
+      return replace(
+        applyEdit(c.entries, { by: ev.from, target: k.target, text: k.text, at: ev.at }),
+      );
+    case "delete":
+      return replace(applyDelete(c.entries, { by: ev.from, target: k.target }, ev.at));
+    case "react":
+      return replace(applyReaction(c.entries, { by: ev.from, target: k.target, emoji: k.emoji }));
+    case "timer": {
+      const line: HistorySystem = {
+        kind: "sys",
+        id: `timer-${ev.from}-${k.id}`,
+        conversationId: ev.conversationId,
+        sysKind: "timer",
+        text: timerLineText(ev.from === opts.me ? null : ev.from, k.ms),
+        ms: k.ms,
+        at: ev.at,
+      };
+      if (ev.from !== opts.me) line.username = ev.from;
+      return { put: upsertEntry(s, line, { countUnread: false }) ? [line] : [] };
+    }
+    case "typing":
+      if (ev.direction === "in") {
+        if (k.on) c.typing[ev.from] = ev.at + TYPING_SHOW_MS;
+        else delete c.typing[ev.from];
+      }
+      return { put: [] };
+    case "read": {
+      if (ev.direction === "out" || !opts.readReceipts) return { put: [] };
+      const put: HistoryEntry[] = [];
+      for (const id of k.ids) {
+        const m = applyDelivery(s, ev.conversationId, id, "read");
+        if (m) put.push(m);
+      }
+      return { put };
+    }
+    case "unsupported": {
+      const e: HistoryMessage = {
+        kind: "msg",
+        id: k.id ?? `unsupported-${ev.at.toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+        conversationId: ev.conversationId,
+        from: ev.from,
+        direction: ev.direction,
+        text: "",
+        sentAt: k.ts ?? ev.at,
+        at: ev.at,
+        unsupported: k.type,
+      };
+      return { put: upsertEntry(s, e, { countUnread: true }) ? [e] : [] };
+    }
+  }
+}
+
+/** Who is typing in `c` at `now` (names, sorted). */
+export function typingNow(c: Pick<ConvView, "typing">, now: number): string[] {
+  return Object.entries(c.typing)
+    .filter(([, until]) => until > now)
+    .map(([n]) => n)
+    .sort();
+}
+
+/** Delete for me: the entry leaves the view (the caller deletes its row). */
+export function removeEntry(s: ChatState, conv: ConversationId, entry: HistoryEntry): boolean {
+  const c = s.convs[conv];
+  if (!c) return false;
+  const i = c.entries.findIndex((e) => sameEntry(e, entry));
+  if (i < 0) return false;
+  c.entries.splice(i, 1);
+  return true;
+}
+
+/**
+ * Remove every message whose disappearing timer ran out at `now` (shared/core/messages.ts), in
+ * every conversation; returns them so their rows (and search index entries) go too.
+ */
+export function expireAll(s: ChatState, now: number): HistoryEntry[] {
+  const gone: HistoryEntry[] = [];
+  for (const c of Object.values(s.convs)) {
+    const { kept, expired } = sweepExpired(c.entries, now);
+    if (expired.length === 0) continue;
+    c.entries = kept;
+    gone.push(...expired);
+  }
+  return gone;
+}
+
+/** The earliest disappearing-message expiry over every conversation. */
+export function nextExpiryAll(s: ChatState): number | undefined {
+  let next: number | undefined;
+  for (const c of Object.values(s.convs)) {
+    const at = nextExpiry(c.entries);
+    if (at !== undefined && (next === undefined || at < next)) next = at;
+  }
+  return next;
+}
+
+/** The conversation's disappearing timer (ms, 0 = off): the last timer line's. */
+export function timerOf(c: ConvView): number {
+  return currentTimer(c.entries);
 }
 
 let sysSeq = 0;
@@ -205,6 +394,7 @@ const DELIVERY_RANK: Record<DeliveryState, number> = {
   sending: 0,
   sent: 1,
   delivered: 2,
+  read: 3,
 };
 
 /** Delivery only moves forward (a late "sent" never undoes "delivered"); failed is terminal-ish. */

@@ -3,6 +3,13 @@
  * socket: a record that does not parse is ignored (and reported), never cast.
  */
 import * as v from "valibot";
+import {
+  DisappearMs,
+  MAX_CONTENT_TYPE_CHARS,
+  MAX_REACTION_CHARS,
+  MessageRef,
+} from "../../../shared/core/message-content";
+import { MAX_EDIT_VERSIONS } from "../../../shared/core/messages";
 import { Name } from "../../../shared/protocol";
 
 const bytesOf = (n: number) =>
@@ -88,7 +95,31 @@ export const HistoryMessage = v.strictObject({
   text: v.pipe(v.string(), v.maxLength(100_000)),
   sentAt: Ms,
   at: Ms,
-  delivery: v.optional(v.picklist(["sending", "sent", "delivered", "failed"])),
+  delivery: v.optional(v.picklist(["sending", "sent", "delivered", "read", "failed"])),
+  /** The message this one replies to (PROTOCOL.md §8.6.1). */
+  reply: v.optional(MessageRef),
+  /** Disappearing timer (ms after `at`); expired entries are deleted (shared/core/messages.ts). */
+  exp: v.optional(DisappearMs),
+  /** Earlier versions of an edited message, oldest first. */
+  edits: v.optional(
+    v.pipe(
+      v.array(v.strictObject({ text: v.pipe(v.string(), v.maxLength(100_000)), at: Ms })),
+      v.maxLength(MAX_EDIT_VERSIONS),
+    ),
+  ),
+  editedAt: v.optional(Ms),
+  /** Deleted for everyone by its author: a tombstone without text. */
+  deleted: v.optional(v.literal(true)),
+  reactions: v.optional(
+    v.pipe(
+      v.array(
+        v.strictObject({ from: Name, emoji: v.pipe(v.string(), v.maxLength(MAX_REACTION_CHARS)) }),
+      ),
+      v.maxLength(1000),
+    ),
+  ),
+  /** A newer client's content type this version cannot show (§8.6.1): its type name. */
+  unsupported: v.optional(v.pipe(v.string(), v.maxLength(MAX_CONTENT_TYPE_CHARS))),
 });
 export type HistoryMessage = v.InferOutput<typeof HistoryMessage>;
 
@@ -112,11 +143,14 @@ export const HistorySystem = v.strictObject({
     "resending",
     "not_post_quantum",
     "refused",
+    /** The disappearing timer changed (§8.6.1); `ms` is the new timer, 0 = off. */
+    "timer",
   ]),
   text: v.pipe(v.string(), v.maxLength(1000)),
   username: v.optional(Name),
   epoch: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   count: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   at: Ms,
 });
 export type HistorySystem = v.InferOutput<typeof HistorySystem>;
@@ -134,5 +168,12 @@ export const Draft = v.strictObject({
 export type Draft = v.InferOutput<typeof Draft>;
 
 /** Per-conversation UI bookkeeping: when the user last looked at it. */
-export const ConvMeta = v.strictObject({ lastReadAt: Ms, hidden: v.optional(v.boolean()) });
+export const ConvMeta = v.strictObject({
+  lastReadAt: Ms,
+  hidden: v.optional(v.boolean()),
+  /** No notifications for it. */
+  muted: v.optional(v.boolean()),
+  /** Listed under "Archived" until a message arrives (unless muted). */
+  archived: v.optional(v.boolean()),
+});
 export type ConvMeta = v.InferOutput<typeof ConvMeta>;

@@ -19,6 +19,7 @@ const DELIVERY_LABEL: Record<DeliveryState, string> = {
   sending: "Sending",
   sent: "Sent to relay",
   delivered: "Delivered",
+  read: "Read",
   failed: "Not sent",
 };
 
@@ -39,7 +40,7 @@ function DeliveryIcon(props: { state: DeliveryState }) {
           <Match when={props.state === "sent"}>
             <path class="icon-stroke" d="M2 6.5l3 3 7-7" />
           </Match>
-          <Match when={props.state === "delivered"}>
+          <Match when={props.state === "delivered" || props.state === "read"}>
             <path class="icon-stroke" d="M1 6.5l3 3 7-7M7 9.5l.5.5 8-8" />
           </Match>
           <Match when={props.state === "failed"}>

@@ -1,6 +1,7 @@
 /** Small display helpers shared by the views. */
-import type { ConversationStatus } from "../../../shared/core/client-api";
+
 import { type ConnView, type ConvView, isMember } from "../state/model";
+import type { ConversationStatus } from "../state/status";
 
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const dayFmt = new Intl.DateTimeFormat(undefined, {

@@ -5,6 +5,7 @@
  * "unknown_user: No such user in this hub."). Here each kind and code becomes a plain sentence,
  * and the technical text stays available behind a "Details" disclosure. Pure, unit-tested.
  */
+import { timerLineText } from "../../../shared/core/messages";
 import type { ConnView } from "../state/model";
 import type { HistoryEntry, HistorySystem } from "../storage/schemas";
 
@@ -100,6 +101,11 @@ export function describeSystem(e: HistorySystem, me: string | null): Worded {
       const what = n === 1 ? "A message" : n > 1 ? `${n} messages` : "Some messages";
       return withDetails(`${what} from ${who} never arrived`);
     }
+    case "timer":
+      return {
+        text: timerLineText(isMe || e.username === undefined ? null : who, e.ms ?? 0),
+        details: null,
+      };
   }
 }
 

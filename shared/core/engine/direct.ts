@@ -6,7 +6,7 @@
 import * as v from "valibot";
 import { toB64u } from "../../encoding";
 import { type ClientFrame, type FrameOf, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
-import type { ChatMessage, ConversationId, CoreErrorCode } from "../client-api";
+import type { ChatMessage, ConversationId, CoreErrorCode, MessageAction } from "../client-api";
 import { b64 } from "../codec";
 import { type DmContent, type Invite, MAX_RECEIPT_IDS, type TextContent } from "../content";
 import {
@@ -19,6 +19,7 @@ import {
   enqueue,
   MAX_QUEUE,
   needsPrekeys,
+  type Queued,
   receiveDm,
   startFetching,
   startFromBundle,
@@ -71,10 +72,29 @@ function sendBody(
   outboxSend(tx, frame, seq, meta);
 }
 
+/** The optional fields of a text (§8.6.1), copied only when present (strict schemas). */
+export function textExtras(c: { reply?: TextContent["reply"]; exp?: number; invite?: Invite }): {
+  reply?: TextContent["reply"];
+  exp?: number;
+  invite?: Invite;
+} {
+  return {
+    ...(c.reply !== undefined ? { reply: c.reply } : {}),
+    ...(c.exp !== undefined ? { exp: c.exp } : {}),
+    // A closed-group invitation the text carries (§9.7.3).
+    ...(c.invite !== undefined ? { invite: c.invite } : {}),
+  };
+}
+
 /** Keep a sent text until the peer receipts it, for a repair to send again (§8.10). */
-function keepSent(tx: Tx, peer: string, c: SentText): void {
-  const value: SentText = { id: c.id, ts: c.ts, text: c.text, ...withInvite(c) };
+function keepSent(tx: Tx, peer: string, c: Omit<SentText, never>): void {
+  const value: SentText = { id: c.id, ts: c.ts, text: c.text, ...textExtras(c) };
   tx.put(KEYS.sent(peer, c.id), value);
+}
+
+/** A queued or kept text as the content it was (§8.6, §8.6.1). */
+function textOf(q: SentText): TextContent {
+  return { t: "text", id: q.id, ts: q.ts, text: q.text, ...textExtras(q) };
 }
 
 export function announceOutgoing(tx: Tx, conversationId: ConversationId, c: TextContent): void {
@@ -89,14 +109,20 @@ export function announceOutgoing(tx: Tx, conversationId: ConversationId, c: Text
       sentAt: c.ts,
       at: c.ts,
       delivery: "sending",
-      ...withInvite(c),
+      ...textExtras(c),
     },
   });
 }
 
-/** The invitation a text carries, as an optional field to spread (§9.7.3). */
-export function withInvite(c: { invite?: Invite | undefined }): { invite?: Invite } {
-  return c.invite === undefined ? {} : { invite: c.invite };
+/** A non-text content of §8.6.1, sent by `from` (or by us, `out`), for the UI to apply. */
+export function announceContent(
+  tx: Tx,
+  conversationId: ConversationId,
+  from: string,
+  direction: "in" | "out",
+  content: MessageAction,
+): void {
+  tx.emit({ type: "content", conversationId, from, direction, content, at: tx.now });
 }
 
 export function announceReceived(
@@ -113,7 +139,7 @@ export function announceReceived(
     text: c.text,
     sentAt: c.ts,
     at: tx.now,
-    ...withInvite(c),
+    ...textExtras(c),
   };
   tx.emit({ type: "message", message });
 }
@@ -228,16 +254,17 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
   }
   if (sendable && (rec.queue.length > 0 || resend.length > 0)) {
     const queued = new Set(rec.queue.map((q) => q.id));
-    const texts = [...resend.filter((t) => !queued.has(t.id)), ...rec.queue];
+    const texts: Queued[] = [...resend.filter((t) => !queued.has(t.id)), ...rec.queue];
     for (const q of texts) {
-      const content: TextContent = {
-        t: "text",
-        id: q.id,
-        ts: q.ts,
-        text: q.text,
-        ...withInvite(q),
-      };
-      const enc = await encryptDm(rec, r.contact, content, dmCtx(tx));
+      const action = q.content;
+      if (action !== undefined) {
+        // A queued reaction, edit, delete or timer (§8.6.1): no delivery state, not kept.
+        const enc = await encryptDm(rec, r.contact, action, dmCtx(tx));
+        rec = enc.record;
+        sendBody(tx, peer, enc.body);
+        continue;
+      }
+      const enc = await encryptDm(rec, r.contact, textOf(q), dmCtx(tx));
       rec = enc.record;
       sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: q.id });
       keepSent(tx, peer, q);
@@ -266,9 +293,13 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
       // Acknowledge end to end (§8.6); a receipt is never receipted itself.
       const due = tx.state.receiptsDue;
       due.set(peer, [...(due.get(peer) ?? []), c.id]);
-    } else {
+    } else if (c.t === "receipt") {
       // Authenticated by the session: the only source of "delivered" (§6, §8.6).
       for (const id of c.ids) delivery(tx, dmId(peer), id, "delivered");
+    } else {
+      // Edits, deletes, reactions, timers, typing, read, a newer client's type (§8.6.1): the
+      // UI decides what they change (shared/core/messages.ts); none is receipted.
+      announceContent(tx, dmId(peer), peer, "in", c);
     }
   }
   if (r.received.length > 0) trackDmGaps(tx, rec);
@@ -284,7 +315,9 @@ async function unreceipted(tx: Tx, peer: string): Promise<SentText[]> {
   const cutoff = tx.now - SENT_KEEP_MS;
   for (const { key, value } of await tx.list(KEYS.sentOf(peer))) {
     const r = v.safeParse(SentTextSchema, value);
-    if (r.success && r.output.ts >= cutoff) out.push(r.output);
+    // A disappearing text whose time is up is gone here too, never sent again (§8.6.1).
+    const expired = r.success && r.output.exp !== undefined && r.output.ts + r.output.exp <= tx.now;
+    if (r.success && r.output.ts >= cutoff && !expired) out.push(r.output);
     else tx.del(key);
   }
   return out.sort((a, b) => a.ts - b.ts || (a.id < b.id ? -1 : 1));
@@ -344,27 +377,47 @@ export async function flushReceipts(tx: Tx): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Sending and receiving
 
-export async function sendDm(tx: Tx, peer: string, content: TextContent): Promise<void> {
+/**
+ * Send a text or a §8.6.1 content to `peer`. Without a usable session a text, reaction, edit,
+ * delete or timer waits in the queue; typing and read are only worth anything now, so they are
+ * dropped instead (false).
+ */
+export async function sendDm(
+  tx: Tx,
+  peer: string,
+  content: Exclude<DmContent, { t: "receipt" | "retry" }>,
+): Promise<boolean> {
   const contact = tx.state.contacts.get(peer);
-  if (contact?.changedKey)
+  const ephemeral = content.t === "typing" || content.t === "read";
+  if (contact?.changedKey) {
+    if (ephemeral) return false;
     throw new CoreError("key_changed", `${peer}'s key changed; accept it first`);
+  }
   const rec = await loadDm(tx, peer);
+  const announce = () => {
+    if (content.t === "text") announceOutgoing(tx, dmId(peer), content);
+    else announceContent(tx, dmId(peer), tx.env.username, "out", content);
+  };
   if (contact && canSendNow(rec)) {
     const enc = await encryptDm(rec, contact, content, dmCtx(tx));
     tx.put(KEYS.dm(peer), enc.record);
-    announceOutgoing(tx, dmId(peer), content);
-    sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: content.id });
-    keepSent(tx, peer, content);
-    return;
+    announce();
+    if (content.t === "text") {
+      sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: content.id });
+      keepSent(tx, peer, content);
+    } else sendBody(tx, peer, enc.body);
+    return true;
   }
-  const queued = enqueue(rec, {
-    id: content.id,
-    ts: content.ts,
-    text: content.text,
-    ...withInvite(content),
-  });
-  announceOutgoing(tx, dmId(peer), content);
+  if (content.t === "typing" || content.t === "read") return false;
+  const queued = enqueue(
+    rec,
+    content.t === "text"
+      ? { id: content.id, ts: content.ts, text: content.text, ...textExtras(content) }
+      : { id: content.id, ts: content.ts, text: "", content },
+  );
+  announce();
   await ensureSession(tx, queued);
+  return true;
 }
 
 export async function onDirect(tx: Tx, from: string, body: Uint8Array): Promise<void> {

@@ -8,7 +8,7 @@ import { fromB64u, toB64u } from "../../encoding";
 import { type ErrorCode, type GroupState, LIMITS, PROTOCOL_VERSION } from "../../protocol";
 import type { ConversationId } from "../client-api";
 import { b64 } from "../codec";
-import type { Invite, TextContent } from "../content";
+import type { Content, Invite, TextContent } from "../content";
 import { CoreError } from "../errors";
 import {
   applyOwnCommit,
@@ -47,7 +47,7 @@ import {
 import { leftGroup, phaseOf } from "../group-record";
 import { KEYS } from "../store";
 import { type Contact, checkKey } from "../trust";
-import { announceOutgoing, announceReceived, outboxSend, sendDm } from "./direct";
+import { announceContent, announceOutgoing, announceReceived, outboxSend, sendDm } from "./direct";
 import { error, system, type Tx } from "./effects";
 import { trackGroupGaps } from "./gaps";
 import { decideCommit, fallbackStillDue } from "./group-policy";
@@ -401,13 +401,15 @@ export async function onGroupMessage(
   const r = await decryptGroup({ record: rec, hub: tx.env.hub, sender: from, epoch, body });
   tx.put(KEYS.group(name), r.record);
   trackGroupGaps(tx, r.record);
-  announceReceived(tx, groupId(name), from, r.content);
+  // A text is a message; anything else (§8.6.1) goes to the UI to apply or show.
+  if (r.content.t === "text") announceReceived(tx, groupId(name), from, r.content);
+  else announceContent(tx, groupId(name), from, "in", r.content);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sending
 
-export async function sendGroup(tx: Tx, name: string, content: TextContent): Promise<void> {
+export async function sendGroup(tx: Tx, name: string, content: Content): Promise<void> {
   const { env } = tx;
   const rec = await loadGroup(tx, name);
   const p = phaseOf(rec);
@@ -440,8 +442,13 @@ export async function sendGroup(tx: Tx, name: string, content: TextContent): Pro
     body: toB64u(enc.body),
   } as const;
   tx.put(KEYS.group(name), enc.record);
-  announceOutgoing(tx, groupId(name), content);
-  outboxSend(tx, frame, seq, { conversationId: groupId(name), messageId: content.id });
+  if (content.t === "text") {
+    announceOutgoing(tx, groupId(name), content);
+    outboxSend(tx, frame, seq, { conversationId: groupId(name), messageId: content.id });
+  } else {
+    announceContent(tx, groupId(name), env.username, "out", content);
+    outboxSend(tx, frame, seq);
+  }
   await evaluateGroup(tx, name);
 }
 
@@ -533,6 +540,9 @@ async function makeCommit(
   const s = tx.state;
   const unsendable = s.unsendableCommits.get(name);
   if (unsendable === state.epoch) return;
+  const hold = s.commitHolds.get(name);
+  if (hold !== undefined && hold.epoch !== state.epoch) s.commitHolds.delete(name);
+  else if (hold?.held) return;
   if (unsendable !== undefined) s.unsendableCommits.delete(name);
   const plan = await planAccess(tx, name, state, rec);
   if (plan === null) return;
@@ -755,6 +765,7 @@ export async function onCommitAccepted(tx: Tx, id: string, name: string): Promis
   tx.state.flights.delete(id);
   const rec = await loadGroup(tx, name);
   if (rec.pendingCommit?.id !== id) return;
+  tx.state.commitHolds.delete(name);
   const p = rec.pendingCommit;
   const next = withAccess(tx.env.hub, applyOwnCommit(rec, tx.env.hub, me(tx.env), tx.now), rec, {
     info: p.info,
@@ -790,10 +801,37 @@ export async function onCommitRefused(
       // instead of rebuilding at once (§9.2.4).
       tx.state.unsendableCommits.set(name, rec.pendingCommit.parentEpoch);
       error(tx, "relay_error", `${code}: ${message}`, groupId(name), code);
+    } else if (code === "mailbox_full" || code === "rate_limited") {
+      // Transient but not a race: rebuilding now would be refused the same way and, repeated,
+      // would spend the relay's budget for nothing. Wait, doubling each time (§9.2.4).
+      const epoch = rec.pendingCommit.parentEpoch;
+      const prev = tx.state.commitHolds.get(name);
+      const attempt = prev !== undefined && prev.epoch === epoch ? prev.attempt + 1 : 0;
+      tx.state.commitHolds.set(name, { epoch, attempt, held: true });
+      tx.timer(
+        `commit-retry/${name}`,
+        commitRetryDelay(attempt),
+        { t: "commit_retry", group: name },
+        false,
+      );
+      if (attempt === 0) error(tx, "relay_error", `${code}: ${message}`, groupId(name), code);
     }
     tx.put(KEYS.group(name), { ...rec, pendingCommit: null });
   }
   await evaluateGroup(tx, name);
+}
+
+/** First retry after 5 s, doubling to at most 5 minutes. */
+export function commitRetryDelay(attempt: number): number {
+  return Math.min(5_000 * 2 ** attempt, 300_000);
+}
+
+/** A held commit's wait is over: decide again (offline, the next welcome will). */
+export async function onCommitRetry(tx: Tx, name: string): Promise<void> {
+  const hold = tx.state.commitHolds.get(name);
+  if (hold === undefined) return;
+  tx.state.commitHolds.set(name, { ...hold, held: false });
+  if (isOnline(tx.state.link)) await evaluateGroup(tx, name);
 }
 
 /** At welcome: our commits come back through the mailbox (self-wrap), so none is in flight. */

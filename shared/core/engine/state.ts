@@ -55,9 +55,23 @@ export interface EngineState {
    * that epoch; a new epoch from another committer clears it.
    */
   readonly unsendableCommits: Map<string, number>;
+  /**
+   * Per group, our commit the relay refused for want of room (`mailbox_full`, `rate_limited`,
+   * §9.2.4): the same commit now would be refused again, so commits on that epoch wait for a
+   * retry timer (`held`), each refusal doubling the wait.
+   */
+  readonly commitHolds: Map<string, CommitHold>;
   readonly summaries: Map<ConversationId, ConversationSummary>;
   /** Closed-group notices already shown (§9.7.5), so a repeated relay state shows one line. */
   readonly accessNotices: Set<string>;
+}
+
+export interface CommitHold {
+  readonly epoch: number;
+  /** Refusals in a row on this epoch (0 for the first). */
+  readonly attempt: number;
+  /** Waiting for the retry timer: no commit on `epoch` until it fires. */
+  readonly held: boolean;
 }
 
 export function initialState(device: Device, seq: number): EngineState {
@@ -75,6 +89,7 @@ export function initialState(device: Device, seq: number): EngineState {
     seenGaps: new Set(),
     refusedEpochs: new Map(),
     unsendableCommits: new Map(),
+    commitHolds: new Map(),
     summaries: new Map(),
     accessNotices: new Set(),
   };
@@ -96,6 +111,7 @@ export function draft(s: EngineState): Draft {
     seenGaps: new Set(s.seenGaps),
     refusedEpochs: new Map(s.refusedEpochs),
     unsendableCommits: new Map(s.unsendableCommits),
+    commitHolds: new Map(s.commitHolds),
     summaries: new Map(s.summaries),
     accessNotices: new Set(s.accessNotices),
   };

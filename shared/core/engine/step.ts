@@ -11,9 +11,9 @@ import { authTranscript } from "../../auth";
 import { ed25519Sign } from "../../crypto";
 import { fromB64u, toB64u } from "../../encoding";
 import { type FrameOf, LIMITS, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
-import type { ConversationId } from "../client-api";
+import type { ConversationId, OutgoingAction, SendTextOptions } from "../client-api";
 import { b64 } from "../codec";
-import { checkTextFits, type Invite, type TextContent } from "../content";
+import { Content, checkTextFits, DmContent, type Invite, type TextContent } from "../content";
 import { parseDmRecord, REPAIRABLE } from "../dm";
 import { CoreError, isCoreError } from "../errors";
 import { AccessError, type GroupPolicy } from "../group-access";
@@ -43,13 +43,16 @@ export type TimerInput =
   /** A grace ran out for these delivery gaps (gaps.ts). */
   | { t: "gap_check"; keys: string[] }
   /** A fallback committer's turn for a pending leave (group-policy.ts). */
-  | { t: "fallback"; group: string; epoch: number };
+  | { t: "fallback"; group: string; epoch: number }
+  /** The wait after a commit refused for want of room is over (group-steps.ts). */
+  | { t: "commit_retry"; group: string };
 
 export type Verb =
   | { t: "start_chat"; username: string }
   | { t: "end_chat"; username: string }
   | { t: "reclaim_device" }
-  | { t: "send_text"; conversationId: ConversationId; text: string }
+  | { t: "send_text"; conversationId: ConversationId; text: string; opts?: SendTextOptions }
+  | { t: "send_action"; conversationId: ConversationId; action: OutgoingAction }
   | { t: "join_group"; name: string }
   | { t: "create_group"; name: string; title: string; description: string; policy: GroupPolicy }
   | { t: "invite"; group: string; username: string }
@@ -431,6 +434,7 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
 
 async function onTimer(tx: Tx, t: TimerInput): Promise<void> {
   if (t.t === "fallback") return groups.onFallback(tx, t.group, t.epoch);
+  if (t.t === "commit_retry") return groups.onCommitRetry(tx, t.group);
   // Offline, the missing message may still sit in our mailbox: decide after the next
   // connection's drain (onWelcome schedules a fresh check).
   if (isOnline(tx.state.link)) reportGaps(tx, t.keys);
@@ -449,7 +453,9 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       tx.state.retired = false;
       return;
     case "send_text":
-      return sendText(tx, verb.conversationId, verb.text);
+      return sendText(tx, verb.conversationId, verb.text, verb.opts);
+    case "send_action":
+      return sendAction(tx, verb.conversationId, verb.action);
     case "join_group":
       await groups.joinGroup(tx, verb.name);
       return;
@@ -498,14 +504,76 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
   }
 }
 
-async function sendText(tx: Tx, conversationId: ConversationId, text: string): Promise<string> {
-  const content: TextContent = { t: "text", id: toB64u(tx.env.random(12)), ts: tx.now, text };
+async function sendText(
+  tx: Tx,
+  conversationId: ConversationId,
+  text: string,
+  opts: SendTextOptions = {},
+): Promise<string> {
+  const content: TextContent = {
+    t: "text",
+    id: toB64u(tx.env.random(12)),
+    ts: tx.now,
+    text,
+    ...direct.textExtras(opts),
+  };
   // Before anything is encrypted or queued: an entry the wire cannot carry must never reach the
   // outbox (§8.6, §10.1). The caller keeps the text and can split it.
   checkTextFits(content, LIMITS.maxBodyChars);
-  if (conversationId.startsWith("dm:")) await direct.sendDm(tx, conversationId.slice(3), content);
-  else if (conversationId.startsWith("group:"))
-    await groups.sendGroup(tx, conversationId.slice(6), content);
-  else throw new CoreError("malformed", "unknown conversation");
+  await sendContent(tx, conversationId, outgoing(conversationId, content));
   return content.id;
+}
+
+/**
+ * A reaction, edit, delete, timer, typing state or read receipt (§8.6.1), checked against the
+ * same schema receivers apply, so nothing a peer would refuse is encrypted. Typing and read are
+ * dropped ("") when they cannot go now; in a group, `read` does not exist.
+ */
+async function sendAction(
+  tx: Tx,
+  conversationId: ConversationId,
+  action: OutgoingAction,
+): Promise<string> {
+  const stamped =
+    action.t === "typing" || action.t === "read"
+      ? action
+      : { ...action, id: toB64u(tx.env.random(12)), ts: tx.now };
+  if (stamped.t === "edit") checkTextFits(stamped, LIMITS.maxBodyChars);
+  const content = outgoing(conversationId, stamped);
+  if (content.t === "typing") {
+    // Best effort: a typing state that cannot go now (no session, a pending removal) is moot.
+    try {
+      await tx.attempt(() => sendContent(tx, conversationId, content));
+    } catch {
+      // Nothing staged is left behind (tx.attempt).
+    }
+    return "";
+  }
+  const sent = await sendContent(tx, conversationId, content);
+  return sent && "id" in content ? content.id : "";
+}
+
+/** The content as receivers will parse it (§8.6, §8.6.1), or `malformed`. */
+function outgoing(conversationId: ConversationId, c: unknown): DmContentOut {
+  const schema = conversationId.startsWith("group:") ? Content : DmContent;
+  const r = v.safeParse(schema, c);
+  if (!r.success || r.output.t === "receipt" || r.output.t === "retry")
+    throw new CoreError("malformed", "content does not fit its schema");
+  return r.output;
+}
+
+type DmContentOut = Exclude<DmContent, { t: "receipt" | "retry" }>;
+
+async function sendContent(
+  tx: Tx,
+  conversationId: ConversationId,
+  content: DmContentOut,
+): Promise<boolean> {
+  if (conversationId.startsWith("dm:")) return direct.sendDm(tx, conversationId.slice(3), content);
+  if (conversationId.startsWith("group:")) {
+    if (content.t === "read") throw new CoreError("malformed", "read receipts are 1:1 only");
+    await groups.sendGroup(tx, conversationId.slice(6), content);
+    return true;
+  }
+  throw new CoreError("malformed", "unknown conversation");
 }

@@ -1,15 +1,17 @@
 /**
- * What the UI lists (PROTOCOL.md §11.1): conversation summaries and contact info, derived from
- * the records and the engine state, and emitted as `conversation` events whenever they change.
+ * What the engine tells the UI about each conversation (PROTOCOL.md §11.1): facts derived from
+ * the records (session phase, pins, membership), emitted as `conversation` events whenever they
+ * change. How those facts read to a person (a status word, a tone, whether sending is blocked) is
+ * the PWA view model's decision, not the engine's.
  */
 
 import { identityFingerprint } from "../../crypto";
 import { fromB64u } from "../../encoding";
 import type {
   ContactInfo,
-  ConversationStatus,
   ConversationSummary,
   GroupAccessSummary,
+  SessionPhase,
 } from "../client-api";
 import { canSendNow, type DmRecord, emptyDm, parseDmRecord } from "../dm";
 import { emptyGroup, type GroupRecord, parseGroupRecord } from "../group";
@@ -18,7 +20,6 @@ import { phaseOf } from "../group-record";
 import { KEYS } from "../store";
 import type { Tx } from "./effects";
 import { leaveOf } from "./inflight";
-import { isOnline } from "./link";
 import type { EngineState, Env } from "./state";
 
 export function contactInfo(s: EngineState, username: string, identityKey: string): ContactInfo {
@@ -35,14 +36,11 @@ export function presenceList(s: EngineState): ContactInfo[] {
   return [...s.online.entries()].map(([u, k]) => contactInfo(s, u, k));
 }
 
-function dmStatus(s: EngineState, rec: DmRecord): ConversationStatus {
-  const c = s.contacts.get(rec.peer);
-  if (c?.changedKey) return "key_changed";
-  if (!isOnline(s.link)) return "offline";
-  if (canSendNow(rec) || rec.current !== null) return c?.verified ? "verified" : "secure";
-  if (rec.pending?.kind === "fetching") return "connecting";
+function sessionPhase(rec: DmRecord): SessionPhase {
+  if (canSendNow(rec) || rec.current !== null) return "ready";
+  if (rec.pending?.kind === "fetching") return "fetching";
   if (rec.pending !== null) return "handshaking";
-  return "connecting";
+  return "none";
 }
 
 export function dmSummary(s: EngineState, rec: DmRecord): ConversationSummary {
@@ -51,7 +49,8 @@ export function dmSummary(s: EngineState, rec: DmRecord): ConversationSummary {
     id: `dm:${rec.peer}`,
     kind: "direct",
     name: rec.peer,
-    status: dmStatus(s, rec),
+    keyChanged: (c?.changedKey ?? null) !== null,
+    session: sessionPhase(rec),
     members: c ? [contactInfo(s, rec.peer, c.identityKey)] : [],
   };
 }
@@ -64,20 +63,14 @@ export function groupSummary(
   const state = s.relayGroups.get(rec.group);
   const p = phaseOf(rec);
   const roster = rec.current?.roster ?? [];
-  const changed = roster.some((m) => s.contacts.get(m.name)?.changedKey);
+  const changed = roster.some((m) => (s.contacts.get(m.name)?.changedKey ?? null) !== null);
   const leave = leaveOf(s.flights, rec.group);
   const leaving = leave !== null && !leave.flight.rejoin;
-  let status: ConversationStatus;
-  if (changed) status = "key_changed";
-  else if (!isOnline(s.link)) status = "offline";
-  else if (p.t === "member" && !leaving) status = "secure";
-  else if (p.t === "joining") status = "connecting";
-  else status = "offline";
   return {
     id: `group:${rec.group}`,
     kind: "group",
     name: rec.group,
-    status,
+    keyChanged: changed,
     members: roster.map((m) => contactInfo(s, m.name, m.ik)),
     epoch: p.t === "member" ? p.current.epoch : -1,
     removalPending: (state?.pendingLeaves.length ?? 0) > 0,
