@@ -17,23 +17,28 @@ export const LIMITS = {
   /**
    * Largest frame either side accepts, in UTF-8 bytes. Sized for the worst-case commit frame
    * (§7.1): maxGroupSize members with 32-character names, all leaving and re-joining at once
-   * (347 067-character core + 35 KB members + 159 KB wraps ≈ 541 KB); under the 1 MiB WebSocket
-   * message limit of Workers. test/shared/core-commit-size.test.ts builds that commit.
+   * (347 067-character core + 35 KB members + 159 KB wraps ≈ 541 KB; a closed group's core,
+   * with every removal's authorization and the signed state, ≈ 580 000 characters, ≈ 780 KB in
+   * all); under the 1 MiB WebSocket message limit of Workers.
+   * test/shared/core-commit-size.test.ts builds that commit.
    */
-  maxFrameBytes: 768 * 1024,
+  maxFrameBytes: 832 * 1024,
   /** Largest opaque body (base64url characters) of a direct or group message. */
   maxBodyChars: 96 * 1024,
   /**
    * Largest opaque commit core (base64url characters). The worst case (§7.1) is 347 067
    * characters: 1000 roster entries of 188 bytes, 2000 names in added/removed, header and
-   * tag/signature. Stored as one SQLite value by the relay, far below the 2 MB row limit.
+   * tag/signature; a closed group (§9.7.2) adds its signed state and one authorization per
+   * removal (an admin's removal, 126 bytes, with its name): ≈ 580 000 characters. Stored as one
+   * SQLite value by the relay, far below the 2 MB row limit.
    */
-  maxCommitCoreChars: 352 * 1024,
+  maxCommitCoreChars: 592 * 1024,
   /**
    * Largest closed-group authorization (base64url characters, §9.7): a member's signed add is
-   * 159 bytes with a 32-character inviter name, a link join 111, a leave 92, a removal 128.
+   * 159 bytes with a 32-character inviter name (212 characters), a link join 112, a leave 89,
+   * an admin's removal 126.
    */
-  maxGroupAuthChars: 256,
+  maxGroupAuthChars: 212,
   /**
    * Largest signed group state (base64url characters, §9.7.1): title ≤ 128 and description
    * ≤ 1024 UTF-8 bytes, ≤ 32 admins and ≤ 16 link keys, labels, signer and signature: 3 094

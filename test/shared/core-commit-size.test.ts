@@ -49,6 +49,16 @@ describe("worst-case commit size", () => {
       roster,
       added,
       removed,
+      // A closed group (§9.7.2): the largest signed state, and every removal's authorization at
+      // its largest (an admin's removal, 126 bytes); the re-adds need none (same key and name).
+      access: {
+        info: randomBytes(Math.floor((LIMITS.maxGroupInfoChars * 3) / 4)),
+        adds: [],
+        removals: removed.map((name) => ({
+          name,
+          auth: randomBytes(126),
+        })),
+      },
       random: randomBytes,
     });
     const core = toB64u(built.core);
@@ -61,6 +71,7 @@ describe("worst-case commit size", () => {
       members: roster.map((m) => m.name),
       core,
       wraps: built.wraps.map((w) => ({ to: w.to, wrap: toB64u(w.wrap) })),
+      info: toB64u(randomBytes(Math.floor((LIMITS.maxGroupInfoChars * 3) / 4))),
     };
     const raw = JSON.stringify(frame);
     expect(core.length).toBeLessThanOrEqual(LIMITS.maxCommitCoreChars);
