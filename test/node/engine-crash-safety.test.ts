@@ -145,6 +145,43 @@ describe("a crash at every effect boundary loses nothing and reuses no nonce", (
     });
   });
 
+  it("sendAction (an edit, §8.6.1), 1:1 and group", async () => {
+    const edits = (u: TestUser) =>
+      u.events.flatMap((e) =>
+        e.type === "content" && e.direction === "in" && e.content.t === "edit"
+          ? [e.content.text]
+          : [],
+      );
+    await everyBoundary(async (k) => {
+      const { relay, alice, bob } = await pair();
+      const mid = await say(alice, "dm:bob", "typo");
+      const probe = crashAt(alice, sends("send"), k);
+      await alice.client
+        .sendAction("dm:bob", { t: "edit", target: mid, text: "fixed" })
+        .catch((e) => {
+          if (!(e instanceof Crash)) throw e;
+        });
+      await recover(relay, alice);
+      expect(edits(bob)).toEqual(["fixed"]);
+      expect(await alice.store.list("outbox/")).toEqual([]);
+      expectNoNonceReuse(relay);
+      return probe;
+    });
+    await everyBoundary(async (k) => {
+      const { relay, alice, bob, carol } = await trio();
+      const mid = await say(alice, G, "typo");
+      const probe = crashAt(alice, sends("group_send"), k);
+      await alice.client.sendAction(G, { t: "edit", target: mid, text: "fixed" }).catch((e) => {
+        if (!(e instanceof Crash)) throw e;
+      });
+      await recover(relay, alice);
+      expect(edits(bob)).toEqual(["fixed"]);
+      expect(edits(carol)).toEqual(["fixed"]);
+      expectNoNonceReuse(relay);
+      return probe;
+    });
+  });
+
   it("sendText, first message of an asynchronous start (prekey message after the bundle)", async () => {
     await everyBoundary(async (k) => {
       const relay = new NodeRelay();

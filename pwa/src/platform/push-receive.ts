@@ -13,11 +13,17 @@
  * releases the lock. With the passphrase lock on the keys cannot be unsealed without the user: the
  * notification says "New message" and nothing is fetched.
  */
-import type { ChatMessage, ConversationId, DeliveryState } from "../../../shared/core/client-api";
+import type {
+  ChatMessage,
+  ConversationId,
+  DeliveryState,
+  ParleyEvent,
+} from "../../../shared/core/client-api";
 import { createEngine } from "../engine/create";
 import { Connection } from "../net/connection";
 import { relayUrl } from "../net/relay-url";
 import {
+  applyContent,
   applyDelivery,
   initialChatState,
   loadHistory,
@@ -29,6 +35,7 @@ import { openParleyDb } from "../storage/db";
 import { loadOrCreateDeviceKey } from "../storage/device-key";
 import { HistoryStore } from "../storage/history";
 import { readLock } from "../storage/lock";
+import { readMessagePrefs } from "../storage/prefs";
 import { loadProfile } from "../storage/profile";
 import type { HistoryEntry } from "../storage/schemas";
 import {
@@ -93,7 +100,8 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
     const content = await readNotifyContent(db);
     const history = new HistoryStore(db, key);
     const received: ChatMessage[] = [];
-    const deliveries: Array<{ conv: ConversationId; id: string; state: DeliveryState }> = [];
+    /** Delivery states and §8.6.1 contents, applied in order once the messages are stored. */
+    const later: Later[] = [];
     let writes: Promise<void> = Promise.resolve();
     const persist = (entry: HistoryEntry) => {
       writes = writes.then(() => history.put(entry));
@@ -136,8 +144,8 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
         persist(messageEntry(ev.message));
       } else if (ev.type === "system") persist(systemEntry(ev.line));
       else if (ev.type === "delivery") {
-        deliveries.push({ conv: ev.conversationId, id: ev.messageId, state: ev.state });
-      }
+        later.push({ t: "delivery", conv: ev.conversationId, id: ev.messageId, state: ev.state });
+      } else if (ev.type === "content") later.push({ t: "content", ev });
     });
     const started = Date.now();
     conn.start();
@@ -150,8 +158,17 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
     await Promise.allSettled([...working]);
     unsubscribe();
     await writes;
-    if (deliveries.length > 0) await saveDeliveries(history, deliveries);
-    const shown = notificationsFor(received, content);
+    const muted = new Set<string>();
+    for (const [id, m] of await history.convMeta()) if (m.muted === true) muted.add(id);
+    if (later.length > 0) {
+      const prefs = await readMessagePrefs(db);
+      await applyLater(history, later, { me: profile.username, readReceipts: prefs.readReceipts });
+    }
+    // A muted conversation notifies nothing, here as in the open app.
+    const shown = notificationsFor(
+      received.filter((m) => !muted.has(m.conversationId)),
+      content,
+    );
     for (const n of shown) await deps.show(n);
     return shown.length > 0 ? "shown" : "nothing";
   } finally {
@@ -159,15 +176,27 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
   }
 }
 
-/** Delivery states that changed while the app was closed, applied as the app's model does. */
-async function saveDeliveries(
+type Later =
+  | { t: "delivery"; conv: ConversationId; id: string; state: DeliveryState }
+  | { t: "content"; ev: Extract<ParleyEvent, { type: "content" }> };
+
+/**
+ * Delivery states and the contents of PROTOCOL.md §8.6.1 (edits, deletes, reactions, timers,
+ * read) that arrived while the app was closed, applied as the app's model does, in order.
+ */
+async function applyLater(
   history: HistoryStore,
-  deliveries: ReadonlyArray<{ conv: ConversationId; id: string; state: DeliveryState }>,
+  later: readonly Later[],
+  opts: { me: string; readReceipts: boolean },
 ): Promise<void> {
   const s = initialChatState();
   loadHistory(s, await history.loadAll(), await history.convMeta());
-  for (const d of deliveries) {
-    const updated = applyDelivery(s, d.conv, d.id, d.state);
-    if (updated !== null) await history.put(updated);
+  for (const x of later) {
+    if (x.t === "delivery") {
+      const updated = applyDelivery(s, x.conv, x.id, x.state);
+      if (updated !== null) await history.put(updated);
+    } else {
+      for (const e of applyContent(s, x.ev, opts).put) await history.put(e);
+    }
   }
 }
