@@ -12,6 +12,7 @@ import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/sch
 import { Composer } from "./Composer";
 import { ConfirmDialog } from "./Dialogs";
 import { avatarClass, formatDay, formatTime, hueOf } from "./format";
+import { InviteButton } from "./GroupDialogs";
 import { linkify } from "./linkify";
 import { describeLog, unknownUserText, type Worded } from "./wording";
 
@@ -137,6 +138,9 @@ function Entry(props: {
                   </span>
                 </Show>
                 <MessageText text={m().text} />
+                <Show when={m().direction === "in" ? m().invite : undefined}>
+                  {(inv) => <InviteButton invite={inv()} />}
+                </Show>
                 <span class="meta">
                   <time dateTime={new Date(m().at).toISOString()}>{formatTime(m().at)}</time>
                   <Show when={m().direction === "out"}>

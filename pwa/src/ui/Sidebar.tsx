@@ -16,6 +16,7 @@ import {
 import { nameProblem } from "../state/names";
 import { NewChatDialog } from "./Dialogs";
 import { avatarClass, formatTime } from "./format";
+import { NewGroupDialog } from "./GroupDialogs";
 import { NameHint } from "./NameHint";
 
 function Preview(props: { conv: ConvView | undefined; fallback: string }) {
@@ -57,6 +58,7 @@ export function Sidebar() {
   const [groupName, setGroupName] = createSignal("");
   const [groupTried, setGroupTried] = createSignal(false);
   const [newChat, setNewChat] = createSignal(false);
+  const [newGroup, setNewGroup] = createSignal(false);
   const lists = createMemo(() => sortedConvs(state));
   const people = createMemo(() => peopleRows(state));
   let groupInput: HTMLInputElement | undefined;
@@ -69,9 +71,20 @@ export function Sidebar() {
   return (
     <nav class="sidebar" aria-label="Conversations">
       <section aria-labelledby="groups-heading">
-        <h2 id="groups-heading" class="section-title">
-          Groups
-        </h2>
+        <div class="section-head">
+          <h2 id="groups-heading" class="section-title">
+            Groups
+          </h2>
+          <button
+            type="button"
+            class="small"
+            data-testid="new-group"
+            title="Create a group: invite only, or open to anyone on this hub"
+            onClick={() => setNewGroup(true)}
+          >
+            New group
+          </button>
+        </div>
         <ul class="rows">
           <For each={lists().groups}>
             {(g) => {
@@ -244,6 +257,9 @@ export function Sidebar() {
       </section>
       <Show when={newChat()}>
         <NewChatDialog onClose={() => setNewChat(false)} />
+      </Show>
+      <Show when={newGroup()}>
+        <NewGroupDialog onClose={() => setNewGroup(false)} />
       </Show>
     </nav>
   );
