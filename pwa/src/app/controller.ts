@@ -344,6 +344,9 @@ export function createParley() {
     if (p.kind === "group") actions.select(convIdOf("group", p.name));
   }
 
+  // An invite link opened in a tab that already shows the app changes only the fragment.
+  window.addEventListener("hashchange", () => void joinFromLink());
+
   /** A notification clicked while the app was closed opened `/?open=<conversation>`. */
   function openFromUrl() {
     const url = new URL(location.href);
