@@ -180,10 +180,10 @@ export const ERRORS = {
   push_unavailable: "This relay does not send push notifications.",
   push_endpoint: "That push endpoint is not allowed.",
   push_key_changed: "The relay's push key changed; subscribe again with the current key.",
-  invite_required: "This group is invite-only: joining needs an invitation.",
   blob_unavailable: "This relay does not store attachments.",
   blob_too_large: "The attachment exceeds the size limit.",
   blob_quota: "Attachment storage quota reached; wait for older attachments to expire.",
+  invite_required: "This group is invite-only: joining needs an invitation.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];

@@ -190,12 +190,12 @@ export interface ChatMessage {
   at: number;
   /** Outgoing only. */
   delivery?: DeliveryState;
-  /** 1:1 only: a closed-group invitation this text carries (§9.7.3). */
-  invite?: Invite;
   /** The message this one replies to (§8.6.1). */
   reply?: MessageRef;
   /** Disappearing timer, ms: removed this long after `at` on every device (§8.6.1). */
   exp?: number;
+  /** 1:1 only: a closed-group invitation this text carries (§9.7.3). */
+  invite?: Invite;
 }
 
 /**

@@ -142,7 +142,7 @@ function parseContent<T>(
   throw malformed("content");
 }
 
-/** Group message content (§9.5); a text carrying an invitation is 1:1 only (§9.7.3). */
+/** Group message content (§9.5): an invitation only ever travels 1:1 (§9.7.3). */
 export function decodeContent(padded: Uint8Array): ReceivedContent {
   const c = parseContent(Content, padded);
   if (c.t === "text" && c.invite !== undefined) throw malformed("content");

@@ -39,8 +39,13 @@ export const MAX_SKIPPED_TOTAL = 2000;
 /** Previous receiving ratchet keys remembered, so replays on old chains are named as such. */
 const MAX_OLD_DHR = 16;
 export const HEADER_BYTES = 40;
-/** A fresh KEM key of ours goes out with every this-many-th new sending chain (§8.4.1). */
-export const KEM_STEP_EVERY = 4;
+/**
+ * A fresh KEM key of ours goes out with every this-many-th new sending chain (§8.4.1). A sender's
+ * choice: the receiver only answers what arrives. 16 renews the post-quantum secret within 16 of
+ * our chains (Signal's SPQR: about every 44 round trips) at a fifth of the ML-KEM work per message
+ * that 4 cost (SECURITY.md §2.1).
+ */
+export const KEM_STEP_EVERY = 16;
 
 /** What a sending chain carries for the KEM step (§8.4.1); base64url in the state. */
 export interface KemAttachment {

@@ -45,11 +45,11 @@ export const SentTextSchema = v.strictObject({
   id: v.string(),
   ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
   text: v.string(),
-  /** A closed-group invitation the text carries (§9.7.3). */
-  invite: v.optional(InviteSchema),
   reply: v.optional(MessageRef),
   /** Disappearing timer: past `ts + exp` it is dropped, never sent again (§8.6.1). */
   exp: v.optional(DisappearMs),
+  /** A closed-group invitation the text carries (§9.7.3). */
+  invite: v.optional(InviteSchema),
 });
 export type SentText = v.InferOutput<typeof SentTextSchema>;
 

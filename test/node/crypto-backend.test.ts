@@ -24,6 +24,9 @@ import {
   hkdfSha256Extract,
   hmacSha256,
   installCryptoBackend,
+  mlkemDecapsulate,
+  mlkemEncapsulate,
+  mlkemKeyPairFromSeed,
   randomBytes,
   sha256,
   x25519,
@@ -484,5 +487,59 @@ describe("HMAC, HKDF, SHA-256: Node backend = default backend", () => {
       expect(o.byteOffset).toBe(0);
       expect(o.buffer.byteLength).toBe(o.length);
     }
+  });
+});
+
+describe("ML-KEM-768: Node backend (PQClean wasm) = default backend (noble)", () => {
+  const kemOut = (r: { ciphertext: Uint8Array; sharedSecret: Uint8Array }) => ({
+    ct: toHex(r.ciphertext),
+    ss: toHex(r.sharedSecret),
+  });
+
+  it("the Node backend has its own ML-KEM (not the default's)", () => {
+    expect(typeof nodeCryptoBackend.mlkemKeyPairFromSeed).toBe("function");
+    expect(typeof nodeCryptoBackend.mlkemEncapsulate).toBe("function");
+    expect(typeof nodeCryptoBackend.mlkemDecapsulate).toBe("function");
+  });
+
+  it("KeyGen from any seed, Encaps with any m, Decaps of right and altered ciphertexts", async () => {
+    await fc.assert(
+      fc.asyncProperty(bytes(64), bytes(32), fc.nat(1087), async (seed, m, at) => {
+        const kp = await both(() => {
+          const k = mlkemKeyPairFromSeed(seed);
+          return { pk: toHex(k.publicKey), sk: toHex(k.secretKey) };
+        });
+        expect(kp.node).toEqual(kp.default);
+        const { publicKey, secretKey } = mlkemKeyPairFromSeed(seed);
+        const enc = await both(() => kemOut(mlkemEncapsulate(publicKey, m)));
+        expect(enc.node).toEqual(enc.default);
+        const ct = mlkemEncapsulate(publicKey, m).ciphertext;
+        const bad = ct.slice();
+        bad[at] = (bad[at] as number) ^ 0x40;
+        for (const c of [ct, bad]) {
+          const dec = await both(() => toHex(mlkemDecapsulate(c, secretKey)));
+          expect(dec.node).toEqual(dec.default);
+        }
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it("an unreduced public key and a secret key failing the hash check are InvalidKeyError on both", async () => {
+    const { publicKey, secretKey } = mlkemKeyPairFromSeed(randomBytes(64));
+    const unreduced = publicKey.slice();
+    unreduced[0] = 0xff;
+    unreduced[1] = 0x0f; // first coefficient 4095 ≥ q = 3329 (FIPS 203 §7.2)
+    expect(await both(() => mlkemEncapsulate(unreduced, randomBytes(32)))).toEqual({
+      default: { error: "InvalidKeyError" },
+      node: { error: "InvalidKeyError" },
+    });
+    const tampered = secretKey.slice();
+    tampered[1152 + 5] = (tampered[1152 + 5] as number) ^ 1; // ek inside dk no longer hashes to h
+    const ct = mlkemEncapsulate(publicKey).ciphertext;
+    expect(await both(() => mlkemDecapsulate(ct, tampered))).toEqual({
+      default: { error: "InvalidKeyError" },
+      node: { error: "InvalidKeyError" },
+    });
   });
 });

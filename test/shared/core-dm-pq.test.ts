@@ -39,6 +39,7 @@ import {
   ed25519Sign,
   generateIdentityKeyPair,
   type IdentityKeyPair,
+  mlkemCached,
   mlkemDecapsulateSeed,
   mlkemPublicKey,
   randomBytes,
@@ -442,5 +443,57 @@ describe("sparse KEM step in the Double Ratchet (§8.4.1)", () => {
     expect(r.kem).toBeUndefined();
     const out = await ratchetDecrypt(r, env.header, env.ciphertext, env.prefix, randomBytes);
     expect(out.plaintext.length).toBeGreaterThan(0);
+  });
+});
+
+describe("deleted KEM secrets leave the expansion cache (PROTOCOL.md §3.11)", () => {
+  it("the handshake's KEM key once answered, a used one-time KEM prekey, an answered ratchet KEM key", async () => {
+    const a = await side("alice");
+    const b = await side("bob");
+    // Online handshake: alice's KEM seed is expanded for hs_init and kept until the answer.
+    const bobContact: Contact = {
+      username: "bob",
+      identityKey: b.ik,
+      verified: false,
+      changedKey: null,
+      pinnedAt: 0,
+    };
+    const init = await startOnline(emptyDm("bob"), bobContact, a.ctx);
+    const pending = init.record.pending;
+    if (pending?.kind !== "initiating" || pending.kem === undefined) throw new Error("no hs kem");
+    const hsSeed = fromB64u(pending.kem);
+    expect(mlkemCached(hsSeed)).toBe(true);
+    const resp = await receiveDm(emptyDm("alice"), null, null, init.send[0] as Uint8Array, b.ctx);
+    const done = await receiveDm(init.record, bobContact, null, resp.send[0] as Uint8Array, a.ctx);
+    expect(done.record.current?.pq).toBe(true);
+    expect(mlkemCached(hsSeed)).toBe(false);
+
+    // Asynchronous start on a one-time KEM prekey: bob deletes its seed, and its expansion.
+    const f = await firstFlight(a, await bundleOf(b, { opk: true, kemOpk: true }));
+    const used = b.prekeys.kopks?.at(-1);
+    if (used === undefined) throw new Error("no one-time KEM prekey");
+    const got = await open(b, b.prekeys, f.body);
+    expect(got.prekeys?.kopks?.some((k) => k.id === used.id)).toBe(false);
+    expect(mlkemCached(fromB64u(used.seed))).toBe(false);
+
+    // Ratchet KEM step: each side's KEM key, once its ciphertext is in, is gone from the cache.
+    let ra = { record: f.record, contact: f.contact };
+    let rb = { record: got.record, contact: got.contact };
+    const answered: Uint8Array[] = [];
+    for (let i = 0; i < 2 * KEM_STEP_EVERY + 2; i++) {
+      const ownA = ra.record.current?.ratchet.kem?.own ?? null;
+      const mb = await encryptDm(rb.record, rb.contact, text(`b${i}`), b.ctx);
+      rb = { ...rb, record: mb.record };
+      const da = await receiveDm(ra.record, ra.contact, null, mb.body, a.ctx);
+      ra = { record: da.record, contact: da.contact };
+      if (ownA !== null && ra.record.current?.ratchet.kem?.own !== ownA)
+        answered.push(fromB64u(ownA));
+      const ma = await encryptDm(ra.record, ra.contact, text(`a${i}`), a.ctx);
+      ra = { ...ra, record: ma.record };
+      const db = await receiveDm(rb.record, rb.contact, null, ma.body, b.ctx);
+      rb = { record: db.record, contact: db.contact };
+    }
+    expect(answered.length).toBeGreaterThan(0);
+    for (const seed of answered) expect(mlkemCached(seed)).toBe(false);
   });
 });

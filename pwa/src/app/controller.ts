@@ -48,8 +48,9 @@ import { loadOrCreateDeviceKey } from "../storage/device-key";
 import { HistoryStore } from "../storage/history";
 import { disableLock, enableLock, LockError, readLock, unlock } from "../storage/lock";
 import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
-import type { HistoryEntry, HistoryMessage } from "../storage/schemas";
+import type { ConvMeta, HistoryEntry, HistoryMessage } from "../storage/schemas";
 import { describeError, describeThrown, unknownUserText, type Worded } from "../ui/wording";
+import { createMessaging } from "./messaging";
 import { createToasts } from "./toasts";
 
 export const HUB = "main";
@@ -126,6 +127,18 @@ export function createParley() {
 
   const lock = createTabLock(onOwnership);
 
+  const messaging = createMessaging({
+    state,
+    mutate,
+    persist: (e) => persist(e),
+    unpersist: (e) => unpersist(e),
+    engine: () => engine,
+    history: () => history,
+    db: () => db,
+    report: (e) => report(e),
+    saveMeta: (id) => saveMeta(id),
+  });
+
   function onOwnership(o: Ownership) {
     if (o === "owner" || o === "unsupported") {
       if (phase().p === "boot" || phase().p === "blocked" || phase().p === "lost") void boot();
@@ -186,7 +199,14 @@ export function createParley() {
       s.convs = {};
       loadHistory(s, entries, meta);
       s.convs[convIdOf("group", BROADCAST)] ??= emptyConv(convIdOf("group", BROADCAST));
+      for (const [id, m] of meta) {
+        const c = s.convs[id];
+        if (!c) continue;
+        c.muted = m.muted === true;
+        c.archived = m.archived === true;
+      }
     });
+    await messaging.loaded();
     if (history.rejected > 0) {
       toasts.show({
         kind: "error",
@@ -423,7 +443,12 @@ export function createParley() {
         if (looking) readConv(id);
         // An incoming duplicate was ignored: its stored row stays as first received (M1).
         if (fresh || entry.direction === "out") persist(entry);
-        if (fresh && entry.direction === "in") {
+        if (fresh) messaging.onMessage(entry);
+        const c = state.convs[id];
+        // A new message brings an archived chat back, unless it is muted too.
+        if (fresh && entry.direction === "in" && c?.archived && !c.muted)
+          messaging.setArchived(id, false);
+        if (fresh && entry.direction === "in" && !c?.muted) {
           // Worded as the service worker words them, per the user's choice (platform/push.ts).
           for (const n of notificationsFor([ev.message], notifyContent())) {
             void notifyHidden(n.title, n.body, n.tag);
@@ -439,6 +464,9 @@ export function createParley() {
         if (updated) persist(updated);
         return;
       }
+      case "content":
+        messaging.onContent(ev);
+        return;
       case "system": {
         const entry = systemEntry(ev.line);
         mutate((s) => {
@@ -484,6 +512,29 @@ export function createParley() {
       .catch((e: unknown) => console.warn("could not store history entry", e));
   }
 
+  /** Delete a row (delete for me, expiry), in order with the other history writes. */
+  function unpersist(entry: HistoryEntry) {
+    const h = history;
+    if (!h) return;
+    writes = writes
+      .then(() => h.remove(entry))
+      .catch((e: unknown) => console.warn("could not delete history entry", e));
+  }
+
+  /** A conversation's local bookkeeping as stored (read mark, hidden, mute, archive). */
+  function metaOf(id: string, hidden = false): ConvMeta {
+    const c = state.convs[id];
+    const m: ConvMeta = { lastReadAt: c?.lastReadAt ?? 0 };
+    if (hidden) m.hidden = true;
+    if (c?.muted) m.muted = true;
+    if (c?.archived) m.archived = true;
+    return m;
+  }
+
+  function saveMeta(id: string) {
+    void history?.putConvMeta(id, metaOf(id));
+  }
+
   /** Is this conversation in the list (not closed by the user, or it has something in it)? */
   function shown(id: string): boolean {
     return !closed.has(id) || (state.convs[id]?.entries.length ?? 0) > 0;
@@ -491,7 +542,7 @@ export function createParley() {
 
   function reopen(id: ConversationId) {
     if (!closed.delete(id)) return;
-    void history?.putConvMeta(id, { lastReadAt: state.convs[id]?.lastReadAt ?? 0 });
+    saveMeta(id);
   }
 
   function showError(w: Worded) {
@@ -675,7 +726,7 @@ export function createParley() {
       const c = state.convs[id];
       if (!c || c.entries.length > 0) return;
       closed.add(id);
-      void history?.putConvMeta(id, { lastReadAt: c.lastReadAt, hidden: true });
+      void history?.putConvMeta(id, metaOf(id, true));
       mutate((s) => {
         delete s.convs[id];
         if (s.selected === id) s.selected = null;
@@ -708,6 +759,14 @@ export function createParley() {
      * Hand one message to the engine; true once it accepted it (encrypted and stored in its
      * write-ahead outbox). The caller keeps the text until then, so a refusal loses nothing.
      */
+    /** Send `text` as the edit of our message `mid` (§8.6.1); true once the engine took it. */
+    async sendEdit(text: string, id: ConversationId, mid: string): Promise<boolean> {
+      const trimmed = outgoingText(text);
+      if (trimmed.trim().length === 0 || trimmed.length > MAX_TEXT_CHARS) return false;
+      const ok = await messaging.edit(id, mid, trimmed);
+      if (ok) messaging.cancelCompose(id);
+      return ok;
+    },
     async send(text: string, id: ConversationId | null = state.selected): Promise<boolean> {
       const trimmed = outgoingText(text);
       if (!id || trimmed.trim().length === 0) return false;
@@ -717,7 +776,9 @@ export function createParley() {
       // sends it after the next welcome (PROTOCOL.md §10.1).
       if (!engine) return false;
       try {
-        await engine.sendText(id, trimmed);
+        await engine.sendText(id, trimmed, messaging.textOptions(id));
+        messaging.cancelCompose(id);
+        messaging.typing(id, false);
         return true;
       } catch (e) {
         report(e);
@@ -856,8 +917,10 @@ export function createParley() {
 
   function readConv(id: ConversationId) {
     const now = Date.now();
+    const since = state.convs[id]?.lastReadAt ?? 0;
     batch(() => mutate((s) => markRead(s, id, now)));
-    void history?.putConvMeta(id, { lastReadAt: now });
+    saveMeta(id);
+    messaging.readSince(id, since);
   }
 
   return {
@@ -868,6 +931,7 @@ export function createParley() {
     notifyContent,
     lockOn,
     actions,
+    messaging,
     /** Start: ask for tab ownership; everything else follows from it. */
     init: () => lock.acquire(false),
   };

@@ -25,6 +25,11 @@ const PURPOSE = "history";
 
 /** Draft rows: a prefix no message or system row has (those start with the conversation id). */
 const DRAFT_PREFIX = "draft|";
+/**
+ * The search index (search/index.ts): one row, sealed like every history row, so what search
+ * derives from messages is never at rest in the clear either (PROTOCOL.md §12.3).
+ */
+export const SEARCH_KEY = "search|index";
 
 export function draftKey(conv: string): string {
   return `${DRAFT_PREFIX}${conv}`;
@@ -72,7 +77,7 @@ export class HistoryStore {
     // and the rewrite (current key format) wins.
     const seen = new Map<string, { entry: HistoryEntry; current: boolean }>();
     for (const raw of rows) {
-      if (isDraftRow(raw)) continue;
+      if (isDraftRow(raw) || isSearchRow(raw)) continue;
       const d = await this.decode(raw);
       if (!d) {
         this.rejected++;
@@ -103,6 +108,39 @@ export class HistoryStore {
       if (legacyRowKey(entry.output) === row.output.key)
         return { entry: entry.output, current: false };
       return null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Delete one entry's row (delete for me, a disappearing message's expiry), and the row an
+   * earlier version may have written for it.
+   */
+  async remove(entry: HistoryEntry): Promise<void> {
+    const tx = this.db.transaction("history", "readwrite");
+    void tx.store.delete(rowKey(entry));
+    if (legacyRowKey(entry) !== rowKey(entry)) void tx.store.delete(legacyRowKey(entry));
+    await tx.done;
+  }
+
+  /** Seal and store the search index (its JSON text); null deletes it. */
+  async putSearchIndex(json: string | null): Promise<void> {
+    if (json === null) {
+      await this.db.delete("history", SEARCH_KEY);
+      return;
+    }
+    const box = await seal(this.key, PURPOSE, SEARCH_KEY, utf8(json));
+    const row: HistoryRow = { key: SEARCH_KEY, conv: "search", box };
+    await this.db.put("history", row);
+  }
+
+  /** The stored search index's JSON text, or null (none, or it no longer opens). */
+  async getSearchIndex(): Promise<string | null> {
+    const row = v.safeParse(HistoryRow, await this.db.get("history", SEARCH_KEY));
+    if (!row.success || row.output.key !== SEARCH_KEY) return null;
+    try {
+      return fromUtf8(await open(this.key, PURPOSE, SEARCH_KEY, row.output.box));
     } catch {
       return null;
     }
@@ -170,6 +208,10 @@ export class HistoryStore {
   async putConvMeta(conv: string, meta: ConvMeta): Promise<void> {
     await this.db.put("convs", meta, conv);
   }
+}
+
+function isSearchRow(raw: unknown): boolean {
+  return typeof raw === "object" && raw !== null && "key" in raw && raw.key === SEARCH_KEY;
 }
 
 function isDraftRow(raw: unknown): boolean {

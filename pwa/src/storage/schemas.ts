@@ -145,9 +145,9 @@ export const HistorySystem = v.strictObject({
     "repairing",
     "resending",
     "not_post_quantum",
-    "refused",
     /** The disappearing timer changed (§8.6.1); `ms` is the new timer, 0 = off. */
     "timer",
+    "refused",
   ]),
   text: v.pipe(v.string(), v.maxLength(1000)),
   username: v.optional(Name),

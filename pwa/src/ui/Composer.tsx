@@ -9,9 +9,16 @@ import { createEffect, createMemo, createSignal, on, Show } from "solid-js";
 import { useParley } from "../app/context";
 import { type ConvView, sendBlockedReason } from "../state/model";
 import { lengthNote, splitText } from "../state/split";
+import { snippet } from "./MessageParts";
 
 export function Composer(props: { conv: ConvView }) {
-  const { state, actions } = useParley();
+  const { state, actions, messaging } = useParley();
+  /** Replying to a message, or editing one of ours (§8.6.1); the edit's text is no draft. */
+  const mode = () => messaging.compose()[props.conv.id];
+  const editing = () => {
+    const m = mode();
+    return m?.t === "edit" ? m.id : null;
+  };
   const [draft, setShown] = createSignal("");
   /** A send in progress (parts accepted so far), per conversation. */
   const [sending, setSending] = createSignal<{ id: string; done: number; total: number } | null>(
@@ -29,6 +36,26 @@ export function Composer(props: { conv: ConvView }) {
     actions.keepDraft(id, text);
     if (props.conv.id === id) setShown(text);
   };
+  const onType = (text: string) => {
+    if (editing() !== null) setShown(text);
+    else {
+      setDraft(props.conv.id, text);
+      messaging.typing(props.conv.id, text.trim().length > 0);
+    }
+  };
+
+  // Editing starts with the message's text; leaving edit mode brings the draft back.
+  createEffect(
+    on(editing, (id, prev) => {
+      if (id !== null) {
+        const m = props.conv.entries.find(
+          (e) => e.kind === "msg" && e.direction === "out" && e.id === id,
+        );
+        setShown(m?.kind === "msg" ? m.text : "");
+        input?.focus();
+      } else if (prev !== undefined && prev !== null) setShown(actions.draftOf(props.conv.id));
+    }),
+  );
 
   // One draft per conversation: switching chats (or reloading) keeps what was typed where.
   createEffect(
@@ -45,6 +72,13 @@ export function Composer(props: { conv: ConvView }) {
     const id = props.conv.id;
     const text = draft();
     if (busy() || blocked() !== null || text.trim().length === 0 || over()) return;
+    const mid = editing();
+    if (mid !== null) {
+      setSending({ id, done: 0, total: 1 });
+      await actions.sendEdit(text, id, mid);
+      setSending(null);
+      return;
+    }
     setSending({ id, done: 0, total: 1 });
     const ok = await actions.send(text, id);
     setSending(null);
@@ -107,6 +141,34 @@ export function Composer(props: { conv: ConvView }) {
           </div>
         )}
       </Show>
+      <Show when={mode()}>
+        {(m) => (
+          <div class="compose-mode" data-testid="compose-mode">
+            <span class="compose-mode-text">
+              {(() => {
+                const x = m();
+                if (x.t === "edit") return "Editing your message";
+                const i = props.conv.entries.findIndex(
+                  (e) => e.kind === "msg" && e.id === x.to.id && e.from === x.to.from,
+                );
+                const e = props.conv.entries[i];
+                return `Replying to ${x.to.from}: ${e?.kind === "msg" ? snippet(e.text, 60) : ""}`;
+              })()}
+            </span>
+            <button
+              type="button"
+              class="icon-button"
+              aria-label="Cancel"
+              data-testid="compose-cancel"
+              onClick={() => messaging.cancelCompose(props.conv.id)}
+            >
+              <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
+                <path class="icon-stroke" d="M6 6l12 12M18 6L6 18" />
+              </svg>
+            </button>
+          </div>
+        )}
+      </Show>
       <form
         class="composer"
         onSubmit={(e) => {
@@ -134,8 +196,12 @@ export function Composer(props: { conv: ConvView }) {
           readOnly={busy()}
           aria-describedby={note() ? "composer-help composer-length" : "composer-help"}
           value={draft()}
-          onInput={(e) => setDraft(props.conv.id, e.currentTarget.value)}
+          onInput={(e) => onType(e.currentTarget.value)}
           onKeyDown={(e) => {
+            if (e.key === "Escape" && mode() !== undefined) {
+              messaging.cancelCompose(props.conv.id);
+              return;
+            }
             if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
               e.preventDefault();
               void submit();

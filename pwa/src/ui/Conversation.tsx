@@ -8,12 +8,22 @@ import { createEffect, createMemo, createSignal, For, Match, on, Show, Switch } 
 import type { DeliveryState } from "../../../shared/core/client-api";
 import { useParley } from "../app/context";
 import { type ConvView, isMember } from "../state/model";
+import { rowKey } from "../storage/history";
 import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/schemas";
 import { Composer } from "./Composer";
 import { ConfirmDialog } from "./Dialogs";
 import { avatarClass, formatDay, formatTime, hueOf } from "./format";
 import { InviteButton } from "./GroupDialogs";
 import { linkify } from "./linkify";
+import {
+  ConvOptions,
+  Edited,
+  MessageMenu,
+  Quote,
+  Reactions,
+  SearchDialog,
+  TypingLine,
+} from "./MessageParts";
 import { describeLog, unknownUserText, type Worded } from "./wording";
 
 const DELIVERY_LABEL: Record<DeliveryState, string> = {
@@ -95,6 +105,8 @@ function Entry(props: {
   conv: ConvView;
   prev: HistoryEntry | undefined;
   worded: Worded | null | undefined;
+  me: string;
+  focused: boolean;
 }) {
   const newDay = () =>
     !props.prev ||
@@ -127,9 +139,14 @@ function Entry(props: {
           return (
             <li
               class="msg"
-              classList={{ out: m().direction === "out", in: m().direction === "in" }}
+              classList={{
+                out: m().direction === "out",
+                in: m().direction === "in",
+                focused: props.focused,
+              }}
               data-testid="message"
               data-from={m().from}
+              data-key={rowKey(m())}
             >
               <div class="bubble">
                 <Show when={showName()}>
@@ -137,17 +154,44 @@ function Entry(props: {
                     {m().from}
                   </span>
                 </Show>
-                <MessageText text={m().text} />
-                <Show when={m().direction === "in" ? m().invite : undefined}>
+                <Show when={m().reply && !m().deleted ? m().reply : undefined}>
+                  {(r) => <Quote to={r()} entries={props.conv.entries} />}
+                </Show>
+                <Switch fallback={<MessageText text={m().text} />}>
+                  <Match when={m().deleted}>
+                    <span class="text tombstone" data-testid="message-text">
+                      This message was deleted
+                    </span>
+                  </Match>
+                  <Match when={m().unsupported !== undefined}>
+                    <span class="text tombstone" data-testid="message-text">
+                      Unsupported message — a newer version of Parley is needed to show it
+                    </span>
+                  </Match>
+                </Switch>
+                <Show when={m().direction === "in" && !m().deleted ? m().invite : undefined}>
                   {(inv) => <InviteButton invite={inv()} />}
                 </Show>
+                <Reactions m={m()} me={props.me} conv={props.conv.id} />
                 <span class="meta">
+                  <Show when={m().exp !== undefined}>
+                    <span
+                      class="disappearing"
+                      role="img"
+                      title="Disappearing message"
+                      aria-label="Disappearing message"
+                    >
+                      ⏱
+                    </span>
+                  </Show>
+                  <Edited m={m()} />
                   <time dateTime={new Date(m().at).toISOString()}>{formatTime(m().at)}</time>
                   <Show when={m().direction === "out"}>
                     <DeliveryIcon state={m().delivery ?? "sending"} />
                   </Show>
                 </span>
               </div>
+              <MessageMenu m={m()} conv={props.conv} />
             </li>
           );
         }}
@@ -161,8 +205,13 @@ export function Conversation(props: {
   onVerify: (username: string) => void;
   onMembers: () => void;
 }) {
-  const { state, actions } = useParley();
+  const { state, actions, messaging } = useParley();
   const [confirm, setConfirm] = createSignal<"leave" | "end" | null>(null);
+  const [panel, setPanel] = createSignal<"search" | "options" | null>(null);
+  const focusKey = () => {
+    const f = messaging.focus();
+    return f?.conv === props.conv.id ? f.key : null;
+  };
   let log: HTMLOListElement | undefined;
 
   /** Whose key changed: the peer, or in a group the member named by the latest key-change line. */
@@ -204,6 +253,23 @@ export function Conversation(props: {
     ),
   );
 
+  // A search hit: scroll its message into view once it is on screen, and highlight it.
+  createEffect(
+    on(
+      () => [messaging.focus(), props.conv.id] as const,
+      ([f]) => {
+        if (!f || f.conv !== props.conv.id || !log) return;
+        const el = log;
+        queueMicrotask(() => {
+          const li = [...el.querySelectorAll<HTMLElement>("li[data-key]")].find(
+            (x) => x.dataset.key === f.key,
+          );
+          li?.scrollIntoView({ block: "center" });
+        });
+      },
+    ),
+  );
+
   return (
     <section class="conversation" aria-label={`Conversation with ${props.conv.name}`}>
       <header class="conv-header">
@@ -230,6 +296,32 @@ export function Conversation(props: {
           <span class="conv-sub">{subtitle()}</span>
         </div>
         <div class="conv-actions">
+          <button
+            type="button"
+            class="icon-button"
+            aria-label="Search messages"
+            title="Search messages"
+            data-testid="open-search"
+            onClick={() => setPanel("search")}
+          >
+            <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
+              <circle class="icon-stroke" cx="11" cy="11" r="6" />
+              <path class="icon-stroke" d="M15.5 15.5L20 20" />
+            </svg>
+          </button>
+          <button
+            type="button"
+            class="icon-button"
+            aria-label="Chat options"
+            title="Chat options: disappearing messages, mute, archive"
+            data-testid="open-conv-options"
+            onClick={() => setPanel("options")}
+          >
+            <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
+              <circle class="icon-stroke" cx="12" cy="13" r="7" />
+              <path class="icon-stroke" d="M12 9v4l2.5 1.5M10 3h4" />
+            </svg>
+          </button>
           <Show
             when={props.conv.kind === "direct"}
             fallback={
@@ -356,12 +448,22 @@ export function Conversation(props: {
               conv={props.conv}
               prev={props.conv.entries[i() - 1]}
               worded={worded().get(entry.id)}
+              me={state.me?.username ?? ""}
+              focused={entry.kind === "msg" && focusKey() === rowKey(entry)}
             />
           )}
         </For>
       </ol>
 
+      <TypingLine conv={props.conv} />
       <Composer conv={props.conv} />
+
+      <Show when={panel() === "search"}>
+        <SearchDialog onClose={() => setPanel(null)} />
+      </Show>
+      <Show when={panel() === "options"}>
+        <ConvOptions conv={props.conv} onClose={() => setPanel(null)} />
+      </Show>
 
       <Show when={confirm() === "leave"}>
         <ConfirmDialog

@@ -169,7 +169,7 @@ function ThemeSection() {
 }
 
 export function SettingsDialog(props: { onClose: () => void }) {
-  const { state, actions, notifyPerm, notifyContent } = useParley();
+  const { state, actions, notifyPerm, notifyContent, messaging } = useParley();
   const [pass, setPass] = createSignal("");
   const [pass2, setPass2] = createSignal("");
   const [busy, setBusy] = createSignal(false);
@@ -303,6 +303,31 @@ export function SettingsDialog(props: { onClose: () => void }) {
             )}
           </For>
         </div>
+      </section>
+      <section class="settings-section" aria-labelledby="settings-privacy">
+        <h3 id="settings-privacy">Typing and read receipts</h3>
+        <label class="option-row">
+          <input
+            type="checkbox"
+            data-testid="pref-typing"
+            checked={messaging.prefs().typing}
+            onChange={(e) => void messaging.setPref({ typing: e.currentTarget.checked })}
+          />
+          <span>Show others when I am typing</span>
+        </label>
+        <label class="option-row">
+          <input
+            type="checkbox"
+            data-testid="pref-read-receipts"
+            checked={messaging.prefs().readReceipts}
+            onChange={(e) => void messaging.setPref({ readReceipts: e.currentTarget.checked })}
+          />
+          <span>Read receipts</span>
+        </label>
+        <p class="help">
+          Read receipts tell people in 1:1 chats that you have seen their messages. Off, you send
+          none and see none.
+        </p>
       </section>
     </Modal>
   );

@@ -60,7 +60,12 @@ export function Sidebar() {
   const [newChat, setNewChat] = createSignal(false);
   const [newGroup, setNewGroup] = createSignal(false);
   const lists = createMemo(() => sortedConvs(state));
-  const people = createMemo(() => peopleRows(state));
+  /** Archived chats are listed on their own, under "Archived" (local only). */
+  const groups = createMemo(() => lists().groups.filter((g) => !g.archived));
+  const people = createMemo(() => peopleRows(state).filter((p) => !p.conv?.archived));
+  const archived = createMemo(() =>
+    [...lists().groups, ...lists().directs].filter((c) => c.archived),
+  );
   let groupInput: HTMLInputElement | undefined;
 
   const lastAt = (c: ConvView | undefined) => {
@@ -86,7 +91,7 @@ export function Sidebar() {
           </button>
         </div>
         <ul class="rows">
-          <For each={lists().groups}>
+          <For each={groups()}>
             {(g) => {
               const member = () => isMember(g);
               return (
@@ -107,6 +112,16 @@ export function Sidebar() {
                         <span class="row-name" title={`#${g.name}`}>
                           #{g.name}
                         </span>
+                        <Show when={g.muted}>
+                          <span
+                            class="muted-mark"
+                            role="img"
+                            aria-label="muted"
+                            data-testid="muted-mark"
+                          >
+                            🔕
+                          </span>
+                        </Show>
                         <span class="row-time">{lastAt(g)}</span>
                       </span>
                       <Preview
@@ -237,6 +252,16 @@ export function Sidebar() {
                             ⚠
                           </span>
                         </Show>
+                        <Show when={p.conv?.muted}>
+                          <span
+                            class="muted-mark"
+                            role="img"
+                            aria-label="muted"
+                            data-testid="muted-mark"
+                          >
+                            🔕
+                          </span>
+                        </Show>
                         <Show when={p.verified && !p.keyChanged}>
                           <span class="verified-mark" title="Safety number verified">
                             ✓<span class="visually-hidden"> verified</span>
@@ -255,6 +280,49 @@ export function Sidebar() {
           </For>
         </ul>
       </section>
+      <Show when={archived().length > 0}>
+        <details class="archived" data-testid="archived">
+          <summary class="section-title">Archived ({archived().length})</summary>
+          <ul class="rows">
+            <For each={archived()}>
+              {(c) => (
+                <li class="row-wrap">
+                  <button
+                    type="button"
+                    class="row"
+                    classList={{ selected: state.selected === c.id }}
+                    data-testid={`archived-${c.name}`}
+                    onClick={() =>
+                      c.kind === "direct" ? actions.openChat(c.name) : actions.select(c.id)
+                    }
+                  >
+                    <span class="row-main">
+                      <span class="row-name-line">
+                        <span class="row-name">
+                          {c.kind === "group" ? "#" : ""}
+                          {c.name}
+                        </span>
+                        <Show when={c.muted}>
+                          <span
+                            class="muted-mark"
+                            role="img"
+                            aria-label="muted"
+                            data-testid="muted-mark"
+                          >
+                            🔕
+                          </span>
+                        </Show>
+                      </span>
+                      <Preview conv={c} fallback="" />
+                    </span>
+                    <Badge n={c.unread} name={c.name} />
+                  </button>
+                </li>
+              )}
+            </For>
+          </ul>
+        </details>
+      </Show>
       <Show when={newChat()}>
         <NewChatDialog onClose={() => setNewChat(false)} />
       </Show>

@@ -72,16 +72,18 @@ function sendBody(
   outboxSend(tx, frame, seq, meta);
 }
 
-/** The optional fields of a text (§8.6.1), copied only when present (strict schemas). */
-export function textExtras(c: { reply?: TextContent["reply"]; exp?: number; invite?: Invite }): {
+/**
+ * The optional fields of a text (§8.6.1: reply, disappearing timer; §9.7.3: a closed-group
+ * invitation), copied only when present (strict schemas).
+ */
+export function textExtras(c: {
   reply?: TextContent["reply"];
   exp?: number;
-  invite?: Invite;
-} {
+  invite?: Invite | undefined;
+}): { reply?: TextContent["reply"]; exp?: number; invite?: Invite } {
   return {
     ...(c.reply !== undefined ? { reply: c.reply } : {}),
     ...(c.exp !== undefined ? { exp: c.exp } : {}),
-    // A closed-group invitation the text carries (§9.7.3).
     ...(c.invite !== undefined ? { invite: c.invite } : {}),
   };
 }
