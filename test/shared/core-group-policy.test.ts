@@ -207,3 +207,64 @@ describe("fallbackStillDue", () => {
     expect(fallbackStillDue(undefined, record("member", 3), 3)).toBe(false);
   });
 });
+
+describe("closed groups (PROTOCOL.md §9.7)", () => {
+  it("an invite-only group's joiner waits to be added; the creator of a new one commits", () => {
+    const joining = record("joining", null);
+    expect(
+      decideCommit(
+        inputs({
+          me: "dave",
+          record: joining,
+          policy: "invite",
+          state: relay(3, ["alice", "bob"], ["dave"]),
+        }),
+      ),
+    ).toEqual({ t: "wait" });
+    expect(
+      decideCommit(
+        inputs({ me: "dave", record: joining, policy: "invite", state: relay(0, [], ["dave"]) }),
+      ),
+    ).toEqual({ t: "commit", joiner: true });
+    // open: the joiner commits itself, as before
+    expect(
+      decideCommit(
+        inputs({
+          me: "dave",
+          record: joining,
+          policy: "open",
+          state: relay(3, ["alice"], ["dave"]),
+        }),
+      ),
+    ).toEqual({ t: "commit", joiner: true });
+  });
+
+  it("a pending join of an invite-only group: rank 0 adds it, the others fall back", () => {
+    const state = relay(3, ["alice", "bob", "carol"], ["dave"]);
+    expect(decideCommit(inputs({ me: "alice", state, policy: "invite" }))).toEqual({
+      t: "commit",
+      joiner: false,
+    });
+    expect(decideCommit(inputs({ me: "bob", state, policy: "invite" }))).toEqual({
+      t: "fallback",
+      rank: 1,
+      delayMs: 5000,
+    });
+    expect(decideCommit(inputs({ me: "alice", state, policy: "open" }))).toEqual({ t: "wait" });
+    expect(fallbackStillDue(state, record("member", 3), 3)).toBe(true);
+  });
+
+  it("a refused (unauthorized) epoch blocks committing and re-joining; a draft commits at once", () => {
+    expect(
+      decideCommit(
+        inputs({
+          state: relay(4, ["alice", "bob", "carol", "mallory"]),
+          record: record("member", 3),
+          refusedEpoch: 4,
+          blocked: true,
+        }),
+      ),
+    ).toEqual({ t: "wait" });
+    expect(decideCommit(inputs({ draftDue: true }))).toEqual({ t: "commit", joiner: false });
+  });
+});

@@ -5,6 +5,7 @@
 import { batch, createSignal } from "solid-js";
 import { createStore, produce } from "solid-js/store";
 import type { ConversationId, ParleyClientApi, ParleyEvent } from "../../../shared/core/client-api";
+import type { Invite } from "../../../shared/core/content";
 import { NAME_RE } from "../../../shared/protocol";
 import { createEngine } from "../engine/create";
 import { DEFAULT_BACKOFF, VISIBLE_BACKOFF } from "../net/backoff";
@@ -363,6 +364,9 @@ export function createParley() {
     if (p.kind === "group") actions.select(convIdOf("group", p.name));
   }
 
+  // An invite link opened in a tab that already shows the app changes only the fragment.
+  window.addEventListener("hashchange", () => void joinFromLink());
+
   /** A notification clicked while the app was closed opened `/?open=<conversation>`. */
   function openFromUrl() {
     const url = new URL(location.href);
@@ -371,6 +375,28 @@ export function createParley() {
     url.searchParams.delete("open");
     window.history.replaceState(null, "", url.pathname + url.search + url.hash);
     openFromNotification(id);
+  }
+
+  /**
+   * An invite link (`#/join/<group>/<secret>`, PROTOCOL.md §9.7.3) opened the app: the secret is
+   * in the fragment, which the browser never sends to the relay. Joined once we are ready; the
+   * fragment is cleared so a reload or a shared screenshot of the address bar does not carry it.
+   */
+  async function joinFromLink() {
+    const m = /^#\/join\/([a-z0-9][a-z0-9_-]{0,31})\/([A-Za-z0-9_-]{43})$/.exec(location.hash);
+    if (m === null || !engine) return;
+    const [, group, secret] = m as unknown as [string, string, string];
+    window.history.replaceState(null, "", location.pathname + location.search);
+    const id = convIdOf("group", group);
+    mutate((s) => {
+      s.convs[id] ??= emptyConv(id);
+    });
+    actions.select(id);
+    try {
+      await engine.joinWithLink(group, secret);
+    } catch (e) {
+      report(e);
+    }
   }
 
   function shutdown() {
@@ -391,6 +417,7 @@ export function createParley() {
           identityKey: engine?.identityKey ?? "",
         });
         if (phase().p === "creating") setPhase({ p: "ready" });
+        void joinFromLink();
         return;
       }
       case "connection":
@@ -774,6 +801,80 @@ export function createParley() {
       actions.select(id);
       try {
         await engine?.joinGroup(name);
+      } catch (e) {
+        report(e);
+      }
+    },
+    /** Create a group with a signed state (PROTOCOL.md §9.7.1): invite-only unless `open`. */
+    async createGroup(rawName: string, title: string, policy: "open" | "invite") {
+      const name = rawName.trim().toLowerCase();
+      if (!NAME_RE.test(name) || name.length > 32) {
+        toasts.show({
+          kind: "error",
+          text: "Group names use lower-case letters, digits, - and _.",
+        });
+        return;
+      }
+      const id = convIdOf("group", name);
+      mutate((s) => {
+        s.convs[id] ??= emptyConv(id);
+      });
+      actions.select(id);
+      try {
+        await engine?.createGroup(name, { title: title.trim() || name, policy });
+      } catch (e) {
+        report(e);
+      }
+    },
+    /** Send `username` an invitation in an end-to-end 1:1 message (§9.7.3). */
+    async inviteToGroup(group: string, username: string) {
+      try {
+        await engine?.inviteToGroup(group, username);
+        toasts.show({ kind: "info", text: `Invitation sent to ${username}.` });
+      } catch (e) {
+        report(e);
+      }
+    },
+    async acceptInvite(invite: Invite) {
+      const id = convIdOf("group", invite.group);
+      mutate((s) => {
+        s.convs[id] ??= emptyConv(id);
+      });
+      actions.select(id);
+      try {
+        await engine?.acceptInvite(invite);
+      } catch (e) {
+        report(e);
+      }
+    },
+    /** A new invite link (admins): the secret only in the link's fragment (§9.7.3). */
+    async createInviteLink(group: string): Promise<string | null> {
+      try {
+        const secret = await engine?.createInviteLink(group);
+        if (secret === undefined) return null;
+        return `${location.origin}${location.pathname}#/join/${group}/${secret}`;
+      } catch (e) {
+        report(e);
+        return null;
+      }
+    },
+    async revokeInviteLinks(group: string) {
+      try {
+        await engine?.revokeInviteLinks(group);
+      } catch (e) {
+        report(e);
+      }
+    },
+    async removeMember(group: string, username: string) {
+      try {
+        await engine?.removeMember(group, username);
+      } catch (e) {
+        report(e);
+      }
+    },
+    async promoteMember(group: string, username: string) {
+      try {
+        await engine?.promoteMember(group, username);
       } catch (e) {
         report(e);
       }

@@ -9,6 +9,7 @@ import type {
   ConversationId,
   ConversationSummary,
   DeliveryState,
+  GroupAccessSummary,
   ParleyEvent,
   SessionPhase,
   SystemLine,
@@ -56,6 +57,8 @@ export interface ConvView {
   muted: boolean;
   /** Listed under "Archived" (local only). */
   archived: boolean;
+  /** Groups with a signed state (PROTOCOL.md §9.7): title, policy, admins; absent: open. */
+  access?: GroupAccessSummary;
 }
 
 export type ConnView =
@@ -151,6 +154,8 @@ export function applySummary(s: ChatState, sum: ConversationSummary): void {
   c.removalPending = sum.removalPending ?? false;
   c.joining = sum.joining ?? false;
   c.leaving = sum.leaving ?? false;
+  if (sum.access) c.access = sum.access;
+  else delete c.access;
   c.status = conversationStatus(c, s.linkOnline);
 }
 
@@ -185,6 +190,7 @@ export function messageEntry(m: ChatMessage): HistoryMessage {
   if (m.delivery) e.delivery = m.delivery;
   if (m.reply) e.reply = m.reply;
   if (m.exp !== undefined) e.exp = m.exp;
+  if (m.invite) e.invite = m.invite;
   return e;
 }
 

@@ -3,6 +3,7 @@
  * socket: a record that does not parse is ignored (and reported), never cast.
  */
 import * as v from "valibot";
+import { InviteSchema } from "../../../shared/core/content";
 import {
   DisappearMs,
   MAX_CONTENT_TYPE_CHARS,
@@ -100,6 +101,8 @@ export const HistoryMessage = v.strictObject({
   reply: v.optional(MessageRef),
   /** Disappearing timer (ms after `at`); expired entries are deleted (shared/core/messages.ts). */
   exp: v.optional(DisappearMs),
+  /** A closed-group invitation the text carries (PROTOCOL.md §9.7.3). */
+  invite: v.optional(InviteSchema),
   /** Earlier versions of an edited message, oldest first. */
   edits: v.optional(
     v.pipe(

@@ -13,6 +13,7 @@ import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/sch
 import { Composer } from "./Composer";
 import { ConfirmDialog } from "./Dialogs";
 import { avatarClass, formatDay, formatTime, hueOf } from "./format";
+import { InviteButton } from "./GroupDialogs";
 import { linkify } from "./linkify";
 import {
   ConvOptions,
@@ -168,6 +169,9 @@ function Entry(props: {
                     </span>
                   </Match>
                 </Switch>
+                <Show when={m().direction === "in" && !m().deleted ? m().invite : undefined}>
+                  {(inv) => <InviteButton invite={inv()} />}
+                </Show>
                 <Reactions m={m()} me={props.me} conv={props.conv.id} />
                 <span class="meta">
                   <Show when={m().exp !== undefined}>

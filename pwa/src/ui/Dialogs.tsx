@@ -21,6 +21,7 @@ import { useParley } from "../app/context";
 import type { ConvView } from "../state/model";
 import { nameProblem } from "../state/names";
 import { avatarClass } from "./format";
+import { GroupAccessPanel, MemberRole } from "./GroupDialogs";
 import { NameHint } from "./NameHint";
 import { Qr } from "./Qr";
 import { canScan, type ScanVerdict, safetyQrText, scanVerdict, startScanning } from "./safety-scan";
@@ -406,6 +407,9 @@ export function MembersDialog(props: {
           Group key version: {Math.max(props.conv.epoch, 0)}.
         </span>
       </p>
+      <Show when={props.conv.kind === "group"}>
+        <GroupAccessPanel conv={props.conv} />
+      </Show>
       <ul class="roster">
         <For each={props.conv.members} fallback={<li class="muted">No members yet.</li>}>
           {(m) => (
@@ -425,6 +429,7 @@ export function MembersDialog(props: {
                 </span>
                 <span class="fingerprint">{m.fingerprint}</span>
               </span>
+              <MemberRole conv={props.conv} member={m} />
               <Show when={m.username !== state.me?.username}>
                 <button
                   type="button"

@@ -16,6 +16,7 @@ import {
 import { nameProblem } from "../state/names";
 import { NewChatDialog } from "./Dialogs";
 import { avatarClass, formatTime } from "./format";
+import { NewGroupDialog } from "./GroupDialogs";
 import { NameHint } from "./NameHint";
 
 function Preview(props: { conv: ConvView | undefined; fallback: string }) {
@@ -57,6 +58,7 @@ export function Sidebar() {
   const [groupName, setGroupName] = createSignal("");
   const [groupTried, setGroupTried] = createSignal(false);
   const [newChat, setNewChat] = createSignal(false);
+  const [newGroup, setNewGroup] = createSignal(false);
   const lists = createMemo(() => sortedConvs(state));
   /** Archived chats are listed on their own, under "Archived" (local only). */
   const groups = createMemo(() => lists().groups.filter((g) => !g.archived));
@@ -74,9 +76,20 @@ export function Sidebar() {
   return (
     <nav class="sidebar" aria-label="Conversations">
       <section aria-labelledby="groups-heading">
-        <h2 id="groups-heading" class="section-title">
-          Groups
-        </h2>
+        <div class="section-head">
+          <h2 id="groups-heading" class="section-title">
+            Groups
+          </h2>
+          <button
+            type="button"
+            class="small"
+            data-testid="new-group"
+            title="Create a group: invite only, or open to anyone on this hub"
+            onClick={() => setNewGroup(true)}
+          >
+            New group
+          </button>
+        </div>
         <ul class="rows">
           <For each={groups()}>
             {(g) => {
@@ -312,6 +325,9 @@ export function Sidebar() {
       </Show>
       <Show when={newChat()}>
         <NewChatDialog onClose={() => setNewChat(false)} />
+      </Show>
+      <Show when={newGroup()}>
+        <NewGroupDialog onClose={() => setNewGroup(false)} />
       </Show>
     </nav>
   );

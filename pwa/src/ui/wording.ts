@@ -140,6 +140,8 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   unknown_type: "The relay did not understand a request from this app. Reloading Parley may help.",
   unsupported_version: "This version of Parley does not match the relay. Reload to update.",
   too_large: "That was too large for the relay to carry.",
+  invite_required:
+    "That group is invite only. Ask a member for an invitation, or an admin for an invite link.",
   not_authenticated: "Not signed in to the relay yet. Parley will try again.",
   already_authenticated: "Parley was already signed in to the relay.",
   auth_failed: "The relay could not confirm your identity.",
@@ -176,6 +178,8 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
 /** Engine error codes (CoreErrorCode) in plain words. */
 const CORE_ERRORS: Readonly<Record<string, string>> = {
   malformed: "Parley received something it could not understand, and ignored it.",
+  not_authorized:
+    "A change to a group was refused: it was not authorized by a member's invitation or an admin.",
   bad_signature: "A message failed its authenticity check and was not shown.",
   identity_mismatch: "A message was meant for a different key than yours and was not shown.",
   key_changed: "A safety number changed. Compare it before you continue.",

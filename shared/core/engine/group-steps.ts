@@ -129,8 +129,9 @@ export async function onLeft(tx: Tx, name: string, auth?: string): Promise<void>
       who === null
         ? `The relay took you out of ${name}, but you did not leave and no admin removed you`
         : `${who} (an admin) removed you from ${name}`;
+    // A valid removal reads as our leaving (its details name the admin); one without, as refused.
     system(tx, groupId(name), who === null ? "refused" : "left", text, {
-      username: who ?? tx.env.username,
+      username: tx.env.username,
     });
   }
   await forget(tx, name);
