@@ -14,6 +14,7 @@
  */
 import type { IdentityKeyPair } from "../crypto";
 import type { ClientFrame, ErrorCode, ServerFrame } from "../protocol";
+import type { FileRef } from "./content";
 
 // ---------------------------------------------------------------------------------------------
 // Storage
@@ -161,6 +162,8 @@ export interface ChatMessage {
   from: string;
   direction: "in" | "out";
   text: string;
+  /** An attachment (§8.6.1); `text` is then its caption, possibly empty. */
+  file?: FileRef;
   /** Sender's clock (inside the encrypted content), ms. */
   sentAt: number;
   /** Our clock when received (in) or created (out), ms. */
@@ -202,6 +205,13 @@ export interface SystemLine {
   /** "resending": how many messages go out again. */
   count?: number;
   at: number;
+}
+
+/** An upload ticket (§7.10): PUT the ciphertext to /blob/{blob} with it before `expires`. */
+export interface BlobTicket {
+  blob: string;
+  ticket: string;
+  expires: number;
 }
 
 /** Typed engine errors (PROTOCOL.md §11); `code` is stable, `message` is for display/logs. */
@@ -295,6 +305,17 @@ export interface ParleyClientApi {
   reclaimDevice(): Promise<void>;
   /** Encrypt and send; resolves with the client message id once persisted and handed over. */
   sendText(conversationId: ConversationId, text: string): Promise<string>;
+  /**
+   * Send an attachment already encrypted and uploaded (§8.6.1; see attachments.ts), with an
+   * optional caption; resolves with the client message id like sendText.
+   */
+  sendFile(conversationId: ConversationId, file: FileRef, caption?: string): Promise<string>;
+  /**
+   * Ask the relay for an upload ticket for `size` ciphertext bytes (§7.10). Not a step: a
+   * ticket is short-lived and changes no stored state. Rejects with `not_connected` offline,
+   * `relay_error` (message: the relay's code, e.g. blob_quota) when refused.
+   */
+  requestBlobTicket(size: number): Promise<BlobTicket>;
   joinGroup(name: string): Promise<void>;
   leaveGroup(name: string): Promise<void>;
   /** Accept a changed identity key for `username` (re-pins it; verification is cleared). */

@@ -5,6 +5,7 @@
  */
 import * as v from "valibot";
 import { fromUtf8, utf8 } from "../encoding";
+import { b64Bytes, b64Max } from "../protocol";
 import { CoreError, malformed } from "./errors";
 import { pad, unpad } from "./padding";
 
@@ -23,9 +24,59 @@ const TextSchema = v.strictObject({
   text: v.pipe(v.string(), v.maxLength(MAX_TEXT_CHARS)),
 });
 
-/** What a group message carries (§9.5): text only. */
-export const Content = v.variant("t", [TextSchema]);
+/** Largest attachment a client sends (§8.6.1): 100 MiB of plaintext. */
+export const MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024;
+/** Largest inline thumbnail (§8.6.1), in base64url characters (12 KiB of image bytes). */
+export const MAX_THUMB_CHARS = 16_384;
+export const MAX_FILE_NAME_CHARS = 255;
+
+/**
+ * What a message says about one attachment (§8.6.1): where the ciphertext is (`blob`, the
+ * relay's unguessable id), the fresh key it was chunk-encrypted under (§3.10), the SHA-256 of
+ * the whole ciphertext, and what the file is. All of it travels only inside the end-to-end
+ * encrypted content; the relay sees the blob's size and timing, nothing else.
+ */
+export const FileRef = v.strictObject({
+  blob: b64Bytes(32),
+  key: b64Bytes(32),
+  digest: b64Bytes(32),
+  /** Plaintext bytes. */
+  size: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_ATTACHMENT_BYTES)),
+  /** MIME type as the sender's system named it: a hint for display, never trusted to execute. */
+  type: v.pipe(v.string(), v.maxLength(127), v.regex(/^(?:[\w.+-]+\/[\w.+-]+)?$/)),
+  /** File name without any path; control characters and separators are refused. */
+  name: v.pipe(
+    v.string(),
+    v.minLength(1),
+    v.maxLength(MAX_FILE_NAME_CHARS),
+    v.check((n) => !/[/\\]/.test(n) && ![...n].some(isControl), "control character or separator"),
+  ),
+  /** A small preview image (JPEG or WebP bytes), for images only. */
+  thumb: v.optional(b64Max(MAX_THUMB_CHARS)),
+  width: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535))),
+  height: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535))),
+});
+export type FileRef = v.InferOutput<typeof FileRef>;
+
+/** C0 controls and DEL: never part of a name shown or saved (§8.6.1). */
+function isControl(ch: string): boolean {
+  const c = ch.codePointAt(0) ?? 0;
+  return c < 0x20 || c === 0x7f;
+}
+
+/** An attachment with an optional caption (§8.6.1); receipted like a text. */
+const FileSchema = v.strictObject({
+  t: v.literal("file"),
+  id: ContentId,
+  ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  text: v.pipe(v.string(), v.maxLength(MAX_TEXT_CHARS)),
+  file: FileRef,
+});
+
+/** What a group message carries (§9.5): a text, or a file (encrypted once for all members). */
+export const Content = v.variant("t", [TextSchema, FileSchema]);
 export type Content = v.InferOutput<typeof Content>;
+/** A message a person wrote: what is queued, sent, receipted and shown. */
 export type TextContent = Content;
 
 /**
@@ -35,6 +86,7 @@ export type TextContent = Content;
  */
 export const DmContent = v.variant("t", [
   TextSchema,
+  FileSchema,
   v.strictObject({
     t: v.literal("receipt"),
     ids: v.pipe(v.array(ContentId), v.minLength(1), v.maxLength(MAX_RECEIPT_IDS)),
@@ -46,6 +98,28 @@ export const DmContent = v.variant("t", [
   v.strictObject({ t: v.literal("retry") }),
 ]);
 export type DmContent = v.InferOutput<typeof DmContent>;
+
+/** A written message as the engine keeps it (queue, sent list): text, and the file if any. */
+export interface Written {
+  id: string;
+  ts: number;
+  text: string;
+  file?: FileRef | undefined;
+}
+
+/** The content that carries a written message: `file` when it has one, else `text` (§8.6). */
+export function contentOf(w: Written): TextContent {
+  return w.file === undefined
+    ? { t: "text", id: w.id, ts: w.ts, text: w.text }
+    : { t: "file", id: w.id, ts: w.ts, text: w.text, file: w.file };
+}
+
+/** The written message a content carries (inverse of contentOf). */
+export function writtenOf(c: TextContent): Written {
+  return c.t === "file"
+    ? { id: c.id, ts: c.ts, text: c.text, file: c.file }
+    : { id: c.id, ts: c.ts, text: c.text };
+}
 
 export function encodeContent(c: DmContent): Uint8Array {
   return pad(utf8(JSON.stringify(c)));
@@ -89,12 +163,12 @@ function parseContent<T>(schema: v.GenericSchema<unknown, T>, padded: Uint8Array
   return r.output;
 }
 
-/** Group message content (text only). */
+/** Group message content (text or file). */
 export function decodeContent(padded: Uint8Array): Content {
   return parseContent(Content, padded);
 }
 
-/** 1:1 message content (text or receipt). */
+/** 1:1 message content (text, file, receipt or retry). */
 export function decodeDmContent(padded: Uint8Array): DmContent {
   return parseContent(DmContent, padded);
 }

@@ -16,7 +16,7 @@ import {
 import { concatBytes } from "../encoding";
 import type { OneTimeKemPrekey, PqPrekey, SignedPrekey } from "../protocol";
 import { B64, b64, enc, Key32, Uint } from "./codec";
-import { type DmContent, decodeDmContent, encodeContent } from "./content";
+import { type DmContent, decodeDmContent, encodeContent, FileRef } from "./content";
 import {
   decodeEnvelope,
   ENV,
@@ -140,7 +140,13 @@ const PendingSchema = v.variant("kind", [
 ]);
 export type Pending = v.InferOutput<typeof PendingSchema>;
 
-export const QueuedSchema = v.strictObject({ id: v.string(), ts: Uint, text: v.string() });
+/** A written message waiting for a session: text, and the attachment if any (§8.6.1). */
+export const QueuedSchema = v.strictObject({
+  id: v.string(),
+  ts: Uint,
+  text: v.string(),
+  file: v.optional(FileRef),
+});
 export type Queued = v.InferOutput<typeof QueuedSchema>;
 
 export const DmRecordSchema = v.strictObject({

@@ -15,6 +15,7 @@
 import * as v from "valibot";
 import { ClientFrame } from "../protocol";
 import { type ClientStore, type StoreOp, StorePreconditionError } from "./client-api";
+import { FileRef } from "./content";
 
 export const KEYS = {
   owner: "meta/owner",
@@ -43,6 +44,8 @@ export const SentTextSchema = v.strictObject({
   id: v.string(),
   ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
   text: v.string(),
+  /** The attachment the message carries, if any (§8.6.1): sent again with it. */
+  file: v.optional(FileRef),
 });
 export type SentText = v.InferOutput<typeof SentTextSchema>;
 

@@ -8,7 +8,13 @@ import { toB64u } from "../../encoding";
 import { type ClientFrame, type FrameOf, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
 import type { ChatMessage, ConversationId, CoreErrorCode } from "../client-api";
 import { b64 } from "../codec";
-import { type DmContent, MAX_RECEIPT_IDS, type TextContent } from "../content";
+import {
+  contentOf,
+  type DmContent,
+  MAX_RECEIPT_IDS,
+  type TextContent,
+  writtenOf,
+} from "../content";
 import {
   beginRepair,
   canSendNow,
@@ -72,8 +78,8 @@ function sendBody(
 }
 
 /** Keep a sent text until the peer receipts it, for a repair to send again (§8.10). */
-function keepSent(tx: Tx, peer: string, c: { id: string; ts: number; text: string }): void {
-  const value: SentText = { id: c.id, ts: c.ts, text: c.text };
+function keepSent(tx: Tx, peer: string, c: TextContent | SentText): void {
+  const value: SentText = "t" in c ? writtenOf(c) : c;
   tx.put(KEYS.sent(peer, c.id), value);
 }
 
@@ -86,6 +92,7 @@ export function announceOutgoing(tx: Tx, conversationId: ConversationId, c: Text
       from: tx.env.username,
       direction: "out",
       text: c.text,
+      ...(c.t === "file" ? { file: c.file } : {}),
       sentAt: c.ts,
       at: c.ts,
       delivery: "sending",
@@ -105,6 +112,7 @@ export function announceReceived(
     from,
     direction: "in",
     text: c.text,
+    ...(c.t === "file" ? { file: c.file } : {}),
     sentAt: c.ts,
     at: tx.now,
   };
@@ -223,7 +231,7 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
     const queued = new Set(rec.queue.map((q) => q.id));
     const texts = [...resend.filter((t) => !queued.has(t.id)), ...rec.queue];
     for (const q of texts) {
-      const content: TextContent = { t: "text", id: q.id, ts: q.ts, text: q.text };
+      const content: TextContent = contentOf(q);
       const enc = await encryptDm(rec, r.contact, content, dmCtx(tx));
       rec = enc.record;
       sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: q.id });
@@ -248,7 +256,7 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
   }
   for (const c of r.received) {
     if (c.t === "retry") continue;
-    if (c.t === "text") {
+    if (c.t === "text" || c.t === "file") {
       announceReceived(tx, dmId(peer), peer, c);
       // Acknowledge end to end (§8.6); a receipt is never receipted itself.
       const due = tx.state.receiptsDue;
@@ -344,7 +352,7 @@ export async function sendDm(tx: Tx, peer: string, content: TextContent): Promis
     keepSent(tx, peer, content);
     return;
   }
-  const queued = enqueue(rec, { id: content.id, ts: content.ts, text: content.text });
+  const queued = enqueue(rec, writtenOf(content));
   announceOutgoing(tx, dmId(peer), content);
   await ensureSession(tx, queued);
 }

@@ -13,7 +13,7 @@ import { fromB64u, toB64u } from "../../encoding";
 import { type FrameOf, LIMITS, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
 import type { ConversationId } from "../client-api";
 import { b64 } from "../codec";
-import { checkTextFits, type TextContent } from "../content";
+import { checkTextFits, contentOf, type FileRef, type TextContent } from "../content";
 import { parseDmRecord, REPAIRABLE } from "../dm";
 import { CoreError, isCoreError } from "../errors";
 import {
@@ -49,6 +49,8 @@ export type Verb =
   | { t: "end_chat"; username: string }
   | { t: "reclaim_device" }
   | { t: "send_text"; conversationId: ConversationId; text: string }
+  /** An attachment already encrypted and uploaded (§8.6.1), with its caption. */
+  | { t: "send_file"; conversationId: ConversationId; text: string; file: FileRef }
   | { t: "join_group"; name: string }
   | { t: "leave_group"; name: string }
   | { t: "accept_key_change"; username: string }
@@ -351,6 +353,8 @@ async function onFrame(tx: Tx, f: ServerFrame): Promise<void> {
     case "error":
       return onRelayError(tx, f);
     case "pong":
+    // Upload tickets are answered to the runner's request, outside the steps (client.ts).
+    case "blob_ticket":
       return;
   }
 }
@@ -428,6 +432,8 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       return;
     case "send_text":
       return sendText(tx, verb.conversationId, verb.text);
+    case "send_file":
+      return sendText(tx, verb.conversationId, verb.text, verb.file);
     case "join_group":
       await groups.joinGroup(tx, verb.name);
       return;
@@ -446,8 +452,13 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
   }
 }
 
-async function sendText(tx: Tx, conversationId: ConversationId, text: string): Promise<string> {
-  const content: TextContent = { t: "text", id: toB64u(tx.env.random(12)), ts: tx.now, text };
+async function sendText(
+  tx: Tx,
+  conversationId: ConversationId,
+  text: string,
+  file?: FileRef,
+): Promise<string> {
+  const content: TextContent = contentOf({ id: toB64u(tx.env.random(12)), ts: tx.now, text, file });
   // Before anything is encrypted or queued: an entry the wire cannot carry must never reach the
   // outbox (§8.6, §10.1). The caller keeps the text and can split it.
   checkTextFits(content, LIMITS.maxBodyChars);
