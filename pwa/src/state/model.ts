@@ -127,6 +127,7 @@ export function messageEntry(m: ChatMessage): HistoryMessage {
     at: m.at,
   };
   if (m.delivery) e.delivery = m.delivery;
+  if (m.file) e.file = m.file;
   return e;
 }
 

@@ -3,6 +3,7 @@
  * socket: a record that does not parse is ignored (and reported), never cast.
  */
 import * as v from "valibot";
+import { FileRef } from "../../../shared/core/content";
 import { Name } from "../../../shared/protocol";
 
 const bytesOf = (n: number) =>
@@ -89,6 +90,8 @@ export const HistoryMessage = v.strictObject({
   sentAt: Ms,
   at: Ms,
   delivery: v.optional(v.picklist(["sending", "sent", "delivered", "failed"])),
+  /** An attachment (PROTOCOL.md §8.6.1): its key stays sealed with the rest of the history. */
+  file: v.optional(FileRef),
 });
 export type HistoryMessage = v.InferOutput<typeof HistoryMessage>;
 

@@ -9,9 +9,14 @@ import { createEffect, createMemo, createSignal, on, Show } from "solid-js";
 import { useParley } from "../app/context";
 import { type ConvView, sendBlockedReason } from "../state/model";
 import { lengthNote, splitText } from "../state/split";
+import { AttachButtons } from "./Attachments";
 
 export function Composer(props: { conv: ConvView }) {
-  const { state, actions } = useParley();
+  const { state, actions, transfers } = useParley();
+  const sendFiles = (files: File[]) => {
+    if (blocked() !== null) return;
+    transfers.sendFiles(files, props.conv.id);
+  };
   const [draft, setShown] = createSignal("");
   /** A send in progress (parts accepted so far), per conversation. */
   const [sending, setSending] = createSignal<{ id: string; done: number; total: number } | null>(
@@ -114,6 +119,7 @@ export function Composer(props: { conv: ConvView }) {
           void submit();
         }}
       >
+        <AttachButtons disabled={blocked() !== null} onFiles={sendFiles} />
         <label for="composer-input" class="visually-hidden">
           Message {props.conv.name}
         </label>
@@ -135,6 +141,13 @@ export function Composer(props: { conv: ConvView }) {
           aria-describedby={note() ? "composer-help composer-length" : "composer-help"}
           value={draft()}
           onInput={(e) => setDraft(props.conv.id, e.currentTarget.value)}
+          onPaste={(e) => {
+            // A pasted image or file is sent as an attachment; pasted text stays text.
+            const files = [...(e.clipboardData?.files ?? [])];
+            if (files.length === 0) return;
+            e.preventDefault();
+            sendFiles(files);
+          }}
           onKeyDown={(e) => {
             if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
               e.preventDefault();

@@ -7,8 +7,9 @@
 import { createEffect, createMemo, createSignal, For, Match, on, Show, Switch } from "solid-js";
 import type { DeliveryState } from "../../../shared/core/client-api";
 import { useParley } from "../app/context";
-import { type ConvView, isMember } from "../state/model";
+import { type ConvView, isMember, sendBlockedReason } from "../state/model";
 import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/schemas";
+import { FileMessage, UploadList } from "./Attachments";
 import { Composer } from "./Composer";
 import { ConfirmDialog } from "./Dialogs";
 import { avatarClass, formatDay, formatTime, hueOf } from "./format";
@@ -135,7 +136,10 @@ function Entry(props: {
                     {m().from}
                   </span>
                 </Show>
-                <MessageText text={m().text} />
+                <Show when={m().file}>{(f) => <FileMessage entry={{ ...m(), file: f() }} />}</Show>
+                <Show when={m().file === undefined || m().text !== ""}>
+                  <MessageText text={m().text} />
+                </Show>
                 <span class="meta">
                   <time dateTime={new Date(m().at).toISOString()}>{formatTime(m().at)}</time>
                   <Show when={m().direction === "out"}>
@@ -156,8 +160,9 @@ export function Conversation(props: {
   onVerify: (username: string) => void;
   onMembers: () => void;
 }) {
-  const { state, actions } = useParley();
+  const { state, actions, transfers } = useParley();
   const [confirm, setConfirm] = createSignal<"leave" | "end" | null>(null);
+  const [dropping, setDropping] = createSignal(false);
   let log: HTMLOListElement | undefined;
 
   /** Whose key changed: the peer, or in a group the member named by the latest key-change line. */
@@ -200,7 +205,28 @@ export function Conversation(props: {
   );
 
   return (
-    <section class="conversation" aria-label={`Conversation with ${props.conv.name}`}>
+    <section
+      class="conversation"
+      classList={{ dropping: dropping() }}
+      aria-label={`Conversation with ${props.conv.name}`}
+      // Drag and drop a file anywhere on the conversation to send it (PROTOCOL.md §8.6.1).
+      onDragOver={(e) => {
+        if (!e.dataTransfer?.types.includes("Files") || sendBlockedReason(props.conv) !== null)
+          return;
+        e.preventDefault();
+        setDropping(true);
+      }}
+      onDragLeave={(e) => {
+        if (e.currentTarget === e.target) setDropping(false);
+      }}
+      onDrop={(e) => {
+        setDropping(false);
+        const files = [...(e.dataTransfer?.files ?? [])];
+        if (files.length === 0 || sendBlockedReason(props.conv) !== null) return;
+        e.preventDefault();
+        transfers.sendFiles(files, props.conv.id);
+      }}
+    >
       <header class="conv-header">
         <button
           type="button"
@@ -356,6 +382,7 @@ export function Conversation(props: {
         </For>
       </ol>
 
+      <UploadList conversationId={props.conv.id} />
       <Composer conv={props.conv} />
 
       <Show when={confirm() === "leave"}>
