@@ -1,6 +1,6 @@
 /**
  * Attachments on the client (PROTOCOL.md §8.6.1, §7.10): encrypt a file once under a fresh key
- * (Cobblestone-256 chunks, §3.10), keep the SHA-256 of the ciphertext, and open a downloaded
+ * (Cobblestone-256 chunks, §3.12), keep the SHA-256 of the ciphertext, and open a downloaded
  * ciphertext again — streaming both ways, so neither the plaintext nor the ciphertext is ever
  * copied whole. Runtime-neutral (browsers, Node): the transport (XHR for upload progress in the
  * PWA, fetch in Node) is the caller's; `fetchResumable` is the download side with byte ranges.
@@ -17,7 +17,7 @@ import { fromB64u, toB64u, utf8 } from "../encoding";
 import { BLOB_HTTP_ERRORS, type BlobHttpError } from "../protocol";
 import { type FileRef, MAX_ATTACHMENT_BYTES } from "./content";
 
-/** The chunked-encryption context of every attachment (§3.10): binds the use, not the file. */
+/** The chunked-encryption context of every attachment (§3.12): binds the use, not the file. */
 export const ATTACHMENT_CONTEXT = utf8("parley/v1/attachment");
 
 export type AttachmentErrorCode =

@@ -32,7 +32,7 @@ export const MAX_FILE_NAME_CHARS = 255;
 
 /**
  * What a message says about one attachment (§8.6.1): where the ciphertext is (`blob`, the
- * relay's unguessable id), the fresh key it was chunk-encrypted under (§3.10), the SHA-256 of
+ * relay's unguessable id), the fresh key it was chunk-encrypted under (§3.12), the SHA-256 of
  * the whole ciphertext, and what the file is. All of it travels only inside the end-to-end
  * encrypted content; the relay sees the blob's size and timing, nothing else.
  */
