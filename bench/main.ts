@@ -5,7 +5,7 @@
  *
  * Environment: BENCH_SECTIONS (crypto,groups,primitives,chromium,relay,pwa), BENCH_SLICES /
  * BENCH_SLICE_MS (paired measurements), BENCH_MIN_MS, BENCH_GROUP_SIZES, BENCH_RELAY_SECONDS,
- * BENCH_IDLE_CONNECTIONS, BENCH_PWA_RELOADS.
+ * BENCH_IDLE_CONNECTIONS, BENCH_PWA_RELOADS, BENCH_ATTACH_ROUNDS.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -13,6 +13,7 @@ import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { installNodeCryptoBackend, nodeCryptoBackend } from "../node/crypto-backend";
+import { type AttachmentFigures, runAttachments } from "./attachments";
 import { chromiumPrimitives } from "./chromium";
 import { type CryptoFigures, runCrypto } from "./crypto";
 import { type GroupFigures, runGroups } from "./groups";
@@ -29,7 +30,9 @@ installNodeCryptoBackend();
 
 const here = dirname(fileURLToPath(import.meta.url));
 const sections = new Set(
-  (process.env.BENCH_SECTIONS ?? "crypto,groups,primitives,chromium,relay,pwa").split(","),
+  (process.env.BENCH_SECTIONS ?? "crypto,groups,primitives,chromium,relay,pwa,attachments").split(
+    ",",
+  ),
 );
 const out: string[] = [];
 const emit = (s: string) => {
@@ -67,6 +70,7 @@ const results: {
   relay?: RelayFigures;
   pwa?: PwaFigures;
   mls?: MlsFigure[];
+  attachments?: AttachmentFigures;
 } = {};
 
 interface MlsFigure {
@@ -278,6 +282,19 @@ await section("pwa", async () => {
     "(reported)",
     null,
   );
+});
+
+await section("attachments", async () => {
+  const r = await runAttachments(WRANGLER_PORT + 4, log);
+  results.attachments = r;
+  const x = r.encrypted / r.plain;
+  emit(
+    table("Attachments: 10 MB upload + download through wrangler dev (MB/s)", [
+      { path: "encrypted (Cobblestone-256 + SHA-256)", "MB/s": r.encrypted.toFixed(1) },
+      { path: "same bytes unencrypted", "MB/s": r.plain.toFixed(1) },
+    ]),
+  );
+  target("attachment 10 MB up+down throughput", fmtX(x), "≥ 0.8× unencrypted", x >= 0.8);
 });
 
 emit(table("Targets", targets));

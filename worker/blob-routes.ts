@@ -2,7 +2,7 @@
  * The blob routes (PROTOCOL.md §7.10): PUT /blob/{id} streams an upload into R2 under a ticket
  * from the owner's `BlobOwner` object; GET /blob/{id} streams it back, with single byte ranges
  * for resumed downloads. The blob id is the download capability (32 random bytes); the relay
- * sees sizes and timing, never what a blob is (the client chunk-encrypts it, §3.10).
+ * sees sizes and timing, never what a blob is (the client chunk-encrypts it, §3.12).
  */
 import type { Context } from "hono";
 import * as v from "valibot";

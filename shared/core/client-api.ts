@@ -14,7 +14,7 @@
  */
 import type { IdentityKeyPair } from "../crypto";
 import type { ClientFrame, ErrorCode, ServerFrame } from "../protocol";
-import type { Invite, ReceivedDmContent } from "./content";
+import type { FileRef, Invite, ReceivedDmContent } from "./content";
 import type { GroupPolicy } from "./group-access";
 import type { MessageRef } from "./message-content";
 
@@ -184,6 +184,8 @@ export interface ChatMessage {
   from: string;
   direction: "in" | "out";
   text: string;
+  /** An attachment (§8.6.1); `text` is then its caption, possibly empty. */
+  file?: FileRef;
   /** Sender's clock (inside the encrypted content), ms. */
   sentAt: number;
   /** Our clock when received (in) or created (out), ms. */
@@ -202,7 +204,10 @@ export interface ChatMessage {
  * A content that is not a text (§8.6.1): what it does to history is decided by the caller with
  * shared/core/messages.ts (edit, delete, react, timer), or shown (typing, read, unsupported).
  */
-export type MessageAction = Exclude<ReceivedDmContent, { t: "text" | "receipt" | "retry" }>;
+export type MessageAction = Exclude<
+  ReceivedDmContent,
+  { t: "text" | "file" | "receipt" | "retry" }
+>;
 
 /** What the UI may send besides a text (§8.6.1); the engine adds `id` and `ts`. */
 export type OutgoingAction =
@@ -257,6 +262,13 @@ export interface SystemLine {
   /** "resending": how many messages go out again. */
   count?: number;
   at: number;
+}
+
+/** An upload ticket (§7.10): PUT the ciphertext to /blob/{blob} with it before `expires`. */
+export interface BlobTicket {
+  blob: string;
+  ticket: string;
+  expires: number;
 }
 
 /** Typed engine errors (PROTOCOL.md §11); `code` is stable, `message` is for display/logs. */
@@ -374,6 +386,17 @@ export interface ParleyClientApi {
    * (dropped otherwise, id ""); the others wait in the 1:1 queue like texts.
    */
   sendAction(conversationId: ConversationId, action: OutgoingAction): Promise<string>;
+  /**
+   * Send an attachment already encrypted and uploaded (§8.6.1; see attachments.ts), with an
+   * optional caption; resolves with the client message id like sendText.
+   */
+  sendFile(conversationId: ConversationId, file: FileRef, caption?: string): Promise<string>;
+  /**
+   * Ask the relay for an upload ticket for `size` ciphertext bytes (§7.10). Not a step: a
+   * ticket is short-lived and changes no stored state. Rejects with `not_connected` offline,
+   * `relay_error` (message: the relay's code, e.g. blob_quota) when refused.
+   */
+  requestBlobTicket(size: number): Promise<BlobTicket>;
   joinGroup(name: string): Promise<void>;
   leaveGroup(name: string): Promise<void>;
   /**

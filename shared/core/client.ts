@@ -14,8 +14,9 @@
  */
 import { identityFingerprint, randomBytes, safetyNumber } from "../crypto";
 import { fromB64u, toB64u } from "../encoding";
-import { LIMITS, type ServerFrame } from "../protocol";
+import { LIMITS, PROTOCOL_VERSION, type ServerFrame } from "../protocol";
 import type {
+  BlobTicket,
   ClientStore,
   ContactInfo,
   ConversationId,
@@ -30,7 +31,7 @@ import type {
   Tuning,
 } from "./client-api";
 import { StorePreconditionError } from "./client-api";
-import type { Invite } from "./content";
+import type { FileRef, Invite } from "./content";
 import type { Effect } from "./engine/effects";
 import { mayCarry } from "./engine/link";
 import { loadEngine, parseWith } from "./engine/load";
@@ -77,6 +78,11 @@ export class ParleyClient implements ParleyClientApi {
   private stale = false;
   /** Sockets opened so far; a frame goes out only on the socket its step was made for. */
   private socket = 0;
+  /** Upload tickets asked for and not yet answered, by frame id (requestBlobTicket). */
+  private readonly tickets = new Map<
+    string,
+    { resolve: (t: BlobTicket) => void; reject: (e: Error) => void }
+  >();
   private socketOpen = false;
   private chain: Promise<unknown> = Promise.resolve();
   /** Inputs queued and not finished: receipts are flushed when it drops to 0 (§8.6). */
@@ -263,6 +269,9 @@ export class ParleyClient implements ParleyClientApi {
   onDisconnected(): void {
     // At once, not in turn: no frame queued for the closed socket may reach the next one.
     this.socketOpen = false;
+    // A ticket asked for on the closed socket will never be answered: ask again when online.
+    for (const t of this.tickets.values()) t.reject(new CoreError("not_connected", "disconnected"));
+    this.tickets.clear();
     for (const [key, t] of [...this.timers]) {
       if (!t.untilDisconnect) continue;
       t.cancel();
@@ -272,7 +281,37 @@ export class ParleyClient implements ParleyClientApi {
   }
 
   async onServerFrame(frame: ServerFrame): Promise<void> {
+    if (frame.t === "blob_ticket" || (frame.t === "error" && frame.id !== undefined)) {
+      const id = frame.id ?? "";
+      const waiting = this.tickets.get(id);
+      if (waiting !== undefined) {
+        this.tickets.delete(id);
+        if (frame.t === "blob_ticket") {
+          waiting.resolve({ blob: frame.blob, ticket: frame.ticket, expires: frame.expires });
+        } else waiting.reject(new CoreError("relay_error", frame.code));
+        return;
+      }
+    }
     await this.run({ t: "frame", frame }).catch(() => undefined);
+  }
+
+  requestBlobTicket(size: number): Promise<BlobTicket> {
+    if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
+    if (!this.socketOpen || !mayCarry(this.state.link, this.socket, "blob_upload")) {
+      return Promise.reject(new CoreError("not_connected", "not connected to the relay"));
+    }
+    const id = `blob-${toB64u(randomBytes(9))}`;
+    return new Promise<BlobTicket>((resolve, reject) => {
+      this.tickets.set(id, { resolve, reject });
+      this.o.transport.send({ v: PROTOCOL_VERSION, t: "blob_upload", id, size });
+    });
+  }
+
+  async sendFile(conversationId: ConversationId, file: FileRef, caption = ""): Promise<string> {
+    if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
+    const id = await this.verb({ t: "send_file", conversationId, text: caption, file });
+    if (id === undefined) throw new CoreError("malformed", "no message id");
+    return id;
   }
 
   async startChat(username: string): Promise<ConversationId> {

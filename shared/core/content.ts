@@ -5,11 +5,13 @@
  */
 import * as v from "valibot";
 import { fromUtf8, utf8 } from "../encoding";
+import { b64Bytes, b64Max } from "../protocol";
 import { CoreError, malformed } from "./errors";
 import {
   ContentId,
   DeleteSchema,
   EditSchema,
+  type MessageRef as MessageRefT,
   ReactSchema,
   ReadSchema,
   TEXT_EXTRAS,
@@ -49,6 +51,56 @@ const TextSchema = v.strictObject({
   invite: v.optional(InviteSchema),
 });
 
+/** Largest attachment a client sends (§8.6.1): 100 MiB of plaintext. */
+export const MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024;
+/** Largest inline thumbnail (§8.6.1), in base64url characters (12 KiB of image bytes). */
+export const MAX_THUMB_CHARS = 16_384;
+export const MAX_FILE_NAME_CHARS = 255;
+
+/**
+ * What a message says about one attachment (§8.6.1): where the ciphertext is (`blob`, the
+ * relay's unguessable id), the fresh key it was chunk-encrypted under (§3.12), the SHA-256 of
+ * the whole ciphertext, and what the file is. All of it travels only inside the end-to-end
+ * encrypted content; the relay sees the blob's size and timing, nothing else.
+ */
+export const FileRef = v.strictObject({
+  blob: b64Bytes(32),
+  key: b64Bytes(32),
+  digest: b64Bytes(32),
+  /** Plaintext bytes. */
+  size: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_ATTACHMENT_BYTES)),
+  /** MIME type as the sender's system named it: a hint for display, never trusted to execute. */
+  type: v.pipe(v.string(), v.maxLength(127), v.regex(/^(?:[\w.+-]+\/[\w.+-]+)?$/)),
+  /** File name without any path; control characters and separators are refused. */
+  name: v.pipe(
+    v.string(),
+    v.minLength(1),
+    v.maxLength(MAX_FILE_NAME_CHARS),
+    v.check((n) => !/[/\\]/.test(n) && ![...n].some(isControl), "control character or separator"),
+  ),
+  /** A small preview image (JPEG or WebP bytes), for images only. */
+  thumb: v.optional(b64Max(MAX_THUMB_CHARS)),
+  width: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535))),
+  height: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535))),
+});
+export type FileRef = v.InferOutput<typeof FileRef>;
+
+/** C0 controls and DEL: never part of a name shown or saved (§8.6.1). */
+function isControl(ch: string): boolean {
+  const c = ch.codePointAt(0) ?? 0;
+  return c < 0x20 || c === 0x7f;
+}
+
+/** An attachment with an optional caption (§8.6.1); receipted like a text. */
+const FileSchema = v.strictObject({
+  t: v.literal("file"),
+  id: ContentId,
+  ts: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  text: v.pipe(v.string(), v.maxLength(MAX_TEXT_CHARS)),
+  file: FileRef,
+  ...TEXT_EXTRAS,
+});
+
 /** Everyday-messaging contents, in 1:1 and group messages alike (§8.6.1, message-content.ts). */
 const MESSAGE_CONTENTS = [
   ReactSchema,
@@ -58,10 +110,14 @@ const MESSAGE_CONTENTS = [
   TypingSchema,
 ] as const;
 
-/** What a group message carries (§9.5): text and the contents of §8.6.1 but `read`. */
-export const Content = v.variant("t", [TextSchema, ...MESSAGE_CONTENTS]);
+/**
+ * What a group message carries (§9.5): a text, a file (encrypted once for all members) and the
+ * contents of §8.6.1 but `read`.
+ */
+export const Content = v.variant("t", [TextSchema, FileSchema, ...MESSAGE_CONTENTS]);
 export type Content = v.InferOutput<typeof Content>;
-export type TextContent = Extract<Content, { t: "text" }>;
+/** A message a person wrote (a text, or a file with its caption): queued, sent, receipted, shown. */
+export type TextContent = Extract<Content, { t: "text" | "file" }>;
 
 /**
  * What a 1:1 message carries (§8.6): text, or an end-to-end delivery receipt — the ids of `text`
@@ -70,6 +126,7 @@ export type TextContent = Extract<Content, { t: "text" }>;
  */
 export const DmContent = v.variant("t", [
   TextSchema,
+  FileSchema,
   ...MESSAGE_CONTENTS,
   ReadSchema,
   v.strictObject({
@@ -86,6 +143,52 @@ export type DmContent = v.InferOutput<typeof DmContent>;
 /** What decrypting yields: a content of ours, or one of a newer client's types (§8.6.1). */
 export type ReceivedContent = Content | UnsupportedContent;
 export type ReceivedDmContent = DmContent | UnsupportedContent;
+
+/**
+ * A written message as the engine keeps it (queue, sent list): text, the file if any, and the
+ * optional fields of §8.6.1 (reply, disappearing timer) and §9.7.3 (an invitation, texts only).
+ */
+export interface Written {
+  id: string;
+  ts: number;
+  text: string;
+  file?: FileRef | undefined;
+  reply?: MessageRefT | undefined;
+  exp?: number | undefined;
+  invite?: Invite | undefined;
+}
+
+/** The content that carries a written message: `file` when it has one, else `text` (§8.6). */
+export function contentOf(w: Written): TextContent {
+  const extras = {
+    ...(w.reply !== undefined ? { reply: w.reply } : {}),
+    ...(w.exp !== undefined ? { exp: w.exp } : {}),
+  };
+  if (w.file !== undefined) {
+    return { t: "file", id: w.id, ts: w.ts, text: w.text, file: w.file, ...extras };
+  }
+  return {
+    t: "text",
+    id: w.id,
+    ts: w.ts,
+    text: w.text,
+    ...extras,
+    ...(w.invite !== undefined ? { invite: w.invite } : {}),
+  };
+}
+
+/** The written message a content carries (inverse of contentOf). */
+export function writtenOf(c: TextContent): Written {
+  return {
+    id: c.id,
+    ts: c.ts,
+    text: c.text,
+    ...(c.t === "file" ? { file: c.file } : {}),
+    ...(c.reply !== undefined ? { reply: c.reply } : {}),
+    ...(c.exp !== undefined ? { exp: c.exp } : {}),
+    ...(c.t === "text" && c.invite !== undefined ? { invite: c.invite } : {}),
+  };
+}
 
 export function encodeContent(c: DmContent): Uint8Array {
   return pad(utf8(JSON.stringify(c)));

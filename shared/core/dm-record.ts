@@ -5,7 +5,7 @@
  */
 import * as v from "valibot";
 import { B64, b64, Key32, Uint } from "./codec";
-import { DmContent, InviteSchema, type ReceivedDmContent } from "./content";
+import { DmContent, FileRef, InviteSchema, type ReceivedDmContent } from "./content";
 import { KEM_CT_BYTES } from "./envelope";
 import { CoreError } from "./errors";
 import type { Party } from "./handshake";
@@ -98,6 +98,8 @@ export const QueuedSchema = v.strictObject({
   content: v.optional(DmContent),
   /** A closed-group invitation the text carries (§9.7.3). */
   invite: v.optional(InviteSchema),
+  /** The attachment the message carries, if any (§8.6.1). */
+  file: v.optional(FileRef),
 });
 export type Queued = v.InferOutput<typeof QueuedSchema>;
 

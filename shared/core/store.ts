@@ -15,7 +15,7 @@
 import * as v from "valibot";
 import { ClientFrame } from "../protocol";
 import { type ClientStore, type StoreOp, StorePreconditionError } from "./client-api";
-import { InviteSchema } from "./content";
+import { FileRef, InviteSchema } from "./content";
 import { DisappearMs, MessageRef } from "./message-content";
 
 export const KEYS = {
@@ -50,6 +50,8 @@ export const SentTextSchema = v.strictObject({
   exp: v.optional(DisappearMs),
   /** A closed-group invitation the text carries (§9.7.3). */
   invite: v.optional(InviteSchema),
+  /** The attachment the message carries, if any (§8.6.1): sent again with it. */
+  file: v.optional(FileRef),
 });
 export type SentText = v.InferOutput<typeof SentTextSchema>;
 

@@ -1,6 +1,6 @@
 /**
  * Chunked (streaming) authenticated encryption of large messages: Cobblestone-256, the
- * SHA-512 + AES-256-GCM instantiation of c2sp.org/chunked-encryption (PROTOCOL.md §3.10). Used
+ * SHA-512 + AES-256-GCM instantiation of c2sp.org/chunked-encryption (PROTOCOL.md §3.12). Used
  * for attachments: each file is encrypted under a fresh random key, in 16 KiB chunks, so a
  * 100 MB file never needs to be held whole, and truncation, reordering, duplication and splicing
  * of chunks are refused (the chunk index is XOR'd into the nonce; the final chunk is the only

@@ -302,7 +302,7 @@ describe("ML-KEM-768 in Chromium", () => {
   });
 });
 
-describe("Cobblestone-256 chunked encryption in Chromium (PROTOCOL.md §3.10)", () => {
+describe("Cobblestone-256 chunked encryption in Chromium (PROTOCOL.md §3.12)", () => {
   it("gives the verdicts Node and workerd give on every Wycheproof vector", async () => {
     const got = await page.evaluate((f) => globalThis.Parley.runChunkedKats(f), chunkedVectors);
     expect(got.failures).toEqual([]);

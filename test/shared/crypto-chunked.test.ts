@@ -1,5 +1,5 @@
 /**
- * Chunked encryption of attachments (shared/crypto/chunked.ts, PROTOCOL.md §3.10): the Wycheproof
+ * Chunked encryption of attachments (shared/crypto/chunked.ts, PROTOCOL.md §3.12): the Wycheproof
  * Cobblestone-256 vectors through runChunkedKats (the same function runs in Chromium, in
  * test/node/crypto-chromium.test.ts), then the refusals Parley relies on, built by hand:
  * truncation at a chunk boundary, reordered, duplicated and spliced chunks, trailing data.

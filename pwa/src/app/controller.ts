@@ -50,6 +50,7 @@ import { disableLock, enableLock, LockError, readLock, unlock } from "../storage
 import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
 import type { ConvMeta, HistoryEntry, HistoryMessage } from "../storage/schemas";
 import { describeError, describeThrown, unknownUserText, type Worded } from "../ui/wording";
+import { createTransfers } from "./attachments";
 import { createMessaging } from "./messaging";
 import { createToasts } from "./toasts";
 
@@ -105,6 +106,12 @@ export function createParley() {
   /** What notifications show while Parley is closed (platform/push.ts, PROTOCOL.md §12.7). */
   const [notifyContent, setNotifyContent] = createSignal<NotifyContent>(DEFAULT_NOTIFY_CONTENT);
   const toasts = createToasts();
+  const transfers = createTransfers({
+    engine: () => engine,
+    online: () => state.conn.kind === "online",
+    origin: location.origin,
+    onError: (text) => toasts.show({ kind: "error", text }),
+  });
   const mutate = (fn: (s: ChatState) => void) => setState(produce(fn));
 
   let db: Db | null = null;
@@ -279,6 +286,8 @@ export function createParley() {
       onClose: () => engine?.onDisconnected(),
       onState: (s) => {
         setState("conn", connView(s));
+        // Back online: uploads that failed for want of a connection go again (attachments.ts).
+        if (s.s === "online") transfers.resume();
         // Who is online is only known while we are: offline, nobody is shown as online.
         if (s.s !== "online" && s.s !== "open") setState("presence", []);
         const ph = phase();
@@ -932,6 +941,8 @@ export function createParley() {
     lockOn,
     actions,
     messaging,
+    /** Attachment uploads and downloads (attachments.ts). */
+    transfers,
     /** Start: ask for tab ownership; everything else follows from it. */
     init: () => lock.acquire(false),
   };

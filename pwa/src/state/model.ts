@@ -191,6 +191,7 @@ export function messageEntry(m: ChatMessage): HistoryMessage {
   if (m.reply) e.reply = m.reply;
   if (m.exp !== undefined) e.exp = m.exp;
   if (m.invite) e.invite = m.invite;
+  if (m.file) e.file = m.file;
   return e;
 }
 

@@ -3,7 +3,7 @@
  * socket: a record that does not parse is ignored (and reported), never cast.
  */
 import * as v from "valibot";
-import { InviteSchema } from "../../../shared/core/content";
+import { FileRef, InviteSchema } from "../../../shared/core/content";
 import {
   DisappearMs,
   MAX_CONTENT_TYPE_CHARS,
@@ -123,6 +123,8 @@ export const HistoryMessage = v.strictObject({
   ),
   /** A newer client's content type this version cannot show (§8.6.1): its type name. */
   unsupported: v.optional(v.pipe(v.string(), v.maxLength(MAX_CONTENT_TYPE_CHARS))),
+  /** An attachment (PROTOCOL.md §8.6.1): its key stays sealed with the rest of the history. */
+  file: v.optional(FileRef),
 });
 export type HistoryMessage = v.InferOutput<typeof HistoryMessage>;
 

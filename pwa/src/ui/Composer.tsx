@@ -9,10 +9,15 @@ import { createEffect, createMemo, createSignal, on, Show } from "solid-js";
 import { useParley } from "../app/context";
 import { type ConvView, sendBlockedReason } from "../state/model";
 import { lengthNote, splitText } from "../state/split";
+import { AttachButtons } from "./Attachments";
 import { snippet } from "./MessageParts";
 
 export function Composer(props: { conv: ConvView }) {
-  const { state, actions, messaging } = useParley();
+  const { state, actions, messaging, transfers } = useParley();
+  const sendFiles = (files: File[]) => {
+    if (blocked() !== null) return;
+    transfers.sendFiles(files, props.conv.id);
+  };
   /** Replying to a message, or editing one of ours (§8.6.1); the edit's text is no draft. */
   const mode = () => messaging.compose()[props.conv.id];
   const editing = () => {
@@ -176,6 +181,7 @@ export function Composer(props: { conv: ConvView }) {
           void submit();
         }}
       >
+        <AttachButtons disabled={blocked() !== null} onFiles={sendFiles} />
         <label for="composer-input" class="visually-hidden">
           Message {props.conv.name}
         </label>
@@ -197,6 +203,13 @@ export function Composer(props: { conv: ConvView }) {
           aria-describedby={note() ? "composer-help composer-length" : "composer-help"}
           value={draft()}
           onInput={(e) => onType(e.currentTarget.value)}
+          onPaste={(e) => {
+            // A pasted image or file is sent as an attachment; pasted text stays text.
+            const files = [...(e.clipboardData?.files ?? [])];
+            if (files.length === 0) return;
+            e.preventDefault();
+            sendFiles(files);
+          }}
           onKeyDown={(e) => {
             if (e.key === "Escape" && mode() !== undefined) {
               messaging.cancelCompose(props.conv.id);

@@ -7,9 +7,10 @@
 import { createEffect, createMemo, createSignal, For, Match, on, Show, Switch } from "solid-js";
 import type { DeliveryState } from "../../../shared/core/client-api";
 import { useParley } from "../app/context";
-import { type ConvView, isMember } from "../state/model";
+import { type ConvView, isMember, sendBlockedReason } from "../state/model";
 import { rowKey } from "../storage/history";
 import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/schemas";
+import { FileMessage, UploadList } from "./Attachments";
 import { Composer } from "./Composer";
 import { ConfirmDialog } from "./Dialogs";
 import { avatarClass, formatDay, formatTime, hueOf } from "./format";
@@ -157,7 +158,16 @@ function Entry(props: {
                 <Show when={m().reply && !m().deleted ? m().reply : undefined}>
                   {(r) => <Quote to={r()} entries={props.conv.entries} />}
                 </Show>
-                <Switch fallback={<MessageText text={m().text} />}>
+                <Show when={m().file && !m().deleted ? m().file : undefined}>
+                  {(f) => <FileMessage entry={{ ...m(), file: f() }} />}
+                </Show>
+                <Switch
+                  fallback={
+                    <Show when={m().file === undefined || m().text !== ""}>
+                      <MessageText text={m().text} />
+                    </Show>
+                  }
+                >
                   <Match when={m().deleted}>
                     <span class="text tombstone" data-testid="message-text">
                       This message was deleted
@@ -205,8 +215,9 @@ export function Conversation(props: {
   onVerify: (username: string) => void;
   onMembers: () => void;
 }) {
-  const { state, actions, messaging } = useParley();
+  const { state, actions, messaging, transfers } = useParley();
   const [confirm, setConfirm] = createSignal<"leave" | "end" | null>(null);
+  const [dropping, setDropping] = createSignal(false);
   const [panel, setPanel] = createSignal<"search" | "options" | null>(null);
   const focusKey = () => {
     const f = messaging.focus();
@@ -271,7 +282,28 @@ export function Conversation(props: {
   );
 
   return (
-    <section class="conversation" aria-label={`Conversation with ${props.conv.name}`}>
+    <section
+      class="conversation"
+      classList={{ dropping: dropping() }}
+      aria-label={`Conversation with ${props.conv.name}`}
+      // Drag and drop a file anywhere on the conversation to send it (PROTOCOL.md §8.6.1).
+      onDragOver={(e) => {
+        if (!e.dataTransfer?.types.includes("Files") || sendBlockedReason(props.conv) !== null)
+          return;
+        e.preventDefault();
+        setDropping(true);
+      }}
+      onDragLeave={(e) => {
+        if (e.currentTarget === e.target) setDropping(false);
+      }}
+      onDrop={(e) => {
+        setDropping(false);
+        const files = [...(e.dataTransfer?.files ?? [])];
+        if (files.length === 0 || sendBlockedReason(props.conv) !== null) return;
+        e.preventDefault();
+        transfers.sendFiles(files, props.conv.id);
+      }}
+    >
       <header class="conv-header">
         <button
           type="button"
@@ -456,6 +488,7 @@ export function Conversation(props: {
       </ol>
 
       <TypingLine conv={props.conv} />
+      <UploadList conversationId={props.conv.id} />
       <Composer conv={props.conv} />
 
       <Show when={panel() === "search"}>

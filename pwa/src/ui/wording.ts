@@ -168,7 +168,6 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   push_endpoint: "This browser's notification service is not one the relay will contact.",
   push_key_changed:
     "The relay's notification key changed. Parley is setting notifications up again.",
-  invite_required: "That group is invite-only. Ask a member for an invitation or an invite link.",
   blob_unavailable: "This relay does not store attachments.",
   blob_too_large: "That file is larger than the relay accepts (100 MB).",
   blob_quota:

@@ -8,7 +8,14 @@ import { toB64u } from "../../encoding";
 import { type ClientFrame, type FrameOf, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
 import type { ChatMessage, ConversationId, CoreErrorCode, MessageAction } from "../client-api";
 import { b64 } from "../codec";
-import { type DmContent, type Invite, MAX_RECEIPT_IDS, type TextContent } from "../content";
+import {
+  contentOf,
+  type DmContent,
+  type Invite,
+  MAX_RECEIPT_IDS,
+  type TextContent,
+  writtenOf,
+} from "../content";
 import {
   beginRepair,
   canSendNow,
@@ -89,14 +96,10 @@ export function textExtras(c: {
 }
 
 /** Keep a sent text until the peer receipts it, for a repair to send again (§8.10). */
-function keepSent(tx: Tx, peer: string, c: Omit<SentText, never>): void {
-  const value: SentText = { id: c.id, ts: c.ts, text: c.text, ...textExtras(c) };
+function keepSent(tx: Tx, peer: string, c: TextContent | SentText): void {
+  // Normalised through the content, so a queued entry's other fields are never stored.
+  const value: SentText = writtenOf("t" in c ? c : contentOf(c));
   tx.put(KEYS.sent(peer, c.id), value);
-}
-
-/** A queued or kept text as the content it was (§8.6, §8.6.1). */
-function textOf(q: SentText): TextContent {
-  return { t: "text", id: q.id, ts: q.ts, text: q.text, ...textExtras(q) };
 }
 
 export function announceOutgoing(tx: Tx, conversationId: ConversationId, c: TextContent): void {
@@ -108,6 +111,7 @@ export function announceOutgoing(tx: Tx, conversationId: ConversationId, c: Text
       from: tx.env.username,
       direction: "out",
       text: c.text,
+      ...(c.t === "file" ? { file: c.file } : {}),
       sentAt: c.ts,
       at: c.ts,
       delivery: "sending",
@@ -139,6 +143,7 @@ export function announceReceived(
     from,
     direction: "in",
     text: c.text,
+    ...(c.t === "file" ? { file: c.file } : {}),
     sentAt: c.ts,
     at: tx.now,
     ...textExtras(c),
@@ -266,7 +271,7 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
         sendBody(tx, peer, enc.body);
         continue;
       }
-      const enc = await encryptDm(rec, r.contact, textOf(q), dmCtx(tx));
+      const enc = await encryptDm(rec, r.contact, contentOf(q), dmCtx(tx));
       rec = enc.record;
       sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: q.id });
       keepSent(tx, peer, q);
@@ -290,7 +295,7 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
   }
   for (const c of r.received) {
     if (c.t === "retry") continue;
-    if (c.t === "text") {
+    if (c.t === "text" || c.t === "file") {
       announceReceived(tx, dmId(peer), peer, c);
       // Acknowledge end to end (§8.6); a receipt is never receipted itself.
       const due = tx.state.receiptsDue;
@@ -397,7 +402,7 @@ export async function sendDm(
   }
   const rec = await loadDm(tx, peer);
   const announce = () => {
-    if (content.t === "text") announceOutgoing(tx, dmId(peer), content);
+    if (content.t === "text" || content.t === "file") announceOutgoing(tx, dmId(peer), content);
     else announceContent(tx, dmId(peer), tx.env.username, "out", content);
   };
   if (contact && canSendNow(rec)) {
@@ -413,8 +418,8 @@ export async function sendDm(
   if (content.t === "typing" || content.t === "read") return false;
   const queued = enqueue(
     rec,
-    content.t === "text"
-      ? { id: content.id, ts: content.ts, text: content.text, ...textExtras(content) }
+    content.t === "text" || content.t === "file"
+      ? writtenOf(content)
       : { id: content.id, ts: content.ts, text: "", content },
   );
   announce();

@@ -403,7 +403,8 @@ export async function onGroupMessage(
   tx.put(KEYS.group(name), r.record);
   trackGroupGaps(tx, r.record);
   // A text is a message; anything else (§8.6.1) goes to the UI to apply or show.
-  if (r.content.t === "text") announceReceived(tx, groupId(name), from, r.content);
+  if (r.content.t === "text" || r.content.t === "file")
+    announceReceived(tx, groupId(name), from, r.content);
   else announceContent(tx, groupId(name), from, "in", r.content);
 }
 
@@ -443,7 +444,7 @@ export async function sendGroup(tx: Tx, name: string, content: Content): Promise
     body: toB64u(enc.body),
   } as const;
   tx.put(KEYS.group(name), enc.record);
-  if (content.t === "text") {
+  if (content.t === "text" || content.t === "file") {
     announceOutgoing(tx, groupId(name), content);
     outboxSend(tx, frame, seq, { conversationId: groupId(name), messageId: content.id });
   } else {

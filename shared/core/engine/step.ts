@@ -13,7 +13,15 @@ import { fromB64u, toB64u } from "../../encoding";
 import { type FrameOf, LIMITS, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
 import type { ConversationId, OutgoingAction, SendTextOptions } from "../client-api";
 import { b64 } from "../codec";
-import { Content, checkTextFits, DmContent, type Invite, type TextContent } from "../content";
+import {
+  Content,
+  checkTextFits,
+  contentOf,
+  DmContent,
+  type FileRef,
+  type Invite,
+  type TextContent,
+} from "../content";
 import { parseDmRecord, REPAIRABLE } from "../dm";
 import { CoreError, isCoreError } from "../errors";
 import { AccessError, type GroupPolicy } from "../group-access";
@@ -53,6 +61,8 @@ export type Verb =
   | { t: "reclaim_device" }
   | { t: "send_text"; conversationId: ConversationId; text: string; opts?: SendTextOptions }
   | { t: "send_action"; conversationId: ConversationId; action: OutgoingAction }
+  /** An attachment already encrypted and uploaded (§8.6.1), with its caption. */
+  | { t: "send_file"; conversationId: ConversationId; text: string; file: FileRef }
   | { t: "join_group"; name: string }
   | { t: "create_group"; name: string; title: string; description: string; policy: GroupPolicy }
   | { t: "invite"; group: string; username: string }
@@ -370,6 +380,8 @@ async function onFrame(tx: Tx, f: ServerFrame): Promise<void> {
     case "error":
       return onRelayError(tx, f);
     case "pong":
+    // Upload tickets are answered to the runner's request, outside the steps (client.ts).
+    case "blob_ticket":
       return;
   }
 }
@@ -456,6 +468,8 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       return sendText(tx, verb.conversationId, verb.text, verb.opts);
     case "send_action":
       return sendAction(tx, verb.conversationId, verb.action);
+    case "send_file":
+      return sendText(tx, verb.conversationId, verb.text, {}, verb.file);
     case "join_group":
       await groups.joinGroup(tx, verb.name);
       return;
@@ -509,14 +523,15 @@ async function sendText(
   conversationId: ConversationId,
   text: string,
   opts: SendTextOptions = {},
+  file?: FileRef,
 ): Promise<string> {
-  const content: TextContent = {
-    t: "text",
+  const content: TextContent = contentOf({
     id: toB64u(tx.env.random(12)),
     ts: tx.now,
     text,
     ...direct.textExtras(opts),
-  };
+    file,
+  });
   // Before anything is encrypted or queued: an entry the wire cannot carry must never reach the
   // outbox (§8.6, §10.1). The caller keeps the text and can split it.
   checkTextFits(content, LIMITS.maxBodyChars);
