@@ -78,6 +78,13 @@ export const LIMITS = {
   pingIntervalSec: 30,
   /** A connection silent (no frame, no ping) this long is closed and leaves presence. */
   presenceTimeoutSec: 90,
+  /** At most one `presence_delta` per recipient per this many milliseconds (§6.3). */
+  presenceDeltaIntervalMs: 1000,
+  /**
+   * People one user has written to that the relay remembers for presence (§6.3): beyond this the
+   * oldest is forgotten, so one sender cannot grow the relay's storage by writing to everyone.
+   */
+  maxPresenceContactsPerUser: 1000,
   /**
    * Direct and group items one sender may have stored for one recipient (of that recipient's
    * maxMailboxPerRecipient), so one sender cannot fill a victim's mailbox (PROTOCOL.md §7.3).
@@ -283,6 +290,14 @@ export type Member = v.InferOutput<typeof Member>;
 export const PresenceUser = v.strictObject({ username: Name, identityKey: PublicKey });
 export type PresenceUser = v.InferOutput<typeof PresenceUser>;
 
+/**
+ * Who may see a user online (§6.3): `contacts` — people the user wrote to and members of the
+ * user's groups; `everyone` — also every other user of the hub who chose `everyone`.
+ */
+export const PRESENCE_SCOPES = ["contacts", "everyone"] as const;
+export const PresenceScope = v.picklist(PRESENCE_SCOPES);
+export type PresenceScope = v.InferOutput<typeof PresenceScope>;
+
 /** The relay's view of one group: committed roster and the changes waiting for a commit. */
 export const GroupState = v.strictObject({
   group: Name,
@@ -417,6 +432,14 @@ export const PushUnsubscribeFrame = v.strictObject({
   id: ClientId,
 });
 
+/** The user's relay settings (§6.3): who may see this user online. */
+export const SettingsFrame = v.strictObject({
+  v: V,
+  t: v.literal("settings"),
+  id: ClientId,
+  presence: PresenceScope,
+});
+
 export const PingFrame = v.strictObject({ v: V, t: v.literal("ping") });
 /**
  * The exact text of a keep-alive ping and its answer. The relay answers this byte string without
@@ -438,6 +461,7 @@ export const ClientFrame = v.variant("t", [
   GroupSendFrame,
   PushSubscribeFrame,
   PushUnsubscribeFrame,
+  SettingsFrame,
   PingFrame,
 ]);
 export type ClientFrame = v.InferOutput<typeof ClientFrame>;
@@ -462,12 +486,23 @@ export const WelcomeFrame = v.strictObject({
   identityKey: PublicKey,
   oneTimePrekeysRemaining: v.pipe(v.number(), v.integer(), v.minValue(0)),
   groups: v.pipe(v.array(GroupState), v.maxLength(LIMITS.maxGroupsPerUser)),
+  /** This user's presence setting in force (§6.3): its own choice, else the hub's default. */
+  presence: v.optional(PresenceScope),
 });
 
+/** The users online that this user may see (§6.3), once after `welcome`. */
 export const PresenceFrame = v.strictObject({
   v: V,
   t: v.literal("presence"),
   users: v.pipe(v.array(PresenceUser), v.maxLength(LIMITS.maxUsersPerHub)),
+});
+
+/** What changed since the last `presence` or `presence_delta` (§6.3). */
+export const PresenceDeltaFrame = v.strictObject({
+  v: V,
+  t: v.literal("presence_delta"),
+  online: v.pipe(v.array(PresenceUser), v.maxLength(LIMITS.maxUsersPerHub)),
+  offline: v.pipe(v.array(Name), v.maxLength(LIMITS.maxUsersPerHub)),
 });
 
 export const BundleFrame = v.strictObject({
@@ -549,6 +584,7 @@ export const ServerFrame = v.variant("t", [
   HelloFrame,
   WelcomeFrame,
   PresenceFrame,
+  PresenceDeltaFrame,
   BundleFrame,
   AcceptedFrame,
   DeliverFrame,

@@ -7,6 +7,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { PING_TEXT, PONG_TEXT } from "../shared/protocol";
 import { RelayLifecycle } from "./relay/lifecycle";
+import { presenceDefaults } from "./relay/presence";
 import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
 
 export class Relay extends DurableObject {
@@ -16,7 +17,13 @@ export class Relay extends DurableObject {
     super(ctx, env as never);
     // Keep-alives are answered by the runtime without waking the object (PROTOCOL.md §4.5).
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_TEXT, PONG_TEXT));
-    this.#life = new RelayLifecycle(ctx, () => Date.now(), pushConfigFromEnv(env as PushEnv));
+    this.#life = new RelayLifecycle(
+      ctx,
+      () => Date.now(),
+      pushConfigFromEnv(env as PushEnv),
+      // Hubs whose users see each other online unless they choose otherwise (§6.3).
+      presenceDefaults((env as { PRESENCE_EVERYONE_HUBS?: unknown }).PRESENCE_EVERYONE_HUBS),
+    );
   }
 
   override async fetch(request: Request): Promise<Response> {

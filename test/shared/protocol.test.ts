@@ -56,6 +56,7 @@ const validClient: Record<string, Record<string, unknown>> = {
     vapidKey: `B${"A".repeat(86)}`,
   },
   push_unsubscribe: { v: 1, t: "push_unsubscribe", id: "1" },
+  settings: { v: 1, t: "settings", id: "1", presence: "everyone" },
   ping: { v: 1, t: "ping" },
 };
 
@@ -70,6 +71,12 @@ const validServer: Record<string, Record<string, unknown>> = {
     groups: [{ group: "g", epoch: 1, members: [MEMBER], pendingJoins: [], pendingLeaves: ["x"] }],
   },
   presence: { v: 1, t: "presence", users: [{ username: "bob", identityKey: KEY }] },
+  presence_delta: {
+    v: 1,
+    t: "presence_delta",
+    online: [{ username: "bob", identityKey: KEY }],
+    offline: ["carol"],
+  },
   bundle: {
     v: 1,
     t: "bundle",

@@ -21,6 +21,7 @@ import {
   type GroupState,
   LIMITS,
   PROTOCOL_VERSION,
+  type PresenceScope,
   parseClientFrame,
   type ServerFrame,
 } from "../../shared/protocol";
@@ -34,6 +35,7 @@ import { fastClientFrame } from "./fastframe";
 import * as groups from "./groups";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
 import { commitRoom, expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./mailbox";
+import { Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
@@ -61,6 +63,8 @@ export interface HubDeps {
   lastAutoPong(s: Session): number | null;
   /** The relay's Web Push settings (PROTOCOL.md §7.9); absent or null: push is off. */
   push?: PushConfig | null;
+  /** The presence scope of users of `hub` who chose none (presence.ts presenceDefaults). */
+  presenceDefault?: (hub: string) => PresenceScope;
 }
 
 export class Hub {
@@ -69,8 +73,8 @@ export class Hub {
     { ratePerSec: LIMITS.identityRatePerSec, burst: LIMITS.identityBurst },
     LIMITS.maxOnlinePerHub * 2,
   );
-  /** Last presence list pushed, to push only on change. */
-  #lastPresence = "";
+  /** Who may see whom online, and the deltas (presence.ts, PROTOCOL.md §6.3). */
+  readonly presence: Presence;
   /** What is in flight where, and group acknowledgement cursors (delivery.ts). */
   readonly deliveries: Deliveries;
   /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
@@ -84,6 +88,13 @@ export class Hub {
       now: () => deps.now(),
       wakeAt: (at) => deps.wakeAt(at),
       config: deps.push ?? null,
+    });
+    this.presence = new Presence({
+      store: deps.store,
+      sessions: deps.sessions,
+      now: () => deps.now(),
+      wakeAt: (at) => deps.wakeAt(at),
+      hubDefault: deps.presenceDefault ?? (() => "contacts"),
     });
     this.deliveries = new Deliveries({
       store: deps.store,
@@ -199,7 +210,15 @@ export class Hub {
     s.closed = true;
     this.deliveries.closed(s);
     this.#d.sessions.remove(s);
-    this.#pushPresence();
+    this.#wentOffline(s);
+  }
+
+  /** If `s` was its user's routed connection (now retired or removed), the user is offline. */
+  #wentOffline(s: Session): void {
+    const a = s.authed;
+    if (a === null || this.#d.sessions.online(a.username) !== undefined) return;
+    this.presence.disconnected(a.username);
+    this.presence.changed(a.username);
   }
 
   /**
@@ -240,10 +259,13 @@ export class Hub {
         if (now >= deadline) {
           s.close(CLOSE.idle, "idle");
           this.#d.sessions.retire(s);
+          this.#wentOffline(s);
         } else earliest(deadline);
       }
     }
-    this.#pushPresence();
+    // Deltas held back by the one-per-interval bound (§6.3).
+    const presence = this.presence.flush();
+    if (presence !== null) earliest(presence);
     return next;
   }
 
@@ -278,7 +300,7 @@ export class Hub {
   #closeAbusive(s: Session, reason: string): void {
     s.close(CLOSE.abusive, reason);
     this.#d.sessions.retire(s);
-    this.#pushPresence();
+    this.#wentOffline(s);
   }
 
   async #dispatch(s: Session, frame: ClientFrame, now: number): Promise<void> {
@@ -326,6 +348,10 @@ export class Hub {
       case "push_subscribe":
       case "push_unsubscribe":
         this.#pushSubscription(s, a, frame);
+        return;
+      case "settings":
+        this.presence.setScope(a.username, frame.presence);
+        s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
         return;
     }
   }
@@ -397,6 +423,8 @@ export class Hub {
       this.#leaveAll(frame.username, now);
       if (store.onCommittedRoster(frame.username)) return this.#authFail(s, "name_taken");
       store.reclaimUser(frame.username, frame.identityKey, frame.signedPrekey, now);
+      // Who the old identity talked to, and its presence setting, are not the new one's (§6.3).
+      this.presence.forget(frame.username);
     } else {
       spkChanged = !sameSpk(owner, frame.signedPrekey);
       store.setSignedPrekey(frame.username, frame.signedPrekey, now);
@@ -442,8 +470,10 @@ export class Hub {
     };
     s.save(att);
     sessions.bind(s);
+    this.presence.setHub(a.hub);
     this.#welcome(s, att);
-    this.#pushPresence(s);
+    this.presence.snapshot(s);
+    if (previous === undefined) this.presence.changed(frame.username);
     if (spkChanged) this.#pushGroupsOf(frame.username);
     this.pushes.connected(frame.username);
     this.deliveries.start(s);
@@ -491,30 +521,10 @@ export class Hub {
       identityKey: a.identityKey,
       oneTimePrekeysRemaining: remaining,
       groups: inWelcome,
+      presence: this.presence.scope(a.username),
     });
     for (const state of after) s.send({ v: PROTOCOL_VERSION, t: "group", state });
     if (prekeysLow(remaining)) s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
-  }
-
-  // -- presence (PROTOCOL.md §6.3) ------------------------------------------------------------
-
-  /** Push the online list to everyone if it changed; a newcomer always gets it. */
-  #pushPresence(newcomer?: Session): void {
-    const sessions = this.#d.sessions.authedSessions();
-    const users = sessions
-      .flatMap((x) => {
-        const a = x.authed;
-        return a === null || x.closed ? [] : [{ username: a.username, identityKey: a.identityKey }];
-      })
-      .sort((p, q) => (p.username < q.username ? -1 : p.username > q.username ? 1 : 0));
-    const key = JSON.stringify(users);
-    const frame: ServerFrame = { v: PROTOCOL_VERSION, t: "presence", users };
-    if (key === this.#lastPresence) {
-      newcomer?.send(frame);
-      return;
-    }
-    this.#lastPresence = key;
-    for (const x of sessions) x.send(frame);
   }
 
   #lastActive(s: Session): number {
@@ -624,6 +634,8 @@ export class Hub {
     const payload = store.putPayload(frame.body);
     const mid = this.#enqueue(a, frame.to, "direct", payload, null, null, null, now);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
+    // The recipient may now see the sender online (§6.3): the sender chose to write to them.
+    this.presence.wrote(a.username, frame.to, now);
     this.#offer(a, frame.to, mid, now, { kind: "direct", body: frame.body });
     this.pushes.queued([frame.to], now);
   }
@@ -801,6 +813,8 @@ export class Hub {
     // A group nobody is in or joining can never commit again: free its slot (maxGroupsPerHub).
     if (abandoned) store.deleteGroup(g.name);
     else if (r.changed) store.saveGroup(g, r.group, now);
+    if (r.changed)
+      this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
     return { ok: true, push: r.changed && !abandoned ? r.group : null };
   }
 
@@ -839,6 +853,7 @@ export class Hub {
       return;
     }
     store.saveGroup(g, r.group, now);
+    this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
     const payload = store.putPayload(frame.core);
     const mids = frame.wraps.map((w) =>
       this.#enqueue(a, w.to, "commit", payload, g.name, r.group.epoch, w.wrap, now),

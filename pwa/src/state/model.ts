@@ -12,6 +12,7 @@ import type {
   DeliveryState,
   SystemLine,
 } from "../../../shared/core/client-api";
+import type { PresenceScope } from "../../../shared/protocol";
 import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/schemas";
 
 export const BROADCAST = "broadcast";
@@ -56,12 +57,21 @@ export interface ChatState {
   me: Me | null;
   conn: ConnView;
   presence: ContactInfo[];
+  /** Who may see us online (PROTOCOL.md §6.3), as the relay reports it; null before it does. */
+  presenceScope: PresenceScope | null;
   convs: Record<string, ConvView>;
   selected: ConversationId | null;
 }
 
 export function initialChatState(): ChatState {
-  return { me: null, conn: { kind: "idle" }, presence: [], convs: {}, selected: null };
+  return {
+    me: null,
+    conn: { kind: "idle" },
+    presence: [],
+    presenceScope: null,
+    convs: {},
+    selected: null,
+  };
 }
 
 export function convIdOf(kind: "direct" | "group", name: string): ConversationId {
