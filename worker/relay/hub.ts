@@ -32,6 +32,7 @@ import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
 import { checkKemUpload, checkUpload, prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
+import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
 import { commitRoom, expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./mailbox";
@@ -77,6 +78,8 @@ export class Hub {
   readonly presence: Presence;
   /** What is in flight where, and group acknowledgement cursors (delivery.ts). */
   readonly deliveries: Deliveries;
+  /** Bounded join/leave pushes per group (group-push.ts, PROTOCOL.md §7.5). */
+  readonly #membership = new MembershipPushes();
   /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
   readonly pushes: Pushes;
 
@@ -263,6 +266,9 @@ export class Hub {
         } else earliest(deadline);
       }
     }
+    // Membership pushes held back by a group's bound (§7.5).
+    const membership = this.#flushMembership(now);
+    if (membership !== null) earliest(membership);
     // Deltas held back by the one-per-interval bound (§6.3).
     const presence = this.presence.flush();
     if (presence !== null) earliest(presence);
@@ -734,8 +740,47 @@ export class Hub {
 
   #pushGroup(g: groups.GroupRecord): void {
     const state = this.#groupState(g);
-    const frame: ServerFrame = { v: PROTOCOL_VERSION, t: "group", state };
-    for (const u of groups.audience(g)) this.#d.sessions.online(u)?.send(frame);
+    const text = JSON.stringify({ v: PROTOCOL_VERSION, t: "group", state } satisfies ServerFrame);
+    // Recorded for every push, so a held membership push can tell whether anything changed.
+    const changed = this.#membership.pushing(g.name, text);
+    if (!changed && this.#pushingMembership) return;
+    for (const u of groups.audience(g)) this.#d.sessions.online(u)?.sendText(text);
+  }
+
+  /** Set while a join/leave push is made: an unchanged state is then not pushed again. */
+  #pushingMembership = false;
+
+  /** A join or leave changed `g`: push it now, or once the group's push bucket allows (§7.5). */
+  #membershipChanged(g: groups.GroupRecord, now: number): void {
+    if (!this.#membership.request(g.name, now)) {
+      const at = this.#membership.nextDue();
+      if (at !== null) this.#d.wakeAt(at);
+      return;
+    }
+    this.#pushingMembership = true;
+    try {
+      this.#pushGroup(g);
+    } finally {
+      this.#pushingMembership = false;
+    }
+  }
+
+  /** Push the held membership changes that are due; returns when the next one is, or null. */
+  #flushMembership(now: number): number | null {
+    for (const name of this.#membership.due(now)) {
+      const g = this.#d.store.getGroup(name);
+      if (g === null) {
+        this.#membership.forget(name);
+        continue;
+      }
+      this.#pushingMembership = true;
+      try {
+        this.#pushGroup(g);
+      } finally {
+        this.#pushingMembership = false;
+      }
+    }
+    return this.#membership.nextDue();
   }
 
   /** Re-push every group `username` is in (its signed prekey changed). */
@@ -769,6 +814,11 @@ export class Hub {
       s.send(errorFrame("limit_reached", frame.id));
       return;
     }
+    // A membership change is pushed to every member: charged like a fan-out to them (§7.2).
+    if (!this.#chargeFanout(a, groups.audience(g).length, now)) {
+      s.send(errorFrame("rate_limited", frame.id));
+      return;
+    }
     const r = groups.join(g, a.username, LIMITS.maxGroupSize);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
@@ -777,9 +827,10 @@ export class Hub {
     if (r.changed || !existed) store.saveGroup(existed ? g : null, r.group, now);
     if (!existed) store.setGroupCreator(r.group.name, a.identityKey);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
-    // Always tell the joiner the state (also when it was already in), so it can commit.
-    if (r.changed) this.#pushGroup(r.group);
-    else s.send({ v: PROTOCOL_VERSION, t: "group", state: this.#groupState(r.group) });
+    // Always tell the joiner the state (also when it was already in), so it can commit; the
+    // others hear of it within the group's membership push bound (§7.5).
+    s.send({ v: PROTOCOL_VERSION, t: "group", state: this.#groupState(r.group) });
+    if (r.changed) this.#membershipChanged(r.group, now);
   }
 
   #leave(s: Session, a: AuthedAttachment, frame: Frame<"leave">, now: number): void {
@@ -789,6 +840,10 @@ export class Hub {
       s.send(errorFrame("not_member", frame.id));
       return;
     }
+    if (!this.#chargeFanout(a, groups.audience(g).length, now)) {
+      s.send(errorFrame("rate_limited", frame.id));
+      return;
+    }
     const r = this.#applyLeave(g, a.username, now);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
@@ -796,7 +851,7 @@ export class Hub {
     }
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     s.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
-    if (r.push !== null) this.#pushGroup(r.push);
+    if (r.push !== null) this.#membershipChanged(r.push, now);
   }
 
   /** Take `user` out of `g` as its `leave` would and store the result; returns what to push. */
