@@ -100,6 +100,13 @@ export const LIMITS = {
   maxCommitsPerSenderPerRecipient: 64,
   /** Bytes of commit cores one sender may have stored, each core counted once (§7.3). */
   maxCommitBytesPerSender: 32 * 1024 * 1024,
+  /**
+   * One-time prekeys (X25519 and ML-KEM) one requester may take from one user with `fetch_bundle`
+   * (§7.4): a burst, then one per this many seconds. Past it the bundle has none and the
+   * initiator uses the signed and last-resort prekeys, so a stranger cannot drain a user's stock.
+   */
+  oneTimePrekeyBurstPerRequester: 3,
+  oneTimePrekeyRefillSec: 600,
   /** Groups that exist and were created (first `join` of a new name) by one identity (§7.5). */
   maxGroupsCreatedPerIdentity: 8,
   /** Sockets waiting to authenticate from one client address: IPv4, or an IPv6 /64 (§4.1, §7.2). */
@@ -386,8 +393,16 @@ export const CommitFrame = v.strictObject({
   id: ClientId,
   group: Name,
   parentEpoch: Epoch,
-  /** The new roster, exactly: the relay checks it against committed + pending changes. */
-  members: v.pipe(v.array(Name), v.minLength(1), v.maxLength(LIMITS.maxGroupSize)),
+  /**
+   * The new roster, exactly: the relay checks it against committed + pending changes. A name
+   * twice is `bad_frame` (§5): the list must have one meaning, not one up to duplicates.
+   */
+  members: v.pipe(
+    v.array(Name),
+    v.minLength(1),
+    v.maxLength(LIMITS.maxGroupSize),
+    v.check((names) => new Set(names).size === names.length, "duplicate member"),
+  ),
   /** Opaque signed commit core (PROTOCOL.md §9.2); the relay never looks inside. */
   core: b64Max(LIMITS.maxCommitCoreChars),
   /** One HPKE-wrapped epoch secret per new member; each member receives only its own. */

@@ -74,6 +74,14 @@ export class Hub {
     { ratePerSec: LIMITS.identityRatePerSec, burst: LIMITS.identityBurst },
     LIMITS.maxOnlinePerHub * 2,
   );
+  /** One-time prekeys each requester may take from each user (PROTOCOL.md §7.4). */
+  readonly #prekeyTakes = new BucketMap(
+    {
+      ratePerSec: 1 / LIMITS.oneTimePrekeyRefillSec,
+      burst: LIMITS.oneTimePrekeyBurstPerRequester,
+    },
+    LIMITS.maxOnlinePerHub * 16,
+  );
   /** Who may see whom online, and the deltas (presence.ts, PROTOCOL.md §6.3). */
   readonly presence: Presence;
   /** What is in flight where, and group acknowledgement cursors (delivery.ts). */
@@ -331,7 +339,7 @@ export class Hub {
         await this.#uploadPrekeys(s, a, frame, now);
         return;
       case "fetch_bundle":
-        this.#fetchBundle(s, frame);
+        this.#fetchBundle(s, a, frame, now);
         return;
       case "send":
         this.#send(s, a, frame, now);
@@ -588,17 +596,22 @@ export class Hub {
     if (spkChanged) this.#pushGroupsOf(a.username);
   }
 
-  #fetchBundle(s: Session, frame: Frame<"fetch_bundle">): void {
+  #fetchBundle(s: Session, a: AuthedAttachment, frame: Frame<"fetch_bundle">, now: number): void {
     const { store, sessions } = this.#d;
     const user = store.getUser(frame.username);
     if (user === null) {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
-    const oneTimePrekey = store.takeOneTimePrekey(frame.username);
+    // Per requester and user, a few one-time prekeys, then one per refill period (§7.4): past
+    // that the bundle carries the signed and last-resort prekeys only, and the stock stays for
+    // others. Keyed by identity key, so a name reclaimed by another identity starts afresh.
+    const mayTake = this.#prekeyTakes.take(`${a.identityKey}\n${frame.username}`, now);
+    const oneTimePrekey = mayTake ? store.takeOneTimePrekey(frame.username) : null;
     const pqPrekey = store.getPqPrekey(frame.username, user.signedPrekey.id);
     // One-time KEM prekeys are handed out only with the PQ prekey they go with (§8.3.5).
-    const oneTimeKemPrekey = pqPrekey === null ? null : store.takeOneTimeKemPrekey(frame.username);
+    const oneTimeKemPrekey =
+      pqPrekey === null || !mayTake ? null : store.takeOneTimeKemPrekey(frame.username);
     s.send({
       v: PROTOCOL_VERSION,
       t: "bundle",
