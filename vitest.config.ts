@@ -49,6 +49,8 @@ export default defineConfig({
                 VAPID_SUBJECT: "mailto:ops@parley.test",
                 PUSH_ALLOW_LOOPBACK: "1",
                 PUSH_SERVICE: inject("pushServiceOrigin"),
+                // One hub whose users see each other unless they choose otherwise (§6.3).
+                PRESENCE_EVERYONE_HUBS: "presence-open",
               },
             },
           })),

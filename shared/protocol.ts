@@ -94,6 +94,13 @@ export const LIMITS = {
   pingIntervalSec: 30,
   /** A connection silent (no frame, no ping) this long is closed and leaves presence. */
   presenceTimeoutSec: 90,
+  /** At most one `presence_delta` per recipient per this many milliseconds (§6.3). */
+  presenceDeltaIntervalMs: 1000,
+  /**
+   * People one user has written to that the relay remembers for presence (§6.3): beyond this the
+   * oldest is forgotten, so one sender cannot grow the relay's storage by writing to everyone.
+   */
+  maxPresenceContactsPerUser: 1000,
   /**
    * Direct and group items one sender may have stored for one recipient (of that recipient's
    * maxMailboxPerRecipient), so one sender cannot fill a victim's mailbox (PROTOCOL.md §7.3).
@@ -109,6 +116,13 @@ export const LIMITS = {
   maxCommitsPerSenderPerRecipient: 64,
   /** Bytes of commit cores one sender may have stored, each core counted once (§7.3). */
   maxCommitBytesPerSender: 32 * 1024 * 1024,
+  /**
+   * One-time prekeys (X25519 and ML-KEM) one requester may take from one user with `fetch_bundle`
+   * (§7.4): a burst, then one per this many seconds. Past it the bundle has none and the
+   * initiator uses the signed and last-resort prekeys, so a stranger cannot drain a user's stock.
+   */
+  oneTimePrekeyBurstPerRequester: 3,
+  oneTimePrekeyRefillSec: 600,
   /** Groups that exist and were created (first `join` of a new name) by one identity (§7.5). */
   maxGroupsCreatedPerIdentity: 8,
   /** Sockets waiting to authenticate from one client address: IPv4, or an IPv6 /64 (§4.1, §7.2). */
@@ -324,6 +338,13 @@ export const GroupAuth = b64Max(LIMITS.maxGroupAuthChars);
 export const GroupInfoBlob = b64Max(LIMITS.maxGroupInfoChars);
 /** A pending join's or leave's authorization, by user (§9.7). */
 export const PendingAuth = v.strictObject({ username: Name, auth: GroupAuth });
+/**
+ * Who may see a user online (§6.3): `contacts` — people the user wrote to and members of the
+ * user's groups; `everyone` — also every other user of the hub who chose `everyone`.
+ */
+export const PRESENCE_SCOPES = ["contacts", "everyone"] as const;
+export const PresenceScope = v.picklist(PRESENCE_SCOPES);
+export type PresenceScope = v.InferOutput<typeof PresenceScope>;
 
 /** The relay's view of one group: committed roster and the changes waiting for a commit. */
 export const GroupState = v.strictObject({
@@ -443,8 +464,16 @@ export const CommitFrame = v.strictObject({
   id: ClientId,
   group: Name,
   parentEpoch: Epoch,
-  /** The new roster, exactly: the relay checks it against committed + pending changes. */
-  members: v.pipe(v.array(Name), v.minLength(1), v.maxLength(LIMITS.maxGroupSize)),
+  /**
+   * The new roster, exactly: the relay checks it against committed + pending changes. A name
+   * twice is `bad_frame` (§5): the list must have one meaning, not one up to duplicates.
+   */
+  members: v.pipe(
+    v.array(Name),
+    v.minLength(1),
+    v.maxLength(LIMITS.maxGroupSize),
+    v.check((names) => new Set(names).size === names.length, "duplicate member"),
+  ),
   /** Opaque signed commit core (PROTOCOL.md §9.2); the relay never looks inside. */
   core: b64Max(LIMITS.maxCommitCoreChars),
   /** One HPKE-wrapped epoch secret per new member; each member receives only its own. */
@@ -510,6 +539,14 @@ export const BlobUploadFrame = v.strictObject({
   size: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER)),
 });
 
+/** The user's relay settings (§6.3): who may see this user online. */
+export const SettingsFrame = v.strictObject({
+  v: V,
+  t: v.literal("settings"),
+  id: ClientId,
+  presence: PresenceScope,
+});
+
 export const PingFrame = v.strictObject({ v: V, t: v.literal("ping") });
 /**
  * The exact text of a keep-alive ping and its answer. The relay answers this byte string without
@@ -533,6 +570,7 @@ export const ClientFrame = v.variant("t", [
   PushSubscribeFrame,
   PushUnsubscribeFrame,
   BlobUploadFrame,
+  SettingsFrame,
   PingFrame,
 ]);
 export type ClientFrame = v.InferOutput<typeof ClientFrame>;
@@ -557,12 +595,23 @@ export const WelcomeFrame = v.strictObject({
   identityKey: PublicKey,
   oneTimePrekeysRemaining: v.pipe(v.number(), v.integer(), v.minValue(0)),
   groups: v.pipe(v.array(GroupState), v.maxLength(LIMITS.maxGroupsPerUser)),
+  /** This user's presence setting in force (§6.3): its own choice, else the hub's default. */
+  presence: v.optional(PresenceScope),
 });
 
+/** The users online that this user may see (§6.3), once after `welcome`. */
 export const PresenceFrame = v.strictObject({
   v: V,
   t: v.literal("presence"),
   users: v.pipe(v.array(PresenceUser), v.maxLength(LIMITS.maxUsersPerHub)),
+});
+
+/** What changed since the last `presence` or `presence_delta` (§6.3). */
+export const PresenceDeltaFrame = v.strictObject({
+  v: V,
+  t: v.literal("presence_delta"),
+  online: v.pipe(v.array(PresenceUser), v.maxLength(LIMITS.maxUsersPerHub)),
+  offline: v.pipe(v.array(Name), v.maxLength(LIMITS.maxUsersPerHub)),
 });
 
 export const BundleFrame = v.strictObject({
@@ -683,6 +732,7 @@ export const ServerFrame = v.variant("t", [
   HelloFrame,
   WelcomeFrame,
   PresenceFrame,
+  PresenceDeltaFrame,
   BundleFrame,
   AcceptedFrame,
   DeliverFrame,

@@ -8,6 +8,7 @@ import { DurableObject } from "cloudflare:workers";
 import { PING_TEXT, PONG_TEXT } from "../shared/protocol";
 import type { BlobRouteEnv } from "./blob-routes";
 import { RelayLifecycle } from "./relay/lifecycle";
+import { presenceDefaults } from "./relay/presence";
 import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
 
 export class Relay extends DurableObject {
@@ -26,7 +27,14 @@ export class Relay extends DurableObject {
         : {
             mint: (owner: string, size: number) => owners.get(owners.idFromName(owner)).mint(size),
           };
-    this.#life = new RelayLifecycle(ctx, () => Date.now(), pushConfigFromEnv(e), blobs);
+    this.#life = new RelayLifecycle(
+      ctx,
+      () => Date.now(),
+      pushConfigFromEnv(e),
+      blobs,
+      // Hubs whose users see each other online unless they choose otherwise (§6.3).
+      presenceDefaults((env as { PRESENCE_EVERYONE_HUBS?: unknown }).PRESENCE_EVERYONE_HUBS),
+    );
   }
 
   override async fetch(request: Request): Promise<Response> {

@@ -13,7 +13,7 @@
  * handshakes and group commits; the UI only calls the verbs below and renders events.
  */
 import type { IdentityKeyPair } from "../crypto";
-import type { ClientFrame, ErrorCode, ServerFrame } from "../protocol";
+import type { ClientFrame, ErrorCode, PresenceScope, ServerFrame } from "../protocol";
 import type { FileRef, Invite, ReceivedDmContent } from "./content";
 import type { GroupPolicy } from "./group-access";
 import type { MessageRef } from "./message-content";
@@ -315,8 +315,13 @@ export type ParleyEvent =
    * on another device. Nothing is sent until `reclaimDevice`.
    */
   | { type: "connection"; state: "offline" | "connecting" | "online" | "retired" }
-  /** Full list of online users (excluding nobody: includes ourselves). */
+  /**
+   * Online users we may see (§6.3: people who wrote to us, members of our groups, and — if we
+   * and they chose it — everyone on the hub), ourselves included.
+   */
   | { type: "presence"; users: ContactInfo[] }
+  /** Who may see us online (§6.3), from the relay's `welcome` or our own change. */
+  | { type: "settings"; presence: PresenceScope }
   /** A conversation was created or changed (status, roster, epoch, flags). */
   | { type: "conversation"; conversation: ConversationSummary }
   /** A new incoming or outgoing message. */
@@ -429,6 +434,10 @@ export interface ParleyClientApi {
   /** Accept a changed identity key for `username` (re-pins it; verification is cleared). */
   acceptKeyChange(username: string): Promise<void>;
   markVerified(username: string): Promise<void>;
+  /** Who may see us online: people we talk to (default) or everyone on this hub (§6.3). */
+  setPresence(scope: PresenceScope): Promise<void>;
+  /** Our presence setting as the relay last reported it, or null before the first welcome. */
+  presenceScope(): PresenceScope | null;
   /** 60-digit safety number for us and `username` (pinned key). */
   safetyNumber(username: string): Promise<string>;
 

@@ -14,7 +14,7 @@
  */
 import { identityFingerprint, randomBytes, safetyNumber } from "../crypto";
 import { fromB64u, toB64u } from "../encoding";
-import { LIMITS, PROTOCOL_VERSION, type ServerFrame } from "../protocol";
+import { LIMITS, PROTOCOL_VERSION, type PresenceScope, type ServerFrame } from "../protocol";
 import type {
   BlobTicket,
   ClientStore,
@@ -412,6 +412,14 @@ export class ParleyClient implements ParleyClientApi {
 
   async markVerified(username: string): Promise<void> {
     await this.verb({ t: "mark_verified", username });
+  }
+
+  async setPresence(scope: PresenceScope): Promise<void> {
+    await this.verb({ t: "set_presence", scope });
+  }
+
+  presenceScope(): PresenceScope | null {
+    return this.state.presenceScope;
   }
 
   async safetyNumber(username: string): Promise<string> {

@@ -38,7 +38,12 @@ async function say(name: "alice" | "bob" | "carol", text: string) {
 }
 
 beforeAll(async () => {
-  relay = await startWranglerDev({ port: PORT });
+  relay = await startWranglerDev({
+    port: PORT,
+    // Every hub shows everyone online (a hub default, PROTOCOL.md §6.3): these stories meet
+    // strangers in the people list.
+    vars: { PRESENCE_EVERYONE_HUBS: "*" },
+  });
   for (const name of ["alice", "bob", "carol"] as const) {
     users[name] = await launchUser(name, `${relay.url}/`);
   }

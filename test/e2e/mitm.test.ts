@@ -20,7 +20,12 @@ let lying = false;
 const FAKE_KEY = toB64u(randomBytes(32));
 
 beforeAll(async () => {
-  relay = await startWranglerDev({ port: PORT });
+  relay = await startWranglerDev({
+    port: PORT,
+    // Every hub shows everyone online (a hub default, PROTOCOL.md §6.3): these stories meet
+    // strangers in the people list.
+    vars: { PRESENCE_EVERYONE_HUBS: "*" },
+  });
   frank = await launchUser("frank", `${relay.url}/`);
   gina = await launchUser("gina", `${relay.url}/`);
   await onboard(frank.page, "frank");

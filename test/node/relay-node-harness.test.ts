@@ -93,8 +93,15 @@ it("presence: the alarm closes a silent connection, not one whose pings the runt
   expect(bob.conn?.closing).toBeNull();
   const toBob = relay.log.filter((x) => x.to === "bob").map((x) => x.frame);
   expect(toBob.filter((f) => f.t === "pong")).toHaveLength(1);
-  const presence = toBob.filter((f) => f.t === "presence").at(-1);
-  expect(presence?.t === "presence" && presence.users.map((u) => u.username)).toEqual(["bob"]);
+  // bob's view: the snapshot after his welcome, then the deltas (PROTOCOL.md §6.3).
+  const view = new Set<string>();
+  for (const f of toBob) {
+    if (f.t === "presence") for (const u of f.users) view.add(u.username);
+    if (f.t !== "presence_delta") continue;
+    for (const u of f.online) view.add(u.username);
+    for (const n of f.offline) view.delete(n);
+  }
+  expect([...view]).toEqual(["bob"]);
 });
 
 it("hibernation: the object forgets everything in memory and carries on from the attachments", async () => {
@@ -111,4 +118,49 @@ it("hibernation: the object forgets everything in memory and carries on from the
   expect(relay.online("alice")).toBe(alice.conn);
   expect(errors(alice)).toEqual([]);
   expect(errors(bob)).toEqual([]);
+});
+
+it("presence deltas: at most one per viewer per interval; a user flapping collapses to one entry", async () => {
+  const relay = new NodeRelay();
+  const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+  const toAlice = () =>
+    relay.log.filter((x) => x.to === "alice" && x.frame.t === "presence_delta").map((x) => x.frame);
+  // The clock stands still: bob connects and leaves ten times within one interval.
+  const before = toAlice().length;
+  for (let i = 0; i < 10; i++) {
+    if (bob.conn) relay.disconnect(bob.conn);
+    bob.conn = null;
+    await relay.settle();
+    await connect(bob);
+  }
+  if (bob.conn) relay.disconnect(bob.conn);
+  bob.conn = null;
+  await relay.settle();
+  // Held back: nothing more went to alice than the one delta the interval allows (already spent
+  // on bob's first arrival in `online`).
+  expect(toAlice().length).toBe(before);
+  await relay.advance(LIMITS.presenceDeltaIntervalMs);
+  const after = toAlice().slice(before);
+  // One delta for twenty changes, with bob once: his state at send time.
+  expect(after).toHaveLength(1);
+  expect(after[0]).toMatchObject({ online: [], offline: ["bob"] });
+  expect(alice.client.presence().map((u) => u.username)).toEqual(["alice"]);
+});
+
+it("presence under the production default: strangers see only themselves", async () => {
+  const relay = new NodeRelay("main", "https://parley.test", null, "contacts");
+  const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+  await relay.advance(LIMITS.presenceDeltaIntervalMs);
+  expect(alice.client.presence().map((u) => u.username)).toEqual(["alice"]);
+  expect(bob.client.presence().map((u) => u.username)).toEqual(["bob"]);
+  expect(alice.client.presenceScope()).toBe("contacts");
+  // bob opts in to "everyone"; alice has not: still nothing either way.
+  await bob.client.setPresence("everyone");
+  await relay.advance(LIMITS.presenceDeltaIntervalMs);
+  expect(alice.client.presence().map((u) => u.username)).toEqual(["alice"]);
+  // Both opted in: they see each other.
+  await alice.client.setPresence("everyone");
+  await relay.advance(LIMITS.presenceDeltaIntervalMs);
+  expect(alice.client.presence().map((u) => u.username)).toEqual(["alice", "bob"]);
+  expect(bob.client.presence().map((u) => u.username)).toEqual(["bob", "alice"]);
 });

@@ -156,9 +156,12 @@ describe.skipIf(!built)("relay under wrangler dev", () => {
       const b = await NodeClient.open(dev(), hub);
       await a.auth("alice", origin);
       await b.auth("bob", origin);
-      await a.next("presence", (p) => p.users.length === 2);
+      // Strangers: each sees only itself (PROTOCOL.md §6.3) until someone writes.
+      await a.next("presence", (p) => p.users.length === 1);
       a.send({ v: 1, t: "send", id: "m1", to: "bob", body: "SGVsbG8" });
       const acc = await a.next("accepted", (f) => f.id === "m1");
+      // alice wrote to bob: bob sees her online.
+      await b.next("presence_delta", (p) => p.online.some((u) => u.username === "alice"));
       const d = await b.next("deliver");
       expect(d).toMatchObject({
         mid: acc.mid,

@@ -16,6 +16,7 @@ import { spkMessage } from "../../shared/core/prekeys";
 import { ed25519Sign, generateIdentityKeyPair, type IdentityKeyPair } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import type { ClientFrame } from "../../shared/protocol";
+import { MEMBERSHIP_PUSHES } from "../../worker/relay/group-push";
 import { errors, messages, online, say, type TestUser } from "../support/clients";
 import { NodeRelay } from "../support/node-relay";
 
@@ -242,6 +243,8 @@ it("a member's commit adding dave with another key for alice is refused by dave,
   daveConn.fromClient = (f: ClientFrame) => (f.t === "commit" ? undefined : daveSend(f));
   await dave.client.joinGroup("broadcast");
   await relay.settle();
+  // The members hear of dave's join within the group's membership push bound (§7.5).
+  await relay.advance(1000 / MEMBERSHIP_PUSHES.ratePerSec);
   const sent = forgeCommits(relay, mallory, async (roster) => ({
     roster: await substitute(roster, fake),
     committer: "mallory",

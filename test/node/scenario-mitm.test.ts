@@ -16,6 +16,7 @@ import {
   x25519PublicKey,
 } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
+import { LIMITS } from "../../shared/protocol";
 import {
   connect,
   disconnect,
@@ -116,15 +117,16 @@ it("relay injects a handshake in alice's name with its own key → bob sees a ke
 it("first contact through a lying relay: safety numbers disagree", async () => {
   const relay = new NodeRelay();
   const mallory = await generateIdentityKeyPair();
+  const lie = <U extends { username: string; identityKey: string }>(u: U): U =>
+    u.username === "bob" ? { ...u, identityKey: toB64u(mallory.publicKey) } : u;
   relay.intercept = (to, f) =>
-    to === "alice" && f.t === "presence"
-      ? {
-          ...f,
-          users: f.users.map((u) =>
-            u.username === "bob" ? { ...u, identityKey: toB64u(mallory.publicKey) } : u,
-          ),
-        }
-      : f;
+    to !== "alice"
+      ? f
+      : f.t === "presence"
+        ? { ...f, users: f.users.map(lie) }
+        : f.t === "presence_delta"
+          ? { ...f, online: f.online.map(lie) }
+          : f;
   const alice = await newUser(relay, "alice");
   const bob = await newUser(relay, "bob");
   await connect(alice, bob);
@@ -152,6 +154,8 @@ it("legitimate key change (re-installed device): accept, fresh session, verifica
   relay.releaseName("bob");
   const bob2 = await newUser(relay, "bob");
   await connect(bob2);
+  // alice hears of bob's new key in her next presence delta, at most one a second (§6.3).
+  await relay.advance(LIMITS.presenceDeltaIntervalMs);
   expect(status(alice, "dm:bob")).toBe("key_changed");
   await expect(alice.client.sendText("dm:bob", "blocked")).rejects.toMatchObject({
     code: "key_changed",

@@ -199,7 +199,13 @@ describe.skipIf(!built).sequential("security: what the wire reveals (capture)", 
     tmp = mkdtempSync(join(tmpdir(), "parley-capture-"));
     keylog = join(tmp, "tls-keys.log");
     writeFileSync(keylog, "");
-    dev = await startWranglerDev({ port: PORT, https: true });
+    // Every hub shows everyone online (a hub default, PROTOCOL.md §6.3): these stories start
+    // online handshakes between users who never wrote to each other.
+    dev = await startWranglerDev({
+      port: PORT,
+      https: true,
+      vars: { PRESENCE_EVERYONE_HUBS: "*" },
+    });
     if (tsharkAvailable()) {
       pcap = await startPacketCapture({
         port: PORT,

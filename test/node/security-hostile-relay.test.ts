@@ -154,7 +154,9 @@ describe.skipIf(!built).sequential(
   },
   () => {
     beforeAll(async () => {
-      dev = await startWranglerDev({ port: testPort(8794) });
+      // Every hub shows everyone online (a hub default, PROTOCOL.md §6.3): these stories start
+      // online handshakes between users who never wrote to each other.
+      dev = await startWranglerDev({ port: testPort(8794), vars: { PRESENCE_EVERYONE_HUBS: "*" } });
       proxy = await startHostileProxy({ port: testPort(8789), target: dev.wsUrl });
     }, 180_000);
 

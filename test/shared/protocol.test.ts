@@ -58,6 +58,7 @@ const validClient: Record<string, Record<string, unknown>> = {
   },
   push_unsubscribe: { v: 1, t: "push_unsubscribe", id: "1" },
   blob_upload: { v: 1, t: "blob_upload", id: "1", size: 1000 },
+  settings: { v: 1, t: "settings", id: "1", presence: "everyone" },
   ping: { v: 1, t: "ping" },
 };
 
@@ -72,6 +73,12 @@ const validServer: Record<string, Record<string, unknown>> = {
     groups: [{ group: "g", epoch: 1, members: [MEMBER], pendingJoins: [], pendingLeaves: ["x"] }],
   },
   presence: { v: 1, t: "presence", users: [{ username: "bob", identityKey: KEY }] },
+  presence_delta: {
+    v: 1,
+    t: "presence_delta",
+    online: [{ username: "bob", identityKey: KEY }],
+    offline: ["carol"],
+  },
   bundle: {
     v: 1,
     t: "bundle",

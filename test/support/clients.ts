@@ -14,7 +14,7 @@ import type {
 } from "../../shared/core/client-api";
 import { MemoryStore } from "../../shared/core/store";
 import { generateIdentityKeyPair, type IdentityKeyPair } from "../../shared/crypto";
-import type { ClientFrame } from "../../shared/protocol";
+import { type ClientFrame, LIMITS } from "../../shared/protocol";
 import type { Conn, NodeRelay } from "./node-relay";
 
 export interface TestUser {
@@ -95,6 +95,9 @@ export async function disconnect(...users: TestUser[]): Promise<void> {
     u.conn = null;
   }
   await users[0]?.relay.settle();
+  // Presence deltas go out at most once per LIMITS.presenceDeltaIntervalMs per viewer
+  // (PROTOCOL.md §6.3): let that much time pass so peers see the user gone, as they would.
+  await users[0]?.relay.advance(LIMITS.presenceDeltaIntervalMs);
 }
 
 /** Replace the engine with a fresh one loaded from a store (restart / restore). */

@@ -20,6 +20,7 @@ import {
   type ClientFrame,
   PING_TEXT,
   PONG_TEXT,
+  type PresenceScope,
   parseServerFrame,
   type ServerFrame,
 } from "../../shared/protocol";
@@ -197,13 +198,30 @@ export class NodeRelay {
     readonly origin = "https://parley.test",
     /** Web Push settings (worker/relay/push-send.ts); null: push is off, as without VAPID keys. */
     readonly pushConfig: PushConfig | null = null,
+    /**
+     * The hub's default presence scope (PROTOCOL.md §6.3). "everyone" here, as a hub may choose:
+     * the scenarios start online handshakes between users who never wrote to each other, which
+     * needs the peer in presence. The production default ("contacts") is tested on its own.
+     */
+    readonly presenceDefault: PresenceScope = "everyone",
   ) {
     this.#state.autoResponse = { request: PING_TEXT, response: PONG_TEXT };
-    this.#life = new RelayLifecycle(this.#state, () => this.clock, pushConfig);
+    this.#life = this.#lifecycle();
   }
 
   now(): number {
     return this.clock;
+  }
+
+  #lifecycle(): RelayLifecycle {
+    const scope = this.presenceDefault;
+    return new RelayLifecycle(
+      this.#state,
+      () => this.clock,
+      this.pushConfig,
+      null,
+      () => scope,
+    );
   }
 
   // -- connections ------------------------------------------------------------------------------
@@ -301,7 +319,7 @@ export class NodeRelay {
   async hibernate(): Promise<void> {
     await this.settle();
     this.#life.hub.deliveries.flush();
-    this.#life = new RelayLifecycle(this.#state, () => this.clock, this.pushConfig);
+    this.#life = this.#lifecycle();
     await this.settle();
   }
 

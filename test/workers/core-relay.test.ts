@@ -111,6 +111,10 @@ describe("protocol core through the real relay", () => {
     const bob = await newUser(hub, "bob");
     await connect(hub, alice);
     await connect(hub, bob);
+    // Strangers see each other online only if both choose "everyone" (§6.3): the online
+    // handshake needs the peer in presence.
+    await alice.client.setPresence("everyone");
+    await bob.client.setPresence("everyone");
     await until(() => alice.client.presence().length === 2, "presence");
     await alice.client.startChat("bob");
     await until(
@@ -167,6 +171,9 @@ describe("protocol core through the real relay", () => {
     const bob = await newUser(hub, "bob");
     await connect(hub, alice);
     await connect(hub, bob);
+    await alice.client.setPresence("everyone");
+    await bob.client.setPresence("everyone");
+    await until(() => alice.client.presence().length === 2, "presence");
     await alice.client.startChat("bob");
     await until(
       () => status(alice, "dm:bob") === "secure" && status(bob, "dm:alice") === "secure",

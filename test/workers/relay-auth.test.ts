@@ -118,16 +118,17 @@ describe("relay auth", () => {
     c.close();
   });
 
-  it("presence is pushed to everyone when someone joins or leaves", async () => {
+  it("presence: a newcomer's view is itself; strangers are not pushed to each other", async () => {
     const hub = freshHub();
     const a = await TestClient.connect(hub, "alice");
     await a.c.next("presence");
     const b = await TestClient.connect(hub, "bob");
-    const p = await a.c.next("presence", (f) => f.users.length === 2);
-    expect(p.users.map((u) => u.username)).toEqual(["alice", "bob"]);
+    const p = await b.c.next("presence");
+    expect(p.users.map((u) => u.username)).toEqual(["bob"]);
     b.c.close();
-    const after = await a.c.next("presence", (f) => f.users.length === 1);
-    expect(after.users.map((u) => u.username)).toEqual(["alice"]);
+    await b.c.waitClosed();
+    await a.c.sync();
+    expect(a.c.queue.some((f) => f.t === "presence_delta")).toBe(false);
     a.c.close();
   });
 

@@ -83,13 +83,16 @@ describe("relay lifecycle", () => {
     const a = await TestClient.connect(hub, "alice");
     const bobKeys = await newKeys();
     const b = await TestClient.connect(hub, "bob", bobKeys);
-    await a.c.next("presence", (f) => f.users.length === 2);
+    // bob writes to alice, so alice sees him online (§6.3).
+    b.c.send({ v: 1, t: "send", id: "s", to: "alice", body: "aGk" });
+    await a.c.next("presence_delta", (f) => f.online.some((u) => u.username === "bob"));
     // bob went silent long ago (no frame, no auto-answered ping); alice is recent.
     await tamper(hub, (att) => (att.username === "bob" ? { ...att, lastSeen: 1 } : att));
     expect(await runDurableObjectAlarm(stubFor(hub))).toBe(true);
     expect((await b.c.waitClosed()).code).toBe(CLOSE.idle);
-    const p = await a.c.next("presence", (f) => f.users.length === 1);
-    expect(p.users.map((u) => u.username)).toEqual(["alice"]);
+    // The delta is held back to one a second; the object's alarm sends it.
+    const p = await a.c.next("presence_delta", (f) => f.offline.length > 0, 5000);
+    expect(p.offline).toEqual(["bob"]);
     a.c.close();
   });
 

@@ -94,6 +94,9 @@ async function engines(...names: string[]): Promise<User[]> {
   const hub = freshHub("sec");
   const out: User[] = [];
   for (const n of names) out.push(await engine(hub, n));
+  // Strangers see each other online only if both choose "everyone" (§6.3); these scenarios
+  // start online handshakes, which need the peer in presence.
+  for (const u of out) await u.client.setPresence("everyone");
   await until(() => out.every((u) => u.client.presence().length >= names.length), "presence");
   return out;
 }

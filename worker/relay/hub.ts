@@ -23,6 +23,7 @@ import {
   type GroupState,
   LIMITS,
   PROTOCOL_VERSION,
+  type PresenceScope,
   parseClientFrame,
   type ServerFrame,
 } from "../../shared/protocol";
@@ -32,9 +33,11 @@ import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
 import { checkKemUpload, checkUpload, prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
+import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
 import { commitRoom, expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./mailbox";
+import { Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
@@ -64,6 +67,8 @@ export interface HubDeps {
   push?: PushConfig | null;
   /** Where upload tickets come from (PROTOCOL.md §7.10); absent or null: no attachments. */
   blobs?: BlobGateway | null;
+  /** The presence scope of users of `hub` who chose none (presence.ts presenceDefaults). */
+  presenceDefault?: (hub: string) => PresenceScope;
 }
 
 /**
@@ -86,10 +91,20 @@ export class Hub {
     { ratePerSec: LIMITS.identityRatePerSec, burst: LIMITS.identityBurst },
     LIMITS.maxOnlinePerHub * 2,
   );
-  /** Last presence list pushed, to push only on change. */
-  #lastPresence = "";
+  /** One-time prekeys each requester may take from each user (PROTOCOL.md §7.4). */
+  readonly #prekeyTakes = new BucketMap(
+    {
+      ratePerSec: 1 / LIMITS.oneTimePrekeyRefillSec,
+      burst: LIMITS.oneTimePrekeyBurstPerRequester,
+    },
+    LIMITS.maxOnlinePerHub * 16,
+  );
+  /** Who may see whom online, and the deltas (presence.ts, PROTOCOL.md §6.3). */
+  readonly presence: Presence;
   /** What is in flight where, and group acknowledgement cursors (delivery.ts). */
   readonly deliveries: Deliveries;
+  /** Bounded join/leave pushes per group (group-push.ts, PROTOCOL.md §7.5). */
+  readonly #membership = new MembershipPushes();
   /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
   readonly pushes: Pushes;
 
@@ -101,6 +116,13 @@ export class Hub {
       now: () => deps.now(),
       wakeAt: (at) => deps.wakeAt(at),
       config: deps.push ?? null,
+    });
+    this.presence = new Presence({
+      store: deps.store,
+      sessions: deps.sessions,
+      now: () => deps.now(),
+      wakeAt: (at) => deps.wakeAt(at),
+      hubDefault: deps.presenceDefault ?? (() => "contacts"),
     });
     this.deliveries = new Deliveries({
       store: deps.store,
@@ -216,7 +238,15 @@ export class Hub {
     s.closed = true;
     this.deliveries.closed(s);
     this.#d.sessions.remove(s);
-    this.#pushPresence();
+    this.#wentOffline(s);
+  }
+
+  /** If `s` was its user's routed connection (now retired or removed), the user is offline. */
+  #wentOffline(s: Session): void {
+    const a = s.authed;
+    if (a === null || this.#d.sessions.online(a.username) !== undefined) return;
+    this.presence.disconnected(a.username);
+    this.presence.changed(a.username);
   }
 
   /**
@@ -257,10 +287,16 @@ export class Hub {
         if (now >= deadline) {
           s.close(CLOSE.idle, "idle");
           this.#d.sessions.retire(s);
+          this.#wentOffline(s);
         } else earliest(deadline);
       }
     }
-    this.#pushPresence();
+    // Membership pushes held back by a group's bound (§7.5).
+    const membership = this.#flushMembership(now);
+    if (membership !== null) earliest(membership);
+    // Deltas held back by the one-per-interval bound (§6.3).
+    const presence = this.presence.flush();
+    if (presence !== null) earliest(presence);
     return next;
   }
 
@@ -295,7 +331,7 @@ export class Hub {
   #closeAbusive(s: Session, reason: string): void {
     s.close(CLOSE.abusive, reason);
     this.#d.sessions.retire(s);
-    this.#pushPresence();
+    this.#wentOffline(s);
   }
 
   async #dispatch(s: Session, frame: ClientFrame, now: number): Promise<void> {
@@ -320,7 +356,7 @@ export class Hub {
         await this.#uploadPrekeys(s, a, frame, now);
         return;
       case "fetch_bundle":
-        this.#fetchBundle(s, frame);
+        this.#fetchBundle(s, a, frame, now);
         return;
       case "send":
         this.#send(s, a, frame, now);
@@ -349,6 +385,10 @@ export class Hub {
         return;
       case "blob_upload":
         await this.#blobUpload(s, a, frame);
+        return;
+      case "settings":
+        this.presence.setScope(a.username, frame.presence);
+        s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
         return;
     }
   }
@@ -459,6 +499,8 @@ export class Hub {
       this.#leaveAll(frame.username, now);
       if (store.onCommittedRoster(frame.username)) return this.#authFail(s, "name_taken");
       store.reclaimUser(frame.username, frame.identityKey, frame.signedPrekey, now);
+      // Who the old identity talked to, and its presence setting, are not the new one's (§6.3).
+      this.presence.forget(frame.username);
     } else {
       spkChanged = !sameSpk(owner, frame.signedPrekey);
       store.setSignedPrekey(frame.username, frame.signedPrekey, now);
@@ -504,8 +546,10 @@ export class Hub {
     };
     s.save(att);
     sessions.bind(s);
+    this.presence.setHub(a.hub);
     this.#welcome(s, att);
-    this.#pushPresence(s);
+    this.presence.snapshot(s);
+    if (previous === undefined) this.presence.changed(frame.username);
     if (spkChanged) this.#pushGroupsOf(frame.username);
     this.pushes.connected(frame.username);
     this.deliveries.start(s);
@@ -553,30 +597,10 @@ export class Hub {
       identityKey: a.identityKey,
       oneTimePrekeysRemaining: remaining,
       groups: inWelcome,
+      presence: this.presence.scope(a.username),
     });
     for (const state of after) s.send({ v: PROTOCOL_VERSION, t: "group", state });
     if (prekeysLow(remaining)) s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
-  }
-
-  // -- presence (PROTOCOL.md §6.3) ------------------------------------------------------------
-
-  /** Push the online list to everyone if it changed; a newcomer always gets it. */
-  #pushPresence(newcomer?: Session): void {
-    const sessions = this.#d.sessions.authedSessions();
-    const users = sessions
-      .flatMap((x) => {
-        const a = x.authed;
-        return a === null || x.closed ? [] : [{ username: a.username, identityKey: a.identityKey }];
-      })
-      .sort((p, q) => (p.username < q.username ? -1 : p.username > q.username ? 1 : 0));
-    const key = JSON.stringify(users);
-    const frame: ServerFrame = { v: PROTOCOL_VERSION, t: "presence", users };
-    if (key === this.#lastPresence) {
-      newcomer?.send(frame);
-      return;
-    }
-    this.#lastPresence = key;
-    for (const x of sessions) x.send(frame);
   }
 
   #lastActive(s: Session): number {
@@ -634,17 +658,22 @@ export class Hub {
     if (spkChanged) this.#pushGroupsOf(a.username);
   }
 
-  #fetchBundle(s: Session, frame: Frame<"fetch_bundle">): void {
+  #fetchBundle(s: Session, a: AuthedAttachment, frame: Frame<"fetch_bundle">, now: number): void {
     const { store, sessions } = this.#d;
     const user = store.getUser(frame.username);
     if (user === null) {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
-    const oneTimePrekey = store.takeOneTimePrekey(frame.username);
+    // Per requester and user, a few one-time prekeys, then one per refill period (§7.4): past
+    // that the bundle carries the signed and last-resort prekeys only, and the stock stays for
+    // others. Keyed by identity key, so a name reclaimed by another identity starts afresh.
+    const mayTake = this.#prekeyTakes.take(`${a.identityKey}\n${frame.username}`, now);
+    const oneTimePrekey = mayTake ? store.takeOneTimePrekey(frame.username) : null;
     const pqPrekey = store.getPqPrekey(frame.username, user.signedPrekey.id);
     // One-time KEM prekeys are handed out only with the PQ prekey they go with (§8.3.5).
-    const oneTimeKemPrekey = pqPrekey === null ? null : store.takeOneTimeKemPrekey(frame.username);
+    const oneTimeKemPrekey =
+      pqPrekey === null || !mayTake ? null : store.takeOneTimeKemPrekey(frame.username);
     s.send({
       v: PROTOCOL_VERSION,
       t: "bundle",
@@ -686,6 +715,8 @@ export class Hub {
     const payload = store.putPayload(frame.body);
     const mid = this.#enqueue(a, frame.to, "direct", payload, null, null, null, now);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
+    // The recipient may now see the sender online (§6.3): the sender chose to write to them.
+    this.presence.wrote(a.username, frame.to, now);
     this.#offer(a, frame.to, mid, now, { kind: "direct", body: frame.body });
     this.pushes.queued([frame.to], now);
   }
@@ -801,8 +832,47 @@ export class Hub {
 
   #pushGroup(g: groups.GroupRecord): void {
     const state = this.#groupState(g);
-    const frame: ServerFrame = { v: PROTOCOL_VERSION, t: "group", state };
-    for (const u of groups.audience(g)) this.#d.sessions.online(u)?.send(frame);
+    const text = JSON.stringify({ v: PROTOCOL_VERSION, t: "group", state } satisfies ServerFrame);
+    // Recorded for every push, so a held membership push can tell whether anything changed.
+    const changed = this.#membership.pushing(g.name, text);
+    if (!changed && this.#pushingMembership) return;
+    for (const u of groups.audience(g)) this.#d.sessions.online(u)?.sendText(text);
+  }
+
+  /** Set while a join/leave push is made: an unchanged state is then not pushed again. */
+  #pushingMembership = false;
+
+  /** A join or leave changed `g`: push it now, or once the group's push bucket allows (§7.5). */
+  #membershipChanged(g: groups.GroupRecord, now: number): void {
+    if (!this.#membership.request(g.name, now)) {
+      const at = this.#membership.nextDue();
+      if (at !== null) this.#d.wakeAt(at);
+      return;
+    }
+    this.#pushingMembership = true;
+    try {
+      this.#pushGroup(g);
+    } finally {
+      this.#pushingMembership = false;
+    }
+  }
+
+  /** Push the held membership changes that are due; returns when the next one is, or null. */
+  #flushMembership(now: number): number | null {
+    for (const name of this.#membership.due(now)) {
+      const g = this.#d.store.getGroup(name);
+      if (g === null) {
+        this.#membership.forget(name);
+        continue;
+      }
+      this.#pushingMembership = true;
+      try {
+        this.#pushGroup(g);
+      } finally {
+        this.#pushingMembership = false;
+      }
+    }
+    return this.#membership.nextDue();
   }
 
   /** Re-push every group `username` is in (its signed prekey changed). */
@@ -847,6 +917,11 @@ export class Hub {
       s.send(errorFrame("invite_required", frame.id));
       return;
     }
+    // A membership change is pushed to every member: charged like a fan-out to them (§7.2).
+    if (!this.#chargeFanout(a, groups.audience(g).length, now)) {
+      s.send(errorFrame("rate_limited", frame.id));
+      return;
+    }
     const r = groups.join(g, a.username, LIMITS.maxGroupSize);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
@@ -857,9 +932,10 @@ export class Hub {
       store.setGroupAuth(r.group.name, a.username, "join", frame.auth ?? null);
     if (!existed) store.setGroupCreator(r.group.name, a.identityKey);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
-    // Always tell the joiner the state (also when it was already in), so it can commit.
-    if (r.changed) this.#pushGroup(r.group);
-    else s.send({ v: PROTOCOL_VERSION, t: "group", state: this.#groupState(r.group) });
+    // Always tell the joiner the state (also when it was already in), so it can commit; the
+    // others hear of it within the group's membership push bound (§7.5).
+    s.send({ v: PROTOCOL_VERSION, t: "group", state: this.#groupState(r.group) });
+    if (r.changed) this.#membershipChanged(r.group, now);
   }
 
   #leave(s: Session, a: AuthedAttachment, frame: Frame<"leave">, now: number): void {
@@ -869,6 +945,10 @@ export class Hub {
       s.send(errorFrame("not_member", frame.id));
       return;
     }
+    if (!this.#chargeFanout(a, groups.audience(g).length, now)) {
+      s.send(errorFrame("rate_limited", frame.id));
+      return;
+    }
     const r = this.#applyLeave(g, a.username, now, frame.auth);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
@@ -876,7 +956,7 @@ export class Hub {
     }
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     s.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
-    if (r.push !== null) this.#pushGroup(r.push);
+    if (r.push !== null) this.#membershipChanged(r.push, now);
   }
 
   /**
@@ -925,6 +1005,8 @@ export class Hub {
     // A group nobody is in or joining can never commit again: free its slot (maxGroupsPerHub).
     if (abandoned) store.deleteGroup(g.name);
     else if (r.changed) store.saveGroup(g, r.group, now);
+    if (r.changed)
+      this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
     return { ok: true, push: r.changed && !abandoned ? r.group : null };
   }
 
@@ -968,6 +1050,7 @@ export class Hub {
     // Closed groups (§9.7): the commit took every pending change; its state is the group's now.
     store.clearGroupAuths(g.name);
     if (frame.info !== undefined) store.setGroupInfo(g.name, frame.info);
+    this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
     const payload = store.putPayload(frame.core);
     const mids = frame.wraps.map((w) =>
       this.#enqueue(a, w.to, "commit", payload, g.name, r.group.epoch, w.wrap, now),

@@ -8,6 +8,7 @@
 import * as v from "valibot";
 import { randomBytes } from "../../shared/crypto/random";
 import { toB64u } from "../../shared/encoding";
+import type { PresenceScope } from "../../shared/protocol";
 import { CHALLENGE_BYTES, CLOSE, HubName } from "../../shared/protocol";
 import { DEFAULT_HUB } from "../http";
 import { addressBucket } from "./admission";
@@ -50,13 +51,15 @@ export class RelayLifecycle {
 
   /**
    * `clock` is wall-clock milliseconds (`Date.now` in production); `push` the Web Push settings
-   * (push-send.ts pushConfigFromEnv), null when push is off.
+   * (push-send.ts pushConfigFromEnv), null when push is off; `presenceDefault` the hub's
+   * default presence scope (presence.ts presenceDefaults; PROTOCOL.md §6.3).
    */
   constructor(
     ctx: RelayState,
     clock: () => number,
     push: PushConfig | null = null,
     blobs: BlobGateway | null = null,
+    presenceDefault: (hub: string) => PresenceScope = () => "contacts",
   ) {
     this.#ctx = ctx;
     this.#clock = clock;
@@ -73,6 +76,7 @@ export class RelayLifecycle {
       lastAutoPong: (s) => ctx.getWebSocketAutoResponseTimestamp(s.ws)?.getTime() ?? null,
       push,
       blobs,
+      presenceDefault,
     });
     // After hibernation the sockets are still there; their state comes back from attachments.
     for (const ws of ctx.getWebSockets()) this.#restore(ws);

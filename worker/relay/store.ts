@@ -8,6 +8,7 @@ import type {
   OneTimeKemPrekey,
   OneTimePrekey,
   PqPrekey,
+  PresenceScope,
   SignedPrekey,
 } from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
@@ -167,6 +168,21 @@ const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS group_acks (
      username TEXT PRIMARY KEY,
      through INTEGER NOT NULL
+   )`,
+  // Presence (PROTOCOL.md §6.3): `recipient` may see `sender` online because `sender` wrote to
+  // them; bounded per sender (LIMITS.maxPresenceContactsPerUser, oldest forgotten first).
+  `CREATE TABLE IF NOT EXISTS presence_contacts (
+     sender TEXT NOT NULL,
+     recipient TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     PRIMARY KEY (sender, recipient)
+   )`,
+  "CREATE INDEX IF NOT EXISTS presence_contacts_recipient ON presence_contacts (recipient)",
+  "CREATE INDEX IF NOT EXISTS presence_contacts_age ON presence_contacts (sender, at)",
+  // Per-user relay settings (§6.3): who may see the user online; no row: the hub's default.
+  `CREATE TABLE IF NOT EXISTS user_settings (
+     username TEXT PRIMARY KEY,
+     presence TEXT NOT NULL
    )`,
   // Web Push subscriptions, one per device of a user (PROTOCOL.md §7.9), with the push state
   // (push.ts PushState) so a pending push survives the object's restart.
@@ -1367,6 +1383,138 @@ export class Store {
       now,
       username,
     );
+  }
+
+  // -- presence relations and settings (PROTOCOL.md §6.3) -------------------------------------
+
+  /**
+   * Remember that `sender` wrote to `recipient`; true if that is new. Beyond `max` remembered
+   * recipients the sender's oldest are forgotten (returned too, so their views can be updated).
+   */
+  addPresenceContact(
+    sender: string,
+    recipient: string,
+    now: number,
+    max: number,
+  ): { added: boolean; forgotten: string[] } {
+    const known =
+      this.sql
+        .exec(
+          "UPDATE presence_contacts SET at = ? WHERE sender = ? AND recipient = ? RETURNING 1",
+          now,
+          sender,
+          recipient,
+        )
+        .toArray().length > 0;
+    if (known) return { added: false, forgotten: [] };
+    this.sql.exec(
+      "INSERT INTO presence_contacts (sender, recipient, at) VALUES (?, ?, ?)",
+      sender,
+      recipient,
+      now,
+    );
+    const forgotten = this.sql
+      .exec(
+        `DELETE FROM presence_contacts WHERE sender = ? AND recipient IN (
+           SELECT recipient FROM presence_contacts WHERE sender = ?
+           ORDER BY at DESC, recipient LIMIT -1 OFFSET ?) RETURNING recipient`,
+        sender,
+        sender,
+        max,
+      )
+      .toArray()
+      .map((r) => str(r.recipient));
+    return { added: true, forgotten };
+  }
+
+  /** Users `sender` wrote to (they may see `sender` online). */
+  presenceRecipientsOf(sender: string): string[] {
+    return this.sql
+      .exec("SELECT recipient FROM presence_contacts WHERE sender = ?", sender)
+      .toArray()
+      .map((r) => str(r.recipient));
+  }
+
+  /** Users who wrote to `recipient` (`recipient` may see them online). */
+  presenceSendersTo(recipient: string): string[] {
+    return this.sql
+      .exec("SELECT sender FROM presence_contacts WHERE recipient = ?", recipient)
+      .toArray()
+      .map((r) => str(r.sender));
+  }
+
+  hasPresenceContact(sender: string, recipient: string): boolean {
+    return (
+      this.sql
+        .exec(
+          "SELECT 1 FROM presence_contacts WHERE sender = ? AND recipient = ?",
+          sender,
+          recipient,
+        )
+        .toArray().length > 0
+    );
+  }
+
+  /** Forget every presence relation of `username` (its name went to another identity, §4.3). */
+  deletePresenceContacts(username: string): string[] {
+    return this.sql
+      .exec(
+        `DELETE FROM presence_contacts WHERE sender = ? OR recipient = ?
+         RETURNING CASE WHEN sender = ? THEN recipient ELSE sender END AS other`,
+        username,
+        username,
+        username,
+      )
+      .toArray()
+      .map((r) => str(r.other));
+  }
+
+  /** Active members of the groups `username` is an active member of (itself excluded). */
+  coMembersOf(username: string): string[] {
+    return this.sql
+      .exec(
+        `SELECT DISTINCT o.username FROM group_members m JOIN group_members o ON o.grp = m.grp
+         WHERE m.username = ? AND m.committed = 1 AND m.leaving = 0
+           AND o.committed = 1 AND o.leaving = 0 AND o.username != m.username`,
+        username,
+      )
+      .toArray()
+      .map((r) => str(r.username));
+  }
+
+  /** Are both active members of one group? */
+  shareGroup(a: string, b: string): boolean {
+    return (
+      this.sql
+        .exec(
+          `SELECT 1 FROM group_members m JOIN group_members o ON o.grp = m.grp
+           WHERE m.username = ? AND m.committed = 1 AND m.leaving = 0
+             AND o.username = ? AND o.committed = 1 AND o.leaving = 0 LIMIT 1`,
+          a,
+          b,
+        )
+        .toArray().length > 0
+    );
+  }
+
+  /** The user's own presence setting, or null (the hub's default applies). */
+  presenceSetting(username: string): PresenceScope | null {
+    const r = this.sql
+      .exec("SELECT presence FROM user_settings WHERE username = ?", username)
+      .toArray()[0];
+    const v = r?.presence;
+    return v === "contacts" || v === "everyone" ? v : null;
+  }
+
+  setPresenceSetting(username: string, scope: PresenceScope | null): void {
+    if (scope === null) this.sql.exec("DELETE FROM user_settings WHERE username = ?", username);
+    else
+      this.sql.exec(
+        `INSERT INTO user_settings (username, presence) VALUES (?, ?)
+         ON CONFLICT (username) DO UPDATE SET presence = excluded.presence`,
+        username,
+        scope,
+      );
   }
 
   // -- Web Push subscriptions (PROTOCOL.md §7.9) ----------------------------------------------

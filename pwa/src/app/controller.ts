@@ -6,7 +6,7 @@ import { batch, createSignal } from "solid-js";
 import { createStore, produce } from "solid-js/store";
 import type { ConversationId, ParleyClientApi, ParleyEvent } from "../../../shared/core/client-api";
 import type { Invite } from "../../../shared/core/content";
-import { NAME_RE } from "../../../shared/protocol";
+import { NAME_RE, type PresenceScope } from "../../../shared/protocol";
 import { createEngine } from "../engine/create";
 import { DEFAULT_BACKOFF, VISIBLE_BACKOFF } from "../net/backoff";
 import { Connection, type ConnState } from "../net/connection";
@@ -320,6 +320,7 @@ export function createParley() {
     mutate((s) => {
       for (const sum of e.conversations()) if (shown(sum.id)) applySummary(s, sum);
       s.presence = e.presence();
+      s.presenceScope = e.presenceScope();
     });
     unsubscribe = e.subscribe((ev) => void onEvent(ev));
     c.start();
@@ -434,6 +435,9 @@ export function createParley() {
         return;
       case "presence":
         setState("presence", ev.users);
+        return;
+      case "settings":
+        setState("presenceScope", ev.presence);
         return;
       case "conversation":
         if (!shown(ev.conversation.id)) return;
@@ -898,6 +902,14 @@ export function createParley() {
     async acceptKeyChange(username: string) {
       try {
         await engine?.acceptKeyChange(username);
+      } catch (e) {
+        report(e);
+      }
+    },
+    /** Who may see us online: people we talk to, or everyone on this hub (§6.3). */
+    async setPresence(scope: PresenceScope) {
+      try {
+        await engine?.setPresence(scope);
       } catch (e) {
         report(e);
       }

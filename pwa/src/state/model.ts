@@ -25,6 +25,7 @@ import {
   sweepExpired,
   timerLineText,
 } from "../../../shared/core/messages";
+import type { PresenceScope } from "../../../shared/protocol";
 import type { HistoryEntry, HistoryMessage, HistorySystem } from "../storage/schemas";
 import { type ConversationStatus, conversationStatus } from "./status";
 
@@ -84,6 +85,8 @@ export interface ChatState {
   /** The engine is authenticated with the relay (its last `connection` event was "online"). */
   linkOnline: boolean;
   presence: ContactInfo[];
+  /** Who may see us online (PROTOCOL.md §6.3), as the relay reports it; null before it does. */
+  presenceScope: PresenceScope | null;
   convs: Record<string, ConvView>;
   selected: ConversationId | null;
 }
@@ -94,6 +97,7 @@ export function initialChatState(): ChatState {
     conn: { kind: "idle" },
     linkOnline: false,
     presence: [],
+    presenceScope: null,
     convs: {},
     selected: null,
   };

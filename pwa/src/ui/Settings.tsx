@@ -4,6 +4,7 @@
  * notifications.
  */
 import { createSignal, For, Show } from "solid-js";
+import type { PresenceScope } from "../../../shared/protocol";
 import { useParley } from "../app/context";
 import { NOTIFY_CONTENTS, type NotifyContent } from "../platform/push";
 import { applyTheme, readTheme, THEME_CHOICES, type ThemeChoice } from "../platform/theme";
@@ -130,6 +131,11 @@ const THEME_LABEL: Record<ThemeChoice, string> = {
   system: "System",
   light: "Light",
   dark: "Dark",
+};
+
+const PRESENCE_LABEL: Record<PresenceScope, string> = {
+  contacts: "People I talk to",
+  everyone: "Everyone on this hub",
 };
 
 const NOTIFY_LABEL: Record<NotifyContent, string> = {
@@ -259,6 +265,32 @@ export function SettingsDialog(props: { onClose: () => void }) {
       </section>
       <LockSection />
       <ThemeSection />
+      <section class="settings-section" aria-labelledby="settings-presence">
+        <h3 id="settings-presence">Who sees you online</h3>
+        <p class="help" id="settings-presence-help">
+          People you have written to and members of your groups see when you are online. With
+          “Everyone on this hub”, so does everyone else who chose it too. Anyone can still find you
+          by name.
+        </p>
+        <div class="segmented" role="radiogroup" aria-labelledby="settings-presence">
+          <For each={["contacts", "everyone"] as const}>
+            {(choice) => (
+              <label class="segment">
+                <input
+                  type="radio"
+                  name="presence-scope"
+                  value={choice}
+                  data-testid={`presence-${choice}`}
+                  disabled={state.presenceScope === null}
+                  checked={state.presenceScope === choice}
+                  onChange={() => void actions.setPresence(choice)}
+                />
+                <span>{PRESENCE_LABEL[choice]}</span>
+              </label>
+            )}
+          </For>
+        </div>
+      </section>
       <section class="settings-section" aria-labelledby="settings-notify">
         <h3 id="settings-notify">Notifications</h3>
         <Show

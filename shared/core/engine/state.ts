@@ -5,7 +5,7 @@
  * step's `Tx` (effects.ts). `Env` is what never changes for one engine: who we are and its knobs.
  */
 import type { IdentityKeyPair } from "../../crypto";
-import type { GroupState } from "../../protocol";
+import type { GroupState, PresenceScope } from "../../protocol";
 import type { ConversationId, ConversationSummary, Tuning } from "../client-api";
 import type { Device } from "../store";
 import type { Contact } from "../trust";
@@ -35,8 +35,10 @@ export interface EngineState {
   /** Last frame-id / outbox sequence number used (ids are unique per store, §10.1). */
   readonly seq: number;
   readonly contacts: Map<string, Contact>;
-  /** Online users and their relay-asserted identity keys (presence, §5). */
+  /** Online users and their relay-asserted identity keys (presence, §6.3). */
   readonly online: Map<string, string>;
+  /** Who may see us online, as the relay's last `welcome` said (§6.3); null before one. */
+  readonly presenceScope: PresenceScope | null;
   /** The relay's latest state of each group we are in or joining (§9.1). */
   readonly relayGroups: Map<string, GroupState>;
   /** Frame id → what it is waiting for (inflight.ts); persisted kinds are mirrored in the store. */
@@ -82,6 +84,7 @@ export function initialState(device: Device, seq: number): EngineState {
     seq,
     contacts: new Map(),
     online: new Map(),
+    presenceScope: null,
     relayGroups: new Map(),
     flights: new Map(),
     receiptsDue: new Map(),

@@ -10,7 +10,13 @@ import * as v from "valibot";
 import { authTranscript } from "../../auth";
 import { ed25519Sign } from "../../crypto";
 import { fromB64u, toB64u } from "../../encoding";
-import { type FrameOf, LIMITS, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
+import {
+  type FrameOf,
+  LIMITS,
+  PROTOCOL_VERSION,
+  type PresenceScope,
+  type ServerFrame,
+} from "../../protocol";
 import type { ConversationId, OutgoingAction, SendTextOptions } from "../client-api";
 import { b64 } from "../codec";
 import {
@@ -81,7 +87,8 @@ export type Verb =
   | { t: "remove_member"; group: string; username: string }
   | { t: "leave_group"; name: string }
   | { t: "accept_key_change"; username: string }
-  | { t: "mark_verified"; username: string };
+  | { t: "mark_verified"; username: string }
+  | { t: "set_presence"; scope: PresenceScope };
 
 export type Input =
   | { t: "connected"; socket: number }
@@ -234,6 +241,10 @@ async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Promise<vo
     tx.put(KEYS.device, s.device);
   }
   tx.emit({ type: "ready", username: env.username, fingerprint: env.fingerprint });
+  if (f.presence !== undefined) {
+    s.presenceScope = f.presence;
+    tx.emit({ type: "settings", presence: f.presence });
+  }
   tx.emit({ type: "connection", state: "online" });
   if (f.oneTimePrekeysRemaining < LIMITS.oneTimePrekeysLowWatermark) await replenish(tx);
   await resendRegistry(tx);
@@ -294,11 +305,20 @@ async function resendRegistry(tx: Tx): Promise<void> {
   }
 }
 
-async function onPresence(tx: Tx, f: FrameOf<ServerFrame, "presence">): Promise<void> {
+/**
+ * The relay's view of who is online among the people this user may see (§6.3): `presence` is the
+ * whole view (after `welcome`), `presence_delta` what changed since.
+ */
+async function onPresence(
+  tx: Tx,
+  f: FrameOf<ServerFrame, "presence"> | FrameOf<ServerFrame, "presence_delta">,
+): Promise<void> {
   const s = tx.state;
-  s.online.clear();
+  const online = f.t === "presence" ? f.users : f.online;
+  if (f.t === "presence") s.online.clear();
+  else for (const name of f.offline) s.online.delete(name);
   let changed = false;
-  for (const u of f.users) {
+  for (const u of online) {
     s.online.set(u.username, u.identityKey);
     const c = s.contacts.get(u.username);
     // Presence is relay-asserted: it never pins, but a key different from the pin is shown.
@@ -359,6 +379,7 @@ async function onFrame(tx: Tx, f: ServerFrame): Promise<void> {
     case "welcome":
       return onWelcome(tx, f);
     case "presence":
+    case "presence_delta":
       return onPresence(tx, f);
     case "bundle":
       return direct.onBundle(tx, f);
@@ -515,6 +536,21 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
     case "mark_verified":
       await direct.markContactVerified(tx, verb.username);
       return;
+    case "set_presence": {
+      // Kept by the relay (§6.3), not here: the next `welcome` reports it back.
+      if (!isOnline(tx.state.link))
+        throw new CoreError("not_connected", "not connected to the relay");
+      tx.state.seq++;
+      tx.send({
+        v: PROTOCOL_VERSION,
+        t: "settings",
+        id: String(tx.state.seq),
+        presence: verb.scope,
+      });
+      tx.state.presenceScope = verb.scope;
+      tx.emit({ type: "settings", presence: verb.scope });
+      return;
+    }
   }
 }
 

@@ -1,0 +1,270 @@
+/**
+ * Presence only for people you know (PROTOCOL.md §6.3).
+ *
+ * A viewer may see a user online iff the user wrote to the viewer (a `send` the relay accepted,
+ * remembered in `presence_contacts`), or both are active members of one group, or both chose
+ * "everyone on this hub" (their own setting, else the hub's default). Nobody else learns from
+ * the relay whether the user is online: not the list, not its size.
+ *
+ * Changes go out as deltas, per viewer at most one `presence_delta` per
+ * LIMITS.presenceDeltaIntervalMs: a change marks the names a viewer must look at again, and the
+ * delta carries each marked name's state at send time, so a burst of changes (a user connecting
+ * and leaving again, a roster flood) collapses to one entry per name. Only the snapshot after
+ * `welcome` lists a viewer's whole view. Memory holds only what is pending for viewers online
+ * now; the relations are in storage (store.ts), so they are per user and move with the user.
+ */
+import {
+  LIMITS,
+  PROTOCOL_VERSION,
+  type PresenceScope,
+  type PresenceUser,
+} from "../../shared/protocol";
+import type { Session, SessionRegistry } from "./session";
+import type { Store } from "./store";
+
+export interface PresenceDeps {
+  store: Store;
+  sessions: SessionRegistry;
+  now(): number;
+  wakeAt(at: number): void;
+  /** The presence scope of a user of `hub` who chose none (the hub's default). */
+  hubDefault(hub: string): PresenceScope;
+}
+
+/** Sender/recipient pairs remembered in memory (then the cache starts over). */
+const KNOWN_PAIRS = 50_000;
+
+export class Presence {
+  readonly #d: PresenceDeps;
+  /** Per online viewer: the names its next delta reports on. */
+  readonly #pending = new Map<string, Set<string>>();
+  /** Per online viewer: when its last delta was sent. */
+  readonly #lastSent = new Map<string, number>();
+  /** Settings read from storage, per user (bounded by the hub's users). */
+  readonly #scopes = new Map<string, PresenceScope | null>();
+  /** Sender/recipient pairs known to be stored, so a `send` to a known peer costs no write. */
+  readonly #known = new Set<string>();
+  #flushQueued = false;
+  /** The object's hub (one object per hub), learnt from the first authenticated socket. */
+  #hub: string | null = null;
+
+  constructor(deps: PresenceDeps) {
+    this.#d = deps;
+  }
+
+  /** The object's hub (one object per hub): its default applies to users who chose none. */
+  setHub(hub: string): void {
+    this.#hub ??= hub;
+  }
+
+  /** The user's setting in force: its own choice, else the hub's default. */
+  scope(username: string): PresenceScope {
+    let own = this.#scopes.get(username);
+    if (own === undefined) {
+      own = this.#d.store.presenceSetting(username);
+      this.#scopes.set(username, own);
+    }
+    return own ?? (this.#hub === null ? "contacts" : this.#d.hubDefault(this.#hub));
+  }
+
+  /** May `viewer` see `user` online (when `user` is online)? */
+  visible(viewer: string, user: string): boolean {
+    if (viewer === user) return false;
+    const { store } = this.#d;
+    if (this.scope(user) === "everyone" && this.scope(viewer) === "everyone") return true;
+    return store.hasPresenceContact(user, viewer) || store.shareGroup(user, viewer);
+  }
+
+  /** The viewer's whole view (itself included), sent once after its `welcome` (§4.3). */
+  snapshot(s: Session): void {
+    const a = s.authed;
+    if (a === null) return;
+    const { store, sessions } = this.#d;
+    const me = a.username;
+    const names = new Set<string>([...store.presenceSendersTo(me), ...store.coMembersOf(me)]);
+    if (this.scope(me) === "everyone") {
+      for (const x of sessions.authedSessions()) {
+        const u = x.authed?.username;
+        if (u !== undefined && this.scope(u) === "everyone") names.add(u);
+      }
+    }
+    // The viewer itself is in its view: it knows it is online.
+    names.add(me);
+    const users: PresenceUser[] = [];
+    for (const n of names) {
+      const u = this.#onlineUser(n);
+      if (u !== null) users.push(u);
+    }
+    users.sort((p, q) => cmp(p.username, q.username));
+    this.#pending.delete(me);
+    s.send({ v: PROTOCOL_VERSION, t: "presence", users });
+  }
+
+  /** `user` came online, went offline or has a new key: tell whoever may see it. */
+  changed(user: string): void {
+    const { store, sessions } = this.#d;
+    const audience = new Set<string>([
+      ...store.presenceRecipientsOf(user),
+      ...store.coMembersOf(user),
+    ]);
+    if (this.scope(user) === "everyone") {
+      for (const x of sessions.authedSessions()) {
+        const u = x.authed?.username;
+        if (u !== undefined && this.scope(u) === "everyone") audience.add(u);
+      }
+    }
+    audience.delete(user);
+    for (const v of audience) this.#mark(v, user);
+  }
+
+  /** `sender` wrote to `recipient` (an accepted `send`): `recipient` may now see `sender`. */
+  wrote(sender: string, recipient: string, now: number): void {
+    const key = `${sender}\n${recipient}`;
+    if (this.#known.has(key)) return;
+    // Bounded like the other caches: forgetting only costs one idempotent write.
+    if (this.#known.size >= KNOWN_PAIRS) this.#known.clear();
+    this.#known.add(key);
+    const r = this.#d.store.addPresenceContact(
+      sender,
+      recipient,
+      now,
+      LIMITS.maxPresenceContactsPerUser,
+    );
+    // Only the recipient's view of the sender changes (the sender sees the recipient only if
+    // the recipient writes back); a forgotten recipient stops seeing the sender.
+    if (r.added) this.#markIfOnline(recipient, sender);
+    for (const f of r.forgotten) {
+      this.#known.delete(`${sender}\n${f}`);
+      this.#markIfOnline(f, sender);
+    }
+  }
+
+  /** A relation between `a` and `b` appeared or went: each looks at the other again. */
+  related(a: string, b: string): void {
+    if (a === b) return;
+    this.#markIfOnline(a, b);
+    this.#markIfOnline(b, a);
+  }
+
+  /** `viewer` looks at `user` again, if `user` is online (an offline user needs no report). */
+  #markIfOnline(viewer: string, user: string): void {
+    if (this.#d.sessions.online(user) !== undefined) this.#mark(viewer, user);
+  }
+
+  /** A group's active members went from `before` to `after`: the changed ones and the rest. */
+  groupChanged(before: readonly string[], after: readonly string[]): void {
+    const was = new Set(before);
+    const now = new Set(after);
+    const moved = [...before.filter((u) => !now.has(u)), ...after.filter((u) => !was.has(u))];
+    if (moved.length === 0) return;
+    const everyone = new Set([...before, ...after]);
+    for (const m of moved) for (const o of everyone) this.related(m, o);
+  }
+
+  /** `user` chose who may see it (§6.3); null: the hub's default again. */
+  setScope(user: string, scope: PresenceScope | null): void {
+    const before = this.scope(user);
+    this.#d.store.setPresenceSetting(user, scope);
+    this.#scopes.set(user, scope);
+    if (this.scope(user) === before) return;
+    // Only the pairs with another "everyone" user change.
+    for (const x of this.#d.sessions.authedSessions()) {
+      const u = x.authed?.username;
+      if (u !== undefined && u !== user && this.scope(u) === "everyone") this.related(user, u);
+    }
+  }
+
+  /** The name went to another identity (§4.3): its setting does not carry over. */
+  forget(user: string): void {
+    this.#d.store.setPresenceSetting(user, null);
+    this.#scopes.delete(user);
+    this.#d.store.deletePresenceContacts(user);
+    this.#known.clear();
+  }
+
+  /** The viewer's connection is gone: nothing is pending for it any more. */
+  disconnected(viewer: string): void {
+    this.#pending.delete(viewer);
+    this.#lastSent.delete(viewer);
+  }
+
+  /**
+   * Send every delta that is due; returns when the next one is (ms), or null. Called after the
+   * events that mark (queued as a microtask, so one event's marks make one delta) and by the
+   * alarm for the deltas held back by the interval.
+   */
+  flush(): number | null {
+    const now = this.#d.now();
+    let next: number | null = null;
+    for (const [viewer, names] of this.#pending) {
+      const s = this.#d.sessions.online(viewer);
+      if (s === undefined) {
+        this.#pending.delete(viewer);
+        continue;
+      }
+      const due = (this.#lastSent.get(viewer) ?? -Infinity) + LIMITS.presenceDeltaIntervalMs;
+      if (due > now) {
+        next = next === null ? due : Math.min(next, due);
+        continue;
+      }
+      this.#pending.delete(viewer);
+      const online: PresenceUser[] = [];
+      const offline: string[] = [];
+      for (const n of [...names].sort(cmp)) {
+        const u = this.#onlineUser(n);
+        if (u !== null && this.visible(viewer, n)) online.push(u);
+        else offline.push(n);
+      }
+      this.#lastSent.set(viewer, now);
+      s.send({ v: PROTOCOL_VERSION, t: "presence_delta", online, offline });
+    }
+    if (next !== null) this.#d.wakeAt(next);
+    return next;
+  }
+
+  #mark(viewer: string, user: string): void {
+    if (this.#d.sessions.online(viewer) === undefined) return;
+    let names = this.#pending.get(viewer);
+    if (names === undefined) {
+      names = new Set();
+      this.#pending.set(viewer, names);
+    }
+    names.add(user);
+    if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      queueMicrotask(() => {
+        this.#flushQueued = false;
+        this.flush();
+      });
+    }
+  }
+
+  #onlineUser(name: string): PresenceUser | null {
+    const a = this.#d.sessions.online(name)?.authed;
+    return a === undefined || a === null
+      ? null
+      : { username: a.username, identityKey: a.identityKey };
+  }
+}
+
+function cmp(p: string, q: string): number {
+  return p < q ? -1 : p > q ? 1 : 0;
+}
+
+/**
+ * The hub default from the relay's configuration (wrangler var `PRESENCE_EVERYONE_HUBS`): a
+ * comma-separated list of hubs whose users are shown to each other unless they choose
+ * otherwise, or `*` for every hub. Unset or empty: "people I talk to" everywhere (§6.3).
+ */
+export function presenceDefaults(value: unknown): (hub: string) => PresenceScope {
+  const list =
+    typeof value === "string"
+      ? value
+          .split(",")
+          .map((h) => h.trim())
+          .filter((h) => h !== "")
+      : [];
+  if (list.includes("*")) return () => "everyone";
+  const hubs = new Set(list);
+  return (hub) => (hubs.has(hub) ? "everyone" : "contacts");
+}
