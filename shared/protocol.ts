@@ -17,19 +17,22 @@ export const LIMITS = {
   /**
    * Largest frame either side accepts, in UTF-8 bytes. Sized for the worst-case commit frame
    * (§7.1): maxGroupSize members with 32-character names, all leaving and re-joining at once
-   * (347 067-character core + 35 KB members + 159 KB wraps ≈ 541 KB); under the 1 MiB WebSocket
+   * (389 782-character core + 35 KB members + 178 KB wraps ≈ 603 KB); under the 1 MiB WebSocket
    * message limit of Workers. test/shared/core-commit-size.test.ts builds that commit.
    */
   maxFrameBytes: 768 * 1024,
   /** Largest opaque body (base64url characters) of a direct or group message. */
   maxBodyChars: 96 * 1024,
   /**
-   * Largest opaque commit core (base64url characters). The worst case (§7.1) is 347 067
-   * characters: 1000 roster entries of 188 bytes, 2000 names in added/removed, header and
-   * tag/signature. Stored as one SQLite value by the relay, far below the 2 MB row limit.
+   * Largest opaque commit core (base64url characters). The worst case (§7.1) is 389 782
+   * characters: 1000 roster entries of 220 bytes (name, identity key, signed leaf key), 2000
+   * names in added/removed, header, signature and tag. Stored as one SQLite value by the relay, far below the 2 MB row limit.
    */
-  maxCommitCoreChars: 352 * 1024,
-  /** Largest wrapped epoch secret (base64url characters): HPKE enc 32 + secret 32 + tag 16. */
+  maxCommitCoreChars: 400 * 1024,
+  /**
+   * Largest wrapped secret (base64url characters): version 1 + HPKE enc 32 + secret 32 + tag 16
+   * (§9.2); room for a hybrid KEM's larger encapsulation is a later version's concern.
+   */
   maxWrapChars: 256,
   maxNameLength: 32,
   maxHubLength: 32,
@@ -140,6 +143,7 @@ export const ERRORS = {
   stale_epoch: "Epoch is not the group's current epoch.",
   roster_mismatch: "Member list does not match the roster after pending changes.",
   removal_pending: "A member removal is pending; commit it first.",
+  leaf_changed: "A wrap is not sealed to the member's current leaf key.",
   group_full: "Group is full.",
   limit_reached: "A relay limit was reached.",
   registration_limited: "Too many new usernames from this network today.",
@@ -273,10 +277,32 @@ export type PqPrekey = v.InferOutput<typeof PqPrekey>;
 export const OneTimeKemPrekey = v.strictObject({ id: U32, key: KemPublicKey, sig: Signature });
 export type OneTimeKemPrekey = v.InferOutput<typeof OneTimeKemPrekey>;
 
+/** Per-join / per-update random bound into a leaf key's signature (§9.3). */
+export const LEAF_NONCE_BYTES = 16;
+/** Leaf keys a member keeps published per group (the relay serves the oldest, §9.3). */
+export const LEAF_QUEUE = 8;
+/**
+ * A member's group wrap key ("leaf key", PROTOCOL.md §9.3): an X25519 key made for one group,
+ * signed by the member's identity key: sig = Ed25519(identity, lp("parley/v2/group-leaf", hub,
+ * group, u64(epoch), u32(id), key, nonce)). Commits wrap to it; the member deletes its private
+ * half once it has entered the epoch of the commit that used it.
+ */
+export const Leaf = v.strictObject({
+  id: U32,
+  key: PublicKey,
+  /** The epoch the member was in when it made the key (0 for a join). */
+  epoch: Epoch,
+  nonce: b64Bytes(LEAF_NONCE_BYTES),
+  sig: Signature,
+});
+export type Leaf = v.InferOutput<typeof Leaf>;
+const Leaves = v.pipe(v.array(Leaf), v.minLength(1), v.maxLength(LEAF_QUEUE));
+
 export const Member = v.strictObject({
   username: Name,
   identityKey: PublicKey,
-  signedPrekey: SignedPrekey,
+  /** The member's leaf key the next commit must wrap to (the oldest it has published, §9.3). */
+  leaf: Leaf,
 });
 export type Member = v.InferOutput<typeof Member>;
 
@@ -290,6 +316,12 @@ export const GroupState = v.strictObject({
   members: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
   pendingJoins: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
   pendingLeaves: v.pipe(v.array(Name), v.maxLength(LIMITS.maxGroupSize)),
+  /**
+   * The interim transcript hash the last accepted commit declared (§9.2), zeros before the
+   * first: what a joiner that commits itself chains from. Relay-held, so a lie is a fork every
+   * member refuses, never a silent one.
+   */
+  interim: b64Bytes(32),
 });
 export type GroupState = v.InferOutput<typeof GroupState>;
 
@@ -355,7 +387,25 @@ export const AckFrame = v.strictObject({
   mids: v.pipe(v.array(Mid), v.minLength(1), v.maxLength(LIMITS.maxAckIds)),
 });
 
-export const JoinFrame = v.strictObject({ v: V, t: v.literal("join"), id: ClientId, group: Name });
+/**
+ * Ask to join (§9.3): `leaves` are fresh leaf keys made for this join (their nonces are its
+ * per-join random); the relay replaces any it held for us with them.
+ */
+export const JoinFrame = v.strictObject({
+  v: V,
+  t: v.literal("join"),
+  id: ClientId,
+  group: Name,
+  leaves: Leaves,
+});
+/** More leaf keys for a group we are in or joining (§9.3), appended to the relay's queue. */
+export const LeafFrame = v.strictObject({
+  v: V,
+  t: v.literal("leaf"),
+  id: ClientId,
+  group: Name,
+  leaves: Leaves,
+});
 export const LeaveFrame = v.strictObject({
   v: V,
   t: v.literal("leave"),
@@ -363,7 +413,8 @@ export const LeaveFrame = v.strictObject({
   group: Name,
 });
 
-export const Wrap = v.strictObject({ to: Name, wrap: b64Max(LIMITS.maxWrapChars) });
+/** `leaf`: the id of the recipient's leaf key the wrap is sealed to (§9.3). */
+export const Wrap = v.strictObject({ to: Name, leaf: U32, wrap: b64Max(LIMITS.maxWrapChars) });
 
 export const CommitFrame = v.strictObject({
   v: V,
@@ -377,6 +428,8 @@ export const CommitFrame = v.strictObject({
   core: b64Max(LIMITS.maxCommitCoreChars),
   /** One HPKE-wrapped epoch secret per new member; each member receives only its own. */
   wraps: v.pipe(v.array(Wrap), v.minLength(1), v.maxLength(LIMITS.maxGroupSize)),
+  /** The commit's interim transcript hash (§9.2), public; served to joiners as `interim`. */
+  interim: b64Bytes(32),
 });
 
 export const GroupSendFrame = v.strictObject({
@@ -433,6 +486,7 @@ export const ClientFrame = v.variant("t", [
   SendFrame,
   AckFrame,
   JoinFrame,
+  LeafFrame,
   LeaveFrame,
   CommitFrame,
   GroupSendFrame,

@@ -232,6 +232,8 @@ export type CoreErrorCode =
   | "too_long"
   /** A stored outbox entry that no longer parses: set aside, reported, never blocking (§10.1). */
   | "outbox_entry_invalid"
+  /** A commit extends another history of the group than ours (§9.3): refused and shown. */
+  | "fork"
   | "relay_error";
 
 export type ParleyEvent =

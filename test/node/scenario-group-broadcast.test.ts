@@ -73,15 +73,18 @@ it("join, fan-out to all, leave, next epoch unreadable for the departed member",
     decryptGroup({ record: carolKeys, hub: "main", sender: "alice", epoch: 4, body }),
   ).rejects.toMatchObject({ code: "stale_epoch" });
   // carol's best guess: her last epoch's sender chains (the epoch secret itself is never
-  // stored, §9.5), relabelled as epoch 4 and rewound to n = 0
+  // stored, §9.5), relabelled as epoch 4 with its (public) transcript hash and rewound to n = 0
   const old = carolKeys.current;
   if (!old) throw new Error("carol had keys");
   expect(old).not.toHaveProperty("secret");
+  const bobEpoch = parseGroupRecord(await bob.store.get("group/broadcast")).current;
+  expect(bobEpoch?.epoch).toBe(4);
   const relabelled: GroupRecord = {
     ...carolKeys,
     current: {
       ...old,
       epoch: 4,
+      transcript: bobEpoch?.transcript ?? "",
       receivers: old.receivers.map((r) => ({ ...r, n: 0, skipped: [] })),
     },
   };

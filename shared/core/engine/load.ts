@@ -138,9 +138,9 @@ export async function loadEngine(
     const f = r.output;
     state.flights.set(
       f.id,
-      f.kind === "join"
-        ? { kind: "join", key, group: f.group }
-        : { kind: "leave", key, group: f.group, rejoin: f.rejoin },
+      f.kind === "leave"
+        ? { kind: "leave", key, group: f.group, rejoin: f.rejoin }
+        : { kind: f.kind, key, group: f.group },
     );
   }
   for (const { value } of await store.list("dm/")) {

@@ -223,7 +223,6 @@ async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Promise<vo
       direct.dmId(rec.peer),
     );
   }
-  await groups.dropPendingCommits(tx);
   for (const g of f.groups) s.relayGroups.set(g.group, g);
   for (const g of f.groups)
     await guarded(tx, () => groups.evaluateGroup(tx, g.group), groups.groupId(g.group));
