@@ -140,6 +140,11 @@ export interface ConversationSummary {
   members: ContactInfo[];
   /** Groups only: our current epoch; -1 while we have not joined yet. */
   epoch?: number;
+  /**
+   * Groups only: the current epoch's authenticator (PROTOCOL.md §9.3), as digits members can
+   * compare like a safety number: equal for everyone on one history, different across a fork.
+   */
+  authenticator?: string;
   /** Groups only: a removal is pending, sending is blocked until the next commit. */
   removalPending?: boolean;
   /** Groups only: we asked to join and wait for the commit. */

@@ -37,6 +37,12 @@ it("join, fan-out to all, leave, next epoch unreadable for the departed member",
       .map((l) => l.username),
   ).toEqual(["alice", "bob", "carol"]);
 
+  // one history: every member shows the same epoch authenticator (PROTOCOL.md §9.3)
+  const auth = (u: typeof alice) => u.client.conversations().find((c) => c.id === G)?.authenticator;
+  expect(auth(alice)).toMatch(/^\d{5}( \d{5}){4}$/);
+  expect(auth(bob)).toBe(auth(alice));
+  expect(auth(carol)).toBe(auth(alice));
+
   // carol keeps a copy of her epoch-3 keys, as a departing member could
   const carolKeys = parseGroupRecord(await carol.store.get("group/broadcast"));
   await carol.client.leaveGroup("broadcast");

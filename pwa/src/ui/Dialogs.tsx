@@ -406,6 +406,12 @@ export function MembersDialog(props: {
           Group key version: {Math.max(props.conv.epoch, 0)}.
         </span>
       </p>
+      <Show when={props.conv.authenticator !== ""}>
+        <p class="muted">
+          Group check code (the same for every member; compare it like a safety number):{" "}
+          <code data-testid="group-authenticator">{props.conv.authenticator}</code>
+        </p>
+      </Show>
       <ul class="roster">
         <For each={props.conv.members} fallback={<li class="muted">No members yet.</li>}>
           {(m) => (
