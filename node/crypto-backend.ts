@@ -36,6 +36,7 @@ import {
   installCryptoBackend,
   LowOrderError,
   randomBytes,
+  type Sha256Hasher,
   X25519_KEY_BYTES,
   type X25519KeyPair,
 } from "../shared/crypto";
@@ -283,6 +284,16 @@ function sha256(message: Uint8Array): Uint8Array {
   return own(createHash("sha256").update(message).digest());
 }
 
+function sha256Hasher(): Sha256Hasher {
+  const h = createHash("sha256");
+  return {
+    update(piece) {
+      h.update(piece);
+    },
+    digest: () => own(h.digest()),
+  };
+}
+
 export const nodeCryptoBackend: CryptoBackend = {
   name: "Node backend (X25519: libsodium; ML-KEM-768: PQClean wasm; Ed25519, AES-GCM, HMAC, HKDF: node:crypto)",
   x25519,
@@ -296,6 +307,7 @@ export const nodeCryptoBackend: CryptoBackend = {
   hmacSha256,
   hkdfSha256,
   sha256,
+  sha256Hasher,
   mlkemKeyPairFromSeed,
   mlkemEncapsulate,
   mlkemDecapsulate,

@@ -5,12 +5,12 @@
  * copied whole. Runtime-neutral (browsers, Node): the transport (XHR for upload progress in the
  * PWA, fetch in Node) is the caller's; `fetchResumable` is the download side with byte ranges.
  */
-import { sha256 } from "@noble/hashes/sha2.js";
 import {
   chunkedCiphertextLength,
   chunkedDecryptStream,
   chunkedEncryptStream,
   randomBytes,
+  sha256Hasher,
 } from "../crypto";
 import { constantTimeEqual } from "../crypto/compare";
 import { fromB64u, toB64u, utf8 } from "../encoding";
@@ -65,7 +65,7 @@ export async function encryptAttachment(
     throw new AttachmentError("too_large", "The file is larger than 100 MB.");
   }
   const key = randomBytes(32);
-  const hash = sha256.create();
+  const hash = sha256Hasher();
   const parts: Uint8Array[] = [];
   let length = 0;
   let read = 0;
@@ -143,7 +143,7 @@ export async function* decryptAttachment(
   source: AsyncIterable<Uint8Array>,
 ): AsyncGenerator<Uint8Array> {
   const expected = chunkedCiphertextLength(ref.size);
-  const hash = sha256.create();
+  const hash = sha256Hasher();
   let length = 0;
   async function* hashed(): AsyncGenerator<Uint8Array> {
     for await (const p of source) {

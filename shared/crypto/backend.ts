@@ -24,6 +24,12 @@ export interface Ed25519VerifyItem {
   signature: Uint8Array;
 }
 
+/** SHA-256 over pieces: the same digest as `sha256` of their concatenation. */
+export interface Sha256Hasher {
+  update(piece: Uint8Array): void;
+  digest(): Uint8Array;
+}
+
 export interface CryptoBackend {
   /** Shown by the benchmark ("product uses"). */
   readonly name: string;
@@ -68,6 +74,11 @@ export interface CryptoBackend {
   hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array;
   hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array;
   sha256(message: Uint8Array): Uint8Array;
+  /**
+   * Optional: an incremental SHA-256 for long inputs fed in pieces (attachment digests, §3.12),
+   * where a native hash is several times faster than noble's.
+   */
+  sha256Hasher?(): Sha256Hasher;
   /**
    * FIPS 203 ML-KEM-768 (§3.11), optional: KeyGen_internal(d, z) from the 64-byte seed d‖z
    * (already length-checked) → the 1184-byte ek and the 2400-byte dk.

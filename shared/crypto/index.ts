@@ -6,6 +6,7 @@ export {
   cryptoBackendName,
   type Ed25519VerifyItem,
   installCryptoBackend,
+  type Sha256Hasher,
 } from "./backend";
 export {
   CHUNK_BYTES,
@@ -60,6 +61,7 @@ export {
   hkdfSha256Extract,
   hmacSha256,
   sha256,
+  sha256Hasher,
   sha512,
 } from "./kdf";
 export {

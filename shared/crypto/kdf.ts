@@ -7,7 +7,7 @@
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 as nobleSha256, sha512 as nobleSha512 } from "@noble/hashes/sha2.js";
-import { backend } from "./backend";
+import { backend, type Sha256Hasher } from "./backend";
 import { assertBytes } from "./bytes";
 import { HKDF_SHA256_MAX_OUTPUT_BYTES, SHA256_BYTES } from "./constants";
 import { InvalidLengthError } from "./errors";
@@ -85,6 +85,19 @@ export function sha256(message: Uint8Array): Uint8Array {
   assertBytes("message", message);
   const installed = backend().sha256;
   return installed ? installed(message) : nobleSha256(message);
+}
+
+/** An incremental SHA-256 (the backend's when it has one, else noble's). */
+export function sha256Hasher(): Sha256Hasher {
+  const installed = backend().sha256Hasher;
+  const h: Sha256Hasher = installed ? installed() : nobleSha256.create();
+  return {
+    update(piece) {
+      assertBytes("piece", piece);
+      h.update(piece);
+    },
+    digest: () => h.digest(),
+  };
 }
 
 export function sha512(message: Uint8Array): Uint8Array {

@@ -29,6 +29,7 @@ import {
   mlkemKeyPairFromSeed,
   randomBytes,
   sha256,
+  sha256Hasher,
   x25519,
   x25519GenerateKeyPair,
   x25519PublicKey,
@@ -469,6 +470,27 @@ describe("HMAC, HKDF, SHA-256: Node backend = default backend", () => {
         expect(got.node).toEqual(got.default);
       }),
       { numRuns: 100 },
+    );
+  });
+
+  it("incremental SHA-256 over any split equals SHA-256 of the whole", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(anyBytes(5000), { maxLength: 8 }), async (pieces) => {
+        const got = await both(() => {
+          const h = sha256Hasher();
+          for (const p of pieces) h.update(p);
+          return toHex(h.digest());
+        });
+        const whole = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
+        let at = 0;
+        for (const p of pieces) {
+          whole.set(p, at);
+          at += p.length;
+        }
+        expect(got.node).toEqual(got.default);
+        expect(got.node).toBe(toHex(sha256(whole)));
+      }),
+      { numRuns: 50 },
     );
   });
 
