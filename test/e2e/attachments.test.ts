@@ -85,7 +85,7 @@ beforeAll(async () => {
   relay = await startWranglerDev({
     port: PORT,
     persistTo: PERSIST,
-    vars: { BLOB_QUOTA_BYTES: String(QUOTA) },
+    vars: { BLOB_QUOTA_BYTES: String(QUOTA), PRESENCE_EVERYONE_HUBS: "*" },
   });
   alice = await launchUser("alice", `${relay.url}/`);
   bob = await launchUser("bob", `${relay.url}/`);

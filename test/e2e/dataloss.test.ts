@@ -15,6 +15,9 @@ import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangle
 import { messageTexts, onboard, openChat, seesMessage, send, shot } from "./ui";
 
 const PORT = testPort(8806);
+/** The people of these stories find each other in the online list: a hub whose users see
+ * everyone online (PROTOCOL.md §6.3); that strangers see nothing is tested in relay-presence. */
+const EVERYONE_ONLINE = { PRESENCE_EVERYONE_HUBS: "*" };
 const PASS = "a long enough passphrase";
 let relay: WranglerDev;
 const users: BrowserUser[] = [];
@@ -23,7 +26,7 @@ let alice2: BrowserUser;
 let bob: BrowserUser;
 
 beforeAll(async () => {
-  relay = await startWranglerDev({ port: PORT });
+  relay = await startWranglerDev({ port: PORT, vars: EVERYONE_ONLINE });
   alice = await launchUser("alice", `${relay.url}/`);
   bob = await launchUser("bob", `${relay.url}/`);
   users.push(alice, bob);

@@ -12,6 +12,9 @@ import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangle
 import { onboard, openChat, seesMessage, send, shot } from "./ui";
 
 const PORT = testPort(8792);
+/** The people of these stories find each other in the online list: a hub whose users see
+ * everyone online (PROTOCOL.md §6.3); that strangers see nothing is tested in relay-presence. */
+const EVERYONE_ONLINE = { PRESENCE_EVERYONE_HUBS: "*" };
 let relay: WranglerDev;
 const users: BrowserUser[] = [];
 let dave: BrowserUser;
@@ -19,7 +22,7 @@ let erin: BrowserUser;
 const CANARY = "at-rest canary 4711: meet at the old mill";
 
 beforeAll(async () => {
-  relay = await startWranglerDev({ port: PORT });
+  relay = await startWranglerDev({ port: PORT, vars: EVERYONE_ONLINE });
   dave = await launchUser("dave", `${relay.url}/`);
   erin = await launchUser("erin", `${relay.url}/`);
   users.push(dave, erin);

@@ -19,6 +19,9 @@ import { httpGet, startWranglerDev, testPort, type WranglerDev } from "../suppor
 import { onboard, openChat, openGroup, seesMessage, send, shot } from "./ui";
 
 const PORT = testPort(8802);
+/** The people of these stories find each other in the online list: a hub whose users see
+ * everyone online (PROTOCOL.md §6.3); that strangers see nothing is tested in relay-presence. */
+const EVERYONE_ONLINE = { PRESENCE_EVERYONE_HUBS: "*" };
 const PERSIST = mkdtempSync(join(tmpdir(), "parley-everyday-"));
 let relay: WranglerDev;
 const launched: BrowserUser[] = [];
@@ -123,7 +126,7 @@ async function assertFits(page: Page, where: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  relay = await startWranglerDev({ port: PORT, persistTo: PERSIST });
+  relay = await startWranglerDev({ port: PORT, persistTo: PERSIST, vars: EVERYONE_ONLINE });
 });
 
 afterAll(async () => {
@@ -272,7 +275,7 @@ describe("Parley in everyday use", () => {
       expect(seen.length).toBeGreaterThan(0);
       expect(Math.max(...seen)).toBeLessThanOrEqual(15);
 
-      relay = await startWranglerDev({ port: PORT, persistTo: PERSIST });
+      relay = await startWranglerDev({ port: PORT, persistTo: PERSIST, vars: EVERYONE_ONLINE });
       // Click while a wait of several seconds is still ahead, so getting back online now can
       // only come from the click. If the client got back by itself first, go round again.
       const clickable = await d

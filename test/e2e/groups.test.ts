@@ -11,6 +11,9 @@ import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangle
 import { onboard, openChat, openGroup, seesMessage, seesOnline, send, shot } from "./ui";
 
 const PORT = testPort(8796);
+/** The people of these stories find each other in the online list: a hub whose users see
+ * everyone online (PROTOCOL.md §6.3); that strangers see nothing is tested in relay-presence. */
+const EVERYONE_ONLINE = { PRESENCE_EVERYONE_HUBS: "*" };
 let relay: WranglerDev;
 const users: Record<string, BrowserUser> = {};
 
@@ -21,7 +24,7 @@ function u(name: "alice" | "bob" | "carol"): BrowserUser {
 }
 
 beforeAll(async () => {
-  relay = await startWranglerDev({ port: PORT });
+  relay = await startWranglerDev({ port: PORT, vars: EVERYONE_ONLINE });
   for (const name of ["alice", "bob", "carol"] as const) {
     users[name] = await launchUser(name, `${relay.url}/`);
   }

@@ -13,6 +13,9 @@ import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangle
 import { onboard, openChat, seesMessage, seesOnline, send, shot } from "./ui";
 
 const PORT = testPort(8818);
+/** The people of these stories find each other in the online list: a hub whose users see
+ * everyone online (PROTOCOL.md §6.3); that strangers see nothing is tested in relay-presence. */
+const EVERYONE_ONLINE = { PRESENCE_EVERYONE_HUBS: "*" };
 let relay: WranglerDev;
 const users: Record<string, BrowserUser> = {};
 
@@ -58,7 +61,7 @@ async function setPref(p: Page, testid: string, on: boolean): Promise<void> {
 }
 
 beforeAll(async () => {
-  relay = await startWranglerDev({ port: PORT });
+  relay = await startWranglerDev({ port: PORT, vars: EVERYONE_ONLINE });
   for (const name of ["alice", "bob"]) {
     users[name] = await launchUser(name, `${relay.url}/`);
     await onboard(page(name), name);

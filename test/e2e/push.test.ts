@@ -42,6 +42,7 @@ beforeAll(async () => {
       VAPID_PRIVATE_KEY: vapid.privateKey,
       VAPID_SUBJECT: "mailto:ops@parley.test",
       PUSH_ALLOW_LOOPBACK: "1",
+      PRESENCE_EVERYONE_HUBS: "*",
     },
   });
   alice = await launchUser("alice", `${relay.url}/`);
