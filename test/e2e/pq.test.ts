@@ -22,9 +22,6 @@ import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangle
 import { onboard, shot } from "./ui";
 
 const PORT = testPort(8814);
-/** The people of these stories find each other in the online list: a hub whose users see
- * everyone online (PROTOCOL.md §6.3); that strangers see nothing is tested in relay-presence. */
-const EVERYONE_ONLINE = { PRESENCE_EVERYONE_HUBS: "*" };
 let relay: WranglerDev;
 let hank: BrowserUser;
 let olga: WireUser;
@@ -84,7 +81,7 @@ async function write(text: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  relay = await startWranglerDev({ port: PORT, vars: EVERYONE_ONLINE });
+  relay = await startWranglerDev({ port: PORT });
   hank = await launchUser("hank", `${relay.url}/`);
   await hank.context.routeWebSocket(/\/ws/, (ws) => {
     const server = ws.connectToServer();
