@@ -263,7 +263,6 @@ async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Promise<vo
       direct.dmId(rec.peer),
     );
   }
-  await groups.dropPendingCommits(tx);
   for (const g of f.groups) s.relayGroups.set(g.group, g);
   for (const g of f.groups)
     await guarded(tx, () => groups.evaluateGroup(tx, g.group), groups.groupId(g.group));
@@ -447,7 +446,9 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
             tx,
             conv,
             "decrypt_failed",
-            `A message from ${f.from} could not be read (${code})`,
+            code === "fork"
+              ? `This group's history diverged: the new group key from ${f.from} was refused`
+              : `A message from ${f.from} could not be read (${code})`,
             {
               username: f.from,
             },
@@ -478,7 +479,7 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
     case "start_chat":
       return direct.startChat(tx, verb.username);
     case "end_chat":
-      direct.endChat(tx, verb.username);
+      await direct.endChat(tx, verb.username);
       return;
     case "reclaim_device":
       tx.state.device = { ...tx.state.device, claim: true };
