@@ -19,8 +19,19 @@
  *   kind    = "member": secret = commit_secret (a member of the parent epoch, committer too);
  *             "joiner": secret = joiner_secret (an added member, or every member when the
  *             committer is itself joining and holds no init secret)
+ *   The committer's own wrap seals 32 random bytes to a key pair made for it and dropped (§9.2.3).
  */
-import { constantTimeEqual, ed25519Verify, hpkeOpen, hpkeSealMany, sha256, wipe } from "../crypto";
+import {
+  constantTimeEqual,
+  ed25519Verify,
+  hpkeOpen,
+  hpkeSeal,
+  hpkeSealMany,
+  randomBytes,
+  sha256,
+  wipe,
+  x25519GenerateKeyPair,
+} from "../crypto";
 import { concatBytes, lp, u32be } from "../encoding";
 import type { GroupState } from "../protocol";
 import { b64, enc, Reader, u64be } from "./codec";
@@ -328,10 +339,14 @@ export async function buildCommit(params: {
   const c = { added: params.added, committer: params.committer };
   // Every member gets a wrap, the committer included: the relay then mails the commit back to
   // its author too, so a committer that loses its connection before `accepted` still learns
-  // the outcome from its mailbox (§9.2.3). Two seal batches: one per kind of secret.
+  // the outcome from its mailbox (§9.2.3). The committer never opens its own wrap (it applies the
+  // commit it persisted, §9.4), so that wrap holds random bytes sealed to a key pair made for it
+  // and dropped: sealed to one of the committer's own leaf keys, it would hand the new epoch to
+  // whoever had copied those keys and the parent epoch's init secret — post-compromise security
+  // would not survive the victim's own update (§9.3). Two seal batches: one per kind of secret.
   const kinds = params.roster.map((m) => wrapKind(c, m.name));
   const seal = async (kind: "member" | "joiner", secret: Uint8Array) => {
-    const ms = params.roster.filter((_, i) => kinds[i] === kind);
+    const ms = params.roster.filter((m, i) => kinds[i] === kind && m.name !== params.committer);
     const sealed = await hpkeSealMany(
       ms.map((m) => ({
         recipientPublicKey: b64(m.leafKey, "leaf"),
@@ -349,10 +364,33 @@ export async function buildCommit(params: {
       };
     });
   };
-  const wraps = [
-    ...(commitSecret === null ? [] : await seal("member", commitSecret)),
-    ...(await seal("joiner", joiner)),
-  ];
+  const self = params.roster.find((m) => m.name === params.committer);
+  const selfWrap = async (m: RosterEntry) => {
+    const dropped = await x25519GenerateKeyPair();
+    wipe(dropped.secretKey);
+    const kind = wrapKind(c, m.name);
+    const w = await hpkeSeal(
+      dropped.publicKey,
+      // Not from `params.random`: nothing depends on these bytes, not even a test vector.
+      randomBytes(32),
+      info(kind, m.name, b64(m.ik, "ik"), m.leafId),
+      aad,
+    );
+    return {
+      to: m.name,
+      leaf: m.leafId,
+      wrap: concatBytes(new Uint8Array([WRAP_V1]), w.enc, w.ciphertext),
+    };
+  };
+  const sealed = new Map(
+    [
+      ...(commitSecret === null ? [] : await seal("member", commitSecret)),
+      ...(await seal("joiner", joiner)),
+      ...(self === undefined ? [] : [await selfWrap(self)]),
+    ].map((w) => [w.to, w]),
+  );
+  // In roster order, as the frame lists `members` (§9.2.3).
+  const wraps = params.roster.map((m) => sealed.get(m.name) as BuiltCommit["wraps"][number]);
   if (commitSecret !== null && commitSecret !== joiner) wipe(commitSecret);
   return {
     core: concatBytes(u32be(body.length), body, sig, tag),

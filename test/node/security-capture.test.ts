@@ -32,6 +32,7 @@ import {
   confirmedTranscript,
   epochKeys,
   groupContext,
+  joinerSecret,
   wrapInfoFor,
 } from "../../shared/core/group-schedule";
 import { kdfCk } from "../../shared/core/ratchet";
@@ -99,6 +100,8 @@ function addSecret(label: string, bytes: Uint8Array): void {
 
 /** Leaf private keys seen in any snapshot, by group, id and public key (PROTOCOL.md §9.3). */
 const leafPrivs = new Map<string, Uint8Array>();
+/** Init secrets seen in any snapshot, by user, group and epoch (§9.3). */
+const inits = new Map<string, Uint8Array>();
 
 /**
  * Epoch secrets, recovered the way their recipient does (PROTOCOL.md §9.4): open the user's own
@@ -115,7 +118,9 @@ async function epochSecrets(u: WireUser): Promise<void> {
     const c = decodeCommitBody(body);
     const mine = c.roster.find((m) => m.name === u.name);
     const priv = mine && leafPrivs.get(`${group}.${mine.leafId}.${mine.leafKey}`);
-    if (mine === undefined || priv === undefined) continue;
+    // A committer's own wrap seals random bytes to a dropped key (§9.2.3): its epoch's secret
+    // is recovered from another member's wrap.
+    if (mine === undefined || priv === undefined || c.committer === u.name) continue;
     const kind = c.added.includes(c.committer) || c.added.includes(u.name) ? "joiner" : "member";
     const wrap = fromB64u(f.item.wrap);
     const secret = await hpkeOpen(
@@ -126,10 +131,15 @@ async function epochSecrets(u: WireUser): Promise<void> {
       sha256(body),
     );
     addSecret(`epoch ${epoch} ${kind} secret`, secret);
-    if (kind !== "joiner") continue;
+    // A member's commit secret is chained with its init secret of the parent epoch (§9.3).
+    const init = inits.get(`${u.name}.${group}.${epoch - 1}`);
+    if (kind === "member" && init === undefined) continue;
+    const joiner =
+      kind === "joiner" ? secret : joinerSecret(init as Uint8Array, secret, HUB, group, epoch);
+    if (kind === "member") addSecret(`epoch ${epoch} joiner secret`, joiner);
     const ctx = groupContext(HUB, group, epoch, confirmedTranscript(c.parentInterim, body, sig));
     const keys = epochKeys(
-      secret,
+      joiner,
       ctx,
       c.roster.map((m) => ({ name: m.name, ik: fromB64u(m.ik), leaf: fromB64u(m.leafKey) })),
     );
@@ -154,6 +164,8 @@ async function snapshot(): Promise<void> {
     for (const { value } of await u.store.list("group/")) {
       const rec = parseGroupRecord(value);
       for (const l of rec.leaves) leafPrivs.set(`${rec.group}.${l.id}.${l.key}`, fromB64u(l.priv));
+      const cur = rec.current;
+      if (cur?.init) inits.set(`${u.name}.${rec.group}.${cur.epoch}`, fromB64u(cur.init));
     }
     await epochSecrets(u);
   }
@@ -343,7 +355,13 @@ describe.skipIf(!built).sequential("security: what the wire reveals (capture)", 
     // Secrets: ≥ 3 identities + prekeys + ratchet and group keys.
     const all = [...secrets.values()];
     expect(all.length).toBeGreaterThan(100);
-    for (const l of ["identity seed", "spk", "rk", "epoch 4 secret", "epoch 4 confirm key"]) {
+    for (const l of [
+      "identity seed",
+      "spk",
+      "rk",
+      "epoch 4 member secret",
+      "epoch 4 confirm key",
+    ]) {
       expect(
         all.some((s) => s.label.includes(l)),
         l,

@@ -220,7 +220,7 @@ describe("a large commit", () => {
     expect(ok.wraps.map((w) => w.leaf)).toEqual(roster.map((m) => m.leafId));
   });
 
-  it("wraps every member in roster order; each opens only for its member with the reference info", async () => {
+  it("wraps every member in roster order; each opens only for its member with the reference info, the committer's for nobody", async () => {
     const size = 40;
     const members = [];
     for (let i = 0; i < size; i++) members.push(await entry(i));
@@ -261,6 +261,14 @@ describe("a large commit", () => {
       const wrap = (built.wraps[i] as { wrap: Uint8Array }).wrap;
       expect(wrap[0]).toBe(1); // the wrap format's version (§9.2)
       const [e, ct] = [wrap.slice(1, 33), wrap.slice(33)];
+      if (m === committer) {
+        // The committer's own wrap is sealed to a key pair it dropped (§9.2.3): its leaf key,
+        // which a thief of its stored state would hold, does not open it.
+        await expect(hpkeOpen(m.leafSecret, e, ct, info(m.e), aad)).rejects.toMatchObject({
+          name: "HpkeOpenError",
+        });
+        continue;
+      }
       secrets.add(toB64u(await hpkeOpen(m.leafSecret, e, ct, info(m.e), aad)));
       // Bound to the recipient: a neighbour's key or info does not open it.
       const next = members[(i + 1) % size] as (typeof members)[number];

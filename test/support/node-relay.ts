@@ -334,6 +334,18 @@ export class NodeRelay {
     return this.#life.store.getUser(username);
   }
 
+  /** Every row of every table of the relay's SQLite storage (what a thief of the relay gets). */
+  dumpTables(): Record<string, Record<string, unknown>[]> {
+    const { sql } = this.#state.storage;
+    const out: Record<string, Record<string, unknown>[]> = {};
+    const tables = sql
+      .exec("SELECT name FROM sqlite_master WHERE type = 'table'")
+      .toArray()
+      .map((r) => String(r.name));
+    for (const t of tables) out[t] = sql.exec(`SELECT * FROM "${t}"`).toArray();
+    return out;
+  }
+
   /** The leaf key the relay lists for `username` in `group`: its oldest (PROTOCOL.md §9.3). */
   leafOf(group: string, username: string): Leaf | null {
     return this.#life.store.leafQueues(group).get(username)?.l[0] ?? null;
