@@ -639,8 +639,10 @@ async function makeCommit(
   const pins: Contact[] = [];
   for (const m of roster) {
     if (m.name === env.username) {
-      if (m.ik !== env.identityKey)
-        throw new CoreError("identity_mismatch", "relay lists us with another key");
+      if (m.ik !== env.identityKey) {
+        error(tx, "identity_mismatch", "relay lists us with another key", groupId(name));
+        return;
+      }
       continue;
     }
     const c = s.contacts.get(m.name);
@@ -661,25 +663,34 @@ async function makeCommit(
   }
   // Our keys of the parent epoch chain the new one (§9.3); a joiner holds none.
   const cur = rec.status === "member" && rec.current?.epoch === state.epoch ? rec.current : null;
-  const built = await createCommit({
-    hub: env.hub,
-    group: name,
-    parentEpoch: state.epoch,
-    prev:
-      cur === null || cur.init === null
-        ? null
-        : { init: b64(cur.init, "init"), interim: b64(cur.interim, "interim") },
-    parentInterim: b64(state.interim, "interim"),
-    ownLeaves: rec.leaves,
-    committer: env.username,
-    committerIk: env.identity.publicKey,
-    sign: (m) => ed25519Sign(env.identity.privateKey, m),
-    roster,
-    added,
-    removed,
-    access: plan.access,
-    random: env.random,
-  });
+  let built: Awaited<ReturnType<typeof createCommit>>;
+  try {
+    built = await createCommit({
+      hub: env.hub,
+      group: name,
+      parentEpoch: state.epoch,
+      prev:
+        cur === null || cur.init === null
+          ? null
+          : { init: b64(cur.init, "init"), interim: b64(cur.interim, "interim") },
+      parentInterim: b64(state.interim, "interim"),
+      ownLeaves: rec.leaves,
+      committer: env.username,
+      committerIk: env.identity.publicKey,
+      sign: (m) => ed25519Sign(env.identity.privateKey, m),
+      roster,
+      added,
+      removed,
+      access: plan.access,
+      random: env.random,
+    });
+  } catch (e) {
+    // A roster the relay made that we must not commit on (our own entry is not ours, a leaf
+    // key does not verify, §9.4): shown, nothing sent; the verb that asked goes on.
+    if (!(e instanceof CoreError)) throw e;
+    error(tx, e.code, e.message, groupId(name));
+    return;
+  }
   for (const c of pins) {
     tx.put(KEYS.contact(c.username), c);
     s.contacts.set(c.username, c);
