@@ -120,7 +120,17 @@ export function emptyGroup(group: string): GroupRecord {
   return { group, status: "none", current: null, previous: null, pendingCommit: null, leaves: [] };
 }
 
+/**
+ * A stored group record. One of the format before this key schedule (no `leaves`: its epochs
+ * were wrapped to signed prekeys and hold no init secret or transcript, §9.3) cannot go on; it is
+ * read as not joined, so an engine the relay still lists as a member re-joins with fresh leaf
+ * keys (§9.4) instead of failing to load.
+ */
 export function parseGroupRecord(x: unknown): GroupRecord {
+  if (x !== null && typeof x === "object" && !("leaves" in x)) {
+    const group = (x as { group?: unknown }).group;
+    if (typeof group === "string") return emptyGroup(group);
+  }
   const r = v.safeParse(GroupRecordSchema, x);
   if (!r.success) throw new CoreError("malformed", "stored group state");
   return r.output;

@@ -7,6 +7,7 @@ import {
   messages,
   newUser,
   online,
+  restart,
   say,
   type TestUser,
   timers,
@@ -190,4 +191,29 @@ it("leaving while the join is still pending cancels it", async () => {
     joining: false,
     epoch: -1,
   });
+});
+
+it("a group record of the format before leaf keys does not stop the engine: it re-joins", async () => {
+  const relay = new NodeRelay();
+  const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+  await alice.client.joinGroup("g");
+  await relay.settle();
+  await bob.client.joinGroup("g");
+  await relay.settle();
+  // What an engine before §9.3 stored: epochs wrapped to signed prekeys, no leaf keys.
+  const old = (await bob.store.get("group/g")) as Record<string, unknown>;
+  const { leaves: _leaves, ...v1 } = old;
+  await bob.store.batch([
+    {
+      op: "put",
+      key: "group/g",
+      value: { ...v1, current: { epoch: 2, secret: "x", roster: [] }, previous: null },
+    },
+  ]);
+  await restart(bob);
+  await connect(bob);
+  await relay.settle();
+  expect(bob.client.conversations().find((c) => c.id === "group:g")?.joining).toBe(false);
+  await say(alice, "group:g", "after the upgrade");
+  expect(messages(bob, "group:g")).toContain("after the upgrade");
 });
