@@ -281,6 +281,56 @@ it("admin removal: the removed member is told who removed it; the others accept 
   await alice.client.promoteMember("club", "bob");
   await relay.settle();
   expect(accessOf(bob)).toMatchObject({ admins: ["alice", "bob"], isAdmin: true });
+  // demotion: bob takes alice's rights; the last admin cannot step down
+  await bob.client.demoteMember("club", "alice");
+  await relay.settle();
+  for (const u of [alice, bob]) expect(accessOf(u)).toMatchObject({ admins: ["bob"] });
+  expect(accessOf(alice)).toMatchObject({ isAdmin: false });
+  await expect(alice.client.promoteMember("club", "alice")).rejects.toMatchObject({
+    code: "not_authorized",
+  });
+  await expect(bob.client.demoteMember("club", "bob")).rejects.toMatchObject({
+    code: "not_authorized",
+  });
+  for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
+});
+
+it("a removal signed by a demoted admin is refused by the committer", async () => {
+  const relay = new NodeRelay();
+  const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
+  await alice.client.startChat("carol");
+  await relay.settle();
+  await alice.client.inviteToGroup("club", "carol");
+  await relay.settle();
+  await carol.client.acceptInvite(inviteFor(carol, "alice"));
+  await relay.settle();
+  await alice.client.promoteMember("club", "bob");
+  await relay.settle();
+  await alice.client.demoteMember("club", "bob");
+  await relay.settle();
+  expect(accessOf(bob)).toMatchObject({ admins: ["alice"], isAdmin: false });
+  // bob's client still signs a removal as if he were an admin: every check refuses it
+  const epoch = epochOf(alice) as number;
+  const byBob = await signRemoval({
+    hub: "main",
+    group: "club",
+    adminIk: bob.identity.publicKey,
+    member: { name: "carol", ik: carol.identity.publicKey },
+    epoch,
+    sign: (m) => ed25519Sign(bob.identity.privateKey, m),
+  });
+  bob.conn?.fromClient({
+    v: 1,
+    t: "remove",
+    id: "rm2",
+    group: "club",
+    user: "carol",
+    auth: toB64u(byBob),
+  });
+  await relay.settle();
+  expect(relay.group("club")?.epoch).toBe(epoch);
+  expect(refusedLines(alice).some((t) => t.includes("removal of carol"))).toBe(true);
+  expect(relay.group("club")?.members).toContain("carol");
 });
 
 it("non-admin removal is refused: by committers (relay listing it) and by members (commit carrying it)", async () => {

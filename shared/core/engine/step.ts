@@ -84,6 +84,7 @@ export type Verb =
       policy?: GroupPolicy;
     }
   | { t: "promote"; group: string; username: string }
+  | { t: "demote"; group: string; username: string }
   | { t: "remove_member"; group: string; username: string }
   | { t: "leave_group"; name: string }
   | { t: "accept_key_change"; username: string }
@@ -523,6 +524,9 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       return;
     case "promote":
       await groups.promoteMember(tx, verb.group, verb.username);
+      return;
+    case "demote":
+      await groups.demoteMember(tx, verb.group, verb.username);
       return;
     case "remove_member":
       await groups.removeMember(tx, verb.group, verb.username);
