@@ -7,7 +7,13 @@
 import { expect, it } from "vitest";
 import type { ChatMessage } from "../../shared/core/client-api";
 import type { Invite } from "../../shared/core/content";
-import { buildCommit, parseGroupRecord, type RosterEntry } from "../../shared/core/group";
+import {
+  buildCommit,
+  makeLeaves,
+  type OwnLeaf,
+  parseGroupRecord,
+  type RosterEntry,
+} from "../../shared/core/group";
 import { signAdd, signGroupInfo, signRemoval } from "../../shared/core/group-access";
 import { ed25519Sign } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
@@ -47,7 +53,11 @@ async function club(relay: NodeRelay, ...names: string[]) {
   return users;
 }
 
-/** A commit as `by` would build it, for a hostile relay to deliver to `to` (§9.2). */
+/**
+ * A commit as `by` would build it, for a hostile relay to deliver to `to` (§9.2): chained from
+ * `by`'s keys of the parent epoch when it holds them (a member), else built as a joiner on `to`'s
+ * transcript.
+ */
 async function forgedCommit(
   by: TestUser,
   to: TestUser,
@@ -60,10 +70,18 @@ async function forgedCommit(
 ): Promise<ServerFrame> {
   const rec = parseGroupRecord(await to.store.get("group/club"));
   const parentEpoch = rec.current?.epoch ?? 0;
+  const mine = await by.store.get("group/club");
+  const cur = mine === undefined ? null : parseGroupRecord(mine).current;
+  const prev =
+    cur !== null && cur.epoch === parentEpoch && cur.init !== null
+      ? { init: fromB64u(cur.init), interim: fromB64u(cur.interim) }
+      : null;
   const built = await buildCommit({
     hub: "main",
     group: "club",
     parentEpoch,
+    prev,
+    parentInterim: fromB64u(rec.current?.interim ?? ""),
     committer: by.name,
     committerIk: by.identity.publicKey,
     sign: (m) => ed25519Sign(by.identity.privateKey, m),
@@ -92,16 +110,37 @@ async function forgedCommit(
   };
 }
 
-function entryOf(relay: NodeRelay, u: TestUser): RosterEntry {
-  const row = relay.user(u.name);
-  if (!row) throw new Error("no user row");
+/**
+ * `u`'s roster entry with the leaf key the relay lists for it in the club (§9.3), or — for a
+ * user the relay holds none for (a stranger) — one `u` signs now.
+ */
+async function entryOf(relay: NodeRelay, u: TestUser): Promise<RosterEntry> {
+  const l: Omit<OwnLeaf, "priv"> =
+    relay.leafOf("club", u.name) ??
+    ((
+      await makeLeaves({
+        hub: "main",
+        group: "club",
+        epoch: 0,
+        count: 1,
+        random: (n) => crypto.getRandomValues(new Uint8Array(n)),
+        sign: (m) => ed25519Sign(u.identity.privateKey, m),
+      })
+    )[0] as OwnLeaf);
   return {
     name: u.name,
     ik: toB64u(u.identity.publicKey),
-    spkId: row.signedPrekey.id,
-    spkKey: row.signedPrekey.key,
-    spkSig: row.signedPrekey.sig,
+    leafId: l.id,
+    leafKey: l.key,
+    leafEpoch: l.epoch,
+    leafNonce: l.nonce,
+    leafSig: l.sig,
   };
+}
+
+/** The club's roster as a committer would build it now: the relay's leaf key for each member. */
+function rosterOf(relay: NodeRelay, users: TestUser[]): Promise<RosterEntry[]> {
+  return Promise.all(users.map((u) => entryOf(relay, u)));
 }
 
 it("invite by a member's signed add: the invitee joins, reads and is read", async () => {
@@ -188,7 +227,7 @@ it("a hostile relay including a stranger: every member refuses the commit and sh
   await relay.settle();
   const epoch = epochOf(alice) as number;
   const rec = parseGroupRecord(await alice.store.get("group/club"));
-  const roster = [...(rec.current?.roster ?? []), entryOf(relay, mallory)];
+  const roster = await rosterOf(relay, [alice, bob, carol, mallory]);
   const info = fromB64u(rec.info ?? "");
   // mallory's own commit adding herself, with the group's real state and no invitation
   for (const to of [alice, bob, carol]) {
@@ -220,8 +259,7 @@ it("forged group state: a member's own state listing itself admin is refused by 
   await carol.client.acceptInvite(inviteFor(carol, "alice"));
   await relay.settle();
   const epoch = epochOf(alice) as number;
-  const rec = parseGroupRecord(await alice.store.get("group/club"));
-  const roster = rec.current?.roster ?? [];
+  const roster = await rosterOf(relay, [alice, bob, carol]);
   // bob (a member, not an admin) signs a newer state that opens the group and makes him admin
   const forged = await signGroupInfo(
     "main",
@@ -371,12 +409,18 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
   // a hostile relay lists it anyway: the committer does not commit it
   const state = relay.group("club");
   if (!state || !alice.conn) throw new Error("setup");
-  const member = (u: TestUser) => {
-    const e = entryOf(relay, u);
+  const member = async (u: TestUser) => {
+    const e = await entryOf(relay, u);
     return {
       username: e.name,
       identityKey: e.ik,
-      signedPrekey: { id: e.spkId, key: e.spkKey, sig: e.spkSig },
+      leaf: {
+        id: e.leafId,
+        key: e.leafKey,
+        epoch: e.leafEpoch,
+        nonce: e.leafNonce,
+        sig: e.leafSig,
+      },
     };
   };
   relay.push(alice.conn, {
@@ -385,9 +429,10 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
     state: {
       group: "club",
       epoch,
-      members: [member(alice), member(bob), member(carol)],
+      members: [await member(alice), await member(bob), await member(carol)],
       pendingJoins: [],
       pendingLeaves: ["carol"],
+      interim: toB64u(new Uint8Array(32)),
       ...(rec.info === undefined ? {} : { info: rec.info }),
       leaveAuths: [{ username: "carol", auth: toB64u(byBob) }],
     },
@@ -396,7 +441,7 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
   expect(relay.group("club")?.epoch).toBe(epoch);
   expect(refusedLines(alice).some((t) => t.includes("removal of carol"))).toBe(true);
   // a commit carrying that removal (a hostile relay letting bob commit it) is refused by alice
-  const roster = (rec.current?.roster ?? []).filter((m) => m.name !== "carol");
+  const roster = await rosterOf(relay, [alice, bob]);
   const f = await forgedCommit(bob, alice, roster, {
     added: [],
     removed: ["carol"],
@@ -418,12 +463,18 @@ it("relay-forged `left` and `group` state are detected and shown (L15)", async (
   // the relay lists bob as leaving, with no signed leave: alice does not commit it
   const state = relay.group("club");
   if (!state || !alice.conn || !bob.conn) throw new Error("setup");
-  const member = (u: TestUser) => {
-    const e = entryOf(relay, u);
+  const member = async (u: TestUser) => {
+    const e = await entryOf(relay, u);
     return {
       username: e.name,
       identityKey: e.ik,
-      signedPrekey: { id: e.spkId, key: e.spkKey, sig: e.spkSig },
+      leaf: {
+        id: e.leafId,
+        key: e.leafKey,
+        epoch: e.leafEpoch,
+        nonce: e.leafNonce,
+        sig: e.leafSig,
+      },
     };
   };
   relay.push(alice.conn, {
@@ -432,9 +483,10 @@ it("relay-forged `left` and `group` state are detected and shown (L15)", async (
     state: {
       group: "club",
       epoch: state.epoch,
-      members: [member(alice), member(bob)],
+      members: [await member(alice), await member(bob)],
       pendingJoins: [],
       pendingLeaves: ["bob"],
+      interim: toB64u(new Uint8Array(32)),
     },
   });
   await relay.settle();

@@ -119,7 +119,6 @@ export async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Pro
       direct.dmId(rec.peer),
     );
   }
-  await groups.dropPendingCommits(tx);
   for (const g of f.groups) s.relayGroups.set(g.group, g);
   for (const g of f.groups)
     await guarded(tx, () => groups.evaluateGroup(tx, g.group), groups.groupId(g.group));

@@ -230,7 +230,9 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
             tx,
             conv,
             "decrypt_failed",
-            `A message from ${f.from} could not be read (${code})`,
+            code === "fork"
+              ? `This group's history diverged: the new group key from ${f.from} was refused`
+              : `A message from ${f.from} could not be read (${code})`,
             {
               username: f.from,
             },
@@ -261,7 +263,7 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
     case "start_chat":
       return direct.startChat(tx, verb.username);
     case "end_chat":
-      direct.endChat(tx, verb.username);
+      await direct.endChat(tx, verb.username);
       return;
     case "reclaim_device":
       tx.state.device = { ...tx.state.device, claim: true };
