@@ -110,6 +110,16 @@ async function forgedCommit(
   };
 }
 
+/** `u` as a `group` push lists it (a hostile relay forging state builds these). */
+async function stateMember(relay: NodeRelay, u: TestUser) {
+  const e = await entryOf(relay, u);
+  return {
+    username: e.name,
+    identityKey: e.ik,
+    leaf: { id: e.leafId, key: e.leafKey, epoch: e.leafEpoch, nonce: e.leafNonce, sig: e.leafSig },
+  };
+}
+
 /**
  * `u`'s roster entry with the leaf key the relay lists for it in the club (§9.3), or — for a
  * user the relay holds none for (a stranger) — one `u` signs now.
@@ -409,27 +419,17 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
   // a hostile relay lists it anyway: the committer does not commit it
   const state = relay.group("club");
   if (!state || !alice.conn) throw new Error("setup");
-  const member = async (u: TestUser) => {
-    const e = await entryOf(relay, u);
-    return {
-      username: e.name,
-      identityKey: e.ik,
-      leaf: {
-        id: e.leafId,
-        key: e.leafKey,
-        epoch: e.leafEpoch,
-        nonce: e.leafNonce,
-        sig: e.leafSig,
-      },
-    };
-  };
   relay.push(alice.conn, {
     v: 1,
     t: "group",
     state: {
       group: "club",
       epoch,
-      members: [await member(alice), await member(bob), await member(carol)],
+      members: [
+        await stateMember(relay, alice),
+        await stateMember(relay, bob),
+        await stateMember(relay, carol),
+      ],
       pendingJoins: [],
       pendingLeaves: ["carol"],
       interim: toB64u(new Uint8Array(32)),
@@ -463,27 +463,13 @@ it("relay-forged `left` and `group` state are detected and shown (L15)", async (
   // the relay lists bob as leaving, with no signed leave: alice does not commit it
   const state = relay.group("club");
   if (!state || !alice.conn || !bob.conn) throw new Error("setup");
-  const member = async (u: TestUser) => {
-    const e = await entryOf(relay, u);
-    return {
-      username: e.name,
-      identityKey: e.ik,
-      leaf: {
-        id: e.leafId,
-        key: e.leafKey,
-        epoch: e.leafEpoch,
-        nonce: e.leafNonce,
-        sig: e.leafSig,
-      },
-    };
-  };
   relay.push(alice.conn, {
     v: 1,
     t: "group",
     state: {
       group: "club",
       epoch: state.epoch,
-      members: [await member(alice), await member(bob)],
+      members: [await stateMember(relay, alice), await stateMember(relay, bob)],
       pendingJoins: [],
       pendingLeaves: ["bob"],
       interim: toB64u(new Uint8Array(32)),
