@@ -38,6 +38,16 @@ function inviteFor(u: TestUser, from: string): Invite {
   return m.invite;
 }
 
+/** alice invites carol from a 1:1 chat and carol accepts (§9.7.3). */
+async function inviteCarol(alice: TestUser, carol: TestUser): Promise<void> {
+  await alice.client.startChat("carol");
+  await alice.relay.settle();
+  await alice.client.inviteToGroup("club", "carol");
+  await alice.relay.settle();
+  await carol.client.acceptInvite(inviteFor(carol, "alice"));
+  await alice.relay.settle();
+}
+
 /** alice creates the invite-only "club", invites bob (1:1 invitation), bob accepts. */
 async function club(relay: NodeRelay, ...names: string[]) {
   const users = (await online(relay, "alice", "bob", ...names)) as TestUser[];
@@ -229,12 +239,7 @@ it("a hostile relay including a stranger: every member refuses the commit and sh
     TestUser,
     TestUser,
   ];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   const epoch = epochOf(alice) as number;
   const rec = parseGroupRecord(await alice.store.get("group/club"));
   const roster = await rosterOf(relay, [alice, bob, carol, mallory]);
@@ -262,12 +267,7 @@ it("a hostile relay including a stranger: every member refuses the commit and sh
 it("forged group state: a member's own state listing itself admin is refused by every member", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   const epoch = epochOf(alice) as number;
   const roster = await rosterOf(relay, [alice, bob, carol]);
   // bob (a member, not an admin) signs a newer state that opens the group and makes him admin
@@ -304,12 +304,7 @@ it("forged group state: a member's own state listing itself admin is refused by 
 it("admin removal: the removed member is told who removed it; the others accept the commit", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   // bob is not an admin: the engine refuses before anything leaves
   await expect(bob.client.removeMember("club", "carol")).rejects.toMatchObject({
     code: "not_authorized",
@@ -346,12 +341,7 @@ it("admin removal: the removed member is told who removed it; the others accept 
 it("a removal signed by a demoted admin is refused by the committer", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   await alice.client.promoteMember("club", "bob");
   await relay.settle();
   await alice.client.demoteMember("club", "bob");
@@ -386,12 +376,7 @@ it("a removal signed by a demoted admin is refused by the committer", async () =
 it("non-admin removal is refused: by committers (relay listing it) and by members (commit carrying it)", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   const epoch = epochOf(alice) as number;
   const rec = parseGroupRecord(await alice.store.get("group/club"));
   const carolIk = carol.identity.publicKey;
