@@ -202,6 +202,7 @@ export const ERRORS = {
   blob_too_large: "The attachment exceeds the size limit.",
   blob_quota: "Attachment storage quota reached; wait for older attachments to expire.",
   invite_required: "This group is invite-only: joining needs an invitation.",
+  not_admin: "Only an admin of that group, signing the removal itself, can remove a member.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];

@@ -38,6 +38,16 @@ function inviteFor(u: TestUser, from: string): Invite {
   return m.invite;
 }
 
+/** alice invites carol from a 1:1 chat and carol accepts (§9.7.3). */
+async function inviteCarol(alice: TestUser, carol: TestUser): Promise<void> {
+  await alice.client.startChat("carol");
+  await alice.relay.settle();
+  await alice.client.inviteToGroup("club", "carol");
+  await alice.relay.settle();
+  await carol.client.acceptInvite(inviteFor(carol, "alice"));
+  await alice.relay.settle();
+}
+
 /** alice creates the invite-only "club", invites bob (1:1 invitation), bob accepts. */
 async function club(relay: NodeRelay, ...names: string[]) {
   const users = (await online(relay, "alice", "bob", ...names)) as TestUser[];
@@ -107,6 +117,16 @@ async function forgedCommit(
       core: toB64u(built.core),
       wrap: toB64u(wrap.wrap),
     },
+  };
+}
+
+/** `u` as a `group` push lists it (a hostile relay forging state builds these). */
+async function stateMember(relay: NodeRelay, u: TestUser) {
+  const e = await entryOf(relay, u);
+  return {
+    username: e.name,
+    identityKey: e.ik,
+    leaf: { id: e.leafId, key: e.leafKey, epoch: e.leafEpoch, nonce: e.leafNonce, sig: e.leafSig },
   };
 }
 
@@ -219,12 +239,7 @@ it("a hostile relay including a stranger: every member refuses the commit and sh
     TestUser,
     TestUser,
   ];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   const epoch = epochOf(alice) as number;
   const rec = parseGroupRecord(await alice.store.get("group/club"));
   const roster = await rosterOf(relay, [alice, bob, carol, mallory]);
@@ -252,12 +267,7 @@ it("a hostile relay including a stranger: every member refuses the commit and sh
 it("forged group state: a member's own state listing itself admin is refused by every member", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   const epoch = epochOf(alice) as number;
   const roster = await rosterOf(relay, [alice, bob, carol]);
   // bob (a member, not an admin) signs a newer state that opens the group and makes him admin
@@ -294,12 +304,7 @@ it("forged group state: a member's own state listing itself admin is refused by 
 it("admin removal: the removed member is told who removed it; the others accept the commit", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   // bob is not an admin: the engine refuses before anything leaves
   await expect(bob.client.removeMember("club", "carol")).rejects.toMatchObject({
     code: "not_authorized",
@@ -319,17 +324,59 @@ it("admin removal: the removed member is told who removed it; the others accept 
   await alice.client.promoteMember("club", "bob");
   await relay.settle();
   expect(accessOf(bob)).toMatchObject({ admins: ["alice", "bob"], isAdmin: true });
+  // demotion: bob takes alice's rights; the last admin cannot step down
+  await bob.client.demoteMember("club", "alice");
+  await relay.settle();
+  for (const u of [alice, bob]) expect(accessOf(u)).toMatchObject({ admins: ["bob"] });
+  expect(accessOf(alice)).toMatchObject({ isAdmin: false });
+  await expect(alice.client.promoteMember("club", "alice")).rejects.toMatchObject({
+    code: "not_authorized",
+  });
+  await expect(bob.client.demoteMember("club", "bob")).rejects.toMatchObject({
+    code: "not_authorized",
+  });
+  for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
+});
+
+it("a removal signed by a demoted admin is refused by the committer", async () => {
+  const relay = new NodeRelay();
+  const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
+  await inviteCarol(alice, carol);
+  await alice.client.promoteMember("club", "bob");
+  await relay.settle();
+  await alice.client.demoteMember("club", "bob");
+  await relay.settle();
+  expect(accessOf(bob)).toMatchObject({ admins: ["alice"], isAdmin: false });
+  // bob's client still signs a removal as if he were an admin: every check refuses it
+  const epoch = epochOf(alice) as number;
+  const byBob = await signRemoval({
+    hub: "main",
+    group: "club",
+    adminIk: bob.identity.publicKey,
+    member: { name: "carol", ik: carol.identity.publicKey },
+    epoch,
+    sign: (m) => ed25519Sign(bob.identity.privateKey, m),
+  });
+  bob.conn?.fromClient({
+    v: 1,
+    t: "remove",
+    id: "rm2",
+    group: "club",
+    user: "carol",
+    auth: toB64u(byBob),
+  });
+  await relay.settle();
+  expect(errors(bob).map((e) => e.relayCode)).toContain("not_admin");
+  expect(relay.group("club")).toMatchObject({ epoch, pendingLeaves: [] });
+  expect(relay.group("club")?.members).toContain("carol");
+  await say(alice, C, "still here");
+  expect(messages(carol, C)).toContain("still here");
 });
 
 it("non-admin removal is refused: by committers (relay listing it) and by members (commit carrying it)", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   const epoch = epochOf(alice) as number;
   const rec = parseGroupRecord(await alice.store.get("group/club"));
   const carolIk = carol.identity.publicKey;
@@ -341,7 +388,8 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
     epoch,
     sign: (m) => ed25519Sign(bob.identity.privateKey, m),
   });
-  // bob's client sends a removal signed by himself: the relay cannot tell, the committer can
+  // bob's client sends a removal signed by himself: the relay checks it against the state it
+  // holds and refuses it; the group goes on
   bob.conn?.fromClient({
     v: 1,
     t: "remove",
@@ -351,7 +399,30 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
     auth: toB64u(byBob),
   });
   await relay.settle();
-  expect(relay.group("club")?.pendingLeaves).toEqual(["carol"]);
+  expect(errors(bob).map((e) => e.relayCode)).toContain("not_admin");
+  expect(relay.group("club")).toMatchObject({ epoch, pendingLeaves: [] });
+  // a hostile relay lists it anyway: the committer does not commit it
+  const state = relay.group("club");
+  if (!state || !alice.conn) throw new Error("setup");
+  relay.push(alice.conn, {
+    v: 1,
+    t: "group",
+    state: {
+      group: "club",
+      epoch,
+      members: [
+        await stateMember(relay, alice),
+        await stateMember(relay, bob),
+        await stateMember(relay, carol),
+      ],
+      pendingJoins: [],
+      pendingLeaves: ["carol"],
+      interim: toB64u(new Uint8Array(32)),
+      ...(rec.info === undefined ? {} : { info: rec.info }),
+      leaveAuths: [{ username: "carol", auth: toB64u(byBob) }],
+    },
+  });
+  await relay.settle();
   expect(relay.group("club")?.epoch).toBe(epoch);
   expect(refusedLines(alice).some((t) => t.includes("removal of carol"))).toBe(true);
   // a commit carrying that removal (a hostile relay letting bob commit it) is refused by alice
@@ -377,27 +448,13 @@ it("relay-forged `left` and `group` state are detected and shown (L15)", async (
   // the relay lists bob as leaving, with no signed leave: alice does not commit it
   const state = relay.group("club");
   if (!state || !alice.conn || !bob.conn) throw new Error("setup");
-  const member = async (u: TestUser) => {
-    const e = await entryOf(relay, u);
-    return {
-      username: e.name,
-      identityKey: e.ik,
-      leaf: {
-        id: e.leafId,
-        key: e.leafKey,
-        epoch: e.leafEpoch,
-        nonce: e.leafNonce,
-        sig: e.leafSig,
-      },
-    };
-  };
   relay.push(alice.conn, {
     v: 1,
     t: "group",
     state: {
       group: "club",
       epoch: state.epoch,
-      members: [await member(alice), await member(bob)],
+      members: [await stateMember(relay, alice), await stateMember(relay, bob)],
       pendingJoins: [],
       pendingLeaves: ["bob"],
       interim: toB64u(new Uint8Array(32)),

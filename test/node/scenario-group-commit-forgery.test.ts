@@ -1,5 +1,5 @@
 /**
- * Story (review C1): mallory, any registered user, joins `broadcast` and — as a pending joiner
+ * Story: mallory, any registered user, joins `broadcast` and — as a pending joiner
  * allowed to commit — sends a forged commit instead of her honest one: alice named as the
  * committer, or alice's identity key replaced by one mallory holds. Members must refuse the
  * commit outright (§9.4 steps 2 and 5): no epoch switch to mallory's key, no "key changed" flag

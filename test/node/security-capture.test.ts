@@ -100,8 +100,6 @@ function addSecret(label: string, bytes: Uint8Array): void {
 
 /** Leaf private keys seen in any snapshot, by group, id and public key (PROTOCOL.md §9.3). */
 const leafPrivs = new Map<string, Uint8Array>();
-/** Init secrets seen in any snapshot, by user, group and epoch (§9.3). */
-const inits = new Map<string, Uint8Array>();
 
 /**
  * Epoch secrets, recovered the way their recipient does (PROTOCOL.md §9.4): open the user's own
@@ -110,6 +108,9 @@ const inits = new Map<string, Uint8Array>();
  * only place the test can get them. A joiner secret also gives the keys derived from it (§9.3):
  * the confirmation key, the next init secret and every member's sender chain key.
  */
+/** Each epoch's init secret by `group.epoch`, to chain the next member-wrapped epoch (§9.3). */
+const inits = new Map<string, Uint8Array>();
+
 async function epochSecrets(u: WireUser): Promise<void> {
   for (const f of u.received) {
     if (f.t !== "deliver" || f.item.kind !== "commit") continue;
@@ -131,12 +132,12 @@ async function epochSecrets(u: WireUser): Promise<void> {
       sha256(body),
     );
     addSecret(`epoch ${epoch} ${kind} secret`, secret);
-    // A member's commit secret is chained with its init secret of the parent epoch (§9.3).
-    const init = inits.get(`${u.name}.${group}.${epoch - 1}`);
-    if (kind === "member" && init === undefined) continue;
+    // A member's wrap carries the commit secret; the epoch's keys chain it with the previous
+    // epoch's init secret (§9.3), which this test derived from that epoch's commit.
+    const initPrev = inits.get(`${group}.${epoch - 1}`);
+    if (kind === "member" && initPrev === undefined) continue;
     const joiner =
-      kind === "joiner" ? secret : joinerSecret(init as Uint8Array, secret, HUB, group, epoch);
-    if (kind === "member") addSecret(`epoch ${epoch} joiner secret`, joiner);
+      kind === "joiner" ? secret : joinerSecret(initPrev as Uint8Array, secret, HUB, group, epoch);
     const ctx = groupContext(HUB, group, epoch, confirmedTranscript(c.parentInterim, body, sig));
     const keys = epochKeys(
       joiner,
@@ -145,6 +146,7 @@ async function epochSecrets(u: WireUser): Promise<void> {
     );
     addSecret(`epoch ${epoch} confirm key`, keys.confirmKey);
     addSecret(`epoch ${epoch} init secret`, keys.init);
+    inits.set(`${group}.${epoch}`, keys.init);
     for (const [i, m] of c.roster.entries()) {
       addSecret(`epoch ${epoch} sender key ${m.name}`, keys.chains[i] as Uint8Array);
     }
@@ -164,8 +166,6 @@ async function snapshot(): Promise<void> {
     for (const { value } of await u.store.list("group/")) {
       const rec = parseGroupRecord(value);
       for (const l of rec.leaves) leafPrivs.set(`${rec.group}.${l.id}.${l.key}`, fromB64u(l.priv));
-      const cur = rec.current;
-      if (cur?.init) inits.set(`${u.name}.${rec.group}.${cur.epoch}`, fromB64u(cur.init));
     }
     await epochSecrets(u);
   }
