@@ -179,12 +179,21 @@ export class TestClient {
    */
   send(frame: ClientFrame | Record<string, unknown>): void {
     this.#sends = this.#sends.then(async () => {
-      this.ws.send(JSON.stringify(await this.#complete(frame as Record<string, unknown>)));
+      this.#out(JSON.stringify(await this.#complete(frame as Record<string, unknown>)));
     });
   }
 
   sendRaw(data: string | ArrayBuffer): void {
-    this.#sends = this.#sends.then(() => this.ws.send(data));
+    this.#sends = this.#sends.then(() => this.#out(data));
+  }
+
+  /**
+   * Sends are queued (a frame may wait for its leaf keys to be signed), so one can come due after
+   * the relay closed the socket: like a browser's WebSocket, a closed one drops it.
+   */
+  #out(data: string | ArrayBuffer): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(data);
   }
 
   async #complete(f: Record<string, unknown>): Promise<Record<string, unknown>> {
