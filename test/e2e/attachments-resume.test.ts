@@ -227,6 +227,25 @@ describe("interrupted transfers", () => {
     await expect.poll(() => transferKeys(alice.page), { timeout: 30_000 }).toEqual([]);
   });
 
+  test("a refused download offers Retry, and Retry fetches it", async () => {
+    const name = "retry-me.bin";
+    const data = randomBytes(1 * MB);
+    await attach(alice.page, name, data);
+    await fileMsg(bob.page, name).waitFor({ timeout: 120_000 });
+    gate.refuseDownloads = true;
+    await fileMsg(bob.page, name).getByTestId("file-download").click();
+    const failed = fileMsg(bob.page, name).locator(
+      '[data-testid="transfer-download"][data-state="failed"]',
+    );
+    await failed.waitFor({ timeout: 60_000 });
+    expect(await failed.getByTestId("transfer-label").textContent()).toContain("503");
+    await shot(bob.page, "attachments-resume-retry");
+    gate.refuseDownloads = false;
+    const saved = bob.page.waitForEvent("download", { timeout: 60_000 });
+    await failed.getByTestId("transfer-retry").click();
+    expect(sha(readFileSync(await (await saved).path()))).toBe(sha(data));
+  });
+
   test("at 390 px: a file card and a progress bar fit the phone", async () => {
     const name = "phone-progress.bin";
     for (const p of [alice.page, bob.page]) await p.setViewportSize({ width: 390, height: 844 });
@@ -245,6 +264,18 @@ describe("interrupted transfers", () => {
     expect(await bob.page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(
       390,
     );
+    // The phone's camera or photo picker: an image-only input that asks for the rear camera.
+    const camera = alice.page.getByTestId("camera-input");
+    expect(await camera.getAttribute("accept")).toBe("image/*");
+    expect(await camera.getAttribute("capture")).toBe("environment");
+    const png = Buffer.from(
+      "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+      "base64",
+    );
+    await camera.setInputFiles({ name: "from-camera.png", mimeType: "image/png", buffer: png });
+    await fileMsg(bob.page, "from-camera.png").waitFor({ timeout: 60_000 });
+    await fileMsg(bob.page, "from-camera.png").scrollIntoViewIfNeeded();
+    await shot(bob.page, "attachments-resume-phone-photo");
     for (const p of [alice.page, bob.page]) await p.setViewportSize({ width: 1280, height: 800 });
   });
 });

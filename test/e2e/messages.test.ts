@@ -3,7 +3,7 @@
  * `wrangler dev`: reply with a quote, react, edit with its earlier version on request, typing,
  * read receipts off by default and then on, delete for everyone, a disappearing timer set by one
  * side that removes the message (and its stored row) on both, search that jumps to a message,
- * mute and archive — at desktop size and at 390 px. Screenshots go to
+ * delete for me, mute and archive — at desktop size and at 390 px. Screenshots go to
  * test-results/screenshots/messages-*.png.
  */
 import type { Locator, Page } from "playwright-core";
@@ -163,6 +163,25 @@ describe("everyday messaging", () => {
         .waitFor({ timeout: 30_000 });
       expect(await p.locator('[data-testid="message-text"]', { hasText: "oops" }).count()).toBe(0);
     }
+    await shot(b, "messages-deleted");
+  });
+
+  test("delete for me removes the message and its row on this device only", async () => {
+    const a = page("alice");
+    const b = page("bob");
+    await send(a, "a note bob may tidy away");
+    await seesMessage(b, "a note bob may tidy away");
+    const key = (await bubble(b, "a note bob may tidy away").getAttribute("data-key")) ?? "";
+    expect(await rowCount(b, key)).toBe(1);
+    await act(b, "a note bob may tidy away", "action-delete-me");
+    await b.getByTestId("confirm-dialog").waitFor();
+    await shot(b, "messages-delete-for-me-confirm");
+    await b.getByTestId("confirm-ok").click();
+    await bubble(b, "a note bob may tidy away").waitFor({ state: "detached", timeout: 30_000 });
+    expect(await rowCount(b, key)).toBe(0);
+    // alice still has it: nothing was sent.
+    expect(await bubble(a, "a note bob may tidy away").count()).toBe(1);
+    await shot(b, "messages-deleted-for-me");
   });
 
   test("a disappearing timer set by one side removes messages and their rows on both", async () => {
@@ -177,6 +196,7 @@ describe("everyday messaging", () => {
     ] as const) {
       await p.getByTestId("system-line").filter({ hasText: text }).waitFor({ timeout: 30_000 });
     }
+    await shot(a, "messages-timer-line");
     await send(a, "this will self-destruct");
     await seesMessage(b, "this will self-destruct");
     await shot(b, "messages-disappearing");
@@ -285,6 +305,28 @@ describe("everyday messaging", () => {
     await shot(a, "messages-phone-search");
     expect(await a.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await a.keyboard.press("Escape");
+    if (await a.getByTestId("search-dialog").isVisible()) await a.keyboard.press("Escape");
+    await a.getByTestId("search-dialog").waitFor({ state: "detached" });
+    // Each feature's look at phone width: reply with reaction, edit history, tombstone, timer line.
+    await bubble(a, "meet at the harbour").scrollIntoViewIfNeeded();
+    await shot(a, "messages-phone-reply-react");
+    const edited = bubble(a, "lunch at one?");
+    await edited.scrollIntoViewIfNeeded();
+    await edited.getByTestId("edited").locator("summary").click();
+    await edited.getByTestId("versions").waitFor();
+    await shot(a, "messages-phone-edited");
+    await a
+      .locator('[data-testid="message-text"]', { hasText: "This message was deleted" })
+      .first()
+      .scrollIntoViewIfNeeded();
+    await shot(a, "messages-phone-deleted");
+    await a
+      .getByTestId("system-line")
+      .filter({ hasText: "set messages to disappear" })
+      .first()
+      .scrollIntoViewIfNeeded();
+    await shot(a, "messages-phone-timer-line");
+    expect(await a.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     const bad = Object.values(users).flatMap((u) =>
       u.errors.filter((e) => /Content Security Policy|Refused to|Uncaught/i.test(e)),
     );

@@ -62,7 +62,53 @@ async function pair() {
 const A = "dm:alice" as const;
 const B = "dm:bob" as const;
 
+/**
+ * Stand in for a newer client's encoder: while `fn` runs, a reaction with the emoji 🧪 is encoded
+ * as a content type this version does not know (a "poll"), exactly the JSON a newer client sends
+ * (§8.6.1). Everything else is encoded as usual.
+ */
+async function asNewerClient<T>(fn: () => Promise<T>): Promise<T> {
+  const original = JSON.stringify;
+  JSON.stringify = ((value: unknown, ...rest: unknown[]) => {
+    if (
+      typeof value === "object" &&
+      value !== null &&
+      "t" in value &&
+      value.t === "react" &&
+      "emoji" in value &&
+      value.emoji === "🧪"
+    ) {
+      return original({ t: "poll", id: "poll-1", question: "lunch?", options: ["a", "b"] });
+    }
+    return (original as (v: unknown, ...r: unknown[]) => string)(value, ...rest);
+  }) as typeof JSON.stringify;
+  try {
+    return await fn();
+  } finally {
+    JSON.stringify = original;
+  }
+}
+
 describe("1:1", () => {
+  it("a newer client's content type shows as an unsupported message; the chat goes on", async () => {
+    const { relay, alice, bob } = await pair();
+    const m1 = await say(alice, B, "before the poll");
+    await asNewerClient(() =>
+      alice.client.sendAction(B, { t: "react", target: { id: m1, from: "alice" }, emoji: "🧪" }),
+    );
+    await relay.settle();
+    await say(alice, B, "after the poll");
+    const { s, refused } = view(bob);
+    const shown = msgs(s, A).map((m) => [m.text, m.unsupported]);
+    expect(shown).toEqual([
+      ["before the poll", undefined],
+      ["", "poll"],
+      ["after the poll", undefined],
+    ]);
+    expect(refused).toEqual([]);
+    expect(errors(bob)).toEqual([]);
+  });
+
   it("reply, react, edit with history, delete for everyone", async () => {
     const { relay, alice, bob } = await pair();
     const m1 = await say(alice, B, "lunch at noon?");

@@ -21,6 +21,8 @@ export interface GateProxy {
   holdUpload: number | null;
   /** Hold a blob GET's response body once this many bytes went through (null: never). */
   holdDownload: number | null;
+  /** Answer blob GETs with 503 instead of forwarding them (a relay that is briefly down). */
+  refuseDownloads: boolean;
   /** The Range header of every blob GET, in order ("" for none). */
   ranges: string[];
   /** Resolves once a body of that kind is held at its limit. */
@@ -79,6 +81,7 @@ export async function startGateProxy(o: { port: number; target: string }): Promi
     url: `http://127.0.0.1:${o.port}`,
     holdUpload: null,
     holdDownload: null,
+    refuseDownloads: false,
     ranges: [],
     held(kind) {
       if (heldNow[kind]) return Promise.resolve();
@@ -107,6 +110,11 @@ export async function startGateProxy(o: { port: number; target: string }): Promi
 
   const server: Server = createServer((req, res) => {
     const isBlob = (req.url ?? "").startsWith("/blob/");
+    if (isBlob && req.method === "GET" && proxy.refuseDownloads) {
+      res.writeHead(503, { "Content-Type": "application/json" });
+      res.end(JSON.stringify({ error: "unavailable", message: "down for a moment" }));
+      return;
+    }
     const up = request(
       {
         host: target.hostname,
