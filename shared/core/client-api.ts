@@ -142,6 +142,11 @@ export interface ConversationSummary {
   members: ContactInfo[];
   /** Groups only: our current epoch; -1 while we have not joined yet. */
   epoch?: number;
+  /**
+   * Groups only: the current epoch's authenticator (PROTOCOL.md §9.3), as digits members can
+   * compare like a safety number: equal for everyone on one history, different across a fork.
+   */
+  authenticator?: string;
   /** Groups only: a removal is pending, sending is blocked until the next commit. */
   removalPending?: boolean;
   /** Groups only: we asked to join and wait for the commit. */
@@ -299,6 +304,8 @@ export type CoreErrorCode =
   | "too_long"
   /** A stored outbox entry that no longer parses: set aside, reported, never blocking (§10.1). */
   | "outbox_entry_invalid"
+  /** A commit extends another history of the group than ours (§9.3): refused and shown. */
+  | "fork"
   | "relay_error"
   /**
    * A closed group's commit or pending change lacks a valid authorization (§9.7): a member added
@@ -435,6 +442,8 @@ export interface ParleyClientApi {
   ): Promise<void>;
   /** Admins: make a member an admin too. */
   promoteMember(group: string, username: string): Promise<void>;
+  /** Take admin rights from a member, or step down ourselves; one admin always remains (§9.7.1). */
+  demoteMember(group: string, username: string): Promise<void>;
   /** Admins: remove a member (§9.7.4). */
   removeMember(group: string, username: string): Promise<void>;
   /** Accept a changed identity key for `username` (re-pins it; verification is cleared). */

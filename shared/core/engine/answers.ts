@@ -65,6 +65,8 @@ export async function onAccepted(tx: Tx, f: FrameOf<ServerFrame, "accepted">): P
       return groups.onCommitAccepted(tx, f.id, fl.group);
     case "join":
       return groups.onJoinAccepted(tx, f.id);
+    case "leaf":
+      return groups.onLeafAnswered(tx, f.id);
     case "leave":
       return groups.onLeaveAccepted(tx, f.id);
     case "remove":
@@ -128,6 +130,9 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
       await groups.onJoinRefused(tx, id, fl.group, code);
       error(tx, "relay_error", text, groups.groupId(fl.group), code);
       return;
+    case "leaf":
+      if (groups.TRANSIENT.has(code)) return; // kept: the next welcome sends it again
+      return groups.onLeafAnswered(tx, id);
     case "leave":
       await groups.onLeaveRefused(tx, id, fl.group, code);
       error(tx, "relay_error", text, groups.groupId(fl.group), code);

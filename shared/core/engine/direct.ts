@@ -160,7 +160,13 @@ export async function startChat(tx: Tx, username: string): Promise<ConversationI
   return dmId(username);
 }
 
-export function endChat(tx: Tx, username: string): void {
+/**
+ * Forget the conversation, but not which handshake inits were answered (§8.2.3): otherwise a
+ * relay could replay an old init after the chat was ended and have it answered again.
+ */
+export async function endChat(tx: Tx, username: string): Promise<void> {
+  const rec = await loadDm(tx, username);
+  if (rec.seenInits.length > 0) tx.put(KEYS.seenInits(username), rec.seenInits);
   tx.del(KEYS.dm(username));
   tx.state.summaries.delete(dmId(username));
 }

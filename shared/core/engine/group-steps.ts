@@ -5,7 +5,13 @@
  */
 import { ed25519Sign } from "../../crypto";
 import { fromB64u, toB64u } from "../../encoding";
-import { type ErrorCode, type GroupState, LIMITS, PROTOCOL_VERSION } from "../../protocol";
+import {
+  type ErrorCode,
+  type GroupState,
+  LEAF_QUEUE,
+  LIMITS,
+  PROTOCOL_VERSION,
+} from "../../protocol";
 import type { ConversationId } from "../client-api";
 import { b64 } from "../codec";
 import type { Content, Invite, TextContent } from "../content";
@@ -18,8 +24,10 @@ import {
   emptyGroup,
   encryptGroup,
   type GroupRecord,
+  makeLeaves,
   nextRoster,
-  parseGroupRecord,
+  pendingFrom,
+  publicLeaf,
   receiveCommit,
 } from "../group";
 import {
@@ -53,7 +61,7 @@ import { trackGroupGaps } from "./gaps";
 import { decideCommit, fallbackStillDue } from "./group-policy";
 import { endFlight, joinOf, leaveOf, nextId, startFlight } from "./inflight";
 import { isOnline } from "./link";
-import { loadGroup, loadPrekeys, me } from "./load";
+import { loadGroup, me } from "./load";
 import { summarizeGroup } from "./summaries";
 
 export const groupId = (name: string): ConversationId => `group:${name}`;
@@ -71,19 +79,96 @@ export async function joinGroup(
   auth?: string,
   draftInfo?: string,
 ): Promise<void> {
-  const rec = await loadGroup(tx, name);
-  const base: GroupRecord = draftInfo === undefined ? rec : { ...rec, draftInfo };
-  const next: GroupRecord = base.status === "member" ? base : { ...base, status: "joining" };
-  tx.put(KEYS.group(name), next);
+  const loaded = await loadGroup(tx, name);
+  const rec: GroupRecord = draftInfo === undefined ? loaded : { ...loaded, draftInfo };
   // A leave still waiting to go is superseded: the join is what the user wants now.
   const leave = leaveOf(tx.state.flights, name);
   if (leave !== null && !leave.flight.rejoin) endFlight(tx, leave.id);
   const pending = joinOf(tx.state.flights, name);
-  // A join with an invitation replaces one without (the invitation is what lets it in).
-  if (pending !== null && auth !== undefined) endFlight(tx, pending);
-  if (pending === null || auth !== undefined)
-    startFlight(tx, { kind: "join", group: name, ...(auth === undefined ? {} : { auth }) });
+  if (pending !== null) {
+    if (auth === undefined) {
+      if (rec !== loaded) tx.put(KEYS.group(name), rec);
+      summarizeGroup(tx, rec);
+      return;
+    }
+    // A join with an invitation replaces one without (the invitation is what lets it in).
+    endFlight(tx, pending);
+  }
+  if (rec.status === "member" && rec.leaves.length > 0) {
+    // Still a member (a leave was pressed and superseded): the join only keeps us in; the relay
+    // leaves an active member's leaf keys alone.
+    if (rec !== loaded) tx.put(KEYS.group(name), rec);
+    startFlight(tx, {
+      kind: "join",
+      group: name,
+      leaves: rec.leaves.map(publicLeaf),
+      ...(auth === undefined ? {} : { auth }),
+    });
+    summarizeGroup(tx, rec);
+    return;
+  }
+  await startJoin(tx, name, rec, auth);
+}
+
+/**
+ * Persist a `joining` record with fresh leaf keys and send the join that publishes them
+ * (§9.3): an adding commit is accepted only while we are joining, sealed to one of these keys.
+ * Leaf keys of an earlier join are deleted: an old commit sealed to them cannot pull us back in.
+ * `auth` is a closed group's invitation (§9.7.3).
+ */
+async function startJoin(
+  tx: Tx,
+  name: string,
+  rec: GroupRecord,
+  auth?: string,
+): Promise<GroupRecord> {
+  const leaves = await freshLeaves(
+    tx,
+    name,
+    tx.state.relayGroups.get(name)?.epoch ?? 0,
+    LEAF_QUEUE,
+  );
+  const next: GroupRecord = { ...rec, status: "joining", leaves };
+  tx.put(KEYS.group(name), next);
+  startFlight(tx, {
+    kind: "join",
+    group: name,
+    leaves: leaves.map(publicLeaf),
+    ...(auth === undefined ? {} : { auth }),
+  });
   summarizeGroup(tx, next);
+  return next;
+}
+
+function freshLeaves(tx: Tx, group: string, epoch: number, count: number) {
+  const { env } = tx;
+  return makeLeaves({
+    hub: env.hub,
+    group,
+    epoch,
+    count,
+    random: env.random,
+    sign: (m) => ed25519Sign(env.identity.privateKey, m),
+  });
+}
+
+/**
+ * After entering an epoch (§9.3): the leaf key that opened it is gone; make fresh ones so the
+ * relay keeps LEAF_QUEUE of ours, and publish them (write-ahead, sent again at every welcome).
+ */
+async function refillLeaves(tx: Tx, rec: GroupRecord): Promise<GroupRecord> {
+  const missing = LEAF_QUEUE - rec.leaves.length;
+  if (rec.status !== "member" || rec.current === null || missing <= 0) return rec;
+  const fresh = await freshLeaves(tx, rec.group, rec.current.epoch, missing);
+  const next = { ...rec, leaves: [...rec.leaves, ...fresh] };
+  tx.put(KEYS.group(rec.group), next);
+  startFlight(tx, { kind: "leaf", group: rec.group, leaves: fresh.map(publicLeaf) });
+  return next;
+}
+
+/** The relay answered a leaf upload (stored, or not a member any more): done either way. */
+export function onLeafAnswered(tx: Tx, id: string): void {
+  endFlight(tx, id);
 }
 
 export async function leaveGroup(tx: Tx, name: string): Promise<void> {
@@ -251,11 +336,6 @@ export async function onCommit(
   const rec = await loadGroup(tx, name);
   // Our own commit echoed back (self-wrap), or an old duplicate: nothing to do.
   if (rec.status === "member" && rec.current && item.epoch <= rec.current.epoch) return;
-  const prekeys = await loadPrekeys(tx);
-  const spkSecret = (id: number) => {
-    const k = prekeys.spk.id === id ? prekeys.spk : prekeys.oldSpks.find((o) => o.id === id);
-    return k ? fromB64u(k.priv) : null;
-  };
   const received = await receiveCommit({
     record: rec,
     hub: env.hub,
@@ -263,7 +343,6 @@ export async function onCommit(
     itemEpoch: item.epoch,
     core: b64(item.core, "core"),
     wrap: b64(item.wrap, "wrap"),
-    spkSecret,
     now: tx.now,
     from: { name: from, identityKey: fromKey },
   });
@@ -322,10 +401,11 @@ export async function onCommit(
     tx.put(KEYS.contact(c.username), c);
     tx.state.contacts.set(c.username, c);
   }
-  trackGroupGaps(tx, r.record);
+  const next = await refillLeaves(tx, r.record);
+  trackGroupGaps(tx, next);
   const core = r.view.core;
-  commitLines(tx, name, r.record, core.added, core.removed, core.committer);
-  summarizeGroup(tx, r.record);
+  commitLines(tx, name, next, core.added, core.removed, core.committer);
+  summarizeGroup(tx, next);
   await evaluateGroup(tx, name);
 }
 
@@ -462,7 +542,15 @@ export async function evaluateGroup(tx: Tx, name: string): Promise<void> {
   const s = tx.state;
   const state = s.relayGroups.get(name);
   if (!state || !isOnline(s.link)) return;
-  const rec = await loadGroup(tx, name);
+  let rec = await loadGroup(tx, name);
+  const pc = rec.pendingCommit;
+  if (pc !== null && !s.flights.has(pc.id) && state.epoch <= pc.parentEpoch) {
+    // Our commit's frame died with a connection and the relay did not take it (its epoch did
+    // not move): build again. Had it been taken, it comes back through our mailbox and is
+    // applied as the commit we persisted (§9.4).
+    rec = { ...rec, pendingCommit: null };
+    tx.put(KEYS.group(name), rec);
+  }
   const leave = leaveOf(s.flights, name);
   const d = decideCommit({
     me: tx.env.username,
@@ -517,11 +605,8 @@ export async function evaluateGroup(tx: Tx, name: string): Promise<void> {
 
 /** Leave and join again (§9.4), both through the registry: the `left` is expected. */
 async function rejoin(tx: Tx, name: string, rec: GroupRecord): Promise<void> {
-  const next: GroupRecord = { ...rec, status: "joining" };
-  tx.put(KEYS.group(name), next);
   startFlight(tx, { kind: "leave", group: name, rejoin: true, auth: await leaveAuth(tx, rec) });
-  startFlight(tx, { kind: "join", group: name });
-  summarizeGroup(tx, next);
+  await startJoin(tx, name, rec);
 }
 
 /** A fallback committer's turn came: commit if the leave is still pending at that epoch. */
@@ -574,10 +659,18 @@ async function makeCommit(
     }
     if (check.result === "pinned") pins.push(check.contact);
   }
+  // Our keys of the parent epoch chain the new one (§9.3); a joiner holds none.
+  const cur = rec.status === "member" && rec.current?.epoch === state.epoch ? rec.current : null;
   const built = await createCommit({
     hub: env.hub,
     group: name,
     parentEpoch: state.epoch,
+    prev:
+      cur === null || cur.init === null
+        ? null
+        : { init: b64(cur.init, "init"), interim: b64(cur.interim, "interim") },
+    parentInterim: b64(state.interim, "interim"),
+    ownLeaves: rec.leaves,
     committer: env.username,
     committerIk: env.identity.publicKey,
     sign: (m) => ed25519Sign(env.identity.privateKey, m),
@@ -600,7 +693,8 @@ async function makeCommit(
     parentEpoch: state.epoch,
     members: roster.map((m) => m.name),
     core: toB64u(built.core),
-    wraps: built.wraps.map((w) => ({ to: w.to, wrap: toB64u(w.wrap) })),
+    wraps: built.wraps.map((w) => ({ to: w.to, leaf: w.leaf, wrap: toB64u(w.wrap) })),
+    interim: toB64u(built.interim),
     ...(plan.info === undefined ? {} : { info: plan.info }),
     ...(plan.refused.length === 0 ? {} : { refused: plan.refused }),
   } as const;
@@ -623,16 +717,15 @@ async function makeCommit(
   }
   const next: GroupRecord = {
     ...rec,
-    pendingCommit: {
+    pendingCommit: pendingFrom(built, {
       id,
       parentEpoch: state.epoch,
-      secret: toB64u(built.secret),
       roster,
       added,
       removed,
       at: tx.now,
       ...(plan.info === undefined ? {} : { info: plan.info }),
-    },
+    }),
   };
   tx.put(KEYS.group(name), next);
   s.flights.set(id, { kind: "commit", group: name });
@@ -769,7 +862,7 @@ export async function onCommitAccepted(tx: Tx, id: string, name: string): Promis
   if (rec.pendingCommit?.id !== id) return;
   tx.state.commitHolds.delete(name);
   const p = rec.pendingCommit;
-  const next = withAccess(tx.env.hub, applyOwnCommit(rec, tx.env.hub, me(tx.env), tx.now), rec, {
+  const applied = withAccess(tx.env.hub, applyOwnCommit(rec, tx.env.hub, me(tx.env), tx.now), rec, {
     info: p.info,
     epoch: p.parentEpoch + 1,
     added: p.added,
@@ -778,9 +871,14 @@ export async function onCommitAccepted(tx: Tx, id: string, name: string): Promis
     self: tx.env.username,
   });
   // A draft our own commit could not carry (not a later version) is dropped, not retried.
-  if (next.draftInfo !== undefined && next.draftInfo !== p.info && rec.draftInfo === next.draftInfo)
-    delete next.draftInfo;
-  tx.put(KEYS.group(name), next);
+  if (
+    applied.draftInfo !== undefined &&
+    applied.draftInfo !== p.info &&
+    rec.draftInfo === applied.draftInfo
+  )
+    delete applied.draftInfo;
+  tx.put(KEYS.group(name), applied);
+  const next = await refillLeaves(tx, applied);
   trackGroupGaps(tx, next);
   commitLines(tx, name, next, p.added, p.removed, tx.env.username);
   summarizeGroup(tx, next);
@@ -834,14 +932,6 @@ export async function onCommitRetry(tx: Tx, name: string): Promise<void> {
   if (hold === undefined) return;
   tx.state.commitHolds.set(name, { ...hold, held: false });
   if (isOnline(tx.state.link)) await evaluateGroup(tx, name);
-}
-
-/** At welcome: our commits come back through the mailbox (self-wrap), so none is in flight. */
-export async function dropPendingCommits(tx: Tx): Promise<void> {
-  for (const { value } of await tx.list("group/")) {
-    const rec = parseGroupRecord(value);
-    if (rec.pendingCommit !== null) tx.put(KEYS.group(rec.group), { ...rec, pendingCommit: null });
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -929,6 +1019,26 @@ export async function promoteMember(tx: Tx, name: string, username: string): Pro
     if (info.admins.length >= GROUP_INFO_LIMITS.maxAdmins)
       throw new CoreError("not_authorized", "too many admins");
     return { ...info, admins: [...info.admins, m.ik] };
+  });
+}
+
+/**
+ * Take admin rights from `username` (§9.7.1), or step down ourselves: any admin may, as long as
+ * one admin remains (a state with none cannot be signed or accepted). The next version is signed
+ * by us, an admin of the current one, like every change; from it on, the demoted admin's removals
+ * and state changes are refused by every member.
+ */
+export async function demoteMember(tx: Tx, name: string, username: string): Promise<void> {
+  await changeGroupInfo(tx, name, (info, rec) => {
+    const ik =
+      username === tx.env.username
+        ? tx.env.identityKey
+        : rec.current?.roster.find((x) => x.name === username)?.ik;
+    if (ik === undefined) throw new CoreError("not_member", `${username} is not a member`);
+    if (!info.admins.includes(ik)) return info;
+    if (info.admins.length === 1)
+      throw new CoreError("not_authorized", "a group keeps at least one admin: make another first");
+    return { ...info, admins: info.admins.filter((k) => k !== ik) };
   });
 }
 
