@@ -22,6 +22,7 @@ import type { HistoryMessage } from "../../pwa/src/storage/schemas";
 import type { ConversationId, ParleyEvent } from "../../shared/core/client-api";
 import { DELETE_WINDOW_MS } from "../../shared/core/message-content";
 import { errors, online, say, type TestUser } from "../support/clients";
+import { asNewerClient } from "../support/newer-client";
 import { NodeRelay } from "../support/node-relay";
 
 /** The user's view: every event so far folded in as the app does; refusals collected. */
@@ -61,33 +62,6 @@ async function pair() {
 
 const A = "dm:alice" as const;
 const B = "dm:bob" as const;
-
-/**
- * Stand in for a newer client's encoder: while `fn` runs, a reaction with the emoji 🧪 is encoded
- * as a content type this version does not know (a "poll"), exactly the JSON a newer client sends
- * (§8.6.1). Everything else is encoded as usual.
- */
-async function asNewerClient<T>(fn: () => Promise<T>): Promise<T> {
-  const original = JSON.stringify;
-  JSON.stringify = ((value: unknown, ...rest: unknown[]) => {
-    if (
-      typeof value === "object" &&
-      value !== null &&
-      "t" in value &&
-      value.t === "react" &&
-      "emoji" in value &&
-      value.emoji === "🧪"
-    ) {
-      return original({ t: "poll", id: "poll-1", question: "lunch?", options: ["a", "b"] });
-    }
-    return (original as (v: unknown, ...r: unknown[]) => string)(value, ...rest);
-  }) as typeof JSON.stringify;
-  try {
-    return await fn();
-  } finally {
-    JSON.stringify = original;
-  }
-}
 
 describe("1:1", () => {
   it("a newer client's content type shows as an unsupported message; the chat goes on", async () => {
