@@ -36,6 +36,9 @@ import { onDisconnected, onHello, onPresence, onWelcome, replenish } from "./con
 import * as direct from "./direct";
 import { type Effect, error, guarded, type Reads, system, Tx } from "./effects";
 import { reportGaps } from "./gaps";
+import * as admin from "./group-admin";
+import * as commits from "./group-commits";
+import * as membership from "./group-membership";
 import * as groups from "./group-steps";
 import { isOnline } from "./link";
 import { loadGroup } from "./load";
@@ -184,7 +187,7 @@ async function onFrame(tx: Tx, f: ServerFrame): Promise<void> {
     case "group":
       return groups.onGroupState(tx, f.state);
     case "left":
-      return groups.onLeft(tx, f.group, f.auth);
+      return membership.onLeft(tx, f.group, f.auth);
     case "prekeys_low":
       return replenish(tx);
     case "error":
@@ -244,7 +247,7 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
             },
           );
         }
-        if (item.kind === "commit") await groups.evaluateGroup(tx, item.group);
+        if (item.kind === "commit") await commits.evaluateGroup(tx, item.group);
       },
       conv,
     );
@@ -257,8 +260,8 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
 // Timers and verbs
 
 async function onTimer(tx: Tx, t: TimerInput): Promise<void> {
-  if (t.t === "fallback") return groups.onFallback(tx, t.group, t.epoch);
-  if (t.t === "commit_retry") return groups.onCommitRetry(tx, t.group);
+  if (t.t === "fallback") return commits.onFallback(tx, t.group, t.epoch);
+  if (t.t === "commit_retry") return commits.onCommitRetry(tx, t.group);
   // Offline, the missing message may still sit in our mailbox: decide after the next
   // connection's drain (onWelcome schedules a fresh check).
   if (isOnline(tx.state.link)) reportGaps(tx, t.keys);
@@ -283,29 +286,29 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
     case "send_file":
       return sendText(tx, verb.conversationId, verb.text, verb.opts, verb.file);
     case "join_group":
-      await groups.joinGroup(tx, verb.name);
+      await membership.joinGroup(tx, verb.name);
       return;
     case "leave_group":
-      await groups.leaveGroup(tx, verb.name);
+      await membership.leaveGroup(tx, verb.name);
       return;
     case "create_group":
-      await groups.createGroup(tx, verb.name, verb);
+      await admin.createGroup(tx, verb.name, verb);
       return;
     case "invite":
-      return groups.inviteToGroup(tx, verb.group, verb.username);
+      return admin.inviteToGroup(tx, verb.group, verb.username);
     case "accept_invite":
-      await groups.acceptInvite(tx, verb.invite);
+      await admin.acceptInvite(tx, verb.invite);
       return;
     case "join_with_link":
-      await groups.joinWithLink(tx, verb.group, verb.secret);
+      await admin.joinWithLink(tx, verb.group, verb.secret);
       return;
     case "create_invite_link":
-      return groups.createInviteLink(tx, verb.group);
+      return admin.createInviteLink(tx, verb.group);
     case "revoke_invite_links":
-      await groups.changeGroupInfo(tx, verb.group, (i) => ({ ...i, links: [] }));
+      await admin.changeGroupInfo(tx, verb.group, (i) => ({ ...i, links: [] }));
       return;
     case "set_group_info":
-      await groups.changeGroupInfo(tx, verb.group, (i) => ({
+      await admin.changeGroupInfo(tx, verb.group, (i) => ({
         ...i,
         ...(verb.title === undefined ? {} : { title: verb.title }),
         ...(verb.description === undefined ? {} : { description: verb.description }),
@@ -313,13 +316,13 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       }));
       return;
     case "promote":
-      await groups.promoteMember(tx, verb.group, verb.username);
+      await admin.promoteMember(tx, verb.group, verb.username);
       return;
     case "demote":
-      await groups.demoteMember(tx, verb.group, verb.username);
+      await admin.demoteMember(tx, verb.group, verb.username);
       return;
     case "remove_member":
-      await groups.removeMember(tx, verb.group, verb.username);
+      await admin.removeMember(tx, verb.group, verb.username);
       return;
     case "accept_key_change":
       if (await direct.acceptKeyChange(tx, verb.username)) {
