@@ -203,6 +203,11 @@ export interface FetchResumableOptions {
   fetch: typeof fetch;
   /** Total ciphertext bytes expected. */
   length: number;
+  /**
+   * Ciphertext bytes already held from an earlier attempt (a download resumed after a reload):
+   * the first request asks only for the rest, `Range: bytes=start-`. Default 0.
+   */
+  start?: number;
   signal?: AbortSignal;
   onProgress?: (received: number) => void;
   /** Attempts after a broken connection (each resumes with a byte range). */
@@ -219,7 +224,10 @@ export async function* fetchResumable(
   url: string,
   o: FetchResumableOptions,
 ): AsyncGenerator<Uint8Array> {
-  let received = 0;
+  let received = o.start ?? 0;
+  if (!Number.isSafeInteger(received) || received < 0 || received > o.length) {
+    throw new AttachmentError("network", "The download cannot resume from there.");
+  }
   let failures = 0;
   const retries = o.retries ?? 5;
   while (received < o.length) {

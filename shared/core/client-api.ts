@@ -400,9 +400,15 @@ export interface ParleyClientApi {
   sendAction(conversationId: ConversationId, action: OutgoingAction): Promise<string>;
   /**
    * Send an attachment already encrypted and uploaded (§8.6.1; see attachments.ts), with an
-   * optional caption; resolves with the client message id like sendText.
+   * optional caption and the options of a text (a reply; the conversation's disappearing timer,
+   * which a file obeys like a text); resolves with the client message id like sendText.
    */
-  sendFile(conversationId: ConversationId, file: FileRef, caption?: string): Promise<string>;
+  sendFile(
+    conversationId: ConversationId,
+    file: FileRef,
+    caption?: string,
+    opts?: SendTextOptions,
+  ): Promise<string>;
   /**
    * Ask the relay for an upload ticket for `size` ciphertext bytes (§7.10). Not a step: a
    * ticket is short-lived and changes no stored state. Rejects with `not_connected` offline,

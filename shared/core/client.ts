@@ -307,9 +307,20 @@ export class ParleyClient implements ParleyClientApi {
     });
   }
 
-  async sendFile(conversationId: ConversationId, file: FileRef, caption = ""): Promise<string> {
+  async sendFile(
+    conversationId: ConversationId,
+    file: FileRef,
+    caption = "",
+    opts?: SendTextOptions,
+  ): Promise<string> {
     if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
-    const id = await this.verb({ t: "send_file", conversationId, text: caption, file });
+    const id = await this.verb({
+      t: "send_file",
+      conversationId,
+      text: caption,
+      file,
+      ...(opts !== undefined ? { opts } : {}),
+    });
     if (id === undefined) throw new CoreError("malformed", "no message id");
     return id;
   }

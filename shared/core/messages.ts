@@ -108,7 +108,8 @@ export function applyEdit<T extends Entry>(
 /**
  * Apply `by`'s delete for everyone of its message `target` (§8.6.1), at our time `now`: refused
  * past DELETE_WINDOW_MS after the message reached us (our clock, so a sender cannot backdate it).
- * What is left is a tombstone: text, versions and reactions are gone.
+ * What is left is a tombstone: text, versions, reactions and any attached file's reference (and
+ * with it the file's key) are gone.
  */
 export function applyDelete<T extends Entry>(
   entries: readonly T[],
@@ -118,7 +119,15 @@ export function applyDelete<T extends Entry>(
   const t = ownTarget(entries, del.by, del.target);
   if (!t.ok) return t;
   if (now - t.entry.at > DELETE_WINDOW_MS) return { ok: false, reason: "too_late" };
-  const { edits: _e, editedAt: _a, reactions: _r, reply: _q, ...rest } = t.entry;
+  // The file reference goes too: its key is what makes the blob readable (§8.6.1).
+  const {
+    edits: _e,
+    editedAt: _a,
+    reactions: _r,
+    reply: _q,
+    file: _f,
+    ...rest
+  } = t.entry as T & StoredMessage & { file?: unknown };
   const entry = { ...rest, text: "", deleted: true } as T & StoredMessage;
   return { ok: true, entry, index: t.index };
 }

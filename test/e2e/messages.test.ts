@@ -3,12 +3,18 @@
  * `wrangler dev`: reply with a quote, react, edit with its earlier version on request, typing,
  * read receipts off by default and then on, delete for everyone, a disappearing timer set by one
  * side that removes the message (and its stored row) on both, search that jumps to a message,
- * mute and archive — at desktop size and at 390 px. Screenshots go to
+ * delete for me, mute and archive, a newer client's message shown as "unsupported message" —
+ * at desktop size and at 390 px. Screenshots go to
  * test-results/screenshots/messages-*.png.
  */
 import type { Locator, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import WebSocket from "ws";
+import { ed25519KeyPairFromSeed, randomBytes } from "../../shared/crypto";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
+import { attach, detach, newWireUser, until, type WireUser } from "../support/capture";
+import { status } from "../support/clients";
+import { asNewerClient } from "../support/newer-client";
 import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 import { onboard, openChat, seesMessage, seesOnline, send, shot } from "./ui";
 
@@ -18,6 +24,8 @@ const PORT = testPort(8818);
 const EVERYONE_ONLINE = { PRESENCE_EVERYONE_HUBS: "*" };
 let relay: WranglerDev;
 const users: Record<string, BrowserUser> = {};
+/** An engine in Node standing in for a newer version of Parley (test/support/newer-client.ts). */
+let nova: WireUser | undefined;
 
 function page(name: string): Page {
   const x = users[name];
@@ -73,6 +81,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  if (nova !== undefined) await detach(nova);
   for (const u of Object.values(users)) {
     await u.close();
     removeProfile(u.dir);
@@ -163,6 +172,25 @@ describe("everyday messaging", () => {
         .waitFor({ timeout: 30_000 });
       expect(await p.locator('[data-testid="message-text"]', { hasText: "oops" }).count()).toBe(0);
     }
+    await shot(b, "messages-deleted");
+  });
+
+  test("delete for me removes the message and its row on this device only", async () => {
+    const a = page("alice");
+    const b = page("bob");
+    await send(a, "a note bob may tidy away");
+    await seesMessage(b, "a note bob may tidy away");
+    const key = (await bubble(b, "a note bob may tidy away").getAttribute("data-key")) ?? "";
+    expect(await rowCount(b, key)).toBe(1);
+    await act(b, "a note bob may tidy away", "action-delete-me");
+    await b.getByTestId("confirm-dialog").waitFor();
+    await shot(b, "messages-delete-for-me-confirm");
+    await b.getByTestId("confirm-ok").click();
+    await bubble(b, "a note bob may tidy away").waitFor({ state: "detached", timeout: 30_000 });
+    expect(await rowCount(b, key)).toBe(0);
+    // alice still has it: nothing was sent.
+    expect(await bubble(a, "a note bob may tidy away").count()).toBe(1);
+    await shot(b, "messages-deleted-for-me");
   });
 
   test("a disappearing timer set by one side removes messages and their rows on both", async () => {
@@ -177,6 +205,7 @@ describe("everyday messaging", () => {
     ] as const) {
       await p.getByTestId("system-line").filter({ hasText: text }).waitFor({ timeout: 30_000 });
     }
+    await shot(a, "messages-timer-line");
     await send(a, "this will self-destruct");
     await seesMessage(b, "this will self-destruct");
     await shot(b, "messages-disappearing");
@@ -262,6 +291,47 @@ describe("everyday messaging", () => {
     await a.getByTestId("user-bob").waitFor();
   });
 
+  test("a newer client's message type shows as 'unsupported message'; the chat goes on", async () => {
+    const b = page("bob");
+    const origin = new URL(relay.url).origin;
+    nova = await newWireUser({
+      hub: "main",
+      origin,
+      name: "nova",
+      identity: await ed25519KeyPairFromSeed(randomBytes(32)),
+    });
+    await attach(
+      nova,
+      new WebSocket(`${origin.replace(/^http/, "ws")}/ws?hub=main`, {
+        headers: { Origin: origin },
+      }),
+    );
+    const n = nova;
+    await n.client.startChat("bob");
+    await until(() => status(n, "dm:bob") === "secure", "nova–bob secure", 60_000);
+    const first = await n.client.sendText("dm:bob", "hello from a newer app");
+    await asNewerClient(() =>
+      n.client.sendAction("dm:bob", {
+        t: "react",
+        target: { id: first, from: "nova" },
+        emoji: "🧪",
+      }),
+    );
+    await n.client.sendText("dm:bob", "did the poll arrive?");
+    await seesOnline(b, "nova");
+    await openChat(b, "nova");
+    await seesMessage(b, "did the poll arrive?");
+    await b
+      .locator('[data-testid="message-text"]', { hasText: "Unsupported message" })
+      .waitFor({ timeout: 30_000 });
+    expect(await b.locator('[data-testid="message"]').count()).toBe(3);
+    await shot(b, "messages-unsupported");
+    await b.setViewportSize({ width: 390, height: 844 });
+    await shot(b, "messages-phone-unsupported");
+    await b.setViewportSize({ width: 1280, height: 800 });
+    await openChat(b, "alice");
+  });
+
   test("at 390 px: the message menu and chat options fit the phone", async () => {
     const a = page("alice");
     await a.setViewportSize({ width: 390, height: 844 });
@@ -285,6 +355,28 @@ describe("everyday messaging", () => {
     await shot(a, "messages-phone-search");
     expect(await a.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await a.keyboard.press("Escape");
+    if (await a.getByTestId("search-dialog").isVisible()) await a.keyboard.press("Escape");
+    await a.getByTestId("search-dialog").waitFor({ state: "detached" });
+    // Each feature's look at phone width: reply with reaction, edit history, tombstone, timer line.
+    await bubble(a, "meet at the harbour").scrollIntoViewIfNeeded();
+    await shot(a, "messages-phone-reply-react");
+    const edited = bubble(a, "lunch at one?");
+    await edited.scrollIntoViewIfNeeded();
+    await edited.getByTestId("edited").locator("summary").click();
+    await edited.getByTestId("versions").waitFor();
+    await shot(a, "messages-phone-edited");
+    await a
+      .locator('[data-testid="message-text"]', { hasText: "This message was deleted" })
+      .first()
+      .scrollIntoViewIfNeeded();
+    await shot(a, "messages-phone-deleted");
+    await a
+      .getByTestId("system-line")
+      .filter({ hasText: "set messages to disappear" })
+      .first()
+      .scrollIntoViewIfNeeded();
+    await shot(a, "messages-phone-timer-line");
+    expect(await a.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     const bad = Object.values(users).flatMap((u) =>
       u.errors.filter((e) => /Content Security Policy|Refused to|Uncaught/i.test(e)),
     );

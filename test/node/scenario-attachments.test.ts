@@ -88,3 +88,29 @@ it("group: one encryption for all members; a member who left never sees a later 
   expect(toCarol.includes(after.key)).toBe(false);
   for (const u of [alice, bob, carol]) expect(errors(u)).toEqual([]);
 });
+
+it("a file obeys the conversation's disappearing timer and can reply, like a text", async () => {
+  const relay = new NodeRelay();
+  const alice = await newUser(relay, "alice");
+  const bob = await newUser(relay, "bob");
+  await connect(alice, bob);
+  const dm = await alice.client.startChat("bob");
+  const first = await alice.client.sendText(dm, "which photo?");
+  await relay.settle();
+  const file = ref("this-one.jpg");
+  const id = await alice.client.sendFile(dm, file, "", {
+    exp: 30_000,
+    reply: { id: first, from: "alice" },
+  });
+  await relay.settle();
+  const got = received(bob, "dm:alice").find((m) => m.id === id);
+  expect(got?.file).toEqual(file);
+  expect(got?.exp).toBe(30_000);
+  expect(got?.reply).toEqual({ id: first, from: "alice" });
+  const mine = alice.events
+    .filter((e): e is { type: "message"; message: ChatMessage } => e.type === "message")
+    .map((e) => e.message)
+    .find((m) => m.id === id && m.direction === "out");
+  expect(mine?.exp).toBe(30_000);
+  for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
+});

@@ -22,6 +22,7 @@ import type { HistoryMessage } from "../../pwa/src/storage/schemas";
 import type { ConversationId, ParleyEvent } from "../../shared/core/client-api";
 import { DELETE_WINDOW_MS } from "../../shared/core/message-content";
 import { errors, online, say, type TestUser } from "../support/clients";
+import { asNewerClient } from "../support/newer-client";
 import { NodeRelay } from "../support/node-relay";
 
 /** The user's view: every event so far folded in as the app does; refusals collected. */
@@ -63,6 +64,25 @@ const A = "dm:alice" as const;
 const B = "dm:bob" as const;
 
 describe("1:1", () => {
+  it("a newer client's content type shows as an unsupported message; the chat goes on", async () => {
+    const { relay, alice, bob } = await pair();
+    const m1 = await say(alice, B, "before the poll");
+    await asNewerClient(() =>
+      alice.client.sendAction(B, { t: "react", target: { id: m1, from: "alice" }, emoji: "🧪" }),
+    );
+    await relay.settle();
+    await say(alice, B, "after the poll");
+    const { s, refused } = view(bob);
+    const shown = msgs(s, A).map((m) => [m.text, m.unsupported]);
+    expect(shown).toEqual([
+      ["before the poll", undefined],
+      ["", "poll"],
+      ["after the poll", undefined],
+    ]);
+    expect(refused).toEqual([]);
+    expect(errors(bob)).toEqual([]);
+  });
+
   it("reply, react, edit with history, delete for everyone", async () => {
     const { relay, alice, bob } = await pair();
     const m1 = await say(alice, B, "lunch at noon?");

@@ -162,6 +162,37 @@ describe("resumable download", () => {
     expect(ranges).toEqual(["", "bytes=30000-", "bytes=60000-"]);
   });
 
+  it("resumes from bytes already held (after a reload): the first request is a range", async () => {
+    const data = randomBytes(50_000);
+    const ranges: string[] = [];
+    const fakeFetch = (async (_url: string, init?: RequestInit) => {
+      const range = new Headers(init?.headers).get("Range");
+      ranges.push(range ?? "");
+      const start = range === null ? 0 : Number(/bytes=(\d+)-/.exec(range)?.[1]);
+      return new Response(data.slice(start), { status: range === null ? 200 : 206 });
+    }) as typeof fetch;
+    const out: Uint8Array[] = [data.slice(0, 20_000)];
+    for await (const p of fetchResumable("http://relay/blob/x", {
+      fetch: fakeFetch,
+      length: data.length,
+      start: 20_000,
+    }))
+      out.push(p);
+    expect(join(out)).toEqual(data);
+    expect(ranges).toEqual(["bytes=20000-"]);
+    // A start past the end is refused, not sent.
+    const bad = async () => {
+      for await (const _ of fetchResumable("http://relay/blob/x", {
+        fetch: fakeFetch,
+        length: 10,
+        start: 11,
+      })) {
+        // nothing
+      }
+    };
+    await expect(bad()).rejects.toMatchObject({ code: "network" });
+  });
+
   it("gives not_found for an expired blob", async () => {
     const gone = (async () =>
       Response.json({ error: "not_found" }, { status: 404 })) as unknown as typeof fetch;

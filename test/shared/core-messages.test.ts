@@ -211,6 +211,17 @@ describe("delete for everyone (§8.6.1)", () => {
     });
   });
 
+  it("drops an attached file's reference, and with it the file's key", () => {
+    const withFile = {
+      ...m,
+      file: { blob: "b".repeat(43), key: "k".repeat(43), digest: "d".repeat(43), name: "x.jpg" },
+    };
+    const r = applyDelete([withFile], { by: "alice", target: "m1" }, 1000);
+    expect(r.ok).toBe(true);
+    expect(r.ok && "file" in r.entry).toBe(false);
+    expect(JSON.stringify(r.ok && r.entry)).not.toContain("k".repeat(43));
+  });
+
   it("is refused after the window (our clock) and from anyone but the author", () => {
     expect(applyDelete([m], { by: "alice", target: "m1" }, 1001 + DELETE_WINDOW_MS)).toEqual({
       ok: false,

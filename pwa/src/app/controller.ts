@@ -49,8 +49,9 @@ import { HistoryStore } from "../storage/history";
 import { disableLock, enableLock, LockError, readLock, unlock } from "../storage/lock";
 import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
 import type { ConvMeta, HistoryEntry, HistoryMessage } from "../storage/schemas";
+import { TransferStore } from "../storage/transfers";
 import { describeError, describeThrown, unknownUserText, type Worded } from "../ui/wording";
-import { createTransfers } from "./attachments";
+import { createTransfers, fileKey } from "./attachments";
 import { createMessaging } from "./messaging";
 import { createToasts } from "./toasts";
 
@@ -111,6 +112,12 @@ export function createParley() {
     online: () => state.conn.kind === "online",
     origin: location.origin,
     onError: (text) => toasts.show({ kind: "error", text }),
+    store: () => transferStore,
+    // A file obeys the conversation's disappearing timer like a text (§8.6.1).
+    sendOptions: (conv) => {
+      const exp = messaging.textOptions(conv).exp;
+      return exp !== undefined ? { exp } : {};
+    },
   });
   const mutate = (fn: (s: ChatState) => void) => setState(produce(fn));
 
@@ -118,6 +125,7 @@ export function createParley() {
   let deviceKey: CryptoKey | null = null;
   let profile: Profile | null = null;
   let history: HistoryStore | null = null;
+  let transferStore: TransferStore | null = null;
   let engine: ParleyClientApi | null = null;
   let conn: Connection | null = null;
   let unsubscribe: (() => void) | null = null;
@@ -178,6 +186,7 @@ export function createParley() {
     if (!db) return;
     deviceKey = key;
     history = new HistoryStore(db, deviceKey);
+    transferStore = new TransferStore(db, deviceKey);
     const stored = await loadProfile(db, deviceKey);
     if (!stored) {
       setPhase({ p: "onboarding" });
@@ -518,6 +527,8 @@ export function createParley() {
    */
   let writes: Promise<void> = Promise.resolve();
   function persist(entry: HistoryEntry) {
+    // Deleted for everyone: its file goes from this device too (the tombstone has no key).
+    if (entry.kind === "msg" && entry.deleted === true) transfers.forget(fileKey(entry));
     const h = history;
     if (!h) return;
     writes = writes
@@ -527,6 +538,7 @@ export function createParley() {
 
   /** Delete a row (delete for me, expiry), in order with the other history writes. */
   function unpersist(entry: HistoryEntry) {
+    if (entry.kind === "msg") transfers.forget(fileKey(entry));
     const h = history;
     if (!h) return;
     writes = writes
@@ -590,6 +602,7 @@ export function createParley() {
       const key = await make(deviceKey);
       deviceKey = key;
       history = new HistoryStore(db, key);
+      transferStore = new TransferStore(db, key);
     } finally {
       await start(p);
     }

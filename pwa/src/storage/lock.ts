@@ -5,7 +5,7 @@
  * imported non-extractable at unlock; the identity's CryptoKey is dropped from storage and
  * re-derived from the sealed seed, so without the passphrase nothing in IndexedDB can be used.
  *
- * Switching re-encrypts every box (engine state, history, seed) under the new key and writes it
+ * Switching re-encrypts every box (engine state, history, seed, saved transfers) under the new key and writes it
  * all in ONE transaction together with the new key material: a crash leaves the old state intact.
  * The engine must be stopped while this runs (the controller shuts it down first).
  */
@@ -16,6 +16,7 @@ import { open, StorageError, seal } from "./device-key";
 import { buf, passphraseKey } from "./passphrase";
 import { SEED_PURPOSE } from "./profile";
 import { type DeviceKeyRecord, HistoryRow, LockRecord, ProfileRecord, Sealed } from "./schemas";
+import { resealTransfers } from "./transfers";
 
 export const LOCK_ITERATIONS = 600_000;
 export const MIN_LOCK_PASSPHRASE = 8;
@@ -103,7 +104,9 @@ async function rekey(
     }
   }
 
-  const tx = db.transaction(["meta", "engine", "history"], "readwrite");
+  const transfers = await resealTransfers(db, oldKey, newKey);
+
+  const tx = db.transaction(["meta", "engine", "history", "transfers"], "readwrite");
   const metaStore = tx.objectStore("meta");
   void metaStore.put(profile(p, sealedSeed), "profile");
   for (const m of meta) {
@@ -116,6 +119,12 @@ async function rekey(
   const historyStore = tx.objectStore("history");
   void historyStore.clear();
   for (const h of history) void historyStore.put(h);
+  const transferStore = tx.objectStore("transfers");
+  for (const t of transfers.keep) void transferStore.put(t.value, t.key);
+  for (const k of transfers.drop) {
+    void transferStore.delete(k);
+    void transferStore.delete(IDBKeyRange.bound(`${k}#`, `${k}#\uffff`));
+  }
   await tx.done;
   return { dropped };
 }

@@ -6,7 +6,7 @@
  */
 import { createSignal, For, Show } from "solid-js";
 import type { FileRef } from "../../../shared/core/content";
-import type { Transfer } from "../app/attachments";
+import { fileKey, type Transfer } from "../app/attachments";
 import { useParley } from "../app/context";
 import type { HistoryMessage } from "../storage/schemas";
 import { Modal } from "./Dialogs";
@@ -35,7 +35,7 @@ const thumbUrl = (f: FileRef) =>
 export function FileMessage(props: { entry: HistoryMessage & { file: FileRef } }) {
   const { transfers } = useParley();
   const [viewing, setViewing] = createSignal<string | null>(null);
-  const key = () => `${props.entry.from}/${props.entry.id}`;
+  const key = () => fileKey(props.entry);
   const file = () => props.entry.file;
   const transfer = () => transfers.transfers.list.find((t) => t.key === key());
   const view = async () => {

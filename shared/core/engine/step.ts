@@ -60,7 +60,13 @@ export type Verb =
   | { t: "send_text"; conversationId: ConversationId; text: string; opts?: SendTextOptions }
   | { t: "send_action"; conversationId: ConversationId; action: OutgoingAction }
   /** An attachment already encrypted and uploaded (§8.6.1), with its caption. */
-  | { t: "send_file"; conversationId: ConversationId; text: string; file: FileRef }
+  | {
+      t: "send_file";
+      conversationId: ConversationId;
+      text: string;
+      file: FileRef;
+      opts?: SendTextOptions;
+    }
   | { t: "join_group"; name: string }
   | { t: "create_group"; name: string; title: string; description: string; policy: GroupPolicy }
   | { t: "invite"; group: string; username: string }
@@ -278,7 +284,7 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
     case "send_action":
       return sendAction(tx, verb.conversationId, verb.action);
     case "send_file":
-      return sendText(tx, verb.conversationId, verb.text, {}, verb.file);
+      return sendText(tx, verb.conversationId, verb.text, verb.opts, verb.file);
     case "join_group":
       await membership.joinGroup(tx, verb.name);
       return;
