@@ -125,10 +125,9 @@ export const LIMITS = {
   oneTimePrekeyRefillSec: 600,
   /**
    * Message requests (§7.3.1): direct items the relay stores for one recipient from senders it
-   * has no conversation with (it never wrote to them, did not accept them, shares no group with
-   * them), all such senders together, and from any one of them. Beyond either the sender gets
-   * `request_limit`; people the recipient knows still get through, so sybil identities cannot
-   * fill a mailbox against its contacts.
+   * has not accepted (`contact`) and shares no group with, all such senders together, and from
+   * any one of them. Beyond either the sender gets `request_limit`; the recipient's contacts
+   * still get through, so sybil identities cannot fill a mailbox against its contacts.
    */
   maxRequestItemsPerRecipient: 100,
   maxRequestItemsPerSender: 20,

@@ -741,16 +741,17 @@ export class Hub {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
-    // Message requests (§7.3.1): a sender the recipient blocked, or one it has no
-    // conversation with past the small share for such senders, is refused before the bounds
+    // Message requests (§7.3.1): a sender the recipient blocked, or one it neither accepted nor
+    // shares a group with past the small share for such senders, is refused before the bounds
     // that apply to everyone, so strangers cannot use up the mailbox of the recipient's contacts.
-    if (store.contactState(frame.to, a.username) === "blocked") {
+    const standing = store.senderStanding(frame.to, a.username);
+    if (standing === "blocked") {
       s.send(errorFrame("request_limit", frame.id));
       return;
     }
     const holdings = this.#holdings(a.username, [frame.to]);
     if (
-      !store.knows(frame.to, a.username) &&
+      standing === "request" &&
       !requestHasRoom(holdings.perRecipient.get(frame.to) ?? 0, () => store.countRequests(frame.to))
     ) {
       s.send(errorFrame("request_limit", frame.id));

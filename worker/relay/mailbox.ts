@@ -47,7 +47,7 @@ export function mailboxHasRoom(kind: ItemKind, count: number): boolean {
 }
 
 /**
- * May a sender the recipient has no conversation with store one more direct item (message
+ * May a sender the recipient has not accepted (and shares no group with) store one more direct item (message
  * requests, PROTOCOL.md §7.3.1)? `fromSender` is what that sender has stored for the recipient;
  * `allRequests` counts what every such sender has (read only when the sender's own share has
  * room, as it costs a pass over the recipient's mailbox).

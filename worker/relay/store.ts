@@ -1697,20 +1697,19 @@ export class Store {
   }
 
   /**
-   * Does `owner` have a conversation with `peer` the relay can see (§7.3.1): `owner` wrote to
-   * `peer` (a remembered presence contact), accepted `peer`, or both are active members of a
-   * group.
+   * How `owner` takes direct messages from `peer` (§7.3.1): 'blocked' (refused), 'contact'
+   * (`owner` accepted `peer`, or both are active members of a group) or 'request' (a stranger:
+   * the small share). One row read for an accepted contact, the common case.
    */
-  knows(owner: string, peer: string): boolean {
-    return (
-      this.hasPresenceContact(owner, peer) ||
-      this.contactState(owner, peer) === "accepted" ||
-      this.shareGroup(owner, peer)
-    );
+  senderStanding(owner: string, peer: string): "blocked" | "contact" | "request" {
+    const st = this.contactState(owner, peer);
+    if (st === "blocked") return "blocked";
+    if (st === "accepted" || this.shareGroup(owner, peer)) return "contact";
+    return "request";
   }
 
   /**
-   * Direct items stored for `recipient` from senders it does not know (`knows` is false): its
+   * Direct items stored for `recipient` from senders it has not accepted and shares no group with: its
    * message requests (§7.3.1). One pass over the recipient's rows, grouped by sender first.
    */
   countRequests(recipient: string): number {
@@ -1720,14 +1719,11 @@ export class Store {
           `SELECT COALESCE(SUM(m.n), 0) AS n FROM (
              SELECT sender, COUNT(*) AS n FROM mailbox
              WHERE recipient = ? AND kind = 'direct' GROUP BY sender) m
-           WHERE NOT EXISTS (SELECT 1 FROM presence_contacts p
-                             WHERE p.sender = ? AND p.recipient = m.sender)
-             AND NOT EXISTS (SELECT 1 FROM contacts c
+           WHERE NOT EXISTS (SELECT 1 FROM contacts c
                              WHERE c.owner = ? AND c.peer = m.sender AND c.state = 'accepted')
              AND NOT EXISTS (SELECT 1 FROM group_members x JOIN group_members y ON y.grp = x.grp
                              WHERE x.username = ? AND x.committed = 1 AND x.leaving = 0
                                AND y.username = m.sender AND y.committed = 1 AND y.leaving = 0)`,
-          recipient,
           recipient,
           recipient,
           recipient,

@@ -906,6 +906,22 @@ export function createParley() {
         report(e);
       }
     },
+    /** Accept a message request, or unblock (PROTOCOL.md §8.11). */
+    async acceptContact(username: string) {
+      try {
+        await engine?.acceptContact(username);
+      } catch (e) {
+        report(e);
+      }
+    },
+    /** Block a person: the relay refuses their messages to us (PROTOCOL.md §8.11). */
+    async blockContact(username: string) {
+      try {
+        await engine?.blockContact(username);
+      } catch (e) {
+        report(e);
+      }
+    },
     /** Who may see us online: people we talk to, or everyone on this hub (§6.3). */
     async setPresence(scope: PresenceScope) {
       try {
