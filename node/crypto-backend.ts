@@ -4,11 +4,12 @@
  * round trip plus a key import, and an X25519 PKCS#8 import alone goes through OpenSSL 3's
  * generic DER decoder (~10× the DH itself); noble's pure-JS curves are slower still.
  *
- * X25519 runs on libsodium (sodium-native: raw 32-byte keys, no imports, ~2× OpenSSL 3.0 here);
- * Ed25519, AES-GCM, HMAC and HKDF on node:crypto's one-shot API with cached KeyObjects — the same
- * OpenSSL as Node's WebCrypto, so the same results and acceptance rules (Ed25519 stays on OpenSSL
- * because §3.2's rule is OpenSSL's/BoringSSL's; libsodium refuses more signatures). The
- * cross-backend test (test/node/crypto-backend.test.ts) and every known-answer vector check it.
+ * X25519 and Ed25519 signing run on libsodium (sodium-native: raw 32-byte keys, no imports, ~2–3×
+ * OpenSSL 3.0 here); Ed25519 verification on libsodium first and OpenSSL for what libsodium
+ * refuses (see `ed25519Verify`: the answer is always OpenSSL's, §3.2's rule); AES-GCM, HMAC and
+ * HKDF on node:crypto's one-shot API with cached KeyObjects — the same OpenSSL as Node's
+ * WebCrypto, so the same results. The cross-backend test (test/node/crypto-backend.test.ts) and
+ * every known-answer vector (Wycheproof, RFC 8032, Taming, ZIP-215) check it.
  *
  * Installed explicitly by Node entry points (bench, soak, the vitest `node` project); browsers
  * and workerd keep the default. Not under shared/: it imports node:*.
@@ -22,7 +23,6 @@ import {
   createPublicKey,
   type DecipherGCM,
   KeyObject,
-  sign,
   verify,
 } from "node:crypto";
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
@@ -117,26 +117,46 @@ function x25519GenerateKeyPair(): X25519KeyPair {
 // ---------------------------------------------------------------------------------------------
 // Ed25519
 
-/** KeyObject twins of WebCrypto private keys (identity keys live as CryptoKeys everywhere). */
-const signers = new WeakMap<CryptoKey, KeyObject>();
+/**
+ * libsodium secret keys (seed || public key) of WebCrypto private keys (identity keys live as
+ * CryptoKeys everywhere). The KeyObject twin of a CryptoKey exports its seed whether or not the
+ * CryptoKey is extractable: this stays inside the process that already holds the key.
+ */
+const signers = new WeakMap<CryptoKey, Buffer>();
+
+function signerFor(privateKey: CryptoKey): Buffer {
+  let sk = signers.get(privateKey);
+  if (sk === undefined) {
+    const jwk = KeyObject.from(privateKey).export({ format: "jwk" });
+    if (jwk.crv !== "Ed25519" || typeof jwk.d !== "string" || typeof jwk.x !== "string")
+      throw new InvalidKeyError("not an Ed25519 private key");
+    sk = Buffer.concat([Buffer.from(jwk.d, "base64url"), Buffer.from(jwk.x, "base64url")]);
+    if (sk.length !== sodium.crypto_sign_SECRETKEYBYTES)
+      throw new InvalidKeyError("not an Ed25519 private key");
+    signers.set(privateKey, sk);
+  }
+  return sk;
+}
+
+/** RFC 8032 signing is deterministic: libsodium's signature is OpenSSL's, byte for byte. */
+function ed25519Sign(privateKey: CryptoKey, message: Uint8Array): Uint8Array {
+  let sk: Buffer;
+  try {
+    sk = signerFor(privateKey);
+  } catch (e) {
+    if (e instanceof InvalidKeyError) throw e;
+    throw new CryptoError("ed25519 sign failed", { cause: e });
+  }
+  const sig = new Uint8Array(sodium.crypto_sign_BYTES);
+  sodium.crypto_sign_detached(sig, message, sk);
+  return sig;
+}
+
 /**
  * Verification keys by encoding (contacts, group members): public data. Sized for the largest
  * group (1000 members, §9) with room: a roster's check must not evict its own keys.
  */
 const verifiers = new Lru<KeyObject>(4096);
-
-function ed25519Sign(privateKey: CryptoKey, message: Uint8Array): Uint8Array {
-  try {
-    let key = signers.get(privateKey);
-    if (key === undefined) {
-      key = KeyObject.from(privateKey);
-      signers.set(privateKey, key);
-    }
-    return own(sign(null, message, key));
-  } catch (e) {
-    throw new CryptoError("ed25519 sign failed", { cause: e });
-  }
-}
 
 function verifierFor(publicKey: Uint8Array): KeyObject {
   const id = b64u(publicKey);
@@ -148,12 +168,24 @@ function verifierFor(publicKey: Uint8Array): KeyObject {
   return key;
 }
 
-function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+function opensslVerify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
   try {
     return verify(null, message, verifierFor(publicKey), signature);
   } catch {
     return false;
   }
+}
+
+/**
+ * §3.2's rule is OpenSSL's (cofactorless, S < L, the refused keys of step 2 checked before any
+ * backend). libsodium's verify (~2× faster here) checks the same equation but refuses more: a
+ * small-order R, which the rule accepts when the equation holds (Taming vectors 2 and 3). So
+ * whatever libsodium accepts the rule accepts, and only its refusals need OpenSSL's answer — an
+ * invalid signature costs both, a valid one only libsodium.
+ */
+function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  if (sodium.crypto_sign_verify_detached(signature, message, publicKey)) return true;
+  return opensslVerify(publicKey, message, signature);
 }
 
 /**

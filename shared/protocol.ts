@@ -208,6 +208,7 @@ export const ERRORS = {
   blob_too_large: "The attachment exceeds the size limit.",
   blob_quota: "Attachment storage quota reached; wait for older attachments to expire.",
   invite_required: "This group is invite-only: joining needs an invitation.",
+  not_admin: "Only an admin of that group, signing the removal itself, can remove a member.",
   request_limit:
     "The recipient does not take more messages from you until they reply or accept your request.",
 } as const;

@@ -435,6 +435,8 @@ export interface ParleyClientApi {
   ): Promise<void>;
   /** Admins: make a member an admin too. */
   promoteMember(group: string, username: string): Promise<void>;
+  /** Take admin rights from a member, or step down ourselves; one admin always remains (§9.7.1). */
+  demoteMember(group: string, username: string): Promise<void>;
   /** Admins: remove a member (§9.7.4). */
   removeMember(group: string, username: string): Promise<void>;
   /** Accept a changed identity key for `username` (re-pins it; verification is cleared). */

@@ -402,6 +402,10 @@ export class ParleyClient implements ParleyClientApi {
     await this.verb({ t: "promote", group, username });
   }
 
+  async demoteMember(group: string, username: string): Promise<void> {
+    await this.verb({ t: "demote", group, username });
+  }
+
   async removeMember(group: string, username: string): Promise<void> {
     await this.verb({ t: "remove_member", group, username });
   }

@@ -438,6 +438,44 @@ export async function checkRemoval(p: {
   return "remove";
 }
 
+/**
+ * The relay's check of a `remove` frame (PROTOCOL.md §7.5): the removal is signed by the sender
+ * itself, an admin of the signed state the relay holds for the group (the copy of the last
+ * commit's `info`). Without it any member could take any other out of the fan-out, and the
+ * refused removal would stall the group's sends until it is committed. Members still check every
+ * removal in the commit against the state they hold (§9.7.4); this check only keeps honest
+ * relays from doing a member's bidding.
+ */
+export async function relayMayRemove(p: {
+  hub: string;
+  group: string;
+  /** base64url of the held `info`, or undefined for a group without a signed state. */
+  info: string | undefined;
+  member: Who;
+  /** base64url identity key of the sender. */
+  senderIk: string;
+  /** base64url of the removal authorization. */
+  auth: string;
+}): Promise<boolean> {
+  if (p.info === undefined) return false;
+  try {
+    const info = decodeGroupInfo(b64(p.info, "group info"), p.hub, p.group).info;
+    const auth = b64(p.auth, "removal");
+    if (removalBy(auth) !== p.senderIk) return false;
+    const r = await checkRemoval({
+      hub: p.hub,
+      group: p.group,
+      info,
+      member: p.member,
+      auth,
+      since: 0,
+    });
+    return r === "remove";
+  } catch {
+    return false;
+  }
+}
+
 /** The admin who signed a removal authorization, if it is one (for the notice). */
 export function removalBy(auth: Uint8Array | null): string | null {
   if (auth === null) return null;

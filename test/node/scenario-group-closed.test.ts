@@ -281,6 +281,58 @@ it("admin removal: the removed member is told who removed it; the others accept 
   await alice.client.promoteMember("club", "bob");
   await relay.settle();
   expect(accessOf(bob)).toMatchObject({ admins: ["alice", "bob"], isAdmin: true });
+  // demotion: bob takes alice's rights; the last admin cannot step down
+  await bob.client.demoteMember("club", "alice");
+  await relay.settle();
+  for (const u of [alice, bob]) expect(accessOf(u)).toMatchObject({ admins: ["bob"] });
+  expect(accessOf(alice)).toMatchObject({ isAdmin: false });
+  await expect(alice.client.promoteMember("club", "alice")).rejects.toMatchObject({
+    code: "not_authorized",
+  });
+  await expect(bob.client.demoteMember("club", "bob")).rejects.toMatchObject({
+    code: "not_authorized",
+  });
+  for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
+});
+
+it("a removal signed by a demoted admin is refused by the committer", async () => {
+  const relay = new NodeRelay();
+  const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
+  await alice.client.startChat("carol");
+  await relay.settle();
+  await alice.client.inviteToGroup("club", "carol");
+  await relay.settle();
+  await carol.client.acceptInvite(inviteFor(carol, "alice"));
+  await relay.settle();
+  await alice.client.promoteMember("club", "bob");
+  await relay.settle();
+  await alice.client.demoteMember("club", "bob");
+  await relay.settle();
+  expect(accessOf(bob)).toMatchObject({ admins: ["alice"], isAdmin: false });
+  // bob's client still signs a removal as if he were an admin: every check refuses it
+  const epoch = epochOf(alice) as number;
+  const byBob = await signRemoval({
+    hub: "main",
+    group: "club",
+    adminIk: bob.identity.publicKey,
+    member: { name: "carol", ik: carol.identity.publicKey },
+    epoch,
+    sign: (m) => ed25519Sign(bob.identity.privateKey, m),
+  });
+  bob.conn?.fromClient({
+    v: 1,
+    t: "remove",
+    id: "rm2",
+    group: "club",
+    user: "carol",
+    auth: toB64u(byBob),
+  });
+  await relay.settle();
+  expect(errors(bob).map((e) => e.relayCode)).toContain("not_admin");
+  expect(relay.group("club")).toMatchObject({ epoch, pendingLeaves: [] });
+  expect(relay.group("club")?.members).toContain("carol");
+  await say(alice, C, "still here");
+  expect(messages(carol, C)).toContain("still here");
 });
 
 it("non-admin removal is refused: by committers (relay listing it) and by members (commit carrying it)", async () => {
@@ -303,7 +355,8 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
     epoch,
     sign: (m) => ed25519Sign(bob.identity.privateKey, m),
   });
-  // bob's client sends a removal signed by himself: the relay cannot tell, the committer can
+  // bob's client sends a removal signed by himself: the relay checks it against the state it
+  // holds and refuses it; the group goes on
   bob.conn?.fromClient({
     v: 1,
     t: "remove",
@@ -313,7 +366,33 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
     auth: toB64u(byBob),
   });
   await relay.settle();
-  expect(relay.group("club")?.pendingLeaves).toEqual(["carol"]);
+  expect(errors(bob).map((e) => e.relayCode)).toContain("not_admin");
+  expect(relay.group("club")).toMatchObject({ epoch, pendingLeaves: [] });
+  // a hostile relay lists it anyway: the committer does not commit it
+  const state = relay.group("club");
+  if (!state || !alice.conn) throw new Error("setup");
+  const member = (u: TestUser) => {
+    const e = entryOf(relay, u);
+    return {
+      username: e.name,
+      identityKey: e.ik,
+      signedPrekey: { id: e.spkId, key: e.spkKey, sig: e.spkSig },
+    };
+  };
+  relay.push(alice.conn, {
+    v: 1,
+    t: "group",
+    state: {
+      group: "club",
+      epoch,
+      members: [member(alice), member(bob), member(carol)],
+      pendingJoins: [],
+      pendingLeaves: ["carol"],
+      ...(rec.info === undefined ? {} : { info: rec.info }),
+      leaveAuths: [{ username: "carol", auth: toB64u(byBob) }],
+    },
+  });
+  await relay.settle();
   expect(relay.group("club")?.epoch).toBe(epoch);
   expect(refusedLines(alice).some((t) => t.includes("removal of carol"))).toBe(true);
   // a commit carrying that removal (a hostile relay letting bob commit it) is refused by alice

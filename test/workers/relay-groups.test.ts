@@ -1,7 +1,7 @@
 /** Group rosters, commit sequencing and fanout through the relay (PROTOCOL.md §7.5). */
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { LIMITS } from "../../shared/protocol";
+import { ERRORS, LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, signedPrekey, TestClient } from "./support/client";
 
 const CORE = "Q09SRQ";
@@ -160,6 +160,32 @@ describe("relay groups", () => {
     a.send({ v: 1, t: "group_send", id: "after", group: "g", epoch: 3, body: "AAAA" });
     await a.next("accepted", (f) => f.id === "after");
     await b.none("deliver", 150, (f) => f.item.kind === "group");
+    a.close();
+    b.close();
+  });
+
+  it("remove: only a removal the sender signed as an admin of the held state (not_admin otherwise)", async () => {
+    const hub = freshHub();
+    const a = (await TestClient.connect(hub, "alice")).c;
+    const b = (await TestClient.connect(hub, "bob")).c;
+    await found(a, "g");
+    b.send({ v: 1, t: "join", id: "jb", group: "g" });
+    await b.next("accepted");
+    a.send(commitFrame("c", "g", 1, ["alice", "bob"]));
+    await a.next("accepted", (f) => f.id === "c");
+    // A group without a signed state has no admins: nobody may take another member out, and
+    // garbage in place of an authorization is refused the same way (no internal detail).
+    for (const auth of ["AAAA", btoa("x".repeat(120)).replace(/=+$/, "")]) {
+      b.send({ v: 1, t: "remove", id: `rm-${auth.length}`, group: "g", user: "alice", auth });
+      const e = await b.error(`rm-${auth.length}`);
+      expect(e.code).toBe("not_admin");
+      expect(e.message).toBe(ERRORS.not_admin);
+    }
+    // Nothing changed: no pending leave, no `left`, sends go on.
+    a.send({ v: 1, t: "group_send", id: "on", group: "g", epoch: 2, body: "AAAA" });
+    await a.next("accepted", (f) => f.id === "on");
+    await a.none("left", 150);
+    await b.next("deliver", (f) => f.item.kind === "group");
     a.close();
     b.close();
   });

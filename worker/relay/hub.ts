@@ -11,7 +11,7 @@
  * - no handler throws: failures become typed error frames (`errorFrame`).
  */
 
-import { policyOf } from "../../shared/core/group-access";
+import { policyOf, relayMayRemove } from "../../shared/core/group-access";
 import { fromB64u } from "../../shared/encoding";
 import {
   CLOSE,
@@ -398,7 +398,7 @@ export class Hub {
         this.#leave(s, a, frame, now);
         return;
       case "remove":
-        this.#remove(s, a, frame, now);
+        await this.#remove(s, a, frame, now);
         return;
       case "commit":
         this.#commit(s, a, frame, now);
@@ -1033,21 +1033,46 @@ export class Hub {
   }
 
   /**
-   * An admin removes a member (§9.7.4): taken out as its own `leave` would, the admin's signed
-   * removal kept as the leave's authorization. The relay cannot tell an admin; members check.
+   * An admin removes a member (§7.5, §9.7.4): taken out as its own `leave` would, the admin's
+   * signed removal kept as the leave's authorization. The relay takes it only when the sender
+   * signed it and is an admin of the state it holds (`not_admin`); members check it again.
    */
-  #remove(s: Session, a: AuthedAttachment, frame: Frame<"remove">, now: number): void {
+  async #remove(
+    s: Session,
+    a: AuthedAttachment,
+    frame: Frame<"remove">,
+    now: number,
+  ): Promise<void> {
     const g = this.#d.store.getGroup(frame.group);
     const active = g === null ? [] : groups.activeMembers(g);
     if (g === null || !active.includes(a.username) || frame.user === a.username) {
       s.send(errorFrame("not_member", frame.id));
       return;
     }
-    if (!active.includes(frame.user)) {
+    const member = this.#d.store.getUser(frame.user);
+    if (!active.includes(frame.user) || member === null) {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
-    const r = this.#applyLeave(g, frame.user, now, frame.auth);
+    const allowed = await relayMayRemove({
+      hub: a.hub,
+      group: frame.group,
+      info: this.#d.store.getGroupInfo(frame.group),
+      member: { name: frame.user, ik: member.identityKey },
+      senderIk: a.identityKey,
+      auth: frame.auth,
+    });
+    if (!allowed) {
+      s.send(errorFrame("not_admin", frame.id));
+      return;
+    }
+    // Re-read: the verification awaited, and another frame may have changed the group meanwhile.
+    const now2 = this.#d.store.getGroup(frame.group);
+    if (now2 === null || !groups.activeMembers(now2).includes(frame.user)) {
+      s.send(errorFrame("unknown_user", frame.id));
+      return;
+    }
+    const r = this.#applyLeave(now2, frame.user, now, frame.auth);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
       return;

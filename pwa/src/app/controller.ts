@@ -899,6 +899,13 @@ export function createParley() {
         report(e);
       }
     },
+    async demoteMember(group: string, username: string) {
+      try {
+        await engine?.demoteMember(group, username);
+      } catch (e) {
+        report(e);
+      }
+    },
     async leaveGroup(name: string) {
       try {
         await engine?.leaveGroup(name);

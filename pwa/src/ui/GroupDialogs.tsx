@@ -224,8 +224,30 @@ export function MemberRole(props: { conv: ConvView; member: ContactInfo }) {
           admin
         </span>
       </Show>
+      <Show when={access()?.isAdmin && me() && (access()?.admins.length ?? 0) > 1}>
+        <button
+          type="button"
+          class="small"
+          data-testid="step-down"
+          onClick={() => void actions.demoteMember(props.conv.name, props.member.username)}
+        >
+          Step down as admin
+        </button>
+      </Show>
       <Show when={access()?.isAdmin && !me()}>
-        <Show when={!isAdmin()}>
+        <Show
+          when={!isAdmin()}
+          fallback={
+            <button
+              type="button"
+              class="small"
+              data-testid={`demote-${props.member.username}`}
+              onClick={() => void actions.demoteMember(props.conv.name, props.member.username)}
+            >
+              Remove admin
+            </button>
+          }
+        >
           <button
             type="button"
             class="small"

@@ -142,6 +142,7 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   too_large: "That was too large for the relay to carry.",
   invite_required:
     "That group is invite only. Ask a member for an invitation, or an admin for an invite link.",
+  not_admin: "Only an admin of that group can remove a member.",
   not_authenticated: "Not signed in to the relay yet. Parley will try again.",
   already_authenticated: "Parley was already signed in to the relay.",
   auth_failed: "The relay could not confirm your identity.",

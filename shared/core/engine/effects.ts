@@ -16,6 +16,7 @@ import type {
   SystemLine,
   SystemLineKind,
 } from "../client-api";
+import { isCoreError } from "../errors";
 import { mayCarry } from "./link";
 import { type Draft, draft, type Env } from "./state";
 import type { TimerInput } from "./step";
@@ -131,6 +132,16 @@ export class Tx {
 
 // ---------------------------------------------------------------------------------------------
 // Event helpers (PROTOCOL.md §11)
+
+/** Run `fn` as a unit; a typed failure is reported and the rest of the step goes on. */
+export async function guarded(tx: Tx, fn: () => Promise<void>, conversationId?: ConversationId) {
+  try {
+    await tx.attempt(fn);
+  } catch (e) {
+    if (!isCoreError(e)) throw e;
+    error(tx, e.code, e.message, conversationId);
+  }
+}
 
 export function system(
   tx: Tx,

@@ -932,6 +932,26 @@ export async function promoteMember(tx: Tx, name: string, username: string): Pro
   });
 }
 
+/**
+ * Take admin rights from `username` (§9.7.1), or step down ourselves: any admin may, as long as
+ * one admin remains (a state with none cannot be signed or accepted). The next version is signed
+ * by us, an admin of the current one, like every change; from it on, the demoted admin's removals
+ * and state changes are refused by every member.
+ */
+export async function demoteMember(tx: Tx, name: string, username: string): Promise<void> {
+  await changeGroupInfo(tx, name, (info, rec) => {
+    const ik =
+      username === tx.env.username
+        ? tx.env.identityKey
+        : rec.current?.roster.find((x) => x.name === username)?.ik;
+    if (ik === undefined) throw new CoreError("not_member", `${username} is not a member`);
+    if (!info.admins.includes(ik)) return info;
+    if (info.admins.length === 1)
+      throw new CoreError("not_authorized", "a group keeps at least one admin: make another first");
+    return { ...info, admins: info.admins.filter((k) => k !== ik) };
+  });
+}
+
 /** Join with an invite link's secret (§9.7.3): the join is signed with the link's key. */
 export async function joinWithLink(tx: Tx, name: string, secret: string): Promise<void> {
   const { env } = tx;

@@ -3,13 +3,12 @@
  * engine input — a relay frame, a user verb, a timer, the socket opening or closing. It works on
  * a draft of the state and a `Tx` that reads the durable state and collects effects; it never
  * writes, sends, emits or sets a timer itself. The runner (client.ts) commits the effects.
- * Which file handles what: direct.ts (1:1), group-steps.ts (groups), gaps.ts (delivery gaps),
- * inflight.ts (answers routed by frame id), summaries.ts (what the UI lists).
+ * Which file handles what: connection.ts (hello, welcome, presence, prekey top-up), direct.ts
+ * (1:1), group-steps.ts (groups), gaps.ts (delivery gaps), inflight.ts and answers.ts (answers
+ * routed by frame id), summaries.ts (what the UI lists).
  */
 import * as v from "valibot";
-import { authTranscript } from "../../auth";
-import { ed25519Sign } from "../../crypto";
-import { fromB64u, toB64u } from "../../encoding";
+import { toB64u } from "../../encoding";
 import {
   type FrameOf,
   LIMITS,
@@ -28,30 +27,20 @@ import {
   type Invite,
   type TextContent,
 } from "../content";
-import { parseDmRecord, REPAIRABLE } from "../dm";
+import { REPAIRABLE } from "../dm";
 import { CoreError, isCoreError } from "../errors";
 import { AccessError, type GroupPolicy } from "../group-access";
-import {
-  addOneTimeKemPrekeys,
-  addOneTimePrekeys,
-  maintainSpk,
-  publicPq,
-  publicSpk,
-} from "../prekeys";
 import { KEYS } from "../store";
-import { onAccepted, onRelayError, outboxEntry } from "./answers";
+import { onAccepted, onRelayError } from "./answers";
+import { onDisconnected, onHello, onPresence, onWelcome, replenish } from "./connection";
 import * as direct from "./direct";
-import { type Effect, error, type Reads, system, Tx } from "./effects";
-import { reportGaps, scheduleGapCheck } from "./gaps";
+import { type Effect, error, guarded, type Reads, system, Tx } from "./effects";
+import { reportGaps } from "./gaps";
 import * as groups from "./group-steps";
-import { dropTransient, FLIGHT_PREFIX, FlightRecordSchema, flightFrame } from "./inflight";
-import { isOnline, OFFLINE } from "./link";
-import { loadGroup, loadPrekeys } from "./load";
-import { type Draft, draft, type EngineState, type Env } from "./state";
-import { presenceList, resummarize, summarizeDm, summarizeGroup } from "./summaries";
-
-/** Our own one-time prekey secrets kept at most (the relay stores up to 200 public halves). */
-const MAX_OPK_SECRETS = 2 * LIMITS.maxOneTimePrekeysStored;
+import { isOnline } from "./link";
+import { loadGroup } from "./load";
+import { draft, type EngineState, type Env } from "./state";
+import { summarizeGroup } from "./summaries";
 
 export type TimerInput =
   /** A grace ran out for these delivery gaps (gaps.ts). */
@@ -84,6 +73,7 @@ export type Verb =
       policy?: GroupPolicy;
     }
   | { t: "promote"; group: string; username: string }
+  | { t: "demote"; group: string; username: string }
   | { t: "remove_member"; group: string; username: string }
   | { t: "leave_group"; name: string }
   | { t: "accept_key_change"; username: string }
@@ -162,213 +152,6 @@ export async function step(
       }
   }
   return { state: tx.state, effects: tx.effects };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Connection
-
-async function onDisconnected(tx: Tx): Promise<void> {
-  const s: Draft = tx.state;
-  s.link = OFFLINE;
-  s.online.clear();
-  dropTransient(s.flights);
-  tx.emit({ type: "connection", state: s.retired ? "retired" : "offline" });
-  await resummarize(tx);
-}
-
-async function onHello(tx: Tx, f: FrameOf<ServerFrame, "hello">): Promise<void> {
-  const { env } = tx;
-  if (f.hub !== env.hub) {
-    error(tx, "relay_error", "relay announced a different hub");
-    return;
-  }
-  const m = await maintainSpk(
-    await loadPrekeys(tx),
-    env.identity,
-    tx.now,
-    env.random,
-    env.tuning.signedPrekeyRotateMs,
-    env.tuning.signedPrekeyGraceMs,
-  );
-  tx.put(KEYS.prekeys, m.state);
-  const spk = publicSpk(m.state);
-  const pq = publicPq(m.state);
-  if (tx.state.retired) return;
-  const device = tx.state.device;
-  const sig = await ed25519Sign(
-    env.identity.privateKey,
-    authTranscript(
-      { hub: env.hub, origin: env.origin, challenge: fromB64u(f.challenge) },
-      env.username,
-      env.identity.publicKey,
-      { id: spk.id, key: fromB64u(spk.key), sig: fromB64u(spk.sig) },
-      { id: fromB64u(device.id), claim: device.claim },
-    ),
-  );
-  tx.send({
-    v: PROTOCOL_VERSION,
-    t: "auth",
-    username: env.username,
-    identityKey: env.identityKey,
-    signedPrekey: spk,
-    device: device.id,
-    claim: device.claim,
-    ...(pq === null ? {} : { pqPrekey: pq }),
-    sig: toB64u(sig),
-  });
-}
-
-/** Run `fn` as a unit; a typed failure is reported and the rest of the step goes on. */
-async function guarded(tx: Tx, fn: () => Promise<void>, conversationId?: ConversationId) {
-  try {
-    await tx.attempt(fn);
-  } catch (e) {
-    if (!isCoreError(e)) throw e;
-    error(tx, e.code, e.message, conversationId);
-  }
-}
-
-async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Promise<void> {
-  const { env } = tx;
-  const s = tx.state;
-  if (f.username !== env.username || f.identityKey !== env.identityKey) {
-    error(tx, "relay_error", "relay welcomed a different identity");
-    return;
-  }
-  if (s.link.t === "offline") return;
-  s.link = { t: "online", socket: s.link.socket, uploading: false };
-  if (s.device.claim) {
-    // The relay made us the current device; later connections need not claim again (§4.3).
-    s.device = { ...s.device, claim: false };
-    tx.put(KEYS.device, s.device);
-  }
-  tx.emit({ type: "ready", username: env.username, fingerprint: env.fingerprint });
-  if (f.presence !== undefined) {
-    s.presenceScope = f.presence;
-    tx.emit({ type: "settings", presence: f.presence });
-  }
-  tx.emit({ type: "connection", state: "online" });
-  if (f.oneTimePrekeysRemaining < LIMITS.oneTimePrekeysLowWatermark) await replenish(tx);
-  await resendRegistry(tx);
-  for (const { value } of await tx.list("dm/")) {
-    const rec = parseDmRecord(value);
-    await guarded(
-      tx,
-      async () => {
-        if (rec.queue.length > 0 || rec.pending?.kind === "fetching") {
-          await direct.ensureSession(tx, {
-            ...rec,
-            pending: rec.pending?.kind === "fetching" ? null : rec.pending,
-          });
-        } else summarizeDm(tx, rec);
-      },
-      direct.dmId(rec.peer),
-    );
-  }
-  await groups.dropPendingCommits(tx);
-  for (const g of f.groups) s.relayGroups.set(g.group, g);
-  for (const g of f.groups)
-    await guarded(tx, () => groups.evaluateGroup(tx, g.group), groups.groupId(g.group));
-  await resummarize(tx);
-  // Gaps whose grace ran out while we were offline: decide after this connection's mailbox
-  // drain, one grace from now (§8.8).
-  if (s.gaps.size > 0) scheduleGapCheck(tx, [...s.gaps.keys()]);
-}
-
-/**
- * Send again everything the registry holds (§10.1), oldest first: the outbox's frames with
- * their same bytes (no nonce is reused) and the persisted joins and leaves. Each entry stands
- * alone: one that no longer parses is set aside, never blocking the rest.
- */
-async function resendRegistry(tx: Tx): Promise<void> {
-  const rows = [
-    ...(await tx.list("outbox/")).map((r) => ({ ...r, seq: Number(r.key.slice(7)) })),
-    ...(await tx.list(FLIGHT_PREFIX)).map((r) => ({
-      ...r,
-      seq: Number(r.key.slice(FLIGHT_PREFIX.length)),
-    })),
-  ].sort((a, b) => a.seq - b.seq);
-  for (const { key, value } of rows) {
-    if (key.startsWith("outbox/")) {
-      const entry = outboxEntry(tx, key, value);
-      if (entry !== null) tx.send(entry.frame);
-      continue;
-    }
-    const r = v.safeParse(FlightRecordSchema, value);
-    if (r.success) tx.send(flightFrame(r.output));
-    else {
-      tx.del(key);
-      error(
-        tx,
-        "outbox_entry_invalid",
-        "a stored join or leave could not be sent and was set aside",
-      );
-    }
-  }
-}
-
-/**
- * The relay's view of who is online among the people this user may see (§6.3): `presence` is the
- * whole view (after `welcome`), `presence_delta` what changed since.
- */
-async function onPresence(
-  tx: Tx,
-  f: FrameOf<ServerFrame, "presence"> | FrameOf<ServerFrame, "presence_delta">,
-): Promise<void> {
-  const s = tx.state;
-  const online = f.t === "presence" ? f.users : f.online;
-  if (f.t === "presence") s.online.clear();
-  else for (const name of f.offline) s.online.delete(name);
-  let changed = false;
-  for (const u of online) {
-    s.online.set(u.username, u.identityKey);
-    const c = s.contacts.get(u.username);
-    // Presence is relay-asserted: it never pins, but a key different from the pin is shown.
-    if (c && c.identityKey !== u.identityKey && c.changedKey !== u.identityKey) {
-      const next = { ...c, changedKey: u.identityKey, verified: false };
-      tx.put(KEYS.contact(u.username), next);
-      s.contacts.set(u.username, next);
-      changed = true;
-      system(tx, direct.dmId(u.username), "key_changed", `${u.username}'s safety number changed`, {
-        username: u.username,
-      });
-    }
-  }
-  tx.emit({ type: "presence", users: presenceList(s) });
-  for (const name of [...s.relayGroups.keys()])
-    await guarded(tx, () => groups.evaluateGroup(tx, name), groups.groupId(name));
-  if (changed) await resummarize(tx);
-}
-
-/** Top up the relay's one-time prekeys (§8.3.2); one upload at a time. */
-async function replenish(tx: Tx): Promise<void> {
-  const l = tx.state.link;
-  if (l.t !== "online" || l.uploading) return;
-  const r = await addOneTimePrekeys(
-    await loadPrekeys(tx),
-    tx.env.tuning.oneTimePrekeyBatch,
-    tx.env.random,
-  );
-  // One-time KEM prekeys go with them (§8.3.5): handed out together, they run low together.
-  const k = await addOneTimeKemPrekeys(
-    r.state,
-    Math.min(tx.env.tuning.oneTimePrekeyBatch, LIMITS.maxOneTimeKemPrekeysPerUpload),
-    tx.env.identity,
-    tx.env.random,
-  );
-  const opks = k.state.opks.slice(-MAX_OPK_SECRETS);
-  tx.put(KEYS.prekeys, { ...k.state, opks });
-  tx.state.seq++;
-  const id = String(tx.state.seq);
-  tx.state.link = { ...l, uploading: true };
-  tx.state.flights.set(id, { kind: "upload" });
-  tx.send({
-    v: PROTOCOL_VERSION,
-    t: "upload_prekeys",
-    id,
-    oneTimePrekeys: r.upload,
-    ...(k.upload.length > 0 ? { oneTimeKemPrekeys: k.upload } : {}),
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -525,6 +308,9 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       return;
     case "promote":
       await groups.promoteMember(tx, verb.group, verb.username);
+      return;
+    case "demote":
+      await groups.demoteMember(tx, verb.group, verb.username);
       return;
     case "remove_member":
       await groups.removeMember(tx, verb.group, verb.username);
