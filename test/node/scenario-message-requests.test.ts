@@ -68,7 +68,7 @@ it("a stranger gets a small share, is told when it is full; accepting lifts it",
   expect(errors(bob)).toEqual([]);
 });
 
-it("writing back accepts; block makes the relay refuse the sender and drops what still arrives", async () => {
+it("writing back accepts; block makes the relay refuse the sender; unblocking takes it again", async () => {
   const relay = new NodeRelay();
   const [bob, carol, mallory] = (await online(relay, "bob", "carol", "mallory")) as [
     TestUser,

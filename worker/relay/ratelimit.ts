@@ -104,12 +104,6 @@ export class BucketMap {
     return r.ok;
   }
 
-  /** Tokens `key` has now, without taking any. */
-  tokens(key: string, now: number): number {
-    const held = this.#buckets.get(key) ?? this.#load(key, now);
-    return this.#level(held.bucket, now);
-  }
-
   get size(): number {
     return this.#buckets.size;
   }
