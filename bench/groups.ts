@@ -1,31 +1,34 @@
 /**
  * Group costs through the core's pure functions (shared/core/group.ts), exactly the
- * calls the engine makes: creating a commit = createCommit (every roster prekey verified while
+ * calls the engine makes: creating a commit = createCommit (every roster leaf key verified while
  * the commit is built: one HPKE wrap per member, signature, confirmation tag); processing a
- * commit = receiveCommit (signature, roster checks, every roster prekey, our wrap, the tag, the
+ * commit = receiveCommit (signature, roster checks, every roster leaf key, our wrap, the tag, the
  * new epoch's chains); and per-message
  * send (encryptGroup) and receive (decryptGroup) at the same roster sizes.
  *
  * Baselines: the 2-member figure of the same operation, measured in the same run.
  * The log names the HPKE suite instance hpkeSeal settled on (shared/crypto/hpke.ts).
  */
+
+import { b64 } from "../shared/core/codec";
 import {
   createCommit,
   decryptGroup,
   encryptGroup,
   enterEpoch,
-  forgetVerifiedPrekeys,
+  forgetVerifiedLeaves,
   type GroupRecord,
+  makeLeaves,
+  type OwnLeaf,
   type RosterEntry,
   receiveCommit,
 } from "../shared/core/group";
-import { spkMessage } from "../shared/core/prekeys";
+import { ZERO_HASH } from "../shared/core/group-schedule";
 import {
   ed25519Sign,
   generateIdentityKeyPair,
   type IdentityKeyPair,
   randomBytes,
-  x25519GenerateKeyPair,
 } from "../shared/crypto";
 import { hpkeSealSuite } from "../shared/crypto/hpke";
 import { toB64u } from "../shared/encoding";
@@ -34,29 +37,37 @@ import { comparePair, measure, type Row } from "./lib";
 interface Member {
   entry: RosterEntry;
   identity: IdentityKeyPair;
-  spkSecret: Uint8Array;
-}
-
-async function makeMember(i: number): Promise<Member> {
-  const identity = await generateIdentityKeyPair();
-  const spk = await x25519GenerateKeyPair();
-  const spkId = 1 + i;
-  const sig = await ed25519Sign(identity.privateKey, spkMessage(spkId, spk.publicKey));
-  return {
-    identity,
-    spkSecret: spk.secretKey,
-    entry: {
-      name: `m${String(i).padStart(4, "0")}`,
-      ik: toB64u(identity.publicKey),
-      spkId,
-      spkKey: toB64u(spk.publicKey),
-      spkSig: toB64u(sig),
-    },
-  };
+  leaves: OwnLeaf[];
 }
 
 const HUB = "bench";
 const GROUP = "g";
+
+async function makeMember(i: number): Promise<Member> {
+  const identity = await generateIdentityKeyPair();
+  const leaves = await makeLeaves({
+    hub: HUB,
+    group: GROUP,
+    epoch: 0,
+    count: 1,
+    random: randomBytes,
+    sign: (m) => ed25519Sign(identity.privateKey, m),
+  });
+  const l = leaves[0] as OwnLeaf;
+  return {
+    identity,
+    leaves,
+    entry: {
+      name: `m${String(i).padStart(4, "0")}`,
+      ik: toB64u(identity.publicKey),
+      leafId: l.id,
+      leafKey: l.key,
+      leafEpoch: l.epoch,
+      leafNonce: l.nonce,
+      leafSig: l.sig,
+    },
+  };
+}
 
 function recordFor(
   m: Member,
@@ -68,9 +79,21 @@ function recordFor(
   return {
     group: GROUP,
     status: "member",
-    current: enterEpoch(HUB, GROUP, epoch, secret, roster, me, 0),
+    current: enterEpoch({
+      hub: HUB,
+      group: GROUP,
+      epoch,
+      joiner: secret,
+      transcript: ZERO_HASH,
+      tag: null,
+      interim: ZERO_HASH,
+      roster,
+      me,
+      now: 0,
+    }),
     previous: null,
     pendingCommit: null,
+    leaves: m.leaves,
   };
 }
 
@@ -171,6 +194,11 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
         hub: HUB,
         group: GROUP,
         parentEpoch: epoch,
+        prev: {
+          init: b64(committerRec.current?.init ?? "", "init"),
+          interim: b64(committerRec.current?.interim ?? "", "interim"),
+        },
+        ownLeaves: committer.leaves,
         committer: committer.entry.name,
         committerIk: committer.identity.publicKey,
         sign,
@@ -181,12 +209,12 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
       });
     const slow = size >= 100;
     const opts = { minMs: slow ? 1500 : 800, minIterations: 3, warmup: 1 };
-    // Cold: the roster's signed prekeys were never verified in this process (first commit after
+    // Cold: the roster's leaf keys were never verified in this process (first commit after
     // a restart, or a group whose members we have not seen before).
     const cold = await measure(
       `commit create cold ${size}`,
       () => {
-        forgetVerifiedPrekeys();
+        forgetVerifiedLeaves();
         return build();
       },
       opts,
@@ -201,7 +229,7 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
     const process_ = await measure(
       `commit process ${size}`,
       async () => {
-        forgetVerifiedPrekeys();
+        forgetVerifiedLeaves();
         const r = await receiveCommit({
           record: receiverRec,
           hub: HUB,
@@ -209,7 +237,6 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
           itemEpoch: epoch + 1,
           core: built.core,
           wrap,
-          spkSecret: (id) => (id === receiver.entry.spkId ? receiver.spkSecret : null),
           now: 0,
           from: { name: committer.entry.name, identityKey: toB64u(committer.identity.publicKey) },
         });

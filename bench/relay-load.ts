@@ -6,6 +6,7 @@
  */
 import WebSocket from "ws";
 import { authTranscript, signedPrekeyTranscript } from "../shared/auth";
+import { makeLeaves, publicLeaf } from "../shared/core/group-leaves";
 import {
   ed25519Sign,
   generateIdentityKeyPair,
@@ -13,7 +14,7 @@ import {
   x25519GenerateKeyPair,
 } from "../shared/crypto";
 import { fromB64u, toB64u } from "../shared/encoding";
-import { type ClientFrame, LIMITS, type ServerFrame } from "../shared/protocol";
+import { type ClientFrame, type Leaf, LIMITS, type ServerFrame } from "../shared/protocol";
 
 /**
  * Acknowledge once this many deliveries are pending (or after ACK_DELAY_MS): well inside the
@@ -101,6 +102,8 @@ interface ParleyConn extends LoadClient {
   ): Promise<Extract<ServerFrame, { t: T }>>;
   raw(f: ClientFrame): void;
   groupEpoch: number;
+  /** Leaf keys for the bench group's join (PROTOCOL.md §9.3). */
+  leaves: Leaf[];
 }
 
 /** Relay `error` frames seen by the Parley load clients, by code (reported with each run). */
@@ -133,10 +136,21 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
           if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ v: 1, t: "ack", mids }));
         }
       };
+      const leaves = (
+        await makeLeaves({
+          hub,
+          group,
+          epoch: 0,
+          count: 2,
+          random: randomBytes,
+          sign: (m) => ed25519Sign(identity.privateKey, m),
+        })
+      ).map(publicLeaf);
       const conn: ParleyConn = {
         name,
         frames: [],
         groupEpoch: 0,
+        leaves,
         raw: (f) => ws.send(JSON.stringify(f)),
         sendDirect: (to, body) =>
           ws.send(JSON.stringify({ v: 1, t: "send", id: String(++nextId), to, body })),
@@ -247,8 +261,11 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
         const state = c.waitFor("group", (f) =>
           f.state.pendingJoins.some((m) => m.username === c.name),
         );
-        c.raw({ v: 1, t: "join", id: String(++nextId), group });
+        c.raw({ v: 1, t: "join", id: String(++nextId), group, leaves: c.leaves });
         const g = (await state).state;
+        const heads = new Map(
+          [...g.members, ...g.pendingJoins].map((m) => [m.username, m.leaf.id]),
+        );
         roster.push(c.name);
         const accepted = c.waitFor("accepted");
         c.raw({
@@ -259,7 +276,12 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
           parentEpoch: g.epoch,
           members: [...roster],
           core: toB64u(randomBytes(200 + 40 * roster.length)),
-          wraps: roster.map((to) => ({ to, wrap: toB64u(randomBytes(80)) })),
+          wraps: roster.map((to) => ({
+            to,
+            leaf: heads.get(to) ?? 0,
+            wrap: toB64u(randomBytes(80)),
+          })),
+          interim: toB64u(randomBytes(32)),
         });
         await accepted;
       }

@@ -17,22 +17,22 @@ export const LIMITS = {
   /**
    * Largest frame either side accepts, in UTF-8 bytes. Sized for the worst-case commit frame
    * (§7.1): maxGroupSize members with 32-character names, all leaving and re-joining at once
-   * (347 067-character core + 35 KB members + 159 KB wraps ≈ 541 KB; a closed group's core,
-   * with every removal's authorization and the signed state, ≈ 580 000 characters, ≈ 780 KB in
-   * all); under the 1 MiB WebSocket message limit of Workers.
+   * (620 632-character core of a closed group + 35 KB members + 178 KB wraps + 4 KB signed state
+   * ≈ 838 KB), and any commit frame whose core is at maxCommitCoreChars (≈ 857 KB); under the
+   * 1 MiB WebSocket message limit of Workers.
    * test/shared/core-commit-size.test.ts builds that commit.
    */
-  maxFrameBytes: 832 * 1024,
+  maxFrameBytes: 848 * 1024,
   /** Largest opaque body (base64url characters) of a direct or group message. */
   maxBodyChars: 96 * 1024,
   /**
-   * Largest opaque commit core (base64url characters). The worst case (§7.1) is 347 067
-   * characters: 1000 roster entries of 188 bytes, 2000 names in added/removed, header and
-   * tag/signature; a closed group (§9.7.2) adds its signed state and one authorization per
-   * removal (an admin's removal, 126 bytes, with its name): ≈ 580 000 characters. Stored as one
-   * SQLite value by the relay, far below the 2 MB row limit.
+   * Largest opaque commit core (base64url characters). The worst case (§7.1) is 620 632
+   * characters: 1000 roster entries of 220 bytes (name, identity key, signed leaf key), 2000
+   * names in added/removed, header, signature and tag (389 782 characters), and in a closed group
+   * (§9.7.2) its signed state and one authorization per removal (an admin's removal, 126 bytes,
+   * with its name). Stored as one SQLite value by the relay, far below the 2 MB row limit.
    */
-  maxCommitCoreChars: 592 * 1024,
+  maxCommitCoreChars: 624 * 1024,
   /**
    * Largest closed-group authorization (base64url characters, §9.7): a member's signed add is
    * 159 bytes with a 32-character inviter name (212 characters), a link join 112, a leave 89,
@@ -45,7 +45,10 @@ export const LIMITS = {
    * bytes at most.
    */
   maxGroupInfoChars: 4128,
-  /** Largest wrapped epoch secret (base64url characters): HPKE enc 32 + secret 32 + tag 16. */
+  /**
+   * Largest wrapped secret (base64url characters): version 1 + HPKE enc 32 + secret 32 + tag 16
+   * (§9.2); room for a hybrid KEM's larger encapsulation is a later version's concern.
+   */
   maxWrapChars: 256,
   maxNameLength: 32,
   maxHubLength: 32,
@@ -195,6 +198,7 @@ export const ERRORS = {
   stale_epoch: "Epoch is not the group's current epoch.",
   roster_mismatch: "Member list does not match the roster after pending changes.",
   removal_pending: "A member removal is pending; commit it first.",
+  leaf_changed: "A wrap is not sealed to the member's current leaf key.",
   group_full: "Group is full.",
   limit_reached: "A relay limit was reached.",
   registration_limited: "Too many new usernames from this network today.",
@@ -335,10 +339,32 @@ export type PqPrekey = v.InferOutput<typeof PqPrekey>;
 export const OneTimeKemPrekey = v.strictObject({ id: U32, key: KemPublicKey, sig: Signature });
 export type OneTimeKemPrekey = v.InferOutput<typeof OneTimeKemPrekey>;
 
+/** Per-join / per-update random bound into a leaf key's signature (§9.3). */
+export const LEAF_NONCE_BYTES = 16;
+/** Leaf keys a member keeps published per group (the relay serves the oldest, §9.3). */
+export const LEAF_QUEUE = 8;
+/**
+ * A member's group wrap key ("leaf key", PROTOCOL.md §9.3): an X25519 key made for one group,
+ * signed by the member's identity key: sig = Ed25519(identity, lp("parley/v2/group-leaf", hub,
+ * group, u64(epoch), u32(id), key, nonce)). Commits wrap to it; the member deletes its private
+ * half once it has entered the epoch of the commit that used it.
+ */
+export const Leaf = v.strictObject({
+  id: U32,
+  key: PublicKey,
+  /** The epoch the member was in when it made the key (0 for a join). */
+  epoch: Epoch,
+  nonce: b64Bytes(LEAF_NONCE_BYTES),
+  sig: Signature,
+});
+export type Leaf = v.InferOutput<typeof Leaf>;
+const Leaves = v.pipe(v.array(Leaf), v.minLength(1), v.maxLength(LEAF_QUEUE));
+
 export const Member = v.strictObject({
   username: Name,
   identityKey: PublicKey,
-  signedPrekey: SignedPrekey,
+  /** The member's leaf key the next commit must wrap to (the oldest it has published, §9.3). */
+  leaf: Leaf,
 });
 export type Member = v.InferOutput<typeof Member>;
 
@@ -372,6 +398,12 @@ export const GroupState = v.strictObject({
   joinAuths: v.optional(v.pipe(v.array(PendingAuth), v.maxLength(LIMITS.maxGroupSize))),
   /** Closed groups (§9.7.4): the signed leave or admin removal of each pending leave. */
   leaveAuths: v.optional(v.pipe(v.array(PendingAuth), v.maxLength(LIMITS.maxGroupSize))),
+  /**
+   * The interim transcript hash the last accepted commit declared (§9.2), zeros before the
+   * first: what a joiner that commits itself chains from. Relay-held, so a lie is a fork every
+   * member refuses, never a silent one.
+   */
+  interim: b64Bytes(32),
 });
 export type GroupState = v.InferOutput<typeof GroupState>;
 
@@ -437,6 +469,10 @@ export const AckFrame = v.strictObject({
   mids: v.pipe(v.array(Mid), v.minLength(1), v.maxLength(LIMITS.maxAckIds)),
 });
 
+/**
+ * Ask to join (§9.3): `leaves` are fresh leaf keys made for this join (their nonces are its
+ * per-join random); the relay replaces any it held for us with them.
+ */
 export const JoinFrame = v.strictObject({
   v: V,
   t: v.literal("join"),
@@ -447,6 +483,15 @@ export const JoinFrame = v.strictObject({
    * committer. An invite-only group's join without one is refused (`invite_required`).
    */
   auth: v.optional(GroupAuth),
+  leaves: Leaves,
+});
+/** More leaf keys for a group we are in or joining (§9.3), appended to the relay's queue. */
+export const LeafFrame = v.strictObject({
+  v: V,
+  t: v.literal("leaf"),
+  id: ClientId,
+  group: Name,
+  leaves: Leaves,
 });
 export const LeaveFrame = v.strictObject({
   v: V,
@@ -469,7 +514,8 @@ export const RemoveFrame = v.strictObject({
   auth: GroupAuth,
 });
 
-export const Wrap = v.strictObject({ to: Name, wrap: b64Max(LIMITS.maxWrapChars) });
+/** `leaf`: the id of the recipient's leaf key the wrap is sealed to (§9.3). */
+export const Wrap = v.strictObject({ to: Name, leaf: U32, wrap: b64Max(LIMITS.maxWrapChars) });
 
 export const CommitFrame = v.strictObject({
   v: V,
@@ -501,6 +547,8 @@ export const CommitFrame = v.strictObject({
    * not check out; the relay drops their joins (and tells them `left`).
    */
   refused: v.optional(v.pipe(v.array(Name), v.minLength(1), v.maxLength(LIMITS.maxGroupSize))),
+  /** The commit's interim transcript hash (§9.2), public; served to joiners as `interim`. */
+  interim: b64Bytes(32),
 });
 
 export const GroupSendFrame = v.strictObject({
@@ -592,6 +640,7 @@ export const ClientFrame = v.variant("t", [
   SendFrame,
   AckFrame,
   JoinFrame,
+  LeafFrame,
   LeaveFrame,
   RemoveFrame,
   CommitFrame,

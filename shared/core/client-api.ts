@@ -148,6 +148,11 @@ export interface ConversationSummary {
   members: ContactInfo[];
   /** Groups only: our current epoch; -1 while we have not joined yet. */
   epoch?: number;
+  /**
+   * Groups only: the current epoch's authenticator (PROTOCOL.md §9.3), as digits members can
+   * compare like a safety number: equal for everyone on one history, different across a fork.
+   */
+  authenticator?: string;
   /** Groups only: a removal is pending, sending is blocked until the next commit. */
   removalPending?: boolean;
   /** Groups only: we asked to join and wait for the commit. */
@@ -305,6 +310,8 @@ export type CoreErrorCode =
   | "too_long"
   /** A stored outbox entry that no longer parses: set aside, reported, never blocking (§10.1). */
   | "outbox_entry_invalid"
+  /** A commit extends another history of the group than ours (§9.3): refused and shown. */
+  | "fork"
   | "relay_error"
   /**
    * A closed group's commit or pending change lacks a valid authorization (§9.7): a member added

@@ -39,5 +39,5 @@ export function phaseOf(record: GroupRecord): GroupPhase {
 
 /** The record of a group we left: nothing of its keys is kept (§9.4). */
 export function leftGroup(group: string): GroupRecord {
-  return { group, status: "left", current: null, previous: null, pendingCommit: null };
+  return { group, status: "left", current: null, previous: null, pendingCommit: null, leaves: [] };
 }

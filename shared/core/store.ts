@@ -23,6 +23,8 @@ export const KEYS = {
   prekeys: "prekeys",
   contact: (n: string) => `contact/${n}`,
   dm: (n: string) => `dm/${n}`,
+  /** hs_init ephemerals already answered, kept when a chat is ended (§8.2.3). */
+  seenInits: (n: string) => `seen/${n}`,
   group: (n: string) => `group/${n}`,
   device: "meta/device",
   outbox: (seq: number) => `outbox/${String(seq).padStart(15, "0")}`,

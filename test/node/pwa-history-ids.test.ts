@@ -1,5 +1,5 @@
 /**
- * Review M1: message ids are chosen by their sender and visible to every recipient, so another
+ * Message ids are chosen by their sender and visible to every recipient, so another
  * participant re-using an id must not erase or replace someone else's message — neither in the
  * conversation view (model.ts) nor in the sealed history rows at rest (history.ts).
  */

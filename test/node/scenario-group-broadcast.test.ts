@@ -37,6 +37,12 @@ it("join, fan-out to all, leave, next epoch unreadable for the departed member",
       .map((l) => l.username),
   ).toEqual(["alice", "bob", "carol"]);
 
+  // one history: every member shows the same epoch authenticator (PROTOCOL.md §9.3)
+  const auth = (u: typeof alice) => u.client.conversations().find((c) => c.id === G)?.authenticator;
+  expect(auth(alice)).toMatch(/^\d{5}( \d{5}){4}$/);
+  expect(auth(bob)).toBe(auth(alice));
+  expect(auth(carol)).toBe(auth(alice));
+
   // carol keeps a copy of her epoch-3 keys, as a departing member could
   const carolKeys = parseGroupRecord(await carol.store.get("group/broadcast"));
   await carol.client.leaveGroup("broadcast");
@@ -73,15 +79,18 @@ it("join, fan-out to all, leave, next epoch unreadable for the departed member",
     decryptGroup({ record: carolKeys, hub: "main", sender: "alice", epoch: 4, body }),
   ).rejects.toMatchObject({ code: "stale_epoch" });
   // carol's best guess: her last epoch's sender chains (the epoch secret itself is never
-  // stored, §9.5), relabelled as epoch 4 and rewound to n = 0
+  // stored, §9.5), relabelled as epoch 4 with its (public) transcript hash and rewound to n = 0
   const old = carolKeys.current;
   if (!old) throw new Error("carol had keys");
   expect(old).not.toHaveProperty("secret");
+  const bobEpoch = parseGroupRecord(await bob.store.get("group/broadcast")).current;
+  expect(bobEpoch?.epoch).toBe(4);
   const relabelled: GroupRecord = {
     ...carolKeys,
     current: {
       ...old,
       epoch: 4,
+      transcript: bobEpoch?.transcript ?? "",
       receivers: old.receivers.map((r) => ({ ...r, n: 0, skipped: [] })),
     },
   };

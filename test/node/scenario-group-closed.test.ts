@@ -7,7 +7,13 @@
 import { expect, it } from "vitest";
 import type { ChatMessage } from "../../shared/core/client-api";
 import type { Invite } from "../../shared/core/content";
-import { buildCommit, parseGroupRecord, type RosterEntry } from "../../shared/core/group";
+import {
+  buildCommit,
+  makeLeaves,
+  type OwnLeaf,
+  parseGroupRecord,
+  type RosterEntry,
+} from "../../shared/core/group";
 import { signAdd, signGroupInfo, signRemoval } from "../../shared/core/group-access";
 import { ed25519Sign } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
@@ -32,6 +38,16 @@ function inviteFor(u: TestUser, from: string): Invite {
   return m.invite;
 }
 
+/** alice invites carol from a 1:1 chat and carol accepts (§9.7.3). */
+async function inviteCarol(alice: TestUser, carol: TestUser): Promise<void> {
+  await alice.client.startChat("carol");
+  await alice.relay.settle();
+  await alice.client.inviteToGroup("club", "carol");
+  await alice.relay.settle();
+  await carol.client.acceptInvite(inviteFor(carol, "alice"));
+  await alice.relay.settle();
+}
+
 /** alice creates the invite-only "club", invites bob (1:1 invitation), bob accepts. */
 async function club(relay: NodeRelay, ...names: string[]) {
   const users = (await online(relay, "alice", "bob", ...names)) as TestUser[];
@@ -47,7 +63,11 @@ async function club(relay: NodeRelay, ...names: string[]) {
   return users;
 }
 
-/** A commit as `by` would build it, for a hostile relay to deliver to `to` (§9.2). */
+/**
+ * A commit as `by` would build it, for a hostile relay to deliver to `to` (§9.2): chained from
+ * `by`'s keys of the parent epoch when it holds them (a member), else built as a joiner on `to`'s
+ * transcript.
+ */
 async function forgedCommit(
   by: TestUser,
   to: TestUser,
@@ -60,10 +80,18 @@ async function forgedCommit(
 ): Promise<ServerFrame> {
   const rec = parseGroupRecord(await to.store.get("group/club"));
   const parentEpoch = rec.current?.epoch ?? 0;
+  const mine = await by.store.get("group/club");
+  const cur = mine === undefined ? null : parseGroupRecord(mine).current;
+  const prev =
+    cur !== null && cur.epoch === parentEpoch && cur.init !== null
+      ? { init: fromB64u(cur.init), interim: fromB64u(cur.interim) }
+      : null;
   const built = await buildCommit({
     hub: "main",
     group: "club",
     parentEpoch,
+    prev,
+    parentInterim: fromB64u(rec.current?.interim ?? ""),
     committer: by.name,
     committerIk: by.identity.publicKey,
     sign: (m) => ed25519Sign(by.identity.privateKey, m),
@@ -92,16 +120,47 @@ async function forgedCommit(
   };
 }
 
-function entryOf(relay: NodeRelay, u: TestUser): RosterEntry {
-  const row = relay.user(u.name);
-  if (!row) throw new Error("no user row");
+/** `u` as a `group` push lists it (a hostile relay forging state builds these). */
+async function stateMember(relay: NodeRelay, u: TestUser) {
+  const e = await entryOf(relay, u);
+  return {
+    username: e.name,
+    identityKey: e.ik,
+    leaf: { id: e.leafId, key: e.leafKey, epoch: e.leafEpoch, nonce: e.leafNonce, sig: e.leafSig },
+  };
+}
+
+/**
+ * `u`'s roster entry with the leaf key the relay lists for it in the club (§9.3), or — for a
+ * user the relay holds none for (a stranger) — one `u` signs now.
+ */
+async function entryOf(relay: NodeRelay, u: TestUser): Promise<RosterEntry> {
+  const l: Omit<OwnLeaf, "priv"> =
+    relay.leafOf("club", u.name) ??
+    ((
+      await makeLeaves({
+        hub: "main",
+        group: "club",
+        epoch: 0,
+        count: 1,
+        random: (n) => crypto.getRandomValues(new Uint8Array(n)),
+        sign: (m) => ed25519Sign(u.identity.privateKey, m),
+      })
+    )[0] as OwnLeaf);
   return {
     name: u.name,
     ik: toB64u(u.identity.publicKey),
-    spkId: row.signedPrekey.id,
-    spkKey: row.signedPrekey.key,
-    spkSig: row.signedPrekey.sig,
+    leafId: l.id,
+    leafKey: l.key,
+    leafEpoch: l.epoch,
+    leafNonce: l.nonce,
+    leafSig: l.sig,
   };
+}
+
+/** The club's roster as a committer would build it now: the relay's leaf key for each member. */
+function rosterOf(relay: NodeRelay, users: TestUser[]): Promise<RosterEntry[]> {
+  return Promise.all(users.map((u) => entryOf(relay, u)));
 }
 
 it("invite by a member's signed add: the invitee joins, reads and is read", async () => {
@@ -180,15 +239,10 @@ it("a hostile relay including a stranger: every member refuses the commit and sh
     TestUser,
     TestUser,
   ];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   const epoch = epochOf(alice) as number;
   const rec = parseGroupRecord(await alice.store.get("group/club"));
-  const roster = [...(rec.current?.roster ?? []), entryOf(relay, mallory)];
+  const roster = await rosterOf(relay, [alice, bob, carol, mallory]);
   const info = fromB64u(rec.info ?? "");
   // mallory's own commit adding herself, with the group's real state and no invitation
   for (const to of [alice, bob, carol]) {
@@ -213,15 +267,9 @@ it("a hostile relay including a stranger: every member refuses the commit and sh
 it("forged group state: a member's own state listing itself admin is refused by every member", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   const epoch = epochOf(alice) as number;
-  const rec = parseGroupRecord(await alice.store.get("group/club"));
-  const roster = rec.current?.roster ?? [];
+  const roster = await rosterOf(relay, [alice, bob, carol]);
   // bob (a member, not an admin) signs a newer state that opens the group and makes him admin
   const forged = await signGroupInfo(
     "main",
@@ -256,12 +304,7 @@ it("forged group state: a member's own state listing itself admin is refused by 
 it("admin removal: the removed member is told who removed it; the others accept the commit", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   // bob is not an admin: the engine refuses before anything leaves
   await expect(bob.client.removeMember("club", "carol")).rejects.toMatchObject({
     code: "not_authorized",
@@ -298,12 +341,7 @@ it("admin removal: the removed member is told who removed it; the others accept 
 it("a removal signed by a demoted admin is refused by the committer", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   await alice.client.promoteMember("club", "bob");
   await relay.settle();
   await alice.client.demoteMember("club", "bob");
@@ -338,12 +376,7 @@ it("a removal signed by a demoted admin is refused by the committer", async () =
 it("non-admin removal is refused: by committers (relay listing it) and by members (commit carrying it)", async () => {
   const relay = new NodeRelay();
   const [alice, bob, carol] = (await club(relay, "carol")) as [TestUser, TestUser, TestUser];
-  await alice.client.startChat("carol");
-  await relay.settle();
-  await alice.client.inviteToGroup("club", "carol");
-  await relay.settle();
-  await carol.client.acceptInvite(inviteFor(carol, "alice"));
-  await relay.settle();
+  await inviteCarol(alice, carol);
   const epoch = epochOf(alice) as number;
   const rec = parseGroupRecord(await alice.store.get("group/club"));
   const carolIk = carol.identity.publicKey;
@@ -371,23 +404,20 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
   // a hostile relay lists it anyway: the committer does not commit it
   const state = relay.group("club");
   if (!state || !alice.conn) throw new Error("setup");
-  const member = (u: TestUser) => {
-    const e = entryOf(relay, u);
-    return {
-      username: e.name,
-      identityKey: e.ik,
-      signedPrekey: { id: e.spkId, key: e.spkKey, sig: e.spkSig },
-    };
-  };
   relay.push(alice.conn, {
     v: 1,
     t: "group",
     state: {
       group: "club",
       epoch,
-      members: [member(alice), member(bob), member(carol)],
+      members: [
+        await stateMember(relay, alice),
+        await stateMember(relay, bob),
+        await stateMember(relay, carol),
+      ],
       pendingJoins: [],
       pendingLeaves: ["carol"],
+      interim: toB64u(new Uint8Array(32)),
       ...(rec.info === undefined ? {} : { info: rec.info }),
       leaveAuths: [{ username: "carol", auth: toB64u(byBob) }],
     },
@@ -396,7 +426,7 @@ it("non-admin removal is refused: by committers (relay listing it) and by member
   expect(relay.group("club")?.epoch).toBe(epoch);
   expect(refusedLines(alice).some((t) => t.includes("removal of carol"))).toBe(true);
   // a commit carrying that removal (a hostile relay letting bob commit it) is refused by alice
-  const roster = (rec.current?.roster ?? []).filter((m) => m.name !== "carol");
+  const roster = await rosterOf(relay, [alice, bob]);
   const f = await forgedCommit(bob, alice, roster, {
     added: [],
     removed: ["carol"],
@@ -418,23 +448,16 @@ it("relay-forged `left` and `group` state are detected and shown (L15)", async (
   // the relay lists bob as leaving, with no signed leave: alice does not commit it
   const state = relay.group("club");
   if (!state || !alice.conn || !bob.conn) throw new Error("setup");
-  const member = (u: TestUser) => {
-    const e = entryOf(relay, u);
-    return {
-      username: e.name,
-      identityKey: e.ik,
-      signedPrekey: { id: e.spkId, key: e.spkKey, sig: e.spkSig },
-    };
-  };
   relay.push(alice.conn, {
     v: 1,
     t: "group",
     state: {
       group: "club",
       epoch: state.epoch,
-      members: [member(alice), member(bob)],
+      members: [await stateMember(relay, alice), await stateMember(relay, bob)],
       pendingJoins: [],
       pendingLeaves: ["bob"],
+      interim: toB64u(new Uint8Array(32)),
     },
   });
   await relay.settle();

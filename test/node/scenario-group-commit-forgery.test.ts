@@ -1,5 +1,5 @@
 /**
- * Story (review C1): mallory, any registered user, joins `broadcast` and — as a pending joiner
+ * Story: mallory, any registered user, joins `broadcast` and — as a pending joiner
  * allowed to commit — sends a forged commit instead of her honest one: alice named as the
  * committer, or alice's identity key replaced by one mallory holds. Members must refuse the
  * commit outright (§9.4 steps 2 and 5): no epoch switch to mallory's key, no "key changed" flag
@@ -12,7 +12,7 @@ import {
   parseGroupRecord,
   type RosterEntry,
 } from "../../shared/core/group";
-import { spkMessage } from "../../shared/core/prekeys";
+import { leafTranscript } from "../../shared/core/group-schedule";
 import { ed25519Sign, generateIdentityKeyPair, type IdentityKeyPair } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import type { ClientFrame } from "../../shared/protocol";
@@ -40,8 +40,12 @@ async function setup() {
   return { relay, alice, bob, carol, mallory, fake: await generateIdentityKeyPair() };
 }
 
-/** alice's roster entry re-signed under `fake` (her real SPK, a key mallory holds). */
-async function substitute(roster: RosterEntry[], fake: IdentityKeyPair): Promise<RosterEntry[]> {
+/** alice's roster entry re-signed under `fake` (her real leaf key, a key mallory holds). */
+async function substitute(
+  hub: string,
+  roster: RosterEntry[],
+  fake: IdentityKeyPair,
+): Promise<RosterEntry[]> {
   return Promise.all(
     roster.map(async (m) =>
       m.name !== "alice"
@@ -49,15 +53,25 @@ async function substitute(roster: RosterEntry[], fake: IdentityKeyPair): Promise
         : {
             ...m,
             ik: toB64u(fake.publicKey),
-            spkSig: toB64u(
-              await ed25519Sign(fake.privateKey, spkMessage(m.spkId, fromB64u(m.spkKey))),
+            leafSig: toB64u(
+              await ed25519Sign(
+                fake.privateKey,
+                leafTranscript(
+                  hub,
+                  "broadcast",
+                  m.leafEpoch,
+                  m.leafId,
+                  fromB64u(m.leafKey),
+                  fromB64u(m.leafNonce),
+                ),
+              ),
             ),
           },
     ),
   );
 }
 
-/** Replace mallory's outgoing commit with `forge(...)`'s; resolves once it was sent. */
+/** Replace mallory's next outgoing commit with `forge(...)`'s; resolves once it was sent. */
 function forgeCommits(
   relay: NodeRelay,
   mallory: TestUser,
@@ -71,8 +85,12 @@ function forgeCommits(
   if (!conn) throw new Error("mallory is online");
   const orig = conn.fromClient.bind(conn);
   let done: Promise<void> = Promise.resolve();
+  let forged = false;
   conn.fromClient = (f: ClientFrame) => {
-    if (f.t !== "commit") return orig(f);
+    // One forged commit is the attack; mallory's engine, whose record no longer matches what it
+    // sent, then re-joins (§9.4) and commits honestly.
+    if (f.t !== "commit" || forged) return orig(f);
+    forged = true;
     done = (async () => {
       // The group state mallory's engine built its commit on: the last one the relay sent her.
       const st = relay.log
@@ -87,6 +105,8 @@ function forgeCommits(
         hub: relay.hub,
         group: "broadcast",
         parentEpoch: st.state.epoch,
+        prev: null,
+        parentInterim: fromB64u(st.state.interim),
         committer: forged.committer,
         committerIk: forged.key.publicKey,
         sign: (m) => ed25519Sign(forged.key.privateKey, m),
@@ -99,7 +119,8 @@ function forgeCommits(
         ...f,
         members: forged.roster.map((m) => m.name),
         core: toB64u(built.core),
-        wraps: built.wraps.map((w) => ({ to: w.to, wrap: toB64u(w.wrap) })),
+        wraps: built.wraps.map((w) => ({ to: w.to, leaf: w.leaf, wrap: toB64u(w.wrap) })),
+        interim: toB64u(built.interim),
       });
     })();
   };
@@ -165,7 +186,7 @@ it("spoofed committer: a joiner's commit naming alice (with mallory's key for he
   const { relay, bob, mallory, fake } = s;
   const before = (await epochOf(bob)) ?? -1;
   const sent = forgeCommits(relay, mallory, async (roster) => ({
-    roster: await substitute(roster, fake),
+    roster: await substitute(relay.hub, roster, fake),
     committer: "alice",
     key: fake,
   }));
@@ -187,7 +208,7 @@ it("spoofed committer through a colluding relay (deliver.from rewritten) is refu
       ? { ...f, from: "alice", fromKey: toB64u(fake.publicKey) }
       : f;
   const sent = forgeCommits(relay, mallory, async (roster) => ({
-    roster: await substitute(roster, fake),
+    roster: await substitute(relay.hub, roster, fake),
     committer: "alice",
     key: fake,
   }));
@@ -205,7 +226,7 @@ it("surviving member key substitution by an honest-looking committer is refused"
   const before = (await epochOf(bob)) ?? -1;
   // mallory commits as herself (deliver.from matches), but swaps alice's roster key
   const sent = forgeCommits(relay, mallory, async (roster) => ({
-    roster: await substitute(roster, fake),
+    roster: await substitute(relay.hub, roster, fake),
     committer: "mallory",
     key: mallory.identity,
   }));
@@ -246,7 +267,7 @@ it("a member's commit adding dave with another key for alice is refused by dave,
   // The members hear of dave's join within the group's membership push bound (§7.5).
   await relay.advance(1000 / MEMBERSHIP_PUSHES.ratePerSec);
   const sent = forgeCommits(relay, mallory, async (roster) => ({
-    roster: await substitute(roster, fake),
+    roster: await substitute(relay.hub, roster, fake),
     committer: "mallory",
     key: mallory.identity,
   }));
@@ -260,6 +281,7 @@ it("a member's commit adding dave with another key for alice is refused by dave,
     members: [],
     core: "",
     wraps: [],
+    interim: "",
   });
   await sent();
   await relay.settle();

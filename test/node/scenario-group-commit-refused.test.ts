@@ -1,5 +1,5 @@
 /**
- * Story (review H1): the relay refuses our commit as `bad_frame` (or `too_large`). That is not a
+ * Story: the relay refuses our commit as `bad_frame` (or `too_large`). That is not a
  * lost race — rebuilding on the same state gives the same frame — so the engine must not
  * re-commit at once in a tight sign-and-seal loop (§9.2.4). A later epoch (someone else's
  * commit) lets it commit again.

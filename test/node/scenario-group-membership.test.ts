@@ -34,8 +34,25 @@ it("concurrent joins: relay order wins, the loser is added by the winner's commi
   )) as TestUser[] as [TestUser, TestUser, TestUser, TestUser];
   await joinAll(relay, alice, bob);
   expect(epochOf(alice)).toBe(2);
-  // carol and dave join at the same moment: both try to commit on epoch 2
+  // carol and dave join at the same moment: both try to commit on epoch 2. Their first commits
+  // are held until both are made, so the two really race at the relay (making a join's leaf
+  // keys takes long enough that one joiner could otherwise commit before the other joined).
+  const held: Array<() => void> = [];
+  for (const u of [carol, dave]) {
+    const conn = u.conn;
+    if (!conn) throw new Error("online");
+    const orig = conn.fromClient.bind(conn);
+    let first = true;
+    conn.fromClient = (f) => {
+      if (f.t !== "commit" || !first) return orig(f);
+      first = false;
+      held.push(() => orig(f));
+    };
+  }
   await Promise.all([carol.client.joinGroup("broadcast"), dave.client.joinGroup("broadcast")]);
+  await relay.settle();
+  expect(held).toHaveLength(2);
+  for (const send of held) send();
   await relay.settle();
   const g = relay.group("broadcast");
   expect(g?.members).toEqual(["alice", "bob", "carol", "dave"]);

@@ -7,6 +7,7 @@
  */
 import { expect, it } from "vitest";
 import { encodeHsInit } from "../../shared/core/envelope";
+import { makeLeaves, type OwnLeaf, publicLeaf } from "../../shared/core/group";
 import { initTranscript } from "../../shared/core/handshake";
 import { spkMessage } from "../../shared/core/prekeys";
 import {
@@ -185,7 +186,19 @@ it("relay substitutes a member's key in the group roster → the committer refus
     await relay.settle();
   }
   const mallory = await generateIdentityKeyPair();
-  const spk = await mallorySpk(mallory.privateKey);
+  // a leaf key validly signed by mallory (PROTOCOL.md §9.3): only the pin can tell
+  const spk = publicLeaf(
+    (
+      await makeLeaves({
+        hub: relay.hub,
+        group: "broadcast",
+        epoch: 0,
+        count: 1,
+        random: randomBytes,
+        sign: (m) => ed25519Sign(mallory.privateKey, m),
+      })
+    )[0] as OwnLeaf,
+  );
   relay.intercept = (to, f) =>
     to === "alice" && f.t === "group"
       ? {
@@ -194,7 +207,7 @@ it("relay substitutes a member's key in the group roster → the committer refus
             ...f.state,
             members: f.state.members.map((m) =>
               m.username === "bob"
-                ? { ...m, identityKey: toB64u(mallory.publicKey), signedPrekey: spk }
+                ? { ...m, identityKey: toB64u(mallory.publicKey), leaf: spk }
                 : m,
             ),
           },

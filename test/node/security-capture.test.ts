@@ -27,13 +27,14 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { decodeCommitBody, parseGroupRecord, splitCore } from "../../shared/core/group";
 import {
-  confirmKey,
-  decodeCommitBody,
-  senderChainKey,
-  splitCore,
-  wrapInfo,
-} from "../../shared/core/group";
+  confirmedTranscript,
+  epochKeys,
+  groupContext,
+  joinerSecret,
+  wrapInfoFor,
+} from "../../shared/core/group-schedule";
 import { kdfCk } from "../../shared/core/ratchet";
 import { ed25519KeyPairFromSeed, hpkeOpen, randomBytes, sha256 } from "../../shared/crypto";
 import { fromB64u, utf8 } from "../../shared/encoding";
@@ -97,40 +98,55 @@ function addSecret(label: string, bytes: Uint8Array): void {
   if (!secrets.has(key(bytes))) secrets.set(key(bytes), { label, bytes });
 }
 
+/** Leaf private keys seen in any snapshot, by group, id and public key (PROTOCOL.md §9.3). */
+const leafPrivs = new Map<string, Uint8Array>();
+
 /**
  * Epoch secrets, recovered the way their recipient does (PROTOCOL.md §9.4): open the user's own
- * wrap of every commit it was delivered with its signed-prekey secret. The engine no longer
- * stores epoch secrets at all, so this is the only place the test can get them. Then the keys
- * derived from each (§9.3, §9.5): the confirmation key and every member's sender chain key.
+ * wrap of every commit it was delivered with the leaf key it was sealed to (as seen in a store
+ * snapshot before the engine deleted it). The engine never stores epoch secrets, so this is the
+ * only place the test can get them. A joiner secret also gives the keys derived from it (§9.3):
+ * the confirmation key, the next init secret and every member's sender chain key.
  */
+/** Each epoch's init secret by `group.epoch`, to chain the next member-wrapped epoch (§9.3). */
+const inits = new Map<string, Uint8Array>();
+
 async function epochSecrets(u: WireUser): Promise<void> {
-  const prekeys = (await u.store.get("prekeys")) as {
-    spk: { id: number; priv: string };
-    oldSpks: Array<{ id: number; priv: string }>;
-  };
   for (const f of u.received) {
     if (f.t !== "deliver" || f.item.kind !== "commit") continue;
     const { group, epoch } = f.item;
-    const { body } = splitCore(fromB64u(f.item.core));
+    const { body, sig } = splitCore(fromB64u(f.item.core));
     const c = decodeCommitBody(body);
     const mine = c.roster.find((m) => m.name === u.name);
-    const spk = [prekeys.spk, ...prekeys.oldSpks].find((k) => k.id === mine?.spkId);
-    if (mine === undefined || spk === undefined) throw new Error(`${u.name} cannot open its wrap`);
+    const priv = mine && leafPrivs.get(`${group}.${mine.leafId}.${mine.leafKey}`);
+    if (mine === undefined || priv === undefined) continue;
+    const kind = c.added.includes(c.committer) || c.added.includes(u.name) ? "joiner" : "member";
     const wrap = fromB64u(f.item.wrap);
     const secret = await hpkeOpen(
-      fromB64u(spk.priv),
-      wrap.slice(0, 32),
-      wrap.slice(32),
-      wrapInfo(HUB, group, epoch, mine),
+      priv,
+      wrap.slice(1, 33),
+      wrap.slice(33),
+      wrapInfoFor(HUB, group, epoch)(kind, u.name, fromB64u(mine.ik), mine.leafId),
       sha256(body),
     );
-    addSecret(`epoch ${epoch} secret`, secret);
-    addSecret(`epoch ${epoch} confirm key`, confirmKey(secret, HUB, group, epoch));
-    for (const m of c.roster) {
-      addSecret(
-        `epoch ${epoch} sender key ${m.name}`,
-        senderChainKey(secret, HUB, group, epoch, m.name, fromB64u(m.ik)),
-      );
+    addSecret(`epoch ${epoch} ${kind} secret`, secret);
+    // A member's wrap carries the commit secret; the epoch's keys chain it with the previous
+    // epoch's init secret (§9.3), which this test derived from that epoch's commit.
+    const initPrev = inits.get(`${group}.${epoch - 1}`);
+    if (kind === "member" && initPrev === undefined) continue;
+    const joiner =
+      kind === "joiner" ? secret : joinerSecret(initPrev as Uint8Array, secret, HUB, group, epoch);
+    const ctx = groupContext(HUB, group, epoch, confirmedTranscript(c.parentInterim, body, sig));
+    const keys = epochKeys(
+      joiner,
+      ctx,
+      c.roster.map((m) => ({ name: m.name, ik: fromB64u(m.ik), leaf: fromB64u(m.leafKey) })),
+    );
+    addSecret(`epoch ${epoch} confirm key`, keys.confirmKey);
+    addSecret(`epoch ${epoch} init secret`, keys.init);
+    inits.set(`${group}.${epoch}`, keys.init);
+    for (const [i, m] of c.roster.entries()) {
+      addSecret(`epoch ${epoch} sender key ${m.name}`, keys.chains[i] as Uint8Array);
     }
   }
 }
@@ -144,6 +160,10 @@ async function snapshot(): Promise<void> {
       if (/\.(ck|cks|ckr)$/.test(s.label) && s.bytes.length === 32) {
         addSecret(`${s.label} → next mk`, kdfCk(s.bytes).mk);
       }
+    }
+    for (const { value } of await u.store.list("group/")) {
+      const rec = parseGroupRecord(value);
+      for (const l of rec.leaves) leafPrivs.set(`${rec.group}.${l.id}.${l.key}`, fromB64u(l.priv));
     }
     await epochSecrets(u);
   }
@@ -333,7 +353,13 @@ describe.skipIf(!built).sequential("security: what the wire reveals (capture)", 
     // Secrets: ≥ 3 identities + prekeys + ratchet and group keys.
     const all = [...secrets.values()];
     expect(all.length).toBeGreaterThan(100);
-    for (const l of ["identity seed", "spk", "rk", "epoch 4 secret", "epoch 4 confirm key"]) {
+    for (const l of [
+      "identity seed",
+      "spk",
+      "rk",
+      "epoch 4 member secret",
+      "epoch 4 confirm key",
+    ]) {
       expect(
         all.some((s) => s.label.includes(l)),
         l,

@@ -1,5 +1,5 @@
 /**
- * The largest commit the protocol allows must fit the wire limits (PROTOCOL.md §7.1, review H1):
+ * The largest commit the protocol allows must fit the wire limits (PROTOCOL.md §7.1):
  * maxGroupSize members with maximal (32-character) names, every one of them both leaving and
  * joining again, so the core lists each name in the roster, in `added` and in `removed`. Built
  * with the engine's own code (nextRoster, buildCommit) and sent the way the engine sends it.
@@ -23,7 +23,13 @@ describe("worst-case commit size", () => {
       username: `m${String(i).padStart(4, "0")}`.padEnd(LIMITS.maxNameLength, "z"),
       identityKey: toB64u(randomBytes(32)),
       // one X25519 key for all (the sizes are those of distinct keys; sealing needs a real one)
-      signedPrekey: { id: 0xffffffff, key: toB64u(spk.publicKey), sig: toB64u(randomBytes(64)) },
+      leaf: {
+        id: 0xffffffff,
+        key: toB64u(spk.publicKey),
+        epoch: Number.MAX_SAFE_INTEGER,
+        nonce: toB64u(randomBytes(16)),
+        sig: toB64u(randomBytes(64)),
+      },
     }));
     const names = members.map((m) => m.username);
     const state: GroupState = {
@@ -32,6 +38,7 @@ describe("worst-case commit size", () => {
       members,
       pendingJoins: members,
       pendingLeaves: names,
+      interim: toB64u(randomBytes(32)),
     };
     const { roster, added, removed } = nextRoster(state);
     expect([roster.length, added.length, removed.length]).toEqual([
@@ -43,6 +50,7 @@ describe("worst-case commit size", () => {
       hub: "h".repeat(LIMITS.maxHubLength),
       group: state.group,
       parentEpoch: state.epoch,
+      prev: null,
       committer: names[0] as string,
       committerIk: randomBytes(32),
       sign: async () => randomBytes(64),
@@ -70,7 +78,8 @@ describe("worst-case commit size", () => {
       parentEpoch: state.epoch,
       members: roster.map((m) => m.name),
       core,
-      wraps: built.wraps.map((w) => ({ to: w.to, wrap: toB64u(w.wrap) })),
+      wraps: built.wraps.map((w) => ({ to: w.to, leaf: w.leaf, wrap: toB64u(w.wrap) })),
+      interim: toB64u(built.interim),
       info: toB64u(randomBytes(Math.floor((LIMITS.maxGroupInfoChars * 3) / 4))),
     };
     const raw = JSON.stringify(frame);

@@ -1,5 +1,5 @@
 /**
- * Review L2 (§8.2.3): bob remembers the hs_init ephemerals he answered, so a relay replaying an
+ * Handshake-init replay (§8.2.3): bob remembers the hs_init ephemerals he answered, so a relay replaying an
  * old, validly signed init cannot replace a handshake in progress. The memory must outlast many
  * genuine handshakes from the same peer (MAX_SEEN_INITS), not just the last few.
  */

@@ -1,65 +1,54 @@
 /**
- * Two devices holding the same sending chain (an identity restored on a second device, or a relay
- * that lists the other device's prekey under our name) must never encrypt under the same AES-GCM
- * key and nonce (PROTOCOL.md §9.5): each group message carries its own random nonce. And a
- * committer refuses a roster that gives its own name another identity key (§9.4).
+ * Two devices holding one identity (a restore on a second device, or a relay that lists the other
+ * device's leaf key under our name) must never encrypt under the same AES-GCM key and nonce
+ * (PROTOCOL.md §9.5): each sending chain takes the member's own leaf key, a committer and a
+ * receiver accept only rosters that list one of their own leaf keys for them, a commit under our
+ * name is applied only if we persisted it (§9.4), and every message carries a random nonce.
  */
 import { describe, expect, it } from "vitest";
-import { b64, u64be } from "../../shared/core/codec";
 import { encodeContent } from "../../shared/core/content";
 import {
+  buildCommit,
   createCommit,
   decryptGroup,
   encryptGroup,
   enterEpoch,
   type GroupRecord,
+  pendingFrom,
   type RosterEntry,
+  receiveCommit,
 } from "../../shared/core/group";
-import { spkMessage } from "../../shared/core/prekeys";
-import { counterNonce, kdfCk } from "../../shared/core/ratchet";
-import {
-  aesGcmEncrypt,
-  ed25519Sign,
-  generateIdentityKeyPair,
-  type IdentityKeyPair,
-  randomBytes,
-  x25519GenerateKeyPair,
-} from "../../shared/crypto";
-import { concatBytes, lp, toB64u, u32be } from "../../shared/encoding";
+import { ZERO_HASH } from "../../shared/core/group-schedule";
+import { randomBytes } from "../../shared/crypto";
+import { toB64u } from "../../shared/encoding";
+import { entryOf, type GM, groupMember, joiningRecord } from "../support/group-fixture";
 
-async function person(name: string) {
-  const id = await generateIdentityKeyPair();
-  const spk = await x25519GenerateKeyPair();
-  const sig = await ed25519Sign(id.privateKey, spkMessage(1, spk.publicKey));
-  const entry: RosterEntry = {
-    name,
-    ik: toB64u(id.publicKey),
-    spkId: 1,
-    spkKey: toB64u(spk.publicKey),
-    spkSig: toB64u(sig),
-  };
-  return { name, id, entry };
+async function person(name: string, identity?: GM) {
+  const m = await groupMember(name, identity === undefined ? {} : { identity });
+  return { name, m, id: { publicKey: m.ik }, sign: m.sign, entry: m.entry };
 }
+type Person = Awaited<ReturnType<typeof person>>;
 
-function record(
-  secret: Uint8Array,
-  roster: RosterEntry[],
-  me: { name: string; id: IdentityKeyPair },
-): GroupRecord {
+/** `me` in epoch 2 of a group whose joiner secret is `secret` (its keys as §9.3 derives them). */
+function record(secret: Uint8Array, roster: RosterEntry[], me: Person): GroupRecord {
   return {
     group: "g",
     status: "member",
-    current: enterEpoch(
-      "main",
-      "g",
-      2,
-      secret,
+    current: enterEpoch({
+      hub: "main",
+      group: "g",
+      epoch: 2,
+      joiner: secret,
+      transcript: ZERO_HASH,
+      tag: null,
+      interim: ZERO_HASH,
       roster,
-      { name: me.name, identityKey: me.id.publicKey },
-      0,
-    ),
+      me: { name: me.name, identityKey: me.m.ik },
+      now: 0,
+    }),
     previous: null,
     pendingCommit: null,
+    leaves: me.m.leaves,
   };
 }
 
@@ -81,7 +70,7 @@ describe("a cloned sending chain never reuses a (key, nonce) pair (§9.5)", () =
         record: rec,
         hub: "main",
         me: { name: "alice", identityKey: alice.id.publicKey },
-        sign: (m) => ed25519Sign(alice.id.privateKey, m),
+        sign: alice.sign,
         content: text(t),
       });
     const a = await send(dev1, "attack at dawn!!");
@@ -115,35 +104,6 @@ describe("a cloned sending chain never reuses a (key, nonce) pair (§9.5)", () =
     ).rejects.toMatchObject({ code: "replay" });
   });
 
-  it("a message of the older 0x10 type (nonce from the counter) is still read", async () => {
-    const [alice, bob] = [await person("alice"), await person("bob")];
-    const secret = randomBytes(32);
-    const roster = [alice.entry, bob.entry];
-    const dev = record(secret, roster, alice);
-    const ck = b64(dev.current?.send.ck ?? "", "ck");
-    const { mk } = kdfCk(ck);
-    const ik = alice.id.publicKey;
-    const ct = await aesGcmEncrypt(
-      mk,
-      counterNonce(0),
-      encodeContent(text("old client")),
-      lp("parley/v1/group-msg", "main", "g", u64be(2), "alice", ik, 0),
-    );
-    const sig = await ed25519Sign(
-      alice.id.privateKey,
-      lp("parley/v1/group-sig", "main", "g", u64be(2), "alice", 0, ct),
-    );
-    const body = concatBytes(new Uint8Array([0x01, 0x10]), u32be(0), ct, sig);
-    const r = await decryptGroup({
-      record: record(secret, roster, bob),
-      hub: "main",
-      sender: "alice",
-      epoch: 2,
-      body,
-    });
-    expect(r.content).toMatchObject({ text: "old client" });
-  });
-
   it("a flipped nonce byte is refused before any state changes", async () => {
     const [alice, bob] = [await person("alice"), await person("bob")];
     const secret = randomBytes(32);
@@ -152,7 +112,7 @@ describe("a cloned sending chain never reuses a (key, nonce) pair (§9.5)", () =
       record: record(secret, roster, alice),
       hub: "main",
       me: { name: "alice", identityKey: alice.id.publicKey },
-      sign: (x) => ed25519Sign(alice.id.privateKey, x),
+      sign: alice.sign,
       content: text("hi"),
     });
     const bad = m.body.slice();
@@ -169,27 +129,131 @@ describe("a cloned sending chain never reuses a (key, nonce) pair (§9.5)", () =
   });
 });
 
-describe("the committer's own roster entry (§9.4)", () => {
-  it("is refused when it carries another identity key under our name", async () => {
-    const [alice, bob, other] = [await person("alice"), await person("bob"), await person("alice")];
-    const build = (roster: RosterEntry[]) =>
+describe("two devices of one identity never share a sending chain (§9.4, §9.5)", () => {
+  it("the chain takes the member's leaf key: same epoch secret, other leaf → other chain", async () => {
+    const alice = await person("alice");
+    const bob = await person("bob");
+    const twin = await person("alice", alice.m); // the identity exported to a second device
+    expect(twin.m.ik).toEqual(alice.m.ik);
+    const secret = randomBytes(32);
+    const a1 = record(secret, [alice.entry, bob.entry], alice);
+    const a2 = record(secret, [twin.entry, bob.entry], twin);
+    expect(a1.current?.send.ck).not.toBe(a2.current?.send.ck);
+  });
+
+  it("a committer refuses a roster that lists another device's leaf key under its name", async () => {
+    const [alice, bob] = [await person("alice"), await person("bob")];
+    const twin = await person("alice", alice.m);
+    const build = (roster: RosterEntry[], own = alice.m.leaves) =>
       createCommit({
         hub: "main",
         group: "g",
-        parentEpoch: 1,
+        parentEpoch: 0,
+        prev: null,
+        ownLeaves: own,
         committer: "alice",
-        committerIk: alice.id.publicKey,
-        sign: (m) => ed25519Sign(alice.id.privateKey, m),
+        committerIk: alice.m.ik,
+        sign: alice.sign,
         roster,
-        added: [],
+        added: ["alice", "bob"],
         removed: [],
         random: randomBytes,
       });
-    await expect(build([other.entry, bob.entry])).rejects.toMatchObject({
-      code: "roster_mismatch",
+    // the twin's leaf key is validly signed by the same identity: only its private half tells
+    await expect(build([twin.entry, bob.entry])).rejects.toMatchObject({
+      code: "identity_mismatch",
     });
-    await expect(build([bob.entry])).rejects.toMatchObject({ code: "roster_mismatch" });
     const ok = await build([alice.entry, bob.entry]);
-    expect(ok.wraps.map((w) => w.to)).toEqual(["alice", "bob"]);
+    expect(ok.wraps.map((w) => w.to).sort()).toEqual(["alice", "bob"]);
+  });
+
+  it("a delivered commit under our own name is applied only if it is the one we persisted", async () => {
+    const [alice, bob] = [await person("alice"), await person("bob")];
+    const twin = await person("alice", alice.m);
+    const roster = [twin.entry, bob.entry];
+    // the twin commits (its roster names its own leaf key); the relay hands the commit to alice
+    const built = await buildCommit({
+      hub: "main",
+      group: "g",
+      parentEpoch: 0,
+      prev: null,
+      committer: "alice",
+      committerIk: twin.m.ik,
+      sign: twin.sign,
+      roster,
+      added: ["alice", "bob"],
+      removed: [],
+      random: randomBytes,
+    });
+    const deliver = (rec: GroupRecord) =>
+      receiveCommit({
+        record: rec,
+        hub: "main",
+        me: { name: "alice", identityKey: alice.m.ik },
+        itemEpoch: 1,
+        core: built.core,
+        wrap: built.wraps.find((w) => w.to === "alice")?.wrap as Uint8Array,
+        now: 0,
+        from: { name: "alice", identityKey: alice.entry.ik },
+      });
+    await expect(deliver(joiningRecord(alice.m))).rejects.toMatchObject({
+      code: "identity_mismatch",
+    });
+    // the twin itself applies it: it is the commit it persisted
+    const own: GroupRecord = {
+      ...joiningRecord(twin.m),
+      pendingCommit: pendingFrom(built, {
+        id: "1",
+        parentEpoch: 0,
+        roster,
+        added: ["alice", "bob"],
+        removed: [],
+        at: 0,
+      }),
+    };
+    const r = await receiveCommit({
+      record: own,
+      hub: "main",
+      me: { name: "alice", identityKey: twin.m.ik },
+      itemEpoch: 1,
+      core: built.core,
+      wrap: built.wraps.find((w) => w.to === "alice")?.wrap as Uint8Array,
+      now: 0,
+      from: { name: "alice", identityKey: twin.entry.ik },
+    });
+    expect(r.record.current?.epoch).toBe(1);
+  });
+
+  it("a commit sealed to another device's leaf key under our name is refused, not entered", async () => {
+    const [alice, bob] = [await person("alice"), await person("bob")];
+    const twin = await person("alice", alice.m);
+    const built = await buildCommit({
+      hub: "main",
+      group: "g",
+      parentEpoch: 0,
+      prev: null,
+      committer: "bob",
+      committerIk: bob.m.ik,
+      sign: bob.sign,
+      roster: [twin.entry, bob.entry],
+      added: ["alice", "bob"],
+      removed: [],
+      random: randomBytes,
+    });
+    await expect(
+      receiveCommit({
+        record: joiningRecord(alice.m),
+        hub: "main",
+        me: { name: "alice", identityKey: alice.m.ik },
+        itemEpoch: 1,
+        core: built.core,
+        wrap: built.wraps.find((w) => w.to === "alice")?.wrap as Uint8Array,
+        now: 0,
+        from: { name: "bob", identityKey: bob.entry.ik },
+      }),
+    ).rejects.toMatchObject({ code: "no_prekey" });
+    expect(entryOf("alice", alice.m.ik, alice.m.leaves[0] as never).leafKey).not.toBe(
+      twin.entry.leafKey,
+    );
   });
 });

@@ -1,61 +1,94 @@
 /**
- * The fast paths of group commits (shared/core/group.ts) against their reference
- * definitions: wrap info and sender chain keys encoded once per epoch give the same bytes as the
- * per-member lp()/HKDF of §9.2.3 and §9.5 (property tests); the verified-prekey cache never lets
- * a changed or unverified roster entry through; a large commit's wraps are in roster order and
- * each opens only for its own member under the reference wrap info; receiving in a large group
- * finds the sender through a per-array index that can never pick the wrong member, and keeps the
- * skipped-key bound.
+ * The fast paths of group commits (shared/core/group-*.ts) against their reference definitions:
+ * wrap info and sender chain keys encoded once per epoch give the same bytes as the per-member
+ * lp()/HKDF of §9.2 and §9.3 (property tests); the verified-leaf cache never lets a changed or
+ * unverified roster entry through; a large commit's wraps each open only for their own member
+ * under the reference wrap info; receiving in a large group finds the sender through a per-array
+ * index that can never pick the wrong member, and keeps the skipped-key bound.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { b64 } from "../../shared/core/codec";
+import { b64, u64be } from "../../shared/core/codec";
 import {
   createCommit,
   decryptGroup,
   encryptGroup,
   enterEpoch,
-  forgetVerifiedPrekeys,
+  forgetVerifiedLeaves,
   type GroupRecord,
   MAX_GROUP_SKIPPED,
   type RosterEntry,
-  senderChainKey,
-  senderChainKeys,
   splitCore,
-  verifyRosterPrekeys,
-  wrapInfo,
-  wrapInfoFor,
+  verifyRosterLeaves,
 } from "../../shared/core/group";
-import { spkMessage } from "../../shared/core/prekeys";
+import { epochKeys, groupContext, wrapInfoFor, ZERO_HASH } from "../../shared/core/group-schedule";
 import {
   ed25519Sign,
   generateIdentityKeyPair,
+  hkdfSha256,
   hpkeOpen,
   type IdentityKeyPair,
   randomBytes,
   sha256,
-  x25519GenerateKeyPair,
 } from "../../shared/crypto";
-import { toB64u } from "../../shared/encoding";
+import { concatBytes, lp, toB64u } from "../../shared/encoding";
+import { groupMember } from "../support/group-fixture";
 
 const name = fc.string({ minLength: 1, maxLength: 40, unit: "grapheme" });
 const key32 = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Uint8Array.from(b));
 const epoch = fc.oneof(fc.nat(10), fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }));
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
+const EMPTY = new Uint8Array(0);
+
+/** A roster entry whose leaf key is never used to seal (receiving tests). */
+const fakeEntry = (n: string, ik: Uint8Array): RosterEntry => ({
+  name: n,
+  ik: toB64u(ik),
+  leafId: 1,
+  leafKey: toB64u(sha256(ik)),
+  leafEpoch: 0,
+  leafNonce: toB64u(new Uint8Array(16)),
+  leafSig: toB64u(new Uint8Array(64)),
+});
+
+function enter(
+  secret: Uint8Array,
+  roster: RosterEntry[],
+  me: { name: string; identityKey: Uint8Array },
+) {
+  return enterEpoch({
+    hub: "main",
+    group: "g",
+    epoch: 3,
+    joiner: secret,
+    transcript: ZERO_HASH,
+    tag: null,
+    interim: ZERO_HASH,
+    roster,
+    me,
+    now: 0,
+  });
+}
 
 describe("per-epoch encodings equal the per-member reference", () => {
-  it("wrapInfoFor(hub, group, epoch)(name, ik, spkId) = wrapInfo(...)", () => {
+  it("wrapInfoFor(hub, group, epoch)(kind, name, ik, leafId) = lp(label, hub, group, epoch, kind, name, ik, leafId)", () => {
     fc.assert(
       fc.property(
         name,
         name,
         epoch,
-        fc.array(fc.tuple(name, key32, u32), { maxLength: 5 }),
+        fc.array(
+          fc.tuple(fc.constantFrom("member" as const, "joiner" as const), name, key32, u32),
+          {
+            maxLength: 5,
+          },
+        ),
         (hub, group, e, ms) => {
           const fast = wrapInfoFor(hub, group, e);
-          for (const [n, ik, spkId] of ms) {
-            const entry: RosterEntry = { name: n, ik: toB64u(ik), spkId, spkKey: "", spkSig: "" };
-            expect(fast(n, ik, spkId)).toEqual(wrapInfo(hub, group, e, entry));
+          for (const [k, n, ik, id] of ms) {
+            expect(fast(k, n, ik, id)).toEqual(
+              lp("parley/v2/group-wrap", hub, group, u64be(e), k, n, ik, id),
+            );
           }
         },
       ),
@@ -63,18 +96,24 @@ describe("per-epoch encodings equal the per-member reference", () => {
     );
   });
 
-  it("senderChainKeys(secret, …, members) = senderChainKey(secret, …, each member)", () => {
+  it("epochKeys' chains = HKDF(epoch_secret, lp(label) || lp(name, ik, leaf)) for each member", () => {
     fc.assert(
       fc.property(
         key32,
-        name,
-        name,
-        epoch,
-        fc.array(fc.record({ name, ik: key32 }), { maxLength: 6 }),
-        (secret, hub, group, e, ms) => {
-          expect(senderChainKeys(secret, hub, group, e, ms)).toEqual(
-            ms.map((m) => senderChainKey(secret, hub, group, e, m.name, m.ik)),
+        key32,
+        fc.array(fc.record({ name, ik: key32, leaf: key32 }), { maxLength: 6 }),
+        (joiner, th, ms) => {
+          const ctx = groupContext("h", "g", 7, th);
+          const epochSecret = hkdfSha256(joiner, EMPTY, ctx, 32);
+          const ref = ms.map((m) =>
+            hkdfSha256(
+              epochSecret,
+              EMPTY,
+              concatBytes(lp("parley/v2/group-sender"), lp(m.name, m.ik, m.leaf)),
+              32,
+            ),
           );
+          expect(epochKeys(joiner, ctx, ms).chains).toEqual(ref);
         },
       ),
       { numRuns: 200 },
@@ -83,72 +122,66 @@ describe("per-epoch encodings equal the per-member reference", () => {
 
   it("enterEpoch's chains are the reference chains, ours and every other member's", async () => {
     const secret = randomBytes(32);
-    const roster: RosterEntry[] = [];
-    for (const n of ["a", "b", "c", "d"]) {
-      roster.push({ name: n, ik: toB64u(randomBytes(32)), spkId: 1, spkKey: "", spkSig: "" });
-    }
+    const roster: RosterEntry[] = ["a", "b", "c", "d"].map((n) => fakeEntry(n, randomBytes(32)));
     const me = { name: "c", identityKey: b64((roster[2] as RosterEntry).ik, "ik") };
-    const ep = enterEpoch("hub", "grp", 9, secret, roster, me, 0);
-    const ref = (m: RosterEntry) =>
-      toB64u(senderChainKey(secret, "hub", "grp", 9, m.name, b64(m.ik, "ik")));
-    expect(ep.send.ck).toBe(ref(roster[2] as RosterEntry));
+    const ep = enter(secret, roster, me);
+    const chain = (m: RosterEntry) =>
+      toB64u(
+        epochKeys(secret, groupContext("main", "g", 3, ZERO_HASH), [
+          { name: m.name, ik: b64(m.ik, "ik"), leaf: b64(m.leafKey, "l") },
+        ]).chains[0] as Uint8Array,
+      );
+    expect(ep.send.ck).toBe(chain(roster[2] as RosterEntry));
     expect(ep.receivers.map((r) => [r.name, r.ck])).toEqual(
-      roster.filter((m) => m.name !== "c").map((m) => [m.name, ref(m)]),
+      roster.filter((m) => m.name !== "c").map((m) => [m.name, chain(m)]),
     );
   });
 });
 
 async function entry(i: number) {
-  const id = await generateIdentityKeyPair();
-  const spk = await x25519GenerateKeyPair();
-  const spkId = 100 + i;
-  const sig = await ed25519Sign(id.privateKey, spkMessage(spkId, spk.publicKey));
-  const e: RosterEntry = {
-    name: `m${String(i).padStart(3, "0")}`,
-    ik: toB64u(id.publicKey),
-    spkId,
-    spkKey: toB64u(spk.publicKey),
-    spkSig: toB64u(sig),
-  };
-  return { e, id, spkSecret: spk.secretKey };
+  const m = await groupMember(`m${String(i).padStart(3, "0")}`, { group: "big", count: 1 });
+  const leaf = m.leaves[0] as (typeof m.leaves)[number];
+  return { e: m.entry, m, leafSecret: b64(leaf.priv, "leaf") };
 }
 
-describe("the verified-prekey cache", () => {
+describe("the verified-leaf cache", () => {
   it("a verified roster stays verified; any changed field of an entry is verified afresh and refused", async () => {
-    forgetVerifiedPrekeys();
+    forgetVerifiedLeaves();
     const a = await entry(1);
     const b = await entry(2);
     const other = await entry(3);
-    await verifyRosterPrekeys([a.e, b.e]);
-    await verifyRosterPrekeys([a.e, b.e]);
+    await verifyRosterLeaves("main", "big", [a.e, b.e]);
+    await verifyRosterLeaves("main", "big", [a.e, b.e]);
     const variants: Array<[string, RosterEntry]> = [
       ["identity key", { ...b.e, ik: other.e.ik }],
-      ["prekey id", { ...b.e, spkId: b.e.spkId + 1 }],
-      ["prekey", { ...b.e, spkKey: other.e.spkKey }],
-      ["signature", { ...b.e, spkSig: other.e.spkSig }],
+      ["leaf id", { ...b.e, leafId: b.e.leafId + 1 }],
+      ["leaf epoch", { ...b.e, leafEpoch: b.e.leafEpoch + 1 }],
+      ["leaf key", { ...b.e, leafKey: other.e.leafKey }],
+      ["leaf nonce", { ...b.e, leafNonce: other.e.leafNonce }],
+      ["signature", { ...b.e, leafSig: other.e.leafSig }],
     ];
     for (const [what, bad] of variants) {
-      await expect(verifyRosterPrekeys([a.e, bad]), what).rejects.toMatchObject({
+      await expect(verifyRosterLeaves("main", "big", [a.e, bad]), what).rejects.toMatchObject({
         code: "bad_signature",
       });
       // A failure is never remembered: the same entry fails again.
-      await expect(verifyRosterPrekeys([bad]), what).rejects.toMatchObject({
+      await expect(verifyRosterLeaves("main", "big", [bad]), what).rejects.toMatchObject({
         code: "bad_signature",
       });
     }
   });
 
   it("reports the first failing entry in roster order", async () => {
-    forgetVerifiedPrekeys();
+    forgetVerifiedLeaves();
     const [a, b, c] = [await entry(1), await entry(2), await entry(3)];
-    const badB = { ...b.e, spkSig: c.e.spkSig };
-    const badC = { ...c.e, spkSig: a.e.spkSig };
-    await expect(verifyRosterPrekeys([a.e, badB, badC])).rejects.toThrow(/m002/);
+    const badB = { ...b.e, leafSig: c.e.leafSig };
+    const badC = { ...c.e, leafSig: a.e.leafSig };
+    await expect(verifyRosterLeaves("main", "big", [a.e, badB, badC])).rejects.toThrow(/m002/);
   });
 });
 
 describe("a large commit", () => {
-  it("createCommit refuses a roster with a bad signed prekey, naming the first in roster order", async () => {
+  it("createCommit refuses a roster with a bad leaf key, naming the first in roster order", async () => {
     const members = [];
     for (let i = 0; i < 24; i++) members.push(await entry(i));
     const roster = members.map((m) => m.e);
@@ -157,19 +190,26 @@ describe("a large commit", () => {
       hub: "main",
       group: "big",
       parentEpoch: 4,
+      prev: { init: randomBytes(32), interim: ZERO_HASH },
+      ownLeaves: committer.m.leaves,
       committer: committer.e.name,
-      committerIk: committer.id.publicKey,
-      sign: (m: Uint8Array) => ed25519Sign(committer.id.privateKey, m),
+      committerIk: committer.m.ik,
+      sign: committer.m.sign,
       added: [],
       removed: [],
       random: randomBytes,
     };
     const bad = roster.map((m, i) =>
-      i === 17 || i === 21 ? { ...m, spkSig: (roster[i - 1] as RosterEntry).spkSig } : m,
+      i === 17 || i === 21 ? { ...m, leafSig: (roster[i - 1] as RosterEntry).leafSig } : m,
     );
     for (const warm of [false, true]) {
-      if (!warm) forgetVerifiedPrekeys();
-      else await verifyRosterPrekeys(roster.filter((_, i) => i !== 17 && i !== 21));
+      if (!warm) forgetVerifiedLeaves();
+      else
+        await verifyRosterLeaves(
+          "main",
+          "big",
+          roster.filter((_, i) => i !== 17 && i !== 21),
+        );
       await expect(createCommit({ ...params, roster: bad })).rejects.toMatchObject({
         code: "bad_signature",
         message: expect.stringContaining("m017"),
@@ -177,6 +217,7 @@ describe("a large commit", () => {
     }
     const ok = await createCommit({ ...params, roster });
     expect(ok.wraps.map((w) => w.to)).toEqual(roster.map((m) => m.name));
+    expect(ok.wraps.map((w) => w.leaf)).toEqual(roster.map((m) => m.leafId));
   });
 
   it("wraps every member in roster order; each opens only for its member with the reference info", async () => {
@@ -185,16 +226,18 @@ describe("a large commit", () => {
     for (let i = 0; i < size; i++) members.push(await entry(i));
     const roster = members.map((m) => m.e);
     const committer = members[0] as (typeof members)[number];
-    forgetVerifiedPrekeys();
-    // createCommit: the roster's prekeys are checked (one batch, above the Node backend's pool
+    forgetVerifiedLeaves();
+    // createCommit: the roster's leaf keys are checked (one batch, above the Node backend's pool
     // threshold) while the wraps are sealed.
     const built = await createCommit({
       hub: "main",
       group: "big",
       parentEpoch: 4,
+      prev: { init: randomBytes(32), interim: ZERO_HASH },
+      ownLeaves: committer.m.leaves,
       committer: committer.e.name,
-      committerIk: committer.id.publicKey,
-      sign: (m) => ed25519Sign(committer.id.privateKey, m),
+      committerIk: committer.m.ik,
+      sign: committer.m.sign,
       roster,
       added: [],
       removed: [],
@@ -202,28 +245,37 @@ describe("a large commit", () => {
     });
     expect(built.wraps.map((w) => w.to)).toEqual(roster.map((m) => m.name));
     const aad = sha256(splitCore(built.core).body);
+    const info = (e: RosterEntry) =>
+      lp(
+        "parley/v2/group-wrap",
+        "main",
+        "big",
+        u64be(5),
+        "member",
+        e.name,
+        b64(e.ik, "ik"),
+        e.leafId,
+      );
+    const secrets = new Set<string>();
     for (const [i, m] of members.entries()) {
       const wrap = (built.wraps[i] as { wrap: Uint8Array }).wrap;
-      const info = wrapInfo("main", "big", 5, m.e);
-      const secret = await hpkeOpen(m.spkSecret, wrap.slice(0, 32), wrap.slice(32), info, aad);
-      expect(secret).toEqual(built.secret);
+      expect(wrap[0]).toBe(1); // the wrap format's version (§9.2)
+      const [e, ct] = [wrap.slice(1, 33), wrap.slice(33)];
+      secrets.add(toB64u(await hpkeOpen(m.leafSecret, e, ct, info(m.e), aad)));
       // Bound to the recipient: a neighbour's key or info does not open it.
       const next = members[(i + 1) % size] as (typeof members)[number];
-      await expect(
-        hpkeOpen(next.spkSecret, wrap.slice(0, 32), wrap.slice(32), info, aad),
-      ).rejects.toMatchObject({ name: "HpkeOpenError" });
-      await expect(
-        hpkeOpen(
-          m.spkSecret,
-          wrap.slice(0, 32),
-          wrap.slice(32),
-          wrapInfo("main", "big", 5, next.e),
-          aad,
-        ),
-      ).rejects.toMatchObject({ name: "HpkeOpenError" });
+      await expect(hpkeOpen(next.leafSecret, e, ct, info(m.e), aad)).rejects.toMatchObject({
+        name: "HpkeOpenError",
+      });
+      await expect(hpkeOpen(m.leafSecret, e, ct, info(next.e), aad)).rejects.toMatchObject({
+        name: "HpkeOpenError",
+      });
     }
+    // Every existing member gets the same commit secret, never the joiner secret itself.
+    expect(secrets.size).toBe(1);
+    expect(secrets.has(toB64u(built.joiner))).toBe(false);
     // Fresh ephemeral per wrap.
-    expect(new Set(built.wraps.map((w) => toB64u(w.wrap.slice(0, 32)))).size).toBe(size);
+    expect(new Set(built.wraps.map((w) => toB64u(w.wrap.slice(1, 33)))).size).toBe(size);
   });
 });
 
@@ -235,25 +287,18 @@ describe("receiving in a large group", () => {
       const id = await generateIdentityKeyPair();
       people.push({ name: `s${i}`, id });
     }
-    const roster: RosterEntry[] = people.map((p) => ({
-      name: p.name,
-      ik: toB64u(p.id.publicKey),
-      spkId: 1,
-      spkKey: "",
-      spkSig: "",
-    }));
-    for (let i = 0; roster.length < size; i++) {
-      roster.push({ name: `x${i}`, ik: toB64u(randomBytes(32)), spkId: 1, spkKey: "", spkSig: "" });
-    }
+    const roster: RosterEntry[] = people.map((p) => fakeEntry(p.name, p.id.publicKey));
+    for (let i = 0; roster.length < size; i++) roster.push(fakeEntry(`x${i}`, randomBytes(32)));
     roster.sort((a, b) => (a.name < b.name ? -1 : 1));
     const meIk = randomBytes(32);
-    roster.push({ name: "zz-me", ik: toB64u(meIk), spkId: 1, spkKey: "", spkSig: "" });
+    roster.push(fakeEntry("zz-me", meIk));
     const rec = (name: string, ik: Uint8Array): GroupRecord => ({
       group: "g",
       status: "member",
-      current: enterEpoch("main", "g", 3, secret, roster, { name, identityKey: ik }, 0),
+      current: enter(secret, roster, { name, identityKey: ik }),
       previous: null,
       pendingCommit: null,
+      leaves: [],
     });
     const me = rec("zz-me", meIk);
     const sent = async (k: number, count: number) => {

@@ -46,6 +46,7 @@ function record(
     current,
     previous: null,
     pendingCommit: extra.pending ? ({ id: "1", parentEpoch: epoch ?? 0 } as never) : null,
+    leaves: [],
   };
 }
 

@@ -9,52 +9,24 @@ import { b64 } from "../../shared/core/codec";
 import { isCoreError } from "../../shared/core/errors";
 import {
   buildCommit,
-  confirmKey,
   decodeCommitBody,
   decryptGroup,
-  emptyGroup,
   encodeCommitBody,
   encryptGroup,
   type GroupRecord,
   nextRoster,
   parseGroupRecord,
-  type RosterEntry,
+  pendingFrom,
   receiveCommit,
   splitCore,
-  wrapInfo,
 } from "../../shared/core/group";
-import { initialPrekeys, type PrekeyState, publicSpk } from "../../shared/core/prekeys";
-import {
-  ed25519Sign,
-  generateIdentityKeyPair,
-  hpkeSeal,
-  randomBytes,
-  sha256,
-} from "../../shared/crypto";
+import { epochKeys, groupContext, wrapInfoFor, ZERO_HASH } from "../../shared/core/group-schedule";
+import { hpkeSeal, randomBytes, sha256 } from "../../shared/crypto";
 import { concatBytes, toB64u } from "../../shared/encoding";
+import { type GM, groupMember, joiningRecord, relayMember } from "../support/group-fixture";
 
-interface M {
-  name: string;
-  id: CryptoKeyPair & { publicKey: CryptoKey };
-  ik: Uint8Array;
-  sign: (m: Uint8Array) => Promise<Uint8Array>;
-  pre: PrekeyState;
-  entry: RosterEntry;
-}
-
-async function member(name: string): Promise<M> {
-  const id = await generateIdentityKeyPair();
-  const pre = await initialPrekeys(id, 0, randomBytes);
-  const spk = publicSpk(pre);
-  return {
-    name,
-    id: id as unknown as M["id"],
-    ik: id.publicKey,
-    sign: (m) => ed25519Sign(id.privateKey, m),
-    pre,
-    entry: { name, ik: toB64u(id.publicKey), spkId: spk.id, spkKey: spk.key, spkSig: spk.sig },
-  };
-}
+type M = GM;
+const member = (name: string) => groupMember(name);
 
 function deepFreeze<T>(x: T): T {
   if (x !== null && typeof x === "object" && !Object.isFrozen(x)) {
@@ -71,6 +43,7 @@ async function setup() {
     hub: "main",
     group: "g",
     parentEpoch: 0,
+    prev: null,
     committer: "alice",
     committerIk: alice.ik,
     sign: alice.sign,
@@ -80,6 +53,18 @@ async function setup() {
     random: randomBytes,
   });
   const wrapFor = (n: string) => built.wraps.find((w) => w.to === n)?.wrap as Uint8Array;
+  /** alice's own record: joining, with the commit she persisted before sending it (§9.4). */
+  const aliceJoining: GroupRecord = {
+    ...joiningRecord(alice),
+    pendingCommit: pendingFrom(built, {
+      id: "1",
+      parentEpoch: 0,
+      roster,
+      added: ["alice", "bob", "carol"],
+      removed: [],
+      at: 0,
+    }),
+  };
   const receive = (
     m: M,
     rec: GroupRecord,
@@ -95,23 +80,24 @@ async function setup() {
       itemEpoch: epoch,
       core,
       wrap,
-      spkSecret: (id) => (id === m.pre.spk.id ? b64(m.pre.spk.priv, "k") : null),
       now: 0,
       from: { name: by.name, identityKey: by.entry.ik },
     });
-  return { alice, bob, carol, roster, built, wrapFor, receive };
+  return { alice, bob, carol, roster, built, wrapFor, receive, aliceJoining };
 }
 
 describe("group commits", () => {
   it("a joiner accepts a valid commit; the record passed in is not mutated", async () => {
     const { bob, built, receive } = await setup();
-    const rec = deepFreeze({ ...emptyGroup("g"), status: "joining" as const });
+    const rec = deepFreeze(joiningRecord(bob));
     const r = await receive(bob, rec);
     expect(r.record.status).toBe("member");
     expect(r.record.current?.epoch).toBe(1);
     expect(r.record.current).not.toHaveProperty("secret");
-    expect(JSON.stringify(r.record)).not.toContain(toB64u(built.secret));
+    expect(JSON.stringify(r.record)).not.toContain(toB64u(built.joiner));
     expect(rec.status).toBe("joining");
+    // the leaf key that opened the commit is gone from the record (§9.3)
+    expect(r.record.leaves.map((l) => l.id)).toEqual(bob.leaves.slice(1).map((l) => l.id));
   });
 
   it("body codec round-trips", async () => {
@@ -125,22 +111,20 @@ describe("group commits", () => {
     const body = splitCore(built.core).body;
     const other = randomBytes(32);
     const sealed = await hpkeSeal(
-      b64(bob.entry.spkKey, "k"),
+      b64(bob.entry.leafKey, "k"),
       other,
-      wrapInfo("main", "g", 1, bob.entry),
+      wrapInfoFor("main", "g", 1)("joiner", "bob", bob.ik, bob.entry.leafId),
       sha256(body),
     );
-    const wrap = concatBytes(sealed.enc, sealed.ciphertext);
-    await expect(
-      receive(bob, { ...emptyGroup("g"), status: "joining" }, built.core, wrap),
-    ).rejects.toMatchObject({
+    const wrap = concatBytes(new Uint8Array([1]), sealed.enc, sealed.ciphertext);
+    await expect(receive(bob, joiningRecord(bob), built.core, wrap)).rejects.toMatchObject({
       code: "bad_signature",
     });
   });
 
   it("rejects: altered core, wrong epoch, wrap for someone else, commit not adding us", async () => {
     const { bob, carol, built, receive, wrapFor } = await setup();
-    const joining: GroupRecord = { ...emptyGroup("g"), status: "joining" };
+    const joining = joiningRecord(bob);
     const flipped = built.core.slice();
     flipped[40] = (flipped[40] as number) ^ 1;
     await expect(receive(bob, joining, flipped)).rejects.toHaveProperty("code");
@@ -154,11 +138,15 @@ describe("group commits", () => {
       code: "decrypt_failed",
     });
     // an existing member at epoch 1 receiving a commit that "re-adds" everyone
-    const member = (await receive(carol, joining)).record;
+    const member = (await receive(carol, joiningRecord(carol))).record;
+    const cur = member.current;
+    if (cur === null || cur.init === null) throw new Error("carol has epoch 1");
     const again = await buildCommit({
       hub: "main",
       group: "g",
       parentEpoch: 1,
+      prev: null,
+      parentInterim: b64(cur.interim, "i"),
       committer: "bob",
       committerIk: bob.ik,
       sign: bob.sign,
@@ -176,13 +164,16 @@ describe("group commits", () => {
   it("members verify the committer: a non-member cannot commit", async () => {
     const { alice, carol, receive } = await setup();
     const dave = await member("dave");
-    const joining: GroupRecord = { ...emptyGroup("g"), status: "joining" };
-    const start = (await receive(carol, joining)).record;
-    // dave claims to commit epoch 2 removing bob, without being a member or a joiner
+    const start = (await receive(carol, joiningRecord(carol))).record;
+    const cur = start.current;
+    if (cur === null || cur.init === null) throw new Error("carol has epoch 1");
+    // dave claims to commit epoch 2 removing bob, without being a member or a joiner (and even
+    // holding the parent epoch's secrets would not help him)
     const forged = await buildCommit({
       hub: "main",
       group: "g",
       parentEpoch: 1,
+      prev: { init: b64(cur.init, "i"), interim: b64(cur.interim, "i") },
       committer: "dave",
       committerIk: dave.ik,
       sign: dave.sign,
@@ -199,17 +190,14 @@ describe("group commits", () => {
 
   it("nextRoster follows the relay: (members − leaves) ∪ joins, rejoin = removed and added", async () => {
     const { alice, bob, carol } = await setup();
-    const m = (x: M) => ({
-      username: x.name,
-      identityKey: x.entry.ik,
-      signedPrekey: { id: x.entry.spkId, key: x.entry.spkKey, sig: x.entry.spkSig },
-    });
+    const m = relayMember;
     const r = nextRoster({
       group: "g",
       epoch: 3,
       members: [m(alice), m(bob)],
       pendingJoins: [m(carol), m(bob)],
       pendingLeaves: ["bob"],
+      interim: toB64u(ZERO_HASH),
     });
     expect(r.roster.map((x) => x.name)).toEqual(["alice", "bob", "carol"]);
     expect(r.added).toEqual(["bob", "carol"]);
@@ -219,10 +207,9 @@ describe("group commits", () => {
 
 describe("group messages", () => {
   async function epochPair() {
-    const { alice, bob, receive } = await setup();
-    const joining: GroupRecord = { ...emptyGroup("g"), status: "joining" };
-    const a = (await receive(alice, joining)).record;
-    const b = (await receive(bob, joining)).record;
+    const { alice, bob, receive, aliceJoining } = await setup();
+    const a = (await receive(alice, aliceJoining)).record;
+    const b = (await receive(bob, joiningRecord(bob))).record;
     return { alice, bob, a, b };
   }
 
@@ -271,13 +258,14 @@ describe("group messages", () => {
   });
 
   it("forward secrecy inside an epoch: a mid-epoch snapshot opens later messages, never earlier ones (§9.5)", async () => {
-    const { alice, bob, built, receive } = await setup();
-    const joining: GroupRecord = { ...emptyGroup("g"), status: "joining" };
-    const a = (await receive(alice, joining)).record;
-    let b = (await receive(bob, joining)).record;
-    // No stored record holds the epoch secret (nor its confirmation key), in any encoding.
-    const secret = toB64u(built.secret);
-    const confirm = toB64u(confirmKey(built.secret, "main", "g", 1));
+    const { alice, bob, built, receive, aliceJoining } = await setup();
+    const a = (await receive(alice, aliceJoining)).record;
+    let b = (await receive(bob, joiningRecord(bob))).record;
+    // No stored record holds the joiner secret (nor the epoch's confirmation key), in any encoding.
+    const secret = toB64u(built.joiner);
+    const confirm = toB64u(
+      epochKeys(built.joiner, groupContext("main", "g", 1, built.transcript), []).confirmKey,
+    );
     for (const rec of [a, b]) {
       const json = JSON.stringify(rec);
       expect(json).not.toContain(secret);
@@ -325,16 +313,6 @@ describe("group messages", () => {
         decryptGroup({ record: rewound, hub: "main", sender: "alice", epoch: 1, body }),
       ).rejects.toMatchObject({ code: "decrypt_failed" });
     }
-  });
-
-  it("a stored record of the old format (epoch secret included) is migrated: the secret is dropped", async () => {
-    const { bob, built, receive } = await setup();
-    const rec = (await receive(bob, { ...emptyGroup("g"), status: "joining" })).record;
-    const legacy = JSON.parse(JSON.stringify(rec)) as { current: Record<string, unknown> };
-    legacy.current.secret = toB64u(built.secret);
-    const migrated = parseGroupRecord(legacy);
-    expect(migrated).toEqual(rec);
-    expect(JSON.stringify(migrated)).not.toContain(toB64u(built.secret));
   });
 
   it("a bit flip anywhere is rejected with a typed error and no state change", async () => {

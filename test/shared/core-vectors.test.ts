@@ -12,11 +12,17 @@ import { encodeContent } from "../../shared/core/content";
 import { encodeHsInit, messagePrefix, prekeyPrefix } from "../../shared/core/envelope";
 import {
   buildCommit,
+  type EpochState,
   emptyGroup,
   encryptGroup,
   enterEpoch,
+  type GroupRecord,
+  type OwnLeaf,
+  type RosterEntry,
+  receiveCommit,
   splitCore,
 } from "../../shared/core/group";
+import { leafTranscript } from "../../shared/core/group-schedule";
 import {
   confirmMac,
   handshakeHash,
@@ -139,46 +145,104 @@ async function compute() {
     x3dh_prekey_msg_sha256: hex(sha256(concatBytes(pp, pm.header, pm.ciphertext))),
   });
 
-  // §9 group commit (alice commits epoch 1 of "broadcast" adding alice and bob) and a message
-  const spkA = await x25519PublicKey(L("spk_a"));
-  const rosterA = {
-    name: "alice",
-    ik: toB64u(A.identityKey),
-    spkId: 3,
-    spkKey: toB64u(spkA),
-    spkSig: toB64u(await ed25519Sign(alice.privateKey, spkMessage(3, spkA))),
+  // §9 groups: alice (joining) commits epoch 1 of "broadcast" adding alice and bob; bob then
+  // commits epoch 2 (an update, chained from epoch 1's init secret and transcript); alice sends
+  // a message in epoch 2.
+  const leaf = async (who: "a" | "b", kp: typeof alice, id: number): Promise<OwnLeaf> => {
+    const key = await x25519PublicKey(L(`leaf_${who}${id}`));
+    const nonce = L(`leaf_${who}${id}_nonce`).slice(0, 16);
+    const sig = await ed25519Sign(
+      kp.privateKey,
+      leafTranscript(hub, "broadcast", 0, id, key, nonce),
+    );
+    return {
+      id,
+      key: toB64u(key),
+      priv: toB64u(L(`leaf_${who}${id}`)),
+      epoch: 0,
+      nonce: toB64u(nonce),
+      sig: toB64u(sig),
+    };
   };
-  const rosterB = {
-    name: "bob",
-    ik: toB64u(B.identityKey),
-    spkId: 7,
-    spkKey: toB64u(spk),
-    spkSig: toB64u(spkSig),
-  };
-  const built = await buildCommit({
+  const leavesA = [await leaf("a", alice, 1), await leaf("a", alice, 2)];
+  const leavesB = [await leaf("b", bob, 1), await leaf("b", bob, 2)];
+  const entry = (name: string, ik: Uint8Array, l: OwnLeaf): RosterEntry => ({
+    name,
+    ik: toB64u(ik),
+    leafId: l.id,
+    leafKey: l.key,
+    leafEpoch: l.epoch,
+    leafNonce: l.nonce,
+    leafSig: l.sig,
+  });
+  const roster1 = [
+    entry("alice", A.identityKey, leavesA[0] as OwnLeaf),
+    entry("bob", B.identityKey, leavesB[0] as OwnLeaf),
+  ];
+  const c1 = await buildCommit({
     hub,
     group: "broadcast",
     parentEpoch: 0,
+    prev: null,
     committer: "alice",
     committerIk: A.identityKey,
     sign: (m) => ed25519Sign(alice.privateKey, m),
-    roster: [rosterA, rosterB],
+    roster: roster1,
     added: ["alice", "bob"],
     removed: [],
-    random: seq("epoch-secret"),
+    random: seq("joiner-1"),
   });
-  const parts = splitCore(built.core);
-  const ep = enterEpoch(
+  const p1 = splitCore(c1.core);
+  const bobJoining: GroupRecord = {
+    ...emptyGroup("broadcast"),
+    status: "joining",
+    leaves: leavesB,
+  };
+  const bob1 = (
+    await receiveCommit({
+      record: bobJoining,
+      hub,
+      me: { name: "bob", identityKey: B.identityKey },
+      itemEpoch: 1,
+      core: c1.core,
+      wrap: c1.wraps.find((w) => w.to === "bob")?.wrap as Uint8Array,
+      now: 0,
+      from: { name: "alice", identityKey: toB64u(A.identityKey) },
+    })
+  ).record;
+  const e1 = bob1.current as EpochState;
+  const roster2 = [
+    entry("alice", A.identityKey, leavesA[1] as OwnLeaf),
+    entry("bob", B.identityKey, leavesB[1] as OwnLeaf),
+  ];
+  const c2 = await buildCommit({
     hub,
-    "broadcast",
-    1,
-    L("epoch-secret"),
-    [rosterA, rosterB],
-    { name: "alice", identityKey: A.identityKey },
-    0,
-  );
+    group: "broadcast",
+    parentEpoch: 1,
+    prev: { init: fromB64u(e1.init ?? ""), interim: fromB64u(e1.interim) },
+    committer: "bob",
+    committerIk: B.identityKey,
+    sign: (m) => ed25519Sign(bob.privateKey, m),
+    roster: roster2,
+    added: [],
+    removed: [],
+    random: seq("commit-2"),
+  });
+  const p2 = splitCore(c2.core);
+  const e2 = enterEpoch({
+    hub,
+    group: "broadcast",
+    epoch: 2,
+    joiner: c2.joiner,
+    transcript: c2.transcript,
+    tag: p2.tag,
+    interim: c2.interim,
+    roster: roster2,
+    me: { name: "alice", identityKey: A.identityKey },
+    now: 0,
+  });
   const gm = await encryptGroup({
-    record: { ...emptyGroup("broadcast"), status: "member", current: ep },
+    record: { ...emptyGroup("broadcast"), status: "member", current: e2 },
     hub,
     me: { name: "alice", identityKey: A.identityKey },
     sign: (m) => ed25519Sign(alice.privateKey, m),
@@ -187,10 +251,21 @@ async function compute() {
     random: (n) => L("group-nonce").slice(0, n),
   });
   Object.assign(out, {
-    group_body_sha256: hex(sha256(parts.body)),
-    group_tag: hex(parts.tag),
-    group_sig: hex(parts.sig),
-    group_ck0_alice: hex(fromB64u(ep.send.ck)),
+    group_leaf_sig_a1: hex(fromB64u((leavesA[0] as OwnLeaf).sig)),
+    group_c1_body_sha256: hex(sha256(p1.body)),
+    group_c1_sig: hex(p1.sig),
+    group_c1_transcript: hex(c1.transcript),
+    group_c1_tag: hex(p1.tag),
+    group_c1_interim: hex(c1.interim),
+    group_e1_init: hex(fromB64u(e1.init ?? "")),
+    group_e1_authenticator: hex(fromB64u(e1.authenticator)),
+    group_e1_ck_bob: hex(fromB64u(e1.send.ck)),
+    group_c2_joiner: hex(c2.joiner),
+    group_c2_body_sha256: hex(sha256(p2.body)),
+    group_c2_transcript: hex(c2.transcript),
+    group_c2_tag: hex(p2.tag),
+    group_e2_authenticator: hex(fromB64u(e2.authenticator)),
+    group_e2_ck_alice: hex(fromB64u(e2.send.ck)),
     group_msg_sha256: hex(sha256(gm.body)),
   });
   return out;
@@ -224,12 +299,24 @@ const EXPECTED: Record<string, string> = {
   x3dh_root: "2357482d5678b94c4713b2089a55c52d8275c61a5a4ef83adb60530771822211",
   x3dh_sid: "b9d34194243845774c0e401dd4ffb605",
   x3dh_prekey_msg_sha256: "591ff88b50b68618e538ed5f1c605a837a98617617d4c49e8fb6338179693791",
-  group_body_sha256: "a7321388b10e3beaf5e4f821eea6b5f2f99f9b05fafd9da2d1df72d116b7787d",
-  group_tag: "13d353837e424094cc0736e43af707e3ea88d7915d8cf10f9c7d4e11b56fd117",
-  group_sig:
-    "93617ce0e1bcc04a71a351dfdbaa370ca720ae06ecc28ca9dc93780bfe501be5183fcfca3fc562d05a51add607f5584b3d31e21d8c4bf92cf0f80ef24fe38408",
-  group_ck0_alice: "cb79ef6cba2696b174bb17aceea2254d3fd142b4310e0d1914b244f48224b1a5",
-  group_msg_sha256: "811e1921e97b0641ca38c9ef0d3389ef94e250efe7cd715e33471292a85fe414",
+  group_c1_body_sha256: "d56d2ef5ed8510be716c498ec9620e4cb95662c2ff20cd4d2f4d0e34cab6b344",
+  group_c1_interim: "a4caeac6ea39fdcefd7859ced2ec775ea01f277372af229ff5bcaf1f21a54d07",
+  group_c1_sig:
+    "ed569c52620e19ac237db5a63eff8abd062672a17756eb39d5426bbd85e9885d1f28eb44910762db125b8c9c5ec414afaec7e4b48e8bb7890fce943249a05909",
+  group_c1_tag: "b9d196e1d858f84cb8b7cff987f9dc52da9e501ef0cb13959bd358a4d51c37d2",
+  group_c1_transcript: "cf4309f7a0acb3aa964faa6ddeafe2856f86a30983ffa0ce39dfdd3ed85a88b5",
+  group_c2_body_sha256: "8d6a3f0c4985a50c15e89066fbc957a12f5d6369e8e4d1e0f1ca8c71a715072c",
+  group_c2_joiner: "eab51a2945e3b391e5a04ffbc2ca007d37410a9b8b011b85ed2dbbeed87f4f60",
+  group_c2_tag: "d62c59a6620b496f84c948443f6705fcd0de4b28653815dbe941b121bcd1d495",
+  group_c2_transcript: "1ca53c8ffa27389b4fe8815c62a8534a9455c17a2ffa625e6e780ca414f00754",
+  group_e1_authenticator: "baa0432f0acdb5112f69639f2fc956d460cd9ad4d886dda2088a3996a7fd3eb7",
+  group_e1_ck_bob: "d3b3b2a9b05752d49e22c12291e5aecce7e9ff186fe4613b05beaf22771c5d93",
+  group_e1_init: "4e00423826966e49d7d1fb1cb5cfb6322b91da36246e89788df9783ead510723",
+  group_e2_authenticator: "6ee1b1259dba191cce9cc3394d4c63a5a4b7d8ae56fe1c545867b0a6f4c6c131",
+  group_e2_ck_alice: "d72b61400e4b7f2bc053f9f29cc011c0990164c548bb55beb188c7373b33843e",
+  group_leaf_sig_a1:
+    "2a1be1f3719a11409a34e9a5ea0046e2bae6b596d8b5982a044c30e8ac33f610b8587ecd64ecb22d532574dd84c4dfc6f45b21ed683a0dc1f8b67176046af90b",
+  group_msg_sha256: "c984cb492dbe2a895fb6dd0f890ee65ebe0331105c3b9c5ec383d9387f968f4c",
 };
 
 it("protocol vectors are stable", async () => {

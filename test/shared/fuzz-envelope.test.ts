@@ -176,25 +176,32 @@ describe("group messages, commit cores and content", () => {
     const roster: RosterEntry[] = Object.entries(ids).map(([name, id]) => ({
       name,
       ik: toB64u(id.publicKey),
-      spkId: 1,
-      spkKey: toB64u(randomBytes(32)),
-      spkSig: toB64u(randomBytes(64)),
+      leafId: 1,
+      leafKey: toB64u(randomBytes(32)),
+      leafEpoch: 0,
+      leafNonce: toB64u(randomBytes(16)),
+      leafSig: toB64u(randomBytes(64)),
     }));
     const secret = randomBytes(32);
+    const th = randomBytes(32);
     const rec = (name: "alice" | "bob"): GroupRecord => ({
       group: GROUP,
       status: "member",
       previous: null,
       pendingCommit: null,
-      current: enterEpoch(
-        HUB,
-        GROUP,
-        3,
-        secret,
+      leaves: [],
+      current: enterEpoch({
+        hub: HUB,
+        group: GROUP,
+        epoch: 3,
+        joiner: secret,
+        transcript: th,
+        tag: null,
+        interim: th,
         roster,
-        { name, identityKey: ids[name].publicKey },
-        0,
-      ),
+        me: { name, identityKey: ids[name].publicKey },
+        now: 0,
+      }),
     });
     const sent = await encryptGroup({
       record: rec("alice"),
@@ -251,7 +258,6 @@ describe("group messages, commit cores and content", () => {
               itemEpoch: 4,
               core,
               wrap,
-              spkSecret: () => randomBytes(32),
               now: 0,
               from: { name: "alice", identityKey: toB64u(randomBytes(32)) },
             }),

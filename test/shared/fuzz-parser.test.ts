@@ -60,7 +60,8 @@ const u32 = fc.integer({ min: 0, max: 0xffffffff });
 const epoch = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 const mid = fc.bigInt({ min: 1n, max: 9_999_999_999_999_999n }).map(String);
 const spk = fc.record({ id: u32, key, sig });
-const member = fc.record({ username: name, identityKey: key, signedPrekey: spk });
+const leaf = fc.record({ id: u32, key, epoch, nonce: bytes(16, 16), sig });
+const member = fc.record({ username: name, identityKey: key, leaf });
 
 const validClient = fc.oneof(
   fc.record({ v: fc.constant(1), t: fc.constant("send"), id, to: name, body: bytes(1, 200) }),
@@ -69,7 +70,20 @@ const validClient = fc.oneof(
     t: fc.constant("ack"),
     mids: fc.array(mid, { minLength: 1, maxLength: 20 }),
   }),
-  fc.record({ v: fc.constant(1), t: fc.constant("join"), id, group: name }),
+  fc.record({
+    v: fc.constant(1),
+    t: fc.constant("join"),
+    id,
+    group: name,
+    leaves: fc.array(leaf, { minLength: 1, maxLength: 8 }),
+  }),
+  fc.record({
+    v: fc.constant(1),
+    t: fc.constant("leaf"),
+    id,
+    group: name,
+    leaves: fc.array(leaf, { minLength: 1, maxLength: 8 }),
+  }),
   fc.record({
     v: fc.constant(1),
     t: fc.constant("group_send"),
@@ -86,7 +100,11 @@ const validClient = fc.oneof(
     parentEpoch: epoch,
     members: fc.array(name, { minLength: 1, maxLength: 5 }),
     core: bytes(1, 300),
-    wraps: fc.array(fc.record({ to: name, wrap: bytes(1, 80) }), { minLength: 1, maxLength: 5 }),
+    wraps: fc.array(fc.record({ to: name, leaf: u32, wrap: bytes(1, 80) }), {
+      minLength: 1,
+      maxLength: 5,
+    }),
+    interim: key,
   }),
   fc.record({
     v: fc.constant(1),
@@ -129,6 +147,7 @@ const validServer = fc.oneof(
       members: fc.array(member, { maxLength: 3 }),
       pendingJoins: fc.array(member, { maxLength: 2 }),
       pendingLeaves: fc.array(name, { maxLength: 2 }),
+      interim: key,
     }),
   }),
   fc.record({

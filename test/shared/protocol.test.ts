@@ -17,7 +17,8 @@ import {
 const KEY = "A".repeat(43); // 32 zero bytes
 const SIG = "A".repeat(86); // 64 zero bytes
 const SPK = { id: 1, key: KEY, sig: SIG };
-const MEMBER = { username: "bob", identityKey: KEY, signedPrekey: SPK };
+const LEAF = { id: 1, key: KEY, epoch: 0, nonce: "A".repeat(22), sig: SIG };
+const MEMBER = { username: "bob", identityKey: KEY, leaf: LEAF };
 
 const validClient: Record<string, Record<string, unknown>> = {
   auth: {
@@ -34,7 +35,8 @@ const validClient: Record<string, Record<string, unknown>> = {
   fetch_bundle: { v: 1, t: "fetch_bundle", id: "1", username: "bob" },
   send: { v: 1, t: "send", id: "1", to: "bob", body: "AAAA" },
   ack: { v: 1, t: "ack", mids: ["1", "22"] },
-  join: { v: 1, t: "join", id: "1", group: "broadcast" },
+  join: { v: 1, t: "join", id: "1", group: "broadcast", leaves: [LEAF] },
+  leaf: { v: 1, t: "leaf", id: "1", group: "broadcast", leaves: [LEAF] },
   leave: { v: 1, t: "leave", id: "1", group: "broadcast" },
   remove: { v: 1, t: "remove", id: "1", group: "broadcast", user: "bob", auth: "AAAA" },
   commit: {
@@ -45,7 +47,8 @@ const validClient: Record<string, Record<string, unknown>> = {
     parentEpoch: 0,
     members: ["alice"],
     core: "AAAA",
-    wraps: [{ to: "alice", wrap: "AAAA" }],
+    wraps: [{ to: "alice", leaf: 1, wrap: "AAAA" }],
+    interim: KEY,
   },
   group_send: { v: 1, t: "group_send", id: "1", group: "g", epoch: 3, body: "AAAA" },
   push_subscribe: {
@@ -71,7 +74,16 @@ const validServer: Record<string, Record<string, unknown>> = {
     username: "alice",
     identityKey: KEY,
     oneTimePrekeysRemaining: 0,
-    groups: [{ group: "g", epoch: 1, members: [MEMBER], pendingJoins: [], pendingLeaves: ["x"] }],
+    groups: [
+      {
+        group: "g",
+        epoch: 1,
+        members: [MEMBER],
+        pendingJoins: [],
+        pendingLeaves: ["x"],
+        interim: KEY,
+      },
+    ],
   },
   presence: { v: 1, t: "presence", users: [{ username: "bob", identityKey: KEY }] },
   presence_delta: {
@@ -103,7 +115,14 @@ const validServer: Record<string, Record<string, unknown>> = {
   group: {
     v: 1,
     t: "group",
-    state: { group: "g", epoch: 0, members: [], pendingJoins: [MEMBER], pendingLeaves: [] },
+    state: {
+      group: "g",
+      epoch: 0,
+      members: [],
+      pendingJoins: [MEMBER],
+      pendingLeaves: [],
+      interim: KEY,
+    },
   },
   left: { v: 1, t: "left", group: "g" },
   prekeys_low: { v: 1, t: "prekeys_low", remaining: 3 },
@@ -294,8 +313,8 @@ describe("wire contract", () => {
     const names = Array.from({ length: LIMITS.maxGroupSize }, (_, i) =>
       `user-${i}`.padEnd(32, "x"),
     );
-    // HPKE enc (32) + sealed 32-byte secret (32 + 16 tag) = 80 bytes = 107 characters.
-    const wrap = "A".repeat(107);
+    // Version (1) + HPKE enc (32) + sealed 32-byte secret (32 + 16 tag) = 81 bytes = 108 characters.
+    const wrap = "A".repeat(108);
     const frame = {
       v: 1,
       t: "commit",
@@ -304,7 +323,8 @@ describe("wire contract", () => {
       parentEpoch: 1,
       members: names,
       core: "A".repeat(LIMITS.maxCommitCoreChars),
-      wraps: names.map((to) => ({ to, wrap })),
+      wraps: names.map((to) => ({ to, leaf: 0xffffffff, wrap })),
+      interim: KEY,
     };
     expect(parseClientFrame(JSON.stringify(frame)).ok).toBe(true);
   });

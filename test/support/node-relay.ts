@@ -18,6 +18,7 @@
 import { deserialize, serialize } from "node:v8";
 import {
   type ClientFrame,
+  type Leaf,
   PING_TEXT,
   PONG_TEXT,
   type PresenceScope,
@@ -331,6 +332,11 @@ export class NodeRelay {
 
   user(username: string): UserRow | null {
     return this.#life.store.getUser(username);
+  }
+
+  /** The leaf key the relay lists for `username` in `group`: its oldest (PROTOCOL.md §9.3). */
+  leafOf(group: string, username: string): Leaf | null {
+    return this.#life.store.leafQueues(group).get(username)?.l[0] ?? null;
   }
 
   /** The Web Push subscription the relay holds for `username`'s device, if any (§7.9). */

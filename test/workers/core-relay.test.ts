@@ -238,7 +238,8 @@ describe("protocol core through the real relay", () => {
     await sleep(100);
     expect(texts(carol, G)).toEqual(["hello all"]);
     // take the real ciphertext bob received and try carol's last epoch keys on it: carol never
-    // stored the epoch secret (§9.5), only its sender chains; relabel them as epoch 4 from n = 0
+    // stored the epoch secret (§9.5), only its sender chains; relabel them as epoch 4 (with its
+    // public transcript hash, as bob holds it) from n = 0
     const d = bob.received.filter((f) => f.t === "deliver" && f.item.kind === "group").at(-1);
     if (d?.t !== "deliver" || d.item.kind !== "group") throw new Error("no group delivery");
     expect(d.item.epoch).toBe(4);
@@ -250,6 +251,8 @@ describe("protocol core through the real relay", () => {
       current: {
         ...old,
         epoch: 4,
+        transcript:
+          parseGroupRecord(await bob.store.get("group/broadcast")).current?.transcript ?? "",
         receivers: old.receivers.map((r) => ({ ...r, n: 0, skipped: [] })),
       },
     };

@@ -1,7 +1,16 @@
 /** Key directory: signed prekeys, one-time prekeys handed out once, low-supply notice (§5.2). */
 import { describe, expect, it } from "vitest";
+import { toB64u } from "../../shared/encoding";
 import { LIMITS } from "../../shared/protocol";
-import { freshHub, newKeys, oneTimePrekeys, signedPrekey, TestClient } from "./support/client";
+import {
+  freshHub,
+  type Keys,
+  newKeys,
+  oneTimePrekeys,
+  signedLeaves,
+  signedPrekey,
+  TestClient,
+} from "./support/client";
 
 describe("relay key directory", () => {
   it("serves a bundle while the owner is offline, each one-time prekey once", async () => {
@@ -111,22 +120,61 @@ describe("relay key directory", () => {
     c.close();
   });
 
-  it("a rotated signed prekey is pushed to the user's groups", async () => {
+  it("leaf keys (§9.3): served as the roster head, appended, consumed by a commit, checked in wraps", async () => {
     const hub = freshHub();
-    const bobKeys = await newKeys();
     const a = (await TestClient.connect(hub, "alice")).c;
-    const b = (await TestClient.connect(hub, "bob", bobKeys)).c;
-    for (const c of [a, b]) {
-      c.send({ v: 1, t: "join", id: "j", group: "g" });
-      await c.next("accepted", (f) => f.id === "j");
-    }
-    const spk = await signedPrekey(bobKeys, 42);
-    b.send({ v: 1, t: "upload_prekeys", id: "rot", signedPrekey: spk, oneTimePrekeys: [] });
-    await b.next("accepted", (f) => f.id === "rot");
-    const st = await a.next("group", (f) =>
-      f.state.pendingJoins.some((m) => m.username === "bob" && m.signedPrekey.id === 42),
-    );
-    expect(st.state.pendingJoins.find((m) => m.username === "bob")?.signedPrekey).toEqual(spk);
+    const b = (await TestClient.connect(hub, "bob")).c;
+    const aKeys = a.keys as Keys;
+    const first = await signedLeaves(aKeys, hub, "g", 100, 2);
+    a.send({ v: 1, t: "join", id: "ja", group: "g", leaves: first });
+    await a.next("accepted", (f) => f.id === "ja");
+    const st = await a.next("group", (f) => f.state.pendingJoins.length === 1);
+    expect(st.state.pendingJoins[0]?.leaf).toEqual(first[0]);
+    // a leaf key signed by someone else is refused
+    const forged = await signedLeaves(b.keys as Keys, hub, "g", 300, 1);
+    a.send({ v: 1, t: "leaf", id: "bad", group: "g", leaves: forged });
+    expect((await a.error("bad")).code).toBe("bad_signature");
+    // a commit sealed to another key than the head: refused, with the current state first
+    a.send({
+      v: 1,
+      t: "commit",
+      id: "c0",
+      group: "g",
+      parentEpoch: 0,
+      members: ["alice"],
+      core: "Q09SRQ",
+      wraps: [{ to: "alice", leaf: 101, wrap: "d3JhcA" }],
+      interim: toB64u(new Uint8Array(32)),
+    });
+    await a.next("group", (f) => f.state.pendingJoins[0]?.leaf.id === 100);
+    expect((await a.error("c0")).code).toBe("leaf_changed");
+    a.send({
+      v: 1,
+      t: "commit",
+      id: "c1",
+      group: "g",
+      parentEpoch: 0,
+      members: ["alice"],
+      core: "Q09SRQ",
+      wraps: [{ to: "alice", leaf: 100, wrap: "d3JhcA" }],
+      interim: toB64u(new Uint8Array(32).fill(7)),
+    });
+    await a.next("accepted", (f) => f.id === "c1");
+    // the commit used the head: the next one is served, with the commit's interim hash
+    const after = await a.next("group", (f) => f.state.epoch === 1);
+    expect(after.state.members[0]?.leaf.id).toBe(101);
+    expect(after.state.interim).toBe(toB64u(new Uint8Array(32).fill(7)));
+    // fresh keys are appended behind it
+    a.send({
+      v: 1,
+      t: "leaf",
+      id: "more",
+      group: "g",
+      leaves: await signedLeaves(aKeys, hub, "g", 200, 1),
+    });
+    await a.next("accepted", (f) => f.id === "more");
+    b.send({ v: 1, t: "leaf", id: "out", group: "g", leaves: forged });
+    expect((await b.error("out")).code).toBe("not_member");
     a.close();
     b.close();
   });

@@ -12,6 +12,10 @@ import { countTable, groupCopies } from "./support/relay-store";
 
 const KEY = "A".repeat(43);
 const SIG = "A".repeat(86);
+const LEAVES = JSON.stringify({
+  l: [{ id: 1, key: KEY, epoch: 0, nonce: "A".repeat(22), sig: SIG }],
+  u: false,
+});
 
 describe("relay scale", () => {
   it(`fans a group message out to ${LIMITS.maxGroupSize} offline members`, async () => {
@@ -41,7 +45,17 @@ describe("relay scale", () => {
           "INSERT INTO group_members (grp, username, committed, joining, leaving) VALUES ('big', ?, 1, 0, 0)",
           name,
         );
+        // Each member's published leaf key (PROTOCOL.md §9.3): the group state lists it.
+        sql.exec(
+          "INSERT INTO group_leaves (grp, username, queue) VALUES ('big', ?, ?)",
+          name,
+          LEAVES,
+        );
       }
+      sql.exec(
+        "INSERT INTO group_leaves (grp, username, queue) VALUES ('big', 'alice', ?)",
+        LEAVES,
+      );
     });
     const { c, welcome } = await TestClient.connect(hub, "alice", aliceKeys);
     const big = welcome.groups.find((g) => g.group === "big");

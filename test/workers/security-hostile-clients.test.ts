@@ -169,7 +169,8 @@ async function raw(hub: string, name: string): Promise<TestClient> {
   return (await TestClient.connect(hub, name)).c;
 }
 
-const fakeCommit = (id: string, parentEpoch: number, members: string[]) => ({
+/** Garbage in a well-formed frame. Without `leaf`, TestClient.send fills in the current ones. */
+const fakeCommit = (id: string, parentEpoch: number, members: string[], leaf?: number) => ({
   v: 1,
   t: "commit",
   id,
@@ -177,7 +178,12 @@ const fakeCommit = (id: string, parentEpoch: number, members: string[]) => ({
   parentEpoch,
   members,
   core: toB64u(randomBytes(400)),
-  wraps: members.map((to) => ({ to, wrap: toB64u(randomBytes(80)) })),
+  wraps: members.map((to) => ({
+    to,
+    ...(leaf === undefined ? {} : { leaf }),
+    wrap: toB64u(randomBytes(80)),
+  })),
+  interim: toB64u(randomBytes(32)),
 });
 
 describe("security: hostile clients through the real relay", () => {
@@ -315,7 +321,7 @@ describe("security: hostile clients through the real relay", () => {
     const [alice, bob] = (await engines("alice", "bob")) as [User, User];
     await joinAll(alice, bob);
     const e = epochOf(bob) ?? 0;
-    bob.ws?.send(JSON.stringify(fakeCommit("pe", e - 1, ["alice", "bob"])));
+    bob.ws?.send(JSON.stringify(fakeCommit("pe", e - 1, ["alice", "bob"], 0)));
     expect(await relayError(bob, "pe")).toBe("stale_epoch");
     expect(epochOf(alice)).toBe(e);
     await groupChat(alice, "epoch unchanged", bob);
@@ -327,7 +333,7 @@ describe("security: hostile clients through the real relay", () => {
     await joinAll(alice, bob, carol);
     const e = epochOf(bob) ?? 0;
     // bob tries to drop carol without her leaving.
-    bob.ws?.send(JSON.stringify(fakeCommit("rm", e, ["alice", "bob"])));
+    bob.ws?.send(JSON.stringify(fakeCommit("rm", e, ["alice", "bob"], 0)));
     expect(await relayError(bob, "rm")).toBe("roster_mismatch");
     expect(epochOf(carol)).toBe(e);
     await groupChat(alice, "carol still reads", bob, carol);

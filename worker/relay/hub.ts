@@ -10,9 +10,10 @@
  *   at a time between awaits);
  * - no handler throws: failures become typed error frames (`errorFrame`).
  */
-
 import { policyOf, relayMayRemove } from "../../shared/core/group-access";
-import { fromB64u } from "../../shared/encoding";
+import { leafTranscript } from "../../shared/core/group-schedule";
+import { ed25519VerifyMany } from "../../shared/crypto";
+import { fromB64u, toB64u } from "../../shared/encoding";
 import {
   CLOSE,
   type ClientFrame,
@@ -48,13 +49,16 @@ import { Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { Store, UserRow } from "./store";
+import type { Store } from "./store";
 
 /** The window of the daily registration bound (§4.3). */
 const DAY_MS = 24 * 60 * 60 * 1000;
 
 /** Sockets that have not authenticated yet, per hub; more are refused with HTTP 503. */
 export const MAX_PENDING_SOCKETS = 1000;
+
+/** A group's interim transcript hash before its first commit (PROTOCOL.md §9.3). */
+const ZERO_INTERIM = toB64u(new Uint8Array(32));
 
 /** Groups every hub has from the start (PROTOCOL.md §7.5). */
 export const DEFAULT_GROUPS = ["broadcast"] as const;
@@ -392,7 +396,10 @@ export class Hub {
         this.#ack(s, a, frame);
         return;
       case "join":
-        this.#join(s, a, frame, now);
+        if (await this.#leavesValid(s, a, frame)) this.#join(s, a, frame, now);
+        return;
+      case "leaf":
+        if (await this.#leavesValid(s, a, frame)) this.#leaf(s, a, frame, now);
         return;
       case "leave":
         this.#leave(s, a, frame, now);
@@ -517,7 +524,6 @@ export class Hub {
     if (regBuckets.some((b) => store.registrationsSince(b.key, now - DAY_MS) >= b.max)) {
       return this.#authFail(s, "registration_limited");
     }
-    let spkChanged = false;
     if (owner === null) {
       if (store.countUsers() >= LIMITS.maxUsersPerHub) return this.#authFail(s, "limit_reached");
       store.insertUser(frame.username, frame.identityKey, frame.signedPrekey, now);
@@ -534,7 +540,6 @@ export class Hub {
       this.presence.forget(frame.username);
       store.deleteContacts(frame.username);
     } else {
-      spkChanged = !sameSpk(owner, frame.signedPrekey);
       store.setSignedPrekey(frame.username, frame.signedPrekey, now);
     }
     if (registers)
@@ -582,7 +587,6 @@ export class Hub {
     this.#welcome(s, att);
     this.presence.snapshot(s);
     if (previous === undefined) this.presence.changed(frame.username);
-    if (spkChanged) this.#pushGroupsOf(frame.username);
     this.pushes.connected(frame.username);
     this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
@@ -677,17 +681,11 @@ export class Hub {
       s.send(errorFrame(kemCheck.code, frame.id));
       return;
     }
-    let spkChanged = false;
-    if (frame.signedPrekey !== undefined) {
-      const current = store.getUser(a.username);
-      spkChanged = current === null || !sameSpk(current, frame.signedPrekey);
+    if (frame.signedPrekey !== undefined)
       store.setSignedPrekey(a.username, frame.signedPrekey, now);
-    }
     store.putOneTimePrekeys(a.username, frame.oneTimePrekeys);
     store.putOneTimeKemPrekeys(a.username, kem);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
-    // Members wrap epoch secrets to the signed prekey in the group state: keep it current.
-    if (spkChanged) this.#pushGroupsOf(a.username);
   }
 
   #fetchBundle(s: Session, a: AuthedAttachment, frame: Frame<"fetch_bundle">, now: number): void {
@@ -871,11 +869,14 @@ export class Hub {
     const users = new Map(
       this.#d.store.getUsers([...g.members, ...g.pendingJoins]).map((u) => [u.username, u]),
     );
+    const leaves = this.#d.store.leafQueues(g.name);
+    // Each member with the leaf key the next commit must wrap to: its oldest (§9.3).
     const member = (name: string) => {
       const u = users.get(name);
-      return u === undefined
+      const leaf = leaves.get(name)?.l[0];
+      return u === undefined || leaf === undefined
         ? []
-        : [{ username: u.username, identityKey: u.identityKey, signedPrekey: u.signedPrekey }];
+        : [{ username: u.username, identityKey: u.identityKey, leaf }];
     };
     // Closed groups (§9.7): the state and the pending authorizations, passed on unread.
     const info = this.#d.store.getGroupInfo(g.name);
@@ -895,12 +896,55 @@ export class Hub {
       ...(info === undefined ? {} : { info }),
       ...(joinAuths.length === 0 ? {} : { joinAuths }),
       ...(leaveAuths.length === 0 ? {} : { leaveAuths }),
+      interim: this.#d.store.getInterim(g.name) ?? ZERO_INTERIM,
     };
   }
 
   /** Is `g` invite-only? Read from the signed state its last commit carried (§9.7.1). */
   #inviteOnly(hub: string, name: string): boolean {
     return policyOf(this.#d.store.getGroupInfo(name), hub, name) === "invite";
+  }
+  /**
+   * Leaf keys must be signed by the sender's identity for this hub and group (§9.3): one bad
+   * key in a roster would make every honest committer refuse to commit.
+   */
+  async #leavesValid(
+    s: Session,
+    a: AuthedAttachment,
+    frame: Frame<"join"> | Frame<"leaf">,
+  ): Promise<boolean> {
+    const ik = fromB64u(a.identityKey);
+    const ok = await ed25519VerifyMany(
+      frame.leaves.map((l) => ({
+        publicKey: ik,
+        message: leafTranscript(
+          a.hub,
+          frame.group,
+          l.epoch,
+          l.id,
+          fromB64u(l.key),
+          fromB64u(l.nonce),
+        ),
+        signature: fromB64u(l.sig),
+      })),
+    );
+    if (s.closed) return false;
+    if (ok.every(Boolean) && new Set(frame.leaves.map((l) => l.id)).size === frame.leaves.length)
+      return true;
+    s.send(errorFrame("bad_signature", frame.id));
+    return false;
+  }
+
+  /** More leaf keys for a group the user is in or joining (§9.3). */
+  #leaf(s: Session, a: AuthedAttachment, frame: Frame<"leaf">, _now: number): void {
+    const { store } = this.#d;
+    const g = store.getGroup(frame.group);
+    if (g === null || !groups.isInvolved(g, a.username)) {
+      s.send(errorFrame("not_member", frame.id));
+      return;
+    }
+    store.appendLeaves(g.name, a.username, frame.leaves);
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
 
   #pushGroup(g: groups.GroupRecord): void {
@@ -946,14 +990,6 @@ export class Hub {
       }
     }
     return this.#membership.nextDue();
-  }
-
-  /** Re-push every group `username` is in (its signed prekey changed). */
-  #pushGroupsOf(username: string): void {
-    for (const name of this.#d.store.groupsOf(username)) {
-      const g = this.#d.store.getGroup(name);
-      if (g !== null) this.#pushGroup(g);
-    }
   }
 
   #join(s: Session, a: AuthedAttachment, frame: Frame<"join">, now: number): void {
@@ -1004,6 +1040,10 @@ export class Hub {
     if (r.group.pendingJoins.includes(a.username))
       store.setGroupAuth(r.group.name, a.username, "join", frame.auth ?? null);
     if (!existed) store.setGroupCreator(r.group.name, a.identityKey);
+    // A join's fresh leaf keys replace any earlier ones (§9.3); an active member's queue is
+    // left alone (its join is a duplicate).
+    if (r.group.pendingJoins.includes(a.username))
+      store.setLeaves(r.group.name, a.username, frame.leaves);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // Always tell the joiner the state (also when it was already in), so it can commit; the
     // others hear of it within the group's membership push bound (§7.5).
@@ -1127,6 +1167,14 @@ export class Hub {
       s.send(errorFrame(r.code, frame.id));
       return;
     }
+    // Each wrap must be sealed to the member's current leaf key (§9.3): a committer that read the
+    // roster before a member's fresh keys arrived rebuilds on the state sent here.
+    const leaves = store.leafQueues(g.name);
+    if (frame.wraps.some((w) => leaves.get(w.to)?.l[0]?.id !== w.leaf)) {
+      s.send({ v: PROTOCOL_VERSION, t: "group", state: this.#groupState(g) });
+      s.send(errorFrame("leaf_changed", frame.id));
+      return;
+    }
     // All-or-nothing: a member who could not receive its wrap would be locked out of the epoch.
     for (const w of frame.wraps) {
       if (!mailboxHasRoom("commit", this.#stored(w.to))) {
@@ -1149,6 +1197,10 @@ export class Hub {
     store.clearGroupAuths(g.name);
     if (frame.info !== undefined) store.setGroupInfo(g.name, frame.info);
     this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
+    store.consumeLeafHeads(g.name, to);
+    for (const u of leaves.keys())
+      if (!groups.isInvolved(r.group, u)) store.deleteLeaves(g.name, u);
+    store.setInterim(g.name, frame.interim);
     const payload = store.putPayload(frame.core);
     const mids = frame.wraps.map((w) =>
       this.#enqueue(a, w.to, "commit", payload, g.name, r.group.epoch, w.wrap, now),
@@ -1277,10 +1329,4 @@ function ackFrame(raw: unknown): Frame<"ack"> | null {
   if (fast !== null) return fast.t === "ack" ? fast : null;
   const r = parseClientFrame(raw);
   return r.ok && r.frame.t === "ack" ? r.frame : null;
-}
-
-function sameSpk(u: UserRow, spk: { id: number; key: string; sig: string }): boolean {
-  return (
-    u.signedPrekey.id === spk.id && u.signedPrekey.key === spk.key && u.signedPrekey.sig === spk.sig
-  );
 }

@@ -4,12 +4,14 @@
  * `json_each(?)`, so no SQL is ever built from input. Bytes are stored as canonical base64url
  * text, exactly as they travel, so nothing is re-encoded between wire and disk.
  */
-import type {
-  OneTimeKemPrekey,
-  OneTimePrekey,
-  PqPrekey,
-  PresenceScope,
-  SignedPrekey,
+import {
+  LEAF_QUEUE,
+  type Leaf,
+  type OneTimeKemPrekey,
+  type OneTimePrekey,
+  type PqPrekey,
+  type PresenceScope,
+  type SignedPrekey,
 } from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
 import type { CommitHoldings, MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
@@ -116,6 +118,19 @@ const SCHEMA = [
      kind TEXT NOT NULL,
      auth TEXT NOT NULL,
      PRIMARY KEY (grp, username, kind)
+   )`,
+  // Per group and member: the leaf keys it published, oldest first (PROTOCOL.md §9.3), as JSON
+  // {l: Leaf[], u: head used by an accepted commit}. Tables of their own: no ALTER on old hubs.
+  `CREATE TABLE IF NOT EXISTS group_leaves (
+     grp TEXT NOT NULL,
+     username TEXT NOT NULL,
+     queue TEXT NOT NULL,
+     PRIMARY KEY (grp, username)
+   )`,
+  // Per group: the interim transcript hash the last accepted commit declared (§9.2).
+  `CREATE TABLE IF NOT EXISTS group_interims (
+     grp TEXT PRIMARY KEY,
+     interim TEXT NOT NULL
    )`,
   // The hub's mid high-water mark (one row). Direct/commit rows and group messages draw their
   // mids from it, so mids stay unique across both tables and are never reused (§6.1, §7.3).
@@ -257,6 +272,12 @@ interface SenderTotals {
   /** Direct items per recipient. */
   shares: Map<string, number>;
   direct: number;
+}
+
+/** A member's published leaf keys in one group, oldest first; `u`: the head was used. */
+export interface LeafQueue {
+  l: Leaf[];
+  u: boolean;
 }
 
 export interface NewGroupMessage {
@@ -705,10 +726,85 @@ export class Store {
     this.sql.exec("DELETE FROM group_auth WHERE grp = ?", name);
   }
 
+  // -- leaf keys and transcript (PROTOCOL.md §9.3) --------------------------------------------
+
+  /** Every member's leaf queue of `grp`. */
+  leafQueues(grp: string): Map<string, LeafQueue> {
+    const out = new Map<string, LeafQueue>();
+    for (const r of this.sql.exec("SELECT username, queue FROM group_leaves WHERE grp = ?", grp)) {
+      out.set(str(r.username), JSON.parse(str(r.queue)) as LeafQueue);
+    }
+    return out;
+  }
+
+  #putLeafQueue(grp: string, user: string, q: LeafQueue): void {
+    this.sql.exec(
+      `INSERT INTO group_leaves (grp, username, queue) VALUES (?, ?, ?)
+       ON CONFLICT (grp, username) DO UPDATE SET queue = excluded.queue`,
+      grp,
+      user,
+      JSON.stringify(q),
+    );
+  }
+
+  /** A join's leaf keys replace any the user had in the group. */
+  setLeaves(grp: string, user: string, leaves: readonly Leaf[]): void {
+    this.#putLeafQueue(grp, user, { l: [...leaves], u: false });
+  }
+
+  /** Fresh leaf keys: a used head goes, the newest LEAF_QUEUE are kept. */
+  appendLeaves(grp: string, user: string, leaves: readonly Leaf[]): void {
+    const row = this.sql
+      .exec("SELECT queue FROM group_leaves WHERE grp = ? AND username = ?", grp, user)
+      .toArray()[0];
+    const q: LeafQueue = row === undefined ? { l: [], u: false } : JSON.parse(str(row.queue));
+    const kept = q.u ? q.l.slice(1) : q.l;
+    const ids = new Set(kept.map((l) => l.id));
+    const all = [...kept, ...leaves.filter((l) => !ids.has(l.id))];
+    this.#putLeafQueue(grp, user, { l: all.slice(-LEAF_QUEUE), u: false });
+  }
+
+  /**
+   * An accepted commit used each member's head: it goes, except a member's last one, which is
+   * kept (marked used) so the group can still commit while that member is away.
+   */
+  consumeLeafHeads(grp: string, users: readonly string[]): void {
+    const qs = this.leafQueues(grp);
+    for (const u of users) {
+      const q = qs.get(u);
+      if (q === undefined) continue;
+      this.#putLeafQueue(
+        grp,
+        u,
+        q.l.length > 1 ? { l: q.l.slice(1), u: false } : { ...q, u: true },
+      );
+    }
+  }
+
+  deleteLeaves(grp: string, user: string): void {
+    this.sql.exec("DELETE FROM group_leaves WHERE grp = ? AND username = ?", grp, user);
+  }
+
+  getInterim(grp: string): string | null {
+    const r = this.sql.exec("SELECT interim FROM group_interims WHERE grp = ?", grp).toArray()[0];
+    return r === undefined ? null : str(r.interim);
+  }
+
+  setInterim(grp: string, interim: string): void {
+    this.sql.exec(
+      `INSERT INTO group_interims (grp, interim) VALUES (?, ?)
+       ON CONFLICT (grp) DO UPDATE SET interim = excluded.interim`,
+      grp,
+      interim,
+    );
+  }
+
   deleteGroup(name: string): void {
     this.#groups.delete(name);
     this.sql.exec("DELETE FROM group_info WHERE grp = ?", name);
     this.sql.exec("DELETE FROM group_auth WHERE grp = ?", name);
+    this.sql.exec("DELETE FROM group_leaves WHERE grp = ?", name);
+    this.sql.exec("DELETE FROM group_interims WHERE grp = ?", name);
     this.sql.exec("DELETE FROM group_creators WHERE grp = ?", name);
     this.sql.exec("DELETE FROM group_members WHERE grp = ?", name);
     this.sql.exec("DELETE FROM groups WHERE name = ?", name);

@@ -43,6 +43,8 @@ export interface ConvView {
   members: ContactInfo[];
   /** Groups: our epoch, -1 when not a member. */
   epoch: number;
+  /** Groups: the epoch authenticator's digits (PROTOCOL.md §9.3), "" when not a member. */
+  authenticator: string;
   removalPending: boolean;
   joining: boolean;
   /** Groups: a leave was pressed (perhaps offline) and waits for the relay (PROTOCOL.md §10.1). */
@@ -129,6 +131,7 @@ export function emptyConv(id: ConversationId): ConvView {
     session: "none",
     members: [],
     epoch: -1,
+    authenticator: "",
     removalPending: false,
     joining: false,
     leaving: false,
@@ -160,6 +163,7 @@ export function applySummary(s: ChatState, sum: ConversationSummary): void {
   c.session = sum.session ?? "none";
   c.members = sum.members;
   c.epoch = sum.epoch ?? (sum.kind === "direct" ? 0 : -1);
+  c.authenticator = sum.authenticator ?? "";
   c.removalPending = sum.removalPending ?? false;
   c.joining = sum.joining ?? false;
   c.leaving = sum.leaving ?? false;

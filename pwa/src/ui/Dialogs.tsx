@@ -407,6 +407,12 @@ export function MembersDialog(props: {
           Group key version: {Math.max(props.conv.epoch, 0)}.
         </span>
       </p>
+      <Show when={props.conv.authenticator !== ""}>
+        <p class="muted">
+          Group check code (the same for every member; compare it like a safety number):{" "}
+          <code data-testid="group-authenticator">{props.conv.authenticator}</code>
+        </p>
+      </Show>
       <Show when={props.conv.kind === "group"}>
         <GroupAccessPanel conv={props.conv} />
       </Show>

@@ -157,6 +157,7 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   stale_epoch: "The group changed just now. Parley is catching up; try again in a moment.",
   roster_mismatch: "The group changed just now. Parley is catching up; try again in a moment.",
   removal_pending: "Someone left the group. Parley is waiting for the new group key.",
+  leaf_changed: "A member renewed their keys just now. Parley is making the new group key again.",
   group_full: "That group is full.",
   limit_reached: "A relay limit was reached (for example, how many groups one person may create).",
   registration_limited:
@@ -194,6 +195,7 @@ const CORE_ERRORS: Readonly<Record<string, string>> = {
   stale_epoch: "The group key is being renewed. Try again in a moment.",
   not_member: "You are not a member of this group.",
   roster_mismatch: "The group's member list did not match. Parley is catching up.",
+  fork: "This group's history diverged: a new group key that does not follow ours was refused.",
   removal_pending: "Someone left the group. Parley is waiting for the new group key.",
   no_prekey: "A message used a key this device no longer has, so it could not be read.",
   prekey_limit: "Too many new conversations started at once. Try again later.",

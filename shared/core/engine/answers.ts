@@ -11,6 +11,8 @@ import type { ConversationId } from "../client-api";
 import { type OutboxEntry, OutboxEntrySchema } from "../store";
 import * as direct from "./direct";
 import { delivery, error, type Tx } from "./effects";
+import * as commits from "./group-commits";
+import * as membership from "./group-membership";
 import * as groups from "./group-steps";
 
 /**
@@ -62,11 +64,13 @@ export async function onAccepted(tx: Tx, f: FrameOf<ServerFrame, "accepted">): P
       if (s.link.t === "online") s.link = { ...s.link, uploading: false };
       return;
     case "commit":
-      return groups.onCommitAccepted(tx, f.id, fl.group);
+      return commits.onCommitAccepted(tx, f.id, fl.group);
     case "join":
-      return groups.onJoinAccepted(tx, f.id);
+      return membership.onJoinAccepted(tx, f.id);
+    case "leaf":
+      return membership.onLeafAnswered(tx, f.id);
     case "leave":
-      return groups.onLeaveAccepted(tx, f.id);
+      return membership.onLeaveAccepted(tx, f.id);
     case "remove":
       s.flights.delete(f.id);
       return;
@@ -104,7 +108,7 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
       const conv = asConversationId(entry.conversationId);
       // Transient refusals keep the entry: it is sent again on the next connection (§10.1).
       // not_authenticated: the frame overtook our auth (e.g. across a relay restart).
-      if (!groups.TRANSIENT.has(code)) {
+      if (!membership.TRANSIENT.has(code)) {
         tx.del(fl.key);
         s.flights.delete(id);
         if (conv && entry.messageId) delivery(tx, conv, entry.messageId, "failed");
@@ -123,13 +127,16 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
       error(tx, "relay_error", text, direct.dmId(fl.peer), code);
       return;
     case "commit":
-      return groups.onCommitRefused(tx, id, fl.group, code, f.message);
+      return commits.onCommitRefused(tx, id, fl.group, code, f.message);
     case "join":
-      await groups.onJoinRefused(tx, id, fl.group, code);
+      await membership.onJoinRefused(tx, id, fl.group, code);
       error(tx, "relay_error", text, groups.groupId(fl.group), code);
       return;
+    case "leaf":
+      if (membership.TRANSIENT.has(code)) return; // kept: the next welcome sends it again
+      return membership.onLeafAnswered(tx, id);
     case "leave":
-      await groups.onLeaveRefused(tx, id, fl.group, code);
+      await membership.onLeaveRefused(tx, id, fl.group, code);
       error(tx, "relay_error", text, groups.groupId(fl.group), code);
       return;
     case "remove":

@@ -21,6 +21,7 @@ import { outboxEntry } from "./answers";
 import * as direct from "./direct";
 import { error, guarded, system, type Tx } from "./effects";
 import { scheduleGapCheck } from "./gaps";
+import * as commits from "./group-commits";
 import * as groups from "./group-steps";
 import { dropTransient, FLIGHT_PREFIX, FlightRecordSchema, flightFrame } from "./inflight";
 import { OFFLINE } from "./link";
@@ -119,10 +120,9 @@ export async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Pro
       direct.dmId(rec.peer),
     );
   }
-  await groups.dropPendingCommits(tx);
   for (const g of f.groups) s.relayGroups.set(g.group, g);
   for (const g of f.groups)
-    await guarded(tx, () => groups.evaluateGroup(tx, g.group), groups.groupId(g.group));
+    await guarded(tx, () => commits.evaluateGroup(tx, g.group), groups.groupId(g.group));
   await resummarize(tx);
   // Gaps whose grace ran out while we were offline: decide after this connection's mailbox
   // drain, one grace from now (§8.8).
@@ -190,7 +190,7 @@ export async function onPresence(
   }
   tx.emit({ type: "presence", users: presenceList(s) });
   for (const name of [...s.relayGroups.keys()])
-    await guarded(tx, () => groups.evaluateGroup(tx, name), groups.groupId(name));
+    await guarded(tx, () => commits.evaluateGroup(tx, name), groups.groupId(name));
   if (changed) await resummarize(tx);
 }
 

@@ -22,12 +22,10 @@ import {
   type DmNote,
   type DmRecord,
   type DmResult,
-  emptyDm,
   encryptDm,
   enqueue,
   MAX_QUEUE,
   needsPrekeys,
-  parseDmRecord,
   type Queued,
   receiveDm,
   startFetching,
@@ -211,7 +209,13 @@ export async function blockContact(tx: Tx, peer: string): Promise<void> {
   summarizeDm(tx, next);
 }
 
-export function endChat(tx: Tx, username: string): void {
+/**
+ * Forget the conversation, but not which handshake inits were answered (§8.2.3): otherwise a
+ * relay could replay an old init after the chat was ended and have it answered again.
+ */
+export async function endChat(tx: Tx, username: string): Promise<void> {
+  const rec = await loadDm(tx, username);
+  if (rec.seenInits.length > 0) tx.put(KEYS.seenInits(username), rec.seenInits);
   tx.del(KEYS.dm(username));
   tx.state.summaries.delete(dmId(username));
 }
@@ -484,13 +488,11 @@ export async function sendDm(
 
 export async function onDirect(tx: Tx, from: string, body: Uint8Array): Promise<void> {
   if (from === tx.env.username) throw new CoreError("malformed", "direct message from ourselves");
-  const stored = await tx.get(KEYS.dm(from));
-  // Someone we never talked to wrote first: a message request, until the user writes back or
-  // accepts (§8.11). A blocked peer's messages are dropped unread.
-  const rec =
-    stored === undefined
-      ? { ...emptyDm(from), contact: "request" as const }
-      : parseDmRecord(stored);
+  const known = (await tx.get(KEYS.dm(from))) !== undefined;
+  const loaded = await loadDm(tx, from);
+  // Someone we have no conversation with wrote first: a message request, until the user writes
+  // back or accepts (§8.11). A blocked peer's messages are dropped unread.
+  const rec = known ? loaded : { ...loaded, contact: "request" as const };
   if (rec.contact === "blocked") return;
   const before = tx.state.contacts.get(from);
   // The prekey state (hundreds of keys) is parsed only for the message that needs it.

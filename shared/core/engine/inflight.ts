@@ -5,20 +5,22 @@
  * connection are persisted before their frame leaves (write-ahead):
  *   send    outbox/<seq>   the encrypted `send`/`group_send` frame itself (texts and receipts)
  *   join    flight/<seq>   a `join` pressed, offline or not: sent again at every welcome until answered
+ *   leaf    flight/<seq>   fresh leaf keys of a group (§9.3), likewise
  *   leave   flight/<seq>   a `leave` likewise (`rejoin`: the leave half of a rejoin, §9.4)
  *   commit  group/<name>   the record's `pendingCommit` (its secret is applied on `accepted`)
  * `fetch` (a bundle request) and `upload` (one-time prekeys) are asked again on every
  * connection anyway, so they live in memory only.
  */
 import * as v from "valibot";
-import { PROTOCOL_VERSION } from "../../protocol";
+import { Leaf, PROTOCOL_VERSION } from "../../protocol";
 import type { ConversationId } from "../client-api";
 import type { Tx } from "./effects";
 
 export type Flight =
   | { kind: "send"; key: string; conversationId?: ConversationId; messageId?: string }
-  | { kind: "join"; key: string; group: string; auth?: string }
-  | { kind: "leave"; key: string; group: string; rejoin: boolean; auth?: string }
+  | { kind: "join"; key: string; group: string }
+  | { kind: "leaf"; key: string; group: string }
+  | { kind: "leave"; key: string; group: string; rejoin: boolean }
   /** An admin's removal of a member (§9.7.4): asked once, answered or lost with the socket. */
   | { kind: "remove"; group: string; user: string }
   | { kind: "commit"; group: string }
@@ -28,14 +30,21 @@ export type Flight =
 export const FLIGHT_PREFIX = "flight/";
 export const flightKey = (seq: number) => `${FLIGHT_PREFIX}${String(seq).padStart(15, "0")}`;
 
-/** A persisted join or leave (`flight/<seq>`). */
+/** A persisted join, leaf upload or leave (`flight/<seq>`). */
 export const FlightRecordSchema = v.variant("kind", [
   v.strictObject({
     kind: v.literal("join"),
     id: v.string(),
     group: v.string(),
+    leaves: v.array(Leaf),
     /** Closed groups (§9.7.3): the invitation the join carries. */
     auth: v.optional(v.string()),
+  }),
+  v.strictObject({
+    kind: v.literal("leaf"),
+    id: v.string(),
+    group: v.string(),
+    leaves: v.array(Leaf),
   }),
   v.strictObject({
     kind: v.literal("leave"),
@@ -47,6 +56,7 @@ export const FlightRecordSchema = v.variant("kind", [
   }),
 ]);
 export type FlightRecord = v.InferOutput<typeof FlightRecordSchema>;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /** The next frame id and its sequence number (unique per store: `seq` is loaded from it). */
 export function nextId(tx: Tx): { id: string; seq: number } {
@@ -56,24 +66,47 @@ export function nextId(tx: Tx): { id: string; seq: number } {
 
 /** The frame of a persisted join or leave (same id every time it is sent). */
 export function flightFrame(r: FlightRecord) {
-  const auth = r.auth === undefined ? {} : { auth: r.auth };
-  return r.kind === "join"
-    ? ({ v: PROTOCOL_VERSION, t: "join", id: r.id, group: r.group, ...auth } as const)
-    : ({ v: PROTOCOL_VERSION, t: "leave", id: r.id, group: r.group, ...auth } as const);
+  switch (r.kind) {
+    case "join":
+      return {
+        v: PROTOCOL_VERSION,
+        t: "join",
+        id: r.id,
+        group: r.group,
+        leaves: r.leaves,
+        ...(r.auth === undefined ? {} : { auth: r.auth }),
+      } as const;
+    case "leaf":
+      return {
+        v: PROTOCOL_VERSION,
+        t: "leaf",
+        id: r.id,
+        group: r.group,
+        leaves: r.leaves,
+      } as const;
+    case "leave":
+      return {
+        v: PROTOCOL_VERSION,
+        t: "leave",
+        id: r.id,
+        group: r.group,
+        ...(r.auth === undefined ? {} : { auth: r.auth }),
+      } as const;
+  }
 }
 
 /** Register and persist a join or leave, and send it if the link is up. */
-export function startFlight(
-  tx: Tx,
-  r:
-    | { kind: "join"; group: string; auth?: string }
-    | { kind: "leave"; group: string; rejoin: boolean; auth?: string },
-): void {
+export function startFlight(tx: Tx, r: DistributiveOmit<FlightRecord, "id">): void {
   const { id, seq } = nextId(tx);
   const key = flightKey(seq);
-  const rec: FlightRecord = { ...r, id };
+  const rec = { ...r, id } as FlightRecord;
   tx.put(key, rec);
-  tx.state.flights.set(id, { ...r, key });
+  tx.state.flights.set(
+    id,
+    rec.kind === "leave"
+      ? { kind: "leave", key, group: rec.group, rejoin: rec.rejoin }
+      : { kind: rec.kind, key, group: rec.group },
+  );
   tx.send(flightFrame(rec));
 }
 
@@ -82,7 +115,7 @@ export function endFlight(tx: Tx, id: string): void {
   const f = tx.state.flights.get(id);
   if (f === undefined) return;
   tx.state.flights.delete(id);
-  if (f.kind === "join" || f.kind === "leave") tx.del(f.key);
+  if (f.kind === "join" || f.kind === "leave" || f.kind === "leaf") tx.del(f.key);
 }
 
 /** The pending leave of `group`, if any (the summary shows it as `leaving`). */

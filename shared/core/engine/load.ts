@@ -27,7 +27,10 @@ export function parseWith<T>(schema: v.GenericSchema<unknown, T>, x: unknown, wh
 
 export async function loadDm(tx: Tx, peer: string): Promise<DmRecord> {
   const x = await tx.get(KEYS.dm(peer));
-  return x === undefined ? emptyDm(peer) : parseDmRecord(x);
+  if (x !== undefined) return parseDmRecord(x);
+  // A chat that was ended keeps its replay memory (§8.2.3).
+  const seen = v.safeParse(v.array(v.string()), await tx.get(KEYS.seenInits(peer)));
+  return seen.success ? { ...emptyDm(peer), seenInits: seen.output } : emptyDm(peer);
 }
 
 export async function loadGroup(tx: Tx, name: string): Promise<GroupRecord> {
@@ -138,9 +141,9 @@ export async function loadEngine(
     const f = r.output;
     state.flights.set(
       f.id,
-      f.kind === "join"
-        ? { kind: "join", key, group: f.group }
-        : { kind: "leave", key, group: f.group, rejoin: f.rejoin },
+      f.kind === "leave"
+        ? { kind: "leave", key, group: f.group, rejoin: f.rejoin }
+        : { kind: f.kind, key, group: f.group },
     );
   }
   for (const { value } of await store.list("dm/")) {

@@ -36,6 +36,9 @@ import { onDisconnected, onHello, onPresence, onWelcome, replenish } from "./con
 import * as direct from "./direct";
 import { type Effect, error, guarded, type Reads, system, Tx } from "./effects";
 import { reportGaps } from "./gaps";
+import * as admin from "./group-admin";
+import * as commits from "./group-commits";
+import * as membership from "./group-membership";
 import * as groups from "./group-steps";
 import { isOnline } from "./link";
 import { loadGroup } from "./load";
@@ -180,7 +183,7 @@ async function onFrame(tx: Tx, f: ServerFrame): Promise<void> {
     case "group":
       return groups.onGroupState(tx, f.state);
     case "left":
-      return groups.onLeft(tx, f.group, f.auth);
+      return membership.onLeft(tx, f.group, f.auth);
     case "prekeys_low":
       return replenish(tx);
     case "error":
@@ -232,13 +235,15 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
             tx,
             conv,
             "decrypt_failed",
-            `A message from ${f.from} could not be read (${code})`,
+            code === "fork"
+              ? `This group's history diverged: the new group key from ${f.from} was refused`
+              : `A message from ${f.from} could not be read (${code})`,
             {
               username: f.from,
             },
           );
         }
-        if (item.kind === "commit") await groups.evaluateGroup(tx, item.group);
+        if (item.kind === "commit") await commits.evaluateGroup(tx, item.group);
       },
       conv,
     );
@@ -251,8 +256,8 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
 // Timers and verbs
 
 async function onTimer(tx: Tx, t: TimerInput): Promise<void> {
-  if (t.t === "fallback") return groups.onFallback(tx, t.group, t.epoch);
-  if (t.t === "commit_retry") return groups.onCommitRetry(tx, t.group);
+  if (t.t === "fallback") return commits.onFallback(tx, t.group, t.epoch);
+  if (t.t === "commit_retry") return commits.onCommitRetry(tx, t.group);
   // Offline, the missing message may still sit in our mailbox: decide after the next
   // connection's drain (onWelcome schedules a fresh check).
   if (isOnline(tx.state.link)) reportGaps(tx, t.keys);
@@ -263,7 +268,7 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
     case "start_chat":
       return direct.startChat(tx, verb.username);
     case "end_chat":
-      direct.endChat(tx, verb.username);
+      await direct.endChat(tx, verb.username);
       return;
     case "reclaim_device":
       tx.state.device = { ...tx.state.device, claim: true };
@@ -277,29 +282,29 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
     case "send_file":
       return sendText(tx, verb.conversationId, verb.text, {}, verb.file);
     case "join_group":
-      await groups.joinGroup(tx, verb.name);
+      await membership.joinGroup(tx, verb.name);
       return;
     case "leave_group":
-      await groups.leaveGroup(tx, verb.name);
+      await membership.leaveGroup(tx, verb.name);
       return;
     case "create_group":
-      await groups.createGroup(tx, verb.name, verb);
+      await admin.createGroup(tx, verb.name, verb);
       return;
     case "invite":
-      return groups.inviteToGroup(tx, verb.group, verb.username);
+      return admin.inviteToGroup(tx, verb.group, verb.username);
     case "accept_invite":
-      await groups.acceptInvite(tx, verb.invite);
+      await admin.acceptInvite(tx, verb.invite);
       return;
     case "join_with_link":
-      await groups.joinWithLink(tx, verb.group, verb.secret);
+      await admin.joinWithLink(tx, verb.group, verb.secret);
       return;
     case "create_invite_link":
-      return groups.createInviteLink(tx, verb.group);
+      return admin.createInviteLink(tx, verb.group);
     case "revoke_invite_links":
-      await groups.changeGroupInfo(tx, verb.group, (i) => ({ ...i, links: [] }));
+      await admin.changeGroupInfo(tx, verb.group, (i) => ({ ...i, links: [] }));
       return;
     case "set_group_info":
-      await groups.changeGroupInfo(tx, verb.group, (i) => ({
+      await admin.changeGroupInfo(tx, verb.group, (i) => ({
         ...i,
         ...(verb.title === undefined ? {} : { title: verb.title }),
         ...(verb.description === undefined ? {} : { description: verb.description }),
@@ -307,13 +312,13 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       }));
       return;
     case "promote":
-      await groups.promoteMember(tx, verb.group, verb.username);
+      await admin.promoteMember(tx, verb.group, verb.username);
       return;
     case "demote":
-      await groups.demoteMember(tx, verb.group, verb.username);
+      await admin.demoteMember(tx, verb.group, verb.username);
       return;
     case "remove_member":
-      await groups.removeMember(tx, verb.group, verb.username);
+      await admin.removeMember(tx, verb.group, verb.username);
       return;
     case "accept_key_change":
       if (await direct.acceptKeyChange(tx, verb.username)) {

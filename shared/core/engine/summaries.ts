@@ -74,6 +74,7 @@ export function groupSummary(
     keyChanged: changed,
     members: roster.map((m) => contactInfo(s, m.name, m.ik)),
     epoch: p.t === "member" ? p.current.epoch : -1,
+    ...(p.t === "member" ? { authenticator: authenticatorDigits(p.current.authenticator) } : {}),
     removalPending: (state?.pendingLeaves.length ?? 0) > 0,
     joining: p.t === "joining",
     leaving,
@@ -112,6 +113,17 @@ function accessSummary(
       ...(rec.refused === undefined ? {} : { refused: rec.refused.text }),
     },
   };
+}
+
+/** 25 digits in groups of five from the first 15 bytes (as a safety number is shown, §8.7). */
+function authenticatorDigits(b64: string): string {
+  const bytes = fromB64u(b64);
+  const groups: string[] = [];
+  for (let i = 0; i < 15; i += 3) {
+    const n = ((bytes[i] ?? 0) << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0);
+    groups.push(String(n % 100000).padStart(5, "0"));
+  }
+  return groups.join(" ");
 }
 
 export function summarizeDm(tx: Tx, rec: DmRecord): void {

@@ -5,6 +5,7 @@
  * if the relay ever sends something outside the wire contract.
  */
 import { SELF } from "cloudflare:test";
+import { leafTranscript } from "../../../shared/core/group-schedule";
 import {
   ed25519Sign,
   generateIdentityKeyPair,
@@ -45,6 +46,24 @@ export function oneTimePrekeys(from: number, n: number) {
   return Array.from({ length: n }, (_, i) => ({ id: from + i, key: toB64u(randomBytes(32)) }));
 }
 
+/** `n` leaf keys signed by `keys` for `group` of `hub` (PROTOCOL.md §9.3), ids from `from`. */
+export async function signedLeaves(keys: Keys, hub: string, group: string, from: number, n = 2) {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const key = randomBytes(32);
+    const nonce = randomBytes(16);
+    const id = from + i;
+    const sig = await ed25519Sign(
+      keys.identity.privateKey,
+      leafTranscript(hub, group, 0, id, key, nonce),
+    );
+    out.push({ id, key: toB64u(key), epoch: 0, nonce: toB64u(nonce), sig: toB64u(sig) });
+  }
+  return out;
+}
+
+const ZERO_INTERIM = toB64u(new Uint8Array(32));
+
 let hubCounter = 0;
 /** A fresh hub name per test keeps tests independent inside one shared object namespace. */
 export function freshHub(prefix = "t"): string {
@@ -61,11 +80,19 @@ export class TestClient {
   keys: Keys | null = null;
   username = "";
 
+  /** The latest relay state of each group seen (welcome and `group` frames). */
+  readonly groups = new Map<string, S<"group">["state"]>();
+  #sends: Promise<void> = Promise.resolve();
+  #leafSeq = 1;
+
   private constructor(readonly ws: WebSocket) {
     ws.addEventListener("message", (e) => {
       const r = parseServerFrame(e.data);
-      if (r.ok) this.queue.push(r.frame);
-      else this.invalid.push(e.data);
+      if (r.ok) {
+        this.queue.push(r.frame);
+        if (r.frame.t === "group") this.groups.set(r.frame.state.group, r.frame.state);
+        if (r.frame.t === "welcome") for (const g of r.frame.groups) this.groups.set(g.group, g);
+      } else this.invalid.push(e.data);
       this.#wake();
     });
     ws.addEventListener("close", (e) => {
@@ -145,12 +172,50 @@ export class TestClient {
     return this.next("welcome");
   }
 
+  /**
+   * Frames go out in order. A `join` without `leaves` gets fresh signed leaf keys, and a
+   * `commit` whose wraps name no `leaf` gets each member's current one from the last group
+   * state seen (and a zero `interim`), so relay tests need not build them (PROTOCOL.md §9.3).
+   */
   send(frame: ClientFrame | Record<string, unknown>): void {
-    this.ws.send(JSON.stringify(frame));
+    this.#sends = this.#sends.then(async () => {
+      this.ws.send(JSON.stringify(await this.#complete(frame as Record<string, unknown>)));
+    });
   }
 
   sendRaw(data: string | ArrayBuffer): void {
-    this.ws.send(data);
+    this.#sends = this.#sends.then(() => this.ws.send(data));
+  }
+
+  async #complete(f: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const group = typeof f.group === "string" ? f.group : null;
+    if (f.t === "join" && !("leaves" in f) && this.keys && this.hello && group !== null) {
+      const leaves = await signedLeaves(this.keys, this.hello.hub, group, this.#leafSeq, 2);
+      this.#leafSeq += 2;
+      return { ...f, leaves };
+    }
+    if (f.t === "commit" && Array.isArray(f.wraps) && group !== null) {
+      const to = (f.wraps as Array<Record<string, unknown>>).map((w) => String(w.to));
+      const known = () => {
+        const g = this.groups.get(group);
+        const names = new Set(
+          [...(g?.members ?? []), ...(g?.pendingJoins ?? [])].map((m) => m.username),
+        );
+        return g?.epoch === f.parentEpoch && to.every((n) => names.has(n));
+      };
+      // The state a test commits on (its epoch, its joins) may still be on its way.
+      const deadline = Date.now() + 2000;
+      while (!known() && Date.now() < deadline) await this.#changed(100);
+      const st = this.groups.get(group);
+      const heads = new Map(
+        [...(st?.members ?? []), ...(st?.pendingJoins ?? [])].map((m) => [m.username, m.leaf.id]),
+      );
+      const wraps = (f.wraps as Array<Record<string, unknown>>).map((w) =>
+        "leaf" in w ? w : { ...w, leaf: heads.get(String(w.to)) ?? 0 },
+      );
+      return { ...f, wraps, ...("interim" in f ? {} : { interim: ZERO_INTERIM }) };
+    }
+    return f;
   }
 
   #wake(): void {

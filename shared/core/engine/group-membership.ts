@@ -1,0 +1,246 @@
+/**
+ * Joining and leaving groups as steps (PROTOCOL.md §9.3, §9.4, §9.7.4): both write-ahead through
+ * the in-flight registry, sent again at every welcome; our leaf keys for joins; being taken out
+ * (`left`) and forgetting a group; the relay's answers to joins and leaves.
+ */
+import { ed25519Sign } from "../../crypto";
+import { toB64u } from "../../encoding";
+import { type ErrorCode, LEAF_QUEUE } from "../../protocol";
+import { b64 } from "../codec";
+import { CoreError } from "../errors";
+import { type GroupRecord, makeLeaves, publicLeaf } from "../group";
+import { checkRemoval, decodeGroupInfo, removalBy, signLeave } from "../group-access";
+import { leftGroup } from "../group-record";
+import { KEYS } from "../store";
+import { system, type Tx } from "./effects";
+import { groupId } from "./group-steps";
+import { endFlight, joinOf, leaveOf, startFlight } from "./inflight";
+import { loadGroup } from "./load";
+import { summarizeGroup } from "./summaries";
+
+// ---------------------------------------------------------------------------------------------
+// Join and leave (§9.3, §9.4): persisted before the frame leaves, sent again at every welcome
+
+/**
+ * Join `name`; `auth` is the invitation of a closed group (§9.7.3: a member's signed add, or a
+ * join signed with an invite link's key), `draftInfo` the signed state of a group we create.
+ */
+export async function joinGroup(
+  tx: Tx,
+  name: string,
+  auth?: string,
+  draftInfo?: string,
+): Promise<void> {
+  const loaded = await loadGroup(tx, name);
+  const rec: GroupRecord = draftInfo === undefined ? loaded : { ...loaded, draftInfo };
+  // A leave still waiting to go is superseded: the join is what the user wants now.
+  const leave = leaveOf(tx.state.flights, name);
+  if (leave !== null && !leave.flight.rejoin) endFlight(tx, leave.id);
+  const pending = joinOf(tx.state.flights, name);
+  if (pending !== null) {
+    if (auth === undefined) {
+      if (rec !== loaded) tx.put(KEYS.group(name), rec);
+      summarizeGroup(tx, rec);
+      return;
+    }
+    // A join with an invitation replaces one without (the invitation is what lets it in).
+    endFlight(tx, pending);
+  }
+  if (rec.status === "member" && rec.leaves.length > 0) {
+    // Still a member (a leave was pressed and superseded): the join only keeps us in; the relay
+    // leaves an active member's leaf keys alone.
+    if (rec !== loaded) tx.put(KEYS.group(name), rec);
+    startFlight(tx, {
+      kind: "join",
+      group: name,
+      leaves: rec.leaves.map(publicLeaf),
+      ...(auth === undefined ? {} : { auth }),
+    });
+    summarizeGroup(tx, rec);
+    return;
+  }
+  await startJoin(tx, name, rec, auth);
+}
+
+/**
+ * Persist a `joining` record with fresh leaf keys and send the join that publishes them
+ * (§9.3): an adding commit is accepted only while we are joining, sealed to one of these keys.
+ * Leaf keys of an earlier join are deleted: an old commit sealed to them cannot pull us back in.
+ * `auth` is a closed group's invitation (§9.7.3).
+ */
+export async function startJoin(
+  tx: Tx,
+  name: string,
+  rec: GroupRecord,
+  auth?: string,
+): Promise<GroupRecord> {
+  const leaves = await freshLeaves(
+    tx,
+    name,
+    tx.state.relayGroups.get(name)?.epoch ?? 0,
+    LEAF_QUEUE,
+  );
+  const next: GroupRecord = { ...rec, status: "joining", leaves };
+  tx.put(KEYS.group(name), next);
+  startFlight(tx, {
+    kind: "join",
+    group: name,
+    leaves: leaves.map(publicLeaf),
+    ...(auth === undefined ? {} : { auth }),
+  });
+  summarizeGroup(tx, next);
+  return next;
+}
+
+function freshLeaves(tx: Tx, group: string, epoch: number, count: number) {
+  const { env } = tx;
+  return makeLeaves({
+    hub: env.hub,
+    group,
+    epoch,
+    count,
+    random: env.random,
+    sign: (m) => ed25519Sign(env.identity.privateKey, m),
+  });
+}
+
+/**
+ * After entering an epoch (§9.3): the leaf key that opened it is gone; make fresh ones so the
+ * relay keeps LEAF_QUEUE of ours, and publish them (write-ahead, sent again at every welcome).
+ */
+export async function refillLeaves(tx: Tx, rec: GroupRecord): Promise<GroupRecord> {
+  const missing = LEAF_QUEUE - rec.leaves.length;
+  if (rec.status !== "member" || rec.current === null || missing <= 0) return rec;
+  const fresh = await freshLeaves(tx, rec.group, rec.current.epoch, missing);
+  const next = { ...rec, leaves: [...rec.leaves, ...fresh] };
+  tx.put(KEYS.group(rec.group), next);
+  startFlight(tx, { kind: "leaf", group: rec.group, leaves: fresh.map(publicLeaf) });
+  return next;
+}
+
+/** The relay answered a leaf upload (stored, or not a member any more): done either way. */
+export function onLeafAnswered(tx: Tx, id: string): void {
+  endFlight(tx, id);
+}
+
+export async function leaveGroup(tx: Tx, name: string): Promise<void> {
+  const rec = await loadGroup(tx, name);
+  const join = joinOf(tx.state.flights, name);
+  if (join !== null) endFlight(tx, join);
+  if (leaveOf(tx.state.flights, name) === null) {
+    startFlight(tx, { kind: "leave", group: name, rejoin: false, auth: await leaveAuth(tx, rec) });
+  }
+  summarizeGroup(tx, rec);
+}
+
+/** Our signed leave (§9.7.4), bound to the epoch we hold: every member checks it. */
+export async function leaveAuth(tx: Tx, rec: GroupRecord): Promise<string> {
+  const { env } = tx;
+  return toB64u(
+    await signLeave({
+      hub: env.hub,
+      group: rec.group,
+      name: env.username,
+      ik: env.identity.publicKey,
+      // Without keys (a rejoin that dropped them) the relay's epoch is the best we know.
+      epoch: rec.current?.epoch ?? tx.state.relayGroups.get(rec.group)?.epoch ?? 0,
+      sign: (m) => ed25519Sign(env.identity.privateKey, m),
+    }),
+  );
+}
+
+/**
+ * `left` (§9.4): the relay took us out. The keys go, unless this was the leave of a rejoin. In a
+ * closed group (§9.7.4) a `left` we did not ask for must come with an admin's signed removal; one
+ * without is the relay's word alone, and is shown as such (the relay stops our traffic either way).
+ */
+export async function onLeft(tx: Tx, name: string, auth?: string): Promise<void> {
+  const leave = leaveOf(tx.state.flights, name);
+  if (leave !== null) endFlight(tx, leave.id);
+  // The leave half of a rejoin: we hold no keys and wait for our join.
+  if (leave?.flight.rejoin) return;
+  const rec = await loadGroup(tx, name);
+  if (leave === null && rec.status === "member") {
+    const who = await removedBy(tx, rec, auth);
+    const text =
+      who === null
+        ? `The relay took you out of ${name}, but you did not leave and no admin removed you`
+        : `${who} (an admin) removed you from ${name}`;
+    // A valid removal reads as our leaving (its details name the admin); one without, as refused.
+    system(tx, groupId(name), who === null ? "refused" : "left", text, {
+      username: tx.env.username,
+    });
+  }
+  await forget(tx, name);
+}
+
+/** The admin whose valid signed removal `auth` is, or null (§9.7.4). */
+async function removedBy(tx: Tx, rec: GroupRecord, auth: string | undefined) {
+  if (rec.info === undefined || rec.current === null || auth === undefined) return null;
+  const { env } = tx;
+  try {
+    const info = decodeGroupInfo(b64(rec.info, "info"), env.hub, rec.group).info;
+    const bytes = b64(auth, "auth");
+    const how = await checkRemoval({
+      hub: env.hub,
+      group: rec.group,
+      info,
+      member: { name: env.username, ik: env.identityKey },
+      auth: bytes,
+      since: rec.since?.[env.username] ?? 0,
+    });
+    if (how !== "remove") return null;
+    const admin = removalBy(bytes);
+    return rec.current.roster.find((m) => m.ik === admin)?.name ?? "someone";
+  } catch (e) {
+    if (e instanceof CoreError) return null;
+    throw e;
+  }
+}
+
+/** Forget every key of the group: a departed member must not read later epochs (§9.4). */
+export async function forget(tx: Tx, name: string): Promise<void> {
+  const rec = await loadGroup(tx, name);
+  const next = leftGroup(name);
+  tx.put(KEYS.group(name), next);
+  if (rec.status !== "left")
+    system(tx, groupId(name), "left", `You left ${name}`, { username: tx.env.username });
+  summarizeGroup(tx, next);
+}
+
+/** The relay answered our join (`accepted`): the group state follows in a `group` frame. */
+export function onJoinAccepted(tx: Tx, id: string): void {
+  endFlight(tx, id);
+}
+
+/** The relay answered our leave (`accepted`): `left` follows and ends the flight. */
+export function onLeaveAccepted(_tx: Tx, _id: string): void {}
+
+/** Refusals that leave a frame worth sending again on the next connection (§10.1). */
+export const TRANSIENT: ReadonlySet<ErrorCode> = new Set([
+  "rate_limited",
+  "internal",
+  "not_authenticated",
+]);
+
+export async function onJoinRefused(tx: Tx, id: string, name: string, code: ErrorCode) {
+  if (TRANSIENT.has(code)) return; // kept: the next welcome sends it again
+  endFlight(tx, id);
+  const rec = await loadGroup(tx, name);
+  if (rec.status === "joining") {
+    const next = { ...rec, status: "none" as const };
+    tx.put(KEYS.group(name), next);
+    summarizeGroup(tx, next);
+  }
+}
+
+export async function onLeaveRefused(tx: Tx, id: string, name: string, code: ErrorCode) {
+  if (TRANSIENT.has(code)) return;
+  const f = tx.state.flights.get(id);
+  endFlight(tx, id);
+  // not_member: the relay holds no membership to end — we are out already; keep no keys.
+  const rec = await loadGroup(tx, name);
+  const held = rec.status === "member" || rec.status === "joining";
+  if (code === "not_member" && f?.kind === "leave" && !f.rejoin && held) await forget(tx, name);
+  else summarizeGroup(tx, rec);
+}
