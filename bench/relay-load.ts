@@ -44,6 +44,12 @@ export interface Target {
   connect(name: string): Promise<LoadClient>;
   /** Make all clients members of one group (bare server: everyone is). */
   formGroup(clients: LoadClient[]): Promise<void>;
+  /**
+   * Make each client a contact of the one that writes to it (client i writes to client i+1),
+   * as people who talk are: their messages are then not message requests (PROTOCOL.md §7.3.1).
+   * The bare server has no such notion.
+   */
+  formContacts?(clients: LoadClient[]): Promise<void>;
 }
 
 function opened(ws: WebSocket): Promise<void> {
@@ -236,6 +242,18 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
       await welcome;
       return conn;
     },
+    async formContacts(clients) {
+      const all = clients as ParleyConn[];
+      await Promise.all(
+        all.map((c, i) => {
+          const from = all[(i + all.length - 1) % all.length] as ParleyConn;
+          const id = String(++nextId);
+          const accepted = c.waitFor("accepted", (f) => f.id === id);
+          c.raw({ v: 1, t: "contact", id, user: from.name, state: "accepted" });
+          return accepted;
+        }),
+      );
+    },
     async formGroup(clients) {
       // Joiners commit one at a time (the relay sequences commits; §9): roster grows by one each.
       const roster: string[] = [];
@@ -325,6 +343,7 @@ export async function runLoad(
   for (let i = 0; i < opts.clients; i++)
     clients.push(await target.connect(`c${i}-${Date.now() % 100000}`));
   if (opts.mode === "group") await target.formGroup(clients);
+  else await target.formContacts?.(clients);
   const latencies: number[] = [];
   let delivered = 0;
   let lastDeliveryAt = 0;

@@ -238,6 +238,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakCounts> {
     for (let i = 0; i < clients.length; i++) {
       await (clients[i] as SoakClient).client.startChat(peerOf(i).name);
     }
+    // Each takes the one who writes to it as a contact, as people who talk do: its messages are
+    // then not message requests, whose small share a relay restart could fill (PROTOCOL.md
+    // §7.3.1).
+    for (let i = 0; i < clients.length; i++) {
+      const writer = clients[(i + clients.length - 1) % clients.length] as SoakClient;
+      await (clients[i] as SoakClient).client.acceptContact(writer.name);
+    }
     await until(
       "1:1 sessions secure",
       () =>

@@ -126,6 +126,16 @@ export const LIMITS = {
    */
   oneTimePrekeyBurstPerRequester: 3,
   oneTimePrekeyRefillSec: 600,
+  /**
+   * Message requests (§7.3.1): direct items the relay stores for one recipient from senders it
+   * has not accepted (`contact`) and shares no group with, all such senders together, and from
+   * any one of them. Beyond either the sender gets `request_limit`; the recipient's contacts
+   * still get through, so sybil identities cannot fill a mailbox against its contacts.
+   */
+  maxRequestItemsPerRecipient: 100,
+  maxRequestItemsPerSender: 20,
+  /** Contacts one user may have accepted or blocked with `contact` (§7.3.1). */
+  maxContactsPerUser: 2000,
   /** Groups that exist and were created (first `join` of a new name) by one identity (§7.5). */
   maxGroupsCreatedPerIdentity: 8,
   /** Sockets waiting to authenticate from one client address: IPv4, or an IPv6 /64 (§4.1, §7.2). */
@@ -203,6 +213,8 @@ export const ERRORS = {
   blob_quota: "Attachment storage quota reached; wait for older attachments to expire.",
   invite_required: "This group is invite-only: joining needs an invitation.",
   not_admin: "Only an admin of that group, signing the removal itself, can remove a member.",
+  request_limit:
+    "The recipient does not take more messages from you until they reply or accept your request.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
@@ -596,6 +608,22 @@ export const SettingsFrame = v.strictObject({
   presence: PresenceScope,
 });
 
+/**
+ * Message requests (§7.3.1): what this user decided about direct messages from `user`.
+ * `accepted` — they are a contact, their messages take the ordinary mailbox share; `blocked` —
+ * the relay refuses their direct messages to this user (`request_limit`); `none` — forget the
+ * decision (a stranger again).
+ */
+export const CONTACT_STATES = ["accepted", "blocked", "none"] as const;
+export const ContactFrame = v.strictObject({
+  v: V,
+  t: v.literal("contact"),
+  id: ClientId,
+  user: Name,
+  state: v.picklist(CONTACT_STATES),
+});
+export type ContactState = (typeof CONTACT_STATES)[number];
+
 export const PingFrame = v.strictObject({ v: V, t: v.literal("ping") });
 /**
  * The exact text of a keep-alive ping and its answer. The relay answers this byte string without
@@ -621,6 +649,7 @@ export const ClientFrame = v.variant("t", [
   PushUnsubscribeFrame,
   BlobUploadFrame,
   SettingsFrame,
+  ContactFrame,
   PingFrame,
 ]);
 export type ClientFrame = v.InferOutput<typeof ClientFrame>;

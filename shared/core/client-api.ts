@@ -138,6 +138,12 @@ export interface ConversationSummary {
   keyChanged: boolean;
   /** Direct chats only: how far the session is. */
   session?: SessionPhase;
+  /**
+   * Direct chats only (§8.11): `request` — the peer wrote first and we have neither written
+   * back nor accepted (a message request: accept or block it); `blocked` — we blocked the peer.
+   * Absent: a contact.
+   */
+  contact?: "request" | "blocked";
   /** Direct chats: the peer. Groups: the committed roster at `epoch`. */
   members: ContactInfo[];
   /** Groups only: our current epoch; -1 while we have not joined yet. */
@@ -448,6 +454,10 @@ export interface ParleyClientApi {
   removeMember(group: string, username: string): Promise<void>;
   /** Accept a changed identity key for `username` (re-pins it; verification is cleared). */
   acceptKeyChange(username: string): Promise<void>;
+  /** Accept a message request, or unblock (§8.11): the relay takes the peer as a contact. */
+  acceptContact(username: string): Promise<void>;
+  /** Block a peer (§8.11): the relay refuses its direct messages to us. */
+  blockContact(username: string): Promise<void>;
   markVerified(username: string): Promise<void>;
   /** Who may see us online: people we talk to (default) or everyone on this hub (§6.3). */
   setPresence(scope: PresenceScope): Promise<void>;

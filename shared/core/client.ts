@@ -429,6 +429,14 @@ export class ParleyClient implements ParleyClientApi {
     await this.verb({ t: "mark_verified", username });
   }
 
+  async acceptContact(username: string): Promise<void> {
+    await this.verb({ t: "accept_contact", username });
+  }
+
+  async blockContact(username: string): Promise<void> {
+    await this.verb({ t: "block_contact", username });
+  }
+
   async setPresence(scope: PresenceScope): Promise<void> {
     await this.verb({ t: "set_presence", scope });
   }

@@ -28,6 +28,9 @@ export const MAX_HELD = 50;
  */
 export const MAX_SEEN_INITS = 128;
 
+export const CONTACT_DECISIONS = ["request", "accept", "accepted", "blocked"] as const;
+export type ContactDecision = (typeof CONTACT_DECISIONS)[number];
+
 const KeyPair = v.strictObject({ pub: Key32, priv: Key32 });
 
 export const SessionSchema = v.strictObject({
@@ -118,6 +121,15 @@ export const DmRecordSchema = v.strictObject({
    * session is being made; `asked` once the `retry` content went out on it.
    */
   repair: v.nullable(v.strictObject({ at: Uint, asked: v.boolean() })),
+  /**
+   * Message requests (PROTOCOL.md §7.3.1, §8.11): the user's decision about the peer.
+   * `request` — the peer wrote first and the user has neither written back nor accepted;
+   * `accept` — the user did (started the chat, wrote, accepted) and the relay is still to be
+   * told; `accepted` — the relay was told (`contact`); `blocked` — the relay was told to refuse
+   * the peer, whose messages are dropped unread. Absent: a conversation from before message
+   * requests, taken as `accept`.
+   */
+  contact: v.optional(v.picklist(CONTACT_DECISIONS)),
 });
 export type DmRecord = v.InferOutput<typeof DmRecordSchema>;
 

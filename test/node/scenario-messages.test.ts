@@ -205,6 +205,8 @@ describe("1:1", () => {
   it("typing and read receipts: sent over a session, shown only when on", async () => {
     const { relay, alice, bob } = await pair();
     const m1 = await say(alice, B, "are you there?");
+    // alice wrote first: bob accepts her request, or typing and read states stay with him (§8.11).
+    await bob.client.acceptContact("alice");
     expect(await bob.client.sendAction(A, { t: "typing", on: true })).toBe("");
     await relay.settle();
     const at = relay.now();

@@ -62,6 +62,7 @@ const validClient: Record<string, Record<string, unknown>> = {
   push_unsubscribe: { v: 1, t: "push_unsubscribe", id: "1" },
   blob_upload: { v: 1, t: "blob_upload", id: "1", size: 1000 },
   settings: { v: 1, t: "settings", id: "1", presence: "everyone" },
+  contact: { v: 1, t: "contact", id: "1", user: "mallory", state: "blocked" },
   ping: { v: 1, t: "ping" },
 };
 

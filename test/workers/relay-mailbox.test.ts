@@ -103,10 +103,11 @@ describe("relay mailbox", () => {
   it("keeps at most deliverWindow deliveries unacknowledged, more follow acks", async () => {
     const hub = freshHub();
     const bobKeys = await newKeys();
+    const a = await TestClient.connect(hub, "alice");
     const b0 = await TestClient.connect(hub, "bob", bobKeys);
+    await b0.c.accept("alice"); // more than a message request's share (§7.3.1)
     b0.c.close();
     await b0.c.waitClosed();
-    const a = await TestClient.connect(hub, "alice");
     const total = LIMITS.deliverWindow + 6;
     for (let i = 0; i < total; i++) {
       a.c.send({ v: 1, t: "send", id: `m${i}`, to: "bob", body: body(i) });
@@ -132,7 +133,9 @@ describe("relay mailbox", () => {
 
   it("refuses a send to a full mailbox with mailbox_full", async () => {
     const hub = freshHub();
+    const a = await TestClient.connect(hub, "alice");
     const b0 = await TestClient.connect(hub, "bob");
+    await b0.c.accept("alice"); // a contact: refused for room, not as a message request
     b0.c.close();
     await b0.c.waitClosed();
     const stub = stubFor(hub);
@@ -152,7 +155,6 @@ describe("relay mailbox", () => {
         LIMITS.maxMailboxPerRecipient,
       );
     });
-    const a = await TestClient.connect(hub, "alice");
     a.c.send({ v: 1, t: "send", id: "full", to: "bob", body: "AAAA" });
     expect((await a.c.error("full")).code).toBe("mailbox_full");
     a.c.close();

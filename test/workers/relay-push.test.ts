@@ -58,6 +58,8 @@ async function setup() {
     vapidKey: env.VAPID_PUBLIC_KEY,
   });
   expect(await bob.c.next("accepted")).toMatchObject({ id: "p1" });
+  // alice is bob's contact: her messages are not message requests (§7.3.1).
+  await bob.c.accept("alice");
   bob.c.close();
   await alice.c.sync();
   return { hub, alice: alice.c, sub };

@@ -83,10 +83,14 @@ async function countRows(hub: string, where: string, ...args: string[]): Promise
   );
 }
 
-/** Register `name` and go offline, so its mail stays in the mailbox. */
-async function registerOffline(hub: string, name: string) {
+/**
+ * Register `name` and go offline, so its mail stays in the mailbox; it first accepts `contacts`
+ * (registered users), whose direct messages then are not message requests (§7.3.1).
+ */
+async function registerOffline(hub: string, name: string, contacts: readonly string[] = []) {
   const keys = await newKeys();
   const { c } = await TestClient.connect(hub, name, keys);
+  for (const peer of contacts) await c.accept(peer);
   c.close();
   await c.waitClosed();
   return keys;
@@ -95,16 +99,17 @@ async function registerOffline(hub: string, name: string) {
 describe("per-sender mailbox quotas (§7.3)", () => {
   it("one sender holds at most maxMailboxPerSenderPerRecipient of a mailbox; others still get in", async () => {
     const hub = freshHub("q");
-    await registerOffline(hub, "bob");
     const mk = await newKeys();
     const m = (await TestClient.connect(hub, "mallory", mk)).c;
+    const a = (await TestClient.connect(hub, "alice")).c;
+    // Both are bob's contacts: the share at stake is the ordinary one, not a request's.
+    await registerOffline(hub, "bob", ["mallory", "alice"]);
     await prefill(hub, "mallory", mk.identityKey, ["bob"], LIMITS.maxMailboxPerSenderPerRecipient);
     expect(LIMITS.maxMailboxPerSenderPerRecipient).toBeLessThan(LIMITS.maxMailboxPerRecipient);
     m.send({ v: 1, t: "send", id: "more", to: "bob", body: "AAAA" });
     expect((await m.error("more")).code).toBe("mailbox_full");
     expect(m.closed).toBeNull();
     // Refused to mallory only: alice still reaches bob.
-    const a = (await TestClient.connect(hub, "alice")).c;
     a.send({ v: 1, t: "send", id: "hi", to: "bob", body: "SGk" });
     expect((await a.next("accepted", (f) => f.id === "hi")).mid).toBeDefined();
     // Nothing accepted earlier was dropped.

@@ -228,6 +228,29 @@ describe("token bucket (PROTOCOL.md §7.2)", () => {
     m.take("d", 0);
     expect(m.size).toBeLessThanOrEqual(2);
   });
+
+  it("a BucketMap with a store writes when a bucket falls saveStep below what is stored, and reads it back", () => {
+    const rows = new Map<string, { tokens: number; at: number; full: number }>();
+    const store = {
+      load: (k: string) => rows.get(k) ?? null,
+      save: (k: string, b: { tokens: number; at: number }, full: number) =>
+        void rows.set(k, { ...b, full }),
+    };
+    const big = { ratePerSec: 1, burst: 8 };
+    const m = new BucketMap(big, 10, store, 4);
+    for (let i = 0; i < 3; i++) expect(m.take("a", 0)).toBe(true);
+    expect(rows.size).toBe(0); // 5 left: not 4 below the (full) stored state
+    m.take("a", 0);
+    expect(rows.get("a")).toEqual({ tokens: 4, at: 0, full: 4000 });
+    for (let i = 0; i < 4; i++) m.take("a", 0);
+    expect(m.take("a", 0)).toBe(false);
+    // Written at the refusal: storage said there were tokens, there are none.
+    expect(rows.get("a")?.tokens).toBe(0);
+    // A new map over the same store (the object restarted) does not refill it.
+    const again = new BucketMap(big, 10, store, 4);
+    expect(again.take("a", 0)).toBe(false);
+    expect(again.take("a", 1000)).toBe(true);
+  });
 });
 
 describe("directory and mailbox rules", () => {

@@ -479,13 +479,21 @@ describe("security: hostile clients through the real relay", () => {
     await until(() => alice.client.presence().length === 1, "bob offline");
     const mk = await newKeys();
     const m = await raw(hub, "mallory");
-    // Fill bob's mailbox as if mallory and three sybil identities had each sent their
-    // per-sender quota of junk (sending it for real would only exercise the rate limiter).
+    // Fill bob's mailbox as if mallory and three sybil identities, all of them contacts bob
+    // accepted, had each sent their per-sender quota of junk (sending it for real would only
+    // exercise the rate limiter). Strangers cannot: they get only the message-request share
+    // (§7.3.1, see the next test).
     const senders = ["mallory", "sybil1", "sybil2", "sybil3"];
     const perSender = Math.ceil(LIMITS.maxMailboxPerRecipient / senders.length);
     const stub = env.RELAY.get(env.RELAY.idFromName(hub));
     await runInDurableObject(stub, (_i, state) => {
       const sql = state.storage.sql;
+      for (const sender of senders) {
+        sql.exec(
+          "INSERT INTO contacts (owner, peer, state, at) VALUES ('bob', ?, 'accepted', 0)",
+          sender,
+        );
+      }
       const pid = sql.exec("INSERT INTO payloads (data) VALUES ('AAAA') RETURNING id").one().id;
       let n = Number(
         sql.exec("SELECT n FROM mailbox_counts WHERE recipient = 'bob'").toArray()[0]?.n ?? 0,
@@ -510,7 +518,8 @@ describe("security: hostile clients through the real relay", () => {
     m.send({ v: 1, t: "send", id: "more", to: "bob", body: "AAAA" });
     expect((await m.error("more")).code).toBe("mailbox_full");
     expect(m.closed).toBeNull();
-    // Known limitation (SECURITY.md §7): the bound is per recipient, so alice is refused too.
+    // Known limitation (SECURITY.md §8 L9): the bound is per recipient, so once contacts
+    // filled it alice is refused too.
     await alice.client.sendText("dm:bob", "while full");
     await until(
       () => alice.received.some((f) => f.t === "error" && f.code === "mailbox_full"),

@@ -37,10 +37,17 @@ import { fastClientFrame } from "./fastframe";
 import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
-import { commitRoom, expiryOf, mailboxHasRoom, parseMids, senderRoom } from "./mailbox";
+import {
+  commitRoom,
+  expiryOf,
+  mailboxHasRoom,
+  parseMids,
+  requestHasRoom,
+  senderRoom,
+} from "./mailbox";
 import { Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
-import { BucketMap, fanoutCost } from "./ratelimit";
+import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
 import type { Store } from "./store";
 
@@ -91,18 +98,18 @@ export interface BlobGateway {
 
 export class Hub {
   readonly #d: HubDeps;
-  readonly #identityBuckets = new BucketMap(
-    { ratePerSec: LIMITS.identityRatePerSec, burst: LIMITS.identityBurst },
-    LIMITS.maxOnlinePerHub * 2,
-  );
-  /** One-time prekeys each requester may take from each user (PROTOCOL.md §7.4). */
-  readonly #prekeyTakes = new BucketMap(
-    {
-      ratePerSec: 1 / LIMITS.oneTimePrekeyRefillSec,
-      burst: LIMITS.oneTimePrekeyBurstPerRequester,
-    },
-    LIMITS.maxOnlinePerHub * 16,
-  );
+  /**
+   * Frame tokens per identity (PROTOCOL.md §7.2), kept in storage so a restart or eviction does
+   * not refill them (SECURITY.md L4): written when a bucket has fallen a quarter of its burst
+   * below what is stored, so a restart gives back at most that and honest traffic writes nothing.
+   */
+  readonly #identityBuckets: BucketMap;
+  /**
+   * One-time prekeys each requester may take from each user (PROTOCOL.md §7.4), kept in storage
+   * (SECURITY.md L16): every take is written, and only takes that hand a key out are charged, so
+   * the stored rows are bounded by the prekeys handed out within a refill period.
+   */
+  readonly #prekeyTakes: BucketMap;
   /** Who may see whom online, and the deltas (presence.ts, PROTOCOL.md §6.3). */
   readonly presence: Presence;
   /** What is in flight where, and group acknowledgement cursors (delivery.ts). */
@@ -114,6 +121,25 @@ export class Hub {
 
   constructor(deps: HubDeps) {
     this.#d = deps;
+    const stored = (kind: "identity" | "opk") => ({
+      load: (key: string) => deps.store.loadBucket(kind, key),
+      save: (key: string, b: Bucket, fullAt: number) => deps.store.saveBucket(kind, key, b, fullAt),
+    });
+    this.#identityBuckets = new BucketMap(
+      { ratePerSec: LIMITS.identityRatePerSec, burst: LIMITS.identityBurst },
+      LIMITS.maxOnlinePerHub * 2,
+      stored("identity"),
+      LIMITS.identityBurst / 4,
+    );
+    this.#prekeyTakes = new BucketMap(
+      {
+        ratePerSec: 1 / LIMITS.oneTimePrekeyRefillSec,
+        burst: LIMITS.oneTimePrekeyBurstPerRequester,
+      },
+      LIMITS.maxOnlinePerHub * 16,
+      stored("opk"),
+      1,
+    );
     this.pushes = new Pushes({
       store: deps.store,
       sessions: deps.sessions,
@@ -263,6 +289,7 @@ export class Hub {
     const { store } = this.#d;
     store.purgeExpired(now);
     store.purgeRegistrations(now - DAY_MS);
+    store.purgeFullBuckets(now);
     if (store.purgeExpiredGroupLog(now) > 0) {
       // The per-user group counters included what just expired: recount on next use.
       this.deliveries.invalidatePending();
@@ -397,6 +424,9 @@ export class Hub {
         this.presence.setScope(a.username, frame.presence);
         s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
         return;
+      case "contact":
+        this.#contact(s, a, frame, now);
+        return;
     }
   }
 
@@ -505,8 +535,10 @@ export class Hub {
       this.#leaveAll(frame.username, now);
       if (store.onCommittedRoster(frame.username)) return this.#authFail(s, "name_taken");
       store.reclaimUser(frame.username, frame.identityKey, frame.signedPrekey, now);
-      // Who the old identity talked to, and its presence setting, are not the new one's (§6.3).
+      // Who the old identity talked to, and its presence setting, are not the new one's (§6.3);
+      // nor whom it accepted or blocked, or who accepted or blocked it (§7.3.1).
       this.presence.forget(frame.username);
+      store.deleteContacts(frame.username);
     } else {
       store.setSignedPrekey(frame.username, frame.signedPrekey, now);
     }
@@ -666,9 +698,16 @@ export class Hub {
     // Per requester and user, a few one-time prekeys, then one per refill period (§7.4): past
     // that the bundle carries the signed and last-resort prekeys only, and the stock stays for
     // others. Keyed by identity key, so a name reclaimed by another identity starts afresh.
-    const mayTake = this.#prekeyTakes.take(`${a.identityKey}\n${frame.username}`, now);
-    const oneTimePrekey = mayTake ? store.takeOneTimePrekey(frame.username) : null;
+    // Keyed by the owner first: the quota is the owner's state (it moves with the user).
+    // Charged only when there is a key to hand out, so the stored quota rows are bounded by the
+    // keys handed out within a refill period (SECURITY.md L16).
+    const takeKey = `${frame.username}\n${a.identityKey}`;
     const pqPrekey = store.getPqPrekey(frame.username, user.signedPrekey.id);
+    const stock =
+      store.countOneTimePrekeys(frame.username) > 0 ||
+      (pqPrekey !== null && store.countOneTimeKemPrekeys(frame.username) > 0);
+    const mayTake = stock && this.#prekeyTakes.take(takeKey, now);
+    const oneTimePrekey = mayTake ? store.takeOneTimePrekey(frame.username) : null;
     // One-time KEM prekeys are handed out only with the PQ prekey they go with (§8.3.5).
     const oneTimeKemPrekey =
       pqPrekey === null || !mayTake ? null : store.takeOneTimeKemPrekey(frame.username);
@@ -700,12 +739,28 @@ export class Hub {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
+    // Message requests (§7.3.1): a sender the recipient blocked, or one it neither accepted nor
+    // shares a group with past the small share for such senders, is refused before the bounds
+    // that apply to everyone, so strangers cannot use up the mailbox of the recipient's contacts.
+    const standing = store.senderStanding(frame.to, a.username);
+    if (standing === "blocked") {
+      s.send(errorFrame("request_limit", frame.id));
+      return;
+    }
+    const holdings = this.#holdings(a.username, [frame.to]);
+    if (
+      standing === "request" &&
+      !requestHasRoom(holdings.perRecipient.get(frame.to) ?? 0, () => store.countRequests(frame.to))
+    ) {
+      s.send(errorFrame("request_limit", frame.id));
+      return;
+    }
     if (!mailboxHasRoom("direct", this.#stored(frame.to))) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
     }
     // Per-sender quotas (§7.3): refused to this sender only; nothing stored is ever dropped.
-    const quota = senderRoom("direct", this.#holdings(a.username, [frame.to]), [frame.to]);
+    const quota = senderRoom("direct", holdings, [frame.to]);
     if (quota.fits.length === 0 || !quota.totalOk) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
@@ -717,6 +772,24 @@ export class Hub {
     this.presence.wrote(a.username, frame.to, now);
     this.#offer(a, frame.to, mid, now, { kind: "direct", body: frame.body });
     this.pushes.queued([frame.to], now);
+  }
+
+  /**
+   * Message requests (§7.3.1): the user's decision about `frame.user`. Accepting makes them a
+   * contact (the ordinary mailbox share); blocking refuses their direct messages; `none` forgets.
+   */
+  #contact(s: Session, a: AuthedAttachment, frame: Frame<"contact">, now: number): void {
+    const { store } = this.#d;
+    if (frame.user === a.username || store.getUser(frame.user) === null) {
+      s.send(errorFrame("unknown_user", frame.id));
+      return;
+    }
+    const state = frame.state === "none" ? null : frame.state;
+    if (!store.setContactState(a.username, frame.user, state, now, LIMITS.maxContactsPerUser)) {
+      s.send(errorFrame("limit_reached", frame.id));
+      return;
+    }
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
 
   /** Items stored for `username`: mailbox rows plus unacknowledged group messages (§7.3). */

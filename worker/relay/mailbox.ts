@@ -46,6 +46,17 @@ export function mailboxHasRoom(kind: ItemKind, count: number): boolean {
   return count < bound;
 }
 
+/**
+ * May a sender the recipient has not accepted (and shares no group with) store one more direct item (message
+ * requests, PROTOCOL.md §7.3.1)? `fromSender` is what that sender has stored for the recipient;
+ * `allRequests` counts what every such sender has (read only when the sender's own share has
+ * room, as it costs a pass over the recipient's mailbox).
+ */
+export function requestHasRoom(fromSender: number, allRequests: () => number): boolean {
+  if (fromSender >= LIMITS.maxRequestItemsPerSender) return false;
+  return allRequests() < LIMITS.maxRequestItemsPerRecipient;
+}
+
 /** What one sender already has stored (direct and group items only, see `senderRoom`). */
 export interface SenderHoldings {
   /**

@@ -45,24 +45,61 @@ export function fanoutCost(recipients: number, perToken: number): number {
   return Math.floor(Math.max(0, recipients) / perToken);
 }
 
+/** When a bucket left at `b` is full again (ms): a stored bucket past it carries nothing. */
+export function fullAt(b: Bucket, config: BucketConfig): number {
+  return b.at + Math.ceil(((config.burst - b.tokens) * 1000) / config.ratePerSec);
+}
+
+/**
+ * Where a BucketMap keeps its buckets across the object's restarts and evictions (SECURITY.md
+ * L4): `load` a key's stored bucket (null: none, i.e. full), `save` one.
+ */
+export interface BucketStore {
+  load(key: string): Bucket | null;
+  save(key: string, bucket: Bucket, fullAt: number): void;
+}
+
+/** A bucket in memory and the state last written for it (null: nothing stored, i.e. full). */
+interface Held {
+  bucket: Bucket;
+  saved: Bucket | null;
+}
+
 /**
  * Several named buckets (one per identity) with a bound on how many are remembered: an idle
  * bucket that has refilled completely carries no information and is dropped first.
+ *
+ * With a `BucketStore` the buckets survive the object (SECURITY.md L4): a bucket is written
+ * when it has fallen `saveStep` tokens below what is stored for it (the stored state refilled
+ * to now), and when it refuses a frame while storage still shows room. So a restart gives a
+ * bucket back at most `saveStep` tokens, and a client that never spends `saveStep` tokens
+ * faster than they refill costs no write at all.
  */
 export class BucketMap {
-  readonly #buckets = new Map<string, Bucket>();
+  readonly #buckets = new Map<string, Held>();
 
   constructor(
     readonly config: BucketConfig,
     readonly maxEntries: number,
+    readonly store: BucketStore | null = null,
+    readonly saveStep = 1,
   ) {}
 
   take(key: string, now: number, cost = 1): boolean {
-    const current = this.#buckets.get(key) ?? newBucket(this.config, now);
-    const r = take(current, this.config, now, cost);
+    const held = this.#buckets.get(key) ?? this.#load(key, now);
+    const r = take(held.bucket, this.config, now, cost);
+    let saved = held.saved;
+    if (this.store !== null) {
+      const stored = saved === null ? this.config.burst : this.#level(saved, now);
+      const fell = r.bucket.tokens <= stored - this.saveStep;
+      if (fell || (!r.ok && stored >= cost)) {
+        this.store.save(key, r.bucket, fullAt(r.bucket, this.config));
+        saved = r.bucket;
+      }
+    }
     // Re-insert so Map iteration order is least-recently-used first.
     this.#buckets.delete(key);
-    this.#buckets.set(key, r.bucket);
+    this.#buckets.set(key, { bucket: r.bucket, saved });
     if (this.#buckets.size > this.maxEntries) this.#evict(now);
     return r.ok;
   }
@@ -71,13 +108,27 @@ export class BucketMap {
     return this.#buckets.size;
   }
 
+  #level(b: Bucket, now: number): number {
+    return Math.min(
+      this.config.burst,
+      b.tokens + (Math.max(0, now - b.at) * this.config.ratePerSec) / 1000,
+    );
+  }
+
+  #load(key: string, now: number): Held {
+    const stored = this.store?.load(key) ?? null;
+    const held = { bucket: stored ?? newBucket(this.config, now), saved: stored };
+    this.#buckets.set(key, held);
+    return held;
+  }
+
   #evict(now: number): void {
-    for (const [key, b] of this.#buckets) {
+    for (const [key, h] of this.#buckets) {
       if (this.#buckets.size <= this.maxEntries) return;
-      const full = b.tokens + ((now - b.at) * this.config.ratePerSec) / 1000 >= this.config.burst;
-      if (full) this.#buckets.delete(key);
+      if (this.#level(h.bucket, now) >= this.config.burst) this.#buckets.delete(key);
     }
-    // Everyone is mid-burst: forget the least recently used anyway; memory is the harder limit.
+    // Everyone is mid-burst: forget the least recently used anyway; memory is the harder limit
+    // (a stored bucket is read back on its next use).
     for (const key of this.#buckets.keys()) {
       if (this.#buckets.size <= this.maxEntries) return;
       this.#buckets.delete(key);

@@ -214,6 +214,28 @@ const SCHEMA = [
      attempts INTEGER NOT NULL,
      PRIMARY KEY (username, device)
    )`,
+  // Token buckets that must outlive the object (SECURITY.md L4, L16; ratelimit.ts BucketStore):
+  // `kind` 'identity' (key: the identity key, its frame bucket, PROTOCOL.md §7.2) or 'opk'
+  // (key: owner username, newline, requester identity key; the one-time prekey quota, §7.4).
+  // A row is garbage once it has refilled (`full_at`); the alarm deletes those.
+  `CREATE TABLE IF NOT EXISTS rate_buckets (
+     kind TEXT NOT NULL,
+     key TEXT NOT NULL,
+     tokens REAL NOT NULL,
+     at INTEGER NOT NULL,
+     full_at INTEGER NOT NULL,
+     PRIMARY KEY (kind, key)
+   )`,
+  "CREATE INDEX IF NOT EXISTS rate_buckets_full ON rate_buckets (full_at)",
+  // Message requests (PROTOCOL.md §7.3.1): what `owner` decided about direct messages from
+  // `peer` ('accepted' or 'blocked'), set by the owner's `contact` frame.
+  `CREATE TABLE IF NOT EXISTS contacts (
+     owner TEXT NOT NULL,
+     peer TEXT NOT NULL,
+     state TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     PRIMARY KEY (owner, peer)
+   )`,
 ];
 
 /** One device's Web Push subscription and its push state (PROTOCOL.md §7.9). */
@@ -1679,5 +1701,130 @@ export class Store {
   deletePushSub(username: string, device: string | null): void {
     if (device === null) this.sql.exec("DELETE FROM push_subs WHERE username = ?", username);
     else this.sql.exec("DELETE FROM push_subs WHERE username = ? AND device = ?", username, device);
+  }
+
+  // -- rate buckets that survive the object (SECURITY.md L4, L16) -----------------------------
+
+  loadBucket(kind: "identity" | "opk", key: string): { tokens: number; at: number } | null {
+    const r = this.sql
+      .exec("SELECT tokens, at FROM rate_buckets WHERE kind = ? AND key = ?", kind, key)
+      .toArray()[0];
+    return r === undefined ? null : { tokens: num(r.tokens), at: num(r.at) };
+  }
+
+  saveBucket(
+    kind: "identity" | "opk",
+    key: string,
+    b: { tokens: number; at: number },
+    fullAt: number,
+  ): void {
+    this.sql.exec(
+      `INSERT INTO rate_buckets (kind, key, tokens, at, full_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (kind, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at,
+         full_at = excluded.full_at`,
+      kind,
+      key,
+      b.tokens,
+      b.at,
+      fullAt,
+    );
+  }
+
+  /** Delete buckets that have refilled by `now` (they say no more than a missing row). */
+  purgeFullBuckets(now: number): number {
+    return this.sql.exec("DELETE FROM rate_buckets WHERE full_at <= ? RETURNING 1", now).toArray()
+      .length;
+  }
+
+  // -- message requests (PROTOCOL.md §7.3.1) ---------------------------------------------------
+
+  /** What `owner` decided about `peer`: 'accepted', 'blocked', or null (nothing). */
+  contactState(owner: string, peer: string): "accepted" | "blocked" | null {
+    const r = this.sql
+      .exec("SELECT state FROM contacts WHERE owner = ? AND peer = ?", owner, peer)
+      .toArray()[0];
+    const st = r?.state;
+    return st === "accepted" || st === "blocked" ? st : null;
+  }
+
+  /**
+   * Record `owner`'s decision about `peer` (null: forget it). False if it would be a new entry
+   * past `max` entries for `owner`.
+   */
+  setContactState(
+    owner: string,
+    peer: string,
+    state: "accepted" | "blocked" | null,
+    now: number,
+    max: number,
+  ): boolean {
+    if (state === null) {
+      this.sql.exec("DELETE FROM contacts WHERE owner = ? AND peer = ?", owner, peer);
+      return true;
+    }
+    const updated =
+      this.sql
+        .exec(
+          "UPDATE contacts SET state = ?, at = ? WHERE owner = ? AND peer = ? RETURNING 1",
+          state,
+          now,
+          owner,
+          peer,
+        )
+        .toArray().length > 0;
+    if (updated) return true;
+    const n = num(
+      this.sql.exec("SELECT COUNT(*) AS n FROM contacts WHERE owner = ?", owner).one().n,
+    );
+    if (n >= max) return false;
+    this.sql.exec(
+      "INSERT INTO contacts (owner, peer, state, at) VALUES (?, ?, ?, ?)",
+      owner,
+      peer,
+      state,
+      now,
+    );
+    return true;
+  }
+
+  /** Forget every decision by or about `username` (its name went to another identity, §4.3). */
+  deleteContacts(username: string): void {
+    this.sql.exec("DELETE FROM contacts WHERE owner = ? OR peer = ?", username, username);
+  }
+
+  /**
+   * How `owner` takes direct messages from `peer` (§7.3.1): 'blocked' (refused), 'contact'
+   * (`owner` accepted `peer`, or both are active members of a group) or 'request' (a stranger:
+   * the small share). One row read for an accepted contact, the common case.
+   */
+  senderStanding(owner: string, peer: string): "blocked" | "contact" | "request" {
+    const st = this.contactState(owner, peer);
+    if (st === "blocked") return "blocked";
+    if (st === "accepted" || this.shareGroup(owner, peer)) return "contact";
+    return "request";
+  }
+
+  /**
+   * Direct items stored for `recipient` from senders it has not accepted and shares no group with: its
+   * message requests (§7.3.1). One pass over the recipient's rows, grouped by sender first.
+   */
+  countRequests(recipient: string): number {
+    return num(
+      this.sql
+        .exec(
+          `SELECT COALESCE(SUM(m.n), 0) AS n FROM (
+             SELECT sender, COUNT(*) AS n FROM mailbox
+             WHERE recipient = ? AND kind = 'direct' GROUP BY sender) m
+           WHERE NOT EXISTS (SELECT 1 FROM contacts c
+                             WHERE c.owner = ? AND c.peer = m.sender AND c.state = 'accepted')
+             AND NOT EXISTS (SELECT 1 FROM group_members x JOIN group_members y ON y.grp = x.grp
+                             WHERE x.username = ? AND x.committed = 1 AND x.leaving = 0
+                               AND y.username = m.sender AND y.committed = 1 AND y.leaving = 0)`,
+          recipient,
+          recipient,
+          recipient,
+        )
+        .one().n,
+    );
   }
 }

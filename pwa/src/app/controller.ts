@@ -734,8 +734,15 @@ export function createParley() {
         });
       }
       // Selecting a person starts (or resumes) the 1:1 chat: the engine fetches the bundle and
-      // handshakes only if there is no session yet (idempotent otherwise).
-      if (p?.kind === "direct" && engine && state.conn.kind === "online") {
+      // handshakes only if there is no session yet (idempotent otherwise). Starting a chat
+      // accepts the person (PROTOCOL.md §8.11), so a message request or a blocked person is
+      // only shown: the banner's Accept (or replying) decides.
+      if (
+        p?.kind === "direct" &&
+        engine &&
+        state.conn.kind === "online" &&
+        state.convs[id]?.contact === undefined
+      ) {
         engine.startChat(p.name).catch(report);
       }
     },
@@ -922,6 +929,22 @@ export function createParley() {
     async acceptKeyChange(username: string) {
       try {
         await engine?.acceptKeyChange(username);
+      } catch (e) {
+        report(e);
+      }
+    },
+    /** Accept a message request, or unblock (PROTOCOL.md §8.11). */
+    async acceptContact(username: string) {
+      try {
+        await engine?.acceptContact(username);
+      } catch (e) {
+        report(e);
+      }
+    },
+    /** Block a person: the relay refuses their messages to us (PROTOCOL.md §8.11). */
+    async blockContact(username: string) {
+      try {
+        await engine?.blockContact(username);
       } catch (e) {
         report(e);
       }

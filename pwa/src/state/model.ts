@@ -62,6 +62,11 @@ export interface ConvView {
   archived: boolean;
   /** Groups with a signed state (PROTOCOL.md §9.7): title, policy, admins; absent: open. */
   access?: GroupAccessSummary;
+  /**
+   * Direct chats (PROTOCOL.md §8.11): `request` — a message request (they wrote first, we have
+   * not written back or accepted); `blocked` — we blocked them. Absent: a contact.
+   */
+  contact?: "request" | "blocked";
 }
 
 export type ConnView =
@@ -164,6 +169,8 @@ export function applySummary(s: ChatState, sum: ConversationSummary): void {
   c.leaving = sum.leaving ?? false;
   if (sum.access) c.access = sum.access;
   else delete c.access;
+  if (sum.contact) c.contact = sum.contact;
+  else delete c.contact;
   c.status = conversationStatus(c, s.linkOnline);
 }
 
@@ -493,6 +500,7 @@ export function isMember(c: Pick<ConvView, "kind" | "epoch" | "joining">): boole
 /** Can the user type into this conversation right now? A reason string when not. */
 export function sendBlockedReason(c: ConvView): string | null {
   if (c.kind === "direct" && c.missingUser) return `There is no one called “${c.name}” here.`;
+  if (c.contact === "blocked") return `You blocked ${c.name}. Unblock them to write.`;
   if (c.status === "key_changed") return "Accept or verify the new safety number first.";
   if (c.kind === "group") {
     if (c.epoch < 0 && !c.joining) return "Join this group to send messages.";

@@ -425,6 +425,47 @@ export function Conversation(props: {
         </div>
       </Show>
 
+      <Show when={props.conv.kind === "direct" && props.conv.contact}>
+        {(contact) => (
+          <div class="banner" role="status" data-testid="request-banner">
+            <p class="wrap-anywhere">
+              <Show
+                when={contact() === "request"}
+                fallback={
+                  <>
+                    <strong>You blocked {props.conv.name}.</strong> The relay does not take their
+                    messages to you.
+                  </>
+                }
+              >
+                <strong>Message request from {props.conv.name}.</strong> You have not talked before.
+                Accept to take their messages as a contact's, or block them; replying accepts too.
+              </Show>
+            </p>
+            <div class="banner-actions">
+              <Show when={contact() === "request"}>
+                <button
+                  type="button"
+                  class="secondary"
+                  data-testid="block-request"
+                  onClick={() => void actions.blockContact(props.conv.name)}
+                >
+                  Block
+                </button>
+              </Show>
+              <button
+                type="button"
+                class="primary"
+                data-testid="accept-request"
+                onClick={() => void actions.acceptContact(props.conv.name)}
+              >
+                {contact() === "request" ? "Accept" : "Unblock"}
+              </button>
+            </div>
+          </div>
+        )}
+      </Show>
+
       <Show when={props.conv.status === "key_changed"}>
         <div class="banner danger" role="alert" data-testid="key-change-banner">
           <p class="wrap-anywhere">

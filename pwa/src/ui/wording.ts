@@ -174,6 +174,8 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   blob_too_large: "That file is larger than the relay accepts (100 MB).",
   blob_quota:
     "Your attachment storage on the relay is full. Older attachments expire and free it up.",
+  request_limit:
+    "Not delivered: they have not accepted your message request yet, and the relay holds only a few messages from new contacts. Try again after they reply.",
 };
 
 /** Engine error codes (CoreErrorCode) in plain words. */

@@ -156,8 +156,57 @@ export function announceReceived(
 
 export async function startChat(tx: Tx, username: string): Promise<ConversationId> {
   if (username === tx.env.username) throw new CoreError("malformed", "cannot chat with yourself");
-  await ensureSession(tx, await loadDm(tx, username));
+  await ensureSession(tx, accepting(await loadDm(tx, username)));
   return dmId(username);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message requests (§7.3.1, §8.11)
+
+/** The user chose to talk to the peer (started the chat, wrote, accepted): a contact. */
+export function accepting(rec: DmRecord): DmRecord {
+  return rec.contact === "accepted" ? rec : { ...rec, contact: "accept" };
+}
+
+/**
+ * Tell the relay a contact decision not told yet (§7.3.1): `accept` (or a record from before
+ * message requests) becomes `accepted` with one `contact` frame, sent while online only (an
+ * offline decision is told with the next step that touches the conversation online). Called
+ * once the peer is known to exist (a bundle, a session, a message from it), so a chat started
+ * with a name nobody holds is answered by the bundle request alone.
+ */
+export function tellRelay(tx: Tx, rec: DmRecord): DmRecord {
+  if ((rec.contact !== undefined && rec.contact !== "accept") || !isOnline(tx.state.link)) {
+    return rec;
+  }
+  const { id } = nextId(tx);
+  tx.send({ v: PROTOCOL_VERSION, t: "contact", id, user: rec.peer, state: "accepted" });
+  return { ...rec, contact: "accepted" };
+}
+
+/** Accept a message request, or unblock (§8.11): the peer becomes a contact. */
+export async function acceptContact(tx: Tx, peer: string): Promise<void> {
+  const rec = await loadDm(tx, peer);
+  if (rec.contact === "accepted") return;
+  if (!isOnline(tx.state.link)) throw new CoreError("not_connected", "not connected to the relay");
+  const next = tellRelay(tx, { ...rec, contact: "accept" });
+  tx.put(KEYS.dm(peer), next);
+  summarizeDm(tx, next);
+}
+
+/**
+ * Block a peer (§8.11): the relay refuses its direct messages to us from now on
+ * (`request_limit` to it), and the engine drops unread whatever of it still arrives.
+ */
+export async function blockContact(tx: Tx, peer: string): Promise<void> {
+  if (peer === tx.env.username) throw new CoreError("malformed", "cannot block yourself");
+  if (!isOnline(tx.state.link)) throw new CoreError("not_connected", "not connected to the relay");
+  const rec = await loadDm(tx, peer);
+  const { id } = nextId(tx);
+  tx.send({ v: PROTOCOL_VERSION, t: "contact", id, user: peer, state: "blocked" });
+  const next: DmRecord = { ...rec, contact: "blocked", queue: [], held: [] };
+  tx.put(KEYS.dm(peer), next);
+  summarizeDm(tx, next);
 }
 
 /**
@@ -236,7 +285,7 @@ export async function onFetchRefused(tx: Tx, peer: string): Promise<void> {
  */
 export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult): Promise<void> {
   const peer = r.record.peer;
-  let rec = r.record;
+  let rec = tellRelay(tx, r.record);
   putContact(tx, before, r.contact);
   if (r.prekeys) tx.put(KEYS.prekeys, r.prekeys);
   for (const body of r.send) sendBody(tx, peer, body);
@@ -406,14 +455,18 @@ export async function sendDm(
     if (ephemeral) return false;
     throw new CoreError("key_changed", `${peer}'s key changed; accept it first`);
   }
-  const rec = await loadDm(tx, peer);
+  const stored = await loadDm(tx, peer);
+  // Typing and read states are not sent to someone the user has not accepted (§8.11); anything
+  // the user writes accepts them.
+  if (ephemeral && (stored.contact === "request" || stored.contact === "blocked")) return false;
+  const rec = ephemeral ? stored : accepting(stored);
   const announce = () => {
     if (content.t === "text" || content.t === "file") announceOutgoing(tx, dmId(peer), content);
     else announceContent(tx, dmId(peer), tx.env.username, "out", content);
   };
   if (contact && canSendNow(rec)) {
     const enc = await encryptDm(rec, contact, content, dmCtx(tx));
-    tx.put(KEYS.dm(peer), enc.record);
+    tx.put(KEYS.dm(peer), tellRelay(tx, enc.record));
     announce();
     if (content.t === "text") {
       sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: content.id });
@@ -435,7 +488,12 @@ export async function sendDm(
 
 export async function onDirect(tx: Tx, from: string, body: Uint8Array): Promise<void> {
   if (from === tx.env.username) throw new CoreError("malformed", "direct message from ourselves");
-  const rec = await loadDm(tx, from);
+  const known = (await tx.get(KEYS.dm(from))) !== undefined;
+  const loaded = await loadDm(tx, from);
+  // Someone we have no conversation with wrote first: a message request, until the user writes
+  // back or accepts (§8.11). A blocked peer's messages are dropped unread.
+  const rec = known ? loaded : { ...loaded, contact: "request" as const };
+  if (rec.contact === "blocked") return;
   const before = tx.state.contacts.get(from);
   // The prekey state (hundreds of keys) is parsed only for the message that needs it.
   const prekeys = needsPrekeys(body) ? await loadPrekeys(tx) : null;

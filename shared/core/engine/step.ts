@@ -87,6 +87,8 @@ export type Verb =
   | { t: "leave_group"; name: string }
   | { t: "accept_key_change"; username: string }
   | { t: "mark_verified"; username: string }
+  | { t: "accept_contact"; username: string }
+  | { t: "block_contact"; username: string }
   | { t: "set_presence"; scope: PresenceScope };
 
 export type Input =
@@ -332,6 +334,12 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       return;
     case "mark_verified":
       await direct.markContactVerified(tx, verb.username);
+      return;
+    case "accept_contact":
+      await direct.acceptContact(tx, verb.username);
+      return;
+    case "block_contact":
+      await direct.blockContact(tx, verb.username);
       return;
     case "set_presence": {
       // Kept by the relay (§6.3), not here: the next `welcome` reports it back.

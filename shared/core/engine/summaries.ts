@@ -51,6 +51,7 @@ export function dmSummary(s: EngineState, rec: DmRecord): ConversationSummary {
     name: rec.peer,
     keyChanged: (c?.changedKey ?? null) !== null,
     session: sessionPhase(rec),
+    ...(rec.contact === "request" || rec.contact === "blocked" ? { contact: rec.contact } : {}),
     members: c ? [contactInfo(s, rec.peer, c.identityKey)] : [],
   };
 }

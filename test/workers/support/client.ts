@@ -296,6 +296,16 @@ export class TestClient {
   }
 
   /**
+   * Take `peer` as a contact (message requests, PROTOCOL.md §7.3.1), so its direct messages get
+   * the ordinary mailbox share, not the small one for strangers.
+   */
+  async accept(peer: string): Promise<void> {
+    const id = `contact-${peer}`;
+    this.send({ v: 1, t: "contact", id, user: peer, state: "accepted" });
+    await this.next("accepted", (f) => f.id === id);
+  }
+
+  /**
    * Round trip a ping through the object so every earlier frame has been handled. The key order
    * differs from PING_TEXT on purpose: the runtime's auto-response would answer that one without
    * waiting for frames queued before it.
