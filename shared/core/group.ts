@@ -1,9 +1,9 @@
 /**
  * Groups (PROTOCOL.md §9): the stored record. Members' leaf keys wrap each commit's secrets;
  * every epoch's keys chain from the previous epoch and the transcript of every commit
- * (group-schedule.ts); commits are built and checked in group-commit.ts, messages sealed and
- * opened in group-message.ts. Pure functions over a serialisable GroupRecord; the engine
- * (engine/group-steps.ts) decides when to commit and does the I/O.
+ * (group-schedule.ts); commits are encoded in group-commit-codec.ts, built and checked in
+ * group-commit.ts; messages are sealed and opened in group-message.ts. Pure functions over a
+ * serialisable GroupRecord; the engine (engine/group-*.ts) decides when to commit and does the I/O.
  */
 import * as v from "valibot";
 import { B64n, Key32, Uint } from "./codec";
@@ -137,5 +137,6 @@ export function parseGroupRecord(x: unknown): GroupRecord {
 }
 
 export * from "./group-commit";
+export * from "./group-commit-codec";
 export * from "./group-leaves";
 export * from "./group-message";
