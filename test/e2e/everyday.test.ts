@@ -251,12 +251,14 @@ describe("Parley in everyday use", () => {
   });
 
   test("relay restart: a countdown with Retry now; after the restart Retry brings it back", {
-    timeout: 300_000,
+    timeout: 480_000,
   }, async () => {
     const d = u("dave").page;
     await openChat(d, "carol");
     let restarted = false;
-    for (let round = 0; round < 3 && !restarted; round++) {
+    // Each round needs the client still waiting (≥ 4 s ahead) once the relay is back; on a busy
+    // machine it may get back by itself first, which is right but proves nothing about Retry.
+    for (let round = 0; round < 6 && !restarted; round++) {
       await relay.stop();
       const notice = d.getByTestId("conn-notice");
       await notice.waitFor({ timeout: 60_000 });
