@@ -152,9 +152,12 @@ it.skipIf(!built)(
     expect(carolsRef).toEqual(before);
     expect(Buffer.from(await open(before))).toEqual(beforeData);
 
+    const e0 = epochOf(alice) as number;
     await alice.client.removeMember("club", "carol");
+    // The relay tells carol at once; the removal is in force once alice committed it.
     await until(
       () =>
+        (epochOf(alice) ?? 0) > e0 &&
         epochOf(bob) === epochOf(alice) &&
         carol.events.some(
           (e) => e.type === "system" && e.line.text === "alice (an admin) removed you from club",
