@@ -199,7 +199,7 @@ export class ChunkCipher {
   }
 }
 
-/** A FIFO of byte pieces: take(n) copies once, so re-chunking a stream is linear. */
+/** A FIFO of byte pieces: take(n) copies at most once, so re-chunking a stream is linear. */
 class ByteQueue {
   private pieces: Uint8Array[] = [];
   private head = 0;
@@ -212,6 +212,19 @@ class ByteQueue {
   }
 
   take(n: number): Uint8Array {
+    // Within one piece: a view, no copy (the queue already keeps the source's pieces as they
+    // are, so a source must not reuse a buffer it has yielded, view or not).
+    const first = this.pieces[0];
+    if (first !== undefined && first.length - this.head >= n) {
+      const out = first.subarray(this.head, this.head + n);
+      this.head += n;
+      if (this.head === first.length) {
+        this.pieces.shift();
+        this.head = 0;
+      }
+      this.length -= n;
+      return out;
+    }
     const out = new Uint8Array(n);
     let off = 0;
     while (off < n) {
