@@ -3,9 +3,10 @@
  * `wrangler dev` whose R2 bucket is simulated on disk in PERSIST. A 10 MB file picked with the
  * attach button arrives byte-identical after the recipient's download; an image dropped on the
  * conversation shows its encrypted thumbnail and opens in the viewer (desktop and 390 px); a
- * file pasted into the composer is sent too; a byte flipped in the stored R2 object is refused
- * with a clear message; an over-size file and an upload past the quota are refused with clear
- * errors; and no stored R2 object holds any plaintext or file name.
+ * file pasted into the composer is sent too, and one sent while replying carries the quote; a
+ * byte flipped in the stored R2 object is refused with a clear message; an over-size file and an
+ * upload past the quota are refused with clear errors; and no stored R2 object holds any
+ * plaintext or file name.
  * Screenshots go to test-results/screenshots/attachments-*.png.
  */
 import { createHash, randomBytes } from "node:crypto";
@@ -30,6 +31,7 @@ const MARKER = "PARLEY-PLAINTEXT-MARKER-7f3a";
 const BIG_NAME = "holiday-video-secret-name.bin";
 const NOTES_NAME = "tamper-test-notes.txt";
 const NOTES = `${MARKER} these are the notes\n`.repeat(5000);
+const MINUTES_NAME = "reply-minutes.txt";
 
 /** Every file under the relay's simulated R2 state (blobs and their metadata). */
 function r2Files(): string[] {
@@ -59,6 +61,21 @@ async function composerReady(page: Page): Promise<void> {
     () => !(document.querySelector('[data-testid="composer"]') as HTMLTextAreaElement).disabled,
     undefined,
     { timeout: 30_000 },
+  );
+}
+
+/** Paste a text file into `page`'s composer, as the clipboard of a file manager would. */
+async function pasteFile(page: Page, name: string, text: string): Promise<void> {
+  await page.evaluate(
+    ([n, t]) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([t ?? ""], n ?? "", { type: "text/plain" }));
+      const box = document.querySelector('[data-testid="composer"]');
+      box?.dispatchEvent(
+        new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }),
+      );
+    },
+    [name, text],
   );
 }
 
@@ -178,17 +195,7 @@ describe("attachments", () => {
   });
 
   test("a file pasted into the composer is sent; a byte flipped in R2 is refused clearly", async () => {
-    await alice.page.evaluate(
-      ([name, text]) => {
-        const dt = new DataTransfer();
-        dt.items.add(new File([text ?? ""], name ?? "", { type: "text/plain" }));
-        const box = document.querySelector('[data-testid="composer"]');
-        box?.dispatchEvent(
-          new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }),
-        );
-      },
-      [NOTES_NAME, NOTES],
-    );
+    await pasteFile(alice.page, NOTES_NAME, NOTES);
     await uploadsDone(alice.page);
     await fileMsg(bob.page, NOTES_NAME).waitFor({ timeout: 60_000 });
     // Flip one byte in the middle of the stored object (wrangler's local R2 state).
@@ -204,6 +211,26 @@ describe("attachments", () => {
     await bar.waitFor({ timeout: 60_000 });
     expect(await bar.getByTestId("transfer-label").textContent()).toContain("was altered");
     await shot(bob.page, "attachments-tampered");
+  });
+
+  test("a file sent while replying carries the quote, and the composer leaves reply mode", async () => {
+    await send(bob.page, "can you send the minutes?");
+    const asked = alice.page.locator('[data-testid="message"]', {
+      hasText: "can you send the minutes?",
+    });
+    await asked.first().waitFor({ timeout: 30_000 });
+    await asked.first().getByTestId("message-actions").click();
+    await alice.page.getByTestId("message-menu").getByTestId("action-reply").click();
+    await alice.page.getByTestId("compose-mode").filter({ hasText: "Replying to bob" }).waitFor();
+    await pasteFile(alice.page, MINUTES_NAME, "minutes: nothing decided\n");
+    await uploadsDone(alice.page);
+    await alice.page.getByTestId("compose-mode").waitFor({ state: "detached" });
+    const got = bob.page.locator('[data-testid="message"]', {
+      has: fileMsg(bob.page, MINUTES_NAME),
+    });
+    await got.waitFor({ timeout: 60_000 });
+    expect(await got.getByTestId("quote").textContent()).toContain("can you send the minutes?");
+    await shot(bob.page, "attachments-reply-with-file");
   });
 
   test("over-size and over-quota uploads are refused with clear errors", async () => {
@@ -241,9 +268,15 @@ describe("attachments", () => {
   });
 
   test("no R2 object holds any plaintext or file name", () => {
-    const needles = [MARKER, BIG_NAME, NOTES_NAME, "sunset.png", "these are the notes"].map((s) =>
-      Buffer.from(s),
-    );
+    const needles = [
+      MARKER,
+      BIG_NAME,
+      NOTES_NAME,
+      MINUTES_NAME,
+      "sunset.png",
+      "these are the notes",
+      "nothing decided",
+    ].map((s) => Buffer.from(s));
     const files = r2Files();
     expect(files.length).toBeGreaterThan(0);
     for (const f of files) {

@@ -181,6 +181,20 @@ export function createMessaging(d: MessagingDeps) {
         return rest;
       });
     },
+    /**
+     * The message being replied to in `conv`, if any, for files sent now: the reply goes with the
+     * first file (as it would with a text) and the composer leaves reply mode. Edit mode stays: a
+     * file is never an edit.
+     */
+    takeReply(conv: ConversationId): MessageRef | undefined {
+      const mode = compose()[conv];
+      if (mode?.t !== "reply") return undefined;
+      setCompose((m) => {
+        const { [conv]: _gone, ...rest } = m;
+        return rest;
+      });
+      return mode.to;
+    },
     /** Options for a new text in `conv`: the reply being composed, the conversation's timer. */
     textOptions(conv: ConversationId) {
       const c = d.state.convs[conv];

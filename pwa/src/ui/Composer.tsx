@@ -16,7 +16,7 @@ export function Composer(props: { conv: ConvView }) {
   const { state, actions, messaging, transfers } = useParley();
   const sendFiles = (files: File[]) => {
     if (blocked() !== null) return;
-    transfers.sendFiles(files, props.conv.id);
+    transfers.sendFiles(files, props.conv.id, "", messaging.takeReply(props.conv.id));
   };
   /** Replying to a message, or editing one of ours (§8.6.1); the edit's text is no draft. */
   const mode = () => messaging.compose()[props.conv.id];

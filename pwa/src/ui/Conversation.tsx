@@ -301,7 +301,7 @@ export function Conversation(props: {
         const files = [...(e.dataTransfer?.files ?? [])];
         if (files.length === 0 || sendBlockedReason(props.conv) !== null) return;
         e.preventDefault();
-        transfers.sendFiles(files, props.conv.id);
+        transfers.sendFiles(files, props.conv.id, "", messaging.takeReply(props.conv.id));
       }}
     >
       <header class="conv-header">
