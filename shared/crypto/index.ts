@@ -56,6 +56,13 @@ export {
   hpkeSealMany,
 } from "./hpke";
 export {
+  HPKE_XWING_ENC_BYTES,
+  HPKE_XWING_KEM_ID,
+  hpkeOpenXWing,
+  hpkeSealManyXWing,
+  hpkeSealXWing,
+} from "./hpke-xwing";
+export {
   hkdfSha256,
   hkdfSha256Expand,
   hkdfSha256Extract,
@@ -89,3 +96,14 @@ export {
   x25519GenerateKeyPair,
   x25519PublicKey,
 } from "./x25519";
+export {
+  XWING_CIPHERTEXT_BYTES,
+  XWING_PUBLIC_KEY_BYTES,
+  XWING_SEED_BYTES,
+  XWING_SHARED_SECRET_BYTES,
+  xwingDecapsulate,
+  xwingEncapsulate,
+  xwingForget,
+  xwingGenerateKeyPair,
+  xwingPublicKey,
+} from "./xwing";

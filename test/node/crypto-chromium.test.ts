@@ -19,6 +19,7 @@ import type * as Util from "../shared/crypto-util";
 import { fromHex, outcome, toHex } from "../shared/crypto-util";
 import type * as MlKemKat from "../shared/mlkem-kat";
 import { runMlKemKats } from "../shared/mlkem-kat";
+import type * as XWingKat from "../shared/xwing-kat";
 import { CHROMIUM, CHROMIUM_ARGS } from "../support/browser";
 import unlucky from "../vectors/cctv_mlkem_768_unluckysample.json";
 import taming from "../vectors/ed25519_edge_cases_taming_noble.json";
@@ -33,9 +34,15 @@ import mlkemKeygen from "../vectors/wycheproof_mlkem_768_keygen_seed_test.json";
 import mlkemDecaps from "../vectors/wycheproof_mlkem_768_semi_expanded_decaps_test.json";
 import mlkemCombined from "../vectors/wycheproof_mlkem_768_test.json";
 import xVectors from "../vectors/wycheproof_x25519_test.json";
+import xwingVectors from "../vectors/xwing_test_vectors.json";
 
 /** What the bundle puts on globalThis.Parley. */
-type Bundle = typeof Crypto & typeof Noble & typeof Util & typeof MlKemKat & typeof ChunkedKat;
+type Bundle = typeof Crypto &
+  typeof Noble &
+  typeof Util &
+  typeof MlKemKat &
+  typeof ChunkedKat &
+  typeof XWingKat;
 declare global {
   var Parley: Bundle;
 }
@@ -55,6 +62,7 @@ beforeAll(async () => {
         'export * from "./test/shared/crypto-util";',
         'export * from "./test/shared/mlkem-kat";',
         'export * from "./test/shared/chunked-kat";',
+        'export * from "./test/shared/xwing-kat";',
       ].join("\n"),
       resolveDir: ROOT,
       loader: "ts",
@@ -299,6 +307,13 @@ describe("ML-KEM-768 in Chromium", () => {
     const got = await page.evaluate((f) => globalThis.Parley.runMlKemKats(f), files);
     expect(got.failures).toEqual([]);
     expect(got).toEqual(runMlKemKats(files));
+  });
+});
+
+describe("X-Wing in Chromium (PROTOCOL.md §3.13)", () => {
+  it("the draft's vectors and HPKE over them: no failures, every vector read", async () => {
+    const got = await page.evaluate((v) => globalThis.Parley.runXWingKats(v), xwingVectors);
+    expect(got).toEqual({ failures: [], count: 3 });
   });
 });
 

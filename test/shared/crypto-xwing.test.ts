@@ -1,0 +1,66 @@
+/**
+ * X-Wing (shared/crypto/xwing.ts, PROTOCOL.md §3.13) and HPKE with it (hpke-xwing.ts): the
+ * draft's vectors in Node and in workerd (this directory runs in both projects; Chromium runs
+ * runXWingKats in test/node/crypto-chromium.test.ts), agreement with noble's independent X-Wing
+ * on random keys, and the typed refusals.
+ */
+import { ml_kem768_x25519 } from "@noble/post-quantum/hybrid.js";
+import { describe, expect, it } from "vitest";
+import {
+  hpkeOpenXWing,
+  hpkeSealXWing,
+  randomBytes,
+  XWING_CIPHERTEXT_BYTES,
+  XWING_PUBLIC_KEY_BYTES,
+  xwingDecapsulate,
+  xwingEncapsulate,
+  xwingPublicKey,
+} from "../../shared/crypto";
+import vectors from "../vectors/xwing_test_vectors.json";
+import { runXWingKats } from "./xwing-kat";
+
+describe("X-Wing known answers", () => {
+  it("matches the draft's three vectors (keygen, encaps, decaps) and seals/opens HPKE over them", async () => {
+    const report = await runXWingKats(vectors);
+    expect(report).toEqual({ failures: [], count: 3 });
+  });
+
+  it("agrees with noble's X-Wing both ways on random keys", async () => {
+    for (let i = 0; i < 4; i++) {
+      const sk = randomBytes(32);
+      const pk = await xwingPublicKey(sk);
+      expect(pk).toEqual(ml_kem768_x25519.getPublicKey(sk));
+      const ours = await xwingEncapsulate(pk);
+      expect(ml_kem768_x25519.decapsulate(ours.ciphertext, sk)).toEqual(ours.sharedSecret);
+      const theirs = ml_kem768_x25519.encapsulate(pk);
+      expect(await xwingDecapsulate(theirs.cipherText, sk)).toEqual(theirs.sharedSecret);
+    }
+  });
+
+  it("refuses wrong lengths and a wrong key with typed errors", async () => {
+    const sk = randomBytes(32);
+    const pk = await xwingPublicKey(sk);
+    await expect(xwingEncapsulate(pk.slice(1))).rejects.toMatchObject({
+      name: "InvalidLengthError",
+    });
+    await expect(
+      xwingDecapsulate(new Uint8Array(XWING_CIPHERTEXT_BYTES - 1), sk),
+    ).rejects.toMatchObject({
+      name: "InvalidLengthError",
+    });
+    // A public key whose ML-KEM half is not reduced modulo q (FIPS 203 §7.2).
+    const unreduced = pk.slice();
+    unreduced.fill(0xff, 0, 3);
+    await expect(xwingEncapsulate(unreduced)).rejects.toMatchObject({ name: "InvalidKeyError" });
+    const info = new Uint8Array([1]);
+    const sealed = await hpkeSealXWing(pk, new Uint8Array(32), info, new Uint8Array());
+    expect(sealed.enc.length).toBe(XWING_CIPHERTEXT_BYTES);
+    expect(sealed.ciphertext.length).toBe(48);
+    await expect(
+      hpkeOpenXWing(randomBytes(32), sealed.enc, sealed.ciphertext, info, new Uint8Array()),
+    ).rejects.toMatchObject({ name: "HpkeOpenError" });
+    await expect(
+      hpkeSealXWing(new Uint8Array(XWING_PUBLIC_KEY_BYTES - 1), new Uint8Array(1), info, info),
+    ).rejects.toMatchObject({ name: "InvalidLengthError" });
+  });
+});
