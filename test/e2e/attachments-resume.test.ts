@@ -17,10 +17,10 @@ import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
+import type { BrowserUser } from "../support/browser";
 import { type GateProxy, startGateProxy } from "../support/gate-proxy";
 import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
-import { onboard, openChat, seesMessage, seesOnline, send, shot } from "./ui";
+import { chatPair, closeUsers, openChat, seesOnline, shot } from "./ui";
 
 const PORT = testPort(8871);
 const PROXY_PORT = testPort(8873);
@@ -127,24 +127,11 @@ beforeAll(async () => {
     },
   });
   gate = await startGateProxy({ port: PROXY_PORT, target: relay.url });
-  alice = await launchUser("alice", `${gate.url}/`);
-  bob = await launchUser("bob", `${gate.url}/`);
-  await onboard(alice.page, "alice");
-  await onboard(bob.page, "bob");
-  await seesOnline(alice.page, "bob");
-  await openChat(alice.page, "bob");
-  await send(alice.page, "files coming, the network is bad today");
-  await seesOnline(bob.page, "alice");
-  await openChat(bob.page, "alice");
-  await seesMessage(bob.page, "the network is bad today");
+  [alice, bob] = await chatPair(`${gate.url}/`, "files coming, the network is bad today");
 }, 180_000);
 
 afterAll(async () => {
-  for (const x of [alice, bob]) {
-    if (x === undefined) continue;
-    await x.close();
-    removeProfile(x.dir);
-  }
+  await closeUsers([alice, bob]);
   await gate?.stop();
   await relay?.stop();
 });

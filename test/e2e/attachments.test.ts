@@ -15,9 +15,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
+import type { BrowserUser } from "../support/browser";
 import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
-import { onboard, openChat, seesOnline, send, shot } from "./ui";
+import { chatPair, closeUsers, send, shot } from "./ui";
 
 const PORT = testPort(8814);
 const PERSIST = mkdtempSync(join(tmpdir(), "parley-attach-"));
@@ -104,23 +104,11 @@ beforeAll(async () => {
     persistTo: PERSIST,
     vars: { BLOB_QUOTA_BYTES: String(QUOTA), PRESENCE_EVERYONE_HUBS: "*" },
   });
-  alice = await launchUser("alice", `${relay.url}/`);
-  bob = await launchUser("bob", `${relay.url}/`);
-  await onboard(alice.page, "alice");
-  await onboard(bob.page, "bob");
-  await seesOnline(alice.page, "bob");
-  await openChat(alice.page, "bob");
-  await send(alice.page, "files coming");
-  await seesOnline(bob.page, "alice");
-  await openChat(bob.page, "alice");
+  [alice, bob] = await chatPair(`${relay.url}/`, "files coming");
 }, 180_000);
 
 afterAll(async () => {
-  for (const x of [alice, bob]) {
-    if (x === undefined) continue;
-    await x.close();
-    removeProfile(x.dir);
-  }
+  await closeUsers([alice, bob]);
   await relay?.stop();
   rmSync(PERSIST, { recursive: true, force: true });
 });

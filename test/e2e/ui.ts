@@ -2,6 +2,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
+import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
 
 export const SHOTS = join(process.cwd(), "test-results", "screenshots");
 
@@ -68,4 +69,31 @@ export async function messageTexts(page: Page): Promise<string[]> {
 
 export async function statusText(page: Page): Promise<string> {
   return ((await page.getByTestId("chat-status").textContent()) ?? "").trim();
+}
+
+/**
+ * alice and bob at `url` (each in its own Chromium profile), onboarded, in a chat with each other
+ * opened by alice's `hello` (on a hub where everyone is shown online, PROTOCOL.md §6.3).
+ */
+export async function chatPair(url: string, hello: string): Promise<[BrowserUser, BrowserUser]> {
+  const alice = await launchUser("alice", url);
+  const bob = await launchUser("bob", url);
+  await onboard(alice.page, "alice");
+  await onboard(bob.page, "bob");
+  await seesOnline(alice.page, "bob");
+  await openChat(alice.page, "bob");
+  await send(alice.page, hello);
+  await seesOnline(bob.page, "alice");
+  await openChat(bob.page, "alice");
+  await seesMessage(bob.page, hello);
+  return [alice, bob];
+}
+
+/** Close each launched user's browser and remove its profile. */
+export async function closeUsers(users: readonly (BrowserUser | undefined)[]): Promise<void> {
+  for (const x of users) {
+    if (x === undefined) continue;
+    await x.close();
+    removeProfile(x.dir);
+  }
 }

@@ -579,6 +579,14 @@ export function createParley() {
   }
 
   const report = (err: unknown) => showError(describeThrown(err));
+  /** Run an engine verb whose refusal the user should see as a toast, not as a thrown error. */
+  const reported = async (verb: () => Promise<unknown> | undefined): Promise<void> => {
+    try {
+      await verb();
+    } catch (e) {
+      report(e);
+    }
+  };
 
   /** Write a conversation's draft now (cancelling a pending delayed write). */
   function persistDraft(id: string) {
@@ -891,79 +899,22 @@ export function createParley() {
         return null;
       }
     },
-    async revokeInviteLinks(group: string) {
-      try {
-        await engine?.revokeInviteLinks(group);
-      } catch (e) {
-        report(e);
-      }
-    },
-    async removeMember(group: string, username: string) {
-      try {
-        await engine?.removeMember(group, username);
-      } catch (e) {
-        report(e);
-      }
-    },
-    async promoteMember(group: string, username: string) {
-      try {
-        await engine?.promoteMember(group, username);
-      } catch (e) {
-        report(e);
-      }
-    },
-    async demoteMember(group: string, username: string) {
-      try {
-        await engine?.demoteMember(group, username);
-      } catch (e) {
-        report(e);
-      }
-    },
-    async leaveGroup(name: string) {
-      try {
-        await engine?.leaveGroup(name);
-      } catch (e) {
-        report(e);
-      }
-    },
-    async acceptKeyChange(username: string) {
-      try {
-        await engine?.acceptKeyChange(username);
-      } catch (e) {
-        report(e);
-      }
-    },
+    revokeInviteLinks: (group: string) => reported(() => engine?.revokeInviteLinks(group)),
+    removeMember: (group: string, username: string) =>
+      reported(() => engine?.removeMember(group, username)),
+    promoteMember: (group: string, username: string) =>
+      reported(() => engine?.promoteMember(group, username)),
+    demoteMember: (group: string, username: string) =>
+      reported(() => engine?.demoteMember(group, username)),
+    leaveGroup: (name: string) => reported(() => engine?.leaveGroup(name)),
+    acceptKeyChange: (username: string) => reported(() => engine?.acceptKeyChange(username)),
     /** Accept a message request, or unblock (PROTOCOL.md §8.11). */
-    async acceptContact(username: string) {
-      try {
-        await engine?.acceptContact(username);
-      } catch (e) {
-        report(e);
-      }
-    },
+    acceptContact: (username: string) => reported(() => engine?.acceptContact(username)),
     /** Block a person: the relay refuses their messages to us (PROTOCOL.md §8.11). */
-    async blockContact(username: string) {
-      try {
-        await engine?.blockContact(username);
-      } catch (e) {
-        report(e);
-      }
-    },
+    blockContact: (username: string) => reported(() => engine?.blockContact(username)),
     /** Who may see us online: people we talk to, or everyone on this hub (§6.3). */
-    async setPresence(scope: PresenceScope) {
-      try {
-        await engine?.setPresence(scope);
-      } catch (e) {
-        report(e);
-      }
-    },
-    async markVerified(username: string) {
-      try {
-        await engine?.markVerified(username);
-      } catch (e) {
-        report(e);
-      }
-    },
+    setPresence: (scope: PresenceScope) => reported(() => engine?.setPresence(scope)),
+    markVerified: (username: string) => reported(() => engine?.markVerified(username)),
     safetyNumber(username: string): Promise<string> {
       if (!engine) return Promise.reject(new Error("not ready"));
       return engine.safetyNumber(username);
