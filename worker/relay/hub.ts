@@ -11,7 +11,7 @@
  * - no handler throws: failures become typed error frames (`errorFrame`).
  */
 import { policyOf, relayMayRemove } from "../../shared/core/group-access";
-import { leafTranscript } from "../../shared/core/group-schedule";
+import { leafMessage } from "../../shared/core/group-schedule";
 import { ed25519VerifyMany } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import {
@@ -917,14 +917,7 @@ export class Hub {
     const ok = await ed25519VerifyMany(
       frame.leaves.map((l) => ({
         publicKey: ik,
-        message: leafTranscript(
-          a.hub,
-          frame.group,
-          l.epoch,
-          l.id,
-          fromB64u(l.key),
-          fromB64u(l.nonce),
-        ),
+        message: leafMessage(a.hub, frame.group, l),
         signature: fromB64u(l.sig),
       })),
     );

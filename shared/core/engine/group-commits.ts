@@ -188,6 +188,8 @@ async function makeCommit(
       removed,
       access: plan.access,
       random: env.random,
+      kems: leafKems(plan.state),
+      prevRoster: cur?.roster,
     });
   } catch (e) {
     // A roster the relay made that we must not commit on (our own entry is not ours, a leaf
@@ -246,6 +248,14 @@ async function makeCommit(
   tx.put(KEYS.group(name), next);
   s.flights.set(id, { kind: "commit", group: name });
   tx.send(frame);
+}
+
+/** The ML-KEM halves of the hybrid leaf keys the relay lists, by name (§9.2.3). */
+function leafKems(state: GroupState): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const m of [...state.members, ...state.pendingJoins])
+    if (m.leaf.kem !== undefined) out.set(m.username, m.leaf.kem);
+  return out;
 }
 
 /**
