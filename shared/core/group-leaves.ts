@@ -10,8 +10,8 @@ import {
   constantTimeEqual,
   ed25519VerifyMany,
   sha256,
-  x25519Forget,
   XWING_SEED_BYTES,
+  x25519Forget,
   xwingForget,
   xwingPublicKey,
 } from "../crypto";

@@ -98,7 +98,9 @@ describe("worst-case commit size", () => {
     };
     const raw = JSON.stringify(frame);
     // The numbers PROTOCOL §7.1 quotes.
-    console.info(`worst-case core ${core.length} chars, commit frame ${raw.length} bytes, group frame ${groupFrame.length} bytes`);
+    console.info(
+      `worst-case core ${core.length} chars, commit frame ${raw.length} bytes, group frame ${groupFrame.length} bytes`,
+    );
     expect(core.length).toBeLessThanOrEqual(LIMITS.maxCommitCoreChars);
     expect(raw.length).toBeLessThanOrEqual(LIMITS.maxFrameBytes);
     const parsed = parseClientFrame(raw);
