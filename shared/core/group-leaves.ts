@@ -138,6 +138,18 @@ export function consumeLeaves(leaves: readonly OwnLeaf[], used: OwnLeaf | null):
   return leaves.slice(at + 1);
 }
 
+/** The ML-KEM halves of the hybrid leaf keys a relay's group state lists, by name (§9.2.3). */
+export function leafKemsOf(state: {
+  members: readonly Member[];
+  pendingJoins: readonly Member[];
+}): Map<string, string> {
+  const out = new Map<string, string>();
+  // A re-joining member is listed twice; its pending join names the leaf key the commit uses.
+  for (const m of [...state.members, ...state.pendingJoins])
+    if (m.leaf.kem !== undefined) out.set(m.username, m.leaf.kem);
+  return out;
+}
+
 export function rosterFromMembers(members: readonly Member[]): RosterEntry[] {
   return members
     .map((m) => ({

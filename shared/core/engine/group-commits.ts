@@ -14,6 +14,7 @@ import {
   createCommit,
   emptyGroup,
   type GroupRecord,
+  leafKemsOf,
   nextRoster,
   pendingFrom,
 } from "../group";
@@ -188,7 +189,7 @@ async function makeCommit(
       removed,
       access: plan.access,
       random: env.random,
-      kems: leafKems(plan.state),
+      kems: leafKemsOf(plan.state),
       prevRoster: cur?.roster,
     });
   } catch (e) {
@@ -248,14 +249,6 @@ async function makeCommit(
   tx.put(KEYS.group(name), next);
   s.flights.set(id, { kind: "commit", group: name });
   tx.send(frame);
-}
-
-/** The ML-KEM halves of the hybrid leaf keys the relay lists, by name (§9.2.3). */
-function leafKems(state: GroupState): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const m of [...state.members, ...state.pendingJoins])
-    if (m.leaf.kem !== undefined) out.set(m.username, m.leaf.kem);
-  return out;
 }
 
 /**
