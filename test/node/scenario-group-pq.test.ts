@@ -14,6 +14,7 @@
  */
 import { shake256 } from "@noble/hashes/sha3.js";
 import { expect, it } from "vitest";
+import type { StoreOp } from "../../shared/core/client-api";
 import {
   decodeCommitBody,
   makeLeaves,
@@ -22,7 +23,6 @@ import {
   splitCore,
 } from "../../shared/core/group";
 import { wrapInfoFor } from "../../shared/core/group-schedule";
-import type { StoreOp } from "../../shared/core/store";
 import { ed25519Sign, hpkeOpen, hpkeSeal, randomBytes, sha256 } from "../../shared/crypto";
 import { fromB64u } from "../../shared/encoding";
 import type { ClientFrame, ServerFrame } from "../../shared/protocol";
