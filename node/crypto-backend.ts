@@ -340,6 +340,7 @@ export const nodeCryptoBackend: CryptoBackend = {
   hkdfSha256,
   sha256,
   sha256Hasher,
+  sha3_256: (message: Uint8Array) => own(createHash("sha3-256").update(message).digest()),
   mlkemKeyPairFromSeed,
   mlkemEncapsulate,
   mlkemDecapsulate,

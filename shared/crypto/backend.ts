@@ -74,6 +74,8 @@ export interface CryptoBackend {
   hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array;
   hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array;
   sha256(message: Uint8Array): Uint8Array;
+  /** Optional: FIPS 202 SHA3-256 (X-Wing's combiner, §3.13); noble's otherwise. */
+  sha3_256?(message: Uint8Array): Uint8Array;
   /**
    * Optional: an incremental SHA-256 for long inputs fed in pieces (attachment digests, §3.12),
    * where a native hash is several times faster than noble's.

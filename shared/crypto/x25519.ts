@@ -85,7 +85,9 @@ function remember(id: string, entry: Cached): void {
  * The cache only saves time, so forgetting a key that is still needed costs one re-import.
  */
 export function x25519Forget(secretKey: Uint8Array): void {
-  if (secretKey.length === X25519_KEY_BYTES) cache.delete(cacheId(secretKey));
+  // An empty cache (a backend that derives without it, as Node's) has nothing to forget: skip
+  // the hash (each X-Wing encapsulation forgets its ephemeral secret, §3.13).
+  if (cache.size > 0 && secretKey.length === X25519_KEY_BYTES) cache.delete(cacheId(secretKey));
 }
 
 /** Whether the cache holds anything derived from `secretKey` (tests of x25519Forget's callers). */

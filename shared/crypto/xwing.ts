@@ -18,6 +18,7 @@
  * fails either way, here before the AEAD instead of at it.
  */
 import { sha3_256, shake256 } from "@noble/hashes/sha3.js";
+import { backend } from "./backend";
 import { assertBytes } from "./bytes";
 import { X25519_KEY_BYTES } from "./constants";
 import {
@@ -57,7 +58,7 @@ function combine(ssM: Uint8Array, ssX: Uint8Array, ctX: Uint8Array, pkX: Uint8Ar
   input.set(ctX, 64);
   input.set(pkX, 96);
   input.set(LABEL, 128);
-  return sha3_256(input);
+  return (backend().sha3_256 ?? sha3_256)(input);
 }
 
 /** The 1216-byte encapsulation key of a seed (GenerateKeyPairDerand's pk). */
@@ -93,8 +94,10 @@ export async function xwingEncapsulate(
   if (eseed !== undefined) assertBytes("eseed", eseed, XWING_ESEED_BYTES);
   const pkM = pk.subarray(0, MLKEM768_PUBLIC_KEY_BYTES);
   const pkX = pk.subarray(MLKEM768_PUBLIC_KEY_BYTES);
-  const ekX = eseed === undefined ? randomBytes(X25519_KEY_BYTES) : eseed.slice(32, 64);
-  const m = eseed === undefined ? undefined : eseed.subarray(0, 32);
+  // One draw for both (FIPS 203's m, then the X25519 ephemeral secret), as EncapsulateDerand reads.
+  const e = eseed ?? randomBytes(XWING_ESEED_BYTES);
+  const ekX = e.slice(32, 64);
+  const m = e.subarray(0, 32);
   const kem = mlkemEncapsulate(pkM, m);
   const ctX = await x25519PublicKey(ekX);
   const ssX = await x25519(ekX, pkX);
@@ -107,6 +110,7 @@ export async function xwingEncapsulate(
   const sharedSecret = combine(kem.sharedSecret, ssX, ctX, pkX);
   kem.sharedSecret.fill(0);
   ssX.fill(0);
+  if (eseed === undefined) e.fill(0);
   return { ciphertext, sharedSecret };
 }
 
