@@ -36,7 +36,13 @@ import {
   wrapInfoFor,
 } from "../../shared/core/group-schedule";
 import { kdfCk } from "../../shared/core/ratchet";
-import { ed25519KeyPairFromSeed, hpkeOpen, randomBytes, sha256 } from "../../shared/crypto";
+import {
+  ed25519KeyPairFromSeed,
+  hpkeOpen,
+  hpkeOpenXWing,
+  randomBytes,
+  sha256,
+} from "../../shared/crypto";
 import { fromB64u, utf8 } from "../../shared/encoding";
 import {
   attach,
@@ -124,13 +130,12 @@ async function epochSecrets(u: WireUser): Promise<void> {
     if (mine === undefined || priv === undefined || c.committer === u.name) continue;
     const kind = c.added.includes(c.committer) || c.added.includes(u.name) ? "joiner" : "member";
     const wrap = fromB64u(f.item.wrap);
-    const secret = await hpkeOpen(
-      priv,
-      wrap.slice(1, 33),
-      wrap.slice(33),
-      wrapInfoFor(HUB, group, epoch)(kind, u.name, fromB64u(mine.ik), mine.leafId),
-      sha256(body),
-    );
+    const info = wrapInfoFor(HUB, group, epoch)(kind, u.name, fromB64u(mine.ik), mine.leafId);
+    // 0x02: X-Wing HPKE to a hybrid leaf key (its private half is the X-Wing seed), 0x01: X25519.
+    const secret =
+      wrap[0] === 0x02
+        ? await hpkeOpenXWing(priv, wrap.slice(1, 1121), wrap.slice(1121), info, sha256(body))
+        : await hpkeOpen(priv, wrap.slice(1, 33), wrap.slice(33), info, sha256(body));
     addSecret(`epoch ${epoch} ${kind} secret`, secret);
     // A member's wrap carries the commit secret; the epoch's keys chain it with the previous
     // epoch's init secret (§9.3), which this test derived from that epoch's commit.
