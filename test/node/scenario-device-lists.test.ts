@@ -129,5 +129,14 @@ describe("device lists in the engine", () => {
     expect(notices).toEqual([
       { type: "own_devices", added: [v2.devices.find((d) => d.id === id(2))], removed: [] },
     ]);
+    // Live: another device of ours stored a newer list; the relay pushes it (§4.6).
+    const v3 = await signDeviceList(nextDeviceList(v2, { remove: [id(2)] }), signAs(alice));
+    await alice.client.onServerFrame({ v: 1, t: "device_list", list: v3 });
+    await relay.settle();
+    expect(alice.events.filter((e) => e.type === "own_devices").at(-1)).toEqual({
+      type: "own_devices",
+      added: [],
+      removed: [v2.devices.find((d) => d.id === id(2))],
+    });
   });
 });
