@@ -889,6 +889,16 @@ export const BlobTicketFrame = v.strictObject({
   expires: Millis,
 });
 
+/**
+ * Our identity's device list changed (§4.6): sent to the identity's other connected devices
+ * when one of them stores a newer list, so each can show the change at once.
+ */
+export const DeviceListFrame = v.strictObject({
+  v: V,
+  t: v.literal("device_list"),
+  list: DeviceList,
+});
+
 export const ServerFrame = v.variant("t", [
   HelloFrame,
   WelcomeFrame,
@@ -904,6 +914,7 @@ export const ServerFrame = v.variant("t", [
   ErrorFrame,
   PongFrame,
   BlobTicketFrame,
+  DeviceListFrame,
 ]);
 export type ServerFrame = v.InferOutput<typeof ServerFrame>;
 export type ServerFrameType = ServerFrame["t"];

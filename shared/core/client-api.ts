@@ -254,6 +254,15 @@ export type SystemLineKind =
    * post-quantum keys (an older app), so it is not protected against a future quantum computer
    * (§8.3.5).
    */
+  /** `username`'s signed device list names a new device (`text` names it, §4.6). */
+  | "device_added"
+  /** `username`'s signed device list no longer names a device (§4.6). */
+  | "device_removed"
+  /**
+   * The relay served a device list for `username` that we refuse (§4.6): not signed by its
+   * identity key, older than one we saw, two lists under one version, or a revoked device back.
+   */
+  | "device_list_refused"
   | "not_post_quantum"
   /**
    * Closed groups (§9.7.5): a commit or relay change refused for want of authorization (a member
@@ -349,6 +358,15 @@ export type ParleyEvent =
       by?: string;
     }
   | { type: "system"; line: SystemLine }
+  /**
+   * Our own identity's signed device list changed (§4.6): a device was linked or removed. Shown
+   * prominently on every other device of ours: a device we did not link is a stolen key.
+   */
+  | {
+      type: "own_devices";
+      added: Array<{ id: string; name: string; addedAt: number }>;
+      removed: Array<{ id: string; name: string; addedAt: number }>;
+    }
   /**
    * A non-text content sent by `from` (`direction: "in"`, authenticated by the session or the
    * group signature) or by us (`"out"`, once encrypted and stored for sending).

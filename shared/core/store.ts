@@ -27,6 +27,8 @@ export const KEYS = {
   seenInits: (n: string) => `seen/${n}`,
   group: (n: string) => `group/${n}`,
   device: "meta/device",
+  /** The accepted device list of a user, ourselves included (§4.6). */
+  devices: (n: string) => `devices/${n}`,
   outbox: (seq: number) => `outbox/${String(seq).padStart(15, "0")}`,
   sent: (peer: string, id: string) => `sent/${peer}/${id}`,
   sentOf: (peer: string) => `sent/${peer}/`,

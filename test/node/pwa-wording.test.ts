@@ -121,6 +121,22 @@ describe("system lines in plain words", () => {
         "gina's safety number changed. Compare it with them before you continue.",
       ],
       [
+        sys("device_added", "bob linked a new device: phone", { username: "bob" }),
+        "bob linked a new device: phone",
+      ],
+      [
+        sys("device_removed", "bob removed a device: phone", { username: "bob" }),
+        "bob removed a device: phone",
+      ],
+      [
+        sys(
+          "device_list_refused",
+          "The relay showed a device list for bob that is not signed by their identity key: ignored",
+          { username: "bob" },
+        ),
+        "Parley ignored a list of bob's devices that bob did not sign",
+      ],
+      [
         sys("key_accepted", "You accepted bob's new key", { username: "bob" }),
         "You accepted bob's new safety number",
       ],

@@ -61,6 +61,15 @@ describe("linked devices on the relay", () => {
     expect(w.groups).toEqual([]);
     await laptop.none("error", 300);
     expect(laptop.closed).toBeNull();
+    // A newer list stored by one device is pushed to the others at once (§4.6), not to itself.
+    const v2 = await signDeviceList(
+      nextDeviceList(v1, { add: [await entry(OTHER, "tablet")] }),
+      sign(keys),
+    );
+    laptop.send({ v: 1, t: "devices", id: "d2", list: v2 });
+    await laptop.next("accepted", (f) => f.id === "d2");
+    expect((await phone.next("device_list")).list).toEqual(v2);
+    await laptop.none("device_list", 300);
     // The same device again replaces only its own older connection.
     const phone2 = await device(hub, keys, PHONE);
     await phone2.next("welcome");

@@ -803,9 +803,16 @@ export class Hub {
     const before = store.getDeviceList(a.username);
     store.setDeviceList(a.username, frame.list);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    const current = store.getDevice(a.username);
+    // The identity's other connected devices are told at once (§4.6), listed ones included.
+    for (const d of frame.list.devices) {
+      const at = d.id === current ? a.username : deviceAddress(a.username, d.id);
+      const other = this.#d.sessions.online(at);
+      if (other !== undefined && other !== s)
+        other.send({ v: PROTOCOL_VERSION, t: "device_list", list: frame.list });
+    }
     // A device the new list drops loses its connection at once (§4.7) and is refused from now on.
     const kept = new Set(frame.list.devices.map((d) => d.id));
-    const current = store.getDevice(a.username);
     for (const d of before?.devices ?? []) {
       if (kept.has(d.id)) continue;
       const at = d.id === current ? a.username : deviceAddress(a.username, d.id);

@@ -50,6 +50,7 @@ import { disableLock, enableLock, LockError, readLock, unlock } from "../storage
 import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
 import type { ConvMeta, HistoryEntry, HistoryMessage } from "../storage/schemas";
 import { TransferStore } from "../storage/transfers";
+import { formatDay, formatTime } from "../ui/format";
 import { describeError, describeThrown, unknownUserText, type Worded } from "../ui/wording";
 import { createTransfers, fileKey } from "./attachments";
 import { createMessaging } from "./messaging";
@@ -488,6 +489,18 @@ export function createParley() {
       }
       case "content":
         messaging.onContent(ev);
+        return;
+      case "own_devices":
+        // Prominent and sticky: a device of ours we did not link means our identity key is in
+        // someone else's hands (SECURITY.md L25).
+        for (const d of ev.added)
+          toasts.show({
+            kind: "error",
+            sticky: true,
+            text: `A new device was linked to your account: ${d.name}, ${formatDay(d.addedAt)} ${formatTime(d.addedAt)}. If this was not you, someone else holds your identity.`,
+          });
+        for (const d of ev.removed)
+          toasts.show({ kind: "info", text: `A device was removed from your account: ${d.name}` });
         return;
       case "system": {
         const entry = systemEntry(ev.line);

@@ -147,6 +147,10 @@ export const HistorySystem = v.strictObject({
     "repairing",
     "resending",
     "not_post_quantum",
+    /** A contact's signed device list changed or was refused (PROTOCOL.md §4.6). */
+    "device_added",
+    "device_removed",
+    "device_list_refused",
     /** The disappearing timer changed (§8.6.1); `ms` is the new timer, 0 = off. */
     "timer",
     "refused",

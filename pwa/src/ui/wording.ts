@@ -83,6 +83,14 @@ export function describeSystem(e: HistorySystem, me: string | null): Worded {
     case "refused":
       // The engine's sentence names what was refused and why (PROTOCOL.md §9.7.5).
       return { text: e.text, details: null };
+    case "device_added":
+    case "device_removed":
+      // The engine's sentence names the device (PROTOCOL.md §4.6).
+      return { text: e.text, details: null };
+    case "device_list_refused":
+      return withDetails(
+        `Parley ignored a list of ${possessive(who)} devices that ${who} did not sign`,
+      );
     case "decrypt_failed": {
       const healing = reasonOf(e.text) === "unknown_session" && e.conversationId.startsWith("dm:");
       return withDetails(
@@ -182,6 +190,10 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
     "Your attachment storage on the relay is full. Older attachments expire and free it up.",
   request_limit:
     "Not delivered: they have not accepted your message request yet, and the relay holds only a few messages from new contacts. Try again after they reply.",
+  stale_device_list: "Your list of devices changed on another device just now. Try again.",
+  unknown_device: "That device is no longer one of theirs.",
+  device_removed: "This device was removed from your account on another device.",
+  current_device_only: "This device cannot do that; use your main device.",
 };
 
 /** Engine error codes (CoreErrorCode) in plain words. */

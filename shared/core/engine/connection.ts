@@ -18,6 +18,7 @@ import {
 } from "../prekeys";
 import { KEYS } from "../store";
 import { outboxEntry } from "./answers";
+import { seeDeviceList } from "./devices";
 import * as direct from "./direct";
 import { error, guarded, system, type Tx } from "./effects";
 import { scheduleGapCheck } from "./gaps";
@@ -103,6 +104,9 @@ export async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Pro
     tx.emit({ type: "settings", presence: f.presence });
   }
   tx.emit({ type: "connection", state: "online" });
+  // Our own device list (§4.6): a device linked or removed since we last saw it is shown.
+  if (f.devices !== undefined)
+    await seeDeviceList(tx, env.username, env.identityKey, f.devices, null);
   if (f.oneTimePrekeysRemaining < LIMITS.oneTimePrekeysLowWatermark) await replenish(tx);
   await resendRegistry(tx);
   for (const { value } of await tx.list("dm/")) {

@@ -36,6 +36,7 @@ import { CoreError, isCoreError } from "../errors";
 import { DAY } from "../prekeys";
 import { KEYS, type OutboxEntry, type SentText, SentTextSchema } from "../store";
 import { acceptChange, type Contact, checkKey, markVerified } from "../trust";
+import { seeDeviceList } from "./devices";
 import { delivery, error, system, type Tx } from "./effects";
 import { trackDmGaps } from "./gaps";
 import { nextId } from "./inflight";
@@ -267,6 +268,15 @@ export async function onBundle(tx: Tx, f: FrameOf<ServerFrame, "bundle">): Promi
   const rec = await loadDm(tx, f.username);
   if (rec.pending?.kind !== "fetching") return;
   const before = tx.state.contacts.get(f.username);
+  // The device list is checked against the identity key we pinned, else the bundle's (§4.6).
+  if (f.devices !== undefined)
+    await seeDeviceList(
+      tx,
+      f.username,
+      before?.identityKey ?? f.identityKey,
+      f.devices,
+      dmId(f.username),
+    );
   const r = await startFromBundle(rec, before ?? null, f, dmCtx(tx), await loadPrekeys(tx));
   await applyDm(tx, before, r);
 }

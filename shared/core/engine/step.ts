@@ -33,6 +33,7 @@ import { AccessError, type GroupPolicy } from "../group-access";
 import { KEYS } from "../store";
 import { onAccepted, onRelayError } from "./answers";
 import { onDisconnected, onHello, onPresence, onWelcome, replenish } from "./connection";
+import { seeDeviceList } from "./devices";
 import * as direct from "./direct";
 import { type Effect, error, guarded, type Reads, system, Tx } from "./effects";
 import { reportGaps } from "./gaps";
@@ -192,6 +193,9 @@ async function onFrame(tx: Tx, f: ServerFrame): Promise<void> {
       return membership.onLeft(tx, f.group, f.auth);
     case "prekeys_low":
       return replenish(tx);
+    case "device_list":
+      // Our own list, changed by another device of ours (§4.6).
+      return seeDeviceList(tx, tx.env.username, tx.env.identityKey, f.list, null);
     case "error":
       return onRelayError(tx, f);
     case "pong":
