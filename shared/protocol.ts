@@ -177,6 +177,12 @@ export const LIMITS = {
   blobTicketTtlSec: 10 * 60,
   /** A started upload must finish within this time, else it is deleted (§7.10). */
   blobUploadWindowSec: 60 * 60,
+  /** Devices one identity may list in its signed device list (§4.6). */
+  maxDevicesPerUser: 5,
+  /** Revoked device ids a device list carries (the most recent; peers keep their union, §4.6). */
+  maxRemovedDevices: 32,
+  /** Longest device name in a device list, in UTF-16 code units (§4.6). */
+  maxDeviceNameLength: 64,
 } as const;
 
 /** Error codes with their fixed wire text: text never carries internal detail (PROTOCOL.md §6). */
@@ -215,6 +221,7 @@ export const ERRORS = {
   not_admin: "Only an admin of that group, signing the removal itself, can remove a member.",
   request_limit:
     "The recipient does not take more messages from you until they reply or accept your request.",
+  stale_device_list: "A device list with this version or a newer one is already stored.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
@@ -368,6 +375,47 @@ export const Member = v.strictObject({
 });
 export type Member = v.InferOutput<typeof Member>;
 
+/** A device name is shown to people: no control characters (C0 and DEL). */
+function noControlChars(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return false;
+  }
+  return true;
+}
+
+/**
+ * One device of an identity's signed device list (§4.6): its id (the `device` of its `auth`), its
+ * own Ed25519 signing key, a name its owner chose, and when it was linked (ms).
+ */
+export const DeviceEntry = v.strictObject({
+  id: b64Bytes(DEVICE_ID_BYTES),
+  key: PublicKey,
+  name: v.pipe(
+    v.string(),
+    v.minLength(1),
+    v.maxLength(LIMITS.maxDeviceNameLength),
+    v.check(noControlChars, "control character"),
+  ),
+  addedAt: Millis,
+});
+export type DeviceEntry = v.InferOutput<typeof DeviceEntry>;
+
+/**
+ * An identity's device list (§4.6), signed by the identity key:
+ * sig = Ed25519(identity, lp("parley/v1/device-list", identityKey, u32 version, u32 n,
+ * [id, key, name, u64 addedAt] × n, u32 m, [removed id] × m)). Devices and removed ids are in
+ * ascending byte order (so each list has one spelling); clients check that and the signature.
+ */
+export const DeviceList = v.strictObject({
+  identityKey: PublicKey,
+  version: v.pipe(U32, v.minValue(1)),
+  devices: v.pipe(v.array(DeviceEntry), v.minLength(1), v.maxLength(LIMITS.maxDevicesPerUser)),
+  removed: v.pipe(v.array(b64Bytes(DEVICE_ID_BYTES)), v.maxLength(LIMITS.maxRemovedDevices)),
+  sig: Signature,
+});
+export type DeviceList = v.InferOutput<typeof DeviceList>;
+
 export const PresenceUser = v.strictObject({ username: Name, identityKey: PublicKey });
 export type PresenceUser = v.InferOutput<typeof PresenceUser>;
 
@@ -446,6 +494,18 @@ export const UploadPrekeysFrame = v.strictObject({
   oneTimeKemPrekeys: v.optional(
     v.pipe(v.array(OneTimeKemPrekey), v.maxLength(LIMITS.maxOneTimeKemPrekeysPerUpload)),
   ),
+});
+
+/**
+ * Publish the identity's signed device list (§4.6). The relay keeps the newest one per username
+ * (a version not above the stored one → `stale_device_list`) and serves it in `bundle` and
+ * `welcome`; it checks the signature only so it cannot be made to store junk — clients verify.
+ */
+export const DevicesFrame = v.strictObject({
+  v: V,
+  t: v.literal("devices"),
+  id: ClientId,
+  list: DeviceList,
 });
 
 export const FetchBundleFrame = v.strictObject({
@@ -636,6 +696,7 @@ export const PONG_TEXT = '{"v":1,"t":"pong"}';
 export const ClientFrame = v.variant("t", [
   AuthFrame,
   UploadPrekeysFrame,
+  DevicesFrame,
   FetchBundleFrame,
   SendFrame,
   AckFrame,
@@ -676,6 +737,8 @@ export const WelcomeFrame = v.strictObject({
   groups: v.pipe(v.array(GroupState), v.maxLength(LIMITS.maxGroupsPerUser)),
   /** This user's presence setting in force (§6.3): its own choice, else the hub's default. */
   presence: v.optional(PresenceScope),
+  /** This identity's stored device list (§4.6), if it published one. */
+  devices: v.optional(DeviceList),
 });
 
 /** The users online that this user may see (§6.3), once after `welcome`. */
@@ -705,6 +768,8 @@ export const BundleFrame = v.strictObject({
   pqPrekey: v.optional(v.nullable(PqPrekey)),
   /** A one-time KEM prekey, handed out once, while any are left (§8.3.5). */
   oneTimeKemPrekey: v.optional(v.nullable(OneTimeKemPrekey)),
+  /** The user's signed device list (§4.6), when it published one. */
+  devices: v.optional(DeviceList),
 });
 
 export const AcceptedFrame = v.strictObject({

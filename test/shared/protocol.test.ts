@@ -33,6 +33,18 @@ const validClient: Record<string, Record<string, unknown>> = {
   },
   upload_prekeys: { v: 1, t: "upload_prekeys", id: "1", oneTimePrekeys: [{ id: 2, key: KEY }] },
   fetch_bundle: { v: 1, t: "fetch_bundle", id: "1", username: "bob" },
+  devices: {
+    v: 1,
+    t: "devices",
+    id: "1",
+    list: {
+      identityKey: KEY,
+      version: 1,
+      devices: [{ id: "A".repeat(22), key: KEY, name: "laptop", addedAt: 1 }],
+      removed: [],
+      sig: SIG,
+    },
+  },
   send: { v: 1, t: "send", id: "1", to: "bob", body: "AAAA" },
   ack: { v: 1, t: "ack", mids: ["1", "22"] },
   join: { v: 1, t: "join", id: "1", group: "broadcast", leaves: [LEAF] },

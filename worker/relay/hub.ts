@@ -11,6 +11,7 @@
  *   a decision (a Durable Object runs one event at a time between awaits);
  * - no handler throws: failures become typed error frames (`errorFrame`).
  */
+import { deviceListVerifies } from "../../shared/core/devices";
 import { policyOf, relayMayRemove } from "../../shared/core/group-access";
 import { leafTranscript } from "../../shared/core/group-schedule";
 import { ed25519VerifyMany } from "../../shared/crypto";
@@ -19,6 +20,7 @@ import {
   CLOSE,
   type ClientFrame,
   type DeliverItem,
+  type DeviceList,
   type ErrorCode,
   errorFrame,
   type FrameOf,
@@ -33,6 +35,7 @@ import { admissionBuckets, registrationBuckets, UNKNOWN_ADDRESS } from "./admiss
 import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
+import { checkPublishedList } from "./device-lists";
 import { prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
 import { MembershipPushes } from "./group-push";
@@ -61,6 +64,11 @@ export const MAX_PENDING_SOCKETS = 1000;
 
 /** A group's interim transcript hash before its first commit (PROTOCOL.md §9.3). */
 const ZERO_INTERIM = toB64u(new Uint8Array(32));
+
+/** The `devices` field of a `bundle` or `welcome`: the stored list, if it is this identity's. */
+function devicesOf(list: DeviceList | null, identityKey: string): { devices?: DeviceList } {
+  return list !== null && list.identityKey === identityKey ? { devices: list } : {};
+}
 
 /** Groups every hub has from the start (PROTOCOL.md §7.5). */
 export const DEFAULT_GROUPS = ["broadcast"] as const;
@@ -378,6 +386,9 @@ export class Hub {
       case "fetch_bundle":
         await this.#fetchBundle(s, a, frame, now);
         return;
+      case "devices":
+        await this.#devices(s, a, frame);
+        return;
       case "send":
         this.#send(s, a, frame, now);
         return;
@@ -647,6 +658,7 @@ export class Hub {
       oneTimePrekeysRemaining: remaining,
       groups: inWelcome,
       presence: this.presence.scope(a.username),
+      ...devicesOf(store.getDeviceList(a.username), a.identityKey),
     });
     for (const state of after) s.send({ v: PROTOCOL_VERSION, t: "group", state });
     if (prekeysLow(remaining)) s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
@@ -694,6 +706,29 @@ export class Hub {
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
 
+  /**
+   * Store the identity's newer signed device list (§4.6). The signature is checked first; the
+   * stored list is read and replaced after the await, in one synchronous step, so two lists
+   * racing cannot both pass the version check.
+   */
+  async #devices(s: Session, a: AuthedAttachment, frame: Frame<"devices">): Promise<void> {
+    const verified = await deviceListVerifies(frame.list);
+    if (s.closed) return;
+    const { store } = this.#d;
+    const check = checkPublishedList({
+      identityKey: a.identityKey,
+      stored: store.getDeviceList(a.username),
+      list: frame.list,
+      verified,
+    });
+    if (!check.ok) {
+      s.send(errorFrame(check.code, frame.id));
+      return;
+    }
+    store.setDeviceList(a.username, frame.list);
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+  }
+
   async #fetchBundle(
     s: Session,
     a: AuthedAttachment,
@@ -728,6 +763,7 @@ export class Hub {
       oneTimePrekey,
       pqPrekey,
       oneTimeKemPrekey,
+      ...devicesOf(store.getDeviceList(frame.username), user.identityKey),
     });
     if (oneTimePrekey !== null) {
       const owner = sessions.online(frame.username);

@@ -4,7 +4,9 @@
  * `json_each(?)`, so no SQL is ever built from input. Bytes are stored as canonical base64url
  * text, exactly as they travel, so nothing is re-encoded between wire and disk.
  */
+import * as v from "valibot";
 import {
+  DeviceList,
   LEAF_QUEUE,
   type Leaf,
   type OneTimeKemPrekey,
@@ -30,6 +32,11 @@ const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS user_devices (
      username TEXT PRIMARY KEY,
      device TEXT NOT NULL
+   )`,
+  `CREATE TABLE IF NOT EXISTS device_lists (
+     username TEXT PRIMARY KEY,
+     version INTEGER NOT NULL,
+     list TEXT NOT NULL
    )`,
   // One-time, one-time KEM and PQ prekeys moved to the hub's Directory object (prekey-store.ts);
   // what a hub stored here before is dropped: the next `welcome` counts 0 and clients upload anew.
@@ -484,6 +491,33 @@ export class Store {
        ON CONFLICT (username) DO UPDATE SET device = excluded.device`,
       username,
       device,
+    );
+  }
+
+  /**
+   * The identity's signed device list as stored (PROTOCOL.md §4.6), or null. The text was
+   * serialised from a parsed frame; it is parsed again here, so a damaged row reads as none.
+   */
+  getDeviceList(username: string): DeviceList | null {
+    const r = this.sql
+      .exec("SELECT list FROM device_lists WHERE username = ?", username)
+      .toArray()[0];
+    if (r === undefined) return null;
+    try {
+      const parsed = v.safeParse(DeviceList, JSON.parse(str(r.list)));
+      return parsed.success ? parsed.output : null;
+    } catch {
+      return null;
+    }
+  }
+
+  setDeviceList(username: string, list: DeviceList): void {
+    this.sql.exec(
+      `INSERT INTO device_lists (username, version, list) VALUES (?, ?, ?)
+       ON CONFLICT (username) DO UPDATE SET version = excluded.version, list = excluded.list`,
+      username,
+      list.version,
+      JSON.stringify(list),
     );
   }
 
@@ -1341,6 +1375,8 @@ export class Store {
    * are held for the owner that uploaded them); group memberships are the caller's business.
    */
   reclaimUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
+    // The old identity's device list is signed by a key the name no longer has (§4.6).
+    this.sql.exec("DELETE FROM device_lists WHERE username = ?", username);
     this.sql.exec(
       `UPDATE users SET identity_key = ?, spk_id = ?, spk_key = ?, spk_sig = ?, created_at = ?,
        seen_at = ? WHERE username = ?`,
