@@ -5,6 +5,7 @@
  */
 import { env, listDurableObjectIds, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { toB64u } from "../../shared/encoding";
 import { prekeyOwner } from "../../worker/relay/key-directory";
 import { BASE, freshHub, newKeys, ORIGIN, oneTimePrekeys, TestClient } from "./support/client";
 
@@ -82,7 +83,7 @@ describe("the Directory object", () => {
     first.send({ v: 1, t: "upload_prekeys", id: "u1", oneTimePrekeys: oneTimePrekeys(1, 5) });
     await first.next("accepted", (f) => f.id === "u1");
     const second = await TestClient.open(hub);
-    second.send(await second.authFrame("bob", keys, { device: "other-device", claim: true }));
+    second.send(await second.authFrame("bob", keys, { device: toB64u(new Uint8Array(16).fill(9)), claim: true }));
     const welcome = await second.next("welcome");
     expect(welcome.oneTimePrekeysRemaining).toBe(0);
     const { c: alice } = await TestClient.connect(hub, "alice");
