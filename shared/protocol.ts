@@ -222,6 +222,9 @@ export const ERRORS = {
   request_limit:
     "The recipient does not take more messages from you until they reply or accept your request.",
   stale_device_list: "A device list with this version or a newer one is already stored.",
+  unknown_device: "That user has no such device.",
+  device_removed: "This device was removed from its identity's device list.",
+  current_device_only: "Only the identity's current device may send this frame.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
@@ -520,6 +523,11 @@ export const SendFrame = v.strictObject({
   t: v.literal("send"),
   id: ClientId,
   to: Name,
+  /**
+   * One device of `to` (§4.7): its current device, or one on its stored device list. Absent: the
+   * current device, as for a single-device user.
+   */
+  device: v.optional(b64Bytes(DEVICE_ID_BYTES)),
   body: Body,
 });
 

@@ -83,7 +83,12 @@ describe("the Directory object", () => {
     first.send({ v: 1, t: "upload_prekeys", id: "u1", oneTimePrekeys: oneTimePrekeys(1, 5) });
     await first.next("accepted", (f) => f.id === "u1");
     const second = await TestClient.open(hub);
-    second.send(await second.authFrame("bob", keys, { device: toB64u(new Uint8Array(16).fill(9)), claim: true }));
+    second.send(
+      await second.authFrame("bob", keys, {
+        device: toB64u(new Uint8Array(16).fill(9)),
+        claim: true,
+      }),
+    );
     const welcome = await second.next("welcome");
     expect(welcome.oneTimePrekeysRemaining).toBe(0);
     const { c: alice } = await TestClient.connect(hub, "alice");

@@ -4,7 +4,7 @@
  * socket whose attachment does not parse is closed rather than trusted.
  */
 import * as v from "valibot";
-import { Challenge, HubName, Name, PublicKey, parseUnknown } from "../../shared/protocol";
+import { Challenge, HubName, LIMITS, Name, PublicKey, parseUnknown } from "../../shared/protocol";
 import { AddressBucket } from "./admission";
 
 /**
@@ -20,6 +20,16 @@ const Millis = v.pipe(v.number(), v.integer(), v.minValue(0));
 const Cursor = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER));
 /** The page origin as the browser sent it: scheme://host[:port], nothing else. */
 export const Origin = v.pipe(v.string(), v.maxLength(256), v.regex(/^https?:\/\/[^/\s?#]+$/));
+
+/**
+ * A linked device's mailbox address (§4.7): its username, ".", its 22-character device id. "." is
+ * outside the name alphabet (§2.3), so no address is ever a username.
+ */
+export const MailboxAddress = v.pipe(
+  v.string(),
+  v.maxLength(LIMITS.maxNameLength + 23),
+  v.regex(/^[a-z0-9][a-z0-9_-]*\.[A-Za-z0-9_-]{22}$/),
+);
 
 export const PendingAttachment = v.strictObject({
   v: v.literal(1),
@@ -52,8 +62,19 @@ export const AuthedAttachment = v.strictObject({
    * in flight again (delivery.ts). Optional: absent means none, as for older attachments.
    */
   ahead: v.optional(v.pipe(v.array(Cursor), v.maxLength(MAX_ACKED_AHEAD))),
+  /**
+   * The connection's mailbox address when it is a linked device other than the identity's
+   * current one (PROTOCOL.md §4.7): `username "." device`. Absent: the username, as for every
+   * single-device user.
+   */
+  address: v.optional(MailboxAddress),
 });
 export type AuthedAttachment = v.InferOutput<typeof AuthedAttachment>;
+
+/** Where a connection's mailbox, delivery cursor and routing live (§4.7). */
+export function addressOf(a: { username: string; address?: string | undefined }): string {
+  return a.address ?? a.username;
+}
 
 export const Attachment = v.variant("state", [PendingAttachment, AuthedAttachment]);
 export type Attachment = v.InferOutput<typeof Attachment>;

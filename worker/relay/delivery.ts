@@ -29,7 +29,7 @@
  * leave the object (output gate).
  */
 import { LIMITS } from "../../shared/protocol";
-import { MAX_ACKED_AHEAD } from "./attachment";
+import { addressOf, MAX_ACKED_AHEAD } from "./attachment";
 import { deliverFrame, type MailboxRow, windowRoom } from "./mailbox";
 import type { InflightItem, Session, SessionRegistry } from "./session";
 import type { GroupLogRow, Store } from "./store";
@@ -240,7 +240,7 @@ export class Deliveries {
   drain(s: Session): void {
     const a = s.authed;
     if (a === null || s.closed) return;
-    const inflight = this.#load(s, a.username);
+    const inflight = this.#load(s, addressOf(a));
     let room = windowRoom(inflight.size);
     if (room === 0) return;
     if (s.queue.length > 0) {
@@ -262,10 +262,10 @@ export class Deliveries {
     if (s.caughtUp) return;
     const { store } = this.#d;
     const now = this.#d.now();
-    const st = this.#user(a.username);
-    const rows = store.itemsAfter(a.username, s.sent, now, room);
+    const st = this.#user(addressOf(a));
+    const rows = store.itemsAfter(addressOf(a), s.sent, now, room);
     const logged = store.groupItemsFor(
-      a.username,
+      addressOf(a),
       Math.max(s.sent, st.through),
       Number.MAX_SAFE_INTEGER,
       now,
@@ -358,7 +358,7 @@ export class Deliveries {
   ack(s: Session, mids: readonly number[]): AckOutcome {
     const a = s.authed;
     if (a === null) return { rows: [], any: false };
-    const inflight = this.#load(s, a.username);
+    const inflight = this.#load(s, addressOf(a));
     const rowMids: number[] = [];
     let groupAcked = false;
     for (const mid of mids) {
@@ -372,12 +372,12 @@ export class Deliveries {
       inflight.delete(mid);
       s.ackedAhead.push(it);
       this.#touch(s);
-      this.#pendingAdd(a.username, it.sender, -1);
+      this.#pendingAdd(addressOf(a), it.sender, -1);
       groupAcked = true;
     }
-    const rows = rowMids.length > 0 ? this.#d.store.ack(a.username, rowMids) : [];
+    const rows = rowMids.length > 0 ? this.#d.store.ack(addressOf(a), rowMids) : [];
     if (groupAcked) {
-      this.#advance(s, a.username, inflight);
+      this.#advance(s, addressOf(a), inflight);
       // What the cursor could not pass stays remembered, within a bound: a client that never
       // acknowledges one old item while acknowledging everything after it must not grow this
       // without end. A forgotten entry's item may be delivered again on a later connection, and

@@ -28,3 +28,54 @@ export function checkPublishedList(params: {
     return { ok: false, code: "stale_device_list" };
   return { ok: true };
 }
+
+/** A linked device's mailbox address (§4.7): "." is outside the name alphabet (§2.3). */
+export function deviceAddress(username: string, device: string): string {
+  return `${username}.${device}`;
+}
+
+/**
+ * How the relay admits `device` of an identity (§4.7), given its stored list and its current
+ * device (the one single-device rules know, §4.3):
+ * - `linked`: on the list and not the current device — connects beside the others, with its own
+ *   mailbox address;
+ * - `promote`: on the list while the current device is not (removed, or none yet) — it becomes
+ *   the current device, as a claim would make it;
+ * - `removed`: the list revokes it — refused;
+ * - `unlisted`: no list of this identity, or the current device itself, or a device the list does
+ *   not name — the single-device rules of §4.3 apply unchanged.
+ */
+export function linkedDevice(
+  username: string,
+  list: DeviceList | null,
+  identityKey: string,
+  device: string,
+  current: string | null,
+):
+  | { kind: "linked"; address: string }
+  | { kind: "promote" }
+  | { kind: "removed" }
+  | { kind: "unlisted" } {
+  if (list === null || list.identityKey !== identityKey) return { kind: "unlisted" };
+  if (list.removed.includes(device)) return { kind: "removed" };
+  if (!list.devices.some((d) => d.id === device)) return { kind: "unlisted" };
+  if (current === device) return { kind: "unlisted" };
+  if (current === null || !list.devices.some((d) => d.id === current)) return { kind: "promote" };
+  return { kind: "linked", address: deviceAddress(username, device) };
+}
+
+/**
+ * The mailbox address of a `send` to `device` of `to` (§4.7): the username's for its current
+ * device, the device's own for another listed device, null for a device it does not have.
+ */
+export function sendAddress(
+  to: string,
+  device: string,
+  current: string | null,
+  list: DeviceList | null,
+  identityKey: string,
+): string | null {
+  if (device === current) return to;
+  if (list === null || list.identityKey !== identityKey) return null;
+  return list.devices.some((d) => d.id === device) ? deviceAddress(to, device) : null;
+}

@@ -35,7 +35,7 @@ import { admissionBuckets, registrationBuckets, UNKNOWN_ADDRESS } from "./admiss
 import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
-import { checkPublishedList } from "./device-lists";
+import { checkPublishedList, deviceAddress, linkedDevice, sendAddress } from "./device-lists";
 import { prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
 import { MembershipPushes } from "./group-push";
@@ -69,6 +69,19 @@ const ZERO_INTERIM = toB64u(new Uint8Array(32));
 function devicesOf(list: DeviceList | null, identityKey: string): { devices?: DeviceList } {
   return list !== null && list.identityKey === identityKey ? { devices: list } : {};
 }
+
+/** Frames a linked device's connection may not send (§4.7). */
+const CURRENT_DEVICE_ONLY: ReadonlySet<ClientFrame["t"]> = new Set([
+  "upload_prekeys",
+  "join",
+  "leaf",
+  "leave",
+  "remove",
+  "commit",
+  "group_send",
+  "push_subscribe",
+  "push_unsubscribe",
+]);
 
 /** Groups every hub has from the start (PROTOCOL.md §7.5). */
 export const DEFAULT_GROUPS = ["broadcast"] as const;
@@ -271,7 +284,9 @@ export class Hub {
   /** If `s` was its user's routed connection (now retired or removed), the user is offline. */
   #wentOffline(s: Session): void {
     const a = s.authed;
-    if (a === null || this.#d.sessions.online(a.username) !== undefined) return;
+    // Presence follows the identity's current device (§4.7): a linked device's leaving changes it not.
+    if (a === null || a.address !== undefined) return;
+    if (this.#d.sessions.online(a.username) !== undefined) return;
     this.presence.disconnected(a.username);
     this.presence.changed(a.username);
   }
@@ -374,6 +389,12 @@ export class Hub {
         return;
       }
       await this.#auth(s, a, frame);
+      return;
+    }
+    // A linked device (§4.7) is no group member of its own and publishes no prekeys or
+    // push subscription: those frames are the identity's current device's.
+    if (a.address !== undefined && CURRENT_DEVICE_ONLY.has(frame.t)) {
+      s.send(errorFrame("current_device_only", "id" in frame ? frame.id : undefined));
       return;
     }
     switch (frame.t) {
@@ -508,9 +529,19 @@ export class Hub {
     if (heldName !== null && heldName !== frame.username) {
       return this.#authFail(s, "identity_bound");
     }
-    // One current device per identity (§4.3): another device gets in only by claiming it.
+    // One current device per identity (§4.3): another device gets in only by claiming it —
+    // unless the identity's signed device list names it (§4.7): then it connects beside the
+    // others, with its own mailbox.
     const device = owner === null || reclaim ? null : store.getDevice(frame.username);
-    if (device !== null && device !== frame.device && !frame.claim) {
+    const list = owner === null || reclaim ? null : store.getDeviceList(frame.username);
+    const linked = linkedDevice(frame.username, list, frame.identityKey, frame.device, device);
+    if (linked.kind === "removed") {
+      return this.#authFail(s, "device_removed", CLOSE.deviceReplaced);
+    }
+    if (linked.kind === "linked") return this.#authLinked(s, a, frame, linked.address, now);
+    // A listed device takes the place of a current device the list no longer names, as a claim.
+    const claim = frame.claim || linked.kind === "promote";
+    if (device !== null && device !== frame.device && !claim) {
       return this.#authFail(s, "device_replaced", CLOSE.deviceReplaced);
     }
     const previous = sessions.online(frame.username);
@@ -617,6 +648,52 @@ export class Hub {
     return s.closed ? null : remaining;
   }
 
+  /**
+   * A linked device other than the identity's current one (§4.7): authenticated beside the
+   * identity's other connections, routed by its own mailbox address. It changes nothing of the
+   * identity's directory entry (its signed prekey is checked by the transcript, not published:
+   * per-device prekeys are not served yet), presence or push subscription; its own older
+   * connection, if any, is replaced.
+   */
+  #authLinked(
+    s: Session,
+    a: PendingAttachment,
+    frame: Frame<"auth">,
+    address: string,
+    now: number,
+  ): void {
+    const { sessions } = this.#d;
+    const previous = sessions.online(address);
+    if (previous === undefined && sessions.onlineCount() >= LIMITS.maxOnlinePerHub) {
+      this.#authFail(s, "limit_reached");
+      return;
+    }
+    if (previous !== undefined && previous !== s) {
+      previous.send(errorFrame("replaced"));
+      previous.close(CLOSE.replaced, "replaced");
+      sessions.retire(previous);
+    }
+    const att: AuthedAttachment = {
+      v: 1,
+      state: "authed",
+      hub: a.hub,
+      origin: a.origin,
+      username: frame.username,
+      identityKey: frame.identityKey,
+      connectedAt: a.connectedAt,
+      lastSeen: now,
+      cursor: 0,
+      address,
+    };
+    s.save(att);
+    sessions.bind(s);
+    this.presence.setHub(a.hub);
+    this.#welcome(s, att, 0);
+    this.presence.snapshot(s);
+    this.deliveries.start(s);
+    this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
+  }
+
   /** `leave` every group `username` is active in or joining, pushing each change. */
   #leaveAll(username: string, now: number): void {
     for (const name of this.#d.store.groupsOf(username)) {
@@ -635,12 +712,15 @@ export class Hub {
 
   #welcome(s: Session, a: AuthedAttachment, remaining: number): void {
     const { store } = this.#d;
+    // A linked device (§4.7) has no groups or directory entry of its own yet.
+    const linked = a.address !== undefined;
     // Group states can be large (up to maxGroupSize members each): the welcome carries as many
     // as fit in half a frame and the rest follow as `group` frames (PROTOCOL.md §6.2).
     const inWelcome: GroupState[] = [];
     const after: GroupState[] = [];
     let budget = LIMITS.maxFrameBytes / 2;
-    for (const name of store.groupsOf(a.username).slice(0, LIMITS.maxGroupsPerUser)) {
+    const names = linked ? [] : store.groupsOf(a.username);
+    for (const name of names.slice(0, LIMITS.maxGroupsPerUser)) {
       const g = store.getGroup(name);
       if (g === null) continue;
       const state = this.#groupState(g);
@@ -661,7 +741,8 @@ export class Hub {
       ...devicesOf(store.getDeviceList(a.username), a.identityKey),
     });
     for (const state of after) s.send({ v: PROTOCOL_VERSION, t: "group", state });
-    if (prekeysLow(remaining)) s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
+    if (!linked && prekeysLow(remaining))
+      s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
   }
 
   #lastActive(s: Session): number {
@@ -725,8 +806,21 @@ export class Hub {
       s.send(errorFrame(check.code, frame.id));
       return;
     }
+    const before = store.getDeviceList(a.username);
     store.setDeviceList(a.username, frame.list);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    // A device the new list drops loses its connection at once (§4.7) and is refused from now on.
+    const kept = new Set(frame.list.devices.map((d) => d.id));
+    const current = store.getDevice(a.username);
+    for (const d of before?.devices ?? []) {
+      if (kept.has(d.id)) continue;
+      const at = d.id === current ? a.username : deviceAddress(a.username, d.id);
+      const gone = this.#d.sessions.online(at);
+      if (gone === undefined || gone === s) continue;
+      gone.send(errorFrame("device_removed"));
+      gone.close(CLOSE.deviceReplaced, "device_removed");
+      this.#d.sessions.retire(gone);
+    }
   }
 
   async #fetchBundle(
@@ -781,39 +875,57 @@ export class Hub {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
+    // One device of the recipient (§4.7): its mailbox address, or the username's.
+    const to =
+      frame.device === undefined
+        ? frame.to
+        : sendAddress(
+            frame.to,
+            frame.device,
+            store.getDevice(frame.to),
+            store.getDeviceList(frame.to),
+            store.getUser(frame.to)?.identityKey ?? "",
+          );
+    if (to === null) {
+      s.send(errorFrame("unknown_device", frame.id));
+      return;
+    }
     // Message requests (§7.3.1): a sender the recipient blocked, or one it neither accepted nor
     // shares a group with past the small share for such senders, is refused before the bounds
     // that apply to everyone, so strangers cannot use up the mailbox of the recipient's contacts.
-    const standing = store.senderStanding(frame.to, a.username);
+    // A copy to one's own other device (§4.7) is no request.
+    const own = frame.to === a.username && frame.device !== undefined;
+    const standing = own ? "contact" : store.senderStanding(frame.to, a.username);
     if (standing === "blocked") {
       s.send(errorFrame("request_limit", frame.id));
       return;
     }
-    const holdings = this.#holdings(a.username, [frame.to]);
+    const holdings = this.#holdings(a.username, [to]);
     if (
       standing === "request" &&
-      !requestHasRoom(holdings.perRecipient.get(frame.to) ?? 0, () => store.countRequests(frame.to))
+      !requestHasRoom(holdings.perRecipient.get(to) ?? 0, () => store.countRequests(frame.to))
     ) {
       s.send(errorFrame("request_limit", frame.id));
       return;
     }
-    if (!mailboxHasRoom("direct", this.#stored(frame.to))) {
+    if (!mailboxHasRoom("direct", this.#stored(to))) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
     }
     // Per-sender quotas (§7.3): refused to this sender only; nothing stored is ever dropped.
-    const quota = senderRoom("direct", holdings, [frame.to]);
+    const quota = senderRoom("direct", holdings, [to]);
     if (quota.fits.length === 0 || !quota.totalOk) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
     }
     const payload = store.putPayload(frame.body);
-    const mid = this.#enqueue(a, frame.to, "direct", payload, null, null, null, now);
+    const mid = this.#enqueue(a, to, "direct", payload, null, null, null, now);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
     // The recipient may now see the sender online (§6.3): the sender chose to write to them.
-    this.presence.wrote(a.username, frame.to, now);
-    this.#offer(a, frame.to, mid, now, { kind: "direct", body: frame.body });
-    this.pushes.queued([frame.to], now);
+    if (!own) this.presence.wrote(a.username, frame.to, now);
+    this.#offer(a, to, mid, now, { kind: "direct", body: frame.body });
+    // Push subscriptions are the current device's (§7.9): a linked device's copy wakes nobody.
+    if (to === frame.to) this.pushes.queued([frame.to], now);
   }
 
   /**

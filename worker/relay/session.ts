@@ -7,7 +7,7 @@
  * object hibernates only after seconds without any event, by which time a bucket has refilled.
  */
 import { LIMITS, type ServerFrame } from "../../shared/protocol";
-import type { Attachment, AuthedAttachment } from "./attachment";
+import { type Attachment, type AuthedAttachment, addressOf } from "./attachment";
 import { type Bucket, newBucket, take } from "./ratelimit";
 
 /** One delivery sent on a connection and not yet acknowledged. */
@@ -138,7 +138,11 @@ export class Session {
   }
 }
 
-/** Live sessions by socket and, once authenticated, by username (one per identity). */
+/**
+ * Live sessions by socket and, once authenticated, by mailbox address (`addressOf`): the username
+ * for an identity's current device, `username.device` for its other linked devices (§4.7). So
+ * `online(username)` is the identity's current device, and each device has one live connection.
+ */
 export class SessionRegistry {
   readonly #byWs = new Map<WebSocket, Session>();
   readonly #byUser = new Map<string, Session>();
@@ -146,7 +150,7 @@ export class SessionRegistry {
   add(s: Session): void {
     this.#byWs.set(s.ws, s);
     const a = s.authed;
-    if (a !== null && !s.closed) this.#byUser.set(a.username, s);
+    if (a !== null && !s.closed) this.#byUser.set(addressOf(a), s);
   }
 
   get(ws: WebSocket): Session | undefined {
@@ -156,19 +160,19 @@ export class SessionRegistry {
   /** Record that `s` is now authenticated as its attachment says (call after `save`). */
   bind(s: Session): void {
     const a = s.authed;
-    if (a !== null) this.#byUser.set(a.username, s);
+    if (a !== null) this.#byUser.set(addressOf(a), s);
   }
 
   remove(s: Session): void {
     this.#byWs.delete(s.ws);
     const a = s.authed;
-    if (a !== null && this.#byUser.get(a.username) === s) this.#byUser.delete(a.username);
+    if (a !== null && this.#byUser.get(addressOf(a)) === s) this.#byUser.delete(addressOf(a));
   }
 
   /** Stop routing to `s` at once, before its close event arrives. */
   retire(s: Session): void {
     const a = s.authed;
-    if (a !== null && this.#byUser.get(a.username) === s) this.#byUser.delete(a.username);
+    if (a !== null && this.#byUser.get(addressOf(a)) === s) this.#byUser.delete(addressOf(a));
   }
 
   online(username: string): Session | undefined {

@@ -1,0 +1,150 @@
+/**
+ * Several devices of one identity on the relay (PROTOCOL.md §4.7): devices on the identity's
+ * signed list connect side by side, each with its own mailbox; a `send` names one device; a
+ * device the next list drops is disconnected and refused, and nothing more is stored for it.
+ */
+import { describe, expect, it } from "vitest";
+import { nextDeviceList, signDeviceList } from "../../shared/core/devices";
+import { ed25519Sign, generateIdentityKeyPair } from "../../shared/crypto";
+import { toB64u } from "../../shared/encoding";
+import { CLOSE, type DeviceList } from "../../shared/protocol";
+import { freshHub, type Keys, newKeys, TestClient } from "./support/client";
+
+const LAPTOP = toB64u(new Uint8Array(16).fill(1));
+const PHONE = toB64u(new Uint8Array(16).fill(2));
+const OTHER = toB64u(new Uint8Array(16).fill(3));
+
+async function entry(id: string, name: string) {
+  return { id, key: toB64u((await generateIdentityKeyPair()).publicKey), name, addedAt: 1 };
+}
+const sign = (keys: Keys) => (m: Uint8Array) => ed25519Sign(keys.identity.privateKey, m);
+
+async function device(hub: string, keys: Keys, id: string, claim = false) {
+  const c = await TestClient.open(hub);
+  c.send(await c.authFrame("alice", keys, { device: id, claim }));
+  return c;
+}
+
+/** Alice's laptop (current device) online with a list {laptop, phone} published. */
+async function setup() {
+  const hub = freshHub();
+  const keys = await newKeys();
+  const laptop = await device(hub, keys, LAPTOP, true);
+  await laptop.next("welcome");
+  const v1 = await signDeviceList(
+    {
+      identityKey: keys.identityKey,
+      version: 1,
+      devices: [await entry(LAPTOP, "laptop"), await entry(PHONE, "phone")],
+      removed: [],
+    },
+    sign(keys),
+  );
+  laptop.send({ v: 1, t: "devices", id: "d1", list: v1 });
+  await laptop.next("accepted", (f) => f.id === "d1");
+  const { c: bob } = await TestClient.connect(hub, "bob");
+  return { hub, keys, laptop, bob, v1 };
+}
+
+const deliveredBody = async (c: TestClient) => {
+  const d = await c.next("deliver");
+  c.send({ v: 1, t: "ack", mids: [d.mid] });
+  return d.item.kind === "direct" ? d.item.body : null;
+};
+
+describe("linked devices on the relay", () => {
+  it("a listed device connects beside the current one; neither is replaced", async () => {
+    const { hub, keys, laptop, bob, v1 } = await setup();
+    const phone = await device(hub, keys, PHONE);
+    const w = await phone.next("welcome");
+    expect(w.devices).toEqual(v1);
+    expect(w.groups).toEqual([]);
+    await laptop.none("error", 300);
+    expect(laptop.closed).toBeNull();
+    // The same device again replaces only its own older connection.
+    const phone2 = await device(hub, keys, PHONE);
+    await phone2.next("welcome");
+    expect((await phone.error()).code).toBe("replaced");
+    expect(laptop.closed).toBeNull();
+    for (const c of [laptop, phone2, bob]) c.close();
+  });
+
+  it("each device has its own mailbox: a send names a device, an offline one catches up", async () => {
+    const { hub, keys, laptop, bob } = await setup();
+    bob.send({ v: 1, t: "send", id: "s1", to: "alice", body: "AAAA" });
+    bob.send({ v: 1, t: "send", id: "s2", to: "alice", device: PHONE, body: "BBBB" });
+    bob.send({ v: 1, t: "send", id: "s3", to: "alice", device: LAPTOP, body: "CCCC" });
+    for (const id of ["s1", "s2", "s3"]) await bob.next("accepted", (f) => f.id === id);
+    expect(await deliveredBody(laptop)).toBe("AAAA");
+    expect(await deliveredBody(laptop)).toBe("CCCC");
+    await laptop.none("deliver", 300);
+    // The phone was offline: its item waited in its own mailbox.
+    const phone = await device(hub, keys, PHONE);
+    await phone.next("welcome");
+    expect(await deliveredBody(phone)).toBe("BBBB");
+    await phone.none("deliver", 300);
+    // Sent-sync: the laptop copies its own message to the phone.
+    laptop.send({ v: 1, t: "send", id: "own", to: "alice", device: PHONE, body: "DDDD" });
+    await laptop.next("accepted", (f) => f.id === "own");
+    const d = await phone.next("deliver");
+    expect(d.from).toBe("alice");
+    expect(d.item).toEqual({ kind: "direct", body: "DDDD" });
+    for (const c of [laptop, phone, bob]) c.close();
+  });
+
+  it("a device not on the list gets nothing: unknown_device, and its auth follows the single-device rule", async () => {
+    const { hub, keys, laptop, bob } = await setup();
+    bob.send({ v: 1, t: "send", id: "x", to: "alice", device: OTHER, body: "AAAA" });
+    expect((await bob.error("x")).code).toBe("unknown_device");
+    const other = await device(hub, keys, OTHER);
+    expect((await other.error()).code).toBe("device_replaced");
+    for (const c of [laptop, bob]) c.close();
+  });
+
+  it("a linked device publishes no prekeys and joins no group as the identity", async () => {
+    const { hub, keys, laptop, bob } = await setup();
+    const phone = await device(hub, keys, PHONE);
+    await phone.next("welcome");
+    phone.send({ v: 1, t: "upload_prekeys", id: "u", oneTimePrekeys: [] });
+    expect((await phone.error("u")).code).toBe("current_device_only");
+    phone.send({ v: 1, t: "leave", id: "l", group: "broadcast" });
+    expect((await phone.error("l")).code).toBe("current_device_only");
+    for (const c of [laptop, phone, bob]) c.close();
+  });
+
+  it("a device the next list removes is disconnected, refused, and nothing more is stored for it", async () => {
+    const { hub, keys, laptop, bob, v1 } = await setup();
+    const phone = await device(hub, keys, PHONE);
+    await phone.next("welcome");
+    const v2 = await signDeviceList(nextDeviceList(v1, { remove: [PHONE] }), sign(keys));
+    laptop.send({ v: 1, t: "devices", id: "d2", list: v2 });
+    await laptop.next("accepted", (f) => f.id === "d2");
+    expect((await phone.error()).code).toBe("device_removed");
+    expect((await phone.waitClosed()).code).toBe(CLOSE.deviceReplaced);
+    const again = await device(hub, keys, PHONE);
+    expect((await again.error()).code).toBe("device_removed");
+    bob.send({ v: 1, t: "send", id: "late", to: "alice", device: PHONE, body: "AAAA" });
+    expect((await bob.error("late")).code).toBe("unknown_device");
+    for (const c of [laptop, bob]) c.close();
+  });
+
+  it("when the list drops the current device, a listed device takes its place", async () => {
+    const { hub, keys, laptop, bob, v1 } = await setup();
+    const phone = await device(hub, keys, PHONE);
+    await phone.next("welcome");
+    const v2: DeviceList = await signDeviceList(
+      nextDeviceList(v1, { remove: [LAPTOP] }),
+      sign(keys),
+    );
+    phone.send({ v: 1, t: "devices", id: "d2", list: v2 });
+    await phone.next("accepted", (f) => f.id === "d2");
+    expect((await laptop.error()).code).toBe("device_removed");
+    phone.close();
+    await phone.waitClosed();
+    const promoted = await device(hub, keys, PHONE);
+    await promoted.next("welcome");
+    bob.send({ v: 1, t: "send", id: "s", to: "alice", body: "EEEE" });
+    expect(await deliveredBody(promoted)).toBe("EEEE");
+    for (const c of [promoted, bob]) c.close();
+  });
+});
