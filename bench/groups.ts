@@ -6,6 +6,9 @@
  * new epoch's chains); and per-message
  * send (encryptGroup) and receive (decryptGroup) at the same roster sizes.
  *
+ * Every member has a hybrid (X-Wing) leaf key, as the engine makes them, so every wrap is an
+ * X-Wing HPKE wrap (PROTOCOL §9.2.3).
+ *
  * Baselines: the 2-member figure of the same operation, measured in the same run.
  * The log names the HPKE suite instance hpkeSeal settled on (shared/crypto/hpke.ts).
  */
@@ -29,6 +32,7 @@ import {
   generateIdentityKeyPair,
   type IdentityKeyPair,
   randomBytes,
+  sha256,
 } from "../shared/crypto";
 import { hpkeSealSuite } from "../shared/crypto/hpke";
 import { toB64u } from "../shared/encoding";
@@ -65,6 +69,7 @@ async function makeMember(i: number): Promise<Member> {
       leafEpoch: l.epoch,
       leafNonce: l.nonce,
       leafSig: l.sig,
+      leafKem: toB64u(sha256(b64(l.kem as string, "kem"))),
     },
   };
 }
@@ -187,6 +192,8 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
     const committerRec = recordFor(committer, roster, epoch, secret);
     const receiverRec = recordFor(receiver, roster, epoch, secret);
     const sign = (msg: Uint8Array) => ed25519Sign(committer.identity.privateKey, msg);
+    // The ML-KEM halves the relay's group state lists (§9.2.3).
+    const kems = new Map(members.map((m) => [m.entry.name, m.leaves[0]?.kem as string]));
 
     // Create: what the engine does for a periodic update commit (no roster change).
     const build = () =>
@@ -206,6 +213,7 @@ export async function runGroups(log: (s: string) => void = () => {}): Promise<Gr
         added: [],
         removed: [],
         random: randomBytes,
+        kems,
       });
     const slow = size >= 100;
     const opts = { minMs: slow ? 1500 : 800, minIterations: 3, warmup: 1 };

@@ -134,17 +134,18 @@ await section("groups", async () => {
   );
   const k = r.bySize.find((b) => b.size === 1000);
   if (k) {
+    // Hybrid (X-Wing) wraps to every member since post-quantum group wraps (PROTOCOL §9.2.3).
     target(
-      "group commit (create), 1000 members, warm",
+      "group commit (create), 1000 members, hybrid wraps, warm",
       `${k.commitMs.toFixed(0)} ms`,
-      "< 200 ms",
-      k.commitMs < 200,
+      "< 300 ms",
+      k.commitMs < 300,
     );
     target(
-      "group commit (create), 1000 members, cold",
+      "group commit (create), 1000 members, hybrid wraps, cold",
       `${k.coldMs.toFixed(0)} ms`,
-      "< 200 ms",
-      k.coldMs < 200,
+      "< 300 ms",
+      k.coldMs < 300,
     );
   }
   // RFC 9420 baseline, same run: ts-mls in its own process (bench/mls/ts-mls.ts).
@@ -172,7 +173,12 @@ await section("groups", async () => {
     const m1000 = mls.find((m) => m.size === 1000);
     if (k && m1000) {
       const x = m1000.createMs / k.commitMs;
-      target("group commit (create), 1000 members, vs ts-mls", `${fmtX(x)} faster`, "≥ 5×", x >= 5);
+      target(
+        "group commit (create), 1000 members, hybrid wraps vs ts-mls (classical suite)",
+        `${fmtX(x)} faster`,
+        "≥ 3×",
+        x >= 3,
+      );
     }
   }
   if (k) {

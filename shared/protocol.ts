@@ -15,24 +15,26 @@ export const PROTOCOL_VERSION = 1 as const;
 /** One table for every size and rate limit (PROTOCOL.md §7). */
 export const LIMITS = {
   /**
-   * Largest frame either side accepts, in UTF-8 bytes. Sized for the worst-case commit frame
-   * (§7.1): maxGroupSize members with 32-character names, all leaving and re-joining at once
-   * (620 632-character core of a closed group + 35 KB members + 178 KB wraps + 4 KB signed state
-   * ≈ 838 KB), and any commit frame whose core is at maxCommitCoreChars (≈ 857 KB); under the
-   * 1 MiB WebSocket message limit of Workers.
-   * test/shared/core-commit-size.test.ts builds that commit.
+   * Largest frame either side accepts, in UTF-8 bytes (§7.1). Sized for the two largest frames
+   * post-quantum groups make: the worst-case commit (maxGroupSize members with 32-character
+   * names, all leaving and re-joining at once, 1000 hybrid wraps of 1559 characters: ≈ 2.4 MB)
+   * and the worst-case `group` state (2000 listed hybrid leaf keys, each with its 1184-byte
+   * ML-KEM half: ≈ 4.1 MB). Below the 32 MiB limit of a WebSocket message received by a Durable
+   * Object (local workerd enforces the same: 20 MiB accepted, 33 MiB closed with 1009).
+   * test/shared/core-commit-size.test.ts builds both.
    */
-  maxFrameBytes: 848 * 1024,
+  maxFrameBytes: 5 * 1024 * 1024,
   /** Largest opaque body (base64url characters) of a direct or group message. */
   maxBodyChars: 96 * 1024,
   /**
-   * Largest opaque commit core (base64url characters). The worst case (§7.1) is 620 632
-   * characters: 1000 roster entries of 220 bytes (name, identity key, signed leaf key), 2000
-   * names in added/removed, header, signature and tag (389 782 characters), and in a closed group
-   * (§9.7.2) its signed state and one authorization per removal (an admin's removal, 126 bytes,
-   * with its name). Stored as one SQLite value by the relay, far below the 2 MB row limit.
+   * Largest opaque commit core (base64url characters). The worst case (§7.1) is 668 632
+   * characters: 1000 roster entries of 256 bytes (name, identity key, signed hybrid leaf key
+   * named by the hash of its ML-KEM half), 2000 names in added/removed, header, signature and tag
+   * (437 782 characters), and in a closed group (§9.7.2) its signed state and one authorization
+   * per removal (an admin's removal, 126 bytes, with its name). Stored as one SQLite value by the
+   * relay, far below the 2 MB row limit.
    */
-  maxCommitCoreChars: 624 * 1024,
+  maxCommitCoreChars: 672 * 1024,
   /**
    * Largest closed-group authorization (base64url characters, §9.7): a member's signed add is
    * 159 bytes with a 32-character inviter name (212 characters), a link join 112, a leave 89,
@@ -46,10 +48,10 @@ export const LIMITS = {
    */
   maxGroupInfoChars: 4128,
   /**
-   * Largest wrapped secret (base64url characters): version 1 + HPKE enc 32 + secret 32 + tag 16
-   * (§9.2); room for a hybrid KEM's larger encapsulation is a later version's concern.
+   * Largest wrapped secret (base64url characters, §9.2.3): a hybrid wrap is version 1 + X-Wing
+   * enc 1120 + secret 32 + tag 16 = 1169 bytes (1559 characters); an X25519 one 81 bytes.
    */
-  maxWrapChars: 256,
+  maxWrapChars: 1560,
   maxNameLength: 32,
   maxHubLength: 32,
   maxClientIdLength: 64,
@@ -351,6 +353,8 @@ export type OneTimeKemPrekey = v.InferOutput<typeof OneTimeKemPrekey>;
 
 /** Per-join / per-update random bound into a leaf key's signature (§9.3). */
 export const LEAF_NONCE_BYTES = 16;
+/** ML-KEM-768 encapsulation key of a hybrid leaf key (§9.3, §3.13). */
+export const LEAF_KEM_BYTES = 1184;
 /** Leaf keys a member keeps published per group (the relay serves the oldest, §9.3). */
 export const LEAF_QUEUE = 8;
 /**
@@ -366,6 +370,11 @@ export const Leaf = v.strictObject({
   epoch: Epoch,
   nonce: b64Bytes(LEAF_NONCE_BYTES),
   sig: Signature,
+  /**
+   * A hybrid leaf key (§9.3): the ML-KEM-768 half of the member's X-Wing key (1184 bytes; the
+   * X25519 half is `key`). The signature then covers its SHA-256 under "parley/v2/group-leaf-xwing".
+   */
+  kem: v.optional(b64Bytes(LEAF_KEM_BYTES)),
 });
 export type Leaf = v.InferOutput<typeof Leaf>;
 const Leaves = v.pipe(v.array(Leaf), v.minLength(1), v.maxLength(LEAF_QUEUE));

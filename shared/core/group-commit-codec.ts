@@ -66,19 +66,20 @@ const byName = (a: RosterEntry, b: RosterEntry) => (a.name < b.name ? -1 : a.nam
 
 export function encodeCommitBody(c: CommitCore): Uint8Array {
   const roster = lp(
-    ...[...c.roster]
-      .sort(byName)
-      .map((m) =>
-        lp(
-          m.name,
-          b64(m.ik, "ik"),
-          m.leafId,
-          u64be(m.leafEpoch),
-          b64(m.leafKey, "leaf"),
-          b64(m.leafNonce, "leaf nonce"),
-          b64(m.leafSig, "leaf sig"),
-        ),
+    ...[...c.roster].sort(byName).map((m) =>
+      lp(
+        m.name,
+        b64(m.ik, "ik"),
+        m.leafId,
+        u64be(m.leafEpoch),
+        b64(m.leafKey, "leaf"),
+        b64(m.leafNonce, "leaf nonce"),
+        b64(m.leafSig, "leaf sig"),
+        // A hybrid leaf key is named by the hash of its ML-KEM half (§9.2.2): 32 bytes per
+        // entry instead of 1184, so a 1000-member core stays far below the limits of §7.1.
+        ...(m.leafKem === undefined ? [] : [b64(m.leafKem, "leaf kem hash")]),
       ),
+    ),
   );
   return lp(
     "parley/v2/commit",
@@ -145,6 +146,7 @@ export function decodeCommitBody(body: Uint8Array): CommitCore {
       leafNonce: enc(exact(x, 16, "leaf nonce")),
       leafSig: enc(exact(x, 64, "leaf sig")),
     };
+    if (x.remaining() > 0) e.leafKem = enc(exact(x, 32, "leaf kem hash"));
     x.end();
     return e;
   });

@@ -14,8 +14,11 @@
  *                lp(lp(name, auth) for each removal)), entries sorted by name
  *   sig     = Ed25519(committer, lp("parley/v2/commit-sig", body))
  *   tag     = HMAC-SHA256(confirm_key[epoch], confirmed[epoch])          (group-schedule.ts)
+ *   roster entries of hybrid leaf keys append leaf_kem_hash = SHA-256(ML-KEM half) (§9.2.2)
  *   wrap    = 0x01 || enc(32) || HPKE-Seal(leaf_key, secret, info = lp("parley/v2/group-wrap",
  *                hub, group, u64(epoch)) || lp(kind, name, ik, u32(leaf_id)), aad = SHA-256(body))
+ *             to a classical leaf key; to a hybrid one 0x02 || enc(1120) || X-Wing HPKE-Seal(
+ *                leaf_kem || leaf_key, secret, same info and aad)                  (§9.2.3)
  *   kind    = "member": secret = commit_secret (a member of the parent epoch, committer too);
  *             "joiner": secret = joiner_secret (an added member, or every member when the
  *             committer is itself joining and holds no init secret)
@@ -24,13 +27,18 @@
 import {
   constantTimeEqual,
   ed25519Verify,
+  HPKE_XWING_ENC_BYTES,
   hpkeOpen,
+  hpkeOpenXWing,
   hpkeSeal,
   hpkeSealMany,
+  hpkeSealManyXWing,
+  hpkeSealXWing,
   randomBytes,
   sha256,
   wipe,
   x25519GenerateKeyPair,
+  xwingGenerateKeyPair,
 } from "../crypto";
 import { concatBytes, lp, u32be } from "../encoding";
 import type { GroupState } from "../protocol";
@@ -45,7 +53,13 @@ import {
   sortNames,
   splitCore,
 } from "./group-commit-codec";
-import { consumeLeaves, ownLeafFor, rosterFromMembers, verifyRosterLeaves } from "./group-leaves";
+import {
+  checkNoDowngrade,
+  consumeLeaves,
+  ownLeafFor,
+  rosterFromMembers,
+  verifyRosterLeaves,
+} from "./group-leaves";
 import {
   confirmationTag,
   confirmedTranscript,
@@ -54,6 +68,7 @@ import {
   interimTranscript,
   joinerSecret,
   WRAP_V1,
+  WRAP_XWING,
   wrapInfoFor,
   ZERO_HASH,
 } from "./group-schedule";
@@ -98,7 +113,11 @@ function wrapKind(c: { added: readonly string[]; committer: string }, name: stri
  * here. Nothing is returned unless every check passed.
  */
 export async function createCommit(
-  params: Parameters<typeof buildCommit>[0] & { ownLeaves: GroupRecord["leaves"] },
+  params: Parameters<typeof buildCommit>[0] & {
+    ownLeaves: GroupRecord["leaves"];
+    /** The roster of our current epoch (none when joining): checked for downgrades (§9.3). */
+    prevRoster?: readonly RosterEntry[] | undefined;
+  },
 ): ReturnType<typeof buildCommit> {
   // Our own entry must carry our own identity key and one of our own leaf keys (§9.4): a roster
   // from the relay that lists another key under our name would hand the epoch's secrets, and
@@ -110,6 +129,8 @@ export async function createCommit(
   if (!params.ownLeaves.some((l) => l.id === own.leafId && l.key === own.leafKey)) {
     throw new CoreError("identity_mismatch", "our own roster entry is not one of our leaf keys");
   }
+  // A member of our epoch whose leaf key was hybrid keeps a hybrid one (§9.3 "Downgrade").
+  if (params.prevRoster !== undefined) checkNoDowngrade(params.prevRoster, params.roster);
   const [, built] = await Promise.all([
     verifyRosterLeaves(params.hub, params.group, params.roster),
     buildCommit(params),
@@ -145,6 +166,11 @@ export async function buildCommit(params: {
   removed: string[];
   access?: CommitAccess | undefined;
   random: Random;
+  /**
+   * The ML-KEM halves of the roster's hybrid leaf keys, by name (base64url, from the relay's
+   * group state, §9.2.3): each must hash to the entry's `leafKem`, which its signature covers.
+   */
+  kems?: ReadonlyMap<string, string>;
 }): Promise<BuiltCommit> {
   const epoch = params.parentEpoch + 1;
   // A member without `prev` cannot make a commit its peers accept (their tag check fails); the
@@ -177,37 +203,63 @@ export async function buildCommit(params: {
   // whoever had copied those keys and the parent epoch's init secret — post-compromise security
   // would not survive the victim's own update (§9.3). Two seal batches: one per kind of secret.
   const kinds = params.roster.map((m) => wrapKind(c, m.name));
+  // Hybrid leaf keys get X-Wing wraps (0x02), classical ones X25519 wraps (0x01), §9.2.3.
+  const hybridKey = (m: RosterEntry): Uint8Array => {
+    const kem = params.kems?.get(m.name);
+    const hash = b64(m.leafKem as string, "leaf kem hash");
+    if (kem === undefined)
+      throw new CoreError("downgrade", `no ML-KEM key for ${m.name}'s hybrid leaf key`);
+    const ek = b64(kem, "leaf kem");
+    if (!constantTimeEqual(sha256(ek), hash))
+      throw new CoreError("bad_signature", `${m.name}'s ML-KEM key is not the one it signed`);
+    return concatBytes(ek, b64(m.leafKey, "leaf"));
+  };
   const seal = async (kind: "member" | "joiner", secret: Uint8Array) => {
     const ms = params.roster.filter((m, i) => kinds[i] === kind && m.name !== params.committer);
-    const sealed = await hpkeSealMany(
-      ms.map((m) => ({
-        recipientPublicKey: b64(m.leafKey, "leaf"),
-        info: info(kind, m.name, b64(m.ik, "ik"), m.leafId),
-      })),
-      secret,
-      aad,
-    );
-    return ms.map((m, i) => {
-      const w = sealed[i] as { enc: Uint8Array; ciphertext: Uint8Array };
-      return {
-        to: m.name,
-        leaf: m.leafId,
-        wrap: concatBytes(new Uint8Array([WRAP_V1]), w.enc, w.ciphertext),
-      };
+    const target = (m: RosterEntry) => ({
+      recipientPublicKey: m.leafKem === undefined ? b64(m.leafKey, "leaf") : hybridKey(m),
+      info: info(kind, m.name, b64(m.ik, "ik"), m.leafId),
     });
+    const classical = ms.filter((m) => m.leafKem === undefined);
+    const hybrid = ms.filter((m) => m.leafKem !== undefined);
+    const [sealedC, sealedH] = await Promise.all([
+      hpkeSealMany(classical.map(target), secret, aad),
+      hpkeSealManyXWing(hybrid.map(target), secret, aad),
+    ]);
+    const wrapOf = (
+      version: number,
+      m: RosterEntry,
+      w: { enc: Uint8Array; ciphertext: Uint8Array },
+    ) => ({
+      to: m.name,
+      leaf: m.leafId,
+      wrap: concatBytes(new Uint8Array([version]), w.enc, w.ciphertext),
+    });
+    return [
+      ...classical.map((m, i) => wrapOf(WRAP_V1, m, sealedC[i] as (typeof sealedC)[number])),
+      ...hybrid.map((m, i) => wrapOf(WRAP_XWING, m, sealedH[i] as (typeof sealedH)[number])),
+    ];
   };
   const self = params.roster.find((m) => m.name === params.committer);
   const selfWrap = async (m: RosterEntry) => {
+    const kind = wrapKind(c, m.name);
+    const i = info(kind, m.name, b64(m.ik, "ik"), m.leafId);
+    // Not from `params.random`: nothing depends on these bytes, not even a test vector. Same
+    // format as the committer's leaf key, so the self-wrap looks like every other wrap.
+    const pt = randomBytes(32);
+    if (m.leafKem !== undefined) {
+      const dropped = await xwingGenerateKeyPair();
+      wipe(dropped.secretKey);
+      const w = await hpkeSealXWing(dropped.publicKey, pt, i, aad);
+      return {
+        to: m.name,
+        leaf: m.leafId,
+        wrap: concatBytes(new Uint8Array([WRAP_XWING]), w.enc, w.ciphertext),
+      };
+    }
     const dropped = await x25519GenerateKeyPair();
     wipe(dropped.secretKey);
-    const kind = wrapKind(c, m.name);
-    const w = await hpkeSeal(
-      dropped.publicKey,
-      // Not from `params.random`: nothing depends on these bytes, not even a test vector.
-      randomBytes(32),
-      info(kind, m.name, b64(m.ik, "ik"), m.leafId),
-      aad,
-    );
+    const w = await hpkeSeal(dropped.publicKey, pt, i, aad);
     return {
       to: m.name,
       leaf: m.leafId,
@@ -435,24 +487,29 @@ export async function receiveCommit(params: {
     throw new CoreError("bad_signature", "commit signature does not verify");
   }
   const leaf = ownLeafFor(record, mine);
+  if (leaf === null && mine.leafKem === undefined) {
+    // Our hybrid leaf key named without its ML-KEM half: stripped on the way (§9.3).
+    const ours = record.leaves.find((l) => l.id === mine.leafId && l.key === mine.leafKey);
+    if (ours?.kem !== undefined)
+      throw new CoreError("downgrade", "our hybrid leaf key is named without its ML-KEM half");
+  }
   if (leaf === null) {
     // Sealed to a leaf key we never made (another device's, listed under our name) or one we
     // already deleted: we cannot, and must not, enter this epoch (§9.3). Shown as a gap.
     throw new CoreError("no_prekey", "the commit is sealed to a leaf key we do not hold");
   }
   await verifyRosterLeaves(hub, record.group, c.roster);
-  if (params.wrap.length < 1 + 32 + 16 || params.wrap[0] !== WRAP_V1) throw malformed("wrap");
   const kind = wrapKind(c, me.name);
   let secret: Uint8Array;
   try {
-    secret = await hpkeOpen(
-      b64(leaf.priv, "leaf"),
-      params.wrap.slice(1, 33),
-      params.wrap.slice(33),
+    secret = await openWrap(
+      leaf,
+      params.wrap,
       wrapInfoFor(hub, record.group, c.epoch)(kind, me.name, me.identityKey, mine.leafId),
       sha256(body),
     );
-  } catch {
+  } catch (e) {
+    if (e instanceof CoreError) throw e;
     throw new CoreError("decrypt_failed", "cannot open the wrapped epoch secret");
   }
   if (secret.length !== 32) throw malformed("epoch secret");
@@ -481,6 +538,36 @@ export async function receiveCommit(params: {
   wipe(joiner);
   const base = existing ? record : { ...record, current: null, previous: null };
   return { record: moveTo(base, next, leaf), view: { core: c, interim } };
+}
+
+/**
+ * Open our wrap with the leaf key it names (§9.4 step 4). The format must be the one of our leaf
+ * key: an X25519 wrap (0x01) for a hybrid leaf key is a downgrade — only a relay or committer
+ * that dropped the ML-KEM half makes one — and is refused without being opened.
+ */
+async function openWrap(
+  leaf: GroupRecord["leaves"][number],
+  wrap: Uint8Array,
+  info: Uint8Array,
+  aad: Uint8Array,
+): Promise<Uint8Array> {
+  const version = wrap[0];
+  if (leaf.kem !== undefined) {
+    if (version === WRAP_V1)
+      throw new CoreError("downgrade", "an X25519 wrap for our hybrid leaf key");
+    if (version !== WRAP_XWING || wrap.length < 1 + HPKE_XWING_ENC_BYTES + 16)
+      throw malformed("wrap");
+    const enc = wrap.slice(1, 1 + HPKE_XWING_ENC_BYTES);
+    return hpkeOpenXWing(
+      b64(leaf.priv, "leaf"),
+      enc,
+      wrap.slice(1 + HPKE_XWING_ENC_BYTES),
+      info,
+      aad,
+    );
+  }
+  if (version !== WRAP_V1 || wrap.length < 1 + 32 + 16) throw malformed("wrap");
+  return hpkeOpen(b64(leaf.priv, "leaf"), wrap.slice(1, 33), wrap.slice(33), info, aad);
 }
 
 /** The roster change must be exactly the announced one (§9.4). */
@@ -516,4 +603,5 @@ function checkRosterChange(cur: EpochState, c: CommitCore, inRoster: ReadonlySet
   if (changed.length > 0) {
     throw new CoreError("roster_mismatch", `identity key changed for ${changed.join(", ")}`);
   }
+  checkNoDowngrade(cur.roster, c.roster);
 }

@@ -1,13 +1,22 @@
 /**
- * Leaf keys (PROTOCOL.md §9.3): per-member, per-group X25519 wrap keys, signed by the member's
- * identity key. A commit wraps to each member's oldest published leaf key; a member deletes the
- * private half of that key (and of every older one) once it has entered the commit's epoch, and
- * publishes a fresh one. So a wrap can be opened only with key material the member deletes when
- * it enters the next epoch.
+ * Leaf keys (PROTOCOL.md §9.3): per-member, per-group wrap keys, signed by the member's identity
+ * key: hybrid X-Wing keys (ML-KEM-768 + X25519, §3.13), or X25519 only from a classical client. A
+ * commit wraps to each member's oldest published leaf key; a member deletes the private half of
+ * that key (and of every older one) once it has entered the commit's epoch, and publishes a fresh
+ * one. So a wrap can be opened only with key material the member deletes when it enters the
+ * next epoch.
  */
-import { ed25519VerifyMany, x25519Forget } from "../crypto";
+import {
+  constantTimeEqual,
+  ed25519VerifyMany,
+  sha256,
+  XWING_SEED_BYTES,
+  x25519Forget,
+  xwingForget,
+  xwingPublicKey,
+} from "../crypto";
 import { fromB64u, toB64u } from "../encoding";
-import { LEAF_NONCE_BYTES, LEAF_QUEUE, type Leaf, type Member } from "../protocol";
+import { LEAF_KEM_BYTES, LEAF_NONCE_BYTES, LEAF_QUEUE, type Leaf, type Member } from "../protocol";
 import { b64 } from "./codec";
 import { CoreError } from "./errors";
 import type { GroupRecord, OwnLeaf, RosterEntry } from "./group";
@@ -17,7 +26,11 @@ import { newX25519, type Random } from "./ratchet";
 /** Private leaf keys kept per group at most (published ones plus any not yet accepted). */
 export const MAX_OWN_LEAVES = 2 * LEAF_QUEUE;
 
-/** Make `count` fresh signed leaf keys for `group`, made in `epoch` (§9.3). */
+/**
+ * Make `count` fresh signed leaf keys for `group`, made in `epoch` (§9.3): hybrid X-Wing keys
+ * (the X25519 half is `key`, the ML-KEM half `kem`), or X25519 only with `classical` (tests of
+ * mixed groups and of the downgrade checks; the engine always makes hybrid ones).
+ */
 export async function makeLeaves(params: {
   hub: string;
   group: string;
@@ -25,23 +38,38 @@ export async function makeLeaves(params: {
   count: number;
   random: Random;
   sign(message: Uint8Array): Promise<Uint8Array>;
+  classical?: boolean;
 }): Promise<OwnLeaf[]> {
   const out: OwnLeaf[] = [];
   for (let i = 0; i < params.count; i++) {
-    const kp = await newX25519(params.random);
+    let key: Uint8Array;
+    let priv: Uint8Array;
+    let kem: Uint8Array | undefined;
+    if (params.classical === true) {
+      const kp = await newX25519(params.random);
+      key = fromB64u(kp.pub);
+      priv = fromB64u(kp.priv);
+    } else {
+      priv = params.random(XWING_SEED_BYTES);
+      const pk = await xwingPublicKey(priv);
+      kem = pk.slice(0, LEAF_KEM_BYTES);
+      key = pk.slice(LEAF_KEM_BYTES);
+    }
     const idBytes = params.random(4);
     const id = new DataView(idBytes.buffer, idBytes.byteOffset, 4).getUint32(0);
     const nonce = params.random(LEAF_NONCE_BYTES);
+    const kemHash = kem === undefined ? undefined : sha256(kem);
     const sig = await params.sign(
-      leafTranscript(params.hub, params.group, params.epoch, id, fromB64u(kp.pub), nonce),
+      leafTranscript(params.hub, params.group, params.epoch, id, key, nonce, kemHash),
     );
     out.push({
       id,
-      key: kp.pub,
-      priv: kp.priv,
+      key: toB64u(key),
+      priv: toB64u(priv),
       epoch: params.epoch,
       nonce: toB64u(nonce),
       sig: toB64u(sig),
+      ...(kem === undefined ? {} : { kem: toB64u(kem) }),
     });
   }
   return out;
@@ -49,12 +77,49 @@ export async function makeLeaves(params: {
 
 /** The public half, as published (`join`, `leaf` frames). */
 export function publicLeaf(l: OwnLeaf): Leaf {
-  return { id: l.id, key: l.key, epoch: l.epoch, nonce: l.nonce, sig: l.sig };
+  return {
+    id: l.id,
+    key: l.key,
+    epoch: l.epoch,
+    nonce: l.nonce,
+    sig: l.sig,
+    ...(l.kem === undefined ? {} : { kem: l.kem }),
+  };
 }
 
-/** Our unused leaf key a roster entry names (same id and key), or null. */
+/**
+ * Our unused leaf key a roster entry names (same id and key, and for a hybrid one the hash of
+ * its ML-KEM half), or null.
+ */
 export function ownLeafFor(record: GroupRecord, entry: RosterEntry): OwnLeaf | null {
-  return record.leaves.find((l) => l.id === entry.leafId && l.key === entry.leafKey) ?? null;
+  const l = record.leaves.find((x) => x.id === entry.leafId && x.key === entry.leafKey);
+  if (l === undefined) return null;
+  if (l.kem === undefined) return entry.leafKem === undefined ? l : null;
+  return entry.leafKem !== undefined &&
+    constantTimeEqual(sha256(b64(l.kem, "leaf kem")), b64(entry.leafKem, "leaf kem hash"))
+    ? l
+    : null;
+}
+
+/** Whether every member of a roster has a hybrid leaf key: the epoch is post-quantum (§9.3). */
+export function isPostQuantum(roster: readonly RosterEntry[]): boolean {
+  return roster.every((m) => m.leafKem !== undefined);
+}
+
+/**
+ * No member goes back from a hybrid leaf key to a classical one (§9.3 "Downgrade"): a name that
+ * had a hybrid leaf key in `old` must have one in `next`. A post-quantum client never publishes
+ * a classical leaf key, so a classical entry for it can only be an old signed key a relay
+ * replays — a wrap to it would be open to a quantum adversary.
+ */
+export function checkNoDowngrade(old: readonly RosterEntry[], next: readonly RosterEntry[]): void {
+  const hybrid = new Set(old.filter((m) => m.leafKem !== undefined).map((m) => m.name));
+  const lost = next.filter((m) => hybrid.has(m.name) && m.leafKem === undefined).map((m) => m.name);
+  if (lost.length > 0)
+    throw new CoreError(
+      "downgrade",
+      `classical leaf key for ${lost.join(", ")}, who had a hybrid one`,
+    );
 }
 
 /**
@@ -66,8 +131,23 @@ export function consumeLeaves(leaves: readonly OwnLeaf[], used: OwnLeaf | null):
   if (used === null) return [...leaves];
   const at = leaves.findIndex((l) => l.id === used.id && l.key === used.key);
   if (at < 0) return [...leaves];
-  for (const l of leaves.slice(0, at + 1)) x25519Forget(fromB64u(l.priv));
+  for (const l of leaves.slice(0, at + 1)) {
+    if (l.kem === undefined) x25519Forget(fromB64u(l.priv));
+    else xwingForget(fromB64u(l.priv));
+  }
   return leaves.slice(at + 1);
+}
+
+/** The ML-KEM halves of the hybrid leaf keys a relay's group state lists, by name (§9.2.3). */
+export function leafKemsOf(state: {
+  members: readonly Member[];
+  pendingJoins: readonly Member[];
+}): Map<string, string> {
+  const out = new Map<string, string>();
+  // A re-joining member is listed twice; its pending join names the leaf key the commit uses.
+  for (const m of [...state.members, ...state.pendingJoins])
+    if (m.leaf.kem !== undefined) out.set(m.username, m.leaf.kem);
+  return out;
 }
 
 export function rosterFromMembers(members: readonly Member[]): RosterEntry[] {
@@ -80,6 +160,7 @@ export function rosterFromMembers(members: readonly Member[]): RosterEntry[] {
       leafEpoch: m.leaf.epoch,
       leafNonce: m.leaf.nonce,
       leafSig: m.leaf.sig,
+      ...(m.leaf.kem === undefined ? {} : { leafKem: toB64u(sha256(fromB64u(m.leaf.kem))) }),
     }))
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
@@ -94,7 +175,7 @@ export function rosterFromMembers(members: readonly Member[]): RosterEntry[] {
 const VERIFIED_MAX = 8192;
 const verifiedLeaves = new Set<string>();
 const leafCacheId = (hub: string, group: string, m: RosterEntry) =>
-  `${hub}.${group}.${m.ik}.${m.leafId}.${m.leafEpoch}.${m.leafKey}.${m.leafNonce}.${m.leafSig}`;
+  `${hub}.${group}.${m.ik}.${m.leafId}.${m.leafEpoch}.${m.leafKey}.${m.leafNonce}.${m.leafSig}.${m.leafKem ?? ""}`;
 
 /** Drop the cache (benchmarks measure the cold path with it; nothing else needs to). */
 export function forgetVerifiedLeaves(): void {
@@ -118,7 +199,15 @@ export async function verifyRosterLeaves(
         throw new CoreError("malformed", `malformed leaf key of ${m.name}`);
       return {
         publicKey: b64(m.ik, "ik"),
-        message: leafTranscript(hub, group, m.leafEpoch, m.leafId, b64(m.leafKey, "leaf"), nonce),
+        message: leafTranscript(
+          hub,
+          group,
+          m.leafEpoch,
+          m.leafId,
+          b64(m.leafKey, "leaf"),
+          nonce,
+          m.leafKem === undefined ? undefined : b64(m.leafKem, "leaf kem hash"),
+        ),
         signature: sig,
       };
     }),

@@ -25,7 +25,7 @@ import {
   sha256,
   wipe,
 } from "../crypto";
-import { concatBytes, lp } from "../encoding";
+import { concatBytes, fromB64u, lp } from "../encoding";
 import { u64be } from "./codec";
 
 const EMPTY = new Uint8Array(0);
@@ -113,7 +113,12 @@ export function confirmationTag(confirmKey: Uint8Array, confirmed: Uint8Array): 
   return hmacSha256(confirmKey, confirmed);
 }
 
-/** What a leaf key's signature covers (§9.3). */
+/**
+ * What a leaf key's signature covers (§9.3). A hybrid leaf key (an X-Wing key whose X25519 half
+ * is `key`, §9.3) is signed under its own label with the SHA-256 of its ML-KEM half, so a
+ * signature of one kind never verifies as the other: a relay that drops the ML-KEM half of a
+ * hybrid leaf is left with a leaf nobody signed.
+ */
 export function leafTranscript(
   hub: string,
   group: string,
@@ -121,12 +126,27 @@ export function leafTranscript(
   id: number,
   key: Uint8Array,
   nonce: Uint8Array,
+  kemHash?: Uint8Array,
 ): Uint8Array {
-  return lp("parley/v2/group-leaf", hub, group, u64be(epoch), id, key, nonce);
+  return kemHash === undefined
+    ? lp("parley/v2/group-leaf", hub, group, u64be(epoch), id, key, nonce)
+    : lp("parley/v2/group-leaf-xwing", hub, group, u64be(epoch), id, key, nonce, kemHash);
 }
 
-/** Wrap format version (§9.2): 0x01 = X25519 HPKE (RFC 9180 base mode, DHKEM-X25519). */
+/** What the signature of a published leaf key (`join`, `leaf`, `group` frames) covers. */
+export function leafMessage(
+  hub: string,
+  group: string,
+  l: { id: number; key: string; epoch: number; nonce: string; kem?: string | undefined },
+): Uint8Array {
+  const kemHash = l.kem === undefined ? undefined : sha256(fromB64u(l.kem));
+  return leafTranscript(hub, group, l.epoch, l.id, fromB64u(l.key), fromB64u(l.nonce), kemHash);
+}
+
+/** Wrap format version (§9.2.3): 0x01 = X25519 HPKE (RFC 9180 base mode, DHKEM-X25519). */
 export const WRAP_V1 = 0x01;
+/** Wrap format version (§9.2.3): 0x02 = X-Wing HPKE (KEM 0x647a, §3.13), to a hybrid leaf key. */
+export const WRAP_XWING = 0x02;
 
 /**
  * HPKE info of one wrap, for all wraps of a commit: the shared prefix is encoded once (lp() is

@@ -20,6 +20,11 @@ export const RosterEntrySchema = v.strictObject({
   // 1000-member roster would cost more than the rest of the record.
   leafNonce: v.string(),
   leafSig: v.string(),
+  /**
+   * A hybrid leaf key (§9.3): SHA-256 of its ML-KEM-768 half (the X25519 half is `leafKey`).
+   * Absent for a classical leaf key; the epoch is then not post-quantum for this member.
+   */
+  leafKem: v.optional(Key32),
 });
 export type RosterEntry = v.InferOutput<typeof RosterEntrySchema>;
 
@@ -78,7 +83,11 @@ export const PendingCommitSchema = v.strictObject({
 });
 export type PendingCommit = v.InferOutput<typeof PendingCommitSchema>;
 
-/** One of our leaf keys (§9.3), oldest first; `priv` is deleted once its epoch is entered. */
+/**
+ * One of our leaf keys (§9.3), oldest first; `priv` is deleted once its epoch is entered. A
+ * hybrid one has `kem` (its ML-KEM-768 encapsulation key, base64url) and `priv` is then its
+ * 32-byte X-Wing seed (§3.13); a classical one's `priv` is its X25519 secret.
+ */
 export const OwnLeafSchema = v.strictObject({
   id: Uint,
   key: Key32,
@@ -86,6 +95,7 @@ export const OwnLeafSchema = v.strictObject({
   epoch: Uint,
   nonce: B64n(16),
   sig: B64n(64),
+  kem: v.optional(v.string()),
 });
 export type OwnLeaf = v.InferOutput<typeof OwnLeafSchema>;
 

@@ -13,7 +13,7 @@ import { KemId, type KemInterface, NotSupportedError, XCryptoKey } from "@hpke/c
 import { CipherSuite } from "@hpke/core";
 import { assertBytes } from "./bytes";
 import { HpkeOpenError, HpkeSealError } from "./errors";
-import { hpkeSuite } from "./hpke";
+import { ParleyAes256Gcm, ParleyHkdfSha256 } from "./hpke";
 import {
   XWING_CIPHERTEXT_BYTES,
   XWING_ESEED_BYTES,
@@ -114,13 +114,18 @@ class ParleyXWing implements KemInterface {
 let suite: CipherSuite | undefined;
 
 /**
- * The X-Wing suite: @hpke/core's CipherSuite with the KEM above and the same Parley HKDF-SHA256
- * and AES-256-GCM objects as the classical suite's "parley" instance (hpke.ts).
+ * The X-Wing suite: @hpke/core's CipherSuite with the KEM above and Parley's HKDF-SHA256 and
+ * AES-256-GCM (hpke.ts). Its own instances: a CipherSuite initialises its KDF object with its
+ * suite_id, so a KDF object shared with the classical suite would take this suite's id
+ * (0x647a) into every classical seal and open made after it.
  */
 export function hpkeXWingSuite(): CipherSuite {
   if (suite === undefined) {
-    const classical = hpkeSuite("parley");
-    suite = new CipherSuite({ kem: new ParleyXWing(), kdf: classical.kdf, aead: classical.aead });
+    suite = new CipherSuite({
+      kem: new ParleyXWing(),
+      kdf: new ParleyHkdfSha256(),
+      aead: new ParleyAes256Gcm(),
+    });
   }
   return suite;
 }

@@ -83,7 +83,7 @@ function exactBuffer(u: Uint8Array): ArrayBuffer {
 // KDF: HKDF-SHA256 (RFC 5869) on Parley's HMAC/HKDF, behind @hpke/common's HKDF class, which
 // keeps the HPKE parts (suite ids, "HPKE-v1" labels, LabeledExtract/LabeledExpand).
 
-class ParleyHkdfSha256 extends HkdfSha256Native {
+export class ParleyHkdfSha256 extends HkdfSha256Native {
   override async extract(salt: Bytesish, ikm: Bytesish): Promise<ArrayBuffer> {
     const s = view(salt);
     checkSalt(s);
@@ -238,7 +238,7 @@ class ParleyDhkemX25519 extends Dhkem {
 // AEAD: AES-256-GCM on Parley's aesGcmEncrypt/aesGcmDecrypt (ciphertext || 16-byte tag, the
 // layout RFC 9180 §5.2 Seal/Open expect).
 
-class ParleyAes256Gcm implements AeadInterface {
+export class ParleyAes256Gcm implements AeadInterface {
   readonly id = AeadId.Aes256Gcm;
   readonly keySize = AES256_KEY_BYTES;
   readonly nonceSize = GCM_NONCE_BYTES;

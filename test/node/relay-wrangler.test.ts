@@ -1,7 +1,7 @@
 /**
  * Black-box integration against a real `wrangler dev` ("Done when"): /health, the 426 on
  * a plain /ws, the app at / with security headers, and several authenticated WebSocket clients over
- * ws and over the self-signed wss — including malformed, unknown and 2 MiB frames, after which the
+ * ws and over the self-signed wss — including malformed, unknown and oversize (maxFrameBytes) frames, after which the
  * relay still serves. Needs `npm run build` first (dist/pwa); `npm test` does that.
  */
 import { existsSync } from "node:fs";
@@ -11,7 +11,7 @@ import WebSocket from "ws";
 import { ed25519Sign, generateIdentityKeyPair } from "../../shared/crypto/ed25519";
 import { randomBytes } from "../../shared/crypto/random";
 import { fromB64u, toB64u } from "../../shared/encoding";
-import { parseServerFrame, type ServerFrame } from "../../shared/protocol";
+import { LIMITS, parseServerFrame, type ServerFrame } from "../../shared/protocol";
 import { authTranscript, signedPrekeyTranscript } from "../../worker/relay/auth";
 import { httpGet, startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
 
@@ -174,7 +174,7 @@ describe.skipIf(!built)("relay under wrangler dev", () => {
       b.close();
     });
 
-    it(`${which}: malformed, unknown and 2 MiB frames get error frames; the relay still serves`, async () => {
+    it(`${which}: malformed, unknown and oversize frames get error frames; the relay still serves`, async () => {
       const hub = `bad-${which}-${Date.now().toString(36)}`;
       const origin = new URL(dev().url).origin;
       const a = await NodeClient.open(dev(), hub);
@@ -185,7 +185,9 @@ describe.skipIf(!built)("relay under wrangler dev", () => {
       expect((await a.next("error")).code).toBe("bad_frame");
       a.send({ v: 1, t: "teleport", id: "u1" });
       expect((await a.next("error", (e) => e.id === "u1")).code).toBe("unknown_type");
-      a.ws.send(`{"v":1,"t":"send","id":"big","to":"bob","body":"${"A".repeat(2 * 1024 * 1024)}"}`);
+      a.ws.send(
+        `{"v":1,"t":"send","id":"big","to":"bob","body":"${"A".repeat(LIMITS.maxFrameBytes)}"}`,
+      );
       expect((await a.next("error", (e) => e.code === "too_large")).code).toBe("too_large");
       expect(a.closed).toBeNull();
       a.send({ v: 1, t: "send", id: "ok", to: "bob", body: "QUJD" });

@@ -15,7 +15,7 @@ import {
   type RosterEntry,
 } from "../../shared/core/group";
 import { signAdd, signGroupInfo, signRemoval } from "../../shared/core/group-access";
-import { ed25519Sign } from "../../shared/crypto";
+import { ed25519Sign, sha256 } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import type { ServerFrame } from "../../shared/protocol";
 import { errors, lines, messages, online, say, type TestUser } from "../support/clients";
@@ -100,6 +100,7 @@ async function forgedCommit(
     removed: opts.removed,
     access: opts.access,
     random: (n) => crypto.getRandomValues(new Uint8Array(n)),
+    kems,
   });
   const wrap = built.wraps.find((w) => w.to === to.name);
   if (!wrap) throw new Error("no wrap");
@@ -147,6 +148,7 @@ async function entryOf(relay: NodeRelay, u: TestUser): Promise<RosterEntry> {
         sign: (m) => ed25519Sign(u.identity.privateKey, m),
       })
     )[0] as OwnLeaf);
+  if (l.kem !== undefined) kems.set(u.name, l.kem);
   return {
     name: u.name,
     ik: toB64u(u.identity.publicKey),
@@ -155,8 +157,12 @@ async function entryOf(relay: NodeRelay, u: TestUser): Promise<RosterEntry> {
     leafEpoch: l.epoch,
     leafNonce: l.nonce,
     leafSig: l.sig,
+    ...(l.kem === undefined ? {} : { leafKem: toB64u(sha256(fromB64u(l.kem))) }),
   };
 }
+
+/** The ML-KEM halves of the hybrid leaf keys entryOf last listed, by name (§9.2.3). */
+const kems = new Map<string, string>();
 
 /** The club's roster as a committer would build it now: the relay's leaf key for each member. */
 function rosterOf(relay: NodeRelay, users: TestUser[]): Promise<RosterEntry[]> {

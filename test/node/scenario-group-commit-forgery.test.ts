@@ -8,6 +8,7 @@
 import { expect, it } from "vitest";
 import {
   buildCommit,
+  leafKemsOf,
   nextRoster,
   parseGroupRecord,
   type RosterEntry,
@@ -63,6 +64,7 @@ async function substitute(
                   m.leafId,
                   fromB64u(m.leafKey),
                   fromB64u(m.leafNonce),
+                  m.leafKem === undefined ? undefined : fromB64u(m.leafKem),
                 ),
               ),
             ),
@@ -114,6 +116,7 @@ function forgeCommits(
         added,
         removed,
         random: (n) => crypto.getRandomValues(new Uint8Array(n)),
+        kems: leafKemsOf(st.state),
       });
       orig({
         ...f,

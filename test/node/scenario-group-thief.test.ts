@@ -22,7 +22,7 @@ import {
   type GroupRecord,
   splitCore,
 } from "../../shared/core/group";
-import { constantTimeEqual, hpkeOpen, sha256 } from "../../shared/crypto";
+import { constantTimeEqual, hpkeOpen, hpkeOpenXWing, sha256 } from "../../shared/crypto";
 import { concatBytes, fromB64u, lp } from "../../shared/encoding";
 import { connect, messages, newUser, say } from "../support/clients";
 import { addByInvite, type Delivered, delivered, recordOf, values32 } from "../support/group-story";
@@ -43,7 +43,8 @@ const u64 = (n: number) => {
 /**
  * Every way `priv` could open `wrap` for `to`: the wrap layouts and HPKE infos of both group
  * key schedules (§9.2.3: a version byte, `kind` and the leaf id; before it: no version byte and
- * the signed prekey's id), so the check means the same against either. The opened secret, or null.
+ * the signed prekey's id), so the check means the same against either; a hybrid wrap (0x02) is
+ * tried as X-Wing HPKE with `priv` as the seed. The opened secret, or null.
  */
 async function wrapOpens(
   hub: string,
@@ -76,6 +77,21 @@ async function wrapOpens(
       return await hpkeOpen(priv, enc, ct, info, sha256(body));
     } catch {
       // Not this layout, or not this key.
+    }
+  }
+  if (wrap[0] === 0x02 && priv.length === 32) {
+    for (const kind of ["member", "joiner"]) {
+      try {
+        return await hpkeOpenXWing(
+          priv,
+          wrap.slice(1, 1121),
+          wrap.slice(1121),
+          v2(kind),
+          sha256(body),
+        );
+      } catch {
+        // Not this key.
+      }
     }
   }
   return null;

@@ -10,7 +10,7 @@
  *   own entry: bob refuses to commit on that roster and says so.
  */
 import { expect, it } from "vitest";
-import { makeLeaves, type OwnLeaf } from "../../shared/core/group";
+import { makeLeaves, type OwnLeaf, publicLeaf } from "../../shared/core/group";
 import { MemoryStore } from "../../shared/core/store";
 import { ed25519Sign, randomBytes } from "../../shared/crypto";
 import { fromB64u } from "../../shared/encoding";
@@ -113,13 +113,7 @@ it("a relay listing another device's leaf key as bob's own entry: bob refuses to
       m.username === "bob"
         ? {
             ...m,
-            leaf: {
-              id: other[0].id,
-              key: other[0].key,
-              epoch: other[0].epoch,
-              nonce: other[0].nonce,
-              sig: other[0].sig,
-            },
+            leaf: publicLeaf(other[0]),
           }
         : m,
     ),

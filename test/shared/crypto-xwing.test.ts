@@ -7,15 +7,18 @@
 import { ml_kem768_x25519 } from "@noble/post-quantum/hybrid.js";
 import { describe, expect, it } from "vitest";
 import {
+  hpkeOpen,
   hpkeOpenXWing,
   hpkeSealXWing,
   randomBytes,
   XWING_CIPHERTEXT_BYTES,
   XWING_PUBLIC_KEY_BYTES,
+  x25519GenerateKeyPair,
   xwingDecapsulate,
   xwingEncapsulate,
   xwingPublicKey,
 } from "../../shared/crypto";
+import { hpkeSuite } from "../../shared/crypto/hpke";
 import vectors from "../vectors/xwing_test_vectors.json";
 import { runXWingKats } from "./xwing-kat";
 
@@ -34,6 +37,26 @@ describe("X-Wing known answers", () => {
       expect(ml_kem768_x25519.decapsulate(ours.ciphertext, sk)).toEqual(ours.sharedSecret);
       const theirs = ml_kem768_x25519.encapsulate(pk);
       expect(await xwingDecapsulate(theirs.cipherText, sk)).toEqual(theirs.sharedSecret);
+    }
+  });
+
+  it("an X-Wing seal leaves the classical suites alone (each suite has its own KDF instance)", async () => {
+    const sk = randomBytes(32);
+    await hpkeSealXWing(
+      await xwingPublicKey(sk),
+      new Uint8Array(32),
+      new Uint8Array(1),
+      new Uint8Array(),
+    );
+    const kp = await x25519GenerateKeyPair();
+    const info = new Uint8Array([7]);
+    for (const name of ["parley", "webcrypto"] as const) {
+      const s = hpkeSuite(name);
+      const pk = await s.kem.deserializePublicKey(kp.publicKey);
+      const sealed = await s.seal({ recipientPublicKey: pk, info }, new Uint8Array(32), info);
+      await expect(
+        hpkeOpen(kp.secretKey, new Uint8Array(sealed.enc), new Uint8Array(sealed.ct), info, info),
+      ).resolves.toEqual(new Uint8Array(32));
     }
   });
 

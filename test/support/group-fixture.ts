@@ -9,8 +9,8 @@ import {
   type OwnLeaf,
   type RosterEntry,
 } from "../../shared/core/group";
-import { ed25519Sign, generateIdentityKeyPair, randomBytes } from "../../shared/crypto";
-import { toB64u } from "../../shared/encoding";
+import { ed25519Sign, generateIdentityKeyPair, randomBytes, sha256 } from "../../shared/crypto";
+import { fromB64u, toB64u } from "../../shared/encoding";
 import type { Member } from "../../shared/protocol";
 
 export interface GM {
@@ -32,12 +32,28 @@ export function entryOf(name: string, ik: Uint8Array | string, l: OwnLeaf): Rost
     leafEpoch: l.epoch,
     leafNonce: l.nonce,
     leafSig: l.sig,
+    ...(l.kem === undefined ? {} : { leafKem: toB64u(sha256(fromB64u(l.kem))) }),
   };
+}
+
+/** The ML-KEM halves of the members' oldest hybrid leaf keys, by name (buildCommit's `kems`). */
+export function kemsOf(...ms: GM[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const m of ms) {
+    const kem = m.leaves[0]?.kem;
+    if (kem !== undefined) out.set(m.name, kem);
+  }
+  return out;
 }
 
 export async function groupMember(
   name: string,
-  opts: { hub?: string; group?: string; count?: number; identity?: GM } = {},
+  /**
+   * `hybrid`: X-Wing leaf keys, as the engine makes (§9.3). Without it the leaf keys are X25519
+   * only, as a classical client's: most core tests exercise that path (still used for such
+   * members); the hybrid tests and every engine scenario use hybrid ones.
+   */
+  opts: { hub?: string; group?: string; count?: number; identity?: GM; hybrid?: boolean } = {},
 ): Promise<GM> {
   const id =
     opts.identity === undefined
@@ -51,6 +67,7 @@ export async function groupMember(
     count: opts.count ?? 4,
     random: randomBytes,
     sign,
+    classical: opts.hybrid !== true,
   });
   return {
     name,
@@ -73,6 +90,13 @@ export function relayMember(m: GM): Member {
   return {
     username: m.name,
     identityKey: toB64u(m.ik),
-    leaf: { id: l.id, key: l.key, epoch: l.epoch, nonce: l.nonce, sig: l.sig },
+    leaf: {
+      id: l.id,
+      key: l.key,
+      epoch: l.epoch,
+      nonce: l.nonce,
+      sig: l.sig,
+      ...(l.kem === undefined ? {} : { kem: l.kem }),
+    },
   };
 }

@@ -79,13 +79,15 @@ describe("relay bad input", () => {
     c.close();
   });
 
-  it("a 2 MiB frame gets too_large, nothing is lost, the relay still serves", async () => {
+  it("a frame over maxFrameBytes (5 MiB) gets too_large, nothing is lost, the relay still serves", async () => {
     const hub = freshHub();
     const a = await TestClient.connect(hub, "alice");
     const b = await TestClient.connect(hub, "bob");
     a.c.send({ v: 1, t: "send", id: "s1", to: "bob", body: "AAAA" });
     const acc = await a.c.next("accepted", (f) => f.id === "s1");
-    a.c.sendRaw(`{"v":1,"t":"send","id":"big","to":"bob","body":"${"A".repeat(2 * 1024 * 1024)}"}`);
+    a.c.sendRaw(
+      `{"v":1,"t":"send","id":"big","to":"bob","body":"${"A".repeat(LIMITS.maxFrameBytes)}"}`,
+    );
     expect((await a.c.error()).code).toBe("too_large");
     const d = await b.c.next("deliver");
     expect(d.mid).toBe(acc.mid);

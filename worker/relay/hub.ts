@@ -13,7 +13,7 @@
  */
 import { deviceListVerifies } from "../../shared/core/devices";
 import { policyOf, relayMayRemove } from "../../shared/core/group-access";
-import { leafTranscript } from "../../shared/core/group-schedule";
+import { leafMessage } from "../../shared/core/group-schedule";
 import { ed25519VerifyMany } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import {
@@ -1071,14 +1071,7 @@ export class Hub {
     const ok = await ed25519VerifyMany(
       frame.leaves.map((l) => ({
         publicKey: ik,
-        message: leafTranscript(
-          a.hub,
-          frame.group,
-          l.epoch,
-          l.id,
-          fromB64u(l.key),
-          fromB64u(l.nonce),
-        ),
+        message: leafMessage(a.hub, frame.group, l),
         signature: fromB64u(l.sig),
       })),
     );

@@ -71,6 +71,12 @@ export function describeSystem(e: HistorySystem, me: string | null): Worded {
     case "session_started":
       return withDetails(`Messages with ${who} are end-to-end encrypted`);
     case "not_post_quantum":
+      if (e.conversationId.startsWith("group:")) {
+        const others = (e.count ?? 1) > 1 ? ` (and ${(e.count ?? 1) - 1} more)` : "";
+        return withDetails(
+          `This group is not protected against future quantum computers: ${possessive(who)} app is out of date${others}`,
+        );
+      }
       return withDetails(
         `This chat with ${who} is not protected against future quantum computers: ${possessive(who)} app is out of date`,
       );

@@ -14,6 +14,7 @@ import {
   createCommit,
   emptyGroup,
   type GroupRecord,
+  leafKemsOf,
   nextRoster,
   pendingFrom,
 } from "../group";
@@ -31,7 +32,7 @@ import { KEYS } from "../store";
 import { type Contact, checkKey } from "../trust";
 import { error, system, type Tx } from "./effects";
 import { trackGroupGaps } from "./gaps";
-import { forget, leaveAuth, refillLeaves, startJoin } from "./group-membership";
+import { forget, joinLeaves, leaveAuth, refillLeaves, sendJoin } from "./group-membership";
 import { decideCommit, fallbackStillDue } from "./group-policy";
 import { commitLines, groupId, withAccess } from "./group-steps";
 import { joinOf, leaveOf, nextId, startFlight } from "./inflight";
@@ -110,8 +111,13 @@ export async function evaluateGroup(tx: Tx, name: string): Promise<void> {
 
 /** Leave and join again (§9.4), both through the registry: the `left` is expected. */
 async function rejoin(tx: Tx, name: string, rec: GroupRecord): Promise<void> {
-  startFlight(tx, { kind: "leave", group: name, rejoin: true, auth: await leaveAuth(tx, rec) });
-  await startJoin(tx, name, rec);
+  // Everything is made before the `leave` goes out, so the `join` follows it at once: a member
+  // who commits the leave in between would make this a stranger's join (in an invite-only group:
+  // `invite_required`).
+  const auth = await leaveAuth(tx, rec);
+  const leaves = await joinLeaves(tx, name);
+  startFlight(tx, { kind: "leave", group: name, rejoin: true, auth });
+  sendJoin(tx, name, rec, leaves);
 }
 
 /** A fallback committer's turn came: commit if the leave is still pending at that epoch. */
@@ -188,6 +194,8 @@ async function makeCommit(
       removed,
       access: plan.access,
       random: env.random,
+      kems: leafKemsOf(plan.state),
+      prevRoster: cur?.roster,
     });
   } catch (e) {
     // A roster the relay made that we must not commit on (our own entry is not ours, a leaf

@@ -8,7 +8,7 @@ import { toB64u } from "../../encoding";
 import { type ErrorCode, LEAF_QUEUE } from "../../protocol";
 import { b64 } from "../codec";
 import { CoreError } from "../errors";
-import { type GroupRecord, makeLeaves, publicLeaf } from "../group";
+import { type GroupRecord, makeLeaves, type OwnLeaf, publicLeaf } from "../group";
 import { checkRemoval, decodeGroupInfo, removalBy, signLeave } from "../group-access";
 import { leftGroup } from "../group-record";
 import { KEYS } from "../store";
@@ -74,12 +74,22 @@ export async function startJoin(
   rec: GroupRecord,
   auth?: string,
 ): Promise<GroupRecord> {
-  const leaves = await freshLeaves(
-    tx,
-    name,
-    tx.state.relayGroups.get(name)?.epoch ?? 0,
-    LEAF_QUEUE,
-  );
+  return sendJoin(tx, name, rec, await joinLeaves(tx, name), auth);
+}
+
+/** The fresh leaf keys a `join` carries (§9.3). */
+export function joinLeaves(tx: Tx, name: string): Promise<OwnLeaf[]> {
+  return freshLeaves(tx, name, tx.state.relayGroups.get(name)?.epoch ?? 0, LEAF_QUEUE);
+}
+
+/** Send a `join` with leaf keys already made (write-ahead, as every flight). */
+export function sendJoin(
+  tx: Tx,
+  name: string,
+  rec: GroupRecord,
+  leaves: OwnLeaf[],
+  auth?: string,
+): GroupRecord {
   const next: GroupRecord = { ...rec, status: "joining", leaves };
   tx.put(KEYS.group(name), next);
   startFlight(tx, {

@@ -53,6 +53,21 @@ export function commitLines(
   for (const n of added) system(tx, id, "joined", `${n} joined`, { username: n });
   const epoch = rec.current?.epoch ?? 0;
   system(tx, id, "epoch", `New group key (epoch ${epoch}) from ${by}`, { epoch, username: by });
+  // §9.3: an epoch with a classical leaf key is not post-quantum; said whenever the set of
+  // members without a hybrid leaf key changes to a non-empty one (on joining: if there is any).
+  const classical = (
+    e: { roster: readonly { name: string; leafKem?: string | undefined }[] } | null,
+  ) => (e?.roster ?? []).filter((m) => m.leafKem === undefined).map((m) => m.name);
+  const now = classical(rec.current);
+  if (now.length > 0 && now.join("\n") !== classical(rec.previous).join("\n")) {
+    system(
+      tx,
+      id,
+      "not_post_quantum",
+      `This group is not post-quantum: ${now.join(", ")} publish${now.length === 1 ? "es" : ""} no post-quantum keys`,
+      { username: now[0] as string, count: now.length },
+    );
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
