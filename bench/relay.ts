@@ -36,6 +36,8 @@ export interface RelayFigures {
   runs: RelayRun[];
   summary: {
     fanout50: { parley: number; bare: number } | null;
+    /** 1:1 direct, 50 clients: p99 latency (ms). */
+    direct50: { parley: number; bare: number } | null;
     p99at2000: { parley: number; bare: number } | null;
     cpu: { parley: number; bare: number } | null;
   };
@@ -155,6 +157,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     const matrix: Row[] = [];
     let i = 0;
     let fanout50: RelayFigures["summary"]["fanout50"] = null;
+    let direct50: RelayFigures["summary"]["direct50"] = null;
     for (const mode of ["direct", "group"] as const) {
       for (const clients of [2, 10, 50]) {
         const rate = perClientRate(mode, clients);
@@ -163,6 +166,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         const q = [a, b].find((r) => r?.target === "bare ws") as RelayRun;
         if (mode === "group" && clients === 50)
           fanout50 = { parley: p.deliveriesPerSec, bare: q.deliveriesPerSec };
+        if (mode === "direct" && clients === 50) direct50 = { parley: p.p99ms, bare: q.p99ms };
         matrix.push({
           mode,
           clients,
@@ -241,7 +245,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         `  ${t.label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${idle} idle connections`,
       );
     }
-    return { matrix, series, rss, runs, summary: { fanout50, p99at2000, cpu } };
+    return { matrix, series, rss, runs, summary: { fanout50, direct50, p99at2000, cpu } };
   } finally {
     await dev?.stop();
     await bare.stop();

@@ -7,9 +7,27 @@
 import { DurableObject } from "cloudflare:workers";
 import { PING_TEXT, PONG_TEXT } from "../shared/protocol";
 import type { BlobRouteEnv } from "./blob-routes";
+import type { Directory } from "./directory";
+import type { DirectoryGateway } from "./relay/key-directory";
 import { RelayLifecycle } from "./relay/lifecycle";
 import { presenceDefaults } from "./relay/presence";
 import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
+
+/**
+ * The hub's key directory is its own object, `idFromName(hub + "/dir")` in the DIRECTORY
+ * namespace (worker/directory.ts); calls go over Durable Object RPC and may reject (§7.4).
+ */
+function directoryOf(ns: DurableObjectNamespace<Directory>): DirectoryGateway {
+  const dir = (hub: string) => ns.get(ns.idFromName(`${hub}/dir`));
+  return {
+    bind: (hub, username, owner, pq) => dir(hub).bind(username, owner, pq),
+    upload: (hub, username, owner, keys, kem) =>
+      dir(hub).upload(username, owner, [...keys], [...kem]),
+    take: (hub, username, owner, spkId, requester, now) =>
+      dir(hub).take(username, owner, spkId, requester, now),
+    remaining: (hub, username, owner) => dir(hub).remaining(username, owner),
+  };
+}
 
 export class Relay extends DurableObject {
   readonly #life: RelayLifecycle;
@@ -30,6 +48,7 @@ export class Relay extends DurableObject {
     this.#life = new RelayLifecycle(
       ctx,
       () => Date.now(),
+      directoryOf((env as { DIRECTORY: DurableObjectNamespace<Directory> }).DIRECTORY),
       pushConfigFromEnv(e),
       blobs,
       // Hubs whose users see each other online unless they choose otherwise (§6.3).

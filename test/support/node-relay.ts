@@ -1,8 +1,10 @@
 /**
  * The real relay in Node, for protocol-core scenario tests: the production lifecycle
  * (worker/relay/lifecycle.ts) with its `Hub` and `Store`, over SQLite in wasm (node-sql.ts), with
- * in-process sockets standing in for workerd's hibernatable WebSockets. Only the runtime is fake
- * (`NodeObjectState`, `RelaySocket`); every protocol rule is the product's own.
+ * in-process sockets standing in for workerd's hibernatable WebSockets, and the hub's other
+ * objects beside it: its key directory (worker/relay/key-directory.ts) over a SQLite of its own,
+ * called across an event-loop turn as a Durable Object RPC is. Only the runtime is fake
+ * (`NodeObjectState`, `RelaySocket`, `NodeDirectory`); every protocol rule is the product's own.
  *
  * Frames cross each socket as text both ways: the relay's go through `parseServerFrame`, the
  * clients' through the relay's own parsers, exactly as over a WebSocket.
@@ -26,6 +28,7 @@ import {
   type ServerFrame,
 } from "../../shared/protocol";
 import type { GroupRecord } from "../../worker/relay/groups";
+import { type DirectoryGateway, KeyDirectory } from "../../worker/relay/key-directory";
 import { RelayLifecycle, type RelayState } from "../../worker/relay/lifecycle";
 import type { PushConfig } from "../../worker/relay/push-send";
 import type { UserRow } from "../../worker/relay/store";
@@ -144,6 +147,32 @@ class NodeObjectState implements RelayState {
   }
 }
 
+/**
+ * The hub's `Directory` object (worker/directory.ts) in Node: the product's KeyDirectory over its
+ * own SQLite, which survives `restart`. Calls reach it a turn later, as an RPC does, and one at a
+ * time; `fail` makes the next calls reject as a call to an unreachable object does.
+ */
+export class NodeDirectory {
+  readonly sql = new NodeSql();
+  keys = new KeyDirectory(this.sql);
+  /** Calls this object has handled (the per-object load of bench/object-load.ts). */
+  calls = 0;
+  /** While true, every call rejects before reaching the object. */
+  fail = false;
+
+  /** The object is evicted and starts again: memory gone, storage kept. */
+  restart(): void {
+    this.keys = new KeyDirectory(this.sql);
+  }
+
+  async call<T>(run: (keys: KeyDirectory) => T): Promise<T> {
+    await new Promise((r) => setImmediate(r));
+    if (this.fail) throw new Error("directory unreachable");
+    this.calls++;
+    return run(this.keys);
+  }
+}
+
 export class Conn {
   /** Who the relay authenticated on this connection (from its `welcome`); null before. */
   username: string | null = null;
@@ -188,6 +217,10 @@ export class NodeRelay {
   clock = 1_700_000_000_000;
 
   readonly #state = new NodeObjectState();
+  /** The hub's key directory object (PROTOCOL.md §7.4), `idFromName(hub + "/dir")`. */
+  readonly directory = new NodeDirectory();
+  /** Events the hub's object has handled (the per-object load of bench/object-load.ts). */
+  events = 0;
   #life: RelayLifecycle;
   readonly #events: RelayEvent[] = [];
   readonly #running = new Set<Promise<void>>();
@@ -216,9 +249,25 @@ export class NodeRelay {
 
   #lifecycle(): RelayLifecycle {
     const scope = this.presenceDefault;
+    const dir = this.directory;
+    const hub = this.hub;
+    // Only this hub's directory exists here; a call for another hub is a relay bug.
+    const at = (h: string) => {
+      if (h !== hub) throw new Error(`directory of another hub asked for: ${h}`);
+      return dir;
+    };
+    const gateway: DirectoryGateway = {
+      bind: (h, username, owner, pq) => at(h).call((k) => k.bind(username, owner, pq)),
+      upload: (h, username, owner, keys, kem) =>
+        at(h).call((k) => k.upload(username, owner, keys, kem)),
+      take: (h, username, owner, spkId, requester, now) =>
+        at(h).call((k) => k.take(username, owner, spkId, requester, now)),
+      remaining: (h, username, owner) => at(h).call((k) => k.remaining(username, owner)),
+    };
     return new RelayLifecycle(
       this.#state,
       () => this.clock,
+      gateway,
       this.pushConfig,
       null,
       () => scope,
@@ -334,15 +383,21 @@ export class NodeRelay {
     return this.#life.store.getUser(username);
   }
 
-  /** Every row of every table of the relay's SQLite storage (what a thief of the relay gets). */
+  /**
+   * Every row of every table of the relay's SQLite storages (what a thief of the relay gets): the
+   * hub object's tables by name, the directory object's as `directory/<name>`.
+   */
   dumpTables(): Record<string, Record<string, unknown>[]> {
-    const { sql } = this.#state.storage;
     const out: Record<string, Record<string, unknown>[]> = {};
-    const tables = sql
-      .exec("SELECT name FROM sqlite_master WHERE type = 'table'")
-      .toArray()
-      .map((r) => String(r.name));
-    for (const t of tables) out[t] = sql.exec(`SELECT * FROM "${t}"`).toArray();
+    const dump = (sql: Pick<SqlStorage, "exec">, prefix: string) => {
+      const tables = sql
+        .exec("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .toArray()
+        .map((r) => String(r.name));
+      for (const t of tables) out[prefix + t] = sql.exec(`SELECT * FROM "${t}"`).toArray();
+    };
+    dump(this.#state.storage.sql, "");
+    dump(this.directory.sql, "directory/");
     return out;
   }
 
@@ -357,19 +412,20 @@ export class NodeRelay {
     return sub === null ? null : { endpoint: sub.endpoint, pending: sub.state.pending };
   }
 
+  /** One-time prekeys the directory object holds for `username` (PROTOCOL.md §7.4). */
   oneTimePrekeys(username: string): number {
-    return this.#life.store.countOneTimePrekeys(username);
+    return this.directory.keys.store.countOneTimePrekeys(username);
   }
 
   /** One-time ML-KEM prekeys stored for `username` (PROTOCOL.md §8.3.5). */
   oneTimeKemPrekeys(username: string): number {
-    return this.#life.store.countOneTimeKemPrekeys(username);
+    return this.directory.keys.store.countOneTimeKemPrekeys(username);
   }
 
   /** Hand out up to `n` of the user's one-time prekeys, oldest first, as bundle fetches do. */
   takeOneTimePrekeys(username: string, n = Number.POSITIVE_INFINITY): number {
     let taken = 0;
-    while (taken < n && this.#life.store.takeOneTimePrekey(username) !== null) taken++;
+    while (taken < n && this.directory.keys.store.takeOneTimePrekey(username) !== null) taken++;
     return taken;
   }
 
@@ -386,9 +442,8 @@ export class NodeRelay {
 
   /** The operator releases a username: its directory entry and one-time prekeys are deleted. */
   releaseName(username: string): void {
-    const { sql } = this.#state.storage;
-    sql.exec("DELETE FROM one_time_prekeys WHERE username = ?", username);
-    sql.exec("DELETE FROM users WHERE username = ?", username);
+    this.directory.keys.store.wipe(username);
+    this.#state.storage.sql.exec("DELETE FROM users WHERE username = ?", username);
   }
 
   // -- plumbing (called by Conn and RelaySocket) -----------------------------------------------
@@ -475,6 +530,7 @@ export class NodeRelay {
 
   /** Queue an event for the object: handled after those before it, one per event-loop turn. */
   #event(event: RelayEvent): void {
+    this.events++;
     this.#events.push(event);
     this.#dispatching ??= this.#dispatch();
   }

@@ -4,6 +4,7 @@ declare namespace Cloudflare {
     RELAY: DurableObjectNamespace<import("../../worker/relay").Relay>;
     ASSETS: Fetcher;
     BLOB_OWNER: DurableObjectNamespace<import("../../worker/blobs").BlobOwner>;
+    DIRECTORY: DurableObjectNamespace<import("../../worker/directory").Directory>;
     BLOBS: R2Bucket;
     ALLOWED_ORIGINS?: string;
     VAPID_PUBLIC_KEY?: string;

@@ -8,6 +8,7 @@ import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, oneTimePrekeys, TestClient } from "./support/client";
+import { countInDirectory, directoryFor } from "./support/relay-store";
 
 const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
 
@@ -194,8 +195,11 @@ describe("abuse bounds survive the object (SECURITY.md L4, L16)", () => {
       expect(await fetch(`a${i}`)).not.toBeNull();
     }
     expect(await fetch("over")).toBeNull();
-    await evictDurableObject(stubFor(hub)); // memory gone, storage kept
-    // The object forgot nothing: still none for eve (the refill is one per 10 minutes).
+    // Both objects lose their memory, storage kept: the hub's and its key directory's, which
+    // holds the quota (key-directory.ts).
+    await evictDurableObject(stubFor(hub));
+    await evictDurableObject(directoryFor(hub));
+    // The objects forgot nothing: still none for eve (the refill is one per 10 minutes).
     expect(await fetch("after")).toBeNull();
     const carol = await user(hub, "carol");
     carol.send({ v: 1, t: "fetch_bundle", id: "c", username: "bob" });
@@ -211,7 +215,7 @@ describe("abuse bounds survive the object (SECURITY.md L4, L16)", () => {
       eve.send({ v: 1, t: "fetch_bundle", id: `f${i}`, username: "bob" });
       expect((await eve.next("bundle", (f) => f.id === `f${i}`)).oneTimePrekey).toBeNull();
     }
-    expect(await count(hub, "SELECT COUNT(*) AS n FROM rate_buckets WHERE kind = 'opk'")).toBe(0);
+    expect(await countInDirectory(hub, "SELECT COUNT(*) AS n FROM opk_quota")).toBe(0);
     // bob uploads: eve still has her whole share.
     bob.send({ v: 1, t: "upload_prekeys", id: "u", oneTimePrekeys: oneTimePrekeys(1, 10) });
     await bob.next("accepted", (f) => f.id === "u");

@@ -8,6 +8,7 @@ import { authTranscript, signedPrekeyTranscript } from "../../worker/relay/auth"
 import { checkUpload, prekeysLow } from "../../worker/relay/directory";
 import * as groups from "../../worker/relay/groups";
 import { Hub, MAX_PENDING_SOCKETS } from "../../worker/relay/hub";
+import type { DirectoryGateway } from "../../worker/relay/key-directory";
 import { deliverFrame, mailboxHasRoom, parseMids, windowRoom } from "../../worker/relay/mailbox";
 import { BucketMap, fanoutCost, newBucket, take } from "../../worker/relay/ratelimit";
 import { Session, SessionRegistry } from "../../worker/relay/session";
@@ -350,6 +351,7 @@ describe("admission of unauthenticated sockets", () => {
     const sessions = new SessionRegistry();
     const hub = new Hub({
       store: {} as Store, // admit never touches storage
+      directory: {} as DirectoryGateway, // nor the key directory
       sessions,
       now: () => 1,
       wakeAt: () => undefined,

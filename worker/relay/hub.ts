@@ -5,9 +5,10 @@
  * Rules that make it safe against hostile clients:
  * - every frame goes through a rate check and `parseClientFrame` before anything else (an `ack`
  *   that frees deliveries is the one frame exempt from the rate check, see `message`);
- * - the only `await` is signature verification; every storage read/modify/write after it is
- *   synchronous, so handlers never interleave inside a decision (a Durable Object runs one event
- *   at a time between awaits);
+ * - the only `await`s are signature verification and calls to other objects (the key directory,
+ *   blob ledgers); every storage read/modify/write around them is synchronous, and what a
+ *   decision read before such a call is read again after it, so handlers never interleave inside
+ *   a decision (a Durable Object runs one event at a time between awaits);
  * - no handler throws: failures become typed error frames (`errorFrame`).
  */
 import { deviceListVerifies } from "../../shared/core/devices";
@@ -35,10 +36,11 @@ import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
 import { checkPublishedList, deviceAddress, linkedDevice, sendAddress } from "./device-lists";
-import { checkKemUpload, checkUpload, prekeysLow, usernameReclaimable } from "./directory";
+import { prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
 import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
+import { type DirectoryGateway, prekeyOwner } from "./key-directory";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
 import {
   commitRoom,
@@ -101,6 +103,8 @@ export interface HubDeps {
   blobs?: BlobGateway | null;
   /** The presence scope of users of `hub` who chose none (presence.ts presenceDefaults). */
   presenceDefault?: (hub: string) => PresenceScope;
+  /** The hub's key directory object (key-directory.ts): one-time and PQ prekeys, quota. */
+  directory: DirectoryGateway;
 }
 
 /**
@@ -125,12 +129,6 @@ export class Hub {
    * below what is stored, so a restart gives back at most that and honest traffic writes nothing.
    */
   readonly #identityBuckets: BucketMap;
-  /**
-   * One-time prekeys each requester may take from each user (PROTOCOL.md §7.4), kept in storage
-   * (SECURITY.md L16): every take is written, and only takes that hand a key out are charged, so
-   * the stored rows are bounded by the prekeys handed out within a refill period.
-   */
-  readonly #prekeyTakes: BucketMap;
   /** Who may see whom online, and the deltas (presence.ts, PROTOCOL.md §6.3). */
   readonly presence: Presence;
   /** What is in flight where, and group acknowledgement cursors (delivery.ts). */
@@ -142,7 +140,7 @@ export class Hub {
 
   constructor(deps: HubDeps) {
     this.#d = deps;
-    const stored = (kind: "identity" | "opk") => ({
+    const stored = (kind: "identity") => ({
       load: (key: string) => deps.store.loadBucket(kind, key),
       save: (key: string, b: Bucket, fullAt: number) => deps.store.saveBucket(kind, key, b, fullAt),
     });
@@ -151,15 +149,6 @@ export class Hub {
       LIMITS.maxOnlinePerHub * 2,
       stored("identity"),
       LIMITS.identityBurst / 4,
-    );
-    this.#prekeyTakes = new BucketMap(
-      {
-        ratePerSec: 1 / LIMITS.oneTimePrekeyRefillSec,
-        burst: LIMITS.oneTimePrekeyBurstPerRequester,
-      },
-      LIMITS.maxOnlinePerHub * 16,
-      stored("opk"),
-      1,
     );
     this.pushes = new Pushes({
       store: deps.store,
@@ -416,7 +405,7 @@ export class Hub {
         await this.#uploadPrekeys(s, a, frame, now);
         return;
       case "fetch_bundle":
-        this.#fetchBundle(s, a, frame, now);
+        await this.#fetchBundle(s, a, frame, now);
         return;
       case "devices":
         await this.#devices(s, a, frame);
@@ -589,28 +578,32 @@ export class Hub {
         regBuckets.map((b) => b.key),
         now,
       );
-    store.setPqPrekey(frame.username, frame.pqPrekey ?? null);
     const takeover = device !== null && device !== frame.device;
-    if (device !== frame.device) {
-      // The old device's one-time prekeys: their secrets stay on that device, so a first message
-      // made with one could never be opened here (§4.3). The welcome's count of 0 asks for more.
-      if (takeover) {
-        store.deleteOneTimePrekeys(frame.username);
-        store.deleteOneTimeKemPrekeys(frame.username);
-      }
-      store.setDevice(frame.username, frame.device);
-    }
+    if (device !== frame.device) store.setDevice(frame.username, frame.device);
     // A push subscription belongs to a device of an identity (§7.9): another identity taking the
     // name, or another device taking the identity, ends the old one's notifications.
     if (reclaim) this.pushes.forget(frame.username);
     else this.pushes.deviceChanged(frame.username, frame.device);
+    // The directory object takes the binding's PQ prekey; it drops the one-time prekeys of
+    // another identity or device, whose secrets stay there, so a first message made with one
+    // could never be opened here (§4.3); the welcome's count of 0 then asks for more.
+    const remaining = await this.#bindKeys(s, a.hub, frame);
+    if (remaining === null) return;
+    // Another connection may have taken the name or identity during that call (§4.3, §4.4).
+    if (
+      store.getUser(frame.username)?.identityKey !== frame.identityKey ||
+      store.getDevice(frame.username) !== frame.device
+    ) {
+      return this.#authFail(s, "device_replaced", CLOSE.deviceReplaced);
+    }
+    const current = sessions.online(frame.username);
     // One live connection per identity (PROTOCOL.md §4.4): the newest wins. A connection of the
     // device just replaced is told so: it must not reconnect and take the identity back.
-    if (previous !== undefined && previous !== s) {
+    if (current !== undefined && current !== s) {
       const code = takeover ? "device_replaced" : "replaced";
-      previous.send(errorFrame(code));
-      previous.close(takeover ? CLOSE.deviceReplaced : CLOSE.replaced, code);
-      sessions.retire(previous);
+      current.send(errorFrame(code));
+      current.close(takeover ? CLOSE.deviceReplaced : CLOSE.replaced, code);
+      sessions.retire(current);
     }
     const att: AuthedAttachment = {
       v: 1,
@@ -626,12 +619,33 @@ export class Hub {
     s.save(att);
     sessions.bind(s);
     this.presence.setHub(a.hub);
-    this.#welcome(s, att);
+    this.#welcome(s, att, remaining);
     this.presence.snapshot(s);
-    if (previous === undefined) this.presence.changed(frame.username);
+    if (current === undefined) this.presence.changed(frame.username);
     this.pushes.connected(frame.username);
     this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
+  }
+
+  /**
+   * Hand the new binding to the directory object; the one-time prekeys left, or null when the
+   * call failed or the socket closed meanwhile (the client was told and reconnects, §4.3).
+   */
+  async #bindKeys(s: Session, hub: string, frame: Frame<"auth">): Promise<number | null> {
+    let remaining: number;
+    try {
+      remaining = await this.#d.directory.bind(
+        hub,
+        frame.username,
+        prekeyOwner(frame.identityKey, frame.device),
+        frame.pqPrekey ?? null,
+      );
+    } catch (e) {
+      console.error("relay: directory bind failed", e instanceof Error ? e.name : typeof e);
+      if (!s.closed) this.#authFail(s, "internal");
+      return null;
+    }
+    return s.closed ? null : remaining;
   }
 
   /**
@@ -674,7 +688,7 @@ export class Hub {
     s.save(att);
     sessions.bind(s);
     this.presence.setHub(a.hub);
-    this.#welcome(s, att);
+    this.#welcome(s, att, 0);
     this.presence.snapshot(s);
     this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
@@ -696,11 +710,10 @@ export class Hub {
     s.close(close, code);
   }
 
-  #welcome(s: Session, a: AuthedAttachment): void {
+  #welcome(s: Session, a: AuthedAttachment, remaining: number): void {
     const { store } = this.#d;
     // A linked device (§4.7) has no groups or directory entry of its own yet.
     const linked = a.address !== undefined;
-    const remaining = linked ? 0 : store.countOneTimePrekeys(a.username);
     // Group states can be large (up to maxGroupSize members each): the welcome carries as many
     // as fit in half a frame and the rest follow as `group` frames (PROTOCOL.md §6.2).
     const inWelcome: GroupState[] = [];
@@ -755,29 +768,22 @@ export class Hub {
         return;
       }
     }
-    const check = checkUpload(
+    const owner = prekeyOwner(a.identityKey, store.getDevice(a.username));
+    const r = await this.#d.directory.upload(
+      a.hub,
+      a.username,
+      owner,
       frame.oneTimePrekeys,
-      store.countOneTimePrekeys(a.username),
-      store.countNewOneTimePrekeyIds(a.username, frame.oneTimePrekeys),
+      frame.oneTimeKemPrekeys ?? [],
     );
-    if (!check.ok) {
-      s.send(errorFrame(check.code, frame.id));
+    if (s.closed) return;
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
       return;
     }
-    const kem = frame.oneTimeKemPrekeys ?? [];
-    const kemCheck = checkKemUpload(
-      kem,
-      store.countOneTimeKemPrekeys(a.username),
-      store.countNewOneTimeKemPrekeyIds(a.username, kem),
-    );
-    if (!kemCheck.ok) {
-      s.send(errorFrame(kemCheck.code, frame.id));
-      return;
-    }
+    // After the directory took the keys, so the upload stays all-or-nothing for the client.
     if (frame.signedPrekey !== undefined)
       store.setSignedPrekey(a.username, frame.signedPrekey, now);
-    store.putOneTimePrekeys(a.username, frame.oneTimePrekeys);
-    store.putOneTimeKemPrekeys(a.username, kem);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
 
@@ -824,29 +830,30 @@ export class Hub {
     }
   }
 
-  #fetchBundle(s: Session, a: AuthedAttachment, frame: Frame<"fetch_bundle">, now: number): void {
+  async #fetchBundle(
+    s: Session,
+    a: AuthedAttachment,
+    frame: Frame<"fetch_bundle">,
+    now: number,
+  ): Promise<void> {
     const { store, sessions } = this.#d;
     const user = store.getUser(frame.username);
     if (user === null) {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
-    // Per requester and user, a few one-time prekeys, then one per refill period (§7.4): past
-    // that the bundle carries the signed and last-resort prekeys only, and the stock stays for
-    // others. Keyed by identity key, so a name reclaimed by another identity starts afresh.
-    // Keyed by the owner first: the quota is the owner's state (it moves with the user).
-    // Charged only when there is a key to hand out, so the stored quota rows are bounded by the
-    // keys handed out within a refill period (SECURITY.md L16).
-    const takeKey = `${frame.username}\n${a.identityKey}`;
-    const pqPrekey = store.getPqPrekey(frame.username, user.signedPrekey.id);
-    const stock =
-      store.countOneTimePrekeys(frame.username) > 0 ||
-      (pqPrekey !== null && store.countOneTimeKemPrekeys(frame.username) > 0);
-    const mayTake = stock && this.#prekeyTakes.take(takeKey, now);
-    const oneTimePrekey = mayTake ? store.takeOneTimePrekey(frame.username) : null;
-    // One-time KEM prekeys are handed out only with the PQ prekey they go with (§8.3.5).
-    const oneTimeKemPrekey =
-      pqPrekey === null || !mayTake ? null : store.takeOneTimeKemPrekey(frame.username);
+    // The one-time and PQ parts, with the per-requester quota, are the directory object's
+    // (key-directory.ts, §7.4); asked for the owner this hub has bound, so keys of an earlier
+    // identity or device of the name are never handed out with this identity key.
+    const { oneTimePrekey, pqPrekey, oneTimeKemPrekey, remaining } = await this.#d.directory.take(
+      a.hub,
+      frame.username,
+      prekeyOwner(user.identityKey, store.getDevice(frame.username)),
+      user.signedPrekey.id,
+      a.identityKey,
+      now,
+    );
+    if (s.closed) return;
     s.send({
       v: PROTOCOL_VERSION,
       t: "bundle",
@@ -860,7 +867,6 @@ export class Hub {
       ...devicesOf(store.getDeviceList(frame.username), user.identityKey),
     });
     if (oneTimePrekey !== null) {
-      const remaining = store.countOneTimePrekeys(frame.username);
       const owner = sessions.online(frame.username);
       if (owner !== undefined && prekeysLow(remaining)) {
         owner.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });

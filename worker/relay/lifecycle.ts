@@ -14,6 +14,7 @@ import { DEFAULT_HUB } from "../http";
 import { addressBucket } from "./admission";
 import { Origin, parseAttachment } from "./attachment";
 import { type BlobGateway, DEFAULT_GROUPS, Hub } from "./hub";
+import type { DirectoryGateway } from "./key-directory";
 import type { PushConfig } from "./push-send";
 import { Session, SessionRegistry } from "./session";
 import { Store } from "./store";
@@ -50,13 +51,15 @@ export class RelayLifecycle {
   #lastNow = 0;
 
   /**
-   * `clock` is wall-clock milliseconds (`Date.now` in production); `push` the Web Push settings
+   * `clock` is wall-clock milliseconds (`Date.now` in production); `directory` the hub's key
+   * directory object (key-directory.ts); `push` the Web Push settings
    * (push-send.ts pushConfigFromEnv), null when push is off; `presenceDefault` the hub's
    * default presence scope (presence.ts presenceDefaults; PROTOCOL.md §6.3).
    */
   constructor(
     ctx: RelayState,
     clock: () => number,
+    directory: DirectoryGateway,
     push: PushConfig | null = null,
     blobs: BlobGateway | null = null,
     presenceDefault: (hub: string) => PresenceScope = () => "contacts",
@@ -77,6 +80,7 @@ export class RelayLifecycle {
       push,
       blobs,
       presenceDefault,
+      directory,
     });
     // After hibernation the sockets are still there; their state comes back from attachments.
     for (const ws of ctx.getWebSockets()) this.#restore(ws);

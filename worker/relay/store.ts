@@ -38,29 +38,11 @@ const SCHEMA = [
      version INTEGER NOT NULL,
      list TEXT NOT NULL
    )`,
-  `CREATE TABLE IF NOT EXISTS one_time_prekeys (
-     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-     username TEXT NOT NULL,
-     id INTEGER NOT NULL,
-     key TEXT NOT NULL,
-     UNIQUE (username, id)
-   )`,
-  // Post-quantum prekeys (PROTOCOL.md §8.3.5), tables of their own so existing hubs need no ALTER:
-  // the PQ half of each user's current signed prekey (JSON of PqPrekey), and the one-time
-  // ML-KEM-768 prekeys, handed out once like one_time_prekeys.
-  `CREATE TABLE IF NOT EXISTS pq_prekeys (
-     username TEXT PRIMARY KEY,
-     spk_id INTEGER NOT NULL,
-     data TEXT NOT NULL
-   )`,
-  `CREATE TABLE IF NOT EXISTS one_time_kem_prekeys (
-     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-     username TEXT NOT NULL,
-     id INTEGER NOT NULL,
-     key TEXT NOT NULL,
-     sig TEXT NOT NULL,
-     UNIQUE (username, id)
-   )`,
+  // One-time, one-time KEM and PQ prekeys moved to the hub's Directory object (prekey-store.ts);
+  // what a hub stored here before is dropped: the next `welcome` counts 0 and clients upload anew.
+  "DROP TABLE IF EXISTS one_time_prekeys",
+  "DROP TABLE IF EXISTS pq_prekeys",
+  "DROP TABLE IF EXISTS one_time_kem_prekeys",
   `CREATE TABLE IF NOT EXISTS groups (
      name TEXT PRIMARY KEY,
      epoch INTEGER NOT NULL,
@@ -222,7 +204,8 @@ const SCHEMA = [
      PRIMARY KEY (username, device)
    )`,
   // Token buckets that must outlive the object (SECURITY.md L4, L16; ratelimit.ts BucketStore):
-  // `kind` 'identity' (key: the identity key, its frame bucket, PROTOCOL.md §7.2) or 'opk'
+  // `kind` 'identity' (key: the identity key, its frame bucket, PROTOCOL.md §7.2); rows of kind
+  // 'opk' that hubs stored before the key directory became its own object purge as they refill.
   // (key: owner username, newline, requester identity key; the one-time prekey quota, §7.4).
   // A row is garbage once it has refilled (`full_at`); the alarm deletes those.
   `CREATE TABLE IF NOT EXISTS rate_buckets (
@@ -536,136 +519,6 @@ export class Store {
       list.version,
       JSON.stringify(list),
     );
-  }
-
-  /** A device took the identity over: the one-time prekeys it cannot open must not be handed out. */
-  deleteOneTimePrekeys(username: string): void {
-    this.sql.exec("DELETE FROM one_time_prekeys WHERE username = ?", username);
-  }
-
-  countOneTimePrekeys(username: string): number {
-    return num(
-      this.sql.exec("SELECT COUNT(*) AS n FROM one_time_prekeys WHERE username = ?", username).one()
-        .n,
-    );
-  }
-
-  /** Store new one-time prekeys; an id the owner reuses replaces its earlier key. */
-  putOneTimePrekeys(username: string, keys: readonly OneTimePrekey[]): void {
-    for (const k of keys) {
-      this.sql.exec(
-        `INSERT INTO one_time_prekeys (username, id, key) VALUES (?, ?, ?)
-         ON CONFLICT (username, id) DO UPDATE SET key = excluded.key`,
-        username,
-        k.id,
-        k.key,
-      );
-    }
-  }
-
-  countNewOneTimePrekeyIds(username: string, keys: readonly OneTimePrekey[]): number {
-    const ids = JSON.stringify(keys.map((k) => k.id));
-    const existing = num(
-      this.sql
-        .exec(
-          "SELECT COUNT(*) AS n FROM one_time_prekeys WHERE username = ? AND id IN (SELECT value FROM json_each(?))",
-          username,
-          ids,
-        )
-        .one().n,
-    );
-    return keys.length - existing;
-  }
-
-  /** Hand out the oldest one-time prekey and delete it in the same statement: at most once. */
-  takeOneTimePrekey(username: string): OneTimePrekey | null {
-    const r = this.sql
-      .exec(
-        `DELETE FROM one_time_prekeys WHERE seq =
-           (SELECT seq FROM one_time_prekeys WHERE username = ? ORDER BY seq LIMIT 1)
-         RETURNING id, key`,
-        username,
-      )
-      .toArray()[0];
-    return r === undefined ? null : { id: num(r.id), key: str(r.key) };
-  }
-
-  // -- post-quantum prekeys (PROTOCOL.md §8.3.5) ---------------------------------------------
-
-  /** Replace (or, with null, drop) the PQ half of the user's signed prekey. */
-  setPqPrekey(username: string, pq: PqPrekey | null): void {
-    if (pq === null) {
-      this.sql.exec("DELETE FROM pq_prekeys WHERE username = ?", username);
-      return;
-    }
-    this.sql.exec(
-      `INSERT INTO pq_prekeys (username, spk_id, data) VALUES (?, ?, ?)
-       ON CONFLICT (username) DO UPDATE SET spk_id = excluded.spk_id, data = excluded.data`,
-      username,
-      pq.spkId,
-      JSON.stringify(pq),
-    );
-  }
-
-  /** The PQ prekey stored for signed prekey `spkId`, or null (none, or for another SPK). */
-  getPqPrekey(username: string, spkId: number): PqPrekey | null {
-    const r = this.sql
-      .exec("SELECT spk_id, data FROM pq_prekeys WHERE username = ?", username)
-      .toArray()[0];
-    if (r === undefined || num(r.spk_id) !== spkId) return null;
-    return JSON.parse(str(r.data)) as PqPrekey;
-  }
-
-  deleteOneTimeKemPrekeys(username: string): void {
-    this.sql.exec("DELETE FROM one_time_kem_prekeys WHERE username = ?", username);
-  }
-
-  countOneTimeKemPrekeys(username: string): number {
-    return num(
-      this.sql
-        .exec("SELECT COUNT(*) AS n FROM one_time_kem_prekeys WHERE username = ?", username)
-        .one().n,
-    );
-  }
-
-  countNewOneTimeKemPrekeyIds(username: string, keys: readonly OneTimeKemPrekey[]): number {
-    const existing = num(
-      this.sql
-        .exec(
-          "SELECT COUNT(*) AS n FROM one_time_kem_prekeys WHERE username = ? AND id IN (SELECT value FROM json_each(?))",
-          username,
-          JSON.stringify(keys.map((k) => k.id)),
-        )
-        .one().n,
-    );
-    return keys.length - existing;
-  }
-
-  /** Store new one-time KEM prekeys; an id the owner reuses replaces its earlier key. */
-  putOneTimeKemPrekeys(username: string, keys: readonly OneTimeKemPrekey[]): void {
-    for (const k of keys) {
-      this.sql.exec(
-        `INSERT INTO one_time_kem_prekeys (username, id, key, sig) VALUES (?, ?, ?, ?)
-         ON CONFLICT (username, id) DO UPDATE SET key = excluded.key, sig = excluded.sig`,
-        username,
-        k.id,
-        k.key,
-        k.sig,
-      );
-    }
-  }
-
-  /** Hand out the oldest one-time KEM prekey and delete it in the same statement: at most once. */
-  takeOneTimeKemPrekey(username: string): OneTimeKemPrekey | null {
-    const r = this.sql
-      .exec(
-        `DELETE FROM one_time_kem_prekeys WHERE seq =
-           (SELECT seq FROM one_time_kem_prekeys WHERE username = ? ORDER BY seq LIMIT 1)
-         RETURNING id, key, sig`,
-        username,
-      )
-      .toArray()[0];
-    return r === undefined ? null : { id: num(r.id), key: str(r.key), sig: str(r.sig) };
   }
 
   // -- groups ---------------------------------------------------------------------------------
@@ -1517,15 +1370,13 @@ export class Store {
   }
 
   /**
-   * Give an idle username to a new identity (PROTOCOL.md §4.3): the old identity's one-time
-   * prekeys go (they were signed by nobody but handed out for it), the row takes the new keys.
-   * Group memberships are the caller's business (they need pushes).
+   * Give an idle username to a new identity (PROTOCOL.md §4.3): the row takes the new keys. The
+   * old identity's one-time prekeys are the directory object's to drop (key-directory.ts: keys
+   * are held for the owner that uploaded them); group memberships are the caller's business.
    */
   reclaimUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
-    this.deleteOneTimePrekeys(username);
     // The old identity's device list is signed by a key the name no longer has (§4.6).
     this.sql.exec("DELETE FROM device_lists WHERE username = ?", username);
-    this.deleteOneTimeKemPrekeys(username);
     this.sql.exec(
       `UPDATE users SET identity_key = ?, spk_id = ?, spk_key = ?, spk_sig = ?, created_at = ?,
        seen_at = ? WHERE username = ?`,
@@ -1741,7 +1592,7 @@ export class Store {
 
   // -- rate buckets that survive the object (SECURITY.md L4, L16) -----------------------------
 
-  loadBucket(kind: "identity" | "opk", key: string): { tokens: number; at: number } | null {
+  loadBucket(kind: "identity", key: string): { tokens: number; at: number } | null {
     const r = this.sql
       .exec("SELECT tokens, at FROM rate_buckets WHERE kind = ? AND key = ?", kind, key)
       .toArray()[0];
@@ -1749,7 +1600,7 @@ export class Store {
   }
 
   saveBucket(
-    kind: "identity" | "opk",
+    kind: "identity",
     key: string,
     b: { tokens: number; at: number },
     fullAt: number,

@@ -7,6 +7,16 @@
 import { env, runInDurableObject } from "cloudflare:test";
 
 export const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
+/** The hub's key directory object (worker/directory.ts). */
+export const directoryFor = (hub: string) =>
+  env.DIRECTORY.get(env.DIRECTORY.idFromName(`${hub}/dir`));
+
+/** A `SELECT COUNT(*) AS n` over the hub's directory object's storage. */
+export function countInDirectory(hub: string, sql: string): Promise<number> {
+  return runInDurableObject(directoryFor(hub), (_i, state) =>
+    Number(state.storage.sql.exec(sql).one().n),
+  );
+}
 
 const COPIES = `SELECT g.mid AS mid, g.sender AS sender, r.username AS recipient
   FROM group_log g JOIN roster_members r ON r.roster = g.roster
