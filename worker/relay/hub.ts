@@ -135,6 +135,13 @@ export class Hub {
   readonly deliveries: Deliveries;
   /** Bounded join/leave pushes per group (group-push.ts, PROTOCOL.md §7.5). */
   readonly #membership = new MembershipPushes();
+  /**
+   * Joins and leaf refills of a group whose signatures are still being checked (an await that
+   * lets other frames in). A commit for that group waits for them, so the group sees its frames
+   * in the order they arrived: a member's rejoin (leave, then join) is not overtaken by another
+   * member's commit of the leave, which would make the join a stranger's (PROTOCOL.md §9.4).
+   */
+  readonly #checking = new Map<string, Set<Promise<void>>>();
   /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
   readonly pushes: Pushes;
 
@@ -417,10 +424,14 @@ export class Hub {
         this.#ack(s, a, frame);
         return;
       case "join":
-        if (await this.#leavesValid(s, a, frame)) this.#join(s, a, frame, now);
+        await this.#inOrder(frame.group, async () => {
+          if (await this.#leavesValid(s, a, frame)) this.#join(s, a, frame, now);
+        });
         return;
       case "leaf":
-        if (await this.#leavesValid(s, a, frame)) this.#leaf(s, a, frame, now);
+        await this.#inOrder(frame.group, async () => {
+          if (await this.#leavesValid(s, a, frame)) this.#leaf(s, a, frame, now);
+        });
         return;
       case "leave":
         this.#leave(s, a, frame, now);
@@ -428,9 +439,12 @@ export class Hub {
       case "remove":
         await this.#remove(s, a, frame, now);
         return;
-      case "commit":
+      case "commit": {
+        const pending = this.#checking.get(frame.group);
+        if (pending !== undefined) await Promise.allSettled([...pending]);
         this.#commit(s, a, frame, now);
         return;
+      }
       case "group_send":
         this.#groupSend(s, a, frame, now);
         return;
@@ -1069,6 +1083,23 @@ export class Hub {
    * Leaf keys must be signed by the sender's identity for this hub and group (§9.3): one bad
    * key in a roster would make every honest committer refuse to commit.
    */
+  /** Run `step` (a join or leaf refill of `group`) as one a commit of the group waits for. */
+  async #inOrder(group: string, step: () => Promise<void>): Promise<void> {
+    let set = this.#checking.get(group);
+    if (set === undefined) {
+      set = new Set();
+      this.#checking.set(group, set);
+    }
+    const p = step();
+    set.add(p);
+    try {
+      await p;
+    } finally {
+      set.delete(p);
+      if (set.size === 0) this.#checking.delete(group);
+    }
+  }
+
   async #leavesValid(
     s: Session,
     a: AuthedAttachment,
