@@ -9,9 +9,6 @@ import {
   DeviceList,
   LEAF_QUEUE,
   type Leaf,
-  type OneTimeKemPrekey,
-  type OneTimePrekey,
-  type PqPrekey,
   type PresenceScope,
   type SignedPrekey,
 } from "../../shared/protocol";
