@@ -111,14 +111,25 @@ export async function comparePair(
   name: string,
   a: (i: number) => unknown,
   b: (i: number) => unknown,
-  options: { slices?: number; sliceMs?: number; warmup?: number } = {},
+  options: { slices?: number; sliceMs?: number; warmup?: number; warmupMs?: number } = {},
 ): Promise<PairResult> {
   const slices = options.slices ?? envNum("BENCH_SLICES", 8);
   const sliceMs = options.sliceMs ?? envNum("BENCH_SLICE_MS", 150);
   const warmup = options.warmup ?? 3;
-  for (let i = 0; i < warmup; i++) {
+  // Both sides run untimed, alternately, for at least `warmupMs` each before the measured
+  // slices: V8 compiles hot JavaScript and WebAssembly in tiers (baseline first, optimised
+  // after many calls), so a few calls leave a JS side in its baseline tiers for the first
+  // slices while a native baseline (libsignal's Rust) is compiled ahead of time. What is
+  // compared is each side's steady state; the same warm-up is given to both.
+  const warmupMs = options.warmupMs ?? envNum("BENCH_WARMUP_MS", 400);
+  const spent = { a: 0, b: 0 };
+  for (let i = 0; i < warmup || spent.a < warmupMs || spent.b < warmupMs; i++) {
+    let t = performance.now();
     await a(i);
+    spent.a += performance.now() - t;
+    t = performance.now();
     await b(i);
+    spent.b += performance.now() - t;
   }
   const acc = { a: { n: 0, ms: 0 }, b: { n: 0, ms: 0 } };
   const run = async (fn: (i: number) => unknown, slot: { n: number; ms: number }) => {

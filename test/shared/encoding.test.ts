@@ -9,6 +9,29 @@ describe("base64url", () => {
     expect(() => fromB64u("AA")).not.toThrow();
     expect(() => fromB64u("AB")).toThrow(); // non-zero trailing bits
   });
+  it("encodes every size and offset as RFC 4648 §5 does, across the native-encoder threshold", () => {
+    // A bit-by-bit reference, independent of the encoder's table, native and btoa paths.
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const reference = (b: Uint8Array): string => {
+      let bits = "";
+      for (const x of b) bits += x.toString(2).padStart(8, "0");
+      let out = "";
+      for (let i = 0; i < bits.length; i += 6)
+        out += alphabet[parseInt(bits.slice(i, i + 6).padEnd(6, "0"), 2)];
+      return out;
+    };
+    const backing = new Uint8Array(2100);
+    for (let i = 0; i < backing.length; i++) backing[i] = (i * 151 + 7) & 0xff;
+    for (const size of [0, 1, 2, 3, 1022, 1023, 1024, 1025, 1026, 1088, 1184, 2048]) {
+      for (const offset of [0, 1, 5]) {
+        // A view into a larger buffer: an encoder must read only the view's bytes.
+        const view = backing.subarray(offset, offset + size);
+        const text = toB64u(view);
+        expect(text).toBe(reference(view));
+        expect(fromB64u(text)).toEqual(view);
+      }
+    }
+  });
   it("lp is unambiguous", () => {
     expect(toB64u(lp("ab", "c"))).not.toEqual(toB64u(lp("a", "bc")));
   });
