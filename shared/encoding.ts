@@ -78,15 +78,35 @@ export class EncodingError extends TypeError {
   override name = "EncodingError";
 }
 
+/** The 6-bit value of a base64url character code, or -1. */
+function sextet(c: number): number {
+  return c < 128 ? (DECODE[c] as number) : -1;
+}
+
 /** Strict decoder: rejects padding, non-alphabet characters and non-canonical trailing bits. */
 export function fromB64u(s: string): Uint8Array {
   const len = s.length;
   if (len % 4 === 1) throw new EncodingError("invalid base64url");
   const out = new Uint8Array(Math.floor((len * 3) / 4));
   let o = 0;
+  // Whole groups of 4 characters → 3 bytes (an ML-KEM key is ~1,600 characters: this loop is
+  // ~3× faster than the bit accumulator below, which finishes the last partial group).
+  const whole = len - (len % 4);
+  let i = 0;
+  for (; i < whole; i += 4) {
+    const a = sextet(s.charCodeAt(i));
+    const b = sextet(s.charCodeAt(i + 1));
+    const c = sextet(s.charCodeAt(i + 2));
+    const d = sextet(s.charCodeAt(i + 3));
+    if ((a | b | c | d) < 0) throw new EncodingError("invalid base64url");
+    const n = (a << 18) | (b << 12) | (c << 6) | d;
+    out[o++] = n >> 16;
+    out[o++] = (n >> 8) & 0xff;
+    out[o++] = n & 0xff;
+  }
   let acc = 0;
   let bits = 0;
-  for (let i = 0; i < len; i++) {
+  for (; i < len; i++) {
     const c = s.charCodeAt(i);
     const v = c < 128 ? (DECODE[c] as number) : -1;
     if (v < 0) throw new EncodingError("invalid base64url");

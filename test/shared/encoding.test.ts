@@ -8,6 +8,18 @@ describe("base64url", () => {
     expect(() => fromB64u("AB=")).toThrow();
     expect(() => fromB64u("AA")).not.toThrow();
     expect(() => fromB64u("AB")).toThrow(); // non-zero trailing bits
+    // Outside the alphabet, in a whole 4-character group or in the final partial one.
+    for (const bad of [
+      "AAA=",
+      "AA+A",
+      "A/AA",
+      "AAAA\u0100AAA",
+      "AAAA AA",
+      "AAAAAA=",
+      "AAAA\u0041\u0300",
+    ])
+      expect(() => fromB64u(bad), bad).toThrow();
+    expect(fromB64u("AAEC_-8")).toEqual(new Uint8Array([0, 1, 2, 255, 239]));
   });
   it("encodes every size and offset as RFC 4648 §5 does, across the native-encoder threshold", () => {
     // A bit-by-bit reference, independent of the encoder's table, native and btoa paths.
