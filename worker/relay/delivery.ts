@@ -30,6 +30,7 @@
  */
 import { LIMITS } from "../../shared/protocol";
 import { addressOf, MAX_ACKED_AHEAD } from "./attachment";
+import type { MailboxKind } from "./mailbox";
 import { deliverFrame, type MailboxRow, windowRoom } from "./mailbox";
 import type { InflightItem, Session, SessionRegistry } from "./session";
 import type { GroupLogRow, Store } from "./store";
@@ -218,7 +219,7 @@ export class Deliveries {
     const items: InflightItem[] = [
       ...this.#d.store
         .itemsThrough(username, s.sent, now, window)
-        .map((r) => ({ mid: r.mid, group: false, sender: r.sender })),
+        .map((r) => ({ mid: r.mid, group: false, sender: r.sender, kind: r.kind })),
       ...this.#d.store
         .groupItemsFor(username, st.through, s.sent, now, window + ahead.size)
         .map((r) => ({ mid: r.mid, group: true, sender: r.sender })),
@@ -283,7 +284,7 @@ export class Deliveries {
       if (g === undefined || (r !== undefined && r.mid < g.mid)) {
         const row = r as MailboxRow;
         i++;
-        item = { mid: row.mid, group: false, sender: row.sender };
+        item = { mid: row.mid, group: false, sender: row.sender, kind: row.kind };
         text = JSON.stringify(deliverFrame(row));
       } else {
         j++;
@@ -352,19 +353,27 @@ export class Deliveries {
   }
 
   /**
-   * Acknowledged mids on `s` (PROTOCOL.md §7.3). Mailbox rows are deleted at once (only the
-   * user's own match); group messages in flight move the user's cursor in memory.
+   * Acknowledged mids on `s` (PROTOCOL.md §7.3). A mailbox row sent on this connection stops
+   * counting at once and is deleted by the next flush (store.ackLater): a write per flush, not per
+   * acknowledgement. An id this connection did not send is left to storage, at once. Group
+   * messages in flight move the user's cursor in memory.
    */
   ack(s: Session, mids: readonly number[]): AckOutcome {
     const a = s.authed;
     if (a === null) return { rows: [], any: false };
     const inflight = this.#load(s, addressOf(a));
     const rowMids: number[] = [];
+    const later: Array<{ mid: number; sender: string; kind: MailboxKind }> = [];
     let groupAcked = false;
     for (const mid of mids) {
       const it = inflight.get(mid);
+      if (it !== undefined && !it.group && it.kind !== undefined) {
+        inflight.delete(mid);
+        later.push({ mid, sender: it.sender, kind: it.kind });
+        continue;
+      }
       if (it === undefined || !it.group) {
-        // A mailbox row in flight, or an id this connection did not send: storage decides.
+        // An id this connection did not send (or of unknown kind): storage decides.
         if (it !== undefined) inflight.delete(mid);
         rowMids.push(mid);
         continue;
@@ -376,6 +385,10 @@ export class Deliveries {
       groupAcked = true;
     }
     const rows = rowMids.length > 0 ? this.#d.store.ack(addressOf(a), rowMids) : [];
+    if (later.length > 0) {
+      rows.push(...this.#d.store.ackLater(addressOf(a), later));
+      this.#schedule();
+    }
     if (groupAcked) {
       this.#advance(s, addressOf(a), inflight);
       // What the cursor could not pass stays remembered, within a bound: a client that never
@@ -468,6 +481,7 @@ export class Deliveries {
         if (st !== undefined) cursors.push([u, st.through]);
       }
       this.#dirtyThrough.clear();
+      store.flushAcked();
       store.saveGroupThroughs(cursors);
       store.deleteGroupMessages(this.#done);
       this.#done = [];

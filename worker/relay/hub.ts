@@ -1081,7 +1081,16 @@ export class Hub {
       ts: now,
       item,
     };
-    this.deliveries.offer(to, { mid, group: false, sender: from.username }, JSON.stringify(frame));
+    this.deliveries.offer(
+      to,
+      {
+        mid,
+        group: false,
+        sender: from.username,
+        kind: item.kind === "commit" ? "commit" : "direct",
+      },
+      JSON.stringify(frame),
+    );
   }
 
   #enqueue(

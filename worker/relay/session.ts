@@ -6,8 +6,10 @@
  * every state change so it survives hibernation. Counters and rate buckets are memory-only: an
  * object hibernates only after seconds without any event, by which time a bucket has refilled.
  */
+
 import { LIMITS, type ServerFrame } from "../../shared/protocol";
 import { type Attachment, type AuthedAttachment, addressOf } from "./attachment";
+import type { MailboxKind } from "./mailbox";
 import { type Bucket, newBucket, take } from "./ratelimit";
 
 /** One delivery sent on a connection and not yet acknowledged. */
@@ -16,6 +18,8 @@ export interface InflightItem {
   /** A group-log message (acknowledged through the user's cursor), else a mailbox row. */
   group: boolean;
   sender: string;
+  /** A mailbox row's kind: what its acknowledgement frees and whether it earns a receipt. */
+  kind?: MailboxKind;
 }
 
 export const CONNECTION_BUCKET = { ratePerSec: LIMITS.connRatePerSec, burst: LIMITS.connBurst };

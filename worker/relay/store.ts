@@ -359,6 +359,15 @@ export class Store {
    * drop the entry. Bounded: at most CACHE_MAX entries each, oldest dropped first.
    */
   readonly #users = new Map<string, UserRow | null>();
+  /**
+   * Mailbox rows acknowledged and not yet deleted (ackLater), by mid, with the same per
+   * recipient: they no longer count toward any bound (the mirrors above already dropped them, and
+   * every count read from SQL discounts or first deletes them) and are never read back for
+   * delivery. The flush deletes them within FLUSH_DELAY_MS; if the object dies first they are
+   * still stored, counted and delivered again after the restart, which clients dedupe (§7.3).
+   */
+  readonly #acked = new Map<number, string>();
+  readonly #ackedBy = new Map<string, Set<number>>();
   readonly #contacts = new Map<string, "accepted" | "blocked" | null>();
 
   /** Only `exec` is used: the Node tests' SQLite (test/support/node-sql.ts) provides just that. */
@@ -373,6 +382,8 @@ export class Store {
     this.#logBySender = null;
     this.#users.clear();
     this.#contacts.clear();
+    this.#acked.clear();
+    this.#ackedBy.clear();
     for (const stmt of SCHEMA) this.sql.exec(stmt);
     // Start the mid counter above every mid ever handed out: the AUTOINCREMENT high-water mark
     // of the mailbox (which includes deleted rows), or at least its largest stored mid.
@@ -832,6 +843,8 @@ export class Store {
     let t = this.#senders.get(sender);
     if (t !== undefined) return t;
     t = { shares: new Map(), direct: 0 };
+    // Counted from the rows: rows waiting for the flush must not be among them.
+    this.flushAcked();
     for (const r of this.sql.exec(
       `SELECT recipient, COUNT(*) AS n FROM mailbox
        WHERE sender = ? AND kind = 'direct' GROUP BY recipient`,
@@ -883,23 +896,97 @@ export class Store {
       "SELECT recipient, n FROM mailbox_counts WHERE recipient IN (SELECT value FROM json_each(?))",
       JSON.stringify(recipients),
     )) {
-      out.set(str(r.recipient), num(r.n));
+      const to = str(r.recipient);
+      out.set(to, num(r.n) - (this.#ackedBy.get(to)?.size ?? 0));
     }
     return out;
   }
 
-  #uncount(recipients: readonly string[]): void {
+  #uncount(recipients: readonly string[], mirrored = false): void {
     const per = new Map<string, number>();
     for (const r of recipients) per.set(r, (per.get(r) ?? 0) + 1);
     for (const [recipient, k] of per) {
-      if (this.#counts !== null) {
-        const left = (this.#counts.get(recipient) ?? 0) - k;
-        if (left > 0) this.#counts.set(recipient, left);
-        else this.#counts.delete(recipient);
-      }
+      if (!mirrored) this.#uncountMirror(recipient, k);
       this.sql.exec("UPDATE mailbox_counts SET n = n - ? WHERE recipient = ?", k, recipient);
       this.sql.exec("DELETE FROM mailbox_counts WHERE recipient = ? AND n <= 0", recipient);
     }
+  }
+
+  #uncountMirror(recipient: string, k: number): void {
+    if (this.#counts === null) return;
+    const left = (this.#counts.get(recipient) ?? 0) - k;
+    if (left > 0) this.#counts.set(recipient, left);
+    else this.#counts.delete(recipient);
+  }
+
+  /** Direct items of `sender` for `recipient` went: its share and total, if loaded (#senders). */
+  #unshare(sender: string, recipient: string): void {
+    const t = this.#senders.get(sender);
+    if (t === undefined) return;
+    const left = (t.shares.get(recipient) ?? 0) - 1;
+    if (left > 0) t.shares.set(recipient, left);
+    else t.shares.delete(recipient);
+    t.direct = Math.max(0, t.direct - 1);
+  }
+
+  /**
+   * Acknowledge rows the caller knows to be `recipient`'s (sent on its connection, with their
+   * sender and kind): they stop counting now and are deleted by flushAcked. Returns those not
+   * already acknowledged.
+   */
+  ackLater(
+    recipient: string,
+    rows: ReadonlyArray<{ mid: number; sender: string; kind: MailboxKind }>,
+  ): Array<{ mid: number; sender: string; kind: MailboxKind }> {
+    const out: Array<{ mid: number; sender: string; kind: MailboxKind }> = [];
+    const fresh = rows.filter((r) => !this.#acked.has(r.mid));
+    if (fresh.length === 0) return out;
+    // Only rows still stored (one read, no write): a row sent and then purged at its expiry
+    // before the acknowledgement came is gone, and counted out already.
+    const stored = new Set(
+      this.sql
+        .exec(
+          "SELECT mid FROM mailbox WHERE recipient = ? AND mid IN (SELECT value FROM json_each(?))",
+          recipient,
+          JSON.stringify(fresh.map((r) => r.mid)),
+        )
+        .toArray()
+        .map((r) => num(r.mid)),
+    );
+    let mine = this.#ackedBy.get(recipient);
+    for (const r of fresh) {
+      if (!stored.has(r.mid)) continue;
+      this.#acked.set(r.mid, recipient);
+      if (mine === undefined) {
+        mine = new Set();
+        this.#ackedBy.set(recipient, mine);
+      }
+      mine.add(r.mid);
+      this.#uncountMirror(recipient, 1);
+      if (r.kind === "direct") this.#unshare(r.sender, recipient);
+      out.push(r);
+    }
+    return out;
+  }
+
+  /** Delete the rows ackLater took (one write for all of them); their mirrors moved already. */
+  flushAcked(): void {
+    if (this.#acked.size === 0) return;
+    const mids = [...this.#acked.keys()];
+    this.#acked.clear();
+    this.#ackedBy.clear();
+    const rows = this.sql
+      .exec(
+        `DELETE FROM mailbox WHERE mid IN (SELECT value FROM json_each(?))
+         RETURNING recipient, payload`,
+        JSON.stringify(mids),
+      )
+      .toArray();
+    this.#uncount(
+      rows.map((r) => str(r.recipient)),
+      true,
+    );
+    this.gcPayloads(rows.map((r) => num(r.payload)));
   }
 
   /**
@@ -910,7 +997,7 @@ export class Store {
     const r = this.sql
       .exec("SELECT n FROM mailbox_counts WHERE recipient = ?", recipient)
       .toArray()[0];
-    return r === undefined ? 0 : num(r.n);
+    return (r === undefined ? 0 : num(r.n)) - (this.#ackedBy.get(recipient)?.size ?? 0);
   }
 
   /** The `mailbox_counts` mirror, read from storage on first use. */
@@ -918,7 +1005,9 @@ export class Store {
     if (this.#counts === null) {
       this.#counts = new Map();
       for (const r of this.sql.exec("SELECT recipient, n FROM mailbox_counts WHERE n > 0")) {
-        this.#counts.set(str(r.recipient), num(r.n));
+        const to = str(r.recipient);
+        const n = num(r.n) - (this.#ackedBy.get(to)?.size ?? 0);
+        if (n > 0) this.#counts.set(to, n);
       }
     }
     return this.#counts;
@@ -926,6 +1015,12 @@ export class Store {
 
   /** The next items for `recipient` after `cursor`, oldest first. */
   itemsAfter(recipient: string, cursor: number, now: number, limit: number): MailboxRow[] {
+    const acked = this.#ackedBy.get(recipient);
+    const rows = this.#itemsAfter(recipient, cursor, now, limit + (acked?.size ?? 0));
+    return (acked === undefined ? rows : rows.filter((r) => !acked.has(r.mid))).slice(0, limit);
+  }
+
+  #itemsAfter(recipient: string, cursor: number, now: number, limit: number): MailboxRow[] {
     return this.sql
       .exec(
         `SELECT m.mid, m.sender, m.sender_key, m.ts, m.kind, m.grp, m.epoch, m.wrap, p.data
@@ -956,32 +1051,26 @@ export class Store {
     recipient: string,
     mids: readonly number[],
   ): Array<{ mid: number; sender: string; kind: MailboxKind }> {
+    // Rows ackLater took are acknowledged already: they are the flush's to delete.
+    const fresh = mids.filter((m) => !this.#acked.has(m));
+    if (fresh.length === 0) return [];
     const rows = this.sql
       .exec(
         `DELETE FROM mailbox WHERE recipient = ? AND mid IN (SELECT value FROM json_each(?))
          RETURNING mid, sender, kind, payload`,
         recipient,
-        JSON.stringify(mids),
+        JSON.stringify(fresh),
       )
       .toArray();
     this.#uncount(rows.map(() => recipient));
     this.gcPayloads(rows.map((r) => num(r.payload)));
-    for (const r of rows) {
-      const sender = str(r.sender);
-      const t = this.#senders.get(sender);
-      if (t === undefined) continue;
-      if (r.kind === "direct") {
-        const left = (t.shares.get(recipient) ?? 0) - 1;
-        if (left > 0) t.shares.set(recipient, left);
-        else t.shares.delete(recipient);
-        t.direct = Math.max(0, t.direct - 1);
-      }
-    }
+    for (const r of rows) if (r.kind === "direct") this.#unshare(str(r.sender), recipient);
     return rows.map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }));
   }
 
   /** Drop expired items (PROTOCOL.md §7.3: TTL); returns how many went. */
   purgeExpired(now: number): number {
+    this.flushAcked();
     const rows = this.sql
       .exec("DELETE FROM mailbox WHERE expires_at <= ? RETURNING recipient, payload", now)
       .toArray();
@@ -1008,6 +1097,7 @@ export class Store {
     now: number,
     limit: number,
   ): Array<{ mid: number; sender: string; kind: MailboxKind }> {
+    const acked = this.#ackedBy.get(recipient);
     return this.sql
       .exec(
         `SELECT mid, sender, kind FROM mailbox WHERE recipient = ? AND mid <= ? AND expires_at > ?
@@ -1015,10 +1105,12 @@ export class Store {
         recipient,
         cursor,
         now,
-        limit,
+        limit + (acked?.size ?? 0),
       )
       .toArray()
-      .map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }));
+      .map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }))
+      .filter((r) => acked === undefined || !acked.has(r.mid))
+      .slice(0, limit);
   }
 
   // -- group log (PROTOCOL.md §7.3, "Group messages") -----------------------------------------
@@ -1291,6 +1383,8 @@ export class Store {
    * log's, counted in memory: #logCounts).
    */
   senderHoldings(sender: string, recipients: readonly string[]): SenderHoldings {
+    // The reference counts rows as stored: rows waiting for the flush go first.
+    this.flushAcked();
     const perRecipient = new Map<string, number>();
     for (const r of this.sql.exec(
       `SELECT recipient, COUNT(*) AS n FROM mailbox
@@ -1317,6 +1411,8 @@ export class Store {
    * covering `mailbox_sender` index.
    */
   commitHoldings(sender: string, recipients: readonly string[]): CommitHoldings {
+    // Counted from the rows: rows waiting for the flush go first (a commit writes anyway).
+    this.flushAcked();
     const perRecipient = new Map<string, number>();
     for (const r of this.sql.exec(
       `SELECT recipient, COUNT(*) AS n FROM mailbox
@@ -1745,6 +1841,9 @@ export class Store {
    * message requests (§7.3.1). One pass over the recipient's rows, grouped by sender first.
    */
   countRequests(recipient: string): number {
+    // Counted from the rows themselves: rows waiting for the flush go first (rare: only at the
+    // edge of a stranger's share).
+    this.flushAcked();
     return num(
       this.sql
         .exec(
