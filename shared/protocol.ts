@@ -185,6 +185,12 @@ export const LIMITS = {
   maxRemovedDevices: 32,
   /** Longest device name in a device list, in UTF-16 code units (§4.6). */
   maxDeviceNameLength: 64,
+  /** How long the relay keeps a link offer waiting for its answer (§4.8). */
+  linkTtlSec: 10 * 60,
+  /** Largest sealed link transfer (`LinkAnswer.ciphertext`), in base64url characters (§4.8). */
+  maxLinkTransferChars: 256 * 1024,
+  /** Contacts one link transfer may carry (§4.8). */
+  maxLinkContacts: 2000,
 } as const;
 
 /** Error codes with their fixed wire text: text never carries internal detail (PROTOCOL.md §6). */
@@ -227,6 +233,8 @@ export const ERRORS = {
   unknown_device: "That user has no such device.",
   device_removed: "This device was removed from its identity's device list.",
   current_device_only: "Only the identity's current device may send this frame.",
+  unknown_link: "No device is waiting to be linked under that code.",
+  link_taken: "That link code is already in use; make a new one.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
@@ -427,6 +435,42 @@ export const DeviceList = v.strictObject({
   sig: Signature,
 });
 export type DeviceList = v.InferOutput<typeof DeviceList>;
+
+/** Link codes (§4.8): 8 Crockford base32 characters name the rendezvous, 12 are the secret. */
+export const LINK_RENDEZVOUS_CHARS = 8;
+export const LINK_SECRET_CHARS = 12;
+/** X-Wing public key (§3.13): the new device's one-time link key. */
+export const LINK_KEY_BYTES = 1216;
+/** X-Wing ciphertext (§3.13): the `enc` of a sealed link transfer. */
+export const LINK_ENC_BYTES = 1120;
+export const LINK_MAC_BYTES = 32;
+
+export const Rendezvous = v.pipe(
+  v.string(),
+  v.length(LINK_RENDEZVOUS_CHARS),
+  v.regex(/^[0-9A-HJKMNP-TV-Z]+$/, "not Crockford base32"),
+);
+
+/**
+ * A new device's request to be linked (§4.8.2): its device id and signing key (for the list),
+ * its one-time X-Wing link key, the name it proposes, and a MAC keyed from the link code.
+ */
+export const LinkOffer = v.strictObject({
+  device: b64Bytes(DEVICE_ID_BYTES),
+  deviceKey: PublicKey,
+  linkKey: b64Bytes(LINK_KEY_BYTES),
+  name: DeviceEntry.entries.name,
+  mac: b64Bytes(LINK_MAC_BYTES),
+});
+export type LinkOffer = v.InferOutput<typeof LinkOffer>;
+
+/** The existing device's answer (§4.8.3): the transfer sealed to the link key, MAC'd with the code. */
+export const LinkAnswer = v.strictObject({
+  enc: b64Bytes(LINK_ENC_BYTES),
+  ciphertext: b64Max(LIMITS.maxLinkTransferChars),
+  mac: b64Bytes(LINK_MAC_BYTES),
+});
+export type LinkAnswer = v.InferOutput<typeof LinkAnswer>;
 
 export const PresenceUser = v.strictObject({ username: Name, identityKey: PublicKey });
 export type PresenceUser = v.InferOutput<typeof PresenceUser>;
@@ -701,6 +745,32 @@ export const ContactFrame = v.strictObject({
 });
 export type ContactState = (typeof CONTACT_STATES)[number];
 
+/**
+ * Linking a device (§4.8). `link_offer` is the one frame besides `auth` and `ping` a socket may
+ * send before it authenticates: the new device waits on it for the answer. `link_fetch` and
+ * `link_answer` come from an authenticated device of the identity that links it.
+ */
+export const LinkOfferFrame = v.strictObject({
+  v: V,
+  t: v.literal("link_offer"),
+  id: ClientId,
+  rendezvous: Rendezvous,
+  offer: LinkOffer,
+});
+export const LinkFetchFrame = v.strictObject({
+  v: V,
+  t: v.literal("link_fetch"),
+  id: ClientId,
+  rendezvous: Rendezvous,
+});
+export const LinkAnswerFrame = v.strictObject({
+  v: V,
+  t: v.literal("link_answer"),
+  id: ClientId,
+  rendezvous: Rendezvous,
+  answer: LinkAnswer,
+});
+
 export const PingFrame = v.strictObject({ v: V, t: v.literal("ping") });
 /**
  * The exact text of a keep-alive ping and its answer. The relay answers this byte string without
@@ -728,6 +798,9 @@ export const ClientFrame = v.variant("t", [
   BlobUploadFrame,
   SettingsFrame,
   ContactFrame,
+  LinkOfferFrame,
+  LinkFetchFrame,
+  LinkAnswerFrame,
   PingFrame,
 ]);
 export type ClientFrame = v.InferOutput<typeof ClientFrame>;
@@ -899,6 +972,22 @@ export const DeviceListFrame = v.strictObject({
   list: DeviceList,
 });
 
+/** The offer waiting under a rendezvous, answering `link_fetch` (§4.8.3). */
+export const LinkOfferedFrame = v.strictObject({
+  v: V,
+  t: v.literal("link_offered"),
+  id: ClientId,
+  rendezvous: Rendezvous,
+  offer: LinkOffer,
+});
+/** An answer to the offer this (unauthenticated) socket made (§4.8.3). */
+export const LinkAnsweredFrame = v.strictObject({
+  v: V,
+  t: v.literal("link_answered"),
+  rendezvous: Rendezvous,
+  answer: LinkAnswer,
+});
+
 export const ServerFrame = v.variant("t", [
   HelloFrame,
   WelcomeFrame,
@@ -915,6 +1004,8 @@ export const ServerFrame = v.variant("t", [
   PongFrame,
   BlobTicketFrame,
   DeviceListFrame,
+  LinkOfferedFrame,
+  LinkAnsweredFrame,
 ]);
 export type ServerFrame = v.InferOutput<typeof ServerFrame>;
 export type ServerFrameType = ServerFrame["t"];

@@ -8,23 +8,12 @@
  * whose Encap/Decap are X-Wing's (xwing.ts, on Parley's ML-KEM-768 and X25519). X-Wing's shared
  * secret enters the key schedule as is: it is not a DHKEM, so there is no ExtractAndExpand
  * (draft §6).
- *
- * One exception, for speed: SealBase (hpkeSealXWing, a commit's 1000 wraps) runs RFC 9180 §5.1's
- * key schedule and §5.2's single-shot seal directly on Parley's HKDF and AES-GCM, because the
- * library's generic path costs more than the X-Wing encapsulation itself in Node (~70 µs per seal:
- * three Extracts of the same secret, an exporter secret a one-shot seal never uses, a context
- * object with a mutex, async layers and buffer copies). Same bytes: a test seals the same
- * plaintext with a fixed `eseed` both ways and compares, and every seal is opened by the library.
  */
 import { KemId, type KemInterface, NotSupportedError, XCryptoKey } from "@hpke/common";
 import { CipherSuite } from "@hpke/core";
-import { concatBytes, utf8 } from "../encoding";
-import { aesGcmEncrypt } from "./aead";
 import { assertBytes } from "./bytes";
-import { AES256_KEY_BYTES } from "./constants";
 import { HpkeOpenError, HpkeSealError } from "./errors";
-import { HPKE_AEAD_ID, HPKE_KDF_ID, ParleyAes256Gcm, ParleyHkdfSha256 } from "./hpke";
-import { hkdfSha256Expand, hkdfSha256Extract } from "./kdf";
+import { ParleyAes256Gcm, ParleyHkdfSha256 } from "./hpke";
 import {
   XWING_CIPHERTEXT_BYTES,
   XWING_ESEED_BYTES,
@@ -141,62 +130,7 @@ export function hpkeXWingSuite(): CipherSuite {
   return suite;
 }
 
-// RFC 9180 §5.1 for this suite: suite_id = "HPKE" || I2OSP(kem_id, 2) || I2OSP(kdf_id, 2) ||
-// I2OSP(aead_id, 2), every label prefixed with "HPKE-v1" || suite_id.
-const LABEL_PREFIX = concatBytes(
-  utf8("HPKE-v1"),
-  utf8("HPKE"),
-  new Uint8Array([
-    HPKE_XWING_KEM_ID >> 8,
-    HPKE_XWING_KEM_ID & 0xff,
-    HPKE_KDF_ID >> 8,
-    HPKE_KDF_ID & 0xff,
-    HPKE_AEAD_ID >> 8,
-    HPKE_AEAD_ID & 0xff,
-  ]),
-);
-const EMPTY = new Uint8Array(0);
-const MODE_BASE = 0x00;
-/** AES-256-GCM's Nn (RFC 9180 §7.3). */
-const AEAD_NONCE_BYTES = 12;
-
-/** LabeledExtract(salt, label, ikm) = Extract(salt, "HPKE-v1" || suite_id || label || ikm). */
-function labeledExtract(salt: Uint8Array, label: string, ikm: Uint8Array): Uint8Array {
-  return hkdfSha256Extract(concatBytes(LABEL_PREFIX, utf8(label), ikm), salt);
-}
-
-/** LabeledExpand(prk, label, info, L) = Expand(prk, I2OSP(L, 2) || "HPKE-v1" || suite_id || label || info, L). */
-function labeledExpand(prk: Uint8Array, label: string, info: Uint8Array, n: number): Uint8Array {
-  const info2 = concatBytes(new Uint8Array([n >> 8, n & 0xff]), LABEL_PREFIX, utf8(label), info);
-  return hkdfSha256Expand(prk, info2, n);
-}
-
-/** psk_id_hash of the base mode (empty psk_id): a constant of the suite, computed once. */
-let pskIdHash: Uint8Array | undefined;
-
-/**
- * RFC 9180 §5.1 KeySchedule for mode_base (psk = psk_id = ""): the AEAD key and base nonce. The
- * exporter secret is not derived: a single-shot seal never exports.
- */
-function keyScheduleBase(
-  sharedSecret: Uint8Array,
-  info: Uint8Array,
-): { key: Uint8Array; baseNonce: Uint8Array } {
-  pskIdHash ??= labeledExtract(EMPTY, "psk_id_hash", EMPTY);
-  const infoHash = labeledExtract(EMPTY, "info_hash", info);
-  const context = concatBytes(new Uint8Array([MODE_BASE]), pskIdHash, infoHash);
-  const secret = labeledExtract(sharedSecret, "secret", EMPTY);
-  const key = labeledExpand(secret, "key", context, AES256_KEY_BYTES);
-  const baseNonce = labeledExpand(secret, "base_nonce", context, AEAD_NONCE_BYTES);
-  secret.fill(0);
-  return { key, baseNonce };
-}
-
-/**
- * SealBase to an X-Wing key (RFC 9180 §6.1): `enc` is the 1120-byte X-Wing ciphertext, the
- * ciphertext is AES-256-GCM under the schedule's key with nonce = base_nonce XOR I2OSP(0, 12) =
- * base_nonce (the first and only message of the context).
- */
+/** SealBase to an X-Wing key: `enc` is the 1120-byte X-Wing ciphertext. */
 export async function hpkeSealXWing(
   recipientPublicKey: Uint8Array,
   plaintext: Uint8Array,
@@ -209,13 +143,15 @@ export async function hpkeSealXWing(
   assertBytes("info", info);
   assertBytes("aad", aad);
   if (eseed !== undefined) assertBytes("eseed", eseed, XWING_ESEED_BYTES);
+  const s = hpkeXWingSuite();
   try {
-    const { ciphertext: enc, sharedSecret } = await xwingEncapsulate(recipientPublicKey, eseed);
-    const { key, baseNonce } = keyScheduleBase(sharedSecret, info);
-    sharedSecret.fill(0);
-    const ciphertext = await aesGcmEncrypt(key, baseNonce, plaintext, aad);
-    key.fill(0);
-    return { enc, ciphertext };
+    const pk = await s.kem.deserializePublicKey(recipientPublicKey);
+    const sealed = await s.seal(
+      { recipientPublicKey: pk, info, ...(eseed === undefined ? {} : { ekm: eseed }) },
+      plaintext,
+      aad,
+    );
+    return { enc: new Uint8Array(sealed.enc), ciphertext: new Uint8Array(sealed.ct) };
   } catch (e) {
     throw new HpkeSealError("hpke: X-Wing seal failed", { cause: e });
   }

@@ -15,6 +15,14 @@ import {
 } from "../../shared/protocol";
 
 const KEY = "A".repeat(43); // 32 zero bytes
+const LINK_OFFER = {
+  device: "A".repeat(22),
+  deviceKey: KEY,
+  linkKey: "A".repeat(1622),
+  name: "phone",
+  mac: KEY,
+};
+const LINK_ANSWER = { enc: "A".repeat(1494), ciphertext: "AAAA", mac: KEY };
 const SIG = "A".repeat(86); // 64 zero bytes
 const SPK = { id: 1, key: KEY, sig: SIG };
 const LEAF = { id: 1, key: KEY, epoch: 0, nonce: "A".repeat(22), sig: SIG };
@@ -75,10 +83,15 @@ const validClient: Record<string, Record<string, unknown>> = {
   blob_upload: { v: 1, t: "blob_upload", id: "1", size: 1000 },
   settings: { v: 1, t: "settings", id: "1", presence: "everyone" },
   contact: { v: 1, t: "contact", id: "1", user: "mallory", state: "blocked" },
+  link_offer: { v: 1, t: "link_offer", id: "1", rendezvous: "7K3D9QXA", offer: LINK_OFFER },
+  link_fetch: { v: 1, t: "link_fetch", id: "1", rendezvous: "7K3D9QXA" },
+  link_answer: { v: 1, t: "link_answer", id: "1", rendezvous: "7K3D9QXA", answer: LINK_ANSWER },
   ping: { v: 1, t: "ping" },
 };
 
 const validServer: Record<string, Record<string, unknown>> = {
+  link_offered: { v: 1, t: "link_offered", id: "1", rendezvous: "7K3D9QXA", offer: LINK_OFFER },
+  link_answered: { v: 1, t: "link_answered", rendezvous: "7K3D9QXA", answer: LINK_ANSWER },
   hello: { v: 1, t: "hello", hub: "main", challenge: KEY, time: 1 },
   welcome: {
     v: 1,

@@ -443,7 +443,7 @@ export class NodeRelay {
   /** The operator releases a username: its directory entry and one-time prekeys are deleted. */
   releaseName(username: string): void {
     this.directory.keys.store.wipe(username);
-    this.#state.storage.sql.exec("DELETE FROM users WHERE username = ?", username);
+    this.#life.store.deleteUser(username);
   }
 
   // -- plumbing (called by Conn and RelaySocket) -----------------------------------------------

@@ -3,7 +3,8 @@
  * recipient, per-sender shares and totals; PROTOCOL.md §7.3) against the reference, a recount in
  * SQL (`countMailboxes`, `senderHoldings`), after every step of random sequences of the writes
  * that change them: direct items and commits stored, acknowledged, expired; group messages
- * stored and deleted.
+ * stored and deleted. And the read caches (directory rows, contact decisions) against a fresh
+ * Store's reads after random sequences of the writes that change them.
  */
 import { runInDurableObject } from "cloudflare:test";
 import fc from "fast-check";
@@ -67,7 +68,10 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
                 expect(fast.holdings.perRecipient.get(to) ?? 0).toBe(ref.perRecipient.get(to) ?? 0);
               }
               const counts = store.countMailboxes(USERS);
-              for (const to of USERS) expect(fast.stored.get(to) ?? 0).toBe(counts.get(to) ?? 0);
+              for (const to of USERS) {
+                expect(fast.stored.get(to) ?? 0).toBe(counts.get(to) ?? 0);
+                expect(store.countMailbox(to)).toBe(counts.get(to) ?? 0);
+              }
             }
           };
           check();
@@ -113,6 +117,63 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
             } else {
               store.purgeExpired(now);
               store.purgeExpiredGroupLog(now);
+            }
+            check();
+          }
+        });
+      }),
+      { numRuns: 40 },
+    );
+  });
+});
+
+const userOp = fc.oneof(
+  fc.record({ t: fc.constant("insert" as const), who: user, key: fc.nat(3) }),
+  fc.record({ t: fc.constant("spk" as const), who: user, id: fc.nat(1000) }),
+  fc.record({ t: fc.constant("reclaim" as const), who: user, key: fc.nat(3) }),
+  fc.record({
+    t: fc.constant("contact" as const),
+    owner: user,
+    peer: user,
+    state: fc.constantFrom("accepted" as const, "blocked" as const, null),
+  }),
+  fc.record({ t: fc.constant("forget" as const), who: user }),
+);
+
+describe("relay store: cached directory rows and contact decisions equal storage", () => {
+  it("after every write, for every name and pair", async () => {
+    const hub = freshHub("cache");
+    await runInDurableObject(stubFor(hub), () => {});
+    await fc.assert(
+      fc.asyncProperty(fc.array(userOp, { minLength: 1, maxLength: 30 }), async (ops) => {
+        await runInDurableObject(stubFor(hub), (_i, state) => {
+          const sql = state.storage.sql;
+          for (const t of ["users", "contacts", "device_lists"]) sql.exec(`DELETE FROM ${t}`);
+          const store = new Store(sql);
+          store.migrate([], 1);
+          const spk = (id: number) => ({ id, key: `k${id}`, sig: `s${id}` });
+          const check = () => {
+            // A Store made now has empty caches: every answer comes from storage.
+            const fresh = new Store(sql);
+            for (const a of USERS) {
+              expect(store.getUser(a)).toEqual(fresh.getUser(a));
+              for (const b of USERS)
+                expect(store.contactState(a, b)).toBe(fresh.contactState(a, b));
+            }
+          };
+          check();
+          for (const o of ops) {
+            if (o.t === "insert") {
+              if (store.getUser(o.who) === null)
+                store.insertUser(o.who, `${o.who}-${o.key}`, spk(1), 5);
+            } else if (o.t === "spk") {
+              store.setSignedPrekey(o.who, spk(o.id), 6);
+            } else if (o.t === "reclaim") {
+              store.reclaimUser(o.who, `${o.who}-${o.key}`, spk(2), 7);
+            } else if (o.t === "contact") {
+              store.setContactState(o.owner, o.peer, o.state, 8, 100);
+            } else {
+              store.deleteContacts(o.who);
             }
             check();
           }

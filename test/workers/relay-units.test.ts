@@ -9,6 +9,7 @@ import { checkUpload, prekeysLow } from "../../worker/relay/directory";
 import * as groups from "../../worker/relay/groups";
 import { Hub, MAX_PENDING_SOCKETS } from "../../worker/relay/hub";
 import type { DirectoryGateway } from "../../worker/relay/key-directory";
+import type { LinkStore } from "../../worker/relay/links";
 import { deliverFrame, mailboxHasRoom, parseMids, windowRoom } from "../../worker/relay/mailbox";
 import { BucketMap, fanoutCost, newBucket, take } from "../../worker/relay/ratelimit";
 import { Session, SessionRegistry } from "../../worker/relay/session";
@@ -352,6 +353,7 @@ describe("admission of unauthenticated sockets", () => {
     const hub = new Hub({
       store: {} as Store, // admit never touches storage
       directory: {} as DirectoryGateway, // nor the key directory
+      links: {} as LinkStore, // nor link offers
       sessions,
       now: () => 1,
       wakeAt: () => undefined,

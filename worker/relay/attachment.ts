@@ -4,7 +4,15 @@
  * socket whose attachment does not parse is closed rather than trusted.
  */
 import * as v from "valibot";
-import { Challenge, HubName, LIMITS, Name, PublicKey, parseUnknown } from "../../shared/protocol";
+import {
+  Challenge,
+  HubName,
+  LIMITS,
+  Name,
+  PublicKey,
+  parseUnknown,
+  Rendezvous,
+} from "../../shared/protocol";
 import { AddressBucket } from "./admission";
 
 /**
@@ -43,6 +51,11 @@ export const PendingAttachment = v.strictObject({
    * so sockets accepted before it existed still restore; those count only toward the global bound.
    */
   ip: v.optional(AddressBucket),
+  /**
+   * The link offer this socket waits on (PROTOCOL.md §4.8.3): its rendezvous (the offer is in the
+   * object's storage) and when it expires, which replaces the auth timeout as its deadline.
+   */
+  link: v.optional(v.strictObject({ rendezvous: Rendezvous, expiresAt: Millis })),
 });
 export type PendingAttachment = v.InferOutput<typeof PendingAttachment>;
 

@@ -41,6 +41,7 @@ import { fastClientFrame } from "./fastframe";
 import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
 import { type DirectoryGateway, prekeyOwner } from "./key-directory";
+import type { LinkStore } from "./links";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
 import {
   commitRoom,
@@ -105,6 +106,8 @@ export interface HubDeps {
   presenceDefault?: (hub: string) => PresenceScope;
   /** The hub's key directory object (key-directory.ts): one-time and PQ prekeys, quota. */
   directory: DirectoryGateway;
+  /** Link offers waiting for their answer (links.ts, PROTOCOL.md §4.8.3). */
+  links: LinkStore;
 }
 
 /**
@@ -282,6 +285,8 @@ export class Hub {
 
   /** The socket closed (or errored). */
   closed(s: Session): void {
+    const a = s.att;
+    if (a.state === "pending" && a.link !== undefined) this.#d.links.delete(a.link.rendezvous);
     s.closed = true;
     this.deliveries.closed(s);
     this.#d.sessions.remove(s);
@@ -318,6 +323,7 @@ export class Hub {
     }
     // Snapshots of rosters no stored message refers to any more.
     store.gcRosters();
+    this.#d.links.purge(now);
     let next = store.nextExpiry();
     const earliest = (t: number) => {
       next = next === null ? t : Math.min(next, t);
@@ -329,7 +335,8 @@ export class Hub {
       if (s.closed) continue;
       const a = s.att;
       if (a.state === "pending") {
-        const deadline = a.connectedAt + LIMITS.authTimeoutSec * 1000;
+        // A socket waiting for a link answer (§4.8.3) waits as long as its offer lives.
+        const deadline = a.link?.expiresAt ?? a.connectedAt + LIMITS.authTimeoutSec * 1000;
         if (now >= deadline) s.close(CLOSE.authTimeout, "auth timeout");
         else earliest(deadline);
       } else {
@@ -391,6 +398,10 @@ export class Hub {
     }
     const a = s.att;
     if (a.state === "pending") {
+      if (frame.t === "link_offer") {
+        this.#linkOffer(s, a, frame, now);
+        return;
+      }
       if (frame.t !== "auth") {
         s.send(errorFrame("not_authenticated", "id" in frame ? frame.id : undefined));
         return;
@@ -462,7 +473,81 @@ export class Hub {
       case "contact":
         this.#contact(s, a, frame, now);
         return;
+      case "link_offer":
+        s.send(errorFrame("already_authenticated", frame.id));
+        return;
+      case "link_fetch":
+        this.#linkFetch(s, frame, now);
+        return;
+      case "link_answer":
+        this.#linkAnswer(s, frame, now);
+        return;
     }
+  }
+
+  // -- linking a device (PROTOCOL.md §4.8.3) --------------------------------------------------
+
+  /**
+   * A new device leaves its offer and waits on this socket, which stays unauthenticated (and
+   * counted as such by `admit`) until the offer expires. One offer per socket.
+   */
+  #linkOffer(s: Session, a: PendingAttachment, frame: Frame<"link_offer">, now: number): void {
+    if (a.link !== undefined) {
+      s.send(errorFrame("limit_reached", frame.id));
+      return;
+    }
+    const expiresAt = now + LIMITS.linkTtlSec * 1000;
+    if (!this.#d.links.put(frame.rendezvous, frame.offer, now, expiresAt)) {
+      s.send(errorFrame("link_taken", frame.id));
+      return;
+    }
+    s.save({ ...a, link: { rendezvous: frame.rendezvous, expiresAt } });
+    this.#d.wakeAt(expiresAt);
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+  }
+
+  /** The offer under a rendezvous, for the device that was shown its code. */
+  #linkFetch(s: Session, frame: Frame<"link_fetch">, now: number): void {
+    const offer = this.#d.links.get(frame.rendezvous, now);
+    if (offer === null || this.#linkWaiter(frame.rendezvous) === null) {
+      s.send(errorFrame("unknown_link", frame.id));
+      return;
+    }
+    s.send({
+      v: PROTOCOL_VERSION,
+      t: "link_offered",
+      id: frame.id,
+      rendezvous: frame.rendezvous,
+      offer,
+    });
+  }
+
+  /**
+   * Hand an answer to the waiting socket. The offer stays until that socket authenticates or
+   * closes: an answer the new device refuses (not made with its code) does not end the wait.
+   */
+  #linkAnswer(s: Session, frame: Frame<"link_answer">, now: number): void {
+    const waiter = this.#linkWaiter(frame.rendezvous);
+    if (waiter === null || this.#d.links.get(frame.rendezvous, now) === null) {
+      s.send(errorFrame("unknown_link", frame.id));
+      return;
+    }
+    waiter.send({
+      v: PROTOCOL_VERSION,
+      t: "link_answered",
+      rendezvous: frame.rendezvous,
+      answer: frame.answer,
+    });
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+  }
+
+  /** The live unauthenticated socket waiting under `rendezvous`, if any. */
+  #linkWaiter(rendezvous: string): Session | null {
+    for (const w of this.#d.sessions.all()) {
+      const wa = w.att;
+      if (!w.closed && wa.state === "pending" && wa.link?.rendezvous === rendezvous) return w;
+    }
+    return null;
   }
 
   // -- attachments (PROTOCOL.md §7.10) -------------------------------------------------------
@@ -515,6 +600,8 @@ export class Hub {
     );
     // Everything below is synchronous: no other event can interleave with the name claim.
     if (s.closed) return;
+    // The socket stops waiting for a link answer (§4.8.3) whether or not it authenticates.
+    if (a.link !== undefined) this.#d.links.delete(a.link.rendezvous);
     if (!verified.ok) return this.#authFail(s, verified.code);
     // The PQ prekey belongs to the signed prekey it names (§8.3.5); its signature is the
     // initiator's to check, as the relay could strip or swap it anyway.

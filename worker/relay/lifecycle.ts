@@ -15,6 +15,7 @@ import { addressBucket } from "./admission";
 import { Origin, parseAttachment } from "./attachment";
 import { type BlobGateway, DEFAULT_GROUPS, Hub } from "./hub";
 import type { DirectoryGateway } from "./key-directory";
+import { LinkStore } from "./links";
 import type { PushConfig } from "./push-send";
 import { Session, SessionRegistry } from "./session";
 import { Store } from "./store";
@@ -67,8 +68,10 @@ export class RelayLifecycle {
     this.#ctx = ctx;
     this.#clock = clock;
     this.store = new Store(ctx.storage.sql);
+    const links = new LinkStore(ctx.storage.sql);
     void ctx.blockConcurrencyWhile(async () => {
       this.store.migrate(DEFAULT_GROUPS, this.#now());
+      links.migrate();
       this.#alarmAt = await ctx.storage.getAlarm();
     });
     this.hub = new Hub({
@@ -81,6 +84,7 @@ export class RelayLifecycle {
       blobs,
       presenceDefault,
       directory,
+      links,
     });
     // After hibernation the sockets are still there; their state comes back from attachments.
     for (const ws of ctx.getWebSockets()) this.#restore(ws);

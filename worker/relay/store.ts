@@ -9,15 +9,24 @@ import {
   DeviceList,
   LEAF_QUEUE,
   type Leaf,
-  type OneTimeKemPrekey,
-  type OneTimePrekey,
-  type PqPrekey,
   type PresenceScope,
   type SignedPrekey,
 } from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
 import type { CommitHoldings, MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
 import type { PushState } from "./push";
+
+/** Entries each read cache of the Store holds (usernames are unique, so a few hundred KB at most). */
+const CACHE_MAX = 2048;
+
+/** Put `key` in a bounded insertion-ordered cache, dropping the oldest entry past CACHE_MAX. */
+function remember<K, V>(cache: Map<K, V>, key: K, value: V): void {
+  if (cache.size >= CACHE_MAX) {
+    const oldest = cache.keys().next();
+    if (oldest.done !== true) cache.delete(oldest.value);
+  }
+  cache.set(key, value);
+}
 
 const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS users (
@@ -343,6 +352,14 @@ export class Store {
   readonly #senders = new Map<string, SenderTotals>();
   /** Group messages per sender as counted at the first #sender load (then kept in #senders). */
   #logBySender: Map<string, number> | null = null;
+  /**
+   * Directory rows and contact decisions read on every `send` (the recipient's binding, its
+   * decision about the sender), cached because they change only through the writes below
+   * (insertUser, setSignedPrekey, reclaimUser; setContactState, deleteContacts), which update or
+   * drop the entry. Bounded: at most CACHE_MAX entries each, oldest dropped first.
+   */
+  readonly #users = new Map<string, UserRow | null>();
+  readonly #contacts = new Map<string, "accepted" | "blocked" | null>();
 
   /** Only `exec` is used: the Node tests' SQLite (test/support/node-sql.ts) provides just that. */
   constructor(private readonly sql: Pick<SqlStorage, "exec">) {}
@@ -354,6 +371,8 @@ export class Store {
     this.#counts = null;
     this.#senders.clear();
     this.#logBySender = null;
+    this.#users.clear();
+    this.#contacts.clear();
     for (const stmt of SCHEMA) this.sql.exec(stmt);
     // Start the mid counter above every mid ever handed out: the AUTOINCREMENT high-water mark
     // of the mailbox (which includes deleted rows), or at least its largest stored mid.
@@ -390,6 +409,14 @@ export class Store {
   // -- users / directory ----------------------------------------------------------------------
 
   getUser(username: string): UserRow | null {
+    const hit = this.#users.get(username);
+    if (hit !== undefined) return hit;
+    const row = this.#readUser(username);
+    remember(this.#users, username, row);
+    return row;
+  }
+
+  #readUser(username: string): UserRow | null {
     const rows = this.sql
       .exec(
         "SELECT username, identity_key, spk_id, spk_key, spk_sig FROM users WHERE username = ?",
@@ -434,6 +461,7 @@ export class Store {
   }
 
   insertUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
+    this.#users.delete(username);
     this.sql.exec(
       `INSERT INTO users (username, identity_key, spk_id, spk_key, spk_sig, created_at, seen_at)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -467,6 +495,7 @@ export class Store {
   }
 
   setSignedPrekey(username: string, spk: SignedPrekey, now: number): void {
+    this.#users.delete(username);
     this.sql.exec(
       "UPDATE users SET spk_id = ?, spk_key = ?, spk_sig = ?, seen_at = ? WHERE username = ?",
       spk.id,
@@ -882,6 +911,17 @@ export class Store {
       .exec("SELECT n FROM mailbox_counts WHERE recipient = ?", recipient)
       .toArray()[0];
     return r === undefined ? 0 : num(r.n);
+  }
+
+  /** The `mailbox_counts` mirror, read from storage on first use. */
+  #mailboxCounts(): Map<string, number> {
+    if (this.#counts === null) {
+      this.#counts = new Map();
+      for (const r of this.sql.exec("SELECT recipient, n FROM mailbox_counts WHERE n > 0")) {
+        this.#counts.set(str(r.recipient), num(r.n));
+      }
+    }
+    return this.#counts;
   }
 
   /** The next items for `recipient` after `cursor`, oldest first. */
@@ -1309,17 +1349,12 @@ export class Store {
     sender: string,
     recipients: readonly string[],
   ): { stored: Map<string, number>; holdings: SenderHoldings } {
-    if (this.#counts === null) {
-      this.#counts = new Map();
-      for (const r of this.sql.exec("SELECT recipient, n FROM mailbox_counts WHERE n > 0")) {
-        this.#counts.set(str(r.recipient), num(r.n));
-      }
-    }
+    const counts = this.#mailboxCounts();
     const t = this.#sender(sender);
     const stored = new Map<string, number>();
     const perRecipient = new Map<string, number>();
     for (const to of recipients) {
-      const n = this.#counts.get(to);
+      const n = counts.get(to);
       if (n !== undefined) stored.set(to, n);
       const share = t.shares.get(to);
       if (share !== undefined) perRecipient.set(to, share);
@@ -1374,9 +1409,16 @@ export class Store {
    * old identity's one-time prekeys are the directory object's to drop (key-directory.ts: keys
    * are held for the owner that uploaded them); group memberships are the caller's business.
    */
+  /** The operator releases a name: its directory row goes (its one-time prekeys are the directory object's). */
+  deleteUser(username: string): void {
+    this.#users.delete(username);
+    this.sql.exec("DELETE FROM users WHERE username = ?", username);
+  }
+
   reclaimUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
     // The old identity's device list is signed by a key the name no longer has (§4.6).
     this.sql.exec("DELETE FROM device_lists WHERE username = ?", username);
+    this.#users.delete(username);
     this.sql.exec(
       `UPDATE users SET identity_key = ?, spk_id = ?, spk_key = ?, spk_sig = ?, created_at = ?,
        seen_at = ? WHERE username = ?`,
@@ -1627,11 +1669,16 @@ export class Store {
 
   /** What `owner` decided about `peer`: 'accepted', 'blocked', or null (nothing). */
   contactState(owner: string, peer: string): "accepted" | "blocked" | null {
+    const key = `${owner}\n${peer}`;
+    const hit = this.#contacts.get(key);
+    if (hit !== undefined) return hit;
     const r = this.sql
       .exec("SELECT state FROM contacts WHERE owner = ? AND peer = ?", owner, peer)
       .toArray()[0];
     const st = r?.state;
-    return st === "accepted" || st === "blocked" ? st : null;
+    const state = st === "accepted" || st === "blocked" ? st : null;
+    remember(this.#contacts, key, state);
+    return state;
   }
 
   /**
@@ -1645,6 +1692,7 @@ export class Store {
     now: number,
     max: number,
   ): boolean {
+    this.#contacts.delete(`${owner}\n${peer}`);
     if (state === null) {
       this.sql.exec("DELETE FROM contacts WHERE owner = ? AND peer = ?", owner, peer);
       return true;
@@ -1676,6 +1724,7 @@ export class Store {
 
   /** Forget every decision by or about `username` (its name went to another identity, §4.3). */
   deleteContacts(username: string): void {
+    this.#contacts.clear();
     this.sql.exec("DELETE FROM contacts WHERE owner = ? OR peer = ?", username, username);
   }
 
