@@ -152,23 +152,51 @@ export function concatBytes(...parts: Uint8Array[]): Uint8Array {
  */
 export function lp(...fields: (Uint8Array | string | number)[]): Uint8Array {
   // One allocation for the result (every transcript, AAD and KDF label goes through here).
-  const bytes: Uint8Array[] = [];
+  // ASCII strings (labels, names, hub ids: nearly all) and u32s are written in place, without
+  // a TextEncoder call or an array of their own; other strings are UTF-8 encoded first.
+  const parts: (Uint8Array | string | number)[] = [];
   let len = 0;
   for (const f of fields) {
-    const b = typeof f === "string" ? utf8(f) : typeof f === "number" ? u32be(f) : f;
-    bytes.push(b);
-    len += 4 + b.length;
+    if (typeof f === "number") {
+      if (!Number.isInteger(f) || f < 0 || f > 0xffffffff) throw new RangeError("u32 out of range");
+      parts.push(f);
+      len += 8;
+    } else if (typeof f === "string" && !isAscii(f)) {
+      const b = utf8(f);
+      parts.push(b);
+      len += 4 + b.length;
+    } else {
+      parts.push(f);
+      len += 4 + f.length;
+    }
   }
   const out = new Uint8Array(len);
   let off = 0;
-  for (const b of bytes) {
-    const n = b.length;
+  const u32 = (n: number) => {
     out[off] = n >>> 24;
     out[off + 1] = (n >>> 16) & 0xff;
     out[off + 2] = (n >>> 8) & 0xff;
     out[off + 3] = n & 0xff;
-    out.set(b, off + 4);
-    off += 4 + n;
+    off += 4;
+  };
+  for (const p of parts) {
+    if (typeof p === "number") {
+      u32(4);
+      u32(p);
+    } else if (typeof p === "string") {
+      u32(p.length);
+      for (let i = 0; i < p.length; i++) out[off + i] = p.charCodeAt(i);
+      off += p.length;
+    } else {
+      u32(p.length);
+      out.set(p, off);
+      off += p.length;
+    }
   }
   return out;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
 }

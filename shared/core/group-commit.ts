@@ -56,6 +56,7 @@ import {
 import {
   checkNoDowngrade,
   consumeLeaves,
+  hybridRecipientKey,
   ownLeafFor,
   rosterFromMembers,
   verifyRosterLeaves,
@@ -206,13 +207,11 @@ export async function buildCommit(params: {
   // Hybrid leaf keys get X-Wing wraps (0x02), classical ones X25519 wraps (0x01), §9.2.3.
   const hybridKey = (m: RosterEntry): Uint8Array => {
     const kem = params.kems?.get(m.name);
-    const hash = b64(m.leafKem as string, "leaf kem hash");
+    // A malformed hash is `malformed` before a missing key is `downgrade` (as before the cache).
+    b64(m.leafKem as string, "leaf kem hash");
     if (kem === undefined)
       throw new CoreError("downgrade", `no ML-KEM key for ${m.name}'s hybrid leaf key`);
-    const ek = b64(kem, "leaf kem");
-    if (!constantTimeEqual(sha256(ek), hash))
-      throw new CoreError("bad_signature", `${m.name}'s ML-KEM key is not the one it signed`);
-    return concatBytes(ek, b64(m.leafKey, "leaf"));
+    return hybridRecipientKey(m, kem);
   };
   const seal = async (kind: "member" | "joiner", secret: Uint8Array) => {
     const ms = params.roster.filter((m, i) => kinds[i] === kind && m.name !== params.committer);

@@ -15,7 +15,7 @@ import {
   xwingForget,
   xwingPublicKey,
 } from "../crypto";
-import { fromB64u, toB64u } from "../encoding";
+import { concatBytes, fromB64u, toB64u } from "../encoding";
 import { LEAF_KEM_BYTES, LEAF_NONCE_BYTES, LEAF_QUEUE, type Leaf, type Member } from "../protocol";
 import { b64 } from "./codec";
 import { CoreError } from "./errors";
@@ -177,9 +177,40 @@ const verifiedLeaves = new Set<string>();
 const leafCacheId = (hub: string, group: string, m: RosterEntry) =>
   `${hub}.${group}.${m.ik}.${m.leafId}.${m.leafEpoch}.${m.leafKey}.${m.leafNonce}.${m.leafSig}.${m.leafKem ?? ""}`;
 
-/** Drop the cache (benchmarks measure the cold path with it; nothing else needs to). */
+/** Drop the caches (benchmarks measure the cold path with it; nothing else needs to). */
 export function forgetVerifiedLeaves(): void {
   verifiedLeaves.clear();
+  hybridKeys.clear();
+}
+
+/**
+ * Hybrid recipient keys (the relay's ML-KEM half ‖ the X25519 leaf key, §9.2.3) whose ML-KEM half
+ * was checked against the signed `leafKem` hash, keyed by the strings that were checked; a hit
+ * also requires the same ML-KEM string, so a substituted key is refused warm as it is cold. Why:
+ * a commit wraps to every member, and decoding a 1,600-character ML-KEM key, hashing and
+ * concatenating it cost ~15 µs a member, for the same members commit after commit. Bounded
+ * (oldest evicted); the returned bytes are shared and never written to.
+ */
+const HYBRID_MAX = 2048;
+const hybridKeys = new Map<string, { kem: string; key: Uint8Array }>();
+
+/** The 1216-byte X-Wing key to wrap to for a hybrid roster entry, `kem` from the group state. */
+export function hybridRecipientKey(m: RosterEntry, kem: string): Uint8Array {
+  const leafKem = m.leafKem as string;
+  const id = `${leafKem}.${m.leafKey}`;
+  const hit = hybridKeys.get(id);
+  if (hit !== undefined && hit.kem === kem) return hit.key;
+  const ek = b64(kem, "leaf kem");
+  if (!constantTimeEqual(sha256(ek), b64(leafKem, "leaf kem hash")))
+    throw new CoreError("bad_signature", `${m.name}'s ML-KEM key is not the one it signed`);
+  const key = concatBytes(ek, b64(m.leafKey, "leaf"));
+  hybridKeys.delete(id);
+  hybridKeys.set(id, { kem, key });
+  if (hybridKeys.size > HYBRID_MAX) {
+    const oldest = hybridKeys.keys().next().value;
+    if (oldest !== undefined) hybridKeys.delete(oldest);
+  }
+  return key;
 }
 
 /** Every roster entry's leaf key must verify under its identity key before we wrap to it. */

@@ -232,10 +232,10 @@ describe("downgrades are refused (§9.3)", () => {
     ).rejects.toMatchObject({ code: "downgrade" });
   });
 
-  it("an ML-KEM key that is not the one its owner signed is refused by the committer", async () => {
+  it("an ML-KEM key that is not the one its owner signed is refused by the committer, also after a commit to the genuine one", async () => {
     const [alice, bob] = [await hybrid("alice"), await hybrid("bob")];
     const other = await hybrid("bob");
-    await expect(
+    const build = (bobKem: string) =>
       buildCommit({
         hub: "main",
         group: "g",
@@ -248,9 +248,16 @@ describe("downgrades are refused (§9.3)", () => {
         added: ["alice", "bob"],
         removed: [],
         random: randomBytes,
-        // The relay hands out another ML-KEM key for bob's leaf key.
-        kems: new Map([["bob", other.leaves[0]?.kem as string]]),
-      }),
-    ).rejects.toMatchObject({ code: "bad_signature" });
+        kems: new Map([["bob", bobKem]]),
+      });
+    // The relay hands out another ML-KEM key for bob's leaf key: cold, then after a commit to
+    // the genuine key (its checked decoding is cached, keyed by what was checked).
+    await expect(build(other.leaves[0]?.kem as string)).rejects.toMatchObject({
+      code: "bad_signature",
+    });
+    await build(bob.leaves[0]?.kem as string);
+    await expect(build(other.leaves[0]?.kem as string)).rejects.toMatchObject({
+      code: "bad_signature",
+    });
   });
 });

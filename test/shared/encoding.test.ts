@@ -44,6 +44,30 @@ describe("base64url", () => {
       }
     }
   });
+  it("lp is u32be(length) || bytes per field: UTF-8 for strings, 4 bytes for numbers", () => {
+    const te = new TextEncoder();
+    const field = (b: Uint8Array) => [
+      b.length >>> 24,
+      (b.length >>> 16) & 0xff,
+      (b.length >>> 8) & 0xff,
+      b.length & 0xff,
+      ...b,
+    ];
+    const fields = ["parley/v1/x", "", "zoë", "😀", new Uint8Array([1, 2, 3]), 0, 0xfffffffe];
+    const expected = fields.flatMap((f) =>
+      field(
+        typeof f === "string"
+          ? te.encode(f)
+          : typeof f === "number"
+            ? new Uint8Array([f >>> 24, (f >>> 16) & 0xff, (f >>> 8) & 0xff, f & 0xff])
+            : f,
+      ),
+    );
+    expect(lp(...fields)).toEqual(new Uint8Array(expected));
+    expect(() => lp(2 ** 32)).toThrow(RangeError);
+    expect(() => lp(-1)).toThrow(RangeError);
+    expect(() => lp(1.5)).toThrow(RangeError);
+  });
   it("lp is unambiguous", () => {
     expect(toB64u(lp("ab", "c"))).not.toEqual(toB64u(lp("a", "bc")));
   });
