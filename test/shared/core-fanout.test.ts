@@ -13,6 +13,9 @@ import {
   type PinnedDevices,
   signDeviceList,
 } from "../../shared/core/devices";
+import { type DmCtx, type DmRecord, emptyDm, encryptDm, receiveDm } from "../../shared/core/dm";
+import { startFromBundle } from "../../shared/core/dm-start";
+import { isCoreError } from "../../shared/core/errors";
 import {
   classifyIncoming,
   compareTimeline,
@@ -28,7 +31,21 @@ import {
   timelineIndex,
 } from "../../shared/core/fanout";
 import { pad } from "../../shared/core/padding";
-import { ed25519KeyPairFromSeed, ed25519Sign, sha256 } from "../../shared/crypto";
+import {
+  addOneTimePrekeys,
+  initialPrekeys,
+  type PrekeyState,
+  publicPq,
+  publicSpk,
+} from "../../shared/core/prekeys";
+import type { Contact } from "../../shared/core/trust";
+import {
+  ed25519KeyPairFromSeed,
+  ed25519Sign,
+  generateIdentityKeyPair,
+  randomBytes,
+  sha256,
+} from "../../shared/crypto";
 import { toB64u, utf8 } from "../../shared/encoding";
 import type { DeviceEntry, DeviceList } from "../../shared/protocol";
 
@@ -392,5 +409,124 @@ describe("dedupe and order across devices (§4.9)", () => {
       expect(timeline).toEqual(sorted);
     }
     expect(sorted.map((m) => m.id)).toEqual(["b2", "a1", "b0", "b1", "a0"]);
+  });
+});
+
+describe("removal on real ciphertext (§4.9)", () => {
+  interface Dev {
+    rec: DmRecord;
+    contact: Contact | null;
+    prekeys: PrekeyState;
+    ctx: DmCtx;
+  }
+  const ctxOf = (name: string, id: { publicKey: Uint8Array; privateKey: CryptoKey }): DmCtx => ({
+    hub: "main",
+    me: { name, identityKey: id.publicKey },
+    sign: (m) => ed25519Sign(id.privateKey, m),
+    random: randomBytes,
+    now: 1_000,
+  });
+  async function device(
+    name: string,
+    peer: string,
+    id: Awaited<ReturnType<typeof generateIdentityKeyPair>>,
+  ): Promise<Dev> {
+    const prekeys = (
+      await addOneTimePrekeys(await initialPrekeys(id, 1_000, randomBytes), 2, randomBytes)
+    ).state;
+    return { rec: emptyDm(peer), contact: null, prekeys, ctx: ctxOf(name, id) };
+  }
+  const bundleOf = (d: Dev, ik: Uint8Array) => {
+    const opk = d.prekeys.opks[0];
+    return {
+      identityKey: toB64u(ik),
+      signedPrekey: publicSpk(d.prekeys),
+      oneTimePrekey: opk ? { id: opk.id, key: opk.pub } : null,
+      pqPrekey: publicPq(d.prekeys),
+    };
+  };
+  const open = async (d: Dev, body: Uint8Array) => {
+    const r = await receiveDm(d.rec, d.contact, d.prekeys, body, d.ctx);
+    d.rec = r.record;
+    d.contact = r.contact;
+    if (r.prekeys) d.prekeys = r.prekeys;
+    const c = r.received[0];
+    return c?.t === "text" ? c.text : undefined;
+  };
+
+  it("the removed device's full stored state opens nothing sent after the list that removed it", async () => {
+    // Alice's two devices hold her identity key (SECURITY L25) but each its own prekeys.
+    const aliceIk = await generateIdentityKeyPair();
+    const alice = await identity("alice", ["laptop", "phone"]);
+    const devices = {
+      laptop: await device("alice", "bob", aliceIk),
+      phone: await device("alice", "bob", aliceIk),
+    };
+    const bobIk = await generateIdentityKeyPair();
+    const bobCtx = ctxOf("bob", bobIk);
+    const bobPrekeys = await initialPrekeys(bobIk, 1_000, randomBytes);
+    // Bob's pairwise session with each of Alice's devices, from that device's bundle.
+    const toAlice = new Map<string, { rec: DmRecord; contact: Contact }>();
+    for (const name of ["laptop", "phone"] as const) {
+      const st = await startFromBundle(
+        emptyDm("alice"),
+        null,
+        bundleOf(devices[name], aliceIk.publicKey),
+        bobCtx,
+        bobPrekeys,
+      );
+      if (st.contact === null) throw new Error("no contact");
+      toAlice.set(dev(alice, name), { rec: st.record, contact: st.contact });
+    }
+    const send = async (pinned: PinnedDevices, t: string) => {
+      const plan = fanoutTargets({
+        me: "bob",
+        myDevice: id16("bob-only"),
+        ownList: null,
+        peer: "alice",
+        peerList: pinned,
+      });
+      if (!plan.ok) throw new Error("plan");
+      const out = new Map<string, Uint8Array>();
+      for (const target of plan.targets) {
+        const s = target.device === undefined ? undefined : toAlice.get(target.device);
+        if (s === undefined || target.device === undefined) throw new Error("no session");
+        const r = await encryptDm(
+          s.rec,
+          s.contact,
+          { t: "text", id: toB64u(randomBytes(9)), ts: 5, text: t },
+          bobCtx,
+        );
+        toAlice.set(target.device, { ...s, rec: r.record });
+        out.set(target.device, r.body);
+      }
+      return out;
+    };
+    const v1 = await pinnedOf(alice);
+    const before = await send(v1, "before");
+    const phoneBefore = before.get(dev(alice, "phone"));
+    const laptopBefore = before.get(dev(alice, "laptop"));
+    if (phoneBefore === undefined || laptopBefore === undefined) throw new Error("fan-out");
+    expect(await open(devices.phone, phoneBefore)).toBe("before");
+    expect(await open(devices.laptop, laptopBefore)).toBe("before");
+    // Alice's laptop removes the phone; Bob accepts the new list.
+    const v2 = await accept(
+      alice,
+      v1,
+      await sign(alice, nextDeviceList(v1.list, { remove: [dev(alice, "phone")] })),
+    );
+    const stolen = structuredClone({
+      rec: devices.phone.rec,
+      contact: devices.phone.contact,
+      prekeys: devices.phone.prekeys,
+    });
+    const after = await send(v2, "after");
+    expect([...after.keys()]).toEqual([dev(alice, "laptop")]);
+    const body = after.get(dev(alice, "laptop"));
+    if (body === undefined) throw new Error("fan-out");
+    // Whatever the relay hands it, the phone's whole stored state cannot open the one copy sent.
+    const thief: Dev = { ...devices.phone, ...structuredClone(stolen) };
+    await expect(open(thief, body)).rejects.toSatisfy((e) => isCoreError(e));
+    expect(await open(devices.laptop, body)).toBe("after");
   });
 });
