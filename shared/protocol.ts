@@ -893,6 +893,12 @@ export const DeliverFrame = v.strictObject({
   /** Sender as authenticated by the relay: a hint only, clients verify inner signatures. */
   from: Name,
   fromKey: PublicKey,
+  /**
+   * The sending device (§4.9), when the sender's identity has a stored device list: which of its
+   * pairwise sessions the recipient decrypts with. A hint like `from`: the recipient refuses a
+   * device its accepted list does not name.
+   */
+  fromDevice: v.optional(b64Bytes(DEVICE_ID_BYTES)),
   ts: Millis,
   item: DeliverItem,
 });

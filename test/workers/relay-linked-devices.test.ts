@@ -3,12 +3,15 @@
  * signed list connect side by side, each with its own mailbox; a `send` names one device; a
  * device the next list drops is disconnected and refused, and nothing more is stored for it.
  */
+
+import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { nextDeviceList, signDeviceList } from "../../shared/core/devices";
 import { ed25519Sign, generateIdentityKeyPair } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 import { CLOSE, type DeviceList } from "../../shared/protocol";
 import { freshHub, type Keys, newKeys, TestClient } from "./support/client";
+import { stubFor } from "./support/relay-store";
 
 const LAPTOP = toB64u(new Uint8Array(16).fill(1));
 const PHONE = toB64u(new Uint8Array(16).fill(2));
@@ -99,6 +102,62 @@ describe("linked devices on the relay", () => {
     expect(d.from).toBe("alice");
     expect(d.item).toEqual({ kind: "direct", body: "DDDD" });
     for (const c of [laptop, phone, bob]) c.close();
+  });
+
+  it("deliver names the sending device of an identity with a list, live and stored (§4.9)", async () => {
+    const { hub, keys, laptop, bob } = await setup();
+    const phone = await device(hub, keys, PHONE);
+    await phone.next("welcome");
+    // Live: handed to Bob's connection as it is stored.
+    phone.send({ v: 1, t: "send", id: "p", to: "bob", body: "AAAA" });
+    laptop.send({ v: 1, t: "send", id: "l", to: "bob", body: "BBBB" });
+    const fromPhone = await bob.next(
+      "deliver",
+      (f) => f.item.kind === "direct" && f.item.body === "AAAA",
+    );
+    const fromLaptop = await bob.next(
+      "deliver",
+      (f) => f.item.kind === "direct" && f.item.body === "BBBB",
+    );
+    expect([fromPhone.from, fromPhone.fromDevice]).toEqual(["alice", PHONE]);
+    expect([fromLaptop.from, fromLaptop.fromDevice]).toEqual(["alice", LAPTOP]);
+    bob.send({ v: 1, t: "ack", mids: [fromPhone.mid, fromLaptop.mid] });
+    // A sender without a list names no device.
+    bob.send({ v: 1, t: "send", id: "b", to: "alice", body: "CCCC" });
+    const fromBob = await laptop.next("deliver");
+    expect(fromBob.from).toBe("bob");
+    expect("fromDevice" in fromBob).toBe(false);
+    laptop.send({ v: 1, t: "ack", mids: [fromBob.mid] });
+    // Stored: a copy for the phone while it is offline keeps its sending device.
+    phone.close();
+    await phone.waitClosed();
+    laptop.send({ v: 1, t: "send", id: "own", to: "alice", device: PHONE, body: "DDDD" });
+    await laptop.next("accepted", (f) => f.id === "own");
+    const phone2 = await device(hub, keys, PHONE);
+    await phone2.next("welcome");
+    const stored = await phone2.next("deliver");
+    expect([stored.from, stored.fromDevice, stored.item]).toEqual([
+      "alice",
+      LAPTOP,
+      { kind: "direct", body: "DDDD" },
+    ]);
+    phone2.send({ v: 1, t: "ack", mids: [stored.mid] });
+    // Frames of one socket are handled in order: an answered frame after each ack means the
+    // ack was handled.
+    for (const [c, id] of [
+      [bob, "f1"],
+      [laptop, "f2"],
+      [phone2, "f3"],
+    ] as const) {
+      c.send({ v: 1, t: "send", id, to: "nobody", body: "AAAA" });
+      expect((await c.error(id)).code).toBe("unknown_user");
+    }
+    // The device of an acknowledged row goes with it.
+    await runInDurableObject(stubFor(hub), (_i, state) => {
+      const n = state.storage.sql.exec("SELECT COUNT(*) AS n FROM mailbox_devices").one().n;
+      expect(n).toBe(0);
+    });
+    for (const c of [laptop, phone2, bob]) c.close();
   });
 
   it("a device not on the list gets nothing: unknown_device, and its auth follows the single-device rule", async () => {

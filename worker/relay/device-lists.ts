@@ -79,3 +79,18 @@ export function sendAddress(
   if (list === null || list.identityKey !== identityKey) return null;
   return list.devices.some((d) => d.id === device) ? deviceAddress(to, device) : null;
 }
+
+/**
+ * The device a `send` comes from, named in its `deliver` (§4.9): the linked device of the
+ * connection's mailbox address, else the identity's current device — only when the identity has
+ * a stored list (a single-device user's items carry no device, as before).
+ */
+export function sendingDevice(
+  from: { username: string; identityKey: string; address?: string | undefined },
+  current: string | null,
+  list: DeviceList | null,
+): string | null {
+  if (list === null || list.identityKey !== from.identityKey) return null;
+  if (from.address !== undefined) return from.address.slice(from.username.length + 1);
+  return current;
+}

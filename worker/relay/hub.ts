@@ -35,7 +35,13 @@ import { admissionBuckets, registrationBuckets, UNKNOWN_ADDRESS } from "./admiss
 import type { AuthedAttachment, PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
-import { checkPublishedList, deviceAddress, linkedDevice, sendAddress } from "./device-lists";
+import {
+  checkPublishedList,
+  deviceAddress,
+  linkedDevice,
+  sendAddress,
+  sendingDevice,
+} from "./device-lists";
 import { prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
 import { MembershipPushes } from "./group-push";
@@ -1027,11 +1033,16 @@ export class Hub {
       return;
     }
     const payload = store.putPayload(frame.body);
-    const mid = this.#enqueue(a, to, "direct", payload, null, null, null, now);
+    const fromDevice = sendingDevice(
+      a,
+      store.getDevice(a.username),
+      store.getDeviceList(a.username),
+    );
+    const mid = this.#enqueue(a, to, "direct", payload, null, null, null, now, fromDevice);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
     // The recipient may now see the sender online (§6.3): the sender chose to write to them.
     if (!own) this.presence.wrote(a.username, frame.to, now);
-    this.#offer(a, to, mid, now, { kind: "direct", body: frame.body });
+    this.#offer(a, to, mid, now, { kind: "direct", body: frame.body }, fromDevice);
     // Push subscriptions are the current device's (§7.9): a linked device's copy wakes nobody.
     if (to === frame.to) this.pushes.queued([frame.to], now);
   }
@@ -1071,13 +1082,21 @@ export class Hub {
   }
 
   /** Hand a just-stored mailbox row to the recipient's connection (built, not read back). */
-  #offer(from: AuthedAttachment, to: string, mid: number, now: number, item: DeliverItem): void {
+  #offer(
+    from: AuthedAttachment,
+    to: string,
+    mid: number,
+    now: number,
+    item: DeliverItem,
+    fromDevice: string | null = null,
+  ): void {
     const frame: FrameOf<ServerFrame, "deliver"> = {
       v: PROTOCOL_VERSION,
       t: "deliver",
       mid: String(mid),
       from: from.username,
       fromKey: from.identityKey,
+      ...(fromDevice !== null ? { fromDevice } : {}),
       ts: now,
       item,
     };
@@ -1102,8 +1121,10 @@ export class Hub {
     epoch: number | null,
     wrap: string | null,
     now: number,
+    senderDevice: string | null = null,
   ): number {
     const mid = this.#d.store.putItem({
+      senderDevice,
       recipient,
       sender: from.username,
       senderKey: from.identityKey,

@@ -35,6 +35,8 @@ export interface MailboxRow {
   epoch: number | null;
   data: string;
   wrap: string | null;
+  /** The sending device (§4.9), when the sender has a device list. */
+  senderDevice?: string | null;
 }
 
 /** May one more item of `kind` go into a mailbox that holds `count` stored items? */
@@ -146,6 +148,9 @@ export function deliverFrame(row: MailboxRow): FrameOf<ServerFrame, "deliver"> {
     mid: String(row.mid),
     from: row.sender,
     fromKey: row.senderKey,
+    ...(row.senderDevice !== undefined && row.senderDevice !== null
+      ? { fromDevice: row.senderDevice }
+      : {}),
     ts: row.ts,
     item,
   };

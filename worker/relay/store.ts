@@ -86,6 +86,12 @@ const SCHEMA = [
      wrap TEXT
    )`,
   "CREATE INDEX IF NOT EXISTS mailbox_recipient ON mailbox (recipient, mid)",
+  // The sending device of a direct row from an identity with a device list (PROTOCOL.md §4.9).
+  // A table of its own so existing hubs need no ALTER; rows go with their mailbox row.
+  `CREATE TABLE IF NOT EXISTS mailbox_devices (
+     mid INTEGER PRIMARY KEY,
+     device TEXT NOT NULL
+   )`,
   "CREATE INDEX IF NOT EXISTS mailbox_expiry ON mailbox (expires_at)",
   "CREATE INDEX IF NOT EXISTS mailbox_payload ON mailbox (payload)",
   // Per-sender quotas (PROTOCOL.md §7.3) count a sender's rows; covering, so no table reads.
@@ -264,6 +270,8 @@ export interface NewMailboxItem {
   epoch: number | null;
   payload: number;
   wrap: string | null;
+  /** The sending device (§4.9); null when the sender has no device list. */
+  senderDevice?: string | null;
 }
 
 /** A sender's stored items as the quotas count them (PROTOCOL.md §7.3). */
@@ -823,6 +831,12 @@ export class Store {
         )
         .one().mid,
     );
+    if (item.senderDevice !== undefined && item.senderDevice !== null)
+      this.sql.exec(
+        "INSERT INTO mailbox_devices (mid, device) VALUES (?, ?)",
+        mid,
+        item.senderDevice,
+      );
     this.sql.exec(
       `INSERT INTO mailbox_counts (recipient, n) VALUES (?, 1)
        ON CONFLICT (recipient) DO UPDATE SET n = n + 1`,
@@ -1023,8 +1037,9 @@ export class Store {
   #itemsAfter(recipient: string, cursor: number, now: number, limit: number): MailboxRow[] {
     return this.sql
       .exec(
-        `SELECT m.mid, m.sender, m.sender_key, m.ts, m.kind, m.grp, m.epoch, m.wrap, p.data
+        `SELECT m.mid, m.sender, m.sender_key, m.ts, m.kind, m.grp, m.epoch, m.wrap, p.data, d.device
          FROM mailbox m JOIN payloads p ON p.id = m.payload
+         LEFT JOIN mailbox_devices d ON d.mid = m.mid
          WHERE m.recipient = ? AND m.mid > ? AND m.expires_at > ?
          ORDER BY m.mid LIMIT ?`,
         recipient,
@@ -1043,6 +1058,7 @@ export class Store {
         epoch: numOrNull(r.epoch),
         wrap: strOrNull(r.wrap),
         data: str(r.data),
+        senderDevice: strOrNull(r.device),
       }));
   }
 
@@ -1062,18 +1078,29 @@ export class Store {
         JSON.stringify(fresh),
       )
       .toArray();
+    this.#forgetDevices(rows.map((r) => num(r.mid)));
     this.#uncount(rows.map(() => recipient));
     this.gcPayloads(rows.map((r) => num(r.payload)));
     for (const r of rows) if (r.kind === "direct") this.#unshare(str(r.sender), recipient);
     return rows.map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }));
   }
 
+  /** The sending devices of deleted mailbox rows go with them (§4.9). */
+  #forgetDevices(mids: readonly number[]): void {
+    if (mids.length === 0) return;
+    this.sql.exec(
+      "DELETE FROM mailbox_devices WHERE mid IN (SELECT value FROM json_each(?))",
+      JSON.stringify(mids),
+    );
+  }
+
   /** Drop expired items (PROTOCOL.md §7.3: TTL); returns how many went. */
   purgeExpired(now: number): number {
     this.flushAcked();
     const rows = this.sql
-      .exec("DELETE FROM mailbox WHERE expires_at <= ? RETURNING recipient, payload", now)
+      .exec("DELETE FROM mailbox WHERE expires_at <= ? RETURNING mid, recipient, payload", now)
       .toArray();
+    this.#forgetDevices(rows.map((r) => num(r.mid)));
     this.#uncount(rows.map((r) => str(r.recipient)));
     this.gcPayloads(rows.map((r) => num(r.payload)));
     if (rows.length > 0) this.#senders.clear();
