@@ -992,10 +992,11 @@ export class Store {
     const rows = this.sql
       .exec(
         `DELETE FROM mailbox WHERE mid IN (SELECT value FROM json_each(?))
-         RETURNING recipient, payload`,
+         RETURNING mid, recipient, payload`,
         JSON.stringify(mids),
       )
       .toArray();
+    this.#forgetDevices(rows.map((r) => num(r.mid)));
     this.#uncount(
       rows.map((r) => str(r.recipient)),
       true,
