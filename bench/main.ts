@@ -249,7 +249,9 @@ await section("relay", async () => {
       })),
     ),
   );
-  emit(table("Relay memory: idle authenticated connections", r.rss));
+  emit(
+    table("Relay memory: idle connections (the relay's authenticated; the baselines' open)", r.rss),
+  );
   const s = r.summary;
   if (s.fanout50) {
     const x = s.fanout50.parley / s.fanout50.bare;
@@ -271,6 +273,15 @@ await section("relay", async () => {
       `${s.p99at2000.parley.toFixed(1)} vs ${s.p99at2000.bare.toFixed(1)} ms = ${fmtX(x)}`,
       "≤ 2× bare",
       x <= 2,
+    );
+  }
+  if (s.idle) {
+    const x = s.idle.parley / s.idle.trivial;
+    target(
+      "relay idle connection memory (500 authenticated)",
+      `${s.idle.parley.toFixed(0)} vs ${s.idle.trivial.toFixed(0)} KiB = ${fmtX(x)}`,
+      "≤ 1.5× trivial hibernating DO",
+      x <= 1.5,
     );
   }
   if (s.cpu) {

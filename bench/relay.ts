@@ -6,6 +6,7 @@
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
 import { LIMITS } from "../shared/protocol";
 import { startWranglerDev, type WranglerDev } from "../test/support/wrangler-dev";
 import { freezeWorker } from "./frozen-worker";
@@ -23,6 +24,8 @@ import {
 /** Ports (overridable, e.g. to run beside the test suite, whose wrangler ports are 8790–8798). */
 export const WRANGLER_PORT = Number(process.env.BENCH_RELAY_PORT ?? 8793);
 export const BARE_PORT = Number(process.env.BENCH_BARE_PORT ?? 8796);
+/** The trivial hibernating Durable Object of the memory baseline (bench/trivial-do). */
+export const TRIVIAL_PORT = Number(process.env.BENCH_TRIVIAL_PORT ?? 8799);
 
 export interface RelayRun extends LoadResult {
   /** Server CPU µs per delivery (workerd, or the bare server's node process). */
@@ -40,6 +43,8 @@ export interface RelayFigures {
     direct50: { parley: number; bare: number } | null;
     p99at2000: { parley: number; bare: number } | null;
     cpu: { parley: number; bare: number } | null;
+    /** Idle connection memory (KiB per connection): the relay's and a trivial hibernating DO's. */
+    idle: { parley: number; trivial: number } | null;
   };
 }
 
@@ -245,9 +250,73 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         `  ${t.label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${idle} idle connections`,
       );
     }
-    return { matrix, series, rss, runs, summary: { fanout50, direct50, p99at2000, cpu } };
+    // The same measure for the least a hibernating Durable Object can be (bench/trivial-do),
+    // under the same `wrangler dev`, in this run (PROTOCOL-independent baseline).
+    const trivial = await trivialObjectRss(idle, log);
+    rss.push(trivial);
+    const parleyRow = rss.find((x) => x.server === "parley (workerd)");
+    const idleKiB =
+      parleyRow === undefined
+        ? null
+        : {
+            parley: Number(parleyRow["KiB per connection"]),
+            trivial: Number(trivial["KiB per connection"]),
+          };
+    return {
+      matrix,
+      series,
+      rss,
+      runs,
+      summary: { fanout50, direct50, p99at2000, cpu, idle: idleKiB },
+    };
   } finally {
     await dev?.stop();
     await bare.stop();
+  }
+}
+
+/** One socket to the trivial object, open once its first echo came back (as an auth would). */
+function openEcho(url: string, origin: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { headers: { Origin: origin }, perMessageDeflate: false });
+    ws.once("open", () => ws.send('{"v":1,"t":"hi"}'));
+    ws.once("message", () => resolve(ws));
+    ws.once("error", reject);
+  });
+}
+
+/** workerd's RSS with `n` idle sockets on the trivial hibernating object (bench/trivial-do). */
+async function trivialObjectRss(n: number, log: (s: string) => void): Promise<Row> {
+  const dev = await startWranglerDev({
+    port: TRIVIAL_PORT,
+    root: process.cwd(),
+    config: join(process.cwd(), "bench/trivial-do/wrangler.toml"),
+  });
+  try {
+    const pid = findWorkerd(dev);
+    const before = rssMiB(pid);
+    const sockets: WebSocket[] = [];
+    for (let k = 0; k < n; k += 8) {
+      sockets.push(
+        ...(await Promise.all(
+          Array.from({ length: Math.min(8, n - k) }, () => openEcho(dev.wsUrl, dev.url)),
+        )),
+      );
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = rssMiB(pid);
+    for (const ws of sockets) ws.close();
+    log(
+      `  trivial DO: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle connections`,
+    );
+    return {
+      server: "trivial hibernating DO (workerd)",
+      connections: n,
+      "RSS before MiB": before,
+      "RSS with connections MiB": after,
+      "KiB per connection": ((after - before) * 1024) / n,
+    };
+  } finally {
+    await dev.stop();
   }
 }

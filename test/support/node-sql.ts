@@ -15,9 +15,18 @@ import initSqlJs, { type Database, type SqlValue, type Statement } from "sql.js"
 
 // V8 recompiles hot wasm with its optimising tier in the background: for SQLite's 700 KB module
 // that took more CPU than a whole scenario file spends in SQL, and test files run in processes
-// of their own. The baseline tier alone halves the suite's cold start; only sql.js uses wasm here.
+// of their own. The baseline tier alone halves the suite's cold start. The flag is V8-global and
+// read when a module is compiled, so it is on only while SQLite's module compiles: the Node
+// crypto backend's ML-KEM (PQClean in wasm, node/mlkem-pqclean.ts), compiled later in the same
+// process (tests, the bench's relay harness), keeps the optimising tier — baseline-only it ran
+// ~4× slower (an encapsulation ~240 instead of ~60 µs). A module keeps the tiers it was compiled
+// with; undoing the flag also needs the two it turned off (V8 flag implications are one-way).
 setFlagsFromString("--liftoff-only");
-const SQL = await initSqlJs();
+const SQL = await initSqlJs().finally(() => {
+  setFlagsFromString("--no-liftoff-only");
+  setFlagsFromString("--wasm-tier-up");
+  setFlagsFromString("--wasm-dynamic-tiering");
+});
 
 type Row = Record<string, SqlStorageValue>;
 
