@@ -6,9 +6,9 @@
  * - every frame goes through a rate check and `parseClientFrame` before anything else (an `ack`
  *   that frees deliveries is the one frame exempt from the rate check, see `message`);
  * - the only `await`s are signature verification and calls to other objects (the key directory,
- *   group objects, blob ledgers); every storage read/modify/write around them is synchronous, and what a
- *   decision read before such a call is read again after it, so handlers never interleave inside
- *   a decision (a Durable Object runs one event at a time between awaits);
+ *   group objects, blob ledgers); every storage read/modify/write around them is synchronous,
+ *   and what a decision read before such a call is read again after it, so handlers never
+ *   interleave inside a decision (a Durable Object runs one event at a time between awaits);
  * - no handler throws: failures become typed error frames (`errorFrame`).
  */
 import { deviceListVerifies } from "../../shared/core/devices";
