@@ -338,7 +338,7 @@ await section("objects", async () => {
     ),
   );
   target(
-    "busiest object's load, 10,000 vs 100 users (as built: hub + Directory)",
+    "busiest object's load, 10,000 vs 100 users (as built: hub + Directory + Groups)",
     fmtX(r.growth.built),
     "flat (≤ 1.5×)",
     r.growth.built <= 1.5,

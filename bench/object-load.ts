@@ -3,15 +3,18 @@
  * Durable Object of a hub handles per second, for hubs of 100, 1,000 and 10,000 users with one
  * fixed per-user traffic mix. Counted, not timed: a small hub of real engines runs the mix
  * through the real relay in Node (test/support/node-relay.ts), which counts the events each
- * object handles (the hub's socket events and alarms, the directory's calls). Every object of the
+ * object handles (the hub's socket events and alarms, the directory's calls, each group object's
+ * calls). Every object of the
  * split handles its own events one at a time, so its event rate is what bounds it (the ~1,000
  * requests/s soft limit per object).
  *
- * Rows: the hub object as it was (one object, every event), the objects as built now (the hub
- * and its Directory, measured), and the per-user and per-group objects of the design, whose
- * events are attributed from the same run's frames (each client frame to its sender's object,
- * each stored item to its recipient's, each group message to its group's, each presence delta
- * to its viewer's) — a projection from measured counts, as those objects are not built yet.
+ * Rows: the hub object as it was (one object, every event), the objects as built now (the hub,
+ * its Directory and its Group objects, measured: a group object takes the group's joins, leaves,
+ * removals and commits; its messages stay on the hub's object), and the per-user and per-group
+ * objects of the design, whose events are attributed from the same run's frames (each client
+ * frame to its sender's object, each stored item to its recipient's, each group message to its
+ * group's, each presence delta to its viewer's) — a projection from measured counts, as user
+ * objects and the group objects' fan-out are not built yet.
  * The Directory stays one object per hub in that design too: its calls (one `bind` per
  * authentication, bundle fetches, uploads) still grow with the hub, shown in their own column.
  */
@@ -26,10 +29,11 @@ const SAMPLE_USERS = 12;
 const GROUP_SIZE = 6;
 /**
  * The fixed per-user mix, per user and minute: messages to a contact, messages into the user's
- * group, going offline and back (two presence changes). Acks, bundle fetches, prekey uploads and
+ * group, going offline and back (two presence changes), leaving the group and joining it again
+ * (membership churn: the joins, leaves and commits a group object takes). Acks, bundle fetches, prekey uploads and
  * presence deltas follow from these as the engines and relay make them.
  */
-const MIX = { directPerMin: 2, groupPerMin: 1, reconnectsPerMin: 0.5 };
+const MIX = { directPerMin: 2, groupPerMin: 1, reconnectsPerMin: 0.5, rejoinsPerMin: 1 / 12 };
 const HUB_SIZES = [100, 1000, 10_000];
 
 export interface ObjectLoadFigures {
@@ -41,6 +45,8 @@ export interface ObjectLoadFigures {
 interface Counts {
   hub: number;
   directory: number;
+  /** Measured: calls each group object handled. */
+  groupObjects: Map<string, number>;
   /** Design attribution: events per user object and per group object. */
   users: Map<string, number>;
   groups: Map<string, number>;
@@ -66,6 +72,7 @@ async function runMix(rounds: number): Promise<Counts> {
   await relay.advance(LIMITS.presenceDeltaIntervalMs);
   const hub0 = relay.events;
   const dir0 = relay.directory.calls;
+  const groups0 = new Map([...relay.groupObjects].map(([g, o]) => [g, o.calls]));
   const client0 = relay.clientLog.length;
   const log0 = relay.log.length;
   // One round = one minute of the mix for every user (the integer parts; reconnects every
@@ -77,6 +84,16 @@ async function runMix(rounds: number): Promise<Counts> {
         await say(u, await u.client.startChat(peer.name), `m${r}.${k}`);
       }
       for (let k = 0; k < MIX.groupPerMin; k++) await say(u, `group:${groupOf(i)}`, `g${r}.${k}`);
+    }
+    // Membership churn, spread evenly: rejoinsPerMin of every user is one user a minute here.
+    const rejoins = Math.round(MIX.rejoinsPerMin * users.length);
+    for (let k = 0; k < rejoins; k++) {
+      const u = users[(r * rejoins + k) % users.length] as TestUser;
+      const g = groupOf(users.indexOf(u));
+      await u.client.leaveGroup(g);
+      await relay.settle();
+      await u.client.joinGroup(g);
+      await relay.settle();
     }
     if ((r + 1) % Math.round(1 / MIX.reconnectsPerMin) === 0) {
       for (const u of users) {
@@ -91,6 +108,9 @@ async function runMix(rounds: number): Promise<Counts> {
   const counts: Counts = {
     hub: relay.events - hub0,
     directory: relay.directory.calls - dir0,
+    groupObjects: new Map(
+      [...relay.groupObjects].map(([g, o]) => [g, o.calls - (groups0.get(g) ?? 0)]),
+    ),
     users: new Map(),
     groups: new Map(),
   };
@@ -125,8 +145,11 @@ export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoa
   const dirPerUser = c.directory / userMinutes;
   const busiestUser = Math.max(...c.users.values()) / rounds; // per minute, one user's object
   const busiestGroup = Math.max(0, ...c.groups.values()) / rounds;
+  // A group object's load depends on its group, not on the hub: the busiest one measured.
+  const groupCalls = [...c.groupObjects.values()];
+  const busiestGroupObject = Math.max(0, ...groupCalls) / rounds;
   log(
-    `  mix: ${c.hub} hub events, ${c.directory} directory calls over ${userMinutes} user-minutes`,
+    `  mix: ${c.hub} hub events, ${c.directory} directory calls, ${groupCalls.reduce((a, b) => a + b, 0)} calls to ${groupCalls.length} group objects over ${userMinutes} user-minutes`,
   );
   const perSec = (perMin: number) => perMin / 60;
   const rows: Row[] = HUB_SIZES.map((n) => {
@@ -135,13 +158,15 @@ export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoa
     const before = perSec(hubPerUser * n);
     const hub = perSec(hubPerUser * n);
     const dir = perSec(dirPerUser * n);
+    const group = perSec(busiestGroupObject);
     const designed = perSec(Math.max(busiestUser, busiestGroup));
     return {
       "hub users": n,
       "one object (before): events/s": before.toFixed(1),
       "built: hub object events/s": hub.toFixed(1),
       "built: Directory calls/s": dir.toFixed(2),
-      "built: busiest object events/s": Math.max(hub, dir).toFixed(1),
+      "built: busiest Group object calls/s": group.toFixed(2),
+      "built: busiest object events/s": Math.max(hub, dir, group).toFixed(1),
       "design (projected): busiest user or group object events/s": designed.toFixed(2),
     };
   });

@@ -19,6 +19,7 @@ import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
 // Only handlers and Durable Object classes may be exported from the entry module (workerd).
 export { BlobOwner } from "./blobs";
 export { Directory } from "./directory";
+export { Group } from "./group";
 export { Relay } from "./relay";
 
 export interface Env extends PushEnv, BlobRouteEnv {

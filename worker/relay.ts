@@ -8,6 +8,8 @@ import { DurableObject } from "cloudflare:workers";
 import { PING_TEXT, PONG_TEXT } from "../shared/protocol";
 import type { BlobRouteEnv } from "./blob-routes";
 import type { Directory } from "./directory";
+import type { Group } from "./group";
+import type { GroupGateway } from "./relay/group-object";
 import type { DirectoryGateway } from "./relay/key-directory";
 import { RelayLifecycle } from "./relay/lifecycle";
 import { presenceDefaults } from "./relay/presence";
@@ -26,6 +28,18 @@ function directoryOf(ns: DurableObjectNamespace<Directory>): DirectoryGateway {
     take: (hub, username, owner, spkId, requester, now) =>
       dir(hub).take(username, owner, spkId, requester, now),
     remaining: (hub, username, owner) => dir(hub).remaining(username, owner),
+  };
+}
+
+/**
+ * Each group of the hub is its own object, `idFromName(hub + "/g/" + group)` in the GROUP
+ * namespace (worker/group.ts); the hub calls it for every join, leave, removal and commit (§7.5).
+ */
+function groupsOf(ns: DurableObjectNamespace<Group>): GroupGateway {
+  const obj = (hub: string, group: string) => ns.get(ns.idFromName(`${hub}/g/${group}`));
+  return {
+    apply: (hub, group, hubSeq, op) => obj(hub, group).apply(hubSeq, op),
+    seed: (hub, group, seq, record) => obj(hub, group).seed(seq, record),
   };
 }
 
@@ -49,6 +63,7 @@ export class Relay extends DurableObject {
       ctx,
       () => Date.now(),
       directoryOf((env as { DIRECTORY: DurableObjectNamespace<Directory> }).DIRECTORY),
+      groupsOf((env as { GROUP: DurableObjectNamespace<Group> }).GROUP),
       pushConfigFromEnv(e),
       blobs,
       // Hubs whose users see each other online unless they choose otherwise (§6.3).

@@ -27,6 +27,12 @@ import {
   parseServerFrame,
   type ServerFrame,
 } from "../../shared/protocol";
+import {
+  type GroupCallResult,
+  type GroupGateway,
+  type GroupOp,
+  GroupSequencer,
+} from "../../worker/relay/group-object";
 import type { GroupRecord } from "../../worker/relay/groups";
 import { type DirectoryGateway, KeyDirectory } from "../../worker/relay/key-directory";
 import { RelayLifecycle, type RelayState } from "../../worker/relay/lifecycle";
@@ -173,6 +179,46 @@ export class NodeDirectory {
   }
 }
 
+/**
+ * One `Group` object of the hub (worker/group.ts) in Node: the product's GroupSequencer over its
+ * own SQLite, which survives `restart`. Calls reach it a turn later and one at a time, as an RPC
+ * does; `fail` makes the next calls reject before reaching it; `loseAnswer` picks calls that are
+ * applied and then reject, as when the answer is lost (a timeout, the caller restarting).
+ */
+export class NodeGroup {
+  readonly sql = new NodeSql();
+  seq = new GroupSequencer(this.sql);
+  /** Calls this object has handled (the per-object load of bench/object-load.ts). */
+  calls = 0;
+  /** While true, every call rejects before reaching the object. */
+  fail = false;
+  /** Applied calls whose answer is lost: the caller sees a rejection. */
+  loseAnswer: ((op: GroupOp) => boolean) | null = null;
+
+  /** The object is evicted and starts again: memory gone, storage kept. */
+  restart(): void {
+    this.seq = new GroupSequencer(this.sql);
+  }
+
+  async apply(hubSeq: number, op: GroupOp): Promise<GroupCallResult> {
+    await this.#reach();
+    const out = this.seq.apply(hubSeq, op);
+    if (this.loseAnswer?.(op) === true) throw new Error("group object answer lost");
+    return out;
+  }
+
+  async seed(seq: number, record: GroupRecord): Promise<void> {
+    await this.#reach();
+    this.seq.seed(seq, record);
+  }
+
+  async #reach(): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    if (this.fail) throw new Error("group object unreachable");
+    this.calls++;
+  }
+}
+
 export class Conn {
   /** Who the relay authenticated on this connection (from its `welcome`); null before. */
   username: string | null = null;
@@ -219,6 +265,8 @@ export class NodeRelay {
   readonly #state = new NodeObjectState();
   /** The hub's key directory object (PROTOCOL.md §7.4), `idFromName(hub + "/dir")`. */
   readonly directory = new NodeDirectory();
+  /** The hub's group objects (PROTOCOL.md §7.5), `idFromName(hub + "/g/" + group)`, by group. */
+  readonly groupObjects = new Map<string, NodeGroup>();
   /** Events the hub's object has handled (the per-object load of bench/object-load.ts). */
   events = 0;
   #life: RelayLifecycle;
@@ -264,14 +312,33 @@ export class NodeRelay {
         at(h).call((k) => k.take(username, owner, spkId, requester, now)),
       remaining: (h, username, owner) => at(h).call((k) => k.remaining(username, owner)),
     };
+    const group = (h: string, name: string) => {
+      if (h !== hub) throw new Error(`group of another hub asked for: ${h}`);
+      return this.groupObject(name);
+    };
+    const groups: GroupGateway = {
+      apply: (h, name, hubSeq, op) => group(h, name).apply(hubSeq, op),
+      seed: (h, name, seq, record) => group(h, name).seed(seq, record),
+    };
     return new RelayLifecycle(
       this.#state,
       () => this.clock,
       gateway,
+      groups,
       this.pushConfig,
       null,
       () => scope,
     );
+  }
+
+  /** The object of `group` (created on first use, as `idFromName` would). */
+  groupObject(group: string): NodeGroup {
+    let g = this.groupObjects.get(group);
+    if (g === undefined) {
+      g = new NodeGroup();
+      this.groupObjects.set(group, g);
+    }
+    return g;
   }
 
   // -- connections ------------------------------------------------------------------------------
@@ -379,13 +446,19 @@ export class NodeRelay {
     return this.#life.store.getGroup(name);
   }
 
+  /** The group object's seq of the record the hub's object holds for `name` (group-object.ts). */
+  groupSeq(name: string): number {
+    return this.#life.store.getGroupSeq(name);
+  }
+
   user(username: string): UserRow | null {
     return this.#life.store.getUser(username);
   }
 
   /**
    * Every row of every table of the relay's SQLite storages (what a thief of the relay gets): the
-   * hub object's tables by name, the directory object's as `directory/<name>`.
+   * hub object's tables by name, the directory object's as `directory/<name>`, each group object's as
+   * `group/<group>/<name>`.
    */
   dumpTables(): Record<string, Record<string, unknown>[]> {
     const out: Record<string, Record<string, unknown>[]> = {};
@@ -398,6 +471,7 @@ export class NodeRelay {
     };
     dump(this.#state.storage.sql, "");
     dump(this.directory.sql, "directory/");
+    for (const [name, g] of this.groupObjects) dump(g.sql, `group/${name}/`);
     return out;
   }
 

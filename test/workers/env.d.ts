@@ -5,6 +5,7 @@ declare namespace Cloudflare {
     ASSETS: Fetcher;
     BLOB_OWNER: DurableObjectNamespace<import("../../worker/blobs").BlobOwner>;
     DIRECTORY: DurableObjectNamespace<import("../../worker/directory").Directory>;
+    GROUP: DurableObjectNamespace<import("../../worker/group").Group>;
     BLOBS: R2Bucket;
     ALLOWED_ORIGINS?: string;
     VAPID_PUBLIC_KEY?: string;

@@ -1,11 +1,13 @@
 /**
- * The hub's objects (docs/ARCHITECTURE.md "The hub's objects"): the key directory is its own
- * Durable Object, reachable only from the hub's object. No route of the Worker reaches it, and
- * what it hands out is always for the identity and device the hub has bound to the name.
+ * The hub's objects (docs/ARCHITECTURE.md "The hub's objects"): the key directory and each group
+ * are their own Durable Objects, reachable only from the hub's object. No route of the Worker
+ * reaches them; what the directory hands out is always for the identity and device the hub has
+ * bound to the name, and a group object acts only for the user the hub names.
  */
-import { env, listDurableObjectIds, SELF } from "cloudflare:test";
+import { env, evictDurableObject, listDurableObjectIds, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { toB64u } from "../../shared/encoding";
+import { emptyGroup } from "../../worker/relay/groups";
 import { prekeyOwner } from "../../worker/relay/key-directory";
 import { BASE, freshHub, newKeys, ORIGIN, oneTimePrekeys, TestClient } from "./support/client";
 
@@ -95,5 +97,84 @@ describe("the Directory object", () => {
     alice.send({ v: 1, t: "fetch_bundle", id: "f", username: "bob" });
     expect((await alice.next("bundle", (f) => f.id === "f")).oneTimePrekey).toBeNull();
     for (const c of [first, second, alice]) c.close();
+  });
+});
+
+const groupIds = async () =>
+  new Set((await listDurableObjectIds(env.GROUP)).map((id) => id.toString()));
+
+describe("the Group object", () => {
+  it("no route of the Worker reaches it: only a join on the hub's object does", async () => {
+    const hub = freshHub();
+    const gid = env.GROUP.idFromName(`${hub}/g/team`).toString();
+    const before = await groupIds();
+    expect(before.has(gid)).toBe(false);
+    const ws = { Upgrade: "websocket", Origin: ORIGIN };
+    const probes: Array<[string, RequestInit]> = [
+      [`/g/team`, {}],
+      [`/${hub}/g/team`, {}],
+      [`/g/${hub}/team`, { method: "POST", body: "{}" }],
+      [`/group?hub=${hub}&group=team`, {}],
+      // Hub names cannot carry the object suffix: the Worker refuses them before any object.
+      [`/ws?hub=${hub}/g/team`, { headers: ws }],
+      [`/ws?hub=${encodeURIComponent(`${hub}/g/team`)}`, { headers: ws }],
+      // A blob ticket naming the group object's id: ids are bound to their namespace.
+      [
+        `/blob/${"a".repeat(43)}`,
+        {
+          method: "PUT",
+          body: "x",
+          headers: { "Content-Length": "1", Authorization: `Ticket ${gid}.${"A".repeat(43)}` },
+        },
+      ],
+    ];
+    for (const [path, init] of probes) {
+      const res = await SELF.fetch(`${BASE}${path}`, init);
+      expect(res.status, path).not.toBe(101);
+      expect(res.status, path).not.toBe(500);
+      await res.body?.cancel();
+    }
+    expect(await groupIds()).toEqual(before);
+    const { c } = await TestClient.connect(hub, "alice");
+    c.send({ v: 1, t: "join", id: "j", group: "team" });
+    await c.next("accepted", (f) => f.id === "j");
+    c.close();
+    expect(await groupIds()).toEqual(new Set([...before, gid]));
+  });
+
+  it("holds the roster the hub's calls made, across its own eviction; a transition the hub never confirmed is undone", async () => {
+    const hub = freshHub();
+    const { c } = await TestClient.connect(hub, "alice");
+    c.send({ v: 1, t: "join", id: "j", group: "team" });
+    await c.next("accepted", (f) => f.id === "j");
+    const stub = env.GROUP.get(env.GROUP.idFromName(`${hub}/g/team`));
+    await evictDurableObject(stub);
+    // The hub holds seq 1 (alice joining); an RPC naming it sees the same record.
+    const same = await stub.apply(1, { t: "join", user: "alice", maxGroupSize: 10 });
+    expect(same).toMatchObject({
+      t: "ok",
+      seq: 1,
+      changed: false,
+      group: { pendingJoins: ["alice"] },
+    });
+    // A transition the hub never writes (its next call still names 1) is undone.
+    expect(await stub.apply(1, { t: "join", user: "mallory", maxGroupSize: 10 })).toMatchObject({
+      t: "ok",
+      seq: 2,
+    });
+    c.send({ v: 1, t: "join", id: "j2", group: "team" });
+    await c.next("accepted", (f) => f.id === "j2");
+    const bob = (await TestClient.connect(hub, "bob")).c;
+    bob.send({ v: 1, t: "join", id: "jb", group: "team" });
+    const g = await bob.next("group", (f) => f.state.group === "team");
+    expect(g.state.pendingJoins.map((m) => m.username)).toEqual(["alice", "bob"]);
+    const fresh = env.GROUP.get(env.GROUP.idFromName(`${freshHub()}/g/x`));
+    expect(await fresh.apply(0, { t: "leave", user: "alice" })).toEqual({ t: "resync" });
+    await fresh.seed(0, emptyGroup("x"));
+    expect(await fresh.apply(0, { t: "leave", user: "alice" })).toMatchObject({
+      t: "refused",
+      code: "not_member",
+    });
+    for (const x of [c, bob]) x.close();
   });
 });

@@ -6,6 +6,7 @@ import { admissionBuckets } from "../../worker/relay/admission";
 import { parseAttachment } from "../../worker/relay/attachment";
 import { authTranscript, signedPrekeyTranscript } from "../../worker/relay/auth";
 import { checkUpload, prekeysLow } from "../../worker/relay/directory";
+import type { GroupGateway } from "../../worker/relay/group-object";
 import * as groups from "../../worker/relay/groups";
 import { Hub, MAX_PENDING_SOCKETS } from "../../worker/relay/hub";
 import type { DirectoryGateway } from "../../worker/relay/key-directory";
@@ -353,6 +354,7 @@ describe("admission of unauthenticated sockets", () => {
     const hub = new Hub({
       store: {} as Store, // admit never touches storage
       directory: {} as DirectoryGateway, // nor the key directory
+      groups: {} as GroupGateway, // nor group objects
       links: {} as LinkStore, // nor link offers
       sessions,
       now: () => 1,

@@ -6,9 +6,9 @@
  * - every frame goes through a rate check and `parseClientFrame` before anything else (an `ack`
  *   that frees deliveries is the one frame exempt from the rate check, see `message`);
  * - the only `await`s are signature verification and calls to other objects (the key directory,
- *   blob ledgers); every storage read/modify/write around them is synchronous, and what a
- *   decision read before such a call is read again after it, so handlers never interleave inside
- *   a decision (a Durable Object runs one event at a time between awaits);
+ *   group objects, blob ledgers); every storage read/modify/write around them is synchronous,
+ *   and what a decision read before such a call is read again after it, so handlers never
+ *   interleave inside a decision (a Durable Object runs one event at a time between awaits);
  * - no handler throws: failures become typed error frames (`errorFrame`).
  */
 import { deviceListVerifies } from "../../shared/core/devices";
@@ -44,6 +44,7 @@ import {
 } from "./device-lists";
 import { prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
+import type { GroupCallResult, GroupGateway, GroupOp } from "./group-object";
 import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
 import { type DirectoryGateway, prekeyOwner } from "./key-directory";
@@ -112,6 +113,8 @@ export interface HubDeps {
   presenceDefault?: (hub: string) => PresenceScope;
   /** The hub's key directory object (key-directory.ts): one-time and PQ prekeys, quota. */
   directory: DirectoryGateway;
+  /** The hub's group objects (group-object.ts): each group's roster, epoch and commits (§7.5). */
+  groups: GroupGateway;
   /** Link offers waiting for their answer (links.ts, PROTOCOL.md §4.8.3). */
   links: LinkStore;
 }
@@ -151,6 +154,11 @@ export class Hub {
    * member's commit of the leave, which would make the join a stranger's (PROTOCOL.md §9.4).
    */
   readonly #checking = new Map<string, Set<Promise<void>>>();
+  /**
+   * Per group, the tail of its group-object steps (`#serial`): one call per group at a time, so
+   * each names the seq of the copy the hub holds when it is made (group-object.ts).
+   */
+  readonly #groupChains = new Map<string, Promise<void>>();
   /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
   readonly pushes: Pushes;
 
@@ -442,7 +450,7 @@ export class Hub {
         return;
       case "join":
         await this.#inOrder(frame.group, async () => {
-          if (await this.#leavesValid(s, a, frame)) this.#join(s, a, frame, now);
+          if (await this.#leavesValid(s, a, frame)) await this.#join(s, a, frame, now);
         });
         return;
       case "leaf":
@@ -451,7 +459,7 @@ export class Hub {
         });
         return;
       case "leave":
-        this.#leave(s, a, frame, now);
+        await this.#leave(s, a, frame, now);
         return;
       case "remove":
         await this.#remove(s, a, frame, now);
@@ -459,7 +467,7 @@ export class Hub {
       case "commit": {
         const pending = this.#checking.get(frame.group);
         if (pending !== undefined) await Promise.allSettled([...pending]);
-        this.#commit(s, a, frame, now);
+        await this.#serial(frame.group, () => this.#commit(s, a, frame, now));
         return;
       }
       case "group_send":
@@ -614,6 +622,20 @@ export class Hub {
     if (frame.pqPrekey !== undefined && frame.pqPrekey.spkId !== frame.signedPrekey.id) {
       return this.#authFail(s, "bad_frame");
     }
+    return this.#authBound(s, a, frame, false);
+  }
+
+  /**
+   * The synchronous part of `auth` after the transcript checked out. `leftGroups`: the groups of
+   * an abandoned name were left already (a reclaim, below), so the decision is made again after
+   * those calls, on what storage holds then.
+   */
+  async #authBound(
+    s: Session,
+    a: PendingAttachment,
+    frame: Frame<"auth">,
+    leftGroups: boolean,
+  ): Promise<void> {
     const now = this.#d.now();
     const { store, sessions } = this.#d;
     const owner = store.getUser(frame.username);
@@ -670,7 +692,13 @@ export class Hub {
       // the new key. While a committed roster still lists it the name is not handed over: the
       // group state would show the leaver under the new key, and members' clients refuse to
       // commit past a changed key, so the removal could never be committed (§4.3, §8.7).
-      this.#leaveAll(frame.username, now);
+      if (!leftGroups && store.groupsOf(frame.username).length > 0) {
+        // Leaving goes through each group's object (an await): decide everything again after.
+        if (!(await this.#leaveAll(a.hub, frame.username, now)))
+          return this.#authFail(s, "internal");
+        if (s.closed) return;
+        return this.#authBound(s, a, frame, true);
+      }
       if (store.onCommittedRoster(frame.username)) return this.#authFail(s, "name_taken");
       store.reclaimUser(frame.username, frame.identityKey, frame.signedPrekey, now);
       // Who the old identity talked to, and its presence setting, are not the new one's (§6.3);
@@ -801,14 +829,22 @@ export class Hub {
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
   }
 
-  /** `leave` every group `username` is active in or joining, pushing each change. */
-  #leaveAll(username: string, now: number): void {
+  /**
+   * `leave` every group `username` is active in or joining, pushing each change; false if a group
+   * object could not be reached (the leaves made so far stand).
+   */
+  async #leaveAll(hub: string, username: string, now: number): Promise<boolean> {
     for (const name of this.#d.store.groupsOf(username)) {
-      const g = this.#d.store.getGroup(name);
-      if (g === null) continue;
-      const r = this.#applyLeave(g, username, now);
-      if (r.ok && r.push !== null) this.#pushGroup(r.push);
+      const ok = await this.#serial(name, async () => {
+        const g = this.#d.store.getGroup(name);
+        if (g === null) return true;
+        const r = await this.#applyLeave(hub, g, { t: "leave", user: username }, now);
+        if (r.ok && r.push !== null) this.#pushGroup(r.push);
+        return r.ok || r.code !== "internal";
+      });
+      if (!ok) return false;
     }
+    return true;
   }
 
   #authFail(s: Session, code: ErrorCode, close: number = CLOSE.authFailed): void {
@@ -1294,7 +1330,63 @@ export class Hub {
     return this.#membership.nextDue();
   }
 
-  #join(s: Session, a: AuthedAttachment, frame: Frame<"join">, now: number): void {
+  /**
+   * Run `step` (a join, leave, removal or commit of `group`) after the group's earlier ones: it
+   * reads the hub's copy, calls the group object and writes what it answers, with nothing of the
+   * same group in between (group-object.ts).
+   */
+  async #serial<T>(group: string, step: () => Promise<T>): Promise<T> {
+    const before = this.#groupChains.get(group) ?? Promise.resolve();
+    const run = before.then(step);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#groupChains.set(group, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.#groupChains.get(group) === tail) this.#groupChains.delete(group);
+    }
+  }
+
+  /**
+   * Apply `op` to `group` at its object, naming the seq of the hub's copy (call inside `#serial`).
+   * A group the hub has no copy of starts empty there. A rejected call is made once more (the same
+   * call is idempotent, group-object.ts); null: the object could not be reached.
+   */
+  async #callGroup(
+    hub: string,
+    group: string,
+    op: GroupOp,
+  ): Promise<Exclude<GroupCallResult, { t: "resync" }> | null> {
+    const { store } = this.#d;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const held = store.getGroup(group);
+      const seq = store.getGroupSeq(group);
+      try {
+        if (held === null) await this.#d.groups.seed(hub, group, seq, groups.emptyGroup(group));
+        const r = await this.#d.groups.apply(hub, group, seq, op);
+        if (r.t !== "resync") return r;
+        // A group the object does not know yet (copied from before group objects): hand it over.
+        await this.#d.groups.seed(hub, group, seq, held ?? groups.emptyGroup(group));
+      } catch (e) {
+        console.error("relay: group call failed", e instanceof Error ? e.name : typeof e);
+      }
+    }
+    return null;
+  }
+
+  async #join(s: Session, a: AuthedAttachment, frame: Frame<"join">, now: number): Promise<void> {
+    await this.#serial(frame.group, () => this.#joinStep(s, a, frame, now));
+  }
+
+  async #joinStep(
+    s: Session,
+    a: AuthedAttachment,
+    frame: Frame<"join">,
+    now: number,
+  ): Promise<void> {
     const { store } = this.#d;
     let g = store.getGroup(frame.group);
     const existed = g !== null;
@@ -1333,45 +1425,61 @@ export class Hub {
       s.send(errorFrame("rate_limited", frame.id));
       return;
     }
-    const r = groups.join(g, a.username, LIMITS.maxGroupSize);
-    if (!r.ok) {
-      s.send(errorFrame(r.code, frame.id));
+    // The machine's answer on the hub's copy; a join that changes nothing needs no call.
+    const local = groups.join(g, a.username, LIMITS.maxGroupSize);
+    if (!local.ok) {
+      s.send(errorFrame(local.code, frame.id));
       return;
     }
-    if (r.changed || !existed) store.saveGroup(existed ? g : null, r.group, now);
-    if (r.group.pendingJoins.includes(a.username))
-      store.setGroupAuth(r.group.name, a.username, "join", frame.auth ?? null);
-    if (!existed) store.setGroupCreator(r.group.name, a.identityKey);
+    let next = local.group;
+    if (local.changed) {
+      const r = await this.#callGroup(a.hub, frame.group, {
+        t: "join",
+        user: a.username,
+        maxGroupSize: LIMITS.maxGroupSize,
+      });
+      if (r === null || r.t === "refused") {
+        s.send(errorFrame(r === null ? "internal" : r.code, frame.id));
+        return;
+      }
+      next = r.group;
+      if (r.changed) store.saveGroup(existed ? g : null, next, now, r.seq);
+    }
+    if (next.pendingJoins.includes(a.username))
+      store.setGroupAuth(next.name, a.username, "join", frame.auth ?? null);
+    if (!existed) store.setGroupCreator(next.name, a.identityKey);
     // A join's fresh leaf keys replace any earlier ones (§9.3); an active member's queue is
     // left alone (its join is a duplicate).
-    if (r.group.pendingJoins.includes(a.username))
-      store.setLeaves(r.group.name, a.username, frame.leaves);
+    if (next.pendingJoins.includes(a.username))
+      store.setLeaves(next.name, a.username, frame.leaves);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // Always tell the joiner the state (also when it was already in), so it can commit; the
     // others hear of it within the group's membership push bound (§7.5).
-    s.send({ v: PROTOCOL_VERSION, t: "group", state: this.#groupState(r.group) });
-    if (r.changed) this.#membershipChanged(r.group, now);
+    s.send({ v: PROTOCOL_VERSION, t: "group", state: this.#groupState(next) });
+    if (local.changed) this.#membershipChanged(next, now);
   }
 
-  #leave(s: Session, a: AuthedAttachment, frame: Frame<"leave">, now: number): void {
-    const { store } = this.#d;
-    const g = store.getGroup(frame.group);
-    if (g === null) {
-      s.send(errorFrame("not_member", frame.id));
-      return;
-    }
-    if (!this.#chargeFanout(a, groups.audience(g).length, now)) {
-      s.send(errorFrame("rate_limited", frame.id));
-      return;
-    }
-    const r = this.#applyLeave(g, a.username, now, frame.auth);
-    if (!r.ok) {
-      s.send(errorFrame(r.code, frame.id));
-      return;
-    }
-    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
-    s.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
-    if (r.push !== null) this.#membershipChanged(r.push, now);
+  async #leave(s: Session, a: AuthedAttachment, frame: Frame<"leave">, now: number): Promise<void> {
+    await this.#serial(frame.group, async () => {
+      const { store } = this.#d;
+      const g = store.getGroup(frame.group);
+      if (g === null) {
+        s.send(errorFrame("not_member", frame.id));
+        return;
+      }
+      if (!this.#chargeFanout(a, groups.audience(g).length, now)) {
+        s.send(errorFrame("rate_limited", frame.id));
+        return;
+      }
+      const r = await this.#applyLeave(a.hub, g, { t: "leave", user: a.username }, now, frame.auth);
+      if (!r.ok) {
+        s.send(errorFrame(r.code, frame.id));
+        return;
+      }
+      s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+      s.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
+      if (r.push !== null) this.#membershipChanged(r.push, now);
+    });
   }
 
   /**
@@ -1408,34 +1516,47 @@ export class Hub {
       s.send(errorFrame("not_admin", frame.id));
       return;
     }
-    // Re-read: the verification awaited, and another frame may have changed the group meanwhile.
-    const now2 = this.#d.store.getGroup(frame.group);
-    if (now2 === null || !groups.activeMembers(now2).includes(frame.user)) {
-      s.send(errorFrame("unknown_user", frame.id));
-      return;
-    }
-    const r = this.#applyLeave(now2, frame.user, now, frame.auth);
-    if (!r.ok) {
-      s.send(errorFrame(r.code, frame.id));
-      return;
-    }
-    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
-    this.#d.sessions
-      .online(frame.user)
-      ?.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group, auth: frame.auth });
-    if (r.push !== null) this.#pushGroup(r.push);
+    await this.#serial(frame.group, async () => {
+      // Re-read: the verification awaited, and another frame may have changed the group since.
+      const now2 = this.#d.store.getGroup(frame.group);
+      if (now2 === null || !groups.activeMembers(now2).includes(frame.user)) {
+        s.send(errorFrame("unknown_user", frame.id));
+        return;
+      }
+      const op: GroupOp = { t: "remove", user: frame.user, by: a.username };
+      const r = await this.#applyLeave(a.hub, now2, op, now, frame.auth);
+      if (!r.ok) {
+        s.send(errorFrame(r.code, frame.id));
+        return;
+      }
+      s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+      this.#d.sessions
+        .online(frame.user)
+        ?.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group, auth: frame.auth });
+      if (r.push !== null) this.#pushGroup(r.push);
+    });
   }
 
-  /** Take `user` out of `g` as its `leave` would and store the result; returns what to push. */
-  #applyLeave(
+  /**
+   * Take a user out of `g` (the hub's copy) as its `leave` would, at the group's object, and store
+   * the result; returns what to push. Call inside `#serial`; `internal`: the object was unreachable.
+   */
+  async #applyLeave(
+    hub: string,
     g: groups.GroupRecord,
-    user: string,
+    op: GroupOp & { t: "leave" | "remove" },
     now: number,
     auth?: string,
-  ): { ok: true; push: groups.GroupRecord | null } | { ok: false; code: ErrorCode } {
+  ): Promise<{ ok: true; push: groups.GroupRecord | null } | { ok: false; code: ErrorCode }> {
     const { store } = this.#d;
-    const r = groups.leave(g, user);
-    if (!r.ok) return r;
+    const user = op.user;
+    const local = groups.leave(g, user);
+    if (!local.ok) return local;
+    if (!local.changed) return { ok: true, push: null };
+    const called = await this.#callGroup(hub, g.name, op);
+    if (called === null) return { ok: false, code: "internal" };
+    if (called.t === "refused") return { ok: false, code: called.code };
+    const r = { group: called.group, changed: called.changed };
     // A dropped join takes its invitation along; a leave keeps its authorization (§9.7.4).
     store.setGroupAuth(g.name, user, "join", null);
     if (r.group.pendingLeaves.includes(user) && !g.pendingLeaves.includes(user))
@@ -1444,29 +1565,41 @@ export class Hub {
       groups.isAbandoned(r.group) && !(DEFAULT_GROUPS as readonly string[]).includes(g.name);
     // A group nobody is in or joining can never commit again: free its slot (maxGroupsPerHub).
     if (abandoned) store.deleteGroup(g.name);
-    else if (r.changed) store.saveGroup(g, r.group, now);
+    else if (r.changed) store.saveGroup(g, r.group, now, called.seq);
     if (r.changed)
       this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
     return { ok: true, push: r.changed && !abandoned ? r.group : null };
   }
 
-  #commit(s: Session, a: AuthedAttachment, frame: Frame<"commit">, now: number): void {
+  /**
+   * Sequence a commit (§7.5): checked on the hub's copy first, so a refusal costs no call and
+   * comes in the same order of checks as ever; then applied by the group's object, the single
+   * writer of its epochs; then stored and delivered here (call inside `#serial`).
+   */
+  async #commit(
+    s: Session,
+    a: AuthedAttachment,
+    frame: Frame<"commit">,
+    now: number,
+  ): Promise<void> {
     const { store } = this.#d;
     const g = store.getGroup(frame.group);
     if (g === null) {
       s.send(errorFrame("not_member", frame.id));
       return;
     }
-    const r = groups.commit(g, {
+    // The committer is the name bound to this connection, never one the frame names (§4.3).
+    const req: groups.CommitRequest = {
       committer: a.username,
       parentEpoch: frame.parentEpoch,
       members: frame.members,
       wrapsTo: frame.wraps.map((w) => w.to),
       inviteOnly: this.#inviteOnly(a.hub, g.name),
       refused: frame.refused ?? [],
-    });
-    if (!r.ok) {
-      s.send(errorFrame(r.code, frame.id));
+    };
+    const local = groups.commit(g, req);
+    if (!local.ok) {
+      s.send(errorFrame(local.code, frame.id));
       return;
     }
     // Each wrap must be sealed to the member's current leaf key (§9.3): a committer that read the
@@ -1494,7 +1627,23 @@ export class Hub {
       s.send(errorFrame("rate_limited", frame.id));
       return;
     }
-    store.saveGroup(g, r.group, now);
+    const called = await this.#callGroup(a.hub, g.name, { t: "commit", req });
+    if (called === null || called.t === "refused") {
+      s.send(errorFrame(called === null ? "internal" : called.code, frame.id));
+      return;
+    }
+    // Read again after the call: other senders may have filled a recipient's mailbox meanwhile.
+    // Not storing the result is safe: the object undoes what the hub never applied (its next
+    // call names the old seq), so no member learns of an epoch it holds no secret for.
+    if (
+      frame.wraps.some((w) => !mailboxHasRoom("commit", this.#stored(w.to))) ||
+      !commitRoom(store.commitHoldings(a.username, to), to, frame.core.length)
+    ) {
+      s.send(errorFrame("mailbox_full", frame.id));
+      return;
+    }
+    const r = { group: called.group, dropped: called.dropped };
+    store.saveGroup(g, r.group, now, called.seq);
     // Closed groups (§9.7): the commit took every pending change; its state is the group's now.
     store.clearGroupAuths(g.name);
     if (frame.info !== undefined) store.setGroupInfo(g.name, frame.info);

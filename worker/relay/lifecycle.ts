@@ -13,6 +13,7 @@ import { CHALLENGE_BYTES, CLOSE, HubName } from "../../shared/protocol";
 import { DEFAULT_HUB } from "../http";
 import { addressBucket } from "./admission";
 import { Origin, parseAttachment } from "./attachment";
+import type { GroupGateway } from "./group-object";
 import { type BlobGateway, DEFAULT_GROUPS, Hub } from "./hub";
 import type { DirectoryGateway } from "./key-directory";
 import { LinkStore } from "./links";
@@ -53,7 +54,7 @@ export class RelayLifecycle {
 
   /**
    * `clock` is wall-clock milliseconds (`Date.now` in production); `directory` the hub's key
-   * directory object (key-directory.ts); `push` the Web Push settings
+   * directory object (key-directory.ts); `groups` its group objects (group-object.ts); `push` the Web Push settings
    * (push-send.ts pushConfigFromEnv), null when push is off; `presenceDefault` the hub's
    * default presence scope (presence.ts presenceDefaults; PROTOCOL.md §6.3).
    */
@@ -61,6 +62,7 @@ export class RelayLifecycle {
     ctx: RelayState,
     clock: () => number,
     directory: DirectoryGateway,
+    groups: GroupGateway,
     push: PushConfig | null = null,
     blobs: BlobGateway | null = null,
     presenceDefault: (hub: string) => PresenceScope = () => "contacts",
@@ -84,6 +86,7 @@ export class RelayLifecycle {
       blobs,
       presenceDefault,
       directory,
+      groups,
       links,
     });
     // After hibernation the sockets are still there; their state comes back from attachments.

@@ -103,6 +103,12 @@ const SCHEMA = [
      n INTEGER NOT NULL
    )`,
   // Who created each group (identity key), for maxGroupsCreatedPerIdentity (PROTOCOL.md §7.5).
+  // The hub's copy of a group is the group object's record at `seq` (group-object.ts): the seq
+  // it names in its next call. No row: 0 (a group copied from before group objects, or new).
+  `CREATE TABLE IF NOT EXISTS group_seq (
+     grp TEXT PRIMARY KEY,
+     seq INTEGER NOT NULL
+   )`,
   // A table of its own so existing hubs need no ALTER; rows go with their group.
   `CREATE TABLE IF NOT EXISTS group_creators (
      grp TEXT PRIMARY KEY,
@@ -741,13 +747,28 @@ export class Store {
     this.sql.exec("DELETE FROM group_leaves WHERE grp = ?", name);
     this.sql.exec("DELETE FROM group_interims WHERE grp = ?", name);
     this.sql.exec("DELETE FROM group_creators WHERE grp = ?", name);
+    this.sql.exec("DELETE FROM group_seq WHERE grp = ?", name);
     this.sql.exec("DELETE FROM group_members WHERE grp = ?", name);
     this.sql.exec("DELETE FROM groups WHERE name = ?", name);
   }
 
-  /** Write the difference between two records of one group (only changed rows are touched). */
-  saveGroup(before: GroupRecord | null, after: GroupRecord, now: number): void {
+  /** The group object's seq of the record this hub holds for `name` (group-object.ts). */
+  getGroupSeq(name: string): number {
+    const r = this.sql.exec("SELECT seq FROM group_seq WHERE grp = ?", name).toArray()[0];
+    return r === undefined ? 0 : num(r.seq);
+  }
+
+  /**
+   * Write the difference between two records of one group (only changed rows are touched), and
+   * the group object's seq of `after` (group-object.ts).
+   */
+  saveGroup(before: GroupRecord | null, after: GroupRecord, now: number, seq: number): void {
     this.#groups.delete(after.name);
+    this.sql.exec(
+      `INSERT INTO group_seq (grp, seq) VALUES (?, ?) ON CONFLICT (grp) DO UPDATE SET seq = excluded.seq`,
+      after.name,
+      seq,
+    );
     this.sql.exec(
       `INSERT INTO groups (name, epoch, created_at) VALUES (?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET epoch = excluded.epoch`,
