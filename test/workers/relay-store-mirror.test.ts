@@ -203,3 +203,41 @@ describe("relay store: cached directory rows and contact decisions equal storage
     );
   });
 });
+
+describe("relay store: acknowledged rows waiting for the flush (PROTOCOL §7.3)", () => {
+  it("are not counted or delivered while the object runs, and come back after a crash before the flush", async () => {
+    const hub = freshHub("acked");
+    await runInDurableObject(stubFor(hub), () => {});
+    await runInDurableObject(stubFor(hub), (_i, state) => {
+      const sql = state.storage.sql;
+      const store = new Store(sql);
+      store.migrate([], 1);
+      const now = 1_000_000;
+      const mid = store.putItem({
+        recipient: "bob",
+        sender: "ann",
+        senderKey: "k",
+        ts: now,
+        expiresAt: now + 10,
+        kind: "direct",
+        group: null,
+        epoch: null,
+        payload: store.putPayload("QUJD"),
+        wrap: null,
+      });
+      store.ackLater("bob", [{ mid, sender: "ann", kind: "direct" }]);
+      expect(store.countMailbox("bob")).toBe(0);
+      expect(store.itemsAfter("bob", 0, now, 10)).toEqual([]);
+      // The object dies before its flush: the waiting set was memory only, the row is stored,
+      // so the restarted object counts it and delivers it again (clients dedupe by mid).
+      const restarted = new Store(sql);
+      restarted.migrate([], 1);
+      expect(restarted.countMailbox("bob")).toBe(1);
+      expect(restarted.itemsAfter("bob", 0, now, 10).map((r) => r.mid)).toEqual([mid]);
+      // Had it flushed, the row would be gone for good.
+      store.flushAcked();
+      expect(restarted.countMailbox("bob")).toBe(0);
+      expect(new Store(sql).itemsAfter("bob", 0, now, 10)).toEqual([]);
+    });
+  });
+});

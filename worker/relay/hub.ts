@@ -522,8 +522,11 @@ export class Hub {
 
   /** The offer under a rendezvous, for the device that was shown its code. */
   #linkFetch(s: Session, frame: Frame<"link_fetch">, now: number): void {
-    const offer = this.#d.links.get(frame.rendezvous, now);
-    if (offer === null || this.#linkWaiter(frame.rendezvous) === null) {
+    const offer =
+      this.#linkWaiter(frame.rendezvous, now) === null
+        ? null
+        : this.#d.links.get(frame.rendezvous, now);
+    if (offer === null) {
       s.send(errorFrame("unknown_link", frame.id));
       return;
     }
@@ -541,8 +544,9 @@ export class Hub {
    * closes: an answer the new device refuses (not made with its code) does not end the wait.
    */
   #linkAnswer(s: Session, frame: Frame<"link_answer">, now: number): void {
-    const waiter = this.#linkWaiter(frame.rendezvous);
-    if (waiter === null || this.#d.links.get(frame.rendezvous, now) === null) {
+    // The waiting socket's attachment says when its offer expires: no storage read needed.
+    const waiter = this.#linkWaiter(frame.rendezvous, now);
+    if (waiter === null) {
       s.send(errorFrame("unknown_link", frame.id));
       return;
     }
@@ -555,11 +559,11 @@ export class Hub {
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
 
-  /** The live unauthenticated socket waiting under `rendezvous`, if any. */
-  #linkWaiter(rendezvous: string): Session | null {
+  /** The live unauthenticated socket waiting under `rendezvous` with an unexpired offer, if any. */
+  #linkWaiter(rendezvous: string, now: number): Session | null {
     for (const w of this.#d.sessions.all()) {
-      const wa = w.att;
-      if (!w.closed && wa.state === "pending" && wa.link?.rendezvous === rendezvous) return w;
+      const link = w.att.state === "pending" ? w.att.link : undefined;
+      if (!w.closed && link?.rendezvous === rendezvous && link.expiresAt > now) return w;
     }
     return null;
   }
