@@ -44,3 +44,11 @@ export function randomBytes(n: number): Uint8Array {
   }
   return out;
 }
+
+/**
+ * The pool as it is now, read-only, for the test of PROTOCOL.md §3.8's claims (every byte before
+ * `used` was handed out once and is zero; requests over POOLED_MAX_BYTES do not touch it).
+ */
+export function randomPoolState(): { readonly pool: Uint8Array; readonly used: number } {
+  return { pool: pool.slice(), used };
+}
