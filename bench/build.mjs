@@ -2,7 +2,7 @@
 // for the browser, with the pinned esbuild. `--need-pwa` also builds the PWA (vite) when
 // dist/pwa is missing: `wrangler dev` serves it as the Worker's static assets.
 import { execSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { build } from "esbuild";
 
 if (process.argv.includes("--need-pwa") && !existsSync("dist/pwa/index.html")) {
@@ -25,6 +25,11 @@ await build({
   target: "node20",
   logLevel: "warning",
 });
+// The Node crypto backend loads these at run time from beside its module (node/mlkem-pqclean.ts,
+// node/crypto-thread.ts): in a bundle, beside the bundle.
+mkdirSync("dist/bench", { recursive: true });
+for (const f of ["pqclean-driver.cjs", "crypto-thread.cjs"])
+  copyFileSync(`node/${f}`, `dist/bench/${f}`);
 // ts-mls, the group bench's RFC 9420 baseline, lives in its own package (bench/mls): it pins other
 // @noble/* versions than Parley's. Installed from its lock file on first use, bundled whole.
 if (!existsSync("bench/mls/node_modules/ts-mls")) {

@@ -35,12 +35,21 @@ import {
   InvalidKeyError,
   installCryptoBackend,
   LowOrderError,
+  MLKEM768_CIPHERTEXT_BYTES,
+  MLKEM768_PUBLIC_KEY_BYTES,
+  MLKEM768_SHARED_SECRET_BYTES,
   randomBytes,
   type Sha256Hasher,
   X25519_KEY_BYTES,
   type X25519KeyPair,
 } from "../shared/crypto";
-import { mlkemDecapsulate, mlkemEncapsulate, mlkemKeyPairFromSeed } from "./mlkem-pqclean";
+import { cryptoThread } from "./crypto-thread";
+import {
+  checkEncapsulationKey,
+  mlkemDecapsulate,
+  mlkemEncapsulate,
+  mlkemKeyPairFromSeed,
+} from "./mlkem-pqclean";
 
 const LOW_ORDER = "publicKey: low-order point, shared secret is all-zero (RFC 7748 §6.1)";
 
@@ -188,37 +197,67 @@ function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Ui
   return opensslVerify(publicKey, message, signature);
 }
 
-/**
- * Below this many signatures a batch is verified in line: a thread-pool hop costs about as much
- * as a verify (~50 µs), so it only pays when the pool's threads run many at once.
- */
-const POOL_VERIFY_MIN = 8;
+/** Below this many items a batch runs in line: a hop to the crypto thread costs about a few. */
+const THREAD_MIN = 8;
+
+function verifyInLine(items: ReadonlyArray<Ed25519VerifyItem>): boolean[] {
+  return items.map((x) => ed25519Verify(x.publicKey, x.message, x.signature));
+}
+
+/** A roster's signatures on the crypto thread (crypto-thread.ts), the same rule as ed25519Verify. */
+async function ed25519VerifyMany(items: ReadonlyArray<Ed25519VerifyItem>): Promise<boolean[]> {
+  if (items.length < THREAD_MIN) return verifyInLine(items);
+  let size = 0;
+  for (const x of items) size += 100 + x.message.length;
+  const buf = new Uint8Array(size);
+  const view = new DataView(buf.buffer);
+  let o = 0;
+  for (const x of items) {
+    buf.set(x.publicKey, o);
+    buf.set(x.signature, o + 32);
+    view.setUint32(o + 96, x.message.length);
+    buf.set(x.message, o + 100);
+    o += 100 + x.message.length;
+  }
+  const ok = await cryptoThread.run("verify", items.length, buf, () =>
+    Uint8Array.from(verifyInLine(items), (x) => (x ? 1 : 0)),
+  );
+  return Array.from(ok, (x) => x === 1);
+}
+
+const KEM_OUT = MLKEM768_CIPHERTEXT_BYTES + MLKEM768_SHARED_SECRET_BYTES;
 
 /**
- * A batch on libuv's thread pool: crypto.verify with a callback is the same OpenSSL call run
- * off the main thread, so a roster's signatures use every core, and the main thread stays free
- * for the commit's seals meanwhile (§9.2.3). Key imports stay on the main thread (cached).
+ * Encaps_internal(ek, m) per item on the crypto thread, answers in input order. The keys are
+ * checked here first (FIPS 203 §7.2), so a bad key is the same InvalidKeyError as in line.
  */
-function ed25519VerifyMany(items: ReadonlyArray<Ed25519VerifyItem>): Promise<boolean[]> {
-  if (items.length < POOL_VERIFY_MIN)
-    return Promise.resolve(items.map((x) => ed25519Verify(x.publicKey, x.message, x.signature)));
-  // All at once: the pool's threads pick the jobs up as the main thread yields (between a
-  // commit's seals), measured faster than feeding the pool a few at a time (a refill has to wait
-  // for the main thread, so the pool sat idle: 1000-member cold commit 233 vs 276–300 ms).
-  return Promise.all(
-    items.map(
-      (x) =>
-        new Promise<boolean>((resolve) => {
-          try {
-            verify(null, x.message, verifierFor(x.publicKey), x.signature, (err, ok) =>
-              resolve(err === null && ok),
-            );
-          } catch {
-            resolve(false);
-          }
-        }),
-    ),
-  );
+async function mlkemEncapsulateMany(
+  items: ReadonlyArray<{ publicKey: Uint8Array; m: Uint8Array }>,
+): Promise<Array<{ ciphertext: Uint8Array; sharedSecret: Uint8Array }>> {
+  for (const x of items) checkEncapsulationKey(x.publicKey);
+  if (items.length < THREAD_MIN) return items.map((x) => mlkemEncapsulate(x.publicKey, x.m));
+  const rec = MLKEM768_PUBLIC_KEY_BYTES + 32;
+  const buf = new Uint8Array(items.length * rec);
+  items.forEach((x, i) => {
+    buf.set(x.publicKey, i * rec);
+    buf.set(x.m, i * rec + MLKEM768_PUBLIC_KEY_BYTES);
+  });
+  const out = await cryptoThread.run("kem", items.length, buf, () => {
+    const o = new Uint8Array(items.length * KEM_OUT);
+    items.forEach((x, i) => {
+      const r = mlkemEncapsulate(x.publicKey, x.m);
+      o.set(r.ciphertext, i * KEM_OUT);
+      o.set(r.sharedSecret, i * KEM_OUT + MLKEM768_CIPHERTEXT_BYTES);
+      r.sharedSecret.fill(0);
+    });
+    return o;
+  });
+  const answers = items.map((_, i) => ({
+    ciphertext: out.slice(i * KEM_OUT, i * KEM_OUT + MLKEM768_CIPHERTEXT_BYTES),
+    sharedSecret: out.slice(i * KEM_OUT + MLKEM768_CIPHERTEXT_BYTES, (i + 1) * KEM_OUT),
+  }));
+  out.fill(0);
+  return answers;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,6 +382,7 @@ export const nodeCryptoBackend: CryptoBackend = {
   sha3_256: (message: Uint8Array) => own(createHash("sha3-256").update(message).digest()),
   mlkemKeyPairFromSeed,
   mlkemEncapsulate,
+  mlkemEncapsulateMany,
   mlkemDecapsulate,
 };
 

@@ -95,6 +95,14 @@ export interface CryptoBackend {
     m: Uint8Array,
   ): { ciphertext: Uint8Array; sharedSecret: Uint8Array };
   /**
+   * Encaps_internal(ek, m) of many independent items, answers in input order; same checks, same
+   * bytes. Optional: a backend can run a commit's encapsulations (one per member, §9.2.3) on
+   * another thread while the caller seals; without it each item goes through mlkemEncapsulate.
+   */
+  mlkemEncapsulateMany?(
+    items: ReadonlyArray<{ publicKey: Uint8Array; m: Uint8Array }>,
+  ): Promise<Array<{ ciphertext: Uint8Array; sharedSecret: Uint8Array }>>;
+  /**
    * Decaps_internal(dk, c) with implicit rejection: lengths checked; the backend runs the §7.3
    * hash check (InvalidKeyError).
    */

@@ -19,9 +19,13 @@ import {
   XWING_ESEED_BYTES,
   XWING_PUBLIC_KEY_BYTES,
   XWING_SEED_BYTES,
+  type XWingPrepared,
   xwingDecapsulate,
+  xwingDiscard,
   xwingEncapsulate,
+  xwingFinish,
   xwingGenerateKeyPair,
+  xwingPrepareMany,
 } from "./xwing";
 
 export const HPKE_XWING_KEM_ID = 0x647a;
@@ -40,6 +44,13 @@ const ownBuffer = (u: Uint8Array): ArrayBuffer =>
 
 const ALG = "X-Wing";
 const pub = (raw: Uint8Array) => new XCryptoKey(ALG, raw, "public");
+
+/** A recipient key whose encapsulation's ML-KEM half is already done (hpkeSealManyXWing). */
+class PreparedKey extends XCryptoKey {
+  constructor(readonly prepared: XWingPrepared) {
+    super(ALG, prepared.pk, "public");
+  }
+}
 const priv = (raw: Uint8Array) => new XCryptoKey(ALG, raw, "private", ["deriveBits"]);
 
 function raw(key: CryptoKey | CryptoKeyPair, type: "public" | "private", n: number): Uint8Array {
@@ -98,6 +109,10 @@ class ParleyXWing implements KemInterface {
     ekm?: CryptoKeyPair | Bytesish;
   }): Promise<{ sharedSecret: ArrayBuffer; enc: ArrayBuffer }> {
     const pk = raw(params.recipientPublicKey, "public", XWING_PUBLIC_KEY_BYTES);
+    if (params.recipientPublicKey instanceof PreparedKey && params.ekm === undefined) {
+      const out = await xwingFinish(params.recipientPublicKey.prepared);
+      return { sharedSecret: ownBuffer(out.sharedSecret), enc: ownBuffer(out.ciphertext) };
+    }
     let eseed: Uint8Array | undefined;
     if (params.ekm !== undefined) {
       if (!(params.ekm instanceof ArrayBuffer) && !ArrayBuffer.isView(params.ekm))
@@ -165,17 +180,65 @@ export async function hpkeSealXWing(
   }
 }
 
-/** hpkeSealXWing of one plaintext to many recipients, in input order (a commit's wraps). */
+/**
+ * A batch's ML-KEM halves are handed to the backend in chunks of this many: the first chunk's
+ * seals start once it is done, while the backend works on the next (a commit's 1000 wraps).
+ */
+const PREPARE_CHUNK = 32;
+
+/**
+ * hpkeSealXWing of one plaintext to many recipients, in input order (a commit's wraps). Every
+ * encapsulation's ML-KEM half is requested up front, chunk by chunk (xwingPrepareMany: another
+ * thread on a backend that has one), and each seal finishes its own X25519 half and the HPKE key
+ * schedule here as its chunk arrives. The same wraps as one hpkeSealXWing per recipient.
+ */
 export async function hpkeSealManyXWing(
   recipients: ReadonlyArray<{ recipientPublicKey: Uint8Array; info: Uint8Array }>,
   plaintext: Uint8Array,
   aad: Uint8Array,
 ): Promise<Array<{ enc: Uint8Array; ciphertext: Uint8Array }>> {
+  for (const r of recipients) {
+    assertBytes("recipientPublicKey", r.recipientPublicKey, XWING_PUBLIC_KEY_BYTES);
+    assertBytes("info", r.info);
+  }
+  assertBytes("plaintext", plaintext);
+  assertBytes("aad", aad);
+  const chunks: Promise<XWingPrepared[]>[] = [];
+  for (let i = 0; i < recipients.length; i += PREPARE_CHUNK)
+    chunks.push(
+      xwingPrepareMany(recipients.slice(i, i + PREPARE_CHUNK).map((r) => r.recipientPublicKey)),
+    );
   const out: Array<{ enc: Uint8Array; ciphertext: Uint8Array }> = [];
-  // One at a time: each seal is synchronous ML-KEM work plus a few X25519 calls; interleaving
-  // them would only evict X25519 cache entries before their DH runs (as hpkeSealMany explains).
-  for (const r of recipients)
-    out.push(await hpkeSealXWing(r.recipientPublicKey, plaintext, r.info, aad));
+  const s = hpkeXWingSuite();
+  let k = 0;
+  try {
+    for (; k < chunks.length; k++) {
+      let prepared: XWingPrepared[];
+      try {
+        prepared = await (chunks[k] as Promise<XWingPrepared[]>);
+      } catch (e) {
+        throw new HpkeSealError("hpke: X-Wing seal failed", { cause: e });
+      }
+      for (const [j, p] of prepared.entries()) {
+        const r = recipients[k * PREPARE_CHUNK + j] as (typeof recipients)[number];
+        try {
+          const sealed = await s.seal(
+            { recipientPublicKey: new PreparedKey(p), info: r.info },
+            plaintext,
+            aad,
+          );
+          out.push({ enc: new Uint8Array(sealed.enc), ciphertext: new Uint8Array(sealed.ct) });
+        } catch (e) {
+          for (const rest of prepared) xwingDiscard(rest);
+          throw new HpkeSealError("hpke: X-Wing seal failed", { cause: e });
+        }
+      }
+    }
+  } finally {
+    // Chunks not reached (a seal failed): their secrets go as they arrive.
+    for (const c of chunks.slice(k + 1))
+      c.then((ps) => ps.forEach(xwingDiscard)).catch(() => undefined);
+  }
   return out;
 }
 

@@ -82,6 +82,7 @@ export {
   mlkemDecapsulate,
   mlkemDecapsulateSeed,
   mlkemEncapsulate,
+  mlkemEncapsulateMany,
   mlkemEncapsulationKeyReduced,
   mlkemForget,
   mlkemKeyPairFromSeed,

@@ -159,6 +159,32 @@ export function mlkemEncapsulate(
   return (backend().mlkemEncapsulate ?? nobleEncapsulate)(publicKey, m ?? randomBytes(MSG_BYTES));
 }
 
+/**
+ * mlkemEncapsulate of many keys, answers in input order, each with its own fresh m (or the given
+ * one, known-answer tests only). A backend may run the batch on another thread
+ * (`mlkemEncapsulateMany`); the bytes are the same either way.
+ */
+export async function mlkemEncapsulateMany(
+  items: ReadonlyArray<{ publicKey: Uint8Array; m?: Uint8Array }>,
+): Promise<Array<{ ciphertext: Uint8Array; sharedSecret: Uint8Array }>> {
+  const many = backend().mlkemEncapsulateMany;
+  if (many === undefined) return items.map((x) => mlkemEncapsulate(x.publicKey, x.m));
+  const todo = items.map((x) => {
+    if (!(x.publicKey instanceof Uint8Array) || x.publicKey.length !== MLKEM768_PUBLIC_KEY_BYTES)
+      throw new InvalidKeyError("ML-KEM-768 public key: expected 1184 bytes");
+    if (x.m !== undefined) length("m", x.m, MSG_BYTES);
+    return { publicKey: x.publicKey, m: x.m ?? randomBytes(MSG_BYTES) };
+  });
+  try {
+    return await many(todo);
+  } finally {
+    // The drawn m are secret (each fixes its shared secret): gone once the batch is done.
+    todo.forEach((x, i) => {
+      if (items[i]?.m === undefined) x.m.fill(0);
+    });
+  }
+}
+
 /** ML-KEM.Decaps(dk, c) with the 2400-byte expanded key; implicit rejection on a wrong c. */
 export function mlkemDecapsulate(ciphertext: Uint8Array, secretKey: Uint8Array): Uint8Array {
   length("ciphertext", ciphertext, MLKEM768_CIPHERTEXT_BYTES);

@@ -27,6 +27,7 @@ import {
   MLKEM768_SEED_BYTES,
   mlkemDecapsulateSeed,
   mlkemEncapsulate,
+  mlkemEncapsulateMany,
   mlkemForget,
   mlkemPublicKey,
 } from "./mlkem";
@@ -92,26 +93,74 @@ export async function xwingEncapsulate(
 ): Promise<{ ciphertext: Uint8Array; sharedSecret: Uint8Array }> {
   assertBytes("pk", pk, XWING_PUBLIC_KEY_BYTES);
   if (eseed !== undefined) assertBytes("eseed", eseed, XWING_ESEED_BYTES);
-  const pkM = pk.subarray(0, MLKEM768_PUBLIC_KEY_BYTES);
-  const pkX = pk.subarray(MLKEM768_PUBLIC_KEY_BYTES);
   // One draw for both (FIPS 203's m, then the X25519 ephemeral secret), as EncapsulateDerand reads.
-  const e = eseed ?? randomBytes(XWING_ESEED_BYTES);
-  const ekX = e.slice(32, 64);
-  const m = e.subarray(0, 32);
-  const kem = mlkemEncapsulate(pkM, m);
-  const ctX = await x25519PublicKey(ekX);
-  const ssX = await x25519(ekX, pkX);
-  // The ephemeral secret is used once: it must not stay in the X25519 cache.
-  x25519Forget(ekX);
-  ekX.fill(0);
-  const ciphertext = new Uint8Array(XWING_CIPHERTEXT_BYTES);
-  ciphertext.set(kem.ciphertext, 0);
-  ciphertext.set(ctX, MLKEM768_CIPHERTEXT_BYTES);
-  const sharedSecret = combine(kem.sharedSecret, ssX, ctX, pkX);
-  kem.sharedSecret.fill(0);
-  ssX.fill(0);
-  if (eseed === undefined) e.fill(0);
-  return { ciphertext, sharedSecret };
+  const e = eseed === undefined ? randomBytes(XWING_ESEED_BYTES) : eseed.slice();
+  const kem = mlkemEncapsulate(pk.subarray(0, MLKEM768_PUBLIC_KEY_BYTES), e.subarray(0, 32));
+  return xwingFinish({ pk, e, kem });
+}
+
+/**
+ * An encapsulation whose ML-KEM half is done: the X25519 half and the combiner remain
+ * (`xwingFinish`). Holds secrets (`e`, the ML-KEM shared secret): finish or `xwingDiscard` it.
+ */
+export interface XWingPrepared {
+  readonly pk: Uint8Array;
+  readonly e: Uint8Array;
+  readonly kem: { ciphertext: Uint8Array; sharedSecret: Uint8Array };
+}
+
+/**
+ * The ML-KEM halves of encapsulations to many keys, as one batch a backend may run on another
+ * thread (mlkemEncapsulateMany) while the caller finishes earlier ones — a commit's wraps
+ * (§9.2.3). Fresh randomness per key; the same bytes as xwingEncapsulate given the same draws.
+ */
+export async function xwingPrepareMany(pks: readonly Uint8Array[]): Promise<XWingPrepared[]> {
+  for (const pk of pks) assertBytes("pk", pk, XWING_PUBLIC_KEY_BYTES);
+  const es = pks.map(() => randomBytes(XWING_ESEED_BYTES));
+  try {
+    const kems = await mlkemEncapsulateMany(
+      pks.map((pk, i) => ({
+        publicKey: pk.subarray(0, MLKEM768_PUBLIC_KEY_BYTES),
+        m: (es[i] as Uint8Array).subarray(0, 32),
+      })),
+    );
+    return pks.map((pk, i) => ({
+      pk,
+      e: es[i] as Uint8Array,
+      kem: kems[i] as XWingPrepared["kem"],
+    }));
+  } catch (e) {
+    for (const x of es) x.fill(0);
+    throw e;
+  }
+}
+
+/** Wipe a prepared encapsulation that will not be finished. */
+export function xwingDiscard(p: XWingPrepared): void {
+  p.e.fill(0);
+  p.kem.sharedSecret.fill(0);
+}
+
+/** The X25519 half and the combiner (draft §5.3); wipes the prepared secrets. */
+export async function xwingFinish(
+  p: XWingPrepared,
+): Promise<{ ciphertext: Uint8Array; sharedSecret: Uint8Array }> {
+  const pkX = p.pk.subarray(MLKEM768_PUBLIC_KEY_BYTES);
+  const ekX = p.e.subarray(32, 64);
+  try {
+    const ctX = await x25519PublicKey(ekX);
+    const ssX = await x25519(ekX, pkX);
+    // The ephemeral secret is used once: it must not stay in the X25519 cache.
+    x25519Forget(ekX);
+    const ciphertext = new Uint8Array(XWING_CIPHERTEXT_BYTES);
+    ciphertext.set(p.kem.ciphertext, 0);
+    ciphertext.set(ctX, MLKEM768_CIPHERTEXT_BYTES);
+    const sharedSecret = combine(p.kem.sharedSecret, ssX, ctX, pkX);
+    ssX.fill(0);
+    return { ciphertext, sharedSecret };
+  } finally {
+    xwingDiscard(p);
+  }
 }
 
 /**

@@ -10,6 +10,7 @@
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { installNodeCryptoBackend, nodeCryptoBackend } from "../../node/crypto-backend";
+import { CryptoThread } from "../../node/crypto-thread";
 import {
   aesGcmDecrypt,
   aesGcmEncrypt,
@@ -26,6 +27,7 @@ import {
   installCryptoBackend,
   mlkemDecapsulate,
   mlkemEncapsulate,
+  mlkemEncapsulateMany,
   mlkemKeyPairFromSeed,
   randomBytes,
   sha256,
@@ -563,5 +565,53 @@ describe("ML-KEM-768: Node backend (PQClean wasm) = default backend (noble)", ()
       default: { error: "InvalidKeyError" },
       node: { error: "InvalidKeyError" },
     });
+  });
+});
+
+describe("the Node backend's crypto thread (node/crypto-thread.ts)", () => {
+  it("mlkemEncapsulateMany = mlkemEncapsulate item by item on both backends, below and above the thread batch size", async () => {
+    for (const n of [0, 1, 7, 8, 9, 40]) {
+      const items = Array.from({ length: n }, () => ({
+        publicKey: mlkemKeyPairFromSeed(randomBytes(64)).publicKey,
+        m: randomBytes(32),
+      }));
+      const expected = items.map((x) => {
+        const r = mlkemEncapsulate(x.publicKey, x.m);
+        return { ct: toHex(r.ciphertext), ss: toHex(r.sharedSecret) };
+      });
+      const got = await both(async () =>
+        (await mlkemEncapsulateMany(items)).map((r) => ({
+          ct: toHex(r.ciphertext),
+          ss: toHex(r.sharedSecret),
+        })),
+      );
+      expect(got, `${n} items`).toEqual({ default: expected, node: expected });
+      // The caller's m stay as given (only drawn ones are wiped).
+      expect(items.every((x) => x.m.some((b) => b !== 0))).toBe(true);
+    }
+  });
+
+  it("a thread that cannot run answers every batch on the main thread instead, the same answers", async () => {
+    const broken = new CryptoThread(new URL("data:text/javascript,throw new Error('broken')"));
+    const input = randomBytes(64);
+    const expected = randomBytes(16);
+    expect(await broken.run("verify", 3, input, () => expected)).toBe(expected);
+    // Each later batch too (a new thread each time, failing the same way).
+    expect(await broken.run("kem", 1, randomBytes(64), () => expected)).toBe(expected);
+    // A fallback that throws rejects the batch with its error.
+    await expect(
+      broken.run("kem", 1, randomBytes(64), () => {
+        throw new Error("typed in real use");
+      }),
+    ).rejects.toThrow("typed in real use");
+  });
+
+  it("a thread that exits with batches in flight hands them to their fallbacks", async () => {
+    const exits = new CryptoThread(
+      new URL("data:text/javascript,setTimeout(() => process.exit(3), 50)"),
+    );
+    const a = exits.run("verify", 1, randomBytes(8), () => Uint8Array.of(1));
+    const b = exits.run("kem", 1, randomBytes(8), () => Uint8Array.of(2));
+    expect([...(await a), ...(await b)]).toEqual([1, 2]);
   });
 });

@@ -14,6 +14,7 @@ import {
   ed25519KeyPairFromSeed,
   ed25519Sign,
   ed25519Verify,
+  ed25519VerifyMany,
   randomBytes,
 } from "../../shared/crypto";
 import {
@@ -265,5 +266,35 @@ describe("WebCrypto and noble agree on fresh signatures", () => {
       expect(v.parley).toBe(false);
       expect(v.nobleParley).toBe(false);
     }
+  });
+});
+
+describe("ed25519VerifyMany on every vector at once", () => {
+  it("gives each vector's ed25519Verify verdict, in order (Wycheproof, RFC 8032, Taming, ZIP-215)", async () => {
+    // In the node project a batch this size runs on the backend's crypto thread
+    // (node/crypto-thread.ts): libsodium there, OpenSSL for its refusals. Taming vectors 2 and 3
+    // are valid under §3.2 but refused by libsodium (small-order R), so they fail if the thread
+    // skipped OpenSSL; ZIP-215's small-order keys fail if it skipped the refusals of step 2.
+    const items = [
+      ...wycheproof.testGroups.flatMap((g) =>
+        g.tests.map((t) => ({ pk: g.publicKey.pk, msg: t.msg, sig: t.sig })),
+      ),
+      ...rfc8032.map((v) => ({ pk: v.pub, msg: v.msg, sig: v.sig })),
+      ...taming.map((v) => ({ pk: v.pub_key, msg: v.message, sig: v.signature })),
+      ...zip215.map((v) => ({ pk: v.vk_bytes, msg: toHex(utf8("Zcash")), sig: v.sig_bytes })),
+    ].map((x) => ({
+      publicKey: fromHex(x.pk),
+      message: fromHex(x.msg),
+      signature: fromHex(x.sig),
+    }));
+    const one = await Promise.all(
+      items.map((x) => ed25519Verify(x.publicKey, x.message, x.signature)),
+    );
+    expect(await ed25519VerifyMany(items)).toEqual(one);
+    // Both verdicts occur, and Taming 2 and 3 are among the accepted.
+    const tamingAt = items.length - zip215.length - taming.length;
+    expect([one[tamingAt + 2], one[tamingAt + 3]]).toEqual([true, true]);
+    expect(one.filter((x) => x).length).toBeGreaterThan(90);
+    expect(one.filter((x) => !x).length).toBeGreaterThan(250);
   });
 });

@@ -9,6 +9,7 @@ import {
   MLKEM768_PUBLIC_KEY_BYTES,
   mlkemDecapsulateSeed,
   mlkemEncapsulate,
+  mlkemEncapsulateMany,
   mlkemPublicKey,
   randomBytes,
 } from "../../shared/crypto";
@@ -17,6 +18,7 @@ import encaps from "../vectors/wycheproof_mlkem_768_encaps_test.json";
 import keygen from "../vectors/wycheproof_mlkem_768_keygen_seed_test.json";
 import decaps from "../vectors/wycheproof_mlkem_768_semi_expanded_decaps_test.json";
 import combined from "../vectors/wycheproof_mlkem_768_test.json";
+import { fromHex, toHex } from "./crypto-util";
 import { runMlKemKats } from "./mlkem-kat";
 
 describe("ML-KEM-768 known answers", () => {
@@ -32,6 +34,30 @@ describe("ML-KEM-768 known answers", () => {
       cctv_unlucky_final: { valid: 1, invalid: 0 },
       cctv_unlucky_ipd: { valid: 1, invalid: 0 },
     });
+  });
+
+  it("mlkemEncapsulateMany: every valid Wycheproof encaps vector in one batch gives its c and K, in order", async () => {
+    // In the node project this batch runs on the backend's crypto thread (node/crypto-thread.ts).
+    const valid = encaps.testGroups.flatMap((g) => g.tests.filter((t) => t.result === "valid"));
+    expect(valid).toHaveLength(133);
+    const got = await mlkemEncapsulateMany(
+      valid.map((t) => ({ publicKey: fromHex(t.ek ?? ""), m: fromHex(t.m ?? "") })),
+    );
+    expect(got.map((x) => [toHex(x.ciphertext), toHex(x.sharedSecret)])).toEqual(
+      valid.map((t) => [t.c, t.K]),
+    );
+    // One key failing FIPS 203 §7.2 refuses the whole batch, with the error of the single call.
+    const bad = encaps.testGroups
+      .flatMap((g) => g.tests)
+      .find((t) => t.result === "invalid" && (t.ek ?? "").length === 2 * MLKEM768_PUBLIC_KEY_BYTES);
+    if (bad === undefined) throw new Error("no invalid full-length key in the file");
+    const batch = valid.slice(0, 20).map((t) => ({ publicKey: fromHex(t.ek ?? "") }));
+    batch.splice(10, 0, { publicKey: fromHex(bad.ek ?? "") });
+    await expect(mlkemEncapsulateMany(batch)).rejects.toMatchObject({ name: "InvalidKeyError" });
+    // Fresh randomness per item: two batches to one key never share a secret.
+    const pk = fromHex(valid[0]?.ek ?? "");
+    const twice = await mlkemEncapsulateMany(Array.from({ length: 16 }, () => ({ publicKey: pk })));
+    expect(new Set(twice.map((x) => toHex(x.sharedSecret))).size).toBe(16);
   });
 
   it("round-trips with fresh randomness; a wrong ciphertext gives a different secret, not an error", () => {

@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import {
   hpkeOpen,
   hpkeOpenXWing,
+  hpkeSealManyXWing,
   hpkeSealXWing,
   randomBytes,
   XWING_CIPHERTEXT_BYTES,
@@ -87,3 +88,58 @@ describe("X-Wing known answers", () => {
     ).rejects.toMatchObject({ name: "InvalidLengthError" });
   });
 });
+
+describe("hpkeSealManyXWing (a commit's wraps, §9.2.3)", () => {
+  it("seals to each recipient in order, each opening only with its own key, across several chunks", async () => {
+    // 70 recipients: more than two of the chunks the ML-KEM halves are requested in.
+    const sks = Array.from({ length: 70 }, () => randomBytes(32));
+    const recipients = await Promise.all(
+      sks.map(async (sk, i) => ({
+        recipientPublicKey: await xwingPublicKey(sk),
+        info: new TextEncoder().encode(`member ${i}`),
+      })),
+    );
+    const pt = randomBytes(32);
+    const aad = randomBytes(32);
+    const sealed = await hpkeSealManyXWing(recipients, pt, aad);
+    expect(sealed).toHaveLength(70);
+    for (const [i, w] of sealed.entries()) {
+      const r = recipients[i] as (typeof recipients)[number];
+      expect(await hpkeOpenXWing(sks[i] as Uint8Array, w.enc, w.ciphertext, r.info, aad)).toEqual(
+        pt,
+      );
+    }
+    // Fresh encapsulation per wrap; another member's key opens nothing.
+    expect(new Set(sealed.map((w) => toHexString(w.enc))).size).toBe(70);
+    const w0 = sealed[0] as (typeof sealed)[number];
+    await expect(
+      hpkeOpenXWing(
+        sks[1] as Uint8Array,
+        w0.enc,
+        w0.ciphertext,
+        recipients[0]?.info as Uint8Array,
+        aad,
+      ),
+    ).rejects.toMatchObject({ name: "HpkeOpenError" });
+  });
+
+  it("a key failing FIPS 203's check anywhere in the batch is HpkeSealError, no wraps returned", async () => {
+    const recipients = await Promise.all(
+      Array.from({ length: 40 }, async () => ({
+        recipientPublicKey: await xwingPublicKey(randomBytes(32)),
+        info: randomBytes(8),
+      })),
+    );
+    const bad = (recipients[37] as (typeof recipients)[number]).recipientPublicKey.slice();
+    bad[0] = 0xff;
+    bad[1] = 0x0f; // first ML-KEM coefficient 4095 ≥ q
+    recipients[37] = { recipientPublicKey: bad, info: randomBytes(8) };
+    await expect(
+      hpkeSealManyXWing(recipients, randomBytes(32), randomBytes(32)),
+    ).rejects.toMatchObject({ name: "HpkeSealError" });
+  });
+});
+
+function toHexString(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
