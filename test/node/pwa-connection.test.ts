@@ -131,6 +131,29 @@ describe("Connection", () => {
     expect(t.last().sent).toHaveLength(3);
   });
 
+  test("a new device's link_offer goes out before any auth (PROTOCOL §4.8.3); other frames still wait", () => {
+    const t = setup();
+    t.conn.start();
+    t.last().open();
+    t.last().receive(HELLO);
+    const offer = {
+      v: 1,
+      t: "link_offer",
+      id: "o1",
+      rendezvous: "01234567",
+      offer: {
+        device: "A".repeat(22),
+        deviceKey: KEY,
+        linkKey: "A".repeat(1622),
+        name: "phone",
+        mac: KEY,
+      },
+    } as ClientFrame;
+    t.conn.send(offer);
+    t.conn.send(SEND);
+    expect(t.last().sent.map((x) => JSON.parse(x).t)).toEqual(["link_offer"]);
+  });
+
   test("frames that fail the wire schema never reach the engine", () => {
     const t = setup();
     t.conn.start();

@@ -23,13 +23,17 @@ import { safetyQrText, scanVerdict } from "../../pwa/src/ui/safety-scan";
 import {
   connectionNotice,
   describeError,
+  describeLinkError,
   describeLog,
   describeSystem,
   describeThrown,
+  guessDeviceName,
   isUnknownUser,
+  LINK_ERROR_TEXT,
   tabTitle,
 } from "../../pwa/src/ui/wording";
 import { CoreError } from "../../shared/core/errors";
+import { LinkError, type LinkErrorCode } from "../../shared/core/linking";
 import { ERROR_CODES, ERRORS, NAME_RE } from "../../shared/protocol";
 
 function sys(
@@ -420,5 +424,50 @@ describe("safety-number scan", () => {
     expect(scanVerdict("https://example.org", ours)).toBe("not_parley");
     expect(scanVerdict(safetyQrText("1".repeat(59)), ours)).toBe("not_parley");
     expect(scanVerdict(`parley-safety-number:v2:${ours}`, ours)).toBe("not_parley");
+  });
+});
+
+describe("linked devices in plain words", () => {
+  test("a device name from the user agent", () => {
+    expect(
+      guessDeviceName(
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36",
+      ),
+    ).toBe("Chrome on Android");
+    expect(
+      guessDeviceName(
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+      ),
+    ).toBe("Safari on iOS");
+    expect(
+      guessDeviceName("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+    ).toBe("Firefox on Linux");
+    expect(
+      guessDeviceName(
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36 Edg/126.0",
+      ),
+    ).toBe("Edge on Windows");
+    expect(guessDeviceName("curl/8")).toBe("Browser");
+  });
+
+  test("every link refusal the engine can raise has its own words", () => {
+    // A Record over the type: a new code without an entry here is a type error.
+    const all: Record<LinkErrorCode, true> = {
+      bad_code: true,
+      code_mismatch: true,
+      malformed: true,
+      not_listed: true,
+      unknown_link: true,
+      unknown_device: true,
+      already_linked: true,
+      too_many_devices: true,
+    };
+    for (const c of Object.keys(all) as LinkErrorCode[]) {
+      const w = describeLinkError(new LinkError(c, "engine text"));
+      expect(w.text).toBe(LINK_ERROR_TEXT[c]);
+      expect(w.text).not.toContain("_");
+    }
+    // Anything else falls back to the generic wording with details.
+    expect(describeLinkError(new Error("boom")).details).toContain("boom");
   });
 });

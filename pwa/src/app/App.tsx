@@ -12,6 +12,7 @@ import {
 import { unreadTotal } from "../state/model";
 import { Conversation, EmptyPane } from "../ui/Conversation";
 import { MembersDialog, VerifyDialog } from "../ui/Dialogs";
+import { LazyLinkingScreen } from "../ui/lazy";
 import { Creating, Onboarding } from "../ui/Onboarding";
 import { RetiredBanner } from "../ui/Retired";
 import { BootScreen, FatalScreen, LockScreen, OtherTabScreen } from "../ui/Screens";
@@ -138,6 +139,14 @@ export function App(props: { parley: Parley }) {
           })()}
         >
           {(ph) => <Creating username={ph().username} step={ph().step} />}
+        </Match>
+        <Match
+          when={(() => {
+            const ph = p.phase();
+            return ph.p === "linking" ? ph : undefined;
+          })()}
+        >
+          {(ph) => <LazyLinkingScreen code={ph().code} expired={ph().expired} error={ph().error} />}
         </Match>
         <Match when={p.phase().p === "ready"}>
           <Messenger />

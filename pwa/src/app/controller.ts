@@ -4,8 +4,20 @@
  */
 import { batch, createSignal } from "solid-js";
 import { createStore, produce } from "solid-js/store";
-import type { ConversationId, ParleyClientApi, ParleyEvent } from "../../../shared/core/client-api";
+import type {
+  ConversationId,
+  LinkRequest,
+  OwnDevices,
+  ParleyClientApi,
+  ParleyEvent,
+} from "../../../shared/core/client-api";
 import type { Invite } from "../../../shared/core/content";
+import {
+  initLinkedStore,
+  type LinkedIdentity,
+  type LinkProgress,
+  NewDeviceLink,
+} from "../../../shared/core/link-device";
 import { NAME_RE, type PresenceScope } from "../../../shared/protocol";
 import { createEngine } from "../engine/create";
 import { DEFAULT_BACKOFF, VISIBLE_BACKOFF } from "../net/backoff";
@@ -51,7 +63,15 @@ import { createProfile, loadProfile, type Profile, readSeed } from "../storage/p
 import type { ConvMeta, HistoryEntry, HistoryMessage } from "../storage/schemas";
 import { TransferStore } from "../storage/transfers";
 import { formatDay, formatTime } from "../ui/format";
-import { describeError, describeThrown, unknownUserText, type Worded } from "../ui/wording";
+import {
+  describeError,
+  describeLinkError,
+  describeThrown,
+  LINK_ERROR_TEXT,
+  LINK_WORDS,
+  unknownUserText,
+  type Worded,
+} from "../ui/wording";
 import { createTransfers, fileKey } from "./attachments";
 import { createMessaging } from "./messaging";
 import { createToasts } from "./toasts";
@@ -66,6 +86,11 @@ export type Phase =
   /** `taken`: the name the relay refused as someone else's (it may be ours, from a backup). */
   | { p: "onboarding"; error?: string; taken?: string }
   | { p: "creating"; username: string; step: number }
+  /**
+   * A new device waiting to be linked (PROTOCOL.md §4.8): `code` once made; `expired` when the
+   * offer ended (its socket closed); `error` an answer that was refused meanwhile.
+   */
+  | { p: "linking"; code: string | null; expired: boolean; error?: string }
   | { p: "ready" }
   | { p: "fatal"; message: string };
 
@@ -131,6 +156,14 @@ export function createParley() {
   let conn: Connection | null = null;
   let unsubscribe: (() => void) | null = null;
   let everReady = false;
+  /** The waiting socket of a new device being linked, and its link (PROTOCOL.md §4.8.2). */
+  let linking: { conn: Connection; link: NewDeviceLink } | null = null;
+  /** Our own devices as our accepted list names them (Settings → Devices). */
+  const [ownDevices, setOwnDevices] = createSignal<OwnDevices | null>(null);
+  /** Devices this device just linked: their own_devices notice is ours, not an alarm. */
+  const justLinked = new Set<string>();
+  /** The relay said this device was removed from our list (§4.7): it stays stopped. */
+  let removedHere = false;
   /** Unsent text per conversation; persisted sealed (history.ts) a moment after each change. */
   const drafts = new Map<string, string>();
   const draftTimers = new Map<string, ReturnType<typeof setTimeout>>();
@@ -295,7 +328,7 @@ export function createParley() {
       },
       onClose: () => engine?.onDisconnected(),
       onState: (s) => {
-        setState("conn", connView(s));
+        setState("conn", removedHere && s.s === "stopped" ? { kind: "removed" } : connView(s));
         // Back online: uploads that failed for want of a connection go again (attachments.ts).
         if (s.s === "online") transfers.resume();
         // Who is online is only known while we are: offline, nobody is shown as online.
@@ -419,6 +452,104 @@ export function createParley() {
     }
   }
 
+  // -------------------------------------------------------------------------------------------
+  // Linking (PROTOCOL.md §4.8): this browser as the new device
+
+  /** Make a code and wait on an unauthenticated socket for another device of ours to answer. */
+  async function startLinking(deviceName: string) {
+    if (!db || !deviceKey) return;
+    stopLinking();
+    setPhase({ p: "linking", code: null, expired: false });
+    let conn: Connection | null = null;
+    const link = await NewDeviceLink.start(HUB, deviceName, (f) => conn?.send(f));
+    const c = new Connection({
+      url: relayUrl(location, HUB),
+      onOpen: () => undefined,
+      onFrame: (f) => {
+        void link.onServerFrame(f).then(
+          (p) => onLinkProgress(c, p),
+          (e) => console.warn("link answer failed:", e),
+        );
+      },
+      onClose: () => undefined,
+      onState: (st) => {
+        // The offer lives as long as its socket (§4.8.3): closed or expired, the code is dead,
+        // and a reconnect must not offer it again past its ten minutes.
+        if (linking?.conn === c && (st.s === "waiting" || st.s === "stopped")) expireLinking();
+      },
+    });
+    conn = c;
+    linking = { conn: c, link };
+    setPhase({ p: "linking", code: link.code, expired: false });
+    c.start();
+  }
+
+  function stopLinking() {
+    const l = linking;
+    linking = null;
+    l?.link.cancel();
+    l?.conn.stop();
+  }
+
+  function expireLinking() {
+    stopLinking();
+    const ph = phase();
+    if (ph.p === "linking") setPhase({ ...ph, expired: true });
+  }
+
+  async function onLinkProgress(c: Connection, p: LinkProgress) {
+    if (linking?.conn !== c) return;
+    const ph = phase();
+    if (ph.p !== "linking") return;
+    if (p.t === "failed") expireLinking();
+    else if (p.t === "refused")
+      setPhase({ ...ph, error: LINK_ERROR_TEXT[p.code] ?? LINK_ERROR_TEXT.malformed });
+    else if (p.t === "linked") await finishLinking(p.linked);
+  }
+
+  /**
+   * The transfer checked out: make this browser's store from it and connect as the linked
+   * device on a fresh socket (the waiting one is closed; the stored list admits us, §4.7).
+   */
+  async function finishLinking(linked: LinkedIdentity) {
+    stopLinking();
+    if (!db || !deviceKey) return;
+    setPhase({ p: "creating", username: linked.username, step: 1 });
+    try {
+      await db.clear("engine");
+      await initLinkedStore(new IdbClientStore(db, deviceKey), linked, Date.now());
+      // createProfile seals the seed and wipes this copy.
+      const p = await createProfile(
+        db,
+        deviceKey,
+        linked.username,
+        HUB,
+        Date.now(),
+        linked.identitySeed,
+      );
+      await loadLocal();
+      setPhase({ p: "creating", username: linked.username, step: 2 });
+      await start(p);
+    } catch (e) {
+      await db.clear("engine");
+      await db.delete("meta", "profile");
+      setPhase({ p: "onboarding", error: describeThrown(e).text });
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Linking: this browser as the existing device (Settings → Devices)
+
+  async function refreshDevices() {
+    const e = engine;
+    if (!e) return;
+    try {
+      setOwnDevices(await e.ownDevices());
+    } catch (err) {
+      report(err);
+    }
+  }
+
   function shutdown() {
     unsubscribe?.();
     unsubscribe = null;
@@ -437,10 +568,15 @@ export function createParley() {
           identityKey: engine?.identityKey ?? "",
         });
         if (phase().p === "creating") setPhase({ p: "ready" });
+        void refreshDevices();
         void joinFromLink();
         return;
       }
       case "connection":
+        if (ev.state === "removed") {
+          removedHere = true;
+          setState("conn", { kind: "removed" });
+        }
         mutate((s) => applyLink(s, ev.state === "online"));
         return;
       case "presence":
@@ -493,12 +629,18 @@ export function createParley() {
       case "own_devices":
         // Prominent and sticky: a device of ours we did not link means our identity key is in
         // someone else's hands (SECURITY.md L25).
-        for (const d of ev.added)
+        void refreshDevices();
+        for (const d of ev.added) {
+          if (justLinked.delete(d.id)) {
+            toasts.show({ kind: "info", text: LINK_WORDS.linked(d.name) });
+            continue;
+          }
           toasts.show({
             kind: "error",
             sticky: true,
             text: `A new device was linked to your account: ${d.name}, ${formatDay(d.addedAt)} ${formatTime(d.addedAt)}. If this was not you, someone else holds your identity.`,
           });
+        }
         for (const d of ev.removed)
           toasts.show({ kind: "info", text: `A device was removed from your account: ${d.name}` });
         return;
@@ -701,6 +843,55 @@ export function createParley() {
       }
     },
     takeOver: () => lock.acquire(true),
+    /** First run: link this browser to an account used on another device (§4.8). */
+    startLinking: (deviceName: string) => startLinking(deviceName),
+    /** Back to the first-run choices; the code is dropped. */
+    cancelLinking() {
+      stopLinking();
+      setPhase({ p: "onboarding" });
+    },
+    ownDevices,
+    refreshDevices,
+    /** The offer behind a typed or scanned code, checked against it; or the reason it is refused. */
+    async fetchLinkOffer(code: string): Promise<{ request: LinkRequest } | { error: string }> {
+      const e = engine;
+      if (!e) return { error: "Parley is not ready yet." };
+      try {
+        return { request: await e.fetchLinkOffer(code) };
+      } catch (err) {
+        return { error: describeLinkError(err).text };
+      }
+    },
+    /** The user confirmed: link the device (§4.8.3). Null on success, else the reason. */
+    async approveLink(request: LinkRequest, thisDeviceName: string): Promise<string | null> {
+      const e = engine;
+      if (!e || !db || !deviceKey) return "Parley is not ready yet.";
+      const seed = await readSeed(db, deviceKey);
+      justLinked.add(request.device);
+      try {
+        await e.approveLink(request, { identitySeed: seed, thisDeviceName });
+        return null;
+      } catch (err) {
+        justLinked.delete(request.device);
+        return describeLinkError(err).text;
+      } finally {
+        seed.fill(0);
+        void refreshDevices();
+      }
+    },
+    /** Remove another device of ours (§4.7): null on success, else the reason. */
+    async removeDevice(id: string): Promise<string | null> {
+      const e = engine;
+      if (!e) return "Parley is not ready yet.";
+      try {
+        await e.removeDevice(id);
+        return null;
+      } catch (err) {
+        return describeLinkError(err).text;
+      } finally {
+        void refreshDevices();
+      }
+    },
     /**
      * Use this browser for the identity again after it was restored elsewhere (§4.3): the next
      * auth claims it, and the other device is the one told it was replaced.

@@ -113,7 +113,13 @@ export class Connection {
     const text = JSON.stringify(frame);
     const ws = this.ws;
     if (!ws || ws.readyState !== OPEN) return; // engine resends after reconnect
-    if (this.state.s === "online" || frame.t === "auth" || frame.t === "ping") {
+    // `link_offer` is the one other frame a socket may send before it authenticates (§4.8.3).
+    if (
+      this.state.s === "online" ||
+      frame.t === "auth" ||
+      frame.t === "ping" ||
+      frame.t === "link_offer"
+    ) {
       ws.send(text);
       return;
     }

@@ -78,6 +78,8 @@ export type ConnView =
   | { kind: "replaced" }
   /** The identity was restored on another device; this one receives nothing (§4.3). */
   | { kind: "retired" }
+  /** Another device of ours removed this one from our device list (§4.7): it is closed for good. */
+  | { kind: "removed" }
   | { kind: "stopped" };
 
 export interface Me {

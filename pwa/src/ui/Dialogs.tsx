@@ -22,8 +22,8 @@ import type { ConvView } from "../state/model";
 import { nameProblem } from "../state/names";
 import { avatarClass } from "./format";
 import { GroupAccessPanel, MemberRole } from "./GroupDialogs";
+import { LazyQr } from "./lazy";
 import { NameHint } from "./NameHint";
-import { Qr } from "./Qr";
 import { canScan, type ScanVerdict, safetyQrText, scanVerdict, startScanning } from "./safety-scan";
 
 let modalSeq = 0;
@@ -320,7 +320,7 @@ export function VerifyDialog(props: { username: string; onClose: () => void }) {
             <div class="safety-number" data-testid="safety-number" data-digits={n()}>
               <For each={safetyNumberGroups(n())}>{(g) => <span>{g}</span>}</For>
             </div>
-            <Qr text={safetyQrText(n())} label="Safety number as a QR code" />
+            <LazyQr text={safetyQrText(n())} label="Safety number as a QR code" />
           </div>
         )}
       </Show>

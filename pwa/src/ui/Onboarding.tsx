@@ -1,6 +1,6 @@
 /**
- * First launch: pick a username (checked as it is typed, with a valid spelling offered) or
- * restore an identity from a backup file; the identity is generated with visible progress. A name
+ * First launch: pick a username (checked as it is typed, with a valid spelling offered),
+ * restore an identity from a backup file, or link to a device already in use (Devices.tsx); the identity is generated with visible progress. A name
  * the relay refuses as taken may be the user's own from another browser or lost browser data, so
  * the refusal offers the restore right there.
  */
@@ -9,8 +9,10 @@ import { useParley } from "../app/context";
 import { CREATE_STEPS } from "../app/controller";
 import { nameProblem } from "../state/names";
 import { Logo } from "./Logo";
+import { LazyLinkStart } from "./lazy";
 import { NameHint } from "./NameHint";
 import { Centered } from "./Screens";
+import { LINK_WORDS } from "./wording";
 
 function Restore(props: { fileRef?: (el: HTMLInputElement) => void }) {
   const { actions } = useParley();
@@ -174,6 +176,10 @@ export function Onboarding(props: { error?: string; taken?: string | undefined }
             restoreFile = el;
           }}
         />
+      </details>
+      <details class="restore-box" data-testid="link-box">
+        <summary>{LINK_WORDS.startTitle}</summary>
+        <LazyLinkStart />
       </details>
     </Centered>
   );

@@ -1,5 +1,6 @@
 /**
- * Settings: this device's identity (name, fingerprint, full public key), identity export as a
+ * Settings: this device's identity (name, fingerprint, full public key), its linked devices
+ * (Devices.tsx), identity export as a
  * passphrase-encrypted file (storage/backup.ts), the passphrase lock, the colour theme and
  * notifications.
  */
@@ -11,6 +12,7 @@ import { applyTheme, readTheme, THEME_CHOICES, type ThemeChoice } from "../platf
 import { MIN_PASSPHRASE_LENGTH } from "../storage/backup";
 import { MIN_LOCK_PASSPHRASE } from "../storage/lock";
 import { Modal } from "./Dialogs";
+import { LazyDevicesSection } from "./lazy";
 
 /** Offer text as a file download (an object URL on a temporary link; no inline script). */
 export function download(filename: string, text: string): void {
@@ -221,6 +223,7 @@ export function SettingsDialog(props: { onClose: () => void }) {
           itself cannot read out.
         </p>
       </section>
+      <LazyDevicesSection />
       <section class="settings-section" aria-labelledby="settings-export">
         <h3 id="settings-export">Move to another device</h3>
         <p class="help">

@@ -51,6 +51,8 @@ export function chatStatusLabel(
       return { label: "Signed in elsewhere", tone: "bad" };
     case "retired":
       return { label: "Moved to another device", tone: "bad" };
+    case "removed":
+      return { label: "Removed from your account", tone: "bad" };
     case "stopped":
     case "idle":
       return { label: "Offline", tone: "bad" };

@@ -286,3 +286,94 @@ export function connectionNotice(
 export function tabTitle(unread: number): string {
   return unread > 0 ? `(${unread > 999 ? "999+" : unread}) Parley` : "Parley";
 }
+
+// ---------------------------------------------------------------------------------------------
+// Linked devices (PROTOCOL.md §4.6–§4.8)
+
+/** The words of a refused link or removal, by the engine's LinkError code (linking.ts). */
+export const LINK_ERROR_TEXT: Record<string, string> = {
+  bad_code: "That is not a link code: it has 20 letters and digits, like 7K3D-9QXA-M2PW-T4HC-0B8N.",
+  code_mismatch:
+    "This code does not match the device asking to be linked. Check the code on the new device and type it again.",
+  unknown_link:
+    "No device is waiting with that code. Codes last 10 minutes: make a new one on the new device.",
+  malformed: "The answer from your other device could not be read. Try again with a new code.",
+  not_listed: "The answer does not add this device to an account. Try again with a new code.",
+  already_linked: "That device is already linked to your account.",
+  too_many_devices: "An account can have at most 5 devices. Remove one first.",
+  unknown_device: "That device is not one of your other devices.",
+};
+
+/** A link or removal failure in plain words (a LinkError's code, else the generic wording). */
+export function describeLinkError(err: unknown): Worded {
+  if (err instanceof Error && "code" in err && typeof err.code === "string") {
+    const text = LINK_ERROR_TEXT[err.code];
+    if (text !== undefined) return { text, details: null };
+  }
+  return describeThrown(err);
+}
+
+export const LINK_WORDS = {
+  startTitle: "Link to a device you already use",
+  startHelp:
+    "Your account, its contacts and their verified safety numbers come over from a device where you already use Parley. Messages sent before today stay there.",
+  nameLabel: "Name this device",
+  nameHelp: "Your other devices show this name.",
+  showCode: "Show a link code",
+  waitingTitle: "Link this device",
+  waitingHelp:
+    "On a device where you already use Parley, open Settings → Devices → “Link a new device”, then scan this code or type it.",
+  waiting: "Waiting for your other device…",
+  expired: "This code expired. Make a new one.",
+  newCode: "Make a new code",
+  cancel: "Cancel",
+  devicesTitle: "Devices",
+  devicesHelp:
+    "Every device here holds your identity. Remove one you lost: it is closed at once and reads nothing sent afterwards.",
+  noList: "Only this device so far. Link your phone or another computer to use Parley on it too.",
+  thisDevice: "This device",
+  linkNew: "Link a new device",
+  codeLabel: "Link code shown on the new device",
+  scan: "Scan the code",
+  stopScan: "Stop scanning",
+  check: "Continue",
+  confirmTitle: "Link this device?",
+  confirmName: (name: string) => `“${name}” asks to join your account.`,
+  confirmHelp:
+    "It will hold your identity and see your contacts. Only link a device you have in front of you.",
+  thisNameLabel: "Name of this device, shown on the other one",
+  approve: "Link device",
+  linked: (name: string) => `${name} is linked. It now uses your account.`,
+  removeTitle: (name: string) => `Remove ${name}?`,
+  removeHelp:
+    "It is signed out at once and reads nothing sent afterwards. Messages it already has stay on it.",
+  remove: "Remove",
+  removed: (name: string) => `${name} was removed from your account.`,
+  removedBanner:
+    "This device was removed from your account on another device. It no longer sends or receives anything.",
+} as const;
+
+/** A default name for this device from the browser's user agent: "Chrome on Android". */
+export function guessDeviceName(userAgent: string): string {
+  const browser = /Edg\//.test(userAgent)
+    ? "Edge"
+    : /Firefox\//.test(userAgent)
+      ? "Firefox"
+      : /Chrome\//.test(userAgent)
+        ? "Chrome"
+        : /Safari\//.test(userAgent)
+          ? "Safari"
+          : "Browser";
+  const os = /Android/.test(userAgent)
+    ? "Android"
+    : /iPhone|iPad/.test(userAgent)
+      ? "iOS"
+      : /Mac OS X/.test(userAgent)
+        ? "macOS"
+        : /Windows/.test(userAgent)
+          ? "Windows"
+          : /Linux/.test(userAgent)
+            ? "Linux"
+            : null;
+  return os === null ? browser : `${browser} on ${os}`;
+}
