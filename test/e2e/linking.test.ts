@@ -1,0 +1,128 @@
+/**
+ * Linked devices in Chromium (PROTOCOL.md §4.6–§4.8), against a real `wrangler dev`: alice's
+ * laptop (desktop) links her phone (390 px, its own profile) by the typed code, after a confirm
+ * dialog naming it; the phone connects as a linked device with alice's identity and her verified
+ * contact bob; both list the two devices, each marking itself; then the laptop removes the phone,
+ * which is told at once. Screenshots go to test-results/screenshots/linking-*.png.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { type BrowserUser, launchUser } from "../support/browser";
+import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
+import { closeUsers, onboard, openChat, seesMessage, seesOnline, send, shot } from "./ui";
+
+const PORT = testPort(8826);
+const EVERYONE_ONLINE = { PRESENCE_EVERYONE_HUBS: "*" };
+let relay: WranglerDev;
+let laptop: BrowserUser;
+let phone: BrowserUser;
+let bob: BrowserUser;
+
+beforeAll(async () => {
+  relay = await startWranglerDev({ port: PORT, vars: EVERYONE_ONLINE });
+  const url = `${relay.url}/`;
+  laptop = await launchUser("alice-laptop", url);
+  bob = await launchUser("bob", url);
+  await onboard(laptop.page, "alice");
+  await onboard(bob.page, "bob");
+  // alice talks to bob and verifies him: the pin and its verified flag go to the phone.
+  await seesOnline(laptop.page, "bob");
+  await openChat(laptop.page, "bob");
+  await send(laptop.page, "hello from the laptop");
+  await seesOnline(bob.page, "alice");
+  await openChat(bob.page, "alice");
+  await seesMessage(bob.page, "hello from the laptop");
+  await laptop.page.getByTestId("open-verify").click();
+  await laptop.page.getByTestId("mark-verified").click();
+  await laptop.page.getByTestId("verified-note").waitFor();
+  await laptop.page.keyboard.press("Escape");
+  phone = await launchUser("alice-phone", url, { viewport: { width: 390, height: 844 } });
+}, 180_000);
+
+afterAll(async () => {
+  await closeUsers([laptop, phone, bob]);
+  await relay?.stop();
+});
+
+describe("linking a phone to alice's laptop", () => {
+  test("the laptop links the phone by its typed code; the phone is alice with bob verified", async () => {
+    const p = phone.page;
+    await p.getByTestId("link-box").locator("summary").click();
+    await p.getByTestId("link-device-name").fill("phone");
+    await p.getByTestId("link-start").click();
+    const codeEl = p.getByTestId("link-code");
+    await codeEl.waitFor({ timeout: 30_000 });
+    const code = ((await codeEl.textContent()) ?? "").trim();
+    expect(code).toMatch(/^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){4}$/);
+    await p.locator("svg.qr").waitFor();
+    await shot(p, "linking-phone-code");
+
+    const l = laptop.page;
+    await l.getByTestId("open-settings").click();
+    const devices = l.getByTestId("devices");
+    await devices.waitFor();
+    // A mistyped code: refused before anything is signed, and said so.
+    const wrong = `${code.slice(0, -1)}${code.endsWith("0") ? "1" : "0"}`;
+    await l.getByTestId("link-code-input").fill(wrong);
+    await l.getByTestId("link-check").click();
+    await l
+      .getByTestId("devices-error")
+      .filter({ hasText: "does not match" })
+      .waitFor({ timeout: 30_000 });
+    // The right code, typed in lower case with spaces (the reader ignores both).
+    await l.getByTestId("link-code-input").fill(code.toLowerCase().replaceAll("-", " "));
+    await l.getByTestId("link-check").click();
+    const confirm = l.getByTestId("link-confirm");
+    await confirm.waitFor({ timeout: 30_000 });
+    expect(await confirm.textContent()).toContain("“phone” asks to join your account.");
+    await l.getByTestId("this-device-name").fill("laptop");
+    await shot(l, "linking-laptop-confirm");
+    await l.getByTestId("link-approve").click();
+    await l.getByTestId("devices-note").waitFor({ timeout: 30_000 });
+
+    // The phone makes its store from the transfer and connects as alice.
+    await p.getByTestId("my-username").filter({ hasText: "alice" }).waitFor({ timeout: 60_000 });
+    // bob's key came pinned and verified with the transfer: the phone says so at once.
+    await p.getByTestId("new-chat").click();
+    await p.getByTestId("new-chat-dialog").waitFor();
+    await p.fill("#new-chat-name", "bob");
+    await p.getByTestId("new-chat-open").click();
+    await p.getByTestId("conv-title").filter({ hasText: "bob" }).waitFor();
+    await p.getByTestId("open-verify").click();
+    await p.getByTestId("verified-note").waitFor({ timeout: 30_000 });
+    await shot(p, "linking-phone-bob-verified");
+    await p.keyboard.press("Escape");
+
+    // The laptop lists both devices, itself marked.
+    const rows = devices.getByTestId("device-row");
+    await expect.poll(() => rows.count(), { timeout: 30_000 }).toBe(2);
+    const laptopRow = rows.filter({ hasText: "laptop" });
+    await laptopRow.getByTestId("this-device").waitFor();
+    expect(await rows.filter({ hasText: "phone" }).getByTestId("this-device").count()).toBe(0);
+    await shot(l, "linking-laptop-devices");
+
+    // So does the phone, marking itself.
+    await p.getByTestId("open-settings").click();
+    const phoneRows = p.getByTestId("devices").getByTestId("device-row");
+    await expect.poll(() => phoneRows.count(), { timeout: 30_000 }).toBe(2);
+    await phoneRows.filter({ hasText: "phone" }).getByTestId("this-device").waitFor();
+    await p.getByTestId("devices").scrollIntoViewIfNeeded();
+    await shot(p, "linking-phone-devices");
+    await p.keyboard.press("Escape");
+    // Both devices of alice are connected at once: the laptop was not replaced.
+    expect(await l.getByTestId("retired-banner").count()).toBe(0);
+  }, 180_000);
+
+  test("the laptop removes the phone after a confirm; the phone is told", async () => {
+    const l = laptop.page;
+    const phoneRow = l.getByTestId("device-row").filter({ hasText: "phone" });
+    await phoneRow.getByTestId("device-remove").click();
+    const confirm = l.getByTestId("remove-confirm");
+    await confirm.waitFor();
+    expect(await confirm.textContent()).toContain("Remove phone?");
+    await l.getByTestId("remove-approve").click();
+    await expect.poll(() => l.getByTestId("device-row").count(), { timeout: 30_000 }).toBe(1);
+    await phone.page.getByTestId("removed-banner").waitFor({ timeout: 30_000 });
+    await shot(phone.page, "linking-phone-removed");
+    await shot(l, "linking-laptop-removed");
+  }, 120_000);
+});
