@@ -204,10 +204,14 @@ export async function hpkeSealManyXWing(
   assertBytes("plaintext", plaintext);
   assertBytes("aad", aad);
   const chunks: Promise<XWingPrepared[]>[] = [];
-  for (let i = 0; i < recipients.length; i += PREPARE_CHUNK)
-    chunks.push(
-      xwingPrepareMany(recipients.slice(i, i + PREPARE_CHUNK).map((r) => r.recipientPublicKey)),
+  for (let i = 0; i < recipients.length; i += PREPARE_CHUNK) {
+    const c = xwingPrepareMany(
+      recipients.slice(i, i + PREPARE_CHUNK).map((r) => r.recipientPublicKey),
     );
+    // Awaited in order below; a later chunk may fail before its turn, which is not unhandled.
+    c.catch(() => undefined);
+    chunks.push(c);
+  }
   const out: Array<{ enc: Uint8Array; ciphertext: Uint8Array }> = [];
   const s = hpkeXWingSuite();
   let k = 0;
@@ -237,7 +241,10 @@ export async function hpkeSealManyXWing(
   } finally {
     // Chunks not reached (a seal failed): their secrets go as they arrive.
     for (const c of chunks.slice(k + 1))
-      c.then((ps) => ps.forEach(xwingDiscard)).catch(() => undefined);
+      c.then(
+        (ps) => ps.forEach(xwingDiscard),
+        () => undefined,
+      );
   }
   return out;
 }
