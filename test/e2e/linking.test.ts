@@ -16,6 +16,7 @@ let relay: WranglerDev;
 let laptop: BrowserUser;
 let phone: BrowserUser;
 let bob: BrowserUser;
+let tablet: BrowserUser | undefined;
 
 beforeAll(async () => {
   relay = await startWranglerDev({ port: PORT, vars: EVERYONE_ONLINE });
@@ -39,7 +40,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  await closeUsers([laptop, phone, bob]);
+  await closeUsers([laptop, phone, bob, tablet]);
   await relay?.stop();
 });
 
@@ -60,6 +61,8 @@ describe("linking a phone to alice's laptop", () => {
     await l.getByTestId("open-settings").click();
     const devices = l.getByTestId("devices");
     await devices.waitFor();
+    // This Chromium has no BarcodeDetector: no promise of scanning, typing it is.
+    expect(await l.getByTestId("link-scan").count()).toBe(0);
     // A mistyped code: refused before anything is signed, and said so.
     const wrong = `${code.slice(0, -1)}${code.endsWith("0") ? "1" : "0"}`;
     await l.getByTestId("link-code-input").fill(wrong);
@@ -125,4 +128,63 @@ describe("linking a phone to alice's laptop", () => {
     await shot(phone.page, "linking-phone-removed");
     await shot(l, "linking-laptop-removed");
   }, 120_000);
+
+  test("with BarcodeDetector the laptop links a tablet by scanning its code", async () => {
+    // A browser with the Shape Detection API: a stand-in detector "sees" window.scanPayload
+    // in a synthetic camera stream.
+    await laptop.context.addInitScript(() => {
+      const w = window as unknown as { scanPayload?: string; BarcodeDetector?: unknown };
+      w.BarcodeDetector = class {
+        async detect() {
+          return w.scanPayload ? [{ rawValue: w.scanPayload }] : [];
+        }
+      };
+      navigator.mediaDevices.getUserMedia = async () => {
+        const canvas = document.createElement("canvas");
+        canvas.width = 4;
+        canvas.height = 3;
+        canvas.getContext("2d")?.fillRect(0, 0, 4, 3);
+        return canvas.captureStream(1);
+      };
+    });
+    const l = laptop.page;
+    await l.reload();
+    await l.getByTestId("my-username").filter({ hasText: "alice" }).waitFor({ timeout: 30_000 });
+    tablet = await launchUser("alice-tablet", `${relay.url}/`);
+    const t = tablet.page;
+    await t.getByTestId("link-box").locator("summary").click();
+    await t.getByTestId("link-device-name").fill("tablet");
+    await t.getByTestId("link-start").click();
+    const code = ((await t.getByTestId("link-code").textContent({ timeout: 30_000 })) ?? "").trim();
+
+    await l.getByTestId("open-settings").click();
+    await l.getByTestId("devices").waitFor();
+    // Another QR code in view first (a safety number): ignored, the camera keeps looking.
+    await l.evaluate(() => {
+      (window as unknown as { scanPayload: string }).scanPayload =
+        `parley-safety-number:v1:${"1".repeat(60)}`;
+    });
+    await l.getByTestId("link-scan").click();
+    await l.locator(".scanner-video").waitFor();
+    expect(await l.getByTestId("link-confirm").count()).toBe(0);
+    await l.evaluate((c) => {
+      (window as unknown as { scanPayload: string }).scanPayload = c;
+    }, code);
+    const confirm = l.getByTestId("link-confirm");
+    await confirm.waitFor({ timeout: 30_000 });
+    expect(await confirm.textContent()).toContain("“tablet” asks to join your account.");
+    // The list exists already: this device keeps the name it has there.
+    expect(await l.getByTestId("this-device-name").count()).toBe(0);
+    await l.getByTestId("link-approve").click();
+    await t.getByTestId("my-username").filter({ hasText: "alice" }).waitFor({ timeout: 60_000 });
+    const rows = l.getByTestId("device-row");
+    await expect
+      .poll(
+        async () =>
+          (await rows.locator(".device-name").allInnerTexts()).map((x) => x.trim()).sort(),
+        { timeout: 30_000 },
+      )
+      .toEqual(["laptop", "tablet"]);
+    await shot(l, "linking-laptop-scanned");
+  }, 180_000);
 });

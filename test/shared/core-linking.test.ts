@@ -16,6 +16,8 @@ import {
   type LinkTransfer,
   linkKeys,
   linkOfferTranscript,
+  listLinking,
+  listRemoving,
   newLinkCode,
   offeredDevice,
   openLinkAnswer,
@@ -259,5 +261,68 @@ describe("linking a device (§4.8.2–3)", () => {
         openLinkAnswer(pending, (await answer(pending, { seed: L("mallory") })).answer),
       ),
     ).toBe("not_listed");
+  });
+});
+
+describe("the lists the existing device signs (§4.8.3, §4.7)", () => {
+  const ik = toB64u(new Uint8Array(32).fill(9));
+  const dev = (n: number, name: string) => ({
+    id: toB64u(new Uint8Array(16).fill(n)),
+    key: toB64u(new Uint8Array(32).fill(n)),
+    name,
+    addedAt: n,
+  });
+  const signed = (u: ReturnType<typeof listLinking>): DeviceList => ({ ...u, sig: "" });
+
+  it("the first list names this device too, as version 1", () => {
+    const first = listLinking(null, ik, dev(2, "laptop"), dev(1, "phone"));
+    expect(first.version).toBe(1);
+    expect(first.identityKey).toBe(ik);
+    // Canonical order: ascending id bytes, whatever the order they were given in.
+    expect(first.devices.map((d) => d.name)).toEqual(["phone", "laptop"]);
+    expect(first.removed).toEqual([]);
+  });
+
+  it("a later list adds only the new device; another identity's list is not built on", () => {
+    const v1 = signed(listLinking(null, ik, dev(1, "laptop"), dev(2, "phone")));
+    const v2 = listLinking(v1, ik, dev(1, "laptop"), dev(3, "tablet"));
+    expect(v2.version).toBe(2);
+    expect(v2.devices.map((d) => d.name)).toEqual(["laptop", "phone", "tablet"]);
+    const other = listLinking(
+      v1,
+      toB64u(new Uint8Array(32).fill(8)),
+      dev(1, "laptop"),
+      dev(3, "t"),
+    );
+    expect(other.version).toBe(1);
+  });
+
+  it("refuses a device already listed and a sixth device", () => {
+    const v1 = signed(listLinking(null, ik, dev(1, "laptop"), dev(2, "phone")));
+    const code = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return e instanceof LinkError ? e.code : "other";
+      }
+      return "none";
+    };
+    expect(code(() => listLinking(v1, ik, dev(1, "laptop"), dev(2, "phone")))).toBe(
+      "already_linked",
+    );
+    let full = v1;
+    for (const n of [3, 4, 5]) full = signed(listLinking(full, ik, dev(1, "laptop"), dev(n, "x")));
+    expect(full.devices).toHaveLength(5);
+    expect(code(() => listLinking(full, ik, dev(1, "laptop"), dev(6, "x")))).toBe(
+      "too_many_devices",
+    );
+    // Removal: never this device, never one not listed; the removed id is revoked in the list.
+    expect(code(() => listRemoving(full, dev(1, "").id, dev(1, "").id))).toBe("unknown_device");
+    expect(code(() => listRemoving(full, dev(7, "").id, dev(1, "").id))).toBe("unknown_device");
+    expect(code(() => listRemoving(null, dev(2, "").id, dev(1, "").id))).toBe("unknown_device");
+    const without = listRemoving(full, dev(2, "").id, dev(1, "").id);
+    expect(without.version).toBe(full.version + 1);
+    expect(without.devices.map((d) => d.id)).not.toContain(dev(2, "").id);
+    expect(without.removed).toEqual([dev(2, "").id]);
   });
 });
