@@ -13,7 +13,14 @@
  * handshakes and group commits; the UI only calls the verbs below and renders events.
  */
 import type { IdentityKeyPair } from "../crypto";
-import type { ClientFrame, ErrorCode, PresenceScope, ServerFrame } from "../protocol";
+import type {
+  ClientFrame,
+  DeviceEntry,
+  ErrorCode,
+  LinkOffer,
+  PresenceScope,
+  ServerFrame,
+} from "../protocol";
 import type { FileRef, Invite, ReceivedDmContent } from "./content";
 import type { GroupPolicy } from "./group-access";
 import type { MessageRef } from "./message-content";
@@ -336,7 +343,11 @@ export type ParleyEvent =
    * `retired`: the relay refused this device (`device_replaced`, §4.3): the identity was restored
    * on another device. Nothing is sent until `reclaimDevice`.
    */
-  | { type: "connection"; state: "offline" | "connecting" | "online" | "retired" }
+  /**
+   * `removed`: another device of ours removed this one from the device list (§4.7): the relay
+   * closed it and refuses it from now on.
+   */
+  | { type: "connection"; state: "offline" | "connecting" | "online" | "retired" | "removed" }
   /**
    * Online users we may see (§6.3: people who wrote to us, members of our groups, and — if we
    * and they chose it — everyone on the hub), ourselves included.
@@ -389,6 +400,23 @@ export type ParleyEvent =
     };
 
 export type Listener = (event: ParleyEvent) => void;
+
+/** A link offer fetched and checked against its code (§4.8.2), awaiting the user's yes. */
+export interface LinkRequest {
+  /** The code as typed, normalised (`XXXX-XXXX-XXXX-XXXX-XXXX`). */
+  code: string;
+  /** The name the new device gave itself: shown in the confirmation. */
+  name: string;
+  /** The new device's id. */
+  device: string;
+  offer: LinkOffer;
+}
+
+/** Our own devices as our accepted list names them (§4.6), and which one this is. */
+export interface OwnDevices {
+  devices: DeviceEntry[];
+  thisDevice: string;
+}
 
 /** What the PWA calls. Implemented by `ParleyClient` in shared/core/client.ts. */
 export interface ParleyClientApi {
@@ -483,6 +511,29 @@ export interface ParleyClientApi {
   presenceScope(): PresenceScope | null;
   /** 60-digit safety number for us and `username` (pinned key). */
   safetyNumber(username: string): Promise<string>;
+
+  /** Our accepted device list (§4.6; empty before one exists) and this device's id. */
+  ownDevices(): Promise<OwnDevices>;
+  /**
+   * The existing device, given the code the new device shows (§4.8.2): fetch its offer and check
+   * it was made with this code. LinkError `bad_code`, `unknown_link` or `code_mismatch`.
+   */
+  fetchLinkOffer(code: string): Promise<LinkRequest>;
+  /**
+   * After the user confirmed the offered name: sign and store the next device list naming the
+   * new device (the first list names this device too, as `thisDeviceName`), then answer with the
+   * sealed transfer (§4.8.3: the identity seed, the list, the pinned contacts). Resolves with the
+   * entry added. LinkError `too_many_devices`, `already_linked`, `unknown_link`.
+   */
+  approveLink(
+    request: LinkRequest,
+    opts: { identitySeed: Uint8Array; thisDeviceName: string },
+  ): Promise<DeviceEntry>;
+  /**
+   * Sign and store the next list without device `id` (§4.7 "Removal"): the relay closes it and
+   * refuses it from then on. LinkError `unknown_device` for this device or one not listed.
+   */
+  removeDevice(id: string): Promise<void>;
 
   conversations(): ConversationSummary[];
   presence(): ContactInfo[];

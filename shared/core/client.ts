@@ -12,17 +12,33 @@
  * every input alike, and a crash between the batch and the sends loses nothing: what was sent
  * is in the registry (engine/inflight.ts) and goes again, byte for byte, at the next welcome.
  */
-import { identityFingerprint, randomBytes, safetyNumber } from "../crypto";
+import {
+  ed25519KeyPairFromSeed,
+  ed25519Sign,
+  identityFingerprint,
+  randomBytes,
+  safetyNumber,
+} from "../crypto";
 import { fromB64u, toB64u } from "../encoding";
-import { LIMITS, PROTOCOL_VERSION, type PresenceScope, type ServerFrame } from "../protocol";
+import {
+  type ClientFrame,
+  type DeviceEntry,
+  type DeviceList,
+  LIMITS,
+  PROTOCOL_VERSION,
+  type PresenceScope,
+  type ServerFrame,
+} from "../protocol";
 import type {
   BlobTicket,
   ClientStore,
   ContactInfo,
   ConversationId,
   ConversationSummary,
+  LinkRequest,
   Listener,
   OutgoingAction,
+  OwnDevices,
   ParleyClientApi,
   ParleyClientOptions,
   ParleyEvent,
@@ -32,6 +48,8 @@ import type {
 } from "./client-api";
 import { StorePreconditionError } from "./client-api";
 import type { FileRef, Invite } from "./content";
+import { signDeviceList } from "./devices";
+import { loadPinnedDevices } from "./engine/devices";
 import type { Effect } from "./engine/effects";
 import { mayCarry } from "./engine/link";
 import { loadEngine, parseWith } from "./engine/load";
@@ -40,6 +58,17 @@ import { type Input, type StepResult, step, type Verb } from "./engine/step";
 import { contactInfo, presenceList } from "./engine/summaries";
 import { CoreError, isCoreError } from "./errors";
 import type { GroupPolicy } from "./group-access";
+import {
+  checkLinkOffer,
+  formatLinkCode,
+  LinkError,
+  type LinkTransfer,
+  listLinking,
+  listRemoving,
+  offeredDevice,
+  parseLinkCode,
+  sealLinkAnswer,
+} from "./linking";
 import { DAY } from "./prekeys";
 import { KEYS, OwnerSchema } from "./store";
 
@@ -82,6 +111,15 @@ export class ParleyClient implements ParleyClientApi {
   private readonly tickets = new Map<
     string,
     { resolve: (t: BlobTicket) => void; reject: (e: Error) => void }
+  >();
+  /**
+   * Frames sent by the runner itself whose answer (`accepted`, `link_offered` or `error` with
+   * the same id) is awaited outside the steps: the linking and device-list requests, which
+   * change no stored state until the relay answered (§4.8.3).
+   */
+  private readonly awaiting = new Map<
+    string,
+    { resolve: (f: ServerFrame) => void; reject: (e: Error) => void }
   >();
   private socketOpen = false;
   private chain: Promise<unknown> = Promise.resolve();
@@ -272,6 +310,9 @@ export class ParleyClient implements ParleyClientApi {
     // A ticket asked for on the closed socket will never be answered: ask again when online.
     for (const t of this.tickets.values()) t.reject(new CoreError("not_connected", "disconnected"));
     this.tickets.clear();
+    for (const w of this.awaiting.values())
+      w.reject(new CoreError("not_connected", "disconnected"));
+    this.awaiting.clear();
     for (const [key, t] of [...this.timers]) {
       if (!t.untilDisconnect) continue;
       t.cancel();
@@ -281,6 +322,14 @@ export class ParleyClient implements ParleyClientApi {
   }
 
   async onServerFrame(frame: ServerFrame): Promise<void> {
+    if (frame.t === "accepted" || frame.t === "link_offered" || frame.t === "error") {
+      const w = frame.id === undefined ? undefined : this.awaiting.get(frame.id);
+      if (w !== undefined && frame.id !== undefined) {
+        this.awaiting.delete(frame.id);
+        w.resolve(frame);
+        return;
+      }
+    }
     if (frame.t === "blob_ticket" || (frame.t === "error" && frame.id !== undefined)) {
       const id = frame.id ?? "";
       const waiting = this.tickets.get(id);
@@ -452,6 +501,129 @@ export class ParleyClient implements ParleyClientApi {
       { username: this.username, identityKey: this.env.identity.publicKey },
       { username, identityKey: fromB64u(c.identityKey) },
     );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Linked devices (PROTOCOL.md §4.6–§4.8): requests the runner sends itself and whose answers
+  // it awaits; the one stored change (our new list, pinned) is a step once the relay took it.
+
+  /** Send `frame` now and resolve with the relay's answer naming its id (or `not_connected`). */
+  private ask(frame: ClientFrame & { id: string }): Promise<ServerFrame> {
+    if (this.stale) throw new CoreError("stale_state", "another instance owns this state");
+    if (!this.socketOpen || !mayCarry(this.state.link, this.socket, frame.t))
+      return Promise.reject(new CoreError("not_connected", "not connected to the relay"));
+    return new Promise<ServerFrame>((resolve, reject) => {
+      this.awaiting.set(frame.id, { resolve, reject });
+      this.o.transport.send(frame);
+    });
+  }
+
+  private requestId(): string {
+    return `dev-${toB64u(randomBytes(9))}`;
+  }
+
+  /** Store a list we signed at the relay (§4.6), then pin it (the `own_list_stored` step). */
+  private async publishList(list: DeviceList): Promise<void> {
+    const f = await this.ask({ v: PROTOCOL_VERSION, t: "devices", id: this.requestId(), list });
+    if (f.t === "error") throw new CoreError("relay_error", f.code);
+    await this.verb({ t: "own_list_stored", list });
+  }
+
+  async ownDevices(): Promise<OwnDevices> {
+    const pinned = await loadPinnedDevices(this.store, this.username);
+    return { devices: pinned?.list.devices ?? [], thisDevice: this.state.device.id };
+  }
+
+  async fetchLinkOffer(code: string): Promise<LinkRequest> {
+    const c = parseLinkCode(code);
+    const f = await this.ask({
+      v: PROTOCOL_VERSION,
+      t: "link_fetch",
+      id: this.requestId(),
+      rendezvous: c.rendezvous,
+    });
+    if (f.t === "error") {
+      if (f.code === "unknown_link")
+        throw new LinkError(
+          "unknown_link",
+          "No device is waiting with that code. Check it, or make a new code on the new device.",
+        );
+      throw new CoreError("relay_error", f.code);
+    }
+    if (f.t !== "link_offered" || f.rendezvous !== c.rendezvous)
+      throw new CoreError("relay_error", "the relay answered with another offer");
+    // The offer's MAC under the code's secret (§4.8.2): a relay's substitute is refused here.
+    checkLinkOffer(this.hub, c, f.offer);
+    return { code: formatLinkCode(c), name: f.offer.name, device: f.offer.device, offer: f.offer };
+  }
+
+  async approveLink(
+    request: LinkRequest,
+    o: { identitySeed: Uint8Array; thisDeviceName: string },
+  ): Promise<DeviceEntry> {
+    const c = parseLinkCode(request.code);
+    // The user confirmed what fetchLinkOffer checked; checked again, the request is caller data.
+    checkLinkOffer(this.hub, c, request.offer);
+    const identity = await ed25519KeyPairFromSeed(o.identitySeed);
+    if (toB64u(identity.publicKey) !== this.identityKey)
+      throw new CoreError("identity_mismatch", "that seed is not this identity's");
+    const now = this.env.now();
+    const device = this.state.device;
+    const self: DeviceEntry = {
+      id: device.id,
+      key: toB64u((await ed25519KeyPairFromSeed(fromB64u(device.seed))).publicKey),
+      name: o.thisDeviceName,
+      addedAt: now,
+    };
+    const added = offeredDevice(request.offer, now);
+    const pinned = await loadPinnedDevices(this.store, this.username);
+    const list = await signDeviceList(
+      listLinking(pinned?.list ?? null, this.identityKey, self, added),
+      (m) => ed25519Sign(this.env.identity.privateKey, m),
+    );
+    await this.publishList(list);
+    const transfer: LinkTransfer = {
+      v: 1,
+      username: this.username,
+      identitySeed: toB64u(o.identitySeed),
+      devices: list,
+      contacts: [...this.state.contacts.values()]
+        .filter((ct) => ct.username !== this.username)
+        .slice(0, LIMITS.maxLinkContacts)
+        .map((ct) => ({
+          username: ct.username,
+          identityKey: ct.identityKey,
+          verified: ct.verified,
+        })),
+    };
+    const answer = await sealLinkAnswer(this.hub, c, request.offer, transfer);
+    const f = await this.ask({
+      v: PROTOCOL_VERSION,
+      t: "link_answer",
+      id: this.requestId(),
+      rendezvous: c.rendezvous,
+      answer,
+    });
+    if (f.t === "error") {
+      // The list already names the device; it stopped waiting (closed, expired). It cannot use
+      // the entry without the transfer: the user removes it or links again.
+      if (f.code === "unknown_link")
+        throw new LinkError(
+          "unknown_link",
+          "The new device stopped waiting. Make a new code on it.",
+        );
+      throw new CoreError("relay_error", f.code);
+    }
+    return added;
+  }
+
+  async removeDevice(id: string): Promise<void> {
+    const pinned = await loadPinnedDevices(this.store, this.username);
+    const list = await signDeviceList(
+      listRemoving(pinned?.list ?? null, id, this.state.device.id),
+      (m) => ed25519Sign(this.env.identity.privateKey, m),
+    );
+    await this.publishList(list);
   }
 
   // -------------------------------------------------------------------------------------------

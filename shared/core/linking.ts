@@ -36,7 +36,7 @@ import {
   Name,
   PublicKey,
 } from "../protocol";
-import { deviceListVerifies } from "./devices";
+import { deviceListVerifies, nextDeviceList, type UnsignedDeviceList } from "./devices";
 
 /** Crockford's base32 alphabet (no I, L, O, U): what a person can read aloud and type. */
 export const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -60,7 +60,15 @@ export type LinkErrorCode =
   /** The answer's transfer cannot be opened or parsed. */
   | "malformed"
   /** The transfer does not make this device a device of the identity it carries. */
-  | "not_listed";
+  | "not_listed"
+  /** No device waits under that code at the relay (expired, already linked, or mistyped). */
+  | "unknown_link"
+  /** The device to remove is not on our list, or is this device itself. */
+  | "unknown_device"
+  /** The offered device id is already on our list (an old offer shown again). */
+  | "already_linked"
+  /** The list already names LIMITS.maxDevicesPerUser devices. */
+  | "too_many_devices";
 
 export class LinkError extends Error {
   constructor(
@@ -300,4 +308,47 @@ export async function openLinkAnswer(
     throw new LinkError("not_listed", "The transfer does not add this device to the account.");
   }
   return transfer;
+}
+
+/**
+ * The list the existing device signs to link `added` (§4.8.3): the next version of our accepted
+ * list, or — for an identity that has none yet — version 1 naming this device (`self`) too, so
+ * the relay keeps this device as the current one and admits the new one as linked (§4.7).
+ */
+export function listLinking(
+  current: DeviceList | null,
+  identityKey: string,
+  self: DeviceEntry,
+  added: DeviceEntry,
+): UnsignedDeviceList {
+  const base: DeviceList | null = current?.identityKey === identityKey ? current : null;
+  const listed = base?.devices ?? [];
+  if (listed.some((d) => d.id === added.id) || added.id === self.id)
+    throw new LinkError("already_linked", "That device is already linked to this account.");
+  const add = listed.some((d) => d.id === self.id) ? [added] : [self, added];
+  if (listed.length + add.length > LIMITS.maxDevicesPerUser)
+    throw new LinkError(
+      "too_many_devices",
+      `An account can have at most ${LIMITS.maxDevicesPerUser} devices: remove one first.`,
+    );
+  if (base === null)
+    return nextDeviceList({ identityKey, version: 0, devices: [], removed: [], sig: "" }, { add });
+  return nextDeviceList(base, { add });
+}
+
+/**
+ * The list that removes device `id` (§4.7 "Removal"): the next version without it, its id in
+ * `removed`. This device cannot remove itself this way (another device of ours does).
+ */
+export function listRemoving(
+  current: DeviceList | null,
+  id: string,
+  selfId: string,
+): UnsignedDeviceList {
+  if (current === null || id === selfId || !current.devices.some((d) => d.id === id))
+    throw new LinkError(
+      "unknown_device",
+      "That device is not one of this account's other devices.",
+    );
+  return nextDeviceList(current, { remove: [id] });
 }

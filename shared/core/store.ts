@@ -8,12 +8,13 @@
  *   contact/<name>    Contact
  *   dm/<name>         DmRecord
  *   group/<name>      GroupRecord
- *   meta/device       Device             this installation's id, and whether it claims the identity
+ *   meta/device       Device             this installation's id, its device signing key (§4.6), and
+ *                                        whether it claims the identity
  *   outbox/<seq>      OutboxEntry        frames persisted before they are sent (write-ahead)
  *   sent/<peer>/<id>  SentText           1:1 texts the peer has not receipted (resent on repair)
  */
 import * as v from "valibot";
-import { ClientFrame } from "../protocol";
+import { b64Bytes, ClientFrame } from "../protocol";
 import { type ClientStore, type StoreOp, StorePreconditionError } from "./client-api";
 import { FileRef, InviteSchema } from "./content";
 import { DisappearMs, MessageRef } from "./message-content";
@@ -36,13 +37,18 @@ export const KEYS = {
 
 /**
  * This installation (PROTOCOL.md §4.3): a random id, and `claim` — set on a new store (a fresh
- * identity or a restore from backup) and by `reclaimDevice`, cleared at the first welcome.
+ * identity or a restore from backup) and by `reclaimDevice`, cleared at the first welcome —
+ * and `seed`, the 32-byte seed of its own Ed25519 device signing key (§4.6: the key a device
+ * list names it with). Stores made before device keys lack `seed`: the engine adds one when it
+ * loads them (engine/load.ts), so a loaded `Device` always has it.
  */
 export const DeviceSchema = v.strictObject({
   id: v.pipe(v.string(), v.length(22)),
   claim: v.boolean(),
+  seed: v.optional(b64Bytes(32)),
 });
-export type Device = v.InferOutput<typeof DeviceSchema>;
+export type StoredDevice = v.InferOutput<typeof DeviceSchema>;
+export type Device = StoredDevice & { seed: string };
 
 /** A 1:1 text sent and not yet receipted by the peer, kept to send again on repair (§8.10). */
 export const SentTextSchema = v.strictObject({

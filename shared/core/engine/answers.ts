@@ -91,6 +91,14 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
     tx.emit({ type: "connection", state: "retired" });
     return;
   }
+  if (code === "device_removed") {
+    // Another device of ours signed a list without this one (§4.7): the relay closes us and
+    // refuses every later auth. Reconnecting is pointless; the user is told.
+    s.retired = true;
+    s.removed = true;
+    tx.emit({ type: "connection", state: "removed" });
+    return;
+  }
   const id = f.id;
   const fl = id === undefined ? undefined : s.flights.get(id);
   if (id === undefined || fl === undefined) {

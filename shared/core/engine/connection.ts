@@ -38,7 +38,10 @@ export async function onDisconnected(tx: Tx): Promise<void> {
   s.link = OFFLINE;
   s.online.clear();
   dropTransient(s.flights);
-  tx.emit({ type: "connection", state: s.retired ? "retired" : "offline" });
+  tx.emit({
+    type: "connection",
+    state: s.removed ? "removed" : s.retired ? "retired" : "offline",
+  });
   await resummarize(tx);
 }
 

@@ -25,7 +25,10 @@ const PinnedSchema = v.strictObject({
 });
 
 /** The pinned list of `username`, or null (none yet, or a stored record that no longer parses). */
-export async function loadPinnedDevices(tx: Tx, username: string): Promise<PinnedDevices | null> {
+export async function loadPinnedDevices(
+  tx: Pick<Tx, "get">,
+  username: string,
+): Promise<PinnedDevices | null> {
   const raw = await tx.get(KEYS.devices(username));
   if (raw === undefined) return null;
   const r = v.safeParse(PinnedSchema, raw);

@@ -75,7 +75,7 @@ export async function loadEngine(
   env: Env,
 ): Promise<{ gen: number; state: EngineState }> {
   let gen = 0;
-  let device: Device = { id: "", claim: true };
+  let device: Device = { id: "", claim: true, seed: "" };
   for (let attempt = 0; ; attempt++) {
     const owner = await store.get(KEYS.owner);
     gen = (owner === undefined ? 0 : parseWith(OwnerSchema, owner, "owner").gen) + 1;
@@ -86,13 +86,26 @@ export async function loadEngine(
     const stored = await store.get(KEYS.device);
     if (stored === undefined) {
       // A new store: a fresh identity, or one restored from backup on a new device, which must
-      // become the identity's current device on the relay (§4.3).
-      device = { id: toB64u(env.random(16)), claim: true };
+      // become the identity's current device on the relay (§4.3). Its device signing key
+      // (§4.6) is made with it.
+      device = { id: toB64u(env.random(16)), claim: true, seed: toB64u(env.random(32)) };
       ops.push(
         { op: "expect", key: KEYS.device, value: undefined },
         { op: "put", key: KEYS.device, value: device },
       );
-    } else device = parseWith(DeviceSchema, stored, "device");
+    } else {
+      const had = parseWith(DeviceSchema, stored, "device");
+      if (had.seed !== undefined) device = { ...had, seed: had.seed };
+      else {
+        // A store from before device keys: its key is made now and written in this same batch,
+        // before anything could name it in a device list (write-ahead, §10.1).
+        device = { ...had, seed: toB64u(env.random(32)) };
+        ops.push(
+          { op: "expect", key: KEYS.device, value: stored },
+          { op: "put", key: KEYS.device, value: device },
+        );
+      }
+    }
     if ((await store.get(KEYS.prekeys)) === undefined) {
       ops.push(
         { op: "expect", key: KEYS.prekeys, value: undefined },

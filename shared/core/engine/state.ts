@@ -30,6 +30,8 @@ export interface EngineState {
   readonly link: Link;
   /** The relay refused this device as replaced by another (§4.3): it does not reconnect. */
   readonly retired: boolean;
+  /** The relay said this device was removed from our device list (§4.7): it stays retired. */
+  readonly removed: boolean;
   /** This installation (§4.3); `claim` until the relay has welcomed it once. */
   readonly device: Device;
   /** Last frame-id / outbox sequence number used (ids are unique per store, §10.1). */
@@ -80,6 +82,7 @@ export function initialState(device: Device, seq: number): EngineState {
   return {
     link: OFFLINE,
     retired: false,
+    removed: false,
     device,
     seq,
     contacts: new Map(),

@@ -10,6 +10,7 @@
 import * as v from "valibot";
 import { toB64u } from "../../encoding";
 import {
+  type DeviceList,
   type FrameOf,
   LIMITS,
   PROTOCOL_VERSION,
@@ -43,6 +44,7 @@ import * as membership from "./group-membership";
 import * as groups from "./group-steps";
 import { isOnline } from "./link";
 import { loadGroup } from "./load";
+import { ownListStored } from "./own-devices";
 import { draft, type EngineState, type Env } from "./state";
 import { summarizeGroup } from "./summaries";
 
@@ -90,7 +92,9 @@ export type Verb =
   | { t: "mark_verified"; username: string }
   | { t: "accept_contact"; username: string }
   | { t: "block_contact"; username: string }
-  | { t: "set_presence"; scope: PresenceScope };
+  | { t: "set_presence"; scope: PresenceScope }
+  /** The relay stored a list of ours this device signed (linking, removal; §4.8.3, §4.7). */
+  | { t: "own_list_stored"; list: DeviceList };
 
 export type Input =
   | { t: "connected"; socket: number }
@@ -344,6 +348,9 @@ async function onVerb(tx: Tx, verb: Verb): Promise<string | undefined> {
       return;
     case "block_contact":
       await direct.blockContact(tx, verb.username);
+      return;
+    case "own_list_stored":
+      await ownListStored(tx, verb.list);
       return;
     case "set_presence": {
       // Kept by the relay (§6.3), not here: the next `welcome` reports it back.

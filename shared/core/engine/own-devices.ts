@@ -1,0 +1,33 @@
+/**
+ * Our own device list after this device changed it (PROTOCOL.md §4.6, §4.8.3): once the relay
+ * accepted the `devices` frame carrying it (the runner waits for that, client.ts), the list is
+ * checked with the same pure rule as any list shown to us and pinned, and the change is an
+ * `own_devices` event like one made elsewhere — on the device that linked a phone too, the phone
+ * is announced. The first list of an identity names this device itself: only the others count
+ * as added.
+ */
+import type { DeviceList } from "../../protocol";
+import { applyDeviceList, deviceListVerifies } from "../devices";
+import { CoreError } from "../errors";
+import { KEYS } from "../store";
+import { loadPinnedDevices } from "./devices";
+import type { Tx } from "./effects";
+
+export async function ownListStored(tx: Tx, list: DeviceList): Promise<void> {
+  const { env } = tx;
+  const pinned = await loadPinnedDevices(tx, env.username);
+  const d = applyDeviceList({
+    identityKey: env.identityKey,
+    pinned,
+    list,
+    verified: await deviceListVerifies(list),
+  });
+  if (d.kind === "unchanged") return;
+  // Our own signature over a list we just built: a refusal here is a local bug, not the relay.
+  if (d.kind === "refused") throw new CoreError("malformed", `own device list: ${d.reason}`);
+  tx.put(KEYS.devices(env.username), d.pinned);
+  const self = tx.state.device.id;
+  const added = d.added.filter((e) => e.id !== self);
+  if (added.length > 0 || d.removed.length > 0)
+    tx.emit({ type: "own_devices", added, removed: d.removed });
+}
