@@ -158,9 +158,20 @@ const userOp = fc.oneof(
     state: fc.constantFrom("accepted" as const, "blocked" as const, null),
   }),
   fc.record({ t: fc.constant("forget" as const), who: user }),
+  fc.record({ t: fc.constant("device" as const), who: user, n: fc.nat(3) }),
+  fc.record({ t: fc.constant("list" as const), who: user, n: fc.integer({ min: 1, max: 4 }) }),
 );
 
-describe("relay store: cached directory rows and contact decisions equal storage", () => {
+/** A device list of the wire shape (PROTOCOL §4.6; the store checks the shape, not the signature). */
+const deviceList = (version: number) => ({
+  identityKey: "A".repeat(43),
+  version,
+  devices: [{ id: "B".repeat(22), key: "C".repeat(43), name: "laptop", addedAt: version }],
+  removed: [],
+  sig: "D".repeat(86),
+});
+
+describe("relay store: cached directory rows, contact decisions and devices equal storage", () => {
   it("after every write, for every name and pair", async () => {
     const hub = freshHub("cache");
     await runInDurableObject(stubFor(hub), () => {});
@@ -168,7 +179,8 @@ describe("relay store: cached directory rows and contact decisions equal storage
       fc.asyncProperty(fc.array(userOp, { minLength: 1, maxLength: 30 }), async (ops) => {
         await runInDurableObject(stubFor(hub), (_i, state) => {
           const sql = state.storage.sql;
-          for (const t of ["users", "contacts", "device_lists"]) sql.exec(`DELETE FROM ${t}`);
+          for (const t of ["users", "contacts", "device_lists", "user_devices"])
+            sql.exec(`DELETE FROM ${t}`);
           const store = new Store(sql);
           store.migrate([], 1);
           const spk = (id: number) => ({ id, key: `k${id}`, sig: `s${id}` });
@@ -179,6 +191,8 @@ describe("relay store: cached directory rows and contact decisions equal storage
               expect(store.getUser(a)).toEqual(fresh.getUser(a));
               for (const b of USERS)
                 expect(store.contactState(a, b)).toBe(fresh.contactState(a, b));
+              expect(store.getDevice(a)).toBe(fresh.getDevice(a));
+              expect(store.getDeviceList(a)).toEqual(fresh.getDeviceList(a));
             }
           };
           check();
@@ -192,6 +206,10 @@ describe("relay store: cached directory rows and contact decisions equal storage
               store.reclaimUser(o.who, `${o.who}-${o.key}`, spk(2), 7);
             } else if (o.t === "contact") {
               store.setContactState(o.owner, o.peer, o.state, 8, 100);
+            } else if (o.t === "device") {
+              store.setDevice(o.who, `dev${o.n}`);
+            } else if (o.t === "list") {
+              store.setDeviceList(o.who, deviceList(o.n));
             } else {
               store.deleteContacts(o.who);
             }
@@ -236,8 +254,62 @@ describe("relay store: acknowledged rows waiting for the flush (PROTOCOL §7.3)"
       expect(restarted.itemsAfter("bob", 0, now, 10).map((r) => r.mid)).toEqual([mid]);
       // Had it flushed, the row would be gone for good.
       store.flushAcked();
-      expect(restarted.countMailbox("bob")).toBe(0);
+      expect(new Store(sql).countMailbox("bob")).toBe(0);
       expect(new Store(sql).itemsAfter("bob", 0, now, 10)).toEqual([]);
     });
   });
+});
+
+describe("relay store: mids are handed out from memory, never twice (PROTOCOL §7.3)", () => {
+  const item = (recipient: string, now: number) => ({
+    recipient,
+    sender: "ann",
+    senderKey: "k",
+    ts: now,
+    expiresAt: now + 10,
+    kind: "direct" as const,
+    group: null,
+    epoch: null,
+    payload: 0,
+    wrap: null,
+  });
+  // Each way a mailbox row can go; the highest mid goes with it, then the object restarts.
+  const paths: Record<string, (s: Store, mid: number, now: number) => void> = {
+    ack: (s, mid) => void s.ack("bob", [mid]),
+    "ack, then the flush": (s, mid) => {
+      s.ackLater("bob", [{ mid, sender: "ann", kind: "direct" }]);
+      s.flushAcked();
+    },
+    expiry: (s, _mid, now) => void s.purgeExpired(now + 11),
+  };
+  for (const [name, drop] of Object.entries(paths)) {
+    it(`after the row with the highest mid goes (${name}) and a restart, the next mid is higher`, async () => {
+      const hub = freshHub("mids");
+      await runInDurableObject(stubFor(hub), () => {});
+      await runInDurableObject(stubFor(hub), (_i, state) => {
+        const sql = state.storage.sql;
+        const store = new Store(sql);
+        store.migrate([], 1);
+        const now = 1_000_000;
+        const low = store.putItem({ ...item("carol", now + 100), payload: store.putPayload("QQ") });
+        const high = store.putItem({ ...item("bob", now), payload: store.putPayload("QQ") });
+        expect(high).toBeGreaterThan(low);
+        drop(store, high, now);
+        expect(
+          sql
+            .exec("SELECT mid FROM mailbox")
+            .toArray()
+            .map((r) => r.mid),
+        ).toEqual([low]);
+        const restarted = new Store(sql);
+        restarted.migrate([], 1);
+        const next = restarted.putItem({
+          ...item("bob", now),
+          payload: restarted.putPayload("QQ"),
+        });
+        // A client that saw `high` would drop a new message under the same mid as a duplicate.
+        expect(next).toBeGreaterThan(high);
+      });
+    });
+  }
 });

@@ -7,7 +7,7 @@
  * Each case states the typed rejection (relay `error` code or engine CoreError code), what
  * happens to the attacker's connection, and ends with the honest users still exchanging messages.
  */
-import { env, runInDurableObject, SELF } from "cloudflare:test";
+import { env, evictDurableObject, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { ParleyClient } from "../../shared/core/client";
 import type { ConversationId, ParleyEvent } from "../../shared/core/client-api";
@@ -515,6 +515,9 @@ describe("security: hostile clients through the real relay", () => {
         n,
       );
     });
+    // Rows written behind the object's back: as after a wake-up, it reads its counters from
+    // storage again (store.ts keeps them in memory).
+    await evictDurableObject(stub);
     m.send({ v: 1, t: "send", id: "more", to: "bob", body: "AAAA" });
     expect((await m.error("more")).code).toBe("mailbox_full");
     expect(m.closed).toBeNull();

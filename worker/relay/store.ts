@@ -383,6 +383,13 @@ export class Store {
   readonly #acked = new Map<number, string>();
   readonly #ackedBy = new Map<string, Set<number>>();
   readonly #contacts = new Map<string, "accepted" | "blocked" | null>();
+  /**
+   * Each user's current device and stored device list, read on every `send` (§4.7, §4.9) and
+   * cached like the rows above: they change only through setDevice, setDeviceList and
+   * reclaimUser. Bounded the same way.
+   */
+  readonly #devices = new Map<string, string | null>();
+  readonly #deviceLists = new Map<string, DeviceList | null>();
 
   /** Only `exec` is used: the Node tests' SQLite (test/support/node-sql.ts) provides just that. */
   constructor(private readonly sql: Pick<SqlStorage, "exec">) {}
@@ -396,6 +403,8 @@ export class Store {
     this.#logBySender = null;
     this.#users.clear();
     this.#contacts.clear();
+    this.#devices.clear();
+    this.#deviceLists.clear();
     this.#acked.clear();
     this.#ackedBy.clear();
     for (const stmt of SCHEMA) this.sql.exec(stmt);
@@ -533,13 +542,18 @@ export class Store {
 
   /** The identity's current device id (PROTOCOL.md §4.3), or null before its first auth. */
   getDevice(username: string): string | null {
+    const hit = this.#devices.get(username);
+    if (hit !== undefined) return hit;
     const r = this.sql
       .exec("SELECT device FROM user_devices WHERE username = ?", username)
       .toArray()[0];
-    return r === undefined ? null : str(r.device);
+    const device = r === undefined ? null : str(r.device);
+    remember(this.#devices, username, device);
+    return device;
   }
 
   setDevice(username: string, device: string): void {
+    this.#devices.delete(username);
     this.sql.exec(
       `INSERT INTO user_devices (username, device) VALUES (?, ?)
        ON CONFLICT (username) DO UPDATE SET device = excluded.device`,
@@ -553,19 +567,26 @@ export class Store {
    * serialised from a parsed frame; it is parsed again here, so a damaged row reads as none.
    */
   getDeviceList(username: string): DeviceList | null {
+    const hit = this.#deviceLists.get(username);
+    if (hit !== undefined) return hit;
     const r = this.sql
       .exec("SELECT list FROM device_lists WHERE username = ?", username)
       .toArray()[0];
-    if (r === undefined) return null;
-    try {
-      const parsed = v.safeParse(DeviceList, JSON.parse(str(r.list)));
-      return parsed.success ? parsed.output : null;
-    } catch {
-      return null;
+    let list: DeviceList | null = null;
+    if (r !== undefined) {
+      try {
+        const parsed = v.safeParse(DeviceList, JSON.parse(str(r.list)));
+        if (parsed.success) list = parsed.output;
+      } catch {
+        // A damaged row reads as none (above).
+      }
     }
+    remember(this.#deviceLists, username, list);
+    return list;
   }
 
   setDeviceList(username: string, list: DeviceList): void {
+    this.#deviceLists.delete(username);
     this.sql.exec(
       `INSERT INTO device_lists (username, version, list) VALUES (?, ?, ?)
        ON CONFLICT (username) DO UPDATE SET version = excluded.version, list = excluded.list`,
@@ -820,16 +841,11 @@ export class Store {
    * mailbox's own maximum, so a row inserted by AUTOINCREMENT elsewhere cannot collide.
    */
   nextMid(): number {
-    this.#lastMid = num(
-      this.sql
-        .exec(
-          `UPDATE mid_counter SET last = MAX(last, ?, COALESCE((SELECT MAX(mid) FROM mailbox), 0)) + 1
-           WHERE id = 1 RETURNING last`,
-          this.#lastMid,
-        )
-        .one().last,
-    );
-    return this.#lastMid;
+    // From memory, as for group messages (putGroupMessage): every insert goes through this
+    // Store, the rows themselves record the mids handed out, and the high-water mark is written
+    // before any mailbox or group row is deleted (#keepMidFloor), so after a restart (migrate)
+    // the next mid is still above every mid ever handed out.
+    return ++this.#lastMid;
   }
 
   putItem(item: NewMailboxItem): number {
@@ -1010,6 +1026,7 @@ export class Store {
     const mids = [...this.#acked.keys()];
     this.#acked.clear();
     this.#ackedBy.clear();
+    this.#keepMidFloor();
     const rows = this.sql
       .exec(
         `DELETE FROM mailbox WHERE mid IN (SELECT value FROM json_each(?))
@@ -1030,10 +1047,8 @@ export class Store {
    * at their expiry time): one indexed row read.
    */
   countMailbox(recipient: string): number {
-    const r = this.sql
-      .exec("SELECT n FROM mailbox_counts WHERE recipient = ?", recipient)
-      .toArray()[0];
-    return (r === undefined ? 0 : num(r.n)) - (this.#ackedBy.get(recipient)?.size ?? 0);
+    // The mirror already discounts rows waiting for the flush.
+    return this.#mailboxCounts().get(recipient) ?? 0;
   }
 
   /** The `mailbox_counts` mirror, read from storage on first use. */
@@ -1092,6 +1107,7 @@ export class Store {
     // Rows ackLater took are acknowledged already: they are the flush's to delete.
     const fresh = mids.filter((m) => !this.#acked.has(m));
     if (fresh.length === 0) return [];
+    this.#keepMidFloor();
     const rows = this.sql
       .exec(
         `DELETE FROM mailbox WHERE recipient = ? AND mid IN (SELECT value FROM json_each(?))
@@ -1119,6 +1135,7 @@ export class Store {
   /** Drop expired items (PROTOCOL.md §7.3: TTL); returns how many went. */
   purgeExpired(now: number): number {
     this.flushAcked();
+    this.#keepMidFloor();
     const rows = this.sql
       .exec("DELETE FROM mailbox WHERE expires_at <= ? RETURNING mid, recipient, payload", now)
       .toArray();
@@ -1563,6 +1580,7 @@ export class Store {
   reclaimUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
     // The old identity's device list is signed by a key the name no longer has (§4.6).
     this.sql.exec("DELETE FROM device_lists WHERE username = ?", username);
+    this.#deviceLists.delete(username);
     this.#users.delete(username);
     this.sql.exec(
       `UPDATE users SET identity_key = ?, spk_id = ?, spk_key = ?, spk_sig = ?, created_at = ?,
