@@ -132,6 +132,11 @@ describe("linking a device", () => {
     const client = phone.client as ParleyClient;
     expect(client.identityKey).toBe(alice.client.identityKey);
     expect(phone.events).toContainEqual({ type: "connection", state: "online" });
+    // Its prekey top-up is the current device's job (§4.7): refused by the relay, not an error.
+    expect(
+      relay.log.some((x) => x.frame.t === "error" && x.frame.code === "current_device_only"),
+    ).toBe(true);
+    expect(phone.events.filter((e) => e.type === "error")).toEqual([]);
     // Both devices of alice are connected: the phone is a linked device, the laptop untouched.
     expect(phone.conn.username).toBe("alice");
     expect(phone.conn.closed).toBe(false);
