@@ -48,6 +48,7 @@ describe("linking a phone to alice's laptop", () => {
   test("the laptop links the phone by its typed code; the phone is alice with bob verified", async () => {
     const p = phone.page;
     await p.getByTestId("link-box").locator("summary").click();
+    await shot(p, "linking-phone-onboarding");
     await p.getByTestId("link-device-name").fill("phone");
     await p.getByTestId("link-start").click();
     const codeEl = p.getByTestId("link-code");
@@ -72,14 +73,23 @@ describe("linking a phone to alice's laptop", () => {
       .filter({ hasText: "does not match" })
       .waitFor({ timeout: 30_000 });
     // The right code, typed in lower case with spaces (the reader ignores both).
+    // By keyboard: Enter in the field sends it, the dialog's field has the focus, Tab reaches
+    // "Link device" and Enter presses it.
     await l.getByTestId("link-code-input").fill(code.toLowerCase().replaceAll("-", " "));
-    await l.getByTestId("link-check").click();
+    await l.getByTestId("link-code-input").press("Enter");
     const confirm = l.getByTestId("link-confirm");
     await confirm.waitFor({ timeout: 30_000 });
     expect(await confirm.textContent()).toContain("“phone” asks to join your account.");
     await l.getByTestId("this-device-name").fill("laptop");
     await shot(l, "linking-laptop-confirm");
-    await l.getByTestId("link-approve").click();
+    expect(
+      await l.evaluate(() => document.activeElement?.getAttribute("data-testid") ?? null),
+    ).toBe("this-device-name");
+    await l.keyboard.press("Tab");
+    expect(
+      await l.evaluate(() => document.activeElement?.getAttribute("data-testid") ?? null),
+    ).toBe("link-approve");
+    await l.keyboard.press("Enter");
     await l.getByTestId("devices-note").waitFor({ timeout: 30_000 });
 
     // The phone makes its store from the transfer and connects as alice.

@@ -82,7 +82,7 @@ export function LinkingScreen(props: { code: string | null; expired: boolean; er
           {LINK_WORDS.expired}
         </p>
       </Show>
-      <div class="row-actions">
+      <div class="row-actions centered">
         <Show when={props.expired}>
           <button
             type="button"

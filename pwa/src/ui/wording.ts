@@ -316,7 +316,7 @@ export function describeLinkError(err: unknown): Worded {
 export const LINK_WORDS = {
   startTitle: "Link to a device you already use",
   startHelp:
-    "Your account, its contacts and their verified safety numbers come over from a device where you already use Parley. Messages sent before today stay there.",
+    "Your account, its contacts and their verified safety numbers come over from a device where you already use Parley. Earlier messages stay on that device.",
   nameLabel: "Name this device",
   nameHelp: "Your other devices show this name.",
   showCode: "Show a link code",
