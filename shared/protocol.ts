@@ -569,6 +569,11 @@ export const FetchBundleFrame = v.strictObject({
   t: v.literal("fetch_bundle"),
   id: ClientId,
   username: Name,
+  /**
+   * One device of `username` (§4.7): its current device, or a linked device on its stored list
+   * that has connected. Absent: the current device, as for a single-device user.
+   */
+  device: v.optional(b64Bytes(DEVICE_ID_BYTES)),
 });
 
 export const SendFrame = v.strictObject({
@@ -851,6 +856,8 @@ export const BundleFrame = v.strictObject({
   t: v.literal("bundle"),
   id: ClientId,
   username: Name,
+  /** The device of `fetch_bundle.device`, echoed; absent when none was named (§4.7). */
+  device: v.optional(b64Bytes(DEVICE_ID_BYTES)),
   identityKey: PublicKey,
   signedPrekey: SignedPrekey,
   oneTimePrekey: v.nullable(OneTimePrekey),

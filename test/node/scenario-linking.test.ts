@@ -132,10 +132,10 @@ describe("linking a device", () => {
     const client = phone.client as ParleyClient;
     expect(client.identityKey).toBe(alice.client.identityKey);
     expect(phone.events).toContainEqual({ type: "connection", state: "online" });
-    // Its prekey top-up is the current device's job (§4.7): refused by the relay, not an error.
+    // Its prekeys are its own directory entry (§4.7): its top-up is accepted, nothing refused.
     expect(
       relay.log.some((x) => x.frame.t === "error" && x.frame.code === "current_device_only"),
-    ).toBe(true);
+    ).toBe(false);
     expect(phone.events.filter((e) => e.type === "error")).toEqual([]);
     // Both devices of alice are connected: the phone is a linked device, the laptop untouched.
     expect(phone.conn.username).toBe("alice");

@@ -10,7 +10,14 @@ import { nextDeviceList, signDeviceList } from "../../shared/core/devices";
 import { ed25519Sign, generateIdentityKeyPair } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 import { CLOSE, type DeviceList } from "../../shared/protocol";
-import { freshHub, type Keys, newKeys, TestClient } from "./support/client";
+import {
+  freshHub,
+  type Keys,
+  newKeys,
+  oneTimePrekeys,
+  signedPrekey,
+  TestClient,
+} from "./support/client";
 import { stubFor } from "./support/relay-store";
 
 const LAPTOP = toB64u(new Uint8Array(16).fill(1));
@@ -174,12 +181,10 @@ describe("linked devices on the relay", () => {
     for (const c of [laptop, bob]) c.close();
   });
 
-  it("a linked device publishes no prekeys and joins no group as the identity", async () => {
+  it("a linked device joins no group as the identity", async () => {
     const { hub, keys, laptop, bob } = await setup();
     const phone = await device(hub, keys, PHONE);
     await phone.next("welcome");
-    phone.send({ v: 1, t: "upload_prekeys", id: "u", oneTimePrekeys: [] });
-    expect((await phone.error("u")).code).toBe("current_device_only");
     phone.send({ v: 1, t: "leave", id: "l", group: "broadcast" });
     expect((await phone.error("l")).code).toBe("current_device_only");
     for (const c of [laptop, phone, bob]) c.close();
@@ -219,5 +224,70 @@ describe("linked devices on the relay", () => {
     bob.send({ v: 1, t: "send", id: "s", to: "alice", body: "EEEE" });
     expect(await deliveredBody(promoted)).toBe("EEEE");
     for (const c of [promoted, bob]) c.close();
+  });
+
+  it("each device has its own prekeys: fetch_bundle names a device and gets that device's keys (§4.7)", async () => {
+    const { hub, keys, laptop, bob, v1 } = await setup();
+    laptop.send({ v: 1, t: "upload_prekeys", id: "ul", oneTimePrekeys: oneTimePrekeys(100, 2) });
+    await laptop.next("accepted", (f) => f.id === "ul");
+    // The phone connects with a signed prekey of its own: its welcome counts its own entry (0).
+    const phone = await TestClient.open(hub);
+    const auth = await phone.authFrame("alice", keys, { device: PHONE });
+    phone.send(auth);
+    expect((await phone.next("welcome")).oneTimePrekeysRemaining).toBe(0);
+    expect((await phone.next("prekeys_low")).remaining).toBe(0);
+    phone.send({ v: 1, t: "upload_prekeys", id: "up", oneTimePrekeys: oneTimePrekeys(500, 2) });
+    await phone.next("accepted", (f) => f.id === "up");
+
+    const bundle = async (id: string, device?: string) => {
+      bob.send({ v: 1, t: "fetch_bundle", id, username: "alice", ...(device ? { device } : {}) });
+      return Promise.race([bob.next("bundle", (f) => f.id === id), bob.error(id)]);
+    };
+    const p1 = await bundle("p1", PHONE);
+    if (p1.t !== "bundle") throw new Error(`refused: ${p1.code}`);
+    expect(p1.device).toBe(PHONE);
+    expect(p1.signedPrekey).toEqual(auth.signedPrekey);
+    expect(p1.oneTimePrekey?.id).toBe(500);
+    expect(p1.devices).toEqual(v1);
+    // Without a device, or naming the current one: the current device's entry, untouched.
+    const l1 = await bundle("l1");
+    if (l1.t !== "bundle") throw new Error(`refused: ${l1.code}`);
+    expect(l1.device).toBeUndefined();
+    expect(l1.signedPrekey).not.toEqual(auth.signedPrekey);
+    expect(l1.oneTimePrekey?.id).toBe(100);
+    const l2 = await bundle("l2", LAPTOP);
+    if (l2.t !== "bundle") throw new Error(`refused: ${l2.code}`);
+    expect(l2.signedPrekey).toEqual(l1.signedPrekey);
+    expect(l2.oneTimePrekey?.id).toBe(101);
+    // The phone's next key is still its own.
+    const p2 = await bundle("p2", PHONE);
+    expect(p2.t === "bundle" && p2.oneTimePrekey?.id).toBe(501);
+    // A device not on the list, or listed but never connected (no signed prekey): unknown_device.
+    expect(await bundle("x", OTHER)).toMatchObject({ t: "error", code: "unknown_device" });
+    const v2 = await signDeviceList(
+      nextDeviceList(v1, { add: [await entry(OTHER, "tablet")] }),
+      sign(keys),
+    );
+    laptop.send({ v: 1, t: "devices", id: "d2", list: v2 });
+    await laptop.next("accepted", (f) => f.id === "d2");
+    expect(await bundle("t", OTHER)).toMatchObject({ t: "error", code: "unknown_device" });
+    // A signed prekey the identity did not sign is refused; the stored one stays.
+    const stranger = await newKeys();
+    phone.send({
+      v: 1,
+      t: "upload_prekeys",
+      id: "bad",
+      signedPrekey: await signedPrekey(stranger, 9),
+      oneTimePrekeys: [],
+    });
+    expect((await phone.error("bad")).code).toBe("bad_signature");
+    const p3 = await bundle("p3", PHONE);
+    expect(p3.t === "bundle" && p3.signedPrekey).toEqual(auth.signedPrekey);
+    // Once a list drops the phone, nobody gets a bundle for it.
+    const v3 = await signDeviceList(nextDeviceList(v2, { remove: [PHONE] }), sign(keys));
+    laptop.send({ v: 1, t: "devices", id: "d3", list: v3 });
+    await laptop.next("accepted", (f) => f.id === "d3");
+    expect(await bundle("gone", PHONE)).toMatchObject({ t: "error", code: "unknown_device" });
+    for (const c of [laptop, phone, bob]) c.close();
   });
 });

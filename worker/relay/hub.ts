@@ -78,9 +78,13 @@ function devicesOf(list: DeviceList | null, identityKey: string): { devices?: De
   return list !== null && list.identityKey === identityKey ? { devices: list } : {};
 }
 
+/** The device id of a linked device's connection (its address is "<name>.<device>", §4.7). */
+function deviceOf(a: AuthedAttachment): string | null {
+  return a.address === undefined ? null : a.address.slice(a.username.length + 1);
+}
+
 /** Frames a linked device's connection may not send (§4.7). */
 const CURRENT_DEVICE_ONLY: ReadonlySet<ClientFrame["t"]> = new Set([
-  "upload_prekeys",
   "join",
   "leaf",
   "leave",
@@ -423,8 +427,8 @@ export class Hub {
       await this.#auth(s, a, frame);
       return;
     }
-    // A linked device (§4.7) is no group member of its own and publishes no prekeys or
-    // push subscription: those frames are the identity's current device's.
+    // A linked device (§4.7) is no group member of its own and has no push subscription:
+    // those frames are the identity's current device's. Its prekeys are its own (§4.7).
     if (a.address !== undefined && CURRENT_DEVICE_ONLY.has(frame.t)) {
       s.send(errorFrame("current_device_only", "id" in frame ? frame.id : undefined));
       return;
@@ -671,7 +675,7 @@ export class Hub {
     if (linked.kind === "removed") {
       return this.#authFail(s, "device_removed", CLOSE.deviceReplaced);
     }
-    if (linked.kind === "linked") return this.#authLinked(s, a, frame, linked.address, now);
+    if (linked.kind === "linked") return await this.#authLinked(s, a, frame, linked.address, now);
     // A listed device takes the place of a current device the list no longer names, as a claim.
     const claim = frame.claim || linked.kind === "promote";
     if (device !== null && device !== frame.device && !claim) {
@@ -726,7 +730,7 @@ export class Hub {
     // The directory object takes the binding's PQ prekey; it drops the one-time prekeys of
     // another identity or device, whose secrets stay there, so a first message made with one
     // could never be opened here (§4.3); the welcome's count of 0 then asks for more.
-    const remaining = await this.#bindKeys(s, a.hub, frame);
+    const remaining = await this.#bindKeys(s, a.hub, frame.username, frame);
     if (remaining === null) return;
     // Another connection may have taken the name or identity during that call (§4.3, §4.4).
     if (
@@ -767,15 +771,21 @@ export class Hub {
   }
 
   /**
-   * Hand the new binding to the directory object; the one-time prekeys left, or null when the
-   * call failed or the socket closed meanwhile (the client was told and reconnects, §4.3).
+   * Hand the new binding of directory entry `entry` (the username, or a linked device's address,
+   * §4.7) to the directory object; the one-time prekeys left, or null when the call failed or the
+   * socket closed meanwhile (the client was told and reconnects, §4.3).
    */
-  async #bindKeys(s: Session, hub: string, frame: Frame<"auth">): Promise<number | null> {
+  async #bindKeys(
+    s: Session,
+    hub: string,
+    entry: string,
+    frame: Frame<"auth">,
+  ): Promise<number | null> {
     let remaining: number;
     try {
       remaining = await this.#d.directory.bind(
         hub,
-        frame.username,
+        entry,
         prekeyOwner(frame.identityKey, frame.device),
         frame.pqPrekey ?? null,
       );
@@ -789,24 +799,51 @@ export class Hub {
 
   /**
    * A linked device other than the identity's current one (§4.7): authenticated beside the
-   * identity's other connections, routed by its own mailbox address. It changes nothing of the
-   * identity's directory entry (its signed prekey is checked by the transcript, not published:
-   * per-device prekeys are not served yet), presence or push subscription; its own older
-   * connection, if any, is replaced.
+   * identity's other connections, routed by its own mailbox address. Its signed prekey and PQ
+   * prekey (checked with the transcript) become its own directory entry, under its address, so
+   * peers can fetch its bundle (`fetch_bundle{device}`); the identity's own entry, presence and
+   * push subscription are unchanged. Its own older connection, if any, is replaced.
    */
-  #authLinked(
+  async #authLinked(
     s: Session,
     a: PendingAttachment,
     frame: Frame<"auth">,
     address: string,
     now: number,
-  ): void {
-    const { sessions } = this.#d;
-    const previous = sessions.online(address);
-    if (previous === undefined && sessions.onlineCount() >= LIMITS.maxOnlinePerHub) {
+  ): Promise<void> {
+    const { sessions, store } = this.#d;
+    if (
+      sessions.online(address) === undefined &&
+      sessions.onlineCount() >= LIMITS.maxOnlinePerHub
+    ) {
       this.#authFail(s, "limit_reached");
       return;
     }
+    // The directory entry of this device: its PQ prekey kept, the one-time prekeys of another
+    // owner of the address dropped (as for the current device's binding).
+    const remaining = await this.#bindKeys(s, a.hub, address, frame);
+    if (remaining === null) return;
+    // The list may have dropped the device, or the name changed hands, during that call.
+    const again = linkedDevice(
+      frame.username,
+      store.getDeviceList(frame.username),
+      frame.identityKey,
+      frame.device,
+      store.getDevice(frame.username),
+    );
+    if (
+      store.getUser(frame.username)?.identityKey !== frame.identityKey ||
+      again.kind !== "linked"
+    ) {
+      this.#authFail(
+        s,
+        again.kind === "removed" ? "device_removed" : "device_replaced",
+        CLOSE.deviceReplaced,
+      );
+      return;
+    }
+    store.setDevicePrekey(address, frame.signedPrekey);
+    const previous = sessions.online(address);
     if (previous !== undefined && previous !== s) {
       previous.send(errorFrame("replaced"));
       previous.close(CLOSE.replaced, "replaced");
@@ -827,7 +864,7 @@ export class Hub {
     s.save(att);
     sessions.bind(s);
     this.presence.setHub(a.hub);
-    this.#welcome(s, att, 0);
+    this.#welcome(s, att, remaining);
     this.presence.snapshot(s);
     this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
@@ -859,7 +896,7 @@ export class Hub {
 
   #welcome(s: Session, a: AuthedAttachment, remaining: number): void {
     const { store } = this.#d;
-    // A linked device (§4.7) has no groups or directory entry of its own yet.
+    // A linked device (§4.7) has no groups of its own yet; its prekeys are its own.
     const linked = a.address !== undefined;
     // Group states can be large (up to maxGroupSize members each): the welcome carries as many
     // as fit in half a frame and the rest follow as `group` frames (PROTOCOL.md §6.2).
@@ -888,8 +925,7 @@ export class Hub {
       ...devicesOf(store.getDeviceList(a.username), a.identityKey),
     });
     for (const state of after) s.send({ v: PROTOCOL_VERSION, t: "group", state });
-    if (!linked && prekeysLow(remaining))
-      s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
+    if (prekeysLow(remaining)) s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
   }
 
   #lastActive(s: Session): number {
@@ -915,10 +951,11 @@ export class Hub {
         return;
       }
     }
-    const owner = prekeyOwner(a.identityKey, store.getDevice(a.username));
+    // A linked device's keys are its own entry, under its mailbox address (§4.7).
+    const owner = prekeyOwner(a.identityKey, deviceOf(a) ?? store.getDevice(a.username));
     const r = await this.#d.directory.upload(
       a.hub,
-      a.username,
+      a.address ?? a.username,
       owner,
       frame.oneTimePrekeys,
       frame.oneTimeKemPrekeys ?? [],
@@ -929,8 +966,10 @@ export class Hub {
       return;
     }
     // After the directory took the keys, so the upload stays all-or-nothing for the client.
-    if (frame.signedPrekey !== undefined)
-      store.setSignedPrekey(a.username, frame.signedPrekey, now);
+    if (frame.signedPrekey !== undefined) {
+      if (a.address !== undefined) store.setDevicePrekey(a.address, frame.signedPrekey);
+      else store.setSignedPrekey(a.username, frame.signedPrekey, now);
+    }
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
 
@@ -989,14 +1028,33 @@ export class Hub {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
+    // One device's bundle (§4.7): the current device's is the username's entry; a listed linked
+    // device's is its own, under its address, once it has connected (its signed prekey).
+    const current = store.getDevice(frame.username);
+    const entry =
+      frame.device === undefined
+        ? frame.username
+        : sendAddress(
+            frame.username,
+            frame.device,
+            current,
+            store.getDeviceList(frame.username),
+            user.identityKey,
+          );
+    const spk =
+      entry === frame.username ? user.signedPrekey : entry && store.getDevicePrekey(entry);
+    if (entry === null || !spk) {
+      s.send(errorFrame("unknown_device", frame.id));
+      return;
+    }
     // The one-time and PQ parts, with the per-requester quota, are the directory object's
     // (key-directory.ts, §7.4); asked for the owner this hub has bound, so keys of an earlier
     // identity or device of the name are never handed out with this identity key.
     const { oneTimePrekey, pqPrekey, oneTimeKemPrekey, remaining } = await this.#d.directory.take(
       a.hub,
-      frame.username,
-      prekeyOwner(user.identityKey, store.getDevice(frame.username)),
-      user.signedPrekey.id,
+      entry,
+      prekeyOwner(user.identityKey, entry === frame.username ? current : (frame.device ?? null)),
+      spk.id,
       a.identityKey,
       now,
     );
@@ -1006,15 +1064,16 @@ export class Hub {
       t: "bundle",
       id: frame.id,
       username: user.username,
+      ...(frame.device !== undefined ? { device: frame.device } : {}),
       identityKey: user.identityKey,
-      signedPrekey: user.signedPrekey,
+      signedPrekey: spk,
       oneTimePrekey,
       pqPrekey,
       oneTimeKemPrekey,
       ...devicesOf(store.getDeviceList(frame.username), user.identityKey),
     });
     if (oneTimePrekey !== null) {
-      const owner = sessions.online(frame.username);
+      const owner = sessions.online(entry);
       if (owner !== undefined && prekeysLow(remaining)) {
         owner.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
       }

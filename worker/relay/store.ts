@@ -47,6 +47,14 @@ const SCHEMA = [
      version INTEGER NOT NULL,
      list TEXT NOT NULL
    )`,
+  // A linked device's signed prekey (§4.7), by its mailbox address; the current device's is in
+  // users. Its one-time and PQ prekeys are the Directory object's, under the same address.
+  `CREATE TABLE IF NOT EXISTS device_prekeys (
+     address TEXT PRIMARY KEY,
+     spk_id INTEGER NOT NULL,
+     spk_key TEXT NOT NULL,
+     spk_sig TEXT NOT NULL
+   )`,
   // One-time, one-time KEM and PQ prekeys moved to the hub's Directory object (prekey-store.ts);
   // what a hub stored here before is dropped: the next `welcome` counts 0 and clients upload anew.
   "DROP TABLE IF EXISTS one_time_prekeys",
@@ -593,6 +601,26 @@ export class Store {
       username,
       list.version,
       JSON.stringify(list),
+    );
+  }
+
+  /** A linked device's signed prekey (§4.7), by its mailbox address, or null. */
+  getDevicePrekey(address: string): SignedPrekey | null {
+    const r = this.sql
+      .exec("SELECT spk_id, spk_key, spk_sig FROM device_prekeys WHERE address = ?", address)
+      .toArray()[0];
+    return r === undefined ? null : { id: num(r.spk_id), key: str(r.spk_key), sig: str(r.spk_sig) };
+  }
+
+  setDevicePrekey(address: string, spk: SignedPrekey): void {
+    this.sql.exec(
+      `INSERT INTO device_prekeys (address, spk_id, spk_key, spk_sig) VALUES (?, ?, ?, ?)
+       ON CONFLICT (address) DO UPDATE SET
+         spk_id = excluded.spk_id, spk_key = excluded.spk_key, spk_sig = excluded.spk_sig`,
+      address,
+      spk.id,
+      spk.key,
+      spk.sig,
     );
   }
 
@@ -1578,8 +1606,14 @@ export class Store {
   }
 
   reclaimUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
-    // The old identity's device list is signed by a key the name no longer has (§4.6).
+    // The old identity's device list is signed by a key the name no longer has (§4.6), and its
+    // linked devices' prekeys (addresses "<name>.<device>", §4.7) are that identity's.
     this.sql.exec("DELETE FROM device_lists WHERE username = ?", username);
+    this.sql.exec(
+      "DELETE FROM device_prekeys WHERE address > ? AND address < ?",
+      `${username}.`,
+      `${username}/`,
+    );
     this.#deviceLists.delete(username);
     this.#users.delete(username);
     this.sql.exec(
