@@ -127,9 +127,6 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
     case "upload":
       s.flights.delete(id);
       if (s.link.t === "online") s.link = { ...s.link, uploading: false };
-      // A linked device (§4.7) may not publish the identity's prekeys: its welcome reports none
-      // stored and the relay refuses the top-up. Nothing is wrong, so nothing is shown.
-      if (code === "current_device_only") return;
       error(tx, "relay_error", text, undefined, code);
       return;
     case "fetch":
