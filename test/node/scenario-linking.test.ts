@@ -21,7 +21,7 @@ import {
 import { KEYS, MemoryStore } from "../../shared/core/store";
 import { ed25519KeyPairFromSeed, ed25519Sign, randomBytes } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
-import { CLOSE, type ServerFrame } from "../../shared/protocol";
+import { CLOSE, type ClientFrame, type ServerFrame } from "../../shared/protocol";
 import { connect, newUser, online, type TestUser, timers } from "../support/clients";
 import { type Conn, NodeRelay } from "../support/node-relay";
 
@@ -298,4 +298,48 @@ it("a store made before device keys gets its device signing key when loaded, wri
   expect(after.seed).not.toBe(device.seed);
   // One batch to make the old store, one for the takeover that added the key.
   expect(old.batches).toBe(2);
+});
+
+it("the new device's waiting side: another hub's hello and a refused offer end it; others' frames do not", async () => {
+  const sent: ClientFrame[] = [];
+  const wrongHub = await NewDeviceLink.start("main", "phone", (f) => sent.push(f));
+  expect(
+    await wrongHub.onServerFrame({
+      v: 1,
+      t: "hello",
+      hub: "other",
+      challenge: "A".repeat(43),
+      time: 0,
+    }),
+  ).toEqual({ t: "failed", code: "wrong_hub" });
+  expect(sent).toEqual([]);
+
+  const link = await NewDeviceLink.start("main", "phone", (f) => sent.push(f));
+  expect(
+    await link.onServerFrame({ v: 1, t: "hello", hub: "main", challenge: "A".repeat(43), time: 0 }),
+  ).toEqual({ t: "waiting" });
+  const offer = sent.at(-1);
+  if (offer?.t !== "link_offer") throw new Error("no offer sent");
+  expect(offer.rendezvous).toBe(parseLinkCode(link.code).rendezvous);
+  expect(await link.onServerFrame({ v: 1, t: "accepted", id: "someone-else" })).toEqual({
+    t: "waiting",
+  });
+  expect(
+    await link.onServerFrame({ v: 1, t: "error", id: "x", code: "rate_limited", message: "m" }),
+  ).toEqual({ t: "waiting" });
+  expect(
+    await link.onServerFrame({ v: 1, t: "error", id: offer.id, code: "link_taken", message: "m" }),
+  ).toEqual({ t: "failed", code: "link_taken" });
+  // An answer under another rendezvous is refused without being opened.
+  expect(
+    await link.onServerFrame({
+      v: 1,
+      t: "link_answered",
+      rendezvous: "ZZZZZZZZ",
+      answer: { enc: "A".repeat(1494), ciphertext: "AAAA", mac: "A".repeat(43) },
+    }),
+  ).toEqual({ t: "refused", code: "code_mismatch" });
+  // Cancelled: its keys are wiped and nothing more is handled.
+  link.cancel();
+  expect(await link.onServerFrame({ v: 1, t: "accepted", id: offer.id })).toEqual({ t: "waiting" });
 });
