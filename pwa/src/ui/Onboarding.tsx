@@ -177,7 +177,7 @@ export function Onboarding(props: { error?: string; taken?: string | undefined }
           }}
         />
       </details>
-      <details class="restore-box" data-testid="link-box">
+      <details class="link-box" data-testid="link-box">
         <summary>{LINK_WORDS.startTitle}</summary>
         <LazyLinkStart />
       </details>
