@@ -605,13 +605,17 @@ export class ParleyClient implements ParleyClientApi {
       answer,
     });
     if (f.t === "error") {
-      // The list already names the device; it stopped waiting (closed, expired). It cannot use
-      // the entry without the transfer: the user removes it or links again.
-      if (f.code === "unknown_link")
+      if (f.code === "unknown_link") {
+        // The list already names the device, which stopped waiting (closed, expired) and never
+        // got the transfer: the next list drops it again, so no entry is left that nobody
+        // holds. Also what a relay that claims `unknown_link` but delivered the answer gets: the
+        // device it let through is removed (§4.7), never kept unseen.
+        await this.removeDevice(added.id).catch(() => undefined);
         throw new LinkError(
           "unknown_link",
           "The new device stopped waiting. Make a new code on it.",
         );
+      }
       throw new CoreError("relay_error", f.code);
     }
     return added;

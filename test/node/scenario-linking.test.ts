@@ -236,6 +236,36 @@ describe("linking a device", () => {
     expect(phone.conn.username).toBe("alice");
   });
 
+  it("a device that stops waiting before the answer is dropped from the list again", async () => {
+    const { relay, alice, seed } = await setup();
+    const phone = await newPhone(relay);
+    const request = await through(relay, alice.client.fetchLinkOffer(phone.link.code));
+    // The phone goes away after the laptop read its offer, before the laptop answers.
+    relay.disconnect(phone.conn);
+    await relay.settle();
+    expect(
+      await codeOf(
+        through(
+          relay,
+          alice.client.approveLink(request, { identitySeed: seed, thisDeviceName: "laptop" }),
+        ),
+      ),
+    ).toBe("unknown_link");
+    await relay.settle();
+    // Listed for a moment (the list had to be stored before the answer), then removed.
+    const own = alice.events.filter((e) => e.type === "own_devices");
+    expect(own.map((e) => [e.added.map((d) => d.name), e.removed.map((d) => d.name)])).toEqual([
+      [["phone"], []],
+      [[], ["phone"]],
+    ]);
+    expect((await alice.client.ownDevices()).devices.map((d) => d.name)).toEqual(["laptop"]);
+    // The relay's stored list agrees: the device id is revoked, so it can never come back.
+    const stored = relay.dumpTables().device_lists?.[0]?.list as string;
+    const list = JSON.parse(stored) as { devices: { id: string }[]; removed: string[] };
+    expect(list.devices.map((d) => d.id)).toEqual([(await alice.client.ownDevices()).thisDevice]);
+    expect(list.removed).toEqual([request.device]);
+  });
+
   it("removing the phone closes it and it is told; the laptop's list no longer names it", async () => {
     const { relay, alice, seed } = await setup();
     const phone = await newPhone(relay);
