@@ -16,7 +16,7 @@ import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
 import { httpGet, startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
-import { onboard, openChat, openGroup, seesMessage, send, shot } from "./ui";
+import { onboard, openChat, openGroup, seesMessage, send, shot, withStandInScanner } from "./ui";
 
 const PORT = testPort(8802);
 /** The people of these stories find each other in the online list: a hub whose users see
@@ -538,23 +538,7 @@ describe("Parley in everyday use", () => {
     expect(await d.getByTestId("verify-intro").textContent()).not.toMatch(/scan/i);
     expect(await d.getByTestId("scan-code").count()).toBe(0);
     await d.keyboard.press("Escape");
-    // A browser with the Shape Detection API: a stand-in detector "sees" window.scanPayload
-    // in a synthetic camera stream.
-    await u("dave").context.addInitScript(() => {
-      const w = window as unknown as { scanPayload?: string; BarcodeDetector?: unknown };
-      w.BarcodeDetector = class {
-        async detect() {
-          return w.scanPayload ? [{ rawValue: w.scanPayload }] : [];
-        }
-      };
-      navigator.mediaDevices.getUserMedia = async () => {
-        const canvas = document.createElement("canvas");
-        canvas.width = 4;
-        canvas.height = 3;
-        canvas.getContext("2d")?.fillRect(0, 0, 4, 3);
-        return canvas.captureStream(1);
-      };
-    });
+    await withStandInScanner(u("dave").context);
     await d.reload();
     await d.getByTestId("my-username").filter({ hasText: "dave" }).waitFor({ timeout: 30_000 });
     for (const [payload, verdict] of [

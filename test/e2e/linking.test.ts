@@ -8,7 +8,16 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type BrowserUser, launchUser } from "../support/browser";
 import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
-import { closeUsers, onboard, openChat, seesMessage, seesOnline, send, shot } from "./ui";
+import {
+  closeUsers,
+  onboard,
+  openChat,
+  seesMessage,
+  seesOnline,
+  send,
+  shot,
+  withStandInScanner,
+} from "./ui";
 
 const PORT = testPort(8826);
 const EVERYONE_ONLINE = { PRESENCE_EVERYONE_HUBS: "*" };
@@ -140,23 +149,7 @@ describe("linking a phone to alice's laptop", () => {
   }, 120_000);
 
   test("with BarcodeDetector the laptop links a tablet by scanning its code", async () => {
-    // A browser with the Shape Detection API: a stand-in detector "sees" window.scanPayload
-    // in a synthetic camera stream.
-    await laptop.context.addInitScript(() => {
-      const w = window as unknown as { scanPayload?: string; BarcodeDetector?: unknown };
-      w.BarcodeDetector = class {
-        async detect() {
-          return w.scanPayload ? [{ rawValue: w.scanPayload }] : [];
-        }
-      };
-      navigator.mediaDevices.getUserMedia = async () => {
-        const canvas = document.createElement("canvas");
-        canvas.width = 4;
-        canvas.height = 3;
-        canvas.getContext("2d")?.fillRect(0, 0, 4, 3);
-        return canvas.captureStream(1);
-      };
-    });
+    await withStandInScanner(laptop.context);
     const l = laptop.page;
     await l.reload();
     await l.getByTestId("my-username").filter({ hasText: "alice" }).waitFor({ timeout: 30_000 });

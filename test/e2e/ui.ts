@@ -1,7 +1,7 @@
 /** Page-level steps the e2e stories share: onboarding, opening chats, sending, reading the log. */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import type { Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
 
 export const SHOTS = join(process.cwd(), "test-results", "screenshots");
@@ -96,4 +96,26 @@ export async function closeUsers(users: readonly (BrowserUser | undefined)[]): P
     await x.close();
     removeProfile(x.dir);
   }
+}
+
+/**
+ * A browser with the Shape Detection API: a stand-in BarcodeDetector "sees" `window.scanPayload`
+ * in a synthetic camera stream (headless Chromium has neither a camera nor the detector).
+ */
+export async function withStandInScanner(context: BrowserContext): Promise<void> {
+  await context.addInitScript(() => {
+    const w = window as unknown as { scanPayload?: string; BarcodeDetector?: unknown };
+    w.BarcodeDetector = class {
+      async detect() {
+        return w.scanPayload ? [{ rawValue: w.scanPayload }] : [];
+      }
+    };
+    navigator.mediaDevices.getUserMedia = async () => {
+      const canvas = document.createElement("canvas");
+      canvas.width = 4;
+      canvas.height = 3;
+      canvas.getContext("2d")?.fillRect(0, 0, 4, 3);
+      return canvas.captureStream(1);
+    };
+  });
 }
