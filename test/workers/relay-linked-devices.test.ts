@@ -228,7 +228,7 @@ describe("linked devices on the relay", () => {
 
   it("each device has its own prekeys: fetch_bundle names a device and gets that device's keys (§4.7)", async () => {
     const { hub, keys, laptop, bob, v1 } = await setup();
-    laptop.send({ v: 1, t: "upload_prekeys", id: "ul", oneTimePrekeys: oneTimePrekeys(100, 2) });
+    laptop.send({ v: 1, t: "upload_prekeys", id: "ul", oneTimePrekeys: oneTimePrekeys(100, 4) });
     await laptop.next("accepted", (f) => f.id === "ul");
     // The phone connects with a signed prekey of its own: its welcome counts its own entry (0).
     const phone = await TestClient.open(hub);
@@ -236,7 +236,7 @@ describe("linked devices on the relay", () => {
     phone.send(auth);
     expect((await phone.next("welcome")).oneTimePrekeysRemaining).toBe(0);
     expect((await phone.next("prekeys_low")).remaining).toBe(0);
-    phone.send({ v: 1, t: "upload_prekeys", id: "up", oneTimePrekeys: oneTimePrekeys(500, 2) });
+    phone.send({ v: 1, t: "upload_prekeys", id: "up", oneTimePrekeys: oneTimePrekeys(500, 4) });
     await phone.next("accepted", (f) => f.id === "up");
 
     const bundle = async (id: string, device?: string) => {
@@ -262,6 +262,16 @@ describe("linked devices on the relay", () => {
     // The phone's next key is still its own.
     const p2 = await bundle("p2", PHONE);
     expect(p2.t === "bundle" && p2.oneTimePrekey?.id).toBe(501);
+    // The per-requester quota (§7.4) is per device: Bob's burst on the phone ends there (its stock
+    // is left for others), while the laptop's entry still hands him one.
+    const p3q = await bundle("p3q", PHONE);
+    expect(p3q.t === "bundle" && p3q.oneTimePrekey?.id).toBe(502);
+    const p4q = await bundle("p4q", PHONE);
+    if (p4q.t !== "bundle") throw new Error(`refused: ${p4q.code}`);
+    expect(p4q.oneTimePrekey).toBeNull();
+    expect(p4q.signedPrekey).toEqual(auth.signedPrekey);
+    const l3 = await bundle("l3");
+    expect(l3.t === "bundle" && l3.oneTimePrekey?.id).toBe(102);
     // A device not on the list, or listed but never connected (no signed prekey): unknown_device.
     expect(await bundle("x", OTHER)).toMatchObject({ t: "error", code: "unknown_device" });
     const v2 = await signDeviceList(
