@@ -222,6 +222,20 @@ describe("relay store: cached directory rows, contact decisions and devices equa
   });
 });
 
+/** A direct item from ann to `recipient` sent at `now`, expiring 10 ms later. */
+const item = (recipient: string, now: number) => ({
+  recipient,
+  sender: "ann",
+  senderKey: "k",
+  ts: now,
+  expiresAt: now + 10,
+  kind: "direct" as const,
+  group: null,
+  epoch: null,
+  payload: 0,
+  wrap: null,
+});
+
 describe("relay store: acknowledged rows waiting for the flush (PROTOCOL §7.3)", () => {
   it("are not counted or delivered while the object runs, and come back after a crash before the flush", async () => {
     const hub = freshHub("acked");
@@ -231,18 +245,7 @@ describe("relay store: acknowledged rows waiting for the flush (PROTOCOL §7.3)"
       const store = new Store(sql);
       store.migrate([], 1);
       const now = 1_000_000;
-      const mid = store.putItem({
-        recipient: "bob",
-        sender: "ann",
-        senderKey: "k",
-        ts: now,
-        expiresAt: now + 10,
-        kind: "direct",
-        group: null,
-        epoch: null,
-        payload: store.putPayload("QUJD"),
-        wrap: null,
-      });
+      const mid = store.putItem({ ...item("bob", now), payload: store.putPayload("QUJD") });
       store.ackLater("bob", [{ mid, sender: "ann", kind: "direct" }]);
       expect(store.countMailbox("bob")).toBe(0);
       expect(store.itemsAfter("bob", 0, now, 10)).toEqual([]);
@@ -261,18 +264,6 @@ describe("relay store: acknowledged rows waiting for the flush (PROTOCOL §7.3)"
 });
 
 describe("relay store: mids are handed out from memory, never twice (PROTOCOL §7.3)", () => {
-  const item = (recipient: string, now: number) => ({
-    recipient,
-    sender: "ann",
-    senderKey: "k",
-    ts: now,
-    expiresAt: now + 10,
-    kind: "direct" as const,
-    group: null,
-    epoch: null,
-    payload: 0,
-    wrap: null,
-  });
   // Each way a mailbox row can go; the highest mid goes with it, then the object restarts.
   const paths: Record<string, (s: Store, mid: number, now: number) => void> = {
     ack: (s, mid) => void s.ack("bob", [mid]),
