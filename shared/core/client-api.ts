@@ -522,12 +522,13 @@ export interface ParleyClientApi {
   /**
    * After the user confirmed the offered name: sign and store the next device list naming the
    * new device (the first list names this device too, as `thisDeviceName`), then answer with the
-   * sealed transfer (§4.8.3: the identity seed, the list, the pinned contacts). Resolves with the
-   * entry added. LinkError `too_many_devices`, `already_linked`, `unknown_link`.
+   * sealed transfer (§4.8.3: the identity seed, the list, the pinned contacts, and `history`, the
+   * reference of an encrypted history archive the caller already uploaded, §4.8.5). Resolves
+   * with the entry added. LinkError `too_many_devices`, `already_linked`, `unknown_link`.
    */
   approveLink(
     request: LinkRequest,
-    opts: { identitySeed: Uint8Array; thisDeviceName: string },
+    opts: { identitySeed: Uint8Array; thisDeviceName: string; history?: FileRef },
   ): Promise<DeviceEntry>;
   /**
    * Sign and store the next list without device `id` (§4.7 "Removal"): the relay closes it and

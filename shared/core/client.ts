@@ -559,7 +559,7 @@ export class ParleyClient implements ParleyClientApi {
 
   async approveLink(
     request: LinkRequest,
-    o: { identitySeed: Uint8Array; thisDeviceName: string },
+    o: { identitySeed: Uint8Array; thisDeviceName: string; history?: FileRef },
   ): Promise<DeviceEntry> {
     const c = parseLinkCode(request.code);
     // The user confirmed what fetchLinkOffer checked; checked again, the request is caller data.
@@ -595,6 +595,7 @@ export class ParleyClient implements ParleyClientApi {
           identityKey: ct.identityKey,
           verified: ct.verified,
         })),
+      ...(o.history !== undefined ? { history: o.history } : {}),
     };
     const answer = await sealLinkAnswer(this.hub, c, request.offer, transfer);
     const f = await this.ask({

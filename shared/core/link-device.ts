@@ -17,6 +17,7 @@ import {
   type ServerFrame,
 } from "../protocol";
 import type { ClientStore } from "./client-api";
+import type { FileRef } from "./content";
 import { applyDeviceList, deviceListVerifies } from "./devices";
 import {
   createLinkOffer,
@@ -41,6 +42,8 @@ export interface LinkedIdentity {
   contacts: Array<{ username: string; identityKey: string; verified: boolean }>;
   /** The relay's hello on the waiting socket: the client authenticates with its challenge. */
   hello: FrameOf<ServerFrame, "hello">;
+  /** The encrypted history archive the other device uploaded, if the person chose one (§4.8.5). */
+  history?: FileRef;
 }
 
 export type LinkProgress =
@@ -117,6 +120,7 @@ export class NewDeviceLink {
         devices: transfer.devices,
         contacts: transfer.contacts,
         hello: this.hello,
+        ...(transfer.history !== undefined ? { history: transfer.history } : {}),
       };
     } catch (e) {
       if (e instanceof LinkError) return { t: "refused", code: e.code };

@@ -36,6 +36,7 @@ import {
   Name,
   PublicKey,
 } from "../protocol";
+import { FileRef } from "./content";
 import { deviceListVerifies, nextDeviceList, type UnsignedDeviceList } from "./devices";
 
 /** Crockford's base32 alphabet (no I, L, O, U): what a person can read aloud and type. */
@@ -202,8 +203,10 @@ export function offeredDevice(offer: LinkOffer, addedAt: number): DeviceEntry {
 
 /**
  * What the existing device hands over (end to end; the relay sees only its ciphertext): the
- * identity (its seed, PROTOCOL §4.6 key custody), the list that names the new device, and the
- * contacts it pinned. History is not in it (a later transfer).
+ * identity (its seed, PROTOCOL §4.6 key custody), the list that names the new device, the
+ * contacts it pinned and, if the person chose to bring messages over, the reference of the
+ * encrypted history archive (§4.8.5): a blob like an attachment's, whose key and digest travel
+ * only here, so the relay holding the blob can neither read nor alter it unnoticed.
  */
 export const LinkTransfer = v.strictObject({
   v: v.literal(1),
@@ -214,6 +217,7 @@ export const LinkTransfer = v.strictObject({
     v.array(v.strictObject({ username: Name, identityKey: PublicKey, verified: v.boolean() })),
     v.maxLength(LIMITS.maxLinkContacts),
   ),
+  history: v.optional(FileRef),
 });
 export type LinkTransfer = v.InferOutput<typeof LinkTransfer>;
 

@@ -1,9 +1,9 @@
 /**
  * Linked devices in Chromium (PROTOCOL.md §4.6–§4.8), against a real `wrangler dev`: alice's
  * laptop (desktop) links her phone (390 px, its own profile) by the typed code, after a confirm
- * dialog naming it; the phone connects as a linked device with alice's identity and her verified
- * contact bob; both list the two devices, each marking itself; then the laptop removes the phone,
- * which is told at once. Screenshots go to test-results/screenshots/linking-*.png.
+ * dialog naming it and choosing how much history goes along; the phone connects as a linked
+ * device with alice's identity, her verified contact bob and their earlier messages; both list
+ * the two devices, each marking itself; then the laptop removes the phone, which is told at once. Screenshots go to test-results/screenshots/linking-*.png.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type BrowserUser, launchUser } from "../support/browser";
@@ -94,6 +94,13 @@ describe("linking a phone to alice's laptop", () => {
     expect(
       await l.evaluate(() => document.activeElement?.getAttribute("data-testid") ?? null),
     ).toBe("this-device-name");
+    // Then how much history goes along (§4.8.5): a month by default, and "all" chosen here.
+    await l.keyboard.press("Tab");
+    expect(
+      await l.evaluate(() => document.activeElement?.getAttribute("data-testid") ?? null),
+    ).toBe("link-history");
+    expect(await l.getByTestId("link-history").inputValue()).toBe("month");
+    await l.getByTestId("link-history").selectOption("all");
     await l.keyboard.press("Tab");
     expect(
       await l.evaluate(() => document.activeElement?.getAttribute("data-testid") ?? null),
@@ -109,6 +116,8 @@ describe("linking a phone to alice's laptop", () => {
     await p.fill("#new-chat-name", "bob");
     await p.getByTestId("new-chat-open").click();
     await p.getByTestId("conv-title").filter({ hasText: "bob" }).waitFor();
+    // The conversation's earlier messages came with the encrypted history archive.
+    await seesMessage(p, "hello from the laptop");
     await p.getByTestId("open-verify").click();
     await p.getByTestId("verified-note").waitFor({ timeout: 30_000 });
     await shot(p, "linking-phone-bob-verified");

@@ -166,6 +166,44 @@ describe("linking a device (§4.8.2–3)", () => {
     expect(me?.name).toBe("phone");
   });
 
+  it("the history archive's reference (§4.8.5) travels inside the sealed transfer, and only there", async () => {
+    const pending = await createLinkOffer(HUB, "phone");
+    const e = await existingDevice();
+    const list = await signDeviceList(
+      nextDeviceList(e.list, { add: [offeredDevice(pending.offer, 2)] }),
+      (m) => ed25519Sign(e.ik.privateKey, m),
+    );
+    const history = {
+      blob: toB64u(L("history-blob")),
+      key: toB64u(L("history-key")),
+      digest: toB64u(L("history-digest")),
+      size: 1234,
+      type: "application/x-parley-history+json",
+      name: "history.json",
+    };
+    const transfer: LinkTransfer = {
+      v: 1,
+      username: "alice",
+      identitySeed: toB64u(e.seed),
+      devices: list,
+      contacts: [],
+      history,
+    };
+    const a = await sealLinkAnswer(HUB, pending.code, pending.offer, transfer);
+    // The relay carries the answer: neither the blob id nor the key is readable in it.
+    const wire = JSON.stringify(a);
+    for (const secret of [history.blob, history.key, history.digest]) {
+      expect(wire).not.toContain(secret);
+    }
+    expect((await openLinkAnswer(pending, a)).history).toEqual(history);
+    // A reference that is not a file reference makes the whole transfer malformed (strict parse).
+    const bad = await sealLinkAnswer(HUB, pending.code, pending.offer, {
+      ...transfer,
+      history: { ...history, key: "short" },
+    });
+    expect(await refusal(openLinkAnswer(pending, bad))).toBe("malformed");
+  });
+
   it("the existing device refuses an offer not made with the code it was shown", async () => {
     const pending = await createLinkOffer(HUB, "phone");
     // Another code (a typo, or another device's offer under this rendezvous).

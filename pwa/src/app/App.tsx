@@ -138,7 +138,7 @@ export function App(props: { parley: Parley }) {
             return ph.p === "creating" ? ph : undefined;
           })()}
         >
-          {(ph) => <Creating username={ph().username} step={ph().step} />}
+          {(ph) => <Creating username={ph().username} step={ph().step} detail={ph().detail} />}
         </Match>
         <Match
           when={(() => {

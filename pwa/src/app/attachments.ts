@@ -522,6 +522,59 @@ export function createTransfers(deps: TransfersDeps) {
   }
 
   /**
+   * Encrypt and upload bytes that are not a message's file (the history archive a linking
+   * device hands over, PROTOCOL.md §4.8.5) and resolve with their reference: the same
+   * encryption, ticket and PUT as an attachment, without a transfer row (the caller shows its own
+   * progress) and without a kept copy (nothing resumes it after a reload: linking starts again).
+   */
+  async function uploadBytes(bytes: Uint8Array, meta: { name: string; type: string }) {
+    const engine = deps.engine();
+    if (engine === null) throw new AttachmentError("network", "Not signed in.");
+    const enc = await encryptAttachment(
+      (async function* () {
+        yield bytes;
+      })(),
+      bytes.length,
+    );
+    const ticket = await ticketFor(engine, enc.length);
+    const job: UploadJob = {
+      file: null,
+      caption: "",
+      reply: undefined,
+      saved: null,
+      data: null,
+      xhr: null,
+      cancelled: false,
+    };
+    await put(
+      job,
+      new Blob(enc.parts as Uint8Array<ArrayBuffer>[]),
+      ticket.blob,
+      ticket.ticket,
+      () => undefined,
+    );
+    return fileRefOf(ticket.blob, enc, { size: bytes.length, ...meta });
+  }
+
+  /** Download and open `ref` whole, in memory (the counterpart of uploadBytes). */
+  async function downloadBytes(ref: FileRef): Promise<Uint8Array> {
+    const parts: Uint8Array[] = [];
+    const source = fetchResumable(blobUrl(deps.origin, ref.blob), {
+      fetch: (u, i) => fetch(u, i),
+      length: chunkedCiphertextLength(ref.size),
+      start: 0,
+    });
+    for await (const p of decryptAttachment(ref, source)) parts.push(p);
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+
+  /**
    * A message left this device (its disappearing timer ran out, or it was deleted): its file
    * goes too — the decrypted copy in memory, a download under way and what it kept (§8.6.1).
    */
@@ -538,7 +591,19 @@ export function createTransfers(deps: TransfersDeps) {
     for (const [id, job] of downloads) if (job.saved.key === key) cancel(id);
   }
 
-  return { transfers, sendFiles, fetchFile, save, cancel, retry, resume, restore, forget };
+  return {
+    transfers,
+    sendFiles,
+    fetchFile,
+    save,
+    cancel,
+    retry,
+    resume,
+    restore,
+    forget,
+    uploadBytes,
+    downloadBytes,
+  };
 }
 
 export type Transfers = ReturnType<typeof createTransfers>;

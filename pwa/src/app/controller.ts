@@ -11,7 +11,7 @@ import type {
   ParleyClientApi,
   ParleyEvent,
 } from "../../../shared/core/client-api";
-import type { Invite } from "../../../shared/core/content";
+import type { FileRef, Invite } from "../../../shared/core/content";
 import {
   initLinkedStore,
   type LinkedIdentity,
@@ -58,6 +58,15 @@ import { IdbClientStore } from "../storage/client-store";
 import { type Db, openParleyDb } from "../storage/db";
 import { loadOrCreateDeviceKey } from "../storage/device-key";
 import { HistoryStore } from "../storage/history";
+import {
+  buildHistoryArchive,
+  HISTORY_ARCHIVE_NAME,
+  HISTORY_ARCHIVE_TYPE,
+  HistoryArchiveError,
+  type HistoryRange,
+  parseHistoryArchive,
+  rangeStart,
+} from "../storage/history-archive";
 import { disableLock, enableLock, LockError, readLock, unlock } from "../storage/lock";
 import { createProfile, loadProfile, type Profile, readSeed } from "../storage/profile";
 import type { ConvMeta, HistoryEntry, HistoryMessage } from "../storage/schemas";
@@ -85,7 +94,8 @@ export type Phase =
   | { p: "locked"; error?: string }
   /** `taken`: the name the relay refused as someone else's (it may be ours, from a backup). */
   | { p: "onboarding"; error?: string; taken?: string }
-  | { p: "creating"; username: string; step: number }
+  /** `detail`: what the current step is doing when it may take a while (a history download). */
+  | { p: "creating"; username: string; step: number; detail?: string }
   /**
    * A new device waiting to be linked (PROTOCOL.md §4.8): `code` once made; `expired` when the
    * offer ended (its socket closed); `error` an answer that was refused meanwhile.
@@ -518,6 +528,7 @@ export function createParley() {
     try {
       await db.clear("engine");
       await initLinkedStore(new IdbClientStore(db, deviceKey), linked, Date.now());
+      if (linked.history !== undefined) await importHistory(linked.username, linked.history);
       // createProfile seals the seed and wipes this copy.
       const p = await createProfile(
         db,
@@ -537,8 +548,47 @@ export function createParley() {
     }
   }
 
+  /**
+   * The new device: bring over the history the other device chose to send (§4.8.5). The
+   * archive's digest and AEAD are checked while it is opened, then each entry against the
+   * history schema. Failing this loses no part of linking: the device is linked either way, and
+   * the person is told its earlier messages did not come.
+   */
+  async function importHistory(username: string, ref: FileRef): Promise<void> {
+    const h = history;
+    if (h === null) return;
+    setPhase({ p: "creating", username, step: 1, detail: LINK_WORDS.historyComing });
+    try {
+      const { entries, rejected } = parseHistoryArchive(
+        await transfers.downloadBytes(ref),
+        username,
+      );
+      for (const entry of entries) await h.put(entry);
+      if (rejected > 0) toasts.show({ kind: "error", text: LINK_WORDS.historyRejected(rejected) });
+    } catch (e) {
+      console.warn("history transfer failed", e);
+      toasts.show({ kind: "error", text: LINK_WORDS.historyFailed });
+    }
+  }
+
   // -------------------------------------------------------------------------------------------
   // Linking: this browser as the existing device (Settings → Devices)
+
+  /**
+   * The history archive for a device being linked (PROTOCOL.md §4.8.5): what this device's
+   * history holds since the chosen range's start, encrypted and uploaded; undefined for "none".
+   */
+  async function exportHistory(range: HistoryRange): Promise<FileRef | undefined> {
+    const now = Date.now();
+    const since = rangeStart(range, now);
+    const h = history;
+    if (since === null || h === null) return undefined;
+    // What the view shows but has not reached IndexedDB yet goes too.
+    await writes;
+    const all = [...(await h.loadAll()).values()].flat();
+    const { bytes } = buildHistoryArchive(all, since, now);
+    return transfers.uploadBytes(bytes, { name: HISTORY_ARCHIVE_NAME, type: HISTORY_ARCHIVE_TYPE });
+  }
 
   async function refreshDevices() {
     const e = engine;
@@ -863,13 +913,29 @@ export function createParley() {
       }
     },
     /** The user confirmed: link the device (§4.8.3). Null on success, else the reason. */
-    async approveLink(request: LinkRequest, thisDeviceName: string): Promise<string | null> {
+    async approveLink(
+      request: LinkRequest,
+      thisDeviceName: string,
+      range: HistoryRange = "none",
+    ): Promise<string | null> {
       const e = engine;
       if (!e || !db || !deviceKey) return "Parley is not ready yet.";
+      let archive: FileRef | undefined;
+      try {
+        archive = await exportHistory(range);
+      } catch (err) {
+        return err instanceof HistoryArchiveError
+          ? err.message
+          : `Your messages could not be prepared for the new device: ${describeThrown(err).text}`;
+      }
       const seed = await readSeed(db, deviceKey);
       justLinked.add(request.device);
       try {
-        await e.approveLink(request, { identitySeed: seed, thisDeviceName });
+        await e.approveLink(request, {
+          identitySeed: seed,
+          thisDeviceName,
+          ...(archive !== undefined ? { history: archive } : {}),
+        });
         return null;
       } catch (err) {
         justLinked.delete(request.device);

@@ -3,13 +3,15 @@
  * this browser and shows the link code, in groups of four and as a QR code, until another device
  * of the account answers. In Settings → Devices: our devices as our signed list names them, "Link
  * a new device" (type the code, or scan it where the browser has BarcodeDetector), a confirmation
- * naming the device, and "Remove" for each other device. The checks are the engine's; this only
+ * naming the device and how much earlier history goes with it (§4.8.5), and "Remove" for each
+ * other device. The checks are the engine's; this only
  * words them (wording.ts).
  */
 import { createSignal, For, onCleanup, onMount, Show } from "solid-js";
 import type { LinkRequest } from "../../../shared/core/client-api";
 import { parseLinkCode } from "../../../shared/core/linking";
 import { useParley } from "../app/context";
+import { HISTORY_RANGES, type HistoryRange } from "../storage/history-archive";
 import { Modal } from "./Dialogs";
 import { formatDay, formatTime } from "./format";
 import { Logo } from "./Logo";
@@ -145,6 +147,8 @@ export function DevicesSection() {
   const [error, setError] = createSignal<string | null>(null);
   const [request, setRequest] = createSignal<LinkRequest | null>(null);
   const [thisName, setThisName] = createSignal(guessDeviceName(navigator.userAgent));
+  // A month by default: enough to pick up every conversation in progress, and bounded.
+  const [range, setRange] = createSignal<HistoryRange>("month");
   const [removing, setRemoving] = createSignal<{ id: string; name: string } | null>(null);
   const [scanning, setScanning] = createSignal(false);
   const [note, setNote] = createSignal<string | null>(null);
@@ -166,7 +170,11 @@ export function DevicesSection() {
     const req = request();
     if (!req) return;
     setBusy(true);
-    const err = await actions.approveLink(req, thisName().trim().slice(0, 64) || "This device");
+    const err = await actions.approveLink(
+      req,
+      thisName().trim().slice(0, 64) || "This device",
+      range(),
+    );
     setBusy(false);
     setRequest(null);
     if (err) setError(err);
@@ -311,6 +319,21 @@ export function DevicesSection() {
                 onInput={(e) => setThisName(e.currentTarget.value)}
               />
             </Show>
+            <label for="link-history">{LINK_WORDS.historyLabel}</label>
+            <select
+              id="link-history"
+              data-testid="link-history"
+              value={range()}
+              onChange={(e) => setRange(e.currentTarget.value as HistoryRange)}
+              aria-describedby="link-history-help"
+            >
+              <For each={HISTORY_RANGES}>
+                {(r) => <option value={r}>{LINK_WORDS.historyRanges[r]}</option>}
+              </For>
+            </select>
+            <p class="help" id="link-history-help">
+              {LINK_WORDS.historyHelp}
+            </p>
             <div class="row-actions">
               <button
                 type="button"

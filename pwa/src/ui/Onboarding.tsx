@@ -185,7 +185,7 @@ export function Onboarding(props: { error?: string; taken?: string | undefined }
   );
 }
 
-export function Creating(props: { username: string; step: number }) {
+export function Creating(props: { username: string; step: number; detail?: string | undefined }) {
   return (
     <Centered>
       <Logo size={64} />
@@ -205,6 +205,11 @@ export function Creating(props: { username: string; step: number }) {
           )}
         </For>
       </ol>
+      <Show when={props.detail}>
+        <p class="help" role="status" data-testid="creating-detail">
+          {props.detail}
+        </p>
+      </Show>
     </Centered>
   );
 }

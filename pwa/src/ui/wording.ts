@@ -316,7 +316,7 @@ export function describeLinkError(err: unknown): Worded {
 export const LINK_WORDS = {
   startTitle: "Link to a device you already use",
   startHelp:
-    "Your account, its contacts and their verified safety numbers come over from a device where you already use Parley. Earlier messages stay on that device.",
+    "Your account, its contacts and their verified safety numbers come over from a device where you already use Parley, and as many earlier messages as you choose there.",
   nameLabel: "Name this device",
   nameHelp: "Your other devices show this name.",
   showCode: "Show a link code",
@@ -342,6 +342,20 @@ export const LINK_WORDS = {
   confirmHelp:
     "It will hold your identity and see your contacts. Only link a device you have in front of you.",
   thisNameLabel: "Name of this device, shown on the other one",
+  historyLabel: "Bring over earlier messages",
+  historyRanges: {
+    none: "None",
+    week: "The last 7 days",
+    month: "The last 30 days",
+    all: "All of them",
+  },
+  historyHelp:
+    "They are encrypted on this device; the relay holds them only as an encrypted file for the new device.",
+  historyComing: "Bringing over your earlier messages…",
+  historyFailed:
+    "Your earlier messages could not be brought over from your other device. Everything else is linked.",
+  historyRejected: (n: number) =>
+    `${n} earlier message${n === 1 ? "" : "s"} from your other device could not be read and ${n === 1 ? "was" : "were"} left out.`,
   approve: "Link device",
   linked: (name: string) => `${name} is linked. It now uses your account.`,
   removeTitle: (name: string) => `Remove ${name}?`,
