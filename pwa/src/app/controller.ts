@@ -62,7 +62,6 @@ import {
   buildHistoryArchive,
   HISTORY_ARCHIVE_NAME,
   HISTORY_ARCHIVE_TYPE,
-  HistoryArchiveError,
   type HistoryRange,
   parseHistoryArchive,
   rangeStart,
@@ -586,8 +585,12 @@ export function createParley() {
     // What the view shows but has not reached IndexedDB yet goes too.
     await writes;
     const all = [...(await h.loadAll()).values()].flat();
-    const { bytes } = buildHistoryArchive(all, since, now);
-    return transfers.uploadBytes(bytes, { name: HISTORY_ARCHIVE_NAME, type: HISTORY_ARCHIVE_TYPE });
+    const archive = buildHistoryArchive(all, since, now);
+    if (archive === null) return undefined;
+    return transfers.uploadBytes(archive.bytes, {
+      name: HISTORY_ARCHIVE_NAME,
+      type: HISTORY_ARCHIVE_TYPE,
+    });
   }
 
   async function refreshDevices() {
@@ -924,9 +927,7 @@ export function createParley() {
       try {
         archive = await exportHistory(range);
       } catch (err) {
-        return err instanceof HistoryArchiveError
-          ? err.message
-          : `Your messages could not be prepared for the new device: ${describeThrown(err).text}`;
+        return `Your messages could not be prepared for the new device: ${describeThrown(err).text}`;
       }
       const seed = await readSeed(db, deviceKey);
       justLinked.add(request.device);

@@ -39,12 +39,8 @@ export function rangeStart(range: HistoryRange, now: number): number | null {
 
 export class HistoryArchiveError extends Error {
   override name = "HistoryArchiveError";
-  constructor(readonly code: "malformed" | "empty") {
-    super(
-      code === "empty"
-        ? "There are no messages in that period."
-        : "The history from your other device could not be read.",
-    );
+  constructor(readonly code: "malformed") {
+    super("The history from your other device could not be read.");
   }
 }
 
@@ -53,14 +49,14 @@ export class HistoryArchiveError extends Error {
  * out) stay behind, an outgoing message still waiting in this device's outbox comes without a
  * delivery state (this device sends it; the new one cannot tell when), and when everything does
  * not fit in `maxBytes` (an attachment's limit) or MAX_ARCHIVE_ENTRIES the newest entries win.
- * Entries come out oldest first. HistoryArchiveError `empty` when nothing is left.
+ * Entries come out oldest first. Null when nothing is left: there is no archive to send.
  */
 export function buildHistoryArchive(
   entries: Iterable<HistoryEntry>,
   since: number,
   now: number,
   maxBytes: number = MAX_ATTACHMENT_BYTES,
-): { bytes: Uint8Array; count: number } {
+): { bytes: Uint8Array; count: number } | null {
   // Oldest first (a stable sort: entries of one instant keep the order they came in), walked
   // from the newest end.
   const taken = [...entries]
@@ -79,7 +75,7 @@ export function buildHistoryArchive(
     size += add;
     kept.push(json);
   }
-  if (kept.length === 0) throw new HistoryArchiveError("empty");
+  if (kept.length === 0) return null;
   kept.reverse();
   return { bytes: utf8(`{"v":1,"entries":[${kept.join(",")}]}`), count: kept.length };
 }
