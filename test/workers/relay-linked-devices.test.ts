@@ -4,7 +4,7 @@
  * device the next list drops is disconnected and refused, and nothing more is stored for it.
  */
 
-import { runInDurableObject } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { nextDeviceList, signDeviceList } from "../../shared/core/devices";
 import { ed25519Sign, generateIdentityKeyPair } from "../../shared/crypto";
@@ -18,7 +18,8 @@ import {
   signedPrekey,
   TestClient,
 } from "./support/client";
-import { stubFor } from "./support/relay-store";
+import { newSubscription, received, subscribeFrame, until } from "./support/push-service";
+import { countTable, stubFor } from "./support/relay-store";
 
 const LAPTOP = toB64u(new Uint8Array(16).fill(1));
 const PHONE = toB64u(new Uint8Array(16).fill(2));
@@ -299,5 +300,87 @@ describe("linked devices on the relay", () => {
     await laptop.next("accepted", (f) => f.id === "d3");
     expect(await bundle("gone", PHONE)).toMatchObject({ t: "error", code: "unknown_device" });
     for (const c of [laptop, phone, bob]) c.close();
+  });
+});
+
+describe("presence and push are the identity's, over all its devices (§4.7, §6.3, §7.9)", () => {
+  const names = (users: ReadonlyArray<{ username: string }>) => users.map((u) => u.username);
+  /** Every delta held back by the interval has gone out, and every frame before now arrived. */
+  const settle = async (hub: string, ...cs: TestClient[]) => {
+    await runDurableObjectAlarm(stubFor(hub));
+    for (const c of cs) await c.sync();
+  };
+  const deltasOf = (c: TestClient) => c.queue.flatMap((f) => (f.t === "presence_delta" ? [f] : []));
+
+  it("alice is online while any device is; each device gets the deltas", async () => {
+    const { hub, keys, laptop, bob } = await setup();
+    // They wrote to each other: each may see the other (§6.3).
+    bob.send({ v: 1, t: "send", id: "b", to: "alice", body: "AAAA" });
+    await bob.next("accepted", (f) => f.id === "b");
+    laptop.send({ v: 1, t: "send", id: "a", to: "bob", body: "AAAA" });
+    await laptop.next("accepted", (f) => f.id === "a");
+    await bob.next("presence_delta", (f) => names(f.online).includes("alice"), 5000);
+    const phone = await device(hub, keys, PHONE);
+    await phone.next("welcome");
+    // The phone's own snapshot is alice's view: bob is in it.
+    expect(names((await phone.next("presence")).users)).toEqual(["alice", "bob"]);
+    // The laptop goes: alice is still online on her phone, so bob hears nothing.
+    await settle(hub, bob);
+    bob.queue.length = 0;
+    laptop.close();
+    await laptop.waitClosed();
+    await settle(hub, bob);
+    expect(deltasOf(bob).flatMap((f) => f.offline)).toEqual([]);
+    // Someone who looks now sees alice online through her phone alone.
+    bob.close();
+    await bob.waitClosed();
+    // The phone, a linked device, gets the delta for bob going offline.
+    await phone.next("presence_delta", (f) => f.offline.includes("bob"), 5000);
+    const bob2 = await TestClient.open(hub);
+    bob2.send(await bob2.authFrame("bob", bob.keys ?? (await newKeys())));
+    await bob2.next("welcome");
+    expect(names((await bob2.next("presence")).users)).toEqual(["alice", "bob"]);
+    // The phone goes too: now alice is offline for bob.
+    phone.close();
+    await bob2.next("presence_delta", (f) => f.offline.includes("alice"), 5000);
+    bob2.close();
+  });
+
+  it("each device has its own push subscription, woken by what is stored for it alone", async () => {
+    const { hub, keys, laptop, bob, v1 } = await setup();
+    await bob.accept("alice").catch(() => undefined);
+    const phone = await device(hub, keys, PHONE);
+    await phone.next("welcome");
+    const laptopSub = await newSubscription();
+    const phoneSub = await newSubscription();
+    laptop.send(subscribeFrame("pl", laptopSub));
+    await laptop.next("accepted", (f) => f.id === "pl");
+    // A linked device subscribes on its own (no longer current_device_only).
+    phone.send(subscribeFrame("pp", phoneSub));
+    await phone.next("accepted", (f) => f.id === "pp");
+    expect(await countTable(hub, "push_subs")).toBe(2);
+    phone.close();
+    await phone.waitClosed();
+    // An item for the phone's mailbox wakes the phone; the laptop is connected and not woken.
+    bob.send({ v: 1, t: "send", id: "s1", to: "alice", device: PHONE, body: "AAAA" });
+    await bob.next("accepted", (f) => f.id === "s1");
+    await until(hub, async () => (await received(phoneSub.id)).received.length > 0, "the push");
+    expect((await received(laptopSub.id)).received).toEqual([]);
+    // The laptop goes offline; an item for the current device wakes the laptop, not the phone.
+    laptop.close();
+    await laptop.waitClosed();
+    const before = (await received(phoneSub.id)).received.length;
+    bob.send({ v: 1, t: "send", id: "s2", to: "alice", body: "BBBB" });
+    await bob.next("accepted", (f) => f.id === "s2");
+    await until(hub, async () => (await received(laptopSub.id)).received.length > 0, "the push");
+    expect((await received(phoneSub.id)).received.length).toBe(before);
+    // Removing the phone ends its subscription (§7.9) even though it is not connected.
+    const laptop2 = await device(hub, keys, LAPTOP);
+    await laptop2.next("welcome");
+    const v2 = await signDeviceList(nextDeviceList(v1, { remove: [PHONE] }), sign(keys));
+    laptop2.send({ v: 1, t: "devices", id: "d2", list: v2 });
+    await laptop2.next("accepted", (f) => f.id === "d2");
+    expect(await countTable(hub, "push_subs")).toBe(1);
+    for (const c of [laptop2, bob]) c.close();
   });
 });

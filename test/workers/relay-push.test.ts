@@ -4,45 +4,13 @@
  * (test/support/push-service.ts, started by the project's global setup), which verifies every
  * request's VAPID JWT and decrypts its RFC 8291 payload.
  */
-import { env, runDurableObjectAlarm, SELF } from "cloudflare:test";
+import { env, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { toB64u } from "../../shared/encoding";
 import { PUSH_PAYLOAD } from "../../worker/relay/push";
 import { freshHub, newKeys, TestClient } from "./support/client";
-import { countTable, stubFor } from "./support/relay-store";
-
-interface Received {
-  received: Array<{
-    plaintext: string;
-    vapidKey: string;
-    topic: string | null;
-    ttl: string | null;
-  }>;
-  attempts: Array<{ status: number }>;
-  failures: string[];
-}
-
-async function control<T>(path: string, body?: unknown): Promise<T> {
-  const res = await fetch(`${env.PUSH_SERVICE}/control/${path}`, {
-    method: body === undefined && path.startsWith("received") ? "GET" : "POST",
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return (await res.json()) as T;
-}
-
-const newSubscription = () =>
-  control<{ id: string; endpoint: string; keys: { p256dh: string; auth: string } }>("subscribe");
-const received = (id: string) => control<Received>(`received/${id}`);
-
-/** Poll `cond`, running the hub's alarm between tries (a push is sent from the alarm). */
-async function until(hub: string, cond: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (await cond()) return;
-    await runDurableObjectAlarm(stubFor(hub));
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+import { control, newSubscription, received, until } from "./support/push-service";
+import { countTable } from "./support/relay-store";
 
 async function setup() {
   const hub = freshHub("push");

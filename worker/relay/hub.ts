@@ -32,7 +32,7 @@ import {
   type ServerFrame,
 } from "../../shared/protocol";
 import { admissionBuckets, registrationBuckets, UNKNOWN_ADDRESS } from "./admission";
-import type { AuthedAttachment, PendingAttachment } from "./attachment";
+import { type AuthedAttachment, addressOf, type PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
 import { Deliveries, groupDeliverText } from "./delivery";
 import {
@@ -91,8 +91,6 @@ const CURRENT_DEVICE_ONLY: ReadonlySet<ClientFrame["t"]> = new Set([
   "remove",
   "commit",
   "group_send",
-  "push_subscribe",
-  "push_unsubscribe",
 ]);
 
 /** Groups every hub has from the start (PROTOCOL.md §7.5). */
@@ -311,12 +309,11 @@ export class Hub {
     this.#wentOffline(s);
   }
 
-  /** If `s` was its user's routed connection (now retired or removed), the user is offline. */
+  /** If `s` was its user's last routed connection (now retired or removed), the user is offline. */
   #wentOffline(s: Session): void {
     const a = s.authed;
-    // Presence follows the identity's current device (§4.7): a linked device's leaving changes it not.
-    if (a === null || a.address !== undefined) return;
-    if (this.#d.sessions.online(a.username) !== undefined) return;
+    // Presence is the identity's (§4.7, §6.3): online while any of its devices is connected.
+    if (a === null || this.#d.sessions.userOnline(a.username)) return;
     this.presence.disconnected(a.username);
     this.presence.changed(a.username);
   }
@@ -427,8 +424,8 @@ export class Hub {
       await this.#auth(s, a, frame);
       return;
     }
-    // A linked device (§4.7) is no group member of its own and has no push subscription:
-    // those frames are the identity's current device's. Its prekeys are its own (§4.7).
+    // A linked device (§4.7) is no group member of its own: those frames are the identity's
+    // current device's. Its prekeys and its push subscription are its own (§4.7, §7.9).
     if (a.address !== undefined && CURRENT_DEVICE_ONLY.has(frame.t)) {
       s.send(errorFrame("current_device_only", "id" in frame ? frame.id : undefined));
       return;
@@ -653,7 +650,7 @@ export class Hub {
       reclaim &&
       !usernameReclaimable(
         {
-          online: sessions.online(frame.username) !== undefined,
+          online: sessions.userOnline(frame.username),
           seenAt: store.userSeenAt(frame.username),
           undelivered: this.#stored(frame.username),
         },
@@ -725,7 +722,7 @@ export class Hub {
     if (device !== frame.device) store.setDevice(frame.username, frame.device);
     // A push subscription belongs to a device of an identity (§7.9): another identity taking the
     // name, or another device taking the identity, ends the old one's notifications.
-    if (reclaim) this.pushes.forget(frame.username);
+    if (reclaim) this.pushes.forgetUser(frame.username);
     else this.pushes.deviceChanged(frame.username, frame.device);
     // The directory object takes the binding's PQ prekey; it drops the one-time prekeys of
     // another identity or device, whose secrets stay there, so a first message made with one
@@ -759,12 +756,14 @@ export class Hub {
       lastSeen: now,
       cursor: 0,
     };
+    // Online before this connection, by another device of the identity (§6.3)?
+    const wasOnline = sessions.userOnline(frame.username);
     s.save(att);
     sessions.bind(s);
     this.presence.setHub(a.hub);
     this.#welcome(s, att, remaining);
     this.presence.snapshot(s);
-    if (current === undefined) this.presence.changed(frame.username);
+    if (!wasOnline) this.presence.changed(frame.username);
     this.pushes.connected(frame.username);
     this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
@@ -861,11 +860,15 @@ export class Hub {
       cursor: 0,
       address,
     };
+    const wasOnline = sessions.userOnline(frame.username);
     s.save(att);
     sessions.bind(s);
     this.presence.setHub(a.hub);
     this.#welcome(s, att, remaining);
     this.presence.snapshot(s);
+    // The identity is online while any of its devices is (§4.7, §6.3).
+    if (!wasOnline) this.presence.changed(frame.username);
+    this.pushes.connected(address);
     this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
   }
@@ -1009,6 +1012,8 @@ export class Hub {
       if (kept.has(d.id)) continue;
       const at = d.id === current ? a.username : deviceAddress(a.username, d.id);
       const gone = this.#d.sessions.online(at);
+      // A removed device is woken no more (§7.9), connected or not.
+      this.pushes.forget(at);
       if (gone === undefined || gone === s) continue;
       gone.send(errorFrame("device_removed"));
       gone.close(CLOSE.deviceReplaced, "device_removed");
@@ -1142,8 +1147,8 @@ export class Hub {
     // The recipient may now see the sender online (§6.3): the sender chose to write to them.
     if (!own) this.presence.wrote(a.username, frame.to, now);
     this.#offer(a, to, mid, now, { kind: "direct", body: frame.body }, fromDevice);
-    // Push subscriptions are the current device's (§7.9): a linked device's copy wakes nobody.
-    if (to === frame.to) this.pushes.queued([frame.to], now);
+    // Each device has its own subscription (§7.9): the item wakes the device it is for.
+    this.pushes.queued([to], now);
   }
 
   /**
@@ -1817,13 +1822,14 @@ export class Hub {
     a: AuthedAttachment,
     frame: Frame<"push_subscribe"> | Frame<"push_unsubscribe">,
   ): void {
+    // A subscription is the device's, under its mailbox address (§4.7, §7.9).
+    const address = addressOf(a);
     if (frame.t === "push_unsubscribe") {
-      this.pushes.forget(a.username);
+      this.pushes.forget(address);
     } else {
-      // The authenticated socket is the identity's current device (§4.3, §4.4).
-      const device = this.#d.store.getDevice(a.username);
-      const refused =
-        device === null ? "internal" : this.pushes.subscribe(a.username, device, frame);
+      // The current device's id is the stored one (§4.3, §4.4); a linked device's is in its address.
+      const device = deviceOf(a) ?? this.#d.store.getDevice(a.username);
+      const refused = device === null ? "internal" : this.pushes.subscribe(address, device, frame);
       if (refused !== null) {
         s.send(errorFrame(refused, frame.id));
         return;

@@ -96,7 +96,8 @@ export class Presence {
       if (u !== null) users.push(u);
     }
     users.sort((p, q) => cmp(p.username, q.username));
-    this.#pending.delete(me);
+    // What is pending is now in this device's snapshot; another device of ours still needs it.
+    if (sessions.devicesOf(me).size <= 1) this.#pending.delete(me);
     s.send({ v: PROTOCOL_VERSION, t: "presence", users });
   }
 
@@ -148,7 +149,7 @@ export class Presence {
 
   /** `viewer` looks at `user` again, if `user` is online (an offline user needs no report). */
   #markIfOnline(viewer: string, user: string): void {
-    if (this.#d.sessions.online(user) !== undefined) this.#mark(viewer, user);
+    if (this.#d.sessions.userOnline(user)) this.#mark(viewer, user);
   }
 
   /** A group's active members went from `before` to `after`: the changed ones and the rest. */
@@ -182,7 +183,7 @@ export class Presence {
     this.#known.clear();
   }
 
-  /** The viewer's connection is gone: nothing is pending for it any more. */
+  /** The viewer's last device is gone: nothing is pending for it any more. */
   disconnected(viewer: string): void {
     this.#pending.delete(viewer);
     this.#lastSent.delete(viewer);
@@ -197,8 +198,8 @@ export class Presence {
     const now = this.#d.now();
     let next: number | null = null;
     for (const [viewer, names] of this.#pending) {
-      const s = this.#d.sessions.online(viewer);
-      if (s === undefined) {
+      const devices = this.#d.sessions.devicesOf(viewer);
+      if (devices.size === 0) {
         this.#pending.delete(viewer);
         continue;
       }
@@ -216,14 +217,16 @@ export class Presence {
         else offline.push(n);
       }
       this.#lastSent.set(viewer, now);
-      s.send({ v: PROTOCOL_VERSION, t: "presence_delta", online, offline });
+      // Every device of the viewer shows the same view (§6.3).
+      const text = JSON.stringify({ v: PROTOCOL_VERSION, t: "presence_delta", online, offline });
+      for (const s of devices) s.sendText(text);
     }
     if (next !== null) this.#d.wakeAt(next);
     return next;
   }
 
   #mark(viewer: string, user: string): void {
-    if (this.#d.sessions.online(viewer) === undefined) return;
+    if (!this.#d.sessions.userOnline(viewer)) return;
     let names = this.#pending.get(viewer);
     if (names === undefined) {
       names = new Set();
@@ -239,11 +242,13 @@ export class Presence {
     }
   }
 
+  /** `name` as shown online: while any of its devices is connected (§4.7, §6.3). */
   #onlineUser(name: string): PresenceUser | null {
-    const a = this.#d.sessions.online(name)?.authed;
-    return a === undefined || a === null
-      ? null
-      : { username: a.username, identityKey: a.identityKey };
+    for (const s of this.#d.sessions.devicesOf(name)) {
+      const a = s.authed;
+      if (a !== null) return { username: a.username, identityKey: a.identityKey };
+    }
+    return null;
   }
 }
 

@@ -17,6 +17,7 @@ import {
   LIMITS,
   P256_PUBLIC_KEY_BYTES,
 } from "../../shared/protocol";
+import { deviceAddress } from "./device-lists";
 import {
   afterAttempt,
   classify,
@@ -141,9 +142,13 @@ export async function sendPush(
 
 export class Pushes {
   readonly #d: PushesDeps;
-  /** Subscriptions by username (one device each: store.putPushSub); null until first use. */
+  /**
+   * Subscriptions by mailbox address (§4.7: the username for the identity's current device,
+   * `username.device` for a linked one; the row's `username` column holds it), one per device;
+   * null until first use.
+   */
   #subs: Map<string, PushSubRow> | null = null;
-  /** Users whose push request is out now: not sent twice by overlapping alarms. */
+  /** Addresses whose push request is out now: not sent twice by overlapping alarms. */
   readonly #inflight = new Set<string>();
 
   constructor(deps: PushesDeps) {
@@ -161,14 +166,14 @@ export class Pushes {
     return this.#subs;
   }
 
-  /** The subscription the relay holds for `username`'s current device, if any. */
-  subscription(username: string): PushSubRow | null {
-    return this.#all().get(username) ?? null;
+  /** The subscription the relay holds for the device at `address`, if any. */
+  subscription(address: string): PushSubRow | null {
+    return this.#all().get(address) ?? null;
   }
 
-  /** `push_subscribe` from `username`'s current device: null, or why it was refused. */
+  /** `push_subscribe` from the device at `address`: null, or why it was refused. */
   subscribe(
-    username: string,
+    address: string,
     device: string,
     frame: FrameOf<ClientFrame, "push_subscribe">,
   ): ErrorCode | null {
@@ -177,34 +182,46 @@ export class Pushes {
     if (frame.vapidKey !== config.publicKey) return "push_key_changed";
     if (!endpointAllowed(frame.endpoint, config.allowLoopback)) return "push_endpoint";
     const row: PushSubRow = {
-      username,
+      username: address,
       device,
       endpoint: frame.endpoint,
       p256dh: frame.keys.p256dh,
       auth: frame.keys.auth,
-      state: this.#all().get(username)?.state ?? IDLE_PUSH_STATE,
+      state: this.#all().get(address)?.state ?? IDLE_PUSH_STATE,
     };
     this.#d.store.putPushSub(row, this.#d.now());
-    this.#all().set(username, row);
+    this.#all().set(address, row);
     return null;
   }
 
-  /** Forget `username`'s subscriptions: unsubscribed, or the name went to another identity. */
-  forget(username: string): void {
-    if (!this.#all().has(username)) return;
-    this.#d.store.deletePushSub(username, null);
-    this.#all().delete(username);
+  /** Forget the subscription of the device at `address`: unsubscribed, or the device removed. */
+  forget(address: string): void {
+    if (!this.#all().has(address)) return;
+    this.#d.store.deletePushSub(address, null);
+    this.#all().delete(address);
   }
 
-  /** `username` is now on `device` (a restore claimed the identity): other devices' go. */
+  /** The name went to another identity: every device's subscription goes. */
+  forgetUser(username: string): void {
+    for (const address of [...this.#all().keys()]) {
+      if (address === username || address.startsWith(`${username}.`)) this.forget(address);
+    }
+  }
+
+  /**
+   * `username`'s current device is now `device` (a restore claimed the identity, or a listed
+   * device took the place of one the list dropped, §4.7): the previous current device's
+   * subscription goes, and one `device` held as a linked device no longer names its address.
+   */
   deviceChanged(username: string, device: string): void {
     const sub = this.#all().get(username);
     if (sub !== undefined && sub.device !== device) this.forget(username);
+    this.forget(deviceAddress(username, device));
   }
 
-  /** The user's device connected: nothing to push for what it will now fetch. */
-  connected(username: string): void {
-    const sub = this.#all().get(username);
+  /** The device at `address` connected: nothing to push for what it will now fetch. */
+  connected(address: string): void {
+    const sub = this.#all().get(address);
     if (sub === undefined || !sub.state.pending) return;
     this.#setState(sub, connected(sub.state));
   }

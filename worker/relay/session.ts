@@ -145,16 +145,20 @@ export class Session {
 /**
  * Live sessions by socket and, once authenticated, by mailbox address (`addressOf`): the username
  * for an identity's current device, `username.device` for its other linked devices (§4.7). So
- * `online(username)` is the identity's current device, and each device has one live connection.
+ * `online(username)` is the identity's current device, and each device has one live connection;
+ * `devicesOf(username)` are all of the identity's routed connections (presence, §6.3).
  */
+const NO_SESSIONS: ReadonlySet<Session> = new Set();
+
 export class SessionRegistry {
   readonly #byWs = new Map<WebSocket, Session>();
   readonly #byUser = new Map<string, Session>();
+  /** Routed connections per username, current and linked devices alike. */
+  readonly #devices = new Map<string, Set<Session>>();
 
   add(s: Session): void {
     this.#byWs.set(s.ws, s);
-    const a = s.authed;
-    if (a !== null && !s.closed) this.#byUser.set(addressOf(a), s);
+    if (!s.closed) this.bind(s);
   }
 
   get(ws: WebSocket): Session | undefined {
@@ -164,23 +168,42 @@ export class SessionRegistry {
   /** Record that `s` is now authenticated as its attachment says (call after `save`). */
   bind(s: Session): void {
     const a = s.authed;
-    if (a !== null) this.#byUser.set(addressOf(a), s);
+    if (a === null) return;
+    this.#byUser.set(addressOf(a), s);
+    let set = this.#devices.get(a.username);
+    if (set === undefined) {
+      set = new Set();
+      this.#devices.set(a.username, set);
+    }
+    set.add(s);
   }
 
   remove(s: Session): void {
     this.#byWs.delete(s.ws);
-    const a = s.authed;
-    if (a !== null && this.#byUser.get(addressOf(a)) === s) this.#byUser.delete(addressOf(a));
+    this.retire(s);
   }
 
   /** Stop routing to `s` at once, before its close event arrives. */
   retire(s: Session): void {
     const a = s.authed;
-    if (a !== null && this.#byUser.get(addressOf(a)) === s) this.#byUser.delete(addressOf(a));
+    if (a === null) return;
+    if (this.#byUser.get(addressOf(a)) === s) this.#byUser.delete(addressOf(a));
+    const set = this.#devices.get(a.username);
+    if (set?.delete(s) === true && set.size === 0) this.#devices.delete(a.username);
   }
 
   online(username: string): Session | undefined {
     return this.#byUser.get(username);
+  }
+
+  /** Every routed connection of `username`'s devices (none: the identity is offline). */
+  devicesOf(username: string): ReadonlySet<Session> {
+    return this.#devices.get(username) ?? NO_SESSIONS;
+  }
+
+  /** Is any device of `username` connected (§6.3: presence is the identity's)? */
+  userOnline(username: string): boolean {
+    return this.#devices.has(username);
   }
 
   onlineCount(): number {
