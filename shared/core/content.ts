@@ -5,7 +5,7 @@
  */
 import * as v from "valibot";
 import { fromUtf8, utf8 } from "../encoding";
-import { b64Bytes, b64Max } from "../protocol";
+import { b64Bytes, b64Max, Name } from "../protocol";
 import { CoreError, malformed } from "./errors";
 import {
   ContentId,
@@ -120,6 +120,28 @@ export type Content = v.InferOutput<typeof Content>;
 export type TextContent = Extract<Content, { t: "text" | "file" }>;
 
 /**
+ * A copy for one's own other devices (sent-sync, §4.9): what this device sent to `peer` (text,
+ * file, react, edit, delete, timer), shown there as sent by us, or `read` — which of `peer`'s
+ * messages we have seen. Typing, receipts and repair belong to one pairwise session and are
+ * never copied; a copy is never copied again. Only our own devices may send it (§4.9
+ * `classifyIncoming`).
+ */
+export const SyncSchema = v.strictObject({
+  t: v.literal("sync"),
+  peer: Name,
+  c: v.variant("t", [
+    TextSchema,
+    FileSchema,
+    ReactSchema,
+    EditSchema(MAX_TEXT_CHARS),
+    DeleteSchema,
+    TimerSchema,
+    ReadSchema,
+  ]),
+});
+export type SyncContent = v.InferOutput<typeof SyncSchema>;
+
+/**
  * What a 1:1 message carries (§8.6): text, or an end-to-end delivery receipt — the ids of `text`
  * contents the receipt's sender decrypted, authenticated by the Double Ratchet unlike the relay's
  * `receipt` frame (§6). A receipt is never receipted, and is `malformed` inside a group message.
@@ -129,6 +151,7 @@ export const DmContent = v.variant("t", [
   FileSchema,
   ...MESSAGE_CONTENTS,
   ReadSchema,
+  SyncSchema,
   v.strictObject({
     t: v.literal("receipt"),
     ids: v.pipe(v.array(ContentId), v.minLength(1), v.maxLength(MAX_RECEIPT_IDS)),

@@ -7,12 +7,15 @@
  * every device of a conversation converges to. Device lists themselves are devices.ts.
  */
 import * as v from "valibot";
-import { fromUtf8, utf8 } from "../encoding";
-import { Name } from "../protocol";
-import { DmContent } from "./content";
+import {
+  type DmContent,
+  decodeDmContent,
+  encodeContent,
+  type ReceivedDmContent,
+  type SyncContent as SyncContentT,
+  SyncSchema,
+} from "./content";
 import { isListedDevice, type PinnedDevices } from "./devices";
-import { malformed } from "./errors";
-import { pad, unpad } from "./padding";
 
 /** One `send` of a fan-out (§4.9): `device` absent means the user's current device (§4.7). */
 export interface FanoutTarget {
@@ -54,57 +57,40 @@ export function fanoutTargets(params: {
   return { ok: true, targets };
 }
 
-/**
- * What a device copies to its own other devices (§4.9): what it sent to a contact (text, file,
- * react, edit, delete, timer — shown there as sent by us), and `read` — which of the contact's
- * messages we have seen. Typing, receipts and session repair are per device and never copied.
- */
-const NOT_SYNCED: ReadonlySet<string> = new Set(["typing", "receipt", "retry"]);
-const SyncedContent = v.pipe(
-  DmContent,
-  v.check((c) => !NOT_SYNCED.has(c.t), "not a synced content type"),
-);
-export type SyncedContent = Exclude<DmContent, { t: "typing" | "receipt" | "retry" }>;
+/** `{t:"sync", peer, c}`: content `c` belongs to our conversation with `peer` (§4.9, content.ts). */
+export const SyncContent = SyncSchema;
+export type SyncContent = SyncContentT;
 
-/** `{t:"sync", peer, c}`: content `c` belongs to our conversation with `peer` (§4.9). */
-export const SyncContent = v.strictObject({
-  t: v.literal("sync"),
-  peer: Name,
-  c: SyncedContent,
-});
-export type SyncContent = v.InferOutput<typeof SyncContent>;
+/** Contents copied to our own devices (§4.9): typing, receipts and session repair are not. */
+export type SyncedContent = SyncContent["c"];
 
 /** Whether a content is copied to our own devices (§4.9). */
 export function isSynced(c: DmContent): c is SyncedContent {
-  return !NOT_SYNCED.has(c.t);
+  return v.is(SyncContent.entries.c, c);
 }
 
 /** Padded UTF-8 JSON of a sync content, like every 1:1 content (§8.5, §8.6). */
 export function encodeSync(s: SyncContent): Uint8Array {
-  return pad(utf8(JSON.stringify(v.parse(SyncContent, s))));
+  return encodeContent(v.parse(SyncContent, s));
 }
 
-/** A decrypted plaintext that is either a contact's content or one of our own sync copies. */
-export type DeviceContent = { kind: "sync"; sync: SyncContent } | { kind: "dm"; content: unknown };
+/** A decrypted content that is either a contact's content or one of our own sync copies. */
+export type DeviceContent =
+  | { kind: "sync"; sync: SyncContent }
+  | { kind: "dm"; content: ReceivedDmContent };
+
+/** Tell a decrypted content apart: a `sync` copy, or anything else. */
+export function deviceContentOf(c: ReceivedDmContent): DeviceContent {
+  return c.t === "sync" ? { kind: "sync", sync: c } : { kind: "dm", content: c };
+}
 
 /**
- * Split a decrypted, padded plaintext into a `sync` wrapper or anything else (the caller parses
- * the latter with the usual DM content parse). Throws `malformed` for a `sync` that fails its
- * schema: a broken copy is dropped, never shown as something else.
+ * Parse a decrypted, padded plaintext (the one 1:1 content parse, content.ts) and tell a `sync`
+ * copy apart. Throws `malformed` for a `sync` that fails its schema: a broken copy is dropped,
+ * never shown as something else.
  */
 export function decodeDeviceContent(padded: Uint8Array): DeviceContent {
-  let obj: unknown;
-  try {
-    obj = JSON.parse(fromUtf8(unpad(padded)));
-  } catch {
-    throw malformed("content is not JSON");
-  }
-  if (typeof obj === "object" && obj !== null && (obj as { t?: unknown }).t === "sync") {
-    const r = v.safeParse(SyncContent, obj);
-    if (!r.success) throw malformed("sync content");
-    return { kind: "sync", sync: r.output };
-  }
-  return { kind: "dm", content: obj };
+  return deviceContentOf(decodeDmContent(padded));
 }
 
 /** Why a device drops what it decrypted (§4.9). */

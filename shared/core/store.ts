@@ -6,7 +6,10 @@
  *   meta/owner        { gen }            owner generation (nonce safety, §10.2)
  *   prekeys           PrekeyState
  *   contact/<name>    Contact
- *   dm/<name>         DmRecord
+ *   dm/<name>         DmRecord           the conversation with <name> (its decision, and the session
+ *                                        when <name> has no device list)
+ *   dmd/<name>/<dev>  DmRecord           the pairwise session with device <dev> of <name> (ourselves
+ *                                        included) once <name> has a device list (§4.9)
  *   group/<name>      GroupRecord
  *   meta/device       Device             this installation's id, its device signing key (§4.6), and
  *                                        whether it claims the identity
@@ -24,6 +27,9 @@ export const KEYS = {
   prekeys: "prekeys",
   contact: (n: string) => `contact/${n}`,
   dm: (n: string) => `dm/${n}`,
+  /** The pairwise session with one device of a user that has a device list (§4.9). */
+  dmDevice: (n: string, device: string) => `dmd/${n}/${device}`,
+  dmDevicesOf: (n: string) => `dmd/${n}/`,
   /** hs_init ephemerals already answered, kept when a chat is ended (§8.2.3). */
   seenInits: (n: string) => `seen/${n}`,
   group: (n: string) => `group/${n}`,

@@ -22,94 +22,15 @@ import { KEYS, MemoryStore } from "../../shared/core/store";
 import { ed25519KeyPairFromSeed, ed25519Sign, randomBytes } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 import { CLOSE, type ClientFrame, type ServerFrame } from "../../shared/protocol";
-import { connect, newUser, online, type TestUser, timers } from "../support/clients";
-import { type Conn, NodeRelay } from "../support/node-relay";
-
-/** Settle the relay until `p` is done (a request that takes several round trips). */
-async function through<T>(relay: NodeRelay, p: Promise<T>): Promise<T> {
-  let done = false;
-  p.then(
-    () => {
-      done = true;
-    },
-    () => {
-      done = true;
-    },
-  );
-  for (let i = 0; i < 50 && !done; i++) await relay.settle();
-  return p;
-}
-
-interface Phone {
-  conn: Conn;
-  link: NewDeviceLink;
-  progress: LinkProgress[];
-  store: MemoryStore;
-  client: ParleyClient | null;
-  events: ParleyEvent[];
-}
-
-/** A new device waiting under a fresh code on its own unauthenticated socket. */
-async function newPhone(relay: NodeRelay): Promise<Phone> {
-  const phone = {
-    progress: [],
-    store: new MemoryStore(),
-    client: null,
-    events: [],
-  } as unknown as Phone;
-  phone.link = await NewDeviceLink.start(relay.hub, "phone", (f) => phone.conn.fromClient(f));
-  phone.conn = relay.connect({
-    onConnected: () => undefined,
-    onServerFrame: async (f) => {
-      if (phone.client !== null) return phone.client.onServerFrame(f);
-      const p = await phone.link.onServerFrame(f);
-      phone.progress.push(p);
-      if (p.t !== "linked") return;
-      // The transfer becomes the store; the client authenticates with the kept hello.
-      await initLinkedStore(phone.store, p.linked, relay.now());
-      const client = await ParleyClient.create({
-        hub: relay.hub,
-        origin: relay.origin,
-        username: p.linked.username,
-        identity: await ed25519KeyPairFromSeed(p.linked.identitySeed),
-        store: phone.store,
-        transport: { send: (fr) => phone.conn.fromClient(fr) },
-        now: () => relay.now(),
-        schedule: timers.schedule,
-      });
-      client.subscribe((e) => phone.events.push(e));
-      phone.client = client;
-      client.onConnected();
-      await client.onServerFrame(p.linked.hello);
-    },
-    onDisconnected: () => phone.client?.onDisconnected(),
-    whenIdle: async () => phone.client?.whenIdle(),
-  });
-  await relay.settle();
-  return phone;
-}
-
-/** alice with an identity from a seed (the laptop's profile keeps it), and bob, her contact. */
-async function setup() {
-  const relay = new NodeRelay();
-  const seed = randomBytes(32);
-  const alice = await newUser(relay, "alice", { identity: await ed25519KeyPairFromSeed(seed) });
-  const [bob] = (await online(relay, "bob")) as [TestUser];
-  await connect(alice);
-  await alice.client.startChat("bob");
-  await relay.settle();
-  await alice.client.markVerified("bob");
-  return { relay, alice, bob, seed };
-}
-
-async function link(relay: NodeRelay, alice: TestUser, seed: Uint8Array, phone: Phone) {
-  const request = await through(relay, alice.client.fetchLinkOffer(phone.link.code));
-  expect(request.name).toBe("phone");
-  return through(
-    relay,
-    alice.client.approveLink(request, { identitySeed: seed, thisDeviceName: "laptop" }),
-  );
-}
+import { newUser, type TestUser, timers } from "../support/clients";
+import {
+  link,
+  newPhone,
+  type Phone,
+  setupAliceAndBob as setup,
+  through,
+} from "../support/linked-device";
+import { NodeRelay } from "../support/node-relay";
 
 const codeOf = async (p: Promise<unknown>) => {
   try {

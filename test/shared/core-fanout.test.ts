@@ -218,7 +218,7 @@ describe("sync content (§4.9)", () => {
       expect(() => encodeSync({ t: "sync", peer: "bob", c } as never)).toThrow();
       expect(() =>
         decodeDeviceContent(pad(utf8(JSON.stringify({ t: "sync", peer: "bob", c })))),
-      ).toThrow(/malformed sync/);
+      ).toThrow(/malformed/);
     }
     expect(isSynced(text("m1", 1))).toBe(true);
   });

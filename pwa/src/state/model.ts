@@ -270,7 +270,12 @@ export function applyContent(
       }
       return { put: [] };
     case "read": {
-      if (ev.direction === "out" || !opts.readReceipts) return { put: [] };
+      // Another device of ours read these (a sent-sync copy, PROTOCOL.md §4.9): read here too.
+      if (ev.direction === "out") {
+        if (ev.from === opts.me) readUpTo(c, k.ids);
+        return { put: [] };
+      }
+      if (!opts.readReceipts) return { put: [] };
       const put: HistoryEntry[] = [];
       for (const id of k.ids) {
         const m = applyDelivery(s, ev.conversationId, id, "read");
@@ -293,6 +298,19 @@ export function applyContent(
       return { put: upsertEntry(s, e, { countUnread: true }) ? [e] : [] };
     }
   }
+}
+
+/** The incoming messages `ids` and everything before them count as read. */
+function readUpTo(c: ConvView, ids: readonly string[]): void {
+  const want = new Set(ids);
+  let upTo = c.lastReadAt;
+  for (const e of c.entries)
+    if (e.kind === "msg" && e.direction === "in" && want.has(e.id)) upTo = Math.max(upTo, e.at);
+  if (upTo === c.lastReadAt) return;
+  c.lastReadAt = upTo;
+  c.unread = c.entries.filter(
+    (e) => e.kind === "msg" && e.direction === "in" && e.at > upTo,
+  ).length;
 }
 
 /** Who is typing in `c` at `now` (names, sorted). */

@@ -114,6 +114,18 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
         return;
       }
       const conv = asConversationId(entry.conversationId);
+      // A copy for a device the relay no longer serves (removed, §4.7): learn the peer's list,
+      // so the next message does not go to it (§4.9). The other devices' copies stand.
+      if (
+        code === "unknown_device" &&
+        entry.frame.t === "send" &&
+        entry.frame.device !== undefined
+      ) {
+        tx.del(fl.key);
+        s.flights.delete(id);
+        direct.learnDevices(tx, entry.frame.to);
+        return;
+      }
       // Transient refusals keep the entry: it is sent again on the next connection (§10.1).
       // not_authenticated: the frame overtook our auth (e.g. across a relay restart).
       if (!membership.TRANSIENT.has(code)) {
@@ -131,7 +143,8 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
       return;
     case "fetch":
       s.flights.delete(id);
-      await direct.onFetchRefused(tx, fl.peer);
+      if (fl.list) return; // only a device list was asked for (§4.9): nothing waits on it
+      await direct.onFetchRefused(tx, { peer: fl.peer, device: fl.device });
       error(tx, "relay_error", text, direct.dmId(fl.peer), code);
       return;
     case "commit":

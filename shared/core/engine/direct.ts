@@ -16,27 +16,32 @@ import {
   type TextContent,
   writtenOf,
 } from "../content";
+import { isListedDevice } from "../devices";
 import {
   beginRepair,
   canSendNow,
   type DmNote,
   type DmRecord,
   type DmResult,
+  emptyDm,
   encryptDm,
   enqueue,
   MAX_QUEUE,
   needsPrekeys,
+  parseDmRecord,
   type Queued,
   receiveDm,
   startFetching,
   startFromBundle,
   startOnline,
 } from "../dm";
+import { ENV } from "../envelope";
 import { CoreError, isCoreError } from "../errors";
+import { classifyIncoming, deviceContentOf, fanoutTargets, isSynced } from "../fanout";
 import { DAY } from "../prekeys";
 import { KEYS, type OutboxEntry, type SentText, SentTextSchema } from "../store";
 import { acceptChange, type Contact, checkKey, markVerified } from "../trust";
-import { seeDeviceList } from "./devices";
+import { loadPinnedDevices, seeDeviceList } from "./devices";
 import { delivery, error, system, type Tx } from "./effects";
 import { trackDmGaps } from "./gaps";
 import { nextId } from "./inflight";
@@ -50,6 +55,72 @@ export const HANDSHAKE_RETRY_MS = 30_000;
 export const SENT_KEEP_MS = 30 * DAY;
 
 export const dmId = (peer: string): ConversationId => `dm:${peer}`;
+
+/**
+ * One pairwise session (§4.9): with a user that has no device list, the conversation's own
+ * record (`dm/<peer>`, `device` absent: the user's current device, §4.7); with one device of a
+ * user that has one — a contact's, or another of ours — its own record (`dmd/<peer>/<device>`).
+ */
+export interface Slot {
+  readonly peer: string;
+  readonly device?: string | undefined;
+}
+
+export const slotKey = (s: Slot): string =>
+  s.device === undefined ? KEYS.dm(s.peer) : KEYS.dmDevice(s.peer, s.device);
+
+export async function loadSlot(tx: Tx, s: Slot): Promise<DmRecord> {
+  if (s.device === undefined) return loadDm(tx, s.peer);
+  const x = await tx.get(slotKey(s));
+  return x === undefined ? emptyDm(s.peer) : parseDmRecord(x);
+}
+
+/**
+ * The identity a slot's session is with: the contact's pin, or for our own devices our own
+ * identity key (every device of ours holds it, §4.6), never stored as a contact.
+ */
+function contactOfSlot(tx: Tx, s: Slot): Contact | undefined {
+  if (s.peer !== tx.env.username) return tx.state.contacts.get(s.peer);
+  return {
+    username: s.peer,
+    identityKey: tx.env.identityKey,
+    verified: true,
+    changedKey: null,
+    pinnedAt: 0,
+  };
+}
+
+/**
+ * The sessions one content to `peer` goes through (§4.9 `fanoutTargets`): each device on the
+ * peer's accepted list (or its current device when it has none), then our own other devices,
+ * which get what is copied (`role` own). Null: this device is not on our own accepted list.
+ */
+async function fanoutSlots(
+  tx: Tx,
+  peer: string,
+): Promise<Array<{ slot: Slot; role: "peer" | "own" }> | null> {
+  const me = tx.env.username;
+  const plan = fanoutTargets({
+    me,
+    myDevice: tx.state.device.id,
+    ownList: await loadPinnedDevices(tx, me),
+    peer,
+    peerList: await loadPinnedDevices(tx, peer),
+  });
+  if (!plan.ok) return null;
+  return plan.targets.map((t) => ({ slot: { peer: t.to, device: t.device }, role: t.role }));
+}
+
+/** The summary of a conversation shows the session state of the slot that changed last. */
+async function summarizeSlot(tx: Tx, slot: Slot, rec: DmRecord): Promise<void> {
+  if (slot.peer === tx.env.username) return;
+  if (slot.device === undefined) {
+    summarizeDm(tx, rec);
+    return;
+  }
+  const conv = await loadDm(tx, slot.peer);
+  summarizeDm(tx, { ...conv, current: rec.current, pending: rec.pending, queue: rec.queue });
+}
 
 /**
  * Persist-then-send (§10.1): the frame goes into the outbox — the `send` kind of the in-flight
@@ -68,15 +139,22 @@ export function outboxSend(
   tx.send(frame);
 }
 
-/** A `send` of `body` to `peer` through the outbox. */
+/** A `send` of `body` to the slot's peer (and device, §4.7) through the outbox. */
 function sendBody(
   tx: Tx,
-  peer: string,
+  slot: Slot,
   body: Uint8Array,
   meta: { conversationId?: ConversationId; messageId?: string } = {},
 ): void {
   const { id, seq } = nextId(tx);
-  const frame = { v: PROTOCOL_VERSION, t: "send", id, to: peer, body: toB64u(body) } as const;
+  const frame = {
+    v: PROTOCOL_VERSION,
+    t: "send",
+    id,
+    to: slot.peer,
+    ...(slot.device !== undefined ? { device: slot.device } : {}),
+    body: toB64u(body),
+  } as const;
   outboxSend(tx, frame, seq, meta);
 }
 
@@ -218,14 +296,28 @@ export async function endChat(tx: Tx, username: string): Promise<void> {
   const rec = await loadDm(tx, username);
   if (rec.seenInits.length > 0) tx.put(KEYS.seenInits(username), rec.seenInits);
   tx.del(KEYS.dm(username));
+  await dropDeviceSlots(tx, username);
   tx.state.summaries.delete(dmId(username));
 }
 
-/** Start a handshake if there is no usable session and none under way; persists `rec`. */
-export async function ensureSession(tx: Tx, rec: DmRecord): Promise<void> {
+/** Forget every per-device session with `peer` (§4.9): the chat ended, or its key changed. */
+async function dropDeviceSlots(tx: Tx, peer: string): Promise<void> {
+  for (const { key } of await tx.list(KEYS.dmDevicesOf(peer))) tx.del(key);
+}
+
+/**
+ * Start a handshake if there is no usable session and none under way; persists `rec`. A
+ * per-device slot (§4.9) always starts asynchronously, from that device's own bundle (§4.7):
+ * presence is the identity's, so an online handshake could not name the device.
+ */
+export async function ensureSession(
+  tx: Tx,
+  rec: DmRecord,
+  slot: Slot = { peer: rec.peer },
+): Promise<void> {
   const peer = rec.peer;
   const s = tx.state;
-  const contact = s.contacts.get(peer);
+  const contact = contactOfSlot(tx, slot);
   // An online handshake the peer never answered (it went away, or its engine refused it):
   // fall back to an asynchronous start, which needs nothing from the peer (§8.2.5).
   const stuck =
@@ -234,11 +326,11 @@ export async function ensureSession(tx: Tx, rec: DmRecord): Promise<void> {
     tx.now - rec.pending.at > HANDSHAKE_RETRY_MS;
   if (stuck) rec = { ...rec, pending: null };
   if (rec.current !== null || rec.pending !== null || !isOnline(s.link) || contact?.changedKey) {
-    tx.put(KEYS.dm(peer), rec);
-    summarizeDm(tx, rec);
+    tx.put(slotKey(slot), rec);
+    await summarizeSlot(tx, slot, rec);
     return;
   }
-  const presenceKey = stuck ? undefined : s.online.get(peer);
+  const presenceKey = stuck || slot.device !== undefined ? undefined : s.online.get(peer);
   if (presenceKey !== undefined) {
     // Online: the identity key comes from the pin or, first time, from presence (TOFU, §8.7).
     const check = checkKey(contact ?? null, peer, presenceKey, tx.now);
@@ -255,19 +347,38 @@ export async function ensureSession(tx: Tx, rec: DmRecord): Promise<void> {
   }
   const { id } = nextId(tx);
   const next = startFetching(rec, tx.now);
-  tx.put(KEYS.dm(peer), next);
-  s.flights.set(id, { kind: "fetch", peer });
+  tx.put(slotKey(slot), next);
+  if (slot.device === undefined) {
+    s.flights.set(id, { kind: "fetch", peer });
+    tx.send({ v: PROTOCOL_VERSION, t: "fetch_bundle", id, username: peer });
+  } else {
+    s.flights.set(id, { kind: "fetch", peer, device: slot.device });
+    tx.send({ v: PROTOCOL_VERSION, t: "fetch_bundle", id, username: peer, device: slot.device });
+  }
+  await summarizeSlot(tx, slot, next);
+}
+
+/**
+ * A message came from a device of `peer` that no list we accepted names (§4.9): ask for the
+ * peer's bundle to learn its current list, once per connection, so our replies reach that
+ * device too (if the list names it) — the relay's word alone never adds one.
+ */
+export function learnDevices(tx: Tx, peer: string): void {
+  const s = tx.state;
+  if (!isOnline(s.link)) return;
+  for (const f of s.flights.values()) if (f.kind === "fetch" && f.peer === peer && f.list) return;
+  const { id } = nextId(tx);
+  s.flights.set(id, { kind: "fetch", peer, list: true });
   tx.send({ v: PROTOCOL_VERSION, t: "fetch_bundle", id, username: peer });
-  summarizeDm(tx, next);
 }
 
 export async function onBundle(tx: Tx, f: FrameOf<ServerFrame, "bundle">): Promise<void> {
   const fl = tx.state.flights.get(f.id);
-  if (fl?.kind !== "fetch" || fl.peer !== f.username) return;
+  if (fl?.kind !== "fetch" || fl.peer !== f.username || fl.device !== f.device) return;
   tx.state.flights.delete(f.id);
-  const rec = await loadDm(tx, f.username);
-  if (rec.pending?.kind !== "fetching") return;
-  const before = tx.state.contacts.get(f.username);
+  const slot: Slot = { peer: f.username, device: fl.device };
+  const own = f.username === tx.env.username;
+  const before = contactOfSlot(tx, slot);
   // The device list is checked against the identity key we pinned, else the bundle's (§4.6).
   if (f.devices !== undefined)
     await seeDeviceList(
@@ -275,30 +386,40 @@ export async function onBundle(tx: Tx, f: FrameOf<ServerFrame, "bundle">): Promi
       f.username,
       before?.identityKey ?? f.identityKey,
       f.devices,
-      dmId(f.username),
+      own ? null : dmId(f.username),
     );
+  if (fl.list) return;
+  const rec = await loadSlot(tx, slot);
+  if (rec.pending?.kind !== "fetching") return;
   const r = await startFromBundle(rec, before ?? null, f, dmCtx(tx), await loadPrekeys(tx));
-  await applyDm(tx, before, r);
+  await applyDm(tx, before, r, slot);
 }
 
 /** The bundle request was refused (e.g. unknown_user): the record stops waiting for it. */
-export async function onFetchRefused(tx: Tx, peer: string): Promise<void> {
-  const rec = await loadDm(tx, peer);
+export async function onFetchRefused(tx: Tx, slot: Slot): Promise<void> {
+  const rec = await loadSlot(tx, slot);
   const next = { ...rec, pending: null };
-  tx.put(KEYS.dm(peer), next);
-  summarizeDm(tx, next);
+  tx.put(slotKey(slot), next);
+  await summarizeSlot(tx, slot, next);
 }
 
 /**
  * A dm transition (record, contact, prekeys, outgoing bodies, flushed queue) as one set of
  * effects: the writes land in the step's batch, the frames and events follow it (§10.1).
  */
-export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult): Promise<void> {
+export async function applyDm(
+  tx: Tx,
+  before: Contact | undefined,
+  r: DmResult,
+  slot: Slot = { peer: r.record.peer },
+): Promise<void> {
   const peer = r.record.peer;
-  let rec = tellRelay(tx, r.record);
-  putContact(tx, before, r.contact);
+  const own = peer === tx.env.username;
+  // The contact decision lives in the conversation's record, told to the relay from there.
+  let rec = slot.device === undefined ? tellRelay(tx, r.record) : r.record;
+  if (!own) putContact(tx, before, r.contact);
   if (r.prekeys) tx.put(KEYS.prekeys, r.prekeys);
-  for (const body of r.send) sendBody(tx, peer, body);
+  for (const body of r.send) sendBody(tx, slot, body);
   // The peer receipted these: nothing to send again on a repair (§8.10).
   for (const c of r.received) {
     if (c.t === "receipt") for (const id of c.ids) tx.del(KEYS.sent(peer, id));
@@ -313,7 +434,7 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
     // Our repair's new session can send: ask the peer to send again, first of all (§8.10).
     const enc = await encryptDm(rec, r.contact, { t: "retry" }, dmCtx(tx));
     rec = { ...enc.record, repair: { ...rec.repair, asked: true } };
-    sendBody(tx, peer, enc.body);
+    sendBody(tx, slot, enc.body);
   }
   if (!sendable && resend.length > 0) {
     // Sending is blocked (a key change awaits the user): they wait in the queue (§8.7).
@@ -333,18 +454,23 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
         // A queued reaction, edit, delete or timer (§8.6.1): no delivery state, not kept.
         const enc = await encryptDm(rec, r.contact, action, dmCtx(tx));
         rec = enc.record;
-        sendBody(tx, peer, enc.body);
+        sendBody(tx, slot, enc.body);
         continue;
       }
       const enc = await encryptDm(rec, r.contact, contentOf(q), dmCtx(tx));
       rec = enc.record;
-      sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: q.id });
+      sendBody(tx, slot, enc.body, { conversationId: dmId(peer), messageId: q.id });
       keepSent(tx, peer, q);
     }
     resent = resend.length;
     rec = { ...rec, queue: [] };
   }
-  tx.put(KEYS.dm(peer), rec);
+  tx.put(slotKey(slot), rec);
+  if (own) {
+    // Our own other device: only its copies (sync) count, shown in their conversations (§4.9).
+    await applyOwnCopies(tx, slot, r.received);
+    return;
+  }
   tx.state.contacts.set(peer, r.contact);
   dmNotes(tx, peer, r.notes);
   if (resent > 0) {
@@ -360,6 +486,11 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
   }
   for (const c of r.received) {
     if (c.t === "retry") continue;
+    if (c.t === "sync") {
+      // A contact cannot speak for us (§4.9 `sync_from_peer`): the session advanced, nothing shown.
+      error(tx, "malformed", `${peer} sent a copy only our own devices may send`, dmId(peer));
+      continue;
+    }
     if (c.t === "text" || c.t === "file") {
       announceReceived(tx, dmId(peer), peer, c);
       // Acknowledge end to end (§8.6); a receipt is never receipted itself.
@@ -374,8 +505,53 @@ export async function applyDm(tx: Tx, before: Contact | undefined, r: DmResult):
       announceContent(tx, dmId(peer), peer, "in", c);
     }
   }
-  if (r.received.length > 0) trackDmGaps(tx, rec);
-  summarizeDm(tx, rec);
+  if (r.received.length > 0 && slot.device === undefined) trackDmGaps(tx, rec);
+  await summarizeSlot(tx, slot, rec);
+}
+
+/**
+ * What another device of ours copied to this one (§4.9): each `sync` lands in its conversation as
+ * ours — a text or file as sent (with its original id and time), an action as our own — and
+ * anything else from our own identity is refused (`own_not_sync`), the session advanced anyway.
+ */
+async function applyOwnCopies(tx: Tx, slot: Slot, received: DmResult["received"]): Promise<void> {
+  const me = tx.env.username;
+  const ownList = await loadPinnedDevices(tx, me);
+  for (const c of received) {
+    if (c.t === "retry") continue;
+    const d = classifyIncoming({
+      me,
+      myDevice: tx.state.device.id,
+      from: me,
+      fromDevice: slot.device,
+      fromList: ownList,
+      decoded: deviceContentOf(c),
+    });
+    if (!d.ok) {
+      error(tx, "malformed", `a copy from another device of ours was refused (${d.reason})`);
+      continue;
+    }
+    const conv = dmId(d.conversation);
+    const copied = c.t === "sync" ? c.c : null;
+    if (copied === null) continue;
+    if (copied.t === "text" || copied.t === "file") {
+      tx.emit({
+        type: "message",
+        message: {
+          id: copied.id,
+          conversationId: conv,
+          from: me,
+          direction: "out",
+          text: copied.text,
+          ...(copied.t === "file" ? { file: copied.file } : {}),
+          sentAt: copied.ts,
+          at: copied.ts,
+          delivery: "sent",
+          ...textExtras(copied),
+        },
+      });
+    } else announceContent(tx, conv, me, "out", copied);
+  }
 }
 
 /**
@@ -434,15 +610,20 @@ export async function flushReceipts(tx: Tx): Promise<void> {
   tx.state.receiptsDue.clear();
   for (const [peer, ids] of due) {
     const contact = tx.state.contacts.get(peer);
-    let rec = await loadDm(tx, peer);
-    if (!contact || contact.changedKey || !canSendNow(rec)) continue;
-    for (let i = 0; i < ids.length; i += MAX_RECEIPT_IDS) {
-      const content: DmContent = { t: "receipt", ids: ids.slice(i, i + MAX_RECEIPT_IDS) };
-      const enc = await encryptDm(rec, contact, content, dmCtx(tx));
-      rec = enc.record;
-      sendBody(tx, peer, enc.body);
+    if (!contact || contact.changedKey) continue;
+    // To every device of the author (§4.9): each learns of delivery on its own.
+    for (const { slot, role } of (await fanoutSlots(tx, peer)) ?? []) {
+      if (role !== "peer") continue;
+      let rec = await loadSlot(tx, slot);
+      if (!canSendNow(rec)) continue;
+      for (let i = 0; i < ids.length; i += MAX_RECEIPT_IDS) {
+        const content: DmContent = { t: "receipt", ids: ids.slice(i, i + MAX_RECEIPT_IDS) };
+        const enc = await encryptDm(rec, contact, content, dmCtx(tx));
+        rec = enc.record;
+        sendBody(tx, slot, enc.body);
+      }
+      tx.put(slotKey(slot), rec);
     }
-    tx.put(KEYS.dm(peer), rec);
   }
 }
 
@@ -457,7 +638,7 @@ export async function flushReceipts(tx: Tx): Promise<void> {
 export async function sendDm(
   tx: Tx,
   peer: string,
-  content: Exclude<DmContent, { t: "receipt" | "retry" }>,
+  content: Exclude<DmContent, { t: "receipt" | "retry" | "sync" }>,
 ): Promise<boolean> {
   const contact = tx.state.contacts.get(peer);
   const ephemeral = content.t === "typing" || content.t === "read";
@@ -474,41 +655,138 @@ export async function sendDm(
     if (content.t === "text" || content.t === "file") announceOutgoing(tx, dmId(peer), content);
     else announceContent(tx, dmId(peer), tx.env.username, "out", content);
   };
+  const slots = await fanoutSlots(tx, peer);
+  if (slots === null)
+    throw new CoreError("relay_error", "this device was removed from your account");
+  const only = slots[0];
+  if (slots.length === 1 && only !== undefined && only.slot.device === undefined)
+    return sendOnSlot(tx, contact, rec, content, only.slot, announce);
+  // Fan-out (§4.9): the conversation's record keeps the decision; each device its session.
+  tx.put(KEYS.dm(peer), tellRelay(tx, rec));
+  announce();
+  let sent = false;
+  let first = true;
+  for (const { slot, role } of slots) {
+    let c: DmContent;
+    if (role === "peer") c = content;
+    else if (isSynced(content)) c = { t: "sync", peer, c: content };
+    else continue;
+    const withMeta = role === "peer" && first;
+    if (role === "peer") first = false;
+    sent =
+      (await sendOnSlot(tx, contactOfSlot(tx, slot), await loadSlot(tx, slot), c, slot, null, {
+        delivery: withMeta,
+        peer,
+      })) || sent;
+  }
+  if (content.t === "text" || content.t === "file") keepSent(tx, peer, content);
+  return sent || !ephemeral;
+}
+
+/**
+ * One content on one pairwise session: encrypted and sent now if the session can, else queued
+ * (texts and actions) while the session is started, or dropped (typing, read: only worth
+ * anything now). `announce` (the legacy single-session path) shows it once.
+ */
+async function sendOnSlot(
+  tx: Tx,
+  contact: Contact | undefined,
+  rec: DmRecord,
+  content: DmContent,
+  slot: Slot,
+  announce: (() => void) | null,
+  opts: { delivery: boolean; peer: string } = { delivery: true, peer: slot.peer },
+): Promise<boolean> {
+  const conversationId = dmId(opts.peer);
+  const meta = (id: string) => (opts.delivery ? { conversationId, messageId: id } : {});
   if (contact && canSendNow(rec)) {
     const enc = await encryptDm(rec, contact, content, dmCtx(tx));
-    tx.put(KEYS.dm(peer), tellRelay(tx, enc.record));
-    announce();
+    tx.put(slotKey(slot), slot.device === undefined ? tellRelay(tx, enc.record) : enc.record);
+    announce?.();
     if (content.t === "text") {
-      sendBody(tx, peer, enc.body, { conversationId: dmId(peer), messageId: content.id });
-      keepSent(tx, peer, content);
-    } else sendBody(tx, peer, enc.body);
+      sendBody(tx, slot, enc.body, meta(content.id));
+      if (announce !== null) keepSent(tx, slot.peer, content);
+    } else sendBody(tx, slot, enc.body);
     return true;
   }
   if (content.t === "typing" || content.t === "read") return false;
+  if (content.t === "sync" && content.c.t === "read") return false;
+  if (content.t === "receipt" || content.t === "retry") return false;
   const queued = enqueue(
     rec,
     content.t === "text" || content.t === "file"
       ? writtenOf(content)
-      : { id: content.id, ts: content.ts, text: "", content },
+      : {
+          id: "id" in content ? content.id : toB64u(tx.env.random(12)),
+          ts: "ts" in content ? content.ts : tx.now,
+          text: "",
+          content,
+        },
   );
-  announce();
-  await ensureSession(tx, queued);
+  announce?.();
+  await ensureSession(tx, queued, slot);
   return true;
 }
 
-export async function onDirect(tx: Tx, from: string, body: Uint8Array): Promise<void> {
-  if (from === tx.env.username) throw new CoreError("malformed", "direct message from ourselves");
+export async function onDirect(
+  tx: Tx,
+  from: string,
+  body: Uint8Array,
+  fromDevice?: string,
+): Promise<void> {
+  const me = tx.env.username;
+  // Our own identity writes only from another device of ours, named by the relay (§4.9).
+  if (from === me && (fromDevice === undefined || fromDevice === tx.state.device.id))
+    throw new CoreError("malformed", "direct message from ourselves");
   const known = (await tx.get(KEYS.dm(from))) !== undefined;
   const loaded = await loadDm(tx, from);
   // Someone we have no conversation with wrote first: a message request, until the user writes
   // back or accepts (§8.11). A blocked peer's messages are dropped unread.
-  const rec = known ? loaded : { ...loaded, contact: "request" as const };
-  if (rec.contact === "blocked") return;
-  const before = tx.state.contacts.get(from);
+  const conv = known || from === me ? loaded : { ...loaded, contact: "request" as const };
+  if (conv.contact === "blocked") return;
+  const list = await loadPinnedDevices(tx, from);
+  if (fromDevice !== undefined && list !== null && !isListedDevice(list, fromDevice))
+    // §4.9 rule 1: a device the sender's accepted list does not name (forged by the relay, or
+    // removed): nothing from it is read.
+    throw refusedDevice(from);
+  if (fromDevice !== undefined && list === null) {
+    if (from === me) throw refusedDevice(from);
+    // The sender has a list we have not seen: learn it so our replies reach its devices.
+    learnDevices(tx, from);
+  }
+  const slot: Slot = { peer: from, device: fromDevice };
+  let rec = fromDevice === undefined ? conv : await loadSlot(tx, slot);
+  let adopted = false;
+  if (
+    fromDevice !== undefined &&
+    from !== me &&
+    (await tx.get(slotKey(slot))) === undefined &&
+    conv.current !== null &&
+    isRatchetMessage(body)
+  ) {
+    // The peer's device that held the session we made before it had a list (its current device
+    // then) continues on it: the session moves to that device's slot (moved, never copied — two
+    // copies of one ratchet would reuse its keys).
+    rec = { ...emptyDm(from), current: conv.current, previous: conv.previous };
+    adopted = true;
+  }
+  const before = contactOfSlot(tx, slot);
   // The prekey state (hundreds of keys) is parsed only for the message that needs it.
   const prekeys = needsPrekeys(body) ? await loadPrekeys(tx) : null;
   const r = await receiveDm(rec, before ?? null, prekeys, body, dmCtx(tx));
-  await applyDm(tx, before, r);
+  if (adopted) tx.put(KEYS.dm(from), { ...conv, current: null, previous: [] });
+  if (fromDevice !== undefined && from !== me && !known)
+    tx.put(KEYS.dm(from), { ...conv, ...(adopted ? { current: null, previous: [] } : {}) });
+  await applyDm(tx, before, r, slot);
+}
+
+/** A ratchet message (not a handshake or prekey start): it continues an existing session. */
+function isRatchetMessage(body: Uint8Array): boolean {
+  return body.length > 1 && (body[1] === ENV.message || body[1] === ENV.messageKem);
+}
+
+function refusedDevice(from: string): CoreError {
+  return new CoreError("malformed", `a message from a device ${from}'s device list does not name`);
 }
 
 /**
@@ -517,8 +795,14 @@ export async function onDirect(tx: Tx, from: string, body: Uint8Array): Promise<
  * Make a new session and, on it, ask the peer to send again what we have not receipted — at
  * most once per REPAIR_INTERVAL_MS; a failure inside that window is covered by the same ask.
  */
-export async function repair(tx: Tx, peer: string, code: CoreErrorCode): Promise<void> {
-  const next = beginRepair(await loadDm(tx, peer), tx.now);
+export async function repair(
+  tx: Tx,
+  peer: string,
+  code: CoreErrorCode,
+  device?: string,
+): Promise<void> {
+  const slot: Slot = { peer, device };
+  const next = beginRepair(await loadSlot(tx, slot), tx.now);
   if (next === null) return;
   system(
     tx,
@@ -527,7 +811,7 @@ export async function repair(tx: Tx, peer: string, code: CoreErrorCode): Promise
     `A message from ${peer} could not be read (${code}); making a new secure session and asking ${peer} to send it again`,
     { username: peer },
   );
-  await ensureSession(tx, next);
+  await ensureSession(tx, next, slot);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,6 +834,8 @@ export async function acceptKeyChange(tx: Tx, username: string): Promise<boolean
   };
   tx.put(KEYS.contact(username), next);
   tx.put(KEYS.dm(username), fresh);
+  // Per-device sessions were made with the old key too (§4.9).
+  await dropDeviceSlots(tx, username);
   tx.state.contacts.set(username, next);
   system(tx, dmId(username), "key_accepted", `You accepted ${username}'s new key`, { username });
   let cur = fresh;

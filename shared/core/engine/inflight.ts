@@ -24,7 +24,8 @@ export type Flight =
   /** An admin's removal of a member (§9.7.4): asked once, answered or lost with the socket. */
   | { kind: "remove"; group: string; user: string }
   | { kind: "commit"; group: string }
-  | { kind: "fetch"; peer: string }
+  /** A bundle for a session with `peer` (one of its devices, §4.7) or, `list`, for its device list alone (§4.9). */
+  | { kind: "fetch"; peer: string; device?: string; list?: true }
   | { kind: "upload" };
 
 export const FLIGHT_PREFIX = "flight/";

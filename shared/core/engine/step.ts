@@ -214,7 +214,8 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
   let ack = true;
   try {
     await tx.attempt(async () => {
-      if (item.kind === "direct") await direct.onDirect(tx, f.from, b64(item.body, "body"));
+      if (item.kind === "direct")
+        await direct.onDirect(tx, f.from, b64(item.body, "body"), f.fromDevice);
       else if (item.kind === "commit") await groups.onCommit(tx, item, f.from, f.fromKey);
       else await groups.onGroupMessage(tx, f.from, item.group, item.epoch, b64(item.body, "body"));
     });
@@ -242,7 +243,7 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
       tx,
       async () => {
         if (item.kind === "direct" && REPAIRABLE.has(code) && f.from !== tx.env.username) {
-          await direct.repair(tx, f.from, code);
+          await direct.repair(tx, f.from, code, f.fromDevice);
         } else {
           error(tx, code, e.message, conv);
           system(
@@ -424,12 +425,13 @@ async function sendAction(
 function outgoing(conversationId: ConversationId, c: unknown): DmContentOut {
   const schema = conversationId.startsWith("group:") ? Content : DmContent;
   const r = v.safeParse(schema, c);
-  if (!r.success || r.output.t === "receipt" || r.output.t === "retry")
+  // Receipts, repair asks and sync copies are the engine's own (§8.6, §8.10, §4.9).
+  if (!r.success || r.output.t === "receipt" || r.output.t === "retry" || r.output.t === "sync")
     throw new CoreError("malformed", "content does not fit its schema");
   return r.output;
 }
 
-type DmContentOut = Exclude<DmContent, { t: "receipt" | "retry" }>;
+type DmContentOut = Exclude<DmContent, { t: "receipt" | "retry" | "sync" }>;
 
 async function sendContent(
   tx: Tx,

@@ -1,0 +1,137 @@
+/**
+ * 1:1 messages over several devices (PROTOCOL.md §4.9), through the product's relay in the Node
+ * harness: alice links her phone for real (§4.8), then every message reaches each of the
+ * recipient's devices on its own pairwise session, and each device's sent messages appear on the
+ * sender's other devices (sent-sync). Removing the phone stops everything after it: the relay
+ * refuses copies for it, the sender learns the new list, and the phone's whole store opens
+ * nothing sent afterwards.
+ */
+import { describe, expect, it } from "vitest";
+import type { ChatMessage, ParleyEvent } from "../../shared/core/client-api";
+import { KEYS } from "../../shared/core/store";
+import { lines, say, type TestUser } from "../support/clients";
+import { link, newPhone, type Phone, setupAliceAndBob, through } from "../support/linked-device";
+import type { NodeRelay } from "../support/node-relay";
+
+const BOB = "dm:bob" as const;
+const ALICE = "dm:alice" as const;
+
+function texts(events: ParleyEvent[], conv: string, direction: "in" | "out"): string[] {
+  return events
+    .filter((e): e is { type: "message"; message: ChatMessage } => e.type === "message")
+    .map((e) => e.message)
+    .filter((m) => m.conversationId === conv && m.direction === direction)
+    .map((m) => m.text);
+}
+
+async function settled(relay: NodeRelay, rounds = 6): Promise<void> {
+  for (let i = 0; i < rounds; i++) await relay.settle();
+}
+
+/** alice's laptop and phone (linked), bob single-device; they have talked before the link. */
+async function twoDevices() {
+  const { relay, alice, bob, seed } = await setupAliceAndBob();
+  await say(alice, BOB, "before the phone");
+  await settled(relay);
+  const phone = await newPhone(relay);
+  await link(relay, alice, seed, phone);
+  await settled(relay);
+  if (phone.client === null) throw new Error("the phone did not link");
+  return { relay, alice, bob, phone };
+}
+
+const phoneSays = async (relay: NodeRelay, phone: Phone, text: string) => {
+  await through(relay, (phone.client as NonNullable<Phone["client"]>).sendText(BOB, text));
+  await settled(relay);
+};
+
+describe("1:1 messages over alice's two devices (§4.9)", () => {
+  it("each device of alice gets bob's messages; each of hers shows on the other as sent", async () => {
+    const { relay, alice, bob, phone } = await twoDevices();
+    // The laptop writes: bob reads it, and the phone shows it as alice's own, in bob's chat.
+    await say(alice, BOB, "hi from the laptop");
+    await settled(relay);
+    expect(texts(bob.events, ALICE, "in")).toContain("hi from the laptop");
+    expect(texts(phone.events, BOB, "out")).toContain("hi from the laptop");
+    // bob answers: both of alice's devices read it, each on its own session.
+    await say(bob, ALICE, "hi alice");
+    await settled(relay);
+    expect(texts(alice.events, BOB, "in")).toContain("hi alice");
+    expect(texts(phone.events, BOB, "in")).toContain("hi alice");
+    // The phone writes: bob reads it, the laptop shows it as sent.
+    await phoneSays(relay, phone, "hi from the phone");
+    expect(texts(bob.events, ALICE, "in")).toContain("hi from the phone");
+    expect(texts(alice.events, BOB, "out")).toContain("hi from the phone");
+    // Once bob knew alice's list, each copy went to a named device of it, never one body twice.
+    const sends = relay.clientLog.filter(
+      (x) => x.frame.t === "send" && x.frame.to === "alice" && x.from === "bob",
+    );
+    const devices = new Set(sends.map((x) => (x.frame.t === "send" ? x.frame.device : "")));
+    devices.delete(undefined);
+    expect(devices.size).toBe(2);
+    const bodies = sends.map((x) => (x.frame.t === "send" ? x.frame.body : ""));
+    expect(new Set(bodies).size).toBe(bodies.length);
+    // Nothing went wrong anywhere.
+    for (const u of [alice, bob] as TestUser[])
+      expect(u.events.filter((e) => e.type === "error")).toEqual([]);
+    expect(phone.events.filter((e) => e.type === "error")).toEqual([]);
+    // bob learnt alice's list from the first message that named a device (§4.9).
+    const pinned = (await bob.store.get(KEYS.devices("alice"))) as { list: { devices: unknown[] } };
+    expect(pinned.list.devices).toHaveLength(2);
+  });
+
+  it("after the laptop removes the phone, nothing bob sends opens with the phone's whole store", async () => {
+    const { relay, alice, bob, phone } = await twoDevices();
+    // bob learns of the phone from the first message of alice's that names a device (§4.9).
+    await say(alice, BOB, "I have a phone now");
+    await settled(relay);
+    await say(bob, ALICE, "to both");
+    await settled(relay);
+    expect(texts(phone.events, BOB, "in")).toContain("to both");
+    const phoneId = (await alice.client.ownDevices()).devices.find((d) => d.name === "phone")?.id;
+    if (phoneId === undefined) throw new Error("no phone on the list");
+    await through(relay, alice.client.removeDevice(phoneId));
+    await settled(relay);
+    // bob still holds the old list: his next copy for the phone is refused by the relay
+    // (unknown_device), which makes him fetch the new list; the one after names no phone.
+    const before = relay.clientLog.length;
+    await say(bob, ALICE, "after removal 1");
+    await settled(relay);
+    expect(lines(bob, ALICE).map((l) => l.kind)).toContain("device_removed");
+    const mark = relay.clientLog.length;
+    await say(bob, ALICE, "after removal 2");
+    await settled(relay);
+    const later = relay.clientLog
+      .slice(mark)
+      .filter((x) => x.from === "bob" && x.frame.t === "send" && x.frame.to === "alice");
+    expect(later.length).toBeGreaterThan(0);
+    expect(later.every((x) => x.frame.t === "send" && x.frame.device !== phoneId)).toBe(true);
+    expect(texts(alice.events, BOB, "in")).toEqual(
+      expect.arrayContaining(["after removal 1", "after removal 2"]),
+    );
+    // A relay that hands the phone everything bob sent alice after the removal: the phone's
+    // store opens none of it (each body is under a session with another device).
+    const afterRemoval = relay.clientLog
+      .slice(before)
+      .filter((x) => x.from === "bob" && x.frame.t === "send" && x.frame.to === "alice");
+    const client = phone.client as NonNullable<Phone["client"]>;
+    const seen = phone.events.length;
+    let mid = 1_000_000;
+    for (const x of afterRemoval) {
+      if (x.frame.t !== "send" || x.frame.device === phoneId) continue;
+      await client
+        .onServerFrame({
+          v: 1,
+          t: "deliver",
+          mid: String(mid++),
+          from: "bob",
+          fromKey: bob.client.identityKey,
+          ts: relay.now(),
+          item: { kind: "direct", body: x.frame.body },
+        })
+        .catch(() => undefined);
+    }
+    const opened = texts(phone.events.slice(seen), BOB, "in");
+    expect(opened).toEqual([]);
+  });
+});
