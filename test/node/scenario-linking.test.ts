@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { ParleyClient } from "../../shared/core/client";
 import type { ParleyEvent } from "../../shared/core/client-api";
 import { signDeviceList } from "../../shared/core/devices";
-import { initLinkedStore, type LinkProgress, NewDeviceLink } from "../../shared/core/link-device";
+import { NewDeviceLink } from "../../shared/core/link-device";
 import {
   createLinkOffer,
   LinkError,
@@ -22,14 +22,8 @@ import { KEYS, MemoryStore } from "../../shared/core/store";
 import { ed25519KeyPairFromSeed, ed25519Sign, randomBytes } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 import { CLOSE, type ClientFrame, type ServerFrame } from "../../shared/protocol";
-import { newUser, type TestUser, timers } from "../support/clients";
-import {
-  link,
-  newPhone,
-  type Phone,
-  setupAliceAndBob as setup,
-  through,
-} from "../support/linked-device";
+import { newUser, timers } from "../support/clients";
+import { link, newPhone, setupAliceAndBob as setup, through } from "../support/linked-device";
 import { NodeRelay } from "../support/node-relay";
 
 const codeOf = async (p: Promise<unknown>) => {
