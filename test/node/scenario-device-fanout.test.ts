@@ -133,5 +133,15 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     }
     const opened = texts(phone.events.slice(seen), BOB, "in");
     expect(opened).toEqual([]);
+    // The laptop, which signed the removal, copies nothing more to the phone.
+    const fromLaptop = relay.clientLog.length;
+    await say(alice, BOB, "laptop after removal");
+    await settled(relay);
+    const copies = relay.clientLog
+      .slice(fromLaptop)
+      .filter((x) => x.from === "alice" && x.frame.t === "send");
+    expect(copies.length).toBeGreaterThan(0);
+    expect(copies.every((x) => x.frame.t === "send" && x.frame.device !== phoneId)).toBe(true);
+    expect(texts(bob.events, ALICE, "in")).toContain("laptop after removal");
   });
 });
