@@ -3,7 +3,9 @@
  * laptop (desktop) links her phone (390 px, its own profile) by the typed code, after a confirm
  * dialog naming it and choosing how much history goes along; the phone connects as a linked
  * device with alice's identity, her verified contact bob and their earlier messages; both list
- * the two devices, each marking itself; then the laptop removes the phone, which is told at once. Screenshots go to test-results/screenshots/linking-*.png.
+ * the two devices, each marking itself; alice writes to bob from the phone, the laptop shows it as
+ * sent and bob's answer reaches both (§4.9); then the laptop removes the phone, which is told at
+ * once. Screenshots go to test-results/screenshots/linking-*.png.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type BrowserUser, launchUser } from "../support/browser";
@@ -142,6 +144,32 @@ describe("linking a phone to alice's laptop", () => {
     // Both devices of alice are connected at once: the laptop was not replaced.
     expect(await l.getByTestId("retired-banner").count()).toBe(0);
   }, 180_000);
+
+  test("alice chats from the phone: bob reads it, the laptop shows it as sent, bob's answer reaches both", async () => {
+    const p = phone.page;
+    const l = laptop.page;
+    // The phone (390 px) still shows the chat with bob it opened after linking.
+    await p.getByTestId("conv-title").filter({ hasText: "bob" }).waitFor();
+    await send(p, "hello bob, from my phone");
+    await openChat(bob.page, "alice");
+    await seesMessage(bob.page, "hello bob, from my phone");
+    // Sent-sync (PROTOCOL §4.9): the laptop shows what the phone sent, as alice's own.
+    await l.keyboard.press("Escape");
+    await openChat(l, "bob");
+    await seesMessage(l, "hello bob, from my phone");
+    expect(
+      await l.locator("li.msg.out", { hasText: "hello bob, from my phone" }).count(),
+    ).toBeGreaterThan(0);
+    // bob's answer goes to each of alice's devices, each on its own session.
+    await send(bob.page, "got it on both?");
+    await seesMessage(p, "got it on both?");
+    await seesMessage(l, "got it on both?");
+    await shot(p, "linking-phone-chat");
+    await shot(l, "linking-laptop-chat");
+    // Back to Settings → Devices for the removal.
+    await l.getByTestId("open-settings").click();
+    await l.getByTestId("devices").waitFor();
+  }, 120_000);
 
   test("the laptop removes the phone after a confirm; the phone is told", async () => {
     const l = laptop.page;
