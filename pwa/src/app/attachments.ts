@@ -34,7 +34,7 @@ import { type FileRef, MAX_ATTACHMENT_BYTES } from "../../../shared/core/content
 import { isCoreError } from "../../../shared/core/errors";
 import type { MessageRef } from "../../../shared/core/message-content";
 import { chunkedCiphertextLength, randomBytes } from "../../../shared/crypto";
-import { toB64u } from "../../../shared/encoding";
+import { concatBytes, toB64u } from "../../../shared/encoding";
 import type { SavedDownload, SavedUpload, TransferStore } from "../storage/transfers";
 
 export type TransferState = "working" | "failed" | "done" | "cancelled";
@@ -565,13 +565,7 @@ export function createTransfers(deps: TransfersDeps) {
       start: 0,
     });
     for await (const p of decryptAttachment(ref, source)) parts.push(p);
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
+    return concatBytes(...parts);
   }
 
   /**

@@ -181,7 +181,16 @@ function keepSent(tx: Tx, peer: string, c: TextContent | SentText): void {
   tx.put(KEYS.sent(peer, c.id), value);
 }
 
-export function announceOutgoing(tx: Tx, conversationId: ConversationId, c: TextContent): void {
+/**
+ * Our own text or file as the UI shows it: `sending` when this device sends it, `sent` for a copy
+ * another device of ours sent (§4.9).
+ */
+export function announceOutgoing(
+  tx: Tx,
+  conversationId: ConversationId,
+  c: TextContent,
+  state: "sending" | "sent" = "sending",
+): void {
   tx.emit({
     type: "message",
     message: {
@@ -193,7 +202,7 @@ export function announceOutgoing(tx: Tx, conversationId: ConversationId, c: Text
       ...(c.t === "file" ? { file: c.file } : {}),
       sentAt: c.ts,
       at: c.ts,
-      delivery: "sending",
+      delivery: state,
       ...textExtras(c),
     },
   });
@@ -534,23 +543,8 @@ async function applyOwnCopies(tx: Tx, slot: Slot, received: DmResult["received"]
     const conv = dmId(d.conversation);
     const copied = c.t === "sync" ? c.c : null;
     if (copied === null) continue;
-    if (copied.t === "text" || copied.t === "file") {
-      tx.emit({
-        type: "message",
-        message: {
-          id: copied.id,
-          conversationId: conv,
-          from: me,
-          direction: "out",
-          text: copied.text,
-          ...(copied.t === "file" ? { file: copied.file } : {}),
-          sentAt: copied.ts,
-          at: copied.ts,
-          delivery: "sent",
-          ...textExtras(copied),
-        },
-      });
-    } else announceContent(tx, conv, me, "out", copied);
+    if (copied.t === "text" || copied.t === "file") announceOutgoing(tx, conv, copied, "sent");
+    else announceContent(tx, conv, me, "out", copied);
   }
 }
 
