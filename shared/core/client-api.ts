@@ -224,7 +224,7 @@ export interface ChatMessage {
  */
 export type MessageAction = Exclude<
   ReceivedDmContent,
-  { t: "text" | "file" | "receipt" | "retry" | "sync" }
+  { t: "text" | "file" | "receipt" | "retry" | "sync" | "devices" }
 >;
 
 /** What the UI may send besides a text (§8.6.1); the engine adds `id` and `ts`. */

@@ -5,7 +5,7 @@
  */
 import * as v from "valibot";
 import { fromUtf8, utf8 } from "../encoding";
-import { b64Bytes, b64Max, Name } from "../protocol";
+import { b64Bytes, b64Max, DeviceList, Name } from "../protocol";
 import { CoreError, malformed } from "./errors";
 import {
   ContentId,
@@ -152,6 +152,12 @@ export const DmContent = v.variant("t", [
   ...MESSAGE_CONTENTS,
   ReadSchema,
   SyncSchema,
+  /**
+   * Our device list, signed by our identity key (§4.6), carried end to end to a contact when it
+   * changes (§4.9), so the contact encrypts to the devices it names — and stops encrypting to a
+   * removed one — without waiting for the relay to show it the list.
+   */
+  v.strictObject({ t: v.literal("devices"), list: DeviceList }),
   v.strictObject({
     t: v.literal("receipt"),
     ids: v.pipe(v.array(ContentId), v.minLength(1), v.maxLength(MAX_RECEIPT_IDS)),

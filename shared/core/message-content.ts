@@ -118,6 +118,7 @@ export const KNOWN_CONTENT_TYPES: ReadonlySet<string> = new Set([
   "typing",
   "read",
   "sync",
+  "devices",
 ]);
 
 /** Recognise a newer client's content (§8.6.1) in a parsed JSON value that failed the schemas. */

@@ -80,6 +80,33 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     expect(pinned.list.devices).toHaveLength(2);
   });
 
+  it("alice's devices announce each list change to bob end to end: he writes to the new phone at once, and never to it after its removal", async () => {
+    const { relay, alice, bob, phone } = await twoDevices();
+    // alice has not written since the link: bob knows of the phone from the laptop's announcement.
+    const pinned = (await bob.store.get(KEYS.devices("alice"))) as { list: { devices: unknown[] } };
+    expect(pinned.list.devices).toHaveLength(2);
+    await say(bob, ALICE, "hi, both of you");
+    await settled(relay);
+    expect(texts(phone.events, BOB, "in")).toContain("hi, both of you");
+    expect(texts(alice.events, BOB, "in")).toContain("hi, both of you");
+    const phoneId = (await alice.client.ownDevices()).devices.find((d) => d.name === "phone")?.id;
+    await through(relay, alice.client.removeDevice(phoneId ?? ""));
+    await settled(relay);
+    // bob saw the removal before sending anything, so nothing of his names the phone again:
+    // not one copy for the relay to refuse (or, were it hostile, to hand to the phone).
+    expect(lines(bob, ALICE).map((l) => l.kind)).toContain("device_removed");
+    const mark = relay.clientLog.length;
+    await say(bob, ALICE, "just the laptop now");
+    await settled(relay);
+    const sends = relay.clientLog
+      .slice(mark)
+      .filter((x) => x.from === "bob" && x.frame.t === "send" && x.frame.to === "alice");
+    expect(sends.length).toBeGreaterThan(0);
+    expect(sends.every((x) => x.frame.t === "send" && x.frame.device !== phoneId)).toBe(true);
+    expect(relay.log.some((x) => x.to === "bob" && x.frame.t === "error")).toBe(false);
+    expect(texts(alice.events, BOB, "in")).toContain("just the laptop now");
+  });
+
   it("after the laptop removes the phone, nothing bob sends opens with the phone's whole store", async () => {
     const { relay, alice, bob, phone } = await twoDevices();
     // bob learns of the phone from the first message of alice's that names a device (§4.9).
@@ -90,8 +117,12 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     expect(texts(phone.events, BOB, "in")).toContain("to both");
     const phoneId = (await alice.client.ownDevices()).devices.find((d) => d.name === "phone")?.id;
     if (phoneId === undefined) throw new Error("no phone on the list");
+    // A relay that withholds alice's end-to-end announcement of the new list from bob (§4.9).
+    relay.intercept = (to, f) =>
+      to === "bob" && f.t === "deliver" && f.from === "alice" ? null : f;
     await through(relay, alice.client.removeDevice(phoneId));
     await settled(relay);
+    relay.intercept = null;
     // bob still holds the old list: his next copy for the phone is refused by the relay
     // (unknown_device), which makes him fetch the new list; the one after names no phone.
     const before = relay.clientLog.length;

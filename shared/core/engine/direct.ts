@@ -5,7 +5,13 @@
  */
 import * as v from "valibot";
 import { toB64u } from "../../encoding";
-import { type ClientFrame, type FrameOf, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
+import {
+  type ClientFrame,
+  type DeviceList as DeviceListT,
+  type FrameOf,
+  PROTOCOL_VERSION,
+  type ServerFrame,
+} from "../../protocol";
 import type { ChatMessage, ConversationId, CoreErrorCode, MessageAction } from "../client-api";
 import { b64 } from "../codec";
 import {
@@ -500,6 +506,12 @@ export async function applyDm(
       error(tx, "malformed", `${peer} sent a copy only our own devices may send`, dmId(peer));
       continue;
     }
+    if (c.t === "devices") {
+      // The contact's own list, end to end (§4.9): checked against its pinned identity key like
+      // any list shown to us (§4.6), whoever carried it.
+      await seeDeviceList(tx, peer, r.contact.identityKey, c.list, dmId(peer));
+      continue;
+    }
     if (c.t === "text" || c.t === "file") {
       announceReceived(tx, dmId(peer), peer, c);
       // Acknowledge end to end (§8.6); a receipt is never receipted itself.
@@ -632,7 +644,7 @@ export async function flushReceipts(tx: Tx): Promise<void> {
 export async function sendDm(
   tx: Tx,
   peer: string,
-  content: Exclude<DmContent, { t: "receipt" | "retry" | "sync" }>,
+  content: Exclude<DmContent, { t: "receipt" | "retry" | "sync" | "devices" }>,
 ): Promise<boolean> {
   const contact = tx.state.contacts.get(peer);
   const ephemeral = content.t === "typing" || content.t === "read";
@@ -678,6 +690,30 @@ export async function sendDm(
 }
 
 /**
+ * Tell every contact we have a live session with that our device list changed (§4.9): the
+ * signed list, end to end, on each session that can send now — none is started for it (a
+ * contact without one learns the list from its next bundle, or a message naming a device).
+ */
+export async function announceDevices(tx: Tx, list: DeviceListT): Promise<void> {
+  const me = tx.env.username;
+  for (const { key } of await tx.list("dm/")) {
+    const peer = key.slice("dm/".length);
+    const contact = tx.state.contacts.get(peer);
+    if (peer === me || contact === undefined || contact.changedKey) continue;
+    const conv = await loadDm(tx, peer);
+    if (conv.contact === "request" || conv.contact === "blocked") continue;
+    for (const { slot, role } of (await fanoutSlots(tx, peer)) ?? []) {
+      if (role !== "peer") continue;
+      const rec = await loadSlot(tx, slot);
+      if (!canSendNow(rec)) continue;
+      const enc = await encryptDm(rec, contact, { t: "devices", list }, dmCtx(tx));
+      tx.put(slotKey(slot), enc.record);
+      sendBody(tx, slot, enc.body);
+    }
+  }
+}
+
+/**
  * One content on one pairwise session: encrypted and sent now if the session can, else queued
  * (texts and actions) while the session is started, or dropped (typing, read: only worth
  * anything now). `announce` (the legacy single-session path) shows it once.
@@ -705,7 +741,7 @@ async function sendOnSlot(
   }
   if (content.t === "typing" || content.t === "read") return false;
   if (content.t === "sync" && content.c.t === "read") return false;
-  if (content.t === "receipt" || content.t === "retry") return false;
+  if (content.t === "receipt" || content.t === "retry" || content.t === "devices") return false;
   const queued = enqueue(
     rec,
     content.t === "text" || content.t === "file"

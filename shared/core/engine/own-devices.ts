@@ -11,6 +11,7 @@ import { applyDeviceList, deviceListVerifies } from "../devices";
 import { CoreError } from "../errors";
 import { KEYS } from "../store";
 import { loadPinnedDevices } from "./devices";
+import { announceDevices } from "./direct";
 import type { Tx } from "./effects";
 
 export async function ownListStored(tx: Tx, list: DeviceList): Promise<void> {
@@ -26,6 +27,8 @@ export async function ownListStored(tx: Tx, list: DeviceList): Promise<void> {
   // Our own signature over a list we just built: a refusal here is a local bug, not the relay.
   if (d.kind === "refused") throw new CoreError("malformed", `own device list: ${d.reason}`);
   tx.put(KEYS.devices(env.username), d.pinned);
+  // Contacts hear of it end to end, not only from the relay (§4.9).
+  await announceDevices(tx, list);
   const self = tx.state.device.id;
   const added = d.added.filter((e) => e.id !== self);
   if (added.length > 0 || d.removed.length > 0)

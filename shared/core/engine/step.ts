@@ -426,12 +426,18 @@ function outgoing(conversationId: ConversationId, c: unknown): DmContentOut {
   const schema = conversationId.startsWith("group:") ? Content : DmContent;
   const r = v.safeParse(schema, c);
   // Receipts, repair asks and sync copies are the engine's own (§8.6, §8.10, §4.9).
-  if (!r.success || r.output.t === "receipt" || r.output.t === "retry" || r.output.t === "sync")
+  if (
+    !r.success ||
+    r.output.t === "receipt" ||
+    r.output.t === "retry" ||
+    r.output.t === "sync" ||
+    r.output.t === "devices"
+  )
     throw new CoreError("malformed", "content does not fit its schema");
   return r.output;
 }
 
-type DmContentOut = Exclude<DmContent, { t: "receipt" | "retry" | "sync" }>;
+type DmContentOut = Exclude<DmContent, { t: "receipt" | "retry" | "sync" | "devices" }>;
 
 async function sendContent(
   tx: Tx,
