@@ -9,7 +9,7 @@
 import { describe, expect, it } from "vitest";
 import type { ChatMessage, ParleyEvent } from "../../shared/core/client-api";
 import { KEYS } from "../../shared/core/store";
-import { lines, say, type TestUser } from "../support/clients";
+import { lines, say, type TestUser, timers } from "../support/clients";
 import { link, newPhone, type Phone, setupAliceAndBob, through } from "../support/linked-device";
 import type { NodeRelay } from "../support/node-relay";
 
@@ -174,5 +174,35 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     expect(copies.length).toBeGreaterThan(0);
     expect(copies.every((x) => x.frame.t === "send" && x.frame.device !== phoneId)).toBe(true);
     expect(texts(bob.events, ALICE, "in")).toContain("laptop after removal");
+  });
+
+  it("a message the relay drops from one of alice's devices shows as missing, whatever her other device sends", async () => {
+    const { relay, alice, bob, phone } = await twoDevices();
+    await phoneSays(relay, phone, "warm up");
+    expect(texts(bob.events, ALICE, "in")).toContain("warm up");
+    const phoneId = (await alice.client.ownDevices()).devices.find((d) => d.name === "phone")?.id;
+    let dropped = 0;
+    relay.intercept = (to, f) => {
+      if (to === "bob" && f.t === "deliver" && f.fromDevice === phoneId && dropped === 0) {
+        dropped++;
+        return null;
+      }
+      return f;
+    };
+    await phoneSays(relay, phone, "lost on the way to bob");
+    relay.intercept = null;
+    await phoneSays(relay, phone, "after the gap");
+    // The laptop's messages (its own session with bob) settle nothing of the phone's gap.
+    await say(alice, BOB, "from the laptop meanwhile");
+    await settled(relay);
+    expect(dropped).toBe(1);
+    expect(texts(bob.events, ALICE, "in")).toEqual(
+      expect.arrayContaining(["after the gap", "from the laptop meanwhile"]),
+    );
+    expect(texts(bob.events, ALICE, "in")).not.toContain("lost on the way to bob");
+    timers.fire();
+    await settled(relay);
+    const missing = lines(bob, ALICE).filter((l) => l.kind === "missing");
+    expect(missing.map((l) => l.text)).toEqual(["1 message from alice did not arrive"]);
   });
 });

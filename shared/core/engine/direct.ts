@@ -526,7 +526,7 @@ export async function applyDm(
       announceContent(tx, dmId(peer), peer, "in", c);
     }
   }
-  if (r.received.length > 0 && slot.device === undefined) trackDmGaps(tx, rec);
+  if (r.received.length > 0) trackDmGaps(tx, rec, slot.device);
   await summarizeSlot(tx, slot, rec);
 }
 

@@ -16,14 +16,19 @@ export interface Gap {
   from: string;
 }
 
-/** Note the skipped keys of a 1:1 record's sessions; a key gone from the record was used. */
-export function trackDmGaps(tx: Tx, rec: DmRecord): void {
+/**
+ * Note the skipped keys of a 1:1 record's sessions; a key gone from the record was used. With
+ * one session per device of the peer (§4.9) each device's record is its own scope
+ * ("dm:<peer>#<device>"), so one device's keys never settle another's gaps.
+ */
+export function trackDmGaps(tx: Tx, rec: DmRecord, device?: string): void {
   const conversationId: ConversationId = `dm:${rec.peer}`;
+  const scope = device === undefined ? conversationId : `${conversationId}#${device}`;
   const now = new Set<string>();
   for (const s of [rec.current, ...rec.previous]) {
-    for (const k of s?.ratchet.skipped ?? []) now.add(`${conversationId}|${k.dh}|${k.n}`);
+    for (const k of s?.ratchet.skipped ?? []) now.add(`${scope}|${k.dh}|${k.n}`);
   }
-  track(tx, conversationId, now, () => true);
+  track(tx, scope, conversationId, now, () => true);
 }
 
 /**
@@ -40,11 +45,12 @@ export function trackGroupGaps(tx: Tx, rec: GroupRecord): void {
     for (const rx of ep.receivers)
       for (const k of rx.skipped) now.add(`${conversationId}|${ep.epoch}|${rx.name}|${k.n}`);
   }
-  track(tx, conversationId, now, (key) => epochs.has(Number(key.split("|")[1])));
+  track(tx, conversationId, conversationId, now, (key) => epochs.has(Number(key.split("|")[1])));
 }
 
 function track(
   tx: Tx,
+  scope: string,
   conversationId: ConversationId,
   skipped: Set<string>,
   fillable: (key: string) => boolean,
@@ -52,7 +58,7 @@ function track(
   const { gaps, seenGaps } = tx.state;
   const lost: string[] = [];
   for (const key of [...gaps.keys()]) {
-    if (!key.startsWith(`${conversationId}|`) || skipped.has(key)) continue;
+    if (!key.startsWith(`${scope}|`) || skipped.has(key)) continue;
     if (!fillable(key)) lost.push(key);
     else gaps.delete(key); // its message arrived late (or its key was evicted)
   }
