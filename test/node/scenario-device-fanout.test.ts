@@ -9,7 +9,7 @@
 import { describe, expect, it } from "vitest";
 import type { ChatMessage, ParleyEvent } from "../../shared/core/client-api";
 import { KEYS } from "../../shared/core/store";
-import { lines, say, type TestUser, timers } from "../support/clients";
+import { connect, disconnect, lines, say, type TestUser, timers } from "../support/clients";
 import { link, newPhone, type Phone, setupAliceAndBob, through } from "../support/linked-device";
 import type { NodeRelay } from "../support/node-relay";
 
@@ -37,7 +37,7 @@ async function twoDevices() {
   await link(relay, alice, seed, phone);
   await settled(relay);
   if (phone.client === null) throw new Error("the phone did not link");
-  return { relay, alice, bob, phone };
+  return { relay, alice, bob, phone, seed };
 }
 
 const phoneSays = async (relay: NodeRelay, phone: Phone, text: string) => {
@@ -204,5 +204,49 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     await settled(relay);
     const missing = lines(bob, ALICE).filter((l) => l.kind === "missing");
     expect(missing.map((l) => l.text)).toEqual(["1 message from alice did not arrive"]);
+  });
+
+  it("the laptop, offline for days, catches up on what bob and the phone sent, in order", async () => {
+    const { relay, alice, bob, phone } = await twoDevices();
+    await say(bob, ALICE, "warm up");
+    await settled(relay);
+    await disconnect(alice);
+    await say(bob, ALICE, "monday");
+    await phoneSays(relay, phone, "tuesday, from the phone");
+    relay.clock += 3 * 24 * 60 * 60 * 1000;
+    await say(bob, ALICE, "friday");
+    await settled(relay);
+    expect(texts(alice.events, BOB, "in")).not.toContain("monday");
+    await connect(alice);
+    await settled(relay);
+    expect(texts(alice.events, BOB, "in").slice(-2)).toEqual(["monday", "friday"]);
+    expect(texts(alice.events, BOB, "out")).toContain("tuesday, from the phone");
+    const order = alice.events.flatMap((e) =>
+      e.type === "message" && e.message.conversationId === BOB ? [e.message.text] : [],
+    );
+    expect(order.indexOf("monday")).toBeLessThan(order.indexOf("friday"));
+    expect(alice.events.filter((e) => e.type === "error")).toEqual([]);
+  });
+
+  it("a copy for a device whose bundle answer was lost goes out after bob's next connection", async () => {
+    const { relay, alice, bob, seed } = await twoDevices();
+    await say(alice, BOB, "hello");
+    await settled(relay);
+    // A tablet joins alice's list; bob hears of it end to end and has no session with it yet.
+    const tablet = await newPhone(relay, "tablet");
+    await link(relay, alice, seed, tablet);
+    await settled(relay);
+    // The relay loses bob's bundle answer for the tablet: that copy waits in its queue.
+    relay.intercept = (to, f) => (to === "bob" && f.t === "bundle" ? null : f);
+    await say(bob, ALICE, "for all three");
+    await settled(relay);
+    relay.intercept = null;
+    expect(texts(tablet.events, BOB, "in")).not.toContain("for all three");
+    expect(texts(alice.events, BOB, "in")).toContain("for all three");
+    // bob reconnects: the waiting session starts again and the copy goes.
+    await disconnect(bob);
+    await connect(bob);
+    await settled(relay);
+    expect(texts(tablet.events, BOB, "in")).toContain("for all three");
   });
 });

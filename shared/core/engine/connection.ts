@@ -127,6 +127,22 @@ export async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Pro
       direct.dmId(rec.peer),
     );
   }
+  // Per-device sessions (§4.9) waiting to start, or with messages queued: start them again.
+  for (const { key, value } of await tx.list("dmd/")) {
+    const [peer = "", device] = key.slice("dmd/".length).split("/");
+    const rec = parseDmRecord(value);
+    if (rec.queue.length === 0 && rec.pending?.kind !== "fetching") continue;
+    await guarded(
+      tx,
+      () =>
+        direct.ensureSession(
+          tx,
+          { ...rec, pending: rec.pending?.kind === "fetching" ? null : rec.pending },
+          { peer, device },
+        ),
+      direct.dmId(peer),
+    );
+  }
   for (const g of f.groups) s.relayGroups.set(g.group, g);
   for (const g of f.groups)
     await guarded(tx, () => commits.evaluateGroup(tx, g.group), groups.groupId(g.group));
