@@ -249,4 +249,21 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     await settled(relay);
     expect(texts(tablet.events, BOB, "in")).toContain("for all three");
   });
+
+  it("a device the relay makes up is refused: not on alice's signed list, nothing of it is shown", async () => {
+    const { relay, alice, bob } = await twoDevices();
+    await say(alice, BOB, "real");
+    await settled(relay);
+    const forged = "AAAAAAAAAAAAAAAAAAAAAA";
+    relay.intercept = (to, f) =>
+      to === "bob" && f.t === "deliver" && f.from === "alice" ? { ...f, fromDevice: forged } : f;
+    await say(alice, BOB, "via a forged device");
+    await settled(relay);
+    relay.intercept = null;
+    expect(texts(bob.events, ALICE, "in")).toContain("real");
+    expect(texts(bob.events, ALICE, "in")).not.toContain("via a forged device");
+    expect(
+      bob.events.some((e) => e.type === "error" && e.message.includes("device list does not name")),
+    ).toBe(true);
+  });
 });
