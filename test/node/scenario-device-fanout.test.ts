@@ -85,6 +85,10 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     // alice has not written since the link: bob knows of the phone from the laptop's announcement.
     const pinned = (await bob.store.get(KEYS.devices("alice"))) as { list: { devices: unknown[] } };
     expect(pinned.list.devices).toHaveLength(2);
+    // The list's order is by device id; what bob is told names both.
+    const told = lines(bob, ALICE).filter((l) => l.kind === "device_added");
+    expect(told).toHaveLength(1);
+    expect(told[0]?.text).toMatch(/^alice uses 2 devices: (laptop, phone|phone, laptop)$/);
     await say(bob, ALICE, "hi, both of you");
     await settled(relay);
     expect(texts(phone.events, BOB, "in")).toContain("hi, both of you");

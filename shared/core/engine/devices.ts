@@ -69,7 +69,19 @@ export async function seeDeviceList(
     return;
   }
   tx.put(KEYS.devices(username), d.pinned);
-  if (pinned === null) return;
+  if (pinned === null) {
+    // A first list is taken on first use (§4.6); a contact on several devices is still told
+    // apart from one on a single device: each of them will read what we send.
+    if (conversation !== null && list.devices.length > 1)
+      system(
+        tx,
+        conversation,
+        "device_added",
+        `${username} uses ${list.devices.length} devices: ${list.devices.map((x) => x.name).join(", ")}`,
+        { username },
+      );
+    return;
+  }
   if (conversation === null) {
     if (d.added.length > 0 || d.removed.length > 0)
       tx.emit({ type: "own_devices", added: d.added, removed: d.removed });
