@@ -94,11 +94,19 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     expect(texts(phone.events, BOB, "in")).toContain("hi, both of you");
     expect(texts(alice.events, BOB, "in")).toContain("hi, both of you");
     const phoneId = (await alice.client.ownDevices()).devices.find((d) => d.name === "phone")?.id;
+    // The laptop writes too, so it holds a session with the phone (its sync copy).
+    await say(alice, BOB, "the laptop too");
+    await settled(relay);
+    expect(await bob.store.get(KEYS.dmDevice("alice", phoneId ?? ""))).toBeDefined();
+    expect(await alice.store.get(KEYS.dmDevice("alice", phoneId ?? ""))).toBeDefined();
     await through(relay, alice.client.removeDevice(phoneId ?? ""));
     await settled(relay);
     // bob saw the removal before sending anything, so nothing of his names the phone again:
     // not one copy for the relay to refuse (or, were it hostile, to hand to the phone).
     expect(lines(bob, ALICE).map((l) => l.kind)).toContain("device_removed");
+    // Neither bob nor the laptop keeps a session with the removed phone.
+    expect(await bob.store.get(KEYS.dmDevice("alice", phoneId ?? ""))).toBeUndefined();
+    expect(await alice.store.get(KEYS.dmDevice("alice", phoneId ?? ""))).toBeUndefined();
     const mark = relay.clientLog.length;
     await say(bob, ALICE, "just the laptop now");
     await settled(relay);

@@ -69,6 +69,8 @@ export async function seeDeviceList(
     return;
   }
   tx.put(KEYS.devices(username), d.pinned);
+  // A removed device's sessions are of no more use: their keys go (§4.9).
+  for (const dev of d.removed) tx.del(KEYS.dmDevice(username, dev.id));
   if (pinned === null) {
     // A first list is taken on first use (§4.6); a contact on several devices is still told
     // apart from one on a single device: each of them will read what we send.

@@ -27,6 +27,7 @@ export async function ownListStored(tx: Tx, list: DeviceList): Promise<void> {
   // Our own signature over a list we just built: a refusal here is a local bug, not the relay.
   if (d.kind === "refused") throw new CoreError("malformed", `own device list: ${d.reason}`);
   tx.put(KEYS.devices(env.username), d.pinned);
+  for (const dev of d.removed) tx.del(KEYS.dmDevice(env.username, dev.id));
   // Contacts hear of it end to end, not only from the relay (§4.9).
   await announceDevices(tx, list);
   const self = tx.state.device.id;
