@@ -234,7 +234,12 @@ export type OutgoingAction =
   | { t: "delete"; target: string }
   | { t: "timer"; ms: number }
   | { t: "typing"; on: boolean }
-  | { t: "read"; ids: string[] };
+  /**
+   * We read these of the peer's messages: sent to the peer's devices (a read receipt) and to our
+   * own other devices (§4.9); with `ownDevicesOnly`, only to ours — read receipts are off, but
+   * our other devices still mark them read.
+   */
+  | { t: "read"; ids: string[]; ownDevicesOnly?: boolean };
 
 export interface SendTextOptions {
   reply?: MessageRef;

@@ -590,11 +590,17 @@ export class ParleyClient implements ParleyClientApi {
       contacts: [...this.state.contacts.values()]
         .filter((ct) => ct.username !== this.username)
         .slice(0, LIMITS.maxLinkContacts)
-        .map((ct) => ({
-          username: ct.username,
-          identityKey: ct.identityKey,
-          verified: ct.verified,
-        })),
+        .map((ct) => {
+          // The decision as the conversation list shows it: a listed chat without one is accepted.
+          const sum = this.state.summaries.get(`dm:${ct.username}`);
+          const decision = sum === undefined ? undefined : (sum.contact ?? "accepted");
+          return {
+            username: ct.username,
+            identityKey: ct.identityKey,
+            verified: ct.verified,
+            ...(decision !== undefined ? { decision } : {}),
+          };
+        }),
       ...(o.history !== undefined ? { history: o.history } : {}),
     };
     const answer = await sealLinkAnswer(this.hub, c, request.offer, transfer);

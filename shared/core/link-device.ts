@@ -19,6 +19,7 @@ import {
 import type { ClientStore } from "./client-api";
 import type { FileRef } from "./content";
 import { applyDeviceList, deviceListVerifies } from "./devices";
+import { emptyDm } from "./dm-record";
 import {
   createLinkOffer,
   formatLinkCode,
@@ -38,8 +39,16 @@ export interface LinkedIdentity {
   device: { id: string; seed: string };
   /** The signed list naming this device (§4.6), pinned as our own. */
   devices: DeviceList;
-  /** The linking device's pinned contacts, pinned here too (verified ones stay verified, §8.7). */
-  contacts: Array<{ username: string; identityKey: string; verified: boolean }>;
+  /**
+   * The linking device's pinned contacts, pinned here too (verified ones stay verified, §8.7),
+   * with the conversation's contact decision when it has one (§8.11).
+   */
+  contacts: Array<{
+    username: string;
+    identityKey: string;
+    verified: boolean;
+    decision?: "accepted" | "request" | "blocked";
+  }>;
   /** The relay's hello on the waiting socket: the client authenticates with its challenge. */
   hello: FrameOf<ServerFrame, "hello">;
   /** The encrypted history archive the other device uploaded, if the person chose one (§4.8.5). */
@@ -182,6 +191,15 @@ export async function initLinkedStore(
           changedKey: null,
           pinnedAt: now,
         },
+      })),
+    // A conversation the other device had: the same decision here, so a contact's next message
+    // is not a message request on this device (§8.11). No session: those are per device (§4.9).
+    ...linked.contacts
+      .filter((c) => c.username !== linked.username && c.decision !== undefined)
+      .map((c) => ({
+        op: "put" as const,
+        key: KEYS.dm(c.username),
+        value: { ...emptyDm(c.username), contact: c.decision },
       })),
   ]);
 }

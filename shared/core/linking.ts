@@ -214,7 +214,15 @@ export const LinkTransfer = v.strictObject({
   identitySeed: b64Bytes(32),
   devices: DeviceList,
   contacts: v.pipe(
-    v.array(v.strictObject({ username: Name, identityKey: PublicKey, verified: v.boolean() })),
+    v.array(
+      v.strictObject({
+        username: Name,
+        identityKey: PublicKey,
+        verified: v.boolean(),
+        /** The conversation's contact decision (§8.11), so the new device treats them alike. */
+        decision: v.optional(v.picklist(["accepted", "request", "blocked"])),
+      }),
+    ),
     v.maxLength(LIMITS.maxLinkContacts),
   ),
   history: v.optional(FileRef),

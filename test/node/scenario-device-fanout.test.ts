@@ -58,6 +58,12 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     await settled(relay);
     expect(texts(alice.events, BOB, "in")).toContain("hi alice");
     expect(texts(phone.events, BOB, "in")).toContain("hi alice");
+    // bob is alice's contact on the phone too (the transfer's decision): no message request.
+    const onPhone = phone.events.flatMap((e) =>
+      e.type === "conversation" && e.conversation.id === BOB ? [e.conversation] : [],
+    );
+    expect(onPhone.length).toBeGreaterThan(0);
+    expect(onPhone.every((c) => c.contact === undefined)).toBe(true);
     // The phone writes: bob reads it, the laptop shows it as sent.
     await phoneSays(relay, phone, "hi from the phone");
     expect(texts(bob.events, ALICE, "in")).toContain("hi from the phone");
@@ -277,5 +283,31 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     expect(
       bob.events.some((e) => e.type === "error" && e.message.includes("device list does not name")),
     ).toBe(true);
+  });
+
+  it("reading on the phone marks it read on the laptop; with read receipts off bob hears nothing", async () => {
+    const { relay, alice, bob, phone } = await twoDevices();
+    await say(bob, ALICE, "read me");
+    await settled(relay);
+    const id = phone.events.flatMap((e) =>
+      e.type === "message" && e.message.text === "read me" ? [e.message.id] : [],
+    )[0];
+    if (id === undefined) throw new Error("the phone did not get it");
+    const client = phone.client as NonNullable<Phone["client"]>;
+    const bobSaw = bob.events.length;
+    await through(relay, client.sendAction(BOB, { t: "read", ids: [id], ownDevicesOnly: true }));
+    await settled(relay);
+    const readOn = (events: ParleyEvent[]) =>
+      events.flatMap((e) =>
+        e.type === "content" && e.content.t === "read" ? [[e.direction, e.content.ids]] : [],
+      );
+    expect(readOn(alice.events)).toContainEqual(["out", [id]]);
+    expect(readOn(bob.events.slice(bobSaw))).toEqual([]);
+    // With receipts on, bob's devices hear it too, and the laptop still does.
+    const laptopSaw = alice.events.length;
+    await through(relay, client.sendAction(BOB, { t: "read", ids: [id] }));
+    await settled(relay);
+    expect(readOn(bob.events.slice(bobSaw))).toContainEqual(["in", [id]]);
+    expect(readOn(alice.events.slice(laptopSaw))).toContainEqual(["out", [id]]);
   });
 });

@@ -159,6 +159,8 @@ export function createMessaging(d: MessagingDeps) {
         put = r.put;
       });
       for (const e of put) d.persist(e);
+      // Read on another device of ours (§4.9): the read mark is kept like one made here.
+      if (ev.content.t === "read" && ev.direction === "out") d.saveMeta(ev.conversationId);
       if (ev.content.t === "typing") tickTyping();
       // A deleted message's words leave the search index too.
       if (ev.content.t === "delete" && put.length > 0) void refreshStoredIndex();
@@ -237,14 +239,22 @@ export function createMessaging(d: MessagingDeps) {
         ?.sendAction(conv, { t: "typing", on })
         .catch(() => undefined);
     },
-    /** We read `conv` up to now: send read receipts for what arrived since `since` (1:1). */
+    /**
+     * We read `conv` up to now: send read receipts for what arrived since `since` (1:1); with
+     * read receipts off, only our own other devices hear of it (PROTOCOL.md §4.9).
+     */
     readSince(conv: ConversationId, since: number) {
-      if (!prefs().readReceipts || !conv.startsWith("dm:")) return;
+      if (!conv.startsWith("dm:")) return;
+      const ownDevicesOnly = !prefs().readReceipts;
       const ids = (d.state.convs[conv]?.entries ?? [])
         .filter((e) => e.kind === "msg" && e.direction === "in" && e.at > since && !e.unsupported)
         .map((e) => e.id);
       for (let i = 0; i < ids.length; i += MAX_READ_IDS) {
-        void send(conv, { t: "read", ids: ids.slice(i, i + MAX_READ_IDS) });
+        const chunk = ids.slice(i, i + MAX_READ_IDS);
+        void send(
+          conv,
+          ownDevicesOnly ? { t: "read", ids: chunk, ownDevicesOnly } : { t: "read", ids: chunk },
+        );
       }
     },
     setMuted(conv: ConversationId, muted: boolean) {

@@ -645,6 +645,8 @@ export async function sendDm(
   tx: Tx,
   peer: string,
   content: Exclude<DmContent, { t: "receipt" | "retry" | "sync" | "devices" }>,
+  /** `peers: false`: only our own devices get it (a `read` with read receipts off). */
+  opts: { peers: boolean } = { peers: true },
 ): Promise<boolean> {
   const contact = tx.state.contacts.get(peer);
   const ephemeral = content.t === "typing" || content.t === "read";
@@ -665,7 +667,9 @@ export async function sendDm(
   if (slots === null)
     throw new CoreError("relay_error", "this device was removed from your account");
   const only = slots[0];
-  if (slots.length === 1 && only !== undefined && only.slot.device === undefined)
+  if (!opts.peers) {
+    if (!ephemeral) throw new CoreError("malformed", "only a read state skips the peer");
+  } else if (slots.length === 1 && only !== undefined && only.slot.device === undefined)
     return sendOnSlot(tx, contact, rec, content, only.slot, announce);
   // Fan-out (§4.9): the conversation's record keeps the decision; each device its session.
   tx.put(KEYS.dm(peer), tellRelay(tx, rec));
@@ -674,6 +678,7 @@ export async function sendDm(
   let first = true;
   for (const { slot, role } of slots) {
     let c: DmContent;
+    if (role === "peer" && !opts.peers) continue;
     if (role === "peer") c = content;
     else if (isSynced(content)) c = { t: "sync", peer, c: content };
     else continue;
@@ -739,8 +744,8 @@ async function sendOnSlot(
     } else sendBody(tx, slot, enc.body);
     return true;
   }
+  // A read state is worth something to the peer only now; our own devices keep it (§4.9).
   if (content.t === "typing" || content.t === "read") return false;
-  if (content.t === "sync" && content.c.t === "read") return false;
   if (content.t === "receipt" || content.t === "retry" || content.t === "devices") return false;
   const queued = enqueue(
     rec,

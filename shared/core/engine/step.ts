@@ -402,10 +402,20 @@ async function sendAction(
   conversationId: ConversationId,
   action: OutgoingAction,
 ): Promise<string> {
+  if (action.t === "read" && action.ownDevicesOnly === true) {
+    // Read receipts off (§8.6.1): only our own devices hear of it, as a sync copy (§4.9).
+    if (!conversationId.startsWith("dm:")) throw new CoreError("malformed", "read is 1:1 only");
+    const content = outgoing(conversationId, { t: "read", ids: action.ids });
+    if (content.t !== "read") throw new CoreError("malformed", "not a read state");
+    await direct.sendDm(tx, conversationId.slice(3), content, { peers: false });
+    return "";
+  }
   const stamped =
-    action.t === "typing" || action.t === "read"
-      ? action
-      : { ...action, id: toB64u(tx.env.random(12)), ts: tx.now };
+    action.t === "read"
+      ? { t: "read" as const, ids: action.ids }
+      : action.t === "typing"
+        ? action
+        : { ...action, id: toB64u(tx.env.random(12)), ts: tx.now };
   if (stamped.t === "edit") checkTextFits(stamped, LIMITS.maxBodyChars);
   const content = outgoing(conversationId, stamped);
   if (content.t === "typing") {
