@@ -9,9 +9,18 @@
 import { describe, expect, it } from "vitest";
 import type { ChatMessage, ParleyEvent } from "../../shared/core/client-api";
 import { KEYS } from "../../shared/core/store";
-import { connect, disconnect, lines, say, type TestUser, timers } from "../support/clients";
+import { ed25519KeyPairFromSeed, randomBytes } from "../../shared/crypto";
+import {
+  connect,
+  disconnect,
+  lines,
+  newUser,
+  say,
+  type TestUser,
+  timers,
+} from "../support/clients";
 import { link, newPhone, type Phone, setupAliceAndBob, through } from "../support/linked-device";
-import type { NodeRelay } from "../support/node-relay";
+import { NodeRelay } from "../support/node-relay";
 
 const BOB = "dm:bob" as const;
 const ALICE = "dm:alice" as const;
@@ -309,5 +318,57 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     await settled(relay);
     expect(readOn(bob.events.slice(bobSaw))).toContainEqual(["in", [id]]);
     expect(readOn(alice.events.slice(laptopSaw))).toContainEqual(["out", [id]]);
+  });
+
+  it("2 users × 2 devices: every message reaches the other's two devices and shows as sent on the sender's other one", async () => {
+    const relay = new NodeRelay();
+    const aliceSeed = randomBytes(32);
+    const bobSeed = randomBytes(32);
+    const alice = await newUser(relay, "alice", {
+      identity: await ed25519KeyPairFromSeed(aliceSeed),
+    });
+    const bob = await newUser(relay, "bob", { identity: await ed25519KeyPairFromSeed(bobSeed) });
+    await connect(alice, bob);
+    await alice.client.startChat("bob");
+    await settled(relay);
+    await say(alice, BOB, "hello bob");
+    await settled(relay);
+    const alicePhone = await newPhone(relay, "alice-phone");
+    await link(relay, alice, aliceSeed, alicePhone);
+    await settled(relay);
+    const bobPhone = await newPhone(relay, "bob-phone");
+    await link(relay, bob, bobSeed, bobPhone);
+    await settled(relay);
+    const ap = alicePhone.client as NonNullable<Phone["client"]>;
+    const bp = bobPhone.client as NonNullable<Phone["client"]>;
+    // alice's phone writes first: it knows no list of bob's yet (it has no session with bob's
+    // laptop, which announced bob's list to alice's laptop only), so its first message reaches
+    // bob's current device; bob's answering device names itself and the phone learns the list
+    // (§4.9). From then on, both of bob's devices.
+    await through(relay, ap.sendText(BOB, "first from alice's phone"));
+    await settled(relay);
+    expect(texts(bob.events, ALICE, "in")).toContain("first from alice's phone");
+    expect(texts(alice.events, BOB, "out")).toContain("first from alice's phone");
+    await through(relay, ap.sendText(BOB, "from alice's phone"));
+    await settled(relay);
+    expect(texts(bob.events, ALICE, "in")).toContain("from alice's phone");
+    expect(texts(bobPhone.events, ALICE, "in")).toContain("from alice's phone");
+    expect(texts(alice.events, BOB, "out")).toContain("from alice's phone");
+    // bob's phone answers: both of alice's devices read it, bob's laptop shows it as sent.
+    await through(relay, bp.sendText(ALICE, "from bob's phone"));
+    await settled(relay);
+    expect(texts(alice.events, BOB, "in")).toContain("from bob's phone");
+    expect(texts(alicePhone.events, BOB, "in")).toContain("from bob's phone");
+    expect(texts(bob.events, ALICE, "out")).toContain("from bob's phone");
+    // And the laptops, each to the other's two devices.
+    await say(bob, ALICE, "from bob's laptop");
+    await settled(relay);
+    expect(texts(alicePhone.events, BOB, "in")).toContain("from bob's laptop");
+    expect(texts(bobPhone.events, ALICE, "out")).toContain("from bob's laptop");
+    // Four devices, every pair its own session: no body was sent twice.
+    const bodies = relay.clientLog.flatMap((x) => (x.frame.t === "send" ? [x.frame.body] : []));
+    expect(new Set(bodies).size).toBe(bodies.length);
+    for (const events of [alice.events, bob.events, alicePhone.events, bobPhone.events])
+      expect(events.filter((e) => e.type === "error")).toEqual([]);
   });
 });

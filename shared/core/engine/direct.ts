@@ -796,28 +796,43 @@ export async function onDirect(
     fromDevice !== undefined &&
     from !== me &&
     (await tx.get(slotKey(slot))) === undefined &&
-    conv.current !== null &&
-    isRatchetMessage(body)
+    continuesLegacy(conv, body)
   ) {
-    // The peer's device that held the session we made before it had a list (its current device
-    // then) continues on it: the session moves to that device's slot (moved, never copied — two
+    // The peer's device that holds the session (or answers the handshake) we made with the
+    // peer's current device before we knew its list continues on it: the session, the handshake
+    // under way and what waits for it move to that device's slot (moved, never copied — two
     // copies of one ratchet would reuse its keys).
-    rec = { ...emptyDm(from), current: conv.current, previous: conv.previous };
+    rec = {
+      ...emptyDm(from),
+      current: conv.current,
+      previous: conv.previous,
+      pending: conv.pending,
+      queue: conv.queue,
+      seenInits: conv.seenInits,
+    };
     adopted = true;
   }
   const before = contactOfSlot(tx, slot);
   // The prekey state (hundreds of keys) is parsed only for the message that needs it.
   const prekeys = needsPrekeys(body) ? await loadPrekeys(tx) : null;
   const r = await receiveDm(rec, before ?? null, prekeys, body, dmCtx(tx));
-  if (adopted) tx.put(KEYS.dm(from), { ...conv, current: null, previous: [] });
-  if (fromDevice !== undefined && from !== me && !known)
-    tx.put(KEYS.dm(from), { ...conv, ...(adopted ? { current: null, previous: [] } : {}) });
+  const moved = { current: null, previous: [], pending: null, queue: [] };
+  if (adopted || (fromDevice !== undefined && from !== me && !known))
+    tx.put(KEYS.dm(from), { ...conv, ...(adopted ? moved : {}) });
   await applyDm(tx, before, r, slot);
 }
 
-/** A ratchet message (not a handshake or prekey start): it continues an existing session. */
-function isRatchetMessage(body: Uint8Array): boolean {
-  return body.length > 1 && (body[1] === ENV.message || body[1] === ENV.messageKem);
+/**
+ * Does `body` continue what the conversation's own record holds — a ratchet message on its
+ * session, or the answer to its handshake under way (§8.2) — rather than start afresh?
+ */
+function continuesLegacy(conv: DmRecord, body: Uint8Array): boolean {
+  const t = body.length > 1 ? body[1] : -1;
+  if (t === ENV.message || t === ENV.messageKem)
+    return conv.current !== null || conv.previous.length > 0;
+  if (t === ENV.hsResp || t === ENV.hsRespPq) return conv.pending?.kind === "initiating";
+  if (t === ENV.hsConfirm) return conv.pending?.kind === "responding";
+  return false;
 }
 
 function refusedDevice(from: string): CoreError {
