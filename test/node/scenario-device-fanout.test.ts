@@ -155,6 +155,12 @@ describe("1:1 messages over alice's two devices (§4.9)", () => {
     const before = relay.clientLog.length;
     await say(bob, ALICE, "after removal 1");
     await settled(relay);
+    // The refusal is shown (a relay hiding a listed device would be too), then the list is learnt.
+    expect(
+      bob.events.some(
+        (e) => e.type === "error" && e.relayCode === "unknown_device" && e.conversationId === ALICE,
+      ),
+    ).toBe(true);
     expect(lines(bob, ALICE).map((l) => l.kind)).toContain("device_removed");
     const mark = relay.clientLog.length;
     await say(bob, ALICE, "after removal 2");

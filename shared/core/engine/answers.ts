@@ -124,6 +124,15 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
         tx.del(fl.key);
         s.flights.delete(id);
         direct.learnDevices(tx, entry.frame.to);
+        // Shown, not hidden (§4.6 hiddenDevices): the list we hold names the device. A removal
+        // we had not heard of yet, or a relay keeping a listed device from us.
+        error(
+          tx,
+          "relay_error",
+          `The relay did not take a copy for one of ${entry.frame.to}'s devices (unknown_device); checking ${entry.frame.to}'s device list`,
+          direct.dmId(entry.frame.to),
+          code,
+        );
         return;
       }
       // Transient refusals keep the entry: it is sent again on the next connection (§10.1).
