@@ -264,6 +264,32 @@ export const Name = v.pipe(
   v.maxLength(LIMITS.maxNameLength),
   v.regex(NAME_RE),
 );
+/**
+ * A group member (§4.7, §9.1): a username (the identity's current device) or a linked device's
+ * mailbox address, `username "." device` with the 22-character device id. `.` is outside the
+ * name alphabet, so no address is a username and each address names one user.
+ */
+export const MEMBER_RE = /^[a-z0-9][a-z0-9_-]*(\.[A-Za-z0-9_-]{22})?$/;
+export const MemberName = v.pipe(
+  v.string(),
+  v.minLength(1),
+  v.maxLength(LIMITS.maxNameLength + 23),
+  v.regex(MEMBER_RE),
+  v.check((s) => {
+    const dot = s.indexOf(".");
+    return (dot < 0 ? s.length : dot) <= LIMITS.maxNameLength;
+  }, "username part too long"),
+);
+/** The user a member name belongs to (§4.7): the part before the device id. */
+export function userOfMember(member: string): string {
+  const dot = member.indexOf(".");
+  return dot < 0 ? member : member.slice(0, dot);
+}
+/** The device id of a linked device's member name, or null for a username (§4.7). */
+export function deviceOfMember(member: string): string | null {
+  const dot = member.indexOf(".");
+  return dot < 0 ? null : member.slice(dot + 1);
+}
 export const HubName = v.pipe(
   v.string(),
   v.minLength(1),
@@ -388,7 +414,7 @@ export type Leaf = v.InferOutput<typeof Leaf>;
 const Leaves = v.pipe(v.array(Leaf), v.minLength(1), v.maxLength(LEAF_QUEUE));
 
 export const Member = v.strictObject({
-  username: Name,
+  username: MemberName,
   identityKey: PublicKey,
   /** The member's leaf key the next commit must wrap to (the oldest it has published, §9.3). */
   leaf: Leaf,
@@ -480,7 +506,7 @@ export const GroupAuth = b64Max(LIMITS.maxGroupAuthChars);
 /** The signed group state (§9.7.1): opaque to the relay except for its policy. */
 export const GroupInfoBlob = b64Max(LIMITS.maxGroupInfoChars);
 /** A pending join's or leave's authorization, by user (§9.7). */
-export const PendingAuth = v.strictObject({ username: Name, auth: GroupAuth });
+export const PendingAuth = v.strictObject({ username: MemberName, auth: GroupAuth });
 /**
  * Who may see a user online (§6.3): `contacts` — people the user wrote to and members of the
  * user's groups; `everyone` — also every other user of the hub who chose `everyone`.
@@ -495,7 +521,7 @@ export const GroupState = v.strictObject({
   epoch: Epoch,
   members: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
   pendingJoins: v.pipe(v.array(Member), v.maxLength(LIMITS.maxGroupSize)),
-  pendingLeaves: v.pipe(v.array(Name), v.maxLength(LIMITS.maxGroupSize)),
+  pendingLeaves: v.pipe(v.array(MemberName), v.maxLength(LIMITS.maxGroupSize)),
   /** Closed groups (§9.7): the latest signed group state a commit carried. */
   info: v.optional(GroupInfoBlob),
   /** Closed groups (§9.7.3): the authorization each pending joiner sent with its `join`. */
@@ -626,6 +652,11 @@ export const LeaveFrame = v.strictObject({
   group: Name,
   /** Closed groups (§9.7.4): the leaver's signed leave, passed unread to the committer. */
   auth: v.optional(GroupAuth),
+  /**
+   * Another device of the sender's identity leaves instead (§4.7): one that was removed from
+   * the device list, whose groups its identity's other devices take it out of.
+   */
+  device: v.optional(b64Bytes(DEVICE_ID_BYTES)),
 });
 /**
  * An admin removes a member (§9.7.4): the relay takes `user` out as its own `leave` would, with
@@ -636,12 +667,16 @@ export const RemoveFrame = v.strictObject({
   t: v.literal("remove"),
   id: ClientId,
   group: Name,
-  user: Name,
+  user: MemberName,
   auth: GroupAuth,
 });
 
 /** `leaf`: the id of the recipient's leaf key the wrap is sealed to (§9.3). */
-export const Wrap = v.strictObject({ to: Name, leaf: U32, wrap: b64Max(LIMITS.maxWrapChars) });
+export const Wrap = v.strictObject({
+  to: MemberName,
+  leaf: U32,
+  wrap: b64Max(LIMITS.maxWrapChars),
+});
 
 export const CommitFrame = v.strictObject({
   v: V,
@@ -654,7 +689,7 @@ export const CommitFrame = v.strictObject({
    * twice is `bad_frame` (§5): the list must have one meaning, not one up to duplicates.
    */
   members: v.pipe(
-    v.array(Name),
+    v.array(MemberName),
     v.minLength(1),
     v.maxLength(LIMITS.maxGroupSize),
     v.check((names) => new Set(names).size === names.length, "duplicate member"),
@@ -672,7 +707,9 @@ export const CommitFrame = v.strictObject({
    * Closed groups (§9.7.3): pending joiners this commit leaves out because their invitation does
    * not check out; the relay drops their joins (and tells them `left`).
    */
-  refused: v.optional(v.pipe(v.array(Name), v.minLength(1), v.maxLength(LIMITS.maxGroupSize))),
+  refused: v.optional(
+    v.pipe(v.array(MemberName), v.minLength(1), v.maxLength(LIMITS.maxGroupSize)),
+  ),
   /** The commit's interim transcript hash (§9.2), public; served to joiners as `interim`. */
   interim: b64Bytes(32),
 });
@@ -834,6 +871,8 @@ export const WelcomeFrame = v.strictObject({
   presence: v.optional(PresenceScope),
   /** This identity's stored device list (§4.6), if it published one. */
   devices: v.optional(DeviceList),
+  /** A linked device's mailbox address (§4.7): its name as a group member. Absent: `username`. */
+  address: v.optional(MemberName),
 });
 
 /** The users online that this user may see (§6.3), once after `welcome`. */
@@ -897,8 +936,12 @@ export const DeliverFrame = v.strictObject({
   v: V,
   t: v.literal("deliver"),
   mid: Mid,
-  /** Sender as authenticated by the relay: a hint only, clients verify inner signatures. */
-  from: Name,
+  /**
+   * Sender as authenticated by the relay: a hint only, clients verify inner signatures. A
+   * username for a `direct` item; for a group item or commit the sending member (§9.1), which
+   * may be a linked device's address (§4.7).
+   */
+  from: MemberName,
   fromKey: PublicKey,
   /**
    * The sending device (§4.9), when the sender's identity has a stored device list: which of its

@@ -131,6 +131,8 @@ export interface ContactInfo {
   /** Short fingerprint shown under the name (shared/crypto identityFingerprint). */
   fingerprint: string;
   verified: boolean;
+  /** In a group summary: how many of the person's devices are members (§4.7), when more than one. */
+  devices?: number;
 }
 
 export interface ConversationSummary {

@@ -201,6 +201,22 @@ export function isListedDevice(
 }
 
 /**
+ * May a group member that is a linked device's address (§4.7, §9.7.2) be in a roster, given the
+ * list we hold for its user (null: none)? A device the user's list removed never is. For our own
+ * identity (`own`) we hold the list every device of ours signs, so a device it does not name is
+ * refused too; for a contact a device not on an older list we hold may simply be newer than it.
+ */
+export function deviceMemberRefusal(
+  pinned: PinnedDevices | null,
+  deviceId: string,
+  own: boolean,
+): "revoked" | "unlisted" | null {
+  if (pinned?.revoked.includes(deviceId)) return "revoked";
+  if (pinned?.list.devices.some((d) => d.id === deviceId)) return null;
+  return own ? "unlisted" : null;
+}
+
+/**
  * Listed devices missing from what the relay served (§4.6): a relay hiding a device from a
  * sender's fan-out shows up here, since the list it cannot forge still names the device.
  */

@@ -27,6 +27,7 @@ import {
   type IdentityKeyPair,
 } from "../crypto";
 import { lp } from "../encoding";
+import { userOfMember } from "../protocol";
 import { b64, enc, Reader, u64be } from "./codec";
 import { CoreError, malformed } from "./errors";
 
@@ -73,7 +74,9 @@ export type AccessRefusal =
   | "stale"
   | "state_missing"
   | "state_rollback"
-  | "state_forged";
+  | "state_forged"
+  /** A device member (§4.7) that its user's device list removed, or our own not on our list. */
+  | "device_not_listed";
 
 /** A refused commit or pending change, with the member it concerns (for the notice). */
 export class AccessError extends CoreError {
@@ -332,7 +335,10 @@ export async function checkAdd(p: {
 }): Promise<void> {
   const { invitee } = p;
   if (p.info === null || p.info.policy === "open") return;
-  if (p.parentRoster.some((m) => m.name === invitee.name && m.ik === invitee.ik)) return;
+  // A rejoin, or another device of a member (§4.7): the identity is in already. Invitations
+  // name the user, never a device, so any of the invitee's devices may use one.
+  const user = userOfMember(invitee.name);
+  if (p.parentRoster.some((m) => userOfMember(m.name) === user && m.ik === invitee.ik)) return;
   const fail = (r: AccessRefusal, d: string) => new AccessError(r, invitee.name, d);
   if (p.auth === null) throw fail("no_auth", `${invitee.name} was added without an invitation`);
   let d: Decoded;
@@ -343,12 +349,12 @@ export async function checkAdd(p: {
   }
   const ik = b64(invitee.ik, "invitee key");
   if (d.k === "add") {
-    const inviter = p.parentRoster.find((m) => m.name === d.by);
+    const inviter = p.parentRoster.find((m) => userOfMember(m.name) === d.by);
     if (!inviter || !constantTimeEqual(b64(inviter.ik, "inviter key"), d.byIk))
       throw fail("inviter_not_member", `${invitee.name} was invited by a non-member`);
     if (p.now !== null && d.expiry < p.now)
       throw fail("expired", `${invitee.name}'s invitation expired`);
-    const msg = lp("parley/v1/group-add", p.hub, p.group, invitee.name, ik, u64be(d.expiry));
+    const msg = lp("parley/v1/group-add", p.hub, p.group, user, ik, u64be(d.expiry));
     if (!(await ed25519Verify(d.byIk, msg, d.sig)))
       throw fail("bad_signature", `${invitee.name}'s invitation does not verify`);
     return;
@@ -356,7 +362,7 @@ export async function checkAdd(p: {
   if (d.k === "link") {
     if (!p.info.links.includes(enc(d.pk)))
       throw fail("unknown_link", `${invitee.name} used an invite link that is not valid`);
-    const msg = lp("parley/v1/group-link-join", p.hub, p.group, invitee.name, ik);
+    const msg = lp("parley/v1/group-link-join", p.hub, p.group, user, ik);
     if (!(await ed25519Verify(d.pk, msg, d.sig)))
       throw fail("bad_signature", `${invitee.name}'s invite-link join does not verify`);
     return;

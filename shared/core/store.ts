@@ -52,6 +52,8 @@ export const DeviceSchema = v.strictObject({
   id: v.pipe(v.string(), v.length(22)),
   claim: v.boolean(),
   seed: v.optional(b64Bytes(32)),
+  /** A linked device's mailbox address (§4.7), as its last `welcome` named it: its group name. */
+  address: v.optional(v.string()),
 });
 export type StoredDevice = v.InferOutput<typeof DeviceSchema>;
 export type Device = StoredDevice & { seed: string };

@@ -182,13 +182,76 @@ describe("linked devices on the relay", () => {
     for (const c of [laptop, bob]) c.close();
   });
 
-  it("a linked device joins no group as the identity", async () => {
-    const { hub, keys, laptop, bob } = await setup();
+  it("each device is its own group member, under its mailbox address (§4.7, §9.1)", async () => {
+    const { hub, keys, laptop, bob, v1 } = await setup();
+    laptop.keys = keys;
+    laptop.username = "alice";
     const phone = await device(hub, keys, PHONE);
-    await phone.next("welcome");
-    phone.send({ v: 1, t: "leave", id: "l", group: "broadcast" });
-    expect((await phone.error("l")).code).toBe("current_device_only");
-    for (const c of [laptop, phone, bob]) c.close();
+    phone.keys = keys;
+    const addr = `alice.${PHONE}`;
+    expect((await phone.next("welcome")).address).toBe(addr);
+    const commit = (id: string, parentEpoch: number, members: string[]) => ({
+      v: 1,
+      t: "commit",
+      id,
+      group: "team",
+      parentEpoch,
+      members,
+      core: "Q09SRQ",
+      wraps: members.map((to) => ({ to, wrap: toB64u(new TextEncoder().encode(`w:${to}`)) })),
+      interim: toB64u(new Uint8Array(32)),
+    });
+    laptop.send({ v: 1, t: "join", id: "j1", group: "team" });
+    await laptop.next("accepted", (f) => f.id === "j1");
+    laptop.send(commit("c1", 0, ["alice"]));
+    await laptop.next("accepted", (f) => f.id === "c1");
+    // The phone joins as itself: its leaf keys are signed by the identity key it holds.
+    phone.send({ v: 1, t: "join", id: "j2", group: "team" });
+    await phone.next("accepted", (f) => f.id === "j2");
+    const pending = await laptop.next("group", (f) =>
+      f.state.pendingJoins.some((m) => m.username === addr),
+    );
+    expect(pending.state.pendingJoins.find((m) => m.username === addr)?.identityKey).toBe(
+      keys.identityKey,
+    );
+    laptop.send(commit("c2", 1, ["alice", addr]));
+    await laptop.next("accepted", (f) => f.id === "c2");
+    const w = await phone.next("deliver", (f) => f.item.kind === "commit");
+    expect(w.from).toBe("alice");
+    expect(w.item.kind === "commit" && w.item.wrap).toBe(
+      toB64u(new TextEncoder().encode(`w:${addr}`)),
+    );
+    phone.send({ v: 1, t: "ack", mids: [w.mid] });
+    // What the phone sends in the group comes from its address, to the laptop's mailbox too.
+    await phone.next("group", (f) => f.state.epoch === 2);
+    phone.send({ v: 1, t: "group_send", id: "g1", group: "team", epoch: 2, body: "AAAA" });
+    await phone.next("accepted", (f) => f.id === "g1");
+    const m = await laptop.next("deliver", (f) => f.item.kind === "group");
+    expect(m.from).toBe(addr);
+    expect(m.fromKey).toBe(keys.identityKey);
+    // A linked device's welcome lists its own groups.
+    phone.close();
+    await phone.waitClosed();
+    const again = await device(hub, keys, PHONE);
+    const w2 = await again.next("welcome");
+    expect(w2.groups.map((g) => g.group)).toEqual(["team"]);
+    expect(w2.groups[0]?.members.map((x) => x.username)).toEqual(["alice", addr]);
+    again.close();
+    await again.waitClosed();
+    // A list that removes the phone takes it out of its groups (pending, the relay's word)...
+    const v2 = await signDeviceList(nextDeviceList(v1, { remove: [PHONE] }), sign(keys));
+    laptop.send({ v: 1, t: "devices", id: "d2", list: v2 });
+    await laptop.next("accepted", (f) => f.id === "d2");
+    await laptop.next("group", (f) => f.state.pendingLeaves.includes(addr));
+    // ...and the laptop hands the members the phone's signed leave (§9.7.4).
+    laptop.send({ v: 1, t: "leave", id: "l1", group: "team", device: PHONE, auth: "AAAA" });
+    await laptop.next("accepted", (f) => f.id === "l1");
+    const auths = await laptop.next("group", (f) => (f.state.leaveAuths ?? []).length > 0);
+    expect(auths.state.leaveAuths).toEqual([{ username: addr, auth: "AAAA" }]);
+    // Another identity cannot speak for alice's devices; nor can a device for itself this way.
+    bob.send({ v: 1, t: "leave", id: "l2", group: "team", device: LAPTOP });
+    expect((await bob.error("l2")).code).toBe("not_member");
+    for (const c of [laptop, bob]) c.close();
   });
 
   it("a device the next list removes is disconnected, refused, and nothing more is stored for it", async () => {

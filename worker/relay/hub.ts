@@ -30,6 +30,7 @@ import {
   type PresenceScope,
   parseClientFrame,
   type ServerFrame,
+  userOfMember,
 } from "../../shared/protocol";
 import { admissionBuckets, registrationBuckets, UNKNOWN_ADDRESS } from "./admission";
 import { type AuthedAttachment, addressOf, type PendingAttachment } from "./attachment";
@@ -82,16 +83,6 @@ function devicesOf(list: DeviceList | null, identityKey: string): { devices?: De
 function deviceOf(a: AuthedAttachment): string | null {
   return a.address === undefined ? null : a.address.slice(a.username.length + 1);
 }
-
-/** Frames a linked device's connection may not send (§4.7). */
-const CURRENT_DEVICE_ONLY: ReadonlySet<ClientFrame["t"]> = new Set([
-  "join",
-  "leaf",
-  "leave",
-  "remove",
-  "commit",
-  "group_send",
-]);
 
 /** Groups every hub has from the start (PROTOCOL.md §7.5). */
 export const DEFAULT_GROUPS = ["broadcast"] as const;
@@ -424,12 +415,6 @@ export class Hub {
       await this.#auth(s, a, frame);
       return;
     }
-    // A linked device (§4.7) is no group member of its own: those frames are the identity's
-    // current device's. Its prekeys and its push subscription are its own (§4.7, §7.9).
-    if (a.address !== undefined && CURRENT_DEVICE_ONLY.has(frame.t)) {
-      s.send(errorFrame("current_device_only", "id" in frame ? frame.id : undefined));
-      return;
-    }
     switch (frame.t) {
       case "auth":
         s.send(errorFrame("already_authenticated"));
@@ -441,7 +426,7 @@ export class Hub {
         await this.#fetchBundle(s, a, frame, now);
         return;
       case "devices":
-        await this.#devices(s, a, frame);
+        await this.#devices(s, a, frame, now);
         return;
       case "send":
         this.#send(s, a, frame, now);
@@ -899,14 +884,13 @@ export class Hub {
 
   #welcome(s: Session, a: AuthedAttachment, remaining: number): void {
     const { store } = this.#d;
-    // A linked device (§4.7) has no groups of its own yet; its prekeys are its own.
-    const linked = a.address !== undefined;
     // Group states can be large (up to maxGroupSize members each): the welcome carries as many
     // as fit in half a frame and the rest follow as `group` frames (PROTOCOL.md §6.2).
     const inWelcome: GroupState[] = [];
     const after: GroupState[] = [];
     let budget = LIMITS.maxFrameBytes / 2;
-    const names = linked ? [] : store.groupsOf(a.username);
+    // Each device is its own group member, under its mailbox address (§4.7, §9.1).
+    const names = store.groupsOf(addressOf(a));
     for (const name of names.slice(0, LIMITS.maxGroupsPerUser)) {
       const g = store.getGroup(name);
       if (g === null) continue;
@@ -926,6 +910,7 @@ export class Hub {
       groups: inWelcome,
       presence: this.presence.scope(a.username),
       ...devicesOf(store.getDeviceList(a.username), a.identityKey),
+      ...(a.address === undefined ? {} : { address: a.address }),
     });
     for (const state of after) s.send({ v: PROTOCOL_VERSION, t: "group", state });
     if (prekeysLow(remaining)) s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
@@ -981,7 +966,12 @@ export class Hub {
    * stored list is read and replaced after the await, in one synchronous step, so two lists
    * racing cannot both pass the version check.
    */
-  async #devices(s: Session, a: AuthedAttachment, frame: Frame<"devices">): Promise<void> {
+  async #devices(
+    s: Session,
+    a: AuthedAttachment,
+    frame: Frame<"devices">,
+    now: number,
+  ): Promise<void> {
     const verified = await deviceListVerifies(frame.list);
     if (s.closed) return;
     const { store } = this.#d;
@@ -1008,9 +998,11 @@ export class Hub {
     }
     // A device the new list drops loses its connection at once (§4.7) and is refused from now on.
     const kept = new Set(frame.list.devices.map((d) => d.id));
+    const removed: string[] = [];
     for (const d of before?.devices ?? []) {
       if (kept.has(d.id)) continue;
       const at = d.id === current ? a.username : deviceAddress(a.username, d.id);
+      removed.push(at);
       const gone = this.#d.sessions.online(at);
       // A removed device is woken no more (§7.9), connected or not.
       this.pushes.forget(at);
@@ -1019,6 +1011,10 @@ export class Hub {
       gone.close(CLOSE.deviceReplaced, "device_removed");
       this.#d.sessions.retire(gone);
     }
+    // ...and is taken out of its groups (§4.7): its leave is pending until a member commits it.
+    // In a closed group members commit it only with its signed leave, which the identity's
+    // other devices send (`leave{device}`, §9.7.4); until then nobody sends in the group.
+    for (const at of removed) await this.#leaveAll(a.hub, at, now);
   }
 
   async #fetchBundle(
@@ -1187,7 +1183,7 @@ export class Hub {
 
   /** Hand a just-stored mailbox row to the recipient's connection (built, not read back). */
   #offer(
-    from: AuthedAttachment,
+    from: Pick<AuthedAttachment, "username" | "identityKey">,
     to: string,
     mid: number,
     now: number,
@@ -1217,7 +1213,7 @@ export class Hub {
   }
 
   #enqueue(
-    from: AuthedAttachment,
+    from: Pick<AuthedAttachment, "username" | "identityKey">,
     recipient: string,
     kind: MailboxKind,
     payload: number,
@@ -1262,17 +1258,17 @@ export class Hub {
   // -- groups (PROTOCOL.md §7.5) ----------------------------------------------------------------
 
   #groupState(g: groups.GroupRecord): GroupState {
-    const users = new Map(
-      this.#d.store.getUsers([...g.members, ...g.pendingJoins]).map((u) => [u.username, u]),
-    );
+    // A member is a device (§4.7): its identity key is its user's.
+    const names = [...new Set([...g.members, ...g.pendingJoins].map(userOfMember))];
+    const users = new Map(this.#d.store.getUsers(names).map((u) => [u.username, u]));
     const leaves = this.#d.store.leafQueues(g.name);
     // Each member with the leaf key the next commit must wrap to: its oldest (§9.3).
     const member = (name: string) => {
-      const u = users.get(name);
+      const u = users.get(userOfMember(name));
       const leaf = leaves.get(name)?.l[0];
       return u === undefined || leaf === undefined
         ? []
-        : [{ username: u.username, identityKey: u.identityKey, leaf }];
+        : [{ username: name, identityKey: u.identityKey, leaf }];
     };
     // Closed groups (§9.7): the state and the pending authorizations, passed on unread.
     const info = this.#d.store.getGroupInfo(g.name);
@@ -1345,11 +1341,12 @@ export class Hub {
   #leaf(s: Session, a: AuthedAttachment, frame: Frame<"leaf">, _now: number): void {
     const { store } = this.#d;
     const g = store.getGroup(frame.group);
-    if (g === null || !groups.isInvolved(g, a.username)) {
+    const member = addressOf(a);
+    if (g === null || !groups.isInvolved(g, member)) {
       s.send(errorFrame("not_member", frame.id));
       return;
     }
-    store.appendLeaves(g.name, a.username, frame.leaves);
+    store.appendLeaves(g.name, member, frame.leaves);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
 
@@ -1456,6 +1453,8 @@ export class Hub {
     now: number,
   ): Promise<void> {
     const { store } = this.#d;
+    // Each device is its own member (§4.7, §9.1): a linked device joins under its address.
+    const member = addressOf(a);
     let g = store.getGroup(frame.group);
     const existed = g !== null;
     if (g === null) {
@@ -1470,19 +1469,17 @@ export class Hub {
       }
       g = groups.emptyGroup(frame.group);
     }
-    if (
-      !groups.isInvolved(g, a.username) &&
-      store.groupsOf(a.username).length >= LIMITS.maxGroupsPerUser
-    ) {
+    if (!groups.isInvolved(g, member) && store.groupsOf(member).length >= LIMITS.maxGroupsPerUser) {
       s.send(errorFrame("limit_reached", frame.id));
       return;
     }
     // Invite-only (§9.7.3): a join needs an invitation, which members check; the relay only
-    // refuses the join without one early. A committed member (a rejoin) needs none.
+    // refuses the join without one early. A committed member (a rejoin) needs none, nor does
+    // another device of one (members check that it is on its user's device list, §9.7.2).
     if (
       existed &&
       frame.auth === undefined &&
-      !g.members.includes(a.username) &&
+      !g.members.some((m) => userOfMember(m) === a.username) &&
       this.#inviteOnly(a.hub, g.name)
     ) {
       s.send(errorFrame("invite_required", frame.id));
@@ -1494,7 +1491,7 @@ export class Hub {
       return;
     }
     // The machine's answer on the hub's copy; a join that changes nothing needs no call.
-    const local = groups.join(g, a.username, LIMITS.maxGroupSize);
+    const local = groups.join(g, member, LIMITS.maxGroupSize);
     if (!local.ok) {
       s.send(errorFrame(local.code, frame.id));
       return;
@@ -1503,7 +1500,7 @@ export class Hub {
     if (local.changed) {
       const r = await this.#callGroup(a.hub, frame.group, {
         t: "join",
-        user: a.username,
+        user: member,
         maxGroupSize: LIMITS.maxGroupSize,
       });
       if (r === null || r.t === "refused") {
@@ -1513,13 +1510,12 @@ export class Hub {
       next = r.group;
       if (r.changed) store.saveGroup(existed ? g : null, next, now, r.seq);
     }
-    if (next.pendingJoins.includes(a.username))
-      store.setGroupAuth(next.name, a.username, "join", frame.auth ?? null);
+    if (next.pendingJoins.includes(member))
+      store.setGroupAuth(next.name, member, "join", frame.auth ?? null);
     if (!existed) store.setGroupCreator(next.name, a.identityKey);
     // A join's fresh leaf keys replace any earlier ones (§9.3); an active member's queue is
     // left alone (its join is a duplicate).
-    if (next.pendingJoins.includes(a.username))
-      store.setLeaves(next.name, a.username, frame.leaves);
+    if (next.pendingJoins.includes(member)) store.setLeaves(next.name, member, frame.leaves);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // Always tell the joiner the state (also when it was already in), so it can commit; the
     // others hear of it within the group's membership push bound (§7.5).
@@ -1539,15 +1535,44 @@ export class Hub {
         s.send(errorFrame("rate_limited", frame.id));
         return;
       }
-      const r = await this.#applyLeave(a.hub, g, { t: "leave", user: a.username }, now, frame.auth);
+      // Another device of ours (§4.7): one our list removed, taken out of its groups by the
+      // identity's other devices with its signed leave (every device holds the identity key).
+      const member =
+        frame.device === undefined ? addressOf(a) : this.#deviceMember(a, frame.device);
+      if (member === null) {
+        s.send(errorFrame("not_member", frame.id));
+        return;
+      }
+      const r = await this.#applyLeave(a.hub, g, { t: "leave", user: member }, now, frame.auth);
       if (!r.ok) {
         s.send(errorFrame(r.code, frame.id));
         return;
       }
+      let push = r.push;
+      // Already leaving (the relay took the removed device out on its own, §4.7): the signed
+      // leave that arrives now is what members need to commit it (§9.7.4).
+      if (
+        push === null &&
+        frame.auth !== undefined &&
+        g.pendingLeaves.includes(member) &&
+        !store.groupAuths(g.name).some((x) => x.kind === "leave" && x.username === member)
+      ) {
+        store.setGroupAuth(g.name, member, "leave", frame.auth);
+        push = g;
+      }
       s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
-      s.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
-      if (r.push !== null) this.#membershipChanged(r.push, now);
+      this.#d.sessions.online(member)?.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
+      if (push !== null) this.#membershipChanged(push, now);
     });
+  }
+
+  /** The member name of `device`, another device of `a`'s identity (§4.7), or null. */
+  #deviceMember(a: AuthedAttachment, device: string): string | null {
+    if (device === deviceOf(a)) return null;
+    const current = this.#d.store.getDevice(a.username);
+    if (current === null) return null;
+    if (device === current) return addressOf(a) === a.username ? null : a.username;
+    return deviceAddress(a.username, device);
   }
 
   /**
@@ -1563,11 +1588,13 @@ export class Hub {
   ): Promise<void> {
     const g = this.#d.store.getGroup(frame.group);
     const active = g === null ? [] : groups.activeMembers(g);
-    if (g === null || !active.includes(a.username) || frame.user === a.username) {
+    const self = addressOf(a);
+    if (g === null || !active.includes(self) || frame.user === self) {
       s.send(errorFrame("not_member", frame.id));
       return;
     }
-    const member = this.#d.store.getUser(frame.user);
+    // A member is a device (§4.7): its key is its user's.
+    const member = this.#d.store.getUser(userOfMember(frame.user));
     if (!active.includes(frame.user) || member === null) {
       s.send(errorFrame("unknown_user", frame.id));
       return;
@@ -1591,7 +1618,7 @@ export class Hub {
         s.send(errorFrame("unknown_user", frame.id));
         return;
       }
-      const op: GroupOp = { t: "remove", user: frame.user, by: a.username };
+      const op: GroupOp = { t: "remove", user: frame.user, by: self };
       const r = await this.#applyLeave(a.hub, now2, op, now, frame.auth);
       if (!r.ok) {
         s.send(errorFrame(r.code, frame.id));
@@ -1657,8 +1684,9 @@ export class Hub {
       return;
     }
     // The committer is the name bound to this connection, never one the frame names (§4.3).
+    const sender = { username: addressOf(a), identityKey: a.identityKey };
     const req: groups.CommitRequest = {
-      committer: a.username,
+      committer: sender.username,
       parentEpoch: frame.parentEpoch,
       members: frame.members,
       wrapsTo: frame.wraps.map((w) => w.to),
@@ -1687,7 +1715,7 @@ export class Hub {
     }
     // The sender's own commit bounds (§7.3): a share per recipient and a storage total.
     const to = frame.wraps.map((w) => w.to);
-    if (!commitRoom(store.commitHoldings(a.username, to), to, frame.core.length)) {
+    if (!commitRoom(store.commitHoldings(sender.username, to), to, frame.core.length)) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
     }
@@ -1705,7 +1733,7 @@ export class Hub {
     // call names the old seq), so no member learns of an epoch it holds no secret for.
     if (
       frame.wraps.some((w) => !mailboxHasRoom("commit", this.#stored(w.to))) ||
-      !commitRoom(store.commitHoldings(a.username, to), to, frame.core.length)
+      !commitRoom(store.commitHoldings(sender.username, to), to, frame.core.length)
     ) {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
@@ -1722,7 +1750,7 @@ export class Hub {
     store.setInterim(g.name, frame.interim);
     const payload = store.putPayload(frame.core);
     const mids = frame.wraps.map((w) =>
-      this.#enqueue(a, w.to, "commit", payload, g.name, r.group.epoch, w.wrap, now),
+      this.#enqueue(sender, w.to, "commit", payload, g.name, r.group.epoch, w.wrap, now),
     );
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     this.#pushGroup(r.group);
@@ -1737,18 +1765,19 @@ export class Hub {
         core: frame.core,
         wrap: w.wrap,
       };
-      this.#offer(a, w.to, mids[i] as number, now, item);
+      this.#offer(sender, w.to, mids[i] as number, now, item);
     });
   }
 
   #groupSend(s: Session, a: AuthedAttachment, frame: Frame<"group_send">, now: number): void {
     const { store } = this.#d;
     const g = store.getGroup(frame.group);
+    const member = addressOf(a);
     if (g === null) {
       s.send(errorFrame("not_member", frame.id));
       return;
     }
-    const r = groups.checkGroupSend(g, a.username, frame.epoch);
+    const r = groups.checkGroupSend(g, member, frame.epoch);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
       return;
@@ -1762,17 +1791,17 @@ export class Hub {
     // already holding maxMailboxPerSenderPerRecipient items from this sender (§7.3).
     // One statement for the stored rows and shares (most recipients have none), the group
     // copies from memory (delivery.ts).
-    const { stored, holdings } = store.fanoutHoldings(a.username, r.recipients);
+    const { stored, holdings } = store.fanoutHoldings(member, r.recipients);
     this.deliveries.preload(r.recipients);
     const perRecipient = new Map(holdings.perRecipient);
     const withRoom: string[] = [];
     for (const to of r.recipients) {
       const copies = this.deliveries.groupPending(to);
-      const share = copies.bySender.get(a.username) ?? 0;
+      const share = copies.bySender.get(member) ?? 0;
       if (share > 0) perRecipient.set(to, (perRecipient.get(to) ?? 0) + share);
       if (mailboxHasRoom("group", (stored.get(to) ?? 0) + copies.total)) withRoom.push(to);
     }
-    const messages = holdings.messages - this.deliveries.deleting(a.username);
+    const messages = holdings.messages - this.deliveries.deleting(member);
     const quota = senderRoom("group", { messages, perRecipient }, withRoom);
     // At the sender's total the message is refused for everyone: it is one stored message.
     if (!quota.totalOk) {
@@ -1792,7 +1821,7 @@ export class Hub {
       group: g.name,
       epoch: g.epoch,
       roster: store.rosterOf(g, groups.activeMembers(g)),
-      sender: a.username,
+      sender: member,
       senderKey: a.identityKey,
       ts: now,
       expiresAt: expiryOf(now),
@@ -1803,7 +1832,7 @@ export class Hub {
     this.#d.wakeAt(row.expiresAt);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // One frame for every recipient: serialised once, sent to each caught-up connection.
-    this.deliveries.fanout(delivered, mid, a.username, groupDeliverText({ ...row, mid }));
+    this.deliveries.fanout(delivered, mid, member, groupDeliverText({ ...row, mid }));
     // Members with no connection are woken by a push (§7.9); commits wake nobody (no message).
     this.pushes.queued(delivered, now);
   }

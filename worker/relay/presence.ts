@@ -18,8 +18,21 @@ import {
   PROTOCOL_VERSION,
   type PresenceScope,
   type PresenceUser,
+  userOfMember,
 } from "../../shared/protocol";
 import type { Session, SessionRegistry } from "./session";
+
+/**
+ * The users who share a group with `user` (§6.3): the group members are devices (§4.7), named
+ * by their users here. Memberships of `user`'s current device count (its username's rows).
+ */
+function coUsers(store: Store, user: string): string[] {
+  return store
+    .coMembersOf(user)
+    .map(userOfMember)
+    .filter((u) => u !== user);
+}
+
 import type { Store } from "./store";
 
 export interface PresenceDeps {
@@ -81,7 +94,7 @@ export class Presence {
     if (a === null) return;
     const { store, sessions } = this.#d;
     const me = a.username;
-    const names = new Set<string>([...store.presenceSendersTo(me), ...store.coMembersOf(me)]);
+    const names = new Set<string>([...store.presenceSendersTo(me), ...coUsers(store, me)]);
     if (this.scope(me) === "everyone") {
       for (const x of sessions.authedSessions()) {
         const u = x.authed?.username;
@@ -106,7 +119,7 @@ export class Presence {
     const { store, sessions } = this.#d;
     const audience = new Set<string>([
       ...store.presenceRecipientsOf(user),
-      ...store.coMembersOf(user),
+      ...coUsers(store, user),
     ]);
     if (this.scope(user) === "everyone") {
       for (const x of sessions.authedSessions()) {
@@ -153,7 +166,10 @@ export class Presence {
   }
 
   /** A group's active members went from `before` to `after`: the changed ones and the rest. */
-  groupChanged(before: readonly string[], after: readonly string[]): void {
+  groupChanged(beforeMembers: readonly string[], afterMembers: readonly string[]): void {
+    // Presence is the user's (§6.3): a member that is a linked device counts as its user.
+    const before = [...new Set(beforeMembers.map(userOfMember))];
+    const after = [...new Set(afterMembers.map(userOfMember))];
     const was = new Set(before);
     const now = new Set(after);
     const moved = [...before.filter((u) => !now.has(u)), ...after.filter((u) => !was.has(u))];

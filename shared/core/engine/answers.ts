@@ -14,6 +14,7 @@ import { delivery, error, type Tx } from "./effects";
 import * as commits from "./group-commits";
 import * as membership from "./group-membership";
 import * as groups from "./group-steps";
+import { endFlight } from "./inflight";
 
 /**
  * A stored outbox entry, or null when it is gone or no longer parses (§10.1): a bad entry is
@@ -70,6 +71,8 @@ export async function onAccepted(tx: Tx, f: FrameOf<ServerFrame, "accepted">): P
     case "leaf":
       return membership.onLeafAnswered(tx, f.id);
     case "leave":
+      // Another device's leave (§4.7) gets no `left` of ours: the answer ends it.
+      if (fl.device !== undefined) return endFlight(tx, f.id);
       return membership.onLeaveAccepted(tx, f.id);
     case "remove":
       s.flights.delete(f.id);
@@ -166,6 +169,12 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
       if (membership.TRANSIENT.has(code)) return; // kept: the next welcome sends it again
       return membership.onLeafAnswered(tx, id);
     case "leave":
+      if (fl.device !== undefined) {
+        // The device is out already (not_member) or the relay could not take it: nothing of
+        // ours changes; a transient refusal is sent again at the next welcome.
+        if (!membership.TRANSIENT.has(code)) endFlight(tx, id);
+        return;
+      }
       await membership.onLeaveRefused(tx, id, fl.group, code);
       error(tx, "relay_error", text, groups.groupId(fl.group), code);
       return;

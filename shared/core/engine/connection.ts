@@ -101,6 +101,15 @@ export async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Pro
     s.device = { ...s.device, claim: false };
     tx.put(KEYS.device, s.device);
   }
+  // Our name in groups (§4.7): a linked device's own address. Only ours can be named.
+  const address = f.address === `${env.username}.${s.device.id}` ? f.address : undefined;
+  if (f.address !== undefined && address === undefined)
+    error(tx, "relay_error", "relay named this device with another address");
+  else if (address !== s.device.address) {
+    const { address: _a, ...rest } = s.device;
+    s.device = address === undefined ? rest : { ...rest, address };
+    tx.put(KEYS.device, s.device);
+  }
   tx.emit({ type: "ready", username: env.username, fingerprint: env.fingerprint });
   if (f.presence !== undefined) {
     s.presenceScope = f.presence;

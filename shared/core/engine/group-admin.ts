@@ -5,7 +5,7 @@
  */
 import { ed25519Sign } from "../../crypto";
 import { toB64u } from "../../encoding";
-import { PROTOCOL_VERSION } from "../../protocol";
+import { PROTOCOL_VERSION, userOfMember } from "../../protocol";
 import { b64 } from "../codec";
 import type { Invite, TextContent } from "../content";
 import { CoreError } from "../errors";
@@ -111,7 +111,8 @@ export async function createInviteLink(tx: Tx, name: string): Promise<string> {
 /** Promote `username` (a member) to admin (§9.7.1). */
 export async function promoteMember(tx: Tx, name: string, username: string): Promise<void> {
   await changeGroupInfo(tx, name, (info, rec) => {
-    const m = rec.current?.roster.find((x) => x.name === username);
+    // Admins are identities (§9.7.1): any of the user's devices (§4.7) names its key.
+    const m = rec.current?.roster.find((x) => userOfMember(x.name) === username);
     if (m === undefined) throw new CoreError("not_member", `${username} is not a member`);
     if (info.admins.includes(m.ik)) return info;
     if (info.admins.length >= GROUP_INFO_LIMITS.maxAdmins)
@@ -131,7 +132,7 @@ export async function demoteMember(tx: Tx, name: string, username: string): Prom
     const ik =
       username === tx.env.username
         ? tx.env.identityKey
-        : rec.current?.roster.find((x) => x.name === username)?.ik;
+        : rec.current?.roster.find((x) => userOfMember(x.name) === username)?.ik;
     if (ik === undefined) throw new CoreError("not_member", `${username} is not a member`);
     if (!info.admins.includes(ik)) return info;
     if (info.admins.length === 1)
@@ -200,30 +201,36 @@ export async function acceptInvite(tx: Tx, invite: Invite): Promise<void> {
 /**
  * Remove `username` (§9.7.4): our signed removal (admins only) goes to the relay with a `remove`;
  * the relay takes the member out and the next commit carries the removal for every member to check.
+ * A person is removed with every device of theirs (§4.7): one signed removal per member name.
  */
 export async function removeMember(tx: Tx, name: string, username: string): Promise<void> {
   const { env } = tx;
   const { rec } = await adminState(tx, name);
-  const m = rec.current?.roster.find((x) => x.name === username);
-  if (m === undefined || username === env.username)
+  const user = userOfMember(username);
+  const ms = (rec.current?.roster ?? []).filter((x) =>
+    username === user ? userOfMember(x.name) === user : x.name === username,
+  );
+  if (ms.length === 0 || user === env.username)
     throw new CoreError("not_member", `${username} is not another member`);
   if (!isOnline(tx.state.link)) throw new CoreError("not_connected", "offline");
-  const auth = await signRemoval({
-    hub: env.hub,
-    group: name,
-    adminIk: env.identity.publicKey,
-    member: { name: m.name, ik: b64(m.ik, "ik") },
-    epoch: rec.current?.epoch ?? 0,
-    sign: signer(tx),
-  });
-  const { id } = nextId(tx);
-  tx.state.flights.set(id, { kind: "remove", group: name, user: username });
-  tx.send({
-    v: PROTOCOL_VERSION,
-    t: "remove",
-    id,
-    group: name,
-    user: username,
-    auth: toB64u(auth),
-  });
+  for (const m of ms) {
+    const auth = await signRemoval({
+      hub: env.hub,
+      group: name,
+      adminIk: env.identity.publicKey,
+      member: { name: m.name, ik: b64(m.ik, "ik") },
+      epoch: rec.current?.epoch ?? 0,
+      sign: signer(tx),
+    });
+    const { id } = nextId(tx);
+    tx.state.flights.set(id, { kind: "remove", group: name, user: m.name });
+    tx.send({
+      v: PROTOCOL_VERSION,
+      t: "remove",
+      id,
+      group: name,
+      user: m.name,
+      auth: toB64u(auth),
+    });
+  }
 }

@@ -5,7 +5,13 @@
  */
 import { ed25519Sign } from "../../crypto";
 import { toB64u } from "../../encoding";
-import { type ErrorCode, type GroupState, LIMITS, PROTOCOL_VERSION } from "../../protocol";
+import {
+  type ErrorCode,
+  type GroupState,
+  LIMITS,
+  PROTOCOL_VERSION,
+  userOfMember,
+} from "../../protocol";
 import { b64 } from "../codec";
 import { CoreError } from "../errors";
 import {
@@ -34,10 +40,10 @@ import { error, system, type Tx } from "./effects";
 import { trackGroupGaps } from "./gaps";
 import { forget, joinLeaves, leaveAuth, refillLeaves, sendJoin } from "./group-membership";
 import { decideCommit, fallbackStillDue } from "./group-policy";
-import { commitLines, groupId, withAccess } from "./group-steps";
+import { commitLines, deviceMemberCheck, groupId, memberLabel, withAccess } from "./group-steps";
 import { joinOf, leaveOf, nextId, startFlight } from "./inflight";
 import { isOnline } from "./link";
-import { loadGroup, me } from "./load";
+import { loadGroup, meInGroups, selfMember } from "./load";
 import { summarizeGroup } from "./summaries";
 
 // ---------------------------------------------------------------------------------------------
@@ -59,7 +65,7 @@ export async function evaluateGroup(tx: Tx, name: string): Promise<void> {
   }
   const leave = leaveOf(s.flights, name);
   const d = decideCommit({
-    me: tx.env.username,
+    me: selfMember(tx),
     state,
     record: rec,
     online: s.online,
@@ -145,27 +151,30 @@ async function makeCommit(
   const plan = await planAccess(tx, name, state, rec);
   if (plan === null) return;
   const { roster, added, removed } = nextRoster(plan.state);
-  if (!roster.some((m) => m.name === env.username)) return;
-  // Never wrap the epoch secret to a key that contradicts a pin (relay MITM, §8.7).
+  const self = selfMember(tx);
+  if (!roster.some((m) => m.name === self)) return;
+  // Never wrap the epoch secret to a key that contradicts a pin (relay MITM, §8.7). A member is
+  // a device (§4.7): its key is its user's, ours for our own other devices.
   const pins: Contact[] = [];
   for (const m of roster) {
-    if (m.name === env.username) {
+    const user = userOfMember(m.name);
+    if (user === env.username) {
       if (m.ik !== env.identityKey) {
         error(tx, "identity_mismatch", "relay lists us with another key", groupId(name));
         return;
       }
       continue;
     }
-    const c = s.contacts.get(m.name);
-    const check = checkKey(c ?? null, m.name, m.ik, tx.now);
+    const c = s.contacts.get(user);
+    const check = checkKey(c ?? null, user, m.ik, tx.now);
     if (check.result === "changed") {
       if (c?.changedKey !== m.ik) {
-        s.contacts.set(m.name, check.contact);
-        tx.put(KEYS.contact(m.name), check.contact);
-        system(tx, groupId(name), "key_changed", `${m.name}'s safety number changed`, {
-          username: m.name,
+        s.contacts.set(user, check.contact);
+        tx.put(KEYS.contact(user), check.contact);
+        system(tx, groupId(name), "key_changed", `${user}'s safety number changed`, {
+          username: user,
         });
-        error(tx, "key_changed", `${m.name}'s key changed; not committing`, groupId(name));
+        error(tx, "key_changed", `${user}'s key changed; not committing`, groupId(name));
       }
       summarizeGroup(tx, rec);
       return;
@@ -186,7 +195,7 @@ async function makeCommit(
           : { init: b64(cur.init, "init"), interim: b64(cur.interim, "interim") },
       parentInterim: b64(state.interim, "interim"),
       ownLeaves: rec.leaves,
-      committer: env.username,
+      committer: self,
       committerIk: env.identity.publicKey,
       sign: (m) => ed25519Sign(env.identity.privateKey, m),
       roster,
@@ -307,7 +316,21 @@ async function planAccess(
   const adds: CommitAccess["adds"] = [];
   for (const m of state.pendingJoins) {
     const auth = authOf(state.joinAuths, m.username);
-    if (m.username !== env.username || !creating) {
+    // A device its user removed, or one of ours not on our list, is never added (§9.7.2).
+    const refusal = await deviceMemberCheck(tx, m.username);
+    if (refusal !== null) {
+      const who = await memberLabel(tx, m.username);
+      notice(
+        tx,
+        name,
+        `${m.username}:${state.epoch}:join`,
+        `Not adding ${who}: it ${refusal}`,
+        m.username,
+      );
+      refused.push(m.username);
+      continue;
+    }
+    if (m.username !== selfMember(tx) || !creating) {
       try {
         await checkAdd({
           hub: env.hub,
@@ -376,7 +399,7 @@ function notice(tx: Tx, name: string, key: string, text: string, username: strin
   const k = `${name}/${key}`;
   if (seen.has(k)) return;
   seen.add(k);
-  system(tx, groupId(name), "refused", text, { username });
+  system(tx, groupId(name), "refused", text, { username: userOfMember(username) });
 }
 
 /** Our commit was accepted: move to its epoch (the secret was persisted before it left). */
@@ -386,14 +409,19 @@ export async function onCommitAccepted(tx: Tx, id: string, name: string): Promis
   if (rec.pendingCommit?.id !== id) return;
   tx.state.commitHolds.delete(name);
   const p = rec.pendingCommit;
-  const applied = withAccess(tx.env.hub, applyOwnCommit(rec, tx.env.hub, me(tx.env), tx.now), rec, {
-    info: p.info,
-    epoch: p.parentEpoch + 1,
-    added: p.added,
-    removed: p.removed,
-    joining: rec.status !== "member" || rec.current === null,
-    self: tx.env.username,
-  });
+  const applied = withAccess(
+    tx.env.hub,
+    applyOwnCommit(rec, tx.env.hub, meInGroups(tx), tx.now),
+    rec,
+    {
+      info: p.info,
+      epoch: p.parentEpoch + 1,
+      added: p.added,
+      removed: p.removed,
+      joining: rec.status !== "member" || rec.current === null,
+      self: selfMember(tx),
+    },
+  );
   // A draft our own commit could not carry (not a later version) is dropped, not retried.
   if (
     applied.draftInfo !== undefined &&
@@ -404,7 +432,7 @@ export async function onCommitAccepted(tx: Tx, id: string, name: string): Promis
   tx.put(KEYS.group(name), applied);
   const next = await refillLeaves(tx, applied);
   trackGroupGaps(tx, next);
-  commitLines(tx, name, next, p.added, p.removed, tx.env.username);
+  await commitLines(tx, name, next, p.added, p.removed, selfMember(tx));
   summarizeGroup(tx, next);
   await evaluateGroup(tx, name);
 }

@@ -15,7 +15,7 @@ import { KEYS } from "../store";
 import { system, type Tx } from "./effects";
 import { groupId } from "./group-steps";
 import { endFlight, joinOf, leaveOf, startFlight } from "./inflight";
-import { loadGroup } from "./load";
+import { loadGroup, selfMember } from "./load";
 import { summarizeGroup } from "./summaries";
 
 // ---------------------------------------------------------------------------------------------
@@ -150,13 +150,47 @@ export async function leaveAuth(tx: Tx, rec: GroupRecord): Promise<string> {
     await signLeave({
       hub: env.hub,
       group: rec.group,
-      name: env.username,
+      name: selfMember(tx),
       ik: env.identity.publicKey,
       // Without keys (a rejoin that dropped them) the relay's epoch is the best we know.
       epoch: rec.current?.epoch ?? tx.state.relayGroups.get(rec.group)?.epoch ?? 0,
       sign: (m) => ed25519Sign(env.identity.privateKey, m),
     }),
   );
+}
+
+/**
+ * Devices our new list removed (§4.7) leave every group of ours they are in: a `leave{group,
+ * device}` each, with the device's signed leave (every device of ours holds the identity key,
+ * §4.6), which members need to commit a closed group's removal (§9.7.4). The relay takes a
+ * removed device out of all its groups on its own; this gives members the authorization.
+ * Persisted like our own leaves and sent again at every welcome until answered.
+ */
+export async function leaveForRemovedDevices(tx: Tx, devices: readonly string[]): Promise<void> {
+  const { env } = tx;
+  if (devices.length === 0) return;
+  for (const { key } of await tx.list("group/")) {
+    const name = key.slice("group/".length);
+    const rec = await loadGroup(tx, name);
+    if (rec.status !== "member" || rec.current === null) continue;
+    const listed = new Set([
+      ...rec.current.roster.map((m) => m.name),
+      ...(tx.state.relayGroups.get(name)?.pendingJoins.map((m) => m.username) ?? []),
+    ]);
+    for (const device of devices) {
+      const member = `${env.username}.${device}`;
+      if (!listed.has(member) || member === selfMember(tx)) continue;
+      const auth = await signLeave({
+        hub: env.hub,
+        group: name,
+        name: member,
+        ik: env.identity.publicKey,
+        epoch: rec.current.epoch,
+        sign: (m) => ed25519Sign(env.identity.privateKey, m),
+      });
+      startFlight(tx, { kind: "leave", group: name, rejoin: false, auth: toB64u(auth), device });
+    }
+  }
 }
 
 /**
@@ -195,9 +229,9 @@ async function removedBy(tx: Tx, rec: GroupRecord, auth: string | undefined) {
       hub: env.hub,
       group: rec.group,
       info,
-      member: { name: env.username, ik: env.identityKey },
+      member: { name: selfMember(tx), ik: env.identityKey },
       auth: bytes,
-      since: rec.since?.[env.username] ?? 0,
+      since: rec.since?.[selfMember(tx)] ?? 0,
     });
     if (how !== "remove") return null;
     const admin = removalBy(bytes);

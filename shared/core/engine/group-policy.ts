@@ -3,7 +3,7 @@
  * relay's group state and our record, with no I/O, so each rule has a unit test
  * (test/shared/core-group-policy.test.ts). group-steps.ts carries the decision out.
  */
-import type { GroupState } from "../../protocol";
+import { type GroupState, userOfMember } from "../../protocol";
 import type { Tuning } from "../client-api";
 import type { GroupRecord } from "../group";
 import { phaseOf } from "../group-record";
@@ -25,6 +25,7 @@ export type CommitDecision =
   | { t: "rejoin"; dropKeys: boolean };
 
 export interface CommitInputs {
+  /** Our member name (§9.1): our username, or this linked device's address. */
   me: string;
   /** The relay's latest state of the group. */
   state: GroupState;
@@ -90,7 +91,8 @@ export function decideCommit(i: CommitInputs): CommitDecision {
   if (p.current.epoch !== state.epoch) return WAIT; // a commit is on its way through the mailbox
   const candidates = state.members
     .map((m) => m.username)
-    .filter((u) => !leavers.has(u) && (u === me || i.online.has(u)))
+    // Presence is per user (§6.3): a device member is online while its user is.
+    .filter((u) => !leavers.has(u) && (u === me || i.online.has(userOfMember(u))))
     .sort();
   const rank = candidates.indexOf(me);
   if (state.pendingLeaves.length > 0) {

@@ -5,23 +5,25 @@
  */
 import { ed25519Sign } from "../../crypto";
 import { fromB64u, toB64u } from "../../encoding";
-import { type GroupState, PROTOCOL_VERSION } from "../../protocol";
+import { deviceOfMember, type GroupState, PROTOCOL_VERSION, userOfMember } from "../../protocol";
 import type { ConversationId } from "../client-api";
 import { b64 } from "../codec";
 import type { Content } from "../content";
+import { deviceMemberRefusal } from "../devices";
 import { CoreError } from "../errors";
 import { decryptGroup, encryptGroup, type GroupRecord, receiveCommit } from "../group";
-import { type AccessError, checkCommitAccess, decodeGroupInfo } from "../group-access";
+import { AccessError, checkCommitAccess, decodeGroupInfo } from "../group-access";
 import { phaseOf } from "../group-record";
 import { KEYS } from "../store";
 import { type Contact, checkKey } from "../trust";
+import { loadPinnedDevices } from "./devices";
 import { announceContent, announceOutgoing, announceReceived, outboxSend } from "./direct";
-import { system, type Tx } from "./effects";
+import { error, system, type Tx } from "./effects";
 import { trackGroupGaps } from "./gaps";
 import { evaluateGroup } from "./group-commits";
 import { refillLeaves } from "./group-membership";
 import { leaveOf, nextId } from "./inflight";
-import { loadGroup, me } from "./load";
+import { loadGroup, meInGroups, selfMember } from "./load";
 import { summarizeGroup } from "./summaries";
 
 export const groupId = (name: string): ConversationId => `group:${name}`;
@@ -39,25 +41,44 @@ export async function onGroupState(tx: Tx, state: GroupState): Promise<void> {
     summarizeGroup(tx, await loadGroup(tx, state.group));
 }
 
-export function commitLines(
+/**
+ * How a member is named to people (§4.7): a username as it is, a linked device as its user with
+ * the device's name from the list we hold ("alice (phone)"), ours as "you (phone)".
+ */
+export async function memberLabel(tx: Tx, member: string): Promise<string> {
+  const device = deviceOfMember(member);
+  const user = userOfMember(member);
+  const who = user === tx.env.username ? "you" : user;
+  if (device === null) return who;
+  const pinned = await loadPinnedDevices(tx, user);
+  const d = pinned?.list.devices.find((e) => e.id === device);
+  return `${who} (${d?.name ?? "another device"})`;
+}
+
+export async function commitLines(
   tx: Tx,
   name: string,
   rec: GroupRecord,
   added: string[],
   removed: string[],
   by: string,
-) {
+): Promise<void> {
   const id = groupId(name);
   for (const n of removed)
-    if (!added.includes(n)) system(tx, id, "left", `${n} left`, { username: n });
-  for (const n of added) system(tx, id, "joined", `${n} joined`, { username: n });
+    if (!added.includes(n))
+      system(tx, id, "left", `${await memberLabel(tx, n)} left`, { username: userOfMember(n) });
+  for (const n of added)
+    system(tx, id, "joined", `${await memberLabel(tx, n)} joined`, { username: userOfMember(n) });
   const epoch = rec.current?.epoch ?? 0;
-  system(tx, id, "epoch", `New group key (epoch ${epoch}) from ${by}`, { epoch, username: by });
+  system(tx, id, "epoch", `New group key (epoch ${epoch}) from ${await memberLabel(tx, by)}`, {
+    epoch,
+    username: userOfMember(by),
+  });
   // §9.3: an epoch with a classical leaf key is not post-quantum; said whenever the set of
   // members without a hybrid leaf key changes to a non-empty one (on joining: if there is any).
   const classical = (
     e: { roster: readonly { name: string; leafKem?: string | undefined }[] } | null,
-  ) => (e?.roster ?? []).filter((m) => m.leafKem === undefined).map((m) => m.name);
+  ) => (e?.roster ?? []).filter((m) => m.leafKem === undefined).map((m) => userOfMember(m.name));
   const now = classical(rec.current);
   if (now.length > 0 && now.join("\n") !== classical(rec.previous).join("\n")) {
     system(
@@ -87,7 +108,7 @@ export async function onCommit(
   const received = await receiveCommit({
     record: rec,
     hub: env.hub,
-    me: me(env),
+    me: meInGroups(tx),
     itemEpoch: item.epoch,
     core: b64(item.core, "core"),
     wrap: b64(item.wrap, "wrap"),
@@ -117,9 +138,17 @@ export async function onCommit(
       added: c.added,
       removed: c.removed,
       joining,
-      self: env.username,
+      self: selfMember(tx),
     }),
   };
+  // Device members (§4.7, §9.7.2): a device its user's list removed is never let in (a stolen
+  // device holds the identity key and could sign its own leaf keys), nor, for our own identity,
+  // one our list does not name. Shown and kept like any refused authorization (§9.7.5).
+  for (const n of joining ? r.view.core.roster.map((m) => m.name) : c.added) {
+    const refusal = await deviceMemberCheck(tx, n);
+    if (refusal !== null)
+      throw new AccessError("device_not_listed", n, `${await memberLabel(tx, n)} ${refusal}`);
+  }
   // A roster key that contradicts a pin, or the relay's own record of that name, refuses the
   // whole commit (§8.7, §9.4 step 5): applying it would switch the group to a key someone else
   // holds. Nothing is re-pinned or flagged, so a forged commit cannot poison contacts; only
@@ -133,14 +162,21 @@ export async function onCommit(
   );
   const pins: Contact[] = [];
   for (const m of r.view.core.roster) {
-    if (m.name === env.username) continue;
+    if (m.name === selfMember(tx)) continue;
     const known = relayKeys.get(m.name);
     if (known !== undefined && known !== m.ik) {
       throw new CoreError("key_changed", `commit gives ${m.name} a key the relay does not list`);
     }
-    const check = checkKey(tx.state.contacts.get(m.name) ?? null, m.name, m.ik, tx.now);
+    // A member is a device (§4.7): its key is its user's — ours, for our own other devices.
+    const user = userOfMember(m.name);
+    if (user === env.username) {
+      if (m.ik !== env.identityKey)
+        throw new CoreError("key_changed", `commit gives your device ${m.name} another key`);
+      continue;
+    }
+    const check = checkKey(tx.state.contacts.get(user) ?? null, user, m.ik, tx.now);
     if (check.result === "changed") {
-      throw new CoreError("key_changed", `commit gives ${m.name} a key other than the pinned one`);
+      throw new CoreError("key_changed", `commit gives ${user} a key other than the pinned one`);
     }
     if (check.result === "pinned") pins.push(check.contact);
   }
@@ -152,9 +188,25 @@ export async function onCommit(
   const next = await refillLeaves(tx, r.record);
   trackGroupGaps(tx, next);
   const core = r.view.core;
-  commitLines(tx, name, next, core.added, core.removed, core.committer);
+  await commitLines(tx, name, next, core.added, core.removed, core.committer);
   summarizeGroup(tx, next);
   await evaluateGroup(tx, name);
+}
+
+/**
+ * Why the device member `member` may not be in a roster (§4.7, §9.7.2), or null if it may: a
+ * username is its identity's current device; a linked device's address must not be revoked by
+ * its user's list we hold, and for our own identity must be on our list.
+ */
+export async function deviceMemberCheck(tx: Tx, member: string): Promise<string | null> {
+  const device = deviceOfMember(member);
+  if (device === null) return null;
+  const user = userOfMember(member);
+  const own = user === tx.env.username;
+  const r = deviceMemberRefusal(await loadPinnedDevices(tx, user), device, own);
+  if (r === "revoked") return "is a device its owner removed";
+  if (r === "unlisted") return "is not on your device list";
+  return null;
 }
 
 /**
@@ -230,10 +282,14 @@ export async function onGroupMessage(
   const r = await decryptGroup({ record: rec, hub: tx.env.hub, sender: from, epoch, body });
   tx.put(KEYS.group(name), r.record);
   trackGroupGaps(tx, r.record);
+  // Shown as its user's (§4.7): what another device of ours sent is ours, sent.
+  const user = userOfMember(from);
+  const own = user === tx.env.username;
   // A text is a message; anything else (§8.6.1) goes to the UI to apply or show.
-  if (r.content.t === "text" || r.content.t === "file")
-    announceReceived(tx, groupId(name), from, r.content);
-  else announceContent(tx, groupId(name), from, "in", r.content);
+  if (r.content.t === "text" || r.content.t === "file") {
+    if (own) announceOutgoing(tx, groupId(name), r.content, "sent");
+    else announceReceived(tx, groupId(name), user, r.content);
+  } else announceContent(tx, groupId(name), user, own ? "out" : "in", r.content);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -252,13 +308,13 @@ export async function sendGroup(tx: Tx, name: string, content: Content): Promise
     throw new CoreError("removal_pending", "a removal is pending");
   if (state && state.epoch !== p.current.epoch)
     throw new CoreError("stale_epoch", "waiting for the new epoch");
-  if (p.current.roster.some((m) => tx.state.contacts.get(m.name)?.changedKey)) {
+  if (p.current.roster.some((m) => tx.state.contacts.get(userOfMember(m.name))?.changedKey)) {
     throw new CoreError("key_changed", "a member's key changed; accept it first");
   }
   const enc = await encryptGroup({
     record: rec,
     hub: env.hub,
-    me: me(env),
+    me: meInGroups(tx),
     sign: (m) => ed25519Sign(env.identity.privateKey, m),
     content,
   });

@@ -20,7 +20,7 @@ export type Flight =
   | { kind: "send"; key: string; conversationId?: ConversationId; messageId?: string }
   | { kind: "join"; key: string; group: string }
   | { kind: "leaf"; key: string; group: string }
-  | { kind: "leave"; key: string; group: string; rejoin: boolean }
+  | { kind: "leave"; key: string; group: string; rejoin: boolean; device?: string }
   /** An admin's removal of a member (§9.7.4): asked once, answered or lost with the socket. */
   | { kind: "remove"; group: string; user: string }
   | { kind: "commit"; group: string }
@@ -54,6 +54,8 @@ export const FlightRecordSchema = v.variant("kind", [
     rejoin: v.boolean(),
     /** Closed groups (§9.7.4): our signed leave. */
     auth: v.optional(v.string()),
+    /** The leave of another device of ours that our list removed (§4.7), not our own. */
+    device: v.optional(v.string()),
   }),
 ]);
 export type FlightRecord = v.InferOutput<typeof FlightRecordSchema>;
@@ -92,6 +94,7 @@ export function flightFrame(r: FlightRecord) {
         id: r.id,
         group: r.group,
         ...(r.auth === undefined ? {} : { auth: r.auth }),
+        ...(r.device === undefined ? {} : { device: r.device }),
       } as const;
   }
 }
@@ -105,7 +108,13 @@ export function startFlight(tx: Tx, r: DistributiveOmit<FlightRecord, "id">): vo
   tx.state.flights.set(
     id,
     rec.kind === "leave"
-      ? { kind: "leave", key, group: rec.group, rejoin: rec.rejoin }
+      ? {
+          kind: "leave",
+          key,
+          group: rec.group,
+          rejoin: rec.rejoin,
+          ...(rec.device === undefined ? {} : { device: rec.device }),
+        }
       : { kind: rec.kind, key, group: rec.group },
   );
   tx.send(flightFrame(rec));
@@ -125,7 +134,7 @@ export function leaveOf(
   group: string,
 ): { id: string; flight: Extract<Flight, { kind: "leave" }> } | null {
   for (const [id, f] of flights)
-    if (f.kind === "leave" && f.group === group) return { id, flight: f };
+    if (f.kind === "leave" && f.group === group && f.device === undefined) return { id, flight: f };
   return null;
 }
 

@@ -52,6 +52,19 @@ export function me(env: Env) {
   return { name: env.username, identityKey: env.identity.publicKey };
 }
 
+/**
+ * Our name as a group member (§4.7, §9.1): the username on the identity's current device, a
+ * linked device's mailbox address (`username.device`) otherwise — each device is its own member.
+ */
+export function selfMember(tx: { env: Env; state: { device: { address?: string | undefined } } }) {
+  return tx.state.device.address ?? tx.env.username;
+}
+
+/** `me` as a group member: our member name with the identity key (§9.2.2). */
+export function meInGroups(tx: { env: Env; state: { device: { address?: string | undefined } } }) {
+  return { name: selfMember(tx), identityKey: tx.env.identity.publicKey };
+}
+
 export function dmCtx(tx: Tx): DmCtx {
   const { env } = tx;
   return {
@@ -155,7 +168,13 @@ export async function loadEngine(
     state.flights.set(
       f.id,
       f.kind === "leave"
-        ? { kind: "leave", key, group: f.group, rejoin: f.rejoin }
+        ? {
+            kind: "leave",
+            key,
+            group: f.group,
+            rejoin: f.rejoin,
+            ...(f.device === undefined ? {} : { device: f.device }),
+          }
         : { kind: f.kind, key, group: f.group },
     );
   }

@@ -13,6 +13,7 @@ import { KEYS } from "../store";
 import { loadPinnedDevices } from "./devices";
 import { announceDevices } from "./direct";
 import type { Tx } from "./effects";
+import { leaveForRemovedDevices } from "./group-membership";
 
 export async function ownListStored(tx: Tx, list: DeviceList): Promise<void> {
   const { env } = tx;
@@ -30,6 +31,11 @@ export async function ownListStored(tx: Tx, list: DeviceList): Promise<void> {
   for (const dev of d.removed) tx.del(KEYS.dmDevice(env.username, dev.id));
   // Contacts hear of it end to end, not only from the relay (§4.9).
   await announceDevices(tx, list);
+  // A removed device leaves our groups, with its signed leave for the members (§4.7, §9.7.4).
+  await leaveForRemovedDevices(
+    tx,
+    d.removed.map((e) => e.id),
+  );
   const self = tx.state.device.id;
   const added = d.added.filter((e) => e.id !== self);
   if (added.length > 0 || d.removed.length > 0)

@@ -11,11 +11,13 @@ import * as v from "valibot";
 import { toB64u } from "../../encoding";
 import {
   type DeviceList,
+  deviceOfMember,
   type FrameOf,
   LIMITS,
   PROTOCOL_VERSION,
   type PresenceScope,
   type ServerFrame,
+  userOfMember,
 } from "../../protocol";
 import type { ConversationId, OutgoingAction, SendTextOptions } from "../client-api";
 import { b64 } from "../codec";
@@ -211,6 +213,12 @@ async function onFrame(tx: Tx, f: ServerFrame): Promise<void> {
 
 async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<void> {
   const item = f.item;
+  if (item.kind === "direct" && deviceOfMember(f.from) !== null) {
+    // A 1:1 sender is a username; its device comes in `fromDevice` (§4.9). Typed and dropped.
+    error(tx, "malformed", "a direct message named a device address as its sender");
+    tx.send({ v: PROTOCOL_VERSION, t: "ack", mids: [f.mid] });
+    return;
+  }
   let ack = true;
   try {
     await tx.attempt(async () => {
@@ -254,7 +262,7 @@ async function onDeliver(tx: Tx, f: FrameOf<ServerFrame, "deliver">): Promise<vo
               ? `This group's history diverged: the new group key from ${f.from} was refused`
               : `A message from ${f.from} could not be read (${code})`,
             {
-              username: f.from,
+              username: userOfMember(f.from),
             },
           );
         }

@@ -7,6 +7,7 @@
 
 import { identityFingerprint } from "../../crypto";
 import { fromB64u } from "../../encoding";
+import { userOfMember } from "../../protocol";
 import type {
   ContactInfo,
   ConversationSummary,
@@ -30,6 +31,18 @@ export function contactInfo(s: EngineState, username: string, identityKey: strin
     fingerprint: identityFingerprint(fromB64u(identityKey)),
     verified: c !== undefined && c.identityKey === identityKey && c.verified,
   };
+}
+
+/** A group's members as people (§4.7): each user once, with how many of its devices are in. */
+function people(s: EngineState, roster: readonly { name: string; ik: string }[]): ContactInfo[] {
+  const out = new Map<string, ContactInfo>();
+  for (const m of roster) {
+    const user = userOfMember(m.name);
+    const had = out.get(user);
+    if (had === undefined) out.set(user, contactInfo(s, user, m.ik));
+    else out.set(user, { ...had, devices: (had.devices ?? 1) + 1 });
+  }
+  return [...out.values()];
 }
 
 export function presenceList(s: EngineState): ContactInfo[] {
@@ -64,7 +77,9 @@ export function groupSummary(
   const state = s.relayGroups.get(rec.group);
   const p = phaseOf(rec);
   const roster = rec.current?.roster ?? [];
-  const changed = roster.some((m) => (s.contacts.get(m.name)?.changedKey ?? null) !== null);
+  const changed = roster.some(
+    (m) => (s.contacts.get(userOfMember(m.name))?.changedKey ?? null) !== null,
+  );
   const leave = leaveOf(s.flights, rec.group);
   const leaving = leave !== null && !leave.flight.rejoin;
   return {
@@ -72,7 +87,7 @@ export function groupSummary(
     kind: "group",
     name: rec.group,
     keyChanged: changed,
-    members: roster.map((m) => contactInfo(s, m.name, m.ik)),
+    members: people(s, roster),
     epoch: p.t === "member" ? p.current.epoch : -1,
     ...(p.t === "member" ? { authenticator: authenticatorDigits(p.current.authenticator) } : {}),
     removalPending: (state?.pendingLeaves.length ?? 0) > 0,
@@ -96,7 +111,7 @@ function accessSummary(
     return {};
   }
   const roster = rec.current?.roster ?? [];
-  const byKey = new Map(roster.map((m) => [m.ik, m.name]));
+  const byKey = new Map(roster.map((m) => [m.ik, userOfMember(m.name)]));
   const admins = info.admins.flatMap((k) => {
     const n = byKey.get(k);
     return n === undefined ? [] : [n];
