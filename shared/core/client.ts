@@ -602,6 +602,11 @@ export class ParleyClient implements ParleyClientApi {
           };
         }),
       ...(o.history !== undefined ? { history: o.history } : {}),
+      groups: [...this.state.summaries.values()]
+        .filter((x) => x.kind === "group" && (x.epoch ?? -1) >= 0)
+        .map((x) => x.name)
+        .sort()
+        .slice(0, LIMITS.maxGroupsPerUser),
     };
     const answer = await sealLinkAnswer(this.hub, c, request.offer, transfer);
     const f = await this.ask({

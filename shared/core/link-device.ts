@@ -53,6 +53,8 @@ export interface LinkedIdentity {
   hello: FrameOf<ServerFrame, "hello">;
   /** The encrypted history archive the other device uploaded, if the person chose one (§4.8.5). */
   history?: FileRef;
+  /** The linking device's groups, which this device joins as its own member (§4.7). */
+  groups?: string[];
 }
 
 export type LinkProgress =
@@ -130,6 +132,7 @@ export class NewDeviceLink {
         contacts: transfer.contacts,
         hello: this.hello,
         ...(transfer.history !== undefined ? { history: transfer.history } : {}),
+        ...(transfer.groups !== undefined ? { groups: transfer.groups } : {}),
       };
     } catch (e) {
       if (e instanceof LinkError) return { t: "refused", code: e.code };
@@ -179,6 +182,9 @@ export async function initLinkedStore(
       value: { id: linked.device.id, claim: false, seed: linked.device.seed },
     },
     { op: "put", key: KEYS.devices(linked.username), value: pin.pinned },
+    ...(linked.groups === undefined || linked.groups.length === 0
+      ? []
+      : [{ op: "put" as const, key: KEYS.linkGroups, value: linked.groups }]),
     ...linked.contacts
       .filter((c) => c.username !== linked.username)
       .map((c) => ({

@@ -226,6 +226,11 @@ export const LinkTransfer = v.strictObject({
     v.maxLength(LIMITS.maxLinkContacts),
   ),
   history: v.optional(FileRef),
+  /**
+   * The groups the existing device is a member of (§4.7): the new device joins each as its own
+   * member; members let another device of a member in without an invitation (§9.7.2).
+   */
+  groups: v.optional(v.pipe(v.array(Name), v.maxLength(LIMITS.maxGroupsPerUser))),
 });
 export type LinkTransfer = v.InferOutput<typeof LinkTransfer>;
 

@@ -34,6 +34,8 @@ export const KEYS = {
   seenInits: (n: string) => `seen/${n}`,
   group: (n: string) => `group/${n}`,
   device: "meta/device",
+  /** A linked device's groups to join at its first welcome (the link transfer's, §4.8.3). */
+  linkGroups: "meta/link-groups",
   /** The accepted device list of a user, ourselves included (§4.6). */
   devices: (n: string) => `devices/${n}`,
   outbox: (seq: number) => `outbox/${String(seq).padStart(15, "0")}`,

@@ -7,7 +7,7 @@ import * as v from "valibot";
 import { authTranscript } from "../../auth";
 import { ed25519Sign } from "../../crypto";
 import { fromB64u, toB64u } from "../../encoding";
-import { type FrameOf, LIMITS, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
+import { type FrameOf, LIMITS, Name, PROTOCOL_VERSION, type ServerFrame } from "../../protocol";
 import { parseDmRecord } from "../dm";
 import {
   addOneTimeKemPrekeys,
@@ -23,6 +23,7 @@ import * as direct from "./direct";
 import { error, guarded, system, type Tx } from "./effects";
 import { scheduleGapCheck } from "./gaps";
 import * as commits from "./group-commits";
+import * as membership from "./group-membership";
 import * as groups from "./group-steps";
 import { dropTransient, FLIGHT_PREFIX, FlightRecordSchema, flightFrame } from "./inflight";
 import { OFFLINE } from "./link";
@@ -155,10 +156,27 @@ export async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Pro
   for (const g of f.groups) s.relayGroups.set(g.group, g);
   for (const g of f.groups)
     await guarded(tx, () => commits.evaluateGroup(tx, g.group), groups.groupId(g.group));
+  await joinLinkGroups(tx);
   await resummarize(tx);
   // Gaps whose grace ran out while we were offline: decide after this connection's mailbox
   // drain, one grace from now (§8.8).
   if (s.gaps.size > 0) scheduleGapCheck(tx, [...s.gaps.keys()]);
+}
+
+/**
+ * A linked device's first welcome (§4.7, §4.8.3): it joins, as its own member, each group the
+ * device that linked it is in. Write-ahead like every join; the list is then done with.
+ */
+async function joinLinkGroups(tx: Tx): Promise<void> {
+  const raw = await tx.get(KEYS.linkGroups);
+  if (raw === undefined) return;
+  tx.del(KEYS.linkGroups);
+  const names = v.safeParse(v.array(Name), raw);
+  if (!names.success) return;
+  for (const name of names.output) {
+    if (tx.state.relayGroups.has(name)) continue;
+    await guarded(tx, () => membership.joinGroup(tx, name), groups.groupId(name));
+  }
 }
 
 /**

@@ -324,7 +324,7 @@ async function planAccess(
         tx,
         name,
         `${m.username}:${state.epoch}:join`,
-        `Not adding ${who}: it ${refusal}`,
+        `Not adding ${who}: it ${refusal.replace(/^is not let back in: /, "")}`,
         m.username,
       );
       refused.push(m.username);
@@ -343,11 +343,12 @@ async function planAccess(
         });
       } catch (e) {
         if (!(e instanceof AccessError)) throw e;
+        const who = await memberLabel(tx, m.username);
         notice(
           tx,
           name,
           `${m.username}:${state.epoch}:join`,
-          `Not adding ${m.username}: ${e.message}`,
+          `Not adding ${who}: ${e.message.replaceAll(m.username, who)}`,
           m.username,
         );
         refused.push(m.username);
@@ -374,11 +375,15 @@ async function planAccess(
       });
     } catch (e) {
       if (!(e instanceof AccessError)) throw e;
+      // A device of ours that our list removed (§4.7): its signed leave is ours to send and on
+      // its way (leaveForRemovedDevices); wait for it without a notice.
+      if (auth === null && userOfMember(n) === env.username && n !== selfMember(tx)) return null;
+      const who = await memberLabel(tx, n);
       notice(
         tx,
         name,
         `${n}:${state.epoch}:leave`,
-        `Not committing the relay's removal of ${n}: ${e.message}`,
+        `Not committing the relay's removal of ${who}: ${e.message.replaceAll(n, who)}`,
         n,
       );
       return null;

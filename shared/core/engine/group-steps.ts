@@ -18,7 +18,7 @@ import { KEYS } from "../store";
 import { type Contact, checkKey } from "../trust";
 import { loadPinnedDevices } from "./devices";
 import { announceContent, announceOutgoing, announceReceived, outboxSend } from "./direct";
-import { error, system, type Tx } from "./effects";
+import { system, type Tx } from "./effects";
 import { trackGroupGaps } from "./gaps";
 import { evaluateGroup } from "./group-commits";
 import { refillLeaves } from "./group-membership";
@@ -43,16 +43,18 @@ export async function onGroupState(tx: Tx, state: GroupState): Promise<void> {
 
 /**
  * How a member is named to people (§4.7): a username as it is, a linked device as its user with
- * the device's name from the list we hold ("alice (phone)"), ours as "you (phone)".
+ * the device's name from the list we hold ("alice (phone)"), ours as "your phone".
  */
 export async function memberLabel(tx: Tx, member: string): Promise<string> {
   const device = deviceOfMember(member);
   const user = userOfMember(member);
-  const who = user === tx.env.username ? "you" : user;
-  if (device === null) return who;
+  const own = user === tx.env.username;
+  if (device === null) return own ? "you" : user;
   const pinned = await loadPinnedDevices(tx, user);
-  const d = pinned?.list.devices.find((e) => e.id === device);
-  return `${who} (${d?.name ?? "another device"})`;
+  const name =
+    pinned?.list.devices.find((e) => e.id === device)?.name ??
+    (pinned?.revoked.includes(device) ? "removed device" : "another device");
+  return own ? `your ${name}` : `${user} (${name})`;
 }
 
 export async function commitLines(
@@ -204,7 +206,7 @@ export async function deviceMemberCheck(tx: Tx, member: string): Promise<string 
   const user = userOfMember(member);
   const own = user === tx.env.username;
   const r = deviceMemberRefusal(await loadPinnedDevices(tx, user), device, own);
-  if (r === "revoked") return "is a device its owner removed";
+  if (r === "revoked") return "is not let back in: its owner removed it";
   if (r === "unlisted") return "is not on your device list";
   return null;
 }

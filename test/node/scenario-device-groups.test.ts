@@ -1,0 +1,265 @@
+/**
+ * Groups whose members are devices (PROTOCOL.md §4.7, §9.1, §9.7.2), through the product's relay
+ * in the Node harness: alice links her phone for real (§4.8) and the phone joins her invite-only
+ * group as its own member, with its own leaf key and so its own sending chain (§9.3), without an
+ * invitation (it is a device of a member). Removing the phone takes it out of the group: the
+ * relay puts its leave up, the laptop hands the members the phone's signed leave, a member
+ * commits, and the phone's whole store opens nothing sent afterwards. A hostile relay that lets
+ * the removed phone back in with a commit of its own is refused by every member holding alice's
+ * device list.
+ */
+import { describe, expect, it } from "vitest";
+import type { ChatMessage } from "../../shared/core/client-api";
+import type { Invite } from "../../shared/core/content";
+import {
+  buildCommit,
+  decryptGroup,
+  makeLeaves,
+  type OwnLeaf,
+  parseGroupRecord,
+  type RosterEntry,
+} from "../../shared/core/group";
+import { KEYS } from "../../shared/core/store";
+import { ed25519KeyPairFromSeed, ed25519Sign, sha256 } from "../../shared/crypto";
+import { fromB64u, toB64u } from "../../shared/encoding";
+import type { ClientFrame, Leaf, ServerFrame } from "../../shared/protocol";
+import { errors, lines, messages, type TestUser } from "../support/clients";
+import { link, newPhone, type Phone, setupAliceAndBob, through } from "../support/linked-device";
+import type { NodeRelay } from "../support/node-relay";
+
+const G = "club";
+const C = "group:club" as const;
+
+async function settled(relay: NodeRelay, rounds = 8): Promise<void> {
+  for (let i = 0; i < rounds; i++) await relay.settle();
+}
+
+function inviteFor(u: TestUser, from: string): Invite {
+  const m = u.events
+    .filter((e): e is { type: "message"; message: ChatMessage } => e.type === "message")
+    .map((e) => e.message)
+    .find((x) => x.conversationId === `dm:${from}` && x.invite !== undefined);
+  if (m?.invite === undefined) throw new Error(`${u.name} got no invitation from ${from}`);
+  return m.invite;
+}
+
+const phoneTexts = (phone: Phone, direction: "in" | "out") =>
+  phone.events
+    .filter((e): e is { type: "message"; message: ChatMessage } => e.type === "message")
+    .map((e) => e.message)
+    .filter((m) => m.conversationId === C && m.direction === direction)
+    .map((m) => m.text);
+
+const epochOf = (u: { client: { conversations(): { id: string; epoch?: number }[] } | null }) =>
+  u.client?.conversations().find((c) => c.id === C)?.epoch;
+
+/** alice's invite-only club with bob in it, then alice links her phone. */
+async function clubWithPhone() {
+  const { relay, alice, bob, seed } = await setupAliceAndBob();
+  await alice.client.createGroup(G, { title: "The Club", policy: "invite" });
+  await settled(relay);
+  await alice.client.inviteToGroup(G, "bob");
+  await settled(relay);
+  await bob.client.acceptInvite(inviteFor(bob, "alice"));
+  await settled(relay);
+  expect(relay.group(G)?.members).toEqual(["alice", "bob"]);
+  const phone = await newPhone(relay);
+  await link(relay, alice, seed, phone);
+  await settled(relay, 12);
+  if (phone.client === null) throw new Error("the phone did not link");
+  const phoneId = (await alice.client.ownDevices()).devices.find((d) => d.name === "phone")?.id;
+  if (phoneId === undefined) throw new Error("no phone on the list");
+  return { relay, alice, bob, phone, phoneId, seed, addr: `alice.${phoneId}` };
+}
+
+async function rosterOf(u: { store: { get(k: string): Promise<unknown> } }) {
+  return parseGroupRecord(await u.store.get(KEYS.group(G))).current?.roster ?? [];
+}
+
+describe("groups with device members (§4.7, §9.1)", () => {
+  it("alice's phone joins her club as its own member, with its own leaf key; each reads the other", async () => {
+    const { relay, alice, bob, phone, addr } = await clubWithPhone();
+    // Added by a member without an invitation: it is a device of one (§9.7.2).
+    expect(relay.group(G)?.members).toEqual(["alice", addr, "bob"]);
+    expect(epochOf(phone)).toBe(epochOf(bob));
+    expect(epochOf(alice)).toBe(epochOf(bob));
+    const roster = await rosterOf(bob);
+    const laptopLeaf = roster.find((m) => m.name === "alice")?.leafKey;
+    const phoneLeaf = roster.find((m) => m.name === addr)?.leafKey;
+    // Each sending chain is keyed by the member's leaf key (§9.3): two devices, two chains.
+    expect(phoneLeaf).toBeDefined();
+    expect(phoneLeaf).not.toBe(laptopLeaf);
+    expect(roster.find((m) => m.name === addr)?.ik).toBe(alice.client.identityKey);
+    // The phone writes: bob reads it as alice's; the laptop shows it as its own, sent.
+    await through(
+      relay,
+      (phone.client as NonNullable<Phone["client"]>).sendText(C, "from the phone"),
+    );
+    await settled(relay);
+    expect(messages(bob, C)).toContain("from the phone");
+    const fromPhone = bob.events.find(
+      (e) => e.type === "message" && e.message.text === "from the phone",
+    );
+    expect(fromPhone?.type === "message" && fromPhone.message.from).toBe("alice");
+    expect(messages(alice, C, "out")).toContain("from the phone");
+    // bob writes: both of alice's devices read it.
+    await through(relay, bob.client.sendText(C, "hello to both"));
+    await settled(relay);
+    expect(messages(alice, C)).toContain("hello to both");
+    expect(phoneTexts(phone, "in")).toContain("hello to both");
+    // The laptop writes: the phone shows it as its own, sent.
+    await through(relay, alice.client.sendText(C, "from the laptop"));
+    await settled(relay);
+    expect(phoneTexts(phone, "out")).toContain("from the laptop");
+    expect(messages(bob, C)).toContain("from the laptop");
+    // bob sees one person on two devices, named as people are; the line names the device.
+    const summary = bob.client.conversations().find((c) => c.id === C);
+    expect(summary?.members.map((m) => [m.username, m.devices ?? 1])).toEqual([
+      ["alice", 2],
+      ["bob", 1],
+    ]);
+    expect(lines(bob, C).some((l) => l.text === "alice (phone) joined")).toBe(true);
+    for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
+    expect(phone.events.filter((e) => e.type === "error")).toEqual([]);
+  });
+
+  it("removing the phone takes it out of the club; its whole store opens nothing sent afterwards", async () => {
+    const { relay, alice, bob, phone, phoneId, addr } = await clubWithPhone();
+    const before = epochOf(bob) as number;
+    await through(relay, alice.client.removeDevice(phoneId));
+    await settled(relay, 12);
+    // The relay's own leave had no authorization; the laptop's signed leave for the phone let a
+    // member commit it (§9.7.4).
+    expect(relay.group(G)?.members).toEqual(["alice", "bob"]);
+    expect(relay.group(G)?.pendingLeaves).toEqual([]);
+    expect(epochOf(bob)).toBeGreaterThan(before);
+    expect(epochOf(alice)).toBe(epochOf(bob));
+    // Named from the list bob holds, which no longer lists the phone.
+    expect(lines(bob, C).some((l) => l.text === "alice (removed device) left")).toBe(true);
+    const mark = relay.clientLog.length;
+    await through(relay, bob.client.sendText(C, "after the removal"));
+    await settled(relay);
+    expect(messages(alice, C)).toContain("after the removal");
+    expect(phoneTexts(phone, "in")).not.toContain("after the removal");
+    // Everything the phone stored, against the ciphertext the relay carried: nothing opens.
+    const sent = relay.clientLog
+      .slice(mark)
+      .map((x) => x.frame)
+      .filter((f): f is Extract<ClientFrame, { t: "group_send" }> => f.t === "group_send");
+    expect(sent).toHaveLength(1);
+    const stolen = parseGroupRecord(await phone.store.get(KEYS.group(G)));
+    for (const f of sent) {
+      await expect(
+        decryptGroup({
+          record: stolen,
+          hub: relay.hub,
+          sender: "bob",
+          epoch: f.epoch,
+          body: fromB64u(f.body),
+        }),
+      ).rejects.toThrow();
+    }
+    for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
+    // The laptop removed the phone itself: no "relay's removal" notice while its leave was on
+    // the way.
+    expect(lines(alice, C).filter((l) => l.kind === "refused")).toEqual([]);
+    void addr;
+  });
+
+  it("a hostile relay that lets the removed phone commit itself back in is refused by every member", async () => {
+    const { relay, alice, bob, phone, phoneId, seed, addr } = await clubWithPhone();
+    await through(relay, alice.client.removeDevice(phoneId));
+    await settled(relay, 12);
+    const epoch = epochOf(bob) as number;
+    // The thief holds the phone and so alice's identity key: it signs fresh leaf keys for the
+    // phone's address and a joiner commit adding it, on the members' own transcript (§9.2.2).
+    const ik = await ed25519KeyPairFromSeed(seed);
+    const [leaf] = (await makeLeaves({
+      hub: relay.hub,
+      group: G,
+      epoch,
+      count: 1,
+      random: (n) => crypto.getRandomValues(new Uint8Array(n)),
+      sign: (m) => ed25519Sign(ik.privateKey, m),
+    })) as [OwnLeaf];
+    const kems = new Map<string, string>();
+    const entry = (name: string, l: Omit<Leaf, "sig"> & { sig: string }): RosterEntry => {
+      if (l.kem !== undefined) kems.set(name, l.kem);
+      return {
+        name,
+        ik: alice.client.identityKey,
+        leafId: l.id,
+        leafKey: l.key,
+        leafEpoch: l.epoch,
+        leafNonce: l.nonce,
+        leafSig: l.sig,
+        ...(l.kem === undefined ? {} : { leafKem: toB64u(sha256(fromB64u(l.kem))) }),
+      };
+    };
+    const listed = (name: string) => {
+      const l = relay.leafOf(G, name);
+      if (l === null) throw new Error(`no leaf for ${name}`);
+      return l;
+    };
+    const roster = [entry("alice", listed("alice")), entry(addr, leaf)];
+    const bobLeaf = listed("bob");
+    if (bobLeaf.kem !== undefined) kems.set("bob", bobLeaf.kem);
+    roster.push({
+      ...entry("bob", bobLeaf),
+      ik: bob.client.identityKey,
+    });
+    const rec = parseGroupRecord(await bob.store.get(KEYS.group(G)));
+    if (rec.current === null || rec.info === undefined) throw new Error("bob holds no epoch");
+    const built = await buildCommit({
+      hub: relay.hub,
+      group: G,
+      parentEpoch: epoch,
+      prev: null,
+      parentInterim: fromB64u(rec.current.interim),
+      committer: addr,
+      committerIk: ik.publicKey,
+      sign: (m) => ed25519Sign(ik.privateKey, m),
+      roster,
+      added: [addr],
+      removed: [],
+      access: { info: fromB64u(rec.info), adds: [], removals: [] },
+      random: (n) => crypto.getRandomValues(new Uint8Array(n)),
+      kems,
+    });
+    for (const to of [bob, alice]) {
+      const wrap = built.wraps.find((w) => w.to === to.name);
+      if (wrap === undefined || to.conn === undefined) throw new Error("no wrap");
+      const f: ServerFrame = {
+        v: 1,
+        t: "deliver",
+        mid: "900001",
+        from: addr,
+        fromKey: alice.client.identityKey,
+        ts: relay.now(),
+        item: {
+          kind: "commit",
+          group: G,
+          epoch: epoch + 1,
+          core: toB64u(built.core),
+          wrap: toB64u(wrap.wrap),
+        },
+      };
+      relay.push(to.conn, f);
+    }
+    await settled(relay);
+    // bob knows alice's list (it came end to end, §4.9) and refuses; so does her laptop.
+    expect(epochOf(bob)).toBe(epoch);
+    expect(epochOf(alice)).toBe(epoch);
+    const refused = (u: TestUser) =>
+      lines(u, C)
+        .filter((l) => l.kind === "refused")
+        .map((l) => l.text);
+    expect(refused(bob)).toEqual([
+      "Refused a change to club: alice (removed device) is not let back in: its owner removed it",
+    ]);
+    expect(refused(alice)).toEqual([
+      "Refused a change to club: your removed device is not let back in: its owner removed it",
+    ]);
+    void phone;
+  });
+});
