@@ -3,6 +3,7 @@
  * every decision of the pure transition — accepted, unchanged, each refusal — with proof that the
  * transition does not change its inputs.
  */
+import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import {
   applyDeviceList,
@@ -10,6 +11,7 @@ import {
   deviceListShapeError,
   deviceListTranscript,
   deviceListVerifies,
+  deviceMemberRefusal,
   hiddenDevices,
   isListedDevice,
   nextDeviceList,
@@ -19,7 +21,13 @@ import {
 } from "../../shared/core/devices";
 import { ed25519KeyPairFromSeed, ed25519Sign, sha256 } from "../../shared/crypto";
 import { fromB64u, toB64u, utf8 } from "../../shared/encoding";
-import { type DeviceList, parseClientFrame } from "../../shared/protocol";
+import {
+  type DeviceList,
+  deviceOfMember,
+  MemberName,
+  parseClientFrame,
+  userOfMember,
+} from "../../shared/protocol";
 
 const L = (label: string) => sha256(utf8(label));
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
@@ -270,5 +278,50 @@ describe("applyDeviceList: what a client accepts (§4.6)", () => {
     const before = JSON.stringify({ pinned, v2 });
     await decide(identityKey, pinned, v2);
     expect(JSON.stringify({ pinned, v2 })).toBe(before);
+  });
+
+  it("a device member (§4.7, §9.7.2): a revoked one is refused; an unlisted one only for our own identity", async () => {
+    const { identityKey, v1, b, a, pinned } = await setup();
+    const v2 = await signed(nextDeviceList(v1, { add: [b] }));
+    const d2 = await decide(identityKey, pinned, v2);
+    if (d2.kind !== "accepted") throw new Error("v2 refused");
+    const v3 = await signed(nextDeviceList(v2, { remove: [b.id] }));
+    const d3 = await decide(identityKey, d2.pinned, v3);
+    if (d3.kind !== "accepted") throw new Error("v3 refused");
+    for (const own of [true, false]) {
+      expect(deviceMemberRefusal(d2.pinned, b.id, own)).toBeNull();
+      expect(deviceMemberRefusal(d3.pinned, a.id, own)).toBeNull();
+      expect(deviceMemberRefusal(d3.pinned, b.id, own)).toBe("revoked");
+    }
+    // A device newer than the contact's list we hold may be a real one; ours we always know.
+    const newer = id16("device-c");
+    expect(deviceMemberRefusal(d3.pinned, newer, false)).toBeNull();
+    expect(deviceMemberRefusal(d3.pinned, newer, true)).toBe("unlisted");
+    expect(deviceMemberRefusal(null, newer, false)).toBeNull();
+    expect(deviceMemberRefusal(null, newer, true)).toBe("unlisted");
+  });
+});
+
+describe("member names (§4.7, §9.1)", () => {
+  const dev = id16("device-a");
+  it("a username, or a username and a 22-character device id; nothing else", () => {
+    const ok = (x: string) => v.safeParse(MemberName, x).success;
+    expect(ok("alice")).toBe(true);
+    expect(ok(`alice.${dev}`)).toBe(true);
+    expect(userOfMember(`alice.${dev}`)).toBe("alice");
+    expect(deviceOfMember(`alice.${dev}`)).toBe(dev);
+    expect(userOfMember("alice")).toBe("alice");
+    expect(deviceOfMember("alice")).toBeNull();
+    for (const bad of [
+      "",
+      `.${dev}`,
+      `alice.${dev}x`,
+      `alice.${dev.slice(1)}`,
+      `alice.${dev}.${dev}`,
+      `Alice.${dev}`,
+      "alice.",
+      `${"a".repeat(33)}.${dev}`,
+    ])
+      expect(ok(bad), bad).toBe(false);
   });
 });
