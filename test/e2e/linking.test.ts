@@ -1,11 +1,13 @@
 /**
- * Linked devices in Chromium (PROTOCOL.md §4.6–§4.8), against a real `wrangler dev`: alice's
- * laptop (desktop) links her phone (390 px, its own profile) by the typed code, after a confirm
- * dialog naming it and choosing how much history goes along; the phone connects as a linked
- * device with alice's identity, her verified contact bob and their earlier messages; both list
- * the two devices, each marking itself; alice writes to bob from the phone, the laptop shows it as
- * sent and bob's answer reaches both (§4.9); then the laptop removes the phone, which is told at
- * once. Screenshots go to test-results/screenshots/linking-*.png.
+ * Linked devices in Chromium (PROTOCOL.md §4.6–§4.9), four profiles against a real `wrangler
+ * dev`: alice's laptop (desktop), alice's phone (390 px), bob and carol. alice runs the
+ * invite-only #crew with bob and carol. The laptop links the phone by the typed code, after a
+ * confirm dialog naming it and choosing how much history goes along; the phone connects as a
+ * linked device with alice's identity, her verified contact bob, their earlier messages and her
+ * groups, which it joins as its own member (§4.7). Both list the two devices; alice writes to bob
+ * and to #crew from the phone, the laptop shows both as sent, and the answers reach both devices;
+ * carol sees alice as one person on two devices. Then the laptop removes the phone, which is
+ * told at once, and #crew goes on without it. Screenshots go to test-results/screenshots/linking-*.png.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type BrowserUser, launchUser } from "../support/browser";
@@ -14,6 +16,7 @@ import {
   closeUsers,
   onboard,
   openChat,
+  openGroup,
   seesMessage,
   seesOnline,
   send,
@@ -27,6 +30,7 @@ let relay: WranglerDev;
 let laptop: BrowserUser;
 let phone: BrowserUser;
 let bob: BrowserUser;
+let carol: BrowserUser;
 let tablet: BrowserUser | undefined;
 
 beforeAll(async () => {
@@ -47,11 +51,42 @@ beforeAll(async () => {
   await laptop.page.getByTestId("mark-verified").click();
   await laptop.page.getByTestId("verified-note").waitFor();
   await laptop.page.keyboard.press("Escape");
+  // alice's invite-only #crew: bob and carol come in by her invitations (§9.7.3).
+  carol = await launchUser("carol", url);
+  await onboard(carol.page, "carol");
+  const l = laptop.page;
+  await l.getByTestId("new-group").click();
+  await l.getByTestId("new-group-name").fill("crew");
+  await l.getByTestId("create-group").click();
+  await openGroup(l, "crew");
+  await send(l, "crew starts here");
+  await seesOnline(l, "carol");
+  await openChat(l, "carol");
+  await send(l, "hi carol");
+  for (const [who, page] of [
+    ["bob", bob.page],
+    ["carol", carol.page],
+  ] as const) {
+    await openGroup(l, "crew");
+    await l.getByRole("button", { name: "Members" }).click();
+    await l.getByTestId("invite-who").selectOption(who);
+    await l.getByTestId("invite-send").click();
+    await l.keyboard.press("Escape");
+    await openChat(page, "alice");
+    // carol has not written to alice yet: the chat is a message request she accepts first.
+    if (who === "carol") await page.getByTestId("accept-request").click();
+    await page.getByTestId("accept-invite-crew").waitFor({ timeout: 30_000 });
+    await page.getByTestId("accept-invite-crew").click();
+    await openGroup(page, "crew");
+    await send(page, `${who} is in`);
+  }
+  await openGroup(l, "crew");
+  await seesMessage(l, "carol is in");
   phone = await launchUser("alice-phone", url, { viewport: { width: 390, height: 844 } });
-}, 180_000);
+}, 240_000);
 
 afterAll(async () => {
-  await closeUsers([laptop, phone, bob, tablet]);
+  await closeUsers([laptop, phone, bob, carol, tablet]);
   await relay?.stop();
 });
 
@@ -166,6 +201,39 @@ describe("linking a phone to alice's laptop", () => {
     await seesMessage(l, "got it on both?");
     await shot(p, "linking-phone-chat");
     await shot(l, "linking-laptop-chat");
+  }, 120_000);
+
+  test("the phone is in #crew as its own device: carol reads it, the laptop shows it as sent", async () => {
+    const p = phone.page;
+    const l = laptop.page;
+    const c = carol.page;
+    // The phone joined alice's group at its first connection; a member added it without an
+    // invitation, since it is a device of alice (§9.7.2). At 390 px the list is a step back.
+    await p.getByRole("button", { name: "Back to conversations" }).click();
+    await openGroup(p, "crew");
+    await send(p, "crew, from my phone");
+    await openGroup(c, "crew");
+    await seesMessage(c, "crew, from my phone");
+    await openGroup(l, "crew");
+    await seesMessage(l, "crew, from my phone");
+    expect(await l.locator("li.msg.out", { hasText: "crew, from my phone" }).count()).toBe(1);
+    await send(c, "hello to both of alice's devices");
+    await seesMessage(p, "hello to both of alice's devices");
+    await seesMessage(l, "hello to both of alice's devices");
+    // carol sees one person on two devices, not two members.
+    await c.getByRole("button", { name: "Members" }).click();
+    const dialog = c.getByTestId("members-dialog");
+    await dialog.waitFor();
+    const aliceRow = dialog.locator("li", { hasText: "alice" });
+    await expect
+      .poll(async () => (await aliceRow.getByTestId("member-devices").textContent())?.trim(), {
+        timeout: 30_000,
+      })
+      .toBe("2 devices");
+    expect(await dialog.locator("ul.roster > li").count()).toBe(3);
+    await shot(c, "linking-carol-members");
+    await c.keyboard.press("Escape");
+    await shot(p, "linking-phone-group");
     // Back to Settings → Devices for the removal.
     await l.getByTestId("open-settings").click();
     await l.getByTestId("devices").waitFor();
@@ -183,6 +251,24 @@ describe("linking a phone to alice's laptop", () => {
     await phone.page.getByTestId("removed-banner").waitFor({ timeout: 30_000 });
     await shot(phone.page, "linking-phone-removed");
     await shot(l, "linking-laptop-removed");
+    // #crew goes on without the phone: its removal is committed, and what carol writes next
+    // reaches the laptop, never the phone.
+    await l.keyboard.press("Escape");
+    await openGroup(l, "crew");
+    await l
+      .getByTestId("system-line")
+      .filter({ hasText: "your removed device left" })
+      .first()
+      .waitFor({ timeout: 30_000 });
+    await send(carol.page, "after the phone was removed");
+    await seesMessage(l, "after the phone was removed");
+    expect(
+      await phone.page
+        .locator('[data-testid="message-text"]', {
+          hasText: "after the phone was removed",
+        })
+        .count(),
+    ).toBe(0);
   }, 120_000);
 
   test("with BarcodeDetector the laptop links a tablet by scanning its code", async () => {

@@ -432,6 +432,12 @@ export function MembersDialog(props: {
                   <Show when={m.verified}>
                     <span class="pill tone-good small-pill">verified</span>
                   </Show>
+                  <Show when={(m.devices ?? 1) > 1}>
+                    {/* Each device is its own member (PROTOCOL §4.7), shown as the one person. */}
+                    <span class="pill small-pill" data-testid="member-devices">
+                      {m.devices} devices
+                    </span>
+                  </Show>
                 </span>
                 <span class="fingerprint">{m.fingerprint}</span>
               </span>
