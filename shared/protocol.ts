@@ -232,7 +232,6 @@ export const ERRORS = {
   stale_device_list: "A device list with this version or a newer one is already stored.",
   unknown_device: "That user has no such device.",
   device_removed: "This device was removed from its identity's device list.",
-  current_device_only: "Only the identity's current device may send this frame.",
   unknown_link: "No device is waiting to be linked under that code.",
   link_taken: "That link code is already in use; make a new one.",
 } as const;

@@ -228,7 +228,7 @@ describe("groups with device members (§4.7, §9.1)", () => {
     });
     for (const to of [bob, alice]) {
       const wrap = built.wraps.find((w) => w.to === to.name);
-      if (wrap === undefined || to.conn === undefined) throw new Error("no wrap");
+      if (wrap === undefined || to.conn === null) throw new Error("no wrap");
       const f: ServerFrame = {
         v: 1,
         t: "deliver",

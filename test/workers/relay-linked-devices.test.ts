@@ -418,7 +418,7 @@ describe("presence and push are the identity's, over all its devices (§4.7, §6
     const phoneSub = await newSubscription();
     laptop.send(subscribeFrame("pl", laptopSub));
     await laptop.next("accepted", (f) => f.id === "pl");
-    // A linked device subscribes on its own (no longer current_device_only).
+    // A linked device subscribes on its own, under its address (§7.9).
     phone.send(subscribeFrame("pp", phoneSub));
     await phone.next("accepted", (f) => f.id === "pp");
     expect(await countTable(hub, "push_subs")).toBe(2);

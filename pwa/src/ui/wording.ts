@@ -193,7 +193,6 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   stale_device_list: "Your list of devices changed on another device just now. Try again.",
   unknown_device: "That device is no longer one of theirs.",
   device_removed: "This device was removed from your account on another device.",
-  current_device_only: "This device cannot do that; use your main device.",
   unknown_link:
     "No device is waiting under that code. Check the code on the new device; it lasts ten minutes.",
   link_taken: "That link code is in use. Make a new code on the new device.",
