@@ -652,10 +652,10 @@ export const LeaveFrame = v.strictObject({
   /** Closed groups (§9.7.4): the leaver's signed leave, passed unread to the committer. */
   auth: v.optional(GroupAuth),
   /**
-   * Another device of the sender's identity leaves instead (§4.7): one that was removed from
-   * the device list, whose groups its identity's other devices take it out of.
+   * Another member of the sender's identity leaves instead (§4.7): one of its other devices —
+   * a device its list removed, or all of a person's devices when the person leaves.
    */
-  device: v.optional(b64Bytes(DEVICE_ID_BYTES)),
+  member: v.optional(MemberName),
 });
 /**
  * An admin removes a member (§9.7.4): the relay takes `user` out as its own `leave` would, with

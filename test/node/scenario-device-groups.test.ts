@@ -166,6 +166,28 @@ describe("groups with device members (§4.7, §9.1)", () => {
     void addr;
   });
 
+  it("alice leaves the club on her phone: the person leaves, both devices go, the laptop is told", async () => {
+    const { relay, alice, bob, phone } = await clubWithPhone();
+    await through(relay, (phone.client as NonNullable<Phone["client"]>).leaveGroup(G));
+    await settled(relay, 12);
+    // Two leaves at once: the second membership push waits for the group's push bound (§7.5).
+    await relay.advance(2_000);
+    await settled(relay);
+    // Both of alice's members left with their signed leaves; bob committed them (§9.7.4).
+    expect(relay.group(G)?.members).toEqual(["bob"]);
+    expect(relay.group(G)?.pendingLeaves).toEqual([]);
+    expect(epochOf(alice)).toBe(-1);
+    expect(epochOf(phone)).toBe(-1);
+    expect(lines(alice, C).map((l) => l.text)).toContain(
+      "You left club on another of your devices",
+    );
+    expect(lines(bob, C).filter((l) => l.kind === "refused")).toEqual([]);
+    await through(relay, bob.client.sendText(C, "alone now"));
+    await settled(relay);
+    expect(messages(alice, C)).not.toContain("alone now");
+    for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
+  });
+
   it("a hostile relay that lets the removed phone commit itself back in is refused by every member", async () => {
     const { relay, alice, bob, phone, phoneId, seed, addr } = await clubWithPhone();
     await through(relay, alice.client.removeDevice(phoneId));

@@ -244,13 +244,15 @@ describe("linked devices on the relay", () => {
     await laptop.next("accepted", (f) => f.id === "d2");
     await laptop.next("group", (f) => f.state.pendingLeaves.includes(addr));
     // ...and the laptop hands the members the phone's signed leave (§9.7.4).
-    laptop.send({ v: 1, t: "leave", id: "l1", group: "team", device: PHONE, auth: "AAAA" });
+    laptop.send({ v: 1, t: "leave", id: "l1", group: "team", member: addr, auth: "AAAA" });
     await laptop.next("accepted", (f) => f.id === "l1");
     const auths = await laptop.next("group", (f) => (f.state.leaveAuths ?? []).length > 0);
     expect(auths.state.leaveAuths).toEqual([{ username: addr, auth: "AAAA" }]);
-    // Another identity cannot speak for alice's devices; nor can a device for itself this way.
-    bob.send({ v: 1, t: "leave", id: "l2", group: "team", device: LAPTOP });
+    // Another identity cannot speak for alice's devices; nor can a device name itself this way.
+    bob.send({ v: 1, t: "leave", id: "l2", group: "team", member: "alice" });
     expect((await bob.error("l2")).code).toBe("not_member");
+    laptop.send({ v: 1, t: "leave", id: "l3", group: "team", member: "alice" });
+    expect((await laptop.error("l3")).code).toBe("not_member");
     for (const c of [laptop, bob]) c.close();
   });
 

@@ -1535,11 +1535,11 @@ export class Hub {
         s.send(errorFrame("rate_limited", frame.id));
         return;
       }
-      // Another device of ours (§4.7): one our list removed, taken out of its groups by the
-      // identity's other devices with its signed leave (every device holds the identity key).
-      const member =
-        frame.device === undefined ? addressOf(a) : this.#deviceMember(a, frame.device);
-      if (member === null) {
+      // Another device of ours (§4.7): one our list removed, or all of a person's devices when
+      // the person leaves, with its signed leave (every device holds the identity key).
+      const self = addressOf(a);
+      const member = frame.member ?? self;
+      if (frame.member !== undefined && (userOfMember(member) !== a.username || member === self)) {
         s.send(errorFrame("not_member", frame.id));
         return;
       }
@@ -1561,18 +1561,16 @@ export class Hub {
         push = g;
       }
       s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
-      this.#d.sessions.online(member)?.send({ v: PROTOCOL_VERSION, t: "left", group: frame.group });
+      // The member that left is told, with the signed leave another device sent for it.
+      const left: ServerFrame = {
+        v: PROTOCOL_VERSION,
+        t: "left",
+        group: frame.group,
+        ...(frame.member !== undefined && frame.auth !== undefined ? { auth: frame.auth } : {}),
+      };
+      this.#d.sessions.online(member)?.send(left);
       if (push !== null) this.#membershipChanged(push, now);
     });
-  }
-
-  /** The member name of `device`, another device of `a`'s identity (§4.7), or null. */
-  #deviceMember(a: AuthedAttachment, device: string): string | null {
-    if (device === deviceOf(a)) return null;
-    const current = this.#d.store.getDevice(a.username);
-    if (current === null) return null;
-    if (device === current) return addressOf(a) === a.username ? null : a.username;
-    return deviceAddress(a.username, device);
   }
 
   /**

@@ -72,7 +72,7 @@ export async function onAccepted(tx: Tx, f: FrameOf<ServerFrame, "accepted">): P
       return membership.onLeafAnswered(tx, f.id);
     case "leave":
       // Another device's leave (§4.7) gets no `left` of ours: the answer ends it.
-      if (fl.device !== undefined) return endFlight(tx, f.id);
+      if (fl.member !== undefined) return endFlight(tx, f.id);
       return membership.onLeaveAccepted(tx, f.id);
     case "remove":
       s.flights.delete(f.id);
@@ -169,7 +169,7 @@ export async function onRelayError(tx: Tx, f: FrameOf<ServerFrame, "error">): Pr
       if (membership.TRANSIENT.has(code)) return; // kept: the next welcome sends it again
       return membership.onLeafAnswered(tx, id);
     case "leave":
-      if (fl.device !== undefined) {
+      if (fl.member !== undefined) {
         // The device is out already (not_member) or the relay could not take it: nothing of
         // ours changes; a transient refusal is sent again at the next welcome.
         if (!membership.TRANSIENT.has(code)) endFlight(tx, id);

@@ -5,11 +5,17 @@
  */
 import { ed25519Sign } from "../../crypto";
 import { toB64u } from "../../encoding";
-import { type ErrorCode, LEAF_QUEUE } from "../../protocol";
+import { type ErrorCode, LEAF_QUEUE, userOfMember } from "../../protocol";
 import { b64 } from "../codec";
 import { CoreError } from "../errors";
 import { type GroupRecord, makeLeaves, type OwnLeaf, publicLeaf } from "../group";
-import { checkRemoval, decodeGroupInfo, removalBy, signLeave } from "../group-access";
+import {
+  checkRemoval,
+  decodeGroupInfo,
+  type GroupInfo,
+  removalBy,
+  signLeave,
+} from "../group-access";
 import { leftGroup } from "../group-record";
 import { KEYS } from "../store";
 import { system, type Tx } from "./effects";
@@ -140,6 +146,9 @@ export async function leaveGroup(tx: Tx, name: string): Promise<void> {
   if (leaveOf(tx.state.flights, name) === null) {
     startFlight(tx, { kind: "leave", group: name, rejoin: false, auth: await leaveAuth(tx, rec) });
   }
+  // A person leaves with all of their devices (§4.7): each of our other devices in the group
+  // goes too, with its signed leave, and is told so (`left` with that leave).
+  for (const m of ownOtherMembers(tx, rec)) await leaveFor(tx, rec, m);
   summarizeGroup(tx, rec);
 }
 
@@ -160,36 +169,48 @@ export async function leaveAuth(tx: Tx, rec: GroupRecord): Promise<string> {
 }
 
 /**
- * Devices our new list removed (§4.7) leave every group of ours they are in: a `leave{group,
- * device}` each, with the device's signed leave (every device of ours holds the identity key,
- * §4.6), which members need to commit a closed group's removal (§9.7.4). The relay takes a
+ * Take another device of ours (its member name, §4.7) out of `rec`'s group: a `leave{group,
+ * member}` carrying that member's signed leave (every device of ours holds the identity key,
+ * §4.6), which members need to commit it in a closed group (§9.7.4). Persisted like our own
+ * leaves and sent again at every welcome until answered.
+ */
+async function leaveFor(tx: Tx, rec: GroupRecord, member: string): Promise<void> {
+  const { env } = tx;
+  for (const f of tx.state.flights.values())
+    if (f.kind === "leave" && f.group === rec.group && f.member === member) return;
+  const auth = await signLeave({
+    hub: env.hub,
+    group: rec.group,
+    name: member,
+    ik: env.identity.publicKey,
+    epoch: rec.current?.epoch ?? tx.state.relayGroups.get(rec.group)?.epoch ?? 0,
+    sign: (m) => ed25519Sign(env.identity.privateKey, m),
+  });
+  startFlight(tx, { kind: "leave", group: rec.group, rejoin: false, auth: toB64u(auth), member });
+}
+
+/** Our other devices (their member names) in `rec`'s group, committed or joining (§4.7). */
+function ownOtherMembers(tx: Tx, rec: GroupRecord): string[] {
+  const names = new Set([
+    ...(rec.current?.roster.map((m) => m.name) ?? []),
+    ...(tx.state.relayGroups.get(rec.group)?.members.map((m) => m.username) ?? []),
+    ...(tx.state.relayGroups.get(rec.group)?.pendingJoins.map((m) => m.username) ?? []),
+  ]);
+  const self = selfMember(tx);
+  return [...names].filter((n) => n !== self && userOfMember(n) === tx.env.username).sort();
+}
+
+/**
+ * Devices our new list removed (§4.7) leave every group of ours they are in. The relay takes a
  * removed device out of all its groups on its own; this gives members the authorization.
- * Persisted like our own leaves and sent again at every welcome until answered.
  */
 export async function leaveForRemovedDevices(tx: Tx, devices: readonly string[]): Promise<void> {
-  const { env } = tx;
   if (devices.length === 0) return;
+  const gone = new Set(devices.map((d) => `${tx.env.username}.${d}`));
   for (const { key } of await tx.list("group/")) {
-    const name = key.slice("group/".length);
-    const rec = await loadGroup(tx, name);
+    const rec = await loadGroup(tx, key.slice("group/".length));
     if (rec.status !== "member" || rec.current === null) continue;
-    const listed = new Set([
-      ...rec.current.roster.map((m) => m.name),
-      ...(tx.state.relayGroups.get(name)?.pendingJoins.map((m) => m.username) ?? []),
-    ]);
-    for (const device of devices) {
-      const member = `${env.username}.${device}`;
-      if (!listed.has(member) || member === selfMember(tx)) continue;
-      const auth = await signLeave({
-        hub: env.hub,
-        group: name,
-        name: member,
-        ik: env.identity.publicKey,
-        epoch: rec.current.epoch,
-        sign: (m) => ed25519Sign(env.identity.privateKey, m),
-      });
-      startFlight(tx, { kind: "leave", group: name, rejoin: false, auth: toB64u(auth), device });
-    }
+    for (const m of ownOtherMembers(tx, rec)) if (gone.has(m)) await leaveFor(tx, rec, m);
   }
 }
 
@@ -207,9 +228,11 @@ export async function onLeft(tx: Tx, name: string, auth?: string): Promise<void>
   if (leave === null && rec.status === "member") {
     const who = await removedBy(tx, rec, auth);
     const text =
-      who === null
-        ? `The relay took you out of ${name}, but you did not leave and no admin removed you`
-        : `${who} (an admin) removed you from ${name}`;
+      who === "self"
+        ? `You left ${name} on another of your devices`
+        : who === null
+          ? `The relay took you out of ${name}, but you did not leave and no admin removed you`
+          : `${who} (an admin) removed you from ${name}`;
     // A valid removal reads as our leaving (its details name the admin); one without, as refused.
     system(tx, groupId(name), who === null ? "refused" : "left", text, {
       username: tx.env.username,
@@ -218,12 +241,29 @@ export async function onLeft(tx: Tx, name: string, auth?: string): Promise<void>
   await forget(tx, name);
 }
 
-/** The admin whose valid signed removal `auth` is, or null (§9.7.4). */
+/** The rules a removal of an open group is read with: no admins, so only a leave verifies. */
+const OPEN_GROUP_RULES: GroupInfo = {
+  version: 0,
+  title: "",
+  description: "",
+  policy: "open",
+  admins: [],
+  links: [],
+};
+
+/**
+ * Who took us out with `auth` (§9.7.4): "self" for our own signed leave (another device of ours
+ * left for the person, §4.7), an admin's name for a valid removal, else null.
+ */
 async function removedBy(tx: Tx, rec: GroupRecord, auth: string | undefined) {
-  if (rec.info === undefined || rec.current === null || auth === undefined) return null;
+  if (rec.current === null || auth === undefined) return null;
   const { env } = tx;
   try {
-    const info = decodeGroupInfo(b64(rec.info, "info"), env.hub, rec.group).info;
+    // An open group has no admins (§9.7.1): only our own leave can check out there.
+    const info =
+      rec.info === undefined
+        ? OPEN_GROUP_RULES
+        : decodeGroupInfo(b64(rec.info, "info"), env.hub, rec.group).info;
     const bytes = b64(auth, "auth");
     const how = await checkRemoval({
       hub: env.hub,
@@ -233,6 +273,8 @@ async function removedBy(tx: Tx, rec: GroupRecord, auth: string | undefined) {
       auth: bytes,
       since: rec.since?.[selfMember(tx)] ?? 0,
     });
+    // Our own signed leave, sent by another device of ours (§4.7): we left there.
+    if (how === "leave") return "self";
     if (how !== "remove") return null;
     const admin = removalBy(bytes);
     return rec.current.roster.find((m) => m.ik === admin)?.name ?? "someone";

@@ -20,7 +20,7 @@ export type Flight =
   | { kind: "send"; key: string; conversationId?: ConversationId; messageId?: string }
   | { kind: "join"; key: string; group: string }
   | { kind: "leaf"; key: string; group: string }
-  | { kind: "leave"; key: string; group: string; rejoin: boolean; device?: string }
+  | { kind: "leave"; key: string; group: string; rejoin: boolean; member?: string }
   /** An admin's removal of a member (§9.7.4): asked once, answered or lost with the socket. */
   | { kind: "remove"; group: string; user: string }
   | { kind: "commit"; group: string }
@@ -54,8 +54,8 @@ export const FlightRecordSchema = v.variant("kind", [
     rejoin: v.boolean(),
     /** Closed groups (§9.7.4): our signed leave. */
     auth: v.optional(v.string()),
-    /** The leave of another device of ours that our list removed (§4.7), not our own. */
-    device: v.optional(v.string()),
+    /** The leave of another device of ours (its member name, §4.7), not our own. */
+    member: v.optional(v.string()),
   }),
 ]);
 export type FlightRecord = v.InferOutput<typeof FlightRecordSchema>;
@@ -94,7 +94,7 @@ export function flightFrame(r: FlightRecord) {
         id: r.id,
         group: r.group,
         ...(r.auth === undefined ? {} : { auth: r.auth }),
-        ...(r.device === undefined ? {} : { device: r.device }),
+        ...(r.member === undefined ? {} : { member: r.member }),
       } as const;
   }
 }
@@ -113,7 +113,7 @@ export function startFlight(tx: Tx, r: DistributiveOmit<FlightRecord, "id">): vo
           key,
           group: rec.group,
           rejoin: rec.rejoin,
-          ...(rec.device === undefined ? {} : { device: rec.device }),
+          ...(rec.member === undefined ? {} : { member: rec.member }),
         }
       : { kind: rec.kind, key, group: rec.group },
   );
@@ -134,7 +134,7 @@ export function leaveOf(
   group: string,
 ): { id: string; flight: Extract<Flight, { kind: "leave" }> } | null {
   for (const [id, f] of flights)
-    if (f.kind === "leave" && f.group === group && f.device === undefined) return { id, flight: f };
+    if (f.kind === "leave" && f.group === group && f.member === undefined) return { id, flight: f };
   return null;
 }
 

@@ -173,7 +173,7 @@ export async function loadEngine(
             key,
             group: f.group,
             rejoin: f.rejoin,
-            ...(f.device === undefined ? {} : { device: f.device }),
+            ...(f.member === undefined ? {} : { member: f.member }),
           }
         : { kind: f.kind, key, group: f.group },
     );
