@@ -872,6 +872,8 @@ export const WelcomeFrame = v.strictObject({
   devices: v.optional(DeviceList),
   /** A linked device's mailbox address (§4.7): its name as a group member. Absent: `username`. */
   address: v.optional(MemberName),
+  /** To a linked device: the id of its identity's current device, the member `username` (§4.7). */
+  current: v.optional(b64Bytes(DEVICE_ID_BYTES)),
 });
 
 /** The users online that this user may see (§6.3), once after `welcome`. */

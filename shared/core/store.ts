@@ -56,6 +56,8 @@ export const DeviceSchema = v.strictObject({
   seed: v.optional(b64Bytes(32)),
   /** A linked device's mailbox address (§4.7), as its last `welcome` named it: its group name. */
   address: v.optional(v.string()),
+  /** For a linked device: the identity's current device id, as its last `welcome` named it. */
+  current: v.optional(v.string()),
 });
 export type StoredDevice = v.InferOutput<typeof DeviceSchema>;
 export type Device = StoredDevice & { seed: string };

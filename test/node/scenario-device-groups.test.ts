@@ -188,6 +188,38 @@ describe("groups with device members (§4.7, §9.1)", () => {
     for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
   });
 
+  it("alice loses her laptop and removes it from the phone: the phone keeps the club, as her current device", async () => {
+    const { relay, alice, bob, phone, addr } = await clubWithPhone();
+    const p = phone.client as NonNullable<Phone["client"]>;
+    const laptopId = (await p.ownDevices()).devices.find((d) => d.name === "laptop")?.id;
+    if (laptopId === undefined) throw new Error("no laptop on the list");
+    await through(relay, p.removeDevice(laptopId));
+    await settled(relay, 12);
+    await relay.advance(2_000);
+    await settled(relay);
+    // The laptop was the member `alice` (the current device): the phone knew it from its
+    // welcome and handed its signed leave, so bob committed the removal.
+    expect(relay.group(G)?.members).toEqual([addr, "bob"]);
+    expect(alice.conn?.closed).toBe(true);
+    // The phone's next connection makes it alice's current device: its club moves to `alice`.
+    if (phone.conn !== undefined) relay.disconnect(phone.conn);
+    await settled(relay);
+    phone.conn = relay.connect(p);
+    await settled(relay, 12);
+    await relay.advance(2_000);
+    await settled(relay, 12);
+    expect(relay.group(G)?.members).toEqual(["alice", "bob"]);
+    expect(relay.group(G)?.pendingJoins).toEqual([]);
+    expect(epochOf(phone)).toBe(epochOf(bob));
+    await through(relay, p.sendText(C, "still here, on the phone"));
+    await settled(relay);
+    expect(messages(bob, C)).toContain("still here, on the phone");
+    await through(relay, bob.client.sendText(C, "welcome back"));
+    await settled(relay);
+    expect(phoneTexts(phone, "in")).toContain("welcome back");
+    expect(lines(bob, C).filter((l) => l.kind === "refused")).toEqual([]);
+  });
+
   it("a hostile relay that lets the removed phone commit itself back in is refused by every member", async () => {
     const { relay, alice, bob, phone, phoneId, seed, addr } = await clubWithPhone();
     await through(relay, alice.client.removeDevice(phoneId));

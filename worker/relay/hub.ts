@@ -882,6 +882,12 @@ export class Hub {
     s.close(close, code);
   }
 
+  /** The identity's current device id, for a linked device's `welcome` (§4.7). */
+  #currentOf(username: string): { current?: string } {
+    const current = this.#d.store.getDevice(username);
+    return current === null ? {} : { current };
+  }
+
   #welcome(s: Session, a: AuthedAttachment, remaining: number): void {
     const { store } = this.#d;
     // Group states can be large (up to maxGroupSize members each): the welcome carries as many
@@ -910,7 +916,7 @@ export class Hub {
       groups: inWelcome,
       presence: this.presence.scope(a.username),
       ...devicesOf(store.getDeviceList(a.username), a.identityKey),
-      ...(a.address === undefined ? {} : { address: a.address }),
+      ...(a.address === undefined ? {} : { address: a.address, ...this.#currentOf(a.username) }),
     });
     for (const state of after) s.send({ v: PROTOCOL_VERSION, t: "group", state });
     if (prekeysLow(remaining)) s.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });

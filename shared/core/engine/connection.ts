@@ -104,11 +104,16 @@ export async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Pro
   }
   // Our name in groups (§4.7): a linked device's own address. Only ours can be named.
   const address = f.address === `${env.username}.${s.device.id}` ? f.address : undefined;
+  const before = s.device.address;
   if (f.address !== undefined && address === undefined)
     error(tx, "relay_error", "relay named this device with another address");
-  else if (address !== s.device.address) {
-    const { address: _a, ...rest } = s.device;
-    s.device = address === undefined ? rest : { ...rest, address };
+  else if (address !== before || f.current !== s.device.current) {
+    const { address: _a, current: _c, ...rest } = s.device;
+    s.device = {
+      ...rest,
+      ...(address === undefined ? {} : { address }),
+      ...(address === undefined || f.current === undefined ? {} : { current: f.current }),
+    };
     tx.put(KEYS.device, s.device);
   }
   tx.emit({ type: "ready", username: env.username, fingerprint: env.fingerprint });
@@ -157,6 +162,10 @@ export async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Pro
   for (const g of f.groups)
     await guarded(tx, () => commits.evaluateGroup(tx, g.group), groups.groupId(g.group));
   await joinLinkGroups(tx);
+  // A linked device the relay made current (its identity's current device was removed, §4.7
+  // rule 3) is now the member `username`: its groups move to that name.
+  if (before !== undefined && s.device.address === undefined && f.address === undefined)
+    await membership.becameCurrent(tx, before);
   await resummarize(tx);
   // Gaps whose grace ran out while we were offline: decide after this connection's mailbox
   // drain, one grace from now (§8.8).

@@ -8,7 +8,7 @@ import { toB64u } from "../../encoding";
 import { type ErrorCode, LEAF_QUEUE, userOfMember } from "../../protocol";
 import { b64 } from "../codec";
 import { CoreError } from "../errors";
-import { type GroupRecord, makeLeaves, type OwnLeaf, publicLeaf } from "../group";
+import { emptyGroup, type GroupRecord, makeLeaves, type OwnLeaf, publicLeaf } from "../group";
 import {
   checkRemoval,
   decodeGroupInfo,
@@ -202,15 +202,39 @@ function ownOtherMembers(tx: Tx, rec: GroupRecord): string[] {
 
 /**
  * Devices our new list removed (§4.7) leave every group of ours they are in. The relay takes a
- * removed device out of all its groups on its own; this gives members the authorization.
+ * removed device out of all its groups on its own; this gives members the authorization. The
+ * identity's current device is the member `username` (a linked device knows which device that is
+ * from its `welcome`).
  */
 export async function leaveForRemovedDevices(tx: Tx, devices: readonly string[]): Promise<void> {
   if (devices.length === 0) return;
-  const gone = new Set(devices.map((d) => `${tx.env.username}.${d}`));
+  const { username } = tx.env;
+  const current = tx.state.device.current;
+  const gone = new Set(devices.map((d) => (d === current ? username : `${username}.${d}`)));
   for (const { key } of await tx.list("group/")) {
     const rec = await loadGroup(tx, key.slice("group/".length));
     if (rec.status !== "member" || rec.current === null) continue;
     for (const m of ownOtherMembers(tx, rec)) if (gone.has(m)) await leaveFor(tx, rec, m);
+  }
+}
+
+/**
+ * We were a linked device under `old` and are now the identity's current device, the member
+ * `username` (§4.7): in every group we were in, our old member leaves (with its signed leave)
+ * and we join again under the new name with fresh keys, committing our own re-addition (§9.4).
+ */
+export async function becameCurrent(tx: Tx, old: string): Promise<void> {
+  for (const { key } of await tx.list("group/")) {
+    const name = key.slice("group/".length);
+    const rec = await loadGroup(tx, name);
+    if (rec.status !== "member" && rec.status !== "joining") continue;
+    await leaveFor(tx, rec, old);
+    const fresh = emptyGroup(name);
+    tx.put(KEYS.group(name), fresh);
+    const auth = await leaveAuth(tx, fresh);
+    const leaves = await joinLeaves(tx, name);
+    startFlight(tx, { kind: "leave", group: name, rejoin: true, auth });
+    sendJoin(tx, name, fresh, leaves);
   }
 }
 
