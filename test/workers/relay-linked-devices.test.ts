@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { nextDeviceList, signDeviceList } from "../../shared/core/devices";
 import { ed25519Sign, generateIdentityKeyPair } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
-import { CLOSE, type DeviceList } from "../../shared/protocol";
+import { CLOSE, type DeviceList, LIMITS } from "../../shared/protocol";
 import {
   freshHub,
   type Keys,
@@ -254,6 +254,75 @@ describe("linked devices on the relay", () => {
     laptop.send({ v: 1, t: "leave", id: "l3", group: "team", member: "alice" });
     expect((await laptop.error("l3")).code).toBe("not_member");
     for (const c of [laptop, bob]) c.close();
+  });
+
+  it("a reclaimed name takes its old identity's devices out of their groups too (§4.3, §4.7)", async () => {
+    const { hub, keys, laptop, bob } = await setup();
+    laptop.keys = keys;
+    laptop.username = "alice";
+    const phone = await device(hub, keys, PHONE);
+    phone.keys = keys;
+    const addr = `alice.${PHONE}`;
+    await phone.next("welcome");
+    const wraps = (members: string[]) =>
+      members.map((to) => ({ to, wrap: toB64u(new TextEncoder().encode(`w:${to}`)) }));
+    const commit = (id: string, parentEpoch: number, members: string[]) => ({
+      v: 1,
+      t: "commit",
+      id,
+      group: "team",
+      parentEpoch,
+      members,
+      core: "Q09SRQ",
+      wraps: wraps(members),
+      interim: toB64u(new Uint8Array(32)),
+    });
+    laptop.send({ v: 1, t: "join", id: "j1", group: "team" });
+    await laptop.next("accepted", (f) => f.id === "j1");
+    laptop.send(commit("c1", 0, ["alice"]));
+    await laptop.next("accepted", (f) => f.id === "c1");
+    for (const [c, id] of [
+      [phone, "j2"],
+      [bob, "j3"],
+    ] as const) {
+      c.send({ v: 1, t: "join", id, group: "team" });
+      await c.next("accepted", (f) => f.id === id);
+    }
+    await laptop.next("group", (f) => f.state.pendingJoins.length === 2);
+    laptop.send(commit("c2", 1, ["alice", addr, "bob"]));
+    await laptop.next("accepted", (f) => f.id === "c2");
+    // Everything delivered to alice's devices is acknowledged (undelivered mail holds a name).
+    for (const [c, n] of [
+      [laptop, 2],
+      [phone, 1],
+    ] as const) {
+      for (let i = 0; i < n; i++) {
+        const d = await c.next("deliver", (f) => f.item.kind === "commit");
+        c.send({ v: 1, t: "ack", mids: [d.mid] });
+      }
+      await c.sync();
+      c.close();
+      await c.waitClosed();
+    }
+    await runInDurableObject(stubFor(hub), (_i, state) => {
+      state.storage.sql.exec(
+        "UPDATE users SET seen_at = ? WHERE username = ?",
+        Date.now() - LIMITS.usernameIdleReclaimMs - 1000,
+        "alice",
+      );
+    });
+    const fresh = await newKeys();
+    const first = await TestClient.open(hub);
+    first.send(await first.authFrame("alice", fresh));
+    expect((await first.error()).code).toBe("name_taken");
+    // Both of the old identity's members are on their way out, not only the username.
+    const st = await bob.next("group", (f) => f.state.pendingLeaves.length === 2);
+    expect(st.state.pendingLeaves).toEqual(["alice", addr]);
+    bob.send(commit("c3", 2, ["bob"]));
+    await bob.next("accepted", (f) => f.id === "c3");
+    const n = await TestClient.open(hub);
+    expect((await n.auth("alice", fresh)).identityKey).toBe(fresh.identityKey);
+    for (const c of [n, bob]) c.close();
   });
 
   it("a device the next list removes is disconnected, refused, and nothing more is stored for it", async () => {

@@ -682,14 +682,17 @@ export class Hub {
       // the new key. While a committed roster still lists it the name is not handed over: the
       // group state would show the leaver under the new key, and members' clients refuse to
       // commit past a changed key, so the removal could never be committed (§4.3, §8.7).
-      if (!leftGroups && store.groupsOf(frame.username).length > 0) {
+      // Its linked devices' memberships (`username.device`, §4.7) go too: the group state lists
+      // a member under its user's key.
+      const names = store.memberNamesOf(frame.username);
+      if (!leftGroups && names.some((n) => store.groupsOf(n).length > 0)) {
         // Leaving goes through each group's object (an await): decide everything again after.
-        if (!(await this.#leaveAll(a.hub, frame.username, now)))
-          return this.#authFail(s, "internal");
+        for (const n of names)
+          if (!(await this.#leaveAll(a.hub, n, now))) return this.#authFail(s, "internal");
         if (s.closed) return;
         return this.#authBound(s, a, frame, true);
       }
-      if (store.onCommittedRoster(frame.username)) return this.#authFail(s, "name_taken");
+      if (names.some((n) => store.onCommittedRoster(n))) return this.#authFail(s, "name_taken");
       store.reclaimUser(frame.username, frame.identityKey, frame.signedPrekey, now);
       // Who the old identity talked to, and its presence setting, are not the new one's (§6.3);
       // nor whom it accepted or blocked, or who accepted or blocked it (§7.3.1).

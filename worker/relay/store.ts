@@ -653,6 +653,24 @@ export class Store {
     return num(this.sql.exec("SELECT COUNT(*) AS n FROM groups").one().n);
   }
 
+  /**
+   * The group member names of `username` (§4.7): the username and each `username.device` any
+   * group lists. `.` sorts just before `/`, so the range holds exactly the device addresses.
+   */
+  memberNamesOf(username: string): string[] {
+    const rows = this.sql
+      .exec(
+        `SELECT DISTINCT username FROM group_members
+         WHERE username = ? OR (username > ? AND username < ?) ORDER BY username`,
+        username,
+        `${username}.`,
+        `${username}/`,
+      )
+      .toArray()
+      .map((r) => str(r.username));
+    return rows.includes(username) ? rows : [username, ...rows];
+  }
+
   /** Groups the user is an active member of or has asked to join. */
   groupsOf(username: string): string[] {
     return this.sql
