@@ -3,6 +3,7 @@
  * after the later message that revealed it is reported as one `missing` line per conversation
  * and sender. Keys: "dm:<peer>|<dh>|<n>" or "group:<name>|<epoch>|<sender>|<n>". In memory only.
  */
+import { userOfMember } from "../../protocol";
 import type { ConversationId } from "../client-api";
 import type { DmRecord } from "../dm";
 import type { GroupRecord } from "../group";
@@ -96,8 +97,10 @@ export function reportGaps(tx: Tx, keys: readonly string[]): void {
   }
   for (const c of counts.values()) {
     const what = c.n === 1 ? "1 message" : `${c.n} messages`;
-    system(tx, c.conversationId, "missing", `${what} from ${c.from} did not arrive`, {
-      username: c.from,
+    // A group sender may be a linked device (§4.7): named as its user, as the person sees it.
+    const who = userOfMember(c.from);
+    system(tx, c.conversationId, "missing", `${what} from ${who} did not arrive`, {
+      username: who,
     });
   }
 }
