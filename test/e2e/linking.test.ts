@@ -233,6 +233,11 @@ describe("linking a phone to alice's laptop", () => {
     expect(await dialog.locator("ul.roster > li").count()).toBe(3);
     await shot(c, "linking-carol-members");
     await c.keyboard.press("Escape");
+    // Leaving is the person's: the laptop's confirm says the phone leaves too (§4.7).
+    await l.getByTestId("conv-leave").click();
+    await l.getByTestId("leave-all-devices").waitFor();
+    await l.keyboard.press("Escape");
+    expect(await c.getByTestId("leave-all-devices").count()).toBe(0);
     await shot(p, "linking-phone-group");
     // Back to Settings → Devices for the removal.
     await l.getByTestId("open-settings").click();

@@ -550,6 +550,14 @@ export function Conversation(props: {
             You will stop receiving its messages, and the group key is renewed so you cannot read
             what is said after you leave. You can join again later.
           </p>
+          <Show
+            when={
+              (props.conv.members.find((m) => m.username === state.me?.username)?.devices ?? 1) > 1
+            }
+          >
+            {/* A person leaves with all of their devices (PROTOCOL §4.7). */}
+            <p data-testid="leave-all-devices">Your other devices in this group leave it too.</p>
+          </Show>
         </ConfirmDialog>
       </Show>
       <Show when={confirm() === "end"}>
