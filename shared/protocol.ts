@@ -874,6 +874,11 @@ export const WelcomeFrame = v.strictObject({
   address: v.optional(MemberName),
   /** To a linked device: the id of its identity's current device, the member `username` (§4.7). */
   current: v.optional(b64Bytes(DEVICE_ID_BYTES)),
+  /**
+   * Every group this member is in or joining, whether its state is in `groups` or follows as a
+   * `group` frame (§6.2): a group a client holds that is not named was left while it was away.
+   */
+  memberOf: v.optional(v.pipe(v.array(Name), v.maxLength(LIMITS.maxGroupsPerUser))),
 });
 
 /** The users online that this user may see (§6.3), once after `welcome`. */

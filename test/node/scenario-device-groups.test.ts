@@ -188,6 +188,27 @@ describe("groups with device members (§4.7, §9.1)", () => {
     for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
   });
 
+  it("the phone was off when alice left the club on her laptop: at its next connection it lets the club go", async () => {
+    const { relay, alice, bob, phone } = await clubWithPhone();
+    const p = phone.client as NonNullable<Phone["client"]>;
+    relay.disconnect(phone.conn);
+    await settled(relay);
+    await through(relay, alice.client.leaveGroup(G));
+    await settled(relay, 12);
+    await relay.advance(2_000);
+    await settled(relay);
+    expect(relay.group(G)?.members).toEqual(["bob"]);
+    // The phone's `left` went to no connection; its welcome no longer names the club (§6.2).
+    phone.conn = relay.connect(p);
+    await settled(relay, 12);
+    expect(epochOf(phone)).toBe(-1);
+    expect(
+      phone.events.some((e) => e.type === "system" && e.line.text === "You are no longer in club"),
+    ).toBe(true);
+    expect(parseGroupRecord(await phone.store.get(KEYS.group(G))).current).toBeNull();
+    for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
+  });
+
   it("alice loses her laptop and removes it from the phone: the phone keeps the club, as her current device", async () => {
     const { relay, alice, bob, phone, addr } = await clubWithPhone();
     const p = phone.client as NonNullable<Phone["client"]>;

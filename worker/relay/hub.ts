@@ -917,6 +917,7 @@ export class Hub {
       identityKey: a.identityKey,
       oneTimePrekeysRemaining: remaining,
       groups: inWelcome,
+      memberOf: names.slice(0, LIMITS.maxGroupsPerUser),
       presence: this.presence.scope(a.username),
       ...devicesOf(store.getDeviceList(a.username), a.identityKey),
       ...(a.address === undefined ? {} : { address: a.address, ...this.#currentOf(a.username) }),

@@ -27,7 +27,7 @@ import * as membership from "./group-membership";
 import * as groups from "./group-steps";
 import { dropTransient, FLIGHT_PREFIX, FlightRecordSchema, flightFrame } from "./inflight";
 import { OFFLINE } from "./link";
-import { loadPrekeys } from "./load";
+import { loadGroup, loadPrekeys } from "./load";
 import type { Draft } from "./state";
 import { presenceList, resummarize, summarizeDm } from "./summaries";
 
@@ -166,10 +166,33 @@ export async function onWelcome(tx: Tx, f: FrameOf<ServerFrame, "welcome">): Pro
   // rule 3) is now the member `username`: its groups move to that name.
   if (before !== undefined && s.device.address === undefined && f.address === undefined)
     await membership.becameCurrent(tx, before);
+  // After the moves above, whose joins are in flight: what is left unlisted was left elsewhere.
+  if (f.memberOf !== undefined) await forgetUnlisted(tx, f.memberOf);
   await resummarize(tx);
   // Gaps whose grace ran out while we were offline: decide after this connection's mailbox
   // drain, one grace from now (§8.8).
   if (s.gaps.size > 0) scheduleGapCheck(tx, [...s.gaps.keys()]);
+}
+
+/**
+ * Groups we hold as a member that the relay no longer lists us in (§6.2 `memberOf`): we were
+ * taken out while away — another device of ours left for the person (§4.7), or an admin removed
+ * us — and the `left` that said so went to a closed connection. Keys go, as on `left` (§9.4); a
+ * group with a join or leave of ours still in flight is left to it.
+ */
+async function forgetUnlisted(tx: Tx, memberOf: readonly string[]): Promise<void> {
+  const listed = new Set(memberOf);
+  for (const { key } of await tx.list("group/")) {
+    const name = key.slice("group/".length);
+    if (listed.has(name)) continue;
+    const busy = [...tx.state.flights.values()].some(
+      (fl) => (fl.kind === "join" || fl.kind === "leave") && fl.group === name,
+    );
+    if (busy) continue;
+    const rec = await loadGroup(tx, name);
+    if (rec.status !== "member") continue;
+    await membership.forget(tx, name, `You are no longer in ${name}`);
+  }
 }
 
 /**

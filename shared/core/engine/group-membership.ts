@@ -309,12 +309,11 @@ async function removedBy(tx: Tx, rec: GroupRecord, auth: string | undefined) {
 }
 
 /** Forget every key of the group: a departed member must not read later epochs (§9.4). */
-export async function forget(tx: Tx, name: string): Promise<void> {
+export async function forget(tx: Tx, name: string, text = `You left ${name}`): Promise<void> {
   const rec = await loadGroup(tx, name);
   const next = leftGroup(name);
   tx.put(KEYS.group(name), next);
-  if (rec.status !== "left")
-    system(tx, groupId(name), "left", `You left ${name}`, { username: tx.env.username });
+  if (rec.status !== "left") system(tx, groupId(name), "left", text, { username: tx.env.username });
   summarizeGroup(tx, next);
 }
 
