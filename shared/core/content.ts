@@ -129,6 +129,11 @@ export type TextContent = Extract<Content, { t: "text" | "file" }>;
 export const SyncSchema = v.strictObject({
   t: v.literal("sync"),
   peer: Name,
+  /**
+   * Our read state in a group (§4.9): the copy belongs to that group's conversation, `peer` is
+   * then our own username and `c` a `read`. Groups have no read receipts: only our devices hear.
+   */
+  group: v.optional(Name),
   c: v.variant("t", [
     TextSchema,
     FileSchema,

@@ -105,7 +105,7 @@ export type IncomingRefusal =
   | "bad_sync";
 
 export type IncomingDecision =
-  | { ok: true; conversation: string; author: string; content: unknown }
+  | { ok: true; conversation: string; author: string; content: unknown; group?: string }
   | { ok: false; reason: IncomingRefusal };
 
 /**
@@ -128,6 +128,13 @@ export function classifyIncoming(params: {
   if (from === me) {
     if (fromList === null) return { ok: false, reason: "unlisted_device" };
     if (decoded.kind !== "sync") return { ok: false, reason: "own_not_sync" };
+    const { group } = decoded.sync;
+    if (group !== undefined) {
+      // A group's read state: ours, named as such, and nothing else (§4.9).
+      if (decoded.sync.peer !== me || decoded.sync.c.t !== "read" || fromDevice === myDevice)
+        return { ok: false, reason: "bad_sync" };
+      return { ok: true, conversation: me, author: me, content: decoded.sync.c, group };
+    }
     if (decoded.sync.peer === me || fromDevice === myDevice)
       return { ok: false, reason: "bad_sync" };
     return { ok: true, conversation: decoded.sync.peer, author: me, content: decoded.sync.c };

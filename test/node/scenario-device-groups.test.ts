@@ -123,6 +123,34 @@ describe("groups with device members (§4.7, §9.1)", () => {
     expect(phone.events.filter((e) => e.type === "error")).toEqual([]);
   });
 
+  it("reading the club on the laptop marks it read on the phone; bob hears nothing of it", async () => {
+    const { relay, alice, bob, phone } = await clubWithPhone();
+    const id = await through(relay, bob.client.sendText(C, "read me"));
+    await settled(relay);
+    expect(phoneTexts(phone, "in")).toContain("read me");
+    const mark = relay.clientLog.length;
+    await through(relay, alice.client.sendAction(C, { t: "read", ids: [id] }));
+    await settled(relay);
+    // The phone is told, as its own read (a sync copy naming the group, §4.9).
+    expect(
+      phone.events.some(
+        (e) =>
+          e.type === "content" &&
+          e.conversationId === C &&
+          e.direction === "out" &&
+          e.content.t === "read" &&
+          e.content.ids.includes(id),
+      ),
+    ).toBe(true);
+    // Only to the phone: no group message, nothing to bob.
+    const sent = relay.clientLog.slice(mark).map((x) => x.frame);
+    expect(sent.filter((f) => f.t === "group_send")).toEqual([]);
+    expect(sent.filter((f) => f.t === "send").map((f) => f.t === "send" && f.to)).toEqual([
+      "alice",
+    ]);
+    expect(bob.events.filter((e) => e.type === "content" && e.content.t === "read")).toEqual([]);
+  });
+
   it("removing the phone takes it out of the club; its whole store opens nothing sent afterwards", async () => {
     const { relay, alice, bob, phone, phoneId, addr } = await clubWithPhone();
     const before = epochOf(bob) as number;

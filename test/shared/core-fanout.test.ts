@@ -269,6 +269,49 @@ describe("classifying what a device decrypted (§4.9)", () => {
     ).toEqual({ ok: true, conversation: "bob", author: "alice", content: text("m1", 1) });
   });
 
+  it("a group's read state from our other device lands in the group; nothing else may claim a group", async () => {
+    const alice = await identity("alice", ["laptop", "phone"]);
+    const own = await pinnedOf(alice);
+    const read = { t: "read" as const, ids: ["m1"] };
+    const from = (sync: Parameters<typeof encodeSync>[0], fromDevice = dev(alice, "phone")) =>
+      classifyIncoming({
+        me: "alice",
+        myDevice: dev(alice, "laptop"),
+        from: "alice",
+        fromDevice,
+        fromList: own,
+        decoded: decodeDeviceContent(encodeSync(sync)),
+      });
+    expect(from({ t: "sync", peer: "alice", group: "club", c: read })).toEqual({
+      ok: true,
+      conversation: "alice",
+      author: "alice",
+      content: read,
+      group: "club",
+    });
+    // Only a read, only naming ourselves, never from this very device.
+    for (const bad of [
+      from({ t: "sync", peer: "alice", group: "club", c: text("m1", 1) }),
+      from({ t: "sync", peer: "bob", group: "club", c: read }),
+      from({ t: "sync", peer: "alice", group: "club", c: read }, dev(alice, "laptop")),
+    ])
+      expect(bad).toEqual({ ok: false, reason: "bad_sync" });
+    // From a contact it is a sync a contact may not send.
+    const bob = await identity("bob", ["laptop"]);
+    expect(
+      classifyIncoming({
+        me: "alice",
+        myDevice: dev(alice, "laptop"),
+        from: "bob",
+        fromDevice: dev(bob, "laptop"),
+        fromList: await pinnedOf(bob),
+        decoded: decodeDeviceContent(
+          encodeSync({ t: "sync", peer: "alice", group: "club", c: read }),
+        ),
+      }),
+    ).toEqual({ ok: false, reason: "sync_from_peer" });
+  });
+
   it("refuses a contact posing as our device, our device posing as a contact, and unlisted devices", async () => {
     const alice = await identity("alice", ["laptop", "phone"]);
     const bob = await identity("bob", ["laptop"]);

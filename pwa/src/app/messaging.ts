@@ -241,11 +241,11 @@ export function createMessaging(d: MessagingDeps) {
     },
     /**
      * We read `conv` up to now: send read receipts for what arrived since `since` (1:1); with
-     * read receipts off, only our own other devices hear of it (PROTOCOL.md §4.9).
+     * read receipts off — and in a group, which has none — only our own other devices hear of
+     * it (PROTOCOL.md §4.9).
      */
     readSince(conv: ConversationId, since: number) {
-      if (!conv.startsWith("dm:")) return;
-      const ownDevicesOnly = !prefs().readReceipts;
+      const ownDevicesOnly = !prefs().readReceipts || conv.startsWith("group:");
       const ids = (d.state.convs[conv]?.entries ?? [])
         .filter((e) => e.kind === "msg" && e.direction === "in" && e.at > since && !e.unsupported)
         .map((e) => e.id);

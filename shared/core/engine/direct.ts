@@ -552,7 +552,7 @@ async function applyOwnCopies(tx: Tx, slot: Slot, received: DmResult["received"]
       error(tx, "malformed", `a copy from another device of ours was refused (${d.reason})`);
       continue;
     }
-    const conv = dmId(d.conversation);
+    const conv: ConversationId = d.group !== undefined ? `group:${d.group}` : dmId(d.conversation);
     const copied = c.t === "sync" ? c.c : null;
     if (copied === null) continue;
     if (copied.t === "text" || copied.t === "file") announceOutgoing(tx, conv, copied, "sent");
@@ -692,6 +692,26 @@ export async function sendDm(
   }
   if (content.t === "text" || content.t === "file") keepSent(tx, peer, content);
   return sent || !ephemeral;
+}
+
+/**
+ * Our read state in a group to our own other devices (§4.9): a `sync` copy naming the group, on
+ * each own device's session (queued until it starts). Nobody else hears of it: groups have no
+ * read receipts. Without other devices, nothing is sent.
+ */
+export async function syncGroupRead(tx: Tx, group: string, ids: string[]): Promise<void> {
+  const me = tx.env.username;
+  const own = await loadPinnedDevices(tx, me);
+  if (own === null) return;
+  const content: DmContent = { t: "sync", peer: me, group, c: { t: "read", ids } };
+  for (const d of own.list.devices) {
+    if (d.id === tx.state.device.id) continue;
+    const slot: Slot = { peer: me, device: d.id };
+    await sendOnSlot(tx, contactOfSlot(tx, slot), await loadSlot(tx, slot), content, slot, null, {
+      delivery: false,
+      peer: me,
+    });
+  }
 }
 
 /**

@@ -33,6 +33,7 @@ import {
 import { REPAIRABLE } from "../dm";
 import { CoreError, isCoreError } from "../errors";
 import { AccessError, type GroupPolicy } from "../group-access";
+import { ReadSchema } from "../message-content";
 import { KEYS } from "../store";
 import { onAccepted, onRelayError } from "./answers";
 import { onDisconnected, onHello, onPresence, onWelcome, replenish } from "./connection";
@@ -410,6 +411,13 @@ async function sendAction(
   conversationId: ConversationId,
   action: OutgoingAction,
 ): Promise<string> {
+  if (action.t === "read" && conversationId.startsWith("group:")) {
+    // Read state in a group goes to our own devices only (§4.9): there are no group receipts.
+    const r = v.safeParse(ReadSchema, { t: "read", ids: action.ids });
+    if (!r.success) throw new CoreError("malformed", "not a read state");
+    await direct.syncGroupRead(tx, conversationId.slice("group:".length), r.output.ids);
+    return "";
+  }
   if (action.t === "read" && action.ownDevicesOnly === true) {
     // Read receipts off (§8.6.1): only our own devices hear of it, as a sync copy (§4.9).
     if (!conversationId.startsWith("dm:")) throw new CoreError("malformed", "read is 1:1 only");
