@@ -446,6 +446,42 @@ describe("presence and push are the identity's, over all its devices (§4.7, §6
   };
   const deltasOf = (c: TestClient) => c.queue.flatMap((f) => (f.t === "presence_delta" ? [f] : []));
 
+  it("a group only alice's phone is in makes her presence visible to its members (§6.3)", async () => {
+    const { hub, keys, laptop, bob } = await setup();
+    const phone = await device(hub, keys, PHONE);
+    phone.keys = keys;
+    const addr = `alice.${PHONE}`;
+    await phone.next("welcome");
+    const { c: carol } = await TestClient.connect(hub, "carol");
+    // carol has no conversation with alice: nothing of alice yet.
+    expect(names((await carol.next("presence")).users)).toEqual(["carol"]);
+    const commit = (c: TestClient, id: string, parentEpoch: number, members: string[]) =>
+      c.send({
+        v: 1,
+        t: "commit",
+        id,
+        group: "duo",
+        parentEpoch,
+        members,
+        core: "Q09SRQ",
+        wraps: members.map((to) => ({ to, wrap: toB64u(new TextEncoder().encode(`w:${to}`)) })),
+        interim: toB64u(new Uint8Array(32)),
+      });
+    carol.send({ v: 1, t: "join", id: "j1", group: "duo" });
+    await carol.next("accepted", (f) => f.id === "j1");
+    commit(carol, "c1", 0, ["carol"]);
+    await carol.next("accepted", (f) => f.id === "c1");
+    phone.send({ v: 1, t: "join", id: "j2", group: "duo" });
+    await phone.next("accepted", (f) => f.id === "j2");
+    await carol.next("group", (f) => f.state.pendingJoins.some((m) => m.username === addr));
+    commit(carol, "c2", 1, [addr, "carol"]);
+    await carol.next("accepted", (f) => f.id === "c2");
+    // Sharing a group with one of alice's devices is sharing it with alice.
+    await settle(hub, carol);
+    expect(deltasOf(carol).some((f) => names(f.online).includes("alice"))).toBe(true);
+    for (const c of [laptop, phone, bob, carol]) c.close();
+  });
+
   it("alice is online while any device is; each device gets the deltas", async () => {
     const { hub, keys, laptop, bob } = await setup();
     // They wrote to each other: each may see the other (§6.3).

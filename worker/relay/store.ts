@@ -345,6 +345,14 @@ function kind(v: SqlStorageValue | undefined): MailboxKind {
   throw new TypeError("store: bad item kind");
 }
 
+/**
+ * The bounds of a user's member names in `group_members` (§4.7): the username itself, and the
+ * addresses `username.device`, which sort strictly between `username.` and `username/`.
+ */
+function userRange(username: string): [string, string, string] {
+  return [username, `${username}.`, `${username}/`];
+}
+
 export class Store {
   /**
    * Group records read through to SQLite once, then served from memory until this Store writes
@@ -662,9 +670,7 @@ export class Store {
       .exec(
         `SELECT DISTINCT username FROM group_members
          WHERE username = ? OR (username > ? AND username < ?) ORDER BY username`,
-        username,
-        `${username}.`,
-        `${username}/`,
+        ...userRange(username),
       )
       .toArray()
       .map((r) => str(r.username));
@@ -1731,29 +1737,37 @@ export class Store {
       .map((r) => str(r.other));
   }
 
-  /** Active members of the groups `username` is an active member of (itself excluded). */
+  /**
+   * Active members of the groups any device of `username` is an active member of (§4.7: the
+   * username and its `username.device` addresses), those devices excluded.
+   */
   coMembersOf(username: string): string[] {
     return this.sql
       .exec(
         `SELECT DISTINCT o.username FROM group_members m JOIN group_members o ON o.grp = m.grp
-         WHERE m.username = ? AND m.committed = 1 AND m.leaving = 0
-           AND o.committed = 1 AND o.leaving = 0 AND o.username != m.username`,
-        username,
+         WHERE (m.username = ? OR (m.username > ? AND m.username < ?))
+           AND m.committed = 1 AND m.leaving = 0
+           AND o.committed = 1 AND o.leaving = 0
+           AND o.username != ? AND NOT (o.username > ? AND o.username < ?)`,
+        ...userRange(username),
+        ...userRange(username),
       )
       .toArray()
       .map((r) => str(r.username));
   }
 
-  /** Are both active members of one group? */
+  /** Are both users (any of their devices, §4.7) active members of one group? */
   shareGroup(a: string, b: string): boolean {
     return (
       this.sql
         .exec(
           `SELECT 1 FROM group_members m JOIN group_members o ON o.grp = m.grp
-           WHERE m.username = ? AND m.committed = 1 AND m.leaving = 0
-             AND o.username = ? AND o.committed = 1 AND o.leaving = 0 LIMIT 1`,
-          a,
-          b,
+           WHERE (m.username = ? OR (m.username > ? AND m.username < ?))
+             AND m.committed = 1 AND m.leaving = 0
+             AND (o.username = ? OR (o.username > ? AND o.username < ?))
+             AND o.committed = 1 AND o.leaving = 0 LIMIT 1`,
+          ...userRange(a),
+          ...userRange(b),
         )
         .toArray().length > 0
     );
