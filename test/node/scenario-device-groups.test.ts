@@ -10,7 +10,6 @@
  */
 import { describe, expect, it } from "vitest";
 import type { ChatMessage } from "../../shared/core/client-api";
-import type { Invite } from "../../shared/core/content";
 import {
   buildCommit,
   decryptGroup,
@@ -20,10 +19,12 @@ import {
   type RosterEntry,
 } from "../../shared/core/group";
 import { KEYS } from "../../shared/core/store";
-import { ed25519KeyPairFromSeed, ed25519Sign, sha256 } from "../../shared/crypto";
+import { ed25519KeyPairFromSeed, ed25519Sign } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import type { ClientFrame, Leaf, ServerFrame } from "../../shared/protocol";
 import { errors, lines, messages, type TestUser } from "../support/clients";
+import { entryOf } from "../support/group-fixture";
+import { inviteFor } from "../support/group-story";
 import { link, newPhone, type Phone, setupAliceAndBob, through } from "../support/linked-device";
 import type { NodeRelay } from "../support/node-relay";
 
@@ -32,15 +33,6 @@ const C = "group:club" as const;
 
 async function settled(relay: NodeRelay, rounds = 8): Promise<void> {
   for (let i = 0; i < rounds; i++) await relay.settle();
-}
-
-function inviteFor(u: TestUser, from: string): Invite {
-  const m = u.events
-    .filter((e): e is { type: "message"; message: ChatMessage } => e.type === "message")
-    .map((e) => e.message)
-    .find((x) => x.conversationId === `dm:${from}` && x.invite !== undefined);
-  if (m?.invite === undefined) throw new Error(`${u.name} got no invitation from ${from}`);
-  return m.invite;
 }
 
 const phoneTexts = (phone: Phone, direction: "in" | "out") =>
@@ -286,18 +278,9 @@ describe("groups with device members (§4.7, §9.1)", () => {
       sign: (m) => ed25519Sign(ik.privateKey, m),
     })) as [OwnLeaf];
     const kems = new Map<string, string>();
-    const entry = (name: string, l: Omit<Leaf, "sig"> & { sig: string }): RosterEntry => {
+    const entry = (name: string, l: Leaf): RosterEntry => {
       if (l.kem !== undefined) kems.set(name, l.kem);
-      return {
-        name,
-        ik: alice.client.identityKey,
-        leafId: l.id,
-        leafKey: l.key,
-        leafEpoch: l.epoch,
-        leafNonce: l.nonce,
-        leafSig: l.sig,
-        ...(l.kem === undefined ? {} : { leafKem: toB64u(sha256(fromB64u(l.kem))) }),
-      };
+      return entryOf(name, alice.client.identityKey, l);
     };
     const listed = (name: string) => {
       const l = relay.leafOf(G, name);

@@ -246,14 +246,21 @@ describe("applyDeviceList: what a client accepts (§4.6)", () => {
     expect(hiddenDevices(d2.pinned, [a.id, b.id])).toEqual([]);
   });
 
-  it("a revoked device never comes back under its id, and a device keeps its key", async () => {
-    const { identityKey, v1, b, pinned, other } = await setup();
-    const v2 = await signed(nextDeviceList(v1, { add: [b] }));
-    const d2 = await decide(identityKey, pinned, v2);
+  /** v2 adds b, v3 removes it again: both accepted in turn. */
+  async function bAddedThenRemoved(s: Awaited<ReturnType<typeof setup>>) {
+    const v2 = await signed(nextDeviceList(s.v1, { add: [s.b] }));
+    const d2 = await decide(s.identityKey, s.pinned, v2);
     if (d2.kind !== "accepted") throw new Error("v2 refused");
-    const v3 = await signed(nextDeviceList(v2, { remove: [b.id] }));
-    const d3 = await decide(identityKey, d2.pinned, v3);
+    const v3 = await signed(nextDeviceList(v2, { remove: [s.b.id] }));
+    const d3 = await decide(s.identityKey, d2.pinned, v3);
     if (d3.kind !== "accepted") throw new Error("v3 refused");
+    return { v2, d2, v3, d3 };
+  }
+
+  it("a revoked device never comes back under its id, and a device keeps its key", async () => {
+    const s0 = await setup();
+    const { identityKey, b, other } = s0;
+    const { v2, d2, v3, d3 } = await bAddedThenRemoved(s0);
     // Even if the identity key signs it (a stolen device holding IK re-adding itself, §4.6).
     const back = await signed(nextDeviceList(v3, { add: [b] }));
     expect(await decide(identityKey, d3.pinned, back)).toEqual({
@@ -281,13 +288,9 @@ describe("applyDeviceList: what a client accepts (§4.6)", () => {
   });
 
   it("a device member (§4.7, §9.7.2): a revoked one is refused; an unlisted one only for our own identity", async () => {
-    const { identityKey, v1, b, a, pinned } = await setup();
-    const v2 = await signed(nextDeviceList(v1, { add: [b] }));
-    const d2 = await decide(identityKey, pinned, v2);
-    if (d2.kind !== "accepted") throw new Error("v2 refused");
-    const v3 = await signed(nextDeviceList(v2, { remove: [b.id] }));
-    const d3 = await decide(identityKey, d2.pinned, v3);
-    if (d3.kind !== "accepted") throw new Error("v3 refused");
+    const s0 = await setup();
+    const { b, a } = s0;
+    const { d2, d3 } = await bAddedThenRemoved(s0);
     for (const own of [true, false]) {
       expect(deviceMemberRefusal(d2.pinned, b.id, own)).toBeNull();
       expect(deviceMemberRefusal(d3.pinned, a.id, own)).toBeNull();

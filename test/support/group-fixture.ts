@@ -23,7 +23,11 @@ export interface GM {
   entry: RosterEntry;
 }
 
-export function entryOf(name: string, ik: Uint8Array | string, l: OwnLeaf): RosterEntry {
+export function entryOf(
+  name: string,
+  ik: Uint8Array | string,
+  l: Pick<OwnLeaf, "id" | "key" | "epoch" | "nonce" | "sig" | "kem">,
+): RosterEntry {
   return {
     name,
     ik: typeof ik === "string" ? ik : toB64u(ik),

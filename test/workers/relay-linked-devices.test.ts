@@ -57,6 +57,21 @@ async function setup() {
   return { hub, keys, laptop, bob, v1 };
 }
 
+/** A commit frame as the relay sees it (it never opens the core or the wraps, §7.5). */
+function commitFrame(group: string, id: string, parentEpoch: number, members: string[]) {
+  return {
+    v: 1,
+    t: "commit",
+    id,
+    group,
+    parentEpoch,
+    members,
+    core: "Q09SRQ",
+    wraps: members.map((to) => ({ to, wrap: toB64u(new TextEncoder().encode(`w:${to}`)) })),
+    interim: toB64u(new Uint8Array(32)),
+  } as const;
+}
+
 const deliveredBody = async (c: TestClient) => {
   const d = await c.next("deliver");
   c.send({ v: 1, t: "ack", mids: [d.mid] });
@@ -190,17 +205,8 @@ describe("linked devices on the relay", () => {
     phone.keys = keys;
     const addr = `alice.${PHONE}`;
     expect((await phone.next("welcome")).address).toBe(addr);
-    const commit = (id: string, parentEpoch: number, members: string[]) => ({
-      v: 1,
-      t: "commit",
-      id,
-      group: "team",
-      parentEpoch,
-      members,
-      core: "Q09SRQ",
-      wraps: members.map((to) => ({ to, wrap: toB64u(new TextEncoder().encode(`w:${to}`)) })),
-      interim: toB64u(new Uint8Array(32)),
-    });
+    const commit = (id: string, parentEpoch: number, members: string[]) =>
+      commitFrame("team", id, parentEpoch, members);
     laptop.send({ v: 1, t: "join", id: "j1", group: "team" });
     await laptop.next("accepted", (f) => f.id === "j1");
     laptop.send(commit("c1", 0, ["alice"]));
@@ -264,19 +270,8 @@ describe("linked devices on the relay", () => {
     phone.keys = keys;
     const addr = `alice.${PHONE}`;
     await phone.next("welcome");
-    const wraps = (members: string[]) =>
-      members.map((to) => ({ to, wrap: toB64u(new TextEncoder().encode(`w:${to}`)) }));
-    const commit = (id: string, parentEpoch: number, members: string[]) => ({
-      v: 1,
-      t: "commit",
-      id,
-      group: "team",
-      parentEpoch,
-      members,
-      core: "Q09SRQ",
-      wraps: wraps(members),
-      interim: toB64u(new Uint8Array(32)),
-    });
+    const commit = (id: string, parentEpoch: number, members: string[]) =>
+      commitFrame("team", id, parentEpoch, members);
     laptop.send({ v: 1, t: "join", id: "j1", group: "team" });
     await laptop.next("accepted", (f) => f.id === "j1");
     laptop.send(commit("c1", 0, ["alice"]));
@@ -456,17 +451,7 @@ describe("presence and push are the identity's, over all its devices (§4.7, §6
     // carol has no conversation with alice: nothing of alice yet.
     expect(names((await carol.next("presence")).users)).toEqual(["carol"]);
     const commit = (c: TestClient, id: string, parentEpoch: number, members: string[]) =>
-      c.send({
-        v: 1,
-        t: "commit",
-        id,
-        group: "duo",
-        parentEpoch,
-        members,
-        core: "Q09SRQ",
-        wraps: members.map((to) => ({ to, wrap: toB64u(new TextEncoder().encode(`w:${to}`)) })),
-        interim: toB64u(new Uint8Array(32)),
-      });
+      c.send(commitFrame("duo", id, parentEpoch, members));
     carol.send({ v: 1, t: "join", id: "j1", group: "duo" });
     await carol.next("accepted", (f) => f.id === "j1");
     commit(carol, "c1", 0, ["carol"]);
