@@ -9,30 +9,22 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { type FrameOf, LIMITS, type ServerFrame } from "../../shared/protocol";
-import { freshHub, type Keys, newKeys, TestClient } from "./support/client";
+import {
+  CORE,
+  commitFrame,
+  freshHub,
+  type Keys,
+  newKeys,
+  TestClient,
+  wrapFor,
+} from "./support/client";
 import { countTable, groupCopies, stubFor } from "./support/relay-store";
 
 type Deliver = FrameOf<ServerFrame, "deliver">;
 
-const CORE = "Q09SRQ";
-const wrapFor = (name: string) =>
-  btoa(`wrap:${name}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
 /** A distinct valid body per message (canonical base64url of "m<i>"). */
 const body = (i: number) =>
   btoa(`m${i}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
-
-function commitFrame(id: string, group: string, parentEpoch: number, members: string[]) {
-  return {
-    v: 1,
-    t: "commit",
-    id,
-    group,
-    parentEpoch,
-    members,
-    core: CORE,
-    wraps: members.map((to) => ({ to, wrap: wrapFor(to) })),
-  };
-}
 
 interface Member {
   name: string;

@@ -2,24 +2,15 @@
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { ERRORS, LIMITS } from "../../shared/protocol";
-import { freshHub, newKeys, signedPrekey, TestClient } from "./support/client";
-
-const CORE = "Q09SRQ";
-const wrapFor = (name: string) =>
-  btoa(`wrap:${name}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
-
-function commitFrame(id: string, group: string, parentEpoch: number, members: string[]) {
-  return {
-    v: 1,
-    t: "commit",
-    id,
-    group,
-    parentEpoch,
-    members,
-    core: CORE,
-    wraps: members.map((to) => ({ to, wrap: wrapFor(to) })),
-  };
-}
+import {
+  CORE,
+  commitFrame,
+  freshHub,
+  newKeys,
+  signedPrekey,
+  TestClient,
+  wrapFor,
+} from "./support/client";
 
 /** join + self-commit: the first member of a group brings it to epoch 1. */
 async function found(c: TestClient, group: string) {

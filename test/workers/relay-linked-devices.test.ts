@@ -11,12 +11,14 @@ import { ed25519Sign, generateIdentityKeyPair } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 import { CLOSE, type DeviceList, LIMITS } from "../../shared/protocol";
 import {
+  commitFrame,
   freshHub,
   type Keys,
   newKeys,
   oneTimePrekeys,
   signedPrekey,
   TestClient,
+  wrapFor,
 } from "./support/client";
 import { newSubscription, received, subscribeFrame, until } from "./support/push-service";
 import { countTable, stubFor } from "./support/relay-store";
@@ -57,19 +59,9 @@ async function setup() {
   return { hub, keys, laptop, bob, v1 };
 }
 
-/** A commit frame as the relay sees it (it never opens the core or the wraps, §7.5). */
-function commitFrame(group: string, id: string, parentEpoch: number, members: string[]) {
-  return {
-    v: 1,
-    t: "commit",
-    id,
-    group,
-    parentEpoch,
-    members,
-    core: "Q09SRQ",
-    wraps: members.map((to) => ({ to, wrap: toB64u(new TextEncoder().encode(`w:${to}`)) })),
-    interim: toB64u(new Uint8Array(32)),
-  } as const;
+/** `commitFrame` of the support client with the fields filled in (no TestClient leaf lookup). */
+function commitFor(group: string, id: string, parentEpoch: number, members: string[]) {
+  return { ...commitFrame(id, group, parentEpoch, members), interim: toB64u(new Uint8Array(32)) };
 }
 
 const deliveredBody = async (c: TestClient) => {
@@ -206,7 +198,7 @@ describe("linked devices on the relay", () => {
     const addr = `alice.${PHONE}`;
     expect((await phone.next("welcome")).address).toBe(addr);
     const commit = (id: string, parentEpoch: number, members: string[]) =>
-      commitFrame("team", id, parentEpoch, members);
+      commitFor("team", id, parentEpoch, members);
     laptop.send({ v: 1, t: "join", id: "j1", group: "team" });
     await laptop.next("accepted", (f) => f.id === "j1");
     laptop.send(commit("c1", 0, ["alice"]));
@@ -224,9 +216,7 @@ describe("linked devices on the relay", () => {
     await laptop.next("accepted", (f) => f.id === "c2");
     const w = await phone.next("deliver", (f) => f.item.kind === "commit");
     expect(w.from).toBe("alice");
-    expect(w.item.kind === "commit" && w.item.wrap).toBe(
-      toB64u(new TextEncoder().encode(`w:${addr}`)),
-    );
+    expect(w.item.kind === "commit" && w.item.wrap).toBe(wrapFor(addr));
     phone.send({ v: 1, t: "ack", mids: [w.mid] });
     // What the phone sends in the group comes from its address, to the laptop's mailbox too.
     await phone.next("group", (f) => f.state.epoch === 2);
@@ -271,7 +261,7 @@ describe("linked devices on the relay", () => {
     const addr = `alice.${PHONE}`;
     await phone.next("welcome");
     const commit = (id: string, parentEpoch: number, members: string[]) =>
-      commitFrame("team", id, parentEpoch, members);
+      commitFor("team", id, parentEpoch, members);
     laptop.send({ v: 1, t: "join", id: "j1", group: "team" });
     await laptop.next("accepted", (f) => f.id === "j1");
     laptop.send(commit("c1", 0, ["alice"]));
@@ -451,7 +441,7 @@ describe("presence and push are the identity's, over all its devices (§4.7, §6
     // carol has no conversation with alice: nothing of alice yet.
     expect(names((await carol.next("presence")).users)).toEqual(["carol"]);
     const commit = (c: TestClient, id: string, parentEpoch: number, members: string[]) =>
-      c.send(commitFrame("duo", id, parentEpoch, members));
+      c.send(commitFor("duo", id, parentEpoch, members));
     carol.send({ v: 1, t: "join", id: "j1", group: "duo" });
     await carol.next("accepted", (f) => f.id === "j1");
     commit(carol, "c1", 0, ["carol"]);

@@ -15,26 +15,19 @@ import { CLOSE, LIMITS } from "../../shared/protocol";
 import { addressBucket } from "../../worker/relay/admission";
 import { usernameReclaimable } from "../../worker/relay/directory";
 import { senderRoom } from "../../worker/relay/mailbox";
-import { freshHub, type Keys, newKeys, ORIGIN, TestClient } from "./support/client";
+import {
+  CORE,
+  commitFrame,
+  freshHub,
+  type Keys,
+  newKeys,
+  ORIGIN,
+  TestClient,
+  wrapFor,
+} from "./support/client";
 import { countTable, groupCopies } from "./support/relay-store";
 
 const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
-
-const CORE = "Q09SRQ";
-const wrapFor = (name: string) =>
-  btoa(`wrap:${name}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
-function commitFrame(id: string, group: string, parentEpoch: number, members: string[]) {
-  return {
-    v: 1,
-    t: "commit",
-    id,
-    group,
-    parentEpoch,
-    members,
-    core: CORE,
-    wraps: members.map((to) => ({ to, wrap: wrapFor(to) })),
-  };
-}
 
 /**
  * Store `n` direct items from `sender` for each of `recipients` as if they had been sent (sending

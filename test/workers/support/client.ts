@@ -66,6 +66,29 @@ const ZERO_INTERIM = toB64u(new Uint8Array(32));
 
 let hubCounter = 0;
 /** A fresh hub name per test keeps tests independent inside one shared object namespace. */
+/** The opaque commit core the relay tests send (the relay never opens it, §7.5). */
+export const CORE = "Q09SRQ";
+/** A distinct, canonical base64url wrap per member, so a test can tell whose wrap it got. */
+export const wrapFor = (name: string) =>
+  btoa(`wrap:${name}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+
+/**
+ * A commit frame as a client sends it: `members` the new roster, one wrap per member. `send`
+ * adds each wrap's current leaf id and the interim hash (see TestClient.send).
+ */
+export function commitFrame(id: string, group: string, parentEpoch: number, members: string[]) {
+  return {
+    v: 1,
+    t: "commit",
+    id,
+    group,
+    parentEpoch,
+    members,
+    core: CORE,
+    wraps: members.map((to) => ({ to, wrap: wrapFor(to) })),
+  };
+}
+
 export function freshHub(prefix = "t"): string {
   hubCounter++;
   return `${prefix}-${Date.now().toString(36)}-${hubCounter}`;
