@@ -9,15 +9,7 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { type FrameOf, LIMITS, type ServerFrame } from "../../shared/protocol";
-import {
-  CORE,
-  commitFrame,
-  freshHub,
-  type Keys,
-  newKeys,
-  TestClient,
-  wrapFor,
-} from "./support/client";
+import { commitFrame, freshHub, type Keys, newKeys, TestClient } from "./support/client";
 import { countTable, groupCopies, stubFor } from "./support/relay-store";
 
 type Deliver = FrameOf<ServerFrame, "deliver">;

@@ -64,6 +64,23 @@ function commitFor(group: string, id: string, parentEpoch: number, members: stri
   return { ...commitFrame(id, group, parentEpoch, members), interim: toB64u(new Uint8Array(32)) };
 }
 
+/** setup() with alice's phone connected too, and the laptop founding "team" (epoch 1). */
+async function laptopFoundsTeam() {
+  const s = await setup();
+  s.laptop.keys = s.keys;
+  s.laptop.username = "alice";
+  const phone = await device(s.hub, s.keys, PHONE);
+  phone.keys = s.keys;
+  const welcome = await phone.next("welcome");
+  const commit = (id: string, parentEpoch: number, members: string[]) =>
+    commitFor("team", id, parentEpoch, members);
+  s.laptop.send({ v: 1, t: "join", id: "j1", group: "team" });
+  await s.laptop.next("accepted", (f) => f.id === "j1");
+  s.laptop.send(commit("c1", 0, ["alice"]));
+  await s.laptop.next("accepted", (f) => f.id === "c1");
+  return { ...s, phone, addr: `alice.${PHONE}`, welcome, commit };
+}
+
 const deliveredBody = async (c: TestClient) => {
   const d = await c.next("deliver");
   c.send({ v: 1, t: "ack", mids: [d.mid] });
@@ -190,19 +207,8 @@ describe("linked devices on the relay", () => {
   });
 
   it("each device is its own group member, under its mailbox address (§4.7, §9.1)", async () => {
-    const { hub, keys, laptop, bob, v1 } = await setup();
-    laptop.keys = keys;
-    laptop.username = "alice";
-    const phone = await device(hub, keys, PHONE);
-    phone.keys = keys;
-    const addr = `alice.${PHONE}`;
-    expect((await phone.next("welcome")).address).toBe(addr);
-    const commit = (id: string, parentEpoch: number, members: string[]) =>
-      commitFor("team", id, parentEpoch, members);
-    laptop.send({ v: 1, t: "join", id: "j1", group: "team" });
-    await laptop.next("accepted", (f) => f.id === "j1");
-    laptop.send(commit("c1", 0, ["alice"]));
-    await laptop.next("accepted", (f) => f.id === "c1");
+    const { hub, keys, laptop, bob, v1, phone, addr, welcome, commit } = await laptopFoundsTeam();
+    expect(welcome.address).toBe(addr);
     // The phone joins as itself: its leaf keys are signed by the identity key it holds.
     phone.send({ v: 1, t: "join", id: "j2", group: "team" });
     await phone.next("accepted", (f) => f.id === "j2");
@@ -253,19 +259,7 @@ describe("linked devices on the relay", () => {
   });
 
   it("a reclaimed name takes its old identity's devices out of their groups too (§4.3, §4.7)", async () => {
-    const { hub, keys, laptop, bob } = await setup();
-    laptop.keys = keys;
-    laptop.username = "alice";
-    const phone = await device(hub, keys, PHONE);
-    phone.keys = keys;
-    const addr = `alice.${PHONE}`;
-    await phone.next("welcome");
-    const commit = (id: string, parentEpoch: number, members: string[]) =>
-      commitFor("team", id, parentEpoch, members);
-    laptop.send({ v: 1, t: "join", id: "j1", group: "team" });
-    await laptop.next("accepted", (f) => f.id === "j1");
-    laptop.send(commit("c1", 0, ["alice"]));
-    await laptop.next("accepted", (f) => f.id === "c1");
+    const { hub, laptop, bob, phone, addr, commit } = await laptopFoundsTeam();
     for (const [c, id] of [
       [phone, "j2"],
       [bob, "j3"],

@@ -4,7 +4,7 @@
  */
 import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { freshHub, TestClient } from "./support/client";
+import { commitFrame, freshHub, TestClient } from "./support/client";
 
 const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
 
@@ -20,16 +20,8 @@ const deltas = (c: TestClient) => c.queue.filter((f) => f.t === "presence_delta"
 
 /** join + self-commit, then bring `others` in with one commit: all active members at epoch 2. */
 async function groupOf(group: string, founder: TestClient, ...others: TestClient[]) {
-  const commit = (id: string, parentEpoch: number, members: string[]) => ({
-    v: 1,
-    t: "commit",
-    id,
-    group,
-    parentEpoch,
-    members,
-    core: "Q09SRQ",
-    wraps: members.map((to) => ({ to, wrap: "d3JhcA" })),
-  });
+  const commit = (id: string, parentEpoch: number, members: string[]) =>
+    commitFrame(id, group, parentEpoch, members);
   founder.send({ v: 1, t: "join", id: "j0", group });
   await founder.next("accepted", (f) => f.id === "j0");
   founder.send(commit("c0", 0, [founder.username]));

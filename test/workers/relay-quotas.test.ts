@@ -23,7 +23,6 @@ import {
   newKeys,
   ORIGIN,
   TestClient,
-  wrapFor,
 } from "./support/client";
 import { countTable, groupCopies } from "./support/relay-store";
 
