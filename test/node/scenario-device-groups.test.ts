@@ -208,6 +208,29 @@ describe("groups with device members (§4.7, §9.1)", () => {
     for (const u of [alice, bob]) expect(errors(u)).toEqual([]);
   });
 
+  it("an admin removes alice: the person goes, both of her devices, each told who removed it", async () => {
+    const { relay, alice, bob, phone } = await clubWithPhone();
+    await through(relay, alice.client.promoteMember(G, "bob"));
+    await settled(relay, 12);
+    expect(bob.client.conversations().find((c) => c.id === C)?.access?.isAdmin).toBe(true);
+    await through(relay, bob.client.removeMember(G, "alice"));
+    await settled(relay, 12);
+    await relay.advance(2_000);
+    await settled(relay);
+    expect(relay.group(G)?.members).toEqual(["bob"]);
+    expect(relay.group(G)?.pendingLeaves).toEqual([]);
+    for (const u of [alice, phone]) expect(epochOf(u)).toBe(-1);
+    expect(lines(alice, C).some((l) => l.text === "bob (an admin) removed you from club")).toBe(
+      true,
+    );
+    expect(
+      phone.events.some(
+        (e) => e.type === "system" && e.line.text === "bob (an admin) removed you from club",
+      ),
+    ).toBe(true);
+    expect(lines(bob, C).filter((l) => l.kind === "refused")).toEqual([]);
+  });
+
   it("the phone was off when alice left the club on her laptop: at its next connection it lets the club go", async () => {
     const { relay, alice, bob, phone } = await clubWithPhone();
     const p = phone.client as NonNullable<Phone["client"]>;
