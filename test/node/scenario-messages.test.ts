@@ -236,7 +236,7 @@ describe("1:1", () => {
   });
 
   it("refuses to send what a receiver would refuse", async () => {
-    const { alice } = await pair();
+    const { relay, alice } = await pair();
     await expect(alice.client.sendAction(B, { t: "timer", ms: 10 })).rejects.toMatchObject({
       code: "malformed",
     });
@@ -247,8 +247,15 @@ describe("1:1", () => {
         emoji: "🙂".repeat(20),
       }),
     ).rejects.toMatchObject({ code: "malformed" });
+    // A group has no read receipts: a read goes only to our own other devices (§4.9), of which
+    // alice has none, so nothing is sent; a malformed one is still refused.
+    const mark = relay.clientLog.length;
     await expect(
       alice.client.sendAction("group:broadcast", { t: "read", ids: ["x"] }),
+    ).resolves.toBe("");
+    expect(relay.clientLog.slice(mark)).toEqual([]);
+    await expect(
+      alice.client.sendAction("group:broadcast", { t: "read", ids: [] }),
     ).rejects.toMatchObject({ code: "malformed" });
   });
 });

@@ -404,7 +404,7 @@ async function sendText(
 /**
  * A reaction, edit, delete, timer, typing state or read receipt (§8.6.1), checked against the
  * same schema receivers apply, so nothing a peer would refuse is encrypted. Typing and read are
- * dropped ("") when they cannot go now; in a group, `read` does not exist.
+ * dropped ("") when they cannot go now; in a group, `read` goes to our own devices only (§4.9).
  */
 async function sendAction(
   tx: Tx,
