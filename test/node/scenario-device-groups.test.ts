@@ -22,7 +22,7 @@ import { KEYS } from "../../shared/core/store";
 import { ed25519KeyPairFromSeed, ed25519Sign } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import type { ClientFrame, Leaf, ServerFrame } from "../../shared/protocol";
-import { errors, lines, messages, type TestUser } from "../support/clients";
+import { errors, lines, messages, online, type TestUser } from "../support/clients";
 import { entryOf } from "../support/group-fixture";
 import { inviteFor } from "../support/group-story";
 import { link, newPhone, type Phone, setupAliceAndBob, through } from "../support/linked-device";
@@ -282,6 +282,33 @@ describe("groups with device members (§4.7, §9.1)", () => {
     await settled(relay);
     expect(phoneTexts(phone, "in")).toContain("welcome back");
     expect(lines(bob, C).filter((l) => l.kind === "refused")).toEqual([]);
+  });
+
+  it("carol, in a group with alice but never in a chat with her, learns alice's list from the phone's join", async () => {
+    const { relay, alice, seed } = await setupAliceAndBob();
+    const [carol] = (await online(relay, "carol")) as [TestUser];
+    for (const u of [alice, carol]) {
+      await through(relay, u.client.joinGroup("open"));
+      await settled(relay);
+    }
+    expect(relay.group("open")?.members).toEqual(["alice", "carol"]);
+    const phone = await newPhone(relay);
+    await link(relay, alice, seed, phone);
+    await settled(relay, 12);
+    await relay.advance(2_000);
+    await settled(relay, 12);
+    const phoneId = (await alice.client.ownDevices()).devices.find((d) => d.name === "phone")?.id;
+    expect(relay.group("open")?.members).toEqual(["alice", `alice.${phoneId}`, "carol"]);
+    // No live chat carried alice's list to carol (§4.9); checking the phone's join fetched it,
+    // so her later checks know alice's devices (§9.1). Nothing is shown: carol has no chat
+    // with alice for it to be shown in.
+    const pinned = (await carol.store.get(KEYS.devices("alice"))) as
+      | { list: { devices: { id: string }[] } }
+      | undefined;
+    expect(pinned?.list.devices.map((d) => d.id)).toContain(phoneId);
+    expect(lines(carol, "dm:alice")).toEqual([]);
+    expect(carol.client.conversations().some((c) => c.id === "dm:alice")).toBe(false);
+    expect(errors(carol)).toEqual([]);
   });
 
   it("a hostile relay that lets the removed phone commit itself back in is refused by every member", async () => {

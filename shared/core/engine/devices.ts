@@ -56,12 +56,15 @@ export async function seeDeviceList(
   identityKey: string,
   list: DeviceListT,
   conversation: ConversationId | null,
+  /** A contact we have no conversation with (a group member, §9.1): kept, shown nowhere. */
+  quiet = false,
 ): Promise<void> {
   const pinned = await loadPinnedDevices(tx, username);
   const verified = await deviceListVerifies(list);
   const d = applyDeviceList({ identityKey, pinned, list, verified });
   if (d.kind === "unchanged") return;
   const own = conversation === null;
+  if (d.kind === "refused" && quiet) return;
   if (d.kind === "refused") {
     const text = `The relay showed a device list for ${own ? "your account" : username} that ${REFUSAL_TEXT[d.reason]}: ignored`;
     if (own) tx.emit({ type: "error", code: "relay_error", message: text });
@@ -71,6 +74,7 @@ export async function seeDeviceList(
   tx.put(KEYS.devices(username), d.pinned);
   // A removed device's sessions are of no more use: their keys go (§4.9).
   for (const dev of d.removed) tx.del(KEYS.dmDevice(username, dev.id));
+  if (quiet) return;
   if (pinned === null) {
     // A first list is taken on first use (§4.6); a contact on several devices is still told
     // apart from one on a single device: each of them will read what we send.

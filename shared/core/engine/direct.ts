@@ -402,6 +402,8 @@ export async function onBundle(tx: Tx, f: FrameOf<ServerFrame, "bundle">): Promi
       before?.identityKey ?? f.identityKey,
       f.devices,
       own ? null : dmId(f.username),
+      // Asked for a group member we never chatted with (§9.1): no conversation to show it in.
+      fl.list === true && !own && (await tx.get(KEYS.dm(f.username))) === undefined,
     );
   if (fl.list) return;
   const rec = await loadSlot(tx, slot);

@@ -17,7 +17,13 @@ import { phaseOf } from "../group-record";
 import { KEYS } from "../store";
 import { type Contact, checkKey } from "../trust";
 import { loadPinnedDevices } from "./devices";
-import { announceContent, announceOutgoing, announceReceived, outboxSend } from "./direct";
+import {
+  announceContent,
+  announceOutgoing,
+  announceReceived,
+  learnDevices,
+  outboxSend,
+} from "./direct";
 import { system, type Tx } from "./effects";
 import { trackGroupGaps } from "./gaps";
 import { evaluateGroup } from "./group-commits";
@@ -205,9 +211,13 @@ export async function deviceMemberCheck(tx: Tx, member: string): Promise<string 
   if (device === null) return null;
   const user = userOfMember(member);
   const own = user === tx.env.username;
-  const r = deviceMemberRefusal(await loadPinnedDevices(tx, user), device, own);
+  const pinned = await loadPinnedDevices(tx, user);
+  const r = deviceMemberRefusal(pinned, device, own);
   if (r === "revoked") return "is not let back in: its owner removed it";
   if (r === "unlisted") return "is not on your device list";
+  // A contact's device newer than the list we hold, or a contact whose list we never saw: fetch
+  // it, so later checks have it (§4.6), even without a live 1:1 session to carry it (§4.9).
+  if (pinned === null || !pinned.list.devices.some((d) => d.id === device)) learnDevices(tx, user);
   return null;
 }
 
