@@ -70,6 +70,11 @@ export const LIMITS = {
   /** Authenticated connections per hub; keeps a full `presence` frame under maxFrameBytes. */
   maxOnlinePerHub: 4000,
   mailboxTtlMs: 7 * 24 * 60 * 60 * 1000,
+  /**
+   * How long the relay remembers an accepted `send`/`group_send` id (§7.3 "Retries"): a retry
+   * within this time is answered as the first was and stored once.
+   */
+  sendRetryWindowSec: 60 * 60,
   maxOneTimePrekeysPerUpload: 100,
   maxOneTimePrekeysStored: 200,
   /**
@@ -234,6 +239,7 @@ export const ERRORS = {
   device_removed: "This device was removed from its identity's device list.",
   unknown_link: "No device is waiting to be linked under that code.",
   link_taken: "That link code is already in use; make a new one.",
+  id_reused: "That frame id was already used for another send; ids must be unique.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];

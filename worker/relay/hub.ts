@@ -319,6 +319,7 @@ export class Hub {
     const { store } = this.#d;
     store.purgeExpired(now);
     store.purgeRegistrations(now - DAY_MS);
+    store.purgeSendIds(now);
     store.purgeFullBuckets(now);
     if (store.purgeExpiredGroupLog(now) > 0) {
       // The per-user group counters included what just expired: recount on next use.
@@ -1114,6 +1115,8 @@ export class Hub {
       s.send(errorFrame("unknown_device", frame.id));
       return;
     }
+    const sender = this.#sendKey(a);
+    if (this.#retried(s, sender, frame.id, `d:${to}`, true, now)) return;
     // Message requests (§7.3.1): a sender the recipient blocked, or one it neither accepted nor
     // shares a group with past the small share for such senders, is refused before the bounds
     // that apply to everyone, so strangers cannot use up the mailbox of the recipient's contacts.
@@ -1149,6 +1152,7 @@ export class Hub {
       store.getDeviceList(a.username),
     );
     const mid = this.#enqueue(a, to, "direct", payload, null, null, null, now, fromDevice);
+    store.recordSend(sender, frame.id, `d:${to}`, mid, now + LIMITS.sendRetryWindowSec * 1000);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
     // The recipient may now see the sender online (§6.3): the sender chose to write to them.
     if (!own) this.presence.wrote(a.username, frame.to, now);
@@ -1173,6 +1177,41 @@ export class Hub {
       return;
     }
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+  }
+
+  /**
+   * Whose `send`/`group_send` ids these are (§7.3 "Retries"): ids are unique per client store,
+   * and a store is one device of one identity, so a reclaimed name or a device taking the
+   * identity over starts with ids of its own and never meets the previous holder's.
+   */
+  #sendKey(a: AuthedAttachment): string {
+    return `${a.identityKey}.${deviceOf(a) ?? this.#d.store.getDevice(a.username) ?? ""}`;
+  }
+
+  /**
+   * A send whose id this device had accepted within the retry window (§7.3 "Retries"): answered
+   * as the first time — for a direct send with the same mid — and nothing is stored or delivered
+   * again. An id first used for something else is refused (`id_reused`). False: not a retry.
+   */
+  #retried(
+    s: Session,
+    sender: string,
+    id: string,
+    target: string,
+    withMid: boolean,
+    now: number,
+  ): boolean {
+    const prior = this.#d.store.acceptedSend(sender, id, now);
+    if (prior === null) return false;
+    if (prior.target !== target) s.send(errorFrame("id_reused", id));
+    else
+      s.send({
+        v: PROTOCOL_VERSION,
+        t: "accepted",
+        id,
+        ...(withMid ? { mid: String(prior.mid) } : {}),
+      });
+    return true;
   }
 
   /** Items stored for `username`: mailbox rows plus unacknowledged group messages (§7.3). */
@@ -1779,6 +1818,9 @@ export class Hub {
 
   #groupSend(s: Session, a: AuthedAttachment, frame: Frame<"group_send">, now: number): void {
     const { store } = this.#d;
+    const sender = this.#sendKey(a);
+    // A retry is answered before any check: the group may have moved on since it was stored.
+    if (this.#retried(s, sender, frame.id, `g:${frame.group}`, false, now)) return;
     const g = store.getGroup(frame.group);
     const member = addressOf(a);
     if (g === null) {
@@ -1837,6 +1879,7 @@ export class Hub {
       skipped: r.recipients.filter((to) => !fits.has(to)),
     };
     const mid = store.putGroupMessage(row);
+    store.recordSend(sender, frame.id, `g:${g.name}`, mid, now + LIMITS.sendRetryWindowSec * 1000);
     this.#d.wakeAt(row.expiresAt);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // One frame for every recipient: serialised once, sent to each caught-up connection.

@@ -197,6 +197,18 @@ const SCHEMA = [
      at INTEGER NOT NULL
    )`,
   "CREATE INDEX IF NOT EXISTS registrations_bucket ON registrations (bucket, at)",
+  // Sends and group sends accepted in the last sendRetryWindowSec, by the sending device and the
+  // frame id (PROTOCOL.md §7.3 "Retries"): a retry after a lost `accepted` is answered again and
+  // stored once. `target` is what the first one was for ("d:" + address, "g:" + group).
+  `CREATE TABLE IF NOT EXISTS send_ids (
+     sender TEXT NOT NULL,
+     id TEXT NOT NULL,
+     target TEXT NOT NULL,
+     mid INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     PRIMARY KEY (sender, id)
+   )`,
+  "CREATE INDEX IF NOT EXISTS send_ids_expiry ON send_ids (expires_at)",
   // Per user: every group message for them with mid <= through is acknowledged (cumulative).
   `CREATE TABLE IF NOT EXISTS group_acks (
      username TEXT PRIMARY KEY,
@@ -542,6 +554,40 @@ export class Store {
   /** Forget registrations before `before`: they no longer count toward any bound. */
   purgeRegistrations(before: number): void {
     this.sql.exec("DELETE FROM registrations WHERE at < ?", before);
+  }
+
+  /**
+   * The send `id` of `sender` (an identity key and device) accepted within the retry window
+   * (PROTOCOL.md §7.3 "Retries"): what it was for and the mid it was stored as; null if none.
+   */
+  acceptedSend(sender: string, id: string, now: number): { target: string; mid: number } | null {
+    const r = this.sql
+      .exec(
+        "SELECT target, mid FROM send_ids WHERE sender = ? AND id = ? AND expires_at > ?",
+        sender,
+        id,
+        now,
+      )
+      .toArray()[0];
+    return r === undefined ? null : { target: str(r.target), mid: num(r.mid) };
+  }
+
+  /** Remember an accepted send until `expiresAt` (the same write event as its item). */
+  recordSend(sender: string, id: string, target: string, mid: number, expiresAt: number): void {
+    this.sql.exec(
+      `INSERT INTO send_ids (sender, id, target, mid, expires_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (sender, id) DO UPDATE SET target = excluded.target, mid = excluded.mid,
+         expires_at = excluded.expires_at`,
+      sender,
+      id,
+      target,
+      mid,
+      expiresAt,
+    );
+  }
+
+  purgeSendIds(now: number): void {
+    this.sql.exec("DELETE FROM send_ids WHERE expires_at <= ?", now);
   }
 
   setSignedPrekey(username: string, spk: SignedPrekey, now: number): void {
