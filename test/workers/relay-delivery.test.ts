@@ -9,14 +9,18 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { type FrameOf, LIMITS, type ServerFrame } from "../../shared/protocol";
-import { commitFrame, freshHub, type Keys, newKeys, TestClient } from "./support/client";
+import {
+  body,
+  commitFrame,
+  delivered,
+  freshHub,
+  type Keys,
+  newKeys,
+  TestClient,
+} from "./support/client";
 import { countTable, groupCopies, stubFor } from "./support/relay-store";
 
 type Deliver = FrameOf<ServerFrame, "deliver">;
-
-/** A distinct valid body per message (canonical base64url of "m<i>"). */
-const body = (i: number) =>
-  btoa(`m${i}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
 
 interface Member {
   name: string;
@@ -63,20 +67,6 @@ async function groupSend(c: TestClient, id: string, epoch: number, i: number): P
   c.send({ v: 1, t: "group_send", id, group: "g", epoch, body: body(i) });
   await c.next("accepted", (f) => f.id === id);
   return id;
-}
-
-/** All deliver frames that arrived (removed from the queue), after a round trip. */
-async function delivered(c: TestClient): Promise<Deliver[]> {
-  await c.sync();
-  const out: Deliver[] = [];
-  for (let i = 0; i < c.queue.length; ) {
-    const f = c.queue[i];
-    if (f?.t === "deliver") {
-      out.push(f);
-      c.queue.splice(i, 1);
-    } else i++;
-  }
-  return out;
 }
 
 /** Wait (bounded) until `cond` holds: for state written by the relay's flush timer. */

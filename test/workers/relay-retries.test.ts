@@ -8,27 +8,16 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { describe, expect, it } from "vitest";
 import { toB64u } from "../../shared/encoding";
 import type { FrameOf, ServerFrame } from "../../shared/protocol";
-import { commitFrame, freshHub, type Keys, newKeys, TestClient } from "./support/client";
+import {
+  body,
+  commitFrame,
+  delivered,
+  freshHub,
+  type Keys,
+  newKeys,
+  TestClient,
+} from "./support/client";
 import { countTable, stubFor } from "./support/relay-store";
-
-type Deliver = FrameOf<ServerFrame, "deliver">;
-
-const body = (i: number) =>
-  btoa(`m${i}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
-
-/** Every deliver frame that arrived, after a round trip (removed from the queue). */
-async function delivered(c: TestClient): Promise<Deliver[]> {
-  await c.sync();
-  const out: Deliver[] = [];
-  for (let i = 0; i < c.queue.length; ) {
-    const f = c.queue[i];
-    if (f?.t === "deliver") {
-      out.push(f);
-      c.queue.splice(i, 1);
-    } else i++;
-  }
-  return out;
-}
 
 type Answer = FrameOf<ServerFrame, "accepted"> | FrameOf<ServerFrame, "error">;
 

@@ -575,9 +575,8 @@ export class Store {
   /** Remember an accepted send until `expiresAt` (the same write event as its item). */
   recordSend(sender: string, id: string, target: string, mid: number, expiresAt: number): void {
     this.sql.exec(
-      `INSERT INTO send_ids (sender, id, target, mid, expires_at) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (sender, id) DO UPDATE SET target = excluded.target, mid = excluded.mid,
-         expires_at = excluded.expires_at`,
+      // Replacing a row past its window that the alarm has not purged yet.
+      "INSERT OR REPLACE INTO send_ids (sender, id, target, mid, expires_at) VALUES (?, ?, ?, ?, ?)",
       sender,
       id,
       target,

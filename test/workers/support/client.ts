@@ -346,3 +346,21 @@ export class TestClient {
     }
   }
 }
+
+/** A distinct valid body per message (canonical base64url of "m<i>"). */
+export const body = (i: number) =>
+  btoa(`m${i}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+
+/** All deliver frames that arrived (removed from the queue), after a round trip. */
+export async function delivered(c: TestClient): Promise<S<"deliver">[]> {
+  await c.sync();
+  const out: S<"deliver">[] = [];
+  for (let i = 0; i < c.queue.length; ) {
+    const f = c.queue[i];
+    if (f?.t === "deliver") {
+      out.push(f);
+      c.queue.splice(i, 1);
+    } else i++;
+  }
+  return out;
+}
