@@ -239,7 +239,6 @@ export const ERRORS = {
   device_removed: "This device was removed from its identity's device list.",
   unknown_link: "No device is waiting to be linked under that code.",
   link_taken: "That link code is already in use; make a new one.",
-  id_reused: "That frame id was already used for another send; ids must be unique.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];

@@ -94,3 +94,32 @@ it("two engines on one store: the newer owns it, the older refuses to send (stal
   await say(alice, "dm:bob", "from owner");
   expect(messages(bob, "dm:alice")).toEqual(["from owner"]);
 });
+
+it("after a reload the engine numbers its frames from 1 again, and the relay still delivers every new message (§7.3 Retries, §10.1)", async () => {
+  const relay = new NodeRelay();
+  const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+  await alice.client.startChat("bob");
+  await relay.settle();
+  const ids = new Map<string, string[]>();
+  const watch = () => {
+    const conn = alice.conn;
+    if (!conn) throw new Error("connected");
+    const orig = conn.fromClient.bind(conn);
+    conn.fromClient = (f) => {
+      if (f.t === "send") ids.set(f.id, [...(ids.get(f.id) ?? []), f.body]);
+      orig(f);
+    };
+  };
+  watch();
+  for (const text of ["one", "two", "three"]) await say(alice, "dm:bob", text);
+  await restart(alice, MemoryStore.load(alice.store.dump()));
+  await connect(alice);
+  watch();
+  const after = ["four", "five", "six", "seven", "eight", "nine", "ten"];
+  for (const text of after) await say(alice, "dm:bob", text);
+  // The numbering did start again: some id carried two different sends to bob.
+  expect([...ids.values()].some((bodies) => new Set(bodies).size > 1)).toBe(true);
+  expect(messages(bob, "dm:alice")).toEqual(["one", "two", "three", ...after]);
+  expect(errors(alice)).toEqual([]);
+  expect(errors(bob)).toEqual([]);
+});

@@ -1,8 +1,8 @@
 /**
  * Retries (PROTOCOL.md §7.3 "Retries"): a client that lost its `accepted` sends the same frame
  * again with the same id. The relay answers it as the first time and stores it once — across a
- * restart too — so the recipient gets one copy and the sender's quotas count one item. Ids are
- * the sending device's: another identity, or a device taking the identity over, starts afresh.
+ * restart too — so the recipient gets one copy and the sender's quotas count one item. A retry
+ * is the same frame from the same device: the same id with another recipient or body is new.
  */
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
@@ -61,10 +61,22 @@ describe("retries of an accepted send (PROTOCOL.md §7.3)", () => {
       body(1),
       body(2),
     ]);
-    // The same id for another recipient is no retry: refused, nothing stored.
-    const other = await sendTo(again, "7", "alice", 3);
-    expect(other.t === "error" && other.code).toBe("id_reused");
-    expect(await countTable(hub, "mailbox WHERE recipient = 'alice'")).toBe(0);
+    // The same id with another body, or for another recipient, is a new frame (a client whose
+    // numbering started again after a reload, §10.1): stored and delivered.
+    (await TestClient.connect(hub, "carol")).c.close();
+    const renumbered = await sendTo(again, "7", "bob", 3);
+    const elsewhere = await sendTo(again, "7", "carol", 4);
+    expect([renumbered.t, elsewhere.t]).toEqual(["accepted", "accepted"]);
+    expect(
+      renumbered.t === "accepted" && first.t === "accepted" && renumbered.mid !== first.mid,
+    ).toBe(true);
+    expect((await delivered(bob)).map((d) => d.item.kind === "direct" && d.item.body)).toEqual([
+      body(3),
+    ]);
+    expect(await countTable(hub, "mailbox WHERE recipient = 'carol'")).toBe(1);
+    // And the latest of them is what a retry now matches.
+    expect(await sendTo(again, "7", "carol", 4)).toEqual(elsewhere);
+    expect(await countTable(hub, "mailbox WHERE recipient = 'carol'")).toBe(1);
     again.close();
     bob.close();
   });

@@ -14,7 +14,7 @@
 import { deviceListVerifies } from "../../shared/core/devices";
 import { policyOf, relayMayRemove } from "../../shared/core/group-access";
 import { leafMessage } from "../../shared/core/group-schedule";
-import { ed25519VerifyMany } from "../../shared/crypto";
+import { ed25519VerifyMany, sha256 } from "../../shared/crypto";
 import { fromB64u, toB64u } from "../../shared/encoding";
 import {
   CLOSE,
@@ -63,7 +63,7 @@ import { Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { Store } from "./store";
+import type { AcceptedSend, Store } from "./store";
 
 /** The window of the daily registration bound (§4.3). */
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -1116,7 +1116,8 @@ export class Hub {
       return;
     }
     const sender = this.#sendKey(a);
-    if (this.#retried(s, sender, frame.id, `d:${to}`, true, now)) return;
+    const sent = { target: `d:${to}`, digest: bodyDigest(frame.body) };
+    if (this.#retried(s, sender, frame.id, sent, true, now)) return;
     // Message requests (§7.3.1): a sender the recipient blocked, or one it neither accepted nor
     // shares a group with past the small share for such senders, is refused before the bounds
     // that apply to everyone, so strangers cannot use up the mailbox of the recipient's contacts.
@@ -1152,7 +1153,7 @@ export class Hub {
       store.getDeviceList(a.username),
     );
     const mid = this.#enqueue(a, to, "direct", payload, null, null, null, now, fromDevice);
-    store.recordSend(sender, frame.id, `d:${to}`, mid, now + LIMITS.sendRetryWindowSec * 1000);
+    store.recordSend(sender, frame.id, { ...sent, mid }, now + LIMITS.sendRetryWindowSec * 1000);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
     // The recipient may now see the sender online (§6.3): the sender chose to write to them.
     if (!own) this.presence.wrote(a.username, frame.to, now);
@@ -1180,37 +1181,37 @@ export class Hub {
   }
 
   /**
-   * Whose `send`/`group_send` ids these are (§7.3 "Retries"): ids are unique per client store,
-   * and a store is one device of one identity, so a reclaimed name or a device taking the
-   * identity over starts with ids of its own and never meets the previous holder's.
+   * Whose `send`/`group_send` ids these are (§7.3 "Retries"): a client numbers its frames per
+   * store, and a store is one device of one identity, so a reclaimed name or a device taking the
+   * identity over, which number from 1 again, never meet the previous holder's.
    */
   #sendKey(a: AuthedAttachment): string {
     return `${a.identityKey}.${deviceOf(a) ?? this.#d.store.getDevice(a.username) ?? ""}`;
   }
 
   /**
-   * A send whose id this device had accepted within the retry window (§7.3 "Retries"): answered
-   * as the first time — for a direct send with the same mid — and nothing is stored or delivered
-   * again. An id first used for something else is refused (`id_reused`). False: not a retry.
+   * The same frame (same id, recipient or group, and body) as one this device had accepted within
+   * the retry window (§7.3 "Retries"): answered as the first time — for a direct send with the
+   * same mid — and nothing is stored or delivered again. A frame that differs in anything is a
+   * new one (a client whose numbering started again after a reload): false, judged as new.
    */
   #retried(
     s: Session,
     sender: string,
     id: string,
-    target: string,
+    sent: Omit<AcceptedSend, "mid">,
     withMid: boolean,
     now: number,
   ): boolean {
     const prior = this.#d.store.acceptedSend(sender, id, now);
-    if (prior === null) return false;
-    if (prior.target !== target) s.send(errorFrame("id_reused", id));
-    else
-      s.send({
-        v: PROTOCOL_VERSION,
-        t: "accepted",
-        id,
-        ...(withMid ? { mid: String(prior.mid) } : {}),
-      });
+    if (prior === null || prior.target !== sent.target || prior.digest !== sent.digest)
+      return false;
+    s.send({
+      v: PROTOCOL_VERSION,
+      t: "accepted",
+      id,
+      ...(withMid ? { mid: String(prior.mid) } : {}),
+    });
     return true;
   }
 
@@ -1819,8 +1820,9 @@ export class Hub {
   #groupSend(s: Session, a: AuthedAttachment, frame: Frame<"group_send">, now: number): void {
     const { store } = this.#d;
     const sender = this.#sendKey(a);
+    const sent = { target: `g:${frame.group}`, digest: bodyDigest(frame.body) };
     // A retry is answered before any check: the group may have moved on since it was stored.
-    if (this.#retried(s, sender, frame.id, `g:${frame.group}`, false, now)) return;
+    if (this.#retried(s, sender, frame.id, sent, false, now)) return;
     const g = store.getGroup(frame.group);
     const member = addressOf(a);
     if (g === null) {
@@ -1879,7 +1881,7 @@ export class Hub {
       skipped: r.recipients.filter((to) => !fits.has(to)),
     };
     const mid = store.putGroupMessage(row);
-    store.recordSend(sender, frame.id, `g:${g.name}`, mid, now + LIMITS.sendRetryWindowSec * 1000);
+    store.recordSend(sender, frame.id, { ...sent, mid }, now + LIMITS.sendRetryWindowSec * 1000);
     this.#d.wakeAt(row.expiresAt);
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
     // One frame for every recipient: serialised once, sent to each caught-up connection.
@@ -1917,6 +1919,15 @@ export class Hub {
     }
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
+}
+
+/**
+ * What tells a retried `send`/`group_send` from a new frame with the same id (§7.3 "Retries"): a
+ * retry is the same bytes, and a new ciphertext never is. 128 bits of SHA-256 of the body text;
+ * only the sender could make two bodies collide, and only to have its own second frame dropped.
+ */
+function bodyDigest(body: string): string {
+  return toB64u(sha256(new TextEncoder().encode(body)).subarray(0, 16));
 }
 
 /** Longest text the cheap pre-admission ack check parses (256 mids fit in ~5 KB). */

@@ -199,11 +199,13 @@ const SCHEMA = [
   "CREATE INDEX IF NOT EXISTS registrations_bucket ON registrations (bucket, at)",
   // Sends and group sends accepted in the last sendRetryWindowSec, by the sending device and the
   // frame id (PROTOCOL.md §7.3 "Retries"): a retry after a lost `accepted` is answered again and
-  // stored once. `target` is what the first one was for ("d:" + address, "g:" + group).
+  // stored once. `target` is what the first one was for ("d:" + address, "g:" + group), `digest`
+  // identifies its body: a retry is byte for byte the same frame.
   `CREATE TABLE IF NOT EXISTS send_ids (
      sender TEXT NOT NULL,
      id TEXT NOT NULL,
      target TEXT NOT NULL,
+     digest TEXT NOT NULL,
      mid INTEGER NOT NULL,
      expires_at INTEGER NOT NULL,
      PRIMARY KEY (sender, id)
@@ -363,6 +365,13 @@ function kind(v: SqlStorageValue | undefined): MailboxKind {
  */
 function userRange(username: string): [string, string, string] {
   return [username, `${username}.`, `${username}/`];
+}
+
+/** An accepted `send`/`group_send` as a retry of it is recognised (PROTOCOL.md §7.3 "Retries"). */
+export interface AcceptedSend {
+  readonly target: string;
+  readonly digest: string;
+  readonly mid: number;
 }
 
 export class Store {
@@ -558,29 +567,35 @@ export class Store {
 
   /**
    * The send `id` of `sender` (an identity key and device) accepted within the retry window
-   * (PROTOCOL.md §7.3 "Retries"): what it was for and the mid it was stored as; null if none.
+   * (PROTOCOL.md §7.3 "Retries"): what it was for, its body's digest and the mid it was stored
+   * as; null if none.
    */
-  acceptedSend(sender: string, id: string, now: number): { target: string; mid: number } | null {
+  acceptedSend(sender: string, id: string, now: number): AcceptedSend | null {
     const r = this.sql
       .exec(
-        "SELECT target, mid FROM send_ids WHERE sender = ? AND id = ? AND expires_at > ?",
+        "SELECT target, digest, mid FROM send_ids WHERE sender = ? AND id = ? AND expires_at > ?",
         sender,
         id,
         now,
       )
       .toArray()[0];
-    return r === undefined ? null : { target: str(r.target), mid: num(r.mid) };
+    return r === undefined
+      ? null
+      : { target: str(r.target), digest: str(r.digest), mid: num(r.mid) };
   }
 
   /** Remember an accepted send until `expiresAt` (the same write event as its item). */
-  recordSend(sender: string, id: string, target: string, mid: number, expiresAt: number): void {
+  recordSend(sender: string, id: string, sent: AcceptedSend, expiresAt: number): void {
     this.sql.exec(
-      // Replacing a row past its window that the alarm has not purged yet.
-      "INSERT OR REPLACE INTO send_ids (sender, id, target, mid, expires_at) VALUES (?, ?, ?, ?, ?)",
+      // Replacing a row past its window, or one of an earlier frame with this id (a client
+      // whose numbering started again, §7.3 "Retries").
+      `INSERT OR REPLACE INTO send_ids (sender, id, target, digest, mid, expires_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
       sender,
       id,
-      target,
-      mid,
+      sent.target,
+      sent.digest,
+      sent.mid,
       expiresAt,
     );
   }

@@ -196,7 +196,6 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   unknown_link:
     "No device is waiting under that code. Check the code on the new device; it lasts ten minutes.",
   link_taken: "That link code is in use. Make a new code on the new device.",
-  id_reused: "Parley used one message number twice. Send the message again.",
 };
 
 /** Engine error codes (CoreErrorCode) in plain words. */

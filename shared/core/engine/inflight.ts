@@ -61,7 +61,7 @@ export const FlightRecordSchema = v.variant("kind", [
 export type FlightRecord = v.InferOutput<typeof FlightRecordSchema>;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-/** The next frame id and its sequence number (unique per store: `seq` is loaded from it). */
+/** The next frame id and its sequence number (unique among the frames in flight, §10.1). */
 export function nextId(tx: Tx): { id: string; seq: number } {
   tx.state.seq++;
   return { id: String(tx.state.seq), seq: tx.state.seq };

@@ -34,7 +34,7 @@ export interface EngineState {
   readonly removed: boolean;
   /** This installation (§4.3); `claim` until the relay has welcomed it once. */
   readonly device: Device;
-  /** Last frame-id / outbox sequence number used (ids are unique per store, §10.1). */
+  /** Last frame-id / outbox sequence number used (unique among the frames in flight, §10.1). */
   readonly seq: number;
   readonly contacts: Map<string, Contact>;
   /** Online users and their relay-asserted identity keys (presence, §6.3). */
