@@ -18,7 +18,7 @@ import {
   newKeys,
   TestClient,
 } from "./support/client";
-import { countTable, groupCopies, stubFor } from "./support/relay-store";
+import { countTable, groupCopies, stubFor, until } from "./support/relay-store";
 
 type Deliver = FrameOf<ServerFrame, "deliver">;
 
@@ -67,15 +67,6 @@ async function groupSend(c: TestClient, id: string, epoch: number, i: number): P
   c.send({ v: 1, t: "group_send", id, group: "g", epoch, body: body(i) });
   await c.next("accepted", (f) => f.id === id);
   return id;
-}
-
-/** Wait (bounded) until `cond` holds: for state written by the relay's flush timer. */
-async function until(cond: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timeout waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 const cursorOf = (hub: string, user: string) =>

@@ -17,7 +17,7 @@ import {
   newKeys,
   TestClient,
 } from "./support/client";
-import { countTable, stubFor } from "./support/relay-store";
+import { countTable, stubFor, until } from "./support/relay-store";
 
 type Answer = FrameOf<ServerFrame, "accepted"> | FrameOf<ServerFrame, "error">;
 
@@ -45,6 +45,8 @@ describe("retries of an accepted send (PROTOCOL.md §7.3)", () => {
     const alice = (await TestClient.connect(hub, "alice", aliceKeys)).c;
     const first = await sendTo(alice, "7", "bob", 1);
     expect(first.t).toBe("accepted");
+    // Written by the flush, within 200 ms of the send.
+    await until(async () => (await countTable(hub, "send_ids")) === 1, "send remembered");
     // The answer is lost with the process: the client sends the frame again on its next
     // connection, as its outbox does (§10.1).
     await evictDurableObject(stubFor(hub), { webSockets: "close" });
@@ -112,14 +114,16 @@ describe("retries of an accepted send (PROTOCOL.md §7.3)", () => {
     (await TestClient.connect(hub, "bob")).c.close();
     const alice = (await TestClient.connect(hub, "alice")).c;
     const first = await sendTo(alice, "5", "bob", 1);
-    expect(await countTable(hub, "send_ids")).toBe(1);
-    // The window has passed.
+    await until(async () => (await countTable(hub, "send_ids")) === 1, "send remembered");
+    // The window has passed (and the object's memory went: it reads its storage again).
     await runInDurableObject(stubFor(hub), (_i, state) => {
       state.storage.sql.exec("UPDATE send_ids SET expires_at = 1");
     });
+    await evictDurableObject(stubFor(hub));
     const later = await sendTo(alice, "5", "bob", 1);
     expect(later.t === "accepted" && first.t === "accepted" && later.mid !== first.mid).toBe(true);
     expect(await countTable(hub, "mailbox WHERE recipient = 'bob'")).toBe(2);
+    await until(async () => (await countTable(hub, "send_ids WHERE expires_at > 1")) === 1, "new");
     await runInDurableObject(stubFor(hub), (_i, state) => {
       state.storage.sql.exec("UPDATE send_ids SET expires_at = 1");
     });

@@ -451,6 +451,11 @@ export class Deliveries {
     this.#schedule();
   }
 
+  /** Something of the store's waits for the next flush (Store.recordSend): run it soon. */
+  persistSoon(): void {
+    this.#schedule();
+  }
+
   /** Mark `s` as needing its attachment written by the next flush. */
   touch(s: Session): void {
     this.#touch(s);
@@ -482,6 +487,7 @@ export class Deliveries {
       }
       this.#dirtyThrough.clear();
       store.flushAcked();
+      store.flushSends();
       store.saveGroupThroughs(cursors);
       store.deleteGroupMessages(this.#done);
       this.#done = [];

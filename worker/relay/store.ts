@@ -19,6 +19,12 @@ import type { PushState } from "./push";
 /** Entries each read cache of the Store holds (usernames are unique, so a few hundred KB at most). */
 const CACHE_MAX = 2048;
 
+/**
+ * Accepted sends a device's retries are recognised among (PROTOCOL.md §7.3 "Retries"): a retry
+ * is a frame whose answer was lost in flight, so only the latest few matter.
+ */
+const SEND_IDS_KEPT = 64;
+
 /** Put `key` in a bounded insertion-ordered cache, dropping the oldest entry past CACHE_MAX. */
 function remember<K, V>(cache: Map<K, V>, key: K, value: V): void {
   if (cache.size >= CACHE_MAX) {
@@ -428,6 +434,11 @@ export class Store {
   readonly #devices = new Map<string, string | null>();
   readonly #deviceLists = new Map<string, DeviceList | null>();
 
+  /** Accepted sends per sending device, the latest SEND_IDS_KEPT (§7.3 "Retries"), by id. */
+  readonly #sendIds = new Map<string, Map<string, AcceptedSend & { expiresAt: number }>>();
+  /** Rows recordSend added and flushSends has not written yet. */
+  #unsavedSends: Array<[string, string, string, string, number, number]> = [];
+
   /** Only `exec` is used: the Node tests' SQLite (test/support/node-sql.ts) provides just that. */
   constructor(private readonly sql: Pick<SqlStorage, "exec">) {}
 
@@ -568,36 +579,70 @@ export class Store {
   /**
    * The send `id` of `sender` (an identity key and device) accepted within the retry window
    * (PROTOCOL.md §7.3 "Retries"): what it was for, its body's digest and the mid it was stored
-   * as; null if none.
+   * as; null if none. From memory: a sender's latest SEND_IDS_KEPT are read from storage on its
+   * first send since the object started, so a first-time send costs no statement after that.
    */
   acceptedSend(sender: string, id: string, now: number): AcceptedSend | null {
-    const r = this.sql
-      .exec(
-        "SELECT target, digest, mid FROM send_ids WHERE sender = ? AND id = ? AND expires_at > ?",
-        sender,
-        id,
-        now,
-      )
-      .toArray()[0];
-    return r === undefined
-      ? null
-      : { target: str(r.target), digest: str(r.digest), mid: num(r.mid) };
+    const hit = this.#sendIdsOf(sender, now).get(id);
+    return hit !== undefined && hit.expiresAt > now ? hit : null;
   }
 
-  /** Remember an accepted send until `expiresAt` (the same write event as its item). */
+  /**
+   * Remember an accepted send until `expiresAt`. Written to storage by the next flush (one
+   * statement for all of them), not in the send's own write: if the object dies before, a retry
+   * of it is stored again, and clients drop the second copy as a replay (§7.3 "Retries").
+   */
   recordSend(sender: string, id: string, sent: AcceptedSend, expiresAt: number): void {
+    const mine = this.#sendIdsOf(sender, 0);
+    // Replacing one of an earlier frame with this id (a client whose numbering started again).
+    mine.delete(id);
+    mine.set(id, { ...sent, expiresAt });
+    if (mine.size > SEND_IDS_KEPT) {
+      const oldest = mine.keys().next();
+      if (oldest.done !== true) mine.delete(oldest.value);
+    }
+    this.#unsavedSends.push([sender, id, sent.target, sent.digest, sent.mid, expiresAt]);
+  }
+
+  /** Write the sends recordSend remembered since the last flush. */
+  flushSends(): void {
+    if (this.#unsavedSends.length === 0) return;
+    const rows = JSON.stringify(this.#unsavedSends);
+    this.#unsavedSends = [];
     this.sql.exec(
-      // Replacing a row past its window, or one of an earlier frame with this id (a client
-      // whose numbering started again, §7.3 "Retries").
       `INSERT OR REPLACE INTO send_ids (sender, id, target, digest, mid, expires_at)
-       VALUES (?, ?, ?, ?, ?, ?)`,
-      sender,
-      id,
-      sent.target,
-      sent.digest,
-      sent.mid,
-      expiresAt,
+       SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+              json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+              json_extract(value, '$[4]'), json_extract(value, '$[5]')
+       FROM json_each(?)`,
+      rows,
     );
+  }
+
+  #sendIdsOf(sender: string, now: number): Map<string, AcceptedSend & { expiresAt: number }> {
+    let mine = this.#sendIds.get(sender);
+    if (mine === undefined) {
+      mine = new Map();
+      const rows = this.sql
+        .exec(
+          `SELECT id, target, digest, mid, expires_at FROM send_ids
+           WHERE sender = ? AND expires_at > ? ORDER BY expires_at DESC LIMIT ?`,
+          sender,
+          now,
+          SEND_IDS_KEPT,
+        )
+        .toArray()
+        .reverse();
+      for (const r of rows)
+        mine.set(str(r.id), {
+          target: str(r.target),
+          digest: str(r.digest),
+          mid: num(r.mid),
+          expiresAt: num(r.expires_at),
+        });
+      remember(this.#sendIds, sender, mine);
+    }
+    return mine;
   }
 
   purgeSendIds(now: number): void {

@@ -40,3 +40,12 @@ export function countTable(hub: string, table: string): Promise<number> {
     Number(state.storage.sql.exec(`SELECT COUNT(*) AS n FROM ${table}`).one().n),
   );
 }
+
+/** Wait (bounded) until `cond` holds: for state written by the relay's flush timer. */
+export async function until(cond: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timeout waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
