@@ -109,6 +109,32 @@ describe("retries of an accepted send (PROTOCOL.md §7.3)", () => {
     for (const c of [phone, carol, bob]) c.close();
   });
 
+  it("the latest 16 sends of a device are remembered, in memory and after a restart", async () => {
+    const hub = freshHub("rt");
+    (await TestClient.connect(hub, "bob")).c.close();
+    const keys = await newKeys();
+    const alice = (await TestClient.connect(hub, "alice", keys)).c;
+    const firsts: Answer[] = [];
+    for (let i = 1; i <= 18; i++) firsts.push(await sendTo(alice, String(i), "bob", i));
+    const midOf = (a: Answer | undefined) => (a?.t === "accepted" ? a.mid : null);
+    // The oldest two are forgotten: sent again, "2" is stored again (the client drops the second
+    // copy as a replay) and becomes the latest; "4" is still a retry ("3" made way for "2").
+    expect(midOf(await sendTo(alice, "2", "bob", 2))).not.toBe(midOf(firsts[1]));
+    expect(midOf(await sendTo(alice, "4", "bob", 4))).toBe(midOf(firsts[3]));
+    expect(await countTable(hub, "mailbox WHERE recipient = 'bob'")).toBe(19);
+    // After a restart the latest 16 are read back from storage: "2" and 18 down to 4.
+    const newest = "send_ids WHERE id = '2' AND rowid = (SELECT MAX(rowid) FROM send_ids)";
+    await until(async () => (await countTable(hub, newest)) === 1, "the second 2 written");
+    await evictDurableObject(stubFor(hub), { webSockets: "close" });
+    await alice.waitClosed();
+    const again = (await TestClient.connect(hub, "alice", keys)).c;
+    expect(midOf(await sendTo(again, "18", "bob", 18))).toBe(midOf(firsts[17]));
+    expect(midOf(await sendTo(again, "4", "bob", 4))).toBe(midOf(firsts[3]));
+    expect(midOf(await sendTo(again, "3", "bob", 3))).not.toBe(midOf(firsts[2]));
+    expect(await countTable(hub, "mailbox WHERE recipient = 'bob'")).toBe(20);
+    again.close();
+  });
+
   it("an id is remembered for the retry window only, then purged by the alarm", async () => {
     const hub = freshHub("rt");
     (await TestClient.connect(hub, "bob")).c.close();

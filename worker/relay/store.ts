@@ -23,7 +23,7 @@ const CACHE_MAX = 2048;
  * Accepted sends a device's retries are recognised among (PROTOCOL.md §7.3 "Retries"): a retry
  * is a frame whose answer was lost in flight, so only the latest few matter.
  */
-const SEND_IDS_KEPT = 64;
+const SEND_IDS_KEPT = 16;
 
 /** Put `key` in a bounded insertion-ordered cache, dropping the oldest entry past CACHE_MAX. */
 function remember<K, V>(cache: Map<K, V>, key: K, value: V): void {
@@ -626,7 +626,7 @@ export class Store {
       const rows = this.sql
         .exec(
           `SELECT id, target, digest, mid, expires_at FROM send_ids
-           WHERE sender = ? AND expires_at > ? ORDER BY expires_at DESC LIMIT ?`,
+           WHERE sender = ? AND expires_at > ? ORDER BY rowid DESC LIMIT ?`,
           sender,
           now,
           SEND_IDS_KEPT,
