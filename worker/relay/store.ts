@@ -203,20 +203,16 @@ const SCHEMA = [
      at INTEGER NOT NULL
    )`,
   "CREATE INDEX IF NOT EXISTS registrations_bucket ON registrations (bucket, at)",
-  // Sends and group sends accepted in the last sendRetryWindowSec, by the sending device and the
-  // frame id (PROTOCOL.md §7.3 "Retries"): a retry after a lost `accepted` is answered again and
-  // stored once. `target` is what the first one was for ("d:" + address, "g:" + group), `digest`
-  // identifies its body: a retry is byte for byte the same frame.
-  `CREATE TABLE IF NOT EXISTS send_ids (
-     sender TEXT NOT NULL,
-     id TEXT NOT NULL,
-     target TEXT NOT NULL,
-     digest TEXT NOT NULL,
-     mid INTEGER NOT NULL,
-     expires_at INTEGER NOT NULL,
-     PRIMARY KEY (sender, id)
+  // Per sending device (identity key and device id), its latest SEND_IDS_KEPT sends and group
+  // sends accepted within sendRetryWindowSec (PROTOCOL.md §7.3 "Retries"), as JSON
+  // [[id, {target, digest, mid, expiresAt}], ...] oldest first: a retry after a lost `accepted`
+  // is answered again and stored once. One row per device, so the flush writes one row per
+  // sending device, not one per send; `expires_at` is its newest entry's, for the purge.
+  `CREATE TABLE IF NOT EXISTS send_recent (
+     sender TEXT PRIMARY KEY,
+     entries TEXT NOT NULL,
+     expires_at INTEGER NOT NULL
    )`,
-  "CREATE INDEX IF NOT EXISTS send_ids_expiry ON send_ids (expires_at)",
   // Per user: every group message for them with mid <= through is acknowledged (cumulative).
   `CREATE TABLE IF NOT EXISTS group_acks (
      username TEXT PRIMARY KEY,
@@ -380,6 +376,30 @@ export interface AcceptedSend {
   readonly mid: number;
 }
 
+/** An accepted send as remembered until its retry window ends. */
+type RecentSend = AcceptedSend & { readonly expiresAt: number };
+
+const RecentSendsJson = v.array(
+  v.tuple([
+    v.string(),
+    v.object({ target: v.string(), digest: v.string(), mid: v.number(), expiresAt: v.number() }),
+  ]),
+);
+
+/**
+ * A device's stored recent sends, re-parsed like anything read back (a row that does not parse
+ * is an empty memory: at worst a retry is stored again, which clients dedupe).
+ */
+function recentSends(json: string): Map<string, RecentSend> {
+  try {
+    const r = v.safeParse(RecentSendsJson, JSON.parse(json));
+    if (r.success) return new Map(r.output);
+  } catch {
+    // Not JSON: as not parsing.
+  }
+  return new Map();
+}
+
 export class Store {
   /**
    * Group records read through to SQLite once, then served from memory until this Store writes
@@ -435,9 +455,9 @@ export class Store {
   readonly #deviceLists = new Map<string, DeviceList | null>();
 
   /** Accepted sends per sending device, the latest SEND_IDS_KEPT (§7.3 "Retries"), by id. */
-  readonly #sendIds = new Map<string, Map<string, AcceptedSend & { expiresAt: number }>>();
-  /** Rows recordSend added and flushSends has not written yet. */
-  #unsavedSends: Array<[string, string, string, string, number, number]> = [];
+  readonly #sendIds = new Map<string, Map<string, RecentSend>>();
+  /** Devices recordSend changed and flushSends has not written yet. */
+  readonly #unsavedSends = new Map<string, Map<string, RecentSend>>();
 
   /** Only `exec` is used: the Node tests' SQLite (test/support/node-sql.ts) provides just that. */
   constructor(private readonly sql: Pick<SqlStorage, "exec">) {}
@@ -579,21 +599,21 @@ export class Store {
   /**
    * The send `id` of `sender` (an identity key and device) accepted within the retry window
    * (PROTOCOL.md §7.3 "Retries"): what it was for, its body's digest and the mid it was stored
-   * as; null if none. From memory: a sender's latest SEND_IDS_KEPT are read from storage on its
-   * first send since the object started, so a first-time send costs no statement after that.
+   * as; null if none. From memory: a sender's row is read on its first send since the object
+   * started, so a send costs no statement after that.
    */
   acceptedSend(sender: string, id: string, now: number): AcceptedSend | null {
-    const hit = this.#sendIdsOf(sender, now).get(id);
+    const hit = this.#sendIdsOf(sender).get(id);
     return hit !== undefined && hit.expiresAt > now ? hit : null;
   }
 
   /**
-   * Remember an accepted send until `expiresAt`. Written to storage by the next flush (one
-   * statement for all of them), not in the send's own write: if the object dies before, a retry
-   * of it is stored again, and clients drop the second copy as a replay (§7.3 "Retries").
+   * Remember an accepted send until `expiresAt`. Written to storage by the next flush (one row
+   * per sending device), not in the send's own write: if the object dies before, a retry of it
+   * is stored again, and clients drop the second copy as a replay (§7.3 "Retries").
    */
   recordSend(sender: string, id: string, sent: AcceptedSend, expiresAt: number): void {
-    const mine = this.#sendIdsOf(sender, 0);
+    const mine = this.#sendIdsOf(sender);
     // Replacing one of an earlier frame with this id (a client whose numbering started again).
     mine.delete(id);
     mine.set(id, { ...sent, expiresAt });
@@ -601,52 +621,40 @@ export class Store {
       const oldest = mine.keys().next();
       if (oldest.done !== true) mine.delete(oldest.value);
     }
-    this.#unsavedSends.push([sender, id, sent.target, sent.digest, sent.mid, expiresAt]);
+    this.#unsavedSends.set(sender, mine);
   }
 
-  /** Write the sends recordSend remembered since the last flush. */
+  /** Write the devices whose sends recordSend remembered since the last flush. */
   flushSends(): void {
-    if (this.#unsavedSends.length === 0) return;
-    const rows = JSON.stringify(this.#unsavedSends);
-    this.#unsavedSends = [];
+    if (this.#unsavedSends.size === 0) return;
+    const rows = [...this.#unsavedSends].map(([sender, mine]) => {
+      let expires = 0;
+      for (const e of mine.values()) expires = Math.max(expires, e.expiresAt);
+      return [sender, JSON.stringify([...mine]), expires];
+    });
+    this.#unsavedSends.clear();
     this.sql.exec(
-      `INSERT OR REPLACE INTO send_ids (sender, id, target, digest, mid, expires_at)
-       SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-              json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-              json_extract(value, '$[4]'), json_extract(value, '$[5]')
+      `INSERT OR REPLACE INTO send_recent (sender, entries, expires_at)
+       SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
        FROM json_each(?)`,
-      rows,
+      JSON.stringify(rows),
     );
   }
 
-  #sendIdsOf(sender: string, now: number): Map<string, AcceptedSend & { expiresAt: number }> {
+  #sendIdsOf(sender: string): Map<string, RecentSend> {
     let mine = this.#sendIds.get(sender);
     if (mine === undefined) {
-      mine = new Map();
-      const rows = this.sql
-        .exec(
-          `SELECT id, target, digest, mid, expires_at FROM send_ids
-           WHERE sender = ? AND expires_at > ? ORDER BY rowid DESC LIMIT ?`,
-          sender,
-          now,
-          SEND_IDS_KEPT,
-        )
-        .toArray()
-        .reverse();
-      for (const r of rows)
-        mine.set(str(r.id), {
-          target: str(r.target),
-          digest: str(r.digest),
-          mid: num(r.mid),
-          expiresAt: num(r.expires_at),
-        });
+      const row = this.sql
+        .exec("SELECT entries FROM send_recent WHERE sender = ?", sender)
+        .toArray()[0];
+      mine = row === undefined ? new Map() : recentSends(str(row.entries));
       remember(this.#sendIds, sender, mine);
     }
     return mine;
   }
 
   purgeSendIds(now: number): void {
-    this.sql.exec("DELETE FROM send_ids WHERE expires_at <= ?", now);
+    this.sql.exec("DELETE FROM send_recent WHERE expires_at <= ?", now);
   }
 
   setSignedPrekey(username: string, spk: SignedPrekey, now: number): void {
