@@ -1,11 +1,19 @@
 /**
- * `Directory`: one Durable Object per hub (`idFromName(hub + "/dir")`) holding the hub's key
- * directory (worker/relay/key-directory.ts, PROTOCOL.md §7.4). Only the hub's object calls it,
- * through these RPC methods; it has no `fetch`, and the Worker routes no request to it.
+ * `Directory`: one Durable Object per hub (`idFromName(hub + "/dir")`) holding the hub's
+ * name ↔ identity bindings and key directory (worker/relay/key-directory.ts, PROTOCOL.md §4.3,
+ * §7.4). Only the hub's object calls it, through these RPC methods; it has no `fetch`, and the
+ * Worker routes no request to it.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { OneTimeKemPrekey, OneTimePrekey, PqPrekey } from "../shared/protocol";
-import { KeyDirectory, type TakenKeys, type UploadResult } from "./relay/key-directory";
+import type { OneTimeKemPrekey, OneTimePrekey, PqPrekey, SignedPrekey } from "../shared/protocol";
+import {
+  type Claim,
+  type ClaimResult,
+  KeyDirectory,
+  type SeedEntry,
+  type TakenKeys,
+  type UploadResult,
+} from "./relay/key-directory";
 
 export class Directory extends DurableObject {
   readonly #keys: KeyDirectory;
@@ -15,30 +23,38 @@ export class Directory extends DurableObject {
     this.#keys = new KeyDirectory(ctx.storage.sql);
   }
 
-  async bind(username: string, owner: string, pq: PqPrekey | null): Promise<number> {
-    return this.#keys.bind(username, owner, pq);
+  async claim(claim: Claim): Promise<ClaimResult> {
+    return this.#keys.claim(claim);
+  }
+
+  async bind(
+    entry: string,
+    owner: string,
+    spk: SignedPrekey,
+    pq: PqPrekey | null,
+  ): Promise<number> {
+    return this.#keys.bind(entry, owner, spk, pq);
   }
 
   async upload(
-    username: string,
+    entry: string,
     owner: string,
     keys: OneTimePrekey[],
     kem: OneTimeKemPrekey[],
+    spk: SignedPrekey | null,
   ): Promise<UploadResult> {
-    return this.#keys.upload(username, owner, keys, kem);
+    return this.#keys.upload(entry, owner, keys, kem, spk);
   }
 
-  async take(
-    username: string,
-    owner: string,
-    spkId: number,
-    requester: string,
-    now: number,
-  ): Promise<TakenKeys> {
-    return this.#keys.take(username, owner, spkId, requester, now);
+  async take(entry: string, owner: string, requester: string, now: number): Promise<TakenKeys> {
+    return this.#keys.take(entry, owner, requester, now);
   }
 
-  async remaining(username: string, owner: string): Promise<number> {
-    return this.#keys.remaining(username, owner);
+  async remaining(entry: string, owner: string): Promise<number> {
+    return this.#keys.remaining(entry, owner);
+  }
+
+  async seed(entries: SeedEntry[]): Promise<void> {
+    this.#keys.seed(entries);
   }
 }

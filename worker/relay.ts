@@ -22,12 +22,13 @@ import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
 function directoryOf(ns: DurableObjectNamespace<Directory>): DirectoryGateway {
   const dir = (hub: string) => ns.get(ns.idFromName(`${hub}/dir`));
   return {
-    bind: (hub, username, owner, pq) => dir(hub).bind(username, owner, pq),
-    upload: (hub, username, owner, keys, kem) =>
-      dir(hub).upload(username, owner, [...keys], [...kem]),
-    take: (hub, username, owner, spkId, requester, now) =>
-      dir(hub).take(username, owner, spkId, requester, now),
-    remaining: (hub, username, owner) => dir(hub).remaining(username, owner),
+    claim: (hub, claim) => dir(hub).claim(claim),
+    bind: (hub, entry, owner, spk, pq) => dir(hub).bind(entry, owner, spk, pq),
+    upload: (hub, entry, owner, keys, kem, spk) =>
+      dir(hub).upload(entry, owner, [...keys], [...kem], spk),
+    take: (hub, entry, owner, requester, now) => dir(hub).take(entry, owner, requester, now),
+    remaining: (hub, entry, owner) => dir(hub).remaining(entry, owner),
+    seed: (hub, entries) => dir(hub).seed([...entries]),
   };
 }
 

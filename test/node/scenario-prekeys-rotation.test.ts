@@ -44,7 +44,7 @@ it("signed prekey rotates weekly; a start made with the old one works within the
   await connect(bob);
   expect((await spkOf(bob)).spk.id).toBe(first + 1);
   expect((await spkOf(bob)).oldSpks.map((o) => o.id)).toEqual([first]);
-  expect(relay.user("bob")?.signedPrekey.id).toBe(first + 1);
+  expect(relay.signedPrekey("bob")?.id).toBe(first + 1);
   expect(messages(bob, "dm:alice")).toEqual(["made with spk 1"]);
   // beyond the grace period the old secret is gone
   relay.clock += 15 * DAY;

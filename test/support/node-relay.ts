@@ -26,6 +26,7 @@ import {
   type PresenceScope,
   parseServerFrame,
   type ServerFrame,
+  type SignedPrekey,
 } from "../../shared/protocol";
 import {
   type GroupCallResult,
@@ -165,6 +166,8 @@ export class NodeDirectory {
   calls = 0;
   /** While true, every call rejects before reaching the object. */
   fail = false;
+  /** The next this-many calls are applied and then reject, as when the answer is lost. */
+  loseAnswers = 0;
 
   /** The object is evicted and starts again: memory gone, storage kept. */
   restart(): void {
@@ -175,7 +178,12 @@ export class NodeDirectory {
     await new Promise((r) => setImmediate(r));
     if (this.fail) throw new Error("directory unreachable");
     this.calls++;
-    return run(this.keys);
+    const out = run(this.keys);
+    if (this.loseAnswers > 0) {
+      this.loseAnswers--;
+      throw new Error("directory answer lost");
+    }
+    return out;
   }
 }
 
@@ -305,12 +313,14 @@ export class NodeRelay {
       return dir;
     };
     const gateway: DirectoryGateway = {
-      bind: (h, username, owner, pq) => at(h).call((k) => k.bind(username, owner, pq)),
-      upload: (h, username, owner, keys, kem) =>
-        at(h).call((k) => k.upload(username, owner, keys, kem)),
-      take: (h, username, owner, spkId, requester, now) =>
-        at(h).call((k) => k.take(username, owner, spkId, requester, now)),
-      remaining: (h, username, owner) => at(h).call((k) => k.remaining(username, owner)),
+      claim: (h, c) => at(h).call((k) => k.claim(c)),
+      bind: (h, entry, owner, spk, pq) => at(h).call((k) => k.bind(entry, owner, spk, pq)),
+      upload: (h, entry, owner, keys, kem, spk) =>
+        at(h).call((k) => k.upload(entry, owner, keys, kem, spk)),
+      take: (h, entry, owner, requester, now) =>
+        at(h).call((k) => k.take(entry, owner, requester, now)),
+      remaining: (h, entry, owner) => at(h).call((k) => k.remaining(entry, owner)),
+      seed: (h, entries) => at(h).call((k) => k.seed(entries)),
     };
     const group = (h: string, name: string) => {
       if (h !== hub) throw new Error(`group of another hub asked for: ${h}`);
@@ -487,6 +497,11 @@ export class NodeRelay {
   }
 
   /** One-time prekeys the directory object holds for `username` (PROTOCOL.md §7.4). */
+  /** The signed prekey the directory holds for an entry (a username or a device's address). */
+  signedPrekey(entry: string): SignedPrekey | null {
+    return this.directory.keys.store.getSignedPrekey(entry);
+  }
+
   oneTimePrekeys(username: string): number {
     return this.directory.keys.store.countOneTimePrekeys(username);
   }
@@ -516,7 +531,7 @@ export class NodeRelay {
 
   /** The operator releases a username: its directory entry and one-time prekeys are deleted. */
   releaseName(username: string): void {
-    this.directory.keys.store.wipe(username);
+    this.directory.keys.release(username);
     this.#life.store.deleteUser(username);
   }
 

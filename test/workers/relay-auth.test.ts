@@ -155,15 +155,19 @@ describe("relay auth", () => {
     const known = await TestClient.connect(hub, "known", keys);
     known.c.close();
     await known.c.waitClosed();
-    await runInDurableObject(env.RELAY.get(env.RELAY.idFromName(hub)), (_i, state) => {
-      for (let i = 1; i < LIMITS.maxUsersPerHub; i++) {
-        state.storage.sql.exec(
-          "INSERT INTO users (username, identity_key, spk_id, spk_key, spk_sig, created_at, seen_at) VALUES (?, ?, 1, 'k', 's', 0, 0)",
-          `filler-${i}`,
-          `key-${i}`,
-        );
-      }
-    });
+    // The user count is the directory's: it owns the bindings (key-directory.ts `claim`).
+    await runInDurableObject(
+      env.DIRECTORY.get(env.DIRECTORY.idFromName(`${hub}/dir`)),
+      (_i, state) => {
+        for (let i = 1; i < LIMITS.maxUsersPerHub; i++) {
+          state.storage.sql.exec(
+            "INSERT INTO bindings (username, identity_key, bound_at) VALUES (?, ?, 0)",
+            `filler-${i}`,
+            `key-${i}`,
+          );
+        }
+      },
+    );
     const late = await TestClient.open(hub);
     late.send(await late.authFrame("newcomer", await newKeys()));
     expect((await late.error()).code).toBe("limit_reached");

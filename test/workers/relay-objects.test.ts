@@ -62,20 +62,26 @@ describe("the Directory object", () => {
     const alice = prekeyOwner((await newKeys()).identityKey, "d1");
     const mallory = prekeyOwner((await newKeys()).identityKey, "d1");
     const keys = oneTimePrekeys(1, 3);
-    expect(await dir.bind("alice", alice, null)).toBe(0);
-    expect(await dir.upload("alice", alice, keys, [])).toEqual({ ok: true });
+    const spk = { id: 1, key: "k", sig: "s" };
+    expect(await dir.bind("alice", alice, spk, null)).toBe(0);
+    expect(await dir.upload("alice", alice, keys, [], null)).toEqual({ ok: true });
     expect(await dir.remaining("alice", alice)).toBe(3);
-    // Asked for another owner (the name rebound, or a hub bug): none of alice's keys, and they
-    // are dropped, so they cannot come back with the other identity key later either.
+    // Asked for another owner (the name rebound, or a hub bug): none of alice's keys, signed
+    // prekey included, and they are dropped, so they cannot come back with the other identity
+    // key later either.
     expect(await dir.remaining("alice", mallory)).toBe(0);
-    const taken = await dir.take("alice", mallory, 1, "requester", Date.now());
+    const taken = await dir.take("alice", mallory, "requester", Date.now());
+    expect(taken.signedPrekey).toBeNull();
     expect(taken.oneTimePrekey).toBeNull();
     expect(taken.remaining).toBe(0);
-    const again = await dir.take("alice", alice, 1, "requester", Date.now());
+    const again = await dir.take("alice", alice, "requester", Date.now());
+    expect(again.signedPrekey).toBeNull();
     expect(again.oneTimePrekey).toBeNull();
     // Another user's entry is untouched by any of it.
-    expect(await dir.upload("bob", alice, oneTimePrekeys(1, 2), [])).toEqual({ ok: true });
-    expect((await dir.take("bob", alice, 1, "r", Date.now())).oneTimePrekey?.key).toBeDefined();
+    expect(await dir.upload("bob", alice, oneTimePrekeys(1, 2), [], spk)).toEqual({ ok: true });
+    const bob = await dir.take("bob", alice, "r", Date.now());
+    expect(bob.signedPrekey).toEqual(spk);
+    expect(bob.oneTimePrekey?.key).toBeDefined();
   });
 
   it("a device that claims the identity gets a welcome counting none of the old device's one-time prekeys", async () => {

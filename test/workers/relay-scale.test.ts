@@ -35,11 +35,9 @@ describe("relay scale", () => {
       for (let i = 1; i < LIMITS.maxGroupSize; i++) {
         const name = `member-${i}`;
         sql.exec(
-          "INSERT INTO users (username, identity_key, spk_id, spk_key, spk_sig, created_at, seen_at) VALUES (?, ?, 1, ?, ?, 0, 0)",
+          "INSERT INTO users (username, identity_key, created_at, seen_at) VALUES (?, ?, 0, 0)",
           name,
           `${String(i).padStart(5, "0")}${KEY.slice(5)}`,
-          KEY,
-          SIG,
         );
         sql.exec(
           "INSERT INTO group_members (grp, username, committed, joining, leaving) VALUES ('big', ?, 1, 0, 0)",

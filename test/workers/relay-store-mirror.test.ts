@@ -149,7 +149,7 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
 
 const userOp = fc.oneof(
   fc.record({ t: fc.constant("insert" as const), who: user, key: fc.nat(3) }),
-  fc.record({ t: fc.constant("spk" as const), who: user, id: fc.nat(1000) }),
+  fc.record({ t: fc.constant("seen" as const), who: user, at: fc.nat(1000) }),
   fc.record({ t: fc.constant("reclaim" as const), who: user, key: fc.nat(3) }),
   fc.record({
     t: fc.constant("contact" as const),
@@ -183,7 +183,6 @@ describe("relay store: cached directory rows, contact decisions and devices equa
             sql.exec(`DELETE FROM ${t}`);
           const store = new Store(sql);
           store.migrate([], 1);
-          const spk = (id: number) => ({ id, key: `k${id}`, sig: `s${id}` });
           const check = () => {
             // A Store made now has empty caches: every answer comes from storage.
             const fresh = new Store(sql);
@@ -198,12 +197,11 @@ describe("relay store: cached directory rows, contact decisions and devices equa
           check();
           for (const o of ops) {
             if (o.t === "insert") {
-              if (store.getUser(o.who) === null)
-                store.insertUser(o.who, `${o.who}-${o.key}`, spk(1), 5);
-            } else if (o.t === "spk") {
-              store.setSignedPrekey(o.who, spk(o.id), 6);
+              if (store.getUser(o.who) === null) store.insertUser(o.who, `${o.who}-${o.key}`, 5);
+            } else if (o.t === "seen") {
+              store.sawUser(o.who, o.at);
             } else if (o.t === "reclaim") {
-              store.reclaimUser(o.who, `${o.who}-${o.key}`, spk(2), 7);
+              store.reclaimUser(o.who, `${o.who}-${o.key}`, 7);
             } else if (o.t === "contact") {
               store.setContactState(o.owner, o.peer, o.state, 8, 100);
             } else if (o.t === "device") {

@@ -48,7 +48,7 @@ import { fastClientFrame } from "./fastframe";
 import type { GroupCallResult, GroupGateway, GroupOp } from "./group-object";
 import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
-import { type DirectoryGateway, prekeyOwner } from "./key-directory";
+import { type ClaimResult, type DirectoryGateway, prekeyOwner } from "./key-directory";
 import type { LinkStore } from "./links";
 import type { MailboxKind, SenderHoldings } from "./mailbox";
 import {
@@ -65,8 +65,8 @@ import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
 import type { AcceptedSend, Store } from "./store";
 
-/** The window of the daily registration bound (§4.3). */
-const DAY_MS = 24 * 60 * 60 * 1000;
+/** Entries per call handing this object's former bindings to the Directory object. */
+const SEED_BATCH = 500;
 
 /** Sockets that have not authenticated yet, per hub; more are refused with HTTP 503. */
 export const MAX_PENDING_SOCKETS = 1000;
@@ -154,6 +154,9 @@ export class Hub {
   readonly #groupChains = new Map<string, Promise<void>>();
   /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
   readonly pushes: Pushes;
+  /** The directory holds every binding this object kept before it owned them (#directoryReady). */
+  #seeded = false;
+  #seeding: Promise<void> | null = null;
 
   constructor(deps: HubDeps) {
     this.#d = deps;
@@ -318,7 +321,6 @@ export class Hub {
     const now = this.#d.now();
     const { store } = this.#d;
     store.purgeExpired(now);
-    store.purgeRegistrations(now - DAY_MS);
     store.purgeSendIds(now);
     store.purgeFullBuckets(now);
     if (store.purgeExpiredGroupLog(now) > 0) {
@@ -421,7 +423,7 @@ export class Hub {
         s.send(errorFrame("already_authenticated"));
         return;
       case "upload_prekeys":
-        await this.#uploadPrekeys(s, a, frame, now);
+        await this.#uploadPrekeys(s, a, frame);
         return;
       case "fetch_bundle":
         await this.#fetchBundle(s, a, frame, now);
@@ -617,9 +619,13 @@ export class Hub {
   }
 
   /**
-   * The synchronous part of `auth` after the transcript checked out. `leftGroups`: the groups of
-   * an abandoned name were left already (a reclaim, below), so the decision is made again after
-   * those calls, on what storage holds then.
+   * `auth` after the transcript checked out (§4.3). What only this object knows is judged here
+   * synchronously on its copy of the bindings: whether another identity's name was abandoned,
+   * which device of the identity is current or listed, the online bound. The Directory object
+   * then decides the binding itself (key-directory.ts `claim`: the name's holder, one name per
+   * identity, the registration bounds, the user count), and the copy follows its answer.
+   * `leftGroups`: the groups of an abandoned name were left already (a reclaim, below), so the
+   * decision is made again after those calls, on what storage holds then.
    */
   async #authBound(
     s: Session,
@@ -645,40 +651,10 @@ export class Hub {
     ) {
       return this.#authFail(s, "name_taken");
     }
-    const heldName = store.usernameOfKey(frame.identityKey);
-    if (heldName !== null && heldName !== frame.username) {
-      return this.#authFail(s, "identity_bound");
-    }
-    // One current device per identity (§4.3): another device gets in only by claiming it —
-    // unless the identity's signed device list names it (§4.7): then it connects beside the
-    // others, with its own mailbox.
-    const device = owner === null || reclaim ? null : store.getDevice(frame.username);
-    const list = owner === null || reclaim ? null : store.getDeviceList(frame.username);
-    const linked = linkedDevice(frame.username, list, frame.identityKey, frame.device, device);
-    if (linked.kind === "removed") {
-      return this.#authFail(s, "device_removed", CLOSE.deviceReplaced);
-    }
-    if (linked.kind === "linked") return await this.#authLinked(s, a, frame, linked.address, now);
-    // A listed device takes the place of a current device the list no longer names, as a claim.
-    const claim = frame.claim || linked.kind === "promote";
-    if (device !== null && device !== frame.device && !claim) {
-      return this.#authFail(s, "device_replaced", CLOSE.deviceReplaced);
-    }
-    const previous = sessions.online(frame.username);
-    if (previous === undefined && sessions.onlineCount() >= LIMITS.maxOnlinePerHub) {
-      return this.#authFail(s, "limit_reached");
-    }
-    // A new name for this identity (a first registration or a reclaim) counts toward the daily
-    // bound of the address it comes from (§4.3).
-    const registers = owner === null || reclaim;
-    const regBuckets = registers ? registrationBuckets(a.ip ?? UNKNOWN_ADDRESS) : [];
-    if (regBuckets.some((b) => store.registrationsSince(b.key, now - DAY_MS) >= b.max)) {
-      return this.#authFail(s, "registration_limited");
-    }
-    if (owner === null) {
-      if (store.countUsers() >= LIMITS.maxUsersPerHub) return this.#authFail(s, "limit_reached");
-      store.insertUser(frame.username, frame.identityKey, frame.signedPrekey, now);
-    } else if (reclaim) {
+    const device = this.#deviceDecision(frame, reclaim);
+    if (device.kind === "refused") return this.#authFail(s, device.code, CLOSE.deviceReplaced);
+    if (device.kind === "linked") return await this.#authLinked(s, a, frame, device.address, now);
+    if (reclaim) {
       // The abandoned identity leaves every group first, so no roster carries the name over to
       // the new key. While a committed roster still lists it the name is not handed over: the
       // group state would show the leaver under the new key, and members' clients refuse to
@@ -694,37 +670,69 @@ export class Hub {
         return this.#authBound(s, a, frame, true);
       }
       if (names.some((n) => store.onCommittedRoster(n))) return this.#authFail(s, "name_taken");
-      store.reclaimUser(frame.username, frame.identityKey, frame.signedPrekey, now);
+    }
+    // The directory binds the name (a new one, or a reclaim, counts toward the daily bound of
+    // the address it comes from) and takes the signed and PQ prekeys; it drops the one-time
+    // prekeys of another identity or device, whose secrets stay there, so a first message made
+    // with one could never be opened here (§4.3); the welcome's count of 0 then asks for more.
+    let claimed: ClaimResult;
+    try {
+      if (!(await this.#directoryReady(a.hub))) return this.#authFail(s, "internal");
+      claimed = await this.#d.directory.claim(a.hub, {
+        username: frame.username,
+        identityKey: frame.identityKey,
+        device: frame.device,
+        signedPrekey: frame.signedPrekey,
+        pq: frame.pqPrekey ?? null,
+        reclaimable: reclaim,
+        // A reconnecting user always fits (§4.3 step 6).
+        full:
+          sessions.online(frame.username) === undefined &&
+          sessions.onlineCount() >= LIMITS.maxOnlinePerHub,
+        buckets: registrationBuckets(a.ip ?? UNKNOWN_ADDRESS),
+        now,
+      });
+    } catch (e) {
+      console.error("relay: directory claim failed", e instanceof Error ? e.name : typeof e);
+      if (!s.closed) this.#authFail(s, "internal");
+      return;
+    }
+    if (s.closed) return;
+    if (!claimed.ok) return this.#authFail(s, claimed.code);
+    // Another connection may have bound the name or taken the device during that call: the
+    // copy is judged again, and it follows the directory (which bound the name to this
+    // identity) in the same synchronous step.
+    const held = store.getUser(frame.username);
+    if (
+      held !== null &&
+      held.identityKey !== frame.identityKey &&
+      held.identityKey !== (reclaim ? owner.identityKey : null)
+    )
+      return this.#authFail(s, "name_taken");
+    const again = this.#deviceDecision(
+      frame,
+      held !== null && held.identityKey !== frame.identityKey,
+    );
+    if (again.kind === "refused") return this.#authFail(s, again.code, CLOSE.deviceReplaced);
+    // Listed meanwhile beside the current device: the client reconnects and is judged afresh.
+    if (again.kind === "linked") return this.#authFail(s, "internal");
+    if (held === null) store.insertUser(frame.username, frame.identityKey, now);
+    else if (held.identityKey !== frame.identityKey) {
+      store.reclaimUser(frame.username, frame.identityKey, now);
       // Who the old identity talked to, and its presence setting, are not the new one's (§6.3);
       // nor whom it accepted or blocked, or who accepted or blocked it (§7.3.1).
       this.presence.forget(frame.username);
       store.deleteContacts(frame.username);
-    } else {
-      store.setSignedPrekey(frame.username, frame.signedPrekey, now);
-    }
-    if (registers)
-      store.recordRegistration(
-        regBuckets.map((b) => b.key),
-        now,
-      );
-    const takeover = device !== null && device !== frame.device;
-    if (device !== frame.device) store.setDevice(frame.username, frame.device);
-    // A push subscription belongs to a device of an identity (§7.9): another identity taking the
-    // name, or another device taking the identity, ends the old one's notifications.
-    if (reclaim) this.pushes.forgetUser(frame.username);
-    else this.pushes.deviceChanged(frame.username, frame.device);
-    // The directory object takes the binding's PQ prekey; it drops the one-time prekeys of
-    // another identity or device, whose secrets stay there, so a first message made with one
-    // could never be opened here (§4.3); the welcome's count of 0 then asks for more.
-    const remaining = await this.#bindKeys(s, a.hub, frame.username, frame);
-    if (remaining === null) return;
-    // Another connection may have taken the name or identity during that call (§4.3, §4.4).
-    if (
-      store.getUser(frame.username)?.identityKey !== frame.identityKey ||
-      store.getDevice(frame.username) !== frame.device
-    ) {
-      return this.#authFail(s, "device_replaced", CLOSE.deviceReplaced);
-    }
+      // A push subscription belongs to a device of an identity (§7.9): another identity taking
+      // the name ends the old one's notifications.
+      this.pushes.forgetUser(frame.username);
+    } else store.sawUser(frame.username, now);
+    const takeover = again.current !== null && again.current !== frame.device;
+    if (again.current !== frame.device) store.setDevice(frame.username, frame.device);
+    // ...and another device taking the identity ends the old device's.
+    if (held === null || held.identityKey === frame.identityKey)
+      this.pushes.deviceChanged(frame.username, frame.device);
+    const remaining = claimed.remaining;
     const current = sessions.online(frame.username);
     // One live connection per identity (PROTOCOL.md §4.4): the newest wins. A connection of the
     // device just replaced is told so: it must not reconnect and take the identity back.
@@ -759,9 +767,62 @@ export class Hub {
   }
 
   /**
-   * Hand the new binding of directory entry `entry` (the username, or a linked device's address,
-   * §4.7) to the directory object; the one-time prekeys left, or null when the call failed or the
-   * socket closed meanwhile (the client was told and reconnects, §4.3).
+   * Which device of the identity this `auth` is (§4.3, §4.7), on the copy as it is now: the
+   * identity's current device (`current`, null for a name it does not hold yet), a device its
+   * signed list names beside the current one, or refused — one current device per identity,
+   * another gets in only by claiming it, and a listed device takes the place of a current device
+   * the list no longer names, as a claim.
+   */
+  #deviceDecision(
+    frame: Frame<"auth">,
+    reclaim: boolean,
+  ):
+    | { kind: "current"; current: string | null }
+    | { kind: "linked"; address: string }
+    | { kind: "refused"; code: "device_removed" | "device_replaced" } {
+    const { store } = this.#d;
+    const bound = !reclaim && store.getUser(frame.username) !== null;
+    const device = bound ? store.getDevice(frame.username) : null;
+    const list = bound ? store.getDeviceList(frame.username) : null;
+    const linked = linkedDevice(frame.username, list, frame.identityKey, frame.device, device);
+    if (linked.kind === "removed") return { kind: "refused", code: "device_removed" };
+    if (linked.kind === "linked") return { kind: "linked", address: linked.address };
+    const claim = frame.claim || linked.kind === "promote";
+    if (device !== null && device !== frame.device && !claim)
+      return { kind: "refused", code: "device_replaced" };
+    return { kind: "current", current: device };
+  }
+
+  /**
+   * Bindings and signed prekeys this object kept before the Directory object owned them
+   * (store.ts `directory_seed`) are handed over before the first directory call that reads
+   * them; false if the directory could not be reached (the caller answers `internal`).
+   */
+  async #directoryReady(hub: string): Promise<boolean> {
+    if (this.#seeded) return true;
+    this.#seeding ??= (async () => {
+      try {
+        for (;;) {
+          const batch = this.#d.store.directorySeed(SEED_BATCH);
+          if (batch.length === 0) break;
+          await this.#d.directory.seed(hub, batch);
+          this.#d.store.seeded(batch);
+        }
+        this.#seeded = true;
+      } catch (e) {
+        console.error("relay: directory seed failed", e instanceof Error ? e.name : typeof e);
+      } finally {
+        this.#seeding = null;
+      }
+    })();
+    await this.#seeding;
+    return this.#seeded;
+  }
+
+  /**
+   * Hand the new binding of a linked device's directory entry (its address, §4.7) to the
+   * directory object; the one-time prekeys left, or null when the call failed or the socket
+   * closed meanwhile (the client was told and reconnects, §4.3).
    */
   async #bindKeys(
     s: Session,
@@ -771,10 +832,12 @@ export class Hub {
   ): Promise<number | null> {
     let remaining: number;
     try {
+      if (!(await this.#directoryReady(hub))) throw new Error("directory seed");
       remaining = await this.#d.directory.bind(
         hub,
         entry,
         prekeyOwner(frame.identityKey, frame.device),
+        frame.signedPrekey,
         frame.pqPrekey ?? null,
       );
     } catch (e) {
@@ -830,7 +893,6 @@ export class Hub {
       );
       return;
     }
-    store.setDevicePrekey(address, frame.signedPrekey);
     const previous = sessions.online(address);
     if (previous !== undefined && previous !== s) {
       previous.send(errorFrame("replaced"));
@@ -939,7 +1001,6 @@ export class Hub {
     s: Session,
     a: AuthedAttachment,
     frame: Frame<"upload_prekeys">,
-    now: number,
   ): Promise<void> {
     const { store } = this.#d;
     if (frame.signedPrekey !== undefined) {
@@ -952,22 +1013,20 @@ export class Hub {
     }
     // A linked device's keys are its own entry, under its mailbox address (§4.7).
     const owner = prekeyOwner(a.identityKey, deviceOf(a) ?? store.getDevice(a.username));
+    // The directory stores all of it or nothing (key-directory.ts `upload`).
+    if (!(await this.#directoryReady(a.hub))) throw new Error("directory seed");
     const r = await this.#d.directory.upload(
       a.hub,
       a.address ?? a.username,
       owner,
       frame.oneTimePrekeys,
       frame.oneTimeKemPrekeys ?? [],
+      frame.signedPrekey ?? null,
     );
     if (s.closed) return;
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
       return;
-    }
-    // After the directory took the keys, so the upload stays all-or-nothing for the client.
-    if (frame.signedPrekey !== undefined) {
-      if (a.address !== undefined) store.setDevicePrekey(a.address, frame.signedPrekey);
-      else store.setSignedPrekey(a.username, frame.signedPrekey, now);
     }
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
@@ -1053,24 +1112,33 @@ export class Hub {
             store.getDeviceList(frame.username),
             user.identityKey,
           );
-    const spk =
-      entry === frame.username ? user.signedPrekey : entry && store.getDevicePrekey(entry);
-    if (entry === null || !spk) {
+    if (entry === null) {
       s.send(errorFrame("unknown_device", frame.id));
       return;
     }
-    // The one-time and PQ parts, with the per-requester quota, are the directory object's
-    // (key-directory.ts, §7.4); asked for the owner this hub has bound, so keys of an earlier
-    // identity or device of the name are never handed out with this identity key.
-    const { oneTimePrekey, pqPrekey, oneTimeKemPrekey, remaining } = await this.#d.directory.take(
+    // The prekeys, with the per-requester quota, are the directory object's (key-directory.ts,
+    // §7.4); asked for the owner this hub has bound, so keys of an earlier identity or device of
+    // the name are never handed out with this identity key.
+    if (!(await this.#directoryReady(a.hub))) throw new Error("directory seed");
+    const {
+      signedPrekey: spk,
+      oneTimePrekey,
+      pqPrekey,
+      oneTimeKemPrekey,
+      remaining,
+    } = await this.#d.directory.take(
       a.hub,
       entry,
       prekeyOwner(user.identityKey, entry === frame.username ? current : (frame.device ?? null)),
-      spk.id,
       a.identityKey,
       now,
     );
     if (s.closed) return;
+    // A linked device that never connected has no signed prekey yet (§4.7).
+    if (spk === null) {
+      s.send(errorFrame("unknown_device", frame.id));
+      return;
+    }
     s.send({
       v: PROTOCOL_VERSION,
       t: "bundle",

@@ -1,13 +1,51 @@
 /**
- * The Directory object's SQLite schema and queries (PROTOCOL.md §7.4, §8.3.5): the one-time
- * prekeys, one-time KEM prekeys and PQ prekey of each user of one hub, whose entry they are
- * (`owner`: identity key and device, as the hub bound them), and the per-requester one-time
- * prekey quota. The hub's own tables (store.ts) keep the name ↔ identity bindings; this is the
- * only code that knows the directory's SQL. Fixed strings with `?` bindings, as in store.ts.
+ * The Directory object's SQLite schema and queries (PROTOCOL.md §4.3, §7.4, §8.3.5): the hub's
+ * name ↔ identity bindings and the registrations they count toward; per directory entry (a
+ * username, or a linked device's address) its signed prekey, one-time prekeys, one-time KEM
+ * prekeys and PQ prekey, and whose entry they are (`owner`: identity key and device); and the
+ * per-requester one-time prekey quota. This is the only code that knows the directory's SQL.
+ * Fixed strings with `?` bindings, as in store.ts.
  */
-import type { OneTimeKemPrekey, OneTimePrekey, PqPrekey } from "../../shared/protocol";
+import type {
+  OneTimeKemPrekey,
+  OneTimePrekey,
+  PqPrekey,
+  SignedPrekey,
+} from "../../shared/protocol";
+
+/** A binding as the hub's object held it before the directory owned bindings (seeded once). */
+export interface SeedEntry {
+  /** A username, or a linked device's address (§4.7). */
+  entry: string;
+  /** The name's identity key; null for a device address, which binds no name. */
+  identityKey: string | null;
+  signedPrekey: SignedPrekey;
+  boundAt: number;
+}
 
 const SCHEMA = [
+  // Name ↔ identity (§4.3): one identity per name and one name per identity, hub-wide.
+  `CREATE TABLE IF NOT EXISTS bindings (
+     username TEXT PRIMARY KEY,
+     identity_key TEXT NOT NULL UNIQUE,
+     bound_at INTEGER NOT NULL
+   )`,
+  // New names per client address bucket (§4.3), for the daily registration bound; rows older
+  // than a day are purged a few per claim.
+  `CREATE TABLE IF NOT EXISTS registrations (
+     bucket TEXT NOT NULL,
+     at INTEGER NOT NULL
+   )`,
+  "CREATE INDEX IF NOT EXISTS registrations_bucket ON registrations (bucket, at)",
+  "CREATE INDEX IF NOT EXISTS registrations_at ON registrations (at)",
+  // The signed prekey of each entry: the username's (its current device's) or a linked
+  // device's, under the device's address (§4.7).
+  `CREATE TABLE IF NOT EXISTS signed_prekeys (
+     entry TEXT PRIMARY KEY,
+     id INTEGER NOT NULL,
+     key TEXT NOT NULL,
+     sig TEXT NOT NULL
+   )`,
   // Whose keys the rows below are: "<identity key> <device>" of the binding that uploaded them.
   `CREATE TABLE IF NOT EXISTS prekey_owners (
      username TEXT PRIMARY KEY,
@@ -62,6 +100,133 @@ export class PrekeyStore {
     for (const stmt of SCHEMA) this.sql.exec(stmt);
   }
 
+  // -- bindings and registrations (§4.3) -------------------------------------------------------
+
+  /** The identity key bound to `username`, or null. */
+  identityOf(username: string): string | null {
+    const r = this.sql
+      .exec("SELECT identity_key FROM bindings WHERE username = ?", username)
+      .toArray()[0];
+    return r === undefined ? null : str(r.identity_key);
+  }
+
+  /** The name `identityKey` is bound to, or null. */
+  nameOf(identityKey: string): string | null {
+    const r = this.sql
+      .exec("SELECT username FROM bindings WHERE identity_key = ?", identityKey)
+      .toArray()[0];
+    return r === undefined ? null : str(r.username);
+  }
+
+  countBindings(): number {
+    return num(this.sql.exec("SELECT COUNT(*) AS n FROM bindings").one().n);
+  }
+
+  /** Bind `username` to `identityKey`, replacing another identity's binding (a reclaim). */
+  setBinding(username: string, identityKey: string, now: number): void {
+    this.sql.exec(
+      `INSERT INTO bindings (username, identity_key, bound_at) VALUES (?, ?, ?)
+       ON CONFLICT (username) DO UPDATE SET identity_key = excluded.identity_key,
+         bound_at = excluded.bound_at`,
+      username,
+      identityKey,
+      now,
+    );
+  }
+
+  deleteBinding(username: string): void {
+    this.sql.exec("DELETE FROM bindings WHERE username = ?", username);
+  }
+
+  /** New names registered from `bucket` at or after `since` (§4.3). */
+  registrationsSince(bucket: string, since: number): number {
+    return num(
+      this.sql
+        .exec("SELECT COUNT(*) AS n FROM registrations WHERE bucket = ? AND at >= ?", bucket, since)
+        .one().n,
+    );
+  }
+
+  recordRegistration(buckets: readonly string[], now: number): void {
+    for (const b of buckets)
+      this.sql.exec("INSERT INTO registrations (bucket, at) VALUES (?, ?)", b, now);
+  }
+
+  /** Drop up to `limit` registrations from before `before`: they no longer count. */
+  purgeRegistrations(before: number, limit: number): number {
+    return this.sql
+      .exec(
+        `DELETE FROM registrations WHERE rowid IN
+           (SELECT rowid FROM registrations WHERE at < ? LIMIT ?) RETURNING 1`,
+        before,
+        limit,
+      )
+      .toArray().length;
+  }
+
+  getSignedPrekey(entry: string): SignedPrekey | null {
+    const r = this.sql
+      .exec("SELECT id, key, sig FROM signed_prekeys WHERE entry = ?", entry)
+      .toArray()[0];
+    return r === undefined ? null : { id: num(r.id), key: str(r.key), sig: str(r.sig) };
+  }
+
+  setSignedPrekey(entry: string, spk: SignedPrekey): void {
+    this.sql.exec(
+      `INSERT INTO signed_prekeys (entry, id, key, sig) VALUES (?, ?, ?, ?)
+       ON CONFLICT (entry) DO UPDATE SET id = excluded.id, key = excluded.key, sig = excluded.sig`,
+      entry,
+      spk.id,
+      spk.key,
+      spk.sig,
+    );
+  }
+
+  /** A name's linked devices' entries ("<name>.<device>", §4.7), keys and all. */
+  wipeDevicesOf(username: string): void {
+    const lo = `${username}.`;
+    const hi = `${username}/`;
+    for (const table of ["signed_prekeys"]) {
+      this.sql.exec(`DELETE FROM ${table} WHERE entry > ? AND entry < ?`, lo, hi);
+    }
+    for (const table of [
+      "one_time_prekeys",
+      "one_time_kem_prekeys",
+      "pq_prekeys",
+      "prekey_owners",
+    ]) {
+      this.sql.exec(`DELETE FROM ${table} WHERE username > ? AND username < ?`, lo, hi);
+    }
+  }
+
+  /**
+   * Entries the hub's object held before the directory owned bindings: each taken unless the
+   * directory already holds that name, identity or entry (what it holds is newer).
+   */
+  seed(entries: readonly SeedEntry[]): void {
+    for (const e of entries) {
+      if (e.identityKey !== null) {
+        this.sql.exec(
+          `INSERT INTO bindings (username, identity_key, bound_at) VALUES (?, ?, ?)
+           ON CONFLICT DO NOTHING`,
+          e.entry,
+          e.identityKey,
+          e.boundAt,
+        );
+      }
+      this.sql.exec(
+        `INSERT INTO signed_prekeys (entry, id, key, sig) VALUES (?, ?, ?, ?)
+         ON CONFLICT (entry) DO NOTHING`,
+        e.entry,
+        e.signedPrekey.id,
+        e.signedPrekey.key,
+        e.signedPrekey.sig,
+      );
+    }
+  }
+
+  // -- per entry: whose keys, one-time and PQ prekeys (§7.4) -----------------------------------
+
   ownerOf(username: string): string | null {
     const r = this.sql
       .exec("SELECT owner FROM prekey_owners WHERE username = ?", username)
@@ -78,8 +243,9 @@ export class PrekeyStore {
     );
   }
 
-  /** Every one-time key of the user (classic and KEM) and its PQ prekey. */
+  /** Every prekey of the entry: signed, one-time (classic and KEM) and PQ. */
   wipe(username: string): void {
+    this.sql.exec("DELETE FROM signed_prekeys WHERE entry = ?", username);
     this.sql.exec("DELETE FROM one_time_prekeys WHERE username = ?", username);
     this.sql.exec("DELETE FROM one_time_kem_prekeys WHERE username = ?", username);
     this.sql.exec("DELETE FROM pq_prekeys WHERE username = ?", username);

@@ -5,14 +5,9 @@
  * text, exactly as they travel, so nothing is re-encoded between wire and disk.
  */
 import * as v from "valibot";
-import {
-  DeviceList,
-  LEAF_QUEUE,
-  type Leaf,
-  type PresenceScope,
-  type SignedPrekey,
-} from "../../shared/protocol";
+import { DeviceList, LEAF_QUEUE, type Leaf, type PresenceScope } from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
+import type { SeedEntry } from "./key-directory";
 import type { CommitHoldings, MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
 import type { PushState } from "./push";
 
@@ -35,14 +30,23 @@ function remember<K, V>(cache: Map<K, V>, key: K, value: V): void {
 }
 
 const SCHEMA = [
+  // The hub's copy of the bindings the Directory object decided (§4.3; key-directory.ts), for
+  // the synchronous reads of every frame; the directory is the authority.
   `CREATE TABLE IF NOT EXISTS users (
      username TEXT PRIMARY KEY,
      identity_key TEXT NOT NULL UNIQUE,
+     created_at INTEGER NOT NULL,
+     seen_at INTEGER NOT NULL
+   )`,
+  // Bindings and signed prekeys this object held before the Directory object owned them, to be
+  // handed to it once (Hub.#seedDirectory), then deleted.
+  `CREATE TABLE IF NOT EXISTS directory_seed (
+     entry TEXT PRIMARY KEY,
+     identity_key TEXT,
      spk_id INTEGER NOT NULL,
      spk_key TEXT NOT NULL,
      spk_sig TEXT NOT NULL,
-     created_at INTEGER NOT NULL,
-     seen_at INTEGER NOT NULL
+     bound_at INTEGER NOT NULL
    )`,
   `CREATE TABLE IF NOT EXISTS user_devices (
      username TEXT PRIMARY KEY,
@@ -52,14 +56,6 @@ const SCHEMA = [
      username TEXT PRIMARY KEY,
      version INTEGER NOT NULL,
      list TEXT NOT NULL
-   )`,
-  // A linked device's signed prekey (§4.7), by its mailbox address; the current device's is in
-  // users. Its one-time and PQ prekeys are the Directory object's, under the same address.
-  `CREATE TABLE IF NOT EXISTS device_prekeys (
-     address TEXT PRIMARY KEY,
-     spk_id INTEGER NOT NULL,
-     spk_key TEXT NOT NULL,
-     spk_sig TEXT NOT NULL
    )`,
   // One-time, one-time KEM and PQ prekeys moved to the hub's Directory object (prekey-store.ts);
   // what a hub stored here before is dropped: the next `welcome` counts 0 and clients upload anew.
@@ -196,13 +192,9 @@ const SCHEMA = [
      PRIMARY KEY (roster, username)
    )`,
   "CREATE INDEX IF NOT EXISTS roster_members_user ON roster_members (username, roster)",
-  // New usernames per client address bucket (§4.3), for the daily registration bound; rows
-  // older than a day are purged by the alarm. In storage, so an evicted object still counts them.
-  `CREATE TABLE IF NOT EXISTS registrations (
-     bucket TEXT NOT NULL,
-     at INTEGER NOT NULL
-   )`,
-  "CREATE INDEX IF NOT EXISTS registrations_bucket ON registrations (bucket, at)",
+  // Registrations are counted by the Directory object (key-directory.ts) since it owns the
+  // bindings; this object's earlier counts are dropped (they covered one day).
+  "DROP TABLE IF EXISTS registrations",
   // Per sending device (identity key and device id), its latest SEND_IDS_KEPT sends and group
   // sends accepted within sendRetryWindowSec (PROTOCOL.md §7.3 "Retries"), as JSON
   // [[id, {target, digest, mid, expiresAt}], ...] oldest first: a retry after a lost `accepted`
@@ -286,7 +278,6 @@ export interface PushSubRow {
 export interface UserRow {
   username: string;
   identityKey: string;
-  signedPrekey: SignedPrekey;
 }
 
 export interface NewMailboxItem {
@@ -432,7 +423,7 @@ export class Store {
   /**
    * Directory rows and contact decisions read on every `send` (the recipient's binding, its
    * decision about the sender), cached because they change only through the writes below
-   * (insertUser, setSignedPrekey, reclaimUser; setContactState, deleteContacts), which update or
+   * (insertUser, reclaimUser; setContactState, deleteContacts), which update or
    * drop the entry. Bounded: at most CACHE_MAX entries each, oldest dropped first.
    */
   readonly #users = new Map<string, UserRow | null>();
@@ -476,6 +467,7 @@ export class Store {
     this.#acked.clear();
     this.#ackedBy.clear();
     for (const stmt of SCHEMA) this.sql.exec(stmt);
+    this.#moveBindingsOut();
     // Start the mid counter above every mid ever handed out: the AUTOINCREMENT high-water mark
     // of the mailbox (which includes deleted rows), or at least its largest stored mid.
     let floor = num(this.sql.exec("SELECT COALESCE(MAX(mid), 0) AS n FROM mailbox").one().n);
@@ -508,6 +500,76 @@ export class Store {
     }
   }
 
+  /**
+   * A hub from before the Directory object owned bindings and signed prekeys kept them here
+   * (`users` with its signed prekey, `device_prekeys`): they go to `directory_seed`, for the hub
+   * to hand over before its next directory call, and the tables take their present shape.
+   */
+  #moveBindingsOut(): void {
+    if (this.#has("users", "spk_id")) {
+      this.sql.exec(
+        `INSERT OR IGNORE INTO directory_seed (entry, identity_key, spk_id, spk_key, spk_sig, bound_at)
+         SELECT username, identity_key, spk_id, spk_key, spk_sig, created_at FROM users`,
+      );
+      this.sql.exec(
+        `CREATE TABLE users_next (
+           username TEXT PRIMARY KEY,
+           identity_key TEXT NOT NULL UNIQUE,
+           created_at INTEGER NOT NULL,
+           seen_at INTEGER NOT NULL
+         )`,
+      );
+      this.sql.exec(
+        `INSERT INTO users_next (username, identity_key, created_at, seen_at)
+         SELECT username, identity_key, created_at, seen_at FROM users`,
+      );
+      this.sql.exec("DROP TABLE users");
+      this.sql.exec("ALTER TABLE users_next RENAME TO users");
+    }
+    if (this.#has("device_prekeys", "address")) {
+      this.sql.exec(
+        `INSERT OR IGNORE INTO directory_seed (entry, identity_key, spk_id, spk_key, spk_sig, bound_at)
+         SELECT address, NULL, spk_id, spk_key, spk_sig, 0 FROM device_prekeys`,
+      );
+      this.sql.exec("DROP TABLE device_prekeys");
+    }
+  }
+
+  /** Whether `table` exists with column `column` (a probe that reads no row). */
+  #has(table: "users" | "device_prekeys", column: string): boolean {
+    try {
+      this.sql.exec(`SELECT ${column} FROM ${table} LIMIT 0`);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Up to `limit` entries still to hand to the Directory object (#moveBindingsOut). */
+  directorySeed(limit: number): SeedEntry[] {
+    return this.sql
+      .exec(
+        `SELECT entry, identity_key, spk_id, spk_key, spk_sig, bound_at FROM directory_seed
+         ORDER BY entry LIMIT ?`,
+        limit,
+      )
+      .toArray()
+      .map((r) => ({
+        entry: str(r.entry),
+        identityKey: r.identity_key === null ? null : str(r.identity_key),
+        signedPrekey: { id: num(r.spk_id), key: str(r.spk_key), sig: str(r.spk_sig) },
+        boundAt: num(r.bound_at),
+      }));
+  }
+
+  /** The directory holds these now. */
+  seeded(entries: readonly SeedEntry[]): void {
+    this.sql.exec(
+      "DELETE FROM directory_seed WHERE entry IN (SELECT value FROM json_each(?))",
+      JSON.stringify(entries.map((e) => e.entry)),
+    );
+  }
+
   // -- users / directory ----------------------------------------------------------------------
 
   getUser(username: string): UserRow | null {
@@ -520,18 +582,11 @@ export class Store {
 
   #readUser(username: string): UserRow | null {
     const rows = this.sql
-      .exec(
-        "SELECT username, identity_key, spk_id, spk_key, spk_sig FROM users WHERE username = ?",
-        username,
-      )
+      .exec("SELECT username, identity_key FROM users WHERE username = ?", username)
       .toArray();
     const r = rows[0];
     if (r === undefined) return null;
-    return {
-      username: str(r.username),
-      identityKey: str(r.identity_key),
-      signedPrekey: { id: num(r.spk_id), key: str(r.spk_key), sig: str(r.spk_sig) },
-    };
+    return { username: str(r.username), identityKey: str(r.identity_key) };
   }
 
   /** Directory entries for a list of names, sorted by username; unknown names are skipped. */
@@ -539,61 +594,24 @@ export class Store {
     if (usernames.length === 0) return [];
     return this.sql
       .exec(
-        `SELECT username, identity_key, spk_id, spk_key, spk_sig FROM users
+        `SELECT username, identity_key FROM users
          WHERE username IN (SELECT value FROM json_each(?)) ORDER BY username`,
         JSON.stringify(usernames),
       )
       .toArray()
-      .map((r) => ({
-        username: str(r.username),
-        identityKey: str(r.identity_key),
-        signedPrekey: { id: num(r.spk_id), key: str(r.spk_key), sig: str(r.spk_sig) },
-      }));
+      .map((r) => ({ username: str(r.username), identityKey: str(r.identity_key) }));
   }
 
-  usernameOfKey(identityKey: string): string | null {
-    const r = this.sql
-      .exec("SELECT username FROM users WHERE identity_key = ?", identityKey)
-      .toArray()[0];
-    return r === undefined ? null : str(r.username);
-  }
-
-  countUsers(): number {
-    return num(this.sql.exec("SELECT COUNT(*) AS n FROM users").one().n);
-  }
-
-  insertUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
+  /** The name was bound (again) to `identityKey` by the directory: the hub's copy follows. */
+  insertUser(username: string, identityKey: string, now: number): void {
     this.#users.delete(username);
     this.sql.exec(
-      `INSERT INTO users (username, identity_key, spk_id, spk_key, spk_sig, created_at, seen_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO users (username, identity_key, created_at, seen_at) VALUES (?, ?, ?, ?)`,
       username,
       identityKey,
-      spk.id,
-      spk.key,
-      spk.sig,
       now,
       now,
     );
-  }
-
-  /** New usernames registered from `bucket` at or after `since` (§4.3). */
-  registrationsSince(bucket: string, since: number): number {
-    return num(
-      this.sql
-        .exec("SELECT COUNT(*) AS n FROM registrations WHERE bucket = ? AND at >= ?", bucket, since)
-        .one().n,
-    );
-  }
-
-  recordRegistration(buckets: readonly string[], now: number): void {
-    for (const b of buckets)
-      this.sql.exec("INSERT INTO registrations (bucket, at) VALUES (?, ?)", b, now);
-  }
-
-  /** Forget registrations before `before`: they no longer count toward any bound. */
-  purgeRegistrations(before: number): void {
-    this.sql.exec("DELETE FROM registrations WHERE at < ?", before);
   }
 
   /**
@@ -657,16 +675,9 @@ export class Store {
     this.sql.exec("DELETE FROM send_recent WHERE expires_at <= ?", now);
   }
 
-  setSignedPrekey(username: string, spk: SignedPrekey, now: number): void {
-    this.#users.delete(username);
-    this.sql.exec(
-      "UPDATE users SET spk_id = ?, spk_key = ?, spk_sig = ?, seen_at = ? WHERE username = ?",
-      spk.id,
-      spk.key,
-      spk.sig,
-      now,
-      username,
-    );
+  /** The user authenticated (§4.3): the last time seen, for the reclaim rule. */
+  sawUser(username: string, now: number): void {
+    this.sql.exec("UPDATE users SET seen_at = ? WHERE username = ?", now, username);
   }
 
   /** The identity's current device id (PROTOCOL.md §4.3), or null before its first auth. */
@@ -722,26 +733,6 @@ export class Store {
       username,
       list.version,
       JSON.stringify(list),
-    );
-  }
-
-  /** A linked device's signed prekey (§4.7), by its mailbox address, or null. */
-  getDevicePrekey(address: string): SignedPrekey | null {
-    const r = this.sql
-      .exec("SELECT spk_id, spk_key, spk_sig FROM device_prekeys WHERE address = ?", address)
-      .toArray()[0];
-    return r === undefined ? null : { id: num(r.spk_id), key: str(r.spk_key), sig: str(r.spk_sig) };
-  }
-
-  setDevicePrekey(address: string, spk: SignedPrekey): void {
-    this.sql.exec(
-      `INSERT INTO device_prekeys (address, spk_id, spk_key, spk_sig) VALUES (?, ?, ?, ?)
-       ON CONFLICT (address) DO UPDATE SET
-         spk_id = excluded.spk_id, spk_key = excluded.spk_key, spk_sig = excluded.spk_sig`,
-      address,
-      spk.id,
-      spk.key,
-      spk.sig,
     );
   }
 
@@ -1742,24 +1733,15 @@ export class Store {
     this.sql.exec("DELETE FROM users WHERE username = ?", username);
   }
 
-  reclaimUser(username: string, identityKey: string, spk: SignedPrekey, now: number): void {
-    // The old identity's device list is signed by a key the name no longer has (§4.6), and its
-    // linked devices' prekeys (addresses "<name>.<device>", §4.7) are that identity's.
+  reclaimUser(username: string, identityKey: string, now: number): void {
+    // The old identity's device list is signed by a key the name no longer has (§4.6); its
+    // linked devices' directory entries went with the directory's reclaim (key-directory.ts).
     this.sql.exec("DELETE FROM device_lists WHERE username = ?", username);
-    this.sql.exec(
-      "DELETE FROM device_prekeys WHERE address > ? AND address < ?",
-      `${username}.`,
-      `${username}/`,
-    );
     this.#deviceLists.delete(username);
     this.#users.delete(username);
     this.sql.exec(
-      `UPDATE users SET identity_key = ?, spk_id = ?, spk_key = ?, spk_sig = ?, created_at = ?,
-       seen_at = ? WHERE username = ?`,
+      "UPDATE users SET identity_key = ?, created_at = ?, seen_at = ? WHERE username = ?",
       identityKey,
-      spk.id,
-      spk.key,
-      spk.sig,
       now,
       now,
       username,
