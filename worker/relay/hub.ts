@@ -126,6 +126,27 @@ export interface BlobGateway {
   >;
 }
 
+/**
+ * A direct item as the recipient's side takes it (`Hub.enqueue`, PROTOCOL.md §7.3): plain data,
+ * everything the recipient decides on, so that it can be one call between objects.
+ */
+export interface DirectEnqueue {
+  /** The sender's username and identity key, as its connection authenticated them. */
+  from: string;
+  fromKey: string;
+  /** The sending device named in the `deliver` (§4.9), or null. */
+  fromDevice: string | null;
+  /** The sending device's retry key: identity key and device (§7.3 "Retries"). */
+  key: string;
+  /** The `send` frame's id. */
+  id: string;
+  to: string;
+  /** One device of the recipient (§4.7); absent: its current device. */
+  device?: string;
+  body: string;
+  now: number;
+}
+
 export class Hub {
   readonly #d: HubDeps;
   /**
@@ -1195,73 +1216,93 @@ export class Hub {
 
   // -- 1:1 routing and the mailbox (PROTOCOL.md §7.3) -----------------------------------------
 
+  /**
+   * The sender's half of a `send` (§7.3): who sends, from which device, under which retry key;
+   * the recipient's half (`enqueue`) decides and stores. The two meet in one object today; split
+   * into user objects (docs/ARCHITECTURE.md "How a hub outgrows one object") `enqueue` is the
+   * call from the sender's object to the recipient's, keyed for retries by `key`.
+   */
   #send(s: Session, a: AuthedAttachment, frame: Frame<"send">, now: number): void {
     const { store } = this.#d;
-    if (store.getUser(frame.to) === null) {
-      s.send(errorFrame("unknown_user", frame.id));
+    const r = this.enqueue({
+      from: a.username,
+      fromKey: a.identityKey,
+      fromDevice: sendingDevice(a, store.getDevice(a.username), store.getDeviceList(a.username)),
+      key: this.#sendKey(a),
+      id: frame.id,
+      to: frame.to,
+      ...(frame.device !== undefined ? { device: frame.device } : {}),
+      body: frame.body,
+      now,
+    });
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
       return;
     }
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(r.mid) });
+    // The recipient may now see the sender online (§6.3): the sender chose to write to them.
+    // A copy to one's own other device (§4.7) is no such choice.
+    const own = frame.to === a.username && frame.device !== undefined;
+    if (r.stored && !own) this.presence.wrote(a.username, frame.to, now);
+  }
+
+  /**
+   * The recipient's half of a direct item (§7.3, §7.3.1, §4.7): resolve the recipient's device,
+   * recognise a retry (§7.3 "Retries": the same key, id, target and body as an item accepted
+   * within the window gets the same mid and is stored once), apply the recipient's decision
+   * about the sender and the mailbox bounds, then store, hand to the recipient's connection and
+   * wake its device. `stored` is false for a retry. Synchronous: a decision and its write are
+   * one step, so no other item can take the room it was judged to have.
+   */
+  enqueue(
+    e: DirectEnqueue,
+  ): { ok: true; mid: number; stored: boolean } | { ok: false; code: ErrorCode } {
+    const { store } = this.#d;
+    const user = store.getUser(e.to);
+    if (user === null) return { ok: false, code: "unknown_user" };
     // One device of the recipient (§4.7): its mailbox address, or the username's.
     const to =
-      frame.device === undefined
-        ? frame.to
+      e.device === undefined
+        ? e.to
         : sendAddress(
-            frame.to,
-            frame.device,
-            store.getDevice(frame.to),
-            store.getDeviceList(frame.to),
-            store.getUser(frame.to)?.identityKey ?? "",
+            e.to,
+            e.device,
+            store.getDevice(e.to),
+            store.getDeviceList(e.to),
+            user.identityKey,
           );
-    if (to === null) {
-      s.send(errorFrame("unknown_device", frame.id));
-      return;
-    }
-    const sender = this.#sendKey(a);
-    const sent = { target: `d:${to}`, digest: bodyDigest(frame.body) };
-    if (this.#retried(s, sender, frame.id, sent, true, now)) return;
+    if (to === null) return { ok: false, code: "unknown_device" };
+    const sent = { target: `d:${to}`, digest: bodyDigest(e.body) };
+    const prior = store.acceptedSend(e.key, e.id, e.now);
+    if (prior !== null && prior.target === sent.target && prior.digest === sent.digest)
+      return { ok: true, mid: prior.mid, stored: false };
     // Message requests (§7.3.1): a sender the recipient blocked, or one it neither accepted nor
     // shares a group with past the small share for such senders, is refused before the bounds
     // that apply to everyone, so strangers cannot use up the mailbox of the recipient's contacts.
     // A copy to one's own other device (§4.7) is no request.
-    const own = frame.to === a.username && frame.device !== undefined;
-    const standing = own ? "contact" : store.senderStanding(frame.to, a.username);
-    if (standing === "blocked") {
-      s.send(errorFrame("request_limit", frame.id));
-      return;
-    }
-    const holdings = this.#holdings(a.username, [to]);
+    const own = e.to === e.from && e.device !== undefined;
+    const standing = own ? "contact" : store.senderStanding(e.to, e.from);
+    if (standing === "blocked") return { ok: false, code: "request_limit" };
+    const holdings = this.#holdings(e.from, [to]);
     if (
       standing === "request" &&
-      !requestHasRoom(holdings.perRecipient.get(to) ?? 0, () => store.countRequests(frame.to))
+      !requestHasRoom(holdings.perRecipient.get(to) ?? 0, () => store.countRequests(e.to))
     ) {
-      s.send(errorFrame("request_limit", frame.id));
-      return;
+      return { ok: false, code: "request_limit" };
     }
-    if (!mailboxHasRoom("direct", this.#stored(to))) {
-      s.send(errorFrame("mailbox_full", frame.id));
-      return;
-    }
+    if (!mailboxHasRoom("direct", this.#stored(to))) return { ok: false, code: "mailbox_full" };
     // Per-sender quotas (§7.3): refused to this sender only; nothing stored is ever dropped.
     const quota = senderRoom("direct", holdings, [to]);
-    if (quota.fits.length === 0 || !quota.totalOk) {
-      s.send(errorFrame("mailbox_full", frame.id));
-      return;
-    }
-    const payload = store.putPayload(frame.body);
-    const fromDevice = sendingDevice(
-      a,
-      store.getDevice(a.username),
-      store.getDeviceList(a.username),
-    );
-    const mid = this.#enqueue(a, to, "direct", payload, null, null, null, now, fromDevice);
-    store.recordSend(sender, frame.id, { ...sent, mid }, now + LIMITS.sendRetryWindowSec * 1000);
+    if (quota.fits.length === 0 || !quota.totalOk) return { ok: false, code: "mailbox_full" };
+    const payload = store.putPayload(e.body);
+    const from = { username: e.from, identityKey: e.fromKey };
+    const mid = this.#enqueue(from, to, "direct", payload, null, null, null, e.now, e.fromDevice);
+    store.recordSend(e.key, e.id, { ...sent, mid }, e.now + LIMITS.sendRetryWindowSec * 1000);
     this.deliveries.persistSoon();
-    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
-    // The recipient may now see the sender online (§6.3): the sender chose to write to them.
-    if (!own) this.presence.wrote(a.username, frame.to, now);
-    this.#offer(a, to, mid, now, { kind: "direct", body: frame.body }, fromDevice);
+    this.#offer(from, to, mid, e.now, { kind: "direct", body: e.body }, e.fromDevice);
     // Each device has its own subscription (§7.9): the item wakes the device it is for.
-    this.pushes.queued([to], now);
+    this.pushes.queued([to], e.now);
+    return { ok: true, mid, stored: true };
   }
 
   /**
