@@ -35,6 +35,7 @@ import {
 import { admissionBuckets, registrationBuckets, UNKNOWN_ADDRESS } from "./admission";
 import { type AuthedAttachment, addressOf, type PendingAttachment } from "./attachment";
 import { verifyAuthFrame, verifySignedPrekey } from "./auth";
+import { Coalescer } from "./coalesce";
 import { Deliveries, groupDeliverText } from "./delivery";
 import {
   checkPublishedList,
@@ -175,8 +176,12 @@ export class Hub {
   readonly #groupChains = new Map<string, Promise<void>>();
   /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
   readonly pushes: Pushes;
-  /** Sends waiting for the next `#coalesced` run, in arrival order; null when none is due. */
-  #batch: Array<() => void> | null = null;
+  /**
+   * `send` and `group_send` steps that arrive together run in one event, one commit
+   * (coalesce.ts). Each still stores before it answers or delivers (§7.3), and its connection's
+   * next frame waits for it (`message`), so per-connection order holds.
+   */
+  readonly #coalesced = new Coalescer();
   /** The directory holds every binding this object kept before it owned them (#directoryReady). */
   #seeded = false;
   #seeding: Promise<void> | null = null;
@@ -277,37 +282,6 @@ export class Hub {
     } catch (e) {
       this.#internal(s, e, id);
     }
-  }
-
-  /**
-   * Run a storing step (`send`, `group_send`) together with the others that arrive before the
-   * next turn of the event loop, in one event: an object's writes within one event are one
-   * commit, and under `wrangler dev` an event that writes costs ~300 µs more than one that does
-   * not, whatever it writes (docs/PERFORMANCE.md). Each step still stores before it answers or
-   * delivers (§7.3), runs in arrival order, and its frame's connection waits for it before its
-   * next frame (`message`). When idle the batch is one send and the wait one timer turn.
-   */
-  #coalesced(step: () => void): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const run = () => {
-        try {
-          step();
-          resolve();
-        } catch (e) {
-          reject(e);
-        }
-      };
-      if (this.#batch !== null) {
-        this.#batch.push(run);
-        return;
-      }
-      this.#batch = [run];
-      setTimeout(() => {
-        const batch = this.#batch ?? [];
-        this.#batch = null;
-        for (const r of batch) r();
-      }, 0);
-    });
   }
 
   #internal(s: Session, e: unknown, id: string | undefined): void {
@@ -486,7 +460,7 @@ export class Hub {
         await this.#devices(s, a, frame, now);
         return;
       case "send":
-        await this.#coalesced(() => this.#send(s, a, frame, this.#d.now()));
+        await this.#coalesced.run(() => this.#send(s, a, frame, this.#d.now()));
         return;
       case "ack":
         this.#ack(s, a, frame);
@@ -514,7 +488,7 @@ export class Hub {
         return;
       }
       case "group_send":
-        await this.#coalesced(() => this.#groupSend(s, a, frame, this.#d.now()));
+        await this.#coalesced.run(() => this.#groupSend(s, a, frame, this.#d.now()));
         return;
       case "push_subscribe":
       case "push_unsubscribe":

@@ -1,0 +1,45 @@
+/**
+ * Steps that come due before the next turn of the event loop run together in that turn, in the
+ * order they came (the relay's `send` and `group_send`, docs/ARCHITECTURE.md "Coalesced writes").
+ * A Durable Object's writes within one event are one commit, and under `wrangler dev` an event
+ * that writes costs ~300 µs more than one that does not, whatever it writes
+ * (docs/PERFORMANCE.md), so a burst of sends from many connections costs one commit.
+ */
+export class Coalescer {
+  /** Steps waiting for the next run, in arrival order; null when no run is due. */
+  #batch: Array<() => void> | null = null;
+
+  /** `later`: schedules one run (a zero-delay timer: its own event in a Durable Object). */
+  constructor(
+    private readonly later: (run: () => void) => void = (run) => {
+      setTimeout(run, 0);
+    },
+  ) {}
+
+  /**
+   * Resolves once `step` has run, or rejects with what it threw; a step that throws stops no
+   * other. A step queued by a running step goes to the next run.
+   */
+  run(step: () => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const run = () => {
+        try {
+          step();
+          resolve();
+        } catch (e) {
+          reject(e);
+        }
+      };
+      if (this.#batch !== null) {
+        this.#batch.push(run);
+        return;
+      }
+      this.#batch = [run];
+      this.later(() => {
+        const batch = this.#batch ?? [];
+        this.#batch = null;
+        for (const r of batch) r();
+      });
+    });
+  }
+}
