@@ -64,7 +64,7 @@ import { Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { AcceptedSend, Store } from "./store";
+import type { Store } from "./store";
 
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
@@ -1247,9 +1247,8 @@ export class Hub {
           );
     if (to === null) return { ok: false, code: "unknown_device" };
     const sent = { target: `d:${to}`, digest: bodyDigest(e.body) };
-    const prior = store.acceptedSend(e.key, e.id, e.now);
-    if (prior !== null && prior.target === sent.target && prior.digest === sent.digest)
-      return { ok: true, mid: prior.mid, stored: false };
+    const prior = store.acceptedSend(e.key, e.id, sent, e.now);
+    if (prior !== null) return { ok: true, mid: prior.mid, stored: false };
     // Message requests (§7.3.1): a sender the recipient blocked, or one it neither accepted nor
     // shares a group with past the small share for such senders, is refused before the bounds
     // that apply to everyone, so strangers cannot use up the mailbox of the recipient's contacts.
@@ -1304,32 +1303,6 @@ export class Hub {
    */
   #sendKey(a: AuthedAttachment): string {
     return `${a.identityKey}.${deviceOf(a) ?? this.#d.store.getDevice(a.username) ?? ""}`;
-  }
-
-  /**
-   * The same frame (same id, recipient or group, and body) as one this device had accepted within
-   * the retry window (§7.3 "Retries"): answered as the first time — for a direct send with the
-   * same mid — and nothing is stored or delivered again. A frame that differs in anything is a
-   * new one (a client whose numbering started again after a reload): false, judged as new.
-   */
-  #retried(
-    s: Session,
-    sender: string,
-    id: string,
-    sent: Omit<AcceptedSend, "mid">,
-    withMid: boolean,
-    now: number,
-  ): boolean {
-    const prior = this.#d.store.acceptedSend(sender, id, now);
-    if (prior === null || prior.target !== sent.target || prior.digest !== sent.digest)
-      return false;
-    s.send({
-      v: PROTOCOL_VERSION,
-      t: "accepted",
-      id,
-      ...(withMid ? { mid: String(prior.mid) } : {}),
-    });
-    return true;
   }
 
   /** Items stored for `username`: mailbox rows plus unacknowledged group messages (§7.3). */
@@ -1938,8 +1911,12 @@ export class Hub {
     const { store } = this.#d;
     const sender = this.#sendKey(a);
     const sent = { target: `g:${frame.group}`, digest: bodyDigest(frame.body) };
-    // A retry is answered before any check: the group may have moved on since it was stored.
-    if (this.#retried(s, sender, frame.id, sent, false, now)) return;
+    // A retry (§7.3 "Retries") is answered as the first was, before any check: the group may
+    // have moved on since it was stored.
+    if (store.acceptedSend(sender, frame.id, sent, now) !== null) {
+      s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+      return;
+    }
     const g = store.getGroup(frame.group);
     const member = addressOf(a);
     if (g === null) {

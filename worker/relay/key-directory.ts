@@ -181,10 +181,9 @@ export class KeyDirectory {
         c.now,
       );
     }
-    this.#own(c.username, prekeyOwner(c.identityKey, c.device));
-    store.setSignedPrekey(c.username, c.signedPrekey);
-    store.setPqPrekey(c.username, c.pq);
-    return { ok: true, registered: registers, remaining: store.countOneTimePrekeys(c.username) };
+    const owner = prekeyOwner(c.identityKey, c.device);
+    const remaining = this.bind(c.username, owner, c.signedPrekey, c.pq);
+    return { ok: true, registered: registers, remaining };
   }
 
   bind(entry: string, owner: string, spk: SignedPrekey, pq: PqPrekey | null): number {

@@ -186,9 +186,7 @@ export class PrekeyStore {
   wipeDevicesOf(username: string): void {
     const lo = `${username}.`;
     const hi = `${username}/`;
-    for (const table of ["signed_prekeys"]) {
-      this.sql.exec(`DELETE FROM ${table} WHERE entry > ? AND entry < ?`, lo, hi);
-    }
+    this.sql.exec("DELETE FROM signed_prekeys WHERE entry > ? AND entry < ?", lo, hi);
     for (const table of [
       "one_time_prekeys",
       "one_time_kem_prekeys",

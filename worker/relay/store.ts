@@ -39,7 +39,7 @@ const SCHEMA = [
      seen_at INTEGER NOT NULL
    )`,
   // Bindings and signed prekeys this object held before the Directory object owned them, to be
-  // handed to it once (Hub.#seedDirectory), then deleted.
+  // handed to it once (Hub.#directoryReady), then deleted.
   `CREATE TABLE IF NOT EXISTS directory_seed (
      entry TEXT PRIMARY KEY,
      identity_key TEXT,
@@ -615,14 +615,20 @@ export class Store {
   }
 
   /**
-   * The send `id` of `sender` (an identity key and device) accepted within the retry window
-   * (PROTOCOL.md §7.3 "Retries"): what it was for, its body's digest and the mid it was stored
-   * as; null if none. From memory: a sender's row is read on its first send since the object
-   * started, so a send costs no statement after that.
+   * The send `id` of `sender` (an identity key and device) accepted within the retry window for
+   * the same target with the same body digest (PROTOCOL.md §7.3 "Retries": a retry), or null —
+   * a frame that differs in anything is a new one. From memory: a sender's row is read on its
+   * first send since the object started, so a send costs no statement after that.
    */
-  acceptedSend(sender: string, id: string, now: number): AcceptedSend | null {
+  acceptedSend(
+    sender: string,
+    id: string,
+    sent: Omit<AcceptedSend, "mid">,
+    now: number,
+  ): AcceptedSend | null {
     const hit = this.#sendIdsOf(sender).get(id);
-    return hit !== undefined && hit.expiresAt > now ? hit : null;
+    if (hit === undefined || hit.expiresAt <= now) return null;
+    return hit.target === sent.target && hit.digest === sent.digest ? hit : null;
   }
 
   /**
