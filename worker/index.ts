@@ -5,7 +5,7 @@
  */
 import { Hono } from "hono";
 import * as v from "valibot";
-import { HubName } from "../shared/protocol";
+import { HubName, Name } from "../shared/protocol";
 import { type BlobRouteEnv, getBlob, putBlob } from "./blob-routes";
 import {
   DEFAULT_HUB,
@@ -70,10 +70,17 @@ app.get("/ws", async (c) => {
   if (!isAllowedOrigin(c.req.header("Origin"), url, parseAllowedOrigins(c.env.ALLOWED_ORIGINS))) {
     return c.text("Forbidden origin", 403);
   }
+  // A user's route goes to that user's object (docs/ARCHITECTURE.md "User objects"), the hub's
+  // route to the hub's. "." and "/" are outside both alphabets, so no user's object id is
+  // another object's.
+  const rawUser = url.searchParams.get("user");
+  const user = rawUser === null ? null : v.safeParse(Name, rawUser);
+  if (user !== null && !user.success) return c.text("Bad user name", 400);
   // Forward with the hub made explicit, so the object never falls back to a default itself.
   const forward = new URL(url);
-  forward.search = `?hub=${hub.output}`;
-  const stub = c.env.RELAY.get(c.env.RELAY.idFromName(hub.output));
+  forward.search = user === null ? `?hub=${hub.output}` : `?hub=${hub.output}&user=${user.output}`;
+  const object = user === null ? hub.output : `${hub.output}/u/${user.output}`;
+  const stub = c.env.RELAY.get(c.env.RELAY.idFromName(object));
   return stub.fetch(new Request(forward, c.req.raw));
 });
 

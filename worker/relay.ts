@@ -10,6 +10,13 @@ import type { BlobRouteEnv } from "./blob-routes";
 import type { Directory } from "./directory";
 import type { Group } from "./group";
 import type { GroupGateway } from "./relay/group-object";
+import type {
+  BundleAnswer,
+  BundleQuery,
+  DirectEnqueue,
+  EnqueueResult,
+  PeerGateway,
+} from "./relay/hub";
 import type { DirectoryGateway } from "./relay/key-directory";
 import { RelayLifecycle } from "./relay/lifecycle";
 import { presenceDefaults } from "./relay/presence";
@@ -44,6 +51,22 @@ function groupsOf(ns: DurableObjectNamespace<Group>): GroupGateway {
   };
 }
 
+/**
+ * Each user of a hub reached by its own route (`/ws?hub=h&user=name`) is its own object,
+ * `idFromName(hub + "/u/" + name)` in the RELAY namespace (docs/ARCHITECTURE.md "User objects");
+ * a user's object calls another's over Durable Object RPC. Only Workers with this binding can
+ * make such calls: no route of the Worker reaches them.
+ */
+function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
+  const user = (hub: string, name: string) => ns.get(ns.idFromName(`${hub}/u/${name}`));
+  return {
+    enqueue: (hub, e) => user(hub, e.to).enqueue(e),
+    receipt: (hub, to, mid, by) => user(hub, to).receipt(to, mid, by),
+    bundle: (hub, q) => user(hub, q.username).bundle(hub, q),
+    known: (hub, name) => user(hub, name).known(name),
+  };
+}
+
 export class Relay extends DurableObject {
   readonly #life: RelayLifecycle;
 
@@ -69,7 +92,26 @@ export class Relay extends DurableObject {
       blobs,
       // Hubs whose users see each other online unless they choose otherwise (§6.3).
       presenceDefaults((env as { PRESENCE_EVERYONE_HUBS?: unknown }).PRESENCE_EVERYONE_HUBS),
+      peersOf((env as { RELAY: DurableObjectNamespace<Relay> }).RELAY),
     );
+  }
+
+  // -- calls from other users' objects (PeerGateway); plain data in and out -----------------
+
+  enqueue(e: DirectEnqueue): EnqueueResult {
+    return this.#life.hub.enqueue(e);
+  }
+
+  receipt(to: string, mid: string, by: string): void {
+    this.#life.hub.receipt(to, mid, by);
+  }
+
+  bundle(hub: string, q: BundleQuery): Promise<BundleAnswer> {
+    return this.#life.hub.bundle(hub, q);
+  }
+
+  known(username: string): boolean {
+    return this.#life.hub.known(username);
   }
 
   override async fetch(request: Request): Promise<Response> {

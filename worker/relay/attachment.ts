@@ -56,6 +56,11 @@ export const PendingAttachment = v.strictObject({
    * object's storage) and when it expires, which replaces the auth timeout as its deadline.
    */
   link: v.optional(v.strictObject({ rendezvous: Rendezvous, expiresAt: Millis })),
+  /**
+   * The user whose object this socket reached (`/ws?hub=h&user=name`, docs/ARCHITECTURE.md
+   * "User objects"): only that name authenticates on it. Absent: the hub's object.
+   */
+  user: v.optional(Name),
 });
 export type PendingAttachment = v.InferOutput<typeof PendingAttachment>;
 
@@ -81,6 +86,11 @@ export const AuthedAttachment = v.strictObject({
    * single-device user.
    */
   address: v.optional(MailboxAddress),
+  /**
+   * The connection came by its user's route: this object holds only its user, so the other
+   * users it names are reached through their own objects (hub.ts PeerGateway).
+   */
+  routed: v.optional(v.literal(true)),
 });
 export type AuthedAttachment = v.InferOutput<typeof AuthedAttachment>;
 

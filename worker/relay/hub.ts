@@ -111,7 +111,62 @@ export interface HubDeps {
   groups: GroupGateway;
   /** Link offers waiting for their answer (links.ts, PROTOCOL.md §4.8.3). */
   links: LinkStore;
+  /**
+   * The other users' objects, for connections that came by their user's route (`routed`);
+   * absent or null: every user is in this object.
+   */
+  peers?: PeerGateway | null;
 }
+
+/** The recipient's answer to a direct item (`Hub.enqueue`). */
+export type EnqueueResult =
+  | { ok: true; mid: number; stored: boolean }
+  | { ok: false; code: ErrorCode };
+
+/** A bundle asked of the object holding `username` (`Hub.bundle`, PROTOCOL.md §4.7, §7.4). */
+export interface BundleQuery {
+  username: string;
+  device?: string;
+  /** The requester's identity key: the one-time prekey quota is per requester (§7.4). */
+  requester: string;
+  now: number;
+}
+
+export type BundleAnswer =
+  | { ok: true; bundle: Omit<FrameOf<ServerFrame, "bundle">, "v" | "t" | "id"> }
+  | { ok: false; code: ErrorCode };
+
+/**
+ * Calls to the object of another user of the hub (docs/ARCHITECTURE.md "User objects"): each is
+ * the body of one `Hub` method run there, on plain data. Any of them may reject, as a Durable
+ * Object RPC may (the object restarted, the call timed out); the caller answers `internal`, and
+ * the client's outbox sends the frame again, which the keyed retry stores once (§7.3).
+ */
+export interface PeerGateway {
+  /** `Hub.enqueue` in the object of `e.to`. */
+  enqueue(hub: string, e: DirectEnqueue): Promise<EnqueueResult>;
+  /** `Hub.receipt` in the object of `to`: best effort, as receipts are (§7.3). */
+  receipt(hub: string, to: string, mid: string, by: string): Promise<void>;
+  /** `Hub.bundle` in the object of `q.username`. */
+  bundle(hub: string, q: BundleQuery): Promise<BundleAnswer>;
+  /** `Hub.known` in the object of `username`. */
+  known(hub: string, username: string): Promise<boolean>;
+}
+
+/**
+ * Frames a user's route does not serve yet: groups and linking need the group objects' fan-out
+ * and a rendezvous object, which are still the hub object's (docs/ARCHITECTURE.md "User objects").
+ */
+const HUB_ROUTE_ONLY: ReadonlySet<ClientFrame["t"]> = new Set([
+  "join",
+  "leaf",
+  "leave",
+  "remove",
+  "commit",
+  "group_send",
+  "link_fetch",
+  "link_answer",
+]);
 
 /**
  * The per-identity blob ledgers, seen from a hub (worker/blobs.ts): `owner` names the identity
@@ -227,6 +282,7 @@ export class Hub {
     origin: string,
     challenge: string,
     ip: string,
+    user?: string,
   ): {
     att: PendingAttachment;
     frame: FrameOf<ServerFrame, "hello">;
@@ -235,7 +291,16 @@ export class Hub {
     // The alarm closes it with 4001 if it has not authenticated by then (see `alarm`).
     this.#d.wakeAt(now + LIMITS.authTimeoutSec * 1000);
     return {
-      att: { v: 1, state: "pending", hub, origin, challenge, connectedAt: now, ip },
+      att: {
+        v: 1,
+        state: "pending",
+        hub,
+        origin,
+        challenge,
+        connectedAt: now,
+        ip,
+        ...(user !== undefined ? { user } : {}),
+      },
       frame: { v: PROTOCOL_VERSION, t: "hello", hub, challenge, time: now },
     };
   }
@@ -436,7 +501,8 @@ export class Hub {
     const a = s.att;
     if (a.state === "pending") {
       if (frame.t === "link_offer") {
-        this.#linkOffer(s, a, frame, now);
+        if (a.user !== undefined) s.send(errorFrame("wrong_route", frame.id));
+        else this.#linkOffer(s, a, frame, now);
         return;
       }
       if (frame.t !== "auth") {
@@ -444,6 +510,10 @@ export class Hub {
         return;
       }
       await this.#auth(s, a, frame);
+      return;
+    }
+    if (a.routed === true && HUB_ROUTE_ONLY.has(frame.t)) {
+      s.send(errorFrame("wrong_route", "id" in frame ? frame.id : undefined));
       return;
     }
     switch (frame.t) {
@@ -460,7 +530,8 @@ export class Hub {
         await this.#devices(s, a, frame, now);
         return;
       case "send":
-        await this.#coalesced.run(() => this.#send(s, a, frame, this.#d.now()));
+        if (this.#peerOf(a, frame.to) !== null) await this.#sendToPeer(s, a, frame);
+        else await this.#coalesced.run(() => this.#send(s, a, frame, this.#d.now()));
         return;
       case "ack":
         this.#ack(s, a, frame);
@@ -502,7 +573,7 @@ export class Hub {
         s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
         return;
       case "contact":
-        this.#contact(s, a, frame, now);
+        await this.#contact(s, a, frame, now);
         return;
       case "link_offer":
         s.send(errorFrame("already_authenticated", frame.id));
@@ -627,6 +698,9 @@ export class Hub {
   // -- authentication (PROTOCOL.md §4) --------------------------------------------------------
 
   async #auth(s: Session, a: PendingAttachment, frame: Frame<"auth">): Promise<void> {
+    // A user's route takes that user only: its object holds no one else (ARCHITECTURE "User
+    // objects"), so a connection can never make it act for another name.
+    if (a.user !== undefined && frame.username !== a.user) return this.#authFail(s, "auth_failed");
     // Frames of one connection are handled one at a time (see `message`), so a second `auth`
     // cannot race this one; it will find the session authenticated.
     const verified = await verifyAuthFrame(
@@ -780,6 +854,7 @@ export class Hub {
       connectedAt: a.connectedAt,
       lastSeen: now,
       cursor: 0,
+      ...(a.user !== undefined ? { routed: true as const } : {}),
     };
     // Online before this connection, by another device of the identity (§6.3)?
     const wasOnline = sessions.userOnline(frame.username);
@@ -938,6 +1013,7 @@ export class Hub {
       lastSeen: now,
       cursor: 0,
       address,
+      ...(a.user !== undefined ? { routed: true as const } : {}),
     };
     const wasOnline = sessions.userOnline(frame.username);
     s.save(att);
@@ -1121,33 +1197,51 @@ export class Hub {
     frame: Frame<"fetch_bundle">,
     now: number,
   ): Promise<void> {
-    const { store, sessions } = this.#d;
-    const user = store.getUser(frame.username);
-    if (user === null) {
-      s.send(errorFrame("unknown_user", frame.id));
+    const q: BundleQuery = {
+      username: frame.username,
+      ...(frame.device !== undefined ? { device: frame.device } : {}),
+      requester: a.identityKey,
+      now,
+    };
+    // Another user's bundle on a user's route is that user's object's to give (its device list
+    // and current device are there); its call may reject like any other (answered `internal`).
+    const peers = this.#peerOf(a, frame.username);
+    const r = peers === null ? await this.bundle(a.hub, q) : await peers.bundle(a.hub, q);
+    if (s.closed) return;
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
       return;
     }
+    s.send({ v: PROTOCOL_VERSION, t: "bundle", id: frame.id, ...r.bundle });
+  }
+
+  /**
+   * One device's bundle of `q.username` (§4.7, §7.4), from this object's copy of the user and
+   * the directory's prekeys; a one-time prekey taken tells the owner's connection when few are
+   * left. The body of `fetch_bundle`, and of the call from another user's object.
+   */
+  async bundle(hub: string, q: BundleQuery): Promise<BundleAnswer> {
+    const { store, sessions } = this.#d;
+    const user = store.getUser(q.username);
+    if (user === null) return { ok: false, code: "unknown_user" };
     // One device's bundle (§4.7): the current device's is the username's entry; a listed linked
     // device's is its own, under its address, once it has connected (its signed prekey).
-    const current = store.getDevice(frame.username);
+    const current = store.getDevice(q.username);
     const entry =
-      frame.device === undefined
-        ? frame.username
+      q.device === undefined
+        ? q.username
         : sendAddress(
-            frame.username,
-            frame.device,
+            q.username,
+            q.device,
             current,
-            store.getDeviceList(frame.username),
+            store.getDeviceList(q.username),
             user.identityKey,
           );
-    if (entry === null) {
-      s.send(errorFrame("unknown_device", frame.id));
-      return;
-    }
+    if (entry === null) return { ok: false, code: "unknown_device" };
     // The prekeys, with the per-requester quota, are the directory object's (key-directory.ts,
     // §7.4); asked for the owner this hub has bound, so keys of an earlier identity or device of
     // the name are never handed out with this identity key.
-    if (!(await this.#directoryReady(a.hub))) throw new Error("directory seed");
+    if (!(await this.#directoryReady(hub))) throw new Error("directory seed");
     const {
       signedPrekey: spk,
       oneTimePrekey,
@@ -1155,37 +1249,33 @@ export class Hub {
       oneTimeKemPrekey,
       remaining,
     } = await this.#d.directory.take(
-      a.hub,
+      hub,
       entry,
-      prekeyOwner(user.identityKey, entry === frame.username ? current : (frame.device ?? null)),
-      a.identityKey,
-      now,
+      prekeyOwner(user.identityKey, entry === q.username ? current : (q.device ?? null)),
+      q.requester,
+      q.now,
     );
-    if (s.closed) return;
     // A linked device that never connected has no signed prekey yet (§4.7).
-    if (spk === null) {
-      s.send(errorFrame("unknown_device", frame.id));
-      return;
-    }
-    s.send({
-      v: PROTOCOL_VERSION,
-      t: "bundle",
-      id: frame.id,
-      username: user.username,
-      ...(frame.device !== undefined ? { device: frame.device } : {}),
-      identityKey: user.identityKey,
-      signedPrekey: spk,
-      oneTimePrekey,
-      pqPrekey,
-      oneTimeKemPrekey,
-      ...devicesOf(store.getDeviceList(frame.username), user.identityKey),
-    });
+    if (spk === null) return { ok: false, code: "unknown_device" };
     if (oneTimePrekey !== null) {
       const owner = sessions.online(entry);
       if (owner !== undefined && prekeysLow(remaining)) {
         owner.send({ v: PROTOCOL_VERSION, t: "prekeys_low", remaining });
       }
     }
+    return {
+      ok: true,
+      bundle: {
+        username: user.username,
+        ...(q.device !== undefined ? { device: q.device } : {}),
+        identityKey: user.identityKey,
+        signedPrekey: spk,
+        oneTimePrekey,
+        pqPrekey,
+        oneTimeKemPrekey,
+        ...devicesOf(store.getDeviceList(q.username), user.identityKey),
+      },
+    };
   }
 
   // -- 1:1 routing and the mailbox (PROTOCOL.md §7.3) -----------------------------------------
@@ -1218,6 +1308,62 @@ export class Hub {
     // A copy to one's own other device (§4.7) is no such choice.
     const own = frame.to === a.username && frame.device !== undefined;
     if (r.stored && !own) this.presence.wrote(a.username, frame.to, now);
+  }
+
+  /**
+   * Who holds `username` when it is not this object (a user's route, and another user): the
+   * gateway to call, or null when the step is this object's.
+   */
+  #peerOf(a: AuthedAttachment, username: string): PeerGateway | null {
+    if (a.routed !== true || username === a.username) return null;
+    const peers = this.#d.peers ?? null;
+    if (peers === null) throw new Error("routed connection without peers");
+    return peers;
+  }
+
+  /**
+   * A `send` to another user's object (docs/ARCHITECTURE.md "User objects"): the recipient's half
+   * runs there, keyed for retries as here (§7.3 "Retries"), so a call whose answer is lost, sent
+   * again by the client's outbox after `internal`, is stored once.
+   */
+  async #sendToPeer(s: Session, a: AuthedAttachment, frame: Frame<"send">): Promise<void> {
+    const peers = this.#peerOf(a, frame.to) as PeerGateway;
+    const { store } = this.#d;
+    const now = this.#d.now();
+    let r: EnqueueResult;
+    try {
+      r = await peers.enqueue(a.hub, {
+        from: a.username,
+        fromKey: a.identityKey,
+        fromDevice: sendingDevice(a, store.getDevice(a.username), store.getDeviceList(a.username)),
+        key: this.#sendKey(a),
+        id: frame.id,
+        to: frame.to,
+        ...(frame.device !== undefined ? { device: frame.device } : {}),
+        body: frame.body,
+        now,
+      });
+    } catch (e) {
+      console.error("relay: enqueue call failed", e instanceof Error ? e.name : typeof e);
+      if (!s.closed) s.send(errorFrame("internal", frame.id));
+      return;
+    }
+    if (s.closed) return;
+    if (!r.ok) {
+      s.send(errorFrame(r.code, frame.id));
+      return;
+    }
+    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(r.mid) });
+  }
+
+  /** A receipt for `to`'s connection (§7.3): best effort, to a sender online now. */
+  receipt(to: string, mid: string, by: string): void {
+    this.#d.sessions.online(to)?.send({ v: PROTOCOL_VERSION, t: "receipt", mid, by });
+  }
+
+  /** Whether this object holds `username` (a user's object holds its own name only). */
+  known(username: string): boolean {
+    return this.#d.store.getUser(username) !== null;
   }
 
   /**
@@ -1282,9 +1428,19 @@ export class Hub {
    * Message requests (§7.3.1): the user's decision about `frame.user`. Accepting makes them a
    * contact (the ordinary mailbox share); blocking refuses their direct messages; `none` forgets.
    */
-  #contact(s: Session, a: AuthedAttachment, frame: Frame<"contact">, now: number): void {
+  async #contact(
+    s: Session,
+    a: AuthedAttachment,
+    frame: Frame<"contact">,
+    now: number,
+  ): Promise<void> {
     const { store } = this.#d;
-    if (frame.user === a.username || store.getUser(frame.user) === null) {
+    const peers = this.#peerOf(a, frame.user);
+    const known =
+      frame.user !== a.username &&
+      (peers === null ? this.known(frame.user) : await peers.known(a.hub, frame.user));
+    if (s.closed) return;
+    if (!known) {
       s.send(errorFrame("unknown_user", frame.id));
       return;
     }
@@ -1381,16 +1537,18 @@ export class Hub {
   }
 
   #ack(s: Session, a: AuthedAttachment, frame: Frame<"ack">): void {
-    const { sessions } = this.#d;
     const done = this.deliveries.ack(s, parseMids(frame.mids));
     // Acks skip admission (message()); one that frees nothing pays like any other frame.
     if (!done.any && !this.#admit(s, this.#d.now())) return;
     for (const r of done.rows) {
       // Receipts are best effort: only to a sender online now, only for direct messages.
       if (r.kind !== "direct") continue;
-      sessions
-        .online(r.sender)
-        ?.send({ v: PROTOCOL_VERSION, t: "receipt", mid: String(r.mid), by: a.username });
+      const peers = this.#peerOf(a, r.sender);
+      if (peers === null) this.receipt(r.sender, String(r.mid), a.username);
+      else
+        void peers.receipt(a.hub, r.sender, String(r.mid), a.username).catch(() => {
+          // Best effort (§7.3): a receipt whose call fails is not sent.
+        });
     }
     this.deliveries.drain(s);
   }

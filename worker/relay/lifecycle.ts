@@ -9,12 +9,12 @@ import * as v from "valibot";
 import { randomBytes } from "../../shared/crypto/random";
 import { toB64u } from "../../shared/encoding";
 import type { PresenceScope } from "../../shared/protocol";
-import { CHALLENGE_BYTES, CLOSE, HubName } from "../../shared/protocol";
+import { CHALLENGE_BYTES, CLOSE, HubName, Name } from "../../shared/protocol";
 import { DEFAULT_HUB } from "../http";
 import { addressBucket } from "./admission";
 import { Origin, parseAttachment } from "./attachment";
 import type { GroupGateway } from "./group-object";
-import { type BlobGateway, DEFAULT_GROUPS, Hub } from "./hub";
+import { type BlobGateway, DEFAULT_GROUPS, Hub, type PeerGateway } from "./hub";
 import type { DirectoryGateway } from "./key-directory";
 import { LinkStore } from "./links";
 import type { PushConfig } from "./push-send";
@@ -40,6 +40,8 @@ export interface Admitted {
   origin: string;
   /** Client address bucket (admission.ts). */
   ip: string;
+  /** The user whose route this is (`/ws?hub=h&user=name`); absent: the hub's object. */
+  user?: string;
 }
 
 export class RelayLifecycle {
@@ -66,6 +68,7 @@ export class RelayLifecycle {
     push: PushConfig | null = null,
     blobs: BlobGateway | null = null,
     presenceDefault: (hub: string) => PresenceScope = () => "contacts",
+    peers: PeerGateway | null = null,
   ) {
     this.#ctx = ctx;
     this.#clock = clock;
@@ -88,6 +91,7 @@ export class RelayLifecycle {
       directory,
       groups,
       links,
+      peers,
     });
     // After hibernation the sockets are still there; their state comes back from attachments.
     for (const ws of ctx.getWebSockets()) this.#restore(ws);
@@ -99,16 +103,24 @@ export class RelayLifecycle {
       return new Response("Upgrade Required", { status: 426 });
     }
     // The Worker validated both already; the object checks again rather than trust a caller.
-    const hub = v.safeParse(HubName, new URL(request.url).searchParams.get("hub") ?? DEFAULT_HUB);
+    const params = new URL(request.url).searchParams;
+    const hub = v.safeParse(HubName, params.get("hub") ?? DEFAULT_HUB);
     const origin = v.safeParse(Origin, request.headers.get("Origin"));
     if (!hub.success) return new Response("Bad hub name", { status: 400 });
+    const user = params.has("user") ? v.safeParse(Name, params.get("user")) : null;
+    if (user !== null && !user.success) return new Response("Bad user name", { status: 400 });
     if (!origin.success) return new Response("Forbidden", { status: 403 });
     const ip = addressBucket(request.headers.get("CF-Connecting-IP"));
     const admitted = this.hub.admit(ip);
     if (!admitted.ok) return new Response("Busy", { status: 503 });
     // The pending budget is full of other sources' sockets: the one waiting longest makes room.
     admitted.evict?.close(CLOSE.authTimeout, "auth timeout");
-    return { hub: hub.output, origin: origin.output, ip };
+    return {
+      hub: hub.output,
+      origin: origin.output,
+      ip,
+      ...(user !== null ? { user: user.output } : {}),
+    };
   }
 
   /** Take the server end of an admitted socket and send its `hello`. */
@@ -119,6 +131,7 @@ export class RelayLifecycle {
       a.origin,
       toB64u(randomBytes(CHALLENGE_BYTES)),
       a.ip,
+      a.user,
     );
     const s = new Session(ws, att, this.#now());
     s.save(att);

@@ -124,11 +124,15 @@ export class TestClient {
     });
   }
 
-  /** `ip`: the CF-Connecting-IP the edge would set (absent: none, as under `wrangler dev`). */
-  static async open(hub: string, origin = ORIGIN, ip?: string): Promise<TestClient> {
+  /**
+   * `ip`: the CF-Connecting-IP the edge would set (absent: none, as under `wrangler dev`);
+   * `user`: open that user's route (`&user=`, docs/ARCHITECTURE.md "User objects").
+   */
+  static async open(hub: string, origin = ORIGIN, ip?: string, user?: string): Promise<TestClient> {
     const headers: Record<string, string> = { Upgrade: "websocket", Origin: origin };
     if (ip !== undefined) headers["CF-Connecting-IP"] = ip;
-    const res = await SELF.fetch(`${BASE}/ws?hub=${hub}`, { headers });
+    const route = user === undefined ? "" : `&user=${user}`;
+    const res = await SELF.fetch(`${BASE}/ws?hub=${hub}${route}`, { headers });
     const ws = res.webSocket;
     if (res.status !== 101 || ws === null) throw new Error(`upgrade failed: ${res.status}`);
     ws.accept();
@@ -142,8 +146,9 @@ export class TestClient {
     hub: string,
     username: string,
     keys?: Keys,
+    opts: { routed?: boolean } = {},
   ): Promise<{ c: TestClient; welcome: S<"welcome"> }> {
-    const c = await TestClient.open(hub);
+    const c = await TestClient.open(hub, ORIGIN, undefined, opts.routed ? username : undefined);
     const welcome = await c.auth(username, keys ?? (await newKeys()));
     return { c, welcome };
   }

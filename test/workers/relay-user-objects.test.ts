@@ -1,0 +1,183 @@
+/**
+ * User objects (docs/ARCHITECTURE.md "User objects"): a connection that opens its user's route
+ * (`/ws?hub=h&user=name`) reaches that user's own object, which authenticates only that name and
+ * keeps only that user's mailbox. A `send` to another user is one call to the recipient's object,
+ * where the recipient's half runs (`Hub.enqueue`), keyed for retries by the sender's device and
+ * frame id (PROTOCOL.md §7.3 "Retries"); bundles, contacts and receipts cross the same way.
+ */
+import { evictDurableObject, SELF } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { createLinkOffer } from "../../shared/core/linking";
+import {
+  BASE,
+  body,
+  delivered,
+  freshHub,
+  newKeys,
+  ORIGIN,
+  oneTimePrekeys,
+  TestClient,
+} from "./support/client";
+import { countInDirectory, countTable, stubFor, until } from "./support/relay-store";
+
+const routed = { routed: true };
+/** The object of `user` of `hub` (worker/relay.ts peersOf). */
+const userObject = (hub: string, user: string) => `${hub}/u/${user}`;
+
+describe("user objects: each user's route reaches its own object", () => {
+  it("a send crosses to the recipient's object, which stores, delivers and sends the receipt back", async () => {
+    const hub = freshHub("uo");
+    const { c: bob } = await TestClient.connect(hub, "bob", undefined, routed);
+    const { c: alice } = await TestClient.connect(hub, "alice", undefined, routed);
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const ok = await alice.next("accepted", (f) => f.id === "1");
+    const [d] = await delivered(bob);
+    expect(d?.from).toBe("alice");
+    expect(d?.fromKey).toBe(alice.keys?.identityKey);
+    expect(d?.item).toEqual({ kind: "direct", body: body(1) });
+    expect(d?.mid).toBe(ok.mid);
+    // The row is the recipient's object's; the sender's holds none, and the hub's is not used.
+    expect(await countTable(userObject(hub, "bob"), "mailbox")).toBe(1);
+    expect(await countTable(userObject(hub, "alice"), "mailbox")).toBe(0);
+    expect(await countTable(hub, "users")).toBe(0);
+    expect(await countTable(userObject(hub, "bob"), "users")).toBe(1);
+    // The names are bound hub-wide by the one directory object.
+    expect(await countInDirectory(hub, "SELECT COUNT(*) AS n FROM bindings")).toBe(2);
+    bob.send({ v: 1, t: "ack", mids: [d?.mid ?? ""] });
+    const receipt = await alice.next("receipt");
+    expect(receipt).toMatchObject({ mid: ok.mid, by: "bob" });
+    await until(async () => (await countTable(userObject(hub, "bob"), "mailbox")) === 0, "acked");
+  });
+
+  it("a message to an offline user waits in that user's object for its next connection", async () => {
+    const hub = freshHub("uo");
+    const bobKeys = await newKeys();
+    (await TestClient.connect(hub, "bob", bobKeys, routed)).c.close();
+    const { c: alice } = await TestClient.connect(hub, "alice", undefined, routed);
+    for (const i of [1, 2, 3])
+      alice.send({ v: 1, t: "send", id: `${i}`, to: "bob", body: body(i) });
+    await alice.next("accepted", (f) => f.id === "3");
+    // The recipient's object is evicted meanwhile: the rows are in its storage.
+    await evictDurableObject(stubFor(userObject(hub, "bob")));
+    const { c: bob } = await TestClient.connect(hub, "bob", bobKeys, routed);
+    const got = await delivered(bob);
+    expect(got.map((f) => (f.item.kind === "direct" ? f.item.body : null))).toEqual([
+      body(1),
+      body(2),
+      body(3),
+    ]);
+    // Unknown names are refused by the object that would hold them.
+    alice.send({ v: 1, t: "send", id: "4", to: "carol", body: body(4) });
+    expect((await alice.error("4")).code).toBe("unknown_user");
+  });
+
+  it("a send made again after its answer was lost is stored once, across the recipient's restart", async () => {
+    const hub = freshHub("uo");
+    const aliceKeys = await newKeys();
+    const bobKeys = await newKeys();
+    (await TestClient.connect(hub, "bob", bobKeys, routed)).c.close();
+    const first = (await TestClient.connect(hub, "alice", aliceKeys, routed)).c;
+    first.send({ v: 1, t: "send", id: "7", to: "bob", body: body(7) });
+    const answer = await first.next("accepted", (f) => f.id === "7");
+    // The retry key is written by the recipient object's flush, within 200 ms.
+    await until(
+      async () => (await countTable(userObject(hub, "bob"), "send_recent")) === 1,
+      "send remembered",
+    );
+    await evictDurableObject(stubFor(userObject(hub, "bob")));
+    // The client never saw the answer (its connection went with it) and sends the frame again.
+    first.close();
+    const again = (await TestClient.connect(hub, "alice", aliceKeys, routed)).c;
+    again.send({ v: 1, t: "send", id: "7", to: "bob", body: body(7) });
+    expect(await again.next("accepted", (f) => f.id === "7")).toEqual(answer);
+    // The same id with another body is a new message (§7.3 "Retries").
+    again.send({ v: 1, t: "send", id: "7", to: "bob", body: body(8) });
+    const other = await again.next("accepted", (f) => f.id === "7");
+    expect(other.mid).not.toBe(answer.mid);
+    const { c: bob } = await TestClient.connect(hub, "bob", bobKeys, routed);
+    expect((await delivered(bob)).map((f) => f.mid)).toEqual([answer.mid, other.mid]);
+  });
+
+  it("bundles and contacts of another user come from that user's object", async () => {
+    const hub = freshHub("uo");
+    const bobKeys = await newKeys();
+    const { c: bob } = await TestClient.connect(hub, "bob", bobKeys, routed);
+    bob.send({ v: 1, t: "upload_prekeys", id: "u", oneTimePrekeys: oneTimePrekeys(1, 1) });
+    await bob.next("accepted", (f) => f.id === "u");
+    const { c: alice } = await TestClient.connect(hub, "alice", undefined, routed);
+    alice.send({ v: 1, t: "fetch_bundle", id: "b", username: "bob" });
+    const bundle = await alice.next("bundle", (f) => f.id === "b");
+    expect(bundle.identityKey).toBe(bobKeys.identityKey);
+    expect(bundle.oneTimePrekey?.id).toBe(1);
+    alice.send({ v: 1, t: "fetch_bundle", id: "c", username: "carol" });
+    expect((await alice.error("c")).code).toBe("unknown_user");
+    alice.send({ v: 1, t: "contact", id: "k", user: "bob", state: "accepted" });
+    await alice.next("accepted", (f) => f.id === "k");
+    alice.send({ v: 1, t: "contact", id: "l", user: "carol", state: "accepted" });
+    expect((await alice.error("l")).code).toBe("unknown_user");
+    alice.send({ v: 1, t: "contact", id: "m", user: "alice", state: "accepted" });
+    expect((await alice.error("m")).code).toBe("unknown_user");
+  });
+});
+
+describe("user objects: a user's object acts for its user only", () => {
+  it("refuses to authenticate another name on a user's route", async () => {
+    const hub = freshHub("uo");
+    const c = await TestClient.open(hub, ORIGIN, undefined, "alice");
+    c.send(await c.authFrame("mallory", await newKeys()));
+    expect((await c.error()).code).toBe("auth_failed");
+    await c.waitClosed();
+    // Nothing was bound: the name check comes before the directory.
+    expect(await countInDirectory(hub, "SELECT COUNT(*) AS n FROM bindings")).toBe(0);
+  });
+
+  it("refuses a user route that is not a name", async () => {
+    const hub = freshHub("uo");
+    for (const user of ["", "Alice", "a/b", "bob.xxxxxxxxxxxxxxxxxxxxxx", "a".repeat(100)]) {
+      const res = await SELF.fetch(`${BASE}/ws?hub=${hub}&user=${encodeURIComponent(user)}`, {
+        headers: { Upgrade: "websocket", Origin: ORIGIN },
+      });
+      expect(res.status).toBe(400);
+      expect(await res.text()).toBe("Bad user name");
+    }
+  });
+
+  it("answers group and linking frames with wrong_route, and serves the rest", async () => {
+    const hub = freshHub("uo");
+    const pending = await TestClient.open(hub, ORIGIN, undefined, "dave");
+    const link = await createLinkOffer(hub, "phone");
+    pending.send({
+      v: 1,
+      t: "link_offer",
+      id: "o",
+      rendezvous: link.code.rendezvous,
+      offer: link.offer,
+    });
+    expect((await pending.error("o")).code).toBe("wrong_route");
+    const { c: alice } = await TestClient.connect(hub, "alice", undefined, routed);
+    alice.send({ v: 1, t: "group_send", id: "g", group: "broadcast", epoch: 0, body: body(1) });
+    expect((await alice.error("g")).code).toBe("wrong_route");
+    alice.send({ v: 1, t: "leave", id: "l", group: "broadcast" });
+    expect((await alice.error("l")).code).toBe("wrong_route");
+    alice.send({ v: 1, t: "link_fetch", id: "f", rendezvous: link.code.rendezvous });
+    expect((await alice.error("f")).code).toBe("wrong_route");
+    alice.send({ v: 1, t: "settings", id: "s", presence: "contacts" });
+    await alice.next("accepted", (f) => f.id === "s");
+  });
+
+  it("no HTTP request reaches a user's object except its WebSocket upgrade", async () => {
+    const hub = freshHub("uo");
+    (await TestClient.connect(hub, "bob", undefined, routed)).c.close();
+    const forged = JSON.stringify({ from: "alice", to: "bob", id: "1", body: body(1) });
+    for (const [path, init] of [
+      [`/ws?hub=${hub}&user=bob`, { method: "GET" }],
+      [`/ws?hub=${hub}&user=bob`, { method: "POST", body: forged }],
+      [`/enqueue?hub=${hub}&user=bob`, { method: "POST", body: forged }],
+    ] as const) {
+      const res = await SELF.fetch(`${BASE}${path}`, { ...init, headers: { Origin: ORIGIN } });
+      expect(res.status === 426 || res.status === 404).toBe(true);
+      await res.arrayBuffer();
+    }
+    expect(await countTable(userObject(hub, "bob"), "mailbox")).toBe(0);
+  });
+});
