@@ -109,9 +109,18 @@ interface ParleyConn extends LoadClient {
 /** Relay `error` frames seen by the Parley load clients, by code (reported with each run). */
 export const errors = new Map<string, number>();
 
-export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Target {
+/**
+ * `routed`: each client opens its user's route (`&user=`), so each user is its own object and a
+ * 1:1 message is one call between objects (docs/ARCHITECTURE.md "User objects").
+ */
+export function parleyTarget(
+  baseUrl: string,
+  hub: string,
+  group = "bench",
+  routed = false,
+): Target {
   const origin = baseUrl;
-  const wsUrl = `${baseUrl.replace(/^http/, "ws")}/ws?hub=${hub}`;
+  const hubUrl = `${baseUrl.replace(/^http/, "ws")}/ws?hub=${hub}`;
   let nextId = 0;
   return {
     label: "parley relay",
@@ -122,6 +131,7 @@ export function parleyTarget(baseUrl: string, hub: string, group = "bench"): Tar
         identity.privateKey,
         signedPrekeyTranscript(1, spk.publicKey),
       );
+      const wsUrl = routed ? `${hubUrl}&user=${name}` : hubUrl;
       const ws = new WebSocket(wsUrl, { headers: { Origin: origin }, perMessageDeflate: false });
       const waiters: Array<{ t: string; pred: (f: never) => boolean; res: (f: never) => void }> =
         [];

@@ -41,6 +41,8 @@ export interface RelayFigures {
     fanout50: { parley: number; bare: number } | null;
     /** 1:1 direct, 50 clients: p99 latency (ms). */
     direct50: { parley: number; bare: number } | null;
+    /** The same on user objects (each client on its user's route). */
+    routed50: { parley: number; bare: number } | null;
     p99at2000: { parley: number; bare: number } | null;
     cpu: { parley: number; bare: number } | null;
     /** Idle connection memory (KiB per connection): the relay's and a trivial hibernating DO's. */
@@ -135,6 +137,8 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     const url = dev.url;
     let hubN = 0;
     const parley = () => parleyTarget(url, `bench${Date.now() % 100000}x${hubN++}`);
+    const parleyRouted = () =>
+      parleyTarget(url, `bench${Date.now() % 100000}x${hubN++}`, "bench", true);
     const bareT = bareTarget(BARE_PORT);
     const pidOf = (t: Target) => (t.label === "bare ws" ? () => bare.pid : workerd);
 
@@ -142,8 +146,14 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     await measured(parley(), workerd, { clients: 2, mode: "direct", perClientRate: 5, seconds: 1 });
 
     const runs: RelayRun[] = [];
-    const pair = async (mode: "direct" | "group", clients: number, rate: number, i: number) => {
-      const targets = i % 2 === 0 ? [parley(), bareT] : [bareT, parley()];
+    const pair = async (
+      mode: "direct" | "group",
+      clients: number,
+      rate: number,
+      i: number,
+      make: () => Target = parley,
+    ) => {
+      const targets = i % 2 === 0 ? [make(), bareT] : [bareT, make()];
       const out: RelayRun[] = [];
       for (const t of targets) {
         const r = await measured(t, pidOf(t), { clients, mode, perClientRate: rate, seconds });
@@ -186,6 +196,31 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
           "undelivered at end of drain (parley/bare)": `${p.expected - p.delivered} / ${q.expected - q.delivered}`,
         });
       }
+    }
+
+    // 1:1 on user objects: each client on its own user's route, each message one call from the
+    // sender's object to the recipient's. Under `wrangler dev` every object shares one workerd
+    // thread, so this shows the cost of the extra hop, not the spread production would give.
+    let routed50: RelayFigures["summary"]["direct50"] = null;
+    for (const clients of [10, 50]) {
+      const rate = perClientRate("direct", clients);
+      const rs = await pair("direct", clients, rate, i++, parleyRouted);
+      const p = rs.find((r) => r.target !== "bare ws") as RelayRun;
+      const q = rs.find((r) => r.target === "bare ws") as RelayRun;
+      if (clients === 50) routed50 = { parley: p.p99ms, bare: q.p99ms };
+      matrix.push({
+        mode: "direct, user objects",
+        clients,
+        "offered msgs/s": p.offeredMsgsPerSec,
+        "offered deliveries/s": p.offeredMsgsPerSec,
+        "parley deliveries/s": p.deliveriesPerSec,
+        "bare deliveries/s": q.deliveriesPerSec,
+        "parley/bare": `${(p.deliveriesPerSec / q.deliveriesPerSec).toFixed(2)}×`,
+        "parley p50/p99 ms": `${p.p50ms.toFixed(1)} / ${p.p99ms.toFixed(1)}`,
+        "bare p50/p99 ms": `${q.p50ms.toFixed(1)} / ${q.p99ms.toFixed(1)}`,
+        "p99 parley/bare": `${(p.p99ms / q.p99ms).toFixed(2)}×`,
+        "undelivered at end of drain (parley/bare)": `${p.expected - p.delivered} / ${q.expected - q.delivered}`,
+      });
     }
 
     // Latency vs load: group fanout, 20 clients, offered deliveries/s stepped up.
@@ -267,7 +302,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       series,
       rss,
       runs,
-      summary: { fanout50, direct50, p99at2000, cpu, idle: idleKiB },
+      summary: { fanout50, direct50, routed50, p99at2000, cpu, idle: idleKiB },
     };
   } finally {
     await dev?.stop();

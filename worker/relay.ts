@@ -5,7 +5,7 @@
  * Node tests run as well, and from there to `Hub`, where the protocol logic lives.
  */
 import { DurableObject } from "cloudflare:workers";
-import { PING_TEXT, PONG_TEXT } from "../shared/protocol";
+import { PING_TEXT, PONG_TEXT, type PresenceUser } from "../shared/protocol";
 import type { BlobRouteEnv } from "./blob-routes";
 import type { Directory } from "./directory";
 import type { Group } from "./group";
@@ -64,6 +64,7 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
     receipt: (hub, to, mid, by) => user(hub, to).receipt(to, mid, by),
     bundle: (hub, q) => user(hub, q.username).bundle(hub, q),
     known: (hub, name) => user(hub, name).known(name),
+    presence: (hub, viewer, who, state) => user(hub, viewer).presence(viewer, who, state),
   };
 }
 
@@ -112,6 +113,10 @@ export class Relay extends DurableObject {
 
   known(username: string): boolean {
     return this.#life.hub.known(username);
+  }
+
+  presence(viewer: string, user: string, state: PresenceUser | null): void {
+    this.#life.hub.peerPresence(viewer, user, state);
   }
 
   override async fetch(request: Request): Promise<Response> {

@@ -5,7 +5,12 @@
  * where the recipient's half runs (`Hub.enqueue`), keyed for retries by the sender's device and
  * frame id (PROTOCOL.md §7.3 "Retries"); bundles, contacts and receipts cross the same way.
  */
-import { evictDurableObject, SELF } from "cloudflare:test";
+import {
+  evictDurableObject,
+  runDurableObjectAlarm,
+  runInDurableObject,
+  SELF,
+} from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { createLinkOffer } from "../../shared/core/linking";
 import {
@@ -117,6 +122,60 @@ describe("user objects: each user's route reaches its own object", () => {
     expect((await alice.error("l")).code).toBe("unknown_user");
     alice.send({ v: 1, t: "contact", id: "m", user: "alice", state: "accepted" });
     expect((await alice.error("m")).code).toBe("unknown_user");
+  });
+});
+
+const names = (users: ReadonlyArray<{ username: string }>) => users.map((u) => u.username);
+
+describe("user objects: presence crosses objects, for people you know only (§6.3)", () => {
+  it("writing to someone lets them see you, in their object; going offline follows; a stranger sees nobody", async () => {
+    const hub = freshHub("uo");
+    const bobKeys = await newKeys();
+    const { c: bob } = await TestClient.connect(hub, "bob", bobKeys, routed);
+    expect(names((await bob.next("presence")).users)).toEqual(["bob"]);
+    const { c: alice } = await TestClient.connect(hub, "alice", undefined, routed);
+    expect(names((await alice.next("presence")).users)).toEqual(["alice"]);
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    await alice.next("accepted", (f) => f.id === "1");
+    // alice's object announced her to bob's, which tells bob's connection.
+    const on = await bob.next("presence_delta", (f) => f.online.length > 0);
+    expect(on.online).toEqual([{ username: "alice", identityKey: alice.keys?.identityKey }]);
+    // bob's view is in his object: a connection made later starts with alice in it.
+    bob.close();
+    await bob.waitClosed();
+    const { c: bob2 } = await TestClient.connect(hub, "bob", bobKeys, routed);
+    expect(names((await bob2.next("presence")).users)).toEqual(["alice", "bob"]);
+    // bob never wrote to alice: she does not see him. A stranger sees neither.
+    const { c: eve } = await TestClient.connect(hub, "eve", undefined, routed);
+    expect(names((await eve.next("presence")).users)).toEqual(["eve"]);
+    alice.close();
+    await alice.waitClosed();
+    const off = await bob2.next("presence_delta", (f) => f.offline.length > 0);
+    expect(off.offline).toEqual(["alice"]);
+    await alice.none("presence_delta", 50);
+    await eve.none("presence_delta", 300);
+    expect(await countTable(userObject(hub, "bob"), "peer_presence")).toBe(0);
+  });
+
+  it("a user's object that lost its connections without a close announces the user offline at its alarm", async () => {
+    const hub = freshHub("uo");
+    const { c: bob } = await TestClient.connect(hub, "bob", undefined, routed);
+    const { c: alice } = await TestClient.connect(hub, "alice", undefined, routed);
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    await bob.next("presence_delta", (f) => f.online.length > 0);
+    // As after a crash: alice's object knows it announced her, and holds no connection of hers.
+    const aliceObject = stubFor(userObject(hub, "alice"));
+    await runInDurableObject(aliceObject, (_i, state) => {
+      expect(state.storage.sql.exec("SELECT hub FROM presence_announced").toArray()).toEqual([
+        { hub },
+      ]);
+      for (const ws of state.getWebSockets()) ws.serializeAttachment(null);
+    });
+    await evictDurableObject(aliceObject);
+    await runDurableObjectAlarm(aliceObject);
+    const off = await bob.next("presence_delta", (f) => f.offline.length > 0);
+    expect(off.offline).toEqual(["alice"]);
+    expect(await countTable(userObject(hub, "alice"), "presence_announced")).toBe(0);
   });
 });
 

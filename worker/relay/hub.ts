@@ -28,6 +28,7 @@ import {
   LIMITS,
   PROTOCOL_VERSION,
   type PresenceScope,
+  type PresenceUser,
   parseClientFrame,
   type ServerFrame,
   userOfMember,
@@ -151,6 +152,8 @@ export interface PeerGateway {
   bundle(hub: string, q: BundleQuery): Promise<BundleAnswer>;
   /** `Hub.known` in the object of `username`. */
   known(hub: string, username: string): Promise<boolean>;
+  /** `Hub.peerPresence` in the object of `viewer`: `user` online as `state`, or offline (§6.3). */
+  presence(hub: string, viewer: string, user: string, state: PresenceUser | null): Promise<void>;
 }
 
 /**
@@ -266,6 +269,11 @@ export class Hub {
       now: () => deps.now(),
       wakeAt: (at) => deps.wakeAt(at),
       hubDefault: deps.presenceDefault ?? (() => "contacts"),
+      announce:
+        deps.peers === undefined || deps.peers === null
+          ? null
+          : (hub, viewer, user, state) =>
+              (deps.peers as PeerGateway).presence(hub, viewer, user, state),
     });
     this.deliveries = new Deliveries({
       store: deps.store,
@@ -402,7 +410,7 @@ export class Hub {
     // Presence is the identity's (§4.7, §6.3): online while any of its devices is connected.
     if (a === null || this.#d.sessions.userOnline(a.username)) return;
     this.presence.disconnected(a.username);
-    this.presence.changed(a.username);
+    this.presence.changed(a.username, a.routed === true ? a.hub : null);
   }
 
   /**
@@ -454,6 +462,8 @@ export class Hub {
     const membership = this.#flushMembership(now);
     if (membership !== null) earliest(membership);
     // Deltas held back by the one-per-interval bound (§6.3).
+    // A user's object that lost its connections without announcing it (§6.3).
+    this.presence.reconcile();
     const presence = this.presence.flush();
     if (presence !== null) earliest(presence);
     return next;
@@ -863,7 +873,7 @@ export class Hub {
     this.presence.setHub(a.hub);
     this.#welcome(s, att, remaining);
     this.presence.snapshot(s);
-    if (!wasOnline) this.presence.changed(frame.username);
+    if (!wasOnline) this.presence.changed(frame.username, a.user !== undefined ? a.hub : null);
     this.pushes.connected(frame.username);
     this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
@@ -1022,7 +1032,7 @@ export class Hub {
     this.#welcome(s, att, remaining);
     this.presence.snapshot(s);
     // The identity is online while any of its devices is (§4.7, §6.3).
-    if (!wasOnline) this.presence.changed(frame.username);
+    if (!wasOnline) this.presence.changed(frame.username, a.user !== undefined ? a.hub : null);
     this.pushes.connected(address);
     this.deliveries.start(s);
     this.#d.wakeAt(now + LIMITS.presenceTimeoutSec * 1000);
@@ -1354,6 +1364,17 @@ export class Hub {
       return;
     }
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(r.mid) });
+    // The recipient may now see the sender online (§6.3), told in its object.
+    if (r.stored) this.presence.wrote(a.username, frame.to, now, a.hub);
+  }
+
+  /**
+   * The object of `user` announced it to `viewer`, this object's user (§6.3): that object
+   * decided `viewer` may see it.
+   */
+  peerPresence(viewer: string, user: string, state: PresenceUser | null): void {
+    if (!this.known(viewer)) return;
+    this.presence.fromPeer(viewer, user, state);
   }
 
   /** A receipt for `to`'s connection (§7.3): best effort, to a sender online now. */

@@ -42,6 +42,13 @@ export interface PresenceDeps {
   wakeAt(at: number): void;
   /** The presence scope of a user of `hub` who chose none (the hub's default). */
   hubDefault(hub: string): PresenceScope;
+  /**
+   * Tell the object of `viewer` (another user's object, docs/ARCHITECTURE.md "User objects")
+   * that `user` is online as `state`, or offline (null); may reject as an RPC does.
+   */
+  announce?:
+    | ((hub: string, viewer: string, user: string, state: PresenceUser | null) => Promise<void>)
+    | null;
 }
 
 /** Sender/recipient pairs remembered in memory (then the cache starts over). */
@@ -58,6 +65,12 @@ export class Presence {
   /** Sender/recipient pairs known to be stored, so a `send` to a known peer costs no write. */
   readonly #known = new Set<string>();
   #flushQueued = false;
+  /**
+   * A user's object (routed users): per local user, the viewers in other objects its next
+   * announcement goes to, and when it last sent one (at most one per delta interval).
+   */
+  readonly #outbox = new Map<string, { hub: string; viewers: Set<string> }>();
+  readonly #outLast = new Map<string, number>();
   /** The object's hub (one object per hub), learnt from the first authenticated socket. */
   #hub: string | null = null;
 
@@ -95,6 +108,9 @@ export class Presence {
     const { store, sessions } = this.#d;
     const me = a.username;
     const names = new Set<string>([...store.presenceSendersTo(me), ...coUsers(store, me)]);
+    // Users in other objects who announced themselves to this viewer (`fromPeer`).
+    const peers = new Map(store.peerPresenceOf(me).map((p) => [p.username, p]));
+    for (const n of peers.keys()) names.add(n);
     if (this.scope(me) === "everyone") {
       for (const x of sessions.authedSessions()) {
         const u = x.authed?.username;
@@ -105,8 +121,8 @@ export class Presence {
     names.add(me);
     const users: PresenceUser[] = [];
     for (const n of names) {
-      const u = this.#onlineUser(n);
-      if (u !== null) users.push(u);
+      const u = this.#onlineUser(n) ?? peers.get(n) ?? null;
+      if (u !== null) users.push({ username: n, identityKey: u.identityKey });
     }
     users.sort((p, q) => cmp(p.username, q.username));
     // What is pending is now in this device's snapshot; another device of ours still needs it.
@@ -114,9 +130,16 @@ export class Presence {
     s.send({ v: PROTOCOL_VERSION, t: "presence", users });
   }
 
-  /** `user` came online, went offline or has a new key: tell whoever may see it. */
-  changed(user: string): void {
+  /**
+   * `user` came online, went offline or has a new key: tell whoever may see it. `routed`: the
+   * user's hub when the user is in its own object; its viewers are in theirs, told there.
+   */
+  changed(user: string, routed: string | null = null): void {
     const { store, sessions } = this.#d;
+    if (routed !== null) {
+      for (const v of store.presenceRecipientsOf(user)) this.#queueOut(routed, user, v);
+      return;
+    }
     const audience = new Set<string>([
       ...store.presenceRecipientsOf(user),
       ...coUsers(store, user),
@@ -132,7 +155,7 @@ export class Presence {
   }
 
   /** `sender` wrote to `recipient` (an accepted `send`): `recipient` may now see `sender`. */
-  wrote(sender: string, recipient: string, now: number): void {
+  wrote(sender: string, recipient: string, now: number, routed: string | null = null): void {
     const key = `${sender}\n${recipient}`;
     if (this.#known.has(key)) return;
     // Bounded like the other caches: forgetting only costs one idempotent write.
@@ -146,10 +169,12 @@ export class Presence {
     );
     // Only the recipient's view of the sender changes (the sender sees the recipient only if
     // the recipient writes back); a forgotten recipient stops seeing the sender.
-    if (r.added) this.#markIfOnline(recipient, sender);
+    const tell = (viewer: string) =>
+      routed !== null ? this.#queueOut(routed, sender, viewer) : this.#markIfOnline(viewer, sender);
+    if (r.added) tell(recipient);
     for (const f of r.forgotten) {
       this.#known.delete(`${sender}\n${f}`);
-      this.#markIfOnline(f, sender);
+      tell(f);
     }
   }
 
@@ -199,6 +224,34 @@ export class Presence {
     this.#known.clear();
   }
 
+  /**
+   * The object of `user` announced it to `viewer`, a user of this object: online as `state`, or
+   * offline (null). That object decided `viewer` may see it (§6.3); the viewer's devices get it
+   * as any other delta.
+   */
+  fromPeer(viewer: string, user: string, state: PresenceUser | null): void {
+    if (viewer === user) return;
+    this.#d.store.setPeerPresence(
+      viewer,
+      user,
+      state,
+      this.#d.now(),
+      LIMITS.maxPresenceContactsPerUser,
+    );
+    this.#mark(viewer, user);
+  }
+
+  /**
+   * A user announced online whose connections are all gone without an announcement (the
+   * object restarted and lost them) is announced offline. The alarm runs it.
+   */
+  reconcile(): void {
+    for (const { username, hub } of this.#d.store.announcedUsers()) {
+      if (!this.#d.sessions.userOnline(username) && !this.#outbox.has(username))
+        this.changed(username, hub);
+    }
+  }
+
   /** The viewer's last device is gone: nothing is pending for it any more. */
   disconnected(viewer: string): void {
     this.#pending.delete(viewer);
@@ -228,8 +281,10 @@ export class Presence {
       const online: PresenceUser[] = [];
       const offline: string[] = [];
       for (const n of [...names].sort(cmp)) {
-        const u = this.#onlineUser(n);
-        if (u !== null && this.visible(viewer, n)) online.push(u);
+        const local = this.#onlineUser(n);
+        const u =
+          local !== null && this.visible(viewer, n) ? local : this.#d.store.peerPresence(viewer, n);
+        if (u !== null) online.push({ username: n, identityKey: u.identityKey });
         else offline.push(n);
       }
       this.#lastSent.set(viewer, now);
@@ -237,8 +292,60 @@ export class Presence {
       const text = JSON.stringify({ v: PROTOCOL_VERSION, t: "presence_delta", online, offline });
       for (const s of devices) s.sendText(text);
     }
+    const out = this.#flushOut(now);
+    if (out !== null) next = next === null ? out : Math.min(next, out);
     if (next !== null) this.#d.wakeAt(next);
     return next;
+  }
+
+  /**
+   * Announce each routed user whose announcement is due to the viewers queued for it, with its
+   * state at send time; a call that fails is queued again for the next interval.
+   */
+  #flushOut(now: number): number | null {
+    const announce = this.#d.announce ?? null;
+    let next: number | null = null;
+    for (const [user, { hub, viewers }] of this.#outbox) {
+      const due = (this.#outLast.get(user) ?? -Infinity) + LIMITS.presenceDeltaIntervalMs;
+      if (due > now) {
+        next = next === null ? due : Math.min(next, due);
+        continue;
+      }
+      this.#outbox.delete(user);
+      this.#outLast.set(user, now);
+      if (announce === null) continue;
+      const me = this.#onlineUser(user);
+      const { store } = this.#d;
+      store.setAnnounced(user, me !== null ? hub : null);
+      for (const v of viewers) {
+        const state = me !== null && store.hasPresenceContact(user, v) ? me : null;
+        announce(hub, v, user, state).catch(() => {
+          this.#queueOut(hub, user, v);
+          this.#d.wakeAt(this.#d.now() + LIMITS.presenceDeltaIntervalMs);
+        });
+      }
+    }
+    return next;
+  }
+
+  #queueOut(hub: string, user: string, viewer: string): void {
+    if (viewer === user) return;
+    let out = this.#outbox.get(user);
+    if (out === undefined) {
+      out = { hub, viewers: new Set() };
+      this.#outbox.set(user, out);
+    }
+    out.viewers.add(viewer);
+    this.#queueFlush();
+  }
+
+  #queueFlush(): void {
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    queueMicrotask(() => {
+      this.#flushQueued = false;
+      this.flush();
+    });
   }
 
   #mark(viewer: string, user: string): void {
@@ -249,13 +356,7 @@ export class Presence {
       this.#pending.set(viewer, names);
     }
     names.add(user);
-    if (!this.#flushQueued) {
-      this.#flushQueued = true;
-      queueMicrotask(() => {
-        this.#flushQueued = false;
-        this.flush();
-      });
-    }
+    this.#queueFlush();
   }
 
   /** `name` as shown online: while any of its devices is connected (§4.7, §6.3). */

@@ -220,6 +220,22 @@ const SCHEMA = [
    )`,
   "CREATE INDEX IF NOT EXISTS presence_contacts_recipient ON presence_contacts (recipient)",
   "CREATE INDEX IF NOT EXISTS presence_contacts_age ON presence_contacts (sender, at)",
+  // Presence across user objects (docs/ARCHITECTURE.md "User objects"): in a viewer's object,
+  // the users another object announced online to it (it may see them, §6.3), one row each while
+  // online; bounded per viewer (LIMITS.maxPresenceContactsPerUser, oldest dropped).
+  `CREATE TABLE IF NOT EXISTS peer_presence (
+     viewer TEXT NOT NULL,
+     username TEXT NOT NULL,
+     identity_key TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     PRIMARY KEY (viewer, username)
+   )`,
+  // In a user's object: its user was last announced online to its viewers' objects, so a restart
+  // that lost its connections announces it offline (presence.ts reconcile).
+  `CREATE TABLE IF NOT EXISTS presence_announced (
+     username TEXT PRIMARY KEY,
+     hub TEXT NOT NULL
+   )`,
   // Per-user relay settings (§6.3): who may see the user online; no row: the hub's default.
   `CREATE TABLE IF NOT EXISTS user_settings (
      username TEXT PRIMARY KEY,
@@ -1794,6 +1810,79 @@ export class Store {
       .toArray()
       .map((r) => str(r.recipient));
     return { added: true, forgotten };
+  }
+
+  /** Another object announced `username` to `viewer` as online (`state`) or offline (null). */
+  setPeerPresence(
+    viewer: string,
+    username: string,
+    state: { identityKey: string } | null,
+    now: number,
+    max: number,
+  ): void {
+    if (state === null) {
+      this.sql.exec(
+        "DELETE FROM peer_presence WHERE viewer = ? AND username = ?",
+        viewer,
+        username,
+      );
+      return;
+    }
+    this.sql.exec(
+      `INSERT INTO peer_presence (viewer, username, identity_key, at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (viewer, username) DO UPDATE SET identity_key = excluded.identity_key,
+         at = excluded.at`,
+      viewer,
+      username,
+      state.identityKey,
+      now,
+    );
+    this.sql.exec(
+      `DELETE FROM peer_presence WHERE viewer = ? AND username IN (
+         SELECT username FROM peer_presence WHERE viewer = ?
+         ORDER BY at DESC, username LIMIT -1 OFFSET ?)`,
+      viewer,
+      viewer,
+      max,
+    );
+  }
+
+  /** The users other objects announced online to `viewer`. */
+  peerPresenceOf(viewer: string): Array<{ username: string; identityKey: string }> {
+    return this.sql
+      .exec("SELECT username, identity_key FROM peer_presence WHERE viewer = ?", viewer)
+      .toArray()
+      .map((r) => ({ username: str(r.username), identityKey: str(r.identity_key) }));
+  }
+
+  /** `username` as announced online to `viewer` by its object, or null. */
+  peerPresence(viewer: string, username: string): { identityKey: string } | null {
+    const r = this.sql
+      .exec(
+        "SELECT identity_key FROM peer_presence WHERE viewer = ? AND username = ?",
+        viewer,
+        username,
+      )
+      .toArray()[0];
+    return r === undefined ? null : { identityKey: str(r.identity_key) };
+  }
+
+  /** Record that `username` of `hub` was last announced online (null: offline). */
+  setAnnounced(username: string, hub: string | null): void {
+    if (hub !== null)
+      this.sql.exec(
+        "INSERT OR IGNORE INTO presence_announced (username, hub) VALUES (?, ?)",
+        username,
+        hub,
+      );
+    else this.sql.exec("DELETE FROM presence_announced WHERE username = ?", username);
+  }
+
+  announcedUsers(): Array<{ username: string; hub: string }> {
+    return this.sql
+      .exec("SELECT username, hub FROM presence_announced")
+      .toArray()
+      .map((r) => ({ username: str(r.username), hub: str(r.hub) }));
   }
 
   /** Users `sender` wrote to (they may see `sender` online). */

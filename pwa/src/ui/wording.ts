@@ -196,7 +196,8 @@ const RELAY_ERRORS: Readonly<Record<string, string>> = {
   unknown_link:
     "No device is waiting under that code. Check the code on the new device; it lasts ten minutes.",
   link_taken: "That link code is in use. Make a new code on the new device.",
-  wrong_route: "This app version connected in a way the relay does not serve for that action. Reload the app.",
+  wrong_route:
+    "This app version connected in a way the relay does not serve for that action. Reload the app.",
 };
 
 /** Engine error codes (CoreErrorCode) in plain words. */
