@@ -374,6 +374,12 @@ await section("objects", async () => {
     r.growth.built <= 1.5,
   );
   target(
+    "busiest object's load, 10,000 vs 100 users, on users' routes (1:1 and presence mix, measured: user objects + Directory)",
+    fmtX(r.growth.routed),
+    "flat (≤ 1.5×)",
+    r.growth.routed <= 1.5,
+  );
+  target(
     "busiest user/group object's load, 10,000 vs 100 users (design, projected)",
     fmtX(r.growth.designed),
     "flat (≤ 1.5×)",

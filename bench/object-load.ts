@@ -38,8 +38,50 @@ const HUB_SIZES = [100, 1000, 10_000];
 
 export interface ObjectLoadFigures {
   rows: Row[];
-  /** Busiest object's events/s at 10,000 users over at 100, as built and as designed. */
-  growth: { built: number; designed: number };
+  /**
+   * Busiest object's events/s at 10,000 users over at 100: as built on the hub's route, as
+   * designed, and as built on users' routes for the mix they serve (no groups yet).
+   */
+  growth: { built: number; designed: number; routed: number };
+}
+
+/**
+ * The same mix without its group parts on users' routes (docs/ARCHITECTURE.md "User objects"),
+ * measured: each user's object counts the events it handled (its sockets' and the calls from
+ * other users' objects), and the Directory its calls. Per user-minute.
+ */
+async function runRoutedMix(rounds: number): Promise<{ busiestUser: number; directory: number }> {
+  const relay = new NodeRelay("main", "https://parley.test", null, "contacts", true);
+  const names = Array.from({ length: SAMPLE_USERS }, (_, i) => `u${String(i).padStart(2, "0")}`);
+  const users = (await online(relay, ...names)) as TestUser[];
+  for (const [i, u] of users.entries()) {
+    const peer = users[(i + 1) % users.length] as TestUser;
+    await say(u, await u.client.startChat(peer.name), "hello");
+  }
+  await relay.advance(LIMITS.presenceDeltaIntervalMs);
+  const before = new Map([...relay.userObjects].map(([n, o]) => [n, o.events]));
+  const dir0 = relay.directory.calls;
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, u] of users.entries()) {
+      const peer = users[(i + 1) % users.length] as TestUser;
+      for (let k = 0; k < MIX.directPerMin; k++) {
+        await say(u, await u.client.startChat(peer.name), `m${r}.${k}`);
+      }
+    }
+    if ((r + 1) % Math.round(1 / MIX.reconnectsPerMin) === 0) {
+      for (const u of users) {
+        await disconnect(u);
+        await connect(u);
+      }
+    }
+    await relay.advance(60_000);
+  }
+  await relay.settle();
+  const perUser = [...relay.userObjects].map(([n, o]) => o.events - (before.get(n) ?? 0));
+  return {
+    busiestUser: Math.max(...perUser) / rounds,
+    directory: (relay.directory.calls - dir0) / (SAMPLE_USERS * rounds),
+  };
 }
 
 interface Counts {
@@ -139,6 +181,7 @@ async function runMix(rounds: number): Promise<Counts> {
 export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoadFigures> {
   const rounds = Number(process.env.BENCH_OBJECT_ROUNDS ?? 4);
   const c = await runMix(rounds);
+  const routed = await runRoutedMix(rounds);
   const userMinutes = SAMPLE_USERS * rounds;
   // Events per user-minute of the mix, per object kind.
   const hubPerUser = c.hub / userMinutes;
@@ -148,6 +191,9 @@ export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoa
   // A group object's load depends on its group, not on the hub: the busiest one measured.
   const groupCalls = [...c.groupObjects.values()];
   const busiestGroupObject = Math.max(0, ...groupCalls) / rounds;
+  log(
+    `  users' routes: busiest user object ${routed.busiestUser.toFixed(1)} events/min, directory ${routed.directory.toFixed(2)} calls per user-minute`,
+  );
   log(
     `  mix: ${c.hub} hub events, ${c.directory} directory calls, ${groupCalls.reduce((a, b) => a + b, 0)} calls to ${groupCalls.length} group objects over ${userMinutes} user-minutes`,
   );
@@ -160,6 +206,8 @@ export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoa
     const dir = perSec(dirPerUser * n);
     const group = perSec(busiestGroupObject);
     const designed = perSec(Math.max(busiestUser, busiestGroup));
+    const routedUser = perSec(routed.busiestUser);
+    const routedDir = perSec(routed.directory * n);
     return {
       "hub users": n,
       "one object (before): events/s": before.toFixed(1),
@@ -168,6 +216,9 @@ export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoa
       "built: busiest Group object calls/s": group.toFixed(2),
       "built: busiest object events/s": Math.max(hub, dir, group).toFixed(1),
       "design (projected): busiest user or group object events/s": designed.toFixed(2),
+      "users' routes, no groups (measured): busiest user object events/s": routedUser.toFixed(2),
+      "users' routes: Directory calls/s": routedDir.toFixed(2),
+      "users' routes: busiest object events/s": Math.max(routedUser, routedDir).toFixed(2),
     };
   });
   const at = (n: number, key: string) => Number(rows[HUB_SIZES.indexOf(n)]?.[key] ?? Number.NaN);
@@ -179,6 +230,9 @@ export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoa
       designed:
         at(10_000, "design (projected): busiest user or group object events/s") /
         at(100, "design (projected): busiest user or group object events/s"),
+      routed:
+        at(10_000, "users' routes: busiest object events/s") /
+        at(100, "users' routes: busiest object events/s"),
     },
   };
 }

@@ -84,7 +84,7 @@ export async function newUser(
 
 export async function connect(...users: TestUser[]): Promise<void> {
   for (const u of users) {
-    u.conn = u.relay.connect(u.client);
+    u.conn = u.relay.connect(u.client, u.name);
     await u.relay.settle();
   }
 }

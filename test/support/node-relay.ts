@@ -27,6 +27,7 @@ import {
   parseServerFrame,
   type ServerFrame,
   type SignedPrekey,
+  userOfMember,
 } from "../../shared/protocol";
 import {
   type GroupCallResult,
@@ -35,6 +36,7 @@ import {
   GroupSequencer,
 } from "../../worker/relay/group-object";
 import type { GroupRecord } from "../../worker/relay/groups";
+import type { PeerGateway } from "../../worker/relay/hub";
 import { type DirectoryGateway, KeyDirectory } from "../../worker/relay/key-directory";
 import { RelayLifecycle, type RelayState } from "../../worker/relay/lifecycle";
 import type { PushConfig } from "../../worker/relay/push-send";
@@ -227,6 +229,95 @@ export class NodeGroup {
   }
 }
 
+type RelayEvent = () => void | Promise<void>;
+
+/**
+ * One `Relay` object (the hub's, or a user's, `idFromName(hub + "/u/" + name)`): its storage and
+ * alarm (NodeObjectState), its lifecycle, and its events, handled one at a time in arrival
+ * order, each in its own turn of the event loop, as workerd does.
+ */
+export class NodeObject {
+  readonly state = new NodeObjectState();
+  life: RelayLifecycle;
+  /** Events this object has handled (the per-object load of bench/object-load.ts). */
+  events = 0;
+  readonly #events: RelayEvent[] = [];
+  readonly #running = new Set<Promise<void>>();
+  /** The dispatch loop while it runs (it ends when no event is queued). */
+  #dispatching: Promise<void> | null = null;
+
+  constructor(
+    private readonly make: (state: NodeObjectState) => RelayLifecycle,
+    private readonly failures: string[],
+  ) {
+    this.state.autoResponse = { request: PING_TEXT, response: PONG_TEXT };
+    this.life = make(this.state);
+  }
+
+  /** The object hibernates: memory gone, sockets and storage kept (see NodeRelay.hibernate). */
+  rebuild(): void {
+    this.life = this.make(this.state);
+  }
+
+  /** Queue an event for the object: handled after those before it, one per event-loop turn. */
+  event(event: RelayEvent): void {
+    this.events++;
+    this.#events.push(event);
+    this.#dispatching ??= this.#dispatch();
+  }
+
+  /**
+   * A Durable Object RPC to this object: arguments and answer cross as structured clones, the
+   * call is one event of the object's, and it rejects with what the method threw.
+   */
+  call<T>(run: (life: RelayLifecycle) => T | Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.event(async () => {
+        try {
+          resolve(structuredClone(await run(this.life)));
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+  }
+
+  async #dispatch(): Promise<void> {
+    for (;;) {
+      await this.state.ready;
+      const event = this.#events.shift();
+      if (event === undefined) break;
+      let run: Promise<void>;
+      try {
+        run = Promise.resolve(event());
+      } catch (e) {
+        run = Promise.reject(e);
+      }
+      const tracked: Promise<void> = run
+        .catch((e: unknown) => {
+          this.failures.push(`relay event threw: ${String(e)}`);
+        })
+        .finally(() => this.#running.delete(tracked));
+      this.#running.add(tracked);
+      // The next event in a later turn: what this one queued as microtasks runs first, as in
+      // workerd, where each event is a task of its own.
+      await new Promise((r) => setImmediate(r));
+    }
+    this.#dispatching = null;
+  }
+
+  /** What a settle waits for. */
+  async quiet(): Promise<void> {
+    await this.state.ready;
+    await this.#dispatching;
+    await Promise.all(this.#running);
+  }
+
+  idle(): boolean {
+    return this.#dispatching === null && this.#events.length === 0 && this.#running.size === 0;
+  }
+}
+
 export class Conn {
   /** Who the relay authenticated on this connection (from its `welcome`); null before. */
   username: string | null = null;
@@ -241,6 +332,8 @@ export class Conn {
   constructor(
     readonly relay: NodeRelay,
     readonly end: ClientEnd,
+    /** The object its socket reached (the hub's, or its user's). */
+    readonly obj: NodeObject,
   ) {
     this.socket = new RelaySocket(relay, this);
   }
@@ -251,8 +344,6 @@ export class Conn {
     this.relay.fromClient(this, frame);
   }
 }
-
-type RelayEvent = () => void | Promise<void>;
 
 export class NodeRelay {
   readonly conns = new Set<Conn>();
@@ -270,18 +361,16 @@ export class NodeRelay {
    */
   clock = 1_700_000_000_000;
 
-  readonly #state = new NodeObjectState();
   /** The hub's key directory object (PROTOCOL.md §7.4), `idFromName(hub + "/dir")`. */
   readonly directory = new NodeDirectory();
   /** The hub's group objects (PROTOCOL.md §7.5), `idFromName(hub + "/g/" + group)`, by group. */
   readonly groupObjects = new Map<string, NodeGroup>();
-  /** Events the hub's object has handled (the per-object load of bench/object-load.ts). */
-  events = 0;
-  #life: RelayLifecycle;
-  readonly #events: RelayEvent[] = [];
-  readonly #running = new Set<Promise<void>>();
-  /** The dispatch loop while it runs (it ends when no event is queued). */
-  #dispatching: Promise<void> | null = null;
+  /** The hub's object, `idFromName(hub)`. */
+  readonly hubObject: NodeObject;
+  /** Users' objects, `idFromName(hub + "/u/" + name)`, by name (created on first use). */
+  readonly userObjects = new Map<string, NodeObject>();
+  /** Calls between users' objects that are applied and whose answer is then lost. */
+  loseCall: ((method: keyof PeerGateway) => boolean) | null = null;
 
   constructor(
     readonly hub = "main",
@@ -294,16 +383,44 @@ export class NodeRelay {
      * needs the peer in presence. The production default ("contacts") is tested on its own.
      */
     readonly presenceDefault: PresenceScope = "everyone",
+    /**
+     * Clients open their user's route (`/ws?hub=&user=`, docs/ARCHITECTURE.md "User objects"):
+     * each user is its own object, and calls between them cross as RPC (NodeObject.call).
+     */
+    readonly routed = false,
   ) {
-    this.#state.autoResponse = { request: PING_TEXT, response: PONG_TEXT };
-    this.#life = this.#lifecycle();
+    this.hubObject = new NodeObject((st) => this.#lifecycle(st), this.failures);
+  }
+
+  /** Events the hub's object has handled (the per-object load of bench/object-load.ts). */
+  get events(): number {
+    return this.hubObject.events;
+  }
+
+  /** The object of user `name` (created on first use, as `idFromName` would). */
+  userObject(name: string): NodeObject {
+    let o = this.userObjects.get(name);
+    if (o === undefined) {
+      o = new NodeObject((st) => this.#lifecycle(st), this.failures);
+      this.userObjects.set(name, o);
+    }
+    return o;
+  }
+
+  /** The object holding `username`: its own on user routes, else the hub's. */
+  objectOf(username: string): NodeObject {
+    return this.routed ? this.userObject(userOfMember(username)) : this.hubObject;
+  }
+
+  #objects(): NodeObject[] {
+    return [this.hubObject, ...this.userObjects.values()];
   }
 
   now(): number {
     return this.clock;
   }
 
-  #lifecycle(): RelayLifecycle {
+  #lifecycle(state: NodeObjectState): RelayLifecycle {
     const scope = this.presenceDefault;
     const dir = this.directory;
     const hub = this.hub;
@@ -330,14 +447,36 @@ export class NodeRelay {
       apply: (h, name, hubSeq, op) => group(h, name).apply(hubSeq, op),
       seed: (h, name, seq, record) => group(h, name).seed(seq, record),
     };
+    // Calls between users' objects (hub.ts PeerGateway): only this hub's objects exist here.
+    const peer = (h: string, name: string) => {
+      if (h !== hub) throw new Error(`user of another hub asked for: ${h}`);
+      return this.userObject(name);
+    };
+    // A call applied whose answer is then lost (a timeout, the caller restarting): `loseCall`.
+    const lossy =
+      <T>(method: keyof PeerGateway, call: () => Promise<T>) =>
+      async (): Promise<T> => {
+        const out = await call();
+        if (this.loseCall?.(method) === true) throw new Error(`${method} answer lost`);
+        return out;
+      };
+    const peers: PeerGateway = {
+      enqueue: (h, e) => lossy("enqueue", () => peer(h, e.to).call((l) => l.hub.enqueue(e)))(),
+      receipt: (h, to, mid, by) => peer(h, to).call((l) => l.hub.receipt(to, mid, by)),
+      bundle: (h, q) => peer(h, q.username).call((l) => l.hub.bundle(h, q)),
+      known: (h, name) => peer(h, name).call((l) => l.hub.known(name)),
+      presence: (h, viewer, user, st) =>
+        peer(h, viewer).call((l) => l.hub.peerPresence(viewer, user, st)),
+    };
     return new RelayLifecycle(
-      this.#state,
+      state,
       () => this.clock,
       gateway,
       groups,
       this.pushConfig,
       null,
       () => scope,
+      peers,
     );
   }
 
@@ -353,24 +492,30 @@ export class NodeRelay {
 
   // -- connections ------------------------------------------------------------------------------
 
-  /** Open a socket to the relay (as `/ws?hub=` with the relay's origin). */
-  connect(end: ClientEnd): Conn {
-    const c = new Conn(this, end);
+  /**
+   * Open a socket to the relay (as `/ws?hub=` with the relay's origin); `user`: the user the
+   * client will authenticate as, whose route it opens (`&user=`) when the relay is `routed`.
+   */
+  connect(end: ClientEnd, user?: string): Conn {
+    const routed = this.routed && user !== undefined;
+    const obj = routed ? this.userObject(user) : this.hubObject;
+    const c = new Conn(this, end, obj);
     this.conns.add(c);
     this.engines.add(end);
     end.onConnected();
-    const request = new Request(`https://relay.test/ws?hub=${this.hub}`, {
+    const route = routed ? `&user=${user}` : "";
+    const request = new Request(`https://relay.test/ws?hub=${this.hub}${route}`, {
       headers: { Upgrade: "websocket", Origin: this.origin },
     });
-    this.#event(() => {
-      const admitted = this.#life.admit(request);
+    obj.event(() => {
+      const admitted = obj.life.admit(request);
       if (admitted instanceof Response) {
         // Refused upgrade: the client sees the connection fail.
         c.closing = { code: 1006, reason: `HTTP ${admitted.status}` };
         this.#wake(c);
         return;
       }
-      this.#life.accept(asWebSocket(c.socket), admitted);
+      obj.life.accept(asWebSocket(c.socket), admitted);
     });
     return c;
   }
@@ -399,9 +544,7 @@ export class NodeRelay {
   /** Wait until no frame is in flight either way, the relay is idle and every engine is. */
   async settle(): Promise<void> {
     for (let i = 0; i < 10_000; i++) {
-      await this.#state.ready;
-      await this.#dispatching;
-      await Promise.all(this.#running);
+      for (const o of this.#objects()) await o.quiet();
       for (const e of [...this.engines, ...[...this.conns].map((c) => c.end)]) await e.whenIdle?.();
       await Promise.all(this.#pumps());
       if (!this.#idle()) continue; // each wait above takes a turn of the event loop or more
@@ -424,13 +567,20 @@ export class NodeRelay {
   async advance(ms: number): Promise<void> {
     const until = this.clock + ms;
     for (let runs = 0; ; runs++) {
-      const at = this.#state.alarmAt;
-      if (at === null || at > until) break;
+      // The earliest alarm of any object first.
+      let next: NodeObject | null = null;
+      for (const o of this.#objects()) {
+        const t = o.state.alarmAt;
+        if (t !== null && t <= until && (next === null || t < (next.state.alarmAt ?? 0))) next = o;
+      }
+      if (next === null) break;
+      const obj = next;
+      const at = obj.state.alarmAt as number;
       if (runs === 10_000) throw new Error("the alarm keeps setting itself");
       this.clock = Math.max(this.clock, at);
       // workerd clears a firing alarm before calling the handler, which may set the next one.
-      this.#state.alarmAt = null;
-      this.#event(() => this.#life.alarm());
+      obj.state.alarmAt = null;
+      obj.event(() => obj.life.alarm());
       await this.settle();
     }
     this.clock = until;
@@ -445,24 +595,26 @@ export class NodeRelay {
    */
   async hibernate(): Promise<void> {
     await this.settle();
-    this.#life.hub.deliveries.flush();
-    this.#life = this.#lifecycle();
+    for (const o of this.#objects()) {
+      o.life.hub.deliveries.flush();
+      o.rebuild();
+    }
     await this.settle();
   }
 
   // -- what the relay stores (read through its own Store) ----------------------------------------
 
   group(name: string): GroupRecord | null {
-    return this.#life.store.getGroup(name);
+    return this.hubObject.life.store.getGroup(name);
   }
 
   /** The group object's seq of the record the hub's object holds for `name` (group-object.ts). */
   groupSeq(name: string): number {
-    return this.#life.store.getGroupSeq(name);
+    return this.hubObject.life.store.getGroupSeq(name);
   }
 
   user(username: string): UserRow | null {
-    return this.#life.store.getUser(username);
+    return this.objectOf(username).life.store.getUser(username);
   }
 
   /**
@@ -479,7 +631,8 @@ export class NodeRelay {
         .map((r) => String(r.name));
       for (const t of tables) out[prefix + t] = sql.exec(`SELECT * FROM "${t}"`).toArray();
     };
-    dump(this.#state.storage.sql, "");
+    dump(this.hubObject.state.storage.sql, "");
+    for (const [name, o] of this.userObjects) dump(o.state.storage.sql, `user/${name}/`);
     dump(this.directory.sql, "directory/");
     for (const [name, g] of this.groupObjects) dump(g.sql, `group/${name}/`);
     return out;
@@ -487,12 +640,12 @@ export class NodeRelay {
 
   /** The leaf key the relay lists for `username` in `group`: its oldest (PROTOCOL.md §9.3). */
   leafOf(group: string, username: string): Leaf | null {
-    return this.#life.store.leafQueues(group).get(username)?.l[0] ?? null;
+    return this.hubObject.life.store.leafQueues(group).get(username)?.l[0] ?? null;
   }
 
   /** The Web Push subscription the relay holds for `username`'s device, if any (§7.9). */
   pushSubscription(username: string): { endpoint: string; pending: boolean } | null {
-    const sub = this.#life.hub.pushes.subscription(username);
+    const sub = this.objectOf(username).life.hub.pushes.subscription(username);
     return sub === null ? null : { endpoint: sub.endpoint, pending: sub.state.pending };
   }
 
@@ -520,19 +673,19 @@ export class NodeRelay {
 
   /** Items stored for `username` and not yet acknowledged, as the relay counts them (§7.3). */
   stored(username: string): number {
-    const { store, hub } = this.#life;
+    const { store, hub } = this.objectOf(username).life;
     return store.countMailbox(username) + hub.deliveries.groupPending(username).total;
   }
 
   /** The relay loses a stored direct item or commit (it fails, or lies); true if it was there. */
   lose(recipient: string, mid: string): boolean {
-    return this.#life.store.ack(recipient, [Number(mid)]).length === 1;
+    return this.objectOf(recipient).life.store.ack(recipient, [Number(mid)]).length === 1;
   }
 
   /** The operator releases a username: its directory entry and one-time prekeys are deleted. */
   releaseName(username: string): void {
     this.directory.keys.release(username);
-    this.#life.store.deleteUser(username);
+    this.objectOf(username).life.store.deleteUser(username);
   }
 
   // -- plumbing (called by Conn and RelaySocket) -----------------------------------------------
@@ -541,9 +694,10 @@ export class NodeRelay {
   fromClient(c: Conn, frame: ClientFrame): void {
     this.clientLog.push({ from: c.username, frame });
     const text = JSON.stringify(frame);
-    if (this.#state.autoRespond(c.socket, text, this.clock)) return;
+    const obj = c.obj;
+    if (obj.state.autoRespond(c.socket, text, this.clock)) return;
     const ws = asWebSocket(c.socket);
-    this.#event(() => this.#life.message(ws, text));
+    obj.event(() => obj.life.message(ws, text));
   }
 
   /** A frame the relay sent on `c`: parsed at the client's boundary, then handed to it. */
@@ -610,42 +764,12 @@ export class NodeRelay {
     this.conns.delete(c);
     c.end.onDisconnected();
     const s = c.socket;
-    if (!this.#state.sockets.has(s)) return; // never accepted
-    this.#event(() => {
-      this.#state.sockets.delete(s);
-      this.#life.closed(asWebSocket(s), code, reason);
+    const obj = c.obj;
+    if (!obj.state.sockets.has(s)) return; // never accepted
+    obj.event(() => {
+      obj.state.sockets.delete(s);
+      obj.life.closed(asWebSocket(s), code, reason);
     });
-  }
-
-  /** Queue an event for the object: handled after those before it, one per event-loop turn. */
-  #event(event: RelayEvent): void {
-    this.events++;
-    this.#events.push(event);
-    this.#dispatching ??= this.#dispatch();
-  }
-
-  async #dispatch(): Promise<void> {
-    for (;;) {
-      await this.#state.ready;
-      const event = this.#events.shift();
-      if (event === undefined) break;
-      let run: Promise<void>;
-      try {
-        run = Promise.resolve(event());
-      } catch (e) {
-        run = Promise.reject(e);
-      }
-      const tracked: Promise<void> = run
-        .catch((e: unknown) => {
-          this.failures.push(`relay event threw: ${String(e)}`);
-        })
-        .finally(() => this.#running.delete(tracked));
-      this.#running.add(tracked);
-      // The next event in a later turn: what this one queued as microtasks runs first, as in
-      // workerd, where each event is a task of its own.
-      await new Promise((r) => setImmediate(r));
-    }
-    this.#dispatching = null;
   }
 
   #pumps(): Promise<void>[] {
@@ -653,11 +777,6 @@ export class NodeRelay {
   }
 
   #idle(): boolean {
-    return (
-      this.#dispatching === null &&
-      this.#events.length === 0 &&
-      this.#running.size === 0 &&
-      this.#pumps().length === 0
-    );
+    return this.#objects().every((o) => o.idle()) && this.#pumps().length === 0;
   }
 }

@@ -1,0 +1,119 @@
+/**
+ * Real engines on user objects (docs/ARCHITECTURE.md "User objects"): every client opens its
+ * user's route, so each user is its own object, and bundles, messages, receipts and presence
+ * cross between objects as calls. The conversation is the same as on the hub's route: the
+ * engines do not know the difference.
+ */
+import { describe, expect, it } from "vitest";
+import { LIMITS } from "../../shared/protocol";
+import {
+  connect,
+  disconnect,
+  errors,
+  messages,
+  online,
+  say,
+  type TestUser,
+} from "../support/clients";
+import { NodeRelay } from "../support/node-relay";
+
+/** A hub whose users are on their own routes, with the production presence default. */
+const routedRelay = () => new NodeRelay("main", "https://parley.test", null, "contacts", true);
+
+const seen = (u: TestUser) =>
+  u.client
+    .presence()
+    .map((p) => p.username)
+    .sort();
+
+describe("engines on user objects", () => {
+  it("start a chat offline (PQXDH from the peer's object), talk both ways, get receipts", async () => {
+    const relay = routedRelay();
+    const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+    await alice.client.startChat("bob");
+    await relay.settle();
+    await say(alice, "dm:bob", "hello bob");
+    await say(bob, "dm:alice", "hello alice");
+    await say(alice, "dm:bob", "how are you?");
+    expect(messages(bob, "dm:alice")).toEqual(["hello bob", "how are you?"]);
+    expect(messages(alice, "dm:bob")).toEqual(["hello alice"]);
+    // Each user's mailbox was its own object's; the hub's object held nobody.
+    expect(relay.hubObject.events).toBe(0);
+    expect([...relay.userObjects.keys()].sort()).toEqual(["alice", "bob"]);
+    const tables = relay.dumpTables();
+    expect(tables["user/alice/users"]?.map((r) => r.username)).toEqual(["alice"]);
+    expect(tables["user/bob/users"]?.map((r) => r.username)).toEqual(["bob"]);
+    // The relay's receipts crossed back from bob's object to alice's connection.
+    const receipts = relay.log.filter((x) => x.to === "alice" && x.frame.t === "receipt");
+    expect(receipts.length).toBeGreaterThanOrEqual(2);
+    expect(errors(alice)).toEqual([]);
+    expect(errors(bob)).toEqual([]);
+  });
+
+  it("presence: writing to someone lets them see you; a stranger sees nobody", async () => {
+    const relay = routedRelay();
+    const [alice, bob, eve] = (await online(relay, "alice", "bob", "eve")) as [
+      TestUser,
+      TestUser,
+      TestUser,
+    ];
+    await alice.client.startChat("bob");
+    await relay.settle();
+    await say(alice, "dm:bob", "hi");
+    await relay.advance(LIMITS.presenceDeltaIntervalMs);
+    expect(seen(bob)).toEqual(["alice", "bob"]);
+    // bob's engine answered with its end-to-end receipt, a `send` too: alice sees him (§6.3).
+    expect(seen(alice)).toEqual(["alice", "bob"]);
+    expect(seen(eve)).toEqual(["eve"]);
+    await disconnect(alice);
+    expect(seen(bob)).toEqual(["bob"]);
+    expect(seen(eve)).toEqual(["eve"]);
+  });
+
+  it("a send whose call to the recipient's object lost its answer is sent again and arrives once", async () => {
+    const relay = routedRelay();
+    const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+    await alice.client.startChat("bob");
+    await relay.settle();
+    await say(alice, "dm:bob", "one");
+    // The next enqueue is applied in bob's object, and its answer is lost on the way back.
+    let lose = 1;
+    relay.loseCall = (m) => m === "enqueue" && lose-- > 0;
+    await alice.client.sendText("dm:bob", "two");
+    await relay.settle().catch(() => undefined);
+    // The sender was answered `internal`; its outbox keeps the frame for the next connection.
+    expect(relay.failures).toEqual(["relay answered `internal`"]);
+    relay.failures.length = 0;
+    expect(messages(bob, "dm:alice")).toEqual(["one", "two"]);
+    await disconnect(alice);
+    await connect(alice);
+    await say(alice, "dm:bob", "three");
+    // The retry was recognised in bob's object (§7.3 "Retries"): one copy of "two" was stored
+    // and delivered (the engine would drop a second as a replay; the relay never made one).
+    expect(messages(bob, "dm:alice")).toEqual(["one", "two", "three"]);
+    const bodies = relay.log.flatMap((x) =>
+      x.to === "bob" && x.frame.t === "deliver" && x.frame.item.kind === "direct"
+        ? [x.frame.item.body]
+        : [],
+    );
+    expect(new Set(bodies).size).toBe(bodies.length);
+    expect(relay.stored("bob")).toBe(0);
+    expect(errors(bob)).toEqual([]);
+  });
+
+  it("a message to an offline user waits in its object, across that object's restart", async () => {
+    const relay = routedRelay();
+    const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+    await alice.client.startChat("bob");
+    await relay.settle();
+    await say(alice, "dm:bob", "before");
+    await disconnect(bob);
+    await say(alice, "dm:bob", "while away 1");
+    await say(alice, "dm:bob", "while away 2");
+    expect(relay.stored("bob")).toBe(2);
+    await relay.hibernate();
+    await connect(bob);
+    expect(messages(bob, "dm:alice")).toEqual(["before", "while away 1", "while away 2"]);
+    expect(relay.stored("bob")).toBe(0);
+  });
+});
