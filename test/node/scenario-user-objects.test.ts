@@ -116,4 +116,28 @@ describe("engines on user objects", () => {
     expect(messages(bob, "dm:alice")).toEqual(["before", "while away 1", "while away 2"]);
     expect(relay.stored("bob")).toBe(0);
   });
+
+  it("a flood from one user loads only its own object and its peer's", async () => {
+    const relay = routedRelay();
+    const [alice, bob, mallory] = (await online(relay, "alice", "bob", "mallory")) as [
+      TestUser,
+      TestUser,
+      TestUser,
+    ];
+    await alice.client.startChat("bob");
+    await relay.settle();
+    await say(alice, "dm:bob", "hi");
+    await mallory.client.startChat("bob");
+    await relay.settle();
+    const before = new Map([...relay.userObjects].map(([n, o]) => [n, o.events]));
+    for (let i = 0; i < 50; i++) await mallory.client.sendText("dm:bob", `spam ${i}`);
+    await relay.settle();
+    const handled = (n: string) => (relay.userObjects.get(n)?.events ?? 0) - (before.get(n) ?? 0);
+    // mallory's frames land on mallory's object, each send is one call to bob's, and bob's
+    // acknowledgements and receipts are bob's and mallory's; alice's object handles nothing.
+    expect(handled("mallory")).toBeGreaterThanOrEqual(50);
+    expect(handled("bob")).toBeGreaterThanOrEqual(50);
+    expect(handled("alice")).toBe(0);
+    expect(relay.hubObject.events).toBe(0);
+  });
 });
