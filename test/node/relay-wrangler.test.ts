@@ -35,9 +35,11 @@ class NodeClient {
     });
   }
 
-  static async open(dev: WranglerDev, hub: string): Promise<NodeClient> {
+  /** `user`: open that user's route (`&user=`, docs/ARCHITECTURE.md "User objects"). */
+  static async open(dev: WranglerDev, hub: string, user?: string): Promise<NodeClient> {
     const origin = new URL(dev.url).origin;
-    const ws = new WebSocket(`${dev.wsUrl}?hub=${hub}`, {
+    const route = user === undefined ? "" : `&user=${user}`;
+    const ws = new WebSocket(`${dev.wsUrl}?hub=${hub}${route}`, {
       headers: { Origin: origin },
       rejectUnauthorized: false,
       maxPayload: 4 * 1024 * 1024,
@@ -170,6 +172,29 @@ describe.skipIf(!built)("relay under wrangler dev", () => {
       });
       b.send({ v: 1, t: "ack", mids: [d.mid] });
       expect((await a.next("receipt")).by).toBe("bob");
+      a.close();
+      b.close();
+    });
+
+    it(`${which}: on users' routes, each in its own object, a message, its receipt and presence cross between them`, async () => {
+      const hub = `uo-${which}-${Date.now().toString(36)}`;
+      const origin = new URL(dev().url).origin;
+      const a = await NodeClient.open(dev(), hub, "alice");
+      const b = await NodeClient.open(dev(), hub, "bob");
+      await a.auth("alice", origin);
+      await b.auth("bob", origin);
+      await b.next("presence", (p) => p.users.length === 1);
+      a.send({ v: 1, t: "send", id: "m1", to: "bob", body: "SGVsbG8" });
+      const acc = await a.next("accepted", (f) => f.id === "m1");
+      await b.next("presence_delta", (p) => p.online.some((u) => u.username === "alice"));
+      const d = await b.next("deliver");
+      expect(d).toMatchObject({ mid: acc.mid, from: "alice", item: { kind: "direct" } });
+      b.send({ v: 1, t: "ack", mids: [d.mid] });
+      expect((await a.next("receipt")).by).toBe("bob");
+      // A user's route takes its own name only.
+      const m = await NodeClient.open(dev(), hub, "bob");
+      await expect(m.auth("mallory", origin)).rejects.toThrow();
+      expect(m.queue.some((f) => f.t === "error" && f.code === "auth_failed")).toBe(true);
       a.close();
       b.close();
     });
