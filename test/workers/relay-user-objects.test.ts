@@ -13,6 +13,7 @@ import {
 } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { createLinkOffer } from "../../shared/core/linking";
+import { LIMITS } from "../../shared/protocol";
 import {
   BASE,
   body,
@@ -176,6 +177,54 @@ describe("user objects: presence crosses objects, for people you know only (§6.
     const off = await bob.next("presence_delta", (f) => f.offline.length > 0);
     expect(off.offline).toEqual(["alice"]);
     expect(await countTable(userObject(hub, "alice"), "presence_announced")).toBe(0);
+  });
+});
+
+describe("user objects: the sender's total is kept in the sender's object (§7.3)", () => {
+  it("counts what other objects said they hold; refuses at maxMailboxPerSender; a receipt or the mailbox lifetime releases", async () => {
+    const hub = freshHub("uo");
+    const bobKeys = await newKeys();
+    (await TestClient.connect(hub, "bob", bobKeys, routed)).c.close();
+    const { c: m } = await TestClient.connect(hub, "mallory", undefined, routed);
+    const mallory = stubFor(userObject(hub, "mallory"));
+    // Other users' objects said they hold the whole total of mallory's items.
+    const per = LIMITS.maxMailboxPerSenderPerRecipient;
+    const now = Date.now();
+    await runInDurableObject(mallory, (_i, state) => {
+      for (let i = 0; i < LIMITS.maxMailboxPerSender / per; i++)
+        state.storage.sql.exec(
+          "INSERT INTO held_elsewhere (sender, address, n, at) VALUES ('mallory', ?, ?, ?)",
+          `v${i}`,
+          per,
+          now,
+        );
+    });
+    m.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    expect((await m.error("1")).code).toBe("mailbox_full");
+    expect(await countTable(userObject(hub, "bob"), "mailbox")).toBe(0);
+    // A report older than the mailbox lifetime counts nothing: its items have expired.
+    await runInDurableObject(mallory, (_i, state) => {
+      state.storage.sql.exec(
+        "UPDATE held_elsewhere SET at = ? WHERE address = 'v0'",
+        now - LIMITS.mailboxTtlMs - 1,
+      );
+    });
+    m.send({ v: 1, t: "send", id: "2", to: "bob", body: body(2) });
+    await m.next("accepted", (f) => f.id === "2");
+    const heldAtBob = () =>
+      runInDurableObject(mallory, (_i, state) =>
+        state.storage.sql
+          .exec("SELECT n FROM held_elsewhere WHERE address = 'bob'")
+          .toArray()
+          .map((r) => Number(r.n)),
+      );
+    expect(await heldAtBob()).toEqual([1]);
+    // bob acknowledges it: his object's receipt says it holds none of mallory's now.
+    const { c: bob } = await TestClient.connect(hub, "bob", bobKeys, routed);
+    const [d] = await delivered(bob);
+    bob.send({ v: 1, t: "ack", mids: [d?.mid ?? ""] });
+    await m.next("receipt");
+    expect(await heldAtBob()).toEqual([]);
   });
 });
 

@@ -121,7 +121,13 @@ export interface HubDeps {
 
 /** The recipient's answer to a direct item (`Hub.enqueue`). */
 export type EnqueueResult =
-  | { ok: true; mid: number; stored: boolean }
+  | {
+      ok: true;
+      mid: number;
+      stored: boolean;
+      /** The recipient's mailbox address, and how many items of the sender it holds now. */
+      held: { address: string; n: number };
+    }
   | { ok: false; code: ErrorCode };
 
 /** A bundle asked of the object holding `username` (`Hub.bundle`, PROTOCOL.md §4.7, §7.4). */
@@ -146,8 +152,17 @@ export type BundleAnswer =
 export interface PeerGateway {
   /** `Hub.enqueue` in the object of `e.to`. */
   enqueue(hub: string, e: DirectEnqueue): Promise<EnqueueResult>;
-  /** `Hub.receipt` in the object of `to`: best effort, as receipts are (§7.3). */
-  receipt(hub: string, to: string, mid: string, by: string): Promise<void>;
+  /**
+   * `Hub.receipt` in the object of `to`: best effort, as receipts are (§7.3), with how many of
+   * `to`'s items the acknowledging object still holds (the sender's total, `held`).
+   */
+  receipt(
+    hub: string,
+    to: string,
+    mid: string,
+    by: string,
+    held: { address: string; n: number },
+  ): Promise<void>;
   /** `Hub.bundle` in the object of `q.username`. */
   bundle(hub: string, q: BundleQuery): Promise<BundleAnswer>;
   /** `Hub.known` in the object of `username`. */
@@ -1340,6 +1355,15 @@ export class Hub {
     const peers = this.#peerOf(a, frame.to) as PeerGateway;
     const { store } = this.#d;
     const now = this.#d.now();
+    // The sender's total (§7.3): what this object holds of the sender's, and what the other
+    // objects last said they hold.
+    const total =
+      this.#holdings(a.username, []).messages +
+      store.heldElsewhere(a.username, now - LIMITS.mailboxTtlMs);
+    if (total >= LIMITS.maxMailboxPerSender) {
+      s.send(errorFrame("mailbox_full", frame.id));
+      return;
+    }
     let r: EnqueueResult;
     try {
       r = await peers.enqueue(a.hub, {
@@ -1363,6 +1387,7 @@ export class Hub {
       s.send(errorFrame(r.code, frame.id));
       return;
     }
+    store.setHeld(a.username, r.held.address, r.held.n, this.#d.now());
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(r.mid) });
     // The recipient may now see the sender online (§6.3), told in its object.
     if (r.stored) this.presence.wrote(a.username, frame.to, now, a.hub);
@@ -1377,8 +1402,14 @@ export class Hub {
     this.presence.fromPeer(viewer, user, state);
   }
 
-  /** A receipt for `to`'s connection (§7.3): best effort, to a sender online now. */
-  receipt(to: string, mid: string, by: string): void {
+  /**
+   * A receipt for `to`'s connection (§7.3): best effort, to a sender online now. `held`: what
+   * the acknowledging user's object still holds of `to`'s (the sender's total), when it is
+   * another object.
+   */
+  receipt(to: string, mid: string, by: string, held?: { address: string; n: number }): void {
+    if (held !== undefined && this.known(to))
+      this.#d.store.setHeld(to, held.address, held.n, this.#d.now());
     this.#d.sessions.online(to)?.send({ v: PROTOCOL_VERSION, t: "receipt", mid, by });
   }
 
@@ -1397,7 +1428,7 @@ export class Hub {
    */
   enqueue(
     e: DirectEnqueue,
-  ): { ok: true; mid: number; stored: boolean } | { ok: false; code: ErrorCode } {
+  ): EnqueueResult {
     const { store } = this.#d;
     const user = store.getUser(e.to);
     if (user === null) return { ok: false, code: "unknown_user" };
@@ -1415,7 +1446,14 @@ export class Hub {
     if (to === null) return { ok: false, code: "unknown_device" };
     const sent = { target: `d:${to}`, digest: bodyDigest(e.body) };
     const prior = store.acceptedSend(e.key, e.id, sent, e.now);
-    if (prior !== null) return { ok: true, mid: prior.mid, stored: false };
+    const heldAt = (n: number) => ({ address: to, n });
+    if (prior !== null)
+      return {
+        ok: true,
+        mid: prior.mid,
+        stored: false,
+        held: heldAt(this.#holdings(e.from, [to]).perRecipient.get(to) ?? 0),
+      };
     // Message requests (§7.3.1): a sender the recipient blocked, or one it neither accepted nor
     // shares a group with past the small share for such senders, is refused before the bounds
     // that apply to everyone, so strangers cannot use up the mailbox of the recipient's contacts.
@@ -1442,7 +1480,12 @@ export class Hub {
     this.#offer(from, to, mid, e.now, { kind: "direct", body: e.body }, e.fromDevice);
     // Each device has its own subscription (§7.9): the item wakes the device it is for.
     this.pushes.queued([to], e.now);
-    return { ok: true, mid, stored: true };
+    return {
+      ok: true,
+      mid,
+      stored: true,
+      held: heldAt((holdings.perRecipient.get(to) ?? 0) + 1),
+    };
   }
 
   /**
@@ -1566,10 +1609,14 @@ export class Hub {
       if (r.kind !== "direct") continue;
       const peers = this.#peerOf(a, r.sender);
       if (peers === null) this.receipt(r.sender, String(r.mid), a.username);
-      else
-        void peers.receipt(a.hub, r.sender, String(r.mid), a.username).catch(() => {
-          // Best effort (§7.3): a receipt whose call fails is not sent.
+      else {
+        const address = addressOf(a);
+        const n = this.#holdings(r.sender, [address]).perRecipient.get(address) ?? 0;
+        void peers.receipt(a.hub, r.sender, String(r.mid), a.username, { address, n }).catch(() => {
+          // Best effort (§7.3): a receipt whose call fails is not sent; the sender's count
+          // of what is held here is put right by its next send here, or expires.
         });
+      }
     }
     this.deliveries.drain(s);
   }

@@ -230,6 +230,16 @@ const SCHEMA = [
      at INTEGER NOT NULL,
      PRIMARY KEY (viewer, username)
    )`,
+  // In a user's object: how many of its user's items each other user's object last said it
+  // holds (`address`: that object's mailbox address), so the sender's total (§7.3
+  // maxMailboxPerSender) is kept where the sender is (docs/ARCHITECTURE.md "User objects").
+  `CREATE TABLE IF NOT EXISTS held_elsewhere (
+     sender TEXT NOT NULL,
+     address TEXT NOT NULL,
+     n INTEGER NOT NULL,
+     at INTEGER NOT NULL,
+     PRIMARY KEY (sender, address)
+   )`,
   // In a user's object: its user was last announced online to its viewers' objects, so a restart
   // that lost its connections announces it offline (presence.ts reconcile).
   `CREATE TABLE IF NOT EXISTS presence_announced (
@@ -1865,6 +1875,38 @@ export class Store {
       )
       .toArray()[0];
     return r === undefined ? null : { identityKey: str(r.identity_key) };
+  }
+
+  /** `address`'s object holds `n` items of `sender` (as it said at `at`). */
+  setHeld(sender: string, address: string, n: number, at: number): void {
+    if (n <= 0) {
+      this.sql.exec("DELETE FROM held_elsewhere WHERE sender = ? AND address = ?", sender, address);
+      return;
+    }
+    this.sql.exec(
+      `INSERT INTO held_elsewhere (sender, address, n, at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (sender, address) DO UPDATE SET n = excluded.n, at = excluded.at`,
+      sender,
+      address,
+      n,
+      at,
+    );
+  }
+
+  /**
+   * Items of `sender` other objects hold, as they last said since `since`: an older report
+   * counts nothing, as every item it counted has expired by now (LIMITS.mailboxTtlMs).
+   */
+  heldElsewhere(sender: string, since: number): number {
+    return num(
+      this.sql
+        .exec(
+          "SELECT COALESCE(SUM(n), 0) AS n FROM held_elsewhere WHERE sender = ? AND at >= ?",
+          sender,
+          since,
+        )
+        .one().n,
+    );
   }
 
   /** Record that `username` of `hub` was last announced online (null: offline). */
