@@ -29,6 +29,11 @@ export interface SoakOptions {
   intervalMs: number;
   /** Kill the relay (SIGKILL, whole process group) at half time and restart it. */
   restart: boolean;
+  /**
+   * Each client opens its user's route (`&user=`, docs/ARCHITECTURE.md "User objects"): every
+   * user is its own object. Groups are not served there: use with a group size above `clients`.
+   */
+  routed?: boolean;
   port: number;
   /** Seconds to wait for stragglers after the traffic stops. */
   drainSeconds?: number;
@@ -76,7 +81,7 @@ class SoakClient {
     private readonly origin: string,
   ) {}
 
-  static async create(name: string, baseUrl: string): Promise<SoakClient> {
+  static async create(name: string, baseUrl: string, routed = false): Promise<SoakClient> {
     let self: SoakClient | null = null;
     const client = await ParleyClient.create({
       hub: HUB,
@@ -87,7 +92,13 @@ class SoakClient {
       transport: { send: (f: ClientFrame) => self?.send(f) },
       now: () => Date.now(),
     });
-    self = new SoakClient(name, client, `${baseUrl.replace(/^http/, "ws")}/ws?hub=${HUB}`, baseUrl);
+    const route = routed ? `&user=${name}` : "";
+    self = new SoakClient(
+      name,
+      client,
+      `${baseUrl.replace(/^http/, "ws")}/ws?hub=${HUB}${route}`,
+      baseUrl,
+    );
     client.subscribe((e) => {
       if (e.type === "connection") (self as SoakClient).online = e.state === "online";
     });
@@ -150,7 +161,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakCounts> {
   try {
     const tag = (Date.now() % 100000).toString(36);
     for (let i = 0; i < o.clients; i++) {
-      clients.push(await SoakClient.create(`s${tag}-${i}`, dev.url));
+      clients.push(await SoakClient.create(`s${tag}-${i}`, dev.url, o.routed === true));
     }
     const counts: SoakCounts = {
       clients: o.clients,

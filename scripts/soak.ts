@@ -4,7 +4,8 @@
  * Prints the counts; exits non-zero unless lost, duplicated and failed are all zero.
  *
  * Environment: SOAK_CLIENTS (50), SOAK_SECONDS (60), SOAK_GROUP_SIZE (10), SOAK_INTERVAL_MS (1000),
- * SOAK_PORT (8797).
+ * SOAK_PORT (8797), SOAK_ROUTED (1: every client on its user's route, docs/ARCHITECTURE.md "User
+ * objects"; groups are not served there, so give a SOAK_GROUP_SIZE above SOAK_CLIENTS).
  */
 import { installNodeCryptoBackend } from "../node/crypto-backend";
 import { runSoak, type SoakCounts } from "./soak-lib";
@@ -19,6 +20,7 @@ const base = {
   groupSize: env("SOAK_GROUP_SIZE", 10),
   intervalMs: env("SOAK_INTERVAL_MS", 1000),
   port: env("SOAK_PORT", 8797),
+  routed: process.env.SOAK_ROUTED === "1",
   log: (s: string) => process.stdout.write(`${s}\n`),
 };
 

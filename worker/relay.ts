@@ -61,7 +61,7 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
   const user = (hub: string, name: string) => ns.get(ns.idFromName(`${hub}/u/${name}`));
   return {
     enqueue: (hub, e) => user(hub, e.to).enqueue(e),
-    receipt: (hub, to, mid, by, held) => user(hub, to).receipt(to, mid, by, held),
+    receipt: (hub, to, mids, by, held) => user(hub, to).receipt(to, mids, by, held),
     bundle: (hub, q) => user(hub, q.username).bundle(hub, q),
     known: (hub, name) => user(hub, name).known(name),
     presence: (hub, viewer, who, state) => user(hub, viewer).presence(viewer, who, state),
@@ -103,8 +103,8 @@ export class Relay extends DurableObject {
     return this.#life.hub.enqueue(e);
   }
 
-  receipt(to: string, mid: string, by: string, held: { address: string; n: number }): void {
-    this.#life.hub.receipt(to, mid, by, held);
+  receipt(to: string, mids: string[], by: string, held: { address: string; n: number }): void {
+    this.#life.hub.receipt(to, mids, by, held);
   }
 
   bundle(hub: string, q: BundleQuery): Promise<BundleAnswer> {

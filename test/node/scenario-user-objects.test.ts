@@ -119,7 +119,7 @@ describe("engines on user objects", () => {
 
   it("a flood from one user loads only its own object and its peer's", async () => {
     const relay = routedRelay();
-    const [alice, bob, mallory] = (await online(relay, "alice", "bob", "mallory")) as [
+    const [alice, , mallory] = (await online(relay, "alice", "bob", "mallory")) as [
       TestUser,
       TestUser,
       TestUser,

@@ -462,7 +462,8 @@ export class NodeRelay {
       };
     const peers: PeerGateway = {
       enqueue: (h, e) => lossy("enqueue", () => peer(h, e.to).call((l) => l.hub.enqueue(e)))(),
-      receipt: (h, to, mid, by, held) => peer(h, to).call((l) => l.hub.receipt(to, mid, by, held)),
+      receipt: (h, to, mids, by, held) =>
+        peer(h, to).call((l) => l.hub.receipt(to, mids, by, held)),
       bundle: (h, q) => peer(h, q.username).call((l) => l.hub.bundle(h, q)),
       known: (h, name) => peer(h, name).call((l) => l.hub.known(name)),
       presence: (h, viewer, user, st) =>

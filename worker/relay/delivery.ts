@@ -488,6 +488,7 @@ export class Deliveries {
       this.#dirtyThrough.clear();
       store.flushAcked();
       store.flushSends();
+      store.flushHeld();
       store.saveGroupThroughs(cursors);
       store.deleteGroupMessages(this.#done);
       this.#done = [];

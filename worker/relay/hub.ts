@@ -159,7 +159,7 @@ export interface PeerGateway {
   receipt(
     hub: string,
     to: string,
-    mid: string,
+    mids: string[],
     by: string,
     held: { address: string; n: number },
   ): Promise<void>;
@@ -1388,6 +1388,7 @@ export class Hub {
       return;
     }
     store.setHeld(a.username, r.held.address, r.held.n, this.#d.now());
+    this.deliveries.persistSoon();
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(r.mid) });
     // The recipient may now see the sender online (§6.3), told in its object.
     if (r.stored) this.presence.wrote(a.username, frame.to, now, a.hub);
@@ -1407,10 +1408,13 @@ export class Hub {
    * the acknowledging user's object still holds of `to`'s (the sender's total), when it is
    * another object.
    */
-  receipt(to: string, mid: string, by: string, held?: { address: string; n: number }): void {
-    if (held !== undefined && this.known(to))
+  receipt(to: string, mids: string[], by: string, held?: { address: string; n: number }): void {
+    if (held !== undefined && this.known(to)) {
       this.#d.store.setHeld(to, held.address, held.n, this.#d.now());
-    this.#d.sessions.online(to)?.send({ v: PROTOCOL_VERSION, t: "receipt", mid, by });
+      this.deliveries.persistSoon();
+    }
+    const s = this.#d.sessions.online(to);
+    for (const mid of mids) s?.send({ v: PROTOCOL_VERSION, t: "receipt", mid, by });
   }
 
   /** Whether this object holds `username` (a user's object holds its own name only). */
@@ -1426,9 +1430,7 @@ export class Hub {
    * wake its device. `stored` is false for a retry. Synchronous: a decision and its write are
    * one step, so no other item can take the room it was judged to have.
    */
-  enqueue(
-    e: DirectEnqueue,
-  ): EnqueueResult {
+  enqueue(e: DirectEnqueue): EnqueueResult {
     const { store } = this.#d;
     const user = store.getUser(e.to);
     if (user === null) return { ok: false, code: "unknown_user" };
@@ -1604,19 +1606,23 @@ export class Hub {
     const done = this.deliveries.ack(s, parseMids(frame.mids));
     // Acks skip admission (message()); one that frees nothing pays like any other frame.
     if (!done.any && !this.#admit(s, this.#d.now())) return;
+    // Receipts are best effort: only to a sender online now, only for direct messages. To a
+    // sender in another object, one call per sender for the whole acknowledgement.
+    const remote = new Map<string, string[]>();
     for (const r of done.rows) {
-      // Receipts are best effort: only to a sender online now, only for direct messages.
       if (r.kind !== "direct") continue;
-      const peers = this.#peerOf(a, r.sender);
-      if (peers === null) this.receipt(r.sender, String(r.mid), a.username);
-      else {
-        const address = addressOf(a);
-        const n = this.#holdings(r.sender, [address]).perRecipient.get(address) ?? 0;
-        void peers.receipt(a.hub, r.sender, String(r.mid), a.username, { address, n }).catch(() => {
-          // Best effort (§7.3): a receipt whose call fails is not sent; the sender's count
-          // of what is held here is put right by its next send here, or expires.
+      if (this.#peerOf(a, r.sender) === null) this.receipt(r.sender, [String(r.mid)], a.username);
+      else remote.set(r.sender, [...(remote.get(r.sender) ?? []), String(r.mid)]);
+    }
+    for (const [sender, mids] of remote) {
+      const address = addressOf(a);
+      const n = this.#holdings(sender, [address]).perRecipient.get(address) ?? 0;
+      void (this.#peerOf(a, sender) as PeerGateway)
+        .receipt(a.hub, sender, mids, a.username, { address, n })
+        .catch(() => {
+          // Best effort (§7.3): a receipt whose call fails is not sent; the sender's count of
+          // what is held here is put right by its next send here, or expires.
         });
-      }
     }
     this.deliveries.drain(s);
   }

@@ -473,6 +473,12 @@ export class Store {
 
   /** Accepted sends per sending device, the latest SEND_IDS_KEPT (§7.3 "Retries"), by id. */
   readonly #sendIds = new Map<string, Map<string, RecentSend>>();
+  /** Per sender: what other objects said they hold (held_elsewhere), cached; and unwritten. */
+  readonly #held = new Map<string, Map<string, { n: number; at: number }>>();
+  readonly #heldDirty = new Map<
+    string,
+    { sender: string; address: string; n: number; at: number }
+  >();
   /** Devices recordSend changed and flushSends has not written yet. */
   readonly #unsavedSends = new Map<string, Map<string, RecentSend>>();
 
@@ -1877,20 +1883,16 @@ export class Store {
     return r === undefined ? null : { identityKey: str(r.identity_key) };
   }
 
-  /** `address`'s object holds `n` items of `sender` (as it said at `at`). */
+  /**
+   * `address`'s object holds `n` items of `sender` (as it said at `at`). In memory at once,
+   * written by the next `flushHeld` (the relay's 200 ms flush): one figure per send and per
+   * receipt would be a write each on the 1:1 path.
+   */
   setHeld(sender: string, address: string, n: number, at: number): void {
-    if (n <= 0) {
-      this.sql.exec("DELETE FROM held_elsewhere WHERE sender = ? AND address = ?", sender, address);
-      return;
-    }
-    this.sql.exec(
-      `INSERT INTO held_elsewhere (sender, address, n, at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (sender, address) DO UPDATE SET n = excluded.n, at = excluded.at`,
-      sender,
-      address,
-      n,
-      at,
-    );
+    const mine = this.#heldOf(sender);
+    if (n > 0) mine.set(address, { n, at });
+    else mine.delete(address);
+    this.#heldDirty.set(`${sender}\n${address}`, { sender, address, n, at });
   }
 
   /**
@@ -1898,15 +1900,46 @@ export class Store {
    * counts nothing, as every item it counted has expired by now (LIMITS.mailboxTtlMs).
    */
   heldElsewhere(sender: string, since: number): number {
-    return num(
-      this.sql
-        .exec(
-          "SELECT COALESCE(SUM(n), 0) AS n FROM held_elsewhere WHERE sender = ? AND at >= ?",
-          sender,
-          since,
-        )
-        .one().n,
+    let total = 0;
+    for (const { n, at } of this.#heldOf(sender).values()) if (at >= since) total += n;
+    return total;
+  }
+
+  /** Write the figures `setHeld` changed since the last flush. */
+  flushHeld(): void {
+    if (this.#heldDirty.size === 0) return;
+    const rows = [...this.#heldDirty.values()].map((h) => [h.sender, h.address, h.n, h.at]);
+    this.#heldDirty.clear();
+    this.sql.exec(
+      `DELETE FROM held_elsewhere WHERE (sender, address) IN (
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)
+         WHERE json_extract(value, '$[2]') <= 0)`,
+      JSON.stringify(rows),
     );
+    this.sql.exec(
+      `INSERT OR REPLACE INTO held_elsewhere (sender, address, n, at)
+       SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+              json_extract(value, '$[2]'), json_extract(value, '$[3]')
+       FROM json_each(?) WHERE json_extract(value, '$[2]') > 0`,
+      JSON.stringify(rows),
+    );
+  }
+
+  #heldOf(sender: string): Map<string, { n: number; at: number }> {
+    let mine = this.#held.get(sender);
+    if (mine === undefined) {
+      mine = new Map(
+        this.sql
+          .exec("SELECT address, n, at FROM held_elsewhere WHERE sender = ?", sender)
+          .toArray()
+          .map((r) => [str(r.address), { n: num(r.n), at: num(r.at) }]),
+      );
+      // Figures not written yet are newer than the rows (the cache may have dropped them).
+      for (const h of this.#heldDirty.values())
+        if (h.sender === sender) mine.set(h.address, { n: h.n, at: h.at });
+      remember(this.#held, sender, mine);
+    }
+    return mine;
   }
 
   /** Record that `username` of `hub` was last announced online (null: offline). */
