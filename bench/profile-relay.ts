@@ -3,6 +3,7 @@
  * its inspector (port + 1000), records a V8 CPU profile of the Worker/Durable Object while the
  * load driver runs group fan-out, and writes it to bench/results/relay.cpuprofile (open it in
  * Chrome DevTools). Usage: node dist/bench/profile-relay.mjs [clients] [perClientRate] [mode]
+ * [routed] (`routed`: every client on its user's route, docs/ARCHITECTURE.md "User objects")
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,6 +15,7 @@ const port = Number(process.env.BENCH_RELAY_PORT ?? 8793);
 const clients = Number(process.argv[2] ?? 20);
 const rate = Number(process.argv[3] ?? 10);
 const mode = (process.argv[4] ?? "group") as "group" | "direct";
+const routed = process.argv[5] === "routed";
 const dev = await startWranglerDev({ port, root: process.cwd() });
 try {
   const list = JSON.parse((await httpGet(`http://127.0.0.1:${port + 1000}/json`)).body) as Array<{
@@ -45,7 +47,7 @@ try {
   });
   await call("Profiler.enable");
   await call("Profiler.setSamplingInterval", { interval: 200 });
-  const t = parleyTarget(dev.url, `prof${Date.now() % 10000}`);
+  const t = parleyTarget(dev.url, `prof${Date.now() % 10000}`, "bench", routed);
   const r = await runLoad(t, {
     clients,
     mode,

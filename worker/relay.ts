@@ -58,15 +58,44 @@ function groupsOf(ns: DurableObjectNamespace<Group>): GroupGateway {
  * make such calls: no route of the Worker reaches them.
  */
 function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
-  const user = (hub: string, name: string) => ns.get(ns.idFromName(`${hub}/u/${name}`));
+  // Stubs are kept (idFromName and get cost ~100 µs a message under `wrangler dev`); one whose
+  // call failed is made again, as a stub may be broken after the object it reached reset.
+  const stubs = new Map<string, DurableObjectStub<Relay>>();
+  const user = (hub: string, name: string) => {
+    const key = `${hub}/u/${name}`;
+    let stub = stubs.get(key);
+    if (stub === undefined) {
+      if (stubs.size >= MAX_PEER_STUBS) stubs.delete(stubs.keys().next().value as string);
+      stub = ns.get(ns.idFromName(key));
+      stubs.set(key, stub);
+    }
+    return stub;
+  };
+  // RPC results are typed per method below (the stub's own types are promise-like unions).
+  const call = async <T>(
+    hub: string,
+    name: string,
+    run: (s: DurableObjectStub<Relay>) => PromiseLike<unknown>,
+  ): Promise<T> => {
+    try {
+      return (await run(user(hub, name))) as T;
+    } catch (e) {
+      stubs.delete(`${hub}/u/${name}`);
+      throw e;
+    }
+  };
   return {
-    enqueue: (hub, e) => user(hub, e.to).enqueue(e),
-    receipt: (hub, to, mids, by, held) => user(hub, to).receipt(to, mids, by, held),
-    bundle: (hub, q) => user(hub, q.username).bundle(hub, q),
-    known: (hub, name) => user(hub, name).known(name),
-    presence: (hub, viewer, who, state) => user(hub, viewer).presence(viewer, who, state),
+    enqueue: (hub, e) => call<EnqueueResult>(hub, e.to, (s) => s.enqueue(e)),
+    receipt: (hub, to, mids, by, held) => call<void>(hub, to, (s) => s.receipt(to, mids, by, held)),
+    bundle: (hub, q) => call<BundleAnswer>(hub, q.username, (s) => s.bundle(hub, q)),
+    known: (hub, name) => call<boolean>(hub, name, (s) => s.known(name)),
+    presence: (hub, viewer, who, state) =>
+      call<void>(hub, viewer, (s) => s.presence(viewer, who, state)),
   };
 }
+
+/** Stubs of other users' objects one object keeps (peersOf). */
+const MAX_PEER_STUBS = 1000;
 
 export class Relay extends DurableObject {
   readonly #life: RelayLifecycle;
