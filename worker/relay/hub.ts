@@ -476,9 +476,9 @@ export class Hub {
     // Membership pushes held back by a group's bound (§7.5).
     const membership = this.#flushMembership(now);
     if (membership !== null) earliest(membership);
-    // Deltas held back by the one-per-interval bound (§6.3).
     // A user's object that lost its connections without announcing it (§6.3).
     this.presence.reconcile();
+    // Deltas and announcements held back by the one-per-interval bound (§6.3).
     const presence = this.presence.flush();
     if (presence !== null) earliest(presence);
     return next;

@@ -247,8 +247,10 @@ export class Presence {
    */
   reconcile(): void {
     for (const { username, hub } of this.#d.store.announcedUsers()) {
-      if (!this.#d.sessions.userOnline(username) && !this.#outbox.has(username))
-        this.changed(username, hub);
+      if (this.#d.sessions.userOnline(username) || this.#outbox.has(username)) continue;
+      this.changed(username, hub);
+      // Nobody left to tell (the relations were forgotten): nothing is announced any more.
+      if (!this.#outbox.has(username)) this.#d.store.setAnnounced(username, null);
     }
   }
 
