@@ -64,17 +64,9 @@ async function runRoutedMix(rounds: number): Promise<{ busiestUser: number; dire
   for (let r = 0; r < rounds; r++) {
     for (const [i, u] of users.entries()) {
       const peer = users[(i + 1) % users.length] as TestUser;
-      for (let k = 0; k < MIX.directPerMin; k++) {
-        await say(u, await u.client.startChat(peer.name), `m${r}.${k}`);
-      }
+      await directOfMinute(u, peer, r);
     }
-    if ((r + 1) % Math.round(1 / MIX.reconnectsPerMin) === 0) {
-      for (const u of users) {
-        await disconnect(u);
-        await connect(u);
-      }
-    }
-    await relay.advance(60_000);
+    await endOfMinute(relay, users, r);
   }
   await relay.settle();
   const perUser = [...relay.userObjects].map(([n, o]) => o.events - (before.get(n) ?? 0));
@@ -95,6 +87,24 @@ interface Counts {
 }
 
 const bump = (m: Map<string, number>, k: string, n = 1) => m.set(k, (m.get(k) ?? 0) + n);
+
+/** One minute of `u`'s 1:1 messages to `peer` (round `r` of the mix). */
+async function directOfMinute(u: TestUser, peer: TestUser, r: number): Promise<void> {
+  for (let k = 0; k < MIX.directPerMin; k++) {
+    await say(u, await u.client.startChat(peer.name), `m${r}.${k}`);
+  }
+}
+
+/** The end of round `r`: everyone reconnects every 1/reconnectsPerMin rounds; a minute passes. */
+async function endOfMinute(relay: NodeRelay, users: TestUser[], r: number): Promise<void> {
+  if ((r + 1) % Math.round(1 / MIX.reconnectsPerMin) === 0) {
+    for (const u of users) {
+      await disconnect(u);
+      await connect(u);
+    }
+  }
+  await relay.advance(60_000);
+}
 
 /** Run `rounds` of the mix for SAMPLE_USERS users; the events each object handled. */
 async function runMix(rounds: number): Promise<Counts> {
@@ -122,9 +132,7 @@ async function runMix(rounds: number): Promise<Counts> {
   for (let r = 0; r < rounds; r++) {
     for (const [i, u] of users.entries()) {
       const peer = users[(i + 1) % users.length] as TestUser;
-      for (let k = 0; k < MIX.directPerMin; k++) {
-        await say(u, await u.client.startChat(peer.name), `m${r}.${k}`);
-      }
+      await directOfMinute(u, peer, r);
       for (let k = 0; k < MIX.groupPerMin; k++) await say(u, `group:${groupOf(i)}`, `g${r}.${k}`);
     }
     // Membership churn, spread evenly: rejoinsPerMin of every user is one user a minute here.
@@ -137,13 +145,7 @@ async function runMix(rounds: number): Promise<Counts> {
       await u.client.joinGroup(g);
       await relay.settle();
     }
-    if ((r + 1) % Math.round(1 / MIX.reconnectsPerMin) === 0) {
-      for (const u of users) {
-        await disconnect(u);
-        await connect(u);
-      }
-    }
-    await relay.advance(60_000);
+    await endOfMinute(relay, users, r);
   }
   await relay.settle();
   // Design attribution from the frames of the same run.

@@ -110,6 +110,23 @@ async function settle(pid: number): Promise<void> {
   }
 }
 
+/** One row of the relay matrix: the relay's run `p` beside the bare server's `q`. */
+function matrixRow(mode: string, clients: number, fanout: number, p: RelayRun, q: RelayRun): Row {
+  return {
+    mode,
+    clients,
+    "offered msgs/s": p.offeredMsgsPerSec,
+    "offered deliveries/s": p.offeredMsgsPerSec * fanout,
+    "parley deliveries/s": p.deliveriesPerSec,
+    "bare deliveries/s": q.deliveriesPerSec,
+    "parley/bare": `${(p.deliveriesPerSec / q.deliveriesPerSec).toFixed(2)}×`,
+    "parley p50/p99 ms": `${p.p50ms.toFixed(1)} / ${p.p99ms.toFixed(1)}`,
+    "bare p50/p99 ms": `${q.p50ms.toFixed(1)} / ${q.p99ms.toFixed(1)}`,
+    "p99 parley/bare": `${(p.p99ms / q.p99ms).toFixed(2)}×`,
+    "undelivered at end of drain (parley/bare)": `${p.expected - p.delivered} / ${q.expected - q.delivered}`,
+  };
+}
+
 function findWorkerd(dev: WranglerDev): number {
   const pids = descendantsNamed(dev.pid, "workerd");
   if (pids.length === 0) throw new Error("no workerd process under wrangler dev");
@@ -182,19 +199,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         if (mode === "group" && clients === 50)
           fanout50 = { parley: p.deliveriesPerSec, bare: q.deliveriesPerSec };
         if (mode === "direct" && clients === 50) direct50 = { parley: p.p99ms, bare: q.p99ms };
-        matrix.push({
-          mode,
-          clients,
-          "offered msgs/s": p.offeredMsgsPerSec,
-          "offered deliveries/s": p.offeredMsgsPerSec * (mode === "group" ? clients - 1 : 1),
-          "parley deliveries/s": p.deliveriesPerSec,
-          "bare deliveries/s": q.deliveriesPerSec,
-          "parley/bare": `${(p.deliveriesPerSec / q.deliveriesPerSec).toFixed(2)}×`,
-          "parley p50/p99 ms": `${p.p50ms.toFixed(1)} / ${p.p99ms.toFixed(1)}`,
-          "bare p50/p99 ms": `${q.p50ms.toFixed(1)} / ${q.p99ms.toFixed(1)}`,
-          "p99 parley/bare": `${(p.p99ms / q.p99ms).toFixed(2)}×`,
-          "undelivered at end of drain (parley/bare)": `${p.expected - p.delivered} / ${q.expected - q.delivered}`,
-        });
+        matrix.push(matrixRow(mode, clients, mode === "group" ? clients - 1 : 1, p, q));
       }
     }
 
@@ -272,19 +277,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       const p = rs.find((r) => r.target !== "bare ws") as RelayRun;
       const q = rs.find((r) => r.target === "bare ws") as RelayRun;
       if (clients === 50) routed50 = { parley: p.p99ms, bare: q.p99ms };
-      matrix.push({
-        mode: "direct, user objects",
-        clients,
-        "offered msgs/s": p.offeredMsgsPerSec,
-        "offered deliveries/s": p.offeredMsgsPerSec,
-        "parley deliveries/s": p.deliveriesPerSec,
-        "bare deliveries/s": q.deliveriesPerSec,
-        "parley/bare": `${(p.deliveriesPerSec / q.deliveriesPerSec).toFixed(2)}×`,
-        "parley p50/p99 ms": `${p.p50ms.toFixed(1)} / ${p.p99ms.toFixed(1)}`,
-        "bare p50/p99 ms": `${q.p50ms.toFixed(1)} / ${q.p99ms.toFixed(1)}`,
-        "p99 parley/bare": `${(p.p99ms / q.p99ms).toFixed(2)}×`,
-        "undelivered at end of drain (parley/bare)": `${p.expected - p.delivered} / ${q.expected - q.delivered}`,
-      });
+      matrix.push(matrixRow("direct, user objects", clients, 1, p, q));
     }
 
     // The same measure for the least a hibernating Durable Object can be (bench/trivial-do),

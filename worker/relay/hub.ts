@@ -1312,18 +1312,7 @@ export class Hub {
    * call from the sender's object to the recipient's, keyed for retries by `key`.
    */
   #send(s: Session, a: AuthedAttachment, frame: Frame<"send">, now: number): void {
-    const { store } = this.#d;
-    const r = this.enqueue({
-      from: a.username,
-      fromKey: a.identityKey,
-      fromDevice: sendingDevice(a, store.getDevice(a.username), store.getDeviceList(a.username)),
-      key: this.#sendKey(a),
-      id: frame.id,
-      to: frame.to,
-      ...(frame.device !== undefined ? { device: frame.device } : {}),
-      body: frame.body,
-      now,
-    });
+    const r = this.enqueue(this.#direct(a, frame, now));
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
       return;
@@ -1333,6 +1322,22 @@ export class Hub {
     // A copy to one's own other device (§4.7) is no such choice.
     const own = frame.to === a.username && frame.device !== undefined;
     if (r.stored && !own) this.presence.wrote(a.username, frame.to, now);
+  }
+
+  /** The sender's half of a `send` as the recipient's half takes it (`enqueue`). */
+  #direct(a: AuthedAttachment, frame: Frame<"send">, now: number): DirectEnqueue {
+    const { store } = this.#d;
+    return {
+      from: a.username,
+      fromKey: a.identityKey,
+      fromDevice: sendingDevice(a, store.getDevice(a.username), store.getDeviceList(a.username)),
+      key: this.#sendKey(a),
+      id: frame.id,
+      to: frame.to,
+      ...(frame.device !== undefined ? { device: frame.device } : {}),
+      body: frame.body,
+      now,
+    };
   }
 
   /**
@@ -1366,17 +1371,7 @@ export class Hub {
     }
     let r: EnqueueResult;
     try {
-      r = await peers.enqueue(a.hub, {
-        from: a.username,
-        fromKey: a.identityKey,
-        fromDevice: sendingDevice(a, store.getDevice(a.username), store.getDeviceList(a.username)),
-        key: this.#sendKey(a),
-        id: frame.id,
-        to: frame.to,
-        ...(frame.device !== undefined ? { device: frame.device } : {}),
-        body: frame.body,
-        now,
-      });
+      r = await peers.enqueue(a.hub, this.#direct(a, frame, now));
     } catch (e) {
       console.error("relay: enqueue call failed", e instanceof Error ? e.name : typeof e);
       if (!s.closed) s.send(errorFrame("internal", frame.id));
