@@ -20,6 +20,15 @@ import { NodeRelay } from "../support/node-relay";
 /** A hub whose users are on their own routes, with the production presence default. */
 const routedRelay = () => new NodeRelay("main", "https://parley.test", null, "contacts", true);
 
+/** `names` online on users' routes, and `alice` has started a chat with `bob`. */
+async function chatting(...names: string[]): Promise<{ relay: NodeRelay; users: TestUser[] }> {
+  const relay = routedRelay();
+  const users = (await online(relay, ...names)) as TestUser[];
+  await (users[0] as TestUser).client.startChat("bob");
+  await relay.settle();
+  return { relay, users };
+}
+
 const seen = (u: TestUser) =>
   u.client
     .presence()
@@ -28,10 +37,8 @@ const seen = (u: TestUser) =>
 
 describe("engines on user objects", () => {
   it("start a chat offline (PQXDH from the peer's object), talk both ways, get receipts", async () => {
-    const relay = routedRelay();
-    const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
-    await alice.client.startChat("bob");
-    await relay.settle();
+    const { relay, users } = await chatting("alice", "bob");
+    const [alice, bob] = users as [TestUser, TestUser];
     await say(alice, "dm:bob", "hello bob");
     await say(bob, "dm:alice", "hello alice");
     await say(alice, "dm:bob", "how are you?");
@@ -51,14 +58,8 @@ describe("engines on user objects", () => {
   });
 
   it("presence: writing to someone lets them see you; a stranger sees nobody", async () => {
-    const relay = routedRelay();
-    const [alice, bob, eve] = (await online(relay, "alice", "bob", "eve")) as [
-      TestUser,
-      TestUser,
-      TestUser,
-    ];
-    await alice.client.startChat("bob");
-    await relay.settle();
+    const { relay, users } = await chatting("alice", "bob", "eve");
+    const [alice, bob, eve] = users as [TestUser, TestUser, TestUser];
     await say(alice, "dm:bob", "hi");
     await relay.advance(LIMITS.presenceDeltaIntervalMs);
     expect(seen(bob)).toEqual(["alice", "bob"]);
@@ -71,10 +72,8 @@ describe("engines on user objects", () => {
   });
 
   it("a send whose call to the recipient's object lost its answer is sent again and arrives once", async () => {
-    const relay = routedRelay();
-    const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
-    await alice.client.startChat("bob");
-    await relay.settle();
+    const { relay, users } = await chatting("alice", "bob");
+    const [alice, bob] = users as [TestUser, TestUser];
     await say(alice, "dm:bob", "one");
     // The next enqueue is applied in bob's object, and its answer is lost on the way back.
     let lose = 1;
@@ -102,10 +101,8 @@ describe("engines on user objects", () => {
   });
 
   it("a message to an offline user waits in its object, across that object's restart", async () => {
-    const relay = routedRelay();
-    const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
-    await alice.client.startChat("bob");
-    await relay.settle();
+    const { relay, users } = await chatting("alice", "bob");
+    const [alice, bob] = users as [TestUser, TestUser];
     await say(alice, "dm:bob", "before");
     await disconnect(bob);
     await say(alice, "dm:bob", "while away 1");
@@ -118,14 +115,8 @@ describe("engines on user objects", () => {
   });
 
   it("a flood from one user loads only its own object and its peer's", async () => {
-    const relay = routedRelay();
-    const [alice, , mallory] = (await online(relay, "alice", "bob", "mallory")) as [
-      TestUser,
-      TestUser,
-      TestUser,
-    ];
-    await alice.client.startChat("bob");
-    await relay.settle();
+    const { relay, users } = await chatting("alice", "bob", "mallory");
+    const [alice, , mallory] = users as [TestUser, TestUser, TestUser];
     await say(alice, "dm:bob", "hi");
     await mallory.client.startChat("bob");
     await relay.settle();
