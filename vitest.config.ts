@@ -1,6 +1,6 @@
 /**
- * Three test projects: `node` (crypto, protocol core, wire contract, integration against a real
- * `wrangler dev`), `workers` (the same crypto plus the relay, inside workerd via Miniflare) and
+ * Four test projects: `node` (crypto, protocol core, wire contract, integration against a real
+ * `wrangler dev`), `node-routed` (the group stories on users' routes), `workers` (the same crypto plus the relay, inside workerd via Miniflare) and
  * `e2e` (the built PWA in Chromium against a real `wrangler dev`; needs `npm run build` first).
  */
 
@@ -33,6 +33,18 @@ export default defineConfig({
           // Node clients run shared/crypto on node:crypto (node/crypto-backend.ts); the workers
           // project keeps the default WebCrypto/noble backend, so the shared vectors cover both.
           setupFiles: ["test/support/node-crypto-backend.ts"],
+          testTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          // The group stories again with every client on its user's route: groups then live in
+          // their homes and members' objects (docs/ARCHITECTURE.md "Groups on users' routes").
+          name: "node-routed",
+          include: ["test/node/scenario-group-*.test.ts"],
+          environment: "node",
+          setupFiles: ["test/support/node-crypto-backend.ts"],
+          env: { PARLEY_TEST_ROUTED: "1" },
           testTimeout: 30_000,
         },
       },

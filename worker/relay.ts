@@ -5,10 +5,11 @@
  * Node tests run as well, and from there to `Hub`, where the protocol logic lives.
  */
 import { DurableObject } from "cloudflare:workers";
-import { PING_TEXT, PONG_TEXT, type PresenceUser } from "../shared/protocol";
+import { PING_TEXT, PONG_TEXT, type PresenceUser, userOfMember } from "../shared/protocol";
 import type { BlobRouteEnv } from "./blob-routes";
 import type { Directory } from "./directory";
 import type { Group } from "./group";
+import type { HomeReceipt, MemberBinding } from "./relay/group-home";
 import type { GroupGateway } from "./relay/group-object";
 import type {
   BundleAnswer,
@@ -61,8 +62,7 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
   // Stubs are kept (idFromName and get cost ~100 µs a message under `wrangler dev`); one whose
   // call failed is made again, as a stub may be broken after the object it reached reset.
   const stubs = new Map<string, DurableObjectStub<Relay>>();
-  const user = (hub: string, name: string) => {
-    const key = `${hub}/u/${name}`;
+  const stub = (key: string) => {
     let stub = stubs.get(key);
     if (stub === undefined) {
       if (stubs.size >= MAX_PEER_STUBS) stubs.delete(stubs.keys().next().value as string);
@@ -71,16 +71,20 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
     }
     return stub;
   };
+  // A group's home (worker/relay/group-home.ts) is a Relay object too.
+  const keyOf = (hub: string, to: { user: string } | { group: string }) =>
+    "user" in to ? `${hub}/u/${userOfMember(to.user)}` : `${hub}/gh/${to.group}`;
   // RPC results are typed per method below (the stub's own types are promise-like unions).
   const call = async <T>(
     hub: string,
-    name: string,
+    to: string | { group: string },
     run: (s: DurableObjectStub<Relay>) => PromiseLike<unknown>,
   ): Promise<T> => {
+    const key = keyOf(hub, typeof to === "string" ? { user: to } : to);
     try {
-      return (await run(user(hub, name))) as T;
+      return (await run(stub(key))) as T;
     } catch (e) {
-      stubs.delete(`${hub}/u/${name}`);
+      stubs.delete(key);
       throw e;
     }
   };
@@ -91,6 +95,10 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
     known: (hub, name) => call<boolean>(hub, name, (s) => s.known(name)),
     presence: (hub, viewer, who, state) =>
       call<void>(hub, viewer, (s) => s.presence(viewer, who, state)),
+    toHome: (hub, group, member, text) =>
+      call<string[]>(hub, { group }, (s) => s.groupFrame(hub, group, member, text)),
+    fromHome: (hub, group, member, texts) =>
+      call<HomeReceipt>(hub, member, (s) => s.fromHome(hub, group, member, texts)),
   };
 }
 
@@ -146,6 +154,18 @@ export class Relay extends DurableObject {
 
   presence(viewer: string, user: string, state: PresenceUser | null): void {
     this.#life.hub.peerPresence(viewer, user, state);
+  }
+
+  // -- groups on users' routes (worker/relay/group-home.ts) ------------------------------------
+
+  /** In a group's home: one group frame of a member, forwarded by the member's object. */
+  groupFrame(hub: string, group: string, member: MemberBinding, text: string): Promise<string[]> {
+    return this.#life.hub.fromMember(hub, group, member, text);
+  }
+
+  /** In a member's object: what its group's home sends it. */
+  fromHome(hub: string, group: string, member: string, texts: string[]): HomeReceipt {
+    return this.#life.hub.fromHome(hub, group, member, texts);
   }
 
   override async fetch(request: Request): Promise<Response> {

@@ -369,6 +369,8 @@ export class NodeRelay {
   readonly hubObject: NodeObject;
   /** Users' objects, `idFromName(hub + "/u/" + name)`, by name (created on first use). */
   readonly userObjects = new Map<string, NodeObject>();
+  /** Groups' homes on users' routes, `idFromName(hub + "/gh/" + group)`, by group. */
+  readonly homeObjects = new Map<string, NodeObject>();
   /** Calls between users' objects that are applied and whose answer is then lost. */
   loseCall: ((method: keyof PeerGateway) => boolean) | null = null;
 
@@ -385,9 +387,11 @@ export class NodeRelay {
     readonly presenceDefault: PresenceScope = "everyone",
     /**
      * Clients open their user's route (`/ws?hub=&user=`, docs/ARCHITECTURE.md "User objects"):
-     * each user is its own object, and calls between them cross as RPC (NodeObject.call).
+     * each user is its own object, and calls between them cross as RPC (NodeObject.call); each
+     * group is its home's (group-home.ts). By default as the test project says (vitest.config.ts
+     * `node-routed` runs the group stories so).
      */
-    readonly routed = false,
+    readonly routed = process.env.PARLEY_TEST_ROUTED === "1",
   ) {
     this.hubObject = new NodeObject((st) => this.#lifecycle(st), this.failures);
   }
@@ -407,13 +411,23 @@ export class NodeRelay {
     return o;
   }
 
+  /** The home of `group` on users' routes, `idFromName(hub + "/gh/" + group)` (group-home.ts). */
+  homeObject(group: string): NodeObject {
+    let o = this.homeObjects.get(group);
+    if (o === undefined) {
+      o = new NodeObject((st) => this.#lifecycle(st), this.failures);
+      this.homeObjects.set(group, o);
+    }
+    return o;
+  }
+
   /** The object holding `username`: its own on user routes, else the hub's. */
   objectOf(username: string): NodeObject {
     return this.routed ? this.userObject(userOfMember(username)) : this.hubObject;
   }
 
   #objects(): NodeObject[] {
-    return [this.hubObject, ...this.userObjects.values()];
+    return [this.hubObject, ...this.userObjects.values(), ...this.homeObjects.values()];
   }
 
   now(): number {
@@ -439,7 +453,9 @@ export class NodeRelay {
       remaining: (h, entry, owner) => at(h).call((k) => k.remaining(entry, owner)),
       seed: (h, entries) => at(h).call((k) => k.seed(entries)),
     };
+    // A group on users' routes has its own sequencer (`hub + "/gh"`, hub.ts #callGroup).
     const group = (h: string, name: string) => {
+      if (h === `${hub}/gh`) return this.groupObject(`gh/${name}`);
       if (h !== hub) throw new Error(`group of another hub asked for: ${h}`);
       return this.groupObject(name);
     };
@@ -451,6 +467,10 @@ export class NodeRelay {
     const peer = (h: string, name: string) => {
       if (h !== hub) throw new Error(`user of another hub asked for: ${h}`);
       return this.userObject(name);
+    };
+    const home = (h: string, name: string) => {
+      if (h !== hub) throw new Error(`home of another hub asked for: ${h}`);
+      return this.homeObject(name);
     };
     // A call applied whose answer is then lost (a timeout, the caller restarting): `loseCall`.
     const lossy =
@@ -468,6 +488,12 @@ export class NodeRelay {
       known: (h, name) => peer(h, name).call((l) => l.hub.known(name)),
       presence: (h, viewer, user, st) =>
         peer(h, viewer).call((l) => l.hub.peerPresence(viewer, user, st)),
+      toHome: (h, name, member, text) =>
+        lossy("toHome", () => home(h, name).call((l) => l.hub.fromMember(h, name, member, text)))(),
+      fromHome: (h, name, member, texts) =>
+        lossy("fromHome", () =>
+          peer(h, userOfMember(member)).call((l) => l.hub.fromHome(h, name, member, texts)),
+        )(),
     };
     return new RelayLifecycle(
       state,
@@ -606,12 +632,17 @@ export class NodeRelay {
   // -- what the relay stores (read through its own Store) ----------------------------------------
 
   group(name: string): GroupRecord | null {
-    return this.hubObject.life.store.getGroup(name);
+    return this.groupHolder(name).life.store.getGroup(name);
   }
 
   /** The group object's seq of the record the hub's object holds for `name` (group-object.ts). */
   groupSeq(name: string): number {
-    return this.hubObject.life.store.getGroupSeq(name);
+    return this.groupHolder(name).life.store.getGroupSeq(name);
+  }
+
+  /** The object holding a group's record: its home on users' routes, else the hub's. */
+  groupHolder(name: string): NodeObject {
+    return this.routed ? this.homeObject(name) : this.hubObject;
   }
 
   user(username: string): UserRow | null {
@@ -634,6 +665,7 @@ export class NodeRelay {
     };
     dump(this.hubObject.state.storage.sql, "");
     for (const [name, o] of this.userObjects) dump(o.state.storage.sql, `user/${name}/`);
+    for (const [name, o] of this.homeObjects) dump(o.state.storage.sql, `home/${name}/`);
     dump(this.directory.sql, "directory/");
     for (const [name, g] of this.groupObjects) dump(g.sql, `group/${name}/`);
     return out;
@@ -641,7 +673,7 @@ export class NodeRelay {
 
   /** The leaf key the relay lists for `username` in `group`: its oldest (PROTOCOL.md §9.3). */
   leafOf(group: string, username: string): Leaf | null {
-    return this.hubObject.life.store.leafQueues(group).get(username)?.l[0] ?? null;
+    return this.groupHolder(group).life.store.leafQueues(group).get(username)?.l[0] ?? null;
   }
 
   /** The Web Push subscription the relay holds for `username`'s device, if any (§7.9). */

@@ -30,6 +30,7 @@ import {
   type PresenceScope,
   type PresenceUser,
   parseClientFrame,
+  parseServerFrame,
   type ServerFrame,
   userOfMember,
 } from "../../shared/protocol";
@@ -47,6 +48,13 @@ import {
 } from "./device-lists";
 import { prekeysLow, usernameReclaimable } from "./directory";
 import { fastClientFrame } from "./fastframe";
+import {
+  HomeLinks,
+  type HomeReceipt,
+  type MemberBinding,
+  memberAttachment,
+  replySession,
+} from "./group-home";
 import type { GroupCallResult, GroupGateway, GroupOp } from "./group-object";
 import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
@@ -61,7 +69,7 @@ import {
   requestHasRoom,
   senderRoom,
 } from "./mailbox";
-import { Presence } from "./presence";
+import { groupPeersOf, Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
@@ -169,22 +177,34 @@ export interface PeerGateway {
   known(hub: string, username: string): Promise<boolean>;
   /** `Hub.peerPresence` in the object of `viewer`: `user` online as `state`, or offline (§6.3). */
   presence(hub: string, viewer: string, user: string, state: PresenceUser | null): Promise<void>;
+  /**
+   * `Hub.fromMember` in the home of `group` (group-home.ts): one group frame of `member`'s,
+   * answered with the frames its connection gets in answer.
+   */
+  toHome(hub: string, group: string, member: MemberBinding, text: string): Promise<string[]>;
+  /** `Hub.fromHome` in the object of `member` (an address): what the home of `group` sends it. */
+  fromHome(hub: string, group: string, member: string, texts: string[]): Promise<HomeReceipt>;
 }
 
 /**
- * Frames a user's route does not serve yet: groups and linking need the group objects' fan-out
- * and a rendezvous object, which are still the hub object's (docs/ARCHITECTURE.md "User objects").
+ * Frames a user's route does not serve yet: linking needs a rendezvous object, which is still the
+ * hub object's (docs/ARCHITECTURE.md "User objects").
  */
-const HUB_ROUTE_ONLY: ReadonlySet<ClientFrame["t"]> = new Set([
+const HUB_ROUTE_ONLY: ReadonlySet<ClientFrame["t"]> = new Set(["link_fetch", "link_answer"]);
+
+/** The frames a user's object forwards to the group's home (group-home.ts). */
+type GroupFrame = Frame<"join" | "leaf" | "leave" | "remove" | "commit" | "group_send">;
+const GROUP_FRAMES: ReadonlySet<ClientFrame["t"]> = new Set([
   "join",
   "leaf",
   "leave",
   "remove",
   "commit",
   "group_send",
-  "link_fetch",
-  "link_answer",
 ]);
+function isGroupFrame(f: ClientFrame): f is GroupFrame {
+  return GROUP_FRAMES.has(f.t);
+}
 
 /**
  * The per-identity blob ledgers, seen from a hub (worker/blobs.ts): `owner` names the identity
@@ -255,6 +275,13 @@ export class Hub {
    * next frame waits for it (`message`), so per-connection order holds.
    */
   readonly #coalesced = new Coalescer();
+  /**
+   * This object as a group's home on users' routes (group-home.ts): its hub and group, from its
+   * first call on; null for a hub's or a user's object.
+   */
+  #home: { hub: string; group: string } | null;
+  /** A home's links to its members' objects (group-home.ts). */
+  readonly #links: HomeLinks;
   /** The directory holds every binding this object kept before it owned them (#directoryReady). */
   #seeded = false;
   #seeding: Promise<void> | null = null;
@@ -294,6 +321,23 @@ export class Hub {
       store: deps.store,
       sessions: deps.sessions,
       now: () => deps.now(),
+    });
+    this.#home = deps.store.homeOf();
+    this.#links = new HomeLinks({
+      sessions: deps.sessions,
+      deliveries: this.deliveries,
+      now: () => deps.now(),
+      wakeAt: (at) => deps.wakeAt(at),
+      send: (member, texts) => {
+        const home = this.#home as { hub: string; group: string };
+        return (deps.peers as PeerGateway).fromHome(home.hub, home.group, member, texts);
+      },
+      stateFor: (member) => this.#stateFor(member),
+      // A link is no user's presence: closing one tells nobody anything (§6.3).
+      closed: (s) => {
+        this.deliveries.closed(s);
+        deps.sessions.remove(s);
+      },
     });
   }
 
@@ -449,6 +493,8 @@ export class Hub {
     // Snapshots of rosters no stored message refers to any more.
     store.gcRosters();
     this.#d.links.purge(now);
+    // A home whose link dropped or which restarted sends its members what they lack.
+    this.#relink(null, now);
     let next = store.nextExpiry();
     const earliest = (t: number) => {
       next = next === null ? t : Math.min(next, t);
@@ -457,7 +503,7 @@ export class Hub {
     const push = this.pushes.nextDue();
     if (push !== null && push > now) earliest(push);
     for (const s of this.#d.sessions.all()) {
-      if (s.closed) continue;
+      if (s.closed || this.#links.has(s)) continue;
       const a = s.att;
       if (a.state === "pending") {
         // A socket waiting for a link answer (§4.8.3) waits as long as its offer lives.
@@ -539,6 +585,10 @@ export class Hub {
     }
     if (a.routed === true && HUB_ROUTE_ONLY.has(frame.t)) {
       s.send(errorFrame("wrong_route", "id" in frame ? frame.id : undefined));
+      return;
+    }
+    if (a.routed === true && isGroupFrame(frame)) {
+      await this.#toHome(s, a, frame);
       return;
     }
     switch (frame.t) {
@@ -1090,12 +1140,17 @@ export class Hub {
     const inWelcome: GroupState[] = [];
     const after: GroupState[] = [];
     let budget = LIMITS.maxFrameBytes / 2;
-    // Each device is its own group member, under its mailbox address (§4.7, §9.1).
-    const names = store.groupsOf(addressOf(a));
-    for (const name of names.slice(0, LIMITS.maxGroupsPerUser)) {
-      const g = store.getGroup(name);
-      if (g === null) continue;
-      const state = this.#groupState(g);
+    // Each device is its own group member, under its mailbox address (§4.7, §9.1). On a user's
+    // route its object keeps the latest state each home sent (group-home.ts).
+    const cached = a.routed === true ? store.memberGroupStates(addressOf(a)) : null;
+    const names = cached === null ? store.groupsOf(addressOf(a)) : cached.map((c) => c.group);
+    const states = (cached ?? names).slice(0, LIMITS.maxGroupsPerUser).map((c) => {
+      if (typeof c !== "string") return JSON.parse(c.state) as GroupState;
+      const g = store.getGroup(c);
+      return g === null ? null : this.#groupState(g);
+    });
+    for (const state of states) {
+      if (state === null) continue;
       const size = JSON.stringify(state).length;
       if (after.length === 0 && size <= budget) {
         inWelcome.push(state);
@@ -1793,15 +1848,18 @@ export class Hub {
     op: GroupOp,
   ): Promise<Exclude<GroupCallResult, { t: "resync" }> | null> {
     const { store } = this.#d;
+    // A home's group has its own sequencer: a group of the same name on the hub's route is
+    // another group (PROTOCOL.md §4.1).
+    const at = this.#home === null ? hub : `${hub}/gh`;
     for (let attempt = 0; attempt < 3; attempt++) {
       const held = store.getGroup(group);
       const seq = store.getGroupSeq(group);
       try {
-        if (held === null) await this.#d.groups.seed(hub, group, seq, groups.emptyGroup(group));
-        const r = await this.#d.groups.apply(hub, group, seq, op);
+        if (held === null) await this.#d.groups.seed(at, group, seq, groups.emptyGroup(group));
+        const r = await this.#d.groups.apply(at, group, seq, op);
         if (r.t !== "resync") return r;
         // A group the object does not know yet (copied from before group objects): hand it over.
-        await this.#d.groups.seed(hub, group, seq, held ?? groups.emptyGroup(group));
+        await this.#d.groups.seed(at, group, seq, held ?? groups.emptyGroup(group));
       } catch (e) {
         console.error("relay: group call failed", e instanceof Error ? e.name : typeof e);
       }
@@ -2027,7 +2085,8 @@ export class Hub {
     if (abandoned) store.deleteGroup(g.name);
     else if (r.changed) store.saveGroup(g, r.group, now, called.seq);
     if (r.changed)
-      this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
+      if (this.#home === null)
+        this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
     return { ok: true, push: r.changed && !abandoned ? r.group : null };
   }
 
@@ -2108,7 +2167,8 @@ export class Hub {
     // Closed groups (§9.7): the commit took every pending change; its state is the group's now.
     store.clearGroupAuths(g.name);
     if (frame.info !== undefined) store.setGroupInfo(g.name, frame.info);
-    this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
+    if (this.#home === null)
+      this.presence.groupChanged(groups.activeMembers(g), groups.activeMembers(r.group));
     store.consumeLeafHeads(g.name, to);
     for (const u of leaves.keys())
       if (!groups.isInvolved(r.group, u)) store.deleteLeaves(g.name, u);
@@ -2210,6 +2270,228 @@ export class Hub {
     this.deliveries.fanout(delivered, mid, member, groupDeliverText({ ...row, mid }));
     // Members with no connection are woken by a push (§7.9); commits wake nobody (no message).
     this.pushes.queued(delivered, now);
+  }
+
+  // -- groups on users' routes (group-home.ts) -------------------------------------------------
+
+  /**
+   * A user's object forwards its user's group frame to the group's home, which answers with what
+   * the connection gets in answer; what the home sends the member besides comes by `fromHome`.
+   * One frame at a time per connection (the connection's frames wait for this one, `message`).
+   */
+  async #toHome(s: Session, a: AuthedAttachment, frame: GroupFrame): Promise<void> {
+    const { store } = this.#d;
+    const address = addressOf(a);
+    // The per-user group bound (§7.5) is the member object's: it knows all of its user's groups.
+    if (
+      frame.t === "join" &&
+      store.memberGroup(address, frame.group)?.state == null &&
+      store.memberGroupStates(address).length >= LIMITS.maxGroupsPerUser
+    ) {
+      s.send(errorFrame("limit_reached", frame.id));
+      return;
+    }
+    const member: MemberBinding = {
+      username: a.username,
+      identityKey: a.identityKey,
+      ...(a.address === undefined ? {} : { address: a.address }),
+    };
+    let texts: string[];
+    try {
+      texts = await (this.#d.peers as PeerGateway).toHome(
+        a.hub,
+        frame.group,
+        member,
+        JSON.stringify(frame),
+      );
+    } catch (e) {
+      // The outbox sends it again (§7.3 "Retries"), as after any `internal`.
+      console.error("relay: home call failed", e instanceof Error ? e.name : typeof e);
+      s.send(errorFrame("internal", frame.id));
+      return;
+    }
+    this.#takeFromHome(a.hub, frame.group, address, texts, s);
+  }
+
+  /** What the home of `group` sends to the member `address` of this user's object (a call). */
+  fromHome(hub: string, group: string, address: string, texts: readonly string[]): HomeReceipt {
+    return this.#takeFromHome(hub, group, address, texts, null);
+  }
+
+  /**
+   * Take the home's frames for `address`, in order: a `deliver` of a commit or group message is
+   * stored in this object's mailbox (once: the home's mids only grow), a state is kept for
+   * `welcome`; both reach the member's connection. `reply`: the connection whose frame these
+   * answer, which gets the answers. The home's other frames (presence) are not the member's.
+   */
+  #takeFromHome(
+    hub: string,
+    group: string,
+    address: string,
+    texts: readonly string[],
+    reply: Session | null,
+  ): HomeReceipt {
+    const { store, sessions } = this.#d;
+    const now = this.#d.now();
+    const held = store.memberGroup(address, group);
+    let state = held?.state ?? null;
+    let through = held?.through ?? 0;
+    const done: string[] = [];
+    let later = false;
+    for (const text of texts) {
+      const parsed = parseServerFrame(text);
+      if (!parsed.ok) {
+        console.error("relay: home sent a bad frame", parsed.code);
+        continue;
+      }
+      const f = parsed.frame;
+      const to = reply ?? sessions.online(address);
+      if (f.t === "deliver") {
+        if (f.item.kind === "direct" || f.item.group !== group) continue;
+        const mid = Number(f.mid);
+        if (mid > through) {
+          if (!this.#storeFromHome(address, f, now)) {
+            // No room for a commit yet: nothing after it may overtake it (§7.3 order).
+            later = true;
+            break;
+          }
+          through = mid;
+        }
+        done.push(f.mid);
+      } else if (f.t === "group" && f.state.group === group) {
+        const next = JSON.stringify(f.state);
+        // A state the member has already (a link opened again) is not news.
+        if (next !== state || reply !== null) to?.sendText(text);
+        state = next;
+      } else if (f.t === "left" && f.group === group) {
+        state = null;
+        to?.sendText(text);
+      } else if ((f.t === "accepted" || f.t === "error") && reply !== null) {
+        reply.sendText(text);
+      }
+    }
+    if (held === null || state !== held.state || through !== held.through) {
+      const user = userOfMember(address);
+      const peers = state === (held?.state ?? null) ? null : groupPeersOf(store, user);
+      store.setMemberGroup(address, group, state, through);
+      // Who shares a group with the user decides who sees it online (§6.3).
+      if (peers !== null)
+        this.presence.groupPeersChanged(hub, user, peers, groupPeersOf(store, user));
+    }
+    return { done, later };
+  }
+
+  /**
+   * Store one item the home sends and hand it to the member's connection (§7.3). A group message
+   * that finds the mailbox full is dropped, as the hub drops that copy (the member sees a gap);
+   * a commit waits for room up to the hard bound (false), as a member without it is locked out.
+   */
+  #storeFromHome(address: string, f: FrameOf<ServerFrame, "deliver">, now: number): boolean {
+    const { store } = this.#d;
+    const it = f.item;
+    const from = { username: f.from, identityKey: f.fromKey };
+    if (it.kind === "commit") {
+      if (!mailboxHasRoom("commit", this.#stored(address))) return false;
+      const payload = store.putPayload(it.core);
+      const mid = this.#enqueue(from, address, "commit", payload, it.group, it.epoch, it.wrap, now);
+      this.#offer(from, address, mid, now, it);
+    } else if (it.kind === "group") {
+      if (!mailboxHasRoom("group", this.#stored(address))) return true;
+      const row = {
+        group: it.group,
+        epoch: it.epoch,
+        roster: store.rosterOf({ ...groups.emptyGroup(it.group), members: [address] }, [address]),
+        sender: f.from,
+        senderKey: f.fromKey,
+        ts: f.ts,
+        expiresAt: expiryOf(now),
+        data: it.body,
+        skipped: [],
+      };
+      const mid = store.putGroupMessage(row);
+      this.#d.wakeAt(row.expiresAt);
+      this.deliveries.fanout([address], mid, f.from, groupDeliverText({ ...row, mid }));
+      this.pushes.queued([address], now);
+    }
+    this.deliveries.persistSoon();
+    return true;
+  }
+
+  /**
+   * One group frame of member `m`, forwarded by its user's object to this object, the home of
+   * `group` (group-home.ts): run by the same steps as on a hub's connection of `m`'s, and
+   * answered with what that connection would have been sent in answer.
+   */
+  async fromMember(hub: string, group: string, m: MemberBinding, text: string): Promise<string[]> {
+    const { store } = this.#d;
+    const now = this.#d.now();
+    if (this.#home === null) {
+      this.#home = { hub, group };
+      store.setHomeOf(hub, group);
+    }
+    const parsed = parseClientFrame(text);
+    const id = parsed.ok ? ("id" in parsed.frame ? parsed.frame.id : undefined) : parsed.id;
+    // Only the objects of this hub call here, and each names its own user's group: anything
+    // else is a relay bug, answered as one.
+    if (
+      this.#home.hub !== hub ||
+      this.#home.group !== group ||
+      !parsed.ok ||
+      !isGroupFrame(parsed.frame) ||
+      parsed.frame.group !== group
+    ) {
+      console.error("relay: a home was sent what is not its group's");
+      return [JSON.stringify(errorFrame("internal", id))];
+    }
+    store.rememberMember(m.username, m.identityKey, now);
+    const att = memberAttachment(hub, m, now);
+    this.#relink(att, now);
+    const r = replySession(att, now);
+    try {
+      await this.#dispatch(r.s, parsed.frame, now);
+    } catch (e) {
+      this.#internal(r.s, e, id);
+    }
+    return r.out;
+  }
+
+  /**
+   * Open the links of a home to every member of its group (and to `caller`) that has none, before
+   * a step stores anything for them (group-home.ts).
+   */
+  #relink(caller: AuthedAttachment | null, now: number): void {
+    const home = this.#home;
+    if (home === null) return;
+    const { store } = this.#d;
+    const g = store.getGroup(home.group);
+    const involved = g === null ? [] : [...new Set([...g.members, ...g.pendingJoins])];
+    const open = new Map<string, AuthedAttachment>();
+    if (caller !== null && this.#links.missing([addressOf(caller)]).length > 0)
+      open.set(addressOf(caller), caller);
+    const missing = this.#links.missing(involved).filter((x) => !open.has(x));
+    if (missing.length > 0) {
+      const keys = new Map(
+        store
+          .getUsers([...new Set(missing.map(userOfMember))])
+          .map((u) => [u.username, u.identityKey]),
+      );
+      for (const address of missing) {
+        const username = userOfMember(address);
+        const identityKey = keys.get(username);
+        if (identityKey === undefined) continue;
+        const m = { username, identityKey, ...(address === username ? {} : { address }) };
+        open.set(address, memberAttachment(home.hub, m, now));
+      }
+    }
+    this.#links.open(open);
+  }
+
+  /** The home's group as `member` is to see it when its link opens; null: not in it. */
+  #stateFor(member: string): GroupState | null {
+    const home = this.#home;
+    const g = home === null ? null : this.#d.store.getGroup(home.group);
+    if (g === null || !(g.members.includes(member) || g.pendingJoins.includes(member))) return null;
+    return this.#groupState(g);
   }
 
   // -- Web Push subscriptions (PROTOCOL.md §7.9) -----------------------------------------------

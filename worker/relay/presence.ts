@@ -14,6 +14,7 @@
  * now; the relations are in storage (store.ts), so they are per user and move with the user.
  */
 import {
+  type GroupState,
   LIMITS,
   PROTOCOL_VERSION,
   type PresenceScope,
@@ -34,6 +35,27 @@ function coUsers(store: Store, user: string): string[] {
 }
 
 import type { Store } from "./store";
+
+/**
+ * On a user's route (docs/ARCHITECTURE.md "Groups on users' routes"): the users who share a
+ * group with `user`, from the group states its object keeps (store.ts `member_groups`), where
+ * both are active members (§6.3).
+ */
+export function groupPeersOf(store: Store, user: string): string[] {
+  const peers = new Set<string>();
+  for (const { state } of store.memberGroupStates(user)) {
+    const active = activeOf(JSON.parse(state) as GroupState);
+    if (!active.includes(user)) continue;
+    for (const m of active) if (userOfMember(m) !== user) peers.add(userOfMember(m));
+  }
+  return [...peers];
+}
+
+/** The active members a group state lists: committed, no leave pending (§7.5). */
+export function activeOf(state: GroupState): string[] {
+  const leaving = new Set(state.pendingLeaves);
+  return state.members.map((m) => m.username).filter((m) => !leaving.has(m));
+}
 
 export interface PresenceDeps {
   store: Store;
@@ -138,6 +160,7 @@ export class Presence {
     const { store, sessions } = this.#d;
     if (routed !== null) {
       for (const v of store.presenceRecipientsOf(user)) this.#queueOut(routed, user, v);
+      for (const v of groupPeersOf(store, user)) this.#queueOut(routed, user, v);
       return;
     }
     const audience = new Set<string>([
@@ -176,6 +199,22 @@ export class Presence {
       this.#known.delete(`${sender}\n${f}`);
       tell(f);
     }
+  }
+
+  /**
+   * On a user's route: the users `user` shares a group with went from `before` to `after` (its
+   * object took a new group state): those who came or went are told `user`'s state (§6.3).
+   */
+  groupPeersChanged(
+    hub: string,
+    user: string,
+    before: readonly string[],
+    after: readonly string[],
+  ) {
+    const was = new Set(before);
+    const now = new Set(after);
+    for (const v of before) if (!now.has(v)) this.#queueOut(hub, user, v);
+    for (const v of after) if (!was.has(v)) this.#queueOut(hub, user, v);
   }
 
   /** A relation between `a` and `b` appeared or went: each looks at the other again. */
@@ -319,8 +358,12 @@ export class Presence {
       const me = this.#onlineUser(user);
       const { store } = this.#d;
       store.setAnnounced(user, me !== null ? hub : null);
+      const inGroups = me === null ? null : new Set(groupPeersOf(store, user));
       for (const v of viewers) {
-        const state = me !== null && store.hasPresenceContact(user, v) ? me : null;
+        const state =
+          me !== null && (store.hasPresenceContact(user, v) || inGroups?.has(v) === true)
+            ? me
+            : null;
         announce(hub, v, user, state).catch(() => {
           this.#queueOut(hub, user, v);
           this.#d.wakeAt(this.#d.now() + LIMITS.presenceDeltaIntervalMs);

@@ -289,6 +289,22 @@ const SCHEMA = [
      at INTEGER NOT NULL,
      PRIMARY KEY (owner, peer)
    )`,
+  // A group's home (group-home.ts): the one hub and group this object is the home of.
+  `CREATE TABLE IF NOT EXISTS home_of (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     hub TEXT NOT NULL,
+     grp TEXT NOT NULL
+   )`,
+  // A user's object, for each group of one of its devices (`address`) on users' routes: the
+  // latest state its home sent (null: not in the group now), for `welcome`; and the highest mid
+  // of the home's it stored, so an item the home sends again is recognised (group-home.ts).
+  `CREATE TABLE IF NOT EXISTS member_groups (
+     address TEXT NOT NULL,
+     grp TEXT NOT NULL,
+     state TEXT,
+     through INTEGER NOT NULL,
+     PRIMARY KEY (address, grp)
+   )`,
 ];
 
 /** One device's Web Push subscription and its push state (PROTOCOL.md §7.9). */
@@ -1371,6 +1387,67 @@ export class Store {
       .map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }))
       .filter((r) => acked === undefined || !acked.has(r.mid))
       .slice(0, limit);
+  }
+
+  // -- groups on users' routes (group-home.ts) -------------------------------------------------
+
+  /** The hub and group this object is the home of, if it is one. */
+  homeOf(): { hub: string; group: string } | null {
+    const r = this.sql.exec("SELECT hub, grp FROM home_of WHERE id = 1").toArray()[0];
+    return r === undefined ? null : { hub: str(r.hub), group: str(r.grp) };
+  }
+
+  setHomeOf(hub: string, group: string): void {
+    this.sql.exec("INSERT OR REPLACE INTO home_of (id, hub, grp) VALUES (1, ?, ?)", hub, group);
+  }
+
+  /**
+   * A group's home keeps each member's binding as its user's object authenticated it (for the
+   * roster's identity keys and signature checks): a name bound again to another identity
+   * replaces the old binding, as the directory's reclaim does (§4.3).
+   */
+  rememberMember(username: string, identityKey: string, now: number): void {
+    if (this.getUser(username)?.identityKey === identityKey) return;
+    this.sql.exec(
+      "DELETE FROM users WHERE username = ? OR identity_key = ?",
+      username,
+      identityKey,
+    );
+    this.#users.clear();
+    this.insertUser(username, identityKey, now);
+  }
+
+  /** The states of the groups `address` is in on users' routes, by group name. */
+  memberGroupStates(address: string): Array<{ group: string; state: string }> {
+    return this.sql
+      .exec(
+        "SELECT grp, state FROM member_groups WHERE address = ? AND state IS NOT NULL ORDER BY grp",
+        address,
+      )
+      .toArray()
+      .map((r) => ({ group: str(r.grp), state: str(r.state) }));
+  }
+
+  memberGroup(address: string, group: string): { state: string | null; through: number } | null {
+    const r = this.sql
+      .exec(
+        "SELECT state, through FROM member_groups WHERE address = ? AND grp = ?",
+        address,
+        group,
+      )
+      .toArray()[0];
+    return r === undefined ? null : { state: strOrNull(r.state), through: num(r.through) };
+  }
+
+  setMemberGroup(address: string, group: string, state: string | null, through: number): void {
+    this.sql.exec(
+      `INSERT INTO member_groups (address, grp, state, through) VALUES (?, ?, ?, ?)
+       ON CONFLICT (address, grp) DO UPDATE SET state = excluded.state, through = excluded.through`,
+      address,
+      group,
+      state,
+      through,
+    );
   }
 
   // -- group log (PROTOCOL.md §7.3, "Group messages") -----------------------------------------
