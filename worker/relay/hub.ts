@@ -279,7 +279,7 @@ export class Hub {
    * This object as a group's home on users' routes (group-home.ts): its hub and group, from its
    * first call on; null for a hub's or a user's object.
    */
-  #home: { hub: string; group: string } | null;
+  #homeRow: { hub: string; group: string } | null | undefined = undefined;
   /** A home's links to its members' objects (group-home.ts). */
   readonly #links: HomeLinks;
   /** The directory holds every binding this object kept before it owned them (#directoryReady). */
@@ -322,7 +322,6 @@ export class Hub {
       sessions: deps.sessions,
       now: () => deps.now(),
     });
-    this.#home = deps.store.homeOf();
     this.#links = new HomeLinks({
       sessions: deps.sessions,
       deliveries: this.deliveries,
@@ -2313,6 +2312,12 @@ export class Hub {
     this.#takeFromHome(a.hub, frame.group, address, texts, s);
   }
 
+  /** This object's group, if it is a group's home (read once; the schema is there by then). */
+  get #home(): { hub: string; group: string } | null {
+    if (this.#homeRow === undefined) this.#homeRow = this.#d.store.homeOf();
+    return this.#homeRow;
+  }
+
   /** What the home of `group` sends to the member `address` of this user's object (a call). */
   fromHome(hub: string, group: string, address: string, texts: readonly string[]): HomeReceipt {
     return this.#takeFromHome(hub, group, address, texts, null);
@@ -2425,8 +2430,10 @@ export class Hub {
   async fromMember(hub: string, group: string, m: MemberBinding, text: string): Promise<string[]> {
     const { store } = this.#d;
     const now = this.#d.now();
-    if (this.#home === null) {
-      this.#home = { hub, group };
+    let home = this.#home;
+    if (home === null) {
+      home = { hub, group };
+      this.#homeRow = home;
       store.setHomeOf(hub, group);
     }
     const parsed = parseClientFrame(text);
@@ -2434,8 +2441,8 @@ export class Hub {
     // Only the objects of this hub call here, and each names its own user's group: anything
     // else is a relay bug, answered as one.
     if (
-      this.#home.hub !== hub ||
-      this.#home.group !== group ||
+      home.hub !== hub ||
+      home.group !== group ||
       !parsed.ok ||
       !isGroupFrame(parsed.frame) ||
       parsed.frame.group !== group

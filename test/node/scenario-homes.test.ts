@@ -1,0 +1,144 @@
+/**
+ * Groups' homes on users' routes (docs/ARCHITECTURE.md "Groups on users' routes"), with real
+ * engines in the Node harness: the failure cases of the home's links to its members' objects.
+ * The group stories themselves run on users' routes too (vitest project `node-routed`).
+ */
+import { describe, expect, it } from "vitest";
+import { LIMITS, PROTOCOL_VERSION } from "../../shared/protocol";
+import { RELINK_MS } from "../../worker/relay/group-home";
+import { errors, messages, online, say, type TestUser } from "../support/clients";
+import { NodeRelay } from "../support/node-relay";
+
+const G = "group:broadcast" as const;
+const routedRelay = () => new NodeRelay("main", "https://parley.test", null, "contacts", true);
+
+async function inGroup(...names: string[]): Promise<{ relay: NodeRelay; users: TestUser[] }> {
+  const relay = routedRelay();
+  const users = (await online(relay, ...names)) as TestUser[];
+  for (const u of users) {
+    await u.client.joinGroup("broadcast");
+    await relay.settle();
+  }
+  return { relay, users };
+}
+
+/** The group messages the relay handed to `name`'s connections, by body. */
+const groupBodies = (relay: NodeRelay, name: string) =>
+  relay.log.flatMap((x) =>
+    x.to === name && x.frame.t === "deliver" && x.frame.item.kind === "group"
+      ? [x.frame.item.body]
+      : [],
+  );
+
+/** Group messages the home still holds (acknowledged ones go at its next flush: run it). */
+const homeCopies = (relay: NodeRelay) => {
+  relay.homeObject("broadcast").life.hub.deliveries.flush();
+  return relay.dumpTables()["home/broadcast/group_log"]?.length ?? 0;
+};
+
+describe("a group's home and its members' objects", () => {
+  it("a batch whose answer was lost is sent again after the relink delay and stored once", async () => {
+    const { relay, users } = await inGroup("alice", "bob");
+    const [alice, bob] = users as [TestUser, TestUser];
+    await say(alice, G, "one");
+    let lose = 1;
+    relay.loseCall = (m) => m === "fromHome" && lose-- > 0;
+    await say(alice, G, "two");
+    expect(lose).toBe(0);
+    // bob's object stored and delivered "two"; the home, without the answer, still holds it.
+    expect(messages(bob, G)).toEqual(["one", "two"]);
+    expect(homeCopies(relay)).toBe(1);
+    await relay.advance(RELINK_MS);
+    // The home sent it again; bob's object knew the mid and only acknowledged it.
+    expect(homeCopies(relay)).toBe(0);
+    const bodies = groupBodies(relay, "bob");
+    expect(bodies).toHaveLength(2);
+    await say(alice, G, "three");
+    expect(messages(bob, G)).toEqual(["one", "two", "three"]);
+    expect(errors(bob)).toEqual([]);
+    expect(relay.failures).toEqual([]);
+  });
+
+  it("a home that restarts before the answer sends again from storage, at its alarm", async () => {
+    const { relay, users } = await inGroup("alice", "bob", "carol");
+    const [alice, bob, carol] = users as [TestUser, TestUser, TestUser];
+    let lose = 2;
+    relay.loseCall = (m) => m === "fromHome" && lose-- > 0;
+    await say(alice, G, "before the restart");
+    // Every object loses its memory (links, in-flight batches); storage and alarms stay.
+    await relay.hibernate();
+    expect(homeCopies(relay)).toBe(1);
+    await relay.advance(RELINK_MS);
+    expect(homeCopies(relay)).toBe(0);
+    for (const u of [bob, carol]) {
+      expect(messages(u, G)).toEqual(["before the restart"]);
+      expect(groupBodies(relay, u.name)).toHaveLength(1);
+    }
+    await say(bob, G, "after");
+    expect(messages(alice, G)).toEqual(["after"]);
+    expect(relay.failures).toEqual([]);
+  });
+
+  it("a member's object takes a commit only with room (hard bound), and nothing after it overtakes it", async () => {
+    const { relay } = await inGroup("alice", "bob");
+    const bob = relay.userObject("bob");
+    const { store } = bob.life;
+    const payload = store.putPayload("AAAA");
+    const mids: number[] = [];
+    const fill = (n: number) => {
+      for (let i = 0; i < n; i++)
+        mids.push(
+          store.putItem({
+            senderDevice: null,
+            recipient: "bob",
+            sender: "mallory",
+            senderKey: "k",
+            ts: relay.clock,
+            expiresAt: relay.clock + LIMITS.mailboxTtlMs,
+            kind: "direct",
+            group: null,
+            epoch: null,
+            payload,
+            wrap: null,
+          }),
+        );
+    };
+    fill(LIMITS.maxMailboxHardPerRecipient);
+    const through = store.memberGroup("bob", "broadcast")?.through ?? 0;
+    const fromKey = relay.user("alice")?.identityKey;
+    const deliver = (mid: number, item: Record<string, unknown>) =>
+      JSON.stringify({
+        v: PROTOCOL_VERSION,
+        t: "deliver",
+        mid: String(mid),
+        from: "alice",
+        fromKey,
+        ts: relay.clock,
+        item,
+      });
+    const commit = deliver(through + 1, {
+      kind: "commit",
+      group: "broadcast",
+      epoch: 9,
+      core: "Q09SRQ",
+      wrap: "d3JhcA",
+    });
+    const message = deliver(through + 2, {
+      kind: "group",
+      group: "broadcast",
+      epoch: 9,
+      body: "Ym9keQ",
+    });
+    const full = bob.life.hub.fromHome("main", "broadcast", "bob", [commit, message]);
+    expect(full).toEqual({ done: [], later: true });
+    expect(store.memberGroup("bob", "broadcast")?.through).toBe(through);
+    // With room again (bob read his mail), the same batch is taken, in order.
+    store.ackLater(
+      "bob",
+      mids.slice(0, 10).map((mid) => ({ mid, sender: "mallory", kind: "direct" as const })),
+    );
+    const taken = bob.life.hub.fromHome("main", "broadcast", "bob", [commit, message]);
+    expect(taken).toEqual({ done: [String(through + 1), String(through + 2)], later: false });
+    expect(store.memberGroup("bob", "broadcast")?.through).toBe(through + 2);
+  });
+});
