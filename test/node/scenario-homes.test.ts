@@ -79,6 +79,20 @@ describe("a group's home and its members' objects", () => {
     expect(relay.failures).toEqual([]);
   });
 
+  it("a home's links are no connections: the idle bound does not close them", async () => {
+    const { relay, users } = await inGroup("alice", "bob");
+    const [alice, bob] = users as [TestUser, TestUser];
+    await say(alice, G, "one");
+    // Time passes in silence past the idle bound: the home's alarm runs, with its links open.
+    const home = relay.homeObject("broadcast");
+    home.life.hub.alarm();
+    relay.clock += (LIMITS.presenceTimeoutSec + 1) * 1000;
+    home.life.hub.alarm();
+    await say(alice, G, "two");
+    expect(messages(bob, G)).toEqual(["one", "two"]);
+    expect(homeCopies(relay)).toBe(0);
+  });
+
   it("a member's object takes a commit only with room (hard bound), and nothing after it overtakes it", async () => {
     const { relay } = await inGroup("alice", "bob");
     const bob = relay.userObject("bob");
