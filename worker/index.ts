@@ -5,7 +5,7 @@
  */
 import { Hono } from "hono";
 import * as v from "valibot";
-import { HubName, Name } from "../shared/protocol";
+import { HubName, Name, Rendezvous } from "../shared/protocol";
 import { type BlobRouteEnv, getBlob, putBlob } from "./blob-routes";
 import {
   DEFAULT_HUB,
@@ -76,10 +76,25 @@ app.get("/ws", async (c) => {
   const rawUser = url.searchParams.get("user");
   const user = rawUser === null ? null : v.safeParse(Name, rawUser);
   if (user !== null && !user.success) return c.text("Bad user name", 400);
+  // A new device waiting to be linked has no user yet: its route names its code's rendezvous
+  // (`&link=`, PROTOCOL.md §4.8.3), whose object the user's devices reach.
+  const rawLink = url.searchParams.get("link");
+  const link = rawLink === null ? null : v.safeParse(Rendezvous, rawLink);
+  if (link !== null && (!link.success || user !== null)) return c.text("Bad link route", 400);
   // Forward with the hub made explicit, so the object never falls back to a default itself.
   const forward = new URL(url);
-  forward.search = user === null ? `?hub=${hub.output}` : `?hub=${hub.output}&user=${user.output}`;
-  const object = user === null ? hub.output : `${hub.output}/u/${user.output}`;
+  forward.search =
+    user !== null
+      ? `?hub=${hub.output}&user=${user.output}`
+      : link !== null
+        ? `?hub=${hub.output}&link=${link.output}`
+        : `?hub=${hub.output}`;
+  const object =
+    user !== null
+      ? `${hub.output}/u/${user.output}`
+      : link !== null
+        ? `${hub.output}/l/${link.output}`
+        : hub.output;
   const stub = c.env.RELAY.get(c.env.RELAY.idFromName(object));
   return stub.fetch(new Request(forward, c.req.raw));
 });

@@ -5,7 +5,13 @@
  * Node tests run as well, and from there to `Hub`, where the protocol logic lives.
  */
 import { DurableObject } from "cloudflare:workers";
-import { PING_TEXT, PONG_TEXT, type PresenceUser, userOfMember } from "../shared/protocol";
+import {
+  type LinkOffer,
+  PING_TEXT,
+  PONG_TEXT,
+  type PresenceUser,
+  userOfMember,
+} from "../shared/protocol";
 import type { BlobRouteEnv } from "./blob-routes";
 import type { Directory } from "./directory";
 import type { Group } from "./group";
@@ -72,12 +78,17 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
     return stub;
   };
   // A group's home (worker/relay/group-home.ts) is a Relay object too.
-  const keyOf = (hub: string, to: { user: string } | { group: string }) =>
-    "user" in to ? `${hub}/u/${userOfMember(to.user)}` : `${hub}/gh/${to.group}`;
+  // So is a rendezvous's, where a new device waits to be linked (PROTOCOL.md §4.8.3).
+  const keyOf = (hub: string, to: { user: string } | { group: string } | { link: string }) =>
+    "user" in to
+      ? `${hub}/u/${userOfMember(to.user)}`
+      : "group" in to
+        ? `${hub}/gh/${to.group}`
+        : `${hub}/l/${to.link}`;
   // RPC results are typed per method below (the stub's own types are promise-like unions).
   const call = async <T>(
     hub: string,
-    to: string | { group: string },
+    to: string | { group: string } | { link: string },
     run: (s: DurableObjectStub<Relay>) => PromiseLike<unknown>,
   ): Promise<T> => {
     const key = keyOf(hub, typeof to === "string" ? { user: to } : to);
@@ -99,6 +110,9 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
       call<string[]>(hub, { group }, (s) => s.groupFrame(hub, group, member, text)),
     fromHome: (hub, group, member, texts) =>
       call<HomeReceipt>(hub, member, (s) => s.fromHome(hub, group, member, texts)),
+    linkOffered: (hub, link) => call<LinkOffer | null>(hub, { link }, (s) => s.linkOffered(link)),
+    linkAnswered: (hub, link, answer) =>
+      call<boolean>(hub, { link }, (s) => s.linkAnswered(link, answer)),
   };
 }
 
@@ -154,6 +168,16 @@ export class Relay extends DurableObject {
 
   presence(viewer: string, user: string, state: PresenceUser | null): void {
     this.#life.hub.peerPresence(viewer, user, state);
+  }
+
+  // -- a rendezvous's object (PROTOCOL.md §4.8.3), called by a user's -------------------------
+
+  linkOffered(rendezvous: string): LinkOffer | null {
+    return this.#life.hub.linkOffered(rendezvous, Date.now());
+  }
+
+  linkAnswered(rendezvous: string, answer: string): boolean {
+    return this.#life.hub.linkAnswered(rendezvous, answer, Date.now());
   }
 
   // -- groups on users' routes (worker/relay/group-home.ts) ------------------------------------

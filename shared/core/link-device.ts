@@ -4,8 +4,9 @@
  * and its keys, sends `link_offer` after the relay's `hello`, waits for `link_answered`, and
  * checks each answer with `openLinkAnswer`; a refused answer is reported and forgotten (the offer
  * stays, so the honest answer can still come, §4.8.3). On success it hands over what the caller
- * needs to make the store (`initLinkedStore`) and the ParleyClient, which then authenticates on
- * the same socket with the `hello` kept here (its challenge still stands).
+ * needs to make the store (`initLinkedStore`) and the ParleyClient, which then authenticates:
+ * on the hub's route on the same socket with the `hello` kept here (its challenge still stands),
+ * on a rendezvous's route (`&link=`) on a new socket to its user's route (§4.1).
  */
 import { ed25519KeyPairFromSeed, randomBytes } from "../crypto";
 import { fromB64u, toB64u } from "../encoding";
@@ -85,6 +86,11 @@ export class NewDeviceLink {
     send: (f: ClientFrame) => void,
   ): Promise<NewDeviceLink> {
     return new NewDeviceLink(await createLinkOffer(hub, name), send);
+  }
+
+  /** The code's rendezvous: the route the device waits on (`/ws?hub=h&link=`, §4.8.3). */
+  get rendezvous(): string {
+    return this.pending.code.rendezvous;
   }
 
   /** The code to show, in groups of four (and as a QR code of the same text). */

@@ -45,8 +45,8 @@ export async function newPhone(relay: NodeRelay, name = "phone"): Promise<Phone>
     events: [],
   } as unknown as Phone;
   phone.link = await NewDeviceLink.start(relay.hub, name, (f) => phone.conn.fromClient(f));
-  phone.conn = relay.connect({
-    onConnected: () => undefined,
+  const end: Parameters<NodeRelay["connect"]>[0] = {
+    onConnected: () => phone.client?.onConnected(),
     onServerFrame: async (f) => {
       if (phone.client !== null) return phone.client.onServerFrame(f);
       const p = await phone.link.onServerFrame(f);
@@ -65,13 +65,21 @@ export async function newPhone(relay: NodeRelay, name = "phone"): Promise<Phone>
         schedule: timers.schedule,
       });
       client.subscribe((e) => phone.events.push(e));
+      if (relay.routed) {
+        // The rendezvous's object holds no user: the device connects on its user's route.
+        relay.disconnect(phone.conn);
+        phone.client = client;
+        phone.conn = relay.connect(end, p.linked.username);
+        return;
+      }
       phone.client = client;
       client.onConnected();
       await client.onServerFrame(p.linked.hello);
     },
     onDisconnected: () => phone.client?.onDisconnected(),
     whenIdle: async () => phone.client?.whenIdle(),
-  });
+  };
+  phone.conn = relay.connect(end, { link: phone.link.rendezvous });
   await relay.settle();
   return phone;
 }

@@ -44,6 +44,8 @@ import type { UserRow } from "../../worker/relay/store";
 import { NodeSql } from "./node-sql";
 
 export interface ClientEnd {
+  /** A ParleyClient's own name: the user's route it opens when no other is named (`connect`). */
+  readonly username?: string;
   onConnected(): void;
   onServerFrame(frame: ServerFrame): Promise<void>;
   onDisconnected(): void;
@@ -371,6 +373,8 @@ export class NodeRelay {
   readonly userObjects = new Map<string, NodeObject>();
   /** Groups' homes on users' routes, `idFromName(hub + "/gh/" + group)`, by group. */
   readonly homeObjects = new Map<string, NodeObject>();
+  /** Rendezvous objects of new devices waiting to be linked on users' routes, by rendezvous. */
+  readonly rendezvousObjects = new Map<string, NodeObject>();
   /** Calls between users' objects that are applied and whose answer is then lost. */
   loseCall: ((method: keyof PeerGateway) => boolean) | null = null;
 
@@ -421,13 +425,28 @@ export class NodeRelay {
     return o;
   }
 
+  /** A rendezvous's object, `idFromName(hub + "/l/" + rendezvous)` (§4.8.3). */
+  rendezvousObject(rendezvous: string): NodeObject {
+    let o = this.rendezvousObjects.get(rendezvous);
+    if (o === undefined) {
+      o = new NodeObject((st) => this.#lifecycle(st), this.failures);
+      this.rendezvousObjects.set(rendezvous, o);
+    }
+    return o;
+  }
+
   /** The object holding `username`: its own on user routes, else the hub's. */
   objectOf(username: string): NodeObject {
     return this.routed ? this.userObject(userOfMember(username)) : this.hubObject;
   }
 
   #objects(): NodeObject[] {
-    return [this.hubObject, ...this.userObjects.values(), ...this.homeObjects.values()];
+    return [
+      this.hubObject,
+      ...this.userObjects.values(),
+      ...this.homeObjects.values(),
+      ...this.rendezvousObjects.values(),
+    ];
   }
 
   now(): number {
@@ -468,6 +487,10 @@ export class NodeRelay {
       if (h !== hub) throw new Error(`user of another hub asked for: ${h}`);
       return this.userObject(name);
     };
+    const rendezvous = (h: string, r: string) => {
+      if (h !== hub) throw new Error(`rendezvous of another hub asked for: ${h}`);
+      return this.rendezvousObject(r);
+    };
     const home = (h: string, name: string) => {
       if (h !== hub) throw new Error(`home of another hub asked for: ${h}`);
       return this.homeObject(name);
@@ -490,6 +513,9 @@ export class NodeRelay {
         peer(h, viewer).call((l) => l.hub.peerPresence(viewer, user, st)),
       toHome: (h, name, member, text) =>
         lossy("toHome", () => home(h, name).call((l) => l.hub.fromMember(h, name, member, text)))(),
+      linkOffered: (h, r) => rendezvous(h, r).call((l) => l.hub.linkOffered(r, this.clock)),
+      linkAnswered: (h, r, answer) =>
+        rendezvous(h, r).call((l) => l.hub.linkAnswered(r, answer, this.clock)),
       fromHome: (h, name, member, texts) =>
         lossy("fromHome", () =>
           peer(h, userOfMember(member)).call((l) => l.hub.fromHome(h, name, member, texts)),
@@ -521,16 +547,22 @@ export class NodeRelay {
 
   /**
    * Open a socket to the relay (as `/ws?hub=` with the relay's origin); `user`: the user the
-   * client will authenticate as, whose route it opens (`&user=`) when the relay is `routed`.
+   * client will authenticate as, whose route it opens (`&user=`) when the relay is `routed`, or
+   * the rendezvous a new device waits under (`&link=`, §4.8.3).
    */
-  connect(end: ClientEnd, user?: string): Conn {
+  connect(end: ClientEnd, named?: string | { link: string }): Conn {
+    const user = named ?? end.username;
     const routed = this.routed && user !== undefined;
-    const obj = routed ? this.userObject(user) : this.hubObject;
+    const obj = !routed
+      ? this.hubObject
+      : typeof user === "string"
+        ? this.userObject(user)
+        : this.rendezvousObject(user.link);
     const c = new Conn(this, end, obj);
     this.conns.add(c);
     this.engines.add(end);
     end.onConnected();
-    const route = routed ? `&user=${user}` : "";
+    const route = !routed ? "" : typeof user === "string" ? `&user=${user}` : `&link=${user.link}`;
     const request = new Request(`https://relay.test/ws?hub=${this.hub}${route}`, {
       headers: { Upgrade: "websocket", Origin: this.origin },
     });

@@ -61,6 +61,11 @@ export const PendingAttachment = v.strictObject({
    * "User objects"): only that name authenticates on it. Absent: the hub's object.
    */
   user: v.optional(Name),
+  /**
+   * The rendezvous whose object this socket reached (`/ws?hub=h&link=r`, PROTOCOL.md §4.8.3): a
+   * new device waiting to be linked, which offers there and authenticates on its user's route.
+   */
+  route: v.optional(Rendezvous),
 });
 export type PendingAttachment = v.InferOutput<typeof PendingAttachment>;
 

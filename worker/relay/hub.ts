@@ -26,6 +26,7 @@ import {
   type FrameOf,
   type GroupState,
   LIMITS,
+  type LinkOffer,
   PROTOCOL_VERSION,
   type PresenceScope,
   type PresenceUser,
@@ -184,13 +185,11 @@ export interface PeerGateway {
   toHome(hub: string, group: string, member: MemberBinding, text: string): Promise<string[]>;
   /** `Hub.fromHome` in the object of `member` (an address): what the home of `group` sends it. */
   fromHome(hub: string, group: string, member: string, texts: string[]): Promise<HomeReceipt>;
+  /** `Hub.linkOffered` in the object of `rendezvous` (`hub + "/l/" + rendezvous`, §4.8.3). */
+  linkOffered(hub: string, rendezvous: string): Promise<LinkOffer | null>;
+  /** `Hub.linkAnswered` in the object of `rendezvous`. */
+  linkAnswered(hub: string, rendezvous: string, answer: string): Promise<boolean>;
 }
-
-/**
- * Frames a user's route does not serve yet: linking needs a rendezvous object, which is still the
- * hub object's (docs/ARCHITECTURE.md "User objects").
- */
-const HUB_ROUTE_ONLY: ReadonlySet<ClientFrame["t"]> = new Set(["link_fetch", "link_answer"]);
 
 /** The frames a user's object forwards to the group's home (group-home.ts). */
 type GroupFrame = Frame<"join" | "leaf" | "leave" | "remove" | "commit" | "group_send">;
@@ -349,6 +348,7 @@ export class Hub {
     challenge: string,
     ip: string,
     user?: string,
+    link?: string,
   ): {
     att: PendingAttachment;
     frame: FrameOf<ServerFrame, "hello">;
@@ -366,6 +366,7 @@ export class Hub {
         connectedAt: now,
         ip,
         ...(user !== undefined ? { user } : {}),
+        ...(link !== undefined ? { route: link } : {}),
       },
       frame: { v: PROTOCOL_VERSION, t: "hello", hub, challenge, time: now },
     };
@@ -571,7 +572,9 @@ export class Hub {
     const a = s.att;
     if (a.state === "pending") {
       if (frame.t === "link_offer") {
-        if (a.user !== undefined) s.send(errorFrame("wrong_route", frame.id));
+        // An offer waits on the hub's route or on its own rendezvous's (§4.8.3).
+        if (a.user !== undefined || (a.route !== undefined && a.route !== frame.rendezvous))
+          s.send(errorFrame("wrong_route", frame.id));
         else this.#linkOffer(s, a, frame, now);
         return;
       }
@@ -579,11 +582,12 @@ export class Hub {
         s.send(errorFrame("not_authenticated", "id" in frame ? frame.id : undefined));
         return;
       }
+      if (a.route !== undefined) {
+        // A rendezvous's object holds no user: the linked device authenticates on its user's.
+        s.send(errorFrame("wrong_route"));
+        return;
+      }
       await this.#auth(s, a, frame);
-      return;
-    }
-    if (a.routed === true && HUB_ROUTE_ONLY.has(frame.t)) {
-      s.send(errorFrame("wrong_route", "id" in frame ? frame.id : undefined));
       return;
     }
     if (a.routed === true && isGroupFrame(frame)) {
@@ -653,10 +657,14 @@ export class Hub {
         s.send(errorFrame("already_authenticated", frame.id));
         return;
       case "link_fetch":
-        this.#linkFetch(s, frame, now);
+        if (this.#d.peers !== undefined && this.#d.peers !== null && a.routed === true)
+          await this.#linkFetchAt(s, a.hub, frame, this.#d.peers);
+        else this.#linkFetch(s, frame, now);
         return;
       case "link_answer":
-        this.#linkAnswer(s, frame, now);
+        if (this.#d.peers !== undefined && this.#d.peers !== null && a.routed === true)
+          await this.#linkAnswerAt(s, a.hub, frame, this.#d.peers);
+        else this.#linkAnswer(s, frame, now);
         return;
     }
   }
@@ -684,10 +692,66 @@ export class Hub {
 
   /** The offer under a rendezvous, for the device that was shown its code. */
   #linkFetch(s: Session, frame: Frame<"link_fetch">, now: number): void {
-    const offer =
-      this.#linkWaiter(frame.rendezvous, now) === null
-        ? null
-        : this.#d.links.get(frame.rendezvous, now);
+    this.#answerFetch(s, frame, this.linkOffered(frame.rendezvous, now));
+  }
+
+  /**
+   * The offer waiting under `rendezvous` in this object (a live socket waits on it), or null; on
+   * users' routes the rendezvous's own object, called by the user's (§4.8.3).
+   */
+  linkOffered(rendezvous: string, now: number): LinkOffer | null {
+    return this.#linkWaiter(rendezvous, now) === null ? null : this.#d.links.get(rendezvous, now);
+  }
+
+  /** Hand `answer` to the socket waiting under `rendezvous`; false: none waits (§4.8.3). */
+  linkAnswered(rendezvous: string, answer: string, now: number): boolean {
+    const waiter = this.#linkWaiter(rendezvous, now);
+    if (waiter === null) return false;
+    waiter.send({ v: PROTOCOL_VERSION, t: "link_answered", rendezvous, answer });
+    return true;
+  }
+
+  /** On a user's route: the offer comes from the rendezvous's object. */
+  async #linkFetchAt(
+    s: Session,
+    hub: string,
+    frame: Frame<"link_fetch">,
+    peers: PeerGateway,
+  ): Promise<void> {
+    let offer: LinkOffer | null;
+    try {
+      offer = await peers.linkOffered(hub, frame.rendezvous);
+    } catch (e) {
+      console.error("relay: rendezvous call failed", e instanceof Error ? e.name : typeof e);
+      s.send(errorFrame("internal", frame.id));
+      return;
+    }
+    this.#answerFetch(s, frame, offer);
+  }
+
+  /** On a user's route: the answer goes to the rendezvous's object, where the device waits. */
+  async #linkAnswerAt(
+    s: Session,
+    hub: string,
+    frame: Frame<"link_answer">,
+    peers: PeerGateway,
+  ): Promise<void> {
+    let handed: boolean;
+    try {
+      handed = await peers.linkAnswered(hub, frame.rendezvous, frame.answer);
+    } catch (e) {
+      console.error("relay: rendezvous call failed", e instanceof Error ? e.name : typeof e);
+      s.send(errorFrame("internal", frame.id));
+      return;
+    }
+    s.send(
+      handed
+        ? { v: PROTOCOL_VERSION, t: "accepted", id: frame.id }
+        : errorFrame("unknown_link", frame.id),
+    );
+  }
+
+  #answerFetch(s: Session, frame: Frame<"link_fetch">, offer: LinkOffer | null): void {
     if (offer === null) {
       s.send(errorFrame("unknown_link", frame.id));
       return;
@@ -707,18 +771,11 @@ export class Hub {
    */
   #linkAnswer(s: Session, frame: Frame<"link_answer">, now: number): void {
     // The waiting socket's attachment says when its offer expires: no storage read needed.
-    const waiter = this.#linkWaiter(frame.rendezvous, now);
-    if (waiter === null) {
-      s.send(errorFrame("unknown_link", frame.id));
-      return;
-    }
-    waiter.send({
-      v: PROTOCOL_VERSION,
-      t: "link_answered",
-      rendezvous: frame.rendezvous,
-      answer: frame.answer,
-    });
-    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
+    s.send(
+      this.linkAnswered(frame.rendezvous, frame.answer, now)
+        ? { v: PROTOCOL_VERSION, t: "accepted", id: frame.id }
+        : errorFrame("unknown_link", frame.id),
+    );
   }
 
   /** The live unauthenticated socket waiting under `rendezvous` with an unexpired offer, if any. */

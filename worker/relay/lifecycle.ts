@@ -9,7 +9,7 @@ import * as v from "valibot";
 import { randomBytes } from "../../shared/crypto/random";
 import { toB64u } from "../../shared/encoding";
 import type { PresenceScope } from "../../shared/protocol";
-import { CHALLENGE_BYTES, CLOSE, HubName, Name } from "../../shared/protocol";
+import { CHALLENGE_BYTES, CLOSE, HubName, Name, Rendezvous } from "../../shared/protocol";
 import { DEFAULT_HUB } from "../http";
 import { addressBucket } from "./admission";
 import { Origin, parseAttachment } from "./attachment";
@@ -42,6 +42,8 @@ export interface Admitted {
   ip: string;
   /** The user whose route this is (`/ws?hub=h&user=name`); absent: the hub's object. */
   user?: string;
+  /** The rendezvous whose route this is (`/ws?hub=h&link=r`, a new device's, §4.8.3). */
+  link?: string;
 }
 
 export class RelayLifecycle {
@@ -109,6 +111,9 @@ export class RelayLifecycle {
     if (!hub.success) return new Response("Bad hub name", { status: 400 });
     const user = params.has("user") ? v.safeParse(Name, params.get("user")) : null;
     if (user !== null && !user.success) return new Response("Bad user name", { status: 400 });
+    const link = params.has("link") ? v.safeParse(Rendezvous, params.get("link")) : null;
+    if (link !== null && (!link.success || user !== null))
+      return new Response("Bad link route", { status: 400 });
     if (!origin.success) return new Response("Forbidden", { status: 403 });
     const ip = addressBucket(request.headers.get("CF-Connecting-IP"));
     const admitted = this.hub.admit(ip);
@@ -120,6 +125,7 @@ export class RelayLifecycle {
       origin: origin.output,
       ip,
       ...(user !== null ? { user: user.output } : {}),
+      ...(link !== null ? { link: link.output } : {}),
     };
   }
 
@@ -132,6 +138,7 @@ export class RelayLifecycle {
       toB64u(randomBytes(CHALLENGE_BYTES)),
       a.ip,
       a.user,
+      a.link,
     );
     const s = new Session(ws, att, this.#now());
     s.save(att);
