@@ -38,10 +38,15 @@ export default defineConfig({
       },
       {
         test: {
-          // The group stories again with every client on its user's route: groups then live in
-          // their homes and members' objects (docs/ARCHITECTURE.md "Groups on users' routes").
+          // The group, device and linking stories again with every client on its user's route:
+          // groups then live in their homes and members' objects, and a new device waits on its
+          // rendezvous's object (docs/ARCHITECTURE.md "Groups on users' routes").
           name: "node-routed",
-          include: ["test/node/scenario-group-*.test.ts"],
+          include: [
+            "test/node/scenario-group-*.test.ts",
+            "test/node/scenario-device-*.test.ts",
+            "test/node/scenario-linking.test.ts",
+          ],
           environment: "node",
           setupFiles: ["test/support/node-crypto-backend.ts"],
           env: { PARLEY_TEST_ROUTED: "1" },

@@ -110,6 +110,8 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
       call<string[]>(hub, { group }, (s) => s.groupFrame(hub, group, member, text)),
     fromHome: (hub, group, member, texts) =>
       call<HomeReceipt>(hub, member, (s) => s.fromHome(hub, group, member, texts)),
+    deviceRemoved: (hub, group, member, at) =>
+      call<void>(hub, { group }, (s) => s.deviceRemoved(hub, group, member, at)),
     linkOffered: (hub, link) => call<LinkOffer | null>(hub, { link }, (s) => s.linkOffered(link)),
     linkAnswered: (hub, link, answer) =>
       call<boolean>(hub, { link }, (s) => s.linkAnswered(link, answer)),
@@ -185,6 +187,11 @@ export class Relay extends DurableObject {
   /** In a group's home: one group frame of a member, forwarded by the member's object. */
   groupFrame(hub: string, group: string, member: MemberBinding, text: string): Promise<string[]> {
     return this.#life.hub.fromMember(hub, group, member, text);
+  }
+
+  /** In a group's home: a member's identity removed its device `at` (PROTOCOL.md §4.7). */
+  deviceRemoved(hub: string, group: string, member: MemberBinding, at: string): Promise<void> {
+    return this.#life.hub.deviceRemoved(hub, group, member, at);
   }
 
   /** In a member's object: what its group's home sends it. */

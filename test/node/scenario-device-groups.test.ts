@@ -143,6 +143,19 @@ describe("groups with device members (§4.7, §9.1)", () => {
     expect(bob.events.filter((e) => e.type === "content" && e.content.t === "read")).toEqual([]);
   });
 
+  it("the relay takes a removed device out of its groups even when no signed leave comes", async () => {
+    const { relay, alice, phoneId, addr } = await clubWithPhone();
+    // alice's devices' own signed leaves for the phone never reach the relay.
+    const conn = alice.conn;
+    if (!conn) throw new Error("online");
+    const orig = conn.fromClient.bind(conn);
+    conn.fromClient = (f) => (f.t === "leave" ? undefined : orig(f));
+    await through(relay, alice.client.removeDevice(phoneId));
+    await settled(relay, 12);
+    // Its leave is pending: in this closed group, members commit it only with the signed one.
+    expect(relay.group(G)?.pendingLeaves).toEqual([addr]);
+  });
+
   it("removing the phone takes it out of the club; its whole store opens nothing sent afterwards", async () => {
     const { relay, alice, bob, phone, phoneId, addr } = await clubWithPhone();
     const before = epochOf(bob) as number;

@@ -172,8 +172,8 @@ describe("linking a device", () => {
     ]);
     expect((await alice.client.ownDevices()).devices.map((d) => d.name)).toEqual(["laptop"]);
     // The relay's stored list agrees: the device id is revoked, so it can never come back.
-    const stored = relay.dumpTables().device_lists?.[0]?.list as string;
-    const list = JSON.parse(stored) as { devices: { id: string }[]; removed: string[] };
+    const list = relay.objectOf("alice").life.store.getDeviceList("alice");
+    if (list === null) throw new Error("no stored list");
     expect(list.devices.map((d) => d.id)).toEqual([(await alice.client.ownDevices()).thisDevice]);
     expect(list.removed).toEqual([request.device]);
   });

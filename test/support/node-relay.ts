@@ -513,6 +513,8 @@ export class NodeRelay {
         peer(h, viewer).call((l) => l.hub.peerPresence(viewer, user, st)),
       toHome: (h, name, member, text) =>
         lossy("toHome", () => home(h, name).call((l) => l.hub.fromMember(h, name, member, text)))(),
+      deviceRemoved: (h, name, member, at) =>
+        home(h, name).call((l) => l.hub.deviceRemoved(h, name, member, at)),
       linkOffered: (h, r) => rendezvous(h, r).call((l) => l.hub.linkOffered(r, this.clock)),
       linkAnswered: (h, r, answer) =>
         rendezvous(h, r).call((l) => l.hub.linkAnswered(r, answer, this.clock)),

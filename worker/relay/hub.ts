@@ -185,6 +185,8 @@ export interface PeerGateway {
   toHome(hub: string, group: string, member: MemberBinding, text: string): Promise<string[]>;
   /** `Hub.fromHome` in the object of `member` (an address): what the home of `group` sends it. */
   fromHome(hub: string, group: string, member: string, texts: string[]): Promise<HomeReceipt>;
+  /** `Hub.deviceRemoved` in the home of `group`: `m`'s list dropped its device `at` (§4.7). */
+  deviceRemoved(hub: string, group: string, m: MemberBinding, at: string): Promise<void>;
   /** `Hub.linkOffered` in the object of `rendezvous` (`hub + "/l/" + rendezvous`, §4.8.3). */
   linkOffered(hub: string, rendezvous: string): Promise<LinkOffer | null>;
   /** `Hub.linkAnswered` in the object of `rendezvous`. */
@@ -1324,7 +1326,47 @@ export class Hub {
     // ...and is taken out of its groups (§4.7): its leave is pending until a member commits it.
     // In a closed group members commit it only with its signed leave, which the identity's
     // other devices send (`leave{device}`, §9.7.4); until then nobody sends in the group.
-    for (const at of removed) await this.#leaveAll(a.hub, at, now);
+    for (const at of removed) {
+      if (a.routed === true) await this.#leaveHomes(a, at);
+      else await this.#leaveAll(a.hub, at, now);
+    }
+  }
+
+  /**
+   * On a user's route, take a removed device of the user out of its groups (§4.7) at their homes,
+   * as the hub's `#leaveAll` does (no signed leave: the identity's other devices send that,
+   * §9.7.4). A home that cannot be reached keeps the device until that signed leave comes.
+   */
+  async #leaveHomes(a: AuthedAttachment, at: string): Promise<void> {
+    const peers = this.#d.peers;
+    if (peers === undefined || peers === null || at === addressOf(a)) return;
+    for (const { group } of this.#d.store.memberGroupStates(at)) {
+      try {
+        await peers.deviceRemoved(a.hub, group, bindingOf(a), at);
+      } catch (e) {
+        console.error("relay: home call failed", e instanceof Error ? e.name : typeof e);
+      }
+    }
+  }
+
+  /**
+   * In a group's home: the device `at` of member `m`'s identity was removed from its list, and
+   * leaves the group as on the hub's route (`#leaveAll`); `m` is the removing device, as its
+   * user's object authenticated it.
+   */
+  async deviceRemoved(hub: string, group: string, m: MemberBinding, at: string): Promise<void> {
+    const home = this.#home;
+    if (home === null || home.hub !== hub || home.group !== group) return;
+    if (userOfMember(at) !== m.username || at === (m.address ?? m.username)) return;
+    const now = this.#d.now();
+    this.#d.store.rememberMember(m.username, m.identityKey, now);
+    this.#relink(memberAttachment(hub, m, now), now);
+    await this.#serial(group, async () => {
+      const g = this.#d.store.getGroup(group);
+      if (g === null) return;
+      const r = await this.#applyLeave(hub, g, { t: "leave", user: at }, now);
+      if (r.ok && r.push !== null) this.#pushGroup(r.push);
+    });
   }
 
   async #fetchBundle(
@@ -2347,17 +2389,12 @@ export class Hub {
       s.send(errorFrame("limit_reached", frame.id));
       return;
     }
-    const member: MemberBinding = {
-      username: a.username,
-      identityKey: a.identityKey,
-      ...(a.address === undefined ? {} : { address: a.address }),
-    };
     let texts: string[];
     try {
       texts = await (this.#d.peers as PeerGateway).toHome(
         a.hub,
         frame.group,
-        member,
+        bindingOf(a),
         JSON.stringify(frame),
       );
     } catch (e) {
@@ -2587,6 +2624,15 @@ export class Hub {
     }
     s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
   }
+}
+
+/** A connection's member binding, as its user's object hands it to a group's home. */
+function bindingOf(a: AuthedAttachment): MemberBinding {
+  return {
+    username: a.username,
+    identityKey: a.identityKey,
+    ...(a.address === undefined ? {} : { address: a.address }),
+  };
 }
 
 /**
