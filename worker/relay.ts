@@ -22,6 +22,7 @@ import type {
   BundleQuery,
   DirectEnqueue,
   EnqueueResult,
+  LinkAnswer,
   PeerGateway,
 } from "./relay/hub";
 import type { DirectoryGateway } from "./relay/key-directory";
@@ -79,16 +80,19 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
   };
   // A group's home (worker/relay/group-home.ts) is a Relay object too.
   // So is a rendezvous's, where a new device waits to be linked (PROTOCOL.md §4.8.3).
-  const keyOf = (hub: string, to: { user: string } | { group: string } | { link: string }) =>
+  // And the hub's lobby, for "everyone on this hub" on users' routes (§6.3).
+  const keyOf = (hub: string, to: Peer) =>
     "user" in to
       ? `${hub}/u/${userOfMember(to.user)}`
       : "group" in to
         ? `${hub}/gh/${to.group}`
-        : `${hub}/l/${to.link}`;
+        : "link" in to
+          ? `${hub}/l/${to.link}`
+          : `${hub}/everyone`;
   // RPC results are typed per method below (the stub's own types are promise-like unions).
   const call = async <T>(
     hub: string,
-    to: string | { group: string } | { link: string },
+    to: string | Exclude<Peer, { user: string }>,
     run: (s: DurableObjectStub<Relay>) => PromiseLike<unknown>,
   ): Promise<T> => {
     const key = keyOf(hub, typeof to === "string" ? { user: to } : to);
@@ -110,6 +114,10 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
       call<string[]>(hub, { group }, (s) => s.groupFrame(hub, group, member, text)),
     fromHome: (hub, group, member, texts) =>
       call<HomeReceipt>(hub, member, (s) => s.fromHome(hub, group, member, texts)),
+    lobby: (hub, user, state) =>
+      call<PresenceUser[]>(hub, { lobby: true }, (s) => s.lobby(hub, user, state)),
+    lobbyPresence: (hub, viewer, user, state) =>
+      call<void>(hub, viewer, (s) => s.lobbyPresence(viewer, user, state)),
     deviceRemoved: (hub, group, member, at) =>
       call<void>(hub, { group }, (s) => s.deviceRemoved(hub, group, member, at)),
     linkOffered: (hub, link) => call<LinkOffer | null>(hub, { link }, (s) => s.linkOffered(link)),
@@ -117,6 +125,9 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
       call<boolean>(hub, { link }, (s) => s.linkAnswered(link, answer)),
   };
 }
+
+/** The objects a user's object calls (peersOf). */
+type Peer = { user: string } | { group: string } | { link: string } | { lobby: true };
 
 /** Stubs of other users' objects one object keeps (peersOf). */
 const MAX_PEER_STUBS = 1000;
@@ -172,13 +183,23 @@ export class Relay extends DurableObject {
     this.#life.hub.peerPresence(viewer, user, state);
   }
 
+  // -- the hub's lobby (PROTOCOL.md §6.3 "everyone on this hub" on users' routes) --------------
+
+  lobby(hub: string, user: string, state: PresenceUser | null): PresenceUser[] {
+    return this.#life.hub.lobby(hub, user, state);
+  }
+
+  lobbyPresence(viewer: string, user: string, state: PresenceUser | null): void {
+    this.#life.hub.lobbyPresence(viewer, user, state);
+  }
+
   // -- a rendezvous's object (PROTOCOL.md §4.8.3), called by a user's -------------------------
 
   linkOffered(rendezvous: string): LinkOffer | null {
     return this.#life.hub.linkOffered(rendezvous, Date.now());
   }
 
-  linkAnswered(rendezvous: string, answer: string): boolean {
+  linkAnswered(rendezvous: string, answer: LinkAnswer): boolean {
     return this.#life.hub.linkAnswered(rendezvous, answer, Date.now());
   }
 

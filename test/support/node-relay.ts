@@ -373,6 +373,8 @@ export class NodeRelay {
   readonly userObjects = new Map<string, NodeObject>();
   /** Groups' homes on users' routes, `idFromName(hub + "/gh/" + group)`, by group. */
   readonly homeObjects = new Map<string, NodeObject>();
+  /** The hub's lobby on users' routes, `idFromName(hub + "/everyone")` (presence.ts). */
+  readonly lobbyObject: NodeObject;
   /** Rendezvous objects of new devices waiting to be linked on users' routes, by rendezvous. */
   readonly rendezvousObjects = new Map<string, NodeObject>();
   /** Calls between users' objects that are applied and whose answer is then lost. */
@@ -398,6 +400,7 @@ export class NodeRelay {
     readonly routed = process.env.PARLEY_TEST_ROUTED === "1",
   ) {
     this.hubObject = new NodeObject((st) => this.#lifecycle(st), this.failures);
+    this.lobbyObject = new NodeObject((st) => this.#lifecycle(st), this.failures);
   }
 
   /** Events the hub's object has handled (the per-object load of bench/object-load.ts). */
@@ -443,6 +446,7 @@ export class NodeRelay {
   #objects(): NodeObject[] {
     return [
       this.hubObject,
+      this.lobbyObject,
       ...this.userObjects.values(),
       ...this.homeObjects.values(),
       ...this.rendezvousObjects.values(),
@@ -513,6 +517,12 @@ export class NodeRelay {
         peer(h, viewer).call((l) => l.hub.peerPresence(viewer, user, st)),
       toHome: (h, name, member, text) =>
         lossy("toHome", () => home(h, name).call((l) => l.hub.fromMember(h, name, member, text)))(),
+      lobby: (h, user, st) => {
+        if (h !== hub) throw new Error(`lobby of another hub asked for: ${h}`);
+        return this.lobbyObject.call((l) => l.hub.lobby(h, user, st));
+      },
+      lobbyPresence: (h, viewer, user, st) =>
+        peer(h, viewer).call((l) => l.hub.lobbyPresence(viewer, user, st)),
       deviceRemoved: (h, name, member, at) =>
         home(h, name).call((l) => l.hub.deviceRemoved(h, name, member, at)),
       linkOffered: (h, r) => rendezvous(h, r).call((l) => l.hub.linkOffered(r, this.clock)),

@@ -99,6 +99,8 @@ function deviceOf(a: AuthedAttachment): string | null {
 export const DEFAULT_GROUPS = ["broadcast"] as const;
 
 type Frame<T extends ClientFrame["t"]> = FrameOf<ClientFrame, T>;
+/** A `link_answer`'s sealed answer, handed on unread (§4.8.3). */
+export type LinkAnswer = Frame<"link_answer">["answer"];
 
 export interface HubDeps {
   store: Store;
@@ -185,12 +187,21 @@ export interface PeerGateway {
   toHome(hub: string, group: string, member: MemberBinding, text: string): Promise<string[]>;
   /** `Hub.fromHome` in the object of `member` (an address): what the home of `group` sends it. */
   fromHome(hub: string, group: string, member: string, texts: string[]): Promise<HomeReceipt>;
+  /** `Hub.lobby` in the hub's lobby (`hub + "/everyone"`, §6.3): who else is there. */
+  lobby(hub: string, user: string, state: PresenceUser | null): Promise<PresenceUser[]>;
+  /** `Hub.lobbyPresence` in the object of `viewer`: the lobby's word on `user`. */
+  lobbyPresence(
+    hub: string,
+    viewer: string,
+    user: string,
+    state: PresenceUser | null,
+  ): Promise<void>;
   /** `Hub.deviceRemoved` in the home of `group`: `m`'s list dropped its device `at` (§4.7). */
   deviceRemoved(hub: string, group: string, m: MemberBinding, at: string): Promise<void>;
   /** `Hub.linkOffered` in the object of `rendezvous` (`hub + "/l/" + rendezvous`, §4.8.3). */
   linkOffered(hub: string, rendezvous: string): Promise<LinkOffer | null>;
   /** `Hub.linkAnswered` in the object of `rendezvous`. */
-  linkAnswered(hub: string, rendezvous: string, answer: string): Promise<boolean>;
+  linkAnswered(hub: string, rendezvous: string, answer: LinkAnswer): Promise<boolean>;
 }
 
 /** The frames a user's object forwards to the group's home (group-home.ts). */
@@ -317,6 +328,10 @@ export class Hub {
           ? null
           : (hub, viewer, user, state) =>
               (deps.peers as PeerGateway).presence(hub, viewer, user, state),
+      lobby:
+        deps.peers === undefined || deps.peers === null
+          ? null
+          : (hub, user, state) => (deps.peers as PeerGateway).lobby(hub, user, state),
     });
     this.deliveries = new Deliveries({
       store: deps.store,
@@ -649,7 +664,7 @@ export class Hub {
         await this.#blobUpload(s, a, frame);
         return;
       case "settings":
-        this.presence.setScope(a.username, frame.presence);
+        this.presence.setScope(a.username, frame.presence, a.routed === true ? a.hub : null);
         s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
         return;
       case "contact":
@@ -706,7 +721,7 @@ export class Hub {
   }
 
   /** Hand `answer` to the socket waiting under `rendezvous`; false: none waits (§4.8.3). */
-  linkAnswered(rendezvous: string, answer: string, now: number): boolean {
+  linkAnswered(rendezvous: string, answer: LinkAnswer, now: number): boolean {
     const waiter = this.#linkWaiter(rendezvous, now);
     if (waiter === null) return false;
     waiter.send({ v: PROTOCOL_VERSION, t: "link_answered", rendezvous, answer });
@@ -1556,6 +1571,35 @@ export class Hub {
    * the acknowledging user's object still holds of `to`'s (the sender's total), when it is
    * another object.
    */
+  /**
+   * The hub's lobby on users' routes (§6.3 "everyone on this hub"): `user` is online as `state`
+   * among the users who chose "everyone", or left it (null). Each of the others is told by a
+   * call to its object (best effort: a lost call is put right at that user's next change), and
+   * the one who entered is answered with them. Bounded by maxOnlinePerHub: past it a user is not
+   * listed, and sees nobody here.
+   */
+  lobby(hub: string, user: string, state: PresenceUser | null): PresenceUser[] {
+    const { store } = this.#d;
+    const peers = this.#d.peers;
+    const listed =
+      state === null
+        ? store.lobbyDelete(user)
+        : store.lobbyPut(user, state.identityKey, this.#d.now(), LIMITS.maxOnlinePerHub);
+    if (!listed) return [];
+    const others = store.lobbyMembers().filter((m) => m.username !== user);
+    if (peers !== undefined && peers !== null)
+      for (const o of others)
+        peers.lobbyPresence(hub, o.username, user, state).catch((e: unknown) => {
+          console.error("relay: lobby call failed", e instanceof Error ? e.name : typeof e);
+        });
+    return state === null ? [] : others;
+  }
+
+  /** The lobby's word on `user` for `viewer`, a user of this object (§6.3). */
+  lobbyPresence(viewer: string, user: string, state: PresenceUser | null): void {
+    this.presence.fromLobby(viewer, user, state);
+  }
+
   receipt(to: string, mids: string[], by: string, held?: { address: string; n: number }): void {
     if (held !== undefined && this.known(to)) {
       this.#d.store.setHeld(to, held.address, held.n, this.#d.now());

@@ -71,6 +71,13 @@ export interface PresenceDeps {
   announce?:
     | ((hub: string, viewer: string, user: string, state: PresenceUser | null) => Promise<void>)
     | null;
+  /**
+   * A user's object: tell the hub's lobby (`hub + "/everyone"`, Hub.lobby) that `user`, who
+   * chose "everyone on this hub", is online as `state`, or left (null); answers who else is.
+   */
+  lobby?:
+    | ((hub: string, user: string, state: PresenceUser | null) => Promise<PresenceUser[]>)
+    | null;
 }
 
 /** Sender/recipient pairs remembered in memory (then the cache starts over). */
@@ -95,6 +102,10 @@ export class Presence {
   readonly #outLast = new Map<string, number>();
   /** The object's hub (one object per hub), learnt from the first authenticated socket. */
   #hub: string | null = null;
+  /** A user's object: its users whose standing in the hub's lobby is to be told, by hub. */
+  readonly #lobbyDue = new Map<string, string>();
+  /** A user's object: its users it put in the lobby since it started. */
+  readonly #inLobby = new Set<string>();
 
   constructor(deps: PresenceDeps) {
     this.#d = deps;
@@ -132,6 +143,9 @@ export class Presence {
     const names = new Set<string>([...store.presenceSendersTo(me), ...coUsers(store, me)]);
     // Users in other objects who announced themselves to this viewer (`fromPeer`).
     const peers = new Map(store.peerPresenceOf(me).map((p) => [p.username, p]));
+    // On users' routes, who the lobby says is online: only to a viewer who chose "everyone".
+    if (this.scope(me) === "everyone")
+      for (const p of store.lobbySeenOf(me)) if (!peers.has(p.username)) peers.set(p.username, p);
     for (const n of peers.keys()) names.add(n);
     if (this.scope(me) === "everyone") {
       for (const x of sessions.authedSessions()) {
@@ -161,6 +175,7 @@ export class Presence {
     if (routed !== null) {
       for (const v of store.presenceRecipientsOf(user)) this.#queueOut(routed, user, v);
       for (const v of groupPeersOf(store, user)) this.#queueOut(routed, user, v);
+      this.#toLobby(user, routed);
       return;
     }
     const audience = new Set<string>([
@@ -242,12 +257,19 @@ export class Presence {
     for (const m of moved) for (const o of everyone) this.related(m, o);
   }
 
-  /** `user` chose who may see it (§6.3); null: the hub's default again. */
-  setScope(user: string, scope: PresenceScope | null): void {
+  /**
+   * `user` chose who may see it (§6.3); null: the hub's default again. `routed`: the user's hub
+   * when it is in its own object, where "everyone" is the hub's lobby.
+   */
+  setScope(user: string, scope: PresenceScope | null, routed: string | null = null): void {
     const before = this.scope(user);
     this.#d.store.setPresenceSetting(user, scope);
     this.#scopes.set(user, scope);
     if (this.scope(user) === before) return;
+    if (routed !== null) {
+      this.#toLobby(user, routed);
+      return;
+    }
     // Only the pairs with another "everyone" user change.
     for (const x of this.#d.sessions.authedSessions()) {
       const u = x.authed?.username;
@@ -293,6 +315,61 @@ export class Presence {
     }
   }
 
+  /**
+   * The lobby says `user` is online as `state` (or not) for `viewer`, a user of this object: both
+   * chose "everyone on this hub" (§6.3). Kept apart from what users' own objects announce, so
+   * that it is forgotten when the viewer leaves the lobby.
+   */
+  fromLobby(viewer: string, user: string, state: PresenceUser | null): void {
+    if (viewer === user || this.scope(viewer) !== "everyone") return;
+    this.#d.store.setLobbySeen(viewer, user, state);
+    this.#mark(viewer, user);
+  }
+
+  /** `user`'s standing in the lobby may have changed: tell it at the next flush. */
+  #toLobby(user: string, hub: string): void {
+    if (this.#d.lobby === undefined || this.#d.lobby === null) return;
+    // Only a user who is or was in it: everyone else never costs the lobby a call.
+    if (this.scope(user) !== "everyone" && !this.#inLobby.has(user)) {
+      if (this.#d.store.lobbySeenOf(user).length === 0) return;
+    }
+    this.#lobbyDue.set(user, hub);
+    this.#queueFlush();
+  }
+
+  /**
+   * Tell the lobby each due user's standing: online if connected and its setting is "everyone",
+   * else gone. Entering answers who else is there, which replaces what the viewer saw; leaving
+   * forgets it. A failed call is made again at the next interval.
+   */
+  #flushLobby(): void {
+    const lobby = this.#d.lobby ?? null;
+    if (lobby === null) return;
+    const { store } = this.#d;
+    for (const [user, hub] of this.#lobbyDue) {
+      this.#lobbyDue.delete(user);
+      const me = this.#onlineUser(user);
+      const state = me !== null && this.scope(user) === "everyone" ? me : null;
+      lobby(hub, user, state).then(
+        (others) => {
+          const before = store.clearLobbySeen(user);
+          if (state === null) this.#inLobby.delete(user);
+          else {
+            this.#inLobby.add(user);
+            for (const o of others)
+              if (o.username !== user) store.setLobbySeen(user, o.username, o);
+          }
+          for (const n of new Set([...before, ...others.map((o) => o.username)]))
+            this.#mark(user, n);
+        },
+        () => {
+          if (!this.#lobbyDue.has(user)) this.#lobbyDue.set(user, hub);
+          this.#d.wakeAt(this.#d.now() + LIMITS.presenceDeltaIntervalMs);
+        },
+      );
+    }
+  }
+
   /** The viewer's last device is gone: nothing is pending for it any more. */
   disconnected(viewer: string): void {
     this.#pending.delete(viewer);
@@ -324,7 +401,10 @@ export class Presence {
       for (const n of [...names].sort(cmp)) {
         const local = this.#onlineUser(n);
         const u =
-          local !== null && this.visible(viewer, n) ? local : this.#d.store.peerPresence(viewer, n);
+          local !== null && this.visible(viewer, n)
+            ? local
+            : (this.#d.store.peerPresence(viewer, n) ??
+              (this.scope(viewer) === "everyone" ? this.#d.store.lobbySeen(viewer, n) : null));
         if (u !== null) online.push({ username: n, identityKey: u.identityKey });
         else offline.push(n);
       }
@@ -333,6 +413,7 @@ export class Presence {
       const text = JSON.stringify({ v: PROTOCOL_VERSION, t: "presence_delta", online, offline });
       for (const s of devices) s.sendText(text);
     }
+    this.#flushLobby();
     const out = this.#flushOut(now);
     if (out !== null) next = next === null ? out : Math.min(next, out);
     if (next !== null) this.#d.wakeAt(next);

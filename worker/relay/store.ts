@@ -289,6 +289,21 @@ const SCHEMA = [
      at INTEGER NOT NULL,
      PRIMARY KEY (owner, peer)
    )`,
+  // The hub's lobby on users' routes (presence.ts): the users online now who chose "everyone
+  // on this hub" (§6.3), each told of the others by a call to its object.
+  `CREATE TABLE IF NOT EXISTS lobby (
+     username TEXT PRIMARY KEY,
+     identity_key TEXT NOT NULL,
+     at INTEGER NOT NULL
+   )`,
+  // A user's object: who the lobby says is online for `viewer` (both chose "everyone"); read
+  // only while the viewer's own setting is "everyone", forgotten when it leaves the lobby.
+  `CREATE TABLE IF NOT EXISTS lobby_seen (
+     viewer TEXT NOT NULL,
+     username TEXT NOT NULL,
+     identity_key TEXT NOT NULL,
+     PRIMARY KEY (viewer, username)
+   )`,
   // A group's home (group-home.ts): the one hub and group this object is the home of.
   `CREATE TABLE IF NOT EXISTS home_of (
      id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -1387,6 +1402,78 @@ export class Store {
       .map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }))
       .filter((r) => acked === undefined || !acked.has(r.mid))
       .slice(0, limit);
+  }
+
+  // -- the lobby: "everyone on this hub" on users' routes (presence.ts) -------------------------
+
+  /** In the lobby: `username` is online as `identityKey` (false: the lobby is full). */
+  lobbyPut(username: string, identityKey: string, now: number, max: number): boolean {
+    const known =
+      this.sql.exec("SELECT 1 FROM lobby WHERE username = ?", username).toArray().length > 0;
+    if (!known && num(this.sql.exec("SELECT COUNT(*) AS n FROM lobby").one().n) >= max)
+      return false;
+    this.sql.exec(
+      `INSERT INTO lobby (username, identity_key, at) VALUES (?, ?, ?)
+       ON CONFLICT (username) DO UPDATE SET identity_key = excluded.identity_key, at = excluded.at`,
+      username,
+      identityKey,
+      now,
+    );
+    return true;
+  }
+
+  /** In the lobby: `username` left it; whether it was there. */
+  lobbyDelete(username: string): boolean {
+    const was =
+      this.sql.exec("SELECT 1 FROM lobby WHERE username = ?", username).toArray().length > 0;
+    if (was) this.sql.exec("DELETE FROM lobby WHERE username = ?", username);
+    return was;
+  }
+
+  lobbyMembers(): Array<{ username: string; identityKey: string }> {
+    return this.sql
+      .exec("SELECT username, identity_key FROM lobby ORDER BY username")
+      .toArray()
+      .map((r) => ({ username: str(r.username), identityKey: str(r.identity_key) }));
+  }
+
+  /** In a user's object: the lobby says `username` is online (or not) for `viewer`. */
+  setLobbySeen(viewer: string, username: string, state: { identityKey: string } | null): void {
+    if (state === null)
+      this.sql.exec("DELETE FROM lobby_seen WHERE viewer = ? AND username = ?", viewer, username);
+    else
+      this.sql.exec(
+        `INSERT INTO lobby_seen (viewer, username, identity_key) VALUES (?, ?, ?)
+         ON CONFLICT (viewer, username) DO UPDATE SET identity_key = excluded.identity_key`,
+        viewer,
+        username,
+        state.identityKey,
+      );
+  }
+
+  lobbySeen(viewer: string, username: string): { identityKey: string } | null {
+    const r = this.sql
+      .exec(
+        "SELECT identity_key FROM lobby_seen WHERE viewer = ? AND username = ?",
+        viewer,
+        username,
+      )
+      .toArray()[0];
+    return r === undefined ? null : { identityKey: str(r.identity_key) };
+  }
+
+  lobbySeenOf(viewer: string): Array<{ username: string; identityKey: string }> {
+    return this.sql
+      .exec("SELECT username, identity_key FROM lobby_seen WHERE viewer = ?", viewer)
+      .toArray()
+      .map((r) => ({ username: str(r.username), identityKey: str(r.identity_key) }));
+  }
+
+  /** Forget what the lobby said to `viewer` (it left the lobby); the names it forgot. */
+  clearLobbySeen(viewer: string): string[] {
+    const names = this.lobbySeenOf(viewer).map((r) => r.username);
+    this.sql.exec("DELETE FROM lobby_seen WHERE viewer = ?", viewer);
+    return names;
   }
 
   // -- groups on users' routes (group-home.ts) -------------------------------------------------

@@ -22,7 +22,7 @@ import { NAME_RE, type PresenceScope } from "../../../shared/protocol";
 import { createEngine } from "../engine/create";
 import { DEFAULT_BACKOFF, VISIBLE_BACKOFF } from "../net/backoff";
 import { Connection, type ConnState } from "../net/connection";
-import { relayUrl as relayUrlOf } from "../net/relay-url";
+import { relayUrl } from "../net/relay-url";
 import { notificationPermission, notifyHidden, requestNotifications } from "../platform/notify";
 import {
   DEFAULT_NOTIFY_CONTENT,
@@ -110,10 +110,6 @@ export const CREATE_STEPS = [
   "Publishing your prekeys",
 ] as const;
 
-/** ws: or wss: to match the page, same host: the relay serves the app (PROTOCOL.md §4). */
-export function relayUrl(loc: Location, hub = HUB): string {
-  return relayUrlOf(loc, hub);
-}
 
 function connView(s: ConnState): ConnView {
   switch (s.s) {
@@ -325,7 +321,7 @@ export function createParley() {
     profile = p;
     const store = new IdbClientStore(db, deviceKey);
     const c = new Connection({
-      url: relayUrl(location, p.hub),
+      url: relayUrl(location, p.hub, { user: p.username }),
       onOpen: () => engine?.onConnected(),
       onFrame: (f) => {
         // Answers to this page's push subscription frames are handled here, not by the engine.
@@ -472,7 +468,7 @@ export function createParley() {
     let conn: Connection | null = null;
     const link = await NewDeviceLink.start(HUB, deviceName, (f) => conn?.send(f));
     const c = new Connection({
-      url: relayUrl(location, HUB),
+      url: relayUrl(location, HUB, { link: link.rendezvous }),
       onOpen: () => undefined,
       onFrame: (f) => {
         void link.onServerFrame(f).then(

@@ -112,7 +112,7 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
     /** Frames the engine is still working on: the lock is released only after them. */
     const working = new Set<Promise<void>>();
     const conn: Connection = new Connection({
-      url: relayUrl(deps.location, profile.hub),
+      url: relayUrl(deps.location, profile.hub, { user: profile.username }),
       onOpen: () => engine.onConnected(),
       onFrame: (f) => {
         // Our own subscription frames are the page's business (push.ts).
