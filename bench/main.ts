@@ -294,6 +294,15 @@ await section("relay", async () => {
       null,
     );
   }
+  if (s.routedGroup20) {
+    const g = s.routedGroup20;
+    target(
+      "relay group fan-out, 20 clients, on users' routes (home + one call per member's object)",
+      `${g.parley.toFixed(0)} vs ${g.bare.toFixed(0)} deliveries/s = ${fmtX(g.parley / g.bare)}; p99 ${g.p99.toFixed(1)} vs ${g.bareP99.toFixed(1)} ms`,
+      "(reported)",
+      null,
+    );
+  }
   if (s.p99at2000)
     against(
       "relay p99 at 2,000 deliveries/s",
@@ -374,7 +383,7 @@ await section("objects", async () => {
     r.growth.built <= 1.5,
   );
   target(
-    "busiest object's load, 10,000 vs 100 users, on users' routes (1:1 and presence mix, measured: user objects + Directory)",
+    "busiest object's load, 10,000 vs 100 users, on users' routes (the whole mix, measured: user objects, group homes, Directory)",
     fmtX(r.growth.routed),
     "flat (≤ 1.5×)",
     r.growth.routed <= 1.5,

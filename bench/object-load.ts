@@ -50,30 +50,67 @@ export interface ObjectLoadFigures {
  * measured: each user's object counts the events it handled (its sockets' and the calls from
  * other users' objects), and the Directory its calls. Per user-minute.
  */
-async function runRoutedMix(rounds: number): Promise<{ busiestUser: number; directory: number }> {
+/**
+ * The whole mix on users' routes, measured: every user on its own object, each group in its
+ * home (docs/ARCHITECTURE.md "User objects, group homes ..."). Events per minute of the busiest
+ * user object and the busiest home, and directory calls per user-minute.
+ */
+async function runRoutedMix(
+  rounds: number,
+): Promise<{ busiestUser: number; busiestHome: number; directory: number }> {
   const relay = new NodeRelay("main", "https://parley.test", null, "contacts", true);
   const names = Array.from({ length: SAMPLE_USERS }, (_, i) => `u${String(i).padStart(2, "0")}`);
   const users = (await online(relay, ...names)) as TestUser[];
+  for (const [i, u] of users.entries()) {
+    await u.client.joinGroup(groupOf(i));
+    await relay.settle();
+  }
   for (const [i, u] of users.entries()) {
     const peer = users[(i + 1) % users.length] as TestUser;
     await say(u, await u.client.startChat(peer.name), "hello");
   }
   await relay.advance(LIMITS.presenceDeltaIntervalMs);
-  const before = new Map([...relay.userObjects].map(([n, o]) => [n, o.events]));
+  const objects = () => [
+    ...[...relay.userObjects].map(([n, o]) => [`u/${n}`, o] as const),
+    ...[...relay.homeObjects].map(([n, o]) => [`gh/${n}`, o] as const),
+  ];
+  const before = new Map(objects().map(([n, o]) => [n, o.events]));
   const dir0 = relay.directory.calls;
   for (let r = 0; r < rounds; r++) {
-    for (const [i, u] of users.entries()) {
-      const peer = users[(i + 1) % users.length] as TestUser;
-      await directOfMinute(u, peer, r);
-    }
+    await minuteOfMix(relay, users, r);
     await endOfMinute(relay, users, r);
   }
   await relay.settle();
-  const perUser = [...relay.userObjects].map(([n, o]) => o.events - (before.get(n) ?? 0));
+  const handled = (prefix: string) =>
+    objects()
+      .filter(([n]) => n.startsWith(prefix))
+      .map(([n, o]) => o.events - (before.get(n) ?? 0));
   return {
-    busiestUser: Math.max(...perUser) / rounds,
+    busiestUser: Math.max(...handled("u/")) / rounds,
+    busiestHome: Math.max(0, ...handled("gh/")) / rounds,
     directory: (relay.directory.calls - dir0) / (SAMPLE_USERS * rounds),
   };
+}
+
+const groupOf = (i: number) => `g${Math.floor(i / GROUP_SIZE)}`;
+
+/** One minute of the mix for every user: 1:1 messages, group messages, membership churn. */
+async function minuteOfMix(relay: NodeRelay, users: TestUser[], r: number): Promise<void> {
+  for (const [i, u] of users.entries()) {
+    const peer = users[(i + 1) % users.length] as TestUser;
+    await directOfMinute(u, peer, r);
+    for (let k = 0; k < MIX.groupPerMin; k++) await say(u, `group:${groupOf(i)}`, `g${r}.${k}`);
+  }
+  // Membership churn, spread evenly: rejoinsPerMin of every user is one user a minute here.
+  const rejoins = Math.round(MIX.rejoinsPerMin * users.length);
+  for (let k = 0; k < rejoins; k++) {
+    const u = users[(r * rejoins + k) % users.length] as TestUser;
+    const g = groupOf(users.indexOf(u));
+    await u.client.leaveGroup(g);
+    await relay.settle();
+    await u.client.joinGroup(g);
+    await relay.settle();
+  }
 }
 
 interface Counts {
@@ -111,7 +148,6 @@ async function runMix(rounds: number): Promise<Counts> {
   const relay = new NodeRelay("main", "https://parley.test", null, "contacts");
   const names = Array.from({ length: SAMPLE_USERS }, (_, i) => `u${String(i).padStart(2, "0")}`);
   const users = (await online(relay, ...names)) as TestUser[];
-  const groupOf = (i: number) => `g${Math.floor(i / GROUP_SIZE)}`;
   for (const [i, u] of users.entries()) {
     await u.client.joinGroup(groupOf(i));
     await relay.settle();
@@ -130,21 +166,7 @@ async function runMix(rounds: number): Promise<Counts> {
   // One round = one minute of the mix for every user (the integer parts; reconnects every
   // 1/reconnectsPerMin rounds).
   for (let r = 0; r < rounds; r++) {
-    for (const [i, u] of users.entries()) {
-      const peer = users[(i + 1) % users.length] as TestUser;
-      await directOfMinute(u, peer, r);
-      for (let k = 0; k < MIX.groupPerMin; k++) await say(u, `group:${groupOf(i)}`, `g${r}.${k}`);
-    }
-    // Membership churn, spread evenly: rejoinsPerMin of every user is one user a minute here.
-    const rejoins = Math.round(MIX.rejoinsPerMin * users.length);
-    for (let k = 0; k < rejoins; k++) {
-      const u = users[(r * rejoins + k) % users.length] as TestUser;
-      const g = groupOf(users.indexOf(u));
-      await u.client.leaveGroup(g);
-      await relay.settle();
-      await u.client.joinGroup(g);
-      await relay.settle();
-    }
+    await minuteOfMix(relay, users, r);
     await endOfMinute(relay, users, r);
   }
   await relay.settle();
@@ -194,7 +216,7 @@ export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoa
   const groupCalls = [...c.groupObjects.values()];
   const busiestGroupObject = Math.max(0, ...groupCalls) / rounds;
   log(
-    `  users' routes: busiest user object ${routed.busiestUser.toFixed(1)} events/min, directory ${routed.directory.toFixed(2)} calls per user-minute`,
+    `  users' routes: busiest user object ${routed.busiestUser.toFixed(1)} events/min, busiest home ${routed.busiestHome.toFixed(1)} events/min, directory ${routed.directory.toFixed(2)} calls per user-minute`,
   );
   log(
     `  mix: ${c.hub} hub events, ${c.directory} directory calls, ${groupCalls.reduce((a, b) => a + b, 0)} calls to ${groupCalls.length} group objects over ${userMinutes} user-minutes`,
@@ -209,6 +231,7 @@ export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoa
     const group = perSec(busiestGroupObject);
     const designed = perSec(Math.max(busiestUser, busiestGroup));
     const routedUser = perSec(routed.busiestUser);
+    const routedHome = perSec(routed.busiestHome);
     const routedDir = perSec(routed.directory * n);
     return {
       "hub users": n,
@@ -218,9 +241,12 @@ export async function runObjectLoad(log: (s: string) => void): Promise<ObjectLoa
       "built: busiest Group object calls/s": group.toFixed(2),
       "built: busiest object events/s": Math.max(hub, dir, group).toFixed(1),
       "design (projected): busiest user or group object events/s": designed.toFixed(2),
-      "users' routes, no groups (measured): busiest user object events/s": routedUser.toFixed(2),
+      "users' routes (measured): busiest user object events/s": routedUser.toFixed(2),
+      "users' routes: busiest group home events/s": routedHome.toFixed(2),
       "users' routes: Directory calls/s": routedDir.toFixed(2),
-      "users' routes: busiest object events/s": Math.max(routedUser, routedDir).toFixed(2),
+      "users' routes: busiest object events/s": Math.max(routedUser, routedHome, routedDir).toFixed(
+        2,
+      ),
     };
   });
   const at = (n: number, key: string) => Number(rows[HUB_SIZES.indexOf(n)]?.[key] ?? Number.NaN);

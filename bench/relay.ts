@@ -43,6 +43,8 @@ export interface RelayFigures {
     direct50: { parley: number; bare: number } | null;
     /** The same on user objects (each client on its user's route). */
     routed50: { parley: number; bare: number } | null;
+    /** Group fan-out at 20 clients on users' routes: throughput (deliveries/s) and p99 (ms). */
+    routedGroup20: { parley: number; bare: number; p99: number; bareP99: number } | null;
     p99at2000: { parley: number; bare: number } | null;
     cpu: { parley: number; bare: number } | null;
     /** Idle connection memory (KiB per connection): the relay's and a trivial hibernating DO's. */
@@ -279,6 +281,24 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       if (clients === 50) routed50 = { parley: p.p99ms, bare: q.p99ms };
       matrix.push(matrixRow("direct, user objects", clients, 1, p, q));
     }
+    // Groups on users' routes: each group message goes to the group's home, which hands a copy
+    // to each member's object to store (docs/ARCHITECTURE.md "User objects, group homes ...").
+    // 10 and 20 clients: past that the one local workerd thread saturates, as above.
+    let routedGroup20: RelayFigures["summary"]["routedGroup20"] = null;
+    for (const clients of [10, 20]) {
+      const rate = perClientRate("group", clients);
+      const rs = await pair("group", clients, rate, i++, parleyRouted);
+      const p = rs.find((r) => r.target !== "bare ws") as RelayRun;
+      const q = rs.find((r) => r.target === "bare ws") as RelayRun;
+      if (clients === 20)
+        routedGroup20 = {
+          parley: p.deliveriesPerSec,
+          bare: q.deliveriesPerSec,
+          p99: p.p99ms,
+          bareP99: q.p99ms,
+        };
+      matrix.push(matrixRow("group, user objects", clients, clients - 1, p, q));
+    }
 
     // The same measure for the least a hibernating Durable Object can be (bench/trivial-do),
     // under the same `wrangler dev`, in this run (PROTOCOL-independent baseline).
@@ -297,7 +317,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       series,
       rss,
       runs,
-      summary: { fanout50, direct50, routed50, p99at2000, cpu, idle: idleKiB },
+      summary: { fanout50, direct50, routed50, routedGroup20, p99at2000, cpu, idle: idleKiB },
     };
   } finally {
     await dev?.stop();

@@ -239,7 +239,7 @@ export const ERRORS = {
   device_removed: "This device was removed from its identity's device list.",
   unknown_link: "No device is waiting to be linked under that code.",
   link_taken: "That link code is already in use; make a new one.",
-  wrong_route: "This frame is served on the hub's route (/ws?hub=), not on a user's route.",
+  wrong_route: "This frame is not served on the route this connection opened.",
 } as const;
 export type ErrorCode = keyof typeof ERRORS;
 export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];

@@ -302,7 +302,7 @@ describe("everyday messaging", () => {
     });
     await attach(
       nova,
-      new WebSocket(`${origin.replace(/^http/, "ws")}/ws?hub=main`, {
+      new WebSocket(`${origin.replace(/^http/, "ws")}/ws?hub=main&user=nova`, {
         headers: { Origin: origin },
       }),
     );

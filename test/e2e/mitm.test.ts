@@ -97,10 +97,13 @@ describe("relay substitutes an identity key", () => {
         const frame = JSON.parse(m) as {
           t: string;
           users?: { username: string; identityKey: string }[];
+          online?: { username: string; identityKey: string }[];
         };
-        if (frame.t === "presence" && frame.users) {
-          for (const u of frame.users) if (u.username === "gina") u.identityKey = FAKE_KEY;
-        }
+        // Every presence frame lies about gina: the snapshot, and the deltas after it (on users'
+        // routes the "everyone" list arrives as a delta once the lobby answers, §4.1).
+        const listed =
+          frame.t === "presence" ? frame.users : frame.t === "presence_delta" ? frame.online : [];
+        for (const u of listed ?? []) if (u.username === "gina") u.identityKey = FAKE_KEY;
         ws.send(JSON.stringify(frame));
       });
     });

@@ -43,7 +43,8 @@ async function engine(name: string): Promise<WireUser> {
 
 async function online(u: WireUser): Promise<void> {
   const origin = new URL(relay.url).origin;
-  const ws = new WebSocket(`${origin.replace(/^http/, "ws")}/ws?hub=main`, {
+  // On its user's route, where the PWA's users are (PROTOCOL.md §4.1).
+  const ws = new WebSocket(`${origin.replace(/^http/, "ws")}/ws?hub=main&user=${u.name}`, {
     headers: { Origin: origin },
   });
   await attach(u, ws);

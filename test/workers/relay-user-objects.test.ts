@@ -180,6 +180,43 @@ describe("user objects: presence crosses objects, for people you know only (§6.
   });
 });
 
+describe('user objects: "everyone on this hub" is the hub\'s lobby (§6.3)', () => {
+  it("users who both chose everyone see each other; one who did not sees nobody; leaving the choice forgets", async () => {
+    const hub = freshHub("uo");
+    const everyone = async (c: TestClient, id: string, presence: "everyone" | "contacts") => {
+      c.send({ v: 1, t: "settings", id, presence });
+      await c.next("accepted", (f) => f.id === id);
+    };
+    const { c: alice } = await TestClient.connect(hub, "alice", undefined, routed);
+    await everyone(alice, "s1", "everyone");
+    const { c: bob } = await TestClient.connect(hub, "bob", undefined, routed);
+    await everyone(bob, "s2", "everyone");
+    // bob's object entered the lobby and was told alice is there; alice's was told of bob.
+    const seenByBob = await bob.next("presence_delta", (f) =>
+      f.online.some((u) => u.username === "alice"),
+    );
+    expect(seenByBob.online).toEqual([{ username: "alice", identityKey: alice.keys?.identityKey }]);
+    await alice.next("presence_delta", (f) => f.online.some((u) => u.username === "bob"));
+    expect(await countTable(`${hub}/everyone`, "lobby")).toBe(2);
+    // eve kept "people I talk to": she is in no lobby, and sees neither.
+    const { c: eve } = await TestClient.connect(hub, "eve", undefined, routed);
+    expect(names((await eve.next("presence")).users)).toEqual(["eve"]);
+    await eve.none("presence_delta", 300);
+    // bob goes back to "people I talk to": alice sees him go, and his view forgets her.
+    await everyone(bob, "s3", "contacts");
+    await alice.next("presence_delta", (f) => f.offline.includes("bob"));
+    await bob.next("presence_delta", (f) => f.offline.includes("alice"));
+    expect(await countTable(userObject(hub, "bob"), "lobby_seen")).toBe(0);
+    expect(await countTable(`${hub}/everyone`, "lobby")).toBe(1);
+    // alice's going offline leaves the lobby too.
+    alice.close();
+    await alice.waitClosed();
+    await until(async () => (await countTable(`${hub}/everyone`, "lobby")) === 0, "lobby empty");
+    bob.close();
+    eve.close();
+  });
+});
+
 describe("user objects: the sender's total is kept in the sender's object (§7.3)", () => {
   it("counts what other objects said they hold; refuses at maxMailboxPerSender; a receipt or the mailbox lifetime releases", async () => {
     const hub = freshHub("uo");

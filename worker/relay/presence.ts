@@ -352,15 +352,21 @@ export class Presence {
       const state = me !== null && this.scope(user) === "everyone" ? me : null;
       lobby(hub, user, state).then(
         (others) => {
-          const before = store.clearLobbySeen(user);
+          const before = new Map(store.lobbySeenOf(user).map((p) => [p.username, p.identityKey]));
+          store.clearLobbySeen(user);
+          const after = new Map<string, string>();
           if (state === null) this.#inLobby.delete(user);
           else {
             this.#inLobby.add(user);
-            for (const o of others)
-              if (o.username !== user) store.setLobbySeen(user, o.username, o);
+            for (const o of others) {
+              if (o.username === user) continue;
+              store.setLobbySeen(user, o.username, o);
+              after.set(o.username, o.identityKey);
+            }
           }
-          for (const n of new Set([...before, ...others.map((o) => o.username)]))
-            this.#mark(user, n);
+          // Only what changed is news: a reconnect whose snapshot listed the same is not.
+          for (const n of new Set([...before.keys(), ...after.keys()]))
+            if (before.get(n) !== after.get(n)) this.#mark(user, n);
         },
         () => {
           if (!this.#lobbyDue.has(user)) this.#lobbyDue.set(user, hub);

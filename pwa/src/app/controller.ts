@@ -110,7 +110,6 @@ export const CREATE_STEPS = [
   "Publishing your prekeys",
 ] as const;
 
-
 function connView(s: ConnState): ConnView {
   switch (s.s) {
     case "idle":
