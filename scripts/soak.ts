@@ -5,7 +5,7 @@
  *
  * Environment: SOAK_CLIENTS (50), SOAK_SECONDS (60), SOAK_GROUP_SIZE (10), SOAK_INTERVAL_MS (1000),
  * SOAK_PORT (8797), SOAK_ROUTED (1: every client on its user's route, docs/ARCHITECTURE.md "User
- * objects"; groups are not served there, so give a SOAK_GROUP_SIZE above SOAK_CLIENTS).
+ * objects", each group in its home).
  */
 import { installNodeCryptoBackend } from "../node/crypto-backend";
 import { runSoak, type SoakCounts } from "./soak-lib";

@@ -6,6 +6,7 @@
  * socket, link frames in the wrong state; and that an answer the new device refuses (not made
  * with its code) does not end its wait.
  */
+import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { nextDeviceList, signDeviceList } from "../../shared/core/devices";
 import {
@@ -21,14 +22,14 @@ import {
 import { ed25519Sign, generateIdentityKeyPair } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 import { type DeviceList, LIMITS } from "../../shared/protocol";
-import { freshHub, type Keys, newKeys, TestClient } from "./support/client";
+import { BASE, freshHub, type Keys, newKeys, ORIGIN, TestClient } from "./support/client";
 
 const LAPTOP = toB64u(new Uint8Array(16).fill(1));
 
 /** Alice's laptop online, current device, with a list naming only itself. */
-async function alice(hub: string) {
+async function alice(hub: string, routed = false) {
   const keys = await newKeys();
-  const laptop = await TestClient.open(hub);
+  const laptop = await TestClient.open(hub, ORIGIN, undefined, routed ? "alice" : undefined);
   laptop.send(await laptop.authFrame("alice", keys, { device: LAPTOP, claim: true }));
   await laptop.next("welcome");
   const list = await signDeviceList(
@@ -87,6 +88,64 @@ async function transferFor(keys: Keys, list: DeviceList, pending: PendingLink) {
 }
 
 describe("link rendezvous (§4.8.3)", () => {
+  it("on users' routes: the device waits on its rendezvous's object, the laptop's object reaches it, and the device authenticates on its user's route", async () => {
+    const hub = freshHub("link");
+    const { keys, laptop, list } = await alice(hub, true);
+    const pending = await createLinkOffer(hub, "phone");
+    const other = await createLinkOffer(hub, "tablet");
+    const route = { link: pending.code.rendezvous };
+    const phone = await TestClient.open(hub, ORIGIN, undefined, route);
+    // Its route names its rendezvous: an offer under another one is not served here.
+    phone.send({
+      v: 1,
+      t: "link_offer",
+      id: "x",
+      rendezvous: other.code.rendezvous,
+      offer: other.offer,
+    });
+    expect((await phone.error("x")).code).toBe("wrong_route");
+    phone.send({
+      v: 1,
+      t: "link_offer",
+      id: "o1",
+      rendezvous: pending.code.rendezvous,
+      offer: pending.offer,
+    });
+    await phone.next("accepted", (f) => f.id === "o1");
+    // Nobody authenticates on a rendezvous's route.
+    phone.send(await phone.authFrame("alice", keys, { device: pending.offer.device }));
+    expect((await phone.error()).code).toBe("wrong_route");
+    laptop.send({ v: 1, t: "link_fetch", id: "f1", rendezvous: pending.code.rendezvous });
+    const offered = await laptop.next("link_offered", (f) => f.id === "f1");
+    expect(offered.offer).toEqual(pending.offer);
+    const { next, transfer } = await transferFor(keys, list, pending);
+    laptop.send({ v: 1, t: "devices", id: "d2", list: next });
+    await laptop.next("accepted", (f) => f.id === "d2");
+    const answer = await sealLinkAnswer(hub, pending.code, offered.offer, transfer);
+    laptop.send({ v: 1, t: "link_answer", id: "a1", rendezvous: pending.code.rendezvous, answer });
+    await laptop.next("accepted", (f) => f.id === "a1");
+    expect((await phone.next("link_answered")).answer).toEqual(answer);
+    // Nothing waits under the other code: no object answers for it.
+    laptop.send({ v: 1, t: "link_fetch", id: "f2", rendezvous: other.code.rendezvous });
+    expect((await laptop.error("f2")).code).toBe("unknown_link");
+    // The phone connects on its user's route, where alice's object admits it by her list.
+    phone.close();
+    const onRoute = await TestClient.open(hub, ORIGIN, undefined, "alice");
+    onRoute.send(await onRoute.authFrame("alice", keys, { device: pending.offer.device }));
+    const welcome = await onRoute.next("welcome");
+    expect(welcome.devices?.version).toBe(2);
+    expect(welcome.address).toBe(`alice.${pending.offer.device}`);
+    // A route that names both a user and a rendezvous is refused.
+    const res = await SELF.fetch(
+      `${BASE}/ws?hub=${hub}&user=alice&link=${pending.code.rendezvous}`,
+      { headers: { Upgrade: "websocket", Origin: ORIGIN } },
+    );
+    expect(res.status).toBe(400);
+    await res.arrayBuffer();
+    onRoute.close();
+    laptop.close();
+  });
+
   it("offer, fetch, answer: the new device gets the answer on its waiting socket and then authenticates as a listed device", async () => {
     const hub = freshHub("link");
     const { keys, laptop, list } = await alice(hub);

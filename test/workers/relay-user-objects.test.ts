@@ -294,7 +294,7 @@ describe("user objects: a user's object acts for its user only", () => {
     }
   });
 
-  it("answers linking frames with wrong_route, and serves the rest", async () => {
+  it("answers an offer with wrong_route, and serves the rest", async () => {
     const hub = freshHub("uo");
     const pending = await TestClient.open(hub, ORIGIN, undefined, "dave");
     const link = await createLinkOffer(hub, "phone");
@@ -310,8 +310,9 @@ describe("user objects: a user's object acts for its user only", () => {
     // Group frames go to the group's home (relay-group-homes.test.ts), which judges them.
     alice.send({ v: 1, t: "group_send", id: "g", group: "broadcast", epoch: 0, body: body(1) });
     expect((await alice.error("g")).code).toBe("not_member");
+    // A fetch reaches the rendezvous's object (relay-links.test.ts), where nobody waits.
     alice.send({ v: 1, t: "link_fetch", id: "f", rendezvous: link.code.rendezvous });
-    expect((await alice.error("f")).code).toBe("wrong_route");
+    expect((await alice.error("f")).code).toBe("unknown_link");
     alice.send({ v: 1, t: "settings", id: "s", presence: "contacts" });
     await alice.next("accepted", (f) => f.id === "s");
   });

@@ -126,12 +126,19 @@ export class TestClient {
 
   /**
    * `ip`: the CF-Connecting-IP the edge would set (absent: none, as under `wrangler dev`);
-   * `user`: open that user's route (`&user=`, docs/ARCHITECTURE.md "User objects").
+   * `user`: open that user's route (`&user=`, docs/ARCHITECTURE.md "User objects"), or a
+   * rendezvous's (`&link=`, PROTOCOL.md §4.8.3).
    */
-  static async open(hub: string, origin = ORIGIN, ip?: string, user?: string): Promise<TestClient> {
+  static async open(
+    hub: string,
+    origin = ORIGIN,
+    ip?: string,
+    user?: string | { link: string },
+  ): Promise<TestClient> {
     const headers: Record<string, string> = { Upgrade: "websocket", Origin: origin };
     if (ip !== undefined) headers["CF-Connecting-IP"] = ip;
-    const route = user === undefined ? "" : `&user=${user}`;
+    const route =
+      user === undefined ? "" : typeof user === "string" ? `&user=${user}` : `&link=${user.link}`;
     const res = await SELF.fetch(`${BASE}/ws?hub=${hub}${route}`, { headers });
     const ws = res.webSocket;
     if (res.status !== 101 || ws === null) throw new Error(`upgrade failed: ${res.status}`);
