@@ -410,30 +410,24 @@ export class NodeRelay {
 
   /** The object of user `name` (created on first use, as `idFromName` would). */
   userObject(name: string): NodeObject {
-    let o = this.userObjects.get(name);
-    if (o === undefined) {
-      o = new NodeObject((st) => this.#lifecycle(st), this.failures);
-      this.userObjects.set(name, o);
-    }
-    return o;
+    return this.#objectIn(this.userObjects, name);
   }
 
   /** The home of `group` on users' routes, `idFromName(hub + "/gh/" + group)` (group-home.ts). */
   homeObject(group: string): NodeObject {
-    let o = this.homeObjects.get(group);
-    if (o === undefined) {
-      o = new NodeObject((st) => this.#lifecycle(st), this.failures);
-      this.homeObjects.set(group, o);
-    }
-    return o;
+    return this.#objectIn(this.homeObjects, group);
   }
 
   /** A rendezvous's object, `idFromName(hub + "/l/" + rendezvous)` (§4.8.3). */
   rendezvousObject(rendezvous: string): NodeObject {
-    let o = this.rendezvousObjects.get(rendezvous);
+    return this.#objectIn(this.rendezvousObjects, rendezvous);
+  }
+
+  #objectIn(objects: Map<string, NodeObject>, key: string): NodeObject {
+    let o = objects.get(key);
     if (o === undefined) {
       o = new NodeObject((st) => this.#lifecycle(st), this.failures);
-      this.rendezvousObjects.set(rendezvous, o);
+      objects.set(key, o);
     }
     return o;
   }

@@ -57,15 +57,20 @@ async function alice(hub: string, routed = false) {
 async function newDevice(hub: string, name = "phone") {
   const c = await TestClient.open(hub);
   const pending = await createLinkOffer(hub, name);
-  c.send({
-    v: 1,
-    t: "link_offer",
-    id: "o1",
-    rendezvous: pending.code.rendezvous,
-    offer: pending.offer,
-  });
+  c.send(offerFrame("o1", pending));
   await c.next("accepted", (f) => f.id === "o1");
   return { c, pending };
+}
+
+/** The new device's `link_offer` of `pending` (§4.8.2). */
+function offerFrame(id: string, pending: PendingLink) {
+  return {
+    v: 1,
+    t: "link_offer",
+    id,
+    rendezvous: pending.code.rendezvous,
+    offer: pending.offer,
+  } as const;
 }
 
 async function transferFor(keys: Keys, list: DeviceList, pending: PendingLink) {
@@ -96,21 +101,9 @@ describe("link rendezvous (§4.8.3)", () => {
     const route = { link: pending.code.rendezvous };
     const phone = await TestClient.open(hub, ORIGIN, undefined, route);
     // Its route names its rendezvous: an offer under another one is not served here.
-    phone.send({
-      v: 1,
-      t: "link_offer",
-      id: "x",
-      rendezvous: other.code.rendezvous,
-      offer: other.offer,
-    });
+    phone.send(offerFrame("x", other));
     expect((await phone.error("x")).code).toBe("wrong_route");
-    phone.send({
-      v: 1,
-      t: "link_offer",
-      id: "o1",
-      rendezvous: pending.code.rendezvous,
-      offer: pending.offer,
-    });
+    phone.send(offerFrame("o1", pending));
     await phone.next("accepted", (f) => f.id === "o1");
     // Nobody authenticates on a rendezvous's route.
     phone.send(await phone.authFrame("alice", keys, { device: pending.offer.device }));

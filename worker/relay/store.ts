@@ -1452,14 +1452,7 @@ export class Store {
   }
 
   lobbySeen(viewer: string, username: string): { identityKey: string } | null {
-    const r = this.sql
-      .exec(
-        "SELECT identity_key FROM lobby_seen WHERE viewer = ? AND username = ?",
-        viewer,
-        username,
-      )
-      .toArray()[0];
-    return r === undefined ? null : { identityKey: str(r.identity_key) };
+    return this.#seenBy("lobby_seen", viewer, username);
   }
 
   lobbySeenOf(viewer: string): Array<{ username: string; identityKey: string }> {
@@ -2037,13 +2030,21 @@ export class Store {
 
   /** `username` as announced online to `viewer` by its object, or null. */
   peerPresence(viewer: string, username: string): { identityKey: string } | null {
-    const r = this.sql
-      .exec(
-        "SELECT identity_key FROM peer_presence WHERE viewer = ? AND username = ?",
-        viewer,
-        username,
-      )
-      .toArray()[0];
+    return this.#seenBy("peer_presence", viewer, username);
+  }
+
+  /** One row of a presence table a viewer reads (`peer_presence` or `lobby_seen`). */
+  #seenBy(
+    table: "peer_presence" | "lobby_seen",
+    viewer: string,
+    username: string,
+  ): { identityKey: string } | null {
+    // Two fixed statements, chosen by name: no SQL is built from input.
+    const sql =
+      table === "peer_presence"
+        ? "SELECT identity_key FROM peer_presence WHERE viewer = ? AND username = ?"
+        : "SELECT identity_key FROM lobby_seen WHERE viewer = ? AND username = ?";
+    const r = this.sql.exec(sql, viewer, username).toArray()[0];
     return r === undefined ? null : { identityKey: str(r.identity_key) };
   }
 
