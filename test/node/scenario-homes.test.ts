@@ -93,6 +93,31 @@ describe("a group's home and its members' objects", () => {
     expect(homeCopies(relay)).toBe(0);
   });
 
+  it("a home takes only its own group's frames, and a device removal only of the caller's identity", async () => {
+    const { relay } = await inGroup("alice", "bob");
+    const home = relay.homeObject("broadcast").life.hub;
+    const m = { username: "alice", identityKey: relay.user("alice")?.identityKey ?? "" };
+    const codes = async (hub: string, group: string, frame: object) =>
+      (await home.fromMember(hub, group, m, JSON.stringify(frame))).map(
+        (t) => (JSON.parse(t) as { code?: string }).code,
+      );
+    // Not a group frame, another group's, another hub's: a relay bug, answered as one.
+    const send = { v: 1, t: "send", id: "1", to: "bob", body: "AAAA" };
+    expect(await codes("main", "broadcast", send)).toEqual(["internal"]);
+    const other = { v: 1, t: "leave", id: "2", group: "other" };
+    expect(await codes("main", "broadcast", other)).toEqual(["internal"]);
+    const leave = { v: 1, t: "leave", id: "3", group: "broadcast" };
+    expect(await codes("elsewhere", "broadcast", leave)).toEqual(["internal"]);
+    // A removal naming another user's member, or the caller itself, changes nothing.
+    await home.deviceRemoved("main", "broadcast", m, "bob");
+    await home.deviceRemoved("main", "broadcast", m, "alice");
+    await relay.settle();
+    expect(relay.group("broadcast")).toMatchObject({
+      members: ["alice", "bob"],
+      pendingLeaves: [],
+    });
+  });
+
   it("a member's object takes a commit only with room (hard bound), and nothing after it overtakes it", async () => {
     const { relay } = await inGroup("alice", "bob");
     const bob = relay.userObject("bob");
