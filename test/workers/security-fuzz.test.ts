@@ -87,7 +87,8 @@ interface Honest {
   ws: WebSocket;
 }
 
-async function honest(hub: string, name: string): Promise<Honest> {
+/** An honest engine; `routed`: on its user's route (PROTOCOL.md §4.1), else the hub's. */
+async function honest(hub: string, name: string, routed: boolean): Promise<Honest> {
   const identity = await generateIdentityKeyPair();
   const events: ParleyEvent[] = [];
   let ws: WebSocket | null = null;
@@ -101,7 +102,8 @@ async function honest(hub: string, name: string): Promise<Honest> {
     now: () => Date.now(),
   });
   client.subscribe((e) => events.push(e));
-  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${hub}`, {
+  const route = routed ? `&user=${name}` : "";
+  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${hub}${route}`, {
     headers: { Upgrade: "websocket", Origin: ORIGIN },
   });
   if (res.webSocket === null) throw new Error("no socket");
@@ -141,65 +143,75 @@ describe("security: random-frame fuzz against the Durable Object", () => {
     globalThis.removeEventListener?.("unhandledrejection", onUnhandled);
   });
 
-  it("570 random frames from six clients: no crash, no internal error, honest users served", async () => {
-    const hub = freshHub("fuzz");
-    const fuzzers: TestClient[] = [];
-    // Six identities, each with its own buckets and malformed counter.
-    for (const [i, n] of ["f0", "f1", "f2", "f3", "f4", "f5"].entries()) {
-      const { c } = await TestClient.connect(hub, n);
-      const keys = c.keys;
-      if (keys === null) throw new Error("keys");
-      // Under each connection's burst and malformed budget: the fuzz tests handlers, not limits.
-      const per = Math.min(LIMITS.connBurst, LIMITS.maxMalformed) - 5;
-      const sample = fc.sample(frames(await signedPrekey(keys, 1)), {
-        numRuns: per,
-        seed: 7000 + i,
-      });
-      for (const raw of sample) c.sendRaw(raw);
-      fuzzers.push(c);
-    }
-    for (const c of fuzzers) if (c.closed === null) await c.sync();
-    for (const c of fuzzers) {
-      expect(c.invalid).toEqual([]);
-      const codes = c.queue.flatMap((f) => (f.t === "error" ? [f.code] : []));
-      expect(codes).not.toContain("internal");
-      // The fuzz reached the handlers: typed refusals from deep inside, not just the parser.
-      expect(
-        codes.some((x) =>
-          ["not_member", "stale_epoch", "roster_mismatch", "unknown_user"].includes(x),
-        ),
-      ).toBe(true);
-      expect(c.queue.some((f) => f.t === "accepted")).toBe(true);
-    }
-    // Honest users in the same hub: authenticate, chat 1:1 and in a group.
-    const alice = await honest(hub, "alice");
-    const bob = await honest(hub, "bob");
-    await alice.client.startChat("bob");
-    await until(
-      () => alice.client.conversations().find((c) => c.id === "dm:bob")?.session === "ready",
-      "secure",
-    );
-    await alice.client.sendText("dm:bob", "after the fuzz");
-    await until(() => inbox(bob, "dm:alice").includes("after the fuzz"), "bob reads");
-    const fresh = `grp${Date.now().toString(36).slice(-6)}`;
-    await alice.client.joinGroup(fresh);
-    await until(
-      () => (alice.client.conversations().find((c) => c.id === `group:${fresh}`)?.epoch ?? 0) > 0,
-      "group",
-    );
-    await bob.client.joinGroup(fresh);
-    await until(
-      () => bob.client.conversations().find((c) => c.id === `group:${fresh}`)?.members.length === 2,
-      "bob in group",
-    );
-    await bob.client.sendText(`group:${fresh}`, "group after the fuzz");
-    await until(
-      () => inbox(alice, `group:${fresh}`).includes("group after the fuzz"),
-      "group read",
-    );
-    expect(unhandled).toEqual([]);
-    for (const c of fuzzers) c.close();
-    alice.ws.close(1000);
-    bob.ws.close(1000);
-  }, 60_000);
+  // Both routes (PROTOCOL.md §4.1): on users' routes the frames land on six users' objects, and
+  // their group frames on the groups' homes.
+  it.each([
+    ["the hub's route", false],
+    ["users' routes", true],
+  ])(
+    "570 random frames from six clients on %s: no crash, no internal error, honest users served",
+    async (_route, routed) => {
+      const hub = freshHub("fuzz");
+      const fuzzers: TestClient[] = [];
+      // Six identities, each with its own buckets and malformed counter.
+      for (const [i, n] of ["f0", "f1", "f2", "f3", "f4", "f5"].entries()) {
+        const { c } = await TestClient.connect(hub, n, undefined, { routed });
+        const keys = c.keys;
+        if (keys === null) throw new Error("keys");
+        // Under each connection's burst and malformed budget: the fuzz tests handlers, not limits.
+        const per = Math.min(LIMITS.connBurst, LIMITS.maxMalformed) - 5;
+        const sample = fc.sample(frames(await signedPrekey(keys, 1)), {
+          numRuns: per,
+          seed: 7000 + i,
+        });
+        for (const raw of sample) c.sendRaw(raw);
+        fuzzers.push(c);
+      }
+      for (const c of fuzzers) if (c.closed === null) await c.sync();
+      for (const c of fuzzers) {
+        expect(c.invalid).toEqual([]);
+        const codes = c.queue.flatMap((f) => (f.t === "error" ? [f.code] : []));
+        expect(codes).not.toContain("internal");
+        // The fuzz reached the handlers: typed refusals from deep inside, not just the parser.
+        expect(
+          codes.some((x) =>
+            ["not_member", "stale_epoch", "roster_mismatch", "unknown_user"].includes(x),
+          ),
+        ).toBe(true);
+        expect(c.queue.some((f) => f.t === "accepted")).toBe(true);
+      }
+      // Honest users in the same hub: authenticate, chat 1:1 and in a group.
+      const alice = await honest(hub, "alice", routed);
+      const bob = await honest(hub, "bob", routed);
+      await alice.client.startChat("bob");
+      await until(
+        () => alice.client.conversations().find((c) => c.id === "dm:bob")?.session === "ready",
+        "secure",
+      );
+      await alice.client.sendText("dm:bob", "after the fuzz");
+      await until(() => inbox(bob, "dm:alice").includes("after the fuzz"), "bob reads");
+      const fresh = `grp${Date.now().toString(36).slice(-6)}`;
+      await alice.client.joinGroup(fresh);
+      await until(
+        () => (alice.client.conversations().find((c) => c.id === `group:${fresh}`)?.epoch ?? 0) > 0,
+        "group",
+      );
+      await bob.client.joinGroup(fresh);
+      await until(
+        () =>
+          bob.client.conversations().find((c) => c.id === `group:${fresh}`)?.members.length === 2,
+        "bob in group",
+      );
+      await bob.client.sendText(`group:${fresh}`, "group after the fuzz");
+      await until(
+        () => inbox(alice, `group:${fresh}`).includes("group after the fuzz"),
+        "group read",
+      );
+      expect(unhandled).toEqual([]);
+      for (const c of fuzzers) c.close();
+      alice.ws.close(1000);
+      bob.ws.close(1000);
+    },
+    60_000,
+  );
 });

@@ -8,7 +8,7 @@
  * happens to the attacker's connection, and ends with the honest users still exchanging messages.
  */
 import { env, evictDurableObject, runInDurableObject, SELF } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { ParleyClient } from "../../shared/core/client";
 import type { ConversationId, ParleyEvent } from "../../shared/core/client-api";
 import { encryptGroup, parseGroupRecord } from "../../shared/core/group";
@@ -47,6 +47,18 @@ async function until(pred: () => boolean, what: string, ms = 8000): Promise<void
   }
 }
 
+/**
+ * Which route the clients of the running block take (PROTOCOL.md §4.1): every story runs on
+ * the hub's route and again on users' routes, where each user is its own object and each group
+ * its home (set by each block's `beforeAll`; blocks run one after the other).
+ */
+let ROUTED = false;
+const routeOf = (name: string) => (ROUTED ? `&user=${name}` : "");
+
+/** A socket on `name`'s route (or the hub's), not authenticated yet. */
+const openAs = (hub: string, name: string) =>
+  TestClient.open(hub, ORIGIN, undefined, ROUTED ? name : undefined);
+
 async function engine(hub: string, name: string): Promise<User> {
   const u = {
     name,
@@ -68,7 +80,7 @@ async function engine(hub: string, name: string): Promise<User> {
     now: () => Date.now(),
   });
   u.client.subscribe((e) => u.events.push(e));
-  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${hub}`, {
+  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${hub}${routeOf(name)}`, {
     headers: { Upgrade: "websocket", Origin: ORIGIN },
   });
   const ws = res.webSocket;
@@ -166,7 +178,7 @@ async function joinAll(...us: User[]): Promise<void> {
 
 /** A raw authenticated client in the same hub (mallory's own socket). */
 async function raw(hub: string, name: string): Promise<TestClient> {
-  return (await TestClient.connect(hub, name)).c;
+  return (await TestClient.connect(hub, name, undefined, { routed: ROUTED })).c;
 }
 
 /** Garbage in a well-formed frame. Without `leaf`, TestClient.send fills in the current ones. */
@@ -186,11 +198,18 @@ const fakeCommit = (id: string, parentEpoch: number, members: string[], leaf?: n
   interim: toB64u(randomBytes(32)),
 });
 
-describe("security: hostile clients through the real relay", () => {
+describe.each([
+  ["the hub's route", false],
+  ["users' routes", true],
+] as const)("security: hostile clients through the real relay, on %s", (_route, routed) => {
+  beforeAll(() => {
+    ROUTED = routed;
+  });
+
   it("impersonation: claiming a taken name → name_taken; the owner keeps its session", async () => {
     const [alice, bob] = (await engines("alice", "bob")) as [User, User];
     await secure(alice, bob);
-    const m = await TestClient.open(alice.hub);
+    const m = await openAs(alice.hub, "alice");
     m.send(await m.authFrame("alice", await newKeys()));
     expect((await m.error()).code).toBe("name_taken");
     const closed = await m.waitClosed();
@@ -208,14 +227,14 @@ describe("security: hostile clients through the real relay", () => {
     const mk = await newKeys();
     const aliceKey = toB64u(alice.identity.publicKey);
     // 1. alice's identity key with mallory's own signed prekey: the prekey signature fails.
-    const m1 = await TestClient.open(alice.hub);
+    const m1 = await openAs(alice.hub, "alice");
     m1.send({ ...(await m1.authFrame("alice", mk)), identityKey: aliceKey });
     expect((await m1.error()).code).toBe("bad_signature");
     expect((await m1.waitClosed()).code).toBe(CLOSE.authFailed);
     // 2. alice's identity key and alice's real (public) signed prekey, the challenge signed by
     //    mallory: the transcript signature fails.
     const spk = publicSpk((await alice.store.get("prekeys")) as PrekeyState);
-    const m2 = await TestClient.open(alice.hub);
+    const m2 = await openAs(alice.hub, "alice");
     m2.send({ ...(await m2.authFrame("alice", mk, { spk })), identityKey: aliceKey });
     expect((await m2.error()).code).toBe("auth_failed");
     expect((await m2.waitClosed()).code).toBe(CLOSE.authFailed);
@@ -474,6 +493,13 @@ describe("security: hostile clients through the real relay", () => {
     const alice = await engine(hub, "alice");
     const bob = await engine(hub, "bob");
     await joinAll(alice, bob);
+    // Group members see each other online (§6.3); on users' routes through their objects'
+    // announcements, up to presenceDeltaIntervalMs after the commit. The online handshake
+    // below needs it.
+    await until(
+      () => [alice, bob].every((u) => u.client.presence().length === 2),
+      "members online",
+    );
     await secure(alice, bob);
     bob.ws?.close(1000, "offline");
     await until(() => alice.client.presence().length === 1, "bob offline");
@@ -485,7 +511,8 @@ describe("security: hostile clients through the real relay", () => {
     // (§7.3.1, see the next test).
     const senders = ["mallory", "sybil1", "sybil2", "sybil3"];
     const perSender = Math.ceil(LIMITS.maxMailboxPerRecipient / senders.length);
-    const stub = env.RELAY.get(env.RELAY.idFromName(hub));
+    // bob's mailbox: in his own object on users' routes, else the hub's.
+    const stub = env.RELAY.get(env.RELAY.idFromName(ROUTED ? `${hub}/u/bob` : hub));
     await runInDurableObject(stub, (_i, state) => {
       const sql = state.storage.sql;
       for (const sender of senders) {
@@ -562,7 +589,7 @@ async function reconnect(u: User): Promise<User> {
     now: () => Date.now(),
   });
   v.client.subscribe((e) => v.events.push(e));
-  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${u.hub}`, {
+  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${u.hub}${routeOf(u.name)}`, {
     headers: { Upgrade: "websocket", Origin: ORIGIN },
   });
   const ws = res.webSocket;
