@@ -22,6 +22,7 @@ import type {
   BundleQuery,
   DirectEnqueue,
   EnqueueResult,
+  HandOver,
   LinkAnswer,
   PeerGateway,
 } from "./relay/hub";
@@ -88,7 +89,9 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
         ? `${hub}/gh/${to.group}`
         : "link" in to
           ? `${hub}/l/${to.link}`
-          : `${hub}/everyone`;
+          : "hub" in to
+            ? hub
+            : `${hub}/everyone`;
   // RPC results are typed per method below (the stub's own types are promise-like unions).
   const call = async <T>(
     hub: string,
@@ -118,6 +121,8 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
       call<PresenceUser[]>(hub, { lobby: true }, (s) => s.lobby(hub, user, state)),
     lobbyPresence: (hub, viewer, user, state) =>
       call<void>(hub, viewer, (s) => s.lobbyPresence(viewer, user, state)),
+    handOver: (hub, username, identityKey) =>
+      call<HandOver | null>(hub, { hub: true }, (s) => s.handOver(username, identityKey)),
     deviceRemoved: (hub, group, member, at) =>
       call<void>(hub, { group }, (s) => s.deviceRemoved(hub, group, member, at)),
     linkOffered: (hub, link) => call<LinkOffer | null>(hub, { link }, (s) => s.linkOffered(link)),
@@ -127,7 +132,12 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
 }
 
 /** The objects a user's object calls (peersOf). */
-type Peer = { user: string } | { group: string } | { link: string } | { lobby: true };
+type Peer =
+  | { user: string }
+  | { group: string }
+  | { link: string }
+  | { lobby: true }
+  | { hub: true };
 
 /** Stubs of other users' objects one object keeps (peersOf). */
 const MAX_PEER_STUBS = 1000;
@@ -181,6 +191,11 @@ export class Relay extends DurableObject {
 
   presence(viewer: string, user: string, state: PresenceUser | null): void {
     this.#life.hub.peerPresence(viewer, user, state);
+  }
+
+  /** In the hub's object: what it held for a user who now takes its own route. */
+  handOver(username: string, identityKey: string): HandOver | null {
+    return this.#life.hub.handOver(username, identityKey, Date.now());
   }
 
   // -- the hub's lobby (PROTOCOL.md §6.3 "everyone on this hub" on users' routes) --------------

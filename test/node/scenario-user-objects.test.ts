@@ -11,6 +11,7 @@ import {
   disconnect,
   errors,
   messages,
+  newUser,
   online,
   say,
   type TestUser,
@@ -44,8 +45,10 @@ describe("engines on user objects", () => {
     await say(alice, "dm:bob", "how are you?");
     expect(messages(bob, "dm:alice")).toEqual(["hello bob", "how are you?"]);
     expect(messages(alice, "dm:bob")).toEqual(["hello alice"]);
-    // Each user's mailbox was its own object's; the hub's object held nobody.
-    expect(relay.hubObject.events).toBe(0);
+    // Each user's mailbox was its own object's; the hub's object held nobody, and was asked
+    // once per user, at its first authentication, for what it held (a hand-over: nothing).
+    expect(relay.hubObject.events).toBe(2);
+    expect(relay.hubObject.life.store.countMailbox("bob")).toBe(0);
     expect([...relay.userObjects.keys()].sort()).toEqual(["alice", "bob"]);
     const tables = relay.dumpTables();
     expect(tables["user/alice/users"]?.map((r) => r.username)).toEqual(["alice"]);
@@ -114,6 +117,51 @@ describe("engines on user objects", () => {
     expect(relay.stored("bob")).toBe(0);
   });
 
+  it("a user of the hub's route who moves to its own route finds there the mail, decisions and device the hub's object held", async () => {
+    const relay = new NodeRelay("main", "https://parley.test", null, "contacts", false);
+    const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+    await alice.client.startChat("bob");
+    await relay.settle();
+    await say(alice, "dm:bob", "before");
+    await bob.client.acceptContact("alice");
+    await relay.settle();
+    await disconnect(bob);
+    await say(alice, "dm:bob", "while away 1");
+    await say(alice, "dm:bob", "while away 2");
+    expect(relay.hubObject.life.store.countMailbox("bob")).toBe(2);
+    // The app updates: connections made from now on take their users' routes.
+    relay.routed = true;
+    // Another identity claiming "bob" on bob's route first gets nothing, and takes nothing away.
+    const mallory = await newUser(relay, "bob");
+    await connect(mallory);
+    expect(errors(mallory).map((e) => e.message)).toEqual([expect.stringContaining("name_taken")]);
+    expect(relay.userObject("bob").life.store.countMailbox("bob")).toBe(0);
+    await disconnect(alice);
+    await connect(alice, bob);
+    expect(messages(bob, "dm:alice")).toEqual(["before", "while away 1", "while away 2"]);
+    const bobs = relay.userObject("bob").life.store;
+    expect(bobs.contactState("bob", "alice")).toBe("accepted");
+    expect(bobs.getDevice("bob")).toBe(relay.hubObject.life.store.getDevice("bob"));
+    // Taken once: a later connection brings nothing again.
+    await disconnect(bob);
+    await connect(bob);
+    const bodies = relay.log.flatMap((x) =>
+      x.to === "bob" && x.frame.t === "deliver" && x.frame.item.kind === "direct"
+        ? [x.frame.item.body]
+        : [],
+    );
+    expect(new Set(bodies).size).toBe(bodies.length);
+    await say(alice, "dm:bob", "on our own routes");
+    expect(messages(bob, "dm:alice")).toEqual([
+      "before",
+      "while away 1",
+      "while away 2",
+      "on our own routes",
+    ]);
+    expect(errors(alice)).toEqual([]);
+    expect(errors(bob)).toEqual([]);
+  });
+
   it("a flood from one user loads only its own object and its peer's", async () => {
     const { relay, users } = await chatting("alice", "bob", "mallory");
     const [alice, , mallory] = users as [TestUser, TestUser, TestUser];
@@ -121,6 +169,7 @@ describe("engines on user objects", () => {
     await mallory.client.startChat("bob");
     await relay.settle();
     const before = new Map([...relay.userObjects].map(([n, o]) => [n, o.events]));
+    const hub0 = relay.hubObject.events;
     for (let i = 0; i < 50; i++) await mallory.client.sendText("dm:bob", `spam ${i}`);
     await relay.settle();
     const handled = (n: string) => (relay.userObjects.get(n)?.events ?? 0) - (before.get(n) ?? 0);
@@ -129,6 +178,6 @@ describe("engines on user objects", () => {
     expect(handled("mallory")).toBeGreaterThanOrEqual(50);
     expect(handled("bob")).toBeGreaterThanOrEqual(50);
     expect(handled("alice")).toBe(0);
-    expect(relay.hubObject.events).toBe(0);
+    expect(relay.hubObject.events).toBe(hub0);
   });
 });

@@ -395,9 +395,10 @@ export class NodeRelay {
      * Clients open their user's route (`/ws?hub=&user=`, docs/ARCHITECTURE.md "User objects"):
      * each user is its own object, and calls between them cross as RPC (NodeObject.call); each
      * group is its home's (group-home.ts). By default as the test project says (vitest.config.ts
-     * `node-routed` runs the group stories so).
+     * `node-routed` runs the group stories so). A test may switch it, as an app update does:
+     * connections made after it take the other route.
      */
-    readonly routed = process.env.PARLEY_TEST_ROUTED === "1",
+    public routed = process.env.PARLEY_TEST_ROUTED === "1",
   ) {
     this.hubObject = new NodeObject((st) => this.#lifecycle(st), this.failures);
     this.lobbyObject = new NodeObject((st) => this.#lifecycle(st), this.failures);
@@ -517,6 +518,10 @@ export class NodeRelay {
       },
       lobbyPresence: (h, viewer, user, st) =>
         peer(h, viewer).call((l) => l.hub.lobbyPresence(viewer, user, st)),
+      handOver: (h, username, identityKey) => {
+        if (h !== hub) throw new Error(`hub object of another hub asked for: ${h}`);
+        return this.hubObject.call((l) => l.hub.handOver(username, identityKey, this.clock));
+      },
       deviceRemoved: (h, name, member, at) =>
         home(h, name).call((l) => l.hub.deviceRemoved(h, name, member, at)),
       linkOffered: (h, r) => rendezvous(h, r).call((l) => l.hub.linkOffered(r, this.clock)),

@@ -61,7 +61,7 @@ import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
 import { type ClaimResult, type DirectoryGateway, prekeyOwner } from "./key-directory";
 import type { LinkStore } from "./links";
-import type { MailboxKind, SenderHoldings } from "./mailbox";
+import type { MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
 import {
   commitRoom,
   expiryOf,
@@ -74,7 +74,7 @@ import { groupPeersOf, Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { Store } from "./store";
+import type { GroupLogRow, Store } from "./store";
 
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
@@ -128,6 +128,19 @@ export interface HubDeps {
    * absent or null: every user is in this object.
    */
   peers?: PeerGateway | null;
+}
+
+/**
+ * What the hub's object held for a user who now takes its own route (`Hub.handOver`): the items
+ * not yet acknowledged at each of its mailbox addresses, in mid order, and its decisions, device
+ * and list, and presence setting.
+ */
+export interface HandOver {
+  items: Array<{ address: string; row: MailboxRow } | { address: string; group: GroupLogRow }>;
+  contacts: Array<{ peer: string; state: "accepted" | "blocked" }>;
+  device: string | null;
+  deviceList: DeviceList | null;
+  presence: PresenceScope | null;
 }
 
 /** The recipient's answer to a direct item (`Hub.enqueue`). */
@@ -196,6 +209,8 @@ export interface PeerGateway {
     user: string,
     state: PresenceUser | null,
   ): Promise<void>;
+  /** `Hub.handOver` in the hub's object (`idFromName(hub)`): what it held for `username`. */
+  handOver(hub: string, username: string, identityKey: string): Promise<HandOver | null>;
   /** `Hub.deviceRemoved` in the home of `group`: `m`'s list dropped its device `at` (§4.7). */
   deviceRemoved(hub: string, group: string, m: MemberBinding, at: string): Promise<void>;
   /** `Hub.linkOffered` in the object of `rendezvous` (`hub + "/l/" + rendezvous`, §4.8.3). */
@@ -864,6 +879,31 @@ export class Hub {
     // initiator's to check, as the relay could strip or swap it anyway.
     if (frame.pqPrekey !== undefined && frame.pqPrekey.spkId !== frame.signedPrekey.id) {
       return this.#authFail(s, "bad_frame");
+    }
+    // A user's object meeting its user for the first time takes over what the hub's object held
+    // for that identity (a user of the hub's route before): before the device decision, which
+    // reads the device and list it brings.
+    const { store } = this.#d;
+    const peers = this.#d.peers;
+    if (
+      a.user !== undefined &&
+      peers !== undefined &&
+      peers !== null &&
+      store.getUser(frame.username) === null &&
+      !store.handedOver(frame.username)
+    ) {
+      let h: HandOver | null;
+      try {
+        h = await peers.handOver(a.hub, frame.username, frame.identityKey);
+      } catch (e) {
+        // Not taken now, taken at the next authentication: nothing is lost, nothing reordered.
+        console.error("relay: hand-over failed", e instanceof Error ? e.name : typeof e);
+        return this.#authFail(s, "internal");
+      }
+      if (s.closed) return;
+      // Nothing for this identity (a new user, or another identity's claim that the directory
+      // will refuse): nothing is marked, so the name's own identity still gets what is there.
+      if (h !== null && !store.handedOver(frame.username)) this.#takeHandOver(frame.username, h);
     }
     return this.#authBound(s, a, frame, false);
   }
@@ -2412,6 +2452,98 @@ export class Hub {
     this.deliveries.fanout(delivered, mid, member, groupDeliverText({ ...row, mid }));
     // Members with no connection are woken by a push (§7.9); commits wake nobody (no message).
     this.pushes.queued(delivered, now);
+  }
+
+  // -- the hand-over from the hub's route (docs/ARCHITECTURE.md "Moving a user") ---------------
+
+  /**
+   * In the hub's object: what it holds for `username`, if that name is bound here to
+   * `identityKey` (only the identity's own authenticated connection, on its user's route, asks).
+   * Nothing is deleted: the user no longer connects here, and what is left expires as any item.
+   */
+  handOver(username: string, identityKey: string, now: number): HandOver | null {
+    const { store } = this.#d;
+    if (store.getUser(username)?.identityKey !== identityKey) return null;
+    const items: HandOver["items"] = [];
+    const bound = LIMITS.maxMailboxHardPerRecipient;
+    const addresses = new Set([
+      username,
+      ...store.mailboxAddressesOf(username),
+      ...store.memberNamesOf(username),
+    ]);
+    for (const address of addresses) {
+      for (const row of store.itemsAfter(address, 0, now, bound)) items.push({ address, row });
+      const through = store.groupThrough(address);
+      for (const group of store.groupItemsFor(
+        address,
+        through,
+        Number.MAX_SAFE_INTEGER,
+        now,
+        bound,
+      ))
+        items.push({ address, group });
+    }
+    const midOf = (x: HandOver["items"][number]) => ("row" in x ? x.row.mid : x.group.mid);
+    items.sort((x, y) => midOf(x) - midOf(y));
+    return {
+      items,
+      contacts: store.contactsOf(username),
+      device: store.getDevice(username),
+      deviceList: store.getDeviceList(username),
+      presence: store.presenceSetting(username),
+    };
+  }
+
+  /**
+   * In a user's object: store what the hub's object handed over, in its order, in one
+   * synchronous step with the mark that it was taken (so it is taken once).
+   */
+  #takeHandOver(username: string, h: HandOver): void {
+    const { store } = this.#d;
+    const now = this.#d.now();
+    for (const c of h.contacts)
+      store.setContactState(username, c.peer, c.state, now, LIMITS.maxContactsPerUser);
+    if (h.deviceList !== null && store.getDeviceList(username) === null)
+      store.setDeviceList(username, h.deviceList);
+    if (h.device !== null && store.getDevice(username) === null)
+      store.setDevice(username, h.device);
+    if (h.presence !== null) store.setPresenceSetting(username, h.presence);
+    for (const it of h.items) {
+      if ("row" in it) {
+        const r = it.row;
+        store.putItem({
+          senderDevice: r.senderDevice ?? null,
+          recipient: it.address,
+          sender: r.sender,
+          senderKey: r.senderKey,
+          ts: r.ts,
+          expiresAt: expiryOf(r.ts),
+          kind: r.kind,
+          group: r.group,
+          epoch: r.epoch,
+          payload: store.putPayload(r.data),
+          wrap: r.wrap,
+        });
+        this.#d.wakeAt(expiryOf(r.ts));
+      } else {
+        const g = it.group;
+        const one = { ...groups.emptyGroup(g.group), members: [it.address] };
+        store.putGroupMessage({
+          group: g.group,
+          epoch: g.epoch,
+          roster: store.rosterOf(one, [it.address]),
+          sender: g.sender,
+          senderKey: g.senderKey,
+          ts: g.ts,
+          expiresAt: expiryOf(g.ts),
+          data: g.data,
+          skipped: [],
+        });
+        this.#d.wakeAt(expiryOf(g.ts));
+      }
+    }
+    this.deliveries.invalidatePending();
+    store.setHandedOver(username, now);
   }
 
   // -- groups on users' routes (group-home.ts) -------------------------------------------------

@@ -304,6 +304,11 @@ const SCHEMA = [
      identity_key TEXT NOT NULL,
      PRIMARY KEY (viewer, username)
    )`,
+  // A user's object: the users whose rows the hub's object handed over (Hub.handOver), once.
+  `CREATE TABLE IF NOT EXISTS handed_over (
+     username TEXT PRIMARY KEY,
+     at INTEGER NOT NULL
+   )`,
   // A group's home (group-home.ts): the one hub and group this object is the home of.
   `CREATE TABLE IF NOT EXISTS home_of (
      id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -1402,6 +1407,41 @@ export class Store {
       .map((r) => ({ mid: num(r.mid), sender: str(r.sender), kind: kind(r.kind) }))
       .filter((r) => acked === undefined || !acked.has(r.mid))
       .slice(0, limit);
+  }
+
+  // -- the hand-over from the hub's route to a user's (Hub.handOver) ---------------------------
+
+  /** The mailbox addresses of `username` that hold items: its own and its linked devices'. */
+  mailboxAddressesOf(username: string): string[] {
+    return this.sql
+      .exec(
+        `SELECT DISTINCT recipient FROM mailbox
+         WHERE recipient = ? OR (recipient > ? AND recipient < ?) ORDER BY recipient`,
+        ...userRange(username),
+      )
+      .toArray()
+      .map((r) => str(r.recipient));
+  }
+
+  /** Every decision `owner` made about other users' direct messages (§7.3.1). */
+  contactsOf(owner: string): Array<{ peer: string; state: "accepted" | "blocked" }> {
+    return this.sql
+      .exec("SELECT peer, state FROM contacts WHERE owner = ? ORDER BY peer", owner)
+      .toArray()
+      .flatMap((r) => {
+        const st = r.state;
+        return st === "accepted" || st === "blocked" ? [{ peer: str(r.peer), state: st }] : [];
+      });
+  }
+
+  handedOver(username: string): boolean {
+    return (
+      this.sql.exec("SELECT 1 FROM handed_over WHERE username = ?", username).toArray().length > 0
+    );
+  }
+
+  setHandedOver(username: string, now: number): void {
+    this.sql.exec("INSERT OR IGNORE INTO handed_over (username, at) VALUES (?, ?)", username, now);
   }
 
   // -- the lobby: "everyone on this hub" on users' routes (presence.ts) -------------------------
