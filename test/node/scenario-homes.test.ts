@@ -6,7 +6,15 @@
 import { describe, expect, it } from "vitest";
 import { LIMITS, PROTOCOL_VERSION } from "../../shared/protocol";
 import { RELINK_MS } from "../../worker/relay/group-home";
-import { errors, messages, online, say, type TestUser } from "../support/clients";
+import {
+  connect,
+  disconnect,
+  errors,
+  messages,
+  online,
+  say,
+  type TestUser,
+} from "../support/clients";
 import { NodeRelay } from "../support/node-relay";
 
 const G = "group:broadcast" as const;
@@ -116,6 +124,22 @@ describe("a group's home and its members' objects", () => {
       members: ["alice", "bob"],
       pendingLeaves: [],
     });
+  });
+
+  it("a member of the recipient's group is no stranger: past the message-request share, still stored", async () => {
+    const { relay, users } = await inGroup("alice", "bob");
+    const [alice, bob] = users as [TestUser, TestUser];
+    await disconnect(bob);
+    // alice never wrote to bob and bob never accepted her: only their group relates them.
+    await alice.client.startChat("bob");
+    await relay.settle();
+    const n = LIMITS.maxRequestItemsPerSender + 5;
+    for (let i = 0; i < n; i++) await alice.client.sendText("dm:bob", `m${i}`);
+    await relay.settle();
+    expect(relay.stored("bob")).toBe(n);
+    expect(errors(alice)).toEqual([]);
+    await connect(bob);
+    expect(messages(bob, "dm:alice")).toHaveLength(n);
   });
 
   it("a member's object takes a commit only with room (hard bound), and nothing after it overtakes it", async () => {

@@ -1693,7 +1693,10 @@ export class Hub {
     // that apply to everyone, so strangers cannot use up the mailbox of the recipient's contacts.
     // A copy to one's own other device (§4.7) is no request.
     const own = e.to === e.from && e.device !== undefined;
-    const standing = own ? "contact" : store.senderStanding(e.to, e.from);
+    let standing = own ? "contact" : store.senderStanding(e.to, e.from);
+    // On a user's route the groups are their homes': a member of one of the recipient's groups
+    // is known from the states this object keeps (§7.3.1 "shares a group").
+    if (standing === "request" && groupPeersOf(store, e.to).includes(e.from)) standing = "contact";
     if (standing === "blocked") return { ok: false, code: "request_limit" };
     const holdings = this.#holdings(e.from, [to]);
     if (
