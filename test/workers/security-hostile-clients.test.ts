@@ -8,7 +8,7 @@
  * happens to the attacker's connection, and ends with the honest users still exchanging messages.
  */
 import { env, evictDurableObject, runInDurableObject, SELF } from "cloudflare:test";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ParleyClient } from "../../shared/core/client";
 import type { ConversationId, ParleyEvent } from "../../shared/core/client-api";
 import { encryptGroup, parseGroupRecord } from "../../shared/core/group";
@@ -22,6 +22,7 @@ import {
 } from "../../shared/crypto";
 import { toB64u } from "../../shared/encoding";
 import { CLOSE, LIMITS, parseServerFrame, type ServerFrame } from "../../shared/protocol";
+import { RELINK_MS } from "../../worker/relay/group-home";
 import { statusOf } from "../support/status";
 import { freshHub, newKeys, ORIGIN, TestClient } from "./support/client";
 
@@ -38,6 +39,15 @@ interface User {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A frame on the socket if it is still open. An engine's timers outlive a test's sockets; a
+ * send on a closed socket throws in workerd, and the engine's outbox keeps the frame anyway.
+ */
+function sendOpen(ws: WebSocket | null | undefined, f: unknown): void {
+  if (ws !== null && ws !== undefined && ws.readyState === WebSocket.OPEN)
+    ws.send(JSON.stringify(f));
+}
 
 async function until(pred: () => boolean, what: string, ms = 8000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -76,7 +86,7 @@ async function engine(hub: string, name: string): Promise<User> {
     username: name,
     identity: u.identity,
     store: u.store,
-    transport: { send: (f) => u.ws?.send(JSON.stringify(f)) },
+    transport: { send: (f) => sendOpen(u.ws, f) },
     now: () => Date.now(),
   });
   u.client.subscribe((e) => u.events.push(e));
@@ -205,6 +215,10 @@ describe.each([
   beforeAll(() => {
     ROUTED = routed;
   });
+  // What the relay's objects still do after a block's last story (a group's home opens its
+  // links again at its alarm, RELINK_MS after its last batch; delivery and presence flushes)
+  // runs before the test environment is torn down.
+  afterAll(() => sleep(RELINK_MS + 1000));
 
   it("impersonation: claiming a taken name → name_taken; the owner keeps its session", async () => {
     const [alice, bob] = (await engines("alice", "bob")) as [User, User];
@@ -585,7 +599,7 @@ async function reconnect(u: User): Promise<User> {
     username: u.name,
     identity: u.identity,
     store: u.store,
-    transport: { send: (f) => v.ws?.send(JSON.stringify(f)) },
+    transport: { send: (f) => sendOpen(v.ws, f) },
     now: () => Date.now(),
   });
   v.client.subscribe((e) => v.events.push(e));
