@@ -468,6 +468,8 @@ export class Store {
    * write, so a record maps to exactly one active-member list). Cleared when rosters are deleted.
    */
   #rosters = new WeakMap<GroupRecord, number>();
+  /** `memberGroupStates` by address (users' routes). */
+  readonly #memberGroups = new Map<string, Array<{ group: string; state: string }>>();
   /** The highest mid handed out (mid_counter, kept in memory; see nextMid). */
   #lastMid = 0;
   /**
@@ -525,6 +527,7 @@ export class Store {
   migrate(defaultGroups: readonly string[], now: number): void {
     this.#groups.clear();
     this.#rosters = new WeakMap();
+    this.#memberGroups.clear();
     this.#counts = null;
     this.#senders.clear();
     this.#logBySender = null;
@@ -1537,15 +1540,22 @@ export class Store {
     this.insertUser(username, identityKey, now);
   }
 
-  /** The states of the groups `address` is in on users' routes, by group name. */
+  /**
+   * The states of the groups `address` is in on users' routes, by group name. From memory after
+   * the first read: a recipient's `enqueue` reads them for every sender that is not a contact.
+   */
   memberGroupStates(address: string): Array<{ group: string; state: string }> {
-    return this.sql
+    const hit = this.#memberGroups.get(address);
+    if (hit !== undefined) return hit;
+    const rows = this.sql
       .exec(
         "SELECT grp, state FROM member_groups WHERE address = ? AND state IS NOT NULL ORDER BY grp",
         address,
       )
       .toArray()
       .map((r) => ({ group: str(r.grp), state: str(r.state) }));
+    remember(this.#memberGroups, address, rows);
+    return rows;
   }
 
   memberGroup(address: string, group: string): { state: string | null; through: number } | null {
@@ -1560,6 +1570,7 @@ export class Store {
   }
 
   setMemberGroup(address: string, group: string, state: string | null, through: number): void {
+    this.#memberGroups.delete(address);
     this.sql.exec(
       `INSERT INTO member_groups (address, grp, state, through) VALUES (?, ?, ?, ?)
        ON CONFLICT (address, grp) DO UPDATE SET state = excluded.state, through = excluded.through`,
