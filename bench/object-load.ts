@@ -8,15 +8,15 @@
  * split handles its own events one at a time, so its event rate is what bounds it (the ~1,000
  * requests/s soft limit per object).
  *
- * Rows: the hub object as it was (one object, every event), the objects as built now (the hub,
- * its Directory and its Group objects, measured: a group object takes the group's joins, leaves,
- * removals and commits; its messages stay on the hub's object), and the per-user and per-group
- * objects of the design, whose events are attributed from the same run's frames (each client
- * frame to its sender's object, each stored item to its recipient's, each group message to its
- * group's, each presence delta to its viewer's) — a projection from measured counts, as user
- * objects and the group objects' fan-out are not built yet.
- * The Directory stays one object per hub in that design too: its calls (one `bind` per
- * authentication, bundle fetches, uploads) still grow with the hub, shown in their own column.
+ * Rows: the hub object as it was (one object, every event), the objects as built on the hub's
+ * route (the hub, its Directory and its Group objects, measured: a group object takes the group's
+ * joins, leaves, removals and commits; its messages stay on the hub's object), a projection of
+ * per-user and per-group objects attributed from the same run's frames (each client frame to its
+ * sender's object, each stored item to its recipient's, each group message to its group's, each
+ * presence delta to its viewer's), and users' routes as built, measured (runRoutedMix). On the
+ * hub's route the Directory's calls (a `claim` per authentication, bundle fetches, uploads) grow
+ * with the hub; on users' routes each user's object keeps its own prekeys and judges its own
+ * reconnects, so the Directory takes only registrations, which are not part of a per-minute mix.
  */
 import { LIMITS } from "../shared/protocol";
 import { connect, disconnect, online, say, type TestUser } from "../test/support/clients";
@@ -40,16 +40,11 @@ export interface ObjectLoadFigures {
   rows: Row[];
   /**
    * Busiest object's events/s at 10,000 users over at 100: as built on the hub's route, as
-   * designed, and as built on users' routes for the mix they serve (no groups yet).
+   * designed (projected), and as built on users' routes (the whole mix, measured).
    */
   growth: { built: number; designed: number; routed: number };
 }
 
-/**
- * The same mix without its group parts on users' routes (docs/ARCHITECTURE.md "User objects"),
- * measured: each user's object counts the events it handled (its sockets' and the calls from
- * other users' objects), and the Directory its calls. Per user-minute.
- */
 /**
  * The whole mix on users' routes, measured: every user on its own object, each group in its
  * home (docs/ARCHITECTURE.md "User objects, group homes ..."). Events per minute of the busiest

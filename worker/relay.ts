@@ -182,7 +182,7 @@ export class Relay extends DurableObject {
   }
 
   bundle(hub: string, q: BundleQuery): Promise<BundleAnswer> {
-    return this.#life.hub.bundle(hub, q);
+    return this.#life.hub.bundle(hub, q, true);
   }
 
   known(username: string): boolean {

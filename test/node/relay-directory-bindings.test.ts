@@ -127,6 +127,65 @@ const errorsTo = (relay: NodeRelay, name: string | null) =>
     x.to === name && x.frame.t === "error" ? [x.frame as Extract<ServerFrame, { t: "error" }>] : [],
   );
 
+describe("a name on its user's route (§4.1)", () => {
+  it("its object's claim stores no keys, and from then on only its object may reclaim it", () => {
+    const dir = new KeyDirectory(new NodeSql());
+    expect(dir.claim(claim("alice", "K1", { routed: true }))).toEqual({
+      ok: true,
+      registered: true,
+      remaining: 0,
+    });
+    expect(dir.store.getSignedPrekey("alice")).toBeNull();
+    // The hub's object judged alice's holder gone: it holds neither her mail nor her connections.
+    expect(dir.claim(claim("alice", "K2", { reclaimable: true }))).toEqual({
+      ok: false,
+      code: "name_taken",
+    });
+    expect(dir.store.identityOf("alice")).toBe("K1");
+    // Her own object judged so: the name changes hands, and stays that object's.
+    expect(dir.claim(claim("alice", "K2", { reclaimable: true, routed: true }))).toMatchObject({
+      ok: true,
+      registered: true,
+    });
+    expect(dir.store.identityOf("alice")).toBe("K2");
+    expect(dir.claim(claim("alice", "K3", { reclaimable: true }))).toEqual({
+      ok: false,
+      code: "name_taken",
+    });
+    // A name of the hub's route is still the hub's object's to judge.
+    expect(dir.claim(claim("bob", "K4"))).toMatchObject({ ok: true });
+    expect(dir.claim(claim("bob", "K5", { reclaimable: true }))).toMatchObject({ ok: true });
+  });
+
+  it("a claim whose answer is lost: refused `internal`, and the next auth claims again before its object judges alone", async () => {
+    const relay = new NodeRelay("main", "https://parley.test", null, "everyone", true);
+    const carol = await newUser(relay, "carol");
+    relay.directory.loseAnswers = 1;
+    carol.conn = relay.connect(carol.client);
+    await relay.settle().catch(() => undefined);
+    expect(relay.online("carol")).toBeUndefined();
+    expect(relay.directory.keys.store.isRouted("carol")).toBe(true);
+    relay.failures.length = 0;
+    const calls = relay.directory.calls;
+    await disconnect(carol);
+    await connect(carol);
+    expect(relay.online("carol")).toBeDefined();
+    expect(relay.directory.calls).toBe(calls + 1);
+    expect(relay.signedPrekey("carol")).not.toBeNull();
+    await disconnect(carol);
+    await connect(carol);
+    expect(relay.directory.calls).toBe(calls + 1);
+    // An object whose copy came before it claimed the name as its own (an earlier version kept
+    // no mark) claims once more, and the directory marks the name its object's.
+    relay.userObject("carol").state.storage.sql.exec("DELETE FROM claimed");
+    relay.directory.sql.exec("DELETE FROM routed_names");
+    await disconnect(carol);
+    await connect(carol);
+    expect(relay.directory.calls).toBe(calls + 2);
+    expect(relay.directory.keys.store.isRouted("carol")).toBe(true);
+  });
+});
+
 describe("the hub follows the directory", () => {
   it("a claim whose answer is lost: the client is refused `internal`, and its next auth gets in on the binding the directory made", async () => {
     const relay = new NodeRelay();

@@ -51,8 +51,11 @@ it("a spent identity bucket stays spent when the object hibernates and wakes", a
   expect(rateLimited(relay, "alice")).toBe(refused + 1);
 });
 
-it("a requester's one-time prekey quota survives the object's restart", async () => {
-  const relay = new NodeRelay();
+it.each([
+  ["the hub's route", false],
+  ["users' routes", true],
+])("%s: a requester's one-time prekey quota survives the object's restart", async (_, routed) => {
+  const relay = new NodeRelay("main", "https://parley.test", null, "everyone", routed);
   const [bob, eve] = (await online(relay, "bob", "eve")) as [TestUser, TestUser];
   expect(relay.oneTimePrekeys("bob")).toBeGreaterThan(LIMITS.oneTimePrekeyBurstPerRequester);
   let n = 0;

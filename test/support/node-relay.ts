@@ -506,7 +506,7 @@ export class NodeRelay {
       enqueue: (h, e) => lossy("enqueue", () => peer(h, e.to).call((l) => l.hub.enqueue(e)))(),
       receipt: (h, to, mids, by, held) =>
         peer(h, to).call((l) => l.hub.receipt(to, mids, by, held)),
-      bundle: (h, q) => peer(h, q.username).call((l) => l.hub.bundle(h, q)),
+      bundle: (h, q) => peer(h, q.username).call((l) => l.hub.bundle(h, q, true)),
       known: (h, name) => peer(h, name).call((l) => l.hub.known(name)),
       presence: (h, viewer, user, st) =>
         peer(h, viewer).call((l) => l.hub.peerPresence(viewer, user, st)),
@@ -725,25 +725,36 @@ export class NodeRelay {
     return sub === null ? null : { endpoint: sub.endpoint, pending: sub.state.pending };
   }
 
-  /** One-time prekeys the directory object holds for `username` (PROTOCOL.md §7.4). */
-  /** The signed prekey the directory holds for an entry (a username or a device's address). */
-  signedPrekey(entry: string): SignedPrekey | null {
-    return this.directory.keys.store.getSignedPrekey(entry);
+  /**
+   * The key store that holds an entry's prekeys (a username or a device's address, §7.4): its
+   * user's own object on users' routes (PROTOCOL.md §4.1), else the hub's directory object.
+   */
+  keysOf(entry: string): KeyDirectory {
+    if (!this.routed) return this.directory.keys;
+    const own = this.objectOf(entry).life.hub;
+    return own.ownKeys();
   }
 
+  /** The signed prekey held for an entry (a username or a device's address). */
+  signedPrekey(entry: string): SignedPrekey | null {
+    return this.keysOf(entry).store.getSignedPrekey(entry);
+  }
+
+  /** One-time prekeys held for `username` (PROTOCOL.md §7.4). */
   oneTimePrekeys(username: string): number {
-    return this.directory.keys.store.countOneTimePrekeys(username);
+    return this.keysOf(username).store.countOneTimePrekeys(username);
   }
 
   /** One-time ML-KEM prekeys stored for `username` (PROTOCOL.md §8.3.5). */
   oneTimeKemPrekeys(username: string): number {
-    return this.directory.keys.store.countOneTimeKemPrekeys(username);
+    return this.keysOf(username).store.countOneTimeKemPrekeys(username);
   }
 
   /** Hand out up to `n` of the user's one-time prekeys, oldest first, as bundle fetches do. */
   takeOneTimePrekeys(username: string, n = Number.POSITIVE_INFINITY): number {
+    const { store } = this.keysOf(username);
     let taken = 0;
-    while (taken < n && this.directory.keys.store.takeOneTimePrekey(username) !== null) taken++;
+    while (taken < n && store.takeOneTimePrekey(username) !== null) taken++;
     return taken;
   }
 
@@ -761,6 +772,7 @@ export class NodeRelay {
   /** The operator releases a username: its directory entry and one-time prekeys are deleted. */
   releaseName(username: string): void {
     this.directory.keys.release(username);
+    if (this.routed) this.keysOf(username).release(username);
     this.objectOf(username).life.store.deleteUser(username);
   }
 

@@ -59,7 +59,12 @@ import {
 import type { GroupCallResult, GroupGateway, GroupOp } from "./group-object";
 import { MembershipPushes } from "./group-push";
 import * as groups from "./groups";
-import { type ClaimResult, type DirectoryGateway, prekeyOwner } from "./key-directory";
+import {
+  type ClaimResult,
+  type DirectoryGateway,
+  type KeyDirectory,
+  prekeyOwner,
+} from "./key-directory";
 import type { LinkStore } from "./links";
 import type { MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
 import {
@@ -99,6 +104,8 @@ function deviceOf(a: AuthedAttachment): string | null {
 export const DEFAULT_GROUPS = ["broadcast"] as const;
 
 type Frame<T extends ClientFrame["t"]> = FrameOf<ClientFrame, T>;
+/** The prekey calls of an entry (key-directory.ts), wherever its keys live. */
+type KeyCalls = Pick<DirectoryGateway, "bind" | "upload" | "take">;
 /** A `link_answer`'s sealed answer, handed on unread (§4.8.3). */
 export type LinkAnswer = Frame<"link_answer">["answer"];
 
@@ -117,8 +124,16 @@ export interface HubDeps {
   blobs?: BlobGateway | null;
   /** The presence scope of users of `hub` who chose none (presence.ts presenceDefaults). */
   presenceDefault?: (hub: string) => PresenceScope;
-  /** The hub's key directory object (key-directory.ts): one-time and PQ prekeys, quota. */
+  /**
+   * The hub's key directory object (key-directory.ts): its bindings and registrations; on the
+   * hub's route also every entry's prekeys and their quota.
+   */
   directory: DirectoryGateway;
+  /**
+   * This object's own key store (key-directory.ts over its own storage): in a user's object, the
+   * prekeys of its user's entries and their quota (PROTOCOL.md §4.1). Absent: none here.
+   */
+  ownKeys?: () => KeyDirectory;
   /** The hub's group objects (group-object.ts): each group's roster, epoch and commits (§7.5). */
   groups: GroupGateway;
   /** Link offers waiting for their answer (links.ts, PROTOCOL.md §4.8.3). */
@@ -962,31 +977,44 @@ export class Hub {
       if (names.some((n) => store.onCommittedRoster(n))) return this.#authFail(s, "name_taken");
     }
     // The directory binds the name (a new one, or a reclaim, counts toward the daily bound of
-    // the address it comes from) and takes the signed and PQ prekeys; it drops the one-time
-    // prekeys of another identity or device, whose secrets stay there, so a first message made
-    // with one could never be opened here (§4.3); the welcome's count of 0 then asks for more.
+    // the address it comes from) and, on the hub's route, takes the signed and PQ prekeys; it
+    // drops the one-time prekeys of another identity or device, whose secrets stay there, so a
+    // first message made with one could never be opened here (§4.3); the welcome's count of 0
+    // then asks for more. On a user's route the user's object keeps the keys (below), and once
+    // the directory bound the name to this identity at this object's claim, only this object can
+    // bind it again: a reconnect of that identity is judged here alone (§4.1).
+    const routed = a.user !== undefined;
     let claimed: ClaimResult;
-    try {
-      if (!(await this.#directoryReady(a.hub))) return this.#authFail(s, "internal");
-      claimed = await this.#d.directory.claim(a.hub, {
-        username: frame.username,
-        identityKey: frame.identityKey,
-        device: frame.device,
-        signedPrekey: frame.signedPrekey,
-        pq: frame.pqPrekey ?? null,
-        reclaimable: reclaim,
-        // A reconnecting user always fits (§4.3 step 6).
-        full:
-          sessions.online(frame.username) === undefined &&
-          sessions.onlineCount() >= LIMITS.maxOnlinePerHub,
-        buckets: registrationBuckets(a.ip ?? UNKNOWN_ADDRESS),
-        now,
-      });
-    } catch (e) {
-      console.error("relay: directory claim failed", e instanceof Error ? e.name : typeof e);
-      if (!s.closed) this.#authFail(s, "internal");
-      return;
-    }
+    if (
+      routed &&
+      owner !== null &&
+      !reclaim &&
+      store.claimedIdentity(frame.username) === frame.identityKey
+    )
+      claimed = { ok: true, registered: false, remaining: 0 };
+    else
+      try {
+        if (!(await this.#directoryReady(a.hub))) return this.#authFail(s, "internal");
+        claimed = await this.#d.directory.claim(a.hub, {
+          username: frame.username,
+          identityKey: frame.identityKey,
+          device: frame.device,
+          signedPrekey: frame.signedPrekey,
+          pq: frame.pqPrekey ?? null,
+          reclaimable: reclaim,
+          // A reconnecting user always fits (§4.3 step 6).
+          full:
+            sessions.online(frame.username) === undefined &&
+            sessions.onlineCount() >= LIMITS.maxOnlinePerHub,
+          buckets: registrationBuckets(a.ip ?? UNKNOWN_ADDRESS),
+          now,
+          ...(routed ? { routed: true as const } : {}),
+        });
+      } catch (e) {
+        console.error("relay: directory claim failed", e instanceof Error ? e.name : typeof e);
+        if (!s.closed) this.#authFail(s, "internal");
+        return;
+      }
     if (s.closed) return;
     if (!claimed.ok) return this.#authFail(s, claimed.code);
     // Another connection may have bound the name or taken the device during that call: the
@@ -1017,12 +1045,28 @@ export class Hub {
       // the name ends the old one's notifications.
       this.pushes.forgetUser(frame.username);
     } else store.sawUser(frame.username, now);
+    let remaining = claimed.remaining;
+    if (routed) {
+      // The user's object keeps its user's keys (§4.1): the name's entry takes this device's
+      // signed and PQ prekeys, dropping another identity's or device's one-time prekeys as the
+      // directory does; an earlier identity's linked devices' entries go with it.
+      const keys = this.ownKeys();
+      if (held !== null && held.identityKey !== frame.identityKey)
+        keys.store.wipeDevicesOf(frame.username);
+      remaining = keys.bind(
+        frame.username,
+        prekeyOwner(frame.identityKey, frame.device),
+        frame.signedPrekey,
+        frame.pqPrekey ?? null,
+      );
+      if (store.claimedIdentity(frame.username) !== frame.identityKey)
+        store.setClaimed(frame.username, frame.identityKey);
+    }
     const takeover = again.current !== null && again.current !== frame.device;
     if (again.current !== frame.device) store.setDevice(frame.username, frame.device);
     // ...and another device taking the identity ends the old device's.
     if (held === null || held.identityKey === frame.identityKey)
       this.pushes.deviceChanged(frame.username, frame.device);
-    const remaining = claimed.remaining;
     const current = sessions.online(frame.username);
     // One live connection per identity (PROTOCOL.md §4.4): the newest wins. A connection of the
     // device just replaced is told so: it must not reconnect and take the identity back.
@@ -1110,6 +1154,32 @@ export class Hub {
     return this.#seeded;
   }
 
+  /** This object's own key store (a user's object); its absence is a wiring bug. */
+  ownKeys(): KeyDirectory {
+    const keys = this.#d.ownKeys?.();
+    if (keys === undefined) throw new Error("user's object without its own key store");
+    return keys;
+  }
+
+  /**
+   * Where the prekeys of this object's entries live (key-directory.ts): in the object itself when
+   * it is a user's (`own`, PROTOCOL.md §4.1), else in the hub's directory object, after the
+   * bindings this object kept are handed to it. Rejects when the directory cannot be reached.
+   */
+  async #keys(hub: string, own: boolean): Promise<KeyCalls> {
+    if (!own) {
+      if (!(await this.#directoryReady(hub))) throw new Error("directory seed");
+      return this.#d.directory;
+    }
+    const keys = this.ownKeys();
+    // Each runs synchronously when called, as one step of this object.
+    return {
+      bind: async (_h, entry, owner, spk, pq) => keys.bind(entry, owner, spk, pq),
+      upload: async (_h, entry, owner, k, kem, spk) => keys.upload(entry, owner, k, kem, spk),
+      take: async (_h, entry, owner, requester, now) => keys.take(entry, owner, requester, now),
+    };
+  }
+
   /**
    * Hand the new binding of a linked device's directory entry (its address, §4.7) to the
    * directory object; the one-time prekeys left, or null when the call failed or the socket
@@ -1120,11 +1190,11 @@ export class Hub {
     hub: string,
     entry: string,
     frame: Frame<"auth">,
+    own: boolean,
   ): Promise<number | null> {
     let remaining: number;
     try {
-      if (!(await this.#directoryReady(hub))) throw new Error("directory seed");
-      remaining = await this.#d.directory.bind(
+      remaining = await (await this.#keys(hub, own)).bind(
         hub,
         entry,
         prekeyOwner(frame.identityKey, frame.device),
@@ -1163,7 +1233,7 @@ export class Hub {
     }
     // The directory entry of this device: its PQ prekey kept, the one-time prekeys of another
     // owner of the address dropped (as for the current device's binding).
-    const remaining = await this.#bindKeys(s, a.hub, address, frame);
+    const remaining = await this.#bindKeys(s, a.hub, address, frame, a.user !== undefined);
     if (remaining === null) return;
     // The list may have dropped the device, or the name changed hands, during that call.
     const again = linkedDevice(
@@ -1310,9 +1380,9 @@ export class Hub {
     }
     // A linked device's keys are its own entry, under its mailbox address (§4.7).
     const owner = prekeyOwner(a.identityKey, deviceOf(a) ?? store.getDevice(a.username));
-    // The directory stores all of it or nothing (key-directory.ts `upload`).
-    if (!(await this.#directoryReady(a.hub))) throw new Error("directory seed");
-    const r = await this.#d.directory.upload(
+    // The key store takes all of it or nothing (key-directory.ts `upload`).
+    const keys = await this.#keys(a.hub, a.routed === true);
+    const r = await keys.upload(
       a.hub,
       a.address ?? a.username,
       owner,
@@ -1439,7 +1509,10 @@ export class Hub {
     // Another user's bundle on a user's route is that user's object's to give (its device list
     // and current device are there); its call may reject like any other (answered `internal`).
     const peers = this.#peerOf(a, frame.username);
-    const r = peers === null ? await this.bundle(a.hub, q) : await peers.bundle(a.hub, q);
+    const r =
+      peers === null
+        ? await this.bundle(a.hub, q, a.routed === true)
+        : await peers.bundle(a.hub, q);
     if (s.closed) return;
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
@@ -1453,7 +1526,7 @@ export class Hub {
    * the directory's prekeys; a one-time prekey taken tells the owner's connection when few are
    * left. The body of `fetch_bundle`, and of the call from another user's object.
    */
-  async bundle(hub: string, q: BundleQuery): Promise<BundleAnswer> {
+  async bundle(hub: string, q: BundleQuery, own: boolean): Promise<BundleAnswer> {
     const { store, sessions } = this.#d;
     const user = store.getUser(q.username);
     if (user === null) return { ok: false, code: "unknown_user" };
@@ -1471,17 +1544,18 @@ export class Hub {
             user.identityKey,
           );
     if (entry === null) return { ok: false, code: "unknown_device" };
-    // The prekeys, with the per-requester quota, are the directory object's (key-directory.ts,
-    // §7.4); asked for the owner this hub has bound, so keys of an earlier identity or device of
-    // the name are never handed out with this identity key.
-    if (!(await this.#directoryReady(hub))) throw new Error("directory seed");
+    // The prekeys, with the per-requester quota, are the key store's (key-directory.ts, §7.4):
+    // the user's own object's on its route, the directory object's on the hub's; asked for the
+    // owner this object has bound, so keys of an earlier identity or device of the name are never
+    // handed out with this identity key.
+    const keys = await this.#keys(hub, own);
     const {
       signedPrekey: spk,
       oneTimePrekey,
       pqPrekey,
       oneTimeKemPrekey,
       remaining,
-    } = await this.#d.directory.take(
+    } = await keys.take(
       hub,
       entry,
       prekeyOwner(user.identityKey, entry === q.username ? current : (q.device ?? null)),

@@ -5,6 +5,11 @@
  * registration bounds and the user count; and of each entry's signed prekey, one-time prekeys,
  * one-time KEM prekeys and PQ prekey, and the per-requester one-time prekey quota.
  *
+ * On users' routes (PROTOCOL.md §4.1) the same class keeps the prekeys of one user's entries
+ * (its name and its linked devices' addresses) in that user's own object, and the Directory
+ * object keeps only the bindings and registrations: a reconnect, a bundle fetch and an upload
+ * then never reach the one object every user of the hub shares.
+ *
  * The caller (the hub's object) judges what only it knows: whether the transcript verified,
  * whether a name's holder abandoned it (online, last seen, undelivered items), and which device
  * of an identity is current or listed. Every call carries the owner the caller has bound
@@ -12,7 +17,7 @@
  * them first, so keys uploaded for one identity or device are never handed out for another,
  * whatever order calls arrive in or fail (a reclaim or device takeover whose directory call
  * failed is made good by the next call). Nothing else of the caller is trusted: the Worker routes
- * no request here (worker/index.ts), only the hub's object holds a stub.
+ * no request here (worker/index.ts), only the relay's objects hold stubs.
  */
 import {
   type ErrorCode,
@@ -60,6 +65,12 @@ export interface Claim {
   /** The address buckets a new name counts toward, with their daily bounds (§4.3). */
   buckets: ReadonlyArray<{ key: string; max: number }>;
   now: number;
+  /**
+   * The caller is the name's own object (a user's route, PROTOCOL.md §4.1): it keeps the name's
+   * prekeys itself, so the directory stores none, and from now on only that object may reclaim
+   * the name (only it knows whether its holder abandoned it).
+   */
+  routed?: true;
 }
 
 export type ClaimRefusal =
@@ -73,7 +84,7 @@ export type ClaimResult =
       ok: true;
       /** The name was bound to this identity by this claim (a registration or a reclaim). */
       registered: boolean;
-      /** One-time prekeys the entry has left. */
+      /** One-time prekeys the entry has left (0 for a `routed` claim: the caller keeps them). */
       remaining: number;
     }
   | { ok: false; code: ClaimRefusal };
@@ -164,6 +175,10 @@ export class KeyDirectory {
     const held = store.identityOf(c.username);
     const reclaim = held !== null && held !== c.identityKey;
     if (reclaim && !c.reclaimable) return { ok: false, code: "name_taken" };
+    // The hub's object judged abandonment without the name's own object, which holds its mail
+    // and connections: a name kept on its user's route is never its to give away.
+    if (reclaim && c.routed !== true && store.isRouted(c.username))
+      return { ok: false, code: "name_taken" };
     const name = store.nameOf(c.identityKey);
     if (name !== null && name !== c.username) return { ok: false, code: "identity_bound" };
     if (c.full) return { ok: false, code: "limit_reached" };
@@ -180,6 +195,10 @@ export class KeyDirectory {
         c.buckets.map((b) => b.key),
         c.now,
       );
+    }
+    if (c.routed === true) {
+      store.setRouted(c.username);
+      return { ok: true, registered: registers, remaining: 0 };
     }
     const owner = prekeyOwner(c.identityKey, c.device);
     const remaining = this.bind(c.username, owner, c.signedPrekey, c.pq);

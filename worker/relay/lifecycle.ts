@@ -15,7 +15,7 @@ import { addressBucket } from "./admission";
 import { Origin, parseAttachment } from "./attachment";
 import type { GroupGateway } from "./group-object";
 import { type BlobGateway, DEFAULT_GROUPS, Hub, type PeerGateway } from "./hub";
-import type { DirectoryGateway } from "./key-directory";
+import { type DirectoryGateway, KeyDirectory } from "./key-directory";
 import { LinkStore } from "./links";
 import type { PushConfig } from "./push-send";
 import { Session, SessionRegistry } from "./session";
@@ -76,6 +76,9 @@ export class RelayLifecycle {
     this.#clock = clock;
     this.store = new Store(ctx.storage.sql);
     const links = new LinkStore(ctx.storage.sql);
+    // A user's object keeps its user's prekeys (key-directory.ts); made at first use, after the
+    // migration, so the hub's object and a group's home never create those tables.
+    let ownKeys: KeyDirectory | null = null;
     void ctx.blockConcurrencyWhile(async () => {
       this.store.migrate(DEFAULT_GROUPS, this.#now());
       links.migrate();
@@ -91,6 +94,7 @@ export class RelayLifecycle {
       blobs,
       presenceDefault,
       directory,
+      ownKeys: () => (ownKeys ??= new KeyDirectory(ctx.storage.sql)),
       groups,
       links,
       peers,

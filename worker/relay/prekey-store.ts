@@ -30,6 +30,11 @@ const SCHEMA = [
      identity_key TEXT NOT NULL UNIQUE,
      bound_at INTEGER NOT NULL
    )`,
+  // Names whose user's object keeps their keys and judges their reclaim (users' routes, §4.1):
+  // marked by that object's claim; the hub's route may not reclaim them.
+  `CREATE TABLE IF NOT EXISTS routed_names (
+     username TEXT PRIMARY KEY
+   )`,
   // New names per client address bucket (§4.3), for the daily registration bound; rows older
   // than a day are purged a few per claim.
   `CREATE TABLE IF NOT EXISTS registrations (
@@ -136,6 +141,18 @@ export class PrekeyStore {
 
   deleteBinding(username: string): void {
     this.sql.exec("DELETE FROM bindings WHERE username = ?", username);
+    this.sql.exec("DELETE FROM routed_names WHERE username = ?", username);
+  }
+
+  /** Whether `username`'s own object keeps it (users' routes, §4.1). */
+  isRouted(username: string): boolean {
+    return (
+      this.sql.exec("SELECT 1 FROM routed_names WHERE username = ?", username).toArray().length > 0
+    );
+  }
+
+  setRouted(username: string): void {
+    this.sql.exec("INSERT OR IGNORE INTO routed_names (username) VALUES (?)", username);
   }
 
   /** New names registered from `bucket` at or after `since` (§4.3). */

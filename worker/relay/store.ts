@@ -57,11 +57,6 @@ const SCHEMA = [
      version INTEGER NOT NULL,
      list TEXT NOT NULL
    )`,
-  // One-time, one-time KEM and PQ prekeys moved to the hub's Directory object (prekey-store.ts);
-  // what a hub stored here before is dropped: the next `welcome` counts 0 and clients upload anew.
-  "DROP TABLE IF EXISTS one_time_prekeys",
-  "DROP TABLE IF EXISTS pq_prekeys",
-  "DROP TABLE IF EXISTS one_time_kem_prekeys",
   `CREATE TABLE IF NOT EXISTS groups (
      name TEXT PRIMARY KEY,
      epoch INTEGER NOT NULL,
@@ -192,9 +187,6 @@ const SCHEMA = [
      PRIMARY KEY (roster, username)
    )`,
   "CREATE INDEX IF NOT EXISTS roster_members_user ON roster_members (username, roster)",
-  // Registrations are counted by the Directory object (key-directory.ts) since it owns the
-  // bindings; this object's earlier counts are dropped (they covered one day).
-  "DROP TABLE IF EXISTS registrations",
   // Per sending device (identity key and device id), its latest SEND_IDS_KEPT sends and group
   // sends accepted within sendRetryWindowSec (PROTOCOL.md §7.3 "Retries"), as JSON
   // [[id, {target, digest, mid, expiresAt}], ...] oldest first: a retry after a lost `accepted`
@@ -308,6 +300,17 @@ const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS handed_over (
      username TEXT PRIMARY KEY,
      at INTEGER NOT NULL
+   )`,
+  // A user's object: the identity the Directory bound its name to at this object's claim
+  // (key-directory.ts `routed`). While the name's copy is still that identity's, a reconnect is
+  // judged here alone: only this object can rebind the name.
+  `CREATE TABLE IF NOT EXISTS claimed (
+     username TEXT PRIMARY KEY,
+     identity_key TEXT NOT NULL
+   )`,
+  // Whether this object's tables from before the Directory object (below, #dropLegacy) are gone.
+  `CREATE TABLE IF NOT EXISTS legacy_dropped (
+     id INTEGER PRIMARY KEY CHECK (id = 1)
    )`,
   // A group's home (group-home.ts): the one hub and group this object is the home of.
   `CREATE TABLE IF NOT EXISTS home_of (
@@ -538,6 +541,7 @@ export class Store {
     this.#acked.clear();
     this.#ackedBy.clear();
     for (const stmt of SCHEMA) this.sql.exec(stmt);
+    this.#dropLegacy();
     this.#moveBindingsOut();
     // Start the mid counter above every mid ever handed out: the AUTOINCREMENT high-water mark
     // of the mailbox (which includes deleted rows), or at least its largest stored mid.
@@ -569,6 +573,19 @@ export class Store {
         now,
       );
     }
+  }
+
+  /**
+   * One-time, one-time KEM and PQ prekeys and the registration counts moved to the hub's
+   * Directory object (prekey-store.ts): what a hub stored here before is dropped, once (the next
+   * `welcome` counts 0 and clients upload anew). Once only, because a user's object now keeps
+   * its own user's prekeys in tables of the same names (key-directory.ts, users' routes).
+   */
+  #dropLegacy(): void {
+    if (this.sql.exec("SELECT 1 FROM legacy_dropped").toArray().length > 0) return;
+    for (const t of ["one_time_prekeys", "pq_prekeys", "one_time_kem_prekeys", "registrations"])
+      this.sql.exec(`DROP TABLE IF EXISTS ${t}`);
+    this.sql.exec("INSERT INTO legacy_dropped (id) VALUES (1)");
   }
 
   /**
@@ -1445,6 +1462,23 @@ export class Store {
 
   setHandedOver(username: string, now: number): void {
     this.sql.exec("INSERT OR IGNORE INTO handed_over (username, at) VALUES (?, ?)", username, now);
+  }
+
+  /** The identity the Directory bound `username` to at this object's claim, or null. */
+  claimedIdentity(username: string): string | null {
+    const r = this.sql
+      .exec("SELECT identity_key FROM claimed WHERE username = ?", username)
+      .toArray()[0];
+    return r === undefined ? null : str(r.identity_key);
+  }
+
+  setClaimed(username: string, identityKey: string): void {
+    this.sql.exec(
+      `INSERT INTO claimed (username, identity_key) VALUES (?, ?)
+       ON CONFLICT (username) DO UPDATE SET identity_key = excluded.identity_key`,
+      username,
+      identityKey,
+    );
   }
 
   // -- the lobby: "everyone on this hub" on users' routes (presence.ts) -------------------------
