@@ -212,6 +212,47 @@ it("a joiner commits once per join: no second commit refused as stale_epoch (SEC
   expect(relay.group("broadcast")?.epoch).toBe(3);
 });
 
+it("a joiner's message right after its own commit is accepted, before the relay's state for that epoch, is sent and read; a state ahead of it still waits (PROTOCOL §9.2.1)", async () => {
+  const relay = new Relay();
+  const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
+  await alice.client.joinGroup("broadcast");
+  await relay.settle();
+  // The relay's state for bob's epoch is late (on users' routes it comes by the home's link,
+  // after the commit's `accepted`).
+  const late: ServerFrame[] = [];
+  relay.intercept = (who, frame) => {
+    if (who === "bob" && frame.t === "group" && frame.state.epoch === 2) {
+      late.push(frame);
+      return null;
+    }
+    return frame;
+  };
+  await bob.client.joinGroup("broadcast");
+  await relay.settle();
+  expect(late.length).toBeGreaterThan(0);
+  expect(bob.client.conversations().find((c) => c.id === G)?.epoch).toBe(2);
+  await say(bob, G, "right after my commit");
+  expect(messages(alice, G)).toEqual(["right after my commit"]);
+  expect(relay.log.filter((x) => x.frame.t === "error")).toEqual([]);
+  relay.intercept = null;
+  // A state ahead of bob is a commit he has not processed: nothing is sent under the old epoch.
+  const commits: ServerFrame[] = [];
+  relay.intercept = (who, frame) => {
+    if (who === "bob" && frame.t === "deliver" && frame.item.kind === "commit") {
+      commits.push(frame);
+      return null;
+    }
+    return frame;
+  };
+  await alice.client.leaveGroup("broadcast");
+  await relay.settle();
+  await alice.client.joinGroup("broadcast");
+  await relay.settle();
+  expect(commits.length).toBeGreaterThan(0);
+  await expect(bob.client.sendText(G, "too early")).rejects.toMatchObject({ code: "stale_epoch" });
+  relay.intercept = null;
+});
+
 it("offline when the grace runs out: decided after the next connection's mailbox drain", async () => {
   const { relay, alice, bob } = await chatting();
   // Two messages withheld from bob's live connection; the relay keeps both in its mailbox but

@@ -318,7 +318,10 @@ export async function sendGroup(tx: Tx, name: string, content: Content): Promise
   // Nothing may be sent under an epoch a leaver still knows (§9.4).
   if (state && state.pendingLeaves.length > 0)
     throw new CoreError("removal_pending", "a removal is pending");
-  if (state && state.epoch !== p.current.epoch)
+  // A relay state behind our epoch is one our own accepted commit outran (its `group` frame is
+  // still on its way, PROTOCOL §9.2.1): the relay is at our epoch, and a message under it is
+  // accepted. Only a relay state ahead of us is a commit we have not processed yet.
+  if (state && state.epoch > p.current.epoch)
     throw new CoreError("stale_epoch", "waiting for the new epoch");
   if (p.current.roster.some((m) => tx.state.contacts.get(userOfMember(m.name))?.changedKey)) {
     throw new CoreError("key_changed", "a member's key changed; accept it first");
