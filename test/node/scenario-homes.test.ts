@@ -142,6 +142,60 @@ describe("a group's home and its members' objects", () => {
     expect(messages(bob, "dm:alice")).toHaveLength(n);
   });
 
+  it("a member's object with no room is asked again after RELINK_MS, then twice as long each time, and at once when its device reads", async () => {
+    const { relay, users } = await inGroup("alice", "bob");
+    const [, bob] = users as [TestUser, TestUser];
+    await disconnect(bob);
+    const { store } = relay.userObject("bob").life;
+    const payload = store.putPayload("AAAA");
+    // Junk from alice (bob's engine reads and drops it): his mailbox at the hard bound.
+    const aliceKey = relay.user("alice")?.identityKey ?? "";
+    for (let i = 0; i < LIMITS.maxMailboxHardPerRecipient; i++)
+      store.putItem({
+        senderDevice: null,
+        recipient: "bob",
+        sender: "alice",
+        senderKey: aliceKey,
+        ts: relay.clock,
+        expiresAt: relay.clock + LIMITS.mailboxTtlMs,
+        kind: "direct",
+        group: null,
+        epoch: null,
+        payload,
+        wrap: null,
+      });
+    const through = store.memberGroup("bob", "broadcast")?.through ?? 0;
+    let asked = 0;
+    relay.loseCall = (method) => {
+      if (method === "fromHome") asked++;
+      return false;
+    };
+    // carol joins: a commit for bob, which his object has no room for.
+    const [carol] = (await online(relay, "carol")) as [TestUser];
+    await carol.client.joinGroup("broadcast");
+    await relay.settle();
+    const first = asked;
+    expect(first).toBeGreaterThan(0);
+    const askedAfter = async (ms: number) => {
+      const before = asked;
+      await relay.advance(ms);
+      await relay.settle();
+      return asked - before;
+    };
+    // bob's object is asked again after RELINK_MS, then 2, 4, 8 times that, counting from each ask
+    // (the home's other members' calls do not reopen his link).
+    for (const wait of [1, 2, 4, 8]) {
+      expect(await askedAfter(wait * RELINK_MS - 100)).toBe(0);
+      expect(await askedAfter(100)).toBeGreaterThan(0);
+    }
+    expect(store.memberGroup("bob", "broadcast")?.through).toBe(through);
+    // bob reads his mail: his object tells the home, which sends the commit now.
+    await connect(bob);
+    await relay.settle();
+    expect(store.memberGroup("bob", "broadcast")?.through).toBeGreaterThan(through);
+    relay.loseCall = null;
+  });
+
   it("a member's object takes a commit only with room (hard bound), and nothing after it overtakes it", async () => {
     const { relay } = await inGroup("alice", "bob");
     const bob = relay.userObject("bob");

@@ -10,10 +10,11 @@ import {
   runInDurableObject,
   SELF,
 } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { CLOSE, LIMITS } from "../../shared/protocol";
 import { addressBucket } from "../../worker/relay/admission";
 import { usernameReclaimable } from "../../worker/relay/directory";
+import { RELINK_MS } from "../../worker/relay/group-home";
 import { senderRoom } from "../../worker/relay/mailbox";
 import {
   CORE,
@@ -509,13 +510,33 @@ describe("quota rules as pure functions", () => {
   });
 });
 
+/** The relay's answer to frame `id`: its `accepted` or its error. */
+async function answerTo(c: TestClient, id: string) {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const i = c.queue.findIndex(
+      (f) => (f.t === "accepted" || f.t === "error") && "id" in f && f.id === id,
+    );
+    const f = c.queue[i];
+    if (f !== undefined) {
+      c.queue.splice(i, 1);
+      return f;
+    }
+    if (Date.now() > deadline) throw new Error(`no answer to ${id}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 describe("commits have bounds of their own (§7.3)", () => {
+  // A group's home on users' routes opens its links again at its alarm, RELINK_MS after its last
+  // batch: that runs before the test environment is torn down.
+  afterAll(() => new Promise((r) => setTimeout(r, RELINK_MS + 1000)));
   /** mallory commits g's epochs with bob (offline) and herself as members. */
-  async function groupWithOfflineBob(hub: string) {
+  async function groupWithOfflineBob(hub: string, routed = false) {
     const mk = await newKeys();
     const bobKeys = await newKeys();
-    const m = (await TestClient.connect(hub, "mallory", mk)).c;
-    const b = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    const m = (await TestClient.connect(hub, "mallory", mk, { routed })).c;
+    const b = (await TestClient.connect(hub, "bob", bobKeys, { routed })).c;
     m.send({ v: 1, t: "join", id: "j", group: "g" });
     await m.next("accepted", (f) => f.id === "j");
     m.send(commitFrame("c0", "g", 0, ["mallory"]));
@@ -573,6 +594,56 @@ describe("commits have bounds of their own (§7.3)", () => {
     await m.next("accepted", (f) => f.id === "again");
     for (const x of [m, b, carol]) x.close();
   });
+
+  it("users' routes: the member's object holds at most the committer's share, its home as many again, then mailbox_full; reading lets the rest through at once", async () => {
+    const hub = freshHub("q");
+    const { m, bobKeys } = await groupWithOfflineBob(hub, true);
+    const share = LIMITS.maxCommitsPerSenderPerRecipient;
+    const bobs = `${hub}/u/bob`;
+    const commitsAt = (object: string) =>
+      runInDurableObject(stubFor(object), (_i, state) =>
+        Number(
+          state.storage.sql
+            .exec(
+              "SELECT COUNT(*) AS n FROM mailbox WHERE recipient = 'bob' AND kind = 'commit' AND sender = 'mallory'",
+            )
+            .one().n,
+        ),
+      );
+    let e = 2;
+    let refused: string | null = null;
+    // One committer alone: bob's object takes its share, the home keeps the next ones for bob,
+    // up to its own share of mallory's commits for him, and the next is refused whole.
+    for (; e < 2 + 3 * share && refused === null; e++) {
+      m.send(commitFrame(`u${e}`, "g", e, ["bob", "mallory"]));
+      const f = await answerTo(m, `u${e}`);
+      if (f.t === "error") refused = f.code;
+      else {
+        const d = await m.next("deliver", (x) => x.item.kind === "commit");
+        m.send({ v: 1, t: "ack", mids: [d.mid] });
+      }
+    }
+    expect(refused).toBe("mailbox_full");
+    const last = e - 1;
+    expect(last - 2).toBe(2 * share);
+    expect(await commitsAt(bobs)).toBe(share);
+    expect(await commitsAt(`${hub}/gh/g`)).toBe(share);
+    // bob's mailbox still takes everyone else's messages.
+    const carol = (await TestClient.connect(hub, "carol", undefined, { routed: true })).c;
+    carol.send({ v: 1, t: "send", id: "d1", to: "bob", body: "SEk" });
+    await carol.next("accepted", (f) => f.id === "d1");
+    // bob reads: his object tells the home, which sends the rest without waiting for its retry.
+    const b = (await TestClient.connect(hub, "bob", bobKeys, { routed: true })).c;
+    const started = Date.now();
+    for (let k = 0; k < 2 * share; k++) {
+      const d = await b.next("deliver", (f) => f.item.kind === "commit");
+      b.send({ v: 1, t: "ack", mids: [d.mid] });
+    }
+    expect(Date.now() - started).toBeLessThan(RELINK_MS);
+    m.send(commitFrame("again", "g", last, ["bob", "mallory"]));
+    await m.next("accepted", (f) => f.id === "again");
+    for (const x of [m, b, carol]) x.close();
+  }, 60_000);
 
   it("a sender's stored commit cores are bounded in bytes, each core counted once", async () => {
     const hub = freshHub("q");

@@ -18,7 +18,7 @@
  * already by the home's mid (mids only grow, and a connection sends them in order), so an item
  * whose answer was lost is stored once.
  */
-import type { GroupState, ServerFrame } from "../../shared/protocol";
+import { type GroupState, PROTOCOL_VERSION, type ServerFrame } from "../../shared/protocol";
 import type { AuthedAttachment } from "./attachment";
 import type { Deliveries } from "./delivery";
 import { Session, type SessionRegistry } from "./session";
@@ -43,6 +43,13 @@ export interface HomeReceipt {
 
 /** How long after a failed or refused batch the home opens the member's link again (ms). */
 export const RELINK_MS = 5_000;
+/**
+ * The longest a member's object that had no room (`later`) waits to be asked again (ms): each
+ * `later` in a row doubles the wait from RELINK_MS, so an offline member whose mailbox is full
+ * costs a call every few minutes, not every few seconds. A frame of that member's reopens its
+ * link at once.
+ */
+export const MAX_RELINK_MS = 5 * 60_000;
 
 /** The origin a link's attachment carries: a link is no browser's, and no origin is checked. */
 const LINK_ORIGIN = "https://home.invalid";
@@ -105,6 +112,8 @@ export interface HomeLinksDeps {
 export class HomeLinks {
   readonly #d: HomeLinksDeps;
   readonly #links = new Map<string, Link>();
+  /** Members whose object answered `later`: not asked again before `at`. */
+  readonly #waiting = new Map<string, { at: number; delay: number }>();
 
   constructor(deps: HomeLinksDeps) {
     this.#d = deps;
@@ -129,7 +138,7 @@ export class HomeLinks {
       this.#links.set(address, { s, sock, flying: false, scheduled: false });
       this.#d.sessions.add(s);
       const state = this.#d.stateFor(address);
-      if (state !== null) s.send({ v: 1, t: "group", state } satisfies ServerFrame);
+      if (state !== null) s.send({ v: PROTOCOL_VERSION, t: "group", state } satisfies ServerFrame);
       this.#d.deliveries.start(s);
     }
   }
@@ -137,6 +146,25 @@ export class HomeLinks {
   /** Which of `addresses` have no link (the caller opens them). */
   missing(addresses: readonly string[]): string[] {
     return addresses.filter((a) => !this.#links.has(a));
+  }
+
+  /** The object of `address` has room again: its link may open at once. */
+  wake(address: string): void {
+    this.#waiting.delete(address);
+  }
+
+  /** When the next member waiting after a `later` may be asked again (after `now`), or null. */
+  nextWaiting(now: number): number | null {
+    let next: number | null = null;
+    for (const [address, w] of this.#waiting)
+      if (w.at > now && !this.#links.has(address))
+        next = next === null ? w.at : Math.min(next, w.at);
+    return next;
+  }
+
+  /** Which of `addresses` may be asked again at `now` (not waiting after a `later`). */
+  due(addresses: readonly string[], now: number): string[] {
+    return addresses.filter((a) => (this.#waiting.get(a)?.at ?? 0) <= now);
   }
 
   #schedule(address: string): void {
@@ -167,8 +195,17 @@ export class HomeLinks {
           );
           this.#d.deliveries.drain(l.s);
         }
-        if (r.later) this.#drop(address, l);
-        else this.#flush(address, l);
+        if (r.later) {
+          const delay = Math.min(
+            MAX_RELINK_MS,
+            2 * (this.#waiting.get(address)?.delay ?? RELINK_MS / 2),
+          );
+          this.#waiting.set(address, { at: this.#d.now() + delay, delay });
+          this.#drop(address, l, delay);
+        } else {
+          this.#waiting.delete(address);
+          this.#flush(address, l);
+        }
       },
       (e: unknown) => {
         console.error("relay: home link call failed", e instanceof Error ? e.name : typeof e);
@@ -179,11 +216,11 @@ export class HomeLinks {
   }
 
   /** Close a link as a dropped connection; storage still holds all it did not acknowledge. */
-  #drop(address: string, l: Link): void {
+  #drop(address: string, l: Link, delay = RELINK_MS): void {
     if (this.#links.get(address) !== l) return;
     this.#links.delete(address);
     l.s.closed = true;
     this.#d.closed(l.s);
-    this.#d.wakeAt(this.#d.now() + RELINK_MS);
+    this.#d.wakeAt(this.#d.now() + delay);
   }
 }

@@ -228,6 +228,8 @@ export interface PeerGateway {
   handOver(hub: string, username: string, identityKey: string): Promise<HandOver | null>;
   /** `Hub.deviceRemoved` in the home of `group`: `m`'s list dropped its device `at` (§4.7). */
   deviceRemoved(hub: string, group: string, m: MemberBinding, at: string): Promise<void>;
+  /** `Hub.homeRoom` in the home of `group`: the object of `member` (an address) has room again. */
+  homeRoom(hub: string, group: string, member: string): Promise<void>;
   /** `Hub.linkOffered` in the object of `rendezvous` (`hub + "/l/" + rendezvous`, §4.8.3). */
   linkOffered(hub: string, rendezvous: string): Promise<LinkOffer | null>;
   /** `Hub.linkAnswered` in the object of `rendezvous`. */
@@ -322,6 +324,8 @@ export class Hub {
    * first call on; null for a hub's or a user's object.
    */
   #homeRow: { hub: string; group: string } | null | undefined = undefined;
+  /** In a user's object: the homes it answered `later` (no room), per member address. */
+  readonly #full = new Map<string, Set<string>>();
   /** A home's links to its members' objects (group-home.ts). */
   readonly #links: HomeLinks;
   /** The directory holds every binding this object kept before it owned them (#directoryReady). */
@@ -569,6 +573,9 @@ export class Hub {
     // Membership pushes held back by a group's bound (§7.5).
     const membership = this.#flushMembership(now);
     if (membership !== null) earliest(membership);
+    // A member's object that had no room is asked again at its backed-off time (group-home.ts).
+    const waiting = this.#links.nextWaiting(now);
+    if (waiting !== null) earliest(waiting);
     // A user's object that lost its connections without announcing it (§6.3).
     this.presence.reconcile();
     // Deltas and announcements held back by the one-per-interval bound (§6.3).
@@ -1494,6 +1501,18 @@ export class Hub {
     });
   }
 
+  /**
+   * In a group's home: the object of member `address` has room again after answering `later`
+   * (its device acknowledged items), so its link opens now rather than at its backed-off time.
+   * It only makes the home send again what it holds for that member.
+   */
+  homeRoom(hub: string, group: string, address: string): void {
+    const home = this.#home;
+    if (home === null || home.hub !== hub || home.group !== group) return;
+    this.#links.wake(address);
+    this.#relink(null, this.#d.now());
+  }
+
   async #fetchBundle(
     s: Session,
     a: AuthedAttachment,
@@ -1923,6 +1942,7 @@ export class Hub {
       if (this.#peerOf(a, r.sender) === null) this.receipt(r.sender, [String(r.mid)], a.username);
       else remote.set(r.sender, [...(remote.get(r.sender) ?? []), String(r.mid)]);
     }
+    if (done.any) this.#roomAgain(a);
     for (const [sender, mids] of remote) {
       const address = addressOf(a);
       const n = this.#holdings(sender, [address]).perRecipient.get(address) ?? 0;
@@ -2730,7 +2750,29 @@ export class Hub {
       if (peers !== null)
         this.presence.groupPeersChanged(hub, user, peers, groupPeersOf(store, user));
     }
+    if (later) {
+      const homes = this.#full.get(address) ?? new Set<string>();
+      this.#full.set(address, homes.add(group));
+    }
     return { done, later };
+  }
+
+  /**
+   * `a`'s device acknowledged items: each home this object answered `later` for its address
+   * (no room) is told there is room now. Best effort: a lost call leaves the home to its
+   * backed-off retry (group-home.ts MAX_RELINK_MS), and an answer of `later` again puts the
+   * home back on the list.
+   */
+  #roomAgain(a: AuthedAttachment): void {
+    const address = addressOf(a);
+    const homes = this.#full.get(address);
+    const peers = this.#d.peers;
+    if (homes === undefined || peers === undefined || peers === null) return;
+    this.#full.delete(address);
+    for (const group of homes)
+      void peers.homeRoom(a.hub, group, address).catch(() => {
+        // The home asks again at its backed-off time.
+      });
   }
 
   /**
@@ -2743,7 +2785,15 @@ export class Hub {
     const it = f.item;
     const from = { username: f.from, identityKey: f.fromKey };
     if (it.kind === "commit") {
-      if (!mailboxHasRoom("commit", this.#stored(address))) return false;
+      // The hard bound, and the committer's own bounds on commits (§7.3): its share of this
+      // mailbox and the bytes of its cores here. Past either the commit waits at its home, where
+      // the committer's next commits for this member then meet the home's own share and are
+      // refused: one sender's commits cannot fill a mailbox on a user's route either.
+      if (
+        !mailboxHasRoom("commit", this.#stored(address)) ||
+        !commitRoom(store.commitHoldings(f.from, [address]), [address], it.core.length)
+      )
+        return false;
       const payload = store.putPayload(it.core);
       const mid = this.#enqueue(from, address, "commit", payload, it.group, it.epoch, it.wrap, now);
       this.#offer(from, address, mid, now, it);
@@ -2822,7 +2872,7 @@ export class Hub {
     const open = new Map<string, AuthedAttachment>();
     if (caller !== null && this.#links.missing([addressOf(caller)]).length > 0)
       open.set(addressOf(caller), caller);
-    const missing = this.#links.missing(involved).filter((x) => !open.has(x));
+    const missing = this.#links.due(this.#links.missing(involved), now).filter((x) => !open.has(x));
     if (missing.length > 0) {
       const keys = new Map(
         store
