@@ -80,9 +80,14 @@ async function countRows(hub: string, where: string, ...args: string[]): Promise
  * Register `name` and go offline, so its mail stays in the mailbox; it first accepts `contacts`
  * (registered users), whose direct messages then are not message requests (§7.3.1).
  */
-async function registerOffline(hub: string, name: string, contacts: readonly string[] = []) {
+async function registerOffline(
+  hub: string,
+  name: string,
+  contacts: readonly string[] = [],
+  routed = false,
+) {
   const keys = await newKeys();
-  const { c } = await TestClient.connect(hub, name, keys);
+  const { c } = await TestClient.connect(hub, name, keys, { routed });
   for (const peer of contacts) await c.accept(peer);
   c.close();
   await c.waitClosed();
@@ -90,31 +95,45 @@ async function registerOffline(hub: string, name: string, contacts: readonly str
 }
 
 describe("per-sender mailbox quotas (§7.3)", () => {
-  it("one sender holds at most maxMailboxPerSenderPerRecipient of a mailbox; others still get in", async () => {
-    const hub = freshHub("q");
-    const mk = await newKeys();
-    const m = (await TestClient.connect(hub, "mallory", mk)).c;
-    const a = (await TestClient.connect(hub, "alice")).c;
-    // Both are bob's contacts: the share at stake is the ordinary one, not a request's.
-    await registerOffline(hub, "bob", ["mallory", "alice"]);
-    await prefill(hub, "mallory", mk.identityKey, ["bob"], LIMITS.maxMailboxPerSenderPerRecipient);
-    expect(LIMITS.maxMailboxPerSenderPerRecipient).toBeLessThan(LIMITS.maxMailboxPerRecipient);
-    m.send({ v: 1, t: "send", id: "more", to: "bob", body: "AAAA" });
-    expect((await m.error("more")).code).toBe("mailbox_full");
-    expect(m.closed).toBeNull();
-    // Refused to mallory only: alice still reaches bob.
-    a.send({ v: 1, t: "send", id: "hi", to: "bob", body: "SGk" });
-    expect((await a.next("accepted", (f) => f.id === "hi")).mid).toBeDefined();
-    // Nothing accepted earlier was dropped.
-    expect(await countRows(hub, "sender = ?", "mallory")).toBe(
-      LIMITS.maxMailboxPerSenderPerRecipient,
-    );
-    // mallory may still write to someone else.
-    m.send({ v: 1, t: "send", id: "other", to: "alice", body: "AAAA" });
-    await m.next("accepted", (f) => f.id === "other");
-    a.close();
-    m.close();
-  });
+  it.each([
+    ["the hub's route", false],
+    ["users' routes", true],
+  ])(
+    "%s: one sender holds at most maxMailboxPerSenderPerRecipient of a mailbox; others still get in",
+    async (_route, routed) => {
+      const hub = freshHub("q");
+      const mk = await newKeys();
+      const m = (await TestClient.connect(hub, "mallory", mk, { routed })).c;
+      const a = (await TestClient.connect(hub, "alice", undefined, { routed })).c;
+      // Both are bob's contacts: the share at stake is the ordinary one, not a request's.
+      await registerOffline(hub, "bob", ["mallory", "alice"], routed);
+      // bob's mailbox: in the hub's object, or in his own on his route.
+      const bobs = routed ? `${hub}/u/bob` : hub;
+      await prefill(
+        bobs,
+        "mallory",
+        mk.identityKey,
+        ["bob"],
+        LIMITS.maxMailboxPerSenderPerRecipient,
+      );
+      expect(LIMITS.maxMailboxPerSenderPerRecipient).toBeLessThan(LIMITS.maxMailboxPerRecipient);
+      m.send({ v: 1, t: "send", id: "more", to: "bob", body: "AAAA" });
+      expect((await m.error("more")).code).toBe("mailbox_full");
+      expect(m.closed).toBeNull();
+      // Refused to mallory only: alice still reaches bob.
+      a.send({ v: 1, t: "send", id: "hi", to: "bob", body: "SGk" });
+      expect((await a.next("accepted", (f) => f.id === "hi")).mid).toBeDefined();
+      // Nothing accepted earlier was dropped.
+      expect(await countRows(bobs, "sender = ?", "mallory")).toBe(
+        LIMITS.maxMailboxPerSenderPerRecipient,
+      );
+      // mallory may still write to someone else.
+      m.send({ v: 1, t: "send", id: "other", to: "alice", body: "AAAA" });
+      await m.next("accepted", (f) => f.id === "other");
+      a.close();
+      m.close();
+    },
+  );
 
   it("a sender's items across all recipients are bounded by maxMailboxPerSender", async () => {
     const hub = freshHub("q");
@@ -692,31 +711,42 @@ describe("commits have bounds of their own (§7.3)", () => {
 describe("new usernames per client address and day (§4.3)", () => {
   const DAY = 24 * 60 * 60 * 1000;
 
-  /** Register `name` from `ip`: the welcome, or the error code the relay refused it with. */
-  async function register(hub: string, name: string, ip: string, keys?: Keys) {
-    const c = await TestClient.open(hub, ORIGIN, ip);
+  /**
+   * Register `name` from `ip`: the welcome, or the error code the relay refused it with.
+   * `routed`: on the name's own route (§4.1), whose object asks the same directory.
+   */
+  async function register(hub: string, name: string, ip: string, keys?: Keys, routed = false) {
+    const c = await TestClient.open(hub, ORIGIN, ip, routed ? name : undefined);
     c.send(await c.authFrame(name, keys ?? (await newKeys())));
     const r = await Promise.race([c.next("welcome"), c.error()]);
     c.close();
     return r.t === "welcome" ? "ok" : r.code;
   }
 
-  it("an IPv4 address registers at most maxRegistrationsPerIpPerDay names; known names and other addresses are unaffected", async () => {
-    const hub = freshHub("reg");
-    const first = await newKeys();
-    expect(await register(hub, "n0", "198.51.100.7", first)).toBe("ok");
-    for (let i = 1; i < LIMITS.maxRegistrationsPerIpPerDay; i++) {
-      expect(await register(hub, `n${i}`, "198.51.100.7")).toBe("ok");
-    }
-    expect(await register(hub, "one-more", "198.51.100.7")).toBe("registration_limited");
-    // Nothing was taken by the refusal: the name is still free, for another address.
-    expect(await register(hub, "one-more", "198.51.100.8")).toBe("ok");
-    // Signing in again with a name one already holds is not a registration.
-    expect(await register(hub, "n0", "198.51.100.7", first)).toBe("ok");
-    // Still refused after the object is evicted: the count is in storage.
-    await evictDurableObject(stubFor(hub));
-    expect(await register(hub, "later", "198.51.100.7")).toBe("registration_limited");
-  });
+  it.each([
+    ["the hub's route", false],
+    ["users' routes", true],
+  ])(
+    "%s: an IPv4 address registers at most maxRegistrationsPerIpPerDay names; known names and other addresses are unaffected",
+    async (_route, routed) => {
+      const hub = freshHub("reg");
+      const first = await newKeys();
+      const reg = (name: string, ip: string, keys?: Keys) => register(hub, name, ip, keys, routed);
+      expect(await reg("n0", "198.51.100.7", first)).toBe("ok");
+      for (let i = 1; i < LIMITS.maxRegistrationsPerIpPerDay; i++) {
+        expect(await reg(`n${i}`, "198.51.100.7")).toBe("ok");
+      }
+      expect(await reg("one-more", "198.51.100.7")).toBe("registration_limited");
+      // Nothing was taken by the refusal: the name is still free, for another address.
+      expect(await reg("one-more", "198.51.100.8")).toBe("ok");
+      // Signing in again with a name one already holds is not a registration.
+      expect(await reg("n0", "198.51.100.7", first)).toBe("ok");
+      // Still refused after the objects are evicted: the count is in the directory's storage.
+      await evictDurableObject(stubFor(hub));
+      await evictDurableObject(directoryFor(hub));
+      expect(await reg("later", "198.51.100.7")).toBe("registration_limited");
+    },
+  );
 
   it("IPv6: the /56 and the /48 bound a source whatever its /64s", async () => {
     const hub = freshHub("reg");
