@@ -125,6 +125,8 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
       call<HandOver | null>(hub, { hub: true }, (s) => s.handOver(username, identityKey)),
     deviceRemoved: (hub, group, member, at) =>
       call<void>(hub, { group }, (s) => s.deviceRemoved(hub, group, member, at)),
+    nameReclaimed: (hub, group, member) =>
+      call<boolean>(hub, { group }, (s) => s.nameReclaimed(hub, group, member)),
     homeRoom: (hub, group, member) =>
       call<void>(hub, { group }, (s) => s.homeRoom(hub, group, member)),
     linkOffered: (hub, link) => call<LinkOffer | null>(hub, { link }, (s) => s.linkOffered(link)),
@@ -230,6 +232,11 @@ export class Relay extends DurableObject {
   /** In a group's home: a member's identity removed its device `at` (PROTOCOL.md §4.7). */
   deviceRemoved(hub: string, group: string, member: MemberBinding, at: string): Promise<void> {
     return this.#life.hub.deviceRemoved(hub, group, member, at);
+  }
+
+  /** In a group's home: `member`'s name went to another identity (PROTOCOL.md §4.3). */
+  nameReclaimed(hub: string, group: string, member: MemberBinding): Promise<boolean> {
+    return this.#life.hub.nameReclaimed(hub, group, member);
   }
 
   /** In a group's home: the object of `member` (an address) has room again. */

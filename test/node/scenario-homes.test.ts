@@ -11,6 +11,7 @@ import {
   disconnect,
   errors,
   messages,
+  newUser,
   online,
   say,
   type TestUser,
@@ -194,6 +195,36 @@ describe("a group's home and its members' objects", () => {
     await relay.settle();
     expect(store.memberGroup("bob", "broadcast")?.through).toBeGreaterThan(through);
     relay.loseCall = null;
+  });
+
+  it("a name reclaimed on its own route leaves its groups at their homes first, and changes hands once no roster lists it (§4.3)", async () => {
+    const { relay, users } = await inGroup("alice", "bob");
+    const [alice, bob] = users as [TestUser, TestUser];
+    const oldKey = relay.user("bob")?.identityKey;
+    await disconnect(bob);
+    // bob's identity is idle past the reclaim period, with nothing undelivered.
+    relay.clock += LIMITS.usernameIdleReclaimMs + 1000;
+    const newBob = await newUser(relay, "bob");
+    await connect(newBob);
+    // The first claim has the home take the old bob out; while alice's roster still lists him,
+    // the name does not change hands.
+    expect(errors(newBob).map((e) => e.message)).toEqual([expect.stringContaining("name_taken")]);
+    expect(relay.user("bob")?.identityKey).toBe(oldKey);
+    await relay.settle();
+    // alice committed the removal: the group is hers alone, and the name is free.
+    expect(relay.homeObject("broadcast").life.store.getGroup("broadcast")?.members).toEqual([
+      "alice",
+    ]);
+    await disconnect(newBob);
+    await connect(newBob);
+    expect(relay.user("bob")?.identityKey).not.toBe(oldKey);
+    expect(relay.online("bob")).toBeDefined();
+    const welcome = relay.log.filter((x) => x.to === "bob" && x.frame.t === "welcome").at(-1);
+    expect(welcome?.frame.t === "welcome" && welcome.frame.groups).toEqual([]);
+    // alice and the new bob meet as strangers: the group does not carry the name to the new key.
+    await say(alice, G, "after bob left");
+    expect(messages(newBob, G)).toEqual([]);
+    expect(errors(alice)).toEqual([]);
   });
 
   it("a member's object takes a commit only with room (hard bound), and nothing after it overtakes it", async () => {

@@ -525,6 +525,8 @@ export class NodeRelay {
       deviceRemoved: (h, name, member, at) =>
         home(h, name).call((l) => l.hub.deviceRemoved(h, name, member, at)),
       homeRoom: (h, name, member) => home(h, name).call((l) => l.hub.homeRoom(h, name, member)),
+      nameReclaimed: (h, name, member) =>
+        home(h, name).call((l) => l.hub.nameReclaimed(h, name, member)),
       linkOffered: (h, r) => rendezvous(h, r).call((l) => l.hub.linkOffered(r, this.clock)),
       linkAnswered: (h, r, answer) =>
         rendezvous(h, r).call((l) => l.hub.linkAnswered(r, answer, this.clock)),

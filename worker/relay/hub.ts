@@ -79,7 +79,7 @@ import { groupPeersOf, Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { GroupLogRow, Store } from "./store";
+import type { GroupLogRow, Store, UserRow } from "./store";
 
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
@@ -228,6 +228,8 @@ export interface PeerGateway {
   handOver(hub: string, username: string, identityKey: string): Promise<HandOver | null>;
   /** `Hub.deviceRemoved` in the home of `group`: `m`'s list dropped its device `at` (§4.7). */
   deviceRemoved(hub: string, group: string, m: MemberBinding, at: string): Promise<void>;
+  /** `Hub.nameReclaimed` in the home of `group`: `m`'s name went to another identity (§4.3). */
+  nameReclaimed(hub: string, group: string, m: MemberBinding): Promise<boolean>;
   /** `Hub.homeRoom` in the home of `group`: the object of `member` (an address) has room again. */
   homeRoom(hub: string, group: string, member: string): Promise<void>;
   /** `Hub.linkOffered` in the object of `rendezvous` (`hub + "/l/" + rendezvous`, §4.8.3). */
@@ -982,6 +984,18 @@ export class Hub {
         return this.#authBound(s, a, frame, true);
       }
       if (names.some((n) => store.onCommittedRoster(n))) return this.#authFail(s, "name_taken");
+      // On the name's own route its groups are at their homes (§4.1): the same rules, on the
+      // states this object keeps of them.
+      if (a.user !== undefined && !leftGroups) {
+        const held = store.memberAddressesOf(frame.username);
+        if (held.length > 0) {
+          const listed = await this.#reclaimHomes(a.hub, owner, held);
+          if (listed === null) return this.#authFail(s, "internal");
+          if (s.closed) return;
+          if (listed) return this.#authFail(s, "name_taken");
+          return this.#authBound(s, a, frame, true);
+        }
+      }
     }
     // The directory binds the name (a new one, or a reclaim, counts toward the daily bound of
     // the address it comes from) and, on the hub's route, takes the signed and PQ prekeys; it
@@ -1058,8 +1072,19 @@ export class Hub {
       // signed and PQ prekeys, dropping another identity's or device's one-time prekeys as the
       // directory does; an earlier identity's linked devices' entries go with it.
       const keys = this.ownKeys();
-      if (held !== null && held.identityKey !== frame.identityKey)
+      if (held !== null && held.identityKey !== frame.identityKey) {
         keys.store.wipeDevicesOf(frame.username);
+        // The abandoned identity's groups, which its homes were told to let go (#reclaimHomes),
+        // are not the new identity's.
+        for (const address of store.memberAddressesOf(frame.username))
+          for (const { group } of store.memberGroupStates(address))
+            store.setMemberGroup(
+              address,
+              group,
+              null,
+              store.memberGroup(address, group)?.through ?? 0,
+            );
+      }
       remaining = keys.bind(
         frame.username,
         prekeyOwner(frame.identityKey, frame.device),
@@ -1469,6 +1494,65 @@ export class Hub {
    * as the hub's `#leaveAll` does (no signed leave: the identity's other devices send that,
    * §9.7.4). A home that cannot be reached keeps the device until that signed leave comes.
    */
+  /**
+   * A name reclaimed on its own route (§4.3): each of the abandoned identity's member addresses
+   * leaves each group it is in, at the group's home (`nameReclaimed`). Whether a committed
+   * roster still lists one of them (the name is not handed over then), or null if a home could
+   * not be reached (the claim is refused `internal`, and the next one asks again).
+   */
+  async #reclaimHomes(
+    hub: string,
+    old: UserRow,
+    addresses: readonly string[],
+  ): Promise<boolean | null> {
+    const peers = this.#d.peers;
+    if (peers === undefined || peers === null) return null;
+    let listed = false;
+    for (const address of addresses)
+      for (const { group } of this.#d.store.memberGroupStates(address)) {
+        const m = {
+          username: old.username,
+          identityKey: old.identityKey,
+          ...(address === old.username ? {} : { address }),
+        };
+        try {
+          if (await peers.nameReclaimed(hub, group, m)) listed = true;
+        } catch (e) {
+          console.error("relay: home call failed", e instanceof Error ? e.name : typeof e);
+          return null;
+        }
+      }
+    return listed;
+  }
+
+  /**
+   * In a group's home: the name of member `m` (its binding as its name's object held it) was
+   * reclaimed by another identity, so `m` leaves, as on the hub's route (`#leaveAll`); asked
+   * again at each claim, so a leave already pending is not made twice. Whether the committed
+   * roster still lists `m` beside someone else (`onCommittedRoster`, as on the hub's route: the
+   * name is not handed over then). Only the name's own object calls this, after it judged the
+   * name abandoned (§4.3).
+   */
+  async nameReclaimed(hub: string, group: string, m: MemberBinding): Promise<boolean> {
+    const home = this.#home;
+    // Not a home yet: no such group. Another group's home: a relay bug, answered as "listed".
+    if (home === null) return false;
+    if (home.hub !== hub || home.group !== group) return true;
+    const now = this.#d.now();
+    const address = m.address ?? m.username;
+    this.#relink(memberAttachment(hub, m, now), now);
+    return this.#serial(group, async () => {
+      const { store } = this.#d;
+      const g = store.getGroup(group);
+      if (g === null) return false;
+      if (!g.pendingLeaves.includes(address)) {
+        const r = await this.#applyLeave(hub, g, { t: "leave", user: address }, now);
+        if (r.ok && r.push !== null) this.#pushGroup(r.push);
+      }
+      return store.onCommittedRoster(address);
+    });
+  }
+
   async #leaveHomes(a: AuthedAttachment, at: string): Promise<void> {
     const peers = this.#d.peers;
     if (peers === undefined || peers === null || at === addressOf(a)) return;

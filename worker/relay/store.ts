@@ -1592,6 +1592,19 @@ export class Store {
     return rows;
   }
 
+  /** A user's object: the user's member addresses (name, linked devices) in some group. */
+  memberAddressesOf(username: string): string[] {
+    return this.sql
+      .exec(
+        `SELECT DISTINCT address FROM member_groups
+         WHERE (address = ? OR (address > ? AND address < ?)) AND state IS NOT NULL
+         ORDER BY address`,
+        ...userRange(username),
+      )
+      .toArray()
+      .map((r) => str(r.address));
+  }
+
   memberGroup(address: string, group: string): { state: string | null; through: number } | null {
     const r = this.sql
       .exec(
