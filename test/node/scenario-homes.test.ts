@@ -45,6 +45,27 @@ const homeCopies = (relay: NodeRelay) => {
   return relay.dumpTables()["home/broadcast/group_log"]?.length ?? 0;
 };
 
+/** Store `n` direct items from `sender` in bob's object, behind its back; their mids. */
+function fillBobs(relay: NodeRelay, sender: string, senderKey: string, n: number): number[] {
+  const { store } = relay.userObject("bob").life;
+  const payload = store.putPayload("AAAA");
+  return Array.from({ length: n }, () =>
+    store.putItem({
+      senderDevice: null,
+      recipient: "bob",
+      sender,
+      senderKey,
+      ts: relay.clock,
+      expiresAt: relay.clock + LIMITS.mailboxTtlMs,
+      kind: "direct",
+      group: null,
+      epoch: null,
+      payload,
+      wrap: null,
+    }),
+  );
+}
+
 describe("a group's home and its members' objects", () => {
   it("a batch whose answer was lost is sent again after the relink delay and stored once", async () => {
     const { relay, users } = await inGroup("alice", "bob");
@@ -148,23 +169,13 @@ describe("a group's home and its members' objects", () => {
     const [, bob] = users as [TestUser, TestUser];
     await disconnect(bob);
     const { store } = relay.userObject("bob").life;
-    const payload = store.putPayload("AAAA");
     // Junk from alice (bob's engine reads and drops it): his mailbox at the hard bound.
-    const aliceKey = relay.user("alice")?.identityKey ?? "";
-    for (let i = 0; i < LIMITS.maxMailboxHardPerRecipient; i++)
-      store.putItem({
-        senderDevice: null,
-        recipient: "bob",
-        sender: "alice",
-        senderKey: aliceKey,
-        ts: relay.clock,
-        expiresAt: relay.clock + LIMITS.mailboxTtlMs,
-        kind: "direct",
-        group: null,
-        epoch: null,
-        payload,
-        wrap: null,
-      });
+    fillBobs(
+      relay,
+      "alice",
+      relay.user("alice")?.identityKey ?? "",
+      LIMITS.maxMailboxHardPerRecipient,
+    );
     const through = store.memberGroup("bob", "broadcast")?.through ?? 0;
     let asked = 0;
     relay.loseCall = (method) => {
@@ -231,27 +242,7 @@ describe("a group's home and its members' objects", () => {
     const { relay } = await inGroup("alice", "bob");
     const bob = relay.userObject("bob");
     const { store } = bob.life;
-    const payload = store.putPayload("AAAA");
-    const mids: number[] = [];
-    const fill = (n: number) => {
-      for (let i = 0; i < n; i++)
-        mids.push(
-          store.putItem({
-            senderDevice: null,
-            recipient: "bob",
-            sender: "mallory",
-            senderKey: "k",
-            ts: relay.clock,
-            expiresAt: relay.clock + LIMITS.mailboxTtlMs,
-            kind: "direct",
-            group: null,
-            epoch: null,
-            payload,
-            wrap: null,
-          }),
-        );
-    };
-    fill(LIMITS.maxMailboxHardPerRecipient);
+    const mids = fillBobs(relay, "mallory", "k", LIMITS.maxMailboxHardPerRecipient);
     const through = store.memberGroup("bob", "broadcast")?.through ?? 0;
     const fromKey = relay.user("alice")?.identityKey;
     const deliver = (mid: number, item: Record<string, unknown>) =>

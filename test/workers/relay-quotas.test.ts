@@ -28,6 +28,11 @@ import {
 import { countInDirectory, countTable, directoryFor, groupCopies } from "./support/relay-store";
 
 const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
+/** Stories run on the hub's route and on users' routes (PROTOCOL.md §4.1). */
+const ROUTES = [
+  ["the hub's route", false],
+  ["users' routes", true],
+] as const;
 
 /**
  * Store `n` direct items from `sender` for each of `recipients` as if they had been sent (sending
@@ -95,10 +100,7 @@ async function registerOffline(
 }
 
 describe("per-sender mailbox quotas (§7.3)", () => {
-  it.each([
-    ["the hub's route", false],
-    ["users' routes", true],
-  ])(
+  it.each(ROUTES)(
     "%s: one sender holds at most maxMailboxPerSenderPerRecipient of a mailbox; others still get in",
     async (_route, routed) => {
       const hub = freshHub("q");
@@ -723,10 +725,7 @@ describe("new usernames per client address and day (§4.3)", () => {
     return r.t === "welcome" ? "ok" : r.code;
   }
 
-  it.each([
-    ["the hub's route", false],
-    ["users' routes", true],
-  ])(
+  it.each(ROUTES)(
     "%s: an IPv4 address registers at most maxRegistrationsPerIpPerDay names; known names and other addresses are unaffected",
     async (_route, routed) => {
       const hub = freshHub("reg");
