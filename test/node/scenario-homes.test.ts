@@ -238,6 +238,45 @@ describe("a group's home and its members' objects", () => {
     expect(errors(alice)).toEqual([]);
   });
 
+  it("the fan-out charge comes from the identity's one bucket in its own object, whichever home a group has (§7.2)", async () => {
+    const relay = routedRelay();
+    const [alice] = (await online(relay, "alice")) as [TestUser];
+    // alice's object holds the states of two groups of maxGroupSize, as their homes sent them.
+    const { store } = relay.userObject("alice").life;
+    for (const g of ["big1", "big2"]) {
+      const members = Array.from({ length: LIMITS.maxGroupSize }, (_, i) => ({
+        username: i === 0 ? "alice" : `m${i}`,
+      }));
+      const state = { group: g, epoch: 1, members, pendingJoins: [], pendingLeaves: [] };
+      store.setMemberGroup("alice", g, JSON.stringify(state), 0);
+    }
+    const perSend = 1 + Math.floor((LIMITS.maxGroupSize - 1) / LIMITS.fanoutRecipientsPerToken);
+    const n = 30;
+    expect(n).toBeLessThan(LIMITS.identityBurst);
+    expect(n * perSend).toBeGreaterThan(LIMITS.identityBurst);
+    const conn = alice.conn;
+    if (conn === null) throw new Error("alice is offline");
+    for (let i = 0; i < n; i++)
+      conn.fromClient({
+        v: PROTOCOL_VERSION,
+        t: "group_send",
+        id: `g${i}`,
+        group: i % 2 === 0 ? "big1" : "big2",
+        epoch: 1,
+        body: "AAAA",
+      });
+    await relay.settle().catch(() => undefined);
+    const refused = relay.log.filter(
+      (x) => x.to === "alice" && x.frame.t === "error" && x.frame.code === "rate_limited",
+    );
+    // The burst (less what connecting took) pays for at most identityBurst / perSend of them,
+    // across both groups together; each home's own bucket alone would have let all through.
+    const passed = n - refused.length;
+    expect(passed).toBeGreaterThan(0);
+    expect(passed).toBeLessThanOrEqual(Math.floor(LIMITS.identityBurst / perSend));
+    relay.failures.length = 0;
+  });
+
   it("a member's object takes a commit only with room (hard bound), and nothing after it overtakes it", async () => {
     const { relay } = await inGroup("alice", "bob");
     const bob = relay.userObject("bob");

@@ -326,6 +326,8 @@ export class Hub {
    * first call on; null for a hub's or a user's object.
    */
   #homeRow: { hub: string; group: string } | null | undefined = undefined;
+  /** In a user's object: the audience of each group state it holds (#fanoutAt). */
+  readonly #audiences = new Map<string, { state: string; n: number }>();
   /** In a user's object: the homes it answered `later` (no room), per member address. */
   readonly #full = new Map<string, Set<string>>();
   /** A home's links to its members' objects (group-home.ts). */
@@ -2746,6 +2748,14 @@ export class Hub {
       s.send(errorFrame("limit_reached", frame.id));
       return;
     }
+    // The fan-out charge (§7.2) comes from the identity's one bucket, here, as on the hub's
+    // route: each home charges a bucket of its own too, which alone would give a user in k big
+    // groups k buckets.
+    const fanout = this.#fanoutAt(address, frame);
+    if (fanout > 0 && !this.#chargeFanout(a, fanout, this.#d.now())) {
+      s.send(errorFrame("rate_limited", frame.id));
+      return;
+    }
     let texts: string[];
     try {
       texts = await (this.#d.peers as PeerGateway).toHome(
@@ -2761,6 +2771,28 @@ export class Hub {
       return;
     }
     this.#takeFromHome(a.hub, frame.group, address, texts, s);
+  }
+
+  /**
+   * The recipients a member's group frame fans out to, as far as its user's object knows (the
+   * charges of the hub's route, §7.2): a commit's wraps; for a `group_send`, `join` or `leave`
+   * the audience of the group's last state here, without the sender for a message (none before
+   * a join's first state: its home charges that one alone).
+   */
+  #fanoutAt(address: string, frame: GroupFrame): number {
+    if (frame.t === "commit") return frame.wraps.length;
+    if (frame.t !== "group_send" && frame.t !== "join" && frame.t !== "leave") return 0;
+    const held = this.#d.store.memberGroupStates(address).find((x) => x.group === frame.group);
+    if (held === undefined) return 0;
+    const key = `${address}\n${frame.group}`;
+    let seen = this.#audiences.get(key);
+    // Parsed once per state (up to maxGroupSize members), not once per message.
+    if (seen?.state !== held.state) {
+      const st = JSON.parse(held.state) as GroupState;
+      seen = { state: held.state, n: st.members.length + st.pendingJoins.length };
+      this.#audiences.set(key, seen);
+    }
+    return frame.t === "group_send" ? Math.max(0, seen.n - 1) : seen.n;
   }
 
   /** This object's group, if it is a group's home (read once; the schema is there by then). */
