@@ -25,7 +25,13 @@ import {
   ORIGIN,
   TestClient,
 } from "./support/client";
-import { countInDirectory, countTable, directoryFor, groupCopies } from "./support/relay-store";
+import {
+  countInDirectory,
+  countTable,
+  directoryFor,
+  groupCopies,
+  until,
+} from "./support/relay-store";
 
 const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
 /** Stories run on the hub's route and on users' routes (PROTOCOL.md §4.1). */
@@ -215,6 +221,59 @@ describe("per-sender mailbox quotas (§7.3)", () => {
     c.close();
     dave.close();
     m.close();
+  });
+});
+
+describe("group messages on users' routes (§7.3)", () => {
+  // A group's home opens its links again at its alarm, RELINK_MS after its last batch: that runs
+  // before the test environment is torn down.
+  afterAll(() => new Promise((r) => setTimeout(r, RELINK_MS + 1000)));
+  it("a member's object keeps one sender's share: past it that sender's group messages are not stored for it, others' are", async () => {
+    const hub = freshHub("q");
+    const routed = { routed: true };
+    const mk = await newKeys();
+    const m = (await TestClient.connect(hub, "mallory", mk, routed)).c;
+    const bobKeys = await newKeys();
+    const b = (await TestClient.connect(hub, "bob", bobKeys, routed)).c;
+    const c = (await TestClient.connect(hub, "carol", undefined, routed)).c;
+    m.send({ v: 1, t: "join", id: "j", group: "g" });
+    await m.next("accepted", (f) => f.id === "j");
+    m.send(commitFrame("c0", "g", 0, ["mallory"]));
+    await m.next("accepted", (f) => f.id === "c0");
+    for (const x of [b, c]) {
+      x.send({ v: 1, t: "join", id: "j", group: "g" });
+      await x.next("accepted", (f) => f.id === "j");
+    }
+    await m.next("group", (f) => f.state.pendingJoins.length === 2);
+    m.send(commitFrame("c1", "g", 1, ["bob", "carol", "mallory"]));
+    await m.next("accepted", (f) => f.id === "c1");
+    await c.next("deliver", (f) => f.item.kind === "commit");
+    const first = await b.next("deliver", (f) => f.item.kind === "commit");
+    b.send({ v: 1, t: "ack", mids: [first.mid] });
+    b.close();
+    await b.waitClosed();
+    // bob holds all but one of mallory's share, in his own object.
+    const bobs = `${hub}/u/bob`;
+    const share = LIMITS.maxMailboxPerSenderPerRecipient;
+    await prefill(bobs, "mallory", mk.identityKey, ["bob"], share - 1);
+    for (const id of ["g1", "g2", "g3"]) {
+      m.send({ v: 1, t: "group_send", id, group: "g", epoch: 2, body: "R1JQ" });
+      await m.next("accepted", (f) => f.id === id);
+      await c.next("deliver", (f) => f.item.kind === "group");
+    }
+    // The first filled the share; the next two were not stored for bob. carol got all three.
+    expect(await groupCopies(bobs, "recipient = 'bob' AND sender = 'mallory'")).toBe(1);
+    expect(
+      await countRows(bobs, "recipient = 'bob' AND sender = 'mallory' AND kind = 'direct'"),
+    ).toBe(share - 1);
+    // Another member's message still reaches bob.
+    c.send({ v: 1, t: "group_send", id: "c1", group: "g", epoch: 2, body: "R1JQ" });
+    await c.next("accepted", (f) => f.id === "c1");
+    await until(
+      async () => (await groupCopies(bobs, "recipient = 'bob' AND sender = 'carol'")) === 1,
+      "carol's message in bob's object",
+    );
+    for (const x of [m, c]) x.close();
   });
 });
 

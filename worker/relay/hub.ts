@@ -2914,7 +2914,14 @@ export class Hub {
       const mid = this.#enqueue(from, address, "commit", payload, it.group, it.epoch, it.wrap, now);
       this.#offer(from, address, mid, now, it);
     } else if (it.kind === "group") {
-      if (!mailboxHasRoom("group", this.#stored(address))) return true;
+      // A full mailbox, or the sender's full share of it (§7.3: one sender never fills a
+      // mailbox by itself), drops this copy, as the hub's fan-out skips such a member; the
+      // home's own shares count only what it holds until members' objects take it.
+      if (
+        !mailboxHasRoom("group", this.#stored(address)) ||
+        senderRoom("group", this.#holdings(f.from, [address]), [address]).fits.length === 0
+      )
+        return true;
       const row = {
         group: it.group,
         epoch: it.epoch,
