@@ -92,6 +92,30 @@ async function transferFor(keys: Keys, list: DeviceList, pending: PendingLink) {
   };
 }
 
+/**
+ * The laptop, shown the code, fetches the offer and checks it against the code, publishes the
+ * list naming the new device, and answers; the sealed answer.
+ */
+async function fetchAndAnswer(
+  hub: string,
+  laptop: TestClient,
+  keys: Keys,
+  list: DeviceList,
+  pending: PendingLink,
+) {
+  laptop.send({ v: 1, t: "link_fetch", id: "f1", rendezvous: pending.code.rendezvous });
+  const offered = await laptop.next("link_offered", (f) => f.id === "f1");
+  expect(offered.offer).toEqual(pending.offer);
+  checkLinkOffer(hub, pending.code, offered.offer);
+  const { next, transfer } = await transferFor(keys, list, pending);
+  laptop.send({ v: 1, t: "devices", id: "d2", list: next });
+  await laptop.next("accepted", (f) => f.id === "d2");
+  const answer = await sealLinkAnswer(hub, pending.code, offered.offer, transfer);
+  laptop.send({ v: 1, t: "link_answer", id: "a1", rendezvous: pending.code.rendezvous, answer });
+  await laptop.next("accepted", (f) => f.id === "a1");
+  return answer;
+}
+
 describe("link rendezvous (§4.8.3)", () => {
   it("on users' routes: the device waits on its rendezvous's object, the laptop's object reaches it, and the device authenticates on its user's route", async () => {
     const hub = freshHub("link");
@@ -108,15 +132,7 @@ describe("link rendezvous (§4.8.3)", () => {
     // Nobody authenticates on a rendezvous's route.
     phone.send(await phone.authFrame("alice", keys, { device: pending.offer.device }));
     expect((await phone.error()).code).toBe("wrong_route");
-    laptop.send({ v: 1, t: "link_fetch", id: "f1", rendezvous: pending.code.rendezvous });
-    const offered = await laptop.next("link_offered", (f) => f.id === "f1");
-    expect(offered.offer).toEqual(pending.offer);
-    const { next, transfer } = await transferFor(keys, list, pending);
-    laptop.send({ v: 1, t: "devices", id: "d2", list: next });
-    await laptop.next("accepted", (f) => f.id === "d2");
-    const answer = await sealLinkAnswer(hub, pending.code, offered.offer, transfer);
-    laptop.send({ v: 1, t: "link_answer", id: "a1", rendezvous: pending.code.rendezvous, answer });
-    await laptop.next("accepted", (f) => f.id === "a1");
+    const answer = await fetchAndAnswer(hub, laptop, keys, list, pending);
     expect((await phone.next("link_answered")).answer).toEqual(answer);
     // Nothing waits under the other code: no object answers for it.
     laptop.send({ v: 1, t: "link_fetch", id: "f2", rendezvous: other.code.rendezvous });
@@ -143,18 +159,7 @@ describe("link rendezvous (§4.8.3)", () => {
     const hub = freshHub("link");
     const { keys, laptop, list } = await alice(hub);
     const { c: phone, pending } = await newDevice(hub);
-    // The laptop, shown the code, fetches the offer and checks it against the code.
-    laptop.send({ v: 1, t: "link_fetch", id: "f1", rendezvous: pending.code.rendezvous });
-    const offered = await laptop.next("link_offered", (f) => f.id === "f1");
-    expect(offered.offer).toEqual(pending.offer);
-    checkLinkOffer(hub, pending.code, offered.offer);
-    // It publishes the list naming the phone, then answers.
-    const { next, transfer } = await transferFor(keys, list, pending);
-    laptop.send({ v: 1, t: "devices", id: "d2", list: next });
-    await laptop.next("accepted", (f) => f.id === "d2");
-    const answer = await sealLinkAnswer(hub, pending.code, offered.offer, transfer);
-    laptop.send({ v: 1, t: "link_answer", id: "a1", rendezvous: pending.code.rendezvous, answer });
-    await laptop.next("accepted", (f) => f.id === "a1");
+    const answer = await fetchAndAnswer(hub, laptop, keys, list, pending);
     const got = await phone.next("link_answered");
     expect(got.answer).toEqual(answer);
     // The seal and MAC hold end to end; the stand-in seed is not the list's identity, which is

@@ -105,6 +105,34 @@ async function registerOffline(
   return keys;
 }
 
+/**
+ * mallory creates group g and commits bob and carol into it (epoch 2); bob reads his commit and
+ * goes offline. `routed`: everyone on their user's route (§4.1).
+ */
+async function groupWithOfflineBobAndCarol(hub: string, routed: boolean) {
+  const mk = await newKeys();
+  const m = (await TestClient.connect(hub, "mallory", mk, { routed })).c;
+  const b = (await TestClient.connect(hub, "bob", undefined, { routed })).c;
+  const c = (await TestClient.connect(hub, "carol", undefined, { routed })).c;
+  m.send({ v: 1, t: "join", id: "j", group: "g" });
+  await m.next("accepted", (f) => f.id === "j");
+  m.send(commitFrame("c0", "g", 0, ["mallory"]));
+  await m.next("accepted", (f) => f.id === "c0");
+  for (const x of [b, c]) {
+    x.send({ v: 1, t: "join", id: "j", group: "g" });
+    await x.next("accepted", (f) => f.id === "j");
+  }
+  await m.next("group", (f) => f.state.pendingJoins.length === 2);
+  m.send(commitFrame("c1", "g", 1, ["bob", "carol", "mallory"]));
+  await m.next("accepted", (f) => f.id === "c1");
+  await c.next("deliver", (f) => f.item.kind === "commit");
+  const first = await b.next("deliver", (f) => f.item.kind === "commit");
+  b.send({ v: 1, t: "ack", mids: [first.mid] });
+  b.close();
+  await b.waitClosed();
+  return { m, mk, c };
+}
+
 describe("per-sender mailbox quotas (§7.3)", () => {
   it.each(ROUTES)(
     "%s: one sender holds at most maxMailboxPerSenderPerRecipient of a mailbox; others still get in",
@@ -168,26 +196,7 @@ describe("per-sender mailbox quotas (§7.3)", () => {
 
   it("group fanout counts per recipient: a member at the share is skipped, the total refuses all; commits are exempt", async () => {
     const hub = freshHub("q");
-    const mk = await newKeys();
-    const m = (await TestClient.connect(hub, "mallory", mk)).c;
-    const bobKeys = await newKeys();
-    const b = (await TestClient.connect(hub, "bob", bobKeys)).c;
-    const c = (await TestClient.connect(hub, "carol")).c;
-    m.send({ v: 1, t: "join", id: "j", group: "g" });
-    await m.next("accepted", (f) => f.id === "j");
-    m.send(commitFrame("c0", "g", 0, ["mallory"]));
-    await m.next("accepted", (f) => f.id === "c0");
-    for (const x of [b, c]) {
-      x.send({ v: 1, t: "join", id: "j", group: "g" });
-      await x.next("accepted", (f) => f.id === "j");
-    }
-    await m.next("group", (f) => f.state.pendingJoins.length === 2);
-    m.send(commitFrame("c1", "g", 1, ["bob", "carol", "mallory"]));
-    await m.next("accepted", (f) => f.id === "c1");
-    await c.next("deliver", (f) => f.item.kind === "commit");
-    await b.next("deliver", (f) => f.item.kind === "commit");
-    b.close();
-    await b.waitClosed();
+    const { m, mk, c } = await groupWithOfflineBobAndCarol(hub, false);
 
     // bob holds a full share from mallory: his copy is skipped, carol's is delivered.
     await prefill(hub, "mallory", mk.identityKey, ["bob"], LIMITS.maxMailboxPerSenderPerRecipient);
@@ -230,28 +239,7 @@ describe("group messages on users' routes (§7.3)", () => {
   afterAll(() => new Promise((r) => setTimeout(r, RELINK_MS + 1000)));
   it("a member's object keeps one sender's share: past it that sender's group messages are not stored for it, others' are", async () => {
     const hub = freshHub("q");
-    const routed = { routed: true };
-    const mk = await newKeys();
-    const m = (await TestClient.connect(hub, "mallory", mk, routed)).c;
-    const bobKeys = await newKeys();
-    const b = (await TestClient.connect(hub, "bob", bobKeys, routed)).c;
-    const c = (await TestClient.connect(hub, "carol", undefined, routed)).c;
-    m.send({ v: 1, t: "join", id: "j", group: "g" });
-    await m.next("accepted", (f) => f.id === "j");
-    m.send(commitFrame("c0", "g", 0, ["mallory"]));
-    await m.next("accepted", (f) => f.id === "c0");
-    for (const x of [b, c]) {
-      x.send({ v: 1, t: "join", id: "j", group: "g" });
-      await x.next("accepted", (f) => f.id === "j");
-    }
-    await m.next("group", (f) => f.state.pendingJoins.length === 2);
-    m.send(commitFrame("c1", "g", 1, ["bob", "carol", "mallory"]));
-    await m.next("accepted", (f) => f.id === "c1");
-    await c.next("deliver", (f) => f.item.kind === "commit");
-    const first = await b.next("deliver", (f) => f.item.kind === "commit");
-    b.send({ v: 1, t: "ack", mids: [first.mid] });
-    b.close();
-    await b.waitClosed();
+    const { m, mk, c } = await groupWithOfflineBobAndCarol(hub, true);
     // bob holds all but one of mallory's share, in his own object.
     const bobs = `${hub}/u/bob`;
     const share = LIMITS.maxMailboxPerSenderPerRecipient;
