@@ -6,6 +6,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import {
+  type GroupState,
   type LinkOffer,
   PING_TEXT,
   PONG_TEXT,
@@ -30,6 +31,7 @@ import type { DirectoryGateway } from "./relay/key-directory";
 import { RelayLifecycle } from "./relay/lifecycle";
 import { presenceDefaults } from "./relay/presence";
 import { type PushEnv, pushConfigFromEnv } from "./relay/push-send";
+import type { GroupExport } from "./relay/store";
 
 /**
  * The hub's key directory is its own object, `idFromName(hub + "/dir")` in the DIRECTORY
@@ -122,7 +124,11 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
     lobbyPresence: (hub, viewer, user, state) =>
       call<void>(hub, viewer, (s) => s.lobbyPresence(viewer, user, state)),
     handOver: (hub, username, identityKey) =>
-      call<HandOver | null>(hub, { hub: true }, (s) => s.handOver(username, identityKey)),
+      call<HandOver | null | "busy">(hub, { hub: true }, (s) => s.handOver(username, identityKey)),
+    groupExport: (hub, group) =>
+      call<GroupExport | null | "busy">(hub, { hub: true }, (s) => s.groupExport(group)),
+    adopt: (hub, group, member) =>
+      call<GroupState | null>(hub, { group }, (s) => s.adopt(hub, group, member)),
     deviceRemoved: (hub, group, member, at) =>
       call<void>(hub, { group }, (s) => s.deviceRemoved(hub, group, member, at)),
     nameReclaimed: (hub, group, member) =>
@@ -198,8 +204,13 @@ export class Relay extends DurableObject {
   }
 
   /** In the hub's object: what it held for a user who now takes its own route. */
-  handOver(username: string, identityKey: string): HandOver | null {
+  handOver(username: string, identityKey: string): HandOver | null | "busy" {
     return this.#life.hub.handOver(username, identityKey, Date.now());
+  }
+
+  /** In the hub's object: one of its groups, which moves to its home on users' routes. */
+  groupExport(group: string): GroupExport | null | "busy" {
+    return this.#life.hub.groupExport(group, Date.now());
   }
 
   // -- the hub's lobby (PROTOCOL.md §6.3 "everyone on this hub" on users' routes) --------------
@@ -242,6 +253,11 @@ export class Relay extends DurableObject {
   /** In a group's home: the object of `member` (an address) has room again. */
   homeRoom(hub: string, group: string, member: string): void {
     this.#life.hub.homeRoom(hub, group, member);
+  }
+
+  /** In a group's home: a member whose user's object took it over from the hub's route. */
+  adopt(hub: string, group: string, member: MemberBinding): Promise<GroupState | null> {
+    return this.#life.hub.adopt(hub, group, member);
   }
 
   /** In a member's object: what its group's home sends it. */

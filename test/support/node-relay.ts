@@ -522,6 +522,14 @@ export class NodeRelay {
         if (h !== hub) throw new Error(`hub object of another hub asked for: ${h}`);
         return this.hubObject.call((l) => l.hub.handOver(username, identityKey, this.clock));
       },
+      groupExport: (h, name) => {
+        if (h !== hub) throw new Error(`hub object of another hub asked for: ${h}`);
+        return lossy("groupExport", () =>
+          this.hubObject.call((l) => l.hub.groupExport(name, this.clock)),
+        )();
+      },
+      adopt: (h, name, member) =>
+        lossy("adopt", () => home(h, name).call((l) => l.hub.adopt(h, name, member)))(),
       deviceRemoved: (h, name, member, at) =>
         home(h, name).call((l) => l.hub.deviceRemoved(h, name, member, at)),
       homeRoom: (h, name, member) => home(h, name).call((l) => l.hub.homeRoom(h, name, member)),

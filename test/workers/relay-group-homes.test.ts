@@ -13,6 +13,8 @@ import {
   CORE,
   commitFrame,
   freshHub,
+  type Keys,
+  newKeys,
   ORIGIN,
   TestClient,
   wrapFor,
@@ -23,10 +25,10 @@ const routed = { routed: true };
 const userObject = (hub: string, user: string) => `${hub}/u/${user}`;
 const home = (hub: string, group: string) => `${hub}/gh/${group}`;
 
-/** alice founds `group` and brings bob in (epoch 2), both on their users' routes. */
-async function team(hub: string, group = "team") {
-  const { c: alice } = await TestClient.connect(hub, "alice", undefined, routed);
-  const { c: bob } = await TestClient.connect(hub, "bob", undefined, routed);
+/** alice founds `group` and brings bob in (epoch 2), both on their users' routes (or the hub's). */
+async function team(hub: string, group = "team", opts = routed, keys?: { alice: Keys; bob: Keys }) {
+  const { c: alice } = await TestClient.connect(hub, "alice", keys?.alice, opts);
+  const { c: bob } = await TestClient.connect(hub, "bob", keys?.bob, opts);
   alice.send({ v: 1, t: "join", id: "ja", group });
   await alice.next("accepted", (f) => f.id === "ja");
   alice.send(commitFrame("ca", group, 0, ["alice"]));
@@ -140,6 +142,35 @@ describe("groups on users' routes: a home per group, mailboxes in members' objec
     c.send({ v: 1, t: "join", id: "again", group: "g0" });
     await c.next("accepted", (f) => f.id === "again");
     c.close();
+  });
+
+  it("a group of the hub's route moves to its home with its first member who moves; one still there is told wrong_route and finds it on its own route", async () => {
+    const hub = freshHub("gm");
+    const keys = { alice: await newKeys(), bob: await newKeys() };
+    const { alice: a0, bob: b0 } = await team(hub, "team", { routed: false }, keys);
+    a0.close();
+    const { c: alice, welcome } = await TestClient.connect(hub, "alice", keys.alice, routed);
+    expect(welcome.groups.map((g) => [g.group, g.epoch])).toEqual([["team", 2]]);
+    expect(await countTable(hub, "moved_groups")).toBe(1);
+    expect(await countTable(home(hub, "team"), "group_members")).toBe(2);
+    alice.send({ v: 1, t: "group_send", id: "m1", group: "team", epoch: 2, body: body(1) });
+    await alice.next("accepted", (f) => f.id === "m1");
+    // bob is still on the hub's route: the group is not served there any more.
+    b0.send({ v: 1, t: "group_send", id: "m2", group: "team", epoch: 2, body: body(2) });
+    const refused = await b0.next("error", (f) => f.id === "m2");
+    expect(refused.code).toBe("wrong_route");
+    b0.close();
+    const { c: bob, welcome: bw } = await TestClient.connect(hub, "bob", keys.bob, routed);
+    expect(bw.groups.map((g) => g.group)).toEqual(["team"]);
+    const d = await bob.next("deliver", (f) => f.item.kind === "group");
+    expect(d.item).toEqual({ kind: "group", group: "team", epoch: 2, body: body(1) });
+    expect(d.from).toBe("alice");
+    bob.send({ v: 1, t: "group_send", id: "m3", group: "team", epoch: 2, body: body(3) });
+    await bob.next("accepted", (f) => f.id === "m3");
+    const back = await alice.next("deliver", (f) => f.item.kind === "group");
+    expect(back.item).toEqual({ kind: "group", group: "team", epoch: 2, body: body(3) });
+    alice.close();
+    bob.close();
   });
 
   it("no request reaches a home: hub and user names cannot spell its key", async () => {

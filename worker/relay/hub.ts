@@ -79,7 +79,7 @@ import { groupPeersOf, Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { GroupLogRow, Store, UserRow } from "./store";
+import type { GroupExport, GroupLogRow, Store, UserRow } from "./store";
 
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
@@ -152,6 +152,11 @@ export interface HubDeps {
  */
 export interface HandOver {
   items: Array<{ address: string; row: MailboxRow } | { address: string; group: GroupLogRow }>;
+  /**
+   * The groups the user's addresses are in (or asked to join) on the hub's route, which moved
+   * to their homes with this answer: each address is to be taken in by its group's home.
+   */
+  groups: Array<{ address: string; group: string }>;
   contacts: Array<{ peer: string; state: "accepted" | "blocked" }>;
   device: string | null;
   deviceList: DeviceList | null;
@@ -224,8 +229,22 @@ export interface PeerGateway {
     user: string,
     state: PresenceUser | null,
   ): Promise<void>;
-  /** `Hub.handOver` in the hub's object (`idFromName(hub)`): what it held for `username`. */
-  handOver(hub: string, username: string, identityKey: string): Promise<HandOver | null>;
+  /**
+   * `Hub.handOver` in the hub's object (`idFromName(hub)`): what it held for `username`;
+   * `busy`: one of the user's groups has a step in flight there, ask again.
+   */
+  handOver(hub: string, username: string, identityKey: string): Promise<HandOver | null | "busy">;
+  /**
+   * `Hub.groupExport` in the hub's object: its group `group`, which moves to its home with this
+   * answer (null: it holds none; `busy`: a step of it is in flight there, ask again).
+   */
+  groupExport(hub: string, group: string): Promise<GroupExport | null | "busy">;
+  /**
+   * `Hub.adopt` in the home of `group`: take member `m` in after its hand-over (the home first
+   * takes the group from the hub's object, if it never held it), and open its link at once.
+   * Answers the group's state for `m` (null: not in the group).
+   */
+  adopt(hub: string, group: string, m: MemberBinding): Promise<GroupState | null>;
   /** `Hub.deviceRemoved` in the home of `group`: `m`'s list dropped its device `at` (§4.7). */
   deviceRemoved(hub: string, group: string, m: MemberBinding, at: string): Promise<void>;
   /** `Hub.nameReclaimed` in the home of `group`: `m`'s name went to another identity (§4.3). */
@@ -326,6 +345,8 @@ export class Hub {
    * first call on; null for a hub's or a user's object.
    */
   #homeRow: { hub: string; group: string } | null | undefined = undefined;
+  /** A home taking its group from the hub's object (#takeFromHub), while the call is out. */
+  #adopting: Promise<void> | null = null;
   /** In a user's object: the audience of each group state it holds (#fanoutAt). */
   readonly #audiences = new Map<string, { state: string; n: number }>();
   /** In a user's object: the homes it answered `later` (no room), per member address. */
@@ -652,6 +673,7 @@ export class Hub {
       await this.#toHome(s, a, frame);
       return;
     }
+    if (isGroupFrame(frame) && this.#movedAway(s, frame.group, frame.id)) return;
     switch (frame.t) {
       case "auth":
         s.send(errorFrame("already_authenticated"));
@@ -918,7 +940,7 @@ export class Hub {
       store.getUser(frame.username) === null &&
       !store.handedOver(frame.username)
     ) {
-      let h: HandOver | null;
+      let h: HandOver | null | "busy";
       try {
         h = await peers.handOver(a.hub, frame.username, frame.identityKey);
       } catch (e) {
@@ -929,7 +951,15 @@ export class Hub {
       if (s.closed) return;
       // Nothing for this identity (a new user, or another identity's claim that the directory
       // will refuse): nothing is marked, so the name's own identity still gets what is there.
-      if (h !== null && !store.handedOver(frame.username)) this.#takeHandOver(frame.username, h);
+      if (h === "busy") return this.#authFail(s, "internal");
+      if (h !== null && !store.handedOver(frame.username))
+        this.#takeHandOver(frame.username, frame.identityKey, h);
+    }
+    if (a.user !== undefined && peers !== undefined && peers !== null) {
+      if (!(await this.#adoptAll(s, a.hub, frame))) {
+        if (!s.closed) this.#authFail(s, "internal");
+        return;
+      }
     }
     return this.#authBound(s, a, frame, false);
   }
@@ -1326,6 +1356,8 @@ export class Hub {
    */
   async #leaveAll(hub: string, username: string, now: number): Promise<boolean> {
     for (const name of this.#d.store.groupsOf(username)) {
+      // A group that moved to its home is not this object's to change (§4.1).
+      if (this.#home === null && this.#d.store.groupMoved(name)) continue;
       const ok = await this.#serial(name, async () => {
         const g = this.#d.store.getGroup(name);
         if (g === null) return true;
@@ -1335,6 +1367,17 @@ export class Hub {
       });
       if (!ok) return false;
     }
+    return true;
+  }
+
+  /**
+   * On the hub's route, a group that moved to its home on users' routes (`Hub.groupExport`) is
+   * served no more: `wrong_route`, so its members take their users' routes (PROTOCOL.md §4.1).
+   */
+  #movedAway(s: Session, group: string, id: string): boolean {
+    if (this.#home !== null || s.att.state !== "authed" || s.att.routed === true) return false;
+    if (!this.#d.store.groupMoved(group)) return false;
+    s.send(errorFrame("wrong_route", id));
     return true;
   }
 
@@ -2126,6 +2169,7 @@ export class Hub {
 
   /** More leaf keys for a group the user is in or joining (§9.3). */
   #leaf(s: Session, a: AuthedAttachment, frame: Frame<"leaf">, _now: number): void {
+    if (this.#movedAway(s, frame.group, frame.id)) return;
     const { store } = this.#d;
     const g = store.getGroup(frame.group);
     const member = addressOf(a);
@@ -2216,6 +2260,8 @@ export class Hub {
     // A home's group has its own sequencer: a group of the same name on the hub's route is
     // another group (PROTOCOL.md §4.1).
     const at = this.#home === null ? hub : `${hub}/gh`;
+    // A step that waited its turn may find its group moved to its home since (§4.1).
+    if (this.#home === null && store.groupMoved(group)) return null;
     for (let attempt = 0; attempt < 3; attempt++) {
       const held = store.getGroup(group);
       const seq = store.getGroupSeq(group);
@@ -2561,6 +2607,8 @@ export class Hub {
 
   #groupSend(s: Session, a: AuthedAttachment, frame: Frame<"group_send">, now: number): void {
     const { store } = this.#d;
+    // Checked again here: a frame that waited (coalesced) may find its group moved since.
+    if (this.#movedAway(s, frame.group, frame.id)) return;
     const sender = this.#sendKey(a);
     const sent = { target: `g:${frame.group}`, digest: bodyDigest(frame.body) };
     // A retry (§7.3 "Retries") is answered as the first was, before any check: the group may
@@ -2644,9 +2692,17 @@ export class Hub {
    * `identityKey` (only the identity's own authenticated connection, on its user's route, asks).
    * Nothing is deleted: the user no longer connects here, and what is left expires as any item.
    */
-  handOver(username: string, identityKey: string, now: number): HandOver | null {
+  handOver(username: string, identityKey: string, now: number): HandOver | null | "busy" {
     const { store } = this.#d;
     if (store.getUser(username)?.identityKey !== identityKey) return null;
+    // The user's groups move to their homes with this answer, so that what it holds of them
+    // here (the items below) is all there will be: a step in flight would add more after it.
+    const moving = store
+      .memberNamesOf(username)
+      .flatMap((address) => store.groupsOf(address).map((group) => ({ address, group })));
+    const names = [...new Set(moving.map((m) => m.group))];
+    if (names.some((g) => this.#groupChains.has(g))) return "busy";
+    store.markMoved(names, now);
     const items: HandOver["items"] = [];
     const bound = LIMITS.maxMailboxHardPerRecipient;
     const addresses = new Set([
@@ -2670,6 +2726,7 @@ export class Hub {
     items.sort((x, y) => midOf(x) - midOf(y));
     return {
       items,
+      groups: moving,
       contacts: store.contactsOf(username),
       device: store.getDevice(username),
       deviceList: store.getDeviceList(username),
@@ -2678,10 +2735,21 @@ export class Hub {
   }
 
   /**
+   * In the hub's object: its group `group`, for the group's home, which takes it over (§4.1).
+   * The group moves with this answer: from then on the hub's route serves it no more, and its
+   * record here stays as it is, for the members who move later (their hand-overs name it).
+   */
+  groupExport(group: string, now: number): GroupExport | null | "busy" {
+    if (this.#groupChains.has(group)) return "busy";
+    this.#d.store.markMoved([group], now);
+    return this.#d.store.exportGroup(group);
+  }
+
+  /**
    * In a user's object: store what the hub's object handed over, in its order, in one
    * synchronous step with the mark that it was taken (so it is taken once).
    */
-  #takeHandOver(username: string, h: HandOver): void {
+  #takeHandOver(username: string, identityKey: string, h: HandOver): void {
     const { store } = this.#d;
     const now = this.#d.now();
     for (const c of h.contacts)
@@ -2725,8 +2793,43 @@ export class Hub {
         this.#d.wakeAt(expiryOf(g.ts));
       }
     }
+    // Its groups' homes take its addresses in next (#adoptAll), before anything else is decided.
+    for (const m of h.groups) store.setToAdopt(m.address, m.group, identityKey);
     this.deliveries.invalidatePending();
     store.setHandedOver(username, now);
+  }
+
+  /**
+   * In a user's object, at each authentication of the identity a hand-over was for: each of its
+   * groups' homes takes its address in (`Hub.adopt`; the first also takes the group from the
+   * hub's object) and answers the state, kept for `welcome`. False: a home could not be reached;
+   * what is left is asked again at the next authentication.
+   */
+  async #adoptAll(s: Session, hub: string, frame: Frame<"auth">): Promise<boolean> {
+    const { store } = this.#d;
+    const peers = this.#d.peers as PeerGateway;
+    for (const { address, group } of store.toAdopt(frame.username, frame.identityKey)) {
+      const m: MemberBinding = {
+        username: frame.username,
+        identityKey: frame.identityKey,
+        ...(address === frame.username ? {} : { address }),
+      };
+      let state: GroupState | null;
+      try {
+        state = await peers.adopt(hub, group, m);
+      } catch (e) {
+        console.error("relay: adoption failed", e instanceof Error ? e.name : typeof e);
+        return false;
+      }
+      if (s.closed) return false;
+      // The link the home opened may have brought the state already (a `fromHome` call).
+      if (state !== null && store.memberGroup(address, group) === null) {
+        const text = JSON.stringify({ v: PROTOCOL_VERSION, t: "group", state });
+        this.#takeFromHome(hub, group, address, [text], null);
+      }
+      store.setToAdopt(address, group, null);
+    }
+    return true;
   }
 
   // -- groups on users' routes (group-home.ts) -------------------------------------------------
@@ -2803,6 +2906,12 @@ export class Hub {
 
   /** What the home of `group` sends to the member `address` of this user's object (a call). */
   fromHome(hub: string, group: string, address: string, texts: readonly string[]): HomeReceipt {
+    // A member still on the hub's route (its group moved with another member): nothing is
+    // stored before its hand-over, which comes first in its order (§7.3); its `adopt` then
+    // opens the link again.
+    const user = userOfMember(address);
+    const { store } = this.#d;
+    if (store.getUser(user) === null && !store.handedOver(user)) return { done: [], later: true };
     return this.#takeFromHome(hub, group, address, texts, null);
   }
 
@@ -2949,15 +3058,11 @@ export class Hub {
    */
   async fromMember(hub: string, group: string, m: MemberBinding, text: string): Promise<string[]> {
     const { store } = this.#d;
-    const now = this.#d.now();
-    let home = this.#home;
-    if (home === null) {
-      home = { hub, group };
-      this.#homeRow = home;
-      store.setHomeOf(hub, group);
-    }
     const parsed = parseClientFrame(text);
     const id = parsed.ok ? ("id" in parsed.frame ? parsed.frame.id : undefined) : parsed.id;
+    const home = await this.#takeFromHub(hub, group);
+    if (home === null) return [JSON.stringify(errorFrame("internal", id))];
+    const now = this.#d.now();
     // Only the objects of this hub call here, and each names its own user's group: anything
     // else is a relay bug, answered as one.
     if (
@@ -2980,6 +3085,61 @@ export class Hub {
       this.#internal(r.s, e, id);
     }
     return r.out;
+  }
+
+  /**
+   * A home's first act: take the group of its name from the hub's route, if the hub's object
+   * holds one (`Hub.groupExport`; it then serves it no more), so a group name is one group's on
+   * both routes and a group moves with its members (PROTOCOL.md §4.1). Once only: the home's
+   * mark (`home_of`) is written with what it took. Null: the hub's object could not be reached
+   * or had a step of the group in flight; the caller answers `internal` and is asked again.
+   */
+  async #takeFromHub(hub: string, group: string): Promise<{ hub: string; group: string } | null> {
+    const held = this.#home;
+    if (held !== null) return held;
+    const peers = this.#d.peers;
+    if (this.#adopting === null) {
+      const run = (async () => {
+        const x =
+          peers === undefined || peers === null ? null : await peers.groupExport(hub, group);
+        if (x === "busy") throw new Error("group busy at the hub's object");
+        if (this.#home !== null) return;
+        if (x !== null) this.#d.store.importGroup(x, this.#d.now());
+        this.#d.store.setHomeOf(hub, group);
+        this.#homeRow = { hub, group };
+      })().finally(() => {
+        if (this.#adopting === run) this.#adopting = null;
+      });
+      this.#adopting = run;
+    }
+    try {
+      await this.#adopting;
+    } catch (e) {
+      console.error(
+        "relay: taking a group from the hub failed",
+        e instanceof Error ? e.name : typeof e,
+      );
+      return null;
+    }
+    return this.#home;
+  }
+
+  /**
+   * In a group's home: member `m`, whose object took its user over from the hub's route, is
+   * taken in (its link opens now, even if it was waiting after a `later`); its state answered.
+   */
+  async adopt(hub: string, group: string, m: MemberBinding): Promise<GroupState | null> {
+    const home = await this.#takeFromHub(hub, group);
+    if (home === null) throw new Error("the hub's object could not be reached");
+    const { store } = this.#d;
+    // Only the binding the hub's object handed over (the name's identity then) is taken in.
+    if (home.hub !== hub || home.group !== group) return null;
+    if (store.getUser(m.username)?.identityKey !== m.identityKey) return null;
+    const address = m.address ?? m.username;
+    const now = this.#d.now();
+    this.#links.wake(address);
+    this.#relink(memberAttachment(hub, m, now), now);
+    return this.#stateFor(address);
   }
 
   /**

@@ -5,7 +5,13 @@
  * text, exactly as they travel, so nothing is re-encoded between wire and disk.
  */
 import * as v from "valibot";
-import { DeviceList, LEAF_QUEUE, type Leaf, type PresenceScope } from "../../shared/protocol";
+import {
+  DeviceList,
+  LEAF_QUEUE,
+  type Leaf,
+  type PresenceScope,
+  userOfMember,
+} from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
 import type { SeedEntry } from "./key-directory";
 import type { CommitHoldings, MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
@@ -318,6 +324,21 @@ const SCHEMA = [
      hub TEXT NOT NULL,
      grp TEXT NOT NULL
    )`,
+  // The hub's object: the groups that moved to their homes on users' routes (Hub.groupExport,
+  // Hub.handOver). Their records stay, frozen, for the members who move later; the hub's route
+  // serves them no more (PROTOCOL.md §4.1).
+  `CREATE TABLE IF NOT EXISTS moved_groups (
+     grp TEXT PRIMARY KEY,
+     at INTEGER NOT NULL
+   )`,
+  // A user's object: the groups of its user's addresses a hand-over named, until each group's
+  // home has taken the address in (Hub.#adoptAll); kept so a failed call is made again.
+  `CREATE TABLE IF NOT EXISTS to_adopt (
+     address TEXT NOT NULL,
+     grp TEXT NOT NULL,
+     identity_key TEXT NOT NULL,
+     PRIMARY KEY (address, grp)
+   )`,
   // A user's object, for each group of one of its devices (`address`) on users' routes: the
   // latest state its home sent (null: not in the group now), for `welcome`; and the highest mid
   // of the home's it stored, so an item the home sends again is recognised (group-home.ts).
@@ -329,6 +350,21 @@ const SCHEMA = [
      PRIMARY KEY (address, grp)
    )`,
 ];
+
+/**
+ * One group as the hub's object holds it, for its home on users' routes (Store.exportGroup):
+ * the record, its creator, closed-group state (§9.7), leaf queues and transcript (§9.3), and the
+ * bindings of everyone the record names.
+ */
+export interface GroupExport {
+  record: GroupRecord;
+  creator: string | null;
+  info: string | null;
+  auths: Array<{ username: string; kind: "join" | "leave"; auth: string }>;
+  leaves: Array<[string, LeafQueue]>;
+  interim: string | null;
+  users: Array<{ username: string; identityKey: string }>;
+}
 
 /** One device's Web Push subscription and its push state (PROTOCOL.md §7.9). */
 export interface PushSubRow {
@@ -494,6 +530,8 @@ export class Store {
    * drop the entry. Bounded: at most CACHE_MAX entries each, oldest dropped first.
    */
   readonly #users = new Map<string, UserRow | null>();
+  /** moved_groups, read once (groupMoved). */
+  #moved: Set<string> | null = null;
   /**
    * Mailbox rows acknowledged and not yet deleted (ackLater), by mid, with the same per
    * recipient: they no longer count toward any bound (the mirrors above already dropped them, and
@@ -1462,6 +1500,88 @@ export class Store {
 
   setHandedOver(username: string, now: number): void {
     this.sql.exec("INSERT OR IGNORE INTO handed_over (username, at) VALUES (?, ?)", username, now);
+  }
+
+  /** Has `group` moved from this hub's object to its home (Hub.groupExport)? From memory. */
+  groupMoved(group: string): boolean {
+    if (this.#moved === null)
+      this.#moved = new Set(
+        this.sql
+          .exec("SELECT grp FROM moved_groups")
+          .toArray()
+          .map((r) => str(r.grp)),
+      );
+    return this.#moved.has(group);
+  }
+
+  markMoved(groups: readonly string[], now: number): void {
+    for (const g of groups) {
+      if (this.groupMoved(g)) continue;
+      this.sql.exec("INSERT OR IGNORE INTO moved_groups (grp, at) VALUES (?, ?)", g, now);
+      this.#moved?.add(g);
+    }
+  }
+
+  /** Everything the hub's object keeps of one group but its log: what its home takes over. */
+  exportGroup(name: string): GroupExport | null {
+    const record = this.getGroup(name);
+    if (record === null) return null;
+    const involved = [
+      ...new Set([...record.members, ...record.pendingJoins, ...record.pendingLeaves]),
+    ];
+    const creator = this.sql
+      .exec("SELECT creator_key FROM group_creators WHERE grp = ?", name)
+      .toArray()[0];
+    return {
+      record,
+      creator: creator === undefined ? null : str(creator.creator_key),
+      info: this.getGroupInfo(name) ?? null,
+      auths: this.groupAuths(name),
+      leaves: [...this.leafQueues(name)],
+      interim: this.getInterim(name),
+      users: this.getUsers([...new Set(involved.map(userOfMember))]).map((u) => ({
+        username: u.username,
+        identityKey: u.identityKey,
+      })),
+    };
+  }
+
+  /** A group's home: store what the hub's object held of its group (exportGroup), at seq 0. */
+  importGroup(x: GroupExport, now: number): void {
+    const name = x.record.name;
+    for (const u of x.users) this.rememberMember(u.username, u.identityKey, now);
+    this.saveGroup(null, x.record, now, 0);
+    if (x.creator !== null) this.setGroupCreator(name, x.creator);
+    if (x.info !== null) this.setGroupInfo(name, x.info);
+    for (const a of x.auths) this.setGroupAuth(name, a.username, a.kind, a.auth);
+    for (const [user, q] of x.leaves) this.#putLeafQueue(name, user, q);
+    if (x.interim !== null) this.setInterim(name, x.interim);
+  }
+
+  /** A user's object: the (address, group) pairs still to be taken in by their homes. */
+  toAdopt(username: string, identityKey: string): Array<{ address: string; group: string }> {
+    return this.sql
+      .exec(
+        `SELECT address, grp FROM to_adopt
+         WHERE (address = ? OR (address > ? AND address < ?)) AND identity_key = ?
+         ORDER BY address, grp`,
+        ...userRange(username),
+        identityKey,
+      )
+      .toArray()
+      .map((r) => ({ address: str(r.address), group: str(r.grp) }));
+  }
+
+  /** Mark (with the identity the hand-over was for) or with null clear one pair to adopt. */
+  setToAdopt(address: string, group: string, identityKey: string | null): void {
+    if (identityKey !== null)
+      this.sql.exec(
+        "INSERT OR IGNORE INTO to_adopt (address, grp, identity_key) VALUES (?, ?, ?)",
+        address,
+        group,
+        identityKey,
+      );
+    else this.sql.exec("DELETE FROM to_adopt WHERE address = ? AND grp = ?", address, group);
   }
 
   /** The identity the Directory bound `username` to at this object's claim, or null. */
