@@ -98,8 +98,18 @@ describe("a group moves from the hub's route with its members", () => {
     const [alice, bob] = users as [TestUser, TestUser];
     await say(bob, G, "before");
     relay.routed = true;
-    // The hub's object hands the group out, and the answer is lost: alice is refused `internal`.
+    // The hub's object hands alice over, and the answer is lost: she is refused `internal`.
     let lose = 1;
+    relay.loseCall = (m) => m === "handOver" && lose-- > 0;
+    await move(alice).catch(() => undefined);
+    expect(relay.failures).toEqual(["relay answered `internal`"]);
+    relay.failures.length = 0;
+    // Her items were gathered with that call: from then on the hub's route takes nothing more
+    // for her groups, which would reach her nowhere.
+    await say(bob, G, "too late for the hub's route");
+    expect(errors(bob).map((e) => e.message)).toEqual([expect.stringContaining("wrong_route")]);
+    // The hub's object hands the group out, and the answer is lost.
+    lose = 1;
     relay.loseCall = (m) => m === "groupExport" && lose-- > 0;
     await move(alice).catch(() => undefined);
     expect(relay.failures).toEqual(["relay answered `internal`"]);
@@ -110,10 +120,10 @@ describe("a group moves from the hub's route with its members", () => {
     await move(alice).catch(() => undefined);
     expect(relay.failures).toEqual(["relay answered `internal`"]);
     relay.failures.length = 0;
-    expect(errors(alice)).toHaveLength(2);
+    expect(errors(alice)).toHaveLength(3);
     relay.loseCall = null;
     await move(alice);
-    expect(errors(alice)).toHaveLength(2);
+    expect(errors(alice)).toHaveLength(3);
     expect(
       relay.userObject("alice").life.store.toAdopt("alice", toB64u(alice.identity.publicKey)),
     ).toEqual([]);
@@ -122,7 +132,35 @@ describe("a group moves from the hub's route with its members", () => {
     await say(bob, G, "after too");
     expect(messages(alice, G)).toEqual(["before", "after too"]);
     expect(messages(bob, G)).toEqual(["after"]);
-    expect(errors(bob)).toEqual([]);
+  });
+
+  it("while a step of the group is in flight at the hub's object, its hand-over and export wait (busy)", async () => {
+    const { relay, users } = await hubGroup("alice", "bob");
+    const [alice] = users as [TestUser, TestUser];
+    const hub = relay.hubObject.life.hub;
+    const key = toB64u(alice.identity.publicKey);
+    const seen: unknown[] = [];
+    // dave's join is at the group object, its answer not back yet: ask the hub's object then.
+    relay.groupObject("broadcast").loseAnswer = () => {
+      seen.push(hub.handOver("alice", key, relay.clock), hub.groupExport("broadcast", relay.clock));
+      return false;
+    };
+    const dave = await newUser(relay, "dave");
+    await connect(dave);
+    await dave.client.joinGroup("broadcast");
+    await relay.settle();
+    relay.groupObject("broadcast").loseAnswer = null;
+    // The join, and the commit a member's engine made of it: each call found the other busy.
+    expect(seen.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(seen)).toEqual(new Set(["busy"]));
+    expect(relay.hubObject.life.store.groupMoved("broadcast")).toBe(false);
+    // Once the steps are done, alice moves with the group as they left it.
+    const held = relay.hubObject.life.store.getGroup("broadcast");
+    expect(held?.members).toContain("dave");
+    relay.routed = true;
+    await move(alice);
+    expect(relay.homeObject("broadcast").life.store.getGroup("broadcast")).toEqual(held);
+    expect(errors(alice)).toEqual([]);
   });
 
   it("a commit waiting for an offline member on the hub's route reaches it before the home's messages", async () => {
@@ -177,6 +215,24 @@ describe("a group moves from the hub's route with its members", () => {
     expect(conv?.access?.title).toBe("The Club");
     expect(errors(alice)).toEqual([]);
     expect(errors(bob)).toEqual([]);
+  });
+
+  it("another identity's claim on a member's route moves nothing, and a home takes in only the binding the hub's object handed it", async () => {
+    const { relay, users } = await hubGroup("alice", "bob");
+    const [alice, bob] = users as [TestUser, TestUser];
+    relay.routed = true;
+    const mallory = await newUser(relay, "alice");
+    await connect(mallory);
+    expect(errors(mallory).map((e) => e.message)).toEqual([expect.stringContaining("name_taken")]);
+    expect(relay.hubObject.life.store.groupMoved("broadcast")).toBe(false);
+    await move(alice);
+    const home = relay.homeObject("broadcast");
+    const asMallory = { username: "bob", identityKey: toB64u(mallory.identity.publicKey) };
+    expect(await home.call((l) => l.hub.adopt("main", "broadcast", asMallory))).toBeNull();
+    expect(home.life.store.getUser("bob")?.identityKey).toBe(toB64u(bob.identity.publicKey));
+    await move(bob);
+    await say(alice, G, "still ours");
+    expect(messages(bob, G)).toEqual(["still ours"]);
   });
 
   it("a group name is one group's on both routes: a group begun on users' routes is refused on the hub's", async () => {

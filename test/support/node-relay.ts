@@ -520,7 +520,9 @@ export class NodeRelay {
         peer(h, viewer).call((l) => l.hub.lobbyPresence(viewer, user, st)),
       handOver: (h, username, identityKey) => {
         if (h !== hub) throw new Error(`hub object of another hub asked for: ${h}`);
-        return this.hubObject.call((l) => l.hub.handOver(username, identityKey, this.clock));
+        return lossy("handOver", () =>
+          this.hubObject.call((l) => l.hub.handOver(username, identityKey, this.clock)),
+        )();
       },
       groupExport: (h, name) => {
         if (h !== hub) throw new Error(`hub object of another hub asked for: ${h}`);

@@ -355,10 +355,12 @@ describe("groups created per identity (§7.5)", () => {
 });
 
 /** Open /ws with a given CF-Connecting-IP (null: no header); the HTTP status and the socket. */
-async function openFrom(hub: string, ip: string | null) {
+/** An unauthenticated socket from `ip`, on the hub's route or on `user`'s own. */
+async function openFrom(hub: string, ip: string | null, user?: string) {
   const headers: Record<string, string> = { Upgrade: "websocket", Origin: ORIGIN };
   if (ip !== null) headers["CF-Connecting-IP"] = ip;
-  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${hub}`, { headers });
+  const route = user === undefined ? "" : `&user=${user}`;
+  const res = await SELF.fetch(`${ORIGIN}/ws?hub=${hub}${route}`, { headers });
   const ws = res.webSocket;
   if (ws === null) {
     // Drain the refusal: an unread body keeps the request open inside the object.
@@ -397,34 +399,40 @@ describe("unauthenticated sockets per client address (§4.1, §7.2)", () => {
     }
   });
 
-  it(`refuses only the address holding ${LIMITS.maxPendingSocketsPerIp} pending sockets; the auth timeout frees them`, async () => {
-    const hub = freshHub("q");
-    const flood = [];
-    for (let i = 0; i < LIMITS.maxPendingSocketsPerIp; i++) {
-      const r = await openFrom(hub, "203.0.113.9");
-      expect(r.status).toBe(101);
-      flood.push(r);
-    }
-    expect((await openFrom(hub, "203.0.113.9")).status).toBe(503);
-    // Everyone else is still admitted, and can authenticate.
-    const other = await openFrom(hub, "198.51.100.4");
-    expect(other.status).toBe(101);
-    const { welcome } = await TestClient.connect(hub, "alice");
-    expect(welcome.username).toBe("alice");
-    // The 20 s auth timeout (simulated: connectedAt moved into the past) closes the flood.
-    await runInDurableObject(stubFor(hub), (_i, state) => {
-      for (const ws of state.getWebSockets()) {
-        const att = ws.deserializeAttachment() as Record<string, unknown>;
-        if (att.state === "pending") ws.serializeAttachment({ ...att, connectedAt: 1 });
+  // On users' routes the flood aims at one user's own object: its owner must still get in.
+  it.each(ROUTES)(
+    `%s: refuses only the address holding ${LIMITS.maxPendingSocketsPerIp} pending sockets; the auth timeout frees them`,
+    async (_route, routed) => {
+      const hub = freshHub("q");
+      const user = routed ? "alice" : undefined;
+      const object = stubFor(routed ? `${hub}/u/alice` : hub);
+      const flood = [];
+      for (let i = 0; i < LIMITS.maxPendingSocketsPerIp; i++) {
+        const r = await openFrom(hub, "203.0.113.9", user);
+        expect(r.status).toBe(101);
+        flood.push(r);
       }
-    });
-    // Evict (sockets stay open) so the sessions are restored from the edited attachments.
-    await evictDurableObject(stubFor(hub));
-    expect(await runDurableObjectAlarm(stubFor(hub))).toBe(true);
-    const codes = await Promise.all(flood.map((r) => r.closed));
-    expect(codes).toEqual(flood.map(() => CLOSE.authTimeout));
-    expect((await openFrom(hub, "203.0.113.9")).status).toBe(101);
-  });
+      expect((await openFrom(hub, "203.0.113.9", user)).status).toBe(503);
+      // Everyone else is still admitted, and can authenticate.
+      const other = await openFrom(hub, "198.51.100.4", user);
+      expect(other.status).toBe(101);
+      const { welcome } = await TestClient.connect(hub, "alice", undefined, { routed });
+      expect(welcome.username).toBe("alice");
+      // The 20 s auth timeout (simulated: connectedAt moved into the past) closes the flood.
+      await runInDurableObject(object, (_i, state) => {
+        for (const ws of state.getWebSockets()) {
+          const att = ws.deserializeAttachment() as Record<string, unknown>;
+          if (att.state === "pending") ws.serializeAttachment({ ...att, connectedAt: 1 });
+        }
+      });
+      // Evict (sockets stay open) so the sessions are restored from the edited attachments.
+      await evictDurableObject(object);
+      expect(await runDurableObjectAlarm(object)).toBe(true);
+      const codes = await Promise.all(flood.map((r) => r.closed));
+      expect(codes).toEqual(flood.map(() => CLOSE.authTimeout));
+      expect((await openFrom(hub, "203.0.113.9", user)).status).toBe(101);
+    },
+  );
 
   it("without CF-Connecting-IP all sockets share the bucket 'unknown'", async () => {
     const hub = freshHub("q");
@@ -437,8 +445,11 @@ describe("unauthenticated sockets per client address (§4.1, §7.2)", () => {
 });
 
 describe("reclaiming an idle username (§4.3)", () => {
-  const idle = async (hub: string, name: string) =>
-    runInDurableObject(stubFor(hub), (_i, state) => {
+  // Homes of users' routes open their links again RELINK_MS after their last batch.
+  afterAll(() => new Promise((r) => setTimeout(r, RELINK_MS + 1000)));
+  // On users' routes the name's own object keeps when it was last seen, and judges the reclaim.
+  const idle = async (hub: string, name: string, routed = false) =>
+    runInDurableObject(stubFor(routed ? `${hub}/u/${name}` : hub), (_i, state) => {
       state.storage.sql.exec(
         "UPDATE users SET seen_at = ? WHERE username = ?",
         Date.now() - LIMITS.usernameIdleReclaimMs - 1000,
@@ -446,63 +457,67 @@ describe("reclaiming an idle username (§4.3)", () => {
       );
     });
 
-  it("a name idle for usernameIdleReclaimMs with no undelivered mail goes to a new identity", async () => {
-    const hub = freshHub("q");
-    const oldKeys = await newKeys();
-    const o = (await TestClient.connect(hub, "alice", oldKeys)).c;
-    const b = (await TestClient.connect(hub, "bob")).c;
-    // alice founds a group with bob in it, then vanishes.
-    o.send({ v: 1, t: "join", id: "j", group: "team" });
-    await o.next("accepted", (f) => f.id === "j");
-    o.send(commitFrame("c0", "team", 0, ["alice"]));
-    await o.next("accepted", (f) => f.id === "c0");
-    b.send({ v: 1, t: "join", id: "j", group: "team" });
-    await o.next("group", (f) => f.state.pendingJoins.length === 1);
-    o.send(commitFrame("c1", "team", 1, ["alice", "bob"]));
-    await o.next("accepted", (f) => f.id === "c1");
-    // Acknowledge her own commits: a name with undelivered mail is not reclaimable.
-    for (let i = 0; i < 2; i++) {
-      const d = await o.next("deliver", (f) => f.item.kind === "commit");
-      o.send({ v: 1, t: "ack", mids: [d.mid] });
-    }
-    await o.sync();
-    o.close();
-    await o.waitClosed();
+  it.each(ROUTES)(
+    "%s: a name idle for usernameIdleReclaimMs with no undelivered mail goes to a new identity",
+    async (_route, routed) => {
+      const hub = freshHub("q");
+      const open = () => TestClient.open(hub, ORIGIN, undefined, routed ? "alice" : undefined);
+      const oldKeys = await newKeys();
+      const o = (await TestClient.connect(hub, "alice", oldKeys, { routed })).c;
+      const b = (await TestClient.connect(hub, "bob", undefined, { routed })).c;
+      // alice founds a group with bob in it, then vanishes.
+      o.send({ v: 1, t: "join", id: "j", group: "team" });
+      await o.next("accepted", (f) => f.id === "j");
+      o.send(commitFrame("c0", "team", 0, ["alice"]));
+      await o.next("accepted", (f) => f.id === "c0");
+      b.send({ v: 1, t: "join", id: "j", group: "team" });
+      await o.next("group", (f) => f.state.pendingJoins.length === 1);
+      o.send(commitFrame("c1", "team", 1, ["alice", "bob"]));
+      await o.next("accepted", (f) => f.id === "c1");
+      // Acknowledge her own commits: a name with undelivered mail is not reclaimable.
+      for (let i = 0; i < 2; i++) {
+        const d = await o.next("deliver", (f) => f.item.kind === "commit");
+        o.send({ v: 1, t: "ack", mids: [d.mid] });
+      }
+      await o.sync();
+      o.close();
+      await o.waitClosed();
 
-    // Recently seen: still hers.
-    const newKeys_ = await newKeys();
-    const early = await TestClient.open(hub);
-    early.send(await early.authFrame("alice", newKeys_));
-    expect((await early.error()).code).toBe("name_taken");
+      // Recently seen: still hers.
+      const newKeys_ = await newKeys();
+      const early = await open();
+      early.send(await early.authFrame("alice", newKeys_));
+      expect((await early.error()).code).toBe("name_taken");
 
-    await idle(hub, "alice");
-    // First attempt: the abandoned identity is made to leave, but the name is not handed over
-    // while bob's roster still lists it (bob's client must commit the removal under the old key).
-    const first = await TestClient.open(hub);
-    first.send(await first.authFrame("alice", newKeys_));
-    expect((await first.error()).code).toBe("name_taken");
-    const st = await b.next("group", (f) => f.state.pendingLeaves.includes("alice"));
-    expect(st.state.group).toBe("team");
-    expect(st.state.members.find((m) => m.username === "alice")?.identityKey).toBe(
-      oldKeys.identityKey,
-    );
-    b.send(commitFrame("c2", "team", 2, ["bob"]));
-    await b.next("accepted", (f) => f.id === "c2");
-    // Now the name goes to the new identity.
-    const n = await TestClient.open(hub);
-    const w = await n.auth("alice", newKeys_);
-    expect(w.identityKey).toBe(newKeys_.identityKey);
-    expect(w.groups).toEqual([]);
-    // Peers see the new key: a key change for any client that pinned the old one.
-    b.send({ v: 1, t: "fetch_bundle", id: "fb", username: "alice" });
-    expect((await b.next("bundle", (f) => f.id === "fb")).identityKey).toBe(newKeys_.identityKey);
-    // The old identity cannot take the name back while the new one is active.
-    const back = await TestClient.open(hub);
-    back.send(await back.authFrame("alice", oldKeys));
-    expect((await back.error()).code).toBe("name_taken");
-    n.close();
-    b.close();
-  });
+      await idle(hub, "alice", routed);
+      // First attempt: the abandoned identity is made to leave, but the name is not handed over
+      // while bob's roster still lists it (bob's client must commit the removal under the old key).
+      const first = await open();
+      first.send(await first.authFrame("alice", newKeys_));
+      expect((await first.error()).code).toBe("name_taken");
+      const st = await b.next("group", (f) => f.state.pendingLeaves.includes("alice"));
+      expect(st.state.group).toBe("team");
+      expect(st.state.members.find((m) => m.username === "alice")?.identityKey).toBe(
+        oldKeys.identityKey,
+      );
+      b.send(commitFrame("c2", "team", 2, ["bob"]));
+      await b.next("accepted", (f) => f.id === "c2");
+      // Now the name goes to the new identity.
+      const n = await open();
+      const w = await n.auth("alice", newKeys_);
+      expect(w.identityKey).toBe(newKeys_.identityKey);
+      expect(w.groups).toEqual([]);
+      // Peers see the new key: a key change for any client that pinned the old one.
+      b.send({ v: 1, t: "fetch_bundle", id: "fb", username: "alice" });
+      expect((await b.next("bundle", (f) => f.id === "fb")).identityKey).toBe(newKeys_.identityKey);
+      // The old identity cannot take the name back while the new one is active.
+      const back = await open();
+      back.send(await back.authFrame("alice", oldKeys));
+      expect((await back.error()).code).toBe("name_taken");
+      n.close();
+      b.close();
+    },
+  );
 
   it("a group nobody else can commit in does not hold the name (here: sole member of broadcast)", async () => {
     const hub = freshHub("q");
@@ -523,18 +538,21 @@ describe("reclaiming an idle username (§4.3)", () => {
     n.close();
   });
 
-  it("a name with undelivered mail is never reclaimed, however idle", async () => {
-    const hub = freshHub("q");
-    await registerOffline(hub, "alice");
-    const b = (await TestClient.connect(hub, "bob")).c;
-    b.send({ v: 1, t: "send", id: "m", to: "alice", body: "AAAA" });
-    await b.next("accepted", (f) => f.id === "m");
-    await idle(hub, "alice");
-    const n = await TestClient.open(hub);
-    n.send(await n.authFrame("alice", await newKeys()));
-    expect((await n.error()).code).toBe("name_taken");
-    b.close();
-  });
+  it.each(ROUTES)(
+    "%s: a name with undelivered mail is never reclaimed, however idle",
+    async (_route, routed) => {
+      const hub = freshHub("q");
+      await registerOffline(hub, "alice", [], routed);
+      const b = (await TestClient.connect(hub, "bob", undefined, { routed })).c;
+      b.send({ v: 1, t: "send", id: "m", to: "alice", body: "AAAA" });
+      await b.next("accepted", (f) => f.id === "m");
+      await idle(hub, "alice", routed);
+      const n = await TestClient.open(hub, ORIGIN, undefined, routed ? "alice" : undefined);
+      n.send(await n.authFrame("alice", await newKeys()));
+      expect((await n.error()).code).toBe("name_taken");
+      b.close();
+    },
+  );
 });
 
 describe("quota rules as pure functions", () => {
