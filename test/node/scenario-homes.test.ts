@@ -4,7 +4,8 @@
  * The group stories themselves run on users' routes too (vitest project `node-routed`).
  */
 import { describe, expect, it } from "vitest";
-import { LIMITS, PROTOCOL_VERSION } from "../../shared/protocol";
+import { toB64u } from "../../shared/encoding";
+import { LEAF_NONCE_BYTES, LIMITS, PROTOCOL_VERSION } from "../../shared/protocol";
 import { RELINK_MS } from "../../worker/relay/group-home";
 import {
   connect,
@@ -274,6 +275,64 @@ describe("a group's home and its members' objects", () => {
     const passed = n - refused.length;
     expect(passed).toBeGreaterThan(0);
     expect(passed).toBeLessThanOrEqual(Math.floor(LIMITS.identityBurst / perSend));
+    relay.failures.length = 0;
+  });
+
+  it("a first join is charged its fan-out from the home's answer: joining big groups one after another drains the identity's one bucket (§7.2)", async () => {
+    const relay = routedRelay();
+    const [alice] = (await online(relay, "alice")) as [TestUser];
+    // Each home answers a join with the group's state: maxGroupSize - 1 members and alice
+    // joining (the home's own charge comes from a bucket of its own there).
+    const leaf = {
+      id: 1,
+      key: toB64u(new Uint8Array(32).fill(9)),
+      epoch: 0,
+      nonce: toB64u(new Uint8Array(LEAF_NONCE_BYTES)),
+      sig: toB64u(new Uint8Array(64)),
+    };
+    const aliceKey = toB64u(alice.identity.publicKey);
+    const members = Array.from({ length: LIMITS.maxGroupSize - 1 }, (_, i) => {
+      const key = new Uint8Array(32).fill(7);
+      key.set([i & 255, i >> 8]);
+      return { username: `m${i}`, identityKey: toB64u(key), leaf };
+    });
+    relay.homeAnswer = (group, text) => {
+      const f = JSON.parse(text) as { id: string };
+      const state = {
+        group,
+        epoch: 1,
+        members,
+        pendingJoins: [{ username: "alice", identityKey: aliceKey, leaf }],
+        pendingLeaves: [],
+        interim: toB64u(new Uint8Array(32)),
+      };
+      return [
+        JSON.stringify({ v: PROTOCOL_VERSION, t: "accepted", id: f.id }),
+        JSON.stringify({ v: PROTOCOL_VERSION, t: "group", state }),
+      ];
+    };
+    const groups = 24;
+    const perJoin = Math.floor(LIMITS.maxGroupSize / LIMITS.fanoutRecipientsPerToken);
+    expect(groups * perJoin).toBeGreaterThan(LIMITS.identityBurst);
+    const conn = alice.conn;
+    if (conn === null) throw new Error("alice is offline");
+    for (let k = 0; k < groups; k++)
+      conn.fromClient({
+        v: PROTOCOL_VERSION,
+        t: "join",
+        id: `j${k}`,
+        group: `big${k}`,
+        leaves: [leaf],
+      });
+    await relay.settle().catch(() => undefined);
+    const refused = relay.log.filter(
+      (x) => x.to === "alice" && x.frame.t === "error" && x.frame.code === "rate_limited",
+    );
+    // The burst pays for the joins until it is in debt by one: each home's own bucket alone
+    // would have let every one through.
+    const passed = groups - refused.length;
+    expect(passed).toBeGreaterThan(0);
+    expect(passed).toBeLessThanOrEqual(Math.ceil(LIMITS.identityBurst / perJoin) + 1);
     relay.failures.length = 0;
   });
 

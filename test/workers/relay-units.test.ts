@@ -12,7 +12,7 @@ import { Hub, MAX_PENDING_SOCKETS } from "../../worker/relay/hub";
 import type { DirectoryGateway } from "../../worker/relay/key-directory";
 import type { LinkStore } from "../../worker/relay/links";
 import { deliverFrame, mailboxHasRoom, parseMids, windowRoom } from "../../worker/relay/mailbox";
-import { BucketMap, fanoutCost, newBucket, take } from "../../worker/relay/ratelimit";
+import { BucketMap, debit, fanoutCost, newBucket, take } from "../../worker/relay/ratelimit";
 import { Session, SessionRegistry } from "../../worker/relay/session";
 import type { Store } from "../../worker/relay/store";
 
@@ -220,6 +220,23 @@ describe("token bucket (PROTOCOL.md §7.2)", () => {
     const m = new BucketMap(cfg, 10);
     expect(m.take("a", 0, 3)).toBe(true);
     expect(m.take("a", 0, 1)).toBe(false);
+  });
+
+  it("a debit is taken whatever is left: the debt refuses every frame until the refill pays it, and is stored", () => {
+    expect(debit({ tokens: 1, at: 0 }, cfg, 0, 5)).toEqual({ tokens: -4, at: 0 });
+    const rows = new Map<string, { tokens: number; at: number }>();
+    const store = {
+      load: (k: string) => rows.get(k) ?? null,
+      save: (k: string, b: { tokens: number; at: number }) => void rows.set(k, b),
+    };
+    const m = new BucketMap(cfg, 10, store);
+    m.debit("a", 0, 5);
+    expect(m.take("a", 0, 0)).toBe(false);
+    expect(m.take("a", 100)).toBe(false); // -2 + 1 token after 100 ms at 10/s
+    // A new map over the same store (the object restarted) still holds the debt.
+    const again = new BucketMap(cfg, 10, store);
+    expect(again.take("a", 200)).toBe(false); // -2 + 2 tokens by 200 ms
+    expect(again.take("a", 300)).toBe(true);
   });
 
   it("BucketMap keys are independent and bounded", () => {

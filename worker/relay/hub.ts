@@ -2859,6 +2859,12 @@ export class Hub {
       s.send(errorFrame("rate_limited", frame.id));
       return;
     }
+    // A join to a group whose state this object does not hold yet has an audience it learns
+    // only from the answer: charged then (below), into debt if need be. Every frame's admission
+    // takes a token from the same bucket, so the identity's next frames wait until the refill
+    // pays the debt: joining many big groups one after another costs what it does on the hub's
+    // route, not a fresh bucket at each home.
+    const firstJoin = frame.t === "join" && fanout === 0;
     let texts: string[];
     try {
       texts = await (this.#d.peers as PeerGateway).toHome(
@@ -2874,6 +2880,10 @@ export class Hub {
       return;
     }
     this.#takeFromHome(a.hub, frame.group, address, texts, s);
+    if (firstJoin) {
+      const cost = fanoutCost(this.#fanoutAt(address, frame), LIMITS.fanoutRecipientsPerToken);
+      if (cost > 0) this.#identityBuckets.debit(a.identityKey, this.#d.now(), cost);
+    }
   }
 
   /**

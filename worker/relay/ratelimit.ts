@@ -37,6 +37,18 @@ export function take(
 }
 
 /**
+ * Refill, then take `cost` whatever is left: a charge known only after the frame passed (a
+ * first `join` to a group whose audience its member's object learns from the answer, §7.2).
+ * The bucket may go below zero: that debt refuses every frame, `take` of 0 included, until the
+ * refill pays it.
+ */
+export function debit(bucket: Bucket, config: BucketConfig, now: number, cost: number): Bucket {
+  const elapsed = Math.max(0, now - bucket.at);
+  const refilled = Math.min(config.burst, bucket.tokens + (elapsed * config.ratePerSec) / 1000);
+  return { tokens: refilled - cost, at: Math.max(bucket.at, now) };
+}
+
+/**
  * Extra tokens a frame that fans out to `recipients` costs beyond the one every frame pays: one
  * per LIMITS.fanoutRecipientsPerToken recipients, so a member of a large group cannot spend the
  * whole object's time on fanout at the plain frame rate (PROTOCOL.md §7.2).
@@ -86,8 +98,22 @@ export class BucketMap {
   ) {}
 
   take(key: string, now: number, cost = 1): boolean {
+    return this.#apply(key, now, cost, (b) => take(b, this.config, now, cost));
+  }
+
+  /** Take `cost` after the fact, into debt if need be (`debit`). */
+  debit(key: string, now: number, cost: number): void {
+    this.#apply(key, now, cost, (b) => ({ ok: true, bucket: debit(b, this.config, now, cost) }));
+  }
+
+  #apply(
+    key: string,
+    now: number,
+    cost: number,
+    step: (b: Bucket) => { ok: boolean; bucket: Bucket },
+  ): boolean {
     const held = this.#buckets.get(key) ?? this.#load(key, now);
-    const r = take(held.bucket, this.config, now, cost);
+    const r = step(held.bucket);
     let saved = held.saved;
     if (this.store !== null) {
       const stored = saved === null ? this.config.burst : this.#level(saved, now);
