@@ -18,6 +18,7 @@ import {
   say,
   type TestUser,
 } from "../support/clients";
+import { link, newPhone, setupAliceAndBob, through } from "../support/linked-device";
 import { NodeRelay } from "../support/node-relay";
 
 const G = "group:broadcast" as const;
@@ -233,6 +234,29 @@ describe("a group moves from the hub's route with its members", () => {
     await move(bob);
     await say(alice, G, "still ours");
     expect(messages(bob, G)).toEqual(["still ours"]);
+  });
+
+  it("a device its identity removes on the hub's route after its group moved is taken out at the home", async () => {
+    const { relay, alice, bob, seed } = await setupAliceAndBob(false);
+    await alice.client.createGroup("club", { title: "The Club", policy: "invite" });
+    await relay.settle();
+    await invite(alice, bob, "club");
+    const phone = await newPhone(relay);
+    await link(relay, alice, seed, phone);
+    for (let i = 0; i < 12; i++) await relay.settle();
+    const phoneId = (await alice.client.ownDevices()).devices.find((d) => d.name === "phone")?.id;
+    if (phoneId === undefined) throw new Error("no phone on the list");
+    const addr = `alice.${phoneId}`;
+    expect(relay.hubObject.life.store.getGroup("club")?.members).toContain(addr);
+    // bob's app updates: the club moves with him. alice is still on the hub's route.
+    relay.routed = true;
+    await move(bob);
+    await through(relay, alice.client.removeDevice(phoneId));
+    for (let i = 0; i < 8; i++) await relay.settle().catch(() => undefined);
+    relay.failures.length = 0;
+    // The home puts the phone's leave up, as the hub's object would have (§4.7).
+    const home = relay.homeObject("club").life.store.getGroup("club");
+    expect(home?.pendingLeaves.includes(addr) || !home?.members.includes(addr)).toBe(true);
   });
 
   it("a group name is one group's on both routes: a group begun on users' routes is refused on the hub's", async () => {

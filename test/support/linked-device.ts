@@ -85,8 +85,9 @@ export async function newPhone(relay: NodeRelay, name = "phone"): Promise<Phone>
 }
 
 /** alice with an identity from a seed (the laptop's profile keeps it), and bob, her contact. */
-export async function setupAliceAndBob() {
+export async function setupAliceAndBob(routed?: boolean) {
   const relay = new NodeRelay();
+  if (routed !== undefined) relay.routed = routed;
   const seed = randomBytes(32);
   const alice = await newUser(relay, "alice", { identity: await ed25519KeyPairFromSeed(seed) });
   const [bob] = (await online(relay, "bob")) as [TestUser];

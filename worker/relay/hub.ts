@@ -1354,10 +1354,24 @@ export class Hub {
    * `leave` every group `username` is active in or joining, pushing each change; false if a group
    * object could not be reached (the leaves made so far stand).
    */
-  async #leaveAll(hub: string, username: string, now: number): Promise<boolean> {
+  async #leaveAll(
+    hub: string,
+    username: string,
+    now: number,
+    removedBy?: MemberBinding,
+  ): Promise<boolean> {
     for (const name of this.#d.store.groupsOf(username)) {
-      // A group that moved to its home is not this object's to change (§4.1).
-      if (this.#home === null && this.#d.store.groupMoved(name)) continue;
+      // A group that moved to its home is not this object's to change (§4.1). A removed device
+      // (`removedBy`: the identity that removed it) is taken out there, as on a user's route;
+      // an abandoned name's groups stay listed here, so its reclaim is refused (`name_taken`).
+      if (this.#home === null && this.#d.store.groupMoved(name)) {
+        const peers = this.#d.peers;
+        if (removedBy !== undefined && peers !== undefined && peers !== null)
+          await peers.deviceRemoved(hub, name, removedBy, username).catch((e: unknown) => {
+            console.error("relay: home call failed", e instanceof Error ? e.name : typeof e);
+          });
+        continue;
+      }
       const ok = await this.#serial(name, async () => {
         const g = this.#d.store.getGroup(name);
         if (g === null) return true;
@@ -1530,7 +1544,7 @@ export class Hub {
     // other devices send (`leave{device}`, §9.7.4); until then nobody sends in the group.
     for (const at of removed) {
       if (a.routed === true) await this.#leaveHomes(a, at);
-      else await this.#leaveAll(a.hub, at, now);
+      else await this.#leaveAll(a.hub, at, now, bindingOf(a));
     }
   }
 
@@ -1616,7 +1630,8 @@ export class Hub {
    * user's object authenticated it.
    */
   async deviceRemoved(hub: string, group: string, m: MemberBinding, at: string): Promise<void> {
-    const home = this.#home;
+    // From the hub's route, the group may not be taken over yet (`#takeFromHub`).
+    const home = await this.#takeFromHub(hub, group);
     if (home === null || home.hub !== hub || home.group !== group) return;
     if (userOfMember(at) !== m.username || at === (m.address ?? m.username)) return;
     const now = this.#d.now();
