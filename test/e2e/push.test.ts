@@ -11,6 +11,7 @@
  * reaches that service, VAPID-verified and decrypted.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { LOCK_NAME } from "../../pwa/src/platform/tab-lock";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
 import { PushService, type TestSubscription, testVapidKeys } from "../support/push-service";
 import { startWranglerDev, testPort, type WranglerDev } from "../support/wrangler-dev";
@@ -119,9 +120,24 @@ async function push(): Promise<void> {
   });
 }
 
-/** Bob closes Parley: his only app page leaves for about:blank (socket and Web Lock go with it). */
+/**
+ * Bob closes Parley: his only app page leaves for about:blank (socket and Web Lock go with it).
+ * The lock is let go a moment after the page goes: until then the worker leaves the push to the
+ * app's tab (push-receive.ts), so wait for it, as a real push comes long after a tab closed.
+ */
 async function closeApp(): Promise<void> {
   await bob.page.goto("about:blank");
+  const probe = await bob.context.newPage();
+  try {
+    await probe.goto(`${relay.url}/robots.txt`);
+    await probe.waitForFunction(
+      async (name) => !(await navigator.locks.query()).held?.some((l) => l.name === name),
+      LOCK_NAME,
+      { timeout: 30_000, polling: 100 },
+    );
+  } finally {
+    await probe.close();
+  }
 }
 
 async function openApp(): Promise<void> {
