@@ -5,8 +5,6 @@
  * hub's object held for it and then what the home kept for it.
  */
 import { describe, expect, it } from "vitest";
-import type { ChatMessage } from "../../shared/core/client-api";
-import type { Invite } from "../../shared/core/content";
 import { toB64u } from "../../shared/encoding";
 import {
   connect,
@@ -18,6 +16,7 @@ import {
   say,
   type TestUser,
 } from "../support/clients";
+import { addByInvite } from "../support/group-story";
 import { link, newPhone, setupAliceAndBob, through } from "../support/linked-device";
 import { NodeRelay } from "../support/node-relay";
 
@@ -195,7 +194,7 @@ describe("a group moves from the hub's route with its members", () => {
     const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
     await alice.client.createGroup("club", { title: "The Club", policy: "invite" });
     await relay.settle();
-    await invite(alice, bob, "club");
+    await addByInvite(relay, "club", alice, bob);
     await say(alice, "group:club", "members only");
     relay.routed = true;
     await move(alice);
@@ -208,7 +207,7 @@ describe("a group moves from the hub's route with its members", () => {
     expect(errors(carol).map((e) => e.message)).toEqual([
       expect.stringContaining("invite_required"),
     ]);
-    await invite(alice, carol, "club");
+    await addByInvite(relay, "club", alice, carol);
     await say(bob, "group:club", "welcome carol");
     expect(messages(carol, "group:club")).toEqual(["welcome carol"]);
     expect(messages(bob, "group:club")).toEqual(["members only"]);
@@ -240,7 +239,7 @@ describe("a group moves from the hub's route with its members", () => {
     const { relay, alice, bob, seed } = await setupAliceAndBob(false);
     await alice.client.createGroup("club", { title: "The Club", policy: "invite" });
     await relay.settle();
-    await invite(alice, bob, "club");
+    await addByInvite(relay, "club", alice, bob);
     const phone = await newPhone(relay);
     await link(relay, alice, seed, phone);
     for (let i = 0; i < 12; i++) await relay.settle();
@@ -275,18 +274,3 @@ describe("a group moves from the hub's route with its members", () => {
     expect(relay.homeObject("fresh").life.store.getGroup("fresh")?.members).toEqual(["alice"]);
   });
 });
-
-/** `from` invites `to` into `group` from a 1:1 chat, and `to` accepts (§9.7.3). */
-async function invite(from: TestUser, to: TestUser, group: string): Promise<void> {
-  await from.client.startChat(to.name);
-  await from.relay.settle();
-  await from.client.inviteToGroup(group, to.name);
-  await from.relay.settle();
-  const m = to.events
-    .filter((e): e is { type: "message"; message: ChatMessage } => e.type === "message")
-    .map((e) => e.message)
-    .find((x) => x.conversationId === `dm:${from.name}` && x.invite !== undefined);
-  if (m?.invite === undefined) throw new Error(`${to.name} got no invitation`);
-  await to.client.acceptInvite(m.invite as Invite);
-  await from.relay.settle();
-}
