@@ -2272,8 +2272,8 @@ export class Hub {
     op: GroupOp,
   ): Promise<Exclude<GroupCallResult, { t: "resync" }> | null> {
     const { store } = this.#d;
-    // A home's group has its own sequencer: a group of the same name on the hub's route is
-    // another group (PROTOCOL.md §4.1).
+    // A home's group has its own sequencer: the hub's route's sequencer of a group stops with
+    // the hub's copy when the group moves to its home (PROTOCOL.md §4.1).
     const at = this.#home === null ? hub : `${hub}/gh`;
     // A step that waited its turn may find its group moved to its home since (§4.1).
     if (this.#home === null && store.groupMoved(group)) return null;
