@@ -106,25 +106,36 @@ async function registerOffline(
 }
 
 /**
- * mallory creates group g and commits bob and carol into it (epoch 2); bob reads his commit and
- * goes offline. `routed`: everyone on their user's route (§4.1).
+ * mallory creates group g and commits `members` (each with its keys) into it: epoch 2.
+ * `routed`: everyone on their user's route (§4.1).
  */
-async function groupWithOfflineBobAndCarol(hub: string, routed: boolean) {
+async function malloryGroup(hub: string, routed: boolean, members: ReadonlyArray<[string, Keys]>) {
   const mk = await newKeys();
   const m = (await TestClient.connect(hub, "mallory", mk, { routed })).c;
-  const b = (await TestClient.connect(hub, "bob", undefined, { routed })).c;
-  const c = (await TestClient.connect(hub, "carol", undefined, { routed })).c;
+  const clients: TestClient[] = [];
+  for (const [name, keys] of members)
+    clients.push((await TestClient.connect(hub, name, keys, { routed })).c);
   m.send({ v: 1, t: "join", id: "j", group: "g" });
   await m.next("accepted", (f) => f.id === "j");
   m.send(commitFrame("c0", "g", 0, ["mallory"]));
   await m.next("accepted", (f) => f.id === "c0");
-  for (const x of [b, c]) {
+  for (const x of clients) {
     x.send({ v: 1, t: "join", id: "j", group: "g" });
     await x.next("accepted", (f) => f.id === "j");
   }
-  await m.next("group", (f) => f.state.pendingJoins.length === 2);
-  m.send(commitFrame("c1", "g", 1, ["bob", "carol", "mallory"]));
+  await m.next("group", (f) => f.state.pendingJoins.length === clients.length);
+  m.send(commitFrame("c1", "g", 1, [...members.map(([name]) => name), "mallory"].sort()));
   await m.next("accepted", (f) => f.id === "c1");
+  return { m, mk, clients };
+}
+
+/** malloryGroup with bob and carol; bob reads his commit and goes offline. */
+async function groupWithOfflineBobAndCarol(hub: string, routed: boolean) {
+  const { m, mk, clients } = await malloryGroup(hub, routed, [
+    ["bob", await newKeys()],
+    ["carol", await newKeys()],
+  ]);
+  const [b, c] = clients as [TestClient, TestClient];
   await c.next("deliver", (f) => f.item.kind === "commit");
   const first = await b.next("deliver", (f) => f.item.kind === "commit");
   b.send({ v: 1, t: "ack", mids: [first.mid] });
@@ -268,21 +279,11 @@ describe("group messages on users' routes (§7.3)", () => {
 describe("per-sender total counts group messages once (§7.3)", () => {
   it("a group message counts one however many copies, and is released with its last copy", async () => {
     const hub = freshHub("q");
-    const mk = await newKeys();
-    const m = (await TestClient.connect(hub, "mallory", mk)).c;
-    const b = (await TestClient.connect(hub, "bob")).c;
-    const c = (await TestClient.connect(hub, "carol")).c;
-    m.send({ v: 1, t: "join", id: "j", group: "g" });
-    await m.next("accepted", (f) => f.id === "j");
-    m.send(commitFrame("c0", "g", 0, ["mallory"]));
-    await m.next("accepted", (f) => f.id === "c0");
-    for (const x of [b, c]) {
-      x.send({ v: 1, t: "join", id: "j", group: "g" });
-      await x.next("accepted", (f) => f.id === "j");
-    }
-    await m.next("group", (f) => f.state.pendingJoins.length === 2);
-    m.send(commitFrame("c1", "g", 1, ["bob", "carol", "mallory"]));
-    await m.next("accepted", (f) => f.id === "c1");
+    const { m, mk, clients } = await malloryGroup(hub, false, [
+      ["bob", await newKeys()],
+      ["carol", await newKeys()],
+    ]);
+    const [b, c] = clients as [TestClient, TestClient];
     // Two below the total: two group messages of two copies each both fit.
     const per = LIMITS.maxMailboxPerSenderPerRecipient / 2;
     const fill = LIMITS.maxMailboxPerSender - 2;
@@ -619,19 +620,9 @@ describe("commits have bounds of their own (§7.3)", () => {
   afterAll(() => new Promise((r) => setTimeout(r, RELINK_MS + 1000)));
   /** mallory commits g's epochs with bob (offline) and herself as members. */
   async function groupWithOfflineBob(hub: string, routed = false) {
-    const mk = await newKeys();
     const bobKeys = await newKeys();
-    const m = (await TestClient.connect(hub, "mallory", mk, { routed })).c;
-    const b = (await TestClient.connect(hub, "bob", bobKeys, { routed })).c;
-    m.send({ v: 1, t: "join", id: "j", group: "g" });
-    await m.next("accepted", (f) => f.id === "j");
-    m.send(commitFrame("c0", "g", 0, ["mallory"]));
-    await m.next("accepted", (f) => f.id === "c0");
-    b.send({ v: 1, t: "join", id: "j", group: "g" });
-    await b.next("accepted", (f) => f.id === "j");
-    await m.next("group", (f) => f.state.pendingJoins.length === 1);
-    m.send(commitFrame("c1", "g", 1, ["bob", "mallory"]));
-    await m.next("accepted", (f) => f.id === "c1");
+    const { m, mk, clients } = await malloryGroup(hub, routed, [["bob", bobKeys]]);
+    const b = clients[0] as TestClient;
     const first = await b.next("deliver", (f) => f.item.kind === "commit");
     b.send({ v: 1, t: "ack", mids: [first.mid] });
     // mallory acknowledges her own copies as she gets them, so only bob's share is at stake.

@@ -1569,11 +1569,7 @@ export class Hub {
     let listed = false;
     for (const address of addresses)
       for (const { group } of this.#d.store.memberGroupStates(address)) {
-        const m = {
-          username: old.username,
-          identityKey: old.identityKey,
-          ...(address === old.username ? {} : { address }),
-        };
+        const m = memberBinding(old.username, old.identityKey, address);
         try {
           if (await peers.nameReclaimed(hub, group, m)) listed = true;
         } catch (e) {
@@ -2824,11 +2820,7 @@ export class Hub {
     const { store } = this.#d;
     const peers = this.#d.peers as PeerGateway;
     for (const { address, group } of store.toAdopt(frame.username, frame.identityKey)) {
-      const m: MemberBinding = {
-        username: frame.username,
-        identityKey: frame.identityKey,
-        ...(address === frame.username ? {} : { address }),
-      };
+      const m = memberBinding(frame.username, frame.identityKey, address);
       let state: GroupState | null;
       try {
         state = await peers.adopt(hub, group, m);
@@ -3191,8 +3183,10 @@ export class Hub {
         const username = userOfMember(address);
         const identityKey = keys.get(username);
         if (identityKey === undefined) continue;
-        const m = { username, identityKey, ...(address === username ? {} : { address }) };
-        open.set(address, memberAttachment(home.hub, m, now));
+        open.set(
+          address,
+          memberAttachment(home.hub, memberBinding(username, identityKey, address), now),
+        );
       }
     }
     this.#links.open(open);
@@ -3239,11 +3233,12 @@ export class Hub {
 
 /** A connection's member binding, as its user's object hands it to a group's home. */
 function bindingOf(a: AuthedAttachment): MemberBinding {
-  return {
-    username: a.username,
-    identityKey: a.identityKey,
-    ...(a.address === undefined ? {} : { address: a.address }),
-  };
+  return memberBinding(a.username, a.identityKey, addressOf(a));
+}
+
+/** The binding of member `address` (the username, or a linked device's address, §4.7). */
+function memberBinding(username: string, identityKey: string, address: string): MemberBinding {
+  return { username, identityKey, ...(address === username ? {} : { address }) };
 }
 
 /**
