@@ -131,6 +131,18 @@ export function parleyTarget(
         identity.privateKey,
         signedPrekeyTranscript(1, spk.publicKey),
       );
+      const leaves = (
+        await makeLeaves({
+          hub,
+          group,
+          epoch: 0,
+          count: 2,
+          random: randomBytes,
+          sign: (m) => ed25519Sign(identity.privateKey, m),
+        })
+      ).map(publicLeaf);
+      // No await from here until the handlers below are on: a socket that opens (and gets its
+      // `hello`) while this function waits would lose both events and hang the run.
       const wsUrl = routed ? `${hubUrl}&user=${name}` : hubUrl;
       const ws = new WebSocket(wsUrl, { headers: { Origin: origin }, perMessageDeflate: false });
       const waiters: Array<{ t: string; pred: (f: never) => boolean; res: (f: never) => void }> =
@@ -146,16 +158,6 @@ export function parleyTarget(
           if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ v: 1, t: "ack", mids }));
         }
       };
-      const leaves = (
-        await makeLeaves({
-          hub,
-          group,
-          epoch: 0,
-          count: 2,
-          random: randomBytes,
-          sign: (m) => ed25519Sign(identity.privateKey, m),
-        })
-      ).map(publicLeaf);
       const conn: ParleyConn = {
         name,
         frames: [],
