@@ -14,6 +14,7 @@ await build({
     "bare-server": "bench/bare-server.ts",
     soak: "scripts/soak.ts",
     "profile-relay": "bench/profile-relay.ts",
+    "relay-ab": "bench/relay-ab.ts",
     attachments: "bench/attachments.ts",
   },
   outdir: "dist/bench",

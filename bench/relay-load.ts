@@ -63,10 +63,15 @@ function opened(ws: WebSocket): Promise<void> {
 // Bare server
 
 export function bareTarget(port: number): Target {
+  return bareProtocolTarget(`ws://127.0.0.1:${port}`, "bare ws");
+}
+
+/** A server speaking the bare server's protocol at `url` (also bench/trivial-do's object). */
+export function bareProtocolTarget(url: string, label: string): Target {
   return {
-    label: "bare ws",
+    label,
     async connect(name) {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
+      const ws = new WebSocket(url, { perMessageDeflate: false });
       await opened(ws);
       const ready = new Promise<void>((res) => ws.once("message", () => res()));
       ws.send(JSON.stringify({ t: "hello", name }));

@@ -1,15 +1,26 @@
-// The baseline of the relay bench's memory row: the least a hibernating Durable Object holding
-// WebSockets can be under `wrangler dev` — it accepts every socket with the hibernation API,
-// keeps a small attachment, answers the keep-alive ping without waking (as the relay does) and
-// echoes any other message. Nothing else: no protocol, no storage. Run by bench/relay.ts.
+// The baselines of the relay bench that run under the same `wrangler dev` as Parley: the least a
+// hibernating Durable Object holding WebSockets can be. It accepts every socket with the
+// hibernation API, keeps a small attachment, answers the keep-alive ping without waking (as the
+// relay does), and otherwise speaks the bare server's protocol (bench/bare-server.ts): `hello`
+// names a socket, `send` forwards a body to the socket of that name; anything else is echoed.
+// No authentication, no storage. The memory row (bench/relay.ts) holds idle sockets on it; the
+// A/B tool (bench/relay-ab.ts) runs the 1:1 load through it, the platform's own floor.
 import { DurableObject } from "cloudflare:workers";
 
 export class Trivial extends DurableObject {
+  /** Socket by its `hello` name; rebuilt from the attachments after hibernation. */
+  byName = new Map();
+  seq = 0;
+
   constructor(ctx, env) {
     super(ctx, env);
     ctx.setWebSocketAutoResponse(
       new WebSocketRequestResponsePair('{"v":1,"t":"ping"}', '{"v":1,"t":"pong"}'),
     );
+    for (const ws of ctx.getWebSockets()) {
+      const name = ws.deserializeAttachment()?.name;
+      if (typeof name === "string") this.byName.set(name, ws);
+    }
   }
 
   async fetch() {
@@ -20,7 +31,28 @@ export class Trivial extends DurableObject {
   }
 
   async webSocketMessage(ws, message) {
-    ws.send(message);
+    let f;
+    try {
+      f = JSON.parse(message);
+    } catch {
+      f = null;
+    }
+    if (f?.t === "hello" && typeof f.name === "string") {
+      ws.serializeAttachment({ name: f.name });
+      this.byName.set(f.name, ws);
+      ws.send('{"t":"ready"}');
+    } else if (f?.t === "send" && typeof f.to === "string") {
+      const from = ws.deserializeAttachment()?.name ?? "";
+      const out = JSON.stringify({ t: "deliver", mid: String(++this.seq), from, body: f.body });
+      this.byName.get(f.to)?.send(out);
+    } else {
+      ws.send(message);
+    }
+  }
+
+  async webSocketClose(ws) {
+    const name = ws.deserializeAttachment()?.name;
+    if (typeof name === "string" && this.byName.get(name) === ws) this.byName.delete(name);
   }
 }
 
