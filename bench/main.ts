@@ -285,6 +285,16 @@ await section("relay", async () => {
       "≤ 3× bare",
       3,
     );
+  if (s.trivial50) {
+    // The same load through an object that only forwards: the part of the goal above that the
+    // local platform (wrangler's proxy, then workerd) takes before any protocol runs.
+    target(
+      "relay 1:1 direct p99, 50 clients, through a trivial forwarding object (the platform's floor)",
+      `${s.trivial50.trivial.toFixed(1)} vs ${s.trivial50.bare.toFixed(1)} ms = ${fmtX(s.trivial50.trivial / s.trivial50.bare)}`,
+      "(reported)",
+      null,
+    );
+  }
   if (s.routed50) {
     // One workerd thread runs every object under `wrangler dev`: the extra hop, not the spread.
     target(

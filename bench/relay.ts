@@ -13,6 +13,7 @@ import { freezeWorker } from "./frozen-worker";
 import type { Row } from "./lib";
 import { cpuSeconds, descendantsNamed, rssMiB, startNodeChild } from "./procs";
 import {
+  bareProtocolTarget,
   bareTarget,
   type LoadClient,
   type LoadResult,
@@ -41,6 +42,11 @@ export interface RelayFigures {
     fanout50: { parley: number; bare: number } | null;
     /** 1:1 direct, 50 clients: p99 latency (ms). */
     direct50: { parley: number; bare: number } | null;
+    /**
+     * The same load through bench/trivial-do's object (it forwards; no protocol, no storage)
+     * under its own `wrangler dev`, against the bare server: what the platform alone costs.
+     */
+    trivial50: { trivial: number; bare: number } | null;
     /** The same on user objects (each client on its user's route). */
     routed50: { parley: number; bare: number } | null;
     /** Group fan-out at 20 clients on users' routes: throughput (deliveries/s) and p99 (ms). */
@@ -302,7 +308,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
 
     // The same measure for the least a hibernating Durable Object can be (bench/trivial-do),
     // under the same `wrangler dev`, in this run (PROTOCOL-independent baseline).
-    const trivial = await trivialObjectRss(idle, log);
+    const { row: trivial, direct50: trivial50 } = await trivialObject(idle, seconds, log);
     rss.push(trivial);
     const parleyRow = rss.find((x) => x.server === "parley (workerd)");
     const idleKiB =
@@ -317,7 +323,16 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       series,
       rss,
       runs,
-      summary: { fanout50, direct50, routed50, routedGroup20, p99at2000, cpu, idle: idleKiB },
+      summary: {
+        fanout50,
+        direct50,
+        trivial50,
+        routed50,
+        routedGroup20,
+        p99at2000,
+        cpu,
+        idle: idleKiB,
+      },
     };
   } finally {
     await dev?.stop();
@@ -335,8 +350,15 @@ function openEcho(url: string, origin: string): Promise<WebSocket> {
   });
 }
 
-/** workerd's RSS with `n` idle sockets on the trivial hibernating object (bench/trivial-do). */
-async function trivialObjectRss(n: number, log: (s: string) => void): Promise<Row> {
+/**
+ * The trivial hibernating object (bench/trivial-do): workerd's RSS with `n` idle sockets on it,
+ * then the 50-client 1:1 case through it and through the bare server (p99, ms).
+ */
+async function trivialObject(
+  n: number,
+  seconds: number,
+  log: (s: string) => void,
+): Promise<{ row: Row; direct50: { trivial: number; bare: number } }> {
   const dev = await startWranglerDev({
     port: TRIVIAL_PORT,
     root: process.cwd(),
@@ -359,12 +381,28 @@ async function trivialObjectRss(n: number, log: (s: string) => void): Promise<Ro
     log(
       `  trivial DO: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle connections`,
     );
+    await new Promise((r) => setTimeout(r, 500));
+    const load = {
+      clients: 50,
+      mode: "direct" as const,
+      perClientRate: perClientRate("direct", 50),
+      seconds,
+    };
+    const t = await runLoad(bareProtocolTarget(dev.wsUrl, "trivial DO"), load);
+    const b = await runLoad(bareTarget(BARE_PORT), load);
+    log(
+      `  trivial DO direct 50 clients: p50 ${t.p50ms.toFixed(1)} ms, p99 ${t.p99ms.toFixed(1)} ms ` +
+        `(${t.delivered}/${t.expected}); bare p50 ${b.p50ms.toFixed(1)} ms, p99 ${b.p99ms.toFixed(1)} ms`,
+    );
     return {
-      server: "trivial hibernating DO (workerd)",
-      connections: n,
-      "RSS before MiB": before,
-      "RSS with connections MiB": after,
-      "KiB per connection": ((after - before) * 1024) / n,
+      row: {
+        server: "trivial hibernating DO (workerd)",
+        connections: n,
+        "RSS before MiB": before,
+        "RSS with connections MiB": after,
+        "KiB per connection": ((after - before) * 1024) / n,
+      },
+      direct50: { trivial: t.p99ms, bare: b.p99ms },
     };
   } finally {
     await dev.stop();
