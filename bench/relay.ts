@@ -211,6 +211,9 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       }
     }
 
+    // The 50-client 1:1 case through an object that only forwards, right after the relay's.
+    const trivial50 = await trivialDirect(50, seconds, bareT, log);
+
     // Latency vs load: group fanout, 20 clients, offered deliveries/s stepped up.
     const series: RelayFigures["series"] = [];
     let p99at2000: RelayFigures["summary"]["p99at2000"] = null;
@@ -308,7 +311,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
 
     // The same measure for the least a hibernating Durable Object can be (bench/trivial-do),
     // under the same `wrangler dev`, in this run (PROTOCOL-independent baseline).
-    const { row: trivial, direct50: trivial50 } = await trivialObject(idle, seconds, log);
+    const trivial = await trivialObjectRss(idle, log);
     rss.push(trivial);
     const parleyRow = rss.find((x) => x.server === "parley (workerd)");
     const idleKiB =
@@ -351,14 +354,43 @@ function openEcho(url: string, origin: string): Promise<WebSocket> {
 }
 
 /**
- * The trivial hibernating object (bench/trivial-do): workerd's RSS with `n` idle sockets on it,
- * then the 50-client 1:1 case through it and through the bare server (p99, ms).
+ * 1:1 direct at `clients` through the trivial object (bench/trivial-do: it forwards), under a
+ * `wrangler dev` of its own that lives only for this, then through the bare server: p99 (ms).
  */
-async function trivialObject(
-  n: number,
+async function trivialDirect(
+  clients: number,
   seconds: number,
+  bareT: Target,
   log: (s: string) => void,
-): Promise<{ row: Row; direct50: { trivial: number; bare: number } }> {
+): Promise<{ trivial: number; bare: number }> {
+  const dev = await startWranglerDev({
+    port: TRIVIAL_PORT,
+    root: process.cwd(),
+    config: join(process.cwd(), "bench/trivial-do/wrangler.toml"),
+  });
+  try {
+    const t = bareProtocolTarget(dev.wsUrl, "trivial DO");
+    await runLoad(t, { clients: 2, mode: "direct", perClientRate: 5, seconds: 1 });
+    const load = {
+      clients,
+      mode: "direct" as const,
+      perClientRate: perClientRate("direct", clients),
+      seconds,
+    };
+    const p = await runLoad(t, load);
+    const q = await runLoad(bareT, load);
+    log(
+      `  trivial DO   direct ${clients} clients: p50 ${p.p50ms.toFixed(1)} ms, p99 ${p.p99ms.toFixed(1)} ms ` +
+        `(${p.delivered}/${p.expected}); bare p50 ${q.p50ms.toFixed(1)} ms, p99 ${q.p99ms.toFixed(1)} ms`,
+    );
+    return { trivial: p.p99ms, bare: q.p99ms };
+  } finally {
+    await dev.stop();
+  }
+}
+
+/** workerd's RSS with `n` idle sockets on the trivial hibernating object (bench/trivial-do). */
+async function trivialObjectRss(n: number, log: (s: string) => void): Promise<Row> {
   const dev = await startWranglerDev({
     port: TRIVIAL_PORT,
     root: process.cwd(),
@@ -381,28 +413,12 @@ async function trivialObject(
     log(
       `  trivial DO: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle connections`,
     );
-    await new Promise((r) => setTimeout(r, 500));
-    const load = {
-      clients: 50,
-      mode: "direct" as const,
-      perClientRate: perClientRate("direct", 50),
-      seconds,
-    };
-    const t = await runLoad(bareProtocolTarget(dev.wsUrl, "trivial DO"), load);
-    const b = await runLoad(bareTarget(BARE_PORT), load);
-    log(
-      `  trivial DO direct 50 clients: p50 ${t.p50ms.toFixed(1)} ms, p99 ${t.p99ms.toFixed(1)} ms ` +
-        `(${t.delivered}/${t.expected}); bare p50 ${b.p50ms.toFixed(1)} ms, p99 ${b.p99ms.toFixed(1)} ms`,
-    );
     return {
-      row: {
-        server: "trivial hibernating DO (workerd)",
-        connections: n,
-        "RSS before MiB": before,
-        "RSS with connections MiB": after,
-        "KiB per connection": ((after - before) * 1024) / n,
-      },
-      direct50: { trivial: t.p99ms, bare: b.p99ms },
+      server: "trivial hibernating DO (workerd)",
+      connections: n,
+      "RSS before MiB": before,
+      "RSS with connections MiB": after,
+      "KiB per connection": ((after - before) * 1024) / n,
     };
   } finally {
     await dev.stop();
