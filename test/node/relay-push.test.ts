@@ -4,6 +4,7 @@
  * its RFC 8291 payload (test/support/push-service.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ed25519KeyPairFromSeed, randomBytes } from "../../shared/crypto";
 import { type ClientFrame, LIMITS, type ServerFrame } from "../../shared/protocol";
 import {
   afterAttempt,
@@ -15,7 +16,8 @@ import {
   queued,
 } from "../../worker/relay/push";
 import type { PushConfig } from "../../worker/relay/push-send";
-import { disconnect, online, type TestUser } from "../support/clients";
+import { connect, disconnect, newUser, online, type TestUser } from "../support/clients";
+import { link, newPhone, through } from "../support/linked-device";
 import { NodeRelay } from "../support/node-relay";
 import { PushService, type TestSubscription, testVapidKeys } from "../support/push-service";
 
@@ -237,6 +239,56 @@ describe("relay Web Push", () => {
     expect(relay.pushSubscription("bob")?.pending).toBe(true);
     await relay.advance(LIMITS.pushMinIntervalMs);
     expect(service.pushesTo(sub)).toHaveLength(2);
+  });
+});
+
+describe("Web Push when a user moves to its user's route (PROTOCOL.md §4.1)", () => {
+  it("a device's subscription moves with its user: a phone that is not running is woken for what comes there", async () => {
+    const relay = new NodeRelay("main", "https://parley.test", config, "contacts", false);
+    const seed = randomBytes(32);
+    const alice = await newUser(relay, "alice", { identity: await ed25519KeyPairFromSeed(seed) });
+    const [bob] = (await online(relay, "bob")) as [TestUser];
+    await connect(alice);
+    const phone = await newPhone(relay);
+    await link(relay, alice, seed, phone);
+    for (let i = 0; i < 8; i++) await relay.settle();
+    const phoneId = (await through(relay, alice.client.ownDevices())).devices.find(
+      (d) => d.name === "phone",
+    )?.id;
+    if (phoneId === undefined || phone.client === null) throw new Error("the phone did not link");
+    const address = `alice.${phoneId}`;
+    // On the hub's route the phone subscribes, then its app is closed.
+    const sub = service.subscribe();
+    const id = `push${++seq}`;
+    phone.conn.fromClient({
+      v: 1,
+      t: "push_subscribe",
+      id,
+      endpoint: sub.endpoint,
+      keys: sub.keys,
+      vapidKey: vapid.publicKey,
+    });
+    await relay.settle();
+    expect(answer(relay, id)).toMatchObject({ t: "accepted" });
+    relay.disconnect(phone.conn);
+    await relay.settle();
+    // The app updates on the laptop, and on bob's side: both take their users' routes.
+    relay.routed = true;
+    await disconnect(alice, bob);
+    await connect(alice, bob);
+    const mine = relay.userObject("alice").life.hub.pushes.subscription(address);
+    expect(mine?.endpoint).toBe(sub.endpoint);
+    expect(mine?.state.pending).toBe(false);
+    // bob writes to the phone: alice's object stores it for the phone and wakes it.
+    raw(bob, { v: 1, t: "send", id: `m${++seq}`, to: "alice", device: phoneId, body: "AAAA" });
+    for (let i = 0; i < 4; i++) await relay.settle();
+    await relay.advance(0);
+    const got = service.pushesTo(sub);
+    expect(got).toHaveLength(1);
+    expect(got[0]?.plaintext).toBe(PUSH_PAYLOAD);
+    expect(service.failures).toEqual([]);
+    // Only the identity's own hand-over carries it: another user's object holds none.
+    expect(relay.userObject("bob").life.hub.pushes.subscription(address)).toBeNull();
   });
 });
 

@@ -121,6 +121,41 @@ describe("relay Web Push (workerd)", () => {
     phone.close();
   });
 
+  it("a subscription made on the hub's route moves with its user to the user's object, which pushes from then on", async () => {
+    const hub = freshHub("push");
+    const keys = { alice: await newKeys(), bob: await newKeys() };
+    const a0 = (await TestClient.connect(hub, "alice", keys.alice)).c;
+    const b0 = (await TestClient.connect(hub, "bob", keys.bob)).c;
+    a0.close();
+    const sub = await newSubscription();
+    b0.send({
+      v: 1,
+      t: "push_subscribe",
+      id: "p1",
+      endpoint: sub.endpoint,
+      keys: sub.keys,
+      vapidKey: env.VAPID_PUBLIC_KEY,
+    });
+    await b0.next("accepted");
+    await b0.accept("alice");
+    b0.close();
+    // bob's app updates: its first authentication on his route takes him over (§4.1).
+    const routed = { routed: true };
+    const bob = (await TestClient.connect(hub, "bob", keys.bob, routed)).c;
+    const own = `${hub}/u/bob`;
+    expect(await countTable(own, "push_subs")).toBe(1);
+    bob.close();
+    const alice = (await TestClient.connect(hub, "alice", keys.alice, routed)).c;
+    sendToBob(alice);
+    await alice.next("accepted");
+    await until(own, async () => (await received(sub.id)).received.length > 0, "the push");
+    const r = await received(sub.id);
+    expect(r.failures).toEqual([]);
+    expect(r.received).toHaveLength(1);
+    expect(r.received[0]?.plaintext).toBe(PUSH_PAYLOAD);
+    alice.close();
+  });
+
   it("push_unsubscribe deletes the device's subscription", async () => {
     const hub = freshHub("push");
     const bob = await TestClient.connect(hub, "bob");

@@ -79,7 +79,7 @@ import { groupPeersOf, Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { GroupExport, GroupLogRow, Store, UserRow } from "./store";
+import type { GroupExport, GroupLogRow, PushSubRow, Store, UserRow } from "./store";
 
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
@@ -161,6 +161,8 @@ export interface HandOver {
   device: string | null;
   deviceList: DeviceList | null;
   presence: PresenceScope | null;
+  /** The Web Push subscriptions of the user's devices (§7.9), by mailbox address. */
+  pushSubs: PushSubRow[];
 }
 
 /** The recipient's answer to a direct item (`Hub.enqueue`). */
@@ -2742,6 +2744,7 @@ export class Hub {
       device: store.getDevice(username),
       deviceList: store.getDeviceList(username),
       presence: store.presenceSetting(username),
+      pushSubs: this.pushes.subscriptionsOf(username),
     };
   }
 
@@ -2770,6 +2773,9 @@ export class Hub {
     if (h.device !== null && store.getDevice(username) === null)
       store.setDevice(username, h.device);
     if (h.presence !== null) store.setPresenceSetting(username, h.presence);
+    // A device that is not running (a phone with the app closed) would otherwise get no push for
+    // what now comes here until it starts and subscribes again on this route.
+    for (const sub of h.pushSubs) this.pushes.adopt(sub);
     for (const it of h.items) {
       if ("row" in it) {
         const r = it.row;

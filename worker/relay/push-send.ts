@@ -140,6 +140,11 @@ export async function sendPush(
   }
 }
 
+/** Whether `address` is the mailbox address of one of `username`'s devices (§4.7). */
+function ownAddress(username: string, address: string): boolean {
+  return address === username || address.startsWith(`${username}.`);
+}
+
 export class Pushes {
   readonly #d: PushesDeps;
   /**
@@ -194,6 +199,21 @@ export class Pushes {
     return null;
   }
 
+  /**
+   * A subscription the hub's object held for a device of a user this object takes over
+   * (`Hub.handOver`, §4.1). One the device made here already is newer and stays; the push state
+   * starts idle (what was pending there is the hub's object's to send). Checked as at
+   * `subscribe`, as the endpoint is fetched from here now.
+   */
+  adopt(sub: PushSubRow): void {
+    const config = this.#d.config;
+    if (config === null || !endpointAllowed(sub.endpoint, config.allowLoopback)) return;
+    if (this.#all().has(sub.username)) return;
+    const row: PushSubRow = { ...sub, state: IDLE_PUSH_STATE };
+    this.#d.store.putPushSub(row, this.#d.now());
+    this.#all().set(sub.username, row);
+  }
+
   /** Forget the subscription of the device at `address`: unsubscribed, or the device removed. */
   forget(address: string): void {
     if (!this.#all().has(address)) return;
@@ -201,10 +221,15 @@ export class Pushes {
     this.#all().delete(address);
   }
 
+  /** The subscriptions of `username`'s devices: its own address and its linked devices' (§4.7). */
+  subscriptionsOf(username: string): PushSubRow[] {
+    return [...this.#all().values()].filter((s) => ownAddress(username, s.username));
+  }
+
   /** The name went to another identity: every device's subscription goes. */
   forgetUser(username: string): void {
     for (const address of [...this.#all().keys()]) {
-      if (address === username || address.startsWith(`${username}.`)) this.forget(address);
+      if (ownAddress(username, address)) this.forget(address);
     }
   }
 
