@@ -285,25 +285,23 @@ await section("relay", async () => {
       "≤ 3× bare",
       3,
     );
-  if (s.trivial50) {
-    // The same load through an object that only forwards: the part of the goal above that the
-    // local platform (wrangler's proxy, then workerd) takes before any protocol runs.
-    target(
+  const reportedMs = (name: string, a: number, b: number) =>
+    target(name, `${a.toFixed(1)} vs ${b.toFixed(1)} ms = ${fmtX(a / b)}`, "(reported)", null);
+  // The same load through an object that only forwards: the part of the goal above that the
+  // local platform (wrangler's proxy, then workerd) takes before any protocol runs.
+  if (s.trivial50)
+    reportedMs(
       "relay 1:1 direct p99, 50 clients, through a trivial forwarding object (the platform's floor)",
-      `${s.trivial50.trivial.toFixed(1)} vs ${s.trivial50.bare.toFixed(1)} ms = ${fmtX(s.trivial50.trivial / s.trivial50.bare)}`,
-      "(reported)",
-      null,
+      s.trivial50.trivial,
+      s.trivial50.bare,
     );
-  }
-  if (s.routed50) {
-    // One workerd thread runs every object under `wrangler dev`: the extra hop, not the spread.
-    target(
+  // One workerd thread runs every object under `wrangler dev`: the extra hop, not the spread.
+  if (s.routed50)
+    reportedMs(
       "relay 1:1 direct p99, 50 clients, on user objects (one call between objects per message)",
-      `${s.routed50.parley.toFixed(1)} vs ${s.routed50.bare.toFixed(1)} ms = ${fmtX(s.routed50.parley / s.routed50.bare)}`,
-      "(reported)",
-      null,
+      s.routed50.parley,
+      s.routed50.bare,
     );
-  }
   if (s.routedGroup20) {
     const g = s.routedGroup20;
     target(

@@ -12,12 +12,10 @@ import { freshHub, newKeys, TestClient } from "./support/client";
 import { control, newSubscription, received, until } from "./support/push-service";
 import { countTable } from "./support/relay-store";
 
-async function setup() {
-  const hub = freshHub("push");
-  const alice = await TestClient.connect(hub, "alice");
-  const bob = await TestClient.connect(hub, "bob");
+/** A new subscription of the local push service, registered for `c`'s device (§7.9). */
+async function subscribed(c: TestClient): Promise<Awaited<ReturnType<typeof newSubscription>>> {
   const sub = await newSubscription();
-  bob.c.send({
+  c.send({
     v: 1,
     t: "push_subscribe",
     id: "p1",
@@ -25,7 +23,15 @@ async function setup() {
     keys: sub.keys,
     vapidKey: env.VAPID_PUBLIC_KEY,
   });
-  expect(await bob.c.next("accepted")).toMatchObject({ id: "p1" });
+  expect(await c.next("accepted")).toMatchObject({ id: "p1" });
+  return sub;
+}
+
+async function setup() {
+  const hub = freshHub("push");
+  const alice = await TestClient.connect(hub, "alice");
+  const bob = await TestClient.connect(hub, "bob");
+  const sub = await subscribed(bob.c);
   // alice is bob's contact: her messages are not message requests (§7.3.1).
   await bob.c.accept("alice");
   bob.c.close();
@@ -38,6 +44,20 @@ function sendToBob(c: TestClient): void {
   c.send({ v: 1, t: "send", id: `m${++n}`, to: "bob", body: "AAAA" });
 }
 
+/**
+ * `from` writes to bob, offline: the one push the service then received for subscription `id`,
+ * from the alarm of `object` (the object holding bob's mailbox).
+ */
+async function pushedOnce(object: string, from: TestClient, id: string) {
+  sendToBob(from);
+  await from.next("accepted");
+  await until(object, async () => (await received(id)).received.length > 0, "the push");
+  const r = await received(id);
+  expect(r.failures).toEqual([]);
+  expect(r.received).toHaveLength(1);
+  return r.received[0];
+}
+
 describe("relay Web Push (workerd)", () => {
   it("GET /push/vapid returns the relay's VAPID public key, uncached", async () => {
     const res = await SELF.fetch("http://relay.test/push/vapid");
@@ -48,19 +68,14 @@ describe("relay Web Push (workerd)", () => {
 
   it("an item for an offline device sends one verified, encrypted push with nothing readable", async () => {
     const { hub, alice, sub } = await setup();
-    sendToBob(alice);
-    await alice.next("accepted");
-    await until(hub, async () => (await received(sub.id)).received.length > 0, "the push");
-    const r = await received(sub.id);
-    expect(r.failures).toEqual([]);
-    expect(r.received).toHaveLength(1);
-    expect(r.received[0]).toMatchObject({
+    const push = await pushedOnce(hub, alice, sub.id);
+    expect(push).toMatchObject({
       plaintext: PUSH_PAYLOAD,
       vapidKey: env.VAPID_PUBLIC_KEY,
       topic: "parley",
       ttl: "86400",
     });
-    expect(r.received[0]?.plaintext).not.toMatch(/alice|bob/);
+    expect(push?.plaintext).not.toMatch(/alice|bob/);
     alice.close();
   });
 
@@ -103,16 +118,7 @@ describe("relay Web Push (workerd)", () => {
     const laptop = await TestClient.open(hub);
     laptop.send(await laptop.authFrame("bob", keys, { device: device(1), claim: true }));
     await laptop.next("welcome");
-    const sub = await newSubscription();
-    laptop.send({
-      v: 1,
-      t: "push_subscribe",
-      id: "p1",
-      endpoint: sub.endpoint,
-      keys: sub.keys,
-      vapidKey: env.VAPID_PUBLIC_KEY,
-    });
-    await laptop.next("accepted");
+    await subscribed(laptop);
     expect(await countTable(hub, "push_subs")).toBe(1);
     const phone = await TestClient.open(hub);
     phone.send(await phone.authFrame("bob", keys, { device: device(2), claim: true }));
@@ -127,16 +133,7 @@ describe("relay Web Push (workerd)", () => {
     const a0 = (await TestClient.connect(hub, "alice", keys.alice)).c;
     const b0 = (await TestClient.connect(hub, "bob", keys.bob)).c;
     a0.close();
-    const sub = await newSubscription();
-    b0.send({
-      v: 1,
-      t: "push_subscribe",
-      id: "p1",
-      endpoint: sub.endpoint,
-      keys: sub.keys,
-      vapidKey: env.VAPID_PUBLIC_KEY,
-    });
-    await b0.next("accepted");
+    const sub = await subscribed(b0);
     await b0.accept("alice");
     b0.close();
     // bob's app updates: its first authentication on his route takes him over (§4.1).
@@ -146,29 +143,14 @@ describe("relay Web Push (workerd)", () => {
     expect(await countTable(own, "push_subs")).toBe(1);
     bob.close();
     const alice = (await TestClient.connect(hub, "alice", keys.alice, routed)).c;
-    sendToBob(alice);
-    await alice.next("accepted");
-    await until(own, async () => (await received(sub.id)).received.length > 0, "the push");
-    const r = await received(sub.id);
-    expect(r.failures).toEqual([]);
-    expect(r.received).toHaveLength(1);
-    expect(r.received[0]?.plaintext).toBe(PUSH_PAYLOAD);
+    expect((await pushedOnce(own, alice, sub.id))?.plaintext).toBe(PUSH_PAYLOAD);
     alice.close();
   });
 
   it("push_unsubscribe deletes the device's subscription", async () => {
     const hub = freshHub("push");
     const bob = await TestClient.connect(hub, "bob");
-    const sub = await newSubscription();
-    bob.c.send({
-      v: 1,
-      t: "push_subscribe",
-      id: "p1",
-      endpoint: sub.endpoint,
-      keys: sub.keys,
-      vapidKey: env.VAPID_PUBLIC_KEY,
-    });
-    await bob.c.next("accepted");
+    await subscribed(bob.c);
     bob.c.send({ v: 1, t: "push_unsubscribe", id: "p2" });
     expect(await bob.c.next("accepted")).toMatchObject({ id: "p2" });
     expect(await countTable(hub, "push_subs")).toBe(0);
