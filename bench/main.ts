@@ -277,7 +277,7 @@ await section("relay", async () => {
   };
   if (s.direct50)
     against(
-      "relay 1:1 direct p99, 50 clients",
+      "relay 1:1 direct p99, 50 clients (medians of 3 pairs)",
       s.direct50.parley,
       s.direct50.bare,
       "ms",
@@ -291,7 +291,7 @@ await section("relay", async () => {
   // local platform (wrangler's proxy, then workerd) takes before any protocol runs.
   if (s.trivial50)
     reportedMs(
-      "relay 1:1 direct p99, 50 clients, through a trivial forwarding object (the platform's floor)",
+      "relay 1:1 direct p99, 50 clients, through a trivial forwarding object (the platform's floor; medians of 3 pairs)",
       s.trivial50.trivial,
       s.trivial50.bare,
     );

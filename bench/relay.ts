@@ -22,6 +22,15 @@ import {
   type Target,
 } from "./relay-load";
 
+/** Pairs of the 50-client 1:1 case whose medians are its goal's figure (and the floor's). */
+const DIRECT50_PAIRS = 3;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
 /** Ports (overridable, e.g. to run beside the test suite, whose wrangler ports are 8790–8798). */
 export const WRANGLER_PORT = Number(process.env.BENCH_RELAY_PORT ?? 8793);
 export const BARE_PORT = Number(process.env.BENCH_BARE_PORT ?? 8796);
@@ -206,7 +215,19 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         const q = [a, b].find((r) => r?.target === "bare ws") as RelayRun;
         if (mode === "group" && clients === 50)
           fanout50 = { parley: p.deliveriesPerSec, bare: q.deliveriesPerSec };
-        if (mode === "direct" && clients === 50) direct50 = { parley: p.p99ms, bare: q.p99ms };
+        if (mode === "direct" && clients === 50) {
+          // The goal's figure: a p99 over 4 s of this bursty load is set by the worst burst or
+          // two, and one pair moves by ±50% on either side, so it is the medians of three pairs
+          // (this one and two more, their order alternating) rather than one draw.
+          const ps = [p.p99ms];
+          const qs = [q.p99ms];
+          for (let k = 0; k < DIRECT50_PAIRS - 1; k++) {
+            const more = await pair(mode, clients, rate, i++);
+            ps.push((more.find((r) => r.target !== "bare ws") as RelayRun).p99ms);
+            qs.push((more.find((r) => r.target === "bare ws") as RelayRun).p99ms);
+          }
+          direct50 = { parley: median(ps), bare: median(qs) };
+        }
         matrix.push(matrixRow(mode, clients, mode === "group" ? clients - 1 : 1, p, q));
       }
     }
@@ -355,7 +376,8 @@ function openEcho(url: string, origin: string): Promise<WebSocket> {
 
 /**
  * 1:1 direct at `clients` through the trivial object (bench/trivial-do: it forwards), under a
- * `wrangler dev` of its own that lives only for this, then through the bare server: p99 (ms).
+ * `wrangler dev` of its own that lives only for this, then through the bare server: the medians
+ * of DIRECT50_PAIRS pairs' p99 (ms).
  */
 async function trivialDirect(
   clients: number,
@@ -377,13 +399,19 @@ async function trivialDirect(
       perClientRate: perClientRate("direct", clients),
       seconds,
     };
-    const p = await runLoad(t, load);
-    const q = await runLoad(bareT, load);
-    log(
-      `  trivial DO   direct ${clients} clients: p50 ${p.p50ms.toFixed(1)} ms, p99 ${p.p99ms.toFixed(1)} ms ` +
-        `(${p.delivered}/${p.expected}); bare p50 ${q.p50ms.toFixed(1)} ms, p99 ${q.p99ms.toFixed(1)} ms`,
-    );
-    return { trivial: p.p99ms, bare: q.p99ms };
+    const ps: number[] = [];
+    const qs: number[] = [];
+    for (let k = 0; k < DIRECT50_PAIRS; k++) {
+      const p = await runLoad(t, load);
+      const q = await runLoad(bareT, load);
+      log(
+        `  trivial DO   direct ${clients} clients: p50 ${p.p50ms.toFixed(1)} ms, p99 ${p.p99ms.toFixed(1)} ms ` +
+          `(${p.delivered}/${p.expected}); bare p50 ${q.p50ms.toFixed(1)} ms, p99 ${q.p99ms.toFixed(1)} ms`,
+      );
+      ps.push(p.p99ms);
+      qs.push(q.p99ms);
+    }
+    return { trivial: median(ps), bare: median(qs) };
   } finally {
     await dev.stop();
   }
