@@ -13,6 +13,7 @@ import { MemoryStore } from "../shared/core/store";
 import { generateIdentityKeyPair, randomBytes } from "../shared/crypto";
 import { type ClientFrame, parseServerFrame } from "../shared/protocol";
 import { startWranglerDev } from "../test/support/wrangler-dev";
+import { median } from "./lib";
 
 const SIZE = 10 * 1000 * 1000;
 const ROUNDS = Number(process.env.BENCH_ATTACH_ROUNDS ?? 12);
@@ -42,12 +43,6 @@ async function* body(res: Response): AsyncGenerator<Uint8Array> {
     yield value;
   }
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[m] ?? 0) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
-};
 
 export async function runAttachments(
   port: number,

@@ -18,6 +18,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { startWranglerDev } from "../test/support/wrangler-dev";
 import { freezeWorker } from "./frozen-worker";
+import { median } from "./lib";
 import { cpuSeconds, descendantsNamed, rssMiB, startNodeChild } from "./procs";
 import { BARE_PORT, perClientRate, WRANGLER_PORT } from "./relay";
 import {
@@ -58,11 +59,6 @@ const target = () =>
     ? bareProtocolTarget(dev.wsUrl, "trivial DO")
     : parleyTarget(dev.url, `ab${Date.now() % 100000}x${hubN++}`, "bench", which === "users");
 const rate = perClientRate("direct", clients);
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 try {
   console.log(
     `${pairs} pairs, 1:1 direct, ${clients} clients × ${rate}/s, target ${which}` +

@@ -10,7 +10,7 @@ import WebSocket from "ws";
 import { LIMITS } from "../shared/protocol";
 import { startWranglerDev, type WranglerDev } from "../test/support/wrangler-dev";
 import { freezeWorker } from "./frozen-worker";
-import type { Row } from "./lib";
+import { median, type Row } from "./lib";
 import { cpuSeconds, descendantsNamed, rssMiB, startNodeChild } from "./procs";
 import {
   bareProtocolTarget,
@@ -24,12 +24,6 @@ import {
 
 /** Pairs of the 50-client 1:1 case whose medians are its goal's figure (and the floor's). */
 const DIRECT50_PAIRS = 3;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
 
 /** Ports (overridable, e.g. to run beside the test suite, whose wrangler ports are 8790–8798). */
 export const WRANGLER_PORT = Number(process.env.BENCH_RELAY_PORT ?? 8793);
