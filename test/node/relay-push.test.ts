@@ -33,7 +33,7 @@ afterAll(async () => {
 });
 
 let seq = 0;
-function raw(u: TestUser, frame: ClientFrame): void {
+function raw(u: Pick<TestUser, "conn">, frame: ClientFrame): void {
   u.conn?.fromClient(frame);
 }
 
@@ -46,7 +46,7 @@ function answer(relay: NodeRelay, id: string): ServerFrame | undefined {
 
 async function subscribe(
   relay: NodeRelay,
-  u: TestUser,
+  u: Pick<TestUser, "conn">,
   sub: Pick<TestSubscription, "endpoint" | "keys">,
   vapidKey = vapid.publicKey,
 ): Promise<ServerFrame | undefined> {
@@ -259,17 +259,7 @@ describe("Web Push when a user moves to its user's route (PROTOCOL.md §4.1)", (
     const address = `alice.${phoneId}`;
     // On the hub's route the phone subscribes, then its app is closed.
     const sub = service.subscribe();
-    const id = `push${++seq}`;
-    phone.conn.fromClient({
-      v: 1,
-      t: "push_subscribe",
-      id,
-      endpoint: sub.endpoint,
-      keys: sub.keys,
-      vapidKey: vapid.publicKey,
-    });
-    await relay.settle();
-    expect(answer(relay, id)).toMatchObject({ t: "accepted" });
+    expect(await subscribe(relay, phone, sub)).toMatchObject({ t: "accepted" });
     relay.disconnect(phone.conn);
     await relay.settle();
     // The app updates on the laptop, and on bob's side: both take their users' routes.

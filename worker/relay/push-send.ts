@@ -16,6 +16,7 @@ import {
   type FrameOf,
   LIMITS,
   P256_PUBLIC_KEY_BYTES,
+  userOfMember,
 } from "../../shared/protocol";
 import { deviceAddress } from "./device-lists";
 import {
@@ -140,11 +141,6 @@ export async function sendPush(
   }
 }
 
-/** Whether `address` is the mailbox address of one of `username`'s devices (§4.7). */
-function ownAddress(username: string, address: string): boolean {
-  return address === username || address.startsWith(`${username}.`);
-}
-
 export class Pushes {
   readonly #d: PushesDeps;
   /**
@@ -223,13 +219,13 @@ export class Pushes {
 
   /** The subscriptions of `username`'s devices: its own address and its linked devices' (§4.7). */
   subscriptionsOf(username: string): PushSubRow[] {
-    return [...this.#all().values()].filter((s) => ownAddress(username, s.username));
+    return [...this.#all().values()].filter((s) => userOfMember(s.username) === username);
   }
 
   /** The name went to another identity: every device's subscription goes. */
   forgetUser(username: string): void {
     for (const address of [...this.#all().keys()]) {
-      if (ownAddress(username, address)) this.forget(address);
+      if (userOfMember(address) === username) this.forget(address);
     }
   }
 
