@@ -1106,19 +1106,20 @@ export function hasDuplicateKeys(text: string): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22) {
-      let j = i + 1;
-      let escaped = false;
+      // The closing quote: the next `"` after an even run of backslashes. Found with indexOf,
+      // not a character loop: a frame is mostly the characters of its base64url body.
+      let j = text.indexOf('"', i + 1);
       for (;;) {
-        const d = text.charCodeAt(j);
-        if (d === 0x5c) {
-          escaped = true;
-          j += 2;
-        } else if (d === 0x22) break;
-        else j++;
+        if (j < 0) return false; // not JSON (callers parse first): nothing more to find
+        let b = j - 1;
+        while (text.charCodeAt(b) === 0x5c) b--;
+        if ((j - 1 - b) % 2 === 0) break;
+        j = text.indexOf('"', j + 1);
       }
       const keys = stack[stack.length - 1];
       if (keyNext && keys) {
-        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+        const inner = text.slice(i + 1, j);
+        const key = inner.includes("\\") ? (JSON.parse(text.slice(i, j + 1)) as string) : inner;
         if (keys.has(key)) return true;
         keys.add(key);
         keyNext = false;

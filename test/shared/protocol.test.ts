@@ -1,4 +1,5 @@
 /** The wire contract (shared/protocol.ts): every frame type parses, everything else is refused. */
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   CLIENT_FRAME_TYPES,
@@ -247,6 +248,43 @@ describe("wire contract", () => {
     expect(hasDuplicateKeys('{"a":{"x":1},"b":{"x":2},"c":["x","x"],"d":"a"}')).toBe(false);
     expect(hasDuplicateKeys('{"a":"\\"a\\"","a":1}')).toBe(true);
     expect(hasDuplicateKeys('{"a":1,"\\u0061":2}')).toBe(true);
+  });
+
+  it("duplicate keys are found exactly, whatever the strings hold (generated JSON)", () => {
+    // Objects as lists of entries, so a key may repeat; keys and strings drawn from characters
+    // that need escaping (quotes, backslashes, controls) beside plain ones; a key written either
+    // as JSON.stringify writes it or with every character as a \u escape.
+    type Node = { o: Array<[string, boolean, Node]> } | { a: Node[] } | { s: string } | { n: number };
+    const text = fc.string({ unit: fc.constantFrom("a", "b", '"', "\\", "\n", "é", "\u0000", "/") });
+    const { node } = fc.letrec<{ node: Node }>((tie) => ({
+      node: fc.oneof(
+        { depthSize: "small", withCrossShrink: true },
+        text.map((s) => ({ s })),
+        fc.integer().map((n) => ({ n })),
+        fc.array(fc.tuple(text, fc.boolean(), tie("node")), { maxLength: 4 }).map((o) => ({ o })),
+        fc.array(tie("node"), { maxLength: 4 }).map((a) => ({ a })),
+      ),
+    }));
+    const escaped = (k: string) =>
+      `"${[...k].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`).join("")}"`;
+    const write = (n: Node): string =>
+      "o" in n
+        ? `{${n.o.map(([k, e, v]) => `${e ? escaped(k) : JSON.stringify(k)}:${write(v)}`).join(",")}}`
+        : "a" in n
+          ? `[${n.a.map(write).join(",")}]`
+          : JSON.stringify("s" in n ? n.s : n.n);
+    const dup = (n: Node): boolean =>
+      "o" in n
+        ? new Set(n.o.map(([k]) => k)).size < n.o.length || n.o.some(([, , v]) => dup(v))
+        : "a" in n && n.a.some(dup);
+    fc.assert(
+      fc.property(node, (n) => {
+        const t = write(n);
+        JSON.parse(t); // the generator writes JSON
+        expect(hasDuplicateKeys(t)).toBe(dup(n));
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it("ids are printable ASCII; -0 is not a natural number", () => {

@@ -1,8 +1,8 @@
 /**
- * The relay's fast path for `group_send` and `ack` frames (worker/relay/fastframe.ts) against the
- * reference parser `parseClientFrame` (shared/protocol.ts, PROTOCOL.md §5): whatever the fast
- * path accepts, the reference accepts with an equal frame; and every well-formed frame of those
- * two types is taken by the fast path (else it would be dead code, not a fast path).
+ * The relay's fast path for `send`, `group_send` and `ack` frames (worker/relay/fastframe.ts)
+ * against the reference parser `parseClientFrame` (shared/protocol.ts, PROTOCOL.md §5): whatever
+ * the fast path accepts, the reference accepts with an equal frame; and every well-formed frame
+ * of those three types is taken by the fast path (else it would be dead code, not a fast path).
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -34,6 +34,12 @@ const groupSend = fc.record({
   epoch: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
   body,
 });
+/** A device id (16 bytes), or near misses of one: other lengths, padding, non-zero tail bits. */
+const device = fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => toB64u(b));
+const send = fc.record(
+  { v: fc.constant(1), t: fc.constant("send"), id, to: name, device, body },
+  { requiredKeys: ["v", "t", "id", "to", "body"] },
+);
 const ack = fc.record({
   v: fc.constant(1),
   t: fc.constant("ack"),
@@ -56,6 +62,14 @@ const mutation = fc.oneof(
   fc.record({ kind: fc.constant("shuffle" as const), seed: fc.nat() }),
   fc.record({ kind: fc.constant("duplicate" as const), index: fc.nat(), value: fc.jsonValue() }),
   fc.record({ kind: fc.constant("id" as const), value: fc.string({ minLength: 1, maxLength: 8 }) }),
+  fc.record({
+    kind: fc.constant("device" as const),
+    value: fc.oneof(
+      fc.uint8Array({ minLength: 0, maxLength: 20 }).map((b) => toB64u(b)),
+      fc.stringMatching(/^[A-Za-z0-9_=+/-]{20,24}$/),
+      fc.jsonValue(),
+    ),
+  }),
 );
 
 type Mutation = typeof mutation extends fc.Arbitrary<infer M> ? M : never;
@@ -95,6 +109,9 @@ function mutate(frame: Record<string, unknown>, m: Mutation): string {
     case "id":
       f.id = m.value;
       break;
+    case "device":
+      f.device = m.value;
+      break;
     case "shuffle": {
       const order = [...keys].sort(
         (a, b) => ((a.charCodeAt(0) * (m.seed + 1)) % 7) - ((b.charCodeAt(0) * (m.seed + 1)) % 7),
@@ -108,9 +125,9 @@ function mutate(frame: Record<string, unknown>, m: Mutation): string {
 }
 
 describe("relay fast frame parser", () => {
-  it("takes every well-formed group_send and ack, with the reference's result", () => {
+  it("takes every well-formed send, group_send and ack, with the reference's result", () => {
     fc.assert(
-      fc.property(fc.oneof(groupSend, ack), (frame) => {
+      fc.property(fc.oneof(send, groupSend, ack), (frame) => {
         const raw = JSON.stringify(frame);
         const fast = fastClientFrame(raw);
         const ref = parseClientFrame(raw);
@@ -122,10 +139,12 @@ describe("relay fast frame parser", () => {
     );
   });
 
-  it("never accepts what the reference refuses (near misses of both frames)", () => {
+  it("never accepts what the reference refuses (near misses of the three frames)", () => {
     fc.assert(
-      fc.property(fc.oneof(groupSend, ack), mutation, (frame, m) => agrees(mutate(frame, m))),
-      { numRuns: 1500 },
+      fc.property(fc.oneof(send, groupSend, ack), mutation, (frame, m) =>
+        agrees(mutate(frame, m)),
+      ),
+      { numRuns: 2500 },
     );
   });
 
@@ -177,6 +196,34 @@ describe("relay fast frame parser", () => {
     for (const bad of [[], ["a"], ["12345678901234567"], [1], Array(257).fill("1")]) {
       expect(fastClientFrame(acks(bad))).toBeNull();
       expect(parseClientFrame(acks(bad)).ok).toBe(false);
+    }
+    const sends = (over: Record<string, unknown>) =>
+      JSON.stringify({ v: 1, t: "send", id: "1", to: "bob", body: "AA", ...over });
+    expect(fastClientFrame(sends({}))).toEqual({ v: 1, t: "send", id: "1", to: "bob", body: "AA" });
+    const dev = toB64u(new Uint8Array(16).fill(7));
+    expect(fastClientFrame(sends({ device: dev }))).toEqual({
+      v: 1,
+      t: "send",
+      id: "1",
+      to: "bob",
+      device: dev,
+      body: "AA",
+    });
+    // A device id of another length, with bits past its 16 bytes, or not a string; a missing or
+    // malformed recipient; an unknown key: each goes to the reference, which refuses it.
+    for (const over of [
+      { device: toB64u(new Uint8Array(15)) },
+      { device: toB64u(new Uint8Array(17)) },
+      { device: `${"A".repeat(21)}B` },
+      { device: null },
+      { to: "Bob" },
+      { to: "" },
+      { to: undefined },
+      { body: "AB" },
+      { extra: 1 },
+    ]) {
+      expect(fastClientFrame(sends(over))).toBeNull();
+      expect(parseClientFrame(sends(over)).ok).toBe(false);
     }
     // Bytes, other types and other versions go to the reference.
     expect(fastClientFrame(new TextEncoder().encode(gs({})))).toBeNull();

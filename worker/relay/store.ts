@@ -1137,24 +1137,21 @@ export class Store {
   }
 
   putItem(item: NewMailboxItem): number {
-    const mid = num(
-      this.sql
-        .exec(
-          `INSERT INTO mailbox (mid, recipient, sender, sender_key, ts, expires_at, kind, grp, epoch, payload, wrap)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING mid`,
-          this.nextMid(),
-          item.recipient,
-          item.sender,
-          item.senderKey,
-          item.ts,
-          item.expiresAt,
-          item.kind,
-          item.group,
-          item.epoch,
-          item.payload,
-          item.wrap,
-        )
-        .one().mid,
+    const mid = this.nextMid();
+    this.sql.exec(
+      `INSERT INTO mailbox (mid, recipient, sender, sender_key, ts, expires_at, kind, grp, epoch, payload, wrap)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      mid,
+      item.recipient,
+      item.sender,
+      item.senderKey,
+      item.ts,
+      item.expiresAt,
+      item.kind,
+      item.group,
+      item.epoch,
+      item.payload,
+      item.wrap,
     );
     if (item.senderDevice !== undefined && item.senderDevice !== null)
       this.sql.exec(
@@ -1281,14 +1278,22 @@ export class Store {
     const fresh = rows.filter((r) => !this.#acked.has(r.mid));
     if (fresh.length === 0) return out;
     // Only rows still stored (one read, no write): a row sent and then purged at its expiry
-    // before the acknowledgement came is gone, and counted out already.
+    // before the acknowledgement came is gone, and counted out already. Most acks name one row
+    // (a client acknowledges as items arrive), and a seek costs less than a json_each list.
+    const one = fresh.length === 1 ? fresh[0] : undefined;
     const stored = new Set(
-      this.sql
-        .exec(
-          "SELECT mid FROM mailbox WHERE recipient = ? AND mid IN (SELECT value FROM json_each(?))",
-          recipient,
-          JSON.stringify(fresh.map((r) => r.mid)),
-        )
+      (one !== undefined
+        ? this.sql.exec(
+            "SELECT mid FROM mailbox WHERE mid = ? AND recipient = ?",
+            one.mid,
+            recipient,
+          )
+        : this.sql.exec(
+            "SELECT mid FROM mailbox WHERE recipient = ? AND mid IN (SELECT value FROM json_each(?))",
+            recipient,
+            JSON.stringify(fresh.map((r) => r.mid)),
+          )
+      )
         .toArray()
         .map((r) => num(r.mid)),
     );
