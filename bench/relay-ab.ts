@@ -36,20 +36,24 @@ if (!["hub", "users", "trivial"].includes(which)) throw new Error(`unknown targe
 const ram = process.env.BENCH_PERSIST_RAM === "1";
 const persistTo = ram ? mkdtempSync("/dev/shm/parley-ab-") : undefined;
 
+// The Worker is frozen first: if that fails, no server has been started yet.
+const config =
+  which === "trivial"
+    ? join(process.cwd(), "bench/trivial-do/wrangler.toml")
+    : freezeWorker(process.cwd(), "dist/bench/worker-ab");
 const bare = await startNodeChild(
   join(process.cwd(), "dist/bench/bare-server.mjs"),
   [String(BARE_PORT)],
   /listening/,
 );
-const config =
-  which === "trivial"
-    ? join(process.cwd(), "bench/trivial-do/wrangler.toml")
-    : freezeWorker(process.cwd(), "dist/bench/worker-ab");
 const dev = await startWranglerDev({
   port: WRANGLER_PORT,
   root: process.cwd(),
   config,
   ...(persistTo !== undefined ? { persistTo } : {}),
+}).catch(async (e: unknown) => {
+  await bare.stop();
+  throw e;
 });
 const workerd = () =>
   descendantsNamed(dev.pid, "workerd").sort((a, b) => rssMiB(b) - rssMiB(a))[0] as number;

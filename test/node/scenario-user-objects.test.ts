@@ -60,6 +60,37 @@ describe("engines on user objects", () => {
     expect(errors(bob)).toEqual([]);
   });
 
+  it("receipts for one sender cross in one call however many acknowledgements made them", async () => {
+    const { relay, users } = await chatting("alice", "bob");
+    const [alice, bob] = users as [TestUser, TestUser];
+    await say(alice, "dm:bob", "hello"); // the session's handshake goes with it
+    await say(bob, "dm:alice", "hi");
+    const toAlice = () => relay.log.filter((x) => x.to === "alice" && x.frame.t === "receipt");
+    const acksOfBob = () =>
+      relay.clientLog.filter((x) => x.from === "bob" && x.frame.t === "ack").length;
+    const frames0 = toAlice().length;
+    const acks0 = acksOfBob();
+    const calls0 = relay.receiptCalls;
+    // Five messages at once: bob's engine acknowledges each delivery in a frame of its own.
+    const texts = ["one", "two", "three", "four", "five"];
+    for (const t of texts) await alice.client.sendText("dm:bob", t);
+    await relay.settle();
+    expect(messages(bob, "dm:alice")).toEqual(["hello", ...texts]);
+    expect(acksOfBob() - acks0).toBeGreaterThanOrEqual(texts.length);
+    // Every acknowledged message got its receipt frame at alice…
+    const mids = new Set(
+      toAlice()
+        .slice(frames0)
+        .map((x) => (x.frame as { mid: string }).mid),
+    );
+    expect(mids.size).toBeGreaterThanOrEqual(texts.length);
+    // …from far fewer calls between the objects: one from bob's object for the five (and one
+    // each way for the end-to-end receipts the engines answered with), not one per ack.
+    expect(relay.receiptCalls - calls0).toBeLessThanOrEqual(3);
+    expect(errors(alice)).toEqual([]);
+    expect(errors(bob)).toEqual([]);
+  });
+
   it("presence: writing to someone lets them see you; a stranger sees nobody", async () => {
     const { relay, users } = await chatting("alice", "bob", "eve");
     const [alice, bob, eve] = users as [TestUser, TestUser, TestUser];

@@ -254,8 +254,14 @@ describe("wire contract", () => {
     // Objects as lists of entries, so a key may repeat; keys and strings drawn from characters
     // that need escaping (quotes, backslashes, controls) beside plain ones; a key written either
     // as JSON.stringify writes it or with every character as a \u escape.
-    type Node = { o: Array<[string, boolean, Node]> } | { a: Node[] } | { s: string } | { n: number };
-    const text = fc.string({ unit: fc.constantFrom("a", "b", '"', "\\", "\n", "é", "\u0000", "/") });
+    type Node =
+      | { o: Array<[string, boolean, Node]> }
+      | { a: Node[] }
+      | { s: string }
+      | { n: number };
+    const text = fc.string({
+      unit: fc.constantFrom("a", "b", '"', "\\", "\n", "é", "\u0000", "/"),
+    });
     const { node } = fc.letrec<{ node: Node }>((tie) => ({
       node: fc.oneof(
         { depthSize: "small", withCrossShrink: true },

@@ -141,9 +141,7 @@ describe("relay fast frame parser", () => {
 
   it("never accepts what the reference refuses (near misses of the three frames)", () => {
     fc.assert(
-      fc.property(fc.oneof(send, groupSend, ack), mutation, (frame, m) =>
-        agrees(mutate(frame, m)),
-      ),
+      fc.property(fc.oneof(send, groupSend, ack), mutation, (frame, m) => agrees(mutate(frame, m))),
       { numRuns: 2500 },
     );
   });

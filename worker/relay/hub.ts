@@ -84,6 +84,19 @@ import type { GroupExport, GroupLogRow, PushSubRow, Store, UserRow } from "./sto
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
 
+/** Longest a receipt for a sender in another object waits to go with others (§7.3), ms. */
+export const RECEIPT_DELAY_MS = 100;
+
+/** Receipts gathered for one sender from one acknowledging address (Hub.#receipts). */
+interface PendingReceipts {
+  peers: PeerGateway;
+  hub: string;
+  sender: string;
+  by: string;
+  address: string;
+  mids: string[];
+}
+
 /** Sockets that have not authenticated yet, per hub; more are refused with HTTP 503. */
 export const MAX_PENDING_SOCKETS = 1000;
 
@@ -342,6 +355,13 @@ export class Hub {
    * next frame waits for it (`message`), so per-connection order holds.
    */
   readonly #coalesced = new Coalescer();
+  /**
+   * Receipts for senders in other users' objects (§7.3), gathered per sender and acknowledging
+   * address for RECEIPT_DELAY_MS and sent in one call: a call per acknowledgement was a second
+   * object call per 1:1 message, beside the `enqueue`.
+   */
+  readonly #receipts = new Map<string, PendingReceipts>();
+  #receiptTimer: ReturnType<typeof setTimeout> | null = null;
   /**
    * This object as a group's home on users' routes (group-home.ts): its hub and group, from its
    * first call on; null for a hub's or a user's object.
@@ -2078,24 +2098,52 @@ export class Hub {
     if (!done.any && !this.#admit(s, this.#d.now())) return;
     // Receipts are best effort: only to a sender online now, only for direct messages. To a
     // sender in another object, one call per sender for the whole acknowledgement.
-    const remote = new Map<string, string[]>();
     for (const r of done.rows) {
       if (r.kind !== "direct") continue;
-      if (this.#peerOf(a, r.sender) === null) this.receipt(r.sender, [String(r.mid)], a.username);
-      else remote.set(r.sender, [...(remote.get(r.sender) ?? []), String(r.mid)]);
+      const peers = this.#peerOf(a, r.sender);
+      if (peers === null) this.receipt(r.sender, [String(r.mid)], a.username);
+      else this.#receiptLater(peers, a, r.sender, String(r.mid));
     }
     if (done.any) this.#roomAgain(a);
-    for (const [sender, mids] of remote) {
-      const address = addressOf(a);
-      const n = this.#holdings(sender, [address]).perRecipient.get(address) ?? 0;
-      void (this.#peerOf(a, sender) as PeerGateway)
-        .receipt(a.hub, sender, mids, a.username, { address, n })
-        .catch(() => {
-          // Best effort (§7.3): a receipt whose call fails is not sent; the sender's count of
-          // what is held here is put right by its next send here, or expires.
-        });
-    }
     this.deliveries.drain(s);
+  }
+
+  /** Gather a receipt for a sender in another object (#receipts). */
+  #receiptLater(peers: PeerGateway, a: AuthedAttachment, sender: string, mid: string): void {
+    const address = addressOf(a);
+    const key = `${sender} ${address}`;
+    let p = this.#receipts.get(key);
+    if (p === undefined) {
+      p = { peers, hub: a.hub, sender, by: a.username, address, mids: [] };
+      this.#receipts.set(key, p);
+    }
+    // Bounded by what the connection can acknowledge in RECEIPT_DELAY_MS: each mid was one of
+    // its deliveries, sent at most LIMITS.deliverWindow ahead of its acknowledgements.
+    p.mids.push(mid);
+    this.#receiptTimer ??= setTimeout(() => this.flushReceipts(), RECEIPT_DELAY_MS);
+  }
+
+  /** Whether receipts are waiting for the timer (#receipts). */
+  get receiptsPending(): boolean {
+    return this.#receipts.size > 0;
+  }
+
+  /** Send every gathered receipt now (the timer's work; also for tests). */
+  flushReceipts(): void {
+    if (this.#receiptTimer !== null) clearTimeout(this.#receiptTimer);
+    this.#receiptTimer = null;
+    const all = [...this.#receipts.values()];
+    this.#receipts.clear();
+    for (const p of all) this.#sendReceipts(p);
+  }
+
+  #sendReceipts(p: PendingReceipts): void {
+    // What this object holds of the sender's for that address now, not at the first ack.
+    const n = this.#holdings(p.sender, [p.address]).perRecipient.get(p.address) ?? 0;
+    void p.peers.receipt(p.hub, p.sender, p.mids, p.by, { address: p.address, n }).catch(() => {
+      // Best effort (§7.3): a receipt whose call fails is not sent; the sender's count of what
+      // is held here is put right by its next send here, or expires.
+    });
   }
 
   // -- groups (PROTOCOL.md §7.5) ----------------------------------------------------------------
