@@ -2097,7 +2097,7 @@ export class Hub {
     // Acks skip admission (message()); one that frees nothing pays like any other frame.
     if (!done.any && !this.#admit(s, this.#d.now())) return;
     // Receipts are best effort: only to a sender online now, only for direct messages. To a
-    // sender in another object, one call per sender for the whole acknowledgement.
+    // sender in another object, gathered with that sender's others (#receiptLater).
     for (const r of done.rows) {
       if (r.kind !== "direct") continue;
       const peers = this.#peerOf(a, r.sender);
