@@ -89,10 +89,9 @@ export const RECEIPT_DELAY_MS = 100;
 
 /** Receipts gathered for one sender from one acknowledging address (Hub.#receipts). */
 interface PendingReceipts {
-  peers: PeerGateway;
   hub: string;
   sender: string;
-  by: string;
+  /** The acknowledging device's mailbox address; its user is the receipts' `by`. */
   address: string;
   mids: string[];
 }
@@ -2100,21 +2099,20 @@ export class Hub {
     // sender in another object, gathered with that sender's others (#receiptLater).
     for (const r of done.rows) {
       if (r.kind !== "direct") continue;
-      const peers = this.#peerOf(a, r.sender);
-      if (peers === null) this.receipt(r.sender, [String(r.mid)], a.username);
-      else this.#receiptLater(peers, a, r.sender, String(r.mid));
+      if (this.#peerOf(a, r.sender) === null) this.receipt(r.sender, [String(r.mid)], a.username);
+      else this.#receiptLater(a, r.sender, String(r.mid));
     }
     if (done.any) this.#roomAgain(a);
     this.deliveries.drain(s);
   }
 
   /** Gather a receipt for a sender in another object (#receipts). */
-  #receiptLater(peers: PeerGateway, a: AuthedAttachment, sender: string, mid: string): void {
+  #receiptLater(a: AuthedAttachment, sender: string, mid: string): void {
     const address = addressOf(a);
     const key = `${sender} ${address}`;
     let p = this.#receipts.get(key);
     if (p === undefined) {
-      p = { peers, hub: a.hub, sender, by: a.username, address, mids: [] };
+      p = { hub: a.hub, sender, address, mids: [] };
       this.#receipts.set(key, p);
     }
     // Bounded by what the connection can acknowledge in RECEIPT_DELAY_MS: each mid was one of
@@ -2140,7 +2138,11 @@ export class Hub {
   #sendReceipts(p: PendingReceipts): void {
     // What this object holds of the sender's for that address now, not at the first ack.
     const n = this.#holdings(p.sender, [p.address]).perRecipient.get(p.address) ?? 0;
-    void p.peers.receipt(p.hub, p.sender, p.mids, p.by, { address: p.address, n }).catch(() => {
+    const held = { address: p.address, n };
+    // Gathered only on a user's route, whose object has its peers (#peerOf).
+    const peers = this.#d.peers;
+    if (peers === undefined || peers === null) return;
+    void peers.receipt(p.hub, p.sender, p.mids, userOfMember(p.address), held).catch(() => {
       // Best effort (§7.3): a receipt whose call fails is not sent; the sender's count of what
       // is held here is put right by its next send here, or expires.
     });

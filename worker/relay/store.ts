@@ -1278,22 +1278,14 @@ export class Store {
     const fresh = rows.filter((r) => !this.#acked.has(r.mid));
     if (fresh.length === 0) return out;
     // Only rows still stored (one read, no write): a row sent and then purged at its expiry
-    // before the acknowledgement came is gone, and counted out already. Most acks name one row
-    // (a client acknowledges as items arrive), and a seek costs less than a json_each list.
-    const one = fresh.length === 1 ? fresh[0] : undefined;
+    // before the acknowledgement came is gone, and counted out already.
     const stored = new Set(
-      (one !== undefined
-        ? this.sql.exec(
-            "SELECT mid FROM mailbox WHERE mid = ? AND recipient = ?",
-            one.mid,
-            recipient,
-          )
-        : this.sql.exec(
-            "SELECT mid FROM mailbox WHERE recipient = ? AND mid IN (SELECT value FROM json_each(?))",
-            recipient,
-            JSON.stringify(fresh.map((r) => r.mid)),
-          )
-      )
+      this.sql
+        .exec(
+          "SELECT mid FROM mailbox WHERE recipient = ? AND mid IN (SELECT value FROM json_each(?))",
+          recipient,
+          JSON.stringify(fresh.map((r) => r.mid)),
+        )
         .toArray()
         .map((r) => num(r.mid)),
     );
