@@ -110,7 +110,7 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
   };
   return {
     enqueue: (hub, e) => call<EnqueueResult>(hub, e.to, (s) => s.enqueue(e)),
-    receipt: (hub, to, mids, by, held) => call<void>(hub, to, (s) => s.receipt(to, mids, by, held)),
+    held: (hub, to, address, n) => call<void>(hub, to, (s) => s.held(to, address, n)),
     bundle: (hub, q) => call<BundleAnswer>(hub, q.username, (s) => s.bundle(hub, q)),
     known: (hub, name) => call<boolean>(hub, name, (s) => s.known(name)),
     presence: (hub, viewer, who, state) =>
@@ -187,8 +187,8 @@ export class Relay extends DurableObject {
     return this.#life.hub.enqueue(e);
   }
 
-  receipt(to: string, mids: string[], by: string, held: { address: string; n: number }): void {
-    this.#life.hub.receipt(to, mids, by, held);
+  held(to: string, address: string, n: number): void {
+    this.#life.hub.held(to, address, n);
   }
 
   bundle(hub: string, q: BundleQuery): Promise<BundleAnswer> {

@@ -1,7 +1,7 @@
 /**
  * Real engines on user objects (docs/ARCHITECTURE.md "User objects"): every client opens its
- * user's route, so each user is its own object, and bundles, messages, receipts and presence
- * cross between objects as calls. The conversation is the same as on the hub's route: the
+ * user's route, so each user is its own object, and bundles, messages and presence cross between
+ * objects as calls. The conversation is the same as on the hub's route: the
  * engines do not know the difference.
  */
 import { describe, expect, it } from "vitest";
@@ -53,40 +53,37 @@ describe("engines on user objects", () => {
     const tables = relay.dumpTables();
     expect(tables["user/alice/users"]?.map((r) => r.username)).toEqual(["alice"]);
     expect(tables["user/bob/users"]?.map((r) => r.username)).toEqual(["bob"]);
-    // The relay's receipts crossed back from bob's object to alice's connection.
-    const receipts = relay.log.filter((x) => x.to === "alice" && x.frame.t === "receipt");
-    expect(receipts.length).toBeGreaterThanOrEqual(2);
+    // bob's end-to-end receipts crossed back from bob's object to alice: both texts delivered.
+    const delivered = alice.events.filter((e) => e.type === "delivery" && e.state === "delivered");
+    expect(delivered.length).toBe(2);
+    // The relay itself sends no receipt frame on acknowledgement (PROTOCOL.md §7.3).
+    expect(relay.log.filter((x) => x.frame.t === "receipt")).toEqual([]);
     expect(errors(alice)).toEqual([]);
     expect(errors(bob)).toEqual([]);
   });
 
-  it("receipts for one sender cross in one call however many acknowledgements made them", async () => {
+  it("what an object still holds of a sender's crosses in one call however many acknowledgements changed it", async () => {
     const { relay, users } = await chatting("alice", "bob");
     const [alice, bob] = users as [TestUser, TestUser];
     await say(alice, "dm:bob", "hello"); // the session's handshake goes with it
     await say(bob, "dm:alice", "hi");
-    const toAlice = () => relay.log.filter((x) => x.to === "alice" && x.frame.t === "receipt");
     const acksOfBob = () =>
       relay.clientLog.filter((x) => x.from === "bob" && x.frame.t === "ack").length;
-    const frames0 = toAlice().length;
     const acks0 = acksOfBob();
-    const calls0 = relay.receiptCalls;
+    const calls0 = relay.heldCalls;
     // Five messages at once: bob's engine acknowledges each delivery in a frame of its own.
     const texts = ["one", "two", "three", "four", "five"];
     for (const t of texts) await alice.client.sendText("dm:bob", t);
     await relay.settle();
     expect(messages(bob, "dm:alice")).toEqual(["hello", ...texts]);
     expect(acksOfBob() - acks0).toBeGreaterThanOrEqual(texts.length);
-    // Every acknowledged message got its receipt frame at alice…
-    const mids = new Set(
-      toAlice()
-        .slice(frames0)
-        .map((x) => (x.frame as { mid: string }).mid),
-    );
-    expect(mids.size).toBeGreaterThanOrEqual(texts.length);
-    // …from far fewer calls between the objects: one from bob's object for the five (and one
-    // each way for the end-to-end receipts the engines answered with), not one per ack.
-    expect(relay.receiptCalls - calls0).toBeLessThanOrEqual(3);
+    // alice's object learnt that bob's holds none of hers now (her total, §7.3)…
+    const held = relay.userObjects.get("alice")?.life.store.heldElsewhere("alice", 0);
+    expect(held).toBe(0);
+    // …from far fewer calls between the objects than acknowledgements: one from bob's object
+    // for the five (and one each way for the end-to-end receipts the engines answered with).
+    expect(relay.heldCalls - calls0).toBeGreaterThanOrEqual(1);
+    expect(relay.heldCalls - calls0).toBeLessThanOrEqual(3);
     expect(errors(alice)).toEqual([]);
     expect(errors(bob)).toEqual([]);
   });

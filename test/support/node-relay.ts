@@ -379,8 +379,8 @@ export class NodeRelay {
   readonly rendezvousObjects = new Map<string, NodeObject>();
   /** Calls between users' objects that are applied and whose answer is then lost. */
   loseCall: ((method: keyof PeerGateway) => boolean) | null = null;
-  /** `receipt` calls between users' objects so far (each carries one or more mids). */
-  receiptCalls = 0;
+  /** `held` calls between users' objects so far (each after one or more acknowledgements). */
+  heldCalls = 0;
   /**
    * A home that answers a member's group frame itself, without the group's home running it
    * (null: the home runs it): what a member's object does with an answer, tested alone.
@@ -511,9 +511,9 @@ export class NodeRelay {
       };
     const peers: PeerGateway = {
       enqueue: (h, e) => lossy("enqueue", () => peer(h, e.to).call((l) => l.hub.enqueue(e)))(),
-      receipt: (h, to, mids, by, held) => {
-        this.receiptCalls++;
-        return peer(h, to).call((l) => l.hub.receipt(to, mids, by, held));
+      held: (h, to, address, n) => {
+        this.heldCalls++;
+        return peer(h, to).call((l) => l.hub.held(to, address, n));
       },
       bundle: (h, q) => peer(h, q.username).call((l) => l.hub.bundle(h, q, true)),
       known: (h, name) => peer(h, name).call((l) => l.hub.known(name)),
@@ -644,10 +644,10 @@ export class NodeRelay {
       for (const o of this.#objects()) await o.quiet();
       for (const e of [...this.engines, ...[...this.conns].map((c) => c.end)]) await e.whenIdle?.();
       await Promise.all(this.#pumps());
-      // Receipts gathered for senders in other objects leave within RECEIPT_DELAY_MS of real
-      // time with no further input (hub.ts): settling lets that time pass, as one event each.
+      // Reports to senders in other objects leave within HELD_DELAY_MS of real time with no
+      // further input (hub.ts): settling lets that time pass, as one event each.
       for (const o of this.#objects()) {
-        if (o.life.hub.receiptsPending) o.event(() => o.life.hub.flushReceipts());
+        if (o.life.hub.heldReportsPending) o.event(() => o.life.hub.sendHeldReports());
       }
       if (!this.#idle()) continue; // each wait above takes a turn of the event loop or more
       // One more turn: whatever is due right now (an event just queued, a timer) runs first.

@@ -70,7 +70,7 @@ export interface DeliveriesDeps {
 
 /** What an acknowledgement freed. */
 export interface AckOutcome {
-  /** Mailbox rows deleted (direct items and commits), for receipts. */
+  /** Mailbox rows deleted (direct items and commits): whose items another object still holds. */
   rows: Array<{ mid: number; sender: string; kind: string }>;
   /** Did it acknowledge anything at all? */
   any: boolean;

@@ -84,16 +84,18 @@ import type { GroupExport, GroupLogRow, PushSubRow, Store, UserRow } from "./sto
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
 
-/** Longest a receipt for a sender in another object waits to go with others (§7.3), ms. */
-export const RECEIPT_DELAY_MS = 100;
+/**
+ * Longest an acknowledgement of a sender's items waits before this object tells the sender's
+ * object what it still holds of them (docs/ARCHITECTURE.md "User objects"), ms.
+ */
+export const HELD_DELAY_MS = 100;
 
-/** Receipts gathered for one sender from one acknowledging address (Hub.#receipts). */
-interface PendingReceipts {
+/** A sender whose items an address of this object acknowledged (Hub.#heldReports). */
+interface HeldReport {
   hub: string;
   sender: string;
-  /** The acknowledging device's mailbox address; its user is the receipts' `by`. */
+  /** The acknowledging device's mailbox address. */
   address: string;
-  mids: string[];
 }
 
 /** Sockets that have not authenticated yet, per hub; more are refused with HTTP 503. */
@@ -211,16 +213,11 @@ export interface PeerGateway {
   /** `Hub.enqueue` in the object of `e.to`. */
   enqueue(hub: string, e: DirectEnqueue): Promise<EnqueueResult>;
   /**
-   * `Hub.receipt` in the object of `to`: best effort, as receipts are (§7.3), with how many of
-   * `to`'s items the acknowledging object still holds (the sender's total, `held`).
+   * `Hub.held` in the object of `to`: how many of `to`'s items the calling object still holds
+   * for `address` (the sender's total, §7.3), after acknowledgements. Best effort: a lost report
+   * is put right by the answer to `to`'s next send there.
    */
-  receipt(
-    hub: string,
-    to: string,
-    mids: string[],
-    by: string,
-    held: { address: string; n: number },
-  ): Promise<void>;
+  held(hub: string, to: string, address: string, n: number): Promise<void>;
   /** `Hub.bundle` in the object of `q.username`. */
   bundle(hub: string, q: BundleQuery): Promise<BundleAnswer>;
   /** `Hub.known` in the object of `username`. */
@@ -355,12 +352,13 @@ export class Hub {
    */
   readonly #coalesced = new Coalescer();
   /**
-   * Receipts for senders in other users' objects (§7.3), gathered per sender and acknowledging
-   * address for RECEIPT_DELAY_MS and sent in one call: a call per acknowledgement was a second
-   * object call per 1:1 message, beside the `enqueue`.
+   * Senders in other users' objects whose items an address here acknowledged: each sender's
+   * object is told what this object still holds of its items (the sender's total, §7.3) once per
+   * sender and address within HELD_DELAY_MS, not once per acknowledgement (that was a second
+   * call between objects per 1:1 message, beside the `enqueue`).
    */
-  readonly #receipts = new Map<string, PendingReceipts>();
-  #receiptTimer: ReturnType<typeof setTimeout> | null = null;
+  readonly #heldReports = new Map<string, HeldReport>();
+  #heldTimer: ReturnType<typeof setTimeout> | null = null;
   /**
    * This object as a group's home on users' routes (group-home.ts): its hub and group, from its
    * first call on; null for a hub's or a user's object.
@@ -1861,11 +1859,6 @@ export class Hub {
   }
 
   /**
-   * A receipt for `to`'s connection (§7.3): best effort, to a sender online now. `held`: what
-   * the acknowledging user's object still holds of `to`'s (the sender's total), when it is
-   * another object.
-   */
-  /**
    * The hub's lobby on users' routes (§6.3 "everyone on this hub"): `user` is online as `state`
    * among the users who chose "everyone", or left it (null). Each of the others is told by a
    * call to its object (best effort: a lost call is put right at that user's next change), and
@@ -1894,13 +1887,14 @@ export class Hub {
     this.presence.fromLobby(viewer, user, state);
   }
 
-  receipt(to: string, mids: string[], by: string, held?: { address: string; n: number }): void {
-    if (held !== undefined && this.known(to)) {
-      this.#d.store.setHeld(to, held.address, held.n, this.#d.now());
-      this.deliveries.persistSoon();
-    }
-    const s = this.#d.sessions.online(to);
-    for (const mid of mids) s?.send({ v: PROTOCOL_VERSION, t: "receipt", mid, by });
+  /**
+   * Another user's object holds `n` of `to`'s items for `address` now (PeerGateway.held): the
+   * figure the sender's total counts (§7.3).
+   */
+  held(to: string, address: string, n: number): void {
+    if (!this.known(to)) return;
+    this.#d.store.setHeld(to, address, n, this.#d.now());
+    this.deliveries.persistSoon();
   }
 
   /** Whether this object holds `username` (a user's object holds its own name only). */
@@ -2095,57 +2089,44 @@ export class Hub {
     const done = this.deliveries.ack(s, parseMids(frame.mids));
     // Acks skip admission (message()); one that frees nothing pays like any other frame.
     if (!done.any && !this.#admit(s, this.#d.now())) return;
-    // Receipts are best effort: only to a sender online now, only for direct messages. To a
-    // sender in another object, gathered with that sender's others (#receiptLater).
-    for (const r of done.rows) {
-      if (r.kind !== "direct") continue;
-      if (this.#peerOf(a, r.sender) === null) this.receipt(r.sender, [String(r.mid)], a.username);
-      else this.#receiptLater(a, r.sender, String(r.mid));
-    }
+    // No frame goes to the sender (§7.3: delivery is confirmed end to end, §8.6). A sender in
+    // another object is told what this one still holds of its items, for its total (#heldLater).
+    for (const r of done.rows)
+      if (r.kind === "direct" && this.#peerOf(a, r.sender) !== null) this.#heldLater(a, r.sender);
     if (done.any) this.#roomAgain(a);
     this.deliveries.drain(s);
   }
 
-  /** Gather a receipt for a sender in another object (#receipts). */
-  #receiptLater(a: AuthedAttachment, sender: string, mid: string): void {
+  /** Report to `sender`'s object, within HELD_DELAY_MS, what this one holds of its (#heldReports). */
+  #heldLater(a: AuthedAttachment, sender: string): void {
     const address = addressOf(a);
     const key = `${sender} ${address}`;
-    let p = this.#receipts.get(key);
-    if (p === undefined) {
-      p = { hub: a.hub, sender, address, mids: [] };
-      this.#receipts.set(key, p);
-    }
-    // Bounded by what the connection can acknowledge in RECEIPT_DELAY_MS: each mid was one of
-    // its deliveries, sent at most LIMITS.deliverWindow ahead of its acknowledgements.
-    p.mids.push(mid);
-    this.#receiptTimer ??= setTimeout(() => this.flushReceipts(), RECEIPT_DELAY_MS);
+    if (!this.#heldReports.has(key)) this.#heldReports.set(key, { hub: a.hub, sender, address });
+    this.#heldTimer ??= setTimeout(() => this.sendHeldReports(), HELD_DELAY_MS);
   }
 
-  /** Whether receipts are waiting for the timer (#receipts). */
-  get receiptsPending(): boolean {
-    return this.#receipts.size > 0;
+  /** Whether reports are waiting for the timer (#heldReports). */
+  get heldReportsPending(): boolean {
+    return this.#heldReports.size > 0;
   }
 
-  /** Send every gathered receipt now (the timer's work; also for tests). */
-  flushReceipts(): void {
-    if (this.#receiptTimer !== null) clearTimeout(this.#receiptTimer);
-    this.#receiptTimer = null;
-    const all = [...this.#receipts.values()];
-    this.#receipts.clear();
-    for (const p of all) this.#sendReceipts(p);
-  }
-
-  #sendReceipts(p: PendingReceipts): void {
-    // What this object holds of the sender's for that address now, not at the first ack.
-    const n = this.#holdings(p.sender, [p.address]).perRecipient.get(p.address) ?? 0;
-    const held = { address: p.address, n };
-    // Gathered only on a user's route, whose object has its peers (#peerOf).
+  /** Send every waiting report now (the timer's work; also for tests). */
+  sendHeldReports(): void {
+    if (this.#heldTimer !== null) clearTimeout(this.#heldTimer);
+    this.#heldTimer = null;
+    const all = [...this.#heldReports.values()];
+    this.#heldReports.clear();
+    // Only a user's route reports (#peerOf), and its object has its peers.
     const peers = this.#d.peers;
     if (peers === undefined || peers === null) return;
-    void peers.receipt(p.hub, p.sender, p.mids, userOfMember(p.address), held).catch(() => {
-      // Best effort (§7.3): a receipt whose call fails is not sent; the sender's count of what
-      // is held here is put right by its next send here, or expires.
-    });
+    for (const p of all) {
+      // What this object holds of the sender's for that address now, not at the first ack.
+      const n = this.#holdings(p.sender, [p.address]).perRecipient.get(p.address) ?? 0;
+      void peers.held(p.hub, p.sender, p.address, n).catch(() => {
+        // Best effort: the sender's figure for this address is put right by the answer to its
+        // next send here, or expires.
+      });
+    }
   }
 
   // -- groups (PROTOCOL.md §7.5) ----------------------------------------------------------------

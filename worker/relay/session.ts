@@ -18,7 +18,7 @@ export interface InflightItem {
   /** A group-log message (acknowledged through the user's cursor), else a mailbox row. */
   group: boolean;
   sender: string;
-  /** A mailbox row's kind: what its acknowledgement frees and whether it earns a receipt. */
+  /** A mailbox row's kind: what its acknowledgement frees and whether its sender's total counts it. */
   kind?: MailboxKind;
 }
 

@@ -2266,7 +2266,7 @@ export class Store {
   /**
    * `address`'s object holds `n` items of `sender` (as it said at `at`). In memory at once,
    * written by the next `flushHeld` (the relay's 200 ms flush): one figure per send and per
-   * receipt would be a write each on the 1:1 path.
+   * acknowledgement would be a write each on the 1:1 path.
    */
   setHeld(sender: string, address: string, n: number, at: number): void {
     const mine = this.#heldOf(sender);
