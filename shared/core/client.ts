@@ -85,6 +85,12 @@ export const DEFAULT_TUNING: Tuning = {
 };
 
 /**
+ * Acknowledgements held at most (PROTOCOL.md §7.3): half the relay's delivery window, so a drain
+ * never stalls on a window full of items waiting for their acks.
+ */
+export const ACK_GATHER = LIMITS.deliverWindow / 2;
+
+/**
  * Called by the runner after a step's batch is committed, before it carries out effect `index`
  * of `all` — every window a crash can hit. Tests throw from it to kill the runner there
  * (test/node/engine-crash-safety.test.ts); the PWA never sets it.
@@ -125,6 +131,11 @@ export class ParleyClient implements ParleyClientApi {
   private chain: Promise<unknown> = Promise.resolve();
   /** Inputs queued and not finished: receipts are flushed when it drops to 0 (§8.6). */
   private queued = 0;
+  /**
+   * Mids whose steps are committed and whose `ack` is held for one frame (§7.3): sent when the
+   * input queue is empty or ACK_GATHER are due, on the socket their steps were made for.
+   */
+  private acksDue: string[] = [];
   private readonly listeners = new Set<Listener>();
   private readonly timers = new Map<string, { cancel: () => void; untilDisconnect: boolean }>();
   private timerSeq = 0;
@@ -195,6 +206,7 @@ export class ParleyClient implements ParleyClientApi {
         return await this.apply(input);
       } finally {
         this.queued--;
+        if (this.queued === 0 || this.acksDue.length >= ACK_GATHER) this.flushAcks();
         // Receipts go out once the inputs queued so far are done, so a mailbox drain of many
         // messages from one peer is answered by one receipt (§8.6).
         if (this.queued === 0 && this.state.receiptsDue.size > 0 && this.state.link.t === "online")
@@ -237,13 +249,33 @@ export class ParleyClient implements ParleyClientApi {
     for (const [i, e] of r.effects.entries()) {
       this.beforeEffect?.(e, i, r.effects);
       if (e.t === "send") {
-        if (this.socketOpen && mayCarry(r.state.link, this.socket, e.frame.t))
-          this.o.transport.send(e.frame);
+        if (!this.socketOpen || !mayCarry(r.state.link, this.socket, e.frame.t)) continue;
+        if (e.frame.t === "ack") this.acksDue.push(...e.frame.mids);
+        else this.o.transport.send(e.frame);
       } else if (e.t === "emit") this.emit(e.event);
       else if (e.t === "timer") this.setTimer(e);
     }
     if (r.error !== undefined) throw r.error;
     return r;
+  }
+
+  /**
+   * Acknowledge the held mids in one frame (§7.3): a mailbox drain of n items costs the relay
+   * about n / ACK_GATHER acknowledgement events instead of n. Their steps are committed, so
+   * holding them loses nothing: a mid whose ack never left is delivered again and acknowledged
+   * as a replay.
+   */
+  private flushAcks(): void {
+    if (this.acksDue.length === 0) return;
+    const mids = this.acksDue;
+    this.acksDue = [];
+    if (!this.socketOpen || this.stale) return;
+    for (let i = 0; i < mids.length; i += LIMITS.maxAckIds)
+      this.o.transport.send({
+        v: PROTOCOL_VERSION,
+        t: "ack",
+        mids: mids.slice(i, i + LIMITS.maxAckIds),
+      });
   }
 
   /**
@@ -307,6 +339,7 @@ export class ParleyClient implements ParleyClientApi {
   onDisconnected(): void {
     // At once, not in turn: no frame queued for the closed socket may reach the next one.
     this.socketOpen = false;
+    this.acksDue = [];
     // A ticket asked for on the closed socket will never be answered: ask again when online.
     for (const t of this.tickets.values()) t.reject(new CoreError("not_connected", "disconnected"));
     this.tickets.clear();

@@ -869,9 +869,11 @@ export class NodeRelay {
 
   async #pump(c: Conn): Promise<void> {
     await Promise.resolve();
+    // Handed over without waiting for each, as the PWA's socket handler does (controller.ts):
+    // frames that arrive together are queued in the engine together (its acks are gathered).
     while (c.out.length > 0 && !c.closed) {
       const f = c.out.shift() as ServerFrame;
-      await c.end.onServerFrame(f);
+      void c.end.onServerFrame(f);
     }
     c.pumping = null;
     // The client answers the relay's close (RFC 6455 §5.5.1); the object gets that as an event.
