@@ -18,16 +18,22 @@ import {
 } from "../support/clients";
 import { NodeRelay } from "../support/node-relay";
 
-it("a mailbox drain is acknowledged in a few frames, every item once, and nothing comes again", async () => {
+/** bob is offline, and his mailbox holds `n` texts from alice, a contact of his. */
+async function backlog(n: number) {
   const relay = new NodeRelay();
   const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
   await say(alice, "dm:bob", "first"); // the session's handshake goes with it
   await say(bob, "dm:alice", "hi"); // bob answers: alice is his contact, not a message request
   await disconnect(bob);
-  const texts = Array.from({ length: 100 }, (_, i) => `text ${i}`);
+  const texts = Array.from({ length: n }, (_, i) => `text ${i}`);
   for (const t of texts) await alice.client.sendText("dm:bob", t);
   await relay.settle();
-  expect(relay.stored("bob")).toBe(texts.length);
+  expect(relay.stored("bob")).toBe(n);
+  return { relay, bob, texts };
+}
+
+it("a mailbox drain is acknowledged in a few frames, every item once, and nothing comes again", async () => {
+  const { relay, bob, texts } = await backlog(100);
 
   const acks = () =>
     relay.clientLog.flatMap((x) => (x.from === "bob" && x.frame.t === "ack" ? [x.frame.mids] : []));
@@ -57,14 +63,7 @@ it("a mailbox drain is acknowledged in a few frames, every item once, and nothin
 });
 
 it("acknowledgements held when the socket closes go nowhere; their items come again, are acknowledged as replays and shown once", async () => {
-  const relay = new NodeRelay();
-  const [alice, bob] = (await online(relay, "alice", "bob")) as [TestUser, TestUser];
-  await say(alice, "dm:bob", "first");
-  await say(bob, "dm:alice", "hi");
-  await disconnect(bob);
-  const texts = Array.from({ length: 10 }, (_, i) => `text ${i}`);
-  for (const t of texts) await alice.client.sendText("dm:bob", t);
-  await relay.settle();
+  const { relay, bob, texts } = await backlog(10);
   // bob's socket closes while the drain's inputs are queued in his engine (as a phone's
   // connection drops mid-drain): the acknowledgements due then go nowhere.
   const off = bob.client.subscribe((e) => {
