@@ -295,6 +295,14 @@ await section("relay", async () => {
       s.trivial50.trivial,
       s.trivial50.bare,
     );
+  // The same object exchanging the protocol's frames per message (an `accepted` out, an `ack`
+  // in), storing nothing: the floor for Parley's frame pattern; the rest is the relay's own work.
+  if (s.trivialFrames50)
+    reportedMs(
+      "relay 1:1 direct p99, 50 clients, through a trivial object exchanging Parley's frames (accepted, ack; nothing stored; medians of 3 pairs)",
+      s.trivialFrames50.trivial,
+      s.trivialFrames50.bare,
+    );
   // One workerd thread runs every object under `wrangler dev`: the extra hop, not the spread.
   if (s.routed50)
     reportedMs(

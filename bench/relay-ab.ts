@@ -6,13 +6,17 @@
  *
  *   node bench/build.mjs && node dist/bench/relay-ab.mjs [pairs] [clients] [target]
  *
- * `target`: `hub` (Parley, the hub's route; default), `users` (Parley, users' routes), or
+ * `target`: `hub` (Parley, the hub's route; default), `users` (Parley, users' routes),
  * `trivial` (bench/trivial-do: a hibernating object that forwards, no protocol and no storage —
- * the floor of the platform under the same `wrangler dev`). `mode` is 1:1 direct; the offered
+ * the floor of the platform under the same `wrangler dev`) or `trivial-frames` (the same object
+ * exchanging Parley's frames per message: an `accepted` out, an `ack` in). `mode` is 1:1 direct; the offered
  * rate is the bench's (`perClientRate`). Environment:
  *  - `BENCH_PERSIST_RAM=1`: wrangler's persist directory in /dev/shm, so that SQLite's commits
  *    (each ends in an fsync on the object's thread under `wrangler dev`) do not touch the disk;
- *  - `BENCH_RELAY_PORT`, `BENCH_BARE_PORT`: as for the bench.
+ *  - `BENCH_RELAY_PORT`, `BENCH_BARE_PORT`: as for the bench;
+ *  - `BENCH_TRACE=FILE`: each run appends one JSON line to FILE (its target, its start and
+ *    `performance.timeOrigin`, and each delivery's send and arrival time, ms), to see which
+ *    bursts set a p99.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -32,15 +36,15 @@ import {
 const pairs = Number(process.argv[2] ?? 6);
 const clients = Number(process.argv[3] ?? 50);
 const which = process.argv[4] ?? "hub";
-if (!["hub", "users", "trivial"].includes(which)) throw new Error(`unknown target ${which}`);
+if (!["hub", "users", "trivial", "trivial-frames"].includes(which))
+  throw new Error(`unknown target ${which}`);
 const ram = process.env.BENCH_PERSIST_RAM === "1";
 const persistTo = ram ? mkdtempSync("/dev/shm/parley-ab-") : undefined;
 
 // The Worker is frozen first: if that fails, no server has been started yet.
-const config =
-  which === "trivial"
-    ? join(process.cwd(), "bench/trivial-do/wrangler.toml")
-    : freezeWorker(process.cwd(), "dist/bench/worker-ab");
+const config = which.startsWith("trivial")
+  ? join(process.cwd(), "bench/trivial-do/wrangler.toml")
+  : freezeWorker(process.cwd(), "dist/bench/worker-ab");
 const bare = await startNodeChild(
   join(process.cwd(), "dist/bench/bare-server.mjs"),
   [String(BARE_PORT)],
@@ -59,8 +63,8 @@ const workerd = () =>
   descendantsNamed(dev.pid, "workerd").sort((a, b) => rssMiB(b) - rssMiB(a))[0] as number;
 let hubN = 0;
 const target = () =>
-  which === "trivial"
-    ? bareProtocolTarget(dev.wsUrl, "trivial DO")
+  which.startsWith("trivial")
+    ? bareProtocolTarget(dev.wsUrl, "trivial DO", which === "trivial-frames")
     : parleyTarget(dev.url, `ab${Date.now() % 100000}x${hubN++}`, "bench", which === "users");
 const rate = perClientRate("direct", clients);
 try {

@@ -4,6 +4,7 @@
  * protocol: authenticated, mailbox with acks, group epochs) and against the bare `ws` fan-out
  * server. Each body carries its send time, so every delivery yields a latency sample.
  */
+import { appendFileSync } from "node:fs";
 import WebSocket from "ws";
 import { authTranscript, signedPrekeyTranscript } from "../shared/auth";
 import { makeLeaves, publicLeaf } from "../shared/core/group-leaves";
@@ -66,24 +67,56 @@ export function bareTarget(port: number): Target {
   return bareProtocolTarget(`ws://127.0.0.1:${port}`, "bare ws");
 }
 
-/** A server speaking the bare server's protocol at `url` (also bench/trivial-do's object). */
-export function bareProtocolTarget(url: string, label: string): Target {
+/**
+ * A server speaking the bare server's protocol at `url` (also bench/trivial-do's object). With
+ * `parleyFrames` (bench/trivial-do only) each message also costs the frames a Parley message
+ * does: the object answers a `send` with an `accepted`, and the client acknowledges deliveries
+ * as the Parley load clients below do (gathered for ACK_DELAY_MS, or ACK_BATCH at once).
+ */
+export function bareProtocolTarget(url: string, label: string, parleyFrames = false): Target {
+  let nextId = 0;
   return {
     label,
     async connect(name) {
       const ws = new WebSocket(url, { perMessageDeflate: false });
       await opened(ws);
       const ready = new Promise<void>((res) => ws.once("message", () => res()));
-      ws.send(JSON.stringify({ t: "hello", name }));
+      ws.send(JSON.stringify({ t: "hello", name, ...(parleyFrames ? { frames: "parley" } : {}) }));
       await ready;
       let cb: (d: Delivery) => void = () => {};
+      const pendingAcks: string[] = [];
+      let ackTimer: NodeJS.Timeout | undefined;
+      const flushAcks = () => {
+        if (ackTimer !== undefined) clearTimeout(ackTimer);
+        ackTimer = undefined;
+        if (pendingAcks.length > 0 && ws.readyState === WebSocket.OPEN)
+          ws.send(JSON.stringify({ v: 1, t: "ack", mids: pendingAcks.splice(0) }));
+      };
       ws.on("message", (data) => {
-        const f = JSON.parse(String(data)) as { from: string; body: string };
+        const f = JSON.parse(String(data)) as {
+          t: string;
+          mid: string;
+          from: string;
+          body: string;
+        };
+        if (f.t !== "deliver") return;
+        if (parleyFrames) {
+          pendingAcks.push(f.mid);
+          if (pendingAcks.length >= ACK_BATCH) flushAcks();
+          else ackTimer ??= setTimeout(flushAcks, ACK_DELAY_MS);
+        }
         cb({ from: f.from, body: f.body });
       });
       return {
         name,
-        sendDirect: (to, body) => ws.send(JSON.stringify({ t: "send", to, body })),
+        sendDirect: (to, body) =>
+          ws.send(
+            JSON.stringify(
+              parleyFrames
+                ? { v: 1, t: "send", id: String(++nextId), to, body }
+                : { t: "send", to, body },
+            ),
+          ),
         sendGroup: (body) => ws.send(JSON.stringify({ t: "group_send", body })),
         onDeliver: (c) => {
           cb = c;
@@ -362,6 +395,8 @@ export async function runLoad(
   if (opts.mode === "group") await target.formGroup(clients);
   else await target.formContacts?.(clients);
   const latencies: number[] = [];
+  const tracing = process.env.BENCH_TRACE !== undefined;
+  const trace: Array<[number, number]> = [];
   let delivered = 0;
   let lastDeliveryAt = 0;
   let measuring = true;
@@ -371,6 +406,7 @@ export async function runLoad(
       delivered++;
       lastDeliveryAt = performance.now();
       latencies.push(performance.now() - sentAt(d.body));
+      if (tracing) trace.push([sentAt(d.body), performance.now()]);
     });
   }
   errors.clear();
@@ -409,6 +445,12 @@ export async function runLoad(
   }
   measuring = false;
   opts.onEnd?.();
+  // Which bursts set the p99 (bench/relay-ab.ts, `BENCH_TRACE`).
+  const tracePath = process.env.BENCH_TRACE;
+  if (tracePath !== undefined) {
+    const line = { label: target.label, start, origin: performance.timeOrigin, trace };
+    appendFileSync(tracePath, `${JSON.stringify(line)}\n`);
+  }
   const elapsed = (Math.max(lastDeliveryAt, start + opts.seconds * 1000) - start) / 1000;
   for (const c of clients) c.close();
   latencies.sort((a, b) => a - b);

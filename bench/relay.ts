@@ -50,6 +50,12 @@ export interface RelayFigures {
      * under its own `wrangler dev`, against the bare server: what the platform alone costs.
      */
     trivial50: { trivial: number; bare: number } | null;
+    /**
+     * The same object answering with Parley's frames per message (an `accepted` to the sender,
+     * an `ack` from the recipient 10 ms later, as the Parley load clients send), still storing
+     * nothing: the platform's floor for the protocol's frame pattern.
+     */
+    trivialFrames50: { trivial: number; bare: number } | null;
     /** The same on user objects (each client on its user's route). */
     routed50: { parley: number; bare: number } | null;
     /** Group fan-out at 20 clients on users' routes: throughput (deliveries/s) and p99 (ms). */
@@ -227,7 +233,12 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     }
 
     // The 50-client 1:1 case through an object that only forwards, right after the relay's.
-    const trivial50 = await trivialDirect(50, seconds, bareT, log);
+    const { plain: trivial50, frames: trivialFrames50 } = await trivialDirect(
+      50,
+      seconds,
+      bareT,
+      log,
+    );
 
     // Latency vs load: group fanout, 20 clients, offered deliveries/s stepped up.
     const series: RelayFigures["series"] = [];
@@ -345,6 +356,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         fanout50,
         direct50,
         trivial50,
+        trivialFrames50,
         routed50,
         routedGroup20,
         p99at2000,
@@ -369,43 +381,52 @@ function openEcho(url: string, origin: string): Promise<WebSocket> {
 }
 
 /**
- * 1:1 direct at `clients` through the trivial object (bench/trivial-do: it forwards), under a
- * `wrangler dev` of its own that lives only for this, then through the bare server: the medians
- * of DIRECT50_PAIRS pairs' p99 (ms).
+ * 1:1 direct at `clients` through the trivial object (bench/trivial-do), under a `wrangler dev`
+ * of its own that lives only for this, each pair then through the bare server: the medians of
+ * DIRECT50_PAIRS pairs' p99 (ms), with the object only forwarding (`plain`) and with it and the
+ * load clients exchanging Parley's frames per message (`frames`: `accepted`, `ack`).
  */
 async function trivialDirect(
   clients: number,
   seconds: number,
   bareT: Target,
   log: (s: string) => void,
-): Promise<{ trivial: number; bare: number }> {
+): Promise<{
+  plain: { trivial: number; bare: number };
+  frames: { trivial: number; bare: number };
+}> {
   const dev = await startWranglerDev({
     port: TRIVIAL_PORT,
     root: process.cwd(),
     config: join(process.cwd(), "bench/trivial-do/wrangler.toml"),
   });
   try {
-    const t = bareProtocolTarget(dev.wsUrl, "trivial DO");
-    await runLoad(t, { clients: 2, mode: "direct", perClientRate: 5, seconds: 1 });
     const load = {
       clients,
       mode: "direct" as const,
       perClientRate: perClientRate("direct", clients),
       seconds,
     };
-    const ps: number[] = [];
-    const qs: number[] = [];
-    for (let k = 0; k < DIRECT50_PAIRS; k++) {
-      const p = await runLoad(t, load);
-      const q = await runLoad(bareT, load);
-      log(
-        `  trivial DO   direct ${clients} clients: p50 ${p.p50ms.toFixed(1)} ms, p99 ${p.p99ms.toFixed(1)} ms ` +
-          `(${p.delivered}/${p.expected}); bare p50 ${q.p50ms.toFixed(1)} ms, p99 ${q.p99ms.toFixed(1)} ms`,
-      );
-      ps.push(p.p99ms);
-      qs.push(q.p99ms);
-    }
-    return { trivial: median(ps), bare: median(qs) };
+    const run = async (frames: boolean) => {
+      const label = frames ? "trivial DO with Parley's frames" : "trivial DO";
+      const t = bareProtocolTarget(dev.wsUrl, label, frames);
+      await runLoad(t, { clients: 2, mode: "direct", perClientRate: 5, seconds: 1 });
+      const ps: number[] = [];
+      const qs: number[] = [];
+      for (let k = 0; k < DIRECT50_PAIRS; k++) {
+        const p = await runLoad(t, load);
+        const q = await runLoad(bareT, load);
+        log(
+          `  ${label}, direct ${clients} clients: p50 ${p.p50ms.toFixed(1)} ms, p99 ${p.p99ms.toFixed(1)} ms ` +
+            `(${p.delivered}/${p.expected}); bare p50 ${q.p50ms.toFixed(1)} ms, p99 ${q.p99ms.toFixed(1)} ms`,
+        );
+        ps.push(p.p99ms);
+        qs.push(q.p99ms);
+      }
+      return { trivial: median(ps), bare: median(qs) };
+    };
+    const plain = await run(false);
+    return { plain, frames: await run(true) };
   } finally {
     await dev.stop();
   }

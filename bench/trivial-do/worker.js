@@ -3,8 +3,11 @@
 // hibernation API, keeps a small attachment, answers the keep-alive ping without waking (as the
 // relay does), and otherwise speaks the bare server's protocol (bench/bare-server.ts): `hello`
 // names a socket, `send` forwards a body to the socket of that name; anything else is echoed.
-// No authentication, no storage. The memory row (bench/relay.ts) holds idle sockets on it; the
-// A/B tool (bench/relay-ab.ts) runs the 1:1 load through it, the platform's own floor.
+// A socket whose `hello` asks for Parley's frames (`frames: "parley"`) also gets an `accepted`
+// for each `send`, and its `ack`s are taken without an answer: the frames a Parley 1:1 message
+// costs (PROTOCOL.md §7.3), without the protocol's work. No authentication, no storage. The
+// memory row (bench/relay.ts) holds idle sockets on it; the relay bench and the A/B tool
+// (bench/relay-ab.ts) run the 1:1 load through it, the platform's own floor.
 import { DurableObject } from "cloudflare:workers";
 
 export class Trivial extends DurableObject {
@@ -38,13 +41,19 @@ export class Trivial extends DurableObject {
       f = null;
     }
     if (f?.t === "hello" && typeof f.name === "string") {
-      ws.serializeAttachment({ name: f.name });
+      ws.serializeAttachment({ name: f.name, frames: f.frames === "parley" });
       this.byName.set(f.name, ws);
       ws.send('{"t":"ready"}');
     } else if (f?.t === "send" && typeof f.to === "string") {
-      const from = ws.deserializeAttachment()?.name ?? "";
-      const out = JSON.stringify({ t: "deliver", mid: String(++this.seq), from, body: f.body });
+      const att = ws.deserializeAttachment();
+      const from = att?.name ?? "";
+      const mid = String(++this.seq);
+      const out = JSON.stringify({ t: "deliver", mid, from, body: f.body });
       this.byName.get(f.to)?.send(out);
+      if (att?.frames === true)
+        ws.send(JSON.stringify({ v: 1, t: "accepted", id: String(f.id), mid }));
+    } else if (f?.t === "ack") {
+      // Parley's frame pattern (bench/relay-ab.ts `frames`): taken, nothing stored.
     } else {
       ws.send(message);
     }
