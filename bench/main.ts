@@ -310,6 +310,14 @@ await section("relay", async () => {
       s.routed50.parley,
       s.routed50.bare,
     );
+  // One conversation on user objects: the two objects alone on the thread, the work each pair
+  // does per message at any hub size once production spreads the pairs.
+  if (s.routed2)
+    reportedMs(
+      "relay 1:1 direct p99, 2 clients, on user objects (one conversation: the work of one pair of objects)",
+      s.routed2.parley,
+      s.routed2.bare,
+    );
   if (s.routedGroup20) {
     const g = s.routedGroup20;
     target(

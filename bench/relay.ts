@@ -58,6 +58,8 @@ export interface RelayFigures {
     trivialFrames50: { trivial: number; bare: number } | null;
     /** The same on user objects (each client on its user's route). */
     routed50: { parley: number; bare: number } | null;
+    /** 1:1 direct on user objects at 2 clients: one conversation, two objects (p99 ms). */
+    routed2: { parley: number; bare: number } | null;
     /** Group fan-out at 20 clients on users' routes: throughput (deliveries/s) and p99 (ms). */
     routedGroup20: { parley: number; bare: number; p99: number; bareP99: number } | null;
     p99at2000: { parley: number; bare: number } | null;
@@ -307,12 +309,17 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     // the one local workerd thread, and its objects stay resident, which must not weigh on the
     // hub's figures above. Under `wrangler dev` every object shares one workerd
     // thread, so this shows the cost of the extra hop, not the spread production would give.
+    // At 2 clients (one conversation) the two objects have the thread to themselves: each pair
+    // of objects does that much work per message at 50 clients too, where production runs the
+    // pairs side by side.
+    let routed2: RelayFigures["summary"]["direct50"] = null;
     let routed50: RelayFigures["summary"]["direct50"] = null;
-    for (const clients of [10, 50]) {
+    for (const clients of [2, 10, 50]) {
       const rate = perClientRate("direct", clients);
       const rs = await pair("direct", clients, rate, i++, parleyRouted);
       const p = rs.find((r) => r.target !== "bare ws") as RelayRun;
       const q = rs.find((r) => r.target === "bare ws") as RelayRun;
+      if (clients === 2) routed2 = { parley: p.p99ms, bare: q.p99ms };
       if (clients === 50) routed50 = { parley: p.p99ms, bare: q.p99ms };
       matrix.push(matrixRow("direct, user objects", clients, 1, p, q));
     }
@@ -357,6 +364,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         direct50,
         trivial50,
         trivialFrames50,
+        routed2,
         routed50,
         routedGroup20,
         p99at2000,
