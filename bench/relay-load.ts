@@ -7,6 +7,7 @@
 import { appendFileSync } from "node:fs";
 import WebSocket from "ws";
 import { authTranscript, signedPrekeyTranscript } from "../shared/auth";
+import { ACK_GATHER } from "../shared/core/client";
 import { makeLeaves, publicLeaf } from "../shared/core/group-leaves";
 import {
   ed25519Sign,
@@ -18,11 +19,10 @@ import { fromB64u, toB64u } from "../shared/encoding";
 import { type ClientFrame, type Leaf, LIMITS, type ServerFrame } from "../shared/protocol";
 
 /**
- * Acknowledge once this many deliveries are pending (or after ACK_DELAY_MS): well inside the
- * relay's unacknowledged-delivery window (LIMITS.deliverWindow), and few enough ack frames that
- * they do not eat the per-connection frame budget (LIMITS.connRatePerSec).
+ * Acknowledge once ACK_GATHER deliveries are pending (the engine's own bound: well inside the
+ * relay's unacknowledged-delivery window, and few enough ack frames that they do not eat the
+ * per-connection frame budget), or after ACK_DELAY_MS.
  */
-const ACK_BATCH = Math.floor(LIMITS.deliverWindow / 2);
 const ACK_DELAY_MS = 10;
 /** Longest wait for an expected frame (welcome, group state, accepted) before a run fails. */
 const WAIT_MS = 60_000;
@@ -53,6 +53,31 @@ export interface Target {
   formContacts?(clients: LoadClient[]): Promise<void>;
 }
 
+/**
+ * A load client's acknowledgements on `ws`: `add` holds a delivered mid, sent with the others
+ * once ACK_GATHER are held or ACK_DELAY_MS after the first; `flush` sends what is held now.
+ */
+function acker(ws: WebSocket): { add(mid: string): void; flush(): void } {
+  const held: string[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    while (held.length > 0) {
+      const mids = held.splice(0, LIMITS.maxAckIds);
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ v: 1, t: "ack", mids }));
+    }
+  };
+  return {
+    add(mid) {
+      held.push(mid);
+      if (held.length >= ACK_GATHER) flush();
+      else timer ??= setTimeout(flush, ACK_DELAY_MS);
+    },
+    flush,
+  };
+}
+
 function opened(ws: WebSocket): Promise<void> {
   return new Promise((res, rej) => {
     ws.once("open", () => res());
@@ -71,7 +96,7 @@ export function bareTarget(port: number): Target {
  * A server speaking the bare server's protocol at `url` (also bench/trivial-do's object). With
  * `parleyFrames` (bench/trivial-do only) each message also costs the frames a Parley message
  * does: the object answers a `send` with an `accepted`, and the client acknowledges deliveries
- * as the Parley load clients below do (gathered for ACK_DELAY_MS, or ACK_BATCH at once).
+ * as the Parley load clients below do (`acker`).
  */
 export function bareProtocolTarget(url: string, label: string, parleyFrames = false): Target {
   let nextId = 0;
@@ -84,14 +109,7 @@ export function bareProtocolTarget(url: string, label: string, parleyFrames = fa
       ws.send(JSON.stringify({ t: "hello", name, ...(parleyFrames ? { frames: "parley" } : {}) }));
       await ready;
       let cb: (d: Delivery) => void = () => {};
-      const pendingAcks: string[] = [];
-      let ackTimer: NodeJS.Timeout | undefined;
-      const flushAcks = () => {
-        if (ackTimer !== undefined) clearTimeout(ackTimer);
-        ackTimer = undefined;
-        if (pendingAcks.length > 0 && ws.readyState === WebSocket.OPEN)
-          ws.send(JSON.stringify({ v: 1, t: "ack", mids: pendingAcks.splice(0) }));
-      };
+      const acks = acker(ws);
       ws.on("message", (data) => {
         const f = JSON.parse(String(data)) as {
           t: string;
@@ -100,11 +118,7 @@ export function bareProtocolTarget(url: string, label: string, parleyFrames = fa
           body: string;
         };
         if (f.t !== "deliver") return;
-        if (parleyFrames) {
-          pendingAcks.push(f.mid);
-          if (pendingAcks.length >= ACK_BATCH) flushAcks();
-          else ackTimer ??= setTimeout(flushAcks, ACK_DELAY_MS);
-        }
+        if (parleyFrames) acks.add(f.mid);
         cb({ from: f.from, body: f.body });
       });
       return {
@@ -186,16 +200,7 @@ export function parleyTarget(
       const waiters: Array<{ t: string; pred: (f: never) => boolean; res: (f: never) => void }> =
         [];
       let cb: (d: Delivery) => void = () => {};
-      const pendingAcks: string[] = [];
-      let ackTimer: NodeJS.Timeout | undefined;
-      const flushAcks = () => {
-        if (ackTimer !== undefined) clearTimeout(ackTimer);
-        ackTimer = undefined;
-        while (pendingAcks.length > 0) {
-          const mids = pendingAcks.splice(0, LIMITS.maxAckIds);
-          if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ v: 1, t: "ack", mids }));
-        }
-      };
+      const acks = acker(ws);
       const conn: ParleyConn = {
         name,
         frames: [],
@@ -219,7 +224,7 @@ export function parleyTarget(
           cb = c;
         },
         close: () => {
-          flushAcks();
+          acks.flush();
           ws.close();
         },
         waitFor(t, pred = () => true) {
@@ -269,9 +274,7 @@ export function parleyTarget(
             sig: toB64u(sig),
           });
         } else if (f.t === "deliver") {
-          pendingAcks.push(f.mid);
-          if (pendingAcks.length >= ACK_BATCH) flushAcks();
-          else ackTimer ??= setTimeout(flushAcks, ACK_DELAY_MS);
+          acks.add(f.mid);
           if (f.item.kind !== "commit") cb({ from: f.from, body: f.item.body });
         } else if (f.t === "group" && f.state.group === group) {
           conn.groupEpoch = f.state.epoch;

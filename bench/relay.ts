@@ -7,6 +7,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
+import { ACK_GATHER } from "../shared/core/client";
 import { LIMITS } from "../shared/protocol";
 import { startWranglerDev, type WranglerDev } from "../test/support/wrangler-dev";
 import { freezeWorker } from "./frozen-worker";
@@ -71,14 +72,14 @@ export interface RelayFigures {
 
 /**
  * Per-client message rate for a configuration, inside the relay's per-connection frame budget:
- * each client sends `r` frames and acks (n − 1)·r / ACK_BATCH deliveries (group) or r (direct),
+ * each client sends `r` frames and acks (n − 1)·r deliveries (group) or r (direct) in frames of
+ * ACK_GATHER (the load clients gather as the engine does, bench/relay-load.ts),
  * and must stay below LIMITS.connRatePerSec with some headroom.
  */
 export function perClientRate(mode: "direct" | "group", clients: number): number {
   const budget = LIMITS.connRatePerSec * 0.85;
-  const ackBatch = Math.floor(LIMITS.deliverWindow / 2);
   const received = mode === "group" ? clients - 1 : 1;
-  return Math.floor(budget / (1 + received / ackBatch));
+  return Math.floor(budget / (1 + received / ACK_GATHER));
 }
 
 async function measured(

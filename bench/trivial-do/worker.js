@@ -53,7 +53,7 @@ export class Trivial extends DurableObject {
       if (att?.frames === true)
         ws.send(JSON.stringify({ v: 1, t: "accepted", id: String(f.id), mid }));
     } else if (f?.t === "ack") {
-      // Parley's frame pattern (bench/relay-ab.ts `frames`): taken, nothing stored.
+      // Parley's frame pattern (a `hello` with `frames`): taken, nothing stored.
     } else {
       ws.send(message);
     }
