@@ -67,6 +67,11 @@ export const LIMITS = {
   maxMailboxHardPerRecipient: 4000,
   /** Deliveries sent on one connection and not yet acknowledged; ack to receive more. */
   deliverWindow: 64,
+  /**
+   * Longest time a direct item sent before it is stored waits for its recipient's `ack` before
+   * the relay stores it (§7.3 "Write-behind"); its sender's `accepted` comes at one or the other.
+   */
+  writeBehindMs: 100,
   /** Authenticated connections per hub; keeps a full `presence` frame under maxFrameBytes. */
   maxOnlinePerHub: 4000,
   mailboxTtlMs: 7 * 24 * 60 * 60 * 1000,

@@ -3,7 +3,8 @@
  * recipient, per-sender shares and totals; PROTOCOL.md §7.3) against the reference, a recount in
  * SQL (`countMailboxes`, `senderHoldings`), after every step of random sequences of the writes
  * that change them: direct items and commits stored, acknowledged, expired; group messages
- * stored and deleted. And the read caches (directory rows, contact decisions) against a fresh
+ * stored and deleted; direct items held in memory before they are stored (write-behind) count as
+ * stored rows, whether they are then stored or released. And the read caches (directory rows, contact decisions) against a fresh
  * Store's reads after random sequences of the writes that change them.
  */
 import { runInDurableObject } from "cloudflare:test";
@@ -30,6 +31,10 @@ const op = fc.oneof(
   fc.record({ t: fc.constant("flush" as const) }),
   fc.record({ t: fc.constant("group" as const), from: user, expired: fc.boolean() }),
   fc.record({ t: fc.constant("delgroup" as const), pick: fc.nat() }),
+  // Write-behind (PROTOCOL.md §7.3): a direct item held in memory, then stored or released.
+  fc.record({ t: fc.constant("hold" as const), from: user, to: user }),
+  fc.record({ t: fc.constant("settle" as const), pick: fc.nat() }),
+  fc.record({ t: fc.constant("release" as const), pick: fc.nat() }),
   fc.record({ t: fc.constant("purge" as const) }),
 );
 
@@ -62,6 +67,8 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
           const mids: Array<{ mid: number; to: string; from: string; kind: "direct" | "commit" }> =
             [];
           const logged: number[] = [];
+          // Held items (Store.holdItem): the reference counts them by hand, as rows to come.
+          const held: Array<{ mid: number; to: string; from: string }> = [];
           const check = () => {
             // Counts discount rows waiting for the flush; the reference recount below deletes
             // them first (senderHoldings flushes), so both must agree either way.
@@ -69,15 +76,19 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
             for (const sender of USERS) {
               const fast = store.fanoutHoldings(sender, USERS);
               const ref = store.senderHoldings(sender, USERS);
-              expect(fast.holdings.messages).toBe(ref.messages);
+              const heldBy = held.filter((h) => h.from === sender);
+              expect(fast.holdings.messages).toBe(ref.messages + heldBy.length);
               for (const to of USERS) {
-                expect(fast.holdings.perRecipient.get(to) ?? 0).toBe(ref.perRecipient.get(to) ?? 0);
+                expect(fast.holdings.perRecipient.get(to) ?? 0).toBe(
+                  (ref.perRecipient.get(to) ?? 0) + heldBy.filter((h) => h.to === to).length,
+                );
               }
               const counts = store.countMailboxes(USERS);
               for (const to of USERS) {
-                expect(fast.stored.get(to) ?? 0).toBe(counts.get(to) ?? 0);
-                expect(store.countMailbox(to)).toBe(counts.get(to) ?? 0);
-                expect(before.get(to)).toBe(counts.get(to) ?? 0);
+                const n = (counts.get(to) ?? 0) + held.filter((h) => h.to === to).length;
+                expect(fast.stored.get(to) ?? 0).toBe(n);
+                expect(store.countMailbox(to)).toBe(n);
+                expect(before.get(to)).toBe(n);
               }
             }
           };
@@ -131,6 +142,36 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
                   skipped: [],
                 }),
               );
+            } else if (o.t === "hold") {
+              const item = {
+                recipient: o.to,
+                sender: o.from,
+                senderKey: "k",
+                ts: now,
+                expiresAt: now + 10,
+                kind: "direct" as const,
+                group: null,
+                epoch: null,
+                wrap: null,
+              };
+              const mid = store.holdItem(item, "QUJD");
+              expect(store.isHeld(mid)).toBe(true);
+              // Not stored: never read back for delivery while held.
+              expect(store.itemsAfter(o.to, 0, now, 1000).some((r) => r.mid === mid)).toBe(false);
+              held.push({ mid, to: o.to, from: o.from });
+            } else if (o.t === "settle" || o.t === "release") {
+              const [h] = held.splice(o.pick % Math.max(1, held.length), 1);
+              if (h !== undefined) {
+                if (o.t === "settle") {
+                  expect(store.settleHeld(h.mid)).toBe(true);
+                  // Stored under the mid it was sent with, and delivered from storage from now.
+                  expect(store.itemsAfter(h.to, h.mid - 1, now, 1)[0]?.mid).toBe(h.mid);
+                  mids.push({ mid: h.mid, to: h.to, from: h.from, kind: "direct" });
+                } else expect(store.releaseHeld(h.mid)).toBe(true);
+                expect(store.isHeld(h.mid)).toBe(false);
+                expect(store.settleHeld(h.mid)).toBe(false);
+                expect(store.releaseHeld(h.mid)).toBe(false);
+              }
             } else if (o.t === "delgroup") {
               const m = logged.splice(o.pick % Math.max(1, logged.length), 1);
               store.deleteGroupMessages(m);
@@ -144,6 +185,34 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
       }),
       { numRuns: 80 },
     );
+  });
+});
+
+describe("relay store: mids of held items", () => {
+  it("a held item's mid is never handed out again after a restart, though it was never stored", async () => {
+    const hub = freshHub("lease");
+    await runInDurableObject(stubFor(hub), (_i, state) => {
+      const store = new Store(state.storage.sql);
+      store.migrate([], 1);
+      const item = {
+        recipient: "ben",
+        sender: "ann",
+        senderKey: "k",
+        ts: 1,
+        expiresAt: 2,
+        kind: "direct" as const,
+        group: null,
+        epoch: null,
+        wrap: null,
+      };
+      const held = [store.holdItem(item, "QUJD"), store.holdItem(item, "QUJD")];
+      // The object dies: a Store started on the same storage (its memory gone).
+      const after = new Store(state.storage.sql);
+      after.migrate([], 1);
+      expect(after.isHeld(held[1] as number)).toBe(false);
+      expect(after.nextMid()).toBeGreaterThan(Math.max(...held));
+      expect(after.countMailbox("ben")).toBe(0);
+    });
   });
 });
 

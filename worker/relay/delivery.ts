@@ -4,7 +4,11 @@
  *
  * Every routed item is stored before anything is sent (at-least-once): direct items and commits
  * as one `mailbox` row per recipient, group messages once in the `group_log` with a roster
- * snapshot (store.ts). What this module adds is memory, so that the common case costs a socket
+ * snapshot (store.ts) — except a direct item sent *write-behind* (PROTOCOL.md §7.3): sent to a
+ * caught-up connection at once and held in memory (Store.holdItem) until its recipient
+ * acknowledges it (never stored) or it is stored (LIMITS.writeBehindMs, a connection of its
+ * address closing or starting, a retry); its sender's `accepted` waits for one or the other, so
+ * until then the sender's outbox holds it. What this module adds is memory, so that the common case costs a socket
  * send and no storage work:
  *
  * - per connection, the items in flight and whether it is *caught up* (everything stored for
@@ -24,9 +28,10 @@
  * activity, sent cursor, out-of-order acknowledgements) are written within FLUSH_DELAY_MS,
  * batched: losing that window in a crash means some items are delivered again, which clients
  * dedupe (§6.1). A pending timer keeps the object from hibernating (Cloudflare docs, "Lifecycle of
- * a Durable Object"), so memory is flushed before it can sleep. Nothing accepted is ever lost:
- * acceptance (the row) is written in the sending frame's own event, before its `accepted` can
- * leave the object (output gate).
+ * a Durable Object"), so memory is flushed, and held items stored, before it can sleep. Nothing
+ * accepted is ever lost: a stored item's row is written in the event that answers it, before its
+ * `accepted` can leave the object (output gate); a held item is answered only once its recipient
+ * acknowledged it, or in the event that stores it.
  */
 import { LIMITS } from "../../shared/protocol";
 import { addressOf, MAX_ACKED_AHEAD } from "./attachment";
@@ -48,6 +53,16 @@ export const FLUSH_DELAY_MS = 200;
 export const MAX_QUEUED_PER_CONNECTION = 4096;
 export const MAX_QUEUED_CHARS = 16 * 1024 * 1024;
 const QUEUE_ENTRY_COST = 64;
+
+/**
+ * A direct item sent before it is stored (PROTOCOL.md §7.3 "Write-behind"), until its
+ * recipient acknowledges it or it is stored. `done` runs once: `stored` says which.
+ */
+interface Behind {
+  address: string;
+  at: number;
+  done(mid: number, stored: boolean): void;
+}
 
 /** Group messages whose outstanding copies are counted in memory (newest kept). */
 const MAX_COUNTED_MESSAGES = 100_000;
@@ -99,6 +114,9 @@ export class Deliveries {
   /** Memory held by connection queues (see MAX_QUEUED_CHARS). */
   #queuedChars = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
+  /** Held direct items in flight (sendBehind), in mid order, which is the order they came. */
+  readonly #behind = new Map<number, Behind>();
+  #behindTimer: ReturnType<typeof setTimeout> | null = null;
 
   readonly #maxQueued: number;
   readonly #maxQueuedChars: number;
@@ -185,6 +203,9 @@ export class Deliveries {
 
   /** A connection just authenticated: nothing sent on it yet; send what is stored. */
   start(s: Session): void {
+    // Held items of this address sent on an earlier connection are stored first, so that the
+    // new connection's drain, which goes by mid from nothing sent, finds them.
+    if (s.authed !== null) this.settleFor(addressOf(s.authed));
     this.#dropQueue(s);
     s.inflight = new Map();
     s.sent = 0;
@@ -193,8 +214,9 @@ export class Deliveries {
     this.drain(s);
   }
 
-  /** The connection is gone: release what it held in memory. */
+  /** The connection is gone: release what it held in memory, and store its held items. */
   closed(s: Session): void {
+    if (s.authed !== null) this.settleFor(addressOf(s.authed));
     this.#dropQueue(s);
     s.caughtUp = false;
   }
@@ -337,6 +359,93 @@ export class Deliveries {
     this.drain(s);
   }
 
+  // -- write-behind (PROTOCOL.md §7.3) -------------------------------------------------------
+
+  /**
+   * Would an item for `address` be sent at once: a caught-up connection with room in its window
+   * and nothing waiting? Only then may a direct item be sent before it is stored (sendBehind).
+   */
+  canSendNow(address: string): boolean {
+    const s = this.#d.sessions.online(address);
+    return (
+      s !== undefined &&
+      !s.closed &&
+      s.inflight !== null &&
+      s.caughtUp &&
+      s.queue.length === 0 &&
+      s.inflight.size < LIMITS.deliverWindow
+    );
+  }
+
+  /**
+   * Send a held item (Store.holdItem) to `address` now, before it is stored. It is settled
+   * once: released when the recipient acknowledges it (`done(mid, false)`), or stored — when
+   * WRITE_BEHIND_MS pass first, when a connection of the address closes or starts, or when
+   * `settle` is asked (a retry of the send) — and then `done(mid, true)`.
+   */
+  sendBehind(
+    address: string,
+    item: InflightItem,
+    text: string,
+    done: (mid: number, stored: boolean) => void,
+  ): void {
+    this.#behind.set(item.mid, { address, at: this.#d.now(), done });
+    this.#behindTimer ??= setTimeout(() => this.#settleDue(), LIMITS.writeBehindMs);
+    const s = this.#d.sessions.online(address);
+    // A failed send leaves the item to be stored: the connection is going away.
+    if (s === undefined || s.inflight === null || !s.sendText(text)) return;
+    s.inflight.set(item.mid, item);
+    s.sent = item.mid;
+    this.#touch(s);
+  }
+
+  /** Store the held item `mid` now (a retry of its send came); false if it is not held. */
+  settle(mid: number): boolean {
+    const b = this.#behind.get(mid);
+    if (b === undefined) return false;
+    return this.#settle(mid, b);
+  }
+
+  /** Store every held item of `address` (one of its connections closed or started). */
+  settleFor(address: string): void {
+    for (const [mid, b] of this.#behind) if (b.address === address) this.#settle(mid, b);
+  }
+
+  /** Held items still unsettled (tests; the object must not sleep while there are any). */
+  get behindCount(): number {
+    return this.#behind.size;
+  }
+
+  #settle(mid: number, b: Behind): boolean {
+    try {
+      this.#d.store.settleHeld(mid);
+    } catch (e) {
+      // Storage refused: the item stays held and is tried again by the timer; its sender has
+      // no answer yet, so nothing is lost if the object dies first (§7.3).
+      console.error("relay: settling a held item failed", e instanceof Error ? e.name : typeof e);
+      this.#behindTimer ??= setTimeout(() => this.#settleDue(), LIMITS.writeBehindMs);
+      return false;
+    }
+    this.#behind.delete(mid);
+    b.done(mid, true);
+    return true;
+  }
+
+  /** The timer: store the held items that waited WRITE_BEHIND_MS, then wait for the next. */
+  #settleDue(): void {
+    this.#behindTimer = null;
+    const now = this.#d.now();
+    for (const [mid, b] of this.#behind) {
+      if (b.at + LIMITS.writeBehindMs > now) break;
+      if (!this.#settle(mid, b)) return;
+    }
+    const next = this.#behind.values().next();
+    if (next.done !== true) {
+      const wait = Math.max(1, next.value.at + LIMITS.writeBehindMs - now);
+      this.#behindTimer = setTimeout(() => this.#settleDue(), wait);
+    }
+  }
+
   /** A group message `mid` from `sender` was stored for `recipients` (frame serialised once). */
   fanout(recipients: readonly string[], mid: number, sender: string, text: string): void {
     this.#copies.set(mid, recipients.length);
@@ -365,8 +474,19 @@ export class Deliveries {
     const rowMids: number[] = [];
     const later: Array<{ mid: number; sender: string; kind: MailboxKind }> = [];
     let groupAcked = false;
+    const released: Array<{ mid: number; sender: string; kind: MailboxKind }> = [];
     for (const mid of mids) {
       const it = inflight.get(mid);
+      const held = this.#behind.get(mid);
+      if (it !== undefined && !it.group && held !== undefined) {
+        // Held, never stored (§7.3 "Write-behind"): the recipient has it, so nothing is written.
+        inflight.delete(mid);
+        this.#behind.delete(mid);
+        this.#d.store.releaseHeld(mid);
+        released.push({ mid, sender: it.sender, kind: "direct" });
+        held.done(mid, false);
+        continue;
+      }
       if (it !== undefined && !it.group && it.kind !== undefined) {
         inflight.delete(mid);
         later.push({ mid, sender: it.sender, kind: it.kind });
@@ -385,6 +505,7 @@ export class Deliveries {
       groupAcked = true;
     }
     const rows = rowMids.length > 0 ? this.#d.store.ack(addressOf(a), rowMids) : [];
+    rows.push(...released);
     if (later.length > 0) {
       rows.push(...this.#d.store.ackLater(addressOf(a), later));
       this.#schedule();

@@ -187,6 +187,11 @@ export type EnqueueResult =
       stored: boolean;
       /** The recipient's mailbox address, and how many items of the sender it holds now. */
       held: { address: string; n: number };
+      /**
+       * Sent before it was stored (§7.3 "Write-behind"): the sender's answer comes later,
+       * through the `answer` given to `enqueue`, once the item is acknowledged or stored.
+       */
+      later?: true;
     }
   | { ok: false; code: ErrorCode };
 
@@ -347,10 +352,16 @@ export class Hub {
   readonly pushes: Pushes;
   /**
    * `send` and `group_send` steps that arrive together run in one event, one commit
-   * (coalesce.ts). Each still stores before it answers or delivers (§7.3), and its connection's
-   * next frame waits for it (`message`), so per-connection order holds.
+   * (coalesce.ts). Each still stores before it answers or delivers (§7.3; a direct item sent
+   * write-behind is answered once acknowledged or stored), and its connection's next frame waits
+   * for it (`message`), so per-connection order holds.
    */
   readonly #coalesced = new Coalescer();
+  /**
+   * Held sends (§7.3 "Write-behind") by retry key and frame id: a retry of one is stored at once
+   * (enqueue). An entry goes when its item is settled, so at most the held items are here.
+   */
+  readonly #heldSends = new Map<string, { mid: number; target: string; digest: string }>();
   /**
    * Senders in other users' objects whose items an address here acknowledged: each sender's
    * object is told what this object still holds of its items (the sender's total, §7.3) once per
@@ -1772,12 +1783,15 @@ export class Hub {
    * call from the sender's object to the recipient's, keyed for retries by `key`.
    */
   #send(s: Session, a: AuthedAttachment, frame: Frame<"send">, now: number): void {
-    const r = this.enqueue(this.#direct(a, frame, now));
+    const answer = (mid: number) => {
+      if (!s.closed) s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(mid) });
+    };
+    const r = this.enqueue(this.#direct(a, frame, now), answer);
     if (!r.ok) {
       s.send(errorFrame(r.code, frame.id));
       return;
     }
-    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(r.mid) });
+    if (r.later !== true) answer(r.mid);
     // The recipient may now see the sender online (§6.3): the sender chose to write to them.
     // A copy to one's own other device (§4.7) is no such choice.
     const own = frame.to === a.username && frame.device !== undefined;
@@ -1910,7 +1924,7 @@ export class Hub {
    * wake its device. `stored` is false for a retry. Synchronous: a decision and its write are
    * one step, so no other item can take the room it was judged to have.
    */
-  enqueue(e: DirectEnqueue): EnqueueResult {
+  enqueue(e: DirectEnqueue, answer?: (mid: number) => void): EnqueueResult {
     const { store } = this.#d;
     const user = store.getUser(e.to);
     if (user === null) return { ok: false, code: "unknown_user" };
@@ -1927,6 +1941,15 @@ export class Hub {
           );
     if (to === null) return { ok: false, code: "unknown_device" };
     const sent = { target: `d:${to}`, digest: bodyDigest(e.body) };
+    // A retry of a send still held (sent, neither acknowledged nor stored): stored now, so it is
+    // remembered as accepted below and this answer can never outrun the item's only copy.
+    const heldSend = this.#heldSends.get(`${e.key}\n${e.id}`);
+    if (
+      heldSend !== undefined &&
+      heldSend.target === sent.target &&
+      heldSend.digest === sent.digest
+    )
+      this.deliveries.settle(heldSend.mid);
     const prior = store.acceptedSend(e.key, e.id, sent, e.now);
     const heldAt = (n: number) => ({ address: to, n });
     if (prior !== null)
@@ -1957,8 +1980,18 @@ export class Hub {
     // Per-sender quotas (§7.3): refused to this sender only; nothing stored is ever dropped.
     const quota = senderRoom("direct", holdings, [to]);
     if (quota.fits.length === 0 || !quota.totalOk) return { ok: false, code: "mailbox_full" };
-    const payload = store.putPayload(e.body);
     const from = { username: e.from, identityKey: e.fromKey };
+    if (answer !== undefined && standing === "contact" && this.deliveries.canSendNow(to)) {
+      const mid = this.#sendBehind(e, to, sent, answer);
+      return {
+        ok: true,
+        mid,
+        stored: true,
+        later: true,
+        held: heldAt((holdings.perRecipient.get(to) ?? 0) + 1),
+      };
+    }
+    const payload = store.putPayload(e.body);
     const mid = this.#enqueue(from, to, "direct", payload, null, null, null, e.now, e.fromDevice);
     store.recordSend(e.key, e.id, { ...sent, mid }, e.now + LIMITS.sendRetryWindowSec * 1000);
     this.deliveries.persistSoon();
@@ -1971,6 +2004,67 @@ export class Hub {
       stored: true,
       held: heldAt((holdings.perRecipient.get(to) ?? 0) + 1),
     };
+  }
+
+  /**
+   * A direct item sent before it is stored (§7.3 "Write-behind"): the recipient's connection is
+   * caught up with room, so the `deliver` goes out now, in this step, with no write to wait for;
+   * the item is counted as stored (Store.holdItem) and its sender keeps it in its outbox until
+   * `answer` runs — when the recipient acknowledges it (never stored) or when it is stored
+   * (within writeBehindMs, or at once if the recipient's connection closes or the send is
+   * retried). Either way it is then remembered for retries like any accepted send.
+   */
+  #sendBehind(
+    e: DirectEnqueue,
+    to: string,
+    sent: { target: string; digest: string },
+    answer: (mid: number) => void,
+  ): number {
+    const { store } = this.#d;
+    const mid = store.holdItem(
+      {
+        senderDevice: e.fromDevice,
+        recipient: to,
+        sender: e.from,
+        senderKey: e.fromKey,
+        ts: e.now,
+        expiresAt: expiryOf(e.now),
+        kind: "direct",
+        group: null,
+        epoch: null,
+        wrap: null,
+      },
+      e.body,
+    );
+    const retryKey = `${e.key}\n${e.id}`;
+    this.#heldSends.set(retryKey, { mid, ...sent });
+    const from = { username: e.from, identityKey: e.fromKey };
+    const text = this.#deliverText(
+      from,
+      mid,
+      e.now,
+      { kind: "direct", body: e.body },
+      e.fromDevice,
+    );
+    this.deliveries.sendBehind(
+      to,
+      { mid, group: false, sender: e.from, kind: "direct" },
+      text,
+      (m, stored) => {
+        if (this.#heldSends.get(retryKey)?.mid === m) this.#heldSends.delete(retryKey);
+        store.recordSend(
+          e.key,
+          e.id,
+          { ...sent, mid: m },
+          e.now + LIMITS.sendRetryWindowSec * 1000,
+        );
+        if (stored) this.#d.wakeAt(expiryOf(e.now));
+        this.deliveries.persistSoon();
+        answer(m);
+      },
+    );
+    this.pushes.queued([to], e.now);
+    return mid;
   }
 
   /**
@@ -2035,6 +2129,26 @@ export class Hub {
     item: DeliverItem,
     fromDevice: string | null = null,
   ): void {
+    this.deliveries.offer(
+      to,
+      {
+        mid,
+        group: false,
+        sender: from.username,
+        kind: item.kind === "commit" ? "commit" : "direct",
+      },
+      this.#deliverText(from, mid, now, item, fromDevice),
+    );
+  }
+
+  /** The `deliver` frame of a mailbox item, serialised. */
+  #deliverText(
+    from: Pick<AuthedAttachment, "username" | "identityKey">,
+    mid: number,
+    now: number,
+    item: DeliverItem,
+    fromDevice: string | null,
+  ): string {
     const frame: FrameOf<ServerFrame, "deliver"> = {
       v: PROTOCOL_VERSION,
       t: "deliver",
@@ -2045,16 +2159,7 @@ export class Hub {
       ts: now,
       item,
     };
-    this.deliveries.offer(
-      to,
-      {
-        mid,
-        group: false,
-        sender: from.username,
-        kind: item.kind === "commit" ? "commit" : "direct",
-      },
-      JSON.stringify(frame),
-    );
+    return JSON.stringify(frame);
   }
 
   #enqueue(

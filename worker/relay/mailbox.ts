@@ -2,8 +2,10 @@
  * Mailbox rules (PROTOCOL.md §7.3): what an item looks like on the wire, when a mailbox is full,
  * and how many deliveries may be outstanding on one connection.
  *
- * Every routed item is stored before anything is sent (at-least-once): the relay pushes it when
- * the recipient is online and keeps it until the recipient acknowledges its mid. Deliveries on a
+ * Every routed item is stored before anything is sent (at-least-once; a direct item sent
+ * write-behind is answered only once its recipient acknowledged it or it is stored, §7.3): the
+ * relay pushes it when the recipient is online and keeps it until the recipient acknowledges its
+ * mid. Deliveries on a
  * connection are strictly in mid order, and at most LIMITS.deliverWindow of them are unacknowledged
  * at any time, so a reconnect after a week offline never loads the whole mailbox into memory.
  */

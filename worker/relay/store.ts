@@ -26,6 +26,9 @@ const CACHE_MAX = 2048;
  */
 const SEND_IDS_KEPT = 16;
 
+/** Mids leased per write for held items (holdItem): a restart skips at most this many. */
+const MID_LEASE = 4096;
+
 /** Put `key` in a bounded insertion-ordered cache, dropping the oldest entry past CACHE_MAX. */
 function remember<K, V>(cache: Map<K, V>, key: K, value: V): void {
   if (cache.size >= CACHE_MAX) {
@@ -560,6 +563,21 @@ export class Store {
   >();
   /** Devices recordSend changed and flushSends has not written yet. */
   readonly #unsavedSends = new Map<string, Map<string, RecentSend>>();
+  /**
+   * Direct items sent before they are stored (PROTOCOL.md §7.3 "Write-behind"), by mid: counted
+   * toward every bound like rows, in memory only, until settleHeld writes them or releaseHeld
+   * (their recipient acknowledged them) forgets them. Per recipient and per sender and recipient,
+   * for the counts.
+   */
+  readonly #behind = new Map<number, { item: Omit<NewMailboxItem, "payload">; body: string }>();
+  readonly #behindCounts = new Map<string, number>();
+  readonly #behindShares = new Map<string, Map<string, number>>();
+  /**
+   * Every mid up to this one may have been handed out: written to `mid_counter` before a held
+   * item's mid passes it, so that after a restart no mid a recipient may already have seen (and
+   * dedupes by, §7.3) is handed out again for another item, though the item was never stored.
+   */
+  #midLeased = 0;
 
   /** Only `exec` is used: the Node tests' SQLite (test/support/node-sql.ts) provides just that. */
   constructor(private readonly sql: Pick<SqlStorage, "exec">) {}
@@ -578,6 +596,9 @@ export class Store {
     this.#deviceLists.clear();
     this.#acked.clear();
     this.#ackedBy.clear();
+    this.#behind.clear();
+    this.#behindCounts.clear();
+    this.#behindShares.clear();
     for (const stmt of SCHEMA) this.sql.exec(stmt);
     this.#dropLegacy();
     this.#moveBindingsOut();
@@ -604,6 +625,7 @@ export class Store {
         )
         .one().n,
     );
+    this.#midLeased = this.#lastMid;
     for (const g of defaultGroups) {
       this.sql.exec(
         "INSERT INTO groups (name, epoch, created_at) VALUES (?, 0, ?) ON CONFLICT (name) DO NOTHING",
@@ -1136,8 +1158,8 @@ export class Store {
     return ++this.#lastMid;
   }
 
-  putItem(item: NewMailboxItem): number {
-    const mid = this.nextMid();
+  /** Store a mailbox row under a new mid, or under `mid` handed out earlier by holdItem. */
+  putItem(item: NewMailboxItem, mid = this.nextMid()): number {
     this.sql.exec(
       `INSERT INTO mailbox (mid, recipient, sender, sender_key, ts, expires_at, kind, grp, epoch, payload, wrap)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -1173,6 +1195,63 @@ export class Store {
       t.direct++;
     }
     return mid;
+  }
+
+  /**
+   * A direct item about to be sent before it is stored (§7.3 "Write-behind"): its mid, leased in
+   * blocks of MID_LEASE (one small write per block), and its place in the counts.
+   */
+  holdItem(item: Omit<NewMailboxItem, "payload">, body: string): number {
+    const mid = this.nextMid();
+    if (mid > this.#midLeased) {
+      this.#midLeased = mid + MID_LEASE;
+      this.sql.exec("UPDATE mid_counter SET last = MAX(last, ?) WHERE id = 1", this.#midLeased);
+    }
+    this.#behind.set(mid, { item, body });
+    this.#behindCounts.set(item.recipient, (this.#behindCounts.get(item.recipient) ?? 0) + 1);
+    let shares = this.#behindShares.get(item.sender);
+    if (shares === undefined) {
+      shares = new Map();
+      this.#behindShares.set(item.sender, shares);
+    }
+    shares.set(item.recipient, (shares.get(item.recipient) ?? 0) + 1);
+    return mid;
+  }
+
+  /** Whether `mid` is a held item (holdItem) not yet settled or released. */
+  isHeld(mid: number): boolean {
+    return this.#behind.has(mid);
+  }
+
+  /** Store a held item as a row under its mid (payload, row, counts); false if not held. */
+  settleHeld(mid: number): boolean {
+    const h = this.#unhold(mid);
+    if (h === undefined) return false;
+    this.putItem({ ...h.item, payload: this.putPayload(h.body) }, mid);
+    return true;
+  }
+
+  /** A held item's recipient acknowledged it: it stops counting and is never stored. */
+  releaseHeld(mid: number): boolean {
+    return this.#unhold(mid) !== undefined;
+  }
+
+  #unhold(mid: number): { item: Omit<NewMailboxItem, "payload">; body: string } | undefined {
+    const h = this.#behind.get(mid);
+    if (h === undefined) return undefined;
+    this.#behind.delete(mid);
+    const { recipient, sender } = h.item;
+    const n = (this.#behindCounts.get(recipient) ?? 0) - 1;
+    if (n > 0) this.#behindCounts.set(recipient, n);
+    else this.#behindCounts.delete(recipient);
+    const shares = this.#behindShares.get(sender);
+    const k = (shares?.get(recipient) ?? 0) - 1;
+    if (shares !== undefined) {
+      if (k > 0) shares.set(recipient, k);
+      else shares.delete(recipient);
+      if (shares.size === 0) this.#behindShares.delete(sender);
+    }
+    return h;
   }
 
   #sender(sender: string): SenderTotals {
@@ -1332,8 +1411,8 @@ export class Store {
    * at their expiry time): one indexed row read.
    */
   countMailbox(recipient: string): number {
-    // The mirror already discounts rows waiting for the flush.
-    return this.#mailboxCounts().get(recipient) ?? 0;
+    // The mirror already discounts rows waiting for the flush; held items count as rows.
+    return (this.#mailboxCounts().get(recipient) ?? 0) + (this.#behindCounts.get(recipient) ?? 0);
   }
 
   /** The `mailbox_counts` mirror, read from storage on first use. */
@@ -2081,13 +2160,17 @@ export class Store {
     const t = this.#sender(sender);
     const stored = new Map<string, number>();
     const perRecipient = new Map<string, number>();
+    // Held items (holdItem) count as the rows they may become.
+    const behind = this.#behindShares.get(sender);
+    let held = 0;
+    for (const n of behind?.values() ?? []) held += n;
     for (const to of recipients) {
-      const n = counts.get(to);
-      if (n !== undefined) stored.set(to, n);
-      const share = t.shares.get(to);
-      if (share !== undefined) perRecipient.set(to, share);
+      const n = (counts.get(to) ?? 0) + (this.#behindCounts.get(to) ?? 0);
+      if (n > 0) stored.set(to, n);
+      const share = (t.shares.get(to) ?? 0) + (behind?.get(to) ?? 0);
+      if (share > 0) perRecipient.set(to, share);
     }
-    const messages = t.direct + (this.#logCounts().get(sender) ?? 0);
+    const messages = t.direct + held + (this.#logCounts().get(sender) ?? 0);
     return { stored, holdings: { messages, perRecipient } };
   }
 

@@ -1,0 +1,218 @@
+/**
+ * Write-behind (PROTOCOL.md §7.3): a direct item for a contact whose connection is caught up is
+ * sent before it is stored, and its sender's `accepted` waits for the recipient's `ack` (then
+ * nothing is stored) or for the item to be stored — after writeBehindMs, when the recipient's
+ * connection closes or another authenticates, or when the send is retried. At every moment the
+ * sender (no `accepted` yet), the relay (stored) or the recipient (acknowledged) holds it; a
+ * relay that dies while it holds one loses nothing the sender was told was accepted, and never
+ * hands its mid out again.
+ */
+import { runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import type { FrameOf, ServerFrame } from "../../shared/protocol";
+import { LIMITS } from "../../shared/protocol";
+import { body, delivered, freshHub, newKeys, TestClient } from "./support/client";
+import { countTable, stubFor } from "./support/relay-store";
+
+type Deliver = FrameOf<ServerFrame, "deliver">;
+
+/** alice and bob, online, each the other's contact: alice's messages to bob may go write-behind. */
+async function pair(prefix: string) {
+  const hub = freshHub(prefix);
+  const aliceKeys = await newKeys();
+  const bobKeys = await newKeys();
+  const alice = (await TestClient.connect(hub, "alice", aliceKeys)).c;
+  const bob = (await TestClient.connect(hub, "bob", bobKeys)).c;
+  await bob.accept("alice");
+  await alice.accept("bob");
+  return { hub, alice, bob, aliceKeys, bobKeys };
+}
+
+/** Rows stored for `to` and the payloads behind them. */
+async function stored(hub: string, to: string): Promise<{ rows: number; payloads: number }> {
+  return runInDurableObject(stubFor(hub), (_i, state) => {
+    const sql = state.storage.sql;
+    return {
+      rows: Number(sql.exec("SELECT COUNT(*) AS n FROM mailbox WHERE recipient = ?", to).one().n),
+      payloads: Number(sql.exec("SELECT COUNT(*) AS n FROM payloads").one().n),
+    };
+  });
+}
+
+const bodyOf = (d: Deliver) => (d.item.kind === "direct" ? d.item.body : null);
+
+describe("write-behind (PROTOCOL.md §7.3)", () => {
+  it("an item acknowledged in time is never stored; the ack answers its sender", async () => {
+    const { hub, alice, bob } = await pair("wb");
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const d = await bob.next("deliver");
+    expect(bodyOf(d)).toBe(body(1));
+    // Delivered with nothing written, and not yet accepted: the sender still holds it.
+    expect(await stored(hub, "bob")).toEqual({ rows: 0, payloads: 0 });
+    expect(alice.queue.some((f) => f.t === "accepted")).toBe(false);
+    bob.send({ v: 1, t: "ack", mids: [d.mid] });
+    const a = await alice.next("accepted", (f) => f.id === "1");
+    expect(a.mid).toBe(d.mid);
+    // Past writeBehindMs and a flush: still nothing of it in storage, and no second answer.
+    await new Promise((r) => setTimeout(r, LIMITS.writeBehindMs + 250));
+    expect(await stored(hub, "bob")).toEqual({ rows: 0, payloads: 0 });
+    await alice.none("accepted", 50);
+    // Remembered as accepted: a retry is answered with the same mid and not delivered again.
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    expect((await alice.next("accepted", (f) => f.id === "1")).mid).toBe(d.mid);
+    expect(await delivered(bob)).toEqual([]);
+    expect(await stored(hub, "bob")).toEqual({ rows: 0, payloads: 0 });
+    alice.close();
+    bob.close();
+  });
+
+  it("an item not acknowledged within writeBehindMs is stored under its mid, then accepted", async () => {
+    const { hub, alice, bob, bobKeys } = await pair("wb");
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const d = await bob.next("deliver");
+    const a = await alice.next("accepted", (f) => f.id === "1");
+    expect(a.mid).toBe(d.mid);
+    // Stored by the time it was accepted, under the mid it was delivered with.
+    const row = await runInDurableObject(stubFor(hub), (_i, state) =>
+      state.storage.sql.exec("SELECT mid FROM mailbox WHERE recipient = 'bob'").toArray(),
+    );
+    expect(row.map((r) => String(r.mid))).toEqual([d.mid]);
+    // Unacknowledged, it is delivered again on bob's next connection, with the same mid.
+    bob.close();
+    await bob.waitClosed();
+    const back = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    expect((await delivered(back)).map((x) => x.mid)).toEqual([d.mid]);
+    // Acknowledged as a stored row: deleted.
+    back.send({ v: 1, t: "ack", mids: [d.mid] });
+    await back.sync();
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await stored(hub, "bob")).rows).toBe(0);
+    alice.close();
+    back.close();
+  });
+
+  it("the recipient's connection closing stores what it held at once, for its next connection", async () => {
+    const { hub, alice, bob, bobKeys } = await pair("wb");
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    alice.send({ v: 1, t: "send", id: "2", to: "bob", body: body(2) });
+    const d1 = await bob.next("deliver");
+    const d2 = await bob.next("deliver");
+    bob.close();
+    const answers = [
+      await alice.next("accepted", (f) => f.id === "1"),
+      await alice.next("accepted", (f) => f.id === "2"),
+    ];
+    expect(answers.map((x) => x.mid)).toEqual([d1.mid, d2.mid]);
+    expect((await stored(hub, "bob")).rows).toBe(2);
+    const back = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    expect((await delivered(back)).map(bodyOf)).toEqual([body(1), body(2)]);
+    alice.close();
+    back.close();
+  });
+
+  it("a retry of a held send stores it and answers once per frame, with its first mid", async () => {
+    const { hub, alice, bob } = await pair("wb");
+    alice.send({ v: 1, t: "send", id: "7", to: "bob", body: body(7) });
+    const d = await bob.next("deliver");
+    // The sender lost the connection's answer and sends the frame again (§10.1).
+    alice.send({ v: 1, t: "send", id: "7", to: "bob", body: body(7) });
+    const first = await alice.next("accepted", (f) => f.id === "7");
+    const second = await alice.next("accepted", (f) => f.id === "7");
+    expect([first.mid, second.mid]).toEqual([d.mid, d.mid]);
+    expect((await stored(hub, "bob")).rows).toBe(1);
+    expect(await delivered(bob)).toEqual([]);
+    // The same id with another body is a new item.
+    alice.send({ v: 1, t: "send", id: "7", to: "bob", body: body(8) });
+    const d8 = await bob.next("deliver");
+    expect(bodyOf(d8)).toBe(body(8));
+    expect(Number(d8.mid)).toBeGreaterThan(Number(d.mid));
+    alice.close();
+    bob.close();
+  });
+
+  it("a relay restart while an item is held: no accepted was sent, the retry is a new item above every mid handed out", async () => {
+    const { hub, alice, bob, aliceKeys, bobKeys } = await pair("wb");
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const d = await bob.next("deliver");
+    expect(await stored(hub, "bob")).toEqual({ rows: 0, payloads: 0 });
+    // The object dies with the item held (ctx.abort: memory and connections gone at once, no
+    // handler runs after it).
+    await runInDurableObject(stubFor(hub), (_i, state) => {
+      state.abort("test: crash");
+    }).catch(() => undefined);
+    await alice.waitClosed();
+    expect(alice.queue.some((f) => f.t === "accepted")).toBe(false);
+    expect((await stored(hub, "bob")).rows).toBe(0);
+    // The sender's outbox sends the frame again on its next connection (§10.1).
+    const again = (await TestClient.connect(hub, "alice", aliceKeys)).c;
+    again.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const a = await again.next("accepted", (f) => f.id === "1");
+    // A new mid, never one a recipient may have seen (the counter was written ahead of it).
+    expect(Number(a.mid)).toBeGreaterThan(Number(d.mid));
+    expect((await stored(hub, "bob")).rows).toBe(1);
+    // bob received the first copy before the crash; on his next connection the stored copy
+    // comes, with its own mid (his client drops it as a replay of the same ratchet message).
+    await bob.waitClosed();
+    const back = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    expect((await delivered(back)).map((x) => [x.mid, bodyOf(x)])).toEqual([[a.mid, body(1)]]);
+    again.close();
+    back.close();
+  });
+
+  it("only contacts' items to a caught-up connection go write-behind; a stranger's is stored first", async () => {
+    const hub = freshHub("wb");
+    const bob = (await TestClient.connect(hub, "bob")).c;
+    const eve = (await TestClient.connect(hub, "eve")).c;
+    // A message request (§7.3.1): stored before it is delivered, and accepted with no ack.
+    eve.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const a = await eve.next("accepted", (f) => f.id === "1");
+    const d = await bob.next("deliver");
+    expect(d.mid).toBe(a.mid);
+    expect((await stored(hub, "bob")).rows).toBe(1);
+    // bob offline: stored, accepted at once.
+    bob.close();
+    await bob.waitClosed();
+    eve.send({ v: 1, t: "send", id: "2", to: "bob", body: body(2) });
+    await eve.next("accepted", (f) => f.id === "2");
+    expect((await stored(hub, "bob")).rows).toBe(2);
+    eve.close();
+  });
+
+  it("held items count toward the window: past it, items wait in storage in mid order", async () => {
+    const { hub, alice, bob } = await pair("wb");
+    const n = LIMITS.deliverWindow + 6;
+    for (let i = 1; i <= n; i++)
+      alice.send({ v: 1, t: "send", id: String(i), to: "bob", body: body(i) });
+    await alice.sync();
+    const first = await delivered(bob);
+    expect(first.length).toBe(LIMITS.deliverWindow);
+    // Acknowledging everything in flight releases the held ones and sends the rest in order.
+    bob.send({ v: 1, t: "ack", mids: first.map((d) => d.mid) });
+    await bob.sync();
+    const rest = await delivered(bob);
+    expect([...first, ...rest].map(bodyOf)).toEqual(
+      Array.from({ length: n }, (_, k) => body(k + 1)),
+    );
+    const mids = [...first, ...rest].map((d) => Number(d.mid));
+    expect(mids).toEqual([...mids].sort((x, y) => x - y));
+    bob.send({ v: 1, t: "ack", mids: rest.map((d) => d.mid) });
+    for (let i = 1; i <= n; i++) await alice.next("accepted", (f) => f.id === String(i));
+    alice.close();
+    bob.close();
+  });
+});
+
+describe("write-behind storage (PROTOCOL.md §7.3)", () => {
+  it("countTable sees no rows for a conversation whose items were all acknowledged in time", async () => {
+    const { hub, alice, bob } = await pair("wb");
+    for (let i = 1; i <= 5; i++) {
+      alice.send({ v: 1, t: "send", id: String(i), to: "bob", body: body(i) });
+      const d = await bob.next("deliver");
+      bob.send({ v: 1, t: "ack", mids: [d.mid] });
+      await alice.next("accepted", (f) => f.id === String(i));
+    }
+    expect(await countTable(hub, "mailbox")).toBe(0);
+    alice.close();
+    bob.close();
+  });
+});
