@@ -88,7 +88,8 @@ try {
     console.log(
       `  ${which} p50 ${p.p50ms.toFixed(2)} p99 ${p.p99ms.toFixed(2)} ms (${p.delivered}/${p.expected}), ` +
         `workerd ${cpu.toFixed(0)} µs/delivery | bare p50 ${b.p50ms.toFixed(2)} p99 ${b.p99ms.toFixed(2)} ms` +
-        ` | p99 ratio ${(p.p99ms / b.p99ms).toFixed(2)}×`,
+        ` | p99 ratio ${(p.p99ms / b.p99ms).toFixed(2)}×` +
+        ` | first round ${p.firstRoundMs.toFixed(1)} vs ${b.firstRoundMs.toFixed(1)} ms`,
     );
     await new Promise((r) => setTimeout(r, 1500));
   }

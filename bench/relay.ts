@@ -198,7 +198,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
           `  ${t.label.padEnd(12)} ${mode.padEnd(6)} ${String(clients).padStart(2)} clients × ${rate}/s: ` +
             `${Math.round(r.deliveriesPerSec)} deliveries/s (${r.delivered}/${r.expected}), ` +
             `p50 ${r.p50ms.toFixed(1)} ms, p99 ${r.p99ms.toFixed(1)} ms, ` +
-            `cpu ${r.cpuUsPerDelivery.toFixed(0)} µs/delivery${Object.keys(r.errors).length ? ` errors ${JSON.stringify(r.errors)}` : ""}`,
+            `cpu ${r.cpuUsPerDelivery.toFixed(0)} µs/delivery, first round ${r.firstRoundMs.toFixed(1)} ms${Object.keys(r.errors).length ? ` errors ${JSON.stringify(r.errors)}` : ""}`,
         );
         out.push(r);
         runs.push(r);
