@@ -15,6 +15,20 @@ import { Store } from "../../worker/relay/store";
 import { freshHub } from "./support/client";
 import { stubFor } from "./support/relay-store";
 
+/** A direct item from `sender` to `recipient` sent at `now`, expiring 10 ms later. */
+const item = (recipient: string, now: number, sender = "ann") => ({
+  recipient,
+  sender,
+  senderKey: "k",
+  ts: now,
+  expiresAt: now + 10,
+  kind: "direct" as const,
+  group: null,
+  epoch: null,
+  payload: 0,
+  wrap: null,
+});
+
 const USERS = ["ann", "ben", "cat", "dan"] as const;
 const user = fc.constantFrom(...USERS);
 
@@ -143,18 +157,7 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
                 }),
               );
             } else if (o.t === "hold") {
-              const item = {
-                recipient: o.to,
-                sender: o.from,
-                senderKey: "k",
-                ts: now,
-                expiresAt: now + 10,
-                kind: "direct" as const,
-                group: null,
-                epoch: null,
-                wrap: null,
-              };
-              const mid = store.holdItem(item, "QUJD");
+              const mid = store.holdItem(item(o.to, now, o.from), "QUJD");
               expect(store.isHeld(mid)).toBe(true);
               // Not stored: never read back for delivery while held.
               expect(store.itemsAfter(o.to, 0, now, 1000).some((r) => r.mid === mid)).toBe(false);
@@ -194,18 +197,7 @@ describe("relay store: mids of held items", () => {
     await runInDurableObject(stubFor(hub), (_i, state) => {
       const store = new Store(state.storage.sql);
       store.migrate([], 1);
-      const item = {
-        recipient: "ben",
-        sender: "ann",
-        senderKey: "k",
-        ts: 1,
-        expiresAt: 2,
-        kind: "direct" as const,
-        group: null,
-        epoch: null,
-        wrap: null,
-      };
-      const held = [store.holdItem(item, "QUJD"), store.holdItem(item, "QUJD")];
+      const held = [store.holdItem(item("ben", 1), "QUJD"), store.holdItem(item("ben", 1), "QUJD")];
       // The object dies: a Store started on the same storage (its memory gone).
       const after = new Store(state.storage.sql);
       after.migrate([], 1);
@@ -287,20 +279,6 @@ describe("relay store: cached directory rows, contact decisions and devices equa
       { numRuns: 80 },
     );
   });
-});
-
-/** A direct item from ann to `recipient` sent at `now`, expiring 10 ms later. */
-const item = (recipient: string, now: number) => ({
-  recipient,
-  sender: "ann",
-  senderKey: "k",
-  ts: now,
-  expiresAt: now + 10,
-  kind: "direct" as const,
-  group: null,
-  epoch: null,
-  payload: 0,
-  wrap: null,
 });
 
 describe("relay store: acknowledged rows waiting for the flush (PROTOCOL §7.3)", () => {
