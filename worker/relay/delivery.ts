@@ -8,8 +8,8 @@
  * caught-up connection at once and held in memory (Store.holdItem) until its recipient
  * acknowledges it (never stored) or it is stored (LIMITS.writeBehindMs, a connection of its
  * address closing or starting, a retry); its sender's `accepted` waits for one or the other, so
- * until then the sender's outbox holds it. What this module adds is memory, so that the common case costs a socket
- * send and no storage work:
+ * until then the sender's outbox holds it. What this module adds is memory, so that the common
+ * case costs a socket send and no storage work:
  *
  * - per connection, the items in flight and whether it is *caught up* (everything stored for
  *   the user has been sent). A new item for a caught-up connection with room in its window is
@@ -380,7 +380,7 @@ export class Deliveries {
   /**
    * Send a held item (Store.holdItem) to `address` now, before it is stored. It is settled
    * once: released when the recipient acknowledges it (`done(mid, false)`), or stored — when
-   * WRITE_BEHIND_MS pass first, when a connection of the address closes or starts, or when
+   * LIMITS.writeBehindMs pass first, when a connection of the address closes or starts, or when
    * `settle` is asked (a retry of the send) — and then `done(mid, true)`.
    */
   sendBehind(
@@ -411,14 +411,14 @@ export class Deliveries {
     for (const [mid, b] of this.#behind) if (b.address === address) this.#settle(mid, b);
   }
 
-  /** Held items still unsettled (tests; the object must not sleep while there are any). */
-  get behindCount(): number {
-    return this.#behind.size;
-  }
-
   #settle(mid: number, b: Behind): boolean {
     try {
-      this.#d.store.settleHeld(mid);
+      if (!this.#d.store.settleHeld(mid)) {
+        // Not held by the store (cannot happen while the two are kept in step): never answered,
+        // so its sender sends it again on its next connection.
+        this.#behind.delete(mid);
+        return true;
+      }
     } catch (e) {
       // Storage refused: the item stays held and is tried again by the timer; its sender has
       // no answer yet, so nothing is lost if the object dies first (§7.3).

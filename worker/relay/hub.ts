@@ -1922,7 +1922,9 @@ export class Hub {
    * within the window gets the same mid and is stored once), apply the recipient's decision
    * about the sender and the mailbox bounds, then store, hand to the recipient's connection and
    * wake its device. `stored` is false for a retry. Synchronous: a decision and its write are
-   * one step, so no other item can take the room it was judged to have.
+   * one step, so no other item can take the room it was judged to have. `answer`, given when the
+   * sender's connection is in this object, lets the item go write-behind (§7.3): the result is
+   * then `later`, and `answer` runs once the item is acknowledged or stored.
    */
   enqueue(e: DirectEnqueue, answer?: (mid: number) => void): EnqueueResult {
     const { store } = this.#d;

@@ -1225,9 +1225,11 @@ export class Store {
 
   /** Store a held item as a row under its mid (payload, row, counts); false if not held. */
   settleHeld(mid: number): boolean {
-    const h = this.#unhold(mid);
+    const h = this.#behind.get(mid);
     if (h === undefined) return false;
+    // Written first: if storage refuses, the item is still held (and counted) for a later try.
     this.putItem({ ...h.item, payload: this.putPayload(h.body) }, mid);
+    this.#unhold(mid);
     return true;
   }
 
