@@ -422,7 +422,6 @@ export async function runLoad(
       if (tracing) trace.push([sentAt(d.body), performance.now()]);
     });
   }
-  errors.clear();
   // Let connection set-up traffic (presence, commits, acks) settle before measuring.
   await new Promise((r) => setTimeout(r, 300));
   // Warm-up, not measured: one round of the load (every client's first message at once), all

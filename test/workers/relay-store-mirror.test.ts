@@ -206,6 +206,32 @@ describe("relay store: mids of held items", () => {
       expect(after.countMailbox("ben")).toBe(0);
     });
   });
+
+  it("a held item's send is remembered for retries in memory, and in storage only once settled", async () => {
+    const hub = freshHub("lease");
+    await runInDurableObject(stubFor(hub), (_i, state) => {
+      const store = new Store(state.storage.sql);
+      store.migrate([], 1);
+      const sent = { target: "d:ben", digest: "4.x" };
+      const mid = store.holdItem(item("ben", 1), "QUJD");
+      store.recordSend("k.dev", "7", { ...sent, mid }, 10_000);
+      expect(store.acceptedSend("k.dev", "7", sent, 2)?.mid).toBe(mid);
+      store.flushSends();
+      // Lost with the object while held: a restarted store judges the retry new, since the
+      // item it names may be gone with it (PROTOCOL.md §7.3 "Write-behind").
+      const restarted = () => {
+        const s = new Store(state.storage.sql);
+        s.migrate([], 1);
+        return s.acceptedSend("k.dev", "7", sent, 2);
+      };
+      expect(restarted()).toBeNull();
+      // Settled (stored, or acknowledged and released): written with the next flush.
+      store.settleHeld(mid);
+      store.sendSettled("k.dev", "7", mid);
+      store.flushSends();
+      expect(restarted()?.mid).toBe(mid);
+    });
+  });
 });
 
 const userOp = fc.oneof(

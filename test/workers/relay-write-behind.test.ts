@@ -123,6 +123,20 @@ describe("write-behind (PROTOCOL.md §7.3)", () => {
     back.close();
   });
 
+  it("the recipient's new connection gets what the old one held, stored, with the same mid", async () => {
+    const { hub, alice, bob, bobKeys } = await pair("wb");
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const d = await bob.next("deliver");
+    // bob connects again (another tab, or a reconnect before the old socket's close arrived).
+    const again = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    expect((await delivered(again)).map((x) => [x.mid, bodyOf(x)])).toEqual([[d.mid, body(1)]]);
+    expect((await alice.next("accepted", (f) => f.id === "1")).mid).toBe(d.mid);
+    expect((await stored(hub, "bob")).rows).toBe(1);
+    alice.close();
+    bob.close();
+    again.close();
+  });
+
   it("a retry of a held send stores it and answers once per frame, with its first mid", async () => {
     const { hub, alice, bob } = await pair("wb");
     alice.send({ v: 1, t: "send", id: "7", to: "bob", body: body(7) });

@@ -61,7 +61,7 @@ const QUEUE_ENTRY_COST = 64;
 interface Behind {
   address: string;
   at: number;
-  done(mid: number, stored: boolean): void;
+  done(stored: boolean): void;
 }
 
 /** Group messages whose outstanding copies are counted in memory (newest kept). */
@@ -379,15 +379,15 @@ export class Deliveries {
 
   /**
    * Send a held item (Store.holdItem) to `address` now, before it is stored. It is settled
-   * once: released when the recipient acknowledges it (`done(mid, false)`), or stored — when
+   * once: released when the recipient acknowledges it (`done(false)`), or stored — when
    * LIMITS.writeBehindMs pass first, when a connection of the address closes or starts, or when
-   * `settle` is asked (a retry of the send) — and then `done(mid, true)`.
+   * `settle` is asked (a retry of the send) — and then `done(true)`.
    */
   sendBehind(
     address: string,
     item: InflightItem,
     text: string,
-    done: (mid: number, stored: boolean) => void,
+    done: (stored: boolean) => void,
   ): void {
     this.#behind.set(item.mid, { address, at: this.#d.now(), done });
     this.#behindTimer ??= setTimeout(() => this.#settleDue(), LIMITS.writeBehindMs);
@@ -427,7 +427,7 @@ export class Deliveries {
       return false;
     }
     this.#behind.delete(mid);
-    b.done(mid, true);
+    b.done(true);
     return true;
   }
 
@@ -484,7 +484,7 @@ export class Deliveries {
         this.#behind.delete(mid);
         this.#d.store.releaseHeld(mid);
         released.push({ mid, sender: it.sender, kind: "direct" });
-        held.done(mid, false);
+        held.done(false);
         continue;
       }
       if (it !== undefined && !it.group && it.kind !== undefined) {

@@ -358,11 +358,6 @@ export class Hub {
    */
   readonly #coalesced = new Coalescer();
   /**
-   * Held sends (§7.3 "Write-behind") by retry key and frame id: a retry of one is stored at once
-   * (enqueue). An entry goes when its item is settled, so at most the held items are here.
-   */
-  readonly #heldSends = new Map<string, { mid: number; target: string; digest: string }>();
-  /**
    * Senders in other users' objects whose items an address here acknowledged: each sender's
    * object is told what this object still holds of its items (the sender's total, §7.3) once per
    * sender and address within HELD_DELAY_MS, not once per acknowledgement (that was a second
@@ -1943,16 +1938,10 @@ export class Hub {
           );
     if (to === null) return { ok: false, code: "unknown_device" };
     const sent = { target: `d:${to}`, digest: bodyDigest(e.body) };
-    // A retry of a send still held (sent, neither acknowledged nor stored): stored now, so it is
-    // remembered as accepted below and this answer can never outrun the item's only copy.
-    const heldSend = this.#heldSends.get(`${e.key}\n${e.id}`);
-    if (
-      heldSend !== undefined &&
-      heldSend.target === sent.target &&
-      heldSend.digest === sent.digest
-    )
-      this.deliveries.settle(heldSend.mid);
     const prior = store.acceptedSend(e.key, e.id, sent, e.now);
+    // A retry of a send still held (sent, neither acknowledged nor stored): stored now, so that
+    // the answer below can never outrun the item's only copy.
+    if (prior !== null && store.isHeld(prior.mid)) this.deliveries.settle(prior.mid);
     const heldAt = (n: number) => ({ address: to, n });
     if (prior !== null)
       return {
@@ -2014,7 +2003,7 @@ export class Hub {
    * the item is counted as stored (Store.holdItem) and its sender keeps it in its outbox until
    * `answer` runs — when the recipient acknowledges it (never stored) or when it is stored
    * (within writeBehindMs, or at once if the recipient's connection closes or the send is
-   * retried). Either way it is then remembered for retries like any accepted send.
+   * retried). It is remembered for retries at once, in memory; in storage once settled.
    */
   #sendBehind(
     e: DirectEnqueue,
@@ -2038,8 +2027,9 @@ export class Hub {
       },
       e.body,
     );
-    const retryKey = `${e.key}\n${e.id}`;
-    this.#heldSends.set(retryKey, { mid, ...sent });
+    // Remembered for retries at once (Store.flushSends keeps it out of storage while held).
+    const until = e.now + LIMITS.sendRetryWindowSec * 1000;
+    store.recordSend(e.key, e.id, { ...sent, mid }, until);
     const from = { username: e.from, identityKey: e.fromKey };
     const text = this.#deliverText(
       from,
@@ -2052,17 +2042,11 @@ export class Hub {
       to,
       { mid, group: false, sender: e.from, kind: "direct" },
       text,
-      (m, stored) => {
-        if (this.#heldSends.get(retryKey)?.mid === m) this.#heldSends.delete(retryKey);
-        store.recordSend(
-          e.key,
-          e.id,
-          { ...sent, mid: m },
-          e.now + LIMITS.sendRetryWindowSec * 1000,
-        );
+      (stored) => {
+        store.sendSettled(e.key, e.id, mid);
         if (stored) this.#d.wakeAt(expiryOf(e.now));
         this.deliveries.persistSoon();
-        answer(m);
+        answer(mid);
       },
     );
     this.pushes.queued([to], e.now);

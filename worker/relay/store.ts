@@ -796,13 +796,26 @@ export class Store {
     this.#unsavedSends.set(sender, mine);
   }
 
+  /**
+   * The held item `mid` that `sender`'s frame `id` was recorded with (recordSend) was settled:
+   * its record goes to storage with the next flush, unless a later frame took the id since.
+   */
+  sendSettled(sender: string, id: string, mid: number): void {
+    const mine = this.#sendIds.get(sender);
+    if (mine?.get(id)?.mid === mid) this.#unsavedSends.set(sender, mine);
+  }
+
   /** Write the devices whose sends recordSend remembered since the last flush. */
   flushSends(): void {
     if (this.#unsavedSends.size === 0) return;
     const rows = [...this.#unsavedSends].map(([sender, mine]) => {
       let expires = 0;
       for (const e of mine.values()) expires = Math.max(expires, e.expiresAt);
-      return [sender, JSON.stringify([...mine]), expires];
+      // A held item's send (§7.3 "Write-behind") is not written while held: after a restart
+      // its retry must be judged new, since the item itself may be gone. Its settling
+      // (sendSettled) writes it with the next flush.
+      const kept = [...mine].filter(([, e]) => !this.#behind.has(e.mid));
+      return [sender, JSON.stringify(kept), expires];
     });
     this.#unsavedSends.clear();
     this.sql.exec(
