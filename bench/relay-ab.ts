@@ -11,6 +11,8 @@
  * the floor of the platform under the same `wrangler dev`) or `trivial-frames` (the same object
  * exchanging Parley's frames per message: an `accepted` out, an `ack` in). `mode` is 1:1 direct; the offered
  * rate is the bench's (`perClientRate`). Environment:
+ *  - `BENCH_AB_OFFERED=N`: group fan-out instead, at N offered deliveries/s (as the bench's
+ *    latency-vs-load series: `clients` members each sending N / (clients·(clients−1)) per s);
  *  - `BENCH_PERSIST_RAM=1`: wrangler's persist directory in /dev/shm, so that SQLite's commits
  *    (each ends in an fsync on the object's thread under `wrangler dev`) do not touch the disk;
  *  - `BENCH_RELAY_PORT`, `BENCH_BARE_PORT`: as for the bench;
@@ -66,21 +68,23 @@ const target = () =>
   which.startsWith("trivial")
     ? bareProtocolTarget(dev.wsUrl, "trivial DO", which === "trivial-frames")
     : parleyTarget(dev.url, `ab${Date.now() % 100000}x${hubN++}`, "bench", which === "users");
-const rate = perClientRate("direct", clients);
+const offered = Number(process.env.BENCH_AB_OFFERED ?? 0);
+const mode = offered > 0 ? ("group" as const) : ("direct" as const);
+const rate = offered > 0 ? offered / (clients * (clients - 1)) : perClientRate("direct", clients);
 try {
   console.log(
-    `${pairs} pairs, 1:1 direct, ${clients} clients × ${rate}/s, target ${which}` +
+    `${pairs} pairs, ${mode === "group" ? `group fan-out at ${offered} deliveries/s` : "1:1 direct"}, ${clients} clients × ${rate}/s, target ${which}` +
       `${ram ? ", persist directory in /dev/shm" : ""}`,
   );
   await runLoad(target(), { clients: 2, mode: "direct", perClientRate: 5, seconds: 1 });
   const rows: Array<{ p: LoadResult; b: LoadResult; cpu: number }> = [];
   for (let i = 0; i < pairs; i++) {
     const c0 = cpuSeconds(workerd());
-    const p = await runLoad(target(), { clients, mode: "direct", perClientRate: rate, seconds: 4 });
+    const p = await runLoad(target(), { clients, mode, perClientRate: rate, seconds: 4 });
     const cpu = ((cpuSeconds(workerd()) - c0) * 1e6) / Math.max(1, p.delivered);
     const b = await runLoad(bareTarget(BARE_PORT), {
       clients,
-      mode: "direct",
+      mode,
       perClientRate: rate,
       seconds: 4,
     });

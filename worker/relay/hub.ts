@@ -79,7 +79,14 @@ import { groupPeersOf, Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { GroupExport, GroupLogRow, PushSubRow, Store, UserRow } from "./store";
+import type {
+  GroupExport,
+  GroupLogRow,
+  NewGroupMessage,
+  PushSubRow,
+  Store,
+  UserRow,
+} from "./store";
 
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
@@ -1941,7 +1948,7 @@ export class Hub {
     const prior = store.acceptedSend(e.key, e.id, sent, e.now);
     // A retry of a send still held (sent, neither acknowledged nor stored): stored now, so that
     // the answer below can never outrun the item's only copy.
-    if (prior !== null && store.isHeld(prior.mid)) this.deliveries.settle(prior.mid);
+    if (prior !== null && store.isHeld(prior.mid)) this.#settleForRetry(prior.mid);
     const heldAt = (n: number) => ({ address: to, n });
     if (prior !== null)
       return {
@@ -2747,8 +2754,11 @@ export class Hub {
     const sender = this.#sendKey(a);
     const sent = { target: `g:${frame.group}`, digest: bodyDigest(frame.body) };
     // A retry (§7.3 "Retries") is answered as the first was, before any check: the group may
-    // have moved on since it was stored.
-    if (store.acceptedSend(sender, frame.id, sent, now) !== null) {
+    // have moved on since it was stored. One still held (sent, not all acknowledged, not stored)
+    // is stored first, so that the answer can never outrun the message's only copy.
+    const prior = store.acceptedSend(sender, frame.id, sent, now);
+    if (prior !== null) {
+      if (store.isHeld(prior.mid)) this.#settleForRetry(prior.mid);
       s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
       return;
     }
@@ -2809,6 +2819,10 @@ export class Hub {
       data: frame.body,
       skipped: r.recipients.filter((to) => !fits.has(to)),
     };
+    if (delivered.every((to) => this.deliveries.canSendNow(to))) {
+      this.#fanoutBehind(s, frame.id, sender, sent, row, delivered, now);
+      return;
+    }
     const mid = store.putGroupMessage(row);
     store.recordSend(sender, frame.id, { ...sent, mid }, now + LIMITS.sendRetryWindowSec * 1000);
     this.deliveries.persistSoon();
@@ -2818,6 +2832,51 @@ export class Hub {
     this.deliveries.fanout(delivered, mid, member, groupDeliverText({ ...row, mid }));
     // Members with no connection are woken by a push (§7.9); commits wake nobody (no message).
     this.pushes.queued(delivered, now);
+  }
+
+  /**
+   * A retry of a send whose item is still held: store it now. If storage refuses, the retry is
+   * answered `internal` (the handler's catch), which the sender's outbox keeps the frame for
+   * (§10.1); answering `accepted` would let the answer outrun the item's only copy.
+   */
+  #settleForRetry(mid: number): void {
+    if (!this.deliveries.settle(mid)) throw new Error("a held item could not be stored");
+  }
+
+  /**
+   * A group message sent before it is stored (§7.3 "Write-behind"), as #sendBehind's direct
+   * items: every recipient's connection is caught up with room, so the one `deliver` frame goes
+   * out to each now, with no write to wait for; the message counts as stored
+   * (Store.holdGroupMessage) and its sender's `accepted` waits until the last recipient
+   * acknowledges it (never stored) or it is stored (within writeBehindMs, or at once when a
+   * recipient's connection closes or starts, or the send is retried).
+   */
+  #fanoutBehind(
+    s: Session,
+    id: string,
+    sender: string,
+    sent: { target: string; digest: string },
+    row: NewGroupMessage,
+    recipients: readonly string[],
+    now: number,
+  ): void {
+    const { store } = this.#d;
+    const mid = store.holdGroupMessage(row);
+    // Remembered for retries at once (Store.flushSends keeps it out of storage while held).
+    store.recordSend(sender, id, { ...sent, mid }, now + LIMITS.sendRetryWindowSec * 1000);
+    this.deliveries.fanoutBehind(
+      recipients,
+      mid,
+      row.sender,
+      groupDeliverText({ ...row, mid }),
+      (stored) => {
+        store.sendSettled(sender, id, mid);
+        if (stored) this.#d.wakeAt(row.expiresAt);
+        this.deliveries.persistSoon();
+        s.send({ v: PROTOCOL_VERSION, t: "accepted", id });
+      },
+    );
+    this.pushes.queued(recipients, now);
   }
 
   // -- the hand-over from the hub's route (docs/ARCHITECTURE.md "Moving a user") ---------------
@@ -2837,14 +2896,17 @@ export class Hub {
       .flatMap((address) => store.groupsOf(address).map((group) => ({ address, group })));
     const names = [...new Set(moving.map((m) => m.group))];
     if (names.some((g) => this.#groupChains.has(g))) return "busy";
-    store.markMoved(names, now);
-    const items: HandOver["items"] = [];
-    const bound = LIMITS.maxMailboxHardPerRecipient;
     const addresses = new Set([
       username,
       ...store.mailboxAddressesOf(username),
       ...store.memberNamesOf(username),
     ]);
+    // Items sent write-behind (§7.3) are stored first, so that the rows read below are all
+    // there is; if storage refuses, the hand-over waits for another try.
+    for (const address of addresses) if (!this.deliveries.settleFor(address)) return "busy";
+    store.markMoved(names, now);
+    const items: HandOver["items"] = [];
+    const bound = LIMITS.maxMailboxHardPerRecipient;
     for (const address of addresses) {
       for (const row of store.itemsAfter(address, 0, now, bound)) items.push({ address, row });
       const through = store.groupThrough(address);
