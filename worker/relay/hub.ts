@@ -2819,7 +2819,9 @@ export class Hub {
       data: frame.body,
       skipped: r.recipients.filter((to) => !fits.has(to)),
     };
-    if (delivered.every((to) => this.deliveries.canSendNow(to))) {
+    // Write-behind on the hub's route only: in a group's home the sender's answer is the reply
+    // to its member object's call, which cannot wait for the other members' objects.
+    if (this.#home === null && delivered.every((to) => this.deliveries.canSendNow(to))) {
       this.#fanoutBehind(s, frame.id, sender, sent, row, delivered, now);
       return;
     }

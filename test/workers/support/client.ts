@@ -376,3 +376,47 @@ export async function delivered(c: TestClient): Promise<S<"deliver">[]> {
   }
   return out;
 }
+
+export interface Member {
+  name: string;
+  keys: Keys;
+  c: TestClient;
+}
+
+/**
+ * Connect `names`, put them all in group `g` (the first founds it, the others join, one commit
+ * admits them) and acknowledge the commits, so every connection starts with nothing in flight.
+ * Returns the members and the group's epoch.
+ */
+export async function groupOf(
+  hub: string,
+  names: string[],
+): Promise<{ m: Member[]; epoch: number }> {
+  const m: Member[] = [];
+  for (const name of names) {
+    const keys = await newKeys();
+    m.push({ name, keys, c: (await TestClient.connect(hub, name, keys)).c });
+  }
+  const [first, ...rest] = m as [Member, ...Member[]];
+  first.c.send({ v: 1, t: "join", id: "j", group: "g" });
+  await first.c.next("accepted", (f) => f.id === "j");
+  first.c.send(commitFrame("c0", "g", 0, [first.name]));
+  await first.c.next("accepted", (f) => f.id === "c0");
+  for (const x of rest) {
+    x.c.send({ v: 1, t: "join", id: "j", group: "g" });
+    await x.c.next("accepted", (f) => f.id === "j");
+  }
+  if (rest.length > 0) {
+    await first.c.next("group", (f) => f.state.pendingJoins.length === rest.length);
+    first.c.send(commitFrame("c1", "g", 1, names));
+    await first.c.next("accepted", (f) => f.id === "c1");
+  }
+  for (const x of m) {
+    const mids: string[] = [];
+    const want = x === first && rest.length > 0 ? 2 : 1;
+    for (let i = 0; i < want; i++) mids.push((await x.c.next("deliver")).mid);
+    x.c.send({ v: 1, t: "ack", mids });
+    await x.c.sync();
+  }
+  return { m, epoch: rest.length > 0 ? 2 : 1 };
+}
