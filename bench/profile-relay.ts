@@ -3,7 +3,9 @@
  * its inspector (port + 1000), records a V8 CPU profile of the Worker/Durable Object while the
  * load driver runs group fan-out, and writes it to bench/results/relay.cpuprofile (open it in
  * Chrome DevTools). Usage: node dist/bench/profile-relay.mjs [clients] [perClientRate] [mode]
- * [routed] (`routed`: every client on its user's route, docs/ARCHITECTURE.md "User objects")
+ * [routed] (`routed`: every client on its user's route, docs/ARCHITECTURE.md "User objects").
+ * `BENCH_PROFILE_SECONDS` (default 5): workerd's inspector samples at roughly 60 Hz whatever
+ * interval is asked for, so a profile that should rank functions needs a longer run.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -52,7 +54,7 @@ try {
     clients,
     mode,
     perClientRate: rate,
-    seconds: 5,
+    seconds: Number(process.env.BENCH_PROFILE_SECONDS ?? 5),
     onStart: () => void call("Profiler.start"),
   });
   const prof = (await call("Profiler.stop")) as { profile?: unknown } | undefined;
