@@ -9,8 +9,8 @@
  * up, is sent at once and held in memory (Store.holdItem, Store.holdGroupMessage) until its
  * recipients acknowledge it (never stored) or it is stored (LIMITS.writeBehindMs, a connection of
  * a recipient's address closing or starting, a retry); its sender's `accepted` waits for one or
- * the other, so until then the sender's outbox holds it. What this module adds is memory, so that the common
- * case costs a socket send and no storage work:
+ * the other, so until then the sender's outbox holds it. What this module adds is memory, so
+ * that the common case costs a socket send and no storage work:
  *
  * - per connection, the items in flight and whether it is *caught up* (everything stored for
  *   the user has been sent). A new item for a caught-up connection with room in its window is
@@ -365,10 +365,10 @@ export class Deliveries {
 
   /**
    * Would an item for `address` be sent at once: a caught-up connection with room in its window
-   * and nothing waiting? Only then may a direct item be sent before it is stored (sendBehind).
+   * and nothing waiting? Only then may an item for it be sent before it is stored: a direct
+   * item (sendBehind), or a group message if every recipient's answer is yes (fanoutBehind).
    */
   canSendNow(address: string): boolean {
-    // (Also asked of every recipient of a group message before fanoutBehind.)
     const s = this.#d.sessions.online(address);
     return (
       s !== undefined &&

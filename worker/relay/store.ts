@@ -26,7 +26,10 @@ const CACHE_MAX = 2048;
  */
 const SEND_IDS_KEPT = 16;
 
-/** Mids leased per write for held items (holdItem, holdGroupMessage): a restart skips at most this many. */
+/**
+ * Mids leased per write for held items (holdItem, holdGroupMessage): a restart skips at most
+ * this many.
+ */
 const MID_LEASE = 4096;
 
 /** Put `key` in a bounded insertion-ordered cache, dropping the oldest entry past CACHE_MAX. */
@@ -2106,8 +2109,8 @@ export class Store {
   }
 
   /**
-   * Delete roster snapshots no stored or held message refers to, except those of the current records
-   * (kept in memory); returns how many went. Forgets the in-memory ids if any went.
+   * Delete roster snapshots no stored or held message refers to, except those of the current
+   * records (kept in memory); returns how many went. Forgets the in-memory ids if any went.
    */
   gcRosters(): number {
     // A held group message's snapshot is kept: settling it writes a row that refers to it.
