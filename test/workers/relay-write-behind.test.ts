@@ -58,6 +58,21 @@ async function withinWindow<T>(since: number, check: () => Promise<T>): Promise<
   return Date.now() - since < LIMITS.writeBehindMs - 10 ? r : null;
 }
 
+/**
+ * The hub's object dies (ctx.abort: memory and connections gone at once, no handler runs after
+ * it); null if that happened too late after `since` for held items to have been still held.
+ */
+function crashWithin(hub: string, since: number): Promise<true | null> {
+  return withinWindow(since, () =>
+    runInDurableObject(stubFor(hub), (_i, state) => {
+      state.abort("test: crash");
+    }).then(
+      () => true as const,
+      () => true as const,
+    ),
+  );
+}
+
 describe("write-behind (PROTOCOL.md §7.3)", () => {
   it("an item acknowledged in time is never stored; the ack answers its sender", async () => {
     const { hub, alice, bob } = await pair("wb");
@@ -172,14 +187,7 @@ describe("write-behind (PROTOCOL.md §7.3)", () => {
     const d = await bob.next("deliver");
     // The object dies with the item held (ctx.abort: memory and connections gone at once, no
     // handler runs after it).
-    const held = await withinWindow(t0, () =>
-      runInDurableObject(stubFor(hub), (_i, state) => {
-        state.abort("test: crash");
-      }).then(
-        () => true,
-        () => true,
-      ),
-    );
+    const held = await crashWithin(hub, t0);
     // On a machine too slow to abort within writeBehindMs the item was stored and answered
     // first: the story below needs it held, so it stops here.
     if (held === null) return;
@@ -276,14 +284,23 @@ const groupSend = (c: TestClient, id: string, i: number) =>
   c.send({ v: 1, t: "group_send", id, group: "g", epoch: 2, body: body(i) });
 const logRows = (hub: string) => countTable(hub, "group_log");
 
+/**
+ * A trio (below) with alice's group message "g1" just delivered to bob and carol (held, since
+ * both kept up), and `t0`, taken before it was sent.
+ */
+async function heldInTrio() {
+  const { hub, m } = await trio("wbg");
+  const [alice, bob, carol] = m;
+  const t0 = Date.now(); // before the hold: the guard's window starts no later than it
+  groupSend(alice.c, "g1", 1);
+  const db = await bob.c.next("deliver");
+  const dc = await carol.c.next("deliver");
+  return { hub, m, alice, bob, carol, db, dc, t0 };
+}
+
 describe("write-behind for group messages (PROTOCOL.md §7.3)", () => {
   it("a message every member acknowledges in time is never stored; the last ack answers its sender", async () => {
-    const { hub, m } = await trio("wbg");
-    const [alice, bob, carol] = m;
-    const t0 = Date.now(); // before the hold: the guard's window starts no later than it
-    groupSend(alice.c, "g1", 1);
-    const db = await bob.c.next("deliver");
-    const dc = await carol.c.next("deliver");
+    const { hub, m, alice, bob, carol, db, dc, t0 } = await heldInTrio();
     expect([groupBody(db), groupBody(dc), dc.mid]).toEqual([body(1), body(1), db.mid]);
     // One member acknowledged: the other still may not have it, so the sender is not answered.
     bob.c.send({ v: 1, t: "ack", mids: [db.mid] });
@@ -309,11 +326,7 @@ describe("write-behind for group messages (PROTOCOL.md §7.3)", () => {
   });
 
   it("a member who does not acknowledge in time: stored under its mid, then accepted; only that member gets it again", async () => {
-    const { hub, m } = await trio("wbg");
-    const [alice, bob, carol] = m;
-    groupSend(alice.c, "g1", 1);
-    const db = await bob.c.next("deliver");
-    const dc = await carol.c.next("deliver");
+    const { hub, alice, bob, carol, db, dc } = await heldInTrio();
     bob.c.send({ v: 1, t: "ack", mids: [db.mid] });
     await alice.c.next("accepted", (f) => f.id === "g1");
     // Stored by the time it was accepted, once, under the mid it was delivered with.
@@ -340,12 +353,7 @@ describe("write-behind for group messages (PROTOCOL.md §7.3)", () => {
   });
 
   it("a member's connection closing stores the message at once, for that member's next connection", async () => {
-    const { hub, m } = await trio("wbg");
-    const [alice, bob, carol] = m;
-    const t0 = Date.now(); // before the hold: the guard's window starts no later than it
-    groupSend(alice.c, "g1", 1);
-    const db = await bob.c.next("deliver");
-    const dc = await carol.c.next("deliver");
+    const { hub, alice, bob, carol, db, dc, t0 } = await heldInTrio();
     bob.c.send({ v: 1, t: "ack", mids: [db.mid] });
     await bob.c.sync();
     carol.c.close();
@@ -396,20 +404,8 @@ describe("write-behind for group messages (PROTOCOL.md §7.3)", () => {
   });
 
   it("a relay restart while a message is held: no accepted was sent, the retry is a new message above every mid handed out", async () => {
-    const { hub, m } = await trio("wbg");
-    const [alice, bob, carol] = m;
-    const t0 = Date.now(); // before the hold: the guard's window starts no later than it
-    groupSend(alice.c, "g1", 1);
-    const db = await bob.c.next("deliver");
-    await carol.c.next("deliver");
-    const held = await withinWindow(t0, () =>
-      runInDurableObject(stubFor(hub), (_i, state) => {
-        state.abort("test: crash");
-      }).then(
-        () => true,
-        () => true,
-      ),
-    );
+    const { hub, alice, bob, db, t0 } = await heldInTrio();
+    const held = await crashWithin(hub, t0);
     if (held === null) return;
     await alice.c.waitClosed();
     expect(alice.c.queue.some((f) => f.t === "accepted" && f.id === "g1")).toBe(false);
