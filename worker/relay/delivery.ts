@@ -177,11 +177,16 @@ export class Deliveries {
 
   #setPending(username: string, st: UserState, m: Map<string, number>): void {
     // Messages acknowledged out of order on the live connection are still above the cursor in
-    // storage; they are no longer pending.
+    // storage; they are no longer pending. Held ones (§7.3 "Write-behind") are not in storage:
+    // one acknowledged is not counted there, one in flight is counted here, as a stored one.
     const s = this.#d.sessions.online(username);
     for (const it of s?.ackedAhead ?? []) {
+      if (this.#behind.has(it.mid)) continue;
       const n = m.get(it.sender) ?? 0;
       if (n > 0) m.set(it.sender, n - 1);
+    }
+    for (const it of s?.inflight?.values() ?? []) {
+      if (it.group && this.#behind.has(it.mid)) m.set(it.sender, (m.get(it.sender) ?? 0) + 1);
     }
     let total = 0;
     for (const n of m.values()) total += n;
