@@ -3,9 +3,8 @@
  * recipient, per-sender shares and totals; PROTOCOL.md §7.3) against the reference, a recount in
  * SQL (`countMailboxes`, `senderHoldings`), after every step of random sequences of the writes
  * that change them: direct items and commits stored, acknowledged, expired; group messages
- * stored and deleted; direct items and group messages held in memory before they are stored
- * (write-behind) count as stored rows and log rows, whether they are then stored or released, and
- * a held group message's roster snapshot outlives every collection. And the read caches (directory rows, contact decisions) against a fresh
+ * stored and deleted; direct items held in memory before they are stored (write-behind) count as
+ * stored rows, whether they are then stored or released. And the read caches (directory rows, contact decisions) against a fresh
  * Store's reads after random sequences of the writes that change them.
  */
 import { runInDurableObject } from "cloudflare:test";
@@ -48,8 +47,6 @@ const op = fc.oneof(
   fc.record({ t: fc.constant("delgroup" as const), pick: fc.nat() }),
   // Write-behind (PROTOCOL.md §7.3): a direct item held in memory, then stored or released.
   fc.record({ t: fc.constant("hold" as const), from: user, to: user }),
-  fc.record({ t: fc.constant("holdgroup" as const), from: user }),
-  fc.record({ t: fc.constant("gcrosters" as const) }),
   fc.record({ t: fc.constant("settle" as const), pick: fc.nat() }),
   fc.record({ t: fc.constant("release" as const), pick: fc.nat() }),
   fc.record({ t: fc.constant("purge" as const) }),
@@ -80,15 +77,12 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
           store.migrate([], 1);
           const now = 1_000_000;
           const g = { ...emptyGroup(`g${round}`), epoch: 1, members: [...USERS] };
-          let roster = store.rosterOf(g, [...USERS]);
+          const roster = store.rosterOf(g, [...USERS]);
           const mids: Array<{ mid: number; to: string; from: string; kind: "direct" | "commit" }> =
             [];
           const logged: number[] = [];
-          // Held items (Store.holdItem) and group messages (Store.holdGroupMessage, `to` null):
-          // the reference counts them by hand, as the rows to come.
-          const held: Array<{ mid: number; to: string | null; from: string; roster: number }> = [];
-          const inLog = (mid: number) =>
-            Number(sql.exec("SELECT COUNT(*) AS n FROM group_log WHERE mid = ?", mid).one().n);
+          // Held items (Store.holdItem): the reference counts them by hand, as rows to come.
+          const held: Array<{ mid: number; to: string; from: string }> = [];
           const check = () => {
             // Counts discount rows waiting for the flush; the reference recount below deletes
             // them first (senderHoldings flushes), so both must agree either way.
@@ -167,51 +161,16 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
               expect(store.isHeld(mid)).toBe(true);
               // Not stored: never read back for delivery while held.
               expect(store.itemsAfter(o.to, 0, now, 1000).some((r) => r.mid === mid)).toBe(false);
-              held.push({ mid, to: o.to, from: o.from, roster });
-            } else if (o.t === "holdgroup") {
-              const mid = store.holdGroupMessage({
-                group: g.name,
-                epoch: 1,
-                roster,
-                sender: o.from,
-                senderKey: "k",
-                ts: now,
-                expiresAt: now + 10,
-                data: "QUJD",
-                skipped: [],
-              });
-              expect(store.isHeld(mid)).toBe(true);
-              expect(inLog(mid)).toBe(0);
-              held.push({ mid, to: null, from: o.from, roster });
-            } else if (o.t === "gcrosters") {
-              store.gcRosters();
-              // A held message's snapshot stays: settling it later must find its roster.
-              for (const h of held.filter((x) => x.to === null)) {
-                const n = sql
-                  .exec("SELECT COUNT(*) AS n FROM roster_members WHERE roster = ?", h.roster)
-                  .one().n;
-                expect(Number(n)).toBe(USERS.length);
-              }
-              roster = store.rosterOf(g, [...USERS]);
+              held.push({ mid, to: o.to, from: o.from });
             } else if (o.t === "settle" || o.t === "release") {
               const [h] = held.splice(o.pick % Math.max(1, held.length), 1);
               if (h !== undefined) {
-                if (o.t === "settle" && h.to === null) {
-                  expect(store.settleHeld(h.mid)).toBe(true);
-                  // Stored under the mid it was sent with, as a log row of its roster.
-                  expect(inLog(h.mid)).toBe(1);
-                  const row = sql.exec("SELECT roster FROM group_log WHERE mid = ?", h.mid).one();
-                  expect(Number(row.roster)).toBe(h.roster);
-                  logged.push(h.mid);
-                } else if (o.t === "settle" && h.to !== null) {
+                if (o.t === "settle") {
                   expect(store.settleHeld(h.mid)).toBe(true);
                   // Stored under the mid it was sent with, and delivered from storage from now.
                   expect(store.itemsAfter(h.to, h.mid - 1, now, 1)[0]?.mid).toBe(h.mid);
                   mids.push({ mid: h.mid, to: h.to, from: h.from, kind: "direct" });
-                } else {
-                  expect(store.releaseHeld(h.mid)).toBe(true);
-                  expect(inLog(h.mid)).toBe(0);
-                }
+                } else expect(store.releaseHeld(h.mid)).toBe(true);
                 expect(store.isHeld(h.mid)).toBe(false);
                 expect(store.settleHeld(h.mid)).toBe(false);
                 expect(store.releaseHeld(h.mid)).toBe(false);
@@ -233,32 +192,16 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
 });
 
 describe("relay store: mids of held items", () => {
-  it("a held item's (or group message's) mid is never handed out again after a restart, though it was never stored", async () => {
+  it("a held item's mid is never handed out again after a restart, though it was never stored", async () => {
     const hub = freshHub("lease");
     await runInDurableObject(stubFor(hub), (_i, state) => {
       const store = new Store(state.storage.sql);
       store.migrate([], 1);
-      const g = { ...emptyGroup("lg"), epoch: 1, members: ["ann", "ben"] };
-      const held = [
-        store.holdItem(item("ben", 1), "QUJD"),
-        store.holdItem(item("ben", 1), "QUJD"),
-        store.holdGroupMessage({
-          group: g.name,
-          epoch: 1,
-          roster: store.rosterOf(g, ["ann", "ben"]),
-          sender: "ann",
-          senderKey: "k",
-          ts: 1,
-          expiresAt: 11,
-          data: "QUJD",
-          skipped: [],
-        }),
-      ];
+      const held = [store.holdItem(item("ben", 1), "QUJD"), store.holdItem(item("ben", 1), "QUJD")];
       // The object dies: a Store started on the same storage (its memory gone).
       const after = new Store(state.storage.sql);
       after.migrate([], 1);
       expect(after.isHeld(held[1] as number)).toBe(false);
-      expect(after.isHeld(held[2] as number)).toBe(false);
       expect(after.nextMid()).toBeGreaterThan(Math.max(...held));
       expect(after.countMailbox("ben")).toBe(0);
     });

@@ -4,13 +4,12 @@
  *
  * Every routed item is stored before anything is sent (at-least-once): direct items and commits
  * as one `mailbox` row per recipient, group messages once in the `group_log` with a roster
- * snapshot (store.ts) — except an item sent *write-behind* (PROTOCOL.md §7.3): a direct item
- * for a caught-up connection, or a group message all of whose recipients' connections are caught
- * up, is sent at once and held in memory (Store.holdItem, Store.holdGroupMessage) until its
- * recipients acknowledge it (never stored) or it is stored (LIMITS.writeBehindMs, a connection of
- * a recipient's address closing or starting, a retry); its sender's `accepted` waits for one or
- * the other, so until then the sender's outbox holds it. What this module adds is memory, so
- * that the common case costs a socket send and no storage work:
+ * snapshot (store.ts) — except a direct item sent *write-behind* (PROTOCOL.md §7.3): sent to a
+ * caught-up connection at once and held in memory (Store.holdItem) until its recipient
+ * acknowledges it (never stored) or it is stored (LIMITS.writeBehindMs, a connection of its
+ * address closing or starting, a retry); its sender's `accepted` waits for one or the other, so
+ * until then the sender's outbox holds it. What this module adds is memory, so that the common
+ * case costs a socket send and no storage work:
  *
  * - per connection, the items in flight and whether it is *caught up* (everything stored for
  *   the user has been sent). A new item for a caught-up connection with room in its window is
@@ -56,12 +55,11 @@ export const MAX_QUEUED_CHARS = 16 * 1024 * 1024;
 const QUEUE_ENTRY_COST = 64;
 
 /**
- * A direct item or group message sent before it is stored (PROTOCOL.md §7.3 "Write-behind"),
- * until its recipients (one, or a group message's) acknowledge it or it is stored. `done` runs
- * once: `stored` says which.
+ * A direct item sent before it is stored (PROTOCOL.md §7.3 "Write-behind"), until its
+ * recipient acknowledges it or it is stored. `done` runs once: `stored` says which.
  */
 interface Behind {
-  addresses: readonly string[];
+  address: string;
   at: number;
   done(stored: boolean): void;
 }
@@ -116,7 +114,7 @@ export class Deliveries {
   /** Memory held by connection queues (see MAX_QUEUED_CHARS). */
   #queuedChars = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
-  /** Held items in flight (sendBehind, fanoutBehind), in mid order, the order they came. */
+  /** Held direct items in flight (sendBehind), in mid order, which is the order they came. */
   readonly #behind = new Map<number, Behind>();
   #behindTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -177,16 +175,11 @@ export class Deliveries {
 
   #setPending(username: string, st: UserState, m: Map<string, number>): void {
     // Messages acknowledged out of order on the live connection are still above the cursor in
-    // storage; they are no longer pending. Held ones (§7.3 "Write-behind") are not in storage:
-    // one acknowledged is not counted there, one in flight is counted here, as a stored one.
+    // storage; they are no longer pending.
     const s = this.#d.sessions.online(username);
     for (const it of s?.ackedAhead ?? []) {
-      if (this.#behind.has(it.mid)) continue;
       const n = m.get(it.sender) ?? 0;
       if (n > 0) m.set(it.sender, n - 1);
-    }
-    for (const it of s?.inflight?.values() ?? []) {
-      if (it.group && this.#behind.has(it.mid)) m.set(it.sender, (m.get(it.sender) ?? 0) + 1);
     }
     let total = 0;
     for (const n of m.values()) total += n;
@@ -370,8 +363,7 @@ export class Deliveries {
 
   /**
    * Would an item for `address` be sent at once: a caught-up connection with room in its window
-   * and nothing waiting? Only then may an item for it be sent before it is stored: a direct
-   * item (sendBehind), or a group message if every recipient's answer is yes (fanoutBehind).
+   * and nothing waiting? Only then may a direct item be sent before it is stored (sendBehind).
    */
   canSendNow(address: string): boolean {
     const s = this.#d.sessions.online(address);
@@ -397,38 +389,8 @@ export class Deliveries {
     text: string,
     done: (stored: boolean) => void,
   ): void {
-    this.#hold(item.mid, [address], done);
-    this.#sendNow(address, item, text);
-  }
-
-  /**
-   * A held group message (Store.holdGroupMessage) `mid` from `sender`: sent now to each of
-   * `recipients` (every one of which canSendNow), before it is stored, and settled as sendBehind's
-   * items are — released when the last recipient acknowledges it (`done(false)`), or stored when
-   * LIMITS.writeBehindMs pass first, when a connection of any recipient closes or starts, or when
-   * `settle` is asked — and then `done(true)`.
-   */
-  fanoutBehind(
-    recipients: readonly string[],
-    mid: number,
-    sender: string,
-    text: string,
-    done: (stored: boolean) => void,
-  ): void {
-    this.#hold(mid, recipients, done);
-    this.#count(mid, recipients.length);
-    for (const to of recipients) {
-      this.#pendingAdd(to, sender, 1);
-      this.#sendNow(to, { mid, group: true, sender }, text);
-    }
-  }
-
-  #hold(mid: number, addresses: readonly string[], done: (stored: boolean) => void): void {
-    this.#behind.set(mid, { addresses, at: this.#d.now(), done });
+    this.#behind.set(item.mid, { address, at: this.#d.now(), done });
     this.#behindTimer ??= setTimeout(() => this.#settleDue(), LIMITS.writeBehindMs);
-  }
-
-  #sendNow(address: string, item: InflightItem, text: string): void {
     const s = this.#d.sessions.online(address);
     // A failed send leaves the item to be stored: the connection is going away.
     if (s === undefined || s.inflight === null || !s.sendText(text)) return;
@@ -445,12 +407,12 @@ export class Deliveries {
   }
 
   /**
-   * Store every held item for `address` (one of its connections closed or started, or its user
+   * Store every held item of `address` (one of its connections closed or started, or its user
    * moves to its own object); false if storage refused one (it stays held, for the timer).
    */
   settleFor(address: string): boolean {
     for (const [mid, b] of this.#behind) {
-      if (b.addresses.includes(address) && !this.#settle(mid, b)) return false;
+      if (b.address === address && !this.#settle(mid, b)) return false;
     }
     return true;
   }
@@ -492,22 +454,16 @@ export class Deliveries {
 
   /** A group message `mid` from `sender` was stored for `recipients` (frame serialised once). */
   fanout(recipients: readonly string[], mid: number, sender: string, text: string): void {
-    this.#count(mid, recipients.length);
+    this.#copies.set(mid, recipients.length);
+    if (this.#copies.size > MAX_COUNTED_MESSAGES) {
+      // Forget the oldest count: that message is then collected by the exact query.
+      const oldest = this.#copies.keys().next().value;
+      if (oldest !== undefined) this.#copies.delete(oldest);
+    }
     const share = Math.ceil(text.length / Math.max(1, recipients.length));
     for (const to of recipients) {
       this.#pendingAdd(to, sender, 1);
       this.offer(to, { mid, group: true, sender }, text, share);
-    }
-  }
-
-  /** Count the `n` copies of group message `mid` in memory (see #copies). */
-  #count(mid: number, n: number): void {
-    this.#copies.set(mid, n);
-    if (this.#copies.size > MAX_COUNTED_MESSAGES) {
-      // Forget the oldest count: that message is then collected by the exact query (a held one
-      // is stored by the timer instead of released).
-      const oldest = this.#copies.keys().next().value;
-      if (oldest !== undefined) this.#copies.delete(oldest);
     }
   }
 
@@ -597,15 +553,8 @@ export class Deliveries {
         continue;
       }
       const left = this.#copies.get(it.mid);
-      const held = left !== undefined && left <= 1 ? this.#behind.get(it.mid) : undefined;
       if (left === undefined) this.#uncounted.add(it.mid);
-      else if (held !== undefined) {
-        // The last copy of a held group message (§7.3 "Write-behind"): never stored.
-        this.#copies.delete(it.mid);
-        this.#behind.delete(it.mid);
-        this.#d.store.releaseHeld(it.mid);
-        held.done(false);
-      } else if (left <= 1) {
+      else if (left <= 1) {
         this.#copies.delete(it.mid);
         this.#done.push(it.mid);
         this.#doneBySender.set(it.sender, (this.#doneBySender.get(it.sender) ?? 0) + 1);

@@ -79,14 +79,7 @@ import { groupPeersOf, Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type {
-  GroupExport,
-  GroupLogRow,
-  NewGroupMessage,
-  PushSubRow,
-  Store,
-  UserRow,
-} from "./store";
+import type { GroupExport, GroupLogRow, PushSubRow, Store, UserRow } from "./store";
 
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
@@ -2754,11 +2747,8 @@ export class Hub {
     const sender = this.#sendKey(a);
     const sent = { target: `g:${frame.group}`, digest: bodyDigest(frame.body) };
     // A retry (§7.3 "Retries") is answered as the first was, before any check: the group may
-    // have moved on since it was stored. One still held (sent, not all acknowledged, not stored)
-    // is stored first, so that the answer can never outrun the message's only copy.
-    const prior = store.acceptedSend(sender, frame.id, sent, now);
-    if (prior !== null) {
-      if (store.isHeld(prior.mid)) this.#settleForRetry(prior.mid);
+    // have moved on since it was stored.
+    if (store.acceptedSend(sender, frame.id, sent, now) !== null) {
       s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id });
       return;
     }
@@ -2819,12 +2809,6 @@ export class Hub {
       data: frame.body,
       skipped: r.recipients.filter((to) => !fits.has(to)),
     };
-    // Write-behind on the hub's route only: in a group's home the sender's answer is the reply
-    // to its member object's call, which cannot wait for the other members' objects.
-    if (this.#home === null && delivered.every((to) => this.deliveries.canSendNow(to))) {
-      this.#fanoutBehind(s, frame.id, sender, sent, row, delivered, now);
-      return;
-    }
     const mid = store.putGroupMessage(row);
     store.recordSend(sender, frame.id, { ...sent, mid }, now + LIMITS.sendRetryWindowSec * 1000);
     this.deliveries.persistSoon();
@@ -2843,42 +2827,6 @@ export class Hub {
    */
   #settleForRetry(mid: number): void {
     if (!this.deliveries.settle(mid)) throw new Error("a held item could not be stored");
-  }
-
-  /**
-   * A group message sent before it is stored (§7.3 "Write-behind"), as #sendBehind's direct
-   * items: every recipient's connection is caught up with room, so the one `deliver` frame goes
-   * out to each now, with no write to wait for; the message counts as stored
-   * (Store.holdGroupMessage) and its sender's `accepted` waits until the last recipient
-   * acknowledges it (never stored) or it is stored (within writeBehindMs, or at once when a
-   * recipient's connection closes or starts, or the send is retried).
-   */
-  #fanoutBehind(
-    s: Session,
-    id: string,
-    sender: string,
-    sent: { target: string; digest: string },
-    row: NewGroupMessage,
-    recipients: readonly string[],
-    now: number,
-  ): void {
-    const { store } = this.#d;
-    const mid = store.holdGroupMessage(row);
-    // Remembered for retries at once (Store.flushSends keeps it out of storage while held).
-    store.recordSend(sender, id, { ...sent, mid }, now + LIMITS.sendRetryWindowSec * 1000);
-    this.deliveries.fanoutBehind(
-      recipients,
-      mid,
-      row.sender,
-      groupDeliverText({ ...row, mid }),
-      (stored) => {
-        store.sendSettled(sender, id, mid);
-        if (stored) this.#d.wakeAt(row.expiresAt);
-        this.deliveries.persistSoon();
-        s.send({ v: PROTOCOL_VERSION, t: "accepted", id });
-      },
-    );
-    this.pushes.queued(recipients, now);
   }
 
   // -- the hand-over from the hub's route (docs/ARCHITECTURE.md "Moving a user") ---------------

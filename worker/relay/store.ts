@@ -26,10 +26,7 @@ const CACHE_MAX = 2048;
  */
 const SEND_IDS_KEPT = 16;
 
-/**
- * Mids leased per write for held items (holdItem, holdGroupMessage): a restart skips at most
- * this many.
- */
+/** Mids leased per write for held items (holdItem): a restart skips at most this many. */
 const MID_LEASE = 4096;
 
 /** Put `key` in a bounded insertion-ordered cache, dropping the oldest entry past CACHE_MAX. */
@@ -576,13 +573,6 @@ export class Store {
   readonly #behindCounts = new Map<string, number>();
   readonly #behindShares = new Map<string, Map<string, number>>();
   /**
-   * Group messages sent before they are stored (§7.3 "Write-behind"), by mid, until settleHeld
-   * writes them or releaseHeld (every recipient acknowledged) forgets them; and how many each
-   * sender has, counted toward its stored messages like log rows.
-   */
-  readonly #behindGroup = new Map<number, NewGroupMessage>();
-  readonly #behindGroupBySender = new Map<string, number>();
-  /**
    * Every mid up to this one may have been handed out: written to `mid_counter` before a held
    * item's mid passes it, so that after a restart no mid a recipient may already have seen (and
    * dedupes by, §7.3) is handed out again for another item, though the item was never stored.
@@ -609,8 +599,6 @@ export class Store {
     this.#behind.clear();
     this.#behindCounts.clear();
     this.#behindShares.clear();
-    this.#behindGroup.clear();
-    this.#behindGroupBySender.clear();
     for (const stmt of SCHEMA) this.sql.exec(stmt);
     this.#dropLegacy();
     this.#moveBindingsOut();
@@ -826,7 +814,7 @@ export class Store {
       // A held item's send (§7.3 "Write-behind") is not written while held: after a restart
       // its retry must be judged new, since the item itself may be gone. Its settling
       // (sendSettled) writes it with the next flush.
-      const kept = [...mine].filter(([, e]) => !this.isHeld(e.mid));
+      const kept = [...mine].filter(([, e]) => !this.#behind.has(e.mid));
       return [sender, JSON.stringify(kept), expires];
     });
     this.#unsavedSends.clear();
@@ -1227,7 +1215,11 @@ export class Store {
    * blocks of MID_LEASE (one small write per block), and its place in the counts.
    */
   holdItem(item: Omit<NewMailboxItem, "payload">, body: string): number {
-    const mid = this.#leasedMid();
+    const mid = this.nextMid();
+    if (mid > this.#midLeased) {
+      this.#midLeased = mid + MID_LEASE;
+      this.sql.exec("UPDATE mid_counter SET last = MAX(last, ?) WHERE id = 1", this.#midLeased);
+    }
     this.#behind.set(mid, { item, body });
     this.#behindCounts.set(item.recipient, (this.#behindCounts.get(item.recipient) ?? 0) + 1);
     let shares = this.#behindShares.get(item.sender);
@@ -1239,42 +1231,13 @@ export class Store {
     return mid;
   }
 
-  /**
-   * A group message about to be sent before it is stored (§7.3 "Write-behind"): its mid, leased
-   * as holdItem's, and its place in its sender's count. Its roster snapshot stays in storage
-   * while it is held (gcRosters keeps it).
-   */
-  holdGroupMessage(m: NewGroupMessage): number {
-    const mid = this.#leasedMid();
-    this.#behindGroup.set(mid, m);
-    this.#behindGroupBySender.set(m.sender, (this.#behindGroupBySender.get(m.sender) ?? 0) + 1);
-    return mid;
-  }
-
-  /** A new mid, every mid up to it leased in storage first (a restart never hands it out). */
-  #leasedMid(): number {
-    const mid = this.nextMid();
-    if (mid > this.#midLeased) {
-      this.#midLeased = mid + MID_LEASE;
-      this.sql.exec("UPDATE mid_counter SET last = MAX(last, ?) WHERE id = 1", this.#midLeased);
-    }
-    return mid;
-  }
-
-  /** Whether `mid` is a held item or group message not yet settled or released. */
+  /** Whether `mid` is a held item (holdItem) not yet settled or released. */
   isHeld(mid: number): boolean {
-    return this.#behind.has(mid) || this.#behindGroup.has(mid);
+    return this.#behind.has(mid);
   }
 
-  /** Store a held item (or group message) under its mid, with its counts; false if not held. */
+  /** Store a held item as a row under its mid (payload, row, counts); false if not held. */
   settleHeld(mid: number): boolean {
-    const m = this.#behindGroup.get(mid);
-    if (m !== undefined) {
-      // Written first: if storage refuses, it is still held (and counted) for a later try.
-      this.putGroupMessage(m, mid);
-      this.#unholdGroup(mid, m);
-      return true;
-    }
     const h = this.#behind.get(mid);
     if (h === undefined) return false;
     // Written first: if storage refuses, the item is still held (and counted) for a later try.
@@ -1283,24 +1246,9 @@ export class Store {
     return true;
   }
 
-  /**
-   * A held item's recipient (every recipient of a held group message) acknowledged it: it stops
-   * counting and is never stored.
-   */
+  /** A held item's recipient acknowledged it: it stops counting and is never stored. */
   releaseHeld(mid: number): boolean {
-    const m = this.#behindGroup.get(mid);
-    if (m !== undefined) {
-      this.#unholdGroup(mid, m);
-      return true;
-    }
     return this.#unhold(mid) !== undefined;
-  }
-
-  #unholdGroup(mid: number, m: NewGroupMessage): void {
-    this.#behindGroup.delete(mid);
-    const n = (this.#behindGroupBySender.get(m.sender) ?? 0) - 1;
-    if (n > 0) this.#behindGroupBySender.set(m.sender, n);
-    else this.#behindGroupBySender.delete(m.sender);
   }
 
   #unhold(mid: number): { item: Omit<NewMailboxItem, "payload">; body: string } | undefined {
@@ -1926,14 +1874,12 @@ export class Store {
     return id;
   }
 
-  /**
-   * Store one group message (once, for all its recipients) under a new mid, or under `mid`
-   * handed out earlier by holdGroupMessage; returns its mid.
-   */
-  putGroupMessage(m: NewGroupMessage, mid = this.nextMid()): number {
+  /** Store one group message (once, for all its recipients); returns its mid. */
+  putGroupMessage(m: NewGroupMessage): number {
     // The counter is this object's alone (every insert goes through this Store), so the next
     // mid comes from memory. The stored row itself records it; the high-water mark is written
     // before any group message is deleted (#keepMidFloor), so a mid is never handed out twice.
+    const mid = ++this.#lastMid;
     this.sql.exec(
       `INSERT INTO group_log (mid, grp, epoch, roster, sender, sender_key, ts, expires_at, data, skipped)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -2109,19 +2055,14 @@ export class Store {
   }
 
   /**
-   * Delete roster snapshots no stored or held message refers to, except those of the current
-   * records (kept in memory); returns how many went. Forgets the in-memory ids if any went.
+   * Delete roster snapshots no stored message refers to, except those of the current records
+   * (kept in memory); returns how many went. Forgets the in-memory ids if any went.
    */
   gcRosters(): number {
-    // A held group message's snapshot is kept: settling it writes a row that refers to it.
-    const held = new Set<number>();
-    for (const m of this.#behindGroup.values()) held.add(m.roster);
     const gone = this.sql
       .exec(
         `DELETE FROM group_rosters WHERE NOT EXISTS
-           (SELECT 1 FROM group_log WHERE group_log.roster = group_rosters.id)
-           AND id NOT IN (SELECT value FROM json_each(?)) RETURNING id`,
-        JSON.stringify([...held]),
+           (SELECT 1 FROM group_log WHERE group_log.roster = group_rosters.id) RETURNING id`,
       )
       .toArray();
     if (gone.length > 0) {
@@ -2244,8 +2185,6 @@ export class Store {
       const share = (t.shares.get(to) ?? 0) + (behind?.get(to) ?? 0);
       if (share > 0) perRecipient.set(to, share);
     }
-    // So do held group messages (holdGroupMessage), as the log rows they may become.
-    held += this.#behindGroupBySender.get(sender) ?? 0;
     const messages = t.direct + held + (this.#logCounts().get(sender) ?? 0);
     return { stored, holdings: { messages, perRecipient } };
   }
