@@ -212,6 +212,25 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
 
     const matrix: Row[] = [];
     let i = 0;
+    /**
+     * A latency goal's figure (GOAL_PAIRS): the medians of the p99s of `first` and GOAL_PAIRS − 1
+     * more pairs of the same case, their order alternating.
+     */
+    const goalMedians = async (
+      first: RelayRun[],
+      mode: "direct" | "group",
+      clients: number,
+      rate: number,
+    ): Promise<{ parley: number; bare: number }> => {
+      const ps: number[] = [];
+      const qs: number[] = [];
+      for (let k = 0; k < GOAL_PAIRS; k++) {
+        const rs = k === 0 ? first : await pair(mode, clients, rate, i++);
+        ps.push((rs.find((r) => r.target !== "bare ws") as RelayRun).p99ms);
+        qs.push((rs.find((r) => r.target === "bare ws") as RelayRun).p99ms);
+      }
+      return { parley: median(ps), bare: median(qs) };
+    };
     let fanout50: RelayFigures["summary"]["fanout50"] = null;
     let direct50: RelayFigures["summary"]["direct50"] = null;
     for (const mode of ["direct", "group"] as const) {
@@ -222,19 +241,8 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         const q = [a, b].find((r) => r?.target === "bare ws") as RelayRun;
         if (mode === "group" && clients === 50)
           fanout50 = { parley: p.deliveriesPerSec, bare: q.deliveriesPerSec };
-        if (mode === "direct" && clients === 50) {
-          // The goal's figure: a p99 over 4 s of this bursty load is set by the worst burst or
-          // two, and one pair moves by ±50% on either side, so it is the medians of three pairs
-          // (this one and two more, their order alternating) rather than one draw.
-          const ps = [p.p99ms];
-          const qs = [q.p99ms];
-          for (let k = 0; k < GOAL_PAIRS - 1; k++) {
-            const more = await pair(mode, clients, rate, i++);
-            ps.push((more.find((r) => r.target !== "bare ws") as RelayRun).p99ms);
-            qs.push((more.find((r) => r.target === "bare ws") as RelayRun).p99ms);
-          }
-          direct50 = { parley: median(ps), bare: median(qs) };
-        }
+        if (mode === "direct" && clients === 50)
+          direct50 = await goalMedians([p, q], mode, clients, rate);
         matrix.push(matrixRow(mode, clients, mode === "group" ? clients - 1 : 1, p, q));
       }
     }
@@ -264,23 +272,8 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
           p99: r.p99ms,
         });
       }
-      if (offered === 2000) {
-        // The goal's figure: medians of GOAL_PAIRS pairs, as for the 1:1 goal (this one and
-        // more, their order alternating); the series above keeps the first pair.
-        const ps: number[] = [];
-        const qs: number[] = [];
-        const add = (r: RelayRun[]) => {
-          const p = r.find((x) => x.target !== "bare ws");
-          const q = r.find((x) => x.target === "bare ws");
-          if (p && q) {
-            ps.push(p.p99ms);
-            qs.push(q.p99ms);
-          }
-        };
-        add(rs);
-        for (let k = 0; k < GOAL_PAIRS - 1; k++) add(await pair("group", seriesClients, rate, i++));
-        if (ps.length > 0) p99at2000 = { parley: median(ps), bare: median(qs) };
-      }
+      // The goal's figure; the series above keeps the first pair.
+      if (offered === 2000) p99at2000 = await goalMedians(rs, "group", seriesClients, rate);
     }
 
     // CPU per delivery: the 50-client group runs (the heaviest, most deliveries).
