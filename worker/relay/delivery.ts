@@ -44,6 +44,14 @@ import type { GroupLogRow, Store } from "./store";
 export const FLUSH_DELAY_MS = 200;
 
 /**
+ * Retry records (Store.flushSends, PROTOCOL.md §7.3 "Retries") go with every this-many-th flush,
+ * so at most about once a second: a device's record is its latest 16 sends rewritten whole, and
+ * writing it with every flush was ~8% of the relay's CPU on a busy hub. A crash loses at most
+ * the last second of them, which costs a retry a second copy that clients drop as a replay.
+ */
+export const SENDS_EVERY_FLUSHES = 5;
+
+/**
  * Items a caught-up connection may have waiting in memory behind a full window, and the memory
  * all connections together may hold there: frame text (a group frame is one string shared by
  * all its recipients, so each holds its share of it) plus QUEUE_ENTRY_COST per entry. Past
@@ -114,6 +122,8 @@ export class Deliveries {
   /** Memory held by connection queues (see MAX_QUEUED_CHARS). */
   #queuedChars = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
+  /** Flushes since the retry records were last written (SENDS_EVERY_FLUSHES). */
+  #flushesSinceSends = 0;
   /** Held direct items in flight (sendBehind), in mid order, which is the order they came. */
   readonly #behind = new Map<number, Behind>();
   #behindTimer: ReturnType<typeof setTimeout> | null = null;
@@ -614,7 +624,10 @@ export class Deliveries {
       }
       this.#dirtyThrough.clear();
       store.flushAcked();
-      store.flushSends();
+      if (++this.#flushesSinceSends >= SENDS_EVERY_FLUSHES) {
+        this.#flushesSinceSends = 0;
+        store.flushSends();
+      }
       store.flushHeld();
       store.saveGroupThroughs(cursors);
       store.deleteGroupMessages(this.#done);
@@ -629,6 +642,8 @@ export class Deliveries {
     }
     for (const s of this.#dirtySessions) s.flush();
     this.#dirtySessions.clear();
+    // Retry records left for a later flush keep the timer going until they are written.
+    if (store.sendsUnsaved) this.#schedule();
   }
 }
 

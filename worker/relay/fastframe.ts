@@ -78,6 +78,29 @@ const SEND_KEYS = ["v", "t", "id", "to", "body"] as const;
 const SEND_DEVICE_KEYS = ["v", "t", "id", "to", "device", "body"] as const;
 
 /**
+ * No key given twice in `raw` (a frame has exactly one meaning, PROTOCOL.md §5), where `parsed` is
+ * `JSON.parse(raw)`. With no backslash in the text every `"` opens or closes a string, and every
+ * string is a key or a value; a repeated key is dropped from `parsed` with its value, so the
+ * text then has more strings than `parsed` accounts for. Counting quotes is a few `indexOf`s,
+ * where the general check (protocol.ts `hasDuplicateKeys`, used when there is a backslash) keeps
+ * a set of keys per object. Values nested deeper than an array of strings are not counted: no
+ * fast-path frame has them, and the caller refuses those frames anyway.
+ */
+function noRepeatedKey(raw: string, parsed: Record<string, unknown>): boolean {
+  if (raw.includes("\\")) return !hasDuplicateKeys(raw);
+  let strings = 0;
+  for (const k in parsed) {
+    strings++;
+    const v = parsed[k];
+    if (typeof v === "string") strings++;
+    else if (Array.isArray(v)) for (const x of v) if (typeof x === "string") strings++;
+  }
+  let quotes = 0;
+  for (let i = raw.indexOf('"'); i >= 0; i = raw.indexOf('"', i + 1)) quotes++;
+  return quotes === 2 * strings;
+}
+
+/**
  * The frame if `raw` is a well-formed `send`, `group_send` or `ack`, else null (use
  * parseClientFrame).
  */
@@ -96,8 +119,9 @@ export function fastClientFrame(
   } catch {
     return null;
   }
-  if (typeof o !== "object" || o === null || Array.isArray(o) || hasDuplicateKeys(raw)) return null;
+  if (typeof o !== "object" || o === null || Array.isArray(o)) return null;
   const r = o as Record<string, unknown>;
+  if (!noRepeatedKey(raw, r)) return null;
   if (r.v !== 1) return null;
   if (r.t === "send") {
     const { id, to, device, body } = r;

@@ -805,6 +805,11 @@ export class Store {
     if (mine?.get(id)?.mid === mid) this.#unsavedSends.set(sender, mine);
   }
 
+  /** Whether recordSend or sendSettled changed something flushSends has not written yet. */
+  get sendsUnsaved(): boolean {
+    return this.#unsavedSends.size > 0;
+  }
+
   /** Write the devices whose sends recordSend remembered since the last flush. */
   flushSends(): void {
     if (this.#unsavedSends.size === 0) return;
