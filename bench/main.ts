@@ -23,7 +23,7 @@ import { type Row, table } from "./lib";
 import { type ObjectLoadFigures, runObjectLoad } from "./object-load";
 import { type PrimitiveRow, runPrimitives } from "./primitives";
 import { type PwaFigures, runPwa } from "./pwa";
-import { type RelayFigures, runRelay, WRANGLER_PORT } from "./relay";
+import { GOAL_PAIRS, type RelayFigures, runRelay, WRANGLER_PORT } from "./relay";
 import { lineChart } from "./svg";
 
 // Parley in Node runs shared/crypto on node:crypto (node/crypto-backend.ts), as the soak and the
@@ -277,7 +277,7 @@ await section("relay", async () => {
   };
   if (s.direct50)
     against(
-      "relay 1:1 direct p99, 50 clients (medians of 3 pairs)",
+      `relay 1:1 direct p99, 50 clients (medians of ${GOAL_PAIRS} pairs)`,
       s.direct50.parley,
       s.direct50.bare,
       "ms",
@@ -291,7 +291,7 @@ await section("relay", async () => {
   // local platform (wrangler's proxy, then workerd) takes before any protocol runs.
   if (s.trivial50)
     reportedMs(
-      "relay 1:1 direct p99, 50 clients, through a trivial forwarding object (the platform's floor; medians of 3 pairs)",
+      `relay 1:1 direct p99, 50 clients, through a trivial forwarding object (the platform's floor; medians of ${GOAL_PAIRS} pairs)`,
       s.trivial50.trivial,
       s.trivial50.bare,
     );
@@ -299,7 +299,7 @@ await section("relay", async () => {
   // in), storing nothing: the floor for Parley's frame pattern; the rest is the relay's own work.
   if (s.trivialFrames50)
     reportedMs(
-      "relay 1:1 direct p99, 50 clients, through a trivial object exchanging Parley's frames (accepted, ack; nothing stored; medians of 3 pairs)",
+      `relay 1:1 direct p99, 50 clients, through a trivial object exchanging Parley's frames (accepted, ack; nothing stored; medians of ${GOAL_PAIRS} pairs)`,
       s.trivialFrames50.trivial,
       s.trivialFrames50.bare,
     );
@@ -329,7 +329,7 @@ await section("relay", async () => {
   }
   if (s.p99at2000)
     against(
-      "relay p99 at 2,000 deliveries/s (group fan-out, 20 clients; medians of 3 pairs)",
+      `relay p99 at 2,000 deliveries/s (group fan-out, 20 clients; medians of ${GOAL_PAIRS} pairs)`,
       s.p99at2000.parley,
       s.p99at2000.bare,
       "ms",

@@ -28,7 +28,7 @@ import {
  * the group fan-out at 2,000 deliveries/s. A p99 over 4 s of bursty load is set by the worst
  * burst or two, and one pair moves by ±50% on either side from run to run.
  */
-const GOAL_PAIRS = 3;
+export const GOAL_PAIRS = 5;
 
 /** Ports (overridable, e.g. to run beside the test suite, whose wrangler ports are 8790–8798). */
 export const WRANGLER_PORT = Number(process.env.BENCH_RELAY_PORT ?? 8793);
