@@ -2841,16 +2841,13 @@ export class Hub {
     if (store.getUser(username)?.identityKey !== identityKey) return null;
     // The user's groups move to their homes with this answer, so that what it holds of them
     // here (the items below) is all there will be: a step in flight would add more after it.
-    const moving = store
-      .memberNamesOf(username)
-      .flatMap((address) => store.groupsOf(address).map((group) => ({ address, group })));
+    const memberNames = store.memberNamesOf(username);
+    const moving = memberNames.flatMap((address) =>
+      store.groupsOf(address).map((group) => ({ address, group })),
+    );
     const names = [...new Set(moving.map((m) => m.group))];
     if (names.some((g) => this.#groupChains.has(g))) return "busy";
-    const addresses = new Set([
-      username,
-      ...store.mailboxAddressesOf(username),
-      ...store.memberNamesOf(username),
-    ]);
+    const addresses = new Set([username, ...store.mailboxAddressesOf(username), ...memberNames]);
     // Items sent write-behind (§7.3) are stored first, so that the rows read below are all
     // there is; if storage refuses, the hand-over waits for another try.
     for (const address of addresses) if (!this.deliveries.settleFor(address)) return "busy";

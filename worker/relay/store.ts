@@ -819,7 +819,7 @@ export class Store {
       // A held item's send (§7.3 "Write-behind") is not written while held: after a restart
       // its retry must be judged new, since the item itself may be gone. Its settling
       // (sendSettled) writes it with the next flush.
-      const kept = [...mine].filter(([, e]) => !this.#behind.has(e.mid));
+      const kept = [...mine].filter(([, e]) => !this.isHeld(e.mid));
       return [sender, JSON.stringify(kept), expires];
     });
     this.#unsavedSends.clear();
