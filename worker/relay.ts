@@ -26,6 +26,7 @@ import type {
   HandOver,
   LinkAnswer,
   PeerGateway,
+  SettledSend,
 } from "./relay/hub";
 import type { DirectoryGateway } from "./relay/key-directory";
 import { RelayLifecycle } from "./relay/lifecycle";
@@ -110,7 +111,8 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
   };
   return {
     enqueue: (hub, e) => call<EnqueueResult>(hub, e.to, (s) => s.enqueue(e)),
-    held: (hub, to, address, n) => call<void>(hub, to, (s) => s.held(to, address, n)),
+    held: (hub, to, address, n, settled) =>
+      call<void>(hub, to, (s) => s.held(to, address, n, settled)),
     bundle: (hub, q) => call<BundleAnswer>(hub, q.username, (s) => s.bundle(hub, q)),
     known: (hub, name) => call<boolean>(hub, name, (s) => s.known(name)),
     presence: (hub, viewer, who, state) =>
@@ -187,8 +189,8 @@ export class Relay extends DurableObject {
     return this.#life.hub.enqueue(e);
   }
 
-  held(to: string, address: string, n: number): void {
-    this.#life.hub.held(to, address, n);
+  held(to: string, address: string, n: number, settled: readonly SettledSend[]): void {
+    this.#life.hub.held(to, address, n, settled);
   }
 
   bundle(hub: string, q: BundleQuery): Promise<BundleAnswer> {

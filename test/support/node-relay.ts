@@ -511,9 +511,9 @@ export class NodeRelay {
       };
     const peers: PeerGateway = {
       enqueue: (h, e) => lossy("enqueue", () => peer(h, e.to).call((l) => l.hub.enqueue(e)))(),
-      held: (h, to, address, n) => {
+      held: (h, to, address, n, settled) => {
         this.heldCalls++;
-        return peer(h, to).call((l) => l.hub.held(to, address, n));
+        return peer(h, to).call((l) => l.hub.held(to, address, n, settled));
       },
       bundle: (h, q) => peer(h, q.username).call((l) => l.hub.bundle(h, q, true)),
       known: (h, name) => peer(h, name).call((l) => l.hub.known(name)),

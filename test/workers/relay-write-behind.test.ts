@@ -11,18 +11,22 @@ import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { FrameOf, ServerFrame } from "../../shared/protocol";
 import { LIMITS } from "../../shared/protocol";
+import { SETTLE_WAIT_MS } from "../../worker/relay/hub";
 import { body, delivered, freshHub, newKeys, TestClient } from "./support/client";
 import { countTable, stubFor } from "./support/relay-store";
 
 type Deliver = FrameOf<ServerFrame, "deliver">;
 
-/** alice and bob, online, each the other's contact: alice's messages to bob may go write-behind. */
-async function pair(prefix: string) {
+/**
+ * alice and bob, online, each the other's contact: alice's messages to bob may go write-behind.
+ * `routed`: each on their user's route, so in objects of their own (docs/ARCHITECTURE.md).
+ */
+async function pair(prefix: string, routed = false) {
   const hub = freshHub(prefix);
   const aliceKeys = await newKeys();
   const bobKeys = await newKeys();
-  const alice = (await TestClient.connect(hub, "alice", aliceKeys)).c;
-  const bob = (await TestClient.connect(hub, "bob", bobKeys)).c;
+  const alice = (await TestClient.connect(hub, "alice", aliceKeys, { routed })).c;
+  const bob = (await TestClient.connect(hub, "bob", bobKeys, { routed })).c;
   await bob.accept("alice");
   await alice.accept("bob");
   return { hub, alice, bob, aliceKeys, bobKeys };
@@ -282,5 +286,94 @@ describe('write-behind and moving to one\'s own object (docs/ARCHITECTURE.md "Mo
     alice.close();
     bob.close();
     moved.c.close();
+  });
+});
+
+describe("write-behind across users' objects (PROTOCOL.md §7.3, docs/ARCHITECTURE.md)", () => {
+  /** The object of `user` of `hub` on users' routes (worker/relay.ts peersOf). */
+  const objectOf = (hub: string, user: string) => `${hub}/u/${user}`;
+
+  it("the recipient's object delivers before it stores; its sender's object answers accepted only once the ack is reported", async () => {
+    const { hub, alice, bob } = await pair("wbu", true);
+    const t0 = Date.now(); // before the hold: the guard's window starts no later than it
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const d = await bob.next("deliver");
+    expect(bodyOf(d)).toBe(body(1));
+    const early = await withinWindow(t0, async () => ({
+      ...(await stored(objectOf(hub, "bob"), "bob")),
+      answered: alice.queue.some((f) => f.t === "accepted"),
+    }));
+    if (early !== null) expect(early).toEqual({ rows: 0, payloads: 0, answered: false });
+    bob.send({ v: 1, t: "ack", mids: [d.mid] });
+    expect((await alice.next("accepted", (f) => f.id === "1")).mid).toBe(d.mid);
+    // Never stored in either object, and answered once.
+    await new Promise((r) => setTimeout(r, LIMITS.writeBehindMs + 250));
+    expect(await stored(objectOf(hub, "bob"), "bob")).toEqual({ rows: 0, payloads: 0 });
+    expect(await countTable(objectOf(hub, "alice"), "mailbox")).toBe(0);
+    await alice.none("accepted", 50);
+    // The recipient's object remembers it for retries: the same mid, not delivered again.
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    expect((await alice.next("accepted", (f) => f.id === "1")).mid).toBe(d.mid);
+    expect(await delivered(bob)).toEqual([]);
+    alice.close();
+    bob.close();
+  });
+
+  it("not acknowledged within writeBehindMs: stored in the recipient's object under its mid, then accepted", async () => {
+    const { hub, alice, bob, bobKeys } = await pair("wbu", true);
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const d = await bob.next("deliver");
+    const a = await alice.next("accepted", (f) => f.id === "1");
+    expect(a.mid).toBe(d.mid);
+    expect((await stored(objectOf(hub, "bob"), "bob")).rows).toBe(1);
+    bob.close();
+    await bob.waitClosed();
+    const back = (await TestClient.connect(hub, "bob", bobKeys, { routed: true })).c;
+    expect((await delivered(back)).map((x) => [x.mid, bodyOf(x)])).toEqual([[d.mid, body(1)]]);
+    alice.close();
+    back.close();
+  });
+
+  it("the recipient's object dies while it holds the item: the sender's object sends it there again, stored once, and only then answers", async () => {
+    const { hub, alice, bob, bobKeys } = await pair("wbu", true);
+    const t0 = Date.now();
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const d = await bob.next("deliver");
+    const held = await crashWithin(objectOf(hub, "bob"), t0);
+    if (held === null) return; // too slow to catch it held: stored by the timer first
+    await bob.waitClosed();
+    expect(alice.queue.some((f) => f.t === "accepted")).toBe(false);
+    // No report comes; after SETTLE_WAIT_MS alice's object sends the frame again itself, and
+    // bob's restarted object stores it as a new item, above every mid it may have handed out.
+    const a = await alice.next("accepted", (f) => f.id === "1", SETTLE_WAIT_MS + 5_000);
+    expect(Number(a.mid)).toBeGreaterThan(Number(d.mid));
+    expect((await stored(objectOf(hub, "bob"), "bob")).rows).toBe(1);
+    await alice.none("accepted", 100);
+    // bob's next connection gets the stored copy (his client drops it as a replay, §10.1).
+    const back = (await TestClient.connect(hub, "bob", bobKeys, { routed: true })).c;
+    expect((await delivered(back)).map((x) => [x.mid, bodyOf(x)])).toEqual([[a.mid, body(1)]]);
+    alice.close();
+    back.close();
+  });
+
+  it("the sender's object dies while it awaits the settling: the client's retry gets the item's mid and nothing is delivered twice", async () => {
+    const { hub, alice, bob, aliceKeys } = await pair("wbu", true);
+    const t0 = Date.now();
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const d = await bob.next("deliver");
+    const crashed = await crashWithin(objectOf(hub, "alice"), t0);
+    if (crashed === null) return; // too slow: answered before the crash
+    await alice.waitClosed();
+    expect(alice.queue.some((f) => f.t === "accepted")).toBe(false);
+    bob.send({ v: 1, t: "ack", mids: [d.mid] });
+    await bob.sync();
+    // The sender's outbox sends the frame again on its next connection (§10.1).
+    const again = (await TestClient.connect(hub, "alice", aliceKeys, { routed: true })).c;
+    again.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    expect((await again.next("accepted", (f) => f.id === "1")).mid).toBe(d.mid);
+    expect(await delivered(bob)).toEqual([]);
+    expect(await stored(objectOf(hub, "bob"), "bob")).toEqual({ rows: 0, payloads: 0 });
+    again.close();
+    bob.close();
   });
 });

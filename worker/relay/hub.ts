@@ -90,12 +90,52 @@ const SEED_BATCH = 500;
  */
 export const HELD_DELAY_MS = 100;
 
-/** A sender whose items an address of this object acknowledged (Hub.#heldReports). */
+/**
+ * Longest a sender's object waits for the recipient's object to settle a send it took
+ * write-behind (`EnqueueResult.later`, PROTOCOL.md §7.3 "Write-behind") before it sends the frame
+ * there again itself, ms. Settling takes writeBehindMs plus HELD_DELAY_MS and a call; a wait this
+ * long means the recipient's object restarted and lost the held item, or the report was lost.
+ */
+export const SETTLE_WAIT_MS = 5_000;
+
+/**
+ * Sends awaiting their settling at most, per object, and their bodies' characters (each is kept
+ * to be sent again): past either, a send is stored first.
+ */
+const MAX_AWAITING = 1024;
+const MAX_AWAITING_CHARS = 4 * 1024 * 1024;
+
+/**
+ * A direct item the recipient's object took write-behind for a sender in another object, now
+ * settled (acknowledged or stored): the sender's object answers `accepted` for it.
+ */
+export interface SettledSend {
+  /** The `send` frame's id. */
+  id: string;
+  mid: number;
+}
+
+/**
+ * A sender whose items an address of this object acknowledged, or whose write-behind items for
+ * it settled (Hub.#heldReports).
+ */
 interface HeldReport {
   hub: string;
   sender: string;
-  /** The acknowledging device's mailbox address. */
+  /** The mailbox address the items were for. */
   address: string;
+  settled: SettledSend[];
+}
+
+/** A send taken write-behind by another user's object, awaiting its settling (Hub.#awaiting). */
+interface Awaiting {
+  s: Session;
+  hub: string;
+  e: DirectEnqueue;
+  /** The recipient's mailbox address and the item's mid there. */
+  address: string;
+  mid: number;
+  at: number;
 }
 
 /** Sockets that have not authenticated yet, per hub; more are refused with HTTP 503. */
@@ -219,10 +259,17 @@ export interface PeerGateway {
   enqueue(hub: string, e: DirectEnqueue): Promise<EnqueueResult>;
   /**
    * `Hub.held` in the object of `to`: how many of `to`'s items the calling object still holds
-   * for `address` (the sender's total, §7.3), after acknowledgements. Best effort: a lost report
-   * is put right by the answer to `to`'s next send there.
+   * for `address` (the sender's total, §7.3), after acknowledgements, and which of `to`'s sends
+   * taken write-behind there are settled. Best effort: a lost report is put right by the answer
+   * to `to`'s next send there, and a send not reported settled is sent again (SETTLE_WAIT_MS).
    */
-  held(hub: string, to: string, address: string, n: number): Promise<void>;
+  held(
+    hub: string,
+    to: string,
+    address: string,
+    n: number,
+    settled: readonly SettledSend[],
+  ): Promise<void>;
   /** `Hub.bundle` in the object of `q.username`. */
   bundle(hub: string, q: BundleQuery): Promise<BundleAnswer>;
   /** `Hub.known` in the object of `username`. */
@@ -320,6 +367,12 @@ export interface DirectEnqueue {
   device?: string;
   body: string;
   now: number;
+  /**
+   * Set by a sender's object in another object than the recipient's: the hub to call it back
+   * at, which lets the recipient's object take the item write-behind (§7.3): it answers `later`,
+   * and reports the item settled to the sender's object (`PeerGateway.held`).
+   */
+  behind?: string;
 }
 
 export class Hub {
@@ -365,6 +418,14 @@ export class Hub {
    */
   readonly #heldReports = new Map<string, HeldReport>();
   #heldTimer: ReturnType<typeof setTimeout> | null = null;
+  /**
+   * Sends of this object's connections that another user's object took write-behind (§7.3),
+   * by recipient address and mid, oldest first: each is answered `accepted` when that object
+   * reports it settled (`held`), or sent there again after SETTLE_WAIT_MS.
+   */
+  readonly #awaiting = new Map<string, Awaiting>();
+  #awaitingChars = 0;
+  #awaitTimer: ReturnType<typeof setTimeout> | null = null;
   /**
    * This object as a group's home on users' routes (group-home.ts): its hub and group, from its
    * first call on; null for a hub's or a user's object.
@@ -1838,24 +1899,103 @@ export class Hub {
       s.send(errorFrame("mailbox_full", frame.id));
       return;
     }
+    // The recipient's object may take it write-behind (§7.3) while this one has room to
+    // remember the sends that await their settling.
+    const e = this.#direct(a, frame, now);
+    if (
+      this.#awaiting.size < MAX_AWAITING &&
+      this.#awaitingChars + e.body.length <= MAX_AWAITING_CHARS
+    )
+      e.behind = a.hub;
     let r: EnqueueResult;
     try {
-      r = await peers.enqueue(a.hub, this.#direct(a, frame, now));
-    } catch (e) {
-      console.error("relay: enqueue call failed", e instanceof Error ? e.name : typeof e);
+      r = await peers.enqueue(a.hub, e);
+    } catch (err) {
+      console.error("relay: enqueue call failed", err instanceof Error ? err.name : typeof err);
       if (!s.closed) s.send(errorFrame("internal", frame.id));
       return;
     }
-    if (s.closed) return;
     if (!r.ok) {
-      s.send(errorFrame(r.code, frame.id));
+      if (!s.closed) s.send(errorFrame(r.code, frame.id));
       return;
     }
+    // Written even if the connection closed meanwhile: the recipient's object holds the item.
     store.setHeld(a.username, r.held.address, r.held.n, this.#d.now());
     this.deliveries.persistSoon();
-    s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(r.mid) });
+    if (r.later === true) this.#await(s, a.hub, e, r.held.address, r.mid);
+    else if (!s.closed)
+      s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(r.mid) });
     // The recipient may now see the sender online (§6.3), told in its object.
-    if (r.stored) this.presence.wrote(a.username, frame.to, now, a.hub);
+    if (r.stored && !s.closed) this.presence.wrote(a.username, frame.to, now, a.hub);
+  }
+
+  /** Remember a send taken write-behind by the recipient's object until it is settled. */
+  #await(s: Session, hub: string, e: DirectEnqueue, address: string, mid: number): void {
+    const key = `${address} ${mid}`;
+    this.#unawait(key);
+    this.#awaiting.set(key, { s, hub, e, address, mid, at: this.#d.now() });
+    this.#awaitingChars += e.body.length;
+    this.#awaitTimer ??= setTimeout(() => this.#awaitDue(), SETTLE_WAIT_MS);
+  }
+
+  /**
+   * The sends reported settled by the object holding `address`: each is answered now. A report
+   * for a send not awaited here (answered already, or this object restarted, which closed the
+   * connection: its client sends the frame again) changes nothing.
+   */
+  #settledHere(address: string, settled: readonly SettledSend[]): void {
+    for (const x of settled) {
+      const key = `${address} ${x.mid}`;
+      const w = this.#awaiting.get(key);
+      if (w === undefined || w.e.id !== x.id) continue;
+      this.#unawait(key);
+      if (!w.s.closed)
+        w.s.send({ v: PROTOCOL_VERSION, t: "accepted", id: w.e.id, mid: String(w.mid) });
+    }
+  }
+
+  #unawait(key: string): void {
+    const w = this.#awaiting.get(key);
+    if (w === undefined) return;
+    this.#awaiting.delete(key);
+    this.#awaitingChars -= w.e.body.length;
+  }
+
+  /**
+   * Sends not reported settled within SETTLE_WAIT_MS: the recipient's object restarted (and lost
+   * the held item) or its report was lost. Each is sent there again, to be stored first; the
+   * recipient's object recognises a retry (§7.3 "Retries"), so an item it still holds or
+   * settled is stored once and answered with its mid, and a lost one is stored as new. A send
+   * whose connection closed is left to its client, which sends it again on its next (§10.1).
+   */
+  #awaitDue(): void {
+    this.#awaitTimer = null;
+    const now = this.#d.now();
+    for (const [key, w] of this.#awaiting) {
+      if (w.at + SETTLE_WAIT_MS > now) break;
+      this.#unawait(key);
+      if (w.s.closed) continue;
+      const { behind: _, ...e } = w.e;
+      const peers = this.#d.peers;
+      if (peers === undefined || peers === null) continue;
+      void peers.enqueue(w.hub, e).then(
+        (r) => {
+          if (w.s.closed) return;
+          if (!r.ok) w.s.send(errorFrame(r.code, e.id));
+          else w.s.send({ v: PROTOCOL_VERSION, t: "accepted", id: e.id, mid: String(r.mid) });
+        },
+        (err: unknown) => {
+          console.error("relay: enqueue call failed", err instanceof Error ? err.name : typeof err);
+          if (!w.s.closed) w.s.send(errorFrame("internal", e.id));
+        },
+      );
+    }
+    const next = this.#awaiting.values().next();
+    if (next.done !== true)
+      this.#awaitTimer = setTimeout(
+        () => this.#awaitDue(),
+        Math.max(1, next.value.at + SETTLE_WAIT_MS - now),
+      );
   }
 
   /**
@@ -1900,10 +2040,11 @@ export class Hub {
    * Another user's object holds `n` of `to`'s items for `address` now (PeerGateway.held): the
    * figure the sender's total counts (§7.3).
    */
-  held(to: string, address: string, n: number): void {
+  held(to: string, address: string, n: number, settled: readonly SettledSend[] = []): void {
     if (!this.known(to)) return;
     this.#d.store.setHeld(to, address, n, this.#d.now());
     this.deliveries.persistSoon();
+    this.#settledHere(address, settled);
   }
 
   /** Whether this object holds `username` (a user's object holds its own name only). */
@@ -1972,8 +2113,15 @@ export class Hub {
     const quota = senderRoom("direct", holdings, [to]);
     if (quota.fits.length === 0 || !quota.totalOk) return { ok: false, code: "mailbox_full" };
     const from = { username: e.from, identityKey: e.fromKey };
-    if (answer !== undefined && standing === "contact" && this.deliveries.canSendNow(to)) {
-      const mid = this.#sendBehind(e, to, sent, answer);
+    // A sender in another object hears of the settling by a report (§7.3 "Write-behind").
+    const behind = e.behind;
+    const reply =
+      answer ??
+      (behind === undefined
+        ? undefined
+        : (mid: number) => this.#settledLater(behind, e.from, to, { id: e.id, mid }));
+    if (reply !== undefined && standing === "contact" && this.deliveries.canSendNow(to)) {
+      const mid = this.#sendBehind(e, to, sent, reply);
       return {
         ok: true,
         mid,
@@ -2190,10 +2338,23 @@ export class Hub {
 
   /** Report to `sender`'s object, within HELD_DELAY_MS, what this one holds of its (#heldReports). */
   #heldLater(a: AuthedAttachment, sender: string): void {
-    const address = addressOf(a);
+    this.#report(a.hub, sender, addressOf(a));
+  }
+
+  /** Report to `sender`'s object that its send taken write-behind for `address` settled. */
+  #settledLater(hub: string, sender: string, address: string, settled: SettledSend): void {
+    this.#report(hub, sender, address).settled.push(settled);
+  }
+
+  #report(hub: string, sender: string, address: string): HeldReport {
     const key = `${sender} ${address}`;
-    if (!this.#heldReports.has(key)) this.#heldReports.set(key, { hub: a.hub, sender, address });
+    let r = this.#heldReports.get(key);
+    if (r === undefined) {
+      r = { hub, sender, address, settled: [] };
+      this.#heldReports.set(key, r);
+    }
     this.#heldTimer ??= setTimeout(() => this.sendHeldReports(), HELD_DELAY_MS);
+    return r;
   }
 
   /** Whether reports are waiting for the timer (#heldReports). */
@@ -2213,9 +2374,9 @@ export class Hub {
     for (const p of all) {
       // What this object holds of the sender's for that address now, not at the first ack.
       const n = this.#holdings(p.sender, [p.address]).perRecipient.get(p.address) ?? 0;
-      void peers.held(p.hub, p.sender, p.address, n).catch(() => {
+      void peers.held(p.hub, p.sender, p.address, n, p.settled).catch(() => {
         // Best effort: the sender's figure for this address is put right by the answer to its
-        // next send here, or expires.
+        // next send here, or expires; its object sends the unreported settled sends again.
       });
     }
   }
