@@ -2393,19 +2393,24 @@ export class Store {
     if (this.#heldDirty.size === 0) return;
     const rows = [...this.#heldDirty.values()].map((h) => [h.sender, h.address, h.n, h.at]);
     this.#heldDirty.clear();
-    this.sql.exec(
-      `DELETE FROM held_elsewhere WHERE (sender, address) IN (
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)
-         WHERE json_extract(value, '$[2]') <= 0)`,
-      JSON.stringify(rows),
-    );
-    this.sql.exec(
-      `INSERT OR REPLACE INTO held_elsewhere (sender, address, n, at)
-       SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-              json_extract(value, '$[2]'), json_extract(value, '$[3]')
-       FROM json_each(?) WHERE json_extract(value, '$[2]') > 0`,
-      JSON.stringify(rows),
-    );
+    // Each statement only when it has rows: under steady traffic every figure is positive, and
+    // a statement costs the object's thread as much as the rows it writes (a busy profile).
+    const gone = rows.filter((r) => Number(r[2]) <= 0);
+    const kept = rows.filter((r) => Number(r[2]) > 0);
+    if (gone.length > 0)
+      this.sql.exec(
+        `DELETE FROM held_elsewhere WHERE (sender, address) IN (
+           SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))`,
+        JSON.stringify(gone),
+      );
+    if (kept.length > 0)
+      this.sql.exec(
+        `INSERT OR REPLACE INTO held_elsewhere (sender, address, n, at)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                json_extract(value, '$[2]'), json_extract(value, '$[3]')
+         FROM json_each(?)`,
+        JSON.stringify(kept),
+      );
   }
 
   #heldOf(sender: string): Map<string, { n: number; at: number }> {
