@@ -439,6 +439,11 @@ export interface ParleyClientApi {
   onServerFrame(frame: ServerFrame): Promise<void>;
   /** The socket closed: conversations go `offline`; state stays persisted. */
   onDisconnected(): void;
+  /**
+   * Stop for good: no timer fires and nothing more is written; resolves once what was running
+   * has finished, after which the store may be re-keyed or cleared.
+   */
+  stop(): Promise<void>;
 
   /** Open (or return) the 1:1 conversation with `username`, starting a handshake if needed. */
   startChat(username: string): Promise<ConversationId>;

@@ -318,6 +318,20 @@ export class ParleyClient implements ParleyClientApi {
     return (await this.run({ t: "verb", verb: v })).result;
   }
 
+  /**
+   * Stop this instance for good (the app re-keys or clears its storage, or closes): no timer
+   * of its fires and no input of its writes after this, and the promise resolves once what was
+   * already running has finished. Only then may the caller rewrite the store: a write of this
+   * instance's landing in the middle would be lost, or sealed under a key the store no longer
+   * uses (§10.2).
+   */
+  async stop(): Promise<void> {
+    this.stale = true;
+    for (const t of this.timers.values()) t.cancel();
+    this.timers.clear();
+    await this.whenIdle();
+  }
+
   /** Resolves when every input queued so far has been processed (tests, orderly shutdown). */
   async whenIdle(): Promise<void> {
     let seen: Promise<unknown> | null = null;

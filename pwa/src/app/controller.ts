@@ -199,7 +199,7 @@ export function createParley() {
       setPhase({ p: "blocked" });
     } else if (o === "lost") {
       // Another tab took over: drop the socket before it opens its own, keep nothing running.
-      shutdown();
+      void shutdown();
       setPhase({ p: "lost" });
     }
   }
@@ -303,7 +303,7 @@ export function createParley() {
   /** Name taken before the first welcome: forget this identity and ask again. */
   async function abandonOnboarding(message: string) {
     const name = profile?.username;
-    shutdown();
+    await shutdown();
     if (db) {
       await db.delete("meta", "profile");
       await db.clear("engine");
@@ -598,12 +598,18 @@ export function createParley() {
     }
   }
 
-  function shutdown() {
+  /**
+   * Drop the socket and the engine. Resolves once the engine has stopped: nothing of it writes
+   * after that, so the caller may re-key or clear the store (ParleyClient.stop).
+   */
+  function shutdown(): Promise<void> {
     unsubscribe?.();
     unsubscribe = null;
     conn?.stop();
     conn = null;
+    const e = engine;
     engine = null;
+    return e === null ? Promise.resolve() : e.stop();
   }
 
   async function onEvent(ev: ParleyEvent) {
@@ -808,7 +814,7 @@ export function createParley() {
   async function switchKey(make: (current: CryptoKey) => Promise<CryptoKey>) {
     if (!db || !deviceKey || !profile) throw new LockError("Parley is not ready yet.");
     const p = profile;
-    shutdown();
+    await shutdown();
     try {
       const key = await make(deviceKey);
       deviceKey = key;
@@ -857,7 +863,7 @@ export function createParley() {
     },
     /** Drop every key from memory: a reload starts at the lock screen. */
     lockNow() {
-      shutdown();
+      void shutdown();
       location.reload();
     },
     /** Restore an identity from a passphrase-encrypted backup file (storage/backup.ts). */

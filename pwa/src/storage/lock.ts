@@ -75,8 +75,13 @@ async function rekey(
   const sealedSeed = await seal(newKey, SEED_PURPOSE, p.username, seed);
   seed.fill(0);
 
-  const engineKeys = await db.getAllKeys("engine");
-  const engineVals = await db.getAll("engine");
+  // Keys and values from one transaction, so that they pair up whatever else writes (the
+  // engine is stopped before a re-key, ParleyClient.stop; this does not rely on it).
+  const read = db.transaction("engine", "readonly");
+  const [engineKeys, engineVals] = await Promise.all([
+    read.store.getAllKeys(),
+    read.store.getAll(),
+  ]);
   const engine: Array<{ key: string; box: Sealed }> = [];
   for (let i = 0; i < engineKeys.length; i++) {
     const key = engineKeys[i] as string;
