@@ -111,6 +111,8 @@ export class ParleyClient implements ParleyClientApi {
   private gen: number;
   /** Another engine instance took over the store: refuse to write or send anything (§10.2). */
   private stale = false;
+  /** Set by `stop`: no further input is taken. */
+  private stopped = false;
   /** Sockets opened so far; a frame goes out only on the socket its step was made for. */
   private socket = 0;
   /** Upload tickets asked for and not yet answered, by frame id (requestBlobTicket). */
@@ -200,6 +202,8 @@ export class ParleyClient implements ParleyClientApi {
 
   /** Queue one input (§10.1): one step, one batch, then its effects, before the next input. */
   private run(input: Input): Promise<StepResult> {
+    // A stopped instance takes no input: the store may be the caller's by now (stop).
+    if (this.stopped) return Promise.reject(new CoreError("stale_state", "this instance stopped"));
     this.queued++;
     const task = async () => {
       try {
@@ -320,16 +324,18 @@ export class ParleyClient implements ParleyClientApi {
 
   /**
    * Stop this instance for good (the app re-keys or clears its storage, or closes): no timer
-   * of its fires and no input of its writes after this, and the promise resolves once what was
-   * already running has finished. Only then may the caller rewrite the store: a write of this
-   * instance's landing in the middle would be lost, or sealed under a key the store no longer
-   * uses (§10.2).
+   * of its fires and it takes no more input; the promise resolves once the inputs already
+   * queued have finished, writes included. Only then may the caller rewrite the store: a write
+   * of this instance's landing in the middle would be lost, or sealed under a key the store no
+   * longer uses (§10.2).
    */
   async stop(): Promise<void> {
-    this.stale = true;
+    this.stopped = true;
     for (const t of this.timers.values()) t.cancel();
     this.timers.clear();
+    // What was queued finishes, writes included (a message being sent is kept, not refused).
     await this.whenIdle();
+    this.stale = true;
   }
 
   /** Resolves when every input queued so far has been processed (tests, orderly shutdown). */
