@@ -337,13 +337,6 @@ await section("relay", async () => {
       "≤ 2× bare",
       2,
     );
-  // The same load through an object that only forwards (bench/trivial-do): the platform's part.
-  if (s.trivialAt2000)
-    reportedMs(
-      `relay p99 at 2,000 deliveries/s, through a trivial forwarding object (the platform's floor; medians of ${GOAL_PAIRS} pairs)`,
-      s.trivialAt2000.trivial,
-      s.trivialAt2000.bare,
-    );
   if (s.idle)
     against(
       "relay idle connection memory (500 authenticated)",

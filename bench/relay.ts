@@ -68,8 +68,6 @@ export interface RelayFigures {
     /** Group fan-out at 20 clients on users' routes: throughput (deliveries/s) and p99 (ms). */
     routedGroup20: { parley: number; bare: number; p99: number; bareP99: number } | null;
     p99at2000: { parley: number; bare: number } | null;
-    /** The same group load through bench/trivial-do's object, against the bare server (p99 ms). */
-    trivialAt2000: { trivial: number; bare: number } | null;
     cpu: { parley: number; bare: number } | null;
     /** Idle connection memory (KiB per connection): the relay's and a trivial hibernating DO's. */
     idle: { parley: number; trivial: number } | null;
@@ -250,11 +248,12 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     }
 
     // The 50-client 1:1 case through an object that only forwards, right after the relay's.
-    const {
-      plain: trivial50,
-      frames: trivialFrames50,
-      fanout: trivialAt2000,
-    } = await trivialDirect(50, seconds, bareT, log);
+    const { plain: trivial50, frames: trivialFrames50 } = await trivialDirect(
+      50,
+      seconds,
+      bareT,
+      log,
+    );
 
     // Latency vs load: group fanout, 20 clients, offered deliveries/s stepped up.
     const series: RelayFigures["series"] = [];
@@ -375,7 +374,6 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         direct50,
         trivial50,
         trivialFrames50,
-        trivialAt2000,
         routed2,
         routed50,
         routedGroup20,
@@ -414,8 +412,6 @@ async function trivialDirect(
 ): Promise<{
   plain: { trivial: number; bare: number };
   frames: { trivial: number; bare: number };
-  /** Group fan-out, 20 clients, 2,000 deliveries/s offered (the p99 goal's load). */
-  fanout: { trivial: number; bare: number };
 }> {
   const dev = await startWranglerDev({
     port: TRIVIAL_PORT,
@@ -423,30 +419,23 @@ async function trivialDirect(
     config: join(process.cwd(), "bench/trivial-do/wrangler.toml"),
   });
   try {
-    const direct = {
+    const load = {
       clients,
       mode: "direct" as const,
       perClientRate: perClientRate("direct", clients),
       seconds,
     };
-    // The 2,000/s goal's load (bench's latency-vs-load series: 20 clients, group fan-out).
-    const fanout = {
-      clients: 20,
-      mode: "group" as const,
-      perClientRate: 2000 / (20 * 19),
-      seconds,
-    };
-    const run = async (frames: boolean, load: typeof direct | typeof fanout) => {
+    const run = async (frames: boolean) => {
       const label = frames ? "trivial DO with Parley's frames" : "trivial DO";
       const t = bareProtocolTarget(dev.wsUrl, label, frames);
-      await runLoad(t, { clients: 2, mode: load.mode, perClientRate: 5, seconds: 1 });
+      await runLoad(t, { clients: 2, mode: "direct", perClientRate: 5, seconds: 1 });
       const ps: number[] = [];
       const qs: number[] = [];
       for (let k = 0; k < GOAL_PAIRS; k++) {
         const p = await runLoad(t, load);
         const q = await runLoad(bareT, load);
         log(
-          `  ${label}, ${load.mode} ${load.clients} clients: p50 ${p.p50ms.toFixed(1)} ms, p99 ${p.p99ms.toFixed(1)} ms ` +
+          `  ${label}, direct ${clients} clients: p50 ${p.p50ms.toFixed(1)} ms, p99 ${p.p99ms.toFixed(1)} ms ` +
             `(${p.delivered}/${p.expected}); bare p50 ${q.p50ms.toFixed(1)} ms, p99 ${q.p99ms.toFixed(1)} ms`,
         );
         ps.push(p.p99ms);
@@ -454,9 +443,8 @@ async function trivialDirect(
       }
       return { trivial: median(ps), bare: median(qs) };
     };
-    const plain = await run(false, direct);
-    const frames = await run(true, direct);
-    return { plain, frames, fanout: await run(false, fanout) };
+    const plain = await run(false);
+    return { plain, frames: await run(true) };
   } finally {
     await dev.stop();
   }

@@ -2,14 +2,12 @@
 // hibernating Durable Object holding WebSockets can be. It accepts every socket with the
 // hibernation API, keeps a small attachment, answers the keep-alive ping without waking (as the
 // relay does), and otherwise speaks the bare server's protocol (bench/bare-server.ts): `hello`
-// names a socket, `send` forwards a body to the socket of that name, `group_send` to every other
-// named socket; anything else is echoed.
+// names a socket, `send` forwards a body to the socket of that name; anything else is echoed.
 // A socket whose `hello` asks for Parley's frames (`frames: "parley"`) also gets an `accepted`
 // for each `send`, and its `ack`s are taken without an answer: the frames a Parley 1:1 message
 // costs (PROTOCOL.md §7.3), without the protocol's work. No authentication, no storage. The
 // memory row (bench/relay.ts) holds idle sockets on it; the relay bench and the A/B tool
-// (bench/relay-ab.ts) run the 1:1 load and the group fan-out at 2,000 deliveries/s through it,
-// the platform's own floor.
+// (bench/relay-ab.ts) run the 1:1 load through it, the platform's own floor.
 import { DurableObject } from "cloudflare:workers";
 
 export class Trivial extends DurableObject {
@@ -54,11 +52,6 @@ export class Trivial extends DurableObject {
       this.byName.get(f.to)?.send(out);
       if (att?.frames === true)
         ws.send(JSON.stringify({ v: 1, t: "accepted", id: String(f.id), mid }));
-    } else if (f?.t === "group_send") {
-      // Every other named socket, as the bare server's group (the fan-out goal's floor).
-      const from = ws.deserializeAttachment()?.name ?? "";
-      const out = JSON.stringify({ t: "deliver", mid: String(++this.seq), from, body: f.body });
-      for (const [name, peer] of this.byName) if (name !== from) peer.send(out);
     } else if (f?.t === "ack") {
       // Parley's frame pattern (a `hello` with `frames`): taken, nothing stored.
     } else {
