@@ -1907,26 +1907,44 @@ export class Hub {
       this.#awaitingChars + e.body.length <= MAX_AWAITING_CHARS
     )
       e.behind = a.hub;
-    let r: EnqueueResult;
-    try {
-      r = await peers.enqueue(a.hub, e);
-    } catch (err) {
-      console.error("relay: enqueue call failed", err instanceof Error ? err.name : typeof err);
-      if (!s.closed) s.send(errorFrame("internal", frame.id));
-      return;
-    }
-    if (!r.ok) {
-      if (!s.closed) s.send(errorFrame(r.code, frame.id));
-      return;
-    }
+    const r = await this.#callEnqueue(peers, s, a.hub, e);
+    if (r === null) return;
     // Written even if the connection closed meanwhile: the recipient's object holds the item.
     store.setHeld(a.username, r.held.address, r.held.n, this.#d.now());
     this.deliveries.persistSoon();
     if (r.later === true) this.#await(s, a.hub, e, r.held.address, r.mid);
-    else if (!s.closed)
-      s.send({ v: PROTOCOL_VERSION, t: "accepted", id: frame.id, mid: String(r.mid) });
+    else this.#accepted(s, frame.id, r.mid);
     // The recipient may now see the sender online (§6.3), told in its object.
     if (r.stored && !s.closed) this.presence.wrote(a.username, frame.to, now, a.hub);
+  }
+
+  /**
+   * `enqueue` in the recipient's object; a refusal, or a call that rejected (`internal`: the
+   * client's outbox sends the frame again, §10.1), is answered on `s` here, and gives null.
+   */
+  async #callEnqueue(
+    peers: PeerGateway,
+    s: Session,
+    hub: string,
+    e: DirectEnqueue,
+  ): Promise<Extract<EnqueueResult, { ok: true }> | null> {
+    let r: EnqueueResult;
+    try {
+      r = await peers.enqueue(hub, e);
+    } catch (err) {
+      console.error("relay: enqueue call failed", err instanceof Error ? err.name : typeof err);
+      if (!s.closed) s.send(errorFrame("internal", e.id));
+      return null;
+    }
+    if (!r.ok) {
+      if (!s.closed) s.send(errorFrame(r.code, e.id));
+      return null;
+    }
+    return r;
+  }
+
+  #accepted(s: Session, id: string, mid: number): void {
+    if (!s.closed) s.send({ v: PROTOCOL_VERSION, t: "accepted", id, mid: String(mid) });
   }
 
   /** Remember a send taken write-behind by the recipient's object until it is settled. */
@@ -1949,8 +1967,7 @@ export class Hub {
       const w = this.#awaiting.get(key);
       if (w === undefined || w.e.id !== x.id) continue;
       this.#unawait(key);
-      if (!w.s.closed)
-        w.s.send({ v: PROTOCOL_VERSION, t: "accepted", id: w.e.id, mid: String(w.mid) });
+      this.#accepted(w.s, w.e.id, w.mid);
     }
   }
 
@@ -1971,24 +1988,15 @@ export class Hub {
   #awaitDue(): void {
     this.#awaitTimer = null;
     const now = this.#d.now();
+    const peers = this.#d.peers;
     for (const [key, w] of this.#awaiting) {
       if (w.at + SETTLE_WAIT_MS > now) break;
       this.#unawait(key);
-      if (w.s.closed) continue;
+      if (w.s.closed || peers === undefined || peers === null) continue;
       const { behind: _, ...e } = w.e;
-      const peers = this.#d.peers;
-      if (peers === undefined || peers === null) continue;
-      void peers.enqueue(w.hub, e).then(
-        (r) => {
-          if (w.s.closed) return;
-          if (!r.ok) w.s.send(errorFrame(r.code, e.id));
-          else w.s.send({ v: PROTOCOL_VERSION, t: "accepted", id: e.id, mid: String(r.mid) });
-        },
-        (err: unknown) => {
-          console.error("relay: enqueue call failed", err instanceof Error ? err.name : typeof err);
-          if (!w.s.closed) w.s.send(errorFrame("internal", e.id));
-        },
-      );
+      void this.#callEnqueue(peers, w.s, w.hub, e).then((r) => {
+        if (r !== null) this.#accepted(w.s, e.id, r.mid);
+      });
     }
     const next = this.#awaiting.values().next();
     if (next.done !== true)
