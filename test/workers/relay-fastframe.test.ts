@@ -3,12 +3,14 @@
  * against the reference parser `parseClientFrame` (shared/protocol.ts, PROTOCOL.md §5): whatever
  * the fast path accepts, the reference accepts with an equal frame; and every well-formed frame
  * of those three types is taken by the fast path (else it would be dead code, not a fast path).
+ * The same for the fast path of a group message's `deliver` (what a group's home hands each
+ * member's object on users' routes) against `parseServerFrame`.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { toB64u } from "../../shared/encoding";
-import { LIMITS, parseClientFrame } from "../../shared/protocol";
-import { fastClientFrame } from "../../worker/relay/fastframe";
+import { LIMITS, parseClientFrame, parseServerFrame } from "../../shared/protocol";
+import { fastClientFrame, fastGroupDeliver } from "../../worker/relay/fastframe";
 
 /** The fast path's verdict must agree with the reference whenever it gives one. */
 function agrees(raw: unknown): boolean {
@@ -246,5 +248,143 @@ describe("relay fast frame parser", () => {
     expect(fastClientFrame(new TextEncoder().encode(gs({})))).toBeNull();
     expect(fastClientFrame(JSON.stringify({ v: 1, t: "ping" }))).toBeNull();
     expect(fastClientFrame(gs({ v: 2 }))).toBeNull();
+  });
+});
+
+/** The same rule for the server side: fastGroupDeliver against parseServerFrame. */
+function agreesDeliver(raw: unknown): boolean {
+  const fast = fastGroupDeliver(raw);
+  if (fast === null) return true;
+  const ref = parseServerFrame(raw);
+  expect(ref.ok).toBe(true);
+  if (ref.ok) expect(fast).toEqual(ref.frame);
+  return true;
+}
+
+const key = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => toB64u(b));
+/** A member: a username, or a linked device's address (username "." 22-character device id). */
+const member = fc.oneof(
+  name,
+  fc.tuple(name, device).map(([n, d]) => `${n}.${d}`),
+);
+const groupItem = fc.record({
+  kind: fc.constant("group"),
+  group: name,
+  epoch: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
+  body,
+});
+const groupDeliver = fc.record({
+  v: fc.constant(1),
+  t: fc.constant("deliver"),
+  mid,
+  from: member,
+  fromKey: key,
+  ts: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
+  item: groupItem,
+});
+
+describe("relay fast parser of a group message's deliver", () => {
+  it("takes every well-formed group deliver, with the reference's result", () => {
+    fc.assert(
+      fc.property(groupDeliver, (frame) => {
+        const raw = JSON.stringify(frame);
+        const fast = fastGroupDeliver(raw);
+        const ref = parseServerFrame(raw);
+        expect(ref.ok).toBe(true);
+        expect(fast).not.toBeNull();
+        if (ref.ok) expect(fast).toEqual(ref.frame);
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it("never accepts what the reference refuses (near misses of the frame and of its item)", () => {
+    fc.assert(
+      fc.property(groupDeliver, mutation, fc.boolean(), (frame, m, inner) => {
+        if (!inner) return agreesDeliver(mutate(frame, m));
+        // The item changed instead: mutate's text of it, put back into the frame's text.
+        const item = mutate(frame.item, m);
+        const raw = JSON.stringify({ ...frame, item: "@" }).replace('"@"', item);
+        return agreesDeliver(raw);
+      }),
+      { numRuns: 2500 },
+    );
+  });
+
+  it("never accepts what the reference refuses (arbitrary JSON and text)", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.jsonValue().map((j) => JSON.stringify(j)),
+          fc.string(),
+          fc
+            .record({ v: fc.jsonValue(), t: fc.constant("deliver"), item: fc.jsonValue() })
+            .map((j) => JSON.stringify(j)),
+        ),
+        agreesDeliver,
+      ),
+      { numRuns: 800 },
+    );
+  });
+
+  it("known cases at the bounds", () => {
+    const k = toB64u(new Uint8Array(32).fill(9));
+    const frame = (over: Record<string, unknown>, item: Record<string, unknown> = {}) =>
+      JSON.stringify({
+        v: 1,
+        t: "deliver",
+        mid: "7",
+        from: "alice",
+        fromKey: k,
+        ts: 1,
+        item: { kind: "group", group: "g", epoch: 0, body: "AA", ...item },
+        ...over,
+      });
+    expect(fastGroupDeliver(frame({}))).toEqual({
+      v: 1,
+      t: "deliver",
+      mid: "7",
+      from: "alice",
+      fromKey: k,
+      ts: 1,
+      item: { kind: "group", group: "g", epoch: 0, body: "AA" },
+    });
+    const dev = toB64u(new Uint8Array(16).fill(3));
+    expect(fastGroupDeliver(frame({ from: `alice.${dev}` }))).not.toBeNull();
+    // Each of these goes to the reference, which refuses it: a key of 31 or 33 bytes or with
+    // bits past its 32, a member name with a short device id or an upper-case username, a
+    // fractional or negative time, an unknown key at either level, a body that is not canonical.
+    for (const [over, item] of [
+      [{ fromKey: toB64u(new Uint8Array(31)) }, {}],
+      [{ fromKey: toB64u(new Uint8Array(33)) }, {}],
+      [{ fromKey: `${"A".repeat(42)}B` }, {}],
+      [{ from: `alice.${dev.slice(1)}` }, {}],
+      [{ from: "Alice" }, {}],
+      [{ from: `${"a".repeat(LIMITS.maxNameLength + 1)}.${dev}` }, {}],
+      [{ ts: 1.5 }, {}],
+      [{ ts: -1 }, {}],
+      [{ mid: "" }, {}],
+      [{ extra: 1 }, {}],
+      [{}, { extra: 1 }],
+      [{}, { body: "AB" }],
+      [{}, { epoch: -1 }],
+      [{}, { group: "G" }],
+    ] as Array<[Record<string, unknown>, Record<string, unknown>]>) {
+      expect(fastGroupDeliver(frame(over, item))).toBeNull();
+      expect(parseServerFrame(frame(over, item)).ok).toBe(false);
+    }
+    // A key given twice, in the frame or in its item, plainly or behind an escape: refused.
+    for (const raw of [
+      frame({}).replace('"mid":"7"', '"mid":"7","mid":"8"'),
+      frame({}).replace('"epoch":0', '"epoch":0,"epoch":1'),
+      frame({}).replace('"group":"g"', '"\\u0067roup":"h","group":"g"'),
+    ]) {
+      expect(fastGroupDeliver(raw)).toBeNull();
+      expect(parseServerFrame(raw).ok).toBe(false);
+    }
+    // A direct item, a commit, another frame type: the reference's.
+    expect(fastGroupDeliver(frame({ item: { kind: "direct", body: "AA" } }))).toBeNull();
+    expect(parseServerFrame(frame({ item: { kind: "direct", body: "AA" } })).ok).toBe(true);
+    expect(fastGroupDeliver(JSON.stringify({ v: 1, t: "pong" }))).toBeNull();
   });
 });

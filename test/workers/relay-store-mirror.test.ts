@@ -4,8 +4,9 @@
  * SQL (`countMailboxes`, `senderHoldings`), after every step of random sequences of the writes
  * that change them: direct items and commits stored, acknowledged, expired; group messages
  * stored and deleted; direct items held in memory before they are stored (write-behind) count as
- * stored rows, whether they are then stored or released. And the read caches (directory rows, contact decisions) against a fresh
- * Store's reads after random sequences of the writes that change them.
+ * stored rows, whether they are then stored or released. And the read caches (directory rows,
+ * contact decisions, a member's groups and rosters) against a fresh Store's reads after random
+ * sequences of the writes that change them.
  */
 import { runInDurableObject } from "cloudflare:test";
 import fc from "fast-check";
@@ -298,6 +299,56 @@ describe("relay store: cached directory rows, contact decisions and devices equa
             } else {
               store.deleteContacts(o.who);
             }
+            check();
+          }
+        });
+      }),
+      { numRuns: 80 },
+    );
+  });
+});
+
+const memberOp = fc.oneof(
+  fc.record({
+    t: fc.constant("member" as const),
+    who: user,
+    group: fc.constantFrom("g1", "g2"),
+    state: fc.constantFrom(null, "s1", "s2"),
+    through: fc.nat(9),
+  }),
+  fc.record({ t: fc.constant("roster" as const), who: user, group: fc.constantFrom("g1", "g2") }),
+  fc.record({ t: fc.constant("gc" as const) }),
+);
+
+describe("relay store: a member's cached groups and rosters equal storage (users' routes)", () => {
+  it("after every write, for every member and group", async () => {
+    const hub = freshHub("members");
+    await runInDurableObject(stubFor(hub), () => {});
+    await fc.assert(
+      fc.asyncProperty(fc.array(memberOp, { minLength: 1, maxLength: 30 }), async (ops) => {
+        await runInDurableObject(stubFor(hub), (_i, state) => {
+          const sql = state.storage.sql;
+          for (const t of ["member_groups", "group_log", "group_rosters", "roster_members"])
+            sql.exec(`DELETE FROM ${t}`);
+          const store = new Store(sql);
+          store.migrate([], 1);
+          const check = () => {
+            // A Store made now has empty caches: every answer comes from storage, and the
+            // one-member rosters a member's object files messages under are found by content.
+            const fresh = new Store(sql);
+            for (const a of USERS) {
+              expect(store.memberGroupStates(a)).toEqual(fresh.memberGroupStates(a));
+              for (const g of ["g1", "g2"]) {
+                expect(store.memberGroup(a, g)).toEqual(fresh.memberGroup(a, g));
+                expect(store.memberRosterOf(g, a)).toBe(fresh.memberRosterOf(g, a));
+              }
+            }
+          };
+          check();
+          for (const o of ops) {
+            if (o.t === "member") store.setMemberGroup(o.who, o.group, o.state, o.through);
+            else if (o.t === "roster") store.memberRosterOf(o.group, o.who);
+            else store.gcRosters();
             check();
           }
         });

@@ -2,7 +2,9 @@
  * A fast path for parsing the three frames that dominate a busy hub, `send`, `group_send` and
  * `ack` (PROTOCOL.md §5): plain checks instead of the generic schema walk of `parseClientFrame`,
  * which was the largest remaining share of the relay's CPU per group message once storage
- * was out of the delivery path, and 14% of a 1:1 delivery's (docs/PERFORMANCE.md).
+ * was out of the delivery path, and 14% of a 1:1 delivery's (docs/PERFORMANCE.md). And one for
+ * the frame that dominates between objects on users' routes: a group message's `deliver`, which
+ * a group's home hands each member's object (fastGroupDeliver).
  *
  * It only ever *accepts*: for anything it is not sure of (another type, an extra key, a bound
  * crossed, bytes instead of text, …) it returns null and the caller uses `parseClientFrame`, the
@@ -17,7 +19,10 @@ import {
   type FrameOf,
   hasDuplicateKeys,
   LIMITS,
+  MEMBER_RE,
   NAME_RE,
+  PUBLIC_KEY_BYTES,
+  type ServerFrame,
 } from "../../shared/protocol";
 
 const MID_RE = /^[0-9]{1,16}$/;
@@ -77,27 +82,29 @@ const ACK_KEYS = ["v", "t", "mids"] as const;
 const SEND_KEYS = ["v", "t", "id", "to", "body"] as const;
 const SEND_DEVICE_KEYS = ["v", "t", "id", "to", "device", "body"] as const;
 
+/** Strings in a parsed JSON value: its object keys and string values, at every depth. */
+function stringsIn(x: unknown): number {
+  if (typeof x === "string") return 1;
+  if (typeof x !== "object" || x === null) return 0;
+  let n = 0;
+  if (Array.isArray(x)) for (const y of x) n += stringsIn(y);
+  else for (const k in x) n += 1 + stringsIn((x as Record<string, unknown>)[k]);
+  return n;
+}
+
 /**
  * No key given twice in `raw` (a frame has exactly one meaning, PROTOCOL.md §5), where `parsed` is
  * `JSON.parse(raw)`. With no backslash in the text every `"` opens or closes a string, and every
  * string is a key or a value; a repeated key is dropped from `parsed` with its value, so the
  * text then has more strings than `parsed` accounts for. Counting quotes is a few `indexOf`s,
  * where the general check (protocol.ts `hasDuplicateKeys`, used when there is a backslash) keeps
- * a set of keys per object. Values nested deeper than an array of strings are not counted: no
- * fast-path frame has them, and the caller refuses those frames anyway.
+ * a set of keys per object.
  */
 function noRepeatedKey(raw: string, parsed: Record<string, unknown>): boolean {
   if (raw.includes("\\")) return !hasDuplicateKeys(raw);
-  let strings = 0;
-  for (const k in parsed) {
-    strings++;
-    const v = parsed[k];
-    if (typeof v === "string") strings++;
-    else if (Array.isArray(v)) for (const x of v) if (typeof x === "string") strings++;
-  }
   let quotes = 0;
   for (let i = raw.indexOf('"'); i >= 0; i = raw.indexOf('"', i + 1)) quotes++;
-  return quotes === 2 * strings;
+  return quotes === 2 * stringsIn(parsed);
 }
 
 /**
@@ -148,4 +155,61 @@ export function fastClientFrame(
     return { v: 1, t: "ack", mids: [...(mids as string[])] };
   }
   return null;
+}
+
+function isNat(x: unknown): x is number {
+  return typeof x === "number" && Number.isSafeInteger(x) && x >= 0 && !Object.is(x, -0);
+}
+
+/** A group member's name (protocol.ts MemberName): a username, or a linked device's address. */
+function isMember(x: unknown): x is string {
+  if (typeof x !== "string" || x.length < 1 || x.length > LIMITS.maxNameLength + 23) return false;
+  if (!MEMBER_RE.test(x)) return false;
+  const dot = x.indexOf(".");
+  return (dot < 0 ? x.length : dot) <= LIMITS.maxNameLength;
+}
+
+/** Base64url characters of a public key (protocol.ts `PublicKey`). */
+const KEY_CHARS = Math.ceil((PUBLIC_KEY_BYTES * 4) / 3);
+
+const DELIVER_KEYS = ["v", "t", "mid", "from", "fromKey", "ts", "item"] as const;
+const GROUP_ITEM_KEYS = ["kind", "group", "epoch", "body"] as const;
+
+/**
+ * The frame if `raw` is a well-formed `deliver` of a group message, else null (use
+ * parseServerFrame). A member's object takes one from its group's home for every group message
+ * on users' routes (Hub.fromHome), where the generic parse was 17% of its CPU per message; the
+ * same rules as fastClientFrame: it only ever accepts, and what it accepts the reference accepts
+ * with an equal result (test/workers/relay-fastframe.test.ts).
+ */
+export function fastGroupDeliver(raw: unknown): FrameOf<ServerFrame, "deliver"> | null {
+  if (typeof raw !== "string" || raw.length * 3 > LIMITS.maxFrameBytes) return null;
+  let o: unknown;
+  try {
+    o = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  if (typeof o !== "object" || o === null || Array.isArray(o)) return null;
+  const r = o as Record<string, unknown>;
+  if (r.v !== 1 || r.t !== "deliver" || !hasExactKeys(r, DELIVER_KEYS)) return null;
+  const { mid, from, fromKey, ts, item } = r;
+  if (typeof mid !== "string" || !MID_RE.test(mid) || !isMember(from) || !isNat(ts)) return null;
+  if (typeof fromKey !== "string" || fromKey.length !== KEY_CHARS || !isCanonicalB64u(fromKey))
+    return null;
+  if (typeof item !== "object" || item === null || Array.isArray(item)) return null;
+  const it = item as Record<string, unknown>;
+  if (it.kind !== "group" || !hasExactKeys(it, GROUP_ITEM_KEYS)) return null;
+  const { group, epoch, body } = it;
+  if (!isName(group) || !isNat(epoch) || !isBody(body)) return null;
+  if (!noRepeatedKey(raw, r)) return null;
+  return {
+    v: 1,
+    t: "deliver",
+    mid,
+    from,
+    fromKey,
+    ts,
+    item: { kind: "group", group, epoch, body },
+  };
 }

@@ -48,7 +48,7 @@ import {
   sendingDevice,
 } from "./device-lists";
 import { prekeysLow, usernameReclaimable } from "./directory";
-import { fastClientFrame } from "./fastframe";
+import { fastClientFrame, fastGroupDeliver } from "./fastframe";
 import {
   HomeLinks,
   type HomeReceipt,
@@ -3095,11 +3095,10 @@ export class Hub {
         this.#d.wakeAt(expiryOf(r.ts));
       } else {
         const g = it.group;
-        const one = { ...groups.emptyGroup(g.group), members: [it.address] };
         store.putGroupMessage({
           group: g.group,
           epoch: g.epoch,
-          roster: store.rosterOf(one, [it.address]),
+          roster: store.memberRosterOf(g.group, it.address),
           sender: g.sender,
           senderKey: g.senderKey,
           ts: g.ts,
@@ -3259,12 +3258,15 @@ export class Hub {
     const done: string[] = [];
     let later = false;
     for (const text of texts) {
-      const parsed = parseServerFrame(text);
-      if (!parsed.ok) {
-        console.error("relay: home sent a bad frame", parsed.code);
-        continue;
+      let f: ServerFrame | null = fastGroupDeliver(text);
+      if (f === null) {
+        const parsed = parseServerFrame(text);
+        if (!parsed.ok) {
+          console.error("relay: home sent a bad frame", parsed.code);
+          continue;
+        }
+        f = parsed.frame;
       }
-      const f = parsed.frame;
       const to = reply ?? sessions.online(address);
       if (f.t === "deliver") {
         if (f.item.kind === "direct" || f.item.group !== group) continue;
@@ -3357,7 +3359,7 @@ export class Hub {
       const row = {
         group: it.group,
         epoch: it.epoch,
-        roster: store.rosterOf({ ...groups.emptyGroup(it.group), members: [address] }, [address]),
+        roster: store.memberRosterOf(it.group, address),
         sender: f.from,
         senderKey: f.fromKey,
         ts: f.ts,

@@ -512,6 +512,17 @@ export class Store {
   #rosters = new WeakMap<GroupRecord, number>();
   /** `memberGroupStates` by address (users' routes). */
   readonly #memberGroups = new Map<string, Array<{ group: string; state: string }>>();
+  /**
+   * `memberGroup` by address and group (users' routes), null for none: read on every batch a
+   * group's home sends (Hub.fromHome), which was 9% of a member object's CPU per group message
+   * under fan-out. setMemberGroup is the only writer of `member_groups`.
+   */
+  readonly #memberGroup = new Map<string, { state: string | null; through: number } | null>();
+  /**
+   * The one-member roster snapshot a member object files a group's messages under, by group
+   * and address (memberRosterOf); cleared with #rosters.
+   */
+  #memberRosters = new Map<string, number>();
   /** The highest mid handed out (mid_counter, kept in memory; see nextMid). */
   #lastMid = 0;
   /**
@@ -586,7 +597,9 @@ export class Store {
   migrate(defaultGroups: readonly string[], now: number): void {
     this.#groups.clear();
     this.#rosters = new WeakMap();
+    this.#memberRosters = new Map();
     this.#memberGroups.clear();
+    this.#memberGroup.clear();
     this.#counts = null;
     this.#senders.clear();
     this.#logBySender = null;
@@ -1822,6 +1835,9 @@ export class Store {
   }
 
   memberGroup(address: string, group: string): { state: string | null; through: number } | null {
+    const key = `${address}\n${group}`;
+    const hit = this.#memberGroup.get(key);
+    if (hit !== undefined) return hit;
     const r = this.sql
       .exec(
         "SELECT state, through FROM member_groups WHERE address = ? AND grp = ?",
@@ -1829,19 +1845,35 @@ export class Store {
         group,
       )
       .toArray()[0];
-    return r === undefined ? null : { state: strOrNull(r.state), through: num(r.through) };
+    const row = r === undefined ? null : { state: strOrNull(r.state), through: num(r.through) };
+    remember(this.#memberGroup, key, row);
+    return row;
   }
 
   setMemberGroup(address: string, group: string, state: string | null, through: number): void {
-    this.#memberGroups.delete(address);
-    this.sql.exec(
-      `INSERT INTO member_groups (address, grp, state, through) VALUES (?, ?, ?, ?)
-       ON CONFLICT (address, grp) DO UPDATE SET state = excluded.state, through = excluded.through`,
-      address,
-      group,
-      state,
-      through,
-    );
+    const key = `${address}\n${group}`;
+    const held = this.#memberGroup.get(key);
+    // Most writes only move `through` (a home's batch of messages): the state, up to a whole
+    // roster, is not written again then.
+    if (held !== undefined && held !== null && held.state === state)
+      this.sql.exec(
+        "UPDATE member_groups SET through = ? WHERE address = ? AND grp = ?",
+        through,
+        address,
+        group,
+      );
+    else {
+      this.#memberGroups.delete(address);
+      this.sql.exec(
+        `INSERT INTO member_groups (address, grp, state, through) VALUES (?, ?, ?, ?)
+         ON CONFLICT (address, grp) DO UPDATE SET state = excluded.state, through = excluded.through`,
+        address,
+        group,
+        state,
+        through,
+      );
+    }
+    remember(this.#memberGroup, key, { state, through });
   }
 
   // -- group log (PROTOCOL.md §7.3, "Group messages") -----------------------------------------
@@ -1853,29 +1885,40 @@ export class Store {
   rosterOf(g: GroupRecord, active: readonly string[]): number {
     const hit = this.#rosters.get(g);
     if (hit !== undefined) return hit;
-    const members = JSON.stringify(active);
-    const found = this.sql
-      .exec("SELECT id FROM group_rosters WHERE grp = ? AND members = ?", g.name, members)
-      .toArray()[0];
-    let id: number;
-    if (found !== undefined) id = num(found.id);
-    else {
-      id = num(
-        this.sql
-          .exec(
-            "INSERT INTO group_rosters (grp, members) VALUES (?, ?) RETURNING id",
-            g.name,
-            members,
-          )
-          .one().id,
-      );
-      this.sql.exec(
-        "INSERT INTO roster_members (roster, username) SELECT ?, value FROM json_each(?)",
-        id,
-        members,
-      );
-    }
+    const id = this.#rosterByContent(g.name, JSON.stringify(active));
     this.#rosters.set(g, id);
+    return id;
+  }
+
+  /**
+   * The snapshot of the one-member roster `[address]` of `group`: a member's object files each
+   * message its group's home hands it under it (users' routes). Found by content once, then
+   * from memory: each message made a new record for it, which missed rosterOf's cache.
+   */
+  memberRosterOf(group: string, address: string): number {
+    const key = `${group}\n${address}`;
+    const hit = this.#memberRosters.get(key);
+    if (hit !== undefined) return hit;
+    const id = this.#rosterByContent(group, JSON.stringify([address]));
+    remember(this.#memberRosters, key, id);
+    return id;
+  }
+
+  #rosterByContent(group: string, members: string): number {
+    const found = this.sql
+      .exec("SELECT id FROM group_rosters WHERE grp = ? AND members = ?", group, members)
+      .toArray()[0];
+    if (found !== undefined) return num(found.id);
+    const id = num(
+      this.sql
+        .exec("INSERT INTO group_rosters (grp, members) VALUES (?, ?) RETURNING id", group, members)
+        .one().id,
+    );
+    this.sql.exec(
+      "INSERT INTO roster_members (roster, username) SELECT ?, value FROM json_each(?)",
+      id,
+      members,
+    );
     return id;
   }
 
@@ -2076,6 +2119,7 @@ export class Store {
         JSON.stringify(gone.map((r) => num(r.id))),
       );
       this.#rosters = new WeakMap();
+      this.#memberRosters = new Map();
     }
     return gone.length;
   }
