@@ -137,6 +137,8 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
       call<boolean>(hub, { group }, (s) => s.nameReclaimed(hub, group, member)),
     homeRoom: (hub, group, member) =>
       call<void>(hub, { group }, (s) => s.homeRoom(hub, group, member)),
+    homeSettled: (hub, group, member, mids) =>
+      call<void>(hub, { group }, (s) => s.homeSettled(hub, group, member, mids)),
     linkOffered: (hub, link) => call<LinkOffer | null>(hub, { link }, (s) => s.linkOffered(link)),
     linkAnswered: (hub, link, answer) =>
       call<boolean>(hub, { link }, (s) => s.linkAnswered(link, answer)),
@@ -255,6 +257,11 @@ export class Relay extends DurableObject {
   /** In a group's home: the object of `member` (an address) has room again. */
   homeRoom(hub: string, group: string, member: string): void {
     this.#life.hub.homeRoom(hub, group, member);
+  }
+
+  /** In a group's home: the object of `member` settled items it took write-behind (§7.3). */
+  homeSettled(hub: string, group: string, member: string, mids: string[]): void {
+    this.#life.hub.homeSettled(hub, group, member, mids);
   }
 
   /** In a group's home: a member whose user's object took it over from the hub's route. */

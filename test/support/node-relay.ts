@@ -549,6 +549,10 @@ export class NodeRelay {
       deviceRemoved: (h, name, member, at) =>
         home(h, name).call((l) => l.hub.deviceRemoved(h, name, member, at)),
       homeRoom: (h, name, member) => home(h, name).call((l) => l.hub.homeRoom(h, name, member)),
+      homeSettled: (h, name, member, mids) =>
+        lossy("homeSettled", () =>
+          home(h, name).call((l) => l.hub.homeSettled(h, name, member, mids)),
+        )(),
       nameReclaimed: (h, name, member) =>
         home(h, name).call((l) => l.hub.nameReclaimed(h, name, member)),
       linkOffered: (h, r) => rendezvous(h, r).call((l) => l.hub.linkOffered(r, this.clock)),

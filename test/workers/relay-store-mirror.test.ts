@@ -318,6 +318,13 @@ const memberOp = fc.oneof(
   }),
   fc.record({ t: fc.constant("roster" as const), who: user, group: fc.constantFrom("g1", "g2") }),
   fc.record({ t: fc.constant("gc" as const) }),
+  fc.record({
+    t: fc.constant("note" as const),
+    who: user,
+    group: fc.constantFrom("g1", "g2"),
+    through: fc.nat(12),
+  }),
+  fc.record({ t: fc.constant("flush" as const) }),
 );
 
 describe("relay store: a member's cached groups and rosters equal storage (users' routes)", () => {
@@ -348,6 +355,8 @@ describe("relay store: a member's cached groups and rosters equal storage (users
           for (const o of ops) {
             if (o.t === "member") store.setMemberGroup(o.who, o.group, o.state, o.through);
             else if (o.t === "roster") store.memberRosterOf(o.group, o.who);
+            else if (o.t === "note") store.notePosition(o.who, o.group, o.through);
+            else if (o.t === "flush") store.flushPositions();
             else store.gcRosters();
             check();
           }

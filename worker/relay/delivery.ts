@@ -32,6 +32,10 @@
  * accepted is ever lost: a stored item's row is written in the event that answers it, before its
  * `accepted` can leave the object (output gate); a held item is answered only once its recipient
  * acknowledged it, or in the event that stores it.
+ *
+ * On users' routes a member's object takes a group message from its group's home the same way
+ * (sendBehindGroup): sent to the member's caught-up connection at once and held in memory
+ * (Store.holdGroupMessage) until acknowledged or stored; the home keeps its copy until then.
  */
 import { LIMITS } from "../../shared/protocol";
 import { addressOf, MAX_ACKED_AHEAD } from "./attachment";
@@ -69,6 +73,8 @@ const QUEUE_ENTRY_COST = 64;
 interface Behind {
   address: string;
   at: number;
+  /** A group message (sendBehindGroup): stored in the group log, counted as a group copy. */
+  group: boolean;
   done(stored: boolean): void;
 }
 
@@ -399,7 +405,32 @@ export class Deliveries {
     text: string,
     done: (stored: boolean) => void,
   ): void {
-    this.#behind.set(item.mid, { address, at: this.#d.now(), done });
+    this.#hold(address, item, text, false, done);
+  }
+
+  /**
+   * A group message held for the member `address` (Store.holdGroupMessage; users' routes):
+   * sent now, before it is stored, and settled as sendBehind's items are. Until then it counts
+   * as one of the member's unacknowledged group messages from its sender, as a stored one would.
+   */
+  sendBehindGroup(
+    address: string,
+    item: InflightItem,
+    text: string,
+    done: (stored: boolean) => void,
+  ): void {
+    this.#pendingAdd(address, item.sender, 1);
+    this.#hold(address, item, text, true, done);
+  }
+
+  #hold(
+    address: string,
+    item: InflightItem,
+    text: string,
+    group: boolean,
+    done: (stored: boolean) => void,
+  ): void {
+    this.#behind.set(item.mid, { address, at: this.#d.now(), group, done });
     this.#behindTimer ??= setTimeout(() => this.#settleDue(), LIMITS.writeBehindMs);
     const s = this.#d.sessions.online(address);
     // A failed send leaves the item to be stored: the connection is going away.
@@ -407,6 +438,11 @@ export class Deliveries {
     s.inflight.set(item.mid, item);
     s.sent = item.mid;
     this.#touch(s);
+  }
+
+  /** Whether `mid` is held (sent before it is stored, not settled yet). */
+  holds(mid: number): boolean {
+    return this.#behind.has(mid);
   }
 
   /** Store the held item `mid` now (a retry of its send came); false if it is not held. */
@@ -429,7 +465,7 @@ export class Deliveries {
 
   #settle(mid: number, b: Behind): boolean {
     try {
-      if (!this.#d.store.settleHeld(mid)) {
+      if (!(b.group ? this.#d.store.settleHeldGroup(mid) : this.#d.store.settleHeld(mid))) {
         // Not held by the store (cannot happen while the two are kept in step): never answered,
         // so its sender sends it again on its next connection.
         this.#behind.delete(mid);
@@ -443,6 +479,8 @@ export class Deliveries {
       return false;
     }
     this.#behind.delete(mid);
+    // A stored group message is one copy for the member: its ack deletes it (#advance).
+    if (b.group) this.#copies.set(mid, 1);
     b.done(true);
     return true;
   }
@@ -494,6 +532,17 @@ export class Deliveries {
     for (const mid of mids) {
       const it = inflight.get(mid);
       const held = this.#behind.get(mid);
+      if (it?.group && held !== undefined) {
+        // A held group message (users' routes), never stored: nothing to delete, and nothing
+        // for the cursor to wait for once it is out of flight.
+        inflight.delete(mid);
+        this.#behind.delete(mid);
+        this.#d.store.releaseHeldGroup(mid);
+        this.#pendingAdd(addressOf(a), it.sender, -1);
+        groupAcked = true;
+        held.done(false);
+        continue;
+      }
       if (it !== undefined && !it.group && held !== undefined) {
         // Held, never stored (§7.3 "Write-behind"): the recipient has it, so nothing is written.
         inflight.delete(mid);
@@ -629,6 +678,7 @@ export class Deliveries {
         store.flushSends();
       }
       store.flushHeld();
+      store.flushPositions();
       store.saveGroupThroughs(cursors);
       store.deleteGroupMessages(this.#done);
       this.#done = [];

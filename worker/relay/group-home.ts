@@ -12,6 +12,13 @@
  * log keep an item until the member's object holds it, so acknowledgements, cursors and bounds
  * towards the member's devices are the member object's.
  *
+ * Write-behind (PROTOCOL.md §7.3): a group message for a member whose connection is caught up is
+ * sent to it before the member's object stores it, and the answer names it `held` instead. It
+ * stays unacknowledged here — the home's copy is then the only stored one — until the member's
+ * object reports it settled (acknowledged by the member, or stored there): on a later answer, or
+ * by `Hub.homeSettled`. A held item not reported within `settleWaitMs` (the member's object
+ * restarted and lost it) closes the link, which sends it again from storage.
+ *
  * A call that fails (the member's object restarted or was unreachable) closes the link, as a
  * socket that dropped; the home opens it again (`relink`) at its next call or alarm, and sends
  * again everything not acknowledged, from storage. The member's object recognises what it stored
@@ -39,10 +46,17 @@ export interface MemberBinding {
 export interface HomeReceipt {
   done: string[];
   later: boolean;
+  /** Mids sent to the member before its object stored them: reported settled later. */
+  held: string[];
 }
 
 /** How long after a failed or refused batch the home opens the member's link again (ms). */
 export const RELINK_MS = 5_000;
+/**
+ * After a link's first failed call, how soon it is tried again (ms): a call to an object that
+ * restarted fails once on the stub that reached it before, and the next goes to the new one.
+ */
+export const RETRY_MS = 250;
 /**
  * The longest a member's object that had no room (`later`) waits to be asked again (ms): each
  * `later` in a row doubles the wait from RELINK_MS, so an offline member whose mailbox is full
@@ -93,6 +107,8 @@ interface Link {
   sock: LinkSocket;
   flying: boolean;
   scheduled: boolean;
+  /** Items the member's object holds write-behind, not reported settled yet: mid → when. */
+  awaiting: Map<string, number>;
 }
 
 export interface HomeLinksDeps {
@@ -106,6 +122,8 @@ export interface HomeLinksDeps {
   stateFor(member: string): GroupState | null;
   /** The link was closed (a failed call): release it as a closed connection. */
   closed(s: Session): void;
+  /** How long an item held write-behind may go unreported before its link is opened again. */
+  settleWaitMs: number;
 }
 
 /** The links of one group's home to its members' objects, by member address. */
@@ -114,6 +132,9 @@ export class HomeLinks {
   readonly #links = new Map<string, Link>();
   /** Members whose object answered `later`: not asked again before `at`. */
   readonly #waiting = new Map<string, { at: number; delay: number }>();
+  #awaitTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Members whose last call failed (a second failure in a row waits RELINK_MS). */
+  readonly #failed = new Set<string>();
 
   constructor(deps: HomeLinksDeps) {
     this.#d = deps;
@@ -135,7 +156,7 @@ export class HomeLinks {
       if (this.#links.has(address)) continue;
       const sock = new LinkSocket(() => this.#schedule(address));
       const s = new Session(sock as unknown as WebSocket, att, this.#d.now());
-      this.#links.set(address, { s, sock, flying: false, scheduled: false });
+      this.#links.set(address, { s, sock, flying: false, scheduled: false, awaiting: new Map() });
       this.#d.sessions.add(s);
       const state = this.#d.stateFor(address);
       if (state !== null) s.send({ v: PROTOCOL_VERSION, t: "group", state } satisfies ServerFrame);
@@ -146,6 +167,40 @@ export class HomeLinks {
   /** Which of `addresses` have no link (the caller opens them). */
   missing(addresses: readonly string[]): string[] {
     return addresses.filter((a) => !this.#links.has(a));
+  }
+
+  /**
+   * The object of `address` settled items it held write-behind (`Hub.homeSettled`): they are
+   * acknowledged on its link. Items sent on a link closed since are sent again on the next one
+   * under the same mids, so they are acknowledged there.
+   */
+  settled(address: string, mids: readonly string[]): void {
+    const l = this.#links.get(address);
+    if (l === undefined) return;
+    for (const m of mids) l.awaiting.delete(m);
+    this.#d.deliveries.ack(
+      l.s,
+      mids.map((m) => Number(m)),
+    );
+    this.#d.deliveries.drain(l.s);
+  }
+
+  /** Close each link with an item held write-behind and unreported for settleWaitMs. */
+  #checkAwaiting(): void {
+    this.#awaitTimer = null;
+    const now = this.#d.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const [address, l] of [...this.#links]) {
+      const oldest = l.awaiting.values().next();
+      if (oldest.done === true) continue;
+      if (oldest.value + this.#d.settleWaitMs <= now) {
+        // The member's object lost what it held (it restarted): a link opened again sends
+        // everything not acknowledged, and that object recognises what it still has.
+        this.#drop(address, l, 0);
+      } else next = Math.min(next, oldest.value + this.#d.settleWaitMs);
+    }
+    if (next !== Number.POSITIVE_INFINITY)
+      this.#awaitTimer = setTimeout(() => this.#checkAwaiting(), Math.max(1, next - now));
   }
 
   /** The object of `address` has room again: its link may open at once. */
@@ -187,8 +242,14 @@ export class HomeLinks {
     this.#d.send(address, texts).then(
       (r) => {
         l.flying = false;
+        this.#failed.delete(address);
         if (this.#links.get(address) !== l) return;
+        const now = this.#d.now();
+        for (const m of r.held) l.awaiting.set(m, now);
+        if (r.held.length > 0)
+          this.#awaitTimer ??= setTimeout(() => this.#checkAwaiting(), this.#d.settleWaitMs);
         if (r.done.length > 0) {
+          for (const m of r.done) l.awaiting.delete(m);
           this.#d.deliveries.ack(
             l.s,
             r.done.map((m) => Number(m)),
@@ -210,7 +271,10 @@ export class HomeLinks {
       (e: unknown) => {
         console.error("relay: home link call failed", e instanceof Error ? e.name : typeof e);
         l.flying = false;
-        this.#drop(address, l);
+        const again = this.#failed.has(address);
+        // Bounded by the members of this home's group (each address at most once).
+        this.#failed.add(address);
+        this.#drop(address, l, again ? RELINK_MS : RETRY_MS);
       },
     );
   }

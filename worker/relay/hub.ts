@@ -127,6 +127,24 @@ interface HeldReport {
   settled: SettledSend[];
 }
 
+/**
+ * What a member's object holds of one group's messages that it took write-behind from the
+ * group's home (Hub.#fromHomes): the home's mid of each one still held, to this object's mid, in
+ * order; the highest home mid taken (held or stored); and the home's mids settled (acknowledged
+ * or stored) that the home has not been told of yet.
+ */
+interface FromHome {
+  hub: string;
+  group: string;
+  address: string;
+  held: Map<number, number>;
+  taken: number;
+  settled: string[];
+}
+
+/** Entries of Hub.#fromHomes kept idle at most (each a few numbers). */
+const MAX_FROM_HOMES = 1024;
+
 /** A send taken write-behind by another user's object, awaiting its settling (Hub.#awaiting). */
 interface Awaiting {
   s: Session;
@@ -314,6 +332,11 @@ export interface PeerGateway {
   nameReclaimed(hub: string, group: string, m: MemberBinding): Promise<boolean>;
   /** `Hub.homeRoom` in the home of `group`: the object of `member` (an address) has room again. */
   homeRoom(hub: string, group: string, member: string): Promise<void>;
+  /**
+   * `Hub.homeSettled` in the home of `group`: the object of `member` (an address) settled these
+   * items it took write-behind (§7.3 "Write-behind"), by the home's mids.
+   */
+  homeSettled(hub: string, group: string, member: string, mids: string[]): Promise<void>;
   /** `Hub.linkOffered` in the object of `rendezvous` (`hub + "/l/" + rendezvous`, §4.8.3). */
   linkOffered(hub: string, rendezvous: string): Promise<LinkOffer | null>;
   /** `Hub.linkAnswered` in the object of `rendezvous`. */
@@ -437,6 +460,12 @@ export class Hub {
   readonly #audiences = new Map<string, { state: string; n: number }>();
   /** In a user's object: the homes it answered `later` (no room), per member address. */
   readonly #full = new Map<string, Set<string>>();
+  /**
+   * In a user's object: the group messages it took write-behind from their homes (§7.3
+   * "Write-behind"), per member address and group (#takeFromHome).
+   */
+  readonly #fromHomes = new Map<string, FromHome>();
+  #fromHomesTimer: ReturnType<typeof setTimeout> | null = null;
   /** A home's links to its members' objects (group-home.ts). */
   readonly #links: HomeLinks;
   /** The directory holds every binding this object kept before it owned them (#directoryReady). */
@@ -498,6 +527,7 @@ export class Hub {
         this.deliveries.closed(s);
         deps.sessions.remove(s);
       },
+      settleWaitMs: SETTLE_WAIT_MS,
     });
   }
 
@@ -1739,6 +1769,17 @@ export class Hub {
     this.#relink(null, this.#d.now());
   }
 
+  /**
+   * In a group's home: the object of member `address` settled items it took write-behind from
+   * this home (§7.3 "Write-behind"): acknowledged on the member's link as a client's `ack`, so
+   * the home's copies go and the link's window opens.
+   */
+  homeSettled(hub: string, group: string, address: string, mids: readonly string[]): void {
+    const home = this.#home;
+    if (home === null || home.hub !== hub || home.group !== group) return;
+    this.#links.settled(address, mids);
+  }
+
   async #fetchBundle(
     s: Session,
     a: AuthedAttachment,
@@ -2365,13 +2406,14 @@ export class Hub {
     return r;
   }
 
-  /** Whether reports are waiting for the timer (#heldReports). */
+  /** Whether reports are waiting for their timers (#heldReports; to homes, #fromHomes). */
   get heldReportsPending(): boolean {
-    return this.#heldReports.size > 0;
+    return this.#heldReports.size > 0 || this.#fromHomesTimer !== null;
   }
 
-  /** Send every waiting report now (the timer's work; also for tests). */
+  /** Send every waiting report now (the timers' work; also for tests). */
   sendHeldReports(): void {
+    if (this.#fromHomesTimer !== null) this.#sendHomeReports();
     if (this.#heldTimer !== null) clearTimeout(this.#heldTimer);
     this.#heldTimer = null;
     const all = [...this.#heldReports.values()];
@@ -3233,15 +3275,19 @@ export class Hub {
     // opens the link again.
     const user = userOfMember(address);
     const { store } = this.#d;
-    if (store.getUser(user) === null && !store.handedOver(user)) return { done: [], later: true };
+    if (store.getUser(user) === null && !store.handedOver(user))
+      return { done: [], later: true, held: [] };
     return this.#takeFromHome(hub, group, address, texts, null);
   }
 
   /**
    * Take the home's frames for `address`, in order: a `deliver` of a commit or group message is
-   * stored in this object's mailbox (once: the home's mids only grow), a state is kept for
-   * `welcome`; both reach the member's connection. `reply`: the connection whose frame these
+   * stored in this object's mailbox (once: the home's mids only grow), or a group message for a
+   * caught-up connection held and sent before it is stored (§7.3 "Write-behind"); a state is kept
+   * for `welcome`; all reach the member's connection. `reply`: the connection whose frame these
    * answer, which gets the answers. The home's other frames (presence) are not the member's.
+   * The answer acknowledges what this object holds now (`done`), with what it settled since
+   * it last answered the home, and names what it took write-behind (`held`), settled later.
    */
   #takeFromHome(
     hub: string,
@@ -3253,10 +3299,15 @@ export class Hub {
     const { store, sessions } = this.#d;
     const now = this.#d.now();
     const held = store.memberGroup(address, group);
+    const key = `${address}\n${group}`;
+    const taken = this.#fromHomes.get(key);
     let state = held?.state ?? null;
-    let through = held?.through ?? 0;
-    const done: string[] = [];
+    // Above the stored position: what this object holds in memory (taken write-behind).
+    let through = Math.max(held?.through ?? 0, taken?.taken ?? 0);
+    const done = new Set<string>();
+    const behind: string[] = [];
     let later = false;
+    let stored = false;
     for (const text of texts) {
       let f: ServerFrame | null = fastGroupDeliver(text);
       if (f === null) {
@@ -3272,14 +3323,27 @@ export class Hub {
         if (f.item.kind === "direct" || f.item.group !== group) continue;
         const mid = Number(f.mid);
         if (mid > through) {
-          if (!this.#storeFromHome(address, f, now)) {
+          const r = this.#storeFromHome(hub, address, f, now, reply === null);
+          if (r === "later") {
             // No room for a commit yet: nothing after it may overtake it (§7.3 order).
             later = true;
             break;
           }
           through = mid;
+          if (r === "held") {
+            behind.push(f.mid);
+            continue;
+          }
+          stored = true;
+        } else {
+          // Sent again (the home opened the link again): a copy still held here is stored
+          // first, so that this answer never outruns this object's only copy. Storage refused:
+          // not answered, so the home sends it again.
+          const local = taken?.held.get(mid);
+          if (local !== undefined && this.deliveries.holds(local) && !this.deliveries.settle(local))
+            continue;
         }
-        done.push(f.mid);
+        done.add(f.mid);
       } else if (f.t === "group" && f.state.group === group) {
         const next = JSON.stringify(f.state);
         // A state the member has already (a link opened again) is not news.
@@ -3292,19 +3356,95 @@ export class Hub {
         reply.sendText(text);
       }
     }
-    if (held === null || state !== held.state || through !== held.through) {
-      const user = userOfMember(address);
-      const peers = state === (held?.state ?? null) ? null : groupPeersOf(store, user);
-      store.setMemberGroup(address, group, state, through);
-      // Who shares a group with the user decides who sees it online (§6.3).
-      if (peers !== null)
-        this.presence.groupPeersChanged(hub, user, peers, groupPeersOf(store, user));
+    const t = this.#fromHomes.get(key);
+    if (t !== undefined) {
+      t.taken = Math.max(t.taken, through);
+      // What settled since the home last heard rides on this answer.
+      if (reply === null) {
+        for (const m of t.settled) done.add(m);
+        t.settled = [];
+      }
     }
+    // The recorded position moves in the same step as a message stored here (so that a lost
+    // answer is never stored twice); what settles later is recorded by the next flush
+    // (#homeItemSettled).
+    this.#keepMemberGroup(
+      hub,
+      address,
+      group,
+      held,
+      state,
+      stored ? this.#storedThrough(key, through) : 0,
+    );
     if (later) {
       const homes = this.#full.get(address) ?? new Set<string>();
       this.#full.set(address, homes.add(group));
     }
-    return { done, later };
+    return { done: [...done], later, held: behind };
+  }
+
+  /**
+   * The home position a member object's row may record for `key`: every home mid up to it is
+   * stored here or acknowledged by the member. A message still held is not: if this object dies,
+   * the home must send it again, and a recorded position would have it taken as known.
+   */
+  #storedThrough(key: string, through: number): number {
+    const t = this.#fromHomes.get(key);
+    if (t === undefined) return through;
+    const first = t.held.keys().next();
+    return first.done === true ? Math.max(t.taken, through) : first.value - 1;
+  }
+
+  /** Write a member's group row if its state or stored position changed. */
+  #keepMemberGroup(
+    hub: string,
+    address: string,
+    group: string,
+    held: { state: string | null; through: number } | null,
+    state: string | null,
+    through: number,
+  ): void {
+    const { store } = this.#d;
+    if (held !== null && state === held.state && through <= held.through) return;
+    const user = userOfMember(address);
+    const peers = state === (held?.state ?? null) ? null : groupPeersOf(store, user);
+    store.setMemberGroup(address, group, state, Math.max(through, held?.through ?? 0));
+    // Who shares a group with the user decides who sees it online (§6.3).
+    if (peers !== null)
+      this.presence.groupPeersChanged(hub, user, peers, groupPeersOf(store, user));
+  }
+
+  /**
+   * A group message this object took write-behind for `key` settled (acknowledged by the member,
+   * or stored): the home hears of it with this object's next answer to it, or within
+   * HELD_DELAY_MS by a call of its own (#sendHomeReports).
+   */
+  #homeItemSettled(key: string, homeMid: number): void {
+    const t = this.#fromHomes.get(key);
+    if (t === undefined) return;
+    t.held.delete(homeMid);
+    t.settled.push(String(homeMid));
+    // Recorded with the next flush, not in this step: one write per second or so, however many
+    // messages settle; an object that dies first gets the unreported ones again, as new.
+    this.#d.store.notePosition(t.address, t.group, this.#storedThrough(key, 0));
+    this.deliveries.persistSoon();
+    this.#fromHomesTimer ??= setTimeout(() => this.#sendHomeReports(), HELD_DELAY_MS);
+  }
+
+  #sendHomeReports(): void {
+    if (this.#fromHomesTimer !== null) clearTimeout(this.#fromHomesTimer);
+    this.#fromHomesTimer = null;
+    const peers = this.#d.peers;
+    if (peers === undefined || peers === null) return;
+    for (const t of this.#fromHomes.values()) {
+      if (t.settled.length === 0) continue;
+      const mids = t.settled;
+      t.settled = [];
+      void peers.homeSettled(t.hub, t.group, t.address, mids).catch(() => {
+        // Best effort: the home sends what it heard nothing of again after SETTLE_WAIT_MS,
+        // and this object answers it from what it holds (#takeFromHome).
+      });
+    }
   }
 
   /**
@@ -3328,9 +3468,17 @@ export class Hub {
   /**
    * Store one item the home sends and hand it to the member's connection (§7.3). A group message
    * that finds the mailbox full is dropped, as the hub drops that copy (the member sees a gap);
-   * a commit waits for room up to the hard bound (false), as a member without it is locked out.
+   * a commit waits for room up to the hard bound (`later`), as a member without it is locked out.
+   * `mayHold`: a group message for a caught-up connection may be held and sent before it is
+   * stored (`held`, §7.3 "Write-behind"); the home keeps its copy until it settles.
    */
-  #storeFromHome(address: string, f: FrameOf<ServerFrame, "deliver">, now: number): boolean {
+  #storeFromHome(
+    hub: string,
+    address: string,
+    f: FrameOf<ServerFrame, "deliver">,
+    now: number,
+    mayHold: boolean,
+  ): "done" | "held" | "later" {
     const { store } = this.#d;
     const it = f.item;
     const from = { username: f.from, identityKey: f.fromKey };
@@ -3343,7 +3491,7 @@ export class Hub {
         !mailboxHasRoom("commit", this.#stored(address)) ||
         !commitRoom(store.commitHoldings(f.from, [address]), [address], it.core.length)
       )
-        return false;
+        return "later";
       const payload = store.putPayload(it.core);
       const mid = this.#enqueue(from, address, "commit", payload, it.group, it.epoch, it.wrap, now);
       this.#offer(from, address, mid, now, it);
@@ -3355,25 +3503,78 @@ export class Hub {
         !mailboxHasRoom("group", this.#stored(address)) ||
         senderRoom("group", this.#holdings(f.from, [address]), [address]).fits.length === 0
       )
-        return true;
+        return "done";
       const row = {
         group: it.group,
         epoch: it.epoch,
-        roster: store.memberRosterOf(it.group, address),
         sender: f.from,
         senderKey: f.fromKey,
         ts: f.ts,
         expiresAt: expiryOf(now),
         data: it.body,
-        skipped: [],
       };
-      const mid = store.putGroupMessage(row);
+      if (mayHold && this.deliveries.canSendNow(address)) {
+        this.#holdFromHome(hub, address, Number(f.mid), row);
+        this.pushes.queued([address], now);
+        return "held";
+      }
+      const mid = store.putGroupMessage({
+        ...row,
+        roster: store.memberRosterOf(it.group, address),
+        skipped: [],
+      });
       this.#d.wakeAt(row.expiresAt);
       this.deliveries.fanout([address], mid, f.from, groupDeliverText({ ...row, mid }));
       this.pushes.queued([address], now);
     }
     this.deliveries.persistSoon();
-    return true;
+    return "done";
+  }
+
+  /**
+   * Send a group message from its home to the member's caught-up connection before it is
+   * stored (§7.3 "Write-behind"; Deliveries.sendBehindGroup): this object's copy is in memory
+   * only, the home's is kept until the member acknowledges it or this object stores it.
+   */
+  #holdFromHome(
+    hub: string,
+    address: string,
+    homeMid: number,
+    row: {
+      group: string;
+      epoch: number;
+      sender: string;
+      senderKey: string;
+      ts: number;
+      expiresAt: number;
+      data: string;
+    },
+  ): void {
+    const key = `${address}\n${row.group}`;
+    let t = this.#fromHomes.get(key);
+    if (t === undefined) {
+      // Kept while this object runs (the position it knows the home's messages up to); past
+      // MAX_FROM_HOMES, idle entries go first (a message sent again is then stored again, which
+      // the member's client dedupes, §7.3).
+      if (this.#fromHomes.size >= MAX_FROM_HOMES)
+        for (const [k, x] of this.#fromHomes)
+          if (x.held.size === 0 && x.settled.length === 0) this.#fromHomes.delete(k);
+      t = { hub, group: row.group, address, held: new Map(), taken: 0, settled: [] };
+      this.#fromHomes.set(key, t);
+    }
+    const mid = this.#d.store.holdGroupMessage(address, row);
+    t.held.set(homeMid, mid);
+    t.taken = Math.max(t.taken, homeMid);
+    this.deliveries.sendBehindGroup(
+      address,
+      { mid, group: true, sender: row.sender },
+      groupDeliverText({ ...row, mid }),
+      (stored) => {
+        if (stored) this.#d.wakeAt(row.expiresAt);
+        this.deliveries.persistSoon();
+        this.#homeItemSettled(key, homeMid);
+      },
+    );
   }
 
   /**

@@ -523,6 +523,8 @@ export class Store {
    * and address (memberRosterOf); cleared with #rosters.
    */
   #memberRosters = new Map<string, number>();
+  /** Positions noted and not yet written (notePosition), by address and group. */
+  readonly #positions = new Map<string, { address: string; group: string; through: number }>();
   /** The highest mid handed out (mid_counter, kept in memory; see nextMid). */
   #lastMid = 0;
   /**
@@ -584,6 +586,16 @@ export class Store {
   readonly #behindCounts = new Map<string, number>();
   readonly #behindShares = new Map<string, Map<string, number>>();
   /**
+   * Group messages a member's object took from its group's home and sent before storing them
+   * (users' routes, PROTOCOL.md §7.3 "Write-behind"), by mid, with the member's address: counted
+   * by the delivery state (Deliveries), not here, until settleHeldGroup files them under the
+   * member's one-member roster or releaseHeldGroup forgets them.
+   */
+  readonly #behindGroup = new Map<
+    number,
+    { address: string; m: Omit<NewGroupMessage, "roster" | "skipped"> }
+  >();
+  /**
    * Every mid up to this one may have been handed out: written to `mid_counter` before a held
    * item's mid passes it, so that after a restart no mid a recipient may already have seen (and
    * dedupes by, §7.3) is handed out again for another item, though the item was never stored.
@@ -600,6 +612,7 @@ export class Store {
     this.#memberRosters = new Map();
     this.#memberGroups.clear();
     this.#memberGroup.clear();
+    this.#positions.clear();
     this.#counts = null;
     this.#senders.clear();
     this.#logBySender = null;
@@ -610,6 +623,7 @@ export class Store {
     this.#acked.clear();
     this.#ackedBy.clear();
     this.#behind.clear();
+    this.#behindGroup.clear();
     this.#behindCounts.clear();
     this.#behindShares.clear();
     for (const stmt of SCHEMA) this.sql.exec(stmt);
@@ -1233,11 +1247,7 @@ export class Store {
    * blocks of MID_LEASE (one small write per block), and its place in the counts.
    */
   holdItem(item: Omit<NewMailboxItem, "payload">, body: string): number {
-    const mid = this.nextMid();
-    if (mid > this.#midLeased) {
-      this.#midLeased = mid + MID_LEASE;
-      this.sql.exec("UPDATE mid_counter SET last = MAX(last, ?) WHERE id = 1", this.#midLeased);
-    }
+    const mid = this.#leaseMid();
     this.#behind.set(mid, { item, body });
     this.#behindCounts.set(item.recipient, (this.#behindCounts.get(item.recipient) ?? 0) + 1);
     let shares = this.#behindShares.get(item.sender);
@@ -1247,6 +1257,44 @@ export class Store {
     }
     shares.set(item.recipient, (shares.get(item.recipient) ?? 0) + 1);
     return mid;
+  }
+
+  /** The next mid, for an item held in memory: leased in blocks of MID_LEASE (one write each). */
+  #leaseMid(): number {
+    const mid = this.nextMid();
+    if (mid > this.#midLeased) {
+      this.#midLeased = mid + MID_LEASE;
+      this.sql.exec("UPDATE mid_counter SET last = MAX(last, ?) WHERE id = 1", this.#midLeased);
+    }
+    return mid;
+  }
+
+  /**
+   * A group message for the member `address` about to be sent before it is stored (users'
+   * routes, §7.3 "Write-behind"): its mid, leased as holdItem's. Its roster is found when it is
+   * stored: a roster no stored message names may be collected (gcRosters) meanwhile.
+   */
+  holdGroupMessage(address: string, m: Omit<NewGroupMessage, "roster" | "skipped">): number {
+    const mid = this.#leaseMid();
+    this.#behindGroup.set(mid, { address, m });
+    return mid;
+  }
+
+  /** Store a held group message under its mid, for its member alone; false if not held. */
+  settleHeldGroup(mid: number): boolean {
+    const h = this.#behindGroup.get(mid);
+    if (h === undefined) return false;
+    this.putGroupMessage(
+      { ...h.m, roster: this.memberRosterOf(h.m.group, h.address), skipped: [] },
+      mid,
+    );
+    this.#behindGroup.delete(mid);
+    return true;
+  }
+
+  /** A held group message's member acknowledged it: it is never stored. */
+  releaseHeldGroup(mid: number): boolean {
+    return this.#behindGroup.delete(mid);
   }
 
   /** Whether `mid` is a held item (holdItem) not yet settled or released. */
@@ -1850,6 +1898,35 @@ export class Store {
     return row;
   }
 
+  /**
+   * A member's position (`member_groups.through`) may move up to `through`: written by
+   * flushPositions, never lowered. Group messages taken write-behind from a home settle one by
+   * one; their positions are recorded with the next flush, not each in its own step.
+   */
+  notePosition(address: string, group: string, through: number): void {
+    const key = `${address}\n${group}`;
+    const p = this.#positions.get(key);
+    if (p === undefined) this.#positions.set(key, { address, group, through });
+    else p.through = Math.max(p.through, through);
+  }
+
+  /** Write the positions notePosition gathered (the delivery flush's work). */
+  flushPositions(): void {
+    if (this.#positions.size === 0) return;
+    for (const [key, p] of this.#positions) {
+      this.sql.exec(
+        "UPDATE member_groups SET through = MAX(through, ?) WHERE address = ? AND grp = ?",
+        p.through,
+        p.address,
+        p.group,
+      );
+      const held = this.#memberGroup.get(key);
+      if (held !== undefined && held !== null && held.through < p.through)
+        remember(this.#memberGroup, key, { state: held.state, through: p.through });
+    }
+    this.#positions.clear();
+  }
+
   setMemberGroup(address: string, group: string, state: string | null, through: number): void {
     const key = `${address}\n${group}`;
     const held = this.#memberGroup.get(key);
@@ -1923,11 +2000,11 @@ export class Store {
   }
 
   /** Store one group message (once, for all its recipients); returns its mid. */
-  putGroupMessage(m: NewGroupMessage): number {
+  putGroupMessage(m: NewGroupMessage, mid = ++this.#lastMid): number {
     // The counter is this object's alone (every insert goes through this Store), so the next
     // mid comes from memory. The stored row itself records it; the high-water mark is written
     // before any group message is deleted (#keepMidFloor), so a mid is never handed out twice.
-    const mid = ++this.#lastMid;
+    // `mid`: one handed out earlier by holdGroupMessage.
     this.sql.exec(
       `INSERT INTO group_log (mid, grp, epoch, roster, sender, sender_key, ts, expires_at, data, skipped)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
