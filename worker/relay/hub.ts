@@ -27,6 +27,7 @@ import {
   type GroupState,
   LIMITS,
   type LinkOffer,
+  type ParseResult,
   PROTOCOL_VERSION,
   type PresenceScope,
   type PresenceUser,
@@ -3584,7 +3585,10 @@ export class Hub {
    */
   async fromMember(hub: string, group: string, m: MemberBinding, text: string): Promise<string[]> {
     const { store } = this.#d;
-    const parsed = parseClientFrame(text);
+    // A member's `group_send`, the common frame here, takes the fast path (fastframe.ts).
+    const fast = fastClientFrame(text);
+    const parsed: ParseResult<ClientFrame> =
+      fast === null ? parseClientFrame(text) : { ok: true, frame: fast };
     const id = parsed.ok ? ("id" in parsed.frame ? parsed.frame.id : undefined) : parsed.id;
     const home = await this.#takeFromHub(hub, group);
     if (home === null) return [JSON.stringify(errorFrame("internal", id))];
