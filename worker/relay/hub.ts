@@ -3278,7 +3278,15 @@ export class Hub {
     const { store } = this.#d;
     if (store.getUser(user) === null && !store.handedOver(user))
       return { done: [], later: true, held: [] };
-    return this.#takeFromHome(hub, group, address, texts, null);
+    const r = this.#takeFromHome(hub, group, address, texts, null);
+    // What settled since the home last heard rides on this answer (#homeItemSettled).
+    const t = this.#fromHomes.get(`${address}\n${group}`);
+    if (t !== undefined && t.settled.length > 0) {
+      const done = new Set(r.done);
+      for (const m of t.settled) if (!done.has(m)) r.done.push(m);
+      t.settled = [];
+    }
+    return r;
   }
 
   /**
@@ -3287,8 +3295,8 @@ export class Hub {
    * caught-up connection held and sent before it is stored (§7.3 "Write-behind"); a state is kept
    * for `welcome`; all reach the member's connection. `reply`: the connection whose frame these
    * answer, which gets the answers. The home's other frames (presence) are not the member's.
-   * The answer acknowledges what this object holds now (`done`), with what it settled since
-   * it last answered the home, and names what it took write-behind (`held`), settled later.
+   * The answer acknowledges what this object holds now (`done`) and names what it took
+   * write-behind (`held`), settled later.
    */
   #takeFromHome(
     hub: string,
@@ -3358,14 +3366,7 @@ export class Hub {
       }
     }
     const t = this.#fromHomes.get(key);
-    if (t !== undefined) {
-      t.taken = Math.max(t.taken, through);
-      // What settled since the home last heard rides on this answer.
-      if (reply === null) {
-        for (const m of t.settled) done.add(m);
-        t.settled = [];
-      }
-    }
+    if (t !== undefined) t.taken = Math.max(t.taken, through);
     // The recorded position moves in the same step as a message stored here (so that a lost
     // answer is never stored twice); what settles later is recorded by the next flush
     // (#homeItemSettled).
