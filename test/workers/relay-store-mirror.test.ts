@@ -259,51 +259,69 @@ const deviceList = (version: number) => ({
   sig: "D".repeat(86),
 });
 
+/**
+ * Random sequences of `op`s applied to a Store whose `tables` start empty, each followed by
+ * `check(store, fresh)`, where `fresh` is a Store made then: its caches are empty, so every
+ * answer it gives comes from storage.
+ */
+async function cacheProperty<O>(
+  name: string,
+  tables: readonly string[],
+  op: fc.Arbitrary<O>,
+  apply: (store: Store, o: O) => void,
+  check: (store: Store, fresh: Store) => void,
+): Promise<void> {
+  const hub = freshHub(name);
+  await runInDurableObject(stubFor(hub), () => {});
+  await fc.assert(
+    fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
+      await runInDurableObject(stubFor(hub), (_i, state) => {
+        const sql = state.storage.sql;
+        for (const t of tables) sql.exec(`DELETE FROM ${t}`);
+        const store = new Store(sql);
+        store.migrate([], 1);
+        check(store, new Store(sql));
+        for (const o of ops) {
+          apply(store, o);
+          check(store, new Store(sql));
+        }
+      });
+    }),
+    { numRuns: 80 },
+  );
+}
+
 describe("relay store: cached directory rows, contact decisions and devices equal storage", () => {
   it("after every write, for every name and pair", async () => {
-    const hub = freshHub("cache");
-    await runInDurableObject(stubFor(hub), () => {});
-    await fc.assert(
-      fc.asyncProperty(fc.array(userOp, { minLength: 1, maxLength: 30 }), async (ops) => {
-        await runInDurableObject(stubFor(hub), (_i, state) => {
-          const sql = state.storage.sql;
-          for (const t of ["users", "contacts", "device_lists", "user_devices"])
-            sql.exec(`DELETE FROM ${t}`);
-          const store = new Store(sql);
-          store.migrate([], 1);
-          const check = () => {
-            // A Store made now has empty caches: every answer comes from storage.
-            const fresh = new Store(sql);
-            for (const a of USERS) {
-              expect(store.getUser(a)).toEqual(fresh.getUser(a));
-              for (const b of USERS)
-                expect(store.contactState(a, b)).toBe(fresh.contactState(a, b));
-              expect(store.getDevice(a)).toBe(fresh.getDevice(a));
-              expect(store.getDeviceList(a)).toEqual(fresh.getDeviceList(a));
-            }
-          };
-          check();
-          for (const o of ops) {
-            if (o.t === "insert") {
-              if (store.getUser(o.who) === null) store.insertUser(o.who, `${o.who}-${o.key}`, 5);
-            } else if (o.t === "seen") {
-              store.sawUser(o.who, o.at);
-            } else if (o.t === "reclaim") {
-              store.reclaimUser(o.who, `${o.who}-${o.key}`, 7);
-            } else if (o.t === "contact") {
-              store.setContactState(o.owner, o.peer, o.state, 8, 100);
-            } else if (o.t === "device") {
-              store.setDevice(o.who, `dev${o.n}`);
-            } else if (o.t === "list") {
-              store.setDeviceList(o.who, deviceList(o.n));
-            } else {
-              store.deleteContacts(o.who);
-            }
-            check();
-          }
-        });
-      }),
-      { numRuns: 80 },
+    await cacheProperty(
+      "cache",
+      ["users", "contacts", "device_lists", "user_devices"],
+      userOp,
+      (store, o) => {
+        if (o.t === "insert") {
+          if (store.getUser(o.who) === null) store.insertUser(o.who, `${o.who}-${o.key}`, 5);
+        } else if (o.t === "seen") {
+          store.sawUser(o.who, o.at);
+        } else if (o.t === "reclaim") {
+          store.reclaimUser(o.who, `${o.who}-${o.key}`, 7);
+        } else if (o.t === "contact") {
+          store.setContactState(o.owner, o.peer, o.state, 8, 100);
+        } else if (o.t === "device") {
+          store.setDevice(o.who, `dev${o.n}`);
+        } else if (o.t === "list") {
+          store.setDeviceList(o.who, deviceList(o.n));
+        } else {
+          store.deleteContacts(o.who);
+        }
+      },
+      (store, fresh) => {
+        for (const a of USERS) {
+          expect(store.getUser(a)).toEqual(fresh.getUser(a));
+          for (const b of USERS) expect(store.contactState(a, b)).toBe(fresh.contactState(a, b));
+          expect(store.getDevice(a)).toBe(fresh.getDevice(a));
+          expect(store.getDeviceList(a)).toEqual(fresh.getDeviceList(a));
+        }
+      },
     );
   });
 });
@@ -329,40 +347,27 @@ const memberOp = fc.oneof(
 
 describe("relay store: a member's cached groups and rosters equal storage (users' routes)", () => {
   it("after every write, for every member and group", async () => {
-    const hub = freshHub("members");
-    await runInDurableObject(stubFor(hub), () => {});
-    await fc.assert(
-      fc.asyncProperty(fc.array(memberOp, { minLength: 1, maxLength: 30 }), async (ops) => {
-        await runInDurableObject(stubFor(hub), (_i, state) => {
-          const sql = state.storage.sql;
-          for (const t of ["member_groups", "group_log", "group_rosters", "roster_members"])
-            sql.exec(`DELETE FROM ${t}`);
-          const store = new Store(sql);
-          store.migrate([], 1);
-          const check = () => {
-            // A Store made now has empty caches: every answer comes from storage, and the
-            // one-member rosters a member's object files messages under are found by content.
-            const fresh = new Store(sql);
-            for (const a of USERS) {
-              expect(store.memberGroupStates(a)).toEqual(fresh.memberGroupStates(a));
-              for (const g of ["g1", "g2"]) {
-                expect(store.memberGroup(a, g)).toEqual(fresh.memberGroup(a, g));
-                expect(store.memberRosterOf(g, a)).toBe(fresh.memberRosterOf(g, a));
-              }
-            }
-          };
-          check();
-          for (const o of ops) {
-            if (o.t === "member") store.setMemberGroup(o.who, o.group, o.state, o.through);
-            else if (o.t === "roster") store.memberRosterOf(o.group, o.who);
-            else if (o.t === "note") store.notePosition(o.who, o.group, o.through);
-            else if (o.t === "flush") store.flushPositions();
-            else store.gcRosters();
-            check();
+    await cacheProperty(
+      "members",
+      ["member_groups", "group_log", "group_rosters", "roster_members"],
+      memberOp,
+      (store, o) => {
+        if (o.t === "member") store.setMemberGroup(o.who, o.group, o.state, o.through);
+        else if (o.t === "roster") store.memberRosterOf(o.group, o.who);
+        else if (o.t === "note") store.notePosition(o.who, o.group, o.through);
+        else if (o.t === "flush") store.flushPositions();
+        else store.gcRosters();
+      },
+      // The one-member rosters a member's object files messages under are found by content.
+      (store, fresh) => {
+        for (const a of USERS) {
+          expect(store.memberGroupStates(a)).toEqual(fresh.memberGroupStates(a));
+          for (const g of ["g1", "g2"]) {
+            expect(store.memberGroup(a, g)).toEqual(fresh.memberGroup(a, g));
+            expect(store.memberRosterOf(g, a)).toBe(fresh.memberRosterOf(g, a));
           }
-        });
-      }),
-      { numRuns: 80 },
+        }
+      },
     );
   });
 });

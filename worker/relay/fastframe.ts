@@ -108,6 +108,23 @@ function noRepeatedKey(raw: string, parsed: Record<string, unknown>): boolean {
 }
 
 /**
+ * `raw` as a JSON object, if it is short enough that its UTF-8 size is certainly within
+ * maxFrameBytes and parses to an object; else null. Text only: bytes go to the reference.
+ */
+function objectOf(raw: string): Record<string, unknown> | null {
+  if (raw.length * 3 > LIMITS.maxFrameBytes) return null;
+  let o: unknown;
+  try {
+    o = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  return typeof o === "object" && o !== null && !Array.isArray(o)
+    ? (o as Record<string, unknown>)
+    : null;
+}
+
+/**
  * The frame if `raw` is a well-formed `send`, `group_send` or `ack`, else null (use
  * parseClientFrame).
  */
@@ -118,17 +135,9 @@ export function fastClientFrame(
   | FrameOf<ClientFrame, "group_send">
   | FrameOf<ClientFrame, "ack">
   | null {
-  // Text only, and short enough that its UTF-8 size is certainly within maxFrameBytes.
-  if (typeof raw !== "string" || raw.length * 3 > LIMITS.maxFrameBytes) return null;
-  let o: unknown;
-  try {
-    o = JSON.parse(raw);
-  } catch {
-    return null;
-  }
-  if (typeof o !== "object" || o === null || Array.isArray(o)) return null;
-  const r = o as Record<string, unknown>;
-  if (!noRepeatedKey(raw, r)) return null;
+  if (typeof raw !== "string") return null;
+  const r = objectOf(raw);
+  if (r === null || !noRepeatedKey(raw, r)) return null;
   if (r.v !== 1) return null;
   if (r.t === "send") {
     const { id, to, device, body } = r;
@@ -183,16 +192,9 @@ const GROUP_ITEM_KEYS = ["kind", "group", "epoch", "body"] as const;
  * with an equal result (test/workers/relay-fastframe.test.ts).
  */
 export function fastGroupDeliver(raw: unknown): FrameOf<ServerFrame, "deliver"> | null {
-  if (typeof raw !== "string" || raw.length * 3 > LIMITS.maxFrameBytes) return null;
-  let o: unknown;
-  try {
-    o = JSON.parse(raw);
-  } catch {
-    return null;
-  }
-  if (typeof o !== "object" || o === null || Array.isArray(o)) return null;
-  const r = o as Record<string, unknown>;
-  if (r.v !== 1 || r.t !== "deliver" || !hasExactKeys(r, DELIVER_KEYS)) return null;
+  if (typeof raw !== "string") return null;
+  const r = objectOf(raw);
+  if (r === null || r.v !== 1 || r.t !== "deliver" || !hasExactKeys(r, DELIVER_KEYS)) return null;
   const { mid, from, fromKey, ts, item } = r;
   if (typeof mid !== "string" || !MID_RE.test(mid) || !isMember(from) || !isNat(ts)) return null;
   if (typeof fromKey !== "string" || fromKey.length !== KEY_CHARS || !isCanonicalB64u(fromKey))
