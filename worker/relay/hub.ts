@@ -3426,8 +3426,9 @@ export class Hub {
     if (t === undefined) return;
     t.held.delete(homeMid);
     t.settled.push(String(homeMid));
-    // Recorded with the next flush, not in this step: one write per second or so, however many
-    // messages settle; an object that dies first gets the unreported ones again, as new.
+    // Recorded with the next flush (FLUSH_DELAY_MS), not in this step: one write per flush,
+    // however many messages settle; an object that dies first gets the unreported ones again,
+    // as new.
     this.#d.store.notePosition(t.address, t.group, this.#storedThrough(key, 0));
     this.deliveries.persistSoon();
     this.#fromHomesTimer ??= setTimeout(() => this.#sendHomeReports(), HELD_DELAY_MS);
