@@ -532,23 +532,19 @@ export class Deliveries {
     for (const mid of mids) {
       const it = inflight.get(mid);
       const held = this.#behind.get(mid);
-      if (it?.group && held !== undefined) {
-        // A held group message (users' routes), never stored: nothing to delete, and nothing
-        // for the cursor to wait for once it is out of flight.
-        inflight.delete(mid);
-        this.#behind.delete(mid);
-        this.#d.store.releaseHeldGroup(mid);
-        this.#pendingAdd(addressOf(a), it.sender, -1);
-        groupAcked = true;
-        held.done(false);
-        continue;
-      }
-      if (it !== undefined && !it.group && held !== undefined) {
+      if (it !== undefined && held !== undefined) {
         // Held, never stored (§7.3 "Write-behind"): the recipient has it, so nothing is written.
         inflight.delete(mid);
         this.#behind.delete(mid);
-        this.#d.store.releaseHeld(mid);
-        released.push({ mid, sender: it.sender, kind: "direct" });
+        if (it.group) {
+          // A group message (users' routes): nothing for the cursor to wait for any more.
+          this.#d.store.releaseHeldGroup(mid);
+          this.#pendingAdd(addressOf(a), it.sender, -1);
+          groupAcked = true;
+        } else {
+          this.#d.store.releaseHeld(mid);
+          released.push({ mid, sender: it.sender, kind: "direct" });
+        }
         held.done(false);
         continue;
       }

@@ -176,7 +176,11 @@ export class HomeLinks {
    */
   settled(address: string, mids: readonly string[]): void {
     const l = this.#links.get(address);
-    if (l === undefined) return;
+    if (l !== undefined) this.#acknowledge(l, mids);
+  }
+
+  /** The member's object holds `mids`: acknowledged on its link, as a client's `ack`. */
+  #acknowledge(l: Link, mids: readonly string[]): void {
     for (const m of mids) l.awaiting.delete(m);
     this.#d.deliveries.ack(
       l.s,
@@ -248,14 +252,7 @@ export class HomeLinks {
         for (const m of r.held) l.awaiting.set(m, now);
         if (r.held.length > 0)
           this.#awaitTimer ??= setTimeout(() => this.#checkAwaiting(), this.#d.settleWaitMs);
-        if (r.done.length > 0) {
-          for (const m of r.done) l.awaiting.delete(m);
-          this.#d.deliveries.ack(
-            l.s,
-            r.done.map((m) => Number(m)),
-          );
-          this.#d.deliveries.drain(l.s);
-        }
+        if (r.done.length > 0) this.#acknowledge(l, r.done);
         if (r.later) {
           const delay = Math.min(
             MAX_RELINK_MS,

@@ -80,7 +80,14 @@ import { groupPeersOf, Presence } from "./presence";
 import { type PushConfig, Pushes } from "./push-send";
 import { type Bucket, BucketMap, fanoutCost } from "./ratelimit";
 import type { Session, SessionRegistry } from "./session";
-import type { GroupExport, GroupLogRow, PushSubRow, Store, UserRow } from "./store";
+import type {
+  GroupExport,
+  GroupLogRow,
+  NewGroupMessage,
+  PushSubRow,
+  Store,
+  UserRow,
+} from "./store";
 
 /** Entries per call handing this object's former bindings to the Directory object. */
 const SEED_BATCH = 500;
@@ -3313,7 +3320,7 @@ export class Hub {
     let state = held?.state ?? null;
     // Above the stored position: what this object holds in memory (taken write-behind).
     let through = Math.max(held?.through ?? 0, taken?.taken ?? 0);
-    const done = new Set<string>();
+    const done: string[] = [];
     const behind: string[] = [];
     let later = false;
     let stored = false;
@@ -3352,7 +3359,7 @@ export class Hub {
           if (local !== undefined && this.deliveries.holds(local) && !this.deliveries.settle(local))
             continue;
         }
-        done.add(f.mid);
+        done.push(f.mid);
       } else if (f.t === "group" && f.state.group === group) {
         const next = JSON.stringify(f.state);
         // A state the member has already (a link opened again) is not news.
@@ -3382,7 +3389,7 @@ export class Hub {
       const homes = this.#full.get(address) ?? new Set<string>();
       this.#full.set(address, homes.add(group));
     }
-    return { done: [...done], later, held: behind };
+    return { done, later, held: behind };
   }
 
   /**
@@ -3543,15 +3550,7 @@ export class Hub {
     hub: string,
     address: string,
     homeMid: number,
-    row: {
-      group: string;
-      epoch: number;
-      sender: string;
-      senderKey: string;
-      ts: number;
-      expiresAt: number;
-      data: string;
-    },
+    row: Omit<NewGroupMessage, "roster" | "skipped">,
   ): void {
     const key = `${address}\n${row.group}`;
     let t = this.#fromHomes.get(key);
