@@ -1883,9 +1883,10 @@ export class Hub {
 
   /**
    * The sender's half of a `send` (§7.3): who sends, from which device, under which retry key;
-   * the recipient's half (`enqueue`) decides and stores. The two meet in one object today; split
-   * into user objects (docs/ARCHITECTURE.md "How a hub outgrows one object") `enqueue` is the
-   * call from the sender's object to the recipient's, keyed for retries by `key`.
+   * the recipient's half (`enqueue`) decides and stores. Here the two meet in one object (the
+   * hub's route, or a user writing to its own other device); between users' objects `enqueue` is
+   * the call from the sender's object to the recipient's (#sendToPeer), keyed for retries by
+   * `key`.
    */
   #send(s: Session, a: AuthedAttachment, frame: Frame<"send">, now: number): void {
     const answer = (mid: number) => {
