@@ -339,12 +339,25 @@ await section("relay", async () => {
     );
   if (s.idle)
     against(
-      "relay idle connection memory (500 authenticated)",
+      "relay idle connection memory (500 authenticated, hub's route: one object)",
       s.idle.parley,
       s.idle.trivial,
       "KiB",
       0,
       "≤ 1.5× trivial hibernating DO",
+      1.5,
+    );
+  // The PWA's topology: each idle user holds an object of its own, so the baseline is the
+  // trivial object once per socket (each SQLite table or index an object has costs memory while
+  // it is resident: docs/PERFORMANCE.md "Idle memory on users' routes").
+  if (s.idleRouted)
+    against(
+      "relay idle connection memory (500 authenticated, users' routes: an object per user)",
+      s.idleRouted.parley,
+      s.idleRouted.trivial,
+      "KiB",
+      0,
+      "≤ 1.5× trivial hibernating DO per socket",
       1.5,
     );
   if (s.cpu) {

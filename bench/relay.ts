@@ -35,6 +35,8 @@ export const WRANGLER_PORT = Number(process.env.BENCH_RELAY_PORT ?? 8793);
 export const BARE_PORT = Number(process.env.BENCH_BARE_PORT ?? 8796);
 /** The trivial hibernating Durable Object of the memory baseline (bench/trivial-do). */
 export const TRIVIAL_PORT = Number(process.env.BENCH_TRIVIAL_PORT ?? 8799);
+/** The `wrangler dev` of the idle-memory run on users' routes (routedObjectsRss). */
+const ROUTED_MEMORY_PORT = Number(process.env.BENCH_ROUTED_MEMORY_PORT ?? 8800);
 
 export interface RelayRun extends LoadResult {
   /** Server CPU µs per delivery (workerd, or the bare server's node process). */
@@ -71,6 +73,11 @@ export interface RelayFigures {
     cpu: { parley: number; bare: number } | null;
     /** Idle connection memory (KiB per connection): the relay's and a trivial hibernating DO's. */
     idle: { parley: number; trivial: number } | null;
+    /**
+     * The same on users' routes, each idle user on its own object, against the trivial object
+     * once per socket (KiB per connection).
+     */
+    idleRouted: { parley: number; trivial: number } | null;
   };
 }
 
@@ -364,6 +371,15 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
             parley: Number(parleyRow["KiB per connection"]),
             trivial: Number(trivial["KiB per connection"]),
           };
+    // Users' routes, the PWA's: every idle user is an object, so the like-for-like baseline is
+    // the trivial object once per socket. Each in a `wrangler dev` of its own (above).
+    const routedRow = await routedObjectsRss(idle, config, log);
+    const trivialEach = await trivialObjectRss(idle, log, true);
+    rss.push(routedRow, trivialEach);
+    const idleRouted = {
+      parley: Number(routedRow["KiB per connection"]),
+      trivial: Number(trivialEach["KiB per connection"]),
+    };
     return {
       matrix,
       series,
@@ -380,11 +396,52 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         p99at2000,
         cpu,
         idle: idleKiB,
+        idleRouted,
       },
     };
   } finally {
     await dev?.stop();
     await bare.stop();
+  }
+}
+
+/**
+ * workerd's RSS with `n` idle authenticated users on users' routes — each user's socket on the
+ * user's own object, as the PWA connects — under a `wrangler dev` of its own, so that no object
+ * of the other runs is resident beside them.
+ */
+async function routedObjectsRss(n: number, config: string, log: (s: string) => void): Promise<Row> {
+  const dev = await startWranglerDev({ port: ROUTED_MEMORY_PORT, root: process.cwd(), config });
+  try {
+    const pid = findWorkerd(dev);
+    const t = parleyTarget(dev.url, `idle${Date.now() % 100000}`, "bench", true);
+    // The first object compiles the Worker: warmed before the baseline is read.
+    (await t.connect("warm")).close();
+    await new Promise((r) => setTimeout(r, 500));
+    const before = rssMiB(pid);
+    const conns: LoadClient[] = [];
+    for (let k = 0; k < n; k += 8) {
+      conns.push(
+        ...(await Promise.all(
+          Array.from({ length: Math.min(8, n - k) }, (_, j) => t.connect(`i${k + j}`)),
+        )),
+      );
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = rssMiB(pid);
+    for (const c of conns) c.close();
+    log(
+      `  parley, users' routes: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle users`,
+    );
+    return {
+      server: "parley, users' routes: an object per user (workerd)",
+      connections: n,
+      "RSS before MiB": before,
+      "RSS with connections MiB": after,
+      "KiB per connection": ((after - before) * 1024) / n,
+    };
+  } finally {
+    await dev.stop();
   }
 }
 
@@ -450,8 +507,15 @@ async function trivialDirect(
   }
 }
 
-/** workerd's RSS with `n` idle sockets on the trivial hibernating object (bench/trivial-do). */
-async function trivialObjectRss(n: number, log: (s: string) => void): Promise<Row> {
+/**
+ * workerd's RSS with `n` idle sockets on the trivial hibernating object (bench/trivial-do): all
+ * on one object, or (`perSocket`) each on an object of its own, as users' routes give each user.
+ */
+async function trivialObjectRss(
+  n: number,
+  log: (s: string) => void,
+  perSocket = false,
+): Promise<Row> {
   const dev = await startWranglerDev({
     port: TRIVIAL_PORT,
     root: process.cwd(),
@@ -464,18 +528,21 @@ async function trivialObjectRss(n: number, log: (s: string) => void): Promise<Ro
     for (let k = 0; k < n; k += 8) {
       sockets.push(
         ...(await Promise.all(
-          Array.from({ length: Math.min(8, n - k) }, () => openEcho(dev.wsUrl, dev.url)),
+          Array.from({ length: Math.min(8, n - k) }, (_, j) =>
+            openEcho(perSocket ? `${dev.wsUrl}?room=r${k + j}` : dev.wsUrl, dev.url),
+          ),
         )),
       );
     }
     await new Promise((r) => setTimeout(r, 1500));
     const after = rssMiB(pid);
     for (const ws of sockets) ws.close();
+    const label = perSocket ? "trivial hibernating DO per socket" : "trivial hibernating DO";
     log(
-      `  trivial DO: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle connections`,
+      `  ${label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle connections`,
     );
     return {
-      server: "trivial hibernating DO (workerd)",
+      server: `${label} (workerd)`,
       connections: n,
       "RSS before MiB": before,
       "RSS with connections MiB": after,

@@ -69,7 +69,12 @@ export default {
   async fetch(request, env) {
     const path = new URL(request.url).pathname;
     if (path === "/health") return new Response("ok");
-    if (path === "/ws") return env.TRIVIAL.get(env.TRIVIAL.idFromName("hub")).fetch(request);
+    if (path === "/ws") {
+      // `?room=`: an object of that name instead of the one shared object (the memory baseline
+      // of users' routes, where every user has an object of its own).
+      const room = new URL(request.url).searchParams.get("room") ?? "hub";
+      return env.TRIVIAL.get(env.TRIVIAL.idFromName(room)).fetch(request);
+    }
     return new Response("not found", { status: 404 });
   },
 };
