@@ -16,6 +16,7 @@ await build({
     "profile-relay": "bench/profile-relay.ts",
     "relay-ab": "bench/relay-ab.ts",
     attachments: "bench/attachments.ts",
+    "idle-memory": "bench/idle-memory.ts",
   },
   outdir: "dist/bench",
   outExtension: { ".js": ".mjs" },
