@@ -310,13 +310,9 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       const after = rssMiB(pid);
       for (const c of conns) c.close();
       await new Promise((r) => setTimeout(r, 500));
-      rss.push({
-        server: t.label === "bare ws" ? "bare ws (node)" : "parley (workerd)",
-        connections: idle,
-        "RSS before MiB": before,
-        "RSS with connections MiB": after,
-        "KiB per connection": ((after - before) * 1024) / idle,
-      });
+      rss.push(
+        rssRow(t.label === "bare ws" ? "bare ws (node)" : "parley (workerd)", idle, before, after),
+      );
       log(
         `  ${t.label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${idle} idle connections`,
       );
@@ -433,16 +429,21 @@ async function routedObjectsRss(n: number, config: string, log: (s: string) => v
     log(
       `  parley, users' routes: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle users`,
     );
-    return {
-      server: "parley, users' routes: an object per user (workerd)",
-      connections: n,
-      "RSS before MiB": before,
-      "RSS with connections MiB": after,
-      "KiB per connection": ((after - before) * 1024) / n,
-    };
+    return rssRow("parley, users' routes: an object per user (workerd)", n, before, after);
   } finally {
     await dev.stop();
   }
+}
+
+/** A row of the memory table: a server's RSS (MiB) before and with `n` idle connections. */
+function rssRow(server: string, n: number, before: number, after: number): Row {
+  return {
+    server,
+    connections: n,
+    "RSS before MiB": before,
+    "RSS with connections MiB": after,
+    "KiB per connection": ((after - before) * 1024) / n,
+  };
 }
 
 /** One socket to the trivial object, open once its first echo came back (as an auth would). */
@@ -541,13 +542,7 @@ async function trivialObjectRss(
     log(
       `  ${label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle connections`,
     );
-    return {
-      server: `${label} (workerd)`,
-      connections: n,
-      "RSS before MiB": before,
-      "RSS with connections MiB": after,
-      "KiB per connection": ((after - before) * 1024) / n,
-    };
+    return rssRow(`${label} (workerd)`, n, before, after);
   } finally {
     await dev.stop();
   }
