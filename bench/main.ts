@@ -350,7 +350,7 @@ await section("relay", async () => {
   // The PWA's topology: each idle user holds an object of its own, so the baseline is the
   // trivial object once per socket (each SQLite table or index an object has costs memory while
   // it is resident: docs/PERFORMANCE.md "Idle memory on users' routes").
-  if (s.idleRouted)
+  if (s.idleRouted) {
     against(
       "relay idle connection memory (500 authenticated, users' routes: an object per user)",
       s.idleRouted.parley,
@@ -360,6 +360,16 @@ await section("relay", async () => {
       "≤ 1.5× trivial hibernating DO per socket",
       1.5,
     );
+    // The same users connecting again after a restart: their objects and tables exist, as for
+    // every user but a newcomer.
+    const x = s.idleRouted.returning / s.idleRouted.trivial;
+    target(
+      "relay idle connection memory (500 returning users, users' routes: their objects made before)",
+      `${s.idleRouted.returning.toFixed(0)} vs ${s.idleRouted.trivial.toFixed(0)} KiB = ${fmtX(x)}`,
+      "(reported)",
+      null,
+    );
+  }
   if (s.cpu) {
     target(
       "relay CPU per delivery (50-client fan-out)",

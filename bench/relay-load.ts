@@ -165,6 +165,30 @@ export const errors = new Map<string, number>();
  * `routed`: each client opens its user's route (`&user=`), so each user is its own object and a
  * 1:1 message is one call between objects (docs/ARCHITECTURE.md "User objects").
  */
+interface UserKeys {
+  identity: Awaited<ReturnType<typeof generateIdentityKeyPair>>;
+  spk: Awaited<ReturnType<typeof x25519GenerateKeyPair>>;
+  spkSig: Uint8Array;
+  leaves: ReturnType<typeof publicLeaf>[];
+}
+
+async function userKeys(hub: string, group: string): Promise<UserKeys> {
+  const identity = await generateIdentityKeyPair();
+  const spk = await x25519GenerateKeyPair();
+  const spkSig = await ed25519Sign(identity.privateKey, signedPrekeyTranscript(1, spk.publicKey));
+  const leaves = (
+    await makeLeaves({
+      hub,
+      group,
+      epoch: 0,
+      count: 2,
+      random: randomBytes,
+      sign: (m) => ed25519Sign(identity.privateKey, m),
+    })
+  ).map(publicLeaf);
+  return { identity, spk, spkSig, leaves };
+}
+
 export function parleyTarget(
   baseUrl: string,
   hub: string,
@@ -174,25 +198,20 @@ export function parleyTarget(
   const origin = baseUrl;
   const hubUrl = `${baseUrl.replace(/^http/, "ws")}/ws?hub=${hub}`;
   let nextId = 0;
+  /** Each name's keys: a name connected again is the same identity (a returning user). */
+  const keys = new Map<string, Promise<UserKeys>>();
+  const keysOf = (name: string) => {
+    let k = keys.get(name);
+    if (k === undefined) {
+      k = userKeys(hub, group);
+      keys.set(name, k);
+    }
+    return k;
+  };
   return {
     label: "parley relay",
     async connect(name) {
-      const identity = await generateIdentityKeyPair();
-      const spk = await x25519GenerateKeyPair();
-      const spkSig = await ed25519Sign(
-        identity.privateKey,
-        signedPrekeyTranscript(1, spk.publicKey),
-      );
-      const leaves = (
-        await makeLeaves({
-          hub,
-          group,
-          epoch: 0,
-          count: 2,
-          random: randomBytes,
-          sign: (m) => ed25519Sign(identity.privateKey, m),
-        })
-      ).map(publicLeaf);
+      const { identity, spk, spkSig, leaves } = await keysOf(name);
       // No await from here until the handlers below are on: a socket that opens (and gets its
       // `hello`) while this function waits would lose both events and hang the run.
       const wsUrl = routed ? `${hubUrl}&user=${name}` : hubUrl;

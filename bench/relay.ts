@@ -4,6 +4,8 @@
  * each configuration run against both back to back (alternating which goes first). Loopback
  * only, bounded durations; both servers are stopped by PID (process group) at the end.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
@@ -75,9 +77,10 @@ export interface RelayFigures {
     idle: { parley: number; trivial: number } | null;
     /**
      * The same on users' routes, each idle user on its own object, against the trivial object
-     * once per socket (KiB per connection).
+     * once per socket (KiB per connection): the users' first connections, and the same users
+     * connecting again to the objects they made (`returning`).
      */
-    idleRouted: { parley: number; trivial: number } | null;
+    idleRouted: { parley: number; returning: number; trivial: number } | null;
   };
 }
 
@@ -369,11 +372,12 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
           };
     // Users' routes, the PWA's: every idle user is an object, so the like-for-like baseline is
     // the trivial object once per socket. Each in a `wrangler dev` of its own (above).
-    const routedRow = await routedObjectsRss(idle, config, log);
+    const routedRows = await routedObjectsRss(idle, config, log);
     const trivialEach = await trivialObjectRss(idle, log, true);
-    rss.push(routedRow, trivialEach);
+    rss.push(routedRows.first, routedRows.returning, trivialEach);
     const idleRouted = {
-      parley: Number(routedRow["KiB per connection"]),
+      parley: Number(routedRows.first["KiB per connection"]),
+      returning: Number(routedRows.returning["KiB per connection"]),
       trivial: Number(trivialEach["KiB per connection"]),
     };
     return {
@@ -404,34 +408,56 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
 /**
  * workerd's RSS with `n` idle authenticated users on users' routes — each user's socket on the
  * user's own object, as the PWA connects — under a `wrangler dev` of its own, so that no object
- * of the other runs is resident beside them.
+ * of the other runs is resident beside them. Twice: the users' first connections (each object
+ * made and its tables created), then, after a restart of `wrangler dev` on the same storage, the
+ * same users connecting again (objects that exist, as for a user who comes back).
  */
-async function routedObjectsRss(n: number, config: string, log: (s: string) => void): Promise<Row> {
-  const dev = await startWranglerDev({ port: ROUTED_MEMORY_PORT, root: process.cwd(), config });
-  try {
-    const pid = findWorkerd(dev);
-    const t = parleyTarget(dev.url, `idle${Date.now() % 100000}`, "bench", true);
-    // The first object compiles the Worker: warmed before the baseline is read.
-    (await t.connect("warm")).close();
-    await new Promise((r) => setTimeout(r, 500));
-    const before = rssMiB(pid);
-    const conns: LoadClient[] = [];
-    for (let k = 0; k < n; k += 8) {
-      conns.push(
-        ...(await Promise.all(
-          Array.from({ length: Math.min(8, n - k) }, (_, j) => t.connect(`i${k + j}`)),
-        )),
-      );
+async function routedObjectsRss(
+  n: number,
+  config: string,
+  log: (s: string) => void,
+): Promise<{ first: Row; returning: Row }> {
+  const persistTo = mkdtempSync(join(tmpdir(), "parley-bench-idle-"));
+  const url = `http://127.0.0.1:${ROUTED_MEMORY_PORT}`;
+  // One target: a name connected again keeps its identity (relay-load.ts parleyTarget).
+  const t = parleyTarget(url, `idle${Date.now() % 100000}`, "bench", true);
+  const measure = async (label: string, warm: string): Promise<Row> => {
+    const dev = await startWranglerDev({
+      port: ROUTED_MEMORY_PORT,
+      root: process.cwd(),
+      config,
+      persistTo,
+    });
+    try {
+      const pid = findWorkerd(dev);
+      // The first object compiles the Worker: warmed before the baseline is read.
+      (await t.connect(warm)).close();
+      await new Promise((r) => setTimeout(r, 500));
+      const before = rssMiB(pid);
+      const conns: LoadClient[] = [];
+      for (let k = 0; k < n; k += 8) {
+        conns.push(
+          ...(await Promise.all(
+            Array.from({ length: Math.min(8, n - k) }, (_, j) => t.connect(`i${k + j}`)),
+          )),
+        );
+      }
+      await new Promise((r) => setTimeout(r, 1500));
+      const after = rssMiB(pid);
+      for (const c of conns) c.close();
+      await new Promise((r) => setTimeout(r, 500));
+      log(`  ${label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle users`);
+      return rssRow(`${label} (workerd)`, n, before, after);
+    } finally {
+      await dev.stop();
     }
-    await new Promise((r) => setTimeout(r, 1500));
-    const after = rssMiB(pid);
-    for (const c of conns) c.close();
-    log(
-      `  parley, users' routes: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle users`,
-    );
-    return rssRow("parley, users' routes: an object per user (workerd)", n, before, after);
+  };
+  try {
+    const first = await measure("parley, users' routes: an object per user", "warm1");
+    const returning = await measure("the same users again, their objects made before", "warm2");
+    return { first, returning };
   } finally {
-    await dev.stop();
+    rmSync(persistTo, { recursive: true, force: true });
   }
 }
 
