@@ -161,10 +161,7 @@ interface ParleyConn extends LoadClient {
 /** Relay `error` frames seen by the Parley load clients, by code (reported with each run). */
 export const errors = new Map<string, number>();
 
-/**
- * `routed`: each client opens its user's route (`&user=`), so each user is its own object and a
- * 1:1 message is one call between objects (docs/ARCHITECTURE.md "User objects").
- */
+/** A load user's keys: made once per name (parleyTarget). */
 interface UserKeys {
   identity: Awaited<ReturnType<typeof generateIdentityKeyPair>>;
   spk: Awaited<ReturnType<typeof x25519GenerateKeyPair>>;
@@ -189,6 +186,10 @@ async function userKeys(hub: string, group: string): Promise<UserKeys> {
   return { identity, spk, spkSig, leaves };
 }
 
+/**
+ * `routed`: each client opens its user's route (`&user=`), so each user is its own object and a
+ * 1:1 message is one call between objects (docs/ARCHITECTURE.md "User objects").
+ */
 export function parleyTarget(
   baseUrl: string,
   hub: string,
