@@ -18,6 +18,7 @@ import { join } from "node:path";
 import WebSocket from "ws";
 import { installNodeCryptoBackend } from "../node/crypto-backend";
 import { startWranglerDev } from "../test/support/wrangler-dev";
+import { openInBatches } from "./lib";
 import { descendantsNamed, rssMiB } from "./procs";
 import { parleyTarget } from "./relay-load";
 
@@ -61,10 +62,7 @@ try {
   let before = start;
   const conns: { close(): void }[] = [];
   for (let w = 0; w < waves; w++) {
-    for (let k = w * n; k < (w + 1) * n; k += 8) {
-      const batch = Array.from({ length: Math.min(8, (w + 1) * n - k) }, (_, j) => open(k + j));
-      conns.push(...(await Promise.all(batch)));
-    }
+    conns.push(...(await openInBatches(n, open, w * n)));
     await sleep(1500);
     const resident = rssMiB(pid);
     await sleep(idleSeconds * 1000);

@@ -170,3 +170,20 @@ export async function comparePair(
   const mb = m("b", acc.b);
   return { a: ma, b: mb, ratio: ma.opsPerSec / mb.opsPerSec };
 }
+
+/**
+ * `open(k)` for k in [from, from + n), 8 at a time: the relay refuses an address holding too many
+ * unauthenticated sockets, so idle connections are opened in small batches.
+ */
+export async function openInBatches<T>(
+  n: number,
+  open: (k: number) => Promise<T>,
+  from = 0,
+): Promise<T[]> {
+  const out: T[] = [];
+  for (let k = from; k < from + n; k += 8) {
+    const batch = Array.from({ length: Math.min(8, from + n - k) }, (_, j) => open(k + j));
+    out.push(...(await Promise.all(batch)));
+  }
+  return out;
+}

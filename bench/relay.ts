@@ -13,12 +13,11 @@ import { ACK_GATHER } from "../shared/core/client";
 import { LIMITS } from "../shared/protocol";
 import { startWranglerDev, type WranglerDev } from "../test/support/wrangler-dev";
 import { freezeWorker } from "./frozen-worker";
-import { median, type Row } from "./lib";
+import { median, openInBatches, type Row } from "./lib";
 import { cpuSeconds, descendantsNamed, rssMiB, startNodeChild } from "./procs";
 import {
   bareProtocolTarget,
   bareTarget,
-  type LoadClient,
   type LoadResult,
   parleyTarget,
   runLoad,
@@ -300,15 +299,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       [bareT, bare.pid],
     ] as const) {
       const before = rssMiB(pid);
-      const conns: LoadClient[] = [];
-      // Small batches: the relay refuses an address holding too many unauthenticated sockets.
-      const batch = 8;
-      for (let k = 0; k < idle; k += batch) {
-        const made = await Promise.all(
-          Array.from({ length: Math.min(batch, idle - k) }, (_, j) => t.connect(`i${k + j}`)),
-        );
-        conns.push(...made);
-      }
+      const conns = await openInBatches(idle, (k) => t.connect(`i${k}`));
       await new Promise((r) => setTimeout(r, 1500));
       const after = rssMiB(pid);
       for (const c of conns) c.close();
@@ -434,14 +425,7 @@ async function routedObjectsRss(
       (await t.connect(warm)).close();
       await new Promise((r) => setTimeout(r, 500));
       const before = rssMiB(pid);
-      const conns: LoadClient[] = [];
-      for (let k = 0; k < n; k += 8) {
-        conns.push(
-          ...(await Promise.all(
-            Array.from({ length: Math.min(8, n - k) }, (_, j) => t.connect(`i${k + j}`)),
-          )),
-        );
-      }
+      const conns = await openInBatches(n, (k) => t.connect(`i${k}`));
       await new Promise((r) => setTimeout(r, 1500));
       const after = rssMiB(pid);
       for (const c of conns) c.close();
@@ -551,16 +535,9 @@ async function trivialObjectRss(
   try {
     const pid = findWorkerd(dev);
     const before = rssMiB(pid);
-    const sockets: WebSocket[] = [];
-    for (let k = 0; k < n; k += 8) {
-      sockets.push(
-        ...(await Promise.all(
-          Array.from({ length: Math.min(8, n - k) }, (_, j) =>
-            openEcho(perSocket ? `${dev.wsUrl}?room=r${k + j}` : dev.wsUrl, dev.url),
-          ),
-        )),
-      );
-    }
+    const sockets = await openInBatches(n, (k) =>
+      openEcho(perSocket ? `${dev.wsUrl}?room=r${k}` : dev.wsUrl, dev.url),
+    );
     await new Promise((r) => setTimeout(r, 1500));
     const after = rssMiB(pid);
     for (const ws of sockets) ws.close();

@@ -31,7 +31,6 @@ import {
   PROTOCOL_VERSION,
   type PresenceScope,
   type PresenceUser,
-  parseClientFrame,
   parseServerFrame,
   type ServerFrame,
   userOfMember,
@@ -49,7 +48,7 @@ import {
   sendingDevice,
 } from "./device-lists";
 import { prekeysLow, usernameReclaimable } from "./directory";
-import { fastClientFrame, fastGroupDeliver } from "./fastframe";
+import { fastGroupDeliver, parseClientFrameFast } from "./fastframe";
 import {
   HomeLinks,
   type HomeReceipt,
@@ -600,8 +599,8 @@ export class Hub {
     try {
       // An ack was parsed already (before admission): it is not parsed twice. The two hot frame
       // types take a fast path that accepts exactly what the reference accepts (fastframe.ts).
-      const fast = ack ?? fastClientFrame(raw);
-      const parsed = fast !== null ? { ok: true as const, frame: fast } : parseClientFrame(raw);
+      const parsed: ParseResult<ClientFrame> =
+        ack !== null ? { ok: true, frame: ack } : parseClientFrameFast(raw);
       if (!parsed.ok) {
         s.malformed++;
         s.send(errorFrame(parsed.code, parsed.id));
@@ -3588,9 +3587,7 @@ export class Hub {
   async fromMember(hub: string, group: string, m: MemberBinding, text: string): Promise<string[]> {
     const { store } = this.#d;
     // A member's `group_send`, the common frame here, takes the fast path (fastframe.ts).
-    const fast = fastClientFrame(text);
-    const parsed: ParseResult<ClientFrame> =
-      fast === null ? parseClientFrame(text) : { ok: true, frame: fast };
+    const parsed = parseClientFrameFast(text);
     const id = parsed.ok ? ("id" in parsed.frame ? parsed.frame.id : undefined) : parsed.id;
     const home = await this.#takeFromHub(hub, group);
     if (home === null) return [JSON.stringify(errorFrame("internal", id))];
@@ -3782,8 +3779,6 @@ const MAX_ACK_TEXT = 8192;
 /** The `ack` frame this raw socket message is, if it is one. Bounded work: safe before admission. */
 function ackFrame(raw: unknown): Frame<"ack"> | null {
   if (typeof raw !== "string" || raw.length > MAX_ACK_TEXT || !raw.includes('"ack"')) return null;
-  const fast = fastClientFrame(raw);
-  if (fast !== null) return fast.t === "ack" ? fast : null;
-  const r = parseClientFrame(raw);
+  const r = parseClientFrameFast(raw);
   return r.ok && r.frame.t === "ack" ? r.frame : null;
 }
