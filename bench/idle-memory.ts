@@ -8,9 +8,11 @@
  * connections, waits `idle` seconds, and repeats: from the second wave on, each wave's growth is
  * what `n` more idle connections cost beside evicted ones. Not part of `npm run bench`.
  *
- *   node bench/build.mjs && node dist/bench/idle-memory.mjs [n] [users|trivial] [idle] [waves]
+ *   node bench/build.mjs && node dist/bench/idle-memory.mjs [n] [users|unauth|trivial] [idle] [waves]
  *
  * `users`: authenticated Parley users, each on its own user's route (the PWA's topology);
+ * `unauth`: sockets on users' routes that stop at the relay's `hello` (each object made and
+ * started, no user authenticated: what the object costs before its user's first frame);
  * `trivial`: bench/trivial-do, each socket on an object of its own (`?room=`). Defaults: 200,
  * users, 20 s, 3 waves. `BENCH_IDLE_PORT` (default 8804) for its `wrangler dev`.
  */
@@ -25,11 +27,13 @@ import { parleyTarget } from "./relay-load";
 installNodeCryptoBackend();
 const n = Number(process.argv[2] ?? 200);
 const which = process.argv[3] ?? "users";
-if (which !== "users" && which !== "trivial") throw new Error(`unknown target ${which}`);
+if (which !== "users" && which !== "unauth" && which !== "trivial")
+  throw new Error(`unknown target ${which}`);
 const idleSeconds = Number(process.argv[4] ?? 20);
 const waves = Number(process.argv[5] ?? 3);
 const port = Number(process.env.BENCH_IDLE_PORT ?? 8804);
 const trivial = which === "trivial";
+const unauth = which === "unauth";
 
 const dev = await startWranglerDev({
   port,
@@ -41,15 +45,20 @@ try {
   const pids = descendantsNamed(dev.pid, "workerd");
   const pid = pids.sort((a, b) => rssMiB(b) - rssMiB(a))[0];
   if (pid === undefined) throw new Error("no workerd process under wrangler dev");
-  const users = parleyTarget(dev.url, `idle${Date.now() % 100000}`, "bench", true);
+  const hub = `idle${Date.now() % 100000}`;
+  const users = parleyTarget(dev.url, hub, "bench", true);
   const open = async (k: number): Promise<{ close(): void }> => {
-    if (!trivial) return users.connect(`u${k}`);
-    const ws = new WebSocket(`${dev.wsUrl}?room=r${k}`, {
+    if (which === "users") return users.connect(`u${k}`);
+    const url = unauth ? `${dev.wsUrl}?hub=${hub}&user=u${k}` : `${dev.wsUrl}?room=r${k}`;
+    const ws = new WebSocket(url, {
       headers: { Origin: dev.url },
       perMessageDeflate: false,
     });
     await new Promise<void>((resolve, reject) => {
-      ws.once("open", () => ws.send('{"v":1,"t":"hi"}'));
+      // The trivial object answers a first frame; the relay's `hello` comes unasked.
+      ws.once("open", () => {
+        if (!unauth) ws.send('{"v":1,"t":"hi"}');
+      });
       ws.once("message", () => resolve());
       ws.once("error", reject);
     });

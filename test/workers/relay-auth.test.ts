@@ -3,6 +3,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE, LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, signedPrekey, TestClient } from "./support/client";
+import { relaySql } from "./support/relay-store";
 
 describe("relay auth", () => {
   it("sends hello with a fresh 32-byte challenge for the hub", async () => {
@@ -160,7 +161,7 @@ describe("relay auth", () => {
       env.DIRECTORY.get(env.DIRECTORY.idFromName(`${hub}/dir`)),
       (_i, state) => {
         for (let i = 1; i < LIMITS.maxUsersPerHub; i++) {
-          state.storage.sql.exec(
+          relaySql(state).exec(
             "INSERT INTO bindings (username, identity_key, bound_at) VALUES (?, ?, 0)",
             `filler-${i}`,
             `key-${i}`,

@@ -25,7 +25,7 @@ import { deliverFrame } from "../../worker/relay/mailbox";
 import { Session, SessionRegistry } from "../../worker/relay/session";
 import { Store } from "../../worker/relay/store";
 import { freshHub } from "./support/client";
-import { stubFor } from "./support/relay-store";
+import { relaySql, stubFor } from "./support/relay-store";
 
 const USERS = ["ann", "ben", "cat"] as const;
 type User = (typeof USERS)[number];
@@ -96,7 +96,7 @@ describe("delivery engine against a model", () => {
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 220 }), async (ops) => {
         round++;
         await runInDurableObject(stubFor(hub), (_i, state) => {
-          const sql = state.storage.sql;
+          const sql = relaySql(state);
           for (const t of ["mailbox", "mailbox_counts", "payloads", "group_log", "group_acks"]) {
             sql.exec(`DELETE FROM ${t}`);
           }

@@ -19,7 +19,7 @@ import {
   newKeys,
   TestClient,
 } from "./support/client";
-import { countTable, groupCopies, stubFor, until } from "./support/relay-store";
+import { countTable, groupCopies, relaySql, stubFor, until } from "./support/relay-store";
 
 type Deliver = FrameOf<ServerFrame, "deliver">;
 
@@ -32,7 +32,7 @@ async function groupSend(c: TestClient, id: string, epoch: number, i: number): P
 const cursorOf = (hub: string, user: string) =>
   runInDurableObject(stubFor(hub), (_i, state) =>
     Number(
-      state.storage.sql.exec("SELECT through FROM group_acks WHERE username = ?", user).toArray()[0]
+      relaySql(state).exec("SELECT through FROM group_acks WHERE username = ?", user).toArray()[0]
         ?.through ?? 0,
     ),
   );
@@ -249,7 +249,7 @@ describe("group delivery: bounds and quotas count group copies (§7.3)", () => {
   /** Store `n` direct items from `sender` for `to` as if sent (see relay-quotas.test.ts). */
   async function prefill(hub: string, sender: string, to: string, n: number) {
     await runInDurableObject(stubFor(hub), (_i, state) => {
-      const sql = state.storage.sql;
+      const sql = relaySql(state);
       const pid = sql.exec("INSERT INTO payloads (data) VALUES ('AAAA') RETURNING id").one().id;
       for (let i = 0; i < n; i++) {
         sql.exec(
@@ -318,7 +318,7 @@ describe("group delivery: bounds and quotas count group copies (§7.3)", () => {
     await groupSend(alice.c, "old", epoch, 1);
     await groupSend(alice.c, "new", epoch, 2);
     await runInDurableObject(stubFor(hub), (_i, state) => {
-      state.storage.sql.exec("UPDATE group_log SET expires_at = 1 WHERE data = ?", body(1));
+      relaySql(state).exec("UPDATE group_log SET expires_at = 1 WHERE data = ?", body(1));
     });
     const back = await TestClient.connect(hub, "bob", bob.keys);
     const got = await delivered(back.c);

@@ -7,7 +7,7 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { freshHub, newKeys, signedPrekey, TestClient } from "./support/client";
-import { countInDirectory, stubFor } from "./support/relay-store";
+import { countInDirectory, relaySql, stubFor } from "./support/relay-store";
 
 const PHONE = "AAAAAAAAAAAAAAAAAAAAAA";
 
@@ -20,7 +20,7 @@ describe("the move of bindings and signed prekeys into the Directory object", ()
     // The hub's storage as the earlier version left it.
     await runInDurableObject(stubFor(hub), (_i, state) => {
       const sql = state.storage.sql;
-      sql.exec("DROP TABLE users");
+      sql.exec("DROP TABLE IF EXISTS users");
       sql.exec(`CREATE TABLE users (
          username TEXT PRIMARY KEY, identity_key TEXT NOT NULL UNIQUE, spk_id INTEGER NOT NULL,
          spk_key TEXT NOT NULL, spk_sig TEXT NOT NULL, created_at INTEGER NOT NULL,
@@ -74,7 +74,7 @@ describe("the move of bindings and signed prekeys into the Directory object", ()
     expect(welcome.identityKey).toBe(old.identityKey);
     // Nothing is left to hand over, and the hub's tables have their present shape.
     const left = await runInDurableObject(stubFor(hub), (_i, state) => {
-      const sql = state.storage.sql;
+      const sql = relaySql(state);
       const seed = Number(sql.exec("SELECT COUNT(*) AS n FROM directory_seed").one().n);
       const columns = sql.exec("SELECT * FROM users LIMIT 1").columnNames;
       const legacy = sql

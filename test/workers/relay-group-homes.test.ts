@@ -19,7 +19,7 @@ import {
   TestClient,
   wrapFor,
 } from "./support/client";
-import { countTable, stubFor, until } from "./support/relay-store";
+import { countTable, relaySql, stubFor, until } from "./support/relay-store";
 
 const routed = { routed: true };
 const userObject = (hub: string, user: string) => `${hub}/u/${user}`;
@@ -194,7 +194,7 @@ describe("groups on users' routes: a home per group, mailboxes in members' objec
     }
     // The home still holds the group as its members left it.
     const members = await runInDurableObject(stubFor(home(hub, "team")), (_i, st) =>
-      st.storage.sql.exec("SELECT username FROM group_members ORDER BY username").toArray(),
+      relaySql(st).exec("SELECT username FROM group_members ORDER BY username").toArray(),
     );
     expect(members.map((r) => r.username)).toEqual(["alice", "bob"]);
     alice.close();

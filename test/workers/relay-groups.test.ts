@@ -11,6 +11,7 @@ import {
   TestClient,
   wrapFor,
 } from "./support/client";
+import { relaySql } from "./support/relay-store";
 
 /** join + self-commit: the first member of a group brings it to epoch 1. */
 async function found(c: TestClient, group: string) {
@@ -238,7 +239,7 @@ describe("relay groups", () => {
     // (relay-quotas.test.ts), and this test is about joining.
     await runInDurableObject(env.RELAY.get(env.RELAY.idFromName(hub)), (_i, state) => {
       for (let i = 0; i < LIMITS.maxGroupsPerUser; i++) {
-        state.storage.sql.exec(
+        relaySql(state).exec(
           "INSERT INTO groups (name, epoch, created_at) VALUES (?, 0, 0)",
           `g${i}`,
         );

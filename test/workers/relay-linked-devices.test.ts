@@ -21,7 +21,7 @@ import {
   wrapFor,
 } from "./support/client";
 import { newSubscription, received, subscribeFrame, until } from "./support/push-service";
-import { countTable, stubFor } from "./support/relay-store";
+import { countTable, relaySql, stubFor } from "./support/relay-store";
 
 const LAPTOP = toB64u(new Uint8Array(16).fill(1));
 const PHONE = toB64u(new Uint8Array(16).fill(2));
@@ -188,7 +188,7 @@ describe("linked devices on the relay", () => {
     // (within FLUSH_DELAY_MS, PROTOCOL §7.3).
     const left = () =>
       runInDurableObject(stubFor(hub), (_i, state) =>
-        Number(state.storage.sql.exec("SELECT COUNT(*) AS n FROM mailbox_devices").one().n),
+        Number(relaySql(state).exec("SELECT COUNT(*) AS n FROM mailbox_devices").one().n),
       );
     for (let i = 0; (await left()) > 0; i++) {
       if (i === 60) throw new Error("the acknowledged row's device was never deleted");
@@ -284,7 +284,7 @@ describe("linked devices on the relay", () => {
       await c.waitClosed();
     }
     await runInDurableObject(stubFor(hub), (_i, state) => {
-      state.storage.sql.exec(
+      relaySql(state).exec(
         "UPDATE users SET seen_at = ? WHERE username = ?",
         Date.now() - LIMITS.usernameIdleReclaimMs - 1000,
         "alice",

@@ -3,6 +3,7 @@ import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test"
 import { describe, expect, it } from "vitest";
 import { LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, TestClient } from "./support/client";
+import { relaySql } from "./support/relay-store";
 
 function stubFor(hub: string) {
   return env.RELAY.get(env.RELAY.idFromName(hub));
@@ -142,7 +143,7 @@ describe("relay mailbox", () => {
     const stub = stubFor(hub);
     // Fill the mailbox directly; sending 2000 frames would only test the rate limiter.
     await runInDurableObject(stub, (_i, state) => {
-      const sql = state.storage.sql;
+      const sql = relaySql(state);
       const pid = sql.exec("INSERT INTO payloads (data) VALUES ('AAAA') RETURNING id").one().id;
       for (let i = 0; i < LIMITS.maxMailboxPerRecipient; i++) {
         sql.exec(
@@ -175,7 +176,7 @@ describe("relay mailbox", () => {
     const stub = stubFor(hub);
     // Age the first item past its TTL (the relay stamps expires_at = ts + mailboxTtlMs).
     await runInDurableObject(stub, (_i, state) => {
-      state.storage.sql.exec("UPDATE mailbox SET expires_at = 1 WHERE mid < ?", Number(fresh.mid));
+      relaySql(state).exec("UPDATE mailbox SET expires_at = 1 WHERE mid < ?", Number(fresh.mid));
     });
     const b = await TestClient.connect(hub, "bob", bobKeys);
     const d = await b.c.next("deliver");
@@ -183,18 +184,18 @@ describe("relay mailbox", () => {
     await b.c.none("deliver", 200);
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     const left = await runInDurableObject(stub, (_i, state) =>
-      state.storage.sql.exec("SELECT mid FROM mailbox ORDER BY mid").toArray(),
+      relaySql(state).exec("SELECT mid FROM mailbox ORDER BY mid").toArray(),
     );
     expect(left.map((r) => String(r.mid))).toEqual([fresh.mid]);
     const payloads = await runInDurableObject(stub, (_i, state) =>
-      state.storage.sql.exec("SELECT COUNT(*) AS n FROM payloads").one(),
+      relaySql(state).exec("SELECT COUNT(*) AS n FROM payloads").one(),
     );
     expect(payloads.n).toBe(1);
     // The per-recipient counter followed the purge; after the ack it is gone — written by the
     // relay's next flush, within FLUSH_DELAY_MS (delivery.ts), as acknowledged rows are deleted.
     const count = () =>
       runInDurableObject(stub, (_i, state) =>
-        state.storage.sql.exec("SELECT recipient, n FROM mailbox_counts").toArray(),
+        relaySql(state).exec("SELECT recipient, n FROM mailbox_counts").toArray(),
       );
     expect(await count()).toEqual([{ recipient: "bob", n: 1 }]);
     b.c.send({ v: 1, t: "ack", mids: [d.mid] });

@@ -30,6 +30,7 @@ import {
   countTable,
   directoryFor,
   groupCopies,
+  relaySql,
   until,
 } from "./support/relay-store";
 
@@ -53,7 +54,7 @@ async function prefill(
   n: number,
 ) {
   await runInDurableObject(stubFor(hub), (_i, state) => {
-    const sql = state.storage.sql;
+    const sql = relaySql(state);
     const pid = sql.exec("INSERT INTO payloads (data) VALUES ('AAAA') RETURNING id").one().id;
     for (const to of recipients) {
       for (let i = 0; i < n; i++) {
@@ -82,7 +83,9 @@ async function prefill(
 async function countRows(hub: string, where: string, ...args: string[]): Promise<number> {
   return runInDurableObject(stubFor(hub), (_i, state) =>
     Number(
-      state.storage.sql.exec(`SELECT COUNT(*) AS n FROM mailbox WHERE ${where}`, ...args).one().n,
+      relaySql(state)
+        .exec(`SELECT COUNT(*) AS n FROM mailbox WHERE ${where}`, ...args)
+        .one().n,
     ),
   );
 }
@@ -197,7 +200,7 @@ describe("per-sender mailbox quotas (§7.3)", () => {
     expect(await countRows(hub, "sender = 'mallory'")).toBe(LIMITS.maxMailboxPerSender);
     // Once recipients drain (here: items expire and the alarm purges them) mallory may send again.
     await runInDurableObject(stubFor(hub), (_i, state) => {
-      state.storage.sql.exec("UPDATE mailbox SET expires_at = 1 WHERE recipient = 'v0'");
+      relaySql(state).exec("UPDATE mailbox SET expires_at = 1 WHERE recipient = 'v0'");
     });
     await runDurableObjectAlarm(stubFor(hub));
     m.send({ v: 1, t: "send", id: "later", to: "bob", body: "AAAA" });
@@ -451,7 +454,7 @@ describe("reclaiming an idle username (§4.3)", () => {
   // On users' routes the name's own object keeps when it was last seen, and judges the reclaim.
   const idle = async (hub: string, name: string, routed = false) =>
     runInDurableObject(stubFor(routed ? `${hub}/u/${name}` : hub), (_i, state) => {
-      state.storage.sql.exec(
+      relaySql(state).exec(
         "UPDATE users SET seen_at = ? WHERE username = ?",
         Date.now() - LIMITS.usernameIdleReclaimMs - 1000,
         name,
@@ -680,7 +683,7 @@ describe("commits have bounds of their own (§7.3)", () => {
     const commitsAt = (object: string) =>
       runInDurableObject(stubFor(object), (_i, state) =>
         Number(
-          state.storage.sql
+          relaySql(state)
             .exec(
               "SELECT COUNT(*) AS n FROM mailbox WHERE recipient = 'bob' AND kind = 'commit' AND sender = 'mallory'",
             )
@@ -729,7 +732,7 @@ describe("commits have bounds of their own (§7.3)", () => {
     // 16 cores of 2,000,000 characters and one of `tail`.
     const fill = async (tail: number) =>
       runInDurableObject(stubFor(hub), (_i, state) => {
-        const sql = state.storage.sql;
+        const sql = relaySql(state);
         // Only these rows: mallory's real commits so far (and their copies) are taken out.
         sql.exec("DELETE FROM mailbox WHERE sender = 'mallory' AND kind = 'commit'");
         const sizes = [...Array.from({ length: 16 }, () => 2_000_000), tail];
@@ -839,7 +842,7 @@ describe("new usernames per client address and day (§4.3)", () => {
     // The registrations are counted by the directory, which owns the bindings (§4.3).
     const age = async (ms: number) =>
       runInDurableObject(directoryFor(hub), (_i, state) => {
-        const sql = state.storage.sql;
+        const sql = relaySql(state);
         sql.exec("DELETE FROM registrations WHERE bucket = '203.0.113.5'");
         for (let i = 0; i < LIMITS.maxRegistrationsPerIpPerDay; i++) {
           sql.exec(

@@ -8,7 +8,7 @@ import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, oneTimePrekeys, TestClient } from "./support/client";
-import { countInDirectory, directoryFor } from "./support/relay-store";
+import { countInDirectory, directoryFor, relaySql } from "./support/relay-store";
 
 const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
 
@@ -36,7 +36,11 @@ async function answered(c: TestClient, n: number): Promise<void> {
 
 async function count(hub: string, sql: string, ...args: string[]): Promise<number> {
   return runInDurableObject(stubFor(hub), (_i, state) =>
-    Number(state.storage.sql.exec(sql, ...args).one().n),
+    Number(
+      relaySql(state)
+        .exec(sql, ...args)
+        .one().n,
+    ),
   );
 }
 
@@ -164,7 +168,7 @@ describe("message requests (§7.3.1)", () => {
     await bob.accept("x");
     await runInDurableObject(stubFor(hub), (_i, state) => {
       for (let i = 1; i < LIMITS.maxContactsPerUser; i++) {
-        state.storage.sql.exec(
+        relaySql(state).exec(
           "INSERT INTO contacts (owner, peer, state, at) VALUES ('bob', ?, 'accepted', 0)",
           `p${i}`,
         );
@@ -237,7 +241,7 @@ describe("abuse bounds survive the object (SECURITY.md L4, L16)", () => {
     for (let i = 0; i < LIMITS.connBurst - 1; i++) a.send(ping);
     await answered(a, LIMITS.connBurst - 1);
     const stored = await runInDurableObject(stubFor(hub), (_i, state) =>
-      state.storage.sql
+      relaySql(state)
         .exec("SELECT key, tokens FROM rate_buckets WHERE kind = 'identity'")
         .toArray(),
     );
@@ -246,7 +250,7 @@ describe("abuse bounds survive the object (SECURITY.md L4, L16)", () => {
     // An empty bucket whose refill starts a minute from now (so this test's own pace cannot
     // refill it), then the object is evicted: the woken object reads it back and refuses.
     await runInDurableObject(stubFor(hub), (_i, state) => {
-      state.storage.sql.exec(
+      relaySql(state).exec(
         "UPDATE rate_buckets SET tokens = 0, at = ?, full_at = ? WHERE key = ?",
         Date.now() + 60_000,
         Date.now() + 120_000,

@@ -17,7 +17,7 @@ import {
   newKeys,
   TestClient,
 } from "./support/client";
-import { countTable, stubFor, until } from "./support/relay-store";
+import { countTable, relaySql, stubFor, until } from "./support/relay-store";
 
 type Answer = FrameOf<ServerFrame, "accepted"> | FrameOf<ServerFrame, "error">;
 
@@ -39,7 +39,7 @@ async function sendTo(c: TestClient, id: string, to: string, i: number): Promise
 /** Move every remembered send past its retry window, in storage (memory goes with an eviction). */
 function expireAll(hub: string): Promise<void> {
   return runInDurableObject(stubFor(hub), (_i, state) => {
-    const sql = state.storage.sql;
+    const sql = relaySql(state);
     for (const r of sql.exec("SELECT sender, entries FROM send_recent").toArray()) {
       const entries = (JSON.parse(String(r.entries)) as Array<[string, { expiresAt: number }]>).map(
         ([id, e]) => [id, { ...e, expiresAt: 1 }],

@@ -8,7 +8,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { LIMITS } from "../../shared/protocol";
 import { freshHub, newKeys, TestClient } from "./support/client";
-import { countTable, groupCopies } from "./support/relay-store";
+import { countTable, groupCopies, relaySql } from "./support/relay-store";
 
 const KEY = "A".repeat(43);
 const SIG = "A".repeat(86);
@@ -27,7 +27,7 @@ describe("relay scale", () => {
     const stub = env.RELAY.get(env.RELAY.idFromName(hub));
     // Seed users and a committed roster directly: 1000 auth handshakes would measure Ed25519.
     await runInDurableObject(stub, (_i, state) => {
-      const sql = state.storage.sql;
+      const sql = relaySql(state);
       sql.exec("INSERT INTO groups (name, epoch, created_at) VALUES ('big', 5, 0)");
       sql.exec(
         "INSERT INTO group_members (grp, username, committed, joining, leaving) VALUES ('big', 'alice', 1, 0, 0)",
@@ -90,7 +90,7 @@ describe("relay scale", () => {
     await first.c.waitClosed();
     const stub = env.RELAY.get(env.RELAY.idFromName(hub));
     await runInDurableObject(stub, (_i, state) => {
-      const sql = state.storage.sql;
+      const sql = relaySql(state);
       sql.exec("INSERT INTO groups (name, epoch, created_at) VALUES ('big', 1, 0)");
       sql.exec(
         "INSERT INTO group_members (grp, username, committed, joining, leaving) VALUES ('big', 'alice', 1, 0, 0)",

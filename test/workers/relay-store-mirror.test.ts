@@ -14,7 +14,7 @@ import { describe, expect, it } from "vitest";
 import { emptyGroup } from "../../worker/relay/groups";
 import { Store } from "../../worker/relay/store";
 import { freshHub } from "./support/client";
-import { stubFor } from "./support/relay-store";
+import { relaySql, stubFor } from "./support/relay-store";
 
 /** A direct item from `sender` to `recipient` sent at `now`, expiring 10 ms later. */
 const item = (recipient: string, now: number, sender = "ann") => ({
@@ -63,7 +63,7 @@ describe("relay store: in-memory counters equal a recount in SQL", () => {
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
         round++;
         await runInDurableObject(stubFor(hub), (_i, state) => {
-          const sql = state.storage.sql;
+          const sql = relaySql(state);
           for (const t of [
             "mailbox",
             "mailbox_counts",
@@ -276,7 +276,7 @@ async function cacheProperty<O>(
   await fc.assert(
     fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
       await runInDurableObject(stubFor(hub), (_i, state) => {
-        const sql = state.storage.sql;
+        const sql = relaySql(state);
         for (const t of tables) sql.exec(`DELETE FROM ${t}`);
         const store = new Store(sql);
         store.migrate([], 1);
@@ -377,7 +377,7 @@ describe("relay store: acknowledged rows waiting for the flush (PROTOCOL §7.3)"
     const hub = freshHub("acked");
     await runInDurableObject(stubFor(hub), () => {});
     await runInDurableObject(stubFor(hub), (_i, state) => {
-      const sql = state.storage.sql;
+      const sql = relaySql(state);
       const store = new Store(sql);
       store.migrate([], 1);
       const now = 1_000_000;
@@ -414,7 +414,7 @@ describe("relay store: mids are handed out from memory, never twice (PROTOCOL §
       const hub = freshHub("mids");
       await runInDurableObject(stubFor(hub), () => {});
       await runInDurableObject(stubFor(hub), (_i, state) => {
-        const sql = state.storage.sql;
+        const sql = relaySql(state);
         const store = new Store(sql);
         store.migrate([], 1);
         const now = 1_000_000;

@@ -24,7 +24,7 @@ import {
   oneTimePrekeys,
   TestClient,
 } from "./support/client";
-import { countInDirectory, countTable, stubFor, until } from "./support/relay-store";
+import { countInDirectory, countTable, relaySql, stubFor, until } from "./support/relay-store";
 
 const routed = { routed: true };
 /** The object of `user` of `hub` (worker/relay.ts peersOf). */
@@ -167,7 +167,7 @@ describe("user objects: presence crosses objects, for people you know only (§6.
     // As after a crash: alice's object knows it announced her, and holds no connection of hers.
     const aliceObject = stubFor(userObject(hub, "alice"));
     await runInDurableObject(aliceObject, (_i, state) => {
-      expect(state.storage.sql.exec("SELECT hub FROM presence_announced").toArray()).toEqual([
+      expect(relaySql(state).exec("SELECT hub FROM presence_announced").toArray()).toEqual([
         { hub },
       ]);
       for (const ws of state.getWebSockets()) ws.serializeAttachment(null);
@@ -230,7 +230,7 @@ describe("user objects: the sender's total is kept in the sender's object (§7.3
     const now = Date.now();
     await runInDurableObject(mallory, (_i, state) => {
       for (let i = 0; i < LIMITS.maxMailboxPerSender / per; i++)
-        state.storage.sql.exec(
+        relaySql(state).exec(
           "INSERT INTO held_elsewhere (sender, address, n, at) VALUES ('mallory', ?, ?, ?)",
           `v${i}`,
           per,
@@ -243,7 +243,7 @@ describe("user objects: the sender's total is kept in the sender's object (§7.3
     // A report older than the mailbox lifetime counts nothing: its items have expired. (The
     // figures are cached in memory: the object starts again to read the edited row.)
     await runInDurableObject(mallory, (_i, state) => {
-      state.storage.sql.exec(
+      relaySql(state).exec(
         "UPDATE held_elsewhere SET at = ? WHERE address = 'v0'",
         now - LIMITS.mailboxTtlMs - 1,
       );
@@ -256,7 +256,7 @@ describe("user objects: the sender's total is kept in the sender's object (§7.3
     await m.next("accepted", (f) => f.id === "2");
     const heldAtBob = () =>
       runInDurableObject(mallory, (_i, state) =>
-        state.storage.sql
+        relaySql(state)
           .exec("SELECT n FROM held_elsewhere WHERE address = 'bob'")
           .toArray()
           .map((r) => Number(r.n)),

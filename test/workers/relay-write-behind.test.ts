@@ -13,7 +13,7 @@ import type { FrameOf, ServerFrame } from "../../shared/protocol";
 import { LIMITS } from "../../shared/protocol";
 import { SETTLE_WAIT_MS } from "../../worker/relay/hub";
 import { body, commitFrame, delivered, freshHub, newKeys, TestClient } from "./support/client";
-import { countTable, stubFor } from "./support/relay-store";
+import { countTable, relaySql, stubFor } from "./support/relay-store";
 
 type Deliver = FrameOf<ServerFrame, "deliver">;
 
@@ -35,7 +35,7 @@ async function pair(prefix: string, routed = false) {
 /** Rows stored for `to` and the payloads behind them. */
 async function stored(hub: string, to: string): Promise<{ rows: number; payloads: number }> {
   return runInDurableObject(stubFor(hub), (_i, state) => {
-    const sql = state.storage.sql;
+    const sql = relaySql(state);
     return {
       rows: Number(sql.exec("SELECT COUNT(*) AS n FROM mailbox WHERE recipient = ?", to).one().n),
       payloads: Number(sql.exec("SELECT COUNT(*) AS n FROM payloads").one().n),
@@ -106,7 +106,7 @@ describe("write-behind (PROTOCOL.md §7.3)", () => {
     expect(a.mid).toBe(d.mid);
     // Stored by the time it was accepted, under the mid it was delivered with.
     const row = await runInDurableObject(stubFor(hub), (_i, state) =>
-      state.storage.sql.exec("SELECT mid FROM mailbox WHERE recipient = 'bob'").toArray(),
+      relaySql(state).exec("SELECT mid FROM mailbox WHERE recipient = 'bob'").toArray(),
     );
     expect(row.map((r) => String(r.mid))).toEqual([d.mid]);
     // Unacknowledged, it is delivered again on bob's next connection, with the same mid.

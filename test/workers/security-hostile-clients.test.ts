@@ -25,6 +25,7 @@ import { CLOSE, LIMITS, parseServerFrame, type ServerFrame } from "../../shared/
 import { RELINK_MS } from "../../worker/relay/group-home";
 import { statusOf } from "../support/status";
 import { freshHub, newKeys, ORIGIN, TestClient } from "./support/client";
+import { relaySql } from "./support/relay-store";
 
 interface User {
   name: string;
@@ -528,7 +529,7 @@ describe.each([
     // bob's mailbox: in his own object on users' routes, else the hub's.
     const stub = env.RELAY.get(env.RELAY.idFromName(ROUTED ? `${hub}/u/bob` : hub));
     await runInDurableObject(stub, (_i, state) => {
-      const sql = state.storage.sql;
+      const sql = relaySql(state);
       for (const sender of senders) {
         sql.exec(
           "INSERT INTO contacts (owner, peer, state, at) VALUES ('bob', ?, 'accepted', 0)",

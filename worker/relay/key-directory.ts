@@ -141,7 +141,6 @@ export class KeyDirectory {
 
   constructor(sql: Pick<SqlStorage, "exec">) {
     this.store = new PrekeyStore(sql);
-    this.store.migrate();
     const store = this.store;
     this.#quota = new BucketMap(
       {

@@ -81,7 +81,6 @@ export class RelayLifecycle {
     let ownKeys: KeyDirectory | null = null;
     void ctx.blockConcurrencyWhile(async () => {
       this.store.migrate(DEFAULT_GROUPS, this.#now());
-      links.migrate();
       this.#alarmAt = await ctx.storage.getAlarm();
     });
     this.hub = new Hub({

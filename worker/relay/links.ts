@@ -9,8 +9,10 @@
  * other device still has them; the waiting socket finds its way back through its attachment.
  */
 import { LinkOffer, parseUnknown } from "../../shared/protocol";
+import { LazyTables } from "./lazy-tables";
 
-const SCHEMA = [
+/** This module's tables, made at first write (lazy-tables.ts). */
+export const LINK_SCHEMA = [
   `CREATE TABLE IF NOT EXISTS link_offers (
      rendezvous TEXT PRIMARY KEY,
      offer TEXT NOT NULL,
@@ -19,21 +21,21 @@ const SCHEMA = [
 ];
 
 export class LinkStore {
-  constructor(private readonly sql: Pick<SqlStorage, "exec">) {}
+  /** The object's SQL, its table made at first write (lazy-tables.ts). */
+  readonly #sql: LazyTables;
 
-  /** Idempotent: run on every object start. */
-  migrate(): void {
-    for (const stmt of SCHEMA) this.sql.exec(stmt);
+  constructor(sql: Pick<SqlStorage, "exec">) {
+    this.#sql = new LazyTables(sql, LINK_SCHEMA);
   }
 
   /** Keep `offer` under `rendezvous` until `expiresAt`; false if a live offer holds it. */
   put(rendezvous: string, offer: LinkOffer, now: number, expiresAt: number): boolean {
-    this.sql.exec(
+    this.#sql.exec(
       "DELETE FROM link_offers WHERE rendezvous = ? AND expires_at <= ?",
       rendezvous,
       now,
     );
-    const inserted = this.sql
+    const inserted = this.#sql
       .exec(
         `INSERT INTO link_offers (rendezvous, offer, expires_at) VALUES (?, ?, ?)
          ON CONFLICT (rendezvous) DO NOTHING RETURNING 1`,
@@ -47,7 +49,7 @@ export class LinkStore {
 
   /** The live offer under `rendezvous`, or null. Stored rows are input too: parsed again. */
   get(rendezvous: string, now: number): LinkOffer | null {
-    const row = this.sql
+    const row = this.#sql
       .exec(
         "SELECT offer FROM link_offers WHERE rendezvous = ? AND expires_at > ?",
         rendezvous,
@@ -66,11 +68,11 @@ export class LinkStore {
   }
 
   delete(rendezvous: string): void {
-    this.sql.exec("DELETE FROM link_offers WHERE rendezvous = ?", rendezvous);
+    this.#sql.exec("DELETE FROM link_offers WHERE rendezvous = ?", rendezvous);
   }
 
   /** Drop expired offers (their sockets were closed by the same alarm). */
   purge(now: number): void {
-    this.sql.exec("DELETE FROM link_offers WHERE expires_at <= ?", now);
+    this.#sql.exec("DELETE FROM link_offers WHERE expires_at <= ?", now);
   }
 }

@@ -23,7 +23,10 @@ export interface SeedEntry {
   boundAt: number;
 }
 
-const SCHEMA = [
+import { LazyTables } from "./lazy-tables";
+
+/** This module's tables, made at first write (lazy-tables.ts). */
+export const PREKEY_SCHEMA = [
   // Name ↔ identity (§4.3): one identity per name and one name per identity, hub-wide.
   `CREATE TABLE IF NOT EXISTS bindings (
      username TEXT PRIMARY KEY,
@@ -98,11 +101,11 @@ function str(v: SqlStorageValue | undefined): string {
 }
 
 export class PrekeyStore {
-  constructor(readonly sql: Pick<SqlStorage, "exec">) {}
+  /** The object's SQL, these tables made at first write (lazy-tables.ts). */
+  readonly sql: LazyTables;
 
-  /** Idempotent: run on every object start. */
-  migrate(): void {
-    for (const stmt of SCHEMA) this.sql.exec(stmt);
+  constructor(sql: Pick<SqlStorage, "exec">) {
+    this.sql = new LazyTables(sql, PREKEY_SCHEMA);
   }
 
   // -- bindings and registrations (§4.3) -------------------------------------------------------

@@ -14,6 +14,7 @@ import {
 } from "../../shared/protocol";
 import type { GroupRecord } from "./groups";
 import type { SeedEntry } from "./key-directory";
+import { LazyTables } from "./lazy-tables";
 import type { CommitHoldings, MailboxKind, MailboxRow, SenderHoldings } from "./mailbox";
 import type { PushState } from "./push";
 
@@ -38,7 +39,8 @@ function remember<K, V>(cache: Map<K, V>, key: K, value: V): void {
   cache.set(key, value);
 }
 
-const SCHEMA = [
+/** This module's tables, made at first write (lazy-tables.ts). */
+export const STORE_SCHEMA = [
   // The hub's copy of the bindings the Directory object decided (§4.3; key-directory.ts), for
   // the synchronous reads of every frame; the directory is the authority.
   `CREATE TABLE IF NOT EXISTS users (
@@ -602,8 +604,13 @@ export class Store {
    */
   #midLeased = 0;
 
+  /** The object's SQL, its tables made at first write (lazy-tables.ts). */
+  private readonly sql: LazyTables;
+
   /** Only `exec` is used: the Node tests' SQLite (test/support/node-sql.ts) provides just that. */
-  constructor(private readonly sql: Pick<SqlStorage, "exec">) {}
+  constructor(sql: Pick<SqlStorage, "exec">) {
+    this.sql = new LazyTables(sql, STORE_SCHEMA);
+  }
 
   /** Idempotent: run on every object start. */
   migrate(defaultGroups: readonly string[], now: number): void {
@@ -626,7 +633,6 @@ export class Store {
     this.#behindGroup.clear();
     this.#behindCounts.clear();
     this.#behindShares.clear();
-    for (const stmt of SCHEMA) this.sql.exec(stmt);
     this.#dropLegacy();
     this.#moveBindingsOut();
     // Start the mid counter above every mid ever handed out: the AUTOINCREMENT high-water mark
@@ -1362,7 +1368,7 @@ export class Store {
   /** Group messages per sender, counted in one scan at first use, then kept in step. */
   #logCounts(): Map<string, number> {
     if (this.#logBySender === null) {
-      // group_log has no sender index (see SCHEMA): one scan for every sender at once.
+      // group_log has no sender index (see STORE_SCHEMA): one scan for every sender at once.
       this.#logBySender = new Map();
       for (const r of this.sql.exec(
         "SELECT sender, COUNT(*) AS n FROM group_log GROUP BY sender",

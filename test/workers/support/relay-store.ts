@@ -5,6 +5,20 @@
  * and its group acknowledgement cursor is below the message.
  */
 import { env, runInDurableObject } from "cloudflare:test";
+import { LazyTables } from "../../../worker/relay/lazy-tables";
+import { LINK_SCHEMA } from "../../../worker/relay/links";
+import { PREKEY_SCHEMA } from "../../../worker/relay/prekey-store";
+import { STORE_SCHEMA } from "../../../worker/relay/store";
+
+/** Every table a relay or directory object may make (each at its first write). */
+const RELAY_TABLES = [...STORE_SCHEMA, ...PREKEY_SCHEMA, ...LINK_SCHEMA];
+
+/**
+ * An object's storage as the relay's own code sees it (worker/relay/lazy-tables.ts): a table not
+ * written yet reads as empty, and one a test writes to is made as the relay would make it.
+ */
+export const relaySql = (state: DurableObjectState): LazyTables =>
+  new LazyTables(state.storage.sql, RELAY_TABLES);
 
 export const stubFor = (hub: string) => env.RELAY.get(env.RELAY.idFromName(hub));
 /** The hub's key directory object (worker/directory.ts). */
@@ -14,7 +28,7 @@ export const directoryFor = (hub: string) =>
 /** A `SELECT COUNT(*) AS n` over the hub's directory object's storage. */
 export function countInDirectory(hub: string, sql: string): Promise<number> {
   return runInDurableObject(directoryFor(hub), (_i, state) =>
-    Number(state.storage.sql.exec(sql).one().n),
+    Number(relaySql(state).exec(sql).one().n),
   );
 }
 
@@ -28,8 +42,9 @@ const COPIES = `SELECT g.mid AS mid, g.sender AS sender, r.username AS recipient
 export function groupCopies(hub: string, where = "1", ...args: string[]): Promise<number> {
   return runInDurableObject(stubFor(hub), (_i, state) =>
     Number(
-      state.storage.sql.exec(`SELECT COUNT(*) AS n FROM (${COPIES}) WHERE ${where}`, ...args).one()
-        .n,
+      relaySql(state)
+        .exec(`SELECT COUNT(*) AS n FROM (${COPIES}) WHERE ${where}`, ...args)
+        .one().n,
     ),
   );
 }
@@ -37,7 +52,7 @@ export function groupCopies(hub: string, where = "1", ...args: string[]): Promis
 /** Rows of a table (or any `SELECT COUNT(*)`-able expression). */
 export function countTable(hub: string, table: string): Promise<number> {
   return runInDurableObject(stubFor(hub), (_i, state) =>
-    Number(state.storage.sql.exec(`SELECT COUNT(*) AS n FROM ${table}`).one().n),
+    Number(relaySql(state).exec(`SELECT COUNT(*) AS n FROM ${table}`).one().n),
   );
 }
 
