@@ -1,13 +1,13 @@
 /**
  * An object's tables made at their first write, so an object holds in memory only the tables it
- * uses (docs/PERFORMANCE.md "Idle memory on users' routes").
+ * uses (docs/PERFORMANCE.md "Tables made at first write").
  *
  * One relay class serves the hub's object, every user's object and every group's home, so its
  * schema is the union of what all three keep — about eighty tables and indexes — and a user's
- * object used to create all of them at its first start. Under workerd each page an object's
- * SQLite touches stays in that object's page cache for as long as the object is resident (a
- * Durable Object may not shrink it: `PRAGMA cache_size` and `shrink_memory` are refused), and
- * creating a table touches its pages: the schema alone cost a new user's object ~580 KiB.
+ * object used to create all of them at its first start. Under workerd an object's tables cost it
+ * memory for as long as it is resident, rows or not: creating that schema cost a new user's
+ * object ~580 KiB (measured), and a Durable Object may not shrink SQLite's cache (`PRAGMA
+ * cache_size` and `shrink_memory` are refused).
  *
  * So no table is created before a statement writes to it. Until then the table reads as empty,
  * exactly as if it existed: a statement that reads it runs with the table replaced by an empty

@@ -12,6 +12,7 @@ import type {
   PqPrekey,
   SignedPrekey,
 } from "../../shared/protocol";
+import { LazyTables } from "./lazy-tables";
 
 /** A binding as the hub's object held it before the directory owned bindings (seeded once). */
 export interface SeedEntry {
@@ -22,8 +23,6 @@ export interface SeedEntry {
   signedPrekey: SignedPrekey;
   boundAt: number;
 }
-
-import { LazyTables } from "./lazy-tables";
 
 /** This module's tables, made at first write (lazy-tables.ts). */
 export const PREKEY_SCHEMA = [
