@@ -79,7 +79,12 @@ export interface RelayFigures {
      * once per socket (KiB per connection): the users' first connections, and the same users
      * connecting again to the objects they made (`returning`).
      */
-    idleRouted: { parley: number; returning: number; trivial: number } | null;
+    idleRouted: {
+      parley: number;
+      returning: number;
+      trivial: number;
+      trivialAssets: number;
+    } | null;
   };
 }
 
@@ -365,11 +370,15 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     // the trivial object once per socket. Each in a `wrangler dev` of its own (above).
     const routedRows = await routedObjectsRss(idle, config, log);
     const trivialEach = await trivialObjectRss(idle, log, true);
-    rss.push(routedRows.first, routedRows.returning, trivialEach);
+    // The same, behind the static-assets routing Parley's one origin puts in front of every
+    // request (bench/trivial-do/wrangler-assets.toml): what that layer costs per socket.
+    const trivialAssets = await trivialObjectRss(idle, log, true, true);
+    rss.push(routedRows.first, routedRows.returning, trivialEach, trivialAssets);
     const idleRouted = {
       parley: Number(routedRows.first["KiB per connection"]),
       returning: Number(routedRows.returning["KiB per connection"]),
       trivial: Number(trivialEach["KiB per connection"]),
+      trivialAssets: Number(trivialAssets["KiB per connection"]),
     };
     return {
       matrix,
@@ -526,11 +535,15 @@ async function trivialObjectRss(
   n: number,
   log: (s: string) => void,
   perSocket = false,
+  assets = false,
 ): Promise<Row> {
   const dev = await startWranglerDev({
     port: TRIVIAL_PORT,
     root: process.cwd(),
-    config: join(process.cwd(), "bench/trivial-do/wrangler.toml"),
+    config: join(
+      process.cwd(),
+      assets ? "bench/trivial-do/wrangler-assets.toml" : "bench/trivial-do/wrangler.toml",
+    ),
   });
   try {
     const pid = findWorkerd(dev);
@@ -541,7 +554,9 @@ async function trivialObjectRss(
     await new Promise((r) => setTimeout(r, 1500));
     const after = rssMiB(pid);
     for (const ws of sockets) ws.close();
-    const label = perSocket ? "trivial hibernating DO per socket" : "trivial hibernating DO";
+    const label =
+      (perSocket ? "trivial hibernating DO per socket" : "trivial hibernating DO") +
+      (assets ? ", behind Parley's static-assets routing" : "");
     log(
       `  ${label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle connections`,
     );
