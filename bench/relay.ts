@@ -299,22 +299,11 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     // Memory: 500 idle authenticated connections.
     const idle = Number(process.env.BENCH_IDLE_CONNECTIONS ?? 500);
     const rss: Row[] = [];
-    for (const [t, pid] of [
-      [parley(), workerd()],
-      [bareT, bare.pid],
+    for (const [t, pid, label, proc] of [
+      [parley(), workerd(), "parley", "workerd"],
+      [bareT, bare.pid, "bare ws", "node"],
     ] as const) {
-      const before = rssMiB(pid);
-      const conns = await openInBatches(idle, (k) => t.connect(`i${k}`));
-      await new Promise((r) => setTimeout(r, 1500));
-      const after = rssMiB(pid);
-      for (const c of conns) c.close();
-      await new Promise((r) => setTimeout(r, 500));
-      rss.push(
-        rssRow(t.label === "bare ws" ? "bare ws (node)" : "parley (workerd)", idle, before, after),
-      );
-      log(
-        `  ${t.label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${idle} idle connections`,
-      );
+      rss.push(await idleRss(pid, idle, (k) => t.connect(`i${k}`), label, proc, log));
     }
     // 1:1 on user objects: each client on its own user's route, each message one call from the
     // sender's object to the recipient's. Last of the relay's runs: at 50 clients it saturates
@@ -433,14 +422,7 @@ async function routedObjectsRss(
       // The first object compiles the Worker: warmed before the baseline is read.
       (await t.connect(warm)).close();
       await new Promise((r) => setTimeout(r, 500));
-      const before = rssMiB(pid);
-      const conns = await openInBatches(n, (k) => t.connect(`i${k}`));
-      await new Promise((r) => setTimeout(r, 1500));
-      const after = rssMiB(pid);
-      for (const c of conns) c.close();
-      await new Promise((r) => setTimeout(r, 500));
-      log(`  ${label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle users`);
-      return rssRow(`${label} (workerd)`, n, before, after);
+      return await idleRss(pid, n, (k) => t.connect(`i${k}`), label, "workerd", log);
     } finally {
       await dev.stop();
     }
@@ -463,6 +445,28 @@ function rssRow(server: string, n: number, before: number, after: number): Row {
     "RSS with connections MiB": after,
     "KiB per connection": ((after - before) * 1024) / n,
   };
+}
+
+/**
+ * The memory row of `n` idle connections opened by `open` (8 at a time): `pid`'s RSS before, and
+ * 1.5 s after the last opened; then closed. `label` names the server; `proc` its process.
+ */
+async function idleRss(
+  pid: number,
+  n: number,
+  open: (k: number) => Promise<{ close(): void }>,
+  label: string,
+  proc: string,
+  log: (s: string) => void,
+): Promise<Row> {
+  const before = rssMiB(pid);
+  const conns = await openInBatches(n, open);
+  await new Promise((r) => setTimeout(r, 1500));
+  const after = rssMiB(pid);
+  for (const c of conns) c.close();
+  await new Promise((r) => setTimeout(r, 500));
+  log(`  ${label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle connections`);
+  return rssRow(`${label} (${proc})`, n, before, after);
 }
 
 /** One socket to the trivial object, open once its first echo came back (as an auth would). */
@@ -546,21 +550,17 @@ async function trivialObjectRss(
     ),
   });
   try {
-    const pid = findWorkerd(dev);
-    const before = rssMiB(pid);
-    const sockets = await openInBatches(n, (k) =>
-      openEcho(perSocket ? `${dev.wsUrl}?room=r${k}` : dev.wsUrl, dev.url),
-    );
-    await new Promise((r) => setTimeout(r, 1500));
-    const after = rssMiB(pid);
-    for (const ws of sockets) ws.close();
     const label =
       (perSocket ? "trivial hibernating DO per socket" : "trivial hibernating DO") +
       (assets ? ", behind Parley's static-assets routing" : "");
-    log(
-      `  ${label}: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB with ${n} idle connections`,
+    return await idleRss(
+      findWorkerd(dev),
+      n,
+      (k) => openEcho(perSocket ? `${dev.wsUrl}?room=r${k}` : dev.wsUrl, dev.url),
+      label,
+      "workerd",
+      log,
     );
-    return rssRow(`${label} (workerd)`, n, before, after);
   } finally {
     await dev.stop();
   }

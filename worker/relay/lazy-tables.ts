@@ -226,7 +226,9 @@ export class LazyTables implements Pick<SqlStorage, "exec"> {
       return cursor;
     }
     // The common case, every table made, allocates nothing.
-    if (p.tables.every((t) => this.#existing.has(t))) return this.#sql.exec<T>(query, ...bindings);
+    let made = true;
+    for (const t of p.tables) if (!this.#existing.has(t)) made = false;
+    if (made) return this.#sql.exec<T>(query, ...bindings);
     const missing = p.tables.filter((t) => !this.#existing.has(t));
     if (p.verb === "read") {
       const key = missing.join(",");
