@@ -60,6 +60,21 @@ export default defineConfig({
             // Web Push against the local push service of test/support/push-service-global.ts:
             // fresh VAPID keys per run, loopback endpoints admitted (PROTOCOL.md §7.9).
             miniflare: {
+              // The PWA's static files (pwa/wrangler.toml), which the relay's ASSETS service
+              // binding serves: the same assets-only Worker `npm start` runs beside the relay.
+              workers: [
+                {
+                  name: "parley-pwa",
+                  modules: true,
+                  script: "export default {}",
+                  compatibilityDate: "2026-04-20",
+                  assets: {
+                    directory: "./dist/pwa",
+                    routerConfig: { has_user_worker: false },
+                    assetConfig: { not_found_handling: "none" },
+                  },
+                },
+              ],
               bindings: {
                 VAPID_PUBLIC_KEY: TEST_VAPID.publicKey,
                 VAPID_PRIVATE_KEY: TEST_VAPID.privateKey,

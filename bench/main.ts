@@ -371,17 +371,6 @@ await section("relay", async () => {
       "(reported)",
       null,
     );
-    // The baseline with the static-assets routing Parley's one origin needs in front of every
-    // socket (docs/PERFORMANCE.md "Tables made at first write"); the goal's row stays above.
-    against(
-      "relay idle connection memory (500 authenticated, users' routes) vs the trivial object behind the same static-assets routing",
-      s.idleRouted.parley,
-      s.idleRouted.trivialAssets,
-      "KiB",
-      0,
-      "(reported)",
-      null,
-    );
   }
   if (s.cpu) {
     target(

@@ -83,7 +83,6 @@ export interface RelayFigures {
       parley: number;
       returning: number;
       trivial: number;
-      trivialAssets: number;
     } | null;
   };
 }
@@ -359,15 +358,11 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     // the trivial object once per socket. Each in a `wrangler dev` of its own (above).
     const routedRows = await routedObjectsRss(idle, config, log);
     const trivialEach = await trivialObjectRss(idle, log, true);
-    // The same, behind the static-assets routing Parley's one origin puts in front of every
-    // request (bench/trivial-do/wrangler-assets.toml): what that layer costs per socket.
-    const trivialAssets = await trivialObjectRss(idle, log, true, true);
-    rss.push(routedRows.first, routedRows.returning, trivialEach, trivialAssets);
+    rss.push(routedRows.first, routedRows.returning, trivialEach);
     const idleRouted = {
       parley: Number(routedRows.first["KiB per connection"]),
       returning: Number(routedRows.returning["KiB per connection"]),
       trivial: Number(trivialEach["KiB per connection"]),
-      trivialAssets: Number(trivialAssets["KiB per connection"]),
     };
     return {
       matrix,
@@ -539,20 +534,14 @@ async function trivialObjectRss(
   n: number,
   log: (s: string) => void,
   perSocket = false,
-  assets = false,
 ): Promise<Row> {
   const dev = await startWranglerDev({
     port: TRIVIAL_PORT,
     root: process.cwd(),
-    config: join(
-      process.cwd(),
-      assets ? "bench/trivial-do/wrangler-assets.toml" : "bench/trivial-do/wrangler.toml",
-    ),
+    config: join(process.cwd(), "bench/trivial-do/wrangler.toml"),
   });
   try {
-    const label =
-      (perSocket ? "trivial hibernating DO per socket" : "trivial hibernating DO") +
-      (assets ? ", behind Parley's static-assets routing" : "");
+    const label = perSocket ? "trivial hibernating DO per socket" : "trivial hibernating DO";
     return await idleRss(
       findWorkerd(dev),
       n,

@@ -1,7 +1,8 @@
 /**
  * Parley Worker entry: Hono routes /health and /ws (to the hub's Durable Object); everything else
- * is the PWA's static assets. A path the assets lack is the app (SPA fallback) when it names an app
- * route, and 404 when it names a file (isAppRoute). Every response carries the security headers.
+ * is the PWA's static files, from the `parley-pwa` Worker (pwa/wrangler.toml) through the ASSETS
+ * service binding. A path the files lack is the app (SPA fallback) when it names an app route,
+ * and 404 when it names a file (isAppRoute). Every response carries the security headers.
  */
 import { Hono } from "hono";
 import * as v from "valibot";
@@ -100,7 +101,7 @@ app.get("/ws", async (c) => {
 });
 
 app.all("*", async (c) => {
-  // wrangler.toml sets `not_found_handling = "none"`: the assets answer 404 for what they lack,
+  // pwa/wrangler.toml sets `not_found_handling = "none"`: the files answer 404 for what they lack,
   // and the fallback to the app is decided here, where a missing file can stay a 404.
   const res = await c.env.ASSETS.fetch(c.req.raw);
   if (res.status !== 404) return res;

@@ -1,10 +1,11 @@
 /**
- * The configuration deploys: `wrangler deploy --dry-run` bundles the Worker with every Durable
- * Object class `wrangler.toml` binds and migrates, the R2 bucket and the assets, without an
- * account. Needs `npm run build` first (dist/pwa); `npm test` does that.
+ * The configuration deploys: `wrangler deploy --dry-run` bundles the relay's Worker with every
+ * Durable Object class `wrangler.toml` binds and migrates, the R2 bucket and the service binding
+ * to the PWA's Worker, and reads the built PWA as that Worker's assets (pwa/wrangler.toml),
+ * without an account. Needs `npm run build` first (dist/pwa); `npm test` does that.
  */
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -43,6 +44,30 @@ describe("wrangler deploy --dry-run", () => {
       expect(log).toContain(`env.${bindingOf(cls)} (${cls})`);
     }
     expect(log).toContain("env.BLOBS (parley-blobs)");
+    expect(log).toContain("env.ASSETS (parley-pwa)");
+  }, 120_000);
+
+  it("deploys the PWA's Worker the relay's ASSETS binding names, with the built files", async () => {
+    const r = await promisify(execFile)(
+      join(ROOT, "node_modules/.bin/wrangler"),
+      ["deploy", "--dry-run", "-c", "pwa/wrangler.toml"],
+      { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" } },
+    );
+    const log = r.stdout + r.stderr;
+    expect(log).toContain("--dry-run: exiting now.");
+    // Wrangler counts the directories too: every built file is among what it read.
+    const files = readdirSync(join(ROOT, "dist/pwa"), { recursive: true, withFileTypes: true });
+    const read = /Read (\d+) files from the assets directory (\S+)/.exec(log);
+    expect(read?.[2]).toBe(join(ROOT, "dist/pwa"));
+    expect(Number(read?.[1])).toBeGreaterThanOrEqual(files.filter((f) => f.isFile()).length);
+    const name = /^name\s*=\s*"([\w-]+)"/m.exec(
+      readFileSync(join(ROOT, "pwa/wrangler.toml"), "utf8"),
+    );
+    const service = /^service\s*=\s*"([\w-]+)"/m.exec(
+      readFileSync(join(ROOT, "wrangler.toml"), "utf8"),
+    );
+    expect(name?.[1]).toBe("parley-pwa");
+    expect(service?.[1]).toBe(name?.[1]);
   }, 120_000);
 });
 

@@ -40,7 +40,10 @@ export interface StartOptions {
   persistTo?: string;
   /** Repository root to run wrangler in (default: derived from this file, else the cwd). */
   root?: string;
-  /** Another wrangler config file (default: the root's wrangler.toml). */
+  /**
+   * Another wrangler config file (default: the relay's wrangler.toml with the PWA's
+   * pwa/wrangler.toml, as `npm start` runs them: one origin).
+   */
   config?: string;
 }
 
@@ -142,6 +145,7 @@ export async function startWranglerDev(opts: StartOptions): Promise<WranglerDev>
   ];
   for (const [k, v] of Object.entries(opts.vars ?? {})) args.push("--var", `${k}:${v}`);
   if (opts.config !== undefined) args.push("--config", opts.config);
+  else args.push("--config", "wrangler.toml", "--config", "pwa/wrangler.toml");
   const child = spawn("npx", args, {
     cwd: opts.root ?? repoRoot(),
     detached: true, // own process group, so stop() can end wrangler and workerd together

@@ -139,8 +139,9 @@ export class KeyDirectory {
   /** One-time prekeys each requester may take from each user (§7.4; SECURITY.md L16). */
   readonly #quota: BucketMap;
 
-  constructor(sql: Pick<SqlStorage, "exec">) {
-    this.store = new PrekeyStore(sql);
+  /** `beforeCreate`: see LazyTables (a user's object marks its prekey tables as current). */
+  constructor(sql: Pick<SqlStorage, "exec">, beforeCreate?: (table: string) => void) {
+    this.store = new PrekeyStore(sql, beforeCreate);
     const store = this.store;
     this.#quota = new BucketMap(
       {

@@ -17,6 +17,13 @@
  * entries say. Statements are fixed strings (store.ts), so each one is planned once per process
  * and each rewritten form is one more fixed string.
  *
+ * A read that can have no rows while a never-written table has none (its first table, in a
+ * statement of the plain shape `emptyDriver` accepts) is not run at all: it answers no rows
+ * through one fixed statement. workerd prepares and keeps every statement text an object runs,
+ * for the object's life, and a new user's object ran ~30 such reads at its first connection
+ * (~2 KiB each, measured). Once per process the rewritten form does run, so that an error SQLite
+ * raises on the text (an unknown column) is raised as before, in every object.
+ *
  * Which tables exist is read from `sqlite_master` when a view is made and kept per database, so
  * every view of one object's storage (its `Store`, its prekeys', its links', a test's) sees a
  * table another view created. After any other DDL (a migration's `DROP`, `ALTER … RENAME`) it is
@@ -40,12 +47,26 @@ interface Plan {
   target: string | null;
   /** The statement as run while the tables named by the key (comma-separated) are missing. */
   rewritten: Map<string, string>;
+  /** A read that has no rows while this table has none (emptyDriver); else null. */
+  driver: string | null;
+  /** Keys of `rewritten` whose statement SQLite has prepared and run without error. */
+  checked: Set<string>;
 }
 
 /** Plans by statement text, per schema (the statement set of a class is fixed and small). */
 type Plans = Map<string, Plan>;
 
 const schemas = new WeakMap<readonly string[], { defs: Map<string, TableDef>; plans: Plans }>();
+
+/** A schema's tables and plans, parsed once per process. */
+function parsed(schema: readonly string[]): { defs: Map<string, TableDef>; plans: Plans } {
+  let p = schemas.get(schema);
+  if (p === undefined) {
+    p = { defs: parseSchema(schema), plans: new Map() };
+    schemas.set(schema, p);
+  }
+  return p;
+}
 
 /** The tables that exist, per database (the object's `SqlStorage`), shared by its views. */
 const existingByDb = new WeakMap<object, Set<string>>();
@@ -140,7 +161,78 @@ function plan(query: string, defs: Map<string, TableDef>): Plan {
   if (verb === "change") {
     target = /^\s*(?:UPDATE|DELETE\s+FROM)\s+(\w+)/i.exec(query)?.[1] ?? null;
   }
-  return { verb, tables, target, rewritten: new Map() };
+  const driver = verb === "read" ? driverOf(query, defs) : null;
+  return { verb, tables, target, rewritten: new Map(), driver, checked: new Set() };
+}
+
+/**
+ * Aggregate functions: at a query's top level they make one row out of none. (With two or more
+ * arguments `max` and `min` are scalar; they are left out all the same.)
+ */
+const AGGREGATES = new Set(
+  ["count", "max", "min", "sum", "total", "avg", "group_concat", "string_agg"].concat([
+    "json_group_array",
+    "json_group_object",
+  ]),
+);
+
+/** Words after which the FROM clause of a query's top level has ended. */
+const FROM_ENDS = new Set(["where", "group", "order", "limit", "window"]);
+
+/**
+ * The table whose emptiness makes `query` return no rows whatever its bindings, or null when
+ * that cannot be told from its text. That table is the first of the top-level FROM clause of a
+ * plain SELECT whose every top-level FROM and JOIN item is a schema table, with no compound
+ * operator, no RIGHT or FULL join (which keep rows of a later table), no aggregate (anywhere, to
+ * be sure of the top level) and no HAVING (which make a row out of none): each row of such a
+ * query takes a row of its first table. Statements that call JSON functions are left out, as
+ * SQLite may evaluate those on their bound arguments before reading any row, and fail; so are
+ * statements with comments, whose words this reading would take for SQL.
+ */
+export function emptyDriver(query: string, schema: readonly string[]): string | null {
+  return driverOf(query, parsed(schema).defs);
+}
+
+function driverOf(query: string, defs: Map<string, TableDef>): string | null {
+  if (query.includes("--") || query.includes("/*")) return null;
+  const tokens = query.match(/'(?:[^']|'')*'|\w+|[^\s\w]/g) ?? [];
+  if (tokens[0]?.toLowerCase() !== "select") return null;
+  let depth = 0;
+  let inFrom = false;
+  let expectTable = false;
+  let driver: string | null = null;
+  for (let i = 0; i < tokens.length; i++) {
+    const tok = tokens[i] ?? "";
+    const word = tok.toLowerCase();
+    if (word.startsWith("json_")) return null;
+    // Anywhere, not only at depth 0: `COALESCE(MAX(x), 0)` aggregates at the top level too.
+    if (AGGREGATES.has(word) && tokens[i + 1] === "(") return null;
+    if (tok === "(") {
+      if (expectTable) return null;
+      depth++;
+      continue;
+    }
+    if (tok === ")") {
+      depth--;
+      continue;
+    }
+    if (depth > 0) continue;
+    if (expectTable) {
+      if (!defs.has(tok)) return null;
+      driver ??= tok;
+      expectTable = false;
+      continue;
+    }
+    if (["union", "except", "intersect", "right", "full", "having", "with"].includes(word))
+      return null;
+    if (word === "from") {
+      if (driver !== null) return null;
+      inFrom = true;
+      expectTable = true;
+    } else if (inFrom && (word === "join" || tok === ",")) expectTable = true;
+    else if (FROM_ENDS.has(word)) inFrom = false;
+  }
+  return expectTable ? null : driver;
 }
 
 /** `query` with each of `missing` read as an empty table of its columns. */
@@ -160,6 +252,9 @@ function rewrite(query: string, missing: readonly string[], defs: Map<string, Ta
   return out;
 }
 
+/** The one statement that stands for every statement not run: no rows. */
+const NO_ROWS = "SELECT NULL WHERE 0";
+
 function isMissingTable(e: unknown): boolean {
   return e instanceof Error && /no such table/i.test(e.message);
 }
@@ -174,16 +269,19 @@ export class LazyTables implements Pick<SqlStorage, "exec"> {
   readonly #defs: Map<string, TableDef>;
   readonly #plans: Plans;
   readonly #existing: Set<string>;
+  readonly #beforeCreate: ((table: string) => void) | undefined;
 
-  constructor(sql: Pick<SqlStorage, "exec">, schema: readonly string[]) {
+  /** `beforeCreate` runs just before a table is made, in the same synchronous step. */
+  constructor(
+    sql: Pick<SqlStorage, "exec">,
+    schema: readonly string[],
+    beforeCreate?: (table: string) => void,
+  ) {
     this.#sql = sql;
-    let parsed = schemas.get(schema);
-    if (parsed === undefined) {
-      parsed = { defs: parseSchema(schema), plans: new Map() };
-      schemas.set(schema, parsed);
-    }
-    this.#defs = parsed.defs;
-    this.#plans = parsed.plans;
+    this.#beforeCreate = beforeCreate;
+    const { defs, plans } = parsed(schema);
+    this.#defs = defs;
+    this.#plans = plans;
     let existing = existingByDb.get(sql);
     if (existing === undefined) {
       existing = new Set();
@@ -232,22 +330,31 @@ export class LazyTables implements Pick<SqlStorage, "exec"> {
     const missing = p.tables.filter((t) => !this.#existing.has(t));
     if (p.verb === "read") {
       const key = missing.join(",");
+      // A read with no rows while a table was never written is not run, so that it costs the
+      // object no prepared statement (workerd keeps one per statement text an object runs, for
+      // the object's life). Once only per process, the rewritten form runs, so that an error
+      // SQLite would raise on its text (an unknown column) is raised as before.
+      if (p.driver !== null && !this.#existing.has(p.driver) && p.checked.has(key))
+        return this.#sql.exec<T>(NO_ROWS);
       let q = p.rewritten.get(key);
       if (q === undefined) {
         q = rewrite(query, missing, this.#defs);
         p.rewritten.set(key, q);
       }
-      return this.#sql.exec<T>(q, ...bindings);
+      const cursor = this.#sql.exec<T>(q, ...bindings);
+      if (p.driver !== null) p.checked.add(key);
+      return cursor;
     }
     if (p.verb === "change" && p.target !== null && !this.#existing.has(p.target)) {
       // Nothing to change in a table that was never written: not run, no rows, like SQLite.
-      return this.#sql.exec<T>("SELECT NULL WHERE 0");
+      return this.#sql.exec<T>(NO_ROWS);
     }
     for (const t of missing) this.#create(t);
     return this.#sql.exec<T>(query, ...bindings);
   }
 
   #create(table: string): void {
+    this.#beforeCreate?.(table);
     for (const stmt of this.#defs.get(table)?.ddl ?? []) this.#sql.exec(stmt);
     this.#existing.add(table);
   }

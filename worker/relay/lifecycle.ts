@@ -93,7 +93,10 @@ export class RelayLifecycle {
       blobs,
       presenceDefault,
       directory,
-      ownKeys: () => (ownKeys ??= new KeyDirectory(ctx.storage.sql)),
+      // Its prekey tables have the names a hub's object once kept (store.ts #dropLegacy): each
+      // is marked current as it is made, so no later start drops it.
+      ownKeys: () =>
+        (ownKeys ??= new KeyDirectory(ctx.storage.sql, (t) => this.store.keepAsCurrent(t))),
       groups,
       links,
       peers,

@@ -103,8 +103,9 @@ export class PrekeyStore {
   /** The object's SQL, these tables made at first write (lazy-tables.ts). */
   readonly sql: LazyTables;
 
-  constructor(sql: Pick<SqlStorage, "exec">) {
-    this.sql = new LazyTables(sql, PREKEY_SCHEMA);
+  /** `beforeCreate`: see LazyTables (a user's object marks its prekey tables as current). */
+  constructor(sql: Pick<SqlStorage, "exec">, beforeCreate?: (table: string) => void) {
+    this.sql = new LazyTables(sql, PREKEY_SCHEMA, beforeCreate);
   }
 
   // -- bindings and registrations (§4.3) -------------------------------------------------------

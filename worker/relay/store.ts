@@ -30,6 +30,17 @@ const SEND_IDS_KEPT = 16;
 /** Mids leased per write for held items (holdItem): a restart skips at most this many. */
 const MID_LEASE = 4096;
 
+/**
+ * Tables a hub's object kept before the hub's Directory object did (prekey-store.ts): dropped
+ * once by an object that still has them (#dropLegacy).
+ */
+const LEGACY_TABLES = [
+  "one_time_prekeys",
+  "pq_prekeys",
+  "one_time_kem_prekeys",
+  "registrations",
+] as const;
+
 /** Put `key` in a bounded insertion-ordered cache, dropping the oldest entry past CACHE_MAX. */
 function remember<K, V>(cache: Map<K, V>, key: K, value: V): void {
   if (cache.size >= CACHE_MAX) {
@@ -636,25 +647,27 @@ export class Store {
     this.#dropLegacy();
     this.#moveBindingsOut();
     // Start the mid counter above every mid ever handed out: the AUTOINCREMENT high-water mark
-    // of the mailbox (which includes deleted rows), or at least its largest stored mid.
-    let floor = num(this.sql.exec("SELECT COALESCE(MAX(mid), 0) AS n FROM mailbox").one().n);
-    try {
-      const seq = this.sql
-        .exec("SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'")
-        .toArray()[0]?.seq;
-      if (typeof seq === "number") floor = Math.max(floor, seq);
-    } catch {
-      // sqlite_sequence not readable here: the stored maximum is the best bound there is.
+    // of the mailbox (which includes deleted rows), the counter's row, and the largest stored
+    // mid. The row is written at the first lease or floor kept (#raiseMidCounter), not here, so
+    // an object that never handed out a mid holds no counter table.
+    let floor = 0;
+    if (this.sql.has("mailbox")) {
+      try {
+        const seq = this.sql
+          .exec("SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'")
+          .toArray()[0]?.seq;
+        if (typeof seq === "number") floor = seq;
+      } catch {
+        // sqlite_sequence not readable here: the stored mids below are the best bound there is.
+      }
     }
-    this.sql.exec(
-      "INSERT INTO mid_counter (id, last) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
-      floor,
-    );
     this.#lastMid = num(
       this.sql
         .exec(
-          `SELECT MAX(last, COALESCE((SELECT MAX(mid) FROM group_log), 0),
-             COALESCE((SELECT MAX(mid) FROM mailbox), 0)) AS n FROM mid_counter WHERE id = 1`,
+          `SELECT MAX(?, COALESCE((SELECT last FROM mid_counter WHERE id = 1), 0),
+             COALESCE((SELECT MAX(mid) FROM group_log), 0),
+             COALESCE((SELECT MAX(mid) FROM mailbox), 0)) AS n`,
+          floor,
         )
         .one().n,
     );
@@ -675,10 +688,23 @@ export class Store {
    * its own user's prekeys in tables of the same names (key-directory.ts, users' routes).
    */
   #dropLegacy(): void {
+    // Nothing to drop (a new object, or one that dropped them): no marker is written, so a new
+    // object holds no table for it.
+    const present = LEGACY_TABLES.filter((t) => this.sql.has(t));
+    if (present.length === 0) return;
     if (this.sql.exec("SELECT 1 FROM legacy_dropped").toArray().length > 0) return;
-    for (const t of ["one_time_prekeys", "pq_prekeys", "one_time_kem_prekeys", "registrations"])
-      this.sql.exec(`DROP TABLE IF EXISTS ${t}`);
+    for (const t of present) this.sql.exec(`DROP TABLE IF EXISTS ${t}`);
     this.sql.exec("INSERT INTO legacy_dropped (id) VALUES (1)");
+  }
+
+  /**
+   * `table` is about to be made for this object's own prekeys (a user's object, key-directory.ts):
+   * if it has a legacy name, it is marked as not legacy first, in the same step, so #dropLegacy
+   * never takes it at a later start.
+   */
+  keepAsCurrent(table: string): void {
+    if ((LEGACY_TABLES as readonly string[]).includes(table))
+      this.sql.exec("INSERT INTO legacy_dropped (id) VALUES (1) ON CONFLICT (id) DO NOTHING");
   }
 
   /**
@@ -1270,7 +1296,7 @@ export class Store {
     const mid = this.nextMid();
     if (mid > this.#midLeased) {
       this.#midLeased = mid + MID_LEASE;
-      this.sql.exec("UPDATE mid_counter SET last = MAX(last, ?) WHERE id = 1", this.#midLeased);
+      this.#raiseMidCounter(this.#midLeased);
     }
     return mid;
   }
@@ -1362,7 +1388,16 @@ export class Store {
 
   /** Persist the mid high-water mark (before deleting rows that may hold the highest mid). */
   #keepMidFloor(): void {
-    this.sql.exec("UPDATE mid_counter SET last = MAX(last, ?) WHERE id = 1", this.#lastMid);
+    this.#raiseMidCounter(this.#lastMid);
+  }
+
+  /** Every mid up to `mid` may have been handed out: the counter's row holds at least that. */
+  #raiseMidCounter(mid: number): void {
+    this.sql.exec(
+      `INSERT INTO mid_counter (id, last) VALUES (1, ?)
+       ON CONFLICT (id) DO UPDATE SET last = MAX(last, excluded.last)`,
+      mid,
+    );
   }
 
   /** Group messages per sender, counted in one scan at first use, then kept in step. */
