@@ -398,7 +398,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
  */
 async function routedObjectsRss(
   n: number,
-  config: string,
+  config: readonly string[],
   log: (s: string) => void,
 ): Promise<{ first: Row; returning: Row }> {
   const persistTo = mkdtempSync(join(tmpdir(), "parley-bench-idle-"));

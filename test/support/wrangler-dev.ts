@@ -41,10 +41,10 @@ export interface StartOptions {
   /** Repository root to run wrangler in (default: derived from this file, else the cwd). */
   root?: string;
   /**
-   * Another wrangler config file (default: the relay's wrangler.toml with the PWA's
-   * pwa/wrangler.toml, as `npm start` runs them: one origin).
+   * Other wrangler config files, the first the Worker that gets the requests (default: the
+   * relay's wrangler.toml with the PWA's pwa/wrangler.toml, as `npm start` runs them).
    */
-  config?: string;
+  config?: string | readonly string[];
 }
 
 /**
@@ -144,8 +144,13 @@ export async function startWranglerDev(opts: StartOptions): Promise<WranglerDev>
     "warn",
   ];
   for (const [k, v] of Object.entries(opts.vars ?? {})) args.push("--var", `${k}:${v}`);
-  if (opts.config !== undefined) args.push("--config", opts.config);
-  else args.push("--config", "wrangler.toml", "--config", "pwa/wrangler.toml");
+  const configs =
+    opts.config === undefined
+      ? ["wrangler.toml", "pwa/wrangler.toml"]
+      : typeof opts.config === "string"
+        ? [opts.config]
+        : opts.config;
+  for (const c of configs) args.push("--config", c);
   const child = spawn("npx", args, {
     cwd: opts.root ?? repoRoot(),
     detached: true, // own process group, so stop() can end wrangler and workerd together
