@@ -169,12 +169,21 @@ function plan(query: string, defs: Map<string, TableDef>): Plan {
  * Aggregate functions: at a query's top level they make one row out of none. (With two or more
  * arguments `max` and `min` are scalar; they are left out all the same.)
  */
-const AGGREGATES = new Set(
-  ["count", "max", "min", "sum", "total", "avg", "group_concat", "string_agg"].concat([
-    "json_group_array",
-    "json_group_object",
-  ]),
-);
+const AGGREGATES = new Set([
+  "count",
+  "max",
+  "min",
+  "sum",
+  "total",
+  "avg",
+  "group_concat",
+  "string_agg",
+  "json_group_array",
+  "json_group_object",
+]);
+
+/** Top-level words after which rows may come from elsewhere than the first table. */
+const NOT_PLAIN = new Set(["union", "except", "intersect", "right", "full", "having", "with"]);
 
 /** Words after which the FROM clause of a query's top level has ended. */
 const FROM_ENDS = new Set(["where", "group", "order", "limit", "window"]);
@@ -223,8 +232,7 @@ function driverOf(query: string, defs: Map<string, TableDef>): string | null {
       expectTable = false;
       continue;
     }
-    if (["union", "except", "intersect", "right", "full", "having", "with"].includes(word))
-      return null;
+    if (NOT_PLAIN.has(word)) return null;
     if (word === "from") {
       if (driver !== null) return null;
       inFrom = true;
