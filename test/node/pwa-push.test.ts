@@ -5,6 +5,12 @@
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { notificationsFor, PREVIEW_CHARS, syncPushSubscription } from "../../pwa/src/platform/push";
+import {
+  type FetchState,
+  fetchProgress,
+  MAX_CONNECTED_MS,
+  QUIET_MS,
+} from "../../pwa/src/platform/push-receive";
 import type { ChatMessage, ConversationId } from "../../shared/core/client-api";
 import type { ClientFrame } from "../../shared/protocol";
 
@@ -155,5 +161,40 @@ describe("syncPushSubscription", () => {
     expect(await syncPushSubscription(b.send)).toBe("unavailable");
     expect(b.log).toEqual([]);
     expect(b.frames).toEqual([]);
+  });
+});
+
+describe("fetchProgress: when the service worker's fetch behind a push ends", () => {
+  const t0 = 1_000_000;
+  const st = (over: Partial<FetchState> = {}): FetchState => ({
+    ready: false,
+    working: 0,
+    lastEvent: t0,
+    started: t0,
+    stopped: false,
+    ...over,
+  });
+
+  it("drained once resynced, nothing in hand and quiet for QUIET_MS", () => {
+    const ready = st({ ready: true });
+    expect(fetchProgress(ready, t0 + QUIET_MS - 1)).toBe("wait");
+    expect(fetchProgress(ready, t0 + QUIET_MS)).toBe("drained");
+    expect(fetchProgress({ ...ready, working: 1 }, t0 + QUIET_MS)).toBe("wait");
+    expect(fetchProgress({ ...ready, lastEvent: t0 + 1000 }, t0 + QUIET_MS)).toBe("wait");
+  });
+
+  it("a connection that failed or dropped is waited for until MAX_CONNECTED_MS, not given up", () => {
+    // Never resynced (the relay unreachable or busy): the connection's retries get their time.
+    expect(fetchProgress(st(), t0 + QUIET_MS * 4)).toBe("wait");
+    expect(fetchProgress(st(), t0 + MAX_CONNECTED_MS - 1)).toBe("wait");
+    expect(fetchProgress(st(), t0 + MAX_CONNECTED_MS)).toBe("gave-up");
+    // Resynced but still busy at the bound: over as well.
+    expect(fetchProgress(st({ ready: true, working: 2 }), t0 + MAX_CONNECTED_MS)).toBe("gave-up");
+  });
+
+  it("a connection stopped for good ends the fetch at once, unless it had drained", () => {
+    expect(fetchProgress(st({ stopped: true }), t0 + 1)).toBe("gave-up");
+    expect(fetchProgress(st({ ready: true, stopped: true }), t0 + 1)).toBe("gave-up");
+    expect(fetchProgress(st({ ready: true, stopped: true }), t0 + QUIET_MS)).toBe("drained");
   });
 });

@@ -52,6 +52,33 @@ export const QUIET_MS = 1500;
 /** The longest a push keeps the worker connected (browsers stop a worker after ~30 s). */
 export const MAX_CONNECTED_MS = 20_000;
 
+/** Where the worker's fetch stands: go on, drained, or over without having drained. */
+export type FetchProgress = "wait" | "drained" | "gave-up";
+
+export interface FetchState {
+  /** The engine has resynced (`welcome`) on a connection of this fetch. */
+  ready: boolean;
+  /** Frames the engine is still working on. */
+  working: number;
+  /** The last frame or engine event (ms). */
+  lastEvent: number;
+  /** When the fetch began (ms). */
+  started: number;
+  /** The connection stopped for good (replaced, retired, closed): no retry will come. */
+  stopped: boolean;
+}
+
+/**
+ * The receive loop's decision, pure. Drained: resynced, nothing in hand, quiet for QUIET_MS. A
+ * connection that failed or dropped is not the end: the connection retries with its backoff
+ * (connection.ts), as a phone on a flaky network needs, within MAX_CONNECTED_MS.
+ */
+export function fetchProgress(st: FetchState, now: number): FetchProgress {
+  if (st.ready && st.working === 0 && now - st.lastEvent >= QUIET_MS) return "drained";
+  if (st.stopped || now - st.started >= MAX_CONNECTED_MS) return "gave-up";
+  return "wait";
+}
+
 export type PushOutcome =
   | "focused"
   | "tab"
@@ -82,6 +109,8 @@ export async function handlePush(deps: PushDeps): Promise<PushOutcome> {
     return outcome;
   } catch (e) {
     console.warn("push: could not fetch messages", e instanceof Error ? e.name : e);
+    // Something arrived that could not be fetched: say so, without content, rather than nothing.
+    await deps.show(GENERIC_NOTIFICATION).catch(() => {});
     return "failed";
   }
 }
@@ -108,7 +137,7 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
     };
     let lastEvent = Date.now();
     let ready = false;
-    let stopped = false;
+    let stoppedFor: string | null = null;
     /** Frames the engine is still working on: the lock is released only after them. */
     const working = new Set<Promise<void>>();
     const conn: Connection = new Connection({
@@ -124,7 +153,7 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
       },
       onClose: () => engine.onDisconnected(),
       onState: (s) => {
-        if (s.s === "stopped" || s.s === "waiting") stopped = true;
+        if (s.s === "stopped") stoppedFor = s.reason;
       },
     });
     const engine = await createEngine({
@@ -149,8 +178,11 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
     });
     const started = Date.now();
     conn.start();
-    while (!stopped && Date.now() - started < MAX_CONNECTED_MS) {
-      if (ready && working.size === 0 && Date.now() - lastEvent >= QUIET_MS) break;
+    let progress: FetchProgress = "wait";
+    for (;;) {
+      const st = { ready, working: working.size, lastEvent, started, stopped: stoppedFor !== null };
+      progress = fetchProgress(st, Date.now());
+      if (progress !== "wait") break;
       await new Promise((r) => setTimeout(r, 200));
     }
     conn.stop();
@@ -170,7 +202,15 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
       content,
     );
     for (const n of shown) await deps.show(n);
-    return shown.length > 0 ? "shown" : "nothing";
+    if (shown.length > 0) return "shown";
+    // The push said something arrived for this device and none of it could be fetched (relay
+    // unreachable, connection refused, out of time): "New message" rather than silence. Not when
+    // the app's own tab took the connection over (`replaced`): it is receiving and says so itself.
+    if (progress === "gave-up" && received.length === 0 && stoppedFor !== "replaced") {
+      await deps.show(GENERIC_NOTIFICATION);
+      return "failed";
+    }
+    return "nothing";
   } finally {
     db.close();
   }
