@@ -205,8 +205,10 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
     if (shown.length > 0) return "shown";
     // The push said something arrived for this device and none of it could be fetched (relay
     // unreachable, connection refused, out of time): "New message" rather than silence. Not when
-    // the app's own tab took the connection over (`replaced`): it is receiving and says so itself.
-    if (progress === "gave-up" && received.length === 0 && stoppedFor !== "replaced") {
+    // the app's own tab took the connection over (`replaced`: it is receiving and says so
+    // itself), nor when this device was removed from its identity (`retired`: it gets nothing).
+    const handedOff = stoppedFor === "replaced" || stoppedFor === "retired";
+    if (progress === "gave-up" && received.length === 0 && !handedOff) {
       await deps.show(GENERIC_NOTIFICATION);
       return "failed";
     }
