@@ -85,6 +85,9 @@ async function show(n: NotificationSpec): Promise<void> {
 
 /** The last push's outcome, for the app's windows (and the end-to-end tests) to observe. */
 async function report(outcome: PushOutcome): Promise<void> {
+  // One word, no content: what a developer (or a failing end-to-end test) reads to see why a
+  // push showed nothing.
+  console.info("push:", outcome);
   for (const w of await windows()) w.postMessage({ type: "parley-push-done", outcome });
 }
 

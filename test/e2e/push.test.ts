@@ -10,6 +10,7 @@
  * subscription of a local push service) is registered with the relay, whose real push then
  * reaches that service, VAPID-verified and decrypted.
  */
+import type { Worker } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { LOCK_NAME } from "../../pwa/src/platform/tab-lock";
 import { type BrowserUser, launchUser, removeProfile } from "../support/browser";
@@ -22,6 +23,8 @@ let relay: WranglerDev;
 let alice: BrowserUser;
 let bob: BrowserUser;
 let registrationId = "";
+/** The service worker's console (its push outcomes, its warnings), shown when a wait fails. */
+const swLog: string[] = [];
 /** A local push service: the relay's real pushes for bob's page-registered subscription. */
 let service: PushService;
 let pushSub: TestSubscription;
@@ -64,6 +67,9 @@ beforeAll(async () => {
   });
   await bob.cdp.send("ServiceWorker.enable");
   registrationId = await found;
+  const hook = (w: Worker) => w.on("console", (m) => swLog.push(`${Date.now()} ${m.text()}`));
+  for (const w of bob.context.serviceWorkers()) hook(w);
+  bob.context.on("serviceworker", hook);
 });
 
 afterAll(async () => {
@@ -109,7 +115,7 @@ async function waitForNotifications(): Promise<Shown[]> {
     if (shown.length > 0) return shown;
     await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error("no notification appeared");
+  throw new Error(`no notification appeared; sw log:\n${swLog.join("\n")}`);
 }
 
 async function push(): Promise<void> {
