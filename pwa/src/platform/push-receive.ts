@@ -20,7 +20,7 @@ import type {
   ParleyEvent,
 } from "../../../shared/core/client-api";
 import { createEngine } from "../engine/create";
-import { Connection } from "../net/connection";
+import { Connection, type ConnState } from "../net/connection";
 import { relayUrl } from "../net/relay-url";
 import {
   applyContent,
@@ -137,7 +137,7 @@ async function receive(deps: PushDeps): Promise<PushOutcome> {
     };
     let lastEvent = Date.now();
     let ready = false;
-    let stoppedFor: string | null = null;
+    let stoppedFor: Extract<ConnState, { s: "stopped" }>["reason"] | null = null;
     /** Frames the engine is still working on: the lock is released only after them. */
     const working = new Set<Promise<void>>();
     const conn: Connection = new Connection({
