@@ -69,7 +69,7 @@ function groupsOf(ns: DurableObjectNamespace<Group>): GroupGateway {
  * a user's object calls another's over Durable Object RPC. Only Workers with this binding can
  * make such calls: no route of the Worker reaches them.
  */
-function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
+export function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
   // Stubs are kept (idFromName and get cost ~100 µs a message under `wrangler dev`); one whose
   // call failed is made again, as a stub may be broken after the object it reached reset.
   const stubs = new Map<string, DurableObjectStub<Relay>>();
@@ -96,27 +96,34 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
             ? hub
             : `${hub}/everyone`;
   // RPC results are typed per method below (the stub's own types are promise-like unions).
+  // `idempotent`: the call may run twice with one effect, so it is made once more, on a new
+  // stub, when the runtime failed it (retryableCallError): the answer a reset object lost in
+  // flight, or a stub broken by that reset, then costs no error to the client.
   const call = async <T>(
     hub: string,
     to: string | Exclude<Peer, { user: string }>,
     run: (s: DurableObjectStub<Relay>) => PromiseLike<unknown>,
+    idempotent = false,
   ): Promise<T> => {
     const key = keyOf(hub, typeof to === "string" ? { user: to } : to);
     try {
       return (await run(stub(key))) as T;
     } catch (e) {
       stubs.delete(key);
-      throw e;
+      if (!idempotent || !retryableCallError(e)) throw e;
+      return (await run(stub(key))) as T;
     }
   };
   return {
-    enqueue: (hub, e) => call<EnqueueResult>(hub, e.to, (s) => s.enqueue(e)),
+    // Keyed by the sender's device and frame id (§7.3 "Retries"): a second run is the same item.
+    enqueue: (hub, e) => call<EnqueueResult>(hub, e.to, (s) => s.enqueue(e), true),
+    // A figure and settled sends, not increments: the same report twice is one report.
     held: (hub, to, address, n, settled) =>
-      call<void>(hub, to, (s) => s.held(to, address, n, settled)),
+      call<void>(hub, to, (s) => s.held(to, address, n, settled), true),
     bundle: (hub, q) => call<BundleAnswer>(hub, q.username, (s) => s.bundle(hub, q)),
-    known: (hub, name) => call<boolean>(hub, name, (s) => s.known(name)),
+    known: (hub, name) => call<boolean>(hub, name, (s) => s.known(name), true),
     presence: (hub, viewer, who, state) =>
-      call<void>(hub, viewer, (s) => s.presence(viewer, who, state)),
+      call<void>(hub, viewer, (s) => s.presence(viewer, who, state), true),
     toHome: (hub, group, member, text) =>
       call<string[]>(hub, { group }, (s) => s.groupFrame(hub, group, member, text)),
     fromHome: (hub, group, member, texts) =>
@@ -124,7 +131,7 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
     lobby: (hub, user, state) =>
       call<PresenceUser[]>(hub, { lobby: true }, (s) => s.lobby(hub, user, state)),
     lobbyPresence: (hub, viewer, user, state) =>
-      call<void>(hub, viewer, (s) => s.lobbyPresence(viewer, user, state)),
+      call<void>(hub, viewer, (s) => s.lobbyPresence(viewer, user, state), true),
     handOver: (hub, username, identityKey) =>
       call<HandOver | null | "busy">(hub, { hub: true }, (s) => s.handOver(username, identityKey)),
     groupExport: (hub, group) =>
@@ -143,6 +150,25 @@ function peersOf(ns: DurableObjectNamespace<Relay>): PeerGateway {
     linkAnswered: (hub, link, answer) =>
       call<boolean>(hub, { link }, (s) => s.linkAnswered(link, answer)),
   };
+}
+
+/**
+ * Whether the runtime, not the called object's code, failed a call between objects, such that
+ * the same call on a new stub may succeed (Cloudflare, Durable Objects "Error handling"): the
+ * object reset (`durableObjectReset`: it was aborted or restarted, with the call in flight or
+ * since this stub reached it) or the runtime marked it `retryable`. Never an error the object
+ * threw (`remote`), and never an overloaded object, which a retry would load more.
+ */
+export function retryableCallError(e: unknown): boolean {
+  if (typeof e !== "object" || e === null) return false;
+  const x = e as {
+    remote?: unknown;
+    overloaded?: unknown;
+    retryable?: unknown;
+    durableObjectReset?: unknown;
+  };
+  if (x.remote === true || x.overloaded === true) return false;
+  return x.retryable === true || x.durableObjectReset === true;
 }
 
 /** The objects a user's object calls (peersOf). */

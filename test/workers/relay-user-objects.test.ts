@@ -14,6 +14,8 @@ import {
 import { describe, expect, it } from "vitest";
 import { createLinkOffer } from "../../shared/core/linking";
 import { LIMITS } from "../../shared/protocol";
+import { peersOf, type Relay } from "../../worker/relay";
+import type { DirectEnqueue } from "../../worker/relay/hub";
 import {
   BASE,
   body,
@@ -104,6 +106,25 @@ describe("user objects: each user's route reaches its own object", () => {
     expect((await delivered(bob)).map((f) => f.mid)).toEqual([answer.mid, other.mid]);
   });
 
+  it("the recipient's object resets between two sends: the sender's object calls it on a new stub, and the send is accepted", async () => {
+    const hub = freshHub("uo");
+    const aliceKeys = await newKeys();
+    const bobKeys = await newKeys();
+    (await TestClient.connect(hub, "bob", bobKeys, routed)).c.close();
+    const alice = (await TestClient.connect(hub, "alice", aliceKeys, routed)).c;
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const one = await alice.next("accepted", (f) => f.id === "1");
+    // An abrupt reset (ctx.abort): every stub made before it is broken for good.
+    await runInDurableObject(stubFor(userObject(hub, "bob")), (_i, state) => {
+      state.abort("test: reset");
+    }).catch(() => undefined);
+    alice.send({ v: 1, t: "send", id: "2", to: "bob", body: body(2) });
+    const two = await alice.next("accepted", (f) => f.id === "2");
+    expect(alice.queue.filter((f) => f.t === "error")).toEqual([]);
+    const { c: bob } = await TestClient.connect(hub, "bob", bobKeys, routed);
+    expect((await delivered(bob)).map((f) => f.mid)).toEqual([one.mid, two.mid]);
+  });
+
   it("bundles and contacts of another user come from that user's object", async () => {
     const hub = freshHub("uo");
     const bobKeys = await newKeys();
@@ -127,6 +148,65 @@ describe("user objects: each user's route reaches its own object", () => {
 });
 
 const names = (users: ReadonlyArray<{ username: string }>) => users.map((u) => u.username);
+
+describe("user objects: a call the runtime failed (worker/relay.ts peersOf)", () => {
+  /** A namespace whose stubs fail each call in `fails` order first, as workerd's do. */
+  function namespace(fails: unknown[]) {
+    const made: string[] = [];
+    const calls: string[] = [];
+    const ns = {
+      idFromName: (name: string) => name,
+      get: (id: string) => {
+        made.push(id);
+        const answer = (method: string, value: unknown) => {
+          calls.push(method);
+          const e = fails.shift();
+          return e === undefined ? Promise.resolve(value) : Promise.reject(e);
+        };
+        return {
+          enqueue: () => answer("enqueue", { ok: true, mid: 7, stored: true }),
+          known: () => answer("known", true),
+          groupFrame: () => answer("groupFrame", ["x"]),
+        };
+      },
+    };
+    return { peers: peersOf(ns as unknown as DurableObjectNamespace<Relay>), made, calls };
+  }
+  const reset = () => Object.assign(new Error("reset"), { durableObjectReset: true });
+  const e: DirectEnqueue = {
+    ...{ from: "alice", fromKey: "k", fromDevice: null, key: "k d", id: "1", to: "bob" },
+    ...{ body: "b", now: 0 },
+  };
+
+  it("an idempotent call the object's reset failed is made once more, on a new stub", async () => {
+    const { peers, made, calls } = namespace([reset()]);
+    expect(await peers.enqueue("h", e)).toEqual({ ok: true, mid: 7, stored: true });
+    expect(made).toEqual(["h/u/bob", "h/u/bob"]);
+    expect(calls).toEqual(["enqueue", "enqueue"]);
+    // The new stub is kept: the next call makes none.
+    expect(await peers.known("h", "bob")).toBe(true);
+    expect(made.length).toBe(2);
+  });
+
+  it("once only; never an error the object threw, an overloaded object, or a call that may not run twice", async () => {
+    const twice = namespace([reset(), reset()]);
+    await expect(twice.peers.enqueue("h", e)).rejects.toThrow("reset");
+    expect(twice.calls).toEqual(["enqueue", "enqueue"]);
+    for (const err of [
+      Object.assign(new Error("thrown"), { remote: true, retryable: true }),
+      Object.assign(new Error("busy"), { overloaded: true, retryable: true }),
+      new Error("plain"),
+    ]) {
+      const { peers, calls } = namespace([err]);
+      await expect(peers.enqueue("h", e)).rejects.toBe(err);
+      expect(calls).toEqual(["enqueue"]);
+    }
+    const home = namespace([reset()]);
+    const member = { username: "alice", identityKey: "k", device: null };
+    await expect(home.peers.toHome("h", "team", member as never, "{}")).rejects.toThrow("reset");
+    expect(home.calls).toEqual(["groupFrame"]);
+  });
+});
 
 describe("user objects: presence crosses objects, for people you know only (§6.3)", () => {
   it("writing to someone lets them see you, in their object; going offline follows; a stranger sees nobody", async () => {

@@ -276,8 +276,10 @@ export type BundleAnswer =
 /**
  * Calls to the object of another user of the hub (docs/ARCHITECTURE.md "User objects"): each is
  * the body of one `Hub` method run there, on plain data. Any of them may reject, as a Durable
- * Object RPC may (the object restarted, the call timed out); the caller answers `internal`, and
- * the client's outbox sends the frame again, which the keyed retry stores once (§7.3).
+ * Object RPC may (the object restarted, the call timed out); the gateway makes an idempotent
+ * call once more when the runtime failed it (worker/relay.ts `retryableCallError`), and
+ * otherwise the caller answers `internal`, and the client's outbox sends the frame again, which
+ * the keyed retry stores once (§7.3).
  */
 export interface PeerGateway {
   /** `Hub.enqueue` in the object of `e.to`. */

@@ -293,7 +293,7 @@ export class TestClient {
       const left = deadline - Date.now();
       if (left <= 0 || this.closed !== null) {
         throw new Error(
-          `timeout waiting for ${t} (closed=${JSON.stringify(this.closed)}; queue=${this.queue.map((f) => f.t).join(",")})`,
+          `timeout waiting for ${t} (closed=${JSON.stringify(this.closed)}; queue=${this.queue.map((f) => (f.t === "error" ? `error ${f.code}${f.id === undefined ? "" : ` for ${f.id}`}` : f.t)).join(",")})`,
         );
       }
       await this.#changed(Math.min(left, 100));
