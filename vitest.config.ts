@@ -98,6 +98,7 @@ export default defineConfig({
         test: {
           name: "e2e",
           include: ["test/e2e/**/*.test.ts"],
+          setupFiles: ["test/e2e/setup.ts"],
           environment: "node",
           // One story per file, each with three browsers and a relay: run them one at a time.
           fileParallelism: false,

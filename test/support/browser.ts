@@ -40,6 +40,28 @@ export interface LaunchOptions {
   dir?: string;
 }
 
+/** Every user launched and not yet closed: what a failed test's report shows (describeOpen). */
+const open = new Set<BrowserUser>();
+
+/**
+ * What each open browser shows: its URL, the first lines of its page's text and its last
+ * errors. Printed when an end-to-end test fails (test/e2e/setup.ts), so that a timeout waiting
+ * for some text says which screen was there instead.
+ */
+export async function describeOpen(): Promise<string> {
+  const parts = await Promise.all(
+    [...open].map(async (u) => {
+      const text = await u.page
+        .evaluate(() => document.body?.textContent ?? "")
+        .then((t) => t.replace(/\s+/g, " ").slice(0, 300))
+        .catch((e: unknown) => `(unreadable: ${e instanceof Error ? e.message : String(e)})`);
+      const errors = u.errors.slice(-5).map((e) => `\n    error: ${e.slice(0, 300)}`);
+      return `  ${u.name} at ${u.page.url()}: ${text}${errors.join("")}`;
+    }),
+  );
+  return parts.join("\n");
+}
+
 export async function launchUser(
   name: string,
   url: string,
@@ -63,8 +85,7 @@ export async function launchUser(
   const cdp = await context.newCDPSession(page);
   await cdp.send("Network.enable");
   cdp.on("Network.webSocketFrameSent", (e) => framesSent.push(e.response.payloadData));
-  await page.goto(url);
-  return {
+  const user: BrowserUser = {
     name,
     dir,
     context,
@@ -73,9 +94,13 @@ export async function launchUser(
     framesSent,
     errors,
     async close() {
+      open.delete(user);
       await context.close().catch(() => {});
     },
   };
+  open.add(user);
+  await page.goto(url);
+  return user;
 }
 
 export function removeProfile(dir: string): void {
