@@ -142,6 +142,23 @@ describe("write-behind (PROTOCOL.md §7.3)", () => {
     back.close();
   });
 
+  it("an ack sent just before the connection closes still counts: nothing is stored, the sender is answered once", async () => {
+    const { hub, alice, bob, bobKeys } = await pair("wb");
+    alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });
+    const d = await bob.next("deliver");
+    // The ack and the close arrive together: the close may be handled before the ack's step runs
+    // (acks are coalesced), which stores the held item; the ack then removes it.
+    bob.ws.send(JSON.stringify({ v: 1, t: "ack", mids: [d.mid] }));
+    bob.close();
+    expect((await alice.next("accepted", (f) => f.id === "1")).mid).toBe(d.mid);
+    await alice.none("accepted", 200);
+    const back = (await TestClient.connect(hub, "bob", bobKeys)).c;
+    expect(await delivered(back)).toEqual([]);
+    expect(await stored(hub, "bob")).toEqual({ rows: 0, payloads: 0 });
+    alice.close();
+    back.close();
+  });
+
   it("the recipient's new connection gets what the old one held, stored, with the same mid", async () => {
     const { hub, alice, bob, bobKeys } = await pair("wb");
     alice.send({ v: 1, t: "send", id: "1", to: "bob", body: body(1) });

@@ -436,7 +436,7 @@ export class Hub {
   /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
   readonly pushes: Pushes;
   /**
-   * `send` and `group_send` steps that arrive together run in one event, one commit
+   * `send`, `group_send` and `ack` steps that arrive together run in one event, one commit
    * (coalesce.ts). Each still stores before it answers or delivers (§7.3; a direct item sent
    * write-behind is answered once acknowledged or stored), and its connection's next frame waits
    * for it (`message`), so per-connection order holds.
@@ -817,7 +817,7 @@ export class Hub {
         else await this.#coalesced.run(() => this.#send(s, a, frame, this.#d.now()));
         return;
       case "ack":
-        this.#ack(s, a, frame);
+        await this.#coalesced.run(() => this.#ack(s, a, frame));
         return;
       case "join":
         await this.#inOrder(frame.group, async () => {
