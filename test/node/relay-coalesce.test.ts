@@ -64,6 +64,36 @@ describe("coalesced steps", () => {
     expect(ran).toEqual(["a", "d", "inner"]);
   });
 
+  it("`after` steps run once the run's others have, in their own arrival order; queued during a run, the next", async () => {
+    const clock = manual();
+    const c = new Coalescer(clock.later);
+    const ran: string[] = [];
+    let inner: Promise<void> | null = null;
+    const all = [
+      c.run(() => ran.push("ack1"), true),
+      c.run(() => ran.push("send1")),
+      c.run(() => {
+        ran.push("ack2");
+        inner = c.run(() => ran.push("ack3"), true);
+      }, true),
+      c.run(() => ran.push("send2")),
+    ];
+    expect(clock.scheduled()).toBe(1);
+    await clock.turn();
+    await Promise.all(all);
+    expect(ran).toEqual(["send1", "send2", "ack1", "ack2"]);
+    expect(clock.scheduled()).toBe(1);
+    await clock.turn();
+    await inner;
+    expect(ran).toEqual(["send1", "send2", "ack1", "ack2", "ack3"]);
+    // A run of `after` steps alone.
+    const only = c.run(() => ran.push("ack4"), true);
+    expect(clock.scheduled()).toBe(1);
+    await clock.turn();
+    await only;
+    expect(ran.at(-1)).toBe("ack4");
+  });
+
   it("by default a run is one zero-delay timer: steps queued in the same turn share it", async () => {
     const c = new Coalescer();
     const turns: number[] = [];

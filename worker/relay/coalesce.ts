@@ -8,6 +8,8 @@
 export class Coalescer {
   /** Steps waiting for the next run, in arrival order; null when no run is due. */
   #batch: Array<() => void> | null = null;
+  /** `after` steps waiting for the next run, which runs them once the others have run. */
+  #after: Array<() => void> = [];
 
   /** `later`: schedules one run (a zero-delay timer: its own event in a Durable Object). */
   constructor(
@@ -18,9 +20,12 @@ export class Coalescer {
 
   /**
    * Resolves once `step` has run, or rejects with what it threw; a step that throws stops no
-   * other. A step queued by a running step goes to the next run.
+   * other. A step queued by a running step goes to the next run. `after`: the step runs once
+   * the run's other steps have, in arrival order among such steps — for work nobody waits on
+   * (the relay's acks), so that it does not delay the deliveries that came with it. The caller
+   * keeps each connection's frames in order (at most one step per connection is ever queued).
    */
-  run(step: () => void): Promise<void> {
+  run(step: () => void, after = false): Promise<void> {
     return new Promise((resolve, reject) => {
       const run = () => {
         try {
@@ -30,15 +35,19 @@ export class Coalescer {
           reject(e);
         }
       };
+      if (after) this.#after.push(run);
       if (this.#batch !== null) {
-        this.#batch.push(run);
+        if (!after) this.#batch.push(run);
         return;
       }
-      this.#batch = [run];
+      this.#batch = after ? [] : [run];
       this.later(() => {
         const batch = this.#batch ?? [];
+        const rest = this.#after;
         this.#batch = null;
+        this.#after = [];
         for (const r of batch) r();
+        for (const r of rest) r();
       });
     });
   }

@@ -817,7 +817,9 @@ export class Hub {
         else await this.#coalesced.run(() => this.#send(s, a, frame, this.#d.now()));
         return;
       case "ack":
-        await this.#coalesced.run(() => this.#ack(s, a, frame));
+        // After the sends that came with it: nobody waits on an ack but the relay's memory
+        // and the senders of write-behind items, for `accepted` (§7.3).
+        await this.#coalesced.run(() => this.#ack(s, a, frame), true);
         return;
       case "join":
         await this.#inOrder(frame.group, async () => {
