@@ -436,7 +436,8 @@ export class Hub {
   /** Web Push subscriptions and sends (push-send.ts, PROTOCOL.md §7.9). */
   readonly pushes: Pushes;
   /**
-   * `send`, `group_send` and `ack` steps that arrive together run in one event, one commit
+   * `send`, `group_send` and (on the hub's route) `ack` steps that arrive together run in one
+   * event, one commit
    * (coalesce.ts). Each still stores before it answers or delivers (§7.3; a direct item sent
    * write-behind is answered once acknowledged or stored), and its connection's next frame waits
    * for it (`message`), so per-connection order holds.
@@ -817,9 +818,13 @@ export class Hub {
         else await this.#coalesced.run(() => this.#send(s, a, frame, this.#d.now()));
         return;
       case "ack":
-        // After the sends that came with it: nobody waits on an ack but the relay's memory
-        // and the senders of write-behind items, for `accepted` (§7.3).
-        await this.#coalesced.run(() => this.#ack(s, a, frame), true);
+        // On the hub's route, after the sends that came with it: nobody waits on an ack but
+        // the relay's memory and the senders of write-behind items, for `accepted` (§7.3). A
+        // user's own object has no other connections' frames to join, and there a timer per
+        // ack, which the connection's next frame waits for, put each user's sends behind
+        // timers a busy object runs late (bench: 1:1 p50 at 50 clients ~0.6 s instead of 15 ms).
+        if (a.routed === true) this.#ack(s, a, frame);
+        else await this.#coalesced.run(() => this.#ack(s, a, frame), true);
         return;
       case "join":
         await this.#inOrder(frame.group, async () => {
