@@ -6,10 +6,12 @@
  * (docs/PERFORMANCE.md), so a burst of sends from many connections costs one commit.
  */
 export class Coalescer {
-  /** Steps waiting for the next run, in arrival order; null when no run is due. */
-  #batch: Array<() => void> | null = null;
+  /** Steps waiting for the next run, in arrival order. */
+  #first: Array<() => void> = [];
   /** `after` steps waiting for the next run, which runs them once the others have run. */
   #after: Array<() => void> = [];
+  /** Whether a run is scheduled. */
+  #due = false;
 
   /** `later`: schedules one run (a zero-delay timer: its own event in a Durable Object). */
   constructor(
@@ -35,19 +37,15 @@ export class Coalescer {
           reject(e);
         }
       };
-      if (after) this.#after.push(run);
-      if (this.#batch !== null) {
-        if (!after) this.#batch.push(run);
-        return;
-      }
-      this.#batch = after ? [] : [run];
+      (after ? this.#after : this.#first).push(run);
+      if (this.#due) return;
+      this.#due = true;
       this.later(() => {
-        const batch = this.#batch ?? [];
-        const rest = this.#after;
-        this.#batch = null;
+        const steps = [...this.#first, ...this.#after];
+        this.#first = [];
         this.#after = [];
-        for (const r of batch) r();
-        for (const r of rest) r();
+        this.#due = false;
+        for (const r of steps) r();
       });
     });
   }
