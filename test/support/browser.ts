@@ -31,6 +31,8 @@ export interface BrowserUser {
   framesSent: string[];
   /** Console errors and page errors, for diagnosis when a test fails. */
   errors: string[];
+  /** The last frames' directions, seconds since launch and types, for diagnosis. */
+  frameLog: string[];
   close(): Promise<void>;
 }
 
@@ -44,22 +46,49 @@ export interface LaunchOptions {
 const open = new Set<BrowserUser>();
 
 /**
- * What each open browser shows: its URL, the first lines of its page's text and its last
- * errors. Printed when an end-to-end test fails (test/e2e/setup.ts), so that a timeout waiting
- * for some text says which screen was there instead.
+ * What each open browser shows: its URL, the conversation open (title, status, last messages),
+ * any connection notice, the first of its page's text, the last frames it exchanged (their `t`
+ * only) and its last errors. Added to a failed end-to-end test's error (test/e2e/setup.ts), so
+ * that a timeout waiting for some text says which screen was there instead.
  */
 export async function describeOpen(): Promise<string> {
   const parts = await Promise.all(
     [...open].map(async (u) => {
-      const text = await u.page
-        .evaluate(() => document.body?.textContent ?? "")
-        .then((t) => t.replace(/\s+/g, " ").slice(0, 300))
+      const seen = await u.page
+        .evaluate(() => {
+          const q = (id: string) =>
+            (document.querySelector(`[data-testid="${id}"]`)?.textContent ?? "")
+              .replace(/\s+/g, " ")
+              .trim();
+          const msgs = [...document.querySelectorAll('[data-testid="message-text"]')]
+            .slice(-3)
+            .map((m) => (m.textContent ?? "").slice(0, 60));
+          return [
+            `me=${q("my-username") || "-"}`,
+            `open=${q("conv-title") || "-"}`,
+            `status=${q("chat-status") || "-"}`,
+            `notice=${q("conn-notice") || "-"}`,
+            `last=${JSON.stringify(msgs)}`,
+            `text=${(document.body?.textContent ?? "").replace(/\s+/g, " ").slice(0, 200)}`,
+          ].join(" | ");
+        })
         .catch((e: unknown) => `(unreadable: ${e instanceof Error ? e.message : String(e)})`);
+      const frames = u.frameLog.slice(-8).join(" ");
       const errors = u.errors.slice(-5).map((e) => `\n    error: ${e.slice(0, 300)}`);
-      return `  ${u.name} at ${u.page.url()}: ${text}${errors.join("")}`;
+      return `  ${u.name} at ${u.page.url()}: ${seen}\n    frames: ${frames}${errors.join("")}`;
     }),
   );
   return parts.join("\n");
+}
+
+/** A frame's type for the log: its `t`, or `?` for anything that is not a JSON object. */
+function frameType(payload: string): string {
+  try {
+    const t = (JSON.parse(payload) as { t?: unknown }).t;
+    return typeof t === "string" ? t : "?";
+  } catch {
+    return "?";
+  }
 }
 
 export async function launchUser(
@@ -84,7 +113,20 @@ export async function launchUser(
   const framesSent: string[] = [];
   const cdp = await context.newCDPSession(page);
   await cdp.send("Network.enable");
-  cdp.on("Network.webSocketFrameSent", (e) => framesSent.push(e.response.payloadData));
+  const frameLog: string[] = [];
+  const started = Date.now();
+  const logFrame = (dir: string, payload: string) => {
+    frameLog.push(`${dir}${((Date.now() - started) / 1000).toFixed(1)}:${frameType(payload)}`);
+    if (frameLog.length > 64) frameLog.splice(0, 32);
+  };
+  cdp.on("Network.webSocketFrameSent", (e) => {
+    framesSent.push(e.response.payloadData);
+    logFrame(">", e.response.payloadData);
+  });
+  cdp.on("Network.webSocketFrameReceived", (e) => logFrame("<", e.response.payloadData));
+  cdp.on("Network.webSocketClosed", () =>
+    frameLog.push(`closed@${((Date.now() - started) / 1000).toFixed(1)}`),
+  );
   const user: BrowserUser = {
     name,
     dir,
@@ -93,6 +135,7 @@ export async function launchUser(
     cdp,
     framesSent,
     errors,
+    frameLog,
     async close() {
       open.delete(user);
       await context.close().catch(() => {});
