@@ -60,7 +60,7 @@ export async function describeOpen(): Promise<string> {
             (document.querySelector(`[data-testid="${id}"]`)?.textContent ?? "")
               .replace(/\s+/g, " ")
               .trim();
-          const msgs = [...document.querySelectorAll('[data-testid="message-text"]')]
+          const msgs = Array.from(document.querySelectorAll('[data-testid="message-text"]'))
             .slice(-3)
             .map((m) => (m.textContent ?? "").slice(0, 60));
           return [
