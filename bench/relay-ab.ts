@@ -9,7 +9,9 @@
  * `target`: `hub` (Parley, the hub's route; default), `users` (Parley, users' routes),
  * `trivial` (bench/trivial-do: a hibernating object that forwards, no protocol and no storage —
  * the floor of the platform under the same `wrangler dev`) or `trivial-frames` (the same object
- * exchanging Parley's frames per message: an `accepted` out, an `ack` in). `mode` is 1:1 direct; the offered
+ * exchanging Parley's frames per message: an `accepted` out, an `ack` in) or `trivial-peers`
+ * (trivial objects, one per client, each `send` one call to the recipient's object, with
+ * Parley's frames: the floor of users' routes). `mode` is 1:1 direct; the offered
  * rate is the bench's (`perClientRate`). Environment:
  *  - `BENCH_AB_OFFERED=N`: group fan-out instead, at N offered deliveries/s (as the bench's
  *    latency-vs-load series: `clients` members each sending N / (clients·(clients−1)) per s);
@@ -38,7 +40,7 @@ import {
 const pairs = Number(process.argv[2] ?? 6);
 const clients = Number(process.argv[3] ?? 50);
 const which = process.argv[4] ?? "hub";
-if (!["hub", "users", "trivial", "trivial-frames"].includes(which))
+if (!["hub", "users", "trivial", "trivial-frames", "trivial-peers"].includes(which))
   throw new Error(`unknown target ${which}`);
 const ram = process.env.BENCH_PERSIST_RAM === "1";
 const persistTo = ram ? mkdtempSync("/dev/shm/parley-ab-") : undefined;
@@ -66,7 +68,7 @@ const workerd = () =>
 let hubN = 0;
 const target = () =>
   which.startsWith("trivial")
-    ? bareProtocolTarget(dev.wsUrl, "trivial DO", which === "trivial-frames")
+    ? bareProtocolTarget(dev.wsUrl, "trivial DO", which !== "trivial", which === "trivial-peers")
     : parleyTarget(dev.url, `ab${Date.now() % 100000}x${hubN++}`, "bench", which === "users");
 const offered = Number(process.env.BENCH_AB_OFFERED ?? 0);
 const mode = offered > 0 ? ("group" as const) : ("direct" as const);

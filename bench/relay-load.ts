@@ -96,17 +96,32 @@ export function bareTarget(port: number): Target {
  * A server speaking the bare server's protocol at `url` (also bench/trivial-do's object). With
  * `parleyFrames` (bench/trivial-do only) each message also costs the frames a Parley message
  * does: the object answers a `send` with an `accepted`, and the client acknowledges deliveries
- * as the Parley load clients below do (`acker`).
+ * as the Parley load clients below do (`acker`). With `peers` (bench/trivial-do only) each
+ * client connects to an object of its own name, and a `send` is one call from the sender's
+ * object to the recipient's: the floor of users' routes.
  */
-export function bareProtocolTarget(url: string, label: string, parleyFrames = false): Target {
+export function bareProtocolTarget(
+  url: string,
+  label: string,
+  parleyFrames = false,
+  peers = false,
+): Target {
   let nextId = 0;
   return {
     label,
     async connect(name) {
-      const ws = new WebSocket(url, { perMessageDeflate: false });
+      const at = peers ? `${url}?room=${encodeURIComponent(name)}` : url;
+      const ws = new WebSocket(at, { perMessageDeflate: false });
       await opened(ws);
       const ready = new Promise<void>((res) => ws.once("message", () => res()));
-      ws.send(JSON.stringify({ t: "hello", name, ...(parleyFrames ? { frames: "parley" } : {}) }));
+      ws.send(
+        JSON.stringify({
+          t: "hello",
+          name,
+          ...(parleyFrames ? { frames: "parley" } : {}),
+          ...(peers ? { peers: true } : {}),
+        }),
+      );
       await ready;
       let cb: (d: Delivery) => void = () => {};
       const acks = acker(ws);

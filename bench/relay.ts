@@ -64,7 +64,12 @@ export interface RelayFigures {
      * nothing: the platform's floor for the protocol's frame pattern.
      */
     trivialFrames50: { trivial: number; bare: number } | null;
-    /** The same on user objects (each client on its user's route). */
+    /**
+     * The same object once per client (`?room=`), each `send` one call from the sender's object
+     * to the recipient's, with Parley's frames: the platform's floor for users' routes.
+     */
+    trivialPeers50: { trivial: number; bare: number } | null;
+    /** The same on user objects (each client on its user's route; medians of GOAL_PAIRS). */
     routed50: { parley: number; bare: number } | null;
     /** 1:1 direct on user objects at 2 clients: one conversation, two objects (p99 ms). */
     routed2: { parley: number; bare: number } | null;
@@ -234,11 +239,12 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       mode: "direct" | "group",
       clients: number,
       rate: number,
+      make: () => Target = parley,
     ): Promise<{ parley: number; bare: number }> => {
       const ps: number[] = [];
       const qs: number[] = [];
       for (let k = 0; k < GOAL_PAIRS; k++) {
-        const rs = k === 0 ? first : await pair(mode, clients, rate, i++);
+        const rs = k === 0 ? first : await pair(mode, clients, rate, i++, make);
         ps.push((rs.find((r) => r.target !== "bare ws") as RelayRun).p99ms);
         qs.push((rs.find((r) => r.target === "bare ws") as RelayRun).p99ms);
       }
@@ -261,12 +267,11 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
     }
 
     // The 50-client 1:1 case through an object that only forwards, right after the relay's.
-    const { plain: trivial50, frames: trivialFrames50 } = await trivialDirect(
-      50,
-      seconds,
-      bareT,
-      log,
-    );
+    const {
+      plain: trivial50,
+      frames: trivialFrames50,
+      peers: trivialPeers50,
+    } = await trivialDirect(50, seconds, bareT, log);
 
     // Latency vs load: group fanout, 20 clients, offered deliveries/s stepped up.
     const series: RelayFigures["series"] = [];
@@ -320,7 +325,8 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       const p = rs.find((r) => r.target !== "bare ws") as RelayRun;
       const q = rs.find((r) => r.target === "bare ws") as RelayRun;
       if (clients === 2) routed2 = { parley: p.p99ms, bare: q.p99ms };
-      if (clients === 50) routed50 = { parley: p.p99ms, bare: q.p99ms };
+      // Medians, as the floor it is read against (trivialPeers50).
+      if (clients === 50) routed50 = await goalMedians(rs, "direct", clients, rate, parleyRouted);
       matrix.push(matrixRow("direct, user objects", clients, 1, p, q));
     }
     // Groups on users' routes: each group message goes to the group's home, which hands a copy
@@ -374,6 +380,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         direct50,
         trivial50,
         trivialFrames50,
+        trivialPeers50,
         routed2,
         routed50,
         routedGroup20,
@@ -477,8 +484,9 @@ function openEcho(url: string, origin: string): Promise<WebSocket> {
 /**
  * 1:1 direct at `clients` through the trivial object (bench/trivial-do), under a `wrangler dev`
  * of its own that lives only for this, each pair then through the bare server: the medians of
- * GOAL_PAIRS pairs' p99 (ms), with the object only forwarding (`plain`) and with it and the
- * load clients exchanging Parley's frames per message (`frames`: `accepted`, `ack`).
+ * GOAL_PAIRS pairs' p99 (ms), with the object only forwarding (`plain`), with it and the
+ * load clients exchanging Parley's frames per message (`frames`: `accepted`, `ack`), and with
+ * an object per client, each message one call between two objects (`peers`, with the frames).
  */
 async function trivialDirect(
   clients: number,
@@ -488,6 +496,7 @@ async function trivialDirect(
 ): Promise<{
   plain: { trivial: number; bare: number };
   frames: { trivial: number; bare: number };
+  peers: { trivial: number; bare: number };
 }> {
   const dev = await startWranglerDev({
     port: TRIVIAL_PORT,
@@ -501,9 +510,13 @@ async function trivialDirect(
       perClientRate: perClientRate("direct", clients),
       seconds,
     };
-    const run = async (frames: boolean) => {
-      const label = frames ? "trivial DO with Parley's frames" : "trivial DO";
-      const t = bareProtocolTarget(dev.wsUrl, label, frames);
+    const run = async (frames: boolean, peers = false) => {
+      const label = peers
+        ? "trivial DO per client, one call per message"
+        : frames
+          ? "trivial DO with Parley's frames"
+          : "trivial DO";
+      const t = bareProtocolTarget(dev.wsUrl, label, frames, peers);
       await runLoad(t, { clients: 2, mode: "direct", perClientRate: 5, seconds: 1 });
       const ps: number[] = [];
       const qs: number[] = [];
@@ -520,7 +533,8 @@ async function trivialDirect(
       return { trivial: median(ps), bare: median(qs) };
     };
     const plain = await run(false);
-    return { plain, frames: await run(true) };
+    const frames = await run(true);
+    return { plain, frames, peers: await run(true, true) };
   } finally {
     await dev.stop();
   }

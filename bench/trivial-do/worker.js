@@ -5,8 +5,12 @@
 // names a socket, `send` forwards a body to the socket of that name; anything else is echoed.
 // A socket whose `hello` asks for Parley's frames (`frames: "parley"`) also gets an `accepted`
 // for each `send`, and its `ack`s are taken without an answer: the frames a Parley 1:1 message
-// costs (PROTOCOL.md §7.3), without the protocol's work. No authentication, no storage. The
-// memory row (bench/relay.ts) holds idle sockets on it; the relay bench and the A/B tool
+// costs (PROTOCOL.md §7.3), without the protocol's work. A socket whose `hello` says `peers`
+// came to an object of its own name (`?room=`, as a user's route gives each user an object):
+// its `send` is one call to the recipient's object (`deliver` below), which sends on its socket —
+// the floor of users' routes (docs/ARCHITECTURE.md "User objects"), one call between objects
+// per message and nothing else. No authentication, no storage. The memory row
+// (bench/relay.ts) holds idle sockets on it; the relay bench and the A/B tool
 // (bench/relay-ab.ts) run the 1:1 load through it, the platform's own floor.
 import { DurableObject } from "cloudflare:workers";
 
@@ -41,15 +45,21 @@ export class Trivial extends DurableObject {
       f = null;
     }
     if (f?.t === "hello" && typeof f.name === "string") {
-      ws.serializeAttachment({ name: f.name, frames: f.frames === "parley" });
+      ws.serializeAttachment({
+        name: f.name,
+        frames: f.frames === "parley",
+        peers: f.peers === true,
+      });
       this.byName.set(f.name, ws);
       ws.send('{"t":"ready"}');
     } else if (f?.t === "send" && typeof f.to === "string") {
       const att = ws.deserializeAttachment();
       const from = att?.name ?? "";
       const mid = String(++this.seq);
-      const out = JSON.stringify({ t: "deliver", mid, from, body: f.body });
-      this.byName.get(f.to)?.send(out);
+      if (att?.peers === true) {
+        const peer = this.env.TRIVIAL.get(this.env.TRIVIAL.idFromName(f.to));
+        await peer.deliver(f.to, from, mid, f.body);
+      } else this.deliver(f.to, from, mid, f.body);
       if (att?.frames === true)
         ws.send(JSON.stringify({ v: 1, t: "accepted", id: String(f.id), mid }));
     } else if (f?.t === "ack") {
@@ -57,6 +67,11 @@ export class Trivial extends DurableObject {
     } else {
       ws.send(message);
     }
+  }
+
+  /** A `deliver` to the socket named `to`: a call from the sender's object, or this one's. */
+  deliver(to, from, mid, body) {
+    this.byName.get(to)?.send(JSON.stringify({ t: "deliver", mid, from, body }));
   }
 
   async webSocketClose(ws) {
