@@ -330,9 +330,22 @@ await section("relay", async () => {
   // does per message at any hub size once production spreads the pairs.
   if (s.routed2)
     reportedMs(
-      "relay 1:1 direct p99, 2 clients, on user objects (one conversation: the work of one pair of objects)",
+      `relay 1:1 direct p99, 2 clients, on user objects (one conversation: the work of one pair of objects; medians of ${GOAL_PAIRS} pairs)`,
       s.routed2.parley,
       s.routed2.bare,
+    );
+  if (s.trivialPeers2)
+    reportedMs(
+      `relay 1:1 direct p99, 2 clients, through two trivial objects, one call between them per message (the floor of one conversation on users' routes; medians of ${GOAL_PAIRS} pairs)`,
+      s.trivialPeers2.trivial,
+      s.trivialPeers2.bare,
+    );
+  if (s.routed2 && s.trivialPeers2)
+    target(
+      "relay 1:1 direct p99, 2 clients, user objects vs their floor (the row above)",
+      `${s.routed2.parley.toFixed(1)} vs ${s.trivialPeers2.trivial.toFixed(1)} ms = ${fmtX(s.routed2.parley / s.trivialPeers2.trivial)}`,
+      "(reported)",
+      null,
     );
   if (s.routedGroup20) {
     const g = s.routedGroup20;

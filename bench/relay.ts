@@ -69,9 +69,14 @@ export interface RelayFigures {
      * to the recipient's, with Parley's frames: the platform's floor for users' routes.
      */
     trivialPeers50: { trivial: number; bare: number } | null;
+    /** The same at 2 clients: one conversation, two trivial objects (p99 ms). */
+    trivialPeers2: { trivial: number; bare: number } | null;
     /** The same on user objects (each client on its user's route; medians of GOAL_PAIRS). */
     routed50: { parley: number; bare: number } | null;
-    /** 1:1 direct on user objects at 2 clients: one conversation, two objects (p99 ms). */
+    /**
+     * 1:1 direct on user objects at 2 clients: one conversation, two objects (p99 ms; medians of
+     * GOAL_PAIRS, as its floor, trivialPeers2).
+     */
     routed2: { parley: number; bare: number } | null;
     /** Group fan-out at 20 clients on users' routes: throughput (deliveries/s) and p99 (ms). */
     routedGroup20: { parley: number; bare: number; p99: number; bareP99: number } | null;
@@ -271,6 +276,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       plain: trivial50,
       frames: trivialFrames50,
       peers: trivialPeers50,
+      peers2: trivialPeers2,
     } = await trivialDirect(50, seconds, bareT, log);
 
     // Latency vs load: group fanout, 20 clients, offered deliveries/s stepped up.
@@ -324,7 +330,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
       const rs = await pair("direct", clients, rate, i++, parleyRouted);
       const p = rs.find((r) => r.target !== "bare ws") as RelayRun;
       const q = rs.find((r) => r.target === "bare ws") as RelayRun;
-      if (clients === 2) routed2 = { parley: p.p99ms, bare: q.p99ms };
+      if (clients === 2) routed2 = await goalMedians(rs, "direct", clients, rate, parleyRouted);
       // Medians, as the floor it is read against (trivialPeers50).
       if (clients === 50) routed50 = await goalMedians(rs, "direct", clients, rate, parleyRouted);
       matrix.push(matrixRow("direct, user objects", clients, 1, p, q));
@@ -381,6 +387,7 @@ export async function runRelay(log: (s: string) => void = () => {}): Promise<Rel
         trivial50,
         trivialFrames50,
         trivialPeers50,
+        trivialPeers2,
         routed2,
         routed50,
         routedGroup20,
@@ -497,6 +504,7 @@ async function trivialDirect(
   plain: { trivial: number; bare: number };
   frames: { trivial: number; bare: number };
   peers: { trivial: number; bare: number };
+  peers2: { trivial: number; bare: number };
 }> {
   const dev = await startWranglerDev({
     port: TRIVIAL_PORT,
@@ -504,13 +512,14 @@ async function trivialDirect(
     config: join(process.cwd(), "bench/trivial-do/wrangler.toml"),
   });
   try {
-    const load = {
-      clients,
+    const loadOf = (n: number) => ({
+      clients: n,
       mode: "direct" as const,
-      perClientRate: perClientRate("direct", clients),
+      perClientRate: perClientRate("direct", n),
       seconds,
-    };
-    const run = async (frames: boolean, peers = false) => {
+    });
+    const run = async (frames: boolean, peers = false, n = clients) => {
+      const load = loadOf(n);
       const label = peers
         ? "trivial DO per client, one call per message"
         : frames
@@ -524,7 +533,7 @@ async function trivialDirect(
         const p = await runLoad(t, load);
         const q = await runLoad(bareT, load);
         log(
-          `  ${label}, direct ${clients} clients: p50 ${p.p50ms.toFixed(1)} ms, p99 ${p.p99ms.toFixed(1)} ms ` +
+          `  ${label}, direct ${n} clients: p50 ${p.p50ms.toFixed(1)} ms, p99 ${p.p99ms.toFixed(1)} ms ` +
             `(${p.delivered}/${p.expected}); bare p50 ${q.p50ms.toFixed(1)} ms, p99 ${q.p99ms.toFixed(1)} ms`,
         );
         ps.push(p.p99ms);
@@ -534,7 +543,8 @@ async function trivialDirect(
     };
     const plain = await run(false);
     const frames = await run(true);
-    return { plain, frames, peers: await run(true, true) };
+    const peers = await run(true, true);
+    return { plain, frames, peers, peers2: await run(true, true, 2) };
   } finally {
     await dev.stop();
   }
