@@ -41,11 +41,13 @@ export class Coalescer {
       if (this.#due) return;
       this.#due = true;
       this.later(() => {
-        const steps = [...this.#first, ...this.#after];
+        const first = this.#first;
+        const after = this.#after;
         this.#first = [];
         this.#after = [];
         this.#due = false;
-        for (const r of steps) r();
+        for (const r of first) r();
+        for (const r of after) r();
       });
     });
   }

@@ -437,10 +437,9 @@ export class Hub {
   readonly pushes: Pushes;
   /**
    * `send`, `group_send` and (on the hub's route) `ack` steps that arrive together run in one
-   * event, one commit
-   * (coalesce.ts). Each still stores before it answers or delivers (§7.3; a direct item sent
-   * write-behind is answered once acknowledged or stored), and its connection's next frame waits
-   * for it (`message`), so per-connection order holds.
+   * event, one commit (coalesce.ts). Each still stores before it answers or delivers (§7.3; a
+   * direct item sent write-behind is answered once acknowledged or stored), and its connection's
+   * next frame waits for it (`message`), so per-connection order holds.
    */
   readonly #coalesced = new Coalescer();
   /**
